@@ -1,0 +1,1 @@
+"""Low-level Numba kernels (hashing, etc.); imports only numpy, numba and math."""

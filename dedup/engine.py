@@ -1,0 +1,332 @@
+"""The fused, single-process dedup engine: shards in, kept shards + removed table out.
+
+One streaming pass in canonical order (files sorted by path, rows in file order). Memory
+is one batch plus the index, whatever the number of shards. Output layout:
+:mod:`dedup.layout`. Decisions: :mod:`dedup.index`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from . import layout
+from .config import DedupConfig
+from .index import EXACT, NEAR, REASONS, make_index
+from .params import plan_index
+from .shards import InputError, Shard, ShardReader, count_rows, discover
+from .sketch import Sketcher
+
+ProgressFn = Callable[[dict], None]
+
+
+class OutputExistsError(RuntimeError):
+    """OUT already holds a completed run."""
+
+
+@dataclass
+class _ShardStats:
+    shard: Shard
+    rows: int = 0
+    kept: int = 0
+    exact: int = 0
+    near: int = 0
+    null_text: int = 0
+    empty_text: int = 0
+    text_bytes: int = 0
+
+    def to_dict(self, input_rows: int) -> dict:
+        return {
+            "shard": self.shard.name,
+            "path": str(self.shard.path),
+            "format": self.shard.fmt,
+            "file_bytes": self.shard.path.stat().st_size,
+            "rows": input_rows,
+            "kept": self.kept,
+            "removed": {"exact": self.exact, "near": self.near},
+            "null_text": self.null_text,
+            "empty_text": self.empty_text,
+            "text_bytes": self.text_bytes,
+        }
+
+
+@dataclass
+class _Timer:
+    seconds: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "sketch": 0.0, "index": 0.0, "write": 0.0})
+
+    def add(self, phase: str, t0: float) -> float:
+        t1 = time.perf_counter()
+        self.seconds[phase] += t1 - t0
+        return t1
+
+
+class _Locator:
+    """Global document number -> (shard, row, id), kept only for backends that name the
+    earlier duplicate (memory grows with the corpus, as theirs does)."""
+
+    def __init__(self) -> None:
+        self.shard_idx: list[np.ndarray] = []
+        self.rows: list[np.ndarray] = []
+        self.ids: list[pa.Array] = []
+        self._cat: tuple[np.ndarray, np.ndarray, pa.Array] | None = None
+
+    def add(self, shard_idx: int, start_row: int, ids: pa.Array) -> None:
+        n = len(ids)
+        self.shard_idx.append(np.full(n, shard_idx, dtype=np.int32))
+        self.rows.append(np.arange(start_row, start_row + n, dtype=np.int64))
+        self.ids.append(ids)
+        self._cat = None
+
+    def lookup(self, numbers: np.ndarray, shard_names: list[str]) -> tuple[pa.Array, pa.Array, pa.Array]:
+        if self._cat is None:
+            self._cat = (
+                np.concatenate(self.shard_idx),
+                np.concatenate(self.rows),
+                pa.concat_arrays([a.cast(pa.string()) for a in self.ids]),
+            )
+        sidx, rows, ids = self._cat
+        known = numbers >= 0
+        safe = np.where(known, numbers, 0)
+        mask = pa.array(~known)
+        names = pa.array([shard_names[i] for i in sidx[safe]], pa.string())
+        return (
+            pc.if_else(mask, pa.scalar(None, pa.string()), ids.take(pa.array(safe))),
+            pc.if_else(mask, pa.scalar(None, pa.string()), names),
+            pa.array(np.where(known, rows[safe], 0), mask=~known),
+        )
+
+
+def dedup_files(
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    config: DedupConfig = DedupConfig(),
+    *,
+    threads: int | None = None,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+) -> dict:
+    """Deduplicate input shards into ``out``; return the manifest (also written to disk).
+
+    Args:
+        inputs: Parquet/JSONL files, directories or globs (see :mod:`dedup.shards`).
+        out: output directory (layout: :mod:`dedup.layout`).
+        config: the stage configuration.
+        threads: Numba threads for sketching (default: Numba's default, all cores).
+        force: replace a completed run in ``out`` instead of refusing.
+        progress: called after every batch with a dict of counters.
+
+    Raises:
+        InputError: bad input (names the file, and row or line); nothing is left behind.
+        OutputExistsError: ``out`` holds a completed run and ``force`` is False.
+
+    Example:
+        >>> import pyarrow as pa, pyarrow.parquet as pq, tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> pq.write_table(pa.table({"text": ["a b c d e f", "A b, c d e f!", "x y z"]}), d / "in.parquet")
+        >>> m = dedup_files([d / "in.parquet"], d / "out")
+        >>> m["totals"]["kept"], m["totals"]["removed"]
+        (2, {'exact': 1, 'near': 0})
+    """
+    t_start = time.perf_counter()
+    out = Path(out)
+    shards = discover(list(inputs))
+    _validate(shards, config)
+    if layout.read_manifest(out) is not None:
+        if not force:
+            raise OutputExistsError(f"{out} already holds a completed dedup run (manifest.json); use --force to replace it")
+        layout.clear_outputs(out)
+    capacity = config.capacity or max(count_rows(shards), 1)
+    plan = plan_index(config.threshold, config.num_perm, capacity, config.fp, config.bands, config.rows)
+    if threads is not None:
+        import numba
+
+        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    sketcher = Sketcher(config, plan.bands, plan.rows)
+    index = make_index(
+        config.index, plan, scheme=config.scheme, num_perm=config.num_perm, seed=config.seed,
+        exact_fp=config.exact_fp, threads=threads or 1,
+    )
+    locator = _Locator() if config.index == "lsh" else None
+    shard_names = [s.name for s in shards]
+    _check_unique_outputs(shards)
+
+    written: list[Path] = []
+    timer = _Timer()
+    stats: list[tuple[_ShardStats, int]] = []
+    done_rows = 0
+    done_bytes = 0
+    removed_final = layout.removed_path(out)
+    removed_tmp = layout.tmp_path(removed_final)
+    try:
+        (out / layout.KEPT_DIR).mkdir(parents=True, exist_ok=True)
+        written.append(removed_tmp)
+        with pq.ParquetWriter(str(removed_tmp), layout.REMOVED_SCHEMA) as removed_writer:
+            for si, shard in enumerate(shards):
+                t0 = time.perf_counter()
+                reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
+                st = _ShardStats(shard)
+                final = layout.kept_path(out, shard.stem)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                tmp = layout.tmp_path(final)
+                written.append(tmp)
+                t0 = timer.add("read", t0)
+                with pq.ParquetWriter(str(tmp), reader.schema) as kept_writer:
+                    for batch in reader.batches():
+                        t0 = timer.add("read", t0)
+                        texts = reader.text(batch)
+                        sk = sketcher(texts)
+                        t0 = timer.add("sketch", t0)
+                        numbers = np.arange(done_rows, done_rows + batch.num_rows, dtype=np.int64)
+                        verdicts = index.process(sk, numbers)
+                        ids = reader.ids(batch)
+                        if locator is not None:
+                            locator.add(si, st.rows, ids)
+                        t0 = timer.add("index", t0)
+                        keep = verdicts.reason == 0
+                        kept_writer.write_batch(batch.filter(pa.array(keep)))
+                        gone = np.flatnonzero(~keep)
+                        if gone.size:
+                            removed_writer.write_batch(
+                                _removed_batch(gone, st.rows, shard.name, ids, verdicts, locator, shard_names)
+                            )
+                        st.rows += batch.num_rows
+                        st.kept += int(keep.sum())
+                        st.exact += int((verdicts.reason == EXACT).sum())
+                        st.near += int((verdicts.reason == NEAR).sum())
+                        st.null_text += int((~sk.valid).sum())
+                        st.empty_text += int((sk.valid & (sk.n_shingles == 0)).sum())
+                        st.text_bytes += sk.text_bytes
+                        done_rows += batch.num_rows
+                        done_bytes += sk.text_bytes
+                        t0 = timer.add("write", t0)
+                        if progress is not None:
+                            progress(_progress_state(done_rows, capacity, done_bytes, stats, st, t_start, si, len(shards)))
+                os.replace(tmp, final)
+                written[-1] = final
+                stats.append((st, reader.num_rows))
+                if st.rows != reader.num_rows or st.kept + st.exact + st.near != reader.num_rows:
+                    raise RuntimeError(
+                        f"internal error: {shard.path}: rows read {st.rows}, kept {st.kept} + removed "
+                        f"{st.exact + st.near}, but the file has {reader.num_rows} rows"
+                    )
+        os.replace(removed_tmp, removed_final)
+        written[0] = removed_final
+        manifest = _manifest(config, plan, index, stats, timer, time.perf_counter() - t_start, threads)
+        layout.write_json_atomic(layout.manifest_path(out), manifest)
+        return manifest
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    finally:
+        index.close()
+
+
+def _validate(shards: list[Shard], config: DedupConfig) -> None:
+    """Check every Parquet shard's schema before any output is written (JSONL shards are
+    checked when read; a failure then removes what was written)."""
+    for s in shards:
+        if s.fmt == "parquet":
+            ShardReader(s, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
+
+
+def _check_unique_outputs(shards: list[Shard]) -> None:
+    seen: dict[str, Shard] = {}
+    for s in shards:
+        if s.stem in seen:
+            raise InputError(s.path, f"its output name kept/{s.stem}.parquet collides with {seen[s.stem].path}; rename one")
+        seen[s.stem] = s
+
+
+def _removed_batch(gone, start_row, shard_name, ids, verdicts, locator, shard_names) -> pa.RecordBatch:
+    n = gone.size
+    reasons = pa.array([REASONS[int(r)] for r in verdicts.reason[gone]], pa.string())
+    band = verdicts.band[gone]
+    band_arr = pa.array(band, type=pa.int16(), mask=band < 0)
+    dup = verdicts.duplicate_of[gone]
+    if locator is not None and (dup >= 0).any():
+        d_id, d_shard, d_row = locator.lookup(dup, shard_names)
+    else:
+        d_id = pa.nulls(n, pa.string())
+        d_shard = pa.nulls(n, pa.string())
+        d_row = pa.nulls(n, pa.int64())
+    return pa.record_batch(
+        [
+            ids.take(pa.array(gone)),
+            pa.array([shard_name] * n, pa.string()),
+            pa.array(gone + start_row, pa.int64()),
+            reasons,
+            band_arr,
+            d_id,
+            d_shard,
+            d_row,
+        ],
+        schema=layout.REMOVED_SCHEMA,
+    )
+
+
+def _progress_state(done_rows, total_rows, done_bytes, stats, current, t_start, shard_idx, n_shards) -> dict:
+    removed_exact = sum(s.exact for s, _ in stats) + current.exact
+    removed_near = sum(s.near for s, _ in stats) + current.near
+    return {
+        "rows": done_rows,
+        "total_rows": total_rows,
+        "bytes": done_bytes,
+        "elapsed": time.perf_counter() - t_start,
+        "removed_exact": removed_exact,
+        "removed_near": removed_near,
+        "shard": shard_idx + 1,
+        "shards": n_shards,
+    }
+
+
+def _manifest(config, plan, index, stats, timer, wall, threads) -> dict:
+    inputs = [st.to_dict(n) for st, n in stats]
+    rows = sum(n for _, n in stats)
+    kept = sum(st.kept for st, _ in stats)
+    exact = sum(st.exact for st, _ in stats)
+    near = sum(st.near for st, _ in stats)
+    text_bytes = sum(st.text_bytes for st, _ in stats)
+    nbytes = index.nbytes()
+    return {
+        "stage": "dedup",
+        "engine": "fused",
+        "created_unix": time.time(),
+        "config": config.to_dict(),
+        "threads": threads,
+        "inputs": inputs,
+        "totals": {
+            "shards": len(inputs),
+            "rows": rows,
+            "kept": kept,
+            "removed": {"exact": exact, "near": near},
+            "null_text": sum(st.null_text for st, _ in stats),
+            "empty_text": sum(st.empty_text for st, _ in stats),
+            "text_bytes": text_bytes,
+        },
+        "index": {
+            "backend": index.name,
+            "plan": plan.to_dict(),
+            "bytes": nbytes,
+            "bytes_per_doc": {k: v / max(rows, 1) for k, v in nbytes.items()},
+            "predicted_fp": index.predicted_fp(),
+            **index.stats(),
+        },
+        "timing": {
+            "wall_s": wall,
+            "docs_per_s": rows / wall if wall > 0 else None,
+            "mb_per_s": text_bytes / 1e6 / wall if wall > 0 else None,
+            "phases": {
+                k: {"s": v, "docs_per_s": rows / v if v > 0 else None} for k, v in timer.seconds.items()
+            },
+        },
+        "versions": layout.library_versions(),
+    }

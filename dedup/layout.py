@@ -1,0 +1,111 @@
+"""The dedup output directory: the one definition of its layout, and atomic writes.
+
+::
+
+    OUT/
+      kept/<shard stem>.parquet   kept rows of each input, input schema, original order
+      removed.parquet             one row per removed input row (REMOVED_SCHEMA)
+      manifest.json               written last, atomically: the run is complete iff it exists
+
+``<shard stem>`` is the input's path relative to the inputs' common directory, without
+its format suffix (``part-0.jsonl.gz`` -> ``kept/part-0.parquet``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+
+KEPT_DIR = "kept"
+REMOVED_FILE = "removed.parquet"
+MANIFEST_FILE = "manifest.json"
+
+#: Columns of removed.parquet. ``band`` is null for exact duplicates; the three
+#: ``duplicate_of*`` columns are null where the index cannot name the earlier row
+#: (Bloom-filter indexes cannot; the ``lsh`` backend can).
+REMOVED_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string()),
+        pa.field("shard", pa.string(), nullable=False),
+        pa.field("row", pa.int64(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("band", pa.int16()),
+        pa.field("duplicate_of", pa.string()),
+        pa.field("duplicate_of_shard", pa.string()),
+        pa.field("duplicate_of_row", pa.int64()),
+    ]
+)
+
+
+def kept_path(out: Path, shard_stem: str) -> Path:
+    return out / KEPT_DIR / f"{shard_stem}.parquet"
+
+
+def removed_path(out: Path) -> Path:
+    return out / REMOVED_FILE
+
+
+def manifest_path(out: Path) -> Path:
+    return out / MANIFEST_FILE
+
+
+def tmp_path(final: Path) -> Path:
+    """Temporary sibling of ``final``: written first, renamed into place when complete."""
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    """Write JSON to a temporary sibling, fsync, then rename over ``path``."""
+    tmp = tmp_path(path)
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_manifest(out: Path) -> dict | None:
+    p = manifest_path(out)
+    if not p.exists():
+        return None
+    with open(p, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def clear_outputs(out: Path) -> None:
+    """Remove everything this layout defines under ``out`` (used by ``--force``)."""
+    manifest_path(out).unlink(missing_ok=True)
+    removed_path(out).unlink(missing_ok=True)
+    shutil.rmtree(out / KEPT_DIR, ignore_errors=True)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries whose behaviour decides the output."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for dist in ("memdedup", "numpy", "numba", "pyarrow", "datasketch", "xxhash"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "not installed"
+    import unicodedata
+
+    out["unicode"] = unicodedata.unidata_version
+    return out

@@ -1,0 +1,248 @@
+"""Input shards: discovery, canonical order, validation and batched reading.
+
+Inputs are Parquet files and JSON Lines files (``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst``;
+``.json``/``.ndjson`` are accepted as JSON Lines too), given as files, directories (searched
+recursively) or glob patterns. The *canonical order* is the files sorted by absolute path,
+rows in file order; every decision of the dedup engine is defined on that order.
+
+Every problem with an input raises :class:`InputError`, whose message names the file and,
+where it applies, the line (JSONL, 1-based) or row (Parquet, 0-based).
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+JSONL_SUFFIXES = {
+    ".jsonl": None,
+    ".ndjson": None,
+    ".json": None,
+    ".jsonl.gz": "gzip",
+    ".ndjson.gz": "gzip",
+    ".json.gz": "gzip",
+    ".jsonl.zst": "zstd",
+    ".ndjson.zst": "zstd",
+    ".json.zst": "zstd",
+}
+
+
+class InputError(ValueError):
+    """A problem with one input file (and row or line)."""
+
+    def __init__(self, path: str | os.PathLike, message: str, *, row: int | None = None, line: int | None = None):
+        self.path = str(path)
+        self.row = row
+        self.line = line
+        where = f"line {line}: " if line is not None else f"row {row}: " if row is not None else ""
+        super().__init__(f"{self.path}: {where}{message}")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One input file.
+
+    Attributes:
+        path: absolute path.
+        name: its name in outputs: the path relative to the inputs' common directory.
+        fmt: ``"parquet"`` or ``"jsonl"``.
+        compression: None, ``"gzip"`` or ``"zstd"`` (JSONL only).
+    """
+
+    path: Path
+    name: str
+    fmt: str
+    compression: str | None = None
+
+    @property
+    def stem(self) -> str:
+        """``name`` without its format suffix (e.g. ``a/part-0`` for ``a/part-0.jsonl.gz``)."""
+        lower = self.name.lower()
+        for suf in sorted((*PARQUET_SUFFIXES, *JSONL_SUFFIXES), key=len, reverse=True):
+            if lower.endswith(suf):
+                return self.name[: -len(suf)]
+        return self.name
+
+
+def _format_of(path: Path) -> tuple[str, str | None] | None:
+    lower = path.name.lower()
+    if lower.endswith(PARQUET_SUFFIXES):
+        return "parquet", None
+    for suf in sorted(JSONL_SUFFIXES, key=len, reverse=True):
+        if lower.endswith(suf):
+            return "jsonl", JSONL_SUFFIXES[suf]
+    return None
+
+
+def discover(inputs: list[str | os.PathLike]) -> list[Shard]:
+    """Expand files, directories and globs into shards in canonical order.
+
+    Raises:
+        InputError: a path that does not exist, a glob that matches nothing, a file of an
+            unknown format named explicitly, or no input files at all.
+    """
+    files: set[Path] = set()
+    for item in inputs:
+        s = str(item)
+        p = Path(s)
+        if p.is_dir():
+            found = [q for q in p.rglob("*") if q.is_file() and _format_of(q) and not q.name.startswith(".")]
+            if not found:
+                raise InputError(p, "directory contains no .parquet or .jsonl[.gz|.zst] files")
+            files.update(q.resolve() for q in found)
+        elif p.is_file():
+            if _format_of(p) is None:
+                raise InputError(p, "unknown input format (expected .parquet, .jsonl, .jsonl.gz or .jsonl.zst)")
+            files.add(p.resolve())
+        elif glob.has_magic(s):
+            matched = [Path(m) for m in glob.glob(s, recursive=True)]
+            matched = [m for m in matched if m.is_file() and _format_of(m)]
+            if not matched:
+                raise InputError(s, "glob matches no .parquet or .jsonl files")
+            files.update(m.resolve() for m in matched)
+        else:
+            raise InputError(s, "no such file or directory")
+    if not files:
+        raise InputError("<inputs>", "no input files given")
+    ordered = sorted(files, key=lambda q: str(q))
+    root = Path(os.path.commonpath([str(q.parent) for q in ordered]))
+    shards = []
+    for q in ordered:
+        fmt, comp = _format_of(q)  # type: ignore[misc]
+        shards.append(Shard(q, q.relative_to(root).as_posix(), fmt, comp))
+    return shards
+
+
+def _check_columns(shard: Shard, schema: pa.Schema, text_column: str, id_column: str | None, id_required: bool) -> None:
+    names = schema.names
+    if text_column not in names:
+        raise InputError(shard.path, f"no text column {text_column!r}; columns are {names}")
+    t = schema.field(text_column).type
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_null(t)):
+        raise InputError(shard.path, f"text column {text_column!r} has type {t}, expected a string type")
+    if id_required and id_column and id_column not in names:
+        raise InputError(shard.path, f"no id column {id_column!r}; columns are {names}")
+
+
+def _iter_lines(shard: Shard) -> Iterator[bytes]:
+    """Raw lines of a (possibly compressed) JSONL file."""
+    with pa.input_stream(str(shard.path), compression=shard.compression) as raw:
+        yield from io.BufferedReader(raw, buffer_size=1 << 20)
+
+
+def _jsonl_bad_line(shard: Shard) -> tuple[int, str] | None:
+    """(1-based line, reason) of the first line that is not a JSON object, or None."""
+    for lineno, line in enumerate(_iter_lines(shard), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            return lineno, f"invalid JSON: {e}"
+        if not isinstance(obj, dict):
+            return lineno, f"expected a JSON object, got {type(obj).__name__}"
+    return None
+
+
+def _read_jsonl(shard: Shard) -> pa.Table:
+    import pyarrow.json as pj
+
+    try:
+        with pa.input_stream(str(shard.path), compression=shard.compression) as f:
+            return pj.read_json(f)
+    except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as e:
+        try:
+            bad = _jsonl_bad_line(shard)
+        except (OSError, UnicodeDecodeError) as e2:
+            raise InputError(shard.path, f"unreadable: {e2}") from e
+        if bad is not None:
+            raise InputError(shard.path, bad[1], line=bad[0]) from e
+        raise InputError(shard.path, f"cannot read JSON Lines: {e}") from e
+
+
+class ShardReader:
+    """Reads one shard in batches of whole rows, after validating its columns.
+
+    Args:
+        shard: the file.
+        text_column, id_column, id_required: see :class:`dedup.config.DedupConfig`.
+        batch_rows: maximum rows per batch.
+    """
+
+    def __init__(self, shard: Shard, text_column: str, id_column: str | None, id_required: bool, batch_rows: int):
+        self.shard = shard
+        self.text_column = text_column
+        self.batch_rows = batch_rows
+        self._table: pa.Table | None = None
+        self._pf: pq.ParquetFile | None = None
+        if shard.fmt == "parquet":
+            try:
+                self._pf = pq.ParquetFile(str(shard.path))
+            except (pa.ArrowException, OSError) as e:
+                raise InputError(shard.path, f"unreadable or corrupt Parquet file: {e}") from e
+            self.schema = self._pf.schema_arrow
+            self.num_rows = self._pf.metadata.num_rows
+        else:
+            self._table = _read_jsonl(shard)
+            self.schema = self._table.schema
+            self.num_rows = self._table.num_rows
+        _check_columns(shard, self.schema, text_column, id_column, id_required)
+        self.id_column = id_column if id_column and id_column in self.schema.names else None
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """Record batches in file order, all columns."""
+        if self._table is not None:
+            yield from self._table.to_batches(max_chunksize=self.batch_rows)
+            return
+        assert self._pf is not None
+        row = 0
+        it = self._pf.iter_batches(batch_size=self.batch_rows)
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            except (pa.ArrowException, OSError) as e:
+                raise InputError(self.shard.path, f"corrupt data after this row: {e}", row=row) from e
+            row += batch.num_rows
+            yield batch
+
+    def text(self, batch: pa.RecordBatch) -> pa.Array:
+        """The batch's text column as a string array (an all-null column becomes nulls)."""
+        col = batch.column(self.text_column)
+        if pa.types.is_null(col.type):
+            return pa.nulls(len(col), pa.string())
+        return col
+
+    def ids(self, batch: pa.RecordBatch) -> pa.Array:
+        """The batch's ids as strings (nulls where there is no id column)."""
+        if self.id_column is None:
+            return pa.nulls(batch.num_rows, pa.string())
+        col = batch.column(self.id_column)
+        return col if pa.types.is_string(col.type) else col.cast(pa.string())
+
+
+def count_rows(shards: list[Shard]) -> int:
+    """Total rows over shards (Parquet: from metadata; JSONL: lines that are not blank)."""
+    total = 0
+    for s in shards:
+        if s.fmt == "parquet":
+            try:
+                total += pq.ParquetFile(str(s.path)).metadata.num_rows
+            except (pa.ArrowException, OSError) as e:
+                raise InputError(s.path, f"unreadable or corrupt Parquet file: {e}") from e
+        else:
+            try:
+                total += sum(1 for line in _iter_lines(s) if line.strip())
+            except OSError as e:
+                raise InputError(s.path, f"unreadable: {e}") from e
+    return total

@@ -1,0 +1,733 @@
+"""Deterministic synthetic corpora with planted duplicates and exact ground truth.
+
+Used by the tests, the benchmarks and the offline demo: no network, no downloaded data.
+
+Text model
+    English-like prose. The vocabulary is a few hundred common English words (ranked
+    roughly by frequency), a fixed set of ~40k pronounceable pseudo-words built from
+    syllables (the long tail) and a handful of non-ASCII words (``café``, ``Zürich``,
+    full-width digits ``１２３`` that NFKC folds to ``123``, the ``ﬁ`` ligature, a
+    decomposed accent, ...). Words are drawn i.i.d. with Zipf-Mandelbrot frequencies
+    ``p(r) ∝ 1 / (r + 2.7)``. Sentences have 5-25 words, a capitalised first word and end
+    in ``.``, ``?`` or ``!``; inside a sentence a word is occasionally followed by a comma,
+    a semicolon or an em dash, or wrapped in curly quotes. Every token renders to exactly
+    one canonical word (punctuation and quotes are separators), which the generator relies
+    on to measure Jaccard from token ids; the tests check the result against
+    :func:`dedup.normalize.shingles`.
+
+    Because words are i.i.d. over a large vocabulary, two unrelated documents share a
+    word 5-gram with probability ~ ``m² (Σ p²)⁵`` ≈ 1e-5 for 1 KB documents, so the
+    Jaccard of different clusters is 0 in practice (:func:`true_duplicates` assumes it).
+
+Rows
+    * ``original``: fresh text.
+    * ``exact``: a copy of an earlier original whose *canonical* text
+      (:func:`dedup.normalize.canonical_text`) is identical; about a quarter are
+      byte-identical, the rest have ASCII case changes, whitespace changes, punctuation
+      changes and/or NFKC-equivalent Unicode changes (full-width letters, decomposed
+      accents).
+    * ``near``: an earlier original with word-level edits (substitutions 60%, insertions
+      20%, deletions 20%). Edit rate: if each word is edited independently with
+      probability ``e``, a word 5-gram survives iff its 5 words are untouched, with
+      probability ``q = (1 - e)^5``. With ``m`` shingles per side, ``|A ∩ B| ≈ q m`` and
+      ``|A ∪ B| ≈ 2m - q m``, so ``J ≈ q / (2 - q)``; inverting, ``q = 2J / (1 + J)`` and
+      ``e = 1 - q^(1/5)``. (An insertion or deletion also breaks about 5 shingles, so the
+      same rate applies.) A target ``J`` is drawn uniformly from ``near_jaccard``, at
+      least one edit is made, and the true Jaccard is then measured exactly; a draw whose
+      measured value falls outside ``near_jaccard`` is retried (up to 8 times, then the
+      closest draw is kept, which only happens when the range is unreachable, e.g. above
+      ``(m-5)/(m+5)`` for an ``m``-word document).
+
+Every duplicate row comes after its source original; duplicate rows are placed uniformly
+at random over the corpus and their source is drawn uniformly from the originals before
+them (so a source may have several duplicates).
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import json
+import math
+import os
+import pathlib
+import re
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dedup import normalize
+
+__all__ = ["generate_corpus", "true_duplicates", "jaccard", "write_shards", "SCHEMA"]
+
+#: Schema of the tables returned by :func:`generate_corpus`.
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("text", pa.string()),
+        ("cluster", pa.int64()),
+        ("kind", pa.string()),
+        ("source_jaccard", pa.float64()),
+    ]
+)
+
+# Roughly in decreasing frequency (the rank order sets the Zipf weights).
+_COMMON_WORDS = """
+the of and to a in is that for it as was with be by on not he this are or his from at
+which but have an they you were her she there one been all their has would will more if
+no when so can said who what up out them we into time its about only other some could
+these two may first then do any like my now over such our man me even most made after
+also did many before must through back years where much your way well down should
+because each just those people how too little state good very make world still own see
+men work long get here between both life being under never day same another know while
+last might us great old year off come since against go came right used take three
+states himself few house use during without again place around however home small found
+thought went say part once general high upon school every does got united left number
+course war until always away something fact though water less public put think almost
+hand enough far took head yet government system better set told nothing night end why
+called didn't eyes find going look asked later knew point next city business give group
+toward young days let room president side social given present several order national
+possible rather second face per among form important often things looked early white
+john case become large big need four within felt along children saw best church ever
+least power development light thing seemed family interest want members mind country
+area others done turned although open god service certain kind problem began different
+door thus help sense means whole matter perhaps itself york times law human line above
+name example action company hands local show whether five history gave today either act
+feet across taken past quite anything having seen death experience body word half really
+field car words already themselves information tell together college shall money period
+held keep sure probably free real seems behind cannot political air question office
+brought whose special heard major problems ago became federal moment study available
+known result street economic boy position reason change south board individual job
+areas society west close turn love community true court force full seem am wife future
+age voice center woman control common necessary policy front sometimes six girl clear
+further land run students provide feel party able mother music education university
+child effect level stood military town short morning total outside rate figure class art
+century washington north usually leave therefore evidence plan
+"""
+
+# Non-ASCII words, each one canonical word; several need NFKC to reach their canonical
+# form (full-width digits and letters, the fi ligature, a combining accent).
+_EXOTIC_WORDS = [
+    "café", "naïve", "Zürich", "résumé", "façade", "jalapeño", "São", "Ångström",
+    "crème", "brûlée", "déjà", "über", "señor", "Łódź", "Kraków", "smörgåsbord",
+    "１２３", "２０２４", "ｔｏｋｙｏ", "ﬁnance", "coöperate", "cafe\u0301", "Ελλάδα",
+    "Москва", "naïveté", "Malmö", "piñata", "Düsseldorf",
+]
+
+_ONSETS = [
+    "", "b", "br", "c", "ch", "cl", "d", "dr", "f", "fl", "fr", "g", "gl", "gr", "h", "j",
+    "k", "l", "m", "n", "p", "pl", "pr", "qu", "r", "s", "sh", "sl", "sp", "st", "t",
+    "th", "tr", "v", "w", "z",
+]
+_NUCLEI = ["a", "e", "i", "o", "u", "ai", "ea", "ee", "oo", "ou", "io", "y"]
+_CODAS = ["", "", "", "n", "r", "s", "l", "t", "m", "nd", "st", "ck", "ng", "x"]
+
+_N_PSEUDO = 40_000
+_ZIPF_SHIFT = 2.7
+_ZIPF_EXPONENT = 1.0
+
+# Token styles: style = cap + 2 * quote + 4 * punct.
+_PUNCT = ["", ",", ".", "?", "!", ";", " —"]
+_P_COMMA, _P_SEMI, _P_DASH, _P_QUOTE = 0.07, 0.006, 0.01, 0.012
+_END_PUNCT_P = np.array([0.9, 0.05, 0.05])  # '.', '?', '!'
+_STYLE_BITS = 5  # token = word_id << 5 | style
+_SENT_MIN, _SENT_MAX = 5, 25
+
+
+# --------------------------------------------------------------------------- vocabulary
+
+
+class _Vocab:
+    """The fixed vocabulary: word strings, Zipf CDF, canonical ids and rendering tables."""
+
+    def __init__(self) -> None:
+        common = list(dict.fromkeys(w for w in _COMMON_WORDS.split() if "'" not in w))
+        rng = np.random.default_rng(0x5EED)
+        seen = set(common) | {w.lower() for w in _EXOTIC_WORDS}
+        pseudo: list[str] = []
+        while len(pseudo) < _N_PSEUDO:
+            m = 4 * _N_PSEUDO
+            n_syl = rng.choice(np.array([1, 2, 3, 4]), size=m, p=[0.15, 0.55, 0.26, 0.04])
+            ons = rng.integers(0, len(_ONSETS), size=(m, 4))
+            nuc = rng.integers(0, len(_NUCLEI), size=(m, 4))
+            cod = rng.integers(0, len(_CODAS), size=(m, 4))
+            for i in range(m):
+                w = "".join(
+                    _ONSETS[ons[i, k]] + _NUCLEI[nuc[i, k]] + _CODAS[cod[i, k]]
+                    for k in range(n_syl[i])
+                )
+                if len(w) >= 2 and w not in seen:
+                    seen.add(w)
+                    pseudo.append(w)
+                    if len(pseudo) == _N_PSEUDO:
+                        break
+        words = common + pseudo
+        # Spread the exotic words over ranks ~150..3000 (occasional, not vanishing).
+        ranks = np.linspace(150, 3000, len(_EXOTIC_WORDS)).astype(int)
+        for r, w in sorted(zip(ranks, _EXOTIC_WORDS)):
+            words.insert(int(r), w)
+        self.words = words
+        v = len(words)
+        weights = 1.0 / (np.arange(v) + 1 + _ZIPF_SHIFT) ** _ZIPF_EXPONENT
+        self.p = weights / weights.sum()
+        self.cdf = np.cumsum(self.p)
+        self.cdf[-1] = 1.0
+        # Word pieces, indexed word_id * 2 + cap.
+        pieces: list[str] = []
+        for w in words:
+            pieces.append(w)
+            pieces.append(w[:1].upper() + w[1:])
+        self.pieces = pieces
+        self.pieces_arr = pa.array(pieces, type=pa.string())
+        # Canonical word id of each piece (every piece must be exactly one canonical word).
+        canon = _canonical_words(self.pieces_arr)
+        ids: dict[str, int] = {}
+        cid = np.empty(len(pieces), dtype=np.int64)
+        for i, ws in enumerate(canon):
+            if len(ws) != 1:  # pragma: no cover - guarded by the vocabulary test
+                raise AssertionError(f"vocabulary piece {pieces[i]!r} is not one word: {ws}")
+            cid[i] = ids.setdefault(ws[0], len(ids))
+        self.canon_id = cid
+        self.prefix_arr = pa.array(["", "“"], type=pa.string())  # by quote
+        self.suffix_arr = pa.array(  # by quote * len(_PUNCT) + punct
+            [q + p for q in ("", "”") for p in _PUNCT], type=pa.string()
+        )
+        piece_bytes = np.array([len(s.encode("utf-8")) for s in pieces[::2]], dtype=np.float64)
+        # Expected UTF-8 bytes per token (word, affixes, separating space), to size docs.
+        mean_sent = (_SENT_MIN + _SENT_MAX) / 2
+        affix = (
+            _P_COMMA * 1 + _P_SEMI * 1 + _P_DASH * 4 + _P_QUOTE * 6 + 1.0 / mean_sent
+        )
+        self.bytes_per_token = float(self.p @ piece_bytes) + affix + 1.0
+
+        # Guide table for inverse-CDF sampling: bucket b of [0, 1) maps to
+        # searchsorted(cdf, b / K); when both ends of a bucket map to the same word no
+        # search is needed (~96% of draws), the others are searched. Same result as
+        # searchsorted(cdf, u, "right") on every draw.
+        k = 1 << 20
+        guide = np.searchsorted(self.cdf, np.arange(k + 1) / k, side="right")
+        guide = np.minimum(guide, len(words) - 1).astype(np.int32)
+        self.guide_k = k
+        self.guide_lo = guide[:-1].copy()
+        self.guide_hi = guide[1:].copy()
+
+    def sample(self, rng: np.random.Generator, size: int, chunk: int = 1 << 20) -> np.ndarray:
+        """``size`` word ids with the Zipf probabilities (inverse CDF of uniforms)."""
+        out = np.empty(size, dtype=np.int64)
+        last = len(self.words) - 1
+        for start in range(0, size, chunk):
+            u = rng.random(min(chunk, size - start))
+            b = (u * self.guide_k).astype(np.int32)
+            ids = self.guide_lo[b]
+            amb = np.flatnonzero(ids != self.guide_hi[b])
+            if len(amb):
+                ids[amb] = np.minimum(np.searchsorted(self.cdf, u[amb], side="right"), last)
+            out[start : start + len(u)] = ids
+        return out
+
+
+@functools.lru_cache(maxsize=1)
+def _vocab() -> _Vocab:
+    return _Vocab()
+
+
+# ------------------------------------------------------------------ fast canonical words
+
+
+@functools.lru_cache(maxsize=1)
+def _word_regex() -> re.Pattern[str]:
+    """A regex matching maximal runs of word characters, built from the same table."""
+    table = normalize.word_char_table()
+    d = np.diff(np.concatenate(([0], table.astype(np.int8), [0])))
+    starts = np.flatnonzero(d == 1)
+    ends = np.flatnonzero(d == -1) - 1
+    parts = [
+        f"\\U{lo:08x}" if lo == hi else f"\\U{lo:08x}-\\U{hi:08x}"
+        for lo, hi in zip(starts.tolist(), ends.tolist())
+    ]
+    return re.compile("[" + "".join(parts) + "]+")
+
+
+def _canonical_words(texts, nfkc: bool = True, chunk: int = 20_000) -> list[list[str]]:
+    """The canonical words of many documents (same result as the reference, faster).
+
+    Step 1 of the definition is done by Arrow over whole chunks, step 2 by a regex whose
+    character class is built from :func:`dedup.normalize.word_char_table`. Nulls give
+    no words.
+    """
+    if not isinstance(texts, (pa.Array, pa.ChunkedArray)):
+        texts = pa.array(list(texts), type=pa.string())
+    findall = _word_regex().findall
+    out: list[list[str]] = []
+    for start in range(0, len(texts), chunk):
+        lowered = normalize.prenormalize(texts.slice(start, chunk), nfkc).to_pylist()
+        out.extend(findall(s) if s is not None else [] for s in lowered)
+    return out
+
+
+def _shingle_set(words: list[str], ngram: int, unit: str) -> set[str]:
+    """The shingle set of a document given its canonical words, as str (not bytes)."""
+    if not words:
+        return set()
+    if unit == "word":
+        if len(words) < ngram:
+            return {" ".join(words)}
+        return {" ".join(g) for g in zip(*(words[k:] for k in range(ngram)))}
+    if unit == "char":
+        canon = " ".join(words)
+        if len(canon) < ngram:
+            return {canon}
+        return {canon[i : i + ngram] for i in range(len(canon) - ngram + 1)}
+    raise ValueError(f"unit must be 'word' or 'char', got {unit!r}")
+
+
+def _check_shingle_args(ngram: int, unit: str) -> None:
+    if ngram < 1:
+        raise ValueError(f"ngram must be >= 1, got {ngram}")
+    if unit not in ("word", "char"):
+        raise ValueError(f"unit must be 'word' or 'char', got {unit!r}")
+
+
+def _set_jaccard(a: set, b: set) -> float:
+    if not a and not b:
+        return 1.0
+    inter = len(a & b)
+    return inter / (len(a) + len(b) - inter)
+
+
+def jaccard(a: str, b: str, ngram: int = 5, unit: str = "word") -> float:
+    """Exact Jaccard ``|A ∩ B| / |A ∪ B|`` of the shingle sets of two documents.
+
+    Shingles are those of :func:`dedup.normalize.shingles` (the reference). Two documents
+    without any shingle (no words) have Jaccard 1.0; one empty and one not, 0.0.
+    """
+    sa = set(normalize.shingles(a, ngram, unit))
+    sb = set(normalize.shingles(b, ngram, unit))
+    return _set_jaccard(sa, sb)
+
+
+# ------------------------------------------------------------------------- generation
+
+
+def _token_jaccard(a: np.ndarray, b: np.ndarray, canon_id: np.ndarray, n: int = 5) -> float:
+    """Word n-gram Jaccard of two token sequences (each token is one canonical word)."""
+    ca = canon_id[(a >> _STYLE_BITS) * 2 + (a & 1)].tolist()
+    cb = canon_id[(b >> _STYLE_BITS) * 2 + (b & 1)].tolist()
+
+    def grams(c: list[int]) -> set:
+        if not c:
+            return set()
+        if len(c) < n:
+            return {tuple(c)}
+        return set(zip(*(c[k:] for k in range(n))))
+
+    return _set_jaccard(grams(ca), grams(cb))
+
+
+def _sample_originals(
+    rng: np.random.Generator, vocab: _Vocab, n: int, mean_bytes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token stream and document offsets (length n + 1) for n fresh documents."""
+    sigma = 0.35
+    doc_bytes = rng.lognormal(math.log(mean_bytes) - sigma**2 / 2, sigma, size=n)
+    doc_bytes = np.clip(doc_bytes, 0.25 * mean_bytes, 4.0 * mean_bytes)
+    targets = np.cumsum(doc_bytes / vocab.bytes_per_token)
+    need = targets[-1] if n else 0.0
+    mean_sent = (_SENT_MIN + _SENT_MAX) / 2
+    lens = rng.integers(_SENT_MIN, _SENT_MAX + 1, size=int(need / mean_sent * 1.1) + n + 16)
+    ends = np.cumsum(lens)
+    while ends[-1] < need + n * _SENT_MAX:  # rare: extend the sentence stream
+        more = rng.integers(_SENT_MIN, _SENT_MAX + 1, size=len(lens))
+        lens = np.concatenate([lens, more])
+        ends = np.cumsum(lens)
+    # Doc d ends at the first sentence end >= its cumulative target, at least one
+    # sentence per doc (strictly increasing sentence indices).
+    s = np.searchsorted(ends, targets, side="left")
+    ar = np.arange(n)
+    s = np.maximum.accumulate(s - ar) + ar
+    n_sent = int(s[-1]) + 1 if n else 0
+    lens = lens[:n_sent]
+    ends = ends[:n_sent]
+    total = int(ends[-1]) if n_sent else 0
+    offsets = np.concatenate([[0], ends[s]]).astype(np.int64)
+
+    words = vocab.sample(rng, total)
+    # Styles: interior punctuation, quotes; then sentence starts and ends.
+    u = rng.random(total)
+    punct = np.zeros(total, dtype=np.int64)
+    punct[u < _P_COMMA + _P_SEMI + _P_DASH] = 6
+    punct[u < _P_COMMA + _P_SEMI] = 5
+    punct[u < _P_COMMA] = 1
+    quote = (rng.random(total) < _P_QUOTE).astype(np.int64)
+    cap = np.zeros(total, dtype=np.int64)
+    starts = ends - lens
+    cap[starts] = 1
+    end_p = rng.choice(np.array([2, 3, 4]), size=n_sent, p=_END_PUNCT_P)
+    punct[ends - 1] = end_p
+    tokens = (words << _STYLE_BITS) | cap | (quote << 1) | (punct << 2)
+    return tokens, offsets
+
+
+def _make_near(
+    rng: np.random.Generator,
+    vocab: _Vocab,
+    src: np.ndarray,
+    lo: float,
+    hi: float,
+) -> tuple[np.ndarray, float]:
+    """Edit ``src`` (tokens) so that its 5-gram Jaccard with ``src`` lies in [lo, hi]."""
+    target = rng.uniform(lo, hi)
+    q = 2 * target / (1 + target)
+    e = 1 - q ** (1 / 5)
+    m = len(src)
+    best: tuple[float, np.ndarray, float] | None = None
+    for _ in range(8):
+        k = max(1, int(rng.binomial(m, e))) if m else 0
+        k = min(k, m)
+        pos = rng.choice(m, size=k, replace=False) if k else np.zeros(0, dtype=np.int64)
+        op = rng.choice(3, size=k, p=[0.6, 0.2, 0.2])  # 0 sub, 1 insert, 2 delete
+        out = src.copy()
+        sub = pos[op == 0]
+        if len(sub):
+            old = out[sub] >> _STYLE_BITS
+            new = vocab.sample(rng, len(sub))
+            same = new == old
+            new[same] = (new[same] + 1) % len(vocab.words)
+            out[sub] = (new << _STYLE_BITS) | (out[sub] & ((1 << _STYLE_BITS) - 1))
+        ins = pos[op == 1]
+        keep = np.ones(m, dtype=bool)
+        keep[pos[op == 2]] = False
+        if len(ins):
+            new_tok = vocab.sample(rng, len(ins)) << _STYLE_BITS
+            # Insert after the chosen word: mark, then splice in one pass.
+            counts = np.ones(m, dtype=np.int64)
+            counts[ins] += 1
+            expanded = np.repeat(out, counts)
+            ekeep = np.repeat(keep, counts)
+            first = np.cumsum(counts) - counts  # index of each original token
+            ins_at = first[np.sort(ins)] + 1
+            expanded[ins_at] = new_tok
+            ekeep[ins_at] = True
+            out = expanded[ekeep]
+        else:
+            out = out[keep]
+        j = _token_jaccard(src, out, vocab.canon_id)
+        if lo <= j <= hi:
+            return out, j
+        dist = lo - j if j < lo else j - hi
+        if best is None or dist < best[0]:
+            best = (dist, out, j)
+    assert best is not None
+    return best[1], best[2]
+
+
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_FULLWIDTH = str.maketrans(
+    {c: chr(ord(c) + 0xFEE0) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"}
+)
+_WS_SEPS = ["  ", "\n", "\t", " \n ", "   ", "\r\n"]
+
+
+def _perturb_exact(rng: np.random.Generator, text: str) -> str:
+    """A raw variant of ``text`` with the same canonical text (may be byte-identical)."""
+    if rng.random() < 0.25:
+        return text
+    ops = rng.random(4) < 0.45
+    if not ops.any():
+        ops[rng.integers(4)] = True
+    if ops[0]:  # ASCII case changes (non-ASCII untouched, so lowercase round-trips)
+        mode = rng.integers(3)
+        if mode == 0:
+            text = text.translate(_ASCII_UPPER)
+        elif mode == 1:
+            text = text.translate(_ASCII_LOWER)
+        else:
+            ws = text.split(" ")
+            flip = np.flatnonzero(rng.random(len(ws)) < 0.2).tolist()
+            for i in flip:
+                ws[i] = ws[i].translate(_ASCII_UPPER if ws[i][:1].islower() else _ASCII_LOWER)
+            text = " ".join(ws)
+    if ops[1]:  # punctuation: changed, dropped or added between words
+        mode = rng.integers(3)
+        if mode == 0:
+            text = text.replace(",", "").replace(";", ",")
+        elif mode == 1:
+            text = text.replace(". ", "! ").replace(" —", " --").replace("“", '"')
+            text = text.replace("”", '"')
+        else:
+            ws = text.split(" ")
+            marks = rng.choice(np.array([",", " -", ":", "...", " (", ")"]), size=len(ws))
+            add = rng.random(len(ws)) < 0.05
+            text = " ".join(w + str(mk) if a else w for w, mk, a in zip(ws, marks, add))
+    if ops[2]:  # Unicode that NFKC folds: full-width letters, decomposed accents
+        ws = text.split(" ")
+        pick = np.flatnonzero(rng.random(len(ws)) < 0.05).tolist()
+        for i in pick:
+            ws[i] = ws[i].translate(_FULLWIDTH)
+        text = " ".join(ws).replace("é", "e\u0301").replace("ü", "u\u0308")
+    if ops[3]:  # whitespace
+        ws = text.split(" ")
+        seps = rng.choice(len(_WS_SEPS), size=max(len(ws) - 1, 0))
+        use = rng.random(len(seps)) < 0.1
+        parts = [ws[0]]
+        for w, s, a in zip(ws[1:], seps.tolist(), use.tolist()):
+            parts.append(_WS_SEPS[s] if a else " ")
+            parts.append(w)
+        text = "".join(parts)
+        if rng.random() < 0.5:
+            text = "\n  " + text + " \n"
+    return text
+
+
+def _render(vocab: _Vocab, tokens: np.ndarray, offsets: np.ndarray) -> pa.Array:
+    """Render token sequences (doc i = tokens[offsets[i]:offsets[i+1]]) to strings."""
+    word_piece = vocab.pieces_arr.take(pa.array((tokens >> _STYLE_BITS) * 2 + (tokens & 1)))
+    quote = (tokens >> 1) & 1
+    punct = (tokens >> 2) & 7
+    prefix = vocab.prefix_arr.take(pa.array(quote))
+    suffix = vocab.suffix_arr.take(pa.array(quote * len(_PUNCT) + punct))
+    tok_str = pc.binary_join_element_wise(prefix, word_piece, suffix, "")
+    lists = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), tok_str)
+    return pc.binary_join(lists, " ")
+
+
+def generate_corpus(
+    n_docs: int,
+    mean_bytes: int = 1000,
+    exact_frac: float = 0.05,
+    near_frac: float = 0.10,
+    near_jaccard: tuple[float, float] = (0.5, 1.0),
+    seed: int = 0,
+) -> pa.Table:
+    """A deterministic corpus with planted exact and near duplicates.
+
+    Args:
+        n_docs: number of rows.
+        mean_bytes: mean document length in UTF-8 bytes (lognormal, sigma 0.35).
+        exact_frac: fraction of rows that are exact duplicates (``round(exact_frac *
+            n_docs)`` rows): same canonical text as their source, raw text sometimes
+            different (case, whitespace, punctuation, NFKC-equivalent characters).
+        near_frac: fraction of rows that are near duplicates (word edits of the source).
+        near_jaccard: ``(lo, hi)``: near duplicates target a word-5-gram Jaccard drawn
+            uniformly from this range; the edit rate for target ``J`` is
+            ``e = 1 - (2J / (1 + J))^(1/5)``, from ``J ≈ q / (2 - q)`` with
+            ``q = (1 - e)^5`` the probability that a 5-gram has no edited word. The
+            stored ``source_jaccard`` is the exact measured value.
+        seed: seed of the numpy Generator; same arguments give an identical table.
+
+    Returns:
+        A table with columns ``id`` (``doc-0000000``: zero-padded row index),
+        ``text``, ``cluster`` (int64, row index of the original the row derives from;
+        an original's is its own index), ``kind`` (``original`` / ``exact`` /
+        ``near``) and ``source_jaccard`` (float64: exact word-5-gram Jaccard with the
+        cluster's original; 1.0 for exact duplicates; null for originals). Every
+        duplicate row comes after its original.
+    """
+    if n_docs < 0:
+        raise ValueError(f"n_docs must be >= 0, got {n_docs}")
+    if mean_bytes < 1:
+        raise ValueError(f"mean_bytes must be >= 1, got {mean_bytes}")
+    if exact_frac < 0 or near_frac < 0 or exact_frac + near_frac >= 1:
+        raise ValueError("need exact_frac >= 0, near_frac >= 0, exact_frac + near_frac < 1")
+    lo, hi = float(near_jaccard[0]), float(near_jaccard[1])
+    if not 0 < lo <= hi <= 1:
+        raise ValueError(f"near_jaccard must satisfy 0 < lo <= hi <= 1, got {near_jaccard}")
+    if n_docs == 0:
+        return SCHEMA.empty_table()
+
+    vocab = _vocab()
+    rng = np.random.default_rng(seed)
+    n_exact = int(round(exact_frac * n_docs))
+    n_near = int(round(near_frac * n_docs))
+    n_exact = min(n_exact, n_docs - 1)
+    n_near = min(n_near, n_docs - 1 - n_exact)
+    n_orig = n_docs - n_exact - n_near
+
+    # Row layout: duplicates at uniform random rows (never row 0), sources drawn
+    # uniformly among the originals before them.
+    dup_rows = np.sort(rng.choice(np.arange(1, n_docs), size=n_exact + n_near, replace=False))
+    dup_kind = np.zeros(len(dup_rows), dtype=np.int8)  # 1 exact, 2 near
+    dup_kind[rng.permutation(len(dup_rows))[:n_exact]] = 1
+    dup_kind[dup_kind == 0] = 2
+    kind_code = np.zeros(n_docs, dtype=np.int8)
+    kind_code[dup_rows] = dup_kind
+    orig_rows = np.flatnonzero(kind_code == 0)
+    n_before = np.searchsorted(orig_rows, dup_rows)  # >= 1 since row 0 is original
+    src_rows = orig_rows[(rng.random(len(dup_rows)) * n_before).astype(np.int64)]
+    cluster = np.arange(n_docs, dtype=np.int64)
+    cluster[dup_rows] = src_rows
+    orig_index = np.full(n_docs, -1, dtype=np.int64)  # row -> index among originals
+    orig_index[orig_rows] = np.arange(n_orig)
+
+    tokens, offsets = _sample_originals(rng, vocab, n_orig, mean_bytes)
+
+    # Near duplicates: edited token sequences, Jaccard measured from canonical word ids.
+    source_j = np.full(n_docs, np.nan)
+    near_rows = dup_rows[dup_kind == 2]
+    near_tokens: list[np.ndarray] = []
+    for r in near_rows.tolist():
+        o = orig_index[cluster[r]]
+        src = tokens[offsets[o] : offsets[o + 1]]
+        out, j = _make_near(rng, vocab, src, lo, hi)
+        near_tokens.append(out)
+        source_j[r] = j
+    exact_rows = dup_rows[dup_kind == 1]
+    source_j[exact_rows] = 1.0
+
+    # Render originals then near duplicates, in that order (chunks bound memory).
+    pieces: list[pa.Array] = []
+    chunk = 20_000
+    for s in range(0, n_orig, chunk):
+        e = min(n_orig, s + chunk)
+        pieces.append(_render(vocab, tokens[offsets[s] : offsets[e]], offsets[s : e + 1] - offsets[s]))
+    for s in range(0, len(near_tokens), chunk):
+        part = near_tokens[s : s + chunk]
+        lens = np.array([len(t) for t in part], dtype=np.int64)
+        toks = np.concatenate(part) if part else np.zeros(0, dtype=np.int64)
+        pieces.append(_render(vocab, toks, np.concatenate([[0], np.cumsum(lens)])))
+
+    # Exact duplicates: raw-text variants of their source's text.
+    src_text = pa.chunked_array(pieces[: (n_orig + chunk - 1) // chunk], type=pa.string())
+    exact_src = src_text.take(pa.array(orig_index[cluster[exact_rows]])).to_pylist()
+    exact_text = [_perturb_exact(rng, t) for t in exact_src]
+    pieces.append(pa.array(exact_text, type=pa.string()))
+
+    # Position of each row in concat(originals, near, exact).
+    pos = np.empty(n_docs, dtype=np.int64)
+    pos[orig_rows] = np.arange(n_orig)
+    pos[near_rows] = n_orig + np.arange(len(near_rows))
+    pos[exact_rows] = n_orig + len(near_rows) + np.arange(len(exact_rows))
+    all_text = pa.chunked_array(pieces, type=pa.string())
+    text = all_text.take(pa.array(pos)).combine_chunks()
+
+    width = max(7, len(str(n_docs - 1)))
+    ids = pa.array([f"doc-{i:0{width}d}" for i in range(n_docs)], type=pa.string())
+    kinds = pa.array(np.array(["original", "exact", "near"])[kind_code].tolist(), type=pa.string())
+    sj = pa.array(source_j, type=pa.float64(), from_pandas=True)  # NaN -> null
+    return pa.Table.from_arrays(
+        [ids, text, pa.array(cluster, type=pa.int64()), kinds, sj], schema=SCHEMA
+    )
+
+
+# ----------------------------------------------------------------------- ground truth
+
+
+def true_duplicates(
+    table: pa.Table, threshold: float, ngram: int = 5, unit: str = "word"
+) -> np.ndarray:
+    """Ground truth: is each row a duplicate at ``threshold``?
+
+    Row ``j`` is True iff some earlier row ``i < j`` with the same ``cluster`` has exact
+    shingle-set Jaccard ``>= threshold`` with it. Shingles are those of
+    :func:`dedup.normalize.shingles` (computed by an equivalent batched path: Arrow
+    pre-normalisation of whole chunks, then the same word split). Rows of different
+    clusters are assumed to have Jaccard 0 (true for generated corpora: unrelated
+    documents share no word 5-gram in practice; the tests verify it on samples), so only
+    rows of clusters with at least two rows are shingled.
+
+    Returns:
+        A bool array with one entry per row.
+    """
+    _check_shingle_args(ngram, unit)
+    n = table.num_rows
+    result = np.zeros(n, dtype=bool)
+    if n == 0:
+        return result
+    cluster = np.asarray(table.column("cluster").to_numpy(zero_copy_only=False), dtype=np.int64)
+    order = np.argsort(cluster, kind="stable")  # rows grouped by cluster, in row order
+    sc = cluster[order]
+    bounds = np.flatnonzero(np.diff(sc)) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [n]])
+    sizes = ends - starts
+    multi = sizes >= 2
+    if not multi.any():
+        return result
+    rows_in = np.concatenate([order[s:e] for s, e in zip(starts[multi], ends[multi])])
+    texts = table.column("text").take(pa.array(rows_in))
+    words = _canonical_words(texts)
+    sets = {int(r): _shingle_set(w, ngram, unit) for r, w in zip(rows_in.tolist(), words)}
+    for s, e in zip(starts[multi].tolist(), ends[multi].tolist()):
+        members = order[s:e].tolist()  # ascending row order (stable sort)
+        for jj in range(1, len(members)):
+            sj = sets[members[jj]]
+            for ii in range(jj):
+                if _set_jaccard(sets[members[ii]], sj) >= threshold:
+                    result[members[jj]] = True
+                    break
+    return result
+
+
+# ---------------------------------------------------------------------------- shards
+
+
+def write_shards(
+    table: pa.Table, out_dir, n_shards: int, fmt: str = "parquet"
+) -> list[pathlib.Path]:
+    """Split ``table`` in row order into ``n_shards`` contiguous files under ``out_dir``.
+
+    Files are ``part-00000.<ext>`` (``ext`` = ``parquet``, ``jsonl``, ``jsonl.gz`` or
+    ``jsonl.zst`` for ``fmt`` of the same name), so that sorting the paths gives the row
+    order; shard sizes differ by at most one row (trailing shards may be empty when
+    ``n_shards`` exceeds the row count). Parquet uses row groups of 10,000 rows; JSON
+    lines hold one object per row with every column (``ensure_ascii=False``). Each file
+    is written to a temporary name in ``out_dir`` and moved into place with
+    :func:`os.replace`. ``out_dir`` is created if needed.
+
+    Returns:
+        The paths written, in row order.
+    """
+    if n_shards < 1:
+        raise ValueError(f"n_shards must be >= 1, got {n_shards}")
+    if fmt not in ("parquet", "jsonl", "jsonl.gz", "jsonl.zst"):
+        raise ValueError(f"fmt must be parquet, jsonl, jsonl.gz or jsonl.zst, got {fmt!r}")
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    width = max(5, len(str(n_shards - 1)))
+    bounds = np.linspace(0, table.num_rows, n_shards + 1).round().astype(np.int64)
+    paths: list[pathlib.Path] = []
+    for k in range(n_shards):
+        part = table.slice(int(bounds[k]), int(bounds[k + 1] - bounds[k]))
+        path = out / f"part-{k:0{width}d}.{fmt}"
+        tmp = out / f".{path.name}.tmp-{os.getpid()}"
+        try:
+            if fmt == "parquet":
+                import pyarrow.parquet as pq
+
+                pq.write_table(part, tmp, row_group_size=10_000)
+            else:
+                _write_jsonl(part, tmp, fmt)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        paths.append(path)
+    return paths
+
+
+def _write_jsonl(part: pa.Table, tmp: pathlib.Path, fmt: str) -> None:
+    names = part.column_names
+
+    def lines():
+        for batch in part.to_batches(max_chunksize=10_000):
+            cols = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+            buf = "".join(
+                json.dumps(dict(zip(names, row)), ensure_ascii=False) + "\n"
+                for row in zip(*cols)
+            )
+            yield buf.encode("utf-8")
+
+    if fmt == "jsonl":
+        with open(tmp, "wb") as f:
+            for chunk in lines():
+                f.write(chunk)
+    elif fmt == "jsonl.gz":
+        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+            for chunk in lines():
+                f.write(chunk)
+    else:  # jsonl.zst: Arrow's zstd stream codec writes standard zstd frames
+        with pa.CompressedOutputStream(str(tmp), "zstd") as f:
+            for chunk in lines():
+                f.write(chunk)

@@ -1,0 +1,198 @@
+"""The ``memdedup`` command line.
+
+Subcommands:
+  dedup     deduplicate Parquet/JSONL shards (exact + near duplicates)
+  params    show the banding, Bloom sizes and S-curve a dedup run would use
+  generate  write a synthetic corpus with planted duplicates (no network needed)
+  demo      the default offline run: generate a corpus, deduplicate it, summarise
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dedup.config import INDEX_BACKENDS, DedupConfig
+from dedup.minhash import SCHEMES
+
+from .config import ConfigError, build, load_yaml, section
+
+
+def _add_dedup_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("dedup options (override --config; defaults in parentheses)")
+    g.add_argument("--threshold", type=float, help="Jaccard threshold T (0.8)")
+    g.add_argument("--num-perm", type=int, help="MinHash signature length K (128)")
+    g.add_argument("--ngram", type=int, help="shingle length n (5)")
+    g.add_argument("--unit", choices=("word", "char"), help="shingle unit (word)")
+    g.add_argument("--no-nfkc", dest="nfkc", action="store_const", const=False, help="skip Unicode NFKC")
+    g.add_argument("--fp", type=float, help="whole-index false-positive target of the band filters (1e-5)")
+    g.add_argument("--exact-fp", type=float, help="false-positive rate of the exact-key filter (1e-6)")
+    g.add_argument("--scheme", choices=tuple(SCHEMES), help="MinHash scheme (fast)")
+    g.add_argument("--seed", type=int, help="MinHash permutation seed (1)")
+    g.add_argument("--index", choices=INDEX_BACKENDS, help="index backend (lshbloom)")
+    g.add_argument("--bands", type=int, help="number of bands b (default: optimal for T, K)")
+    g.add_argument("--rows", type=int, help="rows per band r (with --bands)")
+    g.add_argument("--band-key", choices=("hash", "sum"), help="band key: hash (default) or the reference's sum")
+    g.add_argument("--text-column", help="text column (text)")
+    g.add_argument("--id-column", help="id column (id; null ids if absent)")
+    g.add_argument("--batch-rows", type=int, help="rows per batch (32768)")
+    g.add_argument("--capacity", type=int, help="documents to size filters for (default: input rows)")
+
+
+_OPTION_FIELDS = (
+    "threshold", "num_perm", "ngram", "unit", "nfkc", "fp", "exact_fp", "scheme", "seed", "index",
+    "bands", "rows", "band_key", "text_column", "id_column", "batch_rows", "capacity",
+)
+
+
+def dedup_config_from_args(args: argparse.Namespace) -> DedupConfig:
+    """CLI flags > ``--config`` YAML ``dedup:`` section > defaults."""
+    file_values: dict = {}
+    source = "<command line>"
+    if getattr(args, "config", None):
+        source = str(args.config)
+        file_values = section(load_yaml(args.config), "dedup", source)
+    overrides = {k: getattr(args, k, None) for k in _OPTION_FIELDS}
+    if overrides.get("id_column") is not None:
+        overrides["id_column_required"] = True
+    return build(DedupConfig, "dedup", file_values, overrides, source)
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="memdedup", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("dedup", help="deduplicate Parquet/JSONL shards")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="Parquet/JSONL files, directories or globs")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--config", type=Path, help="YAML file with a 'dedup:' section")
+    p.add_argument("--threads", type=int, help="threads for sketching and bands (default: all cores)")
+    p.add_argument("--force", action="store_true", help="replace a completed run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress line or summary")
+    _add_dedup_options(p)
+
+    p = sub.add_parser("params", help="show banding, filter sizes and the S-curve")
+    p.add_argument("--docs", type=int, default=1_000_000, help="number of documents (1e6)")
+    p.add_argument("--config", type=Path, help="YAML file with a 'dedup:' section")
+    _add_dedup_options(p)
+
+    p = sub.add_parser("generate", help="write a synthetic corpus with planted duplicates")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--docs", type=int, default=20_000)
+    p.add_argument("--doc-bytes", type=int, default=1000, help="mean document size in bytes")
+    p.add_argument("--exact-frac", type=float, default=0.05)
+    p.add_argument("--near-frac", type=float, default=0.10)
+    p.add_argument("--shards", type=int, default=4)
+    p.add_argument("--format", default="parquet", choices=("parquet", "jsonl", "jsonl.gz", "jsonl.zst"))
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("demo", help="the default offline run")
+    p.add_argument("--out", type=Path, default=Path("results/demo"))
+    p.add_argument("--docs", type=int, default=20_000)
+    p.add_argument("--seed", type=int, default=0)
+    return ap
+
+
+def _cmd_dedup(args: argparse.Namespace) -> int:
+    from dedup.engine import dedup_files
+
+    from .progress import ProgressLine
+
+    config = dedup_config_from_args(args)
+    bar = None if args.quiet else ProgressLine("dedup")
+    last: dict = {}
+
+    def progress(state: dict) -> None:
+        last.update(state)
+        if bar is not None:
+            bar(state)
+
+    manifest = dedup_files(args.inputs, args.out, config, threads=args.threads, force=args.force, progress=progress)
+    if bar is not None:
+        bar.close(last or None)
+    if not args.quiet:
+        _print_summary(manifest, args.out)
+    return 0
+
+
+def _print_summary(m: dict, out: Path) -> None:
+    t = m["totals"]
+    rows = t["rows"]
+    rem = t["removed"]
+    timing = m["timing"]
+    idx = m["index"]
+    print(
+        f"{rows:,} rows in {t['shards']} shard(s): kept {t['kept']:,}, removed {rem['exact']:,} exact + "
+        f"{rem['near']:,} near ({100 * (rem['exact'] + rem['near']) / max(rows, 1):.2f}%); "
+        f"null text {t['null_text']:,}, empty {t['empty_text']:,}"
+    )
+    print(
+        f"{timing['wall_s']:.2f} s, {timing['docs_per_s'] or 0:,.0f} docs/s, {timing['mb_per_s'] or 0:.1f} MB/s; "
+        f"index {idx['backend']} b={idx['plan']['bands']} r={idx['plan']['rows']}, "
+        f"{idx['bytes_per_doc']['bands']:.1f} B/doc bands + {idx['bytes_per_doc']['exact']:.1f} B/doc exact, "
+        f"predicted false-positive rate {idx['predicted_fp']:.2e}"
+    )
+    print(f"outputs: {out}/kept/, {out}/removed.parquet, {out}/manifest.json")
+
+
+def _cmd_params(args: argparse.Namespace) -> int:
+    from dedup.params import plan_index
+
+    c = dedup_config_from_args(args)
+    plan = plan_index(c.threshold, c.num_perm, args.docs, c.fp, c.bands, c.rows)
+    print(json.dumps(plan.to_dict(), indent=2))
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from dedup.synthetic import generate_corpus, write_shards
+
+    table = generate_corpus(args.docs, mean_bytes=args.doc_bytes, exact_frac=args.exact_frac, near_frac=args.near_frac, seed=args.seed)
+    paths = write_shards(table, args.out, args.shards, fmt=args.format)
+    print(f"wrote {table.num_rows:,} documents in {len(paths)} shard(s) to {args.out}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from dedup.engine import dedup_files
+    from dedup.synthetic import generate_corpus, write_shards
+
+    from .progress import ProgressLine
+
+    corpus_dir = args.out / "corpus"
+    print(f"[1/2] generating {args.docs:,} documents with planted duplicates in {corpus_dir}")
+    table = generate_corpus(args.docs, seed=args.seed)
+    write_shards(table, corpus_dir, 4)
+    print(f"[2/2] deduplicating into {args.out / 'dedup'}")
+    bar = ProgressLine("dedup")
+    m = dedup_files([corpus_dir], args.out / "dedup", DedupConfig(), force=True, progress=bar)
+    _print_summary(m, args.out / "dedup")
+    kinds = table.column("kind").to_pylist()
+    planted_exact = kinds.count("exact")
+    print(f"planted: {planted_exact:,} exact and {kinds.count('near'):,} near duplicates (near ones span Jaccard 0.5-1.0)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dedup.engine import OutputExistsError
+    from dedup.shards import InputError
+
+    args = _parser().parse_args(argv)
+    handlers = {"dedup": _cmd_dedup, "params": _cmd_params, "generate": _cmd_generate, "demo": _cmd_demo}
+    try:
+        return handlers[args.command](args)
+    except (InputError, ConfigError, OutputExistsError) as e:
+        print(f"memdedup {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"memdedup {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"memdedup {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
