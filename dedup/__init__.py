@@ -1,0 +1,42 @@
+"""memdedup.dedup: near-duplicate removal at scale (MinHash + LSHBloom) and exact dedup.
+
+Public API (see each module for the maths and the paper it comes from):
+
+- :func:`minhash_signatures`, :func:`estimate_jaccard` — MinHash schemes (:mod:`dedup.minhash`)
+- :func:`shingles`, :func:`canonical_text` — the normalisation/shingling definition
+- :func:`optimal_param`, :func:`plan_index`, :class:`IndexPlan` — banding and Bloom sizing
+- :class:`BloomFilter` — persisted, memory-mappable Bloom filter
+- :class:`LSHBloomIndex`, :class:`DatasketchLSHIndex`, :class:`PybloomIndex` — duplicate indexes
+- :class:`DedupConfig`, :func:`dedup_files` — the single-process engine
+- :class:`InputError` — raised for bad inputs, naming the file (and row/line)
+
+Nothing here imports torch, transformers, dask or the command line.
+"""
+
+from .bloom import BloomFilter
+from .config import DedupConfig
+from .engine import OutputExistsError, dedup_files
+from .index import DatasketchLSHIndex, LSHBloomIndex, PybloomIndex
+from .minhash import SCHEMES, estimate_jaccard, minhash_signatures
+from .normalize import canonical_text, shingles
+from .params import IndexPlan, optimal_param, plan_index
+from .shards import InputError
+
+__all__ = [
+    "SCHEMES",
+    "BloomFilter",
+    "DatasketchLSHIndex",
+    "DedupConfig",
+    "IndexPlan",
+    "InputError",
+    "LSHBloomIndex",
+    "OutputExistsError",
+    "PybloomIndex",
+    "canonical_text",
+    "dedup_files",
+    "estimate_jaccard",
+    "minhash_signatures",
+    "optimal_param",
+    "plan_index",
+    "shingles",
+]

@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 
 from . import layout
 from .config import DedupConfig
-from .index import EXACT, NEAR, REASONS, make_index
+from .arrow import bool_array, numeric_array, repeat_string, take_strings
+from .index import EXACT, NEAR, REASON_LABELS, make_index
 from .params import plan_index
 from .shards import InputError, Shard, ShardReader, count_rows, discover
 from .sketch import Sketcher
@@ -95,12 +96,13 @@ class _Locator:
         sidx, rows, ids = self._cat
         known = numbers >= 0
         safe = np.where(known, numbers, 0)
-        mask = pa.array(~known)
-        names = pa.array([shard_names[i] for i in sidx[safe]], pa.string())
+        unknown = bool_array(~known)
+        nulls = pa.nulls(len(numbers), pa.string())
+        names = take_strings(shard_names, sidx[safe])
         return (
-            pc.if_else(mask, pa.scalar(None, pa.string()), ids.take(pa.array(safe))),
-            pc.if_else(mask, pa.scalar(None, pa.string()), names),
-            pa.array(np.where(known, rows[safe], 0), mask=~known),
+            pc.if_else(unknown, nulls, ids.take(numeric_array(safe))),
+            pc.if_else(unknown, nulls, names),
+            numeric_array(np.where(known, rows[safe], 0), valid=known),
         )
 
 
@@ -191,7 +193,7 @@ def dedup_files(
                             locator.add(si, st.rows, ids)
                         t0 = timer.add("index", t0)
                         keep = verdicts.reason == 0
-                        kept_writer.write_batch(batch.filter(pa.array(keep)))
+                        kept_writer.write_batch(batch.filter(bool_array(keep)))
                         gone = np.flatnonzero(~keep)
                         if gone.size:
                             removed_writer.write_batch(
@@ -248,9 +250,9 @@ def _check_unique_outputs(shards: list[Shard]) -> None:
 
 def _removed_batch(gone, start_row, shard_name, ids, verdicts, locator, shard_names) -> pa.RecordBatch:
     n = gone.size
-    reasons = pa.array([REASONS[int(r)] for r in verdicts.reason[gone]], pa.string())
+    reasons = take_strings(REASON_LABELS, verdicts.reason[gone])
     band = verdicts.band[gone]
-    band_arr = pa.array(band, type=pa.int16(), mask=band < 0)
+    band_arr = numeric_array(band, valid=band >= 0)
     dup = verdicts.duplicate_of[gone]
     if locator is not None and (dup >= 0).any():
         d_id, d_shard, d_row = locator.lookup(dup, shard_names)
@@ -260,9 +262,9 @@ def _removed_batch(gone, start_row, shard_name, ids, verdicts, locator, shard_na
         d_row = pa.nulls(n, pa.int64())
     return pa.record_batch(
         [
-            ids.take(pa.array(gone)),
-            pa.array([shard_name] * n, pa.string()),
-            pa.array(gone + start_row, pa.int64()),
+            ids.take(numeric_array(gone)),
+            repeat_string(shard_name, n),
+            numeric_array((gone + start_row).astype(np.int64)),
             reasons,
             band_arr,
             d_id,

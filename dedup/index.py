@@ -32,7 +32,8 @@ from .params import IndexPlan, bloom_size
 from .sketch import Sketches
 
 KEEP, EXACT, NEAR = 0, 1, 2
-REASONS = {EXACT: "exact", NEAR: "near"}
+#: Label of each reason code, indexable by the code (removed.parquet's ``reason``).
+REASON_LABELS = ["keep", "exact", "near"]
 
 
 @dataclass

@@ -20,8 +20,6 @@ import functools
 import math
 from dataclasses import dataclass, field
 
-from scipy.integrate import quad
-
 
 def candidate_probability(s: float, bands: int, rows: int) -> float:
     """P(two documents of Jaccard ``s`` collide in at least one of ``bands`` bands)."""
@@ -29,11 +27,15 @@ def candidate_probability(s: float, bands: int, rows: int) -> float:
 
 
 def _false_positive_area(threshold: float, b: int, r: int) -> float:
+    from scipy.integrate import quad
+
     area, _err = quad(lambda s: 1 - (1 - s ** float(r)) ** float(b), 0.0, threshold)
     return area
 
 
 def _false_negative_area(threshold: float, b: int, r: int) -> float:
+    from scipy.integrate import quad
+
     area, _err = quad(lambda s: 1 - (1 - (1 - s ** float(r)) ** float(b)), threshold, 1.0)
     return area
 
@@ -51,6 +53,9 @@ def optimal_param(
     ``b * r <= num_perm``, exactly as datasketch's ``MinHashLSH`` does (T=0.8, 128 perms
     gives (9, 13); 256 perms gives (17, 15)).
 
+    The search costs ~0.3 s (scipy import and ~1,300 integrals at K=128), so results are
+    memoised in the start-up cache (:mod:`dedup.cache`) keyed by the exact float inputs.
+
     Raises:
         ValueError: threshold outside (0, 1) or num_perm < 2.
     """
@@ -58,6 +63,23 @@ def optimal_param(
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     if num_perm < 2:
         raise ValueError(f"num_perm must be >= 2, got {num_perm}")
+    from . import cache
+
+    key = f"{threshold!r}|{num_perm}|{false_positive_weight!r}|{false_negative_weight!r}"
+    memo = cache.load_json("optimal_param.json")
+    if key in memo:
+        b, r = memo[key]
+        return int(b), int(r)
+    opt = _search_optimal_param(threshold, num_perm, false_positive_weight, false_negative_weight)
+    memo[key] = list(opt)
+    cache.save_json("optimal_param.json", memo)
+    return opt
+
+
+def _search_optimal_param(
+    threshold: float, num_perm: int, false_positive_weight: float, false_negative_weight: float
+) -> tuple[int, int]:
+    """datasketch's grid search, uncached."""
     min_error = float("inf")
     opt = (0, 0)
     for b in range(1, num_perm + 1):

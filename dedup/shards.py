@@ -153,12 +153,29 @@ def _jsonl_bad_line(shard: Shard) -> tuple[int, str] | None:
     return None
 
 
-def _read_jsonl(shard: Shard) -> pa.Table:
+def _read_jsonl(shard: Shard, empty_columns: tuple[str, ...] = ()) -> pa.Table:
+    """The whole file as a table. JSON strings stay strings (Arrow's reader would turn
+    date-like strings into timestamps); a file with no rows gives a 0-row table with
+    ``empty_columns`` as strings."""
     import pyarrow.json as pj
 
-    try:
+    def read(parse_options=None) -> pa.Table:
         with pa.input_stream(str(shard.path), compression=shard.compression) as f:
-            return pj.read_json(f)
+            return pj.read_json(f, parse_options=parse_options)
+
+    try:
+        try:
+            table = read()
+        except pa.ArrowInvalid:
+            if count_rows([shard]) == 0:  # empty or blank lines only
+                table = pa.table({})
+            else:
+                raise
+        stamped = [f for f in table.schema if pa.types.is_timestamp(f.type)]
+        if stamped:
+            strings = pa.schema([(f.name, pa.string()) for f in stamped])
+            names = table.column_names
+            table = read(pj.ParseOptions(explicit_schema=strings)).select(names)
     except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as e:
         try:
             bad = _jsonl_bad_line(shard)
@@ -167,6 +184,11 @@ def _read_jsonl(shard: Shard) -> pa.Table:
         if bad is not None:
             raise InputError(shard.path, bad[1], line=bad[0]) from e
         raise InputError(shard.path, f"cannot read JSON Lines: {e}") from e
+    if table.num_rows == 0:
+        missing = [c for c in empty_columns if c not in table.column_names]
+        for c in missing:
+            table = table.append_column(pa.field(c, pa.string()), pa.array([], pa.string()))
+    return table
 
 
 class ShardReader:
@@ -192,7 +214,7 @@ class ShardReader:
             self.schema = self._pf.schema_arrow
             self.num_rows = self._pf.metadata.num_rows
         else:
-            self._table = _read_jsonl(shard)
+            self._table = _read_jsonl(shard, (text_column, id_column) if id_required and id_column else (text_column,))
             self.schema = self._table.schema
             self.num_rows = self._table.num_rows
         _check_columns(shard, self.schema, text_column, id_column, id_required)

@@ -1,11 +1,14 @@
 """A progress line on stderr for long runs (rows/s, MB/s, ETA).
 
-Silent for the first ``delay`` seconds, so short runs print nothing. On a terminal the
-line is redrawn in place; otherwise (logs, CI) a full line is printed every ``every`` s.
+Silent for the first ``delay`` seconds, so short runs print nothing (default: the
+environment variable ``MEMDEDUP_PROGRESS_DELAY`` in seconds, else 2; 0 shows it at once).
+On a terminal the line is redrawn in place; otherwise (logs, CI) a full line is printed
+every ``every`` s.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TextIO
@@ -18,15 +21,29 @@ def _si(x: float) -> str:
     return f"{x:.0f}"
 
 
+DELAY_ENV = "MEMDEDUP_PROGRESS_DELAY"
+DEFAULT_DELAY = 2.0
+
+
+def default_delay() -> float:
+    """``$MEMDEDUP_PROGRESS_DELAY`` (seconds) if set to a number >= 0, else 2."""
+    raw = os.environ.get(DELAY_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_DELAY
+    except ValueError:
+        return DEFAULT_DELAY
+    return value if value >= 0 else DEFAULT_DELAY
+
+
 class ProgressLine:
-    def __init__(self, label: str, stream: TextIO | None = None, delay: float = 2.0, every: float | None = None):
+    def __init__(self, label: str, stream: TextIO | None = None, delay: float | None = None, every: float | None = None):
         self.label = label
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
-        self.delay = delay
+        self.delay = default_delay() if delay is None else delay
         self.every = every if every is not None else (0.25 if self.tty else 10.0)
         self.t0 = time.monotonic()
-        self._last = 0.0
+        self._last = float("-inf")
         self._shown = False
 
     def __call__(self, state: dict) -> None:

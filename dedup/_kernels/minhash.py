@@ -110,12 +110,14 @@ def _utf8_char(data, pos, end):
 
 
 @numba.njit(cache=True, nogil=True)
-def canonicalize(data, start, end, table, canon, word_starts, word_ends, char_starts):
+def canonicalize(data, start, end, table, canon, word_starts, word_ends, char_starts, track_chars):
     """Write the canonical text of ``data[start:end]`` into ``canon`` (see dedup.normalize).
 
     Returns (canonical byte length, number of words, number of code points). Word w
-    spans ``canon[word_starts[w]:word_ends[w]]``; code point c starts at ``char_starts[c]``.
-    All output arrays must hold at least ``end - start`` (+1 for char_starts) entries.
+    spans ``canon[word_starts[w]:word_ends[w]]``. With ``track_chars``, code point c of the
+    canonical text starts at ``char_starts[c]`` (and ``char_starts[n_chars]`` is the end);
+    otherwise the code point count is 0 and ``char_starts`` is untouched. Output arrays must
+    hold at least ``end - start`` entries (``// 2 + 1`` for the word arrays, +1 for chars).
     """
     n = 0
     n_words = 0
@@ -123,27 +125,40 @@ def canonicalize(data, start, end, table, canon, word_starts, word_ends, char_st
     in_word = False
     pos = start
     while pos < end:
-        cp, ln = _utf8_char(data, pos, end)
+        b0 = data[pos]
+        if b0 < 0x80:
+            cp = np.int64(b0)
+            ln = 1
+        else:
+            cp, ln = _utf8_char(data, pos, end)
         if table[cp]:
             if not in_word:
                 if n_words > 0:
-                    char_starts[n_chars] = n
-                    n_chars += 1
+                    if track_chars:
+                        char_starts[n_chars] = n
+                        n_chars += 1
                     canon[n] = 32
                     n += 1
                 word_starts[n_words] = n
                 n_words += 1
                 in_word = True
-            char_starts[n_chars] = n
-            n_chars += 1
-            for j in range(ln):
-                canon[n + j] = data[pos + j]
+            if track_chars:
+                char_starts[n_chars] = n
+                n_chars += 1
+            if ln == 1:
+                canon[n] = b0
+            else:
+                for j in range(ln):
+                    canon[n + j] = data[pos + j]
             n += ln
+        elif in_word:
             word_ends[n_words - 1] = n
-        else:
             in_word = False
         pos += ln
-    char_starts[n_chars] = n
+    if in_word:
+        word_ends[n_words - 1] = n
+    if track_chars:
+        char_starts[n_chars] = n
     return n, n_words, n_chars
 
 
@@ -153,26 +168,30 @@ def _sketch_one(data, start, end, table, ngram, char_unit, scheme, a32, b32, a64
     canon = np.empty(max(size, 1), dtype=np.uint8)
     word_starts = np.empty(size // 2 + 1, dtype=np.int64)
     word_ends = np.empty(size // 2 + 1, dtype=np.int64)
-    char_starts = np.empty(size + 1, dtype=np.int64)
-    n, n_words, n_chars = canonicalize(data, start, end, table, canon, word_starts, word_ends, char_starts)
+    char_starts = np.empty(size + 1 if char_unit else 1, dtype=np.int64)
+    n, n_words, n_chars = canonicalize(data, start, end, table, canon, word_starts, word_ends, char_starts, char_unit)
     exact_row[0] = xxh64(canon, 0, n, np.uint64(0))
     exact_row[1] = xxh64(canon, 0, n, np.uint64(1))
     sig[:] = _EMPTY
     if n == 0:
         return 0
     units = n_chars if char_unit else n_words
+    count = 1 if units < ngram else units - ngram + 1
+    hashes = np.empty(count, dtype=np.uint64)
     if units < ngram:
-        _update(sig, scheme, a32, b32, a64, b64, token_hash(canon, 0, n, scheme))
-        return 1
-    count = units - ngram + 1
-    for j in range(count):
-        if char_unit:
-            s = char_starts[j]
-            e = char_starts[j + ngram]
-        else:
-            s = word_starts[j]
-            e = word_ends[j + ngram - 1]
-        _update(sig, scheme, a32, b32, a64, b64, token_hash(canon, s, e, scheme))
+        hashes[0] = token_hash(canon, 0, n, scheme)
+    else:
+        for j in range(count):
+            if char_unit:
+                hashes[j] = token_hash(canon, char_starts[j], char_starts[j + ngram], scheme)
+            else:
+                hashes[j] = token_hash(canon, word_starts[j], word_ends[j + ngram - 1], scheme)
+    if scheme == SCHEME_LEGACY:
+        for j in range(count):
+            update_legacy(sig, a64, b64, hashes[j])
+    else:
+        for j in range(count):
+            update_affine32(sig, a32, b32, hashes[j])
     return count
 
 

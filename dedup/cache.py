@@ -1,0 +1,59 @@
+"""A small on-disk cache for pure start-up computations (never for results of a run).
+
+Location: ``$MEMDEDUP_CACHE_DIR``, else ``$XDG_CACHE_HOME/memdedup``, else
+``~/.cache/memdedup``. Everything in it can be deleted at any time; an unwritable location
+just means recomputing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("MEMDEDUP_CACHE_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "memdedup"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def load_array(name: str) -> np.ndarray | None:
+    try:
+        return np.load(cache_dir() / name, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+
+
+def save_array(name: str, arr: np.ndarray) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    _atomic_write(cache_dir() / name, buf.getvalue())
+
+
+def load_json(name: str) -> dict:
+    try:
+        with open(cache_dir() / name, encoding="utf-8") as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def save_json(name: str, data: dict) -> None:
+    _atomic_write(cache_dir() / name, json.dumps(data, sort_keys=True).encode("utf-8"))

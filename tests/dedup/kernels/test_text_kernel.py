@@ -1,0 +1,74 @@
+"""The compiled document kernel equals the slow reference (dedup.normalize) exactly."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dedup.config import DedupConfig
+from dedup.minhash import minhash_signatures
+from dedup.normalize import canonical_text, exact_key, shingles
+from dedup.sketch import Sketcher, string_buffers
+
+# Text drawn from pieces that exercise every branch: ASCII words, separators, accents
+# (precomposed and combining), full-width forms (NFKC), Devanagari marks, CJK, emoji,
+# ligatures, and 2-, 3- and 4-byte UTF-8.
+pieces = st.sampled_from(
+    ["the", "Quick", "fox", "ÉTÉ", "e\u0301t\u00e9", "ﬁne", "１２３", "नमस्ते", "दुनिया", "漢字", "😀",
+     " ", "  ", ", ", "!", "\n", "\t", "--", "_", "'", "ǅ", "ß", "İ", "Σ", "x²", "\u200b"]
+)
+texts = st.lists(pieces, max_size=40).map("".join) | st.text(max_size=60)
+
+TRICKY = ["", " ", "!!!", "one", "a b c d", "a b c d e", "Hello, World! Café naïve", None,
+          "Ｆｕｌｌ width １２３", "\u0928\u092e\u0938\u094d\u0924\u0947 दुनिया", "x" * 300]
+
+
+def _check(docs, unit, ngram, scheme, nfkc=True):
+    cfg = DedupConfig(unit=unit, ngram=ngram, scheme=scheme, nfkc=nfkc, num_perm=32)
+    sk = Sketcher(cfg, 4, 8)(pa.array(docs, pa.string()))
+    for i, doc in enumerate(docs):
+        if doc is None:
+            assert not sk.valid[i] and sk.n_shingles[i] == 0
+            continue
+        ref = shingles(doc, ngram, unit, nfkc)
+        assert sk.n_shingles[i] == len(ref), (doc, ref)
+        want = minhash_signatures([ref], num_perm=32, seed=1, scheme=scheme)[0].astype(np.uint32)
+        np.testing.assert_array_equal(sk.signatures[i], want, err_msg=repr(doc))
+        assert tuple(sk.exact[i].tolist()) == exact_key(doc, nfkc)
+
+
+@pytest.mark.parametrize("scheme", ["fast", "datasketch-affine32", "datasketch-legacy"])
+@pytest.mark.parametrize("unit,ngram", [("word", 5), ("word", 1), ("word", 3), ("char", 1), ("char", 4)])
+def test_tricky_documents(scheme, unit, ngram):
+    _check(TRICKY, unit, ngram, scheme)
+
+
+@settings(deadline=None, max_examples=150)
+@given(docs=st.lists(texts, min_size=1, max_size=8), unit=st.sampled_from(["word", "char"]),
+       ngram=st.integers(1, 6), nfkc=st.booleans())
+def test_kernel_equals_reference(docs, unit, ngram, nfkc):
+    _check(docs, unit, ngram, "fast", nfkc)
+
+
+def test_definition_examples():
+    assert canonical_text("  Hello,   WORLD!! ") == "hello world"
+    assert canonical_text("Ｆｕｌｌ１２３") == "full123"  # NFKC folds full-width forms
+    assert canonical_text("e\u0301") == "é"  # NFKC composes; marks are word characters
+    assert canonical_text("snake_case") == "snake case"  # underscore separates
+    assert shingles("a b c", 5) == [b"a b c"]  # fewer than n words: one shingle
+    assert shingles("...", 5) == []  # no words: no shingles
+    assert shingles("a b c d e f", 5) == [b"a b c d e", b"b c d e f"]
+    assert shingles("ab c", 3, unit="char") == [b"ab ", b"b c"]
+
+
+def test_sliced_and_large_string_arrays():
+    docs = ["zero doc here", "one two three four five six", None, "seven eight"]
+    cfg = DedupConfig(num_perm=16)
+    whole = Sketcher(cfg, 2, 8)(pa.array(docs))
+    sliced = Sketcher(cfg, 2, 8)(pa.array(docs).slice(1))
+    large = Sketcher(cfg, 2, 8)(pa.array(docs, pa.large_string()))
+    np.testing.assert_array_equal(whole.signatures[1:], sliced.signatures)
+    np.testing.assert_array_equal(whole.signatures, large.signatures)
+    data, offsets, valid = string_buffers(pa.array(docs).slice(1))
+    assert valid.tolist() == [True, False, True] and offsets.shape == (4,)

@@ -1,0 +1,65 @@
+"""Banding and Bloom sizing maths."""
+
+import math
+
+import pytest
+from datasketch.lsh import _optimal_param as datasketch_optimal_param
+
+from dedup.params import bloom_fp, bloom_size, candidate_probability, optimal_param, per_band_fp, plan_index
+
+
+@pytest.mark.parametrize("num_perm", [16, 32, 64, 128, 200, 256])
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95])
+def test_optimal_param_identical_to_datasketch(threshold, num_perm, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMDEDUP_CACHE_DIR", str(tmp_path))  # compute, do not read a cache
+    optimal_param.cache_clear()
+    ours = optimal_param(threshold, num_perm)
+    assert ours == datasketch_optimal_param(threshold, num_perm, 0.5, 0.5)
+    optimal_param.cache_clear()
+    assert optimal_param(threshold, num_perm) == ours  # now served from the disk cache
+
+
+def test_known_values():
+    assert optimal_param(0.8, 128) == (9, 13)
+    assert optimal_param(0.8, 256) == (17, 15)
+
+
+def test_weights_and_bad_inputs():
+    assert optimal_param(0.8, 128, 0.9, 0.1) == datasketch_optimal_param(0.8, 128, 0.9, 0.1)
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError):
+            optimal_param(bad, 128)
+    with pytest.raises(ValueError):
+        plan_index(0.8, 128, 100, bands=20, rows=10)
+
+
+def test_candidate_curve():
+    assert candidate_probability(1.0, 9, 13) == 1.0
+    assert candidate_probability(0.0, 9, 13) == 0.0
+    s = 0.8
+    assert math.isclose(candidate_probability(s, 9, 13), 1 - (1 - s**13) ** 9)
+
+
+def test_bloom_sizing_formulas():
+    n, p = 1_000_000, 1e-6
+    m, k = bloom_size(n, p)
+    assert m % 64 == 0
+    assert m == pytest.approx(-n * math.log(p) / math.log(2) ** 2, abs=64)
+    assert k == round(m / n * math.log(2))
+    assert bloom_fp(n, m, k) == pytest.approx(p, rel=0.05)
+
+
+def test_per_band_fp_composes_to_total():
+    for b in (1, 9, 20):
+        pb = per_band_fp(1e-5, b)
+        assert 1 - (1 - pb) ** b == pytest.approx(1e-5, rel=1e-9)
+
+
+def test_index_plan_default_is_about_32_bytes_per_doc():
+    """T=0.8, K=128, p=1e-5: 9 filters of 28.5 bits per document = 32.1 bytes (<= 33)."""
+    plan = plan_index(0.8, 128, 10_000_000, 1e-5)
+    assert (plan.bands, plan.rows) == (9, 13)
+    assert plan.bytes_per_doc <= 33
+    assert plan.predicted_fp(plan.capacity) == pytest.approx(1e-5, rel=0.05)
+    d = plan.to_dict()
+    assert set(d["candidate_probability"]) == {f"{s / 10:.1f}" for s in range(1, 11)}
