@@ -141,12 +141,14 @@ def dedup_files(
     out = Path(out)
     shards = discover(list(inputs))
     _validate(shards, config)
-    if layout.read_manifest(out) is not None:
-        if not force:
-            raise OutputExistsError(f"{out} already holds a completed dedup run (manifest.json); use --force to replace it")
-        layout.clear_outputs(out)
+    _check_unique_outputs(shards)
+    replace = layout.read_manifest(out) is not None
+    if replace and not force:
+        raise OutputExistsError(f"{out} already holds a completed dedup run (manifest.json); use --force to replace it")
     capacity = config.capacity or max(count_rows(shards), 1)
     plan = plan_index(config.threshold, config.num_perm, capacity, config.fp, config.bands, config.rows)
+    if replace:  # only once the inputs have passed every check made before writing
+        layout.clear_outputs(out)
     if threads is not None:
         import numba
 
@@ -158,7 +160,6 @@ def dedup_files(
     )
     locator = _Locator() if config.index == "lsh" else None
     shard_names = [s.name for s in shards]
-    _check_unique_outputs(shards)
 
     written: list[Path] = []
     timer = _Timer()

@@ -131,6 +131,10 @@ def _check_columns(shard: Shard, schema: pa.Schema, text_column: str, id_column:
         raise InputError(shard.path, f"text column {text_column!r} has type {t}, expected a string type")
     if id_required and id_column and id_column not in names:
         raise InputError(shard.path, f"no id column {id_column!r}; columns are {names}")
+    if id_column and id_column in names and pa.types.is_nested(schema.field(id_column).type):
+        raise InputError(
+            shard.path, f"id column {id_column!r} has type {schema.field(id_column).type}, which cannot be read as strings"
+        )
 
 
 def _iter_lines(shard: Shard) -> Iterator[bytes]:
@@ -139,8 +143,9 @@ def _iter_lines(shard: Shard) -> Iterator[bytes]:
         yield from io.BufferedReader(raw, buffer_size=1 << 20)
 
 
-def _jsonl_bad_line(shard: Shard) -> tuple[int, str] | None:
-    """(1-based line, reason) of the first line that is not a JSON object, or None."""
+def _jsonl_bad_line(shard: Shard, text_column: str | None = None) -> tuple[int, str] | None:
+    """(1-based line, reason) of the first line that is not a JSON object (or whose
+    ``text_column`` holds something other than a string or null), or None."""
     for lineno, line in enumerate(_iter_lines(shard), start=1):
         if not line.strip():
             continue
@@ -150,6 +155,20 @@ def _jsonl_bad_line(shard: Shard) -> tuple[int, str] | None:
             return lineno, f"invalid JSON: {e}"
         if not isinstance(obj, dict):
             return lineno, f"expected a JSON object, got {type(obj).__name__}"
+        if text_column is not None and obj.get(text_column) is not None and not isinstance(obj[text_column], str):
+            kind = {bool: "boolean", int: "number", float: "number", dict: "object", list: "array"}.get(type(obj[text_column]), "value")
+            return lineno, f"text column {text_column!r} holds a JSON {kind}, expected a string"
+    return None
+
+
+def _jsonl_line_of_row(shard: Shard, row: int) -> int | None:
+    """1-based line of the 0-based row ``row`` (rows are the lines that are not blank)."""
+    seen = -1
+    for lineno, line in enumerate(_iter_lines(shard), start=1):
+        if line.strip():
+            seen += 1
+            if seen == row:
+                return lineno
     return None
 
 
@@ -178,7 +197,7 @@ def _read_jsonl(shard: Shard, empty_columns: tuple[str, ...] = ()) -> pa.Table:
             table = read(pj.ParseOptions(explicit_schema=strings)).select(names)
     except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as e:
         try:
-            bad = _jsonl_bad_line(shard)
+            bad = _jsonl_bad_line(shard, empty_columns[0] if empty_columns else None)
         except (OSError, UnicodeDecodeError) as e2:
             raise InputError(shard.path, f"unreadable: {e2}") from e
         if bad is not None:
@@ -205,6 +224,7 @@ class ShardReader:
         self.text_column = text_column
         self.batch_rows = batch_rows
         self._table: pa.Table | None = None
+        self._batch_start = 0
         self._pf: pq.ParquetFile | None = None
         if shard.fmt == "parquet":
             try:
@@ -222,8 +242,11 @@ class ShardReader:
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """Record batches in file order, all columns."""
+        self._batch_start = 0
         if self._table is not None:
-            yield from self._table.to_batches(max_chunksize=self.batch_rows)
+            for batch in self._table.to_batches(max_chunksize=self.batch_rows):
+                yield batch
+                self._batch_start += batch.num_rows
             return
         assert self._pf is not None
         row = 0
@@ -235,14 +258,24 @@ class ShardReader:
                 return
             except (pa.ArrowException, OSError) as e:
                 raise InputError(self.shard.path, f"corrupt data after this row: {e}", row=row) from e
+            self._batch_start = row
             row += batch.num_rows
             yield batch
 
     def text(self, batch: pa.RecordBatch) -> pa.Array:
-        """The batch's text column as a string array (an all-null column becomes nulls)."""
+        """The batch's text column as a string array (an all-null column becomes nulls).
+
+        Raises:
+            InputError: a text that is not valid UTF-8 (naming its row, or JSONL line);
+                ``batch`` must be the latest batch from :meth:`batches`.
+        """
         col = batch.column(self.text_column)
         if pa.types.is_null(col.type):
             return pa.nulls(len(col), pa.string())
+        try:
+            col.validate(full=True)  # UTF-8 check, several GB/s; the kernels assume valid UTF-8
+        except pa.ArrowInvalid as e:
+            raise self.text_error(col, self._batch_start, e) from e
         return col
 
     def ids(self, batch: pa.RecordBatch) -> pa.Array:
@@ -250,7 +283,28 @@ class ShardReader:
         if self.id_column is None:
             return pa.nulls(batch.num_rows, pa.string())
         col = batch.column(self.id_column)
-        return col if pa.types.is_string(col.type) else col.cast(pa.string())
+        if pa.types.is_string(col.type):
+            return col
+        try:
+            return col.cast(pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise InputError(self.shard.path, f"id column {self.id_column!r} of type {col.type} cannot be read as strings: {e}") from e
+
+    def text_error(self, texts: pa.Array, start_row: int, exc: Exception) -> InputError:
+        """The error for a batch whose text failed validation (invalid UTF-8), naming the
+        first bad row (Parquet, 0-based) or line (JSONL, 1-based). Error path only."""
+        for i, raw in enumerate(texts.cast(pa.binary()).to_pylist()):
+            if raw is None:
+                continue
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                msg = f"text column {self.text_column!r} is not valid UTF-8: {e}"
+                line = _jsonl_line_of_row(self.shard, start_row + i) if self.shard.fmt == "jsonl" else None
+                if line is not None:
+                    return InputError(self.shard.path, msg, line=line)
+                return InputError(self.shard.path, msg, row=start_row + i)
+        return InputError(self.shard.path, f"cannot process text column {self.text_column!r}: {exc}", row=start_row)
 
 
 def count_rows(shards: list[Shard]) -> int:

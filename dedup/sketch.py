@@ -1,8 +1,8 @@
 """From an Arrow text column to per-document sketches: signatures, exact keys, band keys.
 
-This is the only place that hands Arrow buffers to the compiled kernels. Per batch it
-runs Arrow's vectorised NFKC + lowercase (:func:`dedup.normalize.prenormalize`), then one
-parallel Numba pass that decodes UTF-8, builds the canonical text, shingles it and
+This is where Arrow buffers meet the compiled kernels. Per batch it runs Arrow's
+vectorised NFKC + lowercase on the documents that need it (:func:`dedup.normalize.prepass`),
+then one parallel Numba pass that decodes UTF-8, builds the canonical text, shingles it and
 updates the K minima; no Python object is created per document.
 """
 
@@ -16,7 +16,7 @@ import pyarrow as pa
 from ._kernels import minhash as _k
 from .config import DedupConfig
 from .minhash import get_scheme, permutations
-from .normalize import prenormalize, word_char_table
+from .normalize import char_table, prepass
 
 
 @dataclass
@@ -70,13 +70,13 @@ class Sketcher:
         self.rows = rows
         self.scheme = get_scheme(config.scheme)
         self.perms = permutations(config.scheme, config.num_perm, config.seed)
-        self.table = word_char_table()
+        self.table = char_table()
 
     def __call__(self, texts: pa.Array) -> Sketches:
         """Sketch one batch (an Arrow string array; nulls allowed)."""
         raw_data, raw_off, _ = string_buffers(texts)
         text_bytes = int(raw_off[-1] - raw_off[0]) if len(raw_off) else 0
-        data, offsets, valid = string_buffers(prenormalize(texts, self.config.nfkc))
+        data, offsets, valid = string_buffers(prepass(texts, self.config.nfkc))
         n = len(valid)
         sigs = np.empty((n, self.config.num_perm), dtype=np.uint32)
         exact = np.empty((n, 2), dtype=np.uint64)

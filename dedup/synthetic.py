@@ -183,7 +183,7 @@ class _Vocab:
         self.pieces = pieces
         self.pieces_arr = pa.array(pieces, type=pa.string())
         # Canonical word id of each piece (every piece must be exactly one canonical word).
-        canon = _canonical_words(self.pieces_arr)
+        canon = normalize.canonical_words_batch(self.pieces_arr)
         ids: dict[str, int] = {}
         cid = np.empty(len(pieces), dtype=np.int64)
         for i, ws in enumerate(canon):
@@ -232,47 +232,6 @@ class _Vocab:
 @functools.lru_cache(maxsize=1)
 def _vocab() -> _Vocab:
     return _Vocab()
-
-
-# ------------------------------------------------------------------ fast canonical words
-
-
-@functools.lru_cache(maxsize=1)
-def _word_regex() -> re.Pattern[str]:
-    """A regex matching maximal runs of word characters, built from the same table.
-
-    The astral ranges sit behind a one-range lookahead so that a separator costs one
-    big-charset test instead of a scan of the ~350 astral ranges (5x faster).
-    """
-    table = normalize.word_char_table()
-    d = np.diff(np.concatenate(([0], table.astype(np.int8), [0])))
-    runs = list(zip(np.flatnonzero(d == 1).tolist(), (np.flatnonzero(d == -1) - 1).tolist()))
-    bmp = [(lo, min(hi, 0xFFFF)) for lo, hi in runs if lo <= 0xFFFF]
-    astral = [(max(lo, 0x10000), hi) for lo, hi in runs if hi > 0xFFFF]
-
-    def cls(pairs: list[tuple[int, int]]) -> str:
-        return "[" + "".join(
-            f"\\U{lo:08x}" if lo == hi else f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in pairs
-        ) + "]"
-
-    return re.compile(f"(?:{cls(bmp)}+|(?=[\\U00010000-\\U0010ffff]){cls(astral)}+)+")
-
-
-def _canonical_words(texts, nfkc: bool = True, chunk: int = 20_000) -> list[list[str]]:
-    """The canonical words of many documents (same result as the reference, faster).
-
-    Step 1 of the definition is done by Arrow over whole chunks, step 2 by a regex whose
-    character class is built from :func:`dedup.normalize.word_char_table`. Nulls give
-    no words.
-    """
-    if not isinstance(texts, (pa.Array, pa.ChunkedArray)):
-        texts = pa.array(list(texts), type=pa.string())
-    findall = _word_regex().findall
-    out: list[list[str]] = []
-    for start in range(0, len(texts), chunk):
-        lowered = normalize.prenormalize(texts.slice(start, chunk), nfkc).to_pylist()
-        out.extend(findall(s) if s is not None else [] for s in lowered)
-    return out
 
 
 def _shingle_set(words: list[str], ngram: int, unit: str) -> set[str]:
@@ -673,7 +632,7 @@ def earlier_jaccards(table: pa.Table, ngram: int = 5, unit: str = "word") -> lis
         return result
     rows_in = np.concatenate([order[s:e] for s, e in zip(starts[multi], ends[multi])])
     texts = table.column("text").take(pa.array(rows_in))
-    words = _canonical_words(texts)
+    words = normalize.canonical_words_batch(texts)
     sets = {int(r): _shingle_set(w, ngram, unit) for r, w in zip(rows_in.tolist(), words)}
     for s, e in zip(starts[multi].tolist(), ends[multi].tolist()):
         members = order[s:e].tolist()  # ascending row order (stable sort)

@@ -193,7 +193,7 @@ def test_fast_canonical_path_matches_reference(corpus):
     for _ in range(200):
         k = int(rng.integers(0, 40))
         texts.append("".join(alphabet[i] for i in rng.integers(0, len(alphabet), size=k)))
-    fast = synthetic._canonical_words(texts)
+    fast = normalize.canonical_words_batch(texts)
     for text, words in zip(texts, fast):
         assert " ".join(words) == normalize.canonical_text(text)
         for ngram, unit in ((5, "word"), (2, "word"), (1, "word"), (4, "char")):

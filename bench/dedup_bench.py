@@ -1,0 +1,228 @@
+"""Dedup benchmark: memdedup vs datasketch (and pybloom-live) in ONE run, same corpora.
+
+    .venv/bin/python bench/dedup_bench.py            # ~100k x 1 KB and 20k x 6 KB documents
+    .venv/bin/python bench/dedup_bench.py --quick    # small smoke run
+
+Every tool runs as its own process pinned to one core (start-up and reading/writing
+included), on generated corpora with planted exact and near duplicates and exact-Jaccard
+ground truth (:mod:`dedup.synthetic`). Reported per run: wall seconds, docs/s, MB/s of
+text, speed-up over datasketch MinHash + MinHashLSH on the same corpus, index bytes per
+document, peak RSS (from wait4), and precision/recall against "an earlier document of
+Jaccard >= T exists". memdedup is run twice: cold (empty Numba and start-up caches, so
+JIT compilation is included) and warm (what every later run costs). A last section runs
+memdedup over growing prefixes of the shards to show peak memory is one batch plus the
+index, not a function of the number of shards processed.
+
+Writes ``OUT/dedup_bench.json`` and ``OUT/dedup_bench.md`` (default OUT: bench/results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dedup.shards import discover  # noqa: E402
+from dedup.synthetic import generate_corpus, true_duplicates, write_shards  # noqa: E402
+
+
+
+
+def run_measured(cmd: list[str], env: dict) -> tuple[float, int, str]:
+    """Run ``cmd`` pinned to CPU 0; return (wall seconds, peak RSS bytes of that child, stdout)."""
+
+    def pin() -> None:
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {0})
+
+    with tempfile.TemporaryFile() as fout, tempfile.TemporaryFile() as ferr:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, env=env, stdout=fout, stderr=ferr, preexec_fn=pin, cwd=ROOT)
+        _, status, usage = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        fout.seek(0)
+        ferr.seek(0)
+        out, err = fout.read().decode(), ferr.read().decode()
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{err[-3000:]}")
+    return wall, usage.ru_maxrss * 1024, out
+
+
+def make_corpus(path: Path, n: int, mean_bytes: int, shards: int, seed: int) -> tuple[np.ndarray, int]:
+    table = generate_corpus(n, mean_bytes=mean_bytes, exact_frac=0.05, near_frac=0.10, seed=seed)
+    write_shards(table, path, shards)
+    text_bytes = int(sum(len(t.encode()) for t in table.column("text").to_pylist()))
+    return true_duplicates(table, 0.8), text_bytes
+
+
+def removed_mask_memdedup(out: Path, corpus: Path, n: int) -> np.ndarray:
+    shards = discover([corpus])
+    offsets = {}
+    acc = 0
+    for s in shards:
+        offsets[s.name] = acc
+        acc += pq.ParquetFile(str(s.path)).metadata.num_rows
+    rem = pq.read_table(out / "removed.parquet", columns=["shard", "row"]).to_pydict()
+    mask = np.zeros(n, dtype=bool)
+    for sh, row in zip(rem["shard"], rem["row"]):
+        mask[offsets[sh] + row] = True
+    return mask
+
+
+def pr(removed: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    tp = int((removed & truth).sum())
+    return tp / max(int(removed.sum()), 1), tp / max(int(truth.sum()), 1)
+
+
+def bench_corpus(name, corpus, truth, text_bytes, work, env_base, with_lshbloom, with_pybloom) -> list[dict]:
+    n = truth.shape[0]
+    rows = []
+    py = sys.executable
+    memdedup = [py, "-m", "pipelines.cli", "dedup", str(corpus), "--threads", "1", "--quiet", "--force"]
+
+    def record(tool, wall, rss, index_bytes, removed, note=""):
+        p, r = pr(removed, truth)
+        rows.append({
+            "corpus": name, "tool": tool, "docs": n, "seconds": wall, "docs_per_s": n / wall,
+            "mb_per_s": text_bytes / 1e6 / wall, "index_bytes_per_doc": index_bytes / n if index_bytes is not None else None,
+            "peak_rss_mb": rss / 2**20, "precision": p, "recall": r, "note": note,
+        })
+        print(f"  {tool:<28} {wall:7.2f} s {n / wall:10,.0f} docs/s  rss {rss / 2**20:7.1f} MB  P={p:.4f} R={r:.4f} {note}", flush=True)
+
+    # datasketch MinHash + MinHashLSH
+    out = work / f"{name}-ds-lsh"
+    wall, rss, stdout = run_measured([py, "bench/datasketch_baseline.py", "lsh", str(corpus), str(out)], env_base)
+    info = json.loads(stdout.strip().splitlines()[-1])
+    removed = np.zeros(n, dtype=bool)
+    removed[np.load(out / "removed_rows.npy")] = True
+    record("datasketch MinHashLSH", wall, rss, info["index_bytes"], removed, "index bytes = RSS growth")
+
+    if with_lshbloom:
+        try:
+            import pybloomfilter  # noqa: F401
+
+            out = work / f"{name}-ds-lshbloom"
+            wall, rss, stdout = run_measured([py, "bench/datasketch_baseline.py", "lshbloom", str(corpus), str(out)], env_base)
+            info = json.loads(stdout.strip().splitlines()[-1])
+            removed = np.zeros(n, dtype=bool)
+            removed[np.load(out / "removed_rows.npy")] = True
+            record("datasketch MinHashLSHBloom", wall, rss, info["index_bytes"], removed, "sum band key")
+        except ImportError:
+            print("  datasketch MinHashLSHBloom: pybloomfiltermmap3 not installed, skipped")
+
+    for label, extra, cold in (
+        ("memdedup (cold: JIT compile)", [], True),
+        ("memdedup", [], False),
+        ("memdedup --index pybloom", ["--index", "pybloom"], False),
+    ):
+        if "pybloom" in label and not with_pybloom:
+            continue
+        env = dict(env_base)
+        if cold:
+            env["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="numba-cold-")
+            env["MEMDEDUP_CACHE_DIR"] = tempfile.mkdtemp(prefix="memdedup-cold-")
+        out = work / f"{name}-memdedup"
+        wall, rss, _ = run_measured([*memdedup, "--out", str(out), *extra], env)
+        manifest = json.loads((out / "manifest.json").read_text())
+        ib = manifest["index"]["bytes"]
+        note = f"bands {ib['bands'] / n:.1f} B/doc + exact {ib['exact'] / n:.1f} B/doc"
+        record(label, wall, rss, ib["bands"] + ib["exact"], removed_mask_memdedup(out, corpus, n), note)
+    base = rows[0]["seconds"]
+    for r in rows:
+        r["speedup_vs_datasketch"] = base / r["seconds"]
+    return rows
+
+
+def memory_vs_shards(corpus: Path, work: Path, env: dict, counts: list[int]) -> list[dict]:
+    shards = sorted(corpus.glob("part-*.parquet"))
+    out = []
+    for c in counts:
+        sub = work / f"prefix-{c}"
+        sub.mkdir(parents=True, exist_ok=True)
+        for s in shards[:c]:
+            dst = sub / s.name
+            if not dst.exists():
+                os.link(s, dst)
+        o = work / f"prefix-{c}-out"
+        wall, rss, _ = run_measured(
+            [sys.executable, "-m", "pipelines.cli", "dedup", str(sub), "--out", str(o), "--threads", "1", "--quiet", "--force"], env
+        )
+        m = json.loads((o / "manifest.json").read_text())
+        ib = m["index"]["bytes"]
+        out.append({"shards": c, "docs": m["totals"]["rows"], "peak_rss_mb": rss / 2**20, "index_mb": (ib["bands"] + ib["exact"]) / 2**20})
+        print(f"  {c:3d} shards {m['totals']['rows']:9,d} docs  peak RSS {rss / 2**20:7.1f} MB  index {(ib['bands'] + ib['exact']) / 2**20:6.2f} MB", flush=True)
+    return out
+
+
+def to_markdown(results: dict) -> str:
+    lines = [
+        f"Machine: {results['machine']}; each tool pinned to one core, start-up included. T=0.8, K=128, p=1e-5.",
+        "",
+        "| corpus | tool | docs | s | docs/s | MB/s | x datasketch | index B/doc | peak RSS MB | precision | recall |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results["runs"]:
+        ib = "" if r["index_bytes_per_doc"] is None else f"{r['index_bytes_per_doc']:.1f}"
+        lines.append(
+            f"| {r['corpus']} | {r['tool']} | {r['docs']:,} | {r['seconds']:.2f} | {r['docs_per_s']:,.0f} | {r['mb_per_s']:.1f} | "
+            f"{r['speedup_vs_datasketch']:.1f} | {ib} | {r['peak_rss_mb']:.0f} | {r['precision']:.4f} | {r['recall']:.4f} |"
+        )
+    lines += ["", "memdedup index bytes: " + "; ".join(f"{r['corpus']}: {r['note']}" for r in results["runs"] if r["tool"] == "memdedup"), ""]
+    lines += ["Peak memory vs shards processed (same shard size):", "", "| shards | docs | peak RSS MB | index MB |", "|---:|---:|---:|---:|"]
+    for m in results["memory_vs_shards"]:
+        lines.append(f"| {m['shards']} | {m['docs']:,} | {m['peak_rss_mb']:.0f} | {m['index_mb']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--docs", type=int, default=100_000, help="documents of ~1 KB")
+    ap.add_argument("--big-docs", type=int, default=20_000, help="documents of ~6 KB")
+    ap.add_argument("--quick", action="store_true", help="5,000 + 1,000 documents, for a smoke run")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args()
+    if args.quick:
+        args.docs, args.big_docs = 5_000, 1_000
+    work = Path(tempfile.mkdtemp(prefix="dedup-bench-"))
+    env = {**os.environ, "NUMBA_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    try:
+        import platform
+
+        results = {"machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}", "runs": []}
+        print("generating corpora ...", flush=True)
+        a_truth, a_bytes = make_corpus(work / "a", args.docs, 1000, 20, seed=1)
+        b_truth, b_bytes = make_corpus(work / "b", args.big_docs, 6000, 10, seed=2)
+        print(f"corpus 1KB: {args.docs:,} docs, {a_bytes / 1e6:.0f} MB of text", flush=True)
+        results["runs"] += bench_corpus("1KB", work / "a", a_truth, a_bytes, work, env, True, True)
+        print(f"corpus 6KB: {args.big_docs:,} docs, {b_bytes / 1e6:.0f} MB of text", flush=True)
+        results["runs"] += bench_corpus("6KB", work / "b", b_truth, b_bytes, work, env, False, False)
+        print("peak memory vs shards processed:", flush=True)
+        results["memory_vs_shards"] = memory_vs_shards(work / "a", work, env, [5, 10, 20])
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "dedup_bench.json").write_text(json.dumps(results, indent=2))
+        md = to_markdown(results)
+        (args.out / "dedup_bench.md").write_text(md)
+        print()
+        print(md)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

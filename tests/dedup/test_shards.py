@@ -1,0 +1,406 @@
+"""Tests of dedup.shards: discovery, canonical order, names, formats and input errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dedup.shards import InputError, Shard, ShardReader, count_rows, discover
+
+ROWS = [
+    {"id": "r0", "text": "the quick brown fox jumps over the lazy dog"},
+    {"id": "r1", "text": None},
+    {"id": "r2", "text": "zürich café ﬁne"},
+]
+
+
+def _jsonl_bytes(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+
+
+def write(path: Path, rows: list[dict] = ROWS) -> Path:
+    """Write ``rows`` in the format named by ``path``'s suffix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    name = path.name.lower()
+    if name.endswith((".parquet", ".pq")):
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    elif name.endswith(".gz"):
+        path.write_bytes(gzip.compress(_jsonl_bytes(rows)))
+    elif name.endswith(".zst"):
+        with pa.CompressedOutputStream(str(path), "zstd") as f:
+            f.write(_jsonl_bytes(rows))
+    else:
+        path.write_bytes(_jsonl_bytes(rows))
+    return path
+
+
+def reader(shard: Shard, text: str = "text", id_column: str | None = "id", id_required: bool = False) -> ShardReader:
+    return ShardReader(shard, text, id_column, id_required, batch_rows=2)
+
+
+def read_all(r: ShardReader) -> pa.Table:
+    return pa.Table.from_batches(list(r.batches()), schema=r.schema)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    d = tmp_path / "data"
+    write(d / "b.parquet")
+    write(d / "a.jsonl")
+    write(d / "sub" / "c.jsonl.gz")
+    write(d / "sub" / "d.jsonl.zst")
+    write(d / "sub" / "deeper" / "e.pq")
+    write(d / ".hidden.parquet")  # hidden: skipped when walking a directory
+    (d / "notes.txt").write_text("not data")
+    (d / "README").write_text("not data")
+    return d
+
+
+# ------------------------------------------------------------------------- discovery
+
+
+def test_directory_is_searched_recursively_in_canonical_order(tree: Path):
+    shards = discover([tree])
+    assert [s.name for s in shards] == [
+        "a.jsonl",
+        "b.parquet",
+        "sub/c.jsonl.gz",
+        "sub/d.jsonl.zst",
+        "sub/deeper/e.pq",
+    ]
+    assert [s.path for s in shards] == sorted((s.path for s in shards), key=str)
+    assert all(s.path.is_absolute() and s.path.is_file() for s in shards)
+    assert [(s.fmt, s.compression) for s in shards] == [
+        ("jsonl", None),
+        ("parquet", None),
+        ("jsonl", "gzip"),
+        ("jsonl", "zstd"),
+        ("parquet", None),
+    ]
+    assert [s.stem for s in shards] == ["a", "b", "sub/c", "sub/d", "sub/deeper/e"]
+
+
+def test_order_does_not_depend_on_argument_order_and_duplicates_collapse(tree: Path):
+    a, b = tree / "a.jsonl", tree / "b.parquet"
+    assert discover([b, a]) == discover([a, b])
+    # a file named both directly and through its directory is one shard
+    assert discover([tree, a, str(b)]) == discover([tree])
+    # relative paths resolve to the same shards as absolute ones
+    import os
+
+    old = os.getcwd()
+    os.chdir(tree)
+    try:
+        assert discover(["b.parquet", "a.jsonl"]) == discover([a, b])
+    finally:
+        os.chdir(old)
+
+
+def test_explicit_files_and_globs(tree: Path):
+    one = discover([tree / "sub" / "c.jsonl.gz"])
+    assert [(s.name, s.stem, s.fmt, s.compression) for s in one] == [("c.jsonl.gz", "c", "jsonl", "gzip")]
+    assert one[0].path == (tree / "sub" / "c.jsonl.gz").resolve()
+
+    flat = discover([str(tree / "*.parquet")])
+    assert [s.name for s in flat] == ["b.parquet"]  # the hidden file does not match '*'
+
+    deep = discover([str(tree / "**" / "*.jsonl*")])
+    assert [s.name for s in deep] == ["a.jsonl", "sub/c.jsonl.gz", "sub/d.jsonl.zst"]
+
+    # a glob that also matches non-data files and directories keeps only the data files
+    mixed = discover([str(tree / "*")])
+    assert [s.name for s in mixed] == ["a.jsonl", "b.parquet"]
+
+
+def test_names_are_relative_to_the_common_parent(tmp_path: Path):
+    x = write(tmp_path / "corpus" / "x" / "part.parquet")
+    y = write(tmp_path / "corpus" / "y" / "part.jsonl.gz")
+    shards = discover([x, y])
+    assert [s.name for s in shards] == ["x/part.parquet", "y/part.jsonl.gz"]
+    assert [s.stem for s in shards] == ["x/part", "y/part"]
+    # only the common parent's part is dropped, however deep the files are
+    z = write(tmp_path / "corpus" / "x" / "deep" / "z.jsonl")
+    assert [s.name for s in discover([z, x])] == ["deep/z.jsonl", "part.parquet"]
+
+
+@pytest.mark.parametrize(
+    "name, fmt, compression, stem",
+    [
+        ("p.parquet", "parquet", None, "p"),
+        ("p.pq", "parquet", None, "p"),
+        ("p.jsonl", "jsonl", None, "p"),
+        ("p.ndjson", "jsonl", None, "p"),
+        ("p.json", "jsonl", None, "p"),
+        ("p.jsonl.gz", "jsonl", "gzip", "p"),
+        ("p.json.gz", "jsonl", "gzip", "p"),
+        ("p.jsonl.zst", "jsonl", "zstd", "p"),
+        ("p.ndjson.zst", "jsonl", "zstd", "p"),
+        ("P.JSONL.GZ", "jsonl", "gzip", "P"),
+        ("part-00001.v2.parquet", "parquet", None, "part-00001.v2"),
+    ],
+)
+def test_formats_and_compressions_are_detected_and_read(tmp_path: Path, name, fmt, compression, stem):
+    path = write(tmp_path / name)
+    (shard,) = discover([path])
+    assert (shard.fmt, shard.compression, shard.stem) == (fmt, compression, stem)
+    r = reader(shard)
+    assert r.num_rows == 3
+    t = read_all(r)
+    assert t.column("id").to_pylist() == ["r0", "r1", "r2"]
+    assert t.column("text").to_pylist() == [row["text"] for row in ROWS]
+    assert count_rows([shard]) == 3
+
+
+# ---------------------------------------------------------------------- discovery errors
+
+
+def test_missing_path_is_an_error_naming_it(tmp_path: Path):
+    missing = tmp_path / "nope.parquet"
+    with pytest.raises(InputError, match="no such file") as e:
+        discover([missing])
+    assert e.value.path == str(missing)
+    assert str(missing) in str(e.value)
+
+
+def test_glob_matching_nothing_is_an_error_naming_the_pattern(tree: Path):
+    pattern = str(tree / "*.nothing")
+    with pytest.raises(InputError, match="glob matches no") as e:
+        discover([pattern])
+    assert pattern in str(e.value)
+    # matching only files that are not data is the same error
+    with pytest.raises(InputError, match="glob matches no"):
+        discover([str(tree / "*.txt")])
+
+
+def test_directory_without_data_files_is_an_error(tmp_path: Path):
+    d = tmp_path / "empty"
+    d.mkdir()
+    (d / "x.csv").write_text("a,b\n")
+    with pytest.raises(InputError, match="no .parquet") as e:
+        discover([d])
+    assert str(d) in str(e.value)
+
+
+def test_explicit_file_of_unknown_format_is_an_error(tree: Path):
+    with pytest.raises(InputError, match="unknown input format") as e:
+        discover([tree / "notes.txt"])
+    assert str(tree / "notes.txt") in str(e.value)
+
+
+def test_no_inputs_is_an_error():
+    with pytest.raises(InputError, match="no input files"):
+        discover([])
+
+
+def test_one_bad_input_fails_the_whole_discovery(tree: Path):
+    with pytest.raises(InputError, match="missing.jsonl"):
+        discover([tree, tree / "missing.jsonl"])
+
+
+# ------------------------------------------------------------------ reading and errors
+
+
+def test_missing_text_column_names_the_file(tmp_path: Path):
+    for name in ("a.parquet", "a.jsonl"):
+        path = write(tmp_path / name, [{"id": "1", "body": "x"}])
+        with pytest.raises(InputError, match="no text column 'text'") as e:
+            reader(discover([path])[0])
+        assert e.value.path == str(path.resolve())
+        assert str(path.resolve()) in str(e.value)
+
+
+def test_non_string_text_column_names_the_file(tmp_path: Path):
+    path = write(tmp_path / "a.parquet", [{"id": "1", "text": 5}])
+    with pytest.raises(InputError, match="type int64, expected a string") as e:
+        reader(discover([path])[0])
+    assert str(path.resolve()) in str(e.value)
+    # JSONL: a non-string value on one line names the line
+    path = write(tmp_path / "b.jsonl", [{"text": "fine"}, {"text": "also fine"}, {"text": [1, 2]}])
+    with pytest.raises(InputError, match="line 3: text column 'text' holds a JSON array") as e:
+        reader(discover([path])[0])
+    assert e.value.line == 3
+    assert str(path.resolve()) in str(e.value)
+
+
+def test_other_text_column_and_string_types(tmp_path: Path):
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"body": pa.array(["x y z", None], pa.large_string())}), path)
+    r = reader(discover([path])[0], text="body")
+    assert r.text(next(r.batches())).to_pylist() == ["x y z", None]
+    # an all-null JSON column is read as null type and becomes null strings
+    path = write(tmp_path / "b.jsonl", [{"text": None}, {"text": None}])
+    r = reader(discover([path])[0])
+    t = r.text(next(r.batches()))
+    assert t.type == pa.string() and t.null_count == 2
+
+
+def test_ids(tmp_path: Path):
+    # no id column and not required: null ids
+    path = write(tmp_path / "a.parquet", [{"text": "x"}, {"text": "y"}])
+    r = reader(discover([path])[0])
+    assert r.id_column is None
+    assert r.ids(next(r.batches())).to_pylist() == [None, None]
+    # required id column missing: an error naming the file
+    with pytest.raises(InputError, match="no id column 'doc_id'") as e:
+        reader(discover([path])[0], id_column="doc_id", id_required=True)
+    assert str(path.resolve()) in str(e.value)
+    # numeric ids are read as strings
+    path = write(tmp_path / "b.jsonl", [{"id": 7, "text": "x"}, {"id": 8, "text": "y"}])
+    r = reader(discover([path])[0])
+    assert r.ids(next(r.batches())).to_pylist() == ["7", "8"]
+    # nested ids cannot be strings: an error naming the file
+    path = write(tmp_path / "c.jsonl", [{"id": {"a": 1}, "text": "x"}])
+    with pytest.raises(InputError, match="id column 'id'") as e:
+        reader(discover([path])[0])
+    assert str(path.resolve()) in str(e.value)
+
+
+def test_jsonl_keeps_date_like_strings_as_strings(tmp_path: Path):
+    rows = [{"id": "2020-01-01", "text": "2021-02-03", "n": 1}, {"id": "2020-01-02", "text": "2021-02-04", "n": 2}]
+    path = write(tmp_path / "a.jsonl", rows)
+    r = reader(discover([path])[0])
+    assert r.schema.names == ["id", "text", "n"]
+    assert r.schema.field("text").type == pa.string()
+    t = read_all(r)
+    assert t.to_pylist() == rows
+
+
+def test_jsonl_blank_lines_and_empty_files(tmp_path: Path):
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"text": "one"}\n\n   \n{"text": "two"}\n')
+    (shard,) = discover([path])
+    assert reader(shard).num_rows == 2
+    assert count_rows([shard]) == 2
+    for name, data in (("e.jsonl", b""), ("f.jsonl", b"\n\n"), ("g.jsonl.gz", gzip.compress(b""))):
+        p = tmp_path / name
+        p.write_bytes(data)
+        r = reader(discover([p])[0])
+        assert r.num_rows == 0
+        assert "text" in r.schema.names
+        assert read_all(r).num_rows == 0
+
+
+def test_invalid_jsonl_names_file_and_line(tmp_path: Path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "ok"}\n{"text": "ok too"}\n{"text": oops}\n{"text": "fine"}\n')
+    with pytest.raises(InputError, match="invalid JSON") as e:
+        reader(discover([path])[0])
+    assert e.value.line == 3
+    assert f"{path.resolve()}: line 3:" in str(e.value)
+    # a line that is JSON but not an object
+    path = tmp_path / "arr.jsonl.gz"
+    path.write_bytes(gzip.compress(b'{"text": "ok"}\n[1, 2]\n'))
+    with pytest.raises(InputError, match="line 2: expected a JSON object") as e:
+        reader(discover([path])[0])
+    assert str(path.resolve()) in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["x.jsonl.gz", "x.jsonl.zst"])
+def test_corrupt_compressed_jsonl_names_the_file(tmp_path: Path, name):
+    path = tmp_path / name
+    path.write_bytes(b"this is not compressed data at all")
+    (shard,) = discover([path])
+    with pytest.raises(InputError) as e:
+        reader(shard)
+    assert str(path.resolve()) in str(e.value)
+    with pytest.raises(InputError) as e:
+        count_rows([shard])
+    assert str(path.resolve()) in str(e.value)
+
+
+def test_corrupt_parquet_names_the_file(tmp_path: Path):
+    good = write(tmp_path / "good.parquet")
+    data = good.read_bytes()
+    for name, raw in (("garbage.parquet", b"PAR1 not really" * 10), ("truncated.parquet", data[: len(data) // 2])):
+        path = tmp_path / name
+        path.write_bytes(raw)
+        (shard,) = discover([path])
+        with pytest.raises(InputError, match="corrupt") as e:
+            reader(shard)
+        assert str(path.resolve()) in str(e.value)
+        with pytest.raises(InputError) as e:
+            count_rows([shard])
+        assert str(path.resolve()) in str(e.value)
+
+
+def test_corrupt_parquet_pages_fail_while_reading_naming_the_file(tmp_path: Path):
+    path = tmp_path / "pages.parquet"
+    texts = [f"document number {i} with a few more words" for i in range(5000)]
+    pq.write_table(pa.table({"text": texts}), path, compression="snappy")
+    raw = bytearray(path.read_bytes())
+    raw[100:2000] = b"\xab" * 1900  # data pages broken, footer intact
+    path.write_bytes(bytes(raw))
+    r = reader(discover([path])[0])
+    with pytest.raises(InputError) as e:
+        read_all(r)
+    assert str(path.resolve()) in str(e.value)
+
+
+def test_batches_cover_every_row_in_order(tmp_path: Path):
+    rows = [{"id": str(i), "text": f"t {i}"} for i in range(7)]
+    for name in ("a.parquet", "a.jsonl.zst"):
+        path = write(tmp_path / name, rows)
+        r = ShardReader(discover([path])[0], "text", "id", False, batch_rows=3)
+        sizes = [b.num_rows for b in r.batches()]
+        assert max(sizes) <= 3 and sum(sizes) == 7
+        assert read_all(r).column("id").to_pylist() == [str(i) for i in range(7)]
+
+
+# --------------------------------------------------------------- output-name collisions
+
+
+def test_output_name_collision_is_an_error_before_anything_is_written(tmp_path: Path):
+    from dedup.engine import dedup_files
+
+    d = tmp_path / "in"
+    write(d / "a.parquet")
+    write(d / "a.jsonl")
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="collides") as e:
+        dedup_files([d], out)
+    msg = str(e.value)
+    assert str((d / "a.parquet").resolve()) in msg and str((d / "a.jsonl").resolve()) in msg
+    assert "kept/a.parquet" in msg
+    assert not out.exists() or not any(out.rglob("*"))
+
+
+def test_same_stem_in_different_directories_does_not_collide(tmp_path: Path):
+    a = write(tmp_path / "in" / "x" / "a.parquet")
+    b = write(tmp_path / "in" / "y" / "a.jsonl")
+    assert [s.stem for s in discover([a, b])] == ["x/a", "y/a"]
+
+
+# ------------------------------------------------------------------------ invalid UTF-8
+
+
+def test_invalid_utf8_text_names_the_row_or_line(tmp_path: Path):
+    import numpy as np
+
+    # Parquet: a string column holding invalid UTF-8 (Arrow does not check on write)
+    data = b"okfine\xff\xfe bad"
+    offsets = np.array([0, 2, 6, 12], dtype=np.int32)
+    texts = pa.Array.from_buffers(pa.string(), 3, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"text": texts}), path)
+    r = ShardReader(discover([path])[0], "text", "id", False, batch_rows=2)
+    batches = r.batches()
+    assert r.text(next(batches)).to_pylist() == ["ok", "fine"]
+    with pytest.raises(InputError, match="not valid UTF-8") as e:
+        r.text(next(batches))
+    assert e.value.row == 2
+    assert f"{path.resolve()}: row 2:" in str(e.value)
+
+    # JSONL: the line (1-based, blank lines counted) of the bad text
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b'{"text": "ok"}\n\n{"text": "fine"}\n{"text": "bad \xff\xfe"}\n')
+    r = ShardReader(discover([path])[0], "text", "id", False, batch_rows=2)
+    with pytest.raises(InputError, match="not valid UTF-8") as e:
+        for batch in r.batches():
+            r.text(batch)
+    assert e.value.line == 4
+    assert f"{path.resolve()}: line 4:" in str(e.value)
