@@ -14,6 +14,7 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -e '.[audit,workflow,dev]'
+	$(PY) -m dedup.warmup
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -139,7 +139,8 @@ def dedup_files(
     """
     t_start = time.perf_counter()
     out = Path(out)
-    shards = discover(list(inputs))
+    shards = discover(list(inputs), exclude=out)
+    layout.remove_stale_temporaries(out)
     _validate(shards, config)
     _check_unique_outputs(shards)
     replace = layout.read_manifest(out) is not None
@@ -171,7 +172,7 @@ def dedup_files(
     try:
         (out / layout.KEPT_DIR).mkdir(parents=True, exist_ok=True)
         written.append(removed_tmp)
-        with pq.ParquetWriter(str(removed_tmp), layout.REMOVED_SCHEMA) as removed_writer:
+        with pq.ParquetWriter(str(removed_tmp), layout.REMOVED_SCHEMA, compression=config.compression) as removed_writer:
             for si, shard in enumerate(shards):
                 t0 = time.perf_counter()
                 reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
@@ -181,7 +182,7 @@ def dedup_files(
                 tmp = layout.tmp_path(final)
                 written.append(tmp)
                 t0 = timer.add("read", t0)
-                with pq.ParquetWriter(str(tmp), reader.schema) as kept_writer:
+                with pq.ParquetWriter(str(tmp), reader.schema, compression=config.compression) as kept_writer:
                     for batch in reader.batches():
                         t0 = timer.add("read", t0)
                         texts = reader.text(batch)

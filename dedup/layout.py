@@ -87,6 +87,15 @@ def read_manifest(out: Path) -> dict | None:
         return json.load(f)
 
 
+def remove_stale_temporaries(out: Path) -> None:
+    """Delete temporaries (``.NAME.tmp-PID``) left in ``out`` by a killed run."""
+    for d in (out, out / KEPT_DIR):
+        if d.is_dir():
+            for p in d.rglob(".*.tmp-*"):
+                if p.is_file():
+                    p.unlink(missing_ok=True)
+
+
 def clear_outputs(out: Path) -> None:
     """Remove everything this layout defines under ``out`` (used by ``--force``)."""
     manifest_path(out).unlink(missing_ok=True)

@@ -83,8 +83,21 @@ def _format_of(path: Path) -> tuple[str, str | None] | None:
     return None
 
 
-def discover(inputs: list[str | os.PathLike]) -> list[Shard]:
+def _inside(path: Path, directory: str | os.PathLike | None) -> bool:
+    if directory is None:
+        return False
+    try:
+        path.resolve().relative_to(Path(directory).resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def discover(inputs: list[str | os.PathLike], exclude: str | os.PathLike | None = None) -> list[Shard]:
     """Expand files, directories and globs into shards in canonical order.
+
+    Files under hidden directories (a path part starting with ".") found by walking a
+    directory, and anything under ``exclude`` (the run's own output directory), are skipped.
 
     Raises:
         InputError: a path that does not exist, a glob that matches nothing, a file of an
@@ -95,7 +108,11 @@ def discover(inputs: list[str | os.PathLike]) -> list[Shard]:
         s = str(item)
         p = Path(s)
         if p.is_dir():
-            found = [q for q in p.rglob("*") if q.is_file() and _format_of(q) and not q.name.startswith(".")]
+            found = [
+                q for q in p.rglob("*")
+                if q.is_file() and _format_of(q) and not any(part.startswith(".") for part in q.relative_to(p).parts)
+                and not _inside(q, exclude)
+            ]
             if not found:
                 raise InputError(p, "directory contains no .parquet or .jsonl[.gz|.zst] files")
             files.update(q.resolve() for q in found)
@@ -105,7 +122,7 @@ def discover(inputs: list[str | os.PathLike]) -> list[Shard]:
             files.add(p.resolve())
         elif glob.has_magic(s):
             matched = [Path(m) for m in glob.glob(s, recursive=True)]
-            matched = [m for m in matched if m.is_file() and _format_of(m)]
+            matched = [m for m in matched if m.is_file() and _format_of(m) and not _inside(m, exclude)]
             if not matched:
                 raise InputError(s, "glob matches no .parquet or .jsonl files")
             files.update(m.resolve() for m in matched)

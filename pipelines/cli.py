@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from dedup.config import INDEX_BACKENDS, DedupConfig
+from dedup.config import COMPRESSIONS, INDEX_BACKENDS, DedupConfig
 from dedup.minhash import SCHEMES
 
 from .config import ConfigError, build, load_yaml, section
@@ -39,11 +39,12 @@ def _add_dedup_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--id-column", help="id column (id; null ids if absent)")
     g.add_argument("--batch-rows", type=int, help="rows per batch (32768)")
     g.add_argument("--capacity", type=int, help="documents to size filters for (default: input rows)")
+    g.add_argument("--compression", choices=COMPRESSIONS, help="Parquet compression of outputs (zstd)")
 
 
 _OPTION_FIELDS = (
     "threshold", "num_perm", "ngram", "unit", "nfkc", "fp", "exact_fp", "scheme", "seed", "index",
-    "bands", "rows", "band_key", "text_column", "id_column", "batch_rows", "capacity",
+    "bands", "rows", "band_key", "text_column", "id_column", "batch_rows", "capacity", "compression",
 )
 
 

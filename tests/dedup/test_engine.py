@@ -1,0 +1,55 @@
+"""Engine behaviours best tested in-process: output compression, determinism across
+threads and batch sizes, OUT inside the input directory, stale temporaries."""
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dedup import DedupConfig, dedup_files
+from dedup.synthetic import generate_corpus, write_shards
+
+
+def _corpus(tmp_path, n=600, shards=3):
+    table = generate_corpus(n, mean_bytes=400, seed=3)
+    write_shards(table, tmp_path / "in", shards)
+    return tmp_path / "in"
+
+
+def test_zstd_by_default_and_configurable(tmp_path):
+    src = _corpus(tmp_path)
+    dedup_files([src], tmp_path / "a")
+    meta = pq.ParquetFile(tmp_path / "a" / "kept" / "part-00000.parquet").metadata
+    assert meta.row_group(0).column(0).compression == "ZSTD"
+    dedup_files([src], tmp_path / "b", DedupConfig(compression="snappy"))
+    meta = pq.ParquetFile(tmp_path / "b" / "kept" / "part-00000.parquet").metadata
+    assert meta.row_group(0).column(0).compression == "SNAPPY"
+
+
+def test_decisions_independent_of_threads_and_batch_size(tmp_path):
+    src = _corpus(tmp_path)
+    outs = []
+    for i, (threads, batch) in enumerate([(1, 32768), (2, 32768), (2, 7), (1, 1)]):
+        out = tmp_path / f"o{i}"
+        m = dedup_files([src], out, DedupConfig(batch_rows=batch), threads=threads)
+        assert m["totals"]["removed"]["exact"] > 0 and m["totals"]["removed"]["near"] > 0
+        outs.append(pq.read_table(out / "removed.parquet"))
+    for t in outs[1:]:
+        assert t.equals(outs[0])
+
+
+def test_output_inside_input_directory_is_not_read_back(tmp_path):
+    src = _corpus(tmp_path)
+    out = src / "dedup-out"
+    first = dedup_files([src], out)
+    again = dedup_files([src], out, force=True)
+    assert again["totals"]["rows"] == first["totals"]["rows"] == 600
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed(tmp_path):
+    src = _corpus(tmp_path)
+    out = tmp_path / "out"
+    (out / "kept").mkdir(parents=True)
+    stale = [out / ".removed.parquet.tmp-999999", out / "kept" / ".part-00000.parquet.tmp-999999"]
+    for p in stale:
+        pq.write_table(pa.table({"x": [1]}), p)
+    dedup_files([src], out)
+    assert not any(p.exists() for p in stale)
