@@ -1,10 +1,13 @@
 # Two entry points, each doing all set-up on a fresh machine:
-#   make test   create .venv if missing, install memdedup with every extra, run the test suite
+#   make test   create .venv if missing, install memdedup with every extra, build the
+#               compiled kernels, run the test suite
 #   make demo   same set-up, then run the default pipeline
-PYTHON ?= python3
-VENV   := .venv
-PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+PYTHON  ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+KERNELS := $(wildcard dedup/_kernels/*.py)
+AOT     := dedup/_kernels/_compiled.sha256
 
 .PHONY: test demo bench install clean
 
@@ -14,19 +17,24 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -e '.[audit,workflow,dev]'
-	$(PY) -m dedup.warmup
 	touch $(STAMP)
 
-install: $(STAMP)
+# Ahead-of-time build of the Numba kernels for this CPU (rebuilt when a kernel changes),
+# then the JIT caches for the multi-threaded path.
+$(AOT): $(STAMP) $(KERNELS)
+	$(PY) -m dedup._kernels.aot
+	$(PY) -m dedup.warmup
 
-test: $(STAMP)
+install: $(AOT)
+
+test: $(AOT)
 	$(PY) -m pytest -q
 
-demo: $(STAMP)
+demo: $(AOT)
 	$(VENV)/bin/memdedup demo --out results/demo
 
-bench: $(STAMP)
+bench: $(AOT)
 	$(PY) bench/dedup_bench.py
 
 clean:
-	rm -rf $(VENV) results .pytest_cache *.egg-info
+	rm -rf $(VENV) results .pytest_cache *.egg-info dedup/_kernels/_compiled* dedup/_kernels/__pycache__

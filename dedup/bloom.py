@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._kernels import bloom as _k
+from . import kernels as _k
 from .params import bloom_fp, bloom_size
 
 MAGIC = b"MDBLOOM\x00"
@@ -80,7 +80,7 @@ class BloomFilter:
             mask = np.ones(keys.shape[0], dtype=np.bool_)
         seen = np.empty(keys.shape[0], dtype=np.bool_)
         self.count += _k.test_and_set_many(
-            self.bits, np.uint64(self.m), self.k, np.uint64(self.seed), keys, np.ascontiguousarray(mask), seen
+            np.asarray(self.bits), np.uint64(self.m), self.k, np.uint64(self.seed), keys, np.ascontiguousarray(mask, dtype=np.bool_), seen
         )
         return seen
 
@@ -88,7 +88,7 @@ class BloomFilter:
         """Membership of each key (bool array); no insertion."""
         keys = np.ascontiguousarray(keys, dtype=np.uint64)
         out = np.empty(keys.shape[0], dtype=np.bool_)
-        _k.contains_many(self.bits, np.uint64(self.m), self.k, np.uint64(self.seed), keys, out)
+        _k.contains_many(np.asarray(self.bits), np.uint64(self.m), self.k, np.uint64(self.seed), keys, out)
         return out
 
     def union_inplace(self, other: "BloomFilter") -> "BloomFilter":
@@ -110,7 +110,7 @@ class BloomFilter:
 
     def fill_ratio(self) -> float:
         """Fraction of bits set."""
-        return _k.popcount(self.bits) / self.m
+        return _k.popcount(np.asarray(self.bits)) / self.m
 
     def estimated_fp(self) -> float:
         """False-positive rate implied by the current fill: ``fill^k``."""

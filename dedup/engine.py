@@ -150,11 +150,11 @@ def dedup_files(
     plan = plan_index(config.threshold, config.num_perm, capacity, config.fp, config.bands, config.rows)
     if replace:  # only once the inputs have passed every check made before writing
         layout.clear_outputs(out)
-    if threads is not None:
+    if threads is not None and threads != 1:
         import numba
 
         numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
-    sketcher = Sketcher(config, plan.bands, plan.rows)
+    sketcher = Sketcher(config, plan.bands, plan.rows, threads)
     index = make_index(
         config.index, plan, scheme=config.scheme, num_perm=config.num_perm, seed=config.seed,
         exact_fp=config.exact_fp, threads=threads or 1,

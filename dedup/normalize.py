@@ -175,7 +175,7 @@ def prepass(texts: pa.Array, nfkc: bool = True) -> pa.Array:
     kernel lowercases itself. So ``ascii_lower(prepass(x)) == prenormalize(x)`` for every
     document, and most documents skip the (slow, ~75 MB/s on non-ASCII text) utf8proc pass.
     """
-    from ._kernels.minhash import needs_prepass
+    from .kernels import needs_prepass
     from .sketch import string_buffers
 
     if isinstance(texts, pa.ChunkedArray):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from ._kernels import minhash as _k
+from . import kernels
 from .config import DedupConfig
 from .minhash import get_scheme, permutations
 from .normalize import char_table, prepass
@@ -64,8 +64,9 @@ def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 class Sketcher:
     """Computes :class:`Sketches` for batches of text under one :class:`DedupConfig`."""
 
-    def __init__(self, config: DedupConfig, bands: int, rows: int):
+    def __init__(self, config: DedupConfig, bands: int, rows: int, threads: int | None = 1):
         self.config = config
+        self.threads = threads  # 1: serial (AOT build if present); None or >1: JIT prange
         self.bands = bands
         self.rows = rows
         self.scheme = get_scheme(config.scheme)
@@ -81,7 +82,7 @@ class Sketcher:
         sigs = np.empty((n, self.config.num_perm), dtype=np.uint32)
         exact = np.empty((n, 2), dtype=np.uint64)
         n_sh = np.empty(n, dtype=np.int64)
-        _k.sketch_documents(
+        kernels.sketch_documents(
             data,
             offsets,
             valid,
@@ -93,7 +94,8 @@ class Sketcher:
             sigs,
             exact,
             n_sh,
+            threads=self.threads,
         )
         keys = np.empty((n, self.bands), dtype=np.uint64)
-        _k.band_keys(sigs, self.bands, self.rows, self.config.band_key == "sum", keys)
+        kernels.band_keys(sigs, self.bands, self.rows, self.config.band_key == "sum", keys)
         return Sketches(valid, n_sh, sigs, exact, keys, text_bytes)

@@ -2,9 +2,14 @@
 
 Schemes (integer codes, shared with :mod:`dedup.minhash`):
 
-* ``SCHEME_FAST`` (0): token hash ``x = fmix32(low32(xxh64(token, seed=0)))``, then
+* ``SCHEME_FAST`` (0): token hash ``x = fmix32(fast_hash32(token))`` where
+  ``fast_hash32(t) = low32(fmix64(sum_i part_hash(p_i) * M^(k-1-i) mod 2^64))`` over the k
+  space-separated parts p_i of t (``t.split(b" ")``), M = 0x9E3779B97F4A7C15, and
+  :func:`part_hash` a branch-free hash for parts of at most 16 bytes, XXH64 beyond; then
   ``a_k * x + b_k mod 2^32`` with datasketch's affine32 parameters. Identical to
-  ``datasketch.MinHash(scheme="affine32", hashfunc=lambda t: xxh64_intdigest(t) & 0xFFFFFFFF)``.
+  ``datasketch.MinHash(scheme="affine32", hashfunc=dedup.minhash.fast_hash32)``. For word
+  shingles each word is hashed once and the n-gram hashes roll (Karp-Rabin over word
+  hashes): O(words) hashing instead of O(n * bytes).
 * ``SCHEME_AFFINE32`` (1): datasketch >= 2.0 default: ``x = fmix32(sha1_32(token))``, same
   permutation step.
 * ``SCHEME_LEGACY`` (2): datasketch < 2.0: ``x = sha1_32(token)``;
@@ -16,22 +21,83 @@ All signatures are produced as uint32 (every scheme's values fit in 32 bits).
 import numba
 import numpy as np
 
-from .hashing import fmix32, sha1_32, xxh64, xxh64_u32
+from .hashing import fmix32, fmix64, sha1_32, xxh64, xxh64_u32
+from .text import canonicalize_chars, canonicalize_words
 
-SCHEME_FAST = 0
-SCHEME_AFFINE32 = 1
-SCHEME_LEGACY = 2
+from . import SCHEME_AFFINE32, SCHEME_FAST, SCHEME_LEGACY  # noqa: F401  (re-exported)
 
 _MERSENNE = np.uint64((1 << 61) - 1)
 _LOW32 = np.uint64(0xFFFFFFFF)
 _EMPTY = np.uint32(0xFFFFFFFF)
+_M = np.uint64(0x9E3779B97F4A7C15)
+_SPACE = np.uint8(32)
+
+
+_K1 = np.uint64(0x87C37B91114253D5)
+_K2 = np.uint64(0x4CF5AD432745937F)
+_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _load8(buf, p):
+    return (
+        np.uint64(buf[p]) | (np.uint64(buf[p + 1]) << np.uint64(8))
+        | (np.uint64(buf[p + 2]) << np.uint64(16)) | (np.uint64(buf[p + 3]) << np.uint64(24))
+        | (np.uint64(buf[p + 4]) << np.uint64(32)) | (np.uint64(buf[p + 5]) << np.uint64(40))
+        | (np.uint64(buf[p + 6]) << np.uint64(48)) | (np.uint64(buf[p + 7]) << np.uint64(56))
+    )
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _low_bytes_mask(nbytes):
+    """Mask of the low ``nbytes`` (0..8) bytes; two half shifts avoid a 64-bit shift."""
+    half = np.uint64(4 * nbytes)
+    return ((np.uint64(1) << half) << half) - np.uint64(1)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def part_hash(buf, start, end):
+    """64-bit hash of ``buf[start:end]`` for the fast scheme.
+
+    Up to 16 bytes: ``fmix64((lo * K1) ^ rotl(hi * K2, 31) ^ len)`` where lo and hi are the
+    part's bytes 0-7 and 8-15 as little-endian integers, zero-padded; it reads 16 bytes
+    from ``start`` whatever the length (callers pad their buffers by 16 bytes) and masks,
+    so word lengths cause no branch mispredictions. Longer parts: XXH64 with seed 0.
+    """
+    ln = end - start
+    if ln > 16:
+        return xxh64(buf, start, end, np.uint64(0))
+    lo = _load8(buf, start) & _low_bytes_mask(min(ln, 8))
+    hi = _load8(buf, start + 8) & _low_bytes_mask(max(ln - 8, 0))
+    h = hi * _K2
+    h = (h << np.uint64(31)) | (h >> np.uint64(33))
+    return fmix64((lo * _K1) ^ h ^ np.uint64(ln))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def finish_fast(acc):
+    """The fast scheme's permutation input from its polynomial accumulator."""
+    return np.uint64(fmix32(np.uint32(fmix64(acc) & _LOW32)))
+
+
+@numba.njit(cache=True, nogil=True)
+def fast_poly(buf, start, end):
+    """sum_i part_hash(p_i) * M^(k-1-i) mod 2^64 over the parts of buf[start:end] split on
+    b" " (``buf`` readable 16 bytes past ``end``)."""
+    acc = np.uint64(0)
+    part = start
+    for pos in range(start, end):
+        if buf[pos] == _SPACE:
+            acc = acc * _M + part_hash(buf, part, pos)
+            part = pos + 1
+    return acc * _M + part_hash(buf, part, end)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def token_hash(buf, start, end, scheme):
     """The scheme's 32-bit input hash of ``buf[start:end]`` (uint8 array), as uint64."""
     if scheme == SCHEME_FAST:
-        return np.uint64(fmix32(np.uint32(xxh64(buf, start, end, np.uint64(0)) & _LOW32)))
+        return finish_fast(fast_poly(buf, start, end))
     h = sha1_32(buf, start, end)
     if scheme == SCHEME_AFFINE32:
         return np.uint64(fmix32(h))
@@ -123,146 +189,60 @@ def token_set_signatures(data, offsets, set_offsets, scheme, a32, b32, a64, b64,
             _update(sig, scheme, a32, b32, a64, b64, token_hash(data, offsets[t], offsets[t + 1], scheme))
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _utf8_char(data, pos, end):
-    """(code point, byte length) at data[pos]; malformed bytes decode as U+FFFD, length 1."""
-    b0 = np.int64(data[pos])
-    if b0 < 0x80:
-        return b0, 1
-    if b0 >= 0xC2 and b0 < 0xE0 and pos + 1 < end:
-        return ((b0 & 0x1F) << 6) | (np.int64(data[pos + 1]) & 0x3F), 2
-    if b0 >= 0xE0 and b0 < 0xF0 and pos + 2 < end:
-        return ((b0 & 0x0F) << 12) | ((np.int64(data[pos + 1]) & 0x3F) << 6) | (np.int64(data[pos + 2]) & 0x3F), 3
-    if b0 >= 0xF0 and b0 < 0xF5 and pos + 3 < end:
-        cp = (
-            ((b0 & 0x07) << 18)
-            | ((np.int64(data[pos + 1]) & 0x3F) << 12)
-            | ((np.int64(data[pos + 2]) & 0x3F) << 6)
-            | (np.int64(data[pos + 3]) & 0x3F)
-        )
-        if cp < 0x110000:
-            return cp, 4
-    return np.int64(0xFFFD), 1
-
-
 @numba.njit(cache=True, nogil=True)
-def canonicalize(data, start, end, table, canon, word_starts, word_ends, char_starts, track_chars):
-    """Write the canonical text of ``data[start:end]`` into ``canon`` (see dedup.normalize).
-
-    Returns (canonical byte length, number of words, number of code points). Word w
-    spans ``canon[word_starts[w]:word_ends[w]]``. With ``track_chars``, code point c of the
-    canonical text starts at ``char_starts[c]`` (and ``char_starts[n_chars]`` is the end);
-    otherwise the code point count is 0 and ``char_starts`` is untouched. Output arrays must
-    hold at least ``end - start`` entries (``// 2 + 1`` for the word arrays, +1 for chars).
-    """
-    n = 0
-    n_words = 0
-    n_chars = 0
-    in_word = False
-    pos = start
-    while pos < end:
-        b0 = data[pos]
-        if b0 < 0x80:
-            # ASCII fast path: the table's low 7 bits of bytes < 0x80 hold the lowercased
-            # byte for word characters (see dedup.normalize.prepass), 0 for separators.
-            low = table[0x110000 + b0]
-            if low == 0:
-                if in_word:
-                    word_ends[n_words - 1] = n
-                    in_word = False
-                pos += 1
-                continue
-            if not in_word:
-                if n_words > 0:
-                    if track_chars:
-                        char_starts[n_chars] = n
-                        n_chars += 1
-                    canon[n] = 32
-                    n += 1
-                word_starts[n_words] = n
-                n_words += 1
-                in_word = True
-            if track_chars:
-                char_starts[n_chars] = n
-                n_chars += 1
-            canon[n] = low
-            n += 1
-            pos += 1
-            continue
-        cp, ln = _utf8_char(data, pos, end)
-        if table[cp] & 1:
-            if not in_word:
-                if n_words > 0:
-                    if track_chars:
-                        char_starts[n_chars] = n
-                        n_chars += 1
-                    canon[n] = 32
-                    n += 1
-                word_starts[n_words] = n
-                n_words += 1
-                in_word = True
-            if track_chars:
-                char_starts[n_chars] = n
-                n_chars += 1
-            for j in range(ln):
-                canon[n + j] = data[pos + j]
-            n += ln
-        elif in_word:
-            word_ends[n_words - 1] = n
-            in_word = False
-        pos += ln
-    if in_word:
-        word_ends[n_words - 1] = n
-    if track_chars:
-        char_starts[n_chars] = n
-    return n, n_words, n_chars
-
-
-@numba.njit(cache=True, nogil=True)
-def needs_prepass(data, offsets, valid, table, bits, out):
-    """out[i] = document i holds a code point whose ``table`` flags intersect ``bits``."""
-    for i in range(out.shape[0]):
-        out[i] = False
-        if not valid[i]:
-            continue
-        pos = offsets[i]
-        end = offsets[i + 1]
-        while pos < end:
-            if data[pos] < 0x80:
-                pos += 1
-                continue
-            cp, ln = _utf8_char(data, pos, end)
-            if table[cp] & bits:
-                out[i] = True
-                break
-            pos += ln
+def _word_shingle_hashes(canon, n, n_words, ngram, scheme, word_starts, word_ends, word_hash, hashes):
+    """Token hashes of the word n-grams of a canonical text; returns their count."""
+    if n_words < ngram:
+        hashes[0] = np.uint32(token_hash(canon, 0, n, scheme))
+        return 1
+    count = n_words - ngram + 1
+    if scheme != SCHEME_FAST:
+        for j in range(count):
+            hashes[j] = np.uint32(token_hash(canon, word_starts[j], word_ends[j + ngram], scheme))
+        return count
+    for k in range(n_words):
+        word_hash[k] = part_hash(canon, word_starts[k], word_ends[k + 1])
+    top = np.uint64(1)  # M^(ngram-1)
+    for _ in range(ngram - 1):
+        top *= _M
+    acc = np.uint64(0)
+    for k in range(ngram):
+        acc = acc * _M + word_hash[k]
+    hashes[0] = np.uint32(finish_fast(acc))
+    for j in range(1, count):
+        acc = (acc - word_hash[j - 1] * top) * _M + word_hash[j + ngram - 1]
+        hashes[j] = np.uint32(finish_fast(acc))
+    return count
 
 
 @numba.njit(cache=True, nogil=True)
 def _sketch_one(data, start, end, table, ngram, char_unit, scheme, a32, b32, a64, b64, sig, exact_row,
-                canon, word_starts, word_ends, char_starts, hashes):
-    """One document; the scratch arrays must hold its byte length (see canonicalize)."""
-    n, n_words, n_chars = canonicalize(data, start, end, table, canon, word_starts, word_ends, char_starts, char_unit)
+                canon, word_starts, word_ends, char_starts, word_hash, hashes, hashes64):
+    """One document; scratch arrays sized for its byte length (see the canonicalizers)."""
+    if char_unit:
+        n, units = canonicalize_chars(data, start, end, table, canon, char_starts)
+    else:
+        n, units = canonicalize_words(data, start, end, table, canon, word_starts, word_ends)
     exact_row[0] = xxh64(canon, 0, n, np.uint64(0))
     exact_row[1] = xxh64(canon, 0, n, np.uint64(1))
     sig[:] = _EMPTY
     if n == 0:
         return 0
-    units = n_chars if char_unit else n_words
-    count = 1 if units < ngram else units - ngram + 1
-    for j in range(count):
-        if units < ngram:
-            s, e = 0, n
-        elif char_unit:
-            s, e = char_starts[j], char_starts[j + ngram]
-        else:
-            s, e = word_starts[j], word_ends[j + ngram - 1]
-        h = token_hash(canon, s, e, scheme)
+    if char_unit:
+        count = 1 if units < ngram else units - ngram + 1
+        for j in range(count):
+            s, e = (0, n) if units < ngram else (char_starts[j], char_starts[j + ngram])
+            hashes64[j] = token_hash(canon, s, e, scheme)
+            hashes[j] = np.uint32(hashes64[j])
+    else:
+        count = _word_shingle_hashes(canon, n, units, ngram, scheme, word_starts, word_ends, word_hash, hashes)
         if scheme == SCHEME_LEGACY:
-            update_legacy(sig, a64, b64, h)
-        else:
-            hashes[j] = np.uint32(h)
-    if scheme != SCHEME_LEGACY:
+            for j in range(count):
+                hashes64[j] = np.uint64(hashes[j])
+    if scheme == SCHEME_LEGACY:
+        for j in range(count):
+            update_legacy(sig, a64, b64, hashes64[j])
+    else:
         minhash_affine32(hashes, count, a32, b32, sig)
     return count
 
@@ -270,48 +250,55 @@ def _sketch_one(data, start, end, table, ngram, char_unit, scheme, a32, b32, a64
 _CHUNK = 256
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def sketch_documents(data, offsets, valid, table, ngram, char_unit, scheme, a32, b32, a64, b64, sigs, exact, n_shingles):
-    """MinHash signatures and exact keys of every document of an Arrow string array.
+@numba.njit(cache=True, nogil=True)
+def sketch_range(data, offsets, valid, table, ngram, char_unit, scheme, a32, b32, a64, b64, sigs, exact, n_shingles, lo, hi):
+    """MinHash signatures and exact keys of documents lo..hi-1 of an Arrow string array.
 
-    Documents are processed in chunks of 256 (in parallel over chunks); each chunk
-    allocates its scratch space once, sized for its longest document.
+    Scratch space is allocated once, sized for the longest of these documents.
 
     Args:
         data: uint8, the array's UTF-8 value buffer after dedup.normalize.prepass
             (ASCII letters are lowercased here).
         offsets: int64 (n + 1,), document i is ``data[offsets[i]:offsets[i+1]]``.
         valid: bool (n,), False for null documents (their outputs are left as for empty).
-        table: uint8 (0x110000 + 128,), code point flags (bit 0: word character), then
-            the ASCII lowercase map (dedup.normalize.char_table).
+        table: uint8 (0x110000 + 128,), dedup.normalize.char_table.
         ngram, char_unit: shingle length and unit (words if char_unit is False).
         scheme, a32, b32, a64, b64: the MinHash scheme and its permutation parameters.
         sigs: uint32 (n, K) out; exact: uint64 (n, 2) out; n_shingles: int64 (n,) out.
+        lo, hi: the documents to process.
     """
+    longest = 1
+    for i in range(lo, hi):
+        longest = max(longest, offsets[i + 1] - offsets[i])
+    canon = np.zeros(longest + 17, dtype=np.uint8)  # +16: part_hash reads 16 bytes
+    word_starts = np.empty(longest // 2 + 2, dtype=np.int64)
+    word_ends = np.empty(longest // 2 + 2, dtype=np.int64)
+    word_hash = np.empty(longest // 2 + 2, dtype=np.uint64)
+    char_starts = np.empty(longest + 1 if char_unit else 1, dtype=np.int64)
+    hashes = np.empty(longest + 1, dtype=np.uint32)
+    hashes64 = np.empty(longest + 1 if scheme == SCHEME_LEGACY or char_unit else 1, dtype=np.uint64)
+    for i in range(lo, hi):
+        if valid[i]:
+            n_shingles[i] = _sketch_one(
+                data, offsets[i], offsets[i + 1], table, ngram, char_unit, scheme, a32, b32, a64, b64,
+                sigs[i], exact[i], canon, word_starts, word_ends, char_starts, word_hash, hashes, hashes64,
+            )
+        else:
+            sigs[i, :] = _EMPTY
+            exact[i, 0] = 0
+            exact[i, 1] = 0
+            n_shingles[i] = 0
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def sketch_documents(data, offsets, valid, table, ngram, char_unit, scheme, a32, b32, a64, b64, sigs, exact, n_shingles):
+    """:func:`sketch_range` over all documents, in parallel over chunks of 256."""
     n = sigs.shape[0]
     n_chunks = (n + _CHUNK - 1) // _CHUNK
     for c in numba.prange(n_chunks):
         lo = c * _CHUNK
-        hi = min(n, lo + _CHUNK)
-        longest = 1
-        for i in range(lo, hi):
-            longest = max(longest, offsets[i + 1] - offsets[i])
-        canon = np.empty(longest, dtype=np.uint8)
-        word_starts = np.empty(longest // 2 + 1, dtype=np.int64)
-        word_ends = np.empty(longest // 2 + 1, dtype=np.int64)
-        char_starts = np.empty(longest + 1 if char_unit else 1, dtype=np.int64)
-        hashes = np.empty(longest + 1, dtype=np.uint32)
-        for i in range(lo, hi):
-            if valid[i]:
-                n_shingles[i] = _sketch_one(
-                    data, offsets[i], offsets[i + 1], table, ngram, char_unit, scheme, a32, b32, a64, b64,
-                    sigs[i], exact[i], canon, word_starts, word_ends, char_starts, hashes,
-                )
-            else:
-                sigs[i, :] = _EMPTY
-                exact[i, 0] = 0
-                exact[i, 1] = 0
-                n_shingles[i] = 0
+        sketch_range(data, offsets, valid, table, ngram, char_unit, scheme, a32, b32, a64, b64, sigs, exact,
+                     n_shingles, lo, min(n, lo + _CHUNK))
 
 
 @numba.njit(cache=True, nogil=True)

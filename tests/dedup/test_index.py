@@ -49,7 +49,9 @@ def _run(index, texts, batch=3):
     return reasons, bands, dups
 
 
-BASE = " ".join(f"w{i}" for i in range(60))
+# 200 words; one substitution leaves J = 191/201 = 0.95, a candidate at (9, 13) with
+# probability 1 - (1 - 0.95^13)^9 = 0.998 (the verdict is deterministic for fixed seeds).
+BASE = " ".join(f"w{i}" for i in range(200))
 TEXTS = [
     BASE,                                  # 0 keep
     BASE.upper() + "!!",                   # 1 exact of 0

@@ -1,0 +1,170 @@
+"""Text kernels over UTF-8 bytes: code point decoding, canonical text, pre-pass scan.
+
+The canonical text of a document (definition: :mod:`dedup.normalize`) is its word
+characters with every run of separators replaced by one ASCII space, no leading or
+trailing space, ASCII letters lowercased here (all other case mapping and NFKC happen in
+the Arrow pre-pass, :func:`dedup.normalize.prepass`).
+
+``table`` is :func:`dedup.normalize.char_table`: one flag byte per code point (bit 0 = word
+character) followed by a 128-entry ASCII map (``table[0x110000 + b]`` = lowercased byte b
+for ASCII word characters, 0 for ASCII separators).
+"""
+
+import numba
+import numpy as np
+
+_ASCII_MAP = 0x110000
+_HIGH_BITS = np.uint64(0x8080808080808080)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def utf8_char(data, pos, end):
+    """(code point, byte length) at data[pos]; malformed bytes decode as U+FFFD, length 1."""
+    b0 = np.int64(data[pos])
+    if b0 < 0x80:
+        return b0, 1
+    if b0 >= 0xC2 and b0 < 0xE0 and pos + 1 < end:
+        return ((b0 & 0x1F) << 6) | (np.int64(data[pos + 1]) & 0x3F), 2
+    if b0 >= 0xE0 and b0 < 0xF0 and pos + 2 < end:
+        return ((b0 & 0x0F) << 12) | ((np.int64(data[pos + 1]) & 0x3F) << 6) | (np.int64(data[pos + 2]) & 0x3F), 3
+    if b0 >= 0xF0 and b0 < 0xF5 and pos + 3 < end:
+        cp = (
+            ((b0 & 0x07) << 18)
+            | ((np.int64(data[pos + 1]) & 0x3F) << 12)
+            | ((np.int64(data[pos + 2]) & 0x3F) << 6)
+            | (np.int64(data[pos + 3]) & 0x3F)
+        )
+        if cp < 0x110000:
+            return cp, 4
+    return np.int64(0xFFFD), 1
+
+
+@numba.njit(cache=True, nogil=True)
+def canonicalize_words(data, start, end, table, canon, word_starts, word_ends):
+    """Canonical text of ``data[start:end]`` into ``canon``, with word boundaries.
+
+    Returns (canonical byte length n, number of words w). Word k spans
+    ``canon[word_starts[k]:word_ends[k + 1]]`` (``word_ends`` is shifted by one). Sizes:
+    ``canon`` >= end - start + 1 (+16 for the fast scheme's hash), ``word_starts`` and
+    ``word_ends`` >= (end - start) // 2 + 2.
+
+    ASCII bytes take a branch-free path with two stores per byte: every byte writes its
+    lowercased character, or a space, at ``canon[n]``, and ``n`` advances on word
+    characters and on the first separator after a word (so separator runs collapse to one
+    space and leading ones vanish); a trailing space is dropped at the end. Word starts are
+    stored unconditionally into the next free slot; ends follow from the next word's start.
+    """
+    n = 0
+    n_words = 0
+    prev = 0
+    pos = start
+    while pos < end:
+        b0 = data[pos]
+        if b0 < 0x80:
+            low = table[_ASCII_MAP + b0]
+            w = np.int64(low != 0)
+            canon[n] = low if w else 32
+            word_starts[n_words] = n
+            n_words += w & (1 - prev)
+            n += w | prev
+            prev = w
+            pos += 1
+            continue
+        cp, ln = utf8_char(data, pos, end)
+        w = np.int64(table[cp] & 1)
+        if w:
+            if not prev:
+                word_starts[n_words] = n
+                n_words += 1
+            for j in range(ln):
+                canon[n + j] = data[pos + j]
+            n += ln
+        elif prev:
+            canon[n] = 32
+            n += 1
+        prev = w
+        pos += ln
+    if n_words > 0 and not prev:
+        n -= 1  # the space written after the last word
+    for k in range(1, n_words):
+        word_ends[k] = word_starts[k] - 1
+    word_ends[n_words] = n
+    return n, n_words
+
+
+@numba.njit(cache=True, nogil=True)
+def canonicalize_chars(data, start, end, table, canon, char_starts):
+    """Canonical text of ``data[start:end]`` into ``canon``, with code point offsets.
+
+    Returns (canonical byte length n, number of code points c); code point i of the
+    canonical text starts at ``char_starts[i]`` and ``char_starts[c] == n``. Sizes:
+    ``canon`` >= end - start + 1, ``char_starts`` >= end - start + 1.
+    """
+    n = 0
+    n_chars = 0
+    in_word = False
+    pos = start
+    while pos < end:
+        b0 = data[pos]
+        if b0 < 0x80:
+            low = table[_ASCII_MAP + b0]
+            cp = np.int64(b0)
+            ln = 1
+            is_word = low != 0
+        else:
+            cp, ln = utf8_char(data, pos, end)
+            low = 0
+            is_word = (table[cp] & 1) != 0
+        if is_word:
+            if not in_word and n > 0:
+                char_starts[n_chars] = n
+                n_chars += 1
+                canon[n] = 32
+                n += 1
+            in_word = True
+            char_starts[n_chars] = n
+            n_chars += 1
+            if ln == 1:
+                canon[n] = low
+            else:
+                for j in range(ln):
+                    canon[n + j] = data[pos + j]
+            n += ln
+        else:
+            in_word = False
+        pos += ln
+    char_starts[n_chars] = n
+    return n, n_chars
+
+
+@numba.njit(cache=True, nogil=True)
+def needs_prepass(data, offsets, valid, table, bits, out):
+    """out[i] = document i holds a code point whose ``table`` flags intersect ``bits``.
+
+    ASCII runs are skipped 8 bytes at a time (a word with no high bit set).
+    """
+    for i in range(out.shape[0]):
+        out[i] = False
+        if not valid[i]:
+            continue
+        pos = offsets[i]
+        end = offsets[i + 1]
+        while pos < end:
+            if pos + 8 <= end:
+                word = (
+                    np.uint64(data[pos]) | (np.uint64(data[pos + 1]) << np.uint64(8))
+                    | (np.uint64(data[pos + 2]) << np.uint64(16)) | (np.uint64(data[pos + 3]) << np.uint64(24))
+                    | (np.uint64(data[pos + 4]) << np.uint64(32)) | (np.uint64(data[pos + 5]) << np.uint64(40))
+                    | (np.uint64(data[pos + 6]) << np.uint64(48)) | (np.uint64(data[pos + 7]) << np.uint64(56))
+                )
+                if word & _HIGH_BITS == 0:
+                    pos += 8
+                    continue
+            if data[pos] < 0x80:
+                pos += 1
+                continue
+            cp, ln = utf8_char(data, pos, end)
+            if table[cp] & bits:
+                out[i] = True
+                break
+            pos += ln

@@ -1,0 +1,80 @@
+"""Kernel dispatch: the ahead-of-time build when present and current, else Numba's JIT.
+
+Both run the same ``@numba.njit`` code (:mod:`dedup._kernels`); the AOT extension
+(:mod:`dedup._kernels.aot`) spares a process the Numba import and JIT start-up. Set
+``MEMDEDUP_JIT=1`` to force the JIT. Multi-threaded sketching always uses the JIT's
+``prange`` version (the AOT build is serial).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import warnings
+from types import ModuleType
+
+
+@functools.lru_cache(maxsize=1)
+def aot() -> ModuleType | None:
+    """The compiled extension, or None if absent, stale, or disabled."""
+    if os.environ.get("MEMDEDUP_JIT"):
+        return None
+    from ._kernels import aot as build
+
+    if not build.STAMP.exists():
+        return None
+    if build.STAMP.read_text().strip() != build.source_hash():
+        warnings.warn(
+            "memdedup: the compiled kernels are older than their sources; using the JIT "
+            "(rebuild with `python -m dedup._kernels.aot`)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    try:
+        return importlib.import_module("dedup._kernels._compiled")
+    except ImportError:
+        return None
+
+
+def _jit(name: str) -> ModuleType:
+    return importlib.import_module(f"dedup._kernels.{name}")
+
+
+def backend() -> str:
+    """``"aot"`` or ``"jit"``: what serial kernels run on in this process."""
+    return "aot" if aot() is not None else "jit"
+
+
+def sketch_documents(data, offsets, valid, table, ngram, char_unit, scheme, a32, b32, a64, b64, sigs, exact, n_shingles, threads: int = 1) -> None:
+    """Sketch every document (see :func:`dedup._kernels.minhash.sketch_range`)."""
+    mod = aot()
+    if threads == 1 and mod is not None:
+        mod.sketch_range(data, offsets, valid, table, int(ngram), bool(char_unit), int(scheme), a32, b32, a64, b64,
+                         sigs, exact, n_shingles, 0, sigs.shape[0])
+        return
+    m = _jit("minhash")
+    if threads == 1:
+        m.sketch_range(data, offsets, valid, table, ngram, char_unit, scheme, a32, b32, a64, b64, sigs, exact,
+                       n_shingles, 0, sigs.shape[0])
+    else:
+        m.sketch_documents(data, offsets, valid, table, ngram, char_unit, scheme, a32, b32, a64, b64, sigs, exact, n_shingles)
+
+
+def _dispatch(module: str, name: str):
+    def call(*args):
+        mod = aot()
+        return getattr(mod if mod is not None else _jit(module), name)(*args)
+
+    call.__name__ = name
+    call.__doc__ = f"Dispatch to ``dedup._kernels.{module}.{name}`` (AOT when available)."
+    return call
+
+
+band_keys = _dispatch("minhash", "band_keys")
+needs_prepass = _dispatch("text", "needs_prepass")
+token_set_signatures = _dispatch("minhash", "token_set_signatures")
+test_and_set_many = _dispatch("bloom", "test_and_set_many")
+contains_many = _dispatch("bloom", "contains_many")
+popcount = _dispatch("bloom", "popcount")

@@ -1,0 +1,94 @@
+"""The ahead-of-time build and the JIT run the same kernels: identical outputs."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from dedup import kernels
+from dedup._kernels import aot as build
+from dedup._kernels import bloom as jit_bloom
+from dedup._kernels import minhash as jit_minhash
+from dedup.config import DedupConfig
+from dedup.minhash import get_scheme, permutations
+from dedup.normalize import PREPASS_NFKC, char_table, prepass
+from dedup.sketch import string_buffers
+from dedup.synthetic import generate_corpus
+
+needs_aot = pytest.mark.skipif(kernels.aot() is None, reason="AOT kernels not built")
+
+
+@pytest.fixture(scope="module")
+def texts():
+    t = generate_corpus(400, mean_bytes=500, seed=9).column("text").combine_chunks()
+    return pa.concat_arrays([t, pa.array([None, "", "Ｆｕｌｌ ﬁ x", "a"], pa.string())])
+
+
+@needs_aot
+@pytest.mark.parametrize("scheme", ["fast", "datasketch-affine32", "datasketch-legacy"])
+@pytest.mark.parametrize("unit,ngram", [("word", 5), ("char", 4)])
+def test_sketch_aot_equals_jit_serial_and_parallel(texts, scheme, unit, ngram):
+    data, offsets, valid = string_buffers(prepass(texts))
+    table = char_table()
+    code = get_scheme(scheme).code
+    perms = permutations(scheme, 64, 1).args()
+    outs = []
+    for how in ("aot", "jit-serial", "jit-parallel"):
+        n = len(valid)
+        sigs, exact, nsh = np.empty((n, 64), np.uint32), np.empty((n, 2), np.uint64), np.empty(n, np.int64)
+        args = (data, offsets, valid, table, ngram, unit == "char", code, *perms, sigs, exact, nsh)
+        if how == "aot":
+            kernels.aot().sketch_range(*args, 0, n)
+        elif how == "jit-serial":
+            jit_minhash.sketch_range(*args, 0, n)
+        else:
+            jit_minhash.sketch_documents(*args)
+        outs.append((sigs, exact, nsh))
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+@needs_aot
+def test_other_kernels_aot_equals_jit(texts):
+    data, offsets, valid = string_buffers(texts)
+    f_aot, f_jit = np.zeros(len(valid), bool), np.zeros(len(valid), bool)
+    kernels.aot().needs_prepass(data, offsets, valid, char_table(), PREPASS_NFKC, f_aot)
+    from dedup._kernels import text as jit_text
+
+    jit_text.needs_prepass(data, offsets, valid, char_table(), PREPASS_NFKC, f_jit)
+    np.testing.assert_array_equal(f_aot, f_jit)
+    assert f_aot.any() and not f_aot.all()
+
+    sigs = np.random.default_rng(0).integers(0, 2**32, (50, 128), dtype=np.uint64).astype(np.uint32)
+    for sum_key in (False, True):
+        k1, k2 = np.empty((50, 9), np.uint64), np.empty((50, 9), np.uint64)
+        kernels.aot().band_keys(sigs, 9, 13, sum_key, k1)
+        jit_minhash.band_keys(sigs, 9, 13, sum_key, k2)
+        np.testing.assert_array_equal(k1, k2)
+
+    keys = np.arange(1000, dtype=np.uint64) * np.uint64(7919)
+    mask = np.ones(1000, bool)
+    bits1, bits2 = np.zeros(200, np.uint64), np.zeros(200, np.uint64)
+    s1, s2 = np.empty(1000, bool), np.empty(1000, bool)
+    assert kernels.aot().test_and_set_many(bits1, np.uint64(12800), 5, np.uint64(3), keys, mask, s1) == 1000
+    jit_bloom.test_and_set_many(bits2, np.uint64(12800), 5, np.uint64(3), keys, mask, s2)
+    np.testing.assert_array_equal(bits1, bits2)
+    np.testing.assert_array_equal(s1, s2)
+    assert kernels.aot().popcount(bits1) == jit_bloom.popcount(bits2)
+
+
+def test_stale_build_is_refused(monkeypatch, tmp_path):
+    stamp = tmp_path / "stamp"
+    stamp.write_text("0" * 64 + "\n")
+    monkeypatch.setattr(build, "STAMP", stamp)
+    kernels.aot.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="older than their sources"):
+            assert kernels.aot() is None
+        assert kernels.backend() == "jit"
+        monkeypatch.setenv("MEMDEDUP_JIT", "1")
+        kernels.aot.cache_clear()
+        assert kernels.aot() is None
+    finally:
+        monkeypatch.undo()
+        kernels.aot.cache_clear()
