@@ -22,7 +22,7 @@ $(STAMP): $(PY) pyproject.toml
 # Ahead-of-time build of the Numba kernels for this CPU (rebuilt when a kernel changes),
 # then the JIT caches for the multi-threaded path.
 $(AOT): $(STAMP) $(KERNELS)
-	$(PY) -m dedup._kernels.aot
+	$(PY) -m dedup._kernels.aot || echo "warning: kernel AOT build failed (no C compiler?); memdedup will use the JIT"
 	$(PY) -m dedup.warmup
 
 install: $(AOT)

@@ -8,8 +8,10 @@ included), on generated corpora with planted exact and near duplicates and exact
 ground truth (:mod:`dedup.synthetic`). Reported per run: wall seconds, docs/s, MB/s of
 text, speed-up over datasketch MinHash + MinHashLSH on the same corpus, index bytes per
 document, peak RSS (from wait4), and precision/recall against "an earlier document of
-Jaccard >= T exists". memdedup is run twice: cold (empty Numba and start-up caches, so
-JIT compilation is included) and warm (what every later run costs). A last section runs
+Jaccard >= T exists". memdedup runs with its ahead-of-time compiled kernels (built by
+``make``), again with an empty start-up cache (Unicode table and banding search redone),
+and with the JIT instead of the AOT build (Numba's import and cached-code loading
+included), all with ``--threads 1``. A last section runs
 memdedup over growing prefixes of the shards to show peak memory is one batch plus the
 index, not a function of the number of shards processed.
 
@@ -123,17 +125,19 @@ def bench_corpus(name, corpus, truth, text_bytes, work, env_base, with_lshbloom,
         except ImportError:
             print("  datasketch MinHashLSHBloom: pybloomfiltermmap3 not installed, skipped")
 
-    for label, extra, cold in (
-        ("memdedup (cold: JIT compile)", [], True),
-        ("memdedup", [], False),
-        ("memdedup --index pybloom", ["--index", "pybloom"], False),
+    for label, extra, mode in (
+        ("memdedup", [], "warm"),
+        ("memdedup (empty start-up cache)", [], "cold"),
+        ("memdedup (JIT, no AOT build)", [], "jit"),
+        ("memdedup --index pybloom", ["--index", "pybloom"], "warm"),
     ):
         if "pybloom" in label and not with_pybloom:
             continue
         env = dict(env_base)
-        if cold:
-            env["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="numba-cold-")
+        if mode == "cold":
             env["MEMDEDUP_CACHE_DIR"] = tempfile.mkdtemp(prefix="memdedup-cold-")
+        if mode == "jit":
+            env["MEMDEDUP_JIT"] = "1"
         out = work / f"{name}-memdedup"
         wall, rss, _ = run_measured([*memdedup, "--out", str(out), *extra], env)
         manifest = json.loads((out / "manifest.json").read_text())
@@ -181,6 +185,7 @@ def to_markdown(results: dict) -> str:
             f"{r['speedup_vs_datasketch']:.1f} | {ib} | {r['peak_rss_mb']:.0f} | {r['precision']:.4f} | {r['recall']:.4f} |"
         )
     lines += ["", "memdedup index bytes: " + "; ".join(f"{r['corpus']}: {r['note']}" for r in results["runs"] if r["tool"] == "memdedup"), ""]
+    lines += [f"Kernels: {results.get('kernels', '?')}.", ""]
     lines += ["Peak memory vs shards processed (same shard size):", "", "| shards | docs | peak RSS MB | index MB |", "|---:|---:|---:|---:|"]
     for m in results["memory_vs_shards"]:
         lines.append(f"| {m['shards']} | {m['docs']:,} | {m['peak_rss_mb']:.0f} | {m['index_mb']:.2f} |")
@@ -202,7 +207,13 @@ def main() -> int:
     try:
         import platform
 
-        results = {"machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}", "runs": []}
+        from dedup import kernels
+
+        results = {
+            "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+            "kernels": "ahead-of-time build" if kernels.aot() is not None else "JIT only (AOT build missing)",
+            "runs": [],
+        }
         print("generating corpora ...", flush=True)
         a_truth, a_bytes = make_corpus(work / "a", args.docs, 1000, 20, seed=1)
         b_truth, b_bytes = make_corpus(work / "b", args.big_docs, 6000, 10, seed=2)

@@ -46,6 +46,22 @@ def save_array(name: str, arr: np.ndarray) -> None:
     _atomic_write(cache_dir() / name, buf.getvalue())
 
 
+def load_npz(name: str) -> dict[str, np.ndarray] | None:
+    try:
+        with np.load(cache_dir() / name, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError):
+        return None
+
+
+def save_npz(name: str, arrays: dict[str, np.ndarray]) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    _atomic_write(cache_dir() / name, buf.getvalue())
+
+
 def load_json(name: str) -> dict:
     try:
         with open(cache_dir() / name, encoding="utf-8") as f:

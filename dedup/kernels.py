@@ -73,7 +73,9 @@ def _dispatch(module: str, name: str):
 
 
 band_keys = _dispatch("minhash", "band_keys")
-needs_prepass = _dispatch("text", "needs_prepass")
+prepass_status = _dispatch("text", "prepass_status")
+prepass_lengths = _dispatch("text", "prepass_lengths")
+prepass_fill = _dispatch("text", "prepass_fill")
 token_set_signatures = _dispatch("minhash", "token_set_signatures")
 test_and_set_many = _dispatch("bloom", "test_and_set_many")
 contains_many = _dispatch("bloom", "contains_many")

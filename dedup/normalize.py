@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -46,43 +47,76 @@ _TABLE_RANGES = ((0, 0x40000), (0xE0000, 0xE1000))
 WORD = 1  #: general category L*, M* or N*
 NFKC_UNSTABLE = 2  #: NFKC may change a text containing it (quick-check No or Maybe)
 LOWER_CHANGES = 4  #: non-ASCII, and Arrow's utf8_lower maps it to something else
-#: Code points >= 0x80 whose presence sends a document through Arrow's pre-pass.
+CONTEXT_FREE = 8  #: flagged, and lower(NFKC(text)) maps it alone, whatever surrounds it
+#: Code points >= 0x80 whose presence sends a document through the pre-pass.
 PREPASS_NFKC = NFKC_UNSTABLE | LOWER_CHANGES
 PREPASS_LOWER = LOWER_CHANGES
 #: Length of :func:`char_table`: one entry per code point, then the 128-byte ASCII map.
 TABLE_SIZE = 0x110000 + 128
 
 
-@functools.lru_cache(maxsize=1)
-def char_table() -> np.ndarray:
-    """uint8 flags per code point: :data:`WORD`, :data:`NFKC_UNSTABLE`, :data:`LOWER_CHANGES`.
+@dataclass(frozen=True)
+class CharMap:
+    """Per-code-point replacements: ``cps`` sorted (int64), code point ``cps[j]`` becomes
+    ``blob[off[j]:off[j+1]]`` (UTF-8)."""
 
-    Length ``0x110000 + 128``: the last 128 entries are the kernel's ASCII map, entry b
-    holding the lowercased byte b for ASCII word characters and 0 for ASCII separators.
+    cps: np.ndarray
+    off: np.ndarray
+    blob: np.ndarray
+
+
+@functools.lru_cache(maxsize=1)
+def _tables() -> tuple[np.ndarray, CharMap, CharMap]:
+    """(char_table, lower-of-NFKC map, lowercase map), from the start-up cache or built."""
+    from . import cache
+
+    name = f"chartables-v3-unicode-{unicodedata.unidata_version}-arrow-{pa.__version__}.npz"
+    keys = ("table", "nfkc_cps", "nfkc_off", "nfkc_blob", "lower_cps", "lower_off", "lower_blob")
+    cached = cache.load_npz(name)
+    if cached is not None and all(k in cached for k in keys) and cached["table"].shape == (TABLE_SIZE,):
+        return (cached["table"], CharMap(cached["nfkc_cps"], cached["nfkc_off"], cached["nfkc_blob"]),
+                CharMap(cached["lower_cps"], cached["lower_off"], cached["lower_blob"]))
+    table, nfkc_map, lower_map = _build_tables()
+    cache.save_npz(name, dict(zip(keys, (table, nfkc_map.cps, nfkc_map.off, nfkc_map.blob,
+                                         lower_map.cps, lower_map.off, lower_map.blob))))
+    return table, nfkc_map, lower_map
+
+
+def _charmap(items: list[tuple[int, bytes]]) -> CharMap:
+    items.sort()
+    off = np.zeros(len(items) + 1, dtype=np.int64)
+    np.cumsum([len(b) for _, b in items], out=off[1:])
+    blob = np.frombuffer(b"".join(b for _, b in items) + b"\0", dtype=np.uint8).copy()
+    return CharMap(np.array([c for c, _ in items], dtype=np.int64), off, blob)
+
+
+def _build_tables() -> tuple[np.ndarray, CharMap, CharMap]:
+    """Build :func:`char_table` and the pre-pass maps (well under a second).
 
     ``NFKC_UNSTABLE`` is a superset of the Unicode NFKC quick-check "No" and "Maybe" values
     (UAX #15): code points that NFKC maps elsewhere on their own (computed with Arrow's
     utf8proc, the normaliser the engine uses), combining marks (ccc != 0, which may reorder
     or compose), second elements of canonical pairs and Hangul vowel/trailing jamo (which
-    may compose with what precedes them). A text with none of them is already NFKC.
-    ``LOWER_CHANGES`` is computed with Arrow's ``utf8_lower``.
+    may compose with what precedes them), and code points unassigned in Python's Unicode
+    database (which may be assigned in utf8proc's). A text with none of them is NFKC.
 
-    Built in well under a second, then kept in memory and in the start-up cache
-    (:mod:`dedup.cache`), keyed by the Unicode and Arrow versions.
+    ``CONTEXT_FREE`` marks flagged code points that are none of the context-sensitive kinds
+    above and whose NFKC form holds none either: NFKC then decomposes them alone and no
+    reordering or composition reaches them, so lower(NFKC(text)) replaces each by
+    lower(NFKC(c)) (Arrow's lowercase is per code point).
     """
-    from . import cache
-
-    name = f"chartable-v2-unicode-{unicodedata.unidata_version}-arrow-{pa.__version__}.npy"
-    cached = cache.load_array(name)
-    if cached is not None and cached.shape == (TABLE_SIZE,) and cached.dtype == np.uint8:
-        return cached
     table = np.zeros(TABLE_SIZE, dtype=np.uint8)
     cps = np.concatenate([np.arange(lo, hi) for lo, hi in _TABLE_RANGES])
     cps = cps[(cps < 0xD800) | (cps > 0xDFFF)]  # surrogates are not UTF-8 encodable
     chars = [chr(c) for c in cps.tolist()]
     arr = string_array(chars)
-    nfkc_changes = pc.not_equal(pc.utf8_normalize(arr, "NFKC"), arr).to_numpy(zero_copy_only=False)
-    lower_changes = pc.not_equal(pc.utf8_lower(arr), arr).to_numpy(zero_copy_only=False)
+    nfkc = pc.utf8_normalize(arr, "NFKC")
+    nfkc_lower = pc.utf8_lower(nfkc).to_pylist()
+    lowered = pc.utf8_lower(arr)
+    nfkc_changes = pc.not_equal(nfkc, arr).to_numpy(zero_copy_only=False)
+    lower_changes = pc.not_equal(lowered, arr).to_numpy(zero_copy_only=False)
+    nfkc = nfkc.to_pylist()
+    lowered = lowered.to_pylist()
     composes_second: set[int] = set()
     for ch in chars:
         d = unicodedata.decomposition(ch)
@@ -90,26 +124,49 @@ def char_table() -> np.ndarray:
             parts = d.split()
             if len(parts) == 2:
                 composes_second.add(int(parts[1], 16))
+
+    def sensitive(ch: str) -> bool:
+        cp = ord(ch)
+        return bool(
+            unicodedata.combining(ch)
+            or cp in composes_second
+            or 0x1161 <= cp <= 0x1175
+            or 0x11A8 <= cp <= 0x11C2
+            or (cp >= 0x80 and unicodedata.category(ch) == "Cn")
+        )
+
+    nfkc_items: list[tuple[int, bytes]] = []
+    lower_items: list[tuple[int, bytes]] = []
     for i, (cp, ch) in enumerate(zip(cps.tolist(), chars)):
         flags = 0
         if unicodedata.category(ch)[0] in "LMN":
             flags |= WORD
-        if (
-            nfkc_changes[i]
-            or unicodedata.combining(ch)
-            or cp in composes_second
-            or 0x1161 <= cp <= 0x1175
-            or 0x11A8 <= cp <= 0x11C2
-        ):
+        unstable = nfkc_changes[i] or sensitive(ch)
+        if unstable:
             flags |= NFKC_UNSTABLE
         if lower_changes[i] and cp >= 0x80:
             flags |= LOWER_CHANGES
+            lower_items.append((cp, lowered[i].encode("utf-8")))
+        if cp >= 0x80 and flags & PREPASS_NFKC and not sensitive(ch) and not any(sensitive(o) for o in nfkc[i]):
+            flags |= CONTEXT_FREE
+            nfkc_items.append((cp, nfkc_lower[i].encode("utf-8")))
         table[cp] = flags
     for b in range(128):
         if table[b] & WORD:
             table[0x110000 + b] = ord(chr(b).lower())
-    cache.save_array(name, table)
-    return table
+    return table, _charmap(nfkc_items), _charmap(lower_items)
+
+
+def char_table() -> np.ndarray:
+    """uint8 flags per code point: :data:`WORD`, :data:`NFKC_UNSTABLE`,
+    :data:`LOWER_CHANGES`, :data:`CONTEXT_FREE` (see :func:`_build_tables`).
+
+    Length ``0x110000 + 128``: the last 128 entries are the kernel's ASCII map, entry b
+    holding the lowercased byte b for ASCII word characters and 0 for ASCII separators.
+    Built once, then kept in memory and in the start-up cache (:mod:`dedup.cache`), keyed
+    by the Unicode and Arrow versions.
+    """
+    return _tables()[0]
 
 
 @functools.lru_cache(maxsize=1)
@@ -166,30 +223,44 @@ def prenormalize(texts: pa.Array, nfkc: bool = True) -> pa.Array:
     return pc.utf8_lower(texts)
 
 
-def prepass(texts: pa.Array, nfkc: bool = True) -> pa.Array:
-    """Step 1 where it can change something; elsewhere the text is returned unchanged.
+def prepass(texts: pa.Array, nfkc: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step 1 of the definition, done only where it changes something.
 
-    Documents containing a code point flagged :data:`PREPASS_NFKC` (or
-    :data:`PREPASS_LOWER` without NFKC) go through :func:`prenormalize`; the others are
-    already NFKC and change under lowercasing only in their ASCII letters, which the
-    kernel lowercases itself. So ``ascii_lower(prepass(x)) == prenormalize(x)`` for every
-    document, and most documents skip the (slow, ~75 MB/s on non-ASCII text) utf8proc pass.
+    Returns ``(data, offsets, valid)`` numpy buffers (uint8, int64 (n+1,), bool) such that,
+    after ASCII lowercasing, document i equals ``prenormalize(texts)[i]``. Per document:
+
+    * no code point flagged :data:`PREPASS_NFKC` (:data:`PREPASS_LOWER` without NFKC):
+      already NFKC, and lowercasing changes only ASCII letters: bytes kept as they are;
+    * all flagged code points :data:`CONTEXT_FREE` (always so for lowercase alone): each
+      is replaced by its lower(NFKC(c)) in one compiled pass;
+    * otherwise (combining marks and the like): Arrow's utf8proc NFKC + lowercase, which
+      runs at ~50 MB/s on non-ASCII text, hence the two shortcuts.
     """
-    from .kernels import needs_prepass
+    from . import kernels
     from .sketch import string_buffers
 
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     data, offsets, valid = string_buffers(texts)
-    flags = np.zeros(len(texts), dtype=np.bool_)
-    needs_prepass(data, offsets, valid, char_table(), PREPASS_NFKC if nfkc else PREPASS_LOWER, flags)
-    if not flags.any():
-        return texts
-    from .arrow import bool_array
+    table, nfkc_map, lower_map = _tables()
+    bits, cf_bit, cmap = (PREPASS_NFKC, CONTEXT_FREE, nfkc_map) if nfkc else (PREPASS_LOWER, 0, lower_map)
+    status = np.zeros(len(valid), dtype=np.int8)
+    kernels.prepass_status(data, offsets, valid, table, bits, cf_bit, status)
+    if not status.any():
+        return data, offsets, valid
+    if (status == 2).any():
+        from .arrow import bool_array
 
-    mask = bool_array(flags)
-    fixed = prenormalize(texts.filter(mask), nfkc)
-    return pc.replace_with_mask(texts, mask, fixed)
+        fixed = prenormalize(texts.filter(bool_array(status == 2)), nfkc)
+        a_data, a_offsets, _ = string_buffers(fixed)
+    else:
+        a_data, a_offsets = np.zeros(1, dtype=np.uint8), np.zeros(1, dtype=np.int64)
+    out_offsets = np.empty(len(valid) + 1, dtype=np.int64)
+    kernels.prepass_lengths(data, offsets, valid, status, table, bits, cmap.cps, cmap.off, a_offsets, out_offsets)
+    out = np.empty(int(out_offsets[-1]), dtype=np.uint8)
+    kernels.prepass_fill(data, offsets, valid, status, table, bits, cmap.cps, cmap.off, cmap.blob,
+                         a_data, a_offsets, out_offsets, out)
+    return out, out_offsets, valid
 
 
 def canonical_text(text: str, nfkc: bool = True) -> str:

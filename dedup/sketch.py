@@ -77,7 +77,7 @@ class Sketcher:
         """Sketch one batch (an Arrow string array; nulls allowed)."""
         raw_data, raw_off, _ = string_buffers(texts)
         text_bytes = int(raw_off[-1] - raw_off[0]) if len(raw_off) else 0
-        data, offsets, valid = string_buffers(prepass(texts, self.config.nfkc))
+        data, offsets, valid = prepass(texts, self.config.nfkc)
         n = len(valid)
         sigs = np.empty((n, self.config.num_perm), dtype=np.uint32)
         exact = np.empty((n, 2), dtype=np.uint64)

@@ -137,34 +137,131 @@ def canonicalize_chars(data, start, end, table, canon, char_starts):
     return n, n_chars
 
 
-@numba.njit(cache=True, nogil=True)
-def needs_prepass(data, offsets, valid, table, bits, out):
-    """out[i] = document i holds a code point whose ``table`` flags intersect ``bits``.
+@numba.njit(cache=True, nogil=True, inline="always")
+def _next_non_ascii(data, pos, end):
+    """First position >= pos holding a byte >= 0x80 (or end); 8 bytes at a time."""
+    while pos + 8 <= end:
+        word = (
+            np.uint64(data[pos]) | (np.uint64(data[pos + 1]) << np.uint64(8))
+            | (np.uint64(data[pos + 2]) << np.uint64(16)) | (np.uint64(data[pos + 3]) << np.uint64(24))
+            | (np.uint64(data[pos + 4]) << np.uint64(32)) | (np.uint64(data[pos + 5]) << np.uint64(40))
+            | (np.uint64(data[pos + 6]) << np.uint64(48)) | (np.uint64(data[pos + 7]) << np.uint64(56))
+        )
+        if word & _HIGH_BITS != 0:
+            break
+        pos += 8
+    while pos < end and data[pos] < 0x80:
+        pos += 1
+    return pos
 
-    ASCII runs are skipped 8 bytes at a time (a word with no high bit set).
-    """
-    for i in range(out.shape[0]):
-        out[i] = False
+
+@numba.njit(cache=True, nogil=True)
+def prepass_status(data, offsets, valid, table, bits, cf_bit, status):
+    """Per document: 0 = nothing to do, 1 = every code point flagged in ``bits`` is
+    context-free (``cf_bit`` set in its flags, or ``cf_bit == 0``), 2 = needs utf8proc."""
+    for i in range(status.shape[0]):
+        status[i] = 0
         if not valid[i]:
             continue
-        pos = offsets[i]
         end = offsets[i + 1]
+        pos = _next_non_ascii(data, offsets[i], end)
         while pos < end:
-            if pos + 8 <= end:
-                word = (
-                    np.uint64(data[pos]) | (np.uint64(data[pos + 1]) << np.uint64(8))
-                    | (np.uint64(data[pos + 2]) << np.uint64(16)) | (np.uint64(data[pos + 3]) << np.uint64(24))
-                    | (np.uint64(data[pos + 4]) << np.uint64(32)) | (np.uint64(data[pos + 5]) << np.uint64(40))
-                    | (np.uint64(data[pos + 6]) << np.uint64(48)) | (np.uint64(data[pos + 7]) << np.uint64(56))
-                )
-                if word & _HIGH_BITS == 0:
-                    pos += 8
-                    continue
-            if data[pos] < 0x80:
-                pos += 1
-                continue
             cp, ln = utf8_char(data, pos, end)
-            if table[cp] & bits:
-                out[i] = True
-                break
-            pos += ln
+            f = table[cp]
+            if f & bits:
+                if cf_bit == 0 or f & cf_bit:
+                    status[i] = 1
+                else:
+                    status[i] = 2
+                    break
+            pos = _next_non_ascii(data, pos + ln, end)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _find(cps, cp):
+    """Index of ``cp`` in the sorted array ``cps`` (it must be there)."""
+    lo = 0
+    hi = cps.shape[0] - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if cps[mid] < cp:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@numba.njit(cache=True, nogil=True)
+def prepass_lengths(data, offsets, valid, status, table, bits, map_cps, map_off, arrow_offsets, out_offsets):
+    """Byte length of each document after the pre-pass, as offsets (out_offsets[0] = 0).
+
+    Status-2 documents take their length from ``arrow_offsets`` (the utf8proc results of
+    the status-2 documents, in order); status-1 documents are rewritten code point by
+    code point through the map."""
+    k = 0
+    out_offsets[0] = 0
+    for i in range(status.shape[0]):
+        s = offsets[i]
+        e = offsets[i + 1]
+        if not valid[i]:
+            length = 0
+        elif status[i] == 0:
+            length = e - s
+        elif status[i] == 2:
+            length = arrow_offsets[k + 1] - arrow_offsets[k]
+            k += 1
+        else:
+            length = 0
+            pos = s
+            while pos < e:
+                nxt = _next_non_ascii(data, pos, e)
+                length += nxt - pos
+                pos = nxt
+                if pos >= e:
+                    break
+                cp, ln = utf8_char(data, pos, e)
+                if table[cp] & bits:
+                    j = _find(map_cps, cp)
+                    length += map_off[j + 1] - map_off[j]
+                else:
+                    length += ln
+                pos += ln
+        out_offsets[i + 1] = out_offsets[i] + length
+
+
+@numba.njit(cache=True, nogil=True)
+def prepass_fill(data, offsets, valid, status, table, bits, map_cps, map_off, map_blob, arrow_data, arrow_offsets, out_offsets, out):
+    """Write every document's pre-pass bytes at ``out[out_offsets[i]:out_offsets[i+1]]``."""
+    k = 0
+    for i in range(status.shape[0]):
+        if not valid[i]:
+            continue
+        s = offsets[i]
+        e = offsets[i + 1]
+        o = out_offsets[i]
+        if status[i] == 0:
+            out[o:o + e - s] = data[s:e]
+        elif status[i] == 2:
+            a = arrow_offsets[k]
+            b = arrow_offsets[k + 1]
+            out[o:o + b - a] = arrow_data[a:b]
+            k += 1
+        else:
+            pos = s
+            while pos < e:
+                nxt = _next_non_ascii(data, pos, e)
+                out[o:o + nxt - pos] = data[pos:nxt]
+                o += nxt - pos
+                pos = nxt
+                if pos >= e:
+                    break
+                cp, ln = utf8_char(data, pos, e)
+                if table[cp] & bits:
+                    j = _find(map_cps, cp)
+                    m = map_off[j + 1] - map_off[j]
+                    out[o:o + m] = map_blob[map_off[j]:map_off[j + 1]]
+                    o += m
+                else:
+                    out[o:o + ln] = data[pos:pos + ln]
+                    o += ln
+                pos += ln
