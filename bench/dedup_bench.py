@@ -43,24 +43,30 @@ from dedup.synthetic import generate_corpus, true_duplicates, write_shards  # no
 
 
 def run_measured(cmd: list[str], env: dict) -> tuple[float, int, str]:
-    """Run ``cmd`` pinned to CPU 0; return (wall seconds, peak RSS bytes of that child, stdout)."""
+    """Run ``cmd`` pinned to CPU 0; return (wall seconds, peak RSS bytes, stdout).
+
+    Peak RSS comes from GNU time's ``%M`` for the exec'd command alone (``wait4`` on a
+    child forked from this large process would count pages it inherited from us).
+    """
 
     def pin() -> None:
         if hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, {0})
 
+    gnu_time = shutil.which("time") or "/usr/bin/time"
+    wrapped = [gnu_time, "-f", "MAXRSS_KB=%M", *cmd] if os.path.exists(gnu_time) else cmd
     with tempfile.TemporaryFile() as fout, tempfile.TemporaryFile() as ferr:
         t0 = time.perf_counter()
-        p = subprocess.Popen(cmd, env=env, stdout=fout, stderr=ferr, preexec_fn=pin, cwd=ROOT)
-        _, status, usage = os.wait4(p.pid, 0)
+        p = subprocess.Popen(wrapped, env=env, stdout=fout, stderr=ferr, preexec_fn=pin, cwd=ROOT)
+        p.wait()
         wall = time.perf_counter() - t0
-        p.returncode = os.waitstatus_to_exitcode(status)
         fout.seek(0)
         ferr.seek(0)
         out, err = fout.read().decode(), ferr.read().decode()
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{err[-3000:]}")
-    return wall, usage.ru_maxrss * 1024, out
+    rss = [int(line.split("=", 1)[1]) for line in err.splitlines() if line.startswith("MAXRSS_KB=")]
+    return wall, (rss[-1] * 1024 if rss else 0), out
 
 
 def make_corpus(path: Path, n: int, mean_bytes: int, shards: int, seed: int) -> tuple[np.ndarray, int]:

@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 
 from . import layout
 from .config import DedupConfig
-from .arrow import bool_array, numeric_array, repeat_string, take_strings
-from .index import EXACT, NEAR, REASON_LABELS, make_index
+from .arrow import bool_array, numeric_array, take_strings
+from .index import EXACT, NEAR, make_index
 from .params import plan_index
 from .shards import InputError, Shard, ShardReader, count_rows, discover
 from .sketch import Sketcher
@@ -198,8 +198,10 @@ def dedup_files(
                         kept_writer.write_batch(batch.filter(bool_array(keep)))
                         gone = np.flatnonzero(~keep)
                         if gone.size:
+                            dup = verdicts.duplicate_of[gone]
+                            earlier = locator.lookup(dup, shard_names) if locator is not None and (dup >= 0).any() else None
                             removed_writer.write_batch(
-                                _removed_batch(gone, st.rows, shard.name, ids, verdicts, locator, shard_names)
+                                layout.removed_batch(gone, st.rows, shard.name, ids, verdicts.reason, verdicts.band, earlier)
                             )
                         st.rows += batch.num_rows
                         st.kept += int(keep.sum())
@@ -248,33 +250,6 @@ def _check_unique_outputs(shards: list[Shard]) -> None:
         if s.stem in seen:
             raise InputError(s.path, f"its output name kept/{s.stem}.parquet collides with {seen[s.stem].path}; rename one")
         seen[s.stem] = s
-
-
-def _removed_batch(gone, start_row, shard_name, ids, verdicts, locator, shard_names) -> pa.RecordBatch:
-    n = gone.size
-    reasons = take_strings(REASON_LABELS, verdicts.reason[gone])
-    band = verdicts.band[gone]
-    band_arr = numeric_array(band, valid=band >= 0)
-    dup = verdicts.duplicate_of[gone]
-    if locator is not None and (dup >= 0).any():
-        d_id, d_shard, d_row = locator.lookup(dup, shard_names)
-    else:
-        d_id = pa.nulls(n, pa.string())
-        d_shard = pa.nulls(n, pa.string())
-        d_row = pa.nulls(n, pa.int64())
-    return pa.record_batch(
-        [
-            ids.take(numeric_array(gone)),
-            repeat_string(shard_name, n),
-            numeric_array((gone + start_row).astype(np.int64)),
-            reasons,
-            band_arr,
-            d_id,
-            d_shard,
-            d_row,
-        ],
-        schema=layout.REMOVED_SCHEMA,
-    )
 
 
 def _progress_state(done_rows, total_rows, done_bytes, stats, current, t_start, shard_idx, n_shards) -> dict:

@@ -75,6 +75,25 @@ def _first_band(seen: np.ndarray) -> np.ndarray:
     return np.where(any_hit, np.argmax(seen, axis=1), -1).astype(np.int16)
 
 
+def combine(valid: np.ndarray, has_shingles: np.ndarray, band_seen: np.ndarray, exact_seen: np.ndarray) -> Verdicts:
+    """The verdict rule, from per-band and exact-key "seen before" answers.
+
+    Args:
+        valid: bool (n,), False for null texts (never removed).
+        has_shingles: bool (n,), False for empty canonical texts (exact check only).
+        band_seen: bool (n, b), band j's key of document i was seen from an earlier document.
+        exact_seen: bool (n,), the exact key was seen from an earlier document.
+
+    Exact requires the exact key and (for documents with shingles) every band to collide;
+    near requires some band; ``band`` is the first colliding band of a near duplicate.
+    """
+    is_exact = valid & exact_seen & (band_seen.all(axis=1) | ~has_shingles)
+    is_near = ~is_exact & band_seen.any(axis=1)
+    reason = np.where(is_exact, EXACT, np.where(is_near, NEAR, KEEP)).astype(np.int8)
+    band = np.where(is_near, _first_band(band_seen), -1).astype(np.int16)
+    return Verdicts(reason, band, np.full(valid.shape[0], -1, dtype=np.int64))
+
+
 class LSHBloomIndex:
     """One Bloom filter per band plus an exact-key filter (Khan et al. 2024, with a proper
     64-bit band key and insert-every-document semantics).
@@ -112,12 +131,7 @@ class LSHBloomIndex:
             for j in range(self.plan.bands):
                 run_band(j)
         exact_seen = self.exact_filter.add(sketches.exact[:, 0], valid)
-        all_bands = seen.all(axis=1)
-        is_exact = valid & exact_seen & (all_bands | ~has_sh)
-        is_near = ~is_exact & seen.any(axis=1)
-        reason = np.where(is_exact, EXACT, np.where(is_near, NEAR, KEEP)).astype(np.int8)
-        band = np.where(is_near, _first_band(seen), -1).astype(np.int16)
-        return Verdicts(reason, band, np.full(n, -1, dtype=np.int64))
+        return combine(valid, has_sh, seen, exact_seen)
 
     def nbytes(self) -> dict[str, int]:
         return {"bands": sum(f.nbytes for f in self.filters), "exact": self.exact_filter.nbytes}
@@ -235,12 +249,7 @@ class PybloomIndex:
                 row = keys[i]
                 for j, f in enumerate(self.filters):
                     seen[i, j] = f.add(row[j])
-        has_sh = sketches.n_shingles > 0
-        is_exact = sketches.valid & exact_seen & (seen.all(axis=1) | ~has_sh)
-        is_near = ~is_exact & seen.any(axis=1)
-        reason = np.where(is_exact, EXACT, np.where(is_near, NEAR, KEEP)).astype(np.int8)
-        band = np.where(is_near, _first_band(seen), -1).astype(np.int16)
-        return Verdicts(reason, band, np.full(n, -1, dtype=np.int64))
+        return combine(sketches.valid, sketches.n_shingles > 0, seen, exact_seen)
 
     def nbytes(self) -> dict[str, int]:
         return {

@@ -18,6 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 KEPT_DIR = "kept"
@@ -39,6 +40,38 @@ REMOVED_SCHEMA = pa.schema(
         pa.field("duplicate_of_row", pa.int64()),
     ]
 )
+
+
+def removed_batch(
+    gone: np.ndarray,
+    start_row: int,
+    shard_name: str,
+    ids: pa.Array,
+    reason: np.ndarray,
+    band: np.ndarray,
+    earlier: tuple[pa.Array, pa.Array, pa.Array] | None = None,
+) -> pa.RecordBatch:
+    """Rows of removed.parquet for the removed rows ``gone`` (indices into a batch that
+    starts at ``start_row`` of ``shard_name``); ``reason``/``band`` are per batch row;
+    ``earlier`` is (id, shard, row) of the earlier duplicate per removed row, if known."""
+    from .arrow import numeric_array, repeat_string, take_strings
+    from .index import REASON_LABELS
+
+    n = gone.size
+    b = band[gone]
+    if earlier is None:
+        earlier = (pa.nulls(n, pa.string()), pa.nulls(n, pa.string()), pa.nulls(n, pa.int64()))
+    return pa.record_batch(
+        [
+            ids.take(numeric_array(gone)),
+            repeat_string(shard_name, n),
+            numeric_array((gone + start_row).astype(np.int64)),
+            take_strings(REASON_LABELS, reason[gone]),
+            numeric_array(b, valid=b >= 0),
+            *earlier,
+        ],
+        schema=REMOVED_SCHEMA,
+    )
 
 
 def kept_path(out: Path, shard_stem: str) -> Path:
@@ -104,17 +137,28 @@ def clear_outputs(out: Path) -> None:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of the libraries whose behaviour decides the output."""
+    """Versions of what decides the output (and which kernel build ran)."""
     import platform
+    import unicodedata
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": platform.python_version()}
-    for dist in ("memdedup", "numpy", "numba", "pyarrow", "datasketch", "xxhash"):
+    import numpy
+    import pyarrow
+    import xxhash
+
+    from . import kernels
+
+    out = {
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "pyarrow": pyarrow.__version__,
+        "xxhash": xxhash.VERSION,
+        "unicode": unicodedata.unidata_version,
+        "kernels": kernels.backend(),
+    }
+    for dist in ("memdedup", "numba", "datasketch"):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
             out[dist] = "not installed"
-    import unicodedata
-
-    out["unicode"] = unicodedata.unidata_version
     return out

@@ -1,0 +1,148 @@
+"""A band's Bloom filter as a stack of generations that grows with the corpus.
+
+A run that knows its corpus size uses one generation sized for it: the same filter as the
+fused engine, so both give identical decisions. An index kept across runs
+(``--index-dir``) cannot know its final size, so it grows like a scalable Bloom filter
+(Almeida, Baquero, Preguica & Hutchison 2007): when the newest generation has taken its
+capacity, a new one opens with ``growth`` times the capacity and ``tightening`` times the
+false-positive rate. With generation 0 at ``p (1 - tightening)`` the rates sum to at most
+``p`` however many generations follow. A key is "seen" if any generation holds it; new
+keys go into the newest generation.
+
+Directory layout of a saved stack: ``stack.json`` (parameters and generations) and
+``gen-000.bloom``, ``gen-001.bloom``, ... (:mod:`dedup.bloom` files).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from . import layout
+from .bloom import BloomFilter
+from .params import bloom_size
+
+STACK_FILE = "stack.json"
+
+
+class FilterStack:
+    """Generations of Bloom filters for one band (or the exact key).
+
+    Args:
+        fp: target false-positive rate of the whole stack.
+        capacity: documents generation 0 is sized for.
+        scalable: False = one generation sized exactly (a run that knows its size);
+            True = generation 0 gets ``fp * (1 - tightening)`` and more follow when full.
+        seed: Bloom seed.
+    """
+
+    def __init__(self, fp: float, capacity: int, scalable: bool = False, seed: int = 0,
+                 growth: float = 2.0, tightening: float = 0.5):
+        self.fp = fp
+        self.base_capacity = max(int(capacity), 1)
+        self.scalable = scalable
+        self.seed = seed
+        self.growth = growth
+        self.tightening = tightening
+        self.generations: list[BloomFilter] = []
+        self.capacities: list[int] = []
+        self.fps: list[float] = []
+        self._open_generation()
+
+    def _open_generation(self) -> None:
+        g = len(self.generations)
+        cap = math.ceil(self.base_capacity * self.growth**g)
+        fp = self.fp * (1 - self.tightening) * self.tightening**g if self.scalable else self.fp
+        m, k = bloom_size(cap, fp)
+        self.generations.append(BloomFilter(m, k, self.seed))
+        self.capacities.append(cap)
+        self.fps.append(fp)
+
+    def add(self, keys: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Insert keys in order; per key, whether it was present before (False if masked)."""
+        keys = np.ascontiguousarray(keys, dtype=np.uint64)
+        mask = np.ascontiguousarray(mask, dtype=np.bool_)
+        if not self.scalable:
+            return self.generations[-1].add(keys, mask)
+        seen = np.zeros(keys.shape[0], dtype=np.bool_)
+        start = 0
+        while start < keys.shape[0]:
+            newest = self.generations[-1]
+            room = self.capacities[-1] - newest.count
+            if room <= 0:
+                self._open_generation()
+                continue
+            # Take keys until `room` insertions have been made into the newest generation.
+            idx = np.flatnonzero(mask[start:])
+            stop = keys.shape[0] if idx.shape[0] <= room else start + int(idx[room - 1]) + 1
+            k, m = keys[start:stop], mask[start:stop]
+            old = np.zeros(k.shape[0], dtype=np.bool_)
+            for gen in self.generations[:-1]:
+                old |= gen.contains(k)
+            fresh = newest.add(k, m & ~old)
+            seen[start:stop] = (old | fresh) & m
+            start = stop
+        return seen
+
+    def predicted_fp(self) -> float:
+        """Probability that a new unrelated key is reported seen, from each generation's
+        fill: ``1 - prod_g (1 - fill_g^k_g)``."""
+        miss = 1.0
+        for gen in self.generations:
+            miss *= 1.0 - gen.estimated_fp()
+        return 1.0 - miss
+
+    @property
+    def count(self) -> int:
+        return sum(g.count for g in self.generations)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(g.nbytes for g in self.generations)
+
+    def describe(self) -> dict:
+        return {
+            "generations": len(self.generations),
+            "count": self.count,
+            "bytes": self.nbytes,
+            "predicted_fp": self.predicted_fp(),
+        }
+
+    def params(self) -> dict:
+        return {"fp": self.fp, "base_capacity": self.base_capacity, "scalable": self.scalable,
+                "seed": self.seed, "growth": self.growth, "tightening": self.tightening}
+
+    # -- persistence ---------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        """Write the generations, then ``stack.json`` last (atomically)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        gens = []
+        for i, (gen, cap, fp) in enumerate(zip(self.generations, self.capacities, self.fps)):
+            name = f"gen-{i:03d}.bloom"
+            gen.save(directory / name)
+            gens.append({"file": name, "capacity": cap, "fp": fp, "m": gen.m, "k": gen.k, "count": gen.count})
+        layout.write_json_atomic(directory / STACK_FILE, {"version": 1, **self.params(), "generations": gens})
+
+    @classmethod
+    def load(cls, directory: Path) -> "FilterStack":
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / STACK_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{directory}: not a memdedup filter stack ({e})") from e
+        stack = cls.__new__(cls)
+        stack.fp, stack.base_capacity, stack.scalable = meta["fp"], meta["base_capacity"], meta["scalable"]
+        stack.seed, stack.growth, stack.tightening = meta["seed"], meta["growth"], meta["tightening"]
+        stack.generations, stack.capacities, stack.fps = [], [], []
+        for g in meta["generations"]:
+            bf = BloomFilter.load(directory / g["file"], mmap=False)
+            if (bf.m, bf.k) != (g["m"], g["k"]):
+                raise ValueError(f"{directory / g['file']}: does not match {STACK_FILE}")
+            stack.generations.append(bf)
+            stack.capacities.append(g["capacity"])
+            stack.fps.append(g["fp"])
+        return stack

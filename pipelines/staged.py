@@ -1,0 +1,323 @@
+"""Staged dedup on Dask: fan the stages of :mod:`dedup.stages` out over shards and bands.
+
+Tasks take file paths (shards, the work directory), never data. Each stage waits for the
+previous one; within a stage, tasks whose completion record exists are skipped, so
+rerunning an interrupted command resumes it. A worker that dies mid-task has its task
+rescheduled by the Dask scheduler; every task writes under temporary names and renames,
+so a half-done task leaves nothing that a retry or a resume could mistake for output.
+
+The run is identified by its decision config, its input files (names, sizes, mtimes) and
+its index directory; ``WORK/run.json`` records that identity. Resuming needs the same
+identity; a different one is an error unless ``force``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from dedup import layout
+from dedup import stages as st
+from dedup.config import DedupConfig
+from dedup.engine import OutputExistsError, validate_shards
+from dedup.params import bloom_size, per_band_fp, plan_index
+from dedup.scalable import FilterStack
+from dedup.shards import InputError, Shard, discover
+
+Log = Callable[[str], None]
+
+INDEX_FILE = "index.json"
+
+
+class IndexMismatchError(ValueError):
+    """An index directory built with other parameters."""
+
+
+@contextmanager
+def dask_client(workers: int | None = None, threads_per_worker: int = 1, scheduler: str | None = None, log: Log = print):
+    """A ``distributed.Client``: to ``scheduler`` (an address like ``tcp://host:8786`` or
+    a scheduler JSON file) if given, else to a new ``LocalCluster`` of worker processes."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        client = Client(scheduler_file=scheduler) if scheduler.endswith(".json") else Client(scheduler)
+        cluster = None
+    else:
+        n = workers or max(1, (os.cpu_count() or 1) // max(threads_per_worker, 1))
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=40,
+            # Numba threads inside a task: the tasks are serial; Dask runs them side by side.
+            env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
+        )
+        client = Client(cluster)
+    try:
+        log(f"dask: {len(client.scheduler_info()['workers'])} worker(s), dashboard {client.dashboard_link}")
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _identity(config: DedupConfig, shards: list[Shard], index_dir: Path | None) -> dict:
+    return {
+        "config": config.decision_dict(),
+        "inputs": [{"shard": s.name, "path": str(s.path), "bytes": s.path.stat().st_size,
+                    "mtime_ns": s.path.stat().st_mtime_ns} for s in shards],
+        "index_dir": str(index_dir) if index_dir else None,
+    }
+
+
+def _run_stage(client, label: str, fn, items: list, log: Log) -> list:
+    """Map ``fn`` over ``items`` on the cluster; log progress; results in item order."""
+    from distributed import as_completed
+
+    if not items:
+        return []
+    t0 = time.perf_counter()
+    futures = [client.submit(fn, *args, key=f"{label}-{i}-{time.time_ns()}", pure=False, retries=2)
+               for i, args in enumerate(items)]
+    done = 0
+    for _ in as_completed(futures):
+        done += 1
+        if done == len(futures) or time.perf_counter() - t0 > 2:
+            log(f"{label}: {done}/{len(futures)} tasks ({time.perf_counter() - t0:.1f} s)")
+    return client.gather(futures)
+
+
+# ------------------------------------------------------------------------ index dirs
+def _index_params(config: DedupConfig, bands: int, rows: int) -> dict:
+    keys = ("threshold", "num_perm", "ngram", "unit", "nfkc", "scheme", "seed", "fp", "exact_fp", "band_key")
+    return {**{k: getattr(config, k) for k in keys}, "bands": bands, "rows": rows}
+
+
+def load_index_meta(index_dir: Path, config: DedupConfig, bands: int, rows: int) -> dict | None:
+    """The index directory's metadata, checked against this run's parameters."""
+    path = Path(index_dir) / INDEX_FILE
+    if not path.exists():
+        return None
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    want = _index_params(config, bands, rows)
+    for k, v in want.items():
+        if meta["params"].get(k) != v:
+            raise IndexMismatchError(
+                f"{path}: index built with {k}={meta['params'].get(k)!r}, this run has {k}={v!r}; "
+                "use the same parameters or another --index-dir"
+            )
+    return meta
+
+
+def _band_task(band, shards, work: Path, fp: float, capacity: int, scalable: bool, index_dir: str | None):
+    """Stage 2 task: a fresh or loaded filter stack, the band pass, the stack saved."""
+    name = st.band_name(band)
+    if index_dir and (Path(index_dir) / name / "stack.json").exists():
+        stack = FilterStack.load(Path(index_dir) / name)
+    else:
+        stack = FilterStack(fp, capacity, scalable=scalable)
+    total = sum(json.loads(st.done_path(st.sketch_path(work, s)).read_text())["rows"] for s in shards)
+    record = st.band_pass(band, shards, work, stack, total)
+    if index_dir:
+        stack.save(work / "index" / name)
+    return record
+
+
+def _install_index(work: Path, index_dir: Path, names: list[str], params: dict, documents: int) -> dict:
+    """Copy this run's filter stacks into ``index_dir``; ``index.json`` is written last."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        dst = index_dir / name
+        staging = index_dir / f".{name}.new"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(work / "index" / name, staging)
+        old = index_dir / f".{name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if dst.exists():
+            os.replace(dst, old)
+        os.replace(staging, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    stacks = {n: FilterStack.load(index_dir / n).describe() for n in names}
+    meta = {"version": 1, "params": params, "documents": documents, "stacks": stacks}
+    layout.write_json_atomic(index_dir / INDEX_FILE, meta)
+    return meta
+
+
+# ------------------------------------------------------------------------ the run
+def run_staged(
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    config: DedupConfig = DedupConfig(),
+    *,
+    client=None,
+    workers: int | None = None,
+    threads_per_worker: int = 1,
+    scheduler: str | None = None,
+    index_dir: str | os.PathLike | None = None,
+    force: bool = False,
+    log: Log = print,
+) -> dict:
+    """Deduplicate ``inputs`` into ``out`` in three Dask stages; return the manifest.
+
+    Same outputs and decisions as :func:`dedup.engine.dedup_files` (without an index
+    directory). Rerunning a completed run with the same identity is a no-op; an
+    interrupted one resumes.
+    """
+    t_start = time.perf_counter()
+    out = Path(out)
+    index_dir = Path(index_dir).resolve() if index_dir else None
+    shards = discover(list(inputs), exclude=out)
+    validate_shards(shards, config)
+    bands, rows = (config.bands, config.rows) if config.bands else plan_index(config.threshold, config.num_perm, 1).bands_rows()
+    if index_dir:
+        load_index_meta(index_dir, config, bands, rows)
+    identity = _identity(config, shards, index_dir)
+    work = st.work_dir(out)
+    previous = layout.read_manifest(out)
+    if previous is not None:
+        if previous.get("identity") == identity and not force:
+            log(f"{out}: already complete for these inputs and config (use --force to redo)")
+            return previous
+        if not force:
+            raise OutputExistsError(f"{out} holds a completed run with a different config or inputs; use --force to replace it")
+    run_file = work / "run.json"
+    if run_file.exists() and not force:
+        recorded = json.loads(run_file.read_text(encoding="utf-8"))
+        if recorded != identity:
+            diff = sorted(k for k in identity["config"] if recorded.get("config", {}).get(k) != identity["config"][k])
+            what = f"config keys {', '.join(diff)}" if diff else "inputs or index directory"
+            raise OutputExistsError(f"{out} holds an unfinished run with different {what}; use --force to start over")
+    if force:
+        layout.clear_outputs(out)
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    layout.remove_stale_temporaries(out)
+    layout.write_json_atomic(run_file, identity)
+
+    timings = {}
+    ctx = dask_client(workers, threads_per_worker, scheduler, log) if client is None else _nullcontext(client)
+    with ctx as c:
+        # Stage 1: sketches (and the exact row count).
+        t0 = time.perf_counter()
+        todo = [s for s in shards if st.read_done(st.sketch_path(work, s)) is None]
+        _run_stage(c, "sketch", st.sketch_shard, [(s, config, bands, rows, work) for s in todo], log)
+        infos = [st.read_done(st.sketch_path(work, s)) for s in shards]
+        total = sum(i["rows"] for i in infos)
+        timings["sketch"] = time.perf_counter() - t0
+
+        # Stage 2: one task per band, plus the exact key.
+        t0 = time.perf_counter()
+        prior = load_index_meta(index_dir, config, bands, rows) if index_dir else None
+        scalable = index_dir is not None
+        band_fp = per_band_fp(config.fp, bands)
+        names = list(range(bands)) + [st.EXACT_BAND]
+        todo_b = [b for b in names if st.read_done(st.seen_path(work, b)) is None]
+        _run_stage(
+            c, "band", _band_task,
+            [(b, shards, work, config.exact_fp if b == st.EXACT_BAND else band_fp, max(total, 1), scalable,
+              str(index_dir) if index_dir else None) for b in todo_b],
+            log,
+        )
+        band_records = {st.band_name(b): st.read_done(st.seen_path(work, b)) for b in names}
+        timings["band"] = time.perf_counter() - t0
+
+        # Stage 3: kept shards and removed rows per shard.
+        t0 = time.perf_counter()
+        starts, pos = [], 0
+        for i in infos:
+            starts.append(pos)
+            pos += i["rows"]
+        todo_w = [(s, config, bands, start, work, out) for s, start in zip(shards, starts)
+                  if st.read_done(st.removed_part_path(work, s)) is None]
+        _run_stage(c, "write", st.write_shard, todo_w, log)
+        timings["write"] = time.perf_counter() - t0
+
+    written = [st.read_done(st.removed_part_path(work, s)) for s in shards]
+    for s, info, rec in zip(shards, infos, written):
+        if rec["kept"] + rec["exact"] + rec["near"] != info["rows"]:
+            raise RuntimeError(f"internal error: {s.path}: kept + removed != {info['rows']} rows")
+    _concat_removed(work, shards, out, config)
+    index_meta = None
+    if index_dir:
+        index_meta = _install_index(work, index_dir, [st.band_name(b) for b in names],
+                                    _index_params(config, bands, rows),
+                                    (prior or {}).get("documents", 0) + total)
+    plan = plan_index(config.threshold, config.num_perm, max(total, 1), config.fp, bands, rows)
+    manifest = _manifest(config, plan, shards, infos, written, band_records, timings,
+                         time.perf_counter() - t_start, identity, index_meta, bands)
+    layout.write_json_atomic(layout.manifest_path(out), manifest)
+    return manifest
+
+
+@contextmanager
+def _nullcontext(value):
+    yield value
+
+
+def _concat_removed(work: Path, shards: list[Shard], out: Path, config: DedupConfig) -> None:
+    final = layout.removed_path(out)
+    tmp = layout.tmp_path(final)
+    with pq.ParquetWriter(str(tmp), layout.REMOVED_SCHEMA, compression=config.compression) as w:
+        for s in shards:
+            part = pq.read_table(st.removed_part_path(work, s))
+            if part.num_rows:
+                w.write_table(part)
+    os.replace(tmp, final)
+
+
+def _manifest(config, plan, shards, infos, written, band_records, timings, wall, identity, index_meta, bands) -> dict:
+    rows = sum(i["rows"] for i in infos)
+    text_bytes = sum(i["text_bytes"] for i in infos)
+    band_bytes = sum(r["bytes"] for n, r in band_records.items() if n != st.EXACT_BAND)
+    exact_bytes = band_records[st.EXACT_BAND]["bytes"]
+    miss = 1.0
+    for n, r in band_records.items():
+        if n != st.EXACT_BAND:
+            miss *= 1 - r["predicted_fp"]
+    return {
+        "stage": "dedup",
+        "engine": "staged",
+        "created_unix": time.time(),
+        "config": config.to_dict(),
+        "identity": identity,
+        "inputs": [
+            {"shard": s.name, "path": str(s.path), "format": s.fmt, "file_bytes": s.path.stat().st_size,
+             "rows": i["rows"], "kept": w["kept"], "removed": {"exact": w["exact"], "near": w["near"]},
+             "null_text": i["null_text"], "empty_text": i["empty_text"], "text_bytes": i["text_bytes"]}
+            for s, i, w in zip(shards, infos, written)
+        ],
+        "totals": {
+            "shards": len(shards),
+            "rows": rows,
+            "kept": sum(w["kept"] for w in written),
+            "removed": {"exact": sum(w["exact"] for w in written), "near": sum(w["near"] for w in written)},
+            "null_text": sum(i["null_text"] for i in infos),
+            "empty_text": sum(i["empty_text"] for i in infos),
+            "text_bytes": text_bytes,
+        },
+        "index": {
+            "backend": "lshbloom",
+            "plan": plan.to_dict(),
+            "bytes": {"bands": band_bytes, "exact": exact_bytes},
+            "bytes_per_doc": {"bands": band_bytes / max(rows, 1), "exact": exact_bytes / max(rows, 1)},
+            "predicted_fp": 1 - miss,
+            "bands": band_records,
+            "index_dir": index_meta,
+        },
+        "timing": {
+            "wall_s": wall,
+            "docs_per_s": rows / wall if wall > 0 else None,
+            "mb_per_s": text_bytes / 1e6 / wall if wall > 0 else None,
+            "phases": {k: {"s": v, "docs_per_s": rows / v if v > 0 else None} for k, v in timings.items()},
+        },
+        "versions": layout.library_versions(),
+    }
