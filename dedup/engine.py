@@ -122,12 +122,14 @@ def dedup_files(
         out: output directory (layout: :mod:`dedup.layout`).
         config: the stage configuration.
         threads: Numba threads for sketching (default: Numba's default, all cores).
-        force: replace a completed run in ``out`` instead of refusing.
+        force: redo the run although ``out`` holds a completed one (of the same config and
+            inputs, that run is returned as it is; of others, it is an error).
         progress: called after every batch with a dict of counters.
 
     Raises:
         InputError: bad input (names the file, and row or line); nothing is left behind.
-        OutputExistsError: ``out`` holds a completed run and ``force`` is False.
+        OutputExistsError: ``out`` holds a completed run of another config or other inputs
+            and ``force`` is False.
 
     Example:
         >>> import pyarrow as pa, pyarrow.parquet as pq, tempfile, pathlib
@@ -141,11 +143,16 @@ def dedup_files(
     out = Path(out)
     shards = discover(list(inputs), exclude=out)
     layout.remove_stale_temporaries(out)
-    _validate(shards, config)
+    validate_shards(shards, config)
     _check_unique_outputs(shards)
+    identity = layout.run_identity(config.decision_dict(), shards)
+    try:
+        previous = layout.check_completed(out, identity, force)
+    except FileExistsError as e:
+        raise OutputExistsError(str(e)) from None
+    if previous is not None:
+        return previous
     replace = layout.read_manifest(out) is not None
-    if replace and not force:
-        raise OutputExistsError(f"{out} already holds a completed dedup run (manifest.json); use --force to replace it")
     capacity = config.capacity or max(count_rows(shards), 1)
     plan = plan_index(config.threshold, config.num_perm, capacity, config.fp, config.bands, config.rows)
     if replace:  # only once the inputs have passed every check made before writing
@@ -226,6 +233,7 @@ def dedup_files(
         os.replace(removed_tmp, removed_final)
         written[0] = removed_final
         manifest = _manifest(config, plan, index, stats, timer, time.perf_counter() - t_start, threads)
+        manifest["identity"] = identity
         layout.write_json_atomic(layout.manifest_path(out), manifest)
         return manifest
     except BaseException:
@@ -236,7 +244,7 @@ def dedup_files(
         index.close()
 
 
-def _validate(shards: list[Shard], config: DedupConfig) -> None:
+def validate_shards(shards: list[Shard], config: DedupConfig) -> None:
     """Check every Parquet shard's schema before any output is written (JSONL shards are
     checked when read; a failure then removes what was written)."""
     for s in shards:

@@ -74,6 +74,31 @@ def removed_batch(
     )
 
 
+def run_identity(decision_config: dict, shards: list, index_dir: Path | None = None) -> dict:
+    """What makes two runs the same run: decision config, input files (path, size, mtime)
+    and index directory. Stored in the manifest (and the staged work directory)."""
+    return {
+        "config": decision_config,
+        "inputs": [{"shard": s.name, "path": str(s.path), "bytes": s.path.stat().st_size,
+                    "mtime_ns": s.path.stat().st_mtime_ns} for s in shards],
+        "index_dir": str(index_dir) if index_dir else None,
+    }
+
+
+def check_completed(out: Path, identity: dict, force: bool) -> dict | None:
+    """The manifest of a completed run of the same identity in ``out`` (skip the work), or
+    None (go ahead). A completed run of another identity is an error unless ``force``."""
+    previous = read_manifest(out)
+    if previous is None or force:
+        return None
+    if previous.get("identity") == identity:
+        return previous
+    old = previous.get("identity", {}).get("config", {})
+    diff = sorted(k for k in identity["config"] if old.get(k) != identity["config"][k])
+    what = f"config ({', '.join(diff)} differ)" if diff else "inputs or index directory"
+    raise FileExistsError(f"{out} holds a completed dedup run with a different {what}; use --force to replace it")
+
+
 def kept_path(out: Path, shard_stem: str) -> Path:
     return out / KEPT_DIR / f"{shard_stem}.parquet"
 

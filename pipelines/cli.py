@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from dedup.config import COMPRESSIONS, INDEX_BACKENDS, DedupConfig
@@ -69,8 +70,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="Parquet/JSONL files, directories or globs")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--config", type=Path, help="YAML file with a 'dedup:' section")
-    p.add_argument("--threads", type=int, help="threads for sketching and bands (default: all cores)")
-    p.add_argument("--force", action="store_true", help="replace a completed run in --out")
+    p.add_argument("--threads", type=int, help="fused engine: threads for sketching and bands (default: all cores)")
+    p.add_argument("--force", action="store_true", help="redo a completed run in --out (same config: no-op without it)")
+    g = p.add_argument_group("execution (see README: Running on a cluster)")
+    g.add_argument("--engine", choices=("auto", "fused", "staged"), default="auto",
+                   help="fused: one process; staged: three Dask stages; auto (default): staged when "
+                        "--workers/--scheduler/--index-dir is given or the inputs exceed 1 GB")
+    g.add_argument("--workers", type=int, help="staged: worker processes of the local cluster (default: cores)")
+    g.add_argument("--threads-per-worker", type=int, default=1, help="staged: tasks per worker at once (1)")
+    g.add_argument("--scheduler", help="staged: an existing Dask scheduler (tcp://host:port or a scheduler JSON file)")
+    g.add_argument("--index-dir", type=Path, help="staged: load the index kept by earlier runs, and keep this run's")
     p.add_argument("--quiet", action="store_true", help="no progress line or summary")
     _add_dedup_options(p)
 
@@ -96,12 +105,40 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+AUTO_STAGED_BYTES = 1 << 30
+
+
+def choose_engine(args: argparse.Namespace) -> str:
+    """``auto``: staged if any cluster option is given or the inputs exceed 1 GB."""
+    if args.engine != "auto":
+        return args.engine
+    if args.workers or args.scheduler or args.index_dir:
+        return "staged"
+    from dedup.shards import discover
+
+    total = sum(s.path.stat().st_size for s in discover(args.inputs, exclude=args.out))
+    return "staged" if total >= AUTO_STAGED_BYTES else "fused"
+
+
 def _cmd_dedup(args: argparse.Namespace) -> int:
     from dedup.engine import dedup_files
 
     from .progress import ProgressLine
 
     config = dedup_config_from_args(args)
+    engine = choose_engine(args)
+    if engine == "fused" and args.index_dir:
+        raise ConfigError("--index-dir needs the staged engine (--engine staged)")
+    if engine == "staged":
+        from .staged import run_staged
+
+        log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+        manifest = run_staged(args.inputs, args.out, config, workers=args.workers,
+                              threads_per_worker=args.threads_per_worker, scheduler=args.scheduler,
+                              index_dir=args.index_dir, force=args.force, log=log)
+        if not args.quiet:
+            _print_summary(manifest, args.out)
+        return 0
     bar = None if args.quiet else ProgressLine("dedup")
     last: dict = {}
 
@@ -110,7 +147,10 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
         if bar is not None:
             bar(state)
 
+    t0 = time.time()
     manifest = dedup_files(args.inputs, args.out, config, threads=args.threads, force=args.force, progress=progress)
+    if manifest.get("created_unix", t0) < t0 and not args.quiet:
+        print(f"{args.out}: already complete for these inputs and config (use --force to redo)", file=sys.stderr)
     if bar is not None:
         bar.close(last or None)
     if not args.quiet:

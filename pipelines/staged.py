@@ -27,9 +27,9 @@ from dedup import layout
 from dedup import stages as st
 from dedup.config import DedupConfig
 from dedup.engine import OutputExistsError, validate_shards
-from dedup.params import bloom_size, per_band_fp, plan_index
+from dedup.params import optimal_param, per_band_fp, plan_index
 from dedup.scalable import FilterStack
-from dedup.shards import InputError, Shard, discover
+from dedup.shards import Shard, discover
 
 Log = Callable[[str], None]
 
@@ -68,15 +68,6 @@ def dask_client(workers: int | None = None, threads_per_worker: int = 1, schedul
         client.close()
         if cluster is not None:
             cluster.close()
-
-
-def _identity(config: DedupConfig, shards: list[Shard], index_dir: Path | None) -> dict:
-    return {
-        "config": config.decision_dict(),
-        "inputs": [{"shard": s.name, "path": str(s.path), "bytes": s.path.stat().st_size,
-                    "mtime_ns": s.path.stat().st_mtime_ns} for s in shards],
-        "index_dir": str(index_dir) if index_dir else None,
-    }
 
 
 def _run_stage(client, label: str, fn, items: list, log: Log) -> list:
@@ -177,18 +168,18 @@ def run_staged(
     index_dir = Path(index_dir).resolve() if index_dir else None
     shards = discover(list(inputs), exclude=out)
     validate_shards(shards, config)
-    bands, rows = (config.bands, config.rows) if config.bands else plan_index(config.threshold, config.num_perm, 1).bands_rows()
+    bands, rows = (config.bands, config.rows) if config.bands else optimal_param(config.threshold, config.num_perm)
     if index_dir:
         load_index_meta(index_dir, config, bands, rows)
-    identity = _identity(config, shards, index_dir)
+    identity = layout.run_identity(config.decision_dict(), shards, index_dir)
     work = st.work_dir(out)
-    previous = layout.read_manifest(out)
+    try:
+        previous = layout.check_completed(out, identity, force)
+    except FileExistsError as e:
+        raise OutputExistsError(str(e)) from None
     if previous is not None:
-        if previous.get("identity") == identity and not force:
-            log(f"{out}: already complete for these inputs and config (use --force to redo)")
-            return previous
-        if not force:
-            raise OutputExistsError(f"{out} holds a completed run with a different config or inputs; use --force to replace it")
+        log(f"{out}: already complete for these inputs and config (use --force to redo)")
+        return previous
     run_file = work / "run.json"
     if run_file.exists() and not force:
         recorded = json.loads(run_file.read_text(encoding="utf-8"))

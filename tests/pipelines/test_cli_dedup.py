@@ -537,8 +537,14 @@ def test_rerun_needs_force(work: Path):
     before = (out / "manifest.json").read_bytes()
     assert files_under(out) == ["kept/a.parquet", "kept/b.parquet", "manifest.json", "removed.parquet"]
 
-    r = dedup([a, b], out, ok=False)
-    assert_one_error_line(r, str(out), "--force")
+    # the same command again: a no-op that says so
+    r = dedup([a, b], out)
+    assert "already complete" in r.stdout + r.stderr
+    assert (out / "manifest.json").read_bytes() == before
+
+    # another config into the completed OUT: an error naming what differs
+    r = dedup([a, b], out, "--threshold", "0.7", ok=False)
+    assert_one_error_line(r, str(out), "threshold", "--force")
     assert (out / "manifest.json").read_bytes() == before
 
     # --force whose inputs fail their checks leaves the completed run as it was
