@@ -41,10 +41,18 @@ class InputError(ValueError):
 
     def __init__(self, path: str | os.PathLike, message: str, *, row: int | None = None, line: int | None = None):
         self.path = str(path)
+        self.message = message
         self.row = row
         self.line = line
         where = f"line {line}: " if line is not None else f"row {row}: " if row is not None else ""
         super().__init__(f"{self.path}: {where}{message}")
+
+    def __reduce__(self):  # survives pickling (errors raised on Dask workers)
+        return _rebuild_input_error, (self.path, self.message, self.row, self.line)
+
+
+def _rebuild_input_error(path, message, row, line) -> "InputError":
+    return InputError(path, message, row=row, line=line)
 
 
 @dataclass(frozen=True)

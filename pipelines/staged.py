@@ -9,6 +9,12 @@ so a half-done task leaves nothing that a retry or a resume could mistake for ou
 The run is identified by its decision config, its input files (names, sizes, mtimes) and
 its index directory; ``WORK/run.json`` records that identity. Resuming needs the same
 identity; a different one is an error unless ``force``.
+
+Fault injection, for tests of exactly these claims (never set in normal use):
+``MEMDEDUP_KILL_AT=STAGE:N`` SIGKILLs the whole process group of the run once N tasks of
+STAGE (sketch, band, write) have completed, or ``finalize:0`` just before the removed-rows
+table and manifest are written; ``MEMDEDUP_KILL_WORKER_ONCE=PATH`` makes the first task
+that creates PATH SIGKILL its own worker process.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -70,20 +77,46 @@ def dask_client(workers: int | None = None, threads_per_worker: int = 1, schedul
             cluster.close()
 
 
+def _kill_point(label: str, done: int) -> None:
+    """Fault injection: SIGKILL this run's process group at ``MEMDEDUP_KILL_AT``."""
+    if os.environ.get("MEMDEDUP_KILL_AT") == f"{label}:{done}":
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+def _task(fn, *args):
+    """What a worker runs: the stage function (after the worker-kill fault injection)."""
+    marker = os.environ.get("MEMDEDUP_KILL_WORKER_ONCE")
+    if marker:
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            os.kill(os.getpid(), signal.SIGKILL)
+        except FileExistsError:
+            pass
+    return fn(*args)
+
+
 def _run_stage(client, label: str, fn, items: list, log: Log) -> list:
-    """Map ``fn`` over ``items`` on the cluster; log progress; results in item order."""
+    """Map ``fn`` over ``items`` on the cluster; log progress; results in item order.
+
+    A task that raises is retried twice; one whose worker dies is rescheduled by the
+    scheduler (up to ``distributed.scheduler.allowed-failures`` times).
+    """
     from distributed import as_completed
 
     if not items:
         return []
-    t0 = time.perf_counter()
-    futures = [client.submit(fn, *args, key=f"{label}-{i}-{time.time_ns()}", pure=False, retries=2)
+    t0 = last = time.perf_counter()
+    futures = [client.submit(_task, fn, *args, key=f"{label}-{i}-{time.time_ns()}", pure=False, retries=2)
                for i, args in enumerate(items)]
     done = 0
-    for _ in as_completed(futures):
+    for fut in as_completed(futures):
+        fut.result()  # raise a task's error here, naming its input
         done += 1
-        if done == len(futures) or time.perf_counter() - t0 > 2:
-            log(f"{label}: {done}/{len(futures)} tasks ({time.perf_counter() - t0:.1f} s)")
+        _kill_point(label, done)
+        now = time.perf_counter()
+        if done == len(futures) or now - last > 2:
+            last = now
+            log(f"{label}: {done}/{len(futures)} tasks ({now - t0:.1f} s)")
     return client.gather(futures)
 
 
@@ -232,6 +265,7 @@ def run_staged(
         _run_stage(c, "write", st.write_shard, todo_w, log)
         timings["write"] = time.perf_counter() - t0
 
+    _kill_point("finalize", 0)
     written = [st.read_done(st.removed_part_path(work, s)) for s in shards]
     for s, info, rec in zip(shards, infos, written):
         if rec["kept"] + rec["exact"] + rec["near"] != info["rows"]:

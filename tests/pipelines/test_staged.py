@@ -1,0 +1,204 @@
+"""Staged dedup on real ``distributed`` clusters (worker processes): same decisions as the
+fused engine whatever the number of workers or shards, resume after SIGKILL, a worker
+killed mid-task, completed runs as no-ops, and the incremental index."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dedup import DedupConfig, dedup_files
+from dedup.engine import OutputExistsError
+from dedup.scalable import FilterStack
+from dedup.synthetic import generate_corpus, write_shards
+from pipelines.staged import IndexMismatchError, run_staged
+
+ROOT = Path(__file__).resolve().parents[2]
+N_DOCS = 1500
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[pa.Table, Path]:
+    d = tmp_path_factory.mktemp("staged")
+    table = generate_corpus(N_DOCS, mean_bytes=400, exact_frac=0.08, near_frac=0.15, seed=11)
+    write_shards(table, d / "in6", 6)
+    write_shards(table, d / "in2", 2)
+    return table, d
+
+
+@pytest.fixture(scope="module")
+def fused(corpus) -> Path:
+    _, d = corpus
+    dedup_files([d / "in6"], d / "fused", DedupConfig(), threads=1)
+    return d / "fused"
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as c:
+        yield c
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    """Every output file's bytes (removed.parquet and kept shards)."""
+    files = [out / "removed.parquet", *sorted((out / "kept").glob("*.parquet"))]
+    return {str(p.relative_to(out)): p.read_bytes() for p in files}
+
+
+def same_tables(a: Path, b: Path) -> None:
+    assert pq.read_table(a / "removed.parquet").equals(pq.read_table(b / "removed.parquet"))
+    ka, kb = sorted((a / "kept").glob("*.parquet")), sorted((b / "kept").glob("*.parquet"))
+    assert [p.name for p in ka] == [p.name for p in kb]
+    for x, y in zip(ka, kb):
+        assert pq.read_table(x).equals(pq.read_table(y))
+
+
+def test_staged_equals_fused_for_1_2_and_4_workers(corpus, fused):
+    _, d = corpus
+    runs = {}
+    for workers in (1, 2, 4):
+        out = d / f"staged-w{workers}"
+        m = run_staged([d / "in6"], out, DedupConfig(), workers=workers, log=quiet)
+        assert m["engine"] == "staged" and m["totals"]["rows"] == N_DOCS
+        runs[workers] = outputs(out)
+        same_tables(out, fused)
+    assert runs[1] == runs[2] == runs[4]  # byte-identical
+    removed = pq.read_table(fused / "removed.parquet")
+    assert set(removed.column("reason").to_pylist()) == {"exact", "near"}
+
+
+def test_same_rows_in_fewer_files_same_decisions(corpus, client, fused):
+    _, d = corpus
+    m = run_staged([d / "in2"], d / "staged-2files", DedupConfig(), client=client, log=quiet)
+    a = pq.read_table(d / "staged-2files" / "removed.parquet").select(["id", "reason", "band"])
+    b = pq.read_table(fused / "removed.parquet").select(["id", "reason", "band"])
+    assert a.equals(b)
+    assert m["totals"]["shards"] == 2
+
+
+def test_completed_run_is_a_noop_and_other_config_is_an_error(corpus, client):
+    _, d = corpus
+    out = d / "noop"
+    first = run_staged([d / "in6"], out, DedupConfig(), client=client, log=quiet)
+    before = outputs(out)
+    messages: list[str] = []
+    again = run_staged([d / "in6"], out, DedupConfig(), client=client, log=messages.append)
+    assert again == first and outputs(out) == before
+    assert any("already complete" in m for m in messages)
+    with pytest.raises(OutputExistsError, match="threshold"):
+        run_staged([d / "in6"], out, DedupConfig(threshold=0.7), client=client, log=quiet)
+    redone = run_staged([d / "in6"], out, DedupConfig(threshold=0.7), client=client, force=True, log=quiet)
+    assert redone["config"]["threshold"] == 0.7
+
+
+def _cli(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "dedup", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, **(env or {})}, start_new_session=True,
+    )
+
+
+@pytest.mark.parametrize("kill_at", ["sketch:2", "band:4", "write:3", "finalize:0"])
+def test_resume_after_sigkill_gives_identical_outputs(corpus, kill_at, tmp_path):
+    _, d = corpus
+    reference = d / "staged-w2"
+    if not (reference / "manifest.json").exists():
+        run_staged([d / "in6"], reference, DedupConfig(), workers=2, log=quiet)
+    out = tmp_path / "out"
+    args = [str(d / "in6"), "--out", str(out), "--engine", "staged", "--workers", "2", "--quiet"]
+    killed = _cli(args, {"MEMDEDUP_KILL_AT": kill_at})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (out / "manifest.json").exists()
+    resumed = _cli(args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert outputs(out) == outputs(reference)
+    assert not list(out.rglob(".*.tmp-*"))
+
+
+def test_worker_killed_during_a_task(corpus, tmp_path, fused):
+    _, d = corpus
+    marker = tmp_path / "killed-once"
+    out = tmp_path / "out"
+    r = _cli([str(d / "in6"), "--out", str(out), "--engine", "staged", "--workers", "2", "--quiet"],
+             {"MEMDEDUP_KILL_WORKER_ONCE": str(marker)})
+    assert r.returncode == 0, r.stderr
+    assert marker.exists()  # a worker process really died inside a task
+    same_tables(out, fused)
+
+
+def test_incremental_index_matches_one_combined_run(tmp_path, client):
+    table = generate_corpus(1200, mean_bytes=400, exact_frac=0.08, near_frac=0.15, seed=21)
+    write_shards(table.slice(0, 600), tmp_path / "batch1", 2)
+    write_shards(table.slice(600), tmp_path / "batch2", 2)
+    write_shards(table, tmp_path / "all", 4)
+    index = tmp_path / "index"
+    m1 = run_staged([tmp_path / "batch1"], tmp_path / "o1", DedupConfig(), client=client, index_dir=index, log=quiet)
+    m2 = run_staged([tmp_path / "batch2"], tmp_path / "o2", DedupConfig(), client=client, index_dir=index, log=quiet)
+    run_staged([tmp_path / "all"], tmp_path / "oall", DedupConfig(), client=client, log=quiet)
+    both = pq.read_table(tmp_path / "oall" / "removed.parquet").to_pydict()
+    batch2_ids = set(table.slice(600).column("id").to_pylist())
+    want = {(i, r) for i, r in zip(both["id"], both["reason"]) if i in batch2_ids}
+    got2 = pq.read_table(tmp_path / "o2" / "removed.parquet").to_pydict()
+    assert {(i, r) for i, r in zip(got2["id"], got2["reason"])} == want
+    assert want  # batch 2 holds duplicates of batch 1 rows, found through the index
+    assert m2["index"]["index_dir"]["documents"] == 1200
+    assert m1["index"]["index_dir"]["documents"] == 600
+    assert m2["index"]["predicted_fp"] <= 1e-5
+    with pytest.raises(IndexMismatchError, match="threshold"):
+        run_staged([tmp_path / "batch2"], tmp_path / "o3", DedupConfig(threshold=0.7), client=client,
+                   index_dir=index, log=quiet)
+
+
+def test_existing_scheduler_by_address(corpus, client, fused, tmp_path):
+    _, d = corpus
+    run_staged([d / "in6"], tmp_path / "out", DedupConfig(), scheduler=client.scheduler.address, log=quiet)
+    same_tables(tmp_path / "out", fused)
+
+
+def test_filter_stack_grows_and_keeps_its_false_positive_budget():
+    """Generations double in capacity and halve in rate: the sum stays under the target.
+    Measured rate over Q fresh keys within 3 sigma of its binomial bound."""
+    stack = FilterStack(fp=1e-2, capacity=500, scalable=True, seed=5)
+    rng = np.random.default_rng(1)
+    keys = rng.integers(0, 2**63, 20_000, dtype=np.uint64) * np.uint64(2)
+    seen = stack.add(keys, np.ones(keys.shape[0], bool))  # distinct keys: any "seen" is a false positive
+    assert seen.mean() <= 1e-2 + 3 * np.sqrt(1e-2 / keys.shape[0])
+    assert len(stack.generations) >= 5
+    assert stack.add(keys, np.ones(keys.shape[0], bool)).all()  # no false negatives
+    assert stack.predicted_fp() <= 1e-2
+    fresh = rng.integers(0, 2**63, 200_000, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    rate = np.mean(stack.add(fresh, np.zeros(fresh.shape[0], bool)) | _contains(stack, fresh))
+    assert rate <= 1e-2 + 3 * np.sqrt(1e-2 / 200_000)
+
+
+def _contains(stack: FilterStack, keys: np.ndarray) -> np.ndarray:
+    hit = np.zeros(keys.shape[0], bool)
+    for g in stack.generations:
+        hit |= g.contains(keys)
+    return hit
+
+
+def test_filter_stack_roundtrip(tmp_path):
+    stack = FilterStack(fp=1e-3, capacity=100, scalable=True)
+    keys = np.arange(1000, dtype=np.uint64)
+    stack.add(keys, np.ones(1000, bool))
+    stack.save(tmp_path / "s")
+    back = FilterStack.load(tmp_path / "s")
+    assert len(back.generations) == len(stack.generations) and back.count == stack.count
+    assert back.add(keys, np.ones(1000, bool)).all()
