@@ -170,21 +170,29 @@ def band_pass(
     t0 = time.perf_counter()
     final = seen_path(work, band)
     final.parent.mkdir(parents=True, exist_ok=True)
-    seen = np.zeros(total_rows, dtype=np.bool_)
+    tmp = layout.tmp_path(final)
     pos = 0
     column = "exact_0" if band == EXACT_BAND else f"band_{band:02d}"
-    for shard in shards:
-        sp = sketch_path(work, shard)
-        keys = _read_column(sp, column)
-        valid = _read_column(sp, "valid")
-        mask = valid if band == EXACT_BAND else valid & (_read_column(sp, "n_shingles") > 0)
-        seen[pos : pos + keys.shape[0]] = stack.add(np.ascontiguousarray(keys, dtype=np.uint64), mask)
-        pos += keys.shape[0]
-    if pos != total_rows:
-        raise RuntimeError(f"internal error: band {band}: {pos} rows in sketches, expected {total_rows}")
-    tmp = layout.tmp_path(final)
-    np.packbits(seen, bitorder="little").tofile(tmp)
-    os.replace(tmp, final)
+    pending = np.zeros(0, dtype=np.bool_)  # bits not yet packed into a whole byte
+    try:
+        with open(tmp, "wb") as f:
+            for shard in shards:  # memory: the filter plus one shard's keys
+                sp = sketch_path(work, shard)
+                keys = _read_column(sp, column)
+                valid = _read_column(sp, "valid")
+                mask = valid if band == EXACT_BAND else valid & (_read_column(sp, "n_shingles") > 0)
+                bits = np.concatenate([pending, stack.add(np.ascontiguousarray(keys, dtype=np.uint64), mask)])
+                whole = bits.shape[0] // 8 * 8
+                f.write(np.packbits(bits[:whole], bitorder="little").tobytes())
+                pending = bits[whole:]
+                pos += keys.shape[0]
+            f.write(np.packbits(pending, bitorder="little").tobytes())
+        if pos != total_rows:
+            raise RuntimeError(f"internal error: band {band}: {pos} rows in sketches, expected {total_rows}")
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     record = {"band": band_name(band), "rows": total_rows, "seconds": time.perf_counter() - t0, **stack.describe()}
     mark_done(final, record)
     return record

@@ -142,11 +142,20 @@ def load_index_meta(index_dir: Path, config: DedupConfig, bands: int, rows: int)
     return meta
 
 
+def current_index_version(index_dir: Path) -> Path | None:
+    """The directory of the index's current version (``index.json``'s ``current``)."""
+    path = Path(index_dir) / INDEX_FILE
+    if not path.exists():
+        return None
+    return Path(index_dir) / json.loads(path.read_text(encoding="utf-8"))["current"]
+
+
 def _band_task(band, shards, work: Path, fp: float, capacity: int, scalable: bool, index_dir: str | None):
     """Stage 2 task: a fresh or loaded filter stack, the band pass, the stack saved."""
     name = st.band_name(band)
-    if index_dir and (Path(index_dir) / name / "stack.json").exists():
-        stack = FilterStack.load(Path(index_dir) / name)
+    version = current_index_version(Path(index_dir)) if index_dir else None
+    if version is not None:
+        stack = FilterStack.load(version / name)
     else:
         stack = FilterStack(fp, capacity, scalable=scalable)
     total = sum(json.loads(st.done_path(st.sketch_path(work, s)).read_text())["rows"] for s in shards)
@@ -157,22 +166,26 @@ def _band_task(band, shards, work: Path, fp: float, capacity: int, scalable: boo
 
 
 def _install_index(work: Path, index_dir: Path, names: list[str], params: dict, documents: int) -> dict:
-    """Copy this run's filter stacks into ``index_dir``; ``index.json`` is written last."""
+    """Copy this run's filter stacks into a new version directory of ``index_dir``, then
+    point ``index.json`` at it (atomically) and remove older versions. A crash at any
+    point leaves ``index.json`` naming a complete version.
+
+    Layout: ``INDEX/index.json`` (params, documents, current version, per-band summary)
+    and ``INDEX/v-NNNNNN/<band-XX|exact>/`` (:class:`dedup.scalable.FilterStack` dirs).
+    """
     index_dir.mkdir(parents=True, exist_ok=True)
+    old = current_index_version(index_dir)
+    number = int(old.name.split("-")[1]) + 1 if old is not None else 1
+    version = index_dir / f"v-{number:06d}"
+    shutil.rmtree(version, ignore_errors=True)
     for name in names:
-        dst = index_dir / name
-        staging = index_dir / f".{name}.new"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(work / "index" / name, staging)
-        old = index_dir / f".{name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if dst.exists():
-            os.replace(dst, old)
-        os.replace(staging, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    stacks = {n: FilterStack.load(index_dir / n).describe() for n in names}
-    meta = {"version": 1, "params": params, "documents": documents, "stacks": stacks}
+        shutil.copytree(work / "index" / name, version / name)
+    stacks = {n: FilterStack.load(version / n).describe() for n in names}
+    meta = {"format": 1, "params": params, "documents": documents, "current": version.name, "stacks": stacks}
     layout.write_json_atomic(index_dir / INDEX_FILE, meta)
+    for stale in index_dir.glob("v-*"):
+        if stale.name != version.name:
+            shutil.rmtree(stale, ignore_errors=True)
     return meta
 
 
@@ -197,6 +210,8 @@ def run_staged(
     interrupted one resumes.
     """
     t_start = time.perf_counter()
+    if config.index != "lshbloom":
+        raise ValueError(f"the staged engine uses LSHBloom filters; --index {config.index} needs --engine fused")
     out = Path(out)
     index_dir = Path(index_dir).resolve() if index_dir else None
     shards = discover(list(inputs), exclude=out)
@@ -247,7 +262,7 @@ def run_staged(
         todo_b = [b for b in names if st.read_done(st.seen_path(work, b)) is None]
         _run_stage(
             c, "band", _band_task,
-            [(b, shards, work, config.exact_fp if b == st.EXACT_BAND else band_fp, max(total, 1), scalable,
+            [(b, shards, work, config.exact_fp if b == st.EXACT_BAND else band_fp, config.capacity or max(total, 1), scalable,
               str(index_dir) if index_dir else None) for b in todo_b],
             log,
         )

@@ -202,3 +202,9 @@ def test_filter_stack_roundtrip(tmp_path):
     back = FilterStack.load(tmp_path / "s")
     assert len(back.generations) == len(stack.generations) and back.count == stack.count
     assert back.add(keys, np.ones(1000, bool)).all()
+
+
+def test_staged_refuses_baseline_backends(corpus, client):
+    _, d = corpus
+    with pytest.raises(ValueError, match="--engine fused"):
+        run_staged([d / "in6"], d / "nope", DedupConfig(index="lsh"), client=client, log=quiet)
