@@ -4,6 +4,7 @@ Subcommands:
   dedup     deduplicate Parquet/JSONL shards (exact + near duplicates)
   params    show the banding, Bloom sizes and S-curve a dedup run would use
   generate  write a synthetic corpus with planted duplicates (no network needed)
+  audit     measure what a causal LM memorized (extraction, membership, duplicates)
   demo      the default offline run: generate a corpus, deduplicate it, summarise
 """
 
@@ -82,6 +83,27 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--index-dir", type=Path, help="staged: load the index kept by earlier runs, and keep this run's")
     p.add_argument("--quiet", action="store_true", help="no progress line or summary")
     _add_dedup_options(p)
+
+    p = sub.add_parser("audit", help="measure what a causal LM memorized")
+    p.add_argument("--model", required=True, type=Path, help="local Hugging Face model directory")
+    p.add_argument("--corpus", required=True, nargs="+", help="corpus shards (files, directories or globs)")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--config", type=Path, help="YAML file with an 'audit:' section")
+    p.add_argument("--dedup-dir", type=Path, help="dedup output of this corpus (removed rows, config)")
+    p.add_argument("--members", type=Path, help="ids of documents the model was trained on (text or Parquet)")
+    p.add_argument("--reference", type=Path, help="reference model directory (same tokenizer)")
+    p.add_argument("--sequences", type=Path, help="Parquet with a 'tokens' column: audit these instead of sampling")
+    g = p.add_argument_group("audit options (override --config; defaults in parentheses)")
+    g.add_argument("-n", "--n-sequences", dest="n_sequences", type=int, help="sequences to sample (1000)")
+    g.add_argument("--prompt-len", type=int, help="prompt tokens P (32)")
+    g.add_argument("--cont-len", type=int, help="continuation tokens C (32)")
+    g.add_argument("--offset", choices=("start", "random"), help="where sequences start (start)")
+    g.add_argument("--seed", type=int, help="sampling seed (0)")
+    g.add_argument("--generate", action="store_const", const=True, help="also run greedy generation (Pythia score)")
+    g.add_argument("--k", type=float, help="Min-K%% fraction (0.2)")
+    g.add_argument("--batch-size", type=int, help="sequences per forward pass (32)")
+    g.add_argument("--n-boot", type=int, help="bootstrap resamples for AUC intervals (1000)")
+    g.add_argument("--count-tokens", action="store_const", const=True, help="tokenize the corpus for token retention")
 
     p = sub.add_parser("params", help="show banding, filter sizes and the S-curve")
     p.add_argument("--docs", type=int, default=1_000_000, help="number of documents (1e6)")
@@ -178,6 +200,34 @@ def _print_summary(m: dict, out: Path) -> None:
     print(f"outputs: {out}/kept/, {out}/removed.parquet, {out}/manifest.json")
 
 
+_AUDIT_FIELDS = ("n_sequences", "prompt_len", "cont_len", "offset", "seed", "generate", "k", "batch_size", "n_boot",
+                 "count_tokens")
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from audit.config import AuditConfig
+    from audit.run import run_audit
+
+    file_values, source = {}, "<command line>"
+    if args.config:
+        source = str(args.config)
+        file_values = section(load_yaml(args.config), "audit", source)
+    config = build(AuditConfig, "audit", file_values, {k: getattr(args, k) for k in _AUDIT_FIELDS}, source)
+    summary = run_audit(args.model, args.corpus, args.out, config, dedup_dir=args.dedup_dir, members=args.members,
+                        reference=args.reference, sequences=args.sequences,
+                        log=lambda m: print(m, file=sys.stderr, flush=True))
+    ex = summary["extractable"]
+    print(f"{summary['sequences']['n']} sequences: {ex['k']} extractable ({100 * ex['rate']:.1f}%, "
+          f"95% CI {100 * ex['lower']:.1f}-{100 * ex['upper']:.1f}%)")
+    for row in summary.get("extractable_by_duplicates", []):
+        print(f"  duplicates {row['group']:>7}: {row['k']}/{row['n']} extractable ({100 * row['rate']:.1f}%)")
+    if "membership" in summary:
+        aucs = ", ".join(f"{k} {v['roc_auc']:.3f}" for k, v in summary["membership"]["scores"].items())
+        print(f"  membership ROC-AUC: {aucs}")
+    print(f"outputs: {args.out}/per_sequence.parquet, {args.out}/summary.json, {args.out}/manifest.json")
+    return 0
+
+
 def _cmd_params(args: argparse.Namespace) -> int:
     from dedup.params import plan_index
 
@@ -221,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     from dedup.shards import InputError
 
     args = _parser().parse_args(argv)
-    handlers = {"dedup": _cmd_dedup, "params": _cmd_params, "generate": _cmd_generate, "demo": _cmd_demo}
+    handlers = {"dedup": _cmd_dedup, "audit": _cmd_audit, "params": _cmd_params, "generate": _cmd_generate,
+                "demo": _cmd_demo}
     try:
         return handlers[args.command](args)
     except (InputError, ConfigError, OutputExistsError) as e:

@@ -1,0 +1,96 @@
+"""How many corpus documents are near duplicates of each sampled document.
+
+"Near duplicate" is dedup's own notion, with the same shingling and parameters: two
+documents share at least one LSH band key (so exact duplicates count too, and a document
+counts itself: a unique document has count 1). The sampled documents' band keys go into a
+small index (a dict per band); the corpus is then streamed once, batch by batch, through
+the same sketcher, so memory follows the sample, not the corpus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dedup.arrow import string_array
+from dedup.config import DedupConfig
+from dedup.params import optimal_param
+from dedup.shards import Shard, ShardReader
+from dedup.sketch import Sketcher
+
+
+@dataclass
+class DuplicateInfo:
+    """Per sampled document.
+
+    Attributes:
+        count: int64 (n,), corpus documents sharing a band key with it (itself included).
+        removed_duplicate: bool (n,), one of those documents (other than its own row) is in
+            the dedup output's removed rows.
+    """
+
+    count: np.ndarray
+    removed_duplicate: np.ndarray
+
+
+def duplicate_counts(
+    doc_texts: list[str],
+    own: list[tuple[str, int]],
+    shards: list[Shard],
+    config: DedupConfig,
+    removed: set[tuple[str, int]] | None = None,
+) -> DuplicateInfo:
+    """Count each sampled document's near duplicates in the corpus.
+
+    Args:
+        doc_texts: the sampled documents' texts.
+        own: (shard name, row) of each sampled document (so its own row is recognised).
+        shards: the corpus, in canonical order.
+        config: dedup's configuration (shingling, scheme, banding).
+        removed: (shard name, row) of rows dedup removed, if known.
+    """
+    bands, rows = (config.bands, config.rows) if config.bands else optimal_param(config.threshold, config.num_perm)
+    sketcher = Sketcher(config, bands, rows)
+    sk = sketcher(string_array([t or "" for t in doc_texts]))
+    n = len(doc_texts)
+    usable = sk.n_shingles > 0
+    index: list[dict[int, list[int]]] = [{} for _ in range(bands)]
+    for i in np.flatnonzero(usable):
+        for j in range(bands):
+            index[j].setdefault(int(sk.band_keys[i, j]), []).append(int(i))
+    sorted_keys = [np.array(sorted(index[j]), dtype=np.uint64) for j in range(bands)]
+    matches: list[set[tuple[str, int]]] = [set() for _ in range(n)]
+    for shard in shards:
+        reader = ShardReader(shard, config.text_column, config.id_column, False, config.batch_rows)
+        start = 0
+        for batch in reader.batches():
+            csk = sketcher(reader.text(batch))
+            has = csk.n_shingles > 0
+            for j in range(bands):
+                hit = np.flatnonzero(has & np.isin(csk.band_keys[:, j], sorted_keys[j]))
+                for r in hit.tolist():
+                    for i in index[j][int(csk.band_keys[r, j])]:
+                        matches[i].add((shard.name, start + r))
+            start += batch.num_rows
+    removed = removed or set()
+    count = np.array([len(m) for m in matches], dtype=np.int64)
+    removed_dup = np.array([any(x in removed for x in m if x != own[i]) for i, m in enumerate(matches)], dtype=bool)
+    return DuplicateInfo(count, removed_dup)
+
+
+def dedup_status(own: list[tuple[str, int]], info: DuplicateInfo, removed: set[tuple[str, int]]) -> list[str]:
+    """``removed`` (dedup removed this document), ``kept`` (kept, and it has duplicates in
+    the corpus) or ``unique`` (no other document shares a band with it)."""
+    out = []
+    for i, key in enumerate(own):
+        if key in removed:
+            out.append("removed")
+        elif info.count[i] > 1:
+            out.append("kept")
+        else:
+            out.append("unique")
+    return out
+
+
+__all__ = ["DuplicateInfo", "duplicate_counts", "dedup_status"]

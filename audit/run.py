@@ -1,0 +1,259 @@
+"""One audit of one model (or checkpoint): sample, score, join with dedup, aggregate, write.
+
+Outputs (``OUT/``): ``per_sequence.parquet`` (one row per sequence: provenance, prompt,
+truth, extraction verdicts, membership scores, duplicate count and dedup status),
+``summary.json`` (rates with binomial intervals, membership ROC-AUCs, retention) and
+``manifest.json``, written last and atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dedup import layout
+from dedup.config import DedupConfig
+from dedup.shards import InputError, discover
+
+from . import metrics
+from .config import AuditConfig
+from .duplicates import dedup_status, duplicate_counts
+from .sampling import Sequences, sample_sequences, sequences_from_file
+
+PER_SEQUENCE = "per_sequence.parquet"
+SUMMARY = "summary.json"
+SCORES = ("loss", "zlib", "min_k", "min_k_plus_plus", "reference")
+
+
+def _dedup_context(dedup_dir: Path | None) -> tuple[DedupConfig, set[tuple[str, int]], dict | None]:
+    """Dedup's config, removed rows and manifest, from a dedup output directory."""
+    if dedup_dir is None:
+        return DedupConfig(), set(), None
+    manifest = layout.read_manifest(Path(dedup_dir))
+    if manifest is None:
+        raise InputError(dedup_dir, "not a completed dedup output (no manifest.json)")
+    cfg = {k: v for k, v in manifest["config"].items() if k in DedupConfig.field_names()}
+    removed = pq.read_table(layout.removed_path(Path(dedup_dir)), columns=["shard", "row"]).to_pydict()
+    return DedupConfig(**cfg), set(zip(removed["shard"], removed["row"])), manifest
+
+
+def _members(path: Path | None) -> set[str] | None:
+    """Training-set document ids: a text file (one id per line) or Parquet with ``id``."""
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "members file does not exist")
+    if path.suffix == ".parquet":
+        table = pq.read_table(path)
+        col = "id" if "id" in table.column_names else "document_id" if "document_id" in table.column_names else None
+        if col is None:
+            raise InputError(path, f"no 'id' or 'document_id' column; columns are {table.column_names}")
+        return {str(x) for x in table.column(col).to_pylist()}
+    return {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+
+
+def run_audit(
+    model_dir: str | os.PathLike,
+    corpus: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    config: AuditConfig = AuditConfig(),
+    *,
+    dedup_dir: str | os.PathLike | None = None,
+    members: str | os.PathLike | None = None,
+    reference: str | os.PathLike | None = None,
+    sequences: str | os.PathLike | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Audit one model; return the summary (also written to ``out``)."""
+    from .lm import ModelError, load_causal_lm
+
+    t_start = time.perf_counter()
+    out = Path(out)
+    shards = discover(list(corpus), exclude=out)
+    dedup_cfg, removed, dedup_manifest = _dedup_context(Path(dedup_dir) if dedup_dir else None)
+    member_ids = _members(Path(members) if members else None)
+    lm = load_causal_lm(model_dir)
+    ref = None
+    if reference is not None:
+        ref = load_causal_lm(reference)
+        if ref.vocab_fingerprint() != lm.vocab_fingerprint():
+            raise ModelError(f"{reference}: its tokenizer differs from {model_dir}'s; a reference model must share the tokenizer")
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    P, C = config.prompt_len, config.cont_len
+    if sequences is not None:
+        seqs = sequences_from_file(sequences, P, C)
+    else:
+        seqs = sample_sequences(shards, lm.encode, config.n_sequences, P, C, config.seed, config.offset,
+                                config.text_column, config.id_column)
+    if len(seqs) == 0:
+        raise InputError(sequences or shards[0].path,
+                         f"no sequence of at least {P + C} tokens ({seqs.skipped_short} shorter ones skipped)")
+    timings["sample"] = time.perf_counter() - t0
+    log(f"audit: {len(seqs)} sequences of {P}+{C} tokens ({seqs.skipped_short} documents too short, skipped)")
+
+    t0 = time.perf_counter()
+    stats = lm.score(seqs.tokens, config.batch_size)
+    exact, leading = metrics.extraction(stats.greedy_match, P, C)
+    timings["score"] = time.perf_counter() - t0
+    generated = pythia = None
+    if config.generate:
+        t0 = time.perf_counter()
+        generated = lm.generate_greedy(seqs.tokens[:, :P], C, config.batch_size)
+        pythia = metrics.pythia_score(generated, seqs.tokens[:, P:])
+        timings["generate"] = time.perf_counter() - t0
+    texts = [lm.decode(t).encode("utf-8") for t in seqs.tokens]
+    scores = {
+        "loss": metrics.score_loss(stats.logprob),
+        "zlib": metrics.score_zlib(stats.logprob, texts),
+        "min_k": metrics.score_min_k(stats.logprob, config.k),
+        "min_k_plus_plus": metrics.score_min_k_plus_plus(stats.logprob, stats.mu, stats.sigma, config.k),
+    }
+    if ref is not None:
+        scores["reference"] = metrics.score_reference(stats.logprob, ref.score(seqs.tokens, config.batch_size).logprob)
+
+    t0 = time.perf_counter()
+    own = list(zip(seqs.shard, seqs.row.tolist()))
+    if all(t is not None for t in seqs.doc_text):
+        dup = duplicate_counts(seqs.doc_text, own, shards, dedup_cfg, removed)
+        counts = dup.count
+        status = dedup_status(own, dup, removed) if dedup_dir else [None] * len(seqs)
+        buckets = [metrics.duplicate_bucket(max(int(c), 1)) for c in counts]
+    else:  # explicit token sequences without their documents
+        counts, status, buckets = np.full(len(seqs), -1), [None] * len(seqs), [None] * len(seqs)
+    timings["duplicates"] = time.perf_counter() - t0
+    member = [None if member_ids is None or d is None else str(d) in member_ids for d in seqs.doc_id]
+
+    table = _per_sequence_table(seqs, P, exact, leading, pythia, generated, stats.logprob, scores, counts, buckets,
+                                status, member)
+    tokens = None
+    if config.count_tokens and dedup_manifest is not None:
+        t0 = time.perf_counter()
+        tokens = token_retention(shards, lm.encode, removed, config.text_column, config.id_column)
+        timings["count_tokens"] = time.perf_counter() - t0
+    summary = _summary(config, lm, ref, seqs, exact, leading, pythia, scores, buckets, status, member,
+                       dedup_manifest, timings, time.perf_counter() - t_start, model_dir, tokens)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = layout.tmp_path(out / PER_SEQUENCE)
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, out / PER_SEQUENCE)
+    layout.write_json_atomic(out / SUMMARY, summary)
+    layout.write_json_atomic(layout.manifest_path(out), {
+        "stage": "audit", "created_unix": time.time(), "config": config.to_dict(),
+        "model": str(Path(model_dir).resolve()), "reference": str(reference) if reference else None,
+        "corpus": [str(s.path) for s in shards], "dedup_dir": str(dedup_dir) if dedup_dir else None,
+        "outputs": [PER_SEQUENCE, SUMMARY], "timing": timings, "versions": _versions(),
+    })
+    return summary
+
+
+def _per_sequence_table(seqs: Sequences, P, exact, leading, pythia, generated, logprob, scores, counts, buckets,
+                        status, member) -> pa.Table:
+    n = len(seqs)
+    cols = {
+        "seq_id": pa.array(np.arange(n, dtype=np.int64)),
+        "doc_id": pa.array([None if d is None else str(d) for d in seqs.doc_id], pa.string()),
+        "shard": pa.array(seqs.shard, pa.string()),
+        "row": pa.array(seqs.row),
+        "token_offset": pa.array(seqs.token_offset),
+        "prompt": pa.array(seqs.tokens[:, :P].tolist(), pa.list_(pa.int64())),
+        "truth": pa.array(seqs.tokens[:, P:].tolist(), pa.list_(pa.int64())),
+        "extractable": pa.array(exact),
+        "leading_matched": pa.array(leading),
+        "pythia_score": pa.array(pythia if pythia is not None else [None] * n, pa.float64()),
+        "generated": pa.array(generated.tolist() if generated is not None else [None] * n, pa.list_(pa.int64())),
+        "loss": pa.array(-scores["loss"]),
+        **{f"score_{k}": pa.array(v) for k, v in scores.items()},
+        "duplicate_count": pa.array(np.asarray(counts, dtype=np.int64)),
+        "duplicate_bucket": pa.array(buckets, pa.string()),
+        "dedup_status": pa.array(status, pa.string()),
+        "member": pa.array(member, pa.bool_()),
+    }
+    return pa.table(cols)
+
+
+def _rate(flags: np.ndarray) -> dict:
+    k, n = int(flags.sum()), int(flags.shape[0])
+    lo, hi = metrics.wilson_interval(k, n)
+    return {"n": n, "k": k, "rate": k / n if n else None, "lower": lo, "upper": hi}
+
+
+def token_retention(shards, encode, removed: set[tuple[str, int]], text_column: str, id_column) -> dict:
+    """Tokens in the corpus and in the rows dedup kept (one tokenizing pass over the corpus)."""
+    from dedup.shards import ShardReader
+
+    total = kept = 0
+    for shard in shards:
+        reader = ShardReader(shard, text_column, id_column, False, 8192)
+        row = 0
+        for batch in reader.batches():
+            texts = [t or "" for t in reader.text(batch).to_pylist()]
+            for i, toks in enumerate(encode(texts)):
+                total += len(toks)
+                if (shard.name, row + i) not in removed:
+                    kept += len(toks)
+            row += batch.num_rows
+    return {"tokens_total": total, "tokens_kept": kept, "tokens_kept_fraction": kept / max(total, 1)}
+
+
+def _summary(config, lm, ref, seqs, exact, leading, pythia, scores, buckets, status, member, dedup_manifest,
+             timings, wall, model_dir, token_retention=None) -> dict:
+    n = len(seqs)
+    summary: dict = {
+        "model": {"path": str(Path(model_dir).resolve()), "name": lm.name, "tokenizer_sha256": lm.vocab_fingerprint(),
+                  "device": lm.device},
+        "reference_model": str(ref.path) if ref is not None else None,
+        "config": config.to_dict(),
+        "sequences": {"n": n, "considered": seqs.considered, "skipped_short": seqs.skipped_short},
+        "extractable": _rate(exact),
+        "mean_leading_matched": float(np.mean(leading)) if n else None,
+    }
+    if pythia is not None:
+        summary["pythia_score"] = {"mean": float(np.mean(pythia)), "memorized": _rate(pythia == 1.0)}
+    if buckets[0] is not None:
+        summary["extractable_by_duplicates"] = metrics.rate_by_group(exact, buckets)
+    if status[0] is not None:
+        summary["extractable_by_dedup_status"] = metrics.rate_by_group(exact, status, ["unique", "kept", "removed"])
+    labels = np.array([m for m in member], dtype=object)
+    if all(m is not None for m in member) and 0 < sum(member) < n:
+        y = labels.astype(bool)
+        mem = {}
+        for name, s in scores.items():
+            boot = metrics.bootstrap_auc(s, y, n_boot=config.n_boot, seed=config.seed)
+            mem[name] = {
+                "roc_auc": metrics.roc_auc(s, y), "roc_auc_boot": boot, "pr_auc": metrics.pr_auc(s, y),
+                "tpr_at_1pct_fpr": metrics.tpr_at_fpr(s, y, 0.01), "tpr_at_0.1pct_fpr": metrics.tpr_at_fpr(s, y, 0.001),
+            }
+        summary["membership"] = {"members": int(y.sum()), "non_members": int((~y).sum()), "scores": mem,
+                                 "convention": "higher score = more likely a member"}
+    if dedup_manifest is not None:
+        t = dedup_manifest["totals"]
+        summary["retention"] = {"documents_total": t["rows"], "documents_kept": t["kept"],
+                                "documents_kept_fraction": t["kept"] / max(t["rows"], 1),
+                                "removed": t["removed"], **(token_retention or {})}
+    summary["timing"] = {**timings, "wall_s": wall,
+                         "sequences_per_s_scoring": n / timings["score"] if timings.get("score") else None}
+    return summary
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("memdedup", "torch", "transformers", "tokenizers", "numpy", "pyarrow"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+__all__ = ["run_audit", "PER_SEQUENCE", "SUMMARY"]

@@ -1,0 +1,153 @@
+"""Sequences to audit: sampled from corpus documents on token ids, or given explicitly.
+
+Sampling (seeded): documents are drawn uniformly without replacement from all rows of the
+corpus (canonical order: files sorted by path, rows in file order), tokenized, and kept if
+they hold at least P + C tokens; shorter ones are skipped and counted. A sequence is the
+document's first P + C tokens (``offset="start"``) or P + C tokens at a uniformly drawn
+offset (``offset="random"``). Scoring happens on these token ids, never on re-tokenized
+text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dedup.shards import InputError, Shard, ShardReader
+
+Encode = Callable[[list[str]], list[list[int]]]
+
+
+@dataclass
+class Sequences:
+    """n sequences of P + C token ids and where they come from.
+
+    Attributes:
+        tokens: int64 (n, P + C).
+        doc_id: document id per sequence (None where the corpus has no id column).
+        shard, row: the source document (shard name, 0-based row), None/-1 if unknown.
+        token_offset: int64 (n,), where the sequence starts in the document's tokens.
+        doc_text: the source document's text (for duplicate counts), None if unknown.
+        skipped_short: documents (or given sequences) shorter than P + C, skipped.
+        considered: documents (or given sequences) looked at.
+    """
+
+    tokens: np.ndarray
+    doc_id: list
+    shard: list
+    row: np.ndarray
+    token_offset: np.ndarray
+    doc_text: list = field(default_factory=list)
+    skipped_short: int = 0
+    considered: int = 0
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+
+def _rows_of(shards: list[Shard], text_column: str, id_column: str | None, wanted: dict[int, list[int]]):
+    """Yield (shard index, row, id, text) for the wanted rows of each shard."""
+    for si, rows in sorted(wanted.items()):
+        reader = ShardReader(shards[si], text_column, id_column, False, 65536)
+        rows = sorted(rows)
+        ptr, start = 0, 0
+        for batch in reader.batches():
+            end = start + batch.num_rows
+            texts = ids = None
+            while ptr < len(rows) and rows[ptr] < end:
+                if texts is None:
+                    texts = reader.text(batch).to_pylist()
+                    ids = reader.ids(batch).to_pylist()
+                r = rows[ptr]
+                yield si, r, ids[r - start], texts[r - start]
+                ptr += 1
+            start = end
+
+
+def sample_sequences(
+    shards: list[Shard],
+    encode: Encode,
+    n: int,
+    prompt_len: int,
+    cont_len: int,
+    seed: int = 0,
+    offset: str = "start",
+    text_column: str = "text",
+    id_column: str | None = "id",
+) -> Sequences:
+    """Draw up to ``n`` sequences (fewer only if the corpus has fewer long documents)."""
+    need = prompt_len + cont_len
+    counts = [ShardReader(s, text_column, id_column, False, 65536).num_rows for s in shards]
+    bounds = np.cumsum([0, *counts])
+    total = int(bounds[-1])
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(total) if total <= 20_000_000 else rng.choice(total, size=min(total, 50 * n), replace=False)
+    picked: list[tuple] = []
+    skipped = considered = 0
+    pos = 0
+    while len(picked) < n and pos < order.shape[0]:
+        chunk = order[pos : pos + max(2 * (n - len(picked)), 256)]
+        pos += chunk.shape[0]
+        shard_of = np.searchsorted(bounds, chunk, side="right") - 1
+        keys = [(int(si), int(g - bounds[si])) for si, g in zip(shard_of, chunk)]
+        wanted: dict[int, list[int]] = {}
+        for si, r in keys:
+            wanted.setdefault(si, []).append(r)
+        docs = {(si, r): (i, t) for si, r, i, t in _rows_of(shards, text_column, id_column, wanted)}
+        texts = [docs[k][1] or "" for k in keys]
+        token_lists = encode(texts)
+        for key, text, toks in zip(keys, texts, token_lists):
+            if len(picked) >= n:
+                break
+            considered += 1
+            if len(toks) < need:
+                skipped += 1
+                continue
+            off = 0 if offset == "start" else int(rng.integers(0, len(toks) - need + 1))
+            picked.append((key, docs[key][0], text, toks[off : off + need], off))
+    tokens = np.array([p[3] for p in picked], dtype=np.int64).reshape(len(picked), need)
+    return Sequences(
+        tokens=tokens,
+        doc_id=[p[1] for p in picked],
+        shard=[shards[p[0][0]].name for p in picked],
+        row=np.array([p[0][1] for p in picked], dtype=np.int64),
+        token_offset=np.array([p[4] for p in picked], dtype=np.int64),
+        doc_text=[p[2] for p in picked],
+        skipped_short=skipped,
+        considered=considered,
+    )
+
+
+def sequences_from_file(path: str | Path, prompt_len: int, cont_len: int) -> Sequences:
+    """An explicit list: a Parquet file with a ``tokens`` column (lists of token ids) and
+    optional ``id``, ``shard``, ``row``, ``token_offset`` columns. Rows shorter than P + C
+    are skipped and counted; longer ones are cut to their first P + C tokens."""
+    path = Path(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        raise InputError(path, f"unreadable sequences file: {e}") from e
+    if "tokens" not in table.column_names:
+        raise InputError(path, f"no 'tokens' column; columns are {table.column_names}")
+    need = prompt_len + cont_len
+    data = table.to_pydict()
+    keep = [i for i, t in enumerate(data["tokens"]) if t is not None and len(t) >= need]
+
+    def col(name, default):
+        return [data[name][i] for i in keep] if name in data else [default] * len(keep)
+
+    return Sequences(
+        tokens=np.array([data["tokens"][i][:need] for i in keep], dtype=np.int64).reshape(len(keep), need),
+        doc_id=col("id", None),
+        shard=col("shard", None),
+        row=np.array(col("row", -1), dtype=np.int64),
+        token_offset=np.array(col("token_offset", 0), dtype=np.int64),
+        doc_text=[None] * len(keep),
+        skipped_short=table.num_rows - len(keep),
+        considered=table.num_rows,
+    )
