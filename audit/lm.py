@@ -55,6 +55,16 @@ class CausalLM:
     def name(self) -> str:
         return self.path.name
 
+    @property
+    def max_positions(self) -> int | None:
+        """The model's context length in tokens, if its config states one."""
+        cfg = self.model.config
+        for attr in ("n_positions", "max_position_embeddings", "n_ctx", "seq_length"):
+            v = getattr(cfg, attr, None)
+            if isinstance(v, int) and v > 0:
+                return v
+        return None
+
     def vocab_fingerprint(self) -> str:
         """SHA-256 of the tokenizer's vocabulary (token -> id), to compare tokenizers."""
         vocab = self.tokenizer.get_vocab()

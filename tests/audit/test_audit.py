@@ -1,0 +1,165 @@
+"""End-to-end audit on a tiny model trained (in the test session) on planted canaries."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from audit import metrics
+from audit.config import AuditConfig
+from audit.lm import ModelError
+from audit.run import run_audit
+from dedup import DedupConfig, dedup_files
+from dedup.shards import InputError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def quiet(_m: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def audited(canary_lm, tmp_path_factory):
+    """The whole canary corpus audited (every document sampled), with generation, against
+    its dedup output; members = every document (the model saw them all)."""
+    d = tmp_path_factory.mktemp("audit")
+    dedup_files([canary_lm.corpus_dir], d / "dedup", DedupConfig(), threads=1)
+    n = canary_lm.corpus.num_rows
+    cfg = AuditConfig(n_sequences=n, generate=True, n_boot=50)
+    summary = run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], d / "out", cfg, dedup_dir=d / "dedup", log=quiet)
+    table = pq.read_table(d / "out" / "per_sequence.parquet")
+    return summary, table, d
+
+
+def test_teacher_forced_verdicts_equal_generation_for_every_sequence(audited):
+    summary, table, _ = audited
+    t = table.to_pydict()
+    assert len(t["seq_id"]) == summary["sequences"]["n"] > 800
+    for ex, lead, gen, truth, score in zip(t["extractable"], t["leading_matched"], t["generated"], t["truth"],
+                                           t["pythia_score"]):
+        assert ex == (gen == truth)
+        # the leading match count from the forward pass equals greedy decoding's own
+        first_miss = next((i for i, (a, b) in enumerate(zip(gen, truth)) if a != b), len(truth))
+        assert lead == first_miss
+        assert score == pytest.approx(np.mean(np.array(gen) == np.array(truth)))
+    assert sum(t["extractable"]) > 0  # memorized sequences are among them
+
+
+def test_duplicate_counts_equal_planted_counts(audited, canary_lm):
+    _, table, _ = audited
+    planted = dict(zip(canary_lm.corpus.column("id").to_pylist(), canary_lm.corpus.column("repeats").to_pylist()))
+    t = table.to_pydict()
+    assert all(c == planted[i] for i, c in zip(t["doc_id"], t["duplicate_count"]))
+    assert all(b == metrics.duplicate_bucket(c) for b, c in zip(t["duplicate_bucket"], t["duplicate_count"]))
+
+
+def test_extractable_rate_non_decreasing_in_duplicate_bucket(audited):
+    summary, _, _ = audited
+    rows = summary["extractable_by_duplicates"]
+    rates = [r["rate"] for r in rows]
+    assert [r["group"] for r in rows] == sorted((r["group"] for r in rows), key=metrics.bucket_order)
+    assert all(a <= b for a, b in zip(rates, rates[1:])), rates
+    assert rates[0] < 0.05 and rates[-1] > 0.9  # singletons are not extractable, 64x canaries are
+
+
+def test_dedup_status_join(audited, canary_lm):
+    summary, table, d = audited
+    removed = pq.read_table(d / "dedup" / "removed.parquet").to_pydict()
+    removed_keys = set(zip(removed["shard"], removed["row"]))
+    t = table.to_pydict()
+    for shard, row, status, count in zip(t["shard"], t["row"], t["dedup_status"], t["duplicate_count"]):
+        if (shard, row) in removed_keys:
+            assert status == "removed"
+        else:
+            assert status == ("kept" if count > 1 else "unique")
+    by_status = {r["group"]: r for r in summary["extractable_by_dedup_status"]}
+    assert set(by_status) == {"unique", "kept", "removed"}
+    assert summary["retention"]["documents_kept"] == canary_lm.corpus.num_rows - len(removed_keys)
+
+
+def test_membership_metrics_match_the_per_sequence_table(canary_lm, tmp_path):
+    """Members: half the background documents (by id), the other half non-members; the summary's
+    AUCs are recomputed from the per-sequence scores."""
+    ids = [i for i, k in zip(canary_lm.corpus.column("id").to_pylist(), canary_lm.corpus.column("kind").to_pylist())
+           if k == "background"]
+    members = tmp_path / "members.txt"
+    members.write_text("\n".join(ids[: len(ids) // 2]) + "\n")
+    summary = run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / "out",
+                        AuditConfig(n_sequences=300, seed=3, n_boot=100), members=members, log=quiet)
+    t = pq.read_table(tmp_path / "out" / "per_sequence.parquet").to_pydict()
+    y = np.array(t["member"], dtype=bool)
+    for name, m in summary["membership"]["scores"].items():
+        s = np.array(t[f"score_{name}"])
+        assert m["roc_auc"] == pytest.approx(metrics.roc_auc(s, y))
+        assert m["roc_auc_boot"]["lower"] <= m["roc_auc"] <= m["roc_auc_boot"]["upper"]
+    assert np.allclose(np.array(t["score_loss"]), -np.array(t["loss"]))
+
+
+def test_short_documents_are_skipped_and_counted(canary_lm, tmp_path):
+    summary = run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / "out",
+                        AuditConfig(n_sequences=2000, prompt_len=64, cont_len=64, n_boot=0), log=quiet)
+    s = summary["sequences"]
+    assert s["skipped_short"] > 0 and s["considered"] == s["n"] + s["skipped_short"] == canary_lm.corpus.num_rows
+
+
+def test_sequence_longer_than_the_context_is_refused(canary_lm, tmp_path):
+    with pytest.raises(ModelError, match="exceeds the model's context of 128"):
+        run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / "o",
+                  AuditConfig(prompt_len=100, cont_len=100), log=quiet)
+
+
+def test_explicit_sequences_file(canary_lm, tmp_path):
+    seqs = tmp_path / "seqs.parquet"
+    pq.write_table(pa.table({"tokens": [list(range(1, 70)), list(range(5, 20))]}), seqs)
+    summary = run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / "out",
+                        AuditConfig(n_boot=0), sequences=seqs, log=quiet)
+    assert summary["sequences"] == {"n": 1, "considered": 2, "skipped_short": 1}
+
+
+def test_bad_model_directories(canary_lm, tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        run_audit(tmp_path / "nope", [canary_lm.corpus_dir], tmp_path / "o", log=quiet)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="no config.json"):
+        run_audit(tmp_path / "empty", [canary_lm.corpus_dir], tmp_path / "o", log=quiet)
+    (tmp_path / "weird").mkdir()
+    (tmp_path / "weird" / "config.json").write_text(json.dumps({"model_type": "not-a-model"}))
+    with pytest.raises(ModelError, match="not a causal language model"):
+        run_audit(tmp_path / "weird", [canary_lm.corpus_dir], tmp_path / "o", log=quiet)
+
+
+def test_reference_model_with_another_tokenizer_is_refused(canary_lm, train_tiny_lm, tmp_path):
+    other = train_tiny_lm(["completely different words " * 20, "another text entirely " * 20] * 10,
+                          tmp_path / "other", vocab_size=300, epochs=1, n_layer=1, n_embd=32, n_head=2)
+    with pytest.raises(ModelError, match="tokenizer differs"):
+        run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / "o", reference=other, log=quiet)
+
+
+def test_reference_model_score(canary_lm, tmp_path):
+    summary = run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / "out",
+                        AuditConfig(n_sequences=40, n_boot=0), reference=canary_lm.model_dir, log=quiet)
+    t = pq.read_table(tmp_path / "out" / "per_sequence.parquet").to_pydict()
+    assert np.allclose(t["score_reference"], 0.0, atol=1e-9)  # the model against itself
+    assert summary["reference_model"]
+
+
+def test_cli_audit(canary_lm, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "audit", "--model", str(canary_lm.model_dir),
+                        "--corpus", str(canary_lm.corpus_dir), "--out", str(tmp_path / "out"), "-n", "30",
+                        "--n-boot", "0"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "extractable" in r.stdout
+    for f in ("per_sequence.parquet", "summary.json", "manifest.json"):
+        assert (tmp_path / "out" / f).exists()
+    bad = subprocess.run([sys.executable, "-m", "pipelines.cli", "audit", "--model", str(tmp_path / "missing"),
+                          "--corpus", str(canary_lm.corpus_dir), "--out", str(tmp_path / "o2")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "missing" in bad.stderr and "Traceback" not in bad.stderr
