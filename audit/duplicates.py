@@ -80,13 +80,13 @@ def duplicate_counts(
 
 
 def dedup_status(own: list[tuple[str, int]], info: DuplicateInfo, removed: set[tuple[str, int]]) -> list[str]:
-    """``removed`` (dedup removed this document), ``kept`` (kept, and it has duplicates in
-    the corpus) or ``unique`` (no other document shares a band with it)."""
+    """``removed`` (dedup removed this document), ``kept`` (dedup kept it and removed some of
+    its near duplicates) or ``unique`` (kept, and none of its duplicates was removed)."""
     out = []
     for i, key in enumerate(own):
         if key in removed:
             out.append("removed")
-        elif info.count[i] > 1:
+        elif info.removed_duplicate[i]:
             out.append("kept")
         else:
             out.append("unique")

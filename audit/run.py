@@ -94,7 +94,7 @@ def run_audit(
             raise ModelError(f"{m.path}: prompt + continuation = {P + C} tokens exceeds the model's context of "
                              f"{m.max_positions} tokens")
     if sequences is not None:
-        seqs = sequences_from_file(sequences, P, C)
+        seqs = sequences_from_file(sequences, P, C, shards, lm.encode, config.text_column, config.id_column)
     else:
         seqs = sample_sequences(shards, lm.encode, config.n_sequences, P, C, config.seed, config.offset,
                                 config.text_column, config.id_column)

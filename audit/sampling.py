@@ -123,17 +123,33 @@ def sample_sequences(
     )
 
 
-def sequences_from_file(path: str | Path, prompt_len: int, cont_len: int) -> Sequences:
-    """An explicit list: a Parquet file with a ``tokens`` column (lists of token ids) and
-    optional ``id``, ``shard``, ``row``, ``token_offset`` columns. Rows shorter than P + C
-    are skipped and counted; longer ones are cut to their first P + C tokens."""
+def sequences_from_file(
+    path: str | Path,
+    prompt_len: int,
+    cont_len: int,
+    shards: list[Shard] | None = None,
+    encode: Encode | None = None,
+    text_column: str = "text",
+    id_column: str | None = "id",
+) -> Sequences:
+    """An explicit list, as a Parquet file, either
+
+    * with a ``tokens`` column (lists of token ids) and optional ``id``, ``shard``,
+      ``row``, ``token_offset`` columns; or
+    * with ``id`` and ``token_offset`` columns: the documents of those ids are found in the
+      corpus (``shards``), tokenized, and cut at the offsets.
+
+    Rows shorter than P + C (or ids not in the corpus) are skipped and counted; longer
+    token lists are cut to their first P + C tokens."""
     path = Path(path)
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as e:
         raise InputError(path, f"unreadable sequences file: {e}") from e
     if "tokens" not in table.column_names:
-        raise InputError(path, f"no 'tokens' column; columns are {table.column_names}")
+        if {"id", "token_offset"} <= set(table.column_names) and shards is not None and encode is not None:
+            return _sequences_by_id(table, prompt_len + cont_len, shards, encode, text_column, id_column)
+        raise InputError(path, f"needs a 'tokens' column, or 'id' and 'token_offset'; columns are {table.column_names}")
     need = prompt_len + cont_len
     data = table.to_pydict()
     keep = [i for i, t in enumerate(data["tokens"]) if t is not None and len(t) >= need]
@@ -150,4 +166,32 @@ def sequences_from_file(path: str | Path, prompt_len: int, cont_len: int) -> Seq
         doc_text=[None] * len(keep),
         skipped_short=table.num_rows - len(keep),
         considered=table.num_rows,
+    )
+
+
+def _sequences_by_id(table: pa.Table, need: int, shards: list[Shard], encode: Encode, text_column: str,
+                     id_column: str | None) -> Sequences:
+    wanted = [(str(i), int(o)) for i, o in zip(table.column("id").to_pylist(), table.column("token_offset").to_pylist())]
+    ids = {i for i, _ in wanted}
+    found: dict[str, tuple[str, int, str]] = {}
+    for shard in shards:
+        reader = ShardReader(shard, text_column, id_column, True, 65536)
+        row = 0
+        for batch in reader.batches():
+            for r, (doc_id, text) in enumerate(zip(reader.ids(batch).to_pylist(), reader.text(batch).to_pylist())):
+                if doc_id in ids and doc_id not in found:
+                    found[doc_id] = (shard.name, row + r, text or "")
+            row += batch.num_rows
+    present = [(i, o) for i, o in wanted if i in found]
+    token_lists = encode([found[i][2] for i, _ in present])
+    picked = [(i, o, toks[o : o + need]) for (i, o), toks in zip(present, token_lists) if len(toks) >= o + need >= need]
+    return Sequences(
+        tokens=np.array([p[2] for p in picked], dtype=np.int64).reshape(len(picked), need),
+        doc_id=[p[0] for p in picked],
+        shard=[found[p[0]][0] for p in picked],
+        row=np.array([found[p[0]][1] for p in picked], dtype=np.int64),
+        token_offset=np.array([p[1] for p in picked], dtype=np.int64),
+        doc_text=[found[p[0]][2] for p in picked],
+        skipped_short=len(wanted) - len(picked),
+        considered=len(wanted),
     )

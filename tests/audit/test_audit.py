@@ -78,7 +78,7 @@ def test_dedup_status_join(audited, canary_lm):
     for shard, row, status, count in zip(t["shard"], t["row"], t["dedup_status"], t["duplicate_count"]):
         if (shard, row) in removed_keys:
             assert status == "removed"
-        else:
+        else:  # every planted copy after the first is removed, so kept == "has duplicates"
             assert status == ("kept" if count > 1 else "unique")
     by_status = {r["group"]: r for r in summary["extractable_by_dedup_status"]}
     assert set(by_status) == {"unique", "kept", "removed"}
@@ -122,6 +122,24 @@ def test_explicit_sequences_file(canary_lm, tmp_path):
     summary = run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / "out",
                         AuditConfig(n_boot=0), sequences=seqs, log=quiet)
     assert summary["sequences"] == {"n": 1, "considered": 2, "skipped_short": 1}
+
+
+def test_explicit_ids_and_offsets(canary_lm, tmp_path):
+    """Sequences named by document id and token offset are cut from the corpus documents."""
+    from audit.lm import load_causal_lm
+
+    corpus = canary_lm.corpus.to_pydict()
+    canary = next(i for i, k in enumerate(corpus["kind"]) if k == "canary")
+    ids = [corpus["id"][canary], corpus["id"][0], "no-such-id"]
+    seqs = tmp_path / "ids.parquet"
+    pq.write_table(pa.table({"id": ids, "token_offset": [3, 0, 0]}), seqs)
+    run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / "out", AuditConfig(n_boot=0),
+              sequences=seqs, log=quiet)
+    t = pq.read_table(tmp_path / "out" / "per_sequence.parquet").to_pydict()
+    lm = load_causal_lm(canary_lm.model_dir)
+    want = lm.encode([corpus["text"][canary]])[0][3:67]
+    assert t["doc_id"][0] == ids[0] and t["prompt"][0] + t["truth"][0] == want
+    assert t["duplicate_count"][0] == corpus["repeats"][canary]
 
 
 def test_bad_model_directories(canary_lm, tmp_path):
