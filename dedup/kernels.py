@@ -21,10 +21,11 @@ def aot() -> ModuleType | None:
     if os.environ.get("MEMDEDUP_JIT"):
         return None
     from ._kernels import aot as build
+    from ._kernels.sources import source_hash
 
     if not build.STAMP.exists():
         return None
-    if build.STAMP.read_text().strip() != build.source_hash():
+    if build.STAMP.read_text().strip() != source_hash():
         warnings.warn(
             "memdedup: the compiled kernels are older than their sources; using the JIT "
             "(rebuild with `python -m dedup._kernels.aot`)",

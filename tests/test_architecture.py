@@ -22,7 +22,7 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-KERNEL_INFRA = {"__init__.py", "aot.py"}  # cache invalidation and the AOT build script
+KERNEL_INFRA = {"__init__.py", "aot.py", "sources.py"}  # cache invalidation and the AOT build script
 
 
 def test_kernels_import_only_numpy_numba_math_and_siblings():

@@ -17,7 +17,7 @@ SCHEME_LEGACY = 2
 
 
 def _invalidate_stale_jit_cache() -> None:
-    from .aot import source_hash
+    from .sources import source_hash
 
     cache = _Path(__file__).resolve().parent / "__pycache__"
     stamp = cache / "kernels.sha256"

@@ -14,23 +14,12 @@ compiled for this CPU, like the JIT's). It needs a C compiler (gcc).
 
 from __future__ import annotations
 
-import hashlib
 import sys
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from .sources import HERE, source_hash
+
 MODULE = "_compiled"
 STAMP = HERE / f"{MODULE}.sha256"
-SOURCES = ("hashing.py", "text.py", "minhash.py", "bloom.py", "aot.py")
-
-
-def source_hash() -> str:
-    """SHA-256 over the kernel sources the extension is built from."""
-    h = hashlib.sha256()
-    for name in SOURCES:
-        h.update(name.encode())
-        h.update((HERE / name).read_bytes())
-    return h.hexdigest()
 
 
 def _signatures():

@@ -1,0 +1,192 @@
+"""Forecasting memorization: does "memorized by a first model" predict "memorized by a second"?
+
+Biderman et al. 2023 ("Emergent and Predictable Memorization in Large Language Models") ask
+whether the set of sequences a smaller model, or an earlier checkpoint, has memorized predicts
+the set the final model memorizes. The first model is the PREDICTOR, the second is the TRUTH:
+
+    ==================  ===========================  ===========================
+    first \\ second      second memorized             second not memorized
+    ==================  ===========================  ===========================
+    first memorized     TP (memorized by both)       FP (first only)
+    first not memorized FN (second only)             TN (neither)
+    ==================  ===========================  ===========================
+
+    precision = TP / (TP + FP)   of the sequences the FIRST memorized, the fraction the second
+                                 also memorized;
+    recall    = TP / (TP + FN)   of the sequences the SECOND memorized, the fraction the first
+                                 predicted;
+    predicted_positive_rate = (TP + FP) / n   the first model's memorized rate;
+    base_rate               = (TP + FN) / n   the second model's memorized rate, which is the
+                                 precision of a predictor that picks sequences at random.
+
+Pitfall (see the project notes): Pythia's analysis code calls sklearn's
+``confusion_matrix(prediction, truth)`` although sklearn's order is ``(truth, prediction)``, so its
+"TPR" (which should be recall) is really precision. Here the two ratios are written out from the
+four counts and never taken from a library's matrix; swapping ``first`` and ``second`` swaps
+precision and recall (and FP with FN). The paper's finding: high precision, low recall.
+
+Only sequences present in BOTH tables are compared, and, when ``seen_first`` / ``seen_second``
+are given, only those both models had been trained on ("compare only sequences every checkpoint
+has seen"): an earlier checkpoint cannot have memorized data it has not yet seen.
+
+Intervals are Wilson score intervals (:func:`audit.metrics.wilson_interval`); an undefined ratio
+(denominator 0) is ``None``, its count (``*_n``) is 0 and its interval is the uninformative
+(0.0, 1.0), as elsewhere in :mod:`audit`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from audit.metrics import wilson_interval
+
+__all__ = ["forecast"]
+
+
+def _bool_column(df: pd.DataFrame, column: str, table: str) -> np.ndarray:
+    """A boolean (n,) array from a bool or 0/1 column without missing values, else ValueError."""
+    if column not in df.columns:
+        raise ValueError(f"{table} table has no column {column!r} (columns: {list(df.columns)})")
+    s = df[column]
+    if s.isna().any():
+        raise ValueError(f"{table} table column {column!r} has missing values")
+    a = s.to_numpy()
+    if a.dtype == np.bool_:
+        return a
+    if a.dtype == object:
+        if all(isinstance(v, (bool, np.bool_)) for v in a):
+            return a.astype(bool)
+        raise ValueError(f"{table} table column {column!r} must be boolean or 0/1")
+    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)) or not np.isin(a, (0, 1)).all():
+        raise ValueError(f"{table} table column {column!r} must be boolean or 0/1")
+    return a.astype(bool)
+
+
+def _keyed(df: pd.DataFrame, keys: list[str], flag: str, seen: str | None, table: str) -> tuple[pd.DataFrame, int]:
+    """``df`` reduced to key columns + flag, filtered to seen rows; also the number of rows kept."""
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"{table} must be a pandas DataFrame, got {type(df).__name__}")
+    for k in keys:
+        if k not in df.columns:
+            raise ValueError(f"{table} table has no key column {k!r} (columns: {list(df.columns)})")
+    if df[keys].isna().any().any():
+        raise ValueError(f"{table} table has missing keys")
+    if df.duplicated(subset=keys).any():
+        raise ValueError(f"{table} table has duplicate keys in {keys}")
+    out = df[keys].copy()
+    out["_flag"] = _bool_column(df, flag, table)
+    if seen is not None:
+        out = out[_bool_column(df, seen, table)]
+    return out, len(out)
+
+
+def _ratio(k: int, n: int, confidence: float) -> tuple[float | None, float, float]:
+    lower, upper = wilson_interval(k, n, confidence)
+    return (k / n if n else None), lower, upper
+
+
+def forecast(
+    first: pd.DataFrame,
+    second: pd.DataFrame,
+    key: str | Sequence[str] = "seq_key",
+    flag: str = "extractable",
+    seen_first: str | None = None,
+    seen_second: str | None = None,
+    *,
+    confidence: float = 0.95,
+) -> dict:
+    """Precision and recall of "memorized by ``first``" as a predictor of "memorized by ``second``".
+
+    Confusion counts over the sequences compared (present in both tables, and seen by both models
+    when ``seen_*`` are given)::
+
+        TP = memorized by both          FP = memorized by first only
+        FN = memorized by second only   TN = memorized by neither
+
+        precision = TP / (TP + FP)      (of what the first memorized, the fraction the second
+                                         also memorized)
+        recall    = TP / (TP + FN)      (of what the second memorized, the fraction the first
+                                         predicted)
+        predicted_positive_rate = (TP + FP) / n      base_rate = (TP + FN) / n
+
+    ``first`` is the predictor (smaller model, earlier checkpoint) and ``second`` the truth
+    (larger model, final checkpoint). Swapping them swaps precision and recall. (Do not read
+    these off sklearn's ``confusion_matrix``, whose argument order is (truth, prediction).)
+
+    Args:
+        first: per-sequence table of the predicting model (e.g. an audit's ``per_sequence``).
+        second: per-sequence table of the predicted model.
+        key: column (or list of columns) identifying the same sequence in both tables; keys must be
+            unique and non-missing within each table.
+        flag: boolean (or 0/1) memorized column, in both tables (e.g. ``"extractable"``).
+        seen_first: optional boolean column of ``first``: the first model was trained on the
+            sequence. Rows where it is False are dropped.
+        seen_second: the same for ``second``.
+        confidence: confidence level of the Wilson intervals.
+
+    Returns:
+        A flat dict:
+
+        - ``n``: sequences compared; ``tp``, ``fp``, ``fn``, ``tn``: the counts above;
+        - ``precision`` (float or None), ``precision_lower``, ``precision_upper``,
+          ``precision_n`` = TP + FP (its denominator);
+        - ``recall``, ``recall_lower``, ``recall_upper``, ``recall_n`` = TP + FN;
+        - ``predicted_positive_rate`` (+ ``_lower``, ``_upper``), ``base_rate`` (+ ``_lower``,
+          ``_upper``), both None when n == 0;
+        - bookkeeping: ``n_first``, ``n_second`` (rows in the inputs), ``n_seen_first``,
+          ``n_seen_second`` (rows left after the ``seen_*`` filters), ``n_unmatched_first``,
+          ``n_unmatched_second`` (seen rows with no partner in the other table).
+
+    Raises:
+        TypeError: an input is not a DataFrame.
+        ValueError: a column is missing, keys are duplicated or missing, or a flag/seen column is
+            not boolean or has missing values.
+
+    Example:
+        >>> import pandas as pd
+        >>> a = pd.DataFrame({"seq_key": [1, 2, 3, 4], "extractable": [True, True, False, False]})
+        >>> b = pd.DataFrame({"seq_key": [1, 2, 3, 4], "extractable": [True, False, True, False]})
+        >>> r = forecast(a, b)
+        >>> (r["tp"], r["fp"], r["fn"], r["tn"], r["precision"], r["recall"])
+        (1, 1, 1, 1, 0.5, 0.5)
+    """
+    keys = [key] if isinstance(key, str) else list(key)
+    if not keys:
+        raise ValueError("key must name at least one column")
+    a, n_seen_a = _keyed(first, keys, flag, seen_first, "first")
+    b, n_seen_b = _keyed(second, keys, flag, seen_second, "second")
+    merged = a.merge(b, on=keys, how="inner", suffixes=("_first", "_second"))
+    pred = merged["_flag_first"].to_numpy(dtype=bool)
+    truth = merged["_flag_second"].to_numpy(dtype=bool)
+    n = int(pred.shape[0])
+    tp = int(np.sum(pred & truth))
+    fp = int(np.sum(pred & ~truth))
+    fn = int(np.sum(~pred & truth))
+    tn = int(np.sum(~pred & ~truth))
+    assert tp + fp + fn + tn == n
+
+    out: dict = {"n": n, "tp": tp, "fp": fp, "fn": fn, "tn": tn}
+    for name, k, d in (
+        ("precision", tp, tp + fp),
+        ("recall", tp, tp + fn),
+        ("predicted_positive_rate", tp + fp, n),
+        ("base_rate", tp + fn, n),
+    ):
+        value, lower, upper = _ratio(k, d, confidence)
+        out[name] = value
+        out[f"{name}_lower"] = lower
+        out[f"{name}_upper"] = upper
+        if name in ("precision", "recall"):
+            out[f"{name}_n"] = d
+    out.update(
+        n_first=int(len(first)),
+        n_second=int(len(second)),
+        n_seen_first=n_seen_a,
+        n_seen_second=n_seen_b,
+        n_unmatched_first=n_seen_a - n,
+        n_unmatched_second=n_seen_b - n,
+    )
+    return out

@@ -1,0 +1,344 @@
+"""Figures for the audit: each function WRITES a PNG file and returns its path.
+
+- :func:`profile_heatmap`: a causal memorisation profile (Lesci et al. 2024), treatment step x
+  checkpoint step, cells whose confidence interval covers 0 greyed out.
+- :func:`retention_curves`: recognition / recall against steps since treatment (Orhan 2024).
+- :func:`rate_by_duplicates`: the extractable rate per duplicate-count bucket with Wilson error
+  bars (the rows :func:`audit.metrics.rate_by_group` returns).
+
+Rendering uses matplotlib's non-interactive Agg backend through the object-oriented API
+(:class:`matplotlib.figure.Figure` with a :class:`~matplotlib.backends.backend_agg.FigureCanvasAgg`
+canvas). ``matplotlib.pyplot`` is never imported, so no window can open, no global backend is
+switched for the caller, and figures are not kept alive by pyplot's figure manager.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import ListedColormap, TwoSlopeNorm
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from audit.metrics import bucket_order
+
+__all__ = ["profile_heatmap", "retention_curves", "rate_by_duplicates"]
+
+DPI = 120
+COLORBAR_LABEL = "memorisation (surprisal reduction, nats)"
+MASK_COLOR = "#c8c8c8"  # cells whose interval covers 0
+BLANK_COLOR = "white"  # cells before treatment, or without an estimate
+MAX_TICKS = 16
+METRIC_LABELS = {
+    "recognition": "recognition accuracy",
+    "exact_recall": "exact recall",
+    "token_recall": "token recall",
+}
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=DPI, facecolor="white")
+    return path
+
+
+def _tick_positions(n: int, max_ticks: int = MAX_TICKS) -> np.ndarray:
+    """At most ``max_ticks`` indices in [0, n) at a constant stride, starting at 0."""
+    if n <= max_ticks:
+        return np.arange(n)
+    stride = math.ceil(n / max_ticks)
+    return np.arange(0, n, stride)
+
+
+def _step_label(v) -> str:
+    f = float(v)
+    return str(int(f)) if f.is_integer() else f"{f:g}"
+
+
+def _require_columns(df, columns: Sequence[str], what: str) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"{what} must be a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} has no columns {missing} (columns: {list(df.columns)})")
+    if len(df) == 0:
+        raise ValueError(f"{what} is empty: nothing to plot")
+
+
+# --------------------------------------------------------------------------------------------
+# Memorisation profile
+# --------------------------------------------------------------------------------------------
+
+
+def profile_heatmap(profile: pd.DataFrame, path, title: str = "") -> Path:
+    """Heatmap of a memorisation profile: treatment step (rows) x checkpoint step (columns).
+
+    Colour = ``effect`` on a diverging colormap centred at 0 (red = memorisation, i.e. surprisal
+    reduced by training on the cohort; blue = negative). Cells whose interval
+    [``lower``, ``upper``] covers 0 (or whose interval is NaN) are greyed out; cells before
+    treatment (step < treatment_step) and cells with no finite effect are left blank. Each
+    treatment step and each checkpoint is one row / column (checkpoints need not be evenly
+    spaced); with many of them, tick labels are thinned. Values are written in the cells of
+    small matrices (at most 12 x 12).
+
+    Args:
+        profile: DataFrame with columns ``treatment_step``, ``step``, ``effect``, ``lower``,
+            ``upper`` (one row per (treatment_step, step) pair).
+        path: where to write the PNG (parent folders are created).
+        title: figure title (none if empty).
+
+    Returns:
+        ``Path(path)``.
+
+    Raises:
+        ValueError: empty input, missing columns, missing steps, or duplicated
+            (treatment_step, step) pairs.
+    """
+    cols = ["treatment_step", "step", "effect", "lower", "upper"]
+    _require_columns(profile, cols, "profile")
+    df = profile[cols].copy()
+    if df[["treatment_step", "step"]].isna().any().any():
+        raise ValueError("profile has missing treatment_step or step values")
+    if df.duplicated(subset=["treatment_step", "step"]).any():
+        raise ValueError("profile has duplicated (treatment_step, step) pairs")
+    for c in ("effect", "lower", "upper"):
+        df[c] = pd.to_numeric(df[c], errors="raise").astype(np.float64)
+
+    rows = np.array(sorted(df["treatment_step"].unique()))
+    columns = np.array(sorted(df["step"].unique()))
+    effect = df.pivot(index="treatment_step", columns="step", values="effect").reindex(index=rows, columns=columns)
+    lower = df.pivot(index="treatment_step", columns="step", values="lower").reindex(index=rows, columns=columns)
+    upper = df.pivot(index="treatment_step", columns="step", values="upper").reindex(index=rows, columns=columns)
+    E, L, U = (x.to_numpy(dtype=np.float64) for x in (effect, lower, upper))
+
+    before = columns[None, :] < rows[:, None]
+    has_effect = np.isfinite(E) & ~before
+    with np.errstate(invalid="ignore"):
+        covers_zero = ~((L > 0) | (U < 0))  # NaN bounds count as covering 0 (not significant)
+    greyed = has_effect & covers_zero
+    coloured = has_effect & ~covers_zero
+
+    finite = E[has_effect]
+    vmax = float(np.max(np.abs(finite))) if finite.size else 0.0
+    if not math.isfinite(vmax) or vmax == 0.0:
+        vmax = 1.0
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-vmax, vmax=vmax)
+
+    n_r, n_c = E.shape
+    width = float(np.clip(3.2 + 0.55 * n_c, 6.0, 14.0))
+    height = float(np.clip(2.4 + 0.42 * n_r, 4.0, 10.0))
+    fig = _new_figure(width, height)
+    ax = fig.add_subplot()
+    ax.set_facecolor(BLANK_COLOR)
+    extent = (-0.5, n_c - 0.5, n_r - 0.5, -0.5)
+    grey_layer = np.ma.masked_where(~greyed, np.ones_like(E))
+    ax.imshow(grey_layer, cmap=_single_colour(MASK_COLOR), vmin=0, vmax=1, aspect="auto",
+              interpolation="nearest", extent=extent)
+    im = ax.imshow(np.ma.masked_where(~coloured, E), cmap="RdBu_r", norm=norm, aspect="auto",
+                   interpolation="nearest", extent=extent)
+    ax.set_xlim(-0.5, n_c - 0.5)
+    ax.set_ylim(n_r - 0.5, -0.5)
+
+    if n_r <= 40 and n_c <= 40:  # thin white lines between cells
+        ax.set_xticks(np.arange(-0.5, n_c, 1.0), minor=True)
+        ax.set_yticks(np.arange(-0.5, n_r, 1.0), minor=True)
+        ax.grid(which="minor", color="white", linewidth=0.8)
+        ax.tick_params(which="minor", length=0)
+    xt, yt = _tick_positions(n_c), _tick_positions(n_r)
+    ax.set_xticks(xt, [_step_label(columns[i]) for i in xt])
+    ax.set_yticks(yt, [_step_label(rows[i]) for i in yt])
+    if len(xt) > 6 or max((len(_step_label(c)) for c in columns), default=0) > 5:
+        for label in ax.get_xticklabels():
+            label.set_rotation(45)
+            label.set_horizontalalignment("right")
+            label.set_rotation_mode("anchor")
+    ax.set_xlabel("checkpoint step")
+    ax.set_ylabel("treatment step (cohort)")
+
+    if n_r <= 12 and n_c <= 12:
+        fontsize = 8 if n_c <= 8 else 6.5
+        for i in range(n_r):
+            for j in range(n_c):
+                if not has_effect[i, j]:
+                    continue
+                v = E[i, j]
+                dark = coloured[i, j] and abs(v) > 0.6 * vmax
+                ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=fontsize,
+                        color="white" if dark else ("#555555" if greyed[i, j] else "black"))
+
+    cbar = fig.colorbar(im, ax=ax, shrink=0.9)
+    cbar.set_label(COLORBAR_LABEL)
+    fig.legend(
+        handles=[
+            Patch(facecolor=MASK_COLOR, edgecolor="#888888", label="interval covers 0"),
+            Patch(facecolor=BLANK_COLOR, edgecolor="#888888", label="before treatment / no estimate"),
+        ],
+        loc="outside lower center", ncols=2, frameon=False, fontsize=8,
+    )
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def _single_colour(colour: str) -> ListedColormap:
+    return ListedColormap([colour])
+
+
+# --------------------------------------------------------------------------------------------
+# Retention curves
+# --------------------------------------------------------------------------------------------
+
+
+def retention_curves(
+    curve: pd.DataFrame,
+    path,
+    metrics: Sequence[str] = ("recognition", "exact_recall", "token_recall"),
+    title: str = "",
+) -> Path:
+    """Retention metrics against steps since treatment, one line per metric.
+
+    The x axis is symmetric-log (``symlog``, linear on [0, 1], logarithmic above), so
+    ``steps_since = 0`` (the checkpoint right after treatment) is shown at its true value; the
+    axis label says so. A dashed line marks chance (0.5) for recognition. When ``{metric}_lower``
+    and ``{metric}_upper`` columns exist, the interval is drawn as a band.
+
+    Args:
+        curve: DataFrame with ``steps_since`` and metric columns, e.g. the output of
+            :func:`audit.retention.retention_curve`. Rows with steps_since < 0 and NaN values
+            are skipped.
+        path: where to write the PNG.
+        metrics: the columns to plot; those absent from ``curve`` are skipped.
+        title: figure title (none if empty).
+
+    Returns:
+        ``Path(path)``.
+
+    Raises:
+        ValueError: empty input, no ``steps_since`` column, none of ``metrics`` present, or no
+            finite value to plot.
+    """
+    _require_columns(curve, ["steps_since"], "curve")
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    present = [m for m in metrics if m in curve.columns]
+    if not present:
+        raise ValueError(f"curve has none of the metric columns {metrics} (columns: {list(curve.columns)})")
+    x_all = pd.to_numeric(curve["steps_since"], errors="raise").to_numpy(dtype=np.float64)
+    order = np.argsort(x_all, kind="stable")
+
+    fig = _new_figure(7.0, 4.5)
+    ax = fig.add_subplot()
+    plotted = 0
+    lo_y, hi_y, x_max = 0.0, 1.0, 0.0
+    for m in present:
+        y_all = pd.to_numeric(curve[m], errors="coerce").to_numpy(dtype=np.float64)
+        keep = order[np.isfinite(x_all[order]) & (x_all[order] >= 0) & np.isfinite(y_all[order])]
+        if keep.size == 0:
+            continue
+        x, y = x_all[keep], y_all[keep]
+        (line,) = ax.plot(x, y, marker="o", markersize=4, linewidth=1.6, label=METRIC_LABELS.get(m, m))
+        if f"{m}_lower" in curve.columns and f"{m}_upper" in curve.columns:
+            lo = pd.to_numeric(curve[f"{m}_lower"], errors="coerce").to_numpy(dtype=np.float64)[keep]
+            hi = pd.to_numeric(curve[f"{m}_upper"], errors="coerce").to_numpy(dtype=np.float64)[keep]
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+        lo_y, hi_y = min(lo_y, float(y.min())), max(hi_y, float(y.max()))
+        x_max = max(x_max, float(x.max()))
+        plotted += 1
+    if plotted == 0:
+        raise ValueError(f"no finite values with steps_since >= 0 in {present}: nothing to plot")
+    if "recognition" in present:
+        ax.axhline(0.5, color="grey", linestyle="--", linewidth=1.0, label="chance (recognition)")
+    ax.set_xscale("symlog", linthresh=1.0, linscale=0.5)
+    ax.set_xlim(-0.1, max(1.0, x_max) * 1.35)
+    ax.set_xlabel("steps since treatment (symlog axis: linear on [0, 1], log above)")
+    ax.set_ylabel("score")
+    pad = 0.03 * (hi_y - lo_y)
+    ax.set_ylim(lo_y - pad, hi_y + pad)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Extractable rate by duplicate bucket
+# --------------------------------------------------------------------------------------------
+
+
+def _float(v) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def rate_by_duplicates(rows: list[dict], path, title: str = "") -> Path:
+    """Extractable rate per duplicate-count bucket, with Wilson error bars.
+
+    The buckets (``"1"``, ``"2-3"``, ``"4-7"``, ...) form a categorical x axis in bucket order
+    (by :func:`audit.metrics.bucket_order` when every label is a bucket label, else in the given
+    order); each tick shows the number of sequences. Buckets with n == 0 or a NaN/None rate keep
+    their tick but get no point.
+
+    Args:
+        rows: dicts with keys ``group``, ``n``, ``k``, ``rate``, ``lower``, ``upper``, as returned
+            by :func:`audit.metrics.rate_by_group`.
+        path: where to write the PNG.
+        title: figure title (none if empty).
+
+    Returns:
+        ``Path(path)``.
+
+    Raises:
+        ValueError: no rows, or a row lacks one of the keys.
+    """
+    rows = list(rows)
+    if not rows:
+        raise ValueError("rows is empty: nothing to plot")
+    needed = ("group", "n", "k", "rate", "lower", "upper")
+    for r in rows:
+        missing = [k for k in needed if k not in r]
+        if missing:
+            raise ValueError(f"row {r!r} lacks keys {missing}")
+    try:
+        rows = sorted(rows, key=lambda r: bucket_order(r["group"]))
+    except ValueError:
+        pass  # not all duplicate-bucket labels: keep the given order
+    labels = [str(r["group"]) for r in rows]
+    n = [int(r["n"]) for r in rows]
+    rate = np.array([_float(r["rate"]) for r in rows])
+    lower = np.array([_float(r["lower"]) for r in rows])
+    upper = np.array([_float(r["upper"]) for r in rows])
+    ok = np.isfinite(rate) & (np.array(n) > 0)
+    x = np.arange(len(rows))
+
+    fig = _new_figure(float(np.clip(2.5 + 0.7 * len(rows), 5.0, 12.0)), 4.2)
+    ax = fig.add_subplot()
+    if ok.any():
+        lo = np.where(np.isfinite(lower), lower, rate)
+        hi = np.where(np.isfinite(upper), upper, rate)
+        yerr = np.vstack([np.clip(rate - lo, 0, None), np.clip(hi - rate, 0, None)])[:, ok]
+        ax.errorbar(x[ok], rate[ok], yerr=yerr, fmt="o", capsize=4, markersize=5, linewidth=1.4,
+                    label="extractable rate (Wilson 95% CI)")
+        ax.legend(loc="upper left", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no sequences in any bucket", transform=ax.transAxes, ha="center", va="center",
+                color="grey")
+    ax.set_xticks(x, [f"{g}\nn={c}" for g, c in zip(labels, n)])
+    ax.set_xlim(-0.5, len(rows) - 0.5)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("duplicate count bucket (copies in the training data)")
+    ax.set_ylabel("extractable rate")
+    ax.grid(True, axis="y", alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)

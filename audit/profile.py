@@ -1,0 +1,368 @@
+"""Causal memorisation profiles by difference-in-differences (Lesci et al. 2024).
+
+Lesci, Meister, Hofmann, Vlachos & Cotterell (2024), "Causal Estimation of Memorisation
+Profiles", define the memorisation of an instance as the causal effect of training on it on the
+model's prediction of it, and estimate it per (treatment step, checkpoint) with the
+difference-in-differences estimator of Callaway & Sant'Anna (2021). Only numpy and pandas are
+used here (no torch, transformers or scipy).
+
+Design
+    * Outcome ``Y_c(x)``: any per-instance number observed at checkpoint ``c``; by default the
+      mean per-token surprisal, so LOWER = better predicted.
+    * Treatment: ``treatment_step`` is the training step at which the instance was FIRST trained
+      on (first exposure only; later epochs / repeats are ignored, as the estimator needs one
+      treatment time per instance). Null/NaN = never trained (held-out data) = control.
+    * Cohorts: an instance treated at step ``s`` belongs to cohort ``g`` = the first checkpoint
+      with ``g >= s`` (checkpoint ``g`` is the first one that has seen it). Its base period is
+      the last checkpoint before ``g``. Instances whose cohort would be the FIRST checkpoint
+      (``s <= first checkpoint``) have no untreated observation, hence no base period, and are
+      dropped (counted in ``attrs["n_dropped_no_base"]``). Instances first trained on AFTER the
+      last checkpoint are untreated throughout the panel; like Callaway & Sant'Anna (and the
+      ``differences`` package) they are used as never-treated controls (counted in
+      ``attrs["n_treated_after_panel"]``). No anticipation is assumed.
+    * Controls: NEVER-treated instances only (not "not-yet-treated" ones): held-out data is
+      the cleanest counterfactual for memorisation, and it keeps every cell's comparison group
+      the same.
+    * Estimate, for each cohort ``g`` and checkpoint ``c >= g``::
+
+          effect(g, c) = -( mean_{cohort g}[Y_c - Y_base(g)] - mean_{never}[Y_c - Y_base(g)] )
+
+      POSITIVE = memorised (lower surprisal than the counterfactual). This is minus the
+      unconditional ATT(g, c) of Callaway & Sant'Anna with never-treated controls (their
+      "universal"/"varying" base periods coincide for post-treatment cells).
+    * Uncertainty: a seeded bootstrap over INSTANCES, stratified: each replicate resamples
+      with replacement the instances of every cohort and of the control group separately (one
+      joint draw per replicate, shared by all cells). ``se`` = standard deviation of the
+      bootstrap effects (ddof=1), ``lower``/``upper`` = percentile interval at ``confidence``.
+
+Summaries (:func:`summarise`), as in the paper: instantaneous memorisation = cells with
+``step == treatment_step`` (the first checkpoint after training on the instance); persistent =
+cells with ``step > treatment_step`` excluding the final checkpoint; residual = cells at the
+final checkpoint. A cohort whose ``g`` is the final checkpoint contributes its single cell to
+both instantaneous and residual.
+
+Assumptions (not testable here): parallel trends between each cohort and the held-out data, no
+anticipation, and no interference (training on one instance does not change the outcome of
+another instance). With near-duplicates in the data, the last one fails.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["did", "summarise", "significant", "PROFILE_COLUMNS"]
+
+PROFILE_COLUMNS = ["treatment_step", "step", "effect", "se", "lower", "upper", "n_treated", "n_control"]
+_PANEL_COLUMNS = ["instance_id", "step", "outcome"]
+_TREATMENT_COLUMNS = ["instance_id", "treatment_step"]
+_SHOW = 5  # how many offending values an error message lists
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+
+def _require_columns(df, required: list[str], name: str) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        unknown = [c for c in df.columns if c not in required]
+        raise ValueError(
+            f"{name} is missing column(s) {missing} (required: {required}); "
+            f"got {list(df.columns)}" + (f", of which {unknown} are not used" if unknown else "")
+        )
+
+
+def _show(values) -> str:
+    values = list(values)
+    head = ", ".join(repr(v.item() if hasattr(v, "item") else v) for v in values[:_SHOW])
+    return f"[{head}{', ...' if len(values) > _SHOW else ''}] ({len(values)} in all)"
+
+
+def _integer_steps(values: pd.Series, name: str) -> np.ndarray:
+    a = values.to_numpy()
+    if a.dtype == object or a.dtype == bool or not np.issubdtype(a.dtype, np.number):
+        try:
+            a = pd.to_numeric(values).to_numpy()
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be integer checkpoint steps, got dtype {values.dtype}") from None
+    if np.issubdtype(a.dtype, np.integer):
+        return a.astype(np.int64)
+    a = a.astype(np.float64)
+    if not np.isfinite(a).all() or (a != np.round(a)).any():
+        raise ValueError(f"{name} must be integer checkpoint steps (no NaN, no fractions)")
+    return a.astype(np.int64)
+
+
+def _check_confidence(confidence) -> float:
+    confidence = float(confidence)
+    if not (0.0 < confidence < 1.0):
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    return confidence
+
+
+def _wide_panel(panel: pd.DataFrame):
+    """(instance ids, sorted checkpoints, Y (n_instances, n_checkpoints)) with full validation."""
+    _require_columns(panel, _PANEL_COLUMNS, "panel")
+    if len(panel) == 0:
+        raise ValueError("panel is empty")
+    steps = _integer_steps(panel["step"], "panel['step']")
+    try:
+        y = panel["outcome"].to_numpy(dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"panel['outcome'] must be numeric, got dtype {panel['outcome'].dtype}") from None
+    bad = ~np.isfinite(y)
+    if bad.any():
+        rows = panel.loc[bad, ["instance_id", "step"]].itertuples(index=False, name=None)
+        raise ValueError(f"panel['outcome'] has {int(bad.sum())} NaN/infinite value(s) at (instance_id, step) {_show(rows)}")
+    if panel["instance_id"].isna().any():
+        raise ValueError("panel['instance_id'] contains nulls")
+
+    inst_code, ids = pd.factorize(panel["instance_id"], sort=True)
+    checkpoints = np.unique(steps)
+    if checkpoints.size < 2:
+        raise ValueError(f"need at least 2 checkpoints (a base period and a treated one), got {checkpoints.tolist()}")
+    step_code = np.searchsorted(checkpoints, steps)
+    n, C = len(ids), checkpoints.size
+
+    flat = inst_code.astype(np.int64) * C + step_code
+    counts = np.bincount(flat, minlength=n * C)
+    if (counts > 1).any():
+        dup = np.flatnonzero(counts > 1)
+        pairs = [(ids[k // C], int(checkpoints[k % C])) for k in dup[:_SHOW]]
+        raise ValueError(f"panel has duplicate (instance_id, step) rows: {pairs}{' ...' if dup.size > _SHOW else ''} ({dup.size} in all)")
+    if (counts == 0).any():
+        gap = np.flatnonzero(counts == 0)
+        pairs = [(ids[k // C], int(checkpoints[k % C])) for k in gap[:_SHOW]]
+        raise ValueError(
+            "every instance must be observed at every checkpoint; missing (instance_id, step): "
+            f"{pairs}{' ...' if gap.size > _SHOW else ''} ({gap.size} in all; checkpoints {checkpoints.tolist()})"
+        )
+    Y = np.empty(n * C, dtype=np.float64)
+    Y[flat] = y
+    return ids, checkpoints, Y.reshape(n, C)
+
+
+def _treatment_steps(treatments: pd.DataFrame, ids: pd.Index) -> np.ndarray:
+    """float64 treatment step per panel instance (NaN = never treated), with validation."""
+    _require_columns(treatments, _TREATMENT_COLUMNS, "treatments")
+    tid = treatments["instance_id"]
+    if tid.isna().any():
+        raise ValueError("treatments['instance_id'] contains nulls")
+    dup = tid[tid.duplicated()].unique()
+    if len(dup):
+        raise ValueError(f"treatments lists instance_id(s) more than once (first exposure only: one row each): {_show(dup)}")
+    absent = ids[~ids.isin(tid)]
+    if len(absent):
+        raise ValueError(f"instance(s) of the panel are absent from treatments: {_show(absent)}")
+    extra = tid[~tid.isin(ids)]
+    if len(extra):
+        raise ValueError(f"treatments lists instance(s) absent from the panel: {_show(extra)}")
+    try:
+        ts = pd.to_numeric(treatments["treatment_step"]).astype("float64")
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"treatments['treatment_step'] must be numeric steps or null, got dtype {treatments['treatment_step'].dtype}"
+        ) from None
+    if np.isinf(ts.to_numpy()).any():
+        raise ValueError("treatments['treatment_step'] must be finite or null (null = never trained)")
+    return pd.Series(ts.to_numpy(), index=pd.Index(tid)).reindex(ids).to_numpy()
+
+
+# --------------------------------------------------------------------------------------------
+# Estimator
+# --------------------------------------------------------------------------------------------
+
+
+def did(
+    panel: pd.DataFrame,
+    treatments: pd.DataFrame,
+    n_boot: int = 200,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Difference-in-differences memorisation profile, one row per (cohort, checkpoint).
+
+    Parameters
+    ----------
+    panel
+        Columns ``instance_id``, ``step`` (integer checkpoint step), ``outcome`` (float; mean
+        token surprisal by default: lower = better predicted); one row per (instance,
+        checkpoint), every instance observed at every checkpoint. Other columns are ignored.
+    treatments
+        Columns ``instance_id``, ``treatment_step`` (training step of FIRST exposure; null/NaN
+        = never trained = control); exactly one row per panel instance.
+    n_boot
+        Bootstrap replicates (0 = point estimates only: ``se``, ``lower``, ``upper`` are NaN;
+        1 gives intervals but a NaN ``se``).
+    seed
+        Seed of the bootstrap (``numpy.random.default_rng``).
+    confidence
+        Level of the percentile intervals, in (0, 1).
+
+    Returns
+    -------
+    DataFrame with columns ``treatment_step`` (the cohort g: first checkpoint that has seen
+    the instances), ``step`` (checkpoint c >= g), ``effect`` (positive = memorised), ``se``,
+    ``lower``, ``upper``, ``n_treated``, ``n_control``; sorted by (treatment_step, step).
+    ``attrs`` holds ``confidence``, ``n_boot``, ``seed``, ``checkpoints`` (tuple),
+    ``base_steps`` ({g: base checkpoint}), ``n_dropped_no_base`` and ``n_treated_after_panel``.
+
+    Raises ValueError for missing/duplicate (instance, checkpoint) cells, missing columns,
+    instances absent from ``treatments`` (or vice versa), non-finite outcomes, fewer than two
+    checkpoints, or no never-treated instance.
+    """
+    if isinstance(n_boot, (bool, np.bool_)) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
+        raise ValueError(f"n_boot must be a non-negative integer, got {n_boot!r}")
+    n_boot = int(n_boot)
+    confidence = _check_confidence(confidence)
+    ids, checkpoints, Y = _wide_panel(panel)
+    ts = _treatment_steps(treatments, ids)
+    C = checkpoints.size
+
+    never = np.isnan(ts)
+    kidx = np.where(never, -1, np.searchsorted(checkpoints, np.where(never, 0, ts), side="left"))
+    after_panel = ~never & (kidx >= C)  # first trained on after the last checkpoint: untreated here
+    no_base = ~never & (kidx == 0)  # cohort = first checkpoint: no base period, dropped
+    control = never | after_panel
+    n_control = int(control.sum())
+    if n_control == 0:
+        raise ValueError("no never-treated instances (treatment_step null): the control group is empty")
+
+    cohort_k = np.unique(kidx[~control & ~no_base])  # checkpoint indices of the cohorts, 1..C-1
+    rng = np.random.default_rng(seed)
+
+    def boot_means(Ys: np.ndarray) -> np.ndarray:
+        """(n_boot, C) means of bootstrap resamples of the rows of Ys."""
+        m = Ys.shape[0]
+        w = rng.multinomial(m, np.full(m, 1.0 / m), size=n_boot).astype(np.float64)
+        return (w @ Ys) / m
+
+    Yc = Y[control]
+    mean_c = Yc.mean(axis=0)
+    boot_c = boot_means(Yc) if n_boot else None
+
+    alpha = 1.0 - confidence
+    parts = []
+    base_steps = {}
+    for k in cohort_k:
+        Yt = Y[kidx == k]
+        mean_t = Yt.mean(axis=0)
+        # -( [mean_t(c) - mean_t(base)] - [mean_c(c) - mean_c(base)] ), c = k..C-1, base = k-1
+        eff = -((mean_t[k:] - mean_t[k - 1]) - (mean_c[k:] - mean_c[k - 1]))
+        n_cells = C - k
+        se = lower = upper = np.full(n_cells, np.nan)
+        if n_boot:
+            bt = boot_means(Yt)
+            beff = -((bt[:, k:] - bt[:, [k - 1]]) - (boot_c[:, k:] - boot_c[:, [k - 1]]))
+            if n_boot > 1:
+                se = beff.std(axis=0, ddof=1)
+            lower, upper = np.quantile(beff, [alpha / 2, 1 - alpha / 2], axis=0)
+        g = int(checkpoints[k])
+        base_steps[g] = int(checkpoints[k - 1])
+        parts.append(
+            pd.DataFrame(
+                {
+                    "treatment_step": np.full(n_cells, g, dtype=np.int64),
+                    "step": checkpoints[k:].astype(np.int64),
+                    "effect": eff,
+                    "se": se,
+                    "lower": lower,
+                    "upper": upper,
+                    "n_treated": np.full(n_cells, Yt.shape[0], dtype=np.int64),
+                    "n_control": np.full(n_cells, n_control, dtype=np.int64),
+                }
+            )
+        )
+    if parts:
+        out = pd.concat(parts, ignore_index=True)
+    else:
+        out = pd.DataFrame({c: pd.Series(dtype="int64" if c in ("treatment_step", "step", "n_treated", "n_control") else "float64") for c in PROFILE_COLUMNS})
+    out = out[PROFILE_COLUMNS].sort_values(["treatment_step", "step"], ignore_index=True)
+    out.attrs.update(
+        confidence=confidence,
+        n_boot=n_boot,
+        seed=seed,
+        checkpoints=tuple(int(c) for c in checkpoints),
+        base_steps=base_steps,
+        n_dropped_no_base=int(no_base.sum()),
+        n_treated_after_panel=int(after_panel.sum()),
+    )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Summaries
+# --------------------------------------------------------------------------------------------
+
+
+def significant(profile: pd.DataFrame) -> pd.Series:
+    """Boolean Series (index of ``profile``): the cell's interval excludes 0 (NaN bounds: False)."""
+    _require_columns(profile, ["lower", "upper"], "profile")
+    lower = profile["lower"].astype("float64")
+    upper = profile["upper"].astype("float64")
+    return ((lower > 0) | (upper < 0)).rename("significant")
+
+
+def _combine(cells: pd.DataFrame, z: float) -> dict:
+    """Mean effect over the cells and its normal interval.
+
+    se(mean) = sqrt( sum_g (sum_{cells of cohort g} se)^2 ) / n_cells: cohorts are taken as
+    independent; cells of ONE cohort (same instances, same base period) are taken as perfectly
+    correlated, a conservative bound (Cauchy-Schwarz) since their covariance is unknown here.
+    With one cell per cohort (instantaneous, residual) this is sqrt(sum se^2) / n_cells.
+    """
+    k = len(cells)
+    cell_list = [(int(g), int(c)) for g, c in zip(cells["treatment_step"], cells["step"])]
+    if k == 0:
+        nan = float("nan")
+        return {"effect": nan, "se": nan, "lower": nan, "upper": nan, "n_cells": 0, "cells": cell_list}
+    effect = float(cells["effect"].mean())
+    per_cohort = cells.groupby("treatment_step")["se"].sum(min_count=1)  # NaN se propagates
+    se = float(math.sqrt(float((per_cohort**2).sum(min_count=1))) / k) if per_cohort.notna().all() else float("nan")
+    return {"effect": effect, "se": se, "lower": effect - z * se, "upper": effect + z * se, "n_cells": k, "cells": cell_list}
+
+
+def summarise(profile: pd.DataFrame, final_step: int | None = None, *, confidence: float | None = None) -> dict:
+    """Instantaneous, persistent and residual memorisation of a :func:`did` profile.
+
+    * ``instantaneous``: cells with ``step == treatment_step`` (first checkpoint after training);
+    * ``persistent``: cells with ``step > treatment_step`` and ``step < final_step``;
+    * ``residual``: cells with ``step == final_step`` (default: the profile's last checkpoint,
+      ``attrs["checkpoints"][-1]``, else the largest ``step``).
+
+    Each maps to ``{"effect", "se", "lower", "upper", "n_cells", "cells"}``: the unweighted mean
+    effect over the cells, its standard error from the cells' ``se`` (cohorts independent,
+    cells within a cohort conservatively perfectly correlated: see ``_combine``; the shared
+    control group makes cohorts slightly positively correlated, which this ignores), a normal
+    interval at ``confidence`` (default: ``attrs["confidence"]``, else 0.95) and the list of
+    (treatment_step, step) cells. Empty categories give NaN. The dict also holds
+    ``final_step`` and ``confidence``.
+    """
+    _require_columns(profile, ["treatment_step", "step", "effect", "se"], "profile")
+    if confidence is None:
+        confidence = profile.attrs.get("confidence", 0.95)
+    confidence = _check_confidence(confidence)
+    if final_step is None:
+        cps = profile.attrs.get("checkpoints")
+        if cps:
+            final_step = int(cps[-1])
+        elif len(profile):
+            final_step = int(profile["step"].max())
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = profile.sort_values(["treatment_step", "step"])
+    g, c = p["treatment_step"], p["step"]
+    at_final = (c == final_step) if final_step is not None else pd.Series(False, index=p.index)
+    return {
+        "instantaneous": _combine(p[c == g], z),
+        "persistent": _combine(p[(c > g) & ~at_final & ((c < final_step) if final_step is not None else True)], z),
+        "residual": _combine(p[at_final], z),
+        "final_step": final_step,
+        "confidence": confidence,
+    }

@@ -1,0 +1,292 @@
+"""Recognition, recall and retention of trained-on sequences (Orhan 2024).
+
+Orhan (2024, "Recognition, recall, and retention of few-shot memories in large language models")
+trains a model on new items, keeps training on other data, and re-probes at log-spaced steps:
+
+Recognition (:func:`recognition`)
+    A paired two-alternative test: each seen item has a foil (an unseen item of the same kind);
+    the model "recognises" the item when its loss on the item is LOWER than on the foil.
+    accuracy = mean over pairs of [loss(seen) < loss(foil)], a tie counting 1/2; chance = 0.5.
+
+Recall (:func:`recall`)
+    Cue the model with the first part of an item, complete greedily and score the CONTINUATION
+    only (the cue is not scored): exact recall = fraction of items whose continuation is
+    reproduced exactly; token recall = mean fraction of continuation positions reproduced.
+
+Retention (:func:`retention_curve`)
+    The metrics of each cohort (items trained on at ``treatment_step``) at every later checkpoint
+    ``step``, re-indexed by ``steps_since = step - treatment_step`` and averaged over cohorts.
+    Orhan's finding: recall falls steeply over the first ~10 updates then slowly; recognition is
+    far more robust.
+
+Only numpy, pandas and the standard library are used. Losses are per-item mean token negative
+log-likelihoods in nats (any monotone loss works: only the order within a pair matters).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["recognition", "recall", "retention_curve", "sign_test_p_value"]
+
+CHANCE = 0.5
+
+#: metric columns :func:`retention_curve` aggregates by default, when present
+DEFAULT_METRICS = ("recognition", "exact_recall", "token_recall")
+#: identifier columns never treated as metrics
+_ID_COLUMNS = {"treatment_step", "step", "steps_since", "cohort"}
+
+
+def _wilson(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for successes / n; ``successes`` may be a half-integer (split ties).
+
+    Same closed form as :func:`audit.metrics.wilson_interval` (which takes integers only).
+    """
+    if n == 0:
+        return 0.0, 1.0
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    p = successes / n
+    z2 = z * z
+    denom = 1.0 + z2 / n
+    centre = (p + z2 / (2.0 * n)) / denom
+    half = z * math.sqrt(max(p * (1.0 - p), 0.0) / n + z2 / (4.0 * n * n)) / denom
+    lower = 0.0 if successes <= 0 else max(0.0, centre - half)
+    upper = 1.0 if successes >= n else min(1.0, centre + half)
+    return lower, upper
+
+
+def sign_test_p_value(k: int, n: int) -> float:
+    """Exact two-sided binomial (sign) test of k successes in n trials against p = 0.5.
+
+    p = min(1, 2 * P[X <= min(k, n - k)]) with X ~ Binomial(n, 1/2), i.e. the total probability
+    of outcomes at least as far from n/2 as k. Computed exactly in integers:
+    P[X <= m] = sum_{i <= m} comb(n, i) / 2**n. n == 0 gives 1.0.
+    """
+    if n < 0 or not (0 <= k <= n):
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return 1.0
+    m = min(k, n - k)
+    if 2 * m == n:
+        return 1.0
+    # sum of comb(n, i) for i = 0..m, by the recurrence comb(n, i+1) = comb(n, i) (n - i) / (i + 1)
+    c = math.comb(n, 0)
+    tail = c
+    for i in range(m):
+        c = c * (n - i) // (i + 1)
+        tail += c
+    return min(1.0, 2 * tail / (1 << n))
+
+
+def _losses(x, name: str) -> np.ndarray:
+    a = np.asarray(x)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (n,), got shape {a.shape}")
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise ValueError(f"{name} must be numeric, got dtype {a.dtype}")
+    a = a.astype(np.float64, copy=False)
+    if np.isnan(a).any():
+        raise ValueError(f"{name} contains NaN")
+    return a
+
+
+def recognition(seen_loss: np.ndarray, foil_loss: np.ndarray, *, confidence: float = 0.95) -> dict:
+    """Paired recognition accuracy: how often a seen item has lower loss than its foil.
+
+    Pair i is won when ``seen_loss[i] < foil_loss[i]``, lost when greater, tied when equal::
+
+        accuracy = (wins + ties / 2) / n          chance = 0.5
+
+    Args:
+        seen_loss: (n,) loss of each seen (trained-on) item.
+        foil_loss: (n,) loss of its paired foil (same position i).
+        confidence: of the Wilson interval.
+
+    Returns:
+        ``{"n", "wins", "losses", "ties", "accuracy", "lower", "upper", "chance": 0.5,
+        "p_value", "mean_gap"}``: ``lower``/``upper`` is the Wilson interval of ``accuracy``
+        (successes = wins + ties/2); ``p_value`` is the exact two-sided sign test against 0.5
+        with ties split evenly between wins and losses (an odd tie goes to the smaller side, the
+        conservative choice); ``mean_gap`` = mean(foil_loss - seen_loss) (> 0 = seen items have
+        lower loss).
+
+    Raises:
+        ValueError: shapes differ, arrays not 1-D or empty, or contain NaN.
+
+    Example:
+        >>> r = recognition([1.0, 2.0, 3.0, 4.0], [2.0, 1.0, 3.0, 5.0])
+        >>> (r["wins"], r["losses"], r["ties"], r["accuracy"])
+        (2, 1, 1, 0.625)
+    """
+    s = _losses(seen_loss, "seen_loss")
+    f = _losses(foil_loss, "foil_loss")
+    if s.shape != f.shape:
+        raise ValueError(f"seen_loss and foil_loss must have the same shape, got {s.shape} and {f.shape}")
+    n = int(s.shape[0])
+    if n == 0:
+        raise ValueError("recognition needs at least one (seen, foil) pair")
+    wins = int(np.sum(s < f))
+    losses = int(np.sum(s > f))
+    ties = n - wins - losses
+    successes = wins + ties / 2.0
+    lower, upper = _wilson(successes, n, confidence)
+    # ties split: half to each side; an odd tie joins the smaller side (larger p, conservative)
+    w, l = wins + ties // 2, losses + ties // 2
+    if ties % 2:
+        if w <= l:
+            w += 1
+        else:
+            l += 1
+    with np.errstate(invalid="ignore"):
+        gap = float(np.mean(f - s))  # inf - inf -> nan, left as is
+    return {
+        "n": n,
+        "wins": wins,
+        "losses": losses,
+        "ties": ties,
+        "accuracy": successes / n,
+        "lower": lower,
+        "upper": upper,
+        "chance": CHANCE,
+        "p_value": sign_test_p_value(w, w + l),
+        "mean_gap": gap,
+    }
+
+
+def recall(generated: np.ndarray, truth: np.ndarray, *, confidence: float = 0.95) -> dict:
+    """Cued recall scored on the continuation only.
+
+    ``generated`` and ``truth`` are the CONTINUATION tokens (the cue already removed): the tokens
+    the model produced after the cue and the true ones, position by position::
+
+        exact recall = mean over items of [generated[i] == truth[i] at every position]
+        token recall = mean over items of (matching positions / continuation length)
+
+    Args:
+        generated: (n, C) integer token ids produced after the cue (greedy decoding).
+        truth: (n, C) the true continuation ids.
+        confidence: of the Wilson interval of exact recall.
+
+    Returns:
+        ``{"n", "length" (C), "exact_recall", "exact_k", "exact_lower", "exact_upper",
+        "token_recall", "exact" (bool (n,)), "token_fraction" (float (n,))}``.
+
+    Raises:
+        ValueError: not 2-D, shapes differ, n == 0 or C == 0, or non-integer ids.
+
+    Example:
+        >>> r = recall([[1, 2, 3, 4], [1, 2, 0, 0]], [[1, 2, 3, 4], [1, 2, 3, 4]])
+        >>> (r["exact_recall"], r["token_recall"])
+        (0.5, 0.75)
+    """
+    g = np.asarray(generated)
+    t = np.asarray(truth)
+    for a, name in ((g, "generated"), (t, "truth")):
+        if a.ndim != 2:
+            raise ValueError(f"{name} must be 2-D (n, continuation length), got shape {a.shape}")
+        if not (np.issubdtype(a.dtype, np.integer) or a.size == 0):
+            raise ValueError(f"{name} must hold integer token ids, got dtype {a.dtype}")
+    if g.shape != t.shape:
+        raise ValueError(
+            f"generated and truth must have the same shape (continuations only, cue excluded), "
+            f"got {g.shape} and {t.shape}"
+        )
+    n, c = g.shape
+    if n == 0 or c == 0:
+        raise ValueError(f"recall needs at least one item and one continuation token, got shape {g.shape}")
+    match = g == t
+    exact = match.all(axis=1)
+    frac = match.mean(axis=1)
+    k = int(exact.sum())
+    lower, upper = _wilson(k, n, confidence)
+    return {
+        "n": int(n),
+        "length": int(c),
+        "exact_recall": k / n,
+        "exact_k": k,
+        "exact_lower": lower,
+        "exact_upper": upper,
+        "token_recall": float(frac.mean()),
+        "exact": exact,
+        "token_fraction": frac,
+    }
+
+
+def retention_curve(rows: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Average retention metrics over cohorts by steps since treatment.
+
+    Each input row is one (cohort, checkpoint): the cohort's ``treatment_step`` (when its items
+    were trained on), the checkpoint ``step``, and metric values (e.g. ``recognition``,
+    ``exact_recall``, ``token_recall``). Adds ``steps_since = step - treatment_step``, drops rows
+    with ``steps_since < 0`` (checkpoints before treatment), and averages each metric over the
+    rows sharing a ``steps_since`` (NaN values are skipped).
+
+    Args:
+        rows: DataFrame with integer ``treatment_step`` and ``step`` columns and metric columns.
+        metrics: the metric columns to aggregate. None: those of ``recognition``,
+            ``exact_recall``, ``token_recall`` present, or, if none is, every numeric column except
+            ``treatment_step``, ``step``, ``steps_since`` and ``cohort``.
+
+    Returns:
+        One row per ``steps_since`` in increasing order, columns ``steps_since``, ``n_rows``
+        (input rows at that lag), then for each metric ``{metric}`` (the mean over non-NaN rows;
+        NaN when none) and ``{metric}_count`` (the number of non-NaN rows averaged).
+
+    Raises:
+        ValueError: a required column is missing, step columns are missing values or not
+            integers, or no metric column is found.
+
+    Example:
+        >>> import pandas as pd
+        >>> rows = pd.DataFrame({"treatment_step": [10, 10, 20, 20], "step": [10, 30, 20, 5],
+        ...                      "recognition": [1.0, 0.75, 0.5, 0.5]})
+        >>> retention_curve(rows)[["steps_since", "recognition", "recognition_count"]].values.tolist()
+        [[0.0, 0.75, 2.0], [20.0, 0.75, 1.0]]
+    """
+    if not isinstance(rows, pd.DataFrame):
+        raise TypeError(f"rows must be a pandas DataFrame, got {type(rows).__name__}")
+    for col in ("treatment_step", "step"):
+        if col not in rows.columns:
+            raise ValueError(f"rows has no column {col!r} (columns: {list(rows.columns)})")
+        if rows[col].isna().any():
+            raise ValueError(f"column {col!r} has missing values")
+        values = rows[col].to_numpy()
+        if values.size and not np.issubdtype(values.dtype, np.integer):
+            if not (np.issubdtype(values.dtype, np.floating) and np.all(values == np.round(values))):
+                raise ValueError(f"column {col!r} must hold integer steps, got dtype {values.dtype}")
+    if metrics is None:
+        metrics = [m for m in DEFAULT_METRICS if m in rows.columns]
+        if not metrics:
+            metrics = [
+                c for c in rows.columns
+                if c not in _ID_COLUMNS and pd.api.types.is_numeric_dtype(rows[c]) and not pd.api.types.is_bool_dtype(rows[c])
+            ]
+    else:
+        metrics = list(metrics)
+        missing = [m for m in metrics if m not in rows.columns]
+        if missing:
+            raise ValueError(f"rows has no metric columns {missing}")
+    if not metrics:
+        raise ValueError("no metric columns to aggregate")
+    bad = [m for m in metrics if m in _ID_COLUMNS]
+    if bad:
+        raise ValueError(f"{bad} are identifier columns, not metrics")
+
+    df = pd.DataFrame({"steps_since": (rows["step"].to_numpy() - rows["treatment_step"].to_numpy()).astype(np.int64)})
+    for m in metrics:
+        df[m] = pd.to_numeric(rows[m], errors="raise").astype(np.float64).to_numpy()
+    df = df[df["steps_since"] >= 0]
+    grouped = df.groupby("steps_since", sort=True)
+    out = pd.DataFrame({"steps_since": np.array(sorted(df["steps_since"].unique()), dtype=np.int64)})
+    out["n_rows"] = grouped.size().reindex(out["steps_since"]).to_numpy(dtype=np.int64)
+    means = grouped[metrics].mean()
+    counts = grouped[metrics].count()
+    for m in metrics:
+        out[m] = means[m].reindex(out["steps_since"]).to_numpy(dtype=np.float64)
+        out[f"{m}_count"] = counts[m].reindex(out["steps_since"]).to_numpy(dtype=np.int64)
+    return out

@@ -1,0 +1,387 @@
+"""Forecasting (Biderman et al. 2023), recognition/recall/retention (Orhan 2024) and the plots.
+
+Every expected number here is computed by hand in the comments.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from audit import metrics, plots
+from audit.forecast import forecast
+from audit.retention import _wilson, recall, recognition, retention_curve, sign_test_p_value
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# --------------------------------------------------------------------------------------------
+# forecast
+# --------------------------------------------------------------------------------------------
+
+#   key     1  2  3  4  5  6  7  8
+#   first   T  T  T  F  F  F  F  F
+#   second  T  T  F  T  T  T  F  F
+#   TP = {1, 2} = 2, FP = {3} = 1, FN = {4, 5, 6} = 3, TN = {7, 8} = 2
+FIRST = [True, True, True, False, False, False, False, False]
+SECOND = [True, True, False, True, True, True, False, False]
+
+
+def _tables():
+    a = pd.DataFrame({"seq_key": range(1, 9), "extractable": FIRST})
+    b = pd.DataFrame({"seq_key": range(1, 9), "extractable": SECOND})
+    return a, b
+
+
+def test_forecast_hand_computed():
+    a, b = _tables()
+    r = forecast(a, b)
+    assert (r["n"], r["tp"], r["fp"], r["fn"], r["tn"]) == (8, 2, 1, 3, 2)
+    assert r["precision"] == pytest.approx(2 / 3)  # TP / (TP + FP)
+    assert r["recall"] == pytest.approx(2 / 5)  # TP / (TP + FN)
+    assert (r["precision_n"], r["recall_n"]) == (3, 5)
+    assert r["predicted_positive_rate"] == pytest.approx(3 / 8)
+    assert r["base_rate"] == pytest.approx(5 / 8)
+    assert (r["precision_lower"], r["precision_upper"]) == pytest.approx(metrics.wilson_interval(2, 3))
+    assert (r["recall_lower"], r["recall_upper"]) == pytest.approx(metrics.wilson_interval(2, 5))
+    assert (r["predicted_positive_rate_lower"], r["predicted_positive_rate_upper"]) == pytest.approx(
+        metrics.wilson_interval(3, 8)
+    )
+    assert r["n_unmatched_first"] == r["n_unmatched_second"] == 0
+
+
+def test_forecast_swapping_arguments_swaps_precision_and_recall():
+    """The confusion-matrix trap: sklearn's confusion_matrix takes (truth, prediction); Pythia's
+    code passed (prediction, truth), so its "TPR" was precision. Roles must be explicit here."""
+    a, b = _tables()
+    fwd, back = forecast(a, b), forecast(b, a)
+    assert back["precision"] == pytest.approx(fwd["recall"]) == pytest.approx(2 / 5)
+    assert back["recall"] == pytest.approx(fwd["precision"]) == pytest.approx(2 / 3)
+    assert (back["fp"], back["fn"]) == (fwd["fn"], fwd["fp"]) == (3, 1)
+    assert back["predicted_positive_rate"] == pytest.approx(fwd["base_rate"])
+    # the quantity a (prediction, truth)-swapped confusion matrix would label "TPR" = TP / (TP + FN)
+    # computed with the roles reversed, i.e. our precision, not our recall:
+    tp, fn_swapped = fwd["tp"], fwd["fp"]
+    assert tp / (tp + fn_swapped) == pytest.approx(fwd["precision"])
+    assert tp / (tp + fn_swapped) != pytest.approx(fwd["recall"])
+
+
+def test_forecast_aligns_by_key_not_row_order():
+    a, b = _tables()
+    b = b.iloc[::-1].reset_index(drop=True)
+    r = forecast(a, b)
+    assert (r["tp"], r["fp"], r["fn"], r["tn"]) == (2, 1, 3, 2)
+
+
+def test_forecast_seen_filters_and_unmatched_rows():
+    a, b = _tables()
+    # first has not seen key 6 (an earlier checkpoint); second has not seen key 1;
+    # key 9 is only in first, key 10 only in second
+    a = pd.concat([a, pd.DataFrame({"seq_key": [9], "extractable": [True]})], ignore_index=True)
+    b = pd.concat([b, pd.DataFrame({"seq_key": [10], "extractable": [True]})], ignore_index=True)
+    a["seen"] = a["seq_key"] != 6
+    b["trained"] = b["seq_key"] != 1
+    r = forecast(a, b, seen_first="seen", seen_second="trained")
+    # compared: keys 2..5, 7, 8 -> TP {2}, FP {3}, FN {4, 5}, TN {7, 8}
+    assert (r["n"], r["tp"], r["fp"], r["fn"], r["tn"]) == (6, 1, 1, 2, 2)
+    assert r["precision"] == pytest.approx(1 / 2)
+    assert r["recall"] == pytest.approx(1 / 3)
+    assert (r["n_first"], r["n_second"], r["n_seen_first"], r["n_seen_second"]) == (9, 9, 8, 8)
+    assert (r["n_unmatched_first"], r["n_unmatched_second"]) == (2, 2)  # first: 1, 9; second: 6, 10
+
+
+def test_forecast_undefined_ratios_are_none_with_zero_count():
+    a = pd.DataFrame({"seq_key": [1, 2, 3], "extractable": [False, False, False]})
+    b = pd.DataFrame({"seq_key": [1, 2, 3], "extractable": [True, False, False]})
+    r = forecast(a, b)
+    assert r["precision"] is None and r["precision_n"] == 0
+    assert (r["precision_lower"], r["precision_upper"]) == (0.0, 1.0)
+    assert r["recall"] == 0.0 and r["recall_n"] == 1
+    r = forecast(b, a)  # second memorized nothing: recall undefined
+    assert r["recall"] is None and r["recall_n"] == 0 and r["precision"] == 0.0
+    empty = forecast(a, pd.DataFrame({"seq_key": [7], "extractable": [True]}))
+    assert empty["n"] == 0
+    assert all(empty[k] is None for k in ("precision", "recall", "predicted_positive_rate", "base_rate"))
+
+
+def test_forecast_multi_column_key_and_01_flags():
+    a = pd.DataFrame({"shard": ["x", "x", "y"], "row": [0, 1, 0], "mem": [1, 0, 1]})
+    b = pd.DataFrame({"shard": ["y", "x", "x"], "row": [0, 1, 0], "mem": [1, 1, 0]})
+    r = forecast(a, b, key=["shard", "row"], flag="mem")
+    # (x,0): 1 vs 0 -> FP; (x,1): 0 vs 1 -> FN; (y,0): 1 vs 1 -> TP
+    assert (r["tp"], r["fp"], r["fn"], r["tn"]) == (1, 1, 1, 0)
+
+
+def test_forecast_rejects_bad_input():
+    a, b = _tables()
+    with pytest.raises(ValueError, match="duplicate keys"):
+        forecast(pd.concat([a, a.iloc[:1]]), b)
+    with pytest.raises(ValueError, match="no column 'nope'"):
+        forecast(a, b, flag="nope")
+    with pytest.raises(ValueError, match="no key column"):
+        forecast(a, b, key="id")
+    with pytest.raises(ValueError, match="missing values"):
+        forecast(a.assign(extractable=[True, None] + FIRST[2:]), b)
+    with pytest.raises(ValueError, match="boolean"):
+        forecast(a.assign(extractable=[2] * 8), b)
+    with pytest.raises(TypeError):
+        forecast(a.to_dict(), b)
+
+
+# --------------------------------------------------------------------------------------------
+# recognition
+# --------------------------------------------------------------------------------------------
+
+
+def test_recognition_hand_computed_with_tie():
+    # pairs: 1<2 win, 2>1 loss, 3=3 tie, 4<5 win -> (2 + 1/2) / 4 = 0.625
+    r = recognition(np.array([1.0, 2.0, 3.0, 4.0]), np.array([2.0, 1.0, 3.0, 5.0]))
+    assert (r["n"], r["wins"], r["losses"], r["ties"]) == (4, 2, 1, 1)
+    assert r["accuracy"] == 0.625 and r["chance"] == 0.5
+    # ties split: 2 + 0 vs 1 + 0, the odd tie joins the smaller side -> 2 vs 2 -> p = 1
+    assert r["p_value"] == 1.0
+    assert r["mean_gap"] == pytest.approx((1 - 1 + 0 + 1) / 4)
+    lo, hi = r["lower"], r["upper"]
+    assert lo < 0.625 < hi
+    # Wilson interval at 2.5 successes of 4, closed form with z = 1.959964
+    z = 1.959963984540054
+    p, n = 0.625, 4
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    assert (lo, hi) == pytest.approx((centre - half, centre + half))
+
+
+def test_recognition_sign_test_p_values():
+    # all 10 won: p = 2 * P[X <= 0] = 2 / 2^10
+    r = recognition(np.zeros(10), np.ones(10))
+    assert r["accuracy"] == 1.0 and r["p_value"] == pytest.approx(2 / 1024)
+    assert r["upper"] == 1.0 and r["lower"] == pytest.approx(metrics.wilson_interval(10, 10)[0])
+    # 5 wins, 1 loss: p = 2 * (C(6,0) + C(6,1)) / 2^6 = 14 / 64
+    r = recognition(np.array([0, 0, 0, 0, 0, 1.0]), np.array([1, 1, 1, 1, 1, 0.0]))
+    assert r["accuracy"] == pytest.approx(5 / 6)
+    assert r["p_value"] == pytest.approx(14 / 64)
+    # 4 wins, 0 losses, 2 ties -> split 5 vs 1 -> same p = 14 / 64; accuracy = 5/6
+    r = recognition(np.array([0, 0, 0, 0, 1, 1.0]), np.array([1, 1, 1, 1, 1, 1.0]))
+    assert (r["wins"], r["ties"]) == (4, 2)
+    assert r["accuracy"] == pytest.approx(5 / 6) and r["p_value"] == pytest.approx(14 / 64)
+    # loss of a seen item HIGHER than its foil everywhere: accuracy 0, same p as all won
+    r = recognition(np.ones(10), np.zeros(10))
+    assert r["accuracy"] == 0.0 and r["p_value"] == pytest.approx(2 / 1024) and r["lower"] == 0.0
+
+
+def test_sign_test_matches_direct_binomial_sum():
+    for n in range(0, 25):
+        for k in range(n + 1):
+            m = min(k, n - k)
+            direct = min(1.0, 2 * sum(math.comb(n, i) for i in range(m + 1)) / 2**n)
+            assert sign_test_p_value(k, n) == pytest.approx(direct, rel=1e-12, abs=0)
+    assert 0.0 < sign_test_p_value(10_400, 20_001) < 1e-6  # large n stays exact and fast
+    with pytest.raises(ValueError):
+        sign_test_p_value(3, 2)
+
+
+def test_half_integer_wilson_matches_metrics_on_integers():
+    for k, n in [(0, 5), (3, 7), (7, 7), (1, 1)]:
+        assert _wilson(k, n) == pytest.approx(metrics.wilson_interval(k, n))
+
+
+def test_recognition_rejects_bad_input():
+    with pytest.raises(ValueError, match="at least one"):
+        recognition(np.array([]), np.array([]))
+    with pytest.raises(ValueError, match="same shape"):
+        recognition(np.zeros(3), np.zeros(4))
+    with pytest.raises(ValueError, match="NaN"):
+        recognition(np.array([1.0, np.nan]), np.zeros(2))
+
+
+# --------------------------------------------------------------------------------------------
+# recall
+# --------------------------------------------------------------------------------------------
+
+
+def test_recall_hand_computed():
+    truth = np.array([[1, 2, 3, 4]] * 4)
+    gen = np.array([[1, 2, 3, 4], [1, 2, 0, 0], [9, 9, 9, 9], [2, 3, 4, 1]])
+    r = recall(gen, truth)
+    # exact: only item 0 -> 1/4; tokens: 4/4, 2/4, 0, 0 (a shifted copy scores 0 position by position)
+    assert r["exact_recall"] == 0.25 and r["exact_k"] == 1
+    assert r["token_recall"] == pytest.approx((1 + 0.5 + 0 + 0) / 4)
+    assert r["exact"].tolist() == [True, False, False, False]
+    assert r["token_fraction"].tolist() == [1.0, 0.5, 0.0, 0.0]
+    assert (r["exact_lower"], r["exact_upper"]) == pytest.approx(metrics.wilson_interval(1, 4))
+    assert (r["n"], r["length"]) == (4, 4)
+
+
+def test_recall_rejects_cue_included_or_empty():
+    with pytest.raises(ValueError, match="cue excluded"):
+        recall(np.zeros((2, 6), int), np.zeros((2, 4), int))
+    with pytest.raises(ValueError, match="at least one"):
+        recall(np.zeros((0, 4), int), np.zeros((0, 4), int))
+    with pytest.raises(ValueError, match="2-D"):
+        recall(np.zeros(4, int), np.zeros(4, int))
+    with pytest.raises(ValueError, match="integer"):
+        recall(np.zeros((2, 4)), np.zeros((2, 4)))
+
+
+# --------------------------------------------------------------------------------------------
+# retention_curve
+# --------------------------------------------------------------------------------------------
+
+
+def _retention_rows() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "cohort": ["B", "A", "A", "A", "A", "B", "B"],
+            "treatment_step": [20, 10, 10, 10, 10, 20, 20],
+            "step": [30, 5, 10, 12, 20, 20, 22],
+            "recognition": [0.5, 0.5, 0.9, 0.8, 0.7, 0.7, 0.6],
+            "exact_recall": [0.25, 0.0, 1.0, 0.5, 0.25, 0.75, np.nan],
+        }
+    )
+
+
+def test_retention_curve_hand_computed():
+    out = retention_curve(_retention_rows())
+    # A: steps_since 0, 2, 10 (step 5 is before treatment: dropped); B: 0, 2, 10
+    assert out["steps_since"].tolist() == [0, 2, 10]
+    assert out["n_rows"].tolist() == [2, 2, 2]
+    assert out["recognition"].tolist() == pytest.approx([(0.9 + 0.7) / 2, (0.8 + 0.6) / 2, (0.7 + 0.5) / 2])
+    assert out["recognition_count"].tolist() == [2, 2, 2]
+    assert out["exact_recall"].tolist() == pytest.approx([(1.0 + 0.75) / 2, 0.5, (0.25 + 0.25) / 2])
+    assert out["exact_recall_count"].tolist() == [2, 1, 2]  # the NaN is skipped
+    assert "cohort" not in out.columns and "token_recall" not in out.columns
+
+
+def test_retention_curve_metric_selection_and_errors():
+    rows = _retention_rows().drop(columns=["recognition", "exact_recall"]).assign(gap=[1.0, 9, 2, 3, 4, 5, 6])
+    out = retention_curve(rows)  # no default metric present: numeric non-id columns
+    assert list(out.columns) == ["steps_since", "n_rows", "gap", "gap_count"]
+    assert out["gap"].tolist() == pytest.approx([3.5, 4.5, 2.5])  # (2+5)/2, (3+6)/2, (4+1)/2
+    out = retention_curve(_retention_rows(), metrics=["exact_recall"])
+    assert "recognition" not in out.columns
+    with pytest.raises(ValueError, match="treatment_step"):
+        retention_curve(_retention_rows().drop(columns="treatment_step"))
+    with pytest.raises(ValueError, match="no metric columns"):
+        retention_curve(_retention_rows(), metrics=["token_recall"])
+    with pytest.raises(ValueError, match="no metric"):
+        retention_curve(_retention_rows()[["treatment_step", "step", "cohort"]])
+    empty = retention_curve(_retention_rows().iloc[:0])
+    assert len(empty) == 0 and "recognition" in empty.columns
+
+
+# --------------------------------------------------------------------------------------------
+# plots
+# --------------------------------------------------------------------------------------------
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_png(path: Path, min_px: int = 300, max_px: int = 2500) -> np.ndarray:
+    data = Path(path).read_bytes()
+    assert data[:8] == PNG_SIGNATURE
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    assert min_px <= width <= max_px and min_px <= height <= max_px, (width, height)
+    import matplotlib.image
+
+    img = matplotlib.image.imread(path)
+    assert img.shape[:2] == (height, width)
+    assert len(data) > 5_000
+    return img
+
+
+def _profile(treatments=(1, 2, 4), steps=(0, 1, 2, 4, 8)) -> pd.DataFrame:
+    rows = []
+    for g in treatments:
+        for s in steps:
+            e = 0.0 if s < g else 0.5 / (1 + s - g)
+            rows.append({"treatment_step": g, "step": s, "effect": e, "lower": e - 0.1, "upper": e + 0.1})
+    return pd.DataFrame(rows)
+
+
+def _grey_pixels(img: np.ndarray) -> int:
+    grey = np.array([0xC8, 0xC8, 0xC8]) / 255
+    return int(np.sum(np.all(np.abs(img[..., :3] - grey) < 0.01, axis=-1)))
+
+
+def test_profile_heatmap_writes_png_and_greys_insignificant_cells(tmp_path):
+    df = _profile()
+    path = plots.profile_heatmap(df, tmp_path / "sub" / "profile.png", title="profile")
+    assert path == tmp_path / "sub" / "profile.png"
+    with_grey = _grey_pixels(_check_png(path))
+    # make every cell significant: grey only remains in the small legend swatch
+    df_sig = df.assign(lower=df["effect"] + 0.01, upper=df["effect"] + 0.2)
+    without = _grey_pixels(_check_png(plots.profile_heatmap(df_sig, tmp_path / "sig.png")))
+    assert with_grey > 2_000 and without < 1_000 and with_grey > 5 * without
+
+
+def test_profile_heatmap_nans_big_and_errors(tmp_path):
+    df = _profile()
+    df.loc[3, "effect"] = np.nan
+    df.loc[6, ["lower", "upper"]] = np.nan
+    _check_png(plots.profile_heatmap(df, tmp_path / "nan.png"))
+    _check_png(plots.profile_heatmap(df.assign(effect=np.nan), tmp_path / "allnan.png"))
+    _check_png(plots.profile_heatmap(_profile().iloc[[-1]], tmp_path / "one.png"))
+    big = _profile(treatments=range(50, 1500, 50), steps=range(0, 1500, 50))
+    _check_png(plots.profile_heatmap(big, tmp_path / "big.png"), max_px=2000)
+    with pytest.raises(ValueError, match="empty"):
+        plots.profile_heatmap(df.iloc[:0], tmp_path / "e.png")
+    with pytest.raises(ValueError, match="no columns"):
+        plots.profile_heatmap(df.drop(columns="upper"), tmp_path / "e.png")
+    with pytest.raises(ValueError, match="duplicated"):
+        plots.profile_heatmap(pd.concat([df, df.iloc[:1]]), tmp_path / "e.png")
+    assert not (tmp_path / "e.png").exists()
+
+
+def test_retention_curves_png(tmp_path):
+    curve = retention_curve(_retention_rows())
+    _check_png(plots.retention_curves(curve, tmp_path / "ret.png", title="retention"))
+    curve = pd.DataFrame(
+        {
+            "steps_since": [0, 1, 3, 10, 100],
+            "recognition": [1.0, 0.9, np.nan, 0.8, 0.7],
+            "exact_recall": [np.nan] * 5,  # all NaN: skipped
+            "token_recall": [1.0, 0.5, 0.4, 0.3, 0.2],
+            "token_recall_lower": [0.9, 0.4, 0.3, 0.2, 0.1],
+            "token_recall_upper": [1.0, 0.6, 0.5, 0.4, 0.3],
+        }
+    )
+    _check_png(plots.retention_curves(curve, str(tmp_path / "ret2.png")))
+    with pytest.raises(ValueError, match="empty"):
+        plots.retention_curves(curve.iloc[:0], tmp_path / "e.png")
+    with pytest.raises(ValueError, match="none of the metric"):
+        plots.retention_curves(curve, tmp_path / "e.png", metrics=["recall_at_k"])
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plots.retention_curves(curve, tmp_path / "e.png", metrics=["exact_recall"])
+
+
+def test_rate_by_duplicates_png(tmp_path):
+    flags = np.array([False] * 50 + [True] * 3 + [False] * 20 + [True] * 10 + [True] * 9 + [False])
+    groups = ["1"] * 53 + ["2-3"] * 30 + ["8-15"] * 10
+    rows = metrics.rate_by_group(flags, groups, order=["1", "2-3", "4-7", "8-15"])
+    assert math.isnan(rows[2]["rate"])  # empty bucket 4-7
+    _check_png(plots.rate_by_duplicates(rows[::-1], tmp_path / "dup.png", title="dups"))
+    none_rate = [{"group": "1", "n": 0, "k": 0, "rate": None, "lower": 0.0, "upper": 1.0}]
+    _check_png(plots.rate_by_duplicates(none_rate, tmp_path / "none.png"))
+    other = [dict(r, group=g) for r, g in zip(rows, ["unique", "kept", "removed", "x"])]
+    _check_png(plots.rate_by_duplicates(other, tmp_path / "status.png"))
+    with pytest.raises(ValueError, match="empty"):
+        plots.rate_by_duplicates([], tmp_path / "e.png")
+    with pytest.raises(ValueError, match="lacks keys"):
+        plots.rate_by_duplicates([{"group": "1", "n": 3}], tmp_path / "e.png")
+
+
+def test_new_audit_modules_load_no_torch_and_no_pyplot():
+    code = (
+        "import sys, audit.forecast, audit.retention, audit.plots\n"
+        "bad = [m for m in ('torch', 'transformers', 'matplotlib.pyplot') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
