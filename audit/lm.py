@@ -216,9 +216,10 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print) 
     """Train a GPT-2-style LM on corpus shards, deterministically, with checkpoints.
 
     Writes (``out_dir``): ``tokenizer`` files, ``order.parquet`` (one row per training
-    exposure: instance_id, document_id, shard, row, token_offset, n_tokens, epoch, step,
-    first_step), ``heldout.parquet`` (instances of the held-out documents, never trained
-    on), ``checkpoints/step-NNNNNNN/`` (Hugging Face model + tokenizer, loadable by
+    exposure: instance_id, document_id, shard, row, token_offset, n_tokens, doc_copies (how
+    many documents of the corpus have this document's exact text), epoch, step, first_step),
+    ``heldout.parquet`` (instances of the held-out documents, never trained on, drawn among
+    documents whose text is unique in the corpus), ``checkpoints/step-NNNNNNN/`` (Hugging Face model + tokenizer, loadable by
     ``memdedup audit``; with ``trainer_state.pt`` for resuming), ``model/`` (the final
     checkpoint) and ``manifest.json`` last. Rerunning with the same config resumes from the
     last checkpoint and ends with the same weights as an uninterrupted run.
@@ -255,8 +256,15 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print) 
     if not docs:
         raise ValueError("the corpus has no documents")
     rng = np.random.default_rng(config.seed)
+    # Held-out documents must be truly unseen: only documents whose text occurs once in the
+    # corpus are eligible (a held-out copy of a trained text would be "seen" all the same).
+    copies: dict[str, int] = {}
+    for d in docs:
+        copies[d[3]] = copies.get(d[3], 0) + 1
+    doc_copies = np.array([copies[d[3]] for d in docs], dtype=np.int64)
+    eligible = np.flatnonzero(doc_copies == 1)
     held = np.zeros(len(docs), dtype=bool)
-    held[rng.permutation(len(docs))[: int(round(config.holdout * len(docs)))]] = True
+    held[eligible[rng.permutation(eligible.size)[: int(round(config.holdout * len(docs)))]]] = True
     tok_dir = out / "tokenizer"
     if (tok_dir / "tokenizer.json").exists():
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tok_dir), local_files_only=True)
@@ -276,13 +284,13 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print) 
 
     # order.parquet and heldout.parquet: a pure function of config and corpus.
     rows = {"instance_id": [], "document_id": [], "shard": [], "row": [], "token_offset": [], "n_tokens": [],
-            "epoch": [], "step": []}
+            "doc_copies": [], "epoch": [], "step": []}
     for e, order in enumerate(epoch_orders):
         for pos, i in enumerate(order.tolist()):
             d, s, n = inst[i]
             for k, v in (("instance_id", i), ("document_id", str(docs[d][0])), ("shard", docs[d][1]),
-                         ("row", docs[d][2]), ("token_offset", s), ("n_tokens", n), ("epoch", e),
-                         ("step", e * per_epoch + pos // config.batch_size + 1)):
+                         ("row", docs[d][2]), ("token_offset", s), ("n_tokens", n), ("doc_copies", int(doc_copies[d])),
+                         ("epoch", e), ("step", e * per_epoch + pos // config.batch_size + 1)):
                 rows[k].append(v)
     order_table = pa.table(rows)
     first = {}

@@ -262,10 +262,9 @@ def retention_curve(rows: pd.DataFrame, metrics: Sequence[str] | None = None) ->
     if metrics is None:
         metrics = [m for m in DEFAULT_METRICS if m in rows.columns]
         if not metrics:
-            metrics = [
-                c for c in rows.columns
-                if c not in _ID_COLUMNS and pd.api.types.is_numeric_dtype(rows[c]) and not pd.api.types.is_bool_dtype(rows[c])
-            ]
+            numeric = pd.api.types.is_numeric_dtype
+            boolean = pd.api.types.is_bool_dtype
+            metrics = [c for c in rows.columns if c not in _ID_COLUMNS and numeric(rows[c]) and not boolean(rows[c])]
     else:
         metrics = list(metrics)
         missing = [m for m in metrics if m not in rows.columns]

@@ -31,6 +31,7 @@ def warm() -> float:
                 Sketcher(cfg, 9, 13)(texts)
     for threshold in (0.7, 0.8, 0.9):
         optimal_param(threshold, 128)
+    Sketcher(DedupConfig(), 9, 13, threads=2)(texts)  # the JIT prange path (multi-threaded runs)
     plan = plan_index(0.8, 128, 1000)
     sk = Sketcher(DedupConfig(), plan.bands, plan.rows)(texts)
     index = LSHBloomIndex(plan)

@@ -5,6 +5,8 @@ Subcommands:
   params    show the banding, Bloom sizes and S-curve a dedup run would use
   generate  write a synthetic corpus with planted duplicates (no network needed)
   audit     measure what a causal LM memorized (extraction, membership, duplicates)
+  train     train a small GPT-2 deterministically, with checkpoints and the data order
+  profile   memorisation profiles, retention and forecasting over a run's checkpoints
   demo      the default offline run: generate a corpus, deduplicate it, summarise
 """
 
@@ -104,6 +106,33 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, help="sequences per forward pass (32)")
     g.add_argument("--n-boot", type=int, help="bootstrap resamples for AUC intervals (1000)")
     g.add_argument("--count-tokens", action="store_const", const=True, help="tokenize the corpus for token retention")
+
+    p = sub.add_parser("train", help="train a small GPT-2 with checkpoints and the data order")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="corpus shards (files, directories or globs)")
+    p.add_argument("--out", required=True, type=Path, help="run directory (rerun to resume)")
+    p.add_argument("--config", type=Path, help="YAML file with a 'train:' section")
+    g = p.add_argument_group("train options (override --config)")
+    for flag, typ, hlp in (("--vocab-size", int, "BPE vocabulary (1024)"), ("--n-layer", int, "layers (2)"),
+                           ("--n-embd", int, "width (128)"), ("--n-head", int, "heads (4)"),
+                           ("--seq-len", int, "tokens per instance (64)"), ("--epochs", int, "epochs (3)"),
+                           ("--batch-size", int, "instances per step (16)"), ("--lr", float, "AdamW rate (3e-3)"),
+                           ("--seed", int, "seed (0)"), ("--holdout", float, "held-out document fraction (0.1)"),
+                           ("--log-checkpoints", int, "log-spaced checkpoints up to this step (64)"),
+                           ("--checkpoint-every", int, "then every this many steps (100)")):
+        g.add_argument(flag, type=typ, help=hlp)
+
+    p = sub.add_parser("profile", help="memorisation profiles over a run's checkpoints")
+    p.add_argument("--run", required=True, type=Path, help="a 'memdedup train' directory (or the same layout)")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--corpus", nargs="+", help="corpus shards (default: the one the run recorded)")
+    p.add_argument("--config", type=Path, help="YAML file with a 'profile:' section")
+    g = p.add_argument_group("profile options (override --config)")
+    g.add_argument("--n-treated", type=int, help="trained instances audited (400)")
+    g.add_argument("--n-control", type=int, help="held-out instances: control + placebo (200)")
+    g.add_argument("--outcome", choices=("surprisal", "accuracy"), help="per-instance outcome (surprisal)")
+    g.add_argument("--n-boot", type=int, help="bootstrap resamples (200)")
+    g.add_argument("--seed", type=int, help="sampling seed (0)")
+    g.add_argument("--early-checkpoint", type=int, help="step of the early audit for forecasting (middle)")
 
     p = sub.add_parser("params", help="show banding, filter sizes and the S-curve")
     p.add_argument("--docs", type=int, default=1_000_000, help="number of documents (1e6)")
@@ -228,6 +257,46 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _from_args(cls, name: str, args: argparse.Namespace, fields: tuple[str, ...]):
+    file_values, source = {}, "<command line>"
+    if getattr(args, "config", None):
+        source = str(args.config)
+        file_values = section(load_yaml(args.config), name, source)
+    return build(cls, name, file_values, {k: getattr(args, k, None) for k in fields}, source)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from audit.config import TrainConfig
+    from audit.lm import train_causal_lm
+    from dedup.shards import discover
+
+    fields = ("vocab_size", "n_layer", "n_embd", "n_head", "seq_len", "epochs", "batch_size", "lr", "seed", "holdout",
+              "log_checkpoints", "checkpoint_every")
+    config = _from_args(TrainConfig, "train", args, fields)
+    m = train_causal_lm(discover(args.inputs, exclude=args.out), args.out, config,
+                        log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(f"trained {m['steps']} steps on {m['trained_instances']:,} instances of {m['documents']:,} documents "
+          f"({m['held_out_documents']:,} held out); final loss {m['final_loss']:.3f}; "
+          f"{len(m['checkpoints'])} checkpoints in {args.out}/checkpoints, final model in {args.out}/model")
+    return 0
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from audit.checkpoints import ProfileConfig, run_profile
+
+    config = _from_args(ProfileConfig, "profile", args,
+                        ("n_treated", "n_control", "outcome", "n_boot", "seed", "early_checkpoint"))
+    s = run_profile(args.run, args.out, config, corpus=args.corpus, log=lambda m: print(m, file=sys.stderr, flush=True))
+    mem = s["memorisation"]
+    for kind in ("instantaneous", "persistent", "residual"):
+        part = mem.get(kind) or {}
+        if part.get("effect") is not None and part["effect"] == part["effect"]:  # not NaN
+            print(f"{kind:>13} memorisation: {part['effect']:.3f} nats (95% CI {part['lower']:.3f} to {part['upper']:.3f})")
+    print(f"placebo cells whose interval covers 0: {100 * (s['placebo_cells_covering_zero'] or 0):.0f}%")
+    print(f"outputs in {args.out}: profile.parquet, retention.parquet, forecast.json, PNG plots, summary.json")
+    return 0
+
+
 def _cmd_params(args: argparse.Namespace) -> int:
     from dedup.params import plan_index
 
@@ -271,8 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     from dedup.shards import InputError
 
     args = _parser().parse_args(argv)
-    handlers = {"dedup": _cmd_dedup, "audit": _cmd_audit, "params": _cmd_params, "generate": _cmd_generate,
-                "demo": _cmd_demo}
+    handlers = {"dedup": _cmd_dedup, "audit": _cmd_audit, "train": _cmd_train, "profile": _cmd_profile,
+                "params": _cmd_params, "generate": _cmd_generate, "demo": _cmd_demo}
     try:
         return handlers[args.command](args)
     except (InputError, ConfigError, OutputExistsError) as e:
