@@ -6,8 +6,8 @@ On the same sequences and models, measures sequences/s of
 ``CausalLM.score`` + ``metrics.extraction`` (one forward pass over prompt + truth) against
 ``CausalLM.generate_greedy`` (C sequential decoding steps with a KV cache, explicit attention
 mask) and checks the exact-extraction verdicts are identical for every sequence. Models: the
-tiny GPT-2 the tests train on planted canaries (so memorized sequences exist; the trainer is
-the test helper ``tests/audit/tiny_model.py``) and a larger randomly initialised GPT-2 with
+tiny GPT-2 the tests train on planted canaries with ``memdedup train``'s trainer (so
+memorized sequences exist) and a larger randomly initialised GPT-2 with
 the same tokenizer (speed at a more realistic size; its verdicts must agree too).
 
 Writes ``OUT/audit_bench.json`` and ``OUT/audit_bench.md`` (default OUT: bench/results).
@@ -16,7 +16,6 @@ Writes ``OUT/audit_bench.json`` and ``OUT/audit_bench.md`` (default OUT: bench/r
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import shutil
 import sys
@@ -28,13 +27,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def _trainer():
-    spec = importlib.util.spec_from_file_location("tiny_model", ROOT / "tests" / "audit" / "tiny_model.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.train_tiny_lm
 
 
 def _bench(lm, tokens: np.ndarray, P: int, C: int, batch: int) -> dict:
@@ -83,7 +75,11 @@ def main() -> int:
         corpus = generate_canary_corpus(seed=0)
         write_shards(corpus, tmp / "corpus", 4)
         print("training the tiny canary model ...", flush=True)
-        tiny = _trainer()(corpus.column("text").to_pylist(), tmp / "tiny", seed=0)
+        from audit.config import TrainConfig
+        from audit.lm import train_causal_lm
+
+        train_causal_lm(discover([tmp / "corpus"]), tmp / "run", TrainConfig(holdout=0.0), log=lambda m: None)
+        tiny = tmp / "run" / "model"
         lm = load_causal_lm(tiny)
         seqs = sample_sequences(discover([tmp / "corpus"]), lm.encode, args.sequences, P, C, seed=0)
         torch.manual_seed(0)

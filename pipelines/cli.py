@@ -7,6 +7,7 @@ Subcommands:
   audit     measure what a causal LM memorized (extraction, membership, duplicates)
   train     train a small GPT-2 deterministically, with checkpoints and the data order
   profile   memorisation profiles, retention and forecasting over a run's checkpoints
+  forecast  does one audit's memorized set predict another's? (precision and recall)
   demo      the default offline run: generate a corpus, deduplicate it, summarise
 """
 
@@ -133,6 +134,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--n-boot", type=int, help="bootstrap resamples (200)")
     g.add_argument("--seed", type=int, help="sampling seed (0)")
     g.add_argument("--early-checkpoint", type=int, help="step of the early audit for forecasting (middle)")
+
+    p = sub.add_parser("forecast", help="precision/recall of one audit's memorized set for another's")
+    p.add_argument("first", type=Path, help="audit output of the earlier checkpoint or smaller model (the predictor)")
+    p.add_argument("second", type=Path, help="audit output of the final model (the truth)")
+    p.add_argument("--out", type=Path, help="write the result as JSON here")
 
     p = sub.add_parser("params", help="show banding, filter sizes and the S-curve")
     p.add_argument("--docs", type=int, default=1_000_000, help="number of documents (1e6)")
@@ -297,6 +303,30 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_forecast(args: argparse.Namespace) -> int:
+    import pyarrow.parquet as pq
+
+    from audit.forecast import forecast
+    from dedup.layout import write_json_atomic
+    from dedup.shards import InputError
+
+    tables = []
+    for d in (args.first, args.second):
+        f = d / "per_sequence.parquet"
+        if not f.exists():
+            raise InputError(d, "not an audit output (no per_sequence.parquet)")
+        t = pq.read_table(f).to_pandas()
+        t["seen"] = t["member"].fillna(True).astype(bool) if "member" in t.columns else True
+        tables.append(t)
+    fc = forecast(tables[0], tables[1], key=["doc_id", "token_offset"], flag="extractable",
+                  seen_first="seen", seen_second="seen")
+    if args.out:
+        write_json_atomic(args.out, fc)
+    print(f"{fc['n']} sequences seen by both: precision {fc['precision']}, recall {fc['recall']} "
+          f"(TP {fc['tp']}, FP {fc['fp']}, FN {fc['fn']}, TN {fc['tn']})")
+    return 0
+
+
 def _cmd_params(args: argparse.Namespace) -> int:
     from dedup.params import plan_index
 
@@ -341,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     handlers = {"dedup": _cmd_dedup, "audit": _cmd_audit, "train": _cmd_train, "profile": _cmd_profile,
-                "params": _cmd_params, "generate": _cmd_generate, "demo": _cmd_demo}
+                "forecast": _cmd_forecast, "params": _cmd_params, "generate": _cmd_generate, "demo": _cmd_demo}
     try:
         return handlers[args.command](args)
     except (InputError, ConfigError, OutputExistsError) as e:

@@ -156,7 +156,7 @@ def test_bad_model_directories(canary_lm, tmp_path):
 
 def test_reference_model_with_another_tokenizer_is_refused(canary_lm, train_tiny_lm, tmp_path):
     other = train_tiny_lm(["completely different words " * 20, "another text entirely " * 20] * 10,
-                          tmp_path / "other", vocab_size=300, epochs=1, n_layer=1, n_embd=32, n_head=2)
+                          tmp_path / "other", vocab_size=300, epochs=1, n_layer=1, n_embd=32, n_head=2, seq_len=32)
     with pytest.raises(ModelError, match="tokenizer differs"):
         run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / "o", reference=other, log=quiet)
 

@@ -82,16 +82,19 @@ def test_resume_from_last_checkpoint_ends_identical(small_corpus, tmp_path):
 @pytest.fixture(scope="module")
 def profiled(tmp_path_factory):
     """A tiny model trained with checkpoints on a canary corpus (20% of documents held out),
-    profiled over all its checkpoints."""
-    from audit.checkpoints import ProfileConfig, run_profile
+    then the real ``memdedup profile`` over all its checkpoints."""
     from audit.lm import train_causal_lm
 
     d = tmp_path_factory.mktemp("profile")
     write_shards(generate_canary_corpus(n_background=300, seed=2), d / "corpus", 3)
     train_causal_lm(discover([d / "corpus"]), d / "run",
                     TrainConfig(holdout=0.2, epochs=2, log_checkpoints=16, checkpoint_every=80), log=quiet)
-    summary = run_profile(d / "run", d / "out", ProfileConfig(n_treated=200, n_control=120, n_boot=100), log=quiet)
-    return summary, d
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "profile", "--run", str(d / "run"), "--out", str(d / "out"),
+                        "--n-treated", "200", "--n-control", "120", "--n-boot", "100"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert "instantaneous memorisation" in r.stdout
+    return json.loads((d / "out" / "summary.json").read_text()), d
 
 
 def test_positive_instantaneous_memorisation_and_none_for_held_out(profiled):
@@ -119,6 +122,33 @@ def test_profile_outputs(profiled):
     fc = json.loads((out / "forecast.json").read_text())
     assert fc["early_step"] < fc["final_step"]
     assert (out / "profile_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_checkpoints_load_in_the_audit(profiled):
+    from audit.lm import load_causal_lm
+
+    _, d = profiled
+    ckpts = sorted((d / "run" / "checkpoints").glob("step-*"))
+    assert len(ckpts) >= 6
+    lm = load_causal_lm(ckpts[2])
+    assert lm.max_positions >= 64 and lm.encode(["hello world"])[0]
+
+
+def test_forecast_from_two_audits(tmp_path):
+    import pyarrow as pa
+
+    first = pa.table({"doc_id": ["a", "b", "c", "d"], "token_offset": [0] * 4, "extractable": [True, True, False, False],
+                      "member": [True] * 4})
+    second = pa.table({"doc_id": ["a", "b", "c", "d"], "token_offset": [0] * 4, "extractable": [True, False, True, False],
+                       "member": [True] * 4})
+    for name, t in (("first", first), ("second", second)):
+        (tmp_path / name).mkdir()
+        pq.write_table(t, tmp_path / name / "per_sequence.parquet")
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "forecast", str(tmp_path / "first"), str(tmp_path / "second"),
+                        "--out", str(tmp_path / "f.json")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    fc = json.loads((tmp_path / "f.json").read_text())
+    assert (fc["tp"], fc["fp"], fc["fn"], fc["tn"]) == (1, 1, 1, 1) and fc["precision"] == 0.5 and fc["recall"] == 0.5
 
 
 def test_cli_train(small_corpus, tmp_path):
