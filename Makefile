@@ -30,8 +30,13 @@ install: $(AOT)
 test: $(AOT)
 	$(PY) -m pytest -q
 
+# The default pipeline (Snakefile + configs/default.yaml) on this machine's cores.
 demo: $(AOT)
-	$(VENV)/bin/memdedup demo --out results/demo
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores 2 --rerun-incomplete --quiet rules
+	$(VENV)/bin/memdedup check results/demo --strict
+	@echo
+	@echo "Report: results/demo/report/comparison.html (one page per model: results/demo/report/*.html)"
+	@echo "Checks: results/demo/checks.json"
 
 bench: $(AOT)
 	$(PY) bench/dedup_bench.py

@@ -91,6 +91,10 @@ def _format_of(path: Path) -> tuple[str, str | None] | None:
     return None
 
 
+def _is_plain_json(path: Path) -> bool:
+    return path.name.lower().endswith((".json", ".json.gz", ".json.zst"))
+
+
 def _inside(path: Path, directory: str | os.PathLike | None) -> bool:
     if directory is None:
         return False
@@ -104,8 +108,10 @@ def _inside(path: Path, directory: str | os.PathLike | None) -> bool:
 def discover(inputs: list[str | os.PathLike], exclude: str | os.PathLike | None = None) -> list[Shard]:
     """Expand files, directories and globs into shards in canonical order.
 
-    Files under hidden directories (a path part starting with ".") found by walking a
-    directory, and anything under ``exclude`` (the run's own output directory), are skipped.
+    Walking a directory takes ``.parquet``, ``.jsonl`` and ``.ndjson`` files (compressed
+    too), not ``.json`` ones (often manifests and configs; name those explicitly or by
+    glob), and skips hidden directories (a path part starting with ".") and anything under
+    ``exclude`` (the run's own output directory).
 
     Raises:
         InputError: a path that does not exist, a glob that matches nothing, a file of an
@@ -118,7 +124,8 @@ def discover(inputs: list[str | os.PathLike], exclude: str | os.PathLike | None 
         if p.is_dir():
             found = [
                 q for q in p.rglob("*")
-                if q.is_file() and _format_of(q) and not any(part.startswith(".") for part in q.relative_to(p).parts)
+                if q.is_file() and _format_of(q) and not _is_plain_json(q)
+                and not any(part.startswith(".") for part in q.relative_to(p).parts)
                 and not _inside(q, exclude)
             ]
             if not found:

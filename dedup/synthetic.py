@@ -845,3 +845,61 @@ def generate_canary_corpus(
 
 
 __all__ += ["generate_canary_corpus", "CANARY_SCHEMA"]
+
+
+# ---------------------------------------------------------------------------- demo corpus
+
+#: Schema of :func:`generate_demo_corpus`.
+DEMO_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("text", pa.string()),
+        ("kind", pa.string()),  # original | exact | near | canary
+        ("cluster", pa.int64()),  # generate_corpus's cluster (row of its original); -1 for canaries
+        ("source_jaccard", pa.float64()),  # near duplicates' Jaccard with their original
+        ("canary", pa.int64()),  # canary index, -1 otherwise
+        ("repeats", pa.int64()),  # planted copies of a canary's text; 1 otherwise
+    ]
+)
+
+
+def generate_demo_corpus(
+    n_docs: int = 2000,
+    exact_frac: float = 0.05,
+    near_frac: float = 0.10,
+    repeats: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
+    canaries_per_repeat: int = 4,
+    mean_bytes: int = 600,
+    seed: int = 0,
+) -> pa.Table:
+    """The demo corpus: :func:`generate_corpus`'s natural-looking text with planted exact and
+    near duplicates (``n_docs`` rows), plus :func:`generate_canary_corpus`'s random canaries
+    at each repeat level (``canaries_per_repeat`` canaries planted ``r`` times for each r),
+    the canary rows spread over the corpus at seeded positions. Deterministic for a seed;
+    ids are unique (``doc-*`` and ``canary-*``)."""
+    base = generate_corpus(n_docs, mean_bytes=mean_bytes, exact_frac=exact_frac, near_frac=near_frac, seed=seed)
+    can = generate_canary_corpus(n_background=0, repeats=repeats, canaries_per_repeat=canaries_per_repeat,
+                                 mean_bytes=mean_bytes, seed=seed + 1)
+    n_b, n_c = base.num_rows, can.num_rows
+    rows = {
+        "id": base.column("id").to_pylist() + [f"canary-{i:06d}" for i in range(n_c)],
+        "text": base.column("text").to_pylist() + can.column("text").to_pylist(),
+        "kind": base.column("kind").to_pylist() + ["canary"] * n_c,
+        "cluster": base.column("cluster").to_pylist() + [-1] * n_c,
+        "source_jaccard": base.column("source_jaccard").to_pylist() + [None] * n_c,
+        "canary": [-1] * n_b + can.column("canary").to_pylist(),
+        "repeats": [1] * n_b + can.column("repeats").to_pylist(),
+    }
+    # Canary rows go to seeded random positions; the base rows keep their relative order
+    # (so every planted duplicate still follows its original).
+    rng = np.random.default_rng(seed + 2)
+    is_canary = np.zeros(n_b + n_c, dtype=bool)
+    is_canary[rng.choice(n_b + n_c, size=n_c, replace=False)] = True
+    order = np.empty(n_b + n_c, dtype=np.int64)
+    order[~is_canary] = np.arange(n_b)
+    order[is_canary] = n_b + np.arange(n_c)
+    table = pa.table(rows, schema=DEMO_SCHEMA)
+    return table.take(pa.array(order))
+
+
+__all__ += ["generate_demo_corpus", "DEMO_SCHEMA"]

@@ -8,7 +8,8 @@ Subcommands:
   train     train a small GPT-2 deterministically, with checkpoints and the data order
   profile   memorisation profiles, retention and forecasting over a run's checkpoints
   forecast  does one audit's memorized set predict another's? (precision and recall)
-  demo      the default offline run: generate a corpus, deduplicate it, summarise
+  report    self-contained HTML reports of audits, and a side-by-side comparison
+  check     check the demo's claims from a workflow output directory
 """
 
 from __future__ import annotations
@@ -140,6 +141,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("second", type=Path, help="audit output of the final model (the truth)")
     p.add_argument("--out", type=Path, help="write the result as JSON here")
 
+    p = sub.add_parser("report", help="self-contained HTML reports of audits and a side-by-side comparison")
+    p.add_argument("audits", nargs="+", type=Path, metavar="AUDIT_DIR", help="'memdedup audit' output directories")
+    p.add_argument("--out", required=True, type=Path, help="output directory: <label>.html per audit, comparison.html")
+    p.add_argument("--labels", nargs="+", help="one label per audit (default: the directory names)")
+    p.add_argument("--dedup-dir", type=Path, help="dedup output of the corpus: retention and removed-document accounting")
+    p.add_argument("--profile-dir", nargs="+", type=Path, default=[], metavar="PROFILE_DIR",
+                   help="'memdedup profile' outputs, paired with the audits in order (may be fewer)")
+    p.add_argument("--model-dir", nargs="+", type=Path, default=[], metavar="MODEL_DIR",
+                   help="local Hugging Face tokenizer/model directory to decode token ids: one for all audits, "
+                        "or one per audit")
+    p.add_argument("--title", help="title of the comparison page")
+
     p = sub.add_parser("params", help="show banding, filter sizes and the S-curve")
     p.add_argument("--docs", type=int, default=1_000_000, help="number of documents (1e6)")
     p.add_argument("--config", type=Path, help="YAML file with a 'dedup:' section")
@@ -154,11 +167,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", type=int, default=4)
     p.add_argument("--format", default="parquet", choices=("parquet", "jsonl", "jsonl.gz", "jsonl.zst"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--canaries", action="store_true",
+                   help="also plant random canaries repeated 1, 2, 4, ..., 64 times (the demo corpus)")
+    p.add_argument("--canaries-per-repeat", type=int, default=4)
 
-    p = sub.add_parser("demo", help="the default offline run")
-    p.add_argument("--out", type=Path, default=Path("results/demo"))
-    p.add_argument("--docs", type=int, default=20_000)
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("check", help="check the demo's claims from a workflow output directory")
+    p.add_argument("out", type=Path, help="the workflow's output directory (config 'out')")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a claim does not hold")
     return ap
 
 
@@ -327,6 +342,53 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    import re
+
+    from audit.report import comparison_report, model_report
+
+    audits = list(args.audits)
+    labels = list(args.labels) if args.labels else [a.resolve().name or "audit" for a in audits]
+    if len(labels) != len(audits):
+        raise ConfigError(f"--labels: {len(labels)} labels for {len(audits)} audit directories")
+    if not args.labels:  # make default labels distinct: raw/audit, dedup/audit -> audit-1, audit-2
+        labels = [f"{lab}-{i + 1}" if labels.count(lab) > 1 else lab for i, lab in enumerate(labels)]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"--labels must be distinct, got {labels}")
+    files = [re.sub(r"[^A-Za-z0-9._-]+", "_", lab).strip("._") or f"audit-{i + 1}" for i, lab in enumerate(labels)]
+    if len(set(files)) != len(files) or "comparison" in files:
+        files = [f"{i + 1}-{f}" for i, f in enumerate(files)]
+    if len(args.profile_dir) > len(audits):
+        raise ConfigError(f"--profile-dir: {len(args.profile_dir)} profiles for {len(audits)} audits")
+    if len(args.model_dir) not in (0, 1, len(audits)):
+        raise ConfigError(f"--model-dir: give one directory for all audits or one per audit, got {len(args.model_dir)}")
+    decoders = [None] * len(audits)
+    if args.model_dir:
+        from transformers import AutoTokenizer  # only here: the audit package never loads transformers for reports
+
+        toks = {}
+        for m in args.model_dir:
+            try:
+                toks[m] = AutoTokenizer.from_pretrained(str(m), local_files_only=True)
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"--model-dir {m}: no usable tokenizer: {e}") from e
+        dirs = args.model_dir * len(audits) if len(args.model_dir) == 1 else args.model_dir
+        decoders = [(lambda ids, t=toks[m]: t.decode(list(ids), skip_special_tokens=False)) for m in dirs]
+    args.out.mkdir(parents=True, exist_ok=True)
+    for i, (a, lab, f) in enumerate(zip(audits, labels, files)):
+        prof = args.profile_dir[i] if i < len(args.profile_dir) else None
+        page = model_report(a, args.out / f"{f}.html", profile_dir=prof, title=f"Memorization audit: {lab}",
+                            decode=decoders[i])
+        print(f"{lab}: {page} (numbers: {page.with_name(page.stem + '.summary.json')})")
+    if len(audits) >= 2:
+        page = comparison_report(audits, labels, args.out / "comparison.html", dedup_dir=args.dedup_dir,
+                                 title=args.title)
+        print(f"comparison: {page} (numbers: {page.with_suffix('.json')})")
+    elif args.dedup_dir is not None:
+        print("note: --dedup-dir is used by the comparison page, which needs at least two audits", file=sys.stderr)
+    return 0
+
+
 def _cmd_params(args: argparse.Namespace) -> int:
     from dedup.params import plan_index
 
@@ -337,32 +399,43 @@ def _cmd_params(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from dedup.synthetic import generate_corpus, write_shards
+    from collections import Counter
 
-    table = generate_corpus(args.docs, mean_bytes=args.doc_bytes, exact_frac=args.exact_frac, near_frac=args.near_frac, seed=args.seed)
+    from dedup.layout import write_json_atomic
+    from dedup.synthetic import generate_corpus, generate_demo_corpus, write_shards
+
+    if args.canaries:
+        table = generate_demo_corpus(args.docs, exact_frac=args.exact_frac, near_frac=args.near_frac,
+                                     canaries_per_repeat=args.canaries_per_repeat, mean_bytes=args.doc_bytes,
+                                     seed=args.seed)
+    else:
+        table = generate_corpus(args.docs, mean_bytes=args.doc_bytes, exact_frac=args.exact_frac,
+                                near_frac=args.near_frac, seed=args.seed)
     paths = write_shards(table, args.out, args.shards, fmt=args.format)
-    print(f"wrote {table.num_rows:,} documents in {len(paths)} shard(s) to {args.out}")
+    kinds = Counter(table.column("kind").to_pylist())
+    planted = {"documents": table.num_rows, "kinds": dict(kinds), "seed": args.seed,
+               "shards": [p.name for p in paths]}
+    if args.canaries:
+        reps = Counter(r for r, k in zip(table.column("repeats").to_pylist(), table.column("kind").to_pylist())
+                       if k == "canary")
+        planted["canary_rows_by_repeats"] = {str(r): n for r, n in sorted(reps.items())}
+        planted["exact_ids"] = [i for i, k in zip(table.column("id").to_pylist(), table.column("kind").to_pylist())
+                                if k == "exact"]
+    write_json_atomic(args.out / "manifest.json", planted)
+    print(f"wrote {table.num_rows:,} documents in {len(paths)} shard(s) to {args.out} "
+          f"({', '.join(f'{v:,} {k}' for k, v in sorted(kinds.items()))})")
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from dedup.engine import dedup_files
-    from dedup.synthetic import generate_corpus, write_shards
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .demo_checks import run_checks
 
-    from .progress import ProgressLine
-
-    corpus_dir = args.out / "corpus"
-    print(f"[1/2] generating {args.docs:,} documents with planted duplicates in {corpus_dir}")
-    table = generate_corpus(args.docs, seed=args.seed)
-    write_shards(table, corpus_dir, 4)
-    print(f"[2/2] deduplicating into {args.out / 'dedup'}")
-    bar = ProgressLine("dedup")
-    m = dedup_files([corpus_dir], args.out / "dedup", DedupConfig(), force=True, progress=bar)
-    _print_summary(m, args.out / "dedup")
-    kinds = table.column("kind").to_pylist()
-    planted_exact = kinds.count("exact")
-    print(f"planted: {planted_exact:,} exact and {kinds.count('near'):,} near duplicates (near ones span Jaccard 0.5-1.0)")
-    return 0
+    result = run_checks(args.out)
+    for c in result["checks"]:
+        print(f"[{'ok' if c['passed'] else 'FAILED'}] {c['name']}: "
+              + ", ".join(f"{k}={v}" for k, v in c.items() if k not in ("name", "passed", "missed")))
+    print(f"checks written to {args.out}/checks.json")
+    return 0 if result["passed"] or not args.strict else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -371,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     handlers = {"dedup": _cmd_dedup, "audit": _cmd_audit, "train": _cmd_train, "profile": _cmd_profile,
-                "forecast": _cmd_forecast, "params": _cmd_params, "generate": _cmd_generate, "demo": _cmd_demo}
+                "forecast": _cmd_forecast, "params": _cmd_params, "generate": _cmd_generate, "check": _cmd_check,
+                "report": _cmd_report}
     try:
         return handlers[args.command](args)
     except (InputError, ConfigError, OutputExistsError) as e:

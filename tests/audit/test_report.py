@@ -1,0 +1,251 @@
+"""HTML reports (audit.report and ``memdedup report``) on hand-made audit, profile and dedup
+directories: structure and numbers only (no browser, no model)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from audit import metrics
+from audit.report import comparison_report, model_report
+
+P, C = 4, 4
+
+
+def _write_audit(d: Path, extractable: list[bool], *, buckets: list[str], members: list[bool] | None = None,
+                 pythia: bool = True, doc_ids: list[str] | None = None) -> Path:
+    """An audit directory as ``memdedup audit`` writes it: sequence i comes from shard
+    ``a.parquet`` row i, prompt [i, i, i, i], truth [100 + i, ...]."""
+    n = len(extractable)
+    ex = np.array(extractable)
+    lead = np.where(ex, C, np.arange(n) % C)
+    truth = [[100 + i] * C for i in range(n)]
+    gen = [t[:l] + [7] * (C - l) for t, l in zip(truth, lead)]
+    status = ["unique" if b == "1" else ("removed" if i % 2 else "kept") for i, b in enumerate(buckets)]
+    cols = {
+        "seq_id": np.arange(n), "doc_id": doc_ids or [f"d{i}" for i in range(n)], "shard": ["a.parquet"] * n,
+        "row": np.arange(n), "token_offset": np.zeros(n, dtype=np.int64),
+        "prompt": pa.array([[i] * P for i in range(n)], pa.list_(pa.int64())),
+        "truth": pa.array(truth, pa.list_(pa.int64())), "extractable": ex, "leading_matched": lead,
+        "pythia_score": pa.array((lead / C).tolist() if pythia else [None] * n, pa.float64()),
+        "generated": pa.array(gen if pythia else [None] * n, pa.list_(pa.int64())),
+        "loss": np.linspace(0.1, 3.0, n),
+        "score_loss": -np.linspace(0.1, 3.0, n), "score_zlib": np.linspace(1.0, 0.0, n),
+        "duplicate_count": np.array([int(b.split("-")[0]) for b in buckets]),
+        "duplicate_bucket": buckets, "dedup_status": status,
+        "member": pa.array(members if members is not None else [None] * n, pa.bool_()),
+    }
+    d.mkdir(parents=True)
+    pq.write_table(pa.table(cols), d / "per_sequence.parquet")
+    k = int(ex.sum())
+    lo, hi = metrics.wilson_interval(k, n)
+    summary = {"model": {"path": f"/models/{d.name}", "name": d.name}, "config": {"prompt_len": P, "cont_len": C},
+               "sequences": {"n": n, "considered": n, "skipped_short": 0},
+               "extractable": {"n": n, "k": k, "rate": k / n, "lower": lo, "upper": hi},
+               "mean_leading_matched": float(lead.mean())}
+    (d / "summary.json").write_text(json.dumps(summary))
+    return d
+
+
+@pytest.fixture()
+def dirs(tmp_path):
+    """raw: 10 sequences, buckets 1 x5 and 2-3 x5, extractable rows 0-3, 5, 6 (4/5 and 2/5);
+    dedup: 11 sequences, extractable rows 0 and 5 (1/5, 1/5) and one bucket 4-7 sequence.
+    Dedup removed a.parquet rows 1, 3 (exact), 5 (near) and b.parquet row 2 (not sampled)."""
+    buckets = ["1"] * 5 + ["2-3"] * 5
+    raw_ex = [i in (0, 1, 2, 3, 5, 6) for i in range(10)]
+    members = [i < 7 for i in range(10)]
+    raw = _write_audit(tmp_path / "raw", raw_ex, buckets=buckets, members=members,
+                       doc_ids=["<script>alert(1)</script>"] + [f"d{i}" for i in range(1, 10)])
+    ded = _write_audit(tmp_path / "dedup", [i in (0, 5) for i in range(11)], buckets=buckets + ["4-7"], pythia=False)
+    dd = tmp_path / "dd"
+    dd.mkdir()
+    (dd / "manifest.json").write_text(json.dumps({"totals": {"rows": 20, "kept": 16, "removed": {"exact": 3, "near": 1}},
+                                                  "config": {}}))
+    pq.write_table(pa.table({"id": ["x1", "x3", "x5", "y2"], "shard": ["a.parquet", "a.parquet", "a.parquet", "b.parquet"],
+                             "row": pa.array([1, 3, 5, 2], pa.int64()), "reason": ["exact", "exact", "near", "exact"]}),
+                   dd / "removed.parquet")
+    prof = tmp_path / "prof"
+    prof.mkdir()
+    cells = [(g, c) for g in (2, 4) for c in (1, 2, 4, 8) if c >= g]
+    pd.DataFrame({"treatment_step": [g for g, _ in cells], "step": [c for _, c in cells],
+                  "effect": [0.5, 0.3, 0.2, 0.4, 0.1], "se": 0.05, "lower": [0.4, 0.2, -0.1, 0.3, -0.05],
+                  "upper": [0.6, 0.4, 0.5, 0.5, 0.25], "placebo": False}).to_parquet(prof / "profile.parquet")
+    pd.DataFrame({"treatment_step": [2, 2, 4], "step": [2, 8, 4], "n": 5, "recognition": [0.9, 0.7, 0.8],
+                  "exact_recall": [0.4, 0.1, 0.3], "token_recall": [0.6, 0.4, 0.5]}).to_parquet(prof / "retention.parquet")
+    (prof / "summary.json").write_text(json.dumps({
+        "memorisation": {"instantaneous": {"effect": 0.45, "lower": 0.35, "upper": 0.55, "n_cells": 2}},
+        "placebo_cells_covering_zero": 0.93,
+        "forecast": {"precision": 0.8, "recall": 0.5, "n": 40, "early_step": 4, "final_step": 8}}))
+    return {"raw": raw, "dedup": ded, "dedup_dir": dd, "profile": prof}
+
+
+def _assert_self_contained(page: str) -> list[str]:
+    """No external resources, no script; every image an inline PNG. Returns the image URIs."""
+    assert "<script" not in page.lower()
+    assert "http://" not in page and "https://" not in page
+    assert not re.search(r"<link\b", page, re.I)
+    assert not re.search(r"href\s*=", page, re.I)
+    assert "url(" not in page  # no CSS-loaded resources
+    srcs = re.findall(r'\bsrc\s*=\s*"([^"]*)"', page)
+    for s in srcs:
+        assert s.startswith("data:image/png;base64,"), s[:60]
+        assert base64.b64decode(s.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    return srcs
+
+
+def test_model_report_is_self_contained_with_all_sections(dirs, tmp_path):
+    out = model_report(dirs["raw"], tmp_path / "out" / "raw.html", profile_dir=dirs["profile"], title="Raw <model> & co")
+    page = out.read_text(encoding="utf-8")
+    imgs = _assert_self_contained(page)
+    # duplicates, score histogram, ROC, dedup status, profile heatmap, retention curves
+    assert len(imgs) == 6
+    for heading in ("Extractable rate by duplicate count", "Memorization score", "Membership inference",
+                    "Extractable rate by dedup status", "Memorization over training", "Most memorized sequences"):
+        assert f"<h2>{heading}</h2>" in page, heading
+    assert "<title>Raw &lt;model&gt; &amp; co</title>" in page
+    assert "60.0%" in page  # 6 of 10 extractable
+    lo, hi = metrics.wilson_interval(6, 10)
+    assert f"{100 * lo:.1f}% – {100 * hi:.1f}%" in page
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "100 100 100 100" in page  # token ids shown when no decoder is given
+    roc = metrics.roc_auc(-np.linspace(0.1, 3.0, 10), np.arange(10) < 7)
+    assert f"{roc:.3f}" in page
+    assert "93.0%" in page  # placebo cells covering 0
+    # the audit's summary.json is copied next to the page
+    assert json.loads((tmp_path / "out" / "raw.summary.json").read_text()) == json.loads(
+        (dirs["raw"] / "summary.json").read_text())
+
+
+def test_model_report_without_pythia_members_or_profile(dirs, tmp_path):
+    page = model_report(dirs["dedup"], tmp_path / "d.html").read_text(encoding="utf-8")
+    imgs = _assert_self_contained(page)
+    assert "<h2>Leading tokens matched</h2>" in page and "Memorization score</h2>" not in page
+    assert "Membership inference" not in page and "Memorization over training" not in page
+    assert len(imgs) == 3  # duplicates, leading-matched histogram, dedup status
+    assert "greedy generation</th>" not in page  # no generation column without generations
+
+
+def test_model_report_decodes_and_escapes_text(dirs, tmp_path):
+    def decode(ids):
+        return "".join(f"<t{i}>&" for i in ids)
+
+    page = model_report(dirs["raw"], tmp_path / "r.html", decode=decode).read_text(encoding="utf-8")
+    _assert_self_contained(page)
+    assert "&lt;t100&gt;&amp;" in page and "<t100>" not in page
+    assert "100 100 100 100" not in page
+
+
+def test_top_table_lists_distinct_sequences_most_memorized_first(tmp_path):
+    # 3 copies of one sequence (rows 0-2 share prompt and truth) count once
+    d = _write_audit(tmp_path / "a", [True, True, True, False], buckets=["2-3"] * 4)
+    t = pq.read_table(d / "per_sequence.parquet").to_pandas()
+    t["prompt"] = [[1] * P, [1] * P, [1] * P, [9] * P]
+    t["truth"] = [[5] * C, [5] * C, [5] * C, [6] * C]
+    pq.write_table(pa.Table.from_pandas(t, preserve_index=False), d / "per_sequence.parquet")
+    page = model_report(d, tmp_path / "a.html").read_text(encoding="utf-8")
+    top = page.split("<h2>Most memorized sequences</h2>", 1)[1]
+    assert top.count('<td><div class="text">1 1 1 1</div></td>') == 1
+    assert "×3 in the sample" in top
+    assert top.index("1 1 1 1") < top.index("9 9 9 9")
+
+
+def test_comparison_numbers(dirs, tmp_path):
+    out = comparison_report([dirs["raw"], dirs["dedup"]], ["raw", "dedup"], tmp_path / "c" / "comparison.html",
+                            dedup_dir=dirs["dedup_dir"])
+    page = out.read_text(encoding="utf-8")
+    imgs = _assert_self_contained(page)
+    assert len(imgs) == 1  # all models in one plot
+    data = json.loads((tmp_path / "c" / "comparison.json").read_text())
+    assert data["labels"] == ["raw", "dedup"]
+    assert [m["extractable"]["k"] for m in data["models"]] == [6, 2]
+    assert [m["sequences"] for m in data["models"]] == [10, 11]
+    by = {r["bucket"]: r for r in data["by_duplicates"]}
+    assert list(by) == ["1", "2-3", "4-7"]
+    assert by["1"]["models"]["raw"]["rate"] == pytest.approx(0.8)
+    assert by["1"]["models"]["dedup"]["rate"] == pytest.approx(0.2)
+    assert by["1"]["ratio_to_first"]["dedup"] == pytest.approx(0.25)
+    assert by["2-3"]["ratio_to_first"]["dedup"] == pytest.approx(0.5)
+    assert by["4-7"]["models"]["raw"]["n"] == 0 and by["4-7"]["ratio_to_first"]["dedup"] is None
+    dd = data["dedup"]
+    assert (dd["documents_total"], dd["documents_kept"], dd["documents_removed"]) == (20, 16, 4)
+    assert dd["documents_kept_fraction"] == pytest.approx(0.8)
+    assert dd["removed_by_reason"] == {"exact": 3, "near": 1}
+    fm = dd["first_model"]
+    # raw's extractable rows 0, 1, 2, 3, 5, 6; removed (a.parquet) rows 1, 3 (exact), 5 (near); b.parquet row 2 is
+    # another file's row 2 and must not match
+    assert fm["label"] == "raw" and fm["extractable"] == 6
+    assert fm["sequences_from_removed_documents"] == 3
+    assert fm["extractable_from_removed_documents"] == 3
+    assert fm["extractable_from_removed_by_reason"] == {"exact": 2, "near": 1}
+    assert fm["extractable_from_removed_fraction"] == pytest.approx(0.5)
+    for text in ("<h2>Headline numbers</h2>", "<h2>Extractable rate by duplicate count</h2>",
+                 "<h2>What deduplication removed</h2>", "×0.25", "80.0%", "20.0%"):
+        assert text in page, text
+
+
+def test_comparison_validates_labels(dirs, tmp_path):
+    with pytest.raises(ValueError, match="one label per audit"):
+        comparison_report([dirs["raw"], dirs["dedup"]], ["raw"], tmp_path / "c.html")
+    with pytest.raises(ValueError, match="distinct"):
+        comparison_report([dirs["raw"], dirs["dedup"]], ["x", "x"], tmp_path / "c.html")
+    with pytest.raises(ValueError, match="not an audit output"):
+        comparison_report([tmp_path], ["x"], tmp_path / "c.html")
+
+
+def test_comparison_escapes_labels(dirs, tmp_path):
+    out = comparison_report([dirs["raw"], dirs["dedup"]], ["raw <b>", "dedup & co"], tmp_path / "c.html")
+    page = out.read_text(encoding="utf-8")
+    _assert_self_contained(page)
+    assert "raw &lt;b&gt;" in page and "raw <b>" not in page and "dedup &amp; co" in page
+    assert json.loads((tmp_path / "c.json").read_text())["dedup"] is None
+
+
+def test_cli_report_end_to_end(dirs, tmp_path, capsys):
+    from pipelines.cli import main
+
+    out = tmp_path / "reports"
+    rc = main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--out", str(out), "--labels", "raw", "dedup",
+               "--dedup-dir", str(dirs["dedup_dir"]), "--profile-dir", str(dirs["profile"])])
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.html", "comparison.json", "dedup.html",
+                                                      "dedup.summary.json", "raw.html", "raw.summary.json"]
+    assert "Memorization over training" in (out / "raw.html").read_text(encoding="utf-8")
+    assert "Memorization over training" not in (out / "dedup.html").read_text(encoding="utf-8")
+    data = json.loads((out / "comparison.json").read_text())
+    assert data["dedup"]["first_model"]["extractable_from_removed_documents"] == 3
+    assert "comparison.html" in capsys.readouterr().out
+
+    # one audit: no comparison page; default label = directory name
+    rc = main(["report", str(dirs["dedup"]), "--out", str(tmp_path / "one")])
+    assert rc == 0 and sorted(p.name for p in (tmp_path / "one").iterdir()) == ["dedup.html", "dedup.summary.json"]
+
+    # errors are one line and exit code 2
+    assert main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--out", str(out), "--labels", "a"]) == 2
+    assert main(["report", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "not an audit output" in capsys.readouterr().err
+
+
+def test_cli_report_decodes_with_a_local_tokenizer(dirs, tmp_path):
+    pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from pipelines.cli import main
+
+    vocab = {"[UNK]": 0, **{f"w{i}": i for i in range(1, 200)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(tmp_path / "tok")
+    rc = main(["report", str(dirs["raw"]), "--out", str(tmp_path / "r"), "--model-dir", str(tmp_path / "tok")])
+    assert rc == 0
+    page = (tmp_path / "r" / "raw.html").read_text(encoding="utf-8")
+    assert "w100 w100 w100 w100" in page and "decoded with the model" in page
