@@ -121,7 +121,7 @@ class Audit:
             return []
         t = self.table[self.table["dedup_status"].notna()]
         groups = t["dedup_status"].astype(str).tolist()
-        order = [s for s in STATUS_ORDER if s in groups or s in STATUS_ORDER] + sorted(set(groups) - set(STATUS_ORDER))
+        order = list(STATUS_ORDER) + sorted(set(groups) - set(STATUS_ORDER))
         return metrics.rate_by_group(t["extractable"].fillna(False).to_numpy(dtype=bool), groups, order)
 
     def members(self) -> np.ndarray | None:
@@ -157,7 +157,7 @@ class Audit:
 
 def load_audit(audit_dir: str | os.PathLike) -> Audit:
     """Read an audit directory (``per_sequence.parquet`` required, ``summary.json`` optional)."""
-    path = Path(audit_dir)
+    path = Path(audit_dir).resolve()
     f = path / PER_SEQUENCE
     if not f.exists():
         raise ValueError(f"{path}: not an audit output (no {PER_SEQUENCE})")
@@ -374,6 +374,7 @@ th, td { border-bottom: 1px solid var(--line); padding: .35rem .6rem; text-align
 th { background: var(--bg-soft); font-weight: 600; }
 td.num, th.num { text-align: right; white-space: nowrap; }
 .strong { font-weight: 600; }
+.nowrap { white-space: nowrap; }
 tr { break-inside: avoid; page-break-inside: avoid; }
 .seqs { width: 100%; table-layout: fixed; }
 .seqs td { font-size: .82rem; }
@@ -390,7 +391,15 @@ footer { margin-top: 3rem; font-size: .8rem; color: var(--muted); border-top: 1p
 @media (max-width: 700px) {
   body { font-size: 14px; padding: 0 .6rem 2rem; }
   h1 { font-size: 1.35rem; }
-  .seqs { table-layout: auto; }
+  /* the sequence table as one block per sequence, each cell under its column name */
+  .seqs, .seqs tbody, .seqs tr, .seqs td { display: block; width: 100%; }
+  .seqs thead, .seqs colgroup { display: none; }
+  .seqs tr { border-bottom: 2px solid var(--line); padding: .4rem 0; }
+  .seqs td { border: 0; padding: .15rem 0; }
+  .seqs td::before { content: attr(data-label); display: block; font-size: .75rem; color: var(--muted);
+                     text-transform: uppercase; letter-spacing: .04em; }
+  .seqs td:first-child { font-weight: 600; }
+  .seqs td:first-child::before { content: "#"; display: inline; font-size: inherit; color: inherit; }
 }
 @media print {
   body { font-size: 10.5pt; padding: 0; }
@@ -398,6 +407,7 @@ footer { margin-top: 3rem; font-size: .8rem; color: var(--muted); border-top: 1p
   h2 { break-after: avoid; page-break-after: avoid; }
   .card { background: none; }
   .table-wrap { overflow: visible; }
+  figure img { max-height: 42vh; width: auto; }
   a { color: inherit; text-decoration: none; }
 }
 """
@@ -541,7 +551,8 @@ def _top_sequences(audit: Audit, decode: Decode | None, k: int = TOP_SEQUENCES) 
     widths = ["3%", "19%", "26%", "26%", "26%"] if has_gen else ["4%", "20%", "38%", "38%"]
     cols = "".join(f'<col style="width:{w}">' for w in widths)
     thead = "<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"
-    tbody = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>" for cells in rows)
+    tbody = "".join("<tr>" + "".join(f'<td data-label="{h}">{c}</td>' for h, c in zip(head, cells)) + "</tr>"
+                    for cells in rows)
     return (f'<div class="table-wrap"><table class="seqs"><colgroup>{cols}</colgroup><thead>{thead}</thead>'
             f"<tbody>{tbody}</tbody></table></div>", len(rows), int(t["_copies"].sum()))
 
@@ -605,6 +616,29 @@ def _membership_section(a: Audit) -> str:
                      num_cols=(1, 2, 3, 4, 5)))
 
 
+def _forecast_html(fc: dict) -> str:
+    """Early-vs-final forecasting (``forecast.json``) in words, undefined ratios said as such."""
+    def ratio(name: str, undefined: str) -> str:
+        v = fc.get(name)
+        if not _finite(v):
+            return f"undefined ({undefined})"
+        lo, hi = fc.get(f"{name}_lower"), fc.get(f"{name}_upper")
+        return _pct(v) + (f" (95% CI {_pct(lo)} – {_pct(hi)})" if _finite(lo) and _finite(hi) else "")
+
+    tp, fp, fn = (fc.get(k) for k in ("tp", "fp", "fn"))
+    counts = ""
+    if all(_finite(x) for x in (tp, fp, fn)):
+        counts = (f" {_int(tp + fp)} were exactly recalled at the early checkpoint, {_int(tp + fn)} at the final one, "
+                  f"{_int(tp)} at both.")
+    return (f"<h3>Forecasting</h3><p>Does being memorized (exactly recalled) at an early checkpoint (step "
+            f"{_int(fc.get('early_step'))}) predict being memorized at the final one (step {_int(fc.get('final_step'))})? "
+            f"Over {_int(fc.get('n'))} instances seen by both:{counts}</p><ul>"
+            f"<li>precision, recalled early &rarr; still recalled at the end: "
+            f"{ratio('precision', 'nothing was recalled early')}</li>"
+            f"<li>recall, recalled at the end &rarr; already recalled early: "
+            f"{ratio('recall', 'nothing was recalled at the end')}</li></ul>")
+
+
 def _profile_section(profile_dir: Path) -> str:
     parts = ["<h2>Memorization over training</h2>",
              f'<p class="meta">Profile directory: <code>{_esc(profile_dir)}</code></p>']
@@ -663,11 +697,7 @@ def _profile_section(profile_dir: Path) -> str:
     if fc is None and (profile_dir / "forecast.json").exists():
         fc = json.loads((profile_dir / "forecast.json").read_text(encoding="utf-8"))
     if fc:
-        parts.append(
-            f"<p>Forecasting: of the instances exactly recalled at the early checkpoint (step {_int(fc.get('early_step'))}),"
-            f" {_pct(fc.get('precision'))} are still recalled at the final one (precision); of those recalled "
-            f"at the end (step {_int(fc.get('final_step'))}), {_pct(fc.get('recall'))} were already recalled early "
-            f"(recall); over {_int(fc.get('n'))} instances seen by both.</p>")
+        parts.append(_forecast_html(fc))
     if len(parts) == 2:
         parts.append('<p class="muted">No profile outputs found in this directory.</p>')
     return "".join(parts)
@@ -728,7 +758,7 @@ def model_report(
                 "by how many documents in the corpus duplicate the sequence's source document (itself included). "
                 "Buckets double in width (1, 2–3, 4–7, …), so the axis is logarithmic in the count; bars are Wilson 95% "
                 "intervals and <i>n</i> is the number of sequences per bucket. Memorization usually grows steeply "
-                "with duplication."))
+                "with duplication. Counts are those of the audited corpus, whatever the model was trained on."))
             + _rate_table(by_dup, "copies in corpus"))
 
     # Score histogram.
@@ -763,7 +793,7 @@ def model_report(
             + _rate_table(by_status, "dedup status", label=lambda g: _esc(STATUS_TEXT.get(g, g))))
 
     if profile_dir is not None:
-        p = Path(profile_dir)
+        p = Path(profile_dir).resolve()
         if not p.is_dir():
             raise ValueError(f"{p}: profile directory does not exist")
         sections.append(_profile_section(p))
@@ -924,7 +954,7 @@ def comparison_report(
 
     by_dup = grouped("dup", "bucket")
     by_status = grouped("status", "status")
-    acct = _dedup_accounting(Path(dedup_dir), audits[0], first) if dedup_dir is not None else None
+    acct = _dedup_accounting(Path(dedup_dir).resolve(), audits[0], first) if dedup_dir is not None else None
     data = {"labels": labels, "first": first, "models": heads, "by_duplicates": by_dup,
             "by_dedup_status": by_status, "dedup": acct,
             "ratio_definition": "rate(model) / rate(first model); null when either rate is undefined or the first is 0"}
@@ -936,14 +966,15 @@ def comparison_report(
     any_auc = any(h["membership_roc_auc"] for h in heads)
     for h in heads:
         ex = h["extractable"]
-        r = [f"<b>{_esc(h['label'])}</b><br><span class=\"small\">{_esc(h['audit_dir'])}</span>", _int(h["sequences"]),
+        r = [f'<b class="nowrap">{_esc(h["label"])}</b><br><span class="small">{_esc(h["audit_dir"])}</span>',
+             _int(h["sequences"]),
              _int(ex["k"]), _pct(ex["rate"]), _ci(ex),
              _num(h["mean_leading_matched"], 2) + (f" / {h['cont_len']}" if h.get("cont_len") else "")]
         if any_pythia:
             r.append(_num(h["pythia_score_mean"]))
         if any_auc:
             aucs = h["membership_roc_auc"] or {}
-            r.append(", ".join(f"{_esc(k)} {v:.3f}" for k, v in aucs.items()) or "–")
+            r.append("<br>".join(f"{_esc(SCORE_LABELS.get('score_' + k, k))} {v:.3f}" for k, v in aucs.items()) or "–")
         rows.append(r)
     head = ["model", "sequences", "extractable", "rate", "95% CI", "mean leading tokens matched"]
     head += ["Pythia score"] if any_pythia else []

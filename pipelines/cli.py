@@ -364,16 +364,41 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise ConfigError(f"--model-dir: give one directory for all audits or one per audit, got {len(args.model_dir)}")
     decoders = [None] * len(audits)
     if args.model_dir:
+        from types import SimpleNamespace
+
         from transformers import AutoTokenizer  # only here: the audit package never loads transformers for reports
+
+        from audit.lm import CausalLM
+
+        def load(m):
+            try:
+                tok = AutoTokenizer.from_pretrained(str(m), local_files_only=True)
+            except (OSError, ValueError):
+                return None, None
+            # the audit's own fingerprint (summary.json: model.tokenizer_sha256)
+            return tok, CausalLM.vocab_fingerprint(SimpleNamespace(tokenizer=tok))
 
         toks = {}
         for m in args.model_dir:
-            try:
-                toks[m] = AutoTokenizer.from_pretrained(str(m), local_files_only=True)
-            except (OSError, ValueError) as e:
-                raise ConfigError(f"--model-dir {m}: no usable tokenizer: {e}") from e
+            toks[m] = load(m)
+            if toks[m][0] is None:
+                raise ConfigError(f"--model-dir {m}: no usable tokenizer")
         dirs = args.model_dir * len(audits) if len(args.model_dir) == 1 else args.model_dir
-        decoders = [(lambda ids, t=toks[m]: t.decode(list(ids), skip_special_tokens=False)) for m in dirs]
+        for i, (a, m) in enumerate(zip(audits, dirs)):
+            tok, fp = toks[m]
+            summary = json.loads((a / "summary.json").read_text(encoding="utf-8")) if (a / "summary.json").exists() else {}
+            want = (summary.get("model") or {}).get("tokenizer_sha256")
+            if want and fp != want:  # e.g. one --model-dir for models with their own tokenizers
+                own = (summary.get("model") or {}).get("path")
+                tok, fp = load(own) if own and Path(own).is_dir() else (None, None)
+                if tok is not None and fp == want:
+                    print(f"note: {a}: the tokenizer of {m} is not the audited model's; decoding with {own}",
+                          file=sys.stderr)
+                else:
+                    print(f"warning: {a}: the tokenizer of {m} is not the audited model's; showing token ids "
+                          "(give one --model-dir per audit)", file=sys.stderr)
+                    continue
+            decoders[i] = lambda ids, t=tok: t.decode(list(ids), skip_special_tokens=False)
     args.out.mkdir(parents=True, exist_ok=True)
     for i, (a, lab, f) in enumerate(zip(audits, labels, files)):
         prof = args.profile_dir[i] if i < len(args.profile_dir) else None

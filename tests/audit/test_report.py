@@ -153,7 +153,7 @@ def test_top_table_lists_distinct_sequences_most_memorized_first(tmp_path):
     pq.write_table(pa.Table.from_pandas(t, preserve_index=False), d / "per_sequence.parquet")
     page = model_report(d, tmp_path / "a.html").read_text(encoding="utf-8")
     top = page.split("<h2>Most memorized sequences</h2>", 1)[1]
-    assert top.count('<td><div class="text">1 1 1 1</div></td>') == 1
+    assert top.count('<div class="text">1 1 1 1</div>') == 1
     assert "×3 in the sample" in top
     assert top.index("1 1 1 1") < top.index("9 9 9 9")
 
@@ -234,7 +234,7 @@ def test_cli_report_end_to_end(dirs, tmp_path, capsys):
     assert "not an audit output" in capsys.readouterr().err
 
 
-def test_cli_report_decodes_with_a_local_tokenizer(dirs, tmp_path):
+def test_cli_report_decodes_with_a_local_tokenizer(dirs, tmp_path, capsys):
     pytest.importorskip("transformers")
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -245,7 +245,15 @@ def test_cli_report_decodes_with_a_local_tokenizer(dirs, tmp_path):
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(tmp_path / "tok")
-    rc = main(["report", str(dirs["raw"]), "--out", str(tmp_path / "r"), "--model-dir", str(tmp_path / "tok")])
+    # the dedup audit records another tokenizer (and a model path that does not exist): token ids, a warning
+    summary = json.loads((dirs["dedup"] / "summary.json").read_text())
+    summary["model"]["tokenizer_sha256"] = "0" * 64
+    (dirs["dedup"] / "summary.json").write_text(json.dumps(summary))
+    rc = main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--out", str(tmp_path / "r"),
+               "--model-dir", str(tmp_path / "tok")])
     assert rc == 0
     page = (tmp_path / "r" / "raw.html").read_text(encoding="utf-8")
     assert "w100 w100 w100 w100" in page and "decoded with the model" in page
+    page = (tmp_path / "r" / "dedup.html").read_text(encoding="utf-8")
+    assert "100 100 100 100" in page and "w100" not in page
+    assert "not the audited model's" in capsys.readouterr().err
