@@ -20,6 +20,7 @@ Path(OUT).mkdir(parents=True, exist_ok=True)
 if not Path(RUN_CONFIG).exists() or yaml.safe_load(Path(RUN_CONFIG).read_text()) != _sections:
     Path(RUN_CONFIG).write_text(yaml.safe_dump(_sections, sort_keys=True))
 
+include: "pipelines/rules/common.smk"
 include: "pipelines/rules/corpus.smk"
 include: "pipelines/rules/dedup.smk"
 include: "pipelines/rules/models.smk"

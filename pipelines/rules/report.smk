@@ -1,23 +1,31 @@
 # Reports: one page per model and the raw-vs-dedup comparison; then the demo's checks,
 # computed from the run's own outputs.
 rule report:
+    conda: "../envs/memdedup.yaml"
     input:
-        f"{OUT}/audit/raw/manifest.json",
-        f"{OUT}/audit/dedup/manifest.json",
-        f"{OUT}/profile/raw/manifest.json",
+        raw=f"{OUT}/audit/raw/manifest.json",
+        dedup=f"{OUT}/audit/dedup/manifest.json",
+        profile=f"{OUT}/profile/raw/manifest.json",
+        cleaned=f"{OUT}/dedup/manifest.json",
+        raw_model=f"{OUT}/train/raw/manifest.json",
+        dedup_model=f"{OUT}/train/dedup/manifest.json",
     output: f"{OUT}/report/comparison.html"
     log: f"{OUT}/logs/report.log"
-    params: o=OUT
+    params:
+        d=lambda w, input: {k: os.path.dirname(v) for k, v in input.items()},
+        out=lambda w, output: os.path.dirname(output[0]),
     shell:
-        "memdedup report {params.o}/audit/raw {params.o}/audit/dedup --labels raw dedup --dedup-dir {params.o}/dedup "
-        "--profile-dir {params.o}/profile/raw --model-dir {params.o}/train/raw/model --out {params.o}/report > {log} 2>&1"
+        "memdedup report {params.d[raw]} {params.d[dedup]} --labels raw dedup --dedup-dir {params.d[cleaned]} "
+        "--profile-dir {params.d[profile]} --model-dir {params.d[raw_model]}/model {params.d[dedup_model]}/model "
+        "--out {params.out} > {log} 2>&1"
 
 rule checks:
+    conda: "../envs/memdedup.yaml"
     input:
         f"{OUT}/audit/raw/manifest.json",
         f"{OUT}/audit/dedup/manifest.json",
         f"{OUT}/dedup/manifest.json",
     output: f"{OUT}/checks.json"
     log: f"{OUT}/logs/checks.log"
-    params: o=OUT
-    shell: "memdedup check {params.o} > {log} 2>&1"
+    params: out=lambda w, output: os.path.dirname(output[0])
+    shell: "memdedup check {params.out} > {log} 2>&1"

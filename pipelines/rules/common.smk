@@ -1,0 +1,22 @@
+# Shared values and helpers of the rule files.
+import os
+
+GENERATED = bool(config["corpus"]["generate"])
+CORPUS_READY = f"{OUT}/corpus/manifest.json" if GENERATED else []
+_dask = config.get("dask") or {}
+DASK_ARGS = (f"--scheduler {_dask['scheduler']} " if _dask.get("scheduler") else "") + (
+    f"--workers {_dask['workers']} " if _dask.get("workers") else "")
+
+
+def corpus_arg(wildcards, input):
+    """The corpus as a command-line argument: the generated directory, or the user's shards."""
+    if GENERATED:
+        return os.path.dirname(input.corpus)
+    return " ".join(f"'{s}'" for s in config["corpus"]["shards"])
+
+
+def train_data(wildcards, input):
+    """What a model trains on: the raw corpus, or the dedup output's kept shards."""
+    if wildcards.model == "raw":
+        return corpus_arg(wildcards, input)
+    return os.path.join(os.path.dirname(input.data), "kept")
