@@ -329,14 +329,14 @@ def rate_by_duplicates(rows: list[dict], path, title: str = "") -> Path:
         yerr = np.vstack([np.clip(rate - lo, 0, None), np.clip(hi - rate, 0, None)])[:, ok]
         ax.errorbar(x[ok], rate[ok], yerr=yerr, fmt="o", capsize=4, markersize=5, linewidth=1.4,
                     label="extractable rate (Wilson 95% CI)")
-        ax.legend(loc="upper left", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
     else:
         ax.text(0.5, 0.5, "no sequences in any bucket", transform=ax.transAxes, ha="center", va="center",
                 color="grey")
     ax.set_xticks(x, [f"{g}\nn={c}" for g, c in zip(labels, n)])
     ax.set_xlim(-0.5, len(rows) - 0.5)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("duplicate count bucket (copies in the training data)")
+    ax.set_xlabel("duplicate count bucket (copies in the audited corpus)")
     ax.set_ylabel("extractable rate")
     ax.grid(True, axis="y", alpha=0.3)
     if title:
