@@ -68,20 +68,8 @@ def test_dedup_path_loads_no_torch_or_transformers():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
-def _imports_anywhere(path: Path) -> set[str]:
-    """Top-level names imported anywhere in a module (inside functions too)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-    return names
-
-
 def test_exactly_one_audit_module_touches_torch_and_transformers():
-    users = sorted(p.name for p in (ROOT / "audit").glob("*.py") if _imports_anywhere(p) & {"torch", "transformers"})
+    users = sorted(p.name for p in (ROOT / "audit").glob("*.py") if _imports(p) & {"torch", "transformers"})
     assert users == ["lm.py"], users
 
 

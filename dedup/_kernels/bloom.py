@@ -24,6 +24,18 @@ def _start(key, seed, m):
     return h1 % m, h2 % m
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _step(x, y, i, m):
+    """Probe i from probe i-1: x = (x + y) mod m; y = (y + i) mod m (x, y < m)."""
+    x += y
+    if x >= m:
+        x -= m
+    y += np.uint64(i)
+    while y >= m:
+        y -= m
+    return x, y
+
+
 @numba.njit(cache=True, nogil=True)
 def test_and_set(bits, m, k, seed, key):
     """Insert ``key``; return True iff all its k bits were already set (seen before)."""
@@ -31,12 +43,7 @@ def test_and_set(bits, m, k, seed, key):
     seen = True
     for i in range(k):
         if i > 0:
-            x += y
-            if x >= m:
-                x -= m
-            y += np.uint64(i)
-            while y >= m:
-                y -= m
+            x, y = _step(x, y, i, m)
         w = x >> _SIX
         bit = _ONE << (x & _MASK63)
         if bits[w] & bit == 0:
@@ -51,12 +58,7 @@ def contains(bits, m, k, seed, key):
     x, y = _start(key, seed, m)
     for i in range(k):
         if i > 0:
-            x += y
-            if x >= m:
-                x -= m
-            y += np.uint64(i)
-            while y >= m:
-                y -= m
+            x, y = _step(x, y, i, m)
         if bits[x >> _SIX] & (_ONE << (x & _MASK63)) == 0:
             return False
     return True
