@@ -140,7 +140,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     log(f"profile: {len(treated)} trained, {int((~placebo_mask).sum())} control and {int(placebo_mask.sum())} "
         f"placebo instances over {len(ckpts)} checkpoints")
 
-    panel, recall_rows = [], []
+    panel = []
     for step, path in ckpts:
         lm = load_causal_lm(path)
         stats = lm.score(tokens, config.batch_size)

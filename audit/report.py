@@ -1031,7 +1031,7 @@ def comparison_report(
             "<h2>What deduplication removed</h2>"
             f'<p class="meta">Dedup output: <code>{_esc(acct["dedup_dir"])}</code></p>'
             + _table(["", "documents", "share"], rows, num_cols=(1, 2))
-            + f'<div class="cards">'
+            + '<div class="cards">'
             + _card(f"memorized by {first}", _int(fm["extractable"]), f"extractable sequences of {_int(fm['sequences'])}")
             + _card("…from documents dedup removed", _int(fm["extractable_from_removed_documents"]),
                     (f"{_pct(fm['extractable_from_removed_fraction'])} of them" if fm["extractable"] else "none memorized")

@@ -52,7 +52,6 @@ import json
 import math
 import os
 import pathlib
-import re
 
 import numpy as np
 import pyarrow as pa

@@ -15,6 +15,7 @@ compiled for this CPU, like the JIT's). It needs a C compiler (gcc).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from .sources import HERE, source_hash
 

@@ -17,7 +17,6 @@ from audit.config import AuditConfig
 from audit.lm import ModelError
 from audit.run import run_audit
 from dedup import DedupConfig, dedup_files
-from dedup.shards import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,6 @@ from dedup import kernels
 from dedup._kernels import aot as build
 from dedup._kernels import bloom as jit_bloom
 from dedup._kernels import minhash as jit_minhash
-from dedup.config import DedupConfig
 from dedup.minhash import get_scheme, permutations
 from dedup.normalize import CONTEXT_FREE, PREPASS_NFKC, char_table, prepass
 from dedup.sketch import string_buffers
