@@ -34,6 +34,8 @@ Design
       with replacement the instances of every cohort and of the control group separately (one
       joint draw per replicate, shared by all cells). ``se`` = standard deviation of the
       bootstrap effects (ddof=1), ``lower``/``upper`` = percentile interval at ``confidence``.
+      The draws of every cell are kept in ``attrs["boot_effects"]`` so that :func:`summarise`
+      can bootstrap its averages over cells with all their covariances.
 
 Summaries (:func:`summarise`), as in the paper: instantaneous memorisation = cells with
 ``step == treatment_step`` (the first checkpoint after training on the instance); persistent =
@@ -54,7 +56,7 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
-__all__ = ["did", "summarise", "significant", "PROFILE_COLUMNS"]
+__all__ = ["did", "summarise", "significant", "BootDraws", "PROFILE_COLUMNS"]
 
 PROFILE_COLUMNS = ["treatment_step", "step", "effect", "se", "lower", "upper", "n_treated", "n_control"]
 _PANEL_COLUMNS = ["instance_id", "step", "outcome"]
@@ -181,6 +183,55 @@ def _treatment_steps(treatments: pd.DataFrame, ids: pd.Index) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
+# Joint bootstrap draws (kept in DataFrame.attrs)
+# --------------------------------------------------------------------------------------------
+
+
+class BootDraws(np.ndarray):
+    """Read-only ``(n_boot, n_cells)`` float array of bootstrap draws, as kept in ``attrs``.
+
+    A plain ndarray in ``DataFrame.attrs`` breaks pandas: ``pd.concat`` propagates attrs only
+    when the inputs' attrs compare equal, and ``==`` on two arrays has no truth value
+    (ValueError); and pandas deep-copies attrs on nearly every operation. Hence, for this
+    class only: ``==`` / ``!=`` compare WHOLE arrays and return a bool, ``copy.deepcopy``
+    shares the (read-only) buffer, and indexing or arithmetic gives plain ndarrays (use
+    ``np.asarray(draws)`` for elementwise comparisons).
+    """
+
+    def __new__(cls, draws):
+        obj = np.array(draws, dtype=np.float64).view(cls)  # own copy
+        obj.flags.writeable = False
+        return obj
+
+    def __eq__(self, other):
+        if self is other:
+            return True
+        if not isinstance(other, np.ndarray) or other.shape != self.shape:
+            return False
+        return bool(np.array_equal(np.asarray(self), np.asarray(other)))
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    __hash__ = None
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __getitem__(self, key):
+        return np.asarray(self).__getitem__(key)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        plain = lambda x: np.asarray(x) if isinstance(x, BootDraws) else x
+        if "out" in kwargs:
+            kwargs["out"] = tuple(plain(o) for o in kwargs["out"])
+        return getattr(ufunc, method)(*(plain(x) for x in inputs), **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
 # Estimator
 # --------------------------------------------------------------------------------------------
 
@@ -217,7 +268,16 @@ def did(
     the instances), ``step`` (checkpoint c >= g), ``effect`` (positive = memorised), ``se``,
     ``lower``, ``upper``, ``n_treated``, ``n_control``; sorted by (treatment_step, step).
     ``attrs`` holds ``confidence``, ``n_boot``, ``seed``, ``checkpoints`` (tuple),
-    ``base_steps`` ({g: base checkpoint}), ``n_dropped_no_base`` and ``n_treated_after_panel``.
+    ``base_steps`` ({g: base checkpoint}), ``n_dropped_no_base`` and ``n_treated_after_panel``;
+    when ``n_boot > 0`` also ``boot_effects``, the bootstrap draws of every cell's effect (a
+    read-only :class:`BootDraws` float array of shape (n_boot, rows), columns in row order;
+    n_boot x rows floats, shared rather than copied when pandas copies attrs), and
+    ``boot_cells``, the (treatment_step, step) of each column, used by :func:`summarise`.
+
+    Note: pandas keeps ``attrs`` through many operations (copies, filtering, column edits) but
+    drops them in others (e.g. ``pd.concat`` of frames with different attrs); ``to_parquet``
+    cannot JSON-encode the draws and writes the file without attrs (pandas warns). Summaries
+    of such frames fall back to the independent-cohorts formula (see :func:`summarise`).
 
     Raises ValueError for missing/duplicate (instance, checkpoint) cells, missing columns,
     instances absent from ``treatments`` (or vice versa), non-finite outcomes, fewer than two
@@ -255,6 +315,7 @@ def did(
 
     alpha = 1.0 - confidence
     parts = []
+    boot_parts = []  # (n_boot, cells of the cohort) draws, in the order of `parts`
     base_steps = {}
     for k in cohort_k:
         Yt = Y[kidx == k]
@@ -269,6 +330,7 @@ def did(
             if n_boot > 1:
                 se = beff.std(axis=0, ddof=1)
             lower, upper = np.quantile(beff, [alpha / 2, 1 - alpha / 2], axis=0)
+            boot_parts.append(beff)
         g = int(checkpoints[k])
         base_steps[g] = int(checkpoints[k - 1])
         parts.append(
@@ -290,7 +352,9 @@ def did(
     else:
         ints = ("treatment_step", "step", "n_treated", "n_control")
         out = pd.DataFrame({c: pd.Series(dtype="int64" if c in ints else "float64") for c in PROFILE_COLUMNS})
-    out = out[PROFILE_COLUMNS].sort_values(["treatment_step", "step"], ignore_index=True)
+    out = out[PROFILE_COLUMNS].sort_values(["treatment_step", "step"])
+    order = out.index.to_numpy()  # already sorted in practice; kept exact for the draws' columns
+    out = out.reset_index(drop=True)
     out.attrs.update(
         confidence=confidence,
         n_boot=n_boot,
@@ -300,6 +364,10 @@ def did(
         n_dropped_no_base=int(no_base.sum()),
         n_treated_after_panel=int(after_panel.sum()),
     )
+    if n_boot:
+        draws = np.concatenate(boot_parts, axis=1)[:, order] if boot_parts else np.empty((n_boot, 0))
+        out.attrs["boot_effects"] = BootDraws(draws)
+        out.attrs["boot_cells"] = [(int(g), int(c)) for g, c in zip(out["treatment_step"], out["step"])]
     return out
 
 
@@ -316,8 +384,42 @@ def significant(profile: pd.DataFrame) -> pd.Series:
     return ((lower > 0) | (upper < 0)).rename("significant")
 
 
+def _joint_draws(profile: pd.DataFrame):
+    """The did() bootstrap draws as an ``(n_boot, len(profile))`` array, columns in the
+    profile's row order, or None when they cannot be trusted to match the rows.
+
+    Requires ``attrs["boot_effects"]`` (>= 2 draws) and ``attrs["boot_cells"]`` (the
+    (treatment_step, step) of each column), the profile's rows to be exactly those cells (any
+    order; each once). Filtered, extended, concatenated or attrs-less profiles give None.
+    """
+    draws, cells = profile.attrs.get("boot_effects"), profile.attrs.get("boot_cells")
+    if draws is None or cells is None:
+        return None
+    try:
+        draws = np.asarray(draws, dtype=np.float64)
+        col = {(int(g), int(c)): j for j, (g, c) in enumerate(cells)}
+        rows = [(int(g), int(c)) for g, c in zip(profile["treatment_step"], profile["step"])]
+    except (TypeError, ValueError):
+        return None
+    if (
+        draws.ndim != 2
+        or draws.shape[0] < 2
+        or draws.shape[1] != len(cells)
+        or len(col) != len(cells)
+        or len(rows) != len(cells)
+        or set(rows) != set(col)
+    ):
+        return None
+    return draws[:, [col[r] for r in rows]]
+
+
+def _nan_summary(cell_list: list, method: str) -> dict:
+    nan = float("nan")
+    return {"effect": nan, "se": nan, "lower": nan, "upper": nan, "n_cells": 0, "cells": cell_list, "method": method}
+
+
 def _combine(cells: pd.DataFrame, z: float) -> dict:
-    """Mean effect over the cells and its normal interval.
+    """Mean effect over the cells and its normal interval ("independent cohorts").
 
     se(mean) = sqrt( sum_g (sum_{cells of cohort g} se)^2 ) / n_cells: cohorts are taken as
     independent; cells of ONE cohort (same instances, same base period) are taken as perfectly
@@ -326,13 +428,30 @@ def _combine(cells: pd.DataFrame, z: float) -> dict:
     """
     k = len(cells)
     cell_list = [(int(g), int(c)) for g, c in zip(cells["treatment_step"], cells["step"])]
+    method = "independent cohorts"
     if k == 0:
-        nan = float("nan")
-        return {"effect": nan, "se": nan, "lower": nan, "upper": nan, "n_cells": 0, "cells": cell_list}
+        return _nan_summary(cell_list, method)
     effect = float(cells["effect"].mean())
     per_cohort = cells.groupby("treatment_step")["se"].sum(min_count=1)  # NaN se propagates
     se = float(math.sqrt(float((per_cohort**2).sum(min_count=1))) / k) if per_cohort.notna().all() else float("nan")
-    return {"effect": effect, "se": se, "lower": effect - z * se, "upper": effect + z * se, "n_cells": k, "cells": cell_list}
+    return {"effect": effect, "se": se, "lower": effect - z * se, "upper": effect + z * se, "n_cells": k,
+            "cells": cell_list, "method": method}
+
+
+def _combine_joint(cells: pd.DataFrame, draws: np.ndarray, confidence: float) -> dict:
+    """Mean effect over the cells; se and percentile interval from the same mean computed in
+    every joint bootstrap draw (``draws``: (n_boot, len(cells))), so all covariances count."""
+    k = len(cells)
+    cell_list = [(int(g), int(c)) for g, c in zip(cells["treatment_step"], cells["step"])]
+    method = "joint bootstrap"
+    if k == 0:
+        return _nan_summary(cell_list, method)
+    effect = float(cells["effect"].mean())
+    boot = draws.mean(axis=1)
+    alpha = 1.0 - confidence
+    lower, upper = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
+    return {"effect": effect, "se": float(boot.std(ddof=1)), "lower": float(lower), "upper": float(upper),
+            "n_cells": k, "cells": cell_list, "method": method}
 
 
 def summarise(profile: pd.DataFrame, final_step: int | None = None, *, confidence: float | None = None) -> dict:
@@ -343,20 +462,32 @@ def summarise(profile: pd.DataFrame, final_step: int | None = None, *, confidenc
     * ``residual``: cells with ``step == final_step`` (default: the profile's last checkpoint,
       ``attrs["checkpoints"][-1]``, else the largest ``step``).
 
-    Each maps to ``{"effect", "se", "lower", "upper", "n_cells", "cells"}``: the unweighted mean
-    effect over the cells, its standard error from the cells' ``se`` (cohorts independent,
-    cells within a cohort conservatively perfectly correlated: see ``_combine``; the shared
-    control group makes cohorts slightly positively correlated, which this ignores), a normal
-    interval at ``confidence`` (default: ``attrs["confidence"]``, else 0.95) and the list of
-    (treatment_step, step) cells. Empty categories give NaN. The dict also holds
-    ``final_step`` and ``confidence``.
+    Each maps to ``{"effect", "se", "lower", "upper", "n_cells", "cells", "method"}``: the
+    unweighted mean effect over the cells, its standard error and interval at ``confidence``
+    (default: ``attrs["confidence"]``, else 0.95), the list of (treatment_step, step) cells and
+    the method that gave the uncertainty:
 
-    Calibration (simulation: 10 cohorts of ~140 instances, 600 controls, 11 checkpoints,
-    i.i.d. noise): nominal 95% intervals covered the true mean effect 97% (instantaneous),
-    98.5% (persistent: the within-cohort bound is conservative) and 88% (residual: every
-    residual cell uses the control group's outcome at the SAME final checkpoint, a positive
-    correlation across cohorts that the independence assumption ignores). Read residual
-    intervals as too narrow when the control group is not much larger than the cohorts.
+    * ``"joint bootstrap"`` (used whenever possible): the same mean is computed in each of
+      did()'s joint bootstrap draws (``attrs["boot_effects"]``); ``se`` = their standard
+      deviation (ddof=1), ``lower``/``upper`` = their percentile interval. All covariances
+      count: cells of one cohort (shared instances and base period) and cells of different
+      cohorts (shared control group). Needs >= 2 draws and the profile's rows to be exactly
+      did()'s cells (``attrs["boot_cells"]``; any row order, matched by (treatment_step, step)).
+    * ``"independent cohorts"`` (fallback: no draws, e.g. ``n_boot=0``, a hand-built frame,
+      or attrs lost or no longer matching, as after filtering rows or ``pd.concat``): ``se``
+      from the cells' ``se`` with cohorts independent and cells within a cohort
+      conservatively perfectly correlated (see ``_combine``), and a normal interval.
+
+    Empty categories give NaN. The dict also holds ``final_step`` and ``confidence``.
+
+    Calibration (1000 simulated panels: 10 cohorts of ~140 instances, 600 controls, 11
+    checkpoints, i.i.d. noise, n_boot=1000): nominal 95% intervals covered the true mean
+    effect 94.8% (instantaneous), 93.7% (persistent) and 94.8% (residual) with the joint
+    bootstrap (binomial s.e. ~0.7 points). The independent-cohorts fallback covered 96.7%,
+    98.4% (the within-cohort bound is conservative) and 86.1% (residual: every residual cell
+    uses the control group's outcome at the SAME final checkpoint, a positive correlation
+    across cohorts it ignores); read its residual intervals as too narrow when the control
+    group is not much larger than the cohorts.
     """
     _require_columns(profile, ["treatment_step", "step", "effect", "se"], "profile")
     if confidence is None:
@@ -369,13 +500,17 @@ def summarise(profile: pd.DataFrame, final_step: int | None = None, *, confidenc
         elif len(profile):
             final_step = int(profile["step"].max())
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    p = profile.sort_values(["treatment_step", "step"])
-    g, c = p["treatment_step"], p["step"]
+    draws = _joint_draws(profile)
+    p = profile.reset_index(drop=True).sort_values(["treatment_step", "step"])
+    order = p.index.to_numpy()  # row positions in `profile` = columns of `draws`
+    g, c = p["treatment_step"].to_numpy(), p["step"].to_numpy()
     last = final_step if final_step is not None else math.inf  # None only for an empty profile
-    return {
-        "instantaneous": _combine(p[c == g], z),
-        "persistent": _combine(p[(c > g) & (c < last)], z),
-        "residual": _combine(p[c == last], z),
-        "final_step": final_step,
-        "confidence": confidence,
-    }
+    masks = {"instantaneous": c == g, "persistent": (c > g) & (c < last), "residual": c == last}
+    out = {}
+    for key, m in masks.items():
+        if draws is not None:
+            out[key] = _combine_joint(p[m], draws[:, order[m]], confidence)
+        else:
+            out[key] = _combine(p[m], z)
+    out.update(final_step=final_step, confidence=confidence)
+    return out
