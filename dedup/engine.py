@@ -44,20 +44,6 @@ class _ShardStats:
     empty_text: int = 0
     text_bytes: int = 0
 
-    def to_dict(self, input_rows: int) -> dict:
-        return {
-            "shard": self.shard.name,
-            "path": str(self.shard.path),
-            "format": self.shard.fmt,
-            "file_bytes": self.shard.path.stat().st_size,
-            "rows": input_rows,
-            "kept": self.kept,
-            "removed": {"exact": self.exact, "near": self.near},
-            "null_text": self.null_text,
-            "empty_text": self.empty_text,
-            "text_bytes": self.text_bytes,
-        }
-
 
 @dataclass
 class _Timer:
@@ -276,44 +262,10 @@ def _progress_state(done_rows, total_rows, done_bytes, stats, current, t_start, 
 
 
 def _manifest(config, plan, index, stats, timer, wall, threads) -> dict:
-    inputs = [st.to_dict(n) for st, n in stats]
-    rows = sum(n for _, n in stats)
-    kept = sum(st.kept for st, _ in stats)
-    exact = sum(st.exact for st, _ in stats)
-    near = sum(st.near for st, _ in stats)
-    text_bytes = sum(st.text_bytes for st, _ in stats)
-    nbytes = index.nbytes()
-    return {
-        "stage": "dedup",
-        "engine": "fused",
-        "created_unix": time.time(),
-        "config": config.to_dict(),
-        "threads": threads,
-        "inputs": inputs,
-        "totals": {
-            "shards": len(inputs),
-            "rows": rows,
-            "kept": kept,
-            "removed": {"exact": exact, "near": near},
-            "null_text": sum(st.null_text for st, _ in stats),
-            "empty_text": sum(st.empty_text for st, _ in stats),
-            "text_bytes": text_bytes,
-        },
-        "index": {
-            "backend": index.name,
-            "plan": plan.to_dict(),
-            "bytes": nbytes,
-            "bytes_per_doc": {k: v / max(rows, 1) for k, v in nbytes.items()},
-            "predicted_fp": index.predicted_fp(),
-            **index.stats(),
-        },
-        "timing": {
-            "wall_s": wall,
-            "docs_per_s": rows / wall if wall > 0 else None,
-            "mb_per_s": text_bytes / 1e6 / wall if wall > 0 else None,
-            "phases": {
-                k: {"s": v, "docs_per_s": rows / v if v > 0 else None} for k, v in timer.seconds.items()
-            },
-        },
-        "versions": layout.library_versions(),
-    }
+    inputs = [
+        layout.input_entry(st.shard, n, st.kept, st.exact, st.near, st.null_text, st.empty_text, st.text_bytes)
+        for st, n in stats
+    ]
+    idx = {"backend": index.name, "plan": plan.to_dict(), "bytes": index.nbytes(),
+           "predicted_fp": index.predicted_fp(), **index.stats()}
+    return layout.dedup_manifest("fused", config, inputs, idx, timer.seconds, wall, threads=threads)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,60 @@ def check_completed(out: Path, identity: dict, force: bool) -> dict | None:
     diff = sorted(k for k in identity["config"] if old.get(k) != identity["config"][k])
     what = f"config ({', '.join(diff)} differ)" if diff else "inputs or index directory"
     raise FileExistsError(f"{out} holds a completed dedup run with a different {what}; use --force to replace it")
+
+
+def input_entry(shard, rows: int, kept: int, exact: int, near: int, null_text: int, empty_text: int,
+                text_bytes: int) -> dict:
+    """One input file's entry in a dedup manifest's ``inputs``."""
+    return {
+        "shard": shard.name,
+        "path": str(shard.path),
+        "format": shard.fmt,
+        "file_bytes": shard.path.stat().st_size,
+        "rows": rows,
+        "kept": kept,
+        "removed": {"exact": exact, "near": near},
+        "null_text": null_text,
+        "empty_text": empty_text,
+        "text_bytes": text_bytes,
+    }
+
+
+def dedup_manifest(engine: str, config, inputs: list[dict], index: dict, phases: dict[str, float], wall: float,
+                   **extra) -> dict:
+    """The dedup manifest (both engines): totals and throughput are derived from ``inputs``
+    (:func:`input_entry` dicts) and the phase timings (seconds), so they cannot disagree.
+
+    ``index`` holds at least ``bytes`` ({part: bytes}); ``bytes_per_doc`` is added here.
+    """
+    rows = sum(i["rows"] for i in inputs)
+    text_bytes = sum(i["text_bytes"] for i in inputs)
+    index = {**index, "bytes_per_doc": {k: v / max(rows, 1) for k, v in index["bytes"].items()}}
+    return {
+        "stage": "dedup",
+        "engine": engine,
+        "created_unix": time.time(),
+        "config": config.to_dict(),
+        **extra,
+        "inputs": inputs,
+        "totals": {
+            "shards": len(inputs),
+            "rows": rows,
+            "kept": sum(i["kept"] for i in inputs),
+            "removed": {r: sum(i["removed"][r] for i in inputs) for r in ("exact", "near")},
+            "null_text": sum(i["null_text"] for i in inputs),
+            "empty_text": sum(i["empty_text"] for i in inputs),
+            "text_bytes": text_bytes,
+        },
+        "index": index,
+        "timing": {
+            "wall_s": wall,
+            "docs_per_s": rows / wall if wall > 0 else None,
+            "mb_per_s": text_bytes / 1e6 / wall if wall > 0 else None,
+            "phases": {k: {"s": v, "docs_per_s": rows / v if v > 0 else None} for k, v in phases.items()},
+        },
+        "versions": library_versions(),
+    }
 
 
 def kept_path(out: Path, shard_stem: str) -> Path:

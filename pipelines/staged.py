@@ -293,7 +293,7 @@ def run_staged(
                                     (prior or {}).get("documents", 0) + total)
     plan = plan_index(config.threshold, config.num_perm, max(total, 1), config.fp, bands, rows)
     manifest = _manifest(config, plan, shards, infos, written, band_records, timings,
-                         time.perf_counter() - t_start, identity, index_meta, bands)
+                         time.perf_counter() - t_start, identity, index_meta)
     layout.write_json_atomic(layout.manifest_path(out), manifest)
     return manifest
 
@@ -314,50 +314,23 @@ def _concat_removed(work: Path, shards: list[Shard], out: Path, config: DedupCon
     os.replace(tmp, final)
 
 
-def _manifest(config, plan, shards, infos, written, band_records, timings, wall, identity, index_meta, bands) -> dict:
-    rows = sum(i["rows"] for i in infos)
-    text_bytes = sum(i["text_bytes"] for i in infos)
-    band_bytes = sum(r["bytes"] for n, r in band_records.items() if n != st.EXACT_BAND)
-    exact_bytes = band_records[st.EXACT_BAND]["bytes"]
+def _manifest(config, plan, shards, infos, written, band_records, timings, wall, identity, index_meta) -> dict:
+    inputs = [
+        layout.input_entry(s, i["rows"], w["kept"], w["exact"], w["near"], i["null_text"], i["empty_text"],
+                           i["text_bytes"])
+        for s, i, w in zip(shards, infos, written)
+    ]
     miss = 1.0
     for n, r in band_records.items():
         if n != st.EXACT_BAND:
             miss *= 1 - r["predicted_fp"]
-    return {
-        "stage": "dedup",
-        "engine": "staged",
-        "created_unix": time.time(),
-        "config": config.to_dict(),
-        "identity": identity,
-        "inputs": [
-            {"shard": s.name, "path": str(s.path), "format": s.fmt, "file_bytes": s.path.stat().st_size,
-             "rows": i["rows"], "kept": w["kept"], "removed": {"exact": w["exact"], "near": w["near"]},
-             "null_text": i["null_text"], "empty_text": i["empty_text"], "text_bytes": i["text_bytes"]}
-            for s, i, w in zip(shards, infos, written)
-        ],
-        "totals": {
-            "shards": len(shards),
-            "rows": rows,
-            "kept": sum(w["kept"] for w in written),
-            "removed": {"exact": sum(w["exact"] for w in written), "near": sum(w["near"] for w in written)},
-            "null_text": sum(i["null_text"] for i in infos),
-            "empty_text": sum(i["empty_text"] for i in infos),
-            "text_bytes": text_bytes,
-        },
-        "index": {
-            "backend": "lshbloom",
-            "plan": plan.to_dict(),
-            "bytes": {"bands": band_bytes, "exact": exact_bytes},
-            "bytes_per_doc": {"bands": band_bytes / max(rows, 1), "exact": exact_bytes / max(rows, 1)},
-            "predicted_fp": 1 - miss,
-            "bands": band_records,
-            "index_dir": index_meta,
-        },
-        "timing": {
-            "wall_s": wall,
-            "docs_per_s": rows / wall if wall > 0 else None,
-            "mb_per_s": text_bytes / 1e6 / wall if wall > 0 else None,
-            "phases": {k: {"s": v, "docs_per_s": rows / v if v > 0 else None} for k, v in timings.items()},
-        },
-        "versions": layout.library_versions(),
+    index = {
+        "backend": "lshbloom",
+        "plan": plan.to_dict(),
+        "bytes": {"bands": sum(r["bytes"] for n, r in band_records.items() if n != st.EXACT_BAND),
+                  "exact": band_records[st.EXACT_BAND]["bytes"]},
+        "predicted_fp": 1 - miss,
+        "bands": band_records,
+        "index_dir": index_meta,
     }
+    return layout.dedup_manifest("staged", config, inputs, index, timings, wall, identity=identity)
