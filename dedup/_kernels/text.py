@@ -191,15 +191,46 @@ def _find(cps, cp):
     return lo
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _rewrite(data, s, e, table, bits, map_cps, map_off, map_blob, out, o, write):
+    """The per-character pre-pass rewrite of ``data[s:e]``: code points flagged in ``bits``
+    become their mapped bytes, everything else is copied. Returns the rewritten length and,
+    with ``write``, stores it at ``out[o:]`` (the one definition both passes use)."""
+    n = 0
+    pos = s
+    while pos < e:
+        nxt = _next_non_ascii(data, pos, e)
+        if write:
+            out[o + n:o + n + nxt - pos] = data[pos:nxt]
+        n += nxt - pos
+        pos = nxt
+        if pos >= e:
+            break
+        cp, ln = utf8_char(data, pos, e)
+        if table[cp] & bits:
+            j = _find(map_cps, cp)
+            m = map_off[j + 1] - map_off[j]
+            if write:
+                out[o + n:o + n + m] = map_blob[map_off[j]:map_off[j + 1]]
+            n += m
+        else:
+            if write:
+                out[o + n:o + n + ln] = data[pos:pos + ln]
+            n += ln
+        pos += ln
+    return n
+
+
 @numba.njit(cache=True, nogil=True)
 def prepass_lengths(data, offsets, valid, status, table, bits, map_cps, map_off, arrow_offsets, out_offsets):
     """Byte length of each document after the pre-pass, as offsets (out_offsets[0] = 0).
 
     Status-2 documents take their length from ``arrow_offsets`` (the utf8proc results of
     the status-2 documents, in order); status-1 documents are rewritten code point by
-    code point through the map."""
+    code point through the map (:func:`_rewrite`, counting only)."""
     k = 0
     out_offsets[0] = 0
+    empty = np.zeros(0, dtype=np.uint8)
     for i in range(status.shape[0]):
         s = offsets[i]
         e = offsets[i + 1]
@@ -211,21 +242,7 @@ def prepass_lengths(data, offsets, valid, status, table, bits, map_cps, map_off,
             length = arrow_offsets[k + 1] - arrow_offsets[k]
             k += 1
         else:
-            length = 0
-            pos = s
-            while pos < e:
-                nxt = _next_non_ascii(data, pos, e)
-                length += nxt - pos
-                pos = nxt
-                if pos >= e:
-                    break
-                cp, ln = utf8_char(data, pos, e)
-                if table[cp] & bits:
-                    j = _find(map_cps, cp)
-                    length += map_off[j + 1] - map_off[j]
-                else:
-                    length += ln
-                pos += ln
+            length = _rewrite(data, s, e, table, bits, map_cps, map_off, empty, empty, 0, False)
         out_offsets[i + 1] = out_offsets[i] + length
 
 
@@ -247,21 +264,4 @@ def prepass_fill(data, offsets, valid, status, table, bits, map_cps, map_off, ma
             out[o:o + b - a] = arrow_data[a:b]
             k += 1
         else:
-            pos = s
-            while pos < e:
-                nxt = _next_non_ascii(data, pos, e)
-                out[o:o + nxt - pos] = data[pos:nxt]
-                o += nxt - pos
-                pos = nxt
-                if pos >= e:
-                    break
-                cp, ln = utf8_char(data, pos, e)
-                if table[cp] & bits:
-                    j = _find(map_cps, cp)
-                    m = map_off[j + 1] - map_off[j]
-                    out[o:o + m] = map_blob[map_off[j]:map_off[j + 1]]
-                    o += m
-                else:
-                    out[o:o + ln] = data[pos:pos + ln]
-                    o += ln
-                pos += ln
+            _rewrite(data, s, e, table, bits, map_cps, map_off, map_blob, out, o, True)
