@@ -72,18 +72,26 @@ def _as_int(value, name: str) -> int:
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
 
 
-def _per_token(x, name: str) -> np.ndarray:
-    """A float64 (n, T) per-token array with T >= 1 and no NaN."""
+def float_array(x, name: str, ndim: int) -> np.ndarray:
+    """``x`` as a float64 array of ``ndim`` dimensions, numeric and free of NaN (ValueError
+    naming ``name`` otherwise)."""
     a = np.asarray(x)
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n, T), got shape {a.shape}")
-    if a.shape[1] < 1:
-        raise ValueError(f"{name} must have at least one predicted position (T >= 1), got shape {a.shape}")
+    if a.ndim != ndim:
+        shape = "(n,)" if ndim == 1 else "(n, T)"
+        raise ValueError(f"{name} must be {ndim}-D {shape}, got shape {a.shape}")
     if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
         raise ValueError(f"{name} must be numeric, got dtype {a.dtype}")
     a = a.astype(np.float64, copy=False)
     if np.isnan(a).any():
         raise ValueError(f"{name} contains NaN")
+    return a
+
+
+def _per_token(x, name: str) -> np.ndarray:
+    """A float64 (n, T) per-token array with T >= 1 and no NaN."""
+    a = float_array(x, name, 2)
+    if a.shape[1] < 1:
+        raise ValueError(f"{name} must have at least one predicted position (T >= 1), got shape {a.shape}")
     return a
 
 
@@ -556,16 +564,22 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     if n < 0 or not (0 <= k <= n):
         raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    return wilson_bounds(k, n, confidence)
+
+
+def wilson_bounds(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson closed form of :func:`wilson_interval` for an already-checked, possibly
+    fractional success count (e.g. ties split half and half), 0 <= successes <= n."""
     if n == 0:
         return 0.0, 1.0
     z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
-    p = k / n
+    p = successes / n
     z2 = z * z
     denom = 1.0 + z2 / n
     centre = (p + z2 / (2.0 * n)) / denom
-    half = z * math.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n)) / denom
-    lower = 0.0 if k == 0 else max(0.0, centre - half)
-    upper = 1.0 if k == n else min(1.0, centre + half)
+    half = z * math.sqrt(max(p * (1.0 - p), 0.0) / n + z2 / (4.0 * n * n)) / denom
+    lower = 0.0 if successes <= 0 else max(0.0, centre - half)
+    upper = 1.0 if successes >= n else min(1.0, centre + half)
     return lower, upper
 
 

@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
+
+from .metrics import float_array, wilson_bounds
 
 __all__ = ["recognition", "recall", "retention_curve", "sign_test_p_value"]
 
@@ -40,24 +41,6 @@ CHANCE = 0.5
 DEFAULT_METRICS = ("recognition", "exact_recall", "token_recall")
 #: identifier columns never treated as metrics
 _ID_COLUMNS = {"treatment_step", "step", "steps_since", "cohort"}
-
-
-def _wilson(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for successes / n; ``successes`` may be a half-integer (split ties).
-
-    Same closed form as :func:`audit.metrics.wilson_interval` (which takes integers only).
-    """
-    if n == 0:
-        return 0.0, 1.0
-    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
-    p = successes / n
-    z2 = z * z
-    denom = 1.0 + z2 / n
-    centre = (p + z2 / (2.0 * n)) / denom
-    half = z * math.sqrt(max(p * (1.0 - p), 0.0) / n + z2 / (4.0 * n * n)) / denom
-    lower = 0.0 if successes <= 0 else max(0.0, centre - half)
-    upper = 1.0 if successes >= n else min(1.0, centre + half)
-    return lower, upper
 
 
 def sign_test_p_value(k: int, n: int) -> float:
@@ -81,18 +64,6 @@ def sign_test_p_value(k: int, n: int) -> float:
         c = c * (n - i) // (i + 1)
         tail += c
     return min(1.0, 2 * tail / (1 << n))
-
-
-def _losses(x, name: str) -> np.ndarray:
-    a = np.asarray(x)
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (n,), got shape {a.shape}")
-    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
-        raise ValueError(f"{name} must be numeric, got dtype {a.dtype}")
-    a = a.astype(np.float64, copy=False)
-    if np.isnan(a).any():
-        raise ValueError(f"{name} contains NaN")
-    return a
 
 
 def recognition(seen_loss: np.ndarray, foil_loss: np.ndarray, *, confidence: float = 0.95) -> dict:
@@ -123,8 +94,8 @@ def recognition(seen_loss: np.ndarray, foil_loss: np.ndarray, *, confidence: flo
         >>> (r["wins"], r["losses"], r["ties"], r["accuracy"])
         (2, 1, 1, 0.625)
     """
-    s = _losses(seen_loss, "seen_loss")
-    f = _losses(foil_loss, "foil_loss")
+    s = float_array(seen_loss, "seen_loss", 1)
+    f = float_array(foil_loss, "foil_loss", 1)
     if s.shape != f.shape:
         raise ValueError(f"seen_loss and foil_loss must have the same shape, got {s.shape} and {f.shape}")
     n = int(s.shape[0])
@@ -134,7 +105,7 @@ def recognition(seen_loss: np.ndarray, foil_loss: np.ndarray, *, confidence: flo
     losses = int(np.sum(s > f))
     ties = n - wins - losses
     successes = wins + ties / 2.0
-    lower, upper = _wilson(successes, n, confidence)
+    lower, upper = wilson_bounds(successes, n, confidence)
     # ties split: half to each side; an odd tie joins the smaller side (larger p, conservative)
     w, l = wins + ties // 2, losses + ties // 2
     if ties % 2:
@@ -203,7 +174,7 @@ def recall(generated: np.ndarray, truth: np.ndarray, *, confidence: float = 0.95
     exact = match.all(axis=1)
     frac = match.mean(axis=1)
     k = int(exact.sum())
-    lower, upper = _wilson(k, n, confidence)
+    lower, upper = wilson_bounds(k, n, confidence)
     return {
         "n": int(n),
         "length": int(c),

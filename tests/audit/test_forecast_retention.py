@@ -17,7 +17,7 @@ import pytest
 
 from audit import metrics, plots
 from audit.forecast import forecast
-from audit.retention import _wilson, recall, recognition, retention_curve, sign_test_p_value
+from audit.retention import recall, recognition, retention_curve, sign_test_p_value
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -187,9 +187,23 @@ def test_sign_test_matches_direct_binomial_sum():
         sign_test_p_value(3, 2)
 
 
-def test_half_integer_wilson_matches_metrics_on_integers():
+def test_wilson_bounds_for_split_ties():
+    """Integers: the same as wilson_interval. Half-integers (ties split): the interval is the set
+    of p with |s/n - p| <= z sqrt(p(1-p)/n), found here by bisection on each side."""
     for k, n in [(0, 5), (3, 7), (7, 7), (1, 1)]:
-        assert _wilson(k, n) == pytest.approx(metrics.wilson_interval(k, n))
+        assert metrics.wilson_bounds(k, n) == pytest.approx(metrics.wilson_interval(k, n))
+    z = 1.959963984540054
+    for s, n in [(2.5, 7), (0.5, 3), (9.5, 10), (50.5, 101)]:
+        inside = lambda p: abs(s / n - p) <= z * (p * (1 - p) / n) ** 0.5  # noqa: E731
+        lo_a, lo_b = 0.0, s / n
+        hi_a, hi_b = s / n, 1.0
+        for _ in range(200):
+            m = (lo_a + lo_b) / 2
+            lo_a, lo_b = (lo_a, m) if inside(m) else (m, lo_b)
+            m = (hi_a + hi_b) / 2
+            hi_a, hi_b = (m, hi_b) if inside(m) else (hi_a, m)
+        lo, hi = metrics.wilson_bounds(s, n)
+        assert lo == pytest.approx(lo_b, abs=1e-9) and hi == pytest.approx(hi_a, abs=1e-9)
 
 
 def test_recognition_rejects_bad_input():
