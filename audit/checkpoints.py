@@ -70,7 +70,7 @@ def _checkpoints(run: Path) -> list[tuple[int, Path]]:
     return ckpts
 
 
-def _instance_tokens(run: Path, table: pd.DataFrame, corpus: list[str], tokenizer) -> np.ndarray:
+def _instance_tokens(run: Path, table: pd.DataFrame, corpus: list[str], tokenizer, text_column: str) -> np.ndarray:
     """Token ids (n, seq_len) of instances, re-tokenized from their documents with the run's
     tokenizer (deterministic, so the ids are those trained on)."""
     shards = discover(corpus)
@@ -84,7 +84,7 @@ def _instance_tokens(run: Path, table: pd.DataFrame, corpus: list[str], tokenize
     for name, rows in need.items():
         if name not in by_name:
             raise ValueError(f"{run}: order names shard {name!r}, not in the corpus {corpus}")
-        reader = ShardReader(by_name[name], "text", None, False, 65536)
+        reader = ShardReader(by_name[name], text_column, None, False, 65536)
         start = 0
         for batch in reader.batches():
             col = reader.text(batch)
@@ -135,7 +135,8 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         controls[placebo_mask].assign(group="placebo", treatment_step=float(middle)),
     ], ignore_index=True)
     lm0 = load_causal_lm(ckpts[-1][1])
-    tokens = _instance_tokens(run, rows, corpus, lm0.tokenizer)
+    text_column = train_manifest.get("config", {}).get("text_column", "text")
+    tokens = _instance_tokens(run, rows, corpus, lm0.tokenizer, text_column)
     half = seq_len // 2
     log(f"profile: {len(treated)} trained, {int((~placebo_mask).sum())} control and {int(placebo_mask.sum())} "
         f"placebo instances over {len(ckpts)} checkpoints")

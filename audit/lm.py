@@ -1,7 +1,9 @@
-"""The causal language model: loading, one-pass scoring, greedy generation.
+"""The causal language model: loading, one-pass scoring, greedy generation, and the small
+deterministic trainer (``memdedup train``).
 
-This is the only module of ``audit/`` that imports torch and transformers (imported inside
-the functions, so ``import audit`` stays light). Everything it returns is numpy.
+Training lives here too because this is, by design, the only module of ``audit/`` that
+imports torch and transformers (inside the functions, so ``import audit`` stays light; an
+architecture test checks it). Everything it returns is numpy or files.
 
 Models load from local directories only (``local_files_only=True``; no hub, no network),
 on the GPU when one is present, else on the CPU in float32, with deterministic algorithms.

@@ -2,10 +2,12 @@
 
 The definition (every scheme, every backend, every code path uses it):
 
-1. Unicode NFKC (optional, on by default), then per-code-point lowercase. Both are done
-   by Arrow's vectorised kernels (``pyarrow.compute.utf8_normalize(..., "NFKC")`` and
-   ``utf8_lower``, i.e. utf8proc's mappings), once per batch, with no Python object per
-   document.
+1. Unicode NFKC (optional, on by default), then per-code-point lowercase, as Arrow's
+   ``pyarrow.compute.utf8_normalize(..., "NFKC")`` and ``utf8_lower`` (utf8proc) define
+   them (:func:`prenormalize`). The engine reaches the same result faster
+   (:func:`prepass`): untouched for documents holding no code point NFKC or lowercasing can
+   change, a compiled per-character rewrite for context-free ones, Arrow itself for the rest;
+   no Python object per document either way.
 2. A *word character* is a code point whose Unicode general category is a letter
    (``L*``), a mark (``M*``, so that Devanagari vowel signs or combining accents do not
    split words) or a number (``N*``), as reported by Python's :mod:`unicodedata`.
