@@ -208,3 +208,11 @@ def test_staged_refuses_baseline_backends(corpus, client):
     _, d = corpus
     with pytest.raises(ValueError, match="--engine fused"):
         run_staged([d / "in6"], d / "nope", DedupConfig(index="lsh"), client=client, log=quiet)
+
+
+def test_existing_scheduler_by_scheduler_file(corpus, client, fused, tmp_path):
+    _, d = corpus
+    sched = tmp_path / "scheduler.json"
+    client.write_scheduler_file(str(sched))
+    run_staged([d / "in6"], tmp_path / "out", DedupConfig(), scheduler=str(sched), log=quiet)
+    same_tables(tmp_path / "out", fused)

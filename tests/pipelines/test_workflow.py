@@ -66,3 +66,24 @@ def test_reduced_config_end_to_end(tmp_path):
     # Nothing to redo: a second run is a no-op.
     again = snakemake("--cores", "2", "--configfile", str(tmp_path / "small.yaml"), "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_a_users_own_shards_replace_the_demo_corpus(tmp_path):
+    """--configfile with corpus.generate false: no corpus rule, and every stage reads the
+    user's shards (shown by the dry run's printed commands)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shards = tmp_path / "mydata"
+    shards.mkdir()
+    pq.write_table(pa.table({"id": ["a"], "text": ["hello world"]}), shards / "part-0.parquet")
+    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    cfg["out"] = str(tmp_path / "run")
+    cfg["corpus"].update(generate=False, shards=[str(shards / "*.parquet")])
+    (tmp_path / "user.yaml").write_text(yaml.safe_dump(cfg))
+    r = snakemake("-n", "-p", "--configfile", str(tmp_path / "user.yaml"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout + r.stderr
+    assert "rule corpus" not in out and "memdedup generate" not in out
+    assert f"memdedup dedup '{shards}/*.parquet'" in out
+    assert f"memdedup train '{shards}/*.parquet'" in out and f"--corpus '{shards}/*.parquet'" in out
