@@ -4,6 +4,7 @@ killed mid-task, completed runs as no-ops, and the incremental index."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -212,7 +213,7 @@ def test_staged_refuses_baseline_backends(corpus, client):
 
 def test_existing_scheduler_by_scheduler_file(corpus, client, fused, tmp_path):
     _, d = corpus
-    sched = tmp_path / "scheduler.json"
-    client.write_scheduler_file(str(sched))
+    sched = tmp_path / "scheduler.json"  # the format `dask scheduler --scheduler-file` writes
+    sched.write_text(json.dumps({"type": "Scheduler", "address": client.scheduler.address}))
     run_staged([d / "in6"], tmp_path / "out", DedupConfig(), scheduler=str(sched), log=quiet)
     same_tables(tmp_path / "out", fused)
