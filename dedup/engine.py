@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from . import layout
 from .config import DedupConfig
@@ -165,7 +164,7 @@ def dedup_files(
     try:
         (out / layout.KEPT_DIR).mkdir(parents=True, exist_ok=True)
         written.append(removed_tmp)
-        with pq.ParquetWriter(str(removed_tmp), layout.REMOVED_SCHEMA, compression=config.compression) as removed_writer:
+        with layout.removed_writer(removed_tmp, config.compression) as removed_writer:
             for si, shard in enumerate(shards):
                 t0 = time.perf_counter()
                 reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
@@ -175,7 +174,7 @@ def dedup_files(
                 tmp = layout.tmp_path(final)
                 written.append(tmp)
                 t0 = timer.add("read", t0)
-                with pq.ParquetWriter(str(tmp), reader.schema, compression=config.compression) as kept_writer:
+                with layout.kept_writer(tmp, reader.schema, config.text_column, config.compression) as kept_writer:
                     for batch in reader.batches():
                         t0 = timer.add("read", t0)
                         texts = reader.text(batch)

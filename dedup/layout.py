@@ -154,6 +154,28 @@ def dedup_manifest(engine: str, config, inputs: list[dict], index: dict, phases:
     }
 
 
+def kept_writer(path: Path, schema: pa.Schema, text_column: str, compression: str):
+    """Parquet writer of a kept shard: the input schema, ``compression``.
+
+    The text column is written without dictionary encoding and without min/max
+    statistics: documents are almost all distinct (Arrow would build a dictionary page,
+    find it useless and fall back, ~25% of the write time) and a min/max of documents
+    helps no reader. Other columns keep Arrow's defaults (ids, labels compress well as
+    dictionaries).
+    """
+    import pyarrow.parquet as pq
+
+    others = [f.name for f in schema if f.name != text_column]
+    return pq.ParquetWriter(str(path), schema, compression=compression, use_dictionary=others, write_statistics=others)
+
+
+def removed_writer(path: Path, compression: str):
+    """Parquet writer of ``removed.parquet`` (or a part of it): :data:`REMOVED_SCHEMA`."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetWriter(str(path), REMOVED_SCHEMA, compression=compression)
+
+
 def kept_path(out: Path, shard_stem: str) -> Path:
     return out / KEPT_DIR / f"{shard_stem}.parquet"
 

@@ -40,7 +40,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from . import layout
 from .arrow import bool_array, numeric_array
@@ -229,8 +228,8 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
     kept_tmp, removed_tmp = layout.tmp_path(kept_final), layout.tmp_path(removed_final)
     row = 0
     try:
-        with pq.ParquetWriter(str(kept_tmp), reader.schema, compression=config.compression) as kw, \
-                pq.ParquetWriter(str(removed_tmp), layout.REMOVED_SCHEMA, compression=config.compression) as rw:
+        with layout.kept_writer(kept_tmp, reader.schema, config.text_column, config.compression) as kw, \
+                layout.removed_writer(removed_tmp, config.compression) as rw:
             for batch in reader.batches():
                 sl = slice(row, row + batch.num_rows)
                 keep = verdicts.reason[sl] == 0

@@ -306,7 +306,7 @@ def _nullcontext(value):
 def _concat_removed(work: Path, shards: list[Shard], out: Path, config: DedupConfig) -> None:
     final = layout.removed_path(out)
     tmp = layout.tmp_path(final)
-    with pq.ParquetWriter(str(tmp), layout.REMOVED_SCHEMA, compression=config.compression) as w:
+    with layout.removed_writer(tmp, config.compression) as w:
         for s in shards:
             part = pq.read_table(st.removed_part_path(work, s))
             if part.num_rows:

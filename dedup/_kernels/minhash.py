@@ -21,7 +21,7 @@ All signatures are produced as uint32 (every scheme's values fit in 32 bits).
 import numba
 import numpy as np
 
-from .hashing import fmix32, fmix64, sha1_32, xxh64, xxh64_u32
+from .hashing import _read64le, fmix32, fmix64, sha1_32, xxh64, xxh64_u32
 from .text import canonicalize_chars, canonicalize_words
 
 from . import SCHEME_AFFINE32, SCHEME_FAST, SCHEME_LEGACY  # noqa: F401  (re-exported)
@@ -36,16 +36,6 @@ _SPACE = np.uint8(32)
 _K1 = np.uint64(0x87C37B91114253D5)
 _K2 = np.uint64(0x4CF5AD432745937F)
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _load8(buf, p):
-    return (
-        np.uint64(buf[p]) | (np.uint64(buf[p + 1]) << np.uint64(8))
-        | (np.uint64(buf[p + 2]) << np.uint64(16)) | (np.uint64(buf[p + 3]) << np.uint64(24))
-        | (np.uint64(buf[p + 4]) << np.uint64(32)) | (np.uint64(buf[p + 5]) << np.uint64(40))
-        | (np.uint64(buf[p + 6]) << np.uint64(48)) | (np.uint64(buf[p + 7]) << np.uint64(56))
-    )
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -67,8 +57,9 @@ def part_hash(buf, start, end):
     ln = end - start
     if ln > 16:
         return xxh64(buf, start, end, np.uint64(0))
-    lo = _load8(buf, start) & _low_bytes_mask(min(ln, 8))
-    hi = _load8(buf, start + 8) & _low_bytes_mask(max(ln - 8, 0))
+    s = np.uint64(start)  # unsigned: one 8-byte load each (see hashing._read64le)
+    lo = _read64le(buf, s) & _low_bytes_mask(min(ln, 8))
+    hi = _read64le(buf, s + np.uint64(8)) & _low_bytes_mask(max(ln - 8, 0))
     h = hi * _K2
     h = (h << np.uint64(31)) | (h >> np.uint64(33))
     return fmix64((lo * _K1) ^ h ^ np.uint64(ln))
