@@ -48,19 +48,18 @@ def backend() -> str:
     return "aot" if aot() is not None else "jit"
 
 
-def sketch_documents(data, offsets, valid, table, ngram, char_unit, scheme, a32, b32, a64, b64, sigs, exact, n_shingles, threads: int = 1) -> None:
+def sketch_documents(data, offsets, valid, table, bits, cf_bit, map_cps, map_off, map_blob, ngram, char_unit, scheme,
+                     a32, b32, a64, b64, sigs, exact, n_shingles, threads: int = 1) -> None:
     """Sketch every document (see :func:`dedup._kernels.minhash.sketch_range`)."""
+    args = (data, offsets, valid, table, int(bits), int(cf_bit), map_cps, map_off, map_blob, int(ngram),
+            bool(char_unit), int(scheme), a32, b32, a64, b64, sigs, exact, n_shingles)
     mod = aot()
     if threads == 1 and mod is not None:
-        mod.sketch_range(data, offsets, valid, table, int(ngram), bool(char_unit), int(scheme), a32, b32, a64, b64,
-                         sigs, exact, n_shingles, 0, sigs.shape[0])
-        return
-    m = _jit("minhash")
-    if threads == 1:
-        m.sketch_range(data, offsets, valid, table, ngram, char_unit, scheme, a32, b32, a64, b64, sigs, exact,
-                       n_shingles, 0, sigs.shape[0])
+        mod.sketch_range(*args, 0, sigs.shape[0])
+    elif threads == 1:
+        _jit("minhash").sketch_range(*args, 0, sigs.shape[0])
     else:
-        m.sketch_documents(data, offsets, valid, table, ngram, char_unit, scheme, a32, b32, a64, b64, sigs, exact, n_shingles)
+        _jit("minhash").sketch_documents(*args)
 
 
 def _dispatch(module: str, name: str):
@@ -74,9 +73,6 @@ def _dispatch(module: str, name: str):
 
 
 band_keys = _dispatch("minhash", "band_keys")
-prepass_status = _dispatch("text", "prepass_status")
-prepass_lengths = _dispatch("text", "prepass_lengths")
-prepass_fill = _dispatch("text", "prepass_fill")
 token_set_signatures = _dispatch("minhash", "token_set_signatures")
 test_and_set_many = _dispatch("bloom", "test_and_set_many")
 contains_many = _dispatch("bloom", "contains_many")

@@ -4,10 +4,11 @@ The definition (every scheme, every backend, every code path uses it):
 
 1. Unicode NFKC (optional, on by default), then per-code-point lowercase, as Arrow's
    ``pyarrow.compute.utf8_normalize(..., "NFKC")`` and ``utf8_lower`` (utf8proc) define
-   them (:func:`prenormalize`). The engine reaches the same result faster
-   (:func:`prepass`): untouched for documents holding no code point NFKC or lowercasing can
-   change, a compiled per-character rewrite for context-free ones, Arrow itself for the rest;
-   no Python object per document either way.
+   them (:func:`prenormalize`). The kernels reach the same result faster
+   (:func:`replacements`): code points NFKC and lowercasing leave alone are copied,
+   context-free ones are rewritten alone as they are read, and only documents holding a
+   context-sensitive one (a combining mark NFKC may compose) go through Arrow; no Python
+   object per document either way.
 2. A *word character* is a code point whose Unicode general category is a letter
    (``L*``), a mark (``M*``, so that Devanagari vowel signs or combining accents do not
    split words) or a number (``N*``), as reported by Python's :mod:`unicodedata`.
@@ -50,7 +51,7 @@ WORD = 1  #: general category L*, M* or N*
 NFKC_UNSTABLE = 2  #: NFKC may change a text containing it (quick-check No or Maybe)
 LOWER_CHANGES = 4  #: non-ASCII, and Arrow's utf8_lower maps it to something else
 CONTEXT_FREE = 8  #: flagged, and lower(NFKC(text)) maps it alone, whatever surrounds it
-#: Code points >= 0x80 whose presence sends a document through the pre-pass.
+#: Code points >= 0x80 that step 1 may change (see :func:`replacements`).
 PREPASS_NFKC = NFKC_UNSTABLE | LOWER_CHANGES
 PREPASS_LOWER = LOWER_CHANGES
 #: Length of :func:`char_table`: one entry per code point, then the 128-byte ASCII map.
@@ -93,7 +94,7 @@ def _charmap(items: list[tuple[int, bytes]]) -> CharMap:
 
 
 def _build_tables() -> tuple[np.ndarray, CharMap, CharMap]:
-    """Build :func:`char_table` and the pre-pass maps (well under a second).
+    """Build :func:`char_table` and the replacement maps (well under a second).
 
     ``NFKC_UNSTABLE`` is a superset of the Unicode NFKC quick-check "No" and "Maybe" values
     (UAX #15): code points that NFKC maps elsewhere on their own (computed with Arrow's
@@ -225,44 +226,18 @@ def prenormalize(texts: pa.Array, nfkc: bool = True) -> pa.Array:
     return pc.utf8_lower(texts)
 
 
-def prepass(texts: pa.Array, nfkc: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Step 1 of the definition, done only where it changes something.
+def replacements(nfkc: bool = True) -> tuple[int, int, CharMap]:
+    """What the kernels rewrite alone in step 1: ``(bits, cf_bit, map)``.
 
-    Returns ``(data, offsets, valid)`` numpy buffers (uint8, int64 (n+1,), bool) such that,
-    after ASCII lowercasing, document i equals ``prenormalize(texts)[i]``. Per document:
-
-    * no code point flagged :data:`PREPASS_NFKC` (:data:`PREPASS_LOWER` without NFKC):
-      already NFKC, and lowercasing changes only ASCII letters: bytes kept as they are;
-    * all flagged code points :data:`CONTEXT_FREE` (always so for lowercase alone): each
-      is replaced by its lower(NFKC(c)) in one compiled pass;
-    * otherwise (combining marks and the like): Arrow's utf8proc NFKC + lowercase, which
-      runs at ~50 MB/s on non-ASCII text, hence the two shortcuts.
+    A code point >= 0x80 with a flag in ``bits`` is not left as it is: when it has
+    ``cf_bit`` too (or ``cf_bit`` is 0), it becomes its lower(NFKC(c)) (``lower(c)``
+    without NFKC) from ``map``; otherwise its document goes to Arrow's utf8proc
+    (:func:`prenormalize`), which runs at ~50 MB/s on non-ASCII text, hence the shortcut.
+    Code points without those flags are already NFKC and lowercase, except ASCII letters,
+    which the kernels lowercase through the ASCII map of :func:`char_table`.
     """
-    from . import kernels
-    from .sketch import string_buffers
-
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks()
-    data, offsets, valid = string_buffers(texts)
-    table, nfkc_map, lower_map = _tables()
-    bits, cf_bit, cmap = (PREPASS_NFKC, CONTEXT_FREE, nfkc_map) if nfkc else (PREPASS_LOWER, 0, lower_map)
-    status = np.zeros(len(valid), dtype=np.int8)
-    kernels.prepass_status(data, offsets, valid, table, bits, cf_bit, status)
-    if not status.any():
-        return data, offsets, valid
-    if (status == 2).any():
-        from .arrow import bool_array
-
-        fixed = prenormalize(texts.filter(bool_array(status == 2)), nfkc)
-        a_data, a_offsets, _ = string_buffers(fixed)
-    else:
-        a_data, a_offsets = np.zeros(1, dtype=np.uint8), np.zeros(1, dtype=np.int64)
-    out_offsets = np.empty(len(valid) + 1, dtype=np.int64)
-    kernels.prepass_lengths(data, offsets, valid, status, table, bits, cmap.cps, cmap.off, a_offsets, out_offsets)
-    out = np.empty(int(out_offsets[-1]), dtype=np.uint8)
-    kernels.prepass_fill(data, offsets, valid, status, table, bits, cmap.cps, cmap.off, cmap.blob,
-                         a_data, a_offsets, out_offsets, out)
-    return out, out_offsets, valid
+    _, nfkc_map, lower_map = _tables()
+    return (PREPASS_NFKC, CONTEXT_FREE, nfkc_map) if nfkc else (PREPASS_LOWER, 0, lower_map)
 
 
 def canonical_text(text: str, nfkc: bool = True) -> str:

@@ -1,9 +1,11 @@
 """From an Arrow text column to per-document sketches: signatures, exact keys, band keys.
 
-This is where Arrow buffers meet the compiled kernels. Per batch it runs Arrow's
-vectorised NFKC + lowercase on the documents that need it (:func:`dedup.normalize.prepass`),
-then one parallel Numba pass that decodes UTF-8, builds the canonical text, shingles it and
-updates the K minima; no Python object is created per document.
+This is where Arrow buffers meet the compiled kernels. Per batch, one Numba pass over the
+Arrow value buffer decodes UTF-8, normalises (lowercase, and NFKC where a code point can be
+rewritten alone: :func:`dedup.normalize.replacements`), builds the canonical text, shingles
+it and updates the K minima. The few documents that need context-sensitive NFKC (combining
+marks) go through Arrow's utf8proc and a second kernel call. No Python object is created
+per document.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import numpy as np
 import pyarrow as pa
 
 from . import kernels
+from .arrow import numeric_array
 from .config import DedupConfig
 from .minhash import get_scheme, permutations
-from .normalize import char_table, prepass
+from .normalize import char_table, prenormalize, replacements
 
 
 @dataclass
@@ -57,7 +60,13 @@ def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     off_dtype = np.int64 if pa.types.is_large_string(arr.type) else np.int32
     offsets = np.frombuffer(off_buf, dtype=off_dtype, count=n + 1 + arr.offset)[arr.offset :].astype(np.int64)
     data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, dtype=np.uint8)
-    valid = arr.is_valid().to_numpy(zero_copy_only=False) if arr.null_count else np.ones(n, dtype=np.bool_)
+    if arr.null_count and _validity is not None:  # from the bitmap: to_numpy() would import pandas
+        bits = np.frombuffer(_validity, dtype=np.uint8)
+        valid = np.unpackbits(bits, bitorder="little", count=arr.offset + n)[arr.offset :].astype(np.bool_)
+    elif arr.null_count:  # a null-typed or all-null array without a bitmap
+        valid = np.zeros(n, dtype=np.bool_)
+    else:
+        valid = np.ones(n, dtype=np.bool_)
     return data, offsets, valid
 
 
@@ -72,30 +81,33 @@ class Sketcher:
         self.scheme = get_scheme(config.scheme)
         self.perms = permutations(config.scheme, config.num_perm, config.seed)
         self.table = char_table()
+        self.bits, self.cf_bit, self.map = replacements(config.nfkc)
+
+    def _kernel(self, data, offsets, valid, bits, cf_bit, sigs, exact, n_sh) -> None:
+        kernels.sketch_documents(
+            data, offsets, valid, self.table, bits, cf_bit, self.map.cps, self.map.off, self.map.blob,
+            self.config.ngram, self.config.unit == "char", self.scheme.code, *self.perms.args(), sigs, exact, n_sh,
+            threads=self.threads,
+        )
 
     def __call__(self, texts: pa.Array) -> Sketches:
         """Sketch one batch (an Arrow string array; nulls allowed)."""
-        raw_data, raw_off, _ = string_buffers(texts)
-        text_bytes = int(raw_off[-1] - raw_off[0]) if len(raw_off) else 0
-        data, offsets, valid = prepass(texts, self.config.nfkc)
+        if isinstance(texts, pa.ChunkedArray):
+            texts = texts.combine_chunks()
+        data, offsets, valid = string_buffers(texts)
+        text_bytes = int(offsets[-1] - offsets[0]) if len(offsets) else 0
         n = len(valid)
         sigs = np.empty((n, self.config.num_perm), dtype=np.uint32)
         exact = np.empty((n, 2), dtype=np.uint64)
         n_sh = np.empty(n, dtype=np.int64)
-        kernels.sketch_documents(
-            data,
-            offsets,
-            valid,
-            self.table,
-            self.config.ngram,
-            self.config.unit == "char",
-            self.scheme.code,
-            *self.perms.args(),
-            sigs,
-            exact,
-            n_sh,
-            threads=self.threads,
-        )
+        self._kernel(data, offsets, valid, self.bits, self.cf_bit, sigs, exact, n_sh)
+        redo = np.flatnonzero(n_sh < 0)
+        if redo.size:  # context-sensitive NFKC: Arrow's utf8proc, then the kernel without replacements
+            fixed = prenormalize(texts.take(numeric_array(redo)), self.config.nfkc)
+            d2, o2, v2 = string_buffers(fixed)
+            s2, e2, n2 = sigs[redo], exact[redo], n_sh[redo]
+            self._kernel(d2, o2, v2, 0, 0, s2, e2, n2)
+            sigs[redo], exact[redo], n_sh[redo] = s2, e2, n2
         keys = np.empty((n, self.bands), dtype=np.uint64)
         kernels.band_keys(sigs, self.bands, self.rows, self.config.band_key == "sum", keys)
         return Sketches(valid, n_sh, sigs, exact, keys, text_bytes)

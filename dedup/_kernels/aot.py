@@ -34,18 +34,11 @@ def _signatures():
     ro_i8 = arr(i8, readonly=True)
     return {
         "sketch_range": t.void(
-            ro_u1, ro_i8, arr(b1, readonly=True), ro_u1, i8, b1, i8, arr(u4, readonly=True), arr(u4, readonly=True),
+            ro_u1, ro_i8, arr(b1, readonly=True), ro_u1, i8, i8, ro_i8, ro_i8, ro_u1, i8, b1, i8,
+            arr(u4, readonly=True), arr(u4, readonly=True),
             arr(u8, readonly=True), arr(u8, readonly=True), arr(u4, 2), arr(u8, 2), arr(i8), i8, i8,
         ),
         "band_keys": t.void(arr(u4, 2), i8, i8, b1, arr(u8, 2)),
-        "prepass_status": t.void(ro_u1, ro_i8, arr(b1, readonly=True), ro_u1, i8, i8, arr(t.int8)),
-        "prepass_lengths": t.void(
-            ro_u1, ro_i8, arr(b1, readonly=True), arr(t.int8, readonly=True), ro_u1, i8, ro_i8, ro_i8, ro_i8, arr(i8),
-        ),
-        "prepass_fill": t.void(
-            ro_u1, ro_i8, arr(b1, readonly=True), arr(t.int8, readonly=True), ro_u1, i8, ro_i8, ro_i8, ro_u1,
-            ro_u1, ro_i8, ro_i8, arr(u1),
-        ),
         "token_set_signatures": t.void(
             ro_u1, arr(i8), arr(i8), i8, arr(u4, readonly=True), arr(u4, readonly=True),
             arr(u8, readonly=True), arr(u8, readonly=True), arr(u4, 2),
@@ -60,14 +53,11 @@ def build(verbose: bool = False) -> Path:
     """Compile the extension into this package directory and write its stamp."""
     from numba.pycc import CC
 
-    from . import bloom, minhash, text
+    from . import bloom, minhash
 
     impls = {
         "sketch_range": minhash.sketch_range,
         "band_keys": minhash.band_keys,
-        "prepass_status": text.prepass_status,
-        "prepass_lengths": text.prepass_lengths,
-        "prepass_fill": text.prepass_fill,
         "token_set_signatures": minhash.token_set_signatures,
         "test_and_set_many": bloom.test_and_set_many,
         "contains_many": bloom.contains_many,

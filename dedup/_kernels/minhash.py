@@ -207,16 +207,26 @@ def _word_shingle_hashes(canon, n, n_words, ngram, scheme, word_starts, word_end
 
 
 @numba.njit(cache=True, nogil=True)
-def _sketch_one(data, start, end, table, ngram, char_unit, scheme, a32, b32, a64, b64, sig, exact_row,
-                canon, word_starts, word_ends, char_starts, word_hash, hashes, hashes64):
-    """One document; scratch arrays sized for its byte length (see the canonicalizers)."""
+def _sketch_one(data, start, end, table, bits, cf_bit, map_cps, map_off, map_blob, ngram, char_unit, scheme,
+                a32, b32, a64, b64, sig, exact_row, canon, word_starts, word_ends, char_starts, word_hash, hashes,
+                hashes64):
+    """One document; returns its shingle count, or the canonicaliser's -1 (needs utf8proc:
+    outputs left as for an empty document) or -2 (scratch too small: nothing written)."""
     if char_unit:
-        n, units = canonicalize_chars(data, start, end, table, canon, char_starts)
+        n, units = canonicalize_chars(data, start, end, table, bits, cf_bit, map_cps, map_off, map_blob, canon,
+                                      char_starts)
     else:
-        n, units = canonicalize_words(data, start, end, table, canon, word_starts, word_ends)
+        n, units = canonicalize_words(data, start, end, table, bits, cf_bit, map_cps, map_off, map_blob, canon,
+                                      word_starts, word_ends)
+    if n == -2:
+        return -2
+    sig[:] = _EMPTY
+    if n == -1:
+        exact_row[0] = 0
+        exact_row[1] = 0
+        return -1
     exact_row[0] = xxh64(canon, 0, n, np.uint64(0))
     exact_row[1] = xxh64(canon, 0, n, np.uint64(1))
-    sig[:] = _EMPTY
     if n == 0:
         return 0
     if char_unit:
@@ -238,58 +248,92 @@ def _sketch_one(data, start, end, table, ngram, char_unit, scheme, a32, b32, a64
     return count
 
 
+@numba.njit(cache=True, nogil=True)
+def _max_growth(map_cps, map_off):
+    """The most bytes a replacement writes per byte of the code point it replaces."""
+    grow = 1
+    for j in range(map_cps.shape[0]):
+        cp = map_cps[j]
+        ln = 1 if cp < 0x80 else 2 if cp < 0x800 else 3 if cp < 0x10000 else 4
+        grow = max(grow, (map_off[j + 1] - map_off[j] + ln - 1) // ln)
+    return grow
+
+
 _CHUNK = 256
 
 
 @numba.njit(cache=True, nogil=True)
-def sketch_range(data, offsets, valid, table, ngram, char_unit, scheme, a32, b32, a64, b64, sigs, exact, n_shingles, lo, hi):
+def sketch_range(data, offsets, valid, table, bits, cf_bit, map_cps, map_off, map_blob, ngram, char_unit, scheme,
+                 a32, b32, a64, b64, sigs, exact, n_shingles, lo, hi):
     """MinHash signatures and exact keys of documents lo..hi-1 of an Arrow string array.
 
-    Scratch space is allocated once, sized for the longest of these documents.
+    Scratch space is allocated once, sized for the longest of these documents, and grown
+    for a document whose replacements need more room (rare: a replacement is longer than
+    what it replaces, e.g. a ligature).
 
     Args:
-        data: uint8, the array's UTF-8 value buffer after dedup.normalize.prepass
-            (ASCII letters are lowercased here).
+        data: uint8, the array's UTF-8 value buffer, as read.
         offsets: int64 (n + 1,), document i is ``data[offsets[i]:offsets[i+1]]``.
         valid: bool (n,), False for null documents (their outputs are left as for empty).
         table: uint8 (0x110000 + 128,), dedup.normalize.char_table.
+        bits, cf_bit, map_cps, map_off, map_blob: the per-code-point part of step 1 (see
+            :mod:`dedup._kernels.text`).
         ngram, char_unit: shingle length and unit (words if char_unit is False).
         scheme, a32, b32, a64, b64: the MinHash scheme and its permutation parameters.
-        sigs: uint32 (n, K) out; exact: uint64 (n, 2) out; n_shingles: int64 (n,) out.
+        sigs: uint32 (n, K) out; exact: uint64 (n, 2) out; n_shingles: int64 (n,) out:
+            the shingle count, or -1 for a document that needs utf8proc (its signature and
+            exact key are to be recomputed from Arrow's normalisation with ``bits = 0``).
         lo, hi: the documents to process.
     """
     longest = 1
     for i in range(lo, hi):
         longest = max(longest, offsets[i + 1] - offsets[i])
-    canon = np.zeros(longest + 17, dtype=np.uint8)  # +16: part_hash reads 16 bytes
-    word_starts = np.empty(longest // 2 + 2, dtype=np.int64)
-    word_ends = np.empty(longest // 2 + 2, dtype=np.int64)
-    word_hash = np.empty(longest // 2 + 2, dtype=np.uint64)
-    char_starts = np.empty(longest + 1 if char_unit else 1, dtype=np.int64)
-    hashes = np.empty(longest + 1, dtype=np.uint32)
-    hashes64 = np.empty(longest + 1 if scheme == SCHEME_LEGACY or char_unit else 1, dtype=np.uint64)
-    for i in range(lo, hi):
-        if valid[i]:
-            n_shingles[i] = _sketch_one(
-                data, offsets[i], offsets[i + 1], table, ngram, char_unit, scheme, a32, b32, a64, b64,
-                sigs[i], exact[i], canon, word_starts, word_ends, char_starts, word_hash, hashes, hashes64,
-            )
-        else:
-            sigs[i, :] = _EMPTY
-            exact[i, 0] = 0
-            exact[i, 1] = 0
-            n_shingles[i] = 0
+    room = longest + 1
+    grown = False
+    while True:
+        canon = np.zeros(room + 17, dtype=np.uint8)  # +16: part_hash reads 16 bytes
+        word_starts = np.empty(room // 2 + 2, dtype=np.int64)
+        word_ends = np.empty(room // 2 + 2, dtype=np.int64)
+        word_hash = np.empty(room // 2 + 2, dtype=np.uint64)
+        char_starts = np.empty(room + 1 if char_unit else 1, dtype=np.int64)
+        hashes = np.empty(room + 1, dtype=np.uint32)
+        hashes64 = np.empty(room + 1 if scheme == SCHEME_LEGACY or char_unit else 1, dtype=np.uint64)
+        i = lo
+        while i < hi:
+            if valid[i]:
+                c = _sketch_one(
+                    data, offsets[i], offsets[i + 1], table, bits, cf_bit, map_cps, map_off, map_blob, ngram,
+                    char_unit, scheme, a32, b32, a64, b64, sigs[i], exact[i], canon, word_starts, word_ends,
+                    char_starts, word_hash, hashes, hashes64,
+                )
+                if c == -2:
+                    break
+                n_shingles[i] = c
+            else:
+                sigs[i, :] = _EMPTY
+                exact[i, 0] = 0
+                exact[i, 1] = 0
+                n_shingles[i] = 0
+            i += 1
+        if i == hi:
+            return
+        if grown:  # cannot happen: room covers the largest replacement of every byte
+            raise ValueError("sketch_range: scratch space miscomputed")
+        room = longest * _max_growth(map_cps, map_off) + 1
+        lo = i
+        grown = True
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def sketch_documents(data, offsets, valid, table, ngram, char_unit, scheme, a32, b32, a64, b64, sigs, exact, n_shingles):
+def sketch_documents(data, offsets, valid, table, bits, cf_bit, map_cps, map_off, map_blob, ngram, char_unit,
+                     scheme, a32, b32, a64, b64, sigs, exact, n_shingles):
     """:func:`sketch_range` over all documents, in parallel over chunks of 256."""
     n = sigs.shape[0]
     n_chunks = (n + _CHUNK - 1) // _CHUNK
     for c in numba.prange(n_chunks):
         lo = c * _CHUNK
-        sketch_range(data, offsets, valid, table, ngram, char_unit, scheme, a32, b32, a64, b64, sigs, exact,
-                     n_shingles, lo, min(n, lo + _CHUNK))
+        sketch_range(data, offsets, valid, table, bits, cf_bit, map_cps, map_off, map_blob, ngram, char_unit,
+                     scheme, a32, b32, a64, b64, sigs, exact, n_shingles, lo, min(n, lo + _CHUNK))
 
 
 @numba.njit(cache=True, nogil=True)

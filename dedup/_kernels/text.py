@@ -2,12 +2,22 @@
 
 The canonical text of a document (definition: :mod:`dedup.normalize`) is its word
 characters with every run of separators replaced by one ASCII space, no leading or
-trailing space, ASCII letters lowercased here (all other case mapping and NFKC happen in
-the Arrow pre-pass, :func:`dedup.normalize.prepass`).
+trailing space. Step 1 of the definition (NFKC, lowercase) happens here too, for every
+code point that can be rewritten alone: ASCII letters through the ASCII map, flagged
+context-free code points through their replacement (``map_*``). A document holding a
+flagged code point that is not context-free (a combining mark NFKC may compose, say) is
+given up on: the canonicalisers return -1 and the caller runs Arrow's utf8proc on it and
+canonicalises the result with ``bits = 0`` (:class:`dedup.sketch.Sketcher`).
 
-``table`` is :func:`dedup.normalize.char_table`: one flag byte per code point (bit 0 = word
-character) followed by a 128-entry ASCII map (``table[0x110000 + b]`` = lowercased byte b
-for ASCII word characters, 0 for ASCII separators).
+Arguments shared by the canonicalisers:
+
+* ``table``: :func:`dedup.normalize.char_table`, one flag byte per code point (bit 0 =
+  word character) followed by a 128-entry ASCII map (``table[0x110000 + b]`` = lowercased
+  byte b for ASCII word characters, 0 for ASCII separators).
+* ``bits``: flags that send a code point >= 0x80 to its replacement
+  (:data:`dedup.normalize.PREPASS_NFKC`, ``PREPASS_LOWER``, or 0 for none);
+  ``cf_bit``: the flag of those that may be replaced alone (0: all may).
+* ``map_cps``, ``map_off``, ``map_blob``: :class:`dedup.normalize.CharMap` arrays.
 """
 
 import numba
@@ -17,7 +27,6 @@ _ASCII_MAP = 0x110000
 _ASCII_MAP_U = np.uint64(_ASCII_MAP)
 _U1 = np.uint64(1)
 _SPACE_U8 = np.uint8(32)
-_HIGH_BITS = np.uint64(0x8080808080808080)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -42,14 +51,40 @@ def utf8_char(data, pos, end):
     return np.int64(0xFFFD), 1
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _put_word_char(src, p, ln, cp, table, canon, word_starts, n, n_words, prev):
+    """Append code point ``cp`` (bytes ``src[p:p+ln]``) to a canonical text under
+    construction; returns the new (n, n_words, prev). ASCII goes through the ASCII map."""
+    if cp < 0x80:
+        low = table[_ASCII_MAP + cp]
+        w = np.uint64(low != 0)
+        canon[n] = low if w else _SPACE_U8
+        word_starts[n_words] = n
+        return n + (w | prev), n_words + (w & (_U1 - prev)), w
+    w = np.uint64(table[cp] & 1)
+    if w:
+        if not prev:
+            word_starts[n_words] = n
+            n_words += _U1
+        for j in range(ln):
+            canon[n + np.uint64(j)] = src[p + j]
+        n += np.uint64(ln)
+    elif prev:
+        canon[n] = _SPACE_U8
+        n += _U1
+    return n, n_words, w
+
+
 @numba.njit(cache=True, nogil=True)
-def canonicalize_words(data, start, end, table, canon, word_starts, word_ends):
+def canonicalize_words(data, start, end, table, bits, cf_bit, map_cps, map_off, map_blob, canon, word_starts, word_ends):
     """Canonical text of ``data[start:end]`` into ``canon``, with word boundaries.
 
-    Returns (canonical byte length n, number of words w). Word k spans
+    Returns (canonical byte length n, number of words w); (-1, 0) when the document
+    needs utf8proc (see the module docstring), (-2, 0) when replacements would outgrow
+    ``canon`` (call again with more room). Word k spans
     ``canon[word_starts[k]:word_ends[k + 1]]`` (``word_ends`` is shifted by one). Sizes:
-    ``canon`` >= end - start + 1 (+16 for the fast scheme's hash), ``word_starts`` and
-    ``word_ends`` >= (end - start) // 2 + 2.
+    ``canon`` = room + 17 bytes with room >= end - start + 1 (the +16 for the fast
+    scheme's hash), ``word_starts`` and ``word_ends`` >= room // 2 + 2.
 
     ASCII bytes take a branch-free path with two stores per byte: every byte writes its
     lowercased character, or a space, at ``canon[n]``, and ``n`` advances on word
@@ -77,18 +112,22 @@ def canonicalize_words(data, start, end, table, canon, word_starts, word_ends):
             pos += _U1
             continue
         cp, ln = utf8_char(data, np.int64(pos), end)
-        w = np.uint64(table[cp] & 1)
-        if w:
-            if not prev:
-                word_starts[n_words] = n
-                n_words += _U1
-            for j in range(ln):
-                canon[n + np.uint64(j)] = data[pos + np.uint64(j)]
-            n += np.uint64(ln)
-        elif prev:
-            canon[n] = _SPACE_U8
-            n += _U1
-        prev = w
+        f = table[cp]
+        if f & bits:
+            if cf_bit != 0 and not f & cf_bit:
+                return -1, 0
+            j = _find(map_cps, cp)
+            q = map_off[j]
+            # Room needed: the replacement, the rest of the input (never longer than it
+            # is, but for replacements) and one byte for the last store.
+            if n + np.uint64(map_off[j + 1] - q) + (stop - pos - np.uint64(ln)) + _U1 > np.uint64(canon.shape[0] - 17):
+                return -2, 0
+            while q < map_off[j + 1]:
+                c2, l2 = utf8_char(map_blob, q, map_off[j + 1])
+                n, n_words, prev = _put_word_char(map_blob, q, l2, c2, table, canon, word_starts, n, n_words, prev)
+                q += l2
+        else:
+            n, n_words, prev = _put_word_char(data, np.int64(pos), ln, cp, table, canon, word_starts, n, n_words, prev)
         pos += np.uint64(ln)
     if n_words > 0 and not prev:
         n -= _U1  # the space written after the last word
@@ -98,89 +137,66 @@ def canonicalize_words(data, start, end, table, canon, word_starts, word_ends):
     return np.int64(n), np.int64(n_words)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _put_char(src, p, ln, cp, table, canon, char_starts, n, n_chars, in_word):
+    """Append code point ``cp`` (bytes ``src[p:p+ln]``) to a canonical text with code
+    point offsets; returns the new (n, n_chars, in_word)."""
+    if cp < 0x80:
+        low = table[_ASCII_MAP + cp]
+        is_word = low != 0
+    else:
+        low = 0
+        is_word = (table[cp] & 1) != 0
+    if not is_word:
+        return n, n_chars, False
+    if not in_word and n > 0:
+        char_starts[n_chars] = n
+        n_chars += 1
+        canon[n] = 32
+        n += 1
+    char_starts[n_chars] = n
+    n_chars += 1
+    if cp < 0x80:
+        canon[n] = low
+    else:
+        for j in range(ln):
+            canon[n + j] = src[p + j]
+    return n + ln, n_chars, True
+
+
 @numba.njit(cache=True, nogil=True)
-def canonicalize_chars(data, start, end, table, canon, char_starts):
+def canonicalize_chars(data, start, end, table, bits, cf_bit, map_cps, map_off, map_blob, canon, char_starts):
     """Canonical text of ``data[start:end]`` into ``canon``, with code point offsets.
 
-    Returns (canonical byte length n, number of code points c); code point i of the
-    canonical text starts at ``char_starts[i]`` and ``char_starts[c] == n``. Sizes:
-    ``canon`` >= end - start + 1, ``char_starts`` >= end - start + 1.
+    Returns (canonical byte length n, number of code points c); (-1, 0) when the
+    document needs utf8proc, (-2, 0) when replacements would outgrow ``canon``; code point
+    i of the canonical text starts at ``char_starts[i]`` and ``char_starts[c] == n``.
+    Sizes: ``canon`` = room + 17 bytes with room >= end - start + 1, ``char_starts`` >=
+    room + 1 (without replacements, the canonical text is never longer than the input).
     """
     n = 0
     n_chars = 0
     in_word = False
     pos = start
     while pos < end:
-        b0 = data[pos]
-        if b0 < 0x80:
-            low = table[_ASCII_MAP + b0]
-            cp = np.int64(b0)
-            ln = 1
-            is_word = low != 0
+        cp, ln = utf8_char(data, pos, end)
+        f = table[cp] if cp >= 0x80 else 0
+        if f & bits:
+            if cf_bit != 0 and not f & cf_bit:
+                return -1, 0
+            j = _find(map_cps, cp)
+            q = map_off[j]
+            if n + map_off[j + 1] - q + end - pos - ln + 1 > canon.shape[0] - 17:
+                return -2, 0
+            while q < map_off[j + 1]:
+                c2, l2 = utf8_char(map_blob, q, map_off[j + 1])
+                n, n_chars, in_word = _put_char(map_blob, q, l2, c2, table, canon, char_starts, n, n_chars, in_word)
+                q += l2
         else:
-            cp, ln = utf8_char(data, pos, end)
-            low = 0
-            is_word = (table[cp] & 1) != 0
-        if is_word:
-            if not in_word and n > 0:
-                char_starts[n_chars] = n
-                n_chars += 1
-                canon[n] = 32
-                n += 1
-            in_word = True
-            char_starts[n_chars] = n
-            n_chars += 1
-            if ln == 1:
-                canon[n] = low
-            else:
-                for j in range(ln):
-                    canon[n + j] = data[pos + j]
-            n += ln
-        else:
-            in_word = False
+            n, n_chars, in_word = _put_char(data, pos, ln, cp, table, canon, char_starts, n, n_chars, in_word)
         pos += ln
     char_starts[n_chars] = n
     return n, n_chars
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _next_non_ascii(data, pos, end):
-    """First position >= pos holding a byte >= 0x80 (or end); 8 bytes at a time."""
-    while pos + 8 <= end:
-        word = (
-            np.uint64(data[pos]) | (np.uint64(data[pos + 1]) << np.uint64(8))
-            | (np.uint64(data[pos + 2]) << np.uint64(16)) | (np.uint64(data[pos + 3]) << np.uint64(24))
-            | (np.uint64(data[pos + 4]) << np.uint64(32)) | (np.uint64(data[pos + 5]) << np.uint64(40))
-            | (np.uint64(data[pos + 6]) << np.uint64(48)) | (np.uint64(data[pos + 7]) << np.uint64(56))
-        )
-        if word & _HIGH_BITS != 0:
-            break
-        pos += 8
-    while pos < end and data[pos] < 0x80:
-        pos += 1
-    return pos
-
-
-@numba.njit(cache=True, nogil=True)
-def prepass_status(data, offsets, valid, table, bits, cf_bit, status):
-    """Per document: 0 = nothing to do, 1 = every code point flagged in ``bits`` is
-    context-free (``cf_bit`` set in its flags, or ``cf_bit == 0``), 2 = needs utf8proc."""
-    for i in range(status.shape[0]):
-        status[i] = 0
-        if not valid[i]:
-            continue
-        end = offsets[i + 1]
-        pos = _next_non_ascii(data, offsets[i], end)
-        while pos < end:
-            cp, ln = utf8_char(data, pos, end)
-            f = table[cp]
-            if f & bits:
-                if cf_bit == 0 or f & cf_bit:
-                    status[i] = 1
-                else:
-                    status[i] = 2
-                    break
-            pos = _next_non_ascii(data, pos + ln, end)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -195,79 +211,3 @@ def _find(cps, cp):
         else:
             hi = mid
     return lo
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _rewrite(data, s, e, table, bits, map_cps, map_off, map_blob, out, o, write):
-    """The per-character pre-pass rewrite of ``data[s:e]``: code points flagged in ``bits``
-    become their mapped bytes, everything else is copied. Returns the rewritten length and,
-    with ``write``, stores it at ``out[o:]`` (the one definition both passes use)."""
-    n = 0
-    pos = s
-    while pos < e:
-        nxt = _next_non_ascii(data, pos, e)
-        if write:
-            out[o + n:o + n + nxt - pos] = data[pos:nxt]
-        n += nxt - pos
-        pos = nxt
-        if pos >= e:
-            break
-        cp, ln = utf8_char(data, pos, e)
-        if table[cp] & bits:
-            j = _find(map_cps, cp)
-            m = map_off[j + 1] - map_off[j]
-            if write:
-                out[o + n:o + n + m] = map_blob[map_off[j]:map_off[j + 1]]
-            n += m
-        else:
-            if write:
-                out[o + n:o + n + ln] = data[pos:pos + ln]
-            n += ln
-        pos += ln
-    return n
-
-
-@numba.njit(cache=True, nogil=True)
-def prepass_lengths(data, offsets, valid, status, table, bits, map_cps, map_off, arrow_offsets, out_offsets):
-    """Byte length of each document after the pre-pass, as offsets (out_offsets[0] = 0).
-
-    Status-2 documents take their length from ``arrow_offsets`` (the utf8proc results of
-    the status-2 documents, in order); status-1 documents are rewritten code point by
-    code point through the map (:func:`_rewrite`, counting only)."""
-    k = 0
-    out_offsets[0] = 0
-    empty = np.zeros(0, dtype=np.uint8)
-    for i in range(status.shape[0]):
-        s = offsets[i]
-        e = offsets[i + 1]
-        if not valid[i]:
-            length = 0
-        elif status[i] == 0:
-            length = e - s
-        elif status[i] == 2:
-            length = arrow_offsets[k + 1] - arrow_offsets[k]
-            k += 1
-        else:
-            length = _rewrite(data, s, e, table, bits, map_cps, map_off, empty, empty, 0, False)
-        out_offsets[i + 1] = out_offsets[i] + length
-
-
-@numba.njit(cache=True, nogil=True)
-def prepass_fill(data, offsets, valid, status, table, bits, map_cps, map_off, map_blob, arrow_data, arrow_offsets, out_offsets, out):
-    """Write every document's pre-pass bytes at ``out[out_offsets[i]:out_offsets[i+1]]``."""
-    k = 0
-    for i in range(status.shape[0]):
-        if not valid[i]:
-            continue
-        s = offsets[i]
-        e = offsets[i + 1]
-        o = out_offsets[i]
-        if status[i] == 0:
-            out[o:o + e - s] = data[s:e]
-        elif status[i] == 2:
-            a = arrow_offsets[k]
-            b = arrow_offsets[k + 1]
-            out[o:o + b - a] = arrow_data[a:b]
-            k += 1
-        else:
-            _rewrite(data, s, e, table, bits, map_cps, map_off, map_blob, out, o, True)

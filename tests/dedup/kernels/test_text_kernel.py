@@ -72,3 +72,13 @@ def test_sliced_and_large_string_arrays():
     np.testing.assert_array_equal(whole.signatures, large.signatures)
     data, offsets, valid = string_buffers(pa.array(docs).slice(1))
     assert valid.tolist() == [True, False, True] and offsets.shape == (4,)
+
+
+@pytest.mark.parametrize("start,stop", [(0, 11), (1, 11), (3, 9), (9, 11), (2, 2)])
+def test_validity_from_the_bitmap_of_sliced_arrays(start, stop):
+    docs = ["a", None, "b", None, "c", "d", "e", "f", "g", None, "h"]
+    for typ in (pa.string(), pa.large_string(), pa.string_view()):
+        arr = pa.array(docs, typ).slice(start, stop - start)
+        _, _, valid = string_buffers(arr)
+        assert valid.tolist() == [d is not None for d in docs[start:stop]], typ
+    assert string_buffers(pa.nulls(3, pa.string()))[2].tolist() == [False] * 3
