@@ -107,6 +107,31 @@ class CausalLM:
                              mu.double().cpu().numpy(), var.clamp_min(0).sqrt().double().cpu().numpy()))
         return TokenStats(*(np.concatenate([o[i] for o in outs]) for i in range(5)))
 
+    def greedy_matches(self, ids: np.ndarray, prompt_len: int, batch_size: int = 32) -> np.ndarray:
+        """bool (B, L - P): the arg-max prediction equals continuation token t, for
+        t = P..L-1 of sequences ``ids`` (B, L), from one teacher-forced pass.
+
+        Equals ``score(ids).greedy_match[:, P - 1:]`` at a fraction of the cost when only
+        the extraction verdicts are wanted (no membership scores): the last token is not
+        fed, and the LM head (vocabulary-wide logits) runs only at the L - P positions
+        that predict the continuation (``logits_to_keep``), not at all L - 1.
+        """
+        import torch
+
+        ids = np.asarray(ids, dtype=np.int64)
+        P = int(prompt_len)
+        if not 1 <= P < ids.shape[1]:
+            raise ValueError(f"prompt_len must be in [1, {ids.shape[1] - 1}], got {prompt_len}")
+        C = ids.shape[1] - P
+        outs = []
+        with torch.inference_mode():
+            for s in range(0, ids.shape[0], batch_size):
+                x = torch.from_numpy(ids[s : s + batch_size, :-1]).to(self.device)
+                logits = self.model(input_ids=x, attention_mask=torch.ones_like(x), logits_to_keep=C).logits
+                truth = torch.from_numpy(ids[s : s + batch_size, P:]).to(self.device)
+                outs.append((logits.argmax(dim=-1) == truth).cpu().numpy())
+        return np.concatenate(outs) if outs else np.zeros((0, C), dtype=bool)
+
     def generate_greedy(self, prompts: np.ndarray, n_new: int, batch_size: int = 32) -> np.ndarray:
         """Greedy continuations (B, n_new) of equal-length prompts (B, P).
 

@@ -180,3 +180,22 @@ def test_cli_audit(canary_lm, tmp_path):
                           "--corpus", str(canary_lm.corpus_dir), "--out", str(tmp_path / "o2")],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "missing" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_verdict_only_pass_equals_full_scoring_and_generation(audited, canary_lm):
+    """CausalLM.greedy_matches (LM head at the continuation positions only) gives the same
+    per-token matches as the full teacher-forced pass, hence the same verdicts as greedy
+    generation, for every sequence."""
+    from audit.lm import load_causal_lm
+
+    _, table, _ = audited
+    t = table.to_pydict()
+    ids = np.array([p + c for p, c in zip(t["prompt"], t["truth"])], dtype=np.int64)
+    P = len(t["prompt"][0])
+    lm = load_causal_lm(canary_lm.model_dir)
+    fast = lm.greedy_matches(ids, P, batch_size=64)
+    np.testing.assert_array_equal(fast, lm.score(ids, 64).greedy_match[:, P - 1:])
+    assert fast.all(axis=1).tolist() == t["extractable"]
+    assert fast.all(axis=1).sum() > 0
+    with pytest.raises(ValueError, match="prompt_len"):
+        lm.greedy_matches(ids, ids.shape[1])
