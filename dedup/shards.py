@@ -204,42 +204,103 @@ def _jsonl_line_of_row(shard: Shard, row: int) -> int | None:
     return None
 
 
-def _read_jsonl(shard: Shard, empty_columns: tuple[str, ...] = ()) -> pa.Table:
-    """The whole file as a table. JSON strings stay strings (Arrow's reader would turn
-    date-like strings into timestamps); a file with no rows gives a 0-row table with
-    ``empty_columns`` as strings."""
-    import pyarrow.json as pj
+#: Bytes of JSON text parsed at a time: a JSONL shard is read in pieces of whole lines of
+#: about this size, so memory follows this, not the file (a line longer than it is one piece).
+JSONL_CHUNK_BYTES = 32 << 20
 
-    def read(parse_options=None) -> pa.Table:
-        with pa.input_stream(str(shard.path), compression=shard.compression) as f:
-            return pj.read_json(f, parse_options=parse_options)
 
-    try:
+def _jsonl_pieces(shard: Shard, chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
+    """(first line number, bytes) of consecutive pieces of the decompressed file, each
+    made of whole lines; pieces holding only blank lines are skipped."""
+    line = 1
+    with pa.input_stream(str(shard.path), compression=shard.compression) as raw:
+        rest = b""
+        while True:
+            block = raw.read(chunk_bytes)
+            if not block:
+                break
+            buf = rest + block
+            cut = buf.rfind(b"\n") + 1
+            if cut == 0:
+                rest = buf
+                continue
+            piece, rest = buf[:cut], buf[cut:]
+            if piece.strip():
+                yield line, piece
+            line += piece.count(b"\n")
+        if rest.strip():
+            yield line, rest + b"\n"
+
+
+class _JsonlFile:
+    """A JSON Lines shard read in pieces (:data:`JSONL_CHUNK_BYTES`), with one schema for
+    the whole file.
+
+    The first pass parses every piece with Arrow, notes the columns Arrow would turn into
+    timestamps (they are read as the strings they are) and unifies the pieces' schemas
+    with permissive promotion (null -> any type, int -> double, new columns); the second
+    pass (:meth:`tables`) parses them again and conforms each to that schema. Two parses,
+    memory of one piece.
+    """
+
+    def __init__(self, shard: Shard, empty_columns: tuple[str, ...], chunk_bytes: int | None = None):
+        self.shard = shard
+        self.empty_columns = empty_columns
+        self.chunk_bytes = chunk_bytes or JSONL_CHUNK_BYTES
+        self.as_strings: set[str] = set()
+        schemas = []
+        self.num_rows = 0
+        for _, table in self._parsed():
+            schemas.append(table.schema)
+            self.num_rows += table.num_rows
+        if self.num_rows == 0:
+            self.schema = pa.schema([(c, pa.string()) for c in empty_columns])
+            return
         try:
-            table = read()
-        except pa.ArrowInvalid:
-            if count_rows([shard]) == 0:  # empty or blank lines only
-                table = pa.table({})
-            else:
-                raise
-        stamped = [f for f in table.schema if pa.types.is_timestamp(f.type)]
-        if stamped:
-            strings = pa.schema([(f.name, pa.string()) for f in stamped])
-            names = table.column_names
-            table = read(pj.ParseOptions(explicit_schema=strings)).select(names)
-    except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as e:
+            self.schema = pa.unify_schemas(schemas, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            raise InputError(shard.path, f"a column changes type within the file: {e}") from e
+
+    def _parse(self, piece: bytes) -> pa.Table:
+        import pyarrow.json as pj
+
+        strings = pa.schema([(c, pa.string()) for c in sorted(self.as_strings)])
+        opts = pj.ParseOptions(explicit_schema=strings, unexpected_field_behavior="infer") if len(strings) else None
+        return pj.read_json(pa.BufferReader(piece), parse_options=opts)
+
+    def _parsed(self) -> Iterator[tuple[int, pa.Table]]:
         try:
-            bad = _jsonl_bad_line(shard, empty_columns[0] if empty_columns else None)
-        except (OSError, UnicodeDecodeError) as e2:
-            raise InputError(shard.path, f"unreadable: {e2}") from e
-        if bad is not None:
-            raise InputError(shard.path, bad[1], line=bad[0]) from e
-        raise InputError(shard.path, f"cannot read JSON Lines: {e}") from e
-    if table.num_rows == 0:
-        missing = [c for c in empty_columns if c not in table.column_names]
-        for c in missing:
-            table = table.append_column(pa.field(c, pa.string()), pa.array([], pa.string()))
-    return table
+            for line, piece in _jsonl_pieces(self.shard, self.chunk_bytes):
+                table = self._parse(piece)
+                stamped = {f.name for f in table.schema if pa.types.is_timestamp(f.type)}
+                if stamped - self.as_strings:
+                    self.as_strings |= stamped
+                    table = self._parse(piece)
+                yield line, table
+        except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as e:
+            try:
+                bad = _jsonl_bad_line(self.shard, self.empty_columns[0] if self.empty_columns else None)
+            except (OSError, UnicodeDecodeError) as e2:
+                raise InputError(self.shard.path, f"unreadable: {e2}") from e
+            if bad is not None:
+                raise InputError(self.shard.path, bad[1], line=bad[0]) from e
+            raise InputError(self.shard.path, f"cannot read JSON Lines: {e}") from e
+
+    def tables(self) -> Iterator[pa.Table]:
+        """The file's rows in order, a piece at a time, each with :attr:`schema`."""
+        for line, table in self._parsed():
+            cols = []
+            for f in self.schema:
+                if f.name not in table.column_names:
+                    cols.append(pa.nulls(table.num_rows, f.type))
+                    continue
+                col = table.column(f.name)
+                try:
+                    cols.append(col if col.type == f.type else col.cast(f.type))
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
+                    raise InputError(self.shard.path, f"column {f.name!r} is {col.type} from this line on, but "
+                                     f"{f.type} elsewhere in the file: {e}", line=line) from e
+            yield pa.Table.from_arrays(cols, schema=self.schema)
 
 
 class ShardReader:
@@ -255,7 +316,7 @@ class ShardReader:
         self.shard = shard
         self.text_column = text_column
         self.batch_rows = batch_rows
-        self._table: pa.Table | None = None
+        self._jsonl: _JsonlFile | None = None
         self._batch_start = 0
         self._pf: pq.ParquetFile | None = None
         if shard.fmt == "parquet":
@@ -266,19 +327,20 @@ class ShardReader:
             self.schema = self._pf.schema_arrow
             self.num_rows = self._pf.metadata.num_rows
         else:
-            self._table = _read_jsonl(shard, (text_column, id_column) if id_required and id_column else (text_column,))
-            self.schema = self._table.schema
-            self.num_rows = self._table.num_rows
+            self._jsonl = _JsonlFile(shard, (text_column, id_column) if id_required and id_column else (text_column,))
+            self.schema = self._jsonl.schema
+            self.num_rows = self._jsonl.num_rows
         _check_columns(shard, self.schema, text_column, id_column, id_required)
         self.id_column = id_column if id_column and id_column in self.schema.names else None
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """Record batches in file order, all columns."""
         self._batch_start = 0
-        if self._table is not None:
-            for batch in self._table.to_batches(max_chunksize=self.batch_rows):
-                yield batch
-                self._batch_start += batch.num_rows
+        if self._jsonl is not None:
+            for table in self._jsonl.tables():
+                for batch in table.to_batches(max_chunksize=self.batch_rows):
+                    yield batch
+                    self._batch_start += batch.num_rows
             return
         assert self._pf is not None
         row = 0

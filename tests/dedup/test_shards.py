@@ -404,3 +404,84 @@ def test_invalid_utf8_text_names_the_row_or_line(tmp_path: Path):
             r.text(batch)
     assert e.value.line == 4
     assert f"{path.resolve()}: line 4:" in str(e.value)
+
+
+@pytest.fixture
+def tiny_pieces(monkeypatch):
+    """JSONL read in pieces of 64 bytes: about one line each."""
+    import dedup.shards
+
+    monkeypatch.setattr(dedup.shards, "JSONL_CHUNK_BYTES", 64)
+
+
+def _read_all(path: Path, **kw) -> pa.Table:
+    r = reader(discover([path])[0], **kw)
+    batches = list(r.batches())
+    assert all(b.schema == r.schema for b in batches)
+    return pa.Table.from_batches(batches, schema=r.schema)
+
+
+def test_jsonl_pieces_are_whole_lines_of_bounded_size(tmp_path: Path):
+    from dedup.shards import _jsonl_pieces
+
+    rows = [{"id": f"r{i}", "text": "word " * (i % 7)} for i in range(200)]
+    path = write(tmp_path / "a.jsonl.gz", rows)
+    longest = max(len(json.dumps(r)) + 1 for r in rows)
+    pieces = list(_jsonl_pieces(discover([path])[0], 100))
+    assert b"".join(p for _, p in pieces) == _jsonl_bytes(rows)
+    assert all(p.endswith(b"\n") and len(p) < 100 + longest for _, p in pieces)
+    lines = [line for line, _ in pieces]
+    assert lines[0] == 1 and lines == [1 + sum(p.count(b"\n") for _, p in pieces[:i]) for i in range(len(pieces))]
+
+
+def test_jsonl_read_in_pieces_equals_whole_file(tmp_path: Path, tiny_pieces):
+    """Types that drift between pieces are unified over the file: a column null at first,
+    ints then floats, date-like strings (kept as strings wherever they first appear), a
+    column that appears late; every row, in order."""
+    rows = [
+        {"id": 1, "text": "first document here", "meta": None, "n": 1},
+        {"id": 2, "text": None, "meta": None, "n": 2},
+        {"id": 3, "text": "third one", "meta": "x", "n": 2.5, "when": "2024-01-01"},
+        {"id": 4, "text": "fourth", "meta": None, "n": 4, "when": "not a date", "late": [1, 2]},
+        {"id": 5, "text": "fifth document", "meta": "y", "n": None},
+    ]
+    path = write(tmp_path / "drift.jsonl", rows)
+    t = _read_all(path)
+    assert t.schema.field("meta").type == pa.string() and t.schema.field("n").type == pa.float64()
+    assert t.schema.field("when").type == pa.string()
+    assert t.column("text").to_pylist() == [r["text"] for r in rows]
+    assert t.column("n").to_pylist() == [1.0, 2.0, 2.5, 4.0, None]
+    assert t.column("when").to_pylist() == [None, None, "2024-01-01", "not a date", None]
+    assert t.column("late").to_pylist() == [None, None, None, [1, 2], None]
+    assert reader(discover([path])[0]).num_rows == 5
+
+
+def test_jsonl_type_conflict_between_pieces_names_the_file(tmp_path: Path, tiny_pieces):
+    long = "words " * 20  # one line per piece
+    path = write(tmp_path / "bad.jsonl", [{"text": long, "n": 1}, {"text": long, "n": "one"}])
+    with pytest.raises(InputError, match=r"bad\.jsonl.*changes type"):
+        reader(discover([path])[0])
+
+
+def test_jsonl_bad_line_in_a_late_piece_names_its_line(tmp_path: Path, tiny_pieces):
+    path = tmp_path / "late.jsonl"
+    good = _jsonl_bytes([{"id": f"r{i}", "text": f"doc {i} words here"} for i in range(20)])
+    path.write_bytes(good + b'{"id": "r20", "text": oops}\n' + good)
+    with pytest.raises(InputError, match=r"late\.jsonl.*line 21"):
+        list(reader(discover([path])[0]).batches())
+
+
+def test_dedup_of_jsonl_in_pieces_equals_parquet(tmp_path: Path, tiny_pieces):
+    from dedup.config import DedupConfig
+    from dedup.engine import dedup_files
+    from dedup.synthetic import generate_corpus
+
+    table = generate_corpus(300, mean_bytes=200, seed=4).select(["id", "text"])
+    write(tmp_path / "in" / "c.parquet", table.to_pylist())
+    write(tmp_path / "jin" / "c.jsonl.zst", table.to_pylist())
+    a = dedup_files([tmp_path / "in"], tmp_path / "a", DedupConfig(), threads=1)
+    b = dedup_files([tmp_path / "jin"], tmp_path / "b", DedupConfig(), threads=1)
+    assert a["totals"] == b["totals"] and a["totals"]["removed"]["near"] > 0
+    ra, rb = (pq.read_table(p / "removed.parquet").drop(["shard"]) for p in (tmp_path / "a", tmp_path / "b"))
+    assert ra.equals(rb)
+    assert pq.read_table(tmp_path / "a" / "kept" / "c.parquet").equals(pq.read_table(tmp_path / "b" / "kept" / "c.parquet"))
