@@ -52,8 +52,8 @@ NFKC_UNSTABLE = 2  #: NFKC may change a text containing it (quick-check No or Ma
 LOWER_CHANGES = 4  #: non-ASCII, and Arrow's utf8_lower maps it to something else
 CONTEXT_FREE = 8  #: flagged, and lower(NFKC(text)) maps it alone, whatever surrounds it
 #: Code points >= 0x80 that step 1 may change (see :func:`replacements`).
-PREPASS_NFKC = NFKC_UNSTABLE | LOWER_CHANGES
-PREPASS_LOWER = LOWER_CHANGES
+REPLACE_NFKC = NFKC_UNSTABLE | LOWER_CHANGES
+REPLACE_LOWER = LOWER_CHANGES
 #: Length of :func:`char_table`: one entry per code point, then the 128-byte ASCII map.
 TABLE_SIZE = 0x110000 + 128
 
@@ -150,7 +150,7 @@ def _build_tables() -> tuple[np.ndarray, CharMap, CharMap]:
         if lower_changes[i] and cp >= 0x80:
             flags |= LOWER_CHANGES
             lower_items.append((cp, lowered[i].encode("utf-8")))
-        if cp >= 0x80 and flags & PREPASS_NFKC and not sensitive(ch) and not any(sensitive(o) for o in nfkc[i]):
+        if cp >= 0x80 and flags & REPLACE_NFKC and not sensitive(ch) and not any(sensitive(o) for o in nfkc[i]):
             flags |= CONTEXT_FREE
             nfkc_items.append((cp, nfkc_lower[i].encode("utf-8")))
         table[cp] = flags
@@ -237,7 +237,7 @@ def replacements(nfkc: bool = True) -> tuple[int, int, CharMap]:
     which the kernels lowercase through the ASCII map of :func:`char_table`.
     """
     _, nfkc_map, lower_map = _tables()
-    return (PREPASS_NFKC, CONTEXT_FREE, nfkc_map) if nfkc else (PREPASS_LOWER, 0, lower_map)
+    return (REPLACE_NFKC, CONTEXT_FREE, nfkc_map) if nfkc else (REPLACE_LOWER, 0, lower_map)
 
 
 def canonical_text(text: str, nfkc: bool = True) -> str:

@@ -269,6 +269,7 @@ class _JsonlFile:
         return pj.read_json(pa.BufferReader(piece), parse_options=opts)
 
     def _parsed(self) -> Iterator[tuple[int, pa.Table]]:
+        line = 1
         try:
             for line, piece in _jsonl_pieces(self.shard, self.chunk_bytes):
                 table = self._parse(piece)
@@ -284,7 +285,8 @@ class _JsonlFile:
                 raise InputError(self.shard.path, f"unreadable: {e2}") from e
             if bad is not None:
                 raise InputError(self.shard.path, bad[1], line=bad[0]) from e
-            raise InputError(self.shard.path, f"cannot read JSON Lines: {e}") from e
+            # Arrow's own message counts rows from the start of the piece
+            raise InputError(self.shard.path, f"cannot read JSON Lines (in the piece from line {line}): {e}") from e
 
     def tables(self) -> Iterator[pa.Table]:
         """The file's rows in order, a piece at a time, each with :attr:`schema`."""

@@ -1,4 +1,4 @@
-"""Text kernels over UTF-8 bytes: code point decoding, canonical text, pre-pass scan.
+"""Text kernels over UTF-8 bytes: code point decoding, canonical text (with step 1 of the normalisation).
 
 The canonical text of a document (definition: :mod:`dedup.normalize`) is its word
 characters with every run of separators replaced by one ASCII space, no leading or
@@ -15,7 +15,7 @@ Arguments shared by the canonicalisers:
   word character) followed by a 128-entry ASCII map (``table[0x110000 + b]`` = lowercased
   byte b for ASCII word characters, 0 for ASCII separators).
 * ``bits``: flags that send a code point >= 0x80 to its replacement
-  (:data:`dedup.normalize.PREPASS_NFKC`, ``PREPASS_LOWER``, or 0 for none);
+  (:data:`dedup.normalize.REPLACE_NFKC`, ``REPLACE_LOWER``, or 0 for none);
   ``cf_bit``: the flag of those that may be replaced alone (0: all may).
 * ``map_cps``, ``map_off``, ``map_blob``: :class:`dedup.normalize.CharMap` arrays.
 """
@@ -25,6 +25,7 @@ import numpy as np
 
 _ASCII_MAP = 0x110000
 _ASCII_MAP_U = np.uint64(_ASCII_MAP)
+_U0 = np.uint64(0)
 _U1 = np.uint64(1)
 _SPACE_U8 = np.uint8(32)
 
@@ -94,9 +95,9 @@ def canonicalize_words(data, start, end, table, bits, cf_bit, map_cps, map_off, 
     """
     # Unsigned indices: Numba adds a negative-index wraparound select to every signed
     # index, which costs ~40% of this loop (see hashing._read64le).
-    n = _U1 - _U1
-    n_words = _U1 - _U1
-    prev = _U1 - _U1
+    n = _U0
+    n_words = _U0
+    prev = _U0
     pos = np.uint64(start)
     stop = np.uint64(end)
     while pos < stop:
