@@ -110,26 +110,22 @@ def bench_corpus(name, corpus, truth, text_bytes, work, env_base, with_lshbloom,
         })
         print(f"  {tool:<28} {wall:7.2f} s {n / wall:10,.0f} docs/s  rss {rss / 2**20:7.1f} MB  P={p:.4f} R={r:.4f} {note}", flush=True)
 
-    # datasketch MinHash + MinHashLSH
-    out = work / f"{name}-ds-lsh"
-    wall, rss, stdout = run_measured([py, "bench/datasketch_baseline.py", "lsh", str(corpus), str(out)], env_base)
-    info = json.loads(stdout.strip().splitlines()[-1])
-    removed = np.zeros(n, dtype=bool)
-    removed[np.load(out / "removed_rows.npy")] = True
-    record("datasketch MinHashLSH", wall, rss, info["index_bytes"], removed, "index bytes = RSS growth")
+    def datasketch(kind: str, tool: str, note: str) -> None:
+        out = work / f"{name}-ds-{kind}"
+        wall, rss, stdout = run_measured([py, "bench/datasketch_baseline.py", kind, str(corpus), str(out)], env_base)
+        info = json.loads(stdout.strip().splitlines()[-1])
+        removed = np.zeros(n, dtype=bool)
+        removed[np.load(out / "removed_rows.npy")] = True
+        record(tool, wall, rss, info["index_bytes"], removed, note)
 
+    datasketch("lsh", "datasketch MinHashLSH", "index bytes = RSS growth")
     if with_lshbloom:
         try:
             import pybloomfilter  # noqa: F401
-
-            out = work / f"{name}-ds-lshbloom"
-            wall, rss, stdout = run_measured([py, "bench/datasketch_baseline.py", "lshbloom", str(corpus), str(out)], env_base)
-            info = json.loads(stdout.strip().splitlines()[-1])
-            removed = np.zeros(n, dtype=bool)
-            removed[np.load(out / "removed_rows.npy")] = True
-            record("datasketch MinHashLSHBloom", wall, rss, info["index_bytes"], removed, "sum band key")
         except ImportError:
             print("  datasketch MinHashLSHBloom: pybloomfiltermmap3 not installed, skipped")
+        else:
+            datasketch("lshbloom", "datasketch MinHashLSHBloom", "sum band key")
 
     for label, extra, mode in (
         ("memdedup", [], "warm"),

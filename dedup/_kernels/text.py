@@ -117,14 +117,13 @@ def canonicalize_words(data, start, end, table, bits, cf_bit, map_cps, map_off, 
         if f & bits:
             if cf_bit != 0 and not f & cf_bit:
                 return -1, 0
-            j = _find(map_cps, cp)
-            q = map_off[j]
+            q, q_end = _replacement(map_cps, map_off, cp)
             # Room needed: the replacement, the rest of the input (never longer than it
             # is, but for replacements) and one byte for the last store.
-            if n + np.uint64(map_off[j + 1] - q) + (stop - pos - np.uint64(ln)) + _U1 > np.uint64(canon.shape[0] - 17):
+            if n + np.uint64(q_end - q) + (stop - pos - np.uint64(ln)) + _U1 > np.uint64(canon.shape[0] - 17):
                 return -2, 0
-            while q < map_off[j + 1]:
-                c2, l2 = utf8_char(map_blob, q, map_off[j + 1])
+            while q < q_end:
+                c2, l2 = utf8_char(map_blob, q, q_end)
                 n, n_words, prev = _put_word_char(map_blob, q, l2, c2, table, canon, word_starts, n, n_words, prev)
                 q += l2
         else:
@@ -185,12 +184,11 @@ def canonicalize_chars(data, start, end, table, bits, cf_bit, map_cps, map_off, 
         if f & bits:
             if cf_bit != 0 and not f & cf_bit:
                 return -1, 0
-            j = _find(map_cps, cp)
-            q = map_off[j]
-            if n + map_off[j + 1] - q + end - pos - ln + 1 > canon.shape[0] - 17:
+            q, q_end = _replacement(map_cps, map_off, cp)
+            if n + q_end - q + end - pos - ln + 1 > canon.shape[0] - 17:
                 return -2, 0
-            while q < map_off[j + 1]:
-                c2, l2 = utf8_char(map_blob, q, map_off[j + 1])
+            while q < q_end:
+                c2, l2 = utf8_char(map_blob, q, q_end)
                 n, n_chars, in_word = _put_char(map_blob, q, l2, c2, table, canon, char_starts, n, n_chars, in_word)
                 q += l2
         else:
@@ -201,8 +199,9 @@ def canonicalize_chars(data, start, end, table, bits, cf_bit, map_cps, map_off, 
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _find(cps, cp):
-    """Index of ``cp`` in the sorted array ``cps`` (it must be there)."""
+def _replacement(cps, off, cp):
+    """(start, end) in the map's blob of the replacement of ``cp``, which must be in the
+    sorted array ``cps`` (binary search)."""
     lo = 0
     hi = cps.shape[0] - 1
     while lo < hi:
@@ -211,4 +210,5 @@ def _find(cps, cp):
             lo = mid + 1
         else:
             hi = mid
-    return lo
+    return off[lo], off[lo + 1]
+
