@@ -39,6 +39,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ._kernels import (
+    ASCII_MAP,
+    CONTEXT_FREE,
+    LOWER_CHANGES,
+    MARK,
+    NFKC_UNSTABLE,
+    PAIR_SHIFT,
+    SECOND,
+    TABLE_SIZE,
+    TCCC,
+    WORD,
+)
 from .arrow import string_array
 
 #: Code points whose properties are looked up; everything above (planes 4-13 are
@@ -46,22 +58,22 @@ from .arrow import string_array
 #: alone, except the variation selectors supplement (marks) in plane 14.
 _TABLE_RANGES = ((0, 0x40000), (0xE0000, 0xE1000))
 
-#: Bit flags of :func:`char_table`.
-WORD = 1  #: general category L*, M* or N*
-NFKC_UNSTABLE = 2  #: NFKC may change a text containing it (quick-check No or Maybe)
-LOWER_CHANGES = 4  #: non-ASCII, and Arrow's utf8_lower maps it to something else
-CONTEXT_FREE = 8  #: flagged, and lower(NFKC(text)) maps it alone, whatever surrounds it
 #: Code points >= 0x80 that step 1 may change (see :func:`replacements`).
 REPLACE_NFKC = NFKC_UNSTABLE | LOWER_CHANGES
 REPLACE_LOWER = LOWER_CHANGES
-#: Length of :func:`char_table`: one entry per code point, then the 128-byte ASCII map.
-TABLE_SIZE = 0x110000 + 128
 
 
 @dataclass(frozen=True)
 class CharMap:
     """Per-code-point replacements: ``cps`` sorted (int64), code point ``cps[j]`` becomes
-    ``blob[off[j]:off[j+1]]`` (UTF-8)."""
+    ``blob[off[j]:off[j+1]]`` (UTF-8).
+
+    The NFKC map also holds the canonical composition pairs (first, second) -> composite
+    the kernels apply themselves, under keys ``(first + 1) << PAIR_SHIFT | second`` (above
+    every code point, so they sort last). Their entry is one byte L, the UTF-8 byte length
+    of lower(first) (0: not handled in the kernel, the document goes to utf8proc), then the
+    composite's UTF-8 bytes, then lower(composite)'s.
+    """
 
     cps: np.ndarray
     off: np.ndarray
@@ -73,7 +85,7 @@ def _tables() -> tuple[np.ndarray, CharMap, CharMap]:
     """(char_table, lower-of-NFKC map, lowercase map), from the start-up cache or built."""
     from . import cache
 
-    name = f"chartables-v3-unicode-{unicodedata.unidata_version}-arrow-{pa.__version__}.npz"
+    name = f"chartables-v4-unicode-{unicodedata.unidata_version}-arrow-{pa.__version__}.npz"
     keys = ("table", "nfkc_cps", "nfkc_off", "nfkc_blob", "lower_cps", "lower_off", "lower_blob")
     cached = cache.load_npz(name)
     if cached is not None and all(k in cached for k in keys) and cached["table"].shape == (TABLE_SIZE,):
@@ -94,7 +106,7 @@ def _charmap(items: list[tuple[int, bytes]]) -> CharMap:
 
 
 def _build_tables() -> tuple[np.ndarray, CharMap, CharMap]:
-    """Build :func:`char_table` and the replacement maps (well under a second).
+    """Build :func:`char_table` and the replacement maps (about a second).
 
     ``NFKC_UNSTABLE`` is a superset of the Unicode NFKC quick-check "No" and "Maybe" values
     (UAX #15): code points that NFKC maps elsewhere on their own (computed with Arrow's
@@ -107,6 +119,15 @@ def _build_tables() -> tuple[np.ndarray, CharMap, CharMap]:
     above and whose NFKC form holds none either: NFKC then decomposes them alone and no
     reordering or composition reaches them, so lower(NFKC(text)) replaces each by
     lower(NFKC(c)) (Arrow's lowercase is per code point).
+
+    ``MARK`` marks the context-sensitive code points the kernels still handle themselves:
+    assigned, not Hangul jamo, without a decomposition, unchanged by NFKC and by
+    lowercasing alone. NFKC moves such a mark only when the marks around it are out of
+    canonical order (the kernels compare combining classes, with the ``TCCC`` section of
+    the table, and give up if so) and replaces it only when it composes with the starter
+    before it (``SECOND`` marks, looked up in the composition pairs of the NFKC map). The
+    pairs are Python's canonical two-part decompositions, each kept only if Arrow's NFKC
+    composes it, so composition exclusions and version differences are Arrow's.
     """
     table = np.zeros(TABLE_SIZE, dtype=np.uint8)
     cps = np.concatenate([np.arange(lo, hi) for lo, hi in _TABLE_RANGES])
@@ -120,13 +141,14 @@ def _build_tables() -> tuple[np.ndarray, CharMap, CharMap]:
     lower_changes = pc.not_equal(lowered, arr).to_numpy(zero_copy_only=False)
     nfkc = nfkc.to_pylist()
     lowered = lowered.to_pylist()
-    composes_second: set[int] = set()
+    pairs: dict[tuple[int, int], int] = {}
     for ch in chars:
         d = unicodedata.decomposition(ch)
         if d and not d.startswith("<"):
             parts = d.split()
             if len(parts) == 2:
-                composes_second.add(int(parts[1], 16))
+                pairs[(int(parts[0], 16), int(parts[1], 16))] = ord(ch)
+    composes_second = {m for _, m in pairs}
 
     def sensitive(ch: str) -> bool:
         cp = ord(ch)
@@ -153,19 +175,43 @@ def _build_tables() -> tuple[np.ndarray, CharMap, CharMap]:
         if cp >= 0x80 and flags & REPLACE_NFKC and not sensitive(ch) and not any(sensitive(o) for o in nfkc[i]):
             flags |= CONTEXT_FREE
             nfkc_items.append((cp, nfkc_lower[i].encode("utf-8")))
+        if (sensitive(ch) and unicodedata.category(ch) != "Cn" and not 0x1161 <= cp <= 0x11C2
+                and not unicodedata.decomposition(ch) and not nfkc_changes[i] and not lower_changes[i]):
+            flags |= MARK | (SECOND if cp in composes_second else 0)
         table[cp] = flags
+        nfkd = unicodedata.normalize("NFKD", ch)
+        table[TCCC + cp] = unicodedata.combining(nfkd[-1]) if nfkd else 0
     for b in range(128):
         if table[b] & WORD:
-            table[0x110000 + b] = ord(chr(b).lower())
+            table[ASCII_MAP + b] = ord(chr(b).lower())
+    nfkc_items.extend(_composition_entries(pairs, table))
     return table, _charmap(nfkc_items), _charmap(lower_items)
+
+
+def _composition_entries(pairs: dict[tuple[int, int], int], table: np.ndarray) -> list[tuple[int, bytes]]:
+    """Map entries of the canonical pairs (first, second MARK) that Arrow's NFKC composes
+    (layout: :class:`CharMap`)."""
+    cand = [(f, m, c) for (f, m), c in sorted(pairs.items()) if table[m] & SECOND]
+    composed = pc.utf8_normalize(string_array([chr(f) + chr(m) for f, m, _ in cand]), "NFKC").to_pylist()
+    firsts = pc.utf8_lower(string_array([chr(f) for f, _, _ in cand])).to_pylist()
+    lowers = pc.utf8_lower(string_array([chr(c) for _, _, c in cand])).to_pylist()
+    entries = []
+    for (f, m, c), got, lf, lc in zip(cand, composed, firsts, lowers):
+        if got != chr(c):
+            continue  # a composition exclusion (for utf8proc): NFKC keeps the pair apart
+        simple = len(lf) == 1 and len(lc) == 1 and bool(table[f] & WORD) == bool(table[c] & WORD)
+        head = bytes([len(lf.encode("utf-8")) if simple else 0])
+        entries.append((((f + 1) << PAIR_SHIFT) | m, head + chr(c).encode("utf-8") + lc.encode("utf-8")))
+    return entries
 
 
 def char_table() -> np.ndarray:
     """uint8 flags per code point: :data:`WORD`, :data:`NFKC_UNSTABLE`,
-    :data:`LOWER_CHANGES`, :data:`CONTEXT_FREE` (see :func:`_build_tables`).
-
-    Length ``0x110000 + 128``: the last 128 entries are the kernel's ASCII map, entry b
-    holding the lowercased byte b for ASCII word characters and 0 for ASCII separators.
+    :data:`LOWER_CHANGES`, :data:`CONTEXT_FREE`, :data:`MARK`, :data:`SECOND` (see
+    :func:`_build_tables`), then two more sections (offsets in :mod:`dedup._kernels`):
+    the kernels' 128-entry ASCII map at ``ASCII_MAP`` (entry b holding the lowercased byte
+    b for ASCII word characters, 0 for ASCII separators) and, at ``TCCC``, each code
+    point's trailing canonical combining class (that of the last code point of its NFKD).
     Built once, then kept in memory and in the start-up cache (:mod:`dedup.cache`), keyed
     by the Unicode and Arrow versions.
     """

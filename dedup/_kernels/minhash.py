@@ -254,6 +254,8 @@ def _max_growth(map_cps, map_off):
     grow = 1
     for j in range(map_cps.shape[0]):
         cp = map_cps[j]
+        if cp >= 0x110000:
+            break  # composition pairs (sorted last) never grow the text
         ln = 1 if cp < 0x80 else 2 if cp < 0x800 else 3 if cp < 0x10000 else 4
         grow = max(grow, (map_off[j + 1] - map_off[j] + ln - 1) // ln)
     return grow
@@ -275,7 +277,7 @@ def sketch_range(data, offsets, valid, table, bits, cf_bit, map_cps, map_off, ma
         data: uint8, the array's UTF-8 value buffer, as read.
         offsets: int64 (n + 1,), document i is ``data[offsets[i]:offsets[i+1]]``.
         valid: bool (n,), False for null documents (their outputs are left as for empty).
-        table: uint8 (0x110000 + 128,), dedup.normalize.char_table.
+        table: uint8 (TABLE_SIZE,), dedup.normalize.char_table.
         bits, cf_bit, map_cps, map_off, map_blob: the per-code-point part of step 1 (see
             :mod:`dedup._kernels.text`).
         ngram, char_unit: shingle length and unit (words if char_unit is False).

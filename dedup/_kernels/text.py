@@ -4,26 +4,32 @@ The canonical text of a document (definition: :mod:`dedup.normalize`) is its wor
 characters with every run of separators replaced by one ASCII space, no leading or
 trailing space. Step 1 of the definition (NFKC, lowercase) happens here too, for every
 code point that can be rewritten alone: ASCII letters through the ASCII map, flagged
-context-free code points through their replacement (``map_*``). A document holding a
-flagged code point that is not context-free (a combining mark NFKC may compose, say) is
-given up on: the canonicalisers return -1 and the caller runs Arrow's utf8proc on it and
-canonicalises the result with ``bits = 0`` (:class:`dedup.sketch.Sketcher`).
+context-free code points through their replacement (``map_*``), combining marks
+(``MARK``) kept in place or composed with the starter before them (:func:`_mark`). A
+document holding any other flagged code point, or marks out of canonical order, or a
+composition this does not cover (after another mark, say) is given up on: the
+canonicalisers return -1 and the caller runs Arrow's utf8proc on it and canonicalises the
+result with ``bits = 0`` (:class:`dedup.sketch.Sketcher`).
 
 Arguments shared by the canonicalisers:
 
 * ``table``: :func:`dedup.normalize.char_table`, one flag byte per code point (bit 0 =
-  word character) followed by a 128-entry ASCII map (``table[0x110000 + b]`` = lowercased
-  byte b for ASCII word characters, 0 for ASCII separators).
+  word character), a 128-entry ASCII map (``table[ASCII_MAP + b]`` = lowercased byte b
+  for ASCII word characters, 0 for ASCII separators) and trailing combining classes
+  (``table[TCCC + cp]``).
 * ``bits``: flags that send a code point >= 0x80 to its replacement
   (:data:`dedup.normalize.REPLACE_NFKC`, ``REPLACE_LOWER``, or 0 for none);
   ``cf_bit``: the flag of those that may be replaced alone (0: all may).
-* ``map_cps``, ``map_off``, ``map_blob``: :class:`dedup.normalize.CharMap` arrays.
+* ``map_cps``, ``map_off``, ``map_blob``: :class:`dedup.normalize.CharMap` arrays (with
+  NFKC: the composition pairs too).
 """
 
 import numba
 import numpy as np
 
-_ASCII_MAP = 0x110000
+from . import ASCII_MAP, MARK, NFKC_UNSTABLE, PAIR_SHIFT, SECOND, TCCC
+
+_ASCII_MAP = ASCII_MAP
 _ASCII_MAP_U = np.uint64(_ASCII_MAP)
 _U0 = np.uint64(0)
 _U1 = np.uint64(1)
@@ -77,6 +83,29 @@ def _put_word_char(src, p, ln, cp, table, canon, word_starts, n, n_words, prev):
 
 
 @numba.njit(cache=True, nogil=True)
+def _mark_word_char(data, start, pos, ln, cp, stop, table, map_cps, map_off, map_blob, canon, word_starts, n, n_words,
+                    prev, comp_end, comp_cp):
+    """:func:`canonicalize_words`'s step for a ``MARK`` code point (see :func:`_mark`):
+    returns the new (n, n_words, prev, comp_end, comp_cp), n = -1 or -2 to give up.
+    """
+    act, q, q_end = _mark(data, start, pos, cp, table, map_cps, map_off, map_blob, comp_end, comp_cp)
+    if act < 0:
+        return -1, n_words, prev, comp_end, comp_cp
+    if act == 0:
+        n, n_words, prev = _put_word_char(data, np.int64(pos), ln, cp, table, canon, word_starts, n, n_words, prev)
+        return np.int64(n), n_words, prev, comp_end, comp_cp
+    comp_cp, lc = utf8_char(map_blob, q + 1, q_end)
+    if table[comp_cp] & 1:  # the output ends with lower(starter): it becomes lower(composite)
+        n -= np.uint64(map_blob[q])
+        q += 1 + lc
+        if n + np.uint64(q_end - q) + (stop - pos - np.uint64(ln)) + _U1 > np.uint64(canon.shape[0] - 17):
+            return -2, n_words, prev, comp_end, comp_cp
+        c2, l2 = utf8_char(map_blob, q, q_end)
+        n, n_words, prev = _put_word_char(map_blob, q, l2, c2, table, canon, word_starts, n, n_words, prev)
+    return np.int64(n), n_words, prev, np.int64(pos) + ln, comp_cp
+
+
+@numba.njit(cache=True, nogil=True)
 def canonicalize_words(data, start, end, table, bits, cf_bit, map_cps, map_off, map_blob, canon, word_starts, word_ends):
     """Canonical text of ``data[start:end]`` into ``canon``, with word boundaries.
 
@@ -85,7 +114,8 @@ def canonicalize_words(data, start, end, table, bits, cf_bit, map_cps, map_off, 
     ``canon`` (call again with more room). Word k spans
     ``canon[word_starts[k]:word_ends[k + 1]]`` (``word_ends`` is shifted by one). Sizes:
     ``canon`` = room + 17 bytes with room >= end - start + 1 (the +16 for the fast
-    scheme's hash), ``word_starts`` and ``word_ends`` >= room // 2 + 2.
+    scheme's hash), ``word_starts`` and ``word_ends`` >= room // 2 + 2. ``word_ends[0]``
+    is scratch (the state of :func:`_mark` while the document is read).
 
     ASCII bytes take a branch-free path with two stores per byte: every byte writes its
     lowercased character, or a space, at ``canon[n]``, and ``n`` advances on word
@@ -98,6 +128,7 @@ def canonicalize_words(data, start, end, table, bits, cf_bit, map_cps, map_off, 
     n = _U0
     n_words = _U0
     prev = _U0
+    word_ends[0] = -1  # no composition yet
     pos = np.uint64(start)
     stop = np.uint64(end)
     while pos < stop:
@@ -116,7 +147,20 @@ def canonicalize_words(data, start, end, table, bits, cf_bit, map_cps, map_off, 
         f = table[cp]
         if f & bits:
             if cf_bit != 0 and not f & cf_bit:
-                return -1, 0
+                if not f & MARK:
+                    return -1, 0
+                # The composition state (see _mark) lives in word_ends[0], which no word
+                # span uses: as two more loop variables it slowed the ASCII loop by ~15%.
+                comp = word_ends[0]  # (comp_end << 21) | comp_cp; -1 before any
+                n2, n_words, prev, comp_end, comp_cp = _mark_word_char(
+                    data, start, pos, ln, cp, stop, table, map_cps, map_off, map_blob, canon, word_starts, n, n_words,
+                    prev, comp >> 21, comp & 0x1FFFFF)
+                word_ends[0] = (comp_end << 21) | comp_cp
+                if n2 < 0:
+                    return n2, 0
+                n = np.uint64(n2)
+                pos += np.uint64(ln)
+                continue
             q, q_end = _replacement(map_cps, map_off, cp)
             # Room needed: the replacement, the rest of the input (never longer than it
             # is, but for replacements) and one byte for the last store.
@@ -177,13 +221,35 @@ def canonicalize_chars(data, start, end, table, bits, cf_bit, map_cps, map_off, 
     n = 0
     n_chars = 0
     in_word = False
+    comp_end = np.int64(-1)  # see _mark
+    comp_cp = np.int64(0)
     pos = start
     while pos < end:
         cp, ln = utf8_char(data, pos, end)
         f = table[cp] if cp >= 0x80 else 0
         if f & bits:
             if cf_bit != 0 and not f & cf_bit:
-                return -1, 0
+                if not f & MARK:
+                    return -1, 0
+                act, q, q_end = _mark(data, start, pos, cp, table, map_cps, map_off, map_blob, comp_end, comp_cp)
+                if act < 0:
+                    return -1, 0
+                if act == 0:
+                    n, n_chars, in_word = _put_char(data, pos, ln, cp, table, canon, char_starts, n, n_chars, in_word)
+                else:  # the output ends with lower(starter), one code point: now lower(composite)
+                    comp_cp, lc = utf8_char(map_blob, q + 1, q_end)
+                    if table[comp_cp] & 1:
+                        n -= map_blob[q]
+                        n_chars -= 1
+                        q += 1 + lc
+                        if n + q_end - q + end - pos - ln + 1 > canon.shape[0] - 17:
+                            return -2, 0
+                        c2, l2 = utf8_char(map_blob, q, q_end)
+                        n, n_chars, in_word = _put_char(map_blob, q, l2, c2, table, canon, char_starts, n, n_chars,
+                                                        in_word)
+                    comp_end = pos + ln
+                pos += ln
+                continue
             q, q_end = _replacement(map_cps, map_off, cp)
             if n + q_end - q + end - pos - ln + 1 > canon.shape[0] - 17:
                 return -2, 0
@@ -212,3 +278,69 @@ def _replacement(cps, off, cp):
             hi = mid
     return off[lo], off[lo + 1]
 
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _lookup(cps, off, key):
+    """(start, end) in the map's blob of ``key``'s entry, or (-1, -1) if it has none."""
+    lo = 0
+    hi = cps.shape[0] - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if cps[mid] < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    if hi < 0 or cps[lo] != key:
+        return -1, -1
+    return off[lo], off[lo + 1]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _mark(data, start, pos, cp, table, map_cps, map_off, map_blob, comp_end, comp_cp):
+    """NFKC of the ``MARK`` code point ``cp`` read at ``data[pos]``, from what precedes it.
+
+    Returns (action, q, q_end): 0, keep it where it is; 1, it composes with the starter
+    just before it into the composite whose map entry is ``map_blob[q:q_end]`` (see
+    :class:`dedup.normalize.CharMap`); -1, give the document to utf8proc. ``comp_end`` and
+    ``comp_cp``: input position just after the last composed mark and the composite it
+    made (-1 before any), standing for the starter the output now ends with.
+
+    NFKC (UAX #15) reorders a mark only behind one of a higher combining class, so a mark
+    is kept when the previous code point's trailing class (of its NFKD) is not above its
+    own. It composes only with the last starter when nothing between blocks it; here a
+    composition is applied only with a starter right before it (ASCII, NFKC-stable, or a
+    composite just made), and a ``SECOND`` mark after another mark gives up (unless it is a
+    starter itself, which cannot compose across a mark).
+    """
+    ccc = table[TCCC + cp]
+    if np.int64(pos) == comp_end:
+        before = comp_cp
+    elif np.int64(pos) == np.int64(start):
+        return 0, 0, 0  # at the start of the document nothing can reorder or compose
+    else:
+        j = np.int64(pos) - 1
+        while j > np.int64(start) and (data[j] & 0xC0) == 0x80 and np.int64(pos) - j < 4:
+            j -= 1
+        before, bl = utf8_char(data, j, np.int64(pos))
+        if j + bl != np.int64(pos):
+            return -1, 0, 0  # malformed UTF-8 before the mark
+    tb = table[TCCC + before]
+    if ccc != 0 and tb > ccc:
+        return -1, 0, 0  # canonical reordering
+    if not table[cp] & SECOND:
+        return 0, 0, 0
+    if before >= 0x80 and np.int64(pos) != comp_end:
+        fb = table[before]
+        if fb & MARK and tb != 0:  # a mark between the starter and this one
+            if ccc == 0:
+                return 0, 0, 0  # a starter does not compose across a mark
+            return -1, 0, 0
+        if fb & NFKC_UNSTABLE and not fb & MARK:
+            return -1, 0, 0  # the starter is itself rewritten by NFKC
+    q, q_end = _lookup(map_cps, map_off, ((before + 1) << PAIR_SHIFT) | cp)
+    if q < 0:
+        return 0, 0, 0
+    if map_blob[q] == 0:
+        return -1, 0, 0
+    return 1, q, q_end

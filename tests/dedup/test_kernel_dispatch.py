@@ -19,7 +19,7 @@ needs_aot = pytest.mark.skipif(kernels.aot() is None, reason="AOT kernels not bu
 @pytest.fixture(scope="module")
 def texts():
     t = generate_corpus(400, mean_bytes=500, seed=9).column("text").combine_chunks()
-    return pa.concat_arrays([t, pa.array([None, "", "Ｆｕｌｌ ﬁ x", "a"], pa.string())])
+    return pa.concat_arrays([t, pa.array([None, "", "Ｆｕｌｌ ﬁ x", "a", "cafe\u0301\u0323"], pa.string())])
 
 
 @needs_aot
