@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from . import layout
 from .config import DedupConfig
-from .arrow import bool_array, numeric_array, take_strings
+from .arrow import bool_array, filter_rows, numeric_array, take_strings
 from .index import EXACT, NEAR, make_index
 from .params import plan_index
 from .shards import InputError, Shard, ShardReader, count_rows, discover
@@ -72,6 +71,8 @@ class _Locator:
         self._cat = None
 
     def lookup(self, numbers: np.ndarray, shard_names: list[str]) -> tuple[pa.Array, pa.Array, pa.Array]:
+        import pyarrow.compute as pc  # the datasketch (lsh) backend only
+
         if self._cat is None:
             self._cat = (
                 np.concatenate(self.shard_idx),
@@ -187,7 +188,7 @@ def dedup_files(
                             locator.add(si, st.rows, ids)
                         t0 = timer.add("index", t0)
                         keep = verdicts.reason == 0
-                        kept_writer.write_batch(batch.filter(bool_array(keep)))
+                        kept_writer.write_batch(filter_rows(batch, keep))
                         gone = np.flatnonzero(~keep)
                         if gone.size:
                             dup = verdicts.duplicate_of[gone]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def removed_batch(
     """Rows of removed.parquet for the removed rows ``gone`` (indices into a batch that
     starts at ``start_row`` of ``shard_name``); ``reason``/``band`` are per batch row;
     ``earlier`` is (id, shard, row) of the earlier duplicate per removed row, if known."""
-    from .arrow import numeric_array, repeat_string, take_strings
+    from .arrow import numeric_array, repeat_string, take, take_strings
     from .index import REASON_LABELS
 
     n = gone.size
@@ -64,7 +65,7 @@ def removed_batch(
         earlier = (pa.nulls(n, pa.string()), pa.nulls(n, pa.string()), pa.nulls(n, pa.int64()))
     return pa.record_batch(
         [
-            ids.take(numeric_array(gone)),
+            take(ids, gone),
             repeat_string(shard_name, n),
             numeric_array((gone + start_row).astype(np.int64)),
             take_strings(REASON_LABELS, reason[gone]),
@@ -238,11 +239,27 @@ def clear_outputs(out: Path) -> None:
     shutil.rmtree(out / KEPT_DIR, ignore_errors=True)
 
 
+def _dist_version(name: str) -> str:
+    """Version of an installed distribution, from the name of its ``.dist-info``
+    directory on ``sys.path`` (what :mod:`importlib.metadata` reads, without the ~10 ms
+    its import adds to every run); falls back to :mod:`importlib.metadata`."""
+    for entry in sys.path:
+        try:
+            for p in Path(entry or ".").glob(f"{name}-*.dist-info"):
+                return p.name[len(name) + 1 : -len(".dist-info")]
+        except OSError:
+            continue
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def library_versions() -> dict[str, str]:
     """Versions of what decides the output (and which kernel build ran)."""
-    import platform
     import unicodedata
-    from importlib.metadata import PackageNotFoundError, version
 
     import numpy
     import pyarrow
@@ -251,7 +268,7 @@ def library_versions() -> dict[str, str]:
     from . import kernels
 
     out = {
-        "python": platform.python_version(),
+        "python": ".".join(map(str, sys.version_info[:3])),
         "numpy": numpy.__version__,
         "pyarrow": pyarrow.__version__,
         "xxhash": xxhash.VERSION,
@@ -259,8 +276,5 @@ def library_versions() -> dict[str, str]:
         "kernels": kernels.backend(),
     }
     for dist in ("memdedup", "numba", "datasketch"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            out[dist] = "not installed"
+        out[dist] = _dist_version(dist)
     return out

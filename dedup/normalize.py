@@ -37,7 +37,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ._kernels import (
     ASCII_MAP,
@@ -129,6 +128,8 @@ def _build_tables() -> tuple[np.ndarray, CharMap, CharMap]:
     pairs are Python's canonical two-part decompositions, each kept only if Arrow's NFKC
     composes it, so composition exclusions and version differences are Arrow's.
     """
+    import pyarrow.compute as pc  # building the tables only (cached)
+
     table = np.zeros(TABLE_SIZE, dtype=np.uint8)
     cps = np.concatenate([np.arange(lo, hi) for lo, hi in _TABLE_RANGES])
     cps = cps[(cps < 0xD800) | (cps > 0xDFFF)]  # surrogates are not UTF-8 encodable
@@ -191,6 +192,8 @@ def _build_tables() -> tuple[np.ndarray, CharMap, CharMap]:
 def _composition_entries(pairs: dict[tuple[int, int], int], table: np.ndarray) -> list[tuple[int, bytes]]:
     """Map entries of the canonical pairs (first, second MARK) that Arrow's NFKC composes
     (layout: :class:`CharMap`)."""
+    import pyarrow.compute as pc  # building the tables only (cached)
+
     cand = [(f, m, c) for (f, m), c in sorted(pairs.items()) if table[m] & SECOND]
     composed = pc.utf8_normalize(string_array([chr(f) + chr(m) for f, m, _ in cand]), "NFKC").to_pylist()
     firsts = pc.utf8_lower(string_array([chr(f) for f, _, _ in cand])).to_pylist()
@@ -267,6 +270,8 @@ def canonical_words_batch(texts, nfkc: bool = True, chunk: int = 20_000) -> list
 
 def prenormalize(texts: pa.Array, nfkc: bool = True) -> pa.Array:
     """Step 1 of the definition over a whole Arrow string array (nulls stay null)."""
+    import pyarrow.compute as pc  # ~30 ms to import: the rare route only
+
     if nfkc:
         texts = pc.utf8_normalize(texts, "NFKC")
     return pc.utf8_lower(texts)

@@ -22,6 +22,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .arrow import cast
+
 PARQUET_SUFFIXES = (".parquet", ".pq")
 JSONL_SUFFIXES = {
     ".jsonl": None,
@@ -382,7 +384,7 @@ class ShardReader:
         if pa.types.is_string(col.type):
             return col
         try:
-            return col.cast(pa.string())
+            return cast(col, pa.string())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
             raise InputError(self.shard.path, f"id column {self.id_column!r} of type {col.type} cannot be read as strings: {e}") from e
 
