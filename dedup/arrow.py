@@ -70,8 +70,23 @@ def _compute():
 
 
 def filter_rows(batch: pa.RecordBatch, keep: np.ndarray) -> pa.RecordBatch:
-    """The rows of ``batch`` where ``keep`` (numpy bool, one per row) is True."""
-    return _compute().call_function("filter", [batch, bool_array(keep)])
+    """The rows of ``batch`` where ``keep`` (numpy bool, one per row) is True.
+
+    Columns Arrow cannot filter (view types, in some Arrow versions) are filtered as
+    their large counterparts and cast back, so the schema is the input's.
+    """
+    mask = bool_array(keep)
+    try:
+        return _compute().call_function("filter", [batch, mask])
+    except pa.ArrowNotImplementedError:
+        cols = []
+        for col in batch.columns:
+            try:
+                cols.append(_compute().call_function("filter", [col, mask]))
+            except pa.ArrowNotImplementedError:
+                wide = pa.large_binary() if pa.types.is_binary_view(col.type) else pa.large_string()
+                cols.append(cast(_compute().call_function("filter", [cast(col, wide), mask]), col.type))
+        return pa.RecordBatch.from_arrays(cols, schema=batch.schema)
 
 
 def take(values: pa.Array, indices: np.ndarray) -> pa.Array:

@@ -161,6 +161,8 @@ def _check_columns(shard: Shard, schema: pa.Schema, text_column: str, id_column:
     if text_column not in names:
         raise InputError(shard.path, f"no text column {text_column!r}; columns are {names}")
     t = schema.field(text_column).type
+    if pa.types.is_dictionary(t):
+        t = t.value_type  # read through the dictionary (see ShardReader.text)
     if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_null(t)):
         raise InputError(shard.path, f"text column {text_column!r} has type {t}, expected a string type")
     if id_required and id_column and id_column not in names:
@@ -368,6 +370,8 @@ class ShardReader:
                 ``batch`` must be the latest batch from :meth:`batches`.
         """
         col = batch.column(self.text_column)
+        if pa.types.is_dictionary(col.type):  # dictionary-encoded strings: the values they stand for
+            col = cast(col, col.type.value_type)
         if pa.types.is_null(col.type):
             return pa.nulls(len(col), pa.string())
         try:

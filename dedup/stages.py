@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import layout
-from .arrow import bool_array, numeric_array
+from .arrow import bool_array, filter_rows, numeric_array
 from .config import DedupConfig
 from .index import EXACT, NEAR, combine
 from .shards import Shard, ShardReader
@@ -233,7 +233,7 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
             for batch in reader.batches():
                 sl = slice(row, row + batch.num_rows)
                 keep = verdicts.reason[sl] == 0
-                kw.write_batch(batch.filter(bool_array(keep)))
+                kw.write_batch(filter_rows(batch, keep))
                 gone = np.flatnonzero(~keep)
                 if gone.size:
                     rw.write_batch(layout.removed_batch(gone, row, shard.name, reader.ids(batch),
