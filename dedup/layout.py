@@ -89,7 +89,10 @@ def run_identity(decision_config: dict, shards: list, index_dir: Path | None = N
 
 def check_completed(out: Path, identity: dict, force: bool) -> dict | None:
     """The manifest of a completed run of the same identity in ``out`` (skip the work), or
-    None (go ahead). A completed run of another identity is an error unless ``force``."""
+    None (go ahead). A completed run of another identity is an error unless ``force``, and
+    so is an ``out`` that is not a directory."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a directory; choose another output directory")
     previous = read_manifest(out)
     if previous is None or force:
         return None

@@ -563,6 +563,15 @@ def test_rerun_needs_force(work: Path):
     assert set(removed_of(out).column("shard").to_pylist()) == {"a.parquet"}
 
 
+def test_out_that_is_a_file_is_refused_with_one_line(work: Path):
+    a = write_rows(work / "file-out-in" / "a.parquet", SPLIT[0])
+    target = work / "not-a-dir"
+    target.write_text("keep me")
+    r = dedup([a], target, ok=False)
+    assert_one_error_line(r, str(target), "not a directory")
+    assert target.read_text() == "keep me"
+
+
 # ----------------------------------------------------------------------------- params
 
 
