@@ -265,24 +265,9 @@ def canonicalize_chars(data, start, end, table, bits, cf_bit, map_cps, map_off, 
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _replacement(cps, off, cp):
-    """(start, end) in the map's blob of the replacement of ``cp``, which must be in the
-    sorted array ``cps`` (binary search)."""
-    lo = 0
-    hi = cps.shape[0] - 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if cps[mid] < cp:
-            lo = mid + 1
-        else:
-            hi = mid
-    return off[lo], off[lo + 1]
-
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _lookup(cps, off, key):
-    """(start, end) in the map's blob of ``key``'s entry, or (-1, -1) if it has none."""
+def _search(cps, key):
+    """Index of the first entry of the sorted array ``cps`` that is >= ``key`` (binary
+    search; 0 for an empty array)."""
     lo = 0
     hi = cps.shape[0] - 1
     while lo < hi:
@@ -291,7 +276,22 @@ def _lookup(cps, off, key):
             lo = mid + 1
         else:
             hi = mid
-    if hi < 0 or cps[lo] != key:
+    return lo
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _replacement(cps, off, cp):
+    """(start, end) in the map's blob of the replacement of ``cp``, which must be in the
+    sorted array ``cps``."""
+    lo = _search(cps, cp)
+    return off[lo], off[lo + 1]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _lookup(cps, off, key):
+    """(start, end) in the map's blob of ``key``'s entry, or (-1, -1) if it has none."""
+    lo = _search(cps, key)
+    if lo >= cps.shape[0] or cps[lo] != key:
         return -1, -1
     return off[lo], off[lo + 1]
 
