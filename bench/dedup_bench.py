@@ -12,8 +12,9 @@ Jaccard >= T exists". memdedup runs with its ahead-of-time compiled kernels (bui
 ``make``), again with an empty start-up cache (Unicode table and banding search redone),
 and with the JIT instead of the AOT build (Numba's import and cached-code loading
 included), all with ``--threads 1``. A last section runs
-memdedup over growing prefixes of the shards to show peak memory is one batch plus the
-index, not a function of the number of shards processed.
+memdedup over growing prefixes (5, 20, 60) of a third corpus of 5,000-document shards to
+show peak memory is one batch plus the index, not a function of the number of shards
+processed.
 
 Writes ``OUT/dedup_bench.json`` and ``OUT/dedup_bench.md`` (default OUT: bench/results).
 """
@@ -167,13 +168,19 @@ def memory_vs_shards(corpus: Path, work: Path, env: dict, counts: list[int]) -> 
             if not dst.exists():
                 os.link(s, dst)
         o = work / f"prefix-{c}-out"
-        wall, rss, _ = run_measured(
-            [sys.executable, "-m", "pipelines.cli", "dedup", str(sub), "--out", str(o), "--threads", "1", "--quiet", "--force"], env
+        # Peak RSS of identical runs varies by ~20 MB (the allocator's caches): median of 3.
+        peaks = sorted(
+            run_measured([sys.executable, "-m", "pipelines.cli", "dedup", str(sub), "--out", str(o), "--threads", "1",
+                          "--quiet", "--force"], env)[1] / 2**20
+            for _ in range(3)
         )
         m = json.loads((o / "manifest.json").read_text())
         ib = m["index"]["bytes"]
-        out.append({"shards": c, "docs": m["totals"]["rows"], "peak_rss_mb": rss / 2**20, "index_mb": (ib["bands"] + ib["exact"]) / 2**20})
-        print(f"  {c:3d} shards {m['totals']['rows']:9,d} docs  peak RSS {rss / 2**20:7.1f} MB  index {(ib['bands'] + ib['exact']) / 2**20:6.2f} MB", flush=True)
+        index_mb = (ib["bands"] + ib["exact"]) / 2**20
+        out.append({"shards": c, "docs": m["totals"]["rows"], "peak_rss_mb": peaks[1], "peak_rss_range": [peaks[0], peaks[-1]],
+                    "index_mb": index_mb})
+        print(f"  {c:3d} shards {m['totals']['rows']:9,d} docs  peak RSS {peaks[1]:7.1f} MB ({peaks[0]:.0f}-{peaks[-1]:.0f})  "
+              f"index {index_mb:6.2f} MB", flush=True)
     return out
 
 
@@ -198,9 +205,12 @@ def to_markdown(results: dict) -> str:
         )
     lines += [""]
     lines += [f"Kernels: {results.get('kernels', '?')}.", ""]
-    lines += ["Peak memory vs shards processed (same shard size):", "", "| shards | docs | peak RSS MB | index MB |", "|---:|---:|---:|---:|"]
+    lines += ["Peak memory vs shards processed (shards of 5,000 ~1 KB documents; median of 3 runs, range in brackets;",
+              "the index is sized for each run's documents):", "",
+              "| shards | docs | peak RSS MB | index MB |", "|---:|---:|---:|---:|"]
     for m in results["memory_vs_shards"]:
-        lines.append(f"| {m['shards']} | {m['docs']:,} | {m['peak_rss_mb']:.0f} | {m['index_mb']:.2f} |")
+        lo, hi = m.get("peak_rss_range", [m["peak_rss_mb"]] * 2)
+        lines.append(f"| {m['shards']} | {m['docs']:,} | {m['peak_rss_mb']:.0f} ({lo:.0f}-{hi:.0f}) | {m['index_mb']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -208,12 +218,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=100_000, help="documents of ~1 KB")
     ap.add_argument("--big-docs", type=int, default=20_000, help="documents of ~6 KB")
+    ap.add_argument("--memory-shards", type=int, default=60, help="shards of 5,000 documents for the memory section")
     ap.add_argument("--quick", action="store_true", help="5,000 + 1,000 documents, for a smoke run")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     if args.quick:
-        args.docs, args.big_docs = 5_000, 1_000
+        args.docs, args.big_docs, args.memory_shards = 5_000, 1_000, 6
     work = Path(tempfile.mkdtemp(prefix="dedup-bench-"))
     env = {**os.environ, "NUMBA_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     try:
@@ -234,7 +245,9 @@ def main() -> int:
         print(f"corpus 6KB: {args.big_docs:,} docs, {b_bytes / 1e6:.0f} MB of text", flush=True)
         results["runs"] += bench_corpus("6KB", work / "b", b_truth, b_bytes, work, env, False, False)
         print("peak memory vs shards processed:", flush=True)
-        results["memory_vs_shards"] = memory_vs_shards(work / "a", work, env, [5, 10, 20])
+        make_corpus(work / "m", args.memory_shards * 5_000, 1000, args.memory_shards, seed=3)
+        counts = sorted({min(5, args.memory_shards), max(1, args.memory_shards // 3), args.memory_shards})
+        results["memory_vs_shards"] = memory_vs_shards(work / "m", work, env, counts)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "dedup_bench.json").write_text(json.dumps(results, indent=2))
         md = to_markdown(results)
