@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import kernels
-from .arrow import numeric_array
+from .arrow import cast, numeric_array
 from .config import DedupConfig
 from .minhash import get_scheme, permutations
 from .normalize import char_table, prenormalize, replacements
@@ -54,7 +54,7 @@ def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
     if pa.types.is_string_view(arr.type):
-        arr = arr.cast(pa.large_string())
+        arr = cast(arr, pa.large_string())
     n = len(arr)
     _validity, off_buf, data_buf = arr.buffers()[:3]
     off_dtype = np.int64 if pa.types.is_large_string(arr.type) else np.int32

@@ -29,8 +29,8 @@ import numpy as np
 
 from . import ASCII_MAP, MARK, NFKC_UNSTABLE, PAIR_SHIFT, SECOND, TCCC
 
-_ASCII_MAP = ASCII_MAP
-_ASCII_MAP_U = np.uint64(_ASCII_MAP)
+_ASCII_MAP_U = np.uint64(ASCII_MAP)
+_CP_MASK = (1 << PAIR_SHIFT) - 1  # a code point fits in PAIR_SHIFT bits
 _U0 = np.uint64(0)
 _U1 = np.uint64(1)
 _SPACE_U8 = np.uint8(32)
@@ -63,7 +63,7 @@ def _put_word_char(src, p, ln, cp, table, canon, word_starts, n, n_words, prev):
     """Append code point ``cp`` (bytes ``src[p:p+ln]``) to a canonical text under
     construction; returns the new (n, n_words, prev). ASCII goes through the ASCII map."""
     if cp < 0x80:
-        low = table[_ASCII_MAP + cp]
+        low = table[ASCII_MAP + cp]
         w = np.uint64(low != 0)
         canon[n] = low if w else _SPACE_U8
         word_starts[n_words] = n
@@ -94,10 +94,9 @@ def _mark_word_char(data, start, pos, ln, cp, stop, table, map_cps, map_off, map
     if act == 0:
         n, n_words, prev = _put_word_char(data, np.int64(pos), ln, cp, table, canon, word_starts, n, n_words, prev)
         return np.int64(n), n_words, prev, comp_end, comp_cp
-    comp_cp, lc = utf8_char(map_blob, q + 1, q_end)
+    comp_cp, back, q = _composite(map_blob, q, q_end)
     if table[comp_cp] & 1:  # the output ends with lower(starter): it becomes lower(composite)
-        n -= np.uint64(map_blob[q])
-        q += 1 + lc
+        n -= np.uint64(back)
         if n + np.uint64(q_end - q) + (stop - pos - np.uint64(ln)) + _U1 > np.uint64(canon.shape[0] - 17):
             return -2, n_words, prev, comp_end, comp_cp
         c2, l2 = utf8_char(map_blob, q, q_end)
@@ -151,11 +150,11 @@ def canonicalize_words(data, start, end, table, bits, cf_bit, map_cps, map_off, 
                     return -1, 0
                 # The composition state (see _mark) lives in word_ends[0], which no word
                 # span uses: as two more loop variables it slowed the ASCII loop by ~15%.
-                comp = word_ends[0]  # (comp_end << 21) | comp_cp; -1 before any
+                comp = word_ends[0]  # (comp_end << PAIR_SHIFT) | comp_cp; -1 before any
                 n2, n_words, prev, comp_end, comp_cp = _mark_word_char(
                     data, start, pos, ln, cp, stop, table, map_cps, map_off, map_blob, canon, word_starts, n, n_words,
-                    prev, comp >> 21, comp & 0x1FFFFF)
-                word_ends[0] = (comp_end << 21) | comp_cp
+                    prev, comp >> PAIR_SHIFT, comp & _CP_MASK)
+                word_ends[0] = (comp_end << PAIR_SHIFT) | comp_cp
                 if n2 < 0:
                     return n2, 0
                 n = np.uint64(n2)
@@ -186,7 +185,7 @@ def _put_char(src, p, ln, cp, table, canon, char_starts, n, n_chars, in_word):
     """Append code point ``cp`` (bytes ``src[p:p+ln]``) to a canonical text with code
     point offsets; returns the new (n, n_chars, in_word)."""
     if cp < 0x80:
-        low = table[_ASCII_MAP + cp]
+        low = table[ASCII_MAP + cp]
         is_word = low != 0
     else:
         low = 0
@@ -237,11 +236,10 @@ def canonicalize_chars(data, start, end, table, bits, cf_bit, map_cps, map_off, 
                 if act == 0:
                     n, n_chars, in_word = _put_char(data, pos, ln, cp, table, canon, char_starts, n, n_chars, in_word)
                 else:  # the output ends with lower(starter), one code point: now lower(composite)
-                    comp_cp, lc = utf8_char(map_blob, q + 1, q_end)
+                    comp_cp, back, q = _composite(map_blob, q, q_end)
                     if table[comp_cp] & 1:
-                        n -= map_blob[q]
+                        n -= back
                         n_chars -= 1
-                        q += 1 + lc
                         if n + q_end - q + end - pos - ln + 1 > canon.shape[0] - 17:
                             return -2, 0
                         c2, l2 = utf8_char(map_blob, q, q_end)
@@ -294,6 +292,14 @@ def _lookup(cps, off, key):
     if lo >= cps.shape[0] or cps[lo] != key:
         return -1, -1
     return off[lo], off[lo + 1]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _composite(map_blob, q, q_end):
+    """Of the composition pair entry ``map_blob[q:q_end]``: (composite code point, bytes of
+    lower(starter) to take back from the output, where lower(composite)'s bytes start)."""
+    cp, ln = utf8_char(map_blob, q + 1, q_end)
+    return cp, map_blob[q], q + 1 + ln
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

@@ -80,3 +80,26 @@ def test_every_string_layout_of_the_text_column_gives_the_same_run(tmp_path, lay
     kept = pq.read_table(tmp_path / "ob" / "kept" / "x.parquet")
     assert kept.schema.field("text").type == pq.read_schema(tmp_path / "b" / "x.parquet").field("text").type
     assert kept.column("text").cast(pa.string()).to_pylist() == pq.read_table(tmp_path / "oa" / "kept" / "x.parquet").column("text").to_pylist()
+
+
+def test_ids_of_any_castable_type_are_reported_as_strings(tmp_path):
+    """Integer, float and UTF-8 binary id columns come out of removed.parquet as strings."""
+    docs = ["the quick brown fox jumps over", "The quick brown fox jumps over!", "something else entirely here"]
+    for name, ids in (("int", pa.array([7, 8, 9])), ("float", pa.array([7.5, 8.5, 9.5])),
+                      ("binary", pa.array([b"a7", b"a8", b"a9"]))):
+        pq.write_table(pa.table({"id": ids, "text": docs}), tmp_path / f"{name}.parquet")
+        dedup_files([tmp_path / f"{name}.parquet"], tmp_path / f"out-{name}")
+        removed = pq.read_table(tmp_path / f"out-{name}" / "removed.parquet")
+        assert removed.column("id").type == pa.string()
+        assert removed.column("id").to_pylist() == [ids.cast(pa.string())[1].as_py()], name
+
+
+def test_manifest_versions_match_the_installed_distributions():
+    """The versions read from dist-info directory names equal importlib.metadata's."""
+    from importlib.metadata import version
+
+    from dedup.layout import library_versions
+
+    got = library_versions()
+    for dist in ("memdedup", "numba", "datasketch"):
+        assert got[dist] == version(dist), dist

@@ -6,6 +6,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dedup._kernels import PAIR_SHIFT, TCCC
 from dedup._kernels.text import canonicalize_words
 from dedup.config import DedupConfig
 from dedup.normalize import (
@@ -97,17 +98,17 @@ def test_every_mark_after_every_kind_of_starter_equals_arrow():
     pair_keys = cmap.cps[cmap.cps >= 0x110000]
     firsts: dict[int, set[int]] = {}
     for key in pair_keys.tolist():
-        firsts.setdefault(key & ((1 << 21) - 1), set()).add((key >> 21) - 1)
+        firsts.setdefault(key & ((1 << PAIR_SHIFT) - 1), set()).add((key >> PAIR_SHIFT) - 1)
     by_class: dict[int, int] = {}
     for m in marks:
-        by_class.setdefault(int(table[0x110000 + 128 + m]), m)
+        by_class.setdefault(int(table[TCCC + m]), m)
     docs = []
     must_finish = []  # a mark right after a starter NFKC keeps: kept or composed in the kernel
     for m in marks:
         starters = {"a", "A", "ǘ", "=", " "} | {chr(f) for f in firsts.get(m, ())}
         starters |= {s.upper() for s in starters} | {s.lower() for s in starters}
         for s in sorted(s for s in starters if len(s) == 1):
-            if not table[ord(s)] & NFKC_UNSTABLE and table[0x110000 + 128 + ord(s)] <= table[0x110000 + 128 + m]:
+            if not table[ord(s)] & NFKC_UNSTABLE and table[TCCC + ord(s)] <= table[TCCC + m]:
                 must_finish.append(len(docs))
             docs += [f"x {s}{chr(m)} y", f"{s}{chr(m)}{chr(m)}"]
         docs += [f"a{chr(o)}{chr(m)}" for o in by_class.values()] + [f"a{chr(m)}{chr(o)}" for o in by_class.values()]
