@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from dedup import layout
+from dedup import io
 from dedup.shards import discover
 
 
@@ -205,7 +205,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     out.mkdir(parents=True, exist_ok=True)
     both.to_parquet(out / "profile.parquet")
     ret.to_parquet(out / "retention.parquet")
-    layout.write_json_atomic(out / "forecast.json", fc)
+    io.write_json_atomic(out / "forecast.json", fc)
     plots.profile_heatmap(prof, out / "profile_heatmap.png", title=f"Memorisation profile: {run.name}")
     plots.retention_curves(curve, out / "retention_curves.png", title=f"Retention: {run.name}")
     summary = {
@@ -218,10 +218,10 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         "forecast": fc,
         "timing_s": time.perf_counter() - t_start,
     }
-    layout.write_json_atomic(out / "summary.json", summary)
-    layout.write_json_atomic(layout.manifest_path(out), {"stage": "profile", "created_unix": time.time(),
-                                                         "run": str(run.resolve()), "config": config.to_dict(),
-                                                         "outputs": ["profile.parquet", "retention.parquet",
-                                                                     "forecast.json", "profile_heatmap.png",
-                                                                     "retention_curves.png", "summary.json"]})
+    io.write_json_atomic(out / "summary.json", summary)
+    io.write_stage_manifest(out, "profile", {
+        "run": str(run.resolve()), "config": config.to_dict(),
+        "outputs": ["profile.parquet", "retention.parquet", "forecast.json", "profile_heatmap.png",
+                    "retention_curves.png", "summary.json"],
+    })
     return summary

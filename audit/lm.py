@@ -259,7 +259,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print) 
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    from dedup import layout
+    from dedup import io
 
     from .config import TrainConfig
 
@@ -267,7 +267,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print) 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    manifest_path = layout.manifest_path(out)
+    manifest_path = io.manifest_path(out)
     if manifest_path.exists():
         done = _json.loads(manifest_path.read_text())
         if done.get("config") == config.to_dict():
@@ -277,7 +277,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print) 
     cfg_file = out / "train_config.json"
     if cfg_file.exists() and _json.loads(cfg_file.read_text()) != config.to_dict():
         raise ValueError(f"{out} holds an unfinished training run with another config; choose another --out")
-    layout.write_json_atomic(cfg_file, config.to_dict())
+    io.write_json_atomic(cfg_file, config.to_dict())
 
     docs = _read_corpus(shards, config.text_column, config.id_column)
     if not docs:
@@ -393,16 +393,15 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print) 
     import shutil
 
     shutil.copytree(final, model_dir, ignore=shutil.ignore_patterns(STATE_FILE))
-    manifest = {
-        "stage": "train", "config": config.to_dict(), "documents": len(docs), "held_out_documents": int(held.sum()),
+    body = {
+        "config": config.to_dict(), "documents": len(docs), "held_out_documents": int(held.sum()),
         "instances": len(inst), "trained_instances": int(train_ids.size), "steps": total_steps,
         "steps_per_epoch": per_epoch, "checkpoints": [f"step-{s:07d}" for s in ckpt_steps],
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
         "timing": {"wall_s": time.perf_counter() - t_start, "train_s": time.perf_counter() - t_train},
         "corpus": [str(s.path) for s in shards],
     }
-    layout.write_json_atomic(manifest_path, manifest)
-    return manifest
+    return io.write_stage_manifest(out, "train", body)
 
 
 def _save_checkpoint(model, tokenizer, opt, step: int, root: Path) -> None:

@@ -41,7 +41,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter
 
-from dedup import layout
+from dedup import io as dio, layout
 
 from . import metrics, plots
 
@@ -821,7 +821,7 @@ def model_report(
     if (a.path / SUMMARY).exists():
         _write_bytes(summary_out, (a.path / SUMMARY).read_bytes())
     else:
-        layout.write_json_atomic(summary_out, {"headline": a.headline(), "note": "the audit had no summary.json"})
+        dio.write_json_atomic(summary_out, {"headline": a.headline(), "note": "the audit had no summary.json"})
     return out
 
 
@@ -831,7 +831,7 @@ def model_report(
 
 
 def _dedup_accounting(dedup_dir: Path, first: Audit, first_label: str) -> dict:
-    manifest = layout.read_manifest(dedup_dir)
+    manifest = dio.read_manifest(dedup_dir)
     if manifest is None:
         raise ValueError(f"{dedup_dir}: not a completed dedup output (no manifest.json)")
     tot = manifest.get("totals") or {}
@@ -1048,7 +1048,7 @@ def comparison_report(
                                                       for lab, a in zip(labels, audits))]
     out.parent.mkdir(parents=True, exist_ok=True)
     _write_text(out, _page(title, subtitle, "\n".join(sections)))
-    layout.write_json_atomic(out.with_suffix(".json"), data)
+    dio.write_json_atomic(out.with_suffix(".json"), data)
     return out
 
 
@@ -1060,6 +1060,6 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    tmp = layout.tmp_path(path)
+    tmp = dio.tmp_path(path)
     tmp.write_bytes(data)
     os.replace(tmp, path)

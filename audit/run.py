@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dedup import layout
+from dedup import io, layout
 from dedup.config import DedupConfig
 from dedup.shards import InputError, discover
 
@@ -35,7 +35,7 @@ def _dedup_context(dedup_dir: Path | None) -> tuple[DedupConfig, set[tuple[str, 
     """Dedup's config, removed rows and manifest, from a dedup output directory."""
     if dedup_dir is None:
         return DedupConfig(), set(), None
-    manifest = layout.read_manifest(Path(dedup_dir))
+    manifest = io.read_manifest(Path(dedup_dir))
     if manifest is None:
         raise InputError(dedup_dir, "not a completed dedup output (no manifest.json)")
     cfg = {k: v for k, v in manifest["config"].items() if k in DedupConfig.field_names()}
@@ -146,15 +146,15 @@ def run_audit(
     summary = _summary(config, lm, ref, seqs, exact, leading, pythia, scores, buckets, status, member,
                        dedup_manifest, timings, time.perf_counter() - t_start, model_dir, tokens)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = layout.tmp_path(out / PER_SEQUENCE)
+    tmp = io.tmp_path(out / PER_SEQUENCE)
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, out / PER_SEQUENCE)
-    layout.write_json_atomic(out / SUMMARY, summary)
-    layout.write_json_atomic(layout.manifest_path(out), {
-        "stage": "audit", "created_unix": time.time(), "config": config.to_dict(),
+    io.write_json_atomic(out / SUMMARY, summary)
+    io.write_stage_manifest(out, "audit", {
+        "config": config.to_dict(),
         "model": str(Path(model_dir).resolve()), "reference": str(reference) if reference else None,
         "corpus": [str(s.path) for s in shards], "dedup_dir": str(dedup_dir) if dedup_dir else None,
-        "outputs": [PER_SEQUENCE, SUMMARY], "timing": timings, "versions": _versions(),
+        "outputs": [PER_SEQUENCE, SUMMARY], "timing": timings, "versions": io.library_versions(("torch", "transformers", "tokenizers")),
     })
     return summary
 
@@ -246,18 +246,6 @@ def _summary(config, lm, ref, seqs, exact, leading, pythia, scores, buckets, sta
     summary["timing"] = {**timings, "wall_s": wall,
                          "sequences_per_s_scoring": n / timings["score"] if timings.get("score") else None}
     return summary
-
-
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for dist in ("memdedup", "torch", "transformers", "tokenizers", "numpy", "pyarrow"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
 
 
 __all__ = ["run_audit", "PER_SEQUENCE", "SUMMARY"]

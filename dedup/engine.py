@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from . import layout
+from . import io, layout
 from .config import DedupConfig
 from .arrow import bool_array, filter_rows, numeric_array, take_strings
 from .index import EXACT, NEAR, make_index
@@ -138,7 +138,7 @@ def dedup_files(
         raise OutputExistsError(str(e)) from None
     if previous is not None:
         return previous
-    replace = layout.read_manifest(out) is not None
+    replace = io.read_manifest(out) is not None
     capacity = config.capacity or max(count_rows(shards), 1)
     plan = plan_index(config.threshold, config.num_perm, capacity, config.fp, config.bands, config.rows)
     if replace:  # only once the inputs have passed every check made before writing
@@ -161,7 +161,7 @@ def dedup_files(
     done_rows = 0
     done_bytes = 0
     removed_final = layout.removed_path(out)
-    removed_tmp = layout.tmp_path(removed_final)
+    removed_tmp = io.tmp_path(removed_final)
     try:
         (out / layout.KEPT_DIR).mkdir(parents=True, exist_ok=True)
         written.append(removed_tmp)
@@ -172,7 +172,7 @@ def dedup_files(
                 st = _ShardStats(shard)
                 final = layout.kept_path(out, shard.stem)
                 final.parent.mkdir(parents=True, exist_ok=True)
-                tmp = layout.tmp_path(final)
+                tmp = io.tmp_path(final)
                 written.append(tmp)
                 t0 = timer.add("read", t0)
                 with layout.kept_writer(tmp, reader.schema, config.text_column, config.compression) as kept_writer:
@@ -220,8 +220,7 @@ def dedup_files(
         written[0] = removed_final
         manifest = _manifest(config, plan, index, stats, timer, time.perf_counter() - t_start, threads)
         manifest["identity"] = identity
-        layout.write_json_atomic(layout.manifest_path(out), manifest)
-        return manifest
+        return io.write_stage_manifest(out, "dedup", manifest)
     except BaseException:
         for p in written:
             p.unlink(missing_ok=True)

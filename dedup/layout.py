@@ -5,7 +5,7 @@
     OUT/
       kept/<shard stem>.parquet   kept rows of each input, input schema, original order
       removed.parquet             one row per removed input row (REMOVED_SCHEMA)
-      manifest.json               written last, atomically: the run is complete iff it exists
+      manifest.json               written last (dedup.io.write_stage_manifest): complete iff it exists
 
 ``<shard stem>`` is the input's path relative to the inputs' common directory, without
 its format suffix (``part-0.jsonl.gz`` -> ``kept/part-0.parquet``).
@@ -13,19 +13,17 @@ its format suffix (``part-0.jsonl.gz`` -> ``kept/part-0.parquet``).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from .io import manifest_path, read_manifest, tmp_path
+
 KEPT_DIR = "kept"
 REMOVED_FILE = "removed.parquet"
-MANIFEST_FILE = "manifest.json"
 
 #: Columns of removed.parquet. ``band`` is null for exact duplicates; the three
 #: ``duplicate_of*`` columns are null where the index cannot name the earlier row
@@ -123,7 +121,8 @@ def input_entry(shard, rows: int, kept: int, exact: int, near: int, null_text: i
 
 def dedup_manifest(engine: str, config, inputs: list[dict], index: dict, phases: dict[str, float], wall: float,
                    **extra) -> dict:
-    """The dedup manifest (both engines): totals and throughput are derived from ``inputs``
+    """The body of the dedup manifest (both engines; written by
+    :func:`dedup.io.write_stage_manifest`): totals and throughput are derived from ``inputs``
     (:func:`input_entry` dicts) and the phase timings (seconds), so they cannot disagree.
 
     ``index`` holds at least ``bytes`` ({part: bytes}); ``bytes_per_doc`` is added here.
@@ -132,9 +131,7 @@ def dedup_manifest(engine: str, config, inputs: list[dict], index: dict, phases:
     text_bytes = sum(i["text_bytes"] for i in inputs)
     index = {**index, "bytes_per_doc": {k: v / max(rows, 1) for k, v in index["bytes"].items()}}
     return {
-        "stage": "dedup",
         "engine": engine,
-        "created_unix": time.time(),
         "config": config.to_dict(),
         **extra,
         "inputs": inputs,
@@ -154,7 +151,6 @@ def dedup_manifest(engine: str, config, inputs: list[dict], index: dict, phases:
             "mb_per_s": text_bytes / 1e6 / wall if wall > 0 else None,
             "phases": {k: {"s": v, "docs_per_s": rows / v if v > 0 else None} for k, v in phases.items()},
         },
-        "versions": library_versions(),
     }
 
 
@@ -188,44 +184,6 @@ def removed_path(out: Path) -> Path:
     return out / REMOVED_FILE
 
 
-def manifest_path(out: Path) -> Path:
-    return out / MANIFEST_FILE
-
-
-def tmp_path(final: Path) -> Path:
-    """Temporary sibling of ``final``: written first, renamed into place when complete."""
-    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    """Write JSON to a temporary sibling, fsync, then rename over ``path``."""
-    tmp = tmp_path(path)
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _json_default(o):
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def read_manifest(out: Path) -> dict | None:
-    p = manifest_path(out)
-    if not p.exists():
-        return None
-    with open(p, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def remove_stale_temporaries(out: Path) -> None:
     """Delete temporaries (``.NAME.tmp-PID``) left in ``out`` by a killed run."""
     for d in (out, out / KEPT_DIR):
@@ -242,42 +200,3 @@ def clear_outputs(out: Path) -> None:
     shutil.rmtree(out / KEPT_DIR, ignore_errors=True)
 
 
-def _dist_version(name: str) -> str:
-    """Version of an installed distribution, from the name of its ``.dist-info``
-    directory on ``sys.path`` (what :mod:`importlib.metadata` reads, without the ~10 ms
-    its import adds to every run); falls back to :mod:`importlib.metadata`."""
-    for entry in sys.path:
-        try:
-            for p in Path(entry or ".").glob(f"{name}-*.dist-info"):
-                return p.name[len(name) + 1 : -len(".dist-info")]
-        except OSError:
-            continue
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of what decides the output (and which kernel build ran)."""
-    import unicodedata
-
-    import numpy
-    import pyarrow
-    import xxhash
-
-    from . import kernels
-
-    out = {
-        "python": ".".join(map(str, sys.version_info[:3])),
-        "numpy": numpy.__version__,
-        "pyarrow": pyarrow.__version__,
-        "xxhash": xxhash.VERSION,
-        "unicode": unicodedata.unidata_version,
-        "kernels": kernels.backend(),
-    }
-    for dist in ("memdedup", "numba", "datasketch"):
-        out[dist] = _dist_version(dist)
-    return out

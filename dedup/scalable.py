@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import layout
+from . import io
 from .bloom import BloomFilter
 from .params import bloom_size
 
@@ -125,7 +125,7 @@ class FilterStack:
             name = f"gen-{i:03d}.bloom"
             gen.save(directory / name)
             gens.append({"file": name, "capacity": cap, "fp": fp, "m": gen.m, "k": gen.k, "count": gen.count})
-        layout.write_json_atomic(directory / STACK_FILE, {"version": 1, **self.params(), "generations": gens})
+        io.write_json_atomic(directory / STACK_FILE, {"version": 1, **self.params(), "generations": gens})
 
     @classmethod
     def load(cls, directory: Path) -> "FilterStack":

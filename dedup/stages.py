@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from . import layout
+from . import io, layout
 from .arrow import bool_array, filter_rows, numeric_array
 from .config import DedupConfig
 from .index import EXACT, NEAR, combine
@@ -86,7 +86,7 @@ def read_done(path: Path) -> dict | None:
 
 
 def mark_done(path: Path, record: dict) -> None:
-    layout.write_json_atomic(done_path(path), record)
+    io.write_json_atomic(done_path(path), record)
 
 
 def sketch_schema(bands: int) -> pa.Schema:
@@ -117,7 +117,7 @@ def sketch_shard(shard: Shard, config: DedupConfig, bands: int, rows: int, work:
     t0 = time.perf_counter()
     final = sketch_path(work, shard)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = layout.tmp_path(final)
+    tmp = io.tmp_path(final)
     reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
     sketcher = Sketcher(config, bands, rows, threads)
     schema = sketch_schema(bands)
@@ -169,7 +169,7 @@ def band_pass(
     t0 = time.perf_counter()
     final = seen_path(work, band)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = layout.tmp_path(final)
+    tmp = io.tmp_path(final)
     pos = 0
     column = "exact_0" if band == EXACT_BAND else f"band_{band:02d}"
     pending = np.zeros(0, dtype=np.bool_)  # bits not yet packed into a whole byte
@@ -225,7 +225,7 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
     removed_final = removed_part_path(work, shard)
     for p in (kept_final, removed_final):
         p.parent.mkdir(parents=True, exist_ok=True)
-    kept_tmp, removed_tmp = layout.tmp_path(kept_final), layout.tmp_path(removed_final)
+    kept_tmp, removed_tmp = io.tmp_path(kept_final), io.tmp_path(removed_final)
     row = 0
     try:
         with layout.kept_writer(kept_tmp, reader.schema, config.text_column, config.compression) as kw, \

@@ -322,7 +322,7 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
     from audit.forecast import forecast
-    from dedup.layout import write_json_atomic
+    from dedup.io import write_json_atomic
     from dedup.shards import InputError
 
     tables = []
@@ -426,7 +426,7 @@ def _cmd_params(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from dedup.layout import write_json_atomic
+    from dedup.io import write_json_atomic
     from dedup.synthetic import generate_corpus, generate_demo_corpus, write_shards
 
     if args.canaries:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from dedup import layout
+from dedup import io, layout
 
 MIN_COPIES = 32
 
@@ -43,5 +43,5 @@ def run_checks(out: str | Path) -> dict:
     checks.append({"name": "dedup model's rate on those canaries is at least 10x lower", "passed": ratio_ok,
                    "raw_rate": raw["rate"], "dedup_rate": dedup["rate"], "dedup_sequences": dedup["sequences"]})
     result = {"passed": all(c["passed"] for c in checks), "checks": checks}
-    layout.write_json_atomic(out / "checks.json", result)
+    io.write_json_atomic(out / "checks.json", result)
     return result

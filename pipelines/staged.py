@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from dedup import layout
+from dedup import io, layout
 from dedup import stages as st
 from dedup.config import DedupConfig
 from dedup.engine import OutputExistsError, validate_shards
@@ -182,7 +182,7 @@ def _install_index(work: Path, index_dir: Path, names: list[str], params: dict, 
         shutil.copytree(work / "index" / name, version / name)
     stacks = {n: FilterStack.load(version / n).describe() for n in names}
     meta = {"format": 1, "params": params, "documents": documents, "current": version.name, "stacks": stacks}
-    layout.write_json_atomic(index_dir / INDEX_FILE, meta)
+    io.write_json_atomic(index_dir / INDEX_FILE, meta)
     for stale in index_dir.glob("v-*"):
         if stale.name != version.name:
             shutil.rmtree(stale, ignore_errors=True)
@@ -240,7 +240,7 @@ def run_staged(
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     layout.remove_stale_temporaries(out)
-    layout.write_json_atomic(run_file, identity)
+    io.write_json_atomic(run_file, identity)
 
     timings = {}
     ctx = dask_client(workers, threads_per_worker, scheduler, log) if client is None else _nullcontext(client)
@@ -294,8 +294,7 @@ def run_staged(
     plan = plan_index(config.threshold, config.num_perm, max(total, 1), config.fp, bands, rows)
     manifest = _manifest(config, plan, shards, infos, written, band_records, timings,
                          time.perf_counter() - t_start, identity, index_meta)
-    layout.write_json_atomic(layout.manifest_path(out), manifest)
-    return manifest
+    return io.write_stage_manifest(out, "dedup", manifest)
 
 
 @contextmanager
@@ -305,7 +304,7 @@ def _nullcontext(value):
 
 def _concat_removed(work: Path, shards: list[Shard], out: Path, config: DedupConfig) -> None:
     final = layout.removed_path(out)
-    tmp = layout.tmp_path(final)
+    tmp = io.tmp_path(final)
     with layout.removed_writer(tmp, config.compression) as w:
         for s in shards:
             part = pq.read_table(st.removed_part_path(work, s))

@@ -68,7 +68,7 @@ def dirs(tmp_path):
     ded = _write_audit(tmp_path / "dedup", [i in (0, 5) for i in range(11)], buckets=buckets + ["4-7"], pythia=False)
     dd = tmp_path / "dd"
     dd.mkdir()
-    (dd / "manifest.json").write_text(json.dumps({"totals": {"rows": 20, "kept": 16, "removed": {"exact": 3, "near": 1}},
+    (dd / "manifest.json").write_text(json.dumps({"stage": "dedup", "totals": {"rows": 20, "kept": 16, "removed": {"exact": 3, "near": 1}},
                                                   "config": {}}))
     pq.write_table(pa.table({"id": ["x1", "x3", "x5", "y2"], "shard": ["a.parquet", "a.parquet", "a.parquet", "b.parquet"],
                              "row": pa.array([1, 3, 5, 2], pa.int64()), "reason": ["exact", "exact", "near", "exact"]}),
