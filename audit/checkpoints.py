@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from dedup import io
-from dedup.shards import discover
+from dedup.runs import discover
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 
 from dedup import io, layout
 from dedup.config import DedupConfig
-from dedup.shards import InputError, discover
+from dedup.runs import discover
+from dedup.shards import InputError
 
 from . import metrics
 from .config import AuditConfig

@@ -72,7 +72,7 @@ def main() -> int:
 
     from audit.lm import load_causal_lm
     from audit.sampling import sample_sequences
-    from dedup.shards import discover
+    from dedup.runs import discover
     from dedup.synthetic import generate_canary_corpus, write_shards
 
     P = C = 32

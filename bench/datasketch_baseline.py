@@ -30,7 +30,7 @@ from datasketch import MinHash  # noqa: E402
 from dedup.arrow import bool_array  # noqa: E402
 from dedup.normalize import canonical_words_batch  # noqa: E402
 from dedup.params import optimal_param, per_band_fp  # noqa: E402
-from dedup.shards import discover  # noqa: E402
+from dedup.runs import discover  # noqa: E402
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dedup.shards import discover  # noqa: E402
+from dedup.runs import discover  # noqa: E402
 from dedup.synthetic import generate_corpus, true_duplicates, write_shards  # noqa: E402
 
 

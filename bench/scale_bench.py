@@ -40,7 +40,7 @@ def run_stage(stage: str, corpus: Path, out: Path) -> None:
     from dedup.config import DedupConfig
     from dedup.params import optimal_param, per_band_fp
     from dedup.scalable import FilterStack
-    from dedup.shards import discover
+    from dedup.runs import discover
 
     config = DedupConfig()
     shards = discover([corpus])

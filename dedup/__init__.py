@@ -15,11 +15,12 @@ Nothing here imports torch, transformers, dask or the command line.
 
 from .bloom import BloomFilter
 from .config import DedupConfig
-from .engine import OutputExistsError, dedup_files
+from .engine import dedup_files
 from .index import DatasketchLSHIndex, LSHBloomIndex, PybloomIndex
 from .minhash import SCHEMES, estimate_jaccard, minhash_signatures
 from .normalize import canonical_text, shingles
 from .params import IndexPlan, optimal_param, plan_index
+from .runs import OutputExistsError
 from .shards import InputError
 
 __all__ = [

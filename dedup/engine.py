@@ -16,19 +16,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from . import io, layout
+from . import io, layout, runs
 from .config import DedupConfig
 from .arrow import bool_array, filter_rows, numeric_array, take_strings
 from .index import EXACT, NEAR, make_index
 from .params import plan_index
-from .shards import InputError, Shard, ShardReader, count_rows, discover
+from .shards import Shard, ShardReader, count_rows
 from .sketch import Sketcher
 
 ProgressFn = Callable[[dict], None]
-
-
-class OutputExistsError(RuntimeError):
-    """OUT already holds a completed run."""
 
 
 @dataclass
@@ -112,10 +108,13 @@ def dedup_files(
             inputs, that run is returned as it is; of others, it is an error).
         progress: called after every batch with a dict of counters.
 
+    The run protocol (inputs, output names, identity, leftovers, ``force``) is
+    :mod:`dedup.runs`'s, shared with the staged engine.
+
     Raises:
         InputError: bad input (names the file, and row or line); nothing is left behind.
         OutputExistsError: ``out`` holds a completed run of another config or other inputs
-            and ``force`` is False.
+            (or files of no run) and ``force`` is False.
 
     Example:
         >>> import pyarrow as pa, pyarrow.parquet as pq, tempfile, pathlib
@@ -126,36 +125,33 @@ def dedup_files(
         (2, {'exact': 1, 'near': 0})
     """
     t_start = time.perf_counter()
-    out = Path(out)
-    shards = discover(list(inputs), exclude=out)
-    layout.remove_stale_temporaries(out)
-    validate_shards(shards, config)
-    _check_unique_outputs(shards)
-    identity = layout.run_identity(config.decision_dict(), shards)
+    plan = runs.prepare(inputs, out, config, engine="fused", force=force)
+    if plan.previous is not None:
+        return plan.previous
     try:
-        previous = layout.check_completed(out, identity, force)
-    except FileExistsError as e:
-        raise OutputExistsError(str(e)) from None
-    if previous is not None:
-        return previous
-    replace = io.read_manifest(out) is not None
+        return _run(plan, config, threads, progress, t_start)
+    except BaseException:
+        runs.abandon(plan)  # nothing half-written is left behind; a rerun starts afresh
+        raise
+
+
+def _run(plan: runs.RunPlan, config: DedupConfig, threads: int | None, progress: ProgressFn | None,
+         t_start: float) -> dict:
+    out, shards = plan.out, plan.shards
     capacity = config.capacity or max(count_rows(shards), 1)
-    plan = plan_index(config.threshold, config.num_perm, capacity, config.fp, config.bands, config.rows)
-    if replace:  # only once the inputs have passed every check made before writing
-        layout.clear_outputs(out)
+    plan_ = plan_index(config.threshold, config.num_perm, capacity, config.fp, config.bands, config.rows)
     if threads is not None and threads != 1:
         import numba
 
         numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
-    sketcher = Sketcher(config, plan.bands, plan.rows, threads)
+    sketcher = Sketcher(config, plan_.bands, plan_.rows, threads)
     index = make_index(
-        config.index, plan, scheme=config.scheme, num_perm=config.num_perm, seed=config.seed,
+        config.index, plan_, scheme=config.scheme, num_perm=config.num_perm, seed=config.seed,
         exact_fp=config.exact_fp, threads=threads or 1,
     )
     locator = _Locator() if config.index == "lsh" else None
     shard_names = [s.name for s in shards]
 
-    written: list[Path] = []
     timer = _Timer()
     stats: list[tuple[_ShardStats, int]] = []
     done_rows = 0
@@ -164,8 +160,7 @@ def dedup_files(
     removed_tmp = io.tmp_path(removed_final)
     try:
         (out / layout.KEPT_DIR).mkdir(parents=True, exist_ok=True)
-        written.append(removed_tmp)
-        with layout.removed_writer(removed_tmp, config.compression) as removed_writer:
+        with layout.RemovedWriter(removed_tmp, config.compression) as removed_writer:
             for si, shard in enumerate(shards):
                 t0 = time.perf_counter()
                 reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
@@ -173,7 +168,6 @@ def dedup_files(
                 final = layout.kept_path(out, shard.stem)
                 final.parent.mkdir(parents=True, exist_ok=True)
                 tmp = io.tmp_path(final)
-                written.append(tmp)
                 t0 = timer.add("read", t0)
                 with layout.kept_writer(tmp, reader.schema, config.text_column, config.compression) as kept_writer:
                     for batch in reader.batches():
@@ -193,7 +187,7 @@ def dedup_files(
                         if gone.size:
                             dup = verdicts.duplicate_of[gone]
                             earlier = locator.lookup(dup, shard_names) if locator is not None and (dup >= 0).any() else None
-                            removed_writer.write_batch(
+                            removed_writer.write(
                                 layout.removed_batch(gone, st.rows, shard.name, ids, verdicts.reason, verdicts.band, earlier)
                             )
                         st.rows += batch.num_rows
@@ -209,7 +203,6 @@ def dedup_files(
                         if progress is not None:
                             progress(_progress_state(done_rows, capacity, done_bytes, stats, st, t_start, si, len(shards)))
                 os.replace(tmp, final)
-                written[-1] = final
                 stats.append((st, reader.num_rows))
                 if st.rows != reader.num_rows or st.kept + st.exact + st.near != reader.num_rows:
                     raise RuntimeError(
@@ -217,32 +210,10 @@ def dedup_files(
                         f"{st.exact + st.near}, but the file has {reader.num_rows} rows"
                     )
         os.replace(removed_tmp, removed_final)
-        written[0] = removed_final
-        manifest = _manifest(config, plan, index, stats, timer, time.perf_counter() - t_start, threads)
-        manifest["identity"] = identity
-        return io.write_stage_manifest(out, "dedup", manifest)
-    except BaseException:
-        for p in written:
-            p.unlink(missing_ok=True)
-        raise
+        body = _manifest(config, plan_, index, stats, timer, time.perf_counter() - t_start, threads)
+        return runs.finish(plan, body)
     finally:
         index.close()
-
-
-def validate_shards(shards: list[Shard], config: DedupConfig) -> None:
-    """Check every Parquet shard's schema before any output is written (JSONL shards are
-    checked when read; a failure then removes what was written)."""
-    for s in shards:
-        if s.fmt == "parquet":
-            ShardReader(s, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
-
-
-def _check_unique_outputs(shards: list[Shard]) -> None:
-    seen: dict[str, Shard] = {}
-    for s in shards:
-        if s.stem in seen:
-            raise InputError(s.path, f"its output name kept/{s.stem}.parquet collides with {seen[s.stem].path}; rename one")
-        seen[s.stem] = s
 
 
 def _progress_state(done_rows, total_rows, done_bytes, stats, current, t_start, shard_idx, n_shards) -> dict:

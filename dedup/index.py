@@ -28,7 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from .bloom import BloomFilter
-from .params import IndexPlan, bloom_size
+from .params import IndexPlan, bloom_size, whole_index_fp
 from .sketch import Sketches
 
 KEEP, EXACT, NEAR = 0, 1, 2
@@ -137,7 +137,8 @@ class LSHBloomIndex:
         return {"bands": sum(f.nbytes for f in self.filters), "exact": self.exact_filter.nbytes}
 
     def predicted_fp(self) -> float:
-        return self.plan.predicted_fp(max((f.count for f in self.filters), default=0))
+        """From each band filter's fill (as the staged engine reports it)."""
+        return whole_index_fp([f.estimated_fp() for f in self.filters])
 
     def stats(self) -> dict:
         return {

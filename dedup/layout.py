@@ -13,14 +13,11 @@ its format suffix (``part-0.jsonl.gz`` -> ``kept/part-0.parquet``).
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from .io import manifest_path, read_manifest, tmp_path
 
 KEPT_DIR = "kept"
 REMOVED_FILE = "removed.parquet"
@@ -72,34 +69,6 @@ def removed_batch(
         ],
         schema=REMOVED_SCHEMA,
     )
-
-
-def run_identity(decision_config: dict, shards: list, index_dir: Path | None = None) -> dict:
-    """What makes two runs the same run: decision config, input files (path, size, mtime)
-    and index directory. Stored in the manifest (and the staged work directory)."""
-    return {
-        "config": decision_config,
-        "inputs": [{"shard": s.name, "path": str(s.path), "bytes": s.path.stat().st_size,
-                    "mtime_ns": s.path.stat().st_mtime_ns} for s in shards],
-        "index_dir": str(index_dir) if index_dir else None,
-    }
-
-
-def check_completed(out: Path, identity: dict, force: bool) -> dict | None:
-    """The manifest of a completed run of the same identity in ``out`` (skip the work), or
-    None (go ahead). A completed run of another identity is an error unless ``force``, and
-    so is an ``out`` that is not a directory."""
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a directory; choose another output directory")
-    previous = read_manifest(out)
-    if previous is None or force:
-        return None
-    if previous.get("identity") == identity:
-        return previous
-    old = previous.get("identity", {}).get("config", {})
-    diff = sorted(k for k in identity["config"] if old.get(k) != identity["config"][k])
-    what = f"config ({', '.join(diff)} differ)" if diff else "inputs or index directory"
-    raise FileExistsError(f"{out} holds a completed dedup run with a different {what}; use --force to replace it")
 
 
 def input_entry(shard, rows: int, kept: int, exact: int, near: int, null_text: int, empty_text: int,
@@ -169,11 +138,51 @@ def kept_writer(path: Path, schema: pa.Schema, text_column: str, compression: st
     return pq.ParquetWriter(str(path), schema, compression=compression, use_dictionary=others, write_statistics=others)
 
 
-def removed_writer(path: Path, compression: str):
-    """Parquet writer of ``removed.parquet`` (or a part of it): :data:`REMOVED_SCHEMA`."""
-    import pyarrow.parquet as pq
+#: Rows per row group of removed.parquet. Fixed, so the file's bytes depend on its rows
+#: only, not on how they were batched (engine, batch size, shards).
+REMOVED_ROW_GROUP = 65536
 
-    return pq.ParquetWriter(str(path), REMOVED_SCHEMA, compression=compression)
+
+class RemovedWriter:
+    """Writer of ``removed.parquet`` (:data:`REMOVED_SCHEMA`): rows are buffered and written
+    in row groups of exactly :data:`REMOVED_ROW_GROUP` rows (the last one shorter), so both
+    engines write byte-identical files. Memory: at most one row group of removed rows."""
+
+    def __init__(self, path: Path, compression: str):
+        import pyarrow.parquet as pq
+
+        self._writer = pq.ParquetWriter(str(path), REMOVED_SCHEMA, compression=compression)
+        self._pending: list[pa.RecordBatch] = []
+        self._rows = 0
+
+    def write(self, data: pa.RecordBatch | pa.Table) -> None:
+        batches = data.to_batches() if isinstance(data, pa.Table) else [data]
+        for b in batches:
+            if b.num_rows:
+                self._pending.append(b)
+                self._rows += b.num_rows
+        if self._rows >= REMOVED_ROW_GROUP:
+            self._flush(whole_groups_only=True)
+
+    def _flush(self, whole_groups_only: bool) -> None:
+        table = pa.Table.from_batches(self._pending, schema=REMOVED_SCHEMA)
+        n = table.num_rows // REMOVED_ROW_GROUP * REMOVED_ROW_GROUP if whole_groups_only else table.num_rows
+        if n:
+            self._writer.write_table(table.slice(0, n), row_group_size=REMOVED_ROW_GROUP)
+        rest = table.slice(n)
+        self._pending = rest.to_batches() if rest.num_rows else []
+        self._rows = rest.num_rows
+
+    def close(self) -> None:
+        if self._rows:
+            self._flush(whole_groups_only=False)
+        self._writer.close()
+
+    def __enter__(self) -> "RemovedWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def kept_path(out: Path, shard_stem: str) -> Path:
@@ -182,21 +191,3 @@ def kept_path(out: Path, shard_stem: str) -> Path:
 
 def removed_path(out: Path) -> Path:
     return out / REMOVED_FILE
-
-
-def remove_stale_temporaries(out: Path) -> None:
-    """Delete temporaries (``.NAME.tmp-PID``) left in ``out`` by a killed run."""
-    for d in (out, out / KEPT_DIR):
-        if d.is_dir():
-            for p in d.rglob(".*.tmp-*"):
-                if p.is_file():
-                    p.unlink(missing_ok=True)
-
-
-def clear_outputs(out: Path) -> None:
-    """Remove everything this layout defines under ``out`` (used by ``--force``)."""
-    manifest_path(out).unlink(missing_ok=True)
-    removed_path(out).unlink(missing_ok=True)
-    shutil.rmtree(out / KEPT_DIR, ignore_errors=True)
-
-

@@ -102,6 +102,18 @@ def per_band_fp(total_fp: float, bands: int) -> float:
     return -math.expm1(math.log1p(-total_fp) / bands)
 
 
+def whole_index_fp(band_fps: list[float]) -> float:
+    """False-positive rate of a band index whose filters have rates ``band_fps``: a new
+    unrelated document collides if any band does, ``1 - prod_b (1 - p_b)`` (log1p/expm1
+    keep it exact for tiny rates). Both engines report this from each filter's fill.
+
+    Example:
+        >>> round(whole_index_fp([1e-6] * 9), 12)
+        9e-06
+    """
+    return -math.expm1(sum(math.log1p(-min(p, 1.0 - 1e-300)) for p in band_fps)) if band_fps else 0.0
+
+
 def bloom_size(n: int, fp: float) -> tuple[int, int]:
     """Optimal ``(m_bits, k)`` for ``n`` keys at false-positive rate ``fp``.
 

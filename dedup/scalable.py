@@ -15,7 +15,6 @@ Directory layout of a saved stack: ``stack.json`` (parameters and generations) a
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from . import io
 from .bloom import BloomFilter
-from .params import bloom_size
+from .params import bloom_size, whole_index_fp
 
 STACK_FILE = "stack.json"
 
@@ -87,13 +86,14 @@ class FilterStack:
             start = stop
         return seen
 
+    def generation_fps(self) -> list[float]:
+        """Each generation's false-positive rate implied by its fill (``fill^k``)."""
+        return [gen.estimated_fp() for gen in self.generations]
+
     def predicted_fp(self) -> float:
         """Probability that a new unrelated key is reported seen, from each generation's
         fill: ``1 - prod_g (1 - fill_g^k_g)``."""
-        miss = 1.0
-        for gen in self.generations:
-            miss *= 1.0 - gen.estimated_fp()
-        return 1.0 - miss
+        return whole_index_fp(self.generation_fps())
 
     @property
     def count(self) -> int:
@@ -109,6 +109,7 @@ class FilterStack:
             "count": self.count,
             "bytes": self.nbytes,
             "predicted_fp": self.predicted_fp(),
+            "generation_fps": self.generation_fps(),
         }
 
     def params(self) -> dict:
@@ -129,19 +130,22 @@ class FilterStack:
 
     @classmethod
     def load(cls, directory: Path) -> "FilterStack":
+        """A saved stack. Raises :class:`dedup.io.StateError` naming the damaged file."""
         directory = Path(directory)
-        try:
-            meta = json.loads((directory / STACK_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{directory}: not a memdedup filter stack ({e})") from e
+        meta = io.read_json(directory / STACK_FILE, ("fp", "base_capacity", "scalable", "seed", "growth", "tightening",
+                                                     "generations"))
         stack = cls.__new__(cls)
         stack.fp, stack.base_capacity, stack.scalable = meta["fp"], meta["base_capacity"], meta["scalable"]
         stack.seed, stack.growth, stack.tightening = meta["seed"], meta["growth"], meta["tightening"]
         stack.generations, stack.capacities, stack.fps = [], [], []
         for g in meta["generations"]:
-            bf = BloomFilter.load(directory / g["file"], mmap=False)
+            path = directory / g["file"]
+            try:
+                bf = BloomFilter.load(path, mmap=False)
+            except (OSError, ValueError) as e:
+                raise io.StateError(str(e)) from None
             if (bf.m, bf.k) != (g["m"], g["k"]):
-                raise ValueError(f"{directory / g['file']}: does not match {STACK_FILE}")
+                raise io.StateError(f"{path}: does not match {directory / STACK_FILE}")
             stack.generations.append(bf)
             stack.capacities.append(g["capacity"])
             stack.fps.append(g["fp"])

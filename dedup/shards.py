@@ -1,9 +1,8 @@
-"""Input shards: discovery, canonical order, validation and batched reading.
+"""Input shards: formats, validation and batched reading.
 
 Inputs are Parquet files and JSON Lines files (``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst``;
-``.json``/``.ndjson`` are accepted as JSON Lines too), given as files, directories (searched
-recursively) or glob patterns. The *canonical order* is the files sorted by absolute path,
-rows in file order; every decision of the dedup engine is defined on that order.
+``.json``/``.ndjson`` are accepted as JSON Lines too). Which files a run reads, and their
+canonical order, is decided by :func:`dedup.runs.discover`.
 
 Every problem with an input raises :class:`InputError`, whose message names the file and,
 where it applies, the line (JSONL, 1-based) or row (Parquet, 0-based).
@@ -83,7 +82,7 @@ class Shard:
         return self.name
 
 
-def _format_of(path: Path) -> tuple[str, str | None] | None:
+def format_of(path: Path) -> tuple[str, str | None] | None:
     lower = path.name.lower()
     if lower.endswith(PARQUET_SUFFIXES):
         return "parquet", None
@@ -93,67 +92,8 @@ def _format_of(path: Path) -> tuple[str, str | None] | None:
     return None
 
 
-def _is_plain_json(path: Path) -> bool:
+def is_plain_json(path: Path) -> bool:
     return path.name.lower().endswith((".json", ".json.gz", ".json.zst"))
-
-
-def _inside(path: Path, directory: str | os.PathLike | None) -> bool:
-    if directory is None:
-        return False
-    try:
-        path.resolve().relative_to(Path(directory).resolve())
-        return True
-    except ValueError:
-        return False
-
-
-def discover(inputs: list[str | os.PathLike], exclude: str | os.PathLike | None = None) -> list[Shard]:
-    """Expand files, directories and globs into shards in canonical order.
-
-    Walking a directory takes ``.parquet``, ``.jsonl`` and ``.ndjson`` files (compressed
-    too), not ``.json`` ones (often manifests and configs; name those explicitly or by
-    glob), and skips hidden directories (a path part starting with ".") and anything under
-    ``exclude`` (the run's own output directory).
-
-    Raises:
-        InputError: a path that does not exist, a glob that matches nothing, a file of an
-            unknown format named explicitly, or no input files at all.
-    """
-    files: set[Path] = set()
-    for item in inputs:
-        s = str(item)
-        p = Path(s)
-        if p.is_dir():
-            found = [
-                q for q in p.rglob("*")
-                if q.is_file() and _format_of(q) and not _is_plain_json(q)
-                and not any(part.startswith(".") for part in q.relative_to(p).parts)
-                and not _inside(q, exclude)
-            ]
-            if not found:
-                raise InputError(p, "directory contains no .parquet or .jsonl[.gz|.zst] files")
-            files.update(q.resolve() for q in found)
-        elif p.is_file():
-            if _format_of(p) is None:
-                raise InputError(p, "unknown input format (expected .parquet, .jsonl, .jsonl.gz or .jsonl.zst)")
-            files.add(p.resolve())
-        elif glob.has_magic(s):
-            matched = [Path(m) for m in glob.glob(s, recursive=True)]
-            matched = [m for m in matched if m.is_file() and _format_of(m) and not _inside(m, exclude)]
-            if not matched:
-                raise InputError(s, "glob matches no .parquet or .jsonl files")
-            files.update(m.resolve() for m in matched)
-        else:
-            raise InputError(s, "no such file or directory")
-    if not files:
-        raise InputError("<inputs>", "no input files given")
-    ordered = sorted(files, key=lambda q: str(q))
-    root = Path(os.path.commonpath([str(q.parent) for q in ordered]))
-    shards = []
-    for q in ordered:
-        fmt, comp = _format_of(q)  # type: ignore[misc]
-        shards.append(Shard(q, q.relative_to(root).as_posix(), fmt, comp))
-    return shards
 
 
 def _check_columns(shard: Shard, schema: pa.Schema, text_column: str, id_column: str | None, id_required: bool) -> None:

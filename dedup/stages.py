@@ -16,17 +16,18 @@
 Each task writes its files under temporary names, renames them into place, then writes a
 completion record ``<file>.done`` (JSON: what it made and from what). A task whose
 record exists and matches is skipped when a run is resumed. Nothing here knows about Dask:
-the orchestrator (:mod:`pipelines.staged`) only decides which shard or band a task gets.
+:func:`run_stages` sequences the stages and takes a ``map_tasks`` function that runs one
+stage's tasks: :func:`serial_map` here (tests, debugging), Dask in :mod:`pipelines.staged`.
 
 Work directory layout (the only definition of it)::
 
-    WORK/run.json                    config, shards, plan of the run that owns WORK
+    WORK/run.json                    the run record (dedup.runs: identity, engine, pinned index)
     WORK/sketch/<stem>.arrow         Arrow IPC file, one row per input row:
                                        valid (bool), n_shingles (int32),
                                        exact_0, exact_1 (uint64), band_00..band_{b-1} (uint64)
     WORK/bands/<name>.seen           packed bits (little-endian bit order) over all rows
                                        in canonical order; name = band-00.. or exact
-    WORK/index/<name>/               the band's filter generations after this run
+    WORK/index/<name>/               the band's filter generations after this run (--index-dir)
     WORK/removed/<stem>.parquet      removed rows of one shard (layout.REMOVED_SCHEMA)
 """
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -45,15 +47,14 @@ from . import io, layout
 from .arrow import bool_array, filter_rows, numeric_array
 from .config import DedupConfig
 from .index import EXACT, NEAR, combine
+from .index_dir import IndexDir, file_fingerprint
+from .params import optimal_param, per_band_fp, plan_index, whole_index_fp
+from .runs import RunPlan, finish
+from .scalable import FilterStack
 from .shards import Shard, ShardReader
 from .sketch import Sketcher
 
-WORK_DIR = "_work"
 EXACT_BAND = "exact"
-
-
-def work_dir(out: Path) -> Path:
-    return Path(out) / WORK_DIR
 
 
 def band_name(band: int | str) -> str:
@@ -229,14 +230,14 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
     row = 0
     try:
         with layout.kept_writer(kept_tmp, reader.schema, config.text_column, config.compression) as kw, \
-                layout.removed_writer(removed_tmp, config.compression) as rw:
+                layout.RemovedWriter(removed_tmp, config.compression) as rw:
             for batch in reader.batches():
                 sl = slice(row, row + batch.num_rows)
                 keep = verdicts.reason[sl] == 0
                 kw.write_batch(filter_rows(batch, keep))
                 gone = np.flatnonzero(~keep)
                 if gone.size:
-                    rw.write_batch(layout.removed_batch(gone, row, shard.name, reader.ids(batch),
+                    rw.write(layout.removed_batch(gone, row, shard.name, reader.ids(batch),
                                                         verdicts.reason[sl], verdicts.band[sl]))
                 row += batch.num_rows
         if row != n:
@@ -257,3 +258,151 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
     }
     mark_done(removed_final, record)
     return record
+
+
+# ------------------------------------------------------------------------ the sequence
+#: ``map_tasks(label, fn, items) -> results``: run ``fn(*args)`` for each ``args`` in
+#: ``items`` (a stage's tasks, independent of each other), results in item order.
+MapTasks = Callable[[str, Callable, list[tuple]], list]
+
+
+def serial_map(label: str, fn: Callable, items: list[tuple]) -> list:
+    """Run a stage's tasks one after another in this process (no Dask)."""
+    return [fn(*args) for args in items]
+
+
+def banding(config: DedupConfig) -> tuple[int, int]:
+    """(bands, rows) of a run: explicit, or datasketch's optimal_param(T, K)."""
+    return (config.bands, config.rows) if config.bands else optimal_param(config.threshold, config.num_perm)
+
+
+def band_task(band: int | str, shards: list[Shard], work: Path, fp: float, capacity: int, scalable: bool,
+              load_from: str | None, keep: bool) -> dict:
+    """Stage 2 task: a fresh filter stack (or the pinned version's, ``load_from``), the
+    band pass, and the stack saved under ``WORK/index/<name>`` when ``keep``."""
+    name = band_name(band)
+    stack = FilterStack.load(Path(load_from)) if load_from else FilterStack(fp, capacity, scalable=scalable)
+    total = sum(io.read_json(done_path(sketch_path(work, s)), ("rows",))["rows"] for s in shards)
+    record = band_pass(band, shards, work, stack, total)
+    if keep:
+        stack.save(work / "index" / name)
+    return record
+
+
+def _reset_after_sketch(plan: RunPlan) -> None:
+    """Forget stages 2 and 3 (their results depend on the index version), keep sketches."""
+    import shutil
+
+    for sub in ("bands", "index", "removed"):
+        shutil.rmtree(plan.work / sub, ignore_errors=True)
+    shutil.rmtree(plan.out / layout.KEPT_DIR, ignore_errors=True)
+
+
+def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = serial_map,
+               index: IndexDir | None = None, index_files: list[dict] | None = None,
+               before_finalize: Callable[[], None] = lambda: None, log: Callable[[str], None] = lambda m: None) -> dict:
+    """Run (or resume) the three stages of ``plan`` and finish it; return the manifest.
+
+    Args:
+        plan: from :func:`dedup.runs.prepare` (``engine="staged"``), not already complete.
+        map_tasks: how a stage's tasks run (:func:`serial_map`, or Dask).
+        index: the index directory (``--index-dir``), its version pinned in the run record.
+        index_files: the inputs' fingerprints (:meth:`IndexDir.check_not_held`); computed
+            here when None (a resumed run).
+        before_finalize: called once stages 1-3 are done (fault injection in tests).
+    """
+    t_start = time.perf_counter()
+    work, shards, out = plan.work, plan.shards, plan.out
+    bands, rows = banding(config)
+    pinned = plan.record.get("index_version") if plan.record else None
+    if index is not None and plan.resume and index.current != pinned and not index.holds_run(plan.record["run_id"]):
+        log(f"{index.path}: another run installed version {index.current} since this run started from "
+            f"{pinned or 'an empty index'}; redoing the band and write stages against it")
+        _reset_after_sketch(plan)
+        pinned = index.current
+        io.write_json_atomic(plan.work / "run.json", {**plan.record, "index_version": pinned})
+    timings = {}
+
+    # Stage 1: sketches (and each shard's exact row count).
+    t0 = time.perf_counter()
+    todo = [s for s in shards if read_done(sketch_path(work, s)) is None]
+    map_tasks("sketch", sketch_shard, [(s, config, bands, rows, work) for s in todo])
+    infos = [io.read_json(done_path(sketch_path(work, s)), ("rows",)) for s in shards]
+    total = sum(i["rows"] for i in infos)
+    timings["sketch"] = time.perf_counter() - t0
+
+    # Stage 2: one task per band, plus the exact key.
+    t0 = time.perf_counter()
+    band_fp = per_band_fp(config.fp, bands)
+    names = list(range(bands)) + [EXACT_BAND]
+    capacity = config.capacity or max(total, 1)
+    todo_b = [b for b in names if read_done(seen_path(work, b)) is None]
+    map_tasks("band", band_task, [
+        (b, shards, work, config.exact_fp if b == EXACT_BAND else band_fp, capacity, index is not None,
+         str(index.stack_dir(pinned, band_name(b))) if index is not None and pinned else None, index is not None)
+        for b in todo_b
+    ])
+    band_records = {band_name(b): read_done(seen_path(work, b)) for b in names}
+    timings["band"] = time.perf_counter() - t0
+
+    # Stage 3: kept shards and removed rows per shard.
+    t0 = time.perf_counter()
+    starts = np.concatenate([[0], np.cumsum([i["rows"] for i in infos])[:-1]]).astype(int).tolist() if infos else []
+    map_tasks("write", write_shard, [(s, config, bands, start, work, out) for s, start in zip(shards, starts)
+                                     if read_done(removed_part_path(work, s)) is None])
+    timings["write"] = time.perf_counter() - t0
+
+    before_finalize()
+    written = [io.read_json(done_path(removed_part_path(work, s)), ("kept", "exact", "near")) for s in shards]
+    for s, info, rec in zip(shards, infos, written):
+        if rec["kept"] + rec["exact"] + rec["near"] != info["rows"]:
+            raise RuntimeError(f"internal error: {s.path}: kept + removed != {info['rows']} rows")
+    concat_removed(work, shards, out, config)
+    index_meta = None
+    if index is not None:
+        files = index_files if index_files is not None else [
+            {"shard": s.name, "path": str(s.path), "bytes": s.path.stat().st_size, "fingerprint": file_fingerprint(s.path)}
+            for s in shards
+        ]
+        files = [{**f, "rows": i["rows"]} for f, i in zip(files, infos)]
+        index.install(work / "index", [band_name(b) for b in names], pinned, plan.record["run_id"], files, total)
+        index_meta = index.summary()
+    plan_ = plan_index(config.threshold, config.num_perm, capacity, config.fp, bands, rows)
+    body = staged_manifest(config, plan_, shards, infos, written, band_records, timings,
+                           time.perf_counter() - t_start, index_meta)
+    return finish(plan, body)
+
+
+def concat_removed(work: Path, shards: list[Shard], out: Path, config: DedupConfig) -> None:
+    """``OUT/removed.parquet`` from the shards' parts, in canonical order."""
+    import pyarrow.parquet as pq
+
+    final = layout.removed_path(out)
+    tmp = io.tmp_path(final)
+    try:
+        with layout.RemovedWriter(tmp, config.compression) as w:
+            for s in shards:
+                w.write(pq.read_table(removed_part_path(work, s)))
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def staged_manifest(config, plan, shards, infos, written, band_records, timings, wall, index_meta) -> dict:
+    """The staged run's manifest body (:func:`dedup.layout.dedup_manifest`)."""
+    inputs = [
+        layout.input_entry(s, i["rows"], w["kept"], w["exact"], w["near"], i["null_text"], i["empty_text"],
+                           i["text_bytes"])
+        for s, i, w in zip(shards, infos, written)
+    ]
+    bands = {n: r for n, r in band_records.items() if n != EXACT_BAND}
+    index = {
+        "backend": "lshbloom",
+        "plan": plan.to_dict(),
+        "bytes": {"bands": sum(r["bytes"] for r in bands.values()), "exact": band_records[EXACT_BAND]["bytes"]},
+        "predicted_fp": whole_index_fp([p for r in bands.values() for p in r["generation_fps"]]),
+        "bands": band_records,
+        "index_dir": index_meta,
+    }
+    return layout.dedup_manifest("staged", config, inputs, index, timings, wall)

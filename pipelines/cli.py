@@ -186,7 +186,7 @@ def choose_engine(args: argparse.Namespace) -> str:
         return args.engine
     if args.workers or args.scheduler or args.index_dir:
         return "staged"
-    from dedup.shards import discover
+    from dedup.runs import discover
 
     total = sum(s.path.stat().st_size for s in discover(args.inputs, exclude=args.out))
     return "staged" if total >= AUTO_STAGED_BYTES else "fused"
@@ -289,7 +289,7 @@ def _from_args(cls, name: str, args: argparse.Namespace, fields: tuple[str, ...]
 def _cmd_train(args: argparse.Namespace) -> int:
     from audit.config import TrainConfig
     from audit.lm import train_causal_lm
-    from dedup.shards import discover
+    from dedup.runs import discover
 
     fields = ("vocab_size", "n_layer", "n_embd", "n_head", "seq_len", "epochs", "batch_size", "lr", "seed", "holdout",
               "log_checkpoints", "checkpoint_every")
@@ -463,8 +463,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0 if result["passed"] or not args.strict else 1
 
 
+def _fail(command: str, message: str) -> int:
+    """One line on stderr, exit status 2 (bad input, damaged state, full disk)."""
+    print(f"memdedup {command}: error: {' '.join(message.splitlines())}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
-    from dedup.engine import OutputExistsError
+    from dedup.runs import OutputExistsError
     from dedup.shards import InputError
 
     args = _parser().parse_args(argv)
@@ -473,12 +479,11 @@ def main(argv: list[str] | None = None) -> int:
                 "report": _cmd_report}
     try:
         return handlers[args.command](args)
-    except (InputError, ConfigError, OutputExistsError) as e:
-        print(f"memdedup {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:
-        print(f"memdedup {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except (InputError, ConfigError, OutputExistsError, ValueError) as e:
+        return _fail(args.command, str(e))
+    except OSError as e:  # disk full, permissions: the file and the reason, not a traceback
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(args.command, f"{where}{e.strerror or e}")
     except KeyboardInterrupt:
         print(f"memdedup {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -1,50 +1,48 @@
-"""Staged dedup on Dask: fan the stages of :mod:`dedup.stages` out over shards and bands.
+"""Staged dedup on Dask: the stages of :mod:`dedup.stages`, their tasks mapped over a cluster.
 
-Tasks take file paths (shards, the work directory), never data. Each stage waits for the
-previous one; within a stage, tasks whose completion record exists are skipped, so
-rerunning an interrupted command resumes it. A worker that dies mid-task has its task
-rescheduled by the Dask scheduler; every task writes under temporary names and renames,
-so a half-done task leaves nothing that a retry or a resume could mistake for output.
-
-The run is identified by its decision config, its input files (names, sizes, mtimes) and
-its index directory; ``WORK/run.json`` records that identity. Resuming needs the same
-identity; a different one is an error unless ``force``.
+Everything about the run (inputs, identity, resume, force, the index directory, the
+stages' order and outputs) is :mod:`dedup.runs`, :mod:`dedup.stages` and
+:mod:`dedup.index_dir`; this module only starts or joins a Dask cluster and maps each
+stage's tasks over it (:func:`dask_map`). Tasks take file paths, never data. A worker
+that dies mid-task has its task rescheduled by the scheduler; every task writes under
+temporary names and renames, so a half-done task leaves nothing a retry could mistake for
+output. A task that fails (bad input, full disk) is not retried: its error is returned to
+the client and raised there, once, without the workers' log noise.
 
 Fault injection, for tests of exactly these claims (never set in normal use):
 ``MEMDEDUP_KILL_AT=STAGE:N`` SIGKILLs the whole process group of the run once N tasks of
 STAGE (sketch, band, write) have completed, or ``finalize:0`` just before the removed-rows
-table and manifest are written; ``MEMDEDUP_KILL_WORKER_ONCE=PATH`` makes the first task
-that creates PATH SIGKILL its own worker process.
+table, the index install and the manifest; ``MEMDEDUP_KILL_WORKER_ONCE=PATH`` makes the
+first task that creates PATH SIGKILL its own worker process.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
-import shutil
 import signal
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
-from dedup import io, layout
-from dedup import stages as st
+from dedup import runs
 from dedup.config import DedupConfig
-from dedup.engine import OutputExistsError, validate_shards
-from dedup.params import optimal_param, per_band_fp, plan_index
-from dedup.scalable import FilterStack
-from dedup.shards import Shard, discover
+from dedup.index_dir import IndexDir, IndexMismatchError, index_params
+from dedup.stages import banding, run_stages
 
 Log = Callable[[str], None]
 
-INDEX_FILE = "index.json"
+__all__ = ["IndexMismatchError", "dask_client", "dask_map", "run_staged"]
 
 
-class IndexMismatchError(ValueError):
-    """An index directory built with other parameters."""
+def _quiet_dask() -> None:
+    """Workers log every failed task with its traceback ("Compute Failed"); our tasks
+    return their errors instead, and the rest of Dask's chatter is not for users."""
+    for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny",
+                 "distributed.core", "distributed.client"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 @contextmanager
@@ -53,6 +51,7 @@ def dask_client(workers: int | None = None, threads_per_worker: int = 1, schedul
     a scheduler JSON file) if given, else to a new ``LocalCluster`` of worker processes."""
     from distributed import Client, LocalCluster
 
+    _quiet_dask()
     if scheduler:
         client = Client(scheduler_file=scheduler) if scheduler.endswith(".json") else Client(scheduler)
         cluster = None
@@ -63,7 +62,7 @@ def dask_client(workers: int | None = None, threads_per_worker: int = 1, schedul
             threads_per_worker=threads_per_worker,
             processes=True,
             dashboard_address=":0",
-            silence_logs=40,
+            silence_logs=logging.CRITICAL,
             # Numba threads inside a task: the tasks are serial; Dask runs them side by side.
             env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
         )
@@ -83,6 +82,13 @@ def _kill_point(label: str, done: int) -> None:
         os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
+@dataclass
+class _Failed:
+    """A task's exception, returned instead of raised (so workers log nothing)."""
+
+    error: BaseException
+
+
 def _task(fn, *args):
     """What a worker runs: the stage function (after the worker-kill fault injection)."""
     marker = os.environ.get("MEMDEDUP_KILL_WORKER_ONCE")
@@ -92,104 +98,42 @@ def _task(fn, *args):
             os.kill(os.getpid(), signal.SIGKILL)
         except FileExistsError:
             pass
-    return fn(*args)
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - raised on the client, see dask_map
+        return _Failed(e)
 
 
-def _run_stage(client, label: str, fn, items: list, log: Log) -> list:
-    """Map ``fn`` over ``items`` on the cluster; log progress; results in item order.
+def dask_map(client, log: Log) -> Callable[[str, Callable, list[tuple]], list]:
+    """A ``map_tasks`` for :func:`dedup.stages.run_stages` that runs a stage's tasks on
+    ``client``'s cluster, logs progress every 2 s, and raises the first task error."""
 
-    A task that raises is retried twice; one whose worker dies is rescheduled by the
-    scheduler (up to ``distributed.scheduler.allowed-failures`` times).
-    """
-    from distributed import as_completed
+    def run(label: str, fn: Callable, items: list[tuple]) -> list:
+        from distributed import as_completed
 
-    if not items:
-        return []
-    t0 = last = time.perf_counter()
-    futures = [client.submit(_task, fn, *args, key=f"{label}-{i}-{time.time_ns()}", pure=False, retries=2)
-               for i, args in enumerate(items)]
-    done = 0
-    for fut in as_completed(futures):
-        fut.result()  # raise a task's error here, naming its input
-        done += 1
-        _kill_point(label, done)
-        now = time.perf_counter()
-        if done == len(futures) or now - last > 2:
-            last = now
-            log(f"{label}: {done}/{len(futures)} tasks ({now - t0:.1f} s)")
-    return client.gather(futures)
+        if not items:
+            return []
+        t0 = last = time.perf_counter()
+        futures = [client.submit(_task, fn, *args, key=f"{label}-{i}-{time.time_ns()}", pure=False)
+                   for i, args in enumerate(items)]
+        results: dict = {}
+        for done, fut in enumerate(as_completed(futures), start=1):
+            res = fut.result()
+            if isinstance(res, _Failed):
+                for f in futures:
+                    f.cancel()
+                raise res.error
+            results[fut.key] = res
+            _kill_point(label, done)
+            now = time.perf_counter()
+            if done == len(futures) or now - last > 2:
+                last = now
+                log(f"{label}: {done}/{len(futures)} tasks ({now - t0:.1f} s)")
+        return [results[f.key] for f in futures]
 
-
-# ------------------------------------------------------------------------ index dirs
-def _index_params(config: DedupConfig, bands: int, rows: int) -> dict:
-    keys = ("threshold", "num_perm", "ngram", "unit", "nfkc", "scheme", "seed", "fp", "exact_fp", "band_key")
-    return {**{k: getattr(config, k) for k in keys}, "bands": bands, "rows": rows}
-
-
-def load_index_meta(index_dir: Path, config: DedupConfig, bands: int, rows: int) -> dict | None:
-    """The index directory's metadata, checked against this run's parameters."""
-    path = Path(index_dir) / INDEX_FILE
-    if not path.exists():
-        return None
-    meta = json.loads(path.read_text(encoding="utf-8"))
-    want = _index_params(config, bands, rows)
-    for k, v in want.items():
-        if meta["params"].get(k) != v:
-            raise IndexMismatchError(
-                f"{path}: index built with {k}={meta['params'].get(k)!r}, this run has {k}={v!r}; "
-                "use the same parameters or another --index-dir"
-            )
-    return meta
+    return run
 
 
-def current_index_version(index_dir: Path) -> Path | None:
-    """The directory of the index's current version (``index.json``'s ``current``)."""
-    path = Path(index_dir) / INDEX_FILE
-    if not path.exists():
-        return None
-    return Path(index_dir) / json.loads(path.read_text(encoding="utf-8"))["current"]
-
-
-def _band_task(band, shards, work: Path, fp: float, capacity: int, scalable: bool, index_dir: str | None):
-    """Stage 2 task: a fresh or loaded filter stack, the band pass, the stack saved."""
-    name = st.band_name(band)
-    version = current_index_version(Path(index_dir)) if index_dir else None
-    if version is not None:
-        stack = FilterStack.load(version / name)
-    else:
-        stack = FilterStack(fp, capacity, scalable=scalable)
-    total = sum(json.loads(st.done_path(st.sketch_path(work, s)).read_text())["rows"] for s in shards)
-    record = st.band_pass(band, shards, work, stack, total)
-    if index_dir:
-        stack.save(work / "index" / name)
-    return record
-
-
-def _install_index(work: Path, index_dir: Path, names: list[str], params: dict, documents: int) -> dict:
-    """Copy this run's filter stacks into a new version directory of ``index_dir``, then
-    point ``index.json`` at it (atomically) and remove older versions. A crash at any
-    point leaves ``index.json`` naming a complete version.
-
-    Layout: ``INDEX/index.json`` (params, documents, current version, per-band summary)
-    and ``INDEX/v-NNNNNN/<band-XX|exact>/`` (:class:`dedup.scalable.FilterStack` dirs).
-    """
-    index_dir.mkdir(parents=True, exist_ok=True)
-    old = current_index_version(index_dir)
-    number = int(old.name.split("-")[1]) + 1 if old is not None else 1
-    version = index_dir / f"v-{number:06d}"
-    shutil.rmtree(version, ignore_errors=True)
-    for name in names:
-        shutil.copytree(work / "index" / name, version / name)
-    stacks = {n: FilterStack.load(version / n).describe() for n in names}
-    meta = {"format": 1, "params": params, "documents": documents, "current": version.name, "stacks": stacks}
-    io.write_json_atomic(index_dir / INDEX_FILE, meta)
-    for stale in index_dir.glob("v-*"):
-        if stale.name != version.name:
-            shutil.rmtree(stale, ignore_errors=True)
-    return meta
-
-
-# ------------------------------------------------------------------------ the run
 def run_staged(
     inputs: Sequence[str | os.PathLike],
     out: str | os.PathLike,
@@ -205,131 +149,29 @@ def run_staged(
 ) -> dict:
     """Deduplicate ``inputs`` into ``out`` in three Dask stages; return the manifest.
 
-    Same outputs and decisions as :func:`dedup.engine.dedup_files` (without an index
+    Same outputs, byte for byte, as :func:`dedup.engine.dedup_files` (without an index
     directory). Rerunning a completed run with the same identity is a no-op; an
-    interrupted one resumes.
+    interrupted one resumes; a failed one leaves nothing behind.
     """
-    t_start = time.perf_counter()
     if config.index != "lshbloom":
         raise ValueError(f"the staged engine uses LSHBloom filters; --index {config.index} needs --engine fused")
-    out = Path(out)
-    index_dir = Path(index_dir).resolve() if index_dir else None
-    shards = discover(list(inputs), exclude=out)
-    validate_shards(shards, config)
-    bands, rows = (config.bands, config.rows) if config.bands else optimal_param(config.threshold, config.num_perm)
-    if index_dir:
-        load_index_meta(index_dir, config, bands, rows)
-    identity = layout.run_identity(config.decision_dict(), shards, index_dir)
-    work = st.work_dir(out)
+    index = IndexDir(index_dir, index_params(config, *banding(config))) if index_dir else None
+    files: list[dict] | None = None
+
+    def check(shards, identity) -> None:
+        nonlocal files
+        if index is not None:
+            files = index.check_not_held(shards)
+
+    plan = runs.prepare(inputs, out, config, engine="staged", index_dir=index.path if index else None, force=force,
+                        log=log, check=check, extra_record=lambda: {"index_version": index.current if index else None})
+    if plan.previous is not None:
+        return plan.previous
     try:
-        previous = layout.check_completed(out, identity, force)
-    except FileExistsError as e:
-        raise OutputExistsError(str(e)) from None
-    if previous is not None:
-        log(f"{out}: already complete for these inputs and config (use --force to redo)")
-        return previous
-    run_file = work / "run.json"
-    if run_file.exists() and not force:
-        recorded = json.loads(run_file.read_text(encoding="utf-8"))
-        if recorded != identity:
-            diff = sorted(k for k in identity["config"] if recorded.get("config", {}).get(k) != identity["config"][k])
-            what = f"config keys {', '.join(diff)}" if diff else "inputs or index directory"
-            raise OutputExistsError(f"{out} holds an unfinished run with different {what}; use --force to start over")
-    if force:
-        layout.clear_outputs(out)
-        shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True, exist_ok=True)
-    layout.remove_stale_temporaries(out)
-    io.write_json_atomic(run_file, identity)
-
-    timings = {}
-    ctx = dask_client(workers, threads_per_worker, scheduler, log) if client is None else _nullcontext(client)
-    with ctx as c:
-        # Stage 1: sketches (and the exact row count).
-        t0 = time.perf_counter()
-        todo = [s for s in shards if st.read_done(st.sketch_path(work, s)) is None]
-        _run_stage(c, "sketch", st.sketch_shard, [(s, config, bands, rows, work) for s in todo], log)
-        infos = [st.read_done(st.sketch_path(work, s)) for s in shards]
-        total = sum(i["rows"] for i in infos)
-        timings["sketch"] = time.perf_counter() - t0
-
-        # Stage 2: one task per band, plus the exact key.
-        t0 = time.perf_counter()
-        prior = load_index_meta(index_dir, config, bands, rows) if index_dir else None
-        scalable = index_dir is not None
-        band_fp = per_band_fp(config.fp, bands)
-        names = list(range(bands)) + [st.EXACT_BAND]
-        todo_b = [b for b in names if st.read_done(st.seen_path(work, b)) is None]
-        _run_stage(
-            c, "band", _band_task,
-            [(b, shards, work, config.exact_fp if b == st.EXACT_BAND else band_fp, config.capacity or max(total, 1), scalable,
-              str(index_dir) if index_dir else None) for b in todo_b],
-            log,
-        )
-        band_records = {st.band_name(b): st.read_done(st.seen_path(work, b)) for b in names}
-        timings["band"] = time.perf_counter() - t0
-
-        # Stage 3: kept shards and removed rows per shard.
-        t0 = time.perf_counter()
-        starts, pos = [], 0
-        for i in infos:
-            starts.append(pos)
-            pos += i["rows"]
-        todo_w = [(s, config, bands, start, work, out) for s, start in zip(shards, starts)
-                  if st.read_done(st.removed_part_path(work, s)) is None]
-        _run_stage(c, "write", st.write_shard, todo_w, log)
-        timings["write"] = time.perf_counter() - t0
-
-    _kill_point("finalize", 0)
-    written = [st.read_done(st.removed_part_path(work, s)) for s in shards]
-    for s, info, rec in zip(shards, infos, written):
-        if rec["kept"] + rec["exact"] + rec["near"] != info["rows"]:
-            raise RuntimeError(f"internal error: {s.path}: kept + removed != {info['rows']} rows")
-    _concat_removed(work, shards, out, config)
-    index_meta = None
-    if index_dir:
-        index_meta = _install_index(work, index_dir, [st.band_name(b) for b in names],
-                                    _index_params(config, bands, rows),
-                                    (prior or {}).get("documents", 0) + total)
-    plan = plan_index(config.threshold, config.num_perm, max(total, 1), config.fp, bands, rows)
-    manifest = _manifest(config, plan, shards, infos, written, band_records, timings,
-                         time.perf_counter() - t_start, identity, index_meta)
-    return io.write_stage_manifest(out, "dedup", manifest)
-
-
-@contextmanager
-def _nullcontext(value):
-    yield value
-
-
-def _concat_removed(work: Path, shards: list[Shard], out: Path, config: DedupConfig) -> None:
-    final = layout.removed_path(out)
-    tmp = io.tmp_path(final)
-    with layout.removed_writer(tmp, config.compression) as w:
-        for s in shards:
-            part = pq.read_table(st.removed_part_path(work, s))
-            if part.num_rows:
-                w.write_table(part)
-    os.replace(tmp, final)
-
-
-def _manifest(config, plan, shards, infos, written, band_records, timings, wall, identity, index_meta) -> dict:
-    inputs = [
-        layout.input_entry(s, i["rows"], w["kept"], w["exact"], w["near"], i["null_text"], i["empty_text"],
-                           i["text_bytes"])
-        for s, i, w in zip(shards, infos, written)
-    ]
-    miss = 1.0
-    for n, r in band_records.items():
-        if n != st.EXACT_BAND:
-            miss *= 1 - r["predicted_fp"]
-    index = {
-        "backend": "lshbloom",
-        "plan": plan.to_dict(),
-        "bytes": {"bands": sum(r["bytes"] for n, r in band_records.items() if n != st.EXACT_BAND),
-                  "exact": band_records[st.EXACT_BAND]["bytes"]},
-        "predicted_fp": 1 - miss,
-        "bands": band_records,
-        "index_dir": index_meta,
-    }
-    return layout.dedup_manifest("staged", config, inputs, index, timings, wall, identity=identity)
+        ctx = dask_client(workers, threads_per_worker, scheduler, log) if client is None else nullcontext(client)
+        with ctx as c:
+            return run_stages(plan, config, map_tasks=dask_map(c, log), index=index, index_files=files,
+                              before_finalize=lambda: _kill_point("finalize", 0), log=log)
+    except (ValueError, OSError):  # bad input, damaged state, full disk: nothing is left behind
+        runs.abandon(plan)
+        raise

@@ -23,7 +23,7 @@ def train_tiny_lm():
     pytest.importorskip("torch")
     from audit.config import TrainConfig
     from audit.lm import train_causal_lm
-    from dedup.shards import discover
+    from dedup.runs import discover
     from dedup.synthetic import write_shards
 
     def train(texts: list[str], out_dir: Path, **kw) -> Path:

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from audit.config import TrainConfig
-from dedup.shards import discover
+from dedup.runs import discover
 from dedup.synthetic import generate_canary_corpus, write_shards
 
 ROOT = Path(__file__).resolve().parents[2]

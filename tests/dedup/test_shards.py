@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dedup.shards import InputError, Shard, ShardReader, count_rows, discover
+from dedup.runs import discover
+from dedup.shards import InputError, Shard, ShardReader, count_rows
 
 ROWS = [
     {"id": "r0", "text": "the quick brown fox jumps over the lazy dog"},

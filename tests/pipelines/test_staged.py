@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dedup import DedupConfig, dedup_files
-from dedup.engine import OutputExistsError
+from dedup.runs import OutputExistsError
 from dedup.scalable import FilterStack
 from dedup.synthetic import generate_corpus, write_shards
 from pipelines.staged import IndexMismatchError, run_staged

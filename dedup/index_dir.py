@@ -1,0 +1,210 @@
+"""The persistent index directory (``--index-dir``): LSHBloom filters kept across runs.
+
+Layout (the only definition of it)::
+
+    INDEX/index.json         format, params, documents, current version, per-band summary,
+                             and the batches it holds (below); replaced atomically
+    INDEX/v-NNNNNN/<name>/   one :class:`dedup.scalable.FilterStack` per band
+                             (name = band-00.., or exact); the current version only
+    INDEX/.lock              held (flock) while a version is installed
+
+What the index holds: ``batches`` lists every run that added documents, with its run id
+(:func:`dedup.runs.run_id`), the version it created, and per input file its name, path,
+size, content fingerprint (XXH3-128 of the file's bytes) and row count. A run whose input
+file the index already holds (same fingerprint) is refused before anything is written:
+its rows would otherwise all be removed as duplicates of themselves (a retried job, a lost
+output directory, a directory that grew since the last run). Its message says which run
+indexed the file.
+
+Versions: a run pins the version that is current when it starts (recorded in its run
+record) and every band task loads exactly that version. Installing the run's filters as
+the next version succeeds only if the pinned version is still current; if another run
+installed a version meanwhile, the install is refused and a rerun redoes the band stage
+against the new version. A run that was killed after its install and before its manifest
+finds its own batch in the index and does not install (or count its documents) twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import io
+from .config import DedupConfig
+from .scalable import FilterStack
+from .shards import InputError, Shard
+
+INDEX_FILE = "index.json"
+LOCK_FILE = ".lock"
+FORMAT = 2
+_REQUIRED = ("format", "params", "documents", "current", "stacks")
+
+
+class IndexMismatchError(ValueError):
+    """An index directory built with other parameters."""
+
+
+def index_params(config: DedupConfig, bands: int, rows: int) -> dict:
+    """The parameters an index directory is bound to (all decide its keys or its sizes)."""
+    keys = ("threshold", "num_perm", "ngram", "unit", "nfkc", "scheme", "seed", "fp", "exact_fp", "band_key")
+    return {**{k: getattr(config, k) for k in keys}, "bands": bands, "rows": rows}
+
+
+def file_fingerprint(path: Path, chunk: int = 8 << 20) -> str:
+    """XXH3-128 of a file's bytes (hex): what identifies an input file to the index
+    whatever its name or location."""
+    import xxhash
+
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+class IndexDir:
+    """An index directory bound to one run's parameters.
+
+    Args:
+        path: the directory (need not exist yet).
+        params: :func:`index_params` of this run.
+
+    Raises:
+        IndexMismatchError: the directory was built with other parameters.
+        dedup.io.StateError: ``index.json`` is damaged.
+    """
+
+    def __init__(self, path: str | os.PathLike, params: dict):
+        self.path = Path(path).resolve()
+        self.params = params
+        self.meta = self._read()
+        if self.meta is not None:
+            for k, v in params.items():
+                if self.meta["params"].get(k) != v:
+                    raise IndexMismatchError(
+                        f"{self.path / INDEX_FILE}: index built with {k}={self.meta['params'].get(k)!r}, this run has "
+                        f"{k}={v!r}; use the same parameters or another --index-dir"
+                    )
+
+    def _read(self) -> dict | None:
+        p = self.path / INDEX_FILE
+        if not p.exists():
+            if self.path.is_dir() and any(self.path.glob("v-*")):
+                raise io.StateError(f"{p}: missing, but {self.path} holds index versions; restore it or use another "
+                                    "--index-dir")
+            return None
+        meta = io.read_json(p, _REQUIRED)
+        if meta["format"] not in (1, FORMAT) or not isinstance(meta["params"], dict):
+            raise io.StateError(f"{p}: unknown index format {meta['format']!r}")
+        meta.setdefault("batches", [])  # format 1 did not record what it holds
+        if not (self.path / meta["current"]).is_dir():
+            raise io.StateError(f"{p}: names version {meta['current']!r}, which is missing from {self.path}")
+        return meta
+
+    @property
+    def current(self) -> str | None:
+        """Name of the current version, or None for an empty index."""
+        return self.meta["current"] if self.meta else None
+
+    @property
+    def documents(self) -> int:
+        return self.meta["documents"] if self.meta else 0
+
+    def stack_dir(self, version: str, name: str) -> Path:
+        return self.path / version / name
+
+    def holds_run(self, run_id: str) -> bool:
+        return any(b["run_id"] == run_id for b in (self.meta or {}).get("batches", []))
+
+    def check_not_held(self, shards: list[Shard]) -> list[dict]:
+        """Fingerprint the inputs; refuse any the index already holds.
+
+        Returns:
+            one entry per shard: ``{"shard", "path", "bytes", "fingerprint"}``.
+
+        Raises:
+            InputError: naming the first input file the index holds, and the run that
+                indexed it.
+        """
+        held = {f["fingerprint"]: (b, f) for b in (self.meta or {}).get("batches", []) for f in b["files"]}
+        files = []
+        for s in shards:
+            fp = file_fingerprint(s.path)
+            if fp in held:
+                batch, f = held[fp]
+                when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(batch["created_unix"]))
+                raise InputError(s.path, f"the index {self.path} already holds this file (indexed as {f['path']} by "
+                                         f"run {batch['run_id']} on {when} UTC); feeding it again would remove every "
+                                         "row as a duplicate of itself. Leave it out, or use another --index-dir")
+            files.append({"shard": s.name, "path": str(s.path), "bytes": s.path.stat().st_size, "fingerprint": fp})
+        return files
+
+    @contextmanager
+    def _locked(self):
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / LOCK_FILE, "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def install(self, built: Path, names: list[str], pinned: str | None, run_id: str, files: list[dict],
+                documents: int) -> dict:
+        """Make the stacks under ``built/<name>`` the next version, recording this batch.
+
+        Copies the stacks into ``v-NNNNNN``, then replaces ``index.json`` atomically, then
+        removes older versions: a crash at any point leaves ``index.json`` naming a
+        complete version. Idempotent for a run already installed (returns the metadata).
+
+        Args:
+            built: directory holding this run's stack directories.
+            names: the stack names (bands and ``exact``).
+            pinned: the version this run started from (None: the index was empty).
+            run_id: this run's id; files: per input file, with ``rows`` added.
+            documents: rows this run added.
+
+        Raises:
+            dedup.io.StateError: another run installed a version since ``pinned``.
+        """
+        with self._locked():
+            self.meta = self._read()
+            if self.holds_run(run_id):
+                return self.meta  # type: ignore[return-value]
+            if self.current != pinned:
+                raise io.StateError(
+                    f"{self.path / INDEX_FILE}: another run installed version {self.current} while this run was "
+                    f"working from {pinned or 'an empty index'}; rerun the same command (it redoes the band stage "
+                    "against the new version)"
+                )
+            number = int(pinned.split("-")[1]) + 1 if pinned else 1
+            version = self.path / f"v-{number:06d}"
+            shutil.rmtree(version, ignore_errors=True)
+            for name in names:
+                shutil.copytree(built / name, version / name)
+            stacks = {n: FilterStack.load(version / n).describe() for n in names}
+            batches = (self.meta or {}).get("batches", []) + [
+                {"run_id": run_id, "version": version.name, "created_unix": time.time(), "documents": documents,
+                 "files": files}
+            ]
+            meta = {"format": FORMAT, "params": self.params, "documents": self.documents + documents,
+                    "current": version.name, "stacks": stacks, "batches": batches}
+            io.write_json_atomic(self.path / INDEX_FILE, meta)
+            for stale in self.path.glob("v-*"):
+                if stale.name != version.name:
+                    shutil.rmtree(stale, ignore_errors=True)
+            self.meta = meta
+            return meta
+
+    def summary(self) -> dict | None:
+        """What a manifest records of the index (without the batch list)."""
+        if self.meta is None:
+            return None
+        return {k: v for k, v in self.meta.items() if k != "batches"} | {"batches": len(self.meta["batches"])}

@@ -1,0 +1,370 @@
+"""The run protocol of both dedup engines: inputs, output names, identity, resume, force.
+
+Every dedup run, fused or staged, starts with :func:`prepare` and ends with
+:func:`finish`; nothing else decides which files are read, where outputs go, whether a
+run is already done, may resume, or must start over. The protocol:
+
+1. **Inputs** (:func:`discover`): files, directories (walked recursively, following
+   symlinked directories, skipping hidden names) and globs, in *canonical order*: sorted
+   by absolute path *as given* (links are not resolved, so the same rows reached through
+   links or as copies give the same decisions and the same output names). A file reached
+   twice (named twice, or through a link to a file also listed) is read once.
+2. **Outputs**: ``kept/<stem>.parquet`` per input (:mod:`dedup.layout`); two inputs whose
+   output names collide (``a.parquet`` + ``a.jsonl``) are refused. An input that lies
+   inside ``--out`` is refused when named explicitly and skipped by directory walks and
+   globs: ``--out`` is ours to write and clear, never an input.
+3. **Identity** (:func:`run_identity`): decision config, inputs (name, path, bytes, mtime)
+   and index directory. ``OUT/manifest.json`` exists iff a run completed; it records the
+   identity. The same identity again is a no-op; another identity is an error unless
+   ``force``.
+4. **Run record**: before writing any output, ``OUT/_work/run.json`` records the identity,
+   the engine and (with an index directory) the index version the run started from. A run
+   finding a record without a manifest resumes it (staged engine, same identity) or clears
+   every output of it and starts over (any other case): leftovers of a killed or failed
+   run are never mixed with a new run's outputs. Outputs under ``OUT`` with neither a
+   manifest nor a run record are not ours to delete: the run is refused unless ``force``.
+5. **Failure**: bad input (``InputError``), a damaged state file (``StateError``) or a
+   full disk (``OSError``) clears every output the run wrote (:func:`abandon`); the
+   command exits 2 with one line. Only a killed staged run leaves ``_work/`` to resume.
+6. **Completion** (:func:`finish`): the manifest is written last, then ``_work/`` goes.
+
+``--force`` clears ``kept/``, ``removed.parquet``, ``manifest.json`` and ``_work/`` of an
+earlier run only, never anything else: inputs inside ``OUT`` are refused in step 2.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import io, layout
+from .config import DedupConfig
+from .shards import InputError, Shard, ShardReader, format_of, is_plain_json
+
+WORK_DIR = "_work"
+RUN_FILE = "run.json"
+
+Log = Callable[[str], None]
+
+
+class OutputExistsError(RuntimeError):
+    """OUT already holds a completed run of another identity, or files of no run."""
+
+
+# ------------------------------------------------------------------------------ inputs
+def _abspath(p: Path) -> Path:
+    """Absolute, normalised, links not resolved (the path as given)."""
+    return Path(os.path.abspath(p))
+
+
+def _inside(path: Path, directory: Path | None) -> bool:
+    """Whether ``path`` (resolved) lies inside ``directory`` (resolved)."""
+    if directory is None:
+        return False
+    try:
+        path.resolve().relative_to(directory.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _walk(root: Path) -> tuple[list[Path], int]:
+    """Input files under ``root``: symlinked directories followed (each real directory
+    once, so link cycles end), hidden files and directories (name starts with ".")
+    skipped, ``.json`` files skipped (often manifests and configs). Returns (files, number
+    of hidden input-format files skipped)."""
+    found: list[Path] = []
+    hidden = 0
+    seen_dirs: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen_dirs:
+            dirnames[:] = []
+            continue
+        seen_dirs.add((st.st_dev, st.st_ino))
+        for d in list(dirnames):
+            if d.startswith("."):
+                dirnames.remove(d)
+        dirnames.sort()
+        for f in filenames:
+            p = Path(dirpath) / f
+            if format_of(p) is None or is_plain_json(p) or not p.is_file():
+                continue
+            if f.startswith("."):
+                hidden += 1
+                continue
+            found.append(p)
+    return found, hidden
+
+
+def _check_name(p: Path) -> None:
+    try:
+        str(p).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(os.fsencode(p).decode("utf-8", "backslashreplace"),
+                         "file name is not valid UTF-8 (output names must be); rename it") from None
+
+
+def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | None = None,
+             log: Log | None = None) -> list[Shard]:
+    """Expand files, directories and globs into shards in canonical order (see the module
+    docstring for the rules).
+
+    Args:
+        inputs: files, directories or glob patterns.
+        exclude: the run's output directory: skipped by directory walks and globs, refused
+            when a file inside it is named explicitly.
+        log: told how many hidden files directory walks skipped, if any.
+
+    Raises:
+        InputError: a path that does not exist, a glob that matches nothing, a file of an
+            unknown format or inside ``exclude`` named explicitly, a file name that is not
+            UTF-8, or no input files at all.
+
+    Example:
+        >>> import tempfile, pathlib, pyarrow as pa, pyarrow.parquet as pq
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> (d / "b").mkdir()
+        >>> for name in ("b/x.parquet", "a.parquet", ".hidden.parquet"):
+        ...     pq.write_table(pa.table({"text": ["t"]}), d / name)
+        >>> [s.name for s in discover([d])]
+        ['a.parquet', 'b/x.parquet']
+    """
+    out = Path(exclude) if exclude is not None else None
+    files: dict[Path, Path] = {}  # path as given (absolute) -> real file
+    hidden = 0
+    for item in inputs:
+        s = os.fspath(item)
+        p = Path(s)
+        if p.is_dir():
+            found, h = _walk(p)
+            hidden += h
+            kept = [q for q in found if not _inside(q, out)]
+            if not kept:
+                if found:
+                    raise InputError(p, f"every input file under it lies inside --out {out}; "
+                                        "choose an output directory outside the inputs")
+                raise InputError(p, "directory contains no .parquet or .jsonl[.gz|.zst] files")
+            for q in kept:
+                files.setdefault(_abspath(q), q.resolve())
+        elif p.is_file():
+            if format_of(p) is None:
+                raise InputError(p, "unknown input format (expected .parquet, .jsonl, .jsonl.gz or .jsonl.zst)")
+            if _inside(p, out):
+                raise InputError(p, f"input lies inside --out {out}; memdedup writes and clears that "
+                                    "directory: choose another --out")
+            files.setdefault(_abspath(p), p.resolve())
+        elif glob.has_magic(s):
+            matched = [Path(m) for m in glob.glob(s, recursive=True)]
+            matched = [m for m in matched if m.is_file() and format_of(m) and not _inside(m, out)]
+            if not matched:
+                raise InputError(s, "glob matches no .parquet or .jsonl files (outside --out)")
+            for m in matched:
+                files.setdefault(_abspath(m), m.resolve())
+        elif os.path.lexists(p):
+            raise InputError(p, "a broken symbolic link or not a regular file")
+        else:
+            raise InputError(s, "no such file or directory")
+    if not files:
+        raise InputError("<inputs>", "no input files given")
+    if hidden and log is not None:
+        log(f"skipped {hidden} hidden file(s) (names starting with '.'); name them explicitly to include them")
+    ordered: list[Path] = []
+    real_seen: set[Path] = set()
+    for given in sorted(files, key=str):
+        if files[given] in real_seen:  # the same file reached twice is read once
+            continue
+        real_seen.add(files[given])
+        _check_name(given)
+        ordered.append(given)
+    root = Path(os.path.commonpath([str(q.parent) for q in ordered]))
+    shards = []
+    for q in ordered:
+        fmt, comp = format_of(q)  # type: ignore[misc]
+        shards.append(Shard(q, q.relative_to(root).as_posix(), fmt, comp))
+    _check_unique_outputs(shards)
+    return shards
+
+
+def _check_unique_outputs(shards: list[Shard]) -> None:
+    seen: dict[str, Shard] = {}
+    for s in shards:
+        key = s.stem.lower() if _case_insensitive_fs() else s.stem
+        if key in seen:
+            raise InputError(s.path, f"its output name kept/{s.stem}.parquet collides with that of "
+                                     f"{seen[key].path}; rename one")
+        seen[key] = s
+
+
+def _case_insensitive_fs() -> bool:
+    return os.path.normcase("A") == "a"
+
+
+def validate_shards(shards: list[Shard], config: DedupConfig) -> None:
+    """Check every Parquet shard's schema before any output is written (JSONL shards are
+    checked when read; a failure then clears what was written)."""
+    for s in shards:
+        if s.fmt == "parquet":
+            ShardReader(s, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
+
+
+# ------------------------------------------------------------------------------ identity
+def run_identity(decision_config: dict, shards: list[Shard], index_dir: Path | None = None) -> dict:
+    """What makes two runs the same run: decision config, input files (name, path, size,
+    mtime) and index directory. Stored in the manifest and the run record."""
+    inputs = []
+    for s in shards:
+        st = s.path.stat()
+        inputs.append({"shard": s.name, "path": str(s.path), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns})
+    return {"config": decision_config, "inputs": inputs, "index_dir": str(index_dir) if index_dir else None}
+
+
+def run_id(identity: dict) -> str:
+    """A short stable name of an identity (SHA-256 of its canonical JSON, 16 hex digits)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+def _difference(old: dict, new: dict) -> str:
+    diff = sorted(k for k in new["config"] if old.get("config", {}).get(k) != new["config"][k])
+    return f"config ({', '.join(diff)} differ)" if diff else "inputs or index directory"
+
+
+# ------------------------------------------------------------------------------ the plan
+def work_dir(out: Path) -> Path:
+    return Path(out) / WORK_DIR
+
+
+def run_record_path(out: Path) -> Path:
+    return work_dir(out) / RUN_FILE
+
+
+def read_run_record(out: Path) -> dict | None:
+    p = run_record_path(out)
+    return io.read_json(p, ("identity", "engine")) if p.exists() else None
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What :func:`prepare` decided.
+
+    Attributes:
+        out: the output directory.
+        shards: inputs in canonical order.
+        identity: see :func:`run_identity`.
+        previous: the manifest of a completed run of this identity (nothing to do), or None.
+        resume: the staged engine may reuse ``_work/`` of an interrupted run of this identity.
+        record: the run record (written unless ``previous``).
+    """
+
+    out: Path
+    shards: list[Shard]
+    identity: dict
+    previous: dict | None
+    resume: bool
+    record: dict | None
+
+    @property
+    def work(self) -> Path:
+        return work_dir(self.out)
+
+
+def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config: DedupConfig, *, engine: str,
+            index_dir: Path | None = None, force: bool = False, log: Log = lambda m: None,
+            check: Callable[[list[Shard], dict], None] | None = None,
+            extra_record: Callable[[], dict] | None = None) -> RunPlan:
+    """Steps 1-4 of the protocol; on return, ``OUT`` holds nothing but a completed run of
+    this identity (``previous``), or a run record of this run and what it may resume.
+
+    ``check(shards, identity)`` runs before anything under ``OUT`` is cleared or written
+    (the staged engine: does the index directory already hold these inputs?).
+    ``extra_record`` adds fields to a new run record (the staged engine: the pinned index
+    version); it is called only when a new record is written.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} exists and is not a directory; choose another output directory")
+    shards = discover(inputs, exclude=out, log=log)
+    validate_shards(shards, config)
+    identity = run_identity(config.decision_dict(), shards, index_dir)
+    previous = io.read_manifest(out)
+    if previous is not None and not force:
+        if previous.get("identity") == identity:
+            log(f"{out}: already complete for these inputs and config (use --force to redo)")
+            return RunPlan(out, shards, identity, previous, False, None)
+        raise OutputExistsError(f"{out} holds a completed dedup run with a different "
+                                f"{_difference(previous.get('identity', {}), identity)}; use --force to replace it")
+    record = read_run_record(out)
+    if check is not None and not (record is not None and record["identity"] == identity and previous is None):
+        check(shards, identity)
+    if previous is None and record is None and not force:
+        strays = _outputs_present(out)
+        if strays:
+            raise OutputExistsError(f"{out} holds {strays[0]} from no memdedup run (no manifest.json or "
+                                    f"{WORK_DIR}/{RUN_FILE}); remove it, choose another --out, or use --force")
+    resume = (not force and previous is None and record is not None and record["identity"] == identity
+              and record["engine"] == engine == "staged")
+    if resume:
+        _remove_temporaries(out)  # of the killed tasks; their completed work is kept
+        return RunPlan(out, shards, identity, None, True, record)
+    if record is not None and previous is None:
+        why = "of the same run" if record["identity"] == identity else \
+            f"with a different {_difference(record['identity'], identity)}"
+        log(f"{out}: clearing the outputs of an unfinished run {why}")
+    clear_outputs(out)
+    record = {"identity": identity, "engine": engine, "run_id": run_id(identity), **(extra_record() if extra_record else {})}
+    work_dir(out).mkdir(parents=True, exist_ok=True)
+    io.write_json_atomic(run_record_path(out), record)
+    return RunPlan(out, shards, identity, None, False, record)
+
+
+def _outputs_present(out: Path) -> list[str]:
+    found = []
+    kept = out / layout.KEPT_DIR
+    if kept.is_dir() and any(not p.name.startswith(".") for p in kept.rglob("*") if p.is_file()):
+        found.append(f"{layout.KEPT_DIR}/")
+    if layout.removed_path(out).exists():
+        found.append(layout.REMOVED_FILE)
+    return found
+
+
+def clear_outputs(out: Path) -> None:
+    """Remove everything the dedup layout defines under ``out``: ``kept/``,
+    ``removed.parquet``, ``manifest.json``, ``_work/`` and temporaries. Never an input:
+    :func:`discover` refuses inputs inside ``out``."""
+    out = Path(out)
+    io.manifest_path(out).unlink(missing_ok=True)
+    layout.removed_path(out).unlink(missing_ok=True)
+    shutil.rmtree(out / layout.KEPT_DIR, ignore_errors=True)
+    shutil.rmtree(work_dir(out), ignore_errors=True)
+    _remove_temporaries(out)
+
+
+def _remove_temporaries(out: Path) -> None:
+    """Delete temporaries (``.NAME.tmp-PID``, :func:`dedup.io.tmp_path`) of a killed run."""
+    for d in (out, out / layout.KEPT_DIR, work_dir(out)):
+        if d.is_dir():
+            for p in d.rglob(".*.tmp-*"):
+                if p.is_file():
+                    p.unlink(missing_ok=True)
+
+
+def abandon(plan: RunPlan) -> None:
+    """Step 5: a run that failed leaves nothing behind (not even its run record)."""
+    clear_outputs(plan.out)
+
+
+def finish(plan: RunPlan, manifest_body: dict) -> dict:
+    """Step 6: write the manifest (last, atomically), then remove ``_work/``."""
+    manifest = io.write_stage_manifest(plan.out, "dedup", {**manifest_body, "identity": plan.identity})
+    shutil.rmtree(plan.work, ignore_errors=True)
+    return manifest
+
+
+__all__ = ["OutputExistsError", "RunPlan", "abandon", "clear_outputs", "discover", "finish",
+           "prepare", "run_id", "run_identity", "validate_shards"]
