@@ -47,9 +47,9 @@ from . import io, layout
 from .arrow import bool_array, filter_rows, numeric_array
 from .config import DedupConfig
 from .index import EXACT, NEAR, combine
-from .index_dir import IndexDir, file_fingerprint
+from .index_dir import IndexDir, file_fingerprint, index_params
 from .params import optimal_param, per_band_fp, plan_index, whole_index_fp
-from .runs import RunPlan, finish
+from .runs import RunPlan, abandon, finish, prepare
 from .scalable import FilterStack
 from .shards import Shard, ShardReader
 from .sketch import Sketcher
@@ -371,6 +371,46 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
     body = staged_manifest(config, plan_, shards, infos, written, band_records, timings,
                            time.perf_counter() - t_start, index_meta)
     return finish(plan, body)
+
+
+def dedup_staged(inputs, out, config: DedupConfig = DedupConfig(), *, map_tasks: MapTasks = serial_map,
+                 index_dir=None, force: bool = False, log: Callable[[str], None] = lambda m: None,
+                 before_finalize: Callable[[], None] = lambda: None) -> dict:
+    """The staged engine: :func:`dedup.runs.prepare`, :func:`run_stages`, and on a failure
+    (bad input, damaged state, full disk) nothing left behind. Return the manifest.
+
+    ``map_tasks`` runs each stage's tasks (default: one after another in this process;
+    :func:`pipelines.staged.run_staged` runs them on Dask). Same outputs, byte for byte,
+    as the fused engine (without an index directory).
+
+    Example:
+        >>> import pyarrow as pa, pyarrow.parquet as pq, tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> pq.write_table(pa.table({"text": ["a b c d e f", "A b, c d e f!", "x y z"]}), d / "in.parquet")
+        >>> m = dedup_staged([d / "in.parquet"], d / "out")
+        >>> m["engine"], m["totals"]["kept"], m["totals"]["removed"]
+        ('staged', 2, {'exact': 1, 'near': 0})
+    """
+    if config.index != "lshbloom":
+        raise ValueError(f"the staged engine uses LSHBloom filters; --index {config.index} needs --engine fused")
+    index = IndexDir(index_dir, index_params(config, *banding(config))) if index_dir else None
+    files: list[dict] | None = None
+
+    def check(shards: list[Shard], identity: dict) -> None:
+        nonlocal files
+        if index is not None:
+            files = index.check_not_held(shards)
+
+    plan = prepare(inputs, out, config, engine="staged", index_dir=index.path if index else None, force=force,
+                   log=log, check=check, extra_record=lambda: {"index_version": index.current if index else None})
+    if plan.previous is not None:
+        return plan.previous
+    try:
+        return run_stages(plan, config, map_tasks=map_tasks, index=index, index_files=files,
+                          before_finalize=before_finalize, log=log)
+    except (ValueError, OSError):  # bad input, damaged state, full disk: nothing is left behind
+        abandon(plan)
+        raise
 
 
 def concat_removed(work: Path, shards: list[Shard], out: Path, config: DedupConfig) -> None:

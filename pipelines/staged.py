@@ -1,9 +1,8 @@
 """Staged dedup on Dask: the stages of :mod:`dedup.stages`, their tasks mapped over a cluster.
 
 Everything about the run (inputs, identity, resume, force, the index directory, the
-stages' order and outputs) is :mod:`dedup.runs`, :mod:`dedup.stages` and
-:mod:`dedup.index_dir`; this module only starts or joins a Dask cluster and maps each
-stage's tasks over it (:func:`dask_map`). Tasks take file paths, never data. A worker
+stages' order and outputs) is :func:`dedup.stages.dedup_staged`; this module only starts
+or joins a Dask cluster and maps each stage's tasks over it (:func:`dask_map`). Tasks take file paths, never data. A worker
 that dies mid-task has its task rescheduled by the scheduler; every task writes under
 temporary names and renames, so a half-done task leaves nothing a retry could mistake for
 output. A task that fails (bad input, full disk) is not retried: its error is returned to
@@ -23,14 +22,12 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
-from dedup import runs
 from dedup.config import DedupConfig
-from dedup.index_dir import IndexDir, IndexMismatchError, index_params
-from dedup.stages import banding, run_stages
+from dedup.index_dir import IndexMismatchError
+from dedup.stages import dedup_staged
 
 Log = Callable[[str], None]
 
@@ -147,31 +144,21 @@ def run_staged(
     force: bool = False,
     log: Log = print,
 ) -> dict:
-    """Deduplicate ``inputs`` into ``out`` in three Dask stages; return the manifest.
+    """:func:`dedup.stages.dedup_staged` with each stage's tasks on a Dask cluster: ``client``,
+    or one joined at ``scheduler``, or a new local cluster of ``workers`` processes.
 
     Same outputs, byte for byte, as :func:`dedup.engine.dedup_files` (without an index
     directory). Rerunning a completed run with the same identity is a no-op; an
     interrupted one resumes; a failed one leaves nothing behind.
     """
-    if config.index != "lshbloom":
-        raise ValueError(f"the staged engine uses LSHBloom filters; --index {config.index} needs --engine fused")
-    index = IndexDir(index_dir, index_params(config, *banding(config))) if index_dir else None
-    files: list[dict] | None = None
+    with ExitStack() as stack:
+        def map_tasks(label: str, fn: Callable, items: list[tuple]) -> list:
+            nonlocal client
+            if not items:
+                return []
+            if client is None:  # started on the first stage that has tasks (not for a no-op rerun)
+                client = stack.enter_context(dask_client(workers, threads_per_worker, scheduler, log))
+            return dask_map(client, log)(label, fn, items)
 
-    def check(shards, identity) -> None:
-        nonlocal files
-        if index is not None:
-            files = index.check_not_held(shards)
-
-    plan = runs.prepare(inputs, out, config, engine="staged", index_dir=index.path if index else None, force=force,
-                        log=log, check=check, extra_record=lambda: {"index_version": index.current if index else None})
-    if plan.previous is not None:
-        return plan.previous
-    try:
-        ctx = dask_client(workers, threads_per_worker, scheduler, log) if client is None else nullcontext(client)
-        with ctx as c:
-            return run_stages(plan, config, map_tasks=dask_map(c, log), index=index, index_files=files,
-                              before_finalize=lambda: _kill_point("finalize", 0), log=log)
-    except (ValueError, OSError):  # bad input, damaged state, full disk: nothing is left behind
-        runs.abandon(plan)
-        raise
+        return dedup_staged(inputs, out, config, map_tasks=map_tasks, index_dir=index_dir, force=force, log=log,
+                            before_finalize=lambda: _kill_point("finalize", 0))
