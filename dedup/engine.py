@@ -96,6 +96,7 @@ def dedup_files(
     threads: int | None = None,
     force: bool = False,
     progress: ProgressFn | None = None,
+    log: Callable[[str], None] = lambda message: None,
 ) -> dict:
     """Deduplicate input shards into ``out``; return the manifest (also written to disk).
 
@@ -107,6 +108,8 @@ def dedup_files(
         force: redo the run although ``out`` holds a completed one (of the same config and
             inputs, that run is returned as it is; of others, it is an error).
         progress: called after every batch with a dict of counters.
+        log: told what the run protocol decided (skipped hidden files, an unfinished
+            run's outputs cleared, a completed run found).
 
     The run protocol (inputs, output names, identity, leftovers, ``force``) is
     :mod:`dedup.runs`'s, shared with the staged engine.
@@ -125,7 +128,7 @@ def dedup_files(
         (2, {'exact': 1, 'near': 0})
     """
     t_start = time.perf_counter()
-    plan = runs.prepare(inputs, out, config, engine="fused", force=force)
+    plan = runs.prepare(inputs, out, config, engine="fused", force=force, log=log)
     if plan.previous is not None:
         return plan.previous
     try:

@@ -300,7 +300,7 @@ def _reset_after_sketch(plan: RunPlan) -> None:
 
 def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = serial_map,
                index: IndexDir | None = None, index_files: list[dict] | None = None,
-               before_finalize: Callable[[], None] = lambda: None, log: Callable[[str], None] = lambda m: None) -> dict:
+               checkpoint: Callable[[str], None] = lambda point: None, log: Callable[[str], None] = lambda m: None) -> dict:
     """Run (or resume) the three stages of ``plan`` and finish it; return the manifest.
 
     Args:
@@ -309,7 +309,8 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
         index: the index directory (``--index-dir``), its version pinned in the run record.
         index_files: the inputs' fingerprints (:meth:`IndexDir.check_not_held`); computed
             here when None (a resumed run).
-        before_finalize: called once stages 1-3 are done (fault injection in tests).
+        checkpoint: called with ``"finalize"`` once stages 1-3 are done and with
+            ``"installed"`` after the index install (fault injection in tests).
     """
     t_start = time.perf_counter()
     work, shards, out = plan.work, plan.shards, plan.out
@@ -352,7 +353,7 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
                                      if read_done(removed_part_path(work, s)) is None])
     timings["write"] = time.perf_counter() - t0
 
-    before_finalize()
+    checkpoint("finalize")
     written = [io.read_json(done_path(removed_part_path(work, s)), ("kept", "exact", "near")) for s in shards]
     for s, info, rec in zip(shards, infos, written):
         if rec["kept"] + rec["exact"] + rec["near"] != info["rows"]:
@@ -367,6 +368,7 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
         files = [{**f, "rows": i["rows"]} for f, i in zip(files, infos)]
         index.install(work / "index", [band_name(b) for b in names], pinned, plan.record["run_id"], files, total)
         index_meta = index.summary()
+        checkpoint("installed")
     plan_ = plan_index(config.threshold, config.num_perm, capacity, config.fp, bands, rows)
     body = staged_manifest(config, plan_, shards, infos, written, band_records, timings,
                            time.perf_counter() - t_start, index_meta)
@@ -375,7 +377,7 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
 
 def dedup_staged(inputs, out, config: DedupConfig = DedupConfig(), *, map_tasks: MapTasks = serial_map,
                  index_dir=None, force: bool = False, log: Callable[[str], None] = lambda m: None,
-                 before_finalize: Callable[[], None] = lambda: None) -> dict:
+                 checkpoint: Callable[[str], None] = lambda point: None) -> dict:
     """The staged engine: :func:`dedup.runs.prepare`, :func:`run_stages`, and on a failure
     (bad input, damaged state, full disk) nothing left behind. Return the manifest.
 
@@ -407,7 +409,7 @@ def dedup_staged(inputs, out, config: DedupConfig = DedupConfig(), *, map_tasks:
         return plan.previous
     try:
         return run_stages(plan, config, map_tasks=map_tasks, index=index, index_files=files,
-                          before_finalize=before_finalize, log=log)
+                          checkpoint=checkpoint, log=log)
     except (ValueError, OSError):  # bad input, damaged state, full disk: nothing is left behind
         abandon(plan)
         raise

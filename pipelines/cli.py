@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from dedup.config import COMPRESSIONS, INDEX_BACKENDS, DedupConfig
@@ -219,10 +218,9 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
         if bar is not None:
             bar(state)
 
-    t0 = time.time()
-    manifest = dedup_files(args.inputs, args.out, config, threads=args.threads, force=args.force, progress=progress)
-    if manifest.get("created_unix", t0) < t0 and not args.quiet:
-        print(f"{args.out}: already complete for these inputs and config (use --force to redo)", file=sys.stderr)
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    manifest = dedup_files(args.inputs, args.out, config, threads=args.threads, force=args.force, progress=progress,
+                           log=log)
     if bar is not None:
         bar.close(last or None)
     if not args.quiet:

@@ -10,8 +10,9 @@ the client and raised there, once, without the workers' log noise.
 
 Fault injection, for tests of exactly these claims (never set in normal use):
 ``MEMDEDUP_KILL_AT=STAGE:N`` SIGKILLs the whole process group of the run once N tasks of
-STAGE (sketch, band, write) have completed, or ``finalize:0`` just before the removed-rows
-table, the index install and the manifest; ``MEMDEDUP_KILL_WORKER_ONCE=PATH`` makes the
+STAGE (sketch, band, write) have completed, ``finalize:0`` just before the removed-rows
+table, the index install and the manifest, or ``installed:0`` between the install and the
+manifest; ``MEMDEDUP_KILL_WORKER_ONCE=PATH`` makes the
 first task that creates PATH SIGKILL its own worker process.
 """
 
@@ -161,4 +162,4 @@ def run_staged(
             return dask_map(client, log)(label, fn, items)
 
         return dedup_staged(inputs, out, config, map_tasks=map_tasks, index_dir=index_dir, force=force, log=log,
-                            before_finalize=lambda: _kill_point("finalize", 0))
+                            checkpoint=lambda point: _kill_point(point, 0))

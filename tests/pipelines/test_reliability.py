@@ -1,0 +1,342 @@
+"""One test per finding of the reliability probe (../shared/notes/reliability-findings.md,
+F1-F15), through the real CLI in a subprocess, both engines where both apply.
+
+Each finding's test failed on the code before its fix (commit bc63947), except where its
+docstring says it pins a decision. Corpora are small (a few hundred rows a shard) so each
+run takes about a second (fused) or a few (staged, a real local Dask cluster).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dedup.synthetic import generate_corpus, write_shards
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGED = ("--engine", "staged", "--workers", "1")
+
+
+def cli(*args, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, **(env or {})}, timeout=300, start_new_session=True)
+
+
+def dedup(inputs, out, *opts, env=None, ok=True) -> subprocess.CompletedProcess:
+    inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    r = cli("dedup", *inputs, "--out", out, "--quiet", *opts, env=env)
+    if ok:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def one_error_line(r: subprocess.CompletedProcess, *needles: str) -> str:
+    assert r.returncode == 2, f"exit {r.returncode}: {r.stderr}"
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+def counts(out: Path) -> list[tuple]:
+    m = json.loads((out / "manifest.json").read_text())
+    return [(i["shard"], i["rows"], i["kept"], i["removed"]["exact"] + i["removed"]["near"]) for i in m["inputs"]]
+
+
+def files_under(d: Path) -> list[str]:
+    return sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file()) if d.exists() else []
+
+
+def snapshot(d: Path) -> dict[str, bytes]:
+    return {f: (d / f).read_bytes() for f in files_under(d)}
+
+
+@pytest.fixture(scope="module")
+def gen(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("gen")
+    write_shards(generate_corpus(1200, mean_bytes=300, exact_frac=0.08, near_frac=0.12, seed=1), d, 3)
+    return d
+
+
+def batch(tmp_path: Path, gen: Path, name: str, *parts: int) -> Path:
+    d = tmp_path / name
+    d.mkdir()
+    for p in parts:
+        shutil.copy(gen / f"part-{p:05d}.parquet", d)
+    return d
+
+
+def index_documents(index: Path) -> int:
+    return json.loads((index / "index.json").read_text())["documents"]
+
+
+# ------------------------------------------------------------------ F1: the index knows what it holds
+def test_f1_feeding_a_batch_the_index_holds_is_refused_not_deleted(tmp_path, gen):
+    b1, b2 = batch(tmp_path, gen, "b1", 0), batch(tmp_path, gen, "b2", 1)
+    idx = tmp_path / "I"
+    dedup(b1, tmp_path / "o1", "--index-dir", idx)
+    dedup(b2, tmp_path / "o2", "--index-dir", idx)
+    docs = index_documents(idx)
+    assert docs == 800
+    # the same batch again into a new OUT (a retried job, a lost OUT)
+    err = one_error_line(dedup(b2, tmp_path / "o2b", "--index-dir", idx, ok=False), "part-00001.parquet",
+                         "already holds")
+    assert "o2b" not in os.listdir(tmp_path) or not files_under(tmp_path / "o2b"), err
+    # and with --force into the same OUT: refused before the earlier outputs are touched
+    before = snapshot(tmp_path / "o2")
+    one_error_line(dedup(b2, tmp_path / "o2", "--index-dir", idx, "--force", ok=False), "already holds")
+    assert snapshot(tmp_path / "o2") == before
+    assert index_documents(idx) == docs
+
+
+def test_f1_a_directory_that_grew_is_refused_naming_the_file_already_held(tmp_path, gen):
+    crawl, idx = batch(tmp_path, gen, "crawl", 0), tmp_path / "I"
+    dedup(crawl, tmp_path / "day1", "--index-dir", idx)
+    shutil.copy(gen / "part-00001.parquet", crawl)
+    one_error_line(dedup(crawl, tmp_path / "day2", "--index-dir", idx, ok=False), "part-00000.parquet", "already holds")
+    assert index_documents(idx) == 400
+
+
+# ------------------------------------------------------------------ F2: a resume pins its index version
+def _band_files(index: Path) -> dict[str, bytes]:
+    cur = index / json.loads((index / "index.json").read_text())["current"]
+    return {f: (cur / f).read_bytes() for f in files_under(cur)}
+
+
+def test_f2_resume_after_another_run_updated_the_index_keeps_every_key(tmp_path, gen):
+    b1, b2, b3 = (batch(tmp_path, gen, f"b{i + 1}", i) for i in range(3))
+    idx = tmp_path / "I"
+    dedup(b1, tmp_path / "o1", "--index-dir", idx, *STAGED)
+    killed = dedup(b2, tmp_path / "o2", "--index-dir", idx, *STAGED, env={"MEMDEDUP_KILL_AT": "band:4"}, ok=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    dedup(b3, tmp_path / "o3", "--index-dir", idx, *STAGED)
+    dedup(b2, tmp_path / "o2", "--index-dir", idx, *STAGED)  # the resume
+    # the same index built in the order the runs completed: b1, b3, b2
+    ref = tmp_path / "R"
+    for b, o in ((b1, "r1"), (b3, "r3"), (b2, "r2")):
+        dedup(b, tmp_path / o, "--index-dir", ref, *STAGED)
+    assert _band_files(idx) == _band_files(ref)
+    assert snapshot(tmp_path / "o2" / "kept") == snapshot(tmp_path / "r2" / "kept")
+    assert index_documents(idx) == 1200
+
+
+# ------------------------------------------------------------------ F3: leftovers never mix with a new run
+def test_f3_fused_after_a_killed_fused_run_with_other_inputs(tmp_path, gen):
+    in1, in2 = batch(tmp_path, gen, "in1", 0, 1), batch(tmp_path, gen, "in2", 2)
+    out = tmp_path / "OUT"
+    code = ("import os, signal, sys\nfrom dedup import dedup_files\n"
+            "def p(s):\n    if s['shard'] == 2: os.kill(os.getpid(), signal.SIGKILL)\n"
+            f"dedup_files([{str(in1)!r}], {str(out)!r}, progress=p)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == -signal.SIGKILL and (out / "kept" / "part-00000.parquet").exists()
+    dedup(in2, out, "--engine", "fused")
+    assert files_under(out / "kept") == ["part-00002.parquet"]
+
+
+def test_f3_fused_after_a_killed_staged_run_with_other_inputs(tmp_path, gen):
+    in1, in2 = batch(tmp_path, gen, "in1", 0, 1), batch(tmp_path, gen, "in2", 2)
+    out = tmp_path / "OUT"
+    r = dedup(in1, out, *STAGED, env={"MEMDEDUP_KILL_AT": "write:1"}, ok=False)
+    assert r.returncode == -signal.SIGKILL and files_under(out / "kept")
+    dedup(in2, out, "--engine", "fused")
+    assert files_under(out / "kept") == ["part-00002.parquet"]
+    assert files_under(out) == ["kept/part-00002.parquet", "manifest.json", "removed.parquet"]
+
+
+def test_f3_outputs_of_no_run_are_refused_not_deleted(tmp_path, gen):
+    """Decision: files under OUT/kept with neither a manifest nor a run record are not
+    ours to delete; the run is refused unless --force."""
+    out = tmp_path / "OUT"
+    (out / "kept").mkdir(parents=True)
+    (out / "kept" / "mine.parquet").write_bytes(b"user data")
+    one_error_line(dedup(gen, out, ok=False), "from no memdedup run")
+    assert (out / "kept" / "mine.parquet").read_bytes() == b"user data"
+
+
+# ------------------------------------------------------------------ F4: inputs inside --out
+@pytest.mark.parametrize("engine", [("--engine", "fused"), STAGED])
+def test_f4_an_input_inside_out_is_refused_and_never_deleted(tmp_path, gen, engine):
+    x = tmp_path / "X" / "kept" / "x.parquet"
+    x.parent.mkdir(parents=True)
+    shutil.copy(gen / "part-00000.parquet", x)
+    before = x.read_bytes()
+    one_error_line(dedup(x, tmp_path / "X", *engine, ok=False), "inside --out")
+    assert x.read_bytes() == before
+    c = tmp_path / "C"
+    dedup(gen, c, *engine)
+    done = snapshot(c)
+    one_error_line(dedup([c / "kept" / "part-00000.parquet", c / "kept" / "part-00001.parquet"], c, "--force",
+                         "--threshold", "0.7", *engine, ok=False), "inside --out")
+    assert snapshot(c) == done  # --force deleted nothing, read nothing
+
+
+def test_f12_out_equal_to_the_input_directory_says_why(tmp_path, gen):
+    d = tmp_path / "d"
+    shutil.copytree(gen, d)
+    one_error_line(dedup(d, d, ok=False), "inside --out")
+
+
+# ------------------------------------------------------------------ F5: symlinks
+def test_f5_symlinked_directories_are_followed(tmp_path, gen):
+    data, more = tmp_path / "data", tmp_path / "elsewhere" / "more"
+    data.mkdir()
+    more.mkdir(parents=True)
+    shutil.copy(gen / "part-00000.parquet", data)
+    for p in (1, 2):
+        shutil.copy(gen / f"part-{p:05d}.parquet", more)
+    (data / "more").symlink_to(more)
+    dedup(data, tmp_path / "od")
+    assert [c[0] for c in counts(tmp_path / "od")] == ["more/part-00001.parquet", "more/part-00002.parquet",
+                                                       "part-00000.parquet"]
+    dedup(str(data / "**" / "*.parquet"), tmp_path / "og")
+    assert [c[:2] for c in counts(tmp_path / "og")] == [c[:2] for c in counts(tmp_path / "od")]
+
+
+@pytest.mark.parametrize("engine", [("--engine", "fused"), STAGED])
+def test_f5_links_and_copies_give_the_same_decisions_and_names(tmp_path, engine):
+    store, links, copies = tmp_path / "store", tmp_path / "links", tmp_path / "copies"
+    for d in (store, links, copies):
+        d.mkdir()
+    text = "the same document text here again and again"
+    pq.write_table(pa.table({"id": ["z1"], "text": [text]}), store / "zzz.parquet")
+    pq.write_table(pa.table({"id": ["a1"], "text": [text]}), store / "aaa.parquet")
+    (links / "000-first.parquet").symlink_to(store / "zzz.parquet")
+    (links / "001-second.parquet").symlink_to(store / "aaa.parquet")
+    for p in links.iterdir():
+        shutil.copy(p, copies / p.name)
+    dedup(links, tmp_path / "ol", *engine)
+    dedup(copies, tmp_path / "oc", *engine)
+    assert files_under(tmp_path / "ol" / "kept") == ["000-first.parquet", "001-second.parquet"]
+    assert (tmp_path / "ol" / "removed.parquet").read_bytes() == (tmp_path / "oc" / "removed.parquet").read_bytes()
+    assert pq.read_table(tmp_path / "ol" / "removed.parquet").column("id").to_pylist() == ["a1"]
+
+
+# ------------------------------------------------------------------ F9, F12: damaged state, one line
+@pytest.mark.parametrize("damage", ["empty", "not-json", "no-params", "stack-keys", "truncated-bloom"])
+def test_f9_f12_a_damaged_index_is_named_in_one_line(tmp_path, gen, damage):
+    b1, b2 = batch(tmp_path, gen, "b1", 0), batch(tmp_path, gen, "b2", 1)
+    idx = tmp_path / "I"
+    dedup(b1, tmp_path / "o1", "--index-dir", idx)
+    meta = json.loads((idx / "index.json").read_text())
+    band = idx / meta["current"] / "band-00"
+    target = {"empty": idx / "index.json", "not-json": idx / "index.json", "no-params": idx / "index.json",
+              "stack-keys": band / "stack.json", "truncated-bloom": band / "gen-000.bloom"}[damage]
+    content = {"empty": b"", "not-json": b"{nope", "no-params": b'{"format": 1}', "stack-keys": b'{"version": 1}'}
+    if damage == "truncated-bloom":
+        target.write_bytes(target.read_bytes()[:100])
+    else:
+        target.write_bytes(content[damage])
+    one_error_line(dedup(b2, tmp_path / "o2", "--index-dir", idx, ok=False), str(target.name))
+    assert not files_under(tmp_path / "o2")
+
+
+def test_f12_a_file_name_that_is_not_utf8_is_named(tmp_path, gen):
+    d = tmp_path / "d"
+    d.mkdir()
+    bad = os.path.join(os.fsencode(d), b"bad\xff.parquet")
+    shutil.copy(gen / "part-00000.parquet", bad)
+    one_error_line(dedup(d, tmp_path / "o", ok=False), "bad\\xff.parquet", "UTF-8")
+
+
+# ------------------------------------------------------------------ F9: disk full
+def _tmpfs(path: Path, size: str) -> bool:
+    path.mkdir()
+    return os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                                                 capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("engine", [("--engine", "fused"), STAGED])
+def test_f9_disk_full_is_one_line_and_leaves_nothing(tmp_path, engine):
+    small = tmp_path / "small"
+    if not _tmpfs(small, "3m"):
+        pytest.skip("needs root and tmpfs to make a small disk")
+    try:
+        src = tmp_path / "in"
+        write_shards(generate_corpus(12000, mean_bytes=1000, seed=3), src, 2)
+        err = one_error_line(dedup(src, small / "out", *engine, ok=False), "No space left on device")
+        assert not files_under(small / "out"), err
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+# ------------------------------------------------------------------ F10, F11: staged errors
+def _bad_jsonl_tree(tmp_path: Path, gen: Path) -> Path:
+    sb = batch(tmp_path, gen, "sb", 0, 1)
+    (sb / "z.jsonl").write_text('{"text": "ok"}\n{"text": "abc')
+    return sb
+
+
+def test_f10_f11_staged_bad_input_is_one_line_leaves_nothing_and_the_fixed_rerun_works(tmp_path, gen):
+    sb = _bad_jsonl_tree(tmp_path, gen)
+    out = tmp_path / "osb"
+    one_error_line(dedup(sb, out, *STAGED, ok=False), "z.jsonl", "line 2")
+    assert not files_under(out)
+    (sb / "z.jsonl").write_text('{"text": "ok"}\n')
+    dedup(sb, out, *STAGED)
+    assert [c[1] for c in counts(out)] == [400, 400, 1]
+
+
+def test_f11_staged_bad_input_found_while_writing_leaves_no_kept_shards(tmp_path, gen):
+    """A binary id that is not UTF-8 is only read in the write stage, for a removed row."""
+    sb = batch(tmp_path, gen, "sb", 0)
+    dup = pq.read_table(sb / "part-00000.parquet").column("text")[0].as_py()
+    pq.write_table(pa.table({"id": pa.array([b"\xff\xfe"], pa.binary()), "text": [dup]}), sb / "z.parquet")
+    out = tmp_path / "o"
+    r = dedup(sb, out, *STAGED, ok=False)
+    one_error_line(r, "z.parquet")
+    assert not files_under(out)
+
+
+# ------------------------------------------------------------------ F13, F15: engines agree on every byte
+def test_f13_removed_parquet_is_byte_identical_between_engines_with_many_batches(tmp_path, gen):
+    dedup(gen, tmp_path / "f", "--engine", "fused", "--batch-rows", "100")
+    dedup(gen, tmp_path / "s", *STAGED, "--batch-rows", "100")
+    assert snapshot(tmp_path / "f" / "kept") == snapshot(tmp_path / "s" / "kept")
+    assert (tmp_path / "f" / "removed.parquet").read_bytes() == (tmp_path / "s" / "removed.parquet").read_bytes()
+    mf, ms = (json.loads((tmp_path / o / "manifest.json").read_text()) for o in ("f", "s"))
+    assert mf["index"]["predicted_fp"] == ms["index"]["predicted_fp"]  # F15: one formula
+    assert not (tmp_path / "s" / "_work").exists()  # F15: no work directory left after success
+
+
+def test_f15_hidden_files_are_skipped_and_said(tmp_path, gen):
+    """Decision: directory walks skip hidden files and directories (names starting with
+    '.'), and the run says how many it skipped; named explicitly, they are read."""
+    d = batch(tmp_path, gen, "d", 0)
+    shutil.copy(gen / "part-00001.parquet", d / ".part-1.parquet")
+    r = cli("dedup", d, "--out", tmp_path / "o")
+    assert r.returncode == 0 and "skipped 1 hidden file" in r.stderr, r.stderr
+    assert [c[0] for c in counts(tmp_path / "o")] == ["part-00000.parquet"]
+    dedup([d / "part-00000.parquet", d / ".part-1.parquet"], tmp_path / "o2")
+    assert len(counts(tmp_path / "o2")) == 2
+
+
+# ------------------------------------------------------------------ F14: killed between install and manifest
+def test_f14_a_kill_after_the_index_install_does_not_count_documents_twice(tmp_path, gen):
+    b1, b2 = batch(tmp_path, gen, "b1", 0), batch(tmp_path, gen, "b2", 1)
+    idx = tmp_path / "I"
+    dedup(b1, tmp_path / "o1", "--index-dir", idx, *STAGED)
+    r = dedup(b2, tmp_path / "o2", "--index-dir", idx, *STAGED, env={"MEMDEDUP_KILL_AT": "installed:0"}, ok=False)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    dedup(b2, tmp_path / "o2", "--index-dir", idx, *STAGED)
+    assert index_documents(idx) == 800
+    assert sum(c[3] for c in counts(tmp_path / "o2")) < 400  # its own rows were not removed as held
+
+
+# ------------------------------------------------------------------ collisions: both engines refuse alike
+@pytest.mark.parametrize("engine", [("--engine", "fused"), STAGED])
+def test_colliding_output_names_are_refused_by_both_engines(tmp_path, gen, engine):
+    d = batch(tmp_path, gen, "d", 0)
+    t = pq.read_table(d / "part-00000.parquet")
+    (d / "part-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in t.to_pylist()))
+    one_error_line(dedup(d, tmp_path / "o", *engine, ok=False), "collides")
+    assert not files_under(tmp_path / "o")
