@@ -340,3 +340,53 @@ def test_colliding_output_names_are_refused_by_both_engines(tmp_path, gen, engin
     (d / "part-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in t.to_pylist()))
     one_error_line(dedup(d, tmp_path / "o", *engine, ok=False), "collides")
     assert not files_under(tmp_path / "o")
+
+
+# ------------------------------------------------------------------ faults: SIGKILL at every stage, then rerun
+def _reference(tmp_path: Path, inputs, *opts) -> dict[str, bytes]:
+    ref = tmp_path / "reference"
+    dedup(inputs, ref, *opts)
+    return snapshot(ref)
+
+
+def _without_manifest(snap: dict[str, bytes]) -> dict[str, bytes]:
+    return {k: v for k, v in snap.items() if k != "manifest.json"}
+
+
+@pytest.mark.parametrize("kill_at", ["sketch:1", "band:3", "write:1", "finalize:0"])
+@pytest.mark.parametrize("rerun", ["other-inputs", "force"])
+def test_staged_sigkill_then_rerun_with_other_inputs_or_force(tmp_path, gen, kill_at, rerun):
+    in1, in2 = batch(tmp_path, gen, "in1", 0, 1), batch(tmp_path, gen, "in2", 2)
+    out = tmp_path / "OUT"
+    killed = dedup(in1, out, *STAGED, env={"MEMDEDUP_KILL_AT": kill_at}, ok=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    again = in2 if rerun == "other-inputs" else in1
+    dedup(again, out, *STAGED, *(("--force",) if rerun == "force" else ()))
+    assert _without_manifest(snapshot(out)) == _without_manifest(_reference(tmp_path, again, *STAGED))
+
+
+@pytest.mark.parametrize("rerun", ["same", "other-inputs", "force"])
+def test_fused_sigkill_then_rerun(tmp_path, gen, rerun):
+    in1, in2 = batch(tmp_path, gen, "in1", 0, 1), batch(tmp_path, gen, "in2", 2)
+    out = tmp_path / "OUT"
+    code = ("import os, signal\nfrom dedup import dedup_files\n"
+            "def p(s):\n    if s['shard'] == 2: os.kill(os.getpid(), signal.SIGKILL)\n"
+            f"dedup_files([{str(in1)!r}], {str(out)!r}, progress=p)\n")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == -signal.SIGKILL
+    again = in2 if rerun == "other-inputs" else in1
+    dedup(again, out, "--engine", "fused", *(("--force",) if rerun == "force" else ()))
+    assert _without_manifest(snapshot(out)) == _without_manifest(_reference(tmp_path, again, "--engine", "fused"))
+
+
+@pytest.mark.parametrize("kill_at", ["sketch:1", "band:3", "write:1", "finalize:0", "installed:0"])
+def test_index_dir_sigkill_at_each_stage_then_rerun(tmp_path, gen, kill_at):
+    b1, b2 = batch(tmp_path, gen, "b1", 0), batch(tmp_path, gen, "b2", 1, 2)
+    idx, ref = tmp_path / "I", tmp_path / "R"
+    for index in (idx, ref):
+        dedup(b1, tmp_path / f"first-{index.name}", "--index-dir", index, *STAGED)
+    killed = dedup(b2, tmp_path / "o2", "--index-dir", idx, *STAGED, env={"MEMDEDUP_KILL_AT": kill_at}, ok=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    dedup(b2, tmp_path / "o2", "--index-dir", idx, *STAGED)
+    dedup(b2, tmp_path / "r2", "--index-dir", ref, *STAGED)
+    assert _without_manifest(snapshot(tmp_path / "o2")) == _without_manifest(snapshot(tmp_path / "r2"))
+    assert _band_files(idx) == _band_files(ref) and index_documents(idx) == index_documents(ref) == 1200
