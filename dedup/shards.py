@@ -7,6 +7,19 @@ rows in file order; every decision of the dedup engine is defined on that order.
 
 Every problem with an input raises :class:`InputError`, whose message names the file and,
 where it applies, the line (JSONL, 1-based) or row (Parquet, 0-based).
+
+Columns, decided here:
+
+* The text column must exist, once, and hold strings (or only nulls). A file with two
+  columns named like the text column is refused: which one is the text would be a guess.
+* The id column is read as strings (numbers, dates, binary UTF-8 are converted). When it
+  was named explicitly (``id_column_required``), it must exist, once, and be convertible
+  to strings, or the file is refused. The default id column (``"id"``, not required) is
+  optional: when it is absent the ids are null, and when it cannot be read as one string
+  per row (a nested type such as a struct, or two columns of that name) it is ignored:
+  the ids are null, :attr:`ShardReader.id_ignored` says why, and an :class:`InputWarning`
+  naming the file is issued. The column itself is still copied to the kept shard.
+* Other columns are copied to the kept shard as they are, duplicated names included.
 """
 
 from __future__ import annotations
@@ -15,6 +28,7 @@ import glob
 import io
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,21 +170,48 @@ def discover(inputs: list[str | os.PathLike], exclude: str | os.PathLike | None 
     return shards
 
 
-def _check_columns(shard: Shard, schema: pa.Schema, text_column: str, id_column: str | None, id_required: bool) -> None:
+class InputWarning(UserWarning):
+    """Something in an input file was skipped rather than refused (the message says what)."""
+
+
+def _duplicated(names: list[str], name: str) -> str | None:
+    n = names.count(name)
+    return f"column {name!r} appears {n} times; columns are {names}" if n > 1 else None
+
+
+def _check_columns(shard: Shard, schema: pa.Schema, text_column: str, id_column: str | None, id_required: bool) -> str | None:
+    """Check the text and id columns (see the module docstring); return why the id column
+    is ignored (None: it is read, or absent)."""
     names = schema.names
     if text_column not in names:
         raise InputError(shard.path, f"no text column {text_column!r}; columns are {names}")
+    dup = _duplicated(names, text_column)
+    if dup:
+        raise InputError(shard.path, f"text {dup}; column names must be unique")
     t = schema.field(text_column).type
     if pa.types.is_dictionary(t):
         t = t.value_type  # read through the dictionary (see ShardReader.text)
     if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_null(t)):
         raise InputError(shard.path, f"text column {text_column!r} has type {t}, expected a string type")
-    if id_required and id_column and id_column not in names:
-        raise InputError(shard.path, f"no id column {id_column!r}; columns are {names}")
-    if id_column and id_column in names and pa.types.is_nested(schema.field(id_column).type):
-        raise InputError(
-            shard.path, f"id column {id_column!r} has type {schema.field(id_column).type}, which cannot be read as strings"
-        )
+    if not id_column or id_column not in names:
+        if id_required and id_column:
+            raise InputError(shard.path, f"no id column {id_column!r}; columns are {names}")
+        return None
+    problem = _duplicated(names, id_column)
+    if problem is None and not _castable_to_string(schema.field(id_column).type):
+        problem = f"column {id_column!r} has type {schema.field(id_column).type}, which cannot be read as strings"
+    if problem is not None and id_required:
+        raise InputError(shard.path, f"id {problem}")
+    return problem
+
+
+def _castable_to_string(t: pa.DataType) -> bool:
+    """Whether Arrow can cast ``t`` to strings at all (nested and interval types cannot)."""
+    try:
+        cast(pa.nulls(0, t), pa.string())
+        return True
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
+        return False
 
 
 def _iter_lines(shard: Shard) -> Iterator[bytes]:
@@ -336,8 +377,12 @@ class ShardReader:
             self._jsonl = _JsonlFile(shard, (text_column, id_column) if id_required and id_column else (text_column,))
             self.schema = self._jsonl.schema
             self.num_rows = self._jsonl.num_rows
-        _check_columns(shard, self.schema, text_column, id_column, id_required)
-        self.id_column = id_column if id_column and id_column in self.schema.names else None
+        #: Why the (default, not required) id column is not read, or None.
+        self.id_ignored = _check_columns(shard, self.schema, text_column, id_column, id_required)
+        self.id_column = id_column if id_column and id_column in self.schema.names and not self.id_ignored else None
+        if self.id_ignored:
+            warnings.warn(InputWarning(f"{shard.path}: id {self.id_ignored}: ignored, ids are left null "
+                                       "(name the id column explicitly to make this an error)"))
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """Record batches in file order, all columns."""

@@ -258,10 +258,10 @@ def test_ids(tmp_path: Path):
     path = write(tmp_path / "b.jsonl", [{"id": 7, "text": "x"}, {"id": 8, "text": "y"}])
     r = reader(discover([path])[0])
     assert r.ids(next(r.batches())).to_pylist() == ["7", "8"]
-    # nested ids cannot be strings: an error naming the file
+    # nested ids cannot be strings: an error naming the file when the id column was named
     path = write(tmp_path / "c.jsonl", [{"id": {"a": 1}, "text": "x"}])
-    with raises_naming(path, "id column 'id'"):
-        reader(discover([path])[0])
+    with raises_naming(path, "id column 'id' has type struct<a: int64>, which cannot be read as strings"):
+        reader(discover([path])[0], id_required=True)
 
 
 def test_jsonl_keeps_date_like_strings_as_strings(tmp_path: Path):
@@ -483,3 +483,69 @@ def test_dedup_of_jsonl_in_pieces_equals_parquet(tmp_path: Path, tiny_pieces):
     ra, rb = (pq.read_table(p / "removed.parquet").drop(["shard"]) for p in (tmp_path / "a", tmp_path / "b"))
     assert ra.equals(rb)
     assert pq.read_table(tmp_path / "a" / "kept" / "c.parquet").equals(pq.read_table(tmp_path / "b" / "kept" / "c.parquet"))
+
+
+# ------------------------------------------------------------- duplicate column names (F9)
+
+
+def _parquet_with_names(path: Path, names: list[str]) -> Path:
+    cols = [pa.array([f"{n} {i} words of some document" for i in range(3)]) for n in names]
+    pq.write_table(pa.Table.from_arrays(cols, names=names), path)
+    return path
+
+
+def test_duplicated_text_column_is_refused_naming_file_and_column(tmp_path: Path):
+    path = _parquet_with_names(tmp_path / "dup.parquet", ["text", "text"])
+    with raises_naming(path, "column 'text' appears 2 times") as e:
+        reader(discover([path])[0])
+    assert e.value.path == str(path.resolve())
+
+
+def test_duplicated_id_column_is_refused_when_named_and_ignored_otherwise(tmp_path: Path):
+    named = _parquet_with_names(tmp_path / "named.parquet", ["doc", "text", "doc"])
+    with raises_naming(named, "id column 'doc' appears 2 times"):
+        reader(discover([named])[0], id_column="doc", id_required=True)
+    path = _parquet_with_names(tmp_path / "dup.parquet", ["id", "text", "id"])
+    with pytest.warns(UserWarning, match=r"dup\.parquet.*id column 'id' appears 2 times.*ignored"):
+        r = reader(discover([path])[0])
+    assert r.id_column is None and r.id_ignored is not None
+    assert r.ids(next(r.batches())).to_pylist() == [None, None]
+
+
+def test_other_duplicated_columns_are_copied_as_they_are(tmp_path: Path):
+    path = _parquet_with_names(tmp_path / "dup.parquet", ["meta", "text", "meta"])
+    r = reader(discover([path])[0])
+    t = read_all(r)
+    assert t.column_names == ["meta", "text", "meta"] and t.num_rows == 3
+    assert r.text(next(r.batches())).to_pylist() == ["text 0 words of some document", "text 1 words of some document"]
+
+
+# ----------------------------------------------- an unreadable default id column (F15)
+
+
+@pytest.mark.parametrize("name", ["s.jsonl", "s.parquet"])
+def test_unreadable_default_id_column_is_ignored_with_a_warning(tmp_path: Path, name):
+    """The default id column ("id") was not asked for: when it cannot be read as strings
+    (a struct here) the file is read without ids, with a warning naming file, column and
+    type, instead of being refused."""
+    rows = [{"id": {"a": 1, "b": "x"}, "text": "first document words"}, {"id": {"a": 2, "b": "y"}, "text": "second"}]
+    path = write(tmp_path / name, rows)
+    with pytest.warns(UserWarning, match=r"s\.(jsonl|parquet): id column 'id' has type struct<.*ignored") as w:
+        r = reader(discover([path])[0])
+    assert str(path.resolve()) in str(w[0].message)
+    assert r.id_column is None and "struct" in r.id_ignored
+    t = read_all(r)
+    assert t.column("id").to_pylist() == [row["id"] for row in rows]  # the column itself is kept
+    assert r.ids(next(r.batches())).to_pylist() == [None, None]
+
+
+def test_unreadable_default_id_column_does_not_stop_a_run(tmp_path: Path):
+    from dedup.engine import dedup_files
+
+    rows = [{"id": {"a": i}, "text": "the same words in every row"} for i in range(3)]
+    path = write(tmp_path / "in" / "s.parquet", rows)
+    with pytest.warns(UserWarning, match="id column 'id'"):
+        m = dedup_files([path], tmp_path / "out")
+    assert m["totals"]["removed"]["exact"] == 2
+    assert pq.read_table(tmp_path / "out" / "removed.parquet").column("id").to_pylist() == [None, None]
+    assert pq.read_table(tmp_path / "out" / "kept" / "s.parquet").column("id").to_pylist() == [{"a": 0}]
