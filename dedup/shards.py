@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -277,6 +278,25 @@ def _jsonl_pieces(shard: Shard, chunk_bytes: int) -> Iterator[tuple[int, bytes]]
             yield line, rest + b"\n"
 
 
+#: Arrow's default JSON block (1 MiB), and the largest it accepts (an int32).
+_ARROW_BLOCK = 1 << 20
+_MAX_BLOCK = (1 << 31) - 1
+
+
+def _read_options(piece: bytes):
+    """Arrow read options for ``piece``: blocks of Arrow's default size, or larger than the
+    piece's longest line (Arrow refuses a line that straddles two block boundaries, i.e.
+    lines over about two blocks), so any line that Arrow can hold as one value is read.
+    Blocks stay small otherwise: Arrow parses the blocks of a piece in parallel."""
+    import pyarrow.json as pj
+
+    if len(piece) <= _ARROW_BLOCK:
+        return None
+    ends = np.flatnonzero(np.frombuffer(piece, dtype=np.uint8) == 0x0A)
+    longest = int(max(ends[0] + 1, np.diff(ends).max(initial=0))) if ends.size else len(piece)
+    return pj.ReadOptions(block_size=min(max(_ARROW_BLOCK, longest + 1), _MAX_BLOCK))
+
+
 class _JsonlFile:
     """A JSON Lines shard read in pieces (:data:`JSONL_CHUNK_BYTES`), with one schema for
     the whole file.
@@ -311,7 +331,7 @@ class _JsonlFile:
 
         strings = pa.schema([(c, pa.string()) for c in sorted(self.as_strings)])
         opts = pj.ParseOptions(explicit_schema=strings, unexpected_field_behavior="infer") if len(strings) else None
-        return pj.read_json(pa.BufferReader(piece), parse_options=opts)
+        return pj.read_json(pa.BufferReader(piece), parse_options=opts, read_options=_read_options(piece))
 
     def _parsed(self) -> Iterator[tuple[int, pa.Table]]:
         line = 1

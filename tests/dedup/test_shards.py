@@ -549,3 +549,28 @@ def test_unreadable_default_id_column_does_not_stop_a_run(tmp_path: Path):
     assert m["totals"]["removed"]["exact"] == 2
     assert pq.read_table(tmp_path / "out" / "removed.parquet").column("id").to_pylist() == [None, None]
     assert pq.read_table(tmp_path / "out" / "kept" / "s.parquet").column("id").to_pylist() == [{"a": 0}]
+
+
+# ---------------------------------------------------------------- long JSONL lines (F8)
+
+
+def test_jsonl_line_of_3_mb_is_read(tmp_path: Path):
+    """Arrow's default block (1 MiB) refused any line over about 2 MiB."""
+    big = "abcdefg " * 393_216  # 3 MiB of text
+    rows = [{"id": "a", "text": "short"}, {"id": "b", "text": big}, {"id": "c", "text": "short too"}]
+    path = write(tmp_path / "long.jsonl", rows)
+    assert path.stat().st_size > 3_000_000
+    r = reader(discover([path])[0])
+    assert r.num_rows == 3 and count_rows([r.shard]) == 3
+    assert read_all(r).column("text").to_pylist() == [row["text"] for row in rows]
+
+
+def test_jsonl_lines_longer_than_a_piece_are_read(tmp_path: Path, monkeypatch):
+    import dedup.shards
+
+    monkeypatch.setattr(dedup.shards, "JSONL_CHUNK_BYTES", 1 << 20)
+    rows = [{"id": str(i), "text": ("word%d " % i) * (n // 6)} for i, n in enumerate([10, 3_000_000, 20, 2_500_000, 30])]
+    path = write(tmp_path / "long.jsonl.zst", rows)
+    r = reader(discover([path])[0])
+    assert r.num_rows == 5 and count_rows([r.shard]) == 5
+    assert read_all(r).to_pylist() == rows
