@@ -20,13 +20,18 @@ Columns, decided here:
   the ids are null, :attr:`ShardReader.id_ignored` says why, and an :class:`InputWarning`
   naming the file is issued. The column itself is still copied to the kept shard.
 * Other columns are copied to the kept shard as they are, duplicated names included.
+
+JSON Lines, decided here and in :mod:`dedup.jsonl`: every line that is not blank (blank:
+only spaces, tabs and carriage returns) is one row and must hold one JSON object; any
+other line (``null``, an array, two objects, a line of form feeds or other whitespace
+that JSON does not allow, a byte order mark after the first line, a key twice in one
+object) is refused with its line named, so the rows read are exactly the lines
+:func:`count_rows` counts. A line may be of any length up to Arrow's 2 GiB block limit.
 """
 
 from __future__ import annotations
 
 import glob
-import io
-import json
 import os
 import warnings
 from collections.abc import Iterator
@@ -37,6 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import jsonl
 from .arrow import cast
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -215,41 +221,6 @@ def _castable_to_string(t: pa.DataType) -> bool:
         return False
 
 
-def _iter_lines(shard: Shard) -> Iterator[bytes]:
-    """Raw lines of a (possibly compressed) JSONL file."""
-    with pa.input_stream(str(shard.path), compression=shard.compression) as raw:
-        yield from io.BufferedReader(raw, buffer_size=1 << 20)
-
-
-def _jsonl_bad_line(shard: Shard, text_column: str | None = None) -> tuple[int, str] | None:
-    """(1-based line, reason) of the first line that is not a JSON object (or whose
-    ``text_column`` holds something other than a string or null), or None."""
-    for lineno, line in enumerate(_iter_lines(shard), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            return lineno, f"invalid JSON: {e}"
-        if not isinstance(obj, dict):
-            return lineno, f"expected a JSON object, got {type(obj).__name__}"
-        if text_column is not None and obj.get(text_column) is not None and not isinstance(obj[text_column], str):
-            kind = {bool: "boolean", int: "number", float: "number", dict: "object", list: "array"}.get(type(obj[text_column]), "value")
-            return lineno, f"text column {text_column!r} holds a JSON {kind}, expected a string"
-    return None
-
-
-def _jsonl_line_of_row(shard: Shard, row: int) -> int | None:
-    """1-based line of the 0-based row ``row`` (rows are the lines that are not blank)."""
-    seen = -1
-    for lineno, line in enumerate(_iter_lines(shard), start=1):
-        if line.strip():
-            seen += 1
-            if seen == row:
-                return lineno
-    return None
-
-
 #: Bytes of JSON text parsed at a time: a JSONL shard is read in pieces of whole lines of
 #: about this size, so memory follows this, not the file (a line longer than it is one piece).
 JSONL_CHUNK_BYTES = 32 << 20
@@ -257,25 +228,43 @@ JSONL_CHUNK_BYTES = 32 << 20
 
 def _jsonl_pieces(shard: Shard, chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
     """(first line number, bytes) of consecutive pieces of the decompressed file, each
-    made of whole lines; pieces holding only blank lines are skipped."""
+    made of whole lines ending in a line feed; pieces of blank lines only are skipped.
+
+    Raises:
+        InputError: the file cannot be read or decompressed.
+    """
     line = 1
-    with pa.input_stream(str(shard.path), compression=shard.compression) as raw:
-        rest = b""
-        while True:
-            block = raw.read(chunk_bytes)
-            if not block:
-                break
-            buf = rest + block
-            cut = buf.rfind(b"\n") + 1
-            if cut == 0:
-                rest = buf
-                continue
-            piece, rest = buf[:cut], buf[cut:]
-            if piece.strip():
-                yield line, piece
-            line += piece.count(b"\n")
-        if rest.strip():
-            yield line, rest + b"\n"
+    try:
+        with pa.input_stream(str(shard.path), compression=shard.compression) as raw:
+            rest = b""
+            while True:
+                block = raw.read(chunk_bytes)
+                if not block:
+                    break
+                buf = rest + block
+                cut = buf.rfind(b"\n") + 1
+                if cut == 0:
+                    rest = buf
+                    continue
+                piece, rest = buf[:cut], buf[cut:]
+                if jsonl.has_content(piece):
+                    yield line, piece
+                line += piece.count(b"\n")
+    except (OSError, pa.ArrowException) as e:
+        raise InputError(shard.path, f"unreadable: {e}") from e
+    if jsonl.has_content(rest):
+        yield line, rest + b"\n"
+
+
+def _jsonl_line_of_row(shard: Shard, row: int) -> int | None:
+    """1-based line of the 0-based row ``row`` (rows are the lines that are not blank)."""
+    seen = 0
+    for line, piece in _jsonl_pieces(shard, JSONL_CHUNK_BYTES):
+        lines = jsonl.scan(piece, line == 1)
+        if row < seen + lines.rows:
+            return line + lines.line_of_row(row - seen)
+        seen += lines.rows
+    return None
 
 
 #: Arrow's default JSON block (1 MiB), and the largest it accepts (an int32).
@@ -283,18 +272,17 @@ _ARROW_BLOCK = 1 << 20
 _MAX_BLOCK = (1 << 31) - 1
 
 
-def _read_options(piece: bytes):
-    """Arrow read options for ``piece``: blocks of Arrow's default size, or larger than the
-    piece's longest line (Arrow refuses a line that straddles two block boundaries, i.e.
-    lines over about two blocks), so any line that Arrow can hold as one value is read.
-    Blocks stay small otherwise: Arrow parses the blocks of a piece in parallel."""
+def _read_options(longest_line: int):
+    """Arrow read options for a piece whose longest line has ``longest_line`` bytes: blocks
+    of Arrow's default size, or larger than that line (Arrow refuses a line that straddles
+    two block boundaries, i.e. lines over about two blocks), so any line that Arrow can
+    hold as one value is read. Blocks stay small otherwise: Arrow parses the blocks of a
+    piece in parallel."""
     import pyarrow.json as pj
 
-    if len(piece) <= _ARROW_BLOCK:
+    if longest_line < _ARROW_BLOCK:
         return None
-    ends = np.flatnonzero(np.frombuffer(piece, dtype=np.uint8) == 0x0A)
-    longest = int(max(ends[0] + 1, np.diff(ends).max(initial=0))) if ends.size else len(piece)
-    return pj.ReadOptions(block_size=min(max(_ARROW_BLOCK, longest + 1), _MAX_BLOCK))
+    return pj.ReadOptions(block_size=min(longest_line + 1, _MAX_BLOCK))
 
 
 class _JsonlFile:
@@ -326,32 +314,39 @@ class _JsonlFile:
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
             raise InputError(shard.path, f"a column changes type within the file: {e}") from e
 
-    def _parse(self, piece: bytes) -> pa.Table:
+    def _parse(self, piece: bytes, lines: jsonl.Lines) -> pa.Table:
         import pyarrow.json as pj
 
         strings = pa.schema([(c, pa.string()) for c in sorted(self.as_strings)])
         opts = pj.ParseOptions(explicit_schema=strings, unexpected_field_behavior="infer") if len(strings) else None
-        return pj.read_json(pa.BufferReader(piece), parse_options=opts, read_options=_read_options(piece))
+        return pj.read_json(pa.BufferReader(piece), parse_options=opts, read_options=_read_options(lines.longest))
 
     def _parsed(self) -> Iterator[tuple[int, pa.Table]]:
-        line = 1
-        try:
-            for line, piece in _jsonl_pieces(self.shard, self.chunk_bytes):
-                table = self._parse(piece)
+        """(first line, table) of each piece, after checking that the piece holds one JSON
+        object per line that is not blank (:mod:`dedup.jsonl`): Arrow's rows are the lines."""
+        for line, piece in _jsonl_pieces(self.shard, self.chunk_bytes):
+            lines = jsonl.scan(piece, at_file_start=line == 1)
+            if lines.suspect:  # before Arrow: pyarrow 26 crashes (SIGSEGV) on a piece that starts with null
+                raise self._bad_line(piece, line, "a line that is not a JSON object")
+            try:
+                table = self._parse(piece, lines)
                 stamped = {f.name for f in table.schema if pa.types.is_timestamp(f.type)}
                 if stamped - self.as_strings:
                     self.as_strings |= stamped
-                    table = self._parse(piece)
-                yield line, table
-        except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as e:
-            try:
-                bad = _jsonl_bad_line(self.shard, self.empty_columns[0] if self.empty_columns else None)
-            except (OSError, UnicodeDecodeError) as e2:
-                raise InputError(self.shard.path, f"unreadable: {e2}") from e
-            if bad is not None:
-                raise InputError(self.shard.path, bad[1], line=bad[0]) from e
-            # Arrow's own message counts rows from the start of the piece
-            raise InputError(self.shard.path, f"cannot read JSON Lines (in the piece from line {line}): {e}") from e
+                    table = self._parse(piece, lines)
+            except (pa.ArrowInvalid, UnicodeDecodeError) as e:
+                raise self._bad_line(piece, line, str(e)) from e
+            if table.num_rows != lines.rows:
+                raise self._bad_line(piece, line, f"Arrow read {table.num_rows} rows from {lines.rows} lines")
+            yield line, table
+
+    def _bad_line(self, piece: bytes, first_line: int, arrow_said: str) -> InputError:
+        """The error for a piece that is not one JSON object per line: its first bad line,
+        or (should none be found) what Arrow said, which counts rows from the piece's start."""
+        bad = jsonl.first_problem(piece, first_line, self.empty_columns[0] if self.empty_columns else None)
+        if bad is not None:
+            return InputError(self.shard.path, bad[1], line=bad[0])
+        return InputError(self.shard.path, f"cannot read JSON Lines (in the piece from line {first_line}): {arrow_said}")
 
     def tables(self) -> Iterator[pa.Table]:
         """The file's rows in order, a piece at a time, each with :attr:`schema`."""
@@ -475,7 +470,9 @@ class ShardReader:
 
 
 def count_rows(shards: list[Shard]) -> int:
-    """Total rows over shards (Parquet: from metadata; JSONL: lines that are not blank)."""
+    """Total rows over shards (Parquet: from metadata; JSONL: lines that are not blank, as
+    :func:`dedup.jsonl.scan` defines them). Equals the rows :class:`ShardReader` yields for
+    every file it reads without an error (it refuses a file where the two would differ)."""
     total = 0
     for s in shards:
         if s.fmt == "parquet":
@@ -484,8 +481,5 @@ def count_rows(shards: list[Shard]) -> int:
             except (pa.ArrowException, OSError) as e:
                 raise InputError(s.path, f"unreadable or corrupt Parquet file: {e}") from e
         else:
-            try:
-                total += sum(1 for line in _iter_lines(s) if line.strip())
-            except OSError as e:
-                raise InputError(s.path, f"unreadable: {e}") from e
+            total += sum(jsonl.scan(piece, line == 1).rows for line, piece in _jsonl_pieces(s, JSONL_CHUNK_BYTES))
     return total

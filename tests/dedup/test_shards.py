@@ -10,6 +10,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dedup.shards import InputError, Shard, ShardReader, count_rows, discover
 
@@ -574,3 +576,174 @@ def test_jsonl_lines_longer_than_a_piece_are_read(tmp_path: Path, monkeypatch):
     r = reader(discover([path])[0])
     assert r.num_rows == 5 and count_rows([r.shard]) == 5
     assert read_all(r).to_pylist() == rows
+
+
+# ------------------------------------------- one JSON object per line (F7, F12 JSONL part)
+
+OBJ = b'{"text": "a document"}'
+
+
+def _jsonl_file(tmp_path: Path, lines: list[bytes], name: str = "x.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+@pytest.mark.parametrize("pieces", [None, 64])
+def test_two_objects_on_one_line_are_refused_naming_the_line(tmp_path: Path, monkeypatch, pieces):
+    """Arrow read two rows from such a line while the line counter counted one: the
+    engines sized their filters differently and later line numbers were off by one."""
+    import dedup.shards
+
+    if pieces:
+        monkeypatch.setattr(dedup.shards, "JSONL_CHUNK_BYTES", pieces)
+    path = _jsonl_file(tmp_path, [OBJ, OBJ, OBJ + b" " + OBJ, OBJ, OBJ])
+    with raises_naming(path, "line 3: more than one JSON value on the line") as e:
+        list(reader(discover([path])[0]).batches())
+    assert e.value.line == 3
+
+
+def test_a_null_line_is_refused_like_an_array(tmp_path: Path):
+    for bad, kind in ((b"null", "null"), (b"[1, 2, 3]", "array"), (b'"text"', "string"), (b"7", "number")):
+        path = _jsonl_file(tmp_path, [OBJ, OBJ, bad, OBJ], name=f"{kind}.jsonl")
+        with raises_naming(path, f"line 3: expected a JSON object, got {kind}") as e:
+            reader(discover([path])[0])
+        assert e.value.line == 3
+
+
+@pytest.mark.parametrize("pieces", [None, 64])
+def test_duplicate_key_names_the_line(tmp_path: Path, monkeypatch, pieces):
+    import dedup.shards
+
+    if pieces:
+        monkeypatch.setattr(dedup.shards, "JSONL_CHUNK_BYTES", pieces)
+    lines = [OBJ] * 6 + [b'{"text": "x", "meta": {"a": 1, "a": 2}}', OBJ]
+    path = _jsonl_file(tmp_path, lines)
+    with raises_naming(path, "line 7: key 'a' appears twice in one object") as e:
+        reader(discover([path])[0])
+    assert e.value.line == 7
+
+
+@pytest.mark.parametrize("space", [b" ", b"\t", b"\r", b" \t\r "])
+def test_lines_of_json_whitespace_are_blank(tmp_path: Path, space):
+    path = _jsonl_file(tmp_path, [OBJ, space, OBJ, b"", space])
+    (shard,) = discover([path])
+    r = reader(shard)
+    assert r.num_rows == count_rows([shard]) == read_all(r).num_rows == 2
+
+
+@pytest.mark.parametrize("space", ["\f", "\v", "\x1c", "\x85", "\u00a0", "\u2028", "\u3000", " \f "])
+def test_lines_of_other_whitespace_are_refused_naming_the_line(tmp_path: Path, space):
+    """Whitespace that Python's str.strip removes but JSON does not allow: the line is not
+    blank and not JSON (Arrow refused a form feed with its piece-relative "row 5")."""
+    assert space.strip() == ""
+    path = _jsonl_file(tmp_path, [OBJ] * 6 + [space.encode("utf-8"), OBJ])
+    with raises_naming(path, "line 7: only whitespace that JSON does not allow") as e:
+        list(reader(discover([path])[0]).batches())
+    assert e.value.line == 7
+    # the same at the end of a file without a final newline
+    path.write_bytes(OBJ + b"\n" + space.encode("utf-8"))
+    with raises_naming(path, "line 2: "):
+        list(reader(discover([path])[0]).batches())
+
+
+def test_byte_order_mark_only_at_the_start_of_the_file(tmp_path: Path):
+    bom = b"\xef\xbb\xbf"
+    path = _jsonl_file(tmp_path, [bom + OBJ, OBJ])
+    (shard,) = discover([path])
+    assert reader(shard).num_rows == count_rows([shard]) == 2
+    path = _jsonl_file(tmp_path, [OBJ, bom + OBJ, OBJ], name="mid.jsonl")
+    with raises_naming(path, "line 2: ") as e:
+        list(reader(discover([path])[0]).batches())
+    assert e.value.line == 2
+
+
+def test_line_numbers_after_blank_lines_are_right(tmp_path: Path):
+    """F7's example: with two objects on line 2 the invalid UTF-8 on line 5 was reported
+    as line 6; now line 2 is refused, and without it line 5 is named."""
+    bad_utf8 = b'{"text": "bad \xff\xfe"}'
+    path = _jsonl_file(tmp_path, [OBJ, OBJ + OBJ, OBJ, b" \t", bad_utf8])
+    with raises_naming(path, "line 2: "):
+        list(reader(discover([path])[0]).batches())
+    path = _jsonl_file(tmp_path, [OBJ, OBJ, OBJ, b" \t", bad_utf8], name="y.jsonl")
+    r = reader(discover([path])[0])
+    with raises_naming(path, "line 5: text column 'text' is not valid UTF-8"):
+        for batch in r.batches():
+            r.text(batch)
+
+
+_KINDS = {  # line -> is it a row (True), blank (False) or refused (None)
+    OBJ: True,
+    b'  {"text": "indented", "n": 1}\t': True,
+    b'{"text": null}': True,
+    b"{}": True,
+    b"": False,
+    b"  ": False,
+    b"\t\r": False,
+    b"null": None,
+    b"[1, 2]": None,
+    b"3": None,
+    OBJ + b" " + OBJ: None,
+    OBJ + OBJ: None,
+    b"\x0c": None,
+    b"\x0b ": None,
+    b"\xc2\xa0": None,
+    b'{"text": "a", "text": "b"}': None,
+    b'{"text": "unterminated': None,
+    b"\xef\xbb\xbf" + OBJ: None,  # a byte order mark: refused after the first line
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lines=st.lists(st.sampled_from(sorted(_KINDS)), max_size=12),
+    crlf=st.lists(st.booleans(), min_size=12, max_size=12),
+    final_newline=st.booleans(),
+    pieces=st.sampled_from([16, 64, 1 << 20]),
+)
+def test_count_rows_agrees_with_the_reader_or_the_line_is_named(lines, crlf, final_newline, pieces):
+    """Whatever the lines, either the reader yields exactly the rows count_rows counts (the
+    lines that are not blank), or it refuses the file naming its first bad line."""
+    import tempfile
+
+    import dedup.shards
+
+    ends = [b"\r\n" if c else b"\n" for c in crlf]
+    data = b"".join(line + ends[i] for i, line in enumerate(lines))
+    if lines and not final_newline:
+        data = data[: -len(ends[len(lines) - 1])]
+    kinds = [True if i == 0 and line.startswith(b"\xef\xbb\xbf") else _KINDS[line] for i, line in enumerate(lines)]
+    first_bad = next((i + 1 for i, kind in enumerate(kinds) if kind is None), None)
+    with tempfile.TemporaryDirectory() as d, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dedup.shards, "JSONL_CHUNK_BYTES", pieces)
+        path = Path(d) / "x.jsonl"
+        path.write_bytes(data)
+        (shard,) = discover([path])
+        try:
+            r = reader(shard)
+            rows = sum(b.num_rows for b in r.batches())
+        except InputError as e:
+            assert e.line == first_bad, (e, lines)
+            return
+        assert first_bad is None, lines
+        assert rows == r.num_rows == count_rows([shard]) == sum(1 for kind in kinds if kind)
+
+
+@pytest.mark.parametrize("first", [b"null", b"[1]", b"5", b'"s"'])
+def test_a_piece_starting_with_a_value_that_is_not_an_object_is_refused_not_a_crash(tmp_path: Path, first):
+    """pyarrow 26 dies with SIGSEGV reading JSON whose first value is ``null``; the reader
+    must refuse such a line before Arrow sees it (run in a child: a crash fails the test)."""
+    import subprocess
+    import sys
+
+    path = _jsonl_file(tmp_path, [first, OBJ])
+    code = (
+        "from dedup.shards import InputError, ShardReader, discover\n"
+        "try:\n"
+        f"    ShardReader(discover([r'{path}'])[0], 'text', 'id', False, 2)\n"
+        "except InputError as e:\n"
+        "    print(e.line, e.message)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("1 expected a JSON object, got "), done.stdout
