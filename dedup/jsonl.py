@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -190,3 +191,120 @@ def first_problem(piece: bytes, first_line: int, text_column: str | None = None)
         if problem is not None:
             return first_line + i, problem
     return None
+
+
+# ------------------------------------------------------------------ numbers, exactly
+
+#: float64 holds every integer of at most this magnitude exactly, and not all above it.
+EXACT_IN_DOUBLE = 2**53
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class _IntText(str):
+    """An integer literal, as written."""
+
+
+class _FloatText(str):
+    """A number literal with a fraction or an exponent, as written."""
+
+
+@dataclass
+class Numbers:
+    """What the numbers of one column say about the type that holds them exactly.
+
+    Attributes:
+        beyond_int64: an integer outside int64 (Arrow reads the column as float64).
+        big: an integer of magnitude above 2^53 (float64 would round it).
+        fraction: a number written with a fraction or an exponent (``2.5``, ``1e3``).
+        negative: a negative integer.
+        beyond_uint64: an integer of 2^64 or more.
+    """
+
+    beyond_int64: bool = False
+    big: bool = False
+    fraction: bool = False
+    negative: bool = False
+    beyond_uint64: bool = False
+
+    def add_int(self, value: int) -> None:
+        """Note one integer."""
+        self.big |= abs(value) > EXACT_IN_DOUBLE
+        self.beyond_int64 |= not _INT64[0] <= value <= _INT64[1]
+        self.negative |= value < 0
+        self.beyond_uint64 |= value >= 2**64
+
+    def merge(self, other: "Numbers") -> None:
+        """Note everything ``other`` noted."""
+        for k in ("beyond_int64", "big", "fraction", "negative", "beyond_uint64"):
+            setattr(self, k, getattr(self, k) or getattr(other, k))
+
+    def exact_type(self) -> str | None:
+        """``"uint64"`` or ``"string"`` when Arrow's own type (int64, or float64) would round
+        a number of the column, else None. uint64 when every number is an integer in
+        [0, 2^64); otherwise each number's JSON text, as written.
+
+        Example:
+            >>> n = Numbers(); n.add_int(18446744073709551000); n.exact_type()
+            'uint64'
+            >>> n.add_int(-1); n.exact_type()
+            'string'
+        """
+        if self.beyond_int64:
+            return "string" if self.fraction or self.negative or self.beyond_uint64 else "uint64"
+        if self.big and self.fraction:
+            return "string"
+        return None
+
+
+#: Where a value sits inside a column: object keys, and None for "an item of a list".
+Path = tuple[str | None, ...]
+
+
+def number_texts(piece: bytes, first_line: int, columns: set[str], nested: set[str],
+                 rounds: Callable[[str, Path], bool] = lambda column, path: True,
+                 ) -> tuple[dict[str, list[str | None]], dict[str, Numbers], tuple[int, str] | None]:
+    """Parse the rows of ``piece`` (whose lines :func:`scan` passed) with Python's exact
+    integers: for each top-level column in ``columns``, each row's number as written (None
+    for null or missing) and what the numbers say; for the columns in ``nested``, the first
+    line holding an integer of magnitude above 2^53 inside a list or object at a place
+    where ``rounds(column, path)`` (the reader holds numbers there as float64), as
+    (1-based line, reason): such a file is refused.
+
+    Slow (Python's JSON parser); used only for pieces where Arrow produced a float64 of
+    magnitude 2^53 or more.
+    """
+    texts: dict[str, list[str | None]] = {c: [] for c in columns}
+    numbers = {c: Numbers() for c in columns}
+    for i, line in enumerate(split_lines(piece)):
+        if first_line + i == 1 and line.startswith(BOM):
+            line = line[len(BOM):]
+        if not line.strip(JSON_SPACE):
+            continue
+        obj = json.loads(line, parse_int=_IntText, parse_float=_FloatText)
+        for c in columns:
+            v = obj.get(c)
+            if isinstance(v, _IntText):
+                numbers[c].add_int(int(v))
+            elif isinstance(v, _FloatText):
+                numbers[c].fraction = True
+            texts[c].append(None if v is None else str(v))
+        for c in nested:
+            for path, big in _big_ints_inside(obj.get(c), ()):
+                if rounds(c, path):
+                    return texts, numbers, (
+                        first_line + i, f"column {c!r} holds the integer {big} inside a list or object, where it "
+                        "would be read as a float64 and rounded; only top-level columns of such integers are read "
+                        "exactly (as uint64 or as text)")
+    return texts, numbers, None
+
+
+def _big_ints_inside(value: object, path: Path) -> Iterator[tuple[Path, str]]:
+    if isinstance(value, _IntText):
+        if abs(int(value)) > EXACT_IN_DOUBLE:
+            yield path, str(value)
+    elif isinstance(value, dict):
+        for k, child in value.items():
+            yield from _big_ints_inside(child, (*path, k))
+    elif isinstance(value, list):
+        for child in value:
+            yield from _big_ints_inside(child, (*path, None))

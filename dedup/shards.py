@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import jsonl
-from .arrow import cast
+from .arrow import cast, min_max
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 JSONL_SUFFIXES = {
@@ -285,15 +285,61 @@ def _read_options(longest_line: int):
     return pj.ReadOptions(block_size=min(longest_line + 1, _MAX_BLOCK))
 
 
+_EXACT_TYPES = {"uint64": pa.uint64(), "string": pa.string()}
+
+
+def _magnitude(values: pa.Array | pa.ChunkedArray) -> float:
+    """Largest absolute value of a float array (0 if none)."""
+    lo, hi = min_max(values)
+    return max(abs(lo or 0.0), abs(hi or 0.0))
+
+
+def _float_leaves(values: pa.Array | pa.ChunkedArray) -> Iterator[pa.Array]:
+    """The float arrays inside a column of lists and structs (as Arrow reads JSON)."""
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    for chunk in chunks:
+        t = chunk.type
+        if pa.types.is_floating(t):
+            yield chunk
+        elif pa.types.is_list(t) or pa.types.is_large_list(t):
+            yield from _float_leaves(chunk.flatten())
+        elif pa.types.is_struct(t):
+            for child in chunk.flatten():
+                yield from _float_leaves(child)
+
+
+def _floating_at(t: pa.DataType, path: jsonl.Path) -> bool:
+    """Whether the value at ``path`` inside a column of type ``t`` is a float (or unknown)."""
+    for key in path:
+        if key is None and (pa.types.is_list(t) or pa.types.is_large_list(t)):
+            t = t.value_type
+        elif key is not None and pa.types.is_struct(t) and t.get_field_index(key) >= 0:
+            t = t.field(key).type
+        else:
+            return True
+    return pa.types.is_floating(t)
+
+
 class _JsonlFile:
     """A JSON Lines shard read in pieces (:data:`JSONL_CHUNK_BYTES`), with one schema for
     the whole file.
 
     The first pass parses every piece with Arrow, notes the columns Arrow would turn into
-    timestamps (they are read as the strings they are) and unifies the pieces' schemas
-    with permissive promotion (null -> any type, int -> double, new columns); the second
-    pass (:meth:`tables`) parses them again and conforms each to that schema. Two parses,
-    memory of one piece.
+    timestamps (they are read as the strings they are) and the columns whose numbers Arrow
+    would round (below), and unifies the pieces' schemas with permissive promotion (null ->
+    any type, int -> double, new columns); the second pass (:meth:`tables`) parses them
+    again and conforms each to that schema. Two parses, memory of one piece.
+
+    Numbers are never rounded. Arrow reads a column of JSON numbers as int64 when every
+    one is an integer that int64 holds, else as float64, which holds integers exactly only
+    up to 2^53. So a top-level column holding an integer beyond int64 (a uint64 hash id,
+    say) is read as uint64 when every number in it, over the whole file, is an integer in
+    [0, 2^64), and otherwise as strings: each number's JSON text as written in the file
+    (``"-1"``, ``"18446744073709551000"``, ``"2.5"``); and so is an int64 column whose
+    integers beyond 2^53 would be rounded by fractions elsewhere in it. Other columns keep
+    Arrow's types. An integer beyond 2^53 inside a list or object where Arrow would read a
+    float64 is refused, with its line. Finding these costs one extra Python parse of the
+    pieces where Arrow produced a float of magnitude 2^53 or more, and nothing elsewhere.
     """
 
     def __init__(self, shard: Shard, empty_columns: tuple[str, ...], chunk_bytes: int | None = None):
@@ -301,9 +347,13 @@ class _JsonlFile:
         self.empty_columns = empty_columns
         self.chunk_bytes = chunk_bytes or JSONL_CHUNK_BYTES
         self.as_strings: set[str] = set()
+        #: Columns read exactly (``uint64`` or ``string``) instead of Arrow's own type.
+        self.exact: dict[str, pa.DataType] = {}
+        numbers: dict[str, jsonl.Numbers] = {}
         schemas = []
         self.num_rows = 0
-        for _, table in self._parsed():
+        for line, piece, table in self._parsed():
+            self._note_numbers(numbers, line, piece, table)
             schemas.append(table.schema)
             self.num_rows += table.num_rows
         if self.num_rows == 0:
@@ -313,17 +363,47 @@ class _JsonlFile:
             self.schema = pa.unify_schemas(schemas, promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
             raise InputError(shard.path, f"a column changes type within the file: {e}") from e
+        self.exact = {c: _EXACT_TYPES[t] for c, n in numbers.items() if (t := n.exact_type())}
+        for c, t in self.exact.items():
+            self.schema = self.schema.set(self.schema.get_field_index(c), pa.field(c, t))
+
+    def _note_numbers(self, numbers: dict[str, jsonl.Numbers], line: int, piece: bytes, table: pa.Table) -> None:
+        """Add what ``table`` (the piece's rows as Arrow reads them) says about its numbers
+        to ``numbers``; look at the JSON text only where Arrow may have rounded."""
+        top, nested = set(), set()
+        for f in table.schema:
+            col = table.column(f.name)
+            if pa.types.is_integer(f.type):
+                for v in min_max(col):
+                    if v is not None:
+                        numbers.setdefault(f.name, jsonl.Numbers()).add_int(v)
+            elif pa.types.is_floating(f.type):
+                if _magnitude(col) >= jsonl.EXACT_IN_DOUBLE:
+                    top.add(f.name)
+                else:  # float64 without an integer beyond int64: a fraction or an exponent is there
+                    numbers.setdefault(f.name, jsonl.Numbers()).fraction = True
+            elif pa.types.is_nested(f.type) and any(_magnitude(v) >= jsonl.EXACT_IN_DOUBLE for v in _float_leaves(col)):
+                nested.add(f.name)
+        if top or nested:
+            _, found, bad = jsonl.number_texts(piece, line, top, nested,
+                                               lambda c, path: _floating_at(table.schema.field(c).type, path))
+            if bad is not None:
+                raise InputError(self.shard.path, bad[1], line=bad[0])
+            for c, n in found.items():
+                numbers.setdefault(c, jsonl.Numbers()).merge(n)
 
     def _parse(self, piece: bytes, lines: jsonl.Lines) -> pa.Table:
         import pyarrow.json as pj
 
-        strings = pa.schema([(c, pa.string()) for c in sorted(self.as_strings)])
-        opts = pj.ParseOptions(explicit_schema=strings, unexpected_field_behavior="infer") if len(strings) else None
+        explicit = {c: pa.string() for c in self.as_strings}
+        explicit.update({c: t for c, t in self.exact.items() if t == pa.uint64()})  # Arrow parses these exactly
+        schema = pa.schema(sorted(explicit.items()))
+        opts = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer") if explicit else None
         return pj.read_json(pa.BufferReader(piece), parse_options=opts, read_options=_read_options(lines.longest))
 
-    def _parsed(self) -> Iterator[tuple[int, pa.Table]]:
-        """(first line, table) of each piece, after checking that the piece holds one JSON
-        object per line that is not blank (:mod:`dedup.jsonl`): Arrow's rows are the lines."""
+    def _parsed(self) -> Iterator[tuple[int, bytes, pa.Table]]:
+        """(first line, bytes, table) of each piece, after checking that the piece holds one
+        JSON object per line that is not blank (:mod:`dedup.jsonl`): Arrow's rows are the lines."""
         for line, piece in _jsonl_pieces(self.shard, self.chunk_bytes):
             lines = jsonl.scan(piece, at_file_start=line == 1)
             if lines.suspect:  # before Arrow: pyarrow 26 crashes (SIGSEGV) on a piece that starts with null
@@ -338,7 +418,7 @@ class _JsonlFile:
                 raise self._bad_line(piece, line, str(e)) from e
             if table.num_rows != lines.rows:
                 raise self._bad_line(piece, line, f"Arrow read {table.num_rows} rows from {lines.rows} lines")
-            yield line, table
+            yield line, piece, table
 
     def _bad_line(self, piece: bytes, first_line: int, arrow_said: str) -> InputError:
         """The error for a piece that is not one JSON object per line: its first bad line,
@@ -350,9 +430,15 @@ class _JsonlFile:
 
     def tables(self) -> Iterator[pa.Table]:
         """The file's rows in order, a piece at a time, each with :attr:`schema`."""
-        for line, table in self._parsed():
+        as_text = {c for c, t in self.exact.items() if t == pa.string()}
+        for line, piece, table in self._parsed():
+            present = {c for c in as_text if c in table.column_names and table.column(c).null_count < table.num_rows}
+            texts = jsonl.number_texts(piece, line, present, set())[0] if present else {}
             cols = []
             for f in self.schema:
+                if f.name in texts:
+                    cols.append(pa.array(texts[f.name], pa.string()))
+                    continue
                 if f.name not in table.column_names:
                     cols.append(pa.nulls(table.num_rows, f.type))
                     continue

@@ -747,3 +747,90 @@ def test_a_piece_starting_with_a_value_that_is_not_an_object_is_refused_not_a_cr
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("1 expected a JSON object, got "), done.stdout
+
+
+# ------------------------------------------------------------ numbers never rounded (F6)
+
+BIG = 18446744073709551000  # a uint64 hash id: beyond int64, and float64 holds it only approximately
+EXACT_53 = 9007199254740993  # 2^53 + 1: an int64, but not a float64
+
+
+def _numbers_file(tmp_path: Path, values: list, name: str = "n.jsonl", other: str = "x") -> Path:
+    lines = [f'{{"id": {v}, "text": "document {i} {other}"}}'.encode() for i, v in enumerate(values)]
+    return _jsonl_file(tmp_path, lines, name)
+
+
+def test_uint64_ids_are_read_exactly(tmp_path: Path):
+    """F6's example: one id above int64 turned the whole column into float64."""
+    values = [BIG, BIG + 1, BIG + 2, BIG + 3, EXACT_53, "null", 0]
+    r = reader(discover([_numbers_file(tmp_path, values)])[0])
+    assert r.schema.field("id").type == pa.uint64()
+    assert read_all(r).column("id").to_pylist() == [BIG, BIG + 1, BIG + 2, BIG + 3, EXACT_53, None, 0]
+    assert r.ids(next(r.batches())).to_pylist() == [str(BIG), str(BIG + 1)]
+
+
+@pytest.mark.parametrize("pieces", [None, 64])
+def test_integers_beyond_uint64_or_negative_with_big_ones_become_their_text(tmp_path: Path, monkeypatch, pieces):
+    import dedup.shards
+
+    if pieces:
+        monkeypatch.setattr(dedup.shards, "JSONL_CHUNK_BYTES", pieces)
+    cases = {
+        "neg.jsonl": ([-1, BIG, 7], ["-1", str(BIG), "7"]),
+        "huge.jsonl": ([2**64, 5], [str(2**64), "5"]),
+        "frac.jsonl": ([BIG, 2.5, "1e3", "null"], [str(BIG), "2.5", "1e3", None]),
+        "mixed53.jsonl": ([EXACT_53, 2.5], [str(EXACT_53), "2.5"]),  # int64 and fractions: float64 would round
+    }
+    for name, (values, texts) in cases.items():
+        r = reader(discover([_numbers_file(tmp_path, values, name)])[0])
+        assert r.schema.field("id").type == pa.string(), name
+        assert read_all(r).column("id").to_pylist() == texts, name
+
+
+@pytest.mark.parametrize("pieces", [None, 64])
+def test_numbers_that_need_no_help_keep_arrows_types(tmp_path: Path, monkeypatch, pieces):
+    import dedup.shards
+
+    if pieces:
+        monkeypatch.setattr(dedup.shards, "JSONL_CHUNK_BYTES", pieces)
+    cases = {
+        "int.jsonl": ([EXACT_53, -3, "null"], pa.int64(), [EXACT_53, -3, None]),
+        "float.jsonl": ([1, 2.5, "1e20", -4], pa.float64(), [1.0, 2.5, 1e20, -4.0]),
+    }
+    for name, (values, typ, expected) in cases.items():
+        r = reader(discover([_numbers_file(tmp_path, values, name)])[0])
+        assert r.schema.field("id").type == typ, name
+        assert read_all(r).column("id").to_pylist() == expected, name
+
+
+def test_uint64_decided_over_the_whole_file(tmp_path: Path, tiny_pieces):
+    """Small ids in early pieces (Arrow: int64), big ones later (Arrow: float64): uint64
+    throughout; with a negative id anywhere: strings throughout."""
+    r = reader(discover([_numbers_file(tmp_path, [1, 2, 3, BIG, 4])])[0])
+    assert r.schema.field("id").type == pa.uint64()
+    assert read_all(r).column("id").to_pylist() == [1, 2, 3, BIG, 4]
+    r = reader(discover([_numbers_file(tmp_path, [BIG, 2, -3, 4], name="m.jsonl")])[0])
+    assert read_all(r).column("id").to_pylist() == [str(BIG), "2", "-3", "4"]
+
+
+def test_a_big_integer_inside_a_list_is_refused_naming_the_line(tmp_path: Path):
+    lines = [b'{"text": "a", "h": [1, 2]}', b'{"text": "b", "h": [3, %d]}' % BIG]
+    path = _jsonl_file(tmp_path, lines)
+    with raises_naming(path, f"line 2: column 'h' holds the integer {BIG} inside a list or object"):
+        reader(discover([path])[0])
+
+
+def test_dedup_keeps_uint64_ids_exact_in_kept_and_removed(tmp_path: Path):
+    from dedup.engine import dedup_files
+
+    (tmp_path / "in").mkdir()
+    lines = [b'{"id": %d, "text": "alpha beta gamma delta epsilon zeta"}' % (BIG + i) for i in range(2)]
+    lines += [b'{"id": %d, "text": "one two three"}' % (BIG + i) for i in (2, 3)]
+    lines += [b'{"id": %d, "text": "q r s"}' % EXACT_53]
+    _jsonl_file(tmp_path / "in", lines, "a.jsonl")
+    dedup_files([tmp_path / "in"], tmp_path / "out")
+    removed = pq.read_table(tmp_path / "out" / "removed.parquet")
+    assert removed.column("id").to_pylist() == [str(BIG + 1), str(BIG + 3)]
+    kept = pq.read_table(tmp_path / "out" / "kept" / "a.parquet")
+    assert kept.schema.field("id").type == pa.uint64()
+    assert kept.column("id").to_pylist() == [BIG, BIG + 2, EXACT_53]
