@@ -200,6 +200,13 @@ def plan_index(
         capacity: expected number of documents (every document is inserted).
         total_fp: whole-index false-positive target (default 1e-5).
         bands, rows: explicit banding; must satisfy bands * rows <= num_perm.
+
+    Example:
+        >>> plan = plan_index(0.8, 128, capacity=1_000_000, total_fp=1e-5)
+        >>> plan.bands, plan.rows, round(plan.bytes_per_doc, 1)
+        (9, 13, 32.1)
+        >>> [round(candidate_probability(s, plan.bands, plan.rows), 3) for s in (0.5, 0.8, 0.9)]  # the S-curve
+        [0.001, 0.399, 0.929]
     """
     if (bands is None) != (rows is None):
         raise ValueError("give both bands and rows, or neither")

@@ -458,6 +458,18 @@ class ShardReader:
         shard: the file.
         text_column, id_column, id_required: see :class:`dedup.config.DedupConfig`.
         batch_rows: maximum rows per batch.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.jsonl"
+        >>> _ = path.write_text('{"id": 18446744073709551000, "text": "one"}\\n\\n{"id": 7, "text": null}\\n')
+        >>> shard = Shard(path, "a.jsonl", "jsonl")
+        >>> reader = ShardReader(shard, "text", "id", False, batch_rows=1024)
+        >>> reader.schema.field("id").type, reader.num_rows, count_rows([shard])
+        (DataType(uint64), 2, 2)
+        >>> batch = next(reader.batches())
+        >>> reader.ids(batch).to_pylist(), reader.text(batch).to_pylist()
+        (['18446744073709551000', '7'], ['one', None])
     """
 
     def __init__(self, shard: Shard, text_column: str, id_column: str | None, id_required: bool, batch_rows: int):
