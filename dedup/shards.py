@@ -27,6 +27,16 @@ other line (``null``, an array, two objects, a line of form feeds or other white
 that JSON does not allow, a byte order mark after the first line, a key twice in one
 object) is refused with its line named, so the rows read are exactly the lines
 :func:`count_rows` counts. A line may be of any length up to Arrow's 2 GiB block limit.
+
+JSON numbers are never rounded. Arrow reads a column of numbers as int64 when every one
+is an integer that int64 holds, else as float64, which holds integers exactly only up to
+2^53. So a top-level column holding an integer beyond int64 (a uint64 hash id, say) is
+read as uint64 when every number in it, over the whole file, is an integer in [0, 2^64),
+and otherwise as strings: each number's JSON text as written in the file (``"-1"``,
+``"18446744073709551000"``, ``"2.5"``); so is an int64 column whose integers beyond 2^53
+would be rounded by fractions elsewhere in it. Other columns keep Arrow's types (int64,
+float64). An integer beyond 2^53 inside a list or object, where Arrow would hold it as a
+float64, is refused with its line.
 """
 
 from __future__ import annotations
@@ -38,7 +48,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -330,16 +339,9 @@ class _JsonlFile:
     any type, int -> double, new columns); the second pass (:meth:`tables`) parses them
     again and conforms each to that schema. Two parses, memory of one piece.
 
-    Numbers are never rounded. Arrow reads a column of JSON numbers as int64 when every
-    one is an integer that int64 holds, else as float64, which holds integers exactly only
-    up to 2^53. So a top-level column holding an integer beyond int64 (a uint64 hash id,
-    say) is read as uint64 when every number in it, over the whole file, is an integer in
-    [0, 2^64), and otherwise as strings: each number's JSON text as written in the file
-    (``"-1"``, ``"18446744073709551000"``, ``"2.5"``); and so is an int64 column whose
-    integers beyond 2^53 would be rounded by fractions elsewhere in it. Other columns keep
-    Arrow's types. An integer beyond 2^53 inside a list or object where Arrow would read a
-    float64 is refused, with its line. Finding these costs one extra Python parse of the
-    pieces where Arrow produced a float of magnitude 2^53 or more, and nothing elsewhere.
+    Numbers (see the module docstring) cost nothing extra in a piece where Arrow produced
+    no float of magnitude 2^53 or more (a min/max per numeric column), and one Python
+    parse of the piece where it did.
     """
 
     def __init__(self, shard: Shard, empty_columns: tuple[str, ...], chunk_bytes: int | None = None):
