@@ -6,17 +6,19 @@ Public API (see each module for the maths and the paper it comes from):
 - :func:`shingles`, :func:`canonical_text` — the normalisation/shingling definition
 - :func:`optimal_param`, :func:`plan_index`, :class:`IndexPlan` — banding and Bloom sizing
 - :class:`BloomFilter` — persisted, memory-mappable Bloom filter
-- :class:`LSHBloomIndex`, :class:`DatasketchLSHIndex`, :class:`PybloomIndex` — duplicate indexes
+- :class:`LSHBloomIndex` — the duplicate index; :class:`DatasketchLSHIndex`, :class:`PybloomIndex` —
+  baselines for benchmarks (:mod:`dedup.baselines`; their packages are the ``baselines`` extra)
 - :class:`DedupConfig`, :func:`dedup_files` — the single-process engine
 - :class:`InputError` — raised for bad inputs, naming the file (and row/line)
 
 Nothing here imports torch, transformers, dask or the command line.
 """
 
+from .baselines import DatasketchLSHIndex, PybloomIndex
 from .bloom import BloomFilter
 from .config import DedupConfig
 from .engine import dedup_files
-from .index import DatasketchLSHIndex, LSHBloomIndex, PybloomIndex
+from .index import LSHBloomIndex
 from .minhash import SCHEMES, estimate_jaccard, minhash_signatures
 from .normalize import canonical_text, shingles
 from .params import IndexPlan, optimal_param, plan_index

@@ -98,3 +98,14 @@ def cast(values: pa.Array, to: pa.DataType) -> pa.Array:
     """``values.cast(to)`` (safe cast: raises ArrowInvalid on a lossy one)."""
     compute = _compute()
     return compute.call_function("cast", [values], compute.CastOptions.safe(to))
+
+
+def min_max(values: pa.Array | pa.ChunkedArray) -> tuple[object, object]:
+    """(smallest, largest) value of a numeric array, nulls skipped ((None, None) if none).
+
+    Example:
+        >>> min_max(pa.chunked_array([[3, None, -2], [7]]))
+        (-2, 7)
+    """
+    result = _compute().call_function("min_max", [values]).as_py()
+    return result["min"], result["max"]

@@ -48,6 +48,16 @@ class BloomFilter:
         seed: mixed into every key; filters merge only if m, k and seed agree.
         bits: optional existing uint64 word array (e.g. a memory map) to use in place.
         count: insertions already made into ``bits``.
+
+    Example:
+        >>> import numpy as np
+        >>> f = BloomFilter.for_capacity(1000, 0.01, seed=7)
+        >>> f.add(np.array([1, 2, 3, 2], dtype=np.uint64)).tolist()  # seen before?
+        [False, False, False, True]
+        >>> f.contains(np.array([3, 4], dtype=np.uint64)).tolist()
+        [True, False]
+        >>> f
+        BloomFilter(m=9600, k=7, seed=7, count=4)
     """
 
     def __init__(self, m_bits: int, k: int, seed: int = 0, *, bits: np.ndarray | None = None, count: int = 0):

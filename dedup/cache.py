@@ -3,6 +3,14 @@
 Location: ``$MEMDEDUP_CACHE_DIR``, else ``$XDG_CACHE_HOME/memdedup``, else
 ``~/.cache/memdedup``. Everything in it can be deleted at any time; an unwritable location
 just means recomputing.
+
+Example:
+    >>> import os, tempfile
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"MEMDEDUP_CACHE_DIR": tempfile.mkdtemp()}):
+    ...     save_json("example.json", {"a": 1})
+    ...     print(load_json("example.json"), load_json("missing.json"))
+    {'a': 1} {}
 """
 
 from __future__ import annotations

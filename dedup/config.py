@@ -36,6 +36,14 @@ class DedupConfig:
         capacity: documents to size the filters for; default: the input's row count.
         compression: Parquet compression of the outputs (zstd: smaller than snappy and,
             at its default level 1, faster to write).
+
+    Example:
+        >>> DedupConfig(threshold=0.7).decision_dict()["threshold"]
+        0.7
+        >>> DedupConfig(threshold=1.5)
+        Traceback (most recent call last):
+        ...
+        ValueError: invalid dedup config: threshold must be in (0, 1), got 1.5
     """
 
     threshold: float = 0.8

@@ -128,6 +128,10 @@ def dedup_files(
         (2, {'exact': 1, 'near': 0})
     """
     t_start = time.perf_counter()
+    if config.index != "lshbloom":
+        from .baselines import require
+
+        require(config.index)  # before prepare() may clear an earlier run (--force)
     plan = runs.prepare(inputs, out, config, engine="fused", force=force, log=log)
     if plan.previous is not None:
         return plan.previous

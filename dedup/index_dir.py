@@ -79,6 +79,12 @@ class IndexDir:
     Raises:
         IndexMismatchError: the directory was built with other parameters.
         dedup.io.StateError: ``index.json`` is damaged.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> idx = IndexDir(pathlib.Path(tempfile.mkdtemp()) / "index", index_params(DedupConfig(), 9, 13))
+        >>> idx.current is None, idx.documents
+        (True, 0)
     """
 
     def __init__(self, path: str | os.PathLike, params: dict):

@@ -104,6 +104,19 @@ def write_stage_manifest(out: Path, stage: str, body: dict, *, versions: bool = 
     """Write ``out/manifest.json`` last and atomically: the one manifest format of every
     stage. Adds ``stage``, ``created_unix`` (seconds since the epoch) and, unless
     ``versions`` is False, the library versions that decide outputs; returns the dict.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> m = write_stage_manifest(d, "demo", {"rows": 3}, versions=False)
+        >>> read_manifest(d)["rows"], m["stage"]
+        (3, 'demo')
+        >>> _ = (d / "bad.json").write_text("{nope")
+        >>> try:
+        ...     read_json(d / "bad.json")
+        ... except StateError as e:
+        ...     print(str(e).split(": ", 1)[1][:31])
+        damaged (not valid JSON: Expect
     """
     manifest = {"stage": stage, "created_unix": time.time(), **body}
     if versions and "versions" not in manifest:

@@ -4,6 +4,13 @@ Both run the same ``@numba.njit`` code (:mod:`dedup._kernels`); the AOT extensio
 (:mod:`dedup._kernels.aot`) spares a process the Numba import and JIT start-up. Set
 ``MEMDEDUP_JIT=1`` to force the JIT. Multi-threaded sketching always uses the JIT's
 ``prange`` version (the AOT build is serial).
+
+Example:
+    >>> import numpy as np
+    >>> backend() in ("aot", "jit")
+    True
+    >>> popcount(np.array([0b1011, 1 << 63], dtype=np.uint64))  # bits set, whichever build runs
+    4
 """
 
 from __future__ import annotations

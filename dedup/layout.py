@@ -186,6 +186,12 @@ class RemovedWriter:
 
 
 def kept_path(out: Path, shard_stem: str) -> Path:
+    """Where a shard's kept rows go.
+
+    Example:
+        >>> kept_path(Path("out"), "a/part-0").as_posix()
+        'out/kept/a/part-0.parquet'
+    """
     return out / KEPT_DIR / f"{shard_stem}.parquet"
 
 

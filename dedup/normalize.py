@@ -292,7 +292,16 @@ def replacements(nfkc: bool = True) -> tuple[int, int, CharMap]:
 
 
 def canonical_text(text: str, nfkc: bool = True) -> str:
-    """Reference: the canonical text of one document (steps 1 and 2)."""
+    """Reference: the canonical text of one document (steps 1 and 2).
+
+    Example:
+        >>> canonical_text("The QUICK brown fox -- jumps!")
+        'the quick brown fox jumps'
+        >>> canonical_text("Ｆｕｌｌ ﬁne café")
+        'full fine café'
+        >>> shingles("a b c d e f", ngram=5)
+        [b'a b c d e', b'b c d e f']
+    """
     lowered = prenormalize(string_array([text]), nfkc)[0].as_py()
     table = word_char_table()
     words: list[str] = []

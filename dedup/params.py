@@ -108,8 +108,8 @@ def whole_index_fp(band_fps: list[float]) -> float:
     keep it exact for tiny rates). Both engines report this from each filter's fill.
 
     Example:
-        >>> round(whole_index_fp([1e-6] * 9), 12)
-        9e-06
+        >>> round(whole_index_fp([1e-6] * 9), 12)  # 1 - (1 - 1e-6)^9, just under 9e-6
+        8.999964e-06
     """
     return -math.expm1(sum(math.log1p(-min(p, 1.0 - 1e-300)) for p in band_fps)) if band_fps else 0.0
 
@@ -212,6 +212,13 @@ def plan_index(
         capacity: expected number of documents (every document is inserted).
         total_fp: whole-index false-positive target (default 1e-5).
         bands, rows: explicit banding; must satisfy bands * rows <= num_perm.
+
+    Example:
+        >>> plan = plan_index(0.8, 128, capacity=1_000_000, total_fp=1e-5)
+        >>> plan.bands, plan.rows, round(plan.bytes_per_doc, 1)
+        (9, 13, 32.1)
+        >>> [round(candidate_probability(s, plan.bands, plan.rows), 3) for s in (0.5, 0.8, 0.9)]  # the S-curve
+        [0.001, 0.399, 0.929]
     """
     if (bands is None) != (rows is None):
         raise ValueError("give both bands and rows, or neither")

@@ -36,6 +36,13 @@ class FilterStack:
         scalable: False = one generation sized exactly (a run that knows its size);
             True = generation 0 gets ``fp * (1 - tightening)`` and more follow when full.
         seed: Bloom seed.
+
+    Example:
+        >>> import numpy as np
+        >>> stack = FilterStack(fp=1e-3, capacity=100)
+        >>> keys = np.arange(5, dtype=np.uint64)
+        >>> stack.add(keys, np.ones(5, dtype=bool)).tolist(), stack.add(keys[:2], np.ones(2, dtype=bool)).tolist()
+        ([False, False, False, False, False], [True, True])
     """
 
     def __init__(self, fp: float, capacity: int, scalable: bool = False, seed: int = 0,

@@ -6,14 +6,42 @@ canonical order, is decided by :func:`dedup.runs.discover`.
 
 Every problem with an input raises :class:`InputError`, whose message names the file and,
 where it applies, the line (JSONL, 1-based) or row (Parquet, 0-based).
+
+Columns, decided here:
+
+* The text column must exist, once, and hold strings (or only nulls). A file with two
+  columns named like the text column is refused: which one is the text would be a guess.
+* The id column is read as strings (numbers, dates, binary UTF-8 are converted). When it
+  was named explicitly (``id_column_required``), it must exist, once, and be convertible
+  to strings, or the file is refused. The default id column (``"id"``, not required) is
+  optional: when it is absent the ids are null, and when it cannot be read as one string
+  per row (a nested type such as a struct, or two columns of that name) it is ignored:
+  the ids are null, :attr:`ShardReader.id_ignored` says why, and an :class:`InputWarning`
+  naming the file is issued. The column itself is still copied to the kept shard.
+* Other columns are copied to the kept shard as they are, duplicated names included.
+
+JSON Lines, decided here and in :mod:`dedup.jsonl`: every line that is not blank (blank:
+only spaces, tabs and carriage returns) is one row and must hold one JSON object; any
+other line (``null``, an array, two objects, a line of form feeds or other whitespace
+that JSON does not allow, a byte order mark after the first line, a key twice in one
+object) is refused with its line named, so the rows read are exactly the lines
+:func:`count_rows` counts. A line may be of any length up to Arrow's 2 GiB block limit.
+
+JSON numbers are never rounded. Arrow reads a column of numbers as int64 when every one
+is an integer that int64 holds, else as float64, which holds integers exactly only up to
+2^53. So a top-level column holding an integer beyond int64 (a uint64 hash id, say) is
+read as uint64 when every number in it, over the whole file, is an integer in [0, 2^64),
+and otherwise as strings: each number's JSON text as written in the file (``"-1"``,
+``"18446744073709551000"``, ``"2.5"``); so is an int64 column whose integers beyond 2^53
+would be rounded by fractions elsewhere in it. Other columns keep Arrow's types (int64,
+float64). An integer beyond 2^53 inside a list or object, where Arrow would hold it as a
+float64, is refused with its line.
 """
 
 from __future__ import annotations
 
-import glob
-import io
-import json
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +49,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .arrow import cast
+from . import jsonl
+from .arrow import cast, min_max
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 JSONL_SUFFIXES = {
@@ -96,56 +125,48 @@ def is_plain_json(path: Path) -> bool:
     return path.name.lower().endswith((".json", ".json.gz", ".json.zst"))
 
 
-def _check_columns(shard: Shard, schema: pa.Schema, text_column: str, id_column: str | None, id_required: bool) -> None:
+class InputWarning(UserWarning):
+    """Something in an input file was skipped rather than refused (the message says what)."""
+
+
+def _duplicated(names: list[str], name: str) -> str | None:
+    n = names.count(name)
+    return f"column {name!r} appears {n} times; columns are {names}" if n > 1 else None
+
+
+def _check_columns(shard: Shard, schema: pa.Schema, text_column: str, id_column: str | None, id_required: bool) -> str | None:
+    """Check the text and id columns (see the module docstring); return why the id column
+    is ignored (None: it is read, or absent)."""
     names = schema.names
     if text_column not in names:
         raise InputError(shard.path, f"no text column {text_column!r}; columns are {names}")
+    dup = _duplicated(names, text_column)
+    if dup:
+        raise InputError(shard.path, f"text {dup}; column names must be unique")
     t = schema.field(text_column).type
     if pa.types.is_dictionary(t):
         t = t.value_type  # read through the dictionary (see ShardReader.text)
     if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_null(t)):
         raise InputError(shard.path, f"text column {text_column!r} has type {t}, expected a string type")
-    if id_required and id_column and id_column not in names:
-        raise InputError(shard.path, f"no id column {id_column!r}; columns are {names}")
-    if id_column and id_column in names and pa.types.is_nested(schema.field(id_column).type):
-        raise InputError(
-            shard.path, f"id column {id_column!r} has type {schema.field(id_column).type}, which cannot be read as strings"
-        )
+    if not id_column or id_column not in names:
+        if id_required and id_column:
+            raise InputError(shard.path, f"no id column {id_column!r}; columns are {names}")
+        return None
+    problem = _duplicated(names, id_column)
+    if problem is None and not _castable_to_string(schema.field(id_column).type):
+        problem = f"column {id_column!r} has type {schema.field(id_column).type}, which cannot be read as strings"
+    if problem is not None and id_required:
+        raise InputError(shard.path, f"id {problem}")
+    return problem
 
 
-def _iter_lines(shard: Shard) -> Iterator[bytes]:
-    """Raw lines of a (possibly compressed) JSONL file."""
-    with pa.input_stream(str(shard.path), compression=shard.compression) as raw:
-        yield from io.BufferedReader(raw, buffer_size=1 << 20)
-
-
-def _jsonl_bad_line(shard: Shard, text_column: str | None = None) -> tuple[int, str] | None:
-    """(1-based line, reason) of the first line that is not a JSON object (or whose
-    ``text_column`` holds something other than a string or null), or None."""
-    for lineno, line in enumerate(_iter_lines(shard), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            return lineno, f"invalid JSON: {e}"
-        if not isinstance(obj, dict):
-            return lineno, f"expected a JSON object, got {type(obj).__name__}"
-        if text_column is not None and obj.get(text_column) is not None and not isinstance(obj[text_column], str):
-            kind = {bool: "boolean", int: "number", float: "number", dict: "object", list: "array"}.get(type(obj[text_column]), "value")
-            return lineno, f"text column {text_column!r} holds a JSON {kind}, expected a string"
-    return None
-
-
-def _jsonl_line_of_row(shard: Shard, row: int) -> int | None:
-    """1-based line of the 0-based row ``row`` (rows are the lines that are not blank)."""
-    seen = -1
-    for lineno, line in enumerate(_iter_lines(shard), start=1):
-        if line.strip():
-            seen += 1
-            if seen == row:
-                return lineno
-    return None
+def _castable_to_string(t: pa.DataType) -> bool:
+    """Whether Arrow can cast ``t`` to strings at all (nested and interval types cannot)."""
+    try:
+        cast(pa.nulls(0, t), pa.string())
+        return True
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
+        return False
 
 
 #: Bytes of JSON text parsed at a time: a JSONL shard is read in pieces of whole lines of
@@ -155,25 +176,96 @@ JSONL_CHUNK_BYTES = 32 << 20
 
 def _jsonl_pieces(shard: Shard, chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
     """(first line number, bytes) of consecutive pieces of the decompressed file, each
-    made of whole lines; pieces holding only blank lines are skipped."""
+    made of whole lines ending in a line feed; pieces of blank lines only are skipped.
+
+    Raises:
+        InputError: the file cannot be read or decompressed.
+    """
     line = 1
-    with pa.input_stream(str(shard.path), compression=shard.compression) as raw:
-        rest = b""
-        while True:
-            block = raw.read(chunk_bytes)
-            if not block:
-                break
-            buf = rest + block
-            cut = buf.rfind(b"\n") + 1
-            if cut == 0:
-                rest = buf
-                continue
-            piece, rest = buf[:cut], buf[cut:]
-            if piece.strip():
-                yield line, piece
-            line += piece.count(b"\n")
-        if rest.strip():
-            yield line, rest + b"\n"
+    try:
+        with pa.input_stream(str(shard.path), compression=shard.compression) as raw:
+            rest = b""
+            while True:
+                block = raw.read(chunk_bytes)
+                if not block:
+                    break
+                buf = rest + block
+                cut = buf.rfind(b"\n") + 1
+                if cut == 0:
+                    rest = buf
+                    continue
+                piece, rest = buf[:cut], buf[cut:]
+                if jsonl.has_content(piece):
+                    yield line, piece
+                line += piece.count(b"\n")
+    except (OSError, pa.ArrowException) as e:
+        raise InputError(shard.path, f"unreadable: {e}") from e
+    if jsonl.has_content(rest):
+        yield line, rest + b"\n"
+
+
+def _jsonl_line_of_row(shard: Shard, row: int) -> int | None:
+    """1-based line of the 0-based row ``row`` (rows are the lines that are not blank)."""
+    seen = 0
+    for line, piece in _jsonl_pieces(shard, JSONL_CHUNK_BYTES):
+        lines = jsonl.scan(piece, line == 1)
+        if row < seen + lines.rows:
+            return line + lines.line_of_row(row - seen)
+        seen += lines.rows
+    return None
+
+
+#: Arrow's default JSON block (1 MiB), and the largest it accepts (an int32).
+_ARROW_BLOCK = 1 << 20
+_MAX_BLOCK = (1 << 31) - 1
+
+
+def _read_options(longest_line: int):
+    """Arrow read options for a piece whose longest line has ``longest_line`` bytes: blocks
+    of Arrow's default size, or larger than that line (Arrow refuses a line that straddles
+    two block boundaries, i.e. lines over about two blocks), so any line that Arrow can
+    hold as one value is read. Blocks stay small otherwise: Arrow parses the blocks of a
+    piece in parallel."""
+    import pyarrow.json as pj
+
+    if longest_line < _ARROW_BLOCK:
+        return None
+    return pj.ReadOptions(block_size=min(longest_line + 1, _MAX_BLOCK))
+
+
+_EXACT_TYPES = {"uint64": pa.uint64(), "string": pa.string()}
+
+
+def _magnitude(values: pa.Array | pa.ChunkedArray) -> float:
+    """Largest absolute value of a float array (0 if none)."""
+    lo, hi = min_max(values)
+    return max(abs(lo or 0.0), abs(hi or 0.0))
+
+
+def _float_leaves(values: pa.Array | pa.ChunkedArray) -> Iterator[pa.Array]:
+    """The float arrays inside a column of lists and structs (as Arrow reads JSON)."""
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    for chunk in chunks:
+        t = chunk.type
+        if pa.types.is_floating(t):
+            yield chunk
+        elif pa.types.is_list(t) or pa.types.is_large_list(t):
+            yield from _float_leaves(chunk.flatten())
+        elif pa.types.is_struct(t):
+            for child in chunk.flatten():
+                yield from _float_leaves(child)
+
+
+def _floating_at(t: pa.DataType, path: jsonl.Path) -> bool:
+    """Whether the value at ``path`` inside a column of type ``t`` is a float (or unknown)."""
+    for key in path:
+        if key is None and (pa.types.is_list(t) or pa.types.is_large_list(t)):
+            t = t.value_type
+        elif key is not None and pa.types.is_struct(t) and t.get_field_index(key) >= 0:
+            t = t.field(key).type
+        else:
+            return True
+    return pa.types.is_floating(t)
 
 
 class _JsonlFile:
@@ -181,10 +273,14 @@ class _JsonlFile:
     the whole file.
 
     The first pass parses every piece with Arrow, notes the columns Arrow would turn into
-    timestamps (they are read as the strings they are) and unifies the pieces' schemas
-    with permissive promotion (null -> any type, int -> double, new columns); the second
-    pass (:meth:`tables`) parses them again and conforms each to that schema. Two parses,
-    memory of one piece.
+    timestamps (they are read as the strings they are) and the columns whose numbers Arrow
+    would round (below), and unifies the pieces' schemas with permissive promotion (null ->
+    any type, int -> double, new columns); the second pass (:meth:`tables`) parses them
+    again and conforms each to that schema. Two parses, memory of one piece.
+
+    Numbers (see the module docstring) cost nothing extra in a piece where Arrow produced
+    no float of magnitude 2^53 or more (a min/max per numeric column), and one Python
+    parse of the piece where it did.
     """
 
     def __init__(self, shard: Shard, empty_columns: tuple[str, ...], chunk_bytes: int | None = None):
@@ -192,9 +288,13 @@ class _JsonlFile:
         self.empty_columns = empty_columns
         self.chunk_bytes = chunk_bytes or JSONL_CHUNK_BYTES
         self.as_strings: set[str] = set()
+        #: Columns read exactly (``uint64`` or ``string``) instead of Arrow's own type.
+        self.exact: dict[str, pa.DataType] = {}
+        numbers: dict[str, jsonl.Numbers] = {}
         schemas = []
         self.num_rows = 0
-        for _, table in self._parsed():
+        for line, piece, table in self._parsed():
+            self._note_numbers(numbers, line, piece, table)
             schemas.append(table.schema)
             self.num_rows += table.num_rows
         if self.num_rows == 0:
@@ -204,39 +304,82 @@ class _JsonlFile:
             self.schema = pa.unify_schemas(schemas, promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
             raise InputError(shard.path, f"a column changes type within the file: {e}") from e
+        self.exact = {c: _EXACT_TYPES[t] for c, n in numbers.items() if (t := n.exact_type())}
+        for c, t in self.exact.items():
+            self.schema = self.schema.set(self.schema.get_field_index(c), pa.field(c, t))
 
-    def _parse(self, piece: bytes) -> pa.Table:
+    def _note_numbers(self, numbers: dict[str, jsonl.Numbers], line: int, piece: bytes, table: pa.Table) -> None:
+        """Add what ``table`` (the piece's rows as Arrow reads them) says about its numbers
+        to ``numbers``; look at the JSON text only where Arrow may have rounded."""
+        top, nested = set(), set()
+        for f in table.schema:
+            col = table.column(f.name)
+            if pa.types.is_integer(f.type):
+                for v in min_max(col):
+                    if v is not None:
+                        numbers.setdefault(f.name, jsonl.Numbers()).add_int(v)
+            elif pa.types.is_floating(f.type):
+                if _magnitude(col) >= jsonl.EXACT_IN_DOUBLE:
+                    top.add(f.name)
+                else:  # float64 without an integer beyond int64: a fraction or an exponent is there
+                    numbers.setdefault(f.name, jsonl.Numbers()).fraction = True
+            elif pa.types.is_nested(f.type) and any(_magnitude(v) >= jsonl.EXACT_IN_DOUBLE for v in _float_leaves(col)):
+                nested.add(f.name)
+        if top or nested:
+            _, found, bad = jsonl.number_texts(piece, line, top, nested,
+                                               lambda c, path: _floating_at(table.schema.field(c).type, path))
+            if bad is not None:
+                raise InputError(self.shard.path, bad[1], line=bad[0])
+            for c, n in found.items():
+                numbers.setdefault(c, jsonl.Numbers()).merge(n)
+
+    def _parse(self, piece: bytes, lines: jsonl.Lines) -> pa.Table:
         import pyarrow.json as pj
 
-        strings = pa.schema([(c, pa.string()) for c in sorted(self.as_strings)])
-        opts = pj.ParseOptions(explicit_schema=strings, unexpected_field_behavior="infer") if len(strings) else None
-        return pj.read_json(pa.BufferReader(piece), parse_options=opts)
+        explicit = {c: pa.string() for c in self.as_strings}
+        explicit.update({c: t for c, t in self.exact.items() if t == pa.uint64()})  # Arrow parses these exactly
+        schema = pa.schema(sorted(explicit.items()))
+        opts = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer") if explicit else None
+        return pj.read_json(pa.BufferReader(piece), parse_options=opts, read_options=_read_options(lines.longest))
 
-    def _parsed(self) -> Iterator[tuple[int, pa.Table]]:
-        line = 1
-        try:
-            for line, piece in _jsonl_pieces(self.shard, self.chunk_bytes):
-                table = self._parse(piece)
+    def _parsed(self) -> Iterator[tuple[int, bytes, pa.Table]]:
+        """(first line, bytes, table) of each piece, after checking that the piece holds one
+        JSON object per line that is not blank (:mod:`dedup.jsonl`): Arrow's rows are the lines."""
+        for line, piece in _jsonl_pieces(self.shard, self.chunk_bytes):
+            lines = jsonl.scan(piece, at_file_start=line == 1)
+            if lines.suspect:  # before Arrow: pyarrow 26 crashes (SIGSEGV) on a piece that starts with null
+                raise self._bad_line(piece, line, "a line that is not a JSON object")
+            try:
+                table = self._parse(piece, lines)
                 stamped = {f.name for f in table.schema if pa.types.is_timestamp(f.type)}
                 if stamped - self.as_strings:
                     self.as_strings |= stamped
-                    table = self._parse(piece)
-                yield line, table
-        except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as e:
-            try:
-                bad = _jsonl_bad_line(self.shard, self.empty_columns[0] if self.empty_columns else None)
-            except (OSError, UnicodeDecodeError) as e2:
-                raise InputError(self.shard.path, f"unreadable: {e2}") from e
-            if bad is not None:
-                raise InputError(self.shard.path, bad[1], line=bad[0]) from e
-            # Arrow's own message counts rows from the start of the piece
-            raise InputError(self.shard.path, f"cannot read JSON Lines (in the piece from line {line}): {e}") from e
+                    table = self._parse(piece, lines)
+            except (pa.ArrowInvalid, UnicodeDecodeError) as e:
+                raise self._bad_line(piece, line, str(e)) from e
+            if table.num_rows != lines.rows:
+                raise self._bad_line(piece, line, f"Arrow read {table.num_rows} rows from {lines.rows} lines")
+            yield line, piece, table
+
+    def _bad_line(self, piece: bytes, first_line: int, arrow_said: str) -> InputError:
+        """The error for a piece that is not one JSON object per line: its first bad line,
+        or (should none be found) what Arrow said, which counts rows from the piece's start."""
+        bad = jsonl.first_problem(piece, first_line, self.empty_columns[0] if self.empty_columns else None)
+        if bad is not None:
+            return InputError(self.shard.path, bad[1], line=bad[0])
+        return InputError(self.shard.path, f"cannot read JSON Lines (in the piece from line {first_line}): {arrow_said}")
 
     def tables(self) -> Iterator[pa.Table]:
         """The file's rows in order, a piece at a time, each with :attr:`schema`."""
-        for line, table in self._parsed():
+        as_text = {c for c, t in self.exact.items() if t == pa.string()}
+        for line, piece, table in self._parsed():
+            present = {c for c in as_text if c in table.column_names and table.column(c).null_count < table.num_rows}
+            texts = jsonl.number_texts(piece, line, present, set())[0] if present else {}
             cols = []
             for f in self.schema:
+                if f.name in texts:
+                    cols.append(pa.array(texts[f.name], pa.string()))
+                    continue
                 if f.name not in table.column_names:
                     cols.append(pa.nulls(table.num_rows, f.type))
                     continue
@@ -256,6 +399,18 @@ class ShardReader:
         shard: the file.
         text_column, id_column, id_required: see :class:`dedup.config.DedupConfig`.
         batch_rows: maximum rows per batch.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.jsonl"
+        >>> _ = path.write_text('{"id": 18446744073709551000, "text": "one"}\\n\\n{"id": 7, "text": null}\\n')
+        >>> shard = Shard(path, "a.jsonl", "jsonl")
+        >>> reader = ShardReader(shard, "text", "id", False, batch_rows=1024)
+        >>> reader.schema.field("id").type, reader.num_rows, count_rows([shard])
+        (DataType(uint64), 2, 2)
+        >>> batch = next(reader.batches())
+        >>> reader.ids(batch).to_pylist(), reader.text(batch).to_pylist()
+        (['18446744073709551000', '7'], ['one', None])
     """
 
     def __init__(self, shard: Shard, text_column: str, id_column: str | None, id_required: bool, batch_rows: int):
@@ -276,8 +431,12 @@ class ShardReader:
             self._jsonl = _JsonlFile(shard, (text_column, id_column) if id_required and id_column else (text_column,))
             self.schema = self._jsonl.schema
             self.num_rows = self._jsonl.num_rows
-        _check_columns(shard, self.schema, text_column, id_column, id_required)
-        self.id_column = id_column if id_column and id_column in self.schema.names else None
+        #: Why the (default, not required) id column is not read, or None.
+        self.id_ignored = _check_columns(shard, self.schema, text_column, id_column, id_required)
+        self.id_column = id_column if id_column and id_column in self.schema.names and not self.id_ignored else None
+        if self.id_ignored:
+            warnings.warn(InputWarning(f"{shard.path}: id {self.id_ignored}: ignored, ids are left null "
+                                       "(name the id column explicitly to make this an error)"))
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """Record batches in file order, all columns."""
@@ -350,7 +509,9 @@ class ShardReader:
 
 
 def count_rows(shards: list[Shard]) -> int:
-    """Total rows over shards (Parquet: from metadata; JSONL: lines that are not blank)."""
+    """Total rows over shards (Parquet: from metadata; JSONL: lines that are not blank, as
+    :func:`dedup.jsonl.scan` defines them). Equals the rows :class:`ShardReader` yields for
+    every file it reads without an error (it refuses a file where the two would differ)."""
     total = 0
     for s in shards:
         if s.fmt == "parquet":
@@ -359,8 +520,5 @@ def count_rows(shards: list[Shard]) -> int:
             except (pa.ArrowException, OSError) as e:
                 raise InputError(s.path, f"unreadable or corrupt Parquet file: {e}") from e
         else:
-            try:
-                total += sum(1 for line in _iter_lines(s) if line.strip())
-            except OSError as e:
-                raise InputError(s.path, f"unreadable: {e}") from e
+            total += sum(jsonl.scan(piece, line == 1).rows for line, piece in _jsonl_pieces(s, JSONL_CHUNK_BYTES))
     return total

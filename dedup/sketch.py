@@ -71,7 +71,15 @@ def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 class Sketcher:
-    """Computes :class:`Sketches` for batches of text under one :class:`DedupConfig`."""
+    """Computes :class:`Sketches` for batches of text under one :class:`DedupConfig`.
+
+    Example:
+        >>> sk = Sketcher(DedupConfig(), bands=9, rows=13)(pa.array(["a b c d e f", "A b, c d e f!", None]))
+        >>> sk.valid.tolist(), sk.n_shingles.tolist(), sk.band_keys.shape
+        ([True, True, False], [2, 2, 0], (3, 9))
+        >>> bool((sk.band_keys[0] == sk.band_keys[1]).all())  # the same canonical text
+        True
+    """
 
     def __init__(self, config: DedupConfig, bands: int, rows: int, threads: int | None = 1):
         self.config = config

@@ -268,6 +268,10 @@ def jaccard(a: str, b: str, ngram: int = 5, unit: str = "word") -> float:
 
     Shingles are those of :func:`dedup.normalize.shingles` (the reference). Two documents
     without any shingle (no words) have Jaccard 1.0; one empty and one not, 0.0.
+
+    Example:
+        >>> jaccard("a b c d e f", "A b c d e g")  # {abcde, bcdef} vs {abcde, bcdeg}
+        0.3333333333333333
     """
     sa = set(normalize.shingles(a, ngram, unit))
     sb = set(normalize.shingles(b, ngram, unit))

@@ -14,7 +14,12 @@ import pyarrow as pa
 
 
 def warm() -> float:
-    """Run each kernel once with the argument types real runs use; return seconds taken."""
+    """Run each kernel once with the argument types real runs use; return seconds taken.
+
+    Example:
+        >>> warm() > 0  # seconds; the first call in a fresh install compiles, later ones load
+        True
+    """
     from .config import DedupConfig
     from .index import LSHBloomIndex
     from .minhash import SCHEMES, minhash_signatures

@@ -471,6 +471,9 @@ def main(argv: list[str] | None = None) -> int:
     from dedup.runs import OutputExistsError
     from dedup.shards import InputError
 
+    import warnings
+
+    warnings.formatwarning = lambda message, category, *rest, **kw: f"memdedup: warning: {message}\n"
     args = _parser().parse_args(argv)
     handlers = {"dedup": _cmd_dedup, "audit": _cmd_audit, "train": _cmd_train, "profile": _cmd_profile,
                 "forecast": _cmd_forecast, "params": _cmd_params, "generate": _cmd_generate, "check": _cmd_check,

@@ -60,6 +60,12 @@ def test_dedup_path_loads_no_torch_or_transformers(loads_none):
     loads_none("import dedup, dedup.engine, dedup.index, pipelines.cli", ("torch", "transformers", "dask", "distributed"))
 
 
+def test_dedup_path_loads_no_baseline_packages(loads_none):
+    """datasketch and pybloom-live are an optional extra (dedup/baselines.py), imported only
+    when --index lsh / pybloom asks for them."""
+    loads_none("import dedup, dedup.engine, dedup.index, dedup.baselines, pipelines.cli", ("datasketch", "pybloom_live"))
+
+
 def test_exactly_one_audit_module_touches_torch_and_transformers():
     users = sorted(p.name for p in (ROOT / "audit").glob("*.py") if _imports(p) & {"torch", "transformers"})
     assert users == ["lm.py"], users

@@ -1,12 +1,54 @@
-"""Examples in the README and in docstrings actually run."""
+"""Examples in the README and in docstrings actually run.
+
+Every public module of ``dedup``, ``audit`` and ``pipelines`` (found with pkgutil; modules
+and packages whose name has a part starting with "_" are private and skipped) has its
+docstring examples run; a module whose import needs an optional package that is not
+installed is skipped, naming the package. Every public ``dedup`` module that defines public
+functions or classes must have at least one example.
+"""
 
 import doctest
+import importlib
+import inspect
+import pkgutil
 import re
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("dedup", "audit", "pipelines")
+
+#: dedup modules without examples for now: another engineer is rewriting them (house issue
+#: #11, the run protocol and the output layout); their examples come with that work. A
+#: module listed here that has examples fails the test below: take it off the list.
+def _public_modules() -> list[str]:
+    names = []
+    for package in PACKAGES:
+        names.append(package)
+        path = importlib.import_module(package).__path__
+        for info in pkgutil.walk_packages(path, prefix=f"{package}."):
+            if not any(part.startswith("_") for part in info.name.split(".")):
+                names.append(info.name)
+    return sorted(names)
+
+
+MODULES = _public_modules()
+
+
+def _import(name: str):
+    """The module, or a skip naming the optional package its import needs."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        missing = (e.name or "").split(".")[0]
+        if missing and missing not in PACKAGES:
+            pytest.skip(f"{name} needs {e.name}, which is not installed")
+        raise
+
+
+def _examples(module) -> list[doctest.DocTest]:
+    return [t for t in doctest.DocTestFinder().find(module) if t.examples]
 
 
 def test_readme_python_blocks_run(capsys):
@@ -21,9 +63,30 @@ def test_readme_python_blocks_run(capsys):
     assert "2 {'exact': 1, 'near': 0}" in out
 
 
-@pytest.mark.parametrize("module", ["dedup.minhash", "dedup.engine"])
-def test_docstring_examples(module):
-    import importlib
+def test_every_package_is_walked():
+    assert {"dedup.shards", "dedup.jsonl", "audit.metrics", "pipelines.cli"} <= set(MODULES)
+    assert not any(part.startswith("_") for name in MODULES for part in name.split("."))
 
-    result = doctest.testmod(importlib.import_module(module))
-    assert result.attempted > 0 and result.failed == 0
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name):
+    module = _import(name)
+    report: list[str] = []
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for test in _examples(module):
+        runner.run(test, out=report.append)
+    assert runner.failures == 0, "".join(report)
+
+
+def test_every_public_dedup_module_has_an_example():
+    missing = set()
+    for name in (n for n in MODULES if n.split(".")[0] == "dedup"):
+        module = _import(name)
+        public = [
+            obj for attr, obj in vars(module).items()
+            if not attr.startswith("_") and (inspect.isfunction(obj) or inspect.isclass(obj))
+            and obj.__module__ == name
+        ]
+        if public and not _examples(module):
+            missing.add(name)
+    assert not missing, f"public dedup modules without an example: {sorted(missing)}"

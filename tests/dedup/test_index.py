@@ -7,7 +7,8 @@ import pytest
 import xxhash
 
 from dedup.config import DedupConfig
-from dedup.index import EXACT, KEEP, NEAR, DatasketchLSHIndex, LSHBloomIndex, PybloomIndex
+from dedup.baselines import DatasketchLSHIndex, PybloomIndex
+from dedup.index import EXACT, KEEP, NEAR, LSHBloomIndex
 from dedup.params import plan_index
 from dedup.sketch import Sketcher
 from dedup.params import candidate_probability

@@ -10,6 +10,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dedup.runs import discover
 from dedup.shards import InputError, Shard, ShardReader, count_rows
@@ -259,10 +261,10 @@ def test_ids(tmp_path: Path):
     path = write(tmp_path / "b.jsonl", [{"id": 7, "text": "x"}, {"id": 8, "text": "y"}])
     r = reader(discover([path])[0])
     assert r.ids(next(r.batches())).to_pylist() == ["7", "8"]
-    # nested ids cannot be strings: an error naming the file
+    # nested ids cannot be strings: an error naming the file when the id column was named
     path = write(tmp_path / "c.jsonl", [{"id": {"a": 1}, "text": "x"}])
-    with raises_naming(path, "id column 'id'"):
-        reader(discover([path])[0])
+    with raises_naming(path, "id column 'id' has type struct<a: int64>, which cannot be read as strings"):
+        reader(discover([path])[0], id_required=True)
 
 
 def test_jsonl_keeps_date_like_strings_as_strings(tmp_path: Path):
@@ -484,3 +486,352 @@ def test_dedup_of_jsonl_in_pieces_equals_parquet(tmp_path: Path, tiny_pieces):
     ra, rb = (pq.read_table(p / "removed.parquet").drop(["shard"]) for p in (tmp_path / "a", tmp_path / "b"))
     assert ra.equals(rb)
     assert pq.read_table(tmp_path / "a" / "kept" / "c.parquet").equals(pq.read_table(tmp_path / "b" / "kept" / "c.parquet"))
+
+
+# ------------------------------------------------------------- duplicate column names (F9)
+
+
+def _parquet_with_names(path: Path, names: list[str]) -> Path:
+    cols = [pa.array([f"{n} {i} words of some document" for i in range(3)]) for n in names]
+    pq.write_table(pa.Table.from_arrays(cols, names=names), path)
+    return path
+
+
+def test_duplicated_text_column_is_refused_naming_file_and_column(tmp_path: Path):
+    path = _parquet_with_names(tmp_path / "dup.parquet", ["text", "text"])
+    with raises_naming(path, "column 'text' appears 2 times") as e:
+        reader(discover([path])[0])
+    assert e.value.path == str(path.resolve())
+
+
+def test_duplicated_id_column_is_refused_when_named_and_ignored_otherwise(tmp_path: Path):
+    named = _parquet_with_names(tmp_path / "named.parquet", ["doc", "text", "doc"])
+    with raises_naming(named, "id column 'doc' appears 2 times"):
+        reader(discover([named])[0], id_column="doc", id_required=True)
+    path = _parquet_with_names(tmp_path / "dup.parquet", ["id", "text", "id"])
+    with pytest.warns(UserWarning, match=r"dup\.parquet.*id column 'id' appears 2 times.*ignored"):
+        r = reader(discover([path])[0])
+    assert r.id_column is None and r.id_ignored is not None
+    assert r.ids(next(r.batches())).to_pylist() == [None, None]
+
+
+def test_other_duplicated_columns_are_copied_as_they_are(tmp_path: Path):
+    path = _parquet_with_names(tmp_path / "dup.parquet", ["meta", "text", "meta"])
+    r = reader(discover([path])[0])
+    t = read_all(r)
+    assert t.column_names == ["meta", "text", "meta"] and t.num_rows == 3
+    assert r.text(next(r.batches())).to_pylist() == ["text 0 words of some document", "text 1 words of some document"]
+
+
+# ----------------------------------------------- an unreadable default id column (F15)
+
+
+@pytest.mark.parametrize("name", ["s.jsonl", "s.parquet"])
+def test_unreadable_default_id_column_is_ignored_with_a_warning(tmp_path: Path, name):
+    """The default id column ("id") was not asked for: when it cannot be read as strings
+    (a struct here) the file is read without ids, with a warning naming file, column and
+    type, instead of being refused."""
+    rows = [{"id": {"a": 1, "b": "x"}, "text": "first document words"}, {"id": {"a": 2, "b": "y"}, "text": "second"}]
+    path = write(tmp_path / name, rows)
+    with pytest.warns(UserWarning, match=r"s\.(jsonl|parquet): id column 'id' has type struct<.*ignored") as w:
+        r = reader(discover([path])[0])
+    assert str(path.resolve()) in str(w[0].message)
+    assert r.id_column is None and "struct" in r.id_ignored
+    t = read_all(r)
+    assert t.column("id").to_pylist() == [row["id"] for row in rows]  # the column itself is kept
+    assert r.ids(next(r.batches())).to_pylist() == [None, None]
+
+
+def test_unreadable_default_id_column_does_not_stop_a_run(tmp_path: Path):
+    from dedup.engine import dedup_files
+
+    rows = [{"id": {"a": i}, "text": "the same words in every row"} for i in range(3)]
+    path = write(tmp_path / "in" / "s.parquet", rows)
+    with pytest.warns(UserWarning, match="id column 'id'"):
+        m = dedup_files([path], tmp_path / "out")
+    assert m["totals"]["removed"]["exact"] == 2
+    assert pq.read_table(tmp_path / "out" / "removed.parquet").column("id").to_pylist() == [None, None]
+    assert pq.read_table(tmp_path / "out" / "kept" / "s.parquet").column("id").to_pylist() == [{"a": 0}]
+
+
+# ---------------------------------------------------------------- long JSONL lines (F8)
+
+
+def test_jsonl_line_of_3_mb_is_read(tmp_path: Path):
+    """Arrow's default block (1 MiB) refused any line over about 2 MiB."""
+    big = "abcdefg " * 393_216  # 3 MiB of text
+    rows = [{"id": "a", "text": "short"}, {"id": "b", "text": big}, {"id": "c", "text": "short too"}]
+    path = write(tmp_path / "long.jsonl", rows)
+    assert path.stat().st_size > 3_000_000
+    r = reader(discover([path])[0])
+    assert r.num_rows == 3 and count_rows([r.shard]) == 3
+    assert read_all(r).column("text").to_pylist() == [row["text"] for row in rows]
+
+
+def test_jsonl_lines_longer_than_a_piece_are_read(tmp_path: Path, monkeypatch):
+    import dedup.shards
+
+    monkeypatch.setattr(dedup.shards, "JSONL_CHUNK_BYTES", 1 << 20)
+    rows = [{"id": str(i), "text": ("word%d " % i) * (n // 6)} for i, n in enumerate([10, 3_000_000, 20, 2_500_000, 30])]
+    path = write(tmp_path / "long.jsonl.zst", rows)
+    r = reader(discover([path])[0])
+    assert r.num_rows == 5 and count_rows([r.shard]) == 5
+    assert read_all(r).to_pylist() == rows
+
+
+# ------------------------------------------- one JSON object per line (F7, F12 JSONL part)
+
+OBJ = b'{"text": "a document"}'
+
+
+def _jsonl_file(tmp_path: Path, lines: list[bytes], name: str = "x.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+@pytest.mark.parametrize("pieces", [None, 64])
+def test_two_objects_on_one_line_are_refused_naming_the_line(tmp_path: Path, monkeypatch, pieces):
+    """Arrow read two rows from such a line while the line counter counted one: the
+    engines sized their filters differently and later line numbers were off by one."""
+    import dedup.shards
+
+    if pieces:
+        monkeypatch.setattr(dedup.shards, "JSONL_CHUNK_BYTES", pieces)
+    path = _jsonl_file(tmp_path, [OBJ, OBJ, OBJ + b" " + OBJ, OBJ, OBJ])
+    with raises_naming(path, "line 3: more than one JSON value on the line") as e:
+        list(reader(discover([path])[0]).batches())
+    assert e.value.line == 3
+
+
+def test_a_null_line_is_refused_like_an_array(tmp_path: Path):
+    for bad, kind in ((b"null", "null"), (b"[1, 2, 3]", "array"), (b'"text"', "string"), (b"7", "number")):
+        path = _jsonl_file(tmp_path, [OBJ, OBJ, bad, OBJ], name=f"{kind}.jsonl")
+        with raises_naming(path, f"line 3: expected a JSON object, got {kind}") as e:
+            reader(discover([path])[0])
+        assert e.value.line == 3
+
+
+@pytest.mark.parametrize("pieces", [None, 64])
+def test_duplicate_key_names_the_line(tmp_path: Path, monkeypatch, pieces):
+    import dedup.shards
+
+    if pieces:
+        monkeypatch.setattr(dedup.shards, "JSONL_CHUNK_BYTES", pieces)
+    lines = [OBJ] * 6 + [b'{"text": "x", "meta": {"a": 1, "a": 2}}', OBJ]
+    path = _jsonl_file(tmp_path, lines)
+    with raises_naming(path, "line 7: key 'a' appears twice in one object") as e:
+        reader(discover([path])[0])
+    assert e.value.line == 7
+
+
+@pytest.mark.parametrize("space", [b" ", b"\t", b"\r", b" \t\r "])
+def test_lines_of_json_whitespace_are_blank(tmp_path: Path, space):
+    path = _jsonl_file(tmp_path, [OBJ, space, OBJ, b"", space])
+    (shard,) = discover([path])
+    r = reader(shard)
+    assert r.num_rows == count_rows([shard]) == read_all(r).num_rows == 2
+
+
+@pytest.mark.parametrize("space", ["\f", "\v", "\x1c", "\x85", "\u00a0", "\u2028", "\u3000", " \f "])
+def test_lines_of_other_whitespace_are_refused_naming_the_line(tmp_path: Path, space):
+    """Whitespace that Python's str.strip removes but JSON does not allow: the line is not
+    blank and not JSON (Arrow refused a form feed with its piece-relative "row 5")."""
+    assert space.strip() == ""
+    path = _jsonl_file(tmp_path, [OBJ] * 6 + [space.encode("utf-8"), OBJ])
+    with raises_naming(path, "line 7: only whitespace that JSON does not allow") as e:
+        list(reader(discover([path])[0]).batches())
+    assert e.value.line == 7
+    # the same at the end of a file without a final newline
+    path.write_bytes(OBJ + b"\n" + space.encode("utf-8"))
+    with raises_naming(path, "line 2: "):
+        list(reader(discover([path])[0]).batches())
+
+
+def test_byte_order_mark_only_at_the_start_of_the_file(tmp_path: Path):
+    bom = b"\xef\xbb\xbf"
+    path = _jsonl_file(tmp_path, [bom + OBJ, OBJ])
+    (shard,) = discover([path])
+    assert reader(shard).num_rows == count_rows([shard]) == 2
+    path = _jsonl_file(tmp_path, [OBJ, bom + OBJ, OBJ], name="mid.jsonl")
+    with raises_naming(path, "line 2: ") as e:
+        list(reader(discover([path])[0]).batches())
+    assert e.value.line == 2
+
+
+def test_line_numbers_after_blank_lines_are_right(tmp_path: Path):
+    """F7's example: with two objects on line 2 the invalid UTF-8 on line 5 was reported
+    as line 6; now line 2 is refused, and without it line 5 is named."""
+    bad_utf8 = b'{"text": "bad \xff\xfe"}'
+    path = _jsonl_file(tmp_path, [OBJ, OBJ + OBJ, OBJ, b" \t", bad_utf8])
+    with raises_naming(path, "line 2: "):
+        list(reader(discover([path])[0]).batches())
+    path = _jsonl_file(tmp_path, [OBJ, OBJ, OBJ, b" \t", bad_utf8], name="y.jsonl")
+    r = reader(discover([path])[0])
+    with raises_naming(path, "line 5: text column 'text' is not valid UTF-8"):
+        for batch in r.batches():
+            r.text(batch)
+
+
+_KINDS = {  # line -> is it a row (True), blank (False) or refused (None)
+    OBJ: True,
+    b'  {"text": "indented", "n": 1}\t': True,
+    b'{"text": null}': True,
+    b"{}": True,
+    b"": False,
+    b"  ": False,
+    b"\t\r": False,
+    b"null": None,
+    b"[1, 2]": None,
+    b"3": None,
+    OBJ + b" " + OBJ: None,
+    OBJ + OBJ: None,
+    b"\x0c": None,
+    b"\x0b ": None,
+    b"\xc2\xa0": None,
+    b'{"text": "a", "text": "b"}': None,
+    b'{"text": "unterminated': None,
+    b"\xef\xbb\xbf" + OBJ: None,  # a byte order mark: refused after the first line
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lines=st.lists(st.sampled_from(sorted(_KINDS)), max_size=12),
+    crlf=st.lists(st.booleans(), min_size=12, max_size=12),
+    final_newline=st.booleans(),
+    pieces=st.sampled_from([16, 64, 1 << 20]),
+)
+def test_count_rows_agrees_with_the_reader_or_the_line_is_named(lines, crlf, final_newline, pieces):
+    """Whatever the lines, either the reader yields exactly the rows count_rows counts (the
+    lines that are not blank), or it refuses the file naming its first bad line."""
+    import tempfile
+
+    import dedup.shards
+
+    ends = [b"\r\n" if c else b"\n" for c in crlf]
+    data = b"".join(line + ends[i] for i, line in enumerate(lines))
+    if lines and not final_newline:
+        data = data[: -len(ends[len(lines) - 1])]
+    kinds = [True if i == 0 and line.startswith(b"\xef\xbb\xbf") else _KINDS[line] for i, line in enumerate(lines)]
+    first_bad = next((i + 1 for i, kind in enumerate(kinds) if kind is None), None)
+    with tempfile.TemporaryDirectory() as d, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dedup.shards, "JSONL_CHUNK_BYTES", pieces)
+        path = Path(d) / "x.jsonl"
+        path.write_bytes(data)
+        (shard,) = discover([path])
+        try:
+            r = reader(shard)
+            rows = sum(b.num_rows for b in r.batches())
+        except InputError as e:
+            assert e.line == first_bad, (e, lines)
+            return
+        assert first_bad is None, lines
+        assert rows == r.num_rows == count_rows([shard]) == sum(1 for kind in kinds if kind)
+
+
+@pytest.mark.parametrize("first", [b"null", b"[1]", b"5", b'"s"'])
+def test_a_piece_starting_with_a_value_that_is_not_an_object_is_refused_not_a_crash(tmp_path: Path, first):
+    """pyarrow 26 dies with SIGSEGV reading JSON whose first value is ``null``; the reader
+    must refuse such a line before Arrow sees it (run in a child: a crash fails the test)."""
+    import subprocess
+    import sys
+
+    path = _jsonl_file(tmp_path, [first, OBJ])
+    code = (
+        "from dedup.runs import discover\nfrom dedup.shards import InputError, ShardReader\n"
+        "try:\n"
+        f"    ShardReader(discover([r'{path}'])[0], 'text', 'id', False, 2)\n"
+        "except InputError as e:\n"
+        "    print(e.line, e.message)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("1 expected a JSON object, got "), done.stdout
+
+
+# ------------------------------------------------------------ numbers never rounded (F6)
+
+BIG = 18446744073709551000  # a uint64 hash id: beyond int64, and float64 holds it only approximately
+EXACT_53 = 9007199254740993  # 2^53 + 1: an int64, but not a float64
+
+
+def _numbers_file(tmp_path: Path, values: list, name: str = "n.jsonl", other: str = "x") -> Path:
+    lines = [f'{{"id": {v}, "text": "document {i} {other}"}}'.encode() for i, v in enumerate(values)]
+    return _jsonl_file(tmp_path, lines, name)
+
+
+def test_uint64_ids_are_read_exactly(tmp_path: Path):
+    """F6's example: one id above int64 turned the whole column into float64."""
+    values = [BIG, BIG + 1, BIG + 2, BIG + 3, EXACT_53, "null", 0]
+    r = reader(discover([_numbers_file(tmp_path, values)])[0])
+    assert r.schema.field("id").type == pa.uint64()
+    assert read_all(r).column("id").to_pylist() == [BIG, BIG + 1, BIG + 2, BIG + 3, EXACT_53, None, 0]
+    assert r.ids(next(r.batches())).to_pylist() == [str(BIG), str(BIG + 1)]
+
+
+@pytest.mark.parametrize("pieces", [None, 64])
+def test_integers_beyond_uint64_or_negative_with_big_ones_become_their_text(tmp_path: Path, monkeypatch, pieces):
+    import dedup.shards
+
+    if pieces:
+        monkeypatch.setattr(dedup.shards, "JSONL_CHUNK_BYTES", pieces)
+    cases = {
+        "neg.jsonl": ([-1, BIG, 7], ["-1", str(BIG), "7"]),
+        "huge.jsonl": ([2**64, 5], [str(2**64), "5"]),
+        "frac.jsonl": ([BIG, 2.5, "1e3", "null"], [str(BIG), "2.5", "1e3", None]),
+        "mixed53.jsonl": ([EXACT_53, 2.5], [str(EXACT_53), "2.5"]),  # int64 and fractions: float64 would round
+    }
+    for name, (values, texts) in cases.items():
+        r = reader(discover([_numbers_file(tmp_path, values, name)])[0])
+        assert r.schema.field("id").type == pa.string(), name
+        assert read_all(r).column("id").to_pylist() == texts, name
+
+
+@pytest.mark.parametrize("pieces", [None, 64])
+def test_numbers_that_need_no_help_keep_arrows_types(tmp_path: Path, monkeypatch, pieces):
+    import dedup.shards
+
+    if pieces:
+        monkeypatch.setattr(dedup.shards, "JSONL_CHUNK_BYTES", pieces)
+    cases = {
+        "int.jsonl": ([EXACT_53, -3, "null"], pa.int64(), [EXACT_53, -3, None]),
+        "float.jsonl": ([1, 2.5, "1e20", -4], pa.float64(), [1.0, 2.5, 1e20, -4.0]),
+    }
+    for name, (values, typ, expected) in cases.items():
+        r = reader(discover([_numbers_file(tmp_path, values, name)])[0])
+        assert r.schema.field("id").type == typ, name
+        assert read_all(r).column("id").to_pylist() == expected, name
+
+
+def test_uint64_decided_over_the_whole_file(tmp_path: Path, tiny_pieces):
+    """Small ids in early pieces (Arrow: int64), big ones later (Arrow: float64): uint64
+    throughout; with a negative id anywhere: strings throughout."""
+    r = reader(discover([_numbers_file(tmp_path, [1, 2, 3, BIG, 4])])[0])
+    assert r.schema.field("id").type == pa.uint64()
+    assert read_all(r).column("id").to_pylist() == [1, 2, 3, BIG, 4]
+    r = reader(discover([_numbers_file(tmp_path, [BIG, 2, -3, 4], name="m.jsonl")])[0])
+    assert read_all(r).column("id").to_pylist() == [str(BIG), "2", "-3", "4"]
+
+
+def test_a_big_integer_inside_a_list_is_refused_naming_the_line(tmp_path: Path):
+    lines = [b'{"text": "a", "h": [1, 2]}', b'{"text": "b", "h": [3, %d]}' % BIG]
+    path = _jsonl_file(tmp_path, lines)
+    with raises_naming(path, f"line 2: column 'h' holds the integer {BIG} inside a list or object"):
+        reader(discover([path])[0])
+
+
+def test_dedup_keeps_uint64_ids_exact_in_kept_and_removed(tmp_path: Path):
+    from dedup.engine import dedup_files
+
+    (tmp_path / "in").mkdir()
+    lines = [b'{"id": %d, "text": "alpha beta gamma delta epsilon zeta"}' % (BIG + i) for i in range(2)]
+    lines += [b'{"id": %d, "text": "one two three"}' % (BIG + i) for i in (2, 3)]
+    lines += [b'{"id": %d, "text": "q r s"}' % EXACT_53]
+    _jsonl_file(tmp_path / "in", lines, "a.jsonl")
+    dedup_files([tmp_path / "in"], tmp_path / "out")
+    removed = pq.read_table(tmp_path / "out" / "removed.parquet")
+    assert removed.column("id").to_pylist() == [str(BIG + 1), str(BIG + 3)]
+    kept = pq.read_table(tmp_path / "out" / "kept" / "a.parquet")
+    assert kept.schema.field("id").type == pa.uint64()
+    assert kept.column("id").to_pylist() == [BIG, BIG + 2, EXACT_53]

@@ -1,0 +1,160 @@
+"""Baseline duplicate indexes, for benchmarks and cross-checks: datasketch's
+``MinHashLSH`` and LSHBloom over pybloom-live filters, behind the interface of
+:class:`dedup.index.DuplicateIndex` and with its semantics (see :mod:`dedup.index`).
+
+Their packages are an optional extra (``pip install 'memdedup[baselines]'``, included in
+``dev``): the library never needs them. :func:`dedup.index.make_index` imports this module
+only when a baseline is asked for, and a baseline whose package is missing is a
+``ValueError`` (one line from the CLI, exit 2), not an ImportError.
+
+Example:
+    >>> from dedup.params import plan_index
+    >>> index = DatasketchLSHIndex(plan_index(0.8, 128, 100, 1e-5), scheme="fast", num_perm=128, seed=1)
+    >>> index.name, index.predicted_fp()
+    ('lsh', 0.0)
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import numpy as np
+
+from .index import EXACT, NEAR, Verdicts, combine
+from .minhash import get_scheme
+from .params import IndexPlan
+from .sketch import Sketches
+
+
+#: backend -> (module, package) it needs.
+NEEDS = {"lsh": ("datasketch", "datasketch"), "pybloom": ("pybloom_live", "pybloom-live")}
+
+
+def require(backend: str) -> None:
+    """Raise the one-line ValueError now if ``backend``'s package is missing (before a run
+    clears or writes anything)."""
+    if backend in NEEDS:
+        _require(backend, *NEEDS[backend])
+
+
+def _require(backend: str, module: str, package: str) -> ModuleType:
+    """``module``, or a ValueError saying which package the backend needs."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ValueError(
+            f"index backend {backend!r} needs the {package} package, which is not installed "
+            "(pip install 'memdedup[baselines]')"
+        ) from e
+
+
+class DatasketchLSHIndex:
+    """Baseline: datasketch ``MinHashLSH`` bucket tables (exact band matches, no false
+    positives) and a dict of exact keys. Knows which earlier document collided, so it
+    fills ``duplicate_of`` (the earliest colliding document). Memory grows with every
+    signature stored, which is what LSHBloom avoids."""
+
+    name = "lsh"
+
+    def __init__(self, plan: IndexPlan, scheme: str, num_perm: int, seed: int):
+        datasketch = _require("lsh", "datasketch", "datasketch")
+        self._lean_minhash = datasketch.LeanMinHash
+        self.plan = plan
+        self._ds_scheme = get_scheme(scheme).datasketch_scheme
+        self._num_perm = num_perm
+        self._seed = seed
+        self.lsh = datasketch.MinHashLSH(num_perm=num_perm, params=(plan.bands, plan.rows))
+        self.exact: dict[bytes, int] = {}
+
+    def process(self, sketches: Sketches, doc_numbers: np.ndarray) -> Verdicts:
+        n = len(sketches)
+        reason = np.zeros(n, dtype=np.int8)
+        band = np.full(n, -1, dtype=np.int16)
+        dup = np.full(n, -1, dtype=np.int64)
+        dtype = np.uint64 if self._ds_scheme == "legacy" else np.uint32
+        sigs = sketches.signatures.astype(dtype)
+        for i in range(n):
+            if not sketches.valid[i]:
+                continue
+            doc = int(doc_numbers[i])
+            ek = sketches.exact[i].tobytes()
+            earlier_exact = self.exact.setdefault(ek, doc)
+            if sketches.n_shingles[i] == 0:
+                if earlier_exact != doc:
+                    reason[i], dup[i] = EXACT, earlier_exact
+                continue
+            first_band, earliest = -1, -1
+            for j, ((start, end), table) in enumerate(zip(self.lsh.hashranges, self.lsh.hashtables)):
+                cands = table.get(self.lsh._H(sigs[i, start:end]))
+                if cands:
+                    m = min(cands)
+                    if first_band < 0:
+                        first_band = j
+                    earliest = m if earliest < 0 else min(earliest, m)
+            if earlier_exact != doc and first_band >= 0:
+                reason[i], dup[i] = EXACT, earlier_exact
+            elif first_band >= 0:
+                reason[i], band[i], dup[i] = NEAR, first_band, earliest
+            mh = self._lean_minhash(seed=self._seed, hashvalues=sigs[i], scheme=self._ds_scheme)
+            self.lsh.insert(doc, mh, check_duplication=False)
+        return Verdicts(reason, band, dup)
+
+    def nbytes(self) -> dict[str, int]:
+        # Lower bound: the stored band hashes (r values each) plus a key per table entry;
+        # Python object overhead (several times more) is measured by the benchmark's RSS.
+        n = len(self.exact)
+        return {"bands": n * self.plan.bands * (self.plan.rows * 4 + 8), "exact": n * 24}
+
+    def predicted_fp(self) -> float:
+        return 0.0
+
+    def stats(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+class PybloomIndex:
+    """Baseline: the same LSHBloom logic with pybloom-live filters (pure Python, keys
+    hashed through ``str()``), sized like ours. Slow; for benchmarks and cross-checks."""
+
+    name = "pybloom"
+
+    def __init__(self, plan: IndexPlan, exact_fp: float = 1e-6):
+        PyBloom = _require("pybloom", "pybloom_live", "pybloom-live").BloomFilter
+        self.plan = plan
+        self.filters = [PyBloom(capacity=plan.capacity, error_rate=plan.band_fp) for _ in range(plan.bands)]
+        self.exact_filter = PyBloom(capacity=plan.capacity, error_rate=exact_fp)
+
+    def process(self, sketches: Sketches, doc_numbers: np.ndarray) -> Verdicts:
+        n = len(sketches)
+        seen = np.zeros((n, self.plan.bands), dtype=np.bool_)
+        exact_seen = np.zeros(n, dtype=np.bool_)
+        keys = sketches.band_keys.tolist()
+        ekeys = sketches.exact[:, 0].tolist()
+        for i in range(n):
+            if not sketches.valid[i]:
+                continue
+            exact_seen[i] = self.exact_filter.add(ekeys[i])
+            if sketches.n_shingles[i] > 0:
+                row = keys[i]
+                for j, f in enumerate(self.filters):
+                    seen[i, j] = f.add(row[j])
+        return combine(sketches.valid, sketches.n_shingles > 0, seen, exact_seen)
+
+    def nbytes(self) -> dict[str, int]:
+        return {
+            "bands": sum(f.num_bits // 8 for f in self.filters),
+            "exact": self.exact_filter.num_bits // 8,
+        }
+
+    def predicted_fp(self) -> float:
+        return self.plan.predicted_fp(self.plan.capacity)
+
+    def stats(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        pass

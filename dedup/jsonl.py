@@ -1,0 +1,310 @@
+"""What a JSON Lines file is, byte by byte: lines, rows, and why a line is refused.
+
+Arrow parses JSON Lines fast but is lenient in ways that break the one-row-per-line
+contract (it reads ``{..} {..}`` on one line as two rows and a ``null`` line as a row of
+nulls) and reports errors by row within the buffer it was given. These helpers hold the
+rules that :mod:`dedup.shards` applies around Arrow, so that counting rows, reading them
+and naming a bad line agree:
+
+* A line is *blank*, and skipped, when it holds nothing but JSON whitespace (space, tab,
+  carriage return: RFC 8259, section 2). Every other line is one row and must hold one
+  JSON object. A line of other whitespace (form feed, vertical tab, U+0085, U+00A0,
+  U+2028, ... which Python's ``str.strip`` removes but JSON does not allow) is not blank:
+  it is refused, as are ``null``, arrays, strings, numbers and a second value on a line.
+* A UTF-8 byte order mark is allowed at the start of the file only.
+* An object may not hold the same key twice (at any depth), as Arrow requires.
+
+Nothing here knows about files or Arrow; :mod:`dedup.shards` turns a problem into an
+:class:`dedup.shards.InputError` naming the file and the line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+#: JSON's whitespace outside strings (RFC 8259 section 2), without the line feed that ends a line.
+JSON_SPACE = b" \t\r"
+BOM = b"\xef\xbb\xbf"
+_OPEN = ord("{")
+
+
+_CONTENT = re.compile(rb"[^ \t\r\n]")
+
+
+def has_content(data: bytes) -> bool:
+    """Whether ``data`` holds anything but blank lines (without copying it, as strip would)."""
+    return _CONTENT.search(data) is not None
+
+
+@dataclass(frozen=True)
+class Lines:
+    """The lines of a piece (whole lines, each ending in a line feed).
+
+    Attributes:
+        count: lines in the piece.
+        blank: 0-based indices of the blank lines.
+        suspect: 0-based indices of the lines that are not blank but do not start (after
+            JSON whitespace, and a byte order mark on the file's first line) with ``{``:
+            each is refused by :func:`line_problem`.
+        longest: bytes in the longest line, its line feed included.
+    """
+
+    count: int
+    blank: tuple[int, ...]
+    suspect: tuple[int, ...]
+    longest: int
+
+    @property
+    def rows(self) -> int:
+        """Rows the piece holds: its lines that are not blank."""
+        return self.count - len(self.blank)
+
+    def line_of_row(self, row: int) -> int:
+        """0-based line index of the piece's 0-based ``row``."""
+        line = row
+        for b in self.blank:  # ascending
+            if b <= line:
+                line += 1
+            else:
+                break
+        return line
+
+
+def scan(piece: bytes, at_file_start: bool) -> Lines:
+    """Find the blank and suspect lines of ``piece`` (whole lines, ending in a line feed).
+
+    One numpy pass over the bytes; only lines that do not start with ``{`` are looked at
+    in Python (in a file of objects one per line, none).
+
+    Example:
+        >>> s = scan(b'{"a": 1}\\n\\n  {"a": 2}\\nnull\\n', at_file_start=True)
+        >>> s.count, s.rows, s.blank, s.suspect
+        (4, 3, (1,), (3,))
+    """
+    raw = np.frombuffer(piece, dtype=np.uint8)
+    ends = np.flatnonzero(raw == 0x0A)
+    starts = np.concatenate(([0], ends[:-1] + 1)) if ends.size else ends
+    lengths = ends - starts + 1
+    odd = np.flatnonzero(raw[starts] != _OPEN)
+    blank, suspect = [], []
+    for i in odd.tolist():
+        body = piece[starts[i]:ends[i]]
+        if at_file_start and i == 0 and body.startswith(BOM):
+            body = body[len(BOM):]
+        body = body.strip(JSON_SPACE)
+        if not body:
+            blank.append(i)
+        elif body[0] != _OPEN:
+            suspect.append(i)
+    return Lines(int(ends.size), tuple(blank), tuple(suspect), int(lengths.max(initial=0)))
+
+
+def split_lines(piece: bytes) -> list[bytes]:
+    """The lines of ``piece`` (whole lines), without their line feeds."""
+    return piece.split(b"\n")[:-1]
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _DuplicateKey(k)
+            seen.add(k)
+    return obj
+
+
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        raise ValueError(f"number {literal} is too large for a double")
+    return value
+
+
+_KIND = {type(None): "null", bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}
+
+
+def json_kind(value: object) -> str:
+    """The JSON name of a decoded value's type (``null``, ``array``, ...)."""
+    return _KIND.get(type(value), type(value).__name__)
+
+
+def line_problem(line: bytes, first_of_file: bool, text_column: str | None = None) -> str | None:
+    """Why ``line`` (without its line feed) is not blank and not one JSON object whose
+    ``text_column`` holds a string or null, or None when it is fine.
+
+    Example:
+        >>> line_problem(b'{"text": "a"} {"text": "b"}', first_of_file=False)
+        'more than one JSON value on the line (JSON Lines holds one object per line)'
+        >>> line_problem(b"null", first_of_file=False), line_problem(b" \\t", first_of_file=False)
+        ('expected a JSON object, got null', None)
+    """
+    if first_of_file and line.startswith(BOM):
+        line = line[len(BOM):]
+    line = line.strip(JSON_SPACE)
+    if not line:
+        return None
+    try:
+        s = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"invalid JSON: not UTF-8: {e}"
+    if not s.strip():
+        return ("only whitespace that JSON does not allow (a blank line may hold spaces, tabs and "
+                "carriage returns only)")
+    if s.startswith("\ufeff"):
+        return "a byte order mark (U+FEFF) is allowed only at the start of the file"
+    try:
+        obj = json.loads(s, object_pairs_hook=_no_duplicates, parse_float=_finite)
+    except _DuplicateKey as e:
+        return f"key {e.key!r} appears twice in one object"
+    except json.JSONDecodeError as e:
+        if e.msg == "Extra data":
+            return "more than one JSON value on the line (JSON Lines holds one object per line)"
+        return f"invalid JSON at column {e.colno}: {e.msg}"
+    except (ValueError, RecursionError) as e:
+        return f"invalid JSON: {e}"
+    if not isinstance(obj, dict):
+        return f"expected a JSON object, got {json_kind(obj)}"
+    if text_column is not None and obj.get(text_column) is not None and not isinstance(obj[text_column], str):
+        return f"text column {text_column!r} holds a JSON {json_kind(obj[text_column])}, expected a string"
+    return None
+
+
+def first_problem(piece: bytes, first_line: int, text_column: str | None = None) -> tuple[int, str] | None:
+    """(1-based line, reason) of the first line of ``piece`` (whose first line is the
+    file's line ``first_line``) that :func:`line_problem` refuses, or None."""
+    for i, line in enumerate(split_lines(piece)):
+        problem = line_problem(line, first_line + i == 1, text_column)
+        if problem is not None:
+            return first_line + i, problem
+    return None
+
+
+# ------------------------------------------------------------------ numbers, exactly
+
+#: float64 holds every integer of at most this magnitude exactly, and not all above it.
+EXACT_IN_DOUBLE = 2**53
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class _IntText(str):
+    """An integer literal, as written."""
+
+
+class _FloatText(str):
+    """A number literal with a fraction or an exponent, as written."""
+
+
+@dataclass
+class Numbers:
+    """What the numbers of one column say about the type that holds them exactly.
+
+    Attributes:
+        beyond_int64: an integer outside int64 (Arrow reads the column as float64).
+        big: an integer of magnitude above 2^53 (float64 would round it).
+        fraction: a number written with a fraction or an exponent (``2.5``, ``1e3``).
+        negative: a negative integer.
+        beyond_uint64: an integer of 2^64 or more.
+    """
+
+    beyond_int64: bool = False
+    big: bool = False
+    fraction: bool = False
+    negative: bool = False
+    beyond_uint64: bool = False
+
+    def add_int(self, value: int) -> None:
+        """Note one integer."""
+        self.big |= abs(value) > EXACT_IN_DOUBLE
+        self.beyond_int64 |= not _INT64[0] <= value <= _INT64[1]
+        self.negative |= value < 0
+        self.beyond_uint64 |= value >= 2**64
+
+    def merge(self, other: "Numbers") -> None:
+        """Note everything ``other`` noted."""
+        for k in ("beyond_int64", "big", "fraction", "negative", "beyond_uint64"):
+            setattr(self, k, getattr(self, k) or getattr(other, k))
+
+    def exact_type(self) -> str | None:
+        """``"uint64"`` or ``"string"`` when Arrow's own type (int64, or float64) would round
+        a number of the column, else None. uint64 when every number is an integer in
+        [0, 2^64); otherwise each number's JSON text, as written.
+
+        Example:
+            >>> n = Numbers(); n.add_int(18446744073709551000); n.exact_type()
+            'uint64'
+            >>> n.add_int(-1); n.exact_type()
+            'string'
+        """
+        if self.beyond_int64:
+            return "string" if self.fraction or self.negative or self.beyond_uint64 else "uint64"
+        if self.big and self.fraction:
+            return "string"
+        return None
+
+
+#: Where a value sits inside a column: object keys, and None for "an item of a list".
+Path = tuple[str | None, ...]
+
+
+def number_texts(piece: bytes, first_line: int, columns: set[str], nested: set[str],
+                 rounds: Callable[[str, Path], bool] = lambda column, path: True,
+                 ) -> tuple[dict[str, list[str | None]], dict[str, Numbers], tuple[int, str] | None]:
+    """Parse the rows of ``piece`` (whose lines :func:`scan` passed) with Python's exact
+    integers: for each top-level column in ``columns``, each row's number as written (None
+    for null or missing) and what the numbers say; for the columns in ``nested``, the first
+    line holding an integer of magnitude above 2^53 inside a list or object at a place
+    where ``rounds(column, path)`` (the reader holds numbers there as float64), as
+    (1-based line, reason): such a file is refused.
+
+    Slow (Python's JSON parser); used only for pieces where Arrow produced a float64 of
+    magnitude 2^53 or more.
+    """
+    texts: dict[str, list[str | None]] = {c: [] for c in columns}
+    numbers = {c: Numbers() for c in columns}
+    for i, line in enumerate(split_lines(piece)):
+        if first_line + i == 1 and line.startswith(BOM):
+            line = line[len(BOM):]
+        if not line.strip(JSON_SPACE):
+            continue
+        obj = json.loads(line, parse_int=_IntText, parse_float=_FloatText)
+        for c in columns:
+            v = obj.get(c)
+            if isinstance(v, _IntText):
+                numbers[c].add_int(int(v))
+            elif isinstance(v, _FloatText):
+                numbers[c].fraction = True
+            texts[c].append(None if v is None else str(v))
+        for c in nested:
+            for path, big in _big_ints_inside(obj.get(c), ()):
+                if rounds(c, path):
+                    return texts, numbers, (
+                        first_line + i, f"column {c!r} holds the integer {big} inside a list or object, where it "
+                        "would be read as a float64 and rounded; only top-level columns of such integers are read "
+                        "exactly (as uint64 or as text)")
+    return texts, numbers, None
+
+
+def _big_ints_inside(value: object, path: Path) -> Iterator[tuple[Path, str]]:
+    if isinstance(value, _IntText):
+        if abs(int(value)) > EXACT_IN_DOUBLE:
+            yield path, str(value)
+    elif isinstance(value, dict):
+        for k, child in value.items():
+            yield from _big_ints_inside(child, (*path, k))
+    elif isinstance(value, list):
+        for child in value:
+            yield from _big_ints_inside(child, (*path, None))

@@ -1,0 +1,76 @@
+"""The datasketch / pybloom-live baselines are an optional extra: the library works without
+them, and asking for one that is not installed is a one-line error (exit 2), not an
+ImportError traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run_without(modules: tuple[str, ...], code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter where importing any of ``modules`` fails, as if
+    the package were not installed."""
+    hide = "".join(f"sys.modules[{m!r}] = None\n" for m in modules)
+    return subprocess.run([sys.executable, "-c", f"import sys\n{hide}{code}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("backend, module, package", [("lsh", "datasketch", "datasketch"),
+                                                      ("pybloom", "pybloom_live", "pybloom-live")])
+def test_a_baseline_that_is_not_installed_is_a_one_line_error(tmp_path: Path, backend, module, package):
+    code = (
+        "import pyarrow as pa, pyarrow.parquet as pq\n"
+        f"pq.write_table(pa.table({{'text': ['a b c d e f', 'a b c d e f']}}), r'{tmp_path}/in.parquet')\n"
+        "from pipelines.cli import main\n"
+        f"sys.exit(main(['dedup', r'{tmp_path}/in.parquet', '--out', r'{tmp_path}/out', '--index', '{backend}', "
+        "'--engine', 'fused', '--quiet']))\n"
+    )
+    done = _run_without((module,), code)
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"index backend {backend!r} needs the {package} package" in lines[0]
+    assert "memdedup[baselines]" in lines[0]
+
+
+def test_the_library_runs_without_the_baseline_packages(tmp_path: Path):
+    code = (
+        "import pyarrow as pa, pyarrow.parquet as pq\n"
+        f"pq.write_table(pa.table({{'text': ['a b c d e f', 'A b c d e f!']}}), r'{tmp_path}/in.parquet')\n"
+        "import dedup, dedup.index, dedup.baselines\n"
+        "from dedup.engine import dedup_files\n"
+        f"m = dedup_files([r'{tmp_path}/in.parquet'], r'{tmp_path}/out')\n"
+        "assert m['totals']['removed'] == {'exact': 1, 'near': 0}, m\n"
+    )
+    done = _run_without(("datasketch", "pybloom_live"), code)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_baselines_are_an_extra_that_dev_includes():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    names = lambda reqs: {r.split("[")[0].split(">")[0].split("=")[0].strip().lower() for r in reqs}  # noqa: E731
+    assert not names(project["dependencies"]) & {"datasketch", "pybloom-live"}
+    assert {"datasketch", "pybloom-live"} <= names(project["optional-dependencies"]["baselines"])
+    assert "memdedup[baselines]" in project["optional-dependencies"]["dev"]
+
+
+def test_baseline_classes_live_in_baselines_and_make_index_finds_them():
+    from dedup import DatasketchLSHIndex, PybloomIndex, baselines
+    from dedup.index import make_index
+    from dedup.params import plan_index
+
+    assert DatasketchLSHIndex is baselines.DatasketchLSHIndex and PybloomIndex is baselines.PybloomIndex
+    plan = plan_index(0.8, 128, 100, 1e-5)
+    assert isinstance(make_index("lsh", plan, scheme="fast", num_perm=128, seed=1, exact_fp=1e-6),
+                      baselines.DatasketchLSHIndex)
+    assert isinstance(make_index("pybloom", plan, scheme="fast", num_perm=128, seed=1, exact_fp=1e-6),
+                      baselines.PybloomIndex)
+    with pytest.raises(ValueError, match="unknown index backend"):
+        make_index("nope", plan, scheme="fast", num_perm=128, seed=1, exact_fp=1e-6)

@@ -1,0 +1,101 @@
+"""Golden vectors: the exact bits a saved index holds.
+
+These pins exist because saved indexes depend on them: an ``--index-dir`` directory holds
+Bloom filters built by earlier runs, and a later run must probe the same bit positions for
+the same documents, or every earlier document is silently forgotten (no error, just missed
+duplicates). The values below were computed from the code at the time they were written.
+Changing any of them (the probe derivation, the seed mixing, the file layout, the
+normalisation, shingling, MinHash, or the band key) is a format change: bump
+``dedup.bloom.VERSION`` (and the index directory's format) so that old directories are
+refused instead of misread, and only then update these values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from dedup._kernels import bloom as jit_bloom
+from dedup.bloom import HEADER_SIZE, VERSION, BloomFilter
+from dedup.config import DedupConfig
+from dedup.index import EXACT, KEEP, LSHBloomIndex
+from dedup.params import plan_index
+from dedup.sketch import Sketcher
+
+M, K, SEED = 1024, 5, 0x9E3779B97F4A7C15
+KEYS = np.array([0, 1, 42, 2**63, 2**64 - 1, 12345678901234567890], dtype=np.uint64)
+BIT_POSITIONS = [
+    18, 88, 108, 140, 241, 250, 274, 284, 288, 328, 353, 409, 442, 492, 522,
+    576, 613, 618, 716, 746, 884, 888, 891, 913, 924, 961, 967, 997, 1000, 1023,
+]
+FILE_SHA256 = "56732aa16642429a4f5e062edf94301230c29197f668e26c20e2c40cf2ddb9a5"
+
+
+def _positions(words: np.ndarray) -> list[int]:
+    return np.flatnonzero(np.unpackbits(words.astype("<u8").view(np.uint8), bitorder="little")).tolist()
+
+
+def test_bloom_bit_positions_and_file_bytes_are_pinned(tmp_path: Path):
+    f = BloomFilter(M, K, SEED)
+    assert not f.add(KEYS).any()
+    assert _positions(f.bits) == BIT_POSITIONS
+    data = f.save(tmp_path / "f.bloom").read_bytes()
+    assert len(data) == HEADER_SIZE + M // 8 and VERSION == 1
+    assert hashlib.sha256(data).hexdigest() == FILE_SHA256
+    loaded = BloomFilter.load(tmp_path / "f.bloom")
+    assert loaded.contains(KEYS).all() and _positions(np.asarray(loaded.bits)) == BIT_POSITIONS
+
+
+def test_bloom_bit_positions_of_the_jit_kernel_are_the_same():
+    """The same pin through the JIT kernel (the filter above may run the AOT build)."""
+    words = np.zeros(M // 64, dtype=np.uint64)
+    seen = np.empty(len(KEYS), dtype=np.bool_)
+    jit_bloom.test_and_set_many(words, np.uint64(M), K, np.uint64(SEED), KEYS, np.ones(len(KEYS), np.bool_), seen)
+    assert _positions(words) == BIT_POSITIONS
+
+
+DOCS = [
+    "The quick brown fox jumps over the lazy dog",
+    "the QUICK brown fox -- jumps over the lazy dog!",  # the same canonical text: exact
+    "Zürich café: ﬁne Ｆｕｌｌ width, nothing else alike",  # NFKC and non-ASCII letters
+]
+EXACT_KEYS = [
+    (0xED714233C5A9A792, 0x5544A91C33313D7B),
+    (0xED714233C5A9A792, 0x5544A91C33313D7B),
+    (0x54AF0DDCCF54DEF4, 0x3CAAEA46AAEC5DB4),
+]
+BAND_KEYS = [
+    [0x0CA7ED9BACBF25DD, 0xB356B4D188EB8453, 0xAA5D019572DA6286, 0x17CA9DF9EF584055, 0x595437ECF6A6819B,
+     0x35AA32984766DF1B, 0x74DEE529D6D52A35, 0x82B5BBBA17D0FC09, 0x663181769AA9FBE6],
+    [0x0CA7ED9BACBF25DD, 0xB356B4D188EB8453, 0xAA5D019572DA6286, 0x17CA9DF9EF584055, 0x595437ECF6A6819B,
+     0x35AA32984766DF1B, 0x74DEE529D6D52A35, 0x82B5BBBA17D0FC09, 0x663181769AA9FBE6],
+    [0xB43A6AFC2B610EAB, 0xA94E1F6AA71DC75C, 0x7CB89D8807E0B3C0, 0x0B2D980F801A66DF, 0x584F591274E1CFE6,
+     0x9D3AA60010F08BB2, 0xA8B1AF143A2F727D, 0xCA09687BC7CCCF5A, 0x268E1B36C041C854],
+]
+FILTERS_SHA256 = "523270724cc2c7980ede914f4f0070b1e1fe09e51586918d0da4d527a0741d29"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sketch_band_keys_and_index_filters_are_pinned(tmp_path: Path, threads):
+    """Text -> canonical text -> shingles -> MinHash -> band keys -> band filters, with the
+    default DedupConfig (fast scheme, seed 1, 5-word shingles, T=0.8, K=128: 9 bands of 13
+    rows) and filters sized for 1000 documents."""
+    cfg = DedupConfig()
+    plan = plan_index(cfg.threshold, cfg.num_perm, 1000, cfg.fp)
+    assert (plan.bands, plan.rows, plan.band_bits, plan.band_k) == (9, 13, 28544, 20)
+    sk = Sketcher(cfg, plan.bands, plan.rows, threads=threads)(pa.array(DOCS, pa.string()))
+    assert sk.n_shingles.tolist() == [5, 5, 4]
+    assert [tuple(int(x) for x in row) for row in sk.exact] == EXACT_KEYS
+    assert [[int(x) for x in row] for row in sk.band_keys] == BAND_KEYS
+
+    index = LSHBloomIndex(plan, exact_fp=cfg.exact_fp, seed=0)
+    verdicts = index.process(sk, np.arange(3))
+    assert verdicts.reason.tolist() == [KEEP, EXACT, KEEP]
+    digest = hashlib.sha256()
+    for i, f in enumerate([*index.filters, index.exact_filter]):
+        digest.update(f.save(tmp_path / f"{i}.bloom").read_bytes())
+    assert digest.hexdigest() == FILTERS_SHA256
