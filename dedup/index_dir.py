@@ -6,7 +6,9 @@ Layout (the only definition of it)::
                              and the batches it holds (below); replaced atomically
     INDEX/v-NNNNNN/<name>/   one :class:`dedup.scalable.FilterStack` per band
                              (name = band-00.., or exact); the current version only
-    INDEX/.lock              held (flock) while a version is installed
+    INDEX/.lock              held (flock) while a version is installed, and while a Deduplicator loads one
+    INDEX/.save-*/           a Deduplicator's stacks while it saves (before the install);
+                             one left by a killed process is garbage, never read
 
 What the index holds: ``batches`` lists every run that added documents, with its run id
 (:func:`dedup.runs.run_id`), the version it created, and per input file its name, path,

@@ -116,3 +116,18 @@ def test_index_dir_persists_across_pipeline_runs(corpus, tmp_path):
     assert ids_of(tmp_path / "out-first") + ids_of(tmp_path / "out-second") == ids_of(tmp_path / "cli" / "kept")
     assert json.loads((tmp_path / "index" / "index.json").read_text())["documents"] == N
     assert pa.concat_tables(pq.read_table(p) for p in files).num_rows == N
+
+
+def test_datatrove_is_an_extra_that_dev_includes_and_only_pipelines_use_it():
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extras = project["optional-dependencies"]
+    assert not any(r.startswith("datatrove") for r in project["dependencies"])
+    assert any(r.startswith("datatrove") for r in extras["datatrove"])
+    assert "memdedup[datatrove]" in extras["dev"] and any(r.startswith("datasets") for r in extras["dev"])
+    users = sorted(p.relative_to(root).as_posix() for d in ("dedup", "audit", "pipelines") for p in (root / d).rglob("*.py")
+                   if any(line.strip().startswith(("import datatrove", "from datatrove"))
+                          for line in p.read_text(encoding="utf-8").splitlines()))
+    assert users == ["pipelines/datatrove_step.py"], users  # the libraries never need it; the CLI does not load it
