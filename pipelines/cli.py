@@ -37,6 +37,11 @@ from .config import ConfigError, add_options, from_args
 SECTIONS = {"dedup": DedupConfig, "audit": AuditConfig, "train": TrainConfig, "profile": ProfileConfig}
 
 
+def _stage_options(p: argparse.ArgumentParser, section: str) -> None:
+    """``--config`` and the flags of the stage's config dataclass (pipelines.config.add_options)."""
+    add_options(p, SECTIONS[section], section)
+
+
 def _add_json(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--json", action="store_true",
                    help=f"print {what} as JSON on stdout instead of the human-readable lines "
@@ -57,12 +62,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="fused: one process; staged: three Dask stages; auto (default): staged when "
                         "--workers/--scheduler/--index-dir is given or the inputs exceed 1 GB")
     g.add_argument("--workers", type=int, help="staged: worker processes of the local cluster (default: cores)")
-    g.add_argument("--threads-per-worker", type=int, default=1, help="staged: tasks per worker at once (default: %(default)s)")
+    g.add_argument("--threads-per-worker", type=int, default=1,
+                   help="staged: tasks per worker at once (default: %(default)s)")
     g.add_argument("--scheduler", help="staged: an existing Dask scheduler (tcp://host:port or a scheduler JSON file)")
     g.add_argument("--index-dir", type=Path, help="staged: load the index kept by earlier runs, and keep this run's")
     p.add_argument("--quiet", action="store_true", help="no progress line or summary")
     _add_json(p, "the run's manifest (manifest.json)")
-    add_options(p, DedupConfig, "dedup")
+    _stage_options(p, "dedup")
 
     p = sub.add_parser("audit", help="measure what a causal LM memorized")
     p.add_argument("--model", required=True, type=Path, help="local Hugging Face model directory")
@@ -73,20 +79,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", type=Path, help="reference model directory (same tokenizer)")
     p.add_argument("--sequences", type=Path, help="Parquet with a 'tokens' column: audit these instead of sampling")
     _add_json(p, "the audit's summary (summary.json)")
-    add_options(p, AuditConfig, "audit")
+    _stage_options(p, "audit")
 
     p = sub.add_parser("train", help="train a small GPT-2 with checkpoints and the data order")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="corpus shards (files, directories or globs)")
     p.add_argument("--out", required=True, type=Path, help="run directory (rerun to resume)")
     _add_json(p, "the run's manifest (manifest.json)")
-    add_options(p, TrainConfig, "train")
+    _stage_options(p, "train")
 
     p = sub.add_parser("profile", help="memorisation profiles over a run's checkpoints")
     p.add_argument("--run", required=True, type=Path, help="a 'memdedup train' directory (or the same layout)")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--corpus", nargs="+", help="corpus shards (default: the one the run recorded)")
     _add_json(p, "the profile's summary (summary.json)")
-    add_options(p, ProfileConfig, "profile")
+    _stage_options(p, "profile")
 
     p = sub.add_parser("forecast", help="precision/recall of one audit's memorized set for another's")
     p.add_argument("first", type=Path, help="audit output of the earlier checkpoint or smaller model (the predictor)")
@@ -109,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("params", help="show banding, filter sizes and the S-curve")
     p.add_argument("--docs", type=int, default=1_000_000, help="number of documents (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON on stdout (what params always prints)")
-    add_options(p, DedupConfig, "dedup")
+    _stage_options(p, "dedup")
 
     p = sub.add_parser("generate", help="write a synthetic corpus with planted duplicates")
     p.add_argument("--out", required=True, type=Path)
@@ -163,7 +169,7 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
         manifest = run_staged(args.inputs, args.out, config, workers=args.workers,
                               threads_per_worker=args.threads_per_worker, scheduler=args.scheduler,
                               index_dir=args.index_dir, force=args.force, log=log)
-        _emit(args, manifest, lambda: args.quiet or _print_summary(manifest, args.out))
+        _emit(args, manifest, lambda: None if args.quiet else _print_summary(manifest, args.out))
         return 0
     bar = None if args.quiet else ProgressLine("dedup")
     last: dict = {}
@@ -179,7 +185,7 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
         print(f"{args.out}: already complete for these inputs and config (use --force to redo)", file=sys.stderr)
     if bar is not None:
         bar.close(last or None)
-    _emit(args, manifest, lambda: args.quiet or _print_summary(manifest, args.out))
+    _emit(args, manifest, lambda: None if args.quiet else _print_summary(manifest, args.out))
     return 0
 
 

@@ -170,6 +170,6 @@ def reference(cls: type) -> str:
             flags = ", ".join(f"`{n}`" for n in flag_names(f))
         meaning = f.metadata.get("help", "")
         if f.metadata.get("choices"):
-            meaning += ": " + ", ".join(f"`{c}`" for c in f.metadata["choices"])
+            meaning += "; one of " + ", ".join(f"`{c}`" for c in f.metadata["choices"])
         lines.append(f"| `{f.name}` | {flags} | {default_text(f)} | {meaning} |")
     return "\n".join(lines) + "\n"
