@@ -260,6 +260,28 @@ def test_forecast_and_generate_json(tmp_path):
     assert json.loads(r.stdout) == json.loads((tmp_path / "corpus" / "manifest.json").read_text())
 
 
+def test_train_audit_and_profile_json_are_their_files(tmp_path):
+    """The torch commands (transformers' progress bars, warnings) keep stdout to the JSON."""
+    pytest.importorskip("torch")
+    corpus, run = tmp_path / "corpus", tmp_path / "run"
+    assert cli("generate", "--out", corpus, "--docs", "150", "--doc-bytes", "300", "--shards", "2").returncode == 0
+    runs = {
+        run / "manifest.json": ["train", corpus, "--out", run, "--n-layer", "1", "--n-embd", "32", "--n-head", "2",
+                                "--seq-len", "32", "--epochs", "1", "--vocab-size", "300", "--log-checkpoints", "4",
+                                "--checkpoint-every", "20", "--holdout", "0.2"],
+        tmp_path / "audit" / "summary.json": ["audit", "--model", run / "model", "--corpus", corpus, "--out",
+                                              tmp_path / "audit", "-n", "12", "--n-boot", "10", "--members",
+                                              run / "order.parquet"],
+        tmp_path / "prof" / "summary.json": ["profile", "--run", run, "--out", tmp_path / "prof", "--n-treated", "12",
+                                             "--n-control", "8", "--n-boot", "10"],
+    }
+    for written, args in runs.items():
+        r = cli(*args, "--json")
+        assert r.returncode == 0, f"{args[0]}: {r.stderr[-3000:]}"
+        assert r.stdout == written.read_text(encoding="utf-8"), args[0]
+        json.loads(r.stdout)
+
+
 # ------------------------------------------------------------------------------ README
 
 
