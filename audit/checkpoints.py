@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,36 +30,7 @@ import pyarrow.parquet as pq
 from dedup import io
 from dedup.runs import discover
 
-
-@dataclass(frozen=True)
-class ProfileConfig:
-    """Attributes:
-        n_treated: trained instances audited (seeded sample of full-length ones).
-        n_control: held-out instances (half control group, half placebo cohort).
-        outcome: ``surprisal`` (mean token surprisal, nats) or ``accuracy``.
-        n_boot: bootstrap resamples for the profile intervals.
-        seed: sampling seed.
-        batch_size: sequences per forward pass.
-        early_checkpoint: step of the "early" audit for forecasting (default: the
-            checkpoint closest to the middle of training).
-    """
-
-    n_treated: int = 400
-    n_control: int = 200
-    outcome: str = "surprisal"
-    n_boot: int = 200
-    seed: int = 0
-    batch_size: int = 64
-    early_checkpoint: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.outcome not in ("surprisal", "accuracy"):
-            raise ValueError(f"invalid profile config: outcome must be surprisal or accuracy, got {self.outcome!r}")
-        if self.n_treated < 1 or self.n_control < 4:
-            raise ValueError("invalid profile config: need n_treated >= 1 and n_control >= 4")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from .config import ProfileConfig
 
 
 def _checkpoints(run: Path) -> list[tuple[int, Path]]:
