@@ -345,7 +345,8 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     import re
 
-    from audit.report import comparison_report, model_report
+    from audit.report.comparison import comparison_report
+    from audit.report.model import model_report
 
     audits = list(args.audits)
     labels = list(args.labels) if args.labels else [a.resolve().name or "audit" for a in audits]
