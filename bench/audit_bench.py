@@ -83,7 +83,7 @@ def main() -> int:
         write_shards(corpus, tmp / "corpus", 4)
         print("training the tiny canary model ...", flush=True)
         from audit.config import TrainConfig
-        from audit.lm import train_causal_lm
+        from audit.train import train_causal_lm
 
         train_causal_lm(discover([tmp / "corpus"]), tmp / "run", TrainConfig(holdout=0.0), log=lambda m: None)
         tiny = tmp / "run" / "model"

@@ -288,7 +288,7 @@ def _from_args(cls, name: str, args: argparse.Namespace, fields: tuple[str, ...]
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from audit.config import TrainConfig
-    from audit.lm import train_causal_lm
+    from audit.train import train_causal_lm
     from dedup.shards import discover
 
     fields = ("vocab_size", "n_layer", "n_embd", "n_head", "seq_len", "epochs", "batch_size", "lr", "seed", "holdout",
@@ -365,19 +365,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise ConfigError(f"--model-dir: give one directory for all audits or one per audit, got {len(args.model_dir)}")
     decoders = [None] * len(audits)
     if args.model_dir:
-        from types import SimpleNamespace
-
-        from transformers import AutoTokenizer  # only here: the audit package never loads transformers for reports
-
-        from audit.lm import CausalLM
-
-        def load(m):
-            try:
-                tok = AutoTokenizer.from_pretrained(str(m), local_files_only=True)
-            except (OSError, ValueError):
-                return None, None
-            # the audit's own fingerprint (summary.json: model.tokenizer_sha256)
-            return tok, CausalLM.vocab_fingerprint(SimpleNamespace(tokenizer=tok))
+        # (tokenizer, the audit's own fingerprint: summary.json model.tokenizer_sha256), or (None, None)
+        from audit.lm import load_tokenizer as load
 
         toks = {}
         for m in args.model_dir:

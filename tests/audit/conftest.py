@@ -1,5 +1,5 @@
 """Session fixtures for the audit tests: a tiny GPT-2 trained (by the package's own
-deterministic trainer, :func:`audit.lm.train_causal_lm`) on a corpus with planted canaries."""
+deterministic trainer, :func:`audit.train.train_causal_lm`) on a corpus with planted canaries."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def train_tiny_lm():
     Parquet, then the package trainer with no held-out documents."""
     pytest.importorskip("torch")
     from audit.config import TrainConfig
-    from audit.lm import train_causal_lm
+    from audit.train import train_causal_lm
     from dedup.shards import discover
     from dedup.synthetic import write_shards
 

@@ -38,7 +38,7 @@ def small_corpus(tmp_path_factory) -> Path:
 
 
 def test_same_seed_same_weights_and_order(small_corpus, tmp_path):
-    from audit.lm import train_causal_lm
+    from audit.train import train_causal_lm
 
     a = train_causal_lm(discover([small_corpus]), tmp_path / "a", SMALL, log=quiet)
     b = train_causal_lm(discover([small_corpus]), tmp_path / "b", SMALL, log=quiet)
@@ -56,7 +56,7 @@ def test_same_seed_same_weights_and_order(small_corpus, tmp_path):
 
 
 def test_resume_from_last_checkpoint_ends_identical(small_corpus, tmp_path):
-    from audit.lm import train_causal_lm
+    from audit.train import train_causal_lm
 
     full = train_causal_lm(discover([small_corpus]), tmp_path / "full", SMALL, log=quiet)
     part = tmp_path / "part"
@@ -83,7 +83,7 @@ def test_resume_from_last_checkpoint_ends_identical(small_corpus, tmp_path):
 def profiled(tmp_path_factory):
     """A tiny model trained with checkpoints on a canary corpus (20% of documents held out),
     then the real ``memdedup profile`` over all its checkpoints."""
-    from audit.lm import train_causal_lm
+    from audit.train import train_causal_lm
 
     d = tmp_path_factory.mktemp("profile")
     write_shards(generate_canary_corpus(n_background=300, seed=2), d / "corpus", 3)
