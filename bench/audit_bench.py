@@ -73,7 +73,8 @@ def main() -> int:
     from audit.lm import load_causal_lm
     from audit.sampling import sample_sequences
     from dedup.shards import discover
-    from dedup.synthetic import generate_canary_corpus, write_shards
+    from audit.canaries import generate_canary_corpus
+    from dedup.synthetic import write_shards
 
     P = C = 32
     tmp = Path(tempfile.mkdtemp(prefix="audit-bench-"))

@@ -417,7 +417,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from dedup.io import write_json_atomic
-    from dedup.synthetic import generate_corpus, generate_demo_corpus, write_shards
+    from dedup.synthetic import generate_corpus, write_shards
+
+    from .demo import CORPUS_MANIFEST, generate_demo_corpus, planted_manifest
 
     if args.canaries:
         table = generate_demo_corpus(args.docs, exact_frac=args.exact_frac, near_frac=args.near_frac,
@@ -428,22 +430,14 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                                 near_frac=args.near_frac, seed=args.seed)
     paths = write_shards(table, args.out, args.shards, fmt=args.format)
     kinds = Counter(table.column("kind").to_pylist())
-    planted = {"documents": table.num_rows, "kinds": dict(kinds), "seed": args.seed,
-               "shards": [p.name for p in paths]}
-    if args.canaries:
-        reps = Counter(r for r, k in zip(table.column("repeats").to_pylist(), table.column("kind").to_pylist())
-                       if k == "canary")
-        planted["canary_rows_by_repeats"] = {str(r): n for r, n in sorted(reps.items())}
-        planted["exact_ids"] = [i for i, k in zip(table.column("id").to_pylist(), table.column("kind").to_pylist())
-                                if k == "exact"]
-    write_json_atomic(args.out / "manifest.json", planted)
+    write_json_atomic(args.out / CORPUS_MANIFEST, planted_manifest(table, args.seed, paths, canaries=args.canaries))
     print(f"wrote {table.num_rows:,} documents in {len(paths)} shard(s) to {args.out} "
           f"({', '.join(f'{v:,} {k}' for k, v in sorted(kinds.items()))})")
     return 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .demo_checks import run_checks
+    from .demo import run_checks
 
     result = run_checks(args.out)
     for c in result["checks"]:

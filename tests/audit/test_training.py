@@ -13,7 +13,8 @@ import pytest
 
 from audit.config import TrainConfig
 from dedup.shards import discover
-from dedup.synthetic import generate_canary_corpus, write_shards
+from audit.canaries import generate_canary_corpus
+from dedup.synthetic import write_shards
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = TrainConfig(vocab_size=300, n_layer=1, n_embd=32, n_head=2, seq_len=32, epochs=2, batch_size=8,
