@@ -319,22 +319,10 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _cmd_forecast(args: argparse.Namespace) -> int:
-    import pyarrow.parquet as pq
-
-    from audit.forecast import forecast
+    from audit.forecast import forecast_audits
     from dedup.io import write_json_atomic
-    from dedup.shards import InputError
 
-    tables = []
-    for d in (args.first, args.second):
-        f = d / "per_sequence.parquet"
-        if not f.exists():
-            raise InputError(d, "not an audit output (no per_sequence.parquet)")
-        t = pq.read_table(f).to_pandas()
-        t["seen"] = t["member"].fillna(True).astype(bool) if "member" in t.columns else True
-        tables.append(t)
-    fc = forecast(tables[0], tables[1], key=["doc_id", "token_offset"], flag="extractable",
-                  seen_first="seen", seen_second="seen")
+    fc = forecast_audits(args.first, args.second)
     if args.out:
         write_json_atomic(args.out, fc)
     print(f"{fc['n']} sequences seen by both: precision {fc['precision']}, recall {fc['recall']} "
