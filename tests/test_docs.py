@@ -21,7 +21,9 @@ def test_readme_python_blocks_run(capsys):
     assert "2 {'exact': 1, 'near': 0}" in out
 
 
-@pytest.mark.parametrize("module", ["dedup.minhash", "dedup.engine"])
+@pytest.mark.parametrize("module", ["dedup.minhash", "dedup.engine", "audit.metrics", "audit.aggregate", "audit.layout",
+                                    "audit.forecast", "audit.retention", "audit.profile", "audit.canaries",
+                                    "audit.report.page"])
 def test_docstring_examples(module):
     import importlib
 
