@@ -40,6 +40,7 @@ True
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -134,13 +135,24 @@ def report_json(page: Path, comparison: bool = False) -> Path:
 
 # ---------------------------------------------------------------- writing
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it into place (for
-    writers that want a path, e.g. Parquet); the temporary is removed if ``write`` fails."""
+    """Call ``write(tmp)`` on a temporary sibling of ``path`` (:func:`dedup.io.tmp_path`), then
+    rename it into place: for writers that want a path (Parquet, Hugging Face directories). A
+    directory replaces the previous one; the temporary is removed if ``write`` fails."""
     path = Path(path)
     tmp = io.tmp_path(path)
+    _remove(tmp)
     try:
         write(tmp)
+        if tmp.is_dir() and path.is_dir():
+            shutil.rmtree(path)
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

@@ -119,7 +119,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print) 
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tok_dir), local_files_only=True)
     else:
         tokenizer = train_tokenizer([d[3] for d, h in zip(docs, held) if not h], config.vocab_size)
-        tokenizer.save_pretrained(str(tok_dir))
+        write_atomic(tok_dir, lambda tmp: tokenizer.save_pretrained(str(tmp)))
     eos = tokenizer.convert_tokens_to_ids(EOS)
     token_lists = [list(t) for t in tokenizer([d[3] for d in docs], add_special_tokens=False)["input_ids"]]
     inst = _instances(token_lists, config.seq_len)
@@ -208,10 +208,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print) 
     torch.use_deterministic_algorithms(was_deterministic)
 
     final = ckpt_root / checkpoint_name(total_steps)
-    model_dir = out / MODEL_DIR
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    shutil.copytree(final, model_dir, ignore=shutil.ignore_patterns(STATE_FILE))
+    write_atomic(out / MODEL_DIR, lambda tmp: shutil.copytree(final, tmp, ignore=shutil.ignore_patterns(STATE_FILE)))
     body = {
         "config": config.to_dict(), "documents": len(docs), "held_out_documents": int(held.sum()),
         "instances": len(inst), "trained_instances": int(train_ids.size), "steps": total_steps,
@@ -227,12 +224,10 @@ def _save_checkpoint(model, tokenizer, opt, step: int, root: Path) -> None:
     """Hugging Face files + optimizer state, written to a temporary directory and renamed."""
     import torch
 
-    final = root / checkpoint_name(step)
-    tmp = root / f".{checkpoint_name(step)}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    torch.save({"optimizer": opt.state_dict(), "step": step}, tmp / STATE_FILE)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    def write(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        torch.save({"optimizer": opt.state_dict(), "step": step}, tmp / STATE_FILE)
+
+    write_atomic(root / checkpoint_name(step), write)
