@@ -11,6 +11,7 @@ most memorized sequences. Every number is read from the audit's ``summary.json``
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
