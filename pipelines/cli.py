@@ -231,7 +231,7 @@ def _print_audit(summary: dict, out: Path) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from audit.lm import train_causal_lm
+    from audit.train import train_causal_lm
     from dedup.runs import discover
 
     config = from_args(args)
@@ -264,22 +264,10 @@ def _print_profile(s: dict, out: Path) -> None:
 
 
 def _cmd_forecast(args: argparse.Namespace) -> int:
-    import pyarrow.parquet as pq
-
-    from audit.forecast import forecast
+    from audit.forecast import forecast_audits
     from dedup.io import write_json_atomic
-    from dedup.shards import InputError
 
-    tables = []
-    for d in (args.first, args.second):
-        f = d / "per_sequence.parquet"
-        if not f.exists():
-            raise InputError(d, "not an audit output (no per_sequence.parquet)")
-        t = pq.read_table(f).to_pandas()
-        t["seen"] = t["member"].fillna(True).astype(bool) if "member" in t.columns else True
-        tables.append(t)
-    fc = forecast(tables[0], tables[1], key=["doc_id", "token_offset"], flag="extractable",
-                  seen_first="seen", seen_second="seen")
+    fc = forecast_audits(args.first, args.second)
     if args.out:
         write_json_atomic(args.out, fc)
     _emit(args, fc, lambda: print(f"{fc['n']} sequences seen by both: precision {fc['precision']}, "
@@ -290,7 +278,8 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     import re
 
-    from audit.report import comparison_report, model_report
+    from audit.report.comparison import comparison_report
+    from audit.report.model import model_report
 
     audits = list(args.audits)
     labels = list(args.labels) if args.labels else [a.resolve().name or "audit" for a in audits]
@@ -309,19 +298,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise ConfigError(f"--model-dir: give one directory for all audits or one per audit, got {len(args.model_dir)}")
     decoders = [None] * len(audits)
     if args.model_dir:
-        from types import SimpleNamespace
-
-        from transformers import AutoTokenizer  # only here: the audit package never loads transformers for reports
-
-        from audit.lm import CausalLM
-
-        def load(m):
-            try:
-                tok = AutoTokenizer.from_pretrained(str(m), local_files_only=True)
-            except (OSError, ValueError):
-                return None, None
-            # the audit's own fingerprint (summary.json: model.tokenizer_sha256)
-            return tok, CausalLM.vocab_fingerprint(SimpleNamespace(tokenizer=tok))
+        # (tokenizer, the audit's own fingerprint: summary.json model.tokenizer_sha256), or (None, None)
+        from audit.lm import load_tokenizer as load
 
         toks = {}
         for m in args.model_dir:
@@ -372,7 +350,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from dedup.io import write_json_atomic
-    from dedup.synthetic import generate_corpus, generate_demo_corpus, write_shards
+    from dedup.synthetic import generate_corpus, write_shards
+
+    from .demo import CORPUS_MANIFEST, generate_demo_corpus, planted_manifest
 
     if args.canaries:
         table = generate_demo_corpus(args.docs, exact_frac=args.exact_frac, near_frac=args.near_frac,
@@ -383,22 +363,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                                 near_frac=args.near_frac, seed=args.seed)
     paths = write_shards(table, args.out, args.shards, fmt=args.format)
     kinds = Counter(table.column("kind").to_pylist())
-    planted = {"documents": table.num_rows, "kinds": dict(kinds), "seed": args.seed,
-               "shards": [p.name for p in paths]}
-    if args.canaries:
-        reps = Counter(r for r, k in zip(table.column("repeats").to_pylist(), table.column("kind").to_pylist())
-                       if k == "canary")
-        planted["canary_rows_by_repeats"] = {str(r): n for r, n in sorted(reps.items())}
-        planted["exact_ids"] = [i for i, k in zip(table.column("id").to_pylist(), table.column("kind").to_pylist())
-                                if k == "exact"]
-    write_json_atomic(args.out / "manifest.json", planted)
+    planted = planted_manifest(table, args.seed, paths, canaries=args.canaries)
+    write_json_atomic(args.out / CORPUS_MANIFEST, planted)
     _emit(args, planted, lambda: print(f"wrote {table.num_rows:,} documents in {len(paths)} shard(s) to {args.out} "
                                        f"({', '.join(f'{v:,} {k}' for k, v in sorted(kinds.items()))})"))
     return 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .demo_checks import run_checks
+    from .demo import run_checks
 
     result = run_checks(args.out)
 
