@@ -110,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="local Hugging Face tokenizer/model directory to decode token ids: one for all audits, "
                         "or one per audit")
     p.add_argument("--title", help="title of the comparison page")
+    _add_json(p, "the report's manifest (manifest.json)")
 
     p = sub.add_parser("params", help="show banding, filter sizes and the S-curve")
     p.add_argument("--docs", type=int, default=1_000_000, help="number of documents (default: %(default)s)")
@@ -322,18 +323,34 @@ def _cmd_report(args: argparse.Namespace) -> int:
                           "(give one --model-dir per audit)", file=sys.stderr)
                     continue
             decoders[i] = lambda ids, t=tok: t.decode(list(ids), skip_special_tokens=False)
+    from dedup.io import write_stage_manifest
+
     args.out.mkdir(parents=True, exist_ok=True)
+    pages = []
     for i, (a, lab, f) in enumerate(zip(audits, labels, files)):
         prof = args.profile_dir[i] if i < len(args.profile_dir) else None
         page = model_report(a, args.out / f"{f}.html", profile_dir=prof, title=f"Memorization audit: {lab}",
                             decode=decoders[i])
-        print(f"{lab}: {page} (numbers: {page.with_name(page.stem + '.summary.json')})")
+        pages.append({"label": lab, "audit": str(a), "page": page.name,
+                      "numbers": page.with_name(page.stem + ".summary.json").name})
+    comparison = None
     if len(audits) >= 2:
         page = comparison_report(audits, labels, args.out / "comparison.html", dedup_dir=args.dedup_dir,
                                  title=args.title)
-        print(f"comparison: {page} (numbers: {page.with_suffix('.json')})")
+        comparison = {"page": page.name, "numbers": page.with_suffix(".json").name}
     elif args.dedup_dir is not None:
         print("note: --dedup-dir is used by the comparison page, which needs at least two audits", file=sys.stderr)
+    manifest = write_stage_manifest(args.out, "report", {
+        "pages": pages, "comparison": comparison, "dedup_dir": str(args.dedup_dir) if args.dedup_dir else None,
+        "profile_dirs": [str(p) for p in args.profile_dir]}, versions=False)
+
+    def human() -> None:
+        for p in pages:
+            print(f"{p['label']}: {args.out / p['page']} (numbers: {args.out / p['numbers']})")
+        if comparison:
+            print(f"comparison: {args.out / comparison['page']} (numbers: {args.out / comparison['numbers']})")
+
+    _emit(args, manifest, human)
     return 0
 
 

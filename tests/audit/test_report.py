@@ -218,7 +218,11 @@ def test_cli_report_end_to_end(dirs, tmp_path, capsys):
                "--dedup-dir", str(dirs["dedup_dir"]), "--profile-dir", str(dirs["profile"])])
     assert rc == 0
     assert sorted(p.name for p in out.iterdir()) == ["comparison.html", "comparison.json", "dedup.html",
-                                                      "dedup.summary.json", "raw.html", "raw.summary.json"]
+                                                      "dedup.summary.json", "manifest.json", "raw.html",
+                                                      "raw.summary.json"]
+    manifest = json.loads((out / "manifest.json").read_text())  # the one stage-manifest writer, written last
+    assert manifest["stage"] == "report" and [p["page"] for p in manifest["pages"]] == ["raw.html", "dedup.html"]
+    assert manifest["comparison"] == {"page": "comparison.html", "numbers": "comparison.json"}
     assert "Memorization over training" in (out / "raw.html").read_text(encoding="utf-8")
     assert "Memorization over training" not in (out / "dedup.html").read_text(encoding="utf-8")
     data = json.loads((out / "comparison.json").read_text())
@@ -227,7 +231,8 @@ def test_cli_report_end_to_end(dirs, tmp_path, capsys):
 
     # one audit: no comparison page; default label = directory name
     rc = main(["report", str(dirs["dedup"]), "--out", str(tmp_path / "one")])
-    assert rc == 0 and sorted(p.name for p in (tmp_path / "one").iterdir()) == ["dedup.html", "dedup.summary.json"]
+    assert rc == 0 and sorted(p.name for p in (tmp_path / "one").iterdir()) == ["dedup.html", "dedup.summary.json",
+                                                                                 "manifest.json"]
 
     # errors are one line and exit code 2
     assert main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--out", str(out), "--labels", "a"]) == 2
