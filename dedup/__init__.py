@@ -9,6 +9,8 @@ Public API (see each module for the maths and the paper it comes from):
 - :class:`LSHBloomIndex` — the duplicate index; :class:`DatasketchLSHIndex`, :class:`PybloomIndex` —
   baselines for benchmarks (:mod:`dedup.baselines`; their packages are the ``baselines`` extra)
 - :class:`DedupConfig`, :func:`dedup_files` — the single-process engine
+- :class:`Deduplicator` — streaming dedup of tables in memory, keep masks out, with the
+  index saved and loaded as an ``--index-dir`` directory (:mod:`dedup.streaming`)
 - :class:`InputError` — raised for bad inputs, naming the file (and row/line)
 
 Nothing here imports torch, transformers, dask or the command line.
@@ -30,6 +32,7 @@ __all__ = [
     "BloomFilter",
     "DatasketchLSHIndex",
     "DedupConfig",
+    "Deduplicator",
     "IndexPlan",
     "InputError",
     "LSHBloomIndex",
@@ -43,3 +46,13 @@ __all__ = [
     "plan_index",
     "shingles",
 ]
+
+
+def __getattr__(name: str):
+    """:class:`Deduplicator` on first use: its module (and the staged engine's, whose layout
+    it shares) stays out of every command's start-up."""
+    if name == "Deduplicator":
+        from .streaming import Deduplicator
+
+        return Deduplicator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,9 @@ Layout (the only definition of it)::
 
 What the index holds: ``batches`` lists every run that added documents, with its run id
 (:func:`dedup.runs.run_id`), the version it created, and per input file its name, path,
-size, content fingerprint (XXH3-128 of the file's bytes) and row count. A run whose input
+size, content fingerprint (XXH3-128 of the file's bytes) and row count. A batch saved by a
+:class:`dedup.streaming.Deduplicator` (rows from memory, no files) has no files, a random
+run id and ``"source": "Deduplicator"``. A run whose input
 file the index already holds (same fingerprint) is refused before anything is written:
 its rows would otherwise all be removed as duplicates of themselves (a retried job, a lost
 output directory, a directory that grew since the last run). Its message says which run
@@ -162,8 +164,23 @@ class IndexDir:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
+    def load_current(self, names: list[str]) -> tuple[str | None, list[FilterStack]]:
+        """The current version's name and its stacks ``names`` (none for an empty index),
+        read under the lock, so that an install cannot remove them meanwhile.
+
+        Raises:
+            dedup.io.StateError: ``index.json`` or a stack is damaged or missing.
+        """
+        if not self.path.is_dir():
+            return None, []
+        with self._locked():
+            self.meta = self._read()
+            if self.current is None:
+                return None, []
+            return self.current, [FilterStack.load(self.stack_dir(self.current, n)) for n in names]
+
     def install(self, built: Path, names: list[str], pinned: str | None, run_id: str, files: list[dict],
-                documents: int) -> dict:
+                documents: int, source: str | None = None) -> dict:
         """Make the stacks under ``built/<name>`` the next version, recording this batch.
 
         Copies the stacks into ``v-NNNNNN``, then replaces ``index.json`` atomically, then
@@ -176,6 +193,8 @@ class IndexDir:
             pinned: the version this run started from (None: the index was empty).
             run_id: this run's id; files: per input file, with ``rows`` added.
             documents: rows this run added.
+            source: recorded in the batch entry when given: what added documents that
+                came from no file (``files`` empty), e.g. a :class:`dedup.streaming.Deduplicator`.
 
         Raises:
             dedup.io.StateError: another run installed a version since ``pinned``.
@@ -198,7 +217,7 @@ class IndexDir:
             stacks = {n: FilterStack.load(version / n).describe() for n in names}
             batches = (self.meta or {}).get("batches", []) + [
                 {"run_id": run_id, "version": version.name, "created_unix": time.time(), "documents": documents,
-                 "files": files}
+                 "files": files, **({"source": source} if source else {})}
             ]
             meta = {"format": FORMAT, "params": self.params, "documents": self.documents + documents,
                     "current": version.name, "stacks": stacks, "batches": batches}

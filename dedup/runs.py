@@ -5,7 +5,8 @@ Every dedup run, fused or staged, starts with :func:`prepare` and ends with
 run is already done, may resume, or must start over. The protocol:
 
 1. **Inputs** (:func:`discover`): files, directories (walked recursively, following
-   symlinked directories, skipping hidden names) and globs, in *canonical order*: sorted
+   symlinked directories, skipping hidden names and the ``cache-*.arrow`` files that
+   Hugging Face ``datasets`` writes beside a dataset) and globs, in *canonical order*: sorted
    by absolute path *as given* (links are not resolved, so the same rows reached through
    links or as copies give the same decisions and the same output names). A file reached
    twice (named twice, or through a link to a file also listed) is read once.
@@ -74,13 +75,27 @@ def _inside(path: Path, directory: Path | None) -> bool:
         return False
 
 
-def _walk(root: Path) -> tuple[list[Path], int]:
+def is_datasets_cache_file(name: str) -> bool:
+    """Whether a file name is one Hugging Face ``datasets`` gives the results of ``map``,
+    ``filter``, ``select``... on a dataset (``cache-<fingerprint>[_<rank>_of_<n>].arrow``,
+    written into the dataset's own directory): derived rows or an index mapping, not rows
+    of the dataset.
+
+    Example:
+        >>> is_datasets_cache_file("cache-53f056d2ad2c28cf.arrow"), is_datasets_cache_file("data-00000-of-00001.arrow")
+        (True, False)
+    """
+    return name.startswith("cache-") and name.lower().endswith(".arrow")
+
+
+def _walk(root: Path) -> tuple[list[Path], int, int]:
     """Input files under ``root``: symlinked directories followed (each real directory
     once, so link cycles end), hidden files and directories (name starts with ".")
-    skipped, ``.json`` files skipped (often manifests and configs). Returns (files, number
-    of hidden input-format files skipped)."""
+    skipped, ``.json`` files skipped (often manifests and configs), ``datasets`` cache
+    files skipped (:func:`is_datasets_cache_file`). Returns (files, number of hidden
+    input-format files skipped, number of cache files skipped)."""
     found: list[Path] = []
-    hidden = 0
+    hidden = cached = 0
     seen_dirs: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         st = os.stat(dirpath)
@@ -99,8 +114,11 @@ def _walk(root: Path) -> tuple[list[Path], int]:
             if f.startswith("."):
                 hidden += 1
                 continue
+            if is_datasets_cache_file(f):
+                cached += 1
+                continue
             found.append(p)
-    return found, hidden
+    return found, hidden, cached
 
 
 def _check_name(p: Path) -> None:
@@ -120,7 +138,8 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
         inputs: files, directories or glob patterns.
         exclude: the run's output directory: skipped by directory walks and globs, refused
             when a file inside it is named explicitly.
-        log: told how many hidden files directory walks skipped, if any.
+        log: told how many hidden files and ``datasets`` cache files directory walks
+            skipped, if any.
 
     Raises:
         InputError: a path that does not exist, a glob that matches nothing, a file of an
@@ -138,24 +157,25 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
     """
     out = Path(exclude) if exclude is not None else None
     files: dict[Path, Path] = {}  # path as given (absolute) -> real file
-    hidden = 0
+    hidden = cached = 0
     for item in inputs:
         s = os.fspath(item)
         p = Path(s)
         if p.is_dir():
-            found, h = _walk(p)
+            found, h, c = _walk(p)
             hidden += h
+            cached += c
             kept = [q for q in found if not _inside(q, out)]
             if not kept:
                 if found:
                     raise InputError(p, f"every input file under it lies inside --out {out}; "
                                         "choose an output directory outside the inputs")
-                raise InputError(p, "directory contains no .parquet or .jsonl[.gz|.zst] files")
+                raise InputError(p, "directory contains no .parquet, .arrow or .jsonl[.gz|.zst] files")
             for q in kept:
                 files.setdefault(_abspath(q), q.resolve())
         elif p.is_file():
             if format_of(p) is None:
-                raise InputError(p, "unknown input format (expected .parquet, .jsonl, .jsonl.gz or .jsonl.zst)")
+                raise InputError(p, "unknown input format (expected .parquet, .arrow, .jsonl, .jsonl.gz or .jsonl.zst)")
             if _inside(p, out):
                 raise InputError(p, f"input lies inside --out {out}; memdedup writes and clears that "
                                     "directory: choose another --out")
@@ -164,7 +184,7 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
             matched = [Path(m) for m in glob.glob(s, recursive=True)]
             matched = [m for m in matched if m.is_file() and format_of(m) and not _inside(m, out)]
             if not matched:
-                raise InputError(s, "glob matches no .parquet or .jsonl files (outside --out)")
+                raise InputError(s, "glob matches no .parquet, .arrow or .jsonl files (outside --out)")
             for m in matched:
                 files.setdefault(_abspath(m), m.resolve())
         elif os.path.lexists(p):
@@ -175,6 +195,9 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
         raise InputError("<inputs>", "no input files given")
     if hidden and log is not None:
         log(f"skipped {hidden} hidden file(s) (names starting with '.'); name them explicitly to include them")
+    if cached and log is not None:
+        log(f"skipped {cached} Hugging Face datasets cache file(s) (cache-*.arrow: results of map/filter, not the "
+            "dataset's rows); name them explicitly to include them")
     ordered: list[Path] = []
     real_seen: set[Path] = set()
     for given in sorted(files, key=str):
@@ -366,5 +389,5 @@ def finish(plan: RunPlan, manifest_body: dict) -> dict:
     return manifest
 
 
-__all__ = ["OutputExistsError", "RunPlan", "abandon", "clear_outputs", "discover", "finish",
+__all__ = ["OutputExistsError", "RunPlan", "abandon", "clear_outputs", "discover", "finish", "is_datasets_cache_file",
            "prepare", "run_id", "run_identity", "validate_shards"]

@@ -1,8 +1,14 @@
 """Input shards: formats, validation and batched reading.
 
-Inputs are Parquet files and JSON Lines files (``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst``;
-``.json``/``.ndjson`` are accepted as JSON Lines too). Which files a run reads, and their
-canonical order, is decided by :func:`dedup.runs.discover`.
+Inputs are Parquet files, JSON Lines files (``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst``;
+``.json``/``.ndjson`` are accepted as JSON Lines too) and Arrow IPC files (``.arrow``: the
+IPC *stream* format that Hugging Face ``datasets`` writes in its cache and with
+``save_to_disk``, or the IPC *file* format, told apart by the file's first bytes). Which
+files a run reads, and their canonical order, is decided by :func:`dedup.runs.discover`.
+
+Arrow files are memory-mapped and read batch by batch (zero copy); their batches (1,000
+rows each from ``datasets``) are regrouped into batches of ``batch_rows`` rows, as Parquet's
+are, so each kept shard's row groups follow ``batch_rows`` whatever the input's batching.
 
 Every problem with an input raises :class:`InputError`, whose message names the file and,
 where it applies, the line (JSONL, 1-based) or row (Parquet, 0-based).
@@ -43,6 +49,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +60,7 @@ from . import jsonl
 from .arrow import cast, min_max
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
+ARROW_SUFFIXES = (".arrow",)
 JSONL_SUFFIXES = {
     ".jsonl": None,
     ".ndjson": None,
@@ -92,7 +100,7 @@ class Shard:
     Attributes:
         path: absolute path.
         name: its name in outputs: the path relative to the inputs' common directory.
-        fmt: ``"parquet"`` or ``"jsonl"``.
+        fmt: ``"parquet"``, ``"jsonl"`` or ``"arrow"``.
         compression: None, ``"gzip"`` or ``"zstd"`` (JSONL only).
     """
 
@@ -105,16 +113,24 @@ class Shard:
     def stem(self) -> str:
         """``name`` without its format suffix (e.g. ``a/part-0`` for ``a/part-0.jsonl.gz``)."""
         lower = self.name.lower()
-        for suf in sorted((*PARQUET_SUFFIXES, *JSONL_SUFFIXES), key=len, reverse=True):
+        for suf in sorted((*PARQUET_SUFFIXES, *ARROW_SUFFIXES, *JSONL_SUFFIXES), key=len, reverse=True):
             if lower.endswith(suf):
                 return self.name[: -len(suf)]
         return self.name
 
 
 def format_of(path: Path) -> tuple[str, str | None] | None:
+    """(format, compression) named by the file's suffix, or None for other files.
+
+    Example:
+        >>> format_of(Path("data-00000-of-00001.arrow")), format_of(Path("a.jsonl.gz")), format_of(Path("x.csv"))
+        (('arrow', None), ('jsonl', 'gzip'), None)
+    """
     lower = path.name.lower()
     if lower.endswith(PARQUET_SUFFIXES):
         return "parquet", None
+    if lower.endswith(ARROW_SUFFIXES):
+        return "arrow", None
     for suf in sorted(JSONL_SUFFIXES, key=len, reverse=True):
         if lower.endswith(suf):
             return "jsonl", JSONL_SUFFIXES[suf]
@@ -392,6 +408,82 @@ class _JsonlFile:
             yield pa.Table.from_arrays(cols, schema=self.schema)
 
 
+#: The first bytes of the Arrow IPC *file* format (a stream starts with a message instead).
+_ARROW_FILE_MAGIC = b"ARROW1"
+
+
+class _ArrowFile:
+    """An Arrow IPC shard, stream or file format (told apart by its first bytes),
+    memory-mapped: batches are read without copying, and counting the rows reads only
+    the batches' headers."""
+
+    def __init__(self, shard: Shard):
+        self.shard = shard
+        self.num_rows = 0
+        with self._open() as (schema, batches):
+            self.schema = schema
+            for batch in self._checked(batches):
+                self.num_rows += batch.num_rows
+
+    @contextmanager
+    def _open(self):
+        """(schema, iterator of the file's record batches), the file mapped meanwhile."""
+        try:
+            source = pa.memory_map(str(self.shard.path), "r")
+        except (pa.ArrowException, OSError) as e:
+            raise InputError(self.shard.path, f"unreadable Arrow IPC file: {e}") from e
+        with source:
+            try:
+                if source.read(len(_ARROW_FILE_MAGIC)) == _ARROW_FILE_MAGIC:
+                    source.seek(0)
+                    reader = pa.ipc.open_file(source)
+                    batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+                else:
+                    source.seek(0)
+                    reader = pa.ipc.open_stream(source)
+                    batches = iter(reader)
+                schema = reader.schema
+            except (pa.ArrowException, OSError) as e:
+                raise InputError(self.shard.path, f"not an Arrow IPC stream or file, or corrupt: {e}") from e
+            yield schema, batches
+
+    def _checked(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        row = 0
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except (pa.ArrowException, OSError) as e:
+                raise InputError(self.shard.path, f"corrupt or truncated Arrow IPC data after this row: {e}",
+                                 row=row) from e
+            row += batch.num_rows
+            yield batch
+
+    def batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """The file's rows in order, in batches of ``batch_rows`` rows (the last one shorter)."""
+        with self._open() as (schema, batches):
+            pending: list[pa.RecordBatch] = []
+            rows = 0
+            for batch in self._checked(batches):
+                while batch.num_rows:
+                    take = min(batch_rows - rows, batch.num_rows)
+                    pending.append(batch.slice(0, take))
+                    rows += take
+                    batch = batch.slice(take)
+                    if rows == batch_rows:
+                        yield _concat_batches(pending, schema)
+                        pending, rows = [], 0
+            if rows:
+                yield _concat_batches(pending, schema)
+
+
+def _concat_batches(batches: list[pa.RecordBatch], schema: pa.Schema) -> pa.RecordBatch:
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches, schema=schema).combine_chunks().to_batches()[0]
+
+
 class ShardReader:
     """Reads one shard in batches of whole rows, after validating its columns.
 
@@ -418,6 +510,7 @@ class ShardReader:
         self.text_column = text_column
         self.batch_rows = batch_rows
         self._jsonl: _JsonlFile | None = None
+        self._arrow: _ArrowFile | None = None
         self._batch_start = 0
         self._pf: pq.ParquetFile | None = None
         if shard.fmt == "parquet":
@@ -427,6 +520,10 @@ class ShardReader:
                 raise InputError(shard.path, f"unreadable or corrupt Parquet file: {e}") from e
             self.schema = self._pf.schema_arrow
             self.num_rows = self._pf.metadata.num_rows
+        elif shard.fmt == "arrow":
+            self._arrow = _ArrowFile(shard)
+            self.schema = self._arrow.schema
+            self.num_rows = self._arrow.num_rows
         else:
             self._jsonl = _JsonlFile(shard, (text_column, id_column) if id_required and id_column else (text_column,))
             self.schema = self._jsonl.schema
@@ -446,6 +543,11 @@ class ShardReader:
                 for batch in table.to_batches(max_chunksize=self.batch_rows):
                     yield batch
                     self._batch_start += batch.num_rows
+            return
+        if self._arrow is not None:
+            for batch in self._arrow.batches(self.batch_rows):
+                yield batch
+                self._batch_start += batch.num_rows
             return
         assert self._pf is not None
         row = 0
@@ -509,9 +611,10 @@ class ShardReader:
 
 
 def count_rows(shards: list[Shard]) -> int:
-    """Total rows over shards (Parquet: from metadata; JSONL: lines that are not blank, as
-    :func:`dedup.jsonl.scan` defines them). Equals the rows :class:`ShardReader` yields for
-    every file it reads without an error (it refuses a file where the two would differ)."""
+    """Total rows over shards (Parquet: from metadata; Arrow: from the batches' headers;
+    JSONL: lines that are not blank, as :func:`dedup.jsonl.scan` defines them). Equals the
+    rows :class:`ShardReader` yields for every file it reads without an error (it refuses a
+    file where the two would differ)."""
     total = 0
     for s in shards:
         if s.fmt == "parquet":
@@ -519,6 +622,8 @@ def count_rows(shards: list[Shard]) -> int:
                 total += pq.ParquetFile(str(s.path)).metadata.num_rows
             except (pa.ArrowException, OSError) as e:
                 raise InputError(s.path, f"unreadable or corrupt Parquet file: {e}") from e
+        elif s.fmt == "arrow":
+            total += _ArrowFile(s).num_rows
         else:
             total += sum(jsonl.scan(piece, line == 1).rows for line, piece in _jsonl_pieces(s, JSONL_CHUNK_BYTES))
     return total

@@ -61,6 +61,9 @@ def test_readme_python_blocks_run(capsys):
     out = capsys.readouterr().out
     assert "9 13 32.1 bytes/doc" in out
     assert "2 {'exact': 1, 'near': 0}" in out
+    assert "[True, False, True] 2\n[False, True]\n" in out and "5 [False, True]" in out  # Deduplicator
+    assert out.count("['a', 'c', 'd']") == 2  # datasets: ds.filter with the keep mask, both ways
+    assert "['a', 'c']\n" in out  # datatrove
 
 
 def test_every_package_is_walked():

@@ -1,0 +1,318 @@
+"""Streaming dedup for pipelines that are not file based: rows in, keep masks out.
+
+:class:`Deduplicator` holds the LSHBloom index of :mod:`dedup.index` (one filter stack per
+band and one for the exact key, :class:`dedup.scalable.FilterStack`) and decides each row
+it is given against every row given before, by the verdict rule of the command line
+(:func:`dedup.index.combine`): a row is removed iff an earlier row is an exact or near
+duplicate of it; every row is inserted, removed or not; null texts are kept and never
+inserted; texts without shingles take part in the exact check only.
+
+**Order.** The rows of successive :meth:`Deduplicator.add` calls form one stream. Fed the
+rows of a corpus in the command line's canonical order (files sorted by path, rows in file
+order), in batches of any sizes, it gives the command line's decisions on them: the same
+rows kept, the same removed, with the same reason and band.
+
+**Capacity: how its decisions relate to the command line's.** Bloom filters are sized for
+a number of documents; the decisions on true collisions never depend on the sizes, those
+on the rare false positives (at most ``fp`` of the documents) do. So:
+
+* ``DedupConfig(capacity=N)`` (``grow`` then defaults to False): one generation per band
+  sized for N documents at ``fp``, the filters of a plain ``memdedup dedup`` run: the same
+  decisions as ``memdedup dedup`` on the same rows when that run's capacity is N too (a run
+  over exactly N rows, whose default capacity is its row count, or ``--capacity N``).
+  Beyond N documents the false-positive rate rises above ``fp`` (as a run's does with too
+  small a ``--capacity``); :meth:`Deduplicator.predicted_fp` says by how much.
+* No capacity (``grow`` defaults to True): the index grows as ``--index-dir`` does: the
+  first generation holds :data:`DEFAULT_CAPACITY` documents (``config.capacity`` when given
+  with ``grow=True``) at ``fp / 2``, each next one twice the documents at half the rate,
+  so the total stays within ``fp`` without knowing the corpus size. The same decisions as
+  ``memdedup dedup --index-dir D`` runs over the same rows in the same order whose first
+  run was given ``--capacity`` equal to that first generation's size (in one run or many).
+
+**Persistence.** :meth:`Deduplicator.save` writes the index as an ``--index-dir``
+directory (:mod:`dedup.index_dir`) and :meth:`Deduplicator.load` reads one, so a pipeline
+and the command line can take turns on one index: rows added after ``load(D)`` get the
+decisions the next ``memdedup dedup --index-dir D`` run would give them, and a run with
+``--index-dir D`` after ``save(D)`` continues where the Deduplicator stopped. The index
+records which *files* the command line fed it and refuses them again; rows from memory
+cannot be recognised: given the same rows twice, a Deduplicator removes the second copy
+of every one (they are duplicates of the first).
+
+**The keep mask** is a numpy bool array, True = keep: what indexing and filtering take
+(``table.filter(keep)``, ``texts[keep]``, ``np.flatnonzero(keep)`` for
+``datasets.Dataset.select``, ``ds.filter(lambda b, i: keep[i], with_indices=True,
+batched=True)``), combined with other masks by ``&``, and built without copying the rows.
+
+Example:
+    >>> import pyarrow as pa
+    >>> from dedup import DedupConfig, Deduplicator
+    >>> d = Deduplicator(DedupConfig())
+    >>> d.add(pa.table({"text": ["The cat sat on the mat.", "Dogs bark at night."]})).tolist()
+    [True, True]
+    >>> d.add(pa.table({"text": ["the CAT sat on the mat", None, "Cats purr."]})).tolist()
+    [False, True, True]
+    >>> d.stats()
+    {'rows': 5, 'kept': 4, 'exact': 1, 'near': 0, 'null_text': 1, 'empty_text': 0}
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from .arrow import cast
+from .config import DedupConfig
+from .index import EXACT, KEEP, NEAR, Verdicts, combine
+from .index_dir import IndexDir, index_params
+from .params import optimal_param, per_band_fp, whole_index_fp
+from .scalable import FilterStack
+from .sketch import Sketcher
+from .stages import EXACT_BAND, band_name, banding
+
+#: Documents the first filter generation of a growing index holds when no capacity is given
+#: (about 37 MB of filters at the default parameters; later generations double it).
+DEFAULT_CAPACITY = 1 << 20
+
+#: ``source`` of the batches a Deduplicator records in an index directory.
+SOURCE = "Deduplicator"
+
+
+class Deduplicator:
+    """Decides, row by row, whether each row duplicates an earlier one; keeps the index.
+
+    Args:
+        config: the decision parameters (threshold, num_perm, ngram, ..., fp, exact_fp) and
+            ``text_column`` (read from tables and record batches), ``batch_rows`` (rows
+            sketched at a time: memory) and ``capacity`` (see the module docstring). Only the
+            ``lshbloom`` index.
+        grow: whether the filters grow (True: as ``--index-dir``) or are sized once for
+            ``config.capacity`` (False: as a plain run). Default: grow iff no capacity.
+        threads: sketching threads (1: serial, the compiled kernels; None or more than 1:
+            Numba's parallel kernels).
+
+    Raises:
+        ValueError: another index backend, or ``grow=False`` without a capacity.
+    """
+
+    def __init__(self, config: DedupConfig = DedupConfig(), *, grow: bool | None = None, threads: int | None = 1):
+        grow = config.capacity is None if grow is None else grow
+        if not grow and config.capacity is None:
+            raise ValueError("grow=False sizes the filters once: give DedupConfig(capacity=...)")
+        bands, rows = self._check(config)
+        capacity = config.capacity or DEFAULT_CAPACITY
+        band_fp = per_band_fp(config.fp, bands)
+        stacks = [FilterStack(band_fp, capacity, scalable=grow) for _ in range(bands)]
+        self._setup(config, stacks, FilterStack(config.exact_fp, capacity, scalable=grow), threads)
+
+    @staticmethod
+    def _check(config: DedupConfig) -> tuple[int, int]:
+        if config.index != "lshbloom":
+            raise ValueError(f"a Deduplicator keeps an LSHBloom index; index={config.index!r} needs dedup_files")
+        return banding(config)
+
+    def _setup(self, config: DedupConfig, stacks: list[FilterStack], exact: FilterStack, threads: int | None,
+               index_path: Path | None = None, version: str | None = None, documents: int = 0) -> None:
+        self.config = config
+        self.bands, self.rows = banding(config)
+        self._stacks = stacks
+        self._exact = exact
+        self.grow = exact.scalable
+        self._sketcher = Sketcher(config, self.bands, self.rows, threads)
+        self._index_path = index_path  # the directory loaded from or last saved to
+        self._version = version  # its version then
+        self._saved_documents = documents  # documents it held then
+        self.documents = documents
+        self._stats = {"rows": 0, "kept": 0, "exact": 0, "near": 0, "null_text": 0, "empty_text": 0}
+
+    # ------------------------------------------------------------------------ deciding
+    def add(self, data: pa.Table | pa.RecordBatch | pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """Decide and insert the rows of ``data``, in order; return the keep mask.
+
+        Args:
+            data: a table or record batch holding ``config.text_column`` (string,
+                large_string, string_view, dictionary of strings, or all null), or that
+                column itself as an array.
+
+        Returns:
+            numpy bool array, one entry per row: True = keep, False = a duplicate of an
+            earlier row (of this call or of any earlier one, or held by a loaded index).
+
+        Raises:
+            ValueError: no text column, one of another type, or a text that is not valid
+                UTF-8 (naming its row in ``data``); nothing is inserted then.
+        """
+        return self.add_verdicts(data).reason == KEEP
+
+    def add_verdicts(self, data: pa.Table | pa.RecordBatch | pa.Array | pa.ChunkedArray) -> Verdicts:
+        """:meth:`add`, returning the verdicts: ``reason`` (0 keep, 1 exact, 2 near; labels
+        in :data:`dedup.index.REASON_LABELS`) and ``band`` (first colliding band of a near
+        duplicate, else -1), as ``removed.parquet`` reports them."""
+        texts = self._texts(data)
+        step = self.config.batch_rows
+        parts = [self._decide(texts.slice(start, step)) for start in range(0, len(texts), step)]
+        if not parts:
+            return Verdicts(np.zeros(0, np.int8), np.zeros(0, np.int16), np.zeros(0, np.int64))
+        return Verdicts(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("reason", "band", "duplicate_of")))
+
+    def _texts(self, data) -> pa.Array | pa.ChunkedArray:
+        if isinstance(data, (pa.Table, pa.RecordBatch)):
+            names = data.schema.names
+            name = self.config.text_column
+            if names.count(name) != 1:
+                raise ValueError(f"no text column {name!r}; columns are {names}" if name not in names else
+                                 f"text column {name!r} appears {names.count(name)} times; columns are {names}")
+            col = data.column(name)
+        elif isinstance(data, (pa.Array, pa.ChunkedArray)):
+            col = data
+        else:
+            raise TypeError(f"expected a pyarrow Table, RecordBatch or string Array, got {type(data).__name__}")
+        t = col.type
+        if pa.types.is_dictionary(t):
+            col, t = cast(col, t.value_type), t.value_type
+        if pa.types.is_null(t):
+            return pa.nulls(len(col), pa.string())
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)):
+            raise ValueError(f"text column {self.config.text_column!r} has type {t}, expected a string type")
+        try:
+            col.validate(full=True)  # the kernels assume valid UTF-8
+        except pa.ArrowInvalid:
+            raise ValueError(f"text column {self.config.text_column!r}: row {_first_invalid_utf8(col)} "
+                             "is not valid UTF-8") from None
+        return col
+
+    def _decide(self, texts: pa.Array | pa.ChunkedArray) -> Verdicts:
+        sk = self._sketcher(texts)
+        has_sh = sk.n_shingles > 0
+        seen = np.zeros((len(sk), self.bands), dtype=np.bool_)
+        for j, stack in enumerate(self._stacks):
+            seen[:, j] = stack.add(sk.band_keys[:, j], has_sh)
+        verdicts = combine(sk.valid, has_sh, seen, self._exact.add(sk.exact[:, 0], sk.valid))
+        s = self._stats
+        s["rows"] += len(sk)
+        s["kept"] += int((verdicts.reason == KEEP).sum())
+        s["exact"] += int((verdicts.reason == EXACT).sum())
+        s["near"] += int((verdicts.reason == NEAR).sum())
+        s["null_text"] += int((~sk.valid).sum())
+        s["empty_text"] += int((sk.valid & ~has_sh).sum())
+        self.documents += len(sk)
+        return verdicts
+
+    # ------------------------------------------------------------------------ reporting
+    def stats(self) -> dict:
+        """Rows given to this object (not those of a loaded index): ``rows``, ``kept``,
+        ``exact``, ``near`` (removed, by reason), ``null_text``, ``empty_text``."""
+        return dict(self._stats)
+
+    def predicted_fp(self) -> float:
+        """Probability that the next unrelated document is flagged, from the band
+        filters' fill (as a manifest reports it)."""
+        return whole_index_fp([p for s in self._stacks for p in s.generation_fps()])
+
+    def nbytes(self) -> dict[str, int]:
+        """Memory of the filters: ``bands`` and ``exact``."""
+        return {"bands": sum(s.nbytes for s in self._stacks), "exact": self._exact.nbytes}
+
+    def __repr__(self) -> str:
+        return (f"Deduplicator(documents={self.documents}, bands={self.bands}, rows={self.rows}, grow={self.grow}, "
+                f"generations={len(self._exact.generations)})")
+
+    # ------------------------------------------------------------------------ persistence
+    def _names(self) -> list[str]:
+        return [band_name(j) for j in range(self.bands)] + [EXACT_BAND]
+
+    def save(self, path: str | os.PathLike) -> dict:
+        """Write the index to ``path`` as an ``--index-dir`` directory; return its
+        ``index.json``.
+
+        ``path`` must hold no index yet, or be the directory this Deduplicator was loaded
+        from or last saved to; each save adds a version there (the rows added since, as one
+        batch with ``"source": "Deduplicator"``), switched to atomically as a run's is.
+
+        Raises:
+            ValueError: a fixed-size index (``grow=False``: an ``--index-dir`` index must
+                grow), or ``path`` holds another index.
+            dedup.index_dir.IndexMismatchError: ``path`` holds an index of other parameters.
+            dedup.io.StateError: another run or Deduplicator updated ``path`` since this one
+                loaded or saved it (nothing is written: load it again and redo the rows).
+        """
+        if not self.grow:
+            raise ValueError("this Deduplicator's filters are sized once for config.capacity (grow=False); an index "
+                             "directory's filters must grow: use grow=True to save it")
+        idx = IndexDir(path, index_params(self.config, self.bands, self.rows))
+        ours = self._index_path is not None and idx.path == self._index_path
+        if idx.current is not None and not ours:
+            raise ValueError(f"{idx.path} holds another index ({idx.documents} documents); save to a new directory, "
+                             "or load that index and add to it")
+        if ours and idx.current != self._version:
+            from .io import StateError
+
+            raise StateError(f"{idx.path}: the index changed (now {idx.current or 'empty'}) since this Deduplicator "
+                             f"loaded or saved its version {self._version}; load it again and add the rows again")
+        if ours and self.documents == self._saved_documents and idx.meta is not None:
+            return idx.meta
+        pinned = self._version if ours else None
+        added = self.documents - (self._saved_documents if ours else 0)
+        idx.path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".save-", dir=idx.path) as tmp:
+            for name, stack in zip(self._names(), [*self._stacks, self._exact]):
+                stack.save(Path(tmp) / name)
+            meta = idx.install(Path(tmp), self._names(), pinned, uuid.uuid4().hex[:16], [], added, source=SOURCE)
+        self._index_path, self._version, self._saved_documents = idx.path, meta["current"], self.documents
+        return meta
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, config: DedupConfig | None = None, *,
+             threads: int | None = 1) -> "Deduplicator":
+        """The index in ``path`` (an ``--index-dir`` directory, written by runs or by
+        :meth:`save`), ready to add rows to.
+
+        Args:
+            config: how to read and decide; its decision parameters must be the index's
+                (``capacity`` is ignored: the filters keep their sizes). Default: the
+                index's parameters with the other fields at their defaults.
+
+        Raises:
+            FileNotFoundError: no index in ``path``.
+            dedup.index_dir.IndexMismatchError: ``config`` has other parameters.
+            dedup.io.StateError: the index is damaged.
+        """
+        if config is None:
+            params = IndexDir(path, {}).meta
+            if params is None:
+                raise FileNotFoundError(f"{Path(path).resolve()}: no index (no index.json)")
+            config = _config_of(params["params"])
+        bands, rows = cls._check(config)
+        idx = IndexDir(path, index_params(config, bands, rows))
+        names = [band_name(j) for j in range(bands)] + [EXACT_BAND]
+        version, stacks = idx.load_current(names)
+        if version is None:
+            raise FileNotFoundError(f"{idx.path}: no index (no index.json)")
+        new = cls.__new__(cls)
+        new._setup(config, stacks[:-1], stacks[-1], threads, idx.path, version, idx.documents)
+        return new
+
+
+def _config_of(params: dict) -> DedupConfig:
+    """The DedupConfig of an index's parameters (explicit banding only where it is not
+    the optimal one for its threshold and num_perm)."""
+    keys = ("threshold", "num_perm", "ngram", "unit", "nfkc", "scheme", "seed", "fp", "exact_fp", "band_key")
+    fields = {k: params[k] for k in keys}
+    if (params["bands"], params["rows"]) != optimal_param(params["threshold"], params["num_perm"]):
+        fields.update(bands=params["bands"], rows=params["rows"])
+    return DedupConfig(**fields)
+
+
+def _first_invalid_utf8(col: pa.Array | pa.ChunkedArray) -> int:
+    """Index of the first text that is not valid UTF-8 (error path only)."""
+    for i, raw in enumerate(col.cast(pa.large_binary()).to_pylist()):
+        if raw is not None:
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return i
+    return -1

@@ -1,0 +1,164 @@
+"""Arrow IPC inputs (``*.arrow``: what a Hugging Face ``datasets`` cache or ``save_to_disk``
+holds, in the IPC *stream* format; the IPC *file* format too): discovered, read and
+deduplicated like Parquet by both engines, kept shards written as Parquet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dedup import DedupConfig, dedup_files
+from dedup.runs import discover
+from dedup.shards import InputError, ShardReader, count_rows, format_of
+from dedup.stages import dedup_staged
+from dedup.synthetic import generate_corpus, write_shards
+
+
+def write_arrow(path: Path, table: pa.Table, *, stream: bool = True, batch: int = 1000) -> Path:
+    """``table`` as an Arrow IPC stream (as ``datasets`` writes it: batches of 1000 rows) or file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with pa.OSFile(str(path), "wb") as sink:
+        new = pa.ipc.new_stream if stream else pa.ipc.new_file
+        with new(sink, table.schema) as w:
+            for b in table.to_batches(max_chunksize=batch):
+                w.write_batch(b)
+    return path
+
+
+def outputs(out: Path) -> dict[str, pa.Table]:
+    files = [out / "removed.parquet", *sorted((out / "kept").rglob("*.parquet"))]
+    return {p.relative_to(out).as_posix(): pq.read_table(p) for p in files}
+
+
+@pytest.fixture(scope="module")
+def corpus() -> pa.Table:
+    return generate_corpus(1200, mean_bytes=300, exact_frac=0.08, near_frac=0.15, seed=5)
+
+
+def test_format_of_arrow():
+    assert format_of(Path("data-00000-of-00001.arrow")) == ("arrow", None)
+    assert format_of(Path("X.ARROW")) == ("arrow", None)
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["ipc-stream", "ipc-file"])
+def test_arrow_reader_reads_every_row_in_batches_of_batch_rows(tmp_path, corpus, stream):
+    path = write_arrow(tmp_path / "a.arrow", corpus, stream=stream, batch=333)
+    shard = discover([path])[0]
+    assert (shard.fmt, shard.stem) == ("arrow", "a")
+    r = ShardReader(shard, "text", "id", False, batch_rows=500)
+    assert r.num_rows == count_rows([shard]) == corpus.num_rows
+    batches = list(r.batches())
+    # regrouped into batch_rows, whatever the file's own batches (datasets writes 1000 rows):
+    # each batch becomes a row group of the kept Parquet shard
+    assert [b.num_rows for b in batches] == [500, 500, 200]
+    assert pa.Table.from_batches(batches).equals(corpus)
+    assert r.ids(batches[0]).to_pylist() == corpus.column("id").to_pylist()[:500]
+
+
+def test_arrow_input_gives_the_same_decisions_as_parquet_in_both_engines(tmp_path, corpus):
+    write_shards(corpus, tmp_path / "pq", 3)
+    for i, p in enumerate(sorted((tmp_path / "pq").glob("*.parquet"))):
+        write_arrow(tmp_path / "arrow" / p.with_suffix(".arrow").name, pq.read_table(p), stream=i != 1)
+    config = DedupConfig(batch_rows=256)
+    want = dedup_files([tmp_path / "pq"], tmp_path / "out-pq", config, threads=1)
+    fused = dedup_files([tmp_path / "arrow"], tmp_path / "out-fused", config, threads=1)
+    staged = dedup_staged([tmp_path / "arrow"], tmp_path / "out-staged", config)
+    assert want["totals"]["removed"]["near"] > 0 and want["totals"]["removed"]["exact"] > 0
+    for m in (fused, staged):
+        assert m["totals"] == want["totals"]
+        assert [i["format"] for i in m["inputs"]] == ["arrow"] * 3
+    expected = outputs(tmp_path / "out-pq")
+    for out in ("out-fused", "out-staged"):
+        got = outputs(tmp_path / out)
+        assert list(got) == list(expected)  # kept/part-0000N.parquet: kept shards are Parquet
+        assert got["removed.parquet"].to_pydict() == {
+            **expected["removed.parquet"].to_pydict(),
+            "shard": [s.replace(".parquet", ".arrow") for s in expected["removed.parquet"].column("shard").to_pylist()],
+        }
+        for name in got:
+            if name != "removed.parquet":
+                assert got[name].equals(expected[name]), name
+
+
+def test_kept_shards_keep_the_arrow_schema_and_its_metadata(tmp_path):
+    schema = pa.schema([("id", pa.int64()), ("text", pa.large_string()), ("tags", pa.list_(pa.string()))],
+                       metadata={b"huggingface": b'{"info": {"features": {}}}'})
+    table = pa.table({"id": [1, 2, 3], "text": ["a b c d e f", "A b, c d e f!", "x y z"],
+                      "tags": [["a"], [], None]}, schema=schema)
+    write_arrow(tmp_path / "in" / "data.arrow", table)
+    m = dedup_files([tmp_path / "in"], tmp_path / "out", threads=1)
+    assert m["totals"]["removed"] == {"exact": 1, "near": 0}
+    kept = pq.read_table(tmp_path / "out" / "kept" / "data.parquet")
+    assert kept.schema.metadata == schema.metadata  # datasets' features travel with the rows
+    # the same types (Parquet names a list's child "element" where Arrow says "item")
+    assert kept.cast(schema).equals(table.take([0, 2]))
+
+
+def test_dictionary_text_across_batches_with_different_dictionaries(tmp_path):
+    b1 = pa.record_batch([pa.array(["a b c d e f", "x y z"]).dictionary_encode()], names=["text"])
+    b2 = pa.record_batch([pa.array(["q r s", "A b c d e f"]).dictionary_encode()], names=["text"])
+    path = tmp_path / "d.arrow"
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, b1.schema) as w:
+        w.write_batch(b1)
+        w.write_batch(b2)
+    m = dedup_files([path], tmp_path / "out", DedupConfig(batch_rows=3), threads=1)
+    assert m["totals"]["removed"] == {"exact": 1, "near": 0}
+    assert pq.read_table(tmp_path / "out" / "removed.parquet").column("row").to_pylist() == [3]
+
+
+def test_directory_walk_skips_the_cache_files_datasets_writes_beside_a_dataset(tmp_path, corpus):
+    """``ds.filter``/``ds.map`` on a dataset loaded from disk write ``cache-<fingerprint>.arrow``
+    (an index mapping, or derived rows) into the dataset's directory: not input rows."""
+    d = tmp_path / "saved"
+    write_arrow(d / "data-00000-of-00001.arrow", corpus)
+    write_arrow(d / "cache-53f056d2ad2c28cf.arrow", pa.table({"indices": pa.array([0, 2], pa.uint64())}))
+    write_arrow(d / "cache-0123abcd_00000_of_00002.arrow", corpus.slice(0, 10))
+    (d / "state.json").write_text("{}")
+    (d / "dataset_info.json").write_text("{}")
+    said: list[str] = []
+    assert [s.name for s in discover([d], log=said.append)] == ["data-00000-of-00001.arrow"]
+    assert any("2 " in m and "cache-" in m for m in said), said
+    # named explicitly (or by a glob), a cache file is read
+    assert [s.name for s in discover([d / "cache-0123abcd_00000_of_00002.arrow"])] == ["cache-0123abcd_00000_of_00002.arrow"]
+    assert len(discover([str(d / "*.arrow")])) == 3
+
+
+def test_arrow_and_parquet_of_one_name_collide(tmp_path):
+    write_arrow(tmp_path / "a.arrow", pa.table({"text": ["x"]}))
+    pq.write_table(pa.table({"text": ["y"]}), tmp_path / "a.parquet")
+    with pytest.raises(InputError, match="collides"):
+        discover([tmp_path])
+
+
+def test_arrow_errors_name_the_file(tmp_path, corpus):
+    bad = tmp_path / "bad.arrow"
+    bad.write_bytes(b"not arrow at all")
+    with pytest.raises(InputError, match="bad.arrow"):
+        dedup_files([bad], tmp_path / "o1", threads=1)
+    assert not (tmp_path / "o1" / "kept").exists()
+
+    cut = write_arrow(tmp_path / "cut.arrow", corpus, batch=100)
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    with pytest.raises(InputError, match="cut.arrow"):
+        dedup_files([cut], tmp_path / "o2", threads=1)
+
+    no_text = write_arrow(tmp_path / "notext.arrow", pa.table({"body": ["x"]}))
+    with pytest.raises(InputError, match="no text column 'text'"):
+        dedup_files([no_text], tmp_path / "o3", threads=1)
+
+    invalid = tmp_path / "utf8.arrow"
+    texts = pa.Array.from_buffers(pa.string(), 2, [None, pa.py_buffer(bytes([0, 0, 0, 0, 1, 0, 0, 0, 3, 0, 0, 0])),
+                                                   pa.py_buffer(b"a\xff\xfe")])
+    write_arrow(invalid, pa.table({"text": texts}))
+    with pytest.raises(InputError, match=r"utf8.arrow: row 1: .*not valid UTF-8"):
+        dedup_files([invalid], tmp_path / "o4", threads=1)
+
+
+def test_empty_arrow_stream(tmp_path):
+    path = write_arrow(tmp_path / "empty.arrow", pa.table({"text": pa.array([], pa.string())}))
+    m = dedup_files([path], tmp_path / "out", threads=1)
+    assert m["totals"]["rows"] == 0
+    assert pq.read_table(tmp_path / "out" / "kept" / "empty.parquet").num_rows == 0

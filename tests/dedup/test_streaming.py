@@ -1,0 +1,253 @@
+"""The streaming API (dedup.streaming.Deduplicator): the command line's decisions on the same
+rows in the same order, whatever the batches; its index saved and loaded as an
+``--index-dir`` directory that the command line continues, and the reverse.
+
+Several tests run at a high false-positive rate (``fp=0.05``): then many decisions are false
+positives of the Bloom filters, which depend on the filters' exact sizes and growth, so
+equal decisions show equal filters (at 1e-5 any sizes would agree on a small corpus)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dedup import DedupConfig, Deduplicator
+from dedup.index import REASON_LABELS
+from dedup.index_dir import IndexMismatchError
+from dedup.io import StateError
+from dedup.stages import dedup_staged
+from dedup.synthetic import generate_corpus, write_shards
+from pipelines.cli import main
+
+N = 1600
+SHARDS = 4
+HIGH_FP = {"fp": 0.05, "exact_fp": 0.05}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[pa.Table, Path]:
+    d = tmp_path_factory.mktemp("streaming")
+    table = generate_corpus(N, mean_bytes=300, exact_frac=0.08, near_frac=0.15, seed=23).select(["id", "text"])
+    write_shards(table, d / "all", SHARDS)
+    parts = sorted((d / "all").glob("*.parquet"))
+    for k, group in enumerate([parts[:2], parts[2:3], parts[3:]]):  # three batches of files
+        (d / f"b{k + 1}").mkdir()
+        for p in group:
+            shutil.copy(p, d / f"b{k + 1}" / p.name)
+    return table, d
+
+
+def verdicts_of(out: Path, d: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(reason code, band) per row of the whole corpus from a run's removed.parquet (rows
+    of files the run did not read are left 'keep')."""
+    offsets, start = {}, 0
+    for p in sorted((d / "all").glob("*.parquet")):
+        offsets[p.name] = start
+        start += pq.ParquetFile(p).metadata.num_rows
+    reason = np.zeros(start, dtype=np.int8)
+    band = np.full(start, -1, dtype=np.int16)
+    removed = pq.read_table(out / "removed.parquet").to_pydict()
+    for shard, row, r, b in zip(removed["shard"], removed["row"], removed["reason"], removed["band"]):
+        reason[offsets[Path(shard).name] + row] = REASON_LABELS.index(r)
+        band[offsets[Path(shard).name] + row] = -1 if b is None else b
+    return reason, band
+
+
+def feed(dedup: Deduplicator, table: pa.Table, sizes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Give ``table``'s rows in order, in batches of the sizes drawn from ``sizes`` (as
+    tables, record batches and bare text arrays in turn); (keep, reason, band)."""
+    keeps, reasons, bands = [], [], []
+    start, k = 0, 0
+    while start < table.num_rows:
+        n = sizes[k % len(sizes)]
+        part = table.slice(start, n)
+        data = [part, part.combine_chunks().to_batches()[0] if part.num_rows else part, part.column("text")][k % 3]
+        if k % 2:
+            v = dedup.add_verdicts(data)
+            keeps.append(v.reason == 0)
+            reasons.append(v.reason)
+            bands.append(v.band)
+        else:
+            keep = dedup.add(data)
+            assert keep.dtype == np.bool_ and keep.shape == (part.num_rows,)
+            keeps.append(keep)
+            reasons.append(None)
+            bands.append(None)
+        start += n
+        k += 1
+    return np.concatenate(keeps), reasons, bands
+
+
+SIZES = [1, 7, 0, 300, 64, 1000, 2, 129]
+
+
+@pytest.mark.parametrize("params", [{}, HIGH_FP], ids=["default-fp", "fp-0.05"])
+def test_masks_equal_the_cli_in_batches_of_varying_sizes(corpus, tmp_path, params):
+    table, d = corpus
+    assert main(["dedup", str(d / "all"), "--out", str(tmp_path / "cli"), "--engine", "fused", "--threads", "1",
+                 "--quiet", *(f"--{k.replace('_', '-')}={v}" for k, v in params.items())]) == 0
+    want_reason, want_band = verdicts_of(tmp_path / "cli", d)
+    assert (want_reason == 1).any() and (want_reason == 2).any()
+
+    dedup = Deduplicator(DedupConfig(capacity=N, batch_rows=100, **params))  # a plain run sizes for its rows
+    assert dedup.grow is False
+    keep, reasons, bands = feed(dedup, table, SIZES)
+    np.testing.assert_array_equal(keep, want_reason == 0)
+    start = 0
+    for k, r in enumerate(reasons):  # reasons and bands too, where add_verdicts gave them
+        n = len(r) if r is not None else SIZES[k % len(SIZES)]
+        n = min(n, N - start)
+        if r is not None:
+            np.testing.assert_array_equal(r, want_reason[start:start + n])
+            np.testing.assert_array_equal(bands[k], want_band[start:start + n])
+        start += n
+    assert dedup.stats() == {"rows": N, "kept": int(keep.sum()), "exact": int((want_reason == 1).sum()),
+                             "near": int((want_reason == 2).sum()), "null_text": 0, "empty_text": 0}
+    kept_rows = pa.concat_tables(pq.read_table(p) for p in sorted((tmp_path / "cli" / "kept").glob("*.parquet")))
+    assert table.filter(keep).equals(kept_rows)
+
+
+def test_growing_index_equals_index_dir_runs_and_differs_from_fixed_sizes(corpus, tmp_path):
+    """No capacity: the filters grow as --index-dir's do. Here the first generation holds 200
+    documents, so 1600 rows fill four generations; --index-dir runs (library, serial)
+    with --capacity 200 give the same decisions, in one run or three."""
+    table, d = corpus
+    config = DedupConfig(capacity=200, **HIGH_FP)
+    dedup = Deduplicator(config, grow=True)
+    keep, _, _ = feed(dedup, table, [333, 17, 250])
+    assert len(dedup._exact.generations) == 4
+
+    dedup_staged([d / "all"], tmp_path / "one", config, index_dir=tmp_path / "idx-one")
+    np.testing.assert_array_equal(keep, verdicts_of(tmp_path / "one", d)[0] == 0)
+    reasons = np.zeros(N, dtype=np.int8)
+    for k in (1, 2, 3):
+        dedup_staged([d / f"b{k}"], tmp_path / f"o{k}", config, index_dir=tmp_path / "idx-three")
+        reasons = np.maximum(reasons, verdicts_of(tmp_path / f"o{k}", d)[0])
+    np.testing.assert_array_equal(keep, reasons == 0)
+
+    fixed = Deduplicator(DedupConfig(capacity=N, **HIGH_FP))
+    assert not np.array_equal(fixed.add(table), keep)  # the test can tell filter sizes apart
+
+
+def test_saved_index_is_continued_by_the_cli_and_the_cli_index_by_load(corpus, tmp_path):
+    """Deduplicator (batch 1) -> save -> ``memdedup dedup --index-dir`` (batch 2) -> load ->
+    Deduplicator (batch 3) -> save -> load: the decisions of one growing Deduplicator over
+    all rows, and of one --index-dir run over all files."""
+    table, d = corpus
+    config = DedupConfig(capacity=300, **HIGH_FP)
+    whole = Deduplicator(config, grow=True).add(table)
+    n1 = sum(pq.ParquetFile(p).metadata.num_rows for p in (d / "b1").glob("*.parquet"))
+    n2 = sum(pq.ParquetFile(p).metadata.num_rows for p in (d / "b2").glob("*.parquet"))
+
+    first = Deduplicator(config, grow=True)
+    keep1 = first.add(table.slice(0, n1))
+    meta = first.save(tmp_path / "index")
+    assert meta["documents"] == n1 and meta["batches"][0]["source"] == "Deduplicator"
+    assert meta["batches"][0]["files"] == []
+
+    assert main(["dedup", str(d / "b2"), "--out", str(tmp_path / "o2"), "--index-dir", str(tmp_path / "index"),
+                 "--workers", "1", "--quiet", "--fp", "0.05", "--exact-fp", "0.05"]) == 0
+    manifest = json.loads((tmp_path / "o2" / "manifest.json").read_text())
+    assert manifest["engine"] == "staged" and manifest["index"]["index_dir"]["documents"] == n1 + n2
+    keep2 = verdicts_of(tmp_path / "o2", d)[0][n1:n1 + n2] == 0
+
+    again = Deduplicator.load(tmp_path / "index")  # parameters from the index
+    assert again.config.decision_dict() == DedupConfig(**HIGH_FP).decision_dict()
+    assert again.documents == n1 + n2 and again.grow
+    keep3 = again.add(table.slice(n1 + n2))
+    again.save(tmp_path / "index")
+    np.testing.assert_array_equal(np.concatenate([keep1, keep2, keep3]), whole)
+
+    index = json.loads((tmp_path / "index" / "index.json").read_text())
+    assert index["documents"] == N
+    assert [b.get("source") for b in index["batches"]] == ["Deduplicator", None, "Deduplicator"]
+    assert [b["documents"] for b in index["batches"]] == [n1, n2, N - n1 - n2]
+    # everything is held now: any other row that duplicates one is removed
+    assert not Deduplicator.load(tmp_path / "index").add(table.slice(0, 50)).any()
+
+
+def test_load_continues_a_cli_index_as_the_next_run_would(corpus, tmp_path):
+    """An index built by a run without --capacity (its first generation sized for that
+    run's rows): rows added after load() get the next --index-dir run's decisions."""
+    _, d = corpus
+    assert main(["dedup", str(d / "b1"), "--out", str(tmp_path / "o1"), "--index-dir", str(tmp_path / "index"),
+                 "--workers", "1", "--quiet", "--fp", "0.05", "--exact-fp", "0.05"]) == 0
+    shutil.copytree(tmp_path / "index", tmp_path / "copy")
+    config = DedupConfig(**HIGH_FP)
+    dedup_staged([d / "b2", d / "b3"], tmp_path / "o23", config, index_dir=tmp_path / "copy")
+    want = verdicts_of(tmp_path / "o23", d)[0]
+    loaded = Deduplicator.load(tmp_path / "index", config)
+    rest = pa.concat_tables(pq.read_table(p) for p in sorted([*(d / "b2").glob("*"), *(d / "b3").glob("*")]))
+    n1 = N - rest.num_rows
+    np.testing.assert_array_equal(loaded.add(rest.slice(0, 77)), want[n1:n1 + 77] == 0)
+    np.testing.assert_array_equal(loaded.add(rest.slice(77)), want[n1 + 77:] == 0)
+
+
+def test_save_and_load_refusals(corpus, tmp_path):
+    table, _ = corpus
+    with pytest.raises(ValueError, match="grow=True"):
+        Deduplicator(DedupConfig(capacity=100)).save(tmp_path / "fixed")
+    with pytest.raises(ValueError, match="capacity"):
+        Deduplicator(DedupConfig(), grow=False)
+    with pytest.raises(ValueError, match="LSHBloom"):
+        Deduplicator(DedupConfig(index="lsh"))
+    with pytest.raises(FileNotFoundError, match="no index"):
+        Deduplicator.load(tmp_path / "nothing")
+
+    a = Deduplicator(DedupConfig(capacity=500), grow=True)
+    a.add(table.slice(0, 100))
+    a.save(tmp_path / "index")
+    with pytest.raises(ValueError, match="holds another index"):
+        Deduplicator(DedupConfig(capacity=500), grow=True).save(tmp_path / "index")
+    with pytest.raises(IndexMismatchError, match="threshold"):
+        Deduplicator.load(tmp_path / "index", DedupConfig(threshold=0.7))
+    with pytest.raises(IndexMismatchError, match="threshold"):
+        Deduplicator(DedupConfig(threshold=0.7)).save(tmp_path / "index")
+
+    # two loads of one version: the first save wins, the second is refused (nothing lost silently)
+    x, y = Deduplicator.load(tmp_path / "index"), Deduplicator.load(tmp_path / "index")
+    x.add(table.slice(100, 10))
+    y.add(table.slice(200, 10))
+    x.save(tmp_path / "index")
+    with pytest.raises(StateError, match="changed"):
+        y.save(tmp_path / "index")
+    # the saver itself goes on saving; saving with nothing new adds no version
+    before = json.loads((tmp_path / "index" / "index.json").read_text())
+    assert x.save(tmp_path / "index")["current"] == before["current"]
+    x.add(table.slice(300, 10))
+    assert x.save(tmp_path / "index")["documents"] == 120
+    assert not list((tmp_path / "index").glob(".save-*"))
+
+
+def test_text_inputs(tmp_path):
+    texts = ["a b c d e f", "A b, c d e f!", None, "x y z", "", "!!!", "x y z w"]
+    want = Deduplicator(DedupConfig(capacity=10)).add_verdicts(pa.table({"text": texts}))
+    assert want.reason.tolist() == [0, 1, 0, 0, 0, 1, 0]
+    arr = pa.array(texts)
+    for data in (pa.table({"id": range(7), "body": texts}),
+                 pa.chunked_array([arr.slice(0, 3), arr.slice(3)]),
+                 arr.cast(pa.large_string()), arr.cast(pa.string_view()), arr.dictionary_encode()):
+        d = Deduplicator(DedupConfig(capacity=10, text_column="body", batch_rows=2))
+        assert d.add_verdicts(data).reason.tolist() == want.reason.tolist()
+    assert Deduplicator(DedupConfig(capacity=10)).add(pa.nulls(3)).tolist() == [True] * 3
+    assert Deduplicator(DedupConfig(capacity=10)).add(pa.table({"text": pa.array([], pa.string())})).shape == (0,)
+
+    d = Deduplicator(DedupConfig(capacity=10))
+    with pytest.raises(ValueError, match=r"no text column 'text'; columns are \['body'\]"):
+        d.add(pa.table({"body": texts}))
+    with pytest.raises(ValueError, match="has type int64"):
+        d.add(pa.table({"text": [1, 2]}))
+    with pytest.raises(TypeError, match="list"):
+        d.add(texts)
+    bad = pa.Array.from_buffers(pa.string(), 3, [None, pa.py_buffer(np.array([0, 1, 2, 4], np.int32).tobytes()),
+                                                 pa.py_buffer(b"ab\xff\xfe")])
+    with pytest.raises(ValueError, match="row 2 is not valid UTF-8"):
+        d.add(pa.table({"text": bad}))
+    assert d.documents == 0 and d.stats()["rows"] == 0  # nothing was inserted
+    assert d.add(pa.array(["a"])).tolist() == [True]

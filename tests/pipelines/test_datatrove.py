@@ -1,0 +1,118 @@
+"""The datatrove step (pipelines/datatrove_step.py) in real ``LocalPipelineExecutor`` runs:
+reader -> LSHBloomDedup -> writer, the command line's decisions on the same documents.
+
+At ``fp=0.05`` many decisions are Bloom false positives, which depend on the filters'
+exact sizes: equal decisions show the step builds the command line's filters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dedup import DedupConfig
+from dedup.scalable import FilterStack
+from dedup.stages import dedup_staged
+from dedup.synthetic import generate_corpus, write_shards
+from pipelines.cli import main
+
+pytest.importorskip("datatrove")  # the datatrove extra (part of dev)
+
+from datatrove.executor import LocalPipelineExecutor  # noqa: E402
+from datatrove.pipeline.readers import ParquetReader  # noqa: E402
+from datatrove.pipeline.writers import ParquetWriter  # noqa: E402
+
+from pipelines.datatrove_step import LSHBloomDedup  # noqa: E402
+
+N = 1200
+HIGH_FP = {"fp": 0.05, "exact_fp": 0.05}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("datatrove")
+    table = generate_corpus(N, mean_bytes=300, exact_frac=0.08, near_frac=0.15, seed=31).select(["id", "text"])
+    write_shards(table, d / "all", 4)
+    return d
+
+
+def ids_of(folder: Path, pattern: str = "*.parquet") -> list[str]:
+    return [i for p in sorted(folder.glob(pattern)) for i in pq.read_table(p).column("id").to_pylist()]
+
+
+def run(pipeline, logs: Path, tasks: int = 1):
+    return LocalPipelineExecutor(pipeline, tasks=tasks, workers=1, logging_dir=str(logs)).run()
+
+
+def test_one_task_pipeline_equals_the_cli(corpus, tmp_path):
+    cli = tmp_path / "cli"
+    assert main(["dedup", str(corpus / "all"), "--out", str(cli), "--engine", "fused", "--threads", "1", "--quiet",
+                 "--fp", "0.05", "--exact-fp", "0.05"]) == 0
+    manifest = json.loads((cli / "manifest.json").read_text())
+    assert manifest["totals"]["empty_text"] == manifest["totals"]["null_text"] == 0  # readers would skip those
+    removed = pq.read_table(cli / "removed.parquet").to_pydict()
+    assert set(removed["reason"]) == {"exact", "near"}
+
+    step = LSHBloomDedup(DedupConfig(capacity=N, **HIGH_FP), batch_size=100,
+                         exclusion_writer=ParquetWriter(str(tmp_path / "removed")))
+    stats = run([ParquetReader(str(corpus / "all")), step, ParquetWriter(str(tmp_path / "out"))], tmp_path / "logs")
+
+    assert ids_of(tmp_path / "out") == ids_of(cli / "kept")
+    dropped = pq.read_table(tmp_path / "removed" / "000_00000.parquet").to_pylist()
+    assert [(d["id"], d["metadata"]["filter_reason"]) for d in dropped] == list(zip(removed["id"], removed["reason"]))
+    counts = {s.name: s for s in stats.stats}[str(step)].stats
+    assert counts["dropped_near"].total == removed["reason"].count("near")
+    assert counts["dropped_exact"].total == removed["reason"].count("exact")
+    assert counts["forwarded"].total == manifest["totals"]["kept"]
+
+
+def test_tasks_share_an_index_directory_one_after_another(corpus, tmp_path):
+    """Two tasks, run one at a time, each continuing the index: the decisions (and the very
+    filter bits) of two --index-dir runs over the tasks' files (rank r: files r, r + 2)."""
+    config = DedupConfig(capacity=250, **HIGH_FP)
+    files = sorted((corpus / "all").glob("*.parquet"))
+    for rank in (0, 1):
+        dedup_staged(files[rank::2], tmp_path / f"cli-{rank}", config, index_dir=tmp_path / "cli-index")
+
+    step = LSHBloomDedup(config, index_dir=tmp_path / "index")
+    run([ParquetReader(str(corpus / "all")), step, ParquetWriter(str(tmp_path / "out"))], tmp_path / "logs", tasks=2)
+    for rank in (0, 1):
+        assert ids_of(tmp_path / "out", f"*_{rank:05d}.parquet") == ids_of(tmp_path / f"cli-{rank}" / "kept")
+
+    ours = json.loads((tmp_path / "index" / "index.json").read_text())
+    theirs = json.loads((tmp_path / "cli-index" / "index.json").read_text())
+    assert ours["documents"] == theirs["documents"] == N and ours["params"] == theirs["params"]
+    for name in ours["stacks"]:
+        a = FilterStack.load(tmp_path / "index" / ours["current"] / name)
+        b = FilterStack.load(tmp_path / "cli-index" / theirs["current"] / name)
+        assert len(a.generations) == len(b.generations) > 1
+        assert all((x.bits == y.bits).all() for x, y in zip(a.generations, b.generations)), name
+
+
+def test_several_tasks_without_a_shared_index_are_refused(corpus, tmp_path):
+    with pytest.raises(ValueError, match="tasks=1, or give index_dir"):
+        run([ParquetReader(str(corpus / "all")), LSHBloomDedup(), ParquetWriter(str(tmp_path / "out"))],
+            tmp_path / "logs", tasks=2)
+    with pytest.raises(ValueError, match="must grow"):
+        LSHBloomDedup(index_dir=tmp_path / "i", grow=False)
+
+
+def test_index_dir_persists_across_pipeline_runs(corpus, tmp_path):
+    """Incremental: a second pipeline run over new files continues the first one's index
+    (its documents duplicating earlier ones are dropped), as --index-dir does."""
+    files = sorted((corpus / "all").glob("*.parquet"))
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    for k, f in enumerate(files):
+        (tmp_path / ("first" if k < 2 else "second") / f.name).write_bytes(f.read_bytes())
+    config = DedupConfig(capacity=300, **HIGH_FP)
+    for k, part in enumerate(("first", "second")):
+        run([ParquetReader(str(tmp_path / part)), LSHBloomDedup(config, index_dir=tmp_path / "index"),
+             ParquetWriter(str(tmp_path / f"out-{part}"))], tmp_path / f"logs-{part}")
+    dedup_staged([corpus / "all"], tmp_path / "cli", config, index_dir=tmp_path / "cli-index")
+    assert ids_of(tmp_path / "out-first") + ids_of(tmp_path / "out-second") == ids_of(tmp_path / "cli" / "kept")
+    assert json.loads((tmp_path / "index" / "index.json").read_text())["documents"] == N
+    assert pa.concat_tables(pq.read_table(p) for p in files).num_rows == N
