@@ -6,8 +6,9 @@ slurmd on this machine; `make test` starts it as root and stops it afterwards).
     the outputs equal a local run's of the same config.
 (b) ``memdedup dedup --scheduler`` on a Dask cluster whose workers are Slurm jobs started by
     dask-jobqueue's ``SLURMCluster``: the same kept and removed bytes as the fused engine.
-(c) The Slurm job of a worker that holds a task of the run is cancelled with ``scancel``:
-    the task is rescheduled and the run completes with the same bytes.
+(c) The Slurm job of the only worker is cancelled with ``scancel`` while it holds a task of
+    the run: ``adapt`` submits a job in its place, the scheduler reschedules the task onto
+    it, and the run completes with the same bytes.
 
 Elsewhere (not root, no apt-get, the daemons did not start) every test here is skipped,
 naming the reason. Everything talks over the loopback: the Slurm daemons listen on
@@ -183,10 +184,11 @@ def outputs(out: Path) -> dict[str, bytes]:
 
 
 @contextmanager
-def slurm_dask(tmp_path: Path, workers: int = 2, env: dict[str, str] | None = None):
+def slurm_dask(tmp_path: Path, workers: int, adapt: bool = False, env: dict[str, str] | None = None):
     """What README "Running on a cluster" shows: a SLURMCluster of ``workers`` one-core
-    worker jobs on the loopback, its scheduler file written for ``memdedup --scheduler``.
-    Yields (cluster, client, scheduler file); closing cancels the worker jobs."""
+    worker jobs on the loopback (``adapt``: kept at that number, a job that ends replaced),
+    its scheduler file written for ``memdedup --scheduler``. Yields (cluster, client,
+    scheduler file); closing cancels the worker jobs."""
     dask_jobqueue = pytest.importorskip("dask_jobqueue")
     from distributed import Client
 
@@ -196,18 +198,27 @@ def slurm_dask(tmp_path: Path, workers: int = 2, env: dict[str, str] | None = No
         interface="lo", scheduler_options={"dashboard_address": "127.0.0.1:0"},
         python=sys.executable, job_script_prologue=prologue, log_directory=str(tmp_path / "worker-logs"),
     )
-    job_ids: list[str] = []
     try:
-        cluster.scale(workers)
+        if adapt:
+            cluster.adapt(minimum=workers, maximum=workers)
+        else:
+            cluster.scale(workers)
         with Client(cluster) as client:
             client.wait_for_workers(workers, timeout=120)
-            job_ids = [w.job_id for w in cluster.workers.values()]
             scheduler_file = tmp_path / "scheduler.json"
             client.write_scheduler_file(str(scheduler_file))
             yield cluster, client, scheduler_file
     finally:
         cluster.close()
-        scancel([j for j, s in squeue(*job_ids).items() if s["state"] in ("PENDING", "RUNNING")] if job_ids else [])
+        # Whatever worker job is still queued or running (the cluster names them all alike).
+        left = subprocess.run(["squeue", "-h", "-n", "memdedup-dask", "-t", "PD,R", "-o", "%i"],
+                              capture_output=True, text=True, timeout=30).stdout.split()
+        scancel(left)
+
+
+def worker_jobs(client) -> dict[str, str]:
+    """Worker address -> the Slurm job it runs in (its SLURM_JOB_ID)."""
+    return client.run(lambda: os.environ.get("SLURM_JOB_ID"), on_error="ignore")
 
 
 def memdedup_dedup(inputs: Path, out: Path, scheduler_file: Path, env: dict | None = None) -> subprocess.Popen:
@@ -219,9 +230,9 @@ def memdedup_dedup(inputs: Path, out: Path, scheduler_file: Path, env: dict | No
 
 def test_dedup_on_dask_workers_that_are_slurm_jobs_equals_fused(slurm, corpus, tmp_path):
     inputs, fused = corpus
-    with slurm_dask(tmp_path) as (cluster, client, scheduler_file):
+    with slurm_dask(tmp_path, workers=2) as (cluster, client, scheduler_file):
         # The workers are the Slurm jobs: each runs inside its job, which Slurm shows running.
-        jobs = client.run(lambda: os.environ.get("SLURM_JOB_ID"))
+        jobs = worker_jobs(client)
         assert sorted(jobs.values()) == sorted(w.job_id for w in cluster.workers.values())
         assert {s["state"] for s in squeue(*jobs.values()).values()} == {"RUNNING"}
         assert {s["name"] for s in squeue(*jobs.values()).values()} == {"memdedup-dask"}
@@ -240,9 +251,12 @@ def test_dedup_on_dask_workers_that_are_slurm_jobs_equals_fused(slurm, corpus, t
 
 
 def test_worker_job_cancelled_mid_run_same_output(slurm, corpus, tmp_path):
+    """One worker, kept at one by ``adapt``: its job is cancelled while it holds the run's
+    first task, so the run can only finish on the job dask-jobqueue submits in its place."""
     inputs, fused = corpus
     hold = tmp_path / "held"  # MEMDEDUP_HOLD_TASK_ONCE: the first task writes its job id here and waits
-    with slurm_dask(tmp_path, env={"MEMDEDUP_HOLD_TASK_ONCE": str(hold)}) as (cluster, client, scheduler_file):
+    with slurm_dask(tmp_path, workers=1, adapt=True, env={"MEMDEDUP_HOLD_TASK_ONCE": str(hold)}) as (cluster, client, scheduler_file):
+        first = set(worker_jobs(client).values())
         run = memdedup_dedup(inputs, tmp_path / "out", scheduler_file)
         deadline = time.monotonic() + 120
         held = None
@@ -253,8 +267,7 @@ def test_worker_job_cancelled_mid_run_same_output(slurm, corpus, tmp_path):
                 time.sleep(0.1)
         assert held is not None, run.communicate(timeout=60)[1] if run.poll() is not None else "no task held"
         victim = held["slurm_job_id"]
-        job_ids = {w.job_id for w in cluster.workers.values()}
-        assert victim in job_ids
+        assert {victim} == first
         # Mid-run: the run waits on the held task, its manifest not written.
         assert run.poll() is None and not (tmp_path / "out" / "manifest.json").exists()
         subprocess.run(["scancel", victim], check=True, timeout=30)
@@ -262,6 +275,10 @@ def test_worker_job_cancelled_mid_run_same_output(slurm, corpus, tmp_path):
         stdout, stderr = run.communicate(timeout=300)
         assert run.returncode == 0, stderr
         assert squeue(victim)[victim]["state"] == "CANCELLED"
-        # The cancelled job's worker left; its task ran again on the worker still there.
-        assert set(client.run(lambda: os.environ.get("SLURM_JOB_ID")).values()) == job_ids - {victim}
+        # The whole run, the held task included, ran on the replacement job.
+        now = worker_jobs(client)
+        assert len(now) == 1 and victim not in now.values()
+        assert {s["state"] for s in squeue(*now.values()).values()} == {"RUNNING"}
+        executed = client.run(lambda dask_worker: dask_worker.state.executed_count)
+        assert sum(executed.values()) >= 2 * N_SHARDS + 1
     assert outputs(tmp_path / "out") == outputs(fused)

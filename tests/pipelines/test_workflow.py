@@ -70,3 +70,17 @@ def test_a_users_own_shards_replace_the_demo_corpus(tmp_path, snakemake):
     assert "rule corpus" not in out and "memdedup generate" not in out
     assert f"memdedup dedup '{shards}/*.parquet'" in out
     assert f"memdedup train '{shards}/*.parquet'" in out and f"--corpus '{shards}/*.parquet'" in out
+
+
+def test_dask_scheduler_in_the_config_reaches_the_dedup_command(tmp_path, snakemake):
+    """README "Running on a cluster": `dask.scheduler` set to a scheduler file (of Dask
+    workers running as Slurm jobs, test_slurm.py) makes the dedup rule run
+    `memdedup dedup ... --scheduler FILE`, the command tested there."""
+    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    cfg["out"] = str(tmp_path / "run")
+    cfg["dask"]["scheduler"] = "/shared/scheduler.json"
+    (tmp_path / "dask.yaml").write_text(yaml.safe_dump(cfg))
+    r = snakemake("-n", "-p", "--configfile", str(tmp_path / "dask.yaml"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    dedup = next(line for line in (r.stdout + r.stderr).splitlines() if "memdedup dedup" in line)
+    assert "--scheduler /shared/scheduler.json " in dedup
