@@ -1,12 +1,15 @@
 # Two entry points, each doing all set-up on a fresh machine:
 #   make test   create .venv if missing, install memdedup with every extra, build the
-#               compiled kernels, run the test suite
+#               compiled kernels, run the test suite; as root, also install (apt-get) and
+#               start a single-node Slurm for the Slurm tests, stopped afterwards (elsewhere
+#               those tests are skipped, naming why)
 #   make demo   same set-up, then run the default pipeline
 PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 KERNELS := $(wildcard dedup/_kernels/*.py)
+SLURM   := scripts/slurm-single-node.sh
 AOT     := dedup/_kernels/_compiled.sha256
 
 .PHONY: test demo bench install clean bytecode
@@ -33,8 +36,17 @@ bytecode: $(STAMP)
 
 install: $(AOT) bytecode
 
+# A Slurm already running (started by hand) is used and left running; one started here is
+# stopped when the tests end, however they end.
 test: $(AOT) bytecode
-	$(PY) -m pytest -q
+	@if $(SLURM) status >/dev/null 2>&1; then \
+		echo "make test: using the single-node Slurm already running"; \
+		$(PY) -m pytest -q; \
+	else \
+		trap '$(SLURM) stop' EXIT; trap 'exit 130' INT TERM; \
+		$(SLURM) start || echo "make test: no Slurm here, the Slurm tests will be skipped (reason above)"; \
+		$(PY) -m pytest -q; \
+	fi
 
 # The default pipeline (Snakefile + configs/default.yaml) on this machine's cores.
 demo: $(AOT) bytecode

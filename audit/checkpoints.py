@@ -2,7 +2,7 @@
 
 Input: a ``memdedup train`` directory (or any run laid out the same way: HF checkpoints
 under ``checkpoints/step-NNNNNNN/``, ``order.parquet`` and ``heldout.parquet``, see
-:func:`audit.lm.train_causal_lm`). Users with their own checkpoint suites (e.g. Pythia's)
+:mod:`audit.layout` and :func:`audit.train.train_causal_lm`). Users with their own checkpoint suites (e.g. Pythia's)
 write those two Parquet files for their data order (README: "Bring your own checkpoints").
 
 Per checkpoint, every audited instance gets its outcome (mean token surprisal, or
@@ -14,14 +14,14 @@ its first half. From the panel:
   given a pretend treatment step (its intervals should cover 0);
 * ``retention.parquet``: recognition (seen vs foil) and recall per cohort and checkpoint;
 * ``forecast.json``: does memorized-at-an-early-checkpoint predict memorized-at-the-end?
-* ``profile_heatmap.png``, ``retention_curves.png``, ``summary.json``, ``manifest.json``.
+* ``profile_heatmap.png``, ``retention_curves.png``, ``summary.json``, ``manifest.json``
+  (written last; names in :mod:`audit.layout`).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,42 +31,15 @@ import pyarrow.parquet as pq
 from dedup import io
 from dedup.runs import discover
 
-
-@dataclass(frozen=True)
-class ProfileConfig:
-    """Attributes:
-        n_treated: trained instances audited (seeded sample of full-length ones).
-        n_control: held-out instances (half control group, half placebo cohort).
-        outcome: ``surprisal`` (mean token surprisal, nats) or ``accuracy``.
-        n_boot: bootstrap resamples for the profile intervals.
-        seed: sampling seed.
-        batch_size: sequences per forward pass.
-        early_checkpoint: step of the "early" audit for forecasting (default: the
-            checkpoint closest to the middle of training).
-    """
-
-    n_treated: int = 400
-    n_control: int = 200
-    outcome: str = "surprisal"
-    n_boot: int = 200
-    seed: int = 0
-    batch_size: int = 64
-    early_checkpoint: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.outcome not in ("surprisal", "accuracy"):
-            raise ValueError(f"invalid profile config: outcome must be surprisal or accuracy, got {self.outcome!r}")
-        if self.n_treated < 1 or self.n_control < 4:
-            raise ValueError("invalid profile config: need n_treated >= 1 and n_control >= 4")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from .config import ProfileConfig
+from .layout import (CHECKPOINT_DIR, FORECAST_FILE, HEATMAP_PNG, HELDOUT_FILE, ORDER_FILE, PROFILE_FILE,
+                     PROFILE_OUTPUTS, RETENTION_FILE, RETENTION_PNG, SUMMARY, checkpoint_step, write_atomic)
 
 
 def _checkpoints(run: Path) -> list[tuple[int, Path]]:
-    ckpts = sorted((int(p.name.split("-")[1]), p) for p in (run / "checkpoints").glob("step-*") if p.is_dir())
+    ckpts = sorted((checkpoint_step(p), p) for p in (run / CHECKPOINT_DIR).glob("step-*") if p.is_dir())
     if not ckpts:
-        raise ValueError(f"{run}: no checkpoints/step-*/ directories")
+        raise ValueError(f"{run}: no {CHECKPOINT_DIR}/step-*/ directories")
     return ckpts
 
 
@@ -101,11 +74,11 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     """Profile a training run's checkpoints; return the summary (also written to ``out``)."""
     from . import plots, profile, retention
     from .forecast import forecast
-    from .lm import HELDOUT_FILE, ORDER_FILE, load_causal_lm
+    from .lm import load_causal_lm
 
     t_start = time.perf_counter()
     run, out = Path(run_dir), Path(out)
-    train_manifest = json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").exists() else {}
+    train_manifest = json.loads(io.manifest_path(run).read_text()) if io.manifest_path(run).exists() else {}
     corpus = corpus or train_manifest.get("corpus")
     if not corpus:
         raise ValueError(f"{run}: no corpus recorded; pass --corpus")
@@ -203,11 +176,11 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     fc["early_step"], fc["final_step"] = early, steps[-1]
 
     out.mkdir(parents=True, exist_ok=True)
-    both.to_parquet(out / "profile.parquet")
-    ret.to_parquet(out / "retention.parquet")
-    io.write_json_atomic(out / "forecast.json", fc)
-    plots.profile_heatmap(prof, out / "profile_heatmap.png", title=f"Memorisation profile: {run.name}")
-    plots.retention_curves(curve, out / "retention_curves.png", title=f"Retention: {run.name}")
+    write_atomic(out / PROFILE_FILE, both.to_parquet)
+    write_atomic(out / RETENTION_FILE, ret.to_parquet)
+    io.write_json_atomic(out / FORECAST_FILE, fc)
+    io.write_bytes_atomic(out / HEATMAP_PNG, plots.profile_heatmap(prof, title=f"Memorisation profile: {run.name}"))
+    io.write_bytes_atomic(out / RETENTION_PNG, plots.retention_curves(curve, title=f"Retention: {run.name}"))
     summary = {
         "run": str(run.resolve()), "config": config.to_dict(), "checkpoints": steps,
         "instances": {"treated": int(len(treated)), "control": int((~placebo_mask).sum()),
@@ -218,10 +191,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         "forecast": fc,
         "timing_s": time.perf_counter() - t_start,
     }
-    io.write_json_atomic(out / "summary.json", summary)
-    io.write_stage_manifest(out, "profile", {
-        "run": str(run.resolve()), "config": config.to_dict(),
-        "outputs": ["profile.parquet", "retention.parquet", "forecast.json", "profile_heatmap.png",
-                    "retention_curves.png", "summary.json"],
-    })
+    io.write_json_atomic(out / SUMMARY, summary)
+    io.write_stage_manifest(out, "profile", {"run": str(run.resolve()), "config": config.to_dict(),
+                                             "outputs": list(PROFILE_OUTPUTS)})
     return summary

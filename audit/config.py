@@ -1,51 +1,47 @@
-"""The audit stage's configuration: one frozen dataclass, validated on construction."""
+"""The audit stages' configurations: frozen dataclasses, validated on construction.
+
+Each field is declared with :func:`dedup.config.option` (default, meaning with its unit, and
+how the command line shows it), once: ``memdedup``'s parser and README's configuration
+reference are generated from these declarations.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from dedup.config import check_choices, option
+
+OFFSETS = ("start", "random")
+OUTCOMES = ("surprisal", "accuracy")
+
 
 @dataclass(frozen=True)
 class AuditConfig:
-    """How sequences are sampled and scored.
+    """How sequences are sampled and scored (``memdedup audit``); fields: the declarations below."""
 
-    Attributes:
-        n_sequences: sequences to sample (seeded).
-        prompt_len, cont_len: P and C in tokens (Pythia: 32 + 32).
-        offset: ``start`` (sequence = first P + C tokens of the document) or ``random``
-            (a uniformly drawn offset inside the document).
-        seed: sampling seed.
-        generate: also run batched greedy generation (Pythia's fraction score).
-        k: fraction of lowest-scoring tokens for Min-K% and Min-K%++.
-        batch_size: sequences per forward pass.
-        n_boot: bootstrap resamples for ROC-AUC intervals.
-        text_column, id_column: corpus columns (as in dedup).
-        count_tokens: tokenize the whole corpus to report tokens kept by dedup (costly).
-    """
-
-    n_sequences: int = 1000
-    prompt_len: int = 32
-    cont_len: int = 32
-    offset: str = "start"
-    seed: int = 0
-    generate: bool = False
-    k: float = 0.2
-    batch_size: int = 32
-    n_boot: int = 1000
-    text_column: str = "text"
-    id_column: str | None = "id"
-    count_tokens: bool = False
+    n_sequences: int = option(1000, "sequences to sample (seeded)", unit="sequences", short="-n")
+    prompt_len: int = option(32, "prompt length P; Pythia uses 32 + 32", unit="tokens")
+    cont_len: int = option(32, "continuation length C", unit="tokens")
+    offset: str = option("start", "where a sequence starts: its document's first token, or a uniformly "
+                                  "drawn offset inside the document", choices=OFFSETS)
+    seed: int = option(0, "sampling seed")
+    generate: bool = option(False, "also run batched greedy generation, for Pythia's fraction score")
+    k: float = option(0.2, "fraction of lowest-scoring tokens for Min-K% and Min-K%++, in (0, 1]")
+    batch_size: int = option(32, "sequences per forward pass", unit="sequences")
+    n_boot: int = option(1000, "bootstrap resamples for ROC-AUC intervals", unit="resamples")
+    text_column: str = option("text", "corpus text column, as in dedup")
+    id_column: str | None = option("id", "corpus id column, as in dedup", none="no ids")
+    count_tokens: bool = option(False, "tokenize the whole corpus to report tokens kept by dedup; costly")
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
             raise ValueError(f"invalid audit config: {msg}")
 
+        check_choices(self, bad)
         if self.n_sequences < 1:
             bad(f"n_sequences must be >= 1, got {self.n_sequences}")
         if self.prompt_len < 1 or self.cont_len < 1:
             bad(f"prompt_len and cont_len must be >= 1, got {self.prompt_len}, {self.cont_len}")
-        if self.offset not in ("start", "random"):
-            bad(f"offset must be 'start' or 'random', got {self.offset!r}")
         if not 0.0 < self.k <= 1.0:
             bad(f"k must be in (0, 1], got {self.k}")
         if self.batch_size < 1 or self.n_boot < 0:
@@ -61,38 +57,27 @@ class AuditConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The tiny, deterministic trainer (``memdedup train``).
+    """The tiny, deterministic trainer (``memdedup train``): AdamW with linear warm-up, then a
+    constant rate, gradient norm clipped at 1.0; fields: the declarations below."""
 
-    Attributes:
-        vocab_size: byte-level BPE vocabulary (trained on the corpus).
-        n_layer, n_embd, n_head: GPT-2 shape.
-        seq_len: tokens per training instance; documents are cut into instances from
-            their start, the last one padded (and masked) if shorter.
-        epochs, batch_size, lr, warmup_steps, weight_decay: AdamW with linear warm-up,
-            then a constant rate; gradient norm clipped at 1.0.
-        seed: every random choice (held-out split, instance order, initialisation).
-        holdout: fraction of documents never trained on (the control group of profiles).
-        log_checkpoints: checkpoints at steps 1, 2, 4, ... up to this step.
-        checkpoint_every: then every this many steps (and always at the final step).
-        text_column, id_column: corpus columns.
-    """
-
-    vocab_size: int = 1024
-    n_layer: int = 2
-    n_embd: int = 128
-    n_head: int = 4
-    seq_len: int = 64
-    epochs: int = 3
-    batch_size: int = 16
-    lr: float = 3e-3
-    warmup_steps: int = 50
-    weight_decay: float = 0.01
-    seed: int = 0
-    holdout: float = 0.1
-    log_checkpoints: int = 64
-    checkpoint_every: int = 100
-    text_column: str = "text"
-    id_column: str | None = "id"
+    vocab_size: int = option(1024, "byte-level BPE vocabulary, trained on the corpus", unit="tokens")
+    n_layer: int = option(2, "GPT-2 layers")
+    n_embd: int = option(128, "GPT-2 width, divisible by n_head")
+    n_head: int = option(4, "attention heads")
+    # Documents are cut into instances from their start, the last one padded (and masked) if shorter.
+    seq_len: int = option(64, "tokens per training instance, at least 8", unit="tokens")
+    epochs: int = option(3, "passes over the training instances", unit="epochs")
+    batch_size: int = option(16, "instances per step", unit="instances")
+    lr: float = option(3e-3, "AdamW learning rate after warm-up")
+    warmup_steps: int = option(50, "linear warm-up of the learning rate", unit="steps")
+    weight_decay: float = option(0.01, "AdamW weight decay")
+    seed: int = option(0, "seed of every random choice: held-out split, instance order, initialisation")
+    holdout: float = option(0.1, "fraction of documents never trained on: the profiles' control group")
+    log_checkpoints: int = option(64, "checkpoints at steps 1, 2, 4, ... up to this step", unit="steps")
+    checkpoint_every: int = option(100, "then a checkpoint every this many steps, and at the final step",
+                                   unit="steps")
+    text_column: str = option("text", "corpus text column")
+    id_column: str | None = option("id", "corpus id column", none="no ids")
 
     def __post_init__(self) -> None:
         if self.seq_len < 8 or self.n_layer < 1 or self.n_embd % self.n_head:
@@ -114,3 +99,31 @@ class TrainConfig:
         steps.update(range(self.checkpoint_every, total_steps + 1, self.checkpoint_every))
         steps.add(total_steps)
         return sorted(steps)
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """Memorisation profiles over a run's checkpoints (``memdedup profile``, run by
+    :func:`audit.checkpoints.run_profile`); fields: the declarations below."""
+
+    n_treated: int = option(400, "trained instances audited: a seeded sample of full-length ones", unit="instances")
+    n_control: int = option(200, "held-out instances, half control group and half placebo cohort; at least 4",
+                            unit="instances")
+    outcome: str = option("surprisal", "per-instance outcome: mean token surprisal (nats) or teacher-forced "
+                                       "accuracy", choices=OUTCOMES)
+    n_boot: int = option(200, "bootstrap resamples for the profile intervals", unit="resamples")
+    seed: int = option(0, "sampling seed")
+    batch_size: int = option(64, "sequences per forward pass", unit="sequences")
+    early_checkpoint: int | None = option(None, "step of the early audit for forecasting", unit="steps",
+                                          none="the checkpoint closest to the middle of training")
+
+    def __post_init__(self) -> None:
+        def bad(msg: str) -> None:
+            raise ValueError(f"invalid profile config: {msg}")
+
+        check_choices(self, bad)
+        if self.n_treated < 1 or self.n_control < 4:
+            bad("need n_treated >= 1 and n_control >= 4")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

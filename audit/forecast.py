@@ -36,14 +36,17 @@ Intervals are Wilson score intervals (:func:`audit.metrics.wilson_interval`); an
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from audit.metrics import wilson_interval
+from .layout import PER_SEQUENCE
+from .metrics import wilson_interval
 
-__all__ = ["forecast"]
+__all__ = ["forecast", "forecast_audits"]
 
 
 def _bool_column(df: pd.DataFrame, column: str, table: str) -> np.ndarray:
@@ -190,3 +193,29 @@ def forecast(
         n_unmatched_second=n_seen_b - n,
     )
     return out
+
+
+def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict:
+    """:func:`forecast` from two audit output directories (``memdedup forecast``): the first
+    audit (an earlier checkpoint or a smaller model) predicts the second's extractable set.
+
+    Sequences are matched on (``doc_id``, ``token_offset``); a sequence counts as seen by a model
+    unless its ``member`` label says it was not trained on (unknown labels count as seen).
+
+    Raises:
+        InputError: a directory is not an audit output (no per_sequence.parquet).
+    """
+    import pyarrow.parquet as pq
+
+    from dedup.shards import InputError
+
+    tables = []
+    for d in (Path(first), Path(second)):
+        f = d / PER_SEQUENCE
+        if not f.exists():
+            raise InputError(d, f"not an audit output (no {PER_SEQUENCE})")
+        t = pq.read_table(f).to_pandas()
+        t["seen"] = t["member"].fillna(True).astype(bool) if "member" in t.columns else True
+        tables.append(t)
+    return forecast(tables[0], tables[1], key=["doc_id", "token_offset"], flag="extractable",
+                    seen_first="seen", seen_second="seen")

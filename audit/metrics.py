@@ -181,6 +181,14 @@ def extraction(greedy_match: np.ndarray, prompt_len: int, cont_len: int) -> tupl
 
     Raises:
         ValueError: ``greedy_match`` is not a 2-D boolean array, P < 1, C < 1, or P + C > L.
+
+    Example (P = 2, C = 3; the first sequence's continuation is reproduced, the second's
+    only up to its second token):
+
+        >>> exact, leading = extraction(np.array([[False, True, True, True],
+        ...                                       [True, True, True, False]]), 2, 3)
+        >>> exact.tolist(), leading.tolist()
+        ([True, False], [3, 2])
     """
     P = _as_int(prompt_len, "prompt_len")
     C = _as_int(cont_len, "cont_len")
@@ -222,6 +230,10 @@ def pythia_score(generated: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
     Raises:
         ValueError: the arrays are not 2-D, differ in shape, or C == 0.
+
+    Example:
+        >>> pythia_score([[5, 6, 7, 9]], [[5, 6, 8, 9]]).tolist()
+        [0.75]
     """
     g = np.asarray(generated)
     t = np.asarray(truth)
@@ -317,6 +329,10 @@ def score_min_k(logprob: np.ndarray, k: float = 0.2) -> np.ndarray:
 
     Raises:
         ValueError: k outside (0, 1] or the ``logprob`` checks of :func:`loss` fail.
+
+    Example (T = 5, k = 0.4: the mean of the 2 lowest log-probabilities):
+        >>> score_min_k([[-0.1, -3.0, -0.2, -1.0, -0.5]], k=0.4).tolist()
+        [-2.0]
     """
     k = _check_k(k)
     lp = _per_token(logprob, "logprob")
@@ -405,6 +421,10 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
     Raises:
         ValueError: shapes differ, NaN scores, or a class (members / non-members) is empty.
+
+    Example (2 members x 2 non-members = 4 pairs: 3 won, 1 tied):
+        >>> roc_auc([0.9, 0.5, 0.5, 0.1], [True, True, False, False])
+        0.875
     """
     s, y = _scores_labels(scores, labels)
     pos, neg = _grouped_counts(s, y)
@@ -457,6 +477,11 @@ def tpr_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> float:
 
     Raises:
         ValueError: ``fpr`` outside [0, 1], or as :func:`roc_auc`.
+
+    Example (the best non-member outscores one member: at FPR 0 only one member is flagged):
+        >>> s, y = [0.9, 0.8, 0.7, 0.2, 0.1], [True, False, True, False, False]
+        >>> tpr_at_fpr(s, y, 0.0), tpr_at_fpr(s, y, 0.5)
+        (0.5, 1.0)
     """
     bound = float(fpr)
     if not (0.0 <= bound <= 1.0):
@@ -556,6 +581,10 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     Raises:
         ValueError: k or n out of range, or confidence outside (0, 1).
         TypeError: k or n not integers.
+
+    Example:
+        >>> [round(x, 4) for x in wilson_interval(3, 10)], wilson_interval(0, 5)[0], wilson_interval(0, 0)
+        ([0.1078, 0.6032], 0.0, (0.0, 1.0))
     """
     k = _as_int(k, "k")
     n = _as_int(n, "n")
@@ -604,6 +633,10 @@ def duplicate_bucket(count: int) -> str:
     Raises:
         ValueError: count < 1.
         TypeError: count is not an integer.
+
+    Example:
+        >>> [duplicate_bucket(c) for c in (1, 2, 3, 4, 100)]
+        ['1', '2-3', '2-3', '4-7', '64-127']
     """
     c = _as_int(count, "count")
     if c < 1:
@@ -618,6 +651,10 @@ def bucket_order(label: str) -> int:
 
     Raises:
         ValueError: ``label`` is not a label :func:`duplicate_bucket` produces.
+
+    Example:
+        >>> sorted(["4-7", "1", "64-127", "2-3"], key=bucket_order)
+        ['1', '2-3', '4-7', '64-127']
     """
     if not isinstance(label, str):
         raise ValueError(f"not a duplicate bucket label: {label!r}")
@@ -654,6 +691,11 @@ def rate_by_group(
     Raises:
         ValueError: lengths differ, flags not boolean, a present group missing from ``order``,
             or duplicates in ``order``.
+
+    Example:
+        >>> rows = rate_by_group([True, False, True, True], ["2-3", "1", "2-3", "1"])
+        >>> [(r["group"], r["k"], r["n"], r["rate"]) for r in rows]
+        [('1', 1, 2, 0.5), ('2-3', 2, 2, 1.0)]
     """
     f = np.asarray(flags)
     if f.ndim != 1:

@@ -1,10 +1,14 @@
-"""Figures for the audit: each function WRITES a PNG file and returns its path.
+"""Every figure of the audit side: each function returns the figure as PNG bytes (callers
+write them with :func:`dedup.io.write_bytes_atomic` or embed them in a page).
 
 - :func:`profile_heatmap`: a causal memorisation profile (Lesci et al. 2024), treatment step x
   checkpoint step, cells whose confidence interval covers 0 greyed out.
 - :func:`retention_curves`: recognition / recall against steps since treatment (Orhan 2024).
 - :func:`rate_by_duplicates`: the extractable rate per duplicate-count bucket with Wilson error
   bars (the rows :func:`audit.metrics.rate_by_group` returns).
+- :func:`rate_points`: rates per group with Wilson bars, one marker series per model.
+- :func:`histogram`: a distribution on a log count axis (memorization scores).
+- :func:`roc_curves`: ROC curves of membership scores against the chance diagonal.
 
 Rendering uses matplotlib's non-interactive Agg backend through the object-oriented API
 (:class:`matplotlib.figure.Figure` with a :class:`~matplotlib.backends.backend_agg.FigureCanvasAgg`
@@ -14,9 +18,9 @@ switched for the caller, and figures are not kept alive by pyplot's figure manag
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,10 +28,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter
 
 from audit.metrics import bucket_order
 
-__all__ = ["profile_heatmap", "retention_curves", "rate_by_duplicates"]
+__all__ = ["profile_heatmap", "retention_curves", "rate_by_duplicates", "rate_points", "histogram", "roc_curves"]
 
 DPI = 120
 COLORBAR_LABEL = "memorisation (surprisal reduction, nats)"
@@ -47,11 +52,10 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _save(fig: Figure, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=DPI, facecolor="white")
-    return path
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
+    return buf.getvalue()
 
 
 def _tick_positions(n: int, max_ticks: int = MAX_TICKS) -> np.ndarray:
@@ -82,7 +86,7 @@ def _require_columns(df, columns: Sequence[str], what: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def profile_heatmap(profile: pd.DataFrame, path, title: str = "") -> Path:
+def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
     """Heatmap of a memorisation profile: treatment step (rows) x checkpoint step (columns).
 
     Colour = ``effect`` on a diverging colormap centred at 0 (red = memorisation, i.e. surprisal
@@ -96,11 +100,10 @@ def profile_heatmap(profile: pd.DataFrame, path, title: str = "") -> Path:
     Args:
         profile: DataFrame with columns ``treatment_step``, ``step``, ``effect``, ``lower``,
             ``upper`` (one row per (treatment_step, step) pair).
-        path: where to write the PNG (parent folders are created).
         title: figure title (none if empty).
 
     Returns:
-        ``Path(path)``.
+        The PNG bytes.
 
     Raises:
         ValueError: empty input, missing columns, missing steps, or duplicated
@@ -189,7 +192,7 @@ def profile_heatmap(profile: pd.DataFrame, path, title: str = "") -> Path:
     )
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return _png(fig)
 
 
 def _single_colour(colour: str) -> ListedColormap:
@@ -203,10 +206,9 @@ def _single_colour(colour: str) -> ListedColormap:
 
 def retention_curves(
     curve: pd.DataFrame,
-    path,
     metrics: Sequence[str] = ("recognition", "exact_recall", "token_recall"),
     title: str = "",
-) -> Path:
+) -> bytes:
     """Retention metrics against steps since treatment, one line per metric.
 
     The x axis is symmetric-log (``symlog``, linear on [0, 1], logarithmic above), so
@@ -218,12 +220,11 @@ def retention_curves(
         curve: DataFrame with ``steps_since`` and metric columns, e.g. the output of
             :func:`audit.retention.retention_curve`. Rows with steps_since < 0 and NaN values
             are skipped.
-        path: where to write the PNG.
         metrics: the columns to plot; those absent from ``curve`` are skipped.
         title: figure title (none if empty).
 
     Returns:
-        ``Path(path)``.
+        The PNG bytes.
 
     Raises:
         ValueError: empty input, no ``steps_since`` column, none of ``metrics`` present, or no
@@ -269,7 +270,7 @@ def retention_curves(
     ax.legend(loc="best", fontsize=8)
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return _png(fig)
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,7 +282,7 @@ def _float(v) -> float:
     return float("nan") if v is None else float(v)
 
 
-def rate_by_duplicates(rows: list[dict], path, title: str = "") -> Path:
+def rate_by_duplicates(rows: list[dict], title: str = "") -> bytes:
     """Extractable rate per duplicate-count bucket, with Wilson error bars.
 
     The buckets (``"1"``, ``"2-3"``, ``"4-7"``, ...) form a categorical x axis in bucket order
@@ -292,11 +293,10 @@ def rate_by_duplicates(rows: list[dict], path, title: str = "") -> Path:
     Args:
         rows: dicts with keys ``group``, ``n``, ``k``, ``rate``, ``lower``, ``upper``, as returned
             by :func:`audit.metrics.rate_by_group`.
-        path: where to write the PNG.
         title: figure title (none if empty).
 
     Returns:
-        ``Path(path)``.
+        The PNG bytes.
 
     Raises:
         ValueError: no rows, or a row lacks one of the keys.
@@ -341,4 +341,111 @@ def rate_by_duplicates(rows: list[dict], path, title: str = "") -> Path:
     ax.grid(True, axis="y", alpha=0.3)
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return _png(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# Rates per group, several models
+# --------------------------------------------------------------------------------------------
+
+
+def rate_points(series: Sequence[tuple[str, list[dict]]], xlabel: str, groups: Sequence[str] | None = None) -> bytes:
+    """Extractable rate per group with Wilson bars, one marker series per model (dodged).
+
+    Args:
+        series: (label, rows) per model; rows as :func:`audit.metrics.rate_by_group` returns.
+        xlabel: the x axis label.
+        groups: the groups on the x axis, in order; None: those present, in bucket order when
+            every one is a duplicate bucket, else in order of appearance. Rows with n == 0 or
+            no finite rate get no point.
+
+    Returns:
+        The PNG bytes; a legend above the axes with more than one model.
+    """
+    if groups is None:
+        seen: list[str] = []
+        for _, rows in series:
+            seen += [r["group"] for r in rows if r["group"] not in seen]
+        try:
+            groups = sorted(seen, key=bucket_order)
+        except ValueError:
+            groups = seen
+    x = np.arange(len(groups))
+    fig = _new_figure(float(np.clip(2.8 + 0.8 * len(groups), 5.5, 11.0)), 4.2)
+    ax = fig.add_subplot()
+    m = len(series)
+    step = min(0.12, 0.5 / max(m - 1, 1))  # horizontal dodge between models, so error bars stay apart
+    markers = "osD^vP*X"
+    for i, (label, rows) in enumerate(series):
+        by = {r["group"]: r for r in rows}
+        off = (i - (m - 1) / 2) * step
+        xs, ys, lo, hi = [], [], [], []
+        for j, g in enumerate(groups):
+            r = by.get(g)
+            if r is None or not r.get("n") or not _finite(r.get("rate")):
+                continue
+            xs.append(j + off)
+            ys.append(float(r["rate"]))
+            lo.append(max(float(r["rate"]) - float(r["lower"]), 0.0))
+            hi.append(max(float(r["upper"]) - float(r["rate"]), 0.0))
+        if xs:
+            ax.errorbar(xs, ys, yerr=[lo, hi], fmt=markers[i % len(markers)] + ("-" if m > 1 else ""),
+                        capsize=3, markersize=5, linewidth=1.3, label=label)
+    ax.set_xticks(x, groups)
+    ax.set_xlim(-0.6, len(groups) - 0.4)
+    ax.set_ylim(-0.02, 1.02)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("extractable rate (95% CI)")
+    ax.grid(True, axis="y", alpha=0.3)
+    if m > 1:
+        fig.legend(loc="outside upper center", ncols=min(m, 4), fontsize=9, frameon=False)
+    return _png(fig)
+
+
+def _finite(x) -> bool:
+    return x is not None and isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(float(x))
+
+
+# --------------------------------------------------------------------------------------------
+# Distributions and ROC curves
+# --------------------------------------------------------------------------------------------
+
+
+def histogram(values, bins, xlabel: str, integer: bool = False) -> bytes:
+    """Histogram of ``values`` (non-finite ones dropped) on a log count axis, so the few
+    highly memorized sequences stay visible next to the many that are not; ``integer``:
+    integer x ticks."""
+    fig = _new_figure(6.4, 3.6)
+    ax = fig.add_subplot()
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    ax.hist(values, bins=bins, color="#3b6ea8", edgecolor="white", linewidth=0.6)
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=0.7)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else ""))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("sequences (log scale)")
+    if integer:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(True, axis="y", which="major", alpha=0.3)
+    return _png(fig)
+
+
+def roc_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray, float]]) -> bytes:
+    """ROC curves, one per membership score: (label, fpr, tpr, ROC-AUC) as
+    :func:`audit.metrics.roc_curve` and the audit's summary give them, with the chance diagonal."""
+    fig = _new_figure(5.2, 4.6)
+    ax = fig.add_subplot()
+    for label, fpr, tpr, auc in curves:
+        ax.plot(fpr, tpr, linewidth=1.6, drawstyle="steps-post", label=f"{label} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1.0, label="chance")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel("false-positive rate (non-members flagged)")
+    ax.set_ylabel("true-positive rate (members flagged)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _png(fig)

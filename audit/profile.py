@@ -282,6 +282,15 @@ def did(
     Raises ValueError for missing/duplicate (instance, checkpoint) cells, missing columns,
     instances absent from ``treatments`` (or vice versa), non-finite outcomes, fewer than two
     checkpoints, or no never-treated instance.
+
+    Example: instance 0 is trained on at step 2 and its surprisal falls from 3 to 2 nats; the
+    never-trained instances 1 and 2 stay at 3 (and 4): 1 nat of memorisation.
+
+    >>> panel = pd.DataFrame({"instance_id": [0, 0, 1, 1, 2, 2], "step": [1, 2] * 3,
+    ...                       "outcome": [3.0, 2.0, 3.0, 3.0, 4.0, 4.0]})
+    >>> treatments = pd.DataFrame({"instance_id": [0, 1, 2], "treatment_step": [2, None, None]})
+    >>> did(panel, treatments, n_boot=0)[["treatment_step", "step", "effect", "n_control"]].to_dict("records")
+    [{'treatment_step': 2, 'step': 2, 'effect': 1.0, 'n_control': 2}]
     """
     if isinstance(n_boot, (bool, np.bool_)) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
         raise ValueError(f"n_boot must be a non-negative integer, got {n_boot!r}")

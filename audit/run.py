@@ -1,9 +1,10 @@
 """One audit of one model (or checkpoint): sample, score, join with dedup, aggregate, write.
 
-Outputs (``OUT/``): ``per_sequence.parquet`` (one row per sequence: provenance, prompt,
-truth, extraction verdicts, membership scores, duplicate count and dedup status),
-``summary.json`` (rates with binomial intervals, membership ROC-AUCs, retention) and
-``manifest.json``, written last and atomically.
+Outputs (``OUT/``, :mod:`audit.layout`): ``per_sequence.parquet`` (one row per sequence:
+provenance, prompt, truth, extraction verdicts, membership scores, duplicate count and dedup
+status; :data:`audit.layout.PER_SEQUENCE_SCHEMA`), ``summary.json`` (rates with binomial
+intervals, membership ROC-AUCs, retention; computed from the per-sequence table by
+:func:`audit.aggregate.summarise`) and ``manifest.json``, written last and atomically.
 """
 
 from __future__ import annotations
@@ -17,19 +18,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dedup import io, layout
+from dedup import io
+from dedup import layout as dedup_layout
 from dedup.config import DedupConfig
 from dedup.runs import discover
 from dedup.shards import InputError
 
-from . import metrics
+from . import aggregate, metrics
 from .config import AuditConfig
 from .duplicates import dedup_status, duplicate_counts
+from .layout import PER_SEQUENCE, SUMMARY, per_sequence_schema, write_atomic
 from .sampling import Sequences, sample_sequences, sequences_from_file
-
-PER_SEQUENCE = "per_sequence.parquet"
-SUMMARY = "summary.json"
-SCORES = ("loss", "zlib", "min_k", "min_k_plus_plus", "reference")
 
 
 def _dedup_context(dedup_dir: Path | None) -> tuple[DedupConfig, set[tuple[str, int]], dict | None]:
@@ -40,7 +39,7 @@ def _dedup_context(dedup_dir: Path | None) -> tuple[DedupConfig, set[tuple[str, 
     if manifest is None:
         raise InputError(dedup_dir, "not a completed dedup output (no manifest.json)")
     cfg = {k: v for k, v in manifest["config"].items() if k in DedupConfig.field_names()}
-    removed = pq.read_table(layout.removed_path(Path(dedup_dir)), columns=["shard", "row"]).to_pydict()
+    removed = pq.read_table(dedup_layout.removed_path(Path(dedup_dir)), columns=["shard", "row"]).to_pydict()
     return DedupConfig(**cfg), set(zip(removed["shard"], removed["row"])), manifest
 
 
@@ -137,19 +136,27 @@ def run_audit(
     timings["duplicates"] = time.perf_counter() - t0
     member = [None if member_ids is None or d is None else str(d) in member_ids for d in seqs.doc_id]
 
-    table = _per_sequence_table(seqs, P, exact, leading, pythia, generated, stats.logprob, scores, counts, buckets,
-                                status, member)
+    table = _per_sequence_table(seqs, P, exact, leading, pythia, generated, scores, counts, buckets, status, member)
     tokens = None
     if config.count_tokens and dedup_manifest is not None:
         t0 = time.perf_counter()
         tokens = token_retention(shards, lm.encode, removed, config.text_column, config.id_column)
         timings["count_tokens"] = time.perf_counter() - t0
-    summary = _summary(config, lm, ref, seqs, exact, leading, pythia, scores, buckets, status, member,
-                       dedup_manifest, timings, time.perf_counter() - t_start, model_dir, tokens)
+    wall = time.perf_counter() - t_start
+    summary = {
+        "model": {"path": str(Path(model_dir).resolve()), "name": lm.name, "tokenizer_sha256": lm.vocab_fingerprint(),
+                  "device": lm.device},
+        "reference_model": str(ref.path) if ref is not None else None,
+        "config": config.to_dict(),
+        "sequences": {"n": len(seqs), "considered": seqs.considered, "skipped_short": seqs.skipped_short},
+        **aggregate.summarise(table, n_boot=config.n_boot, seed=config.seed),
+    }
+    if dedup_manifest is not None:
+        summary["retention"] = aggregate.dedup_retention(dedup_manifest, tokens)
+    summary["timing"] = {**timings, "wall_s": wall,
+                         "sequences_per_s_scoring": len(seqs) / timings["score"] if timings.get("score") else None}
     out.mkdir(parents=True, exist_ok=True)
-    tmp = io.tmp_path(out / PER_SEQUENCE)
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, out / PER_SEQUENCE)
+    write_atomic(out / PER_SEQUENCE, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
     io.write_json_atomic(out / SUMMARY, summary)
     io.write_stage_manifest(out, "audit", {
         "config": config.to_dict(),
@@ -160,35 +167,31 @@ def run_audit(
     return summary
 
 
-def _per_sequence_table(seqs: Sequences, P, exact, leading, pythia, generated, logprob, scores, counts, buckets,
-                        status, member) -> pa.Table:
+def _per_sequence_table(seqs: Sequences, P, exact, leading, pythia, generated, scores, counts, buckets, status,
+                        member) -> pa.Table:
+    """per_sequence.parquet (:data:`audit.layout.PER_SEQUENCE_SCHEMA`)."""
     n = len(seqs)
     cols = {
-        "seq_id": pa.array(np.arange(n, dtype=np.int64)),
-        "doc_id": pa.array([None if d is None else str(d) for d in seqs.doc_id], pa.string()),
-        "shard": pa.array(seqs.shard, pa.string()),
-        "row": pa.array(seqs.row),
-        "token_offset": pa.array(seqs.token_offset),
-        "prompt": pa.array(seqs.tokens[:, :P].tolist(), pa.list_(pa.int64())),
-        "truth": pa.array(seqs.tokens[:, P:].tolist(), pa.list_(pa.int64())),
-        "extractable": pa.array(exact),
-        "leading_matched": pa.array(leading),
-        "pythia_score": pa.array(pythia if pythia is not None else [None] * n, pa.float64()),
-        "generated": pa.array(generated.tolist() if generated is not None else [None] * n, pa.list_(pa.int64())),
-        "loss": pa.array(-scores["loss"]),
-        **{f"score_{k}": pa.array(v) for k, v in scores.items()},
-        "duplicate_count": pa.array(np.asarray(counts, dtype=np.int64)),
-        "duplicate_bucket": pa.array(buckets, pa.string()),
-        "dedup_status": pa.array(status, pa.string()),
-        "member": pa.array(member, pa.bool_()),
+        "seq_id": np.arange(n, dtype=np.int64),
+        "doc_id": [None if d is None else str(d) for d in seqs.doc_id],
+        "shard": seqs.shard,
+        "row": seqs.row,
+        "token_offset": seqs.token_offset,
+        "prompt": seqs.tokens[:, :P].tolist(),
+        "truth": seqs.tokens[:, P:].tolist(),
+        "extractable": exact,
+        "leading_matched": leading,
+        "pythia_score": pythia if pythia is not None else [None] * n,
+        "generated": generated.tolist() if generated is not None else [None] * n,
+        "loss": -scores["loss"],
+        **{f"score_{k}": v for k, v in scores.items()},
+        "duplicate_count": np.asarray(counts, dtype=np.int64),
+        "duplicate_bucket": buckets,
+        "dedup_status": status,
+        "member": member,
     }
-    return pa.table(cols)
-
-
-def _rate(flags: np.ndarray) -> dict:
-    k, n = int(flags.sum()), int(flags.shape[0])
-    lo, hi = metrics.wilson_interval(k, n)
-    return {"n": n, "k": k, "rate": k / n if n else None, "lower": lo, "upper": hi}
+    schema = per_sequence_schema(reference="reference" in scores)
+    return pa.table([pa.array(cols[f.name], f.type) for f in schema], schema=schema)
 
 
 def token_retention(shards, encode, removed: set[tuple[str, int]], text_column: str, id_column) -> dict:
@@ -209,44 +212,4 @@ def token_retention(shards, encode, removed: set[tuple[str, int]], text_column: 
     return {"tokens_total": total, "tokens_kept": kept, "tokens_kept_fraction": kept / max(total, 1)}
 
 
-def _summary(config, lm, ref, seqs, exact, leading, pythia, scores, buckets, status, member, dedup_manifest,
-             timings, wall, model_dir, token_retention=None) -> dict:
-    n = len(seqs)
-    summary: dict = {
-        "model": {"path": str(Path(model_dir).resolve()), "name": lm.name, "tokenizer_sha256": lm.vocab_fingerprint(),
-                  "device": lm.device},
-        "reference_model": str(ref.path) if ref is not None else None,
-        "config": config.to_dict(),
-        "sequences": {"n": n, "considered": seqs.considered, "skipped_short": seqs.skipped_short},
-        "extractable": _rate(exact),
-        "mean_leading_matched": float(np.mean(leading)) if n else None,
-    }
-    if pythia is not None:
-        summary["pythia_score"] = {"mean": float(np.mean(pythia)), "memorized": _rate(pythia == 1.0)}
-    if buckets[0] is not None:
-        summary["extractable_by_duplicates"] = metrics.rate_by_group(exact, buckets)
-    if status[0] is not None:
-        summary["extractable_by_dedup_status"] = metrics.rate_by_group(exact, status, ["unique", "kept", "removed"])
-    labels = np.array([m for m in member], dtype=object)
-    if all(m is not None for m in member) and 0 < sum(member) < n:
-        y = labels.astype(bool)
-        mem = {}
-        for name, s in scores.items():
-            boot = metrics.bootstrap_auc(s, y, n_boot=config.n_boot, seed=config.seed)
-            mem[name] = {
-                "roc_auc": metrics.roc_auc(s, y), "roc_auc_boot": boot, "pr_auc": metrics.pr_auc(s, y),
-                "tpr_at_1pct_fpr": metrics.tpr_at_fpr(s, y, 0.01), "tpr_at_0.1pct_fpr": metrics.tpr_at_fpr(s, y, 0.001),
-            }
-        summary["membership"] = {"members": int(y.sum()), "non_members": int((~y).sum()), "scores": mem,
-                                 "convention": "higher score = more likely a member"}
-    if dedup_manifest is not None:
-        t = dedup_manifest["totals"]
-        summary["retention"] = {"documents_total": t["rows"], "documents_kept": t["kept"],
-                                "documents_kept_fraction": t["kept"] / max(t["rows"], 1),
-                                "removed": t["removed"], **(token_retention or {})}
-    summary["timing"] = {**timings, "wall_s": wall,
-                         "sequences_per_s_scoring": n / timings["score"] if timings.get("score") else None}
-    return summary
-
-
-__all__ = ["run_audit", "PER_SEQUENCE", "SUMMARY"]
+__all__ = ["run_audit", "token_retention"]

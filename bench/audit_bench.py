@@ -72,8 +72,9 @@ def main() -> int:
 
     from audit.lm import load_causal_lm
     from audit.sampling import sample_sequences
+    from audit.canaries import generate_canary_corpus
     from dedup.runs import discover
-    from dedup.synthetic import generate_canary_corpus, write_shards
+    from dedup.synthetic import write_shards
 
     P = C = 32
     tmp = Path(tempfile.mkdtemp(prefix="audit-bench-"))
@@ -83,7 +84,7 @@ def main() -> int:
         write_shards(corpus, tmp / "corpus", 4)
         print("training the tiny canary model ...", flush=True)
         from audit.config import TrainConfig
-        from audit.lm import train_causal_lm
+        from audit.train import train_causal_lm
 
         train_causal_lm(discover([tmp / "corpus"]), tmp / "run", TrainConfig(holdout=0.0), log=lambda m: None)
         tiny = tmp / "run" / "model"

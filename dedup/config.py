@@ -1,41 +1,68 @@
-"""The dedup stage's configuration: one frozen dataclass, validated on construction."""
+"""The dedup stage's configuration: one frozen dataclass, validated on construction.
+
+Every field is declared with :func:`option`: its default, what it means (with its unit) and
+how the command line shows it, once. ``memdedup``'s parser, ``--help`` and README's
+configuration reference are generated from these declarations (``pipelines/config.py``).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 from .minhash import SCHEMES
 
 INDEX_BACKENDS = ("lshbloom", "lsh", "pybloom")
 COMPRESSIONS = ("zstd", "snappy", "lz4", "gzip", "none")
+UNITS = ("word", "char")
+BAND_KEYS = ("hash", "sum")
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    unit: str | None = None,
+    none: str | None = None,
+    choices: tuple | None = None,
+    flag: str | None = None,
+    short: str | None = None,
+    cli: bool = True,
+    flag_sets: dict | None = None,
+) -> Any:
+    """A config field with its documentation: ``dataclasses.field(default, metadata=...)``.
+
+    Args:
+        default: the default (the one place it is written; help and README show this value).
+        help: what the field means, one line.
+        unit: unit of the value, shown after the default (``"tokens"``, ``"rows"``).
+        none: what a ``None`` default means (``"optimal for threshold and num_perm"``).
+        choices: the allowed values (also checked by the command line).
+        flag: command-line flag, if not ``--`` + the name with dashes.
+        short: a short alias (``"-n"``).
+        cli: False for fields set only by files or by the code (no flag).
+        flag_sets: other fields to set when this one is given as a flag.
+    """
+    meta = {"help": help, "unit": unit, "none": none, "choices": choices, "flag": flag, "short": short,
+            "cli": cli, "flag_sets": dict(flag_sets or {})}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def check_choices(config: Any, bad) -> None:
+    """Call ``bad(message)`` for a field whose value is not one of its declared choices."""
+    for f in fields(config):
+        allowed = f.metadata.get("choices")
+        value = getattr(config, f.name)
+        if allowed and value not in allowed:
+            bad(f"{f.name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
 
 
 @dataclass(frozen=True)
 class DedupConfig:
     """Everything that decides which rows a dedup run removes (and how it reads them).
 
-    Attributes:
-        threshold: Jaccard similarity T above which documents are near duplicates.
-        num_perm: MinHash signature length K.
-        ngram: shingle length n (words, or code points with ``unit="char"``).
-        unit: ``"word"`` or ``"char"`` shingles.
-        nfkc: apply Unicode NFKC before lowercasing.
-        scheme: MinHash scheme (``fast``, ``datasketch-affine32``, ``datasketch-legacy``).
-        seed: MinHash permutation seed.
-        fp: target whole-index false-positive rate of the band filters.
-        exact_fp: false-positive rate of the exact-key filter (only decides the *label*
-            exact vs near of a document whose every band already collided).
-        index: ``lshbloom`` (default), ``lsh`` (datasketch MinHashLSH) or ``pybloom``.
-        bands, rows: explicit banding; default: datasketch's optimal_param(T, K).
-        band_key: ``hash`` (XXH64 of the band's values) or ``sum`` (the reference
-            LSHBloom's weak sum key, for cross-checks only).
-        text_column: name of the text column (string or large_string).
-        id_column: name of the id column; None or absent from a file gives null ids.
-        id_column_required: the user named id_column explicitly: absence is an error.
-        batch_rows: rows per processing batch (bounds memory with the index size).
-        capacity: documents to size the filters for; default: the input's row count.
-        compression: Parquet compression of the outputs (zstd: smaller than snappy and,
-            at its default level 1, faster to write).
+    Field meanings, units and defaults: the :func:`option` declarations below.
 
     Example:
         >>> DedupConfig(threshold=0.7).decision_dict()["threshold"]
@@ -46,56 +73,60 @@ class DedupConfig:
         ValueError: invalid dedup config: threshold must be in (0, 1), got 1.5
     """
 
-    threshold: float = 0.8
-    num_perm: int = 128
-    ngram: int = 5
-    unit: str = "word"
-    nfkc: bool = True
-    scheme: str = "fast"
-    seed: int = 1
-    fp: float = 1e-5
-    exact_fp: float = 1e-6
-    index: str = "lshbloom"
-    bands: int | None = None
-    rows: int | None = None
-    band_key: str = "hash"
-    text_column: str = "text"
-    id_column: str | None = "id"
-    id_column_required: bool = False
-    batch_rows: int = 32768
-    capacity: int | None = None
-    compression: str = "zstd"
+    threshold: float = option(0.8, "Jaccard similarity threshold T in (0, 1): documents at least this similar "
+                                   "are near duplicates")
+    num_perm: int = option(128, "MinHash signature length K", unit="permutations")
+    ngram: int = option(5, "shingle length n: words, or code points with unit char")
+    unit: str = option("word", "shingle unit", choices=UNITS)
+    nfkc: bool = option(True, "apply Unicode NFKC before lowercasing")
+    scheme: str = option("fast", "MinHash scheme; the datasketch ones are bit-identical to datasketch's",
+                         choices=tuple(SCHEMES))
+    seed: int = option(1, "MinHash permutation seed")
+    fp: float = option(1e-5, "whole-index false-positive target of the band filters, a probability")
+    # Decides only the label exact vs near of a document whose every band already collided.
+    exact_fp: float = option(1e-6, "false-positive rate of the exact-key filter; decides labels only")
+    index: str = option("lshbloom", "index backend: LSHBloom, or the baselines datasketch MinHashLSH or pybloom-live "
+                                    "(extra 'baselines')",
+                        choices=INDEX_BACKENDS)
+    bands: int | None = option(None, "number of bands b; give rows too", unit="bands",
+                               none="optimal for threshold and num_perm")
+    rows: int | None = option(None, "rows per band r; give bands too", unit="rows",
+                              none="optimal for threshold and num_perm")
+    # sum: the reference LSHBloom's weak key, for cross-checks only.
+    band_key: str = option("hash", "band key: XXH64 of the band's values, or the reference's sum",
+                           choices=BAND_KEYS)
+    text_column: str = option("text", "text column: string, large_string, string_view or dictionary-encoded")
+    id_column: str | None = option("id", "id column, cast to strings; a file without the default column gets "
+                                         "null ids, a column named by --id-column must exist",
+                                   none="no ids", flag_sets={"id_column_required": True})
+    id_column_required: bool = option(False, "a file without id_column is an error; set by --id-column", cli=False)
+    batch_rows: int = option(32768, "rows per processing batch; memory is one batch plus the index", unit="rows")
+    capacity: int | None = option(None, "documents the filters are sized for", unit="documents",
+                                  none="the input's row count")
+    # zstd: smaller than snappy and, at its default level 1, faster to write.
+    compression: str = option("zstd", "Parquet compression of the outputs", choices=COMPRESSIONS)
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
             raise ValueError(f"invalid dedup config: {msg}")
 
+        check_choices(self, bad)
         if not 0.0 < self.threshold < 1.0:
             bad(f"threshold must be in (0, 1), got {self.threshold}")
         if self.num_perm < 2:
             bad(f"num_perm must be >= 2, got {self.num_perm}")
         if self.ngram < 1:
             bad(f"ngram must be >= 1, got {self.ngram}")
-        if self.unit not in ("word", "char"):
-            bad(f"unit must be 'word' or 'char', got {self.unit!r}")
-        if self.scheme not in SCHEMES:
-            bad(f"scheme must be one of {', '.join(SCHEMES)}, got {self.scheme!r}")
         for name in ("fp", "exact_fp"):
             v = getattr(self, name)
             if not 0.0 < v < 1.0:
                 bad(f"{name} must be in (0, 1), got {v}")
-        if self.index not in INDEX_BACKENDS:
-            bad(f"index must be one of {', '.join(INDEX_BACKENDS)}, got {self.index!r}")
         if (self.bands is None) != (self.rows is None):
             bad("give both bands and rows, or neither")
         if self.bands is not None and self.rows is not None and self.bands * self.rows > self.num_perm:
             bad(f"bands * rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
-        if self.band_key not in ("hash", "sum"):
-            bad(f"band_key must be 'hash' or 'sum', got {self.band_key!r}")
         if self.batch_rows < 1:
             bad(f"batch_rows must be >= 1, got {self.batch_rows}")
-        if self.compression not in COMPRESSIONS:
-            bad(f"compression must be one of {', '.join(COMPRESSIONS)}, got {self.compression!r}")
         if self.capacity is not None and self.capacity < 1:
             bad(f"capacity must be >= 1, got {self.capacity}")
 

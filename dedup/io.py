@@ -51,9 +51,15 @@ def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def json_text(obj: dict) -> str:
+    """The JSON text of every file memdedup writes (indented, NumPy scalars and paths
+    converted), also what ``--json`` prints."""
+    return json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+
+
 def write_json_atomic(path: Path, obj: dict) -> None:
-    """Write JSON (indented, NumPy scalars and paths converted) atomically."""
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Write :func:`json_text` atomically."""
+    write_text_atomic(path, json_text(obj))
 
 
 def _json_default(o):

@@ -323,15 +323,15 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
         raise OutputExistsError(f"{out} holds a completed dedup run with a different "
                                 f"{_difference(previous.get('identity', {}), identity)}; use --force to replace it")
     record = read_run_record(out)
-    if check is not None and not (record is not None and record["identity"] == identity and previous is None):
+    resumable = not force and previous is None and record is not None and record["identity"] == identity
+    if check is not None and not resumable:  # a resume was checked when it started
         check(shards, identity)
     if previous is None and record is None and not force:
         strays = _outputs_present(out)
         if strays:
             raise OutputExistsError(f"{out} holds {strays[0]} from no memdedup run (no manifest.json or "
                                     f"{WORK_DIR}/{RUN_FILE}); remove it, choose another --out, or use --force")
-    resume = (not force and previous is None and record is not None and record["identity"] == identity
-              and record["engine"] == engine == "staged")
+    resume = resumable and record["engine"] == engine == "staged"
     if resume:
         _remove_temporaries(out)  # of the killed tasks; their completed work is kept
         return RunPlan(out, shards, identity, None, True, record)

@@ -1,6 +1,8 @@
 """Deterministic synthetic corpora with planted duplicates and exact ground truth.
 
-Used by the tests, the benchmarks and the offline demo: no network, no downloaded data.
+Used by the tests, the benchmarks and the offline demo: no network, no downloaded data. (The
+canary corpora of memorisation audits, built on the same text model, are in
+:mod:`audit.canaries`; the demo corpus is :mod:`pipelines.demo`'s.)
 
 Text model
     English-like prose. The vocabulary is a few hundred common English words (ranked
@@ -59,7 +61,7 @@ import pyarrow.compute as pc
 
 from dedup import normalize
 
-__all__ = ["generate_corpus", "true_duplicates", "jaccard", "write_shards", "SCHEMA"]
+__all__ = ["generate_corpus", "true_duplicates", "jaccard", "write_shards", "sample_documents", "vocabulary", "SCHEMA"]
 
 #: Schema of the tables returned by :func:`generate_corpus`.
 SCHEMA = pa.schema(
@@ -480,6 +482,25 @@ def _render(vocab: _Vocab, tokens: np.ndarray, offsets: np.ndarray) -> pa.Array:
     return pc.binary_join(lists, " ")
 
 
+def sample_documents(rng: np.random.Generator, n: int, mean_bytes: int) -> list[str]:
+    """``n`` fresh documents of the text model (the ``original`` rows of :func:`generate_corpus`:
+    whole sentences, lognormal lengths of mean ``mean_bytes`` UTF-8 bytes), drawn from ``rng``.
+
+    >>> docs = sample_documents(np.random.default_rng(0), 2, 200)
+    >>> len(docs), docs[0][0].isupper(), docs[0][-1] in ".?!"
+    (2, True, True)
+    """
+    vocab = _vocab()
+    tokens, offsets = _sample_originals(rng, vocab, n, mean_bytes)
+    return _render(vocab, tokens, offsets).to_pylist()
+
+
+def vocabulary() -> list[str]:
+    """The text model's words, most frequent first: common English words, ~40k pronounceable
+    pseudo-words and a few non-ASCII words, each exactly one canonical word."""
+    return _vocab().words
+
+
 def generate_corpus(
     n_docs: int,
     mean_bytes: int = 1000,
@@ -724,185 +745,3 @@ def _write_jsonl(part: pa.Table, tmp: pathlib.Path, fmt: str) -> None:
         with pa.CompressedOutputStream(str(tmp), "zstd") as f:
             for chunk in lines():
                 f.write(chunk)
-
-
-# ---------------------------------------------------------------------- canary corpus
-
-#: Schema of the tables returned by :func:`generate_canary_corpus`.
-CANARY_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("text", pa.string()),
-        ("kind", pa.string()),
-        ("canary", pa.int64()),
-        ("repeats", pa.int64()),
-    ]
-)
-
-
-def generate_canary_corpus(
-    n_background: int = 400,
-    repeats: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
-    canaries_per_repeat: int = 4,
-    canary_words: int = 64,
-    mean_bytes: int = 600,
-    seed: int = 0,
-) -> pa.Table:
-    """A small training corpus of natural-looking text with planted, repeated canaries.
-
-    For memorisation audits: train a language model on it, then check which canaries it
-    can regenerate, as a function of how many times each was planted.
-
-    * Background documents: ``n_background`` fresh documents of the English-like text
-      model of :func:`generate_corpus` (the same generator as its ``original`` rows:
-      Zipf-distributed words, sentences with punctuation, lognormal lengths with mean
-      ``mean_bytes``), all distinct.
-    * Canaries: for each repeat level ``r`` in ``repeats``, ``canaries_per_repeat``
-      canaries, each a sequence of ``canary_words`` words drawn i.i.d. UNIFORMLY from the
-      whole vocabulary (~40k words, mostly pseudo-words) and joined with single spaces,
-      lowercase, no punctuation. Uniform draws make a canary unpredictable for a language
-      model (no word is more likely than another), so regenerating it can only come from
-      memorisation. Each canary is planted as ``r`` byte-identical documents.
-    * Layout: all rows (background and canary copies) are shuffled into uniformly random
-      positions.
-
-    Canary index ``c`` runs over the levels in the order given: canaries
-    ``k * canaries_per_repeat`` .. ``(k + 1) * canaries_per_repeat - 1`` have repeat level
-    ``repeats[k]``. Same arguments give an identical table.
-
-    Args:
-        n_background: number of background documents (>= 0).
-        repeats: repeat level of each group of canaries (each >= 1).
-        canaries_per_repeat: canaries per repeat level (>= 0).
-        canary_words: words per canary (>= 1).
-        mean_bytes: mean length of background documents in UTF-8 bytes.
-        seed: seed of the numpy Generator.
-
-    Returns:
-        A table with ``n_background + canaries_per_repeat * sum(repeats)`` rows and columns
-        ``id`` (``doc-0000000``: zero-padded row index, unique), ``text``, ``kind``
-        (``background`` / ``canary``), ``canary`` (int64: canary index, -1 for background)
-        and ``repeats`` (int64: number of copies of this exact text in the corpus; 1 for
-        background).
-    """
-    if n_background < 0:
-        raise ValueError(f"n_background must be >= 0, got {n_background}")
-    if canaries_per_repeat < 0:
-        raise ValueError(f"canaries_per_repeat must be >= 0, got {canaries_per_repeat}")
-    if canary_words < 1:
-        raise ValueError(f"canary_words must be >= 1, got {canary_words}")
-    if mean_bytes < 1:
-        raise ValueError(f"mean_bytes must be >= 1, got {mean_bytes}")
-    reps = [int(r) for r in repeats]
-    if any(r < 1 for r in reps):
-        raise ValueError(f"repeats must all be >= 1, got {tuple(repeats)}")
-
-    vocab = _vocab()
-    rng = np.random.default_rng(seed)
-
-    # Background: originals of the generate_corpus text model; redraw any exact repeat
-    # (astronomically unlikely for documents of more than a few words).
-    background: list[str] = []
-    seen: set[str] = set()
-    while len(background) < n_background:
-        need = n_background - len(background)
-        tokens, offsets = _sample_originals(rng, vocab, need, mean_bytes)
-        for t in _render(vocab, tokens, offsets).to_pylist():
-            if t not in seen:
-                seen.add(t)
-                background.append(t)
-
-    # Canaries: uniform word draws, distinct from each other and from the background.
-    n_canary = canaries_per_repeat * len(reps)
-    words = vocab.words
-    canaries: list[str] = []
-    while len(canaries) < n_canary:
-        ids = rng.integers(0, len(words), size=canary_words)
-        t = " ".join(words[i] for i in ids.tolist())
-        if t not in seen:
-            seen.add(t)
-            canaries.append(t)
-    canary_rep = np.repeat(np.array(reps, dtype=np.int64), canaries_per_repeat)
-
-    # Rows before shuffling: background, then each canary's copies.
-    text = background + [canaries[c] for c in range(n_canary) for _ in range(canary_rep[c])]
-    canary_col = np.concatenate(
-        [np.full(n_background, -1, dtype=np.int64), np.repeat(np.arange(n_canary), canary_rep)]
-    )
-    rep_col = np.concatenate(
-        [np.ones(n_background, dtype=np.int64), np.repeat(canary_rep, canary_rep)]
-    )
-    n = len(text)
-    perm = rng.permutation(n)
-    width = max(7, len(str(n - 1)))
-    return pa.Table.from_arrays(
-        [
-            pa.array([f"doc-{i:0{width}d}" for i in range(n)], type=pa.string()),
-            pa.array([text[i] for i in perm.tolist()], type=pa.string()),
-            pa.array(np.where(canary_col[perm] < 0, "background", "canary").tolist(), type=pa.string()),
-            pa.array(canary_col[perm], type=pa.int64()),
-            pa.array(rep_col[perm], type=pa.int64()),
-        ],
-        schema=CANARY_SCHEMA,
-    )
-
-
-__all__ += ["generate_canary_corpus", "CANARY_SCHEMA"]
-
-
-# ---------------------------------------------------------------------------- demo corpus
-
-#: Schema of :func:`generate_demo_corpus`.
-DEMO_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("text", pa.string()),
-        ("kind", pa.string()),  # original | exact | near | canary
-        ("cluster", pa.int64()),  # generate_corpus's cluster (row of its original); -1 for canaries
-        ("source_jaccard", pa.float64()),  # near duplicates' Jaccard with their original
-        ("canary", pa.int64()),  # canary index, -1 otherwise
-        ("repeats", pa.int64()),  # planted copies of a canary's text; 1 otherwise
-    ]
-)
-
-
-def generate_demo_corpus(
-    n_docs: int = 2000,
-    exact_frac: float = 0.05,
-    near_frac: float = 0.10,
-    repeats: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
-    canaries_per_repeat: int = 4,
-    mean_bytes: int = 600,
-    seed: int = 0,
-) -> pa.Table:
-    """The demo corpus: :func:`generate_corpus`'s natural-looking text with planted exact and
-    near duplicates (``n_docs`` rows), plus :func:`generate_canary_corpus`'s random canaries
-    at each repeat level (``canaries_per_repeat`` canaries planted ``r`` times for each r),
-    the canary rows spread over the corpus at seeded positions. Deterministic for a seed;
-    ids are unique (``doc-*`` and ``canary-*``)."""
-    base = generate_corpus(n_docs, mean_bytes=mean_bytes, exact_frac=exact_frac, near_frac=near_frac, seed=seed)
-    can = generate_canary_corpus(n_background=0, repeats=repeats, canaries_per_repeat=canaries_per_repeat,
-                                 mean_bytes=mean_bytes, seed=seed + 1)
-    n_b, n_c = base.num_rows, can.num_rows
-    rows = {
-        "id": base.column("id").to_pylist() + [f"canary-{i:06d}" for i in range(n_c)],
-        "text": base.column("text").to_pylist() + can.column("text").to_pylist(),
-        "kind": base.column("kind").to_pylist() + ["canary"] * n_c,
-        "cluster": base.column("cluster").to_pylist() + [-1] * n_c,
-        "source_jaccard": base.column("source_jaccard").to_pylist() + [None] * n_c,
-        "canary": [-1] * n_b + can.column("canary").to_pylist(),
-        "repeats": [1] * n_b + can.column("repeats").to_pylist(),
-    }
-    # Canary rows go to seeded random positions; the base rows keep their relative order
-    # (so every planted duplicate still follows its original).
-    rng = np.random.default_rng(seed + 2)
-    is_canary = np.zeros(n_b + n_c, dtype=bool)
-    is_canary[rng.choice(n_b + n_c, size=n_c, replace=False)] = True
-    order = np.empty(n_b + n_c, dtype=np.int64)
-    order[~is_canary] = np.arange(n_b)
-    order[is_canary] = n_b + np.arange(n_c)
-    table = pa.table(rows, schema=DEMO_SCHEMA)
-    return table.take(pa.array(order))
-
-
-__all__ += ["generate_demo_corpus", "DEMO_SCHEMA"]

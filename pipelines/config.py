@@ -1,7 +1,12 @@
-"""Config files: YAML sections mapped one to one onto the stages' frozen dataclasses.
+"""Config files and flags: YAML sections and command-line options mapped one to one onto the
+stages' frozen dataclasses.
 
 Precedence: command-line flags > the YAML file (``--config``) > the dataclass defaults.
 An unknown key is an error that names the key, the section and the file.
+
+Each field is declared once, with :func:`dedup.config.option` (default, meaning, unit, flag);
+:func:`add_options` turns a dataclass into a parser's options, :func:`from_args` reads them
+back, and :func:`reference` writes the table README shows.
 
 Example file::
 
@@ -13,8 +18,10 @@ Example file::
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -69,3 +76,100 @@ def section(data: dict, name: str, source: str) -> dict:
     if not isinstance(val, dict):
         raise ConfigError(f"{source}: section {name!r} must be a mapping")
     return val
+
+
+# ------------------------------------------------------------------ options from the dataclasses
+
+
+def exposed(cls: type) -> list[dataclasses.Field]:
+    """The fields of ``cls`` that have a command-line flag (all but ``option(..., cli=False)``)."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
+
+
+def flag_names(f: dataclasses.Field) -> list[str]:
+    """The field's flags: its short alias, if any, then ``--name-with-dashes`` (or its own)."""
+    long = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+    return [n for n in (f.metadata.get("short"), long) if n]
+
+
+def default_text(f: dataclasses.Field) -> str:
+    """The field's default as help and README show it: the value (YAML spelling) and unit, or
+    what ``None`` means."""
+    value = f.default
+    if value is None:
+        return f.metadata.get("none") or "none"
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    else:
+        text = str(value)
+    unit = f.metadata.get("unit")
+    return f"{text} {unit}" if unit else text
+
+
+def _value_type(hint: Any) -> type:
+    """``int`` for ``int`` and ``int | None``."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if len(args) == 1 else hint
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type, section: str) -> None:
+    """Add ``--config`` and one flag per exposed field of ``cls`` (YAML section ``section``).
+
+    Flags default to None, so :func:`from_args` can tell a given flag from an absent one; the
+    help shows the dataclass's own default. Booleans get ``--x/--no-x``.
+    """
+    parser.add_argument("--config", type=Path, metavar="YAML",
+                        help=f"YAML file whose '{section}:' section sets the {section} options")
+    group = parser.add_argument_group(f"{section} options (flags > --config '{section}:' section > defaults)")
+    hints = typing.get_type_hints(cls)
+    for f in exposed(cls):
+        help_text = f"{f.metadata.get('help', '')} (default: {default_text(f)})".replace("%", "%%")
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text}
+        typ = _value_type(hints[f.name])
+        if typ is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = typ
+            if f.metadata.get("choices"):
+                kwargs["choices"] = f.metadata["choices"]
+        group.add_argument(*flag_names(f), **kwargs)
+    parser.set_defaults(_config_spec=(cls, section))
+
+
+def from_args(args: argparse.Namespace) -> Any:
+    """The config of the command parsed into ``args`` (set up by :func:`add_options`): flags
+    given > the ``--config`` file's section > the dataclass defaults."""
+    cls, name = args._config_spec
+    file_values: dict = {}
+    source = "<command line>"
+    if getattr(args, "config", None):
+        source = str(args.config)
+        file_values = section(load_yaml(args.config), name, source)
+    overrides: dict[str, Any] = {}
+    for f in exposed(cls):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            overrides[f.name] = value
+            overrides.update(f.metadata.get("flag_sets") or {})
+    return build(cls, name, file_values, overrides, source)
+
+
+def reference(cls: type) -> str:
+    """README's table of a config section: key, flag, default and meaning of every field."""
+    hints = typing.get_type_hints(cls)
+    lines = ["| key | flag | default | meaning |", "|---|---|---|---|"]
+    for f in dataclasses.fields(cls):
+        if not f.metadata.get("cli", True):
+            flags = "(file only)"
+        elif _value_type(hints[f.name]) is bool:
+            long = flag_names(f)[-1]
+            flags = f"`{long}`, `--no-{long[2:]}`"
+        else:
+            flags = ", ".join(f"`{n}`" for n in flag_names(f))
+        meaning = f.metadata.get("help", "")
+        if f.metadata.get("choices"):
+            meaning += "; one of " + ", ".join(f"`{c}`" for c in f.metadata["choices"])
+        lines.append(f"| `{f.name}` | {flags} | {default_text(f)} | {meaning} |")
+    return "\n".join(lines) + "\n"

@@ -13,11 +13,15 @@ Fault injection, for tests of exactly these claims (never set in normal use):
 STAGE (sketch, band, write) have completed, ``finalize:0`` just before the removed-rows
 table, the index install and the manifest, or ``installed:0`` between the install and the
 manifest; ``MEMDEDUP_KILL_WORKER_ONCE=PATH`` makes the
-first task that creates PATH SIGKILL its own worker process.
+first task that creates PATH SIGKILL its own worker process; ``MEMDEDUP_HOLD_TASK_ONCE=PATH``
+makes the first task that creates PATH write its worker's pid and Slurm job id there and
+wait (at most 120 s) before running, so that a test can kill that worker from outside
+(``scancel``) while it holds a task of the run.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -96,6 +100,16 @@ def _task(fn, *args):
             os.kill(os.getpid(), signal.SIGKILL)
         except FileExistsError:
             pass
+    hold = os.environ.get("MEMDEDUP_HOLD_TASK_ONCE")
+    if hold:
+        try:
+            fd = os.open(hold, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}, f)
+            time.sleep(120)
     try:
         return fn(*args)
     except Exception as e:  # noqa: BLE001 - raised on the client, see dask_map

@@ -1,5 +1,5 @@
 """Session fixtures for the audit tests: a tiny GPT-2 trained (by the package's own
-deterministic trainer, :func:`audit.lm.train_causal_lm`) on a corpus with planted canaries."""
+deterministic trainer, :func:`audit.train.train_causal_lm`) on a corpus with planted canaries."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def train_tiny_lm():
     Parquet, then the package trainer with no held-out documents."""
     pytest.importorskip("torch")
     from audit.config import TrainConfig
-    from audit.lm import train_causal_lm
+    from audit.train import train_causal_lm
     from dedup.runs import discover
     from dedup.synthetic import write_shards
 
@@ -41,7 +41,8 @@ def canary_lm(tmp_path_factory, train_tiny_lm) -> CanaryLM:
     canaries at each of 1, 2, 4, ..., 64 copies; 908 rows), written as 4 Parquet shards, and
     a GPT-2 (2 layers, 128 wide, 64-token instances, 3 epochs, seed 0) trained on all of it.
     Deterministic; about 35 s on two CPU cores, once per session."""
-    from dedup.synthetic import generate_canary_corpus, write_shards
+    from audit.canaries import generate_canary_corpus
+    from dedup.synthetic import write_shards
 
     root = tmp_path_factory.mktemp("canary_lm")
     corpus = generate_canary_corpus()

@@ -5,9 +5,9 @@ Every expected number here is computed by hand in the comments.
 
 from __future__ import annotations
 
+import io
 import math
 import struct
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -294,15 +294,15 @@ def test_retention_curve_metric_selection_and_errors():
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _check_png(path: Path, min_px: int = 300, max_px: int = 2500) -> np.ndarray:
-    data = Path(path).read_bytes()
+def _check_png(data: bytes, min_px: int = 300, max_px: int = 2500) -> np.ndarray:
+    assert isinstance(data, bytes)
     assert data[:8] == PNG_SIGNATURE
     assert data[12:16] == b"IHDR"
     width, height = struct.unpack(">II", data[16:24])
     assert min_px <= width <= max_px and min_px <= height <= max_px, (width, height)
     import matplotlib.image
 
-    img = matplotlib.image.imread(path)
+    img = matplotlib.image.imread(io.BytesIO(data))
     assert img.shape[:2] == (height, width)
     assert len(data) > 5_000
     return img
@@ -322,38 +322,35 @@ def _grey_pixels(img: np.ndarray) -> int:
     return int(np.sum(np.all(np.abs(img[..., :3] - grey) < 0.01, axis=-1)))
 
 
-def test_profile_heatmap_writes_png_and_greys_insignificant_cells(tmp_path):
+def test_profile_heatmap_png_greys_insignificant_cells():
     df = _profile()
-    path = plots.profile_heatmap(df, tmp_path / "sub" / "profile.png", title="profile")
-    assert path == tmp_path / "sub" / "profile.png"
-    with_grey = _grey_pixels(_check_png(path))
+    with_grey = _grey_pixels(_check_png(plots.profile_heatmap(df, title="profile")))
     # make every cell significant: grey only remains in the small legend swatch
     df_sig = df.assign(lower=df["effect"] + 0.01, upper=df["effect"] + 0.2)
-    without = _grey_pixels(_check_png(plots.profile_heatmap(df_sig, tmp_path / "sig.png")))
+    without = _grey_pixels(_check_png(plots.profile_heatmap(df_sig)))
     assert with_grey > 2_000 and without < 1_000 and with_grey > 5 * without
 
 
-def test_profile_heatmap_nans_big_and_errors(tmp_path):
+def test_profile_heatmap_nans_big_and_errors():
     df = _profile()
     df.loc[3, "effect"] = np.nan
     df.loc[6, ["lower", "upper"]] = np.nan
-    _check_png(plots.profile_heatmap(df, tmp_path / "nan.png"))
-    _check_png(plots.profile_heatmap(df.assign(effect=np.nan), tmp_path / "allnan.png"))
-    _check_png(plots.profile_heatmap(_profile().iloc[[-1]], tmp_path / "one.png"))
+    _check_png(plots.profile_heatmap(df))
+    _check_png(plots.profile_heatmap(df.assign(effect=np.nan)))
+    _check_png(plots.profile_heatmap(_profile().iloc[[-1]]))
     big = _profile(treatments=range(50, 1500, 50), steps=range(0, 1500, 50))
-    _check_png(plots.profile_heatmap(big, tmp_path / "big.png"), max_px=2000)
+    _check_png(plots.profile_heatmap(big), max_px=2000)
     with pytest.raises(ValueError, match="empty"):
-        plots.profile_heatmap(df.iloc[:0], tmp_path / "e.png")
+        plots.profile_heatmap(df.iloc[:0])
     with pytest.raises(ValueError, match="no columns"):
-        plots.profile_heatmap(df.drop(columns="upper"), tmp_path / "e.png")
+        plots.profile_heatmap(df.drop(columns="upper"))
     with pytest.raises(ValueError, match="duplicated"):
-        plots.profile_heatmap(pd.concat([df, df.iloc[:1]]), tmp_path / "e.png")
-    assert not (tmp_path / "e.png").exists()
+        plots.profile_heatmap(pd.concat([df, df.iloc[:1]]))
 
 
-def test_retention_curves_png(tmp_path):
+def test_retention_curves_png():
     curve = retention_curve(_retention_rows())
-    _check_png(plots.retention_curves(curve, tmp_path / "ret.png", title="retention"))
+    _check_png(plots.retention_curves(curve, title="retention"))
     curve = pd.DataFrame(
         {
             "steps_since": [0, 1, 3, 10, 100],
@@ -364,29 +361,29 @@ def test_retention_curves_png(tmp_path):
             "token_recall_upper": [1.0, 0.6, 0.5, 0.4, 0.3],
         }
     )
-    _check_png(plots.retention_curves(curve, str(tmp_path / "ret2.png")))
+    _check_png(plots.retention_curves(curve))
     with pytest.raises(ValueError, match="empty"):
-        plots.retention_curves(curve.iloc[:0], tmp_path / "e.png")
+        plots.retention_curves(curve.iloc[:0])
     with pytest.raises(ValueError, match="none of the metric"):
-        plots.retention_curves(curve, tmp_path / "e.png", metrics=["recall_at_k"])
+        plots.retention_curves(curve, metrics=["recall_at_k"])
     with pytest.raises(ValueError, match="nothing to plot"):
-        plots.retention_curves(curve, tmp_path / "e.png", metrics=["exact_recall"])
+        plots.retention_curves(curve, metrics=["exact_recall"])
 
 
-def test_rate_by_duplicates_png(tmp_path):
+def test_rate_by_duplicates_png():
     flags = np.array([False] * 50 + [True] * 3 + [False] * 20 + [True] * 10 + [True] * 9 + [False])
     groups = ["1"] * 53 + ["2-3"] * 30 + ["8-15"] * 10
     rows = metrics.rate_by_group(flags, groups, order=["1", "2-3", "4-7", "8-15"])
     assert math.isnan(rows[2]["rate"])  # empty bucket 4-7
-    _check_png(plots.rate_by_duplicates(rows[::-1], tmp_path / "dup.png", title="dups"))
+    _check_png(plots.rate_by_duplicates(rows[::-1], title="dups"))
     none_rate = [{"group": "1", "n": 0, "k": 0, "rate": None, "lower": 0.0, "upper": 1.0}]
-    _check_png(plots.rate_by_duplicates(none_rate, tmp_path / "none.png"))
+    _check_png(plots.rate_by_duplicates(none_rate))
     other = [dict(r, group=g) for r, g in zip(rows, ["unique", "kept", "removed", "x"])]
-    _check_png(plots.rate_by_duplicates(other, tmp_path / "status.png"))
+    _check_png(plots.rate_by_duplicates(other))
     with pytest.raises(ValueError, match="empty"):
-        plots.rate_by_duplicates([], tmp_path / "e.png")
+        plots.rate_by_duplicates([])
     with pytest.raises(ValueError, match="lacks keys"):
-        plots.rate_by_duplicates([{"group": "1", "n": 3}], tmp_path / "e.png")
+        plots.rate_by_duplicates([{"group": "1", "n": 3}])
 
 
 def test_new_audit_modules_load_no_torch_and_no_pyplot(loads_none):

@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from audit import metrics
-from audit.report import comparison_report, model_report
+from audit.report.comparison import comparison_report
+from audit.report.model import model_report
 
 P, C = 4, 4
 
@@ -217,7 +218,11 @@ def test_cli_report_end_to_end(dirs, tmp_path, capsys):
                "--dedup-dir", str(dirs["dedup_dir"]), "--profile-dir", str(dirs["profile"])])
     assert rc == 0
     assert sorted(p.name for p in out.iterdir()) == ["comparison.html", "comparison.json", "dedup.html",
-                                                      "dedup.summary.json", "raw.html", "raw.summary.json"]
+                                                      "dedup.summary.json", "manifest.json", "raw.html",
+                                                      "raw.summary.json"]
+    manifest = json.loads((out / "manifest.json").read_text())  # the one stage-manifest writer, written last
+    assert manifest["stage"] == "report" and [p["page"] for p in manifest["pages"]] == ["raw.html", "dedup.html"]
+    assert manifest["comparison"] == {"page": "comparison.html", "numbers": "comparison.json"}
     assert "Memorization over training" in (out / "raw.html").read_text(encoding="utf-8")
     assert "Memorization over training" not in (out / "dedup.html").read_text(encoding="utf-8")
     data = json.loads((out / "comparison.json").read_text())
@@ -226,7 +231,8 @@ def test_cli_report_end_to_end(dirs, tmp_path, capsys):
 
     # one audit: no comparison page; default label = directory name
     rc = main(["report", str(dirs["dedup"]), "--out", str(tmp_path / "one")])
-    assert rc == 0 and sorted(p.name for p in (tmp_path / "one").iterdir()) == ["dedup.html", "dedup.summary.json"]
+    assert rc == 0 and sorted(p.name for p in (tmp_path / "one").iterdir()) == ["dedup.html", "dedup.summary.json",
+                                                                                 "manifest.json"]
 
     # errors are one line and exit code 2
     assert main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--out", str(out), "--labels", "a"]) == 2
@@ -257,3 +263,64 @@ def test_cli_report_decodes_with_a_local_tokenizer(dirs, tmp_path, capsys):
     page = (tmp_path / "r" / "dedup.html").read_text(encoding="utf-8")
     assert "100 100 100 100" in page and "w100" not in page
     assert "not the audited model's" in capsys.readouterr().err
+
+
+def test_pages_read_the_numbers_the_audit_wrote(dirs, tmp_path):
+    """The pages show summary.json's numbers, not numbers recomputed from the per-sequence table:
+    a summary that disagrees with the table wins, on the page and in comparison.json."""
+    s = json.loads((dirs["raw"] / "summary.json").read_text())
+    s["extractable"] = {"n": 10, "k": 3, "rate": 0.3, "lower": 0.11, "upper": 0.61}
+    s["extractable_by_duplicates"] = [{"group": "1", "n": 5, "k": 1, "rate": 0.2, "lower": 0.0, "upper": 0.7}]
+    (dirs["raw"] / "summary.json").write_text(json.dumps(s))
+    page = model_report(dirs["raw"], tmp_path / "raw.html").read_text(encoding="utf-8")
+    assert "3 of 10; 95% CI 11.0% – 61.0%" in page and "6 of 10" not in page  # the table has 6 of 10
+    comparison_report([dirs["raw"], dirs["dedup"]], ["raw", "dedup"], tmp_path / "comparison.html")
+    data = json.loads((tmp_path / "comparison.json").read_text())
+    assert data["models"][0]["extractable"] == s["extractable"]
+    assert data["by_duplicates"][0]["models"]["raw"]["rate"] == 0.2
+    assert data["by_duplicates"][1]["bucket"] == "2-3" and data["by_duplicates"][1]["models"]["raw"]["n"] == 0
+
+
+def test_report_numbers_equal_the_audits_summary(canary_lm, tmp_path):
+    """A real audit (generation, dedup output, members): every number of the model page's JSON,
+    of comparison.json and on the pages is summary.json's."""
+    from audit.config import AuditConfig
+    from audit.run import run_audit
+    from dedup import DedupConfig, dedup_files
+
+    ids = [i for i, k in zip(canary_lm.corpus.column("id").to_pylist(), canary_lm.corpus.column("kind").to_pylist())
+           if k == "background"]
+    (tmp_path / "members.txt").write_text("\n".join(ids[::2]) + "\n")
+    dedup_files([canary_lm.corpus_dir], tmp_path / "dedup", DedupConfig(), threads=1)
+    audits = []
+    for name, seed in (("a", 1), ("b", 2)):
+        run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / name,
+                  AuditConfig(n_sequences=120, seed=seed, generate=True, n_boot=20), dedup_dir=tmp_path / "dedup",
+                  members=tmp_path / "members.txt", log=lambda m: None)
+        audits.append(json.loads((tmp_path / name / "summary.json").read_text()))
+    page = model_report(tmp_path / "a", tmp_path / "r" / "a.html").read_text(encoding="utf-8")
+    assert json.loads((tmp_path / "r" / "a.summary.json").read_text()) == audits[0]
+    comparison_report([tmp_path / "a", tmp_path / "b"], ["a", "b"], tmp_path / "r" / "comparison.html",
+                      dedup_dir=tmp_path / "dedup")
+    data = json.loads((tmp_path / "r" / "comparison.json").read_text())
+    for label, s, m in zip(("a", "b"), audits, data["models"]):
+        assert m["extractable"] == s["extractable"] and m["sequences"] == s["sequences"]["n"]
+        assert m["mean_leading_matched"] == s["mean_leading_matched"]
+        assert m["pythia_score_mean"] == s["pythia_score"]["mean"]
+        assert m["pythia_memorized"] == s["pythia_score"]["memorized"]
+        assert m["membership_roc_auc"] == {k: v["roc_auc"] for k, v in s["membership"]["scores"].items()}
+        for key, section in (("by_duplicates", "extractable_by_duplicates"),
+                             ("by_dedup_status", "extractable_by_dedup_status")):
+            rows = {r["bucket" if key == "by_duplicates" else "status"]: r["models"][label] for r in data[key]}
+            for r in s[section]:
+                if r["n"]:
+                    assert rows[r["group"]] == {k: r[k] for k in ("n", "k", "rate", "lower", "upper")}
+    s = audits[0]
+    ex = s["extractable"]
+    assert f"{100 * ex['rate']:.1f}%" in page and f"{ex['k']:,} of {ex['n']:,}" in page
+    for name, m in s["membership"]["scores"].items():
+        boot = m["roc_auc_boot"]
+        assert f"<td class=\"num\">{m['roc_auc']:.3f}</td><td class=\"num\">{boot['lower']:.3f} – {boot['upper']:.3f}" \
+               f"</td><td class=\"num\">{m['pr_auc']:.3f}</td>" in page, name
+    for r in s["extractable_by_duplicates"]:
+        assert f"<td>{r['group']}</td><td class=\"num\">{r['n']:,}</td><td class=\"num\">{r['k']:,}</td>" in page

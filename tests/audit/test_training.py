@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from audit.config import TrainConfig
+from audit.canaries import generate_canary_corpus
 from dedup.runs import discover
-from dedup.synthetic import generate_canary_corpus, write_shards
+from dedup.synthetic import write_shards
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = TrainConfig(vocab_size=300, n_layer=1, n_embd=32, n_head=2, seq_len=32, epochs=2, batch_size=8,
@@ -38,7 +39,7 @@ def small_corpus(tmp_path_factory) -> Path:
 
 
 def test_same_seed_same_weights_and_order(small_corpus, tmp_path):
-    from audit.lm import train_causal_lm
+    from audit.train import train_causal_lm
 
     a = train_causal_lm(discover([small_corpus]), tmp_path / "a", SMALL, log=quiet)
     b = train_causal_lm(discover([small_corpus]), tmp_path / "b", SMALL, log=quiet)
@@ -56,7 +57,7 @@ def test_same_seed_same_weights_and_order(small_corpus, tmp_path):
 
 
 def test_resume_from_last_checkpoint_ends_identical(small_corpus, tmp_path):
-    from audit.lm import train_causal_lm
+    from audit.train import train_causal_lm
 
     full = train_causal_lm(discover([small_corpus]), tmp_path / "full", SMALL, log=quiet)
     part = tmp_path / "part"
@@ -83,7 +84,7 @@ def test_resume_from_last_checkpoint_ends_identical(small_corpus, tmp_path):
 def profiled(tmp_path_factory):
     """A tiny model trained with checkpoints on a canary corpus (20% of documents held out),
     then the real ``memdedup profile`` over all its checkpoints."""
-    from audit.lm import train_causal_lm
+    from audit.train import train_causal_lm
 
     d = tmp_path_factory.mktemp("profile")
     write_shards(generate_canary_corpus(n_background=300, seed=2), d / "corpus", 3)

@@ -4,24 +4,14 @@ to end, and config validation naming the bad key."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 
 
-def snakemake(*args: str, cwd: Path = ROOT, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run([str(BIN / "snakemake"), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def test_lint_and_dry_run_of_the_default_config(tmp_path):
+def test_lint_and_dry_run_of_the_default_config(tmp_path, snakemake):
     cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
     cfg["out"] = str(tmp_path / "demo")  # keep the dry run's small files out of results/
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
@@ -33,7 +23,7 @@ def test_lint_and_dry_run_of_the_default_config(tmp_path):
         assert rule in dry.stdout
 
 
-def test_unknown_config_key_is_named(tmp_path):
+def test_unknown_config_key_is_named(tmp_path, snakemake):
     cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
     cfg["out"] = str(tmp_path / "x")
     cfg["corpus"]["shardz"] = 3
@@ -42,17 +32,10 @@ def test_unknown_config_key_is_named(tmp_path):
     assert r.returncode != 0 and "shardz" in r.stdout + r.stderr
 
 
-def test_reduced_config_end_to_end(tmp_path):
-    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
-    out = tmp_path / "run"
-    cfg.update(out=str(out))
-    cfg["corpus"].update(docs=200, canaries_per_repeat=1, n_shards=2)
-    cfg["train"].update(epochs=1, n_layer=1, n_embd=32, holdout=0.2)
-    cfg["train"]["n_head"] = 2
-    cfg["audit"].update(n_sequences=80, generate=False, n_boot=20)
-    cfg["profile"].update(n_treated=40, n_control=20, n_boot=20)
-    (tmp_path / "small.yaml").write_text(yaml.safe_dump(cfg))
-    r = snakemake("--cores", "2", "--configfile", str(tmp_path / "small.yaml"))
+def test_reduced_config_end_to_end(reduced_workflow, snakemake):
+    """The reduced config (conftest.reduced_config) run locally; test_slurm.py runs the same
+    config on Slurm and compares the outputs with this run's."""
+    r, out = reduced_workflow.local_result, reduced_workflow.local_out
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     for f in ("corpus/manifest.json", "dedup/manifest.json", "train/raw/manifest.json", "train/dedup/manifest.json",
               "audit/raw/manifest.json", "audit/dedup/manifest.json", "profile/raw/manifest.json",
@@ -64,11 +47,11 @@ def test_reduced_config_end_to_end(tmp_path):
     exact = next(c for c in checks["checks"] if "exact" in c["name"])
     assert exact["passed"] and exact["planted"] == 10  # 5% of 200 planted exact duplicates, all removed
     # Nothing to redo: a second run is a no-op.
-    again = snakemake("--cores", "2", "--configfile", str(tmp_path / "small.yaml"), "-n")
+    again = snakemake("--cores", "2", "--configfile", str(reduced_workflow.local_config), "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
-def test_a_users_own_shards_replace_the_demo_corpus(tmp_path):
+def test_a_users_own_shards_replace_the_demo_corpus(tmp_path, snakemake):
     """--configfile with corpus.generate false: no corpus rule, and every stage reads the
     user's shards (shown by the dry run's printed commands)."""
     import pyarrow as pa
@@ -87,3 +70,17 @@ def test_a_users_own_shards_replace_the_demo_corpus(tmp_path):
     assert "rule corpus" not in out and "memdedup generate" not in out
     assert f"memdedup dedup '{shards}/*.parquet'" in out
     assert f"memdedup train '{shards}/*.parquet'" in out and f"--corpus '{shards}/*.parquet'" in out
+
+
+def test_dask_scheduler_in_the_config_reaches_the_dedup_command(tmp_path, snakemake):
+    """README "Running on a cluster": `dask.scheduler` set to a scheduler file (of Dask
+    workers running as Slurm jobs, test_slurm.py) makes the dedup rule run
+    `memdedup dedup ... --scheduler FILE`, the command tested there."""
+    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    cfg["out"] = str(tmp_path / "run")
+    cfg["dask"]["scheduler"] = "/shared/scheduler.json"
+    (tmp_path / "dask.yaml").write_text(yaml.safe_dump(cfg))
+    r = snakemake("-n", "-p", "--configfile", str(tmp_path / "dask.yaml"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    dedup = next(line for line in (r.stdout + r.stderr).splitlines() if "memdedup dedup" in line)
+    assert "--scheduler /shared/scheduler.json " in dedup

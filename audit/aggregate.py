@@ -1,0 +1,287 @@
+"""Every rate and summary of an audit, computed once, from its per-sequence table.
+
+:func:`summarise` turns ``per_sequence.parquet`` (:data:`audit.layout.PER_SEQUENCE_SCHEMA`)
+into the sections of ``summary.json``: the extractable rate with its Wilson interval, the mean
+number of leading tokens matched, Pythia's score, the extractable rate per duplicate bucket and
+per dedup status, and the membership-inference AUCs. The audit (:mod:`audit.run`) writes them;
+the report pages (:mod:`audit.report`) read them from ``summary.json`` and derive here, with
+the same function, only the sections an older or hand-made ``summary.json`` lacks, so a page,
+its JSON and the audit's summary cannot disagree. The comparison page's numbers (ratios to the
+first model, what dedup removed) are computed here too, from the summaries and one join.
+
+Rates are dicts ``{"n", "k", "rate", "lower", "upper"}`` (Wilson 95% intervals, fractions);
+copies of one sequence count as separate sequences (audit.notes: distinct-sequence rates are
+future work).
+
+>>> import pyarrow as pa
+>>> t = pa.table({"extractable": [True, False, True, True], "leading_matched": [32, 3, 32, 32],
+...               "duplicate_bucket": ["4-7", "1", "4-7", "2-3"]})
+>>> s = summarise(t, n_boot=None, seed=0)
+>>> s["extractable"]["k"], s["extractable"]["rate"], s["mean_leading_matched"]
+(3, 0.75, 24.75)
+>>> [(r["group"], r["k"], r["n"]) for r in s["extractable_by_duplicates"]]
+[('1', 0, 1), ('2-3', 1, 1), ('4-7', 2, 2)]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from . import metrics
+from .layout import SCORES, STATUS_ORDER
+
+#: summary.json sections :func:`summarise` computes, in the order the audit writes them.
+SECTIONS = ("extractable", "mean_leading_matched", "pythia_score", "extractable_by_duplicates",
+            "extractable_by_dedup_status", "membership")
+MEMBERSHIP_CONVENTION = "higher score = more likely a member"
+RATIO_DEFINITION = "rate(model) / rate(first model); null when either rate is undefined or the first is 0"
+
+
+def rate(flags) -> dict:
+    """The rate of a boolean flag with its Wilson 95% interval.
+
+    >>> rate([True, False, False, False])["rate"], rate([])["rate"]
+    (0.25, None)
+    """
+    flags = np.asarray(flags, dtype=bool)
+    k, n = int(flags.sum()), int(flags.size)
+    lo, hi = metrics.wilson_interval(k, n)
+    return {"n": n, "k": k, "rate": k / n if n else None, "lower": lo, "upper": hi}
+
+
+def _column(table: pa.Table, name: str) -> pa.ChunkedArray | None:
+    """A column holding at least one value, else None."""
+    if name not in table.column_names:
+        return None
+    col = table.column(name)
+    return col if col.null_count < len(col) else None
+
+
+def _flags(table: pa.Table, name: str) -> np.ndarray:
+    """A boolean column as bool (n,), nulls as False."""
+    return np.array([bool(v) for v in table.column(name).to_pylist()], dtype=bool)
+
+
+def _group_rates(table: pa.Table, column: str, order: Sequence[str] | None) -> list[dict] | None:
+    """Extractable rate per value of ``column`` over the rows where it is set; None if never set."""
+    col = _column(table, column)
+    if col is None:
+        return None
+    keep = np.array([v is not None for v in col.to_pylist()], dtype=bool)
+    groups = [str(v) for v in col.to_pylist() if v is not None]
+    if order is not None:
+        order = list(order) + sorted(set(groups) - set(order))
+    return metrics.rate_by_group(_flags(table, "extractable")[keep], groups, order)
+
+
+def score_columns(table_columns: Sequence[str], complete: Collection[str]) -> list[str]:
+    """The ``score_*`` columns holding a value in every row (``complete``): known scores in
+    :data:`audit.layout.SCORES` order, then any other.
+
+    >>> score_columns(["loss", "score_zlib", "score_x", "score_loss"], {"score_zlib", "score_x", "score_loss"})
+    ['score_loss', 'score_zlib', 'score_x']
+    """
+    cols = [c for c in table_columns if c.startswith("score_") and c in complete]
+    known = [f"score_{s}" for s in SCORES if f"score_{s}" in cols]
+    return known + [c for c in cols if c not in known]
+
+
+def membership(scores: dict[str, np.ndarray], member: np.ndarray, n_boot: int | None, seed: int) -> dict:
+    """ROC-AUC (with a bootstrap interval unless ``n_boot`` is None), PR-AUC and TPR at 1% and
+    0.1% FPR of each score against the membership labels (both classes present)."""
+    y = np.asarray(member, dtype=bool)
+    out = {}
+    for name, s in scores.items():
+        boot = None if n_boot is None else metrics.bootstrap_auc(s, y, n_boot=n_boot, seed=seed)
+        out[name] = {
+            "roc_auc": metrics.roc_auc(s, y), "roc_auc_boot": boot, "pr_auc": metrics.pr_auc(s, y),
+            "tpr_at_1pct_fpr": metrics.tpr_at_fpr(s, y, 0.01), "tpr_at_0.1pct_fpr": metrics.tpr_at_fpr(s, y, 0.001),
+        }
+    return {"members": int(y.sum()), "non_members": int((~y).sum()), "scores": out,
+            "convention": MEMBERSHIP_CONVENTION}
+
+
+def _membership(table: pa.Table, n_boot: int | None, seed: int) -> dict | None:
+    if "member" not in table.column_names or table.num_rows == 0 or table.column("member").null_count:
+        return None
+    y = table.column("member").to_numpy(zero_copy_only=False).astype(bool)
+    if not 0 < int(y.sum()) < y.size:
+        return None
+    complete = {c for c in table.column_names if table.column(c).null_count == 0}
+    cols = score_columns(table.column_names, complete)
+    if not cols:
+        return None
+    scores = {c[len("score_"):]: table.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in cols}
+    return membership(scores, y, n_boot, seed)
+
+
+def summarise(table: pa.Table, n_boot: int | None, seed: int, sections: Collection[str] = SECTIONS) -> dict:
+    """The per-sequence sections of summary.json, from a per-sequence table.
+
+    Args:
+        table: per_sequence.parquet (at least ``extractable`` and ``leading_matched``).
+        n_boot: bootstrap resamples of the membership ROC-AUC interval; None: no interval
+            (``roc_auc_boot`` is null).
+        seed: the bootstrap's seed.
+        sections: compute only these (of :data:`SECTIONS`).
+
+    Returns:
+        The sections that apply, in :data:`SECTIONS` order: ``extractable`` (a rate),
+        ``mean_leading_matched``; ``pythia_score`` ``{"mean", "memorized": rate of score 1}``
+        when sequences were generated; ``extractable_by_duplicates`` (rows of
+        :func:`audit.metrics.rate_by_group` in bucket order) when duplicate buckets are known;
+        ``extractable_by_dedup_status`` (unique, kept, removed) with a dedup output;
+        ``membership`` ``{"members", "non_members", "scores": {name: {"roc_auc",
+        "roc_auc_boot", "pr_auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"}}, "convention"}``
+        when membership labels are complete and hold both classes.
+    """
+    out: dict = {}
+    n = table.num_rows
+    if "extractable" in sections:
+        out["extractable"] = rate(_flags(table, "extractable"))
+    if "mean_leading_matched" in sections:
+        lead = table.column("leading_matched").to_numpy(zero_copy_only=False)
+        out["mean_leading_matched"] = float(np.mean(lead)) if n else None
+    if "pythia_score" in sections and _column(table, "pythia_score") is not None:
+        py = table.column("pythia_score").to_numpy(zero_copy_only=False).astype(np.float64)
+        out["pythia_score"] = {"mean": float(np.mean(py)), "memorized": rate(py == 1.0)}
+    if "extractable_by_duplicates" in sections:
+        rows = _group_rates(table, "duplicate_bucket", None)
+        if rows is not None:
+            out["extractable_by_duplicates"] = rows
+    if "extractable_by_dedup_status" in sections:
+        rows = _group_rates(table, "dedup_status", STATUS_ORDER)
+        if rows is not None:
+            out["extractable_by_dedup_status"] = rows
+    if "membership" in sections:
+        mem = _membership(table, n_boot, seed)
+        if mem is not None:
+            out["membership"] = mem
+    return out
+
+
+def dedup_retention(dedup_manifest: dict, tokens: dict | None = None) -> dict:
+    """summary.json's ``retention``: documents dedup kept (from its manifest), and tokens
+    (``{"tokens_total", "tokens_kept", "tokens_kept_fraction"}``) when counted."""
+    t = dedup_manifest["totals"]
+    return {"documents_total": t["rows"], "documents_kept": t["kept"],
+            "documents_kept_fraction": t["kept"] / max(t["rows"], 1), "removed": t["removed"], **(tokens or {})}
+
+
+def headline(summary: dict, n: int, audit_dir: str, prompt_len: int | None, cont_len: int | None) -> dict:
+    """The numbers at the top of a model page (also a model's entry of comparison.json), read
+    from its summary: ``n`` sequences, the extractable rate, mean leading tokens matched,
+    Pythia's mean score and memorized rate (None without generation), membership ROC-AUC per
+    score (None without membership labels) and the model's path."""
+    py = summary.get("pythia_score")
+    mem = summary.get("membership")
+    model = summary.get("model") or {}
+    return {"audit_dir": audit_dir, "sequences": n, "extractable": summary["extractable"],
+            "mean_leading_matched": summary.get("mean_leading_matched"), "prompt_len": prompt_len,
+            "cont_len": cont_len, "pythia_score_mean": py["mean"] if py else None,
+            "pythia_memorized": py["memorized"] if py else None,
+            "membership_roc_auc": {name: m["roc_auc"] for name, m in mem["scores"].items()} if mem else None,
+            "model": model.get("path") or model.get("name")}
+
+
+def compare_groups(per_model: dict[str, list[dict]], key: str, order: Sequence[str] | None) -> list[dict]:
+    """Rate rows of several models side by side, with each model's ratio to the first's.
+
+    Args:
+        per_model: label -> rows (``{"group", "n", "k", "rate", "lower", "upper"}``), first
+            model first.
+        key: the name of the group field in the output (``bucket``, ``status``).
+        order: groups to put first, in this order; None: duplicate-bucket order.
+
+    Returns:
+        One row per group present in any model: ``{key: group, "models": {label: rate},
+        "ratio_to_first": {label: rate / first's rate, None when undefined}}``; a model
+        without the group gets ``{"n": 0, "k": 0, "rate": None, "lower": 0.0, "upper": 1.0}``.
+
+    >>> rows = compare_groups({"raw": [{"group": "1", "n": 4, "k": 2, "rate": 0.5, "lower": 0.1, "upper": 0.9}],
+    ...                        "dedup": [{"group": "1", "n": 4, "k": 1, "rate": 0.25, "lower": 0.0, "upper": 0.7}]},
+    ...                       "bucket", None)
+    >>> rows[0]["bucket"], rows[0]["ratio_to_first"]
+    ('1', {'dedup': 0.5})
+    """
+    labels = list(per_model)
+    first = labels[0]
+    per = {lab: {r["group"]: r for r in rows} for lab, rows in per_model.items()}
+    groups: list[str] = []
+    for lab in labels:
+        groups += [g for g in per[lab] if g not in groups]
+    if order is None:
+        groups = sorted(groups, key=metrics.bucket_order)
+    else:
+        groups = [s for s in order if s in groups] + [g for g in groups if g not in order]
+    out = []
+    for g in groups:
+        models = {}
+        for lab in labels:
+            r = per[lab].get(g)
+            models[lab] = ({k: r[k] for k in ("n", "k", "rate", "lower", "upper")} if r and r["n"] else
+                           {"n": 0, "k": 0, "rate": None, "lower": 0.0, "upper": 1.0})
+        base = models[first]["rate"]
+        ratio = {}
+        for lab in labels[1:]:
+            r = models[lab]["rate"]
+            ratio[lab] = r / base if (r is not None and base) else None
+        out.append({key: g, "models": models, "ratio_to_first": ratio})
+    return out
+
+
+def removed_accounting(dedup_manifest: dict, reason_of: dict[tuple[str, int], str], shard: list, row: list,
+                       extractable: np.ndarray, label: str) -> dict:
+    """What dedup removed, and how much of one model's memorization came from it.
+
+    Args:
+        dedup_manifest: the dedup output's manifest (``totals``).
+        reason_of: (shard, row) -> removal reason of every removed row (removed.parquet).
+        shard, row, extractable: the model's sequences (per_sequence.parquet columns); a
+            sequence is from a removed document when its (shard, row) is in ``reason_of``.
+        label: the model's label.
+
+    Returns:
+        The ``dedup`` entry of comparison.json (see :func:`audit.report.comparison.comparison_report`).
+    """
+    tot = dedup_manifest.get("totals") or {}
+    removed_by = dict(tot.get("removed") or {})
+    total, kept = tot.get("rows"), tot.get("kept")
+    ex = np.asarray(extractable, dtype=bool)
+    counts: dict[str, int] = {}
+    n_from_removed = sampled_removed = 0
+    for s, r, flag in zip(shard, row, ex):
+        if s is None or r is None or (isinstance(r, float) and math.isnan(r)):
+            continue
+        reason = reason_of.get((str(s), int(r)))
+        if reason is None:
+            continue
+        sampled_removed += 1
+        if flag:
+            n_from_removed += 1
+            counts[reason] = counts.get(reason, 0) + 1
+    k = int(ex.sum())
+    return {
+        "documents_total": total,
+        "documents_kept": kept,
+        "documents_kept_fraction": kept / total if total else None,
+        "documents_removed": int(sum(removed_by.values())),
+        "removed_by_reason": removed_by,
+        "first_model": {
+            "label": label,
+            "sequences": int(ex.size),
+            "sequences_from_removed_documents": sampled_removed,
+            "extractable": k,
+            "extractable_from_removed_documents": n_from_removed,
+            "extractable_from_removed_fraction": n_from_removed / k if k else None,
+            "extractable_from_removed_by_reason": counts,
+        },
+    }
+
+
+__all__ = ["SECTIONS", "rate", "summarise", "membership", "score_columns", "dedup_retention", "headline",
+           "compare_groups", "removed_accounting"]

@@ -1,0 +1,142 @@
+"""Canary corpora for memorisation audits: natural-looking text with planted, repeated random
+canaries, to train a language model on and check which canaries it regenerates as a function
+of how many times each was planted (Carlini et al. 2019, 2022).
+
+Deterministic for a seed; no network, no downloaded data. The background text is the text
+model of :mod:`dedup.synthetic` (the near-duplicate corpora and their ground truth).
+
+>>> t = generate_canary_corpus(n_background=3, repeats=(1, 2), canaries_per_repeat=1, canary_words=8, seed=0)
+>>> t.num_rows, sorted(t.column("kind").to_pylist())
+(6, ['background', 'background', 'background', 'canary', 'canary', 'canary'])
+>>> sorted(zip(t.column("canary").to_pylist(), t.column("repeats").to_pylist()))[-3:]
+[(0, 1), (1, 2), (1, 2)]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from dedup import synthetic
+
+#: Schema of the tables returned by :func:`generate_canary_corpus`.
+CANARY_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("text", pa.string()),
+        ("kind", pa.string()),
+        ("canary", pa.int64()),
+        ("repeats", pa.int64()),
+    ]
+)
+
+
+def generate_canary_corpus(
+    n_background: int = 400,
+    repeats: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
+    canaries_per_repeat: int = 4,
+    canary_words: int = 64,
+    mean_bytes: int = 600,
+    seed: int = 0,
+) -> pa.Table:
+    """A small training corpus of natural-looking text with planted, repeated canaries.
+
+    For memorisation audits: train a language model on it, then check which canaries it
+    can regenerate, as a function of how many times each was planted.
+
+    * Background documents: ``n_background`` fresh documents of the English-like text
+      model of :func:`dedup.synthetic.generate_corpus` (the same generator as its
+      ``original`` rows: Zipf-distributed words, sentences with punctuation, lognormal
+      lengths with mean ``mean_bytes``), all distinct.
+    * Canaries: for each repeat level ``r`` in ``repeats``, ``canaries_per_repeat``
+      canaries, each a sequence of ``canary_words`` words drawn i.i.d. UNIFORMLY from the
+      whole vocabulary (~40k words, mostly pseudo-words) and joined with single spaces,
+      lowercase, no punctuation. Uniform draws make a canary unpredictable for a language
+      model (no word is more likely than another), so regenerating it can only come from
+      memorisation. Each canary is planted as ``r`` byte-identical documents.
+    * Layout: all rows (background and canary copies) are shuffled into uniformly random
+      positions.
+
+    Canary index ``c`` runs over the levels in the order given: canaries
+    ``k * canaries_per_repeat`` .. ``(k + 1) * canaries_per_repeat - 1`` have repeat level
+    ``repeats[k]``. Same arguments give an identical table.
+
+    Args:
+        n_background: number of background documents (>= 0).
+        repeats: repeat level of each group of canaries (each >= 1).
+        canaries_per_repeat: canaries per repeat level (>= 0).
+        canary_words: words per canary (>= 1).
+        mean_bytes: mean length of background documents in UTF-8 bytes.
+        seed: seed of the numpy Generator.
+
+    Returns:
+        A table with ``n_background + canaries_per_repeat * sum(repeats)`` rows and columns
+        ``id`` (``doc-0000000``: zero-padded row index, unique), ``text``, ``kind``
+        (``background`` / ``canary``), ``canary`` (int64: canary index, -1 for background)
+        and ``repeats`` (int64: number of copies of this exact text in the corpus; 1 for
+        background).
+    """
+    if n_background < 0:
+        raise ValueError(f"n_background must be >= 0, got {n_background}")
+    if canaries_per_repeat < 0:
+        raise ValueError(f"canaries_per_repeat must be >= 0, got {canaries_per_repeat}")
+    if canary_words < 1:
+        raise ValueError(f"canary_words must be >= 1, got {canary_words}")
+    if mean_bytes < 1:
+        raise ValueError(f"mean_bytes must be >= 1, got {mean_bytes}")
+    reps = [int(r) for r in repeats]
+    if any(r < 1 for r in reps):
+        raise ValueError(f"repeats must all be >= 1, got {tuple(repeats)}")
+
+    rng = np.random.default_rng(seed)
+
+    # Background: originals of the generate_corpus text model; redraw any exact repeat
+    # (astronomically unlikely for documents of more than a few words).
+    background: list[str] = []
+    seen: set[str] = set()
+    while len(background) < n_background:
+        need = n_background - len(background)
+        for t in synthetic.sample_documents(rng, need, mean_bytes):
+            if t not in seen:
+                seen.add(t)
+                background.append(t)
+
+    # Canaries: uniform word draws, distinct from each other and from the background.
+    n_canary = canaries_per_repeat * len(reps)
+    words = synthetic.vocabulary()
+    canaries: list[str] = []
+    while len(canaries) < n_canary:
+        ids = rng.integers(0, len(words), size=canary_words)
+        t = " ".join(words[i] for i in ids.tolist())
+        if t not in seen:
+            seen.add(t)
+            canaries.append(t)
+    canary_rep = np.repeat(np.array(reps, dtype=np.int64), canaries_per_repeat)
+
+    # Rows before shuffling: background, then each canary's copies.
+    text = background + [canaries[c] for c in range(n_canary) for _ in range(canary_rep[c])]
+    canary_col = np.concatenate(
+        [np.full(n_background, -1, dtype=np.int64), np.repeat(np.arange(n_canary), canary_rep)]
+    )
+    rep_col = np.concatenate(
+        [np.ones(n_background, dtype=np.int64), np.repeat(canary_rep, canary_rep)]
+    )
+    n = len(text)
+    perm = rng.permutation(n)
+    width = max(7, len(str(n - 1)))
+    return pa.Table.from_arrays(
+        [
+            pa.array([f"doc-{i:0{width}d}" for i in range(n)], type=pa.string()),
+            pa.array([text[i] for i in perm.tolist()], type=pa.string()),
+            pa.array(np.where(canary_col[perm] < 0, "background", "canary").tolist(), type=pa.string()),
+            pa.array(canary_col[perm], type=pa.int64()),
+            pa.array(rep_col[perm], type=pa.int64()),
+        ],
+        schema=CANARY_SCHEMA,
+    )
+
+
+__all__ = ["generate_canary_corpus", "CANARY_SCHEMA"]
+
+
+# ---------------------------------------------------------------------------- demo corpus

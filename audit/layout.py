@@ -1,0 +1,158 @@
+"""The audit side's output directories: the one definition of their file names and of the
+per-sequence schema (as :mod:`dedup.layout` is for the dedup output).
+
+::
+
+    AUDIT/ (memdedup audit, audit.run)
+      per_sequence.parquet   one row per audited sequence (PER_SEQUENCE_SCHEMA)
+      summary.json           every rate and summary, computed once (audit.aggregate)
+      manifest.json          written last (dedup.io.write_stage_manifest): complete iff it exists
+
+    RUN/ (memdedup train, audit.train; read by memdedup profile)
+      train_config.json      the config of an unfinished run (resume refuses another one)
+      tokenizer/             the byte-level BPE tokenizer
+      order.parquet          one row per training exposure (instance, document, step, first_step)
+      heldout.parquet        instances of the held-out documents, never trained on
+      checkpoints/step-NNNNNNN/   Hugging Face model + tokenizer (+ trainer_state.pt to resume)
+      model/                 the final checkpoint, without the trainer state
+      manifest.json          written last
+
+    PROFILE/ (memdedup profile, audit.checkpoints)
+      profile.parquet, retention.parquet, forecast.json, profile_heatmap.png,
+      retention_curves.png, summary.json, manifest.json (last)
+
+    REPORT/ (memdedup report, audit.report)
+      <name>.html            one model's page; <name>.summary.json: the audit's summary.json
+      comparison.html        the side-by-side page; comparison.json: the numbers it shows
+
+Every file is written whole to a temporary sibling and renamed into place (:mod:`dedup.io`).
+
+>>> checkpoint_name(40)
+'step-0000040'
+>>> report_json(Path("out/raw.html")).name, report_json(Path("out/comparison.html"), comparison=True).name
+('raw.summary.json', 'comparison.json')
+>>> per_sequence_schema(reference=False).names[-5:]
+['score_min_k_plus_plus', 'duplicate_count', 'duplicate_bucket', 'dedup_status', 'member']
+>>> "score_reference" in per_sequence_schema(reference=True).names
+True
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+
+from dedup import io
+
+# ---------------------------------------------------------------- audit output
+PER_SEQUENCE = "per_sequence.parquet"
+SUMMARY = "summary.json"
+
+#: Membership scores, in the order of their ``score_<name>`` columns (higher = more likely a
+#: member; audit.metrics). ``reference`` exists only when a reference model was given.
+SCORES = ("loss", "zlib", "min_k", "min_k_plus_plus", "reference")
+
+#: What dedup did with a sequence's source document (the ``dedup_status`` column), in report order.
+STATUS_ORDER = ("unique", "kept", "removed")
+
+#: Columns of per_sequence.parquet, in file order. Null where unknown: ``doc_id`` (no id
+#: column), ``pythia_score``/``generated`` (no generation), ``duplicate_bucket`` (explicit
+#: token sequences; ``duplicate_count`` is then -1), ``dedup_status`` (no dedup output),
+#: ``member`` (no members file). ``loss`` is nats per token; ``score_*`` follow SCORES.
+PER_SEQUENCE_SCHEMA = pa.schema(
+    [
+        ("seq_id", pa.int64()),
+        ("doc_id", pa.string()),
+        ("shard", pa.string()),
+        ("row", pa.int64()),
+        ("token_offset", pa.int64()),
+        ("prompt", pa.list_(pa.int64())),
+        ("truth", pa.list_(pa.int64())),
+        ("extractable", pa.bool_()),
+        ("leading_matched", pa.int64()),
+        ("pythia_score", pa.float64()),
+        ("generated", pa.list_(pa.int64())),
+        ("loss", pa.float64()),
+        *((f"score_{name}", pa.float64()) for name in SCORES),
+        ("duplicate_count", pa.int64()),
+        ("duplicate_bucket", pa.string()),
+        ("dedup_status", pa.string()),
+        ("member", pa.bool_()),
+    ]
+)
+
+
+def per_sequence_schema(reference: bool) -> pa.Schema:
+    """:data:`PER_SEQUENCE_SCHEMA`, without ``score_reference`` when no reference model was given."""
+    if reference:
+        return PER_SEQUENCE_SCHEMA
+    return PER_SEQUENCE_SCHEMA.remove(PER_SEQUENCE_SCHEMA.get_field_index("score_reference"))
+
+
+# ---------------------------------------------------------------- training run
+TRAIN_CONFIG = "train_config.json"
+TOKENIZER_DIR = "tokenizer"
+ORDER_FILE = "order.parquet"
+HELDOUT_FILE = "heldout.parquet"
+CHECKPOINT_DIR = "checkpoints"
+STATE_FILE = "trainer_state.pt"
+MODEL_DIR = "model"
+
+
+def checkpoint_name(step: int) -> str:
+    """The directory name of the checkpoint at ``step`` (sorts by step)."""
+    return f"step-{step:07d}"
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step of a checkpoint directory (inverse of :func:`checkpoint_name`)."""
+    return int(Path(path).name.split("-")[1])
+
+
+# ---------------------------------------------------------------- profile output
+PROFILE_FILE = "profile.parquet"
+RETENTION_FILE = "retention.parquet"
+FORECAST_FILE = "forecast.json"
+HEATMAP_PNG = "profile_heatmap.png"
+RETENTION_PNG = "retention_curves.png"
+PROFILE_OUTPUTS = (PROFILE_FILE, RETENTION_FILE, FORECAST_FILE, HEATMAP_PNG, RETENTION_PNG, SUMMARY)
+
+
+# ---------------------------------------------------------------- report output
+COMPARISON_PAGE = "comparison.html"
+
+
+def report_json(page: Path, comparison: bool = False) -> Path:
+    """The JSON next to a report page: ``<stem>.summary.json`` (a model page: a copy of the
+    audit's summary.json) or ``<stem>.json`` (a comparison page: the numbers it shows)."""
+    page = Path(page)
+    return page.with_suffix(".json") if comparison else page.with_name(page.stem + ".summary.json")
+
+
+# ---------------------------------------------------------------- writing
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary sibling of ``path`` (:func:`dedup.io.tmp_path`), then
+    rename it into place: for writers that want a path (Parquet, Hugging Face directories). A
+    directory replaces the previous one; the temporary is removed if ``write`` fails."""
+    path = Path(path)
+    tmp = io.tmp_path(path)
+    _remove(tmp)
+    try:
+        write(tmp)
+        if tmp.is_dir() and path.is_dir():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

@@ -1,0 +1,92 @@
+"""An audit output directory as the report pages read it: the per-sequence table (for the
+figures and the table of sequences) and the summary (for every number).
+
+The numbers are those of the audit's ``summary.json``; sections it lacks (an older or
+hand-made audit directory) are derived from ``per_sequence.parquet`` by
+:func:`audit.aggregate.summarise`, the function the audit itself uses, without bootstrap
+intervals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from .. import aggregate
+from ..layout import PER_SEQUENCE, SUMMARY
+
+
+class Audit:
+    """One audit directory: its per-sequence table and its summary, completed as above."""
+
+    def __init__(self, path: Path, table: pd.DataFrame, summary: dict):
+        self.path = path
+        self.table = table
+        self.summary = summary
+
+    @property
+    def n(self) -> int:
+        return len(self.table)
+
+    @property
+    def cont_len(self) -> int | None:
+        c = (self.summary.get("config") or {}).get("cont_len")
+        if c is None and self.n and "truth" in self.table.columns:
+            c = len(self.table["truth"].iloc[0])
+        return int(c) if c is not None else None
+
+    @property
+    def prompt_len(self) -> int | None:
+        p = (self.summary.get("config") or {}).get("prompt_len")
+        if p is None and self.n and "prompt" in self.table.columns:
+            p = len(self.table["prompt"].iloc[0])
+        return int(p) if p is not None else None
+
+    def has(self, column: str) -> bool:
+        """The column exists and holds at least one non-null value."""
+        return column in self.table.columns and bool(self.table[column].notna().any())
+
+    def extractable(self) -> np.ndarray:
+        return self.table["extractable"].fillna(False).to_numpy(dtype=bool)
+
+    def by_duplicates(self) -> list[dict]:
+        return self.summary.get("extractable_by_duplicates") or []
+
+    def by_status(self) -> list[dict]:
+        return self.summary.get("extractable_by_dedup_status") or []
+
+    def membership(self) -> dict | None:
+        """summary.json's ``membership`` section (None without membership labels)."""
+        return self.summary.get("membership")
+
+    def members(self) -> np.ndarray:
+        return self.table["member"].to_numpy(dtype=bool)
+
+    def headline(self) -> dict:
+        """The numbers at the top of a page (also the per-model entry of comparison.json)."""
+        return aggregate.headline(self.summary, self.n, str(self.path), self.prompt_len, self.cont_len)
+
+
+def load_audit(audit_dir: str | os.PathLike) -> Audit:
+    """Read an audit directory (``per_sequence.parquet`` required, ``summary.json`` optional)."""
+    path = Path(audit_dir).resolve()
+    f = path / PER_SEQUENCE
+    if not f.exists():
+        raise ValueError(f"{path}: not an audit output (no {PER_SEQUENCE})")
+    table = pq.read_table(f)
+    for col in ("extractable", "leading_matched"):
+        if col not in table.column_names:
+            raise ValueError(f"{f}: no column {col!r} (columns: {table.column_names})")
+    summary = json.loads((path / SUMMARY).read_text(encoding="utf-8")) if (path / SUMMARY).exists() else {}
+    missing = [s for s in aggregate.SECTIONS if s not in summary]
+    if missing:
+        summary = {**summary, **aggregate.summarise(table, n_boot=None, seed=0, sections=missing)}
+    return Audit(path, table.to_pandas(), summary)
+
+
+__all__ = ["Audit", "load_audit"]

@@ -1,0 +1,195 @@
+"""Several audits side by side: :func:`comparison_report`.
+
+One self-contained HTML page (as :mod:`audit.report.model`'s) and ``<stem>.json`` with the
+numbers it shows: each model's headline numbers, the extractable rate per duplicate bucket and
+per dedup status with each model's ratio to the first, and what dedup removed. Every rate is
+read from the audits' ``summary.json``; only the first model's sequences are joined with the
+dedup output's removed rows (:mod:`audit.aggregate`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from dedup import io
+from dedup import layout as dedup_layout
+
+from .. import aggregate, plots
+from ..layout import STATUS_ORDER, report_json
+from .audit_dir import Audit, load_audit
+from .page import (STATUS_TEXT, card, ci, esc, figure_html, integer, num, page, pct, png_uri, rate_cell, ratio_text,
+                   score_label, table, write_page)
+
+__all__ = ["comparison_report"]
+
+
+def _dedup_accounting(dedup_dir: Path, first: Audit, first_label: str) -> dict:
+    """comparison.json's ``dedup``: the dedup output's totals, and the first audit's sequences
+    joined (shard, row) with its removed rows (:func:`audit.aggregate.removed_accounting`)."""
+    manifest = io.read_manifest(dedup_dir)
+    if manifest is None:
+        raise ValueError(f"{dedup_dir}: not a completed dedup output (no manifest.json)")
+    rem = pq.read_table(dedup_layout.removed_path(dedup_dir), columns=["shard", "row", "reason"]).to_pydict()
+    reason_of = {(str(s), int(r)): str(c) for s, r, c in zip(rem["shard"], rem["row"], rem["reason"])}
+    t = first.table
+    both = "shard" in t.columns and "row" in t.columns
+    shard, row = (t["shard"].tolist(), t["row"].tolist()) if both else ([], [])
+    return {"dedup_dir": str(dedup_dir),
+            **aggregate.removed_accounting(manifest, reason_of, shard, row, first.extractable(), first_label)}
+
+
+def comparison_report(
+    audit_dirs: Sequence[str | os.PathLike],
+    labels: Sequence[str],
+    out_html: str | os.PathLike,
+    dedup_dir: str | os.PathLike | None = None,
+    title: str | None = None,
+) -> Path:
+    """Write one HTML page comparing several audits, and its numbers as JSON; return the page's path.
+
+    The first audit is the baseline: per duplicate bucket, each other model's extractable rate is
+    divided by the first's (``ratio_to_first = rate(model) / rate(first)``; below 1 = less
+    memorization than the first). With ``dedup_dir`` (a ``memdedup dedup`` output), the page adds
+    dedup's retention accounting (documents kept / total, removed by reason) and, joining the
+    first audit's sequences (``shard``, ``row``) with ``removed.parquet``, how many of the
+    sequences the first model memorized (extractable) came from documents dedup removed.
+
+    ``<out_html stem>.json`` (``comparison.json`` for ``comparison.html``) holds::
+
+        {"labels": [...],
+         "models": [{"label", "audit_dir", "sequences", "extractable": {"n", "k", "rate", "lower", "upper"},
+                     "mean_leading_matched", "pythia_score_mean", "membership_roc_auc", ...}, ...],
+         "by_duplicates": [{"bucket", "models": {label: {"n", "k", "rate", "lower", "upper"}},
+                            "ratio_to_first": {label: float | None}}, ...],
+         "by_dedup_status": [... same shape, "status" instead of "bucket" ...],
+         "dedup": null | {"documents_total", "documents_kept", "documents_kept_fraction", "documents_removed",
+                          "removed_by_reason": {"exact", "near"},
+                          "first_model": {"label", "sequences", "sequences_from_removed_documents", "extractable",
+                                          "extractable_from_removed_documents", "extractable_from_removed_fraction",
+                                          "extractable_from_removed_by_reason": {reason: count}}}}
+
+    Raises:
+        ValueError: fewer than one audit, labels not one per audit or not distinct, an input
+            directory that is not an audit / dedup output.
+    """
+    audit_dirs = list(audit_dirs)
+    labels = [str(x) for x in labels]
+    if not audit_dirs:
+        raise ValueError("comparison_report needs at least one audit directory")
+    if len(labels) != len(audit_dirs):
+        raise ValueError(f"{len(labels)} labels for {len(audit_dirs)} audits: give one label per audit")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"labels must be distinct, got {labels}")
+    audits = [load_audit(d) for d in audit_dirs]
+    out = Path(out_html)
+    first = labels[0]
+    title = title or "Memorization comparison: " + " vs ".join(labels)
+
+    heads = []
+    for lab, a in zip(labels, audits):
+        h = a.headline()
+        heads.append({"label": lab, **h})
+
+    by_dup = aggregate.compare_groups({lab: a.by_duplicates() for lab, a in zip(labels, audits)}, "bucket", None)
+    by_status = aggregate.compare_groups({lab: a.by_status() for lab, a in zip(labels, audits)}, "status",
+                                         STATUS_ORDER)
+    acct = _dedup_accounting(Path(dedup_dir).resolve(), audits[0], first) if dedup_dir is not None else None
+    data = {"labels": labels, "first": first, "models": heads, "by_duplicates": by_dup,
+            "by_dedup_status": by_status, "dedup": acct,
+            "ratio_definition": aggregate.RATIO_DEFINITION}
+
+    # ---- HTML
+    sections = []
+    rows = []
+    any_pythia = any(h["pythia_score_mean"] is not None for h in heads)
+    any_auc = any(h["membership_roc_auc"] for h in heads)
+    for h in heads:
+        ex = h["extractable"]
+        r = [f'<b class="nowrap">{esc(h["label"])}</b><br><span class="small">{esc(h["audit_dir"])}</span>',
+             integer(h["sequences"]),
+             integer(ex["k"]), pct(ex["rate"]), ci(ex),
+             num(h["mean_leading_matched"], 2) + (f" / {h['cont_len']}" if h.get("cont_len") else "")]
+        if any_pythia:
+            r.append(num(h["pythia_score_mean"]))
+        if any_auc:
+            aucs = h["membership_roc_auc"] or {}
+            r.append("<br>".join(f"{esc(score_label('score_' + k))} {v:.3f}" for k, v in aucs.items()) or "–")
+        rows.append(r)
+    head = ["model", "sequences", "extractable", "rate", "95% CI", "mean leading tokens matched"]
+    head += ["Pythia score"] if any_pythia else []
+    head += ["membership ROC-AUC"] if any_auc else []
+    sections.append(f"<p>The first audit, <b>{esc(first)}</b>, is the baseline: ratios divide each other model's "
+                    "rate by its rate.</p>")
+    sections.append("<h2>Headline numbers</h2>" + table(head, rows, num_cols=(1, 2, 3, 4, 5, 6)) +
+                    "<p class=\"small\">Extractable: greedy decoding from the prompt reproduces the whole continuation. "
+                    "Intervals are Wilson 95% intervals. Models audited on different samples are comparable as rates, "
+                    "not sequence by sequence.</p>")
+
+    if by_dup:
+        groups = [r["bucket"] for r in by_dup]
+        series = [(lab, [{"group": r["bucket"], **r["models"][lab]} for r in by_dup]) for lab in labels]
+        uri = png_uri(plots.rate_points(series, "duplicate count bucket (copies of the source document in the corpus)",
+                                        groups))
+        tab_rows = []
+        for r in by_dup:
+            cells = [esc(r["bucket"])] + [rate_cell(r["models"][lab]) for lab in labels]
+            cells += [ratio_text(r["ratio_to_first"][lab]) for lab in labels[1:]]
+            tab_rows.append(cells)
+        head = ["copies"] + [esc(lab) for lab in labels] + [f"{esc(lab)} ÷ {esc(first)}" for lab in labels[1:]]
+        sections.append(
+            "<h2>Extractable rate by duplicate count</h2>"
+            + figure_html(uri, "extractable rate by duplicate count, all models", (
+                "Extractable rate per duplicate-count bucket, one series per model (markers slightly offset so the "
+                "error bars do not overlap). Buckets double in width (1, 2–3, 4–7, …), so the axis is logarithmic in "
+                "the count. The count is that of the audited corpus; a model trained on deduplicated data saw at most "
+                "one copy of most of these documents, so its curve shows how much memorization the removed copies "
+                "were responsible for."))
+            + table(head, tab_rows, num_cols=tuple(range(1, len(head))))
+            + f"<p class=\"small\">Ratios: each model's rate divided by <b>{esc(first)}</b>'s in the same bucket "
+              "(×0.10 = a tenth of the rate; – where a rate is undefined or the first is 0).</p>")
+
+    if any(len(r["models"]) and any(m["n"] for m in r["models"].values()) for r in by_status):
+        tab_rows = []
+        for r in by_status:
+            cells = [esc(STATUS_TEXT.get(r["status"], r["status"]))] + [rate_cell(r["models"][lab]) for lab in labels]
+            cells += [ratio_text(r["ratio_to_first"][lab]) for lab in labels[1:]]
+            tab_rows.append(cells)
+        head = ["dedup status"] + [esc(lab) for lab in labels] + [f"{esc(lab)} ÷ {esc(first)}" for lab in labels[1:]]
+        sections.append("<h2>Extractable rate by dedup status</h2><p>Sequences grouped by what deduplication did with "
+                        "their source document.</p>" + table(head, tab_rows, num_cols=tuple(range(1, len(head)))))
+
+    if acct is not None:
+        fm = acct["first_model"]
+        rb = acct["removed_by_reason"]
+        rows = [["documents in the corpus", integer(acct["documents_total"]), ""],
+                ["kept", integer(acct["documents_kept"]), pct(acct["documents_kept_fraction"])]]
+        for reason in sorted(rb):
+            frac = rb[reason] / acct["documents_total"] if acct["documents_total"] else None
+            rows.append([f"removed as {esc(reason)} duplicates", integer(rb[reason]), pct(frac)])
+        reasons = ", ".join(f"{integer(v)} {esc(k)}" for k, v in sorted(fm["extractable_from_removed_by_reason"].items()))
+        sections.append(
+            "<h2>What deduplication removed</h2>"
+            f'<p class="meta">Dedup output: <code>{esc(acct["dedup_dir"])}</code></p>'
+            + table(["", "documents", "share"], rows, num_cols=(1, 2))
+            + '<div class="cards">'
+            + card(f"memorized by {first}", integer(fm["extractable"]), f"extractable sequences of {integer(fm['sequences'])}")
+            + card("…from documents dedup removed", integer(fm["extractable_from_removed_documents"]),
+                    (f"{pct(fm['extractable_from_removed_fraction'])} of them" if fm["extractable"] else "none memorized")
+                    + (f" ({reasons})" if reasons else ""))
+            + card(f"{first}'s sequences from removed documents", integer(fm["sequences_from_removed_documents"]),
+                    f"of {integer(fm['sequences'])} audited")
+            + "</div>"
+            + f"<p>Of the {integer(fm['extractable'])} sequences <b>{esc(first)}</b> memorized, "
+              f"{integer(fm['extractable_from_removed_documents'])} came from documents that deduplication removed (matched "
+              "on shard and row): memorization that a model trained on the deduplicated corpus cannot get from those "
+              "copies.</p>")
+
+    subtitle = [f"{len(audits)} audits: " + ", ".join(f"<b>{esc(lab)}</b> (<code>{esc(a.path)}</code>)"
+                                                      for lab, a in zip(labels, audits))]
+    write_page(out, page(title, subtitle, "\n".join(sections)))
+    io.write_json_atomic(report_json(out, comparison=True), data)
+    return out

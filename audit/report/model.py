@@ -1,0 +1,409 @@
+"""One audit's page: :func:`model_report`.
+
+A single self-contained HTML file (inline CSS, plots as base64 PNG data URIs, no JavaScript)
+with the audit's headline numbers, the extractable rate by duplicate count and by dedup
+status, the distribution of memorization scores, membership-inference ROC curves, optionally
+the memorization profile of the model's training run (``memdedup profile`` output), and the
+most memorized sequences. Every number is read from the audit's ``summary.json``
+(:mod:`audit.report.audit_dir`), which is copied next to the page as ``<stem>.summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dedup import io
+
+from .. import metrics, plots
+from ..layout import (FORECAST_FILE, HEATMAP_PNG, PROFILE_FILE, RETENTION_FILE, RETENTION_PNG, SUMMARY,
+                      report_json)
+from ..retention import retention_curve
+from .audit_dir import Audit, load_audit
+from .page import (STATUS_TEXT, card, ci, esc, figure_html, finite, integer, num, page, pct, png_uri, rate_table,
+                   score_label, table, write_page)
+
+__all__ = ["model_report", "TOP_SEQUENCES"]
+
+TOP_SEQUENCES = 20
+
+Decode = Callable[[Sequence[int]], str]
+
+
+# --------------------------------------------------------------------------------------------
+# Token text
+# --------------------------------------------------------------------------------------------
+
+
+def _ids(x) -> list[int]:
+    if x is None:
+        return []
+    if isinstance(x, float) and math.isnan(x):
+        return []
+    return [int(t) for t in x]
+
+
+def _tokens_html(ids: list[int], decode: Decode | None) -> str:
+    if not ids:
+        return ""
+    if decode is None:
+        return esc(" ".join(str(t) for t in ids))
+    try:
+        return esc(decode(list(ids)))
+    except Exception:  # a decoder that cannot handle these ids: fall back to the ids
+        return esc(" ".join(str(t) for t in ids))
+
+
+def _split_html(ids: list[int], n_match: int, decode: Decode | None, miss_class: str = "") -> str:
+    """The first ``n_match`` tokens marked as matching, the rest (optionally) marked as differing."""
+    n_match = max(0, min(int(n_match), len(ids)))
+    head, tail = ids[:n_match], ids[n_match:]
+    sep = " " if decode is None and head and tail else ""
+    out = f'<mark class="match">{_tokens_html(head, decode)}</mark>' if head else ""
+    if tail:
+        t = _tokens_html(tail, decode)
+        out += sep + (f'<mark class="{miss_class}">{t}</mark>' if miss_class else t)
+    return out
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _top_sequences(audit: Audit, decode: Decode | None, k: int = TOP_SEQUENCES) -> tuple[str, int, int]:
+    """The table of the ``k`` most memorized DISTINCT sequences (identical prompt + continuation,
+    e.g. copies of one duplicated document, are shown once with their count); also returns how
+    many rows it has and how many sampled sequences they stand for."""
+    t = audit.table.copy()
+    t["_loss"] = t["loss"] if "loss" in t.columns else np.nan
+    t = t.sort_values(["leading_matched", "_loss"], ascending=[False, True], kind="stable", na_position="last")
+    keys = [tuple(_ids(p)) + (-1,) + tuple(_ids(c)) for p, c in zip(t.get("prompt", [None] * len(t)),
+                                                                    t.get("truth", [None] * len(t)))]
+    t["_key"] = keys
+    t["_copies"] = t.groupby("_key", sort=False)["_key"].transform("size")
+    t = t.drop_duplicates("_key", keep="first").head(k)
+    C = audit.cont_len
+    has_gen = audit.has("generated")
+    rows = []
+    for rank, (_, r) in enumerate(t.iterrows(), 1):
+        truth = _ids(r.get("truth"))
+        lead = int(r["leading_matched"])
+        line1 = f'<span class="strong">{lead}</span>{"/" + str(C) if C else ""} matched'
+        line1 += " · <b>extractable</b>" if bool(r["extractable"]) else ""
+        line2 = []
+        if "loss" in r and finite(r["loss"]):
+            line2.append(f"loss {num(r['loss'])}")
+        if "pythia_score" in r and finite(r["pythia_score"]):
+            line2.append(f"Pythia {num(r['pythia_score'], 2)}")
+        line3 = []
+        if "duplicate_count" in r and finite(r["duplicate_count"]) and int(r["duplicate_count"]) >= 0:
+            c = int(r["duplicate_count"])
+            line3.append(f"{integer(c)} cop{'y' if c == 1 else 'ies'} in corpus")
+        if "dedup_status" in r and isinstance(r["dedup_status"], str):
+            line3.append(esc(r["dedup_status"]))
+        lines = [line1, " · ".join(line2), " · ".join(line3)]
+        if int(r["_copies"]) > 1:
+            lines.append(f"×{int(r['_copies'])} in the sample")
+        src = []
+        if "doc_id" in r and isinstance(r["doc_id"], str):
+            src.append(f"<code>{esc(r['doc_id'])}</code>")
+        if "shard" in r and isinstance(r["shard"], str):
+            src.append(f"<code>{esc(r['shard'])}</code>&nbsp;row&nbsp;{integer(r.get('row'))}")
+        if "token_offset" in r and finite(r["token_offset"]) and int(r["token_offset"]):
+            src.append(f"offset {integer(r['token_offset'])}")
+        cells = [f"{rank}", "<br>".join(x for x in lines if x)
+                 + (f'<div class="small">{"<br>".join(src)}</div>' if src else ""),
+                 f'<div class="text">{_tokens_html(_ids(r.get("prompt")), decode)}</div>',
+                 f'<div class="text">{_split_html(truth, lead, decode)}</div>']
+        if has_gen:
+            gen = _ids(r.get("generated"))
+            cells.append(f'<div class="text">{_split_html(gen, _common_prefix(gen, truth), decode, "miss")}</div>'
+                         if gen else '<span class="muted">–</span>')
+        rows.append(cells)
+    head = ["#", "sequence", "prompt", "true continuation"] + (["greedy generation"] if has_gen else [])
+    widths = ["3%", "19%", "26%", "26%", "26%"] if has_gen else ["4%", "20%", "38%", "38%"]
+    cols = "".join(f'<col style="width:{w}">' for w in widths)
+    thead = "<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"
+    tbody = "".join("<tr>" + "".join(f'<td data-label="{h}">{c}</td>' for h, c in zip(head, cells)) + "</tr>"
+                    for cells in rows)
+    return (f'<div class="table-wrap"><table class="seqs"><colgroup>{cols}</colgroup><thead>{thead}</thead>'
+            f"<tbody>{tbody}</tbody></table></div>", len(rows), int(t["_copies"].sum()))
+
+
+# --------------------------------------------------------------------------------------------
+# The model page
+# --------------------------------------------------------------------------------------------
+
+
+def _headline_cards(a: Audit) -> str:
+    h = a.headline()
+    ex = h["extractable"]
+    P, C = a.prompt_len, a.cont_len
+    cards = [
+        card("sequences", integer(h["sequences"]),
+              f"{P} prompt + {C} continuation tokens" if P and C else "audited"),
+        card("extractable", pct(ex["rate"]),
+              f"{integer(ex['k'])} of {integer(ex['n'])}; 95% CI {ci(ex)}"),
+        card("mean leading tokens matched", num(h["mean_leading_matched"], 1) + (f"<small>/{C}</small>" if C else ""),
+              "tokens greedy decoding gets right before its first error"),
+    ]
+    if h["pythia_score_mean"] is not None:
+        pm = h["pythia_memorized"]
+        cards.append(card("Pythia memorization score", num(h["pythia_score_mean"], 3),
+                           f"mean fraction of continuation tokens generated; {integer(pm['k'])} "
+                           f"({pct(pm['rate'])}) score 1"))
+    if h["membership_roc_auc"]:
+        best = max(h["membership_roc_auc"].items(), key=lambda kv: kv[1])
+        cards.append(card("best membership AUC", num(best[1], 3), f"{esc(best[0])} score; 0.5 = chance"))
+    ret = a.summary.get("retention")
+    if ret and finite(ret.get("documents_kept_fraction")):
+        cards.append(card("documents kept by dedup", pct(ret["documents_kept_fraction"]),
+                           f"{integer(ret.get('documents_kept'))} of {integer(ret.get('documents_total'))}"))
+    return '<div class="cards">' + "".join(cards) + "</div>"
+
+
+def _membership_section(a: Audit) -> str:
+    mem = a.membership()
+    if not mem:
+        return ""
+    y = a.members()
+    curves, rows = [], []
+    for name, m in mem["scores"].items():
+        label = score_label(f"score_{name}")
+        fpr, tpr = metrics.roc_curve(a.table[f"score_{name}"].to_numpy(dtype=float), y)
+        curves.append((label, fpr, tpr, m["roc_auc"]))
+        boot = m.get("roc_auc_boot") or {}
+        interval = f"{num(boot.get('lower'))} – {num(boot.get('upper'))}" if boot else "–"
+        rows.append([esc(label), num(m["roc_auc"]), interval, num(m["pr_auc"]), pct(m["tpr_at_1pct_fpr"]),
+                     pct(m["tpr_at_0.1pct_fpr"])])
+    uri = png_uri(plots.roc_curves(curves))
+    caption = ("How well each membership score separates sequences from training documents (members) from the "
+               "others. Each curve sweeps a threshold over the score: a point is the fraction of members flagged "
+               "against the fraction of non-members wrongly flagged. The dashed diagonal is guessing; curves toward "
+               "the top-left corner mean the model's behaviour gives its training data away. The low-FPR end "
+               "(left edge) matters most for real attacks.")
+    return (f"<h2>Membership inference</h2><p>{integer(mem['members'])} members and {integer(mem['non_members'])} "
+            "non-members. "
+            "Higher score = more likely a member.</p>"
+            + figure_html(uri, "ROC curves of the membership scores", caption)
+            + table(["score", "ROC-AUC", "95% CI (bootstrap)", "PR-AUC", "TPR at 1% FPR", "TPR at 0.1% FPR"], rows,
+                     num_cols=(1, 2, 3, 4, 5)))
+
+
+def _forecast_html(fc: dict) -> str:
+    """Early-vs-final forecasting (``forecast.json``) in words, undefined ratios said as such."""
+    def ratio(name: str, undefined: str) -> str:
+        v = fc.get(name)
+        if not finite(v):
+            return f"undefined ({undefined})"
+        lo, hi = fc.get(f"{name}_lower"), fc.get(f"{name}_upper")
+        return pct(v) + (f" (95% CI {pct(lo)} – {pct(hi)})" if finite(lo) and finite(hi) else "")
+
+    tp, fp, fn = (fc.get(k) for k in ("tp", "fp", "fn"))
+    counts = ""
+    if all(finite(x) for x in (tp, fp, fn)):
+        counts = (f" {integer(tp + fp)} were exactly recalled at the early checkpoint, {integer(tp + fn)} at the final one, "
+                  f"{integer(tp)} at both.")
+    return (f"<h3>Forecasting</h3><p>Does being memorized (exactly recalled) at an early checkpoint (step "
+            f"{integer(fc.get('early_step'))}) predict being memorized at the final one (step {integer(fc.get('final_step'))})? "
+            f"Over {integer(fc.get('n'))} instances seen by both:{counts}</p><ul>"
+            f"<li>precision, recalled early &rarr; still recalled at the end: "
+            f"{ratio('precision', 'nothing was recalled early')}</li>"
+            f"<li>recall, recalled at the end &rarr; already recalled early: "
+            f"{ratio('recall', 'nothing was recalled at the end')}</li></ul>")
+
+
+def _profile_section(profile_dir: Path) -> str:
+    parts = ["<h2>Memorization over training</h2>",
+             f'<p class="meta">Profile directory: <code>{esc(profile_dir)}</code></p>']
+    summ_path = profile_dir / SUMMARY
+    summ = json.loads(summ_path.read_text(encoding="utf-8")) if summ_path.exists() else {}
+    mem = summ.get("memorisation") or {}
+    rows = []
+    for kind, what in (("instantaneous", "at the first checkpoint after an instance was trained on"),
+                       ("persistent", "at later checkpoints, before the last"),
+                       ("residual", "at the final checkpoint")):
+        m = mem.get(kind) or {}
+        if m:
+            rows.append([kind, esc(what), num(m.get("effect")), f"{num(m.get('lower'))} – {num(m.get('upper'))}",
+                         integer(m.get("n_cells"))])
+    if rows:
+        parts.append("<p>Memorization is the reduction in an instance's surprisal (nats per token) caused by training "
+                     "on it, estimated by difference-in-differences against instances never trained on.</p>")
+        parts.append(table(["memorization", "when", "effect (nats)", "95% CI", "cells"], rows, num_cols=(2, 3, 4)))
+    plac = summ.get("placebo_cells_covering_zero")
+    if finite(plac):
+        parts.append(f'<p class="note">Design check: {pct(plac)} of the placebo cohort\'s cells (held-out instances '
+                     "given a pretend treatment step) have an interval covering 0; close to 95% is what a sound design "
+                     "gives.</p>")
+
+    heat = profile_dir / HEATMAP_PNG
+    uri = None
+    if heat.exists():
+        uri = png_uri(heat.read_bytes())
+    elif (profile_dir / PROFILE_FILE).exists():
+        prof = pd.read_parquet(profile_dir / PROFILE_FILE)
+        if "placebo" in prof.columns:
+            prof = prof[~prof["placebo"].astype(bool)]
+        if len(prof):
+            uri = png_uri(plots.profile_heatmap(prof))
+    if uri:
+        parts.append(figure_html(uri, "memorization profile heatmap", (
+            "Memorization profile: each row is a cohort of instances first trained on at that step, each column a "
+            "checkpoint. Red cells: training on the cohort lowered its surprisal (memorized) relative to never-trained "
+            "instances; grey cells: the 95% interval covers 0 (no evidence either way); blank: before treatment.")))
+    ret = profile_dir / RETENTION_PNG
+    uri = None
+    if ret.exists():
+        uri = png_uri(ret.read_bytes())
+    elif (profile_dir / RETENTION_FILE).exists():
+        rt = pd.read_parquet(profile_dir / RETENTION_FILE)
+        if len(rt):
+            uri = png_uri(plots.retention_curves(retention_curve(rt)))
+    if uri:
+        parts.append(figure_html(uri, "retention curves", (
+            "Retention: how well trained instances are still recognised (lower loss than a paired held-out foil; 0.5 = "
+            "chance) and recalled (second half regenerated from the first, exactly or token by token) as training "
+            "goes on, against steps since the instance was trained on (log axis).")))
+    fc = summ.get("forecast")
+    if fc is None and (profile_dir / FORECAST_FILE).exists():
+        fc = json.loads((profile_dir / FORECAST_FILE).read_text(encoding="utf-8"))
+    if fc:
+        parts.append(_forecast_html(fc))
+    if len(parts) == 2:
+        parts.append('<p class="muted">No profile outputs found in this directory.</p>')
+    return "".join(parts)
+
+
+def model_report(
+    audit_dir: str | os.PathLike,
+    out_html: str | os.PathLike,
+    profile_dir: str | os.PathLike | None = None,
+    title: str | None = None,
+    decode: Decode | None = None,
+) -> Path:
+    """Write one self-contained HTML page for one audit; return its path.
+
+    Args:
+        audit_dir: a ``memdedup audit`` output (``per_sequence.parquet``, ``summary.json``).
+        out_html: the page to write (parent folders are created). The audit's ``summary.json``
+            is copied next to it as ``<stem>.summary.json`` (e.g. ``raw.html`` ->
+            ``raw.summary.json``).
+        profile_dir: a ``memdedup profile`` output of the model's training run: adds the
+            memorization profile heatmap, retention curves and their summary.
+        title: page title (default: "Memorization audit: <audit directory name>").
+        decode: token ids -> text (e.g. a tokenizer's ``decode``) for the table of the most
+            memorized sequences; without it token ids are shown.
+
+    Raises:
+        ValueError: ``audit_dir`` is not an audit output; ``profile_dir`` does not exist.
+    """
+    a = load_audit(audit_dir)
+    out = Path(out_html)
+    title = title or f"Memorization audit: {a.path.resolve().name}"
+    t = a.table
+    C = a.cont_len
+    sections = [_headline_cards(a)]
+
+    model = a.summary.get("model") or {}
+    meta_rows = [["audit directory", f"<code>{esc(a.path)}</code>"]]
+    if model.get("path"):
+        meta_rows.append(["model", f"<code>{esc(model['path'])}</code>"])
+    cfg = a.summary.get("config") or {}
+    if cfg:
+        shown = {k: cfg[k] for k in ("n_sequences", "prompt_len", "cont_len", "offset", "seed", "k", "generate")
+                 if k in cfg}
+        meta_rows.append(["configuration", esc(", ".join(f"{k}={v}" for k, v in shown.items()))])
+    seqs = a.summary.get("sequences") or {}
+    if seqs.get("skipped_short"):
+        n_skip = int(seqs["skipped_short"])
+        meta_rows.append(["skipped", f"{integer(n_skip)} document{'s' if n_skip != 1 else ''} shorter than prompt + "
+                                     "continuation"])
+
+    # Extractable rate by duplicate count.
+    by_dup = a.by_duplicates()
+    if by_dup:
+        uri = png_uri(plots.rate_by_duplicates(by_dup))
+        sections.append("<h2>Extractable rate by duplicate count</h2>" + figure_html(uri, "extractable rate by "
+            "duplicate count", (
+                "Fraction of sequences whose continuation greedy decoding reproduces exactly from the prompt, grouped "
+                "by how many documents in the corpus duplicate the sequence's source document (itself included). "
+                "Buckets double in width (1, 2–3, 4–7, …), so the axis is logarithmic in the count; bars are Wilson 95% "
+                "intervals and <i>n</i> is the number of sequences per bucket. Memorization usually grows steeply "
+                "with duplication. Counts are those of the audited corpus, whatever the model was trained on."))
+            + rate_table(by_dup, "copies in corpus"))
+
+    # Score histogram.
+    if a.has("pythia_score"):
+        uri = png_uri(plots.histogram(t["pythia_score"].to_numpy(dtype=float), np.linspace(0, 1, 21),
+                                      "Pythia memorization score"))
+        cap = ("Distribution of the memorization score (Biderman et al. 2023): the fraction of the "
+               f"{C or ''} continuation tokens that greedy generation from the prompt gets right, position by position. "
+               "Score 1 = extractable. The y axis is logarithmic so that the few highly memorized sequences stay visible "
+               "next to the many that are not.")
+        sections.append("<h2>Memorization score</h2>" + figure_html(uri, "histogram of Pythia scores", cap))
+    else:
+        hi = int(C if C else max(int(t["leading_matched"].max()) if a.n else 1, 1))
+        uri = png_uri(plots.histogram(t["leading_matched"].to_numpy(dtype=float), np.arange(-0.5, hi + 1.5, 1.0),
+                                      "leading continuation tokens matched by greedy decoding", integer=True))
+        cap = ("Distribution of how many leading tokens of the continuation greedy decoding reproduces before its first "
+               f"mistake (0 to {C or 'C'}; {C or 'C'} = extractable). The y axis is logarithmic so that the few highly "
+               "memorized sequences stay visible next to the many that are not.")
+        sections.append("<h2>Leading tokens matched</h2>" + figure_html(uri, "histogram of leading tokens matched", cap))
+
+    sections.append(_membership_section(a))
+
+    by_status = a.by_status()
+    if by_status:
+        uri = png_uri(plots.rate_points([("extractable rate", by_status)], "dedup status of the source document",
+                                        [r["group"] for r in by_status]))
+        sections.append("<h2>Extractable rate by dedup status</h2>" + figure_html(uri, "extractable rate by dedup "
+            "status", (
+                "Extractable rate by what deduplication did with the sequence's source document: <b>unique</b>, no "
+                "duplicate in the corpus; <b>kept</b>, it has duplicates and this copy is the one dedup kept; "
+                "<b>removed</b>, dedup removed it as a duplicate of an earlier document. A model trained on the raw "
+                "corpus memorizing mostly <i>kept</i> and <i>removed</i> documents is what deduplication targets."))
+            + rate_table(by_status, "dedup status", label=lambda g: esc(STATUS_TEXT.get(g, g))))
+
+    if profile_dir is not None:
+        p = Path(profile_dir).resolve()
+        if not p.is_dir():
+            raise ValueError(f"{p}: profile directory does not exist")
+        sections.append(_profile_section(p))
+
+    how = ("decoded with the model's tokenizer" if decode is not None
+           else "shown as token ids (pass a tokenizer to decode them: <code>memdedup report --model-dir</code>)")
+    top_html, n_top, represented = _top_sequences(a, decode)
+    sections.append(
+        f"<h2>Most memorized sequences</h2><p>The {n_top} distinct sequences with the most leading continuation "
+        f"tokens reproduced (ties broken by lower loss"
+        + (f"; identical sequences, e.g. copies of one duplicated document, are shown once: these rows stand for "
+           f"{integer(represented)} of the {integer(a.n)} sampled sequences" if represented > n_top else "")
+        + f"); text {how}. "
+        'In the true continuation, the tokens greedy <mark class="match">decoding reproduces</mark> are highlighted'
+        + ('; in the generation, <mark class="miss">tokens after the first mistake</mark> are marked too'
+           if a.has("generated") else "") + ".</p>" + top_html)
+    sections.append("<h2>About this audit</h2>" + table(["", ""], meta_rows, cls="kv").replace("<thead><tr><th></th>"
+                                                                                               "<th></th></tr></thead>", ""))
+    subtitle = [f"{integer(a.n)} sequences from <code>{esc(a.path)}</code>"]
+    if model.get("path") or model.get("name"):
+        subtitle.append(f"model <code>{esc(model.get('path') or model.get('name'))}</code>")
+    write_page(out, page(title, subtitle, "\n".join(s for s in sections if s)))
+    summary_out = report_json(out)
+    if (a.path / SUMMARY).exists():
+        io.write_bytes_atomic(summary_out, (a.path / SUMMARY).read_bytes())
+    else:
+        io.write_json_atomic(summary_out, {"headline": a.headline(), "note": "the audit had no summary.json"})
+    return out
+

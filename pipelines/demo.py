@@ -1,0 +1,135 @@
+"""The offline demo (``make demo``, the Snakefile's default config): its corpus, the manifest of
+what was planted in it, and its claims checked from the run's own outputs (never from the config).
+
+The corpus (:func:`generate_demo_corpus`): :mod:`dedup.synthetic`'s natural-looking text with
+planted exact and near duplicates, plus :mod:`audit.canaries`' random canaries planted 1, 2, 4,
+..., 64 times. ``memdedup generate`` writes it with ``manifest.json`` (:func:`planted_manifest`).
+
+The claims (:func:`run_checks`, ``memdedup check``; ``OUT/checks.json``):
+
+1. dedup removed every planted exact duplicate (ids listed by the corpus generator);
+2. the raw model's extractable rate on canaries planted >= 32 times is high (>= 50%);
+3. the dedup model's rate on the same canaries is at least 10x lower.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from audit.canaries import generate_canary_corpus
+from audit.layout import PER_SEQUENCE
+from dedup import io
+from dedup import layout as dedup_layout
+from dedup.synthetic import generate_corpus
+
+CORPUS_MANIFEST = "manifest.json"
+CHECKS_FILE = "checks.json"
+MIN_COPIES = 32  # claim 2: canaries planted at least this many times
+
+__all__ = ["generate_demo_corpus", "DEMO_SCHEMA", "planted_manifest", "run_checks"]
+
+
+#: Schema of :func:`generate_demo_corpus`.
+DEMO_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("text", pa.string()),
+        ("kind", pa.string()),  # original | exact | near | canary
+        ("cluster", pa.int64()),  # generate_corpus's cluster (row of its original); -1 for canaries
+        ("source_jaccard", pa.float64()),  # near duplicates' Jaccard with their original
+        ("canary", pa.int64()),  # canary index, -1 otherwise
+        ("repeats", pa.int64()),  # planted copies of a canary's text; 1 otherwise
+    ]
+)
+
+
+def generate_demo_corpus(
+    n_docs: int = 2000,
+    exact_frac: float = 0.05,
+    near_frac: float = 0.10,
+    repeats: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
+    canaries_per_repeat: int = 4,
+    mean_bytes: int = 600,
+    seed: int = 0,
+) -> pa.Table:
+    """The demo corpus: :func:`dedup.synthetic.generate_corpus`'s natural-looking text with planted
+    exact and near duplicates (``n_docs`` rows), plus :func:`audit.canaries.generate_canary_corpus`'s
+    random canaries
+    at each repeat level (``canaries_per_repeat`` canaries planted ``r`` times for each r),
+    the canary rows spread over the corpus at seeded positions. Deterministic for a seed;
+    ids are unique (``doc-*`` and ``canary-*``)."""
+    base = generate_corpus(n_docs, mean_bytes=mean_bytes, exact_frac=exact_frac, near_frac=near_frac, seed=seed)
+    can = generate_canary_corpus(n_background=0, repeats=repeats, canaries_per_repeat=canaries_per_repeat,
+                                 mean_bytes=mean_bytes, seed=seed + 1)
+    n_b, n_c = base.num_rows, can.num_rows
+    rows = {
+        "id": base.column("id").to_pylist() + [f"canary-{i:06d}" for i in range(n_c)],
+        "text": base.column("text").to_pylist() + can.column("text").to_pylist(),
+        "kind": base.column("kind").to_pylist() + ["canary"] * n_c,
+        "cluster": base.column("cluster").to_pylist() + [-1] * n_c,
+        "source_jaccard": base.column("source_jaccard").to_pylist() + [None] * n_c,
+        "canary": [-1] * n_b + can.column("canary").to_pylist(),
+        "repeats": [1] * n_b + can.column("repeats").to_pylist(),
+    }
+    # Canary rows go to seeded random positions; the base rows keep their relative order
+    # (so every planted duplicate still follows its original).
+    rng = np.random.default_rng(seed + 2)
+    is_canary = np.zeros(n_b + n_c, dtype=bool)
+    is_canary[rng.choice(n_b + n_c, size=n_c, replace=False)] = True
+    order = np.empty(n_b + n_c, dtype=np.int64)
+    order[~is_canary] = np.arange(n_b)
+    order[is_canary] = n_b + np.arange(n_c)
+    table = pa.table(rows, schema=DEMO_SCHEMA)
+    return table.take(pa.array(order))
+
+
+def planted_manifest(table: pa.Table, seed: int, shards: list[Path], canaries: bool) -> dict:
+    """What a generated corpus holds (``memdedup generate`` writes it as ``manifest.json`` next to
+    the shards): documents, rows per kind, the seed and shard names; for the demo corpus
+    (``canaries``), also canary rows per repeat level and the ids of planted exact duplicates
+    (which :func:`run_checks` expects dedup to remove)."""
+    kinds = Counter(table.column("kind").to_pylist())
+    planted = {"documents": table.num_rows, "kinds": dict(kinds), "seed": seed, "shards": [p.name for p in shards]}
+    if canaries:
+        reps = Counter(r for r, k in zip(table.column("repeats").to_pylist(), table.column("kind").to_pylist())
+                       if k == "canary")
+        planted["canary_rows_by_repeats"] = {str(r): n for r, n in sorted(reps.items())}
+        planted["exact_ids"] = [i for i, k in zip(table.column("id").to_pylist(), table.column("kind").to_pylist())
+                                if k == "exact"]
+    return planted
+
+
+def _canary_rate(audit_dir: Path) -> dict:
+    t = pq.read_table(audit_dir / PER_SEQUENCE, columns=["doc_id", "duplicate_count", "extractable"]).to_pydict()
+    rows = [e for d, c, e in zip(t["doc_id"], t["duplicate_count"], t["extractable"])
+            if d is not None and str(d).startswith("canary-") and c >= MIN_COPIES]
+    return {"sequences": len(rows), "extractable": sum(rows), "rate": sum(rows) / len(rows) if rows else None}
+
+
+def run_checks(out: str | Path) -> dict:
+    """Evaluate the claims for a workflow output directory; write ``OUT/checks.json``."""
+    out = Path(out)
+    checks = []
+    corpus_manifest = out / "corpus" / CORPUS_MANIFEST
+    if corpus_manifest.exists():
+        planted = set(json.loads(corpus_manifest.read_text()).get("exact_ids", []))
+        removed = pq.read_table(dedup_layout.removed_path(out / "dedup"), columns=["id", "reason"]).to_pydict()
+        removed_ids = set(removed["id"])
+        missed = sorted(planted - removed_ids)
+        checks.append({"name": "every planted exact duplicate removed", "passed": not missed and bool(planted),
+                       "planted": len(planted), "removed": len(planted & removed_ids), "missed": missed[:20]})
+    raw, dedup = _canary_rate(out / "audit" / "raw"), _canary_rate(out / "audit" / "dedup")
+    checks.append({"name": f"raw model extracts canaries planted >= {MIN_COPIES} times (rate >= 0.5)",
+                   "passed": raw["rate"] is not None and raw["rate"] >= 0.5, **{f"raw_{k}": v for k, v in raw.items()}})
+    ratio_ok = raw["rate"] is not None and dedup["rate"] is not None and dedup["rate"] * 10 <= raw["rate"]
+    checks.append({"name": "dedup model's rate on those canaries is at least 10x lower", "passed": ratio_ok,
+                   "raw_rate": raw["rate"], "dedup_rate": dedup["rate"], "dedup_sequences": dedup["sequences"]})
+    result = {"passed": all(c["passed"] for c in checks), "checks": checks}
+    io.write_json_atomic(out / CHECKS_FILE, result)
+    return result

@@ -1,0 +1,312 @@
+"""The command line generated from the config dataclasses: one flag per exposed field, help
+showing the dataclass's own default, flags > YAML > defaults, unknown keys, ``--json``, and
+README's configuration reference equal to what the code declares."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from audit.config import AuditConfig, ProfileConfig, TrainConfig
+from dedup.config import DedupConfig
+from pipelines.cli import SECTIONS, _parser
+from pipelines.config import from_args, reference
+
+ROOT = Path(__file__).resolve().parents[2]
+# 3 shards of 4 rows: one exact duplicate (case and punctuation), one null text
+ROWS = [{"id": f"r{i}", "text": t} for i, t in enumerate(
+    ["the cat sat on the mat today", "dogs bark at night in the town", "The CAT sat on the mat, today!",
+     "a quick brown fox jumps over it", None, "rain falls on the plain in spain", "one two three four five six",
+     "lorem ipsum dolor sit amet consectetur", "seven eight nine ten eleven twelve", "all is well that ends well",
+     "to be or not to be that is", "the end of the corpus is here"])]
+SPLIT = [ROWS[0:4], ROWS[4:8], ROWS[8:12]]
+
+
+def cli(*args, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m pipelines.cli ARGS`` (the ``memdedup`` entry point's target)."""
+    full_env = {k: v for k, v in os.environ.items() if k != "MEMDEDUP_PROGRESS_DELAY"}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, env=full_env, timeout=300)
+
+
+def write_shards(d: Path) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    schema = pa.schema([("id", pa.string()), ("text", pa.string())])
+    for k, part in enumerate(SPLIT):
+        pq.write_table(pa.Table.from_pylist(part, schema=schema), d / f"part-{k}.parquet")
+    return d
+
+
+def manifest_of(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+
+
+def files_under(out: Path) -> list[str]:
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) if out.exists() else []
+
+
+def assert_one_error_line(r: subprocess.CompletedProcess, command: str, *needles: str) -> None:
+    assert r.returncode == 2, f"exit {r.returncode}\nstderr:\n{r.stderr}"
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"memdedup {command}: error: "), err
+    for n in needles:
+        assert n in err, f"{n!r} not in {err!r}"
+
+# command -> its config class; params takes dedup's options
+COMMANDS = {"dedup": DedupConfig, "params": DedupConfig, "audit": AuditConfig, "train": TrainConfig,
+            "profile": ProfileConfig}
+# the smallest valid command line of each (before the options under test)
+MINIMAL = {"dedup": ["dedup", "in/", "--out", "o"], "params": ["params"],
+           "audit": ["audit", "--model", "m", "--corpus", "c", "--out", "o"], "train": ["train", "in/", "--out", "o"],
+           "profile": ["profile", "--run", "r", "--out", "o"]}
+
+
+def subparser(command: str) -> argparse.ArgumentParser:
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[command]
+
+
+def is_bool(cls: type, f: dataclasses.Field) -> bool:
+    return typing.get_type_hints(cls)[f.name] is bool
+
+
+# ------------------------------------------------------------------ one flag per field
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_exposed_field_has_exactly_one_flag_whose_help_shows_the_dataclass_default(command):
+    cls = COMMANDS[command]
+    actions = subparser(command)._actions
+    for f in dataclasses.fields(cls):
+        mine = [a for a in actions if a.dest == f.name]
+        if not f.metadata.get("cli", True):
+            assert mine == [], f"{command}: {f.name} is not exposed but has {mine[0].option_strings}"
+            continue
+        assert len(mine) == 1, f"{command}: {f.name} has {len(mine)} flags"
+        a = mine[0]
+        long = "--" + f.name.replace("_", "-")
+        assert long in a.option_strings, (f.name, a.option_strings)  # today's flag names keep working
+        if is_bool(cls, f):
+            assert a.option_strings[-2:] == [long, "--no-" + long[2:]], a.option_strings
+        assert a.default is None  # so an absent flag never overrides the YAML file
+        assert f.metadata.get("help"), f"{f.name}: no help text"
+        m = re.search(r"\(default: (.+)\)$", a.help.replace("%%", "%"))
+        assert m, f"{command} {long}: help does not show the default: {a.help!r}"
+        shown = m.group(1)
+        if f.default is None:
+            assert shown == f.metadata["none"], (f.name, shown)
+        elif isinstance(f.default, bool):
+            assert shown == str(f.default).lower(), (f.name, shown)
+        elif isinstance(f.default, (int, float)):
+            assert float(shown.split()[0]) == f.default, (f.name, shown)
+        else:
+            assert shown == f.default, (f.name, shown)
+        if f.metadata.get("choices"):
+            assert tuple(a.choices) == tuple(f.metadata["choices"])
+
+
+def test_existing_flag_spellings_still_parse():
+    p = _parser()
+    a = p.parse_args(["dedup", "x", "--out", "o", "--no-nfkc", "--num-perm", "64", "--id-column", "url"])
+    assert (a.nfkc, a.num_perm, a.id_column) == (False, 64, "url")
+    a = p.parse_args(MINIMAL["audit"] + ["-n", "5", "--generate", "--count-tokens", "--k", "0.1"])
+    assert (a.n_sequences, a.generate, a.count_tokens, a.k) == (5, True, True, 0.1)
+    a = p.parse_args(MINIMAL["audit"] + ["--n-sequences", "7"])
+    assert a.n_sequences == 7
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_help_lists_each_option_once(command):
+    r = cli(command, "--help")
+    assert r.returncode == 0, r.stderr
+    listed = []
+    for line in r.stdout.splitlines():
+        if line.startswith("  -"):  # an option's line: "  -n N, --n-sequences N   help..."
+            invocation = re.split(r"\s{2,}", line.strip())[0]
+            listed += [part.split()[0] for part in invocation.split(", ")]
+    assert len(listed) == len(set(listed)), sorted(x for x in listed if listed.count(x) > 1)
+    for f in dataclasses.fields(COMMANDS[command]):
+        if f.metadata.get("cli", True):
+            assert "--" + f.name.replace("_", "-") in listed, f.name
+    assert listed.count("--config") == 1
+
+
+# ------------------------------------------------------------------ flags > YAML > defaults
+
+
+# command -> (field set by file and flag, its file value, its flag value, field set by the file only, its value)
+OVERRIDES = {"dedup": ("threshold", 0.7, 0.9, "num_perm", 64), "params": ("num_perm", 64, 256, "fp", 1e-3),
+             "audit": ("n_sequences", 50, 7, "k", 0.5), "train": ("epochs", 2, 1, "lr", 0.01),
+             "profile": ("n_boot", 20, 10, "outcome", "accuracy")}
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_a_flag_overrides_the_yaml_file_which_overrides_the_defaults(command, tmp_path):
+    cls = COMMANDS[command]
+    section = "dedup" if command == "params" else command
+    both, in_file, in_flag, only_file, file_value = OVERRIDES[command]
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"{section}:\n  {both}: {in_file}\n  {only_file}: {file_value}\n")
+    args = _parser().parse_args(MINIMAL[command] + ["--config", str(cfg), "--" + both.replace("_", "-"), str(in_flag)])
+    got = from_args(args)
+    assert isinstance(got, cls)
+    assert getattr(got, both) == in_flag  # flag > file
+    assert getattr(got, only_file) == file_value  # file > default
+    others = {f.name for f in dataclasses.fields(cls)} - {both, only_file}
+    assert {k: getattr(got, k) for k in others} == {k: getattr(cls(), k) for k in others}  # the defaults
+
+
+def test_a_no_flag_overrides_a_true_in_the_file_and_id_column_flag_requires_it(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("audit:\n  generate: true\n  count_tokens: true\ndedup:\n  nfkc: false\n  id_column: url\n")
+    got = from_args(_parser().parse_args(MINIMAL["audit"] + ["--config", str(cfg), "--no-generate"]))
+    assert (got.generate, got.count_tokens) == (False, True)
+    got = from_args(_parser().parse_args(MINIMAL["dedup"] + ["--config", str(cfg), "--nfkc"]))
+    assert got.nfkc is True and got.id_column == "url" and not got.id_column_required  # as before: file keys as given
+    got = from_args(_parser().parse_args(MINIMAL["dedup"] + ["--config", str(cfg), "--id-column", "doc"]))
+    assert got.id_column == "doc" and got.id_column_required  # named on the command line: absence is an error
+
+
+def test_params_reads_yaml_and_flags(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("dedup:\n  threshold: 0.7\n  num_perm: 64\n")
+    r = cli("params", "--config", cfg, "--threshold", "0.9", "--docs", "1000")
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)
+    assert (plan["threshold"], plan["num_perm"], plan["capacity"]) == (0.9, 64, 1000)
+    assert json.loads(cli("params", "--config", cfg, "--threshold", "0.9", "--docs", "1000", "--json").stdout) == plan
+
+
+@pytest.mark.parametrize("command", ["dedup", "audit", "train", "profile"])
+def test_an_unknown_yaml_key_is_one_line_and_exit_2(command, tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(f"{command}:\n  threshhold: 0.7\n")
+    out = tmp_path / "out"
+    args = {"dedup": ["dedup", tmp_path / "in", "--out", out], "audit": ["audit", "--model", tmp_path / "m",
+            "--corpus", tmp_path / "in", "--out", out], "train": ["train", tmp_path / "in", "--out", out],
+            "profile": ["profile", "--run", tmp_path / "run", "--out", out]}[command]
+    r = cli(*args, "--config", cfg)
+    assert_one_error_line(r, command, f"{command}.threshhold", str(cfg))
+    assert r.stdout == ""
+    assert files_under(out) == []
+
+
+def test_an_invalid_value_in_the_file_names_the_file(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("dedup:\n  unit: sentence\n")
+    r = cli("dedup", write_shards(tmp_path / "in"), "--out", tmp_path / "out", "--config", cfg)
+    assert_one_error_line(r, "dedup", str(cfg), "unit must be one of word, char")
+
+
+# ------------------------------------------------------------------------------ --json
+
+
+def test_dedup_json_is_the_manifest_and_stdout_holds_nothing_else(tmp_path):
+    src = write_shards(tmp_path / "in")
+    out = tmp_path / "out"
+    r = cli("dedup", src, "--out", out, "--json", "--threads", "1", env={"MEMDEDUP_PROGRESS_DELAY": "0"})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == manifest_of(out)  # the whole of stdout parses: nothing else there
+    assert r.stdout == (out / "manifest.json").read_text(encoding="utf-8")  # same serialiser, same text
+    assert "rows/s" in r.stderr  # progress stays on stderr
+    assert manifest_of(out)["totals"]["rows"] == len(ROWS) and manifest_of(out)["totals"]["removed"]["exact"] == 1
+    # a completed run: the note goes to stderr, the manifest to stdout
+    again = cli("dedup", src, "--out", out, "--json")
+    assert again.returncode == 0 and "already complete" in again.stderr
+    assert json.loads(again.stdout) == manifest_of(out)
+    # the human summary stays the default
+    human = cli("dedup", src, "--out", out)
+    assert f"{len(ROWS)} rows in 3 shard(s)" in human.stdout
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(human.stdout)
+
+
+def test_staged_dedup_json_is_the_manifest(tmp_path):
+    src = write_shards(tmp_path / "in")
+    out = tmp_path / "out"
+    r = cli("dedup", src, "--out", out, "--json", "--engine", "staged", "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == manifest_of(out)
+
+
+def test_forecast_and_generate_json(tmp_path):
+    for name, flags in (("first", [True, True, False, False]), ("second", [True, False, True, False])):
+        d = tmp_path / name
+        d.mkdir()
+        pq.write_table(pa.table({"doc_id": ["a", "b", "c", "d"], "token_offset": [0, 0, 0, 0],
+                                 "extractable": flags}), d / "per_sequence.parquet")
+    r = cli("forecast", tmp_path / "first", tmp_path / "second", "--out", tmp_path / "fc.json", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == json.loads((tmp_path / "fc.json").read_text())
+    assert (json.loads(r.stdout)["tp"], json.loads(r.stdout)["fp"]) == (1, 1)
+    human = cli("forecast", tmp_path / "first", tmp_path / "second")
+    assert "precision" in human.stdout and not human.stdout.startswith("{")
+
+    r = cli("generate", "--out", tmp_path / "corpus", "--docs", "40", "--shards", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == json.loads((tmp_path / "corpus" / "manifest.json").read_text())
+
+
+def test_train_audit_and_profile_json_are_their_files(tmp_path):
+    """The torch commands (transformers' progress bars, warnings) keep stdout to the JSON."""
+    pytest.importorskip("torch")
+    corpus, run = tmp_path / "corpus", tmp_path / "run"
+    assert cli("generate", "--out", corpus, "--docs", "150", "--doc-bytes", "300", "--shards", "2").returncode == 0
+    runs = {
+        run / "manifest.json": ["train", corpus, "--out", run, "--n-layer", "1", "--n-embd", "32", "--n-head", "2",
+                                "--seq-len", "32", "--epochs", "1", "--vocab-size", "300", "--log-checkpoints", "4",
+                                "--checkpoint-every", "20", "--holdout", "0.2"],
+        tmp_path / "audit" / "summary.json": ["audit", "--model", run / "model", "--corpus", corpus, "--out",
+                                              tmp_path / "audit", "-n", "12", "--n-boot", "10", "--members",
+                                              run / "order.parquet"],
+        tmp_path / "prof" / "summary.json": ["profile", "--run", run, "--out", tmp_path / "prof", "--n-treated", "12",
+                                             "--n-control", "8", "--n-boot", "10"],
+    }
+    for written, args in runs.items():
+        r = cli(*args, "--json")
+        assert r.returncode == 0, f"{args[0]}: {r.stderr[-3000:]}"
+        assert r.stdout == written.read_text(encoding="utf-8"), args[0]
+        json.loads(r.stdout)
+
+
+# ------------------------------------------------------------------------------ README
+
+
+def test_readme_configuration_reference_is_generated_from_the_dataclasses():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    for section, cls in SECTIONS.items():
+        m = re.search(rf"<!-- generated: reference\({cls.__name__}\) -->\n(.*?)<!-- end generated -->", text, re.S)
+        assert m, f"README has no generated reference of {cls.__name__} ({section}:)"
+        assert m.group(1) == reference(cls), (
+            f"README's {section}: table is stale; replace it with:\n{reference(cls)}")
+
+
+def test_readme_prose_defaults_match_the_dataclasses():
+    """Defaults the README's prose states, outside the generated tables."""
+    text = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    d, a, t = DedupConfig(), AuditConfig(), TrainConfig()
+    claims = {
+        "Unicode NFKC (on by default; `--no-nfkc`)": d.nfkc is True,
+        "`fast` (default) is datasketch's affine32": d.scheme == "fast",
+        "word 5-grams of the canonical text (`--ngram`": (d.unit, d.ngram) == ("word", 5),
+        "the exact-key filter (`--exact-fp`, 1e-6)": d.exact_fp == 1e-6,
+        "(`--k`, default 20%)": a.k == 0.2,
+        "checkpoints at steps 1, 2, 4, ..., 64 and then every 100": (t.log_checkpoints,
+                                                                     t.checkpoint_every) == (64, 100),
+    }
+    for claim, holds in claims.items():
+        assert claim in text, f"README no longer says {claim!r}: update this test"
+        assert holds, f"README says {claim!r}, the dataclass default differs"
