@@ -13,6 +13,7 @@ from dedup.config import check_choices, option
 
 OFFSETS = ("start", "random")
 OUTCOMES = ("surprisal", "accuracy")
+BOS_POLICIES = ("auto", "never")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class AuditConfig:
     text_column: str = option("text", "corpus text column, as in dedup")
     id_column: str | None = option("id", "corpus id column, as in dedup", none="no ids")
     count_tokens: bool = option(False, "tokenize the whole corpus to report tokens kept by dedup; costly")
+    bos: str = option("auto", "BOS before each sequence: auto = what the tokenizer adds by default (Llama-family "
+                              "BOS; none for GPT-2), as MIMIR; never = none; recorded in the manifest",
+                      choices=BOS_POLICIES)
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:

@@ -79,10 +79,10 @@ def run_audit(
     shards = discover(list(corpus), exclude=out)
     dedup_cfg, removed, dedup_manifest = _dedup_context(Path(dedup_dir) if dedup_dir else None)
     member_ids = _members(Path(members) if members else None)
-    lm = load_causal_lm(model_dir)
+    lm = load_causal_lm(model_dir, bos=config.bos)
     ref = None
     if reference is not None:
-        ref = load_causal_lm(reference)
+        ref = load_causal_lm(reference, bos=config.bos)
         if ref.vocab_fingerprint() != lm.vocab_fingerprint():
             raise ModelError(f"{reference}: its tokenizer differs from {model_dir}'s; a reference model must share the tokenizer")
     timings: dict[str, float] = {}
@@ -106,7 +106,7 @@ def run_audit(
 
     t0 = time.perf_counter()
     stats = lm.score(seqs.tokens, config.batch_size)
-    exact, leading = metrics.extraction(stats.greedy_match, P, C)
+    exact, leading = metrics.extraction(stats.greedy_match, P + lm.n_prefix, C)
     timings["score"] = time.perf_counter() - t0
     generated = pythia = None
     if config.generate:
@@ -162,6 +162,7 @@ def run_audit(
         "config": config.to_dict(),
         "model": str(Path(model_dir).resolve()), "reference": str(reference) if reference else None,
         "corpus": [str(s.path) for s in shards], "dedup_dir": str(dedup_dir) if dedup_dir else None,
+        "decoding": lm.decoding(C),
         "outputs": [PER_SEQUENCE, SUMMARY], "timing": timings, "versions": io.library_versions(("torch", "transformers", "tokenizers")),
     })
     return summary
