@@ -90,19 +90,33 @@ def score_columns(table_columns: Sequence[str], complete: Collection[str]) -> li
     return known + [c for c in cols if c not in known]
 
 
+#: FPR bounds of the TPR-at-low-FPR entries (key suffix, bound).
+LOW_FPRS = (("1pct", 0.01), ("0.1pct", 0.001))
+PR_AUC_POSITIVE_CLASS = "members"
+
+
 def membership(scores: dict[str, np.ndarray], member: np.ndarray, n_boot: int | None, seed: int) -> dict:
     """ROC-AUC (with a bootstrap interval unless ``n_boot`` is None), PR-AUC and TPR at 1% and
-    0.1% FPR of each score against the membership labels (both classes present)."""
+    0.1% FPR of each score against the membership labels (both classes present).
+
+    Definitions (MIMIR, Duan et al. 2024; LiRA, Carlini et al. 2022): ROC-AUC by Mann-Whitney;
+    TPR at FPR x = the largest TPR over thresholds with FPR strictly below x
+    (:func:`audit.metrics.tpr_at_fpr`), null when ``n_non_members`` < 1/x (it could only mean
+    "TPR at zero false positives"); PR-AUC = average precision with MEMBERS as the positive
+    class (MIMIR's ``pr_auc`` takes non-members as positive: not comparable as is; stated as
+    ``pr_auc_positive_class``); the zlib score uses ``zlib.compress`` level 9 (``zlib_level``).
+    """
     y = np.asarray(member, dtype=bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
     out = {}
     for name, s in scores.items():
         boot = None if n_boot is None else metrics.bootstrap_auc(s, y, n_boot=n_boot, seed=seed)
-        out[name] = {
-            "roc_auc": metrics.roc_auc(s, y), "roc_auc_boot": boot, "pr_auc": metrics.pr_auc(s, y),
-            "tpr_at_1pct_fpr": metrics.tpr_at_fpr(s, y, 0.01), "tpr_at_0.1pct_fpr": metrics.tpr_at_fpr(s, y, 0.001),
-        }
-    return {"members": int(y.sum()), "non_members": int((~y).sum()), "scores": out,
-            "convention": MEMBERSHIP_CONVENTION}
+        out[name] = {"roc_auc": metrics.roc_auc(s, y), "roc_auc_boot": boot, "pr_auc": metrics.pr_auc(s, y)}
+        for key, x in LOW_FPRS:
+            out[name][f"tpr_at_{key}_fpr"] = metrics.tpr_at_fpr(s, y, x) if metrics.resolvable(n_neg, x) else None
+    return {"members": n_pos, "non_members": n_neg, "n_members": n_pos, "n_non_members": n_neg, "scores": out,
+            "convention": MEMBERSHIP_CONVENTION, "tpr_at_fpr_rule": "largest TPR with FPR < x (strict); null when "
+            "n_non_members < 1/x", "pr_auc_positive_class": PR_AUC_POSITIVE_CLASS, "zlib_level": metrics.ZLIB_LEVEL}
 
 
 def _membership(table: pa.Table, n_boot: int | None, seed: int) -> dict | None:

@@ -26,7 +26,7 @@ from ..layout import (FORECAST_FILE, HEATMAP_PNG, PROFILE_FILE, RETENTION_FILE, 
                       report_json)
 from ..retention import retention_curve
 from .audit_dir import Audit, load_audit
-from .page import (STATUS_TEXT, card, ci, esc, figure_html, finite, integer, num, page, pct, png_uri, rate_table,
+from .page import (STATUS_TEXT, card, ci, esc, figure_html, finite, integer, num, page, pct, pct_or_na, png_uri, rate_table,
                    score_label, table, write_page)
 
 __all__ = ["model_report", "TOP_SEQUENCES"]
@@ -185,8 +185,8 @@ def _membership_section(a: Audit) -> str:
         curves.append((label, fpr, tpr, m["roc_auc"]))
         boot = m.get("roc_auc_boot") or {}
         interval = f"{num(boot.get('lower'))} – {num(boot.get('upper'))}" if boot else "–"
-        rows.append([esc(label), num(m["roc_auc"]), interval, num(m["pr_auc"]), pct(m["tpr_at_1pct_fpr"]),
-                     pct(m["tpr_at_0.1pct_fpr"])])
+        rows.append([esc(label), num(m["roc_auc"]), interval, num(m["pr_auc"]), pct_or_na(m.get("tpr_at_1pct_fpr")),
+                     pct_or_na(m.get("tpr_at_0.1pct_fpr"))])
     uri = png_uri(plots.roc_curves(curves))
     caption = ("How well each membership score separates sequences from training documents (members) from the "
                "others. Each curve sweeps a threshold over the score: a point is the fraction of members flagged "
@@ -195,7 +195,10 @@ def _membership_section(a: Audit) -> str:
                "(left edge) matters most for real attacks.")
     return (f"<h2>Membership inference</h2><p>{integer(mem['members'])} members and {integer(mem['non_members'])} "
             "non-members. "
-            "Higher score = more likely a member.</p>"
+            "Higher score = more likely a member. TPR at x% FPR: the largest TPR with FPR strictly below x "
+            "(MIMIR, LiRA); n/a with fewer than 1/x non-members. PR-AUC: average precision with "
+            f"{esc(str(mem.get('pr_auc_positive_class', 'members')))} as the positive class; zlib score with "
+            f"zlib level {esc(str(mem.get('zlib_level', 9)))}.</p>"
             + figure_html(uri, "ROC curves of the membership scores", caption)
             + table(["score", "ROC-AUC", "95% CI (bootstrap)", "PR-AUC", "TPR at 1% FPR", "TPR at 0.1% FPR"], rows,
                      num_cols=(1, 2, 3, 4, 5)))
