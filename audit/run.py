@@ -59,6 +59,43 @@ def _members(path: Path | None) -> set[str] | None:
     return {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
 
 
+MEMBERSHIP_RULE = ("content: a sequence is a member iff its document or any exact duplicate (dedup's canonical "
+                   "key) or near duplicate (a shared LSH band, dedup's shingling and parameters) of it has an id "
+                   "in --members; non-members: none of them was trained on")
+MEMBERSHIP_RULE_ID = "document id: the sequence's document id is in --members (its document text is unknown)"
+
+
+def membership_labels(doc_ids: list, member_ids: set[str] | None, dup) -> tuple[list, dict | None]:
+    """Membership labels by content (issue #12, section 1) and how they were determined.
+
+    A sequence is a member iff its document, or any exact or near duplicate of it in the corpus
+    (:func:`audit.duplicates.duplicate_counts`: dedup's definitions), has an id in the members
+    list: when an audit runs on the raw corpus and the model was trained on the deduplicated one,
+    a removed copy of a trained document is a member. Without document texts (explicit token
+    sequences) the label falls back to the document id alone.
+
+    Returns:
+        (labels per sequence, None where unknown; ``summary.json``'s ``membership_labels``:
+        rule, members, non_members, members_by_id, members_by_duplicate), or ([None...], None)
+        without a members list.
+    """
+    n = len(doc_ids)
+    if member_ids is None:
+        return [None] * n, None
+    by_id = np.array([d is not None and str(d) in member_ids for d in doc_ids], dtype=bool)
+    if dup is not None and dup.member_duplicate is not None:
+        member = by_id | dup.member_duplicate
+        rule = MEMBERSHIP_RULE
+    else:
+        member = by_id
+        rule = MEMBERSHIP_RULE_ID
+    out = [None if (dup is None and d is None) else bool(m) for d, m in zip(doc_ids, member)]
+    known = np.array([m is not None for m in out], dtype=bool)
+    return out, {"rule": rule, "members": int(member[known].sum()), "non_members": int((~member[known]).sum()),
+                 "members_by_id": int(by_id[known].sum()),
+                 "members_by_duplicate": int((member & ~by_id)[known].sum())}
+
+
 def run_audit(
     model_dir: str | os.PathLike,
     corpus: Sequence[str | os.PathLike],
@@ -127,14 +164,15 @@ def run_audit(
     t0 = time.perf_counter()
     own = list(zip(seqs.shard, seqs.row.tolist()))
     if all(t is not None for t in seqs.doc_text):
-        dup = duplicate_counts(seqs.doc_text, own, shards, dedup_cfg, removed)
+        dup = duplicate_counts(seqs.doc_text, own, shards, dedup_cfg, removed, member_ids)
         counts = dup.count
         status = dedup_status(own, dup, removed) if dedup_dir else [None] * len(seqs)
         buckets = [metrics.duplicate_bucket(max(int(c), 1)) for c in counts]
     else:  # explicit token sequences without their documents
+        dup = None
         counts, status, buckets = np.full(len(seqs), -1), [None] * len(seqs), [None] * len(seqs)
     timings["duplicates"] = time.perf_counter() - t0
-    member = [None if member_ids is None or d is None else str(d) in member_ids for d in seqs.doc_id]
+    member, labels = membership_labels(seqs.doc_id, member_ids, dup)
 
     table = _per_sequence_table(seqs, P, exact, leading, pythia, generated, scores, counts, buckets, status, member)
     tokens = None
@@ -149,8 +187,10 @@ def run_audit(
         "reference_model": str(ref.path) if ref is not None else None,
         "config": config.to_dict(),
         "sequences": {"n": len(seqs), "considered": seqs.considered, "skipped_short": seqs.skipped_short},
-        **aggregate.summarise(table, n_boot=config.n_boot, seed=config.seed),
+        **aggregate.summarise(table, n_boot=config.n_boot or None, seed=config.seed),
     }
+    if labels is not None:
+        summary["membership_labels"] = labels
     if dedup_manifest is not None:
         summary["retention"] = aggregate.dedup_retention(dedup_manifest, tokens)
     summary["timing"] = {**timings, "wall_s": wall,
