@@ -27,6 +27,7 @@ from dedup.shards import InputError
 from . import aggregate, metrics
 from .config import AuditConfig
 from .duplicates import dedup_status, duplicate_counts
+from .occurrences import corpus_documents, count_occurrences
 from .layout import PER_SEQUENCE, SUMMARY, per_sequence_schema, write_atomic
 from .sampling import Sequences, sample_sequences, sequences_from_file
 
@@ -167,14 +168,20 @@ def run_audit(
         dup = duplicate_counts(seqs.doc_text, own, shards, dedup_cfg, removed, member_ids)
         counts = dup.count
         status = dedup_status(own, dup, removed) if dedup_dir else [None] * len(seqs)
-        buckets = [metrics.duplicate_bucket(max(int(c), 1)) for c in counts]
     else:  # explicit token sequences without their documents
         dup = None
-        counts, status, buckets = np.full(len(seqs), -1), [None] * len(seqs), [None] * len(seqs)
+        counts, status = np.full(len(seqs), -1), [None] * len(seqs)
     timings["duplicates"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    occurrences = count_occurrences(seqs.tokens, corpus_documents(shards, lm.encode, config.text_column,
+                                                                  config.id_column))
+    timings["occurrences"] = time.perf_counter() - t0
+    # buckets by exact occurrences (Carlini, Kandpal); an explicit sequence absent from the corpus: bucket "0"
+    buckets = [metrics.duplicate_bucket(int(c)) if c >= 1 else "0" for c in occurrences]
     member, labels = membership_labels(seqs.doc_id, member_ids, dup)
 
-    table = _per_sequence_table(seqs, P, exact, leading, pythia, generated, scores, counts, buckets, status, member)
+    table = _per_sequence_table(seqs, P, exact, leading, pythia, generated, scores, counts, buckets, status, member,
+                                occurrences)
     tokens = None
     if config.count_tokens and dedup_manifest is not None:
         t0 = time.perf_counter()
@@ -209,7 +216,7 @@ def run_audit(
 
 
 def _per_sequence_table(seqs: Sequences, P, exact, leading, pythia, generated, scores, counts, buckets, status,
-                        member) -> pa.Table:
+                        member, occurrences) -> pa.Table:
     """per_sequence.parquet (:data:`audit.layout.PER_SEQUENCE_SCHEMA`)."""
     n = len(seqs)
     cols = {
@@ -226,6 +233,8 @@ def _per_sequence_table(seqs: Sequences, P, exact, leading, pythia, generated, s
         "generated": generated.tolist() if generated is not None else [None] * n,
         "loss": -scores["loss"],
         **{f"score_{k}": v for k, v in scores.items()},
+        "occurrences": np.asarray(occurrences, dtype=np.int64),
+        "near_dup_docs": np.asarray(counts, dtype=np.int64),
         "duplicate_count": np.asarray(counts, dtype=np.int64),
         "duplicate_bucket": buckets,
         "dedup_status": status,
