@@ -674,6 +674,8 @@ def bucket_order(label: str) -> int:
     """
     if not isinstance(label, str):
         raise ValueError(f"not a duplicate bucket label: {label!r}")
+    if label == "0":  # a given sequence that does not occur in the corpus
+        return -1
     lo_text = label.split("-", 1)[0]
     if not lo_text.isdigit() or lo_text.startswith("0") or len(lo_text) > 30:
         raise ValueError(f"not a duplicate bucket label: {label!r}")

@@ -481,7 +481,8 @@ def test_duplicate_bucket_labels():
             M.duplicate_bucket(bad)
     with pytest.raises(TypeError):
         M.duplicate_bucket(2.0)
-    for bad in ("0", "2-4", "3-3", "abc", "", "1-1", "02-3", "4-7x"):
+    assert M.bucket_order("0") == -1  # a given sequence absent from the corpus: before "1"
+    for bad in ("00", "2-4", "3-3", "abc", "", "1-1", "02-3", "4-7x"):
         with pytest.raises(ValueError):
             M.bucket_order(bad)
 
