@@ -29,7 +29,7 @@ from .config import AuditConfig
 from .duplicates import dedup_status, duplicate_counts
 from .occurrences import corpus_documents, count_occurrences
 from .layout import PER_SEQUENCE, SUMMARY, per_sequence_schema, write_atomic
-from .sampling import Sequences, sample_sequences, sequences_from_file
+from .sampling import Sequences, per_bucket_selection, sample_sequences, sequences_from_file
 
 
 def _dedup_context(dedup_dir: Path | None) -> tuple[DedupConfig, set[tuple[str, int]], dict | None]:
@@ -139,6 +139,12 @@ def run_audit(
     if len(seqs) == 0:
         raise InputError(sequences or shards[0].path,
                          f"no sequence of at least {P + C} tokens ({seqs.skipped_short} shorter ones skipped)")
+    occurrences = None
+    if config.per_bucket is not None:
+        occurrences = count_occurrences(seqs.tokens, corpus_documents(shards, lm.encode, config.text_column,
+                                                                      config.id_column))
+        keep = per_bucket_selection(seqs.tokens, occurrences, config.per_bucket)
+        seqs, occurrences = seqs.subset(keep), occurrences[keep]
     timings["sample"] = time.perf_counter() - t0
     log(f"audit: {len(seqs)} sequences of {P}+{C} tokens ({seqs.skipped_short} documents too short, skipped)")
 
@@ -173,8 +179,9 @@ def run_audit(
         counts, status = np.full(len(seqs), -1), [None] * len(seqs)
     timings["duplicates"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    occurrences = count_occurrences(seqs.tokens, corpus_documents(shards, lm.encode, config.text_column,
-                                                                  config.id_column))
+    if occurrences is None:
+        occurrences = count_occurrences(seqs.tokens, corpus_documents(shards, lm.encode, config.text_column,
+                                                                      config.id_column))
     timings["occurrences"] = time.perf_counter() - t0
     # buckets by exact occurrences (Carlini, Kandpal); an explicit sequence absent from the corpus: bucket "0"
     buckets = [metrics.duplicate_bucket(int(c)) if c >= 1 else "0" for c in occurrences]
@@ -193,7 +200,8 @@ def run_audit(
                   "device": lm.device},
         "reference_model": str(ref.path) if ref is not None else None,
         "config": config.to_dict(),
-        "sequences": {"n": len(seqs), "considered": seqs.considered, "skipped_short": seqs.skipped_short},
+        "sequences": {"n": len(seqs), "considered": seqs.considered, "skipped_short": seqs.skipped_short,
+                      "per_bucket": config.per_bucket},
         **aggregate.summarise(table, n_boot=config.n_boot or None, seed=config.seed),
     }
     if labels is not None:

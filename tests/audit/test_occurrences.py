@@ -51,3 +51,24 @@ def test_occurrences_count_shared_headers_and_repeats(tiny_random_lm, tmp_path):
     assert len(header_rows) == 40  # the header window occurs 40 times; its documents are not near twins
     assert min(n for o, n in zip(t["occurrences"], t["near_dup_docs"]) if o == 40) == 1
     assert sorted(set(o for o in t["occurrences"] if o != 40)) == [6]  # 3 times in each of 2 copies
+
+
+def test_per_bucket_sampling_keeps_n_distinct_sequences_per_occurrence_bucket(tiny_random_lm, tmp_path):
+    """Carlini et al. 2022's sampling: N distinct sequences per occurrence bucket."""
+    from audit.config import AuditConfig
+    from audit.run import run_audit
+    from dedup.synthetic import write_shards
+
+    rng = np.random.default_rng(0)
+    texts = []
+    for copies in (1, 1, 1, 1, 2, 2, 2, 8, 8, 8):  # buckets 1 (4 distinct), 2-3 (3), 8-15 (3)
+        text = " ".join(f"t{i}" for i in rng.integers(1, 48, size=20))
+        texts += [text] * copies
+    write_shards(pa.table({"id": [f"d{i}" for i in range(len(texts))], "text": texts}), tmp_path / "corpus", 1)
+    cfg = AuditConfig(prompt_len=8, cont_len=8, n_sequences=len(texts), n_boot=0, per_bucket=2)
+    summary = run_audit(tiny_random_lm("gpt2"), [tmp_path / "corpus"], tmp_path / "out", cfg, log=lambda m: None)
+    t = pq.read_table(tmp_path / "out" / "per_sequence.parquet").to_pydict()
+    keys = [tuple(p + c) for p, c in zip(t["prompt"], t["truth"])]
+    assert len(set(keys)) == len(keys) == 6
+    assert sorted(t["duplicate_bucket"]) == ["1", "1", "2-3", "2-3", "8-15", "8-15"]
+    assert summary["sequences"]["per_bucket"] == 2
