@@ -9,9 +9,10 @@ the same function, only the sections an older or hand-made ``summary.json`` lack
 its JSON and the audit's summary cannot disagree. The comparison page's numbers (ratios to the
 first model, what dedup removed) are computed here too, from the summaries and one join.
 
-Rates are dicts ``{"n", "k", "rate", "lower", "upper"}`` (Wilson 95% intervals, fractions);
-copies of one sequence count as separate sequences (audit.notes: distinct-sequence rates are
-future work).
+Rates are dicts ``{"n", "k", "rate", "lower", "upper"}`` (Wilson 95% intervals, fractions)
+over DISTINCT sequences (equal prompt + truth tokens count once; within a group of a breakdown,
+once per group): copies of one sequence are not independent trials (Carlini et al. 2022 sample
+distinct sequences per bucket). A table without ``prompt``/``truth`` counts rows.
 
 >>> import pyarrow as pa
 >>> t = pa.table({"extractable": [True, False, True, True], "leading_matched": [32, 3, 32, 32],
@@ -36,7 +37,7 @@ from .layout import SCORES, STATUS_ORDER
 
 #: summary.json sections :func:`summarise` computes, in the order the audit writes them.
 SECTIONS = ("extractable", "mean_leading_matched", "pythia_score", "extractable_by_duplicates",
-            "extractable_by_dedup_status", "membership")
+            "extractable_by_dedup_status", "membership", "membership_by_duplicates")
 MEMBERSHIP_CONVENTION = "higher score = more likely a member"
 RATIO_DEFINITION = "rate(model) / rate(first model); null when either rate is undefined or the first is 0"
 
@@ -66,16 +67,68 @@ def _flags(table: pa.Table, name: str) -> np.ndarray:
     return np.array([bool(v) for v in table.column(name).to_pylist()], dtype=bool)
 
 
+RATES_COUNT = "distinct sequences (equal prompt + truth tokens count once, once per group in a breakdown)"
+
+
+def _sequence_keys(table: pa.Table) -> list | None:
+    """A hashable key per row (its prompt + truth tokens), None without those columns."""
+    if "prompt" not in table.column_names or "truth" not in table.column_names:
+        return None
+    return [(tuple(p or ()), tuple(t or ())) for p, t in zip(table.column("prompt").to_pylist(),
+                                                              table.column("truth").to_pylist())]
+
+
+def _first_rows(keys: list | None, groups: list | None = None, n: int = 0) -> np.ndarray:
+    """bool: the first row of each distinct (sequence, group); every row without keys."""
+    if keys is None:
+        return np.ones(n if groups is None else len(groups), dtype=bool)
+    seen: set = set()
+    out = np.zeros(len(keys), dtype=bool)
+    for i, k in enumerate(keys):
+        kk = (k, None if groups is None else groups[i])
+        if kk not in seen:
+            seen.add(kk)
+            out[i] = True
+    return out
+
+
 def _group_rates(table: pa.Table, column: str, order: Sequence[str] | None) -> list[dict] | None:
-    """Extractable rate per value of ``column`` over the rows where it is set; None if never set."""
+    """Extractable rate per value of ``column`` over the rows where it is set, counting
+    distinct sequences per group; None if never set."""
     col = _column(table, column)
     if col is None:
         return None
-    keep = np.array([v is not None for v in col.to_pylist()], dtype=bool)
-    groups = [str(v) for v in col.to_pylist() if v is not None]
+    values = col.to_pylist()
+    keys = _sequence_keys(table)
+    first = _first_rows(keys, [None if v is None else str(v) for v in values], table.num_rows)
+    keep = np.array([v is not None for v in values], dtype=bool) & first
+    groups = [str(v) for v, k in zip(values, keep) if k]
     if order is not None:
         order = list(order) + sorted(set(groups) - set(order))
     return metrics.rate_by_group(_flags(table, "extractable")[keep], groups, order)
+
+
+def _membership_by_bucket(table: pa.Table) -> list[dict] | None:
+    """ROC-AUC of each complete score per duplicate (occurrence) bucket holding both classes
+    (Kandpal et al. 2022: near chance on singletons); None without labels or buckets."""
+    col = _column(table, "duplicate_bucket")
+    if col is None or "member" not in table.column_names or table.column("member").null_count:
+        return None
+    complete = {c for c in table.column_names if table.column(c).null_count == 0}
+    cols = score_columns(table.column_names, complete)
+    if not cols:
+        return None
+    y = table.column("member").to_numpy(zero_copy_only=False).astype(bool)
+    b = np.array([str(v) for v in col.to_pylist()], dtype=object)
+    out = []
+    for g in sorted(set(b.tolist()), key=metrics.bucket_order):
+        m = b == g
+        if not 0 < int(y[m].sum()) < int(m.sum()):
+            continue
+        out.append({"group": g, "n_members": int(y[m].sum()), "n_non_members": int((~y[m]).sum()),
+                    "roc_auc": {c[len("score_"):]: metrics.roc_auc(
+                        table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)[m], y[m]) for c in cols}})
+    return out
 
 
 def score_columns(table_columns: Sequence[str], complete: Collection[str]) -> list[str]:
@@ -90,19 +143,33 @@ def score_columns(table_columns: Sequence[str], complete: Collection[str]) -> li
     return known + [c for c in cols if c not in known]
 
 
+#: FPR bounds of the TPR-at-low-FPR entries (key suffix, bound).
+LOW_FPRS = (("1pct", 0.01), ("0.1pct", 0.001))
+PR_AUC_POSITIVE_CLASS = "members"
+
+
 def membership(scores: dict[str, np.ndarray], member: np.ndarray, n_boot: int | None, seed: int) -> dict:
     """ROC-AUC (with a bootstrap interval unless ``n_boot`` is None), PR-AUC and TPR at 1% and
-    0.1% FPR of each score against the membership labels (both classes present)."""
+    0.1% FPR of each score against the membership labels (both classes present).
+
+    Definitions (MIMIR, Duan et al. 2024; LiRA, Carlini et al. 2022): ROC-AUC by Mann-Whitney;
+    TPR at FPR x = the largest TPR over thresholds with FPR strictly below x
+    (:func:`audit.metrics.tpr_at_fpr`), null when ``n_non_members`` < 1/x (it could only mean
+    "TPR at zero false positives"); PR-AUC = average precision with MEMBERS as the positive
+    class (MIMIR's ``pr_auc`` takes non-members as positive: not comparable as is; stated as
+    ``pr_auc_positive_class``); the zlib score uses ``zlib.compress`` level 9 (``zlib_level``).
+    """
     y = np.asarray(member, dtype=bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
     out = {}
     for name, s in scores.items():
         boot = None if n_boot is None else metrics.bootstrap_auc(s, y, n_boot=n_boot, seed=seed)
-        out[name] = {
-            "roc_auc": metrics.roc_auc(s, y), "roc_auc_boot": boot, "pr_auc": metrics.pr_auc(s, y),
-            "tpr_at_1pct_fpr": metrics.tpr_at_fpr(s, y, 0.01), "tpr_at_0.1pct_fpr": metrics.tpr_at_fpr(s, y, 0.001),
-        }
-    return {"members": int(y.sum()), "non_members": int((~y).sum()), "scores": out,
-            "convention": MEMBERSHIP_CONVENTION}
+        out[name] = {"roc_auc": metrics.roc_auc(s, y), "roc_auc_boot": boot, "pr_auc": metrics.pr_auc(s, y)}
+        for key, x in LOW_FPRS:
+            out[name][f"tpr_at_{key}_fpr"] = metrics.tpr_at_fpr(s, y, x) if metrics.resolvable(n_neg, x) else None
+    return {"members": n_pos, "non_members": n_neg, "n_members": n_pos, "n_non_members": n_neg, "scores": out,
+            "convention": MEMBERSHIP_CONVENTION, "tpr_at_fpr_rule": "largest TPR with FPR < x (strict); null when "
+            "n_non_members < 1/x", "pr_auc_positive_class": PR_AUC_POSITIVE_CLASS, "zlib_level": metrics.ZLIB_LEVEL}
 
 
 def _membership(table: pa.Table, n_boot: int | None, seed: int) -> dict | None:
@@ -141,14 +208,16 @@ def summarise(table: pa.Table, n_boot: int | None, seed: int, sections: Collecti
     """
     out: dict = {}
     n = table.num_rows
+    first = _first_rows(_sequence_keys(table), None, n)
     if "extractable" in sections:
-        out["extractable"] = rate(_flags(table, "extractable"))
+        out["rates_count"] = RATES_COUNT if _sequence_keys(table) is not None else "rows"
+        out["extractable"] = rate(_flags(table, "extractable")[first])
     if "mean_leading_matched" in sections:
         lead = table.column("leading_matched").to_numpy(zero_copy_only=False)
         out["mean_leading_matched"] = float(np.mean(lead)) if n else None
     if "pythia_score" in sections and _column(table, "pythia_score") is not None:
         py = table.column("pythia_score").to_numpy(zero_copy_only=False).astype(np.float64)
-        out["pythia_score"] = {"mean": float(np.mean(py)), "memorized": rate(py == 1.0)}
+        out["pythia_score"] = {"mean": float(np.mean(py)), "memorized": rate((py == 1.0)[first])}
     if "extractable_by_duplicates" in sections:
         rows = _group_rates(table, "duplicate_bucket", None)
         if rows is not None:
@@ -161,6 +230,10 @@ def summarise(table: pa.Table, n_boot: int | None, seed: int, sections: Collecti
         mem = _membership(table, n_boot, seed)
         if mem is not None:
             out["membership"] = mem
+    if "membership_by_duplicates" in sections:
+        rows = _membership_by_bucket(table)
+        if rows:
+            out["membership_by_duplicates"] = rows
     return out
 
 

@@ -13,6 +13,7 @@ from dedup.config import check_choices, option
 
 OFFSETS = ("start", "random")
 OUTCOMES = ("surprisal", "accuracy")
+BOS_POLICIES = ("auto", "never")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,12 @@ class AuditConfig:
     text_column: str = option("text", "corpus text column, as in dedup")
     id_column: str | None = option("id", "corpus id column, as in dedup", none="no ids")
     count_tokens: bool = option(False, "tokenize the whole corpus to report tokens kept by dedup; costly")
+    per_bucket: int | None = option(None, "Carlini et al. 2022's sampling: keep at most this many distinct sequences "
+                                          "per occurrence bucket, from the -n sampled candidates", unit="sequences",
+                                    none="every sampled sequence")
+    bos: str = option("auto", "BOS before each sequence: auto = what the tokenizer adds by default (Llama-family "
+                              "BOS; none for GPT-2), as MIMIR; never = none; recorded in the manifest",
+                      choices=BOS_POLICIES)
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
@@ -44,6 +51,8 @@ class AuditConfig:
             bad(f"prompt_len and cont_len must be >= 1, got {self.prompt_len}, {self.cont_len}")
         if not 0.0 < self.k <= 1.0:
             bad(f"k must be in (0, 1], got {self.k}")
+        if self.per_bucket is not None and self.per_bucket < 1:
+            bad(f"per_bucket must be >= 1, got {self.per_bucket}")
         if self.batch_size < 1 or self.n_boot < 0:
             bad("batch_size must be >= 1 and n_boot >= 0")
 

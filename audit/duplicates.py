@@ -1,8 +1,10 @@
-"""How many corpus documents are near duplicates of each sampled document.
+"""How many corpus documents are near duplicates of each sampled document, and whether any of
+them was trained on (membership by content, issue #12 section 1).
 
-"Near duplicate" is dedup's own notion, with the same shingling and parameters: two
-documents share at least one LSH band key (so exact duplicates count too, and a document
-counts itself: a unique document has count 1). The sampled documents' band keys go into a
+"Duplicate" is dedup's own notion, with the same normalisation, shingling and parameters: two
+documents are duplicates when they share their canonical exact key (equal after dedup's
+normalisation: case, punctuation, whitespace) or at least one LSH band key (near duplicates;
+a document counts itself: a unique document has count 1). The sampled documents' band keys go into a
 small index (a dict per band); the corpus is then streamed once, batch by batch, through
 the same sketcher, so memory follows the sample, not the corpus.
 """
@@ -28,10 +30,13 @@ class DuplicateInfo:
         count: int64 (n,), corpus documents sharing a band key with it (itself included).
         removed_duplicate: bool (n,), one of those documents (other than its own row) is in
             the dedup output's removed rows.
+        member_duplicate: bool (n,), one of those documents (its own row included) has an id
+            in the members list (all False without one).
     """
 
     count: np.ndarray
     removed_duplicate: np.ndarray
+    member_duplicate: np.ndarray | None = None
 
 
 def duplicate_counts(
@@ -40,6 +45,7 @@ def duplicate_counts(
     shards: list[Shard],
     config: DedupConfig,
     removed: set[tuple[str, int]] | None = None,
+    members: set[str] | None = None,
 ) -> DuplicateInfo:
     """Count each sampled document's near duplicates in the corpus.
 
@@ -49,6 +55,7 @@ def duplicate_counts(
         shards: the corpus, in canonical order.
         config: dedup's configuration (shingling, scheme, banding).
         removed: (shard name, row) of rows dedup removed, if known.
+        members: ids of trained documents, if known (``member_duplicate``).
     """
     bands, rows = (config.bands, config.rows) if config.bands else optimal_param(config.threshold, config.num_perm)
     sketcher = Sketcher(config, bands, rows)
@@ -60,23 +67,37 @@ def duplicate_counts(
         for j in range(bands):
             index[j].setdefault(int(sk.band_keys[i, j]), []).append(int(i))
     sorted_keys = [np.array(sorted(index[j]), dtype=np.uint64) for j in range(bands)]
+    exact_index: dict[tuple[int, int], list[int]] = {}
+    for i in np.flatnonzero(sk.valid):
+        exact_index.setdefault((int(sk.exact[i, 0]), int(sk.exact[i, 1])), []).append(int(i))
     matches: list[set[tuple[str, int]]] = [set() for _ in range(n)]
+    member_dup = np.zeros(n, dtype=bool)
     for shard in shards:
         reader = ShardReader(shard, config.text_column, config.id_column, False, config.batch_rows)
         start = 0
         for batch in reader.batches():
             csk = sketcher(reader.text(batch))
             has = csk.n_shingles > 0
+            hits: dict[int, set[int]] = {}
             for j in range(bands):
                 hit = np.flatnonzero(has & np.isin(csk.band_keys[:, j], sorted_keys[j]))
                 for r in hit.tolist():
-                    for i in index[j][int(csk.band_keys[r, j])]:
-                        matches[i].add((shard.name, start + r))
+                    hits.setdefault(r, set()).update(index[j][int(csk.band_keys[r, j])])
+            for r in np.flatnonzero(csk.valid).tolist():
+                same = exact_index.get((int(csk.exact[r, 0]), int(csk.exact[r, 1])))
+                if same:
+                    hits.setdefault(r, set()).update(same)
+            ids = reader.ids(batch).to_pylist() if members and hits else None
+            for r, found in hits.items():
+                is_member = ids is not None and ids[r] is not None and str(ids[r]) in members
+                for i in found:
+                    matches[i].add((shard.name, start + r))
+                    member_dup[i] |= is_member
             start += batch.num_rows
     removed = removed or set()
     count = np.array([len(m) for m in matches], dtype=np.int64)
     removed_dup = np.array([any(x in removed for x in m if x != own[i]) for i, m in enumerate(matches)], dtype=bool)
-    return DuplicateInfo(count, removed_dup)
+    return DuplicateInfo(count, removed_dup, member_dup)
 
 
 def dedup_status(own: list[tuple[str, int]], info: DuplicateInfo, removed: set[tuple[str, int]]) -> list[str]:

@@ -195,12 +195,40 @@ def forecast(
     return out
 
 
+def _training_step(audit_dir: Path) -> tuple[int | None, Path | None]:
+    """(step, order.parquet) of the model an audit audited, when it is a checkpoint
+    (``RUN/checkpoints/step-NNNNNNN``) or the final model (``RUN/model``) of a ``memdedup
+    train`` run that holds ``order.parquet``; (None, None) otherwise."""
+    from dedup import io
+
+    from .layout import CHECKPOINT_DIR, MODEL_DIR, ORDER_FILE, checkpoint_step
+
+    manifest = io.read_manifest(audit_dir) if (audit_dir / "manifest.json").exists() else None
+    model = (manifest or {}).get("model")
+    if not model:
+        return None, None
+    model = Path(model)
+    if model.parent.name == CHECKPOINT_DIR and (model.parent.parent / ORDER_FILE).exists():
+        try:
+            return checkpoint_step(model), model.parent.parent / ORDER_FILE
+        except ValueError:
+            return None, None
+    if model.name == MODEL_DIR and (model.parent / ORDER_FILE).exists():
+        order = pd.read_parquet(model.parent / ORDER_FILE, columns=["step"])
+        return int(order["step"].max()) if len(order) else 0, model.parent / ORDER_FILE
+    return None, None
+
+
 def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict:
     """:func:`forecast` from two audit output directories (``memdedup forecast``): the first
     audit (an earlier checkpoint or a smaller model) predicts the second's extractable set.
 
-    Sequences are matched on (``doc_id``, ``token_offset``); a sequence counts as seen by a model
-    unless its ``member`` label says it was not trained on (unknown labels count as seen).
+    Sequences are matched on (``doc_id``, ``token_offset``). "Seen" (only seen sequences are
+    compared, Biderman et al. 2023): when both audited models are checkpoints (or the final
+    model) of one ``memdedup train`` run, a sequence is seen iff its document was first trained
+    at or before the EARLIER model's step (``first_step`` of the run's ``order.parquet``;
+    document level); otherwise iff its ``member`` label says it was trained on (unknown labels
+    count as seen). The rule used is returned as ``seen``.
 
     Raises:
         InputError: a directory is not an audit output (no per_sequence.parquet).
@@ -209,13 +237,27 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
 
     from dedup.shards import InputError
 
+    dirs = (Path(first), Path(second))
     tables = []
-    for d in (Path(first), Path(second)):
+    for d in dirs:
         f = d / PER_SEQUENCE
         if not f.exists():
             raise InputError(d, f"not an audit output (no {PER_SEQUENCE})")
-        t = pq.read_table(f).to_pandas()
-        t["seen"] = t["member"].fillna(True).astype(bool) if "member" in t.columns else True
-        tables.append(t)
-    return forecast(tables[0], tables[1], key=["doc_id", "token_offset"], flag="extractable",
-                    seen_first="seen", seen_second="seen")
+        tables.append(pq.read_table(f).to_pandas())
+    (step_a, order_a), (step_b, order_b) = (_training_step(d) for d in dirs)
+    if step_a is not None and step_b is not None and order_a.resolve() == order_b.resolve():
+        earlier = min(step_a, step_b)
+        order = pd.read_parquet(order_a, columns=["document_id", "first_step"])
+        first_step = order.groupby("document_id")["first_step"].min()
+        for t in tables:
+            fs = t["doc_id"].astype(str).map(first_step)
+            t["seen"] = (fs.notna() & (fs <= earlier)).astype(bool)
+        rule = f"trained at or before step {earlier} (the earlier checkpoint), from {order_a}"
+    else:
+        for t in tables:
+            t["seen"] = t["member"].fillna(True).astype(bool) if "member" in t.columns else True
+        rule = "member label (no common training run with order.parquet); unknown labels count as seen"
+    out = forecast(tables[0], tables[1], key=["doc_id", "token_offset"], flag="extractable",
+                   seen_first="seen", seen_second="seen")
+    out["seen"] = rule
+    return out

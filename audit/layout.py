@@ -31,8 +31,8 @@ Every file is written whole to a temporary sibling and renamed into place (:mod:
 'step-0000040'
 >>> report_json(Path("out/raw.html")).name, report_json(Path("out/comparison.html"), comparison=True).name
 ('raw.summary.json', 'comparison.json')
->>> per_sequence_schema(reference=False).names[-5:]
-['score_min_k_plus_plus', 'duplicate_count', 'duplicate_bucket', 'dedup_status', 'member']
+>>> per_sequence_schema(reference=False).names[-4:]
+['duplicate_count', 'duplicate_bucket', 'dedup_status', 'member']
 >>> "score_reference" in per_sequence_schema(reference=True).names
 True
 """
@@ -60,9 +60,14 @@ SCORES = ("loss", "zlib", "min_k", "min_k_plus_plus", "reference")
 STATUS_ORDER = ("unique", "kept", "removed")
 
 #: Columns of per_sequence.parquet, in file order. Null where unknown: ``doc_id`` (no id
-#: column), ``pythia_score``/``generated`` (no generation), ``duplicate_bucket`` (explicit
-#: token sequences; ``duplicate_count`` is then -1), ``dedup_status`` (no dedup output),
+#: column), ``pythia_score``/``generated`` (no generation), ``dedup_status`` (no dedup output),
 #: ``member`` (no members file). ``loss`` is nats per token; ``score_*`` follow SCORES.
+#: ``occurrences``: exact occurrences of the P+C token window in the tokenized corpus, every
+#: document and offset (Carlini 2022, Kandpal 2022; audit.occurrences); ``duplicate_bucket``
+#: is its power-of-two bucket ("0" for a given sequence absent from the corpus).
+#: ``near_dup_docs``: corpus documents that are exact or near duplicates of the sequence's
+#: document, itself included (audit.duplicates; -1 for explicit token sequences);
+#: ``duplicate_count``: the same as ``near_dup_docs``, kept for older readers.
 PER_SEQUENCE_SCHEMA = pa.schema(
     [
         ("seq_id", pa.int64()),
@@ -78,6 +83,8 @@ PER_SEQUENCE_SCHEMA = pa.schema(
         ("generated", pa.list_(pa.int64())),
         ("loss", pa.float64()),
         *((f"score_{name}", pa.float64()) for name in SCORES),
+        ("occurrences", pa.int64()),
+        ("near_dup_docs", pa.int64()),
         ("duplicate_count", pa.int64()),
         ("duplicate_bucket", pa.string()),
         ("dedup_status", pa.string()),

@@ -6,6 +6,22 @@ stays light (an architecture test checks both). Everything it returns is numpy.
 
 Models load from local directories only (``local_files_only=True``; no hub, no network),
 on the GPU when one is present, else on the CPU in float32, with deterministic algorithms.
+
+Decoding policy (issue #12, section 3; recorded by :meth:`CausalLM.decoding` in the audit's
+manifest):
+
+* Greedy is plain greedy: the arg-max at every step, from a fresh
+  :class:`transformers.GenerationConfig` that replaces the model directory's
+  ``generation_config.json`` for the call (whose repetition penalty, no-repeat n-grams, bad
+  words or forced tokens transformers would otherwise apply even with ``do_sample=False``).
+* EOS is an ordinary token (``eos_policy = "ordinary"``): generation neither stops at it nor
+  bans it (no ``min_new_tokens``), and always emits exactly C tokens; the teacher-forced pass
+  compares it like any other token. So ``extractable == (pythia_score == 1)`` holds, also for
+  continuations that cross a document boundary.
+* BOS (``bos = "auto" | "never"``): ``auto`` prepends the tokens the tokenizer adds in front of
+  a text by default (BOS for Llama-family tokenizers, nothing for GPT-2's), as MIMIR and
+  Min-K%++ tokenize; the prefix is context only (prompted, never audited), and the window's
+  first token is then scored too. ``never`` feeds the window alone.
 """
 
 from __future__ import annotations
@@ -46,11 +62,50 @@ class TokenStats:
 class CausalLM:
     """A loaded model and its tokenizer (see :func:`load_causal_lm`)."""
 
-    def __init__(self, model, tokenizer, device: str, path: Path):
+    def __init__(self, model, tokenizer, device: str, path: Path, bos: str = "never"):
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
         self.path = path
+        self.bos = bos
+        #: token ids fed before every sequence (``bos="auto"``: what the tokenizer prepends)
+        self.prefix: list[int] = default_prefix(tokenizer) if bos == "auto" else []
+
+    @property
+    def n_prefix(self) -> int:
+        """Tokens fed before each sequence (0 or 1 in practice): per-token arrays of
+        :meth:`score` have ``L - 1 + n_prefix`` columns."""
+        return len(self.prefix)
+
+    def _with_prefix(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        if not self.prefix:
+            return ids
+        return np.concatenate([np.tile(np.asarray(self.prefix, dtype=np.int64), (ids.shape[0], 1)), ids], axis=1)
+
+    def generation_config(self, n_new: int):
+        """The explicit, fresh generation config of :meth:`generate_greedy`: greedy, exactly
+        ``n_new`` tokens, no EOS (so no stop and no ban), no logits processor."""
+        from transformers import GenerationConfig
+
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        return GenerationConfig(
+            do_sample=False, num_beams=1, max_new_tokens=int(n_new), min_new_tokens=0, eos_token_id=None,
+            bos_token_id=None, pad_token_id=int(pad), repetition_penalty=1.0, no_repeat_ngram_size=0,
+            encoder_no_repeat_ngram_size=0, bad_words_ids=None, forced_bos_token_id=None,
+            forced_eos_token_id=None, suppress_tokens=None, begin_suppress_tokens=None, sequence_bias=None,
+            length_penalty=1.0, temperature=1.0, top_k=None, top_p=None, renormalize_logits=False,
+        )
+
+    def decoding(self, n_new: int) -> dict:
+        """The decoding policy, for the manifest: EOS policy, BOS policy and prefix, and the
+        generation config used (every field that differs from transformers' defaults)."""
+        return {"eos_policy": "ordinary", "bos": {"policy": self.bos, "prefix": list(self.prefix)},
+                "model_eos_token_id": self.tokenizer.eos_token_id,
+                "generation_config": {**self.generation_config(n_new).to_diff_dict(), "repetition_penalty": 1.0,
+                                      "no_repeat_ngram_size": 0, "do_sample": False, "num_beams": 1}}
 
     @property
     def name(self) -> str:
@@ -80,12 +135,14 @@ class CausalLM:
     def score(self, ids: np.ndarray, batch_size: int = 32) -> TokenStats:
         """One teacher-forced forward pass per batch over full-length sequences (B, L).
 
-        An explicit all-ones attention mask is passed: with fixed-length rows that may
+        The prefix (:attr:`n_prefix` tokens, ``bos="auto"``) is fed first: the returned arrays
+        have ``L - 1 + n_prefix`` columns, column t predicting input token t+1 of prefix + ids
+        (with a one-token BOS, column t predicts the window's token t). An explicit all-ones attention mask is passed: with fixed-length rows that may
         contain the pad id, transformers would otherwise treat real tokens as padding.
         """
         import torch
 
-        ids = np.asarray(ids, dtype=np.int64)
+        ids = self._with_prefix(ids)
         outs = []
         with torch.inference_mode():
             for s in range(0, ids.shape[0], batch_size):
@@ -118,6 +175,7 @@ class CausalLM:
         if not 1 <= P < ids.shape[1]:
             raise ValueError(f"prompt_len must be in [1, {ids.shape[1] - 1}], got {prompt_len}")
         C = ids.shape[1] - P
+        ids, P = self._with_prefix(ids), P + self.n_prefix
         outs = []
         with torch.inference_mode():
             for s in range(0, ids.shape[0], batch_size):
@@ -128,31 +186,47 @@ class CausalLM:
         return np.concatenate(outs) if outs else np.zeros((0, C), dtype=bool)
 
     def generate_greedy(self, prompts: np.ndarray, n_new: int, batch_size: int = 32) -> np.ndarray:
-        """Greedy continuations (B, n_new) of equal-length prompts (B, P).
+        """Greedy continuations (B, n_new) of equal-length prompts (B, P), after the prefix.
 
-        ``do_sample=False``, exactly ``n_new`` tokens (``min_new_tokens`` forbids stopping at
-        EOS), an explicit attention mask, no padding (prompts share one length).
+        Plain greedy (module docstring): :meth:`generation_config` replaces the model's own
+        generation config for the call, EOS is an ordinary token (exactly ``n_new`` tokens,
+        never banned), an explicit attention mask, no padding (prompts share one length).
         """
         import torch
 
-        prompts = np.asarray(prompts, dtype=np.int64)
-        pad = self.tokenizer.pad_token_id
-        if pad is None:
-            pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        prompts = self._with_prefix(prompts)
+        cfg = self.generation_config(n_new)
+        saved = self.model.generation_config
         outs = []
-        with torch.inference_mode():
-            for s in range(0, prompts.shape[0], batch_size):
-                x = torch.from_numpy(prompts[s : s + batch_size]).to(self.device)
-                y = self.model.generate(
-                    input_ids=x, attention_mask=torch.ones_like(x), do_sample=False, num_beams=1,
-                    max_new_tokens=n_new, min_new_tokens=n_new, pad_token_id=pad,
-                )
-                outs.append(y[:, x.shape[1]:].cpu().numpy())
+        try:
+            # generate() fills every unset field of the config it is given from the model's
+            # generation_config (generation_config.json): swap in the fresh one for the call.
+            self.model.generation_config = cfg
+            with torch.inference_mode():
+                for s in range(0, prompts.shape[0], batch_size):
+                    x = torch.from_numpy(prompts[s : s + batch_size]).to(self.device)
+                    y = self.model.generate(input_ids=x, attention_mask=torch.ones_like(x), generation_config=cfg)
+                    outs.append(y[:, x.shape[1]:].cpu().numpy())
+        finally:
+            self.model.generation_config = saved
         return np.concatenate(outs) if outs else np.zeros((0, n_new), dtype=np.int64)
 
 
-def load_causal_lm(path: str | os.PathLike, device: str | None = None) -> CausalLM:
-    """Load a causal LM and its tokenizer from a local Hugging Face directory.
+def default_prefix(tokenizer) -> list[int]:
+    """The token ids a tokenizer puts in front of a text by default (``add_special_tokens``):
+    ``[bos]`` for Llama-family tokenizers, ``[]`` for GPT-2's."""
+    probe = "a"
+    bare = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
+    full = list(tokenizer(probe, add_special_tokens=True)["input_ids"])
+    for start in range(len(full) - len(bare) + 1):
+        if full[start : start + len(bare)] == bare:
+            return full[:start]
+    return []
+
+
+def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str = "never") -> CausalLM:
+    """Load a causal LM and its tokenizer from a local Hugging Face directory; ``bos``: the
+    BOS policy (module docstring; the audit's ``--bos`` defaults to ``auto``).
 
     Raises:
         ModelError: the directory does not exist, has no config, or holds no causal LM.
@@ -180,7 +254,9 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None) -> Causal
         raise ModelError(f"{path}: no usable tokenizer: {e}") from e
     model.to(device)
     model.eval()
-    return CausalLM(model, tokenizer, device, path)
+    if bos not in ("auto", "never"):
+        raise ValueError(f"bos must be 'auto' or 'never', got {bos!r}")
+    return CausalLM(model, tokenizer, device, path, bos)
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

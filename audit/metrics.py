@@ -36,6 +36,10 @@ from statistics import NormalDist
 
 import numpy as np
 
+#: zlib compression level of :func:`score_zlib`: 9, the maximum (MIMIR calls ``zlib.compress``
+#: with the default level, 6); reported in summary.json's membership section as ``zlib_level``.
+ZLIB_LEVEL = 9
+
 __all__ = [
     "extraction",
     "pythia_score",
@@ -48,6 +52,7 @@ __all__ = [
     "roc_auc",
     "roc_curve",
     "tpr_at_fpr",
+    "resolvable",
     "pr_auc",
     "bootstrap_auc",
     "wilson_interval",
@@ -309,7 +314,7 @@ def score_zlib(logprob: np.ndarray, text_bytes: list[bytes]) -> np.ndarray:
             text = text.encode("utf-8")
         elif not isinstance(text, (bytes, bytearray, memoryview)):
             raise TypeError(f"text_bytes[{i}] must be bytes or str, got {type(text).__name__}")
-        lengths[i] = len(zlib.compress(bytes(text), 9))  # >= 8 bytes even for empty input
+        lengths[i] = len(zlib.compress(bytes(text), ZLIB_LEVEL))  # >= 8 bytes even for empty input
     return -lo / lengths
 
 
@@ -459,35 +464,46 @@ def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def tpr_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> float:
-    """True-positive rate at a bounded false-positive rate.
+    """True-positive rate at a low false-positive rate, with a STRICT bound (MIMIR, LiRA).
 
     Returns the LARGEST TPR over the thresholds of :func:`roc_curve` (every distinct score, plus
-    one above all scores) whose FPR <= ``fpr`` (no interpolation). The all-negative threshold
-    (FPR 0, TPR 0) always qualifies, so the result is 0.0 when no threshold reaches ``fpr``.
-    Carlini et al. (2022, "Membership inference attacks from first principles") recommend
-    reporting it at low FPR (0.1%, 1%).
+    one above all scores) whose FPR < ``fpr`` strictly (no interpolation), as MIMIR's
+    ``tpr[np.where(fpr < x)[0][-1]]`` and Carlini et al. (2022, "Membership inference attacks
+    from first principles", LiRA). The all-negative threshold (FPR 0, TPR 0) always qualifies.
+    With fewer than 1/``fpr`` non-members the only FPR below the bound is 0: the value is then
+    "TPR at zero false positives", and :func:`resolvable` is False (the audit reports null).
 
     Args:
         scores: float (n,), higher = more likely a member; no NaN.
         labels: bool (n,), True = member.
-        fpr: the FPR bound, a fraction in [0, 1] (0.01 = 1%).
+        fpr: the FPR bound, a fraction in (0, 1] (0.01 = 1%).
 
     Returns:
         The TPR, a fraction in [0, 1].
 
     Raises:
-        ValueError: ``fpr`` outside [0, 1], or as :func:`roc_auc`.
+        ValueError: ``fpr`` outside (0, 1], or as :func:`roc_auc`.
 
-    Example (the best non-member outscores one member: at FPR 0 only one member is flagged):
+    Example (the best non-member outscores one member: below FPR 1/3 only one member is flagged):
         >>> s, y = [0.9, 0.8, 0.7, 0.2, 0.1], [True, False, True, False, False]
-        >>> tpr_at_fpr(s, y, 0.0), tpr_at_fpr(s, y, 0.5)
-        (0.5, 1.0)
+        >>> tpr_at_fpr(s, y, 0.1), tpr_at_fpr(s, y, 0.34), tpr_at_fpr(s, y, 1 / 3)
+        (0.5, 1.0, 0.5)
     """
     bound = float(fpr)
-    if not (0.0 <= bound <= 1.0):
-        raise ValueError(f"fpr must be in [0, 1], got {fpr}")
+    if not (0.0 < bound <= 1.0):
+        raise ValueError(f"fpr must be in (0, 1], got {fpr}")
     fpr_pts, tpr_pts = roc_curve(scores, labels)
-    return float(tpr_pts[fpr_pts <= bound].max())
+    return float(tpr_pts[fpr_pts < bound].max())
+
+
+def resolvable(n_non_members: int, fpr: float) -> bool:
+    """Whether a TPR at FPR ``fpr`` can be resolved: at least 1/``fpr`` non-members (a relative
+    1e-9 tolerance for float error: 1000 non-members resolve 0.1%).
+
+    >>> resolvable(101, 0.001), resolvable(1000, 0.001), resolvable(100, 0.01)
+    (False, True, True)
+    """
+    return int(n_non_members) * float(fpr) >= 1.0 - 1e-9
 
 
 def pr_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -658,6 +674,8 @@ def bucket_order(label: str) -> int:
     """
     if not isinstance(label, str):
         raise ValueError(f"not a duplicate bucket label: {label!r}")
+    if label == "0":  # a given sequence that does not occur in the corpus
+        return -1
     lo_text = label.split("-", 1)[0]
     if not lo_text.isdigit() or lo_text.startswith("0") or len(lo_text) > 30:
         raise ValueError(f"not a duplicate bucket label: {label!r}")

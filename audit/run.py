@@ -27,8 +27,9 @@ from dedup.shards import InputError
 from . import aggregate, metrics
 from .config import AuditConfig
 from .duplicates import dedup_status, duplicate_counts
+from .occurrences import corpus_documents, count_occurrences
 from .layout import PER_SEQUENCE, SUMMARY, per_sequence_schema, write_atomic
-from .sampling import Sequences, sample_sequences, sequences_from_file
+from .sampling import Sequences, per_bucket_selection, sample_sequences, sequences_from_file
 
 
 def _dedup_context(dedup_dir: Path | None) -> tuple[DedupConfig, set[tuple[str, int]], dict | None]:
@@ -59,6 +60,43 @@ def _members(path: Path | None) -> set[str] | None:
     return {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
 
 
+MEMBERSHIP_RULE = ("content: a sequence is a member iff its document or any exact duplicate (dedup's canonical "
+                   "key) or near duplicate (a shared LSH band, dedup's shingling and parameters) of it has an id "
+                   "in --members; non-members: none of them was trained on")
+MEMBERSHIP_RULE_ID = "document id: the sequence's document id is in --members (its document text is unknown)"
+
+
+def membership_labels(doc_ids: list, member_ids: set[str] | None, dup) -> tuple[list, dict | None]:
+    """Membership labels by content (issue #12, section 1) and how they were determined.
+
+    A sequence is a member iff its document, or any exact or near duplicate of it in the corpus
+    (:func:`audit.duplicates.duplicate_counts`: dedup's definitions), has an id in the members
+    list: when an audit runs on the raw corpus and the model was trained on the deduplicated one,
+    a removed copy of a trained document is a member. Without document texts (explicit token
+    sequences) the label falls back to the document id alone.
+
+    Returns:
+        (labels per sequence, None where unknown; ``summary.json``'s ``membership_labels``:
+        rule, members, non_members, members_by_id, members_by_duplicate), or ([None...], None)
+        without a members list.
+    """
+    n = len(doc_ids)
+    if member_ids is None:
+        return [None] * n, None
+    by_id = np.array([d is not None and str(d) in member_ids for d in doc_ids], dtype=bool)
+    if dup is not None and dup.member_duplicate is not None:
+        member = by_id | dup.member_duplicate
+        rule = MEMBERSHIP_RULE
+    else:
+        member = by_id
+        rule = MEMBERSHIP_RULE_ID
+    out = [None if (dup is None and d is None) else bool(m) for d, m in zip(doc_ids, member)]
+    known = np.array([m is not None for m in out], dtype=bool)
+    return out, {"rule": rule, "members": int(member[known].sum()), "non_members": int((~member[known]).sum()),
+                 "members_by_id": int(by_id[known].sum()),
+                 "members_by_duplicate": int((member & ~by_id)[known].sum())}
+
+
 def run_audit(
     model_dir: str | os.PathLike,
     corpus: Sequence[str | os.PathLike],
@@ -79,10 +117,10 @@ def run_audit(
     shards = discover(list(corpus), exclude=out)
     dedup_cfg, removed, dedup_manifest = _dedup_context(Path(dedup_dir) if dedup_dir else None)
     member_ids = _members(Path(members) if members else None)
-    lm = load_causal_lm(model_dir)
+    lm = load_causal_lm(model_dir, bos=config.bos)
     ref = None
     if reference is not None:
-        ref = load_causal_lm(reference)
+        ref = load_causal_lm(reference, bos=config.bos)
         if ref.vocab_fingerprint() != lm.vocab_fingerprint():
             raise ModelError(f"{reference}: its tokenizer differs from {model_dir}'s; a reference model must share the tokenizer")
     timings: dict[str, float] = {}
@@ -101,12 +139,18 @@ def run_audit(
     if len(seqs) == 0:
         raise InputError(sequences or shards[0].path,
                          f"no sequence of at least {P + C} tokens ({seqs.skipped_short} shorter ones skipped)")
+    occurrences = None
+    if config.per_bucket is not None:
+        occurrences = count_occurrences(seqs.tokens, corpus_documents(shards, lm.encode, config.text_column,
+                                                                      config.id_column))
+        keep = per_bucket_selection(seqs.tokens, occurrences, config.per_bucket)
+        seqs, occurrences = seqs.subset(keep), occurrences[keep]
     timings["sample"] = time.perf_counter() - t0
     log(f"audit: {len(seqs)} sequences of {P}+{C} tokens ({seqs.skipped_short} documents too short, skipped)")
 
     t0 = time.perf_counter()
     stats = lm.score(seqs.tokens, config.batch_size)
-    exact, leading = metrics.extraction(stats.greedy_match, P, C)
+    exact, leading = metrics.extraction(stats.greedy_match, P + lm.n_prefix, C)
     timings["score"] = time.perf_counter() - t0
     generated = pythia = None
     if config.generate:
@@ -127,16 +171,24 @@ def run_audit(
     t0 = time.perf_counter()
     own = list(zip(seqs.shard, seqs.row.tolist()))
     if all(t is not None for t in seqs.doc_text):
-        dup = duplicate_counts(seqs.doc_text, own, shards, dedup_cfg, removed)
+        dup = duplicate_counts(seqs.doc_text, own, shards, dedup_cfg, removed, member_ids)
         counts = dup.count
         status = dedup_status(own, dup, removed) if dedup_dir else [None] * len(seqs)
-        buckets = [metrics.duplicate_bucket(max(int(c), 1)) for c in counts]
     else:  # explicit token sequences without their documents
-        counts, status, buckets = np.full(len(seqs), -1), [None] * len(seqs), [None] * len(seqs)
+        dup = None
+        counts, status = np.full(len(seqs), -1), [None] * len(seqs)
     timings["duplicates"] = time.perf_counter() - t0
-    member = [None if member_ids is None or d is None else str(d) in member_ids for d in seqs.doc_id]
+    t0 = time.perf_counter()
+    if occurrences is None:
+        occurrences = count_occurrences(seqs.tokens, corpus_documents(shards, lm.encode, config.text_column,
+                                                                      config.id_column))
+    timings["occurrences"] = time.perf_counter() - t0
+    # buckets by exact occurrences (Carlini, Kandpal); an explicit sequence absent from the corpus: bucket "0"
+    buckets = [metrics.duplicate_bucket(int(c)) if c >= 1 else "0" for c in occurrences]
+    member, labels = membership_labels(seqs.doc_id, member_ids, dup)
 
-    table = _per_sequence_table(seqs, P, exact, leading, pythia, generated, scores, counts, buckets, status, member)
+    table = _per_sequence_table(seqs, P, exact, leading, pythia, generated, scores, counts, buckets, status, member,
+                                occurrences)
     tokens = None
     if config.count_tokens and dedup_manifest is not None:
         t0 = time.perf_counter()
@@ -148,9 +200,12 @@ def run_audit(
                   "device": lm.device},
         "reference_model": str(ref.path) if ref is not None else None,
         "config": config.to_dict(),
-        "sequences": {"n": len(seqs), "considered": seqs.considered, "skipped_short": seqs.skipped_short},
-        **aggregate.summarise(table, n_boot=config.n_boot, seed=config.seed),
+        "sequences": {"n": len(seqs), "considered": seqs.considered, "skipped_short": seqs.skipped_short,
+                      "per_bucket": config.per_bucket},
+        **aggregate.summarise(table, n_boot=config.n_boot or None, seed=config.seed),
     }
+    if labels is not None:
+        summary["membership_labels"] = labels
     if dedup_manifest is not None:
         summary["retention"] = aggregate.dedup_retention(dedup_manifest, tokens)
     summary["timing"] = {**timings, "wall_s": wall,
@@ -162,13 +217,14 @@ def run_audit(
         "config": config.to_dict(),
         "model": str(Path(model_dir).resolve()), "reference": str(reference) if reference else None,
         "corpus": [str(s.path) for s in shards], "dedup_dir": str(dedup_dir) if dedup_dir else None,
+        "decoding": lm.decoding(C),
         "outputs": [PER_SEQUENCE, SUMMARY], "timing": timings, "versions": io.library_versions(("torch", "transformers", "tokenizers")),
     })
     return summary
 
 
 def _per_sequence_table(seqs: Sequences, P, exact, leading, pythia, generated, scores, counts, buckets, status,
-                        member) -> pa.Table:
+                        member, occurrences) -> pa.Table:
     """per_sequence.parquet (:data:`audit.layout.PER_SEQUENCE_SCHEMA`)."""
     n = len(seqs)
     cols = {
@@ -185,6 +241,8 @@ def _per_sequence_table(seqs: Sequences, P, exact, leading, pythia, generated, s
         "generated": generated.tolist() if generated is not None else [None] * n,
         "loss": -scores["loss"],
         **{f"score_{k}": v for k, v in scores.items()},
+        "occurrences": np.asarray(occurrences, dtype=np.int64),
+        "near_dup_docs": np.asarray(counts, dtype=np.int64),
         "duplicate_count": np.asarray(counts, dtype=np.int64),
         "duplicate_bucket": buckets,
         "dedup_status": status,

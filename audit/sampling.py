@@ -49,6 +49,39 @@ class Sequences:
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
+    def subset(self, keep: np.ndarray) -> "Sequences":
+        """The sequences at indices ``keep`` (same counters)."""
+        keep = np.asarray(keep, dtype=np.int64)
+        return Sequences(self.tokens[keep], [self.doc_id[i] for i in keep], [self.shard[i] for i in keep],
+                         self.row[keep], self.token_offset[keep],
+                         [self.doc_text[i] for i in keep] if self.doc_text else [], self.skipped_short,
+                         self.considered)
+
+
+def per_bucket_selection(tokens: np.ndarray, occurrences: np.ndarray, n: int) -> np.ndarray:
+    """Indices of at most ``n`` DISTINCT sequences (token windows) per occurrence bucket, in
+    sample order (Carlini et al. 2022 sample a fixed number of distinct sequences per duplicate
+    bucket); sequences with 0 occurrences form bucket "0".
+
+    >>> per_bucket_selection(np.array([[1], [1], [2], [3], [4]]), np.array([2, 2, 1, 1, 1]), 1).tolist()
+    [0, 2]
+    """
+    from .metrics import duplicate_bucket
+
+    seen: set = set()
+    per: dict[str, int] = {}
+    keep = []
+    for i, (row, occ) in enumerate(zip(np.asarray(tokens).tolist(), np.asarray(occurrences).tolist())):
+        key = tuple(row)
+        if key in seen:
+            continue
+        seen.add(key)
+        b = duplicate_bucket(int(occ)) if occ >= 1 else "0"
+        if per.get(b, 0) < n:
+            per[b] = per.get(b, 0) + 1
+            keep.append(i)
+    return np.array(keep, dtype=np.int64)
+
 
 def _rows_of(shards: list[Shard], text_column: str, id_column: str | None, wanted: dict[int, list[int]]):
     """Yield (shard index, row, id, text) for the wanted rows of each shard."""

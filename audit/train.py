@@ -58,6 +58,69 @@ def _read_corpus(shards, text_column: str, id_column):
     return docs
 
 
+def duplicate_clusters(texts: list[str], dedup_config=None) -> np.ndarray:
+    """int64 (n,): a cluster label per text; two texts are in one cluster when a chain of
+    duplicates links them, a duplicate being dedup's: the same canonical exact key (equal after
+    its normalisation: case, punctuation, whitespace) or a shared LSH band key (near duplicate)
+    with dedup's shingling and parameters (``dedup_config``, default :class:`DedupConfig`)."""
+    from dedup.arrow import string_array
+    from dedup.config import DedupConfig
+    from dedup.params import optimal_param
+    from dedup.sketch import Sketcher
+
+    cfg = dedup_config or DedupConfig()
+    bands, rows = (cfg.bands, cfg.rows) if cfg.bands else optimal_param(cfg.threshold, cfg.num_perm)
+    sketcher = Sketcher(cfg, bands, rows)
+    n = len(texts)
+    parent = np.arange(n)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = int(parent[i])
+        return i
+
+    first: dict[tuple, int] = {}
+    step = 65536
+    for s0 in range(0, n, step):
+        sk = sketcher(string_array(texts[s0 : s0 + step]))
+        for r in range(len(sk)):
+            i = s0 + r
+            keys = [("x", int(sk.exact[r, 0]), int(sk.exact[r, 1]))]
+            if sk.n_shingles[r] > 0:
+                keys += [("b", j, int(k)) for j, k in enumerate(sk.band_keys[r].tolist())]
+            for key in keys:
+                j = first.setdefault(key, i)
+                a, b = find(i), find(j)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    return np.array([find(i) for i in range(n)], dtype=np.int64)
+
+
+def choose_heldout(texts: list[str], fraction: float, seed: int, dedup_config=None) -> np.ndarray:
+    """bool (n,): the held-out documents, about ``fraction`` of them, chosen by WHOLE duplicate
+    clusters (:func:`duplicate_clusters`) in a seeded random order, each taken if it still fits
+    under round(fraction * n): a held-out document has no exact or near duplicate that is
+    trained on, so held-out means unseen (issue #12, section 1)."""
+    n = len(texts)
+    held = np.zeros(n, dtype=bool)
+    target = int(round(fraction * n))
+    if target == 0 or n == 0:
+        return held
+    labels = duplicate_clusters(texts, dedup_config)
+    uniq, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+    taken = 0
+    chosen = np.zeros(uniq.size, dtype=bool)
+    for c in np.random.default_rng(seed).permutation(uniq.size).tolist():
+        if taken + sizes[c] <= target:
+            chosen[c] = True
+            taken += int(sizes[c])
+            if taken == target:
+                break
+    held[chosen[inverse]] = True
+    return held
+
+
 def _instances(token_lists: list[list[int]], seq_len: int):
     """(doc index, token offset, length) of each instance: documents cut from their start;
     a last piece of at least 2 tokens is kept (padded when batched)."""
@@ -104,16 +167,13 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print) 
     docs = _read_corpus(shards, config.text_column, config.id_column)
     if not docs:
         raise ValueError("the corpus has no documents")
-    rng = np.random.default_rng(config.seed)
-    # Held-out documents must be truly unseen: only documents whose text occurs once in the
-    # corpus are eligible (a held-out copy of a trained text would be "seen" all the same).
+    # Held-out documents must be truly unseen: whole duplicate clusters are held out (exact
+    # canonical key or a shared LSH band, dedup's definitions), never one copy of a trained text.
+    held = choose_heldout([d[3] for d in docs], config.holdout, config.seed)
     copies: dict[str, int] = {}
     for d in docs:
         copies[d[3]] = copies.get(d[3], 0) + 1
     doc_copies = np.array([copies[d[3]] for d in docs], dtype=np.int64)
-    eligible = np.flatnonzero(doc_copies == 1)
-    held = np.zeros(len(docs), dtype=bool)
-    held[eligible[rng.permutation(eligible.size)[: int(round(config.holdout * len(docs)))]]] = True
     tok_dir = out / TOKENIZER_DIR
     if (tok_dir / "tokenizer.json").exists():
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tok_dir), local_files_only=True)

@@ -132,20 +132,22 @@ def comparison_report(
     if by_dup:
         groups = [r["bucket"] for r in by_dup]
         series = [(lab, [{"group": r["bucket"], **r["models"][lab]} for r in by_dup]) for lab in labels]
-        uri = png_uri(plots.rate_points(series, "duplicate count bucket (copies of the source document in the corpus)",
+        uri = png_uri(plots.rate_points(series, "occurrences of the audited token window in the corpus (bucket)",
                                         groups))
         tab_rows = []
         for r in by_dup:
             cells = [esc(r["bucket"])] + [rate_cell(r["models"][lab]) for lab in labels]
             cells += [ratio_text(r["ratio_to_first"][lab]) for lab in labels[1:]]
             tab_rows.append(cells)
-        head = ["copies"] + [esc(lab) for lab in labels] + [f"{esc(lab)} ÷ {esc(first)}" for lab in labels[1:]]
+        head = ["occurrences"] + [esc(lab) for lab in labels] + [f"{esc(lab)} ÷ {esc(first)}" for lab in labels[1:]]
         sections.append(
-            "<h2>Extractable rate by duplicate count</h2>"
-            + figure_html(uri, "extractable rate by duplicate count, all models", (
-                "Extractable rate per duplicate-count bucket, one series per model (markers slightly offset so the "
-                "error bars do not overlap). Buckets double in width (1, 2–3, 4–7, …), so the axis is logarithmic in "
-                "the count. The count is that of the audited corpus; a model trained on deduplicated data saw at most "
+            "<h2>Extractable rate by occurrences</h2>"
+            + figure_html(uri, "extractable rate by occurrences, all models", (
+                "Extractable rate per occurrence bucket, one series per model (markers slightly offset so the "
+                "error bars do not overlap): occurrences = how many times the audited prompt + continuation token "
+                "window occurs in the corpus, at any offset of any document (Carlini et al. 2022; Kandpal et al. "
+                "2022). Rates count distinct sequences. Buckets double in width (1, 2–3, 4–7, …), so the axis is "
+                "logarithmic in the count. The count is that of the audited corpus; a model trained on deduplicated data saw at most "
                 "one copy of most of these documents, so its curve shows how much memorization the removed copies "
                 "were responsible for."))
             + table(head, tab_rows, num_cols=tuple(range(1, len(head))))

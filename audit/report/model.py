@@ -26,7 +26,7 @@ from ..layout import (FORECAST_FILE, HEATMAP_PNG, PROFILE_FILE, RETENTION_FILE, 
                       report_json)
 from ..retention import retention_curve
 from .audit_dir import Audit, load_audit
-from .page import (STATUS_TEXT, card, ci, esc, figure_html, finite, integer, num, page, pct, png_uri, rate_table,
+from .page import (STATUS_TEXT, card, ci, esc, figure_html, finite, integer, num, page, pct, pct_or_na, png_uri, rate_table,
                    score_label, table, write_page)
 
 __all__ = ["model_report", "TOP_SEQUENCES"]
@@ -185,8 +185,8 @@ def _membership_section(a: Audit) -> str:
         curves.append((label, fpr, tpr, m["roc_auc"]))
         boot = m.get("roc_auc_boot") or {}
         interval = f"{num(boot.get('lower'))} – {num(boot.get('upper'))}" if boot else "–"
-        rows.append([esc(label), num(m["roc_auc"]), interval, num(m["pr_auc"]), pct(m["tpr_at_1pct_fpr"]),
-                     pct(m["tpr_at_0.1pct_fpr"])])
+        rows.append([esc(label), num(m["roc_auc"]), interval, num(m["pr_auc"]), pct_or_na(m.get("tpr_at_1pct_fpr")),
+                     pct_or_na(m.get("tpr_at_0.1pct_fpr"))])
     uri = png_uri(plots.roc_curves(curves))
     caption = ("How well each membership score separates sequences from training documents (members) from the "
                "others. Each curve sweeps a threshold over the score: a point is the fraction of members flagged "
@@ -195,10 +195,27 @@ def _membership_section(a: Audit) -> str:
                "(left edge) matters most for real attacks.")
     return (f"<h2>Membership inference</h2><p>{integer(mem['members'])} members and {integer(mem['non_members'])} "
             "non-members. "
-            "Higher score = more likely a member.</p>"
+            "Higher score = more likely a member. TPR at x% FPR: the largest TPR with FPR strictly below x "
+            "(MIMIR, LiRA); n/a with fewer than 1/x non-members. PR-AUC: average precision with "
+            f"{esc(str(mem.get('pr_auc_positive_class', 'members')))} as the positive class; zlib score with "
+            f"zlib level {esc(str(mem.get('zlib_level', 9)))}.</p>"
             + figure_html(uri, "ROC curves of the membership scores", caption)
             + table(["score", "ROC-AUC", "95% CI (bootstrap)", "PR-AUC", "TPR at 1% FPR", "TPR at 0.1% FPR"], rows,
-                     num_cols=(1, 2, 3, 4, 5)))
+                     num_cols=(1, 2, 3, 4, 5))
+            + _membership_by_bucket_html(a.summary.get("membership_by_duplicates")))
+
+
+def _membership_by_bucket_html(rows: list[dict] | None) -> str:
+    """Membership ROC-AUC per occurrence bucket (Kandpal et al. 2022: near chance on singletons)."""
+    if not rows:
+        return ""
+    names = list(rows[0]["roc_auc"])
+    body = [[esc(r["group"]), integer(r["n_members"]), integer(r["n_non_members"])]
+            + [num(r["roc_auc"].get(n)) for n in names] for r in rows]
+    return ("<p>ROC-AUC per occurrence bucket (buckets holding both classes); Kandpal et al. (2022) find "
+            "membership inference near chance on sequences that occur once.</p>"
+            + table(["occurrences", "members", "non-members"] + [esc(score_label(f"score_{n}")) for n in names], body,
+                    num_cols=tuple(range(1, 3 + len(names)))))
 
 
 def _forecast_html(fc: dict) -> str:
@@ -335,14 +352,15 @@ def model_report(
     by_dup = a.by_duplicates()
     if by_dup:
         uri = png_uri(plots.rate_by_duplicates(by_dup))
-        sections.append("<h2>Extractable rate by duplicate count</h2>" + figure_html(uri, "extractable rate by "
-            "duplicate count", (
-                "Fraction of sequences whose continuation greedy decoding reproduces exactly from the prompt, grouped "
-                "by how many documents in the corpus duplicate the sequence's source document (itself included). "
+        sections.append("<h2>Extractable rate by occurrences</h2>" + figure_html(uri, "extractable rate by "
+            "occurrences", (
+                "Fraction of distinct sequences whose continuation greedy decoding reproduces exactly from the prompt, "
+                "grouped by how many times the audited token window occurs in the corpus, at any offset of any "
+                "document (Carlini et al. 2022; Kandpal et al. 2022). "
                 "Buckets double in width (1, 2–3, 4–7, …), so the axis is logarithmic in the count; bars are Wilson 95% "
-                "intervals and <i>n</i> is the number of sequences per bucket. Memorization usually grows steeply "
+                "intervals and <i>n</i> is the number of distinct sequences per bucket. Memorization usually grows steeply "
                 "with duplication. Counts are those of the audited corpus, whatever the model was trained on."))
-            + rate_table(by_dup, "copies in corpus"))
+            + rate_table(by_dup, "occurrences in corpus"))
 
     # Score histogram.
     if a.has("pythia_score"):

@@ -69,6 +69,12 @@ def integer(x) -> str:
     return f"{int(x):,}" if finite(x) else "–"
 
 
+def pct_or_na(x) -> str:
+    """:func:`pct`, or "n/a" for a number that cannot be resolved (null in summary.json: a TPR
+    at FPR x with fewer than 1/x non-members)."""
+    return "n/a" if x is None else pct(x)
+
+
 def num(x, digits: int = 3) -> str:
     return f"{float(x):.{digits}f}" if finite(x) else "–"
 

@@ -51,3 +51,66 @@ def canary_lm(tmp_path_factory, train_tiny_lm) -> CanaryLM:
     model_dir = train_tiny_lm(corpus.column("text").to_pylist(), root / "model", seed=0, checkpoint_every=10_000,
                               log_checkpoints=1)
     return CanaryLM(model_dir=Path(model_dir), corpus=corpus, corpus_dir=corpus_dir)
+
+
+def word_tokenizer(vocab_size: int, bos: str | None = None):
+    """A word-level tokenizer over the words ``t0 .. t{vocab_size-1}`` (id i = ``t{i}``,
+    whitespace-split), as ``PreTrainedTokenizerFast``; ``bos`` names a token that the
+    tokenizer prepends by default (as Llama's does), None for none (as GPT-2's)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"t{i}": i for i in range(vocab_size)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="t0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    if bos is not None:
+        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, vocab[bos])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0", bos_token=bos)
+
+
+@pytest.fixture(scope="session")
+def tiny_random_lm(tmp_path_factory):
+    """``make(arch, generation=None, eos=None, bos=None, name=None) -> model dir``: a tiny
+    random-initialised causal LM (seed 0; vocabulary of 48 words ``t0..t47``) of one of the
+    architectures ``gpt2, gpt_neox, llama, qwen2, olmo``, built from a config in the test
+    (no download), saved with :func:`word_tokenizer` and, if given, a
+    ``generation_config.json`` holding ``generation`` (a dict)."""
+    pytest.importorskip("torch")
+    import torch
+    import transformers as tf
+
+    V = 48
+    common = dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=64, max_position_embeddings=128)
+    configs = {
+        "gpt2": lambda: tf.GPT2Config(vocab_size=V, n_embd=32, n_layer=2, n_head=4, n_positions=128,
+                                      bos_token_id=None, eos_token_id=None),
+        "gpt_neox": lambda: tf.GPTNeoXConfig(**common),
+        "llama": lambda: tf.LlamaConfig(**common, num_key_value_heads=2),
+        "qwen2": lambda: tf.Qwen2Config(**common, num_key_value_heads=2),
+        "olmo": lambda: tf.OlmoConfig(**common),
+    }
+    root = tmp_path_factory.mktemp("tiny_random_lm")
+
+    def make(arch: str, generation: dict | None = None, eos: int | None = None, bos: int | None = None,
+             name: str | None = None) -> Path:
+        cfg = configs[arch]()
+        cfg.bos_token_id = bos
+        cfg.eos_token_id = eos
+        cfg.pad_token_id = None
+        torch.manual_seed(0)
+        model = tf.AutoModelForCausalLM.from_config(cfg)
+        with torch.no_grad():  # a sharper distribution than the default init: fewer argmax near-ties
+            model.get_output_embeddings().weight.mul_(4.0)
+        d = root / (name or arch)
+        model.save_pretrained(d)
+        word_tokenizer(V, None if bos is None else f"t{bos}").save_pretrained(d)
+        gen = d / "generation_config.json"
+        if gen.exists():
+            gen.unlink()
+        if generation is not None:
+            tf.GenerationConfig(**generation).save_pretrained(d)
+        return d
+
+    return make

@@ -57,7 +57,8 @@ def test_duplicate_counts_equal_planted_counts(audited, canary_lm):
     planted = dict(zip(canary_lm.corpus.column("id").to_pylist(), canary_lm.corpus.column("repeats").to_pylist()))
     t = table.to_pydict()
     assert all(c == planted[i] for i, c in zip(t["doc_id"], t["duplicate_count"]))
-    assert all(b == metrics.duplicate_bucket(c) for b, c in zip(t["duplicate_bucket"], t["duplicate_count"]))
+    assert all(b == metrics.duplicate_bucket(c) for b, c in zip(t["duplicate_bucket"], t["occurrences"]))
+    assert t["near_dup_docs"] == t["duplicate_count"]
 
 
 def test_extractable_rate_non_decreasing_in_duplicate_bucket(audited):

@@ -92,7 +92,7 @@ def ref_roc(scores, labels):
 def ref_tpr_at_fpr(scores, labels, bound):
     best = 0.0
     for fpr, tpr in ref_roc(scores, labels):  # every threshold, including the one above all
-        if fpr <= bound and tpr > best:
+        if fpr < bound and tpr > best:  # strictly below (MIMIR, LiRA)
             best = tpr
     return best
 
@@ -355,15 +355,16 @@ def test_tpr_at_fpr_matches_threshold_scan(case, data):
     s, y = case
     n_neg = int((~y).sum())
     on_grid = st.integers(0, n_neg).map(lambda i: i / n_neg)  # exactly an achievable FPR
-    bound = data.draw(st.floats(0, 1) | on_grid | st.sampled_from([0.001, 0.01, 0.1]))
+    bound = data.draw(st.floats(0, 1, exclude_min=True) | on_grid.filter(bool) | st.sampled_from([0.001, 0.01, 0.1]))
     assert M.tpr_at_fpr(s, y, bound) == ref_tpr_at_fpr(s.tolist(), y.tolist(), bound)
 
 
 def test_tpr_at_fpr_known():
     s = np.array([10, 9, 8, 7, 6, 5, 4, 3, 2, 1], dtype=float)
     y = np.array([1, 1, 0, 1, 0, 1, 0, 0, 0, 0], dtype=bool)
-    assert M.tpr_at_fpr(s, y, 0.0) == 0.5  # two members above every non-member
-    assert M.tpr_at_fpr(s, y, 1 / 6) == 0.75
+    assert M.tpr_at_fpr(s, y, 0.05) == 0.5  # two members above every non-member
+    assert M.tpr_at_fpr(s, y, 1 / 6) == 0.5  # strict: FPR 1/6 itself does not qualify
+    assert M.tpr_at_fpr(s, y, 0.2) == 0.75
     assert M.tpr_at_fpr(s, y, 0.1) == 0.5
     assert M.tpr_at_fpr(s, y, 1.0) == 1.0
     tied = np.zeros(4)
@@ -387,6 +388,8 @@ def test_evaluation_errors():
             fn(s, np.array([0, 1, 2]))
     with pytest.raises(ValueError, match="fpr"):
         M.tpr_at_fpr(s, np.array([True, False, True]), 1.5)
+    with pytest.raises(ValueError, match="fpr"):
+        M.tpr_at_fpr(s, np.array([True, False, True]), 0.0)
     with pytest.raises(ValueError, match="n_boot"):
         M.bootstrap_auc(s, np.array([True, False, True]), n_boot=0)
 
@@ -478,7 +481,8 @@ def test_duplicate_bucket_labels():
             M.duplicate_bucket(bad)
     with pytest.raises(TypeError):
         M.duplicate_bucket(2.0)
-    for bad in ("0", "2-4", "3-3", "abc", "", "1-1", "02-3", "4-7x"):
+    assert M.bucket_order("0") == -1  # a given sequence absent from the corpus: before "1"
+    for bad in ("00", "2-4", "3-3", "abc", "", "1-1", "02-3", "4-7x"):
         with pytest.raises(ValueError):
             M.bucket_order(bad)
 

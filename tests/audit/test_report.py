@@ -109,7 +109,7 @@ def test_model_report_is_self_contained_with_all_sections(dirs, tmp_path):
     imgs = _assert_self_contained(page)
     # duplicates, score histogram, ROC, dedup status, profile heatmap, retention curves
     assert len(imgs) == 6
-    for heading in ("Extractable rate by duplicate count", "Memorization score", "Membership inference",
+    for heading in ("Extractable rate by occurrences", "Memorization score", "Membership inference",
                     "Extractable rate by dedup status", "Memorization over training", "Most memorized sequences"):
         assert f"<h2>{heading}</h2>" in page, heading
     assert "<title>Raw &lt;model&gt; &amp; co</title>" in page
@@ -188,7 +188,7 @@ def test_comparison_numbers(dirs, tmp_path):
     assert fm["extractable_from_removed_documents"] == 3
     assert fm["extractable_from_removed_by_reason"] == {"exact": 2, "near": 1}
     assert fm["extractable_from_removed_fraction"] == pytest.approx(0.5)
-    for text in ("<h2>Headline numbers</h2>", "<h2>Extractable rate by duplicate count</h2>",
+    for text in ("<h2>Headline numbers</h2>", "<h2>Extractable rate by occurrences</h2>",
                  "<h2>What deduplication removed</h2>", "×0.25", "80.0%", "20.0%"):
         assert text in page, text
 

@@ -1,0 +1,53 @@
+"""Rates count distinct sequences, not rows (issue #12, section 2), and membership AUC per
+occurrence bucket (Kandpal et al. 2022)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from audit import aggregate, metrics
+
+
+def _table():
+    # bucket 64-127: 4 distinct sequences, 64 copies each, all extractable (the canary case);
+    # bucket 1: 20 distinct sequences, 5 extractable
+    prompts, truths, ex, bucket, status = [], [], [], [], []
+    for s in range(4):
+        for _ in range(64):
+            prompts.append([s, 1]); truths.append([s, 2]); ex.append(True); bucket.append("64-127")
+            status.append("removed" if _ else "kept")
+    for s in range(20):
+        prompts.append([100 + s, 1]); truths.append([0, 0]); ex.append(s < 5); bucket.append("1"); status.append("unique")
+    n = len(ex)
+    return pa.table({"prompt": prompts, "truth": truths, "extractable": ex, "leading_matched": [0] * n,
+                     "duplicate_bucket": bucket, "dedup_status": status})
+
+
+def test_rates_and_intervals_count_distinct_sequences():
+    s = aggregate.summarise(_table(), n_boot=None, seed=0)
+    rows = {r["group"]: r for r in s["extractable_by_duplicates"]}
+    assert (rows["64-127"]["n"], rows["64-127"]["k"]) == (4, 4)
+    lo, hi = metrics.wilson_interval(4, 4)
+    assert abs(rows["64-127"]["lower"] - lo) < 1e-12 and 0.50 < lo < 0.52 and hi == 1.0
+    assert (rows["1"]["n"], rows["1"]["k"]) == (20, 5)
+    assert (s["extractable"]["n"], s["extractable"]["k"]) == (24, 9)
+    st = {r["group"]: r for r in s["extractable_by_dedup_status"]}
+    assert st["removed"]["n"] == 4 and st["kept"]["n"] == 4 and st["unique"]["n"] == 20
+    assert "distinct" in s["rates_count"]
+
+
+def test_membership_auc_per_occurrence_bucket():
+    rng = np.random.default_rng(0)
+    n = 400
+    bucket = np.where(np.arange(n) < 200, "1", "8-15")
+    member = rng.random(n) < 0.5
+    # informative only on the duplicated bucket
+    score = rng.normal(size=n) + np.where(bucket == "8-15", 3.0 * member, 0.0)
+    t = pa.table({"prompt": [[i] for i in range(n)], "truth": [[0]] * n, "extractable": [False] * n,
+                  "leading_matched": [0] * n, "duplicate_bucket": bucket.tolist(), "member": member.tolist(),
+                  "score_loss": score})
+    s = aggregate.summarise(t, n_boot=None, seed=0)
+    by = {r["group"]: r for r in s["membership_by_duplicates"]}
+    assert abs(by["1"]["roc_auc"]["loss"] - 0.5) < 0.1 and by["8-15"]["roc_auc"]["loss"] > 0.9
+    assert by["1"]["n_members"] + by["1"]["n_non_members"] == 200

@@ -1,0 +1,161 @@
+"""Greedy means greedy (issue #12, section 3): generation ignores the model directory's
+generation_config.json, EOS is an ordinary token in generation and in the teacher-forced
+pass alike, ``extractable == (pythia_score == 1)``; BOS policy ``auto|never``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from audit import metrics
+
+P, C, N = 8, 16, 24
+PENALTIES = {"repetition_penalty": 1.3, "no_repeat_ngram_size": 2}
+
+
+def plain_greedy(model_dir, prompts: np.ndarray, n_new: int, prefix=()) -> np.ndarray:
+    """Greedy decoding by hand: n_new full forward passes, arg-max of the last position, no
+    cache, no logits processor, no stopping; ``prefix`` (a BOS) is prepended and not returned."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    x = torch.as_tensor(np.concatenate([np.tile(np.asarray(prefix, dtype=np.int64), (len(prompts), 1)), prompts], 1))
+    with torch.inference_mode():
+        for _ in range(n_new):
+            nxt = model(input_ids=x, attention_mask=torch.ones_like(x)).logits[:, -1].argmax(-1, keepdim=True)
+            x = torch.cat([x, nxt], 1)
+    return x[:, -n_new:].numpy()
+
+
+@pytest.fixture(scope="module")
+def penalised(tiny_random_lm):
+    """A tiny GPT-2 whose generation_config.json sets repetition_penalty 1.3 and
+    no_repeat_ngram_size 2, whose EOS id is the token found in most of its own greedy
+    continuations of 200 random prompts, and N of those sequences (prompt + truth), up to half
+    with EOS in the greedy continuation: the first half with the true plain-greedy
+    continuation (extractable), the second half with one token changed."""
+    probe = tiny_random_lm("gpt2", name="probe")
+    rng = np.random.default_rng(0)
+    cand = rng.integers(0, 48, size=(200, P))
+    cand_chains = plain_greedy(probe, cand, C)
+    rows_with = np.array([(cand_chains == v).any(axis=1).sum() for v in range(48)])
+    eos = int(rows_with.argmax())
+    has = (cand_chains == eos).any(axis=1)
+    pick = np.concatenate([np.flatnonzero(has)[: N // 2], np.flatnonzero(~has)[: N - min(has.sum(), N // 2)]])
+    prompts, chains = cand[pick], cand_chains[pick]
+    model_dir = tiny_random_lm("gpt2", generation=PENALTIES, eos=eos, name="penalised")
+    assert (plain_greedy(model_dir, prompts, C) == chains).all()  # the weights do not depend on the EOS id
+    truth = chains.copy()
+    half = N // 2
+    pos = rng.integers(0, C, size=N - half)
+    truth[np.arange(half, N), pos] = (truth[np.arange(half, N), pos] + 1 + rng.integers(0, 46, size=N - half)) % 48
+    return model_dir, prompts, truth, chains, eos
+
+
+def test_generation_ignores_generation_config_and_eos(penalised):
+    from audit.lm import load_causal_lm
+
+    model_dir, prompts, truth, chains, eos = penalised
+    assert (chains == eos).any(axis=1).sum() >= 4  # the case: truths containing EOS
+    lm = load_causal_lm(model_dir)
+    gen = lm.generate_greedy(prompts, C, batch_size=7)
+    assert (gen == chains).all(), "generation must be plain greedy: no repetition penalty, no n-gram ban, EOS allowed"
+
+
+def test_extractable_iff_pythia_score_one(penalised):
+    from audit.lm import load_causal_lm
+
+    model_dir, prompts, truth, chains, eos = penalised
+    lm = load_causal_lm(model_dir)
+    ids = np.concatenate([prompts, truth], 1)
+    exact, _ = metrics.extraction(lm.score(ids, 5).greedy_match, P, C)
+    pythia = metrics.pythia_score(lm.generate_greedy(prompts, C, 5), truth)
+    assert exact[: N // 2].all() and (exact & (truth == eos).any(axis=1)).any()
+    assert (exact == (pythia == 1.0)).all()
+
+
+def _corpus(tmp_path, n=6):
+    from dedup.synthetic import write_shards
+
+    rng = np.random.default_rng(1)
+    texts = [" ".join(f"t{i}" for i in rng.integers(1, 48, size=40)) for _ in range(n)]
+    write_shards(pa.table({"id": [f"d{i}" for i in range(n)], "text": texts}), tmp_path / "corpus", 1)
+    return tmp_path / "corpus", texts
+
+
+def test_audit_run_records_the_policies_and_keeps_the_invariant(penalised, tmp_path):
+    from audit.config import AuditConfig
+    from audit.run import run_audit
+
+    model_dir, prompts, truth, chains, eos = penalised
+    corpus, _ = _corpus(tmp_path)
+    seqs = tmp_path / "seqs.parquet"
+    pq.write_table(pa.table({"tokens": np.concatenate([prompts, truth], 1).tolist()}), seqs)
+    run_audit(model_dir, [corpus], tmp_path / "out", AuditConfig(prompt_len=P, cont_len=C, generate=True, n_boot=0),
+              sequences=seqs, log=lambda m: None)
+    t = pq.read_table(tmp_path / "out" / "per_sequence.parquet").to_pydict()
+    ex, py = np.array(t["extractable"]), np.array(t["pythia_score"])
+    assert ex.sum() >= N // 2 and (ex == (py == 1.0)).all()
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    rec = json.dumps(manifest)
+    assert manifest["decoding"]["eos_policy"] == "ordinary"
+    assert manifest["decoding"]["bos"] == {"policy": "auto", "prefix": []}
+    assert manifest["decoding"]["generation_config"]["repetition_penalty"] == 1.0, rec
+
+
+@pytest.mark.parametrize("policy", ["auto", "never"])
+def test_bos_policy(tiny_random_lm, tmp_path, policy):
+    """A Llama-style tokenizer that prepends BOS: ``auto`` scores (and prompts) with it, as
+    MIMIR does, so the window's first token is scored too; ``never`` without it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from audit.config import AuditConfig
+    from audit.run import run_audit
+
+    bos = 1
+    model_dir = tiny_random_lm("llama", bos=bos, eos=2, name="llama_bos")
+    corpus, texts = _corpus(tmp_path)
+    cfg = AuditConfig(prompt_len=P, cont_len=C, n_sequences=6, generate=True, n_boot=0, bos=policy)
+    run_audit(model_dir, [corpus], tmp_path / "out", cfg, log=lambda m: None)
+    t = pq.read_table(tmp_path / "out" / "per_sequence.parquet").to_pydict()
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    prefix = [bos] if policy == "auto" else []
+    assert manifest["decoding"]["bos"] == {"policy": policy, "prefix": prefix}
+    ids = torch.tensor([[*prefix, *p, *c] for p, c in zip(t["prompt"], t["truth"])])
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    with torch.inference_mode():
+        logp = torch.log_softmax(model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, :-1], -1)
+    nll = -logp.gather(-1, ids[:, 1:, None])[..., 0].double().mean(1).numpy()
+    np.testing.assert_allclose(t["loss"], nll, rtol=1e-5)  # float32 logits: relative 1e-5 is ~100 ulp
+    gen = plain_greedy(model_dir, np.array(t["prompt"]), C, prefix)
+    assert (np.array(t["generated"]) == gen).all()
+    ex = (gen == np.array(t["truth"])).all(1)
+    assert (np.array(t["extractable"]) == ex).all()
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "llama", "qwen2", "olmo"])
+def test_any_causal_lm(tiny_random_lm, arch):
+    """Issue #12, section 5: a tiny random-initialised model of each architecture users audit,
+    built from a config in the test: it loads, scores, and its teacher-forced verdicts equal
+    plain greedy generation (hand-written, no cache) and the batched generation."""
+    from audit.lm import load_causal_lm
+
+    model_dir = tiny_random_lm(arch, eos=2, name=f"arch_{arch}")
+    lm = load_causal_lm(model_dir, bos="auto")
+    rng = np.random.default_rng(3)
+    prompts = rng.integers(0, 48, size=(10, P))
+    gen = plain_greedy(model_dir, prompts, C)
+    assert (lm.generate_greedy(prompts, C, 4) == gen).all()
+    truth = gen.copy()
+    truth[5:, -1] = (truth[5:, -1] + 1) % 48  # the last token wrong: only the full pass can tell
+    stats = lm.score(np.concatenate([prompts, truth], 1), 4)
+    assert stats.logprob.shape == (10, P + C - 1) and np.isfinite(stats.logprob).all()
+    exact, leading = metrics.extraction(stats.greedy_match, P, C)
+    assert exact.tolist() == [True] * 5 + [False] * 5 and leading[5:].tolist() == [C - 1] * 5
+    assert (lm.greedy_matches(np.concatenate([prompts, truth], 1), P, 4).all(1) == exact).all()

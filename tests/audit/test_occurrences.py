@@ -1,0 +1,74 @@
+"""How often the audited sequence occurs (issue #12, section 2): ``occurrences`` = exact count
+of the P+C token window in the tokenized corpus (every document, every offset)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def brute_count(window, docs):
+    W = len(window)
+    return sum(1 for d in docs for i in range(len(d) - W + 1) if d[i : i + W] == window)
+
+
+def test_window_hashes_match_direct_hash():
+    from audit.occurrences import window_hashes
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 50_000, size=500)
+    h = window_hashes(x, 16)
+    assert h.shape == (485,)
+    for i in (0, 7, 484):
+        assert h[i] == window_hashes(x[i : i + 16], 16)[0]
+    assert np.unique(h).size == 485
+
+
+def test_occurrences_count_shared_headers_and_repeats(tiny_random_lm, tmp_path):
+    from audit.config import AuditConfig
+    from audit.run import run_audit
+    from dedup.synthetic import write_shards
+
+    rng = np.random.default_rng(0)
+    header = [f"t{i}" for i in rng.integers(1, 48, size=20)]
+    texts = [" ".join(header + [f"t{i}" for i in rng.integers(1, 48, size=60)]) for _ in range(40)]
+    rep = [f"t{i}" for i in rng.integers(1, 48, size=16)]
+    texts += [" ".join(rep * 3 + ["t1"])] * 2  # a window repeated inside a document, in two copies
+    write_shards(pa.table({"id": [f"d{i}" for i in range(len(texts))], "text": texts}), tmp_path / "corpus", 2)
+    cfg = AuditConfig(prompt_len=8, cont_len=8, n_sequences=len(texts), n_boot=0, offset="start")
+    run_audit(tiny_random_lm("gpt2"), [tmp_path / "corpus"], tmp_path / "out", cfg, log=lambda m: None)
+    t = pq.read_table(tmp_path / "out" / "per_sequence.parquet").to_pydict()
+    docs = [[int(w[1:]) for w in x.split()] for x in texts]
+    for p, c, occ, near, bucket in zip(t["prompt"], t["truth"], t["occurrences"], t["near_dup_docs"],
+                                       t["duplicate_bucket"]):
+        assert occ == brute_count(p + c, docs)
+        assert near >= 1
+        from audit.metrics import duplicate_bucket
+
+        assert bucket == duplicate_bucket(occ)
+    header_rows = [o for o, n in zip(t["occurrences"], t["near_dup_docs"]) if o == 40]
+    assert len(header_rows) == 40  # the header window occurs 40 times; its documents are not near twins
+    assert min(n for o, n in zip(t["occurrences"], t["near_dup_docs"]) if o == 40) == 1
+    assert sorted(set(o for o in t["occurrences"] if o != 40)) == [6]  # 3 times in each of 2 copies
+
+
+def test_per_bucket_sampling_keeps_n_distinct_sequences_per_occurrence_bucket(tiny_random_lm, tmp_path):
+    """Carlini et al. 2022's sampling: N distinct sequences per occurrence bucket."""
+    from audit.config import AuditConfig
+    from audit.run import run_audit
+    from dedup.synthetic import write_shards
+
+    rng = np.random.default_rng(0)
+    texts = []
+    for copies in (1, 1, 1, 1, 2, 2, 2, 8, 8, 8):  # buckets 1 (4 distinct), 2-3 (3), 8-15 (3)
+        text = " ".join(f"t{i}" for i in rng.integers(1, 48, size=20))
+        texts += [text] * copies
+    write_shards(pa.table({"id": [f"d{i}" for i in range(len(texts))], "text": texts}), tmp_path / "corpus", 1)
+    cfg = AuditConfig(prompt_len=8, cont_len=8, n_sequences=len(texts), n_boot=0, per_bucket=2)
+    summary = run_audit(tiny_random_lm("gpt2"), [tmp_path / "corpus"], tmp_path / "out", cfg, log=lambda m: None)
+    t = pq.read_table(tmp_path / "out" / "per_sequence.parquet").to_pydict()
+    keys = [tuple(p + c) for p, c in zip(t["prompt"], t["truth"])]
+    assert len(set(keys)) == len(keys) == 6
+    assert sorted(t["duplicate_bucket"]) == ["1", "1", "2-3", "2-3", "8-15", "8-15"]
+    assert summary["sequences"]["per_bucket"] == 2

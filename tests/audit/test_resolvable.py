@@ -1,0 +1,72 @@
+"""Reporting what can be resolved (issue #12, section 4): strict FPR bound for TPR at low FPR
+(MIMIR, LiRA), null where fewer than 1/FPR non-members, PR-AUC's positive class and the zlib
+level stated, and forecast's "seen" = trained at or before the earlier checkpoint's step."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from audit import aggregate, metrics
+
+
+def test_tpr_at_fpr_uses_a_strict_bound():
+    # 100 non-members, one of them above every member: FPR 1/100 = 0.01 exactly at the member
+    # threshold. "FPR < 1%" admits only the FPR-0 threshold, where no member is flagged.
+    neg = np.r_[np.arange(99.0), 1000.0]
+    pos = np.full(10, 500.0)
+    s, y = np.r_[pos, neg], np.r_[np.ones(10, bool), np.zeros(100, bool)]
+    assert metrics.tpr_at_fpr(s, y, 0.01) == 0.0
+    assert metrics.tpr_at_fpr(s, y, 0.0101) == 1.0
+
+
+def test_tpr_at_low_fpr_is_null_below_one_over_fpr_non_members():
+    rng = np.random.default_rng(0)
+    for n_neg, resolvable in ((101, False), (999, False), (1000, True)):
+        y = np.r_[np.ones(50, bool), np.zeros(n_neg, bool)]
+        s = rng.normal(size=y.size) + y
+        m = aggregate.membership({"loss": s}, y, None, 0)
+        assert m["n_non_members"] == n_neg and m["n_members"] == 50
+        row = m["scores"]["loss"]
+        assert row["tpr_at_1pct_fpr"] is not None  # >= 100 non-members in every case
+        assert (row["tpr_at_0.1pct_fpr"] is not None) == resolvable
+
+
+def test_pr_auc_positive_class_and_zlib_level_are_stated():
+    y = np.r_[np.ones(5, bool), np.zeros(5, bool)]
+    m = aggregate.membership({"zlib": np.arange(10.0)}, y, None, 0)
+    assert m["pr_auc_positive_class"] == "members"
+    assert m["zlib_level"] == 9
+
+
+def test_unresolved_tpr_is_shown_as_na():
+    from audit.report.page import pct_or_na
+
+    assert pct_or_na(None) == "n/a" and pct_or_na(0.25) == "25.0%"
+
+
+def _audit_dir(d, model_path, extractable):
+    d.mkdir(parents=True)
+    pq.write_table(pa.table({"doc_id": ["a", "b", "c"], "token_offset": [0, 0, 0], "extractable": extractable,
+                             "member": [True, True, True]}), d / "per_sequence.parquet")
+    (d / "manifest.json").write_text(json.dumps({"stage": "audit", "model": str(model_path)}))
+
+
+def test_forecast_seen_means_trained_by_the_earlier_checkpoint(tmp_path):
+    from audit.forecast import forecast_audits
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-0000200").mkdir(parents=True)
+    (run / "model").mkdir()
+    # a and c first trained at step 100, b at step 500 (after the early checkpoint)
+    pd.DataFrame({"document_id": ["a", "b", "c", "a"], "step": [100, 500, 150, 600],
+                  "first_step": [100, 500, 150, 100]}).to_parquet(run / "order.parquet")
+    _audit_dir(tmp_path / "early", run / "checkpoints" / "step-0000200", [True, False, False])
+    _audit_dir(tmp_path / "final", run / "model", [True, True, False])
+    fc = forecast_audits(tmp_path / "early", tmp_path / "final")
+    assert fc["n"] == 2 and fc["fn"] == 0 and fc["recall"] == 1.0  # b is not yet seen at step 200
+    assert fc["seen"].startswith("trained at or before step 200")
