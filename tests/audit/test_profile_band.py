@@ -130,3 +130,39 @@ def test_sample_per_cohort_is_stratified():
     assert counts.get(3.0) == 50 and counts.get(1.0, 0) + counts.get(2.0, 0) == 50
     assert list(keep) == sorted(keep)
     assert (sample_per_cohort(ts, [0, 10, 20, 30], 50, 10, seed=1) == keep).all()
+
+
+def test_event_time_curve_weighted_by_cohort_size_with_band():
+    from audit.profile import event_time_curve
+
+    panel, tr = null_panel(11, per_cohort=(10, 30, 60), steps=np.arange(0, 61, 10))
+    p = did(panel, tr, n_boot=300, seed=0)
+    curve = event_time_curve(p)
+    for _, row in curve.iterrows():
+        cells = p[p["event_time"] == row["event_time"]]
+        w = cells["cohort_size"] / cells["cohort_size"].sum()
+        assert row["effect"] == pytest.approx(float((w * cells["effect"]).sum()), abs=1e-12)
+        assert row["lag_steps"] == pytest.approx(float((w * cells["lag_steps"]).sum()), abs=1e-9)
+        assert row["n_cohorts"] == len(cells) and row["n_instances"] == cells["cohort_size"].sum()
+    d = np.asarray(p.attrs["boot_effects"])
+    e0 = (p["event_time"] == 0).to_numpy()
+    w0 = p.loc[e0, "cohort_size"].to_numpy() / p.loc[e0, "cohort_size"].sum()
+    se0 = (d[:, e0] @ w0).std(ddof=1)
+    row0 = curve[curve["event_time"] == 0].iloc[0]
+    assert row0["se"] == pytest.approx(se0, rel=1e-9)
+    assert row0["band_lower"] < row0["effect"] < row0["band_upper"]
+    assert curve.attrs["critical_value"] > 1.96
+    assert (curve["event_time"] < 0).any() and not curve["significant"].any()  # null panel
+
+
+def test_event_time_curve_recovers_a_planted_effect():
+    from audit.profile import event_time_curve
+
+    panel, tr = null_panel(12, per_cohort=(20, 80), steps=np.arange(0, 61, 10))
+    g = np.ceil(tr.set_index("instance_id")["treatment_step"] / 10) * 10
+    ev = (panel["step"].to_numpy() - panel["instance_id"].map(g).to_numpy()) / 10
+    # 1 nat at event time 0, 0.5 at 1 for cohort sizes 20 and 80 alike
+    panel["outcome"] -= np.where(ev == 0, 1.0, np.where(ev == 1, 0.5, 0.0))
+    curve = event_time_curve(did(panel, tr, n_boot=300, seed=0)).set_index("event_time")
+    assert curve.loc[0, "band_lower"] <= 1.0 <= curve.loc[0, "band_upper"] and curve.loc[0, "significant"]
+    assert curve.loc[1, "band_lower"] <= 0.5 <= curve.loc[1, "band_upper"] and curve.loc[1, "significant"]
