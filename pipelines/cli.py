@@ -379,6 +379,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
         for c in result["checks"]:
             print(f"[{'ok' if c['passed'] else 'FAILED'}] {c['name']}: "
                   + ", ".join(f"{k}={v}" for k, v in c.items() if k not in ("name", "passed", "missed")))
+        for model, e in (result.get("exposure_by_copies") or {}).items():
+            print(f"exposure of the canaries ({model} model; log2|R| = {e['log2_space']:.0f} bits): "
+                  + ", ".join(f"{r['copies']}x {r['mean_exposure']:.1f}" for r in e["by_copies"]))
         print(f"checks written to {args.out}/checks.json")
 
     _emit(args, result, human)
