@@ -158,6 +158,13 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     lm0 = load_causal_lm(ckpts[-1][1])
     text_column = train_manifest.get("config", {}).get("text_column", "text")
     tokens = _instance_tokens(run, rows, corpus, lm0.tokenizer, text_column)
+    # Hard foils of the treated items (Orhan 2024), needing no model: scrambled and substituted.
+    t_rows = np.flatnonzero((rows["group"] == "treated").to_numpy())
+    special = [i for i in (lm0.tokenizer.eos_token_id, lm0.tokenizer.pad_token_id) if i is not None]
+    hard = {"scrambled": retention.scramble_foils(tokens[t_rows], seed=config.seed),
+            "substituted": retention.substitute_foils(tokens[t_rows], len(lm0.tokenizer), 0.25, seed=config.seed,
+                                                      exclude=special)}
+    hard_loss = {k: {} for k in hard}
     half = seq_len // 2
     early = config.early_checkpoint or min(steps, key=lambda s: abs(s - steps[-1] / 2))
     if early not in steps:
@@ -171,6 +178,9 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     for step, path in scored:
         lm = load_causal_lm(path)
         stats = lm.score(tokens, config.batch_size)
+        if step in pchk:
+            for k, foil in hard.items():
+                hard_loss[k][step] = -lm.score(foil, config.batch_size).logprob.mean(axis=1)
         outcome = -stats.logprob.mean(axis=1) if config.outcome == "surprisal" else -stats.greedy_match.mean(axis=1)
         gen = lm.generate_greedy(tokens[:, :half], seq_len - half, config.batch_size)
         exact = (gen == tokens[:, half:]).all(axis=1)
@@ -210,8 +220,13 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
             if c < g:
                 continue
             rec = retention.recognition(wide["loss"].loc[members, c].to_numpy(), wide["loss"].loc[mfoils, c].to_numpy())
+            pos = np.searchsorted(treated_idx, members)  # treated_idx is sorted: row of each member's hard foils
+            hard_rec = {k: retention.recognition(wide["loss"].loc[members, c].to_numpy(), hard_loss[k][c][pos])["accuracy"]
+                        for k in hard}
             ret_rows.append({"treatment_step": g, "step": c, "n": int(members.size),
                              "recognition": rec["accuracy"],
+                             "recognition_scrambled": hard_rec["scrambled"],
+                             "recognition_substituted": hard_rec["substituted"],
                              "exact_recall": float(wide["exact_recall"].loc[members, c].mean()),
                              "token_recall": float(wide["token_recall"].loc[members, c].mean())})
     ret = pd.DataFrame(ret_rows)

@@ -257,7 +257,8 @@ def _single_colour(colour: str) -> ListedColormap:
 
 def retention_curves(
     curve: pd.DataFrame,
-    metrics: Sequence[str] = ("recognition", "exact_recall", "token_recall"),
+    metrics: Sequence[str] = ("recognition", "recognition_scrambled", "recognition_substituted", "exact_recall",
+                              "token_recall"),
     title: str = "",
 ) -> bytes:
     """Retention metrics against steps since treatment, one line per metric.

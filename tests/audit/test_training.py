@@ -203,6 +203,9 @@ def test_profile_cells_end_before_any_second_exposure(small_corpus, tmp_path):
         assert last_cell < second[r["instance_id"]], (r.to_dict(), last_cell)
         assert ret.loc[ret["treatment_step"] == g, "step"].max() < second[r["instance_id"]]
     assert np.isin(prof["step"], cps).all() and prof["step"].max() == per_epoch
+    # hard foils (issue #13, section 4): recognition against scrambled and substituted items too
+    for col in ("recognition_scrambled", "recognition_substituted"):
+        assert ret[col].between(0, 1).all(), col
     # a user-given checkpoint grid (issue #13, section 3): only those checkpoints are profiled
     grid = [cps[0], cps[len(cps) // 2], per_epoch]
     s2 = run_profile(tmp_path / "run", tmp_path / "prof2",
