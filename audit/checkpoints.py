@@ -175,7 +175,8 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         + (f", plus {len(scored) - len(pchk)} for forecasting" if len(scored) > len(pchk) else ""))
 
     panel = []
-    for step, path in scored:
+    t_loop = time.perf_counter()
+    for i_ck, (step, path) in enumerate(scored, 1):
         lm = load_causal_lm(path)
         stats = lm.score(tokens, config.batch_size)
         if step in pchk:
@@ -188,7 +189,9 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         panel.append(pd.DataFrame({"instance_id": rows.index, "step": step, "outcome": outcome,
                                    "exact_recall": exact, "token_recall": token_recall,
                                    "loss": -stats.logprob.mean(axis=1)}))
-        log(f"profile: checkpoint {step} done")
+        el = time.perf_counter() - t_loop
+        log(f"profile: checkpoint {step} done ({i_ck}/{len(scored)}, {i_ck / el:.2f} checkpoints/s, "
+            f"{i_ck * len(rows) / el:.0f} instances/s, ETA {(len(scored) - i_ck) * el / i_ck:.0f}s)")
     panel = pd.concat(panel, ignore_index=True)
     dpanel = panel[panel["step"].isin(pchk)]  # the profile and retention: through the end of epoch 1
 

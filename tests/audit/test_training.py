@@ -179,8 +179,12 @@ def test_profile_cells_end_before_any_second_exposure(small_corpus, tmp_path):
     man = train_causal_lm(discover([small_corpus]), tmp_path / "run", cfg, log=quiet)
     per_epoch = man["steps_per_epoch"]
     assert f"step-{per_epoch:07d}" in man["checkpoints"]  # the end of epoch 1 is a checkpoint
+    lines = []
     s = run_profile(tmp_path / "run", tmp_path / "prof", ProfileConfig(n_treated=60, n_control=20, n_boot=20,
-                                                                       min_cohort_size=2), log=quiet)
+                                                                       min_cohort_size=2), log=lines.append)
+    # progress on long runs (issue #15): rate and ETA per checkpoint
+    ticks = [m for m in lines if "checkpoints/s" in m]
+    assert ticks and all("ETA" in m for m in ticks) and "ETA 0s" in ticks[-1]
     assert s["panel"]["ends"] == "end of epoch 1" and s["panel"]["end_step"] == per_epoch
     assert s["memorisation"]["residual"]["cells"] and all(c == per_epoch for _, c in s["memorisation"]["residual"]["cells"])
     manifest = json.loads((tmp_path / "prof" / "manifest.json").read_text())
