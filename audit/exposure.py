@@ -112,22 +112,38 @@ def canary_exposure(lm, canaries: list[str], canary_words: int, *, n_samples: in
     """Exposure of each canary text under ``lm``, against ``n_samples`` candidates drawn from
     the canaries' random space (``canary_words`` words uniform over ``vocabulary``, by default
     :func:`dedup.synthetic.vocabulary`, as :func:`audit.canaries.generate_canary_corpus` draws
-    them). Returns one :func:`exposure_sampled` dict per canary, with ``log_perplexity``."""
+    them). Returns one :func:`exposure_sampled` dict per canary, with ``log_perplexity`` and
+    ``words`` (words scored).
+
+    When the canaries and candidates do not fit the model's context (its ``max_positions``
+    less the end-of-text token placed first), the space is that of the first ``k`` words, the
+    largest ``k`` for which they all fit: the exposure of the canaries' ``k``-word prefixes,
+    with ``log2 |R| = k log2 V``.
+    """
     if vocabulary is None:
         from dedup.synthetic import vocabulary as vocab
 
         vocabulary = vocab()
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(vocabulary), size=(n_samples, canary_words))
-    samples = [" ".join(vocabulary[i] for i in row) for row in draws.tolist()]
-    log2_space = random_space_log2(canary_words, len(vocabulary))
+    sample_words = [[vocabulary[i] for i in row] for row in draws.tolist()]
+    canary_split = [c.split(" ") for c in canaries]
+    limit = getattr(lm, "max_positions", None)
+    k = canary_words
+    if limit:
+        while k > 1:
+            texts = [" ".join(w[:k]) for w in sample_words + canary_split]
+            if max(len(t) for t in lm.encode(texts)) <= limit - 1:
+                break
+            k = max(1, int(k * 0.9) if k > 10 else k - 1)
+    samples = [" ".join(w[:k]) for w in sample_words]
+    log2_space = random_space_log2(k, len(vocabulary))
     sample_scores = _log_perplexity(lm, samples, batch_size)
-    canary_scores = _log_perplexity(lm, list(canaries), batch_size)
+    canary_scores = _log_perplexity(lm, [" ".join(w[:k]) for w in canary_split], batch_size)
     out = []
     for c in canary_scores:
         d = exposure_sampled(float(c), sample_scores, log2_space)
-        d["log_perplexity"] = float(c)
-        d["log2_space"] = log2_space
+        d.update(log_perplexity=float(c), log2_space=log2_space, words=k)
         out.append(d)
     return out
 

@@ -387,6 +387,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
             print(f"[{'ok' if c['passed'] else 'FAILED'}] {c['name']}: "
                   + ", ".join(f"{k}={v}" for k, v in c.items() if k not in ("name", "passed", "missed")))
         for model, e in (result.get("exposure_by_copies") or {}).items():
+            if "by_copies" not in e:
+                print(f"exposure of the canaries ({model} model): not computed ({e.get('error')})")
+                continue
             print(f"exposure of the canaries ({model} model; log2|R| = {e['log2_space']:.0f} bits): "
                   + ", ".join(f"{r['copies']}x {r['mean_exposure']:.1f}" for r in e["by_copies"]))
         print(f"checks written to {args.out}/checks.json")

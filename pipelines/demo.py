@@ -35,7 +35,7 @@ from dedup.synthetic import generate_corpus
 CORPUS_MANIFEST = "manifest.json"
 CHECKS_FILE = "checks.json"
 MIN_COPIES = 32  # claim 2: canaries planted at least this many times
-EXPOSURE_SAMPLES = 500  # candidates sampled from the canaries' random space per model
+EXPOSURE_SAMPLES = 300  # candidates sampled from the canaries' random space per model
 
 __all__ = ["generate_demo_corpus", "DEMO_SCHEMA", "planted_manifest", "run_checks"]
 
@@ -146,7 +146,7 @@ def _canary_exposure(corpus: Path, model_dir: Path, n_samples: int = EXPOSURE_SA
         res = canary_exposure(lm, group, words, n_samples=n_samples, seed=seed)
         copies += [texts[t] for t in group]
         exposures += [r["exposure"] for r in res]
-        meta = {"samples": n_samples, "log2_space": res[0]["log2_space"]}
+        meta = {"samples": n_samples, "log2_space": res[0]["log2_space"], "words": res[0]["words"]}
     return {**meta, "by_copies": exposure_by_copies(copies, exposures)}
 
 
@@ -169,7 +169,12 @@ def run_checks(out: str | Path) -> dict:
     checks.append({"name": "dedup model's rate on those canaries is at least 10x lower", "passed": ratio_ok,
                    "raw_rate": raw["rate"], "dedup_rate": dedup["rate"], "dedup_sequences": dedup["sequences"]})
     result = {"passed": all(c["passed"] for c in checks), "checks": checks}
-    exposure = {m: _canary_exposure(out / "corpus", out / "train" / m / "model") for m in ("raw", "dedup")}
+    exposure = {}
+    for m in ("raw", "dedup"):
+        try:
+            exposure[m] = _canary_exposure(out / "corpus", out / "train" / m / "model")
+        except Exception as e:  # informational: never fails the claims, but says why it is missing
+            exposure[m] = {"error": f"{type(e).__name__}: {e}"}
     if any(exposure.values()):
         result["exposure_by_copies"] = {m: v for m, v in exposure.items() if v}
     io.write_json_atomic(out / CHECKS_FILE, result)
