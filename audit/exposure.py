@@ -131,11 +131,16 @@ def canary_exposure(lm, canaries: list[str], canary_words: int, *, n_samples: in
     limit = getattr(lm, "max_positions", None)
     k = canary_words
     if limit:
-        while k > 1:
-            texts = [" ".join(w[:k]) for w in sample_words + canary_split]
-            if max(len(t) for t in lm.encode(texts)) <= limit - 1:
-                break
-            k = max(1, int(k * 0.9) if k > 10 else k - 1)
+        def fits(j: int) -> bool:
+            texts = [" ".join(w[:j]) for w in sample_words + canary_split]
+            return max(len(t) for t in lm.encode(texts)) <= limit - 1
+
+        if not fits(k):  # the largest fitting prefix, by bisection (token counts grow with words)
+            lo, hi = 1, k  # fits(lo) is assumed: one word always fits a real context
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+            k = lo
     samples = [" ".join(w[:k]) for w in sample_words]
     log2_space = random_space_log2(k, len(vocabulary))
     sample_scores = _log_perplexity(lm, samples, batch_size)

@@ -102,3 +102,16 @@ def test_canary_exposure_ranks_a_memorised_canary_high():
     assert res[0]["log2_space"] == pytest.approx(8 * math.log2(1000))
     assert res[0]["exposure"] > 20 and res[0]["method"] == "normal fit"
     assert res[1]["exposure"] < 5 and res[1]["method"] == "empirical"
+
+
+def test_canary_exposure_fits_the_models_context():
+    """The demo's 64-word canaries exceed a 128-position model (IndexError in the workflow):
+    the space becomes that of the longest word prefix that fits."""
+    from audit.exposure import canary_exposure
+
+    vocab = [f"w{i}" for i in range(1000)]
+    canary = " ".join(vocab[i] for i in range(64))
+    lm = _FakeLM(vocab, memorised=canary.split(" "))
+    lm.max_positions = 21  # 20 words + the end-of-text token
+    res = canary_exposure(lm, [canary], 64, n_samples=100, seed=0, vocabulary=vocab)
+    assert res[0]["words"] == 20 and res[0]["log2_space"] == pytest.approx(20 * math.log2(1000))
