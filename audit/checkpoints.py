@@ -255,7 +255,8 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     write_atomic(out / INSTANCES_FILE, rows.assign(instance_row=rows.index)[
         ["instance_row", "instance_id", "group", "treatment_step"]
         + [c for c in ("first_step", "second_step") if c in rows.columns]].to_parquet)
-    io.write_bytes_atomic(out / HEATMAP_PNG, plots.profile_heatmap(prof, title=f"Memorisation profile: {run.name}"))
+    io.write_bytes_atomic(out / HEATMAP_PNG, plots.profile_heatmap(prof, title=f"Memorisation profile: {run.name}")
+                          if len(prof) else plots.event_time_curve(None))  # no cohort: a figure that says so
     io.write_bytes_atomic(out / EVENT_TIME_PNG, plots.event_time_curve(curve_et, title=f"Event-time curve: {run.name}"))
     io.write_bytes_atomic(out / RETENTION_PNG, plots.retention_curves(curve, title=f"Retention: {run.name}"))
     panel_info = {"ends": panel_rule, "end_step": int(pchk[-1]), "checkpoints": pchk,
