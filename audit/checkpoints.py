@@ -10,9 +10,16 @@ teacher-forced accuracy) from one forward pass, and greedy recall of its second 
 its first half. From the panel:
 
 * ``profile.parquet``: difference-in-differences memorisation per (treatment cohort,
-  checkpoint) (:func:`audit.profile.did`), plus a placebo cohort of held-out instances
-  given a pretend treatment step (its intervals should cover 0);
-* ``retention.parquet``: recognition (seen vs foil) and recall per cohort and checkpoint;
+  checkpoint), lead cells and the simultaneous band included (:func:`audit.profile.did`), plus
+  a placebo cohort of held-out instances given a pretend treatment step (its band should
+  cover 0); ``event_time.parquet``: the event-time curve; ``instances.parquet``: the sampled
+  instances;
+* ``retention.parquet``: recognition (seen vs held-out, scrambled and substituted foils) and
+  recall per cohort and checkpoint;
+
+One treatment per instance: the profile and retention use the checkpoints up to the end of
+epoch 1 (:func:`panel_end_step`, recorded as ``panel`` in the summary and manifest); the
+forecast also scores the final checkpoint.
 * ``forecast.json``: does memorized-at-an-early-checkpoint predict memorized-at-the-end?
 * ``profile_heatmap.png``, ``retention_curves.png``, ``summary.json``, ``manifest.json``
   (written last; names in :mod:`audit.layout`).

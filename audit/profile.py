@@ -10,8 +10,11 @@ Design
     * Outcome ``Y_c(x)``: any per-instance number observed at checkpoint ``c``; by default the
       mean per-token surprisal, so LOWER = better predicted.
     * Treatment: ``treatment_step`` is the training step at which the instance was FIRST trained
-      on (first exposure only; later epochs / repeats are ignored, as the estimator needs one
-      treatment time per instance). Null/NaN = never trained (held-out data) = control.
+      on. The estimator needs ONE treatment per instance, so the panel given here must end
+      before any instance's second exposure: did() cannot see later exposures and does not
+      remove them. :func:`audit.checkpoints.run_profile` ensures it (Lesci et al. keep epoch 1
+      only): its panel ends at the end of epoch 1 and it leaves out instances trained twice
+      before that. Null/NaN = never trained (held-out data) = control.
     * Cohorts: an instance treated at step ``s`` belongs to cohort ``g`` = the first checkpoint
       with ``g >= s`` (checkpoint ``g`` is the first one that has seen it). Its base period is
       the last checkpoint before ``g``. Instances whose cohort would be the FIRST checkpoint
@@ -33,14 +36,27 @@ Design
     * Uncertainty: a seeded bootstrap over INSTANCES, stratified: each replicate resamples
       with replacement the instances of every cohort and of the control group separately (one
       joint draw per replicate, shared by all cells). ``se`` = standard deviation of the
-      bootstrap effects (ddof=1), ``lower``/``upper`` = percentile interval at ``confidence``.
+      bootstrap effects (ddof=1), ``lower``/``upper`` = percentile interval at ``confidence``
+      (pointwise). Significance is read from the SIMULTANEOUS band ``band_lower``/
+      ``band_upper`` over all cells (max-t critical value from the same draws, as the
+      multiplier bootstrap of the ``differences`` package): the family-wise rate of flagging
+      any null cell is ~``1 - confidence``, where pointwise intervals flag some cell in most
+      null panels.
+    * Lead cells: pre-treatment checkpoints (``event_time <= -2``) against the same base
+      period: the test of no anticipation and parallel trends, covered by the band.
+    * Small cohorts: adjacent early cohorts are merged until each has ``min_cohort_size``
+      instances (:func:`merge_cohorts`); :func:`sample_per_cohort` samples a fixed number
+      per cohort, as Lesci et al. do.
       The draws of every cell are kept in ``attrs["boot_effects"]`` so that :func:`summarise`
       can bootstrap its averages over cells with all their covariances.
 
-Summaries (:func:`summarise`), as in the paper: instantaneous memorisation = cells with
-``step == treatment_step`` (the first checkpoint after training on the instance); persistent =
-cells with ``step > treatment_step`` excluding the final checkpoint; residual = cells at the
-final checkpoint. A cohort whose ``g`` is the final checkpoint contributes its single cell to
+Summaries (:func:`summarise`): instantaneous memorisation = cells with
+``step == treatment_step`` (event time 0, the first checkpoint after training on the instance);
+persistent = cells with ``step > treatment_step`` excluding the final checkpoint; residual =
+cells at the panel's final checkpoint (the end of epoch 1 in run_profile). Lesci et al. report
+persistence as the event-time curve (:func:`event_time_curve`: cohorts aggregated at each
+event time with cohort-size weights, with its simultaneous band); lead cells never enter the
+summaries. A cohort whose ``g`` is the final checkpoint contributes its single cell to
 both instantaneous and residual.
 
 Assumptions (not testable here): parallel trends between each cohort and the held-out data, no
