@@ -10,9 +10,16 @@ teacher-forced accuracy) from one forward pass, and greedy recall of its second 
 its first half. From the panel:
 
 * ``profile.parquet``: difference-in-differences memorisation per (treatment cohort,
-  checkpoint) (:func:`audit.profile.did`), plus a placebo cohort of held-out instances
-  given a pretend treatment step (its intervals should cover 0);
-* ``retention.parquet``: recognition (seen vs foil) and recall per cohort and checkpoint;
+  checkpoint), lead cells and the simultaneous band included (:func:`audit.profile.did`), plus
+  a placebo cohort of held-out instances given a pretend treatment step (its band should
+  cover 0); ``event_time.parquet``: the event-time curve; ``instances.parquet``: the sampled
+  instances;
+* ``retention.parquet``: recognition (seen vs held-out, scrambled and substituted foils) and
+  recall per cohort and checkpoint;
+
+One treatment per instance: the profile and retention use the checkpoints up to the end of
+epoch 1 (:func:`panel_end_step`, recorded as ``panel`` in the summary and manifest); the
+forecast also scores the final checkpoint.
 * ``forecast.json``: does memorized-at-an-early-checkpoint predict memorized-at-the-end?
 * ``profile_heatmap.png``, ``retention_curves.png``, ``summary.json``, ``manifest.json``
   (written last; names in :mod:`audit.layout`).
@@ -32,8 +39,9 @@ from dedup import io
 from dedup.runs import discover
 
 from .config import ProfileConfig
-from .layout import (CHECKPOINT_DIR, FORECAST_FILE, HEATMAP_PNG, HELDOUT_FILE, ORDER_FILE, PROFILE_FILE,
-                     PROFILE_OUTPUTS, RETENTION_FILE, RETENTION_PNG, SUMMARY, checkpoint_step, write_atomic)
+from .layout import (CHECKPOINT_DIR, EVENT_TIME_FILE, EVENT_TIME_PNG, FORECAST_FILE, HEATMAP_PNG, HELDOUT_FILE,
+                     INSTANCES_FILE, ORDER_FILE, PROFILE_FILE, PROFILE_OUTPUTS, RETENTION_FILE, RETENTION_PNG, SUMMARY,
+                     checkpoint_step, write_atomic)
 
 
 def _checkpoints(run: Path) -> list[tuple[int, Path]]:
@@ -70,6 +78,35 @@ def _instance_tokens(run: Path, table: pd.DataFrame, corpus: list[str], tokenize
     return np.array([t[o : o + n] for t, o in zip(ids, table["token_offset"].astype(int))], dtype=np.int64)
 
 
+def exposures(order: pd.DataFrame) -> pd.DataFrame:
+    """One row per instance of ``order.parquet`` (its first exposure's row) with ``first_step``
+    and ``second_step`` (the step of its second exposure; NaN if trained once)."""
+    o = order.sort_values(["instance_id", "step"], kind="stable")
+    first = o.groupby("instance_id", as_index=False).first()
+    first["first_step"] = first["step"]
+    second = o[o.duplicated("instance_id")].groupby("instance_id")["step"].min()
+    first["second_step"] = first["instance_id"].map(second).astype("float64")
+    return first
+
+
+def panel_end_step(order: pd.DataFrame, steps: list[int]) -> tuple[int, str]:
+    """The last step of the profile's panel and the rule that set it.
+
+    One treatment per instance (Lesci et al. 2024 keep epoch 1 only): the panel ends at the last
+    checkpoint at or before the end of epoch 1 (``order.parquet``'s last step with ``epoch ==
+    0``; ``memdedup train`` checkpoints that step). Without an ``epoch`` column (a user's own
+    order), at the last checkpoint. Either way, run_profile also leaves out any instance trained
+    a second time at or before the panel's end, so no cell of an instance lies after its second
+    exposure.
+    """
+    if "epoch" in order.columns and (order["epoch"] == 0).any():
+        end1 = int(order.loc[order["epoch"] == order["epoch"].min(), "step"].max())
+        inside = [s for s in steps if s <= end1]
+        if inside:
+            return inside[-1], "end of epoch 1"
+    return steps[-1], "last checkpoint (no epochs recorded)"
+
+
 def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: list[str] | None = None, log=print) -> dict:
     """Profile a training run's checkpoints; return the summary (also written to ``out``)."""
     from . import plots, profile, retention
@@ -85,23 +122,41 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     order = pq.read_table(run / ORDER_FILE).to_pandas()
     held = pq.read_table(run / HELDOUT_FILE).to_pandas()
     ckpts = _checkpoints(run)
+    grid = config.checkpoint_grid()
+    if grid is not None:  # the user's own checkpoint grid
+        missing = sorted(set(grid) - {s for s, _ in ckpts})
+        if missing:
+            raise ValueError(f"{run}: checkpoints {missing} are not in the run (it has {[s for s, _ in ckpts]})")
+        ckpts = [(s, p) for s, p in ckpts if s in set(grid)]
     steps = [s for s, _ in ckpts]
+    panel_end, panel_rule = panel_end_step(order, steps)
+    pchk = [s for s in steps if s <= panel_end]  # the profile's checkpoints: through the end of epoch 1
+    if len(pchk) < 2:
+        raise ValueError(f"{run}: fewer than 2 checkpoints up to the end of epoch 1 (step {panel_end}): {steps}")
     seq_len = int(order["n_tokens"].max())
     rng = np.random.default_rng(config.seed)
-    first = order.groupby("instance_id", as_index=False).first()
+    first = exposures(order)
     first = first[first["n_tokens"] == seq_len]
     if "doc_copies" in first.columns:
         # Only texts trained through this one document: for a duplicated text the first
         # exposure of this copy is not when the content was first trained.
         first = first[first["doc_copies"] == 1]
-    first = first[first["first_step"] > steps[0]]  # cohorts need a checkpoint before treatment
-    treated = first.iloc[np.sort(rng.permutation(len(first))[: config.n_treated])].copy()
+    # One treatment per instance: treated within the panel, and not trained again inside it.
+    first = first[(first["first_step"] > pchk[0]) & (first["first_step"] <= pchk[-1])
+                  & ~(first["second_step"] <= pchk[-1])]
+    ts_all = first.set_index("instance_id")["first_step"].astype(float)
+    n_cohorts = max(1, len(profile.merge_cohorts(
+        pd.Series(np.searchsorted(pchk, ts_all.to_numpy(), side="left")).value_counts().to_dict(),
+        config.min_cohort_size)))
+    per_cohort = config.n_per_cohort or -(-config.n_treated // n_cohorts)
+    keep = profile.sample_per_cohort(ts_all, pchk, per_cohort, config.min_cohort_size, seed=config.seed)
+    treated = first[first["instance_id"].isin(keep)].copy()
     held = held[held["n_tokens"] == seq_len]
     if len(held) < 4:
         raise ValueError(f"{run}: fewer than 4 full-length held-out instances: train with a holdout fraction")
     controls = held.iloc[np.sort(rng.permutation(len(held))[: config.n_control])].copy()
     placebo_mask = rng.permutation(len(controls)) < len(controls) // 2
-    middle = steps[len(steps) // 2]
+    middle = pchk[len(pchk) // 2]
     rows = pd.concat([
         treated.assign(group="treated", treatment_step=treated["first_step"].astype(float)),
         controls[~placebo_mask].assign(group="control", treatment_step=np.nan),
@@ -110,14 +165,30 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     lm0 = load_causal_lm(ckpts[-1][1])
     text_column = train_manifest.get("config", {}).get("text_column", "text")
     tokens = _instance_tokens(run, rows, corpus, lm0.tokenizer, text_column)
+    # Hard foils of the treated items (Orhan 2024), needing no model: scrambled and substituted.
+    t_rows = np.flatnonzero((rows["group"] == "treated").to_numpy())
+    special = [i for i in (lm0.tokenizer.eos_token_id, lm0.tokenizer.pad_token_id) if i is not None]
+    hard = {"scrambled": retention.scramble_foils(tokens[t_rows], seed=config.seed),
+            "substituted": retention.substitute_foils(tokens[t_rows], len(lm0.tokenizer), 0.25, seed=config.seed,
+                                                      exclude=special)}
+    hard_loss = {k: {} for k in hard}
     half = seq_len // 2
+    early = config.early_checkpoint or min(steps, key=lambda s: abs(s - steps[-1] / 2))
+    if early not in steps:
+        raise ValueError(f"{run}: early_checkpoint {early} is not a checkpoint step: {steps}")
+    scored = [(s, p) for s, p in ckpts if s in set(pchk) | {early, steps[-1]}]
     log(f"profile: {len(treated)} trained, {int((~placebo_mask).sum())} control and {int(placebo_mask.sum())} "
-        f"placebo instances over {len(ckpts)} checkpoints")
+        f"placebo instances over {len(pchk)} checkpoints up to step {panel_end} ({panel_rule})"
+        + (f", plus {len(scored) - len(pchk)} for forecasting" if len(scored) > len(pchk) else ""))
 
     panel = []
-    for step, path in ckpts:
+    t_loop = time.perf_counter()
+    for i_ck, (step, path) in enumerate(scored, 1):
         lm = load_causal_lm(path)
         stats = lm.score(tokens, config.batch_size)
+        if step in pchk:
+            for k, foil in hard.items():
+                hard_loss[k][step] = -lm.score(foil, config.batch_size).logprob.mean(axis=1)
         outcome = -stats.logprob.mean(axis=1) if config.outcome == "surprisal" else -stats.greedy_match.mean(axis=1)
         gen = lm.generate_greedy(tokens[:, :half], seq_len - half, config.batch_size)
         exact = (gen == tokens[:, half:]).all(axis=1)
@@ -125,18 +196,22 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         panel.append(pd.DataFrame({"instance_id": rows.index, "step": step, "outcome": outcome,
                                    "exact_recall": exact, "token_recall": token_recall,
                                    "loss": -stats.logprob.mean(axis=1)}))
-        log(f"profile: checkpoint {step} done")
+        el = time.perf_counter() - t_loop
+        log(f"profile: checkpoint {step} done ({i_ck}/{len(scored)}, {i_ck / el:.2f} checkpoints/s, "
+            f"{i_ck * len(rows) / el:.0f} instances/s, ETA {(len(scored) - i_ck) * el / i_ck:.0f}s)")
     panel = pd.concat(panel, ignore_index=True)
+    dpanel = panel[panel["step"].isin(pchk)]  # the profile and retention: through the end of epoch 1
 
     # Difference-in-differences (real cohorts, then the placebo cohort against the controls).
     real = rows["group"] != "placebo"
-    prof = profile.did(panel[panel["instance_id"].isin(rows.index[real])][["instance_id", "step", "outcome"]],
+    prof = profile.did(dpanel[dpanel["instance_id"].isin(rows.index[real])][["instance_id", "step", "outcome"]],
                        pd.DataFrame({"instance_id": rows.index[real], "treatment_step": rows["treatment_step"][real]}),
-                       n_boot=config.n_boot, seed=config.seed)
+                       n_boot=config.n_boot, seed=config.seed, min_cohort_size=config.min_cohort_size)
+    curve_et = profile.event_time_curve(prof) if len(prof) else pd.DataFrame()
     plac = rows["group"] != "treated"
-    placebo = profile.did(panel[panel["instance_id"].isin(rows.index[plac])][["instance_id", "step", "outcome"]],
+    placebo = profile.did(dpanel[dpanel["instance_id"].isin(rows.index[plac])][["instance_id", "step", "outcome"]],
                           pd.DataFrame({"instance_id": rows.index[plac], "treatment_step": rows["treatment_step"][plac]}),
-                          n_boot=config.n_boot, seed=config.seed)
+                          n_boot=config.n_boot, seed=config.seed, min_cohort_size=1)
     prof["placebo"] = False
     placebo["placebo"] = True
     both = pd.concat([prof, placebo], ignore_index=True)
@@ -145,18 +220,23 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     treated_idx = rows.index[rows["group"] == "treated"].to_numpy()
     foils = rng.choice(rows.index[rows["group"] != "treated"].to_numpy(), size=treated_idx.size, replace=True)
     t_step = rows.loc[treated_idx, "treatment_step"].to_numpy()
-    g_of = np.array([min([s for s in steps if s >= t], default=steps[-1]) for t in t_step])
+    g_of = np.array([min([s for s in pchk if s >= t], default=pchk[-1]) for t in t_step])
     wide = {k: panel.pivot(index="instance_id", columns="step", values=k) for k in ("loss", "exact_recall", "token_recall")}
     ret_rows = []
     for g in sorted(set(g_of.tolist())):
         members = treated_idx[g_of == g]
         mfoils = foils[g_of == g]
-        for c in steps:
+        for c in pchk:  # only while not trained again: the panel ends before any second exposure
             if c < g:
                 continue
             rec = retention.recognition(wide["loss"].loc[members, c].to_numpy(), wide["loss"].loc[mfoils, c].to_numpy())
+            pos = np.searchsorted(treated_idx, members)  # treated_idx is sorted: row of each member's hard foils
+            hard_rec = {k: retention.recognition(wide["loss"].loc[members, c].to_numpy(), hard_loss[k][c][pos])["accuracy"]
+                        for k in hard}
             ret_rows.append({"treatment_step": g, "step": c, "n": int(members.size),
                              "recognition": rec["accuracy"],
+                             "recognition_scrambled": hard_rec["scrambled"],
+                             "recognition_substituted": hard_rec["substituted"],
                              "exact_recall": float(wide["exact_recall"].loc[members, c].mean()),
                              "token_recall": float(wide["token_recall"].loc[members, c].mean())})
     ret = pd.DataFrame(ret_rows)
@@ -164,7 +244,6 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
 
     # Forecasting: memorized (exact recall) at an early checkpoint vs the final one,
     # restricted to instances trained on before the early checkpoint.
-    early = config.early_checkpoint or min(steps, key=lambda s: abs(s - steps[-1] / 2))
     seen = rows["treatment_step"] <= early
     fc = forecast(
         pd.DataFrame({"seq_key": rows.index, "extractable": wide["exact_recall"][early].loc[rows.index].to_numpy(),
@@ -179,19 +258,37 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     write_atomic(out / PROFILE_FILE, both.to_parquet)
     write_atomic(out / RETENTION_FILE, ret.to_parquet)
     io.write_json_atomic(out / FORECAST_FILE, fc)
-    io.write_bytes_atomic(out / HEATMAP_PNG, plots.profile_heatmap(prof, title=f"Memorisation profile: {run.name}"))
+    write_atomic(out / EVENT_TIME_FILE, curve_et.to_parquet)
+    write_atomic(out / INSTANCES_FILE, rows.assign(instance_row=rows.index)[
+        ["instance_row", "instance_id", "group", "treatment_step"]
+        + [c for c in ("first_step", "second_step") if c in rows.columns]].to_parquet)
+    io.write_bytes_atomic(out / HEATMAP_PNG, plots.profile_heatmap(prof, title=f"Memorisation profile: {run.name}")
+                          if len(prof) else plots.event_time_curve(None))  # no cohort: a figure that says so
+    io.write_bytes_atomic(out / EVENT_TIME_PNG, plots.event_time_curve(curve_et, title=f"Event-time curve: {run.name}"))
     io.write_bytes_atomic(out / RETENTION_PNG, plots.retention_curves(curve, title=f"Retention: {run.name}"))
+    panel_info = {"ends": panel_rule, "end_step": int(pchk[-1]), "checkpoints": pchk,
+                  "residual_step": int(pchk[-1])}
     summary = {
         "run": str(run.resolve()), "config": config.to_dict(), "checkpoints": steps,
         "instances": {"treated": int(len(treated)), "control": int((~placebo_mask).sum()),
                       "placebo": int(placebo_mask.sum())},
-        "memorisation": profile.summarise(prof, final_step=steps[-1]),
-        "placebo": profile.summarise(placebo, final_step=steps[-1]),
+        "panel": panel_info,
+        "cohorts": [{"treatment_step": int(g), "base_step": int(prof.attrs["base_steps"][g]),
+                     "member_cohorts": prof.attrs["cohorts"][g],
+                     "cohort_size": int(prof.loc[prof["treatment_step"] == g, "cohort_size"].iloc[0])}
+                    for g in sorted(prof.attrs["base_steps"])],
+        "band": {"critical_value": prof.attrs["critical_value"], "confidence": prof.attrs["confidence"],
+                 "cells": int(len(prof)), "significant_cells": int(prof["significant"].sum()),
+                 "lead_cells": int((prof["event_time"] < 0).sum()),
+                 "significant_lead_cells": int((prof["significant"] & (prof["event_time"] < 0)).sum())},
+        "memorisation": profile.summarise(prof, final_step=pchk[-1]),
+        "event_time_curve": curve_et.to_dict("records"),
+        "placebo": profile.summarise(placebo, final_step=pchk[-1]),
         "placebo_cells_covering_zero": float((~profile.significant(placebo)).mean()) if len(placebo) else None,
         "forecast": fc,
         "timing_s": time.perf_counter() - t_start,
     }
     io.write_json_atomic(out / SUMMARY, summary)
-    io.write_stage_manifest(out, "profile", {"run": str(run.resolve()), "config": config.to_dict(),
+    io.write_stage_manifest(out, "profile", {"run": str(run.resolve()), "config": config.to_dict(), "panel": panel_info,
                                              "outputs": list(PROFILE_OUTPUTS)})
     return summary

@@ -97,10 +97,13 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def checkpoint_steps(self, total_steps: int) -> list[int]:
+    def checkpoint_steps(self, total_steps: int, steps_per_epoch: int | None = None) -> list[int]:
         """Log-spaced early (1, 2, 4, ... <= log_checkpoints), then every
-        ``checkpoint_every`` steps, and the final step."""
+        ``checkpoint_every`` steps, the last step of every epoch (given ``steps_per_epoch``:
+        memorisation profiles end at the end of epoch 1, Lesci et al. 2024) and the final step."""
         steps = set()
+        if steps_per_epoch:
+            steps.update(range(steps_per_epoch, total_steps + 1, steps_per_epoch))
         s = 1
         while s <= min(self.log_checkpoints, total_steps):
             steps.add(s)
@@ -115,7 +118,13 @@ class ProfileConfig:
     """Memorisation profiles over a run's checkpoints (``memdedup profile``, run by
     :func:`audit.checkpoints.run_profile`); fields: the declarations below."""
 
-    n_treated: int = option(400, "trained instances audited: a seeded sample of full-length ones", unit="instances")
+    n_treated: int = option(400, "trained instances audited in all: a seeded sample of full-length ones, stratified "
+                                 "by cohort", unit="instances")
+    n_per_cohort: int | None = option(None, "trained instances sampled per cohort (Lesci et al. sample 100 per "
+                                            "cohort)", unit="instances",
+                                      none="n_treated divided evenly among the cohorts")
+    min_cohort_size: int = option(10, "adjacent early cohorts are merged until each has this many instances",
+                                  unit="instances")
     n_control: int = option(200, "held-out instances, half control group and half placebo cohort; at least 4",
                             unit="instances")
     outcome: str = option("surprisal", "per-instance outcome: mean token surprisal (nats) or teacher-forced "
@@ -125,6 +134,9 @@ class ProfileConfig:
     batch_size: int = option(64, "sequences per forward pass", unit="sequences")
     early_checkpoint: int | None = option(None, "step of the early audit for forecasting", unit="steps",
                                           none="the checkpoint closest to the middle of training")
+    checkpoints: str | None = option(None, "comma-separated checkpoint steps to profile, a subset of the run's "
+                                           "(e.g. 0,1000,2000); the panel still ends at the end of epoch 1",
+                                     none="every checkpoint of the run")
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
@@ -133,6 +145,21 @@ class ProfileConfig:
         check_choices(self, bad)
         if self.n_treated < 1 or self.n_control < 4:
             bad("need n_treated >= 1 and n_control >= 4")
+        if (self.n_per_cohort is not None and self.n_per_cohort < 1) or self.min_cohort_size < 1:
+            bad("need n_per_cohort >= 1 and min_cohort_size >= 1")
+        if self.checkpoints is not None:
+            try:
+                grid = self.checkpoint_grid()
+            except ValueError:
+                bad(f"checkpoints must be comma-separated integer steps, got {self.checkpoints!r}")
+            if len(grid) < 2:
+                bad(f"checkpoints must name at least 2 steps, got {self.checkpoints!r}")
+
+    def checkpoint_grid(self) -> list[int] | None:
+        """The user's checkpoint steps, sorted and unique (None: every checkpoint)."""
+        if self.checkpoints is None:
+            return None
+        return sorted({int(x) for x in str(self.checkpoints).replace(" ", "").split(",") if x != ""})
 
     def to_dict(self) -> dict:
         return asdict(self)

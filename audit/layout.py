@@ -18,8 +18,9 @@ per-sequence schema (as :mod:`dedup.layout` is for the dedup output).
       manifest.json          written last
 
     PROFILE/ (memdedup profile, audit.checkpoints)
-      profile.parquet, retention.parquet, forecast.json, profile_heatmap.png,
-      retention_curves.png, summary.json, manifest.json (last)
+      profile.parquet (cells with band, lead cells, cohort sizes), event_time.parquet,
+      instances.parquet (the sampled instances), retention.parquet, forecast.json,
+      profile_heatmap.png, event_time.png, retention_curves.png, summary.json, manifest.json (last)
 
     REPORT/ (memdedup report, audit.report)
       <name>.html            one model's page; <name>.summary.json: the audit's summary.json
@@ -126,7 +127,11 @@ RETENTION_FILE = "retention.parquet"
 FORECAST_FILE = "forecast.json"
 HEATMAP_PNG = "profile_heatmap.png"
 RETENTION_PNG = "retention_curves.png"
-PROFILE_OUTPUTS = (PROFILE_FILE, RETENTION_FILE, FORECAST_FILE, HEATMAP_PNG, RETENTION_PNG, SUMMARY)
+EVENT_TIME_FILE = "event_time.parquet"
+EVENT_TIME_PNG = "event_time.png"
+INSTANCES_FILE = "instances.parquet"
+PROFILE_OUTPUTS = (PROFILE_FILE, EVENT_TIME_FILE, INSTANCES_FILE, RETENTION_FILE, FORECAST_FILE, HEATMAP_PNG,
+                   EVENT_TIME_PNG, RETENTION_PNG, SUMMARY)
 
 
 # ---------------------------------------------------------------- report output

@@ -90,9 +90,13 @@ def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
     """Heatmap of a memorisation profile: treatment step (rows) x checkpoint step (columns).
 
     Colour = ``effect`` on a diverging colormap centred at 0 (red = memorisation, i.e. surprisal
-    reduced by training on the cohort; blue = negative). Cells whose interval
-    [``lower``, ``upper``] covers 0 (or whose interval is NaN) are greyed out; cells before
-    treatment (step < treatment_step) and cells with no finite effect are left blank. Each
+    reduced by training on the cohort; blue = negative). Cells whose simultaneous band
+    [``band_lower``, ``band_upper``] covers 0 (or, for frames without a band, whose interval
+    [``lower``, ``upper``] does; NaN bounds count as covering 0) are greyed out. Lead cells
+    (pre-treatment, step < treatment_step, as did() returns them: the parallel-trends check)
+    are drawn like the others, left of a black line at each cohort's treatment; absent cells
+    (the base period, partially treated checkpoints of merged cohorts) and cells with no finite
+    effect are left blank. With a ``cohort_size`` column, row labels read "step (n=size)". Each
     treatment step and each checkpoint is one row / column (checkpoints need not be evenly
     spaced); with many of them, tick labels are thinned. Values are written in the cells of
     small matrices (at most 12 x 12).
@@ -111,7 +115,11 @@ def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
     """
     cols = ["treatment_step", "step", "effect", "lower", "upper"]
     _require_columns(profile, cols, "profile")
+    band = {"band_lower", "band_upper"} <= set(profile.columns)
     df = profile[cols].copy()
+    if band:
+        df["lower"] = profile["band_lower"].to_numpy()
+        df["upper"] = profile["band_upper"].to_numpy()
     if df[["treatment_step", "step"]].isna().any().any():
         raise ValueError("profile has missing treatment_step or step values")
     if df.duplicated(subset=["treatment_step", "step"]).any():
@@ -126,8 +134,7 @@ def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
     upper = df.pivot(index="treatment_step", columns="step", values="upper").reindex(index=rows, columns=columns)
     E, L, U = (x.to_numpy(dtype=np.float64) for x in (effect, lower, upper))
 
-    before = columns[None, :] < rows[:, None]
-    has_effect = np.isfinite(E) & ~before
+    has_effect = np.isfinite(E)
     with np.errstate(invalid="ignore"):
         covers_zero = ~((L > 0) | (U < 0))  # NaN bounds count as covering 0 (not significant)
     greyed = has_effect & covers_zero
@@ -161,7 +168,14 @@ def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
         ax.tick_params(which="minor", length=0)
     xt, yt = _tick_positions(n_c), _tick_positions(n_r)
     ax.set_xticks(xt, [_step_label(columns[i]) for i in xt])
-    ax.set_yticks(yt, [_step_label(rows[i]) for i in yt])
+    sizes = None
+    if "cohort_size" in profile.columns:
+        sizes = profile.groupby("treatment_step")["cohort_size"].first().reindex(rows).to_numpy()
+    ax.set_yticks(yt, [_step_label(rows[i]) + (f" (n={int(sizes[i])})" if sizes is not None and np.isfinite(sizes[i])
+                                               else "") for i in yt])
+    for i, g in enumerate(rows):  # treatment: left of the first checkpoint that has seen the cohort
+        j = int(np.searchsorted(columns, g, side="left"))
+        ax.plot([j - 0.5, j - 0.5], [i - 0.5, i + 0.5], color="black", linewidth=1.2)
     if len(xt) > 6 or max((len(_step_label(c)) for c in columns), default=0) > 5:
         for label in ax.get_xticklabels():
             label.set_rotation(45)
@@ -185,11 +199,48 @@ def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
     cbar.set_label(COLORBAR_LABEL)
     fig.legend(
         handles=[
-            Patch(facecolor=MASK_COLOR, edgecolor="#888888", label="interval covers 0"),
-            Patch(facecolor=BLANK_COLOR, edgecolor="#888888", label="before treatment / no estimate"),
+            Patch(facecolor=MASK_COLOR, edgecolor="#888888",
+                  label="simultaneous 95% band covers 0" if band else "interval covers 0"),
+            Patch(facecolor=BLANK_COLOR, edgecolor="#888888", label="base period / no estimate"),
         ],
         loc="outside lower center", ncols=2, frameon=False, fontsize=8,
     )
+    if title:
+        ax.set_title(title)
+    return _png(fig)
+
+
+def event_time_curve(curve: pd.DataFrame, title: str = "") -> bytes:
+    """The event-time curve of :func:`audit.profile.event_time_curve`: effect against event
+    time (checkpoints since treatment; negative = lead cells), with its simultaneous band
+    shaded, a dashed zero line and a vertical line at treatment; the x tick labels also give
+    the mean lag in optimizer steps. An empty curve gives a figure that says so."""
+    fig = _new_figure(7.0, 4.2)
+    ax = fig.add_subplot()
+    if curve is None or len(curve) == 0:
+        ax.text(0.5, 0.5, "no cohort with a base period", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return _png(fig)
+    _require_columns(curve, ["event_time", "effect", "band_lower", "band_upper"], "curve")
+    x = curve["event_time"].to_numpy(dtype=np.float64)
+    y = curve["effect"].to_numpy(dtype=np.float64)
+    lo = curve["band_lower"].to_numpy(dtype=np.float64)
+    hi = curve["band_upper"].to_numpy(dtype=np.float64)
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    for side in (x < 0, x >= 0):
+        if (side & ok).any():
+            ax.fill_between(x[side & ok], lo[side & ok], hi[side & ok], color="#d62728", alpha=0.2, linewidth=0)
+        ax.plot(x[side], y[side], marker="o", color="#d62728", markersize=4)
+    ax.axhline(0.0, color="black", linestyle="--", linewidth=0.8)
+    ax.axvline(-0.5, color="#555555", linewidth=0.8)
+    xt = x[_tick_positions(x.size)]
+    labels = [f"{int(v)}" for v in xt]
+    if "lag_steps" in curve.columns:
+        lag = dict(zip(x, curve["lag_steps"].to_numpy(dtype=np.float64)))
+        labels = [f"{int(v)}\n{lag[v]:.0f}" if np.isfinite(lag[v]) else f"{int(v)}" for v in xt]
+    ax.set_xticks(xt, labels)
+    ax.set_xlabel("event time (checkpoints since treatment; below: mean lag in steps)")
+    ax.set_ylabel(COLORBAR_LABEL)
     if title:
         ax.set_title(title)
     return _png(fig)
@@ -206,7 +257,8 @@ def _single_colour(colour: str) -> ListedColormap:
 
 def retention_curves(
     curve: pd.DataFrame,
-    metrics: Sequence[str] = ("recognition", "exact_recall", "token_recall"),
+    metrics: Sequence[str] = ("recognition", "recognition_scrambled", "recognition_substituted", "exact_recall",
+                              "token_recall"),
     title: str = "",
 ) -> bytes:
     """Retention metrics against steps since treatment, one line per metric.

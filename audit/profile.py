@@ -10,8 +10,11 @@ Design
     * Outcome ``Y_c(x)``: any per-instance number observed at checkpoint ``c``; by default the
       mean per-token surprisal, so LOWER = better predicted.
     * Treatment: ``treatment_step`` is the training step at which the instance was FIRST trained
-      on (first exposure only; later epochs / repeats are ignored, as the estimator needs one
-      treatment time per instance). Null/NaN = never trained (held-out data) = control.
+      on. The estimator needs ONE treatment per instance, so the panel given here must end
+      before any instance's second exposure: did() cannot see later exposures and does not
+      remove them. :func:`audit.checkpoints.run_profile` ensures it (Lesci et al. keep epoch 1
+      only): its panel ends at the end of epoch 1 and it leaves out instances trained twice
+      before that. Null/NaN = never trained (held-out data) = control.
     * Cohorts: an instance treated at step ``s`` belongs to cohort ``g`` = the first checkpoint
       with ``g >= s`` (checkpoint ``g`` is the first one that has seen it). Its base period is
       the last checkpoint before ``g``. Instances whose cohort would be the FIRST checkpoint
@@ -33,14 +36,27 @@ Design
     * Uncertainty: a seeded bootstrap over INSTANCES, stratified: each replicate resamples
       with replacement the instances of every cohort and of the control group separately (one
       joint draw per replicate, shared by all cells). ``se`` = standard deviation of the
-      bootstrap effects (ddof=1), ``lower``/``upper`` = percentile interval at ``confidence``.
+      bootstrap effects (ddof=1), ``lower``/``upper`` = percentile interval at ``confidence``
+      (pointwise). Significance is read from the SIMULTANEOUS band ``band_lower``/
+      ``band_upper`` over all cells (max-t critical value from the same draws, as the
+      multiplier bootstrap of the ``differences`` package): the family-wise rate of flagging
+      any null cell is ~``1 - confidence``, where pointwise intervals flag some cell in most
+      null panels.
+    * Lead cells: pre-treatment checkpoints (``event_time <= -2``) against the same base
+      period: the test of no anticipation and parallel trends, covered by the band.
+    * Small cohorts: adjacent early cohorts are merged until each has ``min_cohort_size``
+      instances (:func:`merge_cohorts`); :func:`sample_per_cohort` samples a fixed number
+      per cohort, as Lesci et al. do.
       The draws of every cell are kept in ``attrs["boot_effects"]`` so that :func:`summarise`
       can bootstrap its averages over cells with all their covariances.
 
-Summaries (:func:`summarise`), as in the paper: instantaneous memorisation = cells with
-``step == treatment_step`` (the first checkpoint after training on the instance); persistent =
-cells with ``step > treatment_step`` excluding the final checkpoint; residual = cells at the
-final checkpoint. A cohort whose ``g`` is the final checkpoint contributes its single cell to
+Summaries (:func:`summarise`): instantaneous memorisation = cells with
+``step == treatment_step`` (event time 0, the first checkpoint after training on the instance);
+persistent = cells with ``step > treatment_step`` excluding the final checkpoint; residual =
+cells at the panel's final checkpoint (the end of epoch 1 in run_profile). Lesci et al. report
+persistence as the event-time curve (:func:`event_time_curve`: cohorts aggregated at each
+event time with cohort-size weights, with its simultaneous band); lead cells never enter the
+summaries. A cohort whose ``g`` is the final checkpoint contributes its single cell to
 both instantaneous and residual.
 
 Assumptions (not testable here): parallel trends between each cohort and the held-out data, no
@@ -56,9 +72,11 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
-__all__ = ["did", "summarise", "significant", "BootDraws", "PROFILE_COLUMNS"]
+__all__ = ["did", "summarise", "significant", "merge_cohorts", "sample_per_cohort", "event_time_curve", "BootDraws",
+           "PROFILE_COLUMNS"]
 
-PROFILE_COLUMNS = ["treatment_step", "step", "effect", "se", "lower", "upper", "n_treated", "n_control"]
+PROFILE_COLUMNS = ["treatment_step", "step", "event_time", "lag_steps", "effect", "se", "lower", "upper", "band_lower",
+                   "band_upper", "significant", "n_treated", "n_control", "cohort_size"]
 _PANEL_COLUMNS = ["instance_id", "step", "outcome"]
 _TREATMENT_COLUMNS = ["instance_id", "treatment_step"]
 _SHOW = 5  # how many offending values an error message lists
@@ -236,12 +254,69 @@ class BootDraws(np.ndarray):
 # --------------------------------------------------------------------------------------------
 
 
+def merge_cohorts(sizes: dict, min_cohort_size: int) -> list[list]:
+    """Groups of adjacent cohorts, each of at least ``min_cohort_size`` instances.
+
+    ``sizes`` maps a cohort key (sortable: checkpoint index or step) to its number of
+    instances. Walking from the earliest cohort, adjacent cohorts are pooled until the pool
+    reaches the minimum (a log-spaced checkpoint grid makes the early cohorts tiny); a last pool
+    still below the minimum joins the group before it, or, with no group before it, is dropped.
+
+    >>> merge_cohorts({1: 2, 2: 3, 3: 6, 4: 20}, 10)
+    [[1, 2, 3], [4]]
+    """
+    min_cohort_size = max(1, int(min_cohort_size))
+    groups, pool, n = [], [], 0
+    for k in sorted(sizes):
+        pool.append(k)
+        n += int(sizes[k])
+        if n >= min_cohort_size:
+            groups.append(pool)
+            pool, n = [], 0
+    if pool and groups:
+        groups[-1].extend(pool)
+    return groups
+
+
+def _cohort_index(ts: np.ndarray, checkpoints: np.ndarray) -> np.ndarray:
+    """Checkpoint index of each instance's cohort (first checkpoint >= its step); -1 = never."""
+    never = np.isnan(ts)
+    return np.where(never, -1, np.searchsorted(checkpoints, np.where(never, 0, ts), side="left"))
+
+
+def sample_per_cohort(treatment_steps: pd.Series, checkpoints, n_per_cohort: int, min_cohort_size: int = 1,
+                      seed: int = 0) -> np.ndarray:
+    """Stratified sample of treated instances: at most ``n_per_cohort`` per cohort.
+
+    Lesci et al. (2024) sample a fixed number of instances per cohort (100 per 1,000-step
+    cohort) rather than a fixed total, so every cohort's cells have the same precision.
+    Cohorts are those of :func:`did` (instances first trained at or before the first checkpoint
+    and after the last one are left out), with adjacent early cohorts merged below
+    ``min_cohort_size`` (:func:`merge_cohorts`); each merged cohort gets ``n_per_cohort``.
+    Returns the sampled index labels of ``treatment_steps`` in their original order (seeded).
+    """
+    checkpoints = np.asarray(sorted(int(c) for c in checkpoints))
+    ts = pd.to_numeric(treatment_steps).astype("float64").to_numpy()
+    kidx = _cohort_index(ts, checkpoints)
+    ok = (kidx >= 1) & (kidx < checkpoints.size)
+    ks, counts = np.unique(kidx[ok], return_counts=True)
+    rng = np.random.default_rng(seed)
+    keep = np.zeros(ts.size, dtype=bool)
+    for group in merge_cohorts(dict(zip(ks.tolist(), counts.tolist())), min_cohort_size):
+        members = np.flatnonzero(ok & np.isin(kidx, group))
+        keep[members[np.sort(rng.permutation(members.size)[: int(n_per_cohort)])]] = True
+    return treatment_steps.index.to_numpy()[keep]
+
+
 def did(
     panel: pd.DataFrame,
     treatments: pd.DataFrame,
     n_boot: int = 200,
     seed: int = 0,
     confidence: float = 0.95,
+    *,
+    min_cohort_size: int = 10,
+    leads: bool = True,
 ) -> pd.DataFrame:
     """Difference-in-differences memorisation profile, one row per (cohort, checkpoint).
 
@@ -255,29 +330,55 @@ def did(
         Columns ``instance_id``, ``treatment_step`` (training step of FIRST exposure; null/NaN
         = never trained = control); exactly one row per panel instance.
     n_boot
-        Bootstrap replicates (0 = point estimates only: ``se``, ``lower``, ``upper`` are NaN;
-        1 gives intervals but a NaN ``se``).
+        Bootstrap replicates (0 = point estimates only: ``se``, ``lower``, ``upper`` and the
+        band are NaN; 1 gives intervals but a NaN ``se`` and band).
     seed
         Seed of the bootstrap (``numpy.random.default_rng``).
     confidence
-        Level of the percentile intervals, in (0, 1).
+        Level of the percentile intervals and of the simultaneous band, in (0, 1).
+    min_cohort_size
+        Adjacent early cohorts are merged until each holds at least this many instances
+        (:func:`merge_cohorts`): with 1-3 instances a cohort's bootstrap has (almost) no
+        treated-side variance and its cells are flagged far beyond the nominal rate. A merged
+        cohort is labelled by its LAST checkpoint (the first one that has seen all of its
+        instances); its base period is the checkpoint before its FIRST member's cohort; the
+        partially treated checkpoints in between are not cells.
+    leads
+        Also return the pre-treatment (lead) cells: checkpoints before the base period, with
+        the same ("universal") base period, so ``event_time <= -2`` (event time -1 is the base
+        itself, identically 0). Under no anticipation and parallel trends they are 0: they are
+        the test of both, and the band covers them.
 
     Returns
     -------
     DataFrame with columns ``treatment_step`` (the cohort g: first checkpoint that has seen
-    the instances), ``step`` (checkpoint c >= g), ``effect`` (positive = memorised), ``se``,
-    ``lower``, ``upper``, ``n_treated``, ``n_control``; sorted by (treatment_step, step).
+    all its instances), ``step`` (checkpoint c), ``event_time`` (index of c minus index of g
+    in the checkpoint list; negative = lead cell), ``lag_steps`` (c minus the mean training
+    step of the cohort's instances: the lag in optimizer steps), ``effect`` (positive =
+    memorised), ``se``, ``lower``, ``upper`` (pointwise percentile interval), ``band_lower``,
+    ``band_upper`` (the simultaneous band over ALL returned cells), ``significant`` (the band
+    excludes 0), ``n_treated`` (= ``cohort_size``), ``n_control``, ``cohort_size``; sorted by
+    (treatment_step, step).
+
+    The simultaneous band is that of the multiplier bootstrap of the ``differences`` package
+    (Callaway & Sant'Anna 2021), computed from the stored draws: with ``se_j`` the bootstrap
+    standard deviation of cell j, the critical value is the ``confidence`` quantile over draws
+    of ``max_j |draw_j - effect_j| / se_j`` and the band is ``effect_j +- crit * se_j``
+    (cells with a zero or NaN se get a NaN band and are not significant). The family-wise rate
+    of flagging any null cell is then ~``1 - confidence``.
+
     ``attrs`` holds ``confidence``, ``n_boot``, ``seed``, ``checkpoints`` (tuple),
-    ``base_steps`` ({g: base checkpoint}), ``n_dropped_no_base`` and ``n_treated_after_panel``;
-    when ``n_boot > 0`` also ``boot_effects``, the bootstrap draws of every cell's effect (a
-    read-only :class:`BootDraws` float array of shape (n_boot, rows), columns in row order;
-    n_boot x rows floats, shared rather than copied when pandas copies attrs), and
+    ``base_steps`` ({g: base checkpoint}), ``cohorts`` ({g: [member cohort steps]}),
+    ``critical_value``, ``min_cohort_size``, ``n_dropped_no_base``, ``n_dropped_small`` (in
+    cohorts too small even after merging) and ``n_treated_after_panel``; when ``n_boot > 0``
+    also ``boot_effects``, the bootstrap draws of every cell's effect (a read-only
+    :class:`BootDraws` float array of shape (n_boot, rows), columns in row order), and
     ``boot_cells``, the (treatment_step, step) of each column, used by :func:`summarise`.
 
-    Note: pandas keeps ``attrs`` through many operations (copies, filtering, column edits) but
-    drops them in others (e.g. ``pd.concat`` of frames with different attrs); ``to_parquet``
-    cannot JSON-encode the draws and writes the file without attrs (pandas warns). Summaries
-    of such frames fall back to the independent-cohorts formula (see :func:`summarise`).
+    Note: pandas keeps ``attrs`` through many operations but drops them in others (e.g.
+    ``pd.concat`` of frames with different attrs); ``to_parquet`` cannot JSON-encode the draws
+    and writes the file without attrs. Summaries of such frames fall back to the
+    independent-cohorts formula (see :func:`summarise`).
 
     Raises ValueError for missing/duplicate (instance, checkpoint) cells, missing columns,
     instances absent from ``treatments`` (or vice versa), non-finite outcomes, fewer than two
@@ -289,8 +390,9 @@ def did(
     >>> panel = pd.DataFrame({"instance_id": [0, 0, 1, 1, 2, 2], "step": [1, 2] * 3,
     ...                       "outcome": [3.0, 2.0, 3.0, 3.0, 4.0, 4.0]})
     >>> treatments = pd.DataFrame({"instance_id": [0, 1, 2], "treatment_step": [2, None, None]})
-    >>> did(panel, treatments, n_boot=0)[["treatment_step", "step", "effect", "n_control"]].to_dict("records")
-    [{'treatment_step': 2, 'step': 2, 'effect': 1.0, 'n_control': 2}]
+    >>> p = did(panel, treatments, n_boot=0, min_cohort_size=1)
+    >>> p[["treatment_step", "step", "event_time", "effect", "n_control"]].to_dict("records")
+    [{'treatment_step': 2, 'step': 2, 'event_time': 0, 'effect': 1.0, 'n_control': 2}]
     """
     if isinstance(n_boot, (bool, np.bool_)) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
         raise ValueError(f"n_boot must be a non-negative integer, got {n_boot!r}")
@@ -301,7 +403,7 @@ def did(
     C = checkpoints.size
 
     never = np.isnan(ts)
-    kidx = np.where(never, -1, np.searchsorted(checkpoints, np.where(never, 0, ts), side="left"))
+    kidx = _cohort_index(ts, checkpoints)
     after_panel = ~never & (kidx >= C)  # first trained on after the last checkpoint: untreated here
     no_base = ~never & (kidx == 0)  # cohort = first checkpoint: no base period, dropped
     control = never | after_panel
@@ -309,7 +411,10 @@ def did(
     if n_control == 0:
         raise ValueError("no never-treated instances (treatment_step null): the control group is empty")
 
-    cohort_k = np.unique(kidx[~control & ~no_base])  # checkpoint indices of the cohorts, 1..C-1
+    treated = ~control & ~no_base
+    ks, counts = np.unique(kidx[treated], return_counts=True)
+    groups = merge_cohorts(dict(zip(ks.tolist(), counts.tolist())), min_cohort_size)
+    in_group = np.isin(kidx, [k for grp in groups for k in grp]) & treated
     rng = np.random.default_rng(seed)
 
     def boot_means(Ys: np.ndarray) -> np.ndarray:
@@ -325,56 +430,87 @@ def did(
     alpha = 1.0 - confidence
     parts = []
     boot_parts = []  # (n_boot, cells of the cohort) draws, in the order of `parts`
-    base_steps = {}
-    for k in cohort_k:
-        Yt = Y[kidx == k]
+    base_steps, members_of = {}, {}
+    for grp in groups:
+        k1, k = grp[0], grp[-1]
+        b = k1 - 1  # base: the last checkpoint before any member was trained on
+        mask = np.isin(kidx, grp) & treated
+        Yt = Y[mask]
+        cols = np.array(([c for c in range(b)] if leads else []) + list(range(k, C)), dtype=np.int64)
         mean_t = Yt.mean(axis=0)
-        # -( [mean_t(c) - mean_t(base)] - [mean_c(c) - mean_c(base)] ), c = k..C-1, base = k-1
-        eff = -((mean_t[k:] - mean_t[k - 1]) - (mean_c[k:] - mean_c[k - 1]))
-        n_cells = C - k
+        # -( [mean_t(c) - mean_t(base)] - [mean_c(c) - mean_c(base)] )
+        eff = -((mean_t[cols] - mean_t[b]) - (mean_c[cols] - mean_c[b]))
+        n_cells = cols.size
         se = lower = upper = np.full(n_cells, np.nan)
         if n_boot:
             bt = boot_means(Yt)
-            beff = -((bt[:, k:] - bt[:, [k - 1]]) - (boot_c[:, k:] - boot_c[:, [k - 1]]))
+            beff = -((bt[:, cols] - bt[:, [b]]) - (boot_c[:, cols] - boot_c[:, [b]]))
             if n_boot > 1:
                 se = beff.std(axis=0, ddof=1)
             lower, upper = np.quantile(beff, [alpha / 2, 1 - alpha / 2], axis=0)
             boot_parts.append(beff)
         g = int(checkpoints[k])
-        base_steps[g] = int(checkpoints[k - 1])
+        base_steps[g] = int(checkpoints[b])
+        members_of[g] = [int(checkpoints[j]) for j in grp]
         parts.append(
             pd.DataFrame(
                 {
                     "treatment_step": np.full(n_cells, g, dtype=np.int64),
-                    "step": checkpoints[k:].astype(np.int64),
+                    "step": checkpoints[cols].astype(np.int64),
+                    "event_time": (cols - k).astype(np.int64),
+                    "lag_steps": checkpoints[cols].astype(np.float64) - float(ts[mask].mean()),
                     "effect": eff,
                     "se": se,
                     "lower": lower,
                     "upper": upper,
                     "n_treated": np.full(n_cells, Yt.shape[0], dtype=np.int64),
                     "n_control": np.full(n_cells, n_control, dtype=np.int64),
+                    "cohort_size": np.full(n_cells, Yt.shape[0], dtype=np.int64),
                 }
             )
         )
+    ints = ("treatment_step", "step", "event_time", "n_treated", "n_control", "cohort_size")
     if parts:
         out = pd.concat(parts, ignore_index=True)
     else:
-        ints = ("treatment_step", "step", "n_treated", "n_control")
-        out = pd.DataFrame({c: pd.Series(dtype="int64" if c in ints else "float64") for c in PROFILE_COLUMNS})
-    out = out[PROFILE_COLUMNS].sort_values(["treatment_step", "step"])
-    order = out.index.to_numpy()  # already sorted in practice; kept exact for the draws' columns
+        out = pd.DataFrame({c: pd.Series(dtype="int64" if c in ints else "bool" if c == "significant" else "float64")
+                            for c in PROFILE_COLUMNS})
+    out = out.sort_values(["treatment_step", "step"])
+    order = out.index.to_numpy()
     out = out.reset_index(drop=True)
+
+    # Simultaneous band (the differences package's multiplier-bootstrap critical value).
+    crit = float("nan")
+    draws = None
+    if n_boot:
+        draws = np.concatenate(boot_parts, axis=1)[:, order] if boot_parts else np.empty((n_boot, 0))
+    band_lower = band_upper = np.full(len(out), np.nan)
+    if draws is not None and n_boot > 1 and len(out):
+        se_all = out["se"].to_numpy()
+        ok = np.isfinite(se_all) & (se_all > 0)
+        if ok.any():
+            t = np.max(np.abs(draws[:, ok] - out["effect"].to_numpy()[ok]) / se_all[ok], axis=1)
+            crit = float(np.quantile(t, confidence, method="inverted_cdf"))
+            band_lower = np.where(ok, out["effect"].to_numpy() - crit * se_all, np.nan)
+            band_upper = np.where(ok, out["effect"].to_numpy() + crit * se_all, np.nan)
+    out["band_lower"], out["band_upper"] = band_lower, band_upper
+    with np.errstate(invalid="ignore"):
+        out["significant"] = (band_lower > 0) | (band_upper < 0)
+    out = out[PROFILE_COLUMNS]
     out.attrs.update(
         confidence=confidence,
         n_boot=n_boot,
         seed=seed,
         checkpoints=tuple(int(c) for c in checkpoints),
         base_steps=base_steps,
+        cohorts=members_of,
+        critical_value=crit,
+        min_cohort_size=int(min_cohort_size),
         n_dropped_no_base=int(no_base.sum()),
+        n_dropped_small=int((treated & ~in_group).sum()),
         n_treated_after_panel=int(after_panel.sum()),
     )
     if n_boot:
-        draws = np.concatenate(boot_parts, axis=1)[:, order] if boot_parts else np.empty((n_boot, 0))
         out.attrs["boot_effects"] = BootDraws(draws)
         out.attrs["boot_cells"] = [(int(g), int(c)) for g, c in zip(out["treatment_step"], out["step"])]
     return out
@@ -386,11 +522,68 @@ def did(
 
 
 def significant(profile: pd.DataFrame) -> pd.Series:
-    """Boolean Series (index of ``profile``): the cell's interval excludes 0 (NaN bounds: False)."""
-    _require_columns(profile, ["lower", "upper"], "profile")
-    lower = profile["lower"].astype("float64")
-    upper = profile["upper"].astype("float64")
+    """Boolean Series (index of ``profile``): the simultaneous band [``band_lower``,
+    ``band_upper``] excludes 0 when the profile has it (did()'s output), else the interval
+    [``lower``, ``upper``] does (hand-built frames); NaN bounds: False."""
+    cols = ["band_lower", "band_upper"] if {"band_lower", "band_upper"} <= set(profile.columns) else ["lower", "upper"]
+    _require_columns(profile, cols, "profile")
+    lower = profile[cols[0]].astype("float64")
+    upper = profile[cols[1]].astype("float64")
     return ((lower > 0) | (upper < 0)).rename("significant")
+
+
+def event_time_curve(profile: pd.DataFrame, *, confidence: float | None = None) -> pd.DataFrame:
+    """Persistent memorisation as Lesci et al. report it: the event-time curve.
+
+    For each event time e >= 0 (checkpoints since the cohort's first checkpoint), the effects
+    of the cohorts observed at e are averaged with weights proportional to their cohort sizes
+    (Callaway & Sant'Anna's "dynamic" aggregation with cohort-share weights); lead cells (e < 0)
+    are aggregated the same way and kept, as the pre-trend check. With did()'s bootstrap draws
+    the same weighted mean is taken in each draw: ``se``, and a simultaneous band over all
+    event times (max-t critical value, as for the cells). Columns: ``event_time``,
+    ``lag_steps`` (weighted mean lag in optimizer steps), ``effect``, ``se``, ``band_lower``,
+    ``band_upper``, ``significant``, ``n_cohorts``, ``n_instances``; attrs ``critical_value``.
+    Without draws the se combines the cells' se with cohorts taken as independent, and the
+    band is the pointwise normal interval.
+    """
+    _require_columns(profile, ["treatment_step", "step", "event_time", "effect", "se", "cohort_size"], "profile")
+    if confidence is None:
+        confidence = profile.attrs.get("confidence", 0.95)
+    confidence = _check_confidence(confidence)
+    p = profile.reset_index(drop=True)
+    draws = _joint_draws(p)
+    events = np.array(sorted(p["event_time"].unique()), dtype=np.int64)
+    W = np.zeros((len(p), events.size))
+    e = p["event_time"].to_numpy()
+    size = p["cohort_size"].to_numpy(dtype=np.float64)
+    for j, ev in enumerate(events):
+        m = e == ev
+        W[m, j] = size[m] / size[m].sum()
+    eff = p["effect"].to_numpy() @ W
+    lag = (p["lag_steps"].to_numpy() @ W) if "lag_steps" in p.columns else np.full(events.size, np.nan)
+    crit = float("nan")
+    if draws is not None:
+        bd = draws @ W
+        se = bd.std(axis=0, ddof=1)
+        ok = np.isfinite(se) & (se > 0)
+        if ok.any():
+            t = np.max(np.abs(bd[:, ok] - eff[ok]) / se[ok], axis=1)
+            crit = float(np.quantile(t, confidence, method="inverted_cdf"))
+    else:
+        se = np.sqrt((p["se"].to_numpy() ** 2) @ (W**2))
+        crit = NormalDist().inv_cdf(0.5 + confidence / 2)
+    ok = np.isfinite(se) & (se > 0)
+    lo = np.where(ok, eff - crit * se, np.nan)
+    hi = np.where(ok, eff + crit * se, np.nan)
+    with np.errstate(invalid="ignore"):
+        sig = (lo > 0) | (hi < 0)
+    out = pd.DataFrame({
+        "event_time": events, "lag_steps": lag, "effect": eff, "se": se, "band_lower": lo, "band_upper": hi,
+        "significant": sig, "n_cohorts": (W > 0).sum(axis=0).astype(np.int64),
+        "n_instances": np.array([int(size[e == ev].sum()) for ev in events], dtype=np.int64),
+    })
+    out.attrs["critical_value"] = crit
+    return out
 
 
 def _joint_draws(profile: pd.DataFrame):

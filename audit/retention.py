@@ -33,14 +33,56 @@ import pandas as pd
 
 from .metrics import float_array, wilson_bounds
 
-__all__ = ["recognition", "recall", "retention_curve", "sign_test_p_value"]
+__all__ = ["recognition", "recall", "retention_curve", "sign_test_p_value", "scramble_foils", "substitute_foils"]
 
 CHANCE = 0.5
 
 #: metric columns :func:`retention_curve` aggregates by default, when present
-DEFAULT_METRICS = ("recognition", "exact_recall", "token_recall")
+DEFAULT_METRICS = ("recognition", "recognition_scrambled", "recognition_substituted", "exact_recall", "token_recall")
 #: identifier columns never treated as metrics
-_ID_COLUMNS = {"treatment_step", "step", "steps_since", "cohort"}
+_ID_COLUMNS = {"treatment_step", "step", "steps_since", "cohort", "n"}
+
+
+def scramble_foils(items: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Hard foils that need no model (Orhan 2024): each item's tokens in a random order.
+
+    Same tokens, same counts, only the order changes, so a model that "recognises" the seen
+    item over its scramble remembers the sequence, not its vocabulary. (Token order is the
+    finest word order: on token ids no re-tokenisation shifts boundaries.) Every row is
+    reordered (a permutation equal to the identity is redrawn; rows of one repeated token
+    cannot change). Seeded."""
+    x = np.asarray(items)
+    rng = np.random.default_rng(seed)
+    out = x.copy()
+    for i in range(x.shape[0]):
+        if np.unique(x[i]).size < 2:
+            continue
+        while True:
+            out[i] = x[i][rng.permutation(x.shape[1])]
+            if (out[i] != x[i]).any():
+                break
+    return out
+
+
+def substitute_foils(items: np.ndarray, vocab_size: int, fraction: float = 0.25, seed: int = 0,
+                     exclude=()) -> np.ndarray:
+    """Hard foils (Orhan 2024): the item with ``round(fraction * length)`` positions replaced by
+    other tokens drawn uniformly from the vocabulary (never the original token, never one in
+    ``exclude``, e.g. special tokens). Seeded."""
+    x = np.asarray(items)
+    rng = np.random.default_rng(seed)
+    n_sub = int(round(fraction * x.shape[1]))
+    allowed = np.setdiff1d(np.arange(vocab_size), np.asarray(list(exclude), dtype=np.int64))
+    out = x.copy()
+    for i in range(x.shape[0]):
+        pos = rng.choice(x.shape[1], size=n_sub, replace=False)
+        for j in pos:
+            while True:
+                t = allowed[rng.integers(allowed.size)]
+                if t != x[i, j]:
+                    out[i, j] = t
+                    break
+    return out
 
 
 def sign_test_p_value(k: int, n: int) -> float:
@@ -206,7 +248,10 @@ def retention_curve(rows: pd.DataFrame, metrics: Sequence[str] | None = None) ->
     Returns:
         One row per ``steps_since`` in increasing order, columns ``steps_since``, ``n_rows``
         (input rows at that lag), then for each metric ``{metric}`` (the mean over non-NaN rows;
-        NaN when none) and ``{metric}_count`` (the number of non-NaN rows averaged).
+        NaN when none) and ``{metric}_count`` (the number of non-NaN rows averaged). When
+        ``rows`` has an ``n`` column (items per cohort), metrics are rates pooled over the
+        cohorts' items (the n-weighted mean), with ``{metric}_n`` (items) and a Wilson
+        interval ``{metric}_lower`` / ``{metric}_upper`` (95%) over them.
 
     Raises:
         ValueError: a required column is missing, step columns are missing values or not
@@ -250,6 +295,9 @@ def retention_curve(rows: pd.DataFrame, metrics: Sequence[str] | None = None) ->
     df = pd.DataFrame({"steps_since": (rows["step"].to_numpy() - rows["treatment_step"].to_numpy()).astype(np.int64)})
     for m in metrics:
         df[m] = pd.to_numeric(rows[m], errors="raise").astype(np.float64).to_numpy()
+    weighted = "n" in rows.columns
+    if weighted:
+        df["n"] = pd.to_numeric(rows["n"], errors="raise").astype(np.float64).to_numpy()
     df = df[df["steps_since"] >= 0]
     grouped = df.groupby("steps_since", sort=True)
     out = pd.DataFrame({"steps_since": np.array(sorted(df["steps_since"].unique()), dtype=np.int64)})
@@ -259,4 +307,15 @@ def retention_curve(rows: pd.DataFrame, metrics: Sequence[str] | None = None) ->
     for m in metrics:
         out[m] = means[m].reindex(out["steps_since"]).to_numpy(dtype=np.float64)
         out[f"{m}_count"] = counts[m].reindex(out["steps_since"]).to_numpy(dtype=np.int64)
+        if weighted:
+            ok = df[m].notna()
+            k = (df[m].where(ok, 0.0) * df["n"].where(ok, 0.0)).groupby(df["steps_since"]).sum()
+            n = df["n"].where(ok, 0.0).groupby(df["steps_since"]).sum()
+            k, n = k.reindex(out["steps_since"]).to_numpy(), n.reindex(out["steps_since"]).to_numpy()
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[m] = np.where(n > 0, k / np.where(n > 0, n, 1), np.nan)
+            out[f"{m}_n"] = n.astype(np.int64)
+            bounds = [wilson_bounds(float(kk), int(nn), 0.95) if nn > 0 else (np.nan, np.nan) for kk, nn in zip(k, n)]
+            out[f"{m}_lower"] = [b[0] for b in bounds]
+            out[f"{m}_upper"] = [b[1] for b in bounds]
     return out

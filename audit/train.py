@@ -223,7 +223,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print) 
                            pad_token_id=eos, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     model = GPT2LMHeadModel(model_cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    ckpt_steps = config.checkpoint_steps(total_steps)
+    ckpt_steps = config.checkpoint_steps(total_steps, per_epoch)  # with each epoch's last step
     ckpt_root = out / CHECKPOINT_DIR
     step = 0
     existing = sorted(p for p in ckpt_root.glob("step-*") if (p / STATE_FILE).exists()) if ckpt_root.exists() else []

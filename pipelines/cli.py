@@ -90,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, type=Path, help="a 'memdedup train' directory (or the same layout)")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--corpus", nargs="+", help="corpus shards (default: the one the run recorded)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines (checkpoints/s, ETA) or summary")
     _add_json(p, "the profile's summary (summary.json)")
     _stage_options(p, "profile")
 
@@ -249,8 +250,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from audit.checkpoints import run_profile
 
     config = from_args(args)
-    s = run_profile(args.run, args.out, config, corpus=args.corpus, log=lambda m: print(m, file=sys.stderr, flush=True))
-    _emit(args, s, lambda: _print_profile(s, args.out))
+    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    s = run_profile(args.run, args.out, config, corpus=args.corpus, log=log)
+    _emit(args, s, lambda: None if args.quiet else _print_profile(s, args.out))
     return 0
 
 
@@ -260,7 +262,12 @@ def _print_profile(s: dict, out: Path) -> None:
         part = mem.get(kind) or {}
         if part.get("effect") is not None and part["effect"] == part["effect"]:  # not NaN
             print(f"{kind:>13} memorisation: {part['effect']:.3f} nats (95% CI {part['lower']:.3f} to {part['upper']:.3f})")
-    print(f"placebo cells whose interval covers 0: {100 * (s['placebo_cells_covering_zero'] or 0):.0f}%")
+    band = s.get("band") or {}
+    if band:
+        print(f"simultaneous 95% band (critical value {band['critical_value']:.2f}): {band['significant_cells']} of "
+              f"{band['cells']} cells significant; lead cells significant: {band['significant_lead_cells']} of "
+              f"{band['lead_cells']} (0 expected)")
+    print(f"placebo cells whose band covers 0: {100 * (s['placebo_cells_covering_zero'] or 0):.0f}%")
     print(f"outputs in {out}: profile.parquet, retention.parquet, forecast.json, PNG plots, summary.json")
 
 
@@ -396,6 +403,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
         for c in result["checks"]:
             print(f"[{'ok' if c['passed'] else 'FAILED'}] {c['name']}: "
                   + ", ".join(f"{k}={v}" for k, v in c.items() if k not in ("name", "passed", "missed")))
+        for model, e in (result.get("exposure_by_copies") or {}).items():
+            if "by_copies" not in e:
+                print(f"exposure of the canaries ({model} model): not computed ({e.get('error')})")
+                continue
+            print(f"exposure of the canaries ({model} model; log2|R| = {e['log2_space']:.0f} bits): "
+                  + ", ".join(f"{r['copies']}x {r['mean_exposure']:.1f}" for r in e["by_copies"]))
         print(f"checks written to {args.out}/checks.json")
 
     _emit(args, result, human)

@@ -10,6 +10,10 @@ The claims (:func:`run_checks`, ``memdedup check``; ``OUT/checks.json``):
 1. dedup removed every planted exact duplicate (ids listed by the corpus generator);
 2. the raw model's extractable rate on canaries planted >= 32 times is high (>= 50%);
 3. the dedup model's rate on the same canaries is at least 10x lower.
+
+Besides the claims, ``checks.json`` reports each model's exposure of the canaries by number of
+planted copies (Carlini et al. 2019, :mod:`audit.exposure`): far more sensitive than 32/32
+extraction, it shows memorisation at copy counts where nothing is extracted yet.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from dedup.synthetic import generate_corpus
 CORPUS_MANIFEST = "manifest.json"
 CHECKS_FILE = "checks.json"
 MIN_COPIES = 32  # claim 2: canaries planted at least this many times
+EXPOSURE_SAMPLES = 300  # candidates sampled from the canaries' random space per model
 
 __all__ = ["generate_demo_corpus", "DEMO_SCHEMA", "planted_manifest", "run_checks"]
 
@@ -112,6 +117,39 @@ def _canary_rate(audit_dir: Path) -> dict:
     return {"sequences": len(rows), "extractable": sum(rows), "rate": sum(rows) / len(rows) if rows else None}
 
 
+def _canary_exposure(corpus: Path, model_dir: Path, n_samples: int = EXPOSURE_SAMPLES, seed: int = 0):
+    """Exposure (Carlini et al. 2019) of each distinct canary of the corpus under a model, by
+    planted copies: ``{"samples", "log2_space", "by_copies": [...]}``, or None when the corpus
+    shards or the model are absent. Candidates come from :mod:`audit.canaries`' random space."""
+    shards = sorted(corpus.glob("*.parquet")) if corpus.is_dir() else []
+    if not shards or not (model_dir / "config.json").exists():
+        return None
+    from audit.exposure import canary_exposure, exposure_by_copies
+    from audit.lm import load_causal_lm
+
+    texts: dict[str, int] = {}
+    for shard in shards:
+        t = pq.read_table(shard)
+        if not {"kind", "text", "repeats"} <= set(t.column_names):
+            return None
+        for kind, text, reps in zip(*(t.column(c).to_pylist() for c in ("kind", "text", "repeats"))):
+            if kind == "canary":
+                texts[text] = int(reps)
+    if not texts:
+        return None
+    by_words: dict[int, list[str]] = {}
+    for text in texts:
+        by_words.setdefault(len(text.split(" ")), []).append(text)
+    lm = load_causal_lm(model_dir)
+    copies, exposures, meta = [], [], {}
+    for words, group in sorted(by_words.items()):
+        res = canary_exposure(lm, group, words, n_samples=n_samples, seed=seed)
+        copies += [texts[t] for t in group]
+        exposures += [r["exposure"] for r in res]
+        meta = {"samples": n_samples, "log2_space": res[0]["log2_space"], "words": res[0]["words"]}
+    return {**meta, "by_copies": exposure_by_copies(copies, exposures)}
+
+
 def run_checks(out: str | Path) -> dict:
     """Evaluate the claims for a workflow output directory; write ``OUT/checks.json``."""
     out = Path(out)
@@ -131,5 +169,13 @@ def run_checks(out: str | Path) -> dict:
     checks.append({"name": "dedup model's rate on those canaries is at least 10x lower", "passed": ratio_ok,
                    "raw_rate": raw["rate"], "dedup_rate": dedup["rate"], "dedup_sequences": dedup["sequences"]})
     result = {"passed": all(c["passed"] for c in checks), "checks": checks}
+    exposure = {}
+    for m in ("raw", "dedup"):
+        try:
+            exposure[m] = _canary_exposure(out / "corpus", out / "train" / m / "model")
+        except Exception as e:  # informational: never fails the claims, but says why it is missing
+            exposure[m] = {"error": f"{type(e).__name__}: {e}"}
+    if any(exposure.values()):
+        result["exposure_by_copies"] = {m: v for m, v in exposure.items() if v}
     io.write_json_atomic(out / CHECKS_FILE, result)
     return result

@@ -22,7 +22,7 @@ import pandas as pd
 from dedup import io
 
 from .. import metrics, plots
-from ..layout import (FORECAST_FILE, HEATMAP_PNG, PROFILE_FILE, RETENTION_FILE, RETENTION_PNG, SUMMARY,
+from ..layout import (EVENT_TIME_PNG, FORECAST_FILE, HEATMAP_PNG, PROFILE_FILE, RETENTION_FILE, RETENTION_PNG, SUMMARY,
                       report_json)
 from ..retention import retention_curve
 from .audit_dir import Audit, load_audit
@@ -248,9 +248,11 @@ def _profile_section(profile_dir: Path) -> str:
     summ = json.loads(summ_path.read_text(encoding="utf-8")) if summ_path.exists() else {}
     mem = summ.get("memorisation") or {}
     rows = []
+    panel = summ.get("panel") or {}
+    end = f"at the end of epoch 1 (step {integer(panel.get('end_step'))})" if panel else "at the final checkpoint"
     for kind, what in (("instantaneous", "at the first checkpoint after an instance was trained on"),
                        ("persistent", "at later checkpoints, before the last"),
-                       ("residual", "at the final checkpoint")):
+                       ("residual", end)):
         m = mem.get(kind) or {}
         if m:
             rows.append([kind, esc(what), num(m.get("effect")), f"{num(m.get('lower'))} – {num(m.get('upper'))}",
@@ -259,11 +261,51 @@ def _profile_section(profile_dir: Path) -> str:
         parts.append("<p>Memorization is the reduction in an instance's surprisal (nats per token) caused by training "
                      "on it, estimated by difference-in-differences against instances never trained on.</p>")
         parts.append(table(["memorization", "when", "effect (nats)", "95% CI", "cells"], rows, num_cols=(2, 3, 4)))
+    if panel:
+        parts.append(f'<p class="note">One treatment per instance: the panel ends {esc(panel.get("ends", ""))} '
+                     f'(step {integer(panel.get("end_step"))}), before any instance is trained a second time '
+                     "(Lesci et al. 2024 keep epoch 1 only); later checkpoints are not in the profile.</p>")
+    band = summ.get("band") or {}
+    if band:
+        parts.append(
+            f"<p>Significance uses a simultaneous 95% band over all {integer(band.get('cells'))} cells (critical value "
+            f"{num(band.get('critical_value'))} standard errors, the multiplier-bootstrap max-t band of Callaway &amp; "
+            "Sant'Anna as in the <code>differences</code> package): the chance that any cell without an effect is flagged "
+            f"is 5%. {integer(band.get('significant_cells'))} cells are significant. Lead cells (before treatment, "
+            "negative event time) test no anticipation and parallel trends: "
+            f"{integer(band.get('significant_lead_cells'))} of {integer(band.get('lead_cells'))} are significant "
+            "(0 expected).</p>")
+    cohorts = summ.get("cohorts") or []
+    if cohorts:
+        crow = [[integer(c.get("treatment_step")), integer(c.get("base_step")),
+                 esc(", ".join(str(x) for x in c.get("member_cohorts", []))), integer(c.get("cohort_size"))]
+                for c in cohorts]
+        parts.append("<p>Cohorts: instances are sampled stratified by cohort (a fixed number per cohort, as Lesci et al. "
+                     "sample 100 per cohort); adjacent early cohorts below the minimum size are merged and labelled by "
+                     "the first checkpoint that has seen all of them.</p>")
+        parts.append(table(["cohort (step)", "base step", "merged checkpoint cohorts", "instances"], crow,
+                           num_cols=(0, 1, 3)))
+    curve = summ.get("event_time_curve") or []
+    if curve:
+        crow = [[integer(r.get("event_time")), num(r.get("lag_steps"), 1), num(r.get("effect")),
+                 f"{num(r.get('band_lower'))} – {num(r.get('band_upper'))}", integer(r.get("n_cohorts")),
+                 "yes" if r.get("significant") else "no"] for r in curve]
+        parts.append("<p>Event-time curve (Lesci et al.'s persistent memorisation): at each event time, the cohorts' "
+                     "effects averaged with weights proportional to cohort size, with the simultaneous band over event "
+                     "times. Event time 0 is instantaneous memorisation; negative event times are the lead cells.</p>")
+        parts.append(table(["event time", "mean lag (steps)", "effect (nats)", "95% band", "cohorts", "significant"],
+                           crow, num_cols=(0, 1, 2, 3, 4)))
+        et = profile_dir / EVENT_TIME_PNG
+        if et.exists():
+            parts.append(figure_html(png_uri(et.read_bytes()), "event-time curve", (
+                "Event-time curve: memorisation against checkpoints since treatment (mean lag in optimizer steps "
+                "below), cohort-size weighted, with its simultaneous 95% band; left of the vertical line: lead cells, "
+                "which should cover 0.")))
     plac = summ.get("placebo_cells_covering_zero")
     if finite(plac):
         parts.append(f'<p class="note">Design check: {pct(plac)} of the placebo cohort\'s cells (held-out instances '
-                     "given a pretend treatment step) have an interval covering 0; close to 95% is what a sound design "
-                     "gives.</p>")
+                     "given a pretend treatment step) have a simultaneous band covering 0; a sound design gives 100% "
+                     "in 95% of runs.</p>")
 
     heat = profile_dir / HEATMAP_PNG
     uri = None
@@ -277,9 +319,11 @@ def _profile_section(profile_dir: Path) -> str:
             uri = png_uri(plots.profile_heatmap(prof))
     if uri:
         parts.append(figure_html(uri, "memorization profile heatmap", (
-            "Memorization profile: each row is a cohort of instances first trained on at that step, each column a "
-            "checkpoint. Red cells: training on the cohort lowered its surprisal (memorized) relative to never-trained "
-            "instances; grey cells: the 95% interval covers 0 (no evidence either way); blank: before treatment.")))
+            "Memorization profile: each row is a cohort of instances first trained on by that step, each column a "
+            "checkpoint (row labels give the cohort size). Red cells: training on the cohort lowered its surprisal "
+            "(memorized) relative to never-trained instances; grey cells: the simultaneous 95% band covers 0 (no "
+            "evidence either way); cells left of the black line are lead cells (before treatment: they should be grey); "
+            "blank: the base period.")))
     ret = profile_dir / RETENTION_PNG
     uri = None
     if ret.exists():

@@ -388,3 +388,35 @@ def test_rate_by_duplicates_png():
 
 def test_new_audit_modules_load_no_torch_and_no_pyplot(loads_none):
     loads_none("import audit.forecast, audit.retention, audit.plots", ("torch", "transformers", "matplotlib.pyplot"))
+
+
+# --------------------------------------------------------------------------------------------
+# Hard foils and curve intervals (issue #13, section 4)
+# --------------------------------------------------------------------------------------------
+
+
+def test_hard_foils_keep_the_items_tokens_or_most_of_them():
+    from audit.retention import scramble_foils, substitute_foils
+
+    rng = np.random.default_rng(0)
+    items = rng.integers(1, 500, size=(50, 32))
+    s = scramble_foils(items, seed=1)
+    assert s.shape == items.shape and (np.sort(s, axis=1) == np.sort(items, axis=1)).all()
+    assert (s != items).any(axis=1).all()  # every row reordered
+    assert (scramble_foils(items, seed=1) == s).all()
+    sub = substitute_foils(items, vocab_size=500, fraction=0.25, seed=2, exclude=(0,))
+    changed = (sub != items).sum(axis=1)
+    assert (changed == 8).all() and not (sub == 0).any()
+
+
+def test_retention_curve_has_intervals_from_pooled_counts():
+    rows = pd.DataFrame({"treatment_step": [10, 20, 10], "step": [10, 20, 30], "n": [40, 60, 40],
+                         "recognition": [0.75, 0.5, 0.6], "exact_recall": [0.5, 0.25, 0.0]})
+    c = retention_curve(rows)
+    lag0 = c[c["steps_since"] == 0].iloc[0]
+    # pooled over the two cohorts at lag 0: (30 + 30) / 100
+    assert lag0["recognition"] == pytest.approx(0.6) and lag0["recognition_n"] == 100
+    from audit.metrics import wilson_bounds
+
+    lo, hi = wilson_bounds(60, 100, 0.95)
+    assert lag0["recognition_lower"] == pytest.approx(lo) and lag0["recognition_upper"] == pytest.approx(hi)

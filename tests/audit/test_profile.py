@@ -37,7 +37,7 @@ SIGMA = 0.5  # i.i.d. noise sd
 def planted(g, c):
     """True effect of cohort g at checkpoint c (vectorised)."""
     e = ((np.asarray(c, dtype=float) - np.asarray(g, dtype=float)) // 10).astype(np.int64)
-    return np.where(e < len(PLANTED), np.take(PLANTED, np.clip(e, 0, len(PLANTED) - 1)), 0.0)
+    return np.where((e >= 0) & (e < len(PLANTED)), np.take(PLANTED, np.clip(e, 0, len(PLANTED) - 1)), 0.0)
 
 
 def make_panel(seed: int, n: int = 2000, p_never: float = 0.3, effects: bool = True, steps=STEPS):
@@ -105,8 +105,10 @@ def planted_panel():
 def test_shape_sorting_and_counts(planted_panel):
     panel, treatments, g, p = planted_panel
     assert list(p.columns) == PROFILE_COLUMNS
-    expected_cells = [(gg, c) for gg in STEPS[1:] for c in STEPS if c >= gg]
-    assert list(zip(p["treatment_step"], p["step"])) == expected_cells  # 55 cells, sorted
+    # 55 post-treatment cells and 45 lead cells (before the base period gg - 10), sorted
+    expected_cells = [(gg, c) for gg in STEPS[1:] for c in STEPS if c >= gg or c < gg - 10]
+    assert list(zip(p["treatment_step"], p["step"])) == expected_cells
+    assert (p["event_time"] == (p["step"] - p["treatment_step"]) // 10).all()
     counts = pd.Series(g).value_counts()
     assert (p["n_treated"].to_numpy() == counts.reindex(p["treatment_step"].astype(float)).to_numpy()).all()
     assert (p["n_control"] == int(np.isnan(g).sum())).all()
@@ -137,7 +139,7 @@ def test_planted_effects_lie_in_their_intervals(planted_panel):
 def test_zero_effect_cells_cover_zero(planted_panel):
     *_, p = planted_panel
     zero = p[planted(p["treatment_step"], p["step"]) == 0.0]
-    assert len(zero) == 28
+    assert len(zero) == 28 + 45  # post-treatment zeros and the lead cells
     covers = (zero["lower"] <= 0) & (zero["upper"] >= 0)
     assert int((~covers).sum()) <= miss_bound(zero)
 
@@ -191,7 +193,8 @@ def test_fake_cohorts_of_held_out_data_cover_zero():
         {"instance_id": held_out, "treatment_step": np.where(fake, rng.integers(1, 101, held_out.size), np.nan)}
     )
     p = did(panel[panel["instance_id"].isin(held_out)], fake_treatments, n_boot=1000, seed=0)
-    assert len(p) == 55 and p["n_control"].iloc[0] == int((~fake).sum())
+    assert len(p) == 100 and p["n_control"].iloc[0] == int((~fake).sum())
+    assert not p["significant"].any()  # the simultaneous band
     misses = int((~((p["lower"] <= 0) & (p["upper"] >= 0))).sum())
     assert misses <= miss_bound(p)
     s = summarise(p, confidence=0.999)
@@ -238,8 +241,12 @@ def test_matches_differences_attgt(base_period):
     theirs = theirs.reset_index()
     post = theirs[theirs["time"] >= theirs["cohort"]]
     assert (post["base_period"] == post["cohort"] - 10).all()
+    if base_period == "universal":  # lead cells too: same base period, t < g - 1
+        post = theirs[(theirs["time"] >= theirs["cohort"]) | (theirs["time"] < theirs["cohort"] - 10)]
+    else:
+        ours = ours[ours["event_time"] >= 0]
     merged = ours.merge(post, left_on=["treatment_step", "step"], right_on=["cohort", "time"], how="outer", indicator=True)
-    assert (merged["_merge"] == "both").all() and len(merged) == 55
+    assert (merged["_merge"] == "both").all() and len(merged) == (100 if base_period == "universal" else 55)
     np.testing.assert_allclose(merged["effect"], -merged["ATT"], rtol=0, atol=1e-8)
 
 
@@ -253,7 +260,7 @@ def test_cohort_binning_first_checkpoint_and_after_panel():
     treatments = pd.DataFrame(
         {"instance_id": np.arange(8), "treatment_step": [np.nan, np.nan, 0, -5, 10, 1, 11, 25]}
     )
-    p = did(panel, treatments, n_boot=20)
+    p = did(panel, treatments, n_boot=20, min_cohort_size=1, leads=False)
     # 0 and -5 -> cohort 0 (dropped); 10 and 1 -> cohort 10; 11 -> 20; 25 -> after the panel: control
     assert list(zip(p["treatment_step"], p["step"], p["n_treated"])) == [(10, 10, 2), (10, 20, 2), (20, 20, 1)]
     assert (p["n_control"] == 3).all()
@@ -474,5 +481,5 @@ def test_fast_enough():
     t0 = time.perf_counter()
     p = did(panel, treatments, n_boot=200)
     elapsed = time.perf_counter() - t0
-    assert len(p) == 19 * 20 // 2  # cohorts 10..190, cohort k has 20 - k cells
+    assert len(p) == 19 * 20 // 2 + 18 * 19 // 2  # cohort k: 20 - k post cells, k - 1 leads
     assert elapsed < 2.0, elapsed

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -324,3 +325,31 @@ def test_report_numbers_equal_the_audits_summary(canary_lm, tmp_path):
                f"</td><td class=\"num\">{m['pr_auc']:.3f}</td>" in page, name
     for r in s["extractable_by_duplicates"]:
         assert f"<td>{r['group']}</td><td class=\"num\">{r['n']:,}</td><td class=\"num\">{r['k']:,}</td>" in page
+
+
+def test_profile_page_shows_band_leads_event_time_curve_and_cohort_sizes(dirs, tmp_path):
+    """Issue #13 acceptance: the profile section shows the band, lead cells, the event-time
+    curve and the cohort sizes (read from summary.json, as memdedup profile writes it)."""
+    from audit import plots
+
+    prof = tmp_path / "prof13"
+    shutil.copytree(dirs["profile"], prof)
+    s = json.loads((prof / "summary.json").read_text())
+    s.update(panel={"ends": "end of epoch 1", "end_step": 93, "checkpoints": [1, 2, 4, 93], "residual_step": 93},
+             cohorts=[{"treatment_step": 4, "base_step": 1, "member_cohorts": [2, 4], "cohort_size": 37}],
+             band={"critical_value": 2.71, "confidence": 0.95, "cells": 12, "significant_cells": 5, "lead_cells": 3,
+                   "significant_lead_cells": 0},
+             event_time_curve=[{"event_time": -2, "lag_steps": -2.5, "effect": 0.01, "band_lower": -0.1,
+                                "band_upper": 0.12, "significant": False, "n_cohorts": 1},
+                               {"event_time": 0, "lag_steps": 1.5, "effect": 0.61, "band_lower": 0.4,
+                                "band_upper": 0.82, "significant": True, "n_cohorts": 1}])
+    (prof / "summary.json").write_text(json.dumps(s))
+    curve = pd.DataFrame(s["event_time_curve"])
+    (prof / "event_time.png").write_bytes(plots.event_time_curve(curve))
+    page = model_report(dirs["raw"], tmp_path / "p.html", profile_dir=prof).read_text(encoding="utf-8")
+    assert "simultaneous 95% band" in page and "2.71" in page
+    assert "Lead cells" in page and "0 of 3" in page
+    assert "Event-time curve" in page and "0.610" in page and "0.400 – 0.820" in page
+    assert "<td>37</td>" in page or ">37<" in page  # cohort size
+    assert "end of epoch 1" in page
+    assert 'alt="event-time curve"' in page

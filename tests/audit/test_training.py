@@ -116,8 +116,12 @@ def test_profile_outputs(profiled):
               "retention_curves.png", "summary.json", "manifest.json"):
         assert (out / f).exists() and (out / f).stat().st_size > 0, f
     prof = pq.read_table(out / "profile.parquet").to_pandas()
-    assert {"treatment_step", "step", "effect", "se", "lower", "upper", "placebo"} <= set(prof.columns)
-    assert (prof["step"] >= prof["treatment_step"]).all()
+    assert {"treatment_step", "step", "effect", "se", "lower", "upper", "placebo", "event_time", "band_lower",
+            "band_upper", "significant", "cohort_size"} <= set(prof.columns)
+    assert ((prof["step"] >= prof["treatment_step"]) == (prof["event_time"] >= 0)).all()
+    assert (prof["event_time"] < 0).any()  # lead cells
+    for f in ("event_time.parquet", "event_time.png", "instances.parquet"):
+        assert (out / f).exists(), f
     ret = pq.read_table(out / "retention.parquet").to_pandas()
     assert ret["recognition"].between(0, 1).all() and ret["exact_recall"].between(0, 1).all()
     fc = json.loads((out / "forecast.json").read_text())
@@ -158,3 +162,64 @@ def test_cli_train(small_corpus, tmp_path):
                         "--vocab-size", "300"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "checkpoints" in r.stdout and (tmp_path / "run" / "model" / "config.json").exists()
+
+
+def test_profile_cells_end_before_any_second_exposure(small_corpus, tmp_path):
+    """Issue #13, section 1: a 3-epoch run; every cell and retention row of an instance lies
+    before its second exposure (the panel ends at the end of epoch 1, which is checkpointed)."""
+    import numpy as np
+    import pandas as pd
+
+    from audit.checkpoints import run_profile
+    from audit.config import ProfileConfig
+    from audit.train import train_causal_lm
+
+    cfg = TrainConfig(vocab_size=300, n_layer=1, n_embd=32, n_head=2, seq_len=32, epochs=3, batch_size=8,
+                      log_checkpoints=4, checkpoint_every=20, holdout=0.2)
+    man = train_causal_lm(discover([small_corpus]), tmp_path / "run", cfg, log=quiet)
+    per_epoch = man["steps_per_epoch"]
+    assert f"step-{per_epoch:07d}" in man["checkpoints"]  # the end of epoch 1 is a checkpoint
+    lines = []
+    s = run_profile(tmp_path / "run", tmp_path / "prof", ProfileConfig(n_treated=60, n_control=20, n_boot=20,
+                                                                       min_cohort_size=2), log=lines.append)
+    # progress on long runs (issue #15): rate and ETA per checkpoint
+    ticks = [m for m in lines if "checkpoints/s" in m]
+    assert ticks and all("ETA" in m for m in ticks) and "ETA 0s" in ticks[-1]
+    assert s["panel"]["ends"] == "end of epoch 1" and s["panel"]["end_step"] == per_epoch
+    assert s["memorisation"]["residual"]["cells"] and all(c == per_epoch for _, c in s["memorisation"]["residual"]["cells"])
+    manifest = json.loads((tmp_path / "prof" / "manifest.json").read_text())
+    assert manifest["panel"]["ends"] == "end of epoch 1"
+    order = pq.read_table(tmp_path / "run" / "order.parquet").to_pandas()
+    second = order.sort_values("step").groupby("instance_id")["step"].nth(1)
+    second = pd.Series(second.to_numpy(), index=order.sort_values("step").groupby("instance_id").nth(1)["instance_id"])
+    inst = pq.read_table(tmp_path / "prof" / "instances.parquet").to_pandas()
+    treated = inst[inst["group"] == "treated"]
+    assert len(treated) > 5
+    prof = pq.read_table(tmp_path / "prof" / "profile.parquet").to_pandas()
+    prof = prof[~prof["placebo"]]
+    ret = pq.read_table(tmp_path / "prof" / "retention.parquet").to_pandas()
+    cps = s["panel"]["checkpoints"]
+    for _, r in treated.iterrows():
+        g = min(c for c in cps if c >= r["treatment_step"])  # its own cohort's checkpoint
+        # its (possibly merged) cohort: the profile cohort whose members include g
+        label = next(c["treatment_step"] for c in s["cohorts"] if g in c["member_cohorts"])
+        last_cell = prof.loc[prof["treatment_step"] == label, "step"].max()
+        assert last_cell < second[r["instance_id"]], (r.to_dict(), last_cell)
+        assert ret.loc[ret["treatment_step"] == g, "step"].max() < second[r["instance_id"]]
+    assert np.isin(prof["step"], cps).all() and prof["step"].max() == per_epoch
+    # hard foils (issue #13, section 4): recognition against scrambled and substituted items too
+    for col in ("recognition_scrambled", "recognition_substituted"):
+        assert ret[col].between(0, 1).all(), col
+    # a user-given checkpoint grid (issue #13, section 3): only those checkpoints are profiled
+    grid = [cps[0], cps[len(cps) // 2], per_epoch]
+    s2 = run_profile(tmp_path / "run", tmp_path / "prof2",
+                     ProfileConfig(n_treated=30, n_control=20, n_boot=10, min_cohort_size=2,
+                                   checkpoints=",".join(map(str, grid))), log=quiet)
+    assert s2["panel"]["checkpoints"] == grid
+    prof2 = pq.read_table(tmp_path / "prof2" / "profile.parquet").to_pandas()
+    assert set(prof2["step"]) <= set(grid) and "lag_steps" in prof2.columns
+    with pytest.raises(ValueError, match="not in the run"):
+        run_profile(tmp_path / "run", tmp_path / "prof3", ProfileConfig(checkpoints=f"{cps[0]},{per_epoch + 1}"),
+                    log=quiet)
+    with pytest.raises(ValueError, match="comma-separated"):
+        ProfileConfig(checkpoints="1,x")

@@ -304,7 +304,7 @@ def test_readme_prose_defaults_match_the_dataclasses():
         "word 5-grams of the canonical text (`--ngram`": (d.unit, d.ngram) == ("word", 5),
         "the exact-key filter (`--exact-fp`, 1e-6)": d.exact_fp == 1e-6,
         "(`--k`, default 20%)": a.k == 0.2,
-        "checkpoints at steps 1, 2, 4, ..., 64 and then every 100": (t.log_checkpoints,
+        "checkpoints at steps 1, 2, 4, ..., 64, then every 100": (t.log_checkpoints,
                                                                      t.checkpoint_every) == (64, 100),
     }
     for claim, holds in claims.items():

@@ -46,6 +46,17 @@ def test_reduced_config_end_to_end(reduced_workflow, snakemake):
     checks = json.loads((out / "checks.json").read_text())
     exact = next(c for c in checks["checks"] if "exact" in c["name"])
     assert exact["passed"] and exact["planted"] == 10  # 5% of 200 planted exact duplicates, all removed
+    # issue #13: canary exposure by planted copies, for both models
+    exposure = checks["exposure_by_copies"]
+    assert set(exposure) == {"raw", "dedup"}, exposure
+    for e in exposure.values():
+        assert [r["copies"] for r in e["by_copies"]] == [1, 2, 4, 8, 16, 32, 64], e
+        assert all(0 <= r["mean_exposure"] <= e["log2_space"] for r in e["by_copies"])
+    # issue #13: the profile page shows the band, the lead cells, the event-time curve and cohort sizes
+    page = (out / "report" / "raw.html").read_text(encoding="utf-8")
+    for text in ("simultaneous 95% band", "Lead cells", "Event-time curve", "merged checkpoint cohorts",
+                 'alt="event-time curve"', "end of epoch 1"):
+        assert text in page, text
     # Nothing to redo: a second run is a no-op.
     again = snakemake("--cores", "2", "--configfile", str(reduced_workflow.local_config), "-n")
     assert "Nothing to be done" in again.stdout + again.stderr

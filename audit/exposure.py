@@ -1,0 +1,165 @@
+"""Exposure of planted canaries (Carlini, Liu, Erlingsson, Kos & Song 2019, "The Secret Sharer").
+
+A canary ``s`` is drawn from a random space ``R`` (here: :mod:`audit.canaries`' sequences of
+``canary_words`` words drawn i.i.d. uniformly from :func:`dedup.synthetic.vocabulary`, so
+``|R| = V ** canary_words``). Rank the whole space by the model's log-perplexity
+``Px(r) = -log2 Pr_model(r)``; the canary's rank is 1 + the number of candidates the model finds
+more likely. Then::
+
+    exposure(s) = log2 |R| - log2 rank(s)          (0 .. log2 |R|)
+
+An unmemorised canary sits in the middle of the ranking (exposure ~1); a canary the model
+prefers to every other candidate has the maximal exposure log2 |R|. Exposure rises with the
+number of copies long before greedy extraction of the whole canary succeeds.
+
+When ``|R|`` is too large to enumerate (always, for 64 words), Carlini et al. estimate it by
+sampling: ``rank / |R| ~= Pr_{r in R}[Px(r) <= Px(s)]``, so ``exposure ~= -log2 of that
+probability``. It is estimated from ``n`` sampled candidates: empirically when at least
+``min_tail`` of them are at least as likely as the canary, otherwise by extrapolating a
+distribution fitted to the sampled log-perplexities (Carlini et al. fit a skew-normal; a normal
+is fitted here, in closed form, which they report to fit the bulk nearly as well) and taking its
+lower tail. The estimate is capped at ``log2 |R|``.
+
+Only numpy and the standard library here; :func:`canary_exposure` scores texts with an
+:class:`audit.lm.CausalLM`.
+"""
+
+from __future__ import annotations
+
+import math
+import numpy as np
+
+__all__ = ["exposure_from_rank", "exposure_exact", "exposure_sampled", "log2_normal_cdf", "random_space_log2",
+           "canary_exposure", "exposure_by_copies"]
+
+
+def exposure_from_rank(rank: int, log2_space: float) -> float:
+    """``log2 |R| - log2 rank`` (rank 1 = the most likely candidate)."""
+    if rank < 1:
+        raise ValueError(f"rank must be >= 1, got {rank}")
+    return float(log2_space - math.log2(rank))
+
+
+def exposure_exact(canary_score: float, space_scores) -> float:
+    """Exposure against a fully enumerated space (``space_scores``: the log-perplexity of every
+    candidate of R, the canary's included or not). Ties count against the canary (rank = 1 +
+    the number of OTHER candidates with a score <= the canary's), the conservative choice."""
+    s = np.asarray(space_scores, dtype=np.float64)
+    n_space = s.size + (0 if np.any(s == canary_score) else 1)
+    rank = int(np.sum(s <= canary_score)) + (0 if np.any(s == canary_score) else 1)
+    return exposure_from_rank(max(rank, 1), math.log2(n_space))
+
+
+def log2_normal_cdf(z: float) -> float:
+    """log2 of the standard normal CDF, accurate far into the lower tail: ``erfc`` down to
+    z = -30, then the asymptotic expansion (the CDF underflows double precision near z = -38)."""
+    if z > -30.0:
+        return math.log2(0.5 * math.erfc(-z / math.sqrt(2.0)))
+    # Phi(z) = phi(z) / |z| * (1 - 1/z^2 + 3/z^4 - ...)
+    ln = -0.5 * z * z - math.log(-z) - 0.5 * math.log(2 * math.pi) + math.log1p(-1 / z**2 + 3 / z**4)
+    return ln / math.log(2)
+
+
+def exposure_sampled(canary_score: float, sample_scores, log2_space: float, *, min_tail: int = 10) -> dict:
+    """Exposure estimated from candidates sampled uniformly from R (Carlini et al. 2019, sec. 4).
+
+    ``sample_scores``: log-perplexities of ``n`` sampled candidates. Returns ``{"exposure",
+    "method" ("empirical" or "normal fit"), "tail" (samples with score <= the canary's),
+    "n"}``. Empirical: ``-log2(tail / n)``; with fewer than ``min_tail`` such samples, the
+    normal fit: ``-log2 Phi((canary - mean) / sd)``. Capped at ``log2_space``.
+    """
+    s = np.asarray(sample_scores, dtype=np.float64)
+    if s.ndim != 1 or s.size < 2 or not np.isfinite(s).all():
+        raise ValueError("sample_scores must be a 1-D array of >= 2 finite log-perplexities")
+    n = int(s.size)
+    tail = int(np.sum(s <= canary_score))
+    if tail >= min_tail:
+        e, method = -math.log2(tail / n), "empirical"
+    else:
+        mu, sd = float(s.mean()), float(s.std(ddof=1))
+        if sd <= 0:
+            e = log2_space if canary_score < mu else 0.0
+        else:
+            e = -log2_normal_cdf((canary_score - mu) / sd)
+        method = "normal fit"
+    return {"exposure": float(min(max(e, 0.0), log2_space)), "method": method, "tail": tail, "n": n}
+
+
+def random_space_log2(canary_words: int, vocabulary_size: int) -> float:
+    """log2 |R| of :mod:`audit.canaries`' random space: ``canary_words * log2 V``."""
+    return float(canary_words * math.log2(vocabulary_size))
+
+
+def _log_perplexity(lm, texts: list[str], batch_size: int) -> np.ndarray:
+    """-log2 Pr_model(text) per text: sum over its tokens, the first one predicted from an
+    end-of-text token placed before it (rows padded with it and masked out of the sum)."""
+    eos = lm.tokenizer.eos_token_id
+    if eos is None:
+        eos = 0
+    ids = lm.encode(texts)
+    L = max(len(t) for t in ids) + 1
+    x = np.full((len(ids), L), eos, dtype=np.int64)
+    mask = np.zeros((len(ids), L - 1), dtype=bool)
+    for i, t in enumerate(ids):
+        x[i, 1 : len(t) + 1] = t
+        mask[i, : len(t)] = True
+    stats = lm.score(x, batch_size)
+    return -(np.where(mask, stats.logprob, 0.0).sum(axis=1)) / math.log(2)
+
+
+def canary_exposure(lm, canaries: list[str], canary_words: int, *, n_samples: int = 1000, seed: int = 0,
+                    batch_size: int = 32, vocabulary: list[str] | None = None) -> list[dict]:
+    """Exposure of each canary text under ``lm``, against ``n_samples`` candidates drawn from
+    the canaries' random space (``canary_words`` words uniform over ``vocabulary``, by default
+    :func:`dedup.synthetic.vocabulary`, as :func:`audit.canaries.generate_canary_corpus` draws
+    them). Returns one :func:`exposure_sampled` dict per canary, with ``log_perplexity`` and
+    ``words`` (words scored).
+
+    When the canaries and candidates do not fit the model's context (its ``max_positions``
+    less the end-of-text token placed first), the space is that of the first ``k`` words, the
+    largest ``k`` for which they all fit: the exposure of the canaries' ``k``-word prefixes,
+    with ``log2 |R| = k log2 V``.
+    """
+    if vocabulary is None:
+        from dedup.synthetic import vocabulary as vocab
+
+        vocabulary = vocab()
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(vocabulary), size=(n_samples, canary_words))
+    sample_words = [[vocabulary[i] for i in row] for row in draws.tolist()]
+    canary_split = [c.split(" ") for c in canaries]
+    limit = getattr(lm, "max_positions", None)
+    k = canary_words
+    if limit:
+        def fits(j: int) -> bool:
+            texts = [" ".join(w[:j]) for w in sample_words + canary_split]
+            return max(len(t) for t in lm.encode(texts)) <= limit - 1
+
+        if not fits(k):  # the largest fitting prefix, by bisection (token counts grow with words)
+            lo, hi = 1, k  # fits(lo) is assumed: one word always fits a real context
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+            k = lo
+    samples = [" ".join(w[:k]) for w in sample_words]
+    log2_space = random_space_log2(k, len(vocabulary))
+    sample_scores = _log_perplexity(lm, samples, batch_size)
+    canary_scores = _log_perplexity(lm, [" ".join(w[:k]) for w in canary_split], batch_size)
+    out = []
+    for c in canary_scores:
+        d = exposure_sampled(float(c), sample_scores, log2_space)
+        d.update(log_perplexity=float(c), log2_space=log2_space, words=k)
+        out.append(d)
+    return out
+
+
+def exposure_by_copies(copies, exposures) -> list[dict]:
+    """Mean, min and max exposure per number of planted copies, ascending copies."""
+    copies = np.asarray(copies, dtype=np.int64)
+    e = np.asarray(exposures, dtype=np.float64)
+    rows = []
+    for c in np.unique(copies):
+        m = copies == c
+        rows.append({"copies": int(c), "canaries": int(m.sum()), "mean_exposure": float(e[m].mean()),
+                     "min_exposure": float(e[m].min()), "max_exposure": float(e[m].max())})
+    return rows

@@ -1,0 +1,117 @@
+"""audit.exposure: Carlini et al. 2019 exposure (issue #13, section 5). Synthetic scores only,
+plus one check of the sampled estimate against the exact one on an enumerable space."""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+
+from audit.exposure import (exposure_by_copies, exposure_exact, exposure_from_rank, exposure_sampled,
+                            log2_normal_cdf, random_space_log2)
+
+
+def test_exposure_from_rank_and_exact():
+    assert exposure_from_rank(1, 10.0) == 10.0 and exposure_from_rank(512, 10.0) == 1.0
+    space = np.arange(1024, dtype=float)  # scores 0..1023; lower = more likely
+    assert exposure_exact(-1.0, space) == pytest.approx(math.log2(1025))  # best of 1025
+    assert exposure_exact(0.0, space) == pytest.approx(10.0)  # the canary is candidate 0: rank 1
+    assert exposure_exact(511.0, space) == pytest.approx(1.0)  # rank 512 of 1024
+
+
+def test_log2_normal_cdf_deep_tail():
+    for z in (-1.0, -5.0, -7.9):
+        assert log2_normal_cdf(z) == pytest.approx(math.log2(0.5 * math.erfc(-z / math.sqrt(2))), rel=1e-12)
+    assert log2_normal_cdf(-1.0) == pytest.approx(math.log2(NormalDist().cdf(-1.0)), rel=1e-9)
+    exact = math.log2(0.5 * math.erfc(29.0 / math.sqrt(2)))
+    assert log2_normal_cdf(-29.0) == pytest.approx(exact, rel=1e-12)
+    # the asymptotic branch continues the erfc branch
+    assert log2_normal_cdf(-30.0) == pytest.approx(math.log2(0.5 * math.erfc(30.0 / math.sqrt(2))), rel=1e-6)
+    assert log2_normal_cdf(-50.0) < log2_normal_cdf(-40.0) < -800  # no underflow to -inf
+
+
+def test_sampled_estimate_matches_exact_on_an_enumerable_space():
+    rng = np.random.default_rng(0)
+    space = rng.normal(100.0, 5.0, 2**16)
+    sample = rng.choice(space, 4000, replace=False)
+    for q in (0.5, 0.1, 0.01):  # canaries inside the sampled range: empirical
+        c = float(np.quantile(space, q))
+        est = exposure_sampled(c, sample, math.log2(space.size))
+        assert est["method"] == "empirical"
+        # empirical tail ~ Binomial(n, q): log2 error within ~4 binomial sd
+        tol = 4 * math.sqrt((1 - q) / (q * sample.size)) / math.log(2)
+        assert est["exposure"] == pytest.approx(exposure_exact(c, space), abs=tol + 0.02)
+    deep = float(np.sort(space)[2])  # rank 3 of 65536: far below the sample, extrapolated
+    est = exposure_sampled(deep, sample, math.log2(space.size))
+    assert est["method"] == "normal fit" and abs(est["exposure"] - exposure_exact(deep, space)) < 2.0
+
+
+def test_sampled_exposure_monotone_and_capped():
+    rng = np.random.default_rng(1)
+    sample = rng.normal(0.0, 1.0, 2000)
+    es = [exposure_sampled(c, sample, 50.0)["exposure"] for c in (1.0, 0.0, -2.0, -4.0, -8.0, -30.0)]
+    assert all(a < b for a, b in zip(es, es[1:-1])) and es[-1] == 50.0
+    assert exposure_sampled(0.0, sample, 50.0)["exposure"] == pytest.approx(1.0, abs=0.1)  # median: ~1 bit
+    with pytest.raises(ValueError):
+        exposure_sampled(0.0, [1.0], 5.0)
+
+
+def test_random_space_and_by_copies():
+    assert random_space_log2(64, 2**15) == 64 * 15
+    rows = exposure_by_copies([1, 1, 4, 4, 16], [1.0, 3.0, 5.0, 7.0, 40.0])
+    assert rows == [{"copies": 1, "canaries": 2, "mean_exposure": 2.0, "min_exposure": 1.0, "max_exposure": 3.0},
+                    {"copies": 4, "canaries": 2, "mean_exposure": 6.0, "min_exposure": 5.0, "max_exposure": 7.0},
+                    {"copies": 16, "canaries": 1, "mean_exposure": 40.0, "min_exposure": 40.0, "max_exposure": 40.0}]
+
+
+class _FakeTokenizer:
+    eos_token_id = 0
+
+
+class _FakeLM:
+    """Word-level 'model': every word has log-prob -10 nats except the memorised ones (-0.1)."""
+
+    def __init__(self, vocab, memorised):
+        self.tokenizer = _FakeTokenizer()
+        self.index = {w: i + 1 for i, w in enumerate(vocab)}
+        self.memorised = {self.index[w] for w in memorised}
+
+    def encode(self, texts):
+        return [[self.index[w] for w in t.split(" ")] for t in texts]
+
+    def score(self, ids, batch_size=32):
+        from types import SimpleNamespace
+
+        nxt = np.asarray(ids)[:, 1:]
+        lp = np.where(np.isin(nxt, list(self.memorised)), -0.1, -10.0)
+        lp = lp + 0.5 * np.random.default_rng(int(nxt.sum()) % 2**32).normal(size=lp.shape)  # noise per candidate
+        return SimpleNamespace(logprob=lp)
+
+
+def test_canary_exposure_ranks_a_memorised_canary_high():
+    from audit.exposure import canary_exposure
+
+    vocab = [f"w{i}" for i in range(1000)]
+    rng = np.random.default_rng(3)
+    canary = " ".join(vocab[i] for i in rng.integers(0, 1000, 8))
+    other = " ".join(vocab[i] for i in rng.integers(0, 1000, 8))
+    lm = _FakeLM(vocab, memorised=canary.split(" "))
+    res = canary_exposure(lm, [canary, other], 8, n_samples=300, seed=0, vocabulary=vocab)
+    assert res[0]["log2_space"] == pytest.approx(8 * math.log2(1000))
+    assert res[0]["exposure"] > 20 and res[0]["method"] == "normal fit"
+    assert res[1]["exposure"] < 5 and res[1]["method"] == "empirical"
+
+
+def test_canary_exposure_fits_the_models_context():
+    """The demo's 64-word canaries exceed a 128-position model (IndexError in the workflow):
+    the space becomes that of the longest word prefix that fits."""
+    from audit.exposure import canary_exposure
+
+    vocab = [f"w{i}" for i in range(1000)]
+    canary = " ".join(vocab[i] for i in range(64))
+    lm = _FakeLM(vocab, memorised=canary.split(" "))
+    lm.max_positions = 21  # 20 words + the end-of-text token
+    res = canary_exposure(lm, [canary], 64, n_samples=100, seed=0, vocabulary=vocab)
+    assert res[0]["words"] == 20 and res[0]["log2_space"] == pytest.approx(20 * math.log2(1000))
