@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A real single-node Slurm on this machine (munge, slurmctld, slurmd), for the cluster tests
-# (tests/cluster/) and for trying README's "Running on a cluster" commands on one machine.
+# (tests/pipelines/test_slurm.py) and for trying README's "Running on a cluster" commands on one machine.
 #
 #   scripts/slurm-single-node.sh start    install slurm-wlm + munge if missing (root + apt-get),
 #                                         start the daemons, wait until the node is idle
@@ -32,7 +32,7 @@ log() { echo "slurm-single-node: $*" >&2; }
 # unavailable CODE MESSAGE: record why there is no Slurm here, print it, exit CODE.
 unavailable() {
     local code=$1; shift
-    mkdir -p "$DIR" 2>/dev/null && echo "$*" > "$REASON_FILE" 2>/dev/null || true
+    { mkdir -p "$DIR" && echo "$*" > "$REASON_FILE"; } 2>/dev/null || true
     log "$*"
     exit "$code"
 }
@@ -49,10 +49,10 @@ alive() {
 
 # stop_pid PIDFILE NAME: TERM the daemon named in PIDFILE (if it is NAME), wait, then KILL.
 stop_pid() {
-    local pid i
+    local pid
     pid=$(alive "$1" "$2") || return 0
     kill -TERM "$pid" 2>/dev/null || return 0
-    for i in $(seq 100); do
+    for _ in $(seq 100); do
         kill -0 "$pid" 2>/dev/null || { log "stopped $2 (pid $pid)"; return 0; }
         sleep 0.2
     done
