@@ -1,11 +1,22 @@
 # Shared values and helpers of the rule files.
 import os
 
+from snakemake.exceptions import WorkflowError
+
 GENERATED = bool(config["corpus"]["generate"])
 CORPUS_READY = f"{OUT}/corpus/manifest.json" if GENERATED else []
 _dask = config.get("dask") or {}
 DASK_ARGS = (f"--scheduler {_dask['scheduler']} " if _dask.get("scheduler") else "") + (
     f"--workers {_dask['workers']} " if _dask.get("workers") else "")
+
+
+def total_cores() -> int:
+    """--cores, or 1 where none is given (a dry run or lint: Snakemake 9.15 leaves the total
+    unset there, and reading `workflow.cores` then raises)."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return 1
 
 
 def corpus_arg(wildcards, input):

@@ -4,7 +4,7 @@ rule dedup:
     input: corpus=CORPUS_READY, cfg=RUN_CONFIG
     output: f"{OUT}/dedup/manifest.json"
     log: f"{OUT}/logs/dedup.log"
-    threads: workflow.cores
+    threads: total_cores()
     params: corpus=corpus_arg, out=lambda w, output: os.path.dirname(output[0]), dask=DASK_ARGS
     shell:
         "memdedup dedup {params.corpus} --out {params.out} --config {input.cfg} {params.dask}--threads {threads} "
