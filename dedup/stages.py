@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -157,15 +158,16 @@ def _read_column(path: Path, column: str) -> np.ndarray:
 
 
 def band_pass(
-    band: int | str, shards: list[Shard], work: Path, stack, total_rows: int
+    band: int | str, shards: list[Shard], work: Path, stack, total_rows: int, save_to: Path | None = None
 ) -> dict:
     """Stage 2 for one band (an int) or the exact key (``EXACT_BAND``).
 
     Streams the band's keys over ``shards`` in canonical order through ``stack`` (a
     :class:`dedup.scalable.FilterStack`, fresh or loaded from an index directory), writes
-    the seen bits and returns the completion record. Documents without shingles (and
-    null texts) are not inserted into band filters; null texts are not inserted into the
-    exact filter.
+    the seen bits, saves ``stack`` under ``save_to`` (a fresh directory) when given, and
+    only then marks the band done and returns the completion record: a task killed at any
+    point is redone on resume. Documents without shingles (and null texts) are not inserted
+    into band filters; null texts are not inserted into the exact filter.
     """
     t0 = time.perf_counter()
     final = seen_path(work, band)
@@ -193,6 +195,9 @@ def band_pass(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if save_to is not None:
+        shutil.rmtree(save_to, ignore_errors=True)  # a killed attempt's partial save
+        stack.save(save_to)
     record = {"band": band_name(band), "rows": total_rows, "seconds": time.perf_counter() - t0, **stack.describe()}
     mark_done(final, record)
     return record
@@ -283,16 +288,11 @@ def band_task(band: int | str, shards: list[Shard], work: Path, fp: float, capac
     name = band_name(band)
     stack = FilterStack.load(Path(load_from)) if load_from else FilterStack(fp, capacity, scalable=scalable)
     total = sum(io.read_json(done_path(sketch_path(work, s)), ("rows",))["rows"] for s in shards)
-    record = band_pass(band, shards, work, stack, total)
-    if keep:
-        stack.save(work / "index" / name)
-    return record
+    return band_pass(band, shards, work, stack, total, save_to=work / "index" / name if keep else None)
 
 
 def _reset_after_sketch(plan: RunPlan) -> None:
     """Forget stages 2 and 3 (their results depend on the index version), keep sketches."""
-    import shutil
-
     for sub in ("bands", "index", "removed"):
         shutil.rmtree(plan.work / sub, ignore_errors=True)
     shutil.rmtree(plan.out / layout.KEPT_DIR, ignore_errors=True)

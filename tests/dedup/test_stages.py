@@ -33,3 +33,37 @@ def test_serial_stages_write_the_fused_engines_bytes(tmp_path, batch_rows):
     bands = staged["index"]["plan"]["bands"]
     assert calls == [("sketch", 3), ("band", bands + 1), ("write", 3)]
     assert not (tmp_path / "s" / "_work").exists()
+
+
+def test_a_band_task_that_dies_while_saving_its_filters_is_redone(tmp_path, monkeypatch):
+    """With --index-dir a band task saves its filter stack for the install. A task killed
+    while saving must not be marked done: a resumed run would skip it and install a band
+    without filters (CI: SIGKILL at band:3, the fourth task was mid-save; the rerun failed
+    reading v-000002/band-03/stack.json)."""
+    from dedup import index_dir, stages
+    from dedup.scalable import FilterStack
+
+    write_shards(generate_corpus(300, mean_bytes=200, near_frac=0.2, seed=2), tmp_path / "in", 2)
+    config = DedupConfig()
+    real_save = FilterStack.save
+
+    def dying_save(self, directory):
+        if Path(directory).name == "band-01":
+            (Path(directory)).mkdir(parents=True, exist_ok=True)
+            raise KeyboardInterrupt  # the process dies here
+        real_save(self, directory)
+
+    monkeypatch.setattr(FilterStack, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        dedup_staged([tmp_path / "in"], tmp_path / "o", config, index_dir=tmp_path / "I")
+    work = tmp_path / "o" / "_work"
+    assert stages.read_done(stages.seen_path(work, 1)) is None
+    monkeypatch.setattr(FilterStack, "save", real_save)
+    resumed = dedup_staged([tmp_path / "in"], tmp_path / "o", config, index_dir=tmp_path / "I")
+    clean = dedup_staged([tmp_path / "in"], tmp_path / "r", config, index_dir=tmp_path / "R")
+    assert _bytes(tmp_path / "o") == _bytes(tmp_path / "r")
+    assert resumed["index"]["index_dir"]["stacks"] == clean["index"]["index_dir"]["stacks"]
+    for name in resumed["index"]["index_dir"]["stacks"]:
+        assert FilterStack.load(tmp_path / "I" / "v-000001" / name).describe() == \
+            FilterStack.load(tmp_path / "R" / "v-000001" / name).describe()
+    assert index_dir.IndexDir(tmp_path / "I", resumed["index"]["index_dir"]["params"]).documents == 300
