@@ -20,7 +20,8 @@ class DedupConfig:
         ngram: shingle length n (words, or code points with ``unit="char"``).
         unit: ``"word"`` or ``"char"`` shingles.
         nfkc: apply Unicode NFKC before lowercasing.
-        scheme: MinHash scheme (``fast``, ``datasketch-affine32``, ``datasketch-legacy``).
+        scheme: MinHash scheme (``fast``, ``fss``, ``datasketch-affine32``, ``datasketch-legacy``;
+            :mod:`dedup.minhash`).
         seed: MinHash permutation seed.
         fp: target whole-index false-positive rate of the band filters.
         exact_fp: false-positive rate of the exact-key filter (only decides the *label*
