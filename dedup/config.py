@@ -52,7 +52,7 @@ class DedupConfig:
     ngram: int = 5
     unit: str = "word"
     nfkc: bool = True
-    scheme: str = "fast"
+    scheme: str = "fss"
     seed: int = 1
     fp: float = 1e-5
     exact_fp: float = 1e-6

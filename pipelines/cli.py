@@ -34,7 +34,7 @@ def _add_dedup_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-nfkc", dest="nfkc", action="store_const", const=False, help="skip Unicode NFKC")
     g.add_argument("--fp", type=float, help="whole-index false-positive target of the band filters (1e-5)")
     g.add_argument("--exact-fp", type=float, help="false-positive rate of the exact-key filter (1e-6)")
-    g.add_argument("--scheme", choices=tuple(SCHEMES), help="MinHash scheme (fast)")
+    g.add_argument("--scheme", choices=tuple(SCHEMES), help="MinHash scheme (fss)")
     g.add_argument("--seed", type=int, help="MinHash permutation seed (1)")
     g.add_argument("--index", choices=INDEX_BACKENDS, help="index backend (lshbloom)")
     g.add_argument("--bands", type=int, help="number of bands b (default: optimal for T, K)")

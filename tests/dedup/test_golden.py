@@ -82,9 +82,9 @@ FILTERS_SHA256 = "523270724cc2c7980ede914f4f0070b1e1fe09e51586918d0da4d527a0741d
 @pytest.mark.parametrize("threads", [1, 2])
 def test_sketch_band_keys_and_index_filters_are_pinned(tmp_path: Path, threads):
     """Text -> canonical text -> shingles -> MinHash -> band keys -> band filters, with the
-    default DedupConfig (fast scheme, seed 1, 5-word shingles, T=0.8, K=128: 9 bands of 13
-    rows) and filters sized for 1000 documents."""
-    cfg = DedupConfig()
+    fast scheme (the default until fss), seed 1, 5-word shingles, T=0.8, K=128: 9 bands of 13
+    rows, and filters sized for 1000 documents."""
+    cfg = DedupConfig(scheme="fast")
     plan = plan_index(cfg.threshold, cfg.num_perm, 1000, cfg.fp)
     assert (plan.bands, plan.rows, plan.band_bits, plan.band_k) == (9, 13, 28544, 20)
     sk = Sketcher(cfg, plan.bands, plan.rows, threads=threads)(pa.array(DOCS, pa.string()))
@@ -99,3 +99,32 @@ def test_sketch_band_keys_and_index_filters_are_pinned(tmp_path: Path, threads):
     for i, f in enumerate([*index.filters, index.exact_filter]):
         digest.update(f.save(tmp_path / f"{i}.bloom").read_bytes())
     assert digest.hexdigest() == FILTERS_SHA256
+
+
+FSS_BAND_KEYS = [
+    [0x90427A6A3FF72B78, 0x628B8FDEA740ED6D, 0xAF7F88DC3DAF51F1, 0xD554CA2CEB12476A, 0x33186E5D562C7371,
+     0xC75C0E288B1EB7EE, 0x0998EE6BFF1B04EB, 0x755207925DF305B3, 0x038A1F5F5D91E515],
+    [0x90427A6A3FF72B78, 0x628B8FDEA740ED6D, 0xAF7F88DC3DAF51F1, 0xD554CA2CEB12476A, 0x33186E5D562C7371,
+     0xC75C0E288B1EB7EE, 0x0998EE6BFF1B04EB, 0x755207925DF305B3, 0x038A1F5F5D91E515],
+    [0x2B229C6558D86256, 0x878850BEA36FBE26, 0x364C6056DF8BB874, 0xEEBA6719DAF4A061, 0x892F18A6DD8B663D,
+     0x4E255167775D70C5, 0xB53EF38F437F6AD5, 0xF4540CD2E5A309FD, 0x9B452AAC74177998],
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fss_band_keys_of_the_default_config_are_pinned(threads):
+    """The default scheme (fss) pinned the same way, and the pins recomputed from the slow
+    references: dedup.normalize.shingles, dedup.minhash.fss_reference, and the band key
+    (XXH64 of the band's 13 values, little-endian uint32, seeded with the band index)."""
+    import xxhash
+
+    from dedup.minhash import fss_reference
+    from dedup.normalize import shingles
+
+    cfg = DedupConfig()
+    assert cfg.scheme == "fss"
+    sk = Sketcher(cfg, 9, 13, threads=threads)(pa.array(DOCS, pa.string()))
+    assert [[int(x) for x in row] for row in sk.band_keys] == FSS_BAND_KEYS
+    for doc, keys in zip(DOCS, FSS_BAND_KEYS):
+        sig = fss_reference(shingles(doc), 128, 1).astype("<u4")
+        assert [xxhash.xxh64_intdigest(sig[j * 13:(j + 1) * 13].tobytes(), j) for j in range(9)] == keys
