@@ -8,6 +8,7 @@ from .minhash import SCHEMES
 
 INDEX_BACKENDS = ("lshbloom", "lsh", "pybloom")
 COMPRESSIONS = ("zstd", "snappy", "lz4", "gzip", "none")
+EMITS = ("all", "removed")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class DedupConfig:
         capacity: documents to size the filters for; default: the input's row count.
         compression: Parquet compression of the outputs (zstd: smaller than snappy and,
             at its default level 1, faster to write).
+        emit: ``all`` (kept shards, removed.parquet, manifest) or ``removed`` (removed.parquet
+            and the manifest only, for a later step that filters by id: no kept shard is
+            written and only the text and id columns are read).
 
     Example:
         >>> DedupConfig(threshold=0.7).decision_dict()["threshold"]
@@ -66,6 +70,7 @@ class DedupConfig:
     batch_rows: int = 32768
     capacity: int | None = None
     compression: str = "zstd"
+    emit: str = "all"
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
@@ -99,6 +104,8 @@ class DedupConfig:
             bad(f"compression must be one of {', '.join(COMPRESSIONS)}, got {self.compression!r}")
         if self.capacity is not None and self.capacity < 1:
             bad(f"capacity must be >= 1, got {self.capacity}")
+        if self.emit not in EMITS:
+            bad(f"emit must be one of {', '.join(EMITS)}, got {self.emit!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,7 +115,8 @@ class DedupConfig:
         return [f.name for f in fields(cls)]
 
     def decision_dict(self) -> dict:
-        """The fields that change which rows are removed (not how inputs are read)."""
+        """The fields that change which rows are removed or which outputs are written (not
+        how inputs are read): a run's identity (:func:`dedup.runs.run_identity`)."""
         d = self.to_dict()
         for k in ("batch_rows", "compression"):
             d.pop(k)

@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from dedup.config import COMPRESSIONS, INDEX_BACKENDS, DedupConfig
+from dedup.config import COMPRESSIONS, EMITS, INDEX_BACKENDS, DedupConfig
 from dedup.minhash import SCHEMES
 
 from .config import ConfigError, build, load_yaml, section
@@ -45,11 +45,12 @@ def _add_dedup_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-rows", type=int, help="rows per batch (32768)")
     g.add_argument("--capacity", type=int, help="documents to size filters for (default: input rows)")
     g.add_argument("--compression", choices=COMPRESSIONS, help="Parquet compression of outputs (zstd)")
+    g.add_argument("--emit", choices=EMITS, help="outputs: all, or removed (removed.parquet + manifest, no kept shards)")
 
 
 _OPTION_FIELDS = (
     "threshold", "num_perm", "ngram", "unit", "nfkc", "fp", "exact_fp", "scheme", "seed", "index",
-    "bands", "rows", "band_key", "text_column", "id_column", "batch_rows", "capacity", "compression",
+    "bands", "rows", "band_key", "text_column", "id_column", "batch_rows", "capacity", "compression", "emit",
 )
 
 
