@@ -184,13 +184,24 @@ def fss_sketch(hashes, count, seeds, sig):
     vbits = np.uint64(fss_value_bits(K))
     vmask = (np.uint64(1) << vbits) - np.uint64(1)
     kk = np.uint64(K)
+    log2k = 0
+    while (1 << log2k) < K:
+        log2k += 1
+    pow2 = (1 << log2k) == K
+    shift = np.uint64(64 - log2k) if pow2 and log2k > 0 else np.uint64(63)
     for r in range(K):
         s = seeds[r]
         hi = np.uint64(r) << vbits
-        for j in range(count):
-            h = fmix64(hashes[j] ^ s)
-            b = ((h >> np.uint64(32)) * kk) >> np.uint64(32)
-            sig[b] = min(sig[b], np.uint32(hi | (h & vmask)))
+        if pow2 and log2k > 0:  # ((h >> 32) * 2^k) >> 32 = h >> (64 - k): a shift, no multiply
+            for j in range(count):
+                h = fmix64(hashes[j] ^ s)
+                b = h >> shift
+                sig[b] = min(sig[b], np.uint32(hi | (h & vmask)))
+        else:
+            for j in range(count):
+                h = fmix64(hashes[j] ^ s)
+                b = ((h >> np.uint64(32)) * kk) >> np.uint64(32)
+                sig[b] = min(sig[b], np.uint32(hi | (h & vmask)))
         full = True
         for k in range(K):
             if sig[k] == _EMPTY:  # a key of round < K never reaches 0xFFFFFFFF
@@ -267,15 +278,16 @@ def _word_shingle_polys(canon, n, n_words, ngram, word_starts, word_ends, word_h
         return 1
     for k in range(n_words):
         word_hash[k] = part_hash(canon, word_starts[k], word_ends[k + 1])
-    top = np.uint64(1)  # M^(ngram-1)
+    top_m = _M  # M^ngram: (acc - w * M^(n-1)) * M = acc * M - w * M^n, mod 2^64
     for _ in range(ngram - 1):
-        top *= _M
+        top_m *= _M
     acc = np.uint64(0)
     for k in range(ngram):
         acc = acc * _M + word_hash[k]
     polys[0] = acc
     for j in range(1, n_words - ngram + 1):
-        acc = (acc - word_hash[j - 1] * top) * _M + word_hash[j + ngram - 1]
+        # One multiply-add on the loop-carried chain; the other multiply is off it.
+        acc = acc * _M + (word_hash[j + ngram - 1] - word_hash[j - 1] * top_m)
         polys[j] = acc
     return n_words - ngram + 1
 
@@ -293,15 +305,15 @@ def _word_shingle_hashes(canon, n, n_words, ngram, scheme, word_starts, word_end
         return count
     for k in range(n_words):
         word_hash[k] = part_hash(canon, word_starts[k], word_ends[k + 1])
-    top = np.uint64(1)  # M^(ngram-1)
+    top_m = _M  # M^ngram (see _word_shingle_polys)
     for _ in range(ngram - 1):
-        top *= _M
+        top_m *= _M
     acc = np.uint64(0)
     for k in range(ngram):
         acc = acc * _M + word_hash[k]
     hashes[0] = np.uint32(finish_fast(acc))
     for j in range(1, count):
-        acc = (acc - word_hash[j - 1] * top) * _M + word_hash[j + ngram - 1]
+        acc = acc * _M + (word_hash[j + ngram - 1] - word_hash[j - 1] * top_m)
         hashes[j] = np.uint32(finish_fast(acc))
     return count
 
