@@ -23,15 +23,18 @@ Schemes (``scheme=``):
 ``"fss"``
     Fast Similarity Sketching (Dahlgaard, Houen, Langhede & Thorup, FOCS 2017): the cost
     of a set of n tokens is one hash per token per round and ``~max(1, K ln K / n)``
-    rounds, i.e. O(n + K log K), not O(n K). Token hash: the fast scheme's 64-bit
-    polynomial ``x`` (:func:`fast_hash32` before its finalisers). Round i < K throws each
-    token into one of K bins by ``h = fmix64(x ^ s_i)`` with value ``i 2^v + (h mod 2^v)``
-    (v = 24 bits at K = 128, :func:`dedup._kernels.minhash.fss_value_bits`); each bin keeps
+    rounds, i.e. O(n + K log K), not O(n K). Token key: the fast scheme's 64-bit polynomial
+    (:func:`fast_hash32` before its finalisers: word n-gram keys roll) folded to 32 bits,
+    ``x`` (:func:`fss_key`). Round i < K throws each token into one of K bins, the top bits
+    of ``h = fmix32(x ^ s_i)``, with value ``i 2^v + (h mod 2^v)`` (v = 24 bits at K = 128,
+    :func:`dedup._kernels.minhash.fss_value_bits`; 32-bit lanes, so a round vectorises); each bin keeps
     its least value; rounds stop once no bin is empty (values grow with the round, so later
     rounds could change nothing). A bin b still empty after K rounds (sets of a few tokens)
-    takes the least of ``fmix64(x ^ s_{K+b})`` over all tokens, in round K + b.
+    takes the least of ``fmix32(x ^ s_{K+b})`` over all tokens, in round K + b.
 
-    What holds (with x -> fmix64(x ^ s_i) standing in for fully random hash functions):
+    What holds (with x -> fmix32(x ^ s_i) standing in for fully random hash functions, and
+    up to two distinct tokens sharing their 32-bit key, probability 2^-32 per pair as for
+    the fast scheme's 32-bit token hash):
 
     * Unbiased: ``P(sig_k(A) = sig_k(B)) = J(A, B)`` for every k. The tokens' trajectories
       (bin and value in every round) are i.i.d., so bin k's least value over A u B belongs
@@ -112,12 +115,27 @@ def fast_hash32(token: bytes) -> int:
 
 
 def fast_poly64(token: bytes) -> int:
-    """The fast scheme's polynomial before its finalisers, the fss scheme's token hash
-    (reference, pure Python): ``sum_i part_hash(p_i) * M^(k-1-i) mod 2^64``."""
+    """The fast scheme's polynomial before its finalisers (reference, pure Python):
+    ``sum_i part_hash(p_i) * M^(k-1-i) mod 2^64``."""
     acc = 0
     for part in bytes(token).split(b" "):
         acc = (acc * _M64 + part_hash(part)) & _MASK64
     return acc
+
+
+def _fmix32(x: int) -> int:
+    x ^= x >> 16
+    x = (x * 0x85EBCA6B) & 0xFFFFFFFF
+    x ^= x >> 13
+    x = (x * 0xC2B2AE35) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def fss_key(token: bytes) -> int:
+    """The fss scheme's 32-bit token key (reference): ``low32(p ^ (p >> 32))`` of
+    :func:`fast_poly64`, so a word n-gram's key rolls with the fast scheme's polynomial."""
+    p = fast_poly64(token)
+    return (p ^ (p >> 32)) & 0xFFFFFFFF
 
 
 def fss_reference(tokens: Sequence[bytes], num_perm: int = 128, seed: int = 1) -> np.ndarray:
@@ -133,8 +151,8 @@ def fss_reference(tokens: Sequence[bytes], num_perm: int = 128, seed: int = 1) -
         True
     """
     K = num_perm
-    seeds = [int(x) for x in permutations("fss", K, seed).a64]
-    xs = sorted({fast_poly64(t) for t in tokens})
+    seeds = [int(x) & 0xFFFFFFFF for x in permutations("fss", K, seed).a64]
+    xs = sorted({fss_key(t) for t in tokens})
     if not xs:
         return np.full(K, 0xFFFFFFFF, dtype=np.uint32)
     v = 32 - (2 * K - 1).bit_length()
@@ -142,14 +160,14 @@ def fss_reference(tokens: Sequence[bytes], num_perm: int = 128, seed: int = 1) -
     sig: list[int | None] = [None] * K
     for r in range(K):
         for x in xs:
-            h = _fmix64(x ^ seeds[r])
-            b = ((h >> 32) * K) >> 32
+            h = _fmix32(x ^ seeds[r])
+            b = (h * K) >> 32
             key = (r << v) | (h & vmask)
             if sig[b] is None or key < sig[b]:
                 sig[b] = key
     for b in range(K):
         if sig[b] is None:
-            sig[b] = ((K + b) << v) | min(_fmix64(x ^ seeds[K + b]) & vmask for x in xs)
+            sig[b] = ((K + b) << v) | min(_fmix32(x ^ seeds[K + b]) & vmask for x in xs)
     return np.array(sig, dtype=np.uint32)
 
 

@@ -15,10 +15,10 @@ Schemes (integer codes, shared with :mod:`dedup.minhash`):
 * ``SCHEME_LEGACY`` (2): datasketch < 2.0: ``x = sha1_32(token)``;
   ``((a_k * x + b_k) mod 2^64) mod (2^61 - 1)``, then the low 32 bits.
 * ``SCHEME_FSS`` (3): Fast Similarity Sketching (Dahlgaard, Houen, Langhede & Thorup,
-  FOCS 2017; :func:`fss_sketch`): one 64-bit token hash ``x = fast_poly(token)`` (the fast
-  scheme's polynomial, before its finalisers), then ``fmix64(x ^ s_i)`` per round i with the
-  2K round seeds ``s_i`` passed in ``a64``. One round costs one hash per shingle; a document
-  of n shingles needs about ``max(1, K ln K / n)`` rounds, not K.
+  FOCS 2017; :func:`fss_sketch`): the fast scheme's polynomial ``fast_poly(token)`` folded
+  to a 32-bit key ``x``, then ``fmix32(x ^ s_i)`` per round i with the 2K round seeds
+  ``s_i`` passed in ``a64``. One round costs one hash per shingle; a document of n
+  shingles needs about ``max(1, K ln K / n)`` rounds, not K.
 
 All signatures are produced as uint32 (every scheme's values fit in 32 bits).
 """
@@ -159,21 +159,31 @@ def fss_value_bits(K):
     return 32 - r
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def fss_fold(x):
+    """The fss scheme's 32-bit token key from the 64-bit polynomial: ``low32(x ^ (x >> 32))``."""
+    return np.uint32((x ^ (x >> np.uint64(32))) & _LOW32)
+
+
 @numba.njit(cache=True, nogil=True)
-def fss_sketch(hashes, count, seeds, sig):
+def fss_sketch(hashes, count, seeds, sig, x32, h32):
     """Fast Similarity Sketching (Dahlgaard, Houen, Langhede & Thorup, FOCS 2017) of the
-    set {hashes[0..count-1]} (uint64 token hashes; repeats allowed) into ``sig`` (uint32, K).
+    set {hashes[0..count-1]} (uint64 token polynomials; repeats allowed) into ``sig``
+    (uint32, K). ``x32``, ``h32``: uint32 scratch of at least ``count`` entries.
 
-    Round i < K throws every token into one bin: ``h = fmix64(x ^ seeds[i])``, bin
-    ``((h >> 32) * K) >> 32``, value ``i * 2^v + (h mod 2^v)`` with v =
-    :func:`fss_value_bits` (K). Round K + b gives every token to bin b, value
-    ``(K + b) * 2^v + (h mod 2^v)`` with ``h = fmix64(x ^ seeds[K + b])``. Each bin keeps
-    its least value over all rounds. Values grow with the round, so no round after the
-    first that leaves no bin empty can change anything: rounds stop there (rounds
-    i >= K only run for bins still empty after round K - 1, i.e. for sets of a few
-    tokens). ``seeds``: uint64 (2K,). An empty set leaves 0xFFFFFFFF everywhere.
+    Token key ``x = fss_fold(hash)``. Round i < K throws every token into one bin:
+    ``h = fmix32(x ^ s_i)`` (``s_i`` = the low 32 bits of ``seeds[i]``), bin
+    ``(h * K) >> 32`` (the top log2 K bits when K is a power of two), value
+    ``i * 2^v + (h mod 2^v)`` with v = :func:`fss_value_bits` (K) (bin and value bits are
+    disjoint when K is a power of two). Round K + b gives every token to bin b, value
+    ``(K + b) * 2^v + (fmix32(x ^ s_{K+b}) mod 2^v)``. Each bin keeps its least value over all
+    rounds. Values grow with the round, so no round after the first that leaves no bin
+    empty can change anything: rounds stop there (rounds i >= K only run for bins still
+    empty after round K - 1, i.e. for sets of a few tokens). ``seeds``: uint64 (2K,). An
+    empty set leaves 0xFFFFFFFF everywhere.
 
-    The bin update is a branch-free ``min`` (a branch on it mispredicts: a bin's first
+    A round first hashes every token into ``h32`` (32-bit lanes: the loop vectorises), then
+    updates the bins with a branch-free ``min`` (a branch on it mispredicts: a bin's first
     tokens often lower it).
     """
     K = sig.shape[0]
@@ -181,41 +191,43 @@ def fss_sketch(hashes, count, seeds, sig):
         sig[k] = _EMPTY
     if count == 0:
         return
-    vbits = np.uint64(fss_value_bits(K))
-    vmask = (np.uint64(1) << vbits) - np.uint64(1)
+    vbits = np.uint32(fss_value_bits(K))
+    vmask = np.uint32((1 << fss_value_bits(K)) - 1)
     kk = np.uint64(K)
     log2k = 0
     while (1 << log2k) < K:
         log2k += 1
-    pow2 = (1 << log2k) == K
-    shift = np.uint64(64 - log2k) if pow2 and log2k > 0 else np.uint64(63)
+    pow2 = (1 << log2k) == K and log2k > 0
+    shift = np.uint32(32 - log2k) if pow2 else np.uint32(31)
+    for j in range(count):
+        x32[j] = fss_fold(hashes[j])
     for r in range(K):
-        s = seeds[r]
-        hi = np.uint64(r) << vbits
-        if pow2 and log2k > 0:  # ((h >> 32) * 2^k) >> 32 = h >> (64 - k): a shift, no multiply
+        s = np.uint32(seeds[r] & _LOW32)
+        hi = np.uint32(r << fss_value_bits(K))
+        for j in range(count):
+            h32[j] = fmix32(x32[j] ^ s)
+        if pow2:  # (h * 2^k) >> 32 = h >> (32 - k): a shift
             for j in range(count):
-                h = fmix64(hashes[j] ^ s)
+                h = h32[j]
                 b = h >> shift
                 sig[b] = min(sig[b], np.uint32(hi | (h & vmask)))
         else:
             for j in range(count):
-                h = fmix64(hashes[j] ^ s)
-                b = ((h >> np.uint64(32)) * kk) >> np.uint64(32)
+                h = h32[j]
+                b = (np.uint64(h) * kk) >> np.uint64(32)
                 sig[b] = min(sig[b], np.uint32(hi | (h & vmask)))
-        full = True
+        empty = 0  # a key of round < K never reaches 0xFFFFFFFF; no early exit: the count vectorises
         for k in range(K):
-            if sig[k] == _EMPTY:  # a key of round < K never reaches 0xFFFFFFFF
-                full = False
-                break
-        if full:
+            empty += sig[k] == _EMPTY
+        if empty == 0:
             return
     for b in range(K):
         if sig[b] == _EMPTY:
-            s = seeds[K + b]
+            s = np.uint32(seeds[K + b] & _LOW32)
             m = vmask
             for j in range(count):
-                m = min(m, fmix64(hashes[j] ^ s) & vmask)
-            sig[b] = np.uint32((np.uint64(K + b) << vbits) | m)
+                m = min(m, np.uint32(fmix32(x32[j] ^ s) & vmask))
+            sig[b] = np.uint32((np.uint32(K + b) << vbits) | m)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -255,12 +267,14 @@ def token_set_signatures(data, offsets, set_offsets, scheme, a32, b32, a64, b64,
         for i in range(out.shape[0]):
             longest = max(longest, set_offsets[i + 1] - set_offsets[i])
         hashes = np.empty(longest, dtype=np.uint64)
+        x32 = np.empty(longest, dtype=np.uint32)
+        h32 = np.empty(longest, dtype=np.uint32)
         for i in range(out.shape[0]):
             count = 0
             for t in range(set_offsets[i], set_offsets[i + 1]):
                 hashes[count] = token_hash(data, offsets[t], offsets[t + 1], scheme)
                 count += 1
-            fss_sketch(hashes, count, a64, out[i])
+            fss_sketch(hashes, count, a64, out[i], x32, h32)
         return
     for i in range(out.shape[0]):
         sig = out[i]
@@ -321,9 +335,10 @@ def _word_shingle_hashes(canon, n, n_words, ngram, scheme, word_starts, word_end
 @numba.njit(cache=True, nogil=True)
 def _sketch_one(data, start, end, table, bits, cf_bit, map_cps, map_off, map_blob, ngram, char_unit, scheme,
                 a32, b32, a64, b64, sig, exact_row, canon, word_starts, word_ends, char_starts, word_hash, hashes,
-                hashes64):
+                hashes64, fss_h):
     """One document; returns its shingle count, or the canonicaliser's -1 (needs utf8proc:
-    outputs left as for an empty document) or -2 (scratch too small: nothing written)."""
+    outputs left as for an empty document) or -2 (scratch too small: nothing written).
+    ``fss_h``: uint32 scratch of the fss scheme (``hashes`` is its other one)."""
     if char_unit:
         n, units = canonicalize_chars(data, start, end, table, bits, cf_bit, map_cps, map_off, map_blob, canon,
                                       char_starts)
@@ -358,7 +373,7 @@ def _sketch_one(data, start, end, table, bits, cf_bit, map_cps, map_off, map_blo
         for j in range(count):
             update_legacy(sig, a64, b64, hashes64[j])
     elif scheme == SCHEME_FSS:
-        fss_sketch(hashes64, count, a64, sig)
+        fss_sketch(hashes64, count, a64, sig, hashes, fss_h)
     else:
         minhash_affine32(hashes, count, a32, b32, sig)
     return count
@@ -417,13 +432,14 @@ def sketch_range(data, offsets, valid, table, bits, cf_bit, map_cps, map_off, ma
         hashes = np.empty(room + 1, dtype=np.uint32)
         hashes64 = np.empty(room + 1 if scheme == SCHEME_LEGACY or scheme == SCHEME_FSS or char_unit else 1,
                             dtype=np.uint64)
+        fss_h = np.empty(room + 1 if scheme == SCHEME_FSS else 1, dtype=np.uint32)
         i = lo
         while i < hi:
             if valid[i]:
                 c = _sketch_one(
                     data, offsets[i], offsets[i + 1], table, bits, cf_bit, map_cps, map_off, map_blob, ngram,
                     char_unit, scheme, a32, b32, a64, b64, sigs[i], exact[i], canon, word_starts, word_ends,
-                    char_starts, word_hash, hashes, hashes64,
+                    char_starts, word_hash, hashes, hashes64, fss_h,
                 )
                 if c == -2:
                     break
