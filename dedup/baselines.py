@@ -61,7 +61,8 @@ class DatasketchLSHIndex:
         datasketch = _require("lsh", "datasketch", "datasketch")
         self._lean_minhash = datasketch.LeanMinHash
         self.plan = plan
-        self._ds_scheme = get_scheme(scheme).datasketch_scheme
+        # fss matches no datasketch scheme; its uint32 values travel as affine32's do.
+        self._ds_scheme = get_scheme(scheme).datasketch_scheme or "affine32"
         self._num_perm = num_perm
         self._seed = seed
         self.lsh = datasketch.MinHashLSH(num_perm=num_perm, params=(plan.bands, plan.rows))

@@ -17,6 +17,7 @@ INDEX_BACKENDS = ("lshbloom", "lsh", "pybloom")
 COMPRESSIONS = ("zstd", "snappy", "lz4", "gzip", "none")
 UNITS = ("word", "char")
 BAND_KEYS = ("hash", "sum")
+EMITS = ("all", "removed")
 
 
 def option(
@@ -79,7 +80,9 @@ class DedupConfig:
     ngram: int = option(5, "shingle length n: words, or code points with unit char")
     unit: str = option("word", "shingle unit", choices=UNITS)
     nfkc: bool = option(True, "apply Unicode NFKC before lowercasing")
-    scheme: str = option("fast", "MinHash scheme; the datasketch ones are bit-identical to datasketch's",
+    # fss: the default since its F1 on the real-text corpus beat fast's (bench/dedup_bench.py).
+    scheme: str = option("fss", "MinHash scheme: fss (Fast Similarity Sketching), fast (K multiply-adds per "
+                                "shingle), or the datasketch ones, bit-identical to datasketch's",
                          choices=tuple(SCHEMES))
     seed: int = option(1, "MinHash permutation seed")
     fp: float = option(1e-5, "whole-index false-positive target of the band filters, a probability")
@@ -105,6 +108,10 @@ class DedupConfig:
                                   none="the input's row count")
     # zstd: smaller than snappy and, at its default level 1, faster to write.
     compression: str = option("zstd", "Parquet compression of the outputs", choices=COMPRESSIONS)
+    # removed: for pipelines that filter by id later (datatrove, NeMo Curator); only the text
+    # and id columns are read. Part of the run identity.
+    emit: str = option("all", "outputs: all (kept shards, removed.parquet, manifest), or removed "
+                              "(removed.parquet and the manifest, no kept shards)", choices=EMITS)
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
@@ -138,7 +145,8 @@ class DedupConfig:
         return [f.name for f in fields(cls)]
 
     def decision_dict(self) -> dict:
-        """The fields that change which rows are removed (not how inputs are read)."""
+        """The fields that change which rows are removed or which outputs are written (not
+        how inputs are read): a run's identity (:func:`dedup.runs.run_identity`)."""
         d = self.to_dict()
         for k in ("batch_rows", "compression"):
             d.pop(k)

@@ -7,6 +7,7 @@ is one batch plus the index, whatever the number of shards. Output layout:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -41,11 +42,24 @@ class _ShardStats:
 
 @dataclass
 class _Timer:
+    """Wall and CPU seconds per phase (CPU: this process's, all threads; on a loaded machine
+    the wall clock also counts the time other processes held the core)."""
+
     seconds: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "sketch": 0.0, "index": 0.0, "write": 0.0})
+    cpu: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "sketch": 0.0, "index": 0.0, "write": 0.0})
+    _c: float = 0.0
+
+    def mark(self) -> float:
+        """Start timing a phase; returns the wall-clock mark to pass to :meth:`add`."""
+        self._c = time.process_time()
+        return time.perf_counter()
 
     def add(self, phase: str, t0: float) -> float:
         t1 = time.perf_counter()
+        c1 = time.process_time()
         self.seconds[phase] += t1 - t0
+        self.cpu[phase] += c1 - self._c
+        self._c = c1
         return t1
 
 
@@ -165,19 +179,26 @@ def _run(plan: runs.RunPlan, config: DedupConfig, threads: int | None, progress:
     done_bytes = 0
     removed_final = layout.removed_path(out)
     removed_tmp = io.tmp_path(removed_final)
+    emit_kept = config.emit == "all"
     try:
-        (out / layout.KEPT_DIR).mkdir(parents=True, exist_ok=True)
+        if emit_kept:
+            (out / layout.KEPT_DIR).mkdir(parents=True, exist_ok=True)
         with layout.RemovedWriter(removed_tmp, config.compression) as removed_writer:
             for si, shard in enumerate(shards):
-                t0 = time.perf_counter()
+                t0 = timer.mark()
                 reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
                 st = _ShardStats(shard)
-                final = layout.kept_path(out, shard.stem)
-                final.parent.mkdir(parents=True, exist_ok=True)
-                tmp = io.tmp_path(final)
+                final = tmp = None
+                if emit_kept:
+                    final = layout.kept_path(out, shard.stem)
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = io.tmp_path(final)
+                    writing = layout.kept_writer(tmp, reader.schema, config.text_column, config.compression)
+                else:  # --emit removed: no kept shard, and only the text and id columns are read
+                    writing = contextlib.nullcontext(None)
                 t0 = timer.add("read", t0)
-                with layout.kept_writer(tmp, reader.schema, config.text_column, config.compression) as kept_writer:
-                    for batch in reader.batches():
+                with writing as kept_writer:
+                    for batch in reader.batches(None if emit_kept else reader.needed_columns()):
                         t0 = timer.add("read", t0)
                         texts = reader.text(batch)
                         sk = sketcher(texts)
@@ -189,7 +210,8 @@ def _run(plan: runs.RunPlan, config: DedupConfig, threads: int | None, progress:
                             locator.add(si, st.rows, ids)
                         t0 = timer.add("index", t0)
                         keep = verdicts.reason == 0
-                        kept_writer.write_batch(filter_rows(batch, keep))
+                        if kept_writer is not None:
+                            kept_writer.write_batch(filter_rows(batch, keep))
                         gone = np.flatnonzero(~keep)
                         if gone.size:
                             dup = verdicts.duplicate_of[gone]
@@ -209,7 +231,8 @@ def _run(plan: runs.RunPlan, config: DedupConfig, threads: int | None, progress:
                         t0 = timer.add("write", t0)
                         if progress is not None:
                             progress(_progress_state(done_rows, capacity, done_bytes, stats, st, t_start, si, len(shards)))
-                os.replace(tmp, final)
+                if final is not None:
+                    os.replace(tmp, final)
                 stats.append((st, reader.num_rows))
                 if st.rows != reader.num_rows or st.kept + st.exact + st.near != reader.num_rows:
                     raise RuntimeError(
@@ -245,4 +268,5 @@ def _manifest(config, plan, index, stats, timer, wall, threads) -> dict:
     ]
     idx = {"backend": index.name, "plan": plan.to_dict(), "bytes": index.nbytes(),
            "predicted_fp": index.predicted_fp(), **index.stats()}
-    return layout.dedup_manifest("fused", config, inputs, idx, timer.seconds, wall, threads=threads)
+    return layout.dedup_manifest("fused", config, inputs, idx, timer.seconds, wall, phases_cpu=timer.cpu,
+                                 threads=threads)

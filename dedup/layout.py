@@ -4,6 +4,7 @@
 
     OUT/
       kept/<shard stem>.parquet   kept rows of each input, input schema, original order
+                                  (absent with ``emit: removed``)
       removed.parquet             one row per removed input row (REMOVED_SCHEMA)
       manifest.json               written last (dedup.io.write_stage_manifest): complete iff it exists
 
@@ -89,12 +90,13 @@ def input_entry(shard, rows: int, kept: int, exact: int, near: int, null_text: i
 
 
 def dedup_manifest(engine: str, config, inputs: list[dict], index: dict, phases: dict[str, float], wall: float,
-                   **extra) -> dict:
+                   phases_cpu: dict[str, float] | None = None, **extra) -> dict:
     """The body of the dedup manifest (both engines; written by
     :func:`dedup.io.write_stage_manifest`): totals and throughput are derived from ``inputs``
     (:func:`input_entry` dicts) and the phase timings (seconds), so they cannot disagree.
 
     ``index`` holds at least ``bytes`` ({part: bytes}); ``bytes_per_doc`` is added here.
+    ``phases_cpu`` (the fused engine): CPU seconds of each phase, as ``cpu_s``.
     """
     rows = sum(i["rows"] for i in inputs)
     text_bytes = sum(i["text_bytes"] for i in inputs)
@@ -118,7 +120,9 @@ def dedup_manifest(engine: str, config, inputs: list[dict], index: dict, phases:
             "wall_s": wall,
             "docs_per_s": rows / wall if wall > 0 else None,
             "mb_per_s": text_bytes / 1e6 / wall if wall > 0 else None,
-            "phases": {k: {"s": v, "docs_per_s": rows / v if v > 0 else None} for k, v in phases.items()},
+            "phases": {k: {"s": v, "docs_per_s": rows / v if v > 0 else None,
+                           **({"cpu_s": phases_cpu[k]} if phases_cpu and k in phases_cpu else {})}
+                       for k, v in phases.items()},
         },
     }
 

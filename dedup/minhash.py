@@ -20,6 +20,41 @@ Schemes (``scheme=``):
 ``"datasketch-legacy"``
     Bit-identical to ``datasketch.MinHash(num_perm, seed, scheme="legacy")`` (the
     pre-2.0 ``(a h + b) mod (2^61 - 1)`` scheme).
+``"fss"``
+    Fast Similarity Sketching (Dahlgaard, Houen, Langhede & Thorup, FOCS 2017): the cost
+    of a set of n tokens is one hash per token per round and ``~max(1, K ln K / n)``
+    rounds, i.e. O(n + K log K), not O(n K). Token key: the fast scheme's 64-bit polynomial
+    (:func:`fast_hash32` before its finalisers: word n-gram keys roll) folded to 32 bits,
+    ``x`` (:func:`fss_key`). Round i < K throws each token into one of K bins, the top bits
+    of ``h = fmix32(x ^ s_i)``, with value ``i 2^v + (h mod 2^v)`` (v = 24 bits at K = 128,
+    :func:`dedup._kernels.minhash.fss_value_bits`; 32-bit lanes, so a round vectorises); each bin keeps
+    its least value; rounds stop once no bin is empty (values grow with the round, so later
+    rounds could change nothing). A bin b still empty after K rounds (sets of a few tokens)
+    takes the least of ``fmix32(x ^ s_{K+b})`` over all tokens, in round K + b.
+
+    What holds (with x -> fmix32(x ^ s_i) standing in for fully random hash functions, and
+    up to two distinct tokens sharing their 32-bit key, probability 2^-32 per pair as for
+    the fast scheme's 32-bit token hash):
+
+    * Unbiased: ``P(sig_k(A) = sig_k(B)) = J(A, B)`` for every k. The tokens' trajectories
+      (bin and value in every round) are i.i.d., so bin k's least value over A u B belongs
+      to a uniformly random element of A u B, and the two signatures agree there iff that
+      element is in A n B (up to equal values of two tokens: probability 2^-v).
+    * Variance no larger than K independent permutations': ``Var[J^] <= J (1 - J) / K``.
+      Two bins' agreements are uncorrelated when the bins were filled in different rounds
+      (independent hashes) and negatively correlated when filled in the same round (their
+      winners are distinct tokens). When the first round fills every bin (sets of
+      n >> K ln K tokens, ~620 at K = 128; the expected number of empty bins after it is
+      ``K e^(-n/K)``), the K winners are a uniform sample without replacement of A u B and
+      ``Var[J^] = J (1 - J) / K * (|A u B| - K) / (|A u B| - 1)`` (hypergeometric). The
+      paper proves Chernoff bounds for ``K J^`` like those of K independent MinHashes.
+    * ``sig(A u B) = min(sig(A), sig(B))`` elementwise, exactly: every entry is a least
+      value over all rounds. Order and repeats of tokens do not matter.
+    * LSH banding: r bins of one band agree with probability ``J^r`` under K independent
+      permutations; here, when the first round fills every bin, with probability
+      ``prod_{j<r} (|A n B| - j) / (|A u B| - j) <= J^r`` (distinct winners): 2% less at
+      |A u B| = 1000, J = 0.8, r = 13, tending to J^r as sets grow. The banding is chosen
+      by the same optimisation as for the other schemes (:func:`dedup.params.optimal_param`).
 """
 
 from __future__ import annotations
@@ -31,7 +66,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels
-from ._kernels import SCHEME_AFFINE32, SCHEME_FAST, SCHEME_LEGACY
+from ._kernels import SCHEME_AFFINE32, SCHEME_FAST, SCHEME_FSS, SCHEME_LEGACY
 
 _MERSENNE = (1 << 61) - 1
 _M64 = 0x9E3779B97F4A7C15
@@ -79,9 +114,67 @@ def fast_hash32(token: bytes) -> int:
     return _fmix64(acc) & 0xFFFFFFFF
 
 
+def fast_poly64(token: bytes) -> int:
+    """The fast scheme's polynomial before its finalisers (reference, pure Python):
+    ``sum_i part_hash(p_i) * M^(k-1-i) mod 2^64``."""
+    acc = 0
+    for part in bytes(token).split(b" "):
+        acc = (acc * _M64 + part_hash(part)) & _MASK64
+    return acc
+
+
+def _fmix32(x: int) -> int:
+    x ^= x >> 16
+    x = (x * 0x85EBCA6B) & 0xFFFFFFFF
+    x ^= x >> 13
+    x = (x * 0xC2B2AE35) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def fss_key(token: bytes) -> int:
+    """The fss scheme's 32-bit token key (reference): ``low32(p ^ (p >> 32))`` of
+    :func:`fast_poly64`, so a word n-gram's key rolls with the fast scheme's polynomial."""
+    p = fast_poly64(token)
+    return (p ^ (p >> 32)) & 0xFFFFFFFF
+
+
+def fss_reference(tokens: Sequence[bytes], num_perm: int = 128, seed: int = 1) -> np.ndarray:
+    """The fss scheme's signature of a token set (reference, pure Python, slow).
+
+    Runs all K rounds of the first phase (the kernel stops at the first round that leaves
+    no bin empty: the values of later rounds are larger, so that changes nothing), then
+    round K + b for each bin b still empty.
+
+    Example:
+        >>> sig = fss_reference([b"a", b"b c"], num_perm=8)
+        >>> bool((sig == minhash_signatures([[b"b c", b"a", b"a"]], num_perm=8, scheme="fss")[0]).all())
+        True
+    """
+    K = num_perm
+    seeds = [int(x) & 0xFFFFFFFF for x in permutations("fss", K, seed).a64]
+    xs = sorted({fss_key(t) for t in tokens})
+    if not xs:
+        return np.full(K, 0xFFFFFFFF, dtype=np.uint32)
+    v = 32 - (2 * K - 1).bit_length()
+    vmask = (1 << v) - 1
+    sig: list[int | None] = [None] * K
+    for r in range(K):
+        for x in xs:
+            h = _fmix32(x ^ seeds[r])
+            b = (h * K) >> 32
+            key = (r << v) | (h & vmask)
+            if sig[b] is None or key < sig[b]:
+                sig[b] = key
+    for b in range(K):
+        if sig[b] is None:
+            sig[b] = ((K + b) << v) | min(_fmix32(x ^ seeds[K + b]) & vmask for x in xs)
+    return np.array(sig, dtype=np.uint32)
+
+
 @dataclass(frozen=True)
 class Scheme:
-    """A named MinHash scheme: its kernel code and the datasketch scheme it matches."""
+    """A named MinHash scheme: its kernel code and the datasketch scheme it matches ("" if
+    none)."""
 
     name: str
     code: int
@@ -93,6 +186,7 @@ SCHEMES: dict[str, Scheme] = {
     "fast": Scheme("fast", SCHEME_FAST, "affine32", np.uint32),
     "datasketch-affine32": Scheme("datasketch-affine32", SCHEME_AFFINE32, "affine32", np.uint32),
     "datasketch-legacy": Scheme("datasketch-legacy", SCHEME_LEGACY, "legacy", np.uint64),
+    "fss": Scheme("fss", SCHEME_FSS, "", np.uint32),
 }
 
 
@@ -106,7 +200,8 @@ def get_scheme(name: str) -> Scheme:
 
 @dataclass(frozen=True)
 class Permutations:
-    """Permutation parameters in the dtypes the kernels take (unused ones are empty)."""
+    """Permutation parameters in the dtypes the kernels take (unused ones are empty); the
+    fss scheme's 2K round seeds travel in ``a64``."""
 
     a32: np.ndarray
     b32: np.ndarray
@@ -120,13 +215,16 @@ class Permutations:
 @functools.lru_cache(maxsize=32)
 def permutations(scheme: str, num_perm: int, seed: int) -> Permutations:
     """datasketch's permutation parameters for (scheme, num_perm, seed), drawn the same way
-    (``np.random.RandomState(seed)``), so signatures match datasketch's bit for bit."""
+    (``np.random.RandomState(seed)``), so signatures match datasketch's bit for bit; for
+    the fss scheme, 2 * num_perm uint64 round seeds from the same generator."""
     s = get_scheme(scheme)
     if num_perm < 1:
         raise ValueError(f"num_perm must be >= 1, got {num_perm}")
     gen = np.random.RandomState(seed)
     empty32 = np.zeros(0, dtype=np.uint32)
     empty64 = np.zeros(0, dtype=np.uint64)
+    if s.code == SCHEME_FSS:
+        return Permutations(empty32, empty32, gen.randint(0, 1 << 64, 2 * num_perm, dtype=np.uint64), empty64)
     if s.datasketch_scheme == "legacy":
         ab = np.array(
             [
@@ -153,7 +251,7 @@ def minhash_signatures(
         scheme: see the module docstring.
 
     Returns:
-        (n, K) array: uint32 for "fast" and "datasketch-affine32", uint64 for
+        (n, K) array: uint32 for "fast", "fss" and "datasketch-affine32", uint64 for
         "datasketch-legacy" (datasketch's own dtypes). An empty set gives 2^32 - 1 everywhere.
 
     Example:

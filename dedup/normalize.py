@@ -270,11 +270,14 @@ def canonical_words_batch(texts, nfkc: bool = True, chunk: int = 20_000) -> list
 
 def prenormalize(texts: pa.Array, nfkc: bool = True) -> pa.Array:
     """Step 1 of the definition over a whole Arrow string array (nulls stay null)."""
-    import pyarrow.compute as pc  # ~30 ms to import: the rare route only
+    # The C++ functions themselves: importing pyarrow.compute costs ~30 ms per process,
+    # and real text sends a few documents of most batches down this route.
+    from .arrow import _compute
 
+    compute = _compute()
     if nfkc:
-        texts = pc.utf8_normalize(texts, "NFKC")
-    return pc.utf8_lower(texts)
+        texts = compute.call_function("utf8_normalize", [texts], compute.Utf8NormalizeOptions("NFKC"))
+    return compute.call_function("utf8_lower", [texts])
 
 
 def replacements(nfkc: bool = True) -> tuple[int, int, CharMap]:

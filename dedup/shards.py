@@ -535,9 +535,13 @@ class ShardReader:
             warnings.warn(InputWarning(f"{shard.path}: id {self.id_ignored}: ignored, ids are left null "
                                        "(name the id column explicitly to make this an error)"))
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
-        """Record batches in file order, all columns."""
+    def batches(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """Record batches in file order: all columns, or (Parquet) only ``columns``, which
+        must be columns of :attr:`schema` (JSONL: all columns whatever is asked; a name with
+        a dot, which Parquet would read as a nested path: all columns too)."""
         self._batch_start = 0
+        if columns is not None and any("." in c for c in columns):
+            columns = None
         if self._jsonl is not None:
             for table in self._jsonl.tables():
                 for batch in table.to_batches(max_chunksize=self.batch_rows):
@@ -551,7 +555,7 @@ class ShardReader:
             return
         assert self._pf is not None
         row = 0
-        it = self._pf.iter_batches(batch_size=self.batch_rows)
+        it = self._pf.iter_batches(batch_size=self.batch_rows, columns=columns)
         while True:
             try:
                 batch = next(it)
@@ -580,6 +584,10 @@ class ShardReader:
         except pa.ArrowInvalid as e:
             raise self.text_error(col, self._batch_start, e) from e
         return col
+
+    def needed_columns(self, text: bool = True) -> list[str]:
+        """The columns :meth:`text` (if ``text``) and :meth:`ids` read, for :meth:`batches`."""
+        return [c for c in ((self.text_column,) if text else ()) + (self.id_column,) if c is not None]
 
     def ids(self, batch: pa.RecordBatch) -> pa.Array:
         """The batch's ids as strings (nulls where there is no id column)."""

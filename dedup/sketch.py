@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import kernels
-from .arrow import cast, numeric_array
+from .arrow import cast, take
 from .config import DedupConfig
 from .minhash import get_scheme, permutations
 from .normalize import char_table, prenormalize, replacements
@@ -111,7 +111,7 @@ class Sketcher:
         self._kernel(data, offsets, valid, self.bits, self.cf_bit, sigs, exact, n_sh)
         redo = np.flatnonzero(n_sh < 0)
         if redo.size:  # context-sensitive NFKC: Arrow's utf8proc, then the kernel without replacements
-            fixed = prenormalize(texts.take(numeric_array(redo)), self.config.nfkc)
+            fixed = prenormalize(take(texts, redo), self.config.nfkc)
             d2, o2, v2 = string_buffers(fixed)
             s2, e2, n2 = sigs[redo], exact[redo], n_sh[redo]
             self._kernel(d2, o2, v2, 0, 0, s2, e2, n2)

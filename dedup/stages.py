@@ -33,6 +33,7 @@ Work directory layout (the only definition of it)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -215,7 +216,8 @@ def _seen_slice(work: Path, band: int | str, start: int, count: int) -> np.ndarr
 def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work: Path, out: Path) -> dict:
     """Stage 3 for one shard: verdicts from the bands' bits; kept rows and removed rows.
 
-    ``start`` is the shard's first row in canonical order.
+    ``start`` is the shard's first row in canonical order. With ``config.emit ==
+    "removed"`` no kept shard is written and only the id column is read (Parquet).
     """
     t0 = time.perf_counter()
     sp = sketch_path(work, shard)
@@ -227,19 +229,21 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
     verdicts = combine(valid, has_sh, band_seen, exact_seen)
 
     reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
+    emit_kept = config.emit == "all"
     kept_final = layout.kept_path(out, shard.stem)
     removed_final = removed_part_path(work, shard)
-    for p in (kept_final, removed_final):
+    for p in (kept_final, removed_final) if emit_kept else (removed_final,):
         p.parent.mkdir(parents=True, exist_ok=True)
     kept_tmp, removed_tmp = io.tmp_path(kept_final), io.tmp_path(removed_final)
     row = 0
     try:
-        with layout.kept_writer(kept_tmp, reader.schema, config.text_column, config.compression) as kw, \
-                layout.RemovedWriter(removed_tmp, config.compression) as rw:
-            for batch in reader.batches():
+        with (layout.kept_writer(kept_tmp, reader.schema, config.text_column, config.compression) if emit_kept
+              else contextlib.nullcontext(None)) as kw, layout.RemovedWriter(removed_tmp, config.compression) as rw:
+            for batch in reader.batches(None if emit_kept else reader.needed_columns(text=False)):
                 sl = slice(row, row + batch.num_rows)
                 keep = verdicts.reason[sl] == 0
-                kw.write_batch(filter_rows(batch, keep))
+                if kw is not None:
+                    kw.write_batch(filter_rows(batch, keep))
                 gone = np.flatnonzero(~keep)
                 if gone.size:
                     rw.write(layout.removed_batch(gone, row, shard.name, reader.ids(batch),
@@ -248,7 +252,8 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
         if row != n:
             raise RuntimeError(f"internal error: {shard.path}: {row} rows now, {n} when sketched (input changed?)")
         os.replace(removed_tmp, removed_final)
-        os.replace(kept_tmp, kept_final)
+        if emit_kept:
+            os.replace(kept_tmp, kept_final)
     except BaseException:
         kept_tmp.unlink(missing_ok=True)
         removed_tmp.unlink(missing_ok=True)

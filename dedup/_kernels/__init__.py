@@ -14,6 +14,7 @@ from pathlib import Path as _Path
 SCHEME_FAST = 0
 SCHEME_AFFINE32 = 1
 SCHEME_LEGACY = 2
+SCHEME_FSS = 3
 
 # Layout of the per-code-point table the text kernels read (built by
 # :func:`dedup.normalize.char_table`): a flag byte per code point, a 128-entry ASCII map,

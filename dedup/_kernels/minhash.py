@@ -14,6 +14,11 @@ Schemes (integer codes, shared with :mod:`dedup.minhash`):
   permutation step.
 * ``SCHEME_LEGACY`` (2): datasketch < 2.0: ``x = sha1_32(token)``;
   ``((a_k * x + b_k) mod 2^64) mod (2^61 - 1)``, then the low 32 bits.
+* ``SCHEME_FSS`` (3): Fast Similarity Sketching (Dahlgaard, Houen, Langhede & Thorup,
+  FOCS 2017; :func:`fss_sketch`): the fast scheme's polynomial ``fast_poly(token)`` folded
+  to a 32-bit key ``x``, then ``fmix32(x ^ s_i)`` per round i with the 2K round seeds
+  ``s_i`` passed in ``a64``. One round costs one hash per shingle; a document of n
+  shingles needs about ``max(1, K ln K / n)`` rounds, not K.
 
 All signatures are produced as uint32 (every scheme's values fit in 32 bits).
 """
@@ -24,7 +29,7 @@ import numpy as np
 from .hashing import _read64le, fmix32, fmix64, sha1_32, xxh64, xxh64_u32
 from .text import canonicalize_chars, canonicalize_words
 
-from . import SCHEME_AFFINE32, SCHEME_FAST, SCHEME_LEGACY  # noqa: F401  (re-exported)
+from . import SCHEME_AFFINE32, SCHEME_FAST, SCHEME_FSS, SCHEME_LEGACY  # noqa: F401  (re-exported)
 
 _MERSENNE = np.uint64((1 << 61) - 1)
 _LOW32 = np.uint64(0xFFFFFFFF)
@@ -86,9 +91,12 @@ def fast_poly(buf, start, end):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def token_hash(buf, start, end, scheme):
-    """The scheme's 32-bit input hash of ``buf[start:end]`` (uint8 array), as uint64."""
+    """The scheme's input hash of ``buf[start:end]`` (uint8 array), as uint64: 32 bits,
+    except for the FSS scheme (the 64-bit polynomial :func:`fast_poly`)."""
     if scheme == SCHEME_FAST:
         return finish_fast(fast_poly(buf, start, end))
+    if scheme == SCHEME_FSS:
+        return fast_poly(buf, start, end)
     h = sha1_32(buf, start, end)
     if scheme == SCHEME_AFFINE32:
         return np.uint64(fmix32(h))
@@ -141,6 +149,87 @@ def minhash_affine32(hashes, count, a32, b32, sig):
         sig[k] = m
 
 
+@numba.njit(cache=True, nogil=True)
+def fss_value_bits(K):
+    """Bits of an FSS signature entry left for the hash value: 32 minus the bits of the
+    largest round number, 2K - 1 (24 for K = 128)."""
+    r = 0
+    while (1 << r) < 2 * K:
+        r += 1
+    return 32 - r
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def fss_fold(x):
+    """The fss scheme's 32-bit token key from the 64-bit polynomial: ``low32(x ^ (x >> 32))``."""
+    return np.uint32((x ^ (x >> np.uint64(32))) & _LOW32)
+
+
+@numba.njit(cache=True, nogil=True)
+def fss_sketch(hashes, count, seeds, sig, x32, h32):
+    """Fast Similarity Sketching (Dahlgaard, Houen, Langhede & Thorup, FOCS 2017) of the
+    set {hashes[0..count-1]} (uint64 token polynomials; repeats allowed) into ``sig``
+    (uint32, K). ``x32``, ``h32``: uint32 scratch of at least ``count`` entries.
+
+    Token key ``x = fss_fold(hash)``. Round i < K throws every token into one bin:
+    ``h = fmix32(x ^ s_i)`` (``s_i`` = the low 32 bits of ``seeds[i]``), bin
+    ``(h * K) >> 32`` (the top log2 K bits when K is a power of two), value
+    ``i * 2^v + (h mod 2^v)`` with v = :func:`fss_value_bits` (K) (bin and value bits are
+    disjoint when K is a power of two). Round K + b gives every token to bin b, value
+    ``(K + b) * 2^v + (fmix32(x ^ s_{K+b}) mod 2^v)``. Each bin keeps its least value over all
+    rounds. Values grow with the round, so no round after the first that leaves no bin
+    empty can change anything: rounds stop there (rounds i >= K only run for bins still
+    empty after round K - 1, i.e. for sets of a few tokens). ``seeds``: uint64 (2K,). An
+    empty set leaves 0xFFFFFFFF everywhere.
+
+    A round first hashes every token into ``h32`` (32-bit lanes: the loop vectorises), then
+    updates the bins with a branch-free ``min`` (a branch on it mispredicts: a bin's first
+    tokens often lower it).
+    """
+    K = sig.shape[0]
+    for k in range(K):
+        sig[k] = _EMPTY
+    if count == 0:
+        return
+    vbits = np.uint32(fss_value_bits(K))
+    vmask = np.uint32((1 << fss_value_bits(K)) - 1)
+    kk = np.uint64(K)
+    log2k = 0
+    while (1 << log2k) < K:
+        log2k += 1
+    pow2 = (1 << log2k) == K and log2k > 0
+    shift = np.uint32(32 - log2k) if pow2 else np.uint32(31)
+    for j in range(count):
+        x32[j] = fss_fold(hashes[j])
+    for r in range(K):
+        s = np.uint32(seeds[r] & _LOW32)
+        hi = np.uint32(r << fss_value_bits(K))
+        for j in range(count):
+            h32[j] = fmix32(x32[j] ^ s)
+        if pow2:  # (h * 2^k) >> 32 = h >> (32 - k): a shift
+            for j in range(count):
+                h = h32[j]
+                b = h >> shift
+                sig[b] = min(sig[b], np.uint32(hi | (h & vmask)))
+        else:
+            for j in range(count):
+                h = h32[j]
+                b = (np.uint64(h) * kk) >> np.uint64(32)
+                sig[b] = min(sig[b], np.uint32(hi | (h & vmask)))
+        empty = 0  # a key of round < K never reaches 0xFFFFFFFF; no early exit: the count vectorises
+        for k in range(K):
+            empty += sig[k] == _EMPTY
+        if empty == 0:
+            return
+    for b in range(K):
+        if sig[b] == _EMPTY:
+            s = np.uint32(seeds[K + b] & _LOW32)
+            m = vmask
+            for j in range(count):
+                m = min(m, np.uint32(fmix32(x32[j] ^ s) & vmask))
+            sig[b] = np.uint32((np.uint32(K + b) << vbits) | m)
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def update_legacy(sig, a64, b64, x):
     """sig[k] = min(sig[k], ((a_k x + b_k) mod 2^64 mod (2^61-1)) & 0xFFFFFFFF)."""
@@ -173,11 +262,48 @@ def token_set_signatures(data, offsets, set_offsets, scheme, a32, b32, a64, b64,
         set_offsets: int64 (n_sets + 1,), set i holds tokens ``set_offsets[i]..set_offsets[i+1]``.
         out: uint32 (n_sets, K), filled in place (0xFFFFFFFF where a set is empty).
     """
+    if scheme == SCHEME_FSS:
+        longest = 0
+        for i in range(out.shape[0]):
+            longest = max(longest, set_offsets[i + 1] - set_offsets[i])
+        hashes = np.empty(longest, dtype=np.uint64)
+        x32 = np.empty(longest, dtype=np.uint32)
+        h32 = np.empty(longest, dtype=np.uint32)
+        for i in range(out.shape[0]):
+            count = 0
+            for t in range(set_offsets[i], set_offsets[i + 1]):
+                hashes[count] = token_hash(data, offsets[t], offsets[t + 1], scheme)
+                count += 1
+            fss_sketch(hashes, count, a64, out[i], x32, h32)
+        return
     for i in range(out.shape[0]):
         sig = out[i]
         sig[:] = _EMPTY
         for t in range(set_offsets[i], set_offsets[i + 1]):
             _update(sig, scheme, a32, b32, a64, b64, token_hash(data, offsets[t], offsets[t + 1], scheme))
+
+
+@numba.njit(cache=True, nogil=True)
+def _word_shingle_polys(canon, n, n_words, ngram, word_starts, word_ends, word_hash, polys):
+    """:func:`fast_poly` of each word n-gram of a canonical text (uint64, rolled over the
+    word hashes); returns their count."""
+    if n_words < ngram:
+        polys[0] = fast_poly(canon, 0, n)
+        return 1
+    for k in range(n_words):
+        word_hash[k] = part_hash(canon, word_starts[k], word_ends[k + 1])
+    top_m = _M  # M^ngram: (acc - w * M^(n-1)) * M = acc * M - w * M^n, mod 2^64
+    for _ in range(ngram - 1):
+        top_m *= _M
+    acc = np.uint64(0)
+    for k in range(ngram):
+        acc = acc * _M + word_hash[k]
+    polys[0] = acc
+    for j in range(1, n_words - ngram + 1):
+        # One multiply-add on the loop-carried chain; the other multiply is off it.
+        acc = acc * _M + (word_hash[j + ngram - 1] - word_hash[j - 1] * top_m)
+        polys[j] = acc
+    return n_words - ngram + 1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -193,15 +319,15 @@ def _word_shingle_hashes(canon, n, n_words, ngram, scheme, word_starts, word_end
         return count
     for k in range(n_words):
         word_hash[k] = part_hash(canon, word_starts[k], word_ends[k + 1])
-    top = np.uint64(1)  # M^(ngram-1)
+    top_m = _M  # M^ngram (see _word_shingle_polys)
     for _ in range(ngram - 1):
-        top *= _M
+        top_m *= _M
     acc = np.uint64(0)
     for k in range(ngram):
         acc = acc * _M + word_hash[k]
     hashes[0] = np.uint32(finish_fast(acc))
     for j in range(1, count):
-        acc = (acc - word_hash[j - 1] * top) * _M + word_hash[j + ngram - 1]
+        acc = acc * _M + (word_hash[j + ngram - 1] - word_hash[j - 1] * top_m)
         hashes[j] = np.uint32(finish_fast(acc))
     return count
 
@@ -209,9 +335,10 @@ def _word_shingle_hashes(canon, n, n_words, ngram, scheme, word_starts, word_end
 @numba.njit(cache=True, nogil=True)
 def _sketch_one(data, start, end, table, bits, cf_bit, map_cps, map_off, map_blob, ngram, char_unit, scheme,
                 a32, b32, a64, b64, sig, exact_row, canon, word_starts, word_ends, char_starts, word_hash, hashes,
-                hashes64):
+                hashes64, fss_h):
     """One document; returns its shingle count, or the canonicaliser's -1 (needs utf8proc:
-    outputs left as for an empty document) or -2 (scratch too small: nothing written)."""
+    outputs left as for an empty document) or -2 (scratch too small: nothing written).
+    ``fss_h``: uint32 scratch of the fss scheme (``hashes`` is its other one)."""
     if char_unit:
         n, units = canonicalize_chars(data, start, end, table, bits, cf_bit, map_cps, map_off, map_blob, canon,
                                       char_starts)
@@ -235,6 +362,8 @@ def _sketch_one(data, start, end, table, bits, cf_bit, map_cps, map_off, map_blo
             s, e = (0, n) if units < ngram else (char_starts[j], char_starts[j + ngram])
             hashes64[j] = token_hash(canon, s, e, scheme)
             hashes[j] = np.uint32(hashes64[j])
+    elif scheme == SCHEME_FSS:
+        count = _word_shingle_polys(canon, n, units, ngram, word_starts, word_ends, word_hash, hashes64)
     else:
         count = _word_shingle_hashes(canon, n, units, ngram, scheme, word_starts, word_ends, word_hash, hashes)
         if scheme == SCHEME_LEGACY:
@@ -243,6 +372,8 @@ def _sketch_one(data, start, end, table, bits, cf_bit, map_cps, map_off, map_blo
     if scheme == SCHEME_LEGACY:
         for j in range(count):
             update_legacy(sig, a64, b64, hashes64[j])
+    elif scheme == SCHEME_FSS:
+        fss_sketch(hashes64, count, a64, sig, hashes, fss_h)
     else:
         minhash_affine32(hashes, count, a32, b32, sig)
     return count
@@ -299,14 +430,16 @@ def sketch_range(data, offsets, valid, table, bits, cf_bit, map_cps, map_off, ma
         word_hash = np.empty(room // 2 + 2, dtype=np.uint64)
         char_starts = np.empty(room + 1 if char_unit else 1, dtype=np.int64)
         hashes = np.empty(room + 1, dtype=np.uint32)
-        hashes64 = np.empty(room + 1 if scheme == SCHEME_LEGACY or char_unit else 1, dtype=np.uint64)
+        hashes64 = np.empty(room + 1 if scheme == SCHEME_LEGACY or scheme == SCHEME_FSS or char_unit else 1,
+                            dtype=np.uint64)
+        fss_h = np.empty(room + 1 if scheme == SCHEME_FSS else 1, dtype=np.uint32)
         i = lo
         while i < hi:
             if valid[i]:
                 c = _sketch_one(
                     data, offsets[i], offsets[i + 1], table, bits, cf_bit, map_cps, map_off, map_blob, ngram,
                     char_unit, scheme, a32, b32, a64, b64, sigs[i], exact[i], canon, word_starts, word_ends,
-                    char_starts, word_hash, hashes, hashes64,
+                    char_starts, word_hash, hashes, hashes64, fss_h,
                 )
                 if c == -2:
                     break

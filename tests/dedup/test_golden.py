@@ -82,9 +82,9 @@ FILTERS_SHA256 = "523270724cc2c7980ede914f4f0070b1e1fe09e51586918d0da4d527a0741d
 @pytest.mark.parametrize("threads", [1, 2])
 def test_sketch_band_keys_and_index_filters_are_pinned(tmp_path: Path, threads):
     """Text -> canonical text -> shingles -> MinHash -> band keys -> band filters, with the
-    default DedupConfig (fast scheme, seed 1, 5-word shingles, T=0.8, K=128: 9 bands of 13
-    rows) and filters sized for 1000 documents."""
-    cfg = DedupConfig()
+    fast scheme (the default until fss), seed 1, 5-word shingles, T=0.8, K=128: 9 bands of 13
+    rows, and filters sized for 1000 documents."""
+    cfg = DedupConfig(scheme="fast")
     plan = plan_index(cfg.threshold, cfg.num_perm, 1000, cfg.fp)
     assert (plan.bands, plan.rows, plan.band_bits, plan.band_k) == (9, 13, 28544, 20)
     sk = Sketcher(cfg, plan.bands, plan.rows, threads=threads)(pa.array(DOCS, pa.string()))
@@ -99,3 +99,32 @@ def test_sketch_band_keys_and_index_filters_are_pinned(tmp_path: Path, threads):
     for i, f in enumerate([*index.filters, index.exact_filter]):
         digest.update(f.save(tmp_path / f"{i}.bloom").read_bytes())
     assert digest.hexdigest() == FILTERS_SHA256
+
+
+FSS_BAND_KEYS = [
+    [0x43312F115984B655, 0x4174C35D1B8C1CC9, 0x080A2E858A48F5F8, 0xEE9F326D8DF79780, 0x1D21D097AE2CEC86,
+     0xFA0B21631C1BC1E2, 0x5174E204FF1EF917, 0x5D141BE6A8E0A6E6, 0x9ECC87A3E57D5530],
+    [0x43312F115984B655, 0x4174C35D1B8C1CC9, 0x080A2E858A48F5F8, 0xEE9F326D8DF79780, 0x1D21D097AE2CEC86,
+     0xFA0B21631C1BC1E2, 0x5174E204FF1EF917, 0x5D141BE6A8E0A6E6, 0x9ECC87A3E57D5530],
+    [0xA0F8A87C6C9C53C8, 0x966FF3F3CCAE2D87, 0x5249E7473632E6FA, 0x897905CED72D02E6, 0x5632AD51426B0074,
+     0x0E2DA18180EFD0D6, 0x979B595D66D32403, 0x109C511C075B329C, 0x0B52968DE7FCF202],
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fss_band_keys_of_the_default_config_are_pinned(threads):
+    """The default scheme (fss) pinned the same way, and the pins recomputed from the slow
+    references: dedup.normalize.shingles, dedup.minhash.fss_reference, and the band key
+    (XXH64 of the band's 13 values, little-endian uint32, seeded with the band index)."""
+    import xxhash
+
+    from dedup.minhash import fss_reference
+    from dedup.normalize import shingles
+
+    cfg = DedupConfig()
+    assert cfg.scheme == "fss"
+    sk = Sketcher(cfg, 9, 13, threads=threads)(pa.array(DOCS, pa.string()))
+    assert [[int(x) for x in row] for row in sk.band_keys] == FSS_BAND_KEYS
+    for doc, keys in zip(DOCS, FSS_BAND_KEYS):
+        sig = fss_reference(shingles(doc), 128, 1).astype("<u4")
+        assert [xxhash.xxh64_intdigest(sig[j * 13:(j + 1) * 13].tobytes(), j) for j in range(9)] == keys

@@ -23,7 +23,7 @@ def texts():
 
 
 @needs_aot
-@pytest.mark.parametrize("scheme", ["fast", "datasketch-affine32", "datasketch-legacy"])
+@pytest.mark.parametrize("scheme", ["fast", "fss", "datasketch-affine32", "datasketch-legacy"])
 @pytest.mark.parametrize("unit,ngram", [("word", 5), ("char", 4)])
 def test_sketch_aot_equals_jit_serial_and_parallel(texts, scheme, unit, ngram):
     data, offsets, valid = string_buffers(texts)

@@ -67,3 +67,37 @@ def test_a_band_task_that_dies_while_saving_its_filters_is_redone(tmp_path, monk
         assert FilterStack.load(tmp_path / "I" / "v-000001" / name).describe() == \
             FilterStack.load(tmp_path / "R" / "v-000001" / name).describe()
     assert index_dir.IndexDir(tmp_path / "I", resumed["index"]["index_dir"]["params"]).documents == 300
+
+
+def test_emit_removed_writes_removed_and_manifest_only_in_both_engines(tmp_path):
+    """``emit: removed``: removed.parquet (the same bytes as with kept shards) and the manifest
+    (the same per-file counts, kept + removed = rows of each file), no kept shard, in the
+    fused engine and the serial stages; a Parquet file with an extra column and a JSONL file
+    (read whole) among the inputs. A completed run is not taken for one that wrote kept
+    shards."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dedup.runs import OutputExistsError
+
+    table = generate_corpus(900, mean_bytes=300, exact_frac=0.1, near_frac=0.15, seed=4)
+    write_shards(table, tmp_path / "in", 3)
+    pq.write_table(pa.table({"text": ["a b c d e f", "x y"], "extra": [1.5, 2.5]}), tmp_path / "in" / "z.parquet")
+    (tmp_path / "in" / "y.jsonl").write_text('{"id": "j", "text": "a b c d e f"}\n')
+    full = dedup_files([tmp_path / "in"], tmp_path / "all", DedupConfig(), threads=1)
+    for engine in ("fused", "staged"):
+        out = tmp_path / engine
+        config = DedupConfig(emit="removed", batch_rows=200)
+        if engine == "fused":
+            m = dedup_files([tmp_path / "in"], out, config, threads=1)
+        else:
+            m = dedup_staged([tmp_path / "in"], out, config)
+        assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "removed.parquet"]
+        assert (out / "removed.parquet").read_bytes() == (tmp_path / "all" / "removed.parquet").read_bytes()
+        counts = [(i["shard"], i["rows"], i["kept"], i["removed"]) for i in m["inputs"]]
+        assert counts == [(i["shard"], i["rows"], i["kept"], i["removed"]) for i in full["inputs"]]
+        for i in m["inputs"]:
+            assert i["kept"] + i["removed"]["exact"] + i["removed"]["near"] == i["rows"]
+        assert m["totals"] == full["totals"] and m["config"]["emit"] == "removed"
+        with pytest.raises(OutputExistsError, match="emit"):
+            dedup_files([tmp_path / "in"], out, DedupConfig(), threads=1)

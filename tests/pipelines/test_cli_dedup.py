@@ -581,3 +581,25 @@ def test_params_prints_the_plan_as_json():
     plan = json.loads(r.stdout)
     assert plan["bands"] == 9 and plan["rows"] == 13
     assert plan["threshold"] == 0.8 and plan["num_perm"] == 128 and plan["capacity"] == 1_000_000
+
+
+def test_emit_flag_and_config_key(tmp_path):
+    """``--emit removed`` on the command line, or ``emit: removed`` in the YAML ``dedup:``
+    section: no kept shards; a bad value is one line and exit 2."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.cli import main
+
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": ["a b c d e f", "A b c d e f!", "x y z"]}),
+                   tmp_path / "in.parquet")
+    assert main(["dedup", str(tmp_path / "in.parquet"), "--out", str(tmp_path / "o1"), "--threads", "1", "--quiet",
+                 "--emit", "removed"]) == 0
+    assert not (tmp_path / "o1" / "kept").exists() and (tmp_path / "o1" / "removed.parquet").exists()
+    (tmp_path / "c.yaml").write_text("dedup:\n  emit: removed\n")
+    assert main(["dedup", str(tmp_path / "in.parquet"), "--out", str(tmp_path / "o2"), "--threads", "1", "--quiet",
+                 "--config", str(tmp_path / "c.yaml"), "--engine", "staged", "--workers", "1"]) == 0
+    assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == ["manifest.json", "removed.parquet"]
+    (tmp_path / "bad.yaml").write_text("dedup:\n  emit: kept\n")
+    assert main(["dedup", str(tmp_path / "in.parquet"), "--out", str(tmp_path / "o3"), "--quiet",
+                 "--config", str(tmp_path / "bad.yaml")]) == 2

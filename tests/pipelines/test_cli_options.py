@@ -300,7 +300,7 @@ def test_readme_prose_defaults_match_the_dataclasses():
     d, a, t = DedupConfig(), AuditConfig(), TrainConfig()
     claims = {
         "Unicode NFKC (on by default; `--no-nfkc`)": d.nfkc is True,
-        "`fast` (default) is datasketch's affine32": d.scheme == "fast",
+        "`fss` (default) is Fast Similarity Sketching": d.scheme == "fss",
         "word 5-grams of the canonical text (`--ngram`": (d.unit, d.ngram) == ("word", 5),
         "the exact-key filter (`--exact-fp`, 1e-6)": d.exact_fp == 1e-6,
         "(`--k`, default 20%)": a.k == 0.2,

@@ -38,7 +38,7 @@ def _check(docs, unit, ngram, scheme, nfkc=True):
         assert tuple(sk.exact[i].tolist()) == exact_key(doc, nfkc)
 
 
-@pytest.mark.parametrize("scheme", ["fast", "datasketch-affine32", "datasketch-legacy"])
+@pytest.mark.parametrize("scheme", ["fast", "fss", "datasketch-affine32", "datasketch-legacy"])
 @pytest.mark.parametrize("unit,ngram", [("word", 5), ("word", 1), ("word", 3), ("char", 1), ("char", 4)])
 def test_tricky_documents(scheme, unit, ngram):
     _check(TRICKY, unit, ngram, scheme)
@@ -46,9 +46,9 @@ def test_tricky_documents(scheme, unit, ngram):
 
 @settings(deadline=None, max_examples=150)
 @given(docs=st.lists(texts, min_size=1, max_size=8), unit=st.sampled_from(["word", "char"]),
-       ngram=st.integers(1, 6), nfkc=st.booleans())
-def test_kernel_equals_reference(docs, unit, ngram, nfkc):
-    _check(docs, unit, ngram, "fast", nfkc)
+       ngram=st.integers(1, 6), nfkc=st.booleans(), scheme=st.sampled_from(["fast", "fss"]))
+def test_kernel_equals_reference(docs, unit, ngram, nfkc, scheme):
+    _check(docs, unit, ngram, scheme, nfkc)
 
 
 def test_definition_examples():
