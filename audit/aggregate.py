@@ -32,7 +32,7 @@ from collections.abc import Collection, Sequence
 import numpy as np
 import pyarrow as pa
 
-from . import metrics
+from . import metrics, stats
 from .layout import SCORES, STATUS_ORDER
 
 #: summary.json sections :func:`summarise` computes, in the order the audit writes them.
@@ -50,7 +50,7 @@ def rate(flags) -> dict:
     """
     flags = np.asarray(flags, dtype=bool)
     k, n = int(flags.sum()), int(flags.size)
-    lo, hi = metrics.wilson_interval(k, n)
+    lo, hi = stats.wilson_interval(k, n)
     return {"n": n, "k": k, "rate": k / n if n else None, "lower": lo, "upper": hi}
 
 
@@ -105,7 +105,7 @@ def _group_rates(table: pa.Table, column: str, order: Sequence[str] | None) -> l
     groups = [str(v) for v, k in zip(values, keep) if k]
     if order is not None:
         order = list(order) + sorted(set(groups) - set(order))
-    return metrics.rate_by_group(_flags(table, "extractable")[keep], groups, order)
+    return stats.rate_by_group(_flags(table, "extractable")[keep], groups, order)
 
 
 def _membership_by_bucket(table: pa.Table) -> list[dict] | None:
@@ -121,12 +121,12 @@ def _membership_by_bucket(table: pa.Table) -> list[dict] | None:
     y = table.column("member").to_numpy(zero_copy_only=False).astype(bool)
     b = np.array([str(v) for v in col.to_pylist()], dtype=object)
     out = []
-    for g in sorted(set(b.tolist()), key=metrics.bucket_order):
+    for g in sorted(set(b.tolist()), key=stats.bucket_order):
         m = b == g
         if not 0 < int(y[m].sum()) < int(m.sum()):
             continue
         out.append({"group": g, "n_members": int(y[m].sum()), "n_non_members": int((~y[m]).sum()),
-                    "roc_auc": {c[len("score_"):]: metrics.roc_auc(
+                    "roc_auc": {c[len("score_"):]: stats.roc_auc(
                         table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)[m], y[m]) for c in cols}})
     return out
 
@@ -154,7 +154,7 @@ def membership(scores: dict[str, np.ndarray], member: np.ndarray, n_boot: int | 
 
     Definitions (MIMIR, Duan et al. 2024; LiRA, Carlini et al. 2022): ROC-AUC by Mann-Whitney;
     TPR at FPR x = the largest TPR over thresholds with FPR strictly below x
-    (:func:`audit.metrics.tpr_at_fpr`), null when ``n_non_members`` < 1/x (it could only mean
+    (:func:`audit.stats.tpr_at_fpr`), null when ``n_non_members`` < 1/x (it could only mean
     "TPR at zero false positives"); PR-AUC = average precision with MEMBERS as the positive
     class (MIMIR's ``pr_auc`` takes non-members as positive: not comparable as is; stated as
     ``pr_auc_positive_class``); the zlib score uses ``zlib.compress`` level 9 (``zlib_level``).
@@ -163,10 +163,10 @@ def membership(scores: dict[str, np.ndarray], member: np.ndarray, n_boot: int | 
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     out = {}
     for name, s in scores.items():
-        boot = None if n_boot is None else metrics.bootstrap_auc(s, y, n_boot=n_boot, seed=seed)
-        out[name] = {"roc_auc": metrics.roc_auc(s, y), "roc_auc_boot": boot, "pr_auc": metrics.pr_auc(s, y)}
+        boot = None if n_boot is None else stats.bootstrap_auc(s, y, n_boot=n_boot, seed=seed)
+        out[name] = {"roc_auc": stats.roc_auc(s, y), "roc_auc_boot": boot, "pr_auc": stats.pr_auc(s, y)}
         for key, x in LOW_FPRS:
-            out[name][f"tpr_at_{key}_fpr"] = metrics.tpr_at_fpr(s, y, x) if metrics.resolvable(n_neg, x) else None
+            out[name][f"tpr_at_{key}_fpr"] = stats.tpr_at_fpr(s, y, x) if stats.resolvable(n_neg, x) else None
     return {"members": n_pos, "non_members": n_neg, "n_members": n_pos, "n_non_members": n_neg, "scores": out,
             "convention": MEMBERSHIP_CONVENTION, "tpr_at_fpr_rule": "largest TPR with FPR < x (strict); null when "
             "n_non_members < 1/x", "pr_auc_positive_class": PR_AUC_POSITIVE_CLASS, "zlib_level": metrics.ZLIB_LEVEL}
@@ -200,7 +200,7 @@ def summarise(table: pa.Table, n_boot: int | None, seed: int, sections: Collecti
         The sections that apply, in :data:`SECTIONS` order: ``extractable`` (a rate),
         ``mean_leading_matched``; ``pythia_score`` ``{"mean", "memorized": rate of score 1}``
         when sequences were generated; ``extractable_by_duplicates`` (rows of
-        :func:`audit.metrics.rate_by_group` in bucket order) when duplicate buckets are known;
+        :func:`audit.stats.rate_by_group` in bucket order) when duplicate buckets are known;
         ``extractable_by_dedup_status`` (unique, kept, removed) with a dedup output;
         ``membership`` ``{"members", "non_members", "scores": {name: {"roc_auc",
         "roc_auc_boot", "pr_auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"}}, "convention"}``
@@ -288,7 +288,7 @@ def compare_groups(per_model: dict[str, list[dict]], key: str, order: Sequence[s
     for lab in labels:
         groups += [g for g in per[lab] if g not in groups]
     if order is None:
-        groups = sorted(groups, key=metrics.bucket_order)
+        groups = sorted(groups, key=stats.bucket_order)
     else:
         groups = [s for s in order if s in groups] + [g for g in groups if g not in order]
     out = []

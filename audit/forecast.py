@@ -29,7 +29,7 @@ Only sequences present in BOTH tables are compared, and, when ``seen_first`` / `
 are given, only those both models had been trained on ("compare only sequences every checkpoint
 has seen"): an earlier checkpoint cannot have memorized data it has not yet seen.
 
-Intervals are Wilson score intervals (:func:`audit.metrics.wilson_interval`); an undefined ratio
+Intervals are Wilson score intervals (:func:`audit.stats.wilson_interval`); an undefined ratio
 (denominator 0) is ``None``, its count (``*_n``) is 0 and its interval is the uninformative
 (0.0, 1.0), as elsewhere in :mod:`audit`.
 """
@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from .layout import PER_SEQUENCE
-from .metrics import wilson_interval
+from .stats import wilson_interval
 
 __all__ = ["forecast", "forecast_audits"]
 

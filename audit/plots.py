@@ -5,7 +5,7 @@ write them with :func:`dedup.io.write_bytes_atomic` or embed them in a page).
   checkpoint step, cells whose confidence interval covers 0 greyed out.
 - :func:`retention_curves`: recognition / recall against steps since treatment (Orhan 2024).
 - :func:`rate_by_duplicates`: the extractable rate per duplicate-count bucket with Wilson error
-  bars (the rows :func:`audit.metrics.rate_by_group` returns).
+  bars (the rows :func:`audit.stats.rate_by_group` returns).
 - :func:`rate_points`: rates per group with Wilson bars, one marker series per model.
 - :func:`histogram`: a distribution on a log count axis (memorization scores).
 - :func:`roc_curves`: ROC curves of membership scores against the chance diagonal.
@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter
 
-from audit.metrics import bucket_order
+from audit.stats import bucket_order
 
 __all__ = ["profile_heatmap", "retention_curves", "rate_by_duplicates", "rate_points", "histogram", "roc_curves"]
 
@@ -338,13 +338,13 @@ def rate_by_duplicates(rows: list[dict], title: str = "") -> bytes:
     """Extractable rate per duplicate-count bucket, with Wilson error bars.
 
     The buckets (``"1"``, ``"2-3"``, ``"4-7"``, ...) form a categorical x axis in bucket order
-    (by :func:`audit.metrics.bucket_order` when every label is a bucket label, else in the given
+    (by :func:`audit.stats.bucket_order` when every label is a bucket label, else in the given
     order); each tick shows the number of sequences. Buckets with n == 0 or a NaN/None rate keep
     their tick but get no point.
 
     Args:
         rows: dicts with keys ``group``, ``n``, ``k``, ``rate``, ``lower``, ``upper``, as returned
-            by :func:`audit.metrics.rate_by_group`.
+            by :func:`audit.stats.rate_by_group`.
         title: figure title (none if empty).
 
     Returns:
@@ -405,7 +405,7 @@ def rate_points(series: Sequence[tuple[str, list[dict]]], xlabel: str, groups: S
     """Extractable rate per group with Wilson bars, one marker series per model (dodged).
 
     Args:
-        series: (label, rows) per model; rows as :func:`audit.metrics.rate_by_group` returns.
+        series: (label, rows) per model; rows as :func:`audit.stats.rate_by_group` returns.
         xlabel: the x axis label.
         groups: the groups on the x axis, in order; None: those present, in bucket order when
             every one is a duplicate bucket, else in order of appearance. Rows with n == 0 or
@@ -487,7 +487,7 @@ def histogram(values, bins, xlabel: str, integer: bool = False) -> bytes:
 
 def roc_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray, float]]) -> bytes:
     """ROC curves, one per membership score: (label, fpr, tpr, ROC-AUC) as
-    :func:`audit.metrics.roc_curve` and the audit's summary give them, with the chance diagonal."""
+    :func:`audit.stats.roc_curve` and the audit's summary give them, with the chance diagonal."""
     fig = _new_figure(5.2, 4.6)
     ax = fig.add_subplot()
     for label, fpr, tpr, auc in curves:

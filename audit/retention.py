@@ -31,7 +31,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .metrics import float_array, wilson_bounds
+from .metrics import float_array
+from .stats import wilson_bounds
 
 __all__ = ["recognition", "recall", "retention_curve", "sign_test_p_value", "scramble_foils", "substitute_foils"]
 

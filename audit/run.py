@@ -30,6 +30,7 @@ from .duplicates import dedup_status, duplicate_counts
 from .occurrences import corpus_documents, count_occurrences
 from .layout import PER_SEQUENCE, SUMMARY, per_sequence_schema, write_atomic
 from .sampling import Sequences, per_bucket_selection, sample_sequences, sequences_from_file
+from .stats import duplicate_bucket
 
 
 def _dedup_context(dedup_dir: Path | None) -> tuple[DedupConfig, set[tuple[str, int]], dict | None]:
@@ -199,7 +200,7 @@ def run_audit(
         occurrences = count_occurrences(seqs.tokens, corpus())
     timings["occurrences"] = time.perf_counter() - t0
     # buckets by exact occurrences (Carlini, Kandpal); an explicit sequence absent from the corpus: bucket "0"
-    buckets = [metrics.duplicate_bucket(int(c)) if c >= 1 else "0" for c in occurrences]
+    buckets = [duplicate_bucket(int(c)) if c >= 1 else "0" for c in occurrences]
     member, labels = membership_labels(seqs.doc_id, member_ids, dup)
 
     table = _per_sequence_table(seqs, P, exact, leading, pythia, generated, scores, counts, buckets, status, member,

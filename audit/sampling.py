@@ -66,7 +66,7 @@ def per_bucket_selection(tokens: np.ndarray, occurrences: np.ndarray, n: int) ->
     >>> per_bucket_selection(np.array([[1], [1], [2], [3], [4]]), np.array([2, 2, 1, 1, 1]), 1).tolist()
     [0, 2]
     """
-    from .metrics import duplicate_bucket
+    from .stats import duplicate_bucket
 
     seen: set = set()
     per: dict[str, int] = {}

@@ -74,7 +74,7 @@ def test_only_the_model_modules_of_audit_touch_torch_and_transformers():
 
 
 def test_importing_audit_loads_no_torch(loads_none):
-    loads_none("import audit.run, audit.metrics, audit.aggregate, audit.layout, audit.lm, audit.train, audit.canaries, "
+    loads_none("import audit.run, audit.metrics, audit.stats, audit.aggregate, audit.layout, audit.lm, audit.train, audit.canaries, "
                "audit.checkpoints, audit.forecast, audit.report.model, audit.report.comparison",
                ("torch", "transformers", "tokenizers"))
 

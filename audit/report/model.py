@@ -21,7 +21,7 @@ import pandas as pd
 
 from dedup import io
 
-from .. import metrics, plots
+from .. import plots, stats
 from ..layout import (EVENT_TIME_PNG, FORECAST_FILE, HEATMAP_PNG, PROFILE_FILE, RETENTION_FILE, RETENTION_PNG, SUMMARY,
                       report_json)
 from ..retention import retention_curve
@@ -181,7 +181,7 @@ def _membership_section(a: Audit) -> str:
     curves, rows = [], []
     for name, m in mem["scores"].items():
         label = score_label(f"score_{name}")
-        fpr, tpr = metrics.roc_curve(a.table[f"score_{name}"].to_numpy(dtype=float), y)
+        fpr, tpr = stats.roc_curve(a.table[f"score_{name}"].to_numpy(dtype=float), y)
         curves.append((label, fpr, tpr, m["roc_auc"]))
         boot = m.get("roc_auc_boot") or {}
         interval = f"{num(boot.get('lower'))} – {num(boot.get('upper'))}" if boot else "–"

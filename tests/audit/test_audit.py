@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from audit import metrics
+from audit import stats
 from audit.config import AuditConfig
 from audit.lm import ModelError
 from audit.run import run_audit
@@ -57,7 +57,7 @@ def test_duplicate_counts_equal_planted_counts(audited, canary_lm):
     planted = dict(zip(canary_lm.corpus.column("id").to_pylist(), canary_lm.corpus.column("repeats").to_pylist()))
     t = table.to_pydict()
     assert all(c == planted[i] for i, c in zip(t["doc_id"], t["duplicate_count"]))
-    assert all(b == metrics.duplicate_bucket(c) for b, c in zip(t["duplicate_bucket"], t["occurrences"]))
+    assert all(b == stats.duplicate_bucket(c) for b, c in zip(t["duplicate_bucket"], t["occurrences"]))
     assert t["near_dup_docs"] == t["duplicate_count"]
 
 
@@ -65,7 +65,7 @@ def test_extractable_rate_non_decreasing_in_duplicate_bucket(audited):
     summary, _, _ = audited
     rows = summary["extractable_by_duplicates"]
     rates = [r["rate"] for r in rows]
-    assert [r["group"] for r in rows] == sorted((r["group"] for r in rows), key=metrics.bucket_order)
+    assert [r["group"] for r in rows] == sorted((r["group"] for r in rows), key=stats.bucket_order)
     assert all(a <= b for a, b in zip(rates, rates[1:])), rates
     assert rates[0] < 0.05 and rates[-1] > 0.9  # singletons are not extractable, 64x canaries are
 
@@ -98,7 +98,7 @@ def test_membership_metrics_match_the_per_sequence_table(canary_lm, tmp_path):
     y = np.array(t["member"], dtype=bool)
     for name, m in summary["membership"]["scores"].items():
         s = np.array(t[f"score_{name}"])
-        assert m["roc_auc"] == pytest.approx(metrics.roc_auc(s, y))
+        assert m["roc_auc"] == pytest.approx(stats.roc_auc(s, y))
         assert m["roc_auc_boot"]["lower"] <= m["roc_auc"] <= m["roc_auc_boot"]["upper"]
     assert np.allclose(np.array(t["score_loss"]), -np.array(t["loss"]))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from audit import aggregate, metrics
+from audit import aggregate, stats
 
 
 def _table():
@@ -28,7 +28,7 @@ def test_rates_and_intervals_count_distinct_sequences():
     s = aggregate.summarise(_table(), n_boot=None, seed=0)
     rows = {r["group"]: r for r in s["extractable_by_duplicates"]}
     assert (rows["64-127"]["n"], rows["64-127"]["k"]) == (4, 4)
-    lo, hi = metrics.wilson_interval(4, 4)
+    lo, hi = stats.wilson_interval(4, 4)
     assert abs(rows["64-127"]["lower"] - lo) < 1e-12 and 0.50 < lo < 0.52 and hi == 1.0
     assert (rows["1"]["n"], rows["1"]["k"]) == (20, 5)
     assert (s["extractable"]["n"], s["extractable"]["k"]) == (24, 9)

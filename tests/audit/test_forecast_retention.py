@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audit import metrics, plots
+from audit import plots, stats
 from audit.forecast import forecast
 from audit.retention import recall, recognition, retention_curve, sign_test_p_value
 
@@ -46,10 +46,10 @@ def test_forecast_hand_computed():
     assert (r["precision_n"], r["recall_n"]) == (3, 5)
     assert r["predicted_positive_rate"] == pytest.approx(3 / 8)
     assert r["base_rate"] == pytest.approx(5 / 8)
-    assert (r["precision_lower"], r["precision_upper"]) == pytest.approx(metrics.wilson_interval(2, 3))
-    assert (r["recall_lower"], r["recall_upper"]) == pytest.approx(metrics.wilson_interval(2, 5))
+    assert (r["precision_lower"], r["precision_upper"]) == pytest.approx(stats.wilson_interval(2, 3))
+    assert (r["recall_lower"], r["recall_upper"]) == pytest.approx(stats.wilson_interval(2, 5))
     assert (r["predicted_positive_rate_lower"], r["predicted_positive_rate_upper"]) == pytest.approx(
-        metrics.wilson_interval(3, 8)
+        stats.wilson_interval(3, 8)
     )
     assert r["n_unmatched_first"] == r["n_unmatched_second"] == 0
 
@@ -159,7 +159,7 @@ def test_recognition_sign_test_p_values():
     # all 10 won: p = 2 * P[X <= 0] = 2 / 2^10
     r = recognition(np.zeros(10), np.ones(10))
     assert r["accuracy"] == 1.0 and r["p_value"] == pytest.approx(2 / 1024)
-    assert r["upper"] == 1.0 and r["lower"] == pytest.approx(metrics.wilson_interval(10, 10)[0])
+    assert r["upper"] == 1.0 and r["lower"] == pytest.approx(stats.wilson_interval(10, 10)[0])
     # 5 wins, 1 loss: p = 2 * (C(6,0) + C(6,1)) / 2^6 = 14 / 64
     r = recognition(np.array([0, 0, 0, 0, 0, 1.0]), np.array([1, 1, 1, 1, 1, 0.0]))
     assert r["accuracy"] == pytest.approx(5 / 6)
@@ -188,7 +188,7 @@ def test_wilson_bounds_for_split_ties():
     """Integers: the same as wilson_interval. Half-integers (ties split): the interval is the set
     of p with |s/n - p| <= z sqrt(p(1-p)/n), found here by bisection on each side."""
     for k, n in [(0, 5), (3, 7), (7, 7), (1, 1)]:
-        assert metrics.wilson_bounds(k, n) == pytest.approx(metrics.wilson_interval(k, n))
+        assert stats.wilson_bounds(k, n) == pytest.approx(stats.wilson_interval(k, n))
     z = 1.959963984540054
     for s, n in [(2.5, 7), (0.5, 3), (9.5, 10), (50.5, 101)]:
         inside = lambda p: abs(s / n - p) <= z * (p * (1 - p) / n) ** 0.5  # noqa: E731
@@ -199,7 +199,7 @@ def test_wilson_bounds_for_split_ties():
             lo_a, lo_b = (lo_a, m) if inside(m) else (m, lo_b)
             m = (hi_a + hi_b) / 2
             hi_a, hi_b = (m, hi_b) if inside(m) else (hi_a, m)
-        lo, hi = metrics.wilson_bounds(s, n)
+        lo, hi = stats.wilson_bounds(s, n)
         assert lo == pytest.approx(lo_b, abs=1e-9) and hi == pytest.approx(hi_a, abs=1e-9)
 
 
@@ -226,7 +226,7 @@ def test_recall_hand_computed():
     assert r["token_recall"] == pytest.approx((1 + 0.5 + 0 + 0) / 4)
     assert r["exact"].tolist() == [True, False, False, False]
     assert r["token_fraction"].tolist() == [1.0, 0.5, 0.0, 0.0]
-    assert (r["exact_lower"], r["exact_upper"]) == pytest.approx(metrics.wilson_interval(1, 4))
+    assert (r["exact_lower"], r["exact_upper"]) == pytest.approx(stats.wilson_interval(1, 4))
     assert (r["n"], r["length"]) == (4, 4)
 
 
@@ -373,7 +373,7 @@ def test_retention_curves_png():
 def test_rate_by_duplicates_png():
     flags = np.array([False] * 50 + [True] * 3 + [False] * 20 + [True] * 10 + [True] * 9 + [False])
     groups = ["1"] * 53 + ["2-3"] * 30 + ["8-15"] * 10
-    rows = metrics.rate_by_group(flags, groups, order=["1", "2-3", "4-7", "8-15"])
+    rows = stats.rate_by_group(flags, groups, order=["1", "2-3", "4-7", "8-15"])
     assert math.isnan(rows[2]["rate"])  # empty bucket 4-7
     _check_png(plots.rate_by_duplicates(rows[::-1], title="dups"))
     none_rate = [{"group": "1", "n": 0, "k": 0, "rate": None, "lower": 0.0, "upper": 1.0}]
@@ -416,7 +416,7 @@ def test_retention_curve_has_intervals_from_pooled_counts():
     lag0 = c[c["steps_since"] == 0].iloc[0]
     # pooled over the two cohorts at lag 0: (30 + 30) / 100
     assert lag0["recognition"] == pytest.approx(0.6) and lag0["recognition_n"] == 100
-    from audit.metrics import wilson_bounds
+    from audit.stats import wilson_bounds
 
     lo, hi = wilson_bounds(60, 100, 0.95)
     assert lag0["recognition_lower"] == pytest.approx(lo) and lag0["recognition_upper"] == pytest.approx(hi)

@@ -10,6 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from audit import metrics as M
+from audit import stats as S
 
 # --------------------------------------------------------------------------------------------
 # Strategies: small values from few levels, so that ties are frequent
@@ -317,10 +318,10 @@ def test_sign_convention_members_score_higher_for_every_score():
         "reference": M.score_reference(lp, ref_lp),
     }
     for name, s in scores.items():
-        assert M.roc_auc(s, labels) > 0.9, name
-        assert M.pr_auc(s, labels) > 0.8, name
+        assert S.roc_auc(s, labels) > 0.9, name
+        assert S.pr_auc(s, labels) > 0.8, name
     # loss itself is a loss: the opposite direction
-    assert M.roc_auc(M.loss(lp), labels) < 0.1
+    assert S.roc_auc(M.loss(lp), labels) < 0.1
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,10 +334,10 @@ def test_sign_convention_members_score_higher_for_every_score():
 def test_auc_roc_ap_match_loops(case):
     s, y = case
     sl, yl = s.tolist(), y.tolist()
-    auc = M.roc_auc(s, y)
+    auc = S.roc_auc(s, y)
     assert auc == pytest.approx(ref_auc(sl, yl), rel=1e-12, abs=1e-12)
 
-    fpr, tpr = M.roc_curve(s, y)
+    fpr, tpr = S.roc_curve(s, y)
     ref = ref_roc(sl, yl)
     assert len(fpr) == len(tpr) == len(set(sl)) + 1
     np.testing.assert_allclose(fpr, [p[0] for p in ref], rtol=0, atol=1e-15)
@@ -344,9 +345,9 @@ def test_auc_roc_ap_match_loops(case):
     assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
     assert auc == pytest.approx(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2), abs=1e-12)  # trapezoid
 
-    assert M.pr_auc(s, y) == pytest.approx(ref_average_precision(sl, yl), rel=1e-12, abs=1e-12)
-    assert M.roc_auc(s, y.astype(int)) == auc  # 0/1 labels accepted
-    assert M.roc_auc(-s, y) == pytest.approx(1 - auc, abs=1e-12)
+    assert S.pr_auc(s, y) == pytest.approx(ref_average_precision(sl, yl), rel=1e-12, abs=1e-12)
+    assert S.roc_auc(s, y.astype(int)) == auc  # 0/1 labels accepted
+    assert S.roc_auc(-s, y) == pytest.approx(1 - auc, abs=1e-12)
 
 
 @settings(deadline=None)
@@ -356,24 +357,24 @@ def test_tpr_at_fpr_matches_threshold_scan(case, data):
     n_neg = int((~y).sum())
     on_grid = st.integers(0, n_neg).map(lambda i: i / n_neg)  # exactly an achievable FPR
     bound = data.draw(st.floats(0, 1, exclude_min=True) | on_grid.filter(bool) | st.sampled_from([0.001, 0.01, 0.1]))
-    assert M.tpr_at_fpr(s, y, bound) == ref_tpr_at_fpr(s.tolist(), y.tolist(), bound)
+    assert S.tpr_at_fpr(s, y, bound) == ref_tpr_at_fpr(s.tolist(), y.tolist(), bound)
 
 
 def test_tpr_at_fpr_known():
     s = np.array([10, 9, 8, 7, 6, 5, 4, 3, 2, 1], dtype=float)
     y = np.array([1, 1, 0, 1, 0, 1, 0, 0, 0, 0], dtype=bool)
-    assert M.tpr_at_fpr(s, y, 0.05) == 0.5  # two members above every non-member
-    assert M.tpr_at_fpr(s, y, 1 / 6) == 0.5  # strict: FPR 1/6 itself does not qualify
-    assert M.tpr_at_fpr(s, y, 0.2) == 0.75
-    assert M.tpr_at_fpr(s, y, 0.1) == 0.5
-    assert M.tpr_at_fpr(s, y, 1.0) == 1.0
+    assert S.tpr_at_fpr(s, y, 0.05) == 0.5  # two members above every non-member
+    assert S.tpr_at_fpr(s, y, 1 / 6) == 0.5  # strict: FPR 1/6 itself does not qualify
+    assert S.tpr_at_fpr(s, y, 0.2) == 0.75
+    assert S.tpr_at_fpr(s, y, 0.1) == 0.5
+    assert S.tpr_at_fpr(s, y, 1.0) == 1.0
     tied = np.zeros(4)
-    assert M.tpr_at_fpr(tied, np.array([1, 0, 1, 0], bool), 0.5) == 0.0  # one threshold: FPR 1
+    assert S.tpr_at_fpr(tied, np.array([1, 0, 1, 0], bool), 0.5) == 0.0  # one threshold: FPR 1
 
 
 def test_evaluation_errors():
     s = np.array([0.1, 0.2, 0.3])
-    for fn in (M.roc_auc, M.roc_curve, M.pr_auc, M.bootstrap_auc):
+    for fn in (S.roc_auc, S.roc_curve, S.pr_auc, S.bootstrap_auc):
         with pytest.raises(ValueError, match="both classes"):
             fn(s, np.array([True, True, True]))
         with pytest.raises(ValueError, match="both classes"):
@@ -387,11 +388,11 @@ def test_evaluation_errors():
         with pytest.raises(ValueError, match="labels"):
             fn(s, np.array([0, 1, 2]))
     with pytest.raises(ValueError, match="fpr"):
-        M.tpr_at_fpr(s, np.array([True, False, True]), 1.5)
+        S.tpr_at_fpr(s, np.array([True, False, True]), 1.5)
     with pytest.raises(ValueError, match="fpr"):
-        M.tpr_at_fpr(s, np.array([True, False, True]), 0.0)
+        S.tpr_at_fpr(s, np.array([True, False, True]), 0.0)
     with pytest.raises(ValueError, match="n_boot"):
-        M.bootstrap_auc(s, np.array([True, False, True]), n_boot=0)
+        S.bootstrap_auc(s, np.array([True, False, True]), n_boot=0)
 
 
 @settings(deadline=None, max_examples=30)
@@ -407,24 +408,24 @@ def test_bootstrap_matches_loop(case, seed):
         if any(yb) and not all(yb):
             aucs.append(ref_auc([float(s[i]) for i in idx], yb))
     assume(aucs)
-    got = M.bootstrap_auc(s, y, n_boot=n_boot, seed=seed)
+    got = S.bootstrap_auc(s, y, n_boot=n_boot, seed=seed)
     assert set(got) == {"std", "lower", "upper"}
     assert got["lower"] == pytest.approx(np.percentile(aucs, 2.5), abs=1e-12)
     assert got["upper"] == pytest.approx(np.percentile(aucs, 97.5), abs=1e-12)
     assert got["std"] == pytest.approx(np.std(aucs, ddof=1) if len(aucs) > 1 else 0.0, abs=1e-12)
     assert 0.0 <= got["lower"] <= got["upper"] <= 1.0
-    assert M.bootstrap_auc(s, y, n_boot=n_boot, seed=seed) == got  # seeded: reproducible
+    assert S.bootstrap_auc(s, y, n_boot=n_boot, seed=seed) == got  # seeded: reproducible
 
 
 def test_bootstrap_separable_and_spread():
     s = np.arange(20, dtype=float)
     y = s >= 10
-    assert M.bootstrap_auc(s, y, n_boot=200) == {"std": 0.0, "lower": 1.0, "upper": 1.0}
+    assert S.bootstrap_auc(s, y, n_boot=200) == {"std": 0.0, "lower": 1.0, "upper": 1.0}
     rng = np.random.default_rng(1)
     y = np.arange(400) < 200
     s = rng.normal(size=400) + 0.5 * y
-    b = M.bootstrap_auc(s, y, n_boot=300, seed=3)
-    auc = M.roc_auc(s, y)
+    b = S.bootstrap_auc(s, y, n_boot=300, seed=3)
+    auc = S.roc_auc(s, y)
     assert b["lower"] < auc < b["upper"]
     assert 0.005 < b["std"] < 0.05
 
@@ -435,14 +436,14 @@ def test_bootstrap_separable_and_spread():
 
 
 def test_wilson_known_values():
-    lo, hi = M.wilson_interval(0, 10)
+    lo, hi = S.wilson_interval(0, 10)
     assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-4)
-    lo, hi = M.wilson_interval(5, 10)
+    lo, hi = S.wilson_interval(5, 10)
     assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
-    lo, hi = M.wilson_interval(10, 10)
+    lo, hi = S.wilson_interval(10, 10)
     assert hi == 1.0 and lo == pytest.approx(1 - 0.2775, abs=1e-4)
-    assert M.wilson_interval(0, 0) == (0.0, 1.0)
-    w90, w95 = M.wilson_interval(5, 10, 0.90), M.wilson_interval(5, 10, 0.95)
+    assert S.wilson_interval(0, 0) == (0.0, 1.0)
+    w90, w95 = S.wilson_interval(5, 10, 0.90), S.wilson_interval(5, 10, 0.95)
     assert w95[0] < w90[0] < w90[1] < w95[1]
 
 
@@ -454,7 +455,7 @@ def test_wilson_known_values():
 def test_wilson_matches_bisection(kn, conf):
     k, n = kn
     z = {0.8: 1.2815515655446004, 0.9: 1.6448536269514722, 0.95: 1.959963984540054, 0.99: 2.5758293035489004}[conf]
-    lo, hi = M.wilson_interval(k, n, conf)
+    lo, hi = S.wilson_interval(k, n, conf)
     rlo, rhi = ref_wilson_by_bisection(k, n, z)
     assert lo == pytest.approx(rlo, abs=1e-9) and hi == pytest.approx(rhi, abs=1e-9)
     assert 0.0 <= lo <= k / n <= hi <= 1.0
@@ -463,45 +464,45 @@ def test_wilson_matches_bisection(kn, conf):
 def test_wilson_errors():
     for k, n in ((-1, 10), (11, 10), (0, -1)):
         with pytest.raises(ValueError):
-            M.wilson_interval(k, n)
+            S.wilson_interval(k, n)
     with pytest.raises(ValueError):
-        M.wilson_interval(1, 2, 1.0)
+        S.wilson_interval(1, 2, 1.0)
     with pytest.raises(TypeError):
-        M.wilson_interval(1.5, 2)
+        S.wilson_interval(1.5, 2)
 
 
 def test_duplicate_bucket_labels():
     cases = {1: "1", 2: "2-3", 3: "2-3", 4: "4-7", 7: "4-7", 8: "8-15", 15: "8-15", 16: "16-31", 64: "64-127"}
     for count, label in cases.items():
-        assert M.duplicate_bucket(count) == label
-        assert M.duplicate_bucket(np.int64(count)) == label
-    assert [M.bucket_order(lbl) for lbl in ("1", "2-3", "4-7", "8-15", "64-127")] == [0, 1, 2, 3, 6]
+        assert S.duplicate_bucket(count) == label
+        assert S.duplicate_bucket(np.int64(count)) == label
+    assert [S.bucket_order(lbl) for lbl in ("1", "2-3", "4-7", "8-15", "64-127")] == [0, 1, 2, 3, 6]
     for bad in (0, -3):
         with pytest.raises(ValueError):
-            M.duplicate_bucket(bad)
+            S.duplicate_bucket(bad)
     with pytest.raises(TypeError):
-        M.duplicate_bucket(2.0)
-    assert M.bucket_order("0") == -1  # a given sequence absent from the corpus: before "1"
+        S.duplicate_bucket(2.0)
+    assert S.bucket_order("0") == -1  # a given sequence absent from the corpus: before "1"
     for bad in ("00", "2-4", "3-3", "abc", "", "1-1", "02-3", "4-7x"):
         with pytest.raises(ValueError):
-            M.bucket_order(bad)
+            S.bucket_order(bad)
 
 
 @settings(deadline=None)
 @given(st.integers(1, 10**6))
 def test_duplicate_bucket_contains_count(count):
-    label = M.duplicate_bucket(count)
+    label = S.duplicate_bucket(count)
     lo, hi = (1, 1) if label == "1" else map(int, label.split("-"))
     assert lo <= count <= hi and hi == 2 * lo - 1
-    assert M.bucket_order(label) == int(math.log2(lo))
+    assert S.bucket_order(label) == int(math.log2(lo))
 
 
 @settings(deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.integers(1, 40)), min_size=1, max_size=60))
 def test_rate_by_group_matches_loops(items):
     flags = np.array([f for f, _ in items], dtype=bool)
-    groups = [M.duplicate_bucket(c) for _, c in items]
-    rows = M.rate_by_group(flags, groups)
+    groups = [S.duplicate_bucket(c) for _, c in items]
+    rows = S.rate_by_group(flags, groups)
     present = sorted(set(groups), key=lambda g: int(g.split("-")[0]))
     assert [r["group"] for r in rows] == present
     for r in rows:
@@ -509,28 +510,28 @@ def test_rate_by_group_matches_loops(items):
         k = sum(1 for f, g in zip(flags, groups) if g == r["group"] and f)
         assert (r["n"], r["k"]) == (n, k)
         assert r["rate"] == k / n
-        assert (r["lower"], r["upper"]) == M.wilson_interval(k, n)
+        assert (r["lower"], r["upper"]) == S.wilson_interval(k, n)
 
 
 def test_rate_by_group_orders_and_errors():
     flags = np.array([True, False, True, True, False])
     groups = ["b", "a", "b", "c", "c"]
-    rows = M.rate_by_group(flags, groups)
+    rows = S.rate_by_group(flags, groups)
     assert [r["group"] for r in rows] == ["a", "b", "c"]  # not all buckets: alphabetical
     assert [(r["n"], r["k"]) for r in rows] == [(1, 0), (2, 2), (2, 1)]
     # buckets sort numerically, not alphabetically ("16-31" < "2-3" as strings)
-    rows = M.rate_by_group(np.array([1, 0, 1], dtype=bool), ["16-31", "2-3", "1"])
+    rows = S.rate_by_group(np.array([1, 0, 1], dtype=bool), ["16-31", "2-3", "1"])
     assert [r["group"] for r in rows] == ["1", "2-3", "16-31"]
-    rows = M.rate_by_group(flags, groups, order=["c", "z", "b", "a"])
+    rows = S.rate_by_group(flags, groups, order=["c", "z", "b", "a"])
     assert [r["group"] for r in rows] == ["c", "z", "b", "a"]
     z = rows[1]
     assert (z["n"], z["k"], z["lower"], z["upper"]) == (0, 0, 0.0, 1.0) and math.isnan(z["rate"])
     with pytest.raises(ValueError, match="not in order"):
-        M.rate_by_group(flags, groups, order=["a", "b"])
+        S.rate_by_group(flags, groups, order=["a", "b"])
     with pytest.raises(ValueError, match="duplicates"):
-        M.rate_by_group(flags, groups, order=["a", "b", "c", "a"])
+        S.rate_by_group(flags, groups, order=["a", "b", "c", "a"])
     with pytest.raises(ValueError, match="groups"):
-        M.rate_by_group(flags, groups[:-1])
+        S.rate_by_group(flags, groups[:-1])
     with pytest.raises(ValueError, match="boolean"):
-        M.rate_by_group(np.array([0, 1, 2, 1, 0]), groups)
-    assert M.rate_by_group(np.array([1, 0]), ["x", "x"])[0]["k"] == 1  # 0/1 flags accepted
+        S.rate_by_group(np.array([0, 1, 2, 1, 0]), groups)
+    assert S.rate_by_group(np.array([1, 0]), ["x", "x"])[0]["k"] == 1  # 0/1 flags accepted

@@ -44,7 +44,7 @@ def test_occurrences_count_shared_headers_and_repeats(tiny_random_lm, tmp_path):
                                        t["duplicate_bucket"]):
         assert occ == brute_count(p + c, docs)
         assert near >= 1
-        from audit.metrics import duplicate_bucket
+        from audit.stats import duplicate_bucket
 
         assert bucket == duplicate_bucket(occ)
     header_rows = [o for o, n in zip(t["occurrences"], t["near_dup_docs"]) if o == 40]

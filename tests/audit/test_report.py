@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from audit import metrics
+from audit import stats
 from audit.report.comparison import comparison_report
 from audit.report.model import model_report
 
@@ -48,7 +48,7 @@ def _write_audit(d: Path, extractable: list[bool], *, buckets: list[str], member
     d.mkdir(parents=True)
     pq.write_table(pa.table(cols), d / "per_sequence.parquet")
     k = int(ex.sum())
-    lo, hi = metrics.wilson_interval(k, n)
+    lo, hi = stats.wilson_interval(k, n)
     summary = {"model": {"path": f"/models/{d.name}", "name": d.name}, "config": {"prompt_len": P, "cont_len": C},
                "sequences": {"n": n, "considered": n, "skipped_short": 0},
                "extractable": {"n": n, "k": k, "rate": k / n, "lower": lo, "upper": hi},
@@ -115,11 +115,11 @@ def test_model_report_is_self_contained_with_all_sections(dirs, tmp_path):
         assert f"<h2>{heading}</h2>" in page, heading
     assert "<title>Raw &lt;model&gt; &amp; co</title>" in page
     assert "60.0%" in page  # 6 of 10 extractable
-    lo, hi = metrics.wilson_interval(6, 10)
+    lo, hi = stats.wilson_interval(6, 10)
     assert f"{100 * lo:.1f}% – {100 * hi:.1f}%" in page
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "100 100 100 100" in page  # token ids shown when no decoder is given
-    roc = metrics.roc_auc(-np.linspace(0.1, 3.0, 10), np.arange(10) < 7)
+    roc = stats.roc_auc(-np.linspace(0.1, 3.0, 10), np.arange(10) < 7)
     assert f"{roc:.3f}" in page
     assert "93.0%" in page  # placebo cells covering 0
     # the audit's summary.json is copied next to the page

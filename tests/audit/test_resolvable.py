@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from audit import aggregate, metrics
+from audit import aggregate, stats
 
 
 def test_tpr_at_fpr_uses_a_strict_bound():
@@ -20,8 +20,8 @@ def test_tpr_at_fpr_uses_a_strict_bound():
     neg = np.r_[np.arange(99.0), 1000.0]
     pos = np.full(10, 500.0)
     s, y = np.r_[pos, neg], np.r_[np.ones(10, bool), np.zeros(100, bool)]
-    assert metrics.tpr_at_fpr(s, y, 0.01) == 0.0
-    assert metrics.tpr_at_fpr(s, y, 0.0101) == 1.0
+    assert stats.tpr_at_fpr(s, y, 0.01) == 0.0
+    assert stats.tpr_at_fpr(s, y, 0.0101) == 1.0
 
 
 def test_tpr_at_low_fpr_is_null_below_one_over_fpr_non_members():
