@@ -353,3 +353,19 @@ def test_profile_page_shows_band_leads_event_time_curve_and_cohort_sizes(dirs, t
     assert "<td>37</td>" in page or ">37<" in page  # cohort size
     assert "end of epoch 1" in page
     assert 'alt="event-time curve"' in page
+
+
+def test_profile_page_says_how_the_summaries_are_weighted(dirs, tmp_path):
+    """Issue #13 §3: the summaries are cohort-size weighted event-time aggregates (Lesci et al.
+    2024); the page says so and names the lags that persistent memorisation averages."""
+    prof = tmp_path / "prof13w"
+    shutil.copytree(dirs["profile"], prof)
+    s = json.loads((prof / "summary.json").read_text())
+    part = {"effect": 0.3, "lower": 0.2, "upper": 0.4, "n_cells": 6, "method": "joint bootstrap"}
+    s["memorisation"] = {"instantaneous": {**part, "effect": 0.45}, "persistent": {**part, "event_times": [1, 2, 3]},
+                         "residual": {**part, "effect": 0.05}}
+    (prof / "summary.json").write_text(json.dumps(s))
+    page = model_report(dirs["raw"], tmp_path / "w.html", profile_dir=prof).read_text(encoding="utf-8")
+    assert "weighted by cohort size" in page
+    assert "event times 1–3" in page
+    assert "Lesci et al. 2024" in page and "aggregate('event')" in page
