@@ -26,7 +26,8 @@ forecast also scores the final checkpoint.
 
 :func:`run_retention` measures the forgetting curve of a retention run (``memdedup train
 --retention-items N``: items trained once, then training on other data only; Orhan 2024)
-over all its probe checkpoints, to the end of training.
+over all its probe checkpoints, to the end of training; run_profile calls it on such a run
+(``retention_run.parquet``, ``retention_run_curve.parquet``, ``retention_run`` in the summary).
 """
 
 from __future__ import annotations
@@ -290,8 +291,12 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         "placebo": profile.summarise(placebo, final_step=pchk[-1]),
         "placebo_cells_covering_zero": float((~profile.significant(placebo)).mean()) if len(placebo) else None,
         "forecast": fc,
-        "timing_s": time.perf_counter() - t_start,
     }
+    if train_manifest.get("retention"):  # a retention run: its items' forgetting curve to the end of training
+        _, ret_run_curve = run_retention(run, out, corpus, seed=config.seed, batch_size=config.batch_size, log=log)
+        summary["retention_run"] = {"design": train_manifest["retention"],
+                                    "curve": ret_run_curve.to_dict("records")}
+    summary["timing_s"] = time.perf_counter() - t_start
     io.write_json_atomic(out / SUMMARY, summary)
     io.write_stage_manifest(out, "profile", {"run": str(run.resolve()), "config": config.to_dict(), "panel": panel_info,
                                              "outputs": list(PROFILE_OUTPUTS)})

@@ -90,3 +90,21 @@ def test_no_retention_design_without_the_option(tmp_path):
     (tmp_path / "run" / "manifest.json").write_text(json.dumps({"stage": "train", "config": {}}))
     with pytest.raises(ValueError, match="retention-items"):
         run_retention(tmp_path / "run", tmp_path / "out", log=quiet)
+
+
+def test_memdedup_profile_measures_the_retention_run(retention_run, tmp_path):
+    """run_profile (memdedup profile) on a retention run adds the items' forgetting curve."""
+    from audit.checkpoints import run_profile
+    from audit.config import ProfileConfig
+
+    run, man = retention_run
+    s = run_profile(run, tmp_path / "prof", ProfileConfig(n_treated=30, n_control=20, n_boot=10, min_cohort_size=2),
+                    log=quiet)
+    rr = s["retention_run"]
+    assert rr["design"]["instance_ids"] == man["retention"]["instance_ids"]
+    assert [r["steps_since"] for r in rr["curve"]] == [c - man["retention"]["exposure_step"]
+                                                      for c in man["retention"]["checkpoints"]
+                                                      if c >= man["retention"]["exposure_step"]]
+    assert all(r["recognition_lower"] <= r["recognition"] <= r["recognition_upper"] for r in rr["curve"])
+    assert (tmp_path / "prof" / "retention_run_curve.parquet").exists()
+    json.dumps(s)  # the summary stays JSON
