@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,13 +133,15 @@ class CausalLM:
     def decode(self, ids) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=False)
 
-    def score(self, ids: np.ndarray, batch_size: int = 32) -> TokenStats:
+    def score(self, ids: np.ndarray, batch_size: int = 32,
+              progress: Callable[[int, int], None] | None = None) -> TokenStats:
         """One teacher-forced forward pass per batch over full-length sequences (B, L).
 
         The prefix (:attr:`n_prefix` tokens, ``bos="auto"``) is fed first: the returned arrays
         have ``L - 1 + n_prefix`` columns, column t predicting input token t+1 of prefix + ids
         (with a one-token BOS, column t predicts the window's token t). An explicit all-ones attention mask is passed: with fixed-length rows that may
         contain the pad id, transformers would otherwise treat real tokens as padding.
+        ``progress(done, total)`` is called after each batch, in sequences.
         """
         import torch
 
@@ -157,6 +160,8 @@ class CausalLM:
                 var = (p * logp.square()).sum(-1) - mu.square()
                 outs.append((tlp.double().cpu().numpy(), (am == target).cpu().numpy(), am.cpu().numpy(),
                              mu.double().cpu().numpy(), var.clamp_min(0).sqrt().double().cpu().numpy()))
+                if progress is not None:
+                    progress(min(s + batch_size, ids.shape[0]), ids.shape[0])
         return TokenStats(*(np.concatenate([o[i] for o in outs]) for i in range(5)))
 
     def greedy_matches(self, ids: np.ndarray, prompt_len: int, batch_size: int = 32) -> np.ndarray:
@@ -185,12 +190,14 @@ class CausalLM:
                 outs.append((logits.argmax(dim=-1) == truth).cpu().numpy())
         return np.concatenate(outs) if outs else np.zeros((0, C), dtype=bool)
 
-    def generate_greedy(self, prompts: np.ndarray, n_new: int, batch_size: int = 32) -> np.ndarray:
+    def generate_greedy(self, prompts: np.ndarray, n_new: int, batch_size: int = 32,
+                        progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Greedy continuations (B, n_new) of equal-length prompts (B, P), after the prefix.
 
         Plain greedy (module docstring): :meth:`generation_config` replaces the model's own
         generation config for the call, EOS is an ordinary token (exactly ``n_new`` tokens,
         never banned), an explicit attention mask, no padding (prompts share one length).
+        ``progress(done, total)`` is called after each batch, in sequences.
         """
         import torch
 
@@ -207,6 +214,8 @@ class CausalLM:
                     x = torch.from_numpy(prompts[s : s + batch_size]).to(self.device)
                     y = self.model.generate(input_ids=x, attention_mask=torch.ones_like(x), generation_config=cfg)
                     outs.append(y[:, x.shape[1]:].cpu().numpy())
+                    if progress is not None:
+                        progress(min(s + batch_size, prompts.shape[0]), prompts.shape[0])
         finally:
             self.model.generation_config = saved
         return np.concatenate(outs) if outs else np.zeros((0, n_new), dtype=np.int64)

@@ -108,8 +108,14 @@ def run_audit(
     reference: str | os.PathLike | None = None,
     sequences: str | os.PathLike | None = None,
     log: Callable[[str], None] = print,
+    progress: Callable[[dict], None] = lambda state: None,
 ) -> dict:
-    """Audit one model; return the summary (also written to ``out``)."""
+    """Audit one model; return the summary (also written to ``out``).
+
+    ``progress`` is called with ``{"phase", "unit", "done", "total"}`` as the long phases
+    advance (``score`` and ``generate`` in sequences, ``occurrences`` in corpus documents, a
+    total of None when unknown), and with ``{"phase": None}`` at the end.
+    """
     from .lm import ModelError, load_causal_lm
 
     t_start = time.perf_counter()
@@ -139,23 +145,32 @@ def run_audit(
     if len(seqs) == 0:
         raise InputError(sequences or shards[0].path,
                          f"no sequence of at least {P + C} tokens ({seqs.skipped_short} shorter ones skipped)")
+    def batches(phase: str):
+        return lambda done, total: progress({"phase": phase, "unit": "sequences", "done": done, "total": total})
+
+    def corpus():
+        """The tokenized corpus, one document at a time, counted for the progress line."""
+        total = _known_rows(shards)
+        for i, doc in enumerate(corpus_documents(shards, lm.encode, config.text_column, config.id_column), start=1):
+            yield doc
+            progress({"phase": "occurrences", "unit": "documents", "done": i, "total": total})
+
     occurrences = None
     if config.per_bucket is not None:
-        occurrences = count_occurrences(seqs.tokens, corpus_documents(shards, lm.encode, config.text_column,
-                                                                      config.id_column))
+        occurrences = count_occurrences(seqs.tokens, corpus())
         keep = per_bucket_selection(seqs.tokens, occurrences, config.per_bucket)
         seqs, occurrences = seqs.subset(keep), occurrences[keep]
     timings["sample"] = time.perf_counter() - t0
     log(f"audit: {len(seqs)} sequences of {P}+{C} tokens ({seqs.skipped_short} documents too short, skipped)")
 
     t0 = time.perf_counter()
-    stats = lm.score(seqs.tokens, config.batch_size)
+    stats = lm.score(seqs.tokens, config.batch_size, progress=batches("score"))
     exact, leading = metrics.extraction(stats.greedy_match, P + lm.n_prefix, C)
     timings["score"] = time.perf_counter() - t0
     generated = pythia = None
     if config.generate:
         t0 = time.perf_counter()
-        generated = lm.generate_greedy(seqs.tokens[:, :P], C, config.batch_size)
+        generated = lm.generate_greedy(seqs.tokens[:, :P], C, config.batch_size, progress=batches("generate"))
         pythia = metrics.pythia_score(generated, seqs.tokens[:, P:])
         timings["generate"] = time.perf_counter() - t0
     texts = [lm.decode(t).encode("utf-8") for t in seqs.tokens]
@@ -166,7 +181,8 @@ def run_audit(
         "min_k_plus_plus": metrics.score_min_k_plus_plus(stats.logprob, stats.mu, stats.sigma, config.k),
     }
     if ref is not None:
-        scores["reference"] = metrics.score_reference(stats.logprob, ref.score(seqs.tokens, config.batch_size).logprob)
+        scores["reference"] = metrics.score_reference(stats.logprob, ref.score(seqs.tokens, config.batch_size,
+                                                                                progress=batches("reference")).logprob)
 
     t0 = time.perf_counter()
     own = list(zip(seqs.shard, seqs.row.tolist()))
@@ -180,8 +196,7 @@ def run_audit(
     timings["duplicates"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if occurrences is None:
-        occurrences = count_occurrences(seqs.tokens, corpus_documents(shards, lm.encode, config.text_column,
-                                                                      config.id_column))
+        occurrences = count_occurrences(seqs.tokens, corpus())
     timings["occurrences"] = time.perf_counter() - t0
     # buckets by exact occurrences (Carlini, Kandpal); an explicit sequence absent from the corpus: bucket "0"
     buckets = [metrics.duplicate_bucket(int(c)) if c >= 1 else "0" for c in occurrences]
@@ -194,6 +209,7 @@ def run_audit(
         t0 = time.perf_counter()
         tokens = token_retention(shards, lm.encode, removed, config.text_column, config.id_column)
         timings["count_tokens"] = time.perf_counter() - t0
+    progress({"phase": None})
     wall = time.perf_counter() - t_start
     summary = {
         "model": {"path": str(Path(model_dir).resolve()), "name": lm.name, "tokenizer_sha256": lm.vocab_fingerprint(),
@@ -221,6 +237,13 @@ def run_audit(
         "outputs": [PER_SEQUENCE, SUMMARY], "timing": timings, "versions": io.library_versions(("torch", "transformers", "tokenizers")),
     })
     return summary
+
+
+def _known_rows(shards) -> int | None:
+    """The corpus's row count from Parquet footers, or None when a shard is not Parquet."""
+    if any(s.fmt != "parquet" for s in shards):
+        return None
+    return sum(pq.ParquetFile(s.path).metadata.num_rows for s in shards)
 
 
 def _per_sequence_table(seqs: Sequences, P, exact, leading, pythia, generated, scores, counts, buckets, status,

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -175,7 +176,8 @@ def retention_design(epoch_orders: list[np.ndarray], inst: list[tuple[int, int, 
     return orders, design
 
 
-def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print) -> dict:
+def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
+                    progress: Callable[[dict], None] = lambda state: None) -> dict:
     """Train a GPT-2-style LM on corpus shards, deterministically, with checkpoints.
 
     Writes (``out_dir``): ``tokenizer`` files, ``order.parquet`` (one row per training
@@ -186,6 +188,10 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print) 
     + tokenizer, loadable by ``memdedup audit``; with ``trainer_state.pt`` for resuming), ``model/`` (the final
     checkpoint) and ``manifest.json`` last. Rerunning with the same config resumes from the
     last checkpoint and ends with the same weights as an uninterrupted run.
+
+    ``progress`` is called after every optimizer step with ``{"phase": "train", "unit":
+    "steps", "done", "total", "extra": "loss L"}`` (L: mean of the last 50 steps' losses, in
+    nats per token), and with ``{"phase": None}`` when training ends.
     """
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
@@ -320,9 +326,12 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print) 
         opt.step()
         step += 1
         losses.append(loss.item())
+        progress({"phase": "train", "unit": "steps", "done": step, "total": total_steps,
+                  "extra": f"loss {np.mean(losses[-50:]):.3f}"})
         if step in ckpt_steps:
             _save_checkpoint(model, tokenizer, opt, step, ckpt_root)
             log(f"train: step {step}/{total_steps}, loss {np.mean(losses[-50:]):.3f}")
+    progress({"phase": None})
     torch.use_deterministic_algorithms(was_deterministic)
 
     final = ckpt_root / checkpoint_name(total_steps)

@@ -77,12 +77,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--members", type=Path, help="ids of documents the model was trained on (text or Parquet)")
     p.add_argument("--reference", type=Path, help="reference model directory (same tokenizer)")
     p.add_argument("--sequences", type=Path, help="Parquet with a 'tokens' column: audit these instead of sampling")
+    p.add_argument("--quiet", action="store_true", help="no progress lines (sequences/s, ETA), notes or summary")
     _add_json(p, "the audit's summary (summary.json)")
     _stage_options(p, "audit")
 
     p = sub.add_parser("train", help="train a small GPT-2 with checkpoints and the data order")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="corpus shards (files, directories or globs)")
     p.add_argument("--out", required=True, type=Path, help="run directory (rerun to resume)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines (steps/s, ETA), notes or summary")
     _add_json(p, "the run's manifest (manifest.json)")
     _stage_options(p, "train")
 
@@ -169,7 +171,7 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
     if engine == "staged":
         from .staged import run_staged
 
-        log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+        log = _log(args)
         manifest = run_staged(args.inputs, args.out, config, workers=args.workers,
                               threads_per_worker=args.threads_per_worker, scheduler=args.scheduler,
                               index_dir=args.index_dir, force=args.force, log=log)
@@ -183,7 +185,7 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
         if bar is not None:
             bar(state)
 
-    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = _log(args)
     manifest = dedup_files(args.inputs, args.out, config, threads=args.threads, force=args.force, progress=progress,
                            log=log)
     if bar is not None:
@@ -215,11 +217,14 @@ def _print_summary(m: dict, out: Path) -> None:
 def _cmd_audit(args: argparse.Namespace) -> int:
     from audit.run import run_audit
 
+    from .progress import phase_progress
+
+    _quiet_transformers()
     config = from_args(args)
     summary = run_audit(args.model, args.corpus, args.out, config, dedup_dir=args.dedup_dir, members=args.members,
-                        reference=args.reference, sequences=args.sequences,
-                        log=lambda m: print(m, file=sys.stderr, flush=True))
-    _emit(args, summary, lambda: _print_audit(summary, args.out))
+                        reference=args.reference, sequences=args.sequences, log=_log(args),
+                        progress=phase_progress("audit", args.quiet))
+    _emit(args, summary, lambda: None if args.quiet else _print_audit(summary, args.out))
     return 0
 
 
@@ -239,10 +244,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from audit.train import train_causal_lm
     from dedup.runs import discover
 
+    from .progress import phase_progress
+
+    _quiet_transformers()
     config = from_args(args)
-    m = train_causal_lm(discover(args.inputs, exclude=args.out), args.out, config,
-                        log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    _emit(args, m, lambda: print(
+    m = train_causal_lm(discover(args.inputs, exclude=args.out), args.out, config, log=_log(args),
+                        progress=phase_progress("train", args.quiet))
+    _emit(args, m, lambda: None if args.quiet else print(
         f"trained {m['steps']} steps on {m['trained_instances']:,} instances of {m['documents']:,} documents "
         f"({m['held_out_documents']:,} held out); final loss {m['final_loss']:.3f}; "
         f"{len(m['checkpoints'])} checkpoints in {args.out}/checkpoints, final model in {args.out}/model"))
@@ -252,8 +260,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_profile(args: argparse.Namespace) -> int:
     from audit.checkpoints import run_profile
 
+    _quiet_transformers()
     config = from_args(args)
-    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    log = _log(args)
     s = run_profile(args.run, args.out, config, corpus=args.corpus, log=log)
     _emit(args, s, lambda: None if args.quiet else _print_profile(s, args.out))
     return 0
@@ -428,6 +437,23 @@ def _fail(command: str, message: str) -> int:
     """One line on stderr, exit status 2 (bad input, damaged state, full disk)."""
     print(f"memdedup {command}: error: {' '.join(message.splitlines())}", file=sys.stderr)
     return 2
+
+
+def _quiet_transformers() -> None:
+    """transformers' own progress bars (\"Writing model shards\") and info warnings off for the
+    torch commands: their progress is our progress lines, and their logs stay readable in
+    Snakemake/Slurm log files. Errors still show."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _log(args: argparse.Namespace) -> Callable[[str], None]:
+    """Notes on stderr, or nothing under ``--quiet``."""
+    if getattr(args, "quiet", False):
+        return lambda msg: None
+    return lambda msg: print(msg, file=sys.stderr, flush=True)
 
 
 def _emit(args: argparse.Namespace, payload: dict, human: Callable[[], object]) -> None:

@@ -1,4 +1,6 @@
-"""A progress line on stderr for long runs (rows/s, MB/s, ETA).
+"""Progress lines on stderr for long runs: :class:`ProgressLine` for dedup (rows/s, MB/s,
+ETA), :class:`CountLine` for the phases of audit, train and profile (sequences/s, steps/s,
+ETA), :func:`phase_progress` to give a library function one callback for all its phases.
 
 Silent for the first ``delay`` seconds, so short runs print nothing (default: the
 environment variable ``MEMDEDUP_PROGRESS_DELAY`` in seconds, else 2; 0 shows it at once).
@@ -11,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import TextIO
+from typing import Callable, TextIO
 
 
 def _si(x: float) -> str:
@@ -79,3 +81,64 @@ class ProgressLine:
         elif self._shown and self.tty:
             self.stream.write("\n")
             self.stream.flush()
+
+
+class CountLine(ProgressLine):
+    """``label: done/total unit (pct), rate unit/s, extra, ETA``: a count towards a total
+    (total 0 or missing: no percentage or ETA), with ProgressLine's delay and pacing.
+
+    States: ``{"done": int, "total": int | None, "extra": str (optional)}``.
+    """
+
+    def __init__(self, label: str, unit: str, stream: TextIO | None = None, delay: float | None = None,
+                 every: float | None = None):
+        super().__init__(label, stream, delay, every)
+        self.unit = unit
+
+    def _emit(self, state: dict, final: bool) -> None:
+        el = max(time.monotonic() - self.t0, 1e-9)
+        done, total = state["done"], state.get("total") or 0
+        pct = f" ({100 * done / total:.1f}%)" if total else ""
+        rate = done / el
+        rate_s = f"{rate:.2f}" if rate < 10 else _si(rate)
+        extra = f", {state['extra']}" if state.get("extra") else ""
+        eta = f", ETA {max(total - done, 0) / rate:.0f}s" if total and done and not final else ""
+        total_s = f"/{total:,}" if total else ""
+        line = f"{self.label}: {done:,}{total_s} {self.unit}{pct}, {rate_s} {self.unit}/s{extra}{eta}"
+        if final:
+            line += f" in {el:.1f}s"
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + line + ("\n" if final else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def phase_progress(command: str, quiet: bool, stream: TextIO | None = None,
+                   delay: float | None = None) -> Callable[[dict], None]:
+    """One callback for a command whose library function reports several phases.
+
+    The library calls it with ``{"phase": name, "unit": unit, "done": n, "total": N}`` (and
+    optionally ``"extra"``); each phase gets its own :class:`CountLine` labelled
+    ``command phase``, closed (its last figures printed, if it was shown) when the next
+    phase starts or when the callback is called with ``{"phase": None}`` at the end.
+    ``quiet``: a callback that prints nothing.
+    """
+    if quiet:
+        return lambda state: None
+    current: dict = {}
+
+    def report(state: dict) -> None:
+        phase = state.get("phase")
+        if current and current["phase"] != phase:
+            current["line"].close(current["last"])
+            current.clear()
+        if phase is None:
+            return
+        if not current:
+            current.update(phase=phase, line=CountLine(f"{command} {phase}", state.get("unit", "items"), stream, delay),
+                           last=None)
+        current["last"] = state
+        current["line"](state)
+
+    return report

@@ -282,6 +282,37 @@ def test_train_audit_and_profile_json_are_their_files(tmp_path):
         json.loads(r.stdout)
 
 
+def test_train_audit_and_profile_show_progress_and_are_silent_under_quiet(tmp_path):
+    """Issue #15: long train, audit and profile runs show progress (steps/s or sequences/s,
+    ETA) on stderr, as dedup does; --quiet prints nothing at all (stdout and stderr)."""
+    pytest.importorskip("torch")
+    corpus, run = tmp_path / "corpus", tmp_path / "run"
+    assert cli("generate", "--out", corpus, "--docs", "150", "--doc-bytes", "300", "--shards", "2").returncode == 0
+    now = {"MEMDEDUP_PROGRESS_DELAY": "0"}
+    train = ["train", corpus, "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--seq-len", "32", "--epochs", "1",
+             "--vocab-size", "300", "--log-checkpoints", "4", "--checkpoint-every", "20", "--holdout", "0.2"]
+    r = cli(*train, "--out", run, env=now)
+    assert r.returncode == 0, r.stderr[-3000:]
+    steps = json.loads((run / "manifest.json").read_text())["steps"]
+    assert re.search(rf"train train: 1/{steps} steps \(\d+\.\d%\), [\d.]+k? steps/s, loss \d+\.\d+, ETA \d+s", r.stderr), r.stderr
+    assert re.search(rf"train train: {steps}/{steps} steps \(100\.0%\), .* in [\d.]+s", r.stderr), r.stderr
+    audit = ["audit", "--model", run / "model", "--corpus", corpus, "-n", "12", "--n-boot", "10", "--batch-size", "4"]
+    r = cli(*audit, "--out", tmp_path / "a1", env=now)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert re.search(r"audit score: 4/12 sequences \(33\.3%\), [\d.]+k? sequences/s, ETA \d+s", r.stderr), r.stderr
+    assert re.search(r"audit occurrences: 150/150 documents \(100\.0%\), .* in [\d.]+s", r.stderr), r.stderr
+    r = cli("profile", "--run", run, "--out", tmp_path / "p1", "--n-treated", "12", "--n-control", "8", "--n-boot", "10",
+            env=now)
+    assert r.returncode == 0 and "instances/s" in r.stderr and "ETA" in r.stderr, r.stderr[-3000:]
+    quiet = [cli(*train, "--out", tmp_path / "run2", "--quiet", env=now),
+             cli(*audit, "--out", tmp_path / "a2", "--quiet", env=now),
+             cli("profile", "--run", run, "--out", tmp_path / "p2", "--n-treated", "12", "--n-control", "8",
+                 "--n-boot", "10", "--quiet", env=now)]
+    for q in quiet:
+        assert q.returncode == 0, q.stderr[-3000:]
+        assert (q.stdout, q.stderr) == ("", ""), q.args
+
+
 # ------------------------------------------------------------------------------ README
 
 
