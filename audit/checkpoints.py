@@ -23,6 +23,11 @@ forecast also scores the final checkpoint.
 * ``forecast.json``: does memorized-at-an-early-checkpoint predict memorized-at-the-end?
 * ``profile_heatmap.png``, ``retention_curves.png``, ``summary.json``, ``manifest.json``
   (written last; names in :mod:`audit.layout`).
+
+:func:`run_retention` measures the forgetting curve of a retention run (``memdedup train
+--retention-items N``: items trained once, then training on other data only; Orhan 2024)
+over all its probe checkpoints, to the end of training; run_profile calls it on such a run
+(``retention_run.parquet``, ``retention_run_curve.parquet``, ``retention_run`` in the summary).
 """
 
 from __future__ import annotations
@@ -40,8 +45,8 @@ from dedup.runs import discover
 
 from .config import ProfileConfig
 from .layout import (CHECKPOINT_DIR, EVENT_TIME_FILE, EVENT_TIME_PNG, FORECAST_FILE, HEATMAP_PNG, HELDOUT_FILE,
-                     INSTANCES_FILE, ORDER_FILE, PROFILE_FILE, PROFILE_OUTPUTS, RETENTION_FILE, RETENTION_PNG, SUMMARY,
-                     checkpoint_step, write_atomic)
+                     INSTANCES_FILE, ORDER_FILE, PROFILE_FILE, PROFILE_OUTPUTS, RETENTION_FILE, RETENTION_PNG,
+                     RETENTION_RUN_CURVE, RETENTION_RUN_FILE, SUMMARY, checkpoint_step, write_atomic)
 
 
 def _checkpoints(run: Path) -> list[tuple[int, Path]]:
@@ -286,9 +291,100 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         "placebo": profile.summarise(placebo, final_step=pchk[-1]),
         "placebo_cells_covering_zero": float((~profile.significant(placebo)).mean()) if len(placebo) else None,
         "forecast": fc,
-        "timing_s": time.perf_counter() - t_start,
     }
+    if train_manifest.get("retention"):  # a retention run: its items' forgetting curve to the end of training
+        _, ret_run_curve = run_retention(run, out, corpus, seed=config.seed, batch_size=config.batch_size, log=log)
+        summary["retention_run"] = {"design": train_manifest["retention"],
+                                    "curve": ret_run_curve.to_dict("records")}
+    summary["timing_s"] = time.perf_counter() - t_start
     io.write_json_atomic(out / SUMMARY, summary)
     io.write_stage_manifest(out, "profile", {"run": str(run.resolve()), "config": config.to_dict(), "panel": panel_info,
                                              "outputs": list(PROFILE_OUTPUTS)})
     return summary
+
+
+def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: int = 0, batch_size: int = 64,
+                  substitute_fraction: float = 0.25, log=print) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The forgetting curve of a retention run (Orhan 2024, "Recognition, recall, and retention
+    of few-shot memories in large language models").
+
+    The run is ``memdedup train --retention-items N`` (:func:`audit.train.retention_design`):
+    its manifest's ``retention`` names the items, their exposure step ``e`` (each item trained
+    exactly once, at or before ``e``, never after: checked here against ``order.parquet``) and
+    the probe checkpoints ``e, e + 1, e + 2, e + 4, ...`` (and ``e - 1``, before exposure). At
+    each probe checkpoint at or after ``e``, every item is scored (one forward pass) with:
+
+    * ``recognition``: paired 2AFC against a held-out instance (never trained on; drawn
+      seeded, with replacement when too few): accuracy = mean[loss(item) < loss(foil)],
+      chance 0.5; ``recognition_scrambled`` / ``recognition_substituted`` against hard foils
+      needing no model (the item's tokens scrambled; ``substitute_fraction`` of them
+      substituted), :func:`audit.retention.scramble_foils` / ``substitute_foils``;
+    * ``exact_recall`` / ``token_recall``: greedy completion of the item's second half from its
+      first half (tokens), the continuation only scored.
+
+    Returns ``(rows, curve)``: ``rows`` has one row per probe checkpoint (``treatment_step`` =
+    ``e``, ``step``, ``n`` items, the five metrics as fractions); ``curve`` is
+    :func:`audit.retention.retention_curve` of it: by ``steps_since`` (optimizer steps after
+    exposure), each metric with its Wilson 95% interval over the N items (``{metric}_lower``,
+    ``{metric}_upper``, ``{metric}_n``). Written to ``out`` (``retention_run.parquet``,
+    ``retention_run_curve.parquet``) when given. Raises ValueError for a run without a
+    retention design.
+    """
+    from . import retention
+    from .lm import load_causal_lm
+
+    run = Path(run_dir)
+    mpath = io.manifest_path(run)
+    manifest = json.loads(mpath.read_text()) if mpath.exists() else {}
+    design = manifest.get("retention")
+    if not design:
+        raise ValueError(f"{run}: not a retention run (train it with memdedup train --retention-items N)")
+    corpus = corpus or manifest.get("corpus")
+    if not corpus:
+        raise ValueError(f"{run}: no corpus recorded; pass corpus")
+    e = int(design["exposure_step"])
+    order = pq.read_table(run / ORDER_FILE).to_pandas()
+    items = order[order["instance_id"].isin(design["instance_ids"])].sort_values("instance_id")
+    if len(items) != len(design["instance_ids"]) or not items["instance_id"].is_unique or (items["step"] > e).any():
+        raise ValueError(f"{run}: the retention items are not trained exactly once, at or before step {e}")
+    held = pq.read_table(run / HELDOUT_FILE).to_pandas()
+    seq_len = int(items["n_tokens"].iloc[0])
+    held = held[held["n_tokens"] == seq_len]
+    if len(held) == 0:
+        raise ValueError(f"{run}: no full-length held-out instance to use as a foil")
+    rng = np.random.default_rng(seed)
+    foils = held.iloc[rng.choice(len(held), size=len(items), replace=len(held) < len(items))]
+    rows = pd.concat([items, foils], ignore_index=True)
+    ckpts = dict(_checkpoints(run))
+    probes = [s for s in design["checkpoints"] if s >= e and s in ckpts]
+    lm0 = load_causal_lm(ckpts[probes[-1]])
+    text_column = manifest.get("config", {}).get("text_column", "text")
+    tokens = _instance_tokens(run, rows, corpus, lm0.tokenizer, text_column)
+    n = len(items)
+    it = tokens[:n]
+    special = [i for i in (lm0.tokenizer.eos_token_id, lm0.tokenizer.pad_token_id) if i is not None]
+    hard = {"scrambled": retention.scramble_foils(it, seed=seed),
+            "substituted": retention.substitute_foils(it, len(lm0.tokenizer), substitute_fraction, seed=seed,
+                                                      exclude=special)}
+    half = seq_len // 2
+    out_rows = []
+    for step in probes:
+        lm = load_causal_lm(ckpts[step])
+        loss = -lm.score(tokens, batch_size).logprob.mean(axis=1)
+        rec = {"recognition": retention.recognition(loss[:n], loss[n:])["accuracy"]}
+        for k, foil in hard.items():
+            rec[f"recognition_{k}"] = retention.recognition(
+                loss[:n], -lm.score(foil, batch_size).logprob.mean(axis=1))["accuracy"]
+        r = retention.recall(lm.generate_greedy(it[:, :half], seq_len - half, batch_size), it[:, half:])
+        out_rows.append({"treatment_step": e, "step": int(step), "n": n, **rec,
+                         "exact_recall": r["exact_recall"], "token_recall": r["token_recall"]})
+        log(f"retention: checkpoint {step} ({step - e} steps after exposure): recognition {rec['recognition']:.2f}, "
+            f"exact recall {r['exact_recall']:.2f}")
+    ret = pd.DataFrame(out_rows)
+    curve = retention.retention_curve(ret)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / RETENTION_RUN_FILE, ret.to_parquet)
+        write_atomic(out / RETENTION_RUN_CURVE, curve.to_parquet)
+    return ret, curve

@@ -87,8 +87,14 @@ class TrainConfig:
                                    unit="steps")
     text_column: str = option("text", "corpus text column")
     id_column: str | None = option("id", "corpus id column", none="no ids")
+    retention_items: int | None = option(None, "retention run (Orhan 2024): this many full-length instances of unique "
+                                               "text are trained once, in one window right after warm-up, never "
+                                               "again; checkpoints at 0, 1, 2, 4, ... steps after", unit="instances",
+                                         none="no retention design")
 
     def __post_init__(self) -> None:
+        if self.retention_items is not None and self.retention_items < 1:
+            raise ValueError(f"invalid train config: retention_items must be >= 1, got {self.retention_items}")
         if self.seq_len < 8 or self.n_layer < 1 or self.n_embd % self.n_head:
             raise ValueError("invalid train config: need seq_len >= 8, n_layer >= 1, n_embd divisible by n_head")
         if not 0.0 <= self.holdout < 1.0 or self.epochs < 1 or self.batch_size < 1:
@@ -97,12 +103,17 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def checkpoint_steps(self, total_steps: int, steps_per_epoch: int | None = None) -> list[int]:
+    def checkpoint_steps(self, total_steps: int, steps_per_epoch: int | None = None, *,
+                         epoch_ends: list[int] | None = None, retention: list[int] | None = None) -> list[int]:
         """Log-spaced early (1, 2, 4, ... <= log_checkpoints), then every
-        ``checkpoint_every`` steps, the last step of every epoch (given ``steps_per_epoch``:
-        memorisation profiles end at the end of epoch 1, Lesci et al. 2024) and the final step."""
-        steps = set()
-        if steps_per_epoch:
+        ``checkpoint_every`` steps, the last step of every epoch (given ``steps_per_epoch``, or
+        the steps ``epoch_ends`` when epochs differ in length: memorisation profiles end at
+        the end of epoch 1, Lesci et al. 2024), the steps ``retention`` (a retention run's
+        log-spaced probes, :func:`retention_checkpoints`) and the final step."""
+        steps = set(int(s) for s in (retention or []) if 1 <= s <= total_steps)
+        if epoch_ends:
+            steps.update(int(s) for s in epoch_ends if 1 <= s <= total_steps)
+        elif steps_per_epoch:
             steps.update(range(steps_per_epoch, total_steps + 1, steps_per_epoch))
         s = 1
         while s <= min(self.log_checkpoints, total_steps):
@@ -111,6 +122,22 @@ class TrainConfig:
         steps.update(range(self.checkpoint_every, total_steps + 1, self.checkpoint_every))
         steps.add(total_steps)
         return sorted(steps)
+
+
+def retention_checkpoints(window_start: int, exposure_step: int, total_steps: int) -> list[int]:
+    """A retention run's probe steps (Orhan 2024 re-probe at log-spaced steps): the step
+    before the items' window (``window_start - 1``, if >= 1: the items unseen), the exposure
+    step ``e`` (the window's last step) and ``e + 1, e + 2, e + 4, ...`` up to ``total_steps``.
+
+    >>> retention_checkpoints(6, 6, 40)
+    [5, 6, 7, 8, 10, 14, 22, 38]
+    """
+    steps = {exposure_step} | ({window_start - 1} if window_start > 1 else set())
+    k = 1
+    while exposure_step + k <= total_steps:
+        steps.add(exposure_step + k)
+        k *= 2
+    return sorted(steps)
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,9 @@ RETENTION_PNG = "retention_curves.png"
 EVENT_TIME_FILE = "event_time.parquet"
 EVENT_TIME_PNG = "event_time.png"
 INSTANCES_FILE = "instances.parquet"
+#: a retention run's forgetting curve (:func:`audit.checkpoints.run_retention`)
+RETENTION_RUN_FILE = "retention_run.parquet"
+RETENTION_RUN_CURVE = "retention_run_curve.parquet"
 PROFILE_OUTPUTS = (PROFILE_FILE, EVENT_TIME_FILE, INSTANCES_FILE, RETENTION_FILE, FORECAST_FILE, HEATMAP_PNG,
                    EVENT_TIME_PNG, RETENTION_PNG, SUMMARY)
 

@@ -50,14 +50,15 @@ Design
       The draws of every cell are kept in ``attrs["boot_effects"]`` so that :func:`summarise`
       can bootstrap its averages over cells with all their covariances.
 
-Summaries (:func:`summarise`): instantaneous memorisation = cells with
-``step == treatment_step`` (event time 0, the first checkpoint after training on the instance);
-persistent = cells with ``step > treatment_step`` excluding the final checkpoint; residual =
-cells at the panel's final checkpoint (the end of epoch 1 in run_profile). Lesci et al. report
-persistence as the event-time curve (:func:`event_time_curve`: cohorts aggregated at each
-event time with cohort-size weights, with its simultaneous band); lead cells never enter the
-summaries. A cohort whose ``g`` is the final checkpoint contributes its single cell to
-both instantaneous and residual.
+Summaries (:func:`summarise`), as Lesci et al. report them: every summary aggregates cohorts
+with cohort-share weights (the event aggregation of Callaway & Sant'Anna, ``differences``'
+``aggregate('event')``; :func:`event_time_curve` gives the curve ``theta(e)`` with its band).
+Instantaneous memorisation = ``theta(0)`` (the first checkpoint after training on the
+instance); persistent = the mean of ``theta(e)`` over the positive event times of the panel
+(up to the end of epoch 1 in run_profile); residual = the cells at the panel's final
+checkpoint (the end of epoch 1), cohort-share weighted. Intervals come from the same weighted
+sums in each stored bootstrap draw. Lead cells never enter the summaries. A cohort whose ``g``
+is the final checkpoint contributes its single cell to both instantaneous and residual.
 
 Assumptions (not testable here): parallel trends between each cohort and the held-out data, no
 anticipation, and no interference (training on one instance does not change the outcome of
@@ -617,79 +618,123 @@ def _joint_draws(profile: pd.DataFrame):
 
 def _nan_summary(cell_list: list, method: str) -> dict:
     nan = float("nan")
-    return {"effect": nan, "se": nan, "lower": nan, "upper": nan, "n_cells": 0, "cells": cell_list, "method": method}
+    return {"effect": nan, "se": nan, "lower": nan, "upper": nan, "n_cells": 0, "cells": cell_list, "weights": [],
+            "method": method}
 
 
-def _combine(cells: pd.DataFrame, z: float) -> dict:
-    """Mean effect over the cells and its normal interval ("independent cohorts").
+def _combine(cells: pd.DataFrame, w: np.ndarray, z: float) -> dict:
+    """Weighted effect ``sum_j w_j effect_j`` over the cells and its normal interval
+    ("independent cohorts").
 
-    se(mean) = sqrt( sum_g (sum_{cells of cohort g} se)^2 ) / n_cells: cohorts are taken as
-    independent; cells of ONE cohort (same instances, same base period) are taken as perfectly
+    se = sqrt( sum_g (sum_{cells j of cohort g} w_j se_j)^2 ): cohorts are taken as
+    independent; cells of ONE cohort (same instances, same base period) as perfectly
     correlated, a conservative bound (Cauchy-Schwarz) since their covariance is unknown here.
-    With one cell per cohort (instantaneous, residual) this is sqrt(sum se^2) / n_cells.
+    With one cell per cohort (instantaneous, residual) this is sqrt(sum_j (w_j se_j)^2).
     """
-    k = len(cells)
     cell_list = [(int(g), int(c)) for g, c in zip(cells["treatment_step"], cells["step"])]
     method = "independent cohorts"
-    if k == 0:
+    if len(cells) == 0:
         return _nan_summary(cell_list, method)
-    effect = float(cells["effect"].mean())
-    per_cohort = cells.groupby("treatment_step")["se"].sum(min_count=1)  # NaN se propagates
-    se = float(math.sqrt(float((per_cohort**2).sum(min_count=1))) / k) if per_cohort.notna().all() else float("nan")
-    return {"effect": effect, "se": se, "lower": effect - z * se, "upper": effect + z * se, "n_cells": k,
-            "cells": cell_list, "method": method}
+    effect = float(cells["effect"].to_numpy(dtype=np.float64) @ w)
+    per_cohort = (cells["se"].astype("float64") * w).groupby(cells["treatment_step"].to_numpy()).sum(min_count=1)
+    se = float(math.sqrt(float((per_cohort**2).sum()))) if per_cohort.notna().all() else float("nan")
+    return {"effect": effect, "se": se, "lower": effect - z * se, "upper": effect + z * se, "n_cells": len(cells),
+            "cells": cell_list, "weights": [float(x) for x in w], "method": method}
 
 
-def _combine_joint(cells: pd.DataFrame, draws: np.ndarray, confidence: float) -> dict:
-    """Mean effect over the cells; se and percentile interval from the same mean computed in
-    every joint bootstrap draw (``draws``: (n_boot, len(cells))), so all covariances count."""
-    k = len(cells)
+def _combine_joint(cells: pd.DataFrame, w: np.ndarray, draws: np.ndarray, confidence: float) -> dict:
+    """Weighted effect over the cells; se and percentile interval from the same weighted sum
+    computed in every joint bootstrap draw (``draws``: (n_boot, len(cells))), so all
+    covariances count."""
     cell_list = [(int(g), int(c)) for g, c in zip(cells["treatment_step"], cells["step"])]
     method = "joint bootstrap"
-    if k == 0:
+    if len(cells) == 0:
         return _nan_summary(cell_list, method)
-    effect = float(cells["effect"].mean())
-    boot = draws.mean(axis=1)
+    effect = float(cells["effect"].to_numpy(dtype=np.float64) @ w)
+    boot = draws @ w
     alpha = 1.0 - confidence
     lower, upper = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
     return {"effect": effect, "se": float(boot.std(ddof=1)), "lower": float(lower), "upper": float(upper),
-            "n_cells": k, "cells": cell_list, "method": method}
+            "n_cells": len(cells), "cells": cell_list, "weights": [float(x) for x in w], "method": method}
+
+
+def _event_times(p: pd.DataFrame) -> np.ndarray:
+    """``event_time`` of each row; for frames without it, the index of ``step`` minus the index
+    of ``treatment_step`` in the checkpoint grid (``attrs["checkpoints"]``, else the sorted
+    steps and cohorts of the frame)."""
+    if "event_time" in p.columns:
+        return p["event_time"].to_numpy(dtype=np.int64)
+    grid = p.attrs.get("checkpoints") or sorted(set(p["step"].astype(int)) | set(p["treatment_step"].astype(int)))
+    grid = np.asarray(sorted(int(x) for x in grid))
+    return (np.searchsorted(grid, p["step"].to_numpy()) - np.searchsorted(grid, p["treatment_step"].to_numpy()))
+
+
+def _share(size: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Cohort-share weights: ``size / size[m].sum()`` on the rows of mask ``m``, 0 elsewhere."""
+    w = np.zeros(size.size)
+    if m.any():
+        w[m] = size[m] / size[m].sum()
+    return w
 
 
 def summarise(profile: pd.DataFrame, final_step: int | None = None, *, confidence: float | None = None) -> dict:
-    """Instantaneous, persistent and residual memorisation of a :func:`did` profile.
+    """Instantaneous, persistent and residual memorisation of a :func:`did` profile, as Lesci
+    et al. (2024, "Causal Estimation of Memorisation Profiles") report them.
 
-    * ``instantaneous``: cells with ``step == treatment_step`` (first checkpoint after training);
-    * ``persistent``: cells with ``step > treatment_step`` and ``step < final_step``;
-    * ``residual``: cells with ``step == final_step`` (default: the profile's last checkpoint,
-      ``attrs["checkpoints"][-1]``, else the largest ``step``).
+    Every summary is a weighted sum of post-treatment cells (lead cells never enter), with
+    cohort-share weights: at an event time ``e``, cohort g's cell gets
+    ``cohort_size_g / sum of cohort_size over the cohorts observed at e``, which is the event
+    aggregation of Callaway & Sant'Anna (2021) as the ``differences`` package computes it
+    (``ATTgt.aggregate('event')``) and :func:`event_time_curve`. Precisely, with ``theta(e)``
+    that curve (effects in nats per token, positive = memorised):
 
-    Each maps to ``{"effect", "se", "lower", "upper", "n_cells", "cells", "method"}``: the
-    unweighted mean effect over the cells, its standard error and interval at ``confidence``
-    (default: ``attrs["confidence"]``, else 0.95), the list of (treatment_step, step) cells and
-    the method that gave the uncertainty:
+    * ``instantaneous`` = ``theta(0)``: the cells with ``step == treatment_step`` (the first
+      checkpoint after training on the cohort), cohort-share weighted;
+    * ``persistent`` = the mean of ``theta(e)`` over the positive event times ``e = 1 .. E``
+      present in the panel (every post-treatment checkpoint up to ``final_step``, the end of
+      epoch 1 in :func:`audit.checkpoints.run_profile`), each event time weighted equally.
+      This is ``differences``' ``aggregate('event', overall=True)`` without lag 0 (their
+      overall averages ``e >= 0``). Late event times are observed only for early cohorts (the
+      last one for the first cohort alone), as in the package; the cells at ``final_step``
+      with ``e >= 1`` are therefore in both persistent and residual;
+    * ``residual``: the cells at ``final_step`` (default: the profile's last checkpoint,
+      ``attrs["checkpoints"][-1]``, else the largest ``step``), cohort-share weighted.
 
-    * ``"joint bootstrap"`` (used whenever possible): the same mean is computed in each of
-      did()'s joint bootstrap draws (``attrs["boot_effects"]``); ``se`` = their standard
-      deviation (ddof=1), ``lower``/``upper`` = their percentile interval. All covariances
-      count: cells of one cohort (shared instances and base period) and cells of different
-      cohorts (shared control group). Needs >= 2 draws and the profile's rows to be exactly
-      did()'s cells (``attrs["boot_cells"]``; any row order, matched by (treatment_step, step)).
+    Cells after ``final_step`` are left out. Event times come from the ``event_time`` column
+    (checkpoint index of ``step`` minus that of ``treatment_step``), or, for a hand-built frame
+    without it, from the checkpoint grid (``attrs["checkpoints"]``, else the frame's sorted
+    steps); without a ``cohort_size`` column every cohort weighs the same.
+
+    Each maps to ``{"effect", "se", "lower", "upper", "n_cells", "cells", "weights",
+    "method"}`` (persistent also ``"event_times"``): the weighted effect, its standard error
+    and interval at ``confidence`` (default: ``attrs["confidence"]``, else 0.95), the
+    (treatment_step, step) cells with their weights (summing to 1), and the method that gave
+    the uncertainty:
+
+    * ``"joint bootstrap"`` (used whenever possible): the same weighted sum is computed in
+      each of did()'s stored joint bootstrap draws (``attrs["boot_effects"]``); ``se`` = their
+      standard deviation (ddof=1), ``lower``/``upper`` = their percentile interval. All
+      covariances count: cells of one cohort (shared instances and base period) and cells of
+      different cohorts (shared control group). Needs >= 2 draws and the profile's rows to be
+      exactly did()'s cells (``attrs["boot_cells"]``; any row order, matched by
+      (treatment_step, step)).
     * ``"independent cohorts"`` (fallback: no draws, e.g. ``n_boot=0``, a hand-built frame,
       or attrs lost or no longer matching, as after filtering rows or ``pd.concat``): ``se``
       from the cells' ``se`` with cohorts independent and cells within a cohort
       conservatively perfectly correlated (see ``_combine``), and a normal interval.
 
-    Empty categories give NaN. The dict also holds ``final_step`` and ``confidence``.
+    Empty categories give NaN. The dict also holds ``final_step``, ``confidence`` and
+    ``weighting`` (a sentence saying the above).
 
-    Calibration (1000 simulated panels: 10 cohorts of ~140 instances, 600 controls, 11
-    checkpoints, i.i.d. noise, n_boot=1000): nominal 95% intervals covered the true mean
-    effect 94.8% (instantaneous), 93.7% (persistent) and 94.8% (residual) with the joint
-    bootstrap (binomial s.e. ~0.7 points). The independent-cohorts fallback covered 96.7%,
-    98.4% (the within-cohort bound is conservative) and 86.1% (residual: every residual cell
-    uses the control group's outcome at the SAME final checkpoint, a positive correlation
-    across cohorts it ignores); read its residual intervals as too narrow when the control
-    group is not much larger than the cohorts.
+    Calibration (unweighted means over cells, the definition before issue #13; 1000 simulated
+    panels: 10 cohorts of ~140 instances, 600 controls, 11 checkpoints, i.i.d. noise,
+    n_boot=1000): nominal 95% intervals covered the true mean effect 94.8% (instantaneous),
+    93.7% (persistent) and 94.8% (residual) with the joint bootstrap. The independent-cohorts
+    fallback covered 96.7%, 98.4% (the within-cohort bound is conservative) and 86.1%
+    (residual: every residual cell uses the control group's outcome at the SAME final
+    checkpoint, a positive correlation across cohorts it ignores); read its residual intervals
+    as too narrow when the control group is not much larger than the cohorts. The weighted
+    summaries' coverage is tested in tests/audit/test_profile.py.
     """
     _require_columns(profile, ["treatment_step", "step", "effect", "se"], "profile")
     if confidence is None:
@@ -705,14 +750,28 @@ def summarise(profile: pd.DataFrame, final_step: int | None = None, *, confidenc
     draws = _joint_draws(profile)
     p = profile.reset_index(drop=True).sort_values(["treatment_step", "step"])
     order = p.index.to_numpy()  # row positions in `profile` = columns of `draws`
-    g, c = p["treatment_step"].to_numpy(), p["step"].to_numpy()
+    c = p["step"].to_numpy()
+    e = _event_times(p)
     last = final_step if final_step is not None else math.inf  # None only for an empty profile
-    masks = {"instantaneous": c == g, "persistent": (c > g) & (c < last), "residual": c == last}
+    size = (p["cohort_size"].to_numpy(dtype=np.float64) if "cohort_size" in p.columns
+            else np.ones(len(p), dtype=np.float64))
+    inside = (e >= 0) & (c <= last)
+    lags = sorted(int(x) for x in np.unique(e[inside & (e >= 1)]))
+    weights = {
+        "instantaneous": _share(size, inside & (e == 0)),
+        "persistent": (sum(_share(size, inside & (e == k)) for k in lags) / len(lags)) if lags else np.zeros(len(p)),
+        "residual": _share(size, inside & (c == last)),
+    }
     out = {}
-    for key, m in masks.items():
+    for key, w in weights.items():
+        m = w > 0
         if draws is not None:
-            out[key] = _combine_joint(p[m], draws[:, order[m]], confidence)
+            out[key] = _combine_joint(p[m], w[m], draws[:, order[m]], confidence)
         else:
-            out[key] = _combine(p[m], z)
-    out.update(final_step=final_step, confidence=confidence)
+            out[key] = _combine(p[m], w[m], z)
+    out["persistent"]["event_times"] = lags
+    out.update(final_step=final_step, confidence=confidence,
+               weighting="cohort-size weighted event-time aggregation (Lesci et al. 2024; differences "
+                         "aggregate('event')): instantaneous = lag 0, persistent = mean over lags >= 1 up to the "
+                         "final step, residual = cells at the final step")
     return out

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from dedup import io
 from dedup.shards import ShardReader
 
-from .config import TrainConfig
+from .config import TrainConfig, retention_checkpoints
 from .layout import (CHECKPOINT_DIR, HELDOUT_FILE, MODEL_DIR, ORDER_FILE, STATE_FILE, TOKENIZER_DIR, TRAIN_CONFIG,
                      checkpoint_name, write_atomic)
 
@@ -134,6 +134,48 @@ def _instances(token_lists: list[list[int]], seq_len: int):
     return out
 
 
+def retention_design(epoch_orders: list[np.ndarray], inst: list[tuple[int, int, int]], doc_copies: np.ndarray,
+                     config: TrainConfig) -> tuple[list[np.ndarray], dict]:
+    """The epoch orders of a retention run and its design (Orhan 2024: items trained once, then
+    training continues on other data only, re-probed at log-spaced steps).
+
+    ``config.retention_items`` instances are drawn (seeded by ``[seed, 2**20]``) among the
+    trained instances of full length (``seq_len`` tokens) whose document text is unique in
+    the corpus (``doc_copies == 1``: no other copy of the content is trained). In epoch 1 they
+    fill one window of consecutive steps, ``ceil(N / batch_size)`` of them, starting right
+    after the learning-rate warm-up (step ``warmup_steps + 1``, earlier when epoch 1 is too
+    short); the rest of that epoch and every later epoch hold the other instances only, in
+    their seeded order, so the items are never trained again (later epochs are shorter by
+    them). The exposure step is the window's last step (the window's first step when it is
+    one step, i.e. N <= batch_size); forgetting is measured from it.
+
+    Returns the new orders and ``{"items", "instance_ids", "window": [first, last step],
+    "exposure_step", "rule"}``; the trainer adds ``checkpoints``
+    (:func:`audit.config.retention_checkpoints`) and records it in the manifest
+    (``retention``) and ``order.parquet`` (column ``retention_item``).
+    """
+    n, bs = int(config.retention_items), config.batch_size
+    order0 = epoch_orders[0]
+    eligible = np.array([i for i in np.sort(order0) if inst[i][2] == config.seq_len and doc_copies[inst[i][0]] == 1],
+                        dtype=np.int64)
+    if eligible.size < n:
+        raise ValueError(f"retention_items={n}, but only {eligible.size} trained instances are full-length "
+                         f"({config.seq_len} tokens) with unique text")
+    items = np.sort(np.random.default_rng([config.seed, 1 << 20]).choice(eligible, size=n, replace=False))
+    is_item = np.isin(order0, items)
+    rest = order0[~is_item]
+    window = -(-n // bs)
+    first = min(config.warmup_steps, rest.size // bs) + 1  # the window's first step (1-based)
+    cut = (first - 1) * bs
+    orders = [np.concatenate([rest[:cut], items, rest[cut:]])]
+    orders += [o[~np.isin(o, items)] for o in epoch_orders[1:]]
+    design = {"items": n, "instance_ids": [int(i) for i in items], "window": [first, first + window - 1],
+              "exposure_step": first + window - 1,
+              "rule": "trained once in epoch 1 right after warm-up, never again; lag measured from the window's "
+                      "last step"}
+    return orders, design
+
+
 def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
                     progress: Callable[[dict], None] = lambda state: None) -> dict:
     """Train a GPT-2-style LM on corpus shards, deterministically, with checkpoints.
@@ -192,26 +234,41 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     train_ids = np.array([i for i, (d, _, _) in enumerate(inst) if not held[d]], dtype=np.int64)
     if train_ids.size == 0:
         raise ValueError("no training instance: documents too short or all held out")
-    per_epoch = -(-train_ids.size // config.batch_size)
-    total_steps = per_epoch * config.epochs
     epoch_orders = [train_ids[np.random.default_rng([config.seed, e]).permutation(train_ids.size)]
                     for e in range(config.epochs)]
+    retention = None
+    if config.retention_items:
+        epoch_orders, retention = retention_design(epoch_orders, inst, doc_copies, config)
+    epoch_steps = [-(-o.size // config.batch_size) for o in epoch_orders]
+    epoch_ends = np.cumsum(epoch_steps).tolist()
+    per_epoch = epoch_steps[0]
+    total_steps = int(epoch_ends[-1])
+    # batches[s] = the instances of step s + 1 (an epoch's last batch may be short)
+    batches = [o[b * config.batch_size : (b + 1) * config.batch_size] for o, k in zip(epoch_orders, epoch_steps)
+               for b in range(k)]
+    if retention is not None:
+        retention["checkpoints"] = retention_checkpoints(retention["window"][0], retention["exposure_step"], total_steps)
 
     # order.parquet and heldout.parquet: a pure function of config and corpus.
     rows = {"instance_id": [], "document_id": [], "shard": [], "row": [], "token_offset": [], "n_tokens": [],
             "doc_copies": [], "epoch": [], "step": []}
     for e, order in enumerate(epoch_orders):
+        start = epoch_ends[e] - epoch_steps[e]  # steps before this epoch
         for pos, i in enumerate(order.tolist()):
             d, s, n = inst[i]
             for k, v in (("instance_id", i), ("document_id", str(docs[d][0])), ("shard", docs[d][1]),
                          ("row", docs[d][2]), ("token_offset", s), ("n_tokens", n), ("doc_copies", int(doc_copies[d])),
-                         ("epoch", e), ("step", e * per_epoch + pos // config.batch_size + 1)):
+                         ("epoch", e), ("step", start + pos // config.batch_size + 1)):
                 rows[k].append(v)
     order_table = pa.table(rows)
     first = {}
     for i, st in zip(rows["instance_id"], rows["step"]):
         first[i] = min(first.get(i, st), st)
     order_table = order_table.append_column("first_step", pa.array([first[i] for i in rows["instance_id"]], pa.int64()))
+    if retention is not None:  # the design, in the order too: which rows are the retention items
+        items = set(retention["instance_ids"])
+        order_table = order_table.append_column("retention_item", pa.array([i in items for i in rows["instance_id"]],
+                                                                            pa.bool_()))
     write_atomic(out / ORDER_FILE, lambda tmp: pq.write_table(order_table, tmp))
     held_rows = [(i, inst[i]) for i in range(len(inst)) if held[inst[i][0]]]
     held_table = pa.table({
@@ -229,7 +286,9 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
                            pad_token_id=eos, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     model = GPT2LMHeadModel(model_cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    ckpt_steps = config.checkpoint_steps(total_steps, per_epoch)  # with each epoch's last step
+    # with each epoch's last step, and a retention run's probes
+    ckpt_steps = config.checkpoint_steps(total_steps, epoch_ends=epoch_ends,
+                                         retention=retention["checkpoints"] if retention else None)
     ckpt_root = out / CHECKPOINT_DIR
     step = 0
     existing = sorted(p for p in ckpt_root.glob("step-*") if (p / STATE_FILE).exists()) if ckpt_root.exists() else []
@@ -256,8 +315,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     t_train = time.perf_counter()
     losses = []
     while step < total_steps:
-        e, b = divmod(step, per_epoch)
-        ids = epoch_orders[e][b * config.batch_size : (b + 1) * config.batch_size]
+        ids = batches[step]
         x, m, y = batch_tensors(ids)
         for group in opt.param_groups:
             group["lr"] = config.lr * min(1.0, (step + 1) / max(config.warmup_steps, 1))
@@ -281,11 +339,14 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     body = {
         "config": config.to_dict(), "documents": len(docs), "held_out_documents": int(held.sum()),
         "instances": len(inst), "trained_instances": int(train_ids.size), "steps": total_steps,
-        "steps_per_epoch": per_epoch, "checkpoints": [checkpoint_name(s) for s in ckpt_steps],
+        "steps_per_epoch": per_epoch, "epoch_end_steps": [int(x) for x in epoch_ends],
+        "checkpoints": [checkpoint_name(s) for s in ckpt_steps],
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
         "timing": {"wall_s": time.perf_counter() - t_start, "train_s": time.perf_counter() - t_train},
         "corpus": [str(s.path) for s in shards],
     }
+    if retention is not None:
+        body["retention"] = retention
     return io.write_stage_manifest(out, "train", body)
 
 

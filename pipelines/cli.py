@@ -113,6 +113,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="local Hugging Face tokenizer/model directory to decode token ids: one for all audits, "
                         "or one per audit")
     p.add_argument("--title", help="title of the comparison page")
+    p.add_argument("--checks", type=Path, metavar="CHECKS_JSON",
+                   help="'memdedup check' output (checks.json): the comparison page shows its canary exposure by "
+                        "planted copies (Carlini et al. 2019), when present")
     _add_json(p, "the report's manifest (manifest.json)")
 
     p = sub.add_parser("params", help="show banding, filter sizes and the S-curve")
@@ -351,14 +354,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
                       "numbers": page.with_name(page.stem + ".summary.json").name})
     comparison = None
     if len(audits) >= 2:
+        exposure = None
+        if args.checks is not None:
+            if not args.checks.is_file():
+                raise ConfigError(f"--checks {args.checks}: no such file")
+            exposure = json.loads(args.checks.read_text(encoding="utf-8")).get("exposure_by_copies")
         page = comparison_report(audits, labels, args.out / "comparison.html", dedup_dir=args.dedup_dir,
-                                 title=args.title)
+                                 title=args.title, exposure=exposure)
         comparison = {"page": page.name, "numbers": page.with_suffix(".json").name}
     elif args.dedup_dir is not None:
         print("note: --dedup-dir is used by the comparison page, which needs at least two audits", file=sys.stderr)
     manifest = write_stage_manifest(args.out, "report", {
         "pages": pages, "comparison": comparison, "dedup_dir": str(args.dedup_dir) if args.dedup_dir else None,
-        "profile_dirs": [str(p) for p in args.profile_dir]}, versions=False)
+        "profile_dirs": [str(p) for p in args.profile_dir],
+        "checks": str(args.checks) if args.checks else None}, versions=False)
 
     def human() -> None:
         for p in pages:

@@ -10,7 +10,7 @@ dedup output's removed rows (:mod:`audit.aggregate`).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -48,6 +48,7 @@ def comparison_report(
     out_html: str | os.PathLike,
     dedup_dir: str | os.PathLike | None = None,
     title: str | None = None,
+    exposure: Mapping[str, dict] | None = None,
 ) -> Path:
     """Write one HTML page comparing several audits, and its numbers as JSON; return the page's path.
 
@@ -71,6 +72,13 @@ def comparison_report(
                           "first_model": {"label", "sequences", "sequences_from_removed_documents", "extractable",
                                           "extractable_from_removed_documents", "extractable_from_removed_fraction",
                                           "extractable_from_removed_by_reason": {reason: count}}}}
+
+    With ``exposure`` (``checks.json``'s ``exposure_by_copies`` of ``memdedup check``:
+    ``{model: {"samples", "log2_space", "words", "by_copies": [{"copies", "canaries",
+    "mean_exposure", "min_exposure", "max_exposure"}, ...]}}``, exposure in bits, Carlini et
+    al. 2019), the page adds a table of mean canary exposure by planted copies per model and
+    the JSON keeps it as ``exposure_by_copies``; models with an ``error`` entry are listed as
+    such.
 
     Raises:
         ValueError: fewer than one audit, labels not one per audit or not distinct, an input
@@ -101,6 +109,8 @@ def comparison_report(
     data = {"labels": labels, "first": first, "models": heads, "by_duplicates": by_dup,
             "by_dedup_status": by_status, "dedup": acct,
             "ratio_definition": aggregate.RATIO_DEFINITION}
+    if exposure:
+        data["exposure_by_copies"] = dict(exposure)
 
     # ---- HTML
     sections = []
@@ -190,8 +200,50 @@ def comparison_report(
               "on shard and row): memorization that a model trained on the deduplicated corpus cannot get from those "
               "copies.</p>")
 
+    if exposure:
+        sections.append(_exposure_section(exposure, labels))
+
     subtitle = [f"{len(audits)} audits: " + ", ".join(f"<b>{esc(lab)}</b> (<code>{esc(a.path)}</code>)"
                                                       for lab, a in zip(labels, audits))]
     write_page(out, page(title, subtitle, "\n".join(sections)))
     io.write_json_atomic(report_json(out, comparison=True), data)
     return out
+
+
+def _exposure_section(exposure: Mapping[str, dict], labels: Sequence[str]) -> str:
+    """The comparison page's table of canary exposure (bits) by planted copies, one column per
+    model (the audits' labels first, in order, then any other model of ``exposure``)."""
+    models = [m for m in labels if m in exposure] + [m for m in exposure if m not in labels]
+    ok = [m for m in models if isinstance(exposure[m], dict) and exposure[m].get("by_copies")]
+    failed = [m for m in models if m not in ok]
+    by = {m: {int(r["copies"]): r for r in exposure[m]["by_copies"]} for m in ok}
+    copies = sorted({c for m in ok for c in by[m]})
+    rows = []
+    for c in copies:
+        cells = [integer(c)]
+        for m in ok:
+            r = by[m].get(c)
+            cells.append(f"{num(r.get('mean_exposure'), 2)} <span class=\"small\">({num(r.get('min_exposure'), 1)} – "
+                         f"{num(r.get('max_exposure'), 1)}; {integer(r.get('canaries'))} canaries)</span>"
+                         if r else "–")
+        rows.append(cells)
+    spaces = sorted({(float(exposure[m].get("log2_space", float("nan"))), exposure[m].get("samples"),
+                      exposure[m].get("words")) for m in ok}, key=str)
+    space_text = "; ".join(f"log2|R| = {num(ls, 1)} bits ({integer(w)}-word canaries), estimated from "
+                           f"{integer(n)} sampled candidates" for ls, n, w in spaces)
+    text = ("<h2>Canary exposure by planted copies</h2>"
+            "<p>Exposure (Carlini et al. 2019, <i>The Secret Sharer</i>) of the random canaries planted in the corpus: "
+            "exposure = log2|R| &minus; log2 rank of the canary among all candidates of its random space R, ranked by "
+            "the model's likelihood; in bits. A canary the model has not memorized ranks mid-space (exposure about 1); "
+            "one it prefers to every other candidate has the maximum, log2|R|. Where |R| is too large to enumerate the "
+            "rank is estimated from sampled candidates, extrapolating a fitted distribution into the tail, as Carlini "
+            "et al. do. Exposure rises with the number of copies long before greedy decoding extracts the canary "
+            f"whole, so it shows memorization that the extractable rate misses. {esc(space_text)}.</p>")
+    if ok:
+        text += table(["planted copies"] + [f"{esc(m)}: mean exposure (min – max)" for m in ok], rows,
+                      num_cols=tuple(range(len(ok) + 1)))
+    if failed:
+        text += "<p class=\"small\">No exposure for " + ", ".join(
+            f"<b>{esc(m)}</b>" + (f" ({esc(exposure[m].get('error'))})" if isinstance(exposure[m], dict)
+                                  and exposure[m].get("error") else "") for m in failed) + ".</p>"
+    return text

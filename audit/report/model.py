@@ -250,8 +250,12 @@ def _profile_section(profile_dir: Path) -> str:
     rows = []
     panel = summ.get("panel") or {}
     end = f"at the end of epoch 1 (step {integer(panel.get('end_step'))})" if panel else "at the final checkpoint"
-    for kind, what in (("instantaneous", "at the first checkpoint after an instance was trained on"),
-                       ("persistent", "at later checkpoints, before the last"),
+    lags = (mem.get("persistent") or {}).get("event_times") or []
+    later = (f"event times {integer(lags[0])}–{integer(lags[-1])}" if len(lags) > 1
+             else f"event time {integer(lags[0])}" if lags else "later checkpoints")
+    for kind, what in (("instantaneous", "event time 0: the first checkpoint after a cohort was trained on"),
+                       ("persistent", f"mean of the event-time curve over {later} (checkpoints since the cohort's "
+                                      "first one)"),
                        ("residual", end)):
         m = mem.get(kind) or {}
         if m:
@@ -259,7 +263,13 @@ def _profile_section(profile_dir: Path) -> str:
                          integer(m.get("n_cells"))])
     if rows:
         parts.append("<p>Memorization is the reduction in an instance's surprisal (nats per token) caused by training "
-                     "on it, estimated by difference-in-differences against instances never trained on.</p>")
+                     "on it, estimated by difference-in-differences against instances never trained on. As Lesci et al. "
+                     "2024 (Causal Estimation of Memorisation Profiles) report it, each figure aggregates the cohorts "
+                     "weighted by cohort size (the event aggregation of Callaway &amp; Sant'Anna, "
+                     "<code>aggregate('event')</code> in the <code>differences</code> package): instantaneous is the "
+                     "event-time curve at event time 0, persistent its mean over the later event times of epoch 1, "
+                     "residual the cells at the end of epoch 1. Intervals: the same weighted sums in each bootstrap "
+                     "draw over instances.</p>")
         parts.append(table(["memorization", "when", "effect (nats)", "95% CI", "cells"], rows, num_cols=(2, 3, 4)))
     if panel:
         parts.append(f'<p class="note">One treatment per instance: the panel ends {esc(panel.get("ends", ""))} '

@@ -1,5 +1,6 @@
-# Reports: one page per model and the raw-vs-dedup comparison; then the demo's checks,
-# computed from the run's own outputs.
+# The demo's checks, computed from the run's own outputs (with each model's canary exposure by
+# planted copies); then the reports: one page per model and the raw-vs-dedup comparison, which
+# shows that exposure.
 rule report:
     conda: "../envs/memdedup.yaml"
     input:
@@ -9,15 +10,16 @@ rule report:
         cleaned=f"{OUT}/dedup/manifest.json",
         raw_model=f"{OUT}/train/raw/manifest.json",
         dedup_model=f"{OUT}/train/dedup/manifest.json",
+        checks=f"{OUT}/checks.json",
     output: f"{OUT}/report/comparison.html"
     log: f"{OUT}/logs/report.log"
     params:
-        d=lambda w, input: {k: os.path.dirname(v) for k, v in input.items()},
+        d=lambda w, input: {k: os.path.dirname(v) for k, v in input.items() if k != "checks"},
         out=lambda w, output: os.path.dirname(output[0]),
     shell:
         "memdedup report {params.d[raw]} {params.d[dedup]} --labels raw dedup --dedup-dir {params.d[cleaned]} "
         "--profile-dir {params.d[profile]} --model-dir {params.d[raw_model]}/model {params.d[dedup_model]}/model "
-        "--out {params.out} > {log} 2>&1"
+        "--checks {input.checks} --out {params.out} > {log} 2>&1"
 
 rule checks:
     conda: "../envs/memdedup.yaml"
@@ -25,6 +27,8 @@ rule checks:
         f"{OUT}/audit/raw/manifest.json",
         f"{OUT}/audit/dedup/manifest.json",
         f"{OUT}/dedup/manifest.json",
+        f"{OUT}/train/raw/manifest.json",
+        f"{OUT}/train/dedup/manifest.json",
     output: f"{OUT}/checks.json"
     log: f"{OUT}/logs/checks.log"
     params: out=lambda w, output: os.path.dirname(output[0])

@@ -296,22 +296,36 @@ def _hand_profile():
 
 
 def test_summarise_cells_and_combined_standard_errors():
+    """Hand-built frame: no cohort_size (equal weights), event time from the sorted steps."""
     s = summarise(_hand_profile())
     z = norm.ppf(0.975)
     assert s["final_step"] == 40 and s["confidence"] == 0.95
     assert s["instantaneous"]["method"] == "independent cohorts"  # no bootstrap draws in attrs
     inst, pers, resid = s["instantaneous"], s["persistent"], s["residual"]
     assert inst["cells"] == [(10, 10), (20, 20)] and inst["n_cells"] == 2
-    assert pers["cells"] == [(10, 20), (10, 30), (20, 30)]
+    # persistent: the event-time curve over lags 1..3 (lag 1: two cohorts, 2: two, 3: one)
+    assert pers["cells"] == [(10, 20), (10, 30), (10, 40), (20, 30), (20, 40)] and pers["event_times"] == [1, 2, 3]
     assert resid["cells"] == [(10, 40), (20, 40)]
     assert inst["effect"] == pytest.approx(0.9) and inst["se"] == pytest.approx(math.sqrt(0.1**2 + 0.2**2) / 2)
+    w = {(10, 20): 1 / 6, (20, 30): 1 / 6, (10, 30): 1 / 6, (20, 40): 1 / 6, (10, 40): 1 / 3}
+    assert pers["weights"] == pytest.approx([w[tuple(c)] for c in pers["cells"]])
+    assert pers["effect"] == pytest.approx((0.5 + 0.2) / 6 + (0.3 + 0.0) / 6 + 0.1 / 3)
     # cohorts independent; cells within a cohort bounded as perfectly correlated
-    assert pers["effect"] == pytest.approx(1.0 / 3) and pers["se"] == pytest.approx(math.sqrt(0.5**2 + 0.4**2) / 3)
+    se10 = 0.2 / 6 + 0.3 / 6 + 0.1 / 3
+    se20 = 0.4 / 6 + 0.2 / 6
+    assert pers["se"] == pytest.approx(math.sqrt(se10**2 + se20**2))
     assert resid["effect"] == pytest.approx(0.05) and resid["se"] == pytest.approx(math.sqrt(0.1**2 + 0.2**2) / 2)
     assert inst["lower"] == pytest.approx(0.9 - z * inst["se"]) and inst["upper"] == pytest.approx(0.9 + z * inst["se"])
 
     s30 = summarise(_hand_profile(), final_step=30)
-    assert s30["persistent"]["cells"] == [(10, 20)] and s30["residual"]["cells"] == [(10, 30), (20, 30)]
+    assert s30["persistent"]["cells"] == [(10, 20), (10, 30), (20, 30)]
+    assert s30["residual"]["cells"] == [(10, 30), (20, 30)]
+
+
+def _truth(summary_part: dict) -> float:
+    """The planted value of a summary: its weights applied to the planted cells."""
+    cells = np.array(summary_part["cells"])
+    return float(planted(cells[:, 0], cells[:, 1]) @ np.array(summary_part["weights"]))
 
 
 def test_summarise_recovers_the_planted_profile(planted_panel):
@@ -319,11 +333,12 @@ def test_summarise_recovers_the_planted_profile(planted_panel):
     s = summarise(p, confidence=0.999)
     assert s["final_step"] == 100
     for key in ("instantaneous", "persistent", "residual"):
-        cells = np.array(s[key]["cells"])
-        truth = planted(cells[:, 0], cells[:, 1]).mean()
+        truth = _truth(s[key])
         assert s[key]["lower"] <= truth <= s[key]["upper"], (key, truth, s[key])
-    assert s["instantaneous"]["n_cells"] == 10 and s["residual"]["n_cells"] == 10 and s["persistent"]["n_cells"] == 36
-    assert s["residual"]["effect"] == pytest.approx(p.loc[p["step"] == 100, "effect"].mean())
+    # every post-treatment cell after lag 0 is persistent (45), lags 1..9
+    assert s["instantaneous"]["n_cells"] == 10 and s["residual"]["n_cells"] == 10 and s["persistent"]["n_cells"] == 45
+    last = p[p["step"] == 100]
+    assert s["residual"]["effect"] == pytest.approx(np.average(last["effect"], weights=last["cohort_size"]))
 
 
 def test_joint_draws_are_stored_in_row_order(planted_panel):
@@ -345,8 +360,7 @@ def _summary_misses(seeds, **panel_kw):
         s = summarise(did(panel, treatments, n_boot=400, seed=seed))
         for key in misses:
             assert s[key]["method"] == "joint bootstrap"
-            cells = np.array(s[key]["cells"])
-            truth = planted(cells[:, 0], cells[:, 1]).mean()
+            truth = _truth(s[key])
             misses[key] += not (s[key]["lower"] <= truth <= s[key]["upper"])
     return misses
 
@@ -375,7 +389,7 @@ def test_filtered_or_concatenated_profiles_fall_back_to_independent_cohorts(plan
     stripped.attrs = {k: v for k, v in p.attrs.items() if not k.startswith("boot_")}
     indep = summarise(stripped)
     for key in ("instantaneous", "persistent", "residual"):
-        assert set(joint[key]) == {"effect", "se", "lower", "upper", "n_cells", "cells", "method"}
+        assert set(joint[key]) >= {"effect", "se", "lower", "upper", "n_cells", "cells", "weights", "method"}
         assert indep[key]["method"] == "independent cohorts"
         assert joint[key]["effect"] == pytest.approx(indep[key]["effect"], abs=1e-12)
         assert joint[key]["cells"] == indep[key]["cells"] and joint[key]["n_cells"] == indep[key]["n_cells"]

@@ -353,3 +353,65 @@ def test_profile_page_shows_band_leads_event_time_curve_and_cohort_sizes(dirs, t
     assert "<td>37</td>" in page or ">37<" in page  # cohort size
     assert "end of epoch 1" in page
     assert 'alt="event-time curve"' in page
+
+
+def test_profile_page_says_how_the_summaries_are_weighted(dirs, tmp_path):
+    """Issue #13 §3: the summaries are cohort-size weighted event-time aggregates (Lesci et al.
+    2024); the page says so and names the lags that persistent memorisation averages."""
+    prof = tmp_path / "prof13w"
+    shutil.copytree(dirs["profile"], prof)
+    s = json.loads((prof / "summary.json").read_text())
+    part = {"effect": 0.3, "lower": 0.2, "upper": 0.4, "n_cells": 6, "method": "joint bootstrap"}
+    s["memorisation"] = {"instantaneous": {**part, "effect": 0.45}, "persistent": {**part, "event_times": [1, 2, 3]},
+                         "residual": {**part, "effect": 0.05}}
+    (prof / "summary.json").write_text(json.dumps(s))
+    page = model_report(dirs["raw"], tmp_path / "w.html", profile_dir=prof).read_text(encoding="utf-8")
+    assert "weighted by cohort size" in page
+    assert "event times 1–3" in page
+    assert "Lesci et al. 2024" in page and "aggregate('event')" in page
+
+
+EXPOSURE = {"raw": {"samples": 2000, "log2_space": 212.6, "words": 32,
+                    "by_copies": [{"copies": 1, "canaries": 4, "mean_exposure": 1.25, "min_exposure": 0.5,
+                                   "max_exposure": 2.0},
+                                  {"copies": 16, "canaries": 4, "mean_exposure": 37.5, "min_exposure": 30.1,
+                                   "max_exposure": 41.0}]},
+            "dedup": {"samples": 2000, "log2_space": 212.6, "words": 32,
+                      "by_copies": [{"copies": 1, "canaries": 4, "mean_exposure": 1.1, "min_exposure": 0.4,
+                                     "max_exposure": 1.9},
+                                    {"copies": 16, "canaries": 4, "mean_exposure": 2.25, "min_exposure": 1.0,
+                                     "max_exposure": 3.5}]}}
+
+
+def test_comparison_page_shows_canary_exposure_by_copies(dirs, tmp_path):
+    """Issue #13 §5: the demo's checks.json holds each model's canary exposure by planted copies
+    (Carlini et al. 2019); the comparison page shows it (copies -> mean exposure per model, with
+    log2|R|), and its JSON keeps it. Without exposure the section is absent."""
+    out = comparison_report([dirs["raw"], dirs["dedup"]], ["raw", "dedup"], tmp_path / "c" / "comparison.html",
+                            exposure=EXPOSURE)
+    page = out.read_text(encoding="utf-8")
+    _assert_self_contained(page)
+    assert "<h2>Canary exposure by planted copies</h2>" in page
+    assert "Carlini et al. 2019" in page and "Secret Sharer" in page
+    assert "212.6" in page  # log2 |R|
+    sec = page[page.index("Canary exposure by planted copies"):]
+    rows = re.findall(r"<tr>(.*?)</tr>", sec, re.S)
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", r, re.S) for r in rows]
+    cells = [c for c in cells if c]
+    assert cells[0][0] == "1" and "1.25" in cells[0][1] and "1.10" in cells[0][2]
+    assert cells[1][0] == "16" and "37.50" in cells[1][1] and "2.25" in cells[1][2]
+    data = json.loads((tmp_path / "c" / "comparison.json").read_text())
+    assert data["exposure_by_copies"] == EXPOSURE
+    plain = comparison_report([dirs["raw"], dirs["dedup"]], ["raw", "dedup"], tmp_path / "p.html").read_text()
+    assert "Canary exposure" not in plain
+
+
+def test_cli_report_reads_exposure_from_checks_json(dirs, tmp_path):
+    from pipelines.cli import main
+
+    (tmp_path / "checks.json").write_text(json.dumps({"passed": True, "checks": [], "exposure_by_copies": EXPOSURE}))
+    rc = main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--labels", "raw", "dedup", "--out",
+               str(tmp_path / "rep"), "--checks", str(tmp_path / "checks.json")])
+    assert rc == 0
+    page = (tmp_path / "rep" / "comparison.html").read_text(encoding="utf-8")
+    assert "<h2>Canary exposure by planted copies</h2>" in page and "37.50" in page

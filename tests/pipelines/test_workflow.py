@@ -57,6 +57,9 @@ def test_reduced_config_end_to_end(reduced_workflow, snakemake):
     for text in ("simultaneous 95% band", "Lead cells", "Event-time curve", "merged checkpoint cohorts",
                  'alt="event-time curve"', "end of epoch 1"):
         assert text in page, text
+    # issue #13 §5: the comparison page shows that exposure (the report rule reads checks.json)
+    comparison = (out / "report" / "comparison.html").read_text(encoding="utf-8")
+    assert "<h2>Canary exposure by planted copies</h2>" in comparison
     # Nothing to redo: a second run is a no-op.
     again = snakemake("--cores", "2", "--configfile", str(reduced_workflow.local_config), "-n")
     assert "Nothing to be done" in again.stdout + again.stderr

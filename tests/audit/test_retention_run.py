@@ -1,0 +1,110 @@
+"""A retention run (issue #13 §4, Orhan 2024): ``memdedup train --retention-items N`` trains N
+items once, in one early window, then continues on other data only, with checkpoints at
+log-spaced steps after their exposure; :func:`audit.checkpoints.run_retention` measures the
+forgetting curve from it, with Wilson intervals over the items."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from audit.canaries import generate_canary_corpus
+from audit.config import TrainConfig
+from dedup.runs import discover
+from dedup.synthetic import write_shards
+
+RET = TrainConfig(vocab_size=300, n_layer=1, n_embd=32, n_head=2, seq_len=32, epochs=2, batch_size=8,
+                  log_checkpoints=4, checkpoint_every=50, holdout=0.2, warmup_steps=5, retention_items=6)
+
+
+def quiet(_m: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def retention_run(tmp_path_factory):
+    from audit.train import train_causal_lm
+
+    d = tmp_path_factory.mktemp("retention")
+    write_shards(generate_canary_corpus(n_background=60, repeats=(1, 4), canaries_per_repeat=2, seed=1), d / "c", 2)
+    man = train_causal_lm(discover([d / "c"]), d / "run", RET, log=quiet)
+    return d / "run", man
+
+
+def test_items_trained_once_in_one_window_and_never_again(retention_run):
+    run, man = retention_run
+    design = man["retention"]
+    order = pq.read_table(run / "order.parquet").to_pandas()
+    items = design["instance_ids"]
+    assert len(items) == 6 and len(set(items)) == 6
+    rows = order[order["instance_id"].isin(items)]
+    assert len(rows) == 6 and rows["instance_id"].is_unique  # exactly once each
+    first, end = design["window"]
+    assert first == RET.warmup_steps + 1 and end == design["exposure_step"] == first  # 6 items fit one batch
+    assert rows["step"].between(first, end).all()
+    assert not (order.loc[~order["instance_id"].isin(items), "instance_id"].isin(items)).any()
+    assert (order["retention_item"] == order["instance_id"].isin(items)).all()
+    # full-length items of unique text, so their exposure is the content's first
+    assert (rows["n_tokens"] == RET.seq_len).all() and (rows["doc_copies"] == 1).all()
+    # the other instances are trained in every epoch
+    others = order[~order["instance_id"].isin(items)]
+    assert (others.groupby("instance_id")["epoch"].nunique() == RET.epochs).all()
+    assert order["step"].max() == man["steps"] and man["epoch_end_steps"][-1] == man["steps"]
+
+
+def test_checkpoints_log_spaced_after_exposure(retention_run):
+    run, man = retention_run
+    e, total = man["retention"]["exposure_step"], man["steps"]
+    want = sorted({e + 2**k for k in range(12) if e + 2**k <= total} | {e, e - 1 if e > 1 else e})
+    assert man["retention"]["checkpoints"] == want
+    assert {f"step-{s:07d}" for s in want} <= set(man["checkpoints"])
+    assert all((run / "checkpoints" / f"step-{s:07d}").is_dir() for s in want)
+    cfg = json.loads((run / "manifest.json").read_text())["config"]
+    assert cfg["retention_items"] == 6
+
+
+def test_forgetting_curve_has_intervals(retention_run, tmp_path):
+    from audit.checkpoints import run_retention
+
+    run, man = retention_run
+    rows, curve = run_retention(run, tmp_path / "ret", seed=0, batch_size=32, log=quiet)
+    e = man["retention"]["exposure_step"]
+    lags = [s - e for s in man["retention"]["checkpoints"] if s >= e]
+    assert curve["steps_since"].tolist() == lags
+    for m in ("recognition", "recognition_scrambled", "recognition_substituted", "exact_recall", "token_recall"):
+        assert curve[f"{m}_lower"].notna().all() and curve[f"{m}_upper"].notna().all(), m
+        assert (curve[f"{m}_lower"] <= curve[m]).all() and (curve[m] <= curve[f"{m}_upper"]).all()
+        assert (curve[f"{m}_n"] == 6).all()
+    assert (rows["n"] == 6).all() and (rows["treatment_step"] == e).all()
+    assert (tmp_path / "ret" / "retention_run.parquet").exists()
+    assert (tmp_path / "ret" / "retention_run_curve.parquet").exists()
+
+
+def test_no_retention_design_without_the_option(tmp_path):
+    from audit.checkpoints import run_retention
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps({"stage": "train", "config": {}}))
+    with pytest.raises(ValueError, match="retention-items"):
+        run_retention(tmp_path / "run", tmp_path / "out", log=quiet)
+
+
+def test_memdedup_profile_measures_the_retention_run(retention_run, tmp_path):
+    """run_profile (memdedup profile) on a retention run adds the items' forgetting curve."""
+    from audit.checkpoints import run_profile
+    from audit.config import ProfileConfig
+
+    run, man = retention_run
+    s = run_profile(run, tmp_path / "prof", ProfileConfig(n_treated=30, n_control=20, n_boot=10, min_cohort_size=2),
+                    log=quiet)
+    rr = s["retention_run"]
+    assert rr["design"]["instance_ids"] == man["retention"]["instance_ids"]
+    assert [r["steps_since"] for r in rr["curve"]] == [c - man["retention"]["exposure_step"]
+                                                      for c in man["retention"]["checkpoints"]
+                                                      if c >= man["retention"]["exposure_step"]]
+    assert all(r["recognition_lower"] <= r["recognition"] <= r["recognition_upper"] for r in rr["curve"])
+    assert (tmp_path / "prof" / "retention_run_curve.parquet").exists()
+    json.dumps(s)  # the summary stays JSON
