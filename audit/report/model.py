@@ -22,8 +22,8 @@ import pandas as pd
 from dedup import io
 
 from .. import plots, stats
-from ..layout import (EVENT_TIME_PNG, FORECAST_FILE, HEATMAP_PNG, PROFILE_FILE, RETENTION_FILE, RETENTION_PNG, SUMMARY,
-                      report_json)
+from ..layout import (EVENT_TIME_PNG, FORECAST_FILE, HEATMAP_PNG, PROFILE_FILE, RETENTION_FILE, RETENTION_PNG,
+                      RETENTION_RUN_CURVE, SUMMARY, report_json)
 from ..retention import retention_curve
 from .audit_dir import Audit, load_audit
 from .page import (STATUS_TEXT, card, ci, esc, figure_html, finite, integer, num, page, pct, pct_or_na, png_uri, rate_table,
@@ -347,6 +347,17 @@ def _profile_section(profile_dir: Path) -> str:
             "Retention: how well trained instances are still recognised (lower loss than a paired held-out foil; 0.5 = "
             "chance) and recalled (second half regenerated from the first, exactly or token by token) as training "
             "goes on, against steps since the instance was trained on (log axis).")))
+    run_curve = profile_dir / RETENTION_RUN_CURVE
+    if run_curve.exists():
+        curve = pd.read_parquet(run_curve)
+        if len(curve):
+            design = (summ.get("retention_run") or {}).get("design") or {}
+            items = f"{design['items']} items" if design.get("items") else "its items"
+            parts.append(figure_html(png_uri(plots.retention_curves(curve)), "retention run forgetting curve", (
+                f"Retention run (memdedup train --retention-items; Orhan 2024): {items} trained once, in one window, "
+                "then training continued on other data only; recognition against held-out, scrambled and substituted "
+                "foils and recall, with 95% Wilson intervals over the items, against steps since their exposure "
+                "(log axis). Unlike the curves above, no later exposure of an item can lift it.")))
     fc = summ.get("forecast")
     if fc is None and (profile_dir / FORECAST_FILE).exists():
         fc = json.loads((profile_dir / FORECAST_FILE).read_text(encoding="utf-8"))

@@ -108,3 +108,8 @@ def test_memdedup_profile_measures_the_retention_run(retention_run, tmp_path):
     assert all(r["recognition_lower"] <= r["recognition"] <= r["recognition_upper"] for r in rr["curve"])
     assert (tmp_path / "prof" / "retention_run_curve.parquet").exists()
     json.dumps(s)  # the summary stays JSON
+    # the model page's profile section shows the forgetting curve (with the items' count)
+    from audit.report.model import _profile_section
+
+    html = _profile_section(tmp_path / "prof")
+    assert f"{man['retention']['items']} items trained once" in html and 'alt="retention run forgetting curve"' in html
