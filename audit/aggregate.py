@@ -109,8 +109,11 @@ def _group_rates(table: pa.Table, column: str, order: Sequence[str] | None) -> l
 
 
 def _membership_by_bucket(table: pa.Table) -> list[dict] | None:
-    """ROC-AUC of each complete score per duplicate (occurrence) bucket holding both classes
-    (Kandpal et al. 2022: near chance on singletons); None without labels or buckets."""
+    """ROC-AUC of each complete score per duplicate (occurrence) bucket (Kandpal et al. 2022:
+    membership inference is near chance on singletons), every bucket in bucket order with its
+    ``n_members`` and ``n_non_members``; ``roc_auc`` values are null (shown as "n/a") in a bucket
+    holding one class only, where no AUC is defined. None without complete labels, buckets or
+    scores, or when the whole table holds one class (no pooled AUC either)."""
     col = _column(table, "duplicate_bucket")
     if col is None or "member" not in table.column_names or table.column("member").null_count:
         return None
@@ -119,15 +122,18 @@ def _membership_by_bucket(table: pa.Table) -> list[dict] | None:
     if not cols:
         return None
     y = table.column("member").to_numpy(zero_copy_only=False).astype(bool)
+    if not 0 < int(y.sum()) < y.size:
+        return None
     b = np.array([str(v) for v in col.to_pylist()], dtype=object)
     out = []
     for g in sorted(set(b.tolist()), key=stats.bucket_order):
         m = b == g
-        if not 0 < int(y[m].sum()) < int(m.sum()):
-            continue
-        out.append({"group": g, "n_members": int(y[m].sum()), "n_non_members": int((~y[m]).sum()),
-                    "roc_auc": {c[len("score_"):]: stats.roc_auc(
-                        table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)[m], y[m]) for c in cols}})
+        n_pos, n_neg = int(y[m].sum()), int((~y[m]).sum())
+        both = n_pos > 0 and n_neg > 0
+        out.append({"group": g, "n_members": n_pos, "n_non_members": n_neg,
+                    "roc_auc": {c[len("score_"):]: (stats.roc_auc(
+                        table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)[m], y[m]) if both else None)
+                        for c in cols}})
     return out
 
 
@@ -204,7 +210,9 @@ def summarise(table: pa.Table, n_boot: int | None, seed: int, sections: Collecti
         ``extractable_by_dedup_status`` (unique, kept, removed) with a dedup output;
         ``membership`` ``{"members", "non_members", "scores": {name: {"roc_auc",
         "roc_auc_boot", "pr_auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"}}, "convention"}``
-        when membership labels are complete and hold both classes.
+        when membership labels are complete and hold both classes; ``membership_by_duplicates``
+        ``[{"group", "n_members", "n_non_members", "roc_auc": {name: float | null}}]``, every
+        occurrence bucket, null where the bucket holds one class (Kandpal et al. 2022).
     """
     out: dict = {}
     n = table.num_rows

@@ -56,15 +56,13 @@ def _checkpoints(run: Path) -> list[tuple[int, Path]]:
     return ckpts
 
 
-def _instance_tokens(run: Path, table: pd.DataFrame, corpus: list[str], tokenizer, text_column: str) -> np.ndarray:
-    """Token ids (n, seq_len) of instances, re-tokenized from their documents with the run's
-    tokenizer (deterministic, so the ids are those trained on)."""
-    shards = discover(corpus)
-    by_name = {s.name: s for s in shards}
+def _document_texts(run: Path, keys, corpus: list[str], text_column: str) -> dict[tuple[str, int], str]:
+    """The text of each (shard name, row) in ``keys``, read from the corpus in one pass."""
     from dedup.shards import ShardReader
 
-    need = {}
-    for shard, row in zip(table["shard"], table["row"]):
+    by_name = {s.name: s for s in discover(corpus)}
+    need: dict[str, set[int]] = {}
+    for shard, row in keys:
         need.setdefault(shard, set()).add(int(row))
     texts = {}
     for name, rows in need.items():
@@ -77,10 +75,49 @@ def _instance_tokens(run: Path, table: pd.DataFrame, corpus: list[str], tokenize
             for r in [r for r in rows if start <= r < start + batch.num_rows]:
                 texts[(name, r)] = col[r - start].as_py() or ""
             start += batch.num_rows
+    return texts
+
+
+def _instance_tokens(run: Path, table: pd.DataFrame, corpus: list[str], tokenizer, text_column: str) -> np.ndarray:
+    """Token ids (n, seq_len) of instances, re-tokenized from their documents with the run's
+    tokenizer (deterministic, so the ids are those trained on)."""
     keys = list(zip(table["shard"], table["row"].astype(int)))
+    texts = _document_texts(run, keys, corpus, text_column)
     ids = tokenizer([texts[k] for k in keys], add_special_tokens=False)["input_ids"]
     n = int(table["n_tokens"].iloc[0])
     return np.array([t[o : o + n] for t, o in zip(ids, table["token_offset"].astype(int))], dtype=np.int64)
+
+
+#: How run_profile chooses its instances by content (summary.json's ``instances.eligibility``).
+ELIGIBILITY_RULE = ("duplicates are dedup's (same canonical exact key or a shared LSH band, default DedupConfig "
+                    "parameters, audit.duplicates): a treated instance's document has no other trained document "
+                    "among its duplicates (its content is first trained at its own first exposure); a control's "
+                    "document has no trained document among its duplicates (held-out means unseen)")
+
+
+def trained_duplicates(run: Path, corpus: list[str], docs, trained: set[tuple[str, int]], text_column: str,
+                       dedup_config=None) -> dict[tuple[str, int], set[tuple[str, int]]]:
+    """For each (shard name, row) in ``docs``: the TRAINED documents (``trained``, from
+    order.parquet) that are exact or near duplicates of it, its own row included if trained.
+
+    Duplicates are dedup's, computed with :func:`audit.duplicates.duplicate_counts` (the
+    machinery of the audit's membership by content and, through the same definitions, of the
+    trainer's cluster holdout :func:`audit.train.choose_heldout`; issue #12 section 1): the
+    same canonical exact key (equal after case, punctuation and whitespace normalisation) or a
+    shared LSH band key with ``dedup_config`` (default :class:`dedup.config.DedupConfig`, the
+    trainer's). One streaming pass over the corpus; memory follows ``docs``.
+    """
+    from dedup.config import DedupConfig
+
+    from .duplicates import duplicate_counts
+
+    keys = sorted(set((str(s), int(r)) for s, r in docs))
+    if not keys:
+        return {}
+    texts = _document_texts(run, keys, corpus, text_column)
+    cfg = dedup_config or DedupConfig(text_column=text_column)
+    info = duplicate_counts([texts[k] for k in keys], keys, discover(corpus), cfg)
+    return {k: {m for m in found if m in trained} for k, found in zip(keys, info.matches)}
 
 
 def exposures(order: pd.DataFrame) -> pd.DataFrame:
@@ -142,13 +179,24 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     rng = np.random.default_rng(config.seed)
     first = exposures(order)
     first = first[first["n_tokens"] == seq_len]
-    if "doc_copies" in first.columns:
-        # Only texts trained through this one document: for a duplicated text the first
-        # exposure of this copy is not when the content was first trained.
-        first = first[first["doc_copies"] == 1]
     # One treatment per instance: treated within the panel, and not trained again inside it.
     first = first[(first["first_step"] > pchk[0]) & (first["first_step"] <= pchk[-1])
                   & ~(first["second_step"] <= pchk[-1])]
+    held = held[held["n_tokens"] == seq_len]
+    # Eligibility by content, not raw text (issue #12 section 1): a treated instance's content
+    # is trained only through its own document (for a duplicated text, exact or near, the first
+    # exposure of this copy is not when the content was first trained), and a control's content
+    # was never trained (a held-out document with a trained case/punctuation or near twin is seen).
+    text_column = train_manifest.get("config", {}).get("text_column", "text")
+    trained_docs = set(zip(order["shard"].astype(str), order["row"].astype(int)))
+    candidates = list(zip(first["shard"], first["row"])) + list(zip(held["shard"], held["row"]))
+    dups = trained_duplicates(run, corpus, candidates, trained_docs, text_column)
+    ok_t = np.array([not (dups[(str(s), int(r))] - {(str(s), int(r))}) for s, r in zip(first["shard"], first["row"])],
+                    dtype=bool)
+    ok_c = np.array([not dups[(str(s), int(r))] for s, r in zip(held["shard"], held["row"])], dtype=bool)
+    eligibility = {"rule": ELIGIBILITY_RULE, "treated_dropped_duplicated": int((~ok_t).sum()),
+                   "controls_dropped_trained_duplicate": int((~ok_c).sum())}
+    first, held = first[ok_t], held[ok_c]
     ts_all = first.set_index("instance_id")["first_step"].astype(float)
     n_cohorts = max(1, len(profile.merge_cohorts(
         pd.Series(np.searchsorted(pchk, ts_all.to_numpy(), side="left")).value_counts().to_dict(),
@@ -156,7 +204,6 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     per_cohort = config.n_per_cohort or -(-config.n_treated // n_cohorts)
     keep = profile.sample_per_cohort(ts_all, pchk, per_cohort, config.min_cohort_size, seed=config.seed)
     treated = first[first["instance_id"].isin(keep)].copy()
-    held = held[held["n_tokens"] == seq_len]
     if len(held) < 4:
         raise ValueError(f"{run}: fewer than 4 full-length held-out instances: train with a holdout fraction")
     controls = held.iloc[np.sort(rng.permutation(len(held))[: config.n_control])].copy()
@@ -168,7 +215,6 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         controls[placebo_mask].assign(group="placebo", treatment_step=float(middle)),
     ], ignore_index=True)
     lm0 = load_causal_lm(ckpts[-1][1])
-    text_column = train_manifest.get("config", {}).get("text_column", "text")
     tokens = _instance_tokens(run, rows, corpus, lm0.tokenizer, text_column)
     # Hard foils of the treated items (Orhan 2024), needing no model: scrambled and substituted.
     t_rows = np.flatnonzero((rows["group"] == "treated").to_numpy())
@@ -276,7 +322,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     summary = {
         "run": str(run.resolve()), "config": config.to_dict(), "checkpoints": steps,
         "instances": {"treated": int(len(treated)), "control": int((~placebo_mask).sum()),
-                      "placebo": int(placebo_mask.sum())},
+                      "placebo": int(placebo_mask.sum()), "eligibility": eligibility},
         "panel": panel_info,
         "cohorts": [{"treatment_step": int(g), "base_step": int(prof.attrs["base_steps"][g]),
                      "member_cohorts": prof.attrs["cohorts"][g],

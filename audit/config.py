@@ -28,7 +28,10 @@ class AuditConfig:
     seed: int = option(0, "sampling seed")
     generate: bool = option(False, "also run batched greedy generation, for Pythia's fraction score")
     k: float = option(0.2, "fraction of lowest-scoring tokens for Min-K% and Min-K%++, in (0, 1]")
-    batch_size: int = option(32, "sequences per forward pass", unit="sequences")
+    batch_size: int | str = option(32, "sequences per forward pass, or auto: the largest power of two whose "
+                                       "logits and activations fit in half the free memory, at most 64 on a CPU "
+                                       "and 1024 on a GPU (audit.batching; recorded in the manifest)",
+                                   unit="sequences")
     n_boot: int = option(1000, "bootstrap resamples for ROC-AUC intervals", unit="resamples")
     text_column: str = option("text", "corpus text column, as in dedup")
     id_column: str | None = option("id", "corpus id column, as in dedup", none="no ids")
@@ -53,8 +56,11 @@ class AuditConfig:
             bad(f"k must be in (0, 1], got {self.k}")
         if self.per_bucket is not None and self.per_bucket < 1:
             bad(f"per_bucket must be >= 1, got {self.per_bucket}")
-        if self.batch_size < 1 or self.n_boot < 0:
-            bad("batch_size must be >= 1 and n_boot >= 0")
+        auto = self.batch_size == "auto"
+        if not auto and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)):
+            bad(f"batch_size must be an integer >= 1 or auto, got {self.batch_size!r}")
+        if (not auto and self.batch_size < 1) or self.n_boot < 0:
+            bad("batch_size must be >= 1 (or auto) and n_boot >= 0")
 
     @property
     def seq_len(self) -> int:

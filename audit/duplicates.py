@@ -32,11 +32,14 @@ class DuplicateInfo:
             the dedup output's removed rows.
         member_duplicate: bool (n,), one of those documents (its own row included) has an id
             in the members list (all False without one).
+        matches: per sampled document, the (shard name, row) of every corpus document that is
+            an exact or near duplicate of it (its own row included).
     """
 
     count: np.ndarray
     removed_duplicate: np.ndarray
     member_duplicate: np.ndarray | None = None
+    matches: list[set[tuple[str, int]]] | None = None
 
 
 def duplicate_counts(
@@ -97,7 +100,7 @@ def duplicate_counts(
     removed = removed or set()
     count = np.array([len(m) for m in matches], dtype=np.int64)
     removed_dup = np.array([any(x in removed for x in m if x != own[i]) for i, m in enumerate(matches)], dtype=bool)
-    return DuplicateInfo(count, removed_dup, member_dup)
+    return DuplicateInfo(count, removed_dup, member_dup, matches)
 
 
 def dedup_status(own: list[tuple[str, int]], info: DuplicateInfo, removed: set[tuple[str, int]]) -> list[str]:

@@ -122,6 +122,15 @@ class CausalLM:
                 return v
         return None
 
+    def free_memory(self) -> int | None:
+        """Bytes free on this model's GPU now (``torch.cuda.mem_get_info``), for
+        ``--batch-size auto`` (:mod:`audit.batching`); None on a CPU."""
+        if not str(self.device).startswith("cuda"):
+            return None
+        import torch
+
+        return int(torch.cuda.mem_get_info(torch.device(self.device))[0])
+
     def vocab_fingerprint(self) -> str:
         """SHA-256 of the tokenizer's vocabulary (:func:`tokenizer_fingerprint`)."""
         return tokenizer_fingerprint(self.tokenizer)

@@ -9,8 +9,10 @@ Method: one streaming pass. Each corpus document's token ids get a polynomial ro
 every window of W = P + C tokens (mod 2^64, vectorised: prefix sums of x_j B^j, then the window
 sum times B^-i; B odd, so invertible mod 2^64); the hashes are looked up in a sorted array of
 the sampled windows' hashes, and every hit is verified token by token, so a hash collision
-never counts. Memory follows the sample (its hashes) and one batch of documents, not the
-corpus. Throughput: ``bench/occurrence_bench.py``.
+never counts. Documents are processed in batches of ~1M tokens (one concatenation, windows
+straddling two documents masked out), so the per-document cost of numpy calls vanishes on short
+documents. Memory follows the sample (its hashes) and one batch of documents, not the corpus.
+Throughput and the projection to 1e9 tokens: ``bench/occurrences_bench.py``.
 """
 
 from __future__ import annotations
@@ -50,9 +52,10 @@ def window_hashes(tokens, W: int) -> np.ndarray:
         return (pre[W:] - pre[:-W]) * _powers(n - W + 1, _B_INV, "inv")
 
 
-def count_occurrences(windows: np.ndarray, documents: Iterable[list[int] | np.ndarray]) -> np.ndarray:
-    """int64 (m,): occurrences of each row of ``windows`` (m, W) in ``documents`` (token id
-    lists, streamed), every offset, hash hits verified token by token."""
+def count_occurrences_reference(windows: np.ndarray, documents: Iterable[list[int] | np.ndarray]) -> np.ndarray:
+    """int64 (m,): occurrences of each row of ``windows`` (m, W) in ``documents``, one document
+    at a time (the plain definition; :func:`count_occurrences` batches the same computation and
+    is tested equal to it)."""
     windows = np.asarray(windows, dtype=np.int64)
     m, W = windows.shape
     counts = np.zeros(m, dtype=np.int64)
@@ -76,6 +79,84 @@ def count_occurrences(windows: np.ndarray, documents: Iterable[list[int] | np.nd
     return counts
 
 
+#: Tokens per batch of :func:`count_occurrences` (documents are concatenated up to this size):
+#: ~10 arrays of 8 bytes per token, so ~80 MiB of scratch at the default.
+BATCH_TOKENS = 1 << 20
+#: Hits verified at a time (scratch of VERIFY_CHUNK * W int64).
+VERIFY_CHUNK = 1 << 15
+
+
+def count_occurrences(windows: np.ndarray, documents: Iterable[list[int] | np.ndarray],
+                      batch_tokens: int = BATCH_TOKENS) -> np.ndarray:
+    """int64 (m,): occurrences of each row of ``windows`` (m, W) in ``documents`` (token id
+    lists or arrays, streamed), every offset of every document, hash hits verified token by
+    token; identical to :func:`count_occurrences_reference`.
+
+    Documents are concatenated into batches of about ``batch_tokens`` tokens; the window hashes
+    of a batch come from one prefix sum over the concatenation (the hash is position-free:
+    :func:`window_hashes`), windows that straddle two documents are masked out, the rest are
+    looked up among the DISTINCT sampled windows' sorted hashes by binary search, and every hit
+    is verified by comparing its W tokens (vectorised). Memory: the batch and the sample, not
+    the corpus. Throughput: ``bench/occurrences_bench.py``.
+    """
+    windows = np.asarray(windows, dtype=np.int64)
+    m, W = windows.shape
+    counts = np.zeros(m, dtype=np.int64)
+    if m == 0:
+        return counts
+    uniq, inverse = np.unique(windows, axis=0, return_inverse=True)
+    inverse = np.asarray(inverse).reshape(-1)
+    uh = np.array([window_hashes(w, W)[0] for w in uniq], dtype=np.uint64)
+    order = np.argsort(uh, kind="stable")
+    keys = uh[order]
+    # distinct windows sharing a hash (a 64-bit collision inside the sample): verified one by one
+    collide = set(keys[1:][keys[1:] == keys[:-1]].tolist())
+    ucounts = np.zeros(len(uniq), dtype=np.int64)
+    offsets = np.arange(W, dtype=np.int64)
+
+    def flush(batch: list[np.ndarray]) -> None:
+        lengths = np.array([d.size for d in batch], dtype=np.int64)
+        x = np.concatenate(batch) if len(batch) > 1 else batch[0]
+        h = window_hashes(x, W)
+        if h.size == 0:
+            return
+        # window i is inside one document iff its first and last token belong to the same one
+        doc_of = np.repeat(np.arange(lengths.size, dtype=np.int64), lengths)
+        idx = np.searchsorted(keys, h)
+        np.minimum(idx, keys.size - 1, out=idx)
+        hit = np.flatnonzero((keys[idx] == h) & (doc_of[: h.size] == doc_of[W - 1 :]))
+        if hit.size == 0:
+            return
+        for c0 in range(0, hit.size, VERIFY_CHUNK):  # bounded scratch: a window may occur in every position
+            hc = hit[c0 : c0 + VERIFY_CHUNK]
+            cand = order[idx[hc]]
+            segs = x[hc[:, None] + offsets]
+            ok = (segs == uniq[cand]).all(axis=1)
+            np.add.at(ucounts, cand[ok], 1)
+            if collide:
+                for j in np.flatnonzero(~ok).tolist():
+                    hv = int(h[hc[j]])
+                    if hv in collide:
+                        for u in np.flatnonzero(uh == hv).tolist():
+                            if u != cand[j] and np.array_equal(segs[j], uniq[u]):
+                                ucounts[u] += 1
+
+    batch: list[np.ndarray] = []
+    size = 0
+    for doc in documents:
+        d = np.asarray(doc, dtype=np.int64)
+        if d.size < W:
+            continue
+        batch.append(d)
+        size += d.size
+        if size >= batch_tokens:
+            flush(batch)
+            batch, size = [], 0
+    if batch:
+        flush(batch)
+    return ucounts[inverse]
+
+
 def corpus_documents(shards, encode: Callable[[list[str]], list[list[int]]], text_column: str, id_column,
                      batch_rows: int = 8192):
     """Token ids of every corpus document, in canonical order, tokenized in batches (the fast
@@ -88,4 +169,4 @@ def corpus_documents(shards, encode: Callable[[list[str]], list[list[int]]], tex
             yield from encode([t or "" for t in reader.text(batch).to_pylist()])
 
 
-__all__ = ["window_hashes", "count_occurrences", "corpus_documents"]
+__all__ = ["window_hashes", "count_occurrences", "count_occurrences_reference", "corpus_documents"]

@@ -9,6 +9,7 @@ intervals, membership ROC-AUCs, retention; computed from the per-sequence table 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -24,7 +25,7 @@ from dedup.config import DedupConfig
 from dedup.runs import discover
 from dedup.shards import InputError
 
-from . import aggregate, metrics
+from . import aggregate, batching, metrics
 from .config import AuditConfig
 from .duplicates import dedup_status, duplicate_counts
 from .occurrences import corpus_documents, count_occurrences
@@ -130,6 +131,9 @@ def run_audit(
         ref = load_causal_lm(reference, bos=config.bos)
         if ref.vocab_fingerprint() != lm.vocab_fingerprint():
             raise ModelError(f"{reference}: its tokenizer differs from {model_dir}'s; a reference model must share the tokenizer")
+    # --batch-size auto: resolved once, after the models are loaded (audit.batching)
+    batch_size, batch_auto = batching.resolve_batch_size(config.batch_size, lm, config.seq_len)
+    config = dataclasses.replace(config, batch_size=batch_size)
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -234,7 +238,7 @@ def run_audit(
         "config": config.to_dict(),
         "model": str(Path(model_dir).resolve()), "reference": str(reference) if reference else None,
         "corpus": [str(s.path) for s in shards], "dedup_dir": str(dedup_dir) if dedup_dir else None,
-        "decoding": lm.decoding(C),
+        "decoding": lm.decoding(C), "batch_size_auto": batch_auto,
         "outputs": [PER_SEQUENCE, SUMMARY], "timing": timings, "versions": io.library_versions(("torch", "transformers", "tokenizers")),
     })
     return summary

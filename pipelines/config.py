@@ -108,9 +108,23 @@ def default_text(f: dataclasses.Field) -> str:
     return f"{text} {unit}" if unit else text
 
 
-def _value_type(hint: Any) -> type:
-    """``int`` for ``int`` and ``int | None``."""
+def int_or_word(text: str) -> int | str:
+    """A flag value that is an integer or a word (``--batch-size 16``, ``--batch-size auto``).
+
+    >>> int_or_word("16"), int_or_word("auto")
+    (16, 'auto')
+    """
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _value_type(hint: Any) -> Any:
+    """``int`` for ``int`` and ``int | None``; :func:`int_or_word` for ``int | str``."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if set(args) == {int, str}:
+        return int_or_word
     return args[0] if len(args) == 1 else hint
 
 

@@ -2,7 +2,8 @@
 
 One self-contained HTML page (as :mod:`audit.report.model`'s) and ``<stem>.json`` with the
 numbers it shows: each model's headline numbers, the extractable rate per duplicate bucket and
-per dedup status with each model's ratio to the first, and what dedup removed. Every rate is
+per dedup status with each model's ratio to the first, the membership ROC-AUC pooled and per
+occurrence bucket, and what dedup removed. Every rate is
 read from the audits' ``summary.json``; only the first model's sequences are joined with the
 dedup output's removed rows (:mod:`audit.aggregate`).
 """
@@ -18,11 +19,11 @@ import pyarrow.parquet as pq
 from dedup import io
 from dedup import layout as dedup_layout
 
-from .. import aggregate, plots
+from .. import aggregate, plots, stats
 from ..layout import STATUS_ORDER, report_json
 from .audit_dir import Audit, load_audit
-from .page import (STATUS_TEXT, card, ci, esc, figure_html, integer, num, page, pct, png_uri, rate_cell, ratio_text,
-                   score_label, table, write_page)
+from .page import (STATUS_TEXT, card, ci, esc, figure_html, integer, num, num_or_na, page, pct, png_uri, rate_cell,
+                   ratio_text, score_label, table, write_page)
 
 __all__ = ["comparison_report"]
 
@@ -40,6 +41,47 @@ def _dedup_accounting(dedup_dir: Path, first: Audit, first_label: str) -> dict:
     shard, row = (t["shard"].tolist(), t["row"].tolist()) if both else ([], [])
     return {"dedup_dir": str(dedup_dir),
             **aggregate.removed_accounting(manifest, reason_of, shard, row, first.extractable(), first_label)}
+
+
+def _membership_by_duplicates(labels: Sequence[str], audits: Sequence[Audit]) -> list[dict]:
+    """comparison.json's ``membership_by_duplicates``: the pooled membership ROC-AUC (bucket
+    ``all``) and that of each occurrence bucket any model has sequences in, in bucket order,
+    read from each audit's ``summary.json`` (``membership``, ``membership_by_duplicates``; Kandpal et al. 2022).
+    A model's entry is ``{"n_members", "n_non_members", "roc_auc": {score: float | None}}``
+    (None: one class only in the bucket), or None where it has no membership labels or no
+    sequence in the bucket. Empty when no model has membership labels."""
+    pooled: dict[str, dict | None] = {}
+    buckets: dict[str, dict[str, dict]] = {}
+    for lab, a in zip(labels, audits):
+        mem = a.membership()
+        pooled[lab] = None if not mem else {"n_members": int(mem.get("n_members", mem.get("members", 0))),
+                       "n_non_members": int(mem.get("n_non_members", mem.get("non_members", 0))),
+                       "roc_auc": {name: m["roc_auc"] for name, m in mem["scores"].items()}}
+    for lab, a in zip(labels, audits):
+        for r in a.by_duplicates():
+            if r.get("n"):
+                buckets.setdefault(str(r["group"]), {})
+        if not pooled[lab]:
+            continue
+        for r in a.summary.get("membership_by_duplicates") or []:
+            buckets.setdefault(str(r["group"]), {})[lab] = {
+                "n_members": int(r["n_members"]), "n_non_members": int(r["n_non_members"]),
+                "roc_auc": dict(r["roc_auc"])}
+    if not any(pooled.values()):
+        return []
+    rows = [{"bucket": "all", "models": pooled}]
+    for g in sorted(buckets, key=stats.bucket_order):
+        rows.append({"bucket": g, "models": {lab: buckets[g].get(lab) for lab in labels}})
+    return rows
+
+
+def _auc_cell(entry: dict | None) -> str:
+    """One model's ROC-AUC per score in one bucket (n/a where undefined), with its class counts."""
+    if entry is None:
+        return '<span class="muted">n/a</span>'
+    lines = [f"{esc(score_label('score_' + k))} {num_or_na(v)}" for k, v in entry["roc_auc"].items()]
+    return ("<br>".join(lines) + f'<br><span class="small">{integer(entry["n_members"])} members, '
+            f'{integer(entry["n_non_members"])} non-members</span>')
 
 
 def comparison_report(
@@ -66,6 +108,9 @@ def comparison_report(
                      "mean_leading_matched", "pythia_score_mean", "membership_roc_auc", ...}, ...],
          "by_duplicates": [{"bucket", "models": {label: {"n", "k", "rate", "lower", "upper"}},
                             "ratio_to_first": {label: float | None}}, ...],
+         "membership_by_duplicates": [{"bucket": "all" | bucket,
+                                       "models": {label: null | {"n_members", "n_non_members",
+                                                                 "roc_auc": {score: float | null}}}}, ...],
          "by_dedup_status": [... same shape, "status" instead of "bucket" ...],
          "dedup": null | {"documents_total", "documents_kept", "documents_kept_fraction", "documents_removed",
                           "removed_by_reason": {"exact", "near"},
@@ -105,9 +150,10 @@ def comparison_report(
     by_dup = aggregate.compare_groups({lab: a.by_duplicates() for lab, a in zip(labels, audits)}, "bucket", None)
     by_status = aggregate.compare_groups({lab: a.by_status() for lab, a in zip(labels, audits)}, "status",
                                          STATUS_ORDER)
+    mem_by_dup = _membership_by_duplicates(labels, audits)
     acct = _dedup_accounting(Path(dedup_dir).resolve(), audits[0], first) if dedup_dir is not None else None
     data = {"labels": labels, "first": first, "models": heads, "by_duplicates": by_dup,
-            "by_dedup_status": by_status, "dedup": acct,
+            "membership_by_duplicates": mem_by_dup, "by_dedup_status": by_status, "dedup": acct,
             "ratio_definition": aggregate.RATIO_DEFINITION}
     if exposure:
         data["exposure_by_copies"] = dict(exposure)
@@ -163,6 +209,18 @@ def comparison_report(
             + table(head, tab_rows, num_cols=tuple(range(1, len(head))))
             + f"<p class=\"small\">Ratios: each model's rate divided by <b>{esc(first)}</b>'s in the same bucket "
               "(×0.10 = a tenth of the rate; – where a rate is undefined or the first is 0).</p>")
+
+    if mem_by_dup:
+        tab_rows = [["all (pooled)" if r["bucket"] == "all" else esc(r["bucket"])]
+                    + [_auc_cell(r["models"][lab]) for lab in labels] for r in mem_by_dup]
+        sections.append(
+            "<h2>Membership inference by occurrences</h2>"
+            "<p>Membership ROC-AUC of each score, pooled over all sequences and per occurrence bucket (Kandpal et al. "
+            "2022 find membership inference near chance on sequences that occur once and far better on duplicated "
+            "ones). Members are sequences whose document, or an exact or near duplicate of it, was trained on. "
+            "Higher score = more likely a member; 0.5 is chance. n/a: the bucket holds members only or non-members "
+            "only, the model has no sequence in it, or the audit has no membership labels.</p>"
+            + table(["occurrences"] + [esc(lab) for lab in labels], tab_rows, num_cols=tuple(range(1, len(labels) + 1))))
 
     if any(len(r["models"]) and any(m["n"] for m in r["models"].values()) for r in by_status):
         tab_rows = []

@@ -26,8 +26,8 @@ from ..layout import (EVENT_TIME_PNG, FORECAST_FILE, HEATMAP_PNG, PROFILE_FILE, 
                       RETENTION_RUN_CURVE, SUMMARY, report_json)
 from ..retention import retention_curve
 from .audit_dir import Audit, load_audit
-from .page import (STATUS_TEXT, card, ci, esc, figure_html, finite, integer, num, page, pct, pct_or_na, png_uri, rate_table,
-                   score_label, table, write_page)
+from .page import (STATUS_TEXT, card, ci, esc, figure_html, finite, integer, num, num_or_na, page, pct, pct_or_na,
+                   png_uri, rate_table, score_label, table, write_page)
 
 __all__ = ["model_report", "TOP_SEQUENCES"]
 
@@ -211,9 +211,10 @@ def _membership_by_bucket_html(rows: list[dict] | None) -> str:
         return ""
     names = list(rows[0]["roc_auc"])
     body = [[esc(r["group"]), integer(r["n_members"]), integer(r["n_non_members"])]
-            + [num(r["roc_auc"].get(n)) for n in names] for r in rows]
-    return ("<p>ROC-AUC per occurrence bucket (buckets holding both classes); Kandpal et al. (2022) find "
-            "membership inference near chance on sequences that occur once.</p>"
+            + [num_or_na(r["roc_auc"].get(n)) for n in names] for r in rows]
+    return ("<p>ROC-AUC per occurrence bucket, beside the pooled one above; n/a where a bucket holds members "
+            "only or non-members only. Kandpal et al. (2022) find membership inference near chance on sequences "
+            "that occur once.</p>"
             + table(["occurrences", "members", "non-members"] + [esc(score_label(f"score_{n}")) for n in names], body,
                     num_cols=tuple(range(1, 3 + len(names)))))
 

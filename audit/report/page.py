@@ -79,6 +79,12 @@ def num(x, digits: int = 3) -> str:
     return f"{float(x):.{digits}f}" if finite(x) else "–"
 
 
+def num_or_na(x, digits: int = 3) -> str:
+    """:func:`num`, or "n/a" for a number that cannot be resolved (null in summary.json: a
+    membership ROC-AUC in an occurrence bucket holding one class only)."""
+    return "n/a" if x is None else num(x, digits)
+
+
 def ci(r: dict) -> str:
     return f"{pct(r.get('lower'))} – {pct(r.get('upper'))}"
 

@@ -54,3 +54,54 @@ def test_heldout_is_chosen_by_whole_duplicate_clusters():
         assert held.sum() >= 5
         for k in range(10):
             assert len(set(held[cluster == k].tolist())) == 1, f"seed {seed}: cluster {k} split"
+
+
+def test_profile_instances_are_chosen_by_content(tiny_random_lm, tmp_path):
+    """Issue #12 s1: the profile's eligible instances are chosen by duplicate cluster (canonical
+    key + LSH bands), not raw-text equality. A run laid out by hand (as a user's own checkpoint
+    suite, or an older run whose held-out set was chosen by raw text): held-out documents 30 and
+    31 are a case twin and a punctuation twin of trained documents 0 and 1 (seen content: never a
+    control or placebo instance); trained documents 2 and 3 are case twins of each other (raw
+    texts differ, doc_copies = 1: neither is first trained at its own first exposure, so neither
+    is treated)."""
+    import shutil
+
+    import pandas as pd
+
+    from audit.checkpoints import run_profile
+    from audit.config import ProfileConfig
+    from dedup.synthetic import write_shards
+
+    rng = np.random.default_rng(3)
+    texts = [_words(rng) for _ in range(40)]
+    texts[3] = texts[2].upper()
+    texts[30] = texts[0].upper()
+    texts[31] = texts[1].replace(" ", ", ", 5) + "."
+    write_shards(pa.table({"id": [f"d{i}" for i in range(40)], "text": texts}), tmp_path / "corpus", 1)
+    shard = sorted(p.name for p in (tmp_path / "corpus").iterdir())
+    assert len(shard) == 1
+    model = tiny_random_lm("gpt2")
+    run = tmp_path / "run"
+    for step in (1, 2, 3, 4):
+        shutil.copytree(model, run / "checkpoints" / f"step-{step:07d}")
+    n = 16
+    trained = list(range(30))
+    steps = [2 + i % 3 for i in trained]  # first exposures at steps 2, 3, 4: cohorts with a base period
+    pd.DataFrame({"instance_id": trained, "document_id": [f"d{i}" for i in trained], "shard": shard[0],
+                  "row": trained, "token_offset": 0, "n_tokens": n, "doc_copies": 1, "epoch": 0, "step": steps,
+                  "first_step": steps}).to_parquet(run / "order.parquet")
+    held = list(range(30, 40))
+    pd.DataFrame({"instance_id": held, "document_id": [f"d{i}" for i in held], "shard": shard[0], "row": held,
+                  "token_offset": 0, "n_tokens": n}).to_parquet(run / "heldout.parquet")
+    s = run_profile(run, tmp_path / "prof", ProfileConfig(n_treated=100, n_control=100, n_boot=10, min_cohort_size=2),
+                    corpus=[str(tmp_path / "corpus")], log=lambda m: None)
+    inst = pq.read_table(tmp_path / "prof" / "instances.parquet").to_pandas()
+    groups = dict(zip(inst["instance_id"], inst["group"]))
+    assert 30 not in groups and 31 not in groups, groups
+    assert 2 not in groups and 3 not in groups, groups
+    assert {i for i, g in groups.items() if g != "treated"} == set(range(32, 40))
+    # 0 and 1 stay eligible: their twins were never trained
+    assert {i for i, g in groups.items() if g == "treated"} == set(range(30)) - {2, 3}
+    el = s["instances"]["eligibility"]
+    assert el["treated_dropped_duplicated"] == 2 and el["controls_dropped_trained_duplicate"] == 2
+    assert "canonical exact key" in el["rule"]

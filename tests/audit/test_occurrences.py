@@ -72,3 +72,44 @@ def test_per_bucket_sampling_keeps_n_distinct_sequences_per_occurrence_bucket(ti
     assert len(set(keys)) == len(keys) == 6
     assert sorted(t["duplicate_bucket"]) == ["1", "1", "2-3", "2-3", "8-15", "8-15"]
     assert summary["sequences"]["per_bucket"] == 2
+
+
+def _random_case(rng):
+    V, W = int(rng.integers(2, 5)), int(rng.integers(1, 6))
+    docs = [rng.integers(0, V, size=int(rng.integers(0, 40))).tolist() for _ in range(int(rng.integers(1, 25)))]
+    wins = [d[o : o + W] for d in docs if len(d) >= W for o in [int(rng.integers(0, len(d) - W + 1))]]
+    wins += [rng.integers(0, V, size=W).tolist() for _ in range(3)]  # some absent from the corpus
+    return np.array(wins, dtype=np.int64).reshape(-1, W), docs
+
+
+def test_batched_count_equals_reference_and_brute_force():
+    """The batched count (documents concatenated, straddling windows masked) is the plain
+    definition, whatever the batch size (1 token: one document per batch)."""
+    from audit.occurrences import count_occurrences, count_occurrences_reference
+
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        wins, docs = _random_case(rng)
+        truth = np.array([brute_count(w.tolist(), docs) for w in wins])
+        assert np.array_equal(count_occurrences_reference(wins, iter(docs)), truth)
+        for batch_tokens in (1, 9, 64, 1 << 20):
+            assert np.array_equal(count_occurrences(wins, iter(docs), batch_tokens=batch_tokens), truth)
+    # a window present only across a document boundary of the concatenation does not occur
+    docs = [[5, 1, 2], [3, 4, 6], [1, 2, 3, 4]]
+    assert count_occurrences(np.array([[1, 2, 3, 4], [2, 3, 4, 6]]), iter(docs)).tolist() == [1, 0]
+    assert count_occurrences(np.array([[2, 3]]), iter(docs)).tolist() == [1]
+
+
+def test_batched_count_survives_hash_collisions(monkeypatch):
+    """A 4-valued hash (every window collides): hits are verified token by token, so counts stay
+    exact, for distinct sampled windows sharing a hash too."""
+    import audit.occurrences as occ
+
+    real = occ.window_hashes
+    monkeypatch.setattr(occ, "window_hashes", lambda tokens, W: real(tokens, W) % np.uint64(4))
+    monkeypatch.setattr(occ, "VERIFY_CHUNK", 5)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        wins, docs = _random_case(rng)
+        truth = np.array([brute_count(w.tolist(), docs) for w in wins])
+        assert np.array_equal(occ.count_occurrences(wins, iter(docs), batch_tokens=16), truth)

@@ -415,3 +415,36 @@ def test_cli_report_reads_exposure_from_checks_json(dirs, tmp_path):
     assert rc == 0
     page = (tmp_path / "rep" / "comparison.html").read_text(encoding="utf-8")
     assert "<h2>Canary exposure by planted copies</h2>" in page and "37.50" in page
+
+
+def test_membership_auc_per_occurrence_bucket_on_both_pages(dirs, tmp_path):
+    """Issue #12 s2 (Kandpal et al. 2022): membership ROC-AUC per occurrence bucket beside the
+    pooled one, on the comparison page and in comparison.json, and on the model page; n/a where
+    a bucket holds one class only (raw's bucket 1: 5 members, 0 non-members), where a model has no
+    sequence in the bucket (raw, 4-7) or no membership labels at all (dedup)."""
+    out = comparison_report([dirs["raw"], dirs["dedup"]], ["raw", "dedup"], tmp_path / "c" / "comparison.html")
+    page = out.read_text(encoding="utf-8")
+    data = json.loads((tmp_path / "c" / "comparison.json").read_text())
+    rows = {r["bucket"]: r for r in data["membership_by_duplicates"]}
+    assert list(rows) == ["all", "1", "2-3", "4-7"]
+    pooled = rows["all"]["models"]["raw"]
+    assert (pooled["n_members"], pooled["n_non_members"]) == (7, 3)
+    assert pooled["roc_auc"]["loss"] == pytest.approx(stats.roc_auc(-np.linspace(0.1, 3.0, 10), np.arange(10) < 7))
+    assert pooled["roc_auc"] == data["models"][0]["membership_roc_auc"]
+    one = rows["1"]["models"]["raw"]
+    assert (one["n_members"], one["n_non_members"]) == (5, 0) and one["roc_auc"] == {"loss": None, "zlib": None}
+    two = rows["2-3"]["models"]["raw"]
+    assert (two["n_members"], two["n_non_members"]) == (2, 3) and two["roc_auc"] == {"loss": 1.0, "zlib": 1.0}
+    assert rows["4-7"]["models"]["raw"] is None
+    assert all(r["models"]["dedup"] is None for r in rows.values())
+    assert "<h2>Membership inference by occurrences</h2>" in page
+    section = page.split("<h2>Membership inference by occurrences</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "all (pooled)" in section and f"{pooled['roc_auc']['loss']:.3f}" in section
+    assert "1.000" in section and "n/a" in section
+
+    mpage = model_report(dirs["raw"], tmp_path / "raw.html").read_text(encoding="utf-8")
+    msec = mpage.split("<h2>Membership inference</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "ROC-AUC per occurrence bucket" in msec
+    # bucket 1 (members only) is listed with n/a, bucket 2-3 with its AUC
+    assert re.search(r"<td>1</td><td class=\"num\">5</td><td class=\"num\">0</td><td class=\"num\">n/a</td>", msec)
+    assert re.search(r"<td>2-3</td><td class=\"num\">2</td><td class=\"num\">3</td><td class=\"num\">1.000</td>", msec)

@@ -128,6 +128,20 @@ def test_existing_flag_spellings_still_parse():
     assert a.n_sequences == 7
 
 
+def test_audit_batch_size_takes_an_integer_or_auto(tmp_path):
+    """Issue #12 s5: ``--batch-size auto`` (flag and YAML) besides an integer; anything else is
+    one error line."""
+    p = _parser()
+    assert from_args(p.parse_args(MINIMAL["audit"] + ["--batch-size", "auto"])).batch_size == "auto"
+    assert from_args(p.parse_args(MINIMAL["audit"] + ["--batch-size", "8"])).batch_size == 8
+    cfg = tmp_path / "a.yaml"
+    cfg.write_text("audit:\n  batch_size: auto\n")
+    assert from_args(p.parse_args(MINIMAL["audit"] + ["--config", str(cfg)])).batch_size == "auto"
+    for bad in ("many", "0"):
+        with pytest.raises(ValueError, match="batch_size"):
+            from_args(p.parse_args(MINIMAL["audit"] + ["--batch-size", bad]))
+
+
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_help_lists_each_option_once(command):
     r = cli(command, "--help")
