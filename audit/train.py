@@ -183,8 +183,9 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     Writes (``out_dir``): ``tokenizer`` files, ``order.parquet`` (one row per training
     exposure: instance_id, document_id, shard, row, token_offset, n_tokens, doc_copies (how
     many documents of the corpus have this document's exact text), epoch, step, first_step),
-    ``heldout.parquet`` (instances of the held-out documents, never trained on, drawn among
-    documents whose text is unique in the corpus), ``checkpoints/step-NNNNNNN/`` (Hugging Face model
+    ``heldout.parquet`` (instances of the held-out documents, never trained on: whole
+    duplicate clusters are held out, exact canonical key or a shared LSH band, by
+    :func:`choose_heldout`), ``checkpoints/step-NNNNNNN/`` (Hugging Face model
     + tokenizer, loadable by ``memdedup audit``; with ``trainer_state.pt`` for resuming), ``model/`` (the final
     checkpoint) and ``manifest.json`` last. Rerunning with the same config resumes from the
     last checkpoint and ends with the same weights as an uninterrupted run.
