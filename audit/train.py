@@ -199,7 +199,6 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
 
     config = config or TrainConfig()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     manifest_path = io.manifest_path(out)
     if manifest_path.exists():
@@ -211,7 +210,8 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     cfg_file = out / TRAIN_CONFIG
     if cfg_file.exists() and json.loads(cfg_file.read_text()) != config.to_dict():
         raise ValueError(f"{out} holds an unfinished training run with another config; choose another --out")
-    io.write_json_atomic(cfg_file, config.to_dict())
+    # Nothing is written until the corpus and the config have passed every check below: a
+    # refused config leaves no run state, and the corrected command runs in the same --out.
 
     docs = _read_corpus(shards, config.text_column, config.id_column)
     if not docs:
@@ -224,11 +224,11 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
         copies[d[3]] = copies.get(d[3], 0) + 1
     doc_copies = np.array([copies[d[3]] for d in docs], dtype=np.int64)
     tok_dir = out / TOKENIZER_DIR
-    if (tok_dir / "tokenizer.json").exists():
+    tokenizer_saved = (tok_dir / "tokenizer.json").exists()
+    if tokenizer_saved:
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tok_dir), local_files_only=True)
     else:
         tokenizer = train_tokenizer([d[3] for d, h in zip(docs, held) if not h], config.vocab_size)
-        write_atomic(tok_dir, lambda tmp: tokenizer.save_pretrained(str(tmp)))
     eos = tokenizer.convert_tokens_to_ids(EOS)
     token_lists = [list(t) for t in tokenizer([d[3] for d in docs], add_special_tokens=False)["input_ids"]]
     inst = _instances(token_lists, config.seq_len)
@@ -249,6 +249,11 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
                for b in range(k)]
     if retention is not None:
         retention["checkpoints"] = retention_checkpoints(retention["window"][0], retention["exposure_step"], total_steps)
+
+    out.mkdir(parents=True, exist_ok=True)
+    io.write_json_atomic(cfg_file, config.to_dict())
+    if not tokenizer_saved:
+        write_atomic(tok_dir, lambda tmp: tokenizer.save_pretrained(str(tmp)))
 
     # order.parquet and heldout.parquet: a pure function of config and corpus.
     rows = {"instance_id": [], "document_id": [], "shard": [], "row": [], "token_offset": [], "n_tokens": [],

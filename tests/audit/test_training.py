@@ -223,3 +223,20 @@ def test_profile_cells_end_before_any_second_exposure(small_corpus, tmp_path):
                     log=quiet)
     with pytest.raises(ValueError, match="comma-separated"):
         ProfileConfig(checkpoints="1,x")
+
+
+def test_a_config_refused_before_training_leaves_nothing_and_the_fixed_command_runs(small_corpus, tmp_path):
+    """A config that fails once the corpus is read (too many --retention-items) exits 2 with one
+    line and leaves no run state behind: the corrected command then runs in the same --out (it
+    used to be refused as 'an unfinished training run with another config')."""
+    out = tmp_path / "run"
+    base = ["train", str(small_corpus), "--out", str(out), "--n-layer", "1", "--n-embd", "32", "--n-head", "2",
+            "--seq-len", "32", "--epochs", "1", "--vocab-size", "300", "--quiet"]
+    bad = subprocess.run([sys.executable, "-m", "pipelines.cli", *base, "--retention-items", "100000"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "retention_items" in bad.stderr
+    assert not out.exists() or not any(out.iterdir()), sorted(p.name for p in out.iterdir())
+    good = subprocess.run([sys.executable, "-m", "pipelines.cli", *base, "--retention-items", "4"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert good.returncode == 0, good.stderr
+    assert (out / "manifest.json").exists()
