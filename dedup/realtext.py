@@ -151,29 +151,26 @@ def chunk_text(text: str, target_bytes: int) -> list[str]:
             continue
         if len(para.encode()) <= 2 * target_bytes:
             paragraphs.append(para)
-            continue
-        piece: list[str] = []
-        size = 0
-        for line in para.split("\n"):
-            piece.append(line)
-            size += len(line.encode()) + 1
-            if size >= target_bytes:
-                paragraphs.append("\n".join(piece))
-                piece, size = [], 0
-        if piece:
-            paragraphs.append("\n".join(piece))
-    docs: list[str] = []
+        else:
+            paragraphs.extend(_pack(para.split("\n"), "\n", target_bytes))
+    return _pack(paragraphs, "\n\n", target_bytes)
+
+
+def _pack(parts: list[str], sep: str, target_bytes: int) -> list[str]:
+    """``parts`` joined with ``sep`` into pieces closed once they hold ``target_bytes`` bytes
+    (each part counted with one separator); the last piece may be shorter."""
+    out: list[str] = []
     current: list[str] = []
     size = 0
-    for para in paragraphs:
-        current.append(para)
-        size += len(para.encode()) + 2
+    for part in parts:
+        current.append(part)
+        size += len(part.encode()) + len(sep)
         if size >= target_bytes:
-            docs.append("\n\n".join(current))
+            out.append(sep.join(current))
             current, size = [], 0
     if current:
-        docs.append("\n\n".join(current))
-    return docs
+        out.append(sep.join(current))
+    return out
 
 
 def build_corpus(target_bytes: int = 6000, with_docstrings: bool = True,
