@@ -23,7 +23,7 @@ from dedup import io
 from dedup import layout as dedup_layout
 from dedup.config import DedupConfig
 from dedup.runs import discover
-from dedup.shards import InputError
+from dedup.shards import InputError, count_rows
 
 from . import aggregate, batching, metrics
 from .config import AuditConfig
@@ -115,8 +115,8 @@ def run_audit(
     """Audit one model; return the summary (also written to ``out``).
 
     ``progress`` is called with ``{"phase", "unit", "done", "total"}`` as the long phases
-    advance (``score`` and ``generate`` in sequences, ``occurrences`` in corpus documents, a
-    total of None when unknown), and with ``{"phase": None}`` at the end.
+    advance (``score`` and ``generate`` in sequences, ``occurrences`` in corpus documents,
+    its total from :func:`dedup.shards.count_rows`), and with ``{"phase": None}`` at the end.
     """
     from .lm import ModelError, load_causal_lm
 
@@ -155,7 +155,7 @@ def run_audit(
 
     def corpus():
         """The tokenized corpus, one document at a time, counted for the progress line."""
-        total = _known_rows(shards)
+        total = count_rows(shards)
         for i, doc in enumerate(corpus_documents(shards, lm.encode, config.text_column, config.id_column), start=1):
             yield doc
             progress({"phase": "occurrences", "unit": "documents", "done": i, "total": total})
@@ -242,13 +242,6 @@ def run_audit(
         "outputs": [PER_SEQUENCE, SUMMARY], "timing": timings, "versions": io.library_versions(("torch", "transformers", "tokenizers")),
     })
     return summary
-
-
-def _known_rows(shards) -> int | None:
-    """The corpus's row count from Parquet footers, or None when a shard is not Parquet."""
-    if any(s.fmt != "parquet" for s in shards):
-        return None
-    return sum(pq.ParquetFile(s.path).metadata.num_rows for s in shards)
 
 
 def _per_sequence_table(seqs: Sequences, P, exact, leading, pythia, generated, scores, counts, buckets, status,
