@@ -68,6 +68,10 @@ class ProgressLine:
             f"{_si(rows / el)} rows/s, {state.get('bytes', 0) / 1e6 / el:.1f} MB/s, "
             f"removed {state.get('removed_exact', 0):,} exact + {state.get('removed_near', 0):,} near{eta}"
         )
+        self._write(line, final)
+
+    def _write(self, line: str, final: bool) -> None:
+        """Redrawn in place on a terminal (ended by the final line), one line each otherwise."""
         if self.tty:
             self.stream.write("\r\x1b[2K" + line + ("\n" if final else ""))
         else:
@@ -107,11 +111,7 @@ class CountLine(ProgressLine):
         line = f"{self.label}: {done:,}{total_s} {self.unit}{pct}, {rate_s} {self.unit}/s{extra}{eta}"
         if final:
             line += f" in {el:.1f}s"
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + line + ("\n" if final else ""))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        self._write(line, final)
 
 
 def phase_progress(command: str, quiet: bool, stream: TextIO | None = None,
