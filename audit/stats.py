@@ -50,6 +50,20 @@ def as_int(value, name: str) -> int:
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
 
 
+def _bools(x, name: str, expected: str) -> np.ndarray:
+    """``x`` as a 1-D bool array; 0/1 integers or floats are accepted, anything else refused."""
+    a = np.asarray(x)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (n,), got shape {a.shape}")
+    if a.dtype != np.bool_:
+        if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)) or not np.isin(
+            a, (0, 1)
+        ).all():
+            raise ValueError(f"{name} must be {expected}")
+        a = a.astype(bool)
+    return a
+
+
 def _scores_labels(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     """Validated float64 scores (n,) without NaN and bool labels (n,) with both classes present."""
     s = np.asarray(scores)
@@ -60,17 +74,9 @@ def _scores_labels(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     s = s.astype(np.float64, copy=False)
     if np.isnan(s).any():
         raise ValueError("scores contain NaN")
-    y = np.asarray(labels)
-    if y.ndim != 1:
-        raise ValueError(f"labels must be 1-D (n,), got shape {y.shape}")
+    y = _bools(labels, "labels", "boolean (True = member) or 0/1")
     if y.shape != s.shape:
         raise ValueError(f"scores and labels must have the same length, got {s.shape[0]} and {y.shape[0]}")
-    if y.dtype != np.bool_:
-        if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)) or not np.isin(
-            y, (0, 1)
-        ).all():
-            raise ValueError("labels must be boolean (True = member) or 0/1")
-        y = y.astype(bool)
     n_pos = int(y.sum())
     if n_pos == 0 or n_pos == y.size:
         raise ValueError(
@@ -377,7 +383,7 @@ def rate_by_group(
     (``groups = [duplicate_bucket(c) for c in counts]``).
 
     Args:
-        flags: bool (n,) (0/1 accepted), e.g. :func:`extraction`'s ``exact``.
+        flags: bool (n,) (0/1 accepted), e.g. :func:`audit.metrics.extraction`'s ``exact``.
         groups: n group labels.
         order: the groups to report, in this order; a group listed here but absent from
             ``groups`` is reported with n = k = 0, rate NaN and interval (0.0, 1.0). When None:
@@ -398,15 +404,7 @@ def rate_by_group(
         >>> [(r["group"], r["k"], r["n"], r["rate"]) for r in rows]
         [('1', 1, 2, 0.5), ('2-3', 2, 2, 1.0)]
     """
-    f = np.asarray(flags)
-    if f.ndim != 1:
-        raise ValueError(f"flags must be 1-D (n,), got shape {f.shape}")
-    if f.dtype != np.bool_:
-        if not (np.issubdtype(f.dtype, np.integer) or np.issubdtype(f.dtype, np.floating)) or not np.isin(
-            f, (0, 1)
-        ).all():
-            raise ValueError("flags must be boolean or 0/1")
-        f = f.astype(bool)
+    f = _bools(flags, "flags", "boolean or 0/1")
     groups = list(groups)
     if len(groups) != f.shape[0]:
         raise ValueError(f"flags has {f.shape[0]} items but groups has {len(groups)}")
