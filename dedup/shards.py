@@ -448,16 +448,7 @@ class _ArrowFile:
             yield schema, batches
 
     def _checked(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        row = 0
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            except (pa.ArrowException, OSError) as e:
-                raise InputError(self.shard.path, f"corrupt or truncated Arrow IPC data after this row: {e}",
-                                 row=row) from e
-            row += batch.num_rows
+        for _, batch in _guarded(batches, self.shard.path, "corrupt or truncated Arrow IPC data"):
             yield batch
 
     def batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -554,17 +545,9 @@ class ShardReader:
                 self._batch_start += batch.num_rows
             return
         assert self._pf is not None
-        row = 0
         it = self._pf.iter_batches(batch_size=self.batch_rows, columns=columns)
-        while True:
-            try:
-                batch = next(it)
-            except StopIteration:
-                return
-            except (pa.ArrowException, OSError) as e:
-                raise InputError(self.shard.path, f"corrupt data after this row: {e}", row=row) from e
-            self._batch_start = row
-            row += batch.num_rows
+        for start, batch in _guarded(it, self.shard.path, "corrupt data"):
+            self._batch_start = start
             yield batch
 
     def text(self, batch: pa.RecordBatch) -> pa.Array:
@@ -616,6 +599,21 @@ class ShardReader:
                     return InputError(self.shard.path, msg, line=line)
                 return InputError(self.shard.path, msg, row=start_row + i)
         return InputError(self.shard.path, f"cannot process text column {self.text_column!r}: {exc}", row=start_row)
+
+
+def _guarded(batches: Iterator[pa.RecordBatch], path: Path, what: str) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """(first row, batch) of ``batches``; an Arrow or OS error while decoding becomes an
+    :class:`InputError` naming ``path`` and the row after which ``what`` was found."""
+    row = 0
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as e:
+            raise InputError(path, f"{what} after this row: {e}", row=row) from e
+        yield row, batch
+        row += batch.num_rows
 
 
 def count_rows(shards: list[Shard]) -> int:
