@@ -342,8 +342,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
                           "(give one --model-dir per audit)", file=sys.stderr)
                     continue
             decoders[i] = lambda ids, t=tok: t.decode(list(ids), skip_special_tokens=False)
-    from dedup.io import write_stage_manifest
+    from dedup.io import read_json, write_stage_manifest
 
+    # read before anything is written: a missing or damaged file is exit 2, one line, no pages
+    exposure = read_json(args.checks).get("exposure_by_copies") if args.checks is not None else None
     args.out.mkdir(parents=True, exist_ok=True)
     pages = []
     for i, (a, lab, f) in enumerate(zip(audits, labels, files)):
@@ -354,11 +356,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
                       "numbers": page.with_name(page.stem + ".summary.json").name})
     comparison = None
     if len(audits) >= 2:
-        exposure = None
-        if args.checks is not None:
-            if not args.checks.is_file():
-                raise ConfigError(f"--checks {args.checks}: no such file")
-            exposure = json.loads(args.checks.read_text(encoding="utf-8")).get("exposure_by_copies")
         page = comparison_report(audits, labels, args.out / "comparison.html", dedup_dir=args.dedup_dir,
                                  title=args.title, exposure=exposure)
         comparison = {"page": page.name, "numbers": page.with_suffix(".json").name}

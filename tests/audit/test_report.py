@@ -448,3 +448,19 @@ def test_membership_auc_per_occurrence_bucket_on_both_pages(dirs, tmp_path):
     # bucket 1 (members only) is listed with n/a, bucket 2-3 with its AUC
     assert re.search(r"<td>1</td><td class=\"num\">5</td><td class=\"num\">0</td><td class=\"num\">n/a</td>", msec)
     assert re.search(r"<td>2-3</td><td class=\"num\">2</td><td class=\"num\">3</td><td class=\"num\">1.000</td>", msec)
+
+
+@pytest.mark.parametrize("content", [None, "[1, 2]", "{not json"])
+def test_cli_report_refuses_a_missing_or_damaged_checks_json_in_one_line(dirs, tmp_path, content, capsys):
+    """--checks that is missing, not a JSON object, or not JSON: exit 2 and one line naming the
+    file (a JSON list used to end in an AttributeError traceback); no report written."""
+    from pipelines.cli import main
+
+    checks = tmp_path / "checks.json"
+    if content is not None:
+        checks.write_text(content)
+    rc = main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--labels", "raw", "dedup", "--out",
+               str(tmp_path / "rep"), "--checks", str(checks)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and str(checks) in err[0], err
+    assert not (tmp_path / "rep").exists()
