@@ -1,23 +1,25 @@
 """A Bloom filter over 64-bit keys, persisted as a memory-mappable file.
 
-File layout (version 1; the only definition of it; little-endian):
+File layout (the only definition of it; little-endian). Version 1 is a filter of one part;
+version 2 (written only for filters of more than one part) adds the part count:
 
 ====== ======= ==============================================================
 offset type    field
 ====== ======= ==============================================================
 0      8 bytes magic ``b"MDBLOOM\\x00"``
-8      uint32  format version (1)
+8      uint32  format version (1: one part; 2: ``parts`` > 1)
 12     uint32  header size in bytes (64); the bit array starts here
-16     uint64  m, number of bits (a multiple of 64)
+16     uint64  m, number of bits (a multiple of 64 x parts)
 24     uint32  k, number of probes
-28     uint32  reserved (0)
+28     uint32  version 1: reserved (0); version 2: parts, the number of cache partitions
 32     uint64  seed mixed into every key
 40     uint64  count, number of insertions made
 48     16      reserved (0)
 64     m/8     the bits, as uint64 words; bit x is word x >> 6, bit x & 63
 ====== ======= ==============================================================
 
-Probe derivation: :mod:`dedup._kernels.bloom`. Sizing maths: :mod:`dedup.params`.
+Probe derivation and cache partitions: :mod:`dedup._kernels.bloom`. Sizing maths and the
+number of parts (:func:`dedup.params.bloom_parts`): :mod:`dedup.params`.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ from pathlib import Path
 import numpy as np
 
 from . import kernels as _k
-from .params import bloom_fp, bloom_size
+from .params import bloom_fp, bloom_parts, bloom_size
 
 MAGIC = b"MDBLOOM\x00"
-VERSION = 1
+VERSION = 1  #: a filter of one part
+VERSION_PARTS = 2  #: a filter of several cache partitions
 HEADER_SIZE = 64
 _HEADER = struct.Struct("<8sIIQIIQQ16x")
 assert _HEADER.size == HEADER_SIZE
@@ -43,11 +46,16 @@ class BloomFilter:
     """m-bit Bloom filter with k probes derived from one 64-bit key.
 
     Args:
-        m_bits: number of bits (rounded up to a multiple of 64).
+        m_bits: number of bits (rounded up to a multiple of 64 x parts).
         k: number of probes (>= 1).
-        seed: mixed into every key; filters merge only if m, k and seed agree.
+        seed: mixed into every key; filters merge only if m, k, seed and parts agree.
         bits: optional existing uint64 word array (e.g. a memory map) to use in place.
         count: insertions already made into ``bits``.
+        parts: cache partitions (:mod:`dedup._kernels.bloom`); default
+            :func:`dedup.params.bloom_parts` of ``m_bits``: one part up to 8 MiB, parts of
+            ~256 KiB above. The false-positive rate is that of one filter of m bits to within
+            a relative ~70 / (keys per part) (the parts' binomial loads), e.g. 1e-3 at the
+            smallest parts a default filter has.
 
     Example:
         >>> import numpy as np
@@ -60,10 +68,15 @@ class BloomFilter:
         BloomFilter(m=9600, k=7, seed=7, count=4)
     """
 
-    def __init__(self, m_bits: int, k: int, seed: int = 0, *, bits: np.ndarray | None = None, count: int = 0):
+    def __init__(self, m_bits: int, k: int, seed: int = 0, *, bits: np.ndarray | None = None, count: int = 0,
+                 parts: int | None = None):
         if m_bits < 64 or k < 1:
             raise ValueError(f"need m_bits >= 64 and k >= 1, got m={m_bits}, k={k}")
-        self.m = (int(m_bits) + 63) // 64 * 64
+        self.parts = bloom_parts(m_bits) if parts is None else int(parts)
+        if not 1 <= self.parts <= min(int(m_bits) // 64, 2**31 - 1):
+            raise ValueError(f"need 1 <= parts <= m_bits / 64, got parts={self.parts}, m={m_bits}")
+        self.part_bits = -(-int(m_bits) // (64 * self.parts)) * 64
+        self.m = self.part_bits * self.parts
         self.k = int(k)
         self.seed = int(seed) & 0xFFFFFFFFFFFFFFFF
         if bits is None:
@@ -90,7 +103,8 @@ class BloomFilter:
             mask = np.ones(keys.shape[0], dtype=np.bool_)
         seen = np.empty(keys.shape[0], dtype=np.bool_)
         self.count += _k.test_and_set_many(
-            np.asarray(self.bits), np.uint64(self.m), self.k, np.uint64(self.seed), keys, np.ascontiguousarray(mask, dtype=np.bool_), seen
+            np.asarray(self.bits), np.uint64(self.part_bits), self.parts, self.k, np.uint64(self.seed), keys,
+            np.ascontiguousarray(mask, dtype=np.bool_), seen,
         )
         return seen
 
@@ -98,15 +112,16 @@ class BloomFilter:
         """Membership of each key (bool array); no insertion."""
         keys = np.ascontiguousarray(keys, dtype=np.uint64)
         out = np.empty(keys.shape[0], dtype=np.bool_)
-        _k.contains_many(np.asarray(self.bits), np.uint64(self.m), self.k, np.uint64(self.seed), keys, out)
+        _k.contains_many(np.asarray(self.bits), np.uint64(self.part_bits), self.parts, self.k, np.uint64(self.seed),
+                         keys, out)
         return out
 
     def union_inplace(self, other: "BloomFilter") -> "BloomFilter":
-        """OR ``other`` into this filter (same m, k and seed required)."""
-        if (self.m, self.k, self.seed) != (other.m, other.k, other.seed):
+        """OR ``other`` into this filter (same m, k, seed and parts required)."""
+        if (self.m, self.k, self.seed, self.parts) != (other.m, other.k, other.seed, other.parts):
             raise ValueError(
-                f"cannot merge Bloom filters with different (m, k, seed): "
-                f"{(self.m, self.k, self.seed)} vs {(other.m, other.k, other.seed)}"
+                f"cannot merge Bloom filters with different (m, k, seed, parts): "
+                f"{(self.m, self.k, self.seed, self.parts)} vs {(other.m, other.k, other.seed, other.parts)}"
             )
         np.bitwise_or(self.bits, other.bits, out=self.bits)
         self.count += other.count
@@ -141,7 +156,8 @@ class BloomFilter:
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         with open(tmp, "wb") as f:
-            f.write(_HEADER.pack(MAGIC, VERSION, HEADER_SIZE, self.m, self.k, 0, self.seed, self.count))
+            version, parts = (VERSION, 0) if self.parts == 1 else (VERSION_PARTS, self.parts)
+            f.write(_HEADER.pack(MAGIC, version, HEADER_SIZE, self.m, self.k, parts, self.seed, self.count))
             f.write(np.ascontiguousarray(self.bits, dtype="<u8").tobytes())
             f.flush()
             os.fsync(f.fileno())
@@ -160,9 +176,12 @@ class BloomFilter:
             raise ValueError(f"{path}: cannot read Bloom filter: {e.strerror}") from e
         if len(head) < HEADER_SIZE or head[:8] != MAGIC:
             raise ValueError(f"{path}: not a memdedup Bloom filter (bad magic)")
-        magic, version, hsize, m, k, _r, seed, count = _HEADER.unpack(head)
-        if version != VERSION:
-            raise ValueError(f"{path}: Bloom filter format version {version}, this memdedup reads {VERSION}")
+        magic, version, hsize, m, k, parts, seed, count = _HEADER.unpack(head)
+        if version not in (VERSION, VERSION_PARTS):
+            raise ValueError(f"{path}: Bloom filter format version {version}, this memdedup reads "
+                             f"{VERSION} and {VERSION_PARTS}")
+        if (version == VERSION) != (parts == 0) or k < 1 or m < 64 or m % (64 * max(parts, 1)):
+            raise ValueError(f"{path}: damaged Bloom filter header (version {version}, m={m}, k={k}, parts={parts})")
         expected = hsize + m // 8
         if path.stat().st_size != expected:
             raise ValueError(f"{path}: truncated or oversized Bloom filter ({path.stat().st_size} bytes, expected {expected})")
@@ -170,7 +189,8 @@ class BloomFilter:
             bits = np.memmap(path, dtype="<u8", mode="r+" if writable else "c", offset=hsize, shape=(m // 64,))
         else:
             bits = np.fromfile(path, dtype="<u8", offset=hsize, count=m // 64)
-        return cls(m, k, seed, bits=bits.view(np.uint64), count=count)
+        return cls(m, k, seed, bits=bits.view(np.uint64), count=count, parts=max(parts, 1))
 
     def __repr__(self) -> str:
-        return f"BloomFilter(m={self.m}, k={self.k}, seed={self.seed}, count={self.count})"
+        parts = f", parts={self.parts}" if self.parts > 1 else ""
+        return f"BloomFilter(m={self.m}, k={self.k}, seed={self.seed}, count={self.count}{parts})"

@@ -129,6 +129,24 @@ def bloom_size(n: int, fp: float) -> tuple[int, int]:
     return m, k
 
 
+#: A filter up to this size is one part (it fits a server's shared L3 cache whole).
+ONE_PART_MAX_BYTES = 8 << 20
+#: Size of a cache partition of a larger filter (fits a core's L2 cache).
+PART_BYTES = 256 << 10
+
+
+def bloom_parts(m_bits: int) -> int:
+    """Cache partitions of an ``m_bits`` filter (:mod:`dedup._kernels.bloom`): 1 up to
+    :data:`ONE_PART_MAX_BYTES`, else ``ceil(bytes / PART_BYTES)``.
+
+    Example:
+        >>> bloom_parts(8 * (8 << 20)), bloom_parts(8 * (34 << 20))
+        (1, 136)
+    """
+    nbytes = -(-int(m_bits) // 8)
+    return 1 if nbytes <= ONE_PART_MAX_BYTES else -(-nbytes // PART_BYTES)
+
+
 def bloom_fp(n: int, m_bits: int, k: int) -> float:
     """Predicted false-positive rate ``(1 - exp(-k n / m))^k`` after ``n`` insertions."""
     if n <= 0:

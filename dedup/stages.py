@@ -177,18 +177,32 @@ def band_pass(
     pos = 0
     column = "exact_0" if band == EXACT_BAND else f"band_{band:02d}"
     pending = np.zeros(0, dtype=np.bool_)  # bits not yet packed into a whole byte
+    chunk: list[tuple[np.ndarray, np.ndarray]] = []  # shards' keys and masks not yet added
+
+    def add_chunk(f) -> None:
+        nonlocal pending
+        keys = np.concatenate([c[0] for c in chunk]).astype(np.uint64, copy=False)
+        bits = np.concatenate([pending, stack.add(keys, np.concatenate([c[1] for c in chunk]))])
+        whole = bits.shape[0] // 8 * 8
+        f.write(np.packbits(bits[:whole], bitorder="little").tobytes())
+        pending = bits[whole:]
+        chunk.clear()
+
     try:
         with open(tmp, "wb") as f:
-            for shard in shards:  # memory: the filter plus one shard's keys
+            # Memory: the filter plus up to stack.batch_keys() keys (or one shard's): whole
+            # chunks let a partitioned filter probe one cache-sized part at a time.
+            for shard in shards:
                 sp = sketch_path(work, shard)
                 keys = _read_column(sp, column)
                 valid = _read_column(sp, "valid")
                 mask = valid if band == EXACT_BAND else valid & (_read_column(sp, "n_shingles") > 0)
-                bits = np.concatenate([pending, stack.add(np.ascontiguousarray(keys, dtype=np.uint64), mask)])
-                whole = bits.shape[0] // 8 * 8
-                f.write(np.packbits(bits[:whole], bitorder="little").tobytes())
-                pending = bits[whole:]
+                chunk.append((keys, mask))
                 pos += keys.shape[0]
+                if sum(c[0].shape[0] for c in chunk) >= stack.batch_keys():
+                    add_chunk(f)
+            if chunk:
+                add_chunk(f)
             f.write(np.packbits(pending, bitorder="little").tobytes())
         if pos != total_rows:
             raise RuntimeError(f"internal error: band {band}: {pos} rows in sketches, expected {total_rows}")

@@ -4,6 +4,16 @@ Probe positions come from one 64-bit key: ``h1 = fmix64(key ^ seed)``,
 ``h2 = fmix64(h1 ^ 0x9E3779B97F4A7C15)``, then enhanced double hashing (Dillinger &
 Manolios 2004): ``x = h1 mod m, y = h2 mod m``; probe x; for i = 1..k-1:
 ``x = (x + y) mod m; y = (y + i) mod m``; probe x. Two divisions per key, not k.
+
+Cache partitions. A filter of ``parts`` > 1 is ``parts`` equal sub-filters of ``mp`` bits
+each (bits ``[p mp, (p + 1) mp)``); key goes to part ``p = (hi32(fmix64(key ^ seed ^ G)) *
+parts) >> 32`` (G = 0x9E3779B97F4A7C15, hi32 = the top 32 bits) and probes only there, by the
+rule above with ``m = mp``. With ``parts`` = 1 the probes are exactly the rule above over the
+whole filter. Keys of different parts never share a bit, so a batch can be processed part by
+part (a stable counting sort by part), each part's keys in their original order: the
+verdicts are those of the sequential order, and each part (a few hundred KB) stays in the
+core's cache while its keys are probed, where a filter of tens of MB or more would miss the
+cache on nearly every probe.
 """
 
 import numba
@@ -64,27 +74,81 @@ def contains(bits, m, k, seed, key):
     return True
 
 
-@numba.njit(cache=True, nogil=True)
-def test_and_set_many(bits, m, k, seed, keys, mask, seen):
-    """In order, for each i with mask[i]: seen[i] = test_and_set(keys[i]); else seen[i] = False.
+@numba.njit(cache=True, nogil=True, inline="always")
+def part_of(key, seed, parts):
+    """The part (0 .. parts-1) that holds ``key`` (see the module docstring)."""
+    h = fmix64(key ^ seed ^ _GOLDEN)
+    return np.int64(((h >> np.uint64(32)) * np.uint64(parts)) >> np.uint64(32))
 
-    Returns the number of keys inserted.
+
+@numba.njit(cache=True, nogil=True)
+def _by_part(keys, seed, parts):
+    """Stable counting sort of ``keys`` by part: (sorted keys, their original indices, the
+    start of each part in them, length parts + 1)."""
+    n = keys.shape[0]
+    part = np.empty(n, dtype=np.int32)
+    starts = np.zeros(parts + 1, dtype=np.int64)
+    for i in range(n):
+        p = part_of(keys[i], seed, parts)
+        part[i] = p
+        starts[p + 1] += 1
+    for p in range(parts):
+        starts[p + 1] += starts[p]
+    fill = starts[:parts].copy()
+    order = np.empty(n, dtype=np.int64)
+    sorted_keys = np.empty(n, dtype=np.uint64)
+    for i in range(n):
+        j = fill[part[i]]
+        order[j] = i
+        sorted_keys[j] = keys[i]
+        fill[part[i]] += 1
+    return sorted_keys, order, starts
+
+
+@numba.njit(cache=True, nogil=True)
+def test_and_set_many(bits, mp, parts, k, seed, keys, mask, seen):
+    """For each i with mask[i], in order within its part: seen[i] = test_and_set(keys[i])
+    in part ``part_of(keys[i])`` (``mp`` bits each); else seen[i] = False.
+
+    The verdicts equal those of inserting the keys one by one in index order (parts are
+    disjoint). Returns the number of keys inserted.
     """
     inserted = 0
-    for i in range(keys.shape[0]):
-        if mask[i]:
-            seen[i] = test_and_set(bits, m, k, seed, keys[i])
-            inserted += 1
-        else:
-            seen[i] = False
+    if parts == 1:
+        for i in range(keys.shape[0]):
+            if mask[i]:
+                seen[i] = test_and_set(bits, mp, k, seed, keys[i])
+                inserted += 1
+            else:
+                seen[i] = False
+        return inserted
+    sorted_keys, order, starts = _by_part(keys, seed, parts)
+    words = mp // np.uint64(64)
+    for p in range(parts):
+        sub = bits[p * words:(p + 1) * words]
+        for j in range(starts[p], starts[p + 1]):
+            i = order[j]
+            if mask[i]:
+                seen[i] = test_and_set(sub, mp, k, seed, sorted_keys[j])
+                inserted += 1
+            else:
+                seen[i] = False
     return inserted
 
 
 @numba.njit(cache=True, nogil=True)
-def contains_many(bits, m, k, seed, keys, out):
-    """out[i] = contains(keys[i])."""
-    for i in range(keys.shape[0]):
-        out[i] = contains(bits, m, k, seed, keys[i])
+def contains_many(bits, mp, parts, k, seed, keys, out):
+    """out[i] = contains(keys[i]) in part ``part_of(keys[i])`` (``mp`` bits each)."""
+    if parts == 1:
+        for i in range(keys.shape[0]):
+            out[i] = contains(bits, mp, k, seed, keys[i])
+        return
+    sorted_keys, order, starts = _by_part(keys, seed, parts)
+    words = mp // np.uint64(64)
+    for p in range(parts):
+        sub = bits[p * words:(p + 1) * words]
+        for j in range(starts[p], starts[p + 1]):
+            out[order[j]] = contains(sub, mp, k, seed, sorted_keys[j])
 
 
 @numba.njit(cache=True, nogil=True)

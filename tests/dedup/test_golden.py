@@ -33,6 +33,13 @@ BIT_POSITIONS = [
     576, 613, 618, 716, 746, 884, 888, 891, 913, 924, 961, 967, 997, 1000, 1023,
 ]
 FILE_SHA256 = "56732aa16642429a4f5e062edf94301230c29197f668e26c20e2c40cf2ddb9a5"
+# The same keys in a filter of 4 cache partitions (format version 2: filters over 8 MiB).
+PARTS = 4
+PART_BIT_POSITIONS = [
+    28, 116, 140, 234, 255, 274, 320, 328, 376, 409, 412, 449, 488, 492, 506,
+    522, 530, 544, 600, 609, 613, 618, 620, 635, 657, 698, 711, 716, 741, 753,
+]
+PART_FILE_SHA256 = "bf4d4e950ffddb0b9540160caa19daaeee6757b15b56cd3d923eabb294c3b745"
 
 
 def _positions(words: np.ndarray) -> list[int]:
@@ -50,11 +57,25 @@ def test_bloom_bit_positions_and_file_bytes_are_pinned(tmp_path: Path):
     assert loaded.contains(KEYS).all() and _positions(np.asarray(loaded.bits)) == BIT_POSITIONS
 
 
+def test_partitioned_bloom_bit_positions_and_file_bytes_are_pinned(tmp_path: Path):
+    f = BloomFilter(M, K, SEED, parts=PARTS)
+    assert not f.add(KEYS).any()
+    assert _positions(f.bits) == PART_BIT_POSITIONS
+    data = f.save(tmp_path / "f.bloom").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == PART_FILE_SHA256
+    loaded = BloomFilter.load(tmp_path / "f.bloom")
+    assert loaded.parts == PARTS and loaded.contains(KEYS).all()
+    words = np.zeros(M // 64, dtype=np.uint64)  # and through the JIT kernel
+    jit_bloom.test_and_set_many(words, np.uint64(M // PARTS), PARTS, K, np.uint64(SEED), KEYS,
+                                np.ones(len(KEYS), np.bool_), np.empty(len(KEYS), np.bool_))
+    assert _positions(words) == PART_BIT_POSITIONS
+
+
 def test_bloom_bit_positions_of_the_jit_kernel_are_the_same():
     """The same pin through the JIT kernel (the filter above may run the AOT build)."""
     words = np.zeros(M // 64, dtype=np.uint64)
     seen = np.empty(len(KEYS), dtype=np.bool_)
-    jit_bloom.test_and_set_many(words, np.uint64(M), K, np.uint64(SEED), KEYS, np.ones(len(KEYS), np.bool_), seen)
+    jit_bloom.test_and_set_many(words, np.uint64(M), 1, K, np.uint64(SEED), KEYS, np.ones(len(KEYS), np.bool_), seen)
     assert _positions(words) == BIT_POSITIONS
 
 

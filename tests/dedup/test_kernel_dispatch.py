@@ -63,10 +63,17 @@ def test_other_kernels_aot_equals_jit():
     mask = np.ones(1000, bool)
     bits1, bits2 = np.zeros(200, np.uint64), np.zeros(200, np.uint64)
     s1, s2 = np.empty(1000, bool), np.empty(1000, bool)
-    assert kernels.aot().test_and_set_many(bits1, np.uint64(12800), 5, np.uint64(3), keys, mask, s1) == 1000
-    jit_bloom.test_and_set_many(bits2, np.uint64(12800), 5, np.uint64(3), keys, mask, s2)
-    np.testing.assert_array_equal(bits1, bits2)
-    np.testing.assert_array_equal(s1, s2)
+    for parts in (1, 4):  # one part, and four parts of 3200 bits
+        bits1[:], bits2[:] = 0, 0
+        mp = np.uint64(12800 // parts)
+        assert kernels.aot().test_and_set_many(bits1, mp, parts, 5, np.uint64(3), keys, mask, s1) == 1000
+        jit_bloom.test_and_set_many(bits2, mp, parts, 5, np.uint64(3), keys, mask, s2)
+        np.testing.assert_array_equal(bits1, bits2)
+        np.testing.assert_array_equal(s1, s2)
+        c1, c2 = np.empty(1000, bool), np.empty(1000, bool)
+        kernels.aot().contains_many(bits1, mp, parts, 5, np.uint64(3), keys + np.uint64(1), c1)
+        jit_bloom.contains_many(bits2, mp, parts, 5, np.uint64(3), keys + np.uint64(1), c2)
+        np.testing.assert_array_equal(c1, c2)
     assert kernels.aot().popcount(bits1) == jit_bloom.popcount(bits2)
 
 

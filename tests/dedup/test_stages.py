@@ -35,6 +35,29 @@ def test_serial_stages_write_the_fused_engines_bytes(tmp_path, batch_rows):
     assert not (tmp_path / "s" / "_work").exists()
 
 
+def test_partitioned_filters_fed_in_chunks_across_shards_decide_as_one_filter(tmp_path, monkeypatch):
+    """Filters over dedup.params.ONE_PART_MAX_BYTES are cache-partitioned and the band task
+    feeds them chunks of stack.batch_keys() keys across shard boundaries. Made to happen at
+    test size (parts of 512 bytes, chunks of 250 keys over shards of 300 rows): staged and
+    fused still write the same bytes, and the same as with one part (no false positive at
+    this size either way)."""
+    import dedup.params
+    from dedup.scalable import FilterStack
+
+    write_shards(generate_corpus(900, mean_bytes=300, exact_frac=0.1, near_frac=0.15, seed=4), tmp_path / "in", 3)
+    config = DedupConfig()
+    dedup_files([tmp_path / "in"], tmp_path / "one", config, threads=1)
+    monkeypatch.setattr(dedup.params, "ONE_PART_MAX_BYTES", 1024)
+    monkeypatch.setattr(dedup.params, "PART_BYTES", 512)
+    monkeypatch.setattr(FilterStack, "batch_keys", lambda self: 250)
+    staged = dedup_staged([tmp_path / "in"], tmp_path / "s", config)
+    fused = dedup_files([tmp_path / "in"], tmp_path / "f", config, threads=1)
+    assert _bytes(tmp_path / "s") == _bytes(tmp_path / "f") == _bytes(tmp_path / "one")
+    assert staged["totals"]["removed"]["near"] > 0
+    band = FilterStack(config.fp, 900)
+    assert band.generations[0].parts > 1  # the monkeypatched sizes did partition the filters
+
+
 def test_a_band_task_that_dies_while_saving_its_filters_is_redone(tmp_path, monkeypatch):
     """With --index-dir a band task saves its filter stack for the install. A task killed
     while saving must not be marked done: a resumed run would skip it and install a band
