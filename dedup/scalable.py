@@ -96,8 +96,8 @@ class FilterStack:
     def batch_keys(self) -> int:
         """Keys worth passing to one :meth:`add`: 4096 per cache partition of the newest
         generation (each part then takes ~4096 k probes while it is in cache), at least
-        2^21 and at most 2^25 (256 MB of keys)."""
-        return min(max(4096 * self.generations[-1].parts, 1 << 21), 1 << 25)
+        2^21 and at most 2^24 (with the sort's arrays ~36 bytes per key: 75-600 MB)."""
+        return min(max(4096 * self.generations[-1].parts, 1 << 21), 1 << 24)
 
     def generation_fps(self) -> list[float]:
         """Each generation's false-positive rate implied by its fill (``fill^k``)."""

@@ -7,9 +7,11 @@
    in canonical order through one Bloom filter (:class:`dedup.scalable.FilterStack`),
    writing one "seen before" bit per document to ``WORK/bands/<band>.seen``. Bands are
    independent because every document is inserted (see :mod:`dedup.index`), so they run
-   in any order, anywhere. At extreme scale a band can be split further by the high bits
-   of its key: keys of different high bits never collide, so each part is an independent
-   filter and the parts' bit arrays OR together (``split_bits``).
+   in any order, anywhere. A large band filter is cache-partitioned
+   (:mod:`dedup._kernels.bloom`), so the task feeds it chunks of keys across shards
+   (:meth:`dedup.scalable.FilterStack.batch_keys`). At extreme scale a band could also be
+   split across workers by those partitions: keys of different parts never share a bit,
+   so each part is an independent filter (not implemented: one task per band).
 3. **write** (per shard): OR the bands' bits with :func:`dedup.index.combine` and write
    ``OUT/kept/<stem>.parquet`` and ``WORK/removed/<stem>.parquet``.
 

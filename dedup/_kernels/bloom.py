@@ -95,7 +95,7 @@ def _by_part(keys, seed, parts):
     for p in range(parts):
         starts[p + 1] += starts[p]
     fill = starts[:parts].copy()
-    order = np.empty(n, dtype=np.int64)
+    order = np.empty(n, dtype=np.int32)  # callers pass fewer than 2^31 keys
     sorted_keys = np.empty(n, dtype=np.uint64)
     for i in range(n):
         j = fill[part[i]]
