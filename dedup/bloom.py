@@ -52,7 +52,7 @@ class BloomFilter:
         bits: optional existing uint64 word array (e.g. a memory map) to use in place.
         count: insertions already made into ``bits``.
         parts: cache partitions (:mod:`dedup._kernels.bloom`); default
-            :func:`dedup.params.bloom_parts` of ``m_bits``: one part up to 1 MiB, parts of
+            :func:`dedup.params.bloom_parts` of ``m_bits``: one part up to 8 MiB, parts of
             ~256 KiB above. The false-positive rate is that of one filter of m bits to within
             a relative ~70 / (keys per part) (the parts' binomial loads), e.g. 1e-3 at the
             smallest parts a default filter has.

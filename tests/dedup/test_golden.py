@@ -33,7 +33,7 @@ BIT_POSITIONS = [
     576, 613, 618, 716, 746, 884, 888, 891, 913, 924, 961, 967, 997, 1000, 1023,
 ]
 FILE_SHA256 = "56732aa16642429a4f5e062edf94301230c29197f668e26c20e2c40cf2ddb9a5"
-# The same keys in a filter of 4 cache partitions (format version 2: filters over 1 MiB).
+# The same keys in a filter of 4 cache partitions (format version 2: filters over 8 MiB).
 PARTS = 4
 PART_BIT_POSITIONS = [
     28, 116, 140, 234, 255, 274, 320, 328, 376, 409, 412, 449, 488, 492, 506,
