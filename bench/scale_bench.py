@@ -197,8 +197,25 @@ def markdown(rows: list[dict]) -> list[str]:
     return lines
 
 
-def projection(rows: list[dict]) -> list[str]:
-    """Wall time, workers and memory for 10^8..10^10 documents from the largest measured size."""
+def band_filter_ns(out: Path) -> dict[int, float]:
+    """ns per key of the default filter layout by corpus size, from bench/band_bench.py's
+    results in ``out`` (empty if it has not been run)."""
+    path = out / "band_bench.json"
+    if not path.exists():
+        return {}
+    ns: dict[int, float] = {}
+    for r in json.loads(path.read_text()):
+        ns.setdefault(r["docs"], r["ns_per_key"])  # the first row of a size is the default layout
+    return ns
+
+
+def projection(rows: list[dict], filter_ns: dict[int, float] | None = None) -> list[str]:
+    """Wall time, workers and memory for 10^8..10^10 documents from the largest measured size.
+
+    ``filter_ns`` (:func:`band_filter_ns`): a band task's cost at N is the measured task cost
+    per document plus how much more the filter itself costs per key at the largest size
+    <= N that band_bench measured than at the measured size (a filter that outgrows the
+    caches costs more per key)."""
     from dedup.config import DedupConfig
     from dedup.params import plan_index
 
@@ -212,6 +229,13 @@ def projection(rows: list[dict]) -> list[str]:
     plan0 = plan_index(cfg.threshold, cfg.num_perm, n0, cfg.fp)
     c_band = by["stage band"]["tasks_cpu_s"] / n0 / (plan0.bands + 1)  # per document per band task
     shard_rss = max(by["stage sketch"]["peak_rss_mb"], by["stage write"]["peak_rss_mb"])
+    filter_ns = filter_ns or {}
+
+    def band_cost(n: int) -> float:
+        sizes = [d for d in filter_ns if d <= n]
+        if n0 not in filter_ns or not sizes:
+            return c_band
+        return c_band + max(0.0, filter_ns[max(sizes)] - filter_ns[n0]) * 1e-9
     lines = [
         f"Projection from the {n0:,}-document run: per document, sketch {c_sketch * 1e6:.1f} us, write "
         f"{c_write * 1e6:.1f} us (CPU, one core; both per shard task, any number in parallel), and {c_band * 1e9:.0f} "
@@ -219,7 +243,10 @@ def projection(rows: list[dict]) -> list[str]:
         "streaming every document's key through one filter). Shards of 50,000 documents; W workers of one core; no "
         "shuffle: sketch files are read by band tasks in shard order, seen-bit files by write tasks by offset. "
         "Wall time = sketch N c_s / W + band N c_b (the 10 band tasks side by side) + write N c_w / W; storage "
-        "= the sketch files (~97 bytes per document) + 10 bit files (N/8 bytes each).",
+        "= the sketch files (~97 bytes per document) + 10 bit files (N/8 bytes each)."
+        + (" Band cost at N: that per-document task cost plus the filter's extra ns per key at N over "
+           f"{n0:,} from bench/band_bench.py ({', '.join(f'10^{round(math.log10(d))}: {v:.0f} ns' for d, v in sorted(filter_ns.items()))}; "
+           "10^10 uses the 10^9 figure, a lower bound)." if filter_ns and n0 in filter_ns else ""),
         "",
         "| documents | workers W | sketch | band | write | total wall | band task memory (one filter) | shard task memory "
         "| all band filters | sketch files | whole-index FP at capacity | expected false removals |",
@@ -237,7 +264,7 @@ def projection(rows: list[dict]) -> list[str]:
         steps = 1000
         expected = sum(plan.predicted_fp(int((i + 0.5) * n / steps)) for i in range(steps)) * n / steps
         for w in (64, 512):
-            t_s, t_b, t_w = n * c_sketch / w, n * c_band, n * c_write / w
+            t_s, t_b, t_w = n * c_sketch / w, n * band_cost(n), n * c_write / w
             lines.append(
                 f"| 10^{round(math.log10(n))} | {w} | {fmt_t(t_s)} | {fmt_t(t_b)} | {fmt_t(t_w)} | {fmt_t(t_s + t_b + t_w)} | "
                 f"{filt_gb:.1f} GB | {shard_rss:.0f} MB | {plan.index_bytes / 2**30:.0f} GB | "
@@ -264,7 +291,7 @@ def main() -> int:
         run_stage(args.stage, args.corpus, args.work)
         return 0
     if args.project:
-        print("\n".join(projection(json.loads((args.out / "scale_bench.json").read_text()))))
+        print("\n".join(projection(json.loads((args.out / "scale_bench.json").read_text()), band_filter_ns(args.out))))
         return 0
     modes = set(args.modes.split(","))
     print(f"corpus: {max(args.sizes):,} documents in {args.data} (generated once) ...", flush=True)
@@ -280,7 +307,7 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     lines = markdown(rows)
     if "stages" in modes:
-        lines += [""] + projection(rows)
+        lines += [""] + projection(rows, band_filter_ns(args.out))
     (args.out / "scale_bench.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
