@@ -376,12 +376,41 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bytes(n: float) -> str:
+    """Binary units, as the README's memory tables."""
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB" if n >= 2**20 else f"{n / 2**10:,.1f} KiB"
+
+
 def _cmd_params(args: argparse.Namespace) -> int:
-    from dedup.params import plan_index
+    from dedup.params import PART_BYTES, bloom_parts, bloom_size, plan_index
 
     c = from_args(args)
     plan = plan_index(c.threshold, c.num_perm, args.docs, c.fp, c.bands, c.rows)
-    _emit(args, plan.to_dict(), lambda: print(json.dumps(plan.to_dict(), indent=2)))  # JSON either way
+    exact_bits, exact_k = bloom_size(args.docs, c.exact_fp)
+    parts = bloom_parts(plan.band_bits)
+    payload = {**plan.to_dict(), "band_parts": parts, "exact_fp": c.exact_fp, "exact_bits": exact_bits,
+               "exact_k": exact_k}
+
+    def human() -> None:
+        layout = "one part" if parts == 1 else f"{parts:,} cache parts of ~{_bytes(PART_BYTES)} each"
+        rows = [
+            ("banding", f"{plan.bands} bands x {plan.rows} rows ({plan.bands * plan.rows} of {plan.num_perm} "
+                        f"permutations), T = {plan.threshold}"),
+            ("band filters", f"{plan.bands} x {_bytes(plan.band_bits / 8)} = {_bytes(plan.index_bytes)} "
+                             f"({plan.bytes_per_doc:.1f} bytes/document), k = {plan.band_k}, {layout}"),
+            ("exact-key filter", f"{_bytes(exact_bits / 8)} ({exact_bits / 8 / max(args.docs, 1):.1f} bytes/document), "
+                                 f"k = {exact_k}, FP {c.exact_fp:g} (labels exact vs near only)"),
+            ("false positives", f"{plan.band_fp:.3g} per band, {plan.predicted_fp(plan.capacity):.3g} whole index "
+                                f"at {plan.capacity:,} documents (target {plan.total_fp:g})"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        print(f"memdedup params for {plan.capacity:,} documents")
+        for k, v in rows:
+            print(f"  {k:<{width}}  {v}")
+        print(f"  {'S-curve':<{width}}  {'Jaccard':<12}" + "".join(f"{s:>9}" for s in plan.curve))
+        print(f"  {'':<{width}}  {'P(candidate)':<12}" + "".join(f"{p:>9.2g}" for p in plan.curve.values()))
+
+    _emit(args, payload, human)
     return 0
 
 

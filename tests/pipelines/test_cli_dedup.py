@@ -575,12 +575,21 @@ def test_out_that_is_a_file_is_refused_with_one_line(work: Path):
 # ----------------------------------------------------------------------------- params
 
 
-def test_params_prints_the_plan_as_json():
-    r = cli("params", "--threshold", "0.8", "--num-perm", "128", "--docs", "1000000")
+def test_params_prints_the_plan_for_people_and_as_json_with_json():
+    r = cli("params", "--threshold", "0.8", "--num-perm", "128", "--docs", "10000000", "--json")
     assert r.returncode == 0, r.stderr
     plan = json.loads(r.stdout)
-    assert plan["bands"] == 9 and plan["rows"] == 13
-    assert plan["threshold"] == 0.8 and plan["num_perm"] == 128 and plan["capacity"] == 1_000_000
+    assert plan["bands"] == 9 and plan["rows"] == 13 and plan["band_parts"] > 1
+    assert plan["threshold"] == 0.8 and plan["num_perm"] == 128 and plan["capacity"] == 10_000_000
+    human = cli("params", "--threshold", "0.8", "--num-perm", "128", "--docs", "10000000")
+    assert human.returncode == 0, human.stderr
+    lines = human.stdout.splitlines()
+    assert lines[0] == "memdedup params for 10,000,000 documents"
+    assert any(line.split()[:2] == ["banding", "9"] and "13 rows" in line for line in lines)
+    mib = plan["band_bits"] / 8 / 2**20
+    assert any(line.startswith("  band filters") and f"9 x {mib:.1f} MiB" in line
+               and f"{plan['band_parts']:,} cache parts" in line for line in lines)
+    assert any(line.strip().startswith("P(candidate)") for line in lines)
 
 
 def test_emit_flag_and_config_key(tmp_path):

@@ -197,11 +197,10 @@ def test_a_no_flag_overrides_a_true_in_the_file_and_id_column_flag_requires_it(t
 def test_params_reads_yaml_and_flags(tmp_path):
     cfg = tmp_path / "run.yaml"
     cfg.write_text("dedup:\n  threshold: 0.7\n  num_perm: 64\n")
-    r = cli("params", "--config", cfg, "--threshold", "0.9", "--docs", "1000")
+    r = cli("params", "--config", cfg, "--threshold", "0.9", "--docs", "1000", "--json")
     assert r.returncode == 0, r.stderr
     plan = json.loads(r.stdout)
     assert (plan["threshold"], plan["num_perm"], plan["capacity"]) == (0.9, 64, 1000)
-    assert json.loads(cli("params", "--config", cfg, "--threshold", "0.9", "--docs", "1000", "--json").stdout) == plan
 
 
 @pytest.mark.parametrize("command", ["dedup", "audit", "train", "profile"])
