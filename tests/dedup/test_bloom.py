@@ -197,3 +197,27 @@ def test_large_filters_are_partitioned_and_their_files_say_so(tmp_path):
         BloomFilter.load(tmp_path / "v1.bloom")  # version 1 holds one part: a part count is damage
     with pytest.raises(ValueError, match="different"):
         f.union_inplace(BloomFilter(64 * 40, 4, seed=9, parts=4))
+
+
+def test_a_large_one_part_filter_saved_before_partitions_loads_as_one_part(tmp_path):
+    """Index directories written before cache partitions hold version-1 files of any size.
+    Loading one over the partition threshold must keep it one part (probing it by parts
+    would silently forget every key it holds), and a scalable stack keeps adding to it."""
+    from dedup.params import ONE_PART_MAX_BYTES
+    from dedup.scalable import FilterStack
+
+    m = 8 * ONE_PART_MAX_BYTES + 64 * 64
+    old = BloomFilter(m, 5, seed=3, parts=1)  # what the earlier version built at this size
+    ks = np.arange(1, 5001, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    old.add(ks)
+    data = old.save(tmp_path / "old.bloom").read_bytes()
+    assert int.from_bytes(data[8:12], "little") == 1 and int.from_bytes(data[28:32], "little") == 0
+    loaded = BloomFilter.load(tmp_path / "old.bloom")
+    assert loaded.parts == 1 and loaded.contains(ks).all()
+    stack = FilterStack(1e-3, 1000, scalable=True)
+    stack.generations[0] = loaded
+    stack.capacities[0] = 10**6
+    stack.save(tmp_path / "stack")
+    again = FilterStack.load(tmp_path / "stack")
+    assert again.generations[0].parts == 1
+    assert again.add(ks, np.ones(len(ks), dtype=bool)).all()
