@@ -35,6 +35,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -155,7 +156,7 @@ def bench_size(n: int, corpus: Path, tmp: Path, modes: set[str], workers: int) -
                           "--work", str(work)])
             info = json.loads(m["stdout"].strip().splitlines()[-1])
             tasks = info["tasks"]
-            row(f"stage {stage}", m, {"tasks": len(tasks), "task_cpu_s_median": sorted(tasks)[len(tasks) // 2],
+            row(f"stage {stage}", m, {"tasks": len(tasks), "task_cpu_s_median": statistics.median(tasks),
                                       "task_cpu_s_max": max(tasks), "tasks_cpu_s": sum(tasks)})
         shutil.rmtree(work, ignore_errors=True)
     if "fused" in modes:
