@@ -39,21 +39,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
         pass
 
 
-def load_array(name: str) -> np.ndarray | None:
-    try:
-        return np.load(cache_dir() / name, allow_pickle=False)
-    except (OSError, ValueError):
-        return None
-
-
-def save_array(name: str, arr: np.ndarray) -> None:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
-    _atomic_write(cache_dir() / name, buf.getvalue())
-
-
 def load_npz(name: str) -> dict[str, np.ndarray] | None:
     try:
         with np.load(cache_dir() / name, allow_pickle=False) as z:
