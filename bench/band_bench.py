@@ -10,7 +10,7 @@ the same filter as one part (the layout before cache partitions) where that is q
 Keys are generated per chunk outside the timed call; memory is the filter plus one chunk.
 
     .venv/bin/python bench/band_bench.py                      # 1e6 1e7 1e8
-    .venv/bin/python bench/band_bench.py --sizes 1e6 1e9      # 1e9: a 3.4 GB filter, ~2 min
+    .venv/bin/python bench/band_bench.py --sizes 1e6 1e9      # 1e9: a 3.6 GB filter, ~5 min
 
 Writes ``OUT/band_bench.json`` and ``OUT/band_bench.md`` (default OUT: bench/results).
 """

@@ -247,7 +247,9 @@ def projection(rows: list[dict], filter_ns: dict[int, float] | None = None) -> l
         "= the sketch files (~97 bytes per document) + 10 bit files (N/8 bytes each)."
         + (" Band cost at N: that per-document task cost plus the filter's extra ns per key at N over "
            f"{n0:,} from bench/band_bench.py ({', '.join(f'10^{round(math.log10(d))}: {v:.0f} ns' for d, v in sorted(filter_ns.items()))}; "
-           "10^10 uses the 10^9 figure, a lower bound)." if filter_ns and n0 in filter_ns else ""),
+           "10^10 uses the 10^9 figure, a lower bound)." if filter_ns and n0 in filter_ns else
+           " Band cost at N: the measured one, as if flat beyond it (run bench/band_bench.py to measure how the "
+           "filter's cost per key grows)."),
         "",
         "| documents | workers W | sketch | band | write | total wall | band task memory (one filter) | shard task memory "
         "| all band filters | sketch files | whole-index FP at capacity | expected false removals |",

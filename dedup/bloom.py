@@ -39,6 +39,8 @@ VERSION = 1  #: a filter of one part
 VERSION_PARTS = 2  #: a filter of several cache partitions
 HEADER_SIZE = 64
 _HEADER = struct.Struct("<8sIIQIIQQ16x")
+#: Keys per kernel call (their partition sort indexes with int32); calls in turn keep the order.
+_MAX_CALL = 1 << 30
 assert _HEADER.size == HEADER_SIZE
 
 
@@ -99,21 +101,21 @@ class BloomFilter:
         Keys where ``mask`` is False are skipped (and reported False).
         """
         keys = np.ascontiguousarray(keys, dtype=np.uint64)
-        if mask is None:
-            mask = np.ones(keys.shape[0], dtype=np.bool_)
+        mask = np.ones(keys.shape[0], dtype=np.bool_) if mask is None else np.ascontiguousarray(mask, dtype=np.bool_)
         seen = np.empty(keys.shape[0], dtype=np.bool_)
-        self.count += _k.test_and_set_many(
-            np.asarray(self.bits), np.uint64(self.part_bits), self.parts, self.k, np.uint64(self.seed), keys,
-            np.ascontiguousarray(mask, dtype=np.bool_), seen,
-        )
+        for a in range(0, keys.shape[0], _MAX_CALL):  # the kernels' sort indexes with int32
+            b = a + _MAX_CALL
+            self.count += _k.test_and_set_many(np.asarray(self.bits), np.uint64(self.part_bits), self.parts, self.k,
+                                               np.uint64(self.seed), keys[a:b], mask[a:b], seen[a:b])
         return seen
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
         """Membership of each key (bool array); no insertion."""
         keys = np.ascontiguousarray(keys, dtype=np.uint64)
         out = np.empty(keys.shape[0], dtype=np.bool_)
-        _k.contains_many(np.asarray(self.bits), np.uint64(self.part_bits), self.parts, self.k, np.uint64(self.seed),
-                         keys, out)
+        for a in range(0, keys.shape[0], _MAX_CALL):
+            _k.contains_many(np.asarray(self.bits), np.uint64(self.part_bits), self.parts, self.k,
+                             np.uint64(self.seed), keys[a:a + _MAX_CALL], out[a:a + _MAX_CALL])
         return out
 
     def union_inplace(self, other: "BloomFilter") -> "BloomFilter":

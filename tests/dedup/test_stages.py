@@ -38,9 +38,9 @@ def test_serial_stages_write_the_fused_engines_bytes(tmp_path, batch_rows):
 def test_partitioned_filters_fed_in_chunks_across_shards_decide_as_one_filter(tmp_path, monkeypatch):
     """Filters over dedup.params.ONE_PART_MAX_BYTES are cache-partitioned and the band task
     feeds them chunks of stack.batch_keys() keys across shard boundaries. Made to happen at
-    test size (parts of 512 bytes, chunks of 250 keys over shards of 300 rows): staged and
-    fused still write the same bytes, and the same as with one part (no false positive at
-    this size either way)."""
+    test size (parts of 512 bytes, chunks of at least 500 keys over shards of 300 rows, so
+    chunks span shards and end inside none): staged and fused still write the same bytes,
+    and the same as with one part (no false positive at this size either way)."""
     import dedup.params
     from dedup.scalable import FilterStack
 
@@ -49,8 +49,12 @@ def test_partitioned_filters_fed_in_chunks_across_shards_decide_as_one_filter(tm
     dedup_files([tmp_path / "in"], tmp_path / "one", config, threads=1)
     monkeypatch.setattr(dedup.params, "ONE_PART_MAX_BYTES", 1024)
     monkeypatch.setattr(dedup.params, "PART_BYTES", 512)
-    monkeypatch.setattr(FilterStack, "batch_keys", lambda self: 250)
+    monkeypatch.setattr(FilterStack, "batch_keys", lambda self: 500)
+    sizes: list[int] = []
+    add = FilterStack.add
+    monkeypatch.setattr(FilterStack, "add", lambda self, keys, mask: sizes.append(len(keys)) or add(self, keys, mask))
     staged = dedup_staged([tmp_path / "in"], tmp_path / "s", config)
+    assert sorted(set(sizes)) == [300, 600]  # two shards per chunk, then the last shard alone
     fused = dedup_files([tmp_path / "in"], tmp_path / "f", config, threads=1)
     assert _bytes(tmp_path / "s") == _bytes(tmp_path / "f") == _bytes(tmp_path / "one")
     assert staged["totals"]["removed"]["near"] > 0
