@@ -166,6 +166,42 @@ def test_incremental_index_matches_one_combined_run(tmp_path, client):
                    index_dir=index, log=quiet)
 
 
+def test_cache_partitioned_filters_on_a_cluster_and_in_an_index_directory(corpus, client, tmp_path):
+    """Filters sized for 3,000,000 documents (~11 MB a band: over dedup.params.ONE_PART_MAX_BYTES,
+    so cache-partitioned) on real workers: staged = fused byte for byte and = the run with
+    small one-part filters; an index directory saves them as version-2 files, loads them in the
+    next run and finds that batch's duplicates of the first batch, as one combined run does."""
+    from dedup.bloom import VERSION_PARTS, BloomFilter
+
+    table, d = corpus
+    big = DedupConfig(capacity=3_000_000)
+    assert BloomFilter(*bloom_size_of(big)).parts > 1
+    dedup_files([d / "in6"], tmp_path / "fused", big, threads=1)
+    run_staged([d / "in6"], tmp_path / "staged", big, client=client, log=quiet)
+    dedup_files([d / "in6"], tmp_path / "small", DedupConfig(), threads=1)
+    assert outputs(tmp_path / "staged") == outputs(tmp_path / "fused") == outputs(tmp_path / "small")
+    write_shards(table.slice(0, 700), tmp_path / "batch1", 2)
+    write_shards(table.slice(700), tmp_path / "batch2", 2)
+    index = tmp_path / "index"
+    run_staged([tmp_path / "batch1"], tmp_path / "o1", big, client=client, index_dir=index, log=quiet)
+    files = sorted(index.rglob("gen-000.bloom"))
+    assert files and all(int.from_bytes(f.read_bytes()[8:12], "little") == VERSION_PARTS for f in files)
+    run_staged([tmp_path / "batch2"], tmp_path / "o2", big, client=client, index_dir=index, log=quiet)
+    combined = pq.read_table(tmp_path / "small" / "removed.parquet").to_pydict()
+    batch2_ids = set(table.slice(700).column("id").to_pylist())
+    want = {(i, r) for i, r in zip(combined["id"], combined["reason"]) if i in batch2_ids}
+    got = pq.read_table(tmp_path / "o2" / "removed.parquet").to_pydict()
+    assert want and {(i, r) for i, r in zip(got["id"], got["reason"])} == want
+
+
+def bloom_size_of(config: DedupConfig) -> tuple[int, int]:
+    """(m, k) of one band filter of ``config``'s plan."""
+    from dedup.params import plan_index
+
+    plan = plan_index(config.threshold, config.num_perm, config.capacity, config.fp)
+    return plan.band_bits, plan.band_k
+
+
 def test_existing_scheduler_by_address(corpus, client, fused, tmp_path):
     _, d = corpus
     run_staged([d / "in6"], tmp_path / "out", DedupConfig(), scheduler=client.scheduler.address, log=quiet)
