@@ -120,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("params", help="show banding, filter sizes and the S-curve")
     p.add_argument("--docs", type=int, default=1_000_000, help="number of documents (default: %(default)s)")
-    p.add_argument("--json", action="store_true", help="print the plan as JSON on stdout (what params always prints)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")
     _stage_options(p, "dedup")
 
     p = sub.add_parser("generate", help="write a synthetic corpus with planted duplicates")
@@ -378,13 +378,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _bytes(n: float) -> str:
     """Binary units, as the README's memory tables."""
-    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB" if n >= 2**20 else f"{n / 2**10:,.1f} KiB"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n:,.0f} bytes"
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
     from dedup.params import PART_BYTES, bloom_parts, bloom_size, plan_index
 
     c = from_args(args)
+    if args.docs < 1:
+        raise ConfigError(f"--docs must be >= 1, got {args.docs}")
     plan = plan_index(c.threshold, c.num_perm, args.docs, c.fp, c.bands, c.rows)
     exact_bits, exact_k = bloom_size(args.docs, c.exact_fp)
     parts = bloom_parts(plan.band_bits)
@@ -404,7 +409,7 @@ def _cmd_params(args: argparse.Namespace) -> int:
                                 f"at {plan.capacity:,} documents (target {plan.total_fp:g})"),
         ]
         width = max(len(k) for k, _ in rows)
-        print(f"memdedup params for {plan.capacity:,} documents")
+        print(f"memdedup params for {plan.capacity:,} document{'s' if plan.capacity > 1 else ''}")
         for k, v in rows:
             print(f"  {k:<{width}}  {v}")
         print(f"  {'S-curve':<{width}}  {'Jaccard':<12}" + "".join(f"{s:>9}" for s in plan.curve))

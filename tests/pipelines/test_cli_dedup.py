@@ -590,6 +590,9 @@ def test_params_prints_the_plan_for_people_and_as_json_with_json():
     assert any(line.startswith("  band filters") and f"9 x {mib:.1f} MiB" in line
                and f"{plan['band_parts']:,} cache parts" in line for line in lines)
     assert any(line.strip().startswith("P(candidate)") for line in lines)
+    for bad in ("0", "-5"):
+        r = cli("params", "--docs", bad)
+        assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"memdedup params: error: --docs must be >= 1, got {bad}"]
 
 
 def test_emit_flag_and_config_key(tmp_path):
