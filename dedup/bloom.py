@@ -55,9 +55,10 @@ class BloomFilter:
         count: insertions already made into ``bits``.
         parts: cache partitions (:mod:`dedup._kernels.bloom`); default
             :func:`dedup.params.bloom_parts` of ``m_bits``: one part up to 8 MiB, parts of
-            ~256 KiB above. The false-positive rate is that of one filter of m bits to within
-            a relative ~70 / (keys per part) (the parts' binomial loads), e.g. 1e-3 at the
-            smallest parts a default filter has.
+            ~256 KiB above. The false-positive rate is the parts' average: to second order a
+            relative (k^2 - 2k)(ln 2)^2 / 2 / (keys per part) above one filter of m bits (the
+            parts' binomial loads): ~86 / (keys per part) at k = 20, 1.2e-3 at the smallest
+            parts a default filter has.
 
     Example:
         >>> import numpy as np
