@@ -446,6 +446,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from .demo import run_checks
 
+    _quiet_transformers()  # the canary exposure loads both models
     result = run_checks(args.out)
 
     def human() -> None:
@@ -471,8 +472,8 @@ def _fail(command: str, message: str) -> int:
 
 
 def _quiet_transformers() -> None:
-    """transformers' own progress bars (\"Writing model shards\") and info warnings off for the
-    torch commands: their progress is our progress lines, and their logs stay readable in
+    """transformers' own progress bars (\"Writing model shards\", \"Loading weights\") and info
+    warnings off for the commands that load or write models: their progress is our progress lines, and their logs stay readable in
     Snakemake/Slurm log files. Errors still show."""
     from transformers.utils import logging as hf_logging
 

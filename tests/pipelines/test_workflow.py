@@ -43,6 +43,8 @@ def test_reduced_config_end_to_end(reduced_workflow, snakemake):
         assert (out / f).exists(), f
     for log in ("dedup", "train-raw", "audit-dedup", "report"):
         assert (out / "logs" / f"{log}.log").exists()
+    for log in (out / "logs").glob("*.log"):  # transformers' own bars stay out of the logs
+        assert "Loading weights" not in log.read_text() and "Writing model shards" not in log.read_text(), log.name
     checks = json.loads((out / "checks.json").read_text())
     exact = next(c for c in checks["checks"] if "exact" in c["name"])
     assert exact["passed"] and exact["planted"] == 10  # 5% of 200 planted exact duplicates, all removed
