@@ -25,6 +25,17 @@ from .bloom import BloomFilter
 from .params import bloom_size, whole_index_fp
 
 STACK_FILE = "stack.json"
+#: Bytes a band task holds per key of a chunk (keys, masks, the partition sort's arrays, the
+#: seen bits), and the interpreter, Arrow and numpy around it: for memory estimates.
+CHUNK_BYTES_PER_KEY = 36
+TASK_BASE_BYTES = 300 << 20
+
+
+def chunk_keys(parts: int) -> int:
+    """Keys a band task passes to one add on a filter of ``parts`` cache partitions: 4096 per
+    part (each part then takes ~4096 k probes while it is in cache), at least 2^21 and at
+    most 2^24 (75-600 MB at :data:`CHUNK_BYTES_PER_KEY`)."""
+    return min(max(4096 * parts, 1 << 21), 1 << 24)
 
 
 class FilterStack:
@@ -94,10 +105,8 @@ class FilterStack:
         return seen
 
     def batch_keys(self) -> int:
-        """Keys worth passing to one :meth:`add`: 4096 per cache partition of the newest
-        generation (each part then takes ~4096 k probes while it is in cache), at least
-        2^21 and at most 2^24 (with the sort's arrays ~36 bytes per key: 75-600 MB)."""
-        return min(max(4096 * self.generations[-1].parts, 1 << 21), 1 << 24)
+        """Keys worth passing to one :meth:`add`: :func:`chunk_keys` of the newest generation."""
+        return chunk_keys(self.generations[-1].parts)
 
     def generation_fps(self) -> list[float]:
         """Each generation's false-positive rate implied by its fill (``fill^k``)."""

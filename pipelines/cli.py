@@ -386,6 +386,7 @@ def _bytes(n: float) -> str:
 
 def _cmd_params(args: argparse.Namespace) -> int:
     from dedup.params import PART_BYTES, bloom_parts, bloom_size, plan_index
+    from dedup.scalable import CHUNK_BYTES_PER_KEY, TASK_BASE_BYTES, chunk_keys
 
     c = from_args(args)
     if args.docs < 1:
@@ -393,8 +394,10 @@ def _cmd_params(args: argparse.Namespace) -> int:
     plan = plan_index(c.threshold, c.num_perm, args.docs, c.fp, c.bands, c.rows)
     exact_bits, exact_k = bloom_size(args.docs, c.exact_fp)
     parts = bloom_parts(plan.band_bits)
+    chunk = min(chunk_keys(parts), args.docs)  # a chunk never holds more keys than the corpus
+    band_task = plan.band_bits // 8 + chunk * CHUNK_BYTES_PER_KEY + TASK_BASE_BYTES
     payload = {**plan.to_dict(), "band_parts": parts, "exact_fp": c.exact_fp, "exact_bits": exact_bits,
-               "exact_k": exact_k}
+               "exact_k": exact_k, "band_task_bytes": band_task}
 
     def human() -> None:
         layout = "one part" if parts == 1 else f"{parts:,} cache parts of ~{_bytes(PART_BYTES)} each"
@@ -405,6 +408,9 @@ def _cmd_params(args: argparse.Namespace) -> int:
                              f"({plan.bytes_per_doc:.1f} bytes/document), k = {plan.band_k}, {layout}"),
             ("exact-key filter", f"{_bytes(exact_bits / 8)} ({exact_bits / 8 / max(args.docs, 1):.1f} bytes/document), "
                                  f"k = {exact_k}, FP {c.exact_fp:g} (labels exact vs near only)"),
+            ("band task memory", f"~{_bytes(band_task)} (staged engine: one filter, chunks of {chunk:,} keys at "
+                                 f"~{CHUNK_BYTES_PER_KEY} bytes, ~{_bytes(TASK_BASE_BYTES)} of Python and Arrow; "
+                                 "plus one shard's keys)"),
             ("false positives", f"{plan.band_fp:.3g} per band, {plan.predicted_fp(plan.capacity):.3g} whole index "
                                 f"at {plan.capacity:,} documents (target {plan.total_fp:g})"),
         ]

@@ -590,6 +590,11 @@ def test_params_prints_the_plan_for_people_and_as_json_with_json():
     assert any(line.startswith("  band filters") and f"9 x {mib:.1f} MiB" in line
                and f"{plan['band_parts']:,} cache parts" in line for line in lines)
     assert any(line.strip().startswith("P(candidate)") for line in lines)
+    from dedup.scalable import CHUNK_BYTES_PER_KEY, TASK_BASE_BYTES, chunk_keys
+
+    chunk = min(chunk_keys(plan["band_parts"]), plan["capacity"])
+    assert plan["band_task_bytes"] == plan["band_bits"] // 8 + chunk * CHUNK_BYTES_PER_KEY + TASK_BASE_BYTES
+    assert any(line.startswith("  band task memory") for line in lines)
     for bad in ("0", "-5"):
         r = cli("params", "--docs", bad)
         assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"memdedup params: error: --docs must be >= 1, got {bad}"]
