@@ -110,6 +110,14 @@ class BloomFilter:
                                                np.uint64(self.seed), keys[a:b], mask[a:b], seen[a:b])
         return seen
 
+    def part_of(self, keys: np.ndarray) -> np.ndarray:
+        """The cache partition (int32, 0 .. parts-1) that holds each key."""
+        keys = np.ascontiguousarray(keys, dtype=np.uint64)
+        out = np.zeros(keys.shape[0], dtype=np.int32)
+        if self.parts > 1:
+            _k.parts_of_many(keys, np.uint64(self.seed), self.parts, out)
+        return out
+
     def contains(self, keys: np.ndarray) -> np.ndarray:
         """Membership of each key (bool array); no insertion."""
         keys = np.ascontiguousarray(keys, dtype=np.uint64)

@@ -9,9 +9,10 @@
    independent because every document is inserted (see :mod:`dedup.index`), so they run
    in any order, anywhere. A large band filter is cache-partitioned
    (:mod:`dedup._kernels.bloom`), so the task feeds it chunks of keys across shards
-   (:meth:`dedup.scalable.FilterStack.batch_keys`). At extreme scale a band could also be
-   split across workers by those partitions: keys of different parts never share a bit,
-   so each part is an independent filter (not implemented: one task per band).
+   (:meth:`dedup.scalable.FilterStack.batch_keys`). With ``band_splits`` n > 1 a band is n
+   tasks, each inserting only the keys of its share of those partitions
+   (:func:`split_parts`): keys of different parts never share a bit, so the splits' seen
+   bits OR to the band's, and each task touches and holds 1/n of the filter.
 3. **write** (per shard): OR the bands' bits with :func:`dedup.index.combine` and write
    ``OUT/kept/<stem>.parquet`` and ``WORK/removed/<stem>.parquet``.
 
@@ -29,6 +30,8 @@ Work directory layout (the only definition of it)::
                                        exact_0, exact_1 (uint64), band_00..band_{b-1} (uint64)
     WORK/bands/<name>.seen           packed bits (little-endian bit order) over all rows
                                        in canonical order; name = band-00.. or exact
+    WORK/bands/<name>.<s>-of-<n>.seen  the same for split s of n (band_splits n > 1); the
+                                       band's bits are their OR
     WORK/index/<name>/               the band's filter generations after this run (--index-dir)
     WORK/removed/<stem>.parquet      removed rows of one shard (layout.REMOVED_SCHEMA)
 """
@@ -48,11 +51,12 @@ import numpy as np
 import pyarrow as pa
 
 from . import io, layout
+from . import kernels as _k
 from .arrow import bool_array, filter_rows, numeric_array
 from .config import DedupConfig
 from .index import EXACT, NEAR, combine
 from .index_dir import IndexDir, file_fingerprint, index_params
-from .params import optimal_param, per_band_fp, plan_index, whole_index_fp
+from .params import bloom_parts, bloom_size, optimal_param, per_band_fp, plan_index, whole_index_fp
 from .runs import RunPlan, abandon, finish, prepare
 from .scalable import FilterStack
 from .shards import Shard, ShardReader
@@ -69,8 +73,24 @@ def sketch_path(work: Path, shard: Shard) -> Path:
     return work / "sketch" / f"{shard.stem}.arrow"
 
 
-def seen_path(work: Path, band: int | str) -> Path:
-    return work / "bands" / f"{band_name(band)}.seen"
+def seen_path(work: Path, band: int | str, split: tuple[int, int] = (0, 1)) -> Path:
+    """The seen bits of a band task: ``<name>.seen``, or ``<name>.<s+1>-of-<n>.seen`` for
+    split s of n (:func:`split_parts`)."""
+    s, n = split
+    return work / "bands" / f"{band_name(band)}{'' if n == 1 else f'.{s + 1}-of-{n}'}.seen"
+
+
+def band_splits(fp: float, capacity: int, requested: int) -> int:
+    """Tasks a band's filter is split into: ``requested``, at most its cache partitions
+    (:func:`dedup.params.bloom_parts`; a filter of one part is one task)."""
+    m, _k = bloom_size(capacity, fp)
+    return max(1, min(int(requested), bloom_parts(m)))
+
+
+def split_parts(parts: int, split: tuple[int, int]) -> tuple[int, int]:
+    """The cache partitions [lo, hi) of split s of n of a filter of ``parts`` parts."""
+    s, n = split
+    return s * parts // n, (s + 1) * parts // n
 
 
 def removed_part_path(work: Path, shard: Shard) -> Path:
@@ -161,7 +181,8 @@ def _read_column(path: Path, column: str) -> np.ndarray:
 
 
 def band_pass(
-    band: int | str, shards: list[Shard], work: Path, stack, total_rows: int, save_to: Path | None = None
+    band: int | str, shards: list[Shard], work: Path, stack, total_rows: int, save_to: Path | None = None,
+    split: tuple[int, int] = (0, 1),
 ) -> dict:
     """Stage 2 for one band (an int) or the exact key (``EXACT_BAND``).
 
@@ -171,9 +192,19 @@ def band_pass(
     only then marks the band done and returns the completion record: a task killed at any
     point is redone on resume. Documents without shingles (and null texts) are not inserted
     into band filters; null texts are not inserted into the exact filter.
+
+    ``split`` (s, n), n > 1: only the keys of the filter's cache partitions
+    :func:`split_parts` (s, n) are inserted (the others' bits stay 0 here: another split
+    holds them). Keys of different parts never share a bit, so the n splits' seen bits OR to
+    the unsplit task's, and this task touches (and holds in memory) only its parts of the
+    filter. Needs a one-generation stack (not ``--index-dir``).
     """
     t0 = time.perf_counter()
-    final = seen_path(work, band)
+    final = seen_path(work, band, split)
+    first = stack.generations[0]
+    if split[1] > 1 and (len(stack.generations) != 1 or stack.scalable):
+        raise ValueError("a band task is split only on a one-generation filter (not with an index directory)")
+    lo, hi = split_parts(first.parts, split)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = io.tmp_path(final)
     pos = 0
@@ -199,6 +230,9 @@ def band_pass(
                 keys = _read_column(sp, column)
                 valid = _read_column(sp, "valid")
                 mask = valid if band == EXACT_BAND else valid & (_read_column(sp, "n_shingles") > 0)
+                if split[1] > 1:
+                    part = first.part_of(keys)
+                    mask &= (part >= lo) & (part < hi)
                 chunk.append((keys, mask))
                 pos += keys.shape[0]
                 if sum(c[0].shape[0] for c in chunk) >= stack.batch_keys():
@@ -216,23 +250,41 @@ def band_pass(
         shutil.rmtree(save_to, ignore_errors=True)  # a killed attempt's partial save
         stack.save(save_to)
     record = {"band": band_name(band), "rows": total_rows, "seconds": time.perf_counter() - t0, **stack.describe()}
+    if split[1] > 1:  # what merge_split_records needs; the fill figures above are this split's alone
+        record.update(split=list(split), set_bits=_k.popcount(np.asarray(first.bits)), m=first.m, k=first.k)
     mark_done(final, record)
     return record
 
 
-def _seen_slice(work: Path, band: int | str, start: int, count: int) -> np.ndarray:
-    """Bits [start, start+count) of a band's seen file, as bools."""
+def merge_split_records(records: list[dict]) -> dict:
+    """One band's completion record from its splits' (the unsplit task's when one): counts
+    add up, and the fill and false-positive rate are the whole filter's, from the set bits."""
+    if len(records) == 1:
+        return records[0]
+    first = records[0]
+    fp = (sum(r["set_bits"] for r in records) / first["m"]) ** first["k"]
+    return {"band": first["band"], "rows": first["rows"], "seconds": sum(r["seconds"] for r in records),
+            "splits": len(records), "generations": 1, "count": sum(r["count"] for r in records),
+            "bytes": first["bytes"], "predicted_fp": fp, "generation_fps": [fp]}
+
+
+def _seen_slice(work: Path, band: int | str, start: int, count: int, splits: int = 1) -> np.ndarray:
+    """Bits [start, start+count) of a band's seen file (OR of its ``splits`` files), as bools."""
     first = start // 8
     last = (start + count + 7) // 8
-    raw = np.fromfile(seen_path(work, band), dtype=np.uint8, count=last - first, offset=first)
+    raw = np.zeros(last - first, dtype=np.uint8)
+    for s in range(splits):
+        raw |= np.fromfile(seen_path(work, band, (s, splits)), dtype=np.uint8, count=last - first, offset=first)
     bits = np.unpackbits(raw, bitorder="little")
     return bits[start - first * 8 : start - first * 8 + count].astype(np.bool_)
 
 
-def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work: Path, out: Path) -> dict:
+def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work: Path, out: Path,
+                splits: dict[str, int] | None = None) -> dict:
     """Stage 3 for one shard: verdicts from the bands' bits; kept rows and removed rows.
 
-    ``start`` is the shard's first row in canonical order. With ``config.emit ==
+    ``start`` is the shard's first row in canonical order; ``splits``: band name -> its
+    number of split tasks (default 1). With ``config.emit ==
     "removed"`` no kept shard is written and only the id column is read (Parquet).
     """
     t0 = time.perf_counter()
@@ -240,8 +292,10 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
     valid = _read_column(sp, "valid")
     has_sh = _read_column(sp, "n_shingles") > 0
     n = valid.shape[0]
-    band_seen = np.stack([_seen_slice(work, j, start, n) for j in range(bands)], axis=1) if n else np.zeros((0, bands), bool)
-    exact_seen = _seen_slice(work, EXACT_BAND, start, n)
+    splits = splits or {}
+    band_seen = (np.stack([_seen_slice(work, j, start, n, splits.get(band_name(j), 1)) for j in range(bands)], axis=1)
+                 if n else np.zeros((0, bands), bool))
+    exact_seen = _seen_slice(work, EXACT_BAND, start, n, splits.get(EXACT_BAND, 1))
     verdicts = combine(valid, has_sh, band_seen, exact_seen)
 
     reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
@@ -303,13 +357,14 @@ def banding(config: DedupConfig) -> tuple[int, int]:
 
 
 def band_task(band: int | str, shards: list[Shard], work: Path, fp: float, capacity: int, scalable: bool,
-              load_from: str | None, keep: bool) -> dict:
+              load_from: str | None, keep: bool, split: tuple[int, int] = (0, 1)) -> dict:
     """Stage 2 task: a fresh filter stack (or the pinned version's, ``load_from``), the
-    band pass, and the stack saved under ``WORK/index/<name>`` when ``keep``."""
+    band pass (of split ``split``), and the stack saved under ``WORK/index/<name>`` when
+    ``keep``."""
     name = band_name(band)
     stack = FilterStack.load(Path(load_from)) if load_from else FilterStack(fp, capacity, scalable=scalable)
     total = sum(io.read_json(done_path(sketch_path(work, s)), ("rows",))["rows"] for s in shards)
-    return band_pass(band, shards, work, stack, total, save_to=work / "index" / name if keep else None)
+    return band_pass(band, shards, work, stack, total, save_to=work / "index" / name if keep else None, split=split)
 
 
 def _reset_after_sketch(plan: RunPlan) -> None:
@@ -321,7 +376,8 @@ def _reset_after_sketch(plan: RunPlan) -> None:
 
 def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = serial_map,
                index: IndexDir | None = None, index_files: list[dict] | None = None,
-               checkpoint: Callable[[str], None] = lambda point: None, log: Callable[[str], None] = lambda m: None) -> dict:
+               checkpoint: Callable[[str], None] = lambda point: None, log: Callable[[str], None] = lambda m: None,
+               band_splits_requested: int = 1) -> dict:
     """Run (or resume) the three stages of ``plan`` and finish it; return the manifest.
 
     Args:
@@ -332,6 +388,8 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
             here when None (a resumed run).
         checkpoint: called with ``"finalize"`` once stages 1-3 are done and with
             ``"installed"`` after the index install (fault injection in tests).
+        band_splits_requested: split each band's task by its filter's cache partitions into
+            this many tasks (:func:`band_splits`; not with ``index``). Same outputs.
     """
     t_start = time.perf_counter()
     work, shards, out = plan.work, plan.shards, plan.out
@@ -358,20 +416,25 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
     band_fp = per_band_fp(config.fp, bands)
     names = list(range(bands)) + [EXACT_BAND]
     capacity = config.capacity or max(total, 1)
-    todo_b = [b for b in names if read_done(seen_path(work, b)) is None]
+    fps = {b: config.exact_fp if b == EXACT_BAND else band_fp for b in names}
+    n_splits = {b: 1 if index is not None else band_splits(fps[b], capacity, band_splits_requested) for b in names}
+    todo_b = [(b, (s, n_splits[b])) for b in names for s in range(n_splits[b])
+              if read_done(seen_path(work, b, (s, n_splits[b]))) is None]
     map_tasks("band", band_task, [
-        (b, shards, work, config.exact_fp if b == EXACT_BAND else band_fp, capacity, index is not None,
-         str(index.stack_dir(pinned, band_name(b))) if index is not None and pinned else None, index is not None)
-        for b in todo_b
+        (b, shards, work, fps[b], capacity, index is not None,
+         str(index.stack_dir(pinned, band_name(b))) if index is not None and pinned else None, index is not None, split)
+        for b, split in todo_b
     ])
-    band_records = {band_name(b): read_done(seen_path(work, b)) for b in names}
+    band_records = {band_name(b): merge_split_records([read_done(seen_path(work, b, (s, n_splits[b])))
+                                                       for s in range(n_splits[b])]) for b in names}
+    splits_by_name = {band_name(b): n for b, n in n_splits.items()}
     timings["band"] = time.perf_counter() - t0
 
     # Stage 3: kept shards and removed rows per shard.
     t0 = time.perf_counter()
     starts = np.concatenate([[0], np.cumsum([i["rows"] for i in infos])[:-1]]).astype(int).tolist() if infos else []
-    map_tasks("write", write_shard, [(s, config, bands, start, work, out) for s, start in zip(shards, starts)
-                                     if read_done(removed_part_path(work, s)) is None])
+    map_tasks("write", write_shard, [(s, config, bands, start, work, out, splits_by_name)
+                                     for s, start in zip(shards, starts) if read_done(removed_part_path(work, s)) is None])
     timings["write"] = time.perf_counter() - t0
 
     checkpoint("finalize")
@@ -398,13 +461,14 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
 
 def dedup_staged(inputs, out, config: DedupConfig = DedupConfig(), *, map_tasks: MapTasks = serial_map,
                  index_dir=None, force: bool = False, log: Callable[[str], None] = lambda m: None,
-                 checkpoint: Callable[[str], None] = lambda point: None) -> dict:
+                 checkpoint: Callable[[str], None] = lambda point: None, band_splits: int = 1) -> dict:
     """The staged engine: :func:`dedup.runs.prepare`, :func:`run_stages`, and on a failure
     (bad input, damaged state, full disk) nothing left behind. Return the manifest.
 
     ``map_tasks`` runs each stage's tasks (default: one after another in this process;
     :func:`pipelines.staged.run_staged` runs them on Dask). Same outputs, byte for byte,
-    as the fused engine (without an index directory).
+    as the fused engine (without an index directory), whatever ``band_splits`` (tasks per
+    band, by its filter's cache partitions: each holds and probes 1/n of the filter).
 
     Example:
         >>> import pyarrow as pa, pyarrow.parquet as pq, tempfile, pathlib
@@ -416,6 +480,9 @@ def dedup_staged(inputs, out, config: DedupConfig = DedupConfig(), *, map_tasks:
     """
     if config.index != "lshbloom":
         raise ValueError(f"the staged engine uses LSHBloom filters; --index {config.index} needs --engine fused")
+    if band_splits < 1 or (band_splits > 1 and index_dir):
+        raise ValueError(f"--band-splits must be >= 1, got {band_splits}" if band_splits < 1 else
+                         "--band-splits needs a run without --index-dir (its filters grow by generations)")
     index = IndexDir(index_dir, index_params(config, *banding(config))) if index_dir else None
     files: list[dict] | None = None
 
@@ -430,7 +497,7 @@ def dedup_staged(inputs, out, config: DedupConfig = DedupConfig(), *, map_tasks:
         return plan.previous
     try:
         return run_stages(plan, config, map_tasks=map_tasks, index=index, index_files=files,
-                          checkpoint=checkpoint, log=log)
+                          checkpoint=checkpoint, log=log, band_splits_requested=band_splits)
     except (ValueError, OSError):  # bad input, damaged state, full disk: nothing is left behind
         abandon(plan)
         raise

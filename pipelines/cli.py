@@ -59,12 +59,16 @@ def _parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("execution (see README: Running on a cluster)")
     g.add_argument("--engine", choices=("auto", "fused", "staged"), default="auto",
                    help="fused: one process; staged: three Dask stages; auto (default): staged when "
-                        "--workers/--scheduler/--index-dir is given or the inputs exceed 1 GB")
+                        "--workers/--scheduler/--index-dir/--band-splits is given or the inputs exceed 1 GB")
     g.add_argument("--workers", type=int, help="staged: worker processes of the local cluster (default: cores)")
     g.add_argument("--threads-per-worker", type=int, default=1,
                    help="staged: tasks per worker at once (default: %(default)s)")
     g.add_argument("--scheduler", help="staged: an existing Dask scheduler (tcp://host:port or a scheduler JSON file)")
     g.add_argument("--index-dir", type=Path, help="staged: load the index kept by earlier runs, and keep this run's")
+    g.add_argument("--band-splits", type=int, default=1,
+                   help="staged: split each band's task into this many by its filter's cache partitions (each "
+                        "holds and probes 1/N of the filter; same decisions; not with --index-dir) "
+                        "(default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress line or summary")
     _add_json(p, "the run's manifest (manifest.json)")
     _stage_options(p, "dedup")
@@ -151,7 +155,7 @@ def choose_engine(args: argparse.Namespace) -> str:
     """``auto``: staged if any cluster option is given or the inputs exceed 1 GB."""
     if args.engine != "auto":
         return args.engine
-    if args.workers or args.scheduler or args.index_dir:
+    if args.workers or args.scheduler or args.index_dir or args.band_splits > 1:
         return "staged"
     from dedup.runs import discover
 
@@ -166,15 +170,18 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
 
     config = from_args(args)
     engine = choose_engine(args)
-    if engine == "fused" and args.index_dir:
-        raise ConfigError("--index-dir needs the staged engine (--engine staged)")
+    if args.band_splits < 1:
+        raise ConfigError(f"--band-splits must be >= 1, got {args.band_splits}")
+    for flag, given in (("--index-dir", args.index_dir), ("--band-splits", args.band_splits > 1)):
+        if engine == "fused" and given:
+            raise ConfigError(f"{flag} needs the staged engine (--engine staged)")
     if engine == "staged":
         from .staged import run_staged
 
         log = _log(args)
         manifest = run_staged(args.inputs, args.out, config, workers=args.workers,
                               threads_per_worker=args.threads_per_worker, scheduler=args.scheduler,
-                              index_dir=args.index_dir, force=args.force, log=log)
+                              index_dir=args.index_dir, force=args.force, log=log, band_splits=args.band_splits)
         _emit(args, manifest, lambda: None if args.quiet else _print_summary(manifest, args.out))
         return 0
     bar = None if args.quiet else ProgressLine("dedup")

@@ -158,6 +158,7 @@ def run_staged(
     index_dir: str | os.PathLike | None = None,
     force: bool = False,
     log: Log = print,
+    band_splits: int = 1,
 ) -> dict:
     """:func:`dedup.stages.dedup_staged` with each stage's tasks on a Dask cluster: ``client``,
     or one joined at ``scheduler``, or a new local cluster of ``workers`` processes.
@@ -176,4 +177,4 @@ def run_staged(
             return dask_map(client, log)(label, fn, items)
 
         return dedup_staged(inputs, out, config, map_tasks=map_tasks, index_dir=index_dir, force=force, log=log,
-                            checkpoint=lambda point: _kill_point(point, 0))
+                            checkpoint=lambda point: _kill_point(point, 0), band_splits=band_splits)

@@ -46,6 +46,7 @@ def _signatures():
         "test_and_set_many": i8(arr(u8), u8, i8, i8, u8, arr(u8), arr(b1), arr(b1)),
         "contains_many": t.void(arr(u8), u8, i8, i8, u8, arr(u8), arr(b1)),
         "popcount": i8(arr(u8)),
+        "parts_of_many": t.void(arr(u8), u8, i8, arr(t.int32)),
     }
 
 
@@ -62,6 +63,7 @@ def build(verbose: bool = False) -> Path:
         "test_and_set_many": bloom.test_and_set_many,
         "contains_many": bloom.contains_many,
         "popcount": bloom.popcount,
+        "parts_of_many": bloom.parts_of_many,
     }
     cc = CC(MODULE)
     cc.output_dir = str(HERE)

@@ -82,6 +82,13 @@ def part_of(key, seed, parts):
 
 
 @numba.njit(cache=True, nogil=True)
+def parts_of_many(keys, seed, parts, out):
+    """out[i] = part_of(keys[i]) (int32): which part holds each key."""
+    for i in range(keys.shape[0]):
+        out[i] = part_of(keys[i], seed, parts)
+
+
+@numba.njit(cache=True, nogil=True)
 def _by_part(keys, seed, parts):
     """Stable counting sort of ``keys`` by part: (sorted keys, their original indices, the
     start of each part in them, length parts + 1)."""

@@ -62,6 +62,63 @@ def test_partitioned_filters_fed_in_chunks_across_shards_decide_as_one_filter(tm
     assert band.generations[0].parts > 1  # the monkeypatched sizes did partition the filters
 
 
+@pytest.mark.parametrize("splits", [2, 5])
+def test_band_tasks_split_by_cache_partitions_write_the_same_bytes(tmp_path, monkeypatch, splits):
+    """--band-splits n: each band's task becomes n tasks, each inserting only the keys of its
+    share of the filter's cache partitions (forced at test size: parts of 256 bytes). Same
+    bytes as the unsplit and fused runs; the manifest's index figures are the whole filters'
+    (merged from the splits' set bits); a split task touches only its parts of the filter."""
+    import json
+
+    import numpy as np
+
+    import dedup.params
+    from dedup import stages as st
+
+    write_shards(generate_corpus(900, mean_bytes=300, exact_frac=0.1, near_frac=0.15, seed=4), tmp_path / "in", 3)
+    monkeypatch.setattr(dedup.params, "ONE_PART_MAX_BYTES", 1024)
+    monkeypatch.setattr(dedup.params, "PART_BYTES", 256)
+    config = DedupConfig()
+    calls: list[tuple[str, int]] = []
+    touched: list[float] = []
+    band_pass = st.band_pass
+
+    def recording_map(label, fn, items):
+        calls.append((label, len(items)))
+        return serial_map(label, fn, items)
+
+    def recording_pass(band, shards, work, stack, total, save_to=None, split=(0, 1)):
+        record = band_pass(band, shards, work, stack, total, save_to, split)
+        f = stack.generations[0]
+        words = np.asarray(f.bits).reshape(f.parts, -1)
+        lo, hi = st.split_parts(f.parts, split)
+        touched.append(float(np.concatenate([words[:lo], words[hi:]]).any()))  # bits set outside its parts
+        return record
+
+    monkeypatch.setattr(st, "band_pass", recording_pass)
+    whole = dedup_staged([tmp_path / "in"], tmp_path / "whole", config)
+    split = dedup_staged([tmp_path / "in"], tmp_path / "split", config, map_tasks=recording_map, band_splits=splits)
+    fused = dedup_files([tmp_path / "in"], tmp_path / "f", config, threads=1)
+    assert _bytes(tmp_path / "split") == _bytes(tmp_path / "whole") == _bytes(tmp_path / "f")
+    bands = split["index"]["plan"]["bands"]
+    assert calls[1] == ("band", (bands + 1) * splits)  # every filter here has more parts than splits
+    assert not any(touched[bands + 1:])  # the split tasks' bits stay inside their parts
+    assert split["index"]["predicted_fp"] == pytest.approx(whole["index"]["predicted_fp"], rel=1e-12)
+    for name, rec in split["index"]["bands"].items():
+        assert rec["splits"] == splits and rec["count"] == whole["index"]["bands"][name]["count"]
+    assert split["totals"] == whole["totals"] == fused["totals"]
+    assert json.loads((tmp_path / "split" / "manifest.json").read_text())["totals"] == split["totals"]
+
+
+def test_band_splits_are_refused_with_an_index_directory(tmp_path):
+    write_shards(generate_corpus(50, mean_bytes=200, seed=1), tmp_path / "in", 1)
+    with pytest.raises(ValueError, match="--band-splits needs a run without --index-dir"):
+        dedup_staged([tmp_path / "in"], tmp_path / "o", DedupConfig(), index_dir=tmp_path / "idx", band_splits=2)
+    with pytest.raises(ValueError, match="--band-splits must be >= 1"):
+        dedup_staged([tmp_path / "in"], tmp_path / "o", DedupConfig(), band_splits=0)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "idx").exists()
+
+
 def test_a_band_task_that_dies_while_saving_its_filters_is_redone(tmp_path, monkeypatch):
     """With --index-dir a band task saves its filter stack for the install. A task killed
     while saving must not be marked done: a resumed run would skip it and install a band

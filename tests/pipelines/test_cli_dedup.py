@@ -575,6 +575,19 @@ def test_out_that_is_a_file_is_refused_with_one_line(work: Path):
 # ----------------------------------------------------------------------------- params
 
 
+def test_band_splits_flag_is_checked_in_one_line(tmp_path):
+    src = write_rows(tmp_path / "in" / "a.parquet", [{"id": "1", "text": "one two three four five six"}])
+    for opts, message in ((["--band-splits", "0"], "--band-splits must be >= 1, got 0"),
+                          (["--band-splits", "2", "--engine", "fused"], "--band-splits needs the staged engine"),
+                          (["--band-splits", "2", "--index-dir", str(tmp_path / "idx")],
+                           "--band-splits needs a run without --index-dir")):
+        r = dedup([src], tmp_path / "out", *opts, ok=False)
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], r.stderr
+        assert not (tmp_path / "out").exists() and not (tmp_path / "idx").exists()
+
+
 def test_params_prints_the_plan_for_people_and_as_json_with_json():
     r = cli("params", "--threshold", "0.8", "--num-perm", "128", "--docs", "10000000", "--json")
     assert r.returncode == 0, r.stderr

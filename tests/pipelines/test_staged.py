@@ -168,8 +168,8 @@ def test_incremental_index_matches_one_combined_run(tmp_path, client):
 
 def test_cache_partitioned_filters_on_a_cluster_and_in_an_index_directory(corpus, client, tmp_path):
     """Filters sized for 3,000,000 documents (~11 MB a band: over dedup.params.ONE_PART_MAX_BYTES,
-    so cache-partitioned) on real workers: staged = fused byte for byte and = the run with
-    small one-part filters; an index directory saves them as version-2 files, loads them in the
+    so cache-partitioned) on real workers: staged (also with each band split into 4 tasks) =
+    fused byte for byte and = the run with small one-part filters; an index directory saves them as version-2 files, loads them in the
     next run and finds that batch's duplicates of the first batch, as one combined run does."""
     from dedup.bloom import VERSION_PARTS, BloomFilter
 
@@ -178,8 +178,11 @@ def test_cache_partitioned_filters_on_a_cluster_and_in_an_index_directory(corpus
     assert BloomFilter(*bloom_size_of(big)).parts > 1
     dedup_files([d / "in6"], tmp_path / "fused", big, threads=1)
     run_staged([d / "in6"], tmp_path / "staged", big, client=client, log=quiet)
+    m = run_staged([d / "in6"], tmp_path / "split", big, client=client, log=quiet, band_splits=4)
     dedup_files([d / "in6"], tmp_path / "small", DedupConfig(), threads=1)
     assert outputs(tmp_path / "staged") == outputs(tmp_path / "fused") == outputs(tmp_path / "small")
+    assert outputs(tmp_path / "split") == outputs(tmp_path / "staged")  # 4 tasks per band on the workers
+    assert all(r["splits"] == 4 for r in m["index"]["bands"].values())
     write_shards(table.slice(0, 700), tmp_path / "batch1", 2)
     write_shards(table.slice(700), tmp_path / "batch2", 2)
     index = tmp_path / "index"
