@@ -75,6 +75,11 @@ def test_other_kernels_aot_equals_jit():
         jit_bloom.contains_many(bits2, mp, parts, 5, np.uint64(3), keys + np.uint64(1), c2)
         np.testing.assert_array_equal(c1, c2)
     assert kernels.aot().popcount(bits1) == jit_bloom.popcount(bits2)
+    p1, p2 = np.empty(1000, np.int32), np.empty(1000, np.int32)
+    kernels.aot().parts_of_many(keys, np.uint64(3), 7, p1)
+    jit_bloom.parts_of_many(keys, np.uint64(3), 7, p2)
+    np.testing.assert_array_equal(p1, p2)
+    assert p1.min() == 0 and p1.max() == 6
 
 
 def test_stale_build_is_refused(monkeypatch, tmp_path):
