@@ -83,8 +83,7 @@ def seen_path(work: Path, band: int | str, split: tuple[int, int] = (0, 1)) -> P
 def band_splits(fp: float, capacity: int, requested: int) -> int:
     """Tasks a band's filter is split into: ``requested``, at most its cache partitions
     (:func:`dedup.params.bloom_parts`; a filter of one part is one task)."""
-    m, _k = bloom_size(capacity, fp)
-    return max(1, min(int(requested), bloom_parts(m)))
+    return max(1, min(int(requested), bloom_parts(bloom_size(capacity, fp)[0])))
 
 
 def split_parts(parts: int, split: tuple[int, int]) -> tuple[int, int]:
