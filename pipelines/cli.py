@@ -417,7 +417,7 @@ def _cmd_params(args: argparse.Namespace) -> int:
                                  f"k = {exact_k}, FP {c.exact_fp:g} (labels exact vs near only)"),
             ("band task memory", f"~{_bytes(band_task)} (staged engine: one filter, chunks of {chunk:,} keys at "
                                  f"~{CHUNK_BYTES_PER_KEY} bytes, ~{_bytes(TASK_BASE_BYTES)} of Python and Arrow; "
-                                 "plus one shard's keys)"),
+                                 "plus one shard's keys; --band-splits N: the filter's share / N)"),
             ("false positives", f"{plan.band_fp:.3g} per band, {plan.predicted_fp(plan.capacity):.3g} whole index "
                                 f"at {plan.capacity:,} documents (target {plan.total_fp:g})"),
         ]
