@@ -110,6 +110,41 @@ def test_band_tasks_split_by_cache_partitions_write_the_same_bytes(tmp_path, mon
     assert json.loads((tmp_path / "split" / "manifest.json").read_text())["totals"] == split["totals"]
 
 
+def test_a_run_killed_among_split_band_tasks_resumes_with_other_splits(tmp_path, monkeypatch):
+    """Killed after some split band tasks finished, then resumed with another --band-splits
+    (and with none): the old splits' files are not mixed in, and the outputs are the fused
+    engine's bytes."""
+    import dedup.params
+    from dedup import stages as st
+
+    write_shards(generate_corpus(900, mean_bytes=300, exact_frac=0.1, near_frac=0.15, seed=4), tmp_path / "in", 3)
+    monkeypatch.setattr(dedup.params, "ONE_PART_MAX_BYTES", 1024)
+    monkeypatch.setattr(dedup.params, "PART_BYTES", 256)
+    config = DedupConfig()
+    fused = dedup_files([tmp_path / "in"], tmp_path / "f", config, threads=1)
+    band_pass, done = st.band_pass, []
+
+    class Killed(BaseException):
+        pass
+
+    def dying_pass(*args, **kwargs):
+        if len(done) == 7:
+            raise Killed
+        done.append(band_pass(*args, **kwargs))
+        return done[-1]
+
+    for first, then in ((3, 2), (4, 1)):
+        out = tmp_path / f"s{first}-{then}"
+        done.clear()
+        monkeypatch.setattr(st, "band_pass", dying_pass)
+        with pytest.raises(Killed):
+            dedup_staged([tmp_path / "in"], out, config, band_splits=first)
+        assert sorted((out / "_work" / "bands").glob(f"*-of-{first}.seen.done"))  # some splits finished
+        monkeypatch.setattr(st, "band_pass", band_pass)
+        resumed = dedup_staged([tmp_path / "in"], out, config, band_splits=then)
+        assert _bytes(out) == _bytes(tmp_path / "f") and resumed["totals"] == fused["totals"]
+
+
 def test_band_splits_are_refused_with_an_index_directory(tmp_path):
     write_shards(generate_corpus(50, mean_bytes=200, seed=1), tmp_path / "in", 1)
     with pytest.raises(ValueError, match="--band-splits needs a run without --index-dir"):
