@@ -144,9 +144,13 @@ class BloomFilter:
         """Bytes of the bit array."""
         return self.m // 8
 
+    def set_bits(self) -> int:
+        """Number of bits set."""
+        return int(_k.popcount(np.asarray(self.bits)))
+
     def fill_ratio(self) -> float:
         """Fraction of bits set."""
-        return _k.popcount(np.asarray(self.bits)) / self.m
+        return self.set_bits() / self.m
 
     def estimated_fp(self) -> float:
         """False-positive rate implied by the current fill: ``fill^k``."""

@@ -51,7 +51,6 @@ import numpy as np
 import pyarrow as pa
 
 from . import io, layout
-from . import kernels as _k
 from .arrow import bool_array, filter_rows, numeric_array
 from .config import DedupConfig
 from .index import EXACT, NEAR, combine
@@ -248,9 +247,12 @@ def band_pass(
     if save_to is not None:
         shutil.rmtree(save_to, ignore_errors=True)  # a killed attempt's partial save
         stack.save(save_to)
-    record = {"band": band_name(band), "rows": total_rows, "seconds": time.perf_counter() - t0, **stack.describe()}
-    if split[1] > 1:  # what merge_split_records needs; the fill figures above are this split's alone
-        record.update(split=list(split), set_bits=_k.popcount(np.asarray(first.bits)), m=first.m, k=first.k)
+    record = {"band": band_name(band), "rows": total_rows, "seconds": time.perf_counter() - t0}
+    if split[1] > 1:  # a split's own fill says nothing of the band's: merge_split_records adds the set bits
+        record.update(split=list(split), count=stack.count, bytes=stack.nbytes, set_bits=first.set_bits(),
+                      m=first.m, k=first.k)
+    else:
+        record.update(stack.describe())
     mark_done(final, record)
     return record
 
