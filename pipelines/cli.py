@@ -413,7 +413,7 @@ def _cmd_params(args: argparse.Namespace) -> int:
                         f"permutations), T = {plan.threshold}"),
             ("band filters", f"{plan.bands} x {_bytes(plan.band_bits / 8)} = {_bytes(plan.index_bytes)} "
                              f"({plan.bytes_per_doc:.1f} bytes/document), k = {plan.band_k}, {layout}"),
-            ("exact-key filter", f"{_bytes(exact_bits / 8)} ({exact_bits / 8 / max(args.docs, 1):.1f} bytes/document), "
+            ("exact-key filter", f"{_bytes(exact_bits / 8)} ({exact_bits / 8 / args.docs:.1f} bytes/document), "
                                  f"k = {exact_k}, FP {c.exact_fp:g} (labels exact vs near only)"),
             ("band task memory", f"~{_bytes(band_task)} (staged engine: one filter, chunks of {chunk:,} keys at "
                                  f"~{CHUNK_BYTES_PER_KEY} bytes, ~{_bytes(TASK_BASE_BYTES)} of Python and Arrow; "
@@ -486,8 +486,8 @@ def _fail(command: str, message: str) -> int:
 
 def _quiet_transformers() -> None:
     """transformers' own progress bars (\"Writing model shards\", \"Loading weights\") and info
-    warnings off for the commands that load or write models: their progress is our progress lines, and their logs stay readable in
-    Snakemake/Slurm log files. Errors still show."""
+    warnings off for the commands that load or write models: their progress is our progress
+    lines, and their logs stay readable in Snakemake/Slurm log files. Errors still show."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
