@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dedup.bloom import HEADER_SIZE, BloomFilter
+from dedup.minhash import _fmix64  # the plain-Python fmix64 the reference hashes use
 from dedup.params import bloom_size
 
 keys = st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=300, unique=True)
@@ -101,16 +102,7 @@ def test_union_equals_inserting_both():
 
 
 # -- cache partitions -----------------------------------------------------------------
-_M64 = (1 << 64) - 1
 _G = 0x9E3779B97F4A7C15
-
-
-def _fmix64(h: int) -> int:
-    h ^= h >> 33
-    h = (h * 0xFF51AFD7ED558CCD) & _M64
-    h ^= h >> 33
-    h = (h * 0xC4CEB9FE1A85EC53) & _M64
-    return h ^ (h >> 33)
 
 
 def _reference_positions(key: int, seed: int, m: int, k: int, parts: int) -> list[int]:
