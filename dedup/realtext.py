@@ -334,28 +334,6 @@ def exact_near_duplicates(texts: pa.Array | Sequence[str], threshold: float = 0.
     return best >= threshold, best
 
 
-def brute_force_near_duplicates(texts: Iterable[str], threshold: float = 0.8, ngram: int = 5,
-                                unit: str = "word") -> np.ndarray:
-    """The same truth by comparing every pair with Python sets of shingle bytes (small
-    inputs only: a cross-check of :func:`exact_near_duplicates`).
-
-    Example:
-        >>> brute_force_near_duplicates(["a b c d e f g", "A b c d e f g!", "z"], 0.5).tolist()
-        [False, True, False]
-    """
-    sets = [set(normalize.shingles(t, ngram, unit)) for t in texts]
-    out = np.zeros(len(sets), dtype=bool)
-    for j, b in enumerate(sets):
-        for i in range(j):
-            a = sets[i]
-            if a and b:
-                inter = len(a & b)
-                if inter / (len(a) + len(b) - inter) >= threshold:
-                    out[j] = True
-                    break
-    return out
-
-
 #: Bump when the corpus or its truth would come out differently from the same files.
 CORPUS_VERSION = 1
 
@@ -402,7 +380,7 @@ def cached_corpus(cache_dir: str | os.PathLike, target_bytes: int = 6000, thresh
     return table
 
 
-__all__ = ["brute_force_near_duplicates", "cached_corpus", "fingerprint", "build_corpus", "candidate_pairs", "chunk_text", "docstrings",
+__all__ = ["cached_corpus", "fingerprint", "build_corpus", "candidate_pairs", "chunk_text", "docstrings",
            "exact_near_duplicates", "licence_files", "shingle_sets", "site_packages", "source_texts", "stdlib"]
 
 if __name__ == "__main__":  # python -m dedup.realtext CACHE_DIR: build (or find) the corpus with its truth
