@@ -509,33 +509,20 @@ def generate_corpus(
     near_jaccard: tuple[float, float] = (0.5, 1.0),
     seed: int = 0,
 ) -> pa.Table:
-    """A deterministic corpus with planted exact and near duplicates.
+    """A deterministic corpus of ``n_docs`` rows with planted exact and near duplicates
+    (the module docstring's text model and edit rule); the same arguments give the same table.
 
-    Args:
-        n_docs: number of rows.
-        mean_bytes: mean document length in UTF-8 bytes (lognormal, sigma 0.35, clipped
-            to 0.25x-4x). Documents are whole sentences of 5-25 words (at least one), so
-            below ~150 bytes the mean is larger than asked.
-        exact_frac: fraction of rows that are exact duplicates (``round(exact_frac *
-            n_docs)`` rows): same canonical text as their source, raw text sometimes
-            different (case, whitespace, punctuation, NFKC-equivalent characters).
-        near_frac: fraction of rows that are near duplicates (word edits of the source).
-        near_jaccard: ``(lo, hi)``: near duplicates target a word-5-gram Jaccard drawn
-            uniformly from this range; the edit rate for target ``J`` is
-            ``e = 1 - (2J / (1 + J))^(1/5)``, from ``J ≈ q / (2 - q)`` with
-            ``q = (1 - e)^5`` the probability that a 5-gram has no edited word. The
-            stored ``source_jaccard`` is the exact measured value (computed on canonical
-            word ids, which equals the Jaccard of :func:`dedup.normalize.shingles` sets;
-            the tests recompute it with the reference).
-        seed: seed of the numpy Generator; same arguments give an identical table.
+    ``mean_bytes``: mean UTF-8 length (lognormal, sigma 0.35, clipped to 0.25x-4x; whole
+    sentences, so below ~150 bytes the mean is larger than asked). ``round(exact_frac *
+    n_docs)`` rows are exact and ``round(near_frac * n_docs)`` near duplicates, the latter
+    aiming at a word-5-gram Jaccard drawn uniformly from ``near_jaccard = (lo, hi)``.
 
     Returns:
-        A table with columns ``id`` (``doc-0000000``: zero-padded row index),
-        ``text``, ``cluster`` (int64, row index of the original the row derives from;
-        an original's is its own index), ``kind`` (``original`` / ``exact`` /
-        ``near``) and ``source_jaccard`` (float64: exact word-5-gram Jaccard with the
-        cluster's original; 1.0 for exact duplicates; null for originals). Every
-        duplicate row comes after its original.
+        :data:`SCHEMA`: ``id`` (``doc-0000000``, the zero-padded row index), ``text``,
+        ``cluster`` (row of the original the row derives from; an original's own row),
+        ``kind`` (``original`` / ``exact`` / ``near``) and ``source_jaccard`` (the exact
+        measured Jaccard with the cluster's original, equal to that of
+        :func:`dedup.normalize.shingles` sets; 1.0 for exact duplicates, null for originals).
     """
     if n_docs < 0:
         raise ValueError(f"n_docs must be >= 0, got {n_docs}")
