@@ -89,9 +89,7 @@ class CausalLM:
         ``n_new`` tokens, no EOS (so no stop and no ban), no logits processor."""
         from transformers import GenerationConfig
 
-        pad = self.tokenizer.pad_token_id
-        if pad is None:
-            pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        pad = next((t for t in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id) if t is not None), 0)
         return GenerationConfig(
             do_sample=False, num_beams=1, max_new_tokens=int(n_new), min_new_tokens=0, eos_token_id=None,
             bos_token_id=None, pad_token_id=int(pad), repetition_penalty=1.0, no_repeat_ngram_size=0,
@@ -242,6 +240,12 @@ def default_prefix(tokenizer) -> list[int]:
     return []
 
 
+def _offline() -> None:
+    """No hub, no network for the Hugging Face libraries (unless the environment says otherwise)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
 def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str = "never") -> CausalLM:
     """Load a causal LM and its tokenizer from a local Hugging Face directory; ``bos``: the
     BOS policy (module docstring; the audit's ``--bos`` defaults to ``auto``).
@@ -254,8 +258,7 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str 
         raise ModelError(f"{path}: model directory does not exist")
     if not (path / "config.json").exists():
         raise ModelError(f"{path}: no config.json: not a Hugging Face model directory")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    _offline()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -291,8 +294,7 @@ def load_tokenizer(path: str | os.PathLike):
     """``(tokenizer, fingerprint)`` of a local Hugging Face directory (a model or a tokenizer
     alone; :func:`tokenizer_fingerprint`), or ``(None, None)`` when it holds no usable
     tokenizer. Loads transformers, not torch."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    _offline()
     from transformers import AutoTokenizer
 
     try:
