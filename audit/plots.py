@@ -81,10 +81,6 @@ def _require_columns(df, columns: Sequence[str], what: str) -> None:
         raise ValueError(f"{what} is empty: nothing to plot")
 
 
-# --------------------------------------------------------------------------------------------
-# Memorisation profile
-# --------------------------------------------------------------------------------------------
-
 
 def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
     """Heatmap of a memorisation profile: treatment step (rows) x checkpoint step (columns).
@@ -228,10 +224,6 @@ def event_time_curve(curve: pd.DataFrame, title: str = "") -> bytes:
     return _png(fig, ax, title)
 
 
-# --------------------------------------------------------------------------------------------
-# Retention curves
-# --------------------------------------------------------------------------------------------
-
 
 def retention_curves(
     curve: pd.DataFrame,
@@ -291,10 +283,6 @@ def retention_curves(
     return _png(fig, ax, title)
 
 
-# --------------------------------------------------------------------------------------------
-# Extractable rate by duplicate bucket
-# --------------------------------------------------------------------------------------------
-
 
 def rate_by_duplicates(rows: list[dict], title: str = "") -> bytes:
     """Extractable rate per duplicate-count bucket, with Wilson error bars.
@@ -342,10 +330,6 @@ def rate_by_duplicates(rows: list[dict], title: str = "") -> bytes:
     ax.grid(True, axis="y", alpha=0.3)
     return _png(fig, ax, title)
 
-
-# --------------------------------------------------------------------------------------------
-# Rates per group, several models
-# --------------------------------------------------------------------------------------------
 
 
 def rate_points(series: Sequence[tuple[str, list[dict]]], xlabel: str, groups: Sequence[str] | None = None) -> bytes:
@@ -397,10 +381,6 @@ def rate_points(series: Sequence[tuple[str, list[dict]]], xlabel: str, groups: S
 def _finite(x) -> bool:
     return x is not None and isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(float(x))
 
-
-# --------------------------------------------------------------------------------------------
-# Distributions and ROC curves
-# --------------------------------------------------------------------------------------------
 
 
 def histogram(values, bins, xlabel: str, integer: bool = False) -> bytes:
