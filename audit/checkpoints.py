@@ -78,8 +78,7 @@ def _run_manifest(run: Path) -> dict:
 
 
 def _hard_foils(items: np.ndarray, tokenizer, fraction: float, seed: int) -> dict[str, np.ndarray]:
-    """Foils needing no model (Orhan 2024, :mod:`audit.retention`): the items' tokens scrambled,
-    and ``fraction`` of them substituted (never by the end-of-text or pad token)."""
+    """Orhan 2024's foils needing no model: the items scrambled, and substituted (no special token)."""
     from .retention import scramble_foils, substitute_foils
 
     special = [i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None]
@@ -289,14 +288,12 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         for c in pchk:  # only while not trained again: the panel ends before any second exposure
             if c < g:
                 continue
-            rec = retention.recognition(wide["loss"].loc[members, c].to_numpy(), wide["loss"].loc[mfoils, c].to_numpy())
+            seen, held_out = wide["loss"].loc[members, c].to_numpy(), wide["loss"].loc[mfoils, c].to_numpy()
             pos = np.searchsorted(treated_idx, members)  # treated_idx is sorted: row of each member's hard foils
-            hard_rec = {k: retention.recognition(wide["loss"].loc[members, c].to_numpy(), hard_loss[k][c][pos])["accuracy"]
-                        for k in hard}
             ret_rows.append({"treatment_step": g, "step": c, "n": int(members.size),
-                             "recognition": rec["accuracy"],
-                             "recognition_scrambled": hard_rec["scrambled"],
-                             "recognition_substituted": hard_rec["substituted"],
+                             "recognition": retention.recognition(seen, held_out)["accuracy"],
+                             **{f"recognition_{k}": retention.recognition(seen, hard_loss[k][c][pos])["accuracy"]
+                                for k in hard},
                              "exact_recall": float(wide["exact_recall"].loc[members, c].mean()),
                              "token_recall": float(wide["token_recall"].loc[members, c].mean())})
     ret = pd.DataFrame(ret_rows)
