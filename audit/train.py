@@ -22,11 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dedup import io
-from dedup.shards import ShardReader
 
 from .config import TrainConfig, retention_checkpoints
 from .layout import (CHECKPOINT_DIR, HELDOUT_FILE, MODEL_DIR, ORDER_FILE, STATE_FILE, TOKENIZER_DIR, TRAIN_CONFIG,
                      checkpoint_name, write_atomic)
+from .sampling import corpus_rows
 
 EOS = "<|endoftext|>"
 
@@ -46,18 +46,6 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, pad_token=EOS,
                                    unk_token=EOS, model_max_length=1 << 30)
-
-
-def _read_corpus(shards, text_column: str, id_column):
-    docs = []
-    for shard in shards:
-        reader = ShardReader(shard, text_column, id_column, False, 65536)
-        row = 0
-        for batch in reader.batches():
-            for r, (doc_id, text) in enumerate(zip(reader.ids(batch).to_pylist(), reader.text(batch).to_pylist())):
-                docs.append((doc_id if doc_id is not None else f"{shard.name}:{row + r}", shard.name, row + r, text or ""))
-            row += batch.num_rows
-    return docs
 
 
 def duplicate_clusters(texts: list[str], dedup_config=None) -> np.ndarray:
@@ -213,7 +201,8 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     # Nothing is written until the corpus and the config have passed every check below: a
     # refused config leaves no run state, and the corrected command runs in the same --out.
 
-    docs = _read_corpus(shards, config.text_column, config.id_column)
+    docs = [(doc_id if doc_id is not None else f"{shard.name}:{row}", shard.name, row, text or "")
+            for shard, row, doc_id, text in corpus_rows(shards, config.text_column, config.id_column)]
     if not docs:
         raise ValueError("the corpus has no documents")
     # Held-out documents must be truly unseen: whole duplicate clusters are held out (exact
