@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from .layout import PER_SEQUENCE
-from .stats import wilson_interval
+from .stats import _bools, wilson_interval
 
 __all__ = ["forecast", "forecast_audits"]
 
@@ -57,15 +57,9 @@ def _bool_column(df: pd.DataFrame, column: str, table: str) -> np.ndarray:
     if s.isna().any():
         raise ValueError(f"{table} table column {column!r} has missing values")
     a = s.to_numpy()
-    if a.dtype == np.bool_:
-        return a
-    if a.dtype == object:
-        if all(isinstance(v, (bool, np.bool_)) for v in a):
-            return a.astype(bool)
-        raise ValueError(f"{table} table column {column!r} must be boolean or 0/1")
-    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)) or not np.isin(a, (0, 1)).all():
-        raise ValueError(f"{table} table column {column!r} must be boolean or 0/1")
-    return a.astype(bool)
+    if a.dtype == object and all(isinstance(v, (bool, np.bool_)) for v in a):
+        a = a.astype(bool)
+    return _bools(a, f"{table} table column {column!r}", "boolean or 0/1")
 
 
 def _keyed(df: pd.DataFrame, keys: list[str], flag: str, seen: str | None, table: str) -> tuple[pd.DataFrame, int]:
