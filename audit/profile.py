@@ -336,52 +336,35 @@ def did(
 ) -> pd.DataFrame:
     """Difference-in-differences memorisation profile, one row per (cohort, checkpoint).
 
-    Parameters
-    ----------
-    panel
-        Columns ``instance_id``, ``step`` (integer checkpoint step), ``outcome`` (float; mean
-        token surprisal by default: lower = better predicted); one row per (instance,
-        checkpoint), every instance observed at every checkpoint. Other columns are ignored.
-    treatments
-        Columns ``instance_id``, ``treatment_step`` (training step of FIRST exposure; null/NaN
-        = never trained = control); exactly one row per panel instance.
-    n_boot
-        Bootstrap replicates (0 = point estimates only: ``se``, ``lower``, ``upper`` and the
-        band are NaN; 1 gives intervals but a NaN ``se`` and band).
-    seed
-        Seed of the bootstrap (``numpy.random.default_rng``).
-    confidence
-        Level of the percentile intervals and of the simultaneous band, in (0, 1).
-    min_cohort_size
-        Adjacent early cohorts are merged until each holds at least this many instances
-        (:func:`merge_cohorts`): with 1-3 instances a cohort's bootstrap has (almost) no
-        treated-side variance and its cells are flagged far beyond the nominal rate. A merged
-        cohort is labelled by its LAST checkpoint (the first one that has seen all of its
-        instances); its base period is the checkpoint before its FIRST member's cohort; the
-        partially treated checkpoints in between are not cells.
-    leads
-        Also return the pre-treatment (lead) cells: checkpoints before the base period, with
-        the same ("universal") base period, so ``event_time <= -2`` (event time -1 is the base
-        itself, identically 0). Under no anticipation and parallel trends they are 0: they are
-        the test of both, and the band covers them.
+    * ``panel``: columns ``instance_id``, ``step`` (integer checkpoint step), ``outcome``
+      (float; mean token surprisal by default: lower = better predicted), other columns
+      ignored; one row per (instance, checkpoint), every instance at every checkpoint.
+    * ``treatments``: columns ``instance_id``, ``treatment_step`` (training step of FIRST
+      exposure; null/NaN = never trained = control); exactly one row per panel instance.
+    * ``n_boot``: bootstrap replicates, seeded by ``seed`` (``numpy.random.default_rng``); 0 =
+      point estimates only (``se``, ``lower``, ``upper`` and the band NaN), 1 gives intervals
+      but a NaN ``se`` and band. ``confidence``: of the percentile intervals and of the band.
+    * ``min_cohort_size``: adjacent early cohorts are merged until each holds at least this
+      many instances (:func:`merge_cohorts`): with 1-3 instances a cohort's bootstrap has
+      (almost) no treated-side variance and its cells are flagged far beyond the nominal rate.
+      A merged cohort is labelled by its LAST checkpoint (the first one that has seen all of
+      its instances); its base period is the checkpoint before its FIRST member's cohort; the
+      partially treated checkpoints in between are not cells.
+    * ``leads``: also return the pre-treatment (lead) cells: checkpoints before the base
+      period, with the same ("universal") base period, so ``event_time <= -2`` (event time -1
+      is the base itself, identically 0). Under no anticipation and parallel trends they are
+      0: they are the test of both, and the band covers them.
 
-    Returns
-    -------
-    DataFrame with columns ``treatment_step`` (the cohort g: first checkpoint that has seen
-    all its instances), ``step`` (checkpoint c), ``event_time`` (index of c minus index of g
-    in the checkpoint list; negative = lead cell), ``lag_steps`` (c minus the mean training
-    step of the cohort's instances: the lag in optimizer steps), ``effect`` (positive =
-    memorised), ``se``, ``lower``, ``upper`` (pointwise percentile interval), ``band_lower``,
-    ``band_upper`` (the simultaneous band over ALL returned cells), ``significant`` (the band
-    excludes 0), ``n_treated`` (= ``cohort_size``), ``n_control``, ``cohort_size``; sorted by
-    (treatment_step, step).
-
-    The simultaneous band is that of the multiplier bootstrap of the ``differences`` package
-    (Callaway & Sant'Anna 2021), computed from the stored draws: with ``se_j`` the bootstrap
-    standard deviation of cell j, the critical value is the ``confidence`` quantile over draws
-    of ``max_j |draw_j - effect_j| / se_j`` and the band is ``effect_j +- crit * se_j``
-    (cells with a zero or NaN se get a NaN band and are not significant). The family-wise rate
-    of flagging any null cell is then ~``1 - confidence``.
+    Returns a DataFrame with columns ``treatment_step`` (the cohort g: first checkpoint that
+    has seen all its instances), ``step`` (checkpoint c), ``event_time`` (index of c minus
+    index of g in the checkpoint list; negative = lead cell), ``lag_steps`` (c minus the mean
+    training step of the cohort's instances: the lag in optimizer steps), ``effect``
+    (positive = memorised), ``se``, ``lower``, ``upper`` (pointwise percentile interval),
+    ``band_lower``, ``band_upper`` (the simultaneous band over ALL returned cells: ``effect_j
+    +- crit * se_j``, crit the ``confidence`` quantile over draws of ``max_j |draw_j -
+    effect_j| / se_j``, as the ``differences`` package's multiplier bootstrap; NaN where se is
+    0 or NaN), ``significant`` (the band excludes 0), ``n_treated`` (= ``cohort_size``),
+    ``n_control``, ``cohort_size``; sorted by (treatment_step, step).
 
     ``attrs`` holds ``confidence``, ``n_boot``, ``seed``, ``checkpoints`` (tuple),
     ``base_steps`` ({g: base checkpoint}), ``cohorts`` ({g: [member cohort steps]}),
@@ -611,16 +594,9 @@ def _joint_draws(profile: pd.DataFrame):
 
 
 def _combine(cells: pd.DataFrame, w: np.ndarray, draws: np.ndarray | None, confidence: float) -> dict:
-    """Weighted effect ``sum_j w_j effect_j`` over the cells, with its se and interval:
-
-    * "joint bootstrap" (``draws``: (n_boot, len(cells))): the same weighted sum in every joint
-      draw gives the se and the percentile interval, so all covariances count;
-    * "independent cohorts" (``draws`` None): se = sqrt( sum_g (sum_{cells j of cohort g}
-      w_j se_j)^2 ) and a normal interval: cohorts are taken as independent, cells of ONE
-      cohort (same instances, same base period) as perfectly correlated, a conservative bound
-      (Cauchy-Schwarz) since their covariance is unknown here. With one cell per cohort
-      (instantaneous, residual) this is sqrt(sum_j (w_j se_j)^2).
-    """
+    """Weighted effect ``sum_j w_j effect_j`` over the cells, with its se and interval by the
+    joint bootstrap (``draws``: (n_boot, len(cells))) or, ``draws`` None, with independent
+    cohorts: se = sqrt( sum_g (sum_{cells j of cohort g} w_j se_j)^2 ) (see :func:`summarise`)."""
     effect = se = lower = upper = float("nan")
     if len(cells) and draws is not None:
         effect = float(cells["effect"].to_numpy(dtype=np.float64) @ w)
@@ -701,8 +677,10 @@ def summarise(profile: pd.DataFrame, final_step: int | None = None, *, confidenc
       (treatment_step, step)).
     * ``"independent cohorts"`` (fallback: no draws, e.g. ``n_boot=0``, a hand-built frame,
       or attrs lost or no longer matching, as after filtering rows or ``pd.concat``): ``se``
-      from the cells' ``se`` with cohorts independent and cells within a cohort
-      conservatively perfectly correlated (see ``_combine``), and a normal interval.
+      from the cells' ``se`` with cohorts independent and cells of ONE cohort (same instances,
+      same base period) perfectly correlated, a conservative bound (Cauchy-Schwarz) since their
+      covariance is unknown (with one cell per cohort, as for instantaneous and residual,
+      sqrt(sum_j (w_j se_j)^2)), and a normal interval.
 
     Empty categories give NaN. The dict also holds ``final_step``, ``confidence`` and
     ``weighting`` (a sentence saying the above).
