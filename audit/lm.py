@@ -146,9 +146,10 @@ class CausalLM:
 
         The prefix (:attr:`n_prefix` tokens, ``bos="auto"``) is fed first: the returned arrays
         have ``L - 1 + n_prefix`` columns, column t predicting input token t+1 of prefix + ids
-        (with a one-token BOS, column t predicts the window's token t). An explicit all-ones attention mask is passed: with fixed-length rows that may
-        contain the pad id, transformers would otherwise treat real tokens as padding.
-        ``progress(done, total)`` is called after each batch, in sequences.
+        (with a one-token BOS, column t predicts the window's token t). An explicit all-ones
+        attention mask is passed: with fixed-length rows that may contain the pad id,
+        transformers would otherwise treat real tokens as padding. ``progress(done, total)``
+        is called after each batch, in sequences.
         """
         import torch
 
@@ -199,13 +200,9 @@ class CausalLM:
 
     def generate_greedy(self, prompts: np.ndarray, n_new: int, batch_size: int = 32,
                         progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        """Greedy continuations (B, n_new) of equal-length prompts (B, P), after the prefix.
-
-        Plain greedy (module docstring): :meth:`generation_config` replaces the model's own
-        generation config for the call, EOS is an ordinary token (exactly ``n_new`` tokens,
-        never banned), an explicit attention mask, no padding (prompts share one length).
-        ``progress(done, total)`` is called after each batch, in sequences.
-        """
+        """Greedy continuations (B, n_new) of equal-length prompts (B, P), after the prefix, by
+        the module docstring's plain greedy (:meth:`generation_config`; an explicit attention
+        mask, no padding); ``progress`` as for :meth:`score`."""
         import torch
 
         prompts = self._with_prefix(prompts)

@@ -366,21 +366,14 @@ def model_report(
     title: str | None = None,
     decode: Decode | None = None,
 ) -> Path:
-    """Write one self-contained HTML page for one audit; return its path.
-
-    Args:
-        audit_dir: a ``memdedup audit`` output (``per_sequence.parquet``, ``summary.json``).
-        out_html: the page to write (parent folders are created). The audit's ``summary.json``
-            is copied next to it as ``<stem>.summary.json`` (e.g. ``raw.html`` ->
-            ``raw.summary.json``).
-        profile_dir: a ``memdedup profile`` output of the model's training run: adds the
-            memorization profile heatmap, retention curves and their summary.
-        title: page title (default: "Memorization audit: <audit directory name>").
-        decode: token ids -> text (e.g. a tokenizer's ``decode``) for the table of the most
-            memorized sequences; without it token ids are shown.
-
-    Raises:
-        ValueError: ``audit_dir`` is not an audit output; ``profile_dir`` does not exist.
+    """Write one self-contained HTML page (``out_html``, parent folders created) for one
+    ``memdedup audit`` output; return its path. The audit's ``summary.json`` is copied next to
+    it as ``<stem>.summary.json`` (``raw.html`` -> ``raw.summary.json``). ``profile_dir``: a
+    ``memdedup profile`` output of the model's training run, adding the memorization profile
+    heatmap, retention curves and their summary; ``title`` defaults to "Memorization audit:
+    <audit directory name>"; ``decode``: token ids -> text (e.g. a tokenizer's ``decode``) for
+    the table of the most memorized sequences, else token ids are shown. ValueError:
+    ``audit_dir`` is not an audit output, or ``profile_dir`` does not exist.
     """
     a = load_audit(audit_dir)
     out = Path(out_html)
