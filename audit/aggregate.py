@@ -115,15 +115,10 @@ def _membership_by_bucket(table: pa.Table) -> list[dict] | None:
     holding one class only, where no AUC is defined. None without complete labels, buckets or
     scores, or when the whole table holds one class (no pooled AUC either)."""
     col = _column(table, "duplicate_bucket")
-    if col is None or "member" not in table.column_names or table.column("member").null_count:
+    labelled = _labelled_scores(table)
+    if col is None or labelled is None:
         return None
-    complete = {c for c in table.column_names if table.column(c).null_count == 0}
-    cols = score_columns(table.column_names, complete)
-    if not cols:
-        return None
-    y = table.column("member").to_numpy(zero_copy_only=False).astype(bool)
-    if not 0 < int(y.sum()) < y.size:
-        return None
+    y, scores = labelled
     b = np.array([str(v) for v in col.to_pylist()], dtype=object)
     out = []
     for g in sorted(set(b.tolist()), key=stats.bucket_order):
@@ -131,9 +126,7 @@ def _membership_by_bucket(table: pa.Table) -> list[dict] | None:
         n_pos, n_neg = int(y[m].sum()), int((~y[m]).sum())
         both = n_pos > 0 and n_neg > 0
         out.append({"group": g, "n_members": n_pos, "n_non_members": n_neg,
-                    "roc_auc": {c[len("score_"):]: (stats.roc_auc(
-                        table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)[m], y[m]) if both else None)
-                        for c in cols}})
+                    "roc_auc": {name: stats.roc_auc(s[m], y[m]) if both else None for name, s in scores.items()}})
     return out
 
 
@@ -178,32 +171,25 @@ def membership(scores: dict[str, np.ndarray], member: np.ndarray, n_boot: int | 
             "n_non_members < 1/x", "pr_auc_positive_class": PR_AUC_POSITIVE_CLASS, "zlib_level": metrics.ZLIB_LEVEL}
 
 
-def _membership(table: pa.Table, n_boot: int | None, seed: int) -> dict | None:
+def _labelled_scores(table: pa.Table) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """Complete membership labels holding both classes, and the complete scores by name
+    (:func:`score_columns`); None when either is missing."""
     if "member" not in table.column_names or table.num_rows == 0 or table.column("member").null_count:
         return None
     y = table.column("member").to_numpy(zero_copy_only=False).astype(bool)
     if not 0 < int(y.sum()) < y.size:
         return None
-    complete = {c for c in table.column_names if table.column(c).null_count == 0}
-    cols = score_columns(table.column_names, complete)
-    if not cols:
-        return None
+    cols = score_columns(table.column_names, {c for c in table.column_names if table.column(c).null_count == 0})
     scores = {c[len("score_"):]: table.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in cols}
-    return membership(scores, y, n_boot, seed)
+    return (y, scores) if scores else None
 
 
 def summarise(table: pa.Table, n_boot: int | None, seed: int, sections: Collection[str] = SECTIONS) -> dict:
-    """The per-sequence sections of summary.json, from a per-sequence table.
+    """The per-sequence sections of summary.json (only ``sections``, of :data:`SECTIONS`) from
+    per_sequence.parquet (at least ``extractable`` and ``leading_matched``); ``n_boot``:
+    bootstrap resamples of the membership ROC-AUC interval (None: ``roc_auc_boot`` is null).
 
-    Args:
-        table: per_sequence.parquet (at least ``extractable`` and ``leading_matched``).
-        n_boot: bootstrap resamples of the membership ROC-AUC interval; None: no interval
-            (``roc_auc_boot`` is null).
-        seed: the bootstrap's seed.
-        sections: compute only these (of :data:`SECTIONS`).
-
-    Returns:
-        The sections that apply, in :data:`SECTIONS` order: ``extractable`` (a rate),
+    Returns the sections that apply, in :data:`SECTIONS` order: ``extractable`` (a rate),
         ``mean_leading_matched``; ``pythia_score`` ``{"mean", "memorized": rate of score 1}``
         when sequences were generated; ``extractable_by_duplicates`` (rows of
         :func:`audit.stats.rate_by_group` in bucket order) when duplicate buckets are known;
@@ -216,9 +202,10 @@ def summarise(table: pa.Table, n_boot: int | None, seed: int, sections: Collecti
     """
     out: dict = {}
     n = table.num_rows
-    first = _first_rows(_sequence_keys(table), None, n)
+    keys = _sequence_keys(table)
+    first = _first_rows(keys, None, n)
     if "extractable" in sections:
-        out["rates_count"] = RATES_COUNT if _sequence_keys(table) is not None else "rows"
+        out["rates_count"] = RATES_COUNT if keys is not None else "rows"
         out["extractable"] = rate(_flags(table, "extractable")[first])
     if "mean_leading_matched" in sections:
         lead = table.column("leading_matched").to_numpy(zero_copy_only=False)
@@ -226,22 +213,16 @@ def summarise(table: pa.Table, n_boot: int | None, seed: int, sections: Collecti
     if "pythia_score" in sections and _column(table, "pythia_score") is not None:
         py = table.column("pythia_score").to_numpy(zero_copy_only=False).astype(np.float64)
         out["pythia_score"] = {"mean": float(np.mean(py)), "memorized": rate((py == 1.0)[first])}
-    if "extractable_by_duplicates" in sections:
-        rows = _group_rates(table, "duplicate_bucket", None)
-        if rows is not None:
-            out["extractable_by_duplicates"] = rows
-    if "extractable_by_dedup_status" in sections:
-        rows = _group_rates(table, "dedup_status", STATUS_ORDER)
-        if rows is not None:
-            out["extractable_by_dedup_status"] = rows
-    if "membership" in sections:
-        mem = _membership(table, n_boot, seed)
-        if mem is not None:
-            out["membership"] = mem
-    if "membership_by_duplicates" in sections:
-        rows = _membership_by_bucket(table)
-        if rows:
-            out["membership_by_duplicates"] = rows
+    labelled = _labelled_scores(table)
+    for key, compute in (
+        ("extractable_by_duplicates", lambda: _group_rates(table, "duplicate_bucket", None)),
+        ("extractable_by_dedup_status", lambda: _group_rates(table, "dedup_status", STATUS_ORDER)),
+        ("membership", lambda: labelled and membership(labelled[1], labelled[0], n_boot, seed)),
+        ("membership_by_duplicates", lambda: _membership_by_bucket(table)),
+    ):
+        value = compute() if key in sections else None
+        if value:
+            out[key] = value
     return out
 
 
@@ -270,18 +251,12 @@ def headline(summary: dict, n: int, audit_dir: str, prompt_len: int | None, cont
 
 
 def compare_groups(per_model: dict[str, list[dict]], key: str, order: Sequence[str] | None) -> list[dict]:
-    """Rate rows of several models side by side, with each model's ratio to the first's.
-
-    Args:
-        per_model: label -> rows (``{"group", "n", "k", "rate", "lower", "upper"}``), first
-            model first.
-        key: the name of the group field in the output (``bucket``, ``status``).
-        order: groups to put first, in this order; None: duplicate-bucket order.
-
-    Returns:
-        One row per group present in any model: ``{key: group, "models": {label: rate},
-        "ratio_to_first": {label: rate / first's rate, None when undefined}}``; a model
-        without the group gets ``{"n": 0, "k": 0, "rate": None, "lower": 0.0, "upper": 1.0}``.
+    """Rate rows of several models side by side (``per_model``: label -> rate rows, first model
+    first), with each model's ratio to the first's: one row per group present in any model,
+    ``{key: group, "models": {label: rate}, "ratio_to_first": {label: rate / first's rate, None
+    when undefined}}``; a model without the group gets ``{"n": 0, "k": 0, "rate": None,
+    "lower": 0.0, "upper": 1.0}``. ``order``: groups to put first, in this order; None:
+    duplicate-bucket order.
 
     >>> rows = compare_groups({"raw": [{"group": "1", "n": 4, "k": 2, "rate": 0.5, "lower": 0.1, "upper": 0.9}],
     ...                        "dedup": [{"group": "1", "n": 4, "k": 1, "rate": 0.25, "lower": 0.0, "upper": 0.7}]},
@@ -307,27 +282,19 @@ def compare_groups(per_model: dict[str, list[dict]], key: str, order: Sequence[s
             models[lab] = ({k: r[k] for k in ("n", "k", "rate", "lower", "upper")} if r and r["n"] else
                            {"n": 0, "k": 0, "rate": None, "lower": 0.0, "upper": 1.0})
         base = models[first]["rate"]
-        ratio = {}
-        for lab in labels[1:]:
-            r = models[lab]["rate"]
-            ratio[lab] = r / base if (r is not None and base) else None
+        ratio = {lab: models[lab]["rate"] / base if (models[lab]["rate"] is not None and base) else None
+                 for lab in labels[1:]}
         out.append({key: g, "models": models, "ratio_to_first": ratio})
     return out
 
 
 def removed_accounting(dedup_manifest: dict, reason_of: dict[tuple[str, int], str], shard: list, row: list,
                        extractable: np.ndarray, label: str) -> dict:
-    """What dedup removed, and how much of one model's memorization came from it.
-
-    Args:
-        dedup_manifest: the dedup output's manifest (``totals``).
-        reason_of: (shard, row) -> removal reason of every removed row (removed.parquet).
-        shard, row, extractable: the model's sequences (per_sequence.parquet columns); a
-            sequence is from a removed document when its (shard, row) is in ``reason_of``.
-        label: the model's label.
-
-    Returns:
-        The ``dedup`` entry of comparison.json (see :func:`audit.report.comparison.comparison_report`).
+    """What dedup removed (its manifest's ``totals``), and how much of one model's memorization
+    came from it: the ``dedup`` entry of comparison.json (see
+    :func:`audit.report.comparison.comparison_report`). ``reason_of``: (shard, row) -> removal
+    reason of every removed row (removed.parquet); ``shard``, ``row``, ``extractable``: the
+    model's sequences, from a removed document when their (shard, row) is in ``reason_of``.
     """
     tot = dedup_manifest.get("totals") or {}
     removed_by = dict(tot.get("removed") or {})

@@ -59,31 +59,16 @@ def generate_canary_corpus(
 
     Canary index ``c`` runs over the levels in the order given: canaries
     ``k * canaries_per_repeat`` .. ``(k + 1) * canaries_per_repeat - 1`` have repeat level
-    ``repeats[k]``. Same arguments give an identical table.
-
-    Args:
-        n_background: number of background documents (>= 0).
-        repeats: repeat level of each group of canaries (each >= 1).
-        canaries_per_repeat: canaries per repeat level (>= 0).
-        canary_words: words per canary (>= 1).
-        mean_bytes: mean length of background documents in UTF-8 bytes.
-        seed: seed of the numpy Generator.
-
-    Returns:
-        A table with ``n_background + canaries_per_repeat * sum(repeats)`` rows and columns
-        ``id`` (``doc-0000000``: zero-padded row index, unique), ``text``, ``kind``
-        (``background`` / ``canary``), ``canary`` (int64: canary index, -1 for background)
-        and ``repeats`` (int64: number of copies of this exact text in the corpus; 1 for
-        background).
+    ``repeats[k]`` (each >= 1). Same arguments (``seed``: of the numpy Generator) give an
+    identical table, of ``n_background + canaries_per_repeat * sum(repeats)`` rows and columns
+    ``id`` (``doc-0000000``: zero-padded row index, unique), ``text``, ``kind``
+    (``background`` / ``canary``), ``canary`` (int64: canary index, -1 for background) and
+    ``repeats`` (int64: number of copies of this exact text in the corpus; 1 for background).
     """
-    if n_background < 0:
-        raise ValueError(f"n_background must be >= 0, got {n_background}")
-    if canaries_per_repeat < 0:
-        raise ValueError(f"canaries_per_repeat must be >= 0, got {canaries_per_repeat}")
-    if canary_words < 1:
-        raise ValueError(f"canary_words must be >= 1, got {canary_words}")
-    if mean_bytes < 1:
-        raise ValueError(f"mean_bytes must be >= 1, got {mean_bytes}")
+    for name, value, low in (("n_background", n_background, 0), ("canaries_per_repeat", canaries_per_repeat, 0),
+                             ("canary_words", canary_words, 1), ("mean_bytes", mean_bytes, 1)):
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
     reps = [int(r) for r in repeats]
     if any(r < 1 for r in reps):
         raise ValueError(f"repeats must all be >= 1, got {tuple(repeats)}")
@@ -137,6 +122,3 @@ def generate_canary_corpus(
 
 
 __all__ = ["generate_canary_corpus", "CANARY_SCHEMA"]
-
-
-# ---------------------------------------------------------------------------- demo corpus

@@ -47,6 +47,7 @@ from .config import ProfileConfig
 from .layout import (CHECKPOINT_DIR, EVENT_TIME_FILE, EVENT_TIME_PNG, FORECAST_FILE, HEATMAP_PNG, HELDOUT_FILE,
                      INSTANCES_FILE, ORDER_FILE, PROFILE_FILE, PROFILE_OUTPUTS, RETENTION_FILE, RETENTION_PNG,
                      RETENTION_RUN_CURVE, RETENTION_RUN_FILE, SUMMARY, checkpoint_step, write_atomic)
+from .sampling import _rows_of
 
 
 def _checkpoints(run: Path) -> list[tuple[int, Path]]:
@@ -58,24 +59,36 @@ def _checkpoints(run: Path) -> list[tuple[int, Path]]:
 
 def _document_texts(run: Path, keys, corpus: list[str], text_column: str) -> dict[tuple[str, int], str]:
     """The text of each (shard name, row) in ``keys``, read from the corpus in one pass."""
-    from dedup.shards import ShardReader
-
     by_name = {s.name: s for s in discover(corpus)}
     need: dict[str, set[int]] = {}
     for shard, row in keys:
         need.setdefault(shard, set()).add(int(row))
-    texts = {}
-    for name, rows in need.items():
+    for name in need:
         if name not in by_name:
             raise ValueError(f"{run}: order names shard {name!r}, not in the corpus {corpus}")
-        reader = ShardReader(by_name[name], text_column, None, False, 65536)
-        start = 0
-        for batch in reader.batches():
-            col = reader.text(batch)
-            for r in [r for r in rows if start <= r < start + batch.num_rows]:
-                texts[(name, r)] = col[r - start].as_py() or ""
-            start += batch.num_rows
-    return texts
+    shards = [by_name[name] for name in need]
+    wanted = {i: list(rows) for i, rows in enumerate(need.values())}
+    return {(shards[i].name, r): text or "" for i, r, _, text in _rows_of(shards, text_column, None, wanted)}
+
+
+def _run_manifest(run: Path) -> dict:
+    """The run's manifest.json ({} without one: a user's own checkpoints)."""
+    path = io.manifest_path(run)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _hard_foils(items: np.ndarray, tokenizer, fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """Orhan 2024's foils needing no model: the items scrambled, and substituted (no special token)."""
+    from .retention import scramble_foils, substitute_foils
+
+    special = [i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None]
+    return {"scrambled": scramble_foils(items, seed=seed),
+            "substituted": substitute_foils(items, len(tokenizer), fraction, seed=seed, exclude=special)}
+
+
+def _loss(lm, tokens: np.ndarray, batch_size: int) -> np.ndarray:
+    """Mean token surprisal (nats) of each row, from one teacher-forced pass."""
+    return -lm.score(tokens, batch_size).logprob.mean(axis=1)
 
 
 def _instance_tokens(run: Path, table: pd.DataFrame, corpus: list[str], tokenizer, text_column: str) -> np.ndarray:
@@ -157,7 +170,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
 
     t_start = time.perf_counter()
     run, out = Path(run_dir), Path(out)
-    train_manifest = json.loads(io.manifest_path(run).read_text()) if io.manifest_path(run).exists() else {}
+    train_manifest = _run_manifest(run)
     corpus = corpus or train_manifest.get("corpus")
     if not corpus:
         raise ValueError(f"{run}: no corpus recorded; pass --corpus")
@@ -216,12 +229,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     ], ignore_index=True)
     lm0 = load_causal_lm(ckpts[-1][1])
     tokens = _instance_tokens(run, rows, corpus, lm0.tokenizer, text_column)
-    # Hard foils of the treated items (Orhan 2024), needing no model: scrambled and substituted.
-    t_rows = np.flatnonzero((rows["group"] == "treated").to_numpy())
-    special = [i for i in (lm0.tokenizer.eos_token_id, lm0.tokenizer.pad_token_id) if i is not None]
-    hard = {"scrambled": retention.scramble_foils(tokens[t_rows], seed=config.seed),
-            "substituted": retention.substitute_foils(tokens[t_rows], len(lm0.tokenizer), 0.25, seed=config.seed,
-                                                      exclude=special)}
+    hard = _hard_foils(tokens[(rows["group"] == "treated").to_numpy()], lm0.tokenizer, 0.25, config.seed)
     hard_loss = {k: {} for k in hard}
     half = seq_len // 2
     early = config.early_checkpoint or min(steps, key=lambda s: abs(s - steps[-1] / 2))
@@ -239,7 +247,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         stats = lm.score(tokens, config.batch_size)
         if step in pchk:
             for k, foil in hard.items():
-                hard_loss[k][step] = -lm.score(foil, config.batch_size).logprob.mean(axis=1)
+                hard_loss[k][step] = _loss(lm, foil, config.batch_size)
         outcome = -stats.logprob.mean(axis=1) if config.outcome == "surprisal" else -stats.greedy_match.mean(axis=1)
         gen = lm.generate_greedy(tokens[:, :half], seq_len - half, config.batch_size)
         exact = (gen == tokens[:, half:]).all(axis=1)
@@ -254,15 +262,15 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     dpanel = panel[panel["step"].isin(pchk)]  # the profile and retention: through the end of epoch 1
 
     # Difference-in-differences (real cohorts, then the placebo cohort against the controls).
-    real = rows["group"] != "placebo"
-    prof = profile.did(dpanel[dpanel["instance_id"].isin(rows.index[real])][["instance_id", "step", "outcome"]],
-                       pd.DataFrame({"instance_id": rows.index[real], "treatment_step": rows["treatment_step"][real]}),
-                       n_boot=config.n_boot, seed=config.seed, min_cohort_size=config.min_cohort_size)
+    def did_of(leave_out: str, min_cohort_size: int) -> pd.DataFrame:
+        m = rows["group"] != leave_out
+        return profile.did(dpanel[dpanel["instance_id"].isin(rows.index[m])][["instance_id", "step", "outcome"]],
+                           pd.DataFrame({"instance_id": rows.index[m], "treatment_step": rows["treatment_step"][m]}),
+                           n_boot=config.n_boot, seed=config.seed, min_cohort_size=min_cohort_size)
+
+    prof = did_of("placebo", config.min_cohort_size)
     curve_et = profile.event_time_curve(prof) if len(prof) else pd.DataFrame()
-    plac = rows["group"] != "treated"
-    placebo = profile.did(dpanel[dpanel["instance_id"].isin(rows.index[plac])][["instance_id", "step", "outcome"]],
-                          pd.DataFrame({"instance_id": rows.index[plac], "treatment_step": rows["treatment_step"][plac]}),
-                          n_boot=config.n_boot, seed=config.seed, min_cohort_size=1)
+    placebo = did_of("treated", 1)
     prof["placebo"] = False
     placebo["placebo"] = True
     both = pd.concat([prof, placebo], ignore_index=True)
@@ -280,14 +288,12 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         for c in pchk:  # only while not trained again: the panel ends before any second exposure
             if c < g:
                 continue
-            rec = retention.recognition(wide["loss"].loc[members, c].to_numpy(), wide["loss"].loc[mfoils, c].to_numpy())
+            seen, held_out = wide["loss"].loc[members, c].to_numpy(), wide["loss"].loc[mfoils, c].to_numpy()
             pos = np.searchsorted(treated_idx, members)  # treated_idx is sorted: row of each member's hard foils
-            hard_rec = {k: retention.recognition(wide["loss"].loc[members, c].to_numpy(), hard_loss[k][c][pos])["accuracy"]
-                        for k in hard}
             ret_rows.append({"treatment_step": g, "step": c, "n": int(members.size),
-                             "recognition": rec["accuracy"],
-                             "recognition_scrambled": hard_rec["scrambled"],
-                             "recognition_substituted": hard_rec["substituted"],
+                             "recognition": retention.recognition(seen, held_out)["accuracy"],
+                             **{f"recognition_{k}": retention.recognition(seen, hard_loss[k][c][pos])["accuracy"]
+                                for k in hard},
                              "exact_recall": float(wide["exact_recall"].loc[members, c].mean()),
                              "token_recall": float(wide["token_recall"].loc[members, c].mean())})
     ret = pd.DataFrame(ret_rows)
@@ -295,14 +301,12 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
 
     # Forecasting: memorized (exact recall) at an early checkpoint vs the final one,
     # restricted to instances trained on before the early checkpoint.
-    seen = rows["treatment_step"] <= early
-    fc = forecast(
-        pd.DataFrame({"seq_key": rows.index, "extractable": wide["exact_recall"][early].loc[rows.index].to_numpy(),
-                      "seen": seen.to_numpy()}),
-        pd.DataFrame({"seq_key": rows.index, "extractable": wide["exact_recall"][steps[-1]].loc[rows.index].to_numpy(),
-                      "seen": (rows["group"] == "treated").to_numpy()}),
-        seen_first="seen", seen_second="seen",
-    )
+    def recalled_at(step: int, seen: pd.Series) -> pd.DataFrame:
+        recalled = wide["exact_recall"][step].loc[rows.index].to_numpy()
+        return pd.DataFrame({"seq_key": rows.index, "extractable": recalled, "seen": seen.to_numpy()})
+
+    fc = forecast(recalled_at(early, rows["treatment_step"] <= early),
+                  recalled_at(steps[-1], rows["group"] == "treated"), seen_first="seen", seen_second="seen")
     fc["early_step"], fc["final_step"] = early, steps[-1]
 
     out.mkdir(parents=True, exist_ok=True)
@@ -380,8 +384,7 @@ def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: i
     from .lm import load_causal_lm
 
     run = Path(run_dir)
-    mpath = io.manifest_path(run)
-    manifest = json.loads(mpath.read_text()) if mpath.exists() else {}
+    manifest = _run_manifest(run)
     design = manifest.get("retention")
     if not design:
         raise ValueError(f"{run}: not a retention run (train it with memdedup train --retention-items N)")
@@ -408,19 +411,15 @@ def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: i
     tokens = _instance_tokens(run, rows, corpus, lm0.tokenizer, text_column)
     n = len(items)
     it = tokens[:n]
-    special = [i for i in (lm0.tokenizer.eos_token_id, lm0.tokenizer.pad_token_id) if i is not None]
-    hard = {"scrambled": retention.scramble_foils(it, seed=seed),
-            "substituted": retention.substitute_foils(it, len(lm0.tokenizer), substitute_fraction, seed=seed,
-                                                      exclude=special)}
+    hard = _hard_foils(it, lm0.tokenizer, substitute_fraction, seed)
     half = seq_len // 2
     out_rows = []
     for step in probes:
         lm = load_causal_lm(ckpts[step])
-        loss = -lm.score(tokens, batch_size).logprob.mean(axis=1)
+        loss = _loss(lm, tokens, batch_size)
         rec = {"recognition": retention.recognition(loss[:n], loss[n:])["accuracy"]}
         for k, foil in hard.items():
-            rec[f"recognition_{k}"] = retention.recognition(
-                loss[:n], -lm.score(foil, batch_size).logprob.mean(axis=1))["accuracy"]
+            rec[f"recognition_{k}"] = retention.recognition(loss[:n], _loss(lm, foil, batch_size))["accuracy"]
         r = retention.recall(lm.generate_greedy(it[:, :half], seq_len - half, batch_size), it[:, half:])
         out_rows.append({"treatment_step": e, "step": int(step), "n": n, **rec,
                          "exact_recall": r["exact_recall"], "token_recall": r["token_recall"]})

@@ -109,18 +109,13 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def checkpoint_steps(self, total_steps: int, steps_per_epoch: int | None = None, *,
-                         epoch_ends: list[int] | None = None, retention: list[int] | None = None) -> list[int]:
+    def checkpoint_steps(self, total_steps: int, *, epoch_ends: list[int] | None = None,
+                         retention: list[int] | None = None) -> list[int]:
         """Log-spaced early (1, 2, 4, ... <= log_checkpoints), then every
-        ``checkpoint_every`` steps, the last step of every epoch (given ``steps_per_epoch``, or
-        the steps ``epoch_ends`` when epochs differ in length: memorisation profiles end at
-        the end of epoch 1, Lesci et al. 2024), the steps ``retention`` (a retention run's
-        log-spaced probes, :func:`retention_checkpoints`) and the final step."""
-        steps = set(int(s) for s in (retention or []) if 1 <= s <= total_steps)
-        if epoch_ends:
-            steps.update(int(s) for s in epoch_ends if 1 <= s <= total_steps)
-        elif steps_per_epoch:
-            steps.update(range(steps_per_epoch, total_steps + 1, steps_per_epoch))
+        ``checkpoint_every`` steps, the last step of every epoch (``epoch_ends``: memorisation
+        profiles end at the end of epoch 1, Lesci et al. 2024), the steps ``retention`` (a
+        retention run's log-spaced probes, :func:`retention_checkpoints`) and the final step."""
+        steps = {int(s) for s in [*(retention or []), *(epoch_ends or [])] if 1 <= s <= total_steps}
         s = 1
         while s <= min(self.log_checkpoints, total_steps):
             steps.add(s)

@@ -17,9 +17,9 @@ import numpy as np
 
 from dedup.arrow import string_array
 from dedup.config import DedupConfig
-from dedup.params import optimal_param
 from dedup.shards import Shard, ShardReader
 from dedup.sketch import Sketcher
+from dedup.stages import banding
 
 
 @dataclass
@@ -50,17 +50,11 @@ def duplicate_counts(
     removed: set[tuple[str, int]] | None = None,
     members: set[str] | None = None,
 ) -> DuplicateInfo:
-    """Count each sampled document's near duplicates in the corpus.
-
-    Args:
-        doc_texts: the sampled documents' texts.
-        own: (shard name, row) of each sampled document (so its own row is recognised).
-        shards: the corpus, in canonical order.
-        config: dedup's configuration (shingling, scheme, banding).
-        removed: (shard name, row) of rows dedup removed, if known.
-        members: ids of trained documents, if known (``member_duplicate``).
-    """
-    bands, rows = (config.bands, config.rows) if config.bands else optimal_param(config.threshold, config.num_perm)
+    """Count each sampled document's near duplicates in the corpus (``shards``, in canonical
+    order) with dedup's ``config``. ``own``: (shard name, row) of each sampled document, so its
+    own row is recognised; ``removed``: (shard name, row) of the rows dedup removed, and
+    ``members``: ids of trained documents, when known."""
+    bands, rows = banding(config)
     sketcher = Sketcher(config, bands, rows)
     sk = sketcher(string_array([t or "" for t in doc_texts]))
     n = len(doc_texts)
@@ -106,15 +100,8 @@ def duplicate_counts(
 def dedup_status(own: list[tuple[str, int]], info: DuplicateInfo, removed: set[tuple[str, int]]) -> list[str]:
     """``removed`` (dedup removed this document), ``kept`` (dedup kept it and removed some of
     its near duplicates) or ``unique`` (kept, and none of its duplicates was removed)."""
-    out = []
-    for i, key in enumerate(own):
-        if key in removed:
-            out.append("removed")
-        elif info.removed_duplicate[i]:
-            out.append("kept")
-        else:
-            out.append("unique")
-    return out
+    return ["removed" if key in removed else "kept" if info.removed_duplicate[i] else "unique"
+            for i, key in enumerate(own)]
 
 
 __all__ = ["DuplicateInfo", "duplicate_counts", "dedup_status"]

@@ -93,9 +93,7 @@ def random_space_log2(canary_words: int, vocabulary_size: int) -> float:
 def _log_perplexity(lm, texts: list[str], batch_size: int) -> np.ndarray:
     """-log2 Pr_model(text) per text: sum over its tokens, the first one predicted from an
     end-of-text token placed before it (rows padded with it and masked out of the sum)."""
-    eos = lm.tokenizer.eos_token_id
-    if eos is None:
-        eos = 0
+    eos = lm.tokenizer.eos_token_id or 0
     ids = lm.encode(texts)
     L = max(len(t) for t in ids) + 1
     x = np.full((len(ids), L), eos, dtype=np.int64)

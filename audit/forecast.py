@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from .layout import PER_SEQUENCE
-from .stats import wilson_interval
+from .stats import _bools, wilson_interval
 
 __all__ = ["forecast", "forecast_audits"]
 
@@ -57,15 +57,9 @@ def _bool_column(df: pd.DataFrame, column: str, table: str) -> np.ndarray:
     if s.isna().any():
         raise ValueError(f"{table} table column {column!r} has missing values")
     a = s.to_numpy()
-    if a.dtype == np.bool_:
-        return a
-    if a.dtype == object:
-        if all(isinstance(v, (bool, np.bool_)) for v in a):
-            return a.astype(bool)
-        raise ValueError(f"{table} table column {column!r} must be boolean or 0/1")
-    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)) or not np.isin(a, (0, 1)).all():
-        raise ValueError(f"{table} table column {column!r} must be boolean or 0/1")
-    return a.astype(bool)
+    if a.dtype == object and all(isinstance(v, (bool, np.bool_)) for v in a):
+        a = a.astype(bool)
+    return _bools(a, f"{table} table column {column!r}", "boolean or 0/1")
 
 
 def _keyed(df: pd.DataFrame, keys: list[str], flag: str, seen: str | None, table: str) -> tuple[pd.DataFrame, int]:
@@ -86,11 +80,6 @@ def _keyed(df: pd.DataFrame, keys: list[str], flag: str, seen: str | None, table
     return out, len(out)
 
 
-def _ratio(k: int, n: int, confidence: float) -> tuple[float | None, float, float]:
-    lower, upper = wilson_interval(k, n, confidence)
-    return (k / n if n else None), lower, upper
-
-
 def forecast(
     first: pd.DataFrame,
     second: pd.DataFrame,
@@ -101,39 +90,16 @@ def forecast(
     *,
     confidence: float = 0.95,
 ) -> dict:
-    """Precision and recall of "memorized by ``first``" as a predictor of "memorized by ``second``".
+    """Precision and recall of "memorized by ``first``" (the predictor: smaller model, earlier
+    checkpoint) as a predictor of "memorized by ``second``" (the truth), as the module docstring
+    defines them, over the sequences present in both per-sequence tables (``key``: one or more
+    columns, unique and non-missing within each table) and, with ``seen_first`` /
+    ``seen_second`` (boolean columns: the model was trained on the sequence), seen by both.
+    ``flag``: the boolean (or 0/1) memorized column of both tables.
 
-    Confusion counts over the sequences compared (present in both tables, and seen by both models
-    when ``seen_*`` are given)::
+    Returns a flat dict:
 
-        TP = memorized by both          FP = memorized by first only
-        FN = memorized by second only   TN = memorized by neither
-
-        precision = TP / (TP + FP)      (of what the first memorized, the fraction the second
-                                         also memorized)
-        recall    = TP / (TP + FN)      (of what the second memorized, the fraction the first
-                                         predicted)
-        predicted_positive_rate = (TP + FP) / n      base_rate = (TP + FN) / n
-
-    ``first`` is the predictor (smaller model, earlier checkpoint) and ``second`` the truth
-    (larger model, final checkpoint). Swapping them swaps precision and recall. (Do not read
-    these off sklearn's ``confusion_matrix``, whose argument order is (truth, prediction).)
-
-    Args:
-        first: per-sequence table of the predicting model (e.g. an audit's ``per_sequence``).
-        second: per-sequence table of the predicted model.
-        key: column (or list of columns) identifying the same sequence in both tables; keys must be
-            unique and non-missing within each table.
-        flag: boolean (or 0/1) memorized column, in both tables (e.g. ``"extractable"``).
-        seen_first: optional boolean column of ``first``: the first model was trained on the
-            sequence. Rows where it is False are dropped.
-        seen_second: the same for ``second``.
-        confidence: confidence level of the Wilson intervals.
-
-    Returns:
-        A flat dict:
-
-        - ``n``: sequences compared; ``tp``, ``fp``, ``fn``, ``tn``: the counts above;
+        - ``n``: sequences compared; ``tp``, ``fp``, ``fn``, ``tn``: the confusion counts;
         - ``precision`` (float or None), ``precision_lower``, ``precision_upper``,
           ``precision_n`` = TP + FP (its denominator);
         - ``recall``, ``recall_lower``, ``recall_upper``, ``recall_n`` = TP + FN;
@@ -143,10 +109,8 @@ def forecast(
           ``n_seen_second`` (rows left after the ``seen_*`` filters), ``n_unmatched_first``,
           ``n_unmatched_second`` (seen rows with no partner in the other table).
 
-    Raises:
-        TypeError: an input is not a DataFrame.
-        ValueError: a column is missing, keys are duplicated or missing, or a flag/seen column is
-            not boolean or has missing values.
+    TypeError: an input is not a DataFrame; ValueError: a column is missing, keys are duplicated
+    or missing, or a flag/seen column is not boolean or has missing values.
 
     Example:
         >>> import pandas as pd
@@ -178,10 +142,8 @@ def forecast(
         ("predicted_positive_rate", tp + fp, n),
         ("base_rate", tp + fn, n),
     ):
-        value, lower, upper = _ratio(k, d, confidence)
-        out[name] = value
-        out[f"{name}_lower"] = lower
-        out[f"{name}_upper"] = upper
+        out[name] = k / d if d else None
+        out[f"{name}_lower"], out[f"{name}_upper"] = wilson_interval(k, d, confidence)
         if name in ("precision", "recall"):
             out[f"{name}_n"] = d
     out.update(

@@ -89,9 +89,7 @@ class CausalLM:
         ``n_new`` tokens, no EOS (so no stop and no ban), no logits processor."""
         from transformers import GenerationConfig
 
-        pad = self.tokenizer.pad_token_id
-        if pad is None:
-            pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        pad = next((t for t in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id) if t is not None), 0)
         return GenerationConfig(
             do_sample=False, num_beams=1, max_new_tokens=int(n_new), min_new_tokens=0, eos_token_id=None,
             bos_token_id=None, pad_token_id=int(pad), repetition_penalty=1.0, no_repeat_ngram_size=0,
@@ -148,9 +146,10 @@ class CausalLM:
 
         The prefix (:attr:`n_prefix` tokens, ``bos="auto"``) is fed first: the returned arrays
         have ``L - 1 + n_prefix`` columns, column t predicting input token t+1 of prefix + ids
-        (with a one-token BOS, column t predicts the window's token t). An explicit all-ones attention mask is passed: with fixed-length rows that may
-        contain the pad id, transformers would otherwise treat real tokens as padding.
-        ``progress(done, total)`` is called after each batch, in sequences.
+        (with a one-token BOS, column t predicts the window's token t). An explicit all-ones
+        attention mask is passed: with fixed-length rows that may contain the pad id,
+        transformers would otherwise treat real tokens as padding. ``progress(done, total)``
+        is called after each batch, in sequences.
         """
         import torch
 
@@ -201,13 +200,9 @@ class CausalLM:
 
     def generate_greedy(self, prompts: np.ndarray, n_new: int, batch_size: int = 32,
                         progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        """Greedy continuations (B, n_new) of equal-length prompts (B, P), after the prefix.
-
-        Plain greedy (module docstring): :meth:`generation_config` replaces the model's own
-        generation config for the call, EOS is an ordinary token (exactly ``n_new`` tokens,
-        never banned), an explicit attention mask, no padding (prompts share one length).
-        ``progress(done, total)`` is called after each batch, in sequences.
-        """
+        """Greedy continuations (B, n_new) of equal-length prompts (B, P), after the prefix, by
+        the module docstring's plain greedy (:meth:`generation_config`; an explicit attention
+        mask, no padding); ``progress`` as for :meth:`score`."""
         import torch
 
         prompts = self._with_prefix(prompts)
@@ -242,6 +237,12 @@ def default_prefix(tokenizer) -> list[int]:
     return []
 
 
+def _offline() -> None:
+    """No hub, no network for the Hugging Face libraries (unless the environment says otherwise)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
 def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str = "never") -> CausalLM:
     """Load a causal LM and its tokenizer from a local Hugging Face directory; ``bos``: the
     BOS policy (module docstring; the audit's ``--bos`` defaults to ``auto``).
@@ -254,8 +255,7 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str 
         raise ModelError(f"{path}: model directory does not exist")
     if not (path / "config.json").exists():
         raise ModelError(f"{path}: no config.json: not a Hugging Face model directory")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    _offline()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -291,8 +291,7 @@ def load_tokenizer(path: str | os.PathLike):
     """``(tokenizer, fingerprint)`` of a local Hugging Face directory (a model or a tokenizer
     alone; :func:`tokenizer_fingerprint`), or ``(None, None)`` when it holds no usable
     tokenizer. Loads transformers, not torch."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    _offline()
     from transformers import AutoTokenizer
 
     try:

@@ -90,9 +90,11 @@ def _check_k(k: float) -> float:
     return k
 
 
-def _min_k_count(T: int, k: float) -> int:
-    """m = max(1, floor(k * T)), with a 1e-9 tolerance for float error (0.29 * 100 -> 29)."""
-    return max(1, math.floor(k * T + 1e-9))
+def _lowest_mean(x: np.ndarray, k: float) -> np.ndarray:
+    """Mean of the lowest m = max(1, floor(k * T)) values of each row of x (n, T), the floor
+    with a 1e-9 tolerance for float error (0.29 * 100 -> 29)."""
+    m = max(1, math.floor(k * x.shape[1] + 1e-9))
+    return np.partition(x, m - 1, axis=1)[:, :m].mean(axis=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,20 +113,11 @@ def extraction(greedy_match: np.ndarray, prompt_len: int, cont_len: int) -> tupl
     continuation tokens that greedy decoding reproduces (it agrees with the truth up to the first
     mismatch).
 
-    Args:
-        greedy_match: bool (n, L-1); column t is True when the arg-max prediction of token t+1
-            (from tokens 0..t) equals the true token t+1. The continuation tokens P..P+C-1 are
-            predicted at columns P-1..P+C-2. Columns after P+C-2 (if L > P+C) are ignored.
-        prompt_len: P >= 1, the prompt length in tokens.
-        cont_len: C >= 1, the continuation length in tokens; P + C <= L is required.
-
-    Returns:
-        ``(exact, leading)``: ``exact`` bool (n,), all C continuation predictions match (exact
-        C-extractable); ``leading`` int64 (n,) in [0, C], the number of consecutive matches from
-        column P-1 (the leading continuation tokens greedy decoding reproduces).
-
-    Raises:
-        ValueError: ``greedy_match`` is not a 2-D boolean array, P < 1, C < 1, or P + C > L.
+    ``greedy_match``: bool (n, L-1), column t True when the arg-max prediction of token t+1
+    equals the true token t+1; the continuation tokens P..P+C-1 are predicted at columns
+    P-1..P+C-2, later columns are ignored. Returns ``(exact, leading)``: ``exact`` bool (n,),
+    all C continuation predictions match; ``leading`` int64 (n,) in [0, C], the consecutive
+    matches from column P-1. ValueError: not a 2-D boolean array, P < 1, C < 1, or P + C > L.
 
     Example (P = 2, C = 3; the first sequence's continuation is reproduced, the second's
     only up to its second token):
@@ -164,16 +157,8 @@ def pythia_score(generated: np.ndarray, truth: np.ndarray) -> np.ndarray:
     Definition (Biderman et al. 2023, "Emergent and predictable memorization"): greedy-decode C
     tokens after the prompt and compare them, position by position, with the true continuation;
     the score is (number of equal positions) / C, in steps of 1/C (1.0 = C-extractable).
-
-    Args:
-        generated: int (n, C), generated continuation token ids.
-        truth: int (n, C), true continuation token ids; C >= 1.
-
-    Returns:
-        float64 (n,), the fraction of the C positions where ``generated == truth``.
-
-    Raises:
-        ValueError: the arrays are not 2-D, differ in shape, or C == 0.
+    ``generated``, ``truth``: int token ids (n, C); ValueError when not 2-D, of different
+    shapes, or C == 0. Returns float64 (n,).
 
     Example:
         >>> pythia_score([[5, 6, 7, 9]], [[5, 6, 8, 9]]).tolist()
@@ -198,30 +183,16 @@ def loss(logprob: np.ndarray) -> np.ndarray:
     """Mean negative log-likelihood per token (a LOSS: lower = more likely a member).
 
     Definition (MIMIR "loss" attack; Yeom et al. 2018): loss = -(1/T) sum_t log p(x_{t+1} | x_<=t)
-    over all T = L-1 predicted positions of the sequence.
-
-    Args:
-        logprob: float (n, T), log-probability (nats) of each true next token.
-
-    Returns:
-        float64 (n,), nats per token.
-
-    Raises:
-        ValueError: ``logprob`` is not 2-D with T >= 1, or contains NaN.
+    over all T = L-1 predicted positions of the sequence. ``logprob``: float (n, T), the
+    log-probability (nats) of each true next token, as in every score below (ValueError when
+    not 2-D with T >= 1, or with NaN). Returns float64 (n,), nats per token.
     """
     lp = _per_token(logprob, "logprob")
     return -lp.mean(axis=1)
 
 
 def score_loss(logprob: np.ndarray) -> np.ndarray:
-    """LOSS attack score = -loss (higher = more likely a member).
-
-    Args:
-        logprob: float (n, T), log-probability (nats) of each true next token.
-
-    Returns:
-        float64 (n,), minus the mean per-token negative log-likelihood (nats per token).
-    """
+    """LOSS attack score = -:func:`loss` (higher = more likely a member), nats per token."""
     return -loss(logprob)
 
 
@@ -232,17 +203,8 @@ def score_zlib(logprob: np.ndarray, text_bytes: list[bytes]) -> np.ndarray:
     zlib entropy ratio; MIMIR ``zlib``): the model's loss divided by the length in bytes of the
     sequence's text compressed with ``zlib.compress(text, 9)``, negated for our sign convention.
     Text that is merely repetitive (low loss but also compressible) is discounted.
-
-    Args:
-        logprob: float (n, T), log-probability (nats) of each true next token.
-        text_bytes: n texts of the sequences, as bytes (``str`` is encoded as UTF-8).
-
-    Returns:
-        float64 (n,), nats per token per compressed byte (negated).
-
-    Raises:
-        ValueError: ``len(text_bytes) != n`` or the ``logprob`` checks of :func:`loss` fail.
-        TypeError: an item is neither bytes-like nor str.
+    ``text_bytes``: the n texts as bytes (``str`` is encoded as UTF-8; TypeError for anything
+    else). Returns float64 (n,), nats per token per compressed byte (negated).
     """
     lo = loss(logprob)
     if len(text_bytes) != lo.shape[0]:
@@ -263,26 +225,14 @@ def score_min_k(logprob: np.ndarray, k: float = 0.2) -> np.ndarray:
     Definition (Shi et al. 2024, "Detecting pretraining data from large language models"): the
     mean of the lowest m = max(1, floor(k * T)) token log-probabilities of the sequence (the
     floor is taken with a 1e-9 tolerance, so k = 0.29, T = 100 gives m = 29 despite float error).
-
-    Args:
-        logprob: float (n, T), log-probability (nats) of each true next token.
-        k: fraction of tokens kept, in (0, 1] (default 0.2 = 20%).
-
-    Returns:
-        float64 (n,), nats per token.
-
-    Raises:
-        ValueError: k outside (0, 1] or the ``logprob`` checks of :func:`loss` fail.
+    ``k`` in (0, 1] (ValueError outside). Returns float64 (n,), nats per token.
 
     Example (T = 5, k = 0.4: the mean of the 2 lowest log-probabilities):
         >>> score_min_k([[-0.1, -3.0, -0.2, -1.0, -0.5]], k=0.4).tolist()
         [-2.0]
     """
     k = _check_k(k)
-    lp = _per_token(logprob, "logprob")
-    m = _min_k_count(lp.shape[1], k)
-    lowest = np.partition(lp, m - 1, axis=1)[:, :m]
-    return lowest.mean(axis=1)
+    return _lowest_mean(_per_token(logprob, "logprob"), k)
 
 
 def score_min_k_plus_plus(
@@ -294,18 +244,8 @@ def score_min_k_plus_plus(
     where mu_t and sigma_t are the mean and standard deviation of log p(v) for v drawn from the
     model's predicted distribution at position t (where sigma_t == 0, z = 0); the score is the
     mean of the lowest m = max(1, floor(k * T)) values of z (as in :func:`score_min_k`).
-
-    Args:
-        logprob: float (n, T), log-probability (nats) of each true next token.
-        mu: float (n, T), E_{v~p_t}[log p_t(v)] (nats).
-        sigma: float (n, T), the standard deviation of log p_t(v) under p_t (nats), >= 0.
-        k: fraction of tokens kept, in (0, 1] (default 0.2).
-
-    Returns:
-        float64 (n,), dimensionless (standard deviations).
-
-    Raises:
-        ValueError: shapes differ, sigma < 0, NaN present, or k outside (0, 1].
+    ``mu``, ``sigma``: float (n, T), in nats, sigma >= 0 (ValueError: shapes differ, sigma < 0,
+    NaN, or k outside (0, 1]). Returns float64 (n,), dimensionless (standard deviations).
     """
     k = _check_k(k)
     lp = _per_token(logprob, "logprob")
@@ -316,10 +256,7 @@ def score_min_k_plus_plus(
     if (s_ < 0).any():
         raise ValueError("sigma must be >= 0")
     safe = np.where(s_ > 0, s_, 1.0)
-    z = np.where(s_ > 0, (lp - m_) / safe, 0.0)
-    m = _min_k_count(lp.shape[1], k)
-    lowest = np.partition(z, m - 1, axis=1)[:, :m]
-    return lowest.mean(axis=1)
+    return _lowest_mean(np.where(s_ > 0, (lp - m_) / safe, 0.0), k)
 
 
 def score_reference(logprob: np.ndarray, ref_logprob: np.ndarray) -> np.ndarray:
@@ -327,17 +264,8 @@ def score_reference(logprob: np.ndarray, ref_logprob: np.ndarray) -> np.ndarray:
 
     Definition (Carlini et al. 2021, comparison to a reference model; MIMIR ``ref``): a member
     has a lower loss under the target model than under a reference model that shares the
-    tokenizer but has not seen the data.
-
-    Args:
-        logprob: float (n, T), target-model log-probabilities of the true next tokens (nats).
-        ref_logprob: float (n, T), reference-model log-probabilities of the same tokens.
-
-    Returns:
-        float64 (n,), nats per token.
-
-    Raises:
-        ValueError: shapes differ or the checks of :func:`loss` fail.
+    tokenizer but has not seen the data. ``ref_logprob``: the reference model's (n, T) for the
+    same tokens (ValueError when the shapes differ). Returns float64 (n,), nats per token.
     """
     lp = _per_token(logprob, "logprob")
     ref = _per_token(ref_logprob, "ref_logprob")

@@ -89,15 +89,9 @@ VERIFY_CHUNK = 1 << 15
 def count_occurrences(windows: np.ndarray, documents: Iterable[list[int] | np.ndarray],
                       batch_tokens: int = BATCH_TOKENS) -> np.ndarray:
     """int64 (m,): occurrences of each row of ``windows`` (m, W) in ``documents`` (token id
-    lists or arrays, streamed), every offset of every document, hash hits verified token by
-    token; identical to :func:`count_occurrences_reference`.
-
-    Documents are concatenated into batches of about ``batch_tokens`` tokens; the window hashes
-    of a batch come from one prefix sum over the concatenation (the hash is position-free:
-    :func:`window_hashes`), windows that straddle two documents are masked out, the rest are
-    looked up among the DISTINCT sampled windows' sorted hashes by binary search, and every hit
-    is verified by comparing its W tokens (vectorised). Memory: the batch and the sample, not
-    the corpus. Throughput: ``bench/occurrences_bench.py``.
+    lists or arrays, streamed), by the module docstring's method in batches of about
+    ``batch_tokens`` tokens (the DISTINCT sampled windows' hashes are binary-searched, hits
+    verified on their W tokens); identical to :func:`count_occurrences_reference`.
     """
     windows = np.asarray(windows, dtype=np.int64)
     m, W = windows.shape

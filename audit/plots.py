@@ -46,13 +46,16 @@ METRIC_LABELS = {
 }
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def _new_figure(width: float, height: float):
+    """A figure on an Agg canvas and its one axes."""
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
-    return fig
+    return fig, fig.add_subplot()
 
 
-def _png(fig: Figure) -> bytes:
+def _png(fig: Figure, ax=None, title: str = "") -> bytes:
+    if title:
+        ax.set_title(title)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
     return buf.getvalue()
@@ -60,10 +63,7 @@ def _png(fig: Figure) -> bytes:
 
 def _tick_positions(n: int, max_ticks: int = MAX_TICKS) -> np.ndarray:
     """At most ``max_ticks`` indices in [0, n) at a constant stride, starting at 0."""
-    if n <= max_ticks:
-        return np.arange(n)
-    stride = math.ceil(n / max_ticks)
-    return np.arange(0, n, stride)
+    return np.arange(0, n, max(1, math.ceil(n / max_ticks)))
 
 
 def _step_label(v) -> str:
@@ -81,10 +81,6 @@ def _require_columns(df, columns: Sequence[str], what: str) -> None:
         raise ValueError(f"{what} is empty: nothing to plot")
 
 
-# --------------------------------------------------------------------------------------------
-# Memorisation profile
-# --------------------------------------------------------------------------------------------
-
 
 def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
     """Heatmap of a memorisation profile: treatment step (rows) x checkpoint step (columns).
@@ -99,19 +95,9 @@ def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
     effect are left blank. With a ``cohort_size`` column, row labels read "step (n=size)". Each
     treatment step and each checkpoint is one row / column (checkpoints need not be evenly
     spaced); with many of them, tick labels are thinned. Values are written in the cells of
-    small matrices (at most 12 x 12).
-
-    Args:
-        profile: DataFrame with columns ``treatment_step``, ``step``, ``effect``, ``lower``,
-            ``upper`` (one row per (treatment_step, step) pair).
-        title: figure title (none if empty).
-
-    Returns:
-        The PNG bytes.
-
-    Raises:
-        ValueError: empty input, missing columns, missing steps, or duplicated
-            (treatment_step, step) pairs.
+    small matrices (at most 12 x 12). ``profile`` needs columns ``treatment_step``, ``step``,
+    ``effect``, ``lower``, ``upper``, one row per (treatment_step, step) pair (ValueError when
+    empty, missing a column or a step, or with a duplicated pair).
     """
     cols = ["treatment_step", "step", "effect", "lower", "upper"]
     _require_columns(profile, cols, "profile")
@@ -129,10 +115,8 @@ def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
 
     rows = np.array(sorted(df["treatment_step"].unique()))
     columns = np.array(sorted(df["step"].unique()))
-    effect = df.pivot(index="treatment_step", columns="step", values="effect").reindex(index=rows, columns=columns)
-    lower = df.pivot(index="treatment_step", columns="step", values="lower").reindex(index=rows, columns=columns)
-    upper = df.pivot(index="treatment_step", columns="step", values="upper").reindex(index=rows, columns=columns)
-    E, L, U = (x.to_numpy(dtype=np.float64) for x in (effect, lower, upper))
+    E, L, U = (df.pivot(index="treatment_step", columns="step", values=v).reindex(index=rows, columns=columns)
+               .to_numpy(dtype=np.float64) for v in ("effect", "lower", "upper"))
 
     has_effect = np.isfinite(E)
     with np.errstate(invalid="ignore"):
@@ -149,12 +133,11 @@ def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
     n_r, n_c = E.shape
     width = float(np.clip(3.2 + 0.55 * n_c, 6.0, 14.0))
     height = float(np.clip(2.4 + 0.42 * n_r, 4.0, 10.0))
-    fig = _new_figure(width, height)
-    ax = fig.add_subplot()
+    fig, ax = _new_figure(width, height)
     ax.set_facecolor(BLANK_COLOR)
     extent = (-0.5, n_c - 0.5, n_r - 0.5, -0.5)
     grey_layer = np.ma.masked_where(~greyed, np.ones_like(E))
-    ax.imshow(grey_layer, cmap=_single_colour(MASK_COLOR), vmin=0, vmax=1, aspect="auto",
+    ax.imshow(grey_layer, cmap=ListedColormap([MASK_COLOR]), vmin=0, vmax=1, aspect="auto",
               interpolation="nearest", extent=extent)
     im = ax.imshow(np.ma.masked_where(~coloured, E), cmap="RdBu_r", norm=norm, aspect="auto",
                    interpolation="nearest", extent=extent)
@@ -205,9 +188,7 @@ def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
         ],
         loc="outside lower center", ncols=2, frameon=False, fontsize=8,
     )
-    if title:
-        ax.set_title(title)
-    return _png(fig)
+    return _png(fig, ax, title)
 
 
 def event_time_curve(curve: pd.DataFrame, title: str = "") -> bytes:
@@ -215,8 +196,7 @@ def event_time_curve(curve: pd.DataFrame, title: str = "") -> bytes:
     time (checkpoints since treatment; negative = lead cells), with its simultaneous band
     shaded, a dashed zero line and a vertical line at treatment; the x tick labels also give
     the mean lag in optimizer steps. An empty curve gives a figure that says so."""
-    fig = _new_figure(7.0, 4.2)
-    ax = fig.add_subplot()
+    fig, ax = _new_figure(7.0, 4.2)
     if curve is None or len(curve) == 0:
         ax.text(0.5, 0.5, "no cohort with a base period", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
@@ -241,18 +221,8 @@ def event_time_curve(curve: pd.DataFrame, title: str = "") -> bytes:
     ax.set_xticks(xt, labels)
     ax.set_xlabel("event time (checkpoints since treatment; below: mean lag in steps)")
     ax.set_ylabel(COLORBAR_LABEL)
-    if title:
-        ax.set_title(title)
-    return _png(fig)
+    return _png(fig, ax, title)
 
-
-def _single_colour(colour: str) -> ListedColormap:
-    return ListedColormap([colour])
-
-
-# --------------------------------------------------------------------------------------------
-# Retention curves
-# --------------------------------------------------------------------------------------------
 
 
 def retention_curves(
@@ -266,21 +236,10 @@ def retention_curves(
     The x axis is symmetric-log (``symlog``, linear on [0, 1], logarithmic above), so
     ``steps_since = 0`` (the checkpoint right after treatment) is shown at its true value; the
     axis label says so. A dashed line marks chance (0.5) for recognition. When ``{metric}_lower``
-    and ``{metric}_upper`` columns exist, the interval is drawn as a band.
-
-    Args:
-        curve: DataFrame with ``steps_since`` and metric columns, e.g. the output of
-            :func:`audit.retention.retention_curve`. Rows with steps_since < 0 and NaN values
-            are skipped.
-        metrics: the columns to plot; those absent from ``curve`` are skipped.
-        title: figure title (none if empty).
-
-    Returns:
-        The PNG bytes.
-
-    Raises:
-        ValueError: empty input, no ``steps_since`` column, none of ``metrics`` present, or no
-            finite value to plot.
+    and ``{metric}_upper`` columns exist, the interval is drawn as a band. ``curve``: e.g.
+    :func:`audit.retention.retention_curve`'s output; rows with steps_since < 0 and NaN values
+    are skipped, and ``metrics`` absent from it. ValueError: empty input, no ``steps_since``
+    column, none of ``metrics`` present, or no finite value to plot.
     """
     _require_columns(curve, ["steps_since"], "curve")
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
@@ -290,21 +249,22 @@ def retention_curves(
     x_all = pd.to_numeric(curve["steps_since"], errors="raise").to_numpy(dtype=np.float64)
     order = np.argsort(x_all, kind="stable")
 
-    fig = _new_figure(7.0, 4.5)
-    ax = fig.add_subplot()
+    def column(name: str) -> np.ndarray:
+        return pd.to_numeric(curve[name], errors="coerce").to_numpy(dtype=np.float64)
+
+    fig, ax = _new_figure(7.0, 4.5)
     plotted = 0
     lo_y, hi_y, x_max = 0.0, 1.0, 0.0
     for m in present:
-        y_all = pd.to_numeric(curve[m], errors="coerce").to_numpy(dtype=np.float64)
+        y_all = column(m)
         keep = order[np.isfinite(x_all[order]) & (x_all[order] >= 0) & np.isfinite(y_all[order])]
         if keep.size == 0:
             continue
         x, y = x_all[keep], y_all[keep]
         (line,) = ax.plot(x, y, marker="o", markersize=4, linewidth=1.6, label=METRIC_LABELS.get(m, m))
         if f"{m}_lower" in curve.columns and f"{m}_upper" in curve.columns:
-            lo = pd.to_numeric(curve[f"{m}_lower"], errors="coerce").to_numpy(dtype=np.float64)[keep]
-            hi = pd.to_numeric(curve[f"{m}_upper"], errors="coerce").to_numpy(dtype=np.float64)[keep]
-            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+            ax.fill_between(x, column(f"{m}_lower")[keep], column(f"{m}_upper")[keep], color=line.get_color(),
+                            alpha=0.15, linewidth=0)
         lo_y, hi_y = min(lo_y, float(y.min())), max(hi_y, float(y.max()))
         x_max = max(x_max, float(x.max()))
         plotted += 1
@@ -320,18 +280,8 @@ def retention_curves(
     ax.set_ylim(lo_y - pad, hi_y + pad)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    if title:
-        ax.set_title(title)
-    return _png(fig)
+    return _png(fig, ax, title)
 
-
-# --------------------------------------------------------------------------------------------
-# Extractable rate by duplicate bucket
-# --------------------------------------------------------------------------------------------
-
-
-def _float(v) -> float:
-    return float("nan") if v is None else float(v)
 
 
 def rate_by_duplicates(rows: list[dict], title: str = "") -> bytes:
@@ -340,18 +290,8 @@ def rate_by_duplicates(rows: list[dict], title: str = "") -> bytes:
     The buckets (``"1"``, ``"2-3"``, ``"4-7"``, ...) form a categorical x axis in bucket order
     (by :func:`audit.stats.bucket_order` when every label is a bucket label, else in the given
     order); each tick shows the number of sequences. Buckets with n == 0 or a NaN/None rate keep
-    their tick but get no point.
-
-    Args:
-        rows: dicts with keys ``group``, ``n``, ``k``, ``rate``, ``lower``, ``upper``, as returned
-            by :func:`audit.stats.rate_by_group`.
-        title: figure title (none if empty).
-
-    Returns:
-        The PNG bytes.
-
-    Raises:
-        ValueError: no rows, or a row lacks one of the keys.
+    their tick but get no point. ``rows``: :func:`audit.stats.rate_by_group`'s dicts (``group``,
+    ``n``, ``k``, ``rate``, ``lower``, ``upper``; ValueError when empty or a key is missing).
     """
     rows = list(rows)
     if not rows:
@@ -367,14 +307,11 @@ def rate_by_duplicates(rows: list[dict], title: str = "") -> bytes:
         pass  # not all duplicate-bucket labels: keep the given order
     labels = [str(r["group"]) for r in rows]
     n = [int(r["n"]) for r in rows]
-    rate = np.array([_float(r["rate"]) for r in rows])
-    lower = np.array([_float(r["lower"]) for r in rows])
-    upper = np.array([_float(r["upper"]) for r in rows])
+    rate, lower, upper = (np.array([r[k] for r in rows], dtype=np.float64) for k in ("rate", "lower", "upper"))
     ok = np.isfinite(rate) & (np.array(n) > 0)
     x = np.arange(len(rows))
 
-    fig = _new_figure(float(np.clip(2.5 + 0.7 * len(rows), 5.0, 12.0)), 4.2)
-    ax = fig.add_subplot()
+    fig, ax = _new_figure(float(np.clip(2.5 + 0.7 * len(rows), 5.0, 12.0)), 4.2)
     if ok.any():
         lo = np.where(np.isfinite(lower), lower, rate)
         hi = np.where(np.isfinite(upper), upper, rate)
@@ -391,29 +328,16 @@ def rate_by_duplicates(rows: list[dict], title: str = "") -> bytes:
     ax.set_xlabel("duplicate count bucket (copies in the audited corpus)")
     ax.set_ylabel("extractable rate")
     ax.grid(True, axis="y", alpha=0.3)
-    if title:
-        ax.set_title(title)
-    return _png(fig)
+    return _png(fig, ax, title)
 
-
-# --------------------------------------------------------------------------------------------
-# Rates per group, several models
-# --------------------------------------------------------------------------------------------
 
 
 def rate_points(series: Sequence[tuple[str, list[dict]]], xlabel: str, groups: Sequence[str] | None = None) -> bytes:
-    """Extractable rate per group with Wilson bars, one marker series per model (dodged).
-
-    Args:
-        series: (label, rows) per model; rows as :func:`audit.stats.rate_by_group` returns.
-        xlabel: the x axis label.
-        groups: the groups on the x axis, in order; None: those present, in bucket order when
-            every one is a duplicate bucket, else in order of appearance. Rows with n == 0 or
-            no finite rate get no point.
-
-    Returns:
-        The PNG bytes; a legend above the axes with more than one model.
-    """
+    """Extractable rate per group with Wilson bars, one marker series per model (dodged; a legend
+    above the axes with more than one model). ``series``: (label, rows) per model, rows as
+    :func:`audit.stats.rate_by_group` returns; rows with n == 0 or no finite rate get no point.
+    ``groups``: the x axis, in order; None: those present, in bucket order when every one is a
+    duplicate bucket, else in order of appearance."""
     if groups is None:
         seen: list[str] = []
         for _, rows in series:
@@ -423,8 +347,7 @@ def rate_points(series: Sequence[tuple[str, list[dict]]], xlabel: str, groups: S
         except ValueError:
             groups = seen
     x = np.arange(len(groups))
-    fig = _new_figure(float(np.clip(2.8 + 0.8 * len(groups), 5.5, 11.0)), 4.2)
-    ax = fig.add_subplot()
+    fig, ax = _new_figure(float(np.clip(2.8 + 0.8 * len(groups), 5.5, 11.0)), 4.2)
     m = len(series)
     step = min(0.12, 0.5 / max(m - 1, 1))  # horizontal dodge between models, so error bars stay apart
     markers = "osD^vP*X"
@@ -459,17 +382,12 @@ def _finite(x) -> bool:
     return x is not None and isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(float(x))
 
 
-# --------------------------------------------------------------------------------------------
-# Distributions and ROC curves
-# --------------------------------------------------------------------------------------------
-
 
 def histogram(values, bins, xlabel: str, integer: bool = False) -> bytes:
     """Histogram of ``values`` (non-finite ones dropped) on a log count axis, so the few
     highly memorized sequences stay visible next to the many that are not; ``integer``:
     integer x ticks."""
-    fig = _new_figure(6.4, 3.6)
-    ax = fig.add_subplot()
+    fig, ax = _new_figure(6.4, 3.6)
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
     ax.hist(values, bins=bins, color="#3b6ea8", edgecolor="white", linewidth=0.6)
@@ -488,8 +406,7 @@ def histogram(values, bins, xlabel: str, integer: bool = False) -> bytes:
 def roc_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray, float]]) -> bytes:
     """ROC curves, one per membership score: (label, fpr, tpr, ROC-AUC) as
     :func:`audit.stats.roc_curve` and the audit's summary give them, with the chance diagonal."""
-    fig = _new_figure(5.2, 4.6)
-    ax = fig.add_subplot()
+    fig, ax = _new_figure(5.2, 4.6)
     for label, fpr, tpr, auc in curves:
         ax.plot(fpr, tpr, linewidth=1.6, drawstyle="steps-post", label=f"{label} (AUC {auc:.3f})")
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1.0, label="chance")

@@ -50,15 +50,9 @@ Design
       The draws of every cell are kept in ``attrs["boot_effects"]`` so that :func:`summarise`
       can bootstrap its averages over cells with all their covariances.
 
-Summaries (:func:`summarise`), as Lesci et al. report them: every summary aggregates cohorts
-with cohort-share weights (the event aggregation of Callaway & Sant'Anna, ``differences``'
-``aggregate('event')``; :func:`event_time_curve` gives the curve ``theta(e)`` with its band).
-Instantaneous memorisation = ``theta(0)`` (the first checkpoint after training on the
-instance); persistent = the mean of ``theta(e)`` over the positive event times of the panel
-(up to the end of epoch 1 in run_profile); residual = the cells at the panel's final
-checkpoint (the end of epoch 1), cohort-share weighted. Intervals come from the same weighted
-sums in each stored bootstrap draw. Lead cells never enter the summaries. A cohort whose ``g``
-is the final checkpoint contributes its single cell to both instantaneous and residual.
+Summaries, as Lesci et al. report them: :func:`event_time_curve` (the cohort-share weighted
+curve ``theta(e)`` with its band) and :func:`summarise` (instantaneous = ``theta(0)``,
+persistent, residual; lead cells never enter them).
 
 Assumptions (not testable here): parallel trends between each cohort and the held-out data, no
 anticipation, and no interference (training on one instance does not change the outcome of
@@ -126,7 +120,10 @@ def _integer_steps(values: pd.Series, name: str) -> np.ndarray:
     return a.astype(np.int64)
 
 
-def _check_confidence(confidence) -> float:
+def _check_confidence(confidence, profile: pd.DataFrame | None = None) -> float:
+    """``confidence`` checked; None: the profile's ``attrs["confidence"]``, else 0.95."""
+    if confidence is None:
+        confidence = profile.attrs.get("confidence", 0.95)
     confidence = float(confidence)
     if not (0.0 < confidence < 1.0):
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
@@ -159,17 +156,17 @@ def _wide_panel(panel: pd.DataFrame):
 
     flat = inst_code.astype(np.int64) * C + step_code
     counts = np.bincount(flat, minlength=n * C)
+
+    def cells(mask: np.ndarray) -> str:
+        k = np.flatnonzero(mask)
+        pairs = [(_py(ids[j // C]), int(checkpoints[j % C])) for j in k[:_SHOW]]
+        return f"{pairs}{' ...' if k.size > _SHOW else ''} ({k.size} in all"
+
     if (counts > 1).any():
-        dup = np.flatnonzero(counts > 1)
-        pairs = [(_py(ids[k // C]), int(checkpoints[k % C])) for k in dup[:_SHOW]]
-        raise ValueError(f"panel has duplicate (instance_id, step) rows: {pairs}{' ...' if dup.size > _SHOW else ''} ({dup.size} in all)")
+        raise ValueError(f"panel has duplicate (instance_id, step) rows: {cells(counts > 1)})")
     if (counts == 0).any():
-        gap = np.flatnonzero(counts == 0)
-        pairs = [(_py(ids[k // C]), int(checkpoints[k % C])) for k in gap[:_SHOW]]
-        raise ValueError(
-            "every instance must be observed at every checkpoint; missing (instance_id, step): "
-            f"{pairs}{' ...' if gap.size > _SHOW else ''} ({gap.size} in all; checkpoints {checkpoints.tolist()})"
-        )
+        raise ValueError("every instance must be observed at every checkpoint; missing (instance_id, step): "
+                         f"{cells(counts == 0)}; checkpoints {checkpoints.tolist()})")
     Y = np.empty(n * C, dtype=np.float64)
     Y[flat] = y
     return ids, checkpoints, Y.reshape(n, C)
@@ -255,6 +252,24 @@ class BootDraws(np.ndarray):
 # --------------------------------------------------------------------------------------------
 
 
+def _max_t(draws: np.ndarray, effect: np.ndarray, se: np.ndarray, confidence: float) -> float:
+    """Critical value of the simultaneous band: the ``confidence`` quantile over draws of
+    ``max_j |draw_j - effect_j| / se_j`` over the cells with a positive finite se (NaN if none)."""
+    ok = np.isfinite(se) & (se > 0)
+    if not ok.any():
+        return float("nan")
+    t = np.max(np.abs(draws[:, ok] - effect[ok]) / se[ok], axis=1)
+    return float(np.quantile(t, confidence, method="inverted_cdf"))
+
+
+def _band(effect: np.ndarray, se: np.ndarray, crit: float):
+    """``(lower, upper, significant)`` of the band ``effect +- crit * se``; NaN where se is 0 or NaN."""
+    ok = np.isfinite(se) & (se > 0)
+    lower, upper = np.where(ok, effect - crit * se, np.nan), np.where(ok, effect + crit * se, np.nan)
+    with np.errstate(invalid="ignore"):
+        return lower, upper, (lower > 0) | (upper < 0)
+
+
 def merge_cohorts(sizes: dict, min_cohort_size: int) -> list[list]:
     """Groups of adjacent cohorts, each of at least ``min_cohort_size`` instances.
 
@@ -321,52 +336,35 @@ def did(
 ) -> pd.DataFrame:
     """Difference-in-differences memorisation profile, one row per (cohort, checkpoint).
 
-    Parameters
-    ----------
-    panel
-        Columns ``instance_id``, ``step`` (integer checkpoint step), ``outcome`` (float; mean
-        token surprisal by default: lower = better predicted); one row per (instance,
-        checkpoint), every instance observed at every checkpoint. Other columns are ignored.
-    treatments
-        Columns ``instance_id``, ``treatment_step`` (training step of FIRST exposure; null/NaN
-        = never trained = control); exactly one row per panel instance.
-    n_boot
-        Bootstrap replicates (0 = point estimates only: ``se``, ``lower``, ``upper`` and the
-        band are NaN; 1 gives intervals but a NaN ``se`` and band).
-    seed
-        Seed of the bootstrap (``numpy.random.default_rng``).
-    confidence
-        Level of the percentile intervals and of the simultaneous band, in (0, 1).
-    min_cohort_size
-        Adjacent early cohorts are merged until each holds at least this many instances
-        (:func:`merge_cohorts`): with 1-3 instances a cohort's bootstrap has (almost) no
-        treated-side variance and its cells are flagged far beyond the nominal rate. A merged
-        cohort is labelled by its LAST checkpoint (the first one that has seen all of its
-        instances); its base period is the checkpoint before its FIRST member's cohort; the
-        partially treated checkpoints in between are not cells.
-    leads
-        Also return the pre-treatment (lead) cells: checkpoints before the base period, with
-        the same ("universal") base period, so ``event_time <= -2`` (event time -1 is the base
-        itself, identically 0). Under no anticipation and parallel trends they are 0: they are
-        the test of both, and the band covers them.
+    * ``panel``: columns ``instance_id``, ``step`` (integer checkpoint step), ``outcome``
+      (float; mean token surprisal by default: lower = better predicted), other columns
+      ignored; one row per (instance, checkpoint), every instance at every checkpoint.
+    * ``treatments``: columns ``instance_id``, ``treatment_step`` (training step of FIRST
+      exposure; null/NaN = never trained = control); exactly one row per panel instance.
+    * ``n_boot``: bootstrap replicates, seeded by ``seed`` (``numpy.random.default_rng``); 0 =
+      point estimates only (``se``, ``lower``, ``upper`` and the band NaN), 1 gives intervals
+      but a NaN ``se`` and band. ``confidence``: of the percentile intervals and of the band.
+    * ``min_cohort_size``: adjacent early cohorts are merged until each holds at least this
+      many instances (:func:`merge_cohorts`): with 1-3 instances a cohort's bootstrap has
+      (almost) no treated-side variance and its cells are flagged far beyond the nominal rate.
+      A merged cohort is labelled by its LAST checkpoint (the first one that has seen all of
+      its instances); its base period is the checkpoint before its FIRST member's cohort; the
+      partially treated checkpoints in between are not cells.
+    * ``leads``: also return the pre-treatment (lead) cells: checkpoints before the base
+      period, with the same ("universal") base period, so ``event_time <= -2`` (event time -1
+      is the base itself, identically 0). Under no anticipation and parallel trends they are
+      0: they are the test of both, and the band covers them.
 
-    Returns
-    -------
-    DataFrame with columns ``treatment_step`` (the cohort g: first checkpoint that has seen
-    all its instances), ``step`` (checkpoint c), ``event_time`` (index of c minus index of g
-    in the checkpoint list; negative = lead cell), ``lag_steps`` (c minus the mean training
-    step of the cohort's instances: the lag in optimizer steps), ``effect`` (positive =
-    memorised), ``se``, ``lower``, ``upper`` (pointwise percentile interval), ``band_lower``,
-    ``band_upper`` (the simultaneous band over ALL returned cells), ``significant`` (the band
-    excludes 0), ``n_treated`` (= ``cohort_size``), ``n_control``, ``cohort_size``; sorted by
-    (treatment_step, step).
-
-    The simultaneous band is that of the multiplier bootstrap of the ``differences`` package
-    (Callaway & Sant'Anna 2021), computed from the stored draws: with ``se_j`` the bootstrap
-    standard deviation of cell j, the critical value is the ``confidence`` quantile over draws
-    of ``max_j |draw_j - effect_j| / se_j`` and the band is ``effect_j +- crit * se_j``
-    (cells with a zero or NaN se get a NaN band and are not significant). The family-wise rate
-    of flagging any null cell is then ~``1 - confidence``.
+    Returns a DataFrame with columns ``treatment_step`` (the cohort g: first checkpoint that
+    has seen all its instances), ``step`` (checkpoint c), ``event_time`` (index of c minus
+    index of g in the checkpoint list; negative = lead cell), ``lag_steps`` (c minus the mean
+    training step of the cohort's instances: the lag in optimizer steps), ``effect``
+    (positive = memorised), ``se``, ``lower``, ``upper`` (pointwise percentile interval),
+    ``band_lower``, ``band_upper`` (the simultaneous band over ALL returned cells: ``effect_j
+    +- crit * se_j``, crit the ``confidence`` quantile over draws of ``max_j |draw_j -
+    effect_j| / se_j``, as the ``differences`` package's multiplier bootstrap; NaN where se is
+    0 or NaN), ``significant`` (the band excludes 0), ``n_treated`` (= ``cohort_size``),
+    ``n_control``, ``cohort_size``; sorted by (treatment_step, step).
 
     ``attrs`` holds ``confidence``, ``n_boot``, ``seed``, ``checkpoints`` (tuple),
     ``base_steps`` ({g: base checkpoint}), ``cohorts`` ({g: [member cohort steps]}),
@@ -481,22 +479,12 @@ def did(
     out = out.reset_index(drop=True)
 
     # Simultaneous band (the differences package's multiplier-bootstrap critical value).
-    crit = float("nan")
-    draws = None
+    crit, draws = float("nan"), None
+    effect, se = out["effect"].to_numpy(), out["se"].to_numpy()
     if n_boot:
         draws = np.concatenate(boot_parts, axis=1)[:, order] if boot_parts else np.empty((n_boot, 0))
-    band_lower = band_upper = np.full(len(out), np.nan)
-    if draws is not None and n_boot > 1 and len(out):
-        se_all = out["se"].to_numpy()
-        ok = np.isfinite(se_all) & (se_all > 0)
-        if ok.any():
-            t = np.max(np.abs(draws[:, ok] - out["effect"].to_numpy()[ok]) / se_all[ok], axis=1)
-            crit = float(np.quantile(t, confidence, method="inverted_cdf"))
-            band_lower = np.where(ok, out["effect"].to_numpy() - crit * se_all, np.nan)
-            band_upper = np.where(ok, out["effect"].to_numpy() + crit * se_all, np.nan)
-    out["band_lower"], out["band_upper"] = band_lower, band_upper
-    with np.errstate(invalid="ignore"):
-        out["significant"] = (band_lower > 0) | (band_upper < 0)
+        crit = _max_t(draws, effect, se, confidence)
+    out["band_lower"], out["band_upper"], out["significant"] = _band(effect, se, crit)
     out = out[PROFILE_COLUMNS]
     out.attrs.update(
         confidence=confidence,
@@ -548,9 +536,7 @@ def event_time_curve(profile: pd.DataFrame, *, confidence: float | None = None) 
     band is the pointwise normal interval.
     """
     _require_columns(profile, ["treatment_step", "step", "event_time", "effect", "se", "cohort_size"], "profile")
-    if confidence is None:
-        confidence = profile.attrs.get("confidence", 0.95)
-    confidence = _check_confidence(confidence)
+    confidence = _check_confidence(confidence, profile)
     p = profile.reset_index(drop=True)
     draws = _joint_draws(p)
     events = np.array(sorted(p["event_time"].unique()), dtype=np.int64)
@@ -558,26 +544,17 @@ def event_time_curve(profile: pd.DataFrame, *, confidence: float | None = None) 
     e = p["event_time"].to_numpy()
     size = p["cohort_size"].to_numpy(dtype=np.float64)
     for j, ev in enumerate(events):
-        m = e == ev
-        W[m, j] = size[m] / size[m].sum()
+        W[:, j] = _share(size, e == ev)
     eff = p["effect"].to_numpy() @ W
     lag = (p["lag_steps"].to_numpy() @ W) if "lag_steps" in p.columns else np.full(events.size, np.nan)
-    crit = float("nan")
     if draws is not None:
         bd = draws @ W
         se = bd.std(axis=0, ddof=1)
-        ok = np.isfinite(se) & (se > 0)
-        if ok.any():
-            t = np.max(np.abs(bd[:, ok] - eff[ok]) / se[ok], axis=1)
-            crit = float(np.quantile(t, confidence, method="inverted_cdf"))
+        crit = _max_t(bd, eff, se, confidence)
     else:
         se = np.sqrt((p["se"].to_numpy() ** 2) @ (W**2))
         crit = NormalDist().inv_cdf(0.5 + confidence / 2)
-    ok = np.isfinite(se) & (se > 0)
-    lo = np.where(ok, eff - crit * se, np.nan)
-    hi = np.where(ok, eff + crit * se, np.nan)
-    with np.errstate(invalid="ignore"):
-        sig = (lo > 0) | (hi < 0)
+    lo, hi, sig = _band(eff, se, crit)
     out = pd.DataFrame({
         "event_time": events, "lag_steps": lag, "effect": eff, "se": se, "band_lower": lo, "band_upper": hi,
         "significant": sig, "n_cohorts": (W > 0).sum(axis=0).astype(np.int64),
@@ -616,46 +593,25 @@ def _joint_draws(profile: pd.DataFrame):
     return draws[:, [col[r] for r in rows]]
 
 
-def _nan_summary(cell_list: list, method: str) -> dict:
-    nan = float("nan")
-    return {"effect": nan, "se": nan, "lower": nan, "upper": nan, "n_cells": 0, "cells": cell_list, "weights": [],
-            "method": method}
-
-
-def _combine(cells: pd.DataFrame, w: np.ndarray, z: float) -> dict:
-    """Weighted effect ``sum_j w_j effect_j`` over the cells and its normal interval
-    ("independent cohorts").
-
-    se = sqrt( sum_g (sum_{cells j of cohort g} w_j se_j)^2 ): cohorts are taken as
-    independent; cells of ONE cohort (same instances, same base period) as perfectly
-    correlated, a conservative bound (Cauchy-Schwarz) since their covariance is unknown here.
-    With one cell per cohort (instantaneous, residual) this is sqrt(sum_j (w_j se_j)^2).
-    """
-    cell_list = [(int(g), int(c)) for g, c in zip(cells["treatment_step"], cells["step"])]
-    method = "independent cohorts"
-    if len(cells) == 0:
-        return _nan_summary(cell_list, method)
-    effect = float(cells["effect"].to_numpy(dtype=np.float64) @ w)
-    per_cohort = (cells["se"].astype("float64") * w).groupby(cells["treatment_step"].to_numpy()).sum(min_count=1)
-    se = float(math.sqrt(float((per_cohort**2).sum()))) if per_cohort.notna().all() else float("nan")
-    return {"effect": effect, "se": se, "lower": effect - z * se, "upper": effect + z * se, "n_cells": len(cells),
-            "cells": cell_list, "weights": [float(x) for x in w], "method": method}
-
-
-def _combine_joint(cells: pd.DataFrame, w: np.ndarray, draws: np.ndarray, confidence: float) -> dict:
-    """Weighted effect over the cells; se and percentile interval from the same weighted sum
-    computed in every joint bootstrap draw (``draws``: (n_boot, len(cells))), so all
-    covariances count."""
-    cell_list = [(int(g), int(c)) for g, c in zip(cells["treatment_step"], cells["step"])]
-    method = "joint bootstrap"
-    if len(cells) == 0:
-        return _nan_summary(cell_list, method)
-    effect = float(cells["effect"].to_numpy(dtype=np.float64) @ w)
-    boot = draws @ w
-    alpha = 1.0 - confidence
-    lower, upper = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
-    return {"effect": effect, "se": float(boot.std(ddof=1)), "lower": float(lower), "upper": float(upper),
-            "n_cells": len(cells), "cells": cell_list, "weights": [float(x) for x in w], "method": method}
+def _combine(cells: pd.DataFrame, w: np.ndarray, draws: np.ndarray | None, confidence: float) -> dict:
+    """Weighted effect ``sum_j w_j effect_j`` over the cells, with its se and interval by the
+    joint bootstrap (``draws``: (n_boot, len(cells))) or, ``draws`` None, with independent
+    cohorts: se = sqrt( sum_g (sum_{cells j of cohort g} w_j se_j)^2 ) (see :func:`summarise`)."""
+    effect = se = lower = upper = float("nan")
+    if len(cells) and draws is not None:
+        effect = float(cells["effect"].to_numpy(dtype=np.float64) @ w)
+        boot = draws @ w
+        se = float(boot.std(ddof=1))
+        lower, upper = (float(x) for x in np.quantile(boot, [(1 - confidence) / 2, 1 - (1 - confidence) / 2]))
+    elif len(cells):
+        effect = float(cells["effect"].to_numpy(dtype=np.float64) @ w)
+        per_cohort = (cells["se"].astype("float64") * w).groupby(cells["treatment_step"].to_numpy()).sum(min_count=1)
+        se = float(math.sqrt(float((per_cohort**2).sum()))) if per_cohort.notna().all() else float("nan")
+        z = NormalDist().inv_cdf(0.5 + confidence / 2)
+        lower, upper = effect - z * se, effect + z * se
+    return {"effect": effect, "se": se, "lower": lower, "upper": upper, "n_cells": len(cells),
+            "cells": [(int(g), int(c)) for g, c in zip(cells["treatment_step"], cells["step"])],
+            "weights": [float(x) for x in w], "method": "independent cohorts" if draws is None else "joint bootstrap"}
 
 
 def _event_times(p: pd.DataFrame) -> np.ndarray:
@@ -698,7 +654,8 @@ def summarise(profile: pd.DataFrame, final_step: int | None = None, *, confidenc
       last one for the first cohort alone), as in the package; the cells at ``final_step``
       with ``e >= 1`` are therefore in both persistent and residual;
     * ``residual``: the cells at ``final_step`` (default: the profile's last checkpoint,
-      ``attrs["checkpoints"][-1]``, else the largest ``step``), cohort-share weighted.
+      ``attrs["checkpoints"][-1]``, else the largest ``step``), cohort-share weighted (a cohort
+      whose ``g`` is ``final_step`` gives its single cell to both instantaneous and residual).
 
     Cells after ``final_step`` are left out. Event times come from the ``event_time`` column
     (checkpoint index of ``step`` minus that of ``treatment_step``), or, for a hand-built frame
@@ -720,8 +677,10 @@ def summarise(profile: pd.DataFrame, final_step: int | None = None, *, confidenc
       (treatment_step, step)).
     * ``"independent cohorts"`` (fallback: no draws, e.g. ``n_boot=0``, a hand-built frame,
       or attrs lost or no longer matching, as after filtering rows or ``pd.concat``): ``se``
-      from the cells' ``se`` with cohorts independent and cells within a cohort
-      conservatively perfectly correlated (see ``_combine``), and a normal interval.
+      from the cells' ``se`` with cohorts independent and cells of ONE cohort (same instances,
+      same base period) perfectly correlated, a conservative bound (Cauchy-Schwarz) since their
+      covariance is unknown (with one cell per cohort, as for instantaneous and residual,
+      sqrt(sum_j (w_j se_j)^2)), and a normal interval.
 
     Empty categories give NaN. The dict also holds ``final_step``, ``confidence`` and
     ``weighting`` (a sentence saying the above).
@@ -737,16 +696,13 @@ def summarise(profile: pd.DataFrame, final_step: int | None = None, *, confidenc
     summaries' coverage is tested in tests/audit/test_profile.py.
     """
     _require_columns(profile, ["treatment_step", "step", "effect", "se"], "profile")
-    if confidence is None:
-        confidence = profile.attrs.get("confidence", 0.95)
-    confidence = _check_confidence(confidence)
+    confidence = _check_confidence(confidence, profile)
     if final_step is None:
         cps = profile.attrs.get("checkpoints")
         if cps:
             final_step = int(cps[-1])
         elif len(profile):
             final_step = int(profile["step"].max())
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
     draws = _joint_draws(profile)
     p = profile.reset_index(drop=True).sort_values(["treatment_step", "step"])
     order = p.index.to_numpy()  # row positions in `profile` = columns of `draws`
@@ -762,13 +718,8 @@ def summarise(profile: pd.DataFrame, final_step: int | None = None, *, confidenc
         "persistent": (sum(_share(size, inside & (e == k)) for k in lags) / len(lags)) if lags else np.zeros(len(p)),
         "residual": _share(size, inside & (c == last)),
     }
-    out = {}
-    for key, w in weights.items():
-        m = w > 0
-        if draws is not None:
-            out[key] = _combine_joint(p[m], w[m], draws[:, order[m]], confidence)
-        else:
-            out[key] = _combine(p[m], w[m], z)
+    out = {key: _combine(p[w > 0], w[w > 0], None if draws is None else draws[:, order[w > 0]], confidence)
+           for key, w in weights.items()}
     out["persistent"]["event_times"] = lags
     out.update(final_step=final_step, confidence=confidence,
                weighting="cohort-size weighted event-time aggregation (Lesci et al. 2024; differences "

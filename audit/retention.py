@@ -100,13 +100,7 @@ def sign_test_p_value(k: int, n: int) -> float:
     m = min(k, n - k)
     if 2 * m == n:
         return 1.0
-    # sum of comb(n, i) for i = 0..m, by the recurrence comb(n, i+1) = comb(n, i) (n - i) / (i + 1)
-    c = math.comb(n, 0)
-    tail = c
-    for i in range(m):
-        c = c * (n - i) // (i + 1)
-        tail += c
-    return min(1.0, 2 * tail / (1 << n))
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(m + 1)) / (1 << n))
 
 
 def recognition(seen_loss: np.ndarray, foil_loss: np.ndarray, *, confidence: float = 0.95) -> dict:
@@ -116,21 +110,13 @@ def recognition(seen_loss: np.ndarray, foil_loss: np.ndarray, *, confidence: flo
 
         accuracy = (wins + ties / 2) / n          chance = 0.5
 
-    Args:
-        seen_loss: (n,) loss of each seen (trained-on) item.
-        foil_loss: (n,) loss of its paired foil (same position i).
-        confidence: of the Wilson interval.
-
-    Returns:
-        ``{"n", "wins", "losses", "ties", "accuracy", "lower", "upper", "chance": 0.5,
-        "p_value", "mean_gap"}``: ``lower``/``upper`` is the Wilson interval of ``accuracy``
-        (successes = wins + ties/2); ``p_value`` is the exact two-sided sign test against 0.5
-        with ties split evenly between wins and losses (an odd tie goes to the smaller side, the
-        conservative choice); ``mean_gap`` = mean(foil_loss - seen_loss) (> 0 = seen items have
-        lower loss).
-
-    Raises:
-        ValueError: shapes differ, arrays not 1-D or empty, or contain NaN.
+    ``seen_loss``, ``foil_loss``: (n,), pair i = (seen item, its foil); ValueError when the
+    shapes differ, not 1-D, empty, or with NaN. Returns ``{"n", "wins", "losses", "ties",
+    "accuracy", "lower", "upper", "chance": 0.5, "p_value", "mean_gap"}``: ``lower``/``upper``
+    is the Wilson interval of ``accuracy`` (successes = wins + ties/2); ``p_value`` is the exact
+    two-sided sign test against 0.5 with ties split evenly between wins and losses (an odd tie
+    goes to the smaller side, the conservative choice); ``mean_gap`` = mean(foil_loss -
+    seen_loss) (> 0 = seen items have lower loss).
 
     Example:
         >>> r = recognition([1.0, 2.0, 3.0, 4.0], [2.0, 1.0, 3.0, 5.0])
@@ -152,10 +138,7 @@ def recognition(seen_loss: np.ndarray, foil_loss: np.ndarray, *, confidence: flo
     # ties split: half to each side; an odd tie joins the smaller side (larger p, conservative)
     w, l = wins + ties // 2, losses + ties // 2
     if ties % 2:
-        if w <= l:
-            w += 1
-        else:
-            l += 1
+        w, l = (w + 1, l) if w <= l else (w, l + 1)
     with np.errstate(invalid="ignore"):
         gap = float(np.mean(f - s))  # inf - inf -> nan, left as is
     return {
@@ -181,17 +164,9 @@ def recall(generated: np.ndarray, truth: np.ndarray, *, confidence: float = 0.95
         exact recall = mean over items of [generated[i] == truth[i] at every position]
         token recall = mean over items of (matching positions / continuation length)
 
-    Args:
-        generated: (n, C) integer token ids produced after the cue (greedy decoding).
-        truth: (n, C) the true continuation ids.
-        confidence: of the Wilson interval of exact recall.
-
-    Returns:
-        ``{"n", "length" (C), "exact_recall", "exact_k", "exact_lower", "exact_upper",
-        "token_recall", "exact" (bool (n,)), "token_fraction" (float (n,))}``.
-
-    Raises:
-        ValueError: not 2-D, shapes differ, n == 0 or C == 0, or non-integer ids.
+    Both are (n, C) integer token ids (ValueError: not 2-D, shapes differ, n == 0 or C == 0, or
+    non-integer ids). Returns ``{"n", "length" (C), "exact_recall", "exact_k", "exact_lower",
+    "exact_upper" (Wilson), "token_recall", "exact" (bool (n,)), "token_fraction" (float (n,))}``.
 
     Example:
         >>> r = recall([[1, 2, 3, 4], [1, 2, 0, 0]], [[1, 2, 3, 4], [1, 2, 3, 4]])
@@ -238,25 +213,18 @@ def retention_curve(rows: pd.DataFrame, metrics: Sequence[str] | None = None) ->
     were trained on), the checkpoint ``step``, and metric values (e.g. ``recognition``,
     ``exact_recall``, ``token_recall``). Adds ``steps_since = step - treatment_step``, drops rows
     with ``steps_since < 0`` (checkpoints before treatment), and averages each metric over the
-    rows sharing a ``steps_since`` (NaN values are skipped).
+    rows sharing a ``steps_since`` (NaN values are skipped). ``metrics``: the columns to
+    aggregate; None: those of :data:`DEFAULT_METRICS` present, or, if none is, every numeric
+    column but the identifiers (``treatment_step``, ``step``, ``steps_since``, ``cohort``,
+    ``n``). ValueError: a step column missing, with missing values or not integers, or no
+    metric column.
 
-    Args:
-        rows: DataFrame with integer ``treatment_step`` and ``step`` columns and metric columns.
-        metrics: the metric columns to aggregate. None: those of ``recognition``,
-            ``exact_recall``, ``token_recall`` present, or, if none is, every numeric column except
-            ``treatment_step``, ``step``, ``steps_since`` and ``cohort``.
-
-    Returns:
-        One row per ``steps_since`` in increasing order, columns ``steps_since``, ``n_rows``
-        (input rows at that lag), then for each metric ``{metric}`` (the mean over non-NaN rows;
-        NaN when none) and ``{metric}_count`` (the number of non-NaN rows averaged). When
-        ``rows`` has an ``n`` column (items per cohort), metrics are rates pooled over the
-        cohorts' items (the n-weighted mean), with ``{metric}_n`` (items) and a Wilson
-        interval ``{metric}_lower`` / ``{metric}_upper`` (95%) over them.
-
-    Raises:
-        ValueError: a required column is missing, step columns are missing values or not
-            integers, or no metric column is found.
+    Returns one row per ``steps_since`` in increasing order, columns ``steps_since``,
+    ``n_rows`` (input rows at that lag), then for each metric ``{metric}`` (the mean over
+    non-NaN rows; NaN when none) and ``{metric}_count`` (the number of non-NaN rows averaged).
+    When ``rows`` has an ``n`` column (items per cohort), metrics are rates pooled over the
+    cohorts' items (the n-weighted mean), with ``{metric}_n`` (items) and a Wilson interval
+    ``{metric}_lower`` / ``{metric}_upper`` (95%) over them.
 
     Example:
         >>> import pandas as pd

@@ -86,12 +86,9 @@ def membership_labels(doc_ids: list, member_ids: set[str] | None, dup) -> tuple[
     if member_ids is None:
         return [None] * n, None
     by_id = np.array([d is not None and str(d) in member_ids for d in doc_ids], dtype=bool)
-    if dup is not None and dup.member_duplicate is not None:
-        member = by_id | dup.member_duplicate
-        rule = MEMBERSHIP_RULE
-    else:
-        member = by_id
-        rule = MEMBERSHIP_RULE_ID
+    by_content = dup is not None and dup.member_duplicate is not None
+    member = by_id | dup.member_duplicate if by_content else by_id
+    rule = MEMBERSHIP_RULE if by_content else MEMBERSHIP_RULE_ID
     out = [None if (dup is None and d is None) else bool(m) for d, m in zip(doc_ids, member)]
     known = np.array([m is not None for m in out], dtype=bool)
     return out, {"rule": rule, "members": int(member[known].sum()), "non_members": int((~member[known]).sum()),

@@ -83,6 +83,17 @@ def per_bucket_selection(tokens: np.ndarray, occurrences: np.ndarray, n: int) ->
     return np.array(keep, dtype=np.int64)
 
 
+def corpus_rows(shards: list[Shard], text_column: str, id_column: str | None, id_required: bool = False):
+    """Yield (shard, row, id, text) of every corpus row, in canonical order."""
+    for shard in shards:
+        reader = ShardReader(shard, text_column, id_column, id_required, 65536)
+        row = 0
+        for batch in reader.batches():
+            for r, (doc_id, text) in enumerate(zip(reader.ids(batch).to_pylist(), reader.text(batch).to_pylist())):
+                yield shard, row + r, doc_id, text
+            row += batch.num_rows
+
+
 def _rows_of(shards: list[Shard], text_column: str, id_column: str | None, wanted: dict[int, list[int]]):
     """Yield (shard index, row, id, text) for the wanted rows of each shard."""
     for si, rows in sorted(wanted.items()):
@@ -207,14 +218,9 @@ def _sequences_by_id(table: pa.Table, need: int, shards: list[Shard], encode: En
     wanted = [(str(i), int(o)) for i, o in zip(table.column("id").to_pylist(), table.column("token_offset").to_pylist())]
     ids = {i for i, _ in wanted}
     found: dict[str, tuple[str, int, str]] = {}
-    for shard in shards:
-        reader = ShardReader(shard, text_column, id_column, True, 65536)
-        row = 0
-        for batch in reader.batches():
-            for r, (doc_id, text) in enumerate(zip(reader.ids(batch).to_pylist(), reader.text(batch).to_pylist())):
-                if doc_id in ids and doc_id not in found:
-                    found[doc_id] = (shard.name, row + r, text or "")
-            row += batch.num_rows
+    for shard, row, doc_id, text in corpus_rows(shards, text_column, id_column, id_required=True):
+        if doc_id in ids and doc_id not in found:
+            found[doc_id] = (shard.name, row, text or "")
     present = [(i, o) for i, o in wanted if i in found]
     token_lists = encode([found[i][2] for i, _ in present])
     picked = [(i, o, toks[o : o + need]) for (i, o), toks in zip(present, token_lists) if len(toks) >= o + need >= need]

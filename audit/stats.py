@@ -16,6 +16,7 @@ Rates, AUCs and intervals are fractions in [0, 1].
 from __future__ import annotations
 
 import math
+from collections import Counter
 from statistics import NormalDist
 
 import numpy as np
@@ -105,16 +106,8 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
     AUC = P(score of a random member > score of a random non-member), ties counted 1/2; equal to
     the trapezoidal area under :func:`roc_curve`. 0.5 = chance, 1.0 = members all score higher.
-
-    Args:
-        scores: float (n,), higher = more likely a member; no NaN (+-inf allowed).
-        labels: bool (n,), True = member (0/1 integers are accepted).
-
-    Returns:
-        The AUC in [0, 1].
-
-    Raises:
-        ValueError: shapes differ, NaN scores, or a class (members / non-members) is empty.
+    ``scores``: float (n,), no NaN (+-inf allowed); ``labels``: bool (n,), 0/1 accepted (as in
+    every function here). ValueError: shapes differ, NaN scores, or a class is empty.
 
     Example (2 members x 2 non-members = 4 pairs: 3 won, 1 tied):
         >>> roc_auc([0.9, 0.5, 0.5, 0.1], [True, True, False, False])
@@ -132,18 +125,8 @@ def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
 
     A sequence is predicted a member when its score >= the threshold. Points run from the
     threshold above every score, (0, 0), through each distinct score in decreasing order, to the
-    lowest score, (1, 1).
-
-    Args:
-        scores: float (n,), higher = more likely a member; no NaN.
-        labels: bool (n,), True = member.
-
-    Returns:
-        ``(fpr, tpr)``: float64 arrays of length (number of distinct scores + 1), both
-        non-decreasing, starting at 0.0 and ending at 1.0.
-
-    Raises:
-        ValueError: as :func:`roc_auc`.
+    lowest score, (1, 1): ``(fpr, tpr)``, float64 arrays of length (distinct scores + 1), both
+    non-decreasing. ValueError: as :func:`roc_auc`.
     """
     s, y = _scores_labels(scores, labels)
     pos, neg = _grouped_counts(s, y)
@@ -161,17 +144,7 @@ def tpr_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> float:
     from first principles", LiRA). The all-negative threshold (FPR 0, TPR 0) always qualifies.
     With fewer than 1/``fpr`` non-members the only FPR below the bound is 0: the value is then
     "TPR at zero false positives", and :func:`resolvable` is False (the audit reports null).
-
-    Args:
-        scores: float (n,), higher = more likely a member; no NaN.
-        labels: bool (n,), True = member.
-        fpr: the FPR bound, a fraction in (0, 1] (0.01 = 1%).
-
-    Returns:
-        The TPR, a fraction in [0, 1].
-
-    Raises:
-        ValueError: ``fpr`` outside (0, 1], or as :func:`roc_auc`.
+    ``fpr``: a fraction in (0, 1] (0.01 = 1%); ValueError outside it, or as :func:`roc_auc`.
 
     Example (the best non-member outscores one member: below FPR 1/3 only one member is flagged):
         >>> s, y = [0.9, 0.8, 0.7, 0.2, 0.1], [True, False, True, False, False]
@@ -200,18 +173,8 @@ def pr_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
     AP = sum over thresholds (every distinct score, decreasing) of (R_i - R_{i-1}) * P_i, where
     R_i and P_i are the recall and precision when predicting a member for score >= threshold i
-    (the definition of sklearn's ``average_precision_score``). Members count as positives.
-    Chance level is the member fraction.
-
-    Args:
-        scores: float (n,), higher = more likely a member; no NaN.
-        labels: bool (n,), True = member.
-
-    Returns:
-        The average precision in (0, 1].
-
-    Raises:
-        ValueError: as :func:`roc_auc` (both classes are required).
+    (the definition of sklearn's ``average_precision_score``), in (0, 1]. Members count as
+    positives. Chance level is the member fraction. ValueError: as :func:`roc_auc`.
     """
     s, y = _scores_labels(scores, labels)
     pos, neg = _grouped_counts(s, y)
@@ -224,26 +187,14 @@ def pr_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 def bootstrap_auc(
     scores: np.ndarray, labels: np.ndarray, n_boot: int = 1000, seed: int = 0
 ) -> dict[str, float]:
-    """Bootstrap spread of the ROC-AUC.
+    """Bootstrap spread of the ROC-AUC over ``n_boot`` (>= 1) replicates.
 
     Resamples the (score, label) pairs with replacement: per replicate, indices
     ``rng.integers(0, n, size=n)`` from ``rng = np.random.default_rng(seed)``. Replicates with
-    only one class are skipped (they still consume their draw). The AUC of each kept replicate is
-    computed with :func:`roc_auc`.
-
-    Args:
-        scores: float (n,), higher = more likely a member; no NaN.
-        labels: bool (n,), True = member.
-        n_boot: number of replicates drawn, >= 1.
-        seed: seed of the numpy Generator.
-
-    Returns:
-        ``{"std": ..., "lower": ..., "upper": ...}``: the standard deviation of the replicate AUCs
-        (ddof=1; 0.0 with a single kept replicate) and the 95% percentile interval (2.5th and
-        97.5th percentiles, numpy's linear interpolation).
-
-    Raises:
-        ValueError: n_boot < 1, every replicate had one class, or as :func:`roc_auc`.
+    only one class are skipped (they still consume their draw). Returns ``{"std", "lower",
+    "upper"}``: the standard deviation of the kept replicates' AUCs (ddof=1; 0.0 with a single
+    one) and the 95% percentile interval (numpy's linear interpolation). ValueError: n_boot < 1,
+    every replicate had one class, or as :func:`roc_auc`.
     """
     s, y = _scores_labels(scores, labels)
     n_boot = as_int(n_boot, "n_boot")
@@ -273,19 +224,9 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     Definition (Wilson 1927): the set of p with |k/n - p| <= z * sqrt(p (1 - p) / n), where z is
     the two-sided normal quantile for ``confidence`` (1.95996 for 95%); closed form
     (p_hat + z^2/2n +- z sqrt(p_hat(1-p_hat)/n + z^2/4n^2)) / (1 + z^2/n). The lower bound is
-    exactly 0.0 when k == 0 and the upper exactly 1.0 when k == n.
-
-    Args:
-        k: successes, 0 <= k <= n.
-        n: trials, >= 0; n == 0 gives the uninformative (0.0, 1.0).
-        confidence: in (0, 1).
-
-    Returns:
-        ``(lower, upper)``, fractions in [0, 1].
-
-    Raises:
-        ValueError: k or n out of range, or confidence outside (0, 1).
-        TypeError: k or n not integers.
+    exactly 0.0 when k == 0 and the upper exactly 1.0 when k == n; n == 0 gives the
+    uninformative (0.0, 1.0). ValueError: not 0 <= k <= n, or confidence outside (0, 1);
+    TypeError: k or n not integers.
 
     Example:
         >>> [round(x, 4) for x in wilson_interval(3, 10)], wilson_interval(0, 5)[0], wilson_interval(0, 0)
@@ -327,17 +268,7 @@ def duplicate_bucket(count: int) -> str:
 
     Bucket b holds counts in [2^b, 2^(b+1) - 1]; its label is ``"1"`` for b = 0, else
     ``"{2^b}-{2^(b+1)-1}"``. (Memorization grows roughly log-linearly in the duplicate count,
-    Carlini et al. 2022; Kandpal et al. 2022.)
-
-    Args:
-        count: number of copies of a sequence in the training data, >= 1.
-
-    Returns:
-        The bucket label.
-
-    Raises:
-        ValueError: count < 1.
-        TypeError: count is not an integer.
+    Carlini et al. 2022; Kandpal et al. 2022.) ValueError: count < 1; TypeError: not an integer.
 
     Example:
         >>> [duplicate_bucket(c) for c in (1, 2, 3, 4, 100)]
@@ -352,10 +283,8 @@ def duplicate_bucket(count: int) -> str:
 
 
 def bucket_order(label: str) -> int:
-    """Sort key of a :func:`duplicate_bucket` label: the bucket index b ("1" -> 0, "2-3" -> 1, ...).
-
-    Raises:
-        ValueError: ``label`` is not a label :func:`duplicate_bucket` produces.
+    """Sort key of a :func:`duplicate_bucket` label: the bucket index b ("1" -> 0, "2-3" -> 1, ...;
+    "0", a given sequence absent from the corpus, -> -1). ValueError for any other label.
 
     Example:
         >>> sorted(["4-7", "1", "64-127", "2-3"], key=bucket_order)
@@ -363,7 +292,7 @@ def bucket_order(label: str) -> int:
     """
     if not isinstance(label, str):
         raise ValueError(f"not a duplicate bucket label: {label!r}")
-    if label == "0":  # a given sequence that does not occur in the corpus
+    if label == "0":
         return -1
     lo_text = label.split("-", 1)[0]
     if not lo_text.isdigit() or lo_text.startswith("0") or len(lo_text) > 30:
@@ -377,27 +306,15 @@ def bucket_order(label: str) -> int:
 def rate_by_group(
     flags: np.ndarray, groups: list[str], order: list[str] | None = None, *, confidence: float = 0.95
 ) -> list[dict]:
-    """Rate of a boolean flag per group, with Wilson intervals.
+    """Rate of a boolean flag (n,) per group (n labels), with Wilson intervals: one dict per
+    group, ``{"group", "n", "k" (flags set), "rate": k / n, "lower", "upper"}``; e.g. the
+    extractable rate per duplicate bucket (``groups = [duplicate_bucket(c) for c in counts]``).
 
-    Typical use: the exact-extractable rate per duplicate-count bucket
-    (``groups = [duplicate_bucket(c) for c in counts]``).
-
-    Args:
-        flags: bool (n,) (0/1 accepted), e.g. :func:`audit.metrics.extraction`'s ``exact``.
-        groups: n group labels.
-        order: the groups to report, in this order; a group listed here but absent from
-            ``groups`` is reported with n = k = 0, rate NaN and interval (0.0, 1.0). When None:
-            the groups present, sorted by :func:`bucket_order` if every label is a duplicate
-            bucket label, else alphabetically.
-        confidence: confidence of the Wilson intervals.
-
-    Returns:
-        One dict per group: ``{"group": str, "n": int, "k": int (flags set), "rate": k / n,
-        "lower": float, "upper": float}`` (:func:`wilson_interval`).
-
-    Raises:
-        ValueError: lengths differ, flags not boolean, a present group missing from ``order``,
-            or duplicates in ``order``.
+    ``order``: the groups to report, in this order; a group listed here but absent from
+    ``groups`` is reported with n = k = 0, rate NaN and interval (0.0, 1.0). None: the groups
+    present, in :func:`bucket_order` if every label is a duplicate bucket label, else
+    alphabetically. ValueError: lengths differ, flags not boolean, a present group missing
+    from ``order``, or duplicates in ``order``.
 
     Example:
         >>> rows = rate_by_group([True, False, True, True], ["2-3", "1", "2-3", "1"])
@@ -408,11 +325,8 @@ def rate_by_group(
     groups = list(groups)
     if len(groups) != f.shape[0]:
         raise ValueError(f"flags has {f.shape[0]} items but groups has {len(groups)}")
-    n_by: dict[str, int] = {}
-    k_by: dict[str, int] = {}
-    for flag, g in zip(f.tolist(), groups):
-        n_by[g] = n_by.get(g, 0) + 1
-        k_by[g] = k_by.get(g, 0) + int(flag)
+    n_by = Counter(groups)
+    k_by = Counter(g for flag, g in zip(f.tolist(), groups) if flag)
     if order is not None:
         order = list(order)
         if len(set(order)) != len(order):
@@ -428,8 +342,7 @@ def rate_by_group(
             keys = sorted(n_by)
     rows = []
     for g in keys:
-        n = n_by.get(g, 0)
-        k = k_by.get(g, 0)
+        n, k = n_by[g], k_by[g]
         lower, upper = wilson_interval(k, n, confidence)
         rows.append({"group": g, "n": n, "k": k, "rate": k / n if n else float("nan"), "lower": lower, "upper": upper})
     return rows

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,11 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dedup import io
-from dedup.shards import ShardReader
 
 from .config import TrainConfig, retention_checkpoints
 from .layout import (CHECKPOINT_DIR, HELDOUT_FILE, MODEL_DIR, ORDER_FILE, STATE_FILE, TOKENIZER_DIR, TRAIN_CONFIG,
                      checkpoint_name, write_atomic)
+from .sampling import corpus_rows
 
 EOS = "<|endoftext|>"
 
@@ -47,18 +48,6 @@ def train_tokenizer(texts: list[str], vocab_size: int):
                                    unk_token=EOS, model_max_length=1 << 30)
 
 
-def _read_corpus(shards, text_column: str, id_column):
-    docs = []
-    for shard in shards:
-        reader = ShardReader(shard, text_column, id_column, False, 65536)
-        row = 0
-        for batch in reader.batches():
-            for r, (doc_id, text) in enumerate(zip(reader.ids(batch).to_pylist(), reader.text(batch).to_pylist())):
-                docs.append((doc_id if doc_id is not None else f"{shard.name}:{row + r}", shard.name, row + r, text or ""))
-            row += batch.num_rows
-    return docs
-
-
 def duplicate_clusters(texts: list[str], dedup_config=None) -> np.ndarray:
     """int64 (n,): a cluster label per text; two texts are in one cluster when a chain of
     duplicates links them, a duplicate being dedup's: the same canonical exact key (equal after
@@ -66,12 +55,11 @@ def duplicate_clusters(texts: list[str], dedup_config=None) -> np.ndarray:
     with dedup's shingling and parameters (``dedup_config``, default :class:`DedupConfig`)."""
     from dedup.arrow import string_array
     from dedup.config import DedupConfig
-    from dedup.params import optimal_param
     from dedup.sketch import Sketcher
+    from dedup.stages import banding
 
     cfg = dedup_config or DedupConfig()
-    bands, rows = (cfg.bands, cfg.rows) if cfg.bands else optimal_param(cfg.threshold, cfg.num_perm)
-    sketcher = Sketcher(cfg, bands, rows)
+    sketcher = Sketcher(cfg, *banding(cfg))
     n = len(texts)
     parent = np.arange(n)
 
@@ -213,15 +201,14 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     # Nothing is written until the corpus and the config have passed every check below: a
     # refused config leaves no run state, and the corrected command runs in the same --out.
 
-    docs = _read_corpus(shards, config.text_column, config.id_column)
+    docs = [(doc_id if doc_id is not None else f"{shard.name}:{row}", shard.name, row, text or "")
+            for shard, row, doc_id, text in corpus_rows(shards, config.text_column, config.id_column)]
     if not docs:
         raise ValueError("the corpus has no documents")
     # Held-out documents must be truly unseen: whole duplicate clusters are held out (exact
     # canonical key or a shared LSH band, dedup's definitions), never one copy of a trained text.
     held = choose_heldout([d[3] for d in docs], config.holdout, config.seed)
-    copies: dict[str, int] = {}
-    for d in docs:
-        copies[d[3]] = copies.get(d[3], 0) + 1
+    copies = Counter(d[3] for d in docs)
     doc_copies = np.array([copies[d[3]] for d in docs], dtype=np.int64)
     tok_dir = out / TOKENIZER_DIR
     tokenizer_saved = (tok_dir / "tokenizer.json").exists()
@@ -256,32 +243,28 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
         write_atomic(tok_dir, lambda tmp: tokenizer.save_pretrained(str(tmp)))
 
     # order.parquet and heldout.parquet: a pure function of config and corpus.
-    rows = {"instance_id": [], "document_id": [], "shard": [], "row": [], "token_offset": [], "n_tokens": [],
-            "doc_copies": [], "epoch": [], "step": []}
-    for e, order in enumerate(epoch_orders):
-        start = epoch_ends[e] - epoch_steps[e]  # steps before this epoch
-        for pos, i in enumerate(order.tolist()):
-            d, s, n = inst[i]
-            for k, v in (("instance_id", i), ("document_id", str(docs[d][0])), ("shard", docs[d][1]),
-                         ("row", docs[d][2]), ("token_offset", s), ("n_tokens", n), ("doc_copies", int(doc_copies[d])),
-                         ("epoch", e), ("step", start + pos // config.batch_size + 1)):
-                rows[k].append(v)
-    order_table = pa.table(rows)
+    def instance_columns(ids: list[int]) -> dict[str, list]:
+        d = [inst[i][0] for i in ids]
+        return {"instance_id": ids, "document_id": [str(docs[j][0]) for j in d], "shard": [docs[j][1] for j in d],
+                "row": [docs[j][2] for j in d], "token_offset": [inst[i][1] for i in ids],
+                "n_tokens": [inst[i][2] for i in ids]}
+
+    # one (instance, epoch, step) per exposure; epoch_ends[e] - epoch_steps[e] = steps before epoch e
+    exposed = [(i, e, epoch_ends[e] - epoch_steps[e] + pos // config.batch_size + 1)
+               for e, order in enumerate(epoch_orders) for pos, i in enumerate(order.tolist())]
+    ids = [i for i, _, _ in exposed]
+    rows = {**instance_columns(ids), "doc_copies": [int(doc_copies[inst[i][0]]) for i in ids],
+            "epoch": [e for _, e, _ in exposed], "step": [st for _, _, st in exposed]}
     first = {}
-    for i, st in zip(rows["instance_id"], rows["step"]):
+    for i, st in zip(ids, rows["step"]):
         first[i] = min(first.get(i, st), st)
-    order_table = order_table.append_column("first_step", pa.array([first[i] for i in rows["instance_id"]], pa.int64()))
+    rows["first_step"] = pa.array([first[i] for i in ids], pa.int64())
     if retention is not None:  # the design, in the order too: which rows are the retention items
         items = set(retention["instance_ids"])
-        order_table = order_table.append_column("retention_item", pa.array([i in items for i in rows["instance_id"]],
-                                                                            pa.bool_()))
+        rows["retention_item"] = pa.array([i in items for i in ids], pa.bool_())
+    order_table = pa.table(rows)
     write_atomic(out / ORDER_FILE, lambda tmp: pq.write_table(order_table, tmp))
-    held_rows = [(i, inst[i]) for i in range(len(inst)) if held[inst[i][0]]]
-    held_table = pa.table({
-        "instance_id": [i for i, _ in held_rows], "document_id": [str(docs[d][0]) for _, (d, _, _) in held_rows],
-        "shard": [docs[d][1] for _, (d, _, _) in held_rows], "row": [docs[d][2] for _, (d, _, _) in held_rows],
-        "token_offset": [s for _, (_, s, _) in held_rows], "n_tokens": [n for _, (_, _, n) in held_rows],
-    })
+    held_table = pa.table(instance_columns([i for i in range(len(inst)) if held[inst[i][0]]]))
     write_atomic(out / HELDOUT_FILE, lambda tmp: pq.write_table(held_table, tmp))
 
     torch.manual_seed(config.seed)
@@ -307,6 +290,12 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
         step = state["step"]
         log(f"train: resuming from {last.name}")
     model.train()
+
+    def save_checkpoint(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        torch.save({"optimizer": opt.state_dict(), "step": step}, tmp / STATE_FILE)
 
     def batch_tensors(ids: np.ndarray):
         x = np.full((ids.size, config.seq_len), eos, dtype=np.int64)
@@ -334,8 +323,8 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
         losses.append(loss.item())
         progress({"phase": "train", "unit": "steps", "done": step, "total": total_steps,
                   "extra": f"loss {np.mean(losses[-50:]):.3f}"})
-        if step in ckpt_steps:
-            _save_checkpoint(model, tokenizer, opt, step, ckpt_root)
+        if step in ckpt_steps:  # Hugging Face files + optimizer state, written to a temporary directory and renamed
+            write_atomic(ckpt_root / checkpoint_name(step), save_checkpoint)
             log(f"train: step {step}/{total_steps}, loss {np.mean(losses[-50:]):.3f}")
     progress({"phase": None})
     torch.use_deterministic_algorithms(was_deterministic)
@@ -354,16 +343,3 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     if retention is not None:
         body["retention"] = retention
     return io.write_stage_manifest(out, "train", body)
-
-
-def _save_checkpoint(model, tokenizer, opt, step: int, root: Path) -> None:
-    """Hugging Face files + optimizer state, written to a temporary directory and renamed."""
-    import torch
-
-    def write(tmp: Path) -> None:
-        tmp.mkdir(parents=True)
-        model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        torch.save({"optimizer": opt.state_dict(), "step": step}, tmp / STATE_FILE)
-
-    write_atomic(root / checkpoint_name(step), write)

@@ -33,19 +33,15 @@ class Audit:
     def n(self) -> int:
         return len(self.table)
 
-    @property
-    def cont_len(self) -> int | None:
-        c = (self.summary.get("config") or {}).get("cont_len")
-        if c is None and self.n and "truth" in self.table.columns:
-            c = len(self.table["truth"].iloc[0])
-        return int(c) if c is not None else None
+    def _length(self, key: str, column: str) -> int | None:
+        """The config's ``key``, else the length of the first row's ``column``."""
+        v = (self.summary.get("config") or {}).get(key)
+        if v is None and self.n and column in self.table.columns:
+            v = len(self.table[column].iloc[0])
+        return int(v) if v is not None else None
 
-    @property
-    def prompt_len(self) -> int | None:
-        p = (self.summary.get("config") or {}).get("prompt_len")
-        if p is None and self.n and "prompt" in self.table.columns:
-            p = len(self.table["prompt"].iloc[0])
-        return int(p) if p is not None else None
+    cont_len = property(lambda self: self._length("cont_len", "truth"))
+    prompt_len = property(lambda self: self._length("prompt_len", "prompt"))
 
     def has(self, column: str) -> bool:
         """The column exists and holds at least one non-null value."""

@@ -84,6 +84,15 @@ def _auc_cell(entry: dict | None) -> str:
             f'{integer(entry["n_non_members"])} non-members</span>')
 
 
+def _rate_table(rows: list[dict], key: str, first_header: str, labels: Sequence[str], label=esc) -> str:
+    """Rate rows of :func:`audit.aggregate.compare_groups`: one column per model, then each
+    other model's ratio to the first."""
+    head = [first_header] + [esc(lab) for lab in labels] + [f"{esc(lab)} ÷ {esc(labels[0])}" for lab in labels[1:]]
+    body = [[label(r[key])] + [rate_cell(r["models"][lab]) for lab in labels]
+            + [ratio_text(r["ratio_to_first"][lab]) for lab in labels[1:]] for r in rows]
+    return table(head, body, num_cols=tuple(range(1, len(head))))
+
+
 def comparison_report(
     audit_dirs: Sequence[str | os.PathLike],
     labels: Sequence[str],
@@ -142,10 +151,7 @@ def comparison_report(
     first = labels[0]
     title = title or "Memorization comparison: " + " vs ".join(labels)
 
-    heads = []
-    for lab, a in zip(labels, audits):
-        h = a.headline()
-        heads.append({"label": lab, **h})
+    heads = [{"label": lab, **a.headline()} for lab, a in zip(labels, audits)]
 
     by_dup = aggregate.compare_groups({lab: a.by_duplicates() for lab, a in zip(labels, audits)}, "bucket", None)
     by_status = aggregate.compare_groups({lab: a.by_status() for lab, a in zip(labels, audits)}, "status",
@@ -190,12 +196,6 @@ def comparison_report(
         series = [(lab, [{"group": r["bucket"], **r["models"][lab]} for r in by_dup]) for lab in labels]
         uri = png_uri(plots.rate_points(series, "occurrences of the audited token window in the corpus (bucket)",
                                         groups))
-        tab_rows = []
-        for r in by_dup:
-            cells = [esc(r["bucket"])] + [rate_cell(r["models"][lab]) for lab in labels]
-            cells += [ratio_text(r["ratio_to_first"][lab]) for lab in labels[1:]]
-            tab_rows.append(cells)
-        head = ["occurrences"] + [esc(lab) for lab in labels] + [f"{esc(lab)} ÷ {esc(first)}" for lab in labels[1:]]
         sections.append(
             "<h2>Extractable rate by occurrences</h2>"
             + figure_html(uri, "extractable rate by occurrences, all models", (
@@ -206,7 +206,7 @@ def comparison_report(
                 "logarithmic in the count. The count is that of the audited corpus; a model trained on deduplicated data saw at most "
                 "one copy of most of these documents, so its curve shows how much memorization the removed copies "
                 "were responsible for."))
-            + table(head, tab_rows, num_cols=tuple(range(1, len(head))))
+            + _rate_table(by_dup, "bucket", "occurrences", labels)
             + f"<p class=\"small\">Ratios: each model's rate divided by <b>{esc(first)}</b>'s in the same bucket "
               "(×0.10 = a tenth of the rate; – where a rate is undefined or the first is 0).</p>")
 
@@ -223,14 +223,10 @@ def comparison_report(
             + table(["occurrences"] + [esc(lab) for lab in labels], tab_rows, num_cols=tuple(range(1, len(labels) + 1))))
 
     if any(len(r["models"]) and any(m["n"] for m in r["models"].values()) for r in by_status):
-        tab_rows = []
-        for r in by_status:
-            cells = [esc(STATUS_TEXT.get(r["status"], r["status"]))] + [rate_cell(r["models"][lab]) for lab in labels]
-            cells += [ratio_text(r["ratio_to_first"][lab]) for lab in labels[1:]]
-            tab_rows.append(cells)
-        head = ["dedup status"] + [esc(lab) for lab in labels] + [f"{esc(lab)} ÷ {esc(first)}" for lab in labels[1:]]
         sections.append("<h2>Extractable rate by dedup status</h2><p>Sequences grouped by what deduplication did with "
-                        "their source document.</p>" + table(head, tab_rows, num_cols=tuple(range(1, len(head)))))
+                        "their source document.</p>"
+                        + _rate_table(by_status, "status", "dedup status", labels,
+                                      lambda g: esc(STATUS_TEXT.get(g, g))))
 
     if acct is not None:
         fm = acct["first_model"]

@@ -42,22 +42,21 @@ Decode = Callable[[Sequence[int]], str]
 
 
 def _ids(x) -> list[int]:
-    if x is None:
-        return []
-    if isinstance(x, float) and math.isnan(x):
-        return []
-    return [int(t) for t in x]
+    return [] if x is None or (isinstance(x, float) and math.isnan(x)) else [int(t) for t in x]
 
 
 def _tokens_html(ids: list[int], decode: Decode | None) -> str:
-    if not ids:
-        return ""
-    if decode is None:
-        return esc(" ".join(str(t) for t in ids))
-    try:
-        return esc(decode(list(ids)))
-    except Exception:  # a decoder that cannot handle these ids: fall back to the ids
-        return esc(" ".join(str(t) for t in ids))
+    if ids and decode is not None:
+        try:
+            return esc(decode(list(ids)))
+        except Exception:  # a decoder that cannot handle these ids: fall back to the ids
+            pass
+    return esc(" ".join(str(t) for t in ids))
+
+
+def _prefix_len(a: list[int], b: list[int]) -> int:
+    """Length of the common prefix of two token lists."""
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 def _split_html(ids: list[int], n_match: int, decode: Decode | None, miss_class: str = "") -> str:
@@ -70,15 +69,6 @@ def _split_html(ids: list[int], n_match: int, decode: Decode | None, miss_class:
         t = _tokens_html(tail, decode)
         out += sep + (f'<mark class="{miss_class}">{t}</mark>' if miss_class else t)
     return out
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _top_sequences(audit: Audit, decode: Decode | None, k: int = TOP_SEQUENCES) -> tuple[str, int, int]:
@@ -128,7 +118,7 @@ def _top_sequences(audit: Audit, decode: Decode | None, k: int = TOP_SEQUENCES) 
                  f'<div class="text">{_split_html(truth, lead, decode)}</div>']
         if has_gen:
             gen = _ids(r.get("generated"))
-            cells.append(f'<div class="text">{_split_html(gen, _common_prefix(gen, truth), decode, "miss")}</div>'
+            cells.append(f'<div class="text">{_split_html(gen, _prefix_len(gen, truth), decode, "miss")}</div>'
                          if gen else '<span class="muted">–</span>')
         rows.append(cells)
     head = ["#", "sequence", "prompt", "true continuation"] + (["greedy generation"] if has_gen else [])
@@ -376,21 +366,14 @@ def model_report(
     title: str | None = None,
     decode: Decode | None = None,
 ) -> Path:
-    """Write one self-contained HTML page for one audit; return its path.
-
-    Args:
-        audit_dir: a ``memdedup audit`` output (``per_sequence.parquet``, ``summary.json``).
-        out_html: the page to write (parent folders are created). The audit's ``summary.json``
-            is copied next to it as ``<stem>.summary.json`` (e.g. ``raw.html`` ->
-            ``raw.summary.json``).
-        profile_dir: a ``memdedup profile`` output of the model's training run: adds the
-            memorization profile heatmap, retention curves and their summary.
-        title: page title (default: "Memorization audit: <audit directory name>").
-        decode: token ids -> text (e.g. a tokenizer's ``decode``) for the table of the most
-            memorized sequences; without it token ids are shown.
-
-    Raises:
-        ValueError: ``audit_dir`` is not an audit output; ``profile_dir`` does not exist.
+    """Write one self-contained HTML page (``out_html``, parent folders created) for one
+    ``memdedup audit`` output; return its path. The audit's ``summary.json`` is copied next to
+    it as ``<stem>.summary.json`` (``raw.html`` -> ``raw.summary.json``). ``profile_dir``: a
+    ``memdedup profile`` output of the model's training run, adding the memorization profile
+    heatmap, retention curves and their summary; ``title`` defaults to "Memorization audit:
+    <audit directory name>"; ``decode``: token ids -> text (e.g. a tokenizer's ``decode``) for
+    the table of the most memorized sequences, else token ids are shown. ValueError:
+    ``audit_dir`` is not an audit output, or ``profile_dir`` does not exist.
     """
     a = load_audit(audit_dir)
     out = Path(out_html)
