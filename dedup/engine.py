@@ -7,12 +7,11 @@ is one batch plus the index, whatever the number of shards. Output layout:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -20,24 +19,12 @@ import pyarrow as pa
 from . import io, layout, runs
 from .config import DedupConfig
 from .arrow import bool_array, filter_rows, numeric_array, take_strings
-from .index import EXACT, NEAR, make_index
+from .index import make_index
 from .params import plan_index
 from .shards import Shard, ShardReader, count_rows
 from .sketch import Sketcher
 
 ProgressFn = Callable[[dict], None]
-
-
-@dataclass
-class _ShardStats:
-    shard: Shard
-    rows: int = 0
-    kept: int = 0
-    exact: int = 0
-    near: int = 0
-    null_text: int = 0
-    empty_text: int = 0
-    text_bytes: int = 0
 
 
 @dataclass
@@ -174,99 +161,56 @@ def _run(plan: runs.RunPlan, config: DedupConfig, threads: int | None, progress:
     shard_names = [s.name for s in shards]
 
     timer = _Timer()
-    stats: list[tuple[_ShardStats, int]] = []
-    done_rows = 0
-    done_bytes = 0
-    removed_final = layout.removed_path(out)
-    removed_tmp = io.tmp_path(removed_final)
-    emit_kept = config.emit == "all"
+    stats: list[tuple[Shard, Counter]] = []
+    total = Counter()  # over the shards so far
     try:
-        if emit_kept:
-            (out / layout.KEPT_DIR).mkdir(parents=True, exist_ok=True)
-        with layout.RemovedWriter(removed_tmp, config.compression) as removed_writer:
+        with io.replacing(layout.removed_path(out)) as (tmp,), layout.RemovedWriter(tmp, config.compression) as removed:
             for si, shard in enumerate(shards):
                 t0 = timer.mark()
-                reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
-                st = _ShardStats(shard)
-                final = tmp = None
-                if emit_kept:
-                    final = layout.kept_path(out, shard.stem)
-                    final.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = io.tmp_path(final)
-                    writing = layout.kept_writer(tmp, reader.schema, config.text_column, config.compression)
-                else:  # --emit removed: no kept shard, and only the text and id columns are read
-                    writing = contextlib.nullcontext(None)
+                reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required,
+                                     config.batch_rows)
+                st = Counter(rows=0, kept=0, exact=0, near=0, null_text=0, empty_text=0, text_bytes=0)
                 t0 = timer.add("read", t0)
-                with writing as kept_writer:
-                    for batch in reader.batches(None if emit_kept else reader.needed_columns()):
+                with layout.kept_shard(out, shard.stem, reader.schema, config) as kept:
+                    # --emit removed: no kept shard, and only the text and id columns are read
+                    for batch in reader.batches(None if kept is not None else reader.needed_columns()):
                         t0 = timer.add("read", t0)
-                        texts = reader.text(batch)
-                        sk = sketcher(texts)
+                        sk = sketcher(reader.text(batch))
                         t0 = timer.add("sketch", t0)
-                        numbers = np.arange(done_rows, done_rows + batch.num_rows, dtype=np.int64)
+                        numbers = np.arange(total["rows"], total["rows"] + batch.num_rows, dtype=np.int64)
                         verdicts = index.process(sk, numbers)
                         ids = reader.ids(batch)
                         if locator is not None:
-                            locator.add(si, st.rows, ids)
+                            locator.add(si, st["rows"], ids)
                         t0 = timer.add("index", t0)
                         keep = verdicts.reason == 0
-                        if kept_writer is not None:
-                            kept_writer.write_batch(filter_rows(batch, keep))
+                        if kept is not None:
+                            kept.write_batch(filter_rows(batch, keep))
                         gone = np.flatnonzero(~keep)
                         if gone.size:
                             dup = verdicts.duplicate_of[gone]
-                            earlier = locator.lookup(dup, shard_names) if locator is not None and (dup >= 0).any() else None
-                            removed_writer.write(
-                                layout.removed_batch(gone, st.rows, shard.name, ids, verdicts.reason, verdicts.band, earlier)
-                            )
-                        st.rows += batch.num_rows
-                        st.kept += int(keep.sum())
-                        st.exact += int((verdicts.reason == EXACT).sum())
-                        st.near += int((verdicts.reason == NEAR).sum())
-                        st.null_text += int((~sk.valid).sum())
-                        st.empty_text += int((sk.valid & (sk.n_shingles == 0)).sum())
-                        st.text_bytes += sk.text_bytes
-                        done_rows += batch.num_rows
-                        done_bytes += sk.text_bytes
+                            known = locator is not None and (dup >= 0).any()
+                            earlier = locator.lookup(dup, shard_names) if known else None
+                            removed.write(layout.removed_batch(gone, st["rows"], shard.name, ids, verdicts.reason,
+                                                               verdicts.band, earlier))
+                        for c in (st, total):
+                            c.update(rows=batch.num_rows, **verdicts.counts(), **sk.counts(), text_bytes=sk.text_bytes)
                         t0 = timer.add("write", t0)
                         if progress is not None:
-                            progress(_progress_state(done_rows, capacity, done_bytes, stats, st, t_start, si, len(shards)))
-                if final is not None:
-                    os.replace(tmp, final)
-                stats.append((st, reader.num_rows))
-                if st.rows != reader.num_rows or st.kept + st.exact + st.near != reader.num_rows:
-                    raise RuntimeError(
-                        f"internal error: {shard.path}: rows read {st.rows}, kept {st.kept} + removed "
-                        f"{st.exact + st.near}, but the file has {reader.num_rows} rows"
-                    )
-        os.replace(removed_tmp, removed_final)
-        body = _manifest(config, plan_, index, stats, timer, time.perf_counter() - t_start, threads)
-        return runs.finish(plan, body)
+                            progress({"rows": total["rows"], "total_rows": capacity, "bytes": total["text_bytes"],
+                                      "elapsed": time.perf_counter() - t_start, "removed_exact": total["exact"],
+                                      "removed_near": total["near"], "shard": si + 1, "shards": len(shards)})
+                    if st["rows"] != reader.num_rows or st["kept"] + st["exact"] + st["near"] != reader.num_rows:
+                        raise RuntimeError(
+                            f"internal error: {shard.path}: rows read {st['rows']}, kept {st['kept']} + removed "
+                            f"{st['exact'] + st['near']}, but the file has {reader.num_rows} rows"
+                        )
+                stats.append((shard, st))
+        inputs = [layout.input_entry(shard, st) for shard, st in stats]
+        idx = {"backend": index.name, "plan": plan_.to_dict(), "bytes": index.nbytes(),
+               "predicted_fp": index.predicted_fp(), **index.stats()}
+        return runs.finish(plan, layout.dedup_manifest("fused", config, inputs, idx, timer.seconds,
+                                                       time.perf_counter() - t_start, phases_cpu=timer.cpu,
+                                                       threads=threads))
     finally:
         index.close()
-
-
-def _progress_state(done_rows, total_rows, done_bytes, stats, current, t_start, shard_idx, n_shards) -> dict:
-    removed_exact = sum(s.exact for s, _ in stats) + current.exact
-    removed_near = sum(s.near for s, _ in stats) + current.near
-    return {
-        "rows": done_rows,
-        "total_rows": total_rows,
-        "bytes": done_bytes,
-        "elapsed": time.perf_counter() - t_start,
-        "removed_exact": removed_exact,
-        "removed_near": removed_near,
-        "shard": shard_idx + 1,
-        "shards": n_shards,
-    }
-
-
-def _manifest(config, plan, index, stats, timer, wall, threads) -> dict:
-    inputs = [
-        layout.input_entry(st.shard, n, st.kept, st.exact, st.near, st.null_text, st.empty_text, st.text_bytes)
-        for st, n in stats
-    ]
-    idx = {"backend": index.name, "plan": plan.to_dict(), "bytes": index.nbytes(),
-           "predicted_fp": index.predicted_fp(), **index.stats()}
-    return layout.dedup_manifest("fused", config, inputs, idx, timer.seconds, wall, phases_cpu=timer.cpu,
-                                 threads=threads)

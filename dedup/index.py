@@ -52,6 +52,10 @@ class Verdicts:
     band: np.ndarray
     duplicate_of: np.ndarray
 
+    def counts(self) -> dict[str, int]:
+        """Documents ``kept``, and removed as ``exact`` and as ``near`` duplicates."""
+        return {k: int((self.reason == code).sum()) for k, code in (("kept", KEEP), ("exact", EXACT), ("near", NEAR))}
+
 
 class DuplicateIndex(Protocol):
     """What the dedup engine needs from an index backend."""

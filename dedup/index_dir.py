@@ -58,19 +58,17 @@ def index_params(config: DedupConfig, bands: int, rows: int) -> dict:
     return {**{k: getattr(config, k) for k in keys}, "bands": bands, "rows": rows}
 
 
-def file_fingerprint(path: Path, chunk: int = 8 << 20) -> str:
-    """XXH3-128 of a file's bytes (hex): what identifies an input file to the index
-    whatever its name or location."""
+def file_entry(shard: Shard) -> dict:
+    """What the index records of an input file (``rows`` added by the run): name, path, size
+    and content fingerprint, the XXH3-128 of its bytes (hex), which identifies it whatever
+    its name or location."""
     import xxhash
 
     h = xxhash.xxh3_128()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                break
+    with open(shard.path, "rb") as f:
+        while block := f.read(8 << 20):
             h.update(block)
-    return h.hexdigest()
+    return {"shard": shard.name, "path": str(shard.path), "bytes": shard.path.stat().st_size, "fingerprint": h.hexdigest()}
 
 
 class IndexDir:
@@ -144,16 +142,14 @@ class IndexDir:
                 indexed it.
         """
         held = {f["fingerprint"]: (b, f) for b in (self.meta or {}).get("batches", []) for f in b["files"]}
-        files = []
-        for s in shards:
-            fp = file_fingerprint(s.path)
-            if fp in held:
-                batch, f = held[fp]
+        files = [file_entry(s) for s in shards]
+        for s, entry in zip(shards, files):
+            if entry["fingerprint"] in held:
+                batch, f = held[entry["fingerprint"]]
                 when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(batch["created_unix"]))
                 raise InputError(s.path, f"the index {self.path} already holds this file (indexed as {f['path']} by "
                                          f"run {batch['run_id']} on {when} UTC); feeding it again would remove every "
                                          "row as a duplicate of itself. Leave it out, or use another --index-dir")
-            files.append({"shard": s.name, "path": str(s.path), "bytes": s.path.stat().st_size, "fingerprint": fp})
         return files
 
     @contextmanager

@@ -16,6 +16,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 MANIFEST_FILE = "manifest.json"
@@ -32,19 +34,27 @@ def tmp_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.tmp-{os.getpid()}")
 
 
+@contextmanager
+def replacing(*finals: Path) -> Iterator[list[Path]]:
+    """The :func:`tmp_path` of each of ``finals``, to write: renamed over them when the
+    block completes, deleted if it raises."""
+    tmps = [tmp_path(f) for f in finals]
+    try:
+        yield tmps
+        for tmp, final in zip(tmps, finals):
+            os.replace(tmp, final)
+    except BaseException:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary sibling, fsync, then rename over ``path``."""
-    path = Path(path)
-    tmp = tmp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with replacing(Path(path)) as (tmp,), open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_text_atomic(path: Path, text: str) -> None:
