@@ -139,7 +139,7 @@ def dedup_files(
     try:
         return _run(plan, config, threads, progress, t_start)
     except BaseException:
-        runs.abandon(plan)  # nothing half-written is left behind; a rerun starts afresh
+        runs.clear_outputs(plan.out)  # nothing half-written is left behind; a rerun starts afresh
         raise
 
 

@@ -55,7 +55,7 @@ from .config import DedupConfig
 from .index import combine
 from .index_dir import IndexDir, file_entry, index_params
 from .params import bloom_parts, bloom_size, optimal_param, per_band_fp, plan_index, whole_index_fp
-from .runs import RunPlan, abandon, finish, prepare
+from .runs import RunPlan, clear_outputs, finish, prepare
 from .scalable import FilterStack
 from .shards import Shard, ShardReader
 from .sketch import Sketcher
@@ -435,5 +435,5 @@ def dedup_staged(inputs, out, config: DedupConfig = DedupConfig(), *, map_tasks:
         return run_stages(plan, config, map_tasks=map_tasks, index=index, index_files=files,
                           checkpoint=checkpoint, log=log, band_splits_requested=band_splits)
     except (ValueError, OSError):  # bad input, damaged state, full disk: nothing is left behind
-        abandon(plan)
+        clear_outputs(plan.out)
         raise
