@@ -423,7 +423,7 @@ class _ArrowFile:
         self.num_rows = 0
         with self._open() as (schema, batches):
             self.schema = schema
-            for batch in self._checked(batches):
+            for batch in batches:
                 self.num_rows += batch.num_rows
 
     @contextmanager
@@ -435,29 +435,24 @@ class _ArrowFile:
             raise InputError(self.shard.path, f"unreadable Arrow IPC file: {e}") from e
         with source:
             try:
-                if source.read(len(_ARROW_FILE_MAGIC)) == _ARROW_FILE_MAGIC:
-                    source.seek(0)
+                is_file = source.read(len(_ARROW_FILE_MAGIC)) == _ARROW_FILE_MAGIC
+                source.seek(0)
+                if is_file:
                     reader = pa.ipc.open_file(source)
                     batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
                 else:
-                    source.seek(0)
                     reader = pa.ipc.open_stream(source)
                     batches = iter(reader)
-                schema = reader.schema
             except (pa.ArrowException, OSError) as e:
                 raise InputError(self.shard.path, f"not an Arrow IPC stream or file, or corrupt: {e}") from e
-            yield schema, batches
-
-    def _checked(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for _, batch in _guarded(batches, self.shard.path, "corrupt or truncated Arrow IPC data"):
-            yield batch
+            yield reader.schema, _guarded(batches, self.shard.path, "corrupt or truncated Arrow IPC data")
 
     def batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
         """The file's rows in order, in batches of ``batch_rows`` rows (the last one shorter)."""
         with self._open() as (schema, batches):
             pending: list[pa.RecordBatch] = []
             rows = 0
-            for batch in self._checked(batches):
+            for batch in batches:
                 while batch.num_rows:
                     take = min(batch_rows - rows, batch.num_rows)
                     pending.append(batch.slice(0, take))
@@ -527,7 +522,7 @@ class ShardReader:
         else:
             columns = None if columns is not None and any("." in c for c in columns) else columns
             it = self._file.iter_batches(batch_size=self.batch_rows, columns=columns)
-            source = (batch for _, batch in _guarded(it, self.shard.path, "corrupt data"))
+            source = _guarded(it, self.shard.path, "corrupt data")
         self._batch_start = 0
         for batch in source:
             yield batch
@@ -578,9 +573,9 @@ def _parquet_file(path: Path) -> pq.ParquetFile:
         raise InputError(path, f"unreadable or corrupt Parquet file: {e}") from e
 
 
-def _guarded(batches: Iterator[pa.RecordBatch], path: Path, what: str) -> Iterator[tuple[int, pa.RecordBatch]]:
-    """(first row, batch) of ``batches``; an Arrow or OS error while decoding becomes an
-    :class:`InputError` naming ``path`` and the row after which ``what`` was found."""
+def _guarded(batches: Iterator[pa.RecordBatch], path: Path, what: str) -> Iterator[pa.RecordBatch]:
+    """``batches``; an Arrow or OS error while decoding becomes an :class:`InputError`
+    naming ``path`` and the row after which ``what`` was found."""
     row = 0
     while True:
         try:
@@ -589,7 +584,7 @@ def _guarded(batches: Iterator[pa.RecordBatch], path: Path, what: str) -> Iterat
             return
         except (pa.ArrowException, OSError) as e:
             raise InputError(path, f"{what} after this row: {e}", row=row) from e
-        yield row, batch
+        yield batch
         row += batch.num_rows
 
 
