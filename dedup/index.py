@@ -75,11 +75,6 @@ class DuplicateIndex(Protocol):
         ...
 
 
-def _first_band(seen: np.ndarray) -> np.ndarray:
-    any_hit = seen.any(axis=1)
-    return np.where(any_hit, np.argmax(seen, axis=1), -1).astype(np.int16)
-
-
 def combine(valid: np.ndarray, has_shingles: np.ndarray, band_seen: np.ndarray, exact_seen: np.ndarray) -> Verdicts:
     """The verdict rule, from per-band and exact-key "seen before" answers.
 
@@ -95,7 +90,7 @@ def combine(valid: np.ndarray, has_shingles: np.ndarray, band_seen: np.ndarray, 
     is_exact = valid & exact_seen & (band_seen.all(axis=1) | ~has_shingles)
     is_near = ~is_exact & band_seen.any(axis=1)
     reason = np.where(is_exact, EXACT, np.where(is_near, NEAR, KEEP)).astype(np.int8)
-    band = np.where(is_near, _first_band(band_seen), -1).astype(np.int16)
+    band = np.where(is_near, np.argmax(band_seen, axis=1), -1).astype(np.int16)
     return Verdicts(reason, band, np.full(valid.shape[0], -1, dtype=np.int64))
 
 
@@ -121,22 +116,14 @@ class LSHBloomIndex:
         self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
 
     def process(self, sketches: Sketches, doc_numbers: np.ndarray) -> Verdicts:
-        n = len(sketches)
-        valid = sketches.valid
         has_sh = sketches.n_shingles > 0
-        seen = np.zeros((n, self.plan.bands), dtype=np.bool_)
-        keys = sketches.band_keys
+        seen = np.zeros((len(sketches), self.plan.bands), dtype=np.bool_)
 
         def run_band(j: int) -> None:
-            seen[:, j] = self.filters[j].add(keys[:, j], has_sh)
+            seen[:, j] = self.filters[j].add(sketches.band_keys[:, j], has_sh)
 
-        if self._pool is not None:
-            list(self._pool.map(run_band, range(self.plan.bands)))
-        else:
-            for j in range(self.plan.bands):
-                run_band(j)
-        exact_seen = self.exact_filter.add(sketches.exact[:, 0], valid)
-        return combine(valid, has_sh, seen, exact_seen)
+        list((self._pool.map if self._pool is not None else map)(run_band, range(self.plan.bands)))
+        return combine(sketches.valid, has_sh, seen, self.exact_filter.add(sketches.exact[:, 0], sketches.valid))
 
     def nbytes(self) -> dict[str, int]:
         return {"bands": sum(f.nbytes for f in self.filters), "exact": self.exact_filter.nbytes}
@@ -157,10 +144,6 @@ class LSHBloomIndex:
             self._pool.shutdown()
 
 
-#: Backends kept for benchmarks and cross-checks (:mod:`dedup.baselines`, an optional extra).
-BASELINES = ("lsh", "pybloom")
-
-
 def make_index(backend: str, plan: IndexPlan, *, scheme: str, num_perm: int, seed: int, exact_fp: float, threads: int = 1):
     """Build the named backend: ``lshbloom``, or a baseline (``lsh``, ``pybloom``) from
     :mod:`dedup.baselines`, imported only when asked for.
@@ -175,7 +158,7 @@ def make_index(backend: str, plan: IndexPlan, *, scheme: str, num_perm: int, see
     """
     if backend == "lshbloom":
         return LSHBloomIndex(plan, exact_fp=exact_fp, threads=threads)
-    if backend in BASELINES:
+    if backend in ("lsh", "pybloom"):  # kept for benchmarks and cross-checks (an optional extra)
         from . import baselines
 
         if backend == "lsh":

@@ -68,15 +68,12 @@ def file_entry(shard: Shard) -> dict:
     with open(shard.path, "rb") as f:
         while block := f.read(8 << 20):
             h.update(block)
-    return {"shard": shard.name, "path": str(shard.path), "bytes": shard.path.stat().st_size, "fingerprint": h.hexdigest()}
+    path = shard.path
+    return {"shard": shard.name, "path": str(path), "bytes": path.stat().st_size, "fingerprint": h.hexdigest()}
 
 
 class IndexDir:
-    """An index directory bound to one run's parameters.
-
-    Args:
-        path: the directory (need not exist yet).
-        params: :func:`index_params` of this run.
+    """An index directory (need not exist yet) bound to one run's :func:`index_params`.
 
     Raises:
         IndexMismatchError: the directory was built with other parameters.
@@ -132,15 +129,8 @@ class IndexDir:
         return any(b["run_id"] == run_id for b in (self.meta or {}).get("batches", []))
 
     def check_not_held(self, shards: list[Shard]) -> list[dict]:
-        """Fingerprint the inputs; refuse any the index already holds.
-
-        Returns:
-            one entry per shard: ``{"shard", "path", "bytes", "fingerprint"}``.
-
-        Raises:
-            InputError: naming the first input file the index holds, and the run that
-                indexed it.
-        """
+        """The inputs' :func:`file_entry`; an :class:`InputError` names the first the index
+        already holds, and the run that indexed it."""
         held = {f["fingerprint"]: (b, f) for b in (self.meta or {}).get("batches", []) for f in b["files"]}
         files = [file_entry(s) for s in shards]
         for s, entry in zip(shards, files):
@@ -179,20 +169,13 @@ class IndexDir:
 
     def install(self, built: Path, names: list[str], pinned: str | None, run_id: str, files: list[dict],
                 documents: int, source: str | None = None) -> dict:
-        """Make the stacks under ``built/<name>`` the next version, recording this batch.
+        """Make the stacks ``built/<name>`` the next version after ``pinned`` (None: the
+        empty index), recording this batch (``files``: :func:`file_entry` with ``rows``;
+        ``source``: what added rows from no file, e.g. a :class:`dedup.streaming.Deduplicator`).
 
         Copies the stacks into ``v-NNNNNN``, then replaces ``index.json`` atomically, then
         removes older versions: a crash at any point leaves ``index.json`` naming a
         complete version. Idempotent for a run already installed (returns the metadata).
-
-        Args:
-            built: directory holding this run's stack directories.
-            names: the stack names (bands and ``exact``).
-            pinned: the version this run started from (None: the index was empty).
-            run_id: this run's id; files: per input file, with ``rows`` added.
-            documents: rows this run added.
-            source: recorded in the batch entry when given: what added documents that
-                came from no file (``files`` empty), e.g. a :class:`dedup.streaming.Deduplicator`.
 
         Raises:
             dedup.io.StateError: another run installed a version since ``pinned``.
