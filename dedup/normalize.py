@@ -31,6 +31,7 @@ and what the datasketch baseline in ``bench/`` feeds to ``MinHash.update_batch``
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -307,32 +308,13 @@ def canonical_text(text: str, nfkc: bool = True) -> str:
     """
     lowered = prenormalize(string_array([text]), nfkc)[0].as_py()
     table = word_char_table()
-    words: list[str] = []
-    current: list[str] = []
-    for ch in lowered:
-        if table[ord(ch)]:
-            current.append(ch)
-        elif current:
-            words.append("".join(current))
-            current = []
-    if current:
-        words.append("".join(current))
-    return " ".join(words)
+    runs = itertools.groupby(lowered, key=lambda ch: bool(table[ord(ch)]))
+    return " ".join("".join(chars) for is_word, chars in runs if is_word)
 
 
 def shingles(text: str, ngram: int = 5, unit: str = "word", nfkc: bool = True) -> list[bytes]:
-    """Reference: the shingles of one document, in document order (may repeat).
-
-    Args:
-        text: the raw document.
-        ngram: n, the shingle length in words (``unit="word"``) or code points
-            (``unit="char"``); must be >= 1.
-        unit: ``"word"`` or ``"char"``.
-        nfkc: apply NFKC before lowercasing.
-
-    Returns:
-        The shingles as UTF-8 bytes (steps 3 and 4 of the module definition).
-    """
+    """Reference: the shingles of one document as UTF-8 bytes, in document order (may
+    repeat): steps 3 and 4, n = ``ngram`` (>= 1) words or code points (``unit="char"``)."""
     if ngram < 1:
         raise ValueError(f"ngram must be >= 1, got {ngram}")
     canon = canonical_text(text, nfkc)
