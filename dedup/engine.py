@@ -99,21 +99,14 @@ def dedup_files(
     progress: ProgressFn | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> dict:
-    """Deduplicate input shards into ``out``; return the manifest (also written to disk).
+    """Deduplicate input files, directories or globs into ``out`` (:mod:`dedup.layout`);
+    return the manifest (also written to disk). The run protocol (inputs, output names,
+    identity, leftovers, ``force``) is :mod:`dedup.runs`'s, shared with the staged engine.
 
-    Args:
-        inputs: Parquet/JSONL files, directories or globs (see :mod:`dedup.shards`).
-        out: output directory (layout: :mod:`dedup.layout`).
-        config: the stage configuration.
-        threads: Numba threads for sketching (default: Numba's default, all cores).
-        force: redo the run although ``out`` holds a completed one (of the same config and
-            inputs, that run is returned as it is; of others, it is an error).
-        progress: called after every batch with a dict of counters.
-        log: told what the run protocol decided (skipped hidden files, an unfinished
-            run's outputs cleared, a completed run found).
-
-    The run protocol (inputs, output names, identity, leftovers, ``force``) is
-    :mod:`dedup.runs`'s, shared with the staged engine.
+    ``threads``: Numba threads for sketching (default: Numba's default, all cores);
+    ``progress``: called after every batch with a dict of counters; ``log``: told what the
+    run protocol decided (skipped hidden files, an unfinished run's outputs cleared, a
+    completed run found).
 
     Raises:
         InputError: bad input (names the file, and row or line); nothing is left behind.

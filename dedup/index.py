@@ -96,13 +96,8 @@ def combine(valid: np.ndarray, has_shingles: np.ndarray, band_seen: np.ndarray, 
 
 class LSHBloomIndex:
     """One Bloom filter per band plus an exact-key filter (Khan et al. 2024, with a proper
-    64-bit band key and insert-every-document semantics).
-
-    Args:
-        plan: banding and per-band filter sizes.
-        exact_fp: false-positive rate of the exact-key filter.
-        seed: Bloom seed (filters of the same seed and sizes can be OR-merged).
-        threads: threads for the per-band work (bands are independent); 1 = serial.
+    64-bit band key and insert-every-document semantics); ``threads`` work on the
+    independent bands (1: serial). Filters of the same seed and sizes can be OR-merged.
     """
 
     name = "lshbloom"

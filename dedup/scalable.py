@@ -41,14 +41,10 @@ def chunk_keys(parts: int) -> int:
 
 
 class FilterStack:
-    """Generations of Bloom filters for one band (or the exact key).
-
-    Args:
-        fp: target false-positive rate of the whole stack.
-        capacity: documents generation 0 is sized for.
-        scalable: False = one generation sized exactly (a run that knows its size);
-            True = generation 0 gets ``fp * (1 - tightening)`` and more follow when full.
-        seed: Bloom seed.
+    """Generations of Bloom filters for one band (or the exact key): ``fp`` for the whole
+    stack, generation 0 sized for ``capacity`` documents. ``scalable``: False = one
+    generation (a run that knows its size); True = generation 0 gets ``fp * (1 - tightening)``
+    and more follow when full.
 
     Example:
         >>> import numpy as np

@@ -472,12 +472,8 @@ def _concat_batches(batches: list[pa.RecordBatch], schema: pa.Schema) -> pa.Reco
 
 
 class ShardReader:
-    """Reads one shard in batches of whole rows, after validating its columns.
-
-    Args:
-        shard: the file.
-        text_column, id_column, id_required: see :class:`dedup.config.DedupConfig`.
-        batch_rows: maximum rows per batch.
+    """Reads one shard in batches of at most ``batch_rows`` whole rows, after validating its
+    columns (``text_column``, ``id_column``, ``id_required``: :class:`dedup.config.DedupConfig`).
 
     Example:
         >>> import pathlib, tempfile

@@ -135,10 +135,10 @@ def sketch_shard(shard: Shard, config: DedupConfig, bands: int, rows: int, work:
     return record
 
 
-def _read_column(path: Path, column: str) -> np.ndarray:
+def _read_columns(path: Path, *columns: str) -> list[np.ndarray]:
     with pa.memory_map(str(path), "r") as src:
-        table = pa.ipc.open_file(src).read_all().select([column])
-    return table.column(0).combine_chunks().to_numpy(zero_copy_only=False)
+        table = pa.ipc.open_file(src).read_all()
+    return [table.column(c).combine_chunks().to_numpy(zero_copy_only=False) for c in columns]
 
 
 def band_pass(
@@ -182,10 +182,8 @@ def band_pass(
         # Memory: the filter plus up to stack.batch_keys() keys (or one shard's): whole
         # chunks let a partitioned filter probe one cache-sized part at a time.
         for shard in shards:
-            sp = sketch_path(work, shard)
-            keys = _read_column(sp, column)
-            valid = _read_column(sp, "valid")
-            mask = valid if band == EXACT_BAND else valid & (_read_column(sp, "n_shingles") > 0)
+            keys, valid, n_shingles = _read_columns(sketch_path(work, shard), column, "valid", "n_shingles")
+            mask = valid if band == EXACT_BAND else valid & (n_shingles > 0)
             if split[1] > 1:
                 part = first.part_of(keys)
                 mask &= (part >= lo) & (part < hi)
@@ -243,9 +241,8 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
     "removed"`` no kept shard is written and only the id column is read (Parquet).
     """
     t0 = time.perf_counter()
-    sp = sketch_path(work, shard)
-    valid = _read_column(sp, "valid")
-    has_sh = _read_column(sp, "n_shingles") > 0
+    valid, n_shingles = _read_columns(sketch_path(work, shard), "valid", "n_shingles")
+    has_sh = n_shingles > 0
     n = valid.shape[0]
     splits = splits or {}
     band_seen = (np.stack([_seen_slice(work, j, start, n, splits.get(band_name(j), 1)) for j in range(bands)], axis=1)
@@ -307,18 +304,12 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
                index: IndexDir | None = None, index_files: list[dict] | None = None,
                checkpoint: Callable[[str], None] = lambda point: None, log: Callable[[str], None] = lambda m: None,
                band_splits_requested: int = 1) -> dict:
-    """Run (or resume) the three stages of ``plan`` and finish it; return the manifest.
-
-    Args:
-        plan: from :func:`dedup.runs.prepare` (``engine="staged"``), not already complete.
-        map_tasks: how a stage's tasks run (:func:`serial_map`, or Dask).
-        index: the index directory (``--index-dir``), its version pinned in the run record.
-        index_files: the inputs' fingerprints (:meth:`IndexDir.check_not_held`); computed
-            here when None (a resumed run).
-        checkpoint: called with ``"finalize"`` once stages 1-3 are done and with
-            ``"installed"`` after the index install (fault injection in tests).
-        band_splits_requested: split each band's task by its filter's cache partitions into
-            this many tasks (:func:`band_splits`; not with ``index``). Same outputs.
+    """Run (or resume) the three stages of ``plan`` (from :func:`dedup.runs.prepare`, not
+    complete) and finish it; return the manifest. ``index``: the ``--index-dir``, its version
+    pinned in the run record; ``index_files``: the inputs' :meth:`IndexDir.check_not_held`
+    (None: computed here, on a resume); ``checkpoint``: called with ``"finalize"`` once stages
+    1-3 are done and with ``"installed"`` after the index install (fault injection in tests);
+    ``band_splits_requested``: see :func:`band_splits` (not with ``index``; same outputs).
     """
     t_start = time.perf_counter()
     work, shards, out = plan.work, plan.shards, plan.out

@@ -86,15 +86,11 @@ SOURCE = "Deduplicator"
 class Deduplicator:
     """Decides, row by row, whether each row duplicates an earlier one; keeps the index.
 
-    Args:
-        config: the decision parameters (threshold, num_perm, ngram, ..., fp, exact_fp) and
-            ``text_column`` (read from tables and record batches), ``batch_rows`` (rows
-            sketched at a time: memory) and ``capacity`` (see the module docstring). Only the
-            ``lshbloom`` index.
-        grow: whether the filters grow (True: as ``--index-dir``) or are sized once for
-            ``config.capacity`` (False: as a plain run). Default: grow iff no capacity.
-        threads: sketching threads (1: serial, the compiled kernels; None or more than 1:
-            Numba's parallel kernels).
+    ``config``: the decision parameters, ``text_column``, ``batch_rows`` (rows sketched at a
+    time: memory) and ``capacity`` (see the module docstring); the ``lshbloom`` index only.
+    ``grow``: whether the filters grow (as ``--index-dir``) or are sized once for
+    ``config.capacity`` (as a plain run); default: grow iff no capacity. ``threads``: 1 is
+    serial (the compiled kernels), None or more Numba's parallel kernels.
 
     Raises:
         ValueError: another index backend, or ``grow=False`` without a capacity.
@@ -132,16 +128,10 @@ class Deduplicator:
 
     # ------------------------------------------------------------------------ deciding
     def add(self, data: pa.Table | pa.RecordBatch | pa.Array | pa.ChunkedArray) -> np.ndarray:
-        """Decide and insert the rows of ``data``, in order; return the keep mask.
-
-        Args:
-            data: a table or record batch holding ``config.text_column`` (string,
-                large_string, string_view, dictionary of strings, or all null), or that
-                column itself as an array.
-
-        Returns:
-            numpy bool array, one entry per row: True = keep, False = a duplicate of an
-            earlier row (of this call or of any earlier one, or held by a loaded index).
+        """Decide and insert the rows of ``data`` (a table or record batch holding
+        ``config.text_column``: string, large_string, string_view, dictionary of strings or
+        all null; or that column itself), in order. Returns the keep mask: True = keep,
+        False = a duplicate of an earlier row (of any call, or held by a loaded index).
 
         Raises:
             ValueError: no text column, one of another type, or a text that is not valid
@@ -259,12 +249,9 @@ class Deduplicator:
     def load(cls, path: str | os.PathLike, config: DedupConfig | None = None, *,
              threads: int | None = 1) -> "Deduplicator":
         """The index in ``path`` (an ``--index-dir`` directory, written by runs or by
-        :meth:`save`), ready to add rows to.
-
-        Args:
-            config: how to read and decide; its decision parameters must be the index's
-                (``capacity`` is ignored: the filters keep their sizes). Default: the
-                index's parameters with the other fields at their defaults.
+        :meth:`save`), ready to add rows to. ``config``'s decision parameters must be the
+        index's (``capacity`` is ignored: the filters keep their sizes); default: the index's
+        parameters, the other fields at their defaults.
 
         Raises:
             FileNotFoundError: no index in ``path``.
