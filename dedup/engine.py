@@ -11,7 +11,6 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -27,27 +26,24 @@ from .sketch import Sketcher
 ProgressFn = Callable[[dict], None]
 
 
-@dataclass
 class _Timer:
-    """Wall and CPU seconds per phase (CPU: this process's, all threads; on a loaded machine
-    the wall clock also counts the time other processes held the core)."""
+    """Wall and CPU seconds per phase, each since the previous :meth:`mark` or :meth:`add`
+    (CPU: this process's, all threads; on a loaded machine the wall clock also counts the
+    time other processes held the core)."""
 
-    seconds: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "sketch": 0.0, "index": 0.0, "write": 0.0})
-    cpu: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "sketch": 0.0, "index": 0.0, "write": 0.0})
-    _c: float = 0.0
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(("read", "sketch", "index", "write"), 0.0)
+        self.cpu = dict(self.seconds)
+        self.mark()
 
-    def mark(self) -> float:
-        """Start timing a phase; returns the wall-clock mark to pass to :meth:`add`."""
-        self._c = time.process_time()
-        return time.perf_counter()
+    def mark(self) -> None:
+        self._t, self._c = time.perf_counter(), time.process_time()
 
-    def add(self, phase: str, t0: float) -> float:
-        t1 = time.perf_counter()
-        c1 = time.process_time()
-        self.seconds[phase] += t1 - t0
-        self.cpu[phase] += c1 - self._c
-        self._c = c1
-        return t1
+    def add(self, phase: str) -> None:
+        t, c = time.perf_counter(), time.process_time()
+        self.seconds[phase] += t - self._t
+        self.cpu[phase] += c - self._c
+        self._t, self._c = t, c
 
 
 class _Locator:
@@ -159,23 +155,23 @@ def _run(plan: runs.RunPlan, config: DedupConfig, threads: int | None, progress:
     try:
         with io.replacing(layout.removed_path(out)) as (tmp,), layout.RemovedWriter(tmp, config.compression) as removed:
             for si, shard in enumerate(shards):
-                t0 = timer.mark()
+                timer.mark()
                 reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required,
                                      config.batch_rows)
                 st = Counter(rows=0, kept=0, exact=0, near=0, null_text=0, empty_text=0, text_bytes=0)
-                t0 = timer.add("read", t0)
+                timer.add("read")
                 with layout.kept_shard(out, shard.stem, reader.schema, config) as kept:
                     # --emit removed: no kept shard, and only the text and id columns are read
                     for batch in reader.batches(None if kept is not None else reader.needed_columns()):
-                        t0 = timer.add("read", t0)
+                        timer.add("read")
                         sk = sketcher(reader.text(batch))
-                        t0 = timer.add("sketch", t0)
+                        timer.add("sketch")
                         numbers = np.arange(total["rows"], total["rows"] + batch.num_rows, dtype=np.int64)
                         verdicts = index.process(sk, numbers)
                         ids = reader.ids(batch)
                         if locator is not None:
                             locator.add(si, st["rows"], ids)
-                        t0 = timer.add("index", t0)
+                        timer.add("index")
                         keep = verdicts.reason == 0
                         if kept is not None:
                             kept.write_batch(filter_rows(batch, keep))
@@ -188,7 +184,7 @@ def _run(plan: runs.RunPlan, config: DedupConfig, threads: int | None, progress:
                                                                verdicts.band, earlier))
                         for c in (st, total):
                             c.update(rows=batch.num_rows, **verdicts.counts(), **sk.counts(), text_bytes=sk.text_bytes)
-                        t0 = timer.add("write", t0)
+                        timer.add("write")
                         if progress is not None:
                             progress({"rows": total["rows"], "total_rows": capacity, "bytes": total["text_bytes"],
                                       "elapsed": time.perf_counter() - t_start, "removed_exact": total["exact"],
