@@ -48,14 +48,17 @@ FORMAT = 2
 _REQUIRED = ("format", "params", "documents", "current", "stacks")
 
 
+#: The config fields an index is bound to, besides its banding.
+CONFIG_PARAMS = ("threshold", "num_perm", "ngram", "unit", "nfkc", "scheme", "seed", "fp", "exact_fp", "band_key")
+
+
 class IndexMismatchError(ValueError):
     """An index directory built with other parameters."""
 
 
 def index_params(config: DedupConfig, bands: int, rows: int) -> dict:
     """The parameters an index directory is bound to (all decide its keys or its sizes)."""
-    keys = ("threshold", "num_perm", "ngram", "unit", "nfkc", "scheme", "seed", "fp", "exact_fp", "band_key")
-    return {**{k: getattr(config, k) for k in keys}, "bands": bands, "rows": rows}
+    return {**{k: getattr(config, k) for k in CONFIG_PARAMS}, "bands": bands, "rows": rows}
 
 
 def file_entry(shard: Shard) -> dict:

@@ -68,7 +68,7 @@ import pyarrow as pa
 
 from .config import DedupConfig
 from .index import KEEP, Verdicts, combine
-from .index_dir import IndexDir, index_params
+from .index_dir import CONFIG_PARAMS, IndexDir, index_params
 from .params import optimal_param, per_band_fp, whole_index_fp
 from .scalable import FilterStack
 from .shards import first_invalid_utf8, text_strings, text_type_problem
@@ -280,8 +280,7 @@ def _names(bands: int) -> list[str]:
 def _config_of(params: dict) -> DedupConfig:
     """The DedupConfig of an index's parameters (explicit banding only where it is not
     the optimal one for its threshold and num_perm)."""
-    keys = ("threshold", "num_perm", "ngram", "unit", "nfkc", "scheme", "seed", "fp", "exact_fp", "band_key")
-    fields = {k: params[k] for k in keys}
+    fields = {k: params[k] for k in CONFIG_PARAMS}
     if (params["bands"], params["rows"]) != optimal_param(params["threshold"], params["num_perm"]):
         fields.update(bands=params["bands"], rows=params["rows"])
     return DedupConfig(**fields)
