@@ -148,12 +148,9 @@ class IndexDir:
     @contextmanager
     def _locked(self):
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / LOCK_FILE, "a+") as f:
+        with open(self.path / LOCK_FILE, "a+") as f:  # closing it releases the lock
             fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+            yield
 
     def load_current(self, names: list[str]) -> tuple[str | None, list[FilterStack]]:
         """The current version's name and its stacks ``names`` (none for an empty index),
