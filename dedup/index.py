@@ -22,6 +22,7 @@ false positive of the exact-key filter alone cannot label a document exact.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -94,6 +95,20 @@ def combine(valid: np.ndarray, has_shingles: np.ndarray, band_seen: np.ndarray, 
     return Verdicts(reason, band, np.full(valid.shape[0], -1, dtype=np.int64))
 
 
+def decide(sketches: Sketches, band_filters: list, exact_filter, map_fn: Callable = map) -> Verdicts:
+    """Insert a batch into per-band filters and an exact-key filter (each with ``add(keys,
+    mask)`` returning "seen before"; :class:`BloomFilter` or :class:`dedup.scalable.FilterStack`)
+    and :func:`combine` their answers. ``map_fn`` runs the independent bands (a pool's map)."""
+    has_sh = sketches.n_shingles > 0
+    seen = np.zeros((len(sketches), len(band_filters)), dtype=np.bool_)
+
+    def run_band(j: int) -> None:
+        seen[:, j] = band_filters[j].add(sketches.band_keys[:, j], has_sh)
+
+    list(map_fn(run_band, range(len(band_filters))))
+    return combine(sketches.valid, has_sh, seen, exact_filter.add(sketches.exact[:, 0], sketches.valid))
+
+
 class LSHBloomIndex:
     """One Bloom filter per band plus an exact-key filter (Khan et al. 2024, with a proper
     64-bit band key and insert-every-document semantics); ``threads`` work on the
@@ -111,14 +126,7 @@ class LSHBloomIndex:
         self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
 
     def process(self, sketches: Sketches, doc_numbers: np.ndarray) -> Verdicts:
-        has_sh = sketches.n_shingles > 0
-        seen = np.zeros((len(sketches), self.plan.bands), dtype=np.bool_)
-
-        def run_band(j: int) -> None:
-            seen[:, j] = self.filters[j].add(sketches.band_keys[:, j], has_sh)
-
-        list((self._pool.map if self._pool is not None else map)(run_band, range(self.plan.bands)))
-        return combine(sketches.valid, has_sh, seen, self.exact_filter.add(sketches.exact[:, 0], sketches.valid))
+        return decide(sketches, self.filters, self.exact_filter, self._pool.map if self._pool is not None else map)
 
     def nbytes(self) -> dict[str, int]:
         return {"bands": sum(f.nbytes for f in self.filters), "exact": self.exact_filter.nbytes}

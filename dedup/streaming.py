@@ -67,7 +67,7 @@ import numpy as np
 import pyarrow as pa
 
 from .config import DedupConfig
-from .index import KEEP, Verdicts, combine
+from .index import KEEP, Verdicts, decide
 from .index_dir import CONFIG_PARAMS, IndexDir, index_params
 from .params import optimal_param, per_band_fp, whole_index_fp
 from .scalable import FilterStack
@@ -176,11 +176,7 @@ class Deduplicator:
 
     def _decide(self, texts: pa.Array | pa.ChunkedArray) -> Verdicts:
         sk = self._sketcher(texts)
-        has_sh = sk.n_shingles > 0
-        seen = np.zeros((len(sk), self.bands), dtype=np.bool_)
-        for j, stack in enumerate(self._stacks):
-            seen[:, j] = stack.add(sk.band_keys[:, j], has_sh)
-        verdicts = combine(sk.valid, has_sh, seen, self._exact.add(sk.exact[:, 0], sk.valid))
+        verdicts = decide(sk, self._stacks, self._exact)
         self._stats.update(rows=len(sk), **verdicts.counts(), **sk.counts())
         self.documents += len(sk)
         return verdicts
