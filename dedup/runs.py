@@ -315,11 +315,9 @@ def clear_outputs(out: Path) -> None:
 
 def _remove_temporaries(out: Path) -> None:
     """Delete temporaries (``.NAME.tmp-PID``, :func:`dedup.io.tmp_path`) of a killed run."""
-    for d in (out, out / layout.KEPT_DIR, work_dir(out)):
-        if d.is_dir():
-            for p in d.rglob(".*.tmp-*"):
-                if p.is_file():
-                    p.unlink(missing_ok=True)
+    for p in out.rglob(".*.tmp-*") if out.is_dir() else ():
+        if p.is_file():
+            p.unlink(missing_ok=True)
 
 
 def finish(plan: RunPlan, manifest_body: dict) -> dict:
