@@ -100,9 +100,10 @@ def dedup_files(
     identity, leftovers, ``force``) is :mod:`dedup.runs`'s, shared with the staged engine.
 
     ``threads``: Numba threads for sketching (default: Numba's default, all cores);
-    ``progress``: called after every batch with a dict of counters; ``log``: told what the
-    run protocol decided (skipped hidden files, an unfinished run's outputs cleared, a
-    completed run found).
+    ``force``: redo a completed run found in ``out`` (without it, one of the same config and
+    inputs is returned as it is); ``progress``: called after every batch with a dict of
+    counters; ``log``: told what the run protocol decided (skipped hidden files, an
+    unfinished run's outputs cleared, a completed run found).
 
     Raises:
         InputError: bad input (names the file, and row or line); nothing is left behind.
