@@ -15,11 +15,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
 
 import numpy as np
+
+from .io import write_bytes_atomic
 
 
 def cache_dir() -> Path:
@@ -30,13 +33,9 @@ def cache_dir() -> Path:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    try:
+    with contextlib.suppress(OSError):  # an unwritable cache: recomputed next time
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError:
-        pass
+        write_bytes_atomic(path, data)
 
 
 def load_npz(name: str) -> dict[str, np.ndarray] | None:

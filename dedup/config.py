@@ -13,12 +13,6 @@ from typing import Any
 
 from .minhash import SCHEMES
 
-INDEX_BACKENDS = ("lshbloom", "lsh", "pybloom")
-COMPRESSIONS = ("zstd", "snappy", "lz4", "gzip", "none")
-UNITS = ("word", "char")
-BAND_KEYS = ("hash", "sum")
-EMITS = ("all", "removed")
-
 
 def option(
     default: Any,
@@ -78,7 +72,7 @@ class DedupConfig:
                                    "are near duplicates")
     num_perm: int = option(128, "MinHash signature length K", unit="permutations")
     ngram: int = option(5, "shingle length n: words, or code points with unit char")
-    unit: str = option("word", "shingle unit", choices=UNITS)
+    unit: str = option("word", "shingle unit", choices=("word", "char"))
     nfkc: bool = option(True, "apply Unicode NFKC before lowercasing")
     # fss: the default since its F1 on the real-text corpus beat fast's (bench/dedup_bench.py).
     scheme: str = option("fss", "MinHash scheme: fss (Fast Similarity Sketching), fast (K multiply-adds per "
@@ -89,15 +83,14 @@ class DedupConfig:
     # Decides only the label exact vs near of a document whose every band already collided.
     exact_fp: float = option(1e-6, "false-positive rate of the exact-key filter; decides labels only")
     index: str = option("lshbloom", "index backend: LSHBloom, or the baselines datasketch MinHashLSH or pybloom-live "
-                                    "(extra 'baselines')",
-                        choices=INDEX_BACKENDS)
+                                    "(extra 'baselines')", choices=("lshbloom", "lsh", "pybloom"))
     bands: int | None = option(None, "number of bands b; give rows too", unit="bands",
                                none="optimal for threshold and num_perm")
     rows: int | None = option(None, "rows per band r; give bands too", unit="rows",
                               none="optimal for threshold and num_perm")
     # sum: the reference LSHBloom's weak key, for cross-checks only.
     band_key: str = option("hash", "band key: XXH64 of the band's values, or the reference's sum",
-                           choices=BAND_KEYS)
+                           choices=("hash", "sum"))
     text_column: str = option("text", "text column: string, large_string, string_view or dictionary-encoded")
     id_column: str | None = option("id", "id column, cast to strings; a file without the default column gets "
                                          "null ids, a column named by --id-column must exist",
@@ -107,11 +100,12 @@ class DedupConfig:
     capacity: int | None = option(None, "documents the filters are sized for", unit="documents",
                                   none="the input's row count")
     # zstd: smaller than snappy and, at its default level 1, faster to write.
-    compression: str = option("zstd", "Parquet compression of the outputs", choices=COMPRESSIONS)
+    compression: str = option("zstd", "Parquet compression of the outputs",
+                              choices=("zstd", "snappy", "lz4", "gzip", "none"))
     # removed: for pipelines that filter by id later (datatrove, NeMo Curator); only the text
     # and id columns are read. Part of the run identity.
     emit: str = option("all", "outputs: all (kept shards, removed.parquet, manifest), or removed "
-                              "(removed.parquet and the manifest, no kept shards)", choices=EMITS)
+                              "(removed.parquet and the manifest, no kept shards)", choices=("all", "removed"))
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:

@@ -7,12 +7,10 @@ is one batch plus the index, whatever the number of shards. Output layout:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +18,7 @@ import pyarrow as pa
 from . import io, layout, runs
 from .config import DedupConfig
 from .arrow import bool_array, filter_rows, numeric_array, take_strings
-from .index import EXACT, NEAR, make_index
+from .index import make_index
 from .params import plan_index
 from .shards import Shard, ShardReader, count_rows
 from .sketch import Sketcher
@@ -28,39 +26,24 @@ from .sketch import Sketcher
 ProgressFn = Callable[[dict], None]
 
 
-@dataclass
-class _ShardStats:
-    shard: Shard
-    rows: int = 0
-    kept: int = 0
-    exact: int = 0
-    near: int = 0
-    null_text: int = 0
-    empty_text: int = 0
-    text_bytes: int = 0
-
-
-@dataclass
 class _Timer:
-    """Wall and CPU seconds per phase (CPU: this process's, all threads; on a loaded machine
-    the wall clock also counts the time other processes held the core)."""
+    """Wall and CPU seconds per phase, each since the previous :meth:`mark` or :meth:`add`
+    (CPU: this process's, all threads; on a loaded machine the wall clock also counts the
+    time other processes held the core)."""
 
-    seconds: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "sketch": 0.0, "index": 0.0, "write": 0.0})
-    cpu: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "sketch": 0.0, "index": 0.0, "write": 0.0})
-    _c: float = 0.0
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(("read", "sketch", "index", "write"), 0.0)
+        self.cpu = dict(self.seconds)
+        self.mark()
 
-    def mark(self) -> float:
-        """Start timing a phase; returns the wall-clock mark to pass to :meth:`add`."""
-        self._c = time.process_time()
-        return time.perf_counter()
+    def mark(self) -> None:
+        self._t, self._c = time.perf_counter(), time.process_time()
 
-    def add(self, phase: str, t0: float) -> float:
-        t1 = time.perf_counter()
-        c1 = time.process_time()
-        self.seconds[phase] += t1 - t0
-        self.cpu[phase] += c1 - self._c
-        self._c = c1
-        return t1
+    def add(self, phase: str) -> None:
+        t, c = time.perf_counter(), time.process_time()
+        self.seconds[phase] += t - self._t
+        self.cpu[phase] += c - self._c
+        self._t, self._c = t, c
 
 
 class _Locator:
@@ -112,21 +95,15 @@ def dedup_files(
     progress: ProgressFn | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> dict:
-    """Deduplicate input shards into ``out``; return the manifest (also written to disk).
+    """Deduplicate input files, directories or globs into ``out`` (:mod:`dedup.layout`);
+    return the manifest (also written to disk). The run protocol (inputs, output names,
+    identity, leftovers, ``force``) is :mod:`dedup.runs`'s, shared with the staged engine.
 
-    Args:
-        inputs: Parquet/JSONL files, directories or globs (see :mod:`dedup.shards`).
-        out: output directory (layout: :mod:`dedup.layout`).
-        config: the stage configuration.
-        threads: Numba threads for sketching (default: Numba's default, all cores).
-        force: redo the run although ``out`` holds a completed one (of the same config and
-            inputs, that run is returned as it is; of others, it is an error).
-        progress: called after every batch with a dict of counters.
-        log: told what the run protocol decided (skipped hidden files, an unfinished
-            run's outputs cleared, a completed run found).
-
-    The run protocol (inputs, output names, identity, leftovers, ``force``) is
-    :mod:`dedup.runs`'s, shared with the staged engine.
+    ``threads``: Numba threads for sketching (default: Numba's default, all cores);
+    ``force``: redo a completed run found in ``out`` (without it, one of the same config and
+    inputs is returned as it is); ``progress``: called after every batch with a dict of
+    counters; ``log``: told what the run protocol decided (skipped hidden files, an
+    unfinished run's outputs cleared, a completed run found).
 
     Raises:
         InputError: bad input (names the file, and row or line); nothing is left behind.
@@ -152,7 +129,7 @@ def dedup_files(
     try:
         return _run(plan, config, threads, progress, t_start)
     except BaseException:
-        runs.abandon(plan)  # nothing half-written is left behind; a rerun starts afresh
+        runs.clear_outputs(plan.out)  # nothing half-written is left behind; a rerun starts afresh
         raise
 
 
@@ -174,99 +151,56 @@ def _run(plan: runs.RunPlan, config: DedupConfig, threads: int | None, progress:
     shard_names = [s.name for s in shards]
 
     timer = _Timer()
-    stats: list[tuple[_ShardStats, int]] = []
-    done_rows = 0
-    done_bytes = 0
-    removed_final = layout.removed_path(out)
-    removed_tmp = io.tmp_path(removed_final)
-    emit_kept = config.emit == "all"
+    stats: list[tuple[Shard, Counter]] = []
+    total = Counter()  # over the shards so far
     try:
-        if emit_kept:
-            (out / layout.KEPT_DIR).mkdir(parents=True, exist_ok=True)
-        with layout.RemovedWriter(removed_tmp, config.compression) as removed_writer:
+        with io.replacing(layout.removed_path(out)) as (tmp,), layout.RemovedWriter(tmp, config.compression) as removed:
             for si, shard in enumerate(shards):
-                t0 = timer.mark()
-                reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
-                st = _ShardStats(shard)
-                final = tmp = None
-                if emit_kept:
-                    final = layout.kept_path(out, shard.stem)
-                    final.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = io.tmp_path(final)
-                    writing = layout.kept_writer(tmp, reader.schema, config.text_column, config.compression)
-                else:  # --emit removed: no kept shard, and only the text and id columns are read
-                    writing = contextlib.nullcontext(None)
-                t0 = timer.add("read", t0)
-                with writing as kept_writer:
-                    for batch in reader.batches(None if emit_kept else reader.needed_columns()):
-                        t0 = timer.add("read", t0)
-                        texts = reader.text(batch)
-                        sk = sketcher(texts)
-                        t0 = timer.add("sketch", t0)
-                        numbers = np.arange(done_rows, done_rows + batch.num_rows, dtype=np.int64)
+                timer.mark()
+                reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required,
+                                     config.batch_rows)
+                st = Counter(rows=0, kept=0, exact=0, near=0, null_text=0, empty_text=0, text_bytes=0)
+                timer.add("read")
+                with layout.kept_shard(out, shard.stem, reader.schema, config) as kept:
+                    # --emit removed: no kept shard, and only the text and id columns are read
+                    for batch in reader.batches(None if kept is not None else reader.needed_columns()):
+                        timer.add("read")
+                        sk = sketcher(reader.text(batch))
+                        timer.add("sketch")
+                        numbers = np.arange(total["rows"], total["rows"] + batch.num_rows, dtype=np.int64)
                         verdicts = index.process(sk, numbers)
                         ids = reader.ids(batch)
                         if locator is not None:
-                            locator.add(si, st.rows, ids)
-                        t0 = timer.add("index", t0)
+                            locator.add(si, st["rows"], ids)
+                        timer.add("index")
                         keep = verdicts.reason == 0
-                        if kept_writer is not None:
-                            kept_writer.write_batch(filter_rows(batch, keep))
+                        if kept is not None:
+                            kept.write_batch(filter_rows(batch, keep))
                         gone = np.flatnonzero(~keep)
                         if gone.size:
                             dup = verdicts.duplicate_of[gone]
-                            earlier = locator.lookup(dup, shard_names) if locator is not None and (dup >= 0).any() else None
-                            removed_writer.write(
-                                layout.removed_batch(gone, st.rows, shard.name, ids, verdicts.reason, verdicts.band, earlier)
-                            )
-                        st.rows += batch.num_rows
-                        st.kept += int(keep.sum())
-                        st.exact += int((verdicts.reason == EXACT).sum())
-                        st.near += int((verdicts.reason == NEAR).sum())
-                        st.null_text += int((~sk.valid).sum())
-                        st.empty_text += int((sk.valid & (sk.n_shingles == 0)).sum())
-                        st.text_bytes += sk.text_bytes
-                        done_rows += batch.num_rows
-                        done_bytes += sk.text_bytes
-                        t0 = timer.add("write", t0)
+                            known = locator is not None and (dup >= 0).any()
+                            earlier = locator.lookup(dup, shard_names) if known else None
+                            removed.write(layout.removed_batch(gone, st["rows"], shard.name, ids, verdicts.reason,
+                                                               verdicts.band, earlier))
+                        for c in (st, total):
+                            c.update(rows=batch.num_rows, **verdicts.counts(), **sk.counts(), text_bytes=sk.text_bytes)
+                        timer.add("write")
                         if progress is not None:
-                            progress(_progress_state(done_rows, capacity, done_bytes, stats, st, t_start, si, len(shards)))
-                if final is not None:
-                    os.replace(tmp, final)
-                stats.append((st, reader.num_rows))
-                if st.rows != reader.num_rows or st.kept + st.exact + st.near != reader.num_rows:
-                    raise RuntimeError(
-                        f"internal error: {shard.path}: rows read {st.rows}, kept {st.kept} + removed "
-                        f"{st.exact + st.near}, but the file has {reader.num_rows} rows"
-                    )
-        os.replace(removed_tmp, removed_final)
-        body = _manifest(config, plan_, index, stats, timer, time.perf_counter() - t_start, threads)
-        return runs.finish(plan, body)
+                            progress({"rows": total["rows"], "total_rows": capacity, "bytes": total["text_bytes"],
+                                      "elapsed": time.perf_counter() - t_start, "removed_exact": total["exact"],
+                                      "removed_near": total["near"], "shard": si + 1, "shards": len(shards)})
+                    if st["rows"] != reader.num_rows or st["kept"] + st["exact"] + st["near"] != reader.num_rows:
+                        raise RuntimeError(
+                            f"internal error: {shard.path}: rows read {st['rows']}, kept {st['kept']} + removed "
+                            f"{st['exact'] + st['near']}, but the file has {reader.num_rows} rows"
+                        )
+                stats.append((shard, st))
+        inputs = [layout.input_entry(shard, st) for shard, st in stats]
+        idx = {"backend": index.name, "plan": plan_.to_dict(), "bytes": index.nbytes(),
+               "predicted_fp": index.predicted_fp(), **index.stats()}
+        return runs.finish(plan, layout.dedup_manifest("fused", config, inputs, idx, timer.seconds,
+                                                       time.perf_counter() - t_start, phases_cpu=timer.cpu,
+                                                       threads=threads))
     finally:
         index.close()
-
-
-def _progress_state(done_rows, total_rows, done_bytes, stats, current, t_start, shard_idx, n_shards) -> dict:
-    removed_exact = sum(s.exact for s, _ in stats) + current.exact
-    removed_near = sum(s.near for s, _ in stats) + current.near
-    return {
-        "rows": done_rows,
-        "total_rows": total_rows,
-        "bytes": done_bytes,
-        "elapsed": time.perf_counter() - t_start,
-        "removed_exact": removed_exact,
-        "removed_near": removed_near,
-        "shard": shard_idx + 1,
-        "shards": n_shards,
-    }
-
-
-def _manifest(config, plan, index, stats, timer, wall, threads) -> dict:
-    inputs = [
-        layout.input_entry(st.shard, n, st.kept, st.exact, st.near, st.null_text, st.empty_text, st.text_bytes)
-        for st, n in stats
-    ]
-    idx = {"backend": index.name, "plan": plan.to_dict(), "bytes": index.nbytes(),
-           "predicted_fp": index.predicted_fp(), **index.stats()}
-    return layout.dedup_manifest("fused", config, inputs, idx, timer.seconds, wall, phases_cpu=timer.cpu,
-                                 threads=threads)

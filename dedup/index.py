@@ -22,6 +22,7 @@ false positive of the exact-key filter alone cannot label a document exact.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -52,6 +53,10 @@ class Verdicts:
     band: np.ndarray
     duplicate_of: np.ndarray
 
+    def counts(self) -> dict[str, int]:
+        """Documents ``kept``, and removed as ``exact`` and as ``near`` duplicates."""
+        return {k: int((self.reason == code).sum()) for k, code in (("kept", KEEP), ("exact", EXACT), ("near", NEAR))}
+
 
 class DuplicateIndex(Protocol):
     """What the dedup engine needs from an index backend."""
@@ -71,11 +76,6 @@ class DuplicateIndex(Protocol):
         ...
 
 
-def _first_band(seen: np.ndarray) -> np.ndarray:
-    any_hit = seen.any(axis=1)
-    return np.where(any_hit, np.argmax(seen, axis=1), -1).astype(np.int16)
-
-
 def combine(valid: np.ndarray, has_shingles: np.ndarray, band_seen: np.ndarray, exact_seen: np.ndarray) -> Verdicts:
     """The verdict rule, from per-band and exact-key "seen before" answers.
 
@@ -91,19 +91,28 @@ def combine(valid: np.ndarray, has_shingles: np.ndarray, band_seen: np.ndarray, 
     is_exact = valid & exact_seen & (band_seen.all(axis=1) | ~has_shingles)
     is_near = ~is_exact & band_seen.any(axis=1)
     reason = np.where(is_exact, EXACT, np.where(is_near, NEAR, KEEP)).astype(np.int8)
-    band = np.where(is_near, _first_band(band_seen), -1).astype(np.int16)
+    band = np.where(is_near, np.argmax(band_seen, axis=1), -1).astype(np.int16)
     return Verdicts(reason, band, np.full(valid.shape[0], -1, dtype=np.int64))
+
+
+def decide(sketches: Sketches, band_filters: list, exact_filter, map_fn: Callable = map) -> Verdicts:
+    """Insert a batch into per-band filters and an exact-key filter (each with ``add(keys,
+    mask)`` returning "seen before"; :class:`BloomFilter` or :class:`dedup.scalable.FilterStack`)
+    and :func:`combine` their answers. ``map_fn`` runs the independent bands (a pool's map)."""
+    has_sh = sketches.n_shingles > 0
+    seen = np.zeros((len(sketches), len(band_filters)), dtype=np.bool_)
+
+    def run_band(j: int) -> None:
+        seen[:, j] = band_filters[j].add(sketches.band_keys[:, j], has_sh)
+
+    list(map_fn(run_band, range(len(band_filters))))
+    return combine(sketches.valid, has_sh, seen, exact_filter.add(sketches.exact[:, 0], sketches.valid))
 
 
 class LSHBloomIndex:
     """One Bloom filter per band plus an exact-key filter (Khan et al. 2024, with a proper
-    64-bit band key and insert-every-document semantics).
-
-    Args:
-        plan: banding and per-band filter sizes.
-        exact_fp: false-positive rate of the exact-key filter.
-        seed: Bloom seed (filters of the same seed and sizes can be OR-merged).
-        threads: threads for the per-band work (bands are independent); 1 = serial.
+    64-bit band key and insert-every-document semantics); ``threads`` work on the
+    independent bands (1: serial). Filters of the same seed and sizes can be OR-merged.
     """
 
     name = "lshbloom"
@@ -117,22 +126,7 @@ class LSHBloomIndex:
         self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
 
     def process(self, sketches: Sketches, doc_numbers: np.ndarray) -> Verdicts:
-        n = len(sketches)
-        valid = sketches.valid
-        has_sh = sketches.n_shingles > 0
-        seen = np.zeros((n, self.plan.bands), dtype=np.bool_)
-        keys = sketches.band_keys
-
-        def run_band(j: int) -> None:
-            seen[:, j] = self.filters[j].add(keys[:, j], has_sh)
-
-        if self._pool is not None:
-            list(self._pool.map(run_band, range(self.plan.bands)))
-        else:
-            for j in range(self.plan.bands):
-                run_band(j)
-        exact_seen = self.exact_filter.add(sketches.exact[:, 0], valid)
-        return combine(valid, has_sh, seen, exact_seen)
+        return decide(sketches, self.filters, self.exact_filter, self._pool.map if self._pool is not None else map)
 
     def nbytes(self) -> dict[str, int]:
         return {"bands": sum(f.nbytes for f in self.filters), "exact": self.exact_filter.nbytes}
@@ -153,10 +147,6 @@ class LSHBloomIndex:
             self._pool.shutdown()
 
 
-#: Backends kept for benchmarks and cross-checks (:mod:`dedup.baselines`, an optional extra).
-BASELINES = ("lsh", "pybloom")
-
-
 def make_index(backend: str, plan: IndexPlan, *, scheme: str, num_perm: int, seed: int, exact_fp: float, threads: int = 1):
     """Build the named backend: ``lshbloom``, or a baseline (``lsh``, ``pybloom``) from
     :mod:`dedup.baselines`, imported only when asked for.
@@ -171,7 +161,7 @@ def make_index(backend: str, plan: IndexPlan, *, scheme: str, num_perm: int, see
     """
     if backend == "lshbloom":
         return LSHBloomIndex(plan, exact_fp=exact_fp, threads=threads)
-    if backend in BASELINES:
+    if backend in ("lsh", "pybloom"):  # kept for benchmarks and cross-checks (an optional extra)
         from . import baselines
 
         if backend == "lsh":

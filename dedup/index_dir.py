@@ -48,37 +48,35 @@ FORMAT = 2
 _REQUIRED = ("format", "params", "documents", "current", "stacks")
 
 
+#: The config fields an index is bound to, besides its banding.
+CONFIG_PARAMS = ("threshold", "num_perm", "ngram", "unit", "nfkc", "scheme", "seed", "fp", "exact_fp", "band_key")
+
+
 class IndexMismatchError(ValueError):
     """An index directory built with other parameters."""
 
 
 def index_params(config: DedupConfig, bands: int, rows: int) -> dict:
     """The parameters an index directory is bound to (all decide its keys or its sizes)."""
-    keys = ("threshold", "num_perm", "ngram", "unit", "nfkc", "scheme", "seed", "fp", "exact_fp", "band_key")
-    return {**{k: getattr(config, k) for k in keys}, "bands": bands, "rows": rows}
+    return {**{k: getattr(config, k) for k in CONFIG_PARAMS}, "bands": bands, "rows": rows}
 
 
-def file_fingerprint(path: Path, chunk: int = 8 << 20) -> str:
-    """XXH3-128 of a file's bytes (hex): what identifies an input file to the index
-    whatever its name or location."""
+def file_entry(shard: Shard) -> dict:
+    """What the index records of an input file (``rows`` added by the run): name, path, size
+    and content fingerprint, the XXH3-128 of its bytes (hex), which identifies it whatever
+    its name or location."""
     import xxhash
 
     h = xxhash.xxh3_128()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                break
+    with open(shard.path, "rb") as f:
+        while block := f.read(8 << 20):
             h.update(block)
-    return h.hexdigest()
+    path = shard.path
+    return {"shard": shard.name, "path": str(path), "bytes": path.stat().st_size, "fingerprint": h.hexdigest()}
 
 
 class IndexDir:
-    """An index directory bound to one run's parameters.
-
-    Args:
-        path: the directory (need not exist yet).
-        params: :func:`index_params` of this run.
+    """An index directory (need not exist yet) bound to one run's :func:`index_params`.
 
     Raises:
         IndexMismatchError: the directory was built with other parameters.
@@ -134,37 +132,25 @@ class IndexDir:
         return any(b["run_id"] == run_id for b in (self.meta or {}).get("batches", []))
 
     def check_not_held(self, shards: list[Shard]) -> list[dict]:
-        """Fingerprint the inputs; refuse any the index already holds.
-
-        Returns:
-            one entry per shard: ``{"shard", "path", "bytes", "fingerprint"}``.
-
-        Raises:
-            InputError: naming the first input file the index holds, and the run that
-                indexed it.
-        """
+        """The inputs' :func:`file_entry`; an :class:`InputError` names the first the index
+        already holds, and the run that indexed it."""
         held = {f["fingerprint"]: (b, f) for b in (self.meta or {}).get("batches", []) for f in b["files"]}
-        files = []
-        for s in shards:
-            fp = file_fingerprint(s.path)
-            if fp in held:
-                batch, f = held[fp]
+        files = [file_entry(s) for s in shards]
+        for s, entry in zip(shards, files):
+            if entry["fingerprint"] in held:
+                batch, f = held[entry["fingerprint"]]
                 when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(batch["created_unix"]))
                 raise InputError(s.path, f"the index {self.path} already holds this file (indexed as {f['path']} by "
                                          f"run {batch['run_id']} on {when} UTC); feeding it again would remove every "
                                          "row as a duplicate of itself. Leave it out, or use another --index-dir")
-            files.append({"shard": s.name, "path": str(s.path), "bytes": s.path.stat().st_size, "fingerprint": fp})
         return files
 
     @contextmanager
     def _locked(self):
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / LOCK_FILE, "a+") as f:
+        with open(self.path / LOCK_FILE, "a+") as f:  # closing it releases the lock
             fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+            yield
 
     def load_current(self, names: list[str]) -> tuple[str | None, list[FilterStack]]:
         """The current version's name and its stacks ``names`` (none for an empty index),
@@ -183,20 +169,13 @@ class IndexDir:
 
     def install(self, built: Path, names: list[str], pinned: str | None, run_id: str, files: list[dict],
                 documents: int, source: str | None = None) -> dict:
-        """Make the stacks under ``built/<name>`` the next version, recording this batch.
+        """Make the stacks ``built/<name>`` the next version after ``pinned`` (None: the
+        empty index), recording this batch (``files``: :func:`file_entry` with ``rows``;
+        ``source``: what added rows from no file, e.g. a :class:`dedup.streaming.Deduplicator`).
 
         Copies the stacks into ``v-NNNNNN``, then replaces ``index.json`` atomically, then
         removes older versions: a crash at any point leaves ``index.json`` naming a
         complete version. Idempotent for a run already installed (returns the metadata).
-
-        Args:
-            built: directory holding this run's stack directories.
-            names: the stack names (bands and ``exact``).
-            pinned: the version this run started from (None: the index was empty).
-            run_id: this run's id; files: per input file, with ``rows`` added.
-            documents: rows this run added.
-            source: recorded in the batch entry when given: what added documents that
-                came from no file (``files`` empty), e.g. a :class:`dedup.streaming.Deduplicator`.
 
         Raises:
             dedup.io.StateError: another run installed a version since ``pinned``.

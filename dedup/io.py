@@ -16,6 +16,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 MANIFEST_FILE = "manifest.json"
@@ -32,19 +34,27 @@ def tmp_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.tmp-{os.getpid()}")
 
 
+@contextmanager
+def replacing(*finals: Path) -> Iterator[list[Path]]:
+    """The :func:`tmp_path` of each of ``finals``, to write: renamed over them when the
+    block completes, deleted if it raises."""
+    tmps = [tmp_path(f) for f in finals]
+    try:
+        yield tmps
+        for tmp, final in zip(tmps, finals):
+            os.replace(tmp, final)
+    except BaseException:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary sibling, fsync, then rename over ``path``."""
-    path = Path(path)
-    tmp = tmp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with replacing(Path(path)) as (tmp,), open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -54,7 +64,7 @@ def write_text_atomic(path: Path, text: str) -> None:
 def json_text(obj: dict) -> str:
     """The JSON text of every file memdedup writes (indented, NumPy scalars and paths
     converted), also what ``--json`` prints."""
-    return json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+    return json.dumps(obj, indent=2, default=_json_default) + "\n"
 
 
 def write_json_atomic(path: Path, obj: dict) -> None:
@@ -101,9 +111,7 @@ def manifest_path(out: Path) -> Path:
 def read_manifest(out: Path) -> dict | None:
     """The stage manifest of ``out``, or None if the stage never completed there."""
     p = manifest_path(out)
-    if not p.exists():
-        return None
-    return read_json(p, ("stage",))
+    return read_json(p, ("stage",)) if p.exists() else None
 
 
 def write_stage_manifest(out: Path, stage: str, body: dict, *, versions: bool = True) -> dict:
@@ -160,14 +168,11 @@ def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
 
     from . import kernels
 
-    out = {
+    return {
         "python": ".".join(map(str, sys.version_info[:3])),
         "numpy": numpy.__version__,
         "pyarrow": pyarrow.__version__,
         "xxhash": xxhash.VERSION,
         "unicode": unicodedata.unidata_version,
         "kernels": kernels.backend(),
-    }
-    for dist in ("memdedup", "numba", *extra):
-        out[dist] = _dist_version(dist)
-    return out
+    } | {dist: _dist_version(dist) for dist in ("memdedup", "numba", *extra)}

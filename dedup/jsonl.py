@@ -37,6 +37,11 @@ _OPEN = ord("{")
 _CONTENT = re.compile(rb"[^ \t\r\n]")
 
 
+def _body(line: bytes, first_of_file: bool) -> bytes:
+    """A line without its JSON whitespace, and without a byte order mark on the file's first line."""
+    return (line[len(BOM):] if first_of_file and line.startswith(BOM) else line).strip(JSON_SPACE)
+
+
 def has_content(data: bytes) -> bool:
     """Whether ``data`` holds anything but blank lines (without copying it, as strip would)."""
     return _CONTENT.search(data) is not None
@@ -66,14 +71,9 @@ class Lines:
         return self.count - len(self.blank)
 
     def line_of_row(self, row: int) -> int:
-        """0-based line index of the piece's 0-based ``row``."""
-        line = row
-        for b in self.blank:  # ascending
-            if b <= line:
-                line += 1
-            else:
-                break
-        return line
+        """0-based line index of the piece's 0-based ``row`` (error path only)."""
+        blank = set(self.blank)
+        return [i for i in range(self.count) if i not in blank][row]
 
 
 def scan(piece: bytes, at_file_start: bool) -> Lines:
@@ -94,10 +94,7 @@ def scan(piece: bytes, at_file_start: bool) -> Lines:
     odd = np.flatnonzero(raw[starts] != _OPEN)
     blank, suspect = [], []
     for i in odd.tolist():
-        body = piece[starts[i]:ends[i]]
-        if at_file_start and i == 0 and body.startswith(BOM):
-            body = body[len(BOM):]
-        body = body.strip(JSON_SPACE)
+        body = _body(piece[starts[i]:ends[i]], at_file_start and i == 0)
         if not body:
             blank.append(i)
         elif body[0] != _OPEN:
@@ -105,25 +102,15 @@ def scan(piece: bytes, at_file_start: bool) -> Lines:
     return Lines(int(ends.size), tuple(blank), tuple(suspect), int(lengths.max(initial=0)))
 
 
-def split_lines(piece: bytes) -> list[bytes]:
-    """The lines of ``piece`` (whole lines), without their line feeds."""
-    return piece.split(b"\n")[:-1]
-
-
 class _DuplicateKey(ValueError):
-    def __init__(self, key: str):
-        super().__init__(key)
-        self.key = key
+    """A key (``args[0]``) twice in one object."""
 
 
 def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
     obj = dict(pairs)
     if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for k, _ in pairs:
-            if k in seen:
-                raise _DuplicateKey(k)
-            seen.add(k)
+        keys = [k for k, _ in pairs]
+        raise _DuplicateKey(next(k for i, k in enumerate(keys) if k in keys[:i]))
     return obj
 
 
@@ -152,9 +139,7 @@ def line_problem(line: bytes, first_of_file: bool, text_column: str | None = Non
         >>> line_problem(b"null", first_of_file=False), line_problem(b" \\t", first_of_file=False)
         ('expected a JSON object, got null', None)
     """
-    if first_of_file and line.startswith(BOM):
-        line = line[len(BOM):]
-    line = line.strip(JSON_SPACE)
+    line = _body(line, first_of_file)
     if not line:
         return None
     try:
@@ -169,7 +154,7 @@ def line_problem(line: bytes, first_of_file: bool, text_column: str | None = Non
     try:
         obj = json.loads(s, object_pairs_hook=_no_duplicates, parse_float=_finite)
     except _DuplicateKey as e:
-        return f"key {e.key!r} appears twice in one object"
+        return f"key {e.args[0]!r} appears twice in one object"
     except json.JSONDecodeError as e:
         if e.msg == "Extra data":
             return "more than one JSON value on the line (JSON Lines holds one object per line)"
@@ -186,7 +171,7 @@ def line_problem(line: bytes, first_of_file: bool, text_column: str | None = Non
 def first_problem(piece: bytes, first_line: int, text_column: str | None = None) -> tuple[int, str] | None:
     """(1-based line, reason) of the first line of ``piece`` (whose first line is the
     file's line ``first_line``) that :func:`line_problem` refuses, or None."""
-    for i, line in enumerate(split_lines(piece)):
+    for i, line in enumerate(piece.split(b"\n")[:-1]):
         problem = line_problem(line, first_line + i == 1, text_column)
         if problem is not None:
             return first_line + i, problem
@@ -235,8 +220,8 @@ class Numbers:
 
     def merge(self, other: "Numbers") -> None:
         """Note everything ``other`` noted."""
-        for k in ("beyond_int64", "big", "fraction", "negative", "beyond_uint64"):
-            setattr(self, k, getattr(self, k) or getattr(other, k))
+        for k, v in vars(other).items():
+            setattr(self, k, getattr(self, k) or v)
 
     def exact_type(self) -> str | None:
         """``"uint64"`` or ``"string"`` when Arrow's own type (int64, or float64) would round
@@ -275,10 +260,9 @@ def number_texts(piece: bytes, first_line: int, columns: set[str], nested: set[s
     """
     texts: dict[str, list[str | None]] = {c: [] for c in columns}
     numbers = {c: Numbers() for c in columns}
-    for i, line in enumerate(split_lines(piece)):
-        if first_line + i == 1 and line.startswith(BOM):
-            line = line[len(BOM):]
-        if not line.strip(JSON_SPACE):
+    for i, line in enumerate(piece.split(b"\n")[:-1]):
+        line = _body(line, first_line + i == 1)
+        if not line:
             continue
         obj = json.loads(line, parse_int=_IntText, parse_float=_FloatText)
         for c in columns:

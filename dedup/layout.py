@@ -14,11 +14,14 @@ its format suffix (``part-0.jsonl.gz`` -> ``kept/part-0.parquet``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from . import io
 
 KEPT_DIR = "kept"
 REMOVED_FILE = "removed.parquet"
@@ -72,21 +75,13 @@ def removed_batch(
     )
 
 
-def input_entry(shard, rows: int, kept: int, exact: int, near: int, null_text: int, empty_text: int,
-                text_bytes: int) -> dict:
-    """One input file's entry in a dedup manifest's ``inputs``."""
-    return {
-        "shard": shard.name,
-        "path": str(shard.path),
-        "format": shard.fmt,
-        "file_bytes": shard.path.stat().st_size,
-        "rows": rows,
-        "kept": kept,
-        "removed": {"exact": exact, "near": near},
-        "null_text": null_text,
-        "empty_text": empty_text,
-        "text_bytes": text_bytes,
-    }
+def input_entry(shard, counts: dict) -> dict:
+    """One input file's entry in a dedup manifest's ``inputs``, from its ``counts``: rows,
+    kept, exact, near, null_text, empty_text, text_bytes."""
+    c = counts
+    return {"shard": shard.name, "path": str(shard.path), "format": shard.fmt, "file_bytes": shard.path.stat().st_size,
+            "rows": c["rows"], "kept": c["kept"], "removed": {"exact": c["exact"], "near": c["near"]},
+            **{k: c[k] for k in ("null_text", "empty_text", "text_bytes")}}
 
 
 def dedup_manifest(engine: str, config, inputs: list[dict], index: dict, phases: dict[str, float], wall: float,
@@ -140,6 +135,19 @@ def kept_writer(path: Path, schema: pa.Schema, text_column: str, compression: st
 
     others = [f.name for f in schema if f.name != text_column]
     return pq.ParquetWriter(str(path), schema, compression=compression, use_dictionary=others, write_statistics=others)
+
+
+@contextmanager
+def kept_shard(out: Path, shard_stem: str, schema: pa.Schema, config) -> Iterator:
+    """The :func:`kept_writer` of a shard, to a temporary name renamed to :func:`kept_path`
+    when the block completes; None with ``emit: removed`` (no kept shard)."""
+    if config.emit != "all":
+        yield None
+        return
+    final = kept_path(out, shard_stem)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with io.replacing(final) as (tmp,), kept_writer(tmp, schema, config.text_column, config.compression) as w:
+        yield w
 
 
 #: Rows per row group of removed.parquet. Fixed, so the file's bytes depend on its rows

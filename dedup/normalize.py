@@ -31,6 +31,7 @@ and what the datasketch baseline in ``bench/`` feeds to ``MinHash.update_batch``
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -86,14 +87,12 @@ def _tables() -> tuple[np.ndarray, CharMap, CharMap]:
 
     name = f"chartables-v4-unicode-{unicodedata.unidata_version}-arrow-{pa.__version__}.npz"
     keys = ("table", "nfkc_cps", "nfkc_off", "nfkc_blob", "lower_cps", "lower_off", "lower_blob")
-    cached = cache.load_npz(name)
-    if cached is not None and all(k in cached for k in keys) and cached["table"].shape == (TABLE_SIZE,):
-        return (cached["table"], CharMap(cached["nfkc_cps"], cached["nfkc_off"], cached["nfkc_blob"]),
-                CharMap(cached["lower_cps"], cached["lower_off"], cached["lower_blob"]))
-    table, nfkc_map, lower_map = _build_tables()
-    cache.save_npz(name, dict(zip(keys, (table, nfkc_map.cps, nfkc_map.off, nfkc_map.blob,
-                                         lower_map.cps, lower_map.off, lower_map.blob))))
-    return table, nfkc_map, lower_map
+    arrays = [(cache.load_npz(name) or {}).get(k) for k in keys]
+    if any(a is None for a in arrays) or arrays[0].shape != (TABLE_SIZE,):
+        table, nfkc_map, lower_map = _build_tables()
+        arrays = [table, *vars(nfkc_map).values(), *vars(lower_map).values()]
+        cache.save_npz(name, dict(zip(keys, arrays)))
+    return arrays[0], CharMap(*arrays[1:4]), CharMap(*arrays[4:])
 
 
 def _charmap(items: list[tuple[int, bytes]]) -> CharMap:
@@ -249,15 +248,9 @@ def word_regex() -> re.Pattern[str]:
 
 
 def canonical_words_batch(texts, nfkc: bool = True, chunk: int = 20_000) -> list[list[str]]:
-    """The canonical words of many documents (same as the reference, ~20x faster).
-
-    Used where Python needs the words themselves (ground truth, the datasketch baseline);
-    the dedup engine never calls it.
-
-    Step 1 of the definition is done by Arrow over whole chunks, step 2 by a regex whose
-    character class is built from :func:`dedup.normalize.word_char_table`. Nulls give
-    no words.
-    """
+    """The canonical words of many documents (nulls: none), as the reference gives them but
+    ~20x faster: step 1 by Arrow over whole chunks, step 2 by :func:`word_regex`. For Python
+    that needs the words (ground truth, the datasketch baseline); the engine never calls it."""
     if not isinstance(texts, (pa.Array, pa.ChunkedArray)):
         texts = string_array(list(texts))
     findall = word_regex().findall
@@ -307,32 +300,13 @@ def canonical_text(text: str, nfkc: bool = True) -> str:
     """
     lowered = prenormalize(string_array([text]), nfkc)[0].as_py()
     table = word_char_table()
-    words: list[str] = []
-    current: list[str] = []
-    for ch in lowered:
-        if table[ord(ch)]:
-            current.append(ch)
-        elif current:
-            words.append("".join(current))
-            current = []
-    if current:
-        words.append("".join(current))
-    return " ".join(words)
+    runs = itertools.groupby(lowered, key=lambda ch: bool(table[ord(ch)]))
+    return " ".join("".join(chars) for is_word, chars in runs if is_word)
 
 
 def shingles(text: str, ngram: int = 5, unit: str = "word", nfkc: bool = True) -> list[bytes]:
-    """Reference: the shingles of one document, in document order (may repeat).
-
-    Args:
-        text: the raw document.
-        ngram: n, the shingle length in words (``unit="word"``) or code points
-            (``unit="char"``); must be >= 1.
-        unit: ``"word"`` or ``"char"``.
-        nfkc: apply NFKC before lowercasing.
-
-    Returns:
-        The shingles as UTF-8 bytes (steps 3 and 4 of the module definition).
-    """
+    """Reference: the shingles of one document as UTF-8 bytes, in document order (may
+    repeat): steps 3 and 4, n = ``ngram`` (>= 1) words or code points (``unit="char"``)."""
     if ngram < 1:
         raise ValueError(f"ngram must be >= 1, got {ngram}")
     canon = canonical_text(text, nfkc)

@@ -25,7 +25,7 @@ run is already done, may resume, or must start over. The protocol:
    run are never mixed with a new run's outputs. Outputs under ``OUT`` with neither a
    manifest nor a run record are not ours to delete: the run is refused unless ``force``.
 5. **Failure**: bad input (``InputError``), a damaged state file (``StateError``) or a
-   full disk (``OSError``) clears every output the run wrote (:func:`abandon`); the
+   full disk (``OSError``) clears every output the run wrote (:func:`clear_outputs`, not even the run record); the
    command exits 2 with one line. Only a killed staged run leaves ``_work/`` to resume.
 6. **Completion** (:func:`finish`): the manifest is written last, then ``_work/`` goes.
 
@@ -59,11 +59,6 @@ class OutputExistsError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------ inputs
-def _abspath(p: Path) -> Path:
-    """Absolute, normalised, links not resolved (the path as given)."""
-    return Path(os.path.abspath(p))
-
-
 def _inside(path: Path, directory: Path | None) -> bool:
     """Whether ``path`` (resolved) lies inside ``directory`` (resolved)."""
     if directory is None:
@@ -89,11 +84,9 @@ def is_datasets_cache_file(name: str) -> bool:
 
 
 def _walk(root: Path) -> tuple[list[Path], int, int]:
-    """Input files under ``root``: symlinked directories followed (each real directory
-    once, so link cycles end), hidden files and directories (name starts with ".")
-    skipped, ``.json`` files skipped (often manifests and configs), ``datasets`` cache
-    files skipped (:func:`is_datasets_cache_file`). Returns (files, number of hidden
-    input-format files skipped, number of cache files skipped)."""
+    """(input files under ``root``, hidden ones skipped, cache files skipped): symlinked
+    directories followed (each real directory once, so link cycles end); ``.json`` files
+    (often manifests and configs) skipped too."""
     found: list[Path] = []
     hidden = cached = 0
     seen_dirs: set[tuple[int, int]] = set()
@@ -103,10 +96,7 @@ def _walk(root: Path) -> tuple[list[Path], int, int]:
             dirnames[:] = []
             continue
         seen_dirs.add((st.st_dev, st.st_ino))
-        for d in list(dirnames):
-            if d.startswith("."):
-                dirnames.remove(d)
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for f in filenames:
             p = Path(dirpath) / f
             if format_of(p) is None or is_plain_json(p) or not p.is_file():
@@ -121,30 +111,16 @@ def _walk(root: Path) -> tuple[list[Path], int, int]:
     return found, hidden, cached
 
 
-def _check_name(p: Path) -> None:
-    try:
-        str(p).encode("utf-8")
-    except UnicodeEncodeError:
-        raise InputError(os.fsencode(p).decode("utf-8", "backslashreplace"),
-                         "file name is not valid UTF-8 (output names must be); rename it") from None
-
-
 def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | None = None,
              log: Log | None = None) -> list[Shard]:
-    """Expand files, directories and globs into shards in canonical order (see the module
-    docstring for the rules).
-
-    Args:
-        inputs: files, directories or glob patterns.
-        exclude: the run's output directory: skipped by directory walks and globs, refused
-            when a file inside it is named explicitly.
-        log: told how many hidden files and ``datasets`` cache files directory walks
-            skipped, if any.
+    """Expand files, directories and globs into shards in canonical order (step 1; ``exclude``:
+    the run's ``--out``, step 2). ``log`` is told how many hidden and ``datasets`` cache files
+    directory walks skipped, if any.
 
     Raises:
         InputError: a path that does not exist, a glob that matches nothing, a file of an
             unknown format or inside ``exclude`` named explicitly, a file name that is not
-            UTF-8, or no input files at all.
+            UTF-8, two inputs with one output name, or no input files at all.
 
     Example:
         >>> import tempfile, pathlib, pyarrow as pa, pyarrow.parquet as pq
@@ -156,7 +132,7 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
         ['a.parquet', 'b/x.parquet']
     """
     out = Path(exclude) if exclude is not None else None
-    files: dict[Path, Path] = {}  # path as given (absolute) -> real file
+    files: dict[Path, Path] = {}  # path as given (absolute, normalised, links not resolved) -> real file
     hidden = cached = 0
     for item in inputs:
         s = os.fspath(item)
@@ -171,26 +147,25 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
                     raise InputError(p, f"every input file under it lies inside --out {out}; "
                                         "choose an output directory outside the inputs")
                 raise InputError(p, "directory contains no .parquet, .arrow or .jsonl[.gz|.zst] files")
-            for q in kept:
-                files.setdefault(_abspath(q), q.resolve())
+            new = kept
         elif p.is_file():
             if format_of(p) is None:
                 raise InputError(p, "unknown input format (expected .parquet, .arrow, .jsonl, .jsonl.gz or .jsonl.zst)")
             if _inside(p, out):
                 raise InputError(p, f"input lies inside --out {out}; memdedup writes and clears that "
                                     "directory: choose another --out")
-            files.setdefault(_abspath(p), p.resolve())
+            new = [p]
         elif glob.has_magic(s):
-            matched = [Path(m) for m in glob.glob(s, recursive=True)]
-            matched = [m for m in matched if m.is_file() and format_of(m) and not _inside(m, out)]
-            if not matched:
+            new = [m for m in map(Path, glob.glob(s, recursive=True)) if m.is_file() and format_of(m)
+                   and not _inside(m, out)]
+            if not new:
                 raise InputError(s, "glob matches no .parquet, .arrow or .jsonl files (outside --out)")
-            for m in matched:
-                files.setdefault(_abspath(m), m.resolve())
         elif os.path.lexists(p):
             raise InputError(p, "a broken symbolic link or not a regular file")
         else:
             raise InputError(s, "no such file or directory")
+        for q in new:
+            files.setdefault(Path(os.path.abspath(q)), q.resolve())
     if not files:
         raise InputError("<inputs>", "no input files given")
     if hidden and log is not None:
@@ -198,43 +173,26 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
     if cached and log is not None:
         log(f"skipped {cached} Hugging Face datasets cache file(s) (cache-*.arrow: results of map/filter, not the "
             "dataset's rows); name them explicitly to include them")
-    ordered: list[Path] = []
-    real_seen: set[Path] = set()
+    first: dict[Path, Path] = {}  # real file -> its first path as given: a file reached twice is read once
     for given in sorted(files, key=str):
-        if files[given] in real_seen:  # the same file reached twice is read once
-            continue
-        real_seen.add(files[given])
-        _check_name(given)
-        ordered.append(given)
-    root = Path(os.path.commonpath([str(q.parent) for q in ordered]))
-    shards = []
+        first.setdefault(files[given], given)
+    ordered = list(first.values())
     for q in ordered:
-        fmt, comp = format_of(q)  # type: ignore[misc]
-        shards.append(Shard(q, q.relative_to(root).as_posix(), fmt, comp))
-    _check_unique_outputs(shards)
-    return shards
-
-
-def _check_unique_outputs(shards: list[Shard]) -> None:
+        try:
+            str(q).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(os.fsencode(q).decode("utf-8", "backslashreplace"),
+                             "file name is not valid UTF-8 (output names must be); rename it") from None
+    root = Path(os.path.commonpath([str(q.parent) for q in ordered]))
+    shards = [Shard(q, q.relative_to(root).as_posix(), *format_of(q)) for q in ordered]  # type: ignore[misc]
     seen: dict[str, Shard] = {}
     for s in shards:
-        key = s.stem.lower() if _case_insensitive_fs() else s.stem
+        key = os.path.normcase(s.stem)  # case-insensitive file systems: lowercase
         if key in seen:
             raise InputError(s.path, f"its output name kept/{s.stem}.parquet collides with that of "
                                      f"{seen[key].path}; rename one")
         seen[key] = s
-
-
-def _case_insensitive_fs() -> bool:
-    return os.path.normcase("A") == "a"
-
-
-def validate_shards(shards: list[Shard], config: DedupConfig) -> None:
-    """Check every Parquet shard's schema before any output is written (JSONL shards are
-    checked when read; a failure then clears what was written)."""
-    for s in shards:
-        if s.fmt == "parquet":
-            ShardReader(s, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
+    return shards
 
 
 # ------------------------------------------------------------------------------ identity
@@ -261,15 +219,6 @@ def _difference(old: dict, new: dict) -> str:
 # ------------------------------------------------------------------------------ the plan
 def work_dir(out: Path) -> Path:
     return Path(out) / WORK_DIR
-
-
-def run_record_path(out: Path) -> Path:
-    return work_dir(out) / RUN_FILE
-
-
-def read_run_record(out: Path) -> dict | None:
-    p = run_record_path(out)
-    return io.read_json(p, ("identity", "engine")) if p.exists() else None
 
 
 @dataclass(frozen=True)
@@ -313,7 +262,9 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out} exists and is not a directory; choose another output directory")
     shards = discover(inputs, exclude=out, log=log)
-    validate_shards(shards, config)
+    for s in shards:  # Parquet schemas are checked before any output is written (JSONL ones when read)
+        if s.fmt == "parquet":
+            ShardReader(s, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
     identity = run_identity(config.decision_dict(), shards, index_dir)
     previous = io.read_manifest(out)
     if previous is not None and not force:
@@ -322,12 +273,16 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
             return RunPlan(out, shards, identity, previous, False, None)
         raise OutputExistsError(f"{out} holds a completed dedup run with a different "
                                 f"{_difference(previous.get('identity', {}), identity)}; use --force to replace it")
-    record = read_run_record(out)
+    record_path = work_dir(out) / RUN_FILE
+    record = io.read_json(record_path, ("identity", "engine")) if record_path.exists() else None
     resumable = not force and previous is None and record is not None and record["identity"] == identity
     if check is not None and not resumable:  # a resume was checked when it started
         check(shards, identity)
     if previous is None and record is None and not force:
-        strays = _outputs_present(out)
+        kept = out / layout.KEPT_DIR
+        strays = [f"{layout.KEPT_DIR}/"] if kept.is_dir() and any(
+            not p.name.startswith(".") for p in kept.rglob("*") if p.is_file()) else []
+        strays += [layout.REMOVED_FILE] if layout.removed_path(out).exists() else []
         if strays:
             raise OutputExistsError(f"{out} holds {strays[0]} from no memdedup run (no manifest.json or "
                                     f"{WORK_DIR}/{RUN_FILE}); remove it, choose another --out, or use --force")
@@ -342,18 +297,8 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
     clear_outputs(out)
     record = {"identity": identity, "engine": engine, "run_id": run_id(identity), **(extra_record() if extra_record else {})}
     work_dir(out).mkdir(parents=True, exist_ok=True)
-    io.write_json_atomic(run_record_path(out), record)
+    io.write_json_atomic(record_path, record)
     return RunPlan(out, shards, identity, None, False, record)
-
-
-def _outputs_present(out: Path) -> list[str]:
-    found = []
-    kept = out / layout.KEPT_DIR
-    if kept.is_dir() and any(not p.name.startswith(".") for p in kept.rglob("*") if p.is_file()):
-        found.append(f"{layout.KEPT_DIR}/")
-    if layout.removed_path(out).exists():
-        found.append(layout.REMOVED_FILE)
-    return found
 
 
 def clear_outputs(out: Path) -> None:
@@ -370,16 +315,9 @@ def clear_outputs(out: Path) -> None:
 
 def _remove_temporaries(out: Path) -> None:
     """Delete temporaries (``.NAME.tmp-PID``, :func:`dedup.io.tmp_path`) of a killed run."""
-    for d in (out, out / layout.KEPT_DIR, work_dir(out)):
-        if d.is_dir():
-            for p in d.rglob(".*.tmp-*"):
-                if p.is_file():
-                    p.unlink(missing_ok=True)
-
-
-def abandon(plan: RunPlan) -> None:
-    """Step 5: a run that failed leaves nothing behind (not even its run record)."""
-    clear_outputs(plan.out)
+    for p in out.rglob(".*.tmp-*") if out.is_dir() else ():
+        if p.is_file():
+            p.unlink(missing_ok=True)
 
 
 def finish(plan: RunPlan, manifest_body: dict) -> dict:
@@ -389,5 +327,5 @@ def finish(plan: RunPlan, manifest_body: dict) -> dict:
     return manifest
 
 
-__all__ = ["OutputExistsError", "RunPlan", "abandon", "clear_outputs", "discover", "finish", "is_datasets_cache_file",
-           "prepare", "run_id", "run_identity", "validate_shards"]
+__all__ = ["OutputExistsError", "RunPlan", "clear_outputs", "discover", "finish", "is_datasets_cache_file", "prepare",
+           "run_id", "run_identity"]

@@ -25,6 +25,8 @@ from .bloom import BloomFilter
 from .params import bloom_size, whole_index_fp
 
 STACK_FILE = "stack.json"
+#: The constructor's parameters, as ``stack.json`` records them.
+_PARAMS = ("fp", "base_capacity", "scalable", "seed", "growth", "tightening")
 #: Bytes a band task holds per key of a chunk (keys, masks, the partition sort's arrays, the
 #: seen bits), and the interpreter, Arrow and numpy around it: for memory estimates.
 CHUNK_BYTES_PER_KEY = 36
@@ -39,14 +41,10 @@ def chunk_keys(parts: int) -> int:
 
 
 class FilterStack:
-    """Generations of Bloom filters for one band (or the exact key).
-
-    Args:
-        fp: target false-positive rate of the whole stack.
-        capacity: documents generation 0 is sized for.
-        scalable: False = one generation sized exactly (a run that knows its size);
-            True = generation 0 gets ``fp * (1 - tightening)`` and more follow when full.
-        seed: Bloom seed.
+    """Generations of Bloom filters for one band (or the exact key): ``fp`` for the whole
+    stack, generation 0 sized for ``capacity`` documents. ``scalable``: False = one
+    generation (a run that knows its size); True = generation 0 gets ``fp * (1 - tightening)``
+    and more follow when full.
 
     Example:
         >>> import numpy as np
@@ -134,10 +132,6 @@ class FilterStack:
             "generation_fps": self.generation_fps(),
         }
 
-    def params(self) -> dict:
-        return {"fp": self.fp, "base_capacity": self.base_capacity, "scalable": self.scalable,
-                "seed": self.seed, "growth": self.growth, "tightening": self.tightening}
-
     # -- persistence ---------------------------------------------------------------
     def save(self, directory: Path) -> None:
         """Write the generations, then ``stack.json`` last (atomically)."""
@@ -148,17 +142,17 @@ class FilterStack:
             name = f"gen-{i:03d}.bloom"
             gen.save(directory / name)
             gens.append({"file": name, "capacity": cap, "fp": fp, "m": gen.m, "k": gen.k, "count": gen.count})
-        io.write_json_atomic(directory / STACK_FILE, {"version": 1, **self.params(), "generations": gens})
+        io.write_json_atomic(directory / STACK_FILE, {"version": 1, **{k: getattr(self, k) for k in _PARAMS},
+                                                      "generations": gens})
 
     @classmethod
     def load(cls, directory: Path) -> "FilterStack":
         """A saved stack. Raises :class:`dedup.io.StateError` naming the damaged file."""
         directory = Path(directory)
-        meta = io.read_json(directory / STACK_FILE, ("fp", "base_capacity", "scalable", "seed", "growth", "tightening",
-                                                     "generations"))
+        meta = io.read_json(directory / STACK_FILE, (*_PARAMS, "generations"))
         stack = cls.__new__(cls)
-        stack.fp, stack.base_capacity, stack.scalable = meta["fp"], meta["base_capacity"], meta["scalable"]
-        stack.seed, stack.growth, stack.tightening = meta["seed"], meta["growth"], meta["tightening"]
+        for k in _PARAMS:
+            setattr(stack, k, meta[k])
         stack.generations, stack.capacities, stack.fps = [], [], []
         for g in meta["generations"]:
             path = directory / g["file"]

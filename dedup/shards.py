@@ -46,6 +46,7 @@ float64, is refused with its line.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Iterator
@@ -59,19 +60,10 @@ import pyarrow.parquet as pq
 from . import jsonl
 from .arrow import cast, min_max
 
-PARQUET_SUFFIXES = (".parquet", ".pq")
-ARROW_SUFFIXES = (".arrow",)
-JSONL_SUFFIXES = {
-    ".jsonl": None,
-    ".ndjson": None,
-    ".json": None,
-    ".jsonl.gz": "gzip",
-    ".ndjson.gz": "gzip",
-    ".json.gz": "gzip",
-    ".jsonl.zst": "zstd",
-    ".ndjson.zst": "zstd",
-    ".json.zst": "zstd",
-}
+#: Input file suffix (lowercase; none is a suffix of another) -> (format, compression).
+SUFFIXES = {".parquet": ("parquet", None), ".pq": ("parquet", None), ".arrow": ("arrow", None)} | {
+    base + ext: ("jsonl", comp) for base in (".jsonl", ".ndjson", ".json")
+    for ext, comp in (("", None), (".gz", "gzip"), (".zst", "zstd"))}
 
 
 class InputError(ValueError):
@@ -86,11 +78,7 @@ class InputError(ValueError):
         super().__init__(f"{self.path}: {where}{message}")
 
     def __reduce__(self):  # survives pickling (errors raised on Dask workers)
-        return _rebuild_input_error, (self.path, self.message, self.row, self.line)
-
-
-def _rebuild_input_error(path, message, row, line) -> "InputError":
-    return InputError(path, message, row=row, line=line)
+        return functools.partial(InputError, row=self.row, line=self.line), (self.path, self.message)
 
 
 @dataclass(frozen=True)
@@ -112,11 +100,8 @@ class Shard:
     @property
     def stem(self) -> str:
         """``name`` without its format suffix (e.g. ``a/part-0`` for ``a/part-0.jsonl.gz``)."""
-        lower = self.name.lower()
-        for suf in sorted((*PARQUET_SUFFIXES, *ARROW_SUFFIXES, *JSONL_SUFFIXES), key=len, reverse=True):
-            if lower.endswith(suf):
-                return self.name[: -len(suf)]
-        return self.name
+        suf = next((suf for suf in SUFFIXES if self.name.lower().endswith(suf)), "")
+        return self.name[: len(self.name) - len(suf)]
 
 
 def format_of(path: Path) -> tuple[str, str | None] | None:
@@ -126,15 +111,7 @@ def format_of(path: Path) -> tuple[str, str | None] | None:
         >>> format_of(Path("data-00000-of-00001.arrow")), format_of(Path("a.jsonl.gz")), format_of(Path("x.csv"))
         (('arrow', None), ('jsonl', 'gzip'), None)
     """
-    lower = path.name.lower()
-    if lower.endswith(PARQUET_SUFFIXES):
-        return "parquet", None
-    if lower.endswith(ARROW_SUFFIXES):
-        return "arrow", None
-    for suf in sorted(JSONL_SUFFIXES, key=len, reverse=True):
-        if lower.endswith(suf):
-            return "jsonl", JSONL_SUFFIXES[suf]
-    return None
+    return next((f for suf, f in SUFFIXES.items() if path.name.lower().endswith(suf)), None)
 
 
 def is_plain_json(path: Path) -> bool:
@@ -159,11 +136,9 @@ def _check_columns(shard: Shard, schema: pa.Schema, text_column: str, id_column:
     dup = _duplicated(names, text_column)
     if dup:
         raise InputError(shard.path, f"text {dup}; column names must be unique")
-    t = schema.field(text_column).type
-    if pa.types.is_dictionary(t):
-        t = t.value_type  # read through the dictionary (see ShardReader.text)
-    if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_null(t)):
-        raise InputError(shard.path, f"text column {text_column!r} has type {t}, expected a string type")
+    problem = text_type_problem(schema.field(text_column).type, text_column)
+    if problem:
+        raise InputError(shard.path, problem)
     if not id_column or id_column not in names:
         if id_required and id_column:
             raise InputError(shard.path, f"no id column {id_column!r}; columns are {names}")
@@ -174,6 +149,33 @@ def _check_columns(shard: Shard, schema: pa.Schema, text_column: str, id_column:
     if problem is not None and id_required:
         raise InputError(shard.path, f"id {problem}")
     return problem
+
+
+def text_type_problem(t: pa.DataType, text_column: str) -> str | None:
+    """Why a column of type ``t`` cannot be the text column (strings, dictionary-encoded
+    strings, or all null), or None."""
+    t = t.value_type if pa.types.is_dictionary(t) else t
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_null(t):
+        return None
+    return f"text column {text_column!r} has type {t}, expected a string type"
+
+
+def text_strings(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """A text column as strings: dictionary-encoded strings decoded, all-null as string nulls."""
+    if pa.types.is_dictionary(col.type):
+        col = cast(col, col.type.value_type)
+    return pa.nulls(len(col), pa.string()) if pa.types.is_null(col.type) else col
+
+
+def first_invalid_utf8(texts: pa.Array | pa.ChunkedArray) -> tuple[int, UnicodeDecodeError] | None:
+    """(index, error) of the first text that is not valid UTF-8, or None. Error path only."""
+    for i, raw in enumerate(texts.cast(pa.large_binary()).to_pylist()):
+        try:
+            if raw is not None:
+                raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return i, e
+    return None
 
 
 def _castable_to_string(t: pa.DataType) -> bool:
@@ -299,10 +301,9 @@ class _JsonlFile:
     parse of the piece where it did.
     """
 
-    def __init__(self, shard: Shard, empty_columns: tuple[str, ...], chunk_bytes: int | None = None):
+    def __init__(self, shard: Shard, empty_columns: tuple[str, ...]):
         self.shard = shard
         self.empty_columns = empty_columns
-        self.chunk_bytes = chunk_bytes or JSONL_CHUNK_BYTES
         self.as_strings: set[str] = set()
         #: Columns read exactly (``uint64`` or ``string``) instead of Arrow's own type.
         self.exact: dict[str, pa.DataType] = {}
@@ -361,7 +362,7 @@ class _JsonlFile:
     def _parsed(self) -> Iterator[tuple[int, bytes, pa.Table]]:
         """(first line, bytes, table) of each piece, after checking that the piece holds one
         JSON object per line that is not blank (:mod:`dedup.jsonl`): Arrow's rows are the lines."""
-        for line, piece in _jsonl_pieces(self.shard, self.chunk_bytes):
+        for line, piece in _jsonl_pieces(self.shard, JSONL_CHUNK_BYTES):
             lines = jsonl.scan(piece, at_file_start=line == 1)
             if lines.suspect:  # before Arrow: pyarrow 26 crashes (SIGSEGV) on a piece that starts with null
                 raise self._bad_line(piece, line, "a line that is not a JSON object")
@@ -422,7 +423,7 @@ class _ArrowFile:
         self.num_rows = 0
         with self._open() as (schema, batches):
             self.schema = schema
-            for batch in self._checked(batches):
+            for batch in batches:
                 self.num_rows += batch.num_rows
 
     @contextmanager
@@ -434,29 +435,24 @@ class _ArrowFile:
             raise InputError(self.shard.path, f"unreadable Arrow IPC file: {e}") from e
         with source:
             try:
-                if source.read(len(_ARROW_FILE_MAGIC)) == _ARROW_FILE_MAGIC:
-                    source.seek(0)
+                is_file = source.read(len(_ARROW_FILE_MAGIC)) == _ARROW_FILE_MAGIC
+                source.seek(0)
+                if is_file:
                     reader = pa.ipc.open_file(source)
                     batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
                 else:
-                    source.seek(0)
                     reader = pa.ipc.open_stream(source)
                     batches = iter(reader)
-                schema = reader.schema
             except (pa.ArrowException, OSError) as e:
                 raise InputError(self.shard.path, f"not an Arrow IPC stream or file, or corrupt: {e}") from e
-            yield schema, batches
-
-    def _checked(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for _, batch in _guarded(batches, self.shard.path, "corrupt or truncated Arrow IPC data"):
-            yield batch
+            yield reader.schema, _guarded(batches, self.shard.path, "corrupt or truncated Arrow IPC data")
 
     def batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
         """The file's rows in order, in batches of ``batch_rows`` rows (the last one shorter)."""
         with self._open() as (schema, batches):
             pending: list[pa.RecordBatch] = []
             rows = 0
-            for batch in self._checked(batches):
+            for batch in batches:
                 while batch.num_rows:
                     take = min(batch_rows - rows, batch.num_rows)
                     pending.append(batch.slice(0, take))
@@ -476,12 +472,8 @@ def _concat_batches(batches: list[pa.RecordBatch], schema: pa.Schema) -> pa.Reco
 
 
 class ShardReader:
-    """Reads one shard in batches of whole rows, after validating its columns.
-
-    Args:
-        shard: the file.
-        text_column, id_column, id_required: see :class:`dedup.config.DedupConfig`.
-        batch_rows: maximum rows per batch.
+    """Reads one shard in batches of at most ``batch_rows`` whole rows, after validating its
+    columns (``text_column``, ``id_column``, ``id_required``: :class:`dedup.config.DedupConfig`).
 
     Example:
         >>> import pathlib, tempfile
@@ -500,25 +492,14 @@ class ShardReader:
         self.shard = shard
         self.text_column = text_column
         self.batch_rows = batch_rows
-        self._jsonl: _JsonlFile | None = None
-        self._arrow: _ArrowFile | None = None
         self._batch_start = 0
-        self._pf: pq.ParquetFile | None = None
         if shard.fmt == "parquet":
-            try:
-                self._pf = pq.ParquetFile(str(shard.path))
-            except (pa.ArrowException, OSError) as e:
-                raise InputError(shard.path, f"unreadable or corrupt Parquet file: {e}") from e
-            self.schema = self._pf.schema_arrow
-            self.num_rows = self._pf.metadata.num_rows
-        elif shard.fmt == "arrow":
-            self._arrow = _ArrowFile(shard)
-            self.schema = self._arrow.schema
-            self.num_rows = self._arrow.num_rows
+            self._file = _parquet_file(shard.path)
+            self.schema, self.num_rows = self._file.schema_arrow, self._file.metadata.num_rows
         else:
-            self._jsonl = _JsonlFile(shard, (text_column, id_column) if id_required and id_column else (text_column,))
-            self.schema = self._jsonl.schema
-            self.num_rows = self._jsonl.num_rows
+            self._file = _ArrowFile(shard) if shard.fmt == "arrow" else _JsonlFile(
+                shard, (text_column, id_column) if id_required and id_column else (text_column,))
+            self.schema, self.num_rows = self._file.schema, self._file.num_rows
         #: Why the (default, not required) id column is not read, or None.
         self.id_ignored = _check_columns(shard, self.schema, text_column, id_column, id_required)
         self.id_column = id_column if id_column and id_column in self.schema.names and not self.id_ignored else None
@@ -530,42 +511,38 @@ class ShardReader:
         """Record batches in file order: all columns, or (Parquet) only ``columns``, which
         must be columns of :attr:`schema` (JSONL: all columns whatever is asked; a name with
         a dot, which Parquet would read as a nested path: all columns too)."""
+        if self.shard.fmt == "jsonl":
+            source = (b for table in self._file.tables() for b in table.to_batches(max_chunksize=self.batch_rows))
+        elif self.shard.fmt == "arrow":
+            source = self._file.batches(self.batch_rows)
+        else:
+            columns = None if columns is not None and any("." in c for c in columns) else columns
+            it = self._file.iter_batches(batch_size=self.batch_rows, columns=columns)
+            source = _guarded(it, self.shard.path, "corrupt data")
         self._batch_start = 0
-        if columns is not None and any("." in c for c in columns):
-            columns = None
-        if self._jsonl is not None:
-            for table in self._jsonl.tables():
-                for batch in table.to_batches(max_chunksize=self.batch_rows):
-                    yield batch
-                    self._batch_start += batch.num_rows
-            return
-        if self._arrow is not None:
-            for batch in self._arrow.batches(self.batch_rows):
-                yield batch
-                self._batch_start += batch.num_rows
-            return
-        assert self._pf is not None
-        it = self._pf.iter_batches(batch_size=self.batch_rows, columns=columns)
-        for start, batch in _guarded(it, self.shard.path, "corrupt data"):
-            self._batch_start = start
+        for batch in source:
             yield batch
+            self._batch_start += batch.num_rows
 
     def text(self, batch: pa.RecordBatch) -> pa.Array:
-        """The batch's text column as a string array (an all-null column becomes nulls).
+        """The batch's text column as strings (:func:`text_strings`), valid UTF-8.
 
         Raises:
-            InputError: a text that is not valid UTF-8 (naming its row, or JSONL line);
-                ``batch`` must be the latest batch from :meth:`batches`.
+            InputError: a text that is not valid UTF-8, naming its row (Parquet, 0-based) or
+                line (JSONL, 1-based); ``batch`` must be the latest batch from :meth:`batches`.
         """
-        col = batch.column(self.text_column)
-        if pa.types.is_dictionary(col.type):  # dictionary-encoded strings: the values they stand for
-            col = cast(col, col.type.value_type)
-        if pa.types.is_null(col.type):
-            return pa.nulls(len(col), pa.string())
+        col = text_strings(batch.column(self.text_column))
         try:
             col.validate(full=True)  # UTF-8 check, several GB/s; the kernels assume valid UTF-8
-        except pa.ArrowInvalid as e:
-            raise self.text_error(col, self._batch_start, e) from e
+        except pa.ArrowInvalid as exc:
+            bad = first_invalid_utf8(col)
+            if bad is None:
+                raise InputError(self.shard.path, f"cannot process text column {self.text_column!r}: {exc}",
+                                 row=self._batch_start) from exc
+            row = self._batch_start + bad[0]
+            line = _jsonl_line_of_row(self.shard, row) if self.shard.fmt == "jsonl" else None
+            raise InputError(self.shard.path, f"text column {self.text_column!r} is not valid UTF-8: {bad[1]}",
+                             row=None if line else row, line=line) from exc
         return col
 
     def needed_columns(self, text: bool = True) -> list[str]:
@@ -584,26 +561,17 @@ class ShardReader:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
             raise InputError(self.shard.path, f"id column {self.id_column!r} of type {col.type} cannot be read as strings: {e}") from e
 
-    def text_error(self, texts: pa.Array, start_row: int, exc: Exception) -> InputError:
-        """The error for a batch whose text failed validation (invalid UTF-8), naming the
-        first bad row (Parquet, 0-based) or line (JSONL, 1-based). Error path only."""
-        for i, raw in enumerate(texts.cast(pa.binary()).to_pylist()):
-            if raw is None:
-                continue
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                msg = f"text column {self.text_column!r} is not valid UTF-8: {e}"
-                line = _jsonl_line_of_row(self.shard, start_row + i) if self.shard.fmt == "jsonl" else None
-                if line is not None:
-                    return InputError(self.shard.path, msg, line=line)
-                return InputError(self.shard.path, msg, row=start_row + i)
-        return InputError(self.shard.path, f"cannot process text column {self.text_column!r}: {exc}", row=start_row)
+
+def _parquet_file(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(str(path))
+    except (pa.ArrowException, OSError) as e:
+        raise InputError(path, f"unreadable or corrupt Parquet file: {e}") from e
 
 
-def _guarded(batches: Iterator[pa.RecordBatch], path: Path, what: str) -> Iterator[tuple[int, pa.RecordBatch]]:
-    """(first row, batch) of ``batches``; an Arrow or OS error while decoding becomes an
-    :class:`InputError` naming ``path`` and the row after which ``what`` was found."""
+def _guarded(batches: Iterator[pa.RecordBatch], path: Path, what: str) -> Iterator[pa.RecordBatch]:
+    """``batches``; an Arrow or OS error while decoding becomes an :class:`InputError`
+    naming ``path`` and the row after which ``what`` was found."""
     row = 0
     while True:
         try:
@@ -612,7 +580,7 @@ def _guarded(batches: Iterator[pa.RecordBatch], path: Path, what: str) -> Iterat
             return
         except (pa.ArrowException, OSError) as e:
             raise InputError(path, f"{what} after this row: {e}", row=row) from e
-        yield row, batch
+        yield batch
         row += batch.num_rows
 
 
@@ -624,10 +592,7 @@ def count_rows(shards: list[Shard]) -> int:
     total = 0
     for s in shards:
         if s.fmt == "parquet":
-            try:
-                total += pq.ParquetFile(str(s.path)).metadata.num_rows
-            except (pa.ArrowException, OSError) as e:
-                raise InputError(s.path, f"unreadable or corrupt Parquet file: {e}") from e
+            total += _parquet_file(s.path).metadata.num_rows
         elif s.fmt == "arrow":
             total += _ArrowFile(s).num_rows
         else:

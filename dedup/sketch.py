@@ -45,6 +45,10 @@ class Sketches:
     def __len__(self) -> int:
         return self.valid.shape[0]
 
+    def counts(self) -> dict[str, int]:
+        """Null texts, and texts without shingles (``null_text``, ``empty_text``)."""
+        return {"null_text": int((~self.valid).sum()), "empty_text": int((self.valid & (self.n_shingles == 0)).sum())}
+
 
 def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(data uint8, offsets int64 (n+1,), valid bool (n,)) views of a string array.

@@ -38,25 +38,24 @@ Work directory layout (the only definition of it)::
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from . import io, layout
 from .arrow import bool_array, filter_rows, numeric_array
 from .config import DedupConfig
-from .index import EXACT, NEAR, combine
-from .index_dir import IndexDir, file_fingerprint, index_params
+from .index import combine
+from .index_dir import IndexDir, file_entry, index_params
 from .params import bloom_parts, bloom_size, optimal_param, per_band_fp, plan_index, whole_index_fp
-from .runs import RunPlan, abandon, finish, prepare
+from .runs import RunPlan, clear_outputs, finish, prepare
 from .scalable import FilterStack
 from .shards import Shard, ShardReader
 from .sketch import Sketcher
@@ -112,70 +111,34 @@ def mark_done(path: Path, record: dict) -> None:
     io.write_json_atomic(done_path(path), record)
 
 
-def sketch_schema(bands: int) -> pa.Schema:
-    fields = [
-        pa.field("valid", pa.bool_()),
-        pa.field("n_shingles", pa.int32()),
-        pa.field("exact_0", pa.uint64()),
-        pa.field("exact_1", pa.uint64()),
-    ]
-    fields += [pa.field(f"band_{j:02d}", pa.uint64()) for j in range(bands)]
-    return pa.schema(fields)
-
-
-@dataclass
-class ShardSketch:
-    """What stage 1 learned about one shard (its completion record)."""
-
-    shard: str
-    rows: int
-    text_bytes: int
-    null_text: int
-    empty_text: int
-    seconds: float
-
-
-def sketch_shard(shard: Shard, config: DedupConfig, bands: int, rows: int, work: Path, threads: int | None = 1) -> ShardSketch:
-    """Stage 1 for one shard. Raises :class:`dedup.shards.InputError` on bad input."""
+def sketch_shard(shard: Shard, config: DedupConfig, bands: int, rows: int, work: Path, threads: int | None = 1) -> dict:
+    """Stage 1 for one shard; returns its completion record. Raises :class:`dedup.shards.InputError`
+    on bad input."""
     t0 = time.perf_counter()
     final = sketch_path(work, shard)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = io.tmp_path(final)
     reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
     sketcher = Sketcher(config, bands, rows, threads)
-    schema = sketch_schema(bands)
-    n = text_bytes = nulls = empties = 0
-    try:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-            for batch in reader.batches():
-                sk = sketcher(reader.text(batch))
-                cols = [
-                    bool_array(sk.valid),
-                    numeric_array(sk.n_shingles.astype(np.int32)),
-                    numeric_array(sk.exact[:, 0]),
-                    numeric_array(sk.exact[:, 1]),
-                ]
-                cols += [numeric_array(sk.band_keys[:, j]) for j in range(bands)]
-                writer.write_batch(pa.record_batch(cols, schema=schema))
-                n += len(sk)
-                text_bytes += sk.text_bytes
-                nulls += int((~sk.valid).sum())
-                empties += int((sk.valid & (sk.n_shingles == 0)).sum())
-        if n != reader.num_rows:
-            raise RuntimeError(f"internal error: {shard.path}: read {n} rows, file has {reader.num_rows}")
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    info = ShardSketch(shard.name, n, text_bytes, nulls, empties, time.perf_counter() - t0)
-    mark_done(final, asdict(info))
-    return info
+    schema = pa.schema([("valid", pa.bool_()), ("n_shingles", pa.int32()), ("exact_0", pa.uint64()),
+                        ("exact_1", pa.uint64()), *((f"band_{j:02d}", pa.uint64()) for j in range(bands))])
+    counts = Counter(rows=0, text_bytes=0, null_text=0, empty_text=0)
+    with io.replacing(final) as (tmp,), pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        for batch in reader.batches():
+            sk = sketcher(reader.text(batch))
+            writer.write_batch(pa.record_batch([bool_array(sk.valid), numeric_array(sk.n_shingles.astype(np.int32)),
+                                                *map(numeric_array, (*sk.exact.T, *sk.band_keys.T))], schema=schema))
+            counts.update(rows=len(sk), text_bytes=sk.text_bytes, **sk.counts())
+        if counts["rows"] != reader.num_rows:
+            raise RuntimeError(f"internal error: {shard.path}: read {counts['rows']} rows, file has {reader.num_rows}")
+    record = {"shard": shard.name, **counts, "seconds": time.perf_counter() - t0}
+    mark_done(final, record)
+    return record
 
 
-def _read_column(path: Path, column: str) -> np.ndarray:
+def _read_columns(path: Path, *columns: str) -> list[np.ndarray]:
     with pa.memory_map(str(path), "r") as src:
-        table = pa.ipc.open_file(src).read_all().select([column])
-    return table.column(0).combine_chunks().to_numpy(zero_copy_only=False)
+        table = pa.ipc.open_file(src).read_all()
+    return [table.column(c).combine_chunks().to_numpy(zero_copy_only=False) for c in columns]
 
 
 def band_pass(
@@ -191,11 +154,8 @@ def band_pass(
     point is redone on resume. Documents without shingles (and null texts) are not inserted
     into band filters; null texts are not inserted into the exact filter.
 
-    ``split`` (s, n), n > 1: only the keys of the filter's cache partitions
-    :func:`split_parts` (s, n) are inserted (the others' bits stay 0 here: another split
-    holds them). Keys of different parts never share a bit, so the n splits' seen bits OR to
-    the unsplit task's, and this task touches (and holds in memory) only its parts of the
-    filter. Needs a one-generation stack (not ``--index-dir``).
+    ``split`` (s, n), n > 1: only the keys of the cache partitions :func:`split_parts` (s, n)
+    are inserted (see the module docstring); needs a one-generation stack (not ``--index-dir``).
     """
     t0 = time.perf_counter()
     final = seen_path(work, band, split)
@@ -204,7 +164,6 @@ def band_pass(
         raise ValueError("a band task is split only on a one-generation filter (not with an index directory)")
     lo, hi = split_parts(first.parts, split)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = io.tmp_path(final)
     pos = 0
     column = "exact_0" if band == EXACT_BAND else f"band_{band:02d}"
     pending = np.zeros(0, dtype=np.bool_)  # bits not yet packed into a whole byte
@@ -219,31 +178,24 @@ def band_pass(
         pending = bits[whole:]
         chunk.clear()
 
-    try:
-        with open(tmp, "wb") as f:
-            # Memory: the filter plus up to stack.batch_keys() keys (or one shard's): whole
-            # chunks let a partitioned filter probe one cache-sized part at a time.
-            for shard in shards:
-                sp = sketch_path(work, shard)
-                keys = _read_column(sp, column)
-                valid = _read_column(sp, "valid")
-                mask = valid if band == EXACT_BAND else valid & (_read_column(sp, "n_shingles") > 0)
-                if split[1] > 1:
-                    part = first.part_of(keys)
-                    mask &= (part >= lo) & (part < hi)
-                chunk.append((keys, mask))
-                pos += keys.shape[0]
-                if sum(c[0].shape[0] for c in chunk) >= stack.batch_keys():
-                    add_chunk(f)
-            if chunk:
+    with io.replacing(final) as (tmp,), open(tmp, "wb") as f:
+        # Memory: the filter plus up to stack.batch_keys() keys (or one shard's): whole
+        # chunks let a partitioned filter probe one cache-sized part at a time.
+        for shard in shards:
+            keys, valid, n_shingles = _read_columns(sketch_path(work, shard), column, "valid", "n_shingles")
+            mask = valid if band == EXACT_BAND else valid & (n_shingles > 0)
+            if split[1] > 1:
+                part = first.part_of(keys)
+                mask &= (part >= lo) & (part < hi)
+            chunk.append((keys, mask))
+            pos += keys.shape[0]
+            if sum(c[0].shape[0] for c in chunk) >= stack.batch_keys():
                 add_chunk(f)
-            f.write(np.packbits(pending, bitorder="little").tobytes())
+        if chunk:
+            add_chunk(f)
+        f.write(np.packbits(pending, bitorder="little").tobytes())
         if pos != total_rows:
             raise RuntimeError(f"internal error: band {band}: {pos} rows in sketches, expected {total_rows}")
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     if save_to is not None:
         shutil.rmtree(save_to, ignore_errors=True)  # a killed attempt's partial save
         stack.save(save_to)
@@ -289,9 +241,8 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
     "removed"`` no kept shard is written and only the id column is read (Parquet).
     """
     t0 = time.perf_counter()
-    sp = sketch_path(work, shard)
-    valid = _read_column(sp, "valid")
-    has_sh = _read_column(sp, "n_shingles") > 0
+    valid, n_shingles = _read_columns(sketch_path(work, shard), "valid", "n_shingles")
+    has_sh = n_shingles > 0
     n = valid.shape[0]
     splits = splits or {}
     band_seen = (np.stack([_seen_slice(work, j, start, n, splits.get(band_name(j), 1)) for j in range(bands)], axis=1)
@@ -300,43 +251,24 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
     verdicts = combine(valid, has_sh, band_seen, exact_seen)
 
     reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
-    emit_kept = config.emit == "all"
-    kept_final = layout.kept_path(out, shard.stem)
     removed_final = removed_part_path(work, shard)
-    for p in (kept_final, removed_final) if emit_kept else (removed_final,):
-        p.parent.mkdir(parents=True, exist_ok=True)
-    kept_tmp, removed_tmp = io.tmp_path(kept_final), io.tmp_path(removed_final)
+    removed_final.parent.mkdir(parents=True, exist_ok=True)
     row = 0
-    try:
-        with (layout.kept_writer(kept_tmp, reader.schema, config.text_column, config.compression) if emit_kept
-              else contextlib.nullcontext(None)) as kw, layout.RemovedWriter(removed_tmp, config.compression) as rw:
-            for batch in reader.batches(None if emit_kept else reader.needed_columns(text=False)):
-                sl = slice(row, row + batch.num_rows)
-                keep = verdicts.reason[sl] == 0
-                if kw is not None:
-                    kw.write_batch(filter_rows(batch, keep))
-                gone = np.flatnonzero(~keep)
-                if gone.size:
-                    rw.write(layout.removed_batch(gone, row, shard.name, reader.ids(batch),
-                                                        verdicts.reason[sl], verdicts.band[sl]))
-                row += batch.num_rows
+    with (layout.kept_shard(out, shard.stem, reader.schema, config) as kw, io.replacing(removed_final) as (tmp,),
+          layout.RemovedWriter(tmp, config.compression) as rw):
+        for batch in reader.batches(None if kw is not None else reader.needed_columns(text=False)):
+            sl = slice(row, row + batch.num_rows)
+            keep = verdicts.reason[sl] == 0
+            if kw is not None:
+                kw.write_batch(filter_rows(batch, keep))
+            gone = np.flatnonzero(~keep)
+            if gone.size:
+                rw.write(layout.removed_batch(gone, row, shard.name, reader.ids(batch), verdicts.reason[sl],
+                                              verdicts.band[sl]))
+            row += batch.num_rows
         if row != n:
             raise RuntimeError(f"internal error: {shard.path}: {row} rows now, {n} when sketched (input changed?)")
-        os.replace(removed_tmp, removed_final)
-        if emit_kept:
-            os.replace(kept_tmp, kept_final)
-    except BaseException:
-        kept_tmp.unlink(missing_ok=True)
-        removed_tmp.unlink(missing_ok=True)
-        raise
-    record = {
-        "shard": shard.name,
-        "rows": n,
-        "kept": int((verdicts.reason == 0).sum()),
-        "exact": int((verdicts.reason == EXACT).sum()),
-        "near": int((verdicts.reason == NEAR).sum()),
-        "seconds": time.perf_counter() - t0,
-    }
+    record = {"shard": shard.name, "rows": n, **verdicts.counts(), "seconds": time.perf_counter() - t0}
     mark_done(removed_final, record)
     return record
 
@@ -368,29 +300,16 @@ def band_task(band: int | str, shards: list[Shard], work: Path, fp: float, capac
     return band_pass(band, shards, work, stack, total, save_to=work / "index" / name if keep else None, split=split)
 
 
-def _reset_after_sketch(plan: RunPlan) -> None:
-    """Forget stages 2 and 3 (their results depend on the index version), keep sketches."""
-    for sub in ("bands", "index", "removed"):
-        shutil.rmtree(plan.work / sub, ignore_errors=True)
-    shutil.rmtree(plan.out / layout.KEPT_DIR, ignore_errors=True)
-
-
 def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = serial_map,
                index: IndexDir | None = None, index_files: list[dict] | None = None,
                checkpoint: Callable[[str], None] = lambda point: None, log: Callable[[str], None] = lambda m: None,
                band_splits_requested: int = 1) -> dict:
-    """Run (or resume) the three stages of ``plan`` and finish it; return the manifest.
-
-    Args:
-        plan: from :func:`dedup.runs.prepare` (``engine="staged"``), not already complete.
-        map_tasks: how a stage's tasks run (:func:`serial_map`, or Dask).
-        index: the index directory (``--index-dir``), its version pinned in the run record.
-        index_files: the inputs' fingerprints (:meth:`IndexDir.check_not_held`); computed
-            here when None (a resumed run).
-        checkpoint: called with ``"finalize"`` once stages 1-3 are done and with
-            ``"installed"`` after the index install (fault injection in tests).
-        band_splits_requested: split each band's task by its filter's cache partitions into
-            this many tasks (:func:`band_splits`; not with ``index``). Same outputs.
+    """Run (or resume) the three stages of ``plan`` (from :func:`dedup.runs.prepare`, not
+    complete) and finish it; return the manifest. ``index``: the ``--index-dir``, its version
+    pinned in the run record; ``index_files``: the inputs' :meth:`IndexDir.check_not_held`
+    (None: computed here, on a resume); ``checkpoint``: called with ``"finalize"`` once stages
+    1-3 are done and with ``"installed"`` after the index install (fault injection in tests);
+    ``band_splits_requested``: see :func:`band_splits` (not with ``index``; same outputs).
     """
     t_start = time.perf_counter()
     work, shards, out = plan.work, plan.shards, plan.out
@@ -399,7 +318,8 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
     if index is not None and plan.resume and index.current != pinned and not index.holds_run(plan.record["run_id"]):
         log(f"{index.path}: another run installed version {index.current} since this run started from "
             f"{pinned or 'an empty index'}; redoing the band and write stages against it")
-        _reset_after_sketch(plan)
+        for d in (work / "bands", work / "index", work / "removed", out / layout.KEPT_DIR):  # all but the sketches
+            shutil.rmtree(d, ignore_errors=True)
         pinned = index.current
         io.write_json_atomic(plan.work / "run.json", {**plan.record, "index_version": pinned})
     timings = {}
@@ -434,8 +354,8 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
     # Stage 3: kept shards and removed rows per shard.
     t0 = time.perf_counter()
     starts = np.concatenate([[0], np.cumsum([i["rows"] for i in infos])[:-1]]).astype(int).tolist() if infos else []
-    map_tasks("write", write_shard, [(s, config, bands, start, work, out, splits_by_name)
-                                     for s, start in zip(shards, starts) if read_done(removed_part_path(work, s)) is None])
+    map_tasks("write", write_shard, [(s, config, bands, start, work, out, splits_by_name) for s, start
+                                     in zip(shards, starts) if read_done(removed_part_path(work, s)) is None])
     timings["write"] = time.perf_counter() - t0
 
     checkpoint("finalize")
@@ -443,21 +363,27 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
     for s, info, rec in zip(shards, infos, written):
         if rec["kept"] + rec["exact"] + rec["near"] != info["rows"]:
             raise RuntimeError(f"internal error: {s.path}: kept + removed != {info['rows']} rows")
-    concat_removed(work, shards, out, config)
+    with io.replacing(layout.removed_path(out)) as (tmp,), layout.RemovedWriter(tmp, config.compression) as w:
+        for s in shards:
+            w.write(pq.read_table(removed_part_path(work, s)))
     index_meta = None
     if index is not None:
-        files = index_files if index_files is not None else [
-            {"shard": s.name, "path": str(s.path), "bytes": s.path.stat().st_size, "fingerprint": file_fingerprint(s.path)}
-            for s in shards
-        ]
-        files = [{**f, "rows": i["rows"]} for f, i in zip(files, infos)]
+        files = [{**f, "rows": i["rows"]} for f, i in zip(index_files or [file_entry(s) for s in shards], infos)]
         index.install(work / "index", [band_name(b) for b in names], pinned, plan.record["run_id"], files, total)
         index_meta = index.summary()
         checkpoint("installed")
-    plan_ = plan_index(config.threshold, config.num_perm, capacity, config.fp, bands, rows)
-    body = staged_manifest(config, plan_, shards, infos, written, band_records, timings,
-                           time.perf_counter() - t_start, index_meta)
-    return finish(plan, body)
+    bands_only = {n: r for n, r in band_records.items() if n != EXACT_BAND}
+    index_body = {
+        "backend": "lshbloom",
+        "plan": plan_index(config.threshold, config.num_perm, capacity, config.fp, bands, rows).to_dict(),
+        "bytes": {"bands": sum(r["bytes"] for r in bands_only.values()), "exact": band_records[EXACT_BAND]["bytes"]},
+        "predicted_fp": whole_index_fp([p for r in bands_only.values() for p in r["generation_fps"]]),
+        "bands": band_records,
+        "index_dir": index_meta,
+    }
+    inputs = [layout.input_entry(s, {**i, **w}) for s, i, w in zip(shards, infos, written)]
+    wall = time.perf_counter() - t_start
+    return finish(plan, layout.dedup_manifest("staged", config, inputs, index_body, timings, wall))
 
 
 def dedup_staged(inputs, out, config: DedupConfig = DedupConfig(), *, map_tasks: MapTasks = serial_map,
@@ -500,40 +426,5 @@ def dedup_staged(inputs, out, config: DedupConfig = DedupConfig(), *, map_tasks:
         return run_stages(plan, config, map_tasks=map_tasks, index=index, index_files=files,
                           checkpoint=checkpoint, log=log, band_splits_requested=band_splits)
     except (ValueError, OSError):  # bad input, damaged state, full disk: nothing is left behind
-        abandon(plan)
+        clear_outputs(plan.out)
         raise
-
-
-def concat_removed(work: Path, shards: list[Shard], out: Path, config: DedupConfig) -> None:
-    """``OUT/removed.parquet`` from the shards' parts, in canonical order."""
-    import pyarrow.parquet as pq
-
-    final = layout.removed_path(out)
-    tmp = io.tmp_path(final)
-    try:
-        with layout.RemovedWriter(tmp, config.compression) as w:
-            for s in shards:
-                w.write(pq.read_table(removed_part_path(work, s)))
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def staged_manifest(config, plan, shards, infos, written, band_records, timings, wall, index_meta) -> dict:
-    """The staged run's manifest body (:func:`dedup.layout.dedup_manifest`)."""
-    inputs = [
-        layout.input_entry(s, i["rows"], w["kept"], w["exact"], w["near"], i["null_text"], i["empty_text"],
-                           i["text_bytes"])
-        for s, i, w in zip(shards, infos, written)
-    ]
-    bands = {n: r for n, r in band_records.items() if n != EXACT_BAND}
-    index = {
-        "backend": "lshbloom",
-        "plan": plan.to_dict(),
-        "bytes": {"bands": sum(r["bytes"] for r in bands.values()), "exact": band_records[EXACT_BAND]["bytes"]},
-        "predicted_fp": whole_index_fp([p for r in bands.values() for p in r["generation_fps"]]),
-        "bands": band_records,
-        "index_dir": index_meta,
-    }
-    return layout.dedup_manifest("staged", config, inputs, index, timings, wall)

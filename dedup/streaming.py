@@ -60,17 +60,18 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from .arrow import cast
 from .config import DedupConfig
-from .index import EXACT, KEEP, NEAR, Verdicts, combine
-from .index_dir import IndexDir, index_params
+from .index import KEEP, Verdicts, decide
+from .index_dir import CONFIG_PARAMS, IndexDir, index_params
 from .params import optimal_param, per_band_fp, whole_index_fp
 from .scalable import FilterStack
+from .shards import first_invalid_utf8, text_strings, text_type_problem
 from .sketch import Sketcher
 from .stages import EXACT_BAND, band_name, banding
 
@@ -85,15 +86,11 @@ SOURCE = "Deduplicator"
 class Deduplicator:
     """Decides, row by row, whether each row duplicates an earlier one; keeps the index.
 
-    Args:
-        config: the decision parameters (threshold, num_perm, ngram, ..., fp, exact_fp) and
-            ``text_column`` (read from tables and record batches), ``batch_rows`` (rows
-            sketched at a time: memory) and ``capacity`` (see the module docstring). Only the
-            ``lshbloom`` index.
-        grow: whether the filters grow (True: as ``--index-dir``) or are sized once for
-            ``config.capacity`` (False: as a plain run). Default: grow iff no capacity.
-        threads: sketching threads (1: serial, the compiled kernels; None or more than 1:
-            Numba's parallel kernels).
+    ``config``: the decision parameters, ``text_column``, ``batch_rows`` (rows sketched at a
+    time: memory) and ``capacity`` (see the module docstring); the ``lshbloom`` index only.
+    ``grow``: whether the filters grow (as ``--index-dir``) or are sized once for
+    ``config.capacity`` (as a plain run); default: grow iff no capacity. ``threads``: 1 is
+    serial (the compiled kernels), None or more Numba's parallel kernels.
 
     Raises:
         ValueError: another index backend, or ``grow=False`` without a capacity.
@@ -127,20 +124,14 @@ class Deduplicator:
         self._version = version  # its version then
         self._saved_documents = documents  # documents it held then
         self.documents = documents
-        self._stats = {"rows": 0, "kept": 0, "exact": 0, "near": 0, "null_text": 0, "empty_text": 0}
+        self._stats = Counter(rows=0, kept=0, exact=0, near=0, null_text=0, empty_text=0)
 
     # ------------------------------------------------------------------------ deciding
     def add(self, data: pa.Table | pa.RecordBatch | pa.Array | pa.ChunkedArray) -> np.ndarray:
-        """Decide and insert the rows of ``data``, in order; return the keep mask.
-
-        Args:
-            data: a table or record batch holding ``config.text_column`` (string,
-                large_string, string_view, dictionary of strings, or all null), or that
-                column itself as an array.
-
-        Returns:
-            numpy bool array, one entry per row: True = keep, False = a duplicate of an
-            earlier row (of this call or of any earlier one, or held by a loaded index).
+        """Decide and insert the rows of ``data`` (a table or record batch holding
+        ``config.text_column``: string, large_string, string_view, dictionary of strings or
+        all null; or that column itself), in order. Returns the keep mask: True = keep,
+        False = a duplicate of an earlier row (of any call, or held by a loaded index).
 
         Raises:
             ValueError: no text column, one of another type, or a text that is not valid
@@ -171,34 +162,22 @@ class Deduplicator:
             col = data
         else:
             raise TypeError(f"expected a pyarrow Table, RecordBatch or string Array, got {type(data).__name__}")
-        t = col.type
-        if pa.types.is_dictionary(t):
-            col, t = cast(col, t.value_type), t.value_type
-        if pa.types.is_null(t):
-            return pa.nulls(len(col), pa.string())
-        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)):
-            raise ValueError(f"text column {self.config.text_column!r} has type {t}, expected a string type")
+        problem = text_type_problem(col.type, self.config.text_column)
+        if problem:
+            raise ValueError(problem)
+        col = text_strings(col)
         try:
             col.validate(full=True)  # the kernels assume valid UTF-8
         except pa.ArrowInvalid:
-            raise ValueError(f"text column {self.config.text_column!r}: row {_first_invalid_utf8(col)} "
+            bad = first_invalid_utf8(col)
+            raise ValueError(f"text column {self.config.text_column!r}: row {bad[0] if bad else -1} "
                              "is not valid UTF-8") from None
         return col
 
     def _decide(self, texts: pa.Array | pa.ChunkedArray) -> Verdicts:
         sk = self._sketcher(texts)
-        has_sh = sk.n_shingles > 0
-        seen = np.zeros((len(sk), self.bands), dtype=np.bool_)
-        for j, stack in enumerate(self._stacks):
-            seen[:, j] = stack.add(sk.band_keys[:, j], has_sh)
-        verdicts = combine(sk.valid, has_sh, seen, self._exact.add(sk.exact[:, 0], sk.valid))
-        s = self._stats
-        s["rows"] += len(sk)
-        s["kept"] += int((verdicts.reason == KEEP).sum())
-        s["exact"] += int((verdicts.reason == EXACT).sum())
-        s["near"] += int((verdicts.reason == NEAR).sum())
-        s["null_text"] += int((~sk.valid).sum())
-        s["empty_text"] += int((sk.valid & ~has_sh).sum())
+        verdicts = decide(sk, self._stacks, self._exact)
+        self._stats.update(rows=len(sk), **verdicts.counts(), **sk.counts())
         self.documents += len(sk)
         return verdicts
 
@@ -222,9 +201,6 @@ class Deduplicator:
                 f"generations={len(self._exact.generations)})")
 
     # ------------------------------------------------------------------------ persistence
-    def _names(self) -> list[str]:
-        return [band_name(j) for j in range(self.bands)] + [EXACT_BAND]
-
     def save(self, path: str | os.PathLike) -> dict:
         """Write the index to ``path`` as an ``--index-dir`` directory; return its
         ``index.json``.
@@ -259,9 +235,9 @@ class Deduplicator:
         added = self.documents - (self._saved_documents if ours else 0)
         idx.path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".save-", dir=idx.path) as tmp:
-            for name, stack in zip(self._names(), [*self._stacks, self._exact]):
+            for name, stack in zip(_names(self.bands), [*self._stacks, self._exact]):
                 stack.save(Path(tmp) / name)
-            meta = idx.install(Path(tmp), self._names(), pinned, uuid.uuid4().hex[:16], [], added, source=SOURCE)
+            meta = idx.install(Path(tmp), _names(self.bands), pinned, uuid.uuid4().hex[:16], [], added, source=SOURCE)
         self._index_path, self._version, self._saved_documents = idx.path, meta["current"], self.documents
         return meta
 
@@ -269,12 +245,9 @@ class Deduplicator:
     def load(cls, path: str | os.PathLike, config: DedupConfig | None = None, *,
              threads: int | None = 1) -> "Deduplicator":
         """The index in ``path`` (an ``--index-dir`` directory, written by runs or by
-        :meth:`save`), ready to add rows to.
-
-        Args:
-            config: how to read and decide; its decision parameters must be the index's
-                (``capacity`` is ignored: the filters keep their sizes). Default: the
-                index's parameters with the other fields at their defaults.
+        :meth:`save`), ready to add rows to. ``config``'s decision parameters must be the
+        index's (``capacity`` is ignored: the filters keep their sizes); default: the index's
+        parameters, the other fields at their defaults.
 
         Raises:
             FileNotFoundError: no index in ``path``.
@@ -288,8 +261,7 @@ class Deduplicator:
             config = _config_of(params["params"])
         bands, rows = cls._check(config)
         idx = IndexDir(path, index_params(config, bands, rows))
-        names = [band_name(j) for j in range(bands)] + [EXACT_BAND]
-        version, stacks = idx.load_current(names)
+        version, stacks = idx.load_current(_names(bands))
         if version is None:
             raise FileNotFoundError(f"{idx.path}: no index (no index.json)")
         new = cls.__new__(cls)
@@ -297,22 +269,15 @@ class Deduplicator:
         return new
 
 
+def _names(bands: int) -> list[str]:
+    return [band_name(j) for j in range(bands)] + [EXACT_BAND]
+
+
 def _config_of(params: dict) -> DedupConfig:
     """The DedupConfig of an index's parameters (explicit banding only where it is not
     the optimal one for its threshold and num_perm)."""
-    keys = ("threshold", "num_perm", "ngram", "unit", "nfkc", "scheme", "seed", "fp", "exact_fp", "band_key")
-    fields = {k: params[k] for k in keys}
+    fields = {k: params[k] for k in CONFIG_PARAMS}
     if (params["bands"], params["rows"]) != optimal_param(params["threshold"], params["num_perm"]):
         fields.update(bands=params["bands"], rows=params["rows"])
     return DedupConfig(**fields)
 
-
-def _first_invalid_utf8(col: pa.Array | pa.ChunkedArray) -> int:
-    """Index of the first text that is not valid UTF-8 (error path only)."""
-    for i, raw in enumerate(col.cast(pa.large_binary()).to_pylist()):
-        if raw is not None:
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError:
-                return i
-    return -1

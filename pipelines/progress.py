@@ -2,10 +2,10 @@
 ETA), :class:`CountLine` for the phases of audit, train and profile (sequences/s, steps/s,
 ETA), :func:`phase_progress` to give a library function one callback for all its phases.
 
-Silent for the first ``delay`` seconds, so short runs print nothing (default: the
-environment variable ``MEMDEDUP_PROGRESS_DELAY`` in seconds, else 2; 0 shows it at once).
-On a terminal the line is redrawn in place; otherwise (logs, CI) a full line is printed
-every ``every`` s.
+Silent for the first seconds, so short runs print nothing (the environment variable
+``MEMDEDUP_PROGRESS_DELAY`` in seconds if set to a number >= 0, else 2; 0 shows it at once).
+On a terminal the line is redrawn in place every 0.25 s; otherwise (logs, CI) a full line is
+printed every 10 s.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Callable, TextIO
+from typing import Callable
 
 
 def _si(x: float) -> str:
@@ -23,27 +23,17 @@ def _si(x: float) -> str:
     return f"{x:.0f}"
 
 
-DELAY_ENV = "MEMDEDUP_PROGRESS_DELAY"
-DEFAULT_DELAY = 2.0
-
-
-def default_delay() -> float:
-    """``$MEMDEDUP_PROGRESS_DELAY`` (seconds) if set to a number >= 0, else 2."""
-    raw = os.environ.get(DELAY_ENV, "").strip()
-    try:
-        value = float(raw) if raw else DEFAULT_DELAY
-    except ValueError:
-        return DEFAULT_DELAY
-    return value if value >= 0 else DEFAULT_DELAY
-
-
 class ProgressLine:
-    def __init__(self, label: str, stream: TextIO | None = None, delay: float | None = None, every: float | None = None):
+    def __init__(self, label: str):
         self.label = label
-        self.stream = stream or sys.stderr
+        self.stream = sys.stderr
         self.tty = self.stream.isatty()
-        self.delay = default_delay() if delay is None else delay
-        self.every = every if every is not None else (0.25 if self.tty else 10.0)
+        try:
+            self.delay = float(os.environ.get("MEMDEDUP_PROGRESS_DELAY", "").strip() or 2.0)
+        except ValueError:
+            self.delay = 2.0
+        self.delay = self.delay if self.delay >= 0 else 2.0
+        self.every = 0.25 if self.tty else 10.0
         self.t0 = time.monotonic()
         self._last = float("-inf")
         self._shown = False
@@ -94,9 +84,8 @@ class CountLine(ProgressLine):
     States: ``{"done": int, "total": int | None, "extra": str (optional)}``.
     """
 
-    def __init__(self, label: str, unit: str, stream: TextIO | None = None, delay: float | None = None,
-                 every: float | None = None):
-        super().__init__(label, stream, delay, every)
+    def __init__(self, label: str, unit: str):
+        super().__init__(label)
         self.unit = unit
 
     def _emit(self, state: dict, final: bool) -> None:
@@ -114,8 +103,7 @@ class CountLine(ProgressLine):
         self._write(line, final)
 
 
-def phase_progress(command: str, quiet: bool, stream: TextIO | None = None,
-                   delay: float | None = None) -> Callable[[dict], None]:
+def phase_progress(command: str, quiet: bool) -> Callable[[dict], None]:
     """One callback for a command whose library function reports several phases.
 
     The library calls it with ``{"phase": name, "unit": unit, "done": n, "total": N}`` (and
@@ -136,8 +124,7 @@ def phase_progress(command: str, quiet: bool, stream: TextIO | None = None,
         if phase is None:
             return
         if not current:
-            current.update(phase=phase, line=CountLine(f"{command} {phase}", state.get("unit", "items"), stream, delay),
-                           last=None)
+            current.update(phase=phase, line=CountLine(f"{command} {phase}", state.get("unit", "items")), last=None)
         current["last"] = state
         current["line"](state)
 

@@ -2,21 +2,22 @@
 
 Everything about the run (inputs, identity, resume, force, the index directory, the
 stages' order and outputs) is :func:`dedup.stages.dedup_staged`; this module only starts
-or joins a Dask cluster and maps each stage's tasks over it (:func:`dask_map`). Tasks take file paths, never data. A worker
-that dies mid-task has its task rescheduled by the scheduler; every task writes under
-temporary names and renames, so a half-done task leaves nothing a retry could mistake for
-output. A task that fails (bad input, full disk) is not retried: its error is returned to
-the client and raised there, once, without the workers' log noise.
+or joins a Dask cluster and maps each stage's tasks over it (:func:`dask_map`). Tasks take
+file paths, never data. A worker that dies mid-task has its task rescheduled by the
+scheduler; every task writes under temporary names and renames, so a half-done task
+leaves nothing a retry could mistake for output. A task that fails (bad input, full disk)
+is not retried: its error is returned to the client and raised there, once, without the
+workers' log noise.
 
 Fault injection, for tests of exactly these claims (never set in normal use):
 ``MEMDEDUP_KILL_AT=STAGE:N`` SIGKILLs the whole process group of the run once N tasks of
 STAGE (sketch, band, write) have completed, ``finalize:0`` just before the removed-rows
 table, the index install and the manifest, or ``installed:0`` between the install and the
-manifest; ``MEMDEDUP_KILL_WORKER_ONCE=PATH`` makes the
-first task that creates PATH SIGKILL its own worker process; ``MEMDEDUP_HOLD_TASK_ONCE=PATH``
-makes the first task that creates PATH write its worker's pid and Slurm job id there and
-wait (at most 120 s) before running, so that a test can kill that worker from outside
-(``scancel``) while it holds a task of the run.
+manifest; ``MEMDEDUP_KILL_WORKER_ONCE=PATH`` makes the first task that creates PATH SIGKILL
+its own worker process; ``MEMDEDUP_HOLD_TASK_ONCE=PATH`` makes the first task that creates
+PATH write its worker's pid and Slurm job id there and wait (at most 120 s) before
+running, so that a test can kill that worker from outside (``scancel``) while it holds a
+task of the run.
 """
 
 from __future__ import annotations
@@ -39,21 +40,17 @@ Log = Callable[[str], None]
 __all__ = ["IndexMismatchError", "dask_client", "dask_map", "run_staged"]
 
 
-def _quiet_dask() -> None:
-    """Workers log every failed task with its traceback ("Compute Failed"); our tasks
-    return their errors instead, and the rest of Dask's chatter is not for users."""
-    for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny",
-                 "distributed.core", "distributed.client"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
 @contextmanager
 def dask_client(workers: int | None = None, threads_per_worker: int = 1, scheduler: str | None = None, log: Log = print):
     """A ``distributed.Client``: to ``scheduler`` (an address like ``tcp://host:8786`` or
     a scheduler JSON file) if given, else to a new ``LocalCluster`` of worker processes."""
     from distributed import Client, LocalCluster
 
-    _quiet_dask()
+    # Workers log every failed task with its traceback ("Compute Failed"); our tasks return
+    # their errors instead, and the rest of Dask's chatter is not for users.
+    for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny",
+                 "distributed.core", "distributed.client"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     if scheduler:
         client = Client(scheduler_file=scheduler) if scheduler.endswith(".json") else Client(scheduler)
         cluster = None
