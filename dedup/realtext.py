@@ -46,6 +46,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import normalize
+from .io import replacing
 
 #: File names taken from site-packages as licence/metadata text.
 LICENCE_PREFIXES = ("LICENSE", "LICENCE", "COPYING")
@@ -374,9 +375,8 @@ def cached_corpus(cache_dir: str | os.PathLike, target_bytes: int = 6000, thresh
     table = table.append_column("near_duplicate", pa.array(dup)).append_column(
         "best_earlier_jaccard", pa.array(best))
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as (tmp,):
+        pq.write_table(table, tmp)
     return table
 
 

@@ -52,7 +52,6 @@ import functools
 import gzip
 import json
 import math
-import os
 import pathlib
 
 import numpy as np
@@ -60,6 +59,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dedup import normalize
+from dedup.io import replacing
 
 __all__ = ["generate_corpus", "true_duplicates", "jaccard", "write_shards", "sample_documents", "vocabulary", "SCHEMA"]
 
@@ -674,11 +674,8 @@ def write_shards(
     order; shard sizes differ by at most one row (trailing shards may be empty when
     ``n_shards`` exceeds the row count). Parquet uses row groups of 10,000 rows; JSON
     lines hold one object per row with every column (``ensure_ascii=False``). Each file
-    is written to a temporary name in ``out_dir`` and moved into place with
-    :func:`os.replace`. ``out_dir`` is created if needed.
-
-    Returns:
-        The paths written, in row order.
+    is written whole, then renamed into place (:func:`dedup.io.replacing`). Returns the
+    paths, in row order.
     """
     if n_shards < 1:
         raise ValueError(f"n_shards must be >= 1, got {n_shards}")
@@ -692,18 +689,13 @@ def write_shards(
     for k in range(n_shards):
         part = table.slice(int(bounds[k]), int(bounds[k + 1] - bounds[k]))
         path = out / f"part-{k:0{width}d}.{fmt}"
-        tmp = out / f".{path.name}.tmp-{os.getpid()}"
-        try:
+        with replacing(path) as (tmp,):
             if fmt == "parquet":
                 import pyarrow.parquet as pq
 
                 pq.write_table(part, tmp, row_group_size=10_000)
             else:
                 _write_jsonl(part, tmp, fmt)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         paths.append(path)
     return paths
 

@@ -36,11 +36,6 @@ from .config import ConfigError, add_options, from_args
 SECTIONS = {"dedup": DedupConfig, "audit": AuditConfig, "train": TrainConfig, "profile": ProfileConfig}
 
 
-def _stage_options(p: argparse.ArgumentParser, section: str) -> None:
-    """``--config`` and the flags of the stage's config dataclass (pipelines.config.add_options)."""
-    add_options(p, SECTIONS[section], section)
-
-
 def _add_json(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--json", action="store_true",
                    help=f"print {what} as JSON on stdout instead of the human-readable lines "
@@ -71,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
                         "(default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress line or summary")
     _add_json(p, "the run's manifest (manifest.json)")
-    _stage_options(p, "dedup")
+    add_options(p, SECTIONS["dedup"], "dedup")
 
     p = sub.add_parser("audit", help="measure what a causal LM memorized")
     p.add_argument("--model", required=True, type=Path, help="local Hugging Face model directory")
@@ -83,14 +78,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sequences", type=Path, help="Parquet with a 'tokens' column: audit these instead of sampling")
     p.add_argument("--quiet", action="store_true", help="no progress lines (sequences/s, ETA), notes or summary")
     _add_json(p, "the audit's summary (summary.json)")
-    _stage_options(p, "audit")
+    add_options(p, SECTIONS["audit"], "audit")
 
     p = sub.add_parser("train", help="train a small GPT-2 with checkpoints and the data order")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="corpus shards (files, directories or globs)")
     p.add_argument("--out", required=True, type=Path, help="run directory (rerun to resume)")
     p.add_argument("--quiet", action="store_true", help="no progress lines (steps/s, ETA), notes or summary")
     _add_json(p, "the run's manifest (manifest.json)")
-    _stage_options(p, "train")
+    add_options(p, SECTIONS["train"], "train")
 
     p = sub.add_parser("profile", help="memorisation profiles over a run's checkpoints")
     p.add_argument("--run", required=True, type=Path, help="a 'memdedup train' directory (or the same layout)")
@@ -98,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", nargs="+", help="corpus shards (default: the one the run recorded)")
     p.add_argument("--quiet", action="store_true", help="no progress lines (checkpoints/s, ETA) or summary")
     _add_json(p, "the profile's summary (summary.json)")
-    _stage_options(p, "profile")
+    add_options(p, SECTIONS["profile"], "profile")
 
     p = sub.add_parser("forecast", help="precision/recall of one audit's memorized set for another's")
     p.add_argument("first", type=Path, help="audit output of the earlier checkpoint or smaller model (the predictor)")
@@ -125,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("params", help="show banding, filter sizes and the S-curve")
     p.add_argument("--docs", type=int, default=1_000_000, help="number of documents (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")
-    _stage_options(p, "dedup")
+    add_options(p, SECTIONS["dedup"], "dedup")
 
     p = sub.add_parser("generate", help="write a synthetic corpus with planted duplicates")
     p.add_argument("--out", required=True, type=Path)
@@ -185,18 +180,10 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
         _emit(args, manifest, lambda: None if args.quiet else _print_summary(manifest, args.out))
         return 0
     bar = None if args.quiet else ProgressLine("dedup")
-    last: dict = {}
-
-    def progress(state: dict) -> None:
-        last.update(state)
-        if bar is not None:
-            bar(state)
-
-    log = _log(args)
-    manifest = dedup_files(args.inputs, args.out, config, threads=args.threads, force=args.force, progress=progress,
-                           log=log)
+    manifest = dedup_files(args.inputs, args.out, config, threads=args.threads, force=args.force, progress=bar,
+                           log=_log(args))
     if bar is not None:
-        bar.close(last or None)
+        bar.close()
     _emit(args, manifest, lambda: None if args.quiet else _print_summary(manifest, args.out))
     return 0
 
@@ -268,9 +255,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from audit.checkpoints import run_profile
 
     _quiet_transformers()
-    config = from_args(args)
-    log = _log(args)
-    s = run_profile(args.run, args.out, config, corpus=args.corpus, log=log)
+    s = run_profile(args.run, args.out, from_args(args), corpus=args.corpus, log=_log(args))
     _emit(args, s, lambda: None if args.quiet else _print_profile(s, args.out))
     return 0
 

@@ -37,8 +37,10 @@ class ProgressLine:
         self.t0 = time.monotonic()
         self._last = float("-inf")
         self._shown = False
+        self.last: dict | None = None  #: the latest state, which close() prints
 
     def __call__(self, state: dict) -> None:
+        self.last = state
         now = time.monotonic()
         if now - self.t0 < self.delay or now - self._last < self.every:
             return
@@ -68,13 +70,10 @@ class ProgressLine:
             self.stream.write(line + "\n")
         self.stream.flush()
 
-    def close(self, state: dict | None = None) -> None:
-        """Print the final line if anything was shown (so the last figures are visible)."""
-        if self._shown and state is not None:
-            self._emit(state, final=True)
-        elif self._shown and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+    def close(self) -> None:
+        """Print the final line, with the latest figures, if anything was shown."""
+        if self._shown:
+            self._emit(self.last, final=True)
 
 
 class CountLine(ProgressLine):
@@ -119,13 +118,12 @@ def phase_progress(command: str, quiet: bool) -> Callable[[dict], None]:
     def report(state: dict) -> None:
         phase = state.get("phase")
         if current and current["phase"] != phase:
-            current["line"].close(current["last"])
+            current.pop("line").close()
             current.clear()
         if phase is None:
             return
         if not current:
-            current.update(phase=phase, line=CountLine(f"{command} {phase}", state.get("unit", "items")), last=None)
-        current["last"] = state
+            current.update(phase=phase, line=CountLine(f"{command} {phase}", state.get("unit", "items")))
         current["line"](state)
 
     return report
