@@ -48,6 +48,7 @@ them (so a source may have several duplicates).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import json
@@ -702,25 +703,14 @@ def write_shards(
 
 def _write_jsonl(part: pa.Table, tmp: pathlib.Path, fmt: str) -> None:
     names = part.column_names
-
-    def lines():
-        for batch in part.to_batches(max_chunksize=10_000):
-            cols = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
-            buf = "".join(
-                json.dumps(dict(zip(names, row)), ensure_ascii=False) + "\n"
-                for row in zip(*cols)
-            )
-            yield buf.encode("utf-8")
-
-    if fmt == "jsonl":
-        with open(tmp, "wb") as f:
-            for chunk in lines():
-                f.write(chunk)
-    elif fmt == "jsonl.gz":
-        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
-            for chunk in lines():
-                f.write(chunk)
-    else:  # jsonl.zst: Arrow's zstd stream codec writes standard zstd frames
-        with pa.CompressedOutputStream(str(tmp), "zstd") as f:
-            for chunk in lines():
-                f.write(chunk)
+    with open(tmp, "wb") as raw:
+        if fmt == "jsonl.gz":  # no file name or time in the header: the same bytes from any process
+            sink = gzip.GzipFile("", "wb", fileobj=raw, mtime=0)
+        elif fmt == "jsonl.zst":  # Arrow's zstd stream codec writes standard zstd frames
+            sink = pa.CompressedOutputStream(raw, "zstd")
+        else:
+            sink = contextlib.nullcontext(raw)
+        with sink as f:
+            for batch in part.to_batches(max_chunksize=10_000):
+                rows = zip(*(batch.column(i).to_pylist() for i in range(batch.num_columns)))
+                f.write("".join(json.dumps(dict(zip(names, row)), ensure_ascii=False) + "\n" for row in rows).encode())

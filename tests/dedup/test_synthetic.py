@@ -266,3 +266,20 @@ def test_write_shards_more_shards_than_rows(tmp_path):
         synthetic.write_shards(t, tmp_path, 0)
     with pytest.raises(ValueError):
         synthetic.write_shards(t, tmp_path, 1, fmt="csv")
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl", "jsonl.gz", "jsonl.zst"])
+def test_write_shards_same_bytes_from_any_process(tmp_path, fmt):
+    """The same table gives the same file bytes whichever process writes it (a gzip header
+    once named the writer's temporary file, whose name holds the process id)."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from dedup import synthetic; "
+              "synthetic.write_shards(synthetic.generate_corpus(40, mean_bytes=200, seed=3), sys.argv[1], 2, fmt=sys.argv[2])")
+    for d in ("a", "b"):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / d), fmt], check=True)
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "b").iterdir()) and len(names) == 2
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
