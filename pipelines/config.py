@@ -23,9 +23,7 @@ import dataclasses
 import os
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
-
-T = TypeVar("T")
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -49,33 +47,6 @@ def load_yaml(path: str | os.PathLike) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: top level must be a mapping of sections, got {type(data).__name__}")
     return data
-
-
-def build(cls: type[T], section: str, file_values: dict | None, overrides: dict[str, Any], source: str = "<config>") -> T:
-    """Instantiate ``cls`` from YAML values overlaid with non-None ``overrides``.
-
-    Raises:
-        ConfigError: unknown key (named with the section and file) or an invalid value.
-    """
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    values: dict[str, Any] = {}
-    for key, val in (file_values or {}).items():
-        if key not in names:
-            raise ConfigError(f"{source}: unknown key {section}.{key}; valid keys: {', '.join(sorted(names))}")
-        values[key] = val
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{source}: section {section}: {e}") from e
-
-
-def section(data: dict, name: str, source: str) -> dict:
-    """The named section of a loaded file (empty if absent); must be a mapping."""
-    val = data.get(name) or {}
-    if not isinstance(val, dict):
-        raise ConfigError(f"{source}: section {name!r} must be a mapping")
-    return val
 
 
 # ------------------------------------------------------------------ options from the dataclasses
@@ -154,20 +125,33 @@ def add_options(parser: argparse.ArgumentParser, cls: type, section: str) -> Non
 
 def from_args(args: argparse.Namespace) -> Any:
     """The config of the command parsed into ``args`` (set up by :func:`add_options`): flags
-    given > the ``--config`` file's section > the dataclass defaults."""
+    given > the ``--config`` file's section > the dataclass defaults.
+
+    Raises:
+        ConfigError: an unknown key (named with the section and file) or an invalid value.
+    """
     cls, name = args._config_spec
-    file_values: dict = {}
+    values: dict[str, Any] = {}
     source = "<command line>"
     if getattr(args, "config", None):
         source = str(args.config)
-        file_values = section(load_yaml(args.config), name, source)
-    overrides: dict[str, Any] = {}
+        values = load_yaml(args.config).get(name) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section {name!r} must be a mapping")
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key {name}.{key}; valid keys: {', '.join(sorted(names))}")
+    values = dict(values)
     for f in exposed(cls):
         value = getattr(args, f.name, None)
         if value is not None:
-            overrides[f.name] = value
-            overrides.update(f.metadata.get("flag_sets") or {})
-    return build(cls, name, file_values, overrides, source)
+            values[f.name] = value
+            values.update(f.metadata.get("flag_sets") or {})
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{source}: section {name}: {e}") from e
 
 
 def reference(cls: type) -> str:
