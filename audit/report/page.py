@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from dedup import io
+
+from ..stats import finite
 
 STATUS_TEXT = {
     "unique": "unique (no duplicate in the corpus)",
@@ -49,10 +48,6 @@ def score_label(column: str) -> str:
 
 def esc(x) -> str:
     return html.escape(str(x), quote=True)
-
-
-def finite(x) -> bool:
-    return x is not None and isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(float(x))
 
 
 def pct(x) -> str:
