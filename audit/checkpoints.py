@@ -249,11 +249,9 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
             for k, foil in hard.items():
                 hard_loss[k][step] = _loss(lm, foil, config.batch_size)
         outcome = -stats.logprob.mean(axis=1) if config.outcome == "surprisal" else -stats.greedy_match.mean(axis=1)
-        gen = lm.generate_greedy(tokens[:, :half], seq_len - half, config.batch_size)
-        exact = (gen == tokens[:, half:]).all(axis=1)
-        token_recall = (gen == tokens[:, half:]).mean(axis=1)
+        r = retention.recall(lm.generate_greedy(tokens[:, :half], seq_len - half, config.batch_size), tokens[:, half:])
         panel.append(pd.DataFrame({"instance_id": rows.index, "step": step, "outcome": outcome,
-                                   "exact_recall": exact, "token_recall": token_recall,
+                                   "exact_recall": r["exact"], "token_recall": r["token_fraction"],
                                    "loss": -stats.logprob.mean(axis=1)}))
         el = time.perf_counter() - t_loop
         log(f"profile: checkpoint {step} done ({i_ck}/{len(scored)}, {i_ck / el:.2f} checkpoints/s, "
@@ -283,13 +281,10 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     wide = {k: panel.pivot(index="instance_id", columns="step", values=k) for k in ("loss", "exact_recall", "token_recall")}
     ret_rows = []
     for g in sorted(set(g_of.tolist())):
-        members = treated_idx[g_of == g]
-        mfoils = foils[g_of == g]
-        for c in pchk:  # only while not trained again: the panel ends before any second exposure
-            if c < g:
-                continue
+        members, mfoils = treated_idx[g_of == g], foils[g_of == g]
+        pos = np.searchsorted(treated_idx, members)  # treated_idx is sorted: row of each member's hard foils
+        for c in [c for c in pchk if c >= g]:  # only while not trained again: the panel ends before a second exposure
             seen, held_out = wide["loss"].loc[members, c].to_numpy(), wide["loss"].loc[mfoils, c].to_numpy()
-            pos = np.searchsorted(treated_idx, members)  # treated_idx is sorted: row of each member's hard foils
             ret_rows.append({"treatment_step": g, "step": c, "n": int(members.size),
                              "recognition": retention.recognition(seen, held_out)["accuracy"],
                              **{f"recognition_{k}": retention.recognition(seen, hard_loss[k][c][pos])["accuracy"]

@@ -143,12 +143,8 @@ def canary_exposure(lm, canaries: list[str], canary_words: int, *, n_samples: in
     log2_space = random_space_log2(k, len(vocabulary))
     sample_scores = _log_perplexity(lm, samples, batch_size)
     canary_scores = _log_perplexity(lm, [" ".join(w[:k]) for w in canary_split], batch_size)
-    out = []
-    for c in canary_scores:
-        d = exposure_sampled(float(c), sample_scores, log2_space)
-        d.update(log_perplexity=float(c), log2_space=log2_space, words=k)
-        out.append(d)
-    return out
+    return [{**exposure_sampled(float(c), sample_scores, log2_space), "log_perplexity": float(c),
+             "log2_space": log2_space, "words": k} for c in canary_scores]
 
 
 def exposure_by_copies(copies, exposures) -> list[dict]:

@@ -155,12 +155,10 @@ def corpus_documents(shards, encode: Callable[[list[str]], list[list[int]]], tex
                      batch_rows: int = 8192):
     """Token ids of every corpus document, in canonical order, tokenized in batches (the fast
     tokenizer's batch call), streamed."""
-    from dedup.shards import ShardReader
+    from .sampling import corpus_batches
 
-    for shard in shards:
-        reader = ShardReader(shard, text_column, id_column, False, batch_rows)
-        for batch in reader.batches():
-            yield from encode([t or "" for t in reader.text(batch).to_pylist()])
+    for _, _, reader, batch in corpus_batches(shards, text_column, id_column, batch_rows=batch_rows):
+        yield from encode([t or "" for t in reader.text(batch).to_pylist()])
 
 
 __all__ = ["window_hashes", "count_occurrences", "count_occurrences_reference", "corpus_documents"]

@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter
 
-from audit.stats import bucket_order
+from audit.stats import bucket_order, finite
 
 __all__ = ["profile_heatmap", "retention_curves", "rate_by_duplicates", "rate_points", "histogram", "roc_curves"]
 
@@ -79,7 +79,6 @@ def _require_columns(df, columns: Sequence[str], what: str) -> None:
         raise ValueError(f"{what} has no columns {missing} (columns: {list(df.columns)})")
     if len(df) == 0:
         raise ValueError(f"{what} is empty: nothing to plot")
-
 
 
 def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
@@ -224,7 +223,6 @@ def event_time_curve(curve: pd.DataFrame, title: str = "") -> bytes:
     return _png(fig, ax, title)
 
 
-
 def retention_curves(
     curve: pd.DataFrame,
     metrics: Sequence[str] = ("recognition", "recognition_scrambled", "recognition_substituted", "exact_recall",
@@ -283,7 +281,6 @@ def retention_curves(
     return _png(fig, ax, title)
 
 
-
 def rate_by_duplicates(rows: list[dict], title: str = "") -> bytes:
     """Extractable rate per duplicate-count bucket, with Wilson error bars.
 
@@ -331,7 +328,6 @@ def rate_by_duplicates(rows: list[dict], title: str = "") -> bytes:
     return _png(fig, ax, title)
 
 
-
 def rate_points(series: Sequence[tuple[str, list[dict]]], xlabel: str, groups: Sequence[str] | None = None) -> bytes:
     """Extractable rate per group with Wilson bars, one marker series per model (dodged; a legend
     above the axes with more than one model). ``series``: (label, rows) per model, rows as
@@ -357,7 +353,7 @@ def rate_points(series: Sequence[tuple[str, list[dict]]], xlabel: str, groups: S
         xs, ys, lo, hi = [], [], [], []
         for j, g in enumerate(groups):
             r = by.get(g)
-            if r is None or not r.get("n") or not _finite(r.get("rate")):
+            if r is None or not r.get("n") or not finite(r.get("rate")):
                 continue
             xs.append(j + off)
             ys.append(float(r["rate"]))
@@ -376,11 +372,6 @@ def rate_points(series: Sequence[tuple[str, list[dict]]], xlabel: str, groups: S
     if m > 1:
         fig.legend(loc="outside upper center", ncols=min(m, 4), fontsize=9, frameon=False)
     return _png(fig)
-
-
-def _finite(x) -> bool:
-    return x is not None and isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(float(x))
-
 
 
 def histogram(values, bins, xlabel: str, integer: bool = False) -> bytes:

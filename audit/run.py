@@ -30,7 +30,7 @@ from .config import AuditConfig
 from .duplicates import dedup_status, duplicate_counts
 from .occurrences import corpus_documents, count_occurrences
 from .layout import PER_SEQUENCE, SUMMARY, per_sequence_schema, write_atomic
-from .sampling import Sequences, per_bucket_selection, sample_sequences, sequences_from_file
+from .sampling import Sequences, corpus_batches, per_bucket_selection, sample_sequences, sequences_from_file
 from .stats import duplicate_bucket
 
 
@@ -272,19 +272,12 @@ def _per_sequence_table(seqs: Sequences, P, exact, leading, pythia, generated, s
 
 def token_retention(shards, encode, removed: set[tuple[str, int]], text_column: str, id_column) -> dict:
     """Tokens in the corpus and in the rows dedup kept (one tokenizing pass over the corpus)."""
-    from dedup.shards import ShardReader
-
     total = kept = 0
-    for shard in shards:
-        reader = ShardReader(shard, text_column, id_column, False, 8192)
-        row = 0
-        for batch in reader.batches():
-            texts = [t or "" for t in reader.text(batch).to_pylist()]
-            for i, toks in enumerate(encode(texts)):
-                total += len(toks)
-                if (shard.name, row + i) not in removed:
-                    kept += len(toks)
-            row += batch.num_rows
+    for shard, row, reader, batch in corpus_batches(shards, text_column, id_column, batch_rows=8192):
+        for i, toks in enumerate(encode([t or "" for t in reader.text(batch).to_pylist()])):
+            total += len(toks)
+            if (shard.name, row + i) not in removed:
+                kept += len(toks)
     return {"tokens_total": total, "tokens_kept": kept, "tokens_kept_fraction": kept / max(total, 1)}
 
 

@@ -10,6 +10,7 @@ text.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,34 +84,35 @@ def per_bucket_selection(tokens: np.ndarray, occurrences: np.ndarray, n: int) ->
     return np.array(keep, dtype=np.int64)
 
 
-def corpus_rows(shards: list[Shard], text_column: str, id_column: str | None, id_required: bool = False):
-    """Yield (shard, row, id, text) of every corpus row, in canonical order."""
+def corpus_batches(shards: list[Shard], text_column: str, id_column: str | None, id_required: bool = False,
+                   batch_rows: int = 65536):
+    """Yield (shard, its first row, reader, batch) of every batch of corpus rows, in canonical
+    order (``reader.text(batch)``, ``reader.ids(batch)``: the batch's columns)."""
     for shard in shards:
-        reader = ShardReader(shard, text_column, id_column, id_required, 65536)
+        reader = ShardReader(shard, text_column, id_column, id_required, batch_rows)
         row = 0
         for batch in reader.batches():
-            for r, (doc_id, text) in enumerate(zip(reader.ids(batch).to_pylist(), reader.text(batch).to_pylist())):
-                yield shard, row + r, doc_id, text
+            yield shard, row, reader, batch
             row += batch.num_rows
+
+
+def corpus_rows(shards: list[Shard], text_column: str, id_column: str | None, id_required: bool = False):
+    """Yield (shard, row, id, text) of every corpus row, in canonical order."""
+    for shard, row, reader, batch in corpus_batches(shards, text_column, id_column, id_required):
+        for r, (doc_id, text) in enumerate(zip(reader.ids(batch).to_pylist(), reader.text(batch).to_pylist())):
+            yield shard, row + r, doc_id, text
 
 
 def _rows_of(shards: list[Shard], text_column: str, id_column: str | None, wanted: dict[int, list[int]]):
     """Yield (shard index, row, id, text) for the wanted rows of each shard."""
     for si, rows in sorted(wanted.items()):
-        reader = ShardReader(shards[si], text_column, id_column, False, 65536)
         rows = sorted(rows)
-        ptr, start = 0, 0
-        for batch in reader.batches():
-            end = start + batch.num_rows
-            texts = ids = None
-            while ptr < len(rows) and rows[ptr] < end:
-                if texts is None:
-                    texts = reader.text(batch).to_pylist()
-                    ids = reader.ids(batch).to_pylist()
-                r = rows[ptr]
-                yield si, r, ids[r - start], texts[r - start]
-                ptr += 1
-            start = end
+        for _, start, reader, batch in corpus_batches([shards[si]], text_column, id_column):
+            lo, hi = bisect_left(rows, start), bisect_left(rows, start + batch.num_rows)
+            if lo < hi:
+                texts, ids = reader.text(batch).to_pylist(), reader.ids(batch).to_pylist()
+                for r in rows[lo:hi]:
+                    yield si, r, ids[r - start], texts[r - start]
 
 
 def sample_sequences(

@@ -51,6 +51,11 @@ def as_int(value, name: str) -> int:
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
 
 
+def finite(x) -> bool:
+    """A finite int or float (numpy's too); False for None, NaN, infinities and anything else."""
+    return x is not None and isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(float(x))
+
+
 def _bools(x, name: str, expected: str) -> np.ndarray:
     """``x`` as a 1-D bool array; 0/1 integers or floats are accepted, anything else refused."""
     a = np.asarray(x)

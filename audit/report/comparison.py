@@ -57,22 +57,18 @@ def _membership_by_duplicates(labels: Sequence[str], audits: Sequence[Audit]) ->
         pooled[lab] = None if not mem else {"n_members": int(mem.get("n_members", mem.get("members", 0))),
                        "n_non_members": int(mem.get("n_non_members", mem.get("non_members", 0))),
                        "roc_auc": {name: m["roc_auc"] for name, m in mem["scores"].items()}}
-    for lab, a in zip(labels, audits):
         for r in a.by_duplicates():
             if r.get("n"):
                 buckets.setdefault(str(r["group"]), {})
-        if not pooled[lab]:
-            continue
-        for r in a.summary.get("membership_by_duplicates") or []:
+        for r in (a.summary.get("membership_by_duplicates") or []) if mem else []:
             buckets.setdefault(str(r["group"]), {})[lab] = {
                 "n_members": int(r["n_members"]), "n_non_members": int(r["n_non_members"]),
                 "roc_auc": dict(r["roc_auc"])}
     if not any(pooled.values()):
         return []
-    rows = [{"bucket": "all", "models": pooled}]
-    for g in sorted(buckets, key=stats.bucket_order):
-        rows.append({"bucket": g, "models": {lab: buckets[g].get(lab) for lab in labels}})
-    return rows
+    return [{"bucket": "all", "models": pooled}] + [
+        {"bucket": g, "models": {lab: buckets[g].get(lab) for lab in labels}}
+        for g in sorted(buckets, key=stats.bucket_order)]
 
 
 def _auc_cell(entry: dict | None) -> str:

@@ -91,11 +91,9 @@ def _top_sequences(audit: Audit, decode: Decode | None, k: int = TOP_SEQUENCES) 
         lead = int(r["leading_matched"])
         line1 = f'<span class="strong">{lead}</span>{"/" + str(C) if C else ""} matched'
         line1 += " · <b>extractable</b>" if bool(r["extractable"]) else ""
-        line2 = []
-        if "loss" in r and finite(r["loss"]):
-            line2.append(f"loss {num(r['loss'])}")
-        if "pythia_score" in r and finite(r["pythia_score"]):
-            line2.append(f"Pythia {num(r['pythia_score'], 2)}")
+        line2 = [f"{name} {num(r[c], digits)}" for c, name, digits in (("loss", "loss", 3),
+                                                                          ("pythia_score", "Pythia", 2))
+                 if finite(r.get(c))]
         line3 = []
         if "duplicate_count" in r and finite(r["duplicate_count"]) and int(r["duplicate_count"]) >= 0:
             c = int(r["duplicate_count"])
@@ -232,6 +230,19 @@ def _forecast_html(fc: dict) -> str:
             f"{ratio('recall', 'nothing was recalled at the end')}</li></ul>")
 
 
+def _profile_figure(profile_dir: Path, png: str | None, parquet: str | None = None, plot=None) -> str | None:
+    """The profile's PNG ``png`` as a data URI, else ``plot`` (frame -> PNG bytes) of the rows
+    of its ``parquet`` outside the placebo cohort (``placebo`` column), if any; None when
+    neither is there."""
+    if png and (profile_dir / png).exists():
+        return png_uri((profile_dir / png).read_bytes())
+    if parquet and (profile_dir / parquet).exists():
+        frame = pd.read_parquet(profile_dir / parquet)
+        frame = frame[~frame["placebo"].astype(bool)] if "placebo" in frame.columns else frame
+        return png_uri(plot(frame)) if len(frame) else None
+    return None
+
+
 def _profile_section(profile_dir: Path) -> str:
     parts = ["<h2>Memorization over training</h2>",
              f'<p class="meta">Profile directory: <code>{esc(profile_dir)}</code></p>']
@@ -296,9 +307,9 @@ def _profile_section(profile_dir: Path) -> str:
                      "times. Event time 0 is instantaneous memorisation; negative event times are the lead cells.</p>")
         parts.append(table(["event time", "mean lag (steps)", "effect (nats)", "95% band", "cohorts", "significant"],
                            crow, num_cols=(0, 1, 2, 3, 4)))
-        et = profile_dir / EVENT_TIME_PNG
-        if et.exists():
-            parts.append(figure_html(png_uri(et.read_bytes()), "event-time curve", (
+        et = _profile_figure(profile_dir, EVENT_TIME_PNG)
+        if et:
+            parts.append(figure_html(et, "event-time curve", (
                 "Event-time curve: memorisation against checkpoints since treatment (mean lag in optimizer steps "
                 "below), cohort-size weighted, with its simultaneous 95% band; left of the vertical line: lead cells, "
                 "which should cover 0.")))
@@ -308,47 +319,28 @@ def _profile_section(profile_dir: Path) -> str:
                      "given a pretend treatment step) have a simultaneous band covering 0; a sound design gives 100% "
                      "in 95% of runs.</p>")
 
-    heat = profile_dir / HEATMAP_PNG
-    uri = None
-    if heat.exists():
-        uri = png_uri(heat.read_bytes())
-    elif (profile_dir / PROFILE_FILE).exists():
-        prof = pd.read_parquet(profile_dir / PROFILE_FILE)
-        if "placebo" in prof.columns:
-            prof = prof[~prof["placebo"].astype(bool)]
-        if len(prof):
-            uri = png_uri(plots.profile_heatmap(prof))
-    if uri:
-        parts.append(figure_html(uri, "memorization profile heatmap", (
+    design = (summ.get("retention_run") or {}).get("design") or {}
+    items = f"{design['items']} items" if design.get("items") else "its items"
+    for png, parquet, plot, alt, caption in (
+        (HEATMAP_PNG, PROFILE_FILE, plots.profile_heatmap, "memorization profile heatmap", (
             "Memorization profile: each row is a cohort of instances first trained on by that step, each column a "
             "checkpoint (row labels give the cohort size). Red cells: training on the cohort lowered its surprisal "
             "(memorized) relative to never-trained instances; grey cells: the simultaneous 95% band covers 0 (no "
             "evidence either way); cells left of the black line are lead cells (before treatment: they should be grey); "
-            "blank: the base period.")))
-    ret = profile_dir / RETENTION_PNG
-    uri = None
-    if ret.exists():
-        uri = png_uri(ret.read_bytes())
-    elif (profile_dir / RETENTION_FILE).exists():
-        rt = pd.read_parquet(profile_dir / RETENTION_FILE)
-        if len(rt):
-            uri = png_uri(plots.retention_curves(retention_curve(rt)))
-    if uri:
-        parts.append(figure_html(uri, "retention curves", (
+            "blank: the base period.")),
+        (RETENTION_PNG, RETENTION_FILE, lambda rt: plots.retention_curves(retention_curve(rt)), "retention curves", (
             "Retention: how well trained instances are still recognised (lower loss than a paired held-out foil; 0.5 = "
             "chance) and recalled (second half regenerated from the first, exactly or token by token) as training "
-            "goes on, against steps since the instance was trained on (log axis).")))
-    run_curve = profile_dir / RETENTION_RUN_CURVE
-    if run_curve.exists():
-        curve = pd.read_parquet(run_curve)
-        if len(curve):
-            design = (summ.get("retention_run") or {}).get("design") or {}
-            items = f"{design['items']} items" if design.get("items") else "its items"
-            parts.append(figure_html(png_uri(plots.retention_curves(curve)), "retention run forgetting curve", (
-                f"Retention run (memdedup train --retention-items; Orhan 2024): {items} trained once, in one window, "
-                "then training continued on other data only; recognition against held-out, scrambled and substituted "
-                "foils and recall, with 95% Wilson intervals over the items, against steps since their exposure "
-                "(log axis). Unlike the curves above, no later exposure of an item can lift it.")))
+            "goes on, against steps since the instance was trained on (log axis).")),
+        (None, RETENTION_RUN_CURVE, plots.retention_curves, "retention run forgetting curve", (
+            f"Retention run (memdedup train --retention-items; Orhan 2024): {items} trained once, in one window, "
+            "then training continued on other data only; recognition against held-out, scrambled and substituted "
+            "foils and recall, with 95% Wilson intervals over the items, against steps since their exposure "
+            "(log axis). Unlike the curves above, no later exposure of an item can lift it.")),
+    ):
+        uri = _profile_figure(profile_dir, png, parquet, plot)
+        if uri:
+            parts.append(figure_html(uri, alt, caption))
     fc = summ.get("forecast")
     if fc is None and (profile_dir / FORECAST_FILE).exists():
         fc = json.loads((profile_dir / FORECAST_FILE).read_text(encoding="utf-8"))
@@ -461,8 +453,7 @@ def model_report(
         'In the true continuation, the tokens greedy <mark class="match">decoding reproduces</mark> are highlighted'
         + ('; in the generation, <mark class="miss">tokens after the first mistake</mark> are marked too'
            if a.has("generated") else "") + ".</p>" + top_html)
-    sections.append("<h2>About this audit</h2>" + table(["", ""], meta_rows, cls="kv").replace("<thead><tr><th></th>"
-                                                                                               "<th></th></tr></thead>", ""))
+    sections.append("<h2>About this audit</h2>" + table(None, meta_rows, cls="kv"))
     subtitle = [f"{integer(a.n)} sequences from <code>{esc(a.path)}</code>"]
     if model.get("path") or model.get("name"):
         subtitle.append(f"model <code>{esc(model.get('path') or model.get('name'))}</code>")

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from dedup import io
+
+from ..stats import finite
 
 STATUS_TEXT = {
     "unique": "unique (no duplicate in the corpus)",
@@ -49,10 +48,6 @@ def score_label(column: str) -> str:
 
 def esc(x) -> str:
     return html.escape(str(x), quote=True)
-
-
-def finite(x) -> bool:
-    return x is not None and isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(float(x))
 
 
 def pct(x) -> str:
@@ -205,15 +200,16 @@ def figure_html(uri: str, alt: str, caption: str) -> str:
     return f'<figure><img src="{uri}" alt="{esc(alt)}"><figcaption>{caption}</figcaption></figure>'
 
 
-def table(head: list[str], rows: list[list[str]], num_cols: Sequence[int] = (), cls: str = "") -> str:
-    """An HTML table; cells are trusted HTML (escape before), columns in ``num_cols`` right-aligned."""
+def table(head: list[str] | None, rows: list[list[str]], num_cols: Sequence[int] = (), cls: str = "") -> str:
+    """An HTML table; cells are trusted HTML (escape before), columns in ``num_cols`` right-aligned;
+    ``head`` None: no header row."""
     def cell(tag, j, v):
         return f'<{tag} class="num">{v}</{tag}>' if j in num_cols else f"<{tag}>{v}</{tag}>"
 
-    thead = "<tr>" + "".join(cell("th", j, h) for j, h in enumerate(head)) + "</tr>"
+    thead = "<thead><tr>" + "".join(cell("th", j, h) for j, h in enumerate(head)) + "</tr></thead>" if head else ""
     tbody = "".join("<tr>" + "".join(cell("td", j, v) for j, v in enumerate(r)) + "</tr>" for r in rows)
     c = f' class="{cls}"' if cls else ""
-    return f'<div class="table-wrap"><table{c}><thead>{thead}</thead><tbody>{tbody}</tbody></table></div>'
+    return f'<div class="table-wrap"><table{c}>{thead}<tbody>{tbody}</tbody></table></div>'
 
 
 def rate_table(rows: list[dict], first_header: str, label=lambda g: esc(g)) -> str:
