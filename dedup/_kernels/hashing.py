@@ -22,10 +22,6 @@ Functions
     ``datasketch.hashfunc.sha1_hash32``.
 ``fmix32(x) -> uint32``, ``fmix64(x) -> uint64``
     MurmurHash3 finalisers (Austin Appleby, MurmurHash3, public domain).
-``splitmix64(state) -> (uint64 new_state, uint64 output)``
-    One step of SplitMix64 (Steele, Lea & Flood, "Fast Splittable
-    Pseudorandom Number Generators", OOPSLA 2014; constants as in Vigna's
-    reference ``splitmix64.c``).
 
 Conventions
 -----------
@@ -41,7 +37,7 @@ are not bounds-checked.
 import numba
 import numpy as np
 
-__all__ = ["xxh64", "xxh64_u32", "sha1_32", "fmix32", "fmix64", "splitmix64"]
+__all__ = ["xxh64", "xxh64_u32", "sha1_32", "fmix32", "fmix64"]
 
 _JIT = dict(cache=True, nogil=True)
 _JIT_INLINE = dict(cache=True, nogil=True, inline="always")
@@ -72,7 +68,6 @@ _U64_23 = np.uint64(23)
 _U64_24 = np.uint64(24)
 _U64_27 = np.uint64(27)
 _U64_29 = np.uint64(29)
-_U64_30 = np.uint64(30)
 _U64_31 = np.uint64(31)
 _U64_32 = np.uint64(32)
 _U64_33 = np.uint64(33)
@@ -446,7 +441,7 @@ def sha1_32(data, start, end):
 
 
 # --------------------------------------------------------------------------
-# MurmurHash3 finalisers and SplitMix64.
+# MurmurHash3 finalisers.
 # --------------------------------------------------------------------------
 _FM32_M1 = np.uint32(0x85EBCA6B)
 _FM32_M2 = np.uint32(0xC2B2AE35)
@@ -454,10 +449,6 @@ _FM32_S1 = np.uint32(16)
 _FM32_S2 = np.uint32(13)
 _FM64_M1 = np.uint64(0xFF51AFD7ED558CCD)
 _FM64_M2 = np.uint64(0xC4CEB9FE1A85EC53)
-
-_SM_GAMMA = np.uint64(0x9E3779B97F4A7C15)
-_SM_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_SM_M2 = np.uint64(0x94D049BB133111EB)
 
 
 @numba.njit(**_JIT_INLINE)
@@ -493,22 +484,3 @@ def fmix64(x):
     x = x ^ (x >> _U64_33)
     x = x * _FM64_M2
     return x ^ (x >> _U64_33)
-
-
-@numba.njit(**_JIT_INLINE)
-def splitmix64(state):
-    """One SplitMix64 step (Steele, Lea & Flood 2014; Vigna's constants).
-
-    ``state += 0x9E3779B97F4A7C15; z = state;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EB; out = z ^ (z >> 31)``,
-    all modulo 2**64.
-
-    ``state``: ``uint64``.  Returns the tuple ``(new_state, output)`` of
-    ``uint64``; thread ``new_state`` into the next call.
-    """
-    state = np.uint64(state) + _SM_GAMMA
-    z = state
-    z = (z ^ (z >> _U64_30)) * _SM_M1
-    z = (z ^ (z >> _U64_27)) * _SM_M2
-    return state, z ^ (z >> _U64_31)

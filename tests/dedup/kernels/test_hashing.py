@@ -18,7 +18,7 @@ from datasketch.minhash import _fmix
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dedup._kernels.hashing import fmix32, fmix64, sha1_32, splitmix64, xxh64, xxh64_u32
+from dedup._kernels.hashing import fmix32, fmix64, sha1_32, xxh64, xxh64_u32
 
 M64 = (1 << 64) - 1
 M32 = (1 << 32) - 1
@@ -191,53 +191,17 @@ def test_fmix64_matches_datasketch():
         assert fmix64(x) == int(e)
 
 
-# ------------------------------------------------------------- splitmix64
-
-
-def _splitmix64_ref(state: int) -> tuple[int, int]:
-    state = (state + 0x9E3779B97F4A7C15) & M64
-    z = state
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
-    return state, z ^ (z >> 31)
-
-
-def test_splitmix64_known_outputs_seed0():
-    state = np.uint64(0)
-    outs = []
-    for _ in range(3):
-        state, out = splitmix64(state)
-        state = np.uint64(state)
-        outs.append(out)
-    assert outs == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
-
-
-@SETTINGS
-@given(seed=st.integers(0, M64))
-def test_splitmix64_matches_reference(seed):
-    s_ref = seed
-    state = np.uint64(seed)
-    for _ in range(5):
-        state, out = splitmix64(state)
-        s_ref, o_ref = _splitmix64_ref(s_ref)
-        assert (state, out) == (s_ref, o_ref)
-        state = np.uint64(state)
-
-
 # ------------------------------------------------- njit callability / dtypes
 
 
 @numba.njit
 def _all_from_njit(data, words, seed):
-    s, o = splitmix64(seed)
     return (
         xxh64(data, 1, data.size, seed),
         xxh64_u32(words, 1, words.size, seed),
         sha1_32(data, 1, data.size),
         fmix32(np.uint32(12345)),
         fmix64(seed),
-        s,
-        o,
     )
 
 
@@ -246,15 +210,12 @@ def test_callable_from_njit_and_return_types(rand_bytes):
     words = rand_bytes[:400].view(np.uint32).copy()
     seed = np.uint64(0xFEEDFACECAFEBEEF)
     got = _all_from_njit(data, words, seed)
-    s, o = _splitmix64_ref(int(seed))
     assert got == (
         xxhash.xxh64_intdigest(bytes(data[1:]), int(seed)),
         xxhash.xxh64_intdigest(words[1:].astype("<u4").tobytes(), int(seed)),
         _sha1_32_ref(bytes(data[1:])),
         _fmix32_ref(12345),
         _fmix64_ref(int(seed)),
-        s,
-        o,
     )
     ret = _all_from_njit.nopython_signatures[0].return_type
     assert tuple(ret.types) == (
@@ -262,7 +223,5 @@ def test_callable_from_njit_and_return_types(rand_bytes):
         numba.uint64,
         numba.uint32,
         numba.uint32,
-        numba.uint64,
-        numba.uint64,
         numba.uint64,
     )
