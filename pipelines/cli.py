@@ -290,6 +290,7 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     import re
 
+    from audit.layout import COMPARISON_PAGE, report_json
     from audit.report.comparison import comparison_report
     from audit.report.model import model_report
 
@@ -302,7 +303,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if len(set(labels)) != len(labels):
         raise ConfigError(f"--labels must be distinct, got {labels}")
     files = [re.sub(r"[^A-Za-z0-9._-]+", "_", lab).strip("._") or f"audit-{i + 1}" for i, lab in enumerate(labels)]
-    if len(set(files)) != len(files) or "comparison" in files:
+    if len(set(files)) != len(files) or COMPARISON_PAGE.removesuffix(".html") in files:
         files = [f"{i + 1}-{f}" for i, f in enumerate(files)]
     if len(args.profile_dir) > len(audits):
         raise ConfigError(f"--profile-dir: {len(args.profile_dir)} profiles for {len(audits)} audits")
@@ -345,12 +346,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
         page = model_report(a, args.out / f"{f}.html", profile_dir=prof, title=f"Memorization audit: {lab}",
                             decode=decoders[i])
         pages.append({"label": lab, "audit": str(a), "page": page.name,
-                      "numbers": page.with_name(page.stem + ".summary.json").name})
+                      "numbers": report_json(page).name})
     comparison = None
     if len(audits) >= 2:
-        page = comparison_report(audits, labels, args.out / "comparison.html", dedup_dir=args.dedup_dir,
+        page = comparison_report(audits, labels, args.out / COMPARISON_PAGE, dedup_dir=args.dedup_dir,
                                  title=args.title, exposure=exposure)
-        comparison = {"page": page.name, "numbers": page.with_suffix(".json").name}
+        comparison = {"page": page.name, "numbers": report_json(page, comparison=True).name}
     elif args.dedup_dir is not None:
         print("note: --dedup-dir is used by the comparison page, which needs at least two audits", file=sys.stderr)
     manifest = write_stage_manifest(args.out, "report", {

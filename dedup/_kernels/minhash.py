@@ -40,7 +40,6 @@ _SPACE = np.uint8(32)
 
 _K1 = np.uint64(0x87C37B91114253D5)
 _K2 = np.uint64(0x4CF5AD432745937F)
-_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
