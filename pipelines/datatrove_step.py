@@ -1,49 +1,32 @@
 """Near-duplicate removal as one datatrove pipeline step: LSHBloom, one pass.
 
-datatrove's MinHash dedup is four stages, each its own executor run with signature,
-bucket and cluster files between them (``MinhashDedupSignature``, ``MinhashDedupBuckets``,
-``MinhashDedupCluster``, ``MinhashDedupFilter``). :class:`LSHBloomDedup` is one step that
-sits between a reader and a writer and drops near (and exact) duplicates as the documents
-stream through, deciding each against every document before it with one Bloom filter per
-band (:class:`dedup.streaming.Deduplicator`)::
-
-    from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.readers import ParquetReader
-    from datatrove.pipeline.writers import ParquetWriter
-    from pipelines.datatrove_step import LSHBloomDedup
-
-    LocalPipelineExecutor([ParquetReader("data/"), LSHBloomDedup(), ParquetWriter("clean/")],
-                          tasks=1, logging_dir="logs/").run()
-
-Install with ``pip install 'memdedup[datatrove]'``.
+:class:`LSHBloomDedup` sits between a reader and a writer, where datatrove's MinHash dedup
+takes four executor runs with files between them, and drops near (and exact) duplicates as
+the documents stream through, deciding each against every document before it
+(:class:`dedup.streaming.Deduplicator`). Usage, with ``pip install 'memdedup[datatrove]'``:
+README, "datatrove".
 
 **Decisions** are those of ``memdedup dedup`` on the same documents in the same order
-(:mod:`dedup.streaming` says which run exactly: a plain run when ``config.capacity`` is
-given, an ``--index-dir`` run otherwise): with one task, datatrove's readers give the
-documents of their files sorted by path, rows in file order, the command line's canonical
-order. Readers drop documents whose text is empty or missing before any step sees them; the
-command line keeps the first empty text and removes later texts with no letters or digits
-as its exact duplicates, so on such documents only the two can differ. Removed documents go
-to ``exclusion_writer`` (when given) with ``metadata["filter_reason"]`` = ``exact`` or
-``near``; the step's stats count ``dropped_exact`` and ``dropped_near``.
+(:mod:`dedup.streaming` says which run: a plain run when ``config.capacity`` is given, an
+``--index-dir`` run otherwise); with one task, datatrove's readers give the documents of
+their files sorted by path, rows in file order, the command line's order. Readers drop
+documents whose text is empty or missing before any step sees them, while the command line
+keeps the first empty text and removes later texts with no letters or digits as its exact
+duplicates: only there can the two differ. Removed documents go to ``exclusion_writer``
+(when given) with ``metadata["filter_reason"]`` = ``exact`` or ``near``; the stats count
+``dropped_exact`` and ``dropped_near``.
 
-**Ranks.** A single-pass global dedup must see every document through one index, and one
-task's index lives in that task's memory. So:
-
-* ``tasks=1`` (the default use): one index for the whole input.
-* ``tasks>1`` needs ``index_dir`` (a local directory, the ``--index-dir`` format): each
-  rank loads the index at its start and saves it, grown by its documents, at its end, so
-  the ranks must run one at a time (``LocalPipelineExecutor(..., workers=1)``, which runs
-  them in rank order: rank r reads files r, r + tasks, ...; the decisions are those of
-  ``--index-dir`` runs over the ranks' files in that order). Ranks that overlap anyway are
-  not merged silently: the second to save is refused (:class:`dedup.io.StateError`), its
-  task fails, and a rerun of it decides against the index the first one saved. Without
-  ``index_dir``, ``tasks>1`` is refused: each rank would only dedup within its own files.
-* ``index_dir`` with ``tasks=1`` keeps the index across pipeline runs (incremental dedup,
-  as ``--index-dir`` does; ``memdedup dedup --index-dir`` can continue it, and the reverse).
-  A rank is saved after its last document: a task killed after its save and before
-  datatrove records it complete would, rerun, find its own documents in the index and
-  drop them all; delete that save (the last version in ``index.json``) before rerunning.
+**Ranks.** One pass sees every document through one index, which lives in one task's
+memory: ``tasks=1``, or ``index_dir`` (the ``--index-dir`` format) with the ranks run one
+at a time (``LocalPipelineExecutor(..., workers=1)`` runs rank r on files r, r + tasks, ...;
+each rank loads the index and saves it grown by its documents, so the decisions are those
+of ``--index-dir`` runs over the ranks' files in that order). Overlapping ranks are not
+merged silently: the second save is refused (:class:`dedup.io.StateError`) and its rerun
+decides against the first one's index; ``tasks>1`` without ``index_dir`` is refused.
+``index_dir`` with one task keeps the index across pipeline runs (``memdedup dedup
+--index-dir`` can continue it, and the reverse). A rank saves after its last document: a
+task killed after its save and before datatrove records it complete would, rerun, drop its
+own documents as duplicates; delete that save (the last version in ``index.json``) first.
 
 Example:
     >>> from datatrove.data import Document
