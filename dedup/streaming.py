@@ -71,7 +71,7 @@ from .index import KEEP, Verdicts, decide
 from .index_dir import CONFIG_PARAMS, IndexDir, index_params
 from .params import optimal_param, per_band_fp, whole_index_fp
 from .scalable import FilterStack
-from .shards import first_invalid_utf8, text_strings, text_type_problem
+from .shards import first_invalid_utf8, text_column_problem, text_strings, text_type_problem
 from .sketch import Sketcher
 from .stages import EXACT_BAND, band_name, banding
 
@@ -151,27 +151,19 @@ class Deduplicator:
         return Verdicts(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("reason", "band", "duplicate_of")))
 
     def _texts(self, data) -> pa.Array | pa.ChunkedArray:
+        name = self.config.text_column
         if isinstance(data, (pa.Table, pa.RecordBatch)):
-            names = data.schema.names
-            name = self.config.text_column
-            if names.count(name) != 1:
-                raise ValueError(f"no text column {name!r}; columns are {names}" if name not in names else
-                                 f"text column {name!r} appears {names.count(name)} times; columns are {names}")
-            col = data.column(name)
+            problem = text_column_problem(data.schema, name)
         elif isinstance(data, (pa.Array, pa.ChunkedArray)):
-            col = data
+            problem = text_type_problem(data.type, name)
         else:
             raise TypeError(f"expected a pyarrow Table, RecordBatch or string Array, got {type(data).__name__}")
-        problem = text_type_problem(col.type, self.config.text_column)
         if problem:
             raise ValueError(problem)
-        col = text_strings(col)
-        try:
-            col.validate(full=True)  # the kernels assume valid UTF-8
-        except pa.ArrowInvalid:
-            bad = first_invalid_utf8(col)
-            raise ValueError(f"text column {self.config.text_column!r}: row {bad[0] if bad else -1} "
-                             "is not valid UTF-8") from None
+        col = text_strings(data if isinstance(data, (pa.Array, pa.ChunkedArray)) else data.column(name))
+        bad = first_invalid_utf8(col)
+        if bad is not None:
+            raise ValueError(f"text column {name!r}: row {-1 if bad[0] is None else bad[0]} is not valid UTF-8")
         return col
 
     def _decide(self, texts: pa.Array | pa.ChunkedArray) -> Verdicts:
