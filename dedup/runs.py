@@ -112,7 +112,7 @@ def _walk(root: Path) -> tuple[list[Path], int, int]:
 
 
 def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | None = None,
-             log: Log | None = None) -> list[Shard]:
+             log: Log = lambda m: None) -> list[Shard]:
     """Expand files, directories and globs into shards in canonical order (step 1; ``exclude``:
     the run's ``--out``, step 2). ``log`` is told how many hidden and ``datasets`` cache files
     directory walks skipped, if any.
@@ -141,13 +141,12 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
             found, h, c = _walk(p)
             hidden += h
             cached += c
-            kept = [q for q in found if not _inside(q, out)]
-            if not kept:
+            new = [q for q in found if not _inside(q, out)]
+            if not new:
                 if found:
                     raise InputError(p, f"every input file under it lies inside --out {out}; "
                                         "choose an output directory outside the inputs")
                 raise InputError(p, "directory contains no .parquet, .arrow or .jsonl[.gz|.zst] files")
-            new = kept
         elif p.is_file():
             if format_of(p) is None:
                 raise InputError(p, "unknown input format (expected .parquet, .arrow, .jsonl, .jsonl.gz or .jsonl.zst)")
@@ -168,9 +167,9 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
             files.setdefault(Path(os.path.abspath(q)), q.resolve())
     if not files:
         raise InputError("<inputs>", "no input files given")
-    if hidden and log is not None:
+    if hidden:
         log(f"skipped {hidden} hidden file(s) (names starting with '.'); name them explicitly to include them")
-    if cached and log is not None:
+    if cached:
         log(f"skipped {cached} Hugging Face datasets cache file(s) (cache-*.arrow: results of map/filter, not the "
             "dataset's rows); name them explicitly to include them")
     first: dict[Path, Path] = {}  # real file -> its first path as given: a file reached twice is read once
