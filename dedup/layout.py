@@ -166,7 +166,7 @@ def removed_writer(final: Path, compression: str) -> Iterator[Callable[[pa.Recor
     write byte-identical files. Memory: at most one row group of removed rows."""
     import pyarrow.parquet as pq
 
-    pending = REMOVED_SCHEMA.empty_table()
+    pending = pa.Table.from_batches([], REMOVED_SCHEMA)  # (empty_table() would import pandas)
     with io.replacing(final) as (tmp,), pq.ParquetWriter(str(tmp), REMOVED_SCHEMA, compression=compression) as w:
         def write(data: pa.RecordBatch | pa.Table) -> None:
             nonlocal pending

@@ -447,7 +447,7 @@ class _ArrowFile:
         whatever the file's own batching (``datasets``: 1,000 rows), as Parquet's are read, so
         the kept shard's row groups follow ``batch_rows``."""
         with self._open() as (schema, batches):
-            pending = schema.empty_table()
+            pending = pa.Table.from_batches([], schema)  # (empty_table() would import pandas)
             for batch in batches:
                 pending = pa.concat_tables([pending, pa.Table.from_batches([batch])])
                 while pending.num_rows >= batch_rows:
