@@ -332,10 +332,9 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
 
     # Stage 2: one task per band, plus the exact key.
     t0 = time.perf_counter()
-    band_fp = per_band_fp(config.fp, bands)
     names = list(range(bands)) + [EXACT_BAND]
     capacity = config.capacity or max(total, 1)
-    fps = {b: config.exact_fp if b == EXACT_BAND else band_fp for b in names}
+    fps = {b: config.exact_fp if b == EXACT_BAND else per_band_fp(config.fp, bands) for b in names}
     n_splits = {b: 1 if index is not None else band_splits(fps[b], capacity, band_splits_requested) for b in names}
     todo_b = [(b, (s, n_splits[b])) for b in names for s in range(n_splits[b])
               if read_done(seen_path(work, b, (s, n_splits[b]))) is None]
