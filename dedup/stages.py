@@ -151,8 +151,7 @@ def band_pass(
     :class:`dedup.scalable.FilterStack`, fresh or loaded from an index directory), writes
     the seen bits, saves ``stack`` under ``save_to`` (a fresh directory) when given, and
     only then marks the band done and returns the completion record: a task killed at any
-    point is redone on resume. Documents without shingles (and null texts) are not inserted
-    into band filters; null texts are not inserted into the exact filter.
+    point is redone on resume. What is inserted where: :mod:`dedup.index`.
 
     ``split`` (s, n), n > 1: only the keys of the cache partitions :func:`split_parts` (s, n)
     are inserted (see the module docstring); needs a one-generation stack (not ``--index-dir``).
@@ -233,19 +232,19 @@ def _seen_slice(work: Path, band: int | str, start: int, count: int, splits: int
 
 
 def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work: Path, out: Path,
-                splits: dict[str, int] | None = None) -> dict:
+                splits: dict[int | str, int] | None = None) -> dict:
     """Stage 3 for one shard: verdicts from the bands' bits; kept rows and removed rows.
 
-    ``start`` is the shard's first row in canonical order; ``splits``: band name -> its
-    number of split tasks (default 1). With ``config.emit ==
-    "removed"`` no kept shard is written and only the id column is read (Parquet).
+    ``start`` is the shard's first row in canonical order; ``splits``: band (or ``EXACT_BAND``)
+    -> its number of split tasks (default 1). With ``config.emit == "removed"`` no kept shard
+    is written and only the id column is read (Parquet).
     """
     t0 = time.perf_counter()
     valid, n_shingles = _read_columns(sketch_path(work, shard), "valid", "n_shingles")
     has_sh = n_shingles > 0
     n = valid.shape[0]
     splits = splits or {}
-    band_seen = (np.stack([_seen_slice(work, j, start, n, splits.get(band_name(j), 1)) for j in range(bands)], axis=1)
+    band_seen = (np.stack([_seen_slice(work, j, start, n, splits.get(j, 1)) for j in range(bands)], axis=1)
                  if n else np.zeros((0, bands), bool))
     exact_seen = _seen_slice(work, EXACT_BAND, start, n, splits.get(EXACT_BAND, 1))
     verdicts = combine(valid, has_sh, band_seen, exact_seen)
@@ -345,13 +344,12 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
     ])
     band_records = {band_name(b): merge_split_records([read_done(seen_path(work, b, (s, n_splits[b])))
                                                        for s in range(n_splits[b])]) for b in names}
-    splits_by_name = {band_name(b): n for b, n in n_splits.items()}
     timings["band"] = time.perf_counter() - t0
 
     # Stage 3: kept shards and removed rows per shard.
     t0 = time.perf_counter()
     starts = np.concatenate([[0], np.cumsum([i["rows"] for i in infos])[:-1]]).astype(int).tolist() if infos else []
-    map_tasks("write", write_shard, [(s, config, bands, start, work, out, splits_by_name) for s, start
+    map_tasks("write", write_shard, [(s, config, bands, start, work, out, n_splits) for s, start
                                      in zip(shards, starts) if read_done(removed_part_path(work, s)) is None])
     timings["write"] = time.perf_counter() - t0
 
