@@ -13,17 +13,6 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-_NUMERIC = {
-    np.dtype(np.int8): pa.int8(),
-    np.dtype(np.int16): pa.int16(),
-    np.dtype(np.int32): pa.int32(),
-    np.dtype(np.int64): pa.int64(),
-    np.dtype(np.uint32): pa.uint32(),
-    np.dtype(np.uint64): pa.uint64(),
-    np.dtype(np.float64): pa.float64(),
-}
-
-
 def _bitmap(mask: np.ndarray) -> pa.Buffer:
     return pa.py_buffer(np.packbits(np.ascontiguousarray(mask, dtype=np.bool_), bitorder="little"))
 
@@ -34,11 +23,10 @@ def bool_array(values: np.ndarray) -> pa.Array:
 
 
 def numeric_array(values: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
-    """Numeric Arrow array from a numpy array; ``valid`` (bool) marks non-null entries."""
+    """Numeric Arrow array from a numpy integer or float array; ``valid`` (bool) marks non-null entries."""
     values = np.ascontiguousarray(values)
-    typ = _NUMERIC[values.dtype]
     validity = None if valid is None or valid.all() else _bitmap(valid)
-    return pa.Array.from_buffers(typ, len(values), [validity, pa.py_buffer(values)])
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [validity, pa.py_buffer(values)])
 
 
 def string_array(values: list[str]) -> pa.Array:

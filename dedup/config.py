@@ -14,30 +14,18 @@ from typing import Any
 from .minhash import SCHEMES
 
 
-def option(
-    default: Any,
-    help: str,
-    *,
-    unit: str | None = None,
-    none: str | None = None,
-    choices: tuple | None = None,
-    flag: str | None = None,
-    short: str | None = None,
-    cli: bool = True,
-    flag_sets: dict | None = None,
-) -> Any:
+def option(default: Any, help: str, *, unit: str | None = None, none: str | None = None,
+           choices: tuple | None = None, flag: str | None = None, short: str | None = None, cli: bool = True,
+           flag_sets: dict | None = None) -> Any:
     """A config field with its documentation: ``dataclasses.field(default, metadata=...)``.
 
-    Args:
-        default: the default (the one place it is written; help and README show this value).
-        help: what the field means, one line.
-        unit: unit of the value, shown after the default (``"tokens"``, ``"rows"``).
-        none: what a ``None`` default means (``"optimal for threshold and num_perm"``).
-        choices: the allowed values (also checked by the command line).
-        flag: command-line flag, if not ``--`` + the name with dashes.
-        short: a short alias (``"-n"``).
-        cli: False for fields set only by files or by the code (no flag).
-        flag_sets: other fields to set when this one is given as a flag.
+    ``default`` is written here only (help and README show it); ``help``: what the field means,
+    one line; ``unit``: shown after the default (``"tokens"``, ``"rows"``); ``none``: what a
+    ``None`` default means (``"optimal for threshold and num_perm"``); ``choices``: the allowed
+    values (also checked by the command line); ``flag``: the command-line flag, if not ``--`` +
+    the name with dashes; ``short``: a short alias (``"-n"``); ``cli``: False for fields set only
+    by files or by the code (no flag); ``flag_sets``: other fields set when this one is given as
+    a flag.
     """
     meta = {"help": help, "unit": unit, "none": none, "choices": choices, "flag": flag, "short": short,
             "cli": cli, "flag_sets": dict(flag_sets or {})}
@@ -141,7 +129,4 @@ class DedupConfig:
     def decision_dict(self) -> dict:
         """The fields that change which rows are removed or which outputs are written (not
         how inputs are read): a run's identity (:func:`dedup.runs.run_identity`)."""
-        d = self.to_dict()
-        for k in ("batch_rows", "compression"):
-            d.pop(k)
-        return d
+        return {k: v for k, v in self.to_dict().items() if k not in ("batch_rows", "compression")}

@@ -15,12 +15,12 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from . import io, layout, runs
+from . import layout, runs
 from .config import DedupConfig
 from .arrow import bool_array, filter_rows, numeric_array, take_strings
 from .index import make_index
 from .params import plan_index
-from .shards import Shard, ShardReader, count_rows
+from .shards import ShardReader, count_rows
 from .sketch import Sketcher
 
 ProgressFn = Callable[[dict], None]
@@ -151,10 +151,10 @@ def _run(plan: runs.RunPlan, config: DedupConfig, threads: int | None, progress:
     shard_names = [s.name for s in shards]
 
     timer = _Timer()
-    stats: list[tuple[Shard, Counter]] = []
+    inputs = []  # the manifest's entries of the shards so far
     total = Counter()  # over the shards so far
     try:
-        with io.replacing(layout.removed_path(out)) as (tmp,), layout.RemovedWriter(tmp, config.compression) as removed:
+        with layout.removed_writer(layout.removed_path(out), config.compression) as write_removed:
             for si, shard in enumerate(shards):
                 timer.mark()
                 reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required,
@@ -181,7 +181,7 @@ def _run(plan: runs.RunPlan, config: DedupConfig, threads: int | None, progress:
                             dup = verdicts.duplicate_of[gone]
                             known = locator is not None and (dup >= 0).any()
                             earlier = locator.lookup(dup, shard_names) if known else None
-                            removed.write(layout.removed_batch(gone, st["rows"], shard.name, ids, verdicts.reason,
+                            write_removed(layout.removed_batch(gone, st["rows"], shard.name, ids, verdicts.reason,
                                                                verdicts.band, earlier))
                         for c in (st, total):
                             c.update(rows=batch.num_rows, **verdicts.counts(), **sk.counts(), text_bytes=sk.text_bytes)
@@ -190,13 +190,10 @@ def _run(plan: runs.RunPlan, config: DedupConfig, threads: int | None, progress:
                             progress({"rows": total["rows"], "total_rows": capacity, "bytes": total["text_bytes"],
                                       "elapsed": time.perf_counter() - t_start, "removed_exact": total["exact"],
                                       "removed_near": total["near"], "shard": si + 1, "shards": len(shards)})
-                    if st["rows"] != reader.num_rows or st["kept"] + st["exact"] + st["near"] != reader.num_rows:
-                        raise RuntimeError(
-                            f"internal error: {shard.path}: rows read {st['rows']}, kept {st['kept']} + removed "
-                            f"{st['exact'] + st['near']}, but the file has {reader.num_rows} rows"
-                        )
-                stats.append((shard, st))
-        inputs = [layout.input_entry(shard, st) for shard, st in stats]
+                    if st["rows"] != reader.num_rows:
+                        raise RuntimeError(f"internal error: {shard.path}: read {st['rows']} rows, file has "
+                                           f"{reader.num_rows}")
+                inputs.append(layout.input_entry(shard, st))
         idx = {"backend": index.name, "plan": plan_.to_dict(), "bytes": index.nbytes(),
                "predicted_fp": index.predicted_fp(), **index.stats()}
         return runs.finish(plan, layout.dedup_manifest("fused", config, inputs, idx, timer.seconds,

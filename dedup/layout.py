@@ -14,7 +14,7 @@ its format suffix (``part-0.jsonl.gz`` -> ``kept/part-0.parquet``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -77,8 +77,11 @@ def removed_batch(
 
 def input_entry(shard, counts: dict) -> dict:
     """One input file's entry in a dedup manifest's ``inputs``, from its ``counts``: rows,
-    kept, exact, near, null_text, empty_text, text_bytes."""
+    kept, exact, near, null_text, empty_text, text_bytes (every row kept or removed)."""
     c = counts
+    if c["kept"] + c["exact"] + c["near"] != c["rows"]:
+        raise RuntimeError(f"internal error: {shard.path}: kept {c['kept']} + removed {c['exact'] + c['near']} "
+                           f"!= {c['rows']} rows")
     return {"shard": shard.name, "path": str(shard.path), "format": shard.fmt, "file_bytes": shard.path.stat().st_size,
             "rows": c["rows"], "kept": c["kept"], "removed": {"exact": c["exact"], "near": c["near"]},
             **{k: c[k] for k in ("null_text", "empty_text", "text_bytes")}}
@@ -155,46 +158,28 @@ def kept_shard(out: Path, shard_stem: str, schema: pa.Schema, config) -> Iterato
 REMOVED_ROW_GROUP = 65536
 
 
-class RemovedWriter:
-    """Writer of ``removed.parquet`` (:data:`REMOVED_SCHEMA`): rows are buffered and written
-    in row groups of exactly :data:`REMOVED_ROW_GROUP` rows (the last one shorter), so both
-    engines write byte-identical files. Memory: at most one row group of removed rows."""
+@contextmanager
+def removed_writer(final: Path, compression: str) -> Iterator[Callable[[pa.RecordBatch | pa.Table], None]]:
+    """A ``write(rows)`` of ``removed.parquet`` (:data:`REMOVED_SCHEMA`) to a temporary name,
+    renamed to ``final`` when the block completes. Rows are buffered and written in row
+    groups of exactly :data:`REMOVED_ROW_GROUP` rows (the last one shorter), so both engines
+    write byte-identical files. Memory: at most one row group of removed rows."""
+    import pyarrow.parquet as pq
 
-    def __init__(self, path: Path, compression: str):
-        import pyarrow.parquet as pq
+    pending = pa.Table.from_batches([], REMOVED_SCHEMA)  # (empty_table() would import pandas)
+    with io.replacing(final) as (tmp,), pq.ParquetWriter(str(tmp), REMOVED_SCHEMA, compression=compression) as w:
+        def write(data: pa.RecordBatch | pa.Table) -> None:
+            nonlocal pending
+            table = data if isinstance(data, pa.Table) else pa.Table.from_batches([data])
+            pending = pa.concat_tables([pending, table])
+            whole = pending.num_rows // REMOVED_ROW_GROUP * REMOVED_ROW_GROUP
+            if whole:
+                w.write_table(pending.slice(0, whole), row_group_size=REMOVED_ROW_GROUP)
+                pending = pending.slice(whole)
 
-        self._writer = pq.ParquetWriter(str(path), REMOVED_SCHEMA, compression=compression)
-        self._pending: list[pa.RecordBatch] = []
-        self._rows = 0
-
-    def write(self, data: pa.RecordBatch | pa.Table) -> None:
-        batches = data.to_batches() if isinstance(data, pa.Table) else [data]
-        for b in batches:
-            if b.num_rows:
-                self._pending.append(b)
-                self._rows += b.num_rows
-        if self._rows >= REMOVED_ROW_GROUP:
-            self._flush(whole_groups_only=True)
-
-    def _flush(self, whole_groups_only: bool) -> None:
-        table = pa.Table.from_batches(self._pending, schema=REMOVED_SCHEMA)
-        n = table.num_rows // REMOVED_ROW_GROUP * REMOVED_ROW_GROUP if whole_groups_only else table.num_rows
-        if n:
-            self._writer.write_table(table.slice(0, n), row_group_size=REMOVED_ROW_GROUP)
-        rest = table.slice(n)
-        self._pending = rest.to_batches() if rest.num_rows else []
-        self._rows = rest.num_rows
-
-    def close(self) -> None:
-        if self._rows:
-            self._flush(whole_groups_only=False)
-        self._writer.close()
-
-    def __enter__(self) -> "RemovedWriter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        yield write
+        if pending.num_rows:
+            w.write_table(pending, row_group_size=REMOVED_ROW_GROUP)
 
 
 def kept_path(out: Path, shard_stem: str) -> Path:

@@ -5,10 +5,7 @@ The definition (every scheme, every backend, every code path uses it):
 1. Unicode NFKC (optional, on by default), then per-code-point lowercase, as Arrow's
    ``pyarrow.compute.utf8_normalize(..., "NFKC")`` and ``utf8_lower`` (utf8proc) define
    them (:func:`prenormalize`). The kernels reach the same result faster
-   (:func:`replacements`): code points NFKC and lowercasing leave alone are copied,
-   context-free ones are rewritten alone as they are read, and only documents holding a
-   context-sensitive one (a combining mark NFKC may compose) go through Arrow; no Python
-   object per document either way.
+   (:func:`replacements`), with no Python object per document.
 2. A *word character* is a code point whose Unicode general category is a letter
    (``L*``), a mark (``M*``, so that Devanagari vowel signs or combining accents do not
    split words) or a number (``N*``), as reported by Python's :mod:`unicodedata`.

@@ -112,7 +112,7 @@ def _walk(root: Path) -> tuple[list[Path], int, int]:
 
 
 def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | None = None,
-             log: Log | None = None) -> list[Shard]:
+             log: Log = lambda m: None) -> list[Shard]:
     """Expand files, directories and globs into shards in canonical order (step 1; ``exclude``:
     the run's ``--out``, step 2). ``log`` is told how many hidden and ``datasets`` cache files
     directory walks skipped, if any.
@@ -141,13 +141,12 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
             found, h, c = _walk(p)
             hidden += h
             cached += c
-            kept = [q for q in found if not _inside(q, out)]
-            if not kept:
+            new = [q for q in found if not _inside(q, out)]
+            if not new:
                 if found:
                     raise InputError(p, f"every input file under it lies inside --out {out}; "
                                         "choose an output directory outside the inputs")
                 raise InputError(p, "directory contains no .parquet, .arrow or .jsonl[.gz|.zst] files")
-            new = kept
         elif p.is_file():
             if format_of(p) is None:
                 raise InputError(p, "unknown input format (expected .parquet, .arrow, .jsonl, .jsonl.gz or .jsonl.zst)")
@@ -168,9 +167,9 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
             files.setdefault(Path(os.path.abspath(q)), q.resolve())
     if not files:
         raise InputError("<inputs>", "no input files given")
-    if hidden and log is not None:
+    if hidden:
         log(f"skipped {hidden} hidden file(s) (names starting with '.'); name them explicitly to include them")
-    if cached and log is not None:
+    if cached:
         log(f"skipped {cached} Hugging Face datasets cache file(s) (cache-*.arrow: results of map/filter, not the "
             "dataset's rows); name them explicitly to include them")
     first: dict[Path, Path] = {}  # real file -> its first path as given: a file reached twice is read once
@@ -232,6 +231,7 @@ class RunPlan:
         previous: the manifest of a completed run of this identity (nothing to do), or None.
         resume: the staged engine may reuse ``_work/`` of an interrupted run of this identity.
         record: the run record (written unless ``previous``).
+        checked: what ``check`` returned (None when it was not called: no check, or a resume).
     """
 
     out: Path
@@ -240,6 +240,7 @@ class RunPlan:
     previous: dict | None
     resume: bool
     record: dict | None
+    checked: object = None
 
     @property
     def work(self) -> Path:
@@ -248,12 +249,12 @@ class RunPlan:
 
 def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config: DedupConfig, *, engine: str,
             index_dir: Path | None = None, force: bool = False, log: Log = lambda m: None,
-            check: Callable[[list[Shard], dict], None] | None = None,
+            check: Callable[[list[Shard]], object] | None = None,
             extra_record: Callable[[], dict] | None = None) -> RunPlan:
     """Steps 1-4 of the protocol; on return, ``OUT`` holds nothing but a completed run of
     this identity (``previous``), or a run record of this run and what it may resume.
 
-    ``check(shards, identity)`` runs before anything under ``OUT`` is cleared or written
+    ``check(shards)`` runs before anything under ``OUT`` is cleared or written
     (the staged engine: does the index directory already hold these inputs?).
     ``extra_record`` adds fields to a new run record (the staged engine: the pinned index
     version); it is called only when a new record is written.
@@ -276,8 +277,7 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
     record_path = work_dir(out) / RUN_FILE
     record = io.read_json(record_path, ("identity", "engine")) if record_path.exists() else None
     resumable = not force and previous is None and record is not None and record["identity"] == identity
-    if check is not None and not resumable:  # a resume was checked when it started
-        check(shards, identity)
+    checked = check(shards) if check is not None and not resumable else None  # a resume was checked when it started
     if previous is None and record is None and not force:
         kept = out / layout.KEPT_DIR
         strays = [f"{layout.KEPT_DIR}/"] if kept.is_dir() and any(
@@ -298,7 +298,7 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
     record = {"identity": identity, "engine": engine, "run_id": run_id(identity), **(extra_record() if extra_record else {})}
     work_dir(out).mkdir(parents=True, exist_ok=True)
     io.write_json_atomic(record_path, record)
-    return RunPlan(out, shards, identity, None, False, record)
+    return RunPlan(out, shards, identity, None, False, record, checked)
 
 
 def clear_outputs(out: Path) -> None:

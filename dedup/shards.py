@@ -6,10 +6,6 @@ IPC *stream* format that Hugging Face ``datasets`` writes in its cache and with
 ``save_to_disk``, or the IPC *file* format, told apart by the file's first bytes). Which
 files a run reads, and their canonical order, is decided by :func:`dedup.runs.discover`.
 
-Arrow files are memory-mapped and read batch by batch (zero copy); their batches (1,000
-rows each from ``datasets``) are regrouped into batches of ``batch_rows`` rows, as Parquet's
-are, so each kept shard's row groups follow ``batch_rows`` whatever the input's batching.
-
 Every problem with an input raises :class:`InputError`, whose message names the file and,
 where it applies, the line (JSONL, 1-based) or row (Parquet, 0-based).
 
@@ -26,11 +22,8 @@ Columns, decided here:
   naming the file is issued. The column itself is still copied to the kept shard.
 * Other columns are copied to the kept shard as they are, duplicated names included.
 
-JSON Lines, decided here and in :mod:`dedup.jsonl`: every line that is not blank (blank:
-only spaces, tabs and carriage returns) is one row and must hold one JSON object; any
-other line (``null``, an array, two objects, a line of form feeds or other whitespace
-that JSON does not allow, a byte order mark after the first line, a key twice in one
-object) is refused with its line named, so the rows read are exactly the lines
+JSON Lines: every line that is not blank is one row and must hold one JSON object; the
+rules of a line are :mod:`dedup.jsonl`'s, so the rows read are exactly the lines
 :func:`count_rows` counts. A line may be of any length up to Arrow's 2 GiB block limit.
 
 JSON numbers are never rounded. Arrow reads a column of numbers as int64 when every one
@@ -131,12 +124,7 @@ def _check_columns(shard: Shard, schema: pa.Schema, text_column: str, id_column:
     """Check the text and id columns (see the module docstring); return why the id column
     is ignored (None: it is read, or absent)."""
     names = schema.names
-    if text_column not in names:
-        raise InputError(shard.path, f"no text column {text_column!r}; columns are {names}")
-    dup = _duplicated(names, text_column)
-    if dup:
-        raise InputError(shard.path, f"text {dup}; column names must be unique")
-    problem = text_type_problem(schema.field(text_column).type, text_column)
+    problem = text_column_problem(schema, text_column)
     if problem:
         raise InputError(shard.path, problem)
     if not id_column or id_column not in names:
@@ -149,6 +137,17 @@ def _check_columns(shard: Shard, schema: pa.Schema, text_column: str, id_column:
     if problem is not None and id_required:
         raise InputError(shard.path, f"id {problem}")
     return problem
+
+
+def text_column_problem(schema: pa.Schema, text_column: str) -> str | None:
+    """Why ``schema`` has no text column to read (missing, twice, or not strings), or None."""
+    names = schema.names
+    if text_column not in names:
+        return f"no text column {text_column!r}; columns are {names}"
+    dup = _duplicated(names, text_column)
+    if dup:
+        return f"text {dup}; column names must be unique"
+    return text_type_problem(schema.field(text_column).type, text_column)
 
 
 def text_type_problem(t: pa.DataType, text_column: str) -> str | None:
@@ -167,15 +166,20 @@ def text_strings(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     return pa.nulls(len(col), pa.string()) if pa.types.is_null(col.type) else col
 
 
-def first_invalid_utf8(texts: pa.Array | pa.ChunkedArray) -> tuple[int, UnicodeDecodeError] | None:
-    """(index, error) of the first text that is not valid UTF-8, or None. Error path only."""
-    for i, raw in enumerate(texts.cast(pa.large_binary()).to_pylist()):
-        try:
-            if raw is not None:
-                raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            return i, e
-    return None
+def first_invalid_utf8(texts: pa.Array | pa.ChunkedArray) -> tuple[int | None, Exception] | None:
+    """None if ``texts`` is valid, UTF-8 included (the kernels assume it); else (index, error)
+    of the first text that is not valid UTF-8, or (None, Arrow's error) if none is."""
+    try:
+        texts.validate(full=True)  # several GB/s
+        return None
+    except pa.ArrowInvalid as exc:
+        for i, raw in enumerate(texts.cast(pa.large_binary()).to_pylist()):
+            try:
+                if raw is not None:
+                    raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return i, e
+        return None, exc
 
 
 def _castable_to_string(t: pa.DataType) -> bool:
@@ -236,19 +240,6 @@ def _jsonl_line_of_row(shard: Shard, row: int) -> int | None:
 #: Arrow's default JSON block (1 MiB), and the largest it accepts (an int32).
 _ARROW_BLOCK = 1 << 20
 _MAX_BLOCK = (1 << 31) - 1
-
-
-def _read_options(longest_line: int):
-    """Arrow read options for a piece whose longest line has ``longest_line`` bytes: blocks
-    of Arrow's default size, or larger than that line (Arrow refuses a line that straddles
-    two block boundaries, i.e. lines over about two blocks), so any line that Arrow can
-    hold as one value is read. Blocks stay small otherwise: Arrow parses the blocks of a
-    piece in parallel."""
-    import pyarrow.json as pj
-
-    if longest_line < _ARROW_BLOCK:
-        return None
-    return pj.ReadOptions(block_size=min(longest_line + 1, _MAX_BLOCK))
 
 
 _EXACT_TYPES = {"uint64": pa.uint64(), "string": pa.string()}
@@ -357,7 +348,11 @@ class _JsonlFile:
         explicit.update({c: t for c, t in self.exact.items() if t == pa.uint64()})  # Arrow parses these exactly
         schema = pa.schema(sorted(explicit.items()))
         opts = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer") if explicit else None
-        return pj.read_json(pa.BufferReader(piece), parse_options=opts, read_options=_read_options(lines.longest))
+        # Blocks of Arrow's default size, or larger than the longest line (Arrow refuses a line
+        # that straddles two block boundaries), so any line Arrow can hold as one value is read;
+        # small otherwise: Arrow parses a piece's blocks in parallel.
+        read = pj.ReadOptions(block_size=min(lines.longest + 1, _MAX_BLOCK)) if lines.longest >= _ARROW_BLOCK else None
+        return pj.read_json(pa.BufferReader(piece), parse_options=opts, read_options=read)
 
     def _parsed(self) -> Iterator[tuple[int, bytes, pa.Table]]:
         """(first line, bytes, table) of each piece, after checking that the piece holds one
@@ -448,27 +443,19 @@ class _ArrowFile:
             yield reader.schema, _guarded(batches, self.shard.path, "corrupt or truncated Arrow IPC data")
 
     def batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        """The file's rows in order, in batches of ``batch_rows`` rows (the last one shorter)."""
+        """The file's rows in order, in batches of ``batch_rows`` rows (the last one shorter)
+        whatever the file's own batching (``datasets``: 1,000 rows), as Parquet's are read, so
+        the kept shard's row groups follow ``batch_rows``."""
         with self._open() as (schema, batches):
-            pending: list[pa.RecordBatch] = []
-            rows = 0
+            pending = pa.Table.from_batches([], schema)  # (empty_table() would import pandas)
             for batch in batches:
-                while batch.num_rows:
-                    take = min(batch_rows - rows, batch.num_rows)
-                    pending.append(batch.slice(0, take))
-                    rows += take
-                    batch = batch.slice(take)
-                    if rows == batch_rows:
-                        yield _concat_batches(pending, schema)
-                        pending, rows = [], 0
-            if rows:
-                yield _concat_batches(pending, schema)
-
-
-def _concat_batches(batches: list[pa.RecordBatch], schema: pa.Schema) -> pa.RecordBatch:
-    if len(batches) == 1:
-        return batches[0]
-    return pa.Table.from_batches(batches, schema=schema).combine_chunks().to_batches()[0]
+                pending = pa.concat_tables([pending, pa.Table.from_batches([batch])])
+                while pending.num_rows >= batch_rows:
+                    # combine_chunks copies only a batch that spans the file's batches
+                    yield pending.slice(0, batch_rows).combine_chunks().to_batches()[0]
+                    pending = pending.slice(batch_rows)
+            if pending.num_rows:
+                yield pending.combine_chunks().to_batches()[0]
 
 
 class ShardReader:
@@ -532,18 +519,16 @@ class ShardReader:
                 line (JSONL, 1-based); ``batch`` must be the latest batch from :meth:`batches`.
         """
         col = text_strings(batch.column(self.text_column))
-        try:
-            col.validate(full=True)  # UTF-8 check, several GB/s; the kernels assume valid UTF-8
-        except pa.ArrowInvalid as exc:
-            bad = first_invalid_utf8(col)
-            if bad is None:
-                raise InputError(self.shard.path, f"cannot process text column {self.text_column!r}: {exc}",
-                                 row=self._batch_start) from exc
-            row = self._batch_start + bad[0]
-            line = _jsonl_line_of_row(self.shard, row) if self.shard.fmt == "jsonl" else None
-            raise InputError(self.shard.path, f"text column {self.text_column!r} is not valid UTF-8: {bad[1]}",
-                             row=None if line else row, line=line) from exc
-        return col
+        bad = first_invalid_utf8(col)
+        if bad is None:
+            return col
+        if bad[0] is None:
+            raise InputError(self.shard.path, f"cannot process text column {self.text_column!r}: {bad[1]}",
+                             row=self._batch_start) from bad[1]
+        row = self._batch_start + bad[0]
+        line = _jsonl_line_of_row(self.shard, row) if self.shard.fmt == "jsonl" else None
+        raise InputError(self.shard.path, f"text column {self.text_column!r} is not valid UTF-8: {bad[1]}",
+                         row=None if line else row, line=line) from bad[1]
 
     def needed_columns(self, text: bool = True) -> list[str]:
         """The columns :meth:`text` (if ``text``) and :meth:`ids` read, for :meth:`batches`."""

@@ -151,8 +151,7 @@ def band_pass(
     :class:`dedup.scalable.FilterStack`, fresh or loaded from an index directory), writes
     the seen bits, saves ``stack`` under ``save_to`` (a fresh directory) when given, and
     only then marks the band done and returns the completion record: a task killed at any
-    point is redone on resume. Documents without shingles (and null texts) are not inserted
-    into band filters; null texts are not inserted into the exact filter.
+    point is redone on resume. What is inserted where: :mod:`dedup.index`.
 
     ``split`` (s, n), n > 1: only the keys of the cache partitions :func:`split_parts` (s, n)
     are inserted (see the module docstring); needs a one-generation stack (not ``--index-dir``).
@@ -233,19 +232,19 @@ def _seen_slice(work: Path, band: int | str, start: int, count: int, splits: int
 
 
 def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work: Path, out: Path,
-                splits: dict[str, int] | None = None) -> dict:
+                splits: dict[int | str, int] | None = None) -> dict:
     """Stage 3 for one shard: verdicts from the bands' bits; kept rows and removed rows.
 
-    ``start`` is the shard's first row in canonical order; ``splits``: band name -> its
-    number of split tasks (default 1). With ``config.emit ==
-    "removed"`` no kept shard is written and only the id column is read (Parquet).
+    ``start`` is the shard's first row in canonical order; ``splits``: band (or ``EXACT_BAND``)
+    -> its number of split tasks (default 1). With ``config.emit == "removed"`` no kept shard
+    is written and only the id column is read (Parquet).
     """
     t0 = time.perf_counter()
     valid, n_shingles = _read_columns(sketch_path(work, shard), "valid", "n_shingles")
     has_sh = n_shingles > 0
     n = valid.shape[0]
     splits = splits or {}
-    band_seen = (np.stack([_seen_slice(work, j, start, n, splits.get(band_name(j), 1)) for j in range(bands)], axis=1)
+    band_seen = (np.stack([_seen_slice(work, j, start, n, splits.get(j, 1)) for j in range(bands)], axis=1)
                  if n else np.zeros((0, bands), bool))
     exact_seen = _seen_slice(work, EXACT_BAND, start, n, splits.get(EXACT_BAND, 1))
     verdicts = combine(valid, has_sh, band_seen, exact_seen)
@@ -254,8 +253,8 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
     removed_final = removed_part_path(work, shard)
     removed_final.parent.mkdir(parents=True, exist_ok=True)
     row = 0
-    with (layout.kept_shard(out, shard.stem, reader.schema, config) as kw, io.replacing(removed_final) as (tmp,),
-          layout.RemovedWriter(tmp, config.compression) as rw):
+    with (layout.kept_shard(out, shard.stem, reader.schema, config) as kw,
+          layout.removed_writer(removed_final, config.compression) as write_removed):
         for batch in reader.batches(None if kw is not None else reader.needed_columns(text=False)):
             sl = slice(row, row + batch.num_rows)
             keep = verdicts.reason[sl] == 0
@@ -263,7 +262,7 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
                 kw.write_batch(filter_rows(batch, keep))
             gone = np.flatnonzero(~keep)
             if gone.size:
-                rw.write(layout.removed_batch(gone, row, shard.name, reader.ids(batch), verdicts.reason[sl],
+                write_removed(layout.removed_batch(gone, row, shard.name, reader.ids(batch), verdicts.reason[sl],
                                               verdicts.band[sl]))
             row += batch.num_rows
         if row != n:
@@ -289,25 +288,23 @@ def banding(config: DedupConfig) -> tuple[int, int]:
     return (config.bands, config.rows) if config.bands else optimal_param(config.threshold, config.num_perm)
 
 
-def band_task(band: int | str, shards: list[Shard], work: Path, fp: float, capacity: int, scalable: bool,
-              load_from: str | None, keep: bool, split: tuple[int, int] = (0, 1)) -> dict:
-    """Stage 2 task: a fresh filter stack (or the pinned version's, ``load_from``), the
-    band pass (of split ``split``), and the stack saved under ``WORK/index/<name>`` when
-    ``keep``."""
-    name = band_name(band)
-    stack = FilterStack.load(Path(load_from)) if load_from else FilterStack(fp, capacity, scalable=scalable)
-    total = sum(io.read_json(done_path(sketch_path(work, s)), ("rows",))["rows"] for s in shards)
-    return band_pass(band, shards, work, stack, total, save_to=work / "index" / name if keep else None, split=split)
+def band_task(band: int | str, shards: list[Shard], work: Path, total: int, fp: float, capacity: int, indexed: bool,
+              load_from: str | None, split: tuple[int, int] = (0, 1)) -> dict:
+    """Stage 2 task: a fresh filter stack (growing when ``indexed``: a run with an index
+    directory) or the pinned version's (``load_from``), the band pass (of split ``split``),
+    and when ``indexed`` the stack saved under ``WORK/index/<name>``."""
+    stack = FilterStack.load(Path(load_from)) if load_from else FilterStack(fp, capacity, scalable=indexed)
+    save_to = work / "index" / band_name(band) if indexed else None
+    return band_pass(band, shards, work, stack, total, save_to=save_to, split=split)
 
 
 def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = serial_map,
-               index: IndexDir | None = None, index_files: list[dict] | None = None,
-               checkpoint: Callable[[str], None] = lambda point: None, log: Callable[[str], None] = lambda m: None,
+               index: IndexDir | None = None, checkpoint: Callable[[str], None] = lambda point: None, log: Callable[[str], None] = lambda m: None,
                band_splits_requested: int = 1) -> dict:
     """Run (or resume) the three stages of ``plan`` (from :func:`dedup.runs.prepare`, not
     complete) and finish it; return the manifest. ``index``: the ``--index-dir``, its version
-    pinned in the run record; ``index_files``: the inputs' :meth:`IndexDir.check_not_held`
-    (None: computed here, on a resume); ``checkpoint``: called with ``"finalize"`` once stages
+    pinned in the run record (``plan.checked``: the inputs' :meth:`IndexDir.check_not_held`,
+    None on a resume); ``checkpoint``: called with ``"finalize"`` once stages
     1-3 are done and with ``"installed"`` after the index install (fault injection in tests);
     ``band_splits_requested``: see :func:`band_splits` (not with ``index``; same outputs).
     """
@@ -334,41 +331,37 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
 
     # Stage 2: one task per band, plus the exact key.
     t0 = time.perf_counter()
-    band_fp = per_band_fp(config.fp, bands)
     names = list(range(bands)) + [EXACT_BAND]
     capacity = config.capacity or max(total, 1)
-    fps = {b: config.exact_fp if b == EXACT_BAND else band_fp for b in names}
+    fps = {b: config.exact_fp if b == EXACT_BAND else per_band_fp(config.fp, bands) for b in names}
     n_splits = {b: 1 if index is not None else band_splits(fps[b], capacity, band_splits_requested) for b in names}
     todo_b = [(b, (s, n_splits[b])) for b in names for s in range(n_splits[b])
               if read_done(seen_path(work, b, (s, n_splits[b]))) is None]
     map_tasks("band", band_task, [
-        (b, shards, work, fps[b], capacity, index is not None,
-         str(index.stack_dir(pinned, band_name(b))) if index is not None and pinned else None, index is not None, split)
+        (b, shards, work, total, fps[b], capacity, index is not None,
+         str(index.stack_dir(pinned, band_name(b))) if index is not None and pinned else None, split)
         for b, split in todo_b
     ])
     band_records = {band_name(b): merge_split_records([read_done(seen_path(work, b, (s, n_splits[b])))
                                                        for s in range(n_splits[b])]) for b in names}
-    splits_by_name = {band_name(b): n for b, n in n_splits.items()}
     timings["band"] = time.perf_counter() - t0
 
     # Stage 3: kept shards and removed rows per shard.
     t0 = time.perf_counter()
     starts = np.concatenate([[0], np.cumsum([i["rows"] for i in infos])[:-1]]).astype(int).tolist() if infos else []
-    map_tasks("write", write_shard, [(s, config, bands, start, work, out, splits_by_name) for s, start
+    map_tasks("write", write_shard, [(s, config, bands, start, work, out, n_splits) for s, start
                                      in zip(shards, starts) if read_done(removed_part_path(work, s)) is None])
     timings["write"] = time.perf_counter() - t0
 
     checkpoint("finalize")
     written = [io.read_json(done_path(removed_part_path(work, s)), ("kept", "exact", "near")) for s in shards]
-    for s, info, rec in zip(shards, infos, written):
-        if rec["kept"] + rec["exact"] + rec["near"] != info["rows"]:
-            raise RuntimeError(f"internal error: {s.path}: kept + removed != {info['rows']} rows")
-    with io.replacing(layout.removed_path(out)) as (tmp,), layout.RemovedWriter(tmp, config.compression) as w:
+    inputs = [layout.input_entry(s, {**i, **w}) for s, i, w in zip(shards, infos, written)]
+    with layout.removed_writer(layout.removed_path(out), config.compression) as write_removed:
         for s in shards:
-            w.write(pq.read_table(removed_part_path(work, s)))
+            write_removed(pq.read_table(removed_part_path(work, s)))
     index_meta = None
     if index is not None:
-        files = [{**f, "rows": i["rows"]} for f, i in zip(index_files or [file_entry(s) for s in shards], infos)]
+        files = [{**f, "rows": i["rows"]} for f, i in zip(plan.checked or [file_entry(s) for s in shards], infos)]
         index.install(work / "index", [band_name(b) for b in names], pinned, plan.record["run_id"], files, total)
         index_meta = index.summary()
         checkpoint("installed")
@@ -381,7 +374,6 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
         "bands": band_records,
         "index_dir": index_meta,
     }
-    inputs = [layout.input_entry(s, {**i, **w}) for s, i, w in zip(shards, infos, written)]
     wall = time.perf_counter() - t_start
     return finish(plan, layout.dedup_manifest("staged", config, inputs, index_body, timings, wall))
 
@@ -411,20 +403,14 @@ def dedup_staged(inputs, out, config: DedupConfig = DedupConfig(), *, map_tasks:
         raise ValueError(f"--band-splits must be >= 1, got {band_splits}" if band_splits < 1 else
                          "--band-splits needs a run without --index-dir (its filters grow by generations)")
     index = IndexDir(index_dir, index_params(config, *banding(config))) if index_dir else None
-    files: list[dict] | None = None
-
-    def check(shards: list[Shard], identity: dict) -> None:
-        nonlocal files
-        if index is not None:
-            files = index.check_not_held(shards)
-
     plan = prepare(inputs, out, config, engine="staged", index_dir=index.path if index else None, force=force,
-                   log=log, check=check, extra_record=lambda: {"index_version": index.current if index else None})
+                   log=log, check=index.check_not_held if index else None,
+                   extra_record=lambda: {"index_version": index.current if index else None})
     if plan.previous is not None:
         return plan.previous
     try:
-        return run_stages(plan, config, map_tasks=map_tasks, index=index, index_files=files,
-                          checkpoint=checkpoint, log=log, band_splits_requested=band_splits)
+        return run_stages(plan, config, map_tasks=map_tasks, index=index, checkpoint=checkpoint, log=log,
+                          band_splits_requested=band_splits)
     except (ValueError, OSError):  # bad input, damaged state, full disk: nothing is left behind
         clear_outputs(plan.out)
         raise

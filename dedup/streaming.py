@@ -2,10 +2,8 @@
 
 :class:`Deduplicator` holds the LSHBloom index of :mod:`dedup.index` (one filter stack per
 band and one for the exact key, :class:`dedup.scalable.FilterStack`) and decides each row
-it is given against every row given before, by the verdict rule of the command line
-(:func:`dedup.index.combine`): a row is removed iff an earlier row is an exact or near
-duplicate of it; every row is inserted, removed or not; null texts are kept and never
-inserted; texts without shingles take part in the exact check only.
+it is given against every row given before, by the command line's semantics and verdict
+rule (:mod:`dedup.index`).
 
 **Order.** The rows of successive :meth:`Deduplicator.add` calls form one stream. Fed the
 rows of a corpus in the command line's canonical order (files sorted by path, rows in file
@@ -71,7 +69,7 @@ from .index import KEEP, Verdicts, decide
 from .index_dir import CONFIG_PARAMS, IndexDir, index_params
 from .params import optimal_param, per_band_fp, whole_index_fp
 from .scalable import FilterStack
-from .shards import first_invalid_utf8, text_strings, text_type_problem
+from .shards import first_invalid_utf8, text_column_problem, text_strings, text_type_problem
 from .sketch import Sketcher
 from .stages import EXACT_BAND, band_name, banding
 
@@ -97,33 +95,23 @@ class Deduplicator:
     """
 
     def __init__(self, config: DedupConfig = DedupConfig(), *, grow: bool | None = None, threads: int | None = 1):
-        grow = config.capacity is None if grow is None else grow
-        if not grow and config.capacity is None:
+        self.grow = config.capacity is None if grow is None else grow
+        if not self.grow and config.capacity is None:
             raise ValueError("grow=False sizes the filters once: give DedupConfig(capacity=...)")
-        bands, rows = self._check(config)
+        self._setup(config, threads)
         capacity = config.capacity or DEFAULT_CAPACITY
-        band_fp = per_band_fp(config.fp, bands)
-        stacks = [FilterStack(band_fp, capacity, scalable=grow) for _ in range(bands)]
-        self._setup(config, stacks, FilterStack(config.exact_fp, capacity, scalable=grow), threads)
+        band_fp = per_band_fp(config.fp, self.bands)
+        self._stacks = [FilterStack(band_fp, capacity, scalable=self.grow) for _ in range(self.bands)]
+        self._exact = FilterStack(config.exact_fp, capacity, scalable=self.grow)
+        self._index_path = self._version = None  # the directory loaded from or last saved to, its version then
+        self._saved_documents = self.documents = 0  # documents it held then, and now
 
-    @staticmethod
-    def _check(config: DedupConfig) -> tuple[int, int]:
+    def _setup(self, config: DedupConfig, threads: int | None) -> None:
         if config.index != "lshbloom":
             raise ValueError(f"a Deduplicator keeps an LSHBloom index; index={config.index!r} needs dedup_files")
-        return banding(config)
-
-    def _setup(self, config: DedupConfig, stacks: list[FilterStack], exact: FilterStack, threads: int | None,
-               index_path: Path | None = None, version: str | None = None, documents: int = 0) -> None:
         self.config = config
         self.bands, self.rows = banding(config)
-        self._stacks = stacks
-        self._exact = exact
-        self.grow = exact.scalable
         self._sketcher = Sketcher(config, self.bands, self.rows, threads)
-        self._index_path = index_path  # the directory loaded from or last saved to
-        self._version = version  # its version then
-        self._saved_documents = documents  # documents it held then
-        self.documents = documents
         self._stats = Counter(rows=0, kept=0, exact=0, near=0, null_text=0, empty_text=0)
 
     # ------------------------------------------------------------------------ deciding
@@ -151,27 +139,19 @@ class Deduplicator:
         return Verdicts(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("reason", "band", "duplicate_of")))
 
     def _texts(self, data) -> pa.Array | pa.ChunkedArray:
+        name = self.config.text_column
         if isinstance(data, (pa.Table, pa.RecordBatch)):
-            names = data.schema.names
-            name = self.config.text_column
-            if names.count(name) != 1:
-                raise ValueError(f"no text column {name!r}; columns are {names}" if name not in names else
-                                 f"text column {name!r} appears {names.count(name)} times; columns are {names}")
-            col = data.column(name)
+            problem = text_column_problem(data.schema, name)
         elif isinstance(data, (pa.Array, pa.ChunkedArray)):
-            col = data
+            problem = text_type_problem(data.type, name)
         else:
             raise TypeError(f"expected a pyarrow Table, RecordBatch or string Array, got {type(data).__name__}")
-        problem = text_type_problem(col.type, self.config.text_column)
         if problem:
             raise ValueError(problem)
-        col = text_strings(col)
-        try:
-            col.validate(full=True)  # the kernels assume valid UTF-8
-        except pa.ArrowInvalid:
-            bad = first_invalid_utf8(col)
-            raise ValueError(f"text column {self.config.text_column!r}: row {bad[0] if bad else -1} "
-                             "is not valid UTF-8") from None
+        col = text_strings(data if isinstance(data, (pa.Array, pa.ChunkedArray)) else data.column(name))
+        bad = first_invalid_utf8(col)
+        if bad is not None:
+            raise ValueError(f"text column {name!r}: row {-1 if bad[0] is None else bad[0]} is not valid UTF-8")
         return col
 
     def _decide(self, texts: pa.Array | pa.ChunkedArray) -> Verdicts:
@@ -259,13 +239,15 @@ class Deduplicator:
             if params is None:
                 raise FileNotFoundError(f"{Path(path).resolve()}: no index (no index.json)")
             config = _config_of(params["params"])
-        bands, rows = cls._check(config)
-        idx = IndexDir(path, index_params(config, bands, rows))
-        version, stacks = idx.load_current(_names(bands))
-        if version is None:
-            raise FileNotFoundError(f"{idx.path}: no index (no index.json)")
         new = cls.__new__(cls)
-        new._setup(config, stacks[:-1], stacks[-1], threads, idx.path, version, idx.documents)
+        new._setup(config, threads)
+        idx = IndexDir(path, index_params(config, new.bands, new.rows))
+        new._version, stacks = idx.load_current(_names(new.bands))
+        if new._version is None:
+            raise FileNotFoundError(f"{idx.path}: no index (no index.json)")
+        new._stacks, new._exact = stacks[:-1], stacks[-1]
+        new.grow, new._index_path = new._exact.scalable, idx.path
+        new._saved_documents = new.documents = idx.documents
         return new
 
 

@@ -88,25 +88,28 @@ class _Failed:
     error: BaseException
 
 
+def _created_here(variable: str) -> str | None:
+    """Fault injection: the path named by the environment ``variable`` if this process is the
+    first to create that file, else None."""
+    path = os.environ.get(variable)
+    if not path:
+        return None
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return path
+    except FileExistsError:
+        return None
+
+
 def _task(fn, *args):
     """What a worker runs: the stage function (after the worker-kill fault injection)."""
-    marker = os.environ.get("MEMDEDUP_KILL_WORKER_ONCE")
-    if marker:
-        try:
-            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            os.kill(os.getpid(), signal.SIGKILL)
-        except FileExistsError:
-            pass
-    hold = os.environ.get("MEMDEDUP_HOLD_TASK_ONCE")
+    if _created_here("MEMDEDUP_KILL_WORKER_ONCE"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    hold = _created_here("MEMDEDUP_HOLD_TASK_ONCE")
     if hold:
-        try:
-            fd = os.open(hold, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}, f)
-            time.sleep(120)
+        with open(hold, "w") as f:
+            json.dump({"pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}, f)
+        time.sleep(120)
     try:
         return fn(*args)
     except Exception as e:  # noqa: BLE001 - raised on the client, see dask_map
@@ -120,8 +123,6 @@ def dask_map(client, log: Log) -> Callable[[str, Callable, list[tuple]], list]:
     def run(label: str, fn: Callable, items: list[tuple]) -> list:
         from distributed import as_completed
 
-        if not items:
-            return []
         t0 = last = time.perf_counter()
         futures = [client.submit(_task, fn, *args, key=f"{label}-{i}-{time.time_ns()}", pure=False)
                    for i, args in enumerate(items)]
