@@ -301,24 +301,28 @@ def canonical_text(text: str, nfkc: bool = True) -> str:
     return " ".join("".join(chars) for is_word, chars in runs if is_word)
 
 
-def shingles(text: str, ngram: int = 5, unit: str = "word", nfkc: bool = True) -> list[bytes]:
-    """Reference: the shingles of one document as UTF-8 bytes, in document order (may
-    repeat): steps 3 and 4, n = ``ngram`` (>= 1) words or code points (``unit="char"``)."""
+def word_shingles(words: list[str], ngram: int = 5, unit: str = "word") -> list[str]:
+    """Steps 3 and 4 on a document's canonical words (its canonical text split at spaces), in
+    document order (may repeat): n = ``ngram`` (>= 1) words joined by a space, or n code points
+    of the words joined by spaces (``unit="char"``); a document shorter than n is one shingle,
+    its canonical text; a document without words has none."""
     if ngram < 1:
         raise ValueError(f"ngram must be >= 1, got {ngram}")
-    canon = canonical_text(text, nfkc)
-    if not canon:
-        return []
-    if unit == "word":
-        units = canon.split(" ")
-    elif unit == "char":
-        units = list(canon)
-    else:
+    if unit not in ("word", "char"):
         raise ValueError(f"unit must be 'word' or 'char', got {unit!r}")
-    if len(units) < ngram:
-        return [canon.encode("utf-8")]
+    canon = " ".join(words)
+    units = words if unit == "word" else canon
+    if not words or len(units) < ngram:
+        return [canon] if words else []
     sep = " " if unit == "word" else ""
-    return [sep.join(units[i : i + ngram]).encode("utf-8") for i in range(len(units) - ngram + 1)]
+    return [sep.join(units[i : i + ngram]) for i in range(len(units) - ngram + 1)]
+
+
+def shingles(text: str, ngram: int = 5, unit: str = "word", nfkc: bool = True) -> list[bytes]:
+    """Reference: the shingles of one document as UTF-8 bytes (:func:`word_shingles` of its
+    canonical text)."""
+    canon = canonical_text(text, nfkc)
+    return [s.encode("utf-8") for s in word_shingles(canon.split(" ") if canon else [], ngram, unit)]
 
 
 def exact_key(text: str, nfkc: bool = True) -> tuple[int, int]:

@@ -223,22 +223,14 @@ def shingle_sets(texts: pa.Array | Sequence[str], ngram: int = 5, unit: str = "w
     """
     import xxhash
 
-    if unit not in ("word", "char"):
-        raise ValueError(f"unit must be 'word' or 'char', got {unit!r}")
+    normalize.word_shingles([], ngram, unit)  # checks ngram and unit
     digest = xxhash.xxh3_128_digest
     words = normalize.canonical_words_batch(texts, nfkc)
     chunks: list[bytes] = []
     counts = np.zeros(len(words), dtype=np.int64)
-    sep = " " if unit == "word" else ""
     for d, w in enumerate(words):
-        if not w:
-            continue
-        units = w if unit == "word" else list(" ".join(w))
-        if len(units) < ngram:
-            sh = [" ".join(w).encode()]
-        else:
-            sh = [sep.join(units[i:i + ngram]).encode() for i in range(len(units) - ngram + 1)]
-        chunks.append(b"".join(map(digest, sh)))
+        sh = normalize.word_shingles(w, ngram, unit)
+        chunks.append(b"".join(digest(s.encode()) for s in sh))
         counts[d] = len(sh)
     raw = np.frombuffer(b"".join(chunks), dtype=np.uint64).reshape(-1, 2)
     hi, lo = raw[:, 0], raw[:, 1]

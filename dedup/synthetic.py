@@ -236,29 +236,6 @@ def _vocab() -> _Vocab:
     return _Vocab()
 
 
-def _shingle_set(words: list[str], ngram: int, unit: str) -> set[str]:
-    """The shingle set of a document given its canonical words, as str (not bytes)."""
-    if not words:
-        return set()
-    if unit == "word":
-        if len(words) < ngram:
-            return {" ".join(words)}
-        return {" ".join(g) for g in zip(*(words[k:] for k in range(ngram)))}
-    if unit == "char":
-        canon = " ".join(words)
-        if len(canon) < ngram:
-            return {canon}
-        return {canon[i : i + ngram] for i in range(len(canon) - ngram + 1)}
-    raise ValueError(f"unit must be 'word' or 'char', got {unit!r}")
-
-
-def _check_shingle_args(ngram: int, unit: str) -> None:
-    if ngram < 1:
-        raise ValueError(f"ngram must be >= 1, got {ngram}")
-    if unit not in ("word", "char"):
-        raise ValueError(f"unit must be 'word' or 'char', got {unit!r}")
-
-
 def _set_jaccard(a: set, b: set) -> float:
     if not a and not b:
         return 1.0
@@ -628,7 +605,7 @@ def earlier_jaccards(table: pa.Table, ngram: int = 5, unit: str = "word") -> lis
     Returns:
         One list per row (empty for the first row of each cluster).
     """
-    _check_shingle_args(ngram, unit)
+    normalize.word_shingles([], ngram, unit)  # checks ngram and unit
     n = table.num_rows
     result: list[list[float]] = [[] for _ in range(n)]
     if n == 0:
@@ -645,7 +622,7 @@ def earlier_jaccards(table: pa.Table, ngram: int = 5, unit: str = "word") -> lis
     rows_in = np.concatenate([order[s:e] for s, e in zip(starts[multi], ends[multi])])
     texts = table.column("text").take(pa.array(rows_in))
     words = normalize.canonical_words_batch(texts)
-    sets = {int(r): _shingle_set(w, ngram, unit) for r, w in zip(rows_in.tolist(), words)}
+    sets = {int(r): set(normalize.word_shingles(w, ngram, unit)) for r, w in zip(rows_in.tolist(), words)}
     for s, e in zip(starts[multi].tolist(), ends[multi].tolist()):
         members = order[s:e].tolist()  # ascending row order (stable sort)
         for jj in range(1, len(members)):
