@@ -409,9 +409,7 @@ _ARROW_FILE_MAGIC = b"ARROW1"
 
 
 class _ArrowFile:
-    """An Arrow IPC shard, stream or file format (told apart by its first bytes),
-    memory-mapped: batches are read without copying, and counting the rows reads only
-    the batches' headers."""
+    """An Arrow IPC shard (stream or file format), memory-mapped: batches are read without copying."""
 
     def __init__(self, shard: Shard):
         self.shard = shard
@@ -515,8 +513,8 @@ class ShardReader:
         """The batch's text column as strings (:func:`text_strings`), valid UTF-8.
 
         Raises:
-            InputError: a text that is not valid UTF-8, naming its row (Parquet, 0-based) or
-                line (JSONL, 1-based); ``batch`` must be the latest batch from :meth:`batches`.
+            InputError: a text that is not valid UTF-8, naming its row or line; ``batch`` must be
+                the latest batch from :meth:`batches`.
         """
         col = text_strings(batch.column(self.text_column))
         bad = first_invalid_utf8(col)
@@ -570,10 +568,9 @@ def _guarded(batches: Iterator[pa.RecordBatch], path: Path, what: str) -> Iterat
 
 
 def count_rows(shards: list[Shard]) -> int:
-    """Total rows over shards (Parquet: from metadata; Arrow: from the batches' headers;
-    JSONL: lines that are not blank, as :func:`dedup.jsonl.scan` defines them). Equals the
-    rows :class:`ShardReader` yields for every file it reads without an error (it refuses a
-    file where the two would differ)."""
+    """Total rows over shards (Parquet: from metadata; Arrow: from the batches' headers; JSONL:
+    :func:`dedup.jsonl.scan`'s rows), the rows :class:`ShardReader` yields (it refuses a file
+    where the two would differ)."""
     total = 0
     for s in shards:
         if s.fmt == "parquet":
