@@ -196,8 +196,7 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
 
 # ------------------------------------------------------------------------------ identity
 def run_identity(decision_config: dict, shards: list[Shard], index_dir: Path | None = None) -> dict:
-    """What makes two runs the same run: decision config, input files (name, path, size,
-    mtime) and index directory. Stored in the manifest and the run record."""
+    """The run's identity (step 3), stored in the manifest and the run record."""
     inputs = []
     for s in shards:
         st = s.path.stat()
@@ -302,9 +301,7 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
 
 
 def clear_outputs(out: Path) -> None:
-    """Remove everything the dedup layout defines under ``out``: ``kept/``,
-    ``removed.parquet``, ``manifest.json``, ``_work/`` and temporaries. Never an input:
-    :func:`discover` refuses inputs inside ``out``."""
+    """Remove the outputs ``--force`` clears (module docstring) and temporaries under ``out``."""
     out = Path(out)
     io.manifest_path(out).unlink(missing_ok=True)
     layout.removed_path(out).unlink(missing_ok=True)
