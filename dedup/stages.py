@@ -145,16 +145,13 @@ def band_pass(
     band: int | str, shards: list[Shard], work: Path, stack, total_rows: int, save_to: Path | None = None,
     split: tuple[int, int] = (0, 1),
 ) -> dict:
-    """Stage 2 for one band (an int) or the exact key (``EXACT_BAND``).
+    """Stage 2 for one band (an int) or the exact key (``EXACT_BAND``) through ``stack`` (fresh or
+    loaded from an index directory): writes the seen bits, saves ``stack`` under ``save_to`` (a fresh
+    directory) when given, and only then marks the band done and returns the completion record: a
+    task killed at any point is redone on resume. What is inserted where: :mod:`dedup.index`.
 
-    Streams the band's keys over ``shards`` in canonical order through ``stack`` (a
-    :class:`dedup.scalable.FilterStack`, fresh or loaded from an index directory), writes
-    the seen bits, saves ``stack`` under ``save_to`` (a fresh directory) when given, and
-    only then marks the band done and returns the completion record: a task killed at any
-    point is redone on resume. What is inserted where: :mod:`dedup.index`.
-
-    ``split`` (s, n), n > 1: only the keys of the cache partitions :func:`split_parts` (s, n)
-    are inserted (see the module docstring); needs a one-generation stack (not ``--index-dir``).
+    ``split`` (s, n), n > 1: only the keys of the cache partitions :func:`split_parts` (s, n) are
+    inserted; needs a one-generation stack (not ``--index-dir``).
     """
     t0 = time.perf_counter()
     final = seen_path(work, band, split)
@@ -301,12 +298,11 @@ def band_task(band: int | str, shards: list[Shard], work: Path, total: int, fp: 
 def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = serial_map,
                index: IndexDir | None = None, checkpoint: Callable[[str], None] = lambda point: None, log: Callable[[str], None] = lambda m: None,
                band_splits_requested: int = 1) -> dict:
-    """Run (or resume) the three stages of ``plan`` (from :func:`dedup.runs.prepare`, not
-    complete) and finish it; return the manifest. ``index``: the ``--index-dir``, its version
-    pinned in the run record (``plan.checked``: the inputs' :meth:`IndexDir.check_not_held`,
-    None on a resume); ``checkpoint``: called with ``"finalize"`` once stages
-    1-3 are done and with ``"installed"`` after the index install (fault injection in tests);
-    ``band_splits_requested``: see :func:`band_splits` (not with ``index``; same outputs).
+    """Run (or resume) the three stages of ``plan`` (from :func:`dedup.runs.prepare`, not complete) and
+    finish it; return the manifest. ``index``: the ``--index-dir``, its version pinned in the run record
+    (``plan.checked``: the inputs' :meth:`IndexDir.check_not_held`, None on a resume); ``checkpoint``:
+    called with ``"finalize"`` once stages 1-3 are done and with ``"installed"`` after the index install
+    (fault injection in tests); ``band_splits_requested``: see :func:`band_splits` (not with ``index``).
     """
     t_start = time.perf_counter()
     work, shards, out = plan.work, plan.shards, plan.out
@@ -385,9 +381,8 @@ def dedup_staged(inputs, out, config: DedupConfig = DedupConfig(), *, map_tasks:
     (bad input, damaged state, full disk) nothing left behind. Return the manifest.
 
     ``map_tasks`` runs each stage's tasks (default: one after another in this process;
-    :func:`pipelines.staged.run_staged` runs them on Dask). Same outputs, byte for byte,
-    as the fused engine (without an index directory), whatever ``band_splits`` (tasks per
-    band, by its filter's cache partitions: each holds and probes 1/n of the filter).
+    :func:`pipelines.staged.run_staged` runs them on Dask). Same outputs, byte for byte, as the
+    fused engine (without an index directory), whatever ``band_splits`` (module docstring, stage 2).
 
     Example:
         >>> import pyarrow as pa, pyarrow.parquet as pq, tempfile, pathlib
