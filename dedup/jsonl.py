@@ -224,9 +224,8 @@ class Numbers:
             setattr(self, k, getattr(self, k) or v)
 
     def exact_type(self) -> str | None:
-        """``"uint64"`` or ``"string"`` when Arrow's own type (int64, or float64) would round
-        a number of the column, else None. uint64 when every number is an integer in
-        [0, 2^64); otherwise each number's JSON text, as written.
+        """``"uint64"`` or ``"string"`` when Arrow's own type (int64, or float64) would round a number
+        of the column (which of the two: :mod:`dedup.shards`), else None.
 
         Example:
             >>> n = Numbers(); n.add_int(18446744073709551000); n.exact_type()
@@ -253,10 +252,8 @@ def number_texts(piece: bytes, first_line: int, columns: set[str], nested: set[s
     for null or missing) and what the numbers say; for the columns in ``nested``, the first
     line holding an integer of magnitude above 2^53 inside a list or object at a place
     where ``rounds(column, path)`` (the reader holds numbers there as float64), as
-    (1-based line, reason): such a file is refused.
-
-    Slow (Python's JSON parser); used only for pieces where Arrow produced a float64 of
-    magnitude 2^53 or more.
+    (1-based line, reason): such a file is refused. Slow (Python's JSON parser): for pieces
+    where Arrow produced a float64 of magnitude 2^53 or more only.
     """
     texts: dict[str, list[str | None]] = {c: [] for c in columns}
     numbers = {c: Numbers() for c in columns}
