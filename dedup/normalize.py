@@ -302,10 +302,8 @@ def canonical_text(text: str, nfkc: bool = True) -> str:
 
 
 def word_shingles(words: list[str], ngram: int = 5, unit: str = "word") -> list[str]:
-    """Steps 3 and 4 on a document's canonical words (its canonical text split at spaces), in
-    document order (may repeat): n = ``ngram`` (>= 1) words joined by a space, or n code points
-    of the words joined by spaces (``unit="char"``); a document shorter than n is one shingle,
-    its canonical text; a document without words has none."""
+    """Steps 3 and 4 (n = ``ngram`` >= 1) on a document's canonical words (its canonical text split
+    at spaces), in document order (may repeat)."""
     if ngram < 1:
         raise ValueError(f"ngram must be >= 1, got {ngram}")
     if unit not in ("word", "char"):
