@@ -102,11 +102,10 @@ def part_hash(part: bytes) -> int:
 
 
 def fast_hash32(token: bytes) -> int:
-    """The fast scheme's 32-bit token hash (reference implementation, pure Python).
+    """The fast scheme's 32-bit token hash (reference, pure Python): ``low32(fmix64(fast_poly64(token)))``.
 
-    ``low32(fmix64(sum_i part_hash(p_i) * M^(k-1-i) mod 2^64))`` where ``p_0..p_{k-1}``
-    are ``token.split(b" ")`` and ``M = 0x9E3779B97F4A7C15``. Splitting on spaces lets the
-    kernel hash each word of a document once and roll the n-gram hashes (Karp & Rabin 1987).
+    Splitting on spaces lets the kernel hash each word of a document once and roll the n-gram
+    hashes (Karp & Rabin 1987).
     """
     acc = 0
     for part in bytes(token).split(b" "):
@@ -116,7 +115,8 @@ def fast_hash32(token: bytes) -> int:
 
 def fast_poly64(token: bytes) -> int:
     """The fast scheme's polynomial before its finalisers (reference, pure Python):
-    ``sum_i part_hash(p_i) * M^(k-1-i) mod 2^64``."""
+    ``sum_i part_hash(p_i) * M^(k-1-i) mod 2^64`` where ``p_0..p_{k-1}`` are ``token.split(b" ")``
+    and ``M = 0x9E3779B97F4A7C15``."""
     acc = 0
     for part in bytes(token).split(b" "):
         acc = (acc * _M64 + part_hash(part)) & _MASK64
@@ -141,9 +141,8 @@ def fss_key(token: bytes) -> int:
 def fss_reference(tokens: Sequence[bytes], num_perm: int = 128, seed: int = 1) -> np.ndarray:
     """The fss scheme's signature of a token set (reference, pure Python, slow).
 
-    Runs all K rounds of the first phase (the kernel stops at the first round that leaves
-    no bin empty: the values of later rounds are larger, so that changes nothing), then
-    round K + b for each bin b still empty.
+    Runs all K rounds of the first phase (the kernel stops early: module docstring), then round
+    K + b for each bin b still empty.
 
     Example:
         >>> sig = fss_reference([b"a", b"b c"], num_perm=8)
@@ -242,17 +241,10 @@ def permutations(scheme: str, num_perm: int, seed: int) -> Permutations:
 def minhash_signatures(
     token_sets: Sequence[Sequence[bytes]], num_perm: int = 128, seed: int = 1, scheme: str = "fast"
 ) -> np.ndarray:
-    """MinHash signatures of token sets.
-
-    Args:
-        token_sets: n sets (any sequences) of tokens, each token ``bytes``.
-        num_perm: K, the signature length.
-        seed: permutation seed (datasketch's ``seed``).
-        scheme: see the module docstring.
-
-    Returns:
-        (n, K) array: uint32 for "fast", "fss" and "datasketch-affine32", uint64 for
-        "datasketch-legacy" (datasketch's own dtypes). An empty set gives 2^32 - 1 everywhere.
+    """MinHash signatures of n ``token_sets`` (any sequences of ``bytes``), K = ``num_perm`` long,
+    ``seed`` as datasketch's, ``scheme`` of the module docstring: an (n, K) array, uint32 for
+    "fast", "fss" and "datasketch-affine32", uint64 for "datasketch-legacy" (datasketch's own
+    dtypes). An empty set gives 2^32 - 1 everywhere.
 
     Example:
         >>> sig = minhash_signatures([[b"a", b"b"], [b"b", b"a", b"a"]], num_perm=16)
