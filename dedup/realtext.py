@@ -99,13 +99,10 @@ def docstrings(path: Path) -> str:
 
 
 def source_texts(roots: Sequence[tuple[str, Path]] | None = None, with_docstrings: bool = True) -> Iterator[tuple[str, str]]:
-    """``(name, text)`` of every source, ordered by name.
-
-    Args:
-        roots: ``(label, directory)`` pairs; default: ``("site-packages", site_packages())``
-            and, for docstrings, ``("stdlib", stdlib())``. Licence files are taken from
-            every root whose label is ``site-packages``; names are ``label/relative path``.
-        with_docstrings: also the docstrings of every ``.py`` file under every root.
+    """``(name, text)`` of every source (module docstring; ``with_docstrings``: under every root),
+    ordered by name. ``roots``: ``(label, directory)`` pairs, default ``("site-packages",
+    site_packages())`` and, for docstrings, ``("stdlib", stdlib())``; licence files come from every
+    root labelled ``site-packages``; names are ``label/relative path``.
     """
     if roots is None:
         roots = [("site-packages", site_packages()), ("stdlib", stdlib())]
@@ -176,10 +173,8 @@ def _pack(parts: list[str], sep: str, target_bytes: int) -> list[str]:
 
 def build_corpus(target_bytes: int = 6000, with_docstrings: bool = True,
                  roots: Sequence[tuple[str, Path]] | None = None, max_docs: int | None = None) -> pa.Table:
-    """The real-text corpus: columns ``id`` (``<source>#<chunk>``), ``text``, ``source``.
-
-    Rows follow the sources' names, chunks in text order; documents without a word
-    character are dropped. ``max_docs`` keeps the first rows only.
+    """The real-text corpus: columns ``id`` (``<source>#<chunk>``), ``text``, ``source``; rows in
+    source-name, then text order; ``max_docs`` keeps the first rows only.
 
     Example:
         >>> import tempfile, pathlib
@@ -210,16 +205,11 @@ def build_corpus(target_bytes: int = 6000, with_docstrings: bool = True,
 # ------------------------------------------------------------------------ exact truth
 def shingle_sets(texts: pa.Array | Sequence[str], ngram: int = 5, unit: str = "word",
                  nfkc: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
-    """Each document's shingle set, as sorted integer ids.
-
-    Shingles are :func:`dedup.normalize.shingles`' (computed by the same batched path as
-    :func:`dedup.synthetic.earlier_jaccards`); each distinct shingle gets one id, assigned
-    from its 128-bit XXH3 digest after checking that no two digests share their first 64
-    bits without being equal in all 128.
-
-    Returns:
-        ``(offsets, ids, n_distinct)``: document ``d``'s set is ``ids[offsets[d]:offsets[d+1]]``
-        (sorted, no repeats).
+    """Each document's shingle set (module docstring; the same batched path as
+    :func:`dedup.synthetic.earlier_jaccards`) as integer ids, one per distinct shingle, assigned
+    after checking that no two digests share their first 64 bits without being equal in all 128:
+    ``(offsets, ids, n_distinct)``, document ``d``'s set being ``ids[offsets[d]:offsets[d+1]]``
+    (sorted, no repeats).
     """
     import xxhash
 
@@ -261,9 +251,8 @@ def _min_overlap(threshold: float, size: np.ndarray) -> np.ndarray:
 
 
 def candidate_pairs(offsets: np.ndarray, ids: np.ndarray, n_distinct: int, threshold: float) -> np.ndarray:
-    """(i, j), i < j, of every pair that may have Jaccard >= T: those sharing a shingle
-    among the rarest ``|A| - ceil(T|A|) + 1`` of each set and passing the size filter.
-    Every pair with J >= T is among them (prefix-filtering principle; see the module)."""
+    """(i, j), i < j, of every pair passing the module docstring's prefix and size filters: every
+    pair with J >= T is among them."""
     n = offsets.shape[0] - 1
     size = np.diff(offsets)
     doc = np.repeat(np.arange(n, dtype=np.int64), size)
@@ -298,15 +287,10 @@ def candidate_pairs(offsets: np.ndarray, ids: np.ndarray, n_distinct: int, thres
 
 def exact_near_duplicates(texts: pa.Array | Sequence[str], threshold: float = 0.8, ngram: int = 5,
                           unit: str = "word", nfkc: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Exact ground truth: for each row, is there an earlier row of Jaccard >= T?
-
-    Returns:
-        ``(duplicate, best)``: ``duplicate[j]`` is True iff some row ``i < j`` has exact
-        shingle-set Jaccard ``>= threshold`` with row ``j`` (as a float ``|A∩B| / |A∪B|``,
-        the same comparison as :func:`dedup.synthetic.true_duplicates`); ``best[j]`` is the
-        largest such Jaccard where ``duplicate[j]``, and some value below T (0 when no
-        earlier row passed the filters) where not. Rows without shingles are never
-        duplicates.
+    """The module docstring's ground truth as ``(duplicate, best)``: ``duplicate[j]`` compares the
+    Jaccard as a float ``|A∩B| / |A∪B|`` (as :func:`dedup.synthetic.true_duplicates` does);
+    ``best[j]`` is the largest such Jaccard where ``duplicate[j]``, and some value below T (0 when
+    no earlier row passed the filters) where not. Rows without shingles are never duplicates.
 
     Example:
         >>> dup, best = exact_near_duplicates(["a b c d e f g", "A b c d e f g!", "a b c d e f x", "z"], 0.5)
