@@ -47,11 +47,8 @@ def optimal_param(
     false_positive_weight: float = 0.5,
     false_negative_weight: float = 0.5,
 ) -> tuple[int, int]:
-    """(bands, rows) minimising the weighted areas under the banding S-curve.
-
-    Minimises ``w_fp * integral_0^T P(s) ds + w_fn * integral_T^1 (1 - P(s)) ds`` over all
-    ``b * r <= num_perm``, exactly as datasketch's ``MinHashLSH`` does (T=0.8, 128 perms
-    gives (9, 13); 256 perms gives (17, 15)).
+    """(bands, rows) minimising ``w_fp * integral_0^T P(s) ds + w_fn * integral_T^1 (1 - P(s)) ds``
+    over all ``b * r <= num_perm`` (T=0.8, 128 perms gives (9, 13); 256 perms gives (17, 15)).
 
     The search costs ~0.3 s (scipy import and ~1,300 integrals at K=128), so results are
     memoised in the start-up cache (:mod:`dedup.cache`) keyed by the exact float inputs.
@@ -115,11 +112,9 @@ def whole_index_fp(band_fps: list[float]) -> float:
 
 
 def bloom_size(n: int, fp: float) -> tuple[int, int]:
-    """Optimal ``(m_bits, k)`` for ``n`` keys at false-positive rate ``fp``.
-
-    ``m`` is rounded up to a multiple of 64 (the filter is stored as uint64 words);
-    ``k = round((m / n) ln 2)``, at least 1. ``n`` below 1 is treated as 1.
-    """
+    """Optimal ``(m_bits, k)`` for ``n`` keys (at least 1) at false-positive rate ``fp``: ``m``
+    rounded up to a multiple of 64 (the filter is stored as uint64 words), ``k = round((m / n) ln 2)``
+    (at least 1)."""
     if not 0.0 < fp < 1.0:
         raise ValueError(f"false-positive rate must be in (0, 1), got {fp}")
     n = max(int(n), 1)
@@ -225,14 +220,9 @@ def plan_index(
     bands: int | None = None,
     rows: int | None = None,
 ) -> IndexPlan:
-    """Choose (b, r) (datasketch's optimisation unless both are given) and size the filters.
-
-    Args:
-        threshold: Jaccard threshold T in (0, 1).
-        num_perm: signature length K.
-        capacity: expected number of documents (every document is inserted).
-        total_fp: whole-index false-positive target (default 1e-5).
-        bands, rows: explicit banding; must satisfy bands * rows <= num_perm.
+    """Choose (b, r) (datasketch's optimisation unless both are given, ``bands * rows <= num_perm``)
+    and size the filters: the :class:`IndexPlan` of these arguments (``capacity``: every document is
+    inserted).
 
     Example:
         >>> plan = plan_index(0.8, 128, capacity=1_000_000, total_fp=1e-5)
