@@ -14,11 +14,10 @@ What the index holds: ``batches`` lists every run that added documents, with its
 (:func:`dedup.runs.run_id`), the version it created, and per input file its name, path,
 size, content fingerprint (XXH3-128 of the file's bytes) and row count. A batch saved by a
 :class:`dedup.streaming.Deduplicator` (rows from memory, no files) has no files, a random
-run id and ``"source": "Deduplicator"``. A run whose input
-file the index already holds (same fingerprint) is refused before anything is written:
-its rows would otherwise all be removed as duplicates of themselves (a retried job, a lost
-output directory, a directory that grew since the last run). Its message says which run
-indexed the file.
+run id and ``"source": "Deduplicator"``. A run whose input file the index already holds (same
+fingerprint) is refused before anything is written: its rows would otherwise all be removed as
+duplicates of themselves (a retried job, a lost output directory, a directory that grew since the
+last run). Its message says which run indexed the file.
 
 Versions: a run pins the version that is current when it starts (recorded in its run
 record) and every band task loads exactly that version. Installing the run's filters as
@@ -62,9 +61,8 @@ def index_params(config: DedupConfig, bands: int, rows: int) -> dict:
 
 
 def file_entry(shard: Shard) -> dict:
-    """What the index records of an input file (``rows`` added by the run): name, path, size
-    and content fingerprint, the XXH3-128 of its bytes (hex), which identifies it whatever
-    its name or location."""
+    """The module docstring's record of an input file (``rows`` added by the run); the fingerprint
+    (hex) identifies the file whatever its name or location."""
     import xxhash
 
     h = xxhash.xxh3_128()
