@@ -51,15 +51,13 @@ class BloomFilter:
     Args:
         m_bits: number of bits (rounded up to a multiple of 64 x parts).
         k: number of probes (>= 1).
-        seed: mixed into every key; filters merge only if m, k, seed and parts agree.
+        seed: mixed into every key.
         bits: optional existing uint64 word array (e.g. a memory map) to use in place.
         count: insertions already made into ``bits``.
-        parts: cache partitions (:mod:`dedup._kernels.bloom`); default
-            :func:`dedup.params.bloom_parts` of ``m_bits``: one part up to 8 MiB, parts of
-            ~256 KiB above. The false-positive rate is the parts' average: to second order a
-            relative (k^2 - 2k)(ln 2)^2 / 2 / (keys per part) above one filter of m bits (the
-            parts' binomial loads): ~86 / (keys per part) at k = 20, 1.2e-3 at the smallest
-            parts a default filter has.
+        parts: cache partitions (:mod:`dedup._kernels.bloom`); default :func:`dedup.params.bloom_parts`
+            of ``m_bits``. The false-positive rate is the parts' average: to second order a relative
+            (k^2 - 2k)(ln 2)^2 / 2 / (keys per part) above one filter of m bits (the parts' binomial
+            loads): ~86 / (keys per part) at k = 20, 1.2e-3 at the smallest parts a default filter has.
 
     Example:
         >>> import numpy as np
@@ -98,10 +96,8 @@ class BloomFilter:
 
     # -- operations ---------------------------------------------------------------------
     def add(self, keys: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        """Insert keys in order; return, per key, whether it was present before (bool).
-
-        Keys where ``mask`` is False are skipped (and reported False).
-        """
+        """Insert keys in order; return, per key, whether it was present before (bool); keys where
+        ``mask`` is False are skipped (and reported False)."""
         keys = np.ascontiguousarray(keys, dtype=np.uint64)
         mask = np.ones(keys.shape[0], dtype=np.bool_) if mask is None else np.ascontiguousarray(mask, dtype=np.bool_)
         seen = np.empty(keys.shape[0], dtype=np.bool_)
