@@ -77,14 +77,10 @@ class DuplicateIndex(Protocol):
 
 
 def combine(valid: np.ndarray, has_shingles: np.ndarray, band_seen: np.ndarray, exact_seen: np.ndarray) -> Verdicts:
-    """The verdict rule, from per-band and exact-key "seen before" answers: ``band_seen`` (bool
-    (n, b): band j's key of document i was seen from an earlier document) and ``exact_seen``
-    (bool (n,)), for documents that are ``valid`` (False: a null text, never removed) and
-    ``has_shingles`` (False: an empty canonical text, exact check only).
-
-    Exact requires the exact key and (for documents with shingles) every band to collide;
-    near requires some band; ``band`` is the first colliding band of a near duplicate.
-    """
+    """The module docstring's verdict rule, from per-band and exact-key "seen before" answers:
+    ``band_seen`` (bool (n, b): band j's key of document i was seen from an earlier document) and
+    ``exact_seen`` (bool (n,)), for documents that are ``valid`` (False: a null text) and
+    ``has_shingles`` (False: an empty canonical text)."""
     is_exact = valid & exact_seen & (band_seen.all(axis=1) | ~has_shingles)
     is_near = ~is_exact & band_seen.any(axis=1)
     reason = np.where(is_exact, EXACT, np.where(is_near, NEAR, KEEP)).astype(np.int8)
