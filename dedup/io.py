@@ -86,8 +86,7 @@ def read_json(path: Path, required: tuple[str, ...] = ()) -> dict:
     """A JSON object memdedup wrote, with ``required`` top-level keys present.
 
     Raises:
-        StateError: the file is unreadable, not a JSON object, or lacks a required key
-            (the message names the file and what is wrong).
+        StateError: the file is unreadable, not a JSON object, or lacks a required key.
     """
     path = Path(path)
     try:

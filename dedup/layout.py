@@ -160,10 +160,9 @@ REMOVED_ROW_GROUP = 65536
 
 @contextmanager
 def removed_writer(final: Path, compression: str) -> Iterator[Callable[[pa.RecordBatch | pa.Table], None]]:
-    """A ``write(rows)`` of ``removed.parquet`` (:data:`REMOVED_SCHEMA`) to a temporary name,
-    renamed to ``final`` when the block completes. Rows are buffered and written in row
-    groups of exactly :data:`REMOVED_ROW_GROUP` rows (the last one shorter), so both engines
-    write byte-identical files. Memory: at most one row group of removed rows."""
+    """A ``write(rows)`` of ``removed.parquet`` (:data:`REMOVED_SCHEMA`) to a temporary name, renamed
+    to ``final`` when the block completes, in row groups of exactly :data:`REMOVED_ROW_GROUP` rows
+    (the last one shorter). Memory: at most one row group of removed rows."""
     import pyarrow.parquet as pq
 
     pending = pa.Table.from_batches([], REMOVED_SCHEMA)  # (empty_table() would import pandas)
