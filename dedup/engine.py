@@ -99,16 +99,13 @@ def dedup_files(
     return the manifest (also written to disk). The run protocol (inputs, output names,
     identity, leftovers, ``force``) is :mod:`dedup.runs`'s, shared with the staged engine.
 
-    ``threads``: Numba threads for sketching (default: Numba's default, all cores);
-    ``force``: redo a completed run found in ``out`` (without it, one of the same config and
-    inputs is returned as it is); ``progress``: called after every batch with a dict of
-    counters; ``log``: told what the run protocol decided (skipped hidden files, an
-    unfinished run's outputs cleared, a completed run found).
+    ``threads``: Numba threads for sketching (default: Numba's default, all cores); ``progress``:
+    called after every batch with a dict of counters; ``log``: told what the run protocol decided
+    (skipped hidden files, an unfinished run's outputs cleared, a completed run found).
 
     Raises:
         InputError: bad input (names the file, and row or line); nothing is left behind.
-        OutputExistsError: ``out`` holds a completed run of another config or other inputs
-            (or files of no run) and ``force`` is False.
+        OutputExistsError: see :mod:`dedup.runs` (steps 3 and 4, ``force``).
 
     Example:
         >>> import pyarrow as pa, pyarrow.parquet as pq, tempfile, pathlib
