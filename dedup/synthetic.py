@@ -244,10 +244,8 @@ def _set_jaccard(a: set, b: set) -> float:
 
 
 def jaccard(a: str, b: str, ngram: int = 5, unit: str = "word") -> float:
-    """Exact Jaccard ``|A ∩ B| / |A ∪ B|`` of the shingle sets of two documents.
-
-    Shingles are those of :func:`dedup.normalize.shingles` (the reference). Two documents
-    without any shingle (no words) have Jaccard 1.0; one empty and one not, 0.0.
+    """Exact Jaccard ``|A ∩ B| / |A ∪ B|`` of two documents' :func:`dedup.normalize.shingles` sets;
+    two documents without any shingle (no words) have Jaccard 1.0, one empty and one not 0.0.
 
     Example:
         >>> jaccard("a b c d e f", "A b c d e g")  # {abcde, bcdef} vs {abcde, bcdeg}
@@ -262,12 +260,8 @@ def jaccard(a: str, b: str, ngram: int = 5, unit: str = "word") -> float:
 
 
 def _token_grams(tokens: np.ndarray, canon_id: np.ndarray, n: int = 5) -> set:
-    """Word n-gram set of a token sequence, as tuples of canonical word ids.
-
-    Every token renders to exactly one canonical word (checked when the vocabulary is
-    built), so this set is in bijection with the reference shingle set of the rendered
-    text, and Jaccard computed on it is the exact shingle Jaccard.
-    """
+    """Word n-gram set of a token sequence, as tuples of canonical word ids: in bijection with the
+    reference shingle set of the rendered text (one canonical word per token: module docstring)."""
     c = canon_id[(tokens >> _STYLE_BITS) * 2 + (tokens & 1)].tolist()
     if not c:
         return set()
@@ -594,16 +588,11 @@ def generate_corpus(
 
 
 def earlier_jaccards(table: pa.Table, ngram: int = 5, unit: str = "word") -> list[list[float]]:
-    """Per row, the exact shingle-set Jaccard with each EARLIER row of the same cluster.
-
-    Shingles are those of :func:`dedup.normalize.shingles` (computed by an equivalent
-    batched path: Arrow pre-normalisation of whole chunks, then the same word split). Rows
-    of different clusters are assumed to have Jaccard 0 (true for generated corpora:
-    unrelated documents share no word 5-gram in practice; the tests verify it on samples),
-    so only rows of clusters with at least two rows are shingled.
-
-    Returns:
-        One list per row (empty for the first row of each cluster).
+    """Per row, the exact Jaccard of its :func:`dedup.normalize.shingles` set with each EARLIER row of
+    the same cluster (one list per row, empty for a cluster's first row), computed by an equivalent
+    batched path (Arrow pre-normalisation of whole chunks, then the same word split). Rows of
+    different clusters are taken to have Jaccard 0 (module docstring; the tests verify it on
+    samples), so only clusters of at least two rows are shingled.
     """
     normalize.word_shingles([], ngram, unit)  # checks ngram and unit
     n = table.num_rows
