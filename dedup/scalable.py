@@ -41,10 +41,9 @@ def chunk_keys(parts: int) -> int:
 
 
 class FilterStack:
-    """Generations of Bloom filters for one band (or the exact key): ``fp`` for the whole
-    stack, generation 0 sized for ``capacity`` documents. ``scalable``: False = one
-    generation (a run that knows its size); True = generation 0 gets ``fp * (1 - tightening)``
-    and more follow when full.
+    """Generations of Bloom filters for one band (or the exact key): ``fp`` for the whole stack,
+    generation 0 sized for ``capacity`` documents; ``scalable``: grow as the module docstring says
+    (False: one generation).
 
     Example:
         >>> import numpy as np

@@ -51,10 +51,8 @@ class Sketches:
 
 
 def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(data uint8, offsets int64 (n+1,), valid bool (n,)) views of a string array.
-
-    Works for ``string``, ``large_string`` and ``string_view`` (cast), sliced or not.
-    """
+    """(data uint8, offsets int64 (n+1,), valid bool (n,)) views of a ``string``, ``large_string`` or
+    ``string_view`` (cast) array, sliced or not."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
     if pa.types.is_string_view(arr.type):
