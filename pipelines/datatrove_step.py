@@ -64,8 +64,7 @@ class LSHBloomDedup(BaseFilter):
             ``id_column`` do not apply: the documents' ``text`` is read).
         index_dir: a local ``--index-dir`` directory to start from (if it holds an index)
             and to save to at the end of each rank; needed for ``tasks > 1``.
-        grow: as :class:`dedup.streaming.Deduplicator` (default: grow unless
-            ``config.capacity`` is given; always with ``index_dir``).
+        grow: as :class:`dedup.streaming.Deduplicator` (always with ``index_dir``).
         batch_size: documents decided at a time.
         exclusion_writer: a datatrove writer for the removed documents.
         threads: sketching threads of the Deduplicator (1: serial).

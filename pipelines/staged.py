@@ -159,12 +159,7 @@ def run_staged(
     band_splits: int = 1,
 ) -> dict:
     """:func:`dedup.stages.dedup_staged` with each stage's tasks on a Dask cluster: ``client``,
-    or one joined at ``scheduler``, or a new local cluster of ``workers`` processes.
-
-    Same outputs, byte for byte, as :func:`dedup.engine.dedup_files` (without an index
-    directory). Rerunning a completed run with the same identity is a no-op; an
-    interrupted one resumes; a failed one leaves nothing behind.
-    """
+    or one joined at ``scheduler``, or a new local cluster of ``workers`` processes."""
     with ExitStack() as stack:
         def map_tasks(label: str, fn: Callable, items: list[tuple]) -> list:
             nonlocal client
