@@ -124,12 +124,8 @@ def add_options(parser: argparse.ArgumentParser, cls: type, section: str) -> Non
 
 
 def from_args(args: argparse.Namespace) -> Any:
-    """The config of the command parsed into ``args`` (set up by :func:`add_options`): flags
-    given > the ``--config`` file's section > the dataclass defaults.
-
-    Raises:
-        ConfigError: an unknown key (named with the section and file) or an invalid value.
-    """
+    """The config of the command parsed into ``args`` (set up by :func:`add_options`), by the
+    module's precedence. Raises :class:`ConfigError` for an unknown key or an invalid value."""
     cls, name = args._config_spec
     values: dict[str, Any] = {}
     source = "<command line>"

@@ -63,12 +63,10 @@ def generate_demo_corpus(
     mean_bytes: int = 600,
     seed: int = 0,
 ) -> pa.Table:
-    """The demo corpus: :func:`dedup.synthetic.generate_corpus`'s natural-looking text with planted
-    exact and near duplicates (``n_docs`` rows), plus :func:`audit.canaries.generate_canary_corpus`'s
-    random canaries
-    at each repeat level (``canaries_per_repeat`` canaries planted ``r`` times for each r),
-    the canary rows spread over the corpus at seeded positions. Deterministic for a seed;
-    ids are unique (``doc-*`` and ``canary-*``)."""
+    """The module docstring's corpus: ``n_docs`` rows of :func:`dedup.synthetic.generate_corpus` plus
+    :func:`audit.canaries.generate_canary_corpus`'s canaries (``canaries_per_repeat`` planted ``r``
+    times for each r in ``repeats``), the canary rows spread over the corpus at seeded positions.
+    Deterministic for a seed; ids are unique (``doc-*`` and ``canary-*``)."""
     base = generate_corpus(n_docs, mean_bytes=mean_bytes, exact_frac=exact_frac, near_frac=near_frac, seed=seed)
     can = generate_canary_corpus(n_background=0, repeats=repeats, canaries_per_repeat=canaries_per_repeat,
                                  mean_bytes=mean_bytes, seed=seed + 1)
