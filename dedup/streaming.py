@@ -84,11 +84,10 @@ SOURCE = "Deduplicator"
 class Deduplicator:
     """Decides, row by row, whether each row duplicates an earlier one; keeps the index.
 
-    ``config``: the decision parameters, ``text_column``, ``batch_rows`` (rows sketched at a
-    time: memory) and ``capacity`` (see the module docstring); the ``lshbloom`` index only.
-    ``grow``: whether the filters grow (as ``--index-dir``) or are sized once for
-    ``config.capacity`` (as a plain run); default: grow iff no capacity. ``threads``: 1 is
-    serial (the compiled kernels), None or more Numba's parallel kernels.
+    ``config``: the decision parameters, ``text_column``, ``batch_rows`` (rows sketched at a time:
+    memory) and ``capacity``; the ``lshbloom`` index only. ``grow``: whether the filters grow (it
+    and ``capacity``, and their defaults: the module docstring). ``threads``: 1 is serial (the
+    compiled kernels), None or more Numba's parallel kernels.
 
     Raises:
         ValueError: another index backend, or ``grow=False`` without a capacity.
