@@ -484,17 +484,15 @@ def generate_corpus(
     """A deterministic corpus of ``n_docs`` rows with planted exact and near duplicates
     (the module docstring's text model and edit rule); the same arguments give the same table.
 
-    ``mean_bytes``: mean UTF-8 length (lognormal, sigma 0.35, clipped to 0.25x-4x; whole
-    sentences, so below ~150 bytes the mean is larger than asked). ``round(exact_frac *
-    n_docs)`` rows are exact and ``round(near_frac * n_docs)`` near duplicates, the latter
-    aiming at a word-5-gram Jaccard drawn uniformly from ``near_jaccard = (lo, hi)``.
+    ``mean_bytes``: mean UTF-8 length (lognormal, sigma 0.35, clipped to 0.25x-4x; whole sentences,
+    so below ~150 bytes the mean is larger than asked). ``round(exact_frac * n_docs)`` rows are
+    exact and ``round(near_frac * n_docs)`` near duplicates (``near_jaccard = (lo, hi)``).
 
-    Returns:
-        :data:`SCHEMA`: ``id`` (``doc-0000000``, the zero-padded row index), ``text``,
-        ``cluster`` (row of the original the row derives from; an original's own row),
-        ``kind`` (``original`` / ``exact`` / ``near``) and ``source_jaccard`` (the exact
-        measured Jaccard with the cluster's original, equal to that of
-        :func:`dedup.normalize.shingles` sets; 1.0 for exact duplicates, null for originals).
+    Columns (:data:`SCHEMA`): ``id`` (``doc-0000000``, the zero-padded row index), ``text``,
+    ``cluster`` (row of the original the row derives from; an original's own row), ``kind``
+    (``original`` / ``exact`` / ``near``) and ``source_jaccard`` (the exact measured Jaccard with
+    the cluster's original, equal to that of :func:`dedup.normalize.shingles` sets; 1.0 for exact
+    duplicates, null for originals).
     """
     if n_docs < 0:
         raise ValueError(f"n_docs must be >= 0, got {n_docs}")
