@@ -514,8 +514,7 @@ def generate_corpus(
     n_near = min(n_near, n_docs - 1 - n_exact)
     n_orig = n_docs - n_exact - n_near
 
-    # Row layout: duplicates at uniform random rows (never row 0), sources drawn
-    # uniformly among the originals before them.
+    # Row layout (module docstring); a duplicate is never row 0.
     dup_rows = np.sort(rng.choice(np.arange(1, n_docs), size=n_exact + n_near, replace=False))
     dup_kind = np.zeros(len(dup_rows), dtype=np.int8)  # 1 exact, 2 near
     dup_kind[rng.permutation(len(dup_rows))[:n_exact]] = 1
