@@ -74,8 +74,7 @@ class CausalLM:
 
     @property
     def n_prefix(self) -> int:
-        """Tokens fed before each sequence (0 or 1 in practice): per-token arrays of
-        :meth:`score` have ``L - 1 + n_prefix`` columns."""
+        """Tokens fed before each sequence (0 or 1 in practice; see :meth:`score`)."""
         return len(self.prefix)
 
     def _with_prefix(self, ids: np.ndarray) -> np.ndarray:
@@ -85,8 +84,8 @@ class CausalLM:
         return np.concatenate([np.tile(np.asarray(self.prefix, dtype=np.int64), (ids.shape[0], 1)), ids], axis=1)
 
     def generation_config(self, n_new: int):
-        """The explicit, fresh generation config of :meth:`generate_greedy`: greedy, exactly
-        ``n_new`` tokens, no EOS (so no stop and no ban), no logits processor."""
+        """The fresh generation config of :meth:`generate_greedy` (module docstring: plain greedy,
+        EOS ordinary), exactly ``n_new`` tokens, no logits processor."""
         from transformers import GenerationConfig
 
         pad = next((t for t in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id) if t is not None), 0)
