@@ -623,12 +623,10 @@ def summarise(profile: pd.DataFrame, final_step: int | None = None, *, confidenc
     """Instantaneous, persistent and residual memorisation of a :func:`did` profile, as Lesci
     et al. report them.
 
-    Every summary is a weighted sum of post-treatment cells (lead cells never enter), with
-    cohort-share weights: at an event time ``e``, cohort g's cell gets
-    ``cohort_size_g / sum of cohort_size over the cohorts observed at e``, which is the event
-    aggregation of Callaway & Sant'Anna (2021) as the ``differences`` package computes it
-    (``ATTgt.aggregate('event')``) and :func:`event_time_curve`. Precisely, with ``theta(e)``
-    that curve (effects in nats per token, positive = memorised):
+    Every summary is a weighted sum of post-treatment cells (lead cells never enter) with the
+    cohort-share weights of :func:`event_time_curve`, the event aggregation of Callaway &
+    Sant'Anna as the ``differences`` package computes it (``ATTgt.aggregate('event')``). With
+    ``theta(e)`` that curve:
 
     * ``instantaneous`` = ``theta(0)``: the cells with ``step == treatment_step`` (the first
       checkpoint after training on the cohort), cohort-share weighted;
