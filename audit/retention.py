@@ -123,7 +123,6 @@ def recognition(seen_loss: np.ndarray, foil_loss: np.ndarray, *, confidence: flo
     ties = n - wins - losses
     successes = wins + ties / 2.0
     lower, upper = wilson_bounds(successes, n, confidence)
-    # ties split: half to each side; an odd tie joins the smaller side (larger p, conservative)
     w, l = wins + ties // 2, losses + ties // 2
     if ties % 2:
         w, l = (w + 1, l) if w <= l else (w, l + 1)
