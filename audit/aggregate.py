@@ -1,11 +1,10 @@
 """Every rate and summary of an audit, computed once, from its per-sequence table.
 
 :func:`summarise` turns ``per_sequence.parquet`` (:data:`audit.layout.PER_SEQUENCE_SCHEMA`)
-into the sections of ``summary.json`` (:data:`SECTIONS`). The audit (:mod:`audit.run`) writes them;
-the report pages (:mod:`audit.report`) read them from ``summary.json`` and derive here, with
-the same function, only the sections an older or hand-made ``summary.json`` lacks, so a page,
-its JSON and the audit's summary cannot disagree. The comparison page's numbers (ratios to the
-first model, what dedup removed) are computed here too, from the summaries and one join.
+into the sections of ``summary.json`` (:data:`SECTIONS`), for the audit (:mod:`audit.run`) and
+for the report pages (:mod:`audit.report.audit_dir`), so a page, its JSON and the audit's summary
+cannot disagree. The comparison page's numbers (ratios to the first model, what dedup removed)
+are computed here too, from the summaries and one join.
 
 Rates are dicts ``{"n", "k", "rate", "lower", "upper"}`` (Wilson 95% intervals, fractions)
 over DISTINCT sequences (equal prompt + truth tokens count once; within a group of a breakdown,
