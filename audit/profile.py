@@ -22,7 +22,7 @@ Design
       dropped (counted in ``attrs["n_dropped_no_base"]``). Instances first trained on AFTER the
       last checkpoint are untreated throughout the panel; like Callaway & Sant'Anna (and the
       ``differences`` package) they are used as never-treated controls (counted in
-      ``attrs["n_treated_after_panel"]``). No anticipation is assumed.
+      ``attrs["n_treated_after_panel"]``).
     * Controls: NEVER-treated instances only (not "not-yet-treated" ones): held-out data is
       the cleanest counterfactual for memorisation, and it keeps every cell's comparison group
       the same.
@@ -339,12 +339,11 @@ def did(
     * ``n_boot``: bootstrap replicates, seeded by ``seed`` (``numpy.random.default_rng``); 0 =
       point estimates only (``se``, ``lower``, ``upper`` and the band NaN), 1 gives intervals
       but a NaN ``se`` and band. ``confidence``: of the percentile intervals and of the band.
-    * ``min_cohort_size``: adjacent early cohorts are merged until each holds at least this
-      many instances (:func:`merge_cohorts`): with 1-3 instances a cohort's bootstrap has
-      (almost) no treated-side variance and its cells are flagged far beyond the nominal rate.
-      A merged cohort is labelled by its LAST checkpoint (the first one that has seen all of
-      its instances); its base period is the checkpoint before its FIRST member's cohort; the
-      partially treated checkpoints in between are not cells.
+    * ``min_cohort_size`` (module docstring, Small cohorts): with 1-3 instances a cohort's
+      bootstrap has (almost) no treated-side variance and its cells are flagged far beyond the
+      nominal rate. A merged cohort is labelled by its LAST checkpoint (the first one that has
+      seen all of its instances); its base period is the checkpoint before its FIRST member's
+      cohort; the partially treated checkpoints in between are not cells.
     * ``leads``: also return the lead cells (module docstring) with the same ("universal")
       base period; event time -1 is the base itself, identically 0, and is not a cell.
 
