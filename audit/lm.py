@@ -7,21 +7,14 @@ stays light (an architecture test checks both). Everything it returns is numpy.
 Models load from local directories only (``local_files_only=True``; no hub, no network),
 on the GPU when one is present, else on the CPU in float32, with deterministic algorithms.
 
-Decoding policy (issue #12, section 3; recorded by :meth:`CausalLM.decoding` in the audit's
-manifest):
-
-* Greedy is plain greedy: the arg-max at every step, from a fresh
-  :class:`transformers.GenerationConfig` that replaces the model directory's
-  ``generation_config.json`` for the call (whose repetition penalty, no-repeat n-grams, bad
-  words or forced tokens transformers would otherwise apply even with ``do_sample=False``).
-* EOS is an ordinary token (``eos_policy = "ordinary"``): generation neither stops at it nor
-  bans it (no ``min_new_tokens``), and always emits exactly C tokens; the teacher-forced pass
-  compares it like any other token. So ``extractable == (pythia_score == 1)`` holds, also for
-  continuations that cross a document boundary.
-* BOS (``bos = "auto" | "never"``): ``auto`` prepends the tokens the tokenizer adds in front of
-  a text by default (BOS for Llama-family tokenizers, nothing for GPT-2's), as MIMIR and
-  Min-K%++ tokenize; the prefix is context only (prompted, never audited), and the window's
-  first token is then scored too. ``never`` feeds the window alone.
+Decoding policy (issue #12, section 3; README's "Greedy means greedy" gives the reasons; recorded
+by :meth:`CausalLM.decoding` in the audit's manifest): greedy is the plain arg-max at every step,
+from a fresh :class:`transformers.GenerationConfig` that replaces the model directory's
+``generation_config.json`` for the call; EOS is an ordinary token (``eos_policy = "ordinary"``:
+never stops generation, never banned, exactly C tokens emitted, compared like any other token);
+``bos = "auto"`` prepends the tokens the tokenizer adds in front of a text by default
+(:func:`default_prefix`), as context only (prompted, never audited), ``"never"`` feeds the window
+alone.
 """
 
 from __future__ import annotations
