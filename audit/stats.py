@@ -135,10 +135,10 @@ def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
 def tpr_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> float:
     """True-positive rate at a low false-positive rate, with a STRICT bound (MIMIR, LiRA).
 
-    Returns the LARGEST TPR over the thresholds of :func:`roc_curve` (every distinct score, plus
-    one above all scores) whose FPR < ``fpr`` strictly (no interpolation), as MIMIR's
-    ``tpr[np.where(fpr < x)[0][-1]]`` and Carlini et al. (2022, "Membership inference attacks
-    from first principles", LiRA). The all-negative threshold (FPR 0, TPR 0) always qualifies.
+    Returns the LARGEST TPR over the thresholds of :func:`roc_curve` whose FPR < ``fpr``
+    strictly (no interpolation), as MIMIR's ``tpr[np.where(fpr < x)[0][-1]]`` and Carlini et al.
+    (2022, "Membership inference attacks from first principles", LiRA). The all-negative
+    threshold (FPR 0, TPR 0) always qualifies.
     With fewer than 1/``fpr`` non-members the only FPR below the bound is 0: the value is then
     "TPR at zero false positives", and :func:`resolvable` is False (the audit reports null).
     ``fpr``: a fraction in (0, 1] (0.01 = 1%); ValueError outside it, or as :func:`roc_auc`.
