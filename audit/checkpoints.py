@@ -111,12 +111,10 @@ def trained_duplicates(run: Path, corpus: list[str], docs, trained: set[tuple[st
     """For each (shard name, row) in ``docs``: the TRAINED documents (``trained``, from
     order.parquet) that are exact or near duplicates of it, its own row included if trained.
 
-    Duplicates are dedup's, computed with :func:`audit.duplicates.duplicate_counts` (the
-    machinery of the audit's membership by content and, through the same definitions, of the
-    trainer's cluster holdout :func:`audit.train.choose_heldout`; issue #12 section 1): the
-    same canonical exact key (equal after case, punctuation and whitespace normalisation) or a
-    shared LSH band key with ``dedup_config`` (default :class:`dedup.config.DedupConfig`, the
-    trainer's). One streaming pass over the corpus; memory follows ``docs``.
+    Duplicates are :func:`audit.duplicates.duplicate_counts`' (dedup's definitions, as for the
+    audit's membership by content and the trainer's cluster holdout
+    :func:`audit.train.choose_heldout`; issue #12 section 1) with ``dedup_config`` (default
+    :class:`dedup.config.DedupConfig`, the trainer's).
     """
     from dedup.config import DedupConfig
 
