@@ -50,9 +50,8 @@ def train_tokenizer(texts: list[str], vocab_size: int):
 
 def duplicate_clusters(texts: list[str], dedup_config=None) -> np.ndarray:
     """int64 (n,): a cluster label per text; two texts are in one cluster when a chain of
-    duplicates links them, a duplicate being dedup's: the same canonical exact key (equal after
-    its normalisation: case, punctuation, whitespace) or a shared LSH band key (near duplicate)
-    with dedup's shingling and parameters (``dedup_config``, default :class:`DedupConfig`)."""
+    duplicates links them, a duplicate being dedup's as in :mod:`audit.duplicates` (a shared
+    canonical exact key or LSH band key, with ``dedup_config``, default :class:`DedupConfig`)."""
     from dedup.arrow import string_array
     from dedup.config import DedupConfig
     from dedup.sketch import Sketcher
