@@ -344,8 +344,8 @@ def did(
       nominal rate. A merged cohort is labelled by its LAST checkpoint (the first one that has
       seen all of its instances); its base period is the checkpoint before its FIRST member's
       cohort; the partially treated checkpoints in between are not cells.
-    * ``leads``: also return the lead cells (module docstring) with the same ("universal")
-      base period; event time -1 is the base itself, identically 0, and is not a cell.
+    * ``leads``: also return the lead cells (module docstring): checkpoints before the base
+      period, with the same ("universal") base period (event time -1 is the base itself, identically 0).
 
     Returns a DataFrame with columns ``treatment_step`` (the cohort g: first checkpoint that
     has seen all its instances), ``step`` (checkpoint c), ``event_time`` (index of c minus
