@@ -1,13 +1,10 @@
 """Every rate and summary of an audit, computed once, from its per-sequence table.
 
 :func:`summarise` turns ``per_sequence.parquet`` (:data:`audit.layout.PER_SEQUENCE_SCHEMA`)
-into the sections of ``summary.json``: the extractable rate with its Wilson interval, the mean
-number of leading tokens matched, Pythia's score, the extractable rate per duplicate bucket and
-per dedup status, and the membership-inference AUCs. The audit (:mod:`audit.run`) writes them;
-the report pages (:mod:`audit.report`) read them from ``summary.json`` and derive here, with
-the same function, only the sections an older or hand-made ``summary.json`` lacks, so a page,
-its JSON and the audit's summary cannot disagree. The comparison page's numbers (ratios to the
-first model, what dedup removed) are computed here too, from the summaries and one join.
+into the sections of ``summary.json`` (:data:`SECTIONS`), for the audit (:mod:`audit.run`) and
+for the report pages (:mod:`audit.report.audit_dir`), so a page, its JSON and the audit's summary
+cannot disagree. The comparison page's numbers (ratios to the first model, what dedup removed)
+are computed here too, from the summaries and one join.
 
 Rates are dicts ``{"n", "k", "rate", "lower", "upper"}`` (Wilson 95% intervals, fractions)
 over DISTINCT sequences (equal prompt + truth tokens count once; within a group of a breakdown,
@@ -109,11 +106,8 @@ def _group_rates(table: pa.Table, column: str, order: Sequence[str] | None) -> l
 
 
 def _membership_by_bucket(table: pa.Table) -> list[dict] | None:
-    """ROC-AUC of each complete score per duplicate (occurrence) bucket (Kandpal et al. 2022:
-    membership inference is near chance on singletons), every bucket in bucket order with its
-    ``n_members`` and ``n_non_members``; ``roc_auc`` values are null (shown as "n/a") in a bucket
-    holding one class only, where no AUC is defined. None without complete labels, buckets or
-    scores, or when the whole table holds one class (no pooled AUC either)."""
+    """:func:`summarise`'s ``membership_by_duplicates``; None without complete labels, buckets
+    or scores, or when the whole table holds one class (no pooled AUC either)."""
     col = _column(table, "duplicate_bucket")
     labelled = _labelled_scores(table)
     if col is None or labelled is None:
@@ -151,12 +145,9 @@ def membership(scores: dict[str, np.ndarray], member: np.ndarray, n_boot: int | 
     """ROC-AUC (with a bootstrap interval unless ``n_boot`` is None), PR-AUC and TPR at 1% and
     0.1% FPR of each score against the membership labels (both classes present).
 
-    Definitions (MIMIR, Duan et al. 2024; LiRA, Carlini et al. 2022): ROC-AUC by Mann-Whitney;
-    TPR at FPR x = the largest TPR over thresholds with FPR strictly below x
-    (:func:`audit.stats.tpr_at_fpr`), null when ``n_non_members`` < 1/x (it could only mean
-    "TPR at zero false positives"); PR-AUC = average precision with MEMBERS as the positive
-    class (MIMIR's ``pr_auc`` takes non-members as positive: not comparable as is; stated as
-    ``pr_auc_positive_class``); the zlib score uses ``zlib.compress`` level 9 (``zlib_level``).
+    Definitions: :mod:`audit.stats` (TPR at FPR x null unless :func:`audit.stats.resolvable`)
+    and README.md's "Membership scores" (MIMIR, Duan et al. 2024; LiRA; PR-AUC with MEMBERS as
+    the positive class, ``pr_auc_positive_class``; ``zlib_level``).
     """
     y = np.asarray(member, dtype=bool)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
@@ -198,7 +189,8 @@ def summarise(table: pa.Table, n_boot: int | None, seed: int, sections: Collecti
         "roc_auc_boot", "pr_auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"}}, "convention"}``
         when membership labels are complete and hold both classes; ``membership_by_duplicates``
         ``[{"group", "n_members", "n_non_members", "roc_auc": {name: float | null}}]``, every
-        occurrence bucket, null where the bucket holds one class (Kandpal et al. 2022).
+        occurrence bucket in bucket order, null (shown "n/a") where the bucket holds one class
+        (Kandpal et al. 2022: membership inference is near chance on singletons).
     """
     out: dict = {}
     n = table.num_rows

@@ -44,9 +44,7 @@ def bytes_per_sequence(seq_len: int, vocab: int, width: int, layers: int, heads:
 
 
 def available_memory(device: str) -> int:
-    """Bytes free for batches on the CPU now (after the model is loaded): ``MemAvailable``.
-    A GPU's free memory comes from :meth:`audit.lm.CausalLM.free_memory` (torch stays in
-    lm.py)."""
+    """Bytes free for batches on the CPU now, after the model is loaded (module docstring)."""
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:

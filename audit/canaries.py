@@ -41,9 +41,6 @@ def generate_canary_corpus(
 ) -> pa.Table:
     """A small training corpus of natural-looking text with planted, repeated canaries.
 
-    For memorisation audits: train a language model on it, then check which canaries it
-    can regenerate, as a function of how many times each was planted.
-
     * Background documents: ``n_background`` fresh documents of the English-like text
       model of :func:`dedup.synthetic.generate_corpus` (the same generator as its
       ``original`` rows: Zipf-distributed words, sentences with punctuation, lognormal

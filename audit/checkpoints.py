@@ -1,13 +1,15 @@
 """Memorisation over training: profiles, retention and forecasting from a trainer's checkpoints.
 
-Input: a ``memdedup train`` directory (or any run laid out the same way: HF checkpoints
-under ``checkpoints/step-NNNNNNN/``, ``order.parquet`` and ``heldout.parquet``, see
-:mod:`audit.layout` and :func:`audit.train.train_causal_lm`). Users with their own checkpoint suites (e.g. Pythia's)
-write those two Parquet files for their data order (README: "Bring your own checkpoints").
+Input: a ``memdedup train`` directory (or any run laid out the same way: HF checkpoints under
+``checkpoints/step-NNNNNNN/``, ``order.parquet`` and ``heldout.parquet``, see :mod:`audit.layout` and
+:func:`audit.train.train_causal_lm`). Users with their own checkpoint suites (e.g. Pythia's) write
+those two Parquet files for their data order (README: "Bring your own checkpoints").
 
-Per checkpoint, every audited instance gets its outcome (mean token surprisal, or
-teacher-forced accuracy) from one forward pass, and greedy recall of its second half from
-its first half. From the panel:
+Per checkpoint, every audited instance gets its outcome (mean token surprisal, or teacher-forced
+accuracy) from one forward pass, and greedy recall of its second half from its first half. The
+profile and retention use the checkpoints up to the end of epoch 1 (one treatment per instance:
+:func:`panel_end_step`, recorded as ``panel`` in the summary and manifest); the forecast also
+scores the final checkpoint. From the panel:
 
 * ``profile.parquet``: difference-in-differences memorisation per (treatment cohort,
   checkpoint), lead cells and the simultaneous band included (:func:`audit.profile.did`), plus
@@ -16,10 +18,6 @@ its first half. From the panel:
   instances;
 * ``retention.parquet``: recognition (seen vs held-out, scrambled and substituted foils) and
   recall per cohort and checkpoint;
-
-One treatment per instance: the profile and retention use the checkpoints up to the end of
-epoch 1 (:func:`panel_end_step`, recorded as ``panel`` in the summary and manifest); the
-forecast also scores the final checkpoint.
 * ``forecast.json``: does memorized-at-an-early-checkpoint predict memorized-at-the-end?
 * ``profile_heatmap.png``, ``retention_curves.png``, ``summary.json``, ``manifest.json``
   (written last; names in :mod:`audit.layout`).
@@ -113,12 +111,10 @@ def trained_duplicates(run: Path, corpus: list[str], docs, trained: set[tuple[st
     """For each (shard name, row) in ``docs``: the TRAINED documents (``trained``, from
     order.parquet) that are exact or near duplicates of it, its own row included if trained.
 
-    Duplicates are dedup's, computed with :func:`audit.duplicates.duplicate_counts` (the
-    machinery of the audit's membership by content and, through the same definitions, of the
-    trainer's cluster holdout :func:`audit.train.choose_heldout`; issue #12 section 1): the
-    same canonical exact key (equal after case, punctuation and whitespace normalisation) or a
-    shared LSH band key with ``dedup_config`` (default :class:`dedup.config.DedupConfig`, the
-    trainer's). One streaming pass over the corpus; memory follows ``docs``.
+    Duplicates are :func:`audit.duplicates.duplicate_counts`' (dedup's definitions, as for the
+    audit's membership by content and the trainer's cluster holdout
+    :func:`audit.train.choose_heldout`; issue #12 section 1) with ``dedup_config`` (default
+    :class:`dedup.config.DedupConfig`, the trainer's).
     """
     from dedup.config import DedupConfig
 
@@ -196,10 +192,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     first = first[(first["first_step"] > pchk[0]) & (first["first_step"] <= pchk[-1])
                   & ~(first["second_step"] <= pchk[-1])]
     held = held[held["n_tokens"] == seq_len]
-    # Eligibility by content, not raw text (issue #12 section 1): a treated instance's content
-    # is trained only through its own document (for a duplicated text, exact or near, the first
-    # exposure of this copy is not when the content was first trained), and a control's content
-    # was never trained (a held-out document with a trained case/punctuation or near twin is seen).
+    # Eligibility by content, not raw text (ELIGIBILITY_RULE; issue #12 section 1).
     text_column = train_manifest.get("config", {}).get("text_column", "text")
     trained_docs = set(zip(order["shard"].astype(str), order["row"].astype(int)))
     candidates = list(zip(first["shard"], first["row"])) + list(zip(held["shard"], held["row"]))
@@ -350,8 +343,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
 
 def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: int = 0, batch_size: int = 64,
                   substitute_fraction: float = 0.25, log=print) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The forgetting curve of a retention run (Orhan 2024, "Recognition, recall, and retention
-    of few-shot memories in large language models").
+    """The forgetting curve of a retention run (Orhan 2024, :mod:`audit.retention`).
 
     The run is ``memdedup train --retention-items N`` (:func:`audit.train.retention_design`):
     its manifest's ``retention`` names the items, their exposure step ``e`` (each item trained
@@ -359,21 +351,19 @@ def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: i
     the probe checkpoints ``e, e + 1, e + 2, e + 4, ...`` (and ``e - 1``, before exposure). At
     each probe checkpoint at or after ``e``, every item is scored (one forward pass) with:
 
-    * ``recognition``: paired 2AFC against a held-out instance (never trained on; drawn
-      seeded, with replacement when too few): accuracy = mean[loss(item) < loss(foil)],
-      chance 0.5; ``recognition_scrambled`` / ``recognition_substituted`` against hard foils
-      needing no model (the item's tokens scrambled; ``substitute_fraction`` of them
-      substituted), :func:`audit.retention.scramble_foils` / ``substitute_foils``;
-    * ``exact_recall`` / ``token_recall``: greedy completion of the item's second half from its
-      first half (tokens), the continuation only scored.
+    * ``recognition`` (:func:`audit.retention.recognition`) against a held-out instance (never
+      trained on; drawn seeded, with replacement when too few); ``recognition_scrambled`` /
+      ``recognition_substituted`` against :func:`audit.retention.scramble_foils` /
+      ``substitute_foils`` (``substitute_fraction`` of the tokens);
+    * ``exact_recall`` / ``token_recall`` (:func:`audit.retention.recall`) of the item's second
+      half from its first half (tokens).
 
     Returns ``(rows, curve)``: ``rows`` has one row per probe checkpoint (``treatment_step`` =
     ``e``, ``step``, ``n`` items, the five metrics as fractions); ``curve`` is
-    :func:`audit.retention.retention_curve` of it: by ``steps_since`` (optimizer steps after
-    exposure), each metric with its Wilson 95% interval over the N items (``{metric}_lower``,
-    ``{metric}_upper``, ``{metric}_n``). Written to ``out`` (``retention_run.parquet``,
-    ``retention_run_curve.parquet``) when given. Raises ValueError for a run without a
-    retention design.
+    :func:`audit.retention.retention_curve` of it (by ``steps_since``, optimizer steps after
+    exposure, with Wilson intervals over the N items). Written to ``out``
+    (``retention_run.parquet``, ``retention_run_curve.parquet``) when given. Raises ValueError
+    for a run without a retention design.
     """
     from . import retention
     from .lm import load_causal_lm

@@ -14,11 +14,10 @@ number of copies long before greedy extraction of the whole canary succeeds.
 
 When ``|R|`` is too large to enumerate (always, for 64 words), Carlini et al. estimate it by
 sampling: ``rank / |R| ~= Pr_{r in R}[Px(r) <= Px(s)]``, so ``exposure ~= -log2 of that
-probability``. It is estimated from ``n`` sampled candidates: empirically when at least
-``min_tail`` of them are at least as likely as the canary, otherwise by extrapolating a
-distribution fitted to the sampled log-perplexities (Carlini et al. fit a skew-normal; a normal
-is fitted here, in closed form, which they report to fit the bulk nearly as well) and taking its
-lower tail. The estimate is capped at ``log2 |R|``.
+probability``, estimated (:func:`exposure_sampled`) empirically or, with too few sampled
+candidates as likely as the canary, from a distribution fitted to the sampled log-perplexities
+(Carlini et al. fit a skew-normal; a normal is fitted here, in closed form, which they report to
+fit the bulk nearly as well) by its lower tail.
 
 Only numpy and the standard library here; :func:`canary_exposure` scores texts with an
 :class:`audit.lm.CausalLM`.
@@ -108,10 +107,9 @@ def _log_perplexity(lm, texts: list[str], batch_size: int) -> np.ndarray:
 def canary_exposure(lm, canaries: list[str], canary_words: int, *, n_samples: int = 1000, seed: int = 0,
                     batch_size: int = 32, vocabulary: list[str] | None = None) -> list[dict]:
     """Exposure of each canary text under ``lm``, against ``n_samples`` candidates drawn from
-    the canaries' random space (``canary_words`` words uniform over ``vocabulary``, by default
-    :func:`dedup.synthetic.vocabulary`, as :func:`audit.canaries.generate_canary_corpus` draws
-    them). Returns one :func:`exposure_sampled` dict per canary, with ``log_perplexity`` and
-    ``words`` (words scored).
+    the canaries' random space R (module docstring; ``vocabulary`` None: the default one).
+    Returns one :func:`exposure_sampled` dict per canary, with ``log_perplexity``,
+    ``log2_space`` and ``words`` (words scored).
 
     When the canaries and candidates do not fit the model's context (its ``max_positions``
     less the end-of-text token placed first), the space is that of the first ``k`` words, the

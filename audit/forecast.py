@@ -90,12 +90,10 @@ def forecast(
     *,
     confidence: float = 0.95,
 ) -> dict:
-    """Precision and recall of "memorized by ``first``" (the predictor: smaller model, earlier
-    checkpoint) as a predictor of "memorized by ``second``" (the truth), as the module docstring
-    defines them, over the sequences present in both per-sequence tables (``key``: one or more
-    columns, unique and non-missing within each table) and, with ``seen_first`` /
-    ``seen_second`` (boolean columns: the model was trained on the sequence), seen by both.
-    ``flag``: the boolean (or 0/1) memorized column of both tables.
+    """Precision and recall of "memorized by ``first``" as a predictor of "memorized by
+    ``second``" (module docstring). ``key``: one or more columns, unique and non-missing within
+    each table; ``seen_first`` / ``seen_second``: boolean columns, the model was trained on the
+    sequence; ``flag``: the boolean (or 0/1) memorized column of both tables.
 
     Returns a flat dict:
 
@@ -103,8 +101,7 @@ def forecast(
         - ``precision`` (float or None), ``precision_lower``, ``precision_upper``,
           ``precision_n`` = TP + FP (its denominator);
         - ``recall``, ``recall_lower``, ``recall_upper``, ``recall_n`` = TP + FN;
-        - ``predicted_positive_rate`` (+ ``_lower``, ``_upper``), ``base_rate`` (+ ``_lower``,
-          ``_upper``), both None when n == 0;
+        - ``predicted_positive_rate``, ``base_rate`` (each + ``_lower``, ``_upper``);
         - bookkeeping: ``n_first``, ``n_second`` (rows in the inputs), ``n_seen_first``,
           ``n_seen_second`` (rows left after the ``seen_*`` filters), ``n_unmatched_first``,
           ``n_unmatched_second`` (seen rows with no partner in the other table).
@@ -185,12 +182,11 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
     """:func:`forecast` from two audit output directories (``memdedup forecast``): the first
     audit (an earlier checkpoint or a smaller model) predicts the second's extractable set.
 
-    Sequences are matched on (``doc_id``, ``token_offset``). "Seen" (only seen sequences are
-    compared, Biderman et al. 2023): when both audited models are checkpoints (or the final
-    model) of one ``memdedup train`` run, a sequence is seen iff its document was first trained
-    at or before the EARLIER model's step (``first_step`` of the run's ``order.parquet``;
-    document level); otherwise iff its ``member`` label says it was trained on (unknown labels
-    count as seen). The rule used is returned as ``seen``.
+    Sequences are matched on (``doc_id``, ``token_offset``). "Seen": when both audited models are
+    checkpoints (or the final model) of one ``memdedup train`` run, a sequence is seen iff its
+    document was first trained at or before the EARLIER model's step (``first_step`` of the run's
+    ``order.parquet``; document level); otherwise iff its ``member`` label says it was trained on
+    (unknown labels count as seen). The rule used is returned as ``seen``.
 
     Raises:
         InputError: a directory is not an audit output (no per_sequence.parquet).

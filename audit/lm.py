@@ -7,21 +7,14 @@ stays light (an architecture test checks both). Everything it returns is numpy.
 Models load from local directories only (``local_files_only=True``; no hub, no network),
 on the GPU when one is present, else on the CPU in float32, with deterministic algorithms.
 
-Decoding policy (issue #12, section 3; recorded by :meth:`CausalLM.decoding` in the audit's
-manifest):
-
-* Greedy is plain greedy: the arg-max at every step, from a fresh
-  :class:`transformers.GenerationConfig` that replaces the model directory's
-  ``generation_config.json`` for the call (whose repetition penalty, no-repeat n-grams, bad
-  words or forced tokens transformers would otherwise apply even with ``do_sample=False``).
-* EOS is an ordinary token (``eos_policy = "ordinary"``): generation neither stops at it nor
-  bans it (no ``min_new_tokens``), and always emits exactly C tokens; the teacher-forced pass
-  compares it like any other token. So ``extractable == (pythia_score == 1)`` holds, also for
-  continuations that cross a document boundary.
-* BOS (``bos = "auto" | "never"``): ``auto`` prepends the tokens the tokenizer adds in front of
-  a text by default (BOS for Llama-family tokenizers, nothing for GPT-2's), as MIMIR and
-  Min-K%++ tokenize; the prefix is context only (prompted, never audited), and the window's
-  first token is then scored too. ``never`` feeds the window alone.
+Decoding policy (issue #12, section 3; README's "Greedy means greedy" gives the reasons; recorded
+by :meth:`CausalLM.decoding` in the audit's manifest): greedy is the plain arg-max at every step,
+from a fresh :class:`transformers.GenerationConfig` that replaces the model directory's
+``generation_config.json`` for the call; EOS is an ordinary token (``eos_policy = "ordinary"``:
+never stops generation, never banned, exactly C tokens emitted, compared like any other token);
+``bos = "auto"`` prepends the tokens the tokenizer adds in front of a text by default
+(:func:`default_prefix`), as context only (prompted, never audited), ``"never"`` feeds the window
+alone.
 """
 
 from __future__ import annotations
@@ -74,8 +67,7 @@ class CausalLM:
 
     @property
     def n_prefix(self) -> int:
-        """Tokens fed before each sequence (0 or 1 in practice): per-token arrays of
-        :meth:`score` have ``L - 1 + n_prefix`` columns."""
+        """Tokens fed before each sequence (0 or 1 in practice; see :meth:`score`)."""
         return len(self.prefix)
 
     def _with_prefix(self, ids: np.ndarray) -> np.ndarray:
@@ -85,8 +77,8 @@ class CausalLM:
         return np.concatenate([np.tile(np.asarray(self.prefix, dtype=np.int64), (ids.shape[0], 1)), ids], axis=1)
 
     def generation_config(self, n_new: int):
-        """The explicit, fresh generation config of :meth:`generate_greedy`: greedy, exactly
-        ``n_new`` tokens, no EOS (so no stop and no ban), no logits processor."""
+        """The fresh generation config of :meth:`generate_greedy` (module docstring: plain greedy,
+        EOS ordinary), exactly ``n_new`` tokens, no logits processor."""
         from transformers import GenerationConfig
 
         pad = next((t for t in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id) if t is not None), 0)

@@ -7,22 +7,13 @@ standard library are used (no torch, sklearn or scipy).
 Position convention (as in ``audit.lm.TokenStats``): for sequences of L tokens, per-token arrays
 have T = L - 1 columns, and column t describes the prediction of token t+1 from tokens 0..t.
 
-Extractable memorization
-    :func:`extraction` (exact C-extractable, Carlini et al. 2022; Biderman et al. 2023, and the
-    number of leading tokens greedy decoding reproduces) and :func:`pythia_score` (the fraction
-    of generated continuation tokens equal to the true ones, Biderman et al. 2023).
-
 Membership-inference scores (MIMIR conventions: computed over all T predicted positions)
     SIGN CONVENTION: every ``score_*`` function returns a score where HIGHER = MORE LIKELY A
-    MEMBER (of the target model's training data). :func:`loss` is a quantity, not a score (lower
-    loss = more likely a member); ``score_loss = -loss``. Pass the ``score_*`` values and boolean
-    labels (True = member) straight to :func:`audit.stats.roc_auc` and friends: an informative score gives
-    AUC > 0.5.
+    MEMBER (of the target model's training data); :func:`loss` is a quantity, not a score. Pass
+    the ``score_*`` values and boolean labels (True = member) straight to :mod:`audit.stats`
+    (ROC, PR, intervals, buckets): an informative score gives AUC > 0.5.
 
-Evaluation of these scores against labels (ROC, PR, intervals, buckets): :mod:`audit.stats`.
-
-Units: log-probabilities and losses are natural logarithms (nats, per token); zlib lengths are
-bytes; rates, AUCs and intervals are fractions in [0, 1].
+Units: log-probabilities and losses are natural logarithms (nats, per token); zlib lengths are bytes.
 """
 
 from __future__ import annotations
@@ -91,8 +82,7 @@ def _check_k(k: float) -> float:
 
 
 def _lowest_mean(x: np.ndarray, k: float) -> np.ndarray:
-    """Mean of the lowest m = max(1, floor(k * T)) values of each row of x (n, T), the floor
-    with a 1e-9 tolerance for float error (0.29 * 100 -> 29)."""
+    """Mean of the lowest m values of each row of x (n, T), m as in :func:`score_min_k`."""
     m = max(1, math.floor(k * x.shape[1] + 1e-9))
     return np.partition(x, m - 1, axis=1)[:, :m].mean(axis=1)
 

@@ -90,9 +90,7 @@ def count_occurrences(windows: np.ndarray, documents: Iterable[list[int] | np.nd
                       batch_tokens: int = BATCH_TOKENS) -> np.ndarray:
     """int64 (m,): occurrences of each row of ``windows`` (m, W) in ``documents`` (token id
     lists or arrays, streamed), by the module docstring's method in batches of about
-    ``batch_tokens`` tokens (the DISTINCT sampled windows' hashes are binary-searched, hits
-    verified on their W tokens); identical to :func:`count_occurrences_reference`.
-    """
+    ``batch_tokens`` tokens; identical to :func:`count_occurrences_reference`."""
     windows = np.asarray(windows, dtype=np.int64)
     m, W = windows.shape
     counts = np.zeros(m, dtype=np.int64)

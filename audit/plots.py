@@ -1,15 +1,6 @@
 """Every figure of the audit side: each function returns the figure as PNG bytes (callers
 write them with :func:`dedup.io.write_bytes_atomic` or embed them in a page).
 
-- :func:`profile_heatmap`: a causal memorisation profile (Lesci et al. 2024), treatment step x
-  checkpoint step, cells whose confidence interval covers 0 greyed out.
-- :func:`retention_curves`: recognition / recall against steps since treatment (Orhan 2024).
-- :func:`rate_by_duplicates`: the extractable rate per duplicate-count bucket with Wilson error
-  bars (the rows :func:`audit.stats.rate_by_group` returns).
-- :func:`rate_points`: rates per group with Wilson bars, one marker series per model.
-- :func:`histogram`: a distribution on a log count axis (memorization scores).
-- :func:`roc_curves`: ROC curves of membership scores against the chance diagonal.
-
 Rendering uses matplotlib's non-interactive Agg backend through the object-oriented API
 (:class:`matplotlib.figure.Figure` with a :class:`~matplotlib.backends.backend_agg.FigureCanvasAgg`
 canvas). ``matplotlib.pyplot`` is never imported, so no window can open, no global backend is
@@ -82,7 +73,7 @@ def _require_columns(df, columns: Sequence[str], what: str) -> None:
 
 
 def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
-    """Heatmap of a memorisation profile: treatment step (rows) x checkpoint step (columns).
+    """Heatmap of a memorisation profile (Lesci et al. 2024): treatment step (rows) x checkpoint step.
 
     Colour = ``effect`` on a diverging colormap centred at 0 (red = memorisation, i.e. surprisal
     reduced by training on the cohort; blue = negative). Cells whose simultaneous band
@@ -229,7 +220,7 @@ def retention_curves(
                               "token_recall"),
     title: str = "",
 ) -> bytes:
-    """Retention metrics against steps since treatment, one line per metric.
+    """Retention metrics (Orhan 2024) against steps since treatment, one line per metric.
 
     The x axis is symmetric-log (``symlog``, linear on [0, 1], logarithmic above), so
     ``steps_since = 0`` (the checkpoint right after treatment) is shown at its true value; the

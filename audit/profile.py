@@ -22,7 +22,7 @@ Design
       dropped (counted in ``attrs["n_dropped_no_base"]``). Instances first trained on AFTER the
       last checkpoint are untreated throughout the panel; like Callaway & Sant'Anna (and the
       ``differences`` package) they are used as never-treated controls (counted in
-      ``attrs["n_treated_after_panel"]``). No anticipation is assumed.
+      ``attrs["n_treated_after_panel"]``).
     * Controls: NEVER-treated instances only (not "not-yet-treated" ones): held-out data is
       the cleanest counterfactual for memorisation, and it keeps every cell's comparison group
       the same.
@@ -45,14 +45,9 @@ Design
     * Lead cells: pre-treatment checkpoints (``event_time <= -2``) against the same base
       period: the test of no anticipation and parallel trends, covered by the band.
     * Small cohorts: adjacent early cohorts are merged until each has ``min_cohort_size``
-      instances (:func:`merge_cohorts`); :func:`sample_per_cohort` samples a fixed number
-      per cohort, as Lesci et al. do.
-      The draws of every cell are kept in ``attrs["boot_effects"]`` so that :func:`summarise`
-      can bootstrap its averages over cells with all their covariances.
+      instances (:func:`merge_cohorts`).
 
-Summaries, as Lesci et al. report them: :func:`event_time_curve` (the cohort-share weighted
-curve ``theta(e)`` with its band) and :func:`summarise` (instantaneous = ``theta(0)``,
-persistent, residual; lead cells never enter them).
+Summaries, as Lesci et al. report them: :func:`event_time_curve` and :func:`summarise`.
 
 Assumptions (not testable here): parallel trends between each cohort and the held-out data, no
 anticipation, and no interference (training on one instance does not change the outcome of
@@ -337,34 +332,29 @@ def did(
     """Difference-in-differences memorisation profile, one row per (cohort, checkpoint).
 
     * ``panel``: columns ``instance_id``, ``step`` (integer checkpoint step), ``outcome``
-      (float; mean token surprisal by default: lower = better predicted), other columns
-      ignored; one row per (instance, checkpoint), every instance at every checkpoint.
-    * ``treatments``: columns ``instance_id``, ``treatment_step`` (training step of FIRST
-      exposure; null/NaN = never trained = control); exactly one row per panel instance.
+      (float), other columns ignored; one row per (instance, checkpoint), every instance at
+      every checkpoint.
+    * ``treatments``: columns ``instance_id``, ``treatment_step``; exactly one row per panel
+      instance.
     * ``n_boot``: bootstrap replicates, seeded by ``seed`` (``numpy.random.default_rng``); 0 =
       point estimates only (``se``, ``lower``, ``upper`` and the band NaN), 1 gives intervals
       but a NaN ``se`` and band. ``confidence``: of the percentile intervals and of the band.
-    * ``min_cohort_size``: adjacent early cohorts are merged until each holds at least this
-      many instances (:func:`merge_cohorts`): with 1-3 instances a cohort's bootstrap has
-      (almost) no treated-side variance and its cells are flagged far beyond the nominal rate.
-      A merged cohort is labelled by its LAST checkpoint (the first one that has seen all of
-      its instances); its base period is the checkpoint before its FIRST member's cohort; the
-      partially treated checkpoints in between are not cells.
-    * ``leads``: also return the pre-treatment (lead) cells: checkpoints before the base
-      period, with the same ("universal") base period, so ``event_time <= -2`` (event time -1
-      is the base itself, identically 0). Under no anticipation and parallel trends they are
-      0: they are the test of both, and the band covers them.
+    * ``min_cohort_size`` (module docstring, Small cohorts): with 1-3 instances a cohort's
+      bootstrap has (almost) no treated-side variance and its cells are flagged far beyond the
+      nominal rate. A merged cohort is labelled by its LAST checkpoint (the first one that has
+      seen all of its instances); its base period is the checkpoint before its FIRST member's
+      cohort; the partially treated checkpoints in between are not cells.
+    * ``leads``: also return the lead cells (module docstring): checkpoints before the base
+      period, with the same ("universal") base period (event time -1 is the base itself, identically 0).
 
     Returns a DataFrame with columns ``treatment_step`` (the cohort g: first checkpoint that
     has seen all its instances), ``step`` (checkpoint c), ``event_time`` (index of c minus
     index of g in the checkpoint list; negative = lead cell), ``lag_steps`` (c minus the mean
-    training step of the cohort's instances: the lag in optimizer steps), ``effect``
-    (positive = memorised), ``se``, ``lower``, ``upper`` (pointwise percentile interval),
-    ``band_lower``, ``band_upper`` (the simultaneous band over ALL returned cells: ``effect_j
-    +- crit * se_j``, crit the ``confidence`` quantile over draws of ``max_j |draw_j -
-    effect_j| / se_j``, as the ``differences`` package's multiplier bootstrap; NaN where se is
-    0 or NaN), ``significant`` (the band excludes 0), ``n_treated`` (= ``cohort_size``),
-    ``n_control``, ``cohort_size``; sorted by (treatment_step, step).
+    training step of the cohort's instances: the lag in optimizer steps), ``effect``, ``se``,
+    ``lower``, ``upper``, ``band_lower``, ``band_upper`` (``effect_j +- crit * se_j`` over ALL
+    returned cells, crit from :func:`_max_t`; NaN where se is 0 or NaN), ``significant`` (the
+    band excludes 0), ``n_treated`` (= ``cohort_size``), ``n_control``, ``cohort_size``;
+    sorted by (treatment_step, step).
 
     ``attrs`` holds ``confidence``, ``n_boot``, ``seed``, ``checkpoints`` (tuple),
     ``base_steps`` ({g: base checkpoint}), ``cohorts`` ({g: [member cohort steps]}),
@@ -374,10 +364,9 @@ def did(
     :class:`BootDraws` float array of shape (n_boot, rows), columns in row order), and
     ``boot_cells``, the (treatment_step, step) of each column, used by :func:`summarise`.
 
-    Note: pandas keeps ``attrs`` through many operations but drops them in others (e.g.
-    ``pd.concat`` of frames with different attrs); ``to_parquet`` cannot JSON-encode the draws
-    and writes the file without attrs. Summaries of such frames fall back to the
-    independent-cohorts formula (see :func:`summarise`).
+    Note: pandas drops ``attrs`` in some operations (e.g. ``pd.concat`` of frames with
+    different attrs), and ``to_parquet`` cannot JSON-encode the draws and writes no attrs;
+    :func:`summarise` then falls back to independent cohorts.
 
     Raises ValueError for missing/duplicate (instance, checkpoint) cells, missing columns,
     instances absent from ``treatments`` (or vice versa), non-finite outcomes, fewer than two
@@ -566,12 +555,8 @@ def event_time_curve(profile: pd.DataFrame, *, confidence: float | None = None) 
 
 def _joint_draws(profile: pd.DataFrame):
     """The did() bootstrap draws as an ``(n_boot, len(profile))`` array, columns in the
-    profile's row order, or None when they cannot be trusted to match the rows.
-
-    Requires ``attrs["boot_effects"]`` (>= 2 draws) and ``attrs["boot_cells"]`` (the
-    (treatment_step, step) of each column), the profile's rows to be exactly those cells (any
-    order; each once). Filtered, extended, concatenated or attrs-less profiles give None.
-    """
+    profile's row order, or None when they cannot be trusted to match the rows (conditions:
+    :func:`summarise`, "joint bootstrap"; each cell once)."""
     draws, cells = profile.attrs.get("boot_effects"), profile.attrs.get("boot_cells")
     if draws is None or cells is None:
         return None
@@ -635,14 +620,12 @@ def _share(size: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 def summarise(profile: pd.DataFrame, final_step: int | None = None, *, confidence: float | None = None) -> dict:
     """Instantaneous, persistent and residual memorisation of a :func:`did` profile, as Lesci
-    et al. (2024, "Causal Estimation of Memorisation Profiles") report them.
+    et al. report them.
 
-    Every summary is a weighted sum of post-treatment cells (lead cells never enter), with
-    cohort-share weights: at an event time ``e``, cohort g's cell gets
-    ``cohort_size_g / sum of cohort_size over the cohorts observed at e``, which is the event
-    aggregation of Callaway & Sant'Anna (2021) as the ``differences`` package computes it
-    (``ATTgt.aggregate('event')``) and :func:`event_time_curve`. Precisely, with ``theta(e)``
-    that curve (effects in nats per token, positive = memorised):
+    Every summary is a weighted sum of post-treatment cells (lead cells never enter) with the
+    cohort-share weights of :func:`event_time_curve`, the event aggregation of Callaway &
+    Sant'Anna as the ``differences`` package computes it (``ATTgt.aggregate('event')``). With
+    ``theta(e)`` that curve:
 
     * ``instantaneous`` = ``theta(0)``: the cells with ``step == treatment_step`` (the first
       checkpoint after training on the cohort), cohort-share weighted;
@@ -657,10 +640,9 @@ def summarise(profile: pd.DataFrame, final_step: int | None = None, *, confidenc
       ``attrs["checkpoints"][-1]``, else the largest ``step``), cohort-share weighted (a cohort
       whose ``g`` is ``final_step`` gives its single cell to both instantaneous and residual).
 
-    Cells after ``final_step`` are left out. Event times come from the ``event_time`` column
-    (checkpoint index of ``step`` minus that of ``treatment_step``), or, for a hand-built frame
-    without it, from the checkpoint grid (``attrs["checkpoints"]``, else the frame's sorted
-    steps); without a ``cohort_size`` column every cohort weighs the same.
+    Cells after ``final_step`` are left out. Event times come from the ``event_time`` column,
+    or, for a hand-built frame without it, from the checkpoint grid (``attrs["checkpoints"]``,
+    else the frame's sorted steps); without a ``cohort_size`` column every cohort weighs the same.
 
     Each maps to ``{"effect", "se", "lower", "upper", "n_cells", "cells", "weights",
     "method"}`` (persistent also ``"event_times"``): the weighted effect, its standard error

@@ -2,22 +2,10 @@
 
 Orhan (2024, "Recognition, recall, and retention of few-shot memories in large language models")
 trains a model on new items, keeps training on other data, and re-probes at log-spaced steps:
-
-Recognition (:func:`recognition`)
-    A paired two-alternative test: each seen item has a foil (an unseen item of the same kind);
-    the model "recognises" the item when its loss on the item is LOWER than on the foil.
-    accuracy = mean over pairs of [loss(seen) < loss(foil)], a tie counting 1/2; chance = 0.5.
-
-Recall (:func:`recall`)
-    Cue the model with the first part of an item, complete greedily and score the CONTINUATION
-    only (the cue is not scored): exact recall = fraction of items whose continuation is
-    reproduced exactly; token recall = mean fraction of continuation positions reproduced.
-
-Retention (:func:`retention_curve`)
-    The metrics of each cohort (items trained on at ``treatment_step``) at every later checkpoint
-    ``step``, re-indexed by ``steps_since = step - treatment_step`` and averaged over cohorts.
-    Orhan's finding: recall falls steeply over the first ~10 updates then slowly; recognition is
-    far more robust.
+:func:`recognition` against foils (unseen items of the same kind), :func:`recall` by greedy
+completion of an item's first part, and :func:`retention_curve` over the steps since training.
+Orhan's finding: recall falls steeply over the first ~10 updates then slowly; recognition is far
+more robust.
 
 Only numpy, pandas and the standard library are used. Losses are per-item mean token negative
 log-likelihoods in nats (any monotone loss works: only the order within a pair matters).
@@ -135,7 +123,6 @@ def recognition(seen_loss: np.ndarray, foil_loss: np.ndarray, *, confidence: flo
     ties = n - wins - losses
     successes = wins + ties / 2.0
     lower, upper = wilson_bounds(successes, n, confidence)
-    # ties split: half to each side; an odd tie joins the smaller side (larger p, conservative)
     w, l = wins + ties // 2, losses + ties // 2
     if ties % 2:
         w, l = (w + 1, l) if w <= l else (w, l + 1)

@@ -1,10 +1,9 @@
 """One audit of one model (or checkpoint): sample, score, join with dedup, aggregate, write.
 
-Outputs (``OUT/``, :mod:`audit.layout`): ``per_sequence.parquet`` (one row per sequence:
-provenance, prompt, truth, extraction verdicts, membership scores, duplicate count and dedup
-status; :data:`audit.layout.PER_SEQUENCE_SCHEMA`), ``summary.json`` (rates with binomial
-intervals, membership ROC-AUCs, retention; computed from the per-sequence table by
-:func:`audit.aggregate.summarise`) and ``manifest.json``, written last and atomically.
+Outputs (``OUT/``, :mod:`audit.layout`): ``per_sequence.parquet``
+(:data:`audit.layout.PER_SEQUENCE_SCHEMA`), ``summary.json`` (computed from it by
+:func:`audit.aggregate.summarise`; retention by :func:`audit.aggregate.dedup_retention`) and
+``manifest.json``, written last and atomically.
 """
 
 from __future__ import annotations

@@ -2,15 +2,7 @@
 intervals, occurrence buckets. Pure numpy and the standard library.
 
 Scores follow :mod:`audit.metrics`' sign convention (higher = more likely a member); labels are
-bool (True = member).
-
-    :func:`roc_auc` (Mann-Whitney U, ties count 1/2), :func:`roc_curve`, :func:`tpr_at_fpr`
-    (strict ``<``, as MIMIR and LiRA), :func:`resolvable`, :func:`pr_auc` (average
-    precision), :func:`bootstrap_auc`, :func:`wilson_interval` / :func:`wilson_bounds`
-    (Wilson 1927), and rates per occurrence bucket (:func:`duplicate_bucket`,
-    :func:`bucket_order`, :func:`rate_by_group`; Carlini et al. 2022's buckets).
-
-Rates, AUCs and intervals are fractions in [0, 1].
+bool (True = member; 0/1 accepted). Rates, AUCs and intervals are fractions in [0, 1].
 """
 
 from __future__ import annotations
@@ -111,8 +103,8 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
     AUC = P(score of a random member > score of a random non-member), ties counted 1/2; equal to
     the trapezoidal area under :func:`roc_curve`. 0.5 = chance, 1.0 = members all score higher.
-    ``scores``: float (n,), no NaN (+-inf allowed); ``labels``: bool (n,), 0/1 accepted (as in
-    every function here). ValueError: shapes differ, NaN scores, or a class is empty.
+    ``scores``: float (n,), no NaN (+-inf allowed); ``labels``: bool (n,). ValueError: shapes
+    differ, NaN scores, or a class is empty.
 
     Example (2 members x 2 non-members = 4 pairs: 3 won, 1 tied):
         >>> roc_auc([0.9, 0.5, 0.5, 0.1], [True, True, False, False])
@@ -143,10 +135,10 @@ def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
 def tpr_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> float:
     """True-positive rate at a low false-positive rate, with a STRICT bound (MIMIR, LiRA).
 
-    Returns the LARGEST TPR over the thresholds of :func:`roc_curve` (every distinct score, plus
-    one above all scores) whose FPR < ``fpr`` strictly (no interpolation), as MIMIR's
-    ``tpr[np.where(fpr < x)[0][-1]]`` and Carlini et al. (2022, "Membership inference attacks
-    from first principles", LiRA). The all-negative threshold (FPR 0, TPR 0) always qualifies.
+    Returns the LARGEST TPR over the thresholds of :func:`roc_curve` whose FPR < ``fpr``
+    strictly (no interpolation), as MIMIR's ``tpr[np.where(fpr < x)[0][-1]]`` and Carlini et al.
+    (2022, "Membership inference attacks from first principles", LiRA). The all-negative
+    threshold (FPR 0, TPR 0) always qualifies.
     With fewer than 1/``fpr`` non-members the only FPR below the bound is 0: the value is then
     "TPR at zero false positives", and :func:`resolvable` is False (the audit reports null).
     ``fpr``: a fraction in (0, 1] (0.01 = 1%); ValueError outside it, or as :func:`roc_auc`.
@@ -178,8 +170,8 @@ def pr_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
     AP = sum over thresholds (every distinct score, decreasing) of (R_i - R_{i-1}) * P_i, where
     R_i and P_i are the recall and precision when predicting a member for score >= threshold i
-    (the definition of sklearn's ``average_precision_score``), in (0, 1]. Members count as
-    positives. Chance level is the member fraction. ValueError: as :func:`roc_auc`.
+    (the definition of sklearn's ``average_precision_score``), in (0, 1]. Chance level is the
+    member fraction. ValueError: as :func:`roc_auc`.
     """
     s, y = _scores_labels(scores, labels)
     pos, neg = _grouped_counts(s, y)
@@ -269,7 +261,7 @@ def wilson_bounds(successes: float, n: int, confidence: float = 0.95) -> tuple[f
 
 
 def duplicate_bucket(count: int) -> str:
-    """Power-of-two bucket label of a duplicate count: 1, 2-3, 4-7, 8-15, 16-31, ...
+    """Power-of-two bucket label of a duplicate count (Carlini et al. 2022): 1, 2-3, 4-7, 8-15, ...
 
     Bucket b holds counts in [2^b, 2^(b+1) - 1]; its label is ``"1"`` for b = 0, else
     ``"{2^b}-{2^(b+1)-1}"``. (Memorization grows roughly log-linearly in the duplicate count,

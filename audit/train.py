@@ -50,9 +50,8 @@ def train_tokenizer(texts: list[str], vocab_size: int):
 
 def duplicate_clusters(texts: list[str], dedup_config=None) -> np.ndarray:
     """int64 (n,): a cluster label per text; two texts are in one cluster when a chain of
-    duplicates links them, a duplicate being dedup's: the same canonical exact key (equal after
-    its normalisation: case, punctuation, whitespace) or a shared LSH band key (near duplicate)
-    with dedup's shingling and parameters (``dedup_config``, default :class:`DedupConfig`)."""
+    duplicates links them, a duplicate being dedup's as in :mod:`audit.duplicates` (a shared
+    canonical exact key or LSH band key, with ``dedup_config``, default :class:`DedupConfig`)."""
     from dedup.arrow import string_array
     from dedup.config import DedupConfig
     from dedup.sketch import Sketcher
@@ -134,8 +133,7 @@ def retention_design(epoch_orders: list[np.ndarray], inst: list[tuple[int, int, 
     after the learning-rate warm-up (step ``warmup_steps + 1``, earlier when epoch 1 is too
     short); the rest of that epoch and every later epoch hold the other instances only, in
     their seeded order, so the items are never trained again (later epochs are shorter by
-    them). The exposure step is the window's last step (the window's first step when it is
-    one step, i.e. N <= batch_size); forgetting is measured from it.
+    them). The exposure step is the window's last step; forgetting is measured from it.
 
     Returns the new orders and ``{"items", "instance_ids", "window": [first, last step],
     "exposure_step", "rule"}``; the trainer adds ``checkpoints``
@@ -171,12 +169,11 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     Writes (``out_dir``): ``tokenizer`` files, ``order.parquet`` (one row per training
     exposure: instance_id, document_id, shard, row, token_offset, n_tokens, doc_copies (how
     many documents of the corpus have this document's exact text), epoch, step, first_step),
-    ``heldout.parquet`` (instances of the held-out documents, never trained on: whole
-    duplicate clusters are held out, exact canonical key or a shared LSH band, by
-    :func:`choose_heldout`), ``checkpoints/step-NNNNNNN/`` (Hugging Face model
-    + tokenizer, loadable by ``memdedup audit``; with ``trainer_state.pt`` for resuming), ``model/`` (the final
-    checkpoint) and ``manifest.json`` last. Rerunning with the same config resumes from the
-    last checkpoint and ends with the same weights as an uninterrupted run.
+    ``heldout.parquet`` (instances of the held-out documents, :func:`choose_heldout`),
+    ``checkpoints/step-NNNNNNN/`` (Hugging Face model + tokenizer, loadable by ``memdedup audit``;
+    with ``trainer_state.pt`` for resuming), ``model/`` (the final checkpoint) and
+    ``manifest.json`` last. Rerunning with the same config resumes from the last checkpoint and
+    ends with the same weights as an uninterrupted run.
 
     ``progress`` is called after every optimizer step with ``{"phase": "train", "unit":
     "steps", "done", "total", "extra": "loss L"}`` (L: mean of the last 50 steps' losses, in
@@ -205,8 +202,6 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
             for shard, row, doc_id, text in corpus_rows(shards, config.text_column, config.id_column)]
     if not docs:
         raise ValueError("the corpus has no documents")
-    # Held-out documents must be truly unseen: whole duplicate clusters are held out (exact
-    # canonical key or a shared LSH band, dedup's definitions), never one copy of a trained text.
     held = choose_heldout([d[3] for d in docs], config.holdout, config.seed)
     copies = Counter(d[3] for d in docs)
     doc_copies = np.array([copies[d[3]] for d in docs], dtype=np.int64)

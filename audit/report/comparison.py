@@ -1,11 +1,7 @@
 """Several audits side by side: :func:`comparison_report`.
 
-One self-contained HTML page (as :mod:`audit.report.model`'s) and ``<stem>.json`` with the
-numbers it shows: each model's headline numbers, the extractable rate per duplicate bucket and
-per dedup status with each model's ratio to the first, the membership ROC-AUC pooled and per
-occurrence bucket, and what dedup removed. Every rate is
-read from the audits' ``summary.json``; only the first model's sequences are joined with the
-dedup output's removed rows (:mod:`audit.aggregate`).
+Every rate is read from the audits' ``summary.json``; only the first model's sequences are joined
+with the dedup output's removed rows (:mod:`audit.aggregate`).
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """One audit's page: :func:`model_report`.
 
-A single self-contained HTML file (inline CSS, plots as base64 PNG data URIs, no JavaScript)
-with the audit's headline numbers, the extractable rate by duplicate count and by dedup
-status, the distribution of memorization scores, membership-inference ROC curves, optionally
-the memorization profile of the model's training run (``memdedup profile`` output), and the
-most memorized sequences. Every number is read from the audit's ``summary.json``
-(:mod:`audit.report.audit_dir`), which is copied next to the page as ``<stem>.summary.json``.
+The audit's headline numbers, the extractable rate by duplicate count and by dedup status, the
+distribution of memorization scores, membership-inference ROC curves, optionally the memorization
+profile of the model's training run, and the most memorized sequences. Every number is read from
+the audit's ``summary.json`` (:mod:`audit.report.audit_dir`).
 """
 
 from __future__ import annotations
