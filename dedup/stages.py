@@ -351,7 +351,7 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
 
     checkpoint("finalize")
     written = [io.read_json(done_path(removed_part_path(work, s)), ("kept", "exact", "near")) for s in shards]
-    inputs = [layout.input_entry(s, {**i, **w}) for s, i, w in zip(shards, infos, written)]
+    inputs = [layout.input_entry(s, {**w, **i}) for s, i, w in zip(shards, infos, written)]  # rows: as sketched
     with layout.removed_writer(layout.removed_path(out), config.compression) as write_removed:
         for s in shards:
             write_removed(pq.read_table(removed_part_path(work, s)))

@@ -220,3 +220,22 @@ def test_emit_removed_writes_removed_and_manifest_only_in_both_engines(tmp_path)
         assert m["totals"] == full["totals"] and m["config"]["emit"] == "removed"
         with pytest.raises(OutputExistsError, match="emit"):
             dedup_files([tmp_path / "in"], out, DedupConfig(), threads=1)
+
+
+def test_finalize_checks_each_shards_counts_against_its_sketched_rows(tmp_path):
+    """The manifest's inputs are checked against the rows the sketch stage read: a write
+    record whose own counts agree with each other but not with the sketched rows (a stale or
+    foreign record) stops the run instead of reaching the manifest."""
+    import json
+
+    write_shards(generate_corpus(300, mean_bytes=300, seed=4), tmp_path / "in", 2)
+
+    def tamper(point: str) -> None:
+        if point == "finalize":
+            record = next((tmp_path / "out" / "_work" / "removed").glob("*.parquet.done"))
+            r = json.loads(record.read_text())
+            r["rows"], r["kept"] = r["rows"] - 1, r["kept"] - 1
+            record.write_text(json.dumps(r))
+
+    with pytest.raises(RuntimeError, match="internal error"):
+        dedup_staged([tmp_path / "in"], tmp_path / "out", DedupConfig(), checkpoint=tamper)
