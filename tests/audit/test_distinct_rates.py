@@ -51,3 +51,15 @@ def test_membership_auc_per_occurrence_bucket():
     by = {r["group"]: r for r in s["membership_by_duplicates"]}
     assert abs(by["1"]["roc_auc"]["loss"] - 0.5) < 0.1 and by["8-15"]["roc_auc"]["loss"] > 0.9
     assert by["1"]["n_members"] + by["1"]["n_non_members"] == 200
+
+
+def test_summarise_reads_membership_scores_only_for_the_membership_section():
+    """A section list without membership (what a report derives for an older summary.json)
+    never converts the score columns, as before the aggregation was shared."""
+    import pyarrow as pa
+
+    from audit.aggregate import summarise
+
+    t = pa.table({"extractable": [True, False], "leading_matched": [3, 1], "member": [True, False],
+                  "score_odd": ["not", "numbers"]})
+    assert summarise(t, None, 0, sections=("extractable",))["extractable"]["k"] == 1
