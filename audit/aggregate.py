@@ -147,7 +147,8 @@ def membership(scores: dict[str, np.ndarray], member: np.ndarray, n_boot: int | 
 
     Definitions: :mod:`audit.stats` (TPR at FPR x null unless :func:`audit.stats.resolvable`)
     and README.md's "Membership scores" (MIMIR, Duan et al. 2024; LiRA; PR-AUC with MEMBERS as
-    the positive class, ``pr_auc_positive_class``; ``zlib_level``).
+    the positive class, ``pr_auc_positive_class``: MIMIR's counts non-members as positive, so the
+    two are not comparable as is; ``zlib_level``).
     """
     y = np.asarray(member, dtype=bool)
     n_pos, n_neg = int(y.sum()), int((~y).sum())

@@ -27,7 +27,8 @@ class DuplicateInfo:
     """Per sampled document.
 
     Attributes:
-        count: int64 (n,), corpus documents sharing a band key with it (itself included).
+        count: int64 (n,), corpus documents that are its exact or near duplicates (module docstring;
+            itself included).
         removed_duplicate: bool (n,), one of those documents (other than its own row) is in
             the dedup output's removed rows.
         member_duplicate: bool (n,), one of those documents (its own row included) has an id

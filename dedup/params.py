@@ -221,8 +221,8 @@ def plan_index(
     rows: int | None = None,
 ) -> IndexPlan:
     """Choose (b, r) (datasketch's optimisation unless both are given, ``bands * rows <= num_perm``)
-    and size the filters: the :class:`IndexPlan` of these arguments (``capacity``: every document is
-    inserted).
+    and size the filters: the :class:`IndexPlan` of these arguments (``threshold``: T in (0, 1);
+    ``capacity``: every document is inserted).
 
     Example:
         >>> plan = plan_index(0.8, 128, capacity=1_000_000, total_fp=1e-5)
