@@ -13,9 +13,6 @@ Functions
     XXH64 (Yann Collet, "xxHash fast digest algorithm", XXH64 specification,
     https://github.com/Cyan4973/xxHash/blob/dev/doc/xxhash_spec.md) of the
     bytes ``data[start:end]`` of a 1-D ``uint8`` array.
-``xxh64_u32(values, start, end, seed) -> uint64``
-    XXH64 of the little-endian byte image of ``values[start:end]`` of a 1-D
-    ``uint32`` array (e.g. token ids), computed directly on the words.
 ``sha1_32(data, start, end) -> uint32``
     First four bytes of SHA-1 (FIPS 180-4, "Secure Hash Standard") of
     ``data[start:end]`` read as a little-endian ``uint32``; identical to
@@ -37,7 +34,7 @@ are not bounds-checked.
 import numba
 import numpy as np
 
-__all__ = ["xxh64", "xxh64_u32", "sha1_32", "fmix32", "fmix64"]
+__all__ = ["xxh64", "sha1_32", "fmix32", "fmix64"]
 
 _JIT = dict(cache=True, nogil=True)
 _JIT_INLINE = dict(cache=True, nogil=True, inline="always")
@@ -219,61 +216,6 @@ def xxh64(data, start, end, seed):
         h = h ^ (np.uint64(data[p]) * _P5)
         h = _rotl64(h, _U64_11) * _P1
         p += _U64_1
-    return _xxh64_avalanche(h)
-
-
-@numba.njit(**_JIT_INLINE)
-def _pair64(v, i):
-    """uint64 lane from uint32 words ``v[i]`` (low), ``v[i+1]`` (high); ``i`` uint64."""
-    return np.uint64(v[i]) | (np.uint64(v[i + _U64_1]) << _U64_32)
-
-
-@numba.njit(**_JIT_INLINE)
-def xxh64_u32(values, start, end, seed):
-    """XXH64 of the little-endian bytes of the word slice ``values[start:end]``.
-
-    Algorithm: XXH64 (Yann Collet's specification) evaluated directly on
-    32-bit words: an 8-byte lane is ``values[i] | values[i+1] << 32``, a
-    32-byte stripe is eight words, and the only possible tail is one 4-byte
-    word (no 1-byte tail).  Bit-exact with
-    ``xxhash.xxh64_intdigest(values[start:end].astype('<u4').tobytes(), seed)``.
-
-    Parameters
-    ----------
-    values : 1-D ``uint32`` array (e.g. token ids).
-    start, end : int
-        Word (not byte) offsets, ``0 <= start <= end <= values.size``.
-    seed : ``uint64`` (as for :func:`xxh64`).
-
-    Returns
-    -------
-    ``uint64`` digest; the hashed length is ``4 * (end - start)`` bytes.
-    """
-    seed = np.uint64(seed)
-    p = np.uint64(start)
-    e = np.uint64(end)
-    n = e - p
-    if n >= _U64_8:
-        v1 = seed + _P1 + _P2
-        v2 = seed + _P2
-        v3 = seed
-        v4 = seed - _P1
-        limit = e - _U64_8
-        while p <= limit:
-            v1 = _xxh64_round(v1, _pair64(values, p))
-            v2 = _xxh64_round(v2, _pair64(values, p + _U64_2))
-            v3 = _xxh64_round(v3, _pair64(values, p + _U64_4))
-            v4 = _xxh64_round(v4, _pair64(values, p + _U64_6))
-            p += _U64_8
-        h = _xxh64_converge(v1, v2, v3, v4)
-    else:
-        h = seed + _P5
-    h = h + (n << _U64_2)
-    while p + _U64_2 <= e:
-        h = _xxh64_lane8(h, _pair64(values, p))
-        p += _U64_2
-    if p < e:
-        h = _xxh64_lane4(h, np.uint64(values[p]))
     return _xxh64_avalanche(h)
 
 

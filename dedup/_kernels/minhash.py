@@ -26,7 +26,7 @@ All signatures are produced as uint32 (every scheme's values fit in 32 bits).
 import numba
 import numpy as np
 
-from .hashing import _read64le, fmix32, fmix64, sha1_32, xxh64, xxh64_u32
+from .hashing import _read64le, fmix32, fmix64, sha1_32, xxh64
 from .text import canonicalize_chars, canonicalize_words
 
 from . import SCHEME_AFFINE32, SCHEME_FAST, SCHEME_FSS, SCHEME_LEGACY  # noqa: F401  (re-exported)
@@ -478,6 +478,7 @@ def band_keys(sigs, bands, rows, sum_key, out):
     the band index. ``sum_key``: the reference LSHBloom's key, the sum of the band's values
     mod 2^61 - 1 (weak: kept only for cross-checks). out: uint64 (n, bands).
     """
+    data = sigs.reshape(-1).view(np.uint8)  # the values' little-endian bytes, row after row
     for i in range(sigs.shape[0]):
         row = sigs[i]
         for j in range(bands):
@@ -487,4 +488,5 @@ def band_keys(sigs, bands, rows, sum_key, out):
                     acc += np.uint64(row[t])
                 out[i, j] = acc % _MERSENNE
             else:
-                out[i, j] = xxh64_u32(row, j * rows, (j + 1) * rows, np.uint64(j))
+                start = 4 * (i * sigs.shape[1] + j * rows)
+                out[i, j] = xxh64(data, start, start + 4 * rows, np.uint64(j))

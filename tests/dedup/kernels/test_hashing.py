@@ -18,7 +18,7 @@ from datasketch.minhash import _fmix
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dedup._kernels.hashing import fmix32, fmix64, sha1_32, xxh64, xxh64_u32
+from dedup._kernels.hashing import fmix32, fmix64, sha1_32, xxh64
 
 M64 = (1 << 64) - 1
 M32 = (1 << 32) - 1
@@ -71,39 +71,6 @@ def test_xxh64_seed_as_small_python_int(rand_bytes):
     # try to squeeze them into an already-compiled int64 overload.)
     for seed in (0, 7, 2**63 - 1):
         assert xxh64(rand_bytes, 2, 50, seed) == xxhash.xxh64_intdigest(bytes(rand_bytes[2:50]), seed)
-
-
-# ------------------------------------------------------------- xxh64_u32
-
-
-@SETTINGS
-@given(
-    words=st.lists(st.integers(0, M32), max_size=700),
-    seed=seeds,
-    pad_left=st.integers(0, 9),
-    pad_right=st.integers(0, 5),
-)
-def test_xxh64_u32_matches_xxhash(words, seed, pad_left, pad_right):
-    arr = np.full(pad_left + len(words) + pad_right, 0xDEADBEEF, dtype=np.uint32)
-    arr[pad_left : pad_left + len(words)] = np.asarray(words, dtype=np.uint32)
-    ref = xxhash.xxh64_intdigest(arr[pad_left : pad_left + len(words)].astype("<u4").tobytes(), seed)
-    assert xxh64_u32(arr, pad_left, pad_left + len(words), np.uint64(seed)) == ref
-
-
-@pytest.mark.parametrize("start", [0, 1, 2, 3, 7])
-def test_xxh64_u32_every_length_at_offset(rand_bytes, start):
-    vals = rand_bytes.view(np.uint32)
-    for n in range(201):
-        ref_bytes = vals[start : start + n].astype("<u4").tobytes()
-        for seed in (0, 1, M64):
-            assert xxh64_u32(vals, start, start + n, np.uint64(seed)) == xxhash.xxh64_intdigest(ref_bytes, seed), (n, seed)
-
-
-def test_xxh64_u32_agrees_with_byte_kernel(rand_bytes):
-    vals = rand_bytes.view(np.uint32)
-    as_bytes = vals.astype("<u4").view(np.uint8)
-    for n in (0, 1, 7, 8, 9, 64, 513):
-        assert xxh64_u32(vals, 5, 5 + n, np.uint64(99)) == xxh64(as_bytes, 20, 20 + 4 * n, np.uint64(99))
 
 
 # ---------------------------------------------------------------- sha1_32
@@ -195,10 +162,9 @@ def test_fmix64_matches_datasketch():
 
 
 @numba.njit
-def _all_from_njit(data, words, seed):
+def _all_from_njit(data, seed):
     return (
         xxh64(data, 1, data.size, seed),
-        xxh64_u32(words, 1, words.size, seed),
         sha1_32(data, 1, data.size),
         fmix32(np.uint32(12345)),
         fmix64(seed),
@@ -207,19 +173,16 @@ def _all_from_njit(data, words, seed):
 
 def test_callable_from_njit_and_return_types(rand_bytes):
     data = rand_bytes[:100].copy()
-    words = rand_bytes[:400].view(np.uint32).copy()
     seed = np.uint64(0xFEEDFACECAFEBEEF)
-    got = _all_from_njit(data, words, seed)
+    got = _all_from_njit(data, seed)
     assert got == (
         xxhash.xxh64_intdigest(bytes(data[1:]), int(seed)),
-        xxhash.xxh64_intdigest(words[1:].astype("<u4").tobytes(), int(seed)),
         _sha1_32_ref(bytes(data[1:])),
         _fmix32_ref(12345),
         _fmix64_ref(int(seed)),
     )
     ret = _all_from_njit.nopython_signatures[0].return_type
     assert tuple(ret.types) == (
-        numba.uint64,
         numba.uint64,
         numba.uint32,
         numba.uint32,
