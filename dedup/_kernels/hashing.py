@@ -263,6 +263,12 @@ def _read32be(d, i):
 
 
 @numba.njit(**_JIT_INLINE)
+def _sha1_step(a, b, c, d, e, f, k, wt):
+    """One SHA-1 step (FIPS 180-4, 6.1.2 step 3): the new (a, b, c, d, e)."""
+    return np.uint32(_rotl32(a, _U32_5) + f + e + k + wt), a, _rotl32(b, _U32_30), c, d
+
+
+@numba.njit(**_JIT_INLINE)
 def _sha1_compress(w, h0, h1, h2, h3, h4):
     """SHA-1 compression of one block.
 
@@ -273,43 +279,15 @@ def _sha1_compress(w, h0, h1, h2, h3, h4):
     """
     for t in range(16, 80):
         w[t] = _rotl32(np.uint32(w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16]), _U32_1)
-    a = h0
-    b = h1
-    c = h2
-    d = h3
-    e = h4
-    for t in range(20):
-        f = np.uint32((b & c) | (~b & d))
-        tmp = np.uint32(_rotl32(a, _U32_5) + f + e + _K0 + w[t])
-        e = d
-        d = c
-        c = _rotl32(b, _U32_30)
-        b = a
-        a = tmp
+    a, b, c, d, e = h0, h1, h2, h3, h4
+    for t in range(20):  # four rounds of 20 steps, each with its own f and K
+        a, b, c, d, e = _sha1_step(a, b, c, d, e, np.uint32((b & c) | (~b & d)), _K0, w[t])
     for t in range(20, 40):
-        f = np.uint32(b ^ c ^ d)
-        tmp = np.uint32(_rotl32(a, _U32_5) + f + e + _K1 + w[t])
-        e = d
-        d = c
-        c = _rotl32(b, _U32_30)
-        b = a
-        a = tmp
+        a, b, c, d, e = _sha1_step(a, b, c, d, e, np.uint32(b ^ c ^ d), _K1, w[t])
     for t in range(40, 60):
-        f = np.uint32((b & c) | (b & d) | (c & d))
-        tmp = np.uint32(_rotl32(a, _U32_5) + f + e + _K2 + w[t])
-        e = d
-        d = c
-        c = _rotl32(b, _U32_30)
-        b = a
-        a = tmp
+        a, b, c, d, e = _sha1_step(a, b, c, d, e, np.uint32((b & c) | (b & d) | (c & d)), _K2, w[t])
     for t in range(60, 80):
-        f = np.uint32(b ^ c ^ d)
-        tmp = np.uint32(_rotl32(a, _U32_5) + f + e + _K3 + w[t])
-        e = d
-        d = c
-        c = _rotl32(b, _U32_30)
-        b = a
-        a = tmp
+        a, b, c, d, e = _sha1_step(a, b, c, d, e, np.uint32(b ^ c ^ d), _K3, w[t])
     return (
         np.uint32(h0 + a),
         np.uint32(h1 + b),
