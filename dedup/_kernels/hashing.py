@@ -7,18 +7,8 @@ for testing, but are meant to be called from other ``njit`` code inside hot
 loops over millions of short byte slices, so none of them allocates except
 :func:`sha1_32` (one 80-word scratch array per call).
 
-Functions
----------
-``xxh64(data, start, end, seed) -> uint64``
-    XXH64 (Yann Collet, "xxHash fast digest algorithm", XXH64 specification,
-    https://github.com/Cyan4973/xxHash/blob/dev/doc/xxhash_spec.md) of the
-    bytes ``data[start:end]`` of a 1-D ``uint8`` array.
-``sha1_32(data, start, end) -> uint32``
-    First four bytes of SHA-1 (FIPS 180-4, "Secure Hash Standard") of
-    ``data[start:end]`` read as a little-endian ``uint32``; identical to
-    ``datasketch.hashfunc.sha1_hash32``.
-``fmix32(x) -> uint32``, ``fmix64(x) -> uint64``
-    MurmurHash3 finalisers (Austin Appleby, MurmurHash3, public domain).
+Kernels: ``xxh64`` (XXH64), ``sha1_32`` (the first 32 bits of SHA-1, as datasketch's
+``sha1_hash32``), ``fmix32`` and ``fmix64`` (the MurmurHash3 finalisers).
 
 Conventions
 -----------
@@ -163,27 +153,13 @@ def _xxh64_lane4(h, word):
 
 @numba.njit(**_JIT_INLINE)
 def xxh64(data, start, end, seed):
-    """XXH64 of the byte slice ``data[start:end]``.
-
-    Algorithm: XXH64 as specified by Yann Collet (xxHash specification,
-    "XXH64 algorithm description"): four 64-bit accumulators over 32-byte
-    stripes for inputs of at least 32 bytes, then 8-, 4- and 1-byte tail
-    steps and a final avalanche.  Bit-exact with
-    ``xxhash.xxh64_intdigest(bytes(data[start:end]), seed)``.
-
-    Parameters
-    ----------
-    data : 1-D ``uint8`` array (C-contiguous for best speed).
-    start, end : int
-        Byte offsets, ``0 <= start <= end <= data.size`` (not checked).
-    seed : ``uint64``
-        Hash seed; cast to uint64 on entry (signed values wrap modulo 2**64).
-        From Python pass ``np.uint64``: a Python int >= 2**63 cannot be
-        dispatched to an already-compiled int64 overload.
-
-    Returns
-    -------
-    ``uint64`` digest.
+    """XXH64 (Yann Collet, XXH64 specification,
+    https://github.com/Cyan4973/xxHash/blob/dev/doc/xxhash_spec.md) of ``data[start:end]`` (1-D
+    uint8, C-contiguous for speed) as uint64: four 64-bit accumulators over 32-byte stripes for
+    inputs of at least 32 bytes, then 8-, 4- and 1-byte tail steps and a final avalanche.
+    Bit-exact with ``xxhash.xxh64_intdigest(bytes(data[start:end]), seed)``. ``seed`` is cast to
+    uint64 (signed values wrap); from Python pass ``np.uint64``: a Python int >= 2**63 cannot
+    be dispatched to an already-compiled int64 overload.
     """
     seed = np.uint64(seed)
     # All index arithmetic is uint64 (see _read64le).
@@ -299,24 +275,11 @@ def _sha1_compress(w, h0, h1, h2, h3, h4):
 
 @numba.njit(**_JIT)
 def sha1_32(data, start, end):
-    """First 32 bits of SHA-1 of ``data[start:end]``, little-endian.
-
-    Algorithm: SHA-1 per FIPS 180-4 (section 5.1.1 padding: a 0x80 byte,
-    zeros, then the message length in *bits* as a big-endian 64-bit integer,
-    to a multiple of 64 bytes; section 6.1.2 compression over 64-byte
-    blocks).  Returns the first four digest bytes read as a little-endian
-    uint32, i.e. exactly ``datasketch.hashfunc.sha1_hash32``:
-    ``struct.unpack('<I', hashlib.sha1(b).digest()[:4])[0]``.
-
-    Parameters
-    ----------
-    data : 1-D ``uint8`` array.
-    start, end : int
-        Byte offsets, ``0 <= start <= end <= data.size`` (not checked).
-
-    Returns
-    -------
-    ``uint32``.  Allocates one 80-word (320-byte) scratch array per call.
+    """The first four bytes of SHA-1 (FIPS 180-4: 5.1.1 padding, a 0x80 byte, zeros, then the
+    message length in bits as a big-endian 64-bit integer, to a multiple of 64 bytes; 6.1.2
+    compression over 64-byte blocks) of ``data[start:end]`` (1-D uint8), read as a little-endian
+    uint32: exactly ``datasketch.hashfunc.sha1_hash32``, ``struct.unpack('<I',
+    hashlib.sha1(b).digest()[:4])[0]``. Allocates one 80-word scratch array per call.
     """
     w = np.empty(80, dtype=np.uint32)
     h0 = _H0
@@ -373,15 +336,9 @@ _FM64_M2 = np.uint64(0xC4CEB9FE1A85EC53)
 
 @numba.njit(**_JIT_INLINE)
 def fmix32(x):
-    """MurmurHash3 32-bit finaliser ``fmix32`` (Austin Appleby).
-
-    ``x ^= x >> 16; x *= 0x85EBCA6B; x ^= x >> 13; x *= 0xC2B2AE35;
-    x ^= x >> 16`` with multiplication modulo 2**32.  A bijection on uint32;
-    equals ``datasketch.minhash._fmix(np.array([x], np.uint32), 32)[0]``.
-
-    ``x``: ``uint32`` (other integer types are truncated to 32 bits).
-    Returns ``uint32``.
-    """
+    """MurmurHash3's 32-bit finaliser (Austin Appleby): a bijection on uint32 (other integer
+    types are truncated to 32 bits), equal to ``datasketch.minhash._fmix(np.array([x], np.uint32),
+    32)[0]``."""
     x = np.uint32(x)
     x = np.uint32(x ^ (x >> _FM32_S1))
     x = np.uint32(x * _FM32_M1)
@@ -392,12 +349,7 @@ def fmix32(x):
 
 @numba.njit(**_JIT_INLINE)
 def fmix64(x):
-    """MurmurHash3 64-bit finaliser ``fmix64`` (Austin Appleby).
-
-    ``x ^= x >> 33; x *= 0xFF51AFD7ED558CCD; x ^= x >> 33;
-    x *= 0xC4CEB9FE1A85EC53; x ^= x >> 33`` modulo 2**64.  A bijection on
-    uint64.  ``x``: ``uint64``.  Returns ``uint64``.
-    """
+    """MurmurHash3's 64-bit finaliser (Austin Appleby): a bijection on uint64."""
     x = np.uint64(x)
     x = x ^ (x >> _U64_33)
     x = x * _FM64_M1
