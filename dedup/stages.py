@@ -260,7 +260,7 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
             gone = np.flatnonzero(~keep)
             if gone.size:
                 write_removed(layout.removed_batch(gone, row, shard.name, reader.ids(batch), verdicts.reason[sl],
-                                              verdicts.band[sl]))
+                                                   verdicts.band[sl]))
             row += batch.num_rows
         if row != n:
             raise RuntimeError(f"internal error: {shard.path}: {row} rows now, {n} when sketched (input changed?)")
@@ -296,7 +296,8 @@ def band_task(band: int | str, shards: list[Shard], work: Path, total: int, fp: 
 
 
 def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = serial_map,
-               index: IndexDir | None = None, checkpoint: Callable[[str], None] = lambda point: None, log: Callable[[str], None] = lambda m: None,
+               index: IndexDir | None = None, checkpoint: Callable[[str], None] = lambda point: None,
+               log: Callable[[str], None] = lambda m: None,
                band_splits_requested: int = 1) -> dict:
     """Run (or resume) the three stages of ``plan`` (from :func:`dedup.runs.prepare`, not complete) and
     finish it; return the manifest. ``index``: the ``--index-dir``, its version pinned in the run record
