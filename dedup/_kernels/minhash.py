@@ -1,24 +1,14 @@
 """MinHash kernels: permutation updates, documents from Arrow buffers, token sets, band keys.
 
-Schemes (integer codes, shared with :mod:`dedup.minhash`):
+The schemes' maths, their bit-exactness with datasketch and pure-Python references are in
+:mod:`dedup.minhash`. Per scheme code:
 
-* ``SCHEME_FAST`` (0): token hash ``x = fmix32(fast_hash32(token))`` where
-  ``fast_hash32(t) = low32(fmix64(sum_i part_hash(p_i) * M^(k-1-i) mod 2^64))`` over the k
-  space-separated parts p_i of t (``t.split(b" ")``), M = 0x9E3779B97F4A7C15, and
-  :func:`part_hash` a branch-free hash for parts of at most 16 bytes, XXH64 beyond; then
-  ``a_k * x + b_k mod 2^32`` with datasketch's affine32 parameters. Identical to
-  ``datasketch.MinHash(scheme="affine32", hashfunc=dedup.minhash.fast_hash32)``. For word
-  shingles each word is hashed once and the n-gram hashes roll (Karp-Rabin over word
-  hashes): O(words) hashing instead of O(n * bytes).
-* ``SCHEME_AFFINE32`` (1): datasketch >= 2.0 default: ``x = fmix32(sha1_32(token))``, same
-  permutation step.
-* ``SCHEME_LEGACY`` (2): datasketch < 2.0: ``x = sha1_32(token)``;
-  ``((a_k * x + b_k) mod 2^64) mod (2^61 - 1)``, then the low 32 bits.
-* ``SCHEME_FSS`` (3): Fast Similarity Sketching (Dahlgaard, Houen, Langhede & Thorup,
-  FOCS 2017; :func:`fss_sketch`): the fast scheme's polynomial ``fast_poly(token)`` folded
-  to a 32-bit key ``x``, then ``fmix32(x ^ s_i)`` per round i with the 2K round seeds
-  ``s_i`` passed in ``a64``. One round costs one hash per shingle; a document of n
-  shingles needs about ``max(1, K ln K / n)`` rounds, not K.
+* ``SCHEME_FAST`` (0): ``x = fmix32(dedup.minhash.fast_hash32(token))`` (:func:`finish_fast` of
+  :func:`fast_poly`), then :func:`minhash_affine32`. Word n-gram polynomials roll over the word
+  hashes: O(words) hashing instead of O(n * bytes).
+* ``SCHEME_AFFINE32`` (1): ``x = fmix32(sha1_32(token))``, then :func:`minhash_affine32`.
+* ``SCHEME_LEGACY`` (2): ``x = sha1_32(token)``, then :func:`update_legacy`.
+* ``SCHEME_FSS`` (3): :func:`fss_sketch` of the :func:`fast_poly` values; 2K round seeds in ``a64``.
 
 All signatures are produced as uint32 (every scheme's values fit in 32 bits).
 """
@@ -51,13 +41,9 @@ def _low_bytes_mask(nbytes):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def part_hash(buf, start, end):
-    """64-bit hash of ``buf[start:end]`` for the fast scheme.
-
-    Up to 16 bytes: ``fmix64((lo * K1) ^ rotl(hi * K2, 31) ^ len)`` where lo and hi are the
-    part's bytes 0-7 and 8-15 as little-endian integers, zero-padded; it reads 16 bytes
-    from ``start`` whatever the length (callers pad their buffers by 16 bytes) and masks,
-    so word lengths cause no branch mispredictions. Longer parts: XXH64 with seed 0.
-    """
+    """The fast scheme's 64-bit hash of ``buf[start:end]`` (:func:`dedup.minhash.part_hash`).
+    Up to 16 bytes it reads 16 bytes from ``start`` whatever the length (callers pad their
+    buffers by 16 bytes) and masks, so word lengths cause no branch mispredictions."""
     ln = end - start
     if ln > 16:
         return xxh64(buf, start, end, np.uint64(0))
@@ -116,10 +102,8 @@ def update_affine32(sig, a32, b32, x):
 def minhash_affine32(hashes, count, a32, b32, sig):
     """sig[k] = min over j < count of (a_k * hashes[j] + b_k) mod 2^32 (uint32 arrays).
 
-    Permutations are taken 8 at a time with their running minima held in registers, which
-    lets LLVM keep the inner loop in vector registers (~14 G updates/s on one core here,
-    against ~9 G for the shingle-outer loop of :func:`update_affine32`).
-    """
+    Permutations 8 at a time, their running minima in registers, let LLVM keep the inner loop
+    in vector registers: ~14 G updates/s on one core here, ~9 G for :func:`update_affine32`'s."""
     K = sig.shape[0]
     k0 = 0
     while k0 + 8 <= K:
@@ -166,20 +150,13 @@ def fss_fold(x):
 
 @numba.njit(cache=True, nogil=True)
 def fss_sketch(hashes, count, seeds, sig, x32, h32):
-    """Fast Similarity Sketching (Dahlgaard, Houen, Langhede & Thorup, FOCS 2017) of the
-    set {hashes[0..count-1]} (uint64 token polynomials; repeats allowed) into ``sig``
-    (uint32, K). ``x32``, ``h32``: uint32 scratch of at least ``count`` entries.
-
-    Token key ``x = fss_fold(hash)``. Round i < K throws every token into one bin:
-    ``h = fmix32(x ^ s_i)`` (``s_i`` = the low 32 bits of ``seeds[i]``), bin
-    ``(h * K) >> 32`` (the top log2 K bits when K is a power of two), value
-    ``i * 2^v + (h mod 2^v)`` with v = :func:`fss_value_bits` (K) (bin and value bits are
-    disjoint when K is a power of two). Round K + b gives every token to bin b, value
-    ``(K + b) * 2^v + (fmix32(x ^ s_{K+b}) mod 2^v)``. Each bin keeps its least value over all
-    rounds. Values grow with the round, so no round after the first that leaves no bin
-    empty can change anything: rounds stop there (rounds i >= K only run for bins still
-    empty after round K - 1, i.e. for sets of a few tokens). ``seeds``: uint64 (2K,). An
-    empty set leaves 0xFFFFFFFF everywhere.
+    """Fast Similarity Sketching (:mod:`dedup.minhash`) of the set {hashes[0..count-1]} (uint64
+    token polynomials; repeats allowed) into ``sig`` (uint32, K); an empty set leaves 0xFFFFFFFF
+    everywhere. ``seeds``: uint64 (2K,), ``s_i`` its low 32 bits; ``x32``, ``h32``: uint32 scratch
+    of at least ``count`` entries. Token key ``x = fss_fold(hash)``; round i < K puts each token in
+    bin ``(h * K) >> 32`` of ``h = fmix32(x ^ s_i)`` (its top log2 K bits when K is a power of two,
+    then disjoint from the value bits), round K + b in bin b; value ``i * 2^v + (h mod 2^v)`` in
+    round i, v = :func:`fss_value_bits` (K).
 
     A round first hashes every token into ``h32`` (32-bit lanes: the loop vectorises), then
     updates the bins with a branch-free ``min`` (a branch on it mispredicts: a bin's first
@@ -253,14 +230,10 @@ def _update(sig, scheme, a32, b32, a64, b64, x):
 
 @numba.njit(cache=True, nogil=True)
 def token_set_signatures(data, offsets, set_offsets, scheme, a32, b32, a64, b64, out):
-    """Signatures of token sets given as flat buffers.
-
-    Args:
-        data: uint8, all tokens' bytes concatenated.
-        offsets: int64 (n_tokens + 1,), token t is ``data[offsets[t]:offsets[t+1]]``.
-        set_offsets: int64 (n_sets + 1,), set i holds tokens ``set_offsets[i]..set_offsets[i+1]``.
-        out: uint32 (n_sets, K), filled in place (0xFFFFFFFF where a set is empty).
-    """
+    """Signatures of token sets into ``out`` (uint32 (n_sets, K); 0xFFFFFFFF where a set is empty).
+    ``data``: uint8, all tokens' bytes concatenated; token t is ``data[offsets[t]:offsets[t+1]]``
+    (int64 (n_tokens + 1,)); set i holds tokens ``set_offsets[i]..set_offsets[i+1]`` (int64
+    (n_sets + 1,))."""
     if scheme == SCHEME_FSS:
         longest = 0
         for i in range(out.shape[0]):
@@ -399,23 +372,17 @@ def sketch_range(data, offsets, valid, table, bits, cf_bit, map_cps, map_off, ma
                  a32, b32, a64, b64, sigs, exact, n_shingles, lo, hi):
     """MinHash signatures and exact keys of documents lo..hi-1 of an Arrow string array.
 
-    Scratch space is allocated once, sized for the longest of these documents, and grown
-    for a document whose replacements need more room (rare: a replacement is longer than
-    what it replaces, e.g. a ligature).
+    ``data``: uint8, the array's UTF-8 value buffer, as read; ``offsets``: int64 (n + 1,), document
+    i is ``data[offsets[i]:offsets[i+1]]``; ``valid``: bool (n,), False for null documents (outputs
+    as for empty). ``table`` (uint8 (TABLE_SIZE,), :func:`dedup.normalize.char_table`), ``bits``,
+    ``cf_bit``, ``map_cps``, ``map_off``, ``map_blob``: the per-code-point part of step 1
+    (:mod:`dedup._kernels.text`). Shingles are ``ngram`` words, or characters if ``char_unit``. Out: ``sigs`` uint32 (n, K),
+    ``exact`` uint64 (n, 2), ``n_shingles`` int64 (n,): the shingle count, or -1 for a document
+    that needs utf8proc (its signature and exact key are to be recomputed from Arrow's
+    normalisation with ``bits = 0``).
 
-    Args:
-        data: uint8, the array's UTF-8 value buffer, as read.
-        offsets: int64 (n + 1,), document i is ``data[offsets[i]:offsets[i+1]]``.
-        valid: bool (n,), False for null documents (their outputs are left as for empty).
-        table: uint8 (TABLE_SIZE,), dedup.normalize.char_table.
-        bits, cf_bit, map_cps, map_off, map_blob: the per-code-point part of step 1 (see
-            :mod:`dedup._kernels.text`).
-        ngram, char_unit: shingle length and unit (words if char_unit is False).
-        scheme, a32, b32, a64, b64: the MinHash scheme and its permutation parameters.
-        sigs: uint32 (n, K) out; exact: uint64 (n, 2) out; n_shingles: int64 (n,) out:
-            the shingle count, or -1 for a document that needs utf8proc (its signature and
-            exact key are to be recomputed from Arrow's normalisation with ``bits = 0``).
-        lo, hi: the documents to process.
+    Scratch space is allocated once, sized for the longest of these documents, and grown for a
+    document whose replacements need more room (rare: e.g. a ligature).
     """
     longest = 1
     for i in range(lo, hi):
