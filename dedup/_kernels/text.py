@@ -1,27 +1,18 @@
 """Text kernels over UTF-8 bytes: code point decoding, canonical text (with step 1 of the normalisation).
 
-The canonical text of a document (definition: :mod:`dedup.normalize`) is its word
-characters with every run of separators replaced by one ASCII space, no leading or
-trailing space. Step 1 of the definition (NFKC, lowercase) happens here too, for every
-code point that can be rewritten alone: ASCII letters through the ASCII map, flagged
-context-free code points through their replacement (``map_*``), combining marks
-(``MARK``) kept in place or composed with the starter before them (:func:`_mark`). A
-document holding any other flagged code point, or marks out of canonical order, or a
-composition this does not cover (after another mark, say) is given up on: the
-canonicalisers return -1 and the caller runs Arrow's utf8proc on it and canonicalises the
-result with ``bits = 0`` (:class:`dedup.sketch.Sketcher`).
+The canonical text and step 1 (NFKC, lowercase) are defined in :mod:`dedup.normalize`. Step 1
+happens here for every code point that can be rewritten alone: ASCII letters through the ASCII
+map, flagged context-free code points through their replacement (``map_*``), combining marks
+(``MARK``) kept in place or composed with the starter before them (:func:`_mark`). A document
+holding any other flagged code point, or marks out of canonical order, or a composition this
+does not cover (after another mark, say) is given up on: the canonicalisers return -1 and the
+caller runs Arrow's utf8proc on it and canonicalises the result with ``bits = 0``
+(:class:`dedup.sketch.Sketcher`).
 
-Arguments shared by the canonicalisers:
-
-* ``table``: :func:`dedup.normalize.char_table`, one flag byte per code point (bit 0 =
-  word character), a 128-entry ASCII map (``table[ASCII_MAP + b]`` = lowercased byte b
-  for ASCII word characters, 0 for ASCII separators) and trailing combining classes
-  (``table[TCCC + cp]``).
-* ``bits``: flags that send a code point >= 0x80 to its replacement
-  (:data:`dedup.normalize.REPLACE_NFKC`, ``REPLACE_LOWER``, or 0 for none);
-  ``cf_bit``: the flag of those that may be replaced alone (0: all may).
-* ``map_cps``, ``map_off``, ``map_blob``: :class:`dedup.normalize.CharMap` arrays (with
-  NFKC: the composition pairs too).
+Arguments shared by the canonicalisers: ``table``, :func:`dedup.normalize.char_table` (layout:
+:mod:`dedup._kernels`); ``bits`` (0: replace nothing), ``cf_bit`` and the
+:class:`dedup.normalize.CharMap` arrays ``map_cps``, ``map_off``, ``map_blob`` (with NFKC, the
+composition pairs too): :func:`dedup.normalize.replacements`.
 """
 
 import numba
@@ -86,8 +77,7 @@ def _put_word_char(src, p, ln, cp, table, canon, word_starts, n, n_words, prev):
 def _mark_word_char(data, start, pos, ln, cp, stop, table, map_cps, map_off, map_blob, canon, word_starts, n, n_words,
                     prev, comp_end, comp_cp):
     """:func:`canonicalize_words`'s step for a ``MARK`` code point (see :func:`_mark`):
-    returns the new (n, n_words, prev, comp_end, comp_cp), n = -1 or -2 to give up.
-    """
+    returns the new (n, n_words, prev, comp_end, comp_cp), n = -1 or -2 to give up."""
     act, q, q_end = _mark(data, start, pos, cp, table, map_cps, map_off, map_blob, comp_end, comp_cp)
     if act < 0:
         return -1, n_words, prev, comp_end, comp_cp
@@ -108,20 +98,18 @@ def _mark_word_char(data, start, pos, ln, cp, stop, table, map_cps, map_off, map
 def canonicalize_words(data, start, end, table, bits, cf_bit, map_cps, map_off, map_blob, canon, word_starts, word_ends):
     """Canonical text of ``data[start:end]`` into ``canon``, with word boundaries.
 
-    Returns (canonical byte length n, number of words w); (-1, 0) when the document
-    needs utf8proc (see the module docstring), (-2, 0) when replacements would outgrow
-    ``canon`` (call again with more room). Word k spans
-    ``canon[word_starts[k]:word_ends[k + 1]]`` (``word_ends`` is shifted by one). Sizes:
-    ``canon`` = room + 17 bytes with room >= end - start + 1 (the +16 for the fast
-    scheme's hash), ``word_starts`` and ``word_ends`` >= room // 2 + 2. ``word_ends[0]``
+    Returns (canonical byte length n, number of words w); (-1, 0) when the document needs
+    utf8proc (module docstring), (-2, 0) when replacements would outgrow ``canon`` (call again
+    with more room). Word k spans ``canon[word_starts[k]:word_ends[k + 1]]`` (``word_ends`` is
+    shifted by one). Sizes: ``canon`` = room + 17 bytes with room >= end - start + 1 (the +16 for
+    the fast scheme's hash), ``word_starts`` and ``word_ends`` >= room // 2 + 2. ``word_ends[0]``
     is scratch (the state of :func:`_mark` while the document is read).
 
-    ASCII bytes take a branch-free path with two stores per byte: every byte writes its
-    lowercased character, or a space, at ``canon[n]``, and ``n`` advances on word
-    characters and on the first separator after a word (so separator runs collapse to one
-    space and leading ones vanish); a trailing space is dropped at the end. Word starts are
-    stored unconditionally into the next free slot; ends follow from the next word's start.
-    """
+    ASCII bytes take a branch-free path with two stores per byte: every byte writes its lowercased
+    character, or a space, at ``canon[n]``, and ``n`` advances on word characters and on the first
+    separator after a word (so separator runs collapse to one space and leading ones vanish); a
+    trailing space is dropped at the end. Word starts are stored unconditionally into the next
+    free slot; ends follow from the next word's start."""
     # Unsigned indices: Numba adds a negative-index wraparound select to every signed
     # index, which costs ~40% of this loop (see hashing._read64le).
     n = _U0
@@ -211,12 +199,11 @@ def _put_char(src, p, ln, cp, table, canon, char_starts, n, n_chars, in_word):
 def canonicalize_chars(data, start, end, table, bits, cf_bit, map_cps, map_off, map_blob, canon, char_starts):
     """Canonical text of ``data[start:end]`` into ``canon``, with code point offsets.
 
-    Returns (canonical byte length n, number of code points c); (-1, 0) when the
-    document needs utf8proc, (-2, 0) when replacements would outgrow ``canon``; code point
-    i of the canonical text starts at ``char_starts[i]`` and ``char_starts[c] == n``.
-    Sizes: ``canon`` = room + 17 bytes with room >= end - start + 1, ``char_starts`` >=
-    room + 1 (without replacements, the canonical text is never longer than the input).
-    """
+    Returns (canonical byte length n, number of code points c), or (-1, 0) and (-2, 0) as
+    :func:`canonicalize_words`; code point i of the canonical text starts at ``char_starts[i]``
+    and ``char_starts[c] == n``. Sizes: ``canon`` = room + 17 bytes with room >= end - start + 1,
+    ``char_starts`` >= room + 1 (without replacements, the canonical text is never longer than
+    the input)."""
     n = 0
     n_chars = 0
     in_word = False
@@ -264,8 +251,7 @@ def canonicalize_chars(data, start, end, table, bits, cf_bit, map_cps, map_off, 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _search(cps, key):
-    """Index of the first entry of the sorted array ``cps`` that is >= ``key`` (binary
-    search; 0 for an empty array)."""
+    """Index of the first entry of the sorted array ``cps`` that is >= ``key`` (0 if empty)."""
     lo = 0
     hi = cps.shape[0] - 1
     while lo < hi:
