@@ -1,18 +1,17 @@
 """Bloom filter kernels over a uint64 bit array.
 
-Probe positions come from one 64-bit key: ``h1 = fmix64(key ^ seed)``,
-``h2 = fmix64(h1 ^ 0x9E3779B97F4A7C15)``, then enhanced double hashing (Dillinger &
-Manolios 2004): ``x = h1 mod m, y = h2 mod m``; probe x; for i = 1..k-1:
-``x = (x + y) mod m; y = (y + i) mod m``; probe x. Two divisions per key, not k.
+Probe positions come from one 64-bit key: ``h1 = fmix64(key ^ seed)``, ``h2 = fmix64(h1 ^ G)``
+(G = 0x9E3779B97F4A7C15), then enhanced double hashing (Dillinger & Manolios 2004):
+``x = h1 mod m, y = h2 mod m``; probe x; for i = 1..k-1: ``x = (x + y) mod m; y = (y + i) mod m``;
+probe x. Two divisions per key, not k.
 
-Cache partitions. A filter of ``parts`` > 1 is ``parts`` equal sub-filters of ``mp`` bits
-each (bits ``[p mp, (p + 1) mp)``); key goes to part ``p = (hi32(fmix64(key ^ seed ^ G)) *
-parts) >> 32`` (G = 0x9E3779B97F4A7C15, hi32 = the top 32 bits) and probes only there, by the
-rule above with ``m = mp``. With ``parts`` = 1 the probes are exactly the rule above over the
-whole filter. Keys of different parts never share a bit, so a batch can be processed part by
-part (a stable counting sort by part), each part's keys in their original order: the
-verdicts are those of the sequential order, and each part (a few hundred KB) stays in the
-core's cache while its keys are probed, where a filter of tens of MB or more would miss the
+Cache partitions. A filter of ``parts`` > 1 is ``parts`` equal sub-filters of ``mp`` bits each
+(bits ``[p mp, (p + 1) mp)``); key goes to part ``p = (hi32(fmix64(key ^ seed ^ G)) * parts) >> 32``
+(hi32 = the top 32 bits) and probes only there, by the rule above with ``m = mp`` (with ``parts``
+= 1: over the whole filter). Keys of different parts never share a bit, so a batch can be
+processed part by part (a stable counting sort by part), each part's keys in their original
+order: the verdicts are those of the sequential order, and each part (a few hundred KB) stays in
+the core's cache while its keys are probed, where a filter of tens of MB or more would miss the
 cache on nearly every probe.
 """
 
@@ -119,12 +118,9 @@ SORT_MIN_KEYS_PER_PART = 8
 
 @numba.njit(cache=True, nogil=True)
 def test_and_set_many(bits, mp, parts, k, seed, keys, mask, seen):
-    """For each i with mask[i], in order within its part: seen[i] = test_and_set(keys[i])
-    in part ``part_of(keys[i])`` (``mp`` bits each); else seen[i] = False.
-
-    The verdicts equal those of inserting the keys one by one in index order (parts are
-    disjoint). ``keys``: fewer than 2^31. Returns the number of keys inserted.
-    """
+    """For each i with mask[i], in order within its part: seen[i] = test_and_set(keys[i]) in part
+    ``part_of(keys[i])`` (``mp`` bits each); else seen[i] = False. ``keys``: fewer than 2^31.
+    Returns the number of keys inserted."""
     inserted = 0
     words = mp // np.uint64(64)
     if parts == 1 or keys.shape[0] < SORT_MIN_KEYS_PER_PART * parts:
