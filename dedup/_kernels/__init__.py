@@ -16,9 +16,7 @@ SCHEME_AFFINE32 = 1
 SCHEME_LEGACY = 2
 SCHEME_FSS = 3
 
-# Layout of the per-code-point table the text kernels read (built by
-# :func:`dedup.normalize.char_table`): a flag byte per code point, a 128-entry ASCII map,
-# then the trailing canonical combining class of each code point.
+# Layout of :func:`dedup.normalize.char_table`, the per-code-point table the text kernels read.
 WORD = 1  #: general category L*, M* or N*
 NFKC_UNSTABLE = 2  #: NFKC may change a text containing it (quick-check No or Maybe)
 LOWER_CHANGES = 4  #: non-ASCII, and Arrow's utf8_lower maps it to something else
@@ -28,8 +26,7 @@ SECOND = 32  #: MARK, and the second half of a canonical composition pair
 ASCII_MAP = 0x110000  #: table[ASCII_MAP + b]: lowercased ASCII byte b, 0 for separators
 TCCC = ASCII_MAP + 128  #: table[TCCC + cp]: combining class of the last code point of NFKD(cp)
 TABLE_SIZE = TCCC + 0x110000
-#: Keys of composition pairs in a replacement map: ``(first + 1) << PAIR_SHIFT | second``
-#: (above every code point).
+#: Composition pair keys: ``(first + 1) << PAIR_SHIFT | second`` (:class:`dedup.normalize.CharMap`)
 PAIR_SHIFT = 21
 
 
