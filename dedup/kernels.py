@@ -1,9 +1,7 @@
-"""Kernel dispatch: the ahead-of-time build when present and current, else Numba's JIT.
-
-Both run the same ``@numba.njit`` code (:mod:`dedup._kernels`); the AOT extension
-(:mod:`dedup._kernels.aot`) spares a process the Numba import and JIT start-up. Set
-``MEMDEDUP_JIT=1`` to force the JIT. Multi-threaded sketching always uses the JIT's
-``prange`` version (the AOT build is serial).
+"""Kernel dispatch: the ahead-of-time build (:mod:`dedup._kernels.aot`) when present and current,
+else Numba's JIT; both run the same ``@numba.njit`` code (:mod:`dedup._kernels`). Set
+``MEMDEDUP_JIT=1`` to force the JIT. Multi-threaded sketching always uses the JIT's ``prange``
+version (the AOT build is serial).
 
 Example:
     >>> import numpy as np
