@@ -1,12 +1,11 @@
 """Ahead-of-time build of the serial kernels (``python -m dedup._kernels.aot``).
 
-The kernels are written once, as ``@numba.njit`` functions in this package. This script
-compiles their serial entry points with :mod:`numba.pycc` into the extension module
-``dedup/_kernels/_compiled*.so``, next to a stamp file holding the SHA-256 of the kernel
-sources. :mod:`dedup.kernels` loads the extension only when the stamp matches the sources
-(and ``MEMDEDUP_JIT`` is unset); it needs neither Numba nor JIT compilation at run time,
-which saves ~0.5 s of start-up per process (import + target initialisation) and the
-~20 s first compilation. Without it, everything runs through the JIT.
+This script compiles the serial entry points of this package's ``@numba.njit`` kernels with
+:mod:`numba.pycc` into the extension module ``dedup/_kernels/_compiled*.so``, next to a stamp
+file holding the SHA-256 of the kernel sources. :mod:`dedup.kernels` loads the extension only
+when the stamp matches the sources; it needs neither Numba nor JIT compilation at run time,
+which saves ~0.5 s of start-up per process (import + target initialisation) and the ~20 s
+first compilation.
 
 ``make`` runs this after installing, on the machine that will run it (the code is
 compiled for this CPU, like the JIT's). It needs a C compiler (gcc).
@@ -67,7 +66,6 @@ def build(verbose: bool = False) -> Path:
     }
     cc = CC(MODULE)
     cc.output_dir = str(HERE)
-    # Built where it runs (make install), so use this CPU's vector units, as the JIT does.
     cc.target_cpu = "host"
     cc.verbose = verbose
     for name, sig in _signatures().items():
