@@ -173,17 +173,15 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
     if engine == "staged":
         from .staged import run_staged
 
-        log = _log(args)
         manifest = run_staged(args.inputs, args.out, config, workers=args.workers,
                               threads_per_worker=args.threads_per_worker, scheduler=args.scheduler,
-                              index_dir=args.index_dir, force=args.force, log=log, band_splits=args.band_splits)
-        _emit(args, manifest, lambda: None if args.quiet else _print_summary(manifest, args.out))
-        return 0
-    bar = None if args.quiet else ProgressLine("dedup")
-    manifest = dedup_files(args.inputs, args.out, config, threads=args.threads, force=args.force, progress=bar,
-                           log=_log(args))
-    if bar is not None:
-        bar.close()
+                              index_dir=args.index_dir, force=args.force, log=_log(args), band_splits=args.band_splits)
+    else:
+        bar = None if args.quiet else ProgressLine("dedup")
+        manifest = dedup_files(args.inputs, args.out, config, threads=args.threads, force=args.force, progress=bar,
+                               log=_log(args))
+        if bar is not None:
+            bar.close()
     _emit(args, manifest, lambda: None if args.quiet else _print_summary(manifest, args.out))
     return 0
 
