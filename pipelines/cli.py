@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -311,6 +310,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if args.model_dir:
         # (tokenizer, the audit's own fingerprint: summary.json model.tokenizer_sha256), or (None, None)
         from audit.lm import load_tokenizer as load
+        from dedup.io import json_or_empty
 
         toks = {}
         for m in args.model_dir:
@@ -320,7 +320,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         dirs = args.model_dir * len(audits) if len(args.model_dir) == 1 else args.model_dir
         for i, (a, m) in enumerate(zip(audits, dirs)):
             tok, fp = toks[m]
-            summary = json.loads((a / "summary.json").read_text(encoding="utf-8")) if (a / "summary.json").exists() else {}
+            summary = json_or_empty(a / "summary.json")
             want = (summary.get("model") or {}).get("tokenizer_sha256")
             if want and fp != want:  # e.g. one --model-dir for models with their own tokenizers
                 own = (summary.get("model") or {}).get("path")
