@@ -30,7 +30,6 @@ over all its probe checkpoints, to the end of training; run_profile calls it on 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -67,12 +66,6 @@ def _document_texts(run: Path, keys, corpus: list[str], text_column: str) -> dic
     shards = [by_name[name] for name in need]
     wanted = {i: list(rows) for i, rows in enumerate(need.values())}
     return {(shards[i].name, r): text or "" for i, r, _, text in _rows_of(shards, text_column, None, wanted)}
-
-
-def _run_manifest(run: Path) -> dict:
-    """The run's manifest.json ({} without one: a user's own checkpoints)."""
-    path = io.manifest_path(run)
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _hard_foils(items: np.ndarray, tokenizer, fraction: float, seed: int) -> dict[str, np.ndarray]:
@@ -166,7 +159,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
 
     t_start = time.perf_counter()
     run, out = Path(run_dir), Path(out)
-    train_manifest = _run_manifest(run)
+    train_manifest = io.json_or_empty(io.manifest_path(run))  # {}: a user's own checkpoints
     corpus = corpus or train_manifest.get("corpus")
     if not corpus:
         raise ValueError(f"{run}: no corpus recorded; pass --corpus")
@@ -369,7 +362,7 @@ def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: i
     from .lm import load_causal_lm
 
     run = Path(run_dir)
-    manifest = _run_manifest(run)
+    manifest = io.json_or_empty(io.manifest_path(run))
     design = manifest.get("retention")
     if not design:
         raise ValueError(f"{run}: not a retention run (train it with memdedup train --retention-items N)")

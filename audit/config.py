@@ -7,9 +7,9 @@ reference are generated from these declarations.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-from dedup.config import check_choices, option
+from dedup.config import StageConfig, option
 
 OFFSETS = ("start", "random")
 OUTCOMES = ("surprisal", "accuracy")
@@ -17,7 +17,7 @@ BOS_POLICIES = ("auto", "never")
 
 
 @dataclass(frozen=True)
-class AuditConfig:
+class AuditConfig(StageConfig):
     """How sequences are sampled and scored (``memdedup audit``); fields: the declarations below."""
 
     n_sequences: int = option(1000, "sequences to sample (seeded)", unit="sequences", short="-n")
@@ -44,34 +44,28 @@ class AuditConfig:
                       choices=BOS_POLICIES)
 
     def __post_init__(self) -> None:
-        def bad(msg: str) -> None:
-            raise ValueError(f"invalid audit config: {msg}")
-
-        check_choices(self, bad)
+        self._check_choices()
         if self.n_sequences < 1:
-            bad(f"n_sequences must be >= 1, got {self.n_sequences}")
+            self._bad(f"n_sequences must be >= 1, got {self.n_sequences}")
         if self.prompt_len < 1 or self.cont_len < 1:
-            bad(f"prompt_len and cont_len must be >= 1, got {self.prompt_len}, {self.cont_len}")
+            self._bad(f"prompt_len and cont_len must be >= 1, got {self.prompt_len}, {self.cont_len}")
         if not 0.0 < self.k <= 1.0:
-            bad(f"k must be in (0, 1], got {self.k}")
+            self._bad(f"k must be in (0, 1], got {self.k}")
         if self.per_bucket is not None and self.per_bucket < 1:
-            bad(f"per_bucket must be >= 1, got {self.per_bucket}")
+            self._bad(f"per_bucket must be >= 1, got {self.per_bucket}")
         auto = self.batch_size == "auto"
         if not auto and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)):
-            bad(f"batch_size must be an integer >= 1 or auto, got {self.batch_size!r}")
+            self._bad(f"batch_size must be an integer >= 1 or auto, got {self.batch_size!r}")
         if (not auto and self.batch_size < 1) or self.n_boot < 0:
-            bad("batch_size must be >= 1 (or auto) and n_boot >= 0")
+            self._bad("batch_size must be >= 1 (or auto) and n_boot >= 0")
 
     @property
     def seq_len(self) -> int:
         return self.prompt_len + self.cont_len
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(StageConfig):
     """The tiny, deterministic trainer (``memdedup train``): AdamW with linear warm-up, then a
     constant rate, gradient norm clipped at 1.0; fields: the declarations below."""
 
@@ -100,14 +94,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.retention_items is not None and self.retention_items < 1:
-            raise ValueError(f"invalid train config: retention_items must be >= 1, got {self.retention_items}")
+            self._bad(f"retention_items must be >= 1, got {self.retention_items}")
         if self.seq_len < 8 or self.n_layer < 1 or self.n_embd % self.n_head:
-            raise ValueError("invalid train config: need seq_len >= 8, n_layer >= 1, n_embd divisible by n_head")
+            self._bad("need seq_len >= 8, n_layer >= 1, n_embd divisible by n_head")
         if not 0.0 <= self.holdout < 1.0 or self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("invalid train config: need 0 <= holdout < 1, epochs >= 1, batch_size >= 1")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+            self._bad("need 0 <= holdout < 1, epochs >= 1, batch_size >= 1")
 
     def checkpoint_steps(self, total_steps: int, *, epoch_ends: list[int] | None = None,
                          retention: list[int] | None = None) -> list[int]:
@@ -142,7 +133,7 @@ def retention_checkpoints(window_start: int, exposure_step: int, total_steps: in
 
 
 @dataclass(frozen=True)
-class ProfileConfig:
+class ProfileConfig(StageConfig):
     """Memorisation profiles over a run's checkpoints (``memdedup profile``, run by
     :func:`audit.checkpoints.run_profile`); fields: the declarations below."""
 
@@ -167,27 +158,21 @@ class ProfileConfig:
                                      none="every checkpoint of the run")
 
     def __post_init__(self) -> None:
-        def bad(msg: str) -> None:
-            raise ValueError(f"invalid profile config: {msg}")
-
-        check_choices(self, bad)
+        self._check_choices()
         if self.n_treated < 1 or self.n_control < 4:
-            bad("need n_treated >= 1 and n_control >= 4")
+            self._bad("need n_treated >= 1 and n_control >= 4")
         if (self.n_per_cohort is not None and self.n_per_cohort < 1) or self.min_cohort_size < 1:
-            bad("need n_per_cohort >= 1 and min_cohort_size >= 1")
+            self._bad("need n_per_cohort >= 1 and min_cohort_size >= 1")
         if self.checkpoints is not None:
             try:
                 grid = self.checkpoint_grid()
             except ValueError:
-                bad(f"checkpoints must be comma-separated integer steps, got {self.checkpoints!r}")
+                self._bad(f"checkpoints must be comma-separated integer steps, got {self.checkpoints!r}")
             if len(grid) < 2:
-                bad(f"checkpoints must name at least 2 steps, got {self.checkpoints!r}")
+                self._bad(f"checkpoints must name at least 2 steps, got {self.checkpoints!r}")
 
     def checkpoint_grid(self) -> list[int] | None:
         """The user's checkpoint steps, sorted and unique (None: every checkpoint)."""
         if self.checkpoints is None:
             return None
         return sorted({int(x) for x in str(self.checkpoints).replace(" ", "").split(",") if x != ""})
-
-    def to_dict(self) -> dict:
-        return asdict(self)

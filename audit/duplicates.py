@@ -17,9 +17,11 @@ import numpy as np
 
 from dedup.arrow import string_array
 from dedup.config import DedupConfig
-from dedup.shards import Shard, ShardReader
+from dedup.shards import Shard
 from dedup.sketch import Sketcher
 from dedup.stages import banding
+
+from .sampling import corpus_batches
 
 
 @dataclass
@@ -70,28 +72,25 @@ def duplicate_counts(
         exact_index.setdefault((int(sk.exact[i, 0]), int(sk.exact[i, 1])), []).append(int(i))
     matches: list[set[tuple[str, int]]] = [set() for _ in range(n)]
     member_dup = np.zeros(n, dtype=bool)
-    for shard in shards:
-        reader = ShardReader(shard, config.text_column, config.id_column, False, config.batch_rows)
-        start = 0
-        for batch in reader.batches():
-            csk = sketcher(reader.text(batch))
-            has = csk.n_shingles > 0
-            hits: dict[int, set[int]] = {}
-            for j in range(bands):
-                hit = np.flatnonzero(has & np.isin(csk.band_keys[:, j], sorted_keys[j]))
-                for r in hit.tolist():
-                    hits.setdefault(r, set()).update(index[j][int(csk.band_keys[r, j])])
-            for r in np.flatnonzero(csk.valid).tolist():
-                same = exact_index.get((int(csk.exact[r, 0]), int(csk.exact[r, 1])))
-                if same:
-                    hits.setdefault(r, set()).update(same)
-            ids = reader.ids(batch).to_pylist() if members and hits else None
-            for r, found in hits.items():
-                is_member = ids is not None and ids[r] is not None and str(ids[r]) in members
-                for i in found:
-                    matches[i].add((shard.name, start + r))
-                    member_dup[i] |= is_member
-            start += batch.num_rows
+    for shard, start, reader, batch in corpus_batches(shards, config.text_column, config.id_column,
+                                                     batch_rows=config.batch_rows):
+        csk = sketcher(reader.text(batch))
+        has = csk.n_shingles > 0
+        hits: dict[int, set[int]] = {}
+        for j in range(bands):
+            hit = np.flatnonzero(has & np.isin(csk.band_keys[:, j], sorted_keys[j]))
+            for r in hit.tolist():
+                hits.setdefault(r, set()).update(index[j][int(csk.band_keys[r, j])])
+        for r in np.flatnonzero(csk.valid).tolist():
+            same = exact_index.get((int(csk.exact[r, 0]), int(csk.exact[r, 1])))
+            if same:
+                hits.setdefault(r, set()).update(same)
+        ids = reader.ids(batch).to_pylist() if members and hits else None
+        for r, found in hits.items():
+            is_member = ids is not None and ids[r] is not None and str(ids[r]) in members
+            for i in found:
+                matches[i].add((shard.name, start + r))
+                member_dup[i] |= is_member
     removed = removed or set()
     count = np.array([len(m) for m in matches], dtype=np.int64)
     removed_dup = np.array([any(x in removed for x in m if x != own[i]) for i, m in enumerate(matches)], dtype=bool)

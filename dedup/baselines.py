@@ -31,15 +31,12 @@ from .sketch import Sketches
 NEEDS = {"lsh": ("datasketch", "datasketch"), "pybloom": ("pybloom_live", "pybloom-live")}
 
 
-def require(backend: str) -> None:
-    """Raise the one-line ValueError now if ``backend``'s package is missing (before a run
-    clears or writes anything)."""
-    if backend in NEEDS:
-        _require(backend, *NEEDS[backend])
-
-
-def _require(backend: str, module: str, package: str) -> ModuleType:
-    """``module``, or a ValueError saying which package the backend needs."""
+def require(backend: str) -> ModuleType | None:
+    """The module ``backend`` needs (None for one that needs none), or the one-line ValueError
+    saying which package is missing: called early, before a run clears or writes anything."""
+    if backend not in NEEDS:
+        return None
+    module, package = NEEDS[backend]
     try:
         return importlib.import_module(module)
     except ImportError as e:
@@ -58,7 +55,7 @@ class DatasketchLSHIndex:
     name = "lsh"
 
     def __init__(self, plan: IndexPlan, scheme: str, num_perm: int, seed: int):
-        datasketch = _require("lsh", "datasketch", "datasketch")
+        datasketch = require("lsh")
         self._lean_minhash = datasketch.LeanMinHash
         self.plan = plan
         # fss matches no datasketch scheme; its uint32 values travel as affine32's do.
@@ -124,7 +121,7 @@ class PybloomIndex:
     name = "pybloom"
 
     def __init__(self, plan: IndexPlan, exact_fp: float = 1e-6):
-        PyBloom = _require("pybloom", "pybloom_live", "pybloom-live").BloomFilter
+        PyBloom = require("pybloom").BloomFilter
         self.plan = plan
         self.filters = [PyBloom(capacity=plan.capacity, error_rate=plan.band_fp) for _ in range(plan.bands)]
         self.exact_filter = PyBloom(capacity=plan.capacity, error_rate=exact_fp)

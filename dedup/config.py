@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, NoReturn
 
 from .minhash import SCHEMES
 
@@ -32,17 +32,27 @@ def option(default: Any, help: str, *, unit: str | None = None, none: str | None
     return dataclasses.field(default=default, metadata=meta)
 
 
-def check_choices(config: Any, bad) -> None:
-    """Call ``bad(message)`` for a field whose value is not one of its declared choices."""
-    for f in fields(config):
-        allowed = f.metadata.get("choices")
-        value = getattr(config, f.name)
-        if allowed and value not in allowed:
-            bad(f"{f.name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+class StageConfig:
+    """What the stages' frozen config dataclasses share: :meth:`to_dict`, and :meth:`_bad`, the error of
+    an invalid value (``invalid <section> config: ...``, the section being the class name less ``Config``)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def _bad(self, msg: str) -> NoReturn:
+        raise ValueError(f"invalid {type(self).__name__.removesuffix('Config').lower()} config: {msg}")
+
+    def _check_choices(self) -> None:
+        """:meth:`_bad` for a field whose value is not one of its declared choices."""
+        for f in fields(self):
+            allowed = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if allowed and value not in allowed:
+                self._bad(f"{f.name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
 
 
 @dataclass(frozen=True)
-class DedupConfig:
+class DedupConfig(StageConfig):
     """Everything that decides which rows a dedup run removes (and how it reads them).
 
     Field meanings, units and defaults: the :func:`option` declarations below.
@@ -96,31 +106,25 @@ class DedupConfig:
                               "(removed.parquet and the manifest, no kept shards)", choices=("all", "removed"))
 
     def __post_init__(self) -> None:
-        def bad(msg: str) -> None:
-            raise ValueError(f"invalid dedup config: {msg}")
-
-        check_choices(self, bad)
+        self._check_choices()
         if not 0.0 < self.threshold < 1.0:
-            bad(f"threshold must be in (0, 1), got {self.threshold}")
+            self._bad(f"threshold must be in (0, 1), got {self.threshold}")
         if self.num_perm < 2:
-            bad(f"num_perm must be >= 2, got {self.num_perm}")
+            self._bad(f"num_perm must be >= 2, got {self.num_perm}")
         if self.ngram < 1:
-            bad(f"ngram must be >= 1, got {self.ngram}")
+            self._bad(f"ngram must be >= 1, got {self.ngram}")
         for name in ("fp", "exact_fp"):
             v = getattr(self, name)
             if not 0.0 < v < 1.0:
-                bad(f"{name} must be in (0, 1), got {v}")
+                self._bad(f"{name} must be in (0, 1), got {v}")
         if (self.bands is None) != (self.rows is None):
-            bad("give both bands and rows, or neither")
+            self._bad("give both bands and rows, or neither")
         if self.bands is not None and self.rows is not None and self.bands * self.rows > self.num_perm:
-            bad(f"bands * rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
+            self._bad(f"bands * rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
         if self.batch_rows < 1:
-            bad(f"batch_rows must be >= 1, got {self.batch_rows}")
+            self._bad(f"batch_rows must be >= 1, got {self.batch_rows}")
         if self.capacity is not None and self.capacity < 1:
-            bad(f"capacity must be >= 1, got {self.capacity}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+            self._bad(f"capacity must be >= 1, got {self.capacity}")
 
     @classmethod
     def field_names(cls) -> list[str]:

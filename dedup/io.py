@@ -103,6 +103,11 @@ def read_json(path: Path, required: tuple[str, ...] = ()) -> dict:
     return obj
 
 
+def json_or_empty(path: Path) -> dict:
+    """The JSON at ``path`` as it is (unchecked, unlike :func:`read_json`), or {} without the file."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
 def manifest_path(out: Path) -> Path:
     return Path(out) / MANIFEST_FILE
 

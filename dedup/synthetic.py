@@ -54,6 +54,7 @@ import gzip
 import json
 import math
 import pathlib
+import string
 
 import numpy as np
 import pyarrow as pa
@@ -178,10 +179,7 @@ class _Vocab:
         self.cdf = np.cumsum(self.p)
         self.cdf[-1] = 1.0
         # Word pieces, indexed word_id * 2 + cap.
-        pieces: list[str] = []
-        for w in words:
-            pieces.append(w)
-            pieces.append(w[:1].upper() + w[1:])
+        pieces = [p for w in words for p in (w, w[:1].upper() + w[1:])]
         self.pieces = pieces
         self.pieces_arr = pa.array(pieces, type=pa.string())
         # Canonical word id of each piece (every piece must be exactly one canonical word).
@@ -383,11 +381,9 @@ def _make_near(
     return best[1], best[2]
 
 
-_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-_FULLWIDTH = str.maketrans(
-    {c: chr(ord(c) + 0xFEE0) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"}
-)
+_ASCII_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+_FULLWIDTH = str.maketrans({c: chr(ord(c) + 0xFEE0) for c in string.ascii_letters})
 _WS_SEPS = ["  ", "\n", "\t", " \n ", "   ", "\r\n"]
 
 
@@ -432,11 +428,7 @@ def _perturb_exact(rng: np.random.Generator, text: str) -> str:
         ws = text.split(" ")
         seps = rng.choice(len(_WS_SEPS), size=max(len(ws) - 1, 0))
         use = rng.random(len(seps)) < 0.1
-        parts = [ws[0]]
-        for w, s, a in zip(ws[1:], seps.tolist(), use.tolist()):
-            parts.append(_WS_SEPS[s] if a else " ")
-            parts.append(w)
-        text = "".join(parts)
+        text = ws[0] + "".join((_WS_SEPS[s] if a else " ") + w for w, s, a in zip(ws[1:], seps.tolist(), use.tolist()))
         if rng.random() < 0.5:
             text = "\n  " + text + " \n"
     return text
@@ -508,17 +500,14 @@ def generate_corpus(
 
     vocab = _vocab()
     rng = np.random.default_rng(seed)
-    n_exact = int(round(exact_frac * n_docs))
-    n_near = int(round(near_frac * n_docs))
-    n_exact = min(n_exact, n_docs - 1)
-    n_near = min(n_near, n_docs - 1 - n_exact)
+    n_exact = min(int(round(exact_frac * n_docs)), n_docs - 1)
+    n_near = min(int(round(near_frac * n_docs)), n_docs - 1 - n_exact)
     n_orig = n_docs - n_exact - n_near
 
     # Row layout (module docstring); a duplicate is never row 0.
     dup_rows = np.sort(rng.choice(np.arange(1, n_docs), size=n_exact + n_near, replace=False))
-    dup_kind = np.zeros(len(dup_rows), dtype=np.int8)  # 1 exact, 2 near
+    dup_kind = np.full(len(dup_rows), 2, dtype=np.int8)  # 1 exact, 2 near
     dup_kind[rng.permutation(len(dup_rows))[:n_exact]] = 1
-    dup_kind[dup_kind == 0] = 2
     kind_code = np.zeros(n_docs, dtype=np.int8)
     kind_code[dup_rows] = dup_kind
     orig_rows = np.flatnonzero(kind_code == 0)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -173,17 +172,15 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
     if engine == "staged":
         from .staged import run_staged
 
-        log = _log(args)
         manifest = run_staged(args.inputs, args.out, config, workers=args.workers,
                               threads_per_worker=args.threads_per_worker, scheduler=args.scheduler,
-                              index_dir=args.index_dir, force=args.force, log=log, band_splits=args.band_splits)
-        _emit(args, manifest, lambda: None if args.quiet else _print_summary(manifest, args.out))
-        return 0
-    bar = None if args.quiet else ProgressLine("dedup")
-    manifest = dedup_files(args.inputs, args.out, config, threads=args.threads, force=args.force, progress=bar,
-                           log=_log(args))
-    if bar is not None:
-        bar.close()
+                              index_dir=args.index_dir, force=args.force, log=_log(args), band_splits=args.band_splits)
+    else:
+        bar = None if args.quiet else ProgressLine("dedup")
+        manifest = dedup_files(args.inputs, args.out, config, threads=args.threads, force=args.force, progress=bar,
+                               log=_log(args))
+        if bar is not None:
+            bar.close()
     _emit(args, manifest, lambda: None if args.quiet else _print_summary(manifest, args.out))
     return 0
 
@@ -313,6 +310,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if args.model_dir:
         # (tokenizer, the audit's own fingerprint: summary.json model.tokenizer_sha256), or (None, None)
         from audit.lm import load_tokenizer as load
+        from dedup.io import json_or_empty
 
         toks = {}
         for m in args.model_dir:
@@ -322,7 +320,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         dirs = args.model_dir * len(audits) if len(args.model_dir) == 1 else args.model_dir
         for i, (a, m) in enumerate(zip(audits, dirs)):
             tok, fp = toks[m]
-            summary = json.loads((a / "summary.json").read_text(encoding="utf-8")) if (a / "summary.json").exists() else {}
+            summary = json_or_empty(a / "summary.json")
             want = (summary.get("model") or {}).get("tokenizer_sha256")
             if want and fp != want:  # e.g. one --model-dir for models with their own tokenizers
                 own = (summary.get("model") or {}).get("path")

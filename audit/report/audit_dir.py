@@ -9,13 +9,14 @@ intervals.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+
+from dedup import io
 
 from .. import aggregate
 from ..layout import PER_SEQUENCE, SUMMARY
@@ -78,7 +79,7 @@ def load_audit(audit_dir: str | os.PathLike) -> Audit:
     for col in ("extractable", "leading_matched"):
         if col not in table.column_names:
             raise ValueError(f"{f}: no column {col!r} (columns: {table.column_names})")
-    summary = json.loads((path / SUMMARY).read_text(encoding="utf-8")) if (path / SUMMARY).exists() else {}
+    summary = io.json_or_empty(path / SUMMARY)
     missing = [s for s in aggregate.SECTIONS if s not in summary]
     if missing:
         summary = {**summary, **aggregate.summarise(table, n_boot=None, seed=0, sections=missing)}

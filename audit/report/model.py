@@ -8,7 +8,6 @@ the audit's ``summary.json`` (:mod:`audit.report.audit_dir`).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -244,8 +243,7 @@ def _profile_figure(profile_dir: Path, png: str | None, parquet: str | None = No
 def _profile_section(profile_dir: Path) -> str:
     parts = ["<h2>Memorization over training</h2>",
              f'<p class="meta">Profile directory: <code>{esc(profile_dir)}</code></p>']
-    summ_path = profile_dir / SUMMARY
-    summ = json.loads(summ_path.read_text(encoding="utf-8")) if summ_path.exists() else {}
+    summ = io.json_or_empty(profile_dir / SUMMARY)
     mem = summ.get("memorisation") or {}
     rows = []
     panel = summ.get("panel") or {}
@@ -340,8 +338,8 @@ def _profile_section(profile_dir: Path) -> str:
         if uri:
             parts.append(figure_html(uri, alt, caption))
     fc = summ.get("forecast")
-    if fc is None and (profile_dir / FORECAST_FILE).exists():
-        fc = json.loads((profile_dir / FORECAST_FILE).read_text(encoding="utf-8"))
+    if fc is None:
+        fc = io.json_or_empty(profile_dir / FORECAST_FILE)
     if fc:
         parts.append(_forecast_html(fc))
     if len(parts) == 2:
