@@ -376,10 +376,10 @@ def sketch_range(data, offsets, valid, table, bits, cf_bit, map_cps, map_off, ma
     i is ``data[offsets[i]:offsets[i+1]]``; ``valid``: bool (n,), False for null documents (outputs
     as for empty). ``table`` (uint8 (TABLE_SIZE,), :func:`dedup.normalize.char_table`), ``bits``,
     ``cf_bit``, ``map_cps``, ``map_off``, ``map_blob``: the per-code-point part of step 1
-    (:mod:`dedup._kernels.text`). Shingles are ``ngram`` words, or characters if ``char_unit``. Out: ``sigs`` uint32 (n, K),
-    ``exact`` uint64 (n, 2), ``n_shingles`` int64 (n,): the shingle count, or -1 for a document
-    that needs utf8proc (its signature and exact key are to be recomputed from Arrow's
-    normalisation with ``bits = 0``).
+    (:mod:`dedup._kernels.text`). Shingles are ``ngram`` words, or characters if ``char_unit``.
+    Out: ``sigs`` uint32 (n, K), ``exact`` uint64 (n, 2), ``n_shingles`` int64 (n,): the shingle
+    count, or -1 for a document that needs utf8proc (its signature and exact key are to be
+    recomputed from Arrow's normalisation with ``bits = 0``).
 
     Scratch space is allocated once, sized for the longest of these documents, and grown for a
     document whose replacements need more room (rare: e.g. a ligature).
