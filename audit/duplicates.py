@@ -19,7 +19,6 @@ from dedup.arrow import string_array
 from dedup.config import DedupConfig
 from dedup.shards import Shard
 from dedup.sketch import Sketcher
-from dedup.stages import banding
 
 from .sampling import corpus_batches
 
@@ -57,7 +56,7 @@ def duplicate_counts(
     order) with dedup's ``config``. ``own``: (shard name, row) of each sampled document, so its
     own row is recognised; ``removed``: (shard name, row) of the rows dedup removed, and
     ``members``: ids of trained documents, when known."""
-    bands, rows = banding(config)
+    bands, rows = config.banding()
     sketcher = Sketcher(config, bands, rows)
     sk = sketcher(string_array([t or "" for t in doc_texts]))
     n = len(doc_texts)

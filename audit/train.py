@@ -55,10 +55,9 @@ def duplicate_clusters(texts: list[str], dedup_config=None) -> np.ndarray:
     from dedup.arrow import string_array
     from dedup.config import DedupConfig
     from dedup.sketch import Sketcher
-    from dedup.stages import banding
 
     cfg = dedup_config or DedupConfig()
-    sketcher = Sketcher(cfg, *banding(cfg))
+    sketcher = Sketcher(cfg, *cfg.banding())
     n = len(texts)
     parent = np.arange(n)
 

@@ -130,6 +130,13 @@ class DedupConfig(StageConfig):
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
 
+    def banding(self) -> tuple[int, int]:
+        """(bands, rows) of a run: ``bands``/``rows`` when given, else datasketch's
+        :func:`dedup.params.optimal_param` (T, K)."""
+        from .params import optimal_param
+
+        return (self.bands, self.rows) if self.bands else optimal_param(self.threshold, self.num_perm)
+
     def decision_dict(self) -> dict:
         """The fields that change which rows are removed or which outputs are written (not
         how inputs are read): a run's identity (:func:`dedup.runs.run_identity`)."""

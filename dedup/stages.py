@@ -54,7 +54,7 @@ from .arrow import bool_array, filter_rows, numeric_array
 from .config import DedupConfig
 from .index import combine
 from .index_dir import IndexDir, file_entry, index_params
-from .params import bloom_parts, bloom_size, optimal_param, per_band_fp, plan_index, whole_index_fp
+from .params import bloom_parts, bloom_size, per_band_fp, plan_index, whole_index_fp
 from .runs import RunPlan, clear_outputs, finish, prepare
 from .scalable import FilterStack
 from .shards import Shard, ShardReader
@@ -280,11 +280,6 @@ def serial_map(label: str, fn: Callable, items: list[tuple]) -> list:
     return [fn(*args) for args in items]
 
 
-def banding(config: DedupConfig) -> tuple[int, int]:
-    """(bands, rows) of a run: explicit, or datasketch's optimal_param(T, K)."""
-    return (config.bands, config.rows) if config.bands else optimal_param(config.threshold, config.num_perm)
-
-
 def band_task(band: int | str, shards: list[Shard], work: Path, total: int, fp: float, capacity: int, indexed: bool,
               load_from: str | None, split: tuple[int, int] = (0, 1)) -> dict:
     """Stage 2 task: a fresh filter stack (growing when ``indexed``: a run with an index
@@ -307,7 +302,7 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
     """
     t_start = time.perf_counter()
     work, shards, out = plan.work, plan.shards, plan.out
-    bands, rows = banding(config)
+    bands, rows = config.banding()
     pinned = plan.record.get("index_version") if plan.record else None
     if index is not None and plan.resume and index.current != pinned and not index.holds_run(plan.record["run_id"]):
         log(f"{index.path}: another run installed version {index.current} since this run started from "
@@ -398,7 +393,7 @@ def dedup_staged(inputs, out, config: DedupConfig = DedupConfig(), *, map_tasks:
     if band_splits < 1 or (band_splits > 1 and index_dir):
         raise ValueError(f"--band-splits must be >= 1, got {band_splits}" if band_splits < 1 else
                          "--band-splits needs a run without --index-dir (its filters grow by generations)")
-    index = IndexDir(index_dir, index_params(config, *banding(config))) if index_dir else None
+    index = IndexDir(index_dir, index_params(config, *config.banding())) if index_dir else None
     plan = prepare(inputs, out, config, engine="staged", index_dir=index.path if index else None, force=force,
                    log=log, check=index.check_not_held if index else None,
                    extra_record=lambda: {"index_version": index.current if index else None})

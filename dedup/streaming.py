@@ -71,7 +71,7 @@ from .params import optimal_param, per_band_fp, whole_index_fp
 from .scalable import FilterStack
 from .shards import first_invalid_utf8, text_column_problem, text_strings, text_type_problem
 from .sketch import Sketcher
-from .stages import EXACT_BAND, band_name, banding
+from .stages import EXACT_BAND, band_name
 
 #: Documents the first filter generation of a growing index holds when no capacity is given
 #: (about 37 MB of filters at the default parameters; later generations double it).
@@ -109,7 +109,7 @@ class Deduplicator:
         if config.index != "lshbloom":
             raise ValueError(f"a Deduplicator keeps an LSHBloom index; index={config.index!r} needs dedup_files")
         self.config = config
-        self.bands, self.rows = banding(config)
+        self.bands, self.rows = config.banding()
         self._sketcher = Sketcher(config, self.bands, self.rows, threads)
         self._stats = Counter(rows=0, kept=0, exact=0, near=0, null_text=0, empty_text=0)
 
