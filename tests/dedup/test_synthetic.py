@@ -196,9 +196,15 @@ def test_fast_canonical_path_matches_reference(corpus):
     fast = normalize.canonical_words_batch(texts)
     for text, words in zip(texts, fast):
         assert " ".join(words) == normalize.canonical_text(text)
+        canon = " ".join(words)
         for ngram, unit in ((5, "word"), (2, "word"), (1, "word"), (4, "char")):
-            ref = {s.decode("utf-8") for s in normalize.shingles(text, ngram, unit)}
+            # the rule written out independently of dedup.normalize (which shingles() also uses)
+            units = words if unit == "word" else canon
+            sep = " " if unit == "word" else ""
+            ref = ({sep.join(units[i:i + ngram]) for i in range(len(units) - ngram + 1)} if len(units) >= ngram
+                   else ({canon} if words else set()))
             assert set(normalize.word_shingles(words, ngram, unit)) == ref
+            assert {s.decode("utf-8") for s in normalize.shingles(text, ngram, unit)} == ref
 
 
 def test_vocabulary_tokens_are_single_words():
