@@ -105,11 +105,10 @@ def _group_rates(table: pa.Table, column: str, order: Sequence[str] | None) -> l
     return stats.rate_by_group(_flags(table, "extractable")[keep], groups, order)
 
 
-def _membership_by_bucket(table: pa.Table) -> list[dict] | None:
-    """:func:`summarise`'s ``membership_by_duplicates``; None without complete labels, buckets
-    or scores, or when the whole table holds one class (no pooled AUC either)."""
+def _membership_by_bucket(table: pa.Table, labelled) -> list[dict] | None:
+    """:func:`summarise`'s ``membership_by_duplicates`` (``labelled``: :func:`_labelled_scores`); None
+    without complete labels, buckets or scores, or when the whole table holds one class (no pooled AUC)."""
     col = _column(table, "duplicate_bucket")
-    labelled = _labelled_scores(table)
     if col is None or labelled is None:
         return None
     y, scores = labelled
@@ -206,12 +205,13 @@ def summarise(table: pa.Table, n_boot: int | None, seed: int, sections: Collecti
     if "pythia_score" in sections and _column(table, "pythia_score") is not None:
         py = table.column("pythia_score").to_numpy(zero_copy_only=False).astype(np.float64)
         out["pythia_score"] = {"mean": float(np.mean(py)), "memorized": rate((py == 1.0)[first])}
-    labelled = _labelled_scores(table) if "membership" in sections else None
+    wants_scores = {"membership", "membership_by_duplicates"} & set(sections)
+    labelled = _labelled_scores(table) if wants_scores else None
     for key, compute in (
         ("extractable_by_duplicates", lambda: _group_rates(table, "duplicate_bucket", None)),
         ("extractable_by_dedup_status", lambda: _group_rates(table, "dedup_status", STATUS_ORDER)),
         ("membership", lambda: labelled and membership(labelled[1], labelled[0], n_boot, seed)),
-        ("membership_by_duplicates", lambda: _membership_by_bucket(table)),
+        ("membership_by_duplicates", lambda: _membership_by_bucket(table, labelled)),
     ):
         value = compute() if key in sections else None
         if value:

@@ -44,7 +44,7 @@ from .config import ProfileConfig
 from .layout import (CHECKPOINT_DIR, EVENT_TIME_FILE, EVENT_TIME_PNG, FORECAST_FILE, HEATMAP_PNG, HELDOUT_FILE,
                      INSTANCES_FILE, ORDER_FILE, PROFILE_FILE, PROFILE_OUTPUTS, RETENTION_FILE, RETENTION_PNG,
                      RETENTION_RUN_CURVE, RETENTION_RUN_FILE, SUMMARY, checkpoint_step, write_atomic)
-from .sampling import _rows_of
+from .sampling import rows_of
 
 
 def _checkpoints(run: Path) -> list[tuple[int, Path]]:
@@ -65,7 +65,7 @@ def _document_texts(run: Path, keys, corpus: list[str], text_column: str) -> dic
             raise ValueError(f"{run}: order names shard {name!r}, not in the corpus {corpus}")
     shards = [by_name[name] for name in need]
     wanted = {i: list(rows) for i, rows in enumerate(need.values())}
-    return {(shards[i].name, r): text or "" for i, r, _, text in _rows_of(shards, text_column, None, wanted)}
+    return {(shards[i].name, r): text or "" for i, r, _, text in rows_of(shards, text_column, None, wanted)}
 
 
 def _hard_foils(items: np.ndarray, tokenizer, fraction: float, seed: int) -> dict[str, np.ndarray]:

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from .layout import PER_SEQUENCE
-from .stats import _bools, wilson_interval
+from .stats import as_bools, wilson_interval
 
 __all__ = ["forecast", "forecast_audits"]
 
@@ -59,7 +59,7 @@ def _bool_column(df: pd.DataFrame, column: str, table: str) -> np.ndarray:
     a = s.to_numpy()
     if a.dtype == object and all(isinstance(v, (bool, np.bool_)) for v in a):
         a = a.astype(bool)
-    return _bools(a, f"{table} table column {column!r}", "boolean or 0/1")
+    return as_bools(a, f"{table} table column {column!r}", "boolean or 0/1")
 
 
 def _keyed(df: pd.DataFrame, keys: list[str], flag: str, seen: str | None, table: str) -> tuple[pd.DataFrame, int]:

@@ -11,7 +11,7 @@ text.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,8 +103,9 @@ def corpus_rows(shards: list[Shard], text_column: str, id_column: str | None, id
             yield shard, row + r, doc_id, text
 
 
-def _rows_of(shards: list[Shard], text_column: str, id_column: str | None, wanted: dict[int, list[int]]):
-    """Yield (shard index, row, id, text) for the wanted rows of each shard."""
+def rows_of(shards: list[Shard], text_column: str, id_column: str | None,
+            wanted: dict[int, list[int]]) -> Iterator[tuple[int, int, str | None, str | None]]:
+    """Yield (shard index, row, id, text) for the ``wanted`` rows (by shard index) of ``shards``."""
     for si, rows in sorted(wanted.items()):
         rows = sorted(rows)
         for _, start, reader, batch in corpus_batches([shards[si]], text_column, id_column):
@@ -144,7 +145,7 @@ def sample_sequences(
         wanted: dict[int, list[int]] = {}
         for si, r in keys:
             wanted.setdefault(si, []).append(r)
-        docs = {(si, r): (i, t) for si, r, i, t in _rows_of(shards, text_column, id_column, wanted)}
+        docs = {(si, r): (i, t) for si, r, i, t in rows_of(shards, text_column, id_column, wanted)}
         texts = [docs[k][1] or "" for k in keys]
         token_lists = encode(texts)
         for key, text, toks in zip(keys, texts, token_lists):

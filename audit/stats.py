@@ -14,6 +14,7 @@ from statistics import NormalDist
 import numpy as np
 
 __all__ = [
+    "as_bools",
     "roc_auc",
     "roc_curve",
     "tpr_at_fpr",
@@ -48,7 +49,7 @@ def finite(x) -> bool:
     return x is not None and isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(float(x))
 
 
-def _bools(x, name: str, expected: str) -> np.ndarray:
+def as_bools(x, name: str, expected: str) -> np.ndarray:
     """``x`` as a 1-D bool array; 0/1 integers or floats are accepted, anything else refused."""
     a = np.asarray(x)
     if a.ndim != 1:
@@ -72,7 +73,7 @@ def _scores_labels(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     s = s.astype(np.float64, copy=False)
     if np.isnan(s).any():
         raise ValueError("scores contain NaN")
-    y = _bools(labels, "labels", "boolean (True = member) or 0/1")
+    y = as_bools(labels, "labels", "boolean (True = member) or 0/1")
     if y.shape != s.shape:
         raise ValueError(f"scores and labels must have the same length, got {s.shape[0]} and {y.shape[0]}")
     n_pos = int(y.sum())
@@ -318,7 +319,7 @@ def rate_by_group(
         >>> [(r["group"], r["k"], r["n"], r["rate"]) for r in rows]
         [('1', 1, 2, 0.5), ('2-3', 2, 2, 1.0)]
     """
-    f = _bools(flags, "flags", "boolean or 0/1")
+    f = as_bools(flags, "flags", "boolean or 0/1")
     groups = list(groups)
     if len(groups) != f.shape[0]:
         raise ValueError(f"flags has {f.shape[0]} items but groups has {len(groups)}")
