@@ -104,8 +104,8 @@ def read_json(path: Path, required: tuple[str, ...] = ()) -> dict:
 
 
 def json_or_empty(path: Path) -> dict:
-    """The JSON at ``path`` as it is (unchecked, unlike :func:`read_json`), or {} without the file."""
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    """:func:`read_json` of ``path``, or {} without the file."""
+    return read_json(path) if Path(path).exists() else {}
 
 
 def manifest_path(out: Path) -> Path:

@@ -38,7 +38,6 @@ Work directory layout (the only definition of it)::
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections import Counter
@@ -99,11 +98,11 @@ def done_path(path: Path) -> Path:
 
 
 def read_done(path: Path) -> dict | None:
-    """The completion record of ``path``, or None if the task did not finish."""
+    """The completion record of ``path``, or None if the task did not finish (no record, or
+    one a kill left damaged: the task is redone)."""
     try:
-        with open(done_path(path), encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        return io.read_json(done_path(path))
+    except io.StateError:
         return None
 
 
@@ -334,7 +333,8 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
          str(index.stack_dir(pinned, band_name(b))) if index is not None and pinned else None, split)
         for b, split in todo_b
     ])
-    band_records = {band_name(b): merge_split_records([read_done(seen_path(work, b, (s, n_splits[b])))
+    band_records = {band_name(b): merge_split_records([io.read_json(done_path(seen_path(work, b, (s, n_splits[b]))),
+                                                                    ("rows", "bytes"))
                                                        for s in range(n_splits[b])]) for b in names}
     timings["band"] = time.perf_counter() - t0
 

@@ -239,3 +239,31 @@ def test_finalize_checks_each_shards_counts_against_its_sketched_rows(tmp_path):
 
     with pytest.raises(RuntimeError, match="internal error"):
         dedup_staged([tmp_path / "in"], tmp_path / "out", DedupConfig(), checkpoint=tamper)
+
+
+def test_a_damaged_band_record_is_a_state_error_naming_it(tmp_path):
+    """Every stage's completion records are read back strictly (dedup.io rule 3): a band record
+    damaged after its stage stops the run with the file named, as a sketch or write record does,
+    not with a TypeError from deep inside the manifest."""
+    from dedup.io import StateError
+
+    write_shards(generate_corpus(200, mean_bytes=300, seed=4), tmp_path / "in", 2)
+
+    def damaging_map(label, fn, items):
+        done = serial_map(label, fn, items)
+        if label == "band":
+            (tmp_path / "out" / "_work" / "bands" / "band-00.seen.done").write_text("{trunc")
+        return done
+
+    with pytest.raises(StateError, match=r"band-00\.seen\.done: damaged"):
+        dedup_staged([tmp_path / "in"], tmp_path / "out", DedupConfig(), map_tasks=damaging_map)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_json_or_empty_names_a_damaged_file(tmp_path):
+    from dedup.io import StateError, json_or_empty
+
+    assert json_or_empty(tmp_path / "absent.json") == {}
+    (tmp_path / "bad.json").write_text("{trunc")
+    with pytest.raises(StateError, match=r"bad\.json: damaged"):
+        json_or_empty(tmp_path / "bad.json")
