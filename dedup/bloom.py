@@ -166,7 +166,7 @@ class BloomFilter:
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically (temporary file in the same directory, then rename)."""
         path = Path(path)
-        with replacing(path) as (tmp,), open(tmp, "wb") as f:
+        with replacing(path) as tmp, open(tmp, "wb") as f:
             version, parts = (VERSION, 0) if self.parts == 1 else (VERSION_PARTS, self.parts)
             f.write(_HEADER.pack(MAGIC, version, HEADER_SIZE, self.m, self.k, parts, self.seed, self.count))
             f.write(np.ascontiguousarray(self.bits, dtype="<u8").tobytes())

@@ -35,23 +35,21 @@ def tmp_path(final: Path) -> Path:
 
 
 @contextmanager
-def replacing(*finals: Path) -> Iterator[list[Path]]:
-    """The :func:`tmp_path` of each of ``finals``, to write: renamed over them when the
-    block completes, deleted if it raises."""
-    tmps = [tmp_path(f) for f in finals]
+def replacing(final: Path) -> Iterator[Path]:
+    """The :func:`tmp_path` of ``final``, to write: renamed over ``final`` when the block
+    completes, deleted if it raises."""
+    tmp = tmp_path(final)
     try:
-        yield tmps
-        for tmp, final in zip(tmps, finals):
-            os.replace(tmp, final)
+        yield tmp
+        os.replace(tmp, final)
     except BaseException:
-        for tmp in tmps:
-            tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary sibling, fsync, then rename over ``path``."""
-    with replacing(Path(path)) as (tmp,), open(tmp, "wb") as f:
+    with replacing(Path(path)) as tmp, open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

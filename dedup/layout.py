@@ -149,7 +149,7 @@ def kept_shard(out: Path, shard_stem: str, schema: pa.Schema, config) -> Iterato
         return
     final = kept_path(out, shard_stem)
     final.parent.mkdir(parents=True, exist_ok=True)
-    with io.replacing(final) as (tmp,), kept_writer(tmp, schema, config.text_column, config.compression) as w:
+    with io.replacing(final) as tmp, kept_writer(tmp, schema, config.text_column, config.compression) as w:
         yield w
 
 
@@ -166,7 +166,7 @@ def removed_writer(final: Path, compression: str) -> Iterator[Callable[[pa.Recor
     import pyarrow.parquet as pq
 
     pending = pa.Table.from_batches([], REMOVED_SCHEMA)  # (empty_table() would import pandas)
-    with io.replacing(final) as (tmp,), pq.ParquetWriter(str(tmp), REMOVED_SCHEMA, compression=compression) as w:
+    with io.replacing(final) as tmp, pq.ParquetWriter(str(tmp), REMOVED_SCHEMA, compression=compression) as w:
         def write(data: pa.RecordBatch | pa.Table) -> None:
             nonlocal pending
             table = data if isinstance(data, pa.Table) else pa.Table.from_batches([data])

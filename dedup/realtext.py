@@ -351,7 +351,7 @@ def cached_corpus(cache_dir: str | os.PathLike, target_bytes: int = 6000, thresh
     table = table.append_column("near_duplicate", pa.array(dup)).append_column(
         "best_earlier_jaccard", pa.array(best))
     cache.mkdir(parents=True, exist_ok=True)
-    with replacing(path) as (tmp,):
+    with replacing(path) as tmp:
         pq.write_table(table, tmp)
     return table
 

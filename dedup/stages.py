@@ -121,7 +121,7 @@ def sketch_shard(shard: Shard, config: DedupConfig, bands: int, rows: int, work:
     schema = pa.schema([("valid", pa.bool_()), ("n_shingles", pa.int32()), ("exact_0", pa.uint64()),
                         ("exact_1", pa.uint64()), *((f"band_{j:02d}", pa.uint64()) for j in range(bands))])
     counts = Counter(rows=0, text_bytes=0, null_text=0, empty_text=0)
-    with io.replacing(final) as (tmp,), pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+    with io.replacing(final) as tmp, pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
         for batch in reader.batches():
             sk = sketcher(reader.text(batch))
             writer.write_batch(pa.record_batch([bool_array(sk.valid), numeric_array(sk.n_shingles.astype(np.int32)),
@@ -173,7 +173,7 @@ def band_pass(
         pending = bits[whole:]
         chunk.clear()
 
-    with io.replacing(final) as (tmp,), open(tmp, "wb") as f:
+    with io.replacing(final) as tmp, open(tmp, "wb") as f:
         # Memory: the filter plus up to stack.batch_keys() keys (or one shard's): whole
         # chunks let a partitioned filter probe one cache-sized part at a time.
         for shard in shards:

@@ -642,7 +642,7 @@ def write_shards(
     for k in range(n_shards):
         part = table.slice(int(bounds[k]), int(bounds[k + 1] - bounds[k]))
         path = out / f"part-{k:0{width}d}.{fmt}"
-        with replacing(path) as (tmp,):
+        with replacing(path) as tmp:
             if fmt == "parquet":
                 import pyarrow.parquet as pq
 
