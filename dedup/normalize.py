@@ -301,13 +301,18 @@ def canonical_text(text: str, nfkc: bool = True) -> str:
     return " ".join("".join(chars) for is_word, chars in runs if is_word)
 
 
-def word_shingles(words: list[str], ngram: int = 5, unit: str = "word") -> list[str]:
-    """Steps 3 and 4 (n = ``ngram`` >= 1) on a document's canonical words (its canonical text split
-    at spaces), in document order (may repeat)."""
+def check_shingling(ngram: int, unit: str) -> None:
+    """ValueError unless ``ngram`` >= 1 and ``unit`` is ``word`` or ``char``."""
     if ngram < 1:
         raise ValueError(f"ngram must be >= 1, got {ngram}")
     if unit not in ("word", "char"):
         raise ValueError(f"unit must be 'word' or 'char', got {unit!r}")
+
+
+def word_shingles(words: list[str], ngram: int = 5, unit: str = "word") -> list[str]:
+    """Steps 3 and 4 (n = ``ngram`` >= 1) on a document's canonical words (its canonical text split
+    at spaces), in document order (may repeat)."""
+    check_shingling(ngram, unit)
     canon = " ".join(words)
     units = words if unit == "word" else canon
     if not words or len(units) < ngram:

@@ -213,7 +213,7 @@ def shingle_sets(texts: pa.Array | Sequence[str], ngram: int = 5, unit: str = "w
     """
     import xxhash
 
-    normalize.word_shingles([], ngram, unit)  # checks ngram and unit
+    normalize.check_shingling(ngram, unit)
     digest = xxhash.xxh3_128_digest
     words = normalize.canonical_words_batch(texts, nfkc)
     chunks: list[bytes] = []

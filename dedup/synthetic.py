@@ -580,7 +580,7 @@ def earlier_jaccards(table: pa.Table, ngram: int = 5, unit: str = "word") -> lis
     different clusters are taken to have Jaccard 0 (module docstring; the tests verify it on
     samples), so only clusters of at least two rows are shingled.
     """
-    normalize.word_shingles([], ngram, unit)  # checks ngram and unit
+    normalize.check_shingling(ngram, unit)
     n = table.num_rows
     result: list[list[float]] = [[] for _ in range(n)]
     if n == 0:
