@@ -11,13 +11,14 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
 
 from . import layout, runs
 from .config import DedupConfig
-from .arrow import bool_array, filter_rows, numeric_array, take_strings
+from .arrow import bool_array, numeric_array, take_strings
 from .index import make_index
 from .params import plan_index
 from .shards import ShardReader, count_rows
@@ -44,6 +45,12 @@ class _Timer:
         self.seconds[phase] += t - self._t
         self.cpu[phase] += c - self._c
         self._t, self._c = t, c
+
+
+def _earlier(locator: "_Locator", shard_names: list[str], duplicate_of: np.ndarray, gone: np.ndarray):
+    """(id, shard, row) of the earlier duplicate of each removed row ``gone`` (the lsh baseline)."""
+    dup = duplicate_of[gone]
+    return locator.lookup(dup, shard_names) if (dup >= 0).any() else None
 
 
 class _Locator:
@@ -170,16 +177,10 @@ def _run(plan: runs.RunPlan, config: DedupConfig, threads: int | None, progress:
                         if locator is not None:
                             locator.add(si, st["rows"], ids)
                         timer.add("index")
-                        keep = verdicts.reason == 0
-                        if kept is not None:
-                            kept.write_batch(filter_rows(batch, keep))
-                        gone = np.flatnonzero(~keep)
-                        if gone.size:
-                            dup = verdicts.duplicate_of[gone]
-                            known = locator is not None and (dup >= 0).any()
-                            earlier = locator.lookup(dup, shard_names) if known else None
-                            write_removed(layout.removed_batch(gone, st["rows"], shard.name, ids, verdicts.reason,
-                                                               verdicts.band, earlier))
+                        earlier = None if locator is None else partial(_earlier, locator, shard_names,
+                                                                       verdicts.duplicate_of)
+                        layout.write_verdicts(kept, write_removed, batch, st["rows"], shard.name, ids,
+                                              verdicts.reason, verdicts.band, earlier)
                         for c in (st, total):
                             c.update(rows=batch.num_rows, **verdicts.counts(), **sk.counts(), text_bytes=sk.text_bytes)
                         timer.add("write")

@@ -75,6 +75,24 @@ def removed_batch(
     )
 
 
+def write_verdicts(kept, write_removed: Callable[[pa.RecordBatch], None], batch: pa.RecordBatch, start_row: int,
+                   shard_name: str, ids: pa.Array, reason: np.ndarray, band: np.ndarray,
+                   earlier: Callable[[np.ndarray], tuple | None] | None = None) -> None:
+    """One batch's outputs, for both engines: its kept rows to ``kept`` (a :func:`kept_shard` writer,
+    None without kept shards) and its removed rows to ``write_removed`` (:func:`removed_batch`;
+    ``earlier(gone)``: the earlier duplicates of the removed rows ``gone``, when known)."""
+    from .arrow import filter_rows
+    from .index import KEEP
+
+    keep = reason == KEEP
+    if kept is not None:
+        kept.write_batch(filter_rows(batch, keep))
+    gone = np.flatnonzero(~keep)
+    if gone.size:
+        write_removed(removed_batch(gone, start_row, shard_name, ids, reason, band,
+                                    None if earlier is None else earlier(gone)))
+
+
 def input_entry(shard, counts: dict) -> dict:
     """One input file's entry in a dedup manifest's ``inputs``, from its ``counts``: rows,
     kept, exact, near, null_text, empty_text, text_bytes (every row kept or removed)."""

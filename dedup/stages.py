@@ -49,7 +49,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import io, layout
-from .arrow import bool_array, filter_rows, numeric_array
+from .arrow import bool_array, numeric_array
 from .config import DedupConfig
 from .index import combine
 from .index_dir import IndexDir, file_entry, index_params
@@ -253,13 +253,8 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
           layout.removed_writer(removed_final, config.compression) as write_removed):
         for batch in reader.batches(None if kw is not None else reader.needed_columns(text=False)):
             sl = slice(row, row + batch.num_rows)
-            keep = verdicts.reason[sl] == 0
-            if kw is not None:
-                kw.write_batch(filter_rows(batch, keep))
-            gone = np.flatnonzero(~keep)
-            if gone.size:
-                write_removed(layout.removed_batch(gone, row, shard.name, reader.ids(batch), verdicts.reason[sl],
-                                                   verdicts.band[sl]))
+            layout.write_verdicts(kw, write_removed, batch, row, shard.name, reader.ids(batch), verdicts.reason[sl],
+                                  verdicts.band[sl])
             row += batch.num_rows
         if row != n:
             raise RuntimeError(f"internal error: {shard.path}: {row} rows now, {n} when sketched (input changed?)")
