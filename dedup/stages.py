@@ -30,8 +30,8 @@ Work directory layout (the only definition of it)::
                                        exact_0, exact_1 (uint64), band_00..band_{b-1} (uint64)
     WORK/bands/<name>.seen           packed bits (little-endian bit order) over all rows
                                        in canonical order; name = band-00.. or exact
-    WORK/bands/<name>.<s>-of-<n>.seen  the same for split s of n (band_splits n > 1); the
-                                       band's bits are their OR
+    WORK/bands/<name>.<i>-of-<n>.seen  the same for split i of n, numbered from 1 (band_splits
+                                       n > 1); the band's bits are their OR
     WORK/index/<name>/               the band's filter generations after this run (--index-dir)
     WORK/removed/<stem>.parquet      removed rows of one shard (layout.REMOVED_SCHEMA)
 """
