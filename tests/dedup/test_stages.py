@@ -16,9 +16,22 @@ def _bytes(out: Path) -> dict[str, bytes]:
             for p in sorted(out.rglob("*")) if p.is_file() and p.name != "manifest.json"}
 
 
+def _planted(tmp_path: Path) -> None:
+    """900 documents with planted exact and near duplicates in 3 shards under ``tmp_path/in``."""
+    write_shards(generate_corpus(900, mean_bytes=300, exact_frac=0.1, near_frac=0.15, seed=4), tmp_path / "in", 3)
+
+
+def _small_parts(monkeypatch, part_bytes: int) -> None:
+    """Cache partitions at test size: filters over 1 KiB split into parts of ``part_bytes``."""
+    import dedup.params
+
+    monkeypatch.setattr(dedup.params, "ONE_PART_MAX_BYTES", 1024)
+    monkeypatch.setattr(dedup.params, "PART_BYTES", part_bytes)
+
+
 @pytest.mark.parametrize("batch_rows", [64, 32768])
 def test_serial_stages_write_the_fused_engines_bytes(tmp_path, batch_rows):
-    write_shards(generate_corpus(900, mean_bytes=300, exact_frac=0.1, near_frac=0.15, seed=4), tmp_path / "in", 3)
+    _planted(tmp_path)
     config = DedupConfig(batch_rows=batch_rows)
     calls: list[tuple[str, int]] = []
 
@@ -41,14 +54,12 @@ def test_partitioned_filters_fed_in_chunks_across_shards_decide_as_one_filter(tm
     test size (parts of 512 bytes, chunks of at least 500 keys over shards of 300 rows, so
     chunks span shards and end inside none): staged and fused still write the same bytes,
     and the same as with one part (no false positive at this size either way)."""
-    import dedup.params
     from dedup.scalable import FilterStack
 
-    write_shards(generate_corpus(900, mean_bytes=300, exact_frac=0.1, near_frac=0.15, seed=4), tmp_path / "in", 3)
+    _planted(tmp_path)
     config = DedupConfig()
     dedup_files([tmp_path / "in"], tmp_path / "one", config, threads=1)
-    monkeypatch.setattr(dedup.params, "ONE_PART_MAX_BYTES", 1024)
-    monkeypatch.setattr(dedup.params, "PART_BYTES", 512)
+    _small_parts(monkeypatch, 512)
     monkeypatch.setattr(FilterStack, "batch_keys", lambda self: 500)
     sizes: list[int] = []
     add = FilterStack.add
@@ -72,12 +83,10 @@ def test_band_tasks_split_by_cache_partitions_write_the_same_bytes(tmp_path, mon
 
     import numpy as np
 
-    import dedup.params
     from dedup import stages as st
 
-    write_shards(generate_corpus(900, mean_bytes=300, exact_frac=0.1, near_frac=0.15, seed=4), tmp_path / "in", 3)
-    monkeypatch.setattr(dedup.params, "ONE_PART_MAX_BYTES", 1024)
-    monkeypatch.setattr(dedup.params, "PART_BYTES", 256)
+    _planted(tmp_path)
+    _small_parts(monkeypatch, 256)
     config = DedupConfig()
     calls: list[tuple[str, int]] = []
     touched: list[float] = []
@@ -114,12 +123,10 @@ def test_a_run_killed_among_split_band_tasks_resumes_with_other_splits(tmp_path,
     """Killed after some split band tasks finished, then resumed with another --band-splits
     (and with none): the old splits' files are not mixed in, and the outputs are the fused
     engine's bytes."""
-    import dedup.params
     from dedup import stages as st
 
-    write_shards(generate_corpus(900, mean_bytes=300, exact_frac=0.1, near_frac=0.15, seed=4), tmp_path / "in", 3)
-    monkeypatch.setattr(dedup.params, "ONE_PART_MAX_BYTES", 1024)
-    monkeypatch.setattr(dedup.params, "PART_BYTES", 256)
+    _planted(tmp_path)
+    _small_parts(monkeypatch, 256)
     config = DedupConfig()
     fused = dedup_files([tmp_path / "in"], tmp_path / "f", config, threads=1)
     band_pass, done = st.band_pass, []
