@@ -107,10 +107,7 @@ def fast_hash32(token: bytes) -> int:
     Splitting on spaces lets the kernel hash each word of a document once and roll the n-gram
     hashes (Karp & Rabin 1987).
     """
-    acc = 0
-    for part in bytes(token).split(b" "):
-        acc = (acc * _M64 + part_hash(part)) & _MASK64
-    return _fmix64(acc) & 0xFFFFFFFF
+    return _fmix64(fast_poly64(token)) & 0xFFFFFFFF
 
 
 def fast_poly64(token: bytes) -> int:

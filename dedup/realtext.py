@@ -59,11 +59,11 @@ def site_packages() -> Path:
     return Path(sysconfig.get_paths()["purelib"])
 
 
-def stdlib() -> Path:
-    """The standard library directory of the running interpreter."""
+def default_roots() -> list[tuple[str, Path]]:
+    """The sources' default roots: this interpreter's site-packages and its standard library."""
     import sysconfig
 
-    return Path(sysconfig.get_paths()["stdlib"])
+    return [("site-packages", site_packages()), ("stdlib", Path(sysconfig.get_paths()["stdlib"]))]
 
 
 def _walk_sorted(root: Path, skip_dirs: tuple[str, ...] = ()) -> Iterator[Path]:
@@ -100,14 +100,11 @@ def docstrings(path: Path) -> str:
 
 def source_texts(roots: Sequence[tuple[str, Path]] | None = None, with_docstrings: bool = True) -> Iterator[tuple[str, str]]:
     """``(name, text)`` of every source (module docstring; ``with_docstrings``: under every root),
-    ordered by name. ``roots``: ``(label, directory)`` pairs, default ``("site-packages",
-    site_packages())`` and, for docstrings, ``("stdlib", stdlib())``; licence files come from every
-    root labelled ``site-packages``; names are ``label/relative path``.
+    ordered by name. ``roots``: ``(label, directory)`` pairs, default :func:`default_roots`; licence
+    files come from every root labelled ``site-packages``; names are ``label/relative path``.
     """
-    if roots is None:
-        roots = [("site-packages", site_packages()), ("stdlib", stdlib())]
     items: list[tuple[str, list[Path], str]] = []
-    for label, root in roots:
+    for label, root in roots or default_roots():
         root = Path(root)
         if label == "site-packages":
             items += [(f"{label}/{p.relative_to(root).as_posix()}", [p], "text") for p in licence_files(root)]
@@ -320,10 +317,8 @@ def fingerprint(roots: Sequence[tuple[str, Path]] | None = None, with_docstrings
     :data:`CORPUS_VERSION`: a cached corpus is reused only while it is the same."""
     import hashlib
 
-    if roots is None:
-        roots = [("site-packages", site_packages()), ("stdlib", stdlib())]
     h = hashlib.sha256(f"v{CORPUS_VERSION}|{with_docstrings}".encode())
-    for label, root in roots:
+    for label, root in roots or default_roots():
         for p in _walk_sorted(Path(root)):
             if p.name == "METADATA" or p.name.upper().startswith(LICENCE_PREFIXES) or (with_docstrings and p.suffix == ".py"):
                 try:
@@ -357,7 +352,7 @@ def cached_corpus(cache_dir: str | os.PathLike, target_bytes: int = 6000, thresh
 
 
 __all__ = ["cached_corpus", "fingerprint", "build_corpus", "candidate_pairs", "chunk_text", "docstrings",
-           "exact_near_duplicates", "licence_files", "shingle_sets", "site_packages", "source_texts", "stdlib"]
+           "exact_near_duplicates", "licence_files", "shingle_sets", "site_packages", "source_texts", "default_roots"]
 
 if __name__ == "__main__":  # python -m dedup.realtext CACHE_DIR: build (or find) the corpus with its truth
     t = cached_corpus(sys.argv[1])
