@@ -114,10 +114,7 @@ def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
     greyed = has_effect & covers_zero
     coloured = has_effect & ~covers_zero
 
-    finite = E[has_effect]
-    vmax = float(np.max(np.abs(finite))) if finite.size else 0.0
-    if not math.isfinite(vmax) or vmax == 0.0:
-        vmax = 1.0
+    vmax = float(np.max(np.abs(E[has_effect]), initial=0.0)) or 1.0  # no effect, or all 0: any scale
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-vmax, vmax=vmax)
 
     n_r, n_c = E.shape
@@ -319,20 +316,11 @@ def rate_by_duplicates(rows: list[dict], title: str = "") -> bytes:
     return _png(fig, ax, title)
 
 
-def rate_points(series: Sequence[tuple[str, list[dict]]], xlabel: str, groups: Sequence[str] | None = None) -> bytes:
+def rate_points(series: Sequence[tuple[str, list[dict]]], xlabel: str, groups: Sequence[str]) -> bytes:
     """Extractable rate per group with Wilson bars, one marker series per model (dodged; a legend
     above the axes with more than one model). ``series``: (label, rows) per model, rows as
     :func:`audit.stats.rate_by_group` returns; rows with n == 0 or no finite rate get no point.
-    ``groups``: the x axis, in order; None: those present, in bucket order when every one is a
-    duplicate bucket, else in order of appearance."""
-    if groups is None:
-        seen: list[str] = []
-        for _, rows in series:
-            seen += [r["group"] for r in rows if r["group"] not in seen]
-        try:
-            groups = sorted(seen, key=bucket_order)
-        except ValueError:
-            groups = seen
+    ``groups``: the x axis, in order."""
     x = np.arange(len(groups))
     fig, ax = _new_figure(float(np.clip(2.8 + 0.8 * len(groups), 5.5, 11.0)), 4.2)
     m = len(series)
