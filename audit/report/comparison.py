@@ -18,8 +18,8 @@ from dedup import layout as dedup_layout
 from .. import aggregate, plots, stats
 from ..layout import STATUS_ORDER, report_json
 from .audit_dir import Audit, load_audit
-from .page import (STATUS_TEXT, card, ci, esc, figure_html, integer, num, num_or_na, page, pct, png_uri, rate_cell,
-                   ratio_text, score_label, table, write_page)
+from .page import (STATUS_TEXT, card, ci, esc, figure_html, integer, num, num_or_na, pct, rate_cell, ratio_text,
+                   score_label, table, write_page)
 
 __all__ = ["comparison_report"]
 
@@ -186,11 +186,10 @@ def comparison_report(
     if by_dup:
         groups = [r["bucket"] for r in by_dup]
         series = [(lab, [{"group": r["bucket"], **r["models"][lab]} for r in by_dup]) for lab in labels]
-        uri = png_uri(plots.rate_points(series, "occurrences of the audited token window in the corpus (bucket)",
-                                        groups))
+        png = plots.rate_points(series, "occurrences of the audited token window in the corpus (bucket)", groups)
         sections.append(
             "<h2>Extractable rate by occurrences</h2>"
-            + figure_html(uri, "extractable rate by occurrences, all models", (
+            + figure_html(png, "extractable rate by occurrences, all models", (
                 "Extractable rate per occurrence bucket, one series per model (markers slightly offset so the "
                 "error bars do not overlap): occurrences = how many times the audited prompt + continuation token "
                 "window occurs in the corpus, at any offset of any document (Carlini et al. 2022; Kandpal et al. "
@@ -251,7 +250,7 @@ def comparison_report(
 
     subtitle = [f"{len(audits)} audits: " + ", ".join(f"<b>{esc(lab)}</b> (<code>{esc(a.path)}</code>)"
                                                       for lab, a in zip(labels, audits))]
-    write_page(out, page(title, subtitle, "\n".join(sections)))
+    write_page(out, title, subtitle, "\n".join(sections))
     io.write_json_atomic(report_json(out, comparison=True), data)
     return out
 
