@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -48,21 +47,11 @@ class Audit:
         """The column exists and holds at least one non-null value."""
         return column in self.table.columns and bool(self.table[column].notna().any())
 
-    def extractable(self) -> np.ndarray:
-        return self.table["extractable"].fillna(False).to_numpy(dtype=bool)
-
     def by_duplicates(self) -> list[dict]:
         return self.summary.get("extractable_by_duplicates") or []
 
     def by_status(self) -> list[dict]:
         return self.summary.get("extractable_by_dedup_status") or []
-
-    def membership(self) -> dict | None:
-        """summary.json's ``membership`` section (None without membership labels)."""
-        return self.summary.get("membership")
-
-    def members(self) -> np.ndarray:
-        return self.table["member"].to_numpy(dtype=bool)
 
     def headline(self) -> dict:
         """The numbers at the top of a page (also the per-model entry of comparison.json)."""

@@ -35,8 +35,9 @@ def _dedup_accounting(dedup_dir: Path, first: Audit, first_label: str) -> dict:
     t = first.table
     both = "shard" in t.columns and "row" in t.columns
     shard, row = (t["shard"].tolist(), t["row"].tolist()) if both else ([], [])
+    extractable = t["extractable"].fillna(False).to_numpy(dtype=bool)
     return {"dedup_dir": str(dedup_dir),
-            **aggregate.removed_accounting(manifest, reason_of, shard, row, first.extractable(), first_label)}
+            **aggregate.removed_accounting(manifest, reason_of, shard, row, extractable, first_label)}
 
 
 def _membership_by_duplicates(labels: Sequence[str], audits: Sequence[Audit]) -> list[dict]:
@@ -49,7 +50,7 @@ def _membership_by_duplicates(labels: Sequence[str], audits: Sequence[Audit]) ->
     pooled: dict[str, dict | None] = {}
     buckets: dict[str, dict[str, dict]] = {}
     for lab, a in zip(labels, audits):
-        mem = a.membership()
+        mem = a.summary.get("membership")
         pooled[lab] = None if not mem else {"n_members": int(mem.get("n_members", mem.get("members", 0))),
                        "n_non_members": int(mem.get("n_non_members", mem.get("non_members", 0))),
                        "roc_auc": {name: m["roc_auc"] for name, m in mem["scores"].items()}}
@@ -213,7 +214,7 @@ def comparison_report(
             "only, the model has no sequence in it, or the audit has no membership labels.</p>"
             + table(["occurrences"] + [esc(lab) for lab in labels], tab_rows, num_cols=tuple(range(1, len(labels) + 1))))
 
-    if any(len(r["models"]) and any(m["n"] for m in r["models"].values()) for r in by_status):
+    if any(m["n"] for r in by_status for m in r["models"].values()):
         sections.append("<h2>Extractable rate by dedup status</h2><p>Sequences grouped by what deduplication did with "
                         "their source document.</p>"
                         + _rate_table(by_status, "status", "dedup status", labels,

@@ -159,10 +159,10 @@ def _headline_cards(a: Audit) -> str:
 
 
 def _membership_section(a: Audit) -> str:
-    mem = a.membership()
+    mem = a.summary.get("membership")
     if not mem:
         return ""
-    y = a.members()
+    y = a.table["member"].to_numpy(dtype=bool)
     curves, rows = [], []
     for name, m in mem["scores"].items():
         label = score_label(f"score_{name}")
@@ -365,7 +365,7 @@ def model_report(
     """
     a = load_audit(audit_dir)
     out = Path(out_html)
-    title = title or f"Memorization audit: {a.path.resolve().name}"
+    title = title or f"Memorization audit: {a.path.name}"
     t = a.table
     C = a.cont_len
     sections = [_headline_cards(a)]
