@@ -227,22 +227,6 @@ def dedup_retention(dedup_manifest: dict, tokens: dict | None = None) -> dict:
             "documents_kept_fraction": t["kept"] / max(t["rows"], 1), "removed": t["removed"], **(tokens or {})}
 
 
-def headline(summary: dict, n: int, audit_dir: str, prompt_len: int | None, cont_len: int | None) -> dict:
-    """The numbers at the top of a model page (also a model's entry of comparison.json), read
-    from its summary: ``n`` sequences, the extractable rate, mean leading tokens matched,
-    Pythia's mean score and memorized rate (None without generation), membership ROC-AUC per
-    score (None without membership labels) and the model's path."""
-    py = summary.get("pythia_score")
-    mem = summary.get("membership")
-    model = summary.get("model") or {}
-    return {"audit_dir": audit_dir, "sequences": n, "extractable": summary["extractable"],
-            "mean_leading_matched": summary.get("mean_leading_matched"), "prompt_len": prompt_len,
-            "cont_len": cont_len, "pythia_score_mean": py["mean"] if py else None,
-            "pythia_memorized": py["memorized"] if py else None,
-            "membership_roc_auc": {name: m["roc_auc"] for name, m in mem["scores"].items()} if mem else None,
-            "model": model.get("path") or model.get("name")}
-
-
 def compare_groups(per_model: dict[str, list[dict]], key: str, order: Sequence[str] | None) -> list[dict]:
     """Rate rows of several models side by side (``per_model``: label -> rate rows, first model
     first), with each model's ratio to the first's: one row per group present in any model,
@@ -324,5 +308,5 @@ def removed_accounting(dedup_manifest: dict, reason_of: dict[tuple[str, int], st
     }
 
 
-__all__ = ["SECTIONS", "rate", "summarise", "membership", "score_columns", "dedup_retention", "headline",
-           "compare_groups", "removed_accounting"]
+__all__ = ["SECTIONS", "rate", "summarise", "membership", "score_columns", "dedup_retention", "compare_groups",
+           "removed_accounting"]

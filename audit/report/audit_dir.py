@@ -54,8 +54,20 @@ class Audit:
         return self.summary.get("extractable_by_dedup_status") or []
 
     def headline(self) -> dict:
-        """The numbers at the top of a page (also the per-model entry of comparison.json)."""
-        return aggregate.headline(self.summary, self.n, str(self.path), self.prompt_len, self.cont_len)
+        """The numbers at the top of a page (also the per-model entry of comparison.json), read
+        from the summary: the extractable rate, mean leading tokens matched, Pythia's mean score
+        and memorized rate (None without generation), membership ROC-AUC per score (None without
+        membership labels) and the model's path."""
+        s = self.summary
+        py = s.get("pythia_score")
+        mem = s.get("membership")
+        model = s.get("model") or {}
+        return {"audit_dir": str(self.path), "sequences": self.n, "extractable": s["extractable"],
+                "mean_leading_matched": s.get("mean_leading_matched"), "prompt_len": self.prompt_len,
+                "cont_len": self.cont_len, "pythia_score_mean": py["mean"] if py else None,
+                "pythia_memorized": py["memorized"] if py else None,
+                "membership_roc_auc": {name: m["roc_auc"] for name, m in mem["scores"].items()} if mem else None,
+                "model": model.get("path") or model.get("name")}
 
 
 def load_audit(audit_dir: str | os.PathLike) -> Audit:

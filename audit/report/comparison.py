@@ -72,7 +72,7 @@ def _auc_cell(entry: dict | None) -> str:
     """One model's ROC-AUC per score in one bucket (n/a where undefined), with its class counts."""
     if entry is None:
         return '<span class="muted">n/a</span>'
-    lines = [f"{esc(score_label('score_' + k))} {num_or_na(v)}" for k, v in entry["roc_auc"].items()]
+    lines = [f"{esc(score_label(k))} {num_or_na(v)}" for k, v in entry["roc_auc"].items()]
     return ("<br>".join(lines) + f'<br><span class="small">{integer(entry["n_members"])} members, '
             f'{integer(entry["n_non_members"])} non-members</span>')
 
@@ -172,7 +172,7 @@ def comparison_report(
             r.append(num(h["pythia_score_mean"]))
         if any_auc:
             aucs = h["membership_roc_auc"] or {}
-            r.append("<br>".join(f"{esc(score_label('score_' + k))} {v:.3f}" for k, v in aucs.items()) or "–")
+            r.append("<br>".join(f"{esc(score_label(k))} {v:.3f}" for k, v in aucs.items()) or "–")
         rows.append(r)
     head = ["model", "sequences", "extractable", "rate", "95% CI", "mean leading tokens matched"]
     head += ["Pythia score"] if any_pythia else []

@@ -165,7 +165,7 @@ def _membership_section(a: Audit) -> str:
     y = a.table["member"].to_numpy(dtype=bool)
     curves, rows = [], []
     for name, m in mem["scores"].items():
-        label = score_label(f"score_{name}")
+        label = score_label(name)
         fpr, tpr = stats.roc_curve(a.table[f"score_{name}"].to_numpy(dtype=float), y)
         curves.append((label, fpr, tpr, m["roc_auc"]))
         boot = m.get("roc_auc_boot") or {}
@@ -200,7 +200,7 @@ def _membership_by_bucket_html(rows: list[dict] | None) -> str:
     return ("<p>ROC-AUC per occurrence bucket, beside the pooled one above; n/a where a bucket holds members "
             "only or non-members only. Kandpal et al. (2022) find membership inference near chance on sequences "
             "that occur once.</p>"
-            + table(["occurrences", "members", "non-members"] + [esc(score_label(f"score_{n}")) for n in names], body,
+            + table(["occurrences", "members", "non-members"] + [esc(score_label(n)) for n in names], body,
                     num_cols=tuple(range(1, 3 + len(names)))))
 
 

@@ -27,18 +27,12 @@ STATUS_TEXT = {
     "kept": "kept (has duplicates; this copy was kept)",
     "removed": "removed by dedup",
 }
-SCORE_LABELS = {
-    "score_loss": "loss",
-    "score_zlib": "zlib",
-    "score_min_k": "Min-K%",
-    "score_min_k_plus_plus": "Min-K%++",
-    "score_reference": "reference model",
-}
+SCORE_LABELS = {"min_k": "Min-K%", "min_k_plus_plus": "Min-K%++", "reference": "reference model"}
 
 
-def score_label(column: str) -> str:
-    """The display name of a ``score_*`` column."""
-    return SCORE_LABELS.get(column, column[len("score_"):] if column.startswith("score_") else column)
+def score_label(name: str) -> str:
+    """The display name of a membership score (column ``score_<name>``)."""
+    return SCORE_LABELS.get(name, name)
 
 
 # --------------------------------------------------------------------------------------------
