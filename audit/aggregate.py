@@ -75,10 +75,10 @@ def _sequence_keys(table: pa.Table) -> list | None:
                                                               table.column("truth").to_pylist())]
 
 
-def _first_rows(keys: list | None, groups: list | None = None, n: int = 0) -> np.ndarray:
-    """bool: the first row of each distinct (sequence, group); every row without keys."""
+def _first_rows(keys: list | None, groups: list | None, n: int) -> np.ndarray:
+    """bool (n,): the first row of each distinct (sequence, group); every row without keys."""
     if keys is None:
-        return np.ones(n if groups is None else len(groups), dtype=bool)
+        return np.ones(n, dtype=bool)
     seen: set = set()
     out = np.zeros(len(keys), dtype=bool)
     for i, k in enumerate(keys):

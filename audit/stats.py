@@ -290,13 +290,10 @@ def bucket_order(label: str) -> int:
         raise ValueError(f"not a duplicate bucket label: {label!r}")
     if label == "0":
         return -1
-    lo_text = label.split("-", 1)[0]
-    if not lo_text.isdigit() or lo_text.startswith("0") or len(lo_text) > 30:
+    lo = label.split("-", 1)[0]
+    if not lo.isdigit() or lo.startswith("0") or len(lo) > 30 or duplicate_bucket(int(lo)) != label:
         raise ValueError(f"not a duplicate bucket label: {label!r}")
-    lo = int(lo_text)
-    if duplicate_bucket(lo) != label:
-        raise ValueError(f"not a duplicate bucket label: {label!r}")
-    return lo.bit_length() - 1
+    return int(lo).bit_length() - 1
 
 
 def rate_by_group(flags: np.ndarray, groups: list[str], order: list[str] | None = None) -> list[dict]:
