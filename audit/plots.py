@@ -128,8 +128,6 @@ def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
               interpolation="nearest", extent=extent)
     im = ax.imshow(np.ma.masked_where(~coloured, E), cmap="RdBu_r", norm=norm, aspect="auto",
                    interpolation="nearest", extent=extent)
-    ax.set_xlim(-0.5, n_c - 0.5)
-    ax.set_ylim(n_r - 0.5, -0.5)
 
     if n_r <= 40 and n_c <= 40:  # thin white lines between cells
         ax.set_xticks(np.arange(-0.5, n_c, 1.0), minor=True)

@@ -205,7 +205,7 @@ def table(head: list[str] | None, rows: list[list[str]], num_cols: Sequence[int]
     return f'<div class="table-wrap"><table{c}>{thead}<tbody>{tbody}</tbody></table></div>'
 
 
-def rate_table(rows: list[dict], first_header: str, label=lambda g: esc(g)) -> str:
+def rate_table(rows: list[dict], first_header: str, label=esc) -> str:
     body = [[label(r["group"]), integer(r["n"]), integer(r["k"]), pct(r["rate"]) if r["n"] else "–",
              ci(r) if r["n"] else "–"] for r in rows]
     return table([first_header, "sequences", "extractable", "rate", "95% CI"], body, num_cols=(1, 2, 3, 4))
