@@ -233,7 +233,7 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     confidence = float(confidence)
     if not (0.0 < confidence < 1.0):
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if n < 0 or not (0 <= k <= n):
+    if not 0 <= k <= n:
         raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
     return wilson_bounds(k, n, confidence)
 

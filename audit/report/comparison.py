@@ -18,7 +18,7 @@ from dedup import layout as dedup_layout
 from .. import aggregate, plots, stats
 from ..layout import STATUS_ORDER, report_json
 from .audit_dir import Audit, load_audit
-from .page import (STATUS_TEXT, card, ci, esc, figure_html, integer, num, num_or_na, pct, rate_cell, ratio_text,
+from .page import (STATUS_TEXT, card, ci, esc, figure_html, integer, num, or_na, pct, rate_cell, ratio_text,
                    score_label, table, write_page)
 
 __all__ = ["comparison_report"]
@@ -72,7 +72,7 @@ def _auc_cell(entry: dict | None) -> str:
     """One model's ROC-AUC per score in one bucket (n/a where undefined), with its class counts."""
     if entry is None:
         return '<span class="muted">n/a</span>'
-    lines = [f"{esc(score_label(k))} {num_or_na(v)}" for k, v in entry["roc_auc"].items()]
+    lines = [f"{esc(score_label(k))} {or_na(v, num)}" for k, v in entry["roc_auc"].items()]
     return ("<br>".join(lines) + f'<br><span class="small">{integer(entry["n_members"])} members, '
             f'{integer(entry["n_non_members"])} non-members</span>')
 

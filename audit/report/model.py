@@ -23,8 +23,8 @@ from ..layout import (EVENT_TIME_PNG, FORECAST_FILE, HEATMAP_PNG, PROFILE_FILE, 
                       RETENTION_RUN_CURVE, SUMMARY, report_json)
 from ..retention import retention_curve
 from .audit_dir import Audit, load_audit
-from .page import (STATUS_TEXT, card, ci, esc, figure_html, finite, integer, num, num_or_na, pct, pct_or_na, rate_table,
-                   score_label, table, write_page)
+from .page import (STATUS_TEXT, card, ci, esc, figure_html, finite, integer, num, or_na, pct, rate_table, score_label,
+                   table, write_page)
 
 __all__ = ["model_report", "TOP_SEQUENCES"]
 
@@ -170,8 +170,8 @@ def _membership_section(a: Audit) -> str:
         curves.append((label, fpr, tpr, m["roc_auc"]))
         boot = m.get("roc_auc_boot") or {}
         interval = f"{num(boot.get('lower'))} – {num(boot.get('upper'))}" if boot else "–"
-        rows.append([esc(label), num(m["roc_auc"]), interval, num(m["pr_auc"]), pct_or_na(m.get("tpr_at_1pct_fpr")),
-                     pct_or_na(m.get("tpr_at_0.1pct_fpr"))])
+        rows.append([esc(label), num(m["roc_auc"]), interval, num(m["pr_auc"]), or_na(m.get("tpr_at_1pct_fpr")),
+                     or_na(m.get("tpr_at_0.1pct_fpr"))])
     png = plots.roc_curves(curves)
     caption = ("How well each membership score separates sequences from training documents (members) from the "
                "others. Each curve sweeps a threshold over the score: a point is the fraction of members flagged "
@@ -196,7 +196,7 @@ def _membership_by_bucket_html(rows: list[dict] | None) -> str:
         return ""
     names = list(rows[0]["roc_auc"])
     body = [[esc(r["group"]), integer(r["n_members"]), integer(r["n_non_members"])]
-            + [num_or_na(r["roc_auc"].get(n)) for n in names] for r in rows]
+            + [or_na(r["roc_auc"].get(n), num) for n in names] for r in rows]
     return ("<p>ROC-AUC per occurrence bucket, beside the pooled one above; n/a where a bucket holds members "
             "only or non-members only. Kandpal et al. (2022) find membership inference near chance on sequences "
             "that occur once.</p>"

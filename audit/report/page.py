@@ -58,20 +58,15 @@ def integer(x) -> str:
     return f"{int(x):,}" if finite(x) else "–"
 
 
-def pct_or_na(x) -> str:
-    """:func:`pct`, or "n/a" for a number that cannot be resolved (null in summary.json: a TPR
-    at FPR x with fewer than 1/x non-members)."""
-    return "n/a" if x is None else pct(x)
-
-
 def num(x, digits: int = 3) -> str:
     return f"{float(x):.{digits}f}" if finite(x) else "–"
 
 
-def num_or_na(x, digits: int = 3) -> str:
-    """:func:`num`, or "n/a" for a number that cannot be resolved (null in summary.json: a
-    membership ROC-AUC in an occurrence bucket holding one class only)."""
-    return "n/a" if x is None else num(x, digits)
+def or_na(x, fmt=pct) -> str:
+    """``fmt(x)`` (:func:`pct`, :func:`num`), or "n/a" for a number that cannot be resolved (null
+    in summary.json: a TPR at FPR x with fewer than 1/x non-members; a membership ROC-AUC in an
+    occurrence bucket holding one class only)."""
+    return "n/a" if x is None else fmt(x)
 
 
 def ci(r: dict) -> str:
