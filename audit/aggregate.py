@@ -242,11 +242,8 @@ def compare_groups(per_model: dict[str, list[dict]], key: str, order: Sequence[s
     ('1', {'dedup': 0.5})
     """
     labels = list(per_model)
-    first = labels[0]
     per = {lab: {r["group"]: r for r in rows} for lab, rows in per_model.items()}
-    groups: list[str] = []
-    for lab in labels:
-        groups += [g for g in per[lab] if g not in groups]
+    groups = list(dict.fromkeys(g for rows in per.values() for g in rows))  # in order of first appearance
     if order is None:
         groups = sorted(groups, key=stats.bucket_order)
     else:
@@ -258,7 +255,7 @@ def compare_groups(per_model: dict[str, list[dict]], key: str, order: Sequence[s
             r = per[lab].get(g)
             models[lab] = ({k: r[k] for k in ("n", "k", "rate", "lower", "upper")} if r and r["n"] else
                            {"n": 0, "k": 0, "rate": None, "lower": 0.0, "upper": 1.0})
-        base = models[first]["rate"]
+        base = models[labels[0]]["rate"]
         ratio = {lab: models[lab]["rate"] / base if (models[lab]["rate"] is not None and base) else None
                  for lab in labels[1:]}
         out.append({key: g, "models": models, "ratio_to_first": ratio})
