@@ -52,9 +52,9 @@ def _png(fig: Figure, ax=None, title: str = "") -> bytes:
     return buf.getvalue()
 
 
-def _tick_positions(n: int, max_ticks: int = MAX_TICKS) -> np.ndarray:
-    """At most ``max_ticks`` indices in [0, n) at a constant stride, starting at 0."""
-    return np.arange(0, n, max(1, math.ceil(n / max_ticks)))
+def _tick_positions(n: int) -> np.ndarray:
+    """At most :data:`MAX_TICKS` indices in [0, n) at a constant stride, starting at 0."""
+    return np.arange(0, n, max(1, math.ceil(n / MAX_TICKS)))
 
 
 def _step_label(v) -> str:

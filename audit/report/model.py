@@ -169,7 +169,7 @@ def _membership_section(a: Audit) -> str:
         fpr, tpr = stats.roc_curve(a.table[f"score_{name}"].to_numpy(dtype=float), y)
         curves.append((label, fpr, tpr, m["roc_auc"]))
         boot = m.get("roc_auc_boot") or {}
-        interval = f"{num(boot.get('lower'))} – {num(boot.get('upper'))}" if boot else "–"
+        interval = ci(boot, num) if boot else "–"
         rows.append([esc(label), num(m["roc_auc"]), interval, num(m["pr_auc"]), or_na(m.get("tpr_at_1pct_fpr")),
                      or_na(m.get("tpr_at_0.1pct_fpr"))])
     png = plots.roc_curves(curves)
@@ -257,7 +257,7 @@ def _profile_section(profile_dir: Path) -> str:
                        ("residual", end)):
         m = mem.get(kind) or {}
         if m:
-            rows.append([kind, esc(what), num(m.get("effect")), f"{num(m.get('lower'))} – {num(m.get('upper'))}",
+            rows.append([kind, esc(what), num(m.get("effect")), ci(m, num),
                          integer(m.get("n_cells"))])
     if rows:
         parts.append("<p>Memorization is the reduction in an instance's surprisal (nats per token) caused by training "

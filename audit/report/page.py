@@ -69,8 +69,8 @@ def or_na(x, fmt=pct) -> str:
     return "n/a" if x is None else fmt(x)
 
 
-def ci(r: dict) -> str:
-    return f"{pct(r.get('lower'))} – {pct(r.get('upper'))}"
+def ci(r: dict, fmt=pct) -> str:
+    return f"{fmt(r.get('lower'))} – {fmt(r.get('upper'))}"
 
 
 def rate_cell(r: dict) -> str:
