@@ -165,7 +165,7 @@ def membership(scores: dict[str, np.ndarray], member: np.ndarray, n_boot: int | 
 def _labelled_scores(table: pa.Table) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
     """Complete membership labels holding both classes, and the complete scores by name
     (:func:`score_columns`); None when either is missing."""
-    if "member" not in table.column_names or table.num_rows == 0 or table.column("member").null_count:
+    if "member" not in table.column_names or table.column("member").null_count:
         return None
     y = table.column("member").to_numpy(zero_copy_only=False).astype(bool)
     if not 0 < int(y.sum()) < y.size:

@@ -85,8 +85,7 @@ def _scores_labels(scores, labels) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _grouped_counts(scores, labels) -> tuple[np.ndarray, np.ndarray]:
-    """Per distinct score of :func:`_scores_labels`, in DESCENDING score order: (number of
-    positives, number of negatives)."""
+    """Per distinct score (validated by :func:`_scores_labels`), DESCENDING: (positives, negatives)."""
     s, y = _scores_labels(scores, labels)
     _, inverse = np.unique(s, return_inverse=True)
     inverse = inverse.reshape(-1)

@@ -52,7 +52,6 @@ def _tokens_html(ids: list[int], decode: Decode | None) -> str:
 
 
 def _prefix_len(a: list[int], b: list[int]) -> int:
-    """Length of the common prefix of two token lists."""
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
