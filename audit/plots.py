@@ -186,11 +186,9 @@ def event_time_curve(curve: pd.DataFrame, title: str = "") -> bytes:
         ax.text(0.5, 0.5, "no cohort with a base period", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
         return _png(fig)
-    _require_columns(curve, ["event_time", "effect", "band_lower", "band_upper"], "curve")
-    x = curve["event_time"].to_numpy(dtype=np.float64)
-    y = curve["effect"].to_numpy(dtype=np.float64)
-    lo = curve["band_lower"].to_numpy(dtype=np.float64)
-    hi = curve["band_upper"].to_numpy(dtype=np.float64)
+    cols = ["event_time", "effect", "band_lower", "band_upper"]
+    _require_columns(curve, cols, "curve")
+    x, y, lo, hi = (curve[c].to_numpy(dtype=np.float64) for c in cols)
     ok = np.isfinite(lo) & np.isfinite(hi)
     for side in (x < 0, x >= 0):
         if (side & ok).any():
