@@ -75,10 +75,10 @@ def _sequence_keys(table: pa.Table) -> list | None:
                                                               table.column("truth").to_pylist())]
 
 
-def _first_rows(keys: list | None, groups: list | None = None, n: int = 0) -> np.ndarray:
-    """bool: the first row of each distinct (sequence, group); every row without keys."""
+def _first_rows(keys: list | None, groups: list | None, n: int) -> np.ndarray:
+    """bool (n,): the first row of each distinct (sequence, group); every row without keys."""
     if keys is None:
-        return np.ones(n if groups is None else len(groups), dtype=bool)
+        return np.ones(n, dtype=bool)
     seen: set = set()
     out = np.zeros(len(keys), dtype=bool)
     for i, k in enumerate(keys):
@@ -165,7 +165,7 @@ def membership(scores: dict[str, np.ndarray], member: np.ndarray, n_boot: int | 
 def _labelled_scores(table: pa.Table) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
     """Complete membership labels holding both classes, and the complete scores by name
     (:func:`score_columns`); None when either is missing."""
-    if "member" not in table.column_names or table.num_rows == 0 or table.column("member").null_count:
+    if "member" not in table.column_names or table.column("member").null_count:
         return None
     y = table.column("member").to_numpy(zero_copy_only=False).astype(bool)
     if not 0 < int(y.sum()) < y.size:
@@ -227,22 +227,6 @@ def dedup_retention(dedup_manifest: dict, tokens: dict | None = None) -> dict:
             "documents_kept_fraction": t["kept"] / max(t["rows"], 1), "removed": t["removed"], **(tokens or {})}
 
 
-def headline(summary: dict, n: int, audit_dir: str, prompt_len: int | None, cont_len: int | None) -> dict:
-    """The numbers at the top of a model page (also a model's entry of comparison.json), read
-    from its summary: ``n`` sequences, the extractable rate, mean leading tokens matched,
-    Pythia's mean score and memorized rate (None without generation), membership ROC-AUC per
-    score (None without membership labels) and the model's path."""
-    py = summary.get("pythia_score")
-    mem = summary.get("membership")
-    model = summary.get("model") or {}
-    return {"audit_dir": audit_dir, "sequences": n, "extractable": summary["extractable"],
-            "mean_leading_matched": summary.get("mean_leading_matched"), "prompt_len": prompt_len,
-            "cont_len": cont_len, "pythia_score_mean": py["mean"] if py else None,
-            "pythia_memorized": py["memorized"] if py else None,
-            "membership_roc_auc": {name: m["roc_auc"] for name, m in mem["scores"].items()} if mem else None,
-            "model": model.get("path") or model.get("name")}
-
-
 def compare_groups(per_model: dict[str, list[dict]], key: str, order: Sequence[str] | None) -> list[dict]:
     """Rate rows of several models side by side (``per_model``: label -> rate rows, first model
     first), with each model's ratio to the first's: one row per group present in any model,
@@ -258,11 +242,8 @@ def compare_groups(per_model: dict[str, list[dict]], key: str, order: Sequence[s
     ('1', {'dedup': 0.5})
     """
     labels = list(per_model)
-    first = labels[0]
     per = {lab: {r["group"]: r for r in rows} for lab, rows in per_model.items()}
-    groups: list[str] = []
-    for lab in labels:
-        groups += [g for g in per[lab] if g not in groups]
+    groups = list(dict.fromkeys(g for rows in per.values() for g in rows))  # in order of first appearance
     if order is None:
         groups = sorted(groups, key=stats.bucket_order)
     else:
@@ -274,7 +255,7 @@ def compare_groups(per_model: dict[str, list[dict]], key: str, order: Sequence[s
             r = per[lab].get(g)
             models[lab] = ({k: r[k] for k in ("n", "k", "rate", "lower", "upper")} if r and r["n"] else
                            {"n": 0, "k": 0, "rate": None, "lower": 0.0, "upper": 1.0})
-        base = models[first]["rate"]
+        base = models[labels[0]]["rate"]
         ratio = {lab: models[lab]["rate"] / base if (models[lab]["rate"] is not None and base) else None
                  for lab in labels[1:]}
         out.append({key: g, "models": models, "ratio_to_first": ratio})
@@ -324,5 +305,5 @@ def removed_accounting(dedup_manifest: dict, reason_of: dict[tuple[str, int], st
     }
 
 
-__all__ = ["SECTIONS", "rate", "summarise", "membership", "score_columns", "dedup_retention", "headline",
-           "compare_groups", "removed_accounting"]
+__all__ = ["SECTIONS", "rate", "summarise", "membership", "score_columns", "dedup_retention", "compare_groups",
+           "removed_accounting"]

@@ -52,9 +52,9 @@ def _png(fig: Figure, ax=None, title: str = "") -> bytes:
     return buf.getvalue()
 
 
-def _tick_positions(n: int, max_ticks: int = MAX_TICKS) -> np.ndarray:
-    """At most ``max_ticks`` indices in [0, n) at a constant stride, starting at 0."""
-    return np.arange(0, n, max(1, math.ceil(n / max_ticks)))
+def _tick_positions(n: int) -> np.ndarray:
+    """At most :data:`MAX_TICKS` indices in [0, n) at a constant stride, starting at 0."""
+    return np.arange(0, n, max(1, math.ceil(n / MAX_TICKS)))
 
 
 def _step_label(v) -> str:
@@ -114,10 +114,7 @@ def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
     greyed = has_effect & covers_zero
     coloured = has_effect & ~covers_zero
 
-    finite = E[has_effect]
-    vmax = float(np.max(np.abs(finite))) if finite.size else 0.0
-    if not math.isfinite(vmax) or vmax == 0.0:
-        vmax = 1.0
+    vmax = float(np.max(np.abs(E[has_effect]), initial=0.0)) or 1.0  # no effect, or all 0: any scale
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-vmax, vmax=vmax)
 
     n_r, n_c = E.shape
@@ -131,8 +128,6 @@ def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
               interpolation="nearest", extent=extent)
     im = ax.imshow(np.ma.masked_where(~coloured, E), cmap="RdBu_r", norm=norm, aspect="auto",
                    interpolation="nearest", extent=extent)
-    ax.set_xlim(-0.5, n_c - 0.5)
-    ax.set_ylim(n_r - 0.5, -0.5)
 
     if n_r <= 40 and n_c <= 40:  # thin white lines between cells
         ax.set_xticks(np.arange(-0.5, n_c, 1.0), minor=True)
@@ -191,11 +186,9 @@ def event_time_curve(curve: pd.DataFrame, title: str = "") -> bytes:
         ax.text(0.5, 0.5, "no cohort with a base period", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
         return _png(fig)
-    _require_columns(curve, ["event_time", "effect", "band_lower", "band_upper"], "curve")
-    x = curve["event_time"].to_numpy(dtype=np.float64)
-    y = curve["effect"].to_numpy(dtype=np.float64)
-    lo = curve["band_lower"].to_numpy(dtype=np.float64)
-    hi = curve["band_upper"].to_numpy(dtype=np.float64)
+    cols = ["event_time", "effect", "band_lower", "band_upper"]
+    _require_columns(curve, cols, "curve")
+    x, y, lo, hi = (curve[c].to_numpy(dtype=np.float64) for c in cols)
     ok = np.isfinite(lo) & np.isfinite(hi)
     for side in (x < 0, x >= 0):
         if (side & ok).any():
@@ -319,20 +312,11 @@ def rate_by_duplicates(rows: list[dict], title: str = "") -> bytes:
     return _png(fig, ax, title)
 
 
-def rate_points(series: Sequence[tuple[str, list[dict]]], xlabel: str, groups: Sequence[str] | None = None) -> bytes:
+def rate_points(series: Sequence[tuple[str, list[dict]]], xlabel: str, groups: Sequence[str]) -> bytes:
     """Extractable rate per group with Wilson bars, one marker series per model (dodged; a legend
     above the axes with more than one model). ``series``: (label, rows) per model, rows as
     :func:`audit.stats.rate_by_group` returns; rows with n == 0 or no finite rate get no point.
-    ``groups``: the x axis, in order; None: those present, in bucket order when every one is a
-    duplicate bucket, else in order of appearance."""
-    if groups is None:
-        seen: list[str] = []
-        for _, rows in series:
-            seen += [r["group"] for r in rows if r["group"] not in seen]
-        try:
-            groups = sorted(seen, key=bucket_order)
-        except ValueError:
-            groups = seen
+    ``groups``: the x axis, in order."""
     x = np.arange(len(groups))
     fig, ax = _new_figure(float(np.clip(2.8 + 0.8 * len(groups), 5.5, 11.0)), 4.2)
     m = len(series)

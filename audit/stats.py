@@ -84,8 +84,9 @@ def _scores_labels(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     return s, y
 
 
-def _grouped_counts(s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per distinct score, in DESCENDING score order: (number of positives, number of negatives)."""
+def _grouped_counts(scores, labels) -> tuple[np.ndarray, np.ndarray]:
+    """Per distinct score (validated by :func:`_scores_labels`), DESCENDING: (positives, negatives)."""
+    s, y = _scores_labels(scores, labels)
     _, inverse = np.unique(s, return_inverse=True)
     inverse = inverse.reshape(-1)
     n_distinct = int(inverse.max()) + 1
@@ -111,11 +112,10 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
         >>> roc_auc([0.9, 0.5, 0.5, 0.1], [True, True, False, False])
         0.875
     """
-    s, y = _scores_labels(scores, labels)
-    pos, neg = _grouped_counts(s, y)
+    pos, neg = _grouped_counts(scores, labels)
     tp_before = np.concatenate(([0.0], np.cumsum(pos)[:-1]))  # members with a strictly higher score
     wins = float(np.sum(neg * (tp_before + 0.5 * pos)))
-    return wins / (float(y.sum()) * float((~y).sum()))
+    return wins / (float(pos.sum()) * float(neg.sum()))
 
 
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -126,10 +126,9 @@ def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
     lowest score, (1, 1): ``(fpr, tpr)``, float64 arrays of length (distinct scores + 1), both
     non-decreasing. ValueError: as :func:`roc_auc`.
     """
-    s, y = _scores_labels(scores, labels)
-    pos, neg = _grouped_counts(s, y)
-    tpr = np.concatenate(([0.0], np.cumsum(pos))) / float(y.sum())
-    fpr = np.concatenate(([0.0], np.cumsum(neg))) / float((~y).sum())
+    pos, neg = _grouped_counts(scores, labels)
+    tpr = np.concatenate(([0.0], np.cumsum(pos))) / float(pos.sum())
+    fpr = np.concatenate(([0.0], np.cumsum(neg))) / float(neg.sum())
     return fpr, tpr
 
 
@@ -174,12 +173,10 @@ def pr_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     (the definition of sklearn's ``average_precision_score``), in (0, 1]. Chance level is the
     member fraction. ValueError: as :func:`roc_auc`.
     """
-    s, y = _scores_labels(scores, labels)
-    pos, neg = _grouped_counts(s, y)
+    pos, neg = _grouped_counts(scores, labels)
     tp = np.cumsum(pos)
-    fp = np.cumsum(neg)
-    precision = tp / (tp + fp)
-    return float(np.sum(pos / float(y.sum()) * precision))
+    precision = tp / (tp + np.cumsum(neg))
+    return float(np.sum(pos / float(pos.sum()) * precision))
 
 
 def bootstrap_auc(
@@ -235,7 +232,7 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     confidence = float(confidence)
     if not (0.0 < confidence < 1.0):
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if n < 0 or not (0 <= k <= n):
+    if not 0 <= k <= n:
         raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
     return wilson_bounds(k, n, confidence)
 
@@ -292,18 +289,13 @@ def bucket_order(label: str) -> int:
         raise ValueError(f"not a duplicate bucket label: {label!r}")
     if label == "0":
         return -1
-    lo_text = label.split("-", 1)[0]
-    if not lo_text.isdigit() or lo_text.startswith("0") or len(lo_text) > 30:
+    lo = label.split("-", 1)[0]
+    if not lo.isdigit() or lo.startswith("0") or len(lo) > 30 or duplicate_bucket(int(lo)) != label:
         raise ValueError(f"not a duplicate bucket label: {label!r}")
-    lo = int(lo_text)
-    if duplicate_bucket(lo) != label:
-        raise ValueError(f"not a duplicate bucket label: {label!r}")
-    return lo.bit_length() - 1
+    return int(lo).bit_length() - 1
 
 
-def rate_by_group(
-    flags: np.ndarray, groups: list[str], order: list[str] | None = None, *, confidence: float = 0.95
-) -> list[dict]:
+def rate_by_group(flags: np.ndarray, groups: list[str], order: list[str] | None = None) -> list[dict]:
     """Rate of a boolean flag (n,) per group (n labels), with Wilson intervals: one dict per
     group, ``{"group", "n", "k" (flags set), "rate": k / n, "lower", "upper"}``; e.g. the
     extractable rate per duplicate bucket (``groups = [duplicate_bucket(c) for c in counts]``).
@@ -341,6 +333,6 @@ def rate_by_group(
     rows = []
     for g in keys:
         n, k = n_by[g], k_by[g]
-        lower, upper = wilson_interval(k, n, confidence)
+        lower, upper = wilson_interval(k, n)
         rows.append({"group": g, "n": n, "k": k, "rate": k / n if n else float("nan"), "lower": lower, "upper": upper})
     return rows

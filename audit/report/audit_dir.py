@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -48,25 +47,27 @@ class Audit:
         """The column exists and holds at least one non-null value."""
         return column in self.table.columns and bool(self.table[column].notna().any())
 
-    def extractable(self) -> np.ndarray:
-        return self.table["extractable"].fillna(False).to_numpy(dtype=bool)
-
     def by_duplicates(self) -> list[dict]:
         return self.summary.get("extractable_by_duplicates") or []
 
     def by_status(self) -> list[dict]:
         return self.summary.get("extractable_by_dedup_status") or []
 
-    def membership(self) -> dict | None:
-        """summary.json's ``membership`` section (None without membership labels)."""
-        return self.summary.get("membership")
-
-    def members(self) -> np.ndarray:
-        return self.table["member"].to_numpy(dtype=bool)
-
     def headline(self) -> dict:
-        """The numbers at the top of a page (also the per-model entry of comparison.json)."""
-        return aggregate.headline(self.summary, self.n, str(self.path), self.prompt_len, self.cont_len)
+        """The numbers at the top of a page (also the per-model entry of comparison.json), read
+        from the summary: the extractable rate, mean leading tokens matched, Pythia's mean score
+        and memorized rate (None without generation), membership ROC-AUC per score (None without
+        membership labels) and the model's path."""
+        s = self.summary
+        py = s.get("pythia_score")
+        mem = s.get("membership")
+        model = s.get("model") or {}
+        return {"audit_dir": str(self.path), "sequences": self.n, "extractable": s["extractable"],
+                "mean_leading_matched": s.get("mean_leading_matched"), "prompt_len": self.prompt_len,
+                "cont_len": self.cont_len, "pythia_score_mean": py["mean"] if py else None,
+                "pythia_memorized": py["memorized"] if py else None,
+                "membership_roc_auc": {name: m["roc_auc"] for name, m in mem["scores"].items()} if mem else None,
+                "model": model.get("path") or model.get("name")}
 
 
 def load_audit(audit_dir: str | os.PathLike) -> Audit:

@@ -18,8 +18,8 @@ from dedup import layout as dedup_layout
 from .. import aggregate, plots, stats
 from ..layout import STATUS_ORDER, report_json
 from .audit_dir import Audit, load_audit
-from .page import (STATUS_TEXT, card, ci, esc, figure_html, integer, num, num_or_na, page, pct, png_uri, rate_cell,
-                   ratio_text, score_label, table, write_page)
+from .page import (STATUS_TEXT, card, ci, esc, figure_html, integer, num, or_na, pct, rate_cell, ratio_text,
+                   score_label, table, write_page)
 
 __all__ = ["comparison_report"]
 
@@ -35,8 +35,9 @@ def _dedup_accounting(dedup_dir: Path, first: Audit, first_label: str) -> dict:
     t = first.table
     both = "shard" in t.columns and "row" in t.columns
     shard, row = (t["shard"].tolist(), t["row"].tolist()) if both else ([], [])
+    extractable = t["extractable"].fillna(False).to_numpy(dtype=bool)
     return {"dedup_dir": str(dedup_dir),
-            **aggregate.removed_accounting(manifest, reason_of, shard, row, first.extractable(), first_label)}
+            **aggregate.removed_accounting(manifest, reason_of, shard, row, extractable, first_label)}
 
 
 def _membership_by_duplicates(labels: Sequence[str], audits: Sequence[Audit]) -> list[dict]:
@@ -49,7 +50,7 @@ def _membership_by_duplicates(labels: Sequence[str], audits: Sequence[Audit]) ->
     pooled: dict[str, dict | None] = {}
     buckets: dict[str, dict[str, dict]] = {}
     for lab, a in zip(labels, audits):
-        mem = a.membership()
+        mem = a.summary.get("membership")
         pooled[lab] = None if not mem else {"n_members": int(mem.get("n_members", mem.get("members", 0))),
                        "n_non_members": int(mem.get("n_non_members", mem.get("non_members", 0))),
                        "roc_auc": {name: m["roc_auc"] for name, m in mem["scores"].items()}}
@@ -71,7 +72,7 @@ def _auc_cell(entry: dict | None) -> str:
     """One model's ROC-AUC per score in one bucket (n/a where undefined), with its class counts."""
     if entry is None:
         return '<span class="muted">n/a</span>'
-    lines = [f"{esc(score_label('score_' + k))} {num_or_na(v)}" for k, v in entry["roc_auc"].items()]
+    lines = [f"{esc(score_label(k))} {or_na(v, num)}" for k, v in entry["roc_auc"].items()]
     return ("<br>".join(lines) + f'<br><span class="small">{integer(entry["n_members"])} members, '
             f'{integer(entry["n_non_members"])} non-members</span>')
 
@@ -171,7 +172,7 @@ def comparison_report(
             r.append(num(h["pythia_score_mean"]))
         if any_auc:
             aucs = h["membership_roc_auc"] or {}
-            r.append("<br>".join(f"{esc(score_label('score_' + k))} {v:.3f}" for k, v in aucs.items()) or "–")
+            r.append("<br>".join(f"{esc(score_label(k))} {v:.3f}" for k, v in aucs.items()) or "–")
         rows.append(r)
     head = ["model", "sequences", "extractable", "rate", "95% CI", "mean leading tokens matched"]
     head += ["Pythia score"] if any_pythia else []
@@ -186,11 +187,10 @@ def comparison_report(
     if by_dup:
         groups = [r["bucket"] for r in by_dup]
         series = [(lab, [{"group": r["bucket"], **r["models"][lab]} for r in by_dup]) for lab in labels]
-        uri = png_uri(plots.rate_points(series, "occurrences of the audited token window in the corpus (bucket)",
-                                        groups))
+        png = plots.rate_points(series, "occurrences of the audited token window in the corpus (bucket)", groups)
         sections.append(
             "<h2>Extractable rate by occurrences</h2>"
-            + figure_html(uri, "extractable rate by occurrences, all models", (
+            + figure_html(png, "extractable rate by occurrences, all models", (
                 "Extractable rate per occurrence bucket, one series per model (markers slightly offset so the "
                 "error bars do not overlap): occurrences = how many times the audited prompt + continuation token "
                 "window occurs in the corpus, at any offset of any document (Carlini et al. 2022; Kandpal et al. "
@@ -214,7 +214,7 @@ def comparison_report(
             "only, the model has no sequence in it, or the audit has no membership labels.</p>"
             + table(["occurrences"] + [esc(lab) for lab in labels], tab_rows, num_cols=tuple(range(1, len(labels) + 1))))
 
-    if any(len(r["models"]) and any(m["n"] for m in r["models"].values()) for r in by_status):
+    if any(m["n"] for r in by_status for m in r["models"].values()):
         sections.append("<h2>Extractable rate by dedup status</h2><p>Sequences grouped by what deduplication did with "
                         "their source document.</p>"
                         + _rate_table(by_status, "status", "dedup status", labels,
@@ -251,7 +251,7 @@ def comparison_report(
 
     subtitle = [f"{len(audits)} audits: " + ", ".join(f"<b>{esc(lab)}</b> (<code>{esc(a.path)}</code>)"
                                                       for lab, a in zip(labels, audits))]
-    write_page(out, page(title, subtitle, "\n".join(sections)))
+    write_page(out, title, subtitle, "\n".join(sections))
     io.write_json_atomic(report_json(out, comparison=True), data)
     return out
 

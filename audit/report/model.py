@@ -23,8 +23,8 @@ from ..layout import (EVENT_TIME_PNG, FORECAST_FILE, HEATMAP_PNG, PROFILE_FILE, 
                       RETENTION_RUN_CURVE, SUMMARY, report_json)
 from ..retention import retention_curve
 from .audit_dir import Audit, load_audit
-from .page import (STATUS_TEXT, card, ci, esc, figure_html, finite, integer, num, num_or_na, page, pct, pct_or_na,
-                   png_uri, rate_table, score_label, table, write_page)
+from .page import (STATUS_TEXT, card, ci, esc, figure_html, finite, integer, num, or_na, pct, rate_table, score_label,
+                   table, write_page)
 
 __all__ = ["model_report", "TOP_SEQUENCES"]
 
@@ -52,7 +52,6 @@ def _tokens_html(ids: list[int], decode: Decode | None) -> str:
 
 
 def _prefix_len(a: list[int], b: list[int]) -> int:
-    """Length of the common prefix of two token lists."""
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
@@ -159,20 +158,20 @@ def _headline_cards(a: Audit) -> str:
 
 
 def _membership_section(a: Audit) -> str:
-    mem = a.membership()
+    mem = a.summary.get("membership")
     if not mem:
         return ""
-    y = a.members()
+    y = a.table["member"].to_numpy(dtype=bool)
     curves, rows = [], []
     for name, m in mem["scores"].items():
-        label = score_label(f"score_{name}")
+        label = score_label(name)
         fpr, tpr = stats.roc_curve(a.table[f"score_{name}"].to_numpy(dtype=float), y)
         curves.append((label, fpr, tpr, m["roc_auc"]))
         boot = m.get("roc_auc_boot") or {}
-        interval = f"{num(boot.get('lower'))} – {num(boot.get('upper'))}" if boot else "–"
-        rows.append([esc(label), num(m["roc_auc"]), interval, num(m["pr_auc"]), pct_or_na(m.get("tpr_at_1pct_fpr")),
-                     pct_or_na(m.get("tpr_at_0.1pct_fpr"))])
-    uri = png_uri(plots.roc_curves(curves))
+        interval = ci(boot, num) if boot else "–"
+        rows.append([esc(label), num(m["roc_auc"]), interval, num(m["pr_auc"]), or_na(m.get("tpr_at_1pct_fpr")),
+                     or_na(m.get("tpr_at_0.1pct_fpr"))])
+    png = plots.roc_curves(curves)
     caption = ("How well each membership score separates sequences from training documents (members) from the "
                "others. Each curve sweeps a threshold over the score: a point is the fraction of members flagged "
                "against the fraction of non-members wrongly flagged. The dashed diagonal is guessing; curves toward "
@@ -184,7 +183,7 @@ def _membership_section(a: Audit) -> str:
             "(MIMIR, LiRA); n/a with fewer than 1/x non-members. PR-AUC: average precision with "
             f"{esc(str(mem.get('pr_auc_positive_class', 'members')))} as the positive class; zlib score with "
             f"zlib level {esc(str(mem.get('zlib_level', 9)))}.</p>"
-            + figure_html(uri, "ROC curves of the membership scores", caption)
+            + figure_html(png, "ROC curves of the membership scores", caption)
             + table(["score", "ROC-AUC", "95% CI (bootstrap)", "PR-AUC", "TPR at 1% FPR", "TPR at 0.1% FPR"], rows,
                      num_cols=(1, 2, 3, 4, 5))
             + _membership_by_bucket_html(a.summary.get("membership_by_duplicates")))
@@ -196,11 +195,11 @@ def _membership_by_bucket_html(rows: list[dict] | None) -> str:
         return ""
     names = list(rows[0]["roc_auc"])
     body = [[esc(r["group"]), integer(r["n_members"]), integer(r["n_non_members"])]
-            + [num_or_na(r["roc_auc"].get(n)) for n in names] for r in rows]
+            + [or_na(r["roc_auc"].get(n), num) for n in names] for r in rows]
     return ("<p>ROC-AUC per occurrence bucket, beside the pooled one above; n/a where a bucket holds members "
             "only or non-members only. Kandpal et al. (2022) find membership inference near chance on sequences "
             "that occur once.</p>"
-            + table(["occurrences", "members", "non-members"] + [esc(score_label(f"score_{n}")) for n in names], body,
+            + table(["occurrences", "members", "non-members"] + [esc(score_label(n)) for n in names], body,
                     num_cols=tuple(range(1, 3 + len(names)))))
 
 
@@ -227,16 +226,16 @@ def _forecast_html(fc: dict) -> str:
             f"{ratio('recall', 'nothing was recalled at the end')}</li></ul>")
 
 
-def _profile_figure(profile_dir: Path, png: str | None, parquet: str | None = None, plot=None) -> str | None:
-    """The profile's PNG ``png`` as a data URI, else ``plot`` (frame -> PNG bytes) of the rows
+def _profile_figure(profile_dir: Path, png: str | None, parquet: str | None = None, plot=None) -> bytes | None:
+    """The profile's PNG ``png``, else ``plot`` (frame -> PNG bytes) of the rows
     of its ``parquet`` outside the placebo cohort (``placebo`` column), if any; None when
     neither is there."""
     if png and (profile_dir / png).exists():
-        return png_uri((profile_dir / png).read_bytes())
+        return (profile_dir / png).read_bytes()
     if parquet and (profile_dir / parquet).exists():
         frame = pd.read_parquet(profile_dir / parquet)
         frame = frame[~frame["placebo"].astype(bool)] if "placebo" in frame.columns else frame
-        return png_uri(plot(frame)) if len(frame) else None
+        return plot(frame) if len(frame) else None
     return None
 
 
@@ -257,7 +256,7 @@ def _profile_section(profile_dir: Path) -> str:
                        ("residual", end)):
         m = mem.get(kind) or {}
         if m:
-            rows.append([kind, esc(what), num(m.get("effect")), f"{num(m.get('lower'))} – {num(m.get('upper'))}",
+            rows.append([kind, esc(what), num(m.get("effect")), ci(m, num),
                          integer(m.get("n_cells"))])
     if rows:
         parts.append("<p>Memorization is the reduction in an instance's surprisal (nats per token) caused by training "
@@ -334,9 +333,9 @@ def _profile_section(profile_dir: Path) -> str:
             "foils and recall, with 95% Wilson intervals over the items, against steps since their exposure "
             "(log axis). Unlike the curves above, no later exposure of an item can lift it.")),
     ):
-        uri = _profile_figure(profile_dir, png, parquet, plot)
-        if uri:
-            parts.append(figure_html(uri, alt, caption))
+        figure = _profile_figure(profile_dir, png, parquet, plot)
+        if figure:
+            parts.append(figure_html(figure, alt, caption))
     fc = summ.get("forecast")
     if fc is None:
         fc = io.json_or_empty(profile_dir / FORECAST_FILE)
@@ -365,7 +364,7 @@ def model_report(
     """
     a = load_audit(audit_dir)
     out = Path(out_html)
-    title = title or f"Memorization audit: {a.path.resolve().name}"
+    title = title or f"Memorization audit: {a.path.name}"
     t = a.table
     C = a.cont_len
     sections = [_headline_cards(a)]
@@ -388,8 +387,8 @@ def model_report(
     # Extractable rate by duplicate count.
     by_dup = a.by_duplicates()
     if by_dup:
-        uri = png_uri(plots.rate_by_duplicates(by_dup))
-        sections.append("<h2>Extractable rate by occurrences</h2>" + figure_html(uri, "extractable rate by "
+        png = plots.rate_by_duplicates(by_dup)
+        sections.append("<h2>Extractable rate by occurrences</h2>" + figure_html(png, "extractable rate by "
             "occurrences", (
                 "Fraction of distinct sequences whose continuation greedy decoding reproduces exactly from the prompt, "
                 "grouped by how many times the audited token window occurs in the corpus, at any offset of any "
@@ -401,29 +400,29 @@ def model_report(
 
     # Score histogram.
     if a.has("pythia_score"):
-        uri = png_uri(plots.histogram(t["pythia_score"].to_numpy(dtype=float), np.linspace(0, 1, 21),
-                                      "Pythia memorization score"))
+        png = plots.histogram(t["pythia_score"].to_numpy(dtype=float), np.linspace(0, 1, 21),
+                              "Pythia memorization score")
         cap = ("Distribution of the memorization score (Biderman et al. 2023): the fraction of the "
                f"{C or ''} continuation tokens that greedy generation from the prompt gets right, position by position. "
                "Score 1 = extractable. The y axis is logarithmic so that the few highly memorized sequences stay visible "
                "next to the many that are not.")
-        sections.append("<h2>Memorization score</h2>" + figure_html(uri, "histogram of Pythia scores", cap))
+        sections.append("<h2>Memorization score</h2>" + figure_html(png, "histogram of Pythia scores", cap))
     else:
         hi = int(C if C else max(int(t["leading_matched"].max()) if a.n else 1, 1))
-        uri = png_uri(plots.histogram(t["leading_matched"].to_numpy(dtype=float), np.arange(-0.5, hi + 1.5, 1.0),
-                                      "leading continuation tokens matched by greedy decoding", integer=True))
+        png = plots.histogram(t["leading_matched"].to_numpy(dtype=float), np.arange(-0.5, hi + 1.5, 1.0),
+                              "leading continuation tokens matched by greedy decoding", integer=True)
         cap = ("Distribution of how many leading tokens of the continuation greedy decoding reproduces before its first "
                f"mistake (0 to {C or 'C'}; {C or 'C'} = extractable). The y axis is logarithmic so that the few highly "
                "memorized sequences stay visible next to the many that are not.")
-        sections.append("<h2>Leading tokens matched</h2>" + figure_html(uri, "histogram of leading tokens matched", cap))
+        sections.append("<h2>Leading tokens matched</h2>" + figure_html(png, "histogram of leading tokens matched", cap))
 
     sections.append(_membership_section(a))
 
     by_status = a.by_status()
     if by_status:
-        uri = png_uri(plots.rate_points([("extractable rate", by_status)], "dedup status of the source document",
-                                        [r["group"] for r in by_status]))
-        sections.append("<h2>Extractable rate by dedup status</h2>" + figure_html(uri, "extractable rate by dedup "
+        png = plots.rate_points([("extractable rate", by_status)], "dedup status of the source document",
+                                [r["group"] for r in by_status])
+        sections.append("<h2>Extractable rate by dedup status</h2>" + figure_html(png, "extractable rate by dedup "
             "status", (
                 "Extractable rate by what deduplication did with the sequence's source document: <b>unique</b>, no "
                 "duplicate in the corpus; <b>kept</b>, it has duplicates and this copy is the one dedup kept; "
@@ -453,7 +452,7 @@ def model_report(
     subtitle = [f"{integer(a.n)} sequences from <code>{esc(a.path)}</code>"]
     if model.get("path") or model.get("name"):
         subtitle.append(f"model <code>{esc(model.get('path') or model.get('name'))}</code>")
-    write_page(out, page(title, subtitle, "\n".join(s for s in sections if s)))
+    write_page(out, title, subtitle, "\n".join(s for s in sections if s))
     summary_out = report_json(out)
     if (a.path / SUMMARY).exists():
         io.write_bytes_atomic(summary_out, (a.path / SUMMARY).read_bytes())

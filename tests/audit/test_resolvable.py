@@ -44,9 +44,9 @@ def test_pr_auc_positive_class_and_zlib_level_are_stated():
 
 
 def test_unresolved_tpr_is_shown_as_na():
-    from audit.report.page import pct_or_na
+    from audit.report.page import or_na
 
-    assert pct_or_na(None) == "n/a" and pct_or_na(0.25) == "25.0%"
+    assert or_na(None) == "n/a" and or_na(0.25) == "25.0%"
 
 
 def _audit_dir(d, model_path, extractable):
