@@ -56,15 +56,12 @@ def _checkpoints(run: Path) -> list[tuple[int, Path]]:
 
 def _document_texts(run: Path, keys, corpus: list[str], text_column: str) -> dict[tuple[str, int], str]:
     """The text of each (shard name, row) in ``keys``, read from the corpus in one pass."""
-    by_name = {s.name: s for s in discover(corpus)}
-    need: dict[str, set[int]] = {}
-    for shard, row in keys:
-        need.setdefault(shard, set()).add(int(row))
-    for name in need:
-        if name not in by_name:
+    shards = discover(corpus)
+    index = {s.name: i for i, s in enumerate(shards)}
+    for name, _ in keys:
+        if name not in index:
             raise ValueError(f"{run}: order names shard {name!r}, not in the corpus {corpus}")
-    shards = [by_name[name] for name in need]
-    wanted = {i: list(rows) for i, rows in enumerate(need.values())}
+    wanted = [(index[name], row) for name, row in keys]
     return {(shards[i].name, r): text or "" for i, r, _, text in rows_of(shards, text_column, None, wanted)}
 
 

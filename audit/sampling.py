@@ -11,7 +11,7 @@ text.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,8 +104,11 @@ def corpus_rows(shards: list[Shard], text_column: str, id_column: str | None, id
 
 
 def rows_of(shards: list[Shard], text_column: str, id_column: str | None,
-            wanted: dict[int, list[int]]) -> Iterator[tuple[int, int, str | None, str | None]]:
-    """Yield (shard index, row, id, text) for the ``wanted`` rows (by shard index) of ``shards``."""
+            keys: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int, str | None, str | None]]:
+    """Yield (shard index, row, id, text) for the rows ``keys`` ((shard index, row) pairs) of ``shards``."""
+    wanted: dict[int, set[int]] = {}
+    for si, r in keys:
+        wanted.setdefault(si, set()).add(int(r))
     for si, rows in sorted(wanted.items()):
         rows = sorted(rows)
         for _, start, reader, batch in corpus_batches([shards[si]], text_column, id_column):
@@ -142,10 +145,7 @@ def sample_sequences(
         pos += chunk.shape[0]
         shard_of = np.searchsorted(bounds, chunk, side="right") - 1
         keys = [(int(si), int(g - bounds[si])) for si, g in zip(shard_of, chunk)]
-        wanted: dict[int, list[int]] = {}
-        for si, r in keys:
-            wanted.setdefault(si, []).append(r)
-        docs = {(si, r): (i, t) for si, r, i, t in rows_of(shards, text_column, id_column, wanted)}
+        docs = {(si, r): (i, t) for si, r, i, t in rows_of(shards, text_column, id_column, keys)}
         texts = [docs[k][1] or "" for k in keys]
         token_lists = encode(texts)
         for key, text, toks in zip(keys, texts, token_lists):
