@@ -49,7 +49,6 @@ def _members(path: Path | None) -> set[str] | None:
     """Training-set document ids: a text file (one id per line) or Parquet with ``id``."""
     if path is None:
         return None
-    path = Path(path)
     if not path.exists():
         raise InputError(path, "members file does not exist")
     if path.suffix == ".parquet":
