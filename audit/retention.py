@@ -81,14 +81,9 @@ def sign_test_p_value(k: int, n: int) -> float:
     of outcomes at least as far from n/2 as k. Computed exactly in integers:
     P[X <= m] = sum_{i <= m} comb(n, i) / 2**n. n == 0 gives 1.0.
     """
-    if n < 0 or not (0 <= k <= n):
+    if not 0 <= k <= n:
         raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    if n == 0:
-        return 1.0
-    m = min(k, n - k)
-    if 2 * m == n:
-        return 1.0
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(m + 1)) / (1 << n))
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(min(k, n - k) + 1)) / (1 << n))
 
 
 def recognition(seen_loss: np.ndarray, foil_loss: np.ndarray, *, confidence: float = 0.95) -> dict:
