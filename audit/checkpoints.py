@@ -96,15 +96,15 @@ ELIGIBILITY_RULE = ("duplicates are dedup's (same canonical exact key or a share
                     "document has no trained document among its duplicates (held-out means unseen)")
 
 
-def trained_duplicates(run: Path, corpus: list[str], docs, trained: set[tuple[str, int]], text_column: str,
-                       dedup_config=None) -> dict[tuple[str, int], set[tuple[str, int]]]:
+def trained_duplicates(run: Path, corpus: list[str], docs, trained: set[tuple[str, int]],
+                       text_column: str) -> dict[tuple[str, int], set[tuple[str, int]]]:
     """For each (shard name, row) in ``docs``: the TRAINED documents (``trained``, from
     order.parquet) that are exact or near duplicates of it, its own row included if trained.
 
     Duplicates are :func:`audit.duplicates.duplicate_counts`' (dedup's definitions, as for the
     audit's membership by content and the trainer's cluster holdout
-    :func:`audit.train.choose_heldout`; issue #12 section 1) with ``dedup_config`` (default
-    :class:`dedup.config.DedupConfig`, the trainer's).
+    :func:`audit.train.choose_heldout`; issue #12 section 1) with the trainer's default
+    :class:`dedup.config.DedupConfig`.
     """
     from dedup.config import DedupConfig
 
@@ -114,8 +114,7 @@ def trained_duplicates(run: Path, corpus: list[str], docs, trained: set[tuple[st
     if not keys:
         return {}
     texts = _document_texts(run, keys, corpus, text_column)
-    cfg = dedup_config or DedupConfig(text_column=text_column)
-    info = duplicate_counts([texts[k] for k in keys], keys, discover(corpus), cfg)
+    info = duplicate_counts([texts[k] for k in keys], keys, discover(corpus), DedupConfig(text_column=text_column))
     return {k: {m for m in found if m in trained} for k, found in zip(keys, info.matches)}
 
 
@@ -177,9 +176,8 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     seq_len = int(order["n_tokens"].max())
     rng = np.random.default_rng(config.seed)
     first = exposures(order)
-    first = first[first["n_tokens"] == seq_len]
-    # One treatment per instance: treated within the panel, and not trained again inside it.
-    first = first[(first["first_step"] > pchk[0]) & (first["first_step"] <= pchk[-1])
+    # One treatment per instance: full length, treated within the panel, and not trained again inside it.
+    first = first[(first["n_tokens"] == seq_len) & (first["first_step"] > pchk[0]) & (first["first_step"] <= pchk[-1])
                   & ~(first["second_step"] <= pchk[-1])]
     held = held[held["n_tokens"] == seq_len]
     # Eligibility by content, not raw text (ELIGIBILITY_RULE; issue #12 section 1).
@@ -204,11 +202,10 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         raise ValueError(f"{run}: fewer than 4 full-length held-out instances: train with a holdout fraction")
     controls = held.iloc[np.sort(rng.permutation(len(held))[: config.n_control])].copy()
     placebo_mask = rng.permutation(len(controls)) < len(controls) // 2
-    middle = pchk[len(pchk) // 2]
     rows = pd.concat([
         treated.assign(group="treated", treatment_step=treated["first_step"].astype(float)),
         controls[~placebo_mask].assign(group="control", treatment_step=np.nan),
-        controls[placebo_mask].assign(group="placebo", treatment_step=float(middle)),
+        controls[placebo_mask].assign(group="placebo", treatment_step=float(pchk[len(pchk) // 2])),
     ], ignore_index=True)
     lm0 = load_causal_lm(ckpts[-1][1])
     tokens = _instance_tokens(run, rows, corpus, lm0.tokenizer, text_column)
