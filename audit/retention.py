@@ -244,25 +244,20 @@ def retention_curve(rows: pd.DataFrame, metrics: Sequence[str] | None = None) ->
         raise ValueError(f"{bad} are identifier columns, not metrics")
 
     df = pd.DataFrame({"steps_since": (rows["step"].to_numpy() - rows["treatment_step"].to_numpy()).astype(np.int64)})
-    for m in metrics:
-        df[m] = pd.to_numeric(rows[m], errors="raise").astype(np.float64).to_numpy()
     weighted = "n" in rows.columns
-    if weighted:
-        df["n"] = pd.to_numeric(rows["n"], errors="raise").astype(np.float64).to_numpy()
+    for m in [*metrics, *(["n"] if weighted else [])]:
+        df[m] = pd.to_numeric(rows[m], errors="raise").astype(np.float64).to_numpy()
     df = df[df["steps_since"] >= 0]
     grouped = df.groupby("steps_since", sort=True)
     out = pd.DataFrame({"steps_since": np.array(sorted(df["steps_since"].unique()), dtype=np.int64)})
-    out["n_rows"] = grouped.size().reindex(out["steps_since"]).to_numpy(dtype=np.int64)
-    means = grouped[metrics].mean()
-    counts = grouped[metrics].count()
+    out["n_rows"] = grouped.size().to_numpy(dtype=np.int64)  # groups in steps_since order, as out's rows
     for m in metrics:
-        out[m] = means[m].reindex(out["steps_since"]).to_numpy(dtype=np.float64)
-        out[f"{m}_count"] = counts[m].reindex(out["steps_since"]).to_numpy(dtype=np.int64)
+        out[m] = grouped[m].mean().to_numpy(dtype=np.float64)
+        out[f"{m}_count"] = grouped[m].count().to_numpy(dtype=np.int64)
         if weighted:
             ok = df[m].notna()
-            k = (df[m].where(ok, 0.0) * df["n"].where(ok, 0.0)).groupby(df["steps_since"]).sum()
-            n = df["n"].where(ok, 0.0).groupby(df["steps_since"]).sum()
-            k, n = k.reindex(out["steps_since"]).to_numpy(), n.reindex(out["steps_since"]).to_numpy()
+            k = (df[m].where(ok, 0.0) * df["n"].where(ok, 0.0)).groupby(df["steps_since"]).sum().to_numpy()
+            n = df["n"].where(ok, 0.0).groupby(df["steps_since"]).sum().to_numpy()
             with np.errstate(invalid="ignore", divide="ignore"):
                 out[m] = np.where(n > 0, k / np.where(n > 0, n, 1), np.nan)
             out[f"{m}_n"] = n.astype(np.int64)
