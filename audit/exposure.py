@@ -120,8 +120,7 @@ def canary_exposure(lm, canaries: list[str], canary_words: int, *, n_samples: in
         from dedup.synthetic import vocabulary as vocab
 
         vocabulary = vocab()
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(vocabulary), size=(n_samples, canary_words))
+    draws = np.random.default_rng(seed).integers(0, len(vocabulary), size=(n_samples, canary_words))
     sample_words = [[vocabulary[i] for i in row] for row in draws.tolist()]
     canary_split = [c.split(" ") for c in canaries]
     limit = getattr(lm, "max_positions", None)
@@ -137,9 +136,8 @@ def canary_exposure(lm, canaries: list[str], canary_words: int, *, n_samples: in
                 mid = (lo + hi) // 2
                 lo, hi = (mid, hi) if fits(mid) else (lo, mid)
             k = lo
-    samples = [" ".join(w[:k]) for w in sample_words]
     log2_space = random_space_log2(k, len(vocabulary))
-    sample_scores = _log_perplexity(lm, samples, batch_size)
+    sample_scores = _log_perplexity(lm, [" ".join(w[:k]) for w in sample_words], batch_size)
     canary_scores = _log_perplexity(lm, [" ".join(w[:k]) for w in canary_split], batch_size)
     return [{**exposure_sampled(float(c), sample_scores, log2_space), "log_perplexity": float(c),
              "log2_space": log2_space, "words": k} for c in canary_scores]

@@ -64,8 +64,7 @@ def substitute_foils(items: np.ndarray, vocab_size: int, fraction: float = 0.25,
     allowed = np.setdiff1d(np.arange(vocab_size), np.asarray(list(exclude), dtype=np.int64))
     out = x.copy()
     for i in range(x.shape[0]):
-        pos = rng.choice(x.shape[1], size=n_sub, replace=False)
-        for j in pos:
+        for j in rng.choice(x.shape[1], size=n_sub, replace=False):
             while True:
                 t = allowed[rng.integers(allowed.size)]
                 if t != x[i, j]:
