@@ -212,7 +212,7 @@ def run_audit(
     progress({"phase": None})
     wall = time.perf_counter() - t_start
     summary = {
-        "model": {"path": str(Path(model_dir).resolve()), "name": lm.name, "tokenizer_sha256": lm.vocab_fingerprint(),
+        "model": {"path": str(Path(model_dir).resolve()), "name": lm.path.name, "tokenizer_sha256": lm.vocab_fingerprint(),
                   "device": lm.device},
         "reference_model": str(ref.path) if ref is not None else None,
         "config": config.to_dict(),
