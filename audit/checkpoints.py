@@ -210,7 +210,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     lm0 = load_causal_lm(ckpts[-1][1])
     tokens = _instance_tokens(run, rows, corpus, lm0.tokenizer, text_column)
     hard = _hard_foils(tokens[(rows["group"] == "treated").to_numpy()], lm0.tokenizer, 0.25, config.seed)
-    hard_loss = {k: {} for k in hard}
+    hard_loss = {}  # step -> foil kind -> loss of each treated instance's foil
     half = seq_len // 2
     early = config.early_checkpoint or min(steps, key=lambda s: abs(s - steps[-1] / 2))
     if early not in steps:
@@ -226,8 +226,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         lm = load_causal_lm(path)
         stats = lm.score(tokens, config.batch_size)
         if step in pchk:
-            for k, foil in hard.items():
-                hard_loss[k][step] = _loss(lm, foil, config.batch_size)
+            hard_loss[step] = {k: _loss(lm, foil, config.batch_size) for k, foil in hard.items()}
         outcome = -stats.logprob.mean(axis=1) if config.outcome == "surprisal" else -stats.greedy_match.mean(axis=1)
         r = retention.recall(lm.generate_greedy(tokens[:, :half], seq_len - half, config.batch_size), tokens[:, half:])
         panel.append(pd.DataFrame({"instance_id": rows.index, "step": step, "outcome": outcome,
@@ -267,7 +266,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
             seen, held_out = wide["loss"].loc[members, c].to_numpy(), wide["loss"].loc[mfoils, c].to_numpy()
             ret_rows.append({"treatment_step": g, "step": c, "n": int(members.size),
                              "recognition": retention.recognition(seen, held_out)["accuracy"],
-                             **{f"recognition_{k}": retention.recognition(seen, hard_loss[k][c][pos])["accuracy"]
+                             **{f"recognition_{k}": retention.recognition(seen, hard_loss[c][k][pos])["accuracy"]
                                 for k in hard},
                              "exact_recall": float(wide["exact_recall"].loc[members, c].mean()),
                              "token_recall": float(wide["token_recall"].loc[members, c].mean())})
