@@ -80,9 +80,8 @@ def membership_labels(doc_ids: list, member_ids: set[str] | None, dup) -> tuple[
         rule, members, non_members, members_by_id, members_by_duplicate), or ([None...], None)
         without a members list.
     """
-    n = len(doc_ids)
     if member_ids is None:
-        return [None] * n, None
+        return [None] * len(doc_ids), None
     by_id = np.array([d is not None and str(d) in member_ids for d in doc_ids], dtype=bool)
     by_content = dup is not None and dup.member_duplicate is not None
     member = by_id | dup.member_duplicate if by_content else by_id
