@@ -372,14 +372,12 @@ def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: i
     held = held[held["n_tokens"] == seq_len]
     if len(held) == 0:
         raise ValueError(f"{run}: no full-length held-out instance to use as a foil")
-    rng = np.random.default_rng(seed)
-    foils = held.iloc[rng.choice(len(held), size=len(items), replace=len(held) < len(items))]
+    foils = held.iloc[np.random.default_rng(seed).choice(len(held), size=len(items), replace=len(held) < len(items))]
     rows = pd.concat([items, foils], ignore_index=True)
     ckpts = dict(_checkpoints(run))
     probes = [s for s in design["checkpoints"] if s >= e and s in ckpts]
     lm0 = load_causal_lm(ckpts[probes[-1]])
-    text_column = manifest.get("config", {}).get("text_column", "text")
-    tokens = _instance_tokens(run, rows, corpus, lm0.tokenizer, text_column)
+    tokens = _instance_tokens(run, rows, corpus, lm0.tokenizer, manifest.get("config", {}).get("text_column", "text"))
     n = len(items)
     it = tokens[:n]
     hard = _hard_foils(it, lm0.tokenizer, substitute_fraction, seed)
