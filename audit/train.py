@@ -253,8 +253,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     if retention is not None:  # the design, in the order too: which rows are the retention items
         items = set(retention["instance_ids"])
         rows["retention_item"] = pa.array([i in items for i in ids], pa.bool_())
-    order_table = pa.table(rows)
-    write_atomic(out / ORDER_FILE, lambda tmp: pq.write_table(order_table, tmp))
+    write_atomic(out / ORDER_FILE, lambda tmp: pq.write_table(pa.table(rows), tmp))
     held_table = pa.table(instance_columns([i for i in range(len(inst)) if held[inst[i][0]]]))
     write_atomic(out / HELDOUT_FILE, lambda tmp: pq.write_table(held_table, tmp))
 
