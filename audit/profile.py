@@ -504,8 +504,7 @@ def significant(profile: pd.DataFrame) -> pd.Series:
     [``lower``, ``upper``] does (hand-built frames); NaN bounds: False."""
     cols = ["band_lower", "band_upper"] if {"band_lower", "band_upper"} <= set(profile.columns) else ["lower", "upper"]
     _require_columns(profile, cols, "profile")
-    lower = profile[cols[0]].astype("float64")
-    upper = profile[cols[1]].astype("float64")
+    lower, upper = (profile[c].astype("float64") for c in cols)
     return ((lower > 0) | (upper < 0)).rename("significant")
 
 
