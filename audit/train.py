@@ -147,8 +147,7 @@ def retention_design(epoch_orders: list[np.ndarray], inst: list[tuple[int, int, 
         raise ValueError(f"retention_items={n}, but only {eligible.size} trained instances are full-length "
                          f"({config.seq_len} tokens) with unique text")
     items = np.sort(np.random.default_rng([config.seed, 1 << 20]).choice(eligible, size=n, replace=False))
-    is_item = np.isin(order0, items)
-    rest = order0[~is_item]
+    rest = order0[~np.isin(order0, items)]
     window = -(-n // bs)
     first = min(config.warmup_steps, rest.size // bs) + 1  # the window's first step (1-based)
     cut = (first - 1) * bs
