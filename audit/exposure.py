@@ -44,9 +44,8 @@ def exposure_exact(canary_score: float, space_scores) -> float:
     candidate of R, the canary's included or not). Ties count against the canary (rank = 1 +
     the number of OTHER candidates with a score <= the canary's), the conservative choice."""
     s = np.asarray(space_scores, dtype=np.float64)
-    n_space = s.size + (0 if np.any(s == canary_score) else 1)
-    rank = int(np.sum(s <= canary_score)) + (0 if np.any(s == canary_score) else 1)
-    return exposure_from_rank(max(rank, 1), math.log2(n_space))
+    absent = 0 if np.any(s == canary_score) else 1  # the canary, when not among the scores
+    return exposure_from_rank(int(np.sum(s <= canary_score)) + absent, math.log2(s.size + absent))
 
 
 def log2_normal_cdf(z: float) -> float:
