@@ -103,10 +103,10 @@ def resolve_batch_size(batch_size: int | str, lm, seq_len: int, free: int | None
     if batch_size != "auto":
         return int(batch_size), None
     shape = model_shape(lm.model)
-    L = int(seq_len) + int(getattr(lm, "n_prefix", 0))
+    L = int(seq_len) + lm.n_prefix
     per = bytes_per_sequence(L, **shape)
     if free is None:
-        gpu = lm.free_memory() if hasattr(lm, "free_memory") else None
+        gpu = lm.free_memory()
         free = available_memory(lm.device) if gpu is None else gpu
     free = int(free)
     n = auto_batch_size(per, free, lm.device)

@@ -56,15 +56,12 @@ def _checkpoints(run: Path) -> list[tuple[int, Path]]:
 
 def _document_texts(run: Path, keys, corpus: list[str], text_column: str) -> dict[tuple[str, int], str]:
     """The text of each (shard name, row) in ``keys``, read from the corpus in one pass."""
-    by_name = {s.name: s for s in discover(corpus)}
-    need: dict[str, set[int]] = {}
-    for shard, row in keys:
-        need.setdefault(shard, set()).add(int(row))
-    for name in need:
-        if name not in by_name:
+    shards = discover(corpus)
+    index = {s.name: i for i, s in enumerate(shards)}
+    for name, _ in keys:
+        if name not in index:
             raise ValueError(f"{run}: order names shard {name!r}, not in the corpus {corpus}")
-    shards = [by_name[name] for name in need]
-    wanted = {i: list(rows) for i, rows in enumerate(need.values())}
+    wanted = [(index[name], row) for name, row in keys]
     return {(shards[i].name, r): text or "" for i, r, _, text in rows_of(shards, text_column, None, wanted)}
 
 
@@ -99,15 +96,15 @@ ELIGIBILITY_RULE = ("duplicates are dedup's (same canonical exact key or a share
                     "document has no trained document among its duplicates (held-out means unseen)")
 
 
-def trained_duplicates(run: Path, corpus: list[str], docs, trained: set[tuple[str, int]], text_column: str,
-                       dedup_config=None) -> dict[tuple[str, int], set[tuple[str, int]]]:
+def trained_duplicates(run: Path, corpus: list[str], docs, trained: set[tuple[str, int]],
+                       text_column: str) -> dict[tuple[str, int], set[tuple[str, int]]]:
     """For each (shard name, row) in ``docs``: the TRAINED documents (``trained``, from
     order.parquet) that are exact or near duplicates of it, its own row included if trained.
 
     Duplicates are :func:`audit.duplicates.duplicate_counts`' (dedup's definitions, as for the
     audit's membership by content and the trainer's cluster holdout
-    :func:`audit.train.choose_heldout`; issue #12 section 1) with ``dedup_config`` (default
-    :class:`dedup.config.DedupConfig`, the trainer's).
+    :func:`audit.train.choose_heldout`; issue #12 section 1) with the trainer's default
+    :class:`dedup.config.DedupConfig`.
     """
     from dedup.config import DedupConfig
 
@@ -117,8 +114,7 @@ def trained_duplicates(run: Path, corpus: list[str], docs, trained: set[tuple[st
     if not keys:
         return {}
     texts = _document_texts(run, keys, corpus, text_column)
-    cfg = dedup_config or DedupConfig(text_column=text_column)
-    info = duplicate_counts([texts[k] for k in keys], keys, discover(corpus), cfg)
+    info = duplicate_counts([texts[k] for k in keys], keys, discover(corpus), DedupConfig(text_column=text_column))
     return {k: {m for m in found if m in trained} for k, found in zip(keys, info.matches)}
 
 
@@ -180,9 +176,8 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     seq_len = int(order["n_tokens"].max())
     rng = np.random.default_rng(config.seed)
     first = exposures(order)
-    first = first[first["n_tokens"] == seq_len]
-    # One treatment per instance: treated within the panel, and not trained again inside it.
-    first = first[(first["first_step"] > pchk[0]) & (first["first_step"] <= pchk[-1])
+    # One treatment per instance: full length, treated within the panel, and not trained again inside it.
+    first = first[(first["n_tokens"] == seq_len) & (first["first_step"] > pchk[0]) & (first["first_step"] <= pchk[-1])
                   & ~(first["second_step"] <= pchk[-1])]
     held = held[held["n_tokens"] == seq_len]
     # Eligibility by content, not raw text (ELIGIBILITY_RULE; issue #12 section 1).
@@ -207,16 +202,15 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         raise ValueError(f"{run}: fewer than 4 full-length held-out instances: train with a holdout fraction")
     controls = held.iloc[np.sort(rng.permutation(len(held))[: config.n_control])].copy()
     placebo_mask = rng.permutation(len(controls)) < len(controls) // 2
-    middle = pchk[len(pchk) // 2]
     rows = pd.concat([
         treated.assign(group="treated", treatment_step=treated["first_step"].astype(float)),
         controls[~placebo_mask].assign(group="control", treatment_step=np.nan),
-        controls[placebo_mask].assign(group="placebo", treatment_step=float(middle)),
+        controls[placebo_mask].assign(group="placebo", treatment_step=float(pchk[len(pchk) // 2])),
     ], ignore_index=True)
     lm0 = load_causal_lm(ckpts[-1][1])
     tokens = _instance_tokens(run, rows, corpus, lm0.tokenizer, text_column)
     hard = _hard_foils(tokens[(rows["group"] == "treated").to_numpy()], lm0.tokenizer, 0.25, config.seed)
-    hard_loss = {k: {} for k in hard}
+    hard_loss = {}  # step -> foil kind -> loss of each treated instance's foil
     half = seq_len // 2
     early = config.early_checkpoint or min(steps, key=lambda s: abs(s - steps[-1] / 2))
     if early not in steps:
@@ -232,8 +226,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         lm = load_causal_lm(path)
         stats = lm.score(tokens, config.batch_size)
         if step in pchk:
-            for k, foil in hard.items():
-                hard_loss[k][step] = _loss(lm, foil, config.batch_size)
+            hard_loss[step] = {k: _loss(lm, foil, config.batch_size) for k, foil in hard.items()}
         outcome = -stats.logprob.mean(axis=1) if config.outcome == "surprisal" else -stats.greedy_match.mean(axis=1)
         r = retention.recall(lm.generate_greedy(tokens[:, :half], seq_len - half, config.batch_size), tokens[:, half:])
         panel.append(pd.DataFrame({"instance_id": rows.index, "step": step, "outcome": outcome,
@@ -273,7 +266,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
             seen, held_out = wide["loss"].loc[members, c].to_numpy(), wide["loss"].loc[mfoils, c].to_numpy()
             ret_rows.append({"treatment_step": g, "step": c, "n": int(members.size),
                              "recognition": retention.recognition(seen, held_out)["accuracy"],
-                             **{f"recognition_{k}": retention.recognition(seen, hard_loss[k][c][pos])["accuracy"]
+                             **{f"recognition_{k}": retention.recognition(seen, hard_loss[c][k][pos])["accuracy"]
                                 for k in hard},
                              "exact_recall": float(wide["exact_recall"].loc[members, c].mean()),
                              "token_recall": float(wide["token_recall"].loc[members, c].mean())})
@@ -379,14 +372,12 @@ def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: i
     held = held[held["n_tokens"] == seq_len]
     if len(held) == 0:
         raise ValueError(f"{run}: no full-length held-out instance to use as a foil")
-    rng = np.random.default_rng(seed)
-    foils = held.iloc[rng.choice(len(held), size=len(items), replace=len(held) < len(items))]
+    foils = held.iloc[np.random.default_rng(seed).choice(len(held), size=len(items), replace=len(held) < len(items))]
     rows = pd.concat([items, foils], ignore_index=True)
     ckpts = dict(_checkpoints(run))
     probes = [s for s in design["checkpoints"] if s >= e and s in ckpts]
     lm0 = load_causal_lm(ckpts[probes[-1]])
-    text_column = manifest.get("config", {}).get("text_column", "text")
-    tokens = _instance_tokens(run, rows, corpus, lm0.tokenizer, text_column)
+    tokens = _instance_tokens(run, rows, corpus, lm0.tokenizer, manifest.get("config", {}).get("text_column", "text"))
     n = len(items)
     it = tokens[:n]
     hard = _hard_foils(it, lm0.tokenizer, substitute_fraction, seed)

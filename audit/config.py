@@ -16,6 +16,11 @@ OUTCOMES = ("surprisal", "accuracy")
 BOS_POLICIES = ("auto", "never")
 
 
+def _doublings(limit: int) -> list[int]:
+    """1, 2, 4, ... up to ``limit`` (none when it is below 1)."""
+    return [1 << i for i in range(max(int(limit), 0).bit_length())]
+
+
 @dataclass(frozen=True)
 class AuditConfig(StageConfig):
     """How sequences are sampled and scored (``memdedup audit``); fields: the declarations below."""
@@ -107,10 +112,7 @@ class TrainConfig(StageConfig):
         profiles end at the end of epoch 1, Lesci et al. 2024), the steps ``retention`` (a
         retention run's log-spaced probes, :func:`retention_checkpoints`) and the final step."""
         steps = {int(s) for s in [*(retention or []), *(epoch_ends or [])] if 1 <= s <= total_steps}
-        s = 1
-        while s <= min(self.log_checkpoints, total_steps):
-            steps.add(s)
-            s *= 2
+        steps.update(_doublings(min(self.log_checkpoints, total_steps)))
         steps.update(range(self.checkpoint_every, total_steps + 1, self.checkpoint_every))
         steps.add(total_steps)
         return sorted(steps)
@@ -125,10 +127,7 @@ def retention_checkpoints(window_start: int, exposure_step: int, total_steps: in
     [5, 6, 7, 8, 10, 14, 22, 38]
     """
     steps = {exposure_step} | ({window_start - 1} if window_start > 1 else set())
-    k = 1
-    while exposure_step + k <= total_steps:
-        steps.add(exposure_step + k)
-        k *= 2
+    steps.update(exposure_step + k for k in _doublings(total_steps - exposure_step))
     return sorted(steps)
 
 

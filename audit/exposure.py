@@ -44,9 +44,8 @@ def exposure_exact(canary_score: float, space_scores) -> float:
     candidate of R, the canary's included or not). Ties count against the canary (rank = 1 +
     the number of OTHER candidates with a score <= the canary's), the conservative choice."""
     s = np.asarray(space_scores, dtype=np.float64)
-    n_space = s.size + (0 if np.any(s == canary_score) else 1)
-    rank = int(np.sum(s <= canary_score)) + (0 if np.any(s == canary_score) else 1)
-    return exposure_from_rank(max(rank, 1), math.log2(n_space))
+    absent = 0 if np.any(s == canary_score) else 1  # the canary, when not among the scores
+    return exposure_from_rank(int(np.sum(s <= canary_score)) + absent, math.log2(s.size + absent))
 
 
 def log2_normal_cdf(z: float) -> float:
@@ -120,8 +119,7 @@ def canary_exposure(lm, canaries: list[str], canary_words: int, *, n_samples: in
         from dedup.synthetic import vocabulary as vocab
 
         vocabulary = vocab()
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(vocabulary), size=(n_samples, canary_words))
+    draws = np.random.default_rng(seed).integers(0, len(vocabulary), size=(n_samples, canary_words))
     sample_words = [[vocabulary[i] for i in row] for row in draws.tolist()]
     canary_split = [c.split(" ") for c in canaries]
     limit = getattr(lm, "max_positions", None)
@@ -137,9 +135,8 @@ def canary_exposure(lm, canaries: list[str], canary_words: int, *, n_samples: in
                 mid = (lo + hi) // 2
                 lo, hi = (mid, hi) if fits(mid) else (lo, mid)
             k = lo
-    samples = [" ".join(w[:k]) for w in sample_words]
     log2_space = random_space_log2(k, len(vocabulary))
-    sample_scores = _log_perplexity(lm, samples, batch_size)
+    sample_scores = _log_perplexity(lm, [" ".join(w[:k]) for w in sample_words], batch_size)
     canary_scores = _log_perplexity(lm, [" ".join(w[:k]) for w in canary_split], batch_size)
     return [{**exposure_sampled(float(c), sample_scores, log2_space), "log_perplexity": float(c),
              "log2_space": log2_space, "words": k} for c in canary_scores]

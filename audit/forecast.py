@@ -130,7 +130,6 @@ def forecast(
     fp = int(np.sum(pred & ~truth))
     fn = int(np.sum(~pred & truth))
     tn = int(np.sum(~pred & ~truth))
-    assert tp + fp + fn + tn == n
 
     out: dict = {"n": n, "tp": tp, "fp": fp, "fn": fn, "tn": tn}
     for name, k, d in (
@@ -162,8 +161,7 @@ def _training_step(audit_dir: Path) -> tuple[int | None, Path | None]:
 
     from .layout import CHECKPOINT_DIR, MODEL_DIR, ORDER_FILE, checkpoint_step
 
-    manifest = io.read_manifest(audit_dir) if (audit_dir / "manifest.json").exists() else None
-    model = (manifest or {}).get("model")
+    model = (io.read_manifest(audit_dir) or {}).get("model")
     if not model:
         return None, None
     model = Path(model)

@@ -99,10 +99,6 @@ class CausalLM:
                                       "no_repeat_ngram_size": 0, "do_sample": False, "num_beams": 1}}
 
     @property
-    def name(self) -> str:
-        return self.path.name
-
-    @property
     def max_positions(self) -> int | None:
         """The model's context length in tokens, if its config states one."""
         cfg = self.model.config
@@ -272,9 +268,8 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str 
 def tokenizer_fingerprint(tokenizer) -> str:
     """SHA-256 of a tokenizer's vocabulary (token -> id), to compare tokenizers; an audit
     records its model's as ``summary.json``'s ``model.tokenizer_sha256``."""
-    vocab = tokenizer.get_vocab()
     h = hashlib.sha256()
-    for tok, idx in sorted(vocab.items(), key=lambda kv: kv[1]):
+    for tok, idx in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]):
         h.update(f"{idx}\t{tok}\n".encode("utf-8", "surrogatepass"))
     return h.hexdigest()
 

@@ -69,8 +69,6 @@ def count_occurrences_reference(windows: np.ndarray, documents: Iterable[list[in
     for doc in documents:
         d = np.asarray(doc, dtype=np.int64)
         h = window_hashes(d, W)
-        if h.size == 0:
-            continue
         for pos in np.flatnonzero(np.isin(h, keys, assume_unique=False)).tolist():
             seg = d[pos : pos + W]
             for i in by_hash[int(h[pos])]:
@@ -93,9 +91,8 @@ def count_occurrences(windows: np.ndarray, documents: Iterable[list[int] | np.nd
     ``batch_tokens`` tokens; identical to :func:`count_occurrences_reference`."""
     windows = np.asarray(windows, dtype=np.int64)
     m, W = windows.shape
-    counts = np.zeros(m, dtype=np.int64)
     if m == 0:
-        return counts
+        return np.zeros(0, dtype=np.int64)
     uniq, inverse = np.unique(windows, axis=0, return_inverse=True)
     inverse = np.asarray(inverse).reshape(-1)
     uh = np.array([window_hashes(w, W)[0] for w in uniq], dtype=np.uint64)
@@ -109,16 +106,12 @@ def count_occurrences(windows: np.ndarray, documents: Iterable[list[int] | np.nd
     def flush(batch: list[np.ndarray]) -> None:
         lengths = np.array([d.size for d in batch], dtype=np.int64)
         x = np.concatenate(batch) if len(batch) > 1 else batch[0]
-        h = window_hashes(x, W)
-        if h.size == 0:
-            return
+        h = window_hashes(x, W)  # documents of >= W tokens only: not empty
         # window i is inside one document iff its first and last token belong to the same one
         doc_of = np.repeat(np.arange(lengths.size, dtype=np.int64), lengths)
         idx = np.searchsorted(keys, h)
         np.minimum(idx, keys.size - 1, out=idx)
         hit = np.flatnonzero((keys[idx] == h) & (doc_of[: h.size] == doc_of[W - 1 :]))
-        if hit.size == 0:
-            return
         for c0 in range(0, hit.size, VERIFY_CHUNK):  # bounded scratch: a window may occur in every position
             hc = hit[c0 : c0 + VERIFY_CHUNK]
             cand = order[idx[hc]]

@@ -143,10 +143,9 @@ def _wide_panel(panel: pd.DataFrame):
         raise ValueError("panel['instance_id'] contains nulls")
 
     inst_code, ids = pd.factorize(panel["instance_id"], sort=True)
-    checkpoints = np.unique(steps)
+    checkpoints, step_code = np.unique(steps, return_inverse=True)
     if checkpoints.size < 2:
         raise ValueError(f"need at least 2 checkpoints (a base period and a treated one), got {checkpoints.tolist()}")
-    step_code = np.searchsorted(checkpoints, steps)
     n, C = len(ids), checkpoints.size
 
     flat = inst_code.astype(np.int64) * C + step_code
@@ -505,8 +504,7 @@ def significant(profile: pd.DataFrame) -> pd.Series:
     [``lower``, ``upper``] does (hand-built frames); NaN bounds: False."""
     cols = ["band_lower", "band_upper"] if {"band_lower", "band_upper"} <= set(profile.columns) else ["lower", "upper"]
     _require_columns(profile, cols, "profile")
-    lower = profile[cols[0]].astype("float64")
-    upper = profile[cols[1]].astype("float64")
+    lower, upper = (profile[c].astype("float64") for c in cols)
     return ((lower > 0) | (upper < 0)).rename("significant")
 
 

@@ -64,8 +64,7 @@ def substitute_foils(items: np.ndarray, vocab_size: int, fraction: float = 0.25,
     allowed = np.setdiff1d(np.arange(vocab_size), np.asarray(list(exclude), dtype=np.int64))
     out = x.copy()
     for i in range(x.shape[0]):
-        pos = rng.choice(x.shape[1], size=n_sub, replace=False)
-        for j in pos:
+        for j in rng.choice(x.shape[1], size=n_sub, replace=False):
             while True:
                 t = allowed[rng.integers(allowed.size)]
                 if t != x[i, j]:
@@ -81,14 +80,9 @@ def sign_test_p_value(k: int, n: int) -> float:
     of outcomes at least as far from n/2 as k. Computed exactly in integers:
     P[X <= m] = sum_{i <= m} comb(n, i) / 2**n. n == 0 gives 1.0.
     """
-    if n < 0 or not (0 <= k <= n):
+    if not 0 <= k <= n:
         raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    if n == 0:
-        return 1.0
-    m = min(k, n - k)
-    if 2 * m == n:
-        return 1.0
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(m + 1)) / (1 << n))
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(min(k, n - k) + 1)) / (1 << n))
 
 
 def recognition(seen_loss: np.ndarray, foil_loss: np.ndarray, *, confidence: float = 0.95) -> dict:
@@ -249,25 +243,20 @@ def retention_curve(rows: pd.DataFrame, metrics: Sequence[str] | None = None) ->
         raise ValueError(f"{bad} are identifier columns, not metrics")
 
     df = pd.DataFrame({"steps_since": (rows["step"].to_numpy() - rows["treatment_step"].to_numpy()).astype(np.int64)})
-    for m in metrics:
-        df[m] = pd.to_numeric(rows[m], errors="raise").astype(np.float64).to_numpy()
     weighted = "n" in rows.columns
-    if weighted:
-        df["n"] = pd.to_numeric(rows["n"], errors="raise").astype(np.float64).to_numpy()
+    for m in [*metrics, *(["n"] if weighted else [])]:
+        df[m] = pd.to_numeric(rows[m], errors="raise").astype(np.float64).to_numpy()
     df = df[df["steps_since"] >= 0]
     grouped = df.groupby("steps_since", sort=True)
     out = pd.DataFrame({"steps_since": np.array(sorted(df["steps_since"].unique()), dtype=np.int64)})
-    out["n_rows"] = grouped.size().reindex(out["steps_since"]).to_numpy(dtype=np.int64)
-    means = grouped[metrics].mean()
-    counts = grouped[metrics].count()
+    out["n_rows"] = grouped.size().to_numpy(dtype=np.int64)  # groups in steps_since order, as out's rows
     for m in metrics:
-        out[m] = means[m].reindex(out["steps_since"]).to_numpy(dtype=np.float64)
-        out[f"{m}_count"] = counts[m].reindex(out["steps_since"]).to_numpy(dtype=np.int64)
+        out[m] = grouped[m].mean().to_numpy(dtype=np.float64)
+        out[f"{m}_count"] = grouped[m].count().to_numpy(dtype=np.int64)
         if weighted:
             ok = df[m].notna()
-            k = (df[m].where(ok, 0.0) * df["n"].where(ok, 0.0)).groupby(df["steps_since"]).sum()
-            n = df["n"].where(ok, 0.0).groupby(df["steps_since"]).sum()
-            k, n = k.reindex(out["steps_since"]).to_numpy(), n.reindex(out["steps_since"]).to_numpy()
+            k = (df[m].where(ok, 0.0) * df["n"].where(ok, 0.0)).groupby(df["steps_since"]).sum().to_numpy()
+            n = df["n"].where(ok, 0.0).groupby(df["steps_since"]).sum().to_numpy()
             with np.errstate(invalid="ignore", divide="ignore"):
                 out[m] = np.where(n > 0, k / np.where(n > 0, n, 1), np.nan)
             out[f"{m}_n"] = n.astype(np.int64)

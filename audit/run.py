@@ -49,7 +49,6 @@ def _members(path: Path | None) -> set[str] | None:
     """Training-set document ids: a text file (one id per line) or Parquet with ``id``."""
     if path is None:
         return None
-    path = Path(path)
     if not path.exists():
         raise InputError(path, "members file does not exist")
     if path.suffix == ".parquet":
@@ -81,9 +80,8 @@ def membership_labels(doc_ids: list, member_ids: set[str] | None, dup) -> tuple[
         rule, members, non_members, members_by_id, members_by_duplicate), or ([None...], None)
         without a members list.
     """
-    n = len(doc_ids)
     if member_ids is None:
-        return [None] * n, None
+        return [None] * len(doc_ids), None
     by_id = np.array([d is not None and str(d) in member_ids for d in doc_ids], dtype=bool)
     by_content = dup is not None and dup.member_duplicate is not None
     member = by_id | dup.member_duplicate if by_content else by_id
@@ -213,7 +211,7 @@ def run_audit(
     progress({"phase": None})
     wall = time.perf_counter() - t_start
     summary = {
-        "model": {"path": str(Path(model_dir).resolve()), "name": lm.name, "tokenizer_sha256": lm.vocab_fingerprint(),
+        "model": {"path": str(Path(model_dir).resolve()), "name": lm.path.name, "tokenizer_sha256": lm.vocab_fingerprint(),
                   "device": lm.device},
         "reference_model": str(ref.path) if ref is not None else None,
         "config": config.to_dict(),

@@ -11,7 +11,7 @@ text.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,8 +104,11 @@ def corpus_rows(shards: list[Shard], text_column: str, id_column: str | None, id
 
 
 def rows_of(shards: list[Shard], text_column: str, id_column: str | None,
-            wanted: dict[int, list[int]]) -> Iterator[tuple[int, int, str | None, str | None]]:
-    """Yield (shard index, row, id, text) for the ``wanted`` rows (by shard index) of ``shards``."""
+            keys: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int, str | None, str | None]]:
+    """Yield (shard index, row, id, text) for the rows ``keys`` ((shard index, row) pairs) of ``shards``."""
+    wanted: dict[int, set[int]] = {}
+    for si, r in keys:
+        wanted.setdefault(si, set()).add(int(r))
     for si, rows in sorted(wanted.items()):
         rows = sorted(rows)
         for _, start, reader, batch in corpus_batches([shards[si]], text_column, id_column):
@@ -135,17 +138,13 @@ def sample_sequences(
     rng = np.random.default_rng(seed)
     order = rng.permutation(total) if total <= 20_000_000 else rng.choice(total, size=min(total, 50 * n), replace=False)
     picked: list[tuple] = []
-    skipped = considered = 0
-    pos = 0
+    considered = pos = 0
     while len(picked) < n and pos < order.shape[0]:
         chunk = order[pos : pos + max(2 * (n - len(picked)), 256)]
         pos += chunk.shape[0]
         shard_of = np.searchsorted(bounds, chunk, side="right") - 1
         keys = [(int(si), int(g - bounds[si])) for si, g in zip(shard_of, chunk)]
-        wanted: dict[int, list[int]] = {}
-        for si, r in keys:
-            wanted.setdefault(si, []).append(r)
-        docs = {(si, r): (i, t) for si, r, i, t in rows_of(shards, text_column, id_column, wanted)}
+        docs = {(si, r): (i, t) for si, r, i, t in rows_of(shards, text_column, id_column, keys)}
         texts = [docs[k][1] or "" for k in keys]
         token_lists = encode(texts)
         for key, text, toks in zip(keys, texts, token_lists):
@@ -153,21 +152,19 @@ def sample_sequences(
                 break
             considered += 1
             if len(toks) < need:
-                skipped += 1
                 continue
             off = 0 if offset == "start" else int(rng.integers(0, len(toks) - need + 1))
-            picked.append((key, docs[key][0], text, toks[off : off + need], off))
-    tokens = np.array([p[3] for p in picked], dtype=np.int64).reshape(len(picked), need)
-    return Sequences(
-        tokens=tokens,
-        doc_id=[p[1] for p in picked],
-        shard=[shards[p[0][0]].name for p in picked],
-        row=np.array([p[0][1] for p in picked], dtype=np.int64),
-        token_offset=np.array([p[4] for p in picked], dtype=np.int64),
-        doc_text=[p[2] for p in picked],
-        skipped_short=skipped,
-        considered=considered,
-    )
+            picked.append((toks[off : off + need], docs[key][0], shards[key[0]].name, key[1], off, text))
+    return _sequences(picked, need, considered)
+
+
+def _sequences(picked: list[tuple], need: int, considered: int) -> Sequences:
+    """Sequences of (tokens, doc id, shard name, row, token offset, doc text) tuples, out of
+    ``considered`` documents or given sequences (the others skipped as too short)."""
+    tokens, doc_id, shard, row, token_offset, doc_text = list(zip(*picked)) or [()] * 6
+    return Sequences(np.array(tokens, dtype=np.int64).reshape(len(picked), need), list(doc_id), list(shard),
+                     np.array(row, dtype=np.int64), np.array(token_offset, dtype=np.int64), list(doc_text),
+                     considered - len(picked), considered)
 
 
 def sequences_from_file(
@@ -204,16 +201,9 @@ def sequences_from_file(
     def col(name, default):
         return [data[name][i] for i in keep] if name in data else [default] * len(keep)
 
-    return Sequences(
-        tokens=np.array([data["tokens"][i][:need] for i in keep], dtype=np.int64).reshape(len(keep), need),
-        doc_id=col("id", None),
-        shard=col("shard", None),
-        row=np.array(col("row", -1), dtype=np.int64),
-        token_offset=np.array(col("token_offset", 0), dtype=np.int64),
-        doc_text=[None] * len(keep),
-        skipped_short=table.num_rows - len(keep),
-        considered=table.num_rows,
-    )
+    picked = zip([data["tokens"][i][:need] for i in keep], col("id", None), col("shard", None), col("row", -1),
+                 col("token_offset", 0), [None] * len(keep))
+    return _sequences(list(picked), need, table.num_rows)
 
 
 def _sequences_by_id(table: pa.Table, need: int, shards: list[Shard], encode: Encode, text_column: str,
@@ -226,14 +216,6 @@ def _sequences_by_id(table: pa.Table, need: int, shards: list[Shard], encode: En
             found[doc_id] = (shard.name, row, text or "")
     present = [(i, o) for i, o in wanted if i in found]
     token_lists = encode([found[i][2] for i, _ in present])
-    picked = [(i, o, toks[o : o + need]) for (i, o), toks in zip(present, token_lists) if len(toks) >= o + need >= need]
-    return Sequences(
-        tokens=np.array([p[2] for p in picked], dtype=np.int64).reshape(len(picked), need),
-        doc_id=[p[0] for p in picked],
-        shard=[found[p[0]][0] for p in picked],
-        row=np.array([found[p[0]][1] for p in picked], dtype=np.int64),
-        token_offset=np.array([p[1] for p in picked], dtype=np.int64),
-        doc_text=[found[p[0]][2] for p in picked],
-        skipped_short=len(wanted) - len(picked),
-        considered=len(wanted),
-    )
+    picked = [(toks[o : o + need], i, found[i][0], found[i][1], o, found[i][2])
+              for (i, o), toks in zip(present, token_lists) if len(toks) >= o + need >= need]
+    return _sequences(picked, need, len(wanted))

@@ -147,8 +147,7 @@ def retention_design(epoch_orders: list[np.ndarray], inst: list[tuple[int, int, 
         raise ValueError(f"retention_items={n}, but only {eligible.size} trained instances are full-length "
                          f"({config.seq_len} tokens) with unique text")
     items = np.sort(np.random.default_rng([config.seed, 1 << 20]).choice(eligible, size=n, replace=False))
-    is_item = np.isin(order0, items)
-    rest = order0[~is_item]
+    rest = order0[~np.isin(order0, items)]
     window = -(-n // bs)
     first = min(config.warmup_steps, rest.size // bs) + 1  # the window's first step (1-based)
     cut = (first - 1) * bs
@@ -223,7 +222,6 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
         epoch_orders, retention = retention_design(epoch_orders, inst, doc_copies, config)
     epoch_steps = [-(-o.size // config.batch_size) for o in epoch_orders]
     epoch_ends = np.cumsum(epoch_steps).tolist()
-    per_epoch = epoch_steps[0]
     total_steps = int(epoch_ends[-1])
     # batches[s] = the instances of step s + 1 (an epoch's last batch may be short)
     batches = [o[b * config.batch_size : (b + 1) * config.batch_size] for o, k in zip(epoch_orders, epoch_steps)
@@ -249,15 +247,12 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     ids = [i for i, _, _ in exposed]
     rows = {**instance_columns(ids), "doc_copies": [int(doc_copies[inst[i][0]]) for i in ids],
             "epoch": [e for _, e, _ in exposed], "step": [st for _, _, st in exposed]}
-    first = {}
-    for i, st in zip(ids, rows["step"]):
-        first[i] = min(first.get(i, st), st)
+    first = dict(zip(reversed(ids), reversed(rows["step"])))  # steps ascend: each instance's first exposure wins
     rows["first_step"] = pa.array([first[i] for i in ids], pa.int64())
     if retention is not None:  # the design, in the order too: which rows are the retention items
         items = set(retention["instance_ids"])
         rows["retention_item"] = pa.array([i in items for i in ids], pa.bool_())
-    order_table = pa.table(rows)
-    write_atomic(out / ORDER_FILE, lambda tmp: pq.write_table(order_table, tmp))
+    write_atomic(out / ORDER_FILE, lambda tmp: pq.write_table(pa.table(rows), tmp))
     held_table = pa.table(instance_columns([i for i in range(len(inst)) if held[inst[i][0]]]))
     write_atomic(out / HELDOUT_FILE, lambda tmp: pq.write_table(held_table, tmp))
 
@@ -328,7 +323,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     body = {
         "config": config.to_dict(), "documents": len(docs), "held_out_documents": int(held.sum()),
         "instances": len(inst), "trained_instances": int(train_ids.size), "steps": total_steps,
-        "steps_per_epoch": per_epoch, "epoch_end_steps": [int(x) for x in epoch_ends],
+        "steps_per_epoch": epoch_steps[0], "epoch_end_steps": [int(x) for x in epoch_ends],
         "checkpoints": [checkpoint_name(s) for s in ckpt_steps],
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
         "timing": {"wall_s": time.perf_counter() - t_start, "train_s": time.perf_counter() - t_train},
