@@ -41,9 +41,7 @@ __all__ = [
 ]
 
 
-# --------------------------------------------------------------------------------------------
-# Validation helpers
-# --------------------------------------------------------------------------------------------
+# ---- Validation helpers
 
 
 def float_array(x, name: str, ndim: int) -> np.ndarray:
@@ -87,9 +85,7 @@ def _lowest_mean(x: np.ndarray, k: float) -> np.ndarray:
     return np.partition(x, m - 1, axis=1)[:, :m].mean(axis=1)
 
 
-# --------------------------------------------------------------------------------------------
-# Extractable memorization
-# --------------------------------------------------------------------------------------------
+# ---- Extractable memorization
 
 
 def extraction(greedy_match: np.ndarray, prompt_len: int, cont_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -150,9 +146,8 @@ def pythia_score(generated: np.ndarray, truth: np.ndarray) -> np.ndarray:
     ``generated``, ``truth``: int token ids (n, C); ValueError when not 2-D, of different
     shapes, or C == 0. Returns float64 (n,).
 
-    Example:
-        >>> pythia_score([[5, 6, 7, 9]], [[5, 6, 8, 9]]).tolist()
-        [0.75]
+    >>> pythia_score([[5, 6, 7, 9]], [[5, 6, 8, 9]]).tolist()
+    [0.75]
     """
     g = np.asarray(generated)
     t = np.asarray(truth)
@@ -164,9 +159,7 @@ def pythia_score(generated: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return (g == t).mean(axis=1, dtype=np.float64)
 
 
-# --------------------------------------------------------------------------------------------
-# Membership-inference scores (higher = more likely a member)
-# --------------------------------------------------------------------------------------------
+# ---- Membership-inference scores (higher = more likely a member)
 
 
 def loss(logprob: np.ndarray) -> np.ndarray:

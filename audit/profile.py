@@ -72,9 +72,7 @@ _TREATMENT_COLUMNS = ["instance_id", "treatment_step"]
 _SHOW = 5  # how many offending values an error message lists
 
 
-# --------------------------------------------------------------------------------------------
-# Validation
-# --------------------------------------------------------------------------------------------
+# ---- Validation
 
 
 def _require_columns(df, required: list[str], name: str) -> None:
@@ -192,9 +190,7 @@ def _treatment_steps(treatments: pd.DataFrame, ids: pd.Index) -> np.ndarray:
     return pd.Series(ts.to_numpy(), index=pd.Index(tid)).reindex(ids).to_numpy()
 
 
-# --------------------------------------------------------------------------------------------
-# Joint bootstrap draws (kept in DataFrame.attrs)
-# --------------------------------------------------------------------------------------------
+# ---- Joint bootstrap draws (kept in DataFrame.attrs)
 
 
 class BootDraws(np.ndarray):
@@ -241,9 +237,7 @@ class BootDraws(np.ndarray):
         return getattr(ufunc, method)(*(plain(x) for x in inputs), **kwargs)
 
 
-# --------------------------------------------------------------------------------------------
-# Estimator
-# --------------------------------------------------------------------------------------------
+# ---- Estimator
 
 
 def _max_t(draws: np.ndarray, effect: np.ndarray, se: np.ndarray, confidence: float) -> float:
@@ -493,9 +487,7 @@ def did(
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# Summaries
-# --------------------------------------------------------------------------------------------
+# ---- Summaries
 
 
 def significant(profile: pd.DataFrame) -> pd.Series:

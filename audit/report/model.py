@@ -33,9 +33,7 @@ TOP_SEQUENCES = 20
 Decode = Callable[[Sequence[int]], str]
 
 
-# --------------------------------------------------------------------------------------------
-# Token text
-# --------------------------------------------------------------------------------------------
+# ---- Token text
 
 
 def _ids(x) -> list[int]:
@@ -125,9 +123,7 @@ def _top_sequences(audit: Audit, decode: Decode | None, k: int = TOP_SEQUENCES) 
             f"<tbody>{tbody}</tbody></table></div>", len(rows), int(t["_copies"].sum()))
 
 
-# --------------------------------------------------------------------------------------------
-# The model page
-# --------------------------------------------------------------------------------------------
+# ---- The model page
 
 
 def _headline_cards(a: Audit) -> str:

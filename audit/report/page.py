@@ -35,9 +35,7 @@ def score_label(name: str) -> str:
     return SCORE_LABELS.get(name, name)
 
 
-# --------------------------------------------------------------------------------------------
-# Formatting
-# --------------------------------------------------------------------------------------------
+# ---- Formatting
 
 
 def esc(x) -> str:
@@ -87,9 +85,7 @@ def ratio_text(x) -> str:
     return f"×{float(x):.2f}" if float(x) < 10 else f"×{float(x):.1f}"
 
 
-# --------------------------------------------------------------------------------------------
-# The page and its building blocks
-# --------------------------------------------------------------------------------------------
+# ---- The page and its building blocks
 
 CSS = """
 :root { --fg: #1d2430; --muted: #5b6472; --line: #d9dee5; --bg-soft: #f5f7fa; --accent: #2f5d95;
