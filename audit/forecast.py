@@ -95,19 +95,14 @@ def forecast(
     each table; ``seen_first`` / ``seen_second``: boolean columns, the model was trained on the
     sequence; ``flag``: the boolean (or 0/1) memorized column of both tables.
 
-    Returns a flat dict:
-
-        - ``n``: sequences compared; ``tp``, ``fp``, ``fn``, ``tn``: the confusion counts;
-        - ``precision`` (float or None), ``precision_lower``, ``precision_upper``,
-          ``precision_n`` = TP + FP (its denominator);
-        - ``recall``, ``recall_lower``, ``recall_upper``, ``recall_n`` = TP + FN;
-        - ``predicted_positive_rate``, ``base_rate`` (each + ``_lower``, ``_upper``);
-        - bookkeeping: ``n_first``, ``n_second`` (rows in the inputs), ``n_seen_first``,
-          ``n_seen_second`` (rows left after the ``seen_*`` filters), ``n_unmatched_first``,
-          ``n_unmatched_second`` (seen rows with no partner in the other table).
-
-    TypeError: an input is not a DataFrame; ValueError: a column is missing, keys are duplicated
-    or missing, or a flag/seen column is not boolean or has missing values.
+    Returns a flat dict: ``n`` (sequences compared), the counts ``tp``, ``fp``, ``fn``, ``tn``;
+    ``precision`` (float or None) and ``recall``, each with ``_lower``, ``_upper`` and ``_n`` (its
+    denominator: TP + FP, TP + FN); ``predicted_positive_rate`` and ``base_rate``, each with
+    ``_lower``, ``_upper``; ``n_first``, ``n_second`` (rows in the inputs), ``n_seen_first``,
+    ``n_seen_second`` (rows left after the ``seen_*`` filters), ``n_unmatched_first``,
+    ``n_unmatched_second`` (seen rows with no partner in the other table). TypeError: an input
+    is not a DataFrame; ValueError: a column is missing, keys are duplicated or missing, or a
+    flag/seen column is not boolean or has missing values.
 
     >>> import pandas as pd
     >>> a = pd.DataFrame({"seq_key": [1, 2, 3, 4], "extractable": [True, True, False, False]})
@@ -183,10 +178,8 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
     checkpoints (or the final model) of one ``memdedup train`` run, a sequence is seen iff its
     document was first trained at or before the EARLIER model's step (``first_step`` of the run's
     ``order.parquet``; document level); otherwise iff its ``member`` label says it was trained on
-    (unknown labels count as seen). The rule used is returned as ``seen``.
-
-    Raises:
-        InputError: a directory is not an audit output (no per_sequence.parquet).
+    (unknown labels count as seen). The rule used is returned as ``seen``. InputError: a
+    directory is not an audit output (no per_sequence.parquet).
     """
     import pyarrow.parquet as pq
 

@@ -233,10 +233,8 @@ def _offline() -> None:
 
 def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str = "never") -> CausalLM:
     """Load a causal LM and its tokenizer from a local Hugging Face directory; ``bos``: the
-    BOS policy (module docstring; the audit's ``--bos`` defaults to ``auto``).
-
-    Raises:
-        ModelError: the directory does not exist, has no config, or holds no causal LM.
+    BOS policy (module docstring; the audit's ``--bos`` defaults to ``auto``). ModelError: the
+    directory does not exist, has no config, or holds no causal LM.
     """
     path = Path(path)
     if not path.is_dir():

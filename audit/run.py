@@ -73,12 +73,9 @@ def membership_labels(doc_ids: list, member_ids: set[str] | None, dup) -> tuple[
     (:func:`audit.duplicates.duplicate_counts`: dedup's definitions), has an id in the members
     list: when an audit runs on the raw corpus and the model was trained on the deduplicated one,
     a removed copy of a trained document is a member. Without document texts (explicit token
-    sequences) the label falls back to the document id alone.
-
-    Returns:
-        (labels per sequence, None where unknown; ``summary.json``'s ``membership_labels``:
-        rule, members, non_members, members_by_id, members_by_duplicate), or ([None...], None)
-        without a members list.
+    sequences) the label falls back to the document id alone. Returns (labels per sequence, None
+    where unknown; ``summary.json``'s ``membership_labels``: rule, members, non_members,
+    members_by_id, members_by_duplicate), or ([None...], None) without a members list.
     """
     if member_ids is None:
         return [None] * len(doc_ids), None

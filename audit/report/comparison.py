@@ -125,11 +125,8 @@ def comparison_report(
     "mean_exposure", "min_exposure", "max_exposure"}, ...]}}``, exposure in bits, Carlini et
     al. 2019), the page adds a table of mean canary exposure by planted copies per model and
     the JSON keeps it as ``exposure_by_copies``; models with an ``error`` entry are listed as
-    such.
-
-    Raises:
-        ValueError: fewer than one audit, labels not one per audit or not distinct, an input
-            directory that is not an audit / dedup output.
+    such. ValueError: fewer than one audit, labels not one per audit or not distinct, an input
+    directory that is not an audit / dedup output.
     """
     audit_dirs = list(audit_dirs)
     labels = [str(x) for x in labels]
