@@ -34,8 +34,7 @@ MAX_BATCH_CPU = 64
 
 
 def bytes_per_sequence(seq_len: int, vocab: int, width: int, layers: int, heads: int) -> int:
-    """Peak bytes one sequence of ``seq_len`` tokens adds to a scoring / generation batch
-    (module docstring), float32."""
+    """Peak bytes (float32) one sequence of ``seq_len`` tokens adds to a batch (module docstring)."""
     L = int(seq_len)
     logits = LOGIT_COPIES * L * int(vocab) * 4
     activations = 2 * (int(heads) * L * L + 4 * L * int(width)) * 4
@@ -56,8 +55,7 @@ def available_memory(device: str) -> int:
 
 
 def auto_batch_size(per_sequence: int, free: int, device: str = "cpu") -> int:
-    """The largest power of two <= ``SAFETY * free / per_sequence``, clamped to [1, cap]
-    (cap :data:`MAX_BATCH_CPU` on a CPU, else :data:`MAX_BATCH`).
+    """The batch size of the module docstring's rule.
 
     >>> auto_batch_size(per_sequence=100 * 2**20, free=16 * 2**30)       # 8 GiB usable / 100 MiB
     64
