@@ -1,9 +1,6 @@
 """Canary corpora for memorisation audits: natural-looking text with planted, repeated random
 canaries, to train a language model on and check which canaries it regenerates as a function
-of how many times each was planted (Carlini et al. 2019, 2022).
-
-Deterministic for a seed; no network, no downloaded data. The background text is the text
-model of :mod:`dedup.synthetic` (the near-duplicate corpora and their ground truth).
+of how many times each was planted (Carlini et al. 2019, 2022). No network, no downloaded data.
 
 >>> t = generate_canary_corpus(n_background=3, repeats=(1, 2), canaries_per_repeat=1, canary_words=8, seed=0)
 >>> t.num_rows, sorted(t.column("kind").to_pylist())
@@ -51,8 +48,7 @@ def generate_canary_corpus(
       lowercase, no punctuation. Uniform draws make a canary unpredictable for a language
       model (no word is more likely than another), so regenerating it can only come from
       memorisation. Each canary is planted as ``r`` byte-identical documents.
-    * Layout: all rows (background and canary copies) are shuffled into uniformly random
-      positions.
+    * All rows (background and canary copies) are shuffled into uniformly random positions.
 
     Canary index ``c`` runs over the levels in the order given: canaries
     ``k * canaries_per_repeat`` .. ``(k + 1) * canaries_per_repeat - 1`` have repeat level

@@ -33,13 +33,11 @@ _ID_COLUMNS = {"treatment_step", "step", "steps_since", "cohort", "n"}
 
 
 def scramble_foils(items: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Hard foils that need no model (Orhan 2024): each item's tokens in a random order.
-
-    Same tokens, same counts, only the order changes, so a model that "recognises" the seen
-    item over its scramble remembers the sequence, not its vocabulary. (Token order is the
-    finest word order: on token ids no re-tokenisation shifts boundaries.) Every row is
-    reordered (a permutation equal to the identity is redrawn; rows of one repeated token
-    cannot change). Seeded."""
+    """Hard foils that need no model (Orhan 2024): each item's tokens in a random order, so a
+    model that "recognises" the seen item over its scramble remembers the sequence, not its
+    vocabulary (token order is the finest word order: on token ids no re-tokenisation shifts
+    boundaries). Every row is reordered (an identity permutation is redrawn; rows of one
+    repeated token cannot change). Seeded."""
     x = np.asarray(items)
     rng = np.random.default_rng(seed)
     out = x.copy()
