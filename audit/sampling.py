@@ -130,7 +130,9 @@ def sample_sequences(
     text_column: str = "text",
     id_column: str | None = "id",
 ) -> Sequences:
-    """Draw up to ``n`` sequences (fewer only if the corpus has fewer long documents)."""
+    """Draw up to ``n`` sequences from documents of at least P + C tokens, in a seeded random order
+    of the rows: fewer only if the corpus has fewer long documents, or, above 20M rows, if fewer
+    than ``n`` of ``50 n`` rows drawn (without replacement) are long enough."""
     need = prompt_len + cont_len
     counts = [ShardReader(s, text_column, id_column, False, 65536).num_rows for s in shards]
     bounds = np.cumsum([0, *counts])
