@@ -104,12 +104,13 @@ def forecast(
     is not a DataFrame; ValueError: a column is missing, keys are duplicated or missing, or a
     flag/seen column is not boolean or has missing values.
 
-    >>> import pandas as pd
-    >>> a = pd.DataFrame({"seq_key": [1, 2, 3, 4], "extractable": [True, True, False, False]})
-    >>> b = pd.DataFrame({"seq_key": [1, 2, 3, 4], "extractable": [True, False, True, False]})
-    >>> r = forecast(a, b)
-    >>> (r["tp"], r["fp"], r["fn"], r["tn"], r["precision"], r["recall"])
-    (1, 1, 1, 1, 0.5, 0.5)
+    Example:
+        >>> import pandas as pd
+        >>> a = pd.DataFrame({"seq_key": [1, 2, 3, 4], "extractable": [True, True, False, False]})
+        >>> b = pd.DataFrame({"seq_key": [1, 2, 3, 4], "extractable": [True, False, True, False]})
+        >>> r = forecast(a, b)
+        >>> (r["tp"], r["fp"], r["fn"], r["tn"], r["precision"], r["recall"])
+        (1, 1, 1, 1, 0.5, 0.5)
     """
     keys = [key] if isinstance(key, str) else list(key)
     if not keys:

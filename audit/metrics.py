@@ -146,8 +146,9 @@ def pythia_score(generated: np.ndarray, truth: np.ndarray) -> np.ndarray:
     ``generated``, ``truth``: int token ids (n, C); ValueError when not 2-D, of different
     shapes, or C == 0. Returns float64 (n,).
 
-    >>> pythia_score([[5, 6, 7, 9]], [[5, 6, 8, 9]]).tolist()
-    [0.75]
+    Example:
+        >>> pythia_score([[5, 6, 7, 9]], [[5, 6, 8, 9]]).tolist()
+        [0.75]
     """
     g = np.asarray(generated)
     t = np.asarray(truth)

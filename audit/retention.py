@@ -98,9 +98,10 @@ def recognition(seen_loss: np.ndarray, foil_loss: np.ndarray, *, confidence: flo
     goes to the smaller side, the conservative choice); ``mean_gap`` = mean(foil_loss -
     seen_loss) (> 0 = seen items have lower loss).
 
-    >>> r = recognition([1.0, 2.0, 3.0, 4.0], [2.0, 1.0, 3.0, 5.0])
-    >>> (r["wins"], r["losses"], r["ties"], r["accuracy"])
-    (2, 1, 1, 0.625)
+    Example:
+        >>> r = recognition([1.0, 2.0, 3.0, 4.0], [2.0, 1.0, 3.0, 5.0])
+        >>> (r["wins"], r["losses"], r["ties"], r["accuracy"])
+        (2, 1, 1, 0.625)
     """
     s = float_array(seen_loss, "seen_loss", 1)
     f = float_array(foil_loss, "foil_loss", 1)
@@ -146,9 +147,10 @@ def recall(generated: np.ndarray, truth: np.ndarray, *, confidence: float = 0.95
     non-integer ids). Returns ``{"n", "length" (C), "exact_recall", "exact_k", "exact_lower",
     "exact_upper" (Wilson), "token_recall", "exact" (bool (n,)), "token_fraction" (float (n,))}``.
 
-    >>> r = recall([[1, 2, 3, 4], [1, 2, 0, 0]], [[1, 2, 3, 4], [1, 2, 3, 4]])
-    >>> (r["exact_recall"], r["token_recall"])
-    (0.5, 0.75)
+    Example:
+        >>> r = recall([[1, 2, 3, 4], [1, 2, 0, 0]], [[1, 2, 3, 4], [1, 2, 3, 4]])
+        >>> (r["exact_recall"], r["token_recall"])
+        (0.5, 0.75)
     """
     g = np.asarray(generated)
     t = np.asarray(truth)
@@ -203,11 +205,12 @@ def retention_curve(rows: pd.DataFrame, metrics: Sequence[str] | None = None) ->
     cohorts' items (the n-weighted mean), with ``{metric}_n`` (items) and a Wilson interval
     ``{metric}_lower`` / ``{metric}_upper`` (95%) over them.
 
-    >>> import pandas as pd
-    >>> rows = pd.DataFrame({"treatment_step": [10, 10, 20, 20], "step": [10, 30, 20, 5],
-    ...                      "recognition": [1.0, 0.75, 0.5, 0.5]})
-    >>> retention_curve(rows)[["steps_since", "recognition", "recognition_count"]].values.tolist()
-    [[0.0, 0.75, 2.0], [20.0, 0.75, 1.0]]
+    Example:
+        >>> import pandas as pd
+        >>> rows = pd.DataFrame({"treatment_step": [10, 10, 20, 20], "step": [10, 30, 20, 5],
+        ...                      "recognition": [1.0, 0.75, 0.5, 0.5]})
+        >>> retention_curve(rows)[["steps_since", "recognition", "recognition_count"]].values.tolist()
+        [[0.0, 0.75, 2.0], [20.0, 0.75, 1.0]]
     """
     if not isinstance(rows, pd.DataFrame):
         raise TypeError(f"rows must be a pandas DataFrame, got {type(rows).__name__}")

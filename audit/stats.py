@@ -219,8 +219,9 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     uninformative (0.0, 1.0). ValueError: not 0 <= k <= n, or confidence outside (0, 1);
     TypeError: k or n not integers.
 
-    >>> [round(x, 4) for x in wilson_interval(3, 10)], wilson_interval(0, 5)[0], wilson_interval(0, 0)
-    ([0.1078, 0.6032], 0.0, (0.0, 1.0))
+    Example:
+        >>> [round(x, 4) for x in wilson_interval(3, 10)], wilson_interval(0, 5)[0], wilson_interval(0, 0)
+        ([0.1078, 0.6032], 0.0, (0.0, 1.0))
     """
     k = as_int(k, "k")
     n = as_int(n, "n")
@@ -258,8 +259,9 @@ def duplicate_bucket(count: int) -> str:
     ``"{2^b}-{2^(b+1)-1}"``. (Memorization grows roughly log-linearly in the duplicate count,
     Carlini et al. 2022; Kandpal et al. 2022.) ValueError: count < 1; TypeError: not an integer.
 
-    >>> [duplicate_bucket(c) for c in (1, 2, 3, 4, 100)]
-    ['1', '2-3', '2-3', '4-7', '64-127']
+    Example:
+        >>> [duplicate_bucket(c) for c in (1, 2, 3, 4, 100)]
+        ['1', '2-3', '2-3', '4-7', '64-127']
     """
     c = as_int(count, "count")
     if c < 1:
@@ -273,8 +275,9 @@ def bucket_order(label: str) -> int:
     """Sort key of a :func:`duplicate_bucket` label: the bucket index b ("1" -> 0, "2-3" -> 1, ...;
     "0", a given sequence absent from the corpus, -> -1). ValueError for any other label.
 
-    >>> sorted(["4-7", "1", "64-127", "2-3"], key=bucket_order)
-    ['1', '2-3', '4-7', '64-127']
+    Example:
+        >>> sorted(["4-7", "1", "64-127", "2-3"], key=bucket_order)
+        ['1', '2-3', '4-7', '64-127']
     """
     if not isinstance(label, str):
         raise ValueError(f"not a duplicate bucket label: {label!r}")
@@ -297,9 +300,10 @@ def rate_by_group(flags: np.ndarray, groups: list[str], order: list[str] | None 
     alphabetically. ValueError: lengths differ, flags not boolean, a present group missing
     from ``order``, or duplicates in ``order``.
 
-    >>> rows = rate_by_group([True, False, True, True], ["2-3", "1", "2-3", "1"])
-    >>> [(r["group"], r["k"], r["n"], r["rate"]) for r in rows]
-    [('1', 1, 2, 0.5), ('2-3', 2, 2, 1.0)]
+    Example:
+        >>> rows = rate_by_group([True, False, True, True], ["2-3", "1", "2-3", "1"])
+        >>> [(r["group"], r["k"], r["n"], r["rate"]) for r in rows]
+        [('1', 1, 2, 0.5), ('2-3', 2, 2, 1.0)]
     """
     f = as_bools(flags, "flags", "boolean or 0/1")
     groups = list(groups)
