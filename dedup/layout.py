@@ -43,54 +43,38 @@ REMOVED_SCHEMA = pa.schema(
 )
 
 
-def removed_batch(
-    gone: np.ndarray,
-    start_row: int,
-    shard_name: str,
-    ids: pa.Array,
-    reason: np.ndarray,
-    band: np.ndarray,
-    earlier: tuple[pa.Array, pa.Array, pa.Array] | None = None,
-) -> pa.RecordBatch:
-    """Rows of removed.parquet for the removed rows ``gone`` (indices into a batch that
-    starts at ``start_row`` of ``shard_name``); ``reason``/``band`` are per batch row;
-    ``earlier`` is (id, shard, row) of the earlier duplicate per removed row, if known."""
-    from .arrow import numeric_array, repeat_string, take, take_strings
-    from .index import REASON_LABELS
+def write_verdicts(kept, write_removed: Callable[[pa.RecordBatch], None], batch: pa.RecordBatch, start_row: int,
+                   shard_name: str, ids: pa.Array, reason: np.ndarray, band: np.ndarray,
+                   earlier: Callable[[np.ndarray], tuple | None] | None = None) -> None:
+    """One batch's outputs, for both engines: its kept rows to ``kept`` (a :func:`kept_shard` writer,
+    None without kept shards) and its removed rows to ``write_removed`` as rows of removed.parquet
+    (``batch`` starts at ``start_row`` of ``shard_name``; ``reason``/``band`` are per batch row;
+    ``earlier(gone)``: (id, shard, row) of the earlier duplicate of each removed row ``gone``, when known)."""
+    from .arrow import filter_rows, numeric_array, repeat_string, take, take_strings
+    from .index import KEEP, REASON_LABELS
 
+    keep = reason == KEEP
+    if kept is not None:
+        kept.write_batch(filter_rows(batch, keep))
+    gone = np.flatnonzero(~keep)
+    if not gone.size:
+        return
     n = gone.size
     b = band[gone]
-    if earlier is None:
-        earlier = (pa.nulls(n, pa.string()), pa.nulls(n, pa.string()), pa.nulls(n, pa.int64()))
-    return pa.record_batch(
+    found = None if earlier is None else earlier(gone)
+    if found is None:
+        found = (pa.nulls(n, pa.string()), pa.nulls(n, pa.string()), pa.nulls(n, pa.int64()))
+    write_removed(pa.record_batch(
         [
             take(ids, gone),
             repeat_string(shard_name, n),
             numeric_array((gone + start_row).astype(np.int64)),
             take_strings(REASON_LABELS, reason[gone]),
             numeric_array(b, valid=b >= 0),
-            *earlier,
+            *found,
         ],
         schema=REMOVED_SCHEMA,
-    )
-
-
-def write_verdicts(kept, write_removed: Callable[[pa.RecordBatch], None], batch: pa.RecordBatch, start_row: int,
-                   shard_name: str, ids: pa.Array, reason: np.ndarray, band: np.ndarray,
-                   earlier: Callable[[np.ndarray], tuple | None] | None = None) -> None:
-    """One batch's outputs, for both engines: its kept rows to ``kept`` (a :func:`kept_shard` writer,
-    None without kept shards) and its removed rows to ``write_removed`` (:func:`removed_batch`;
-    ``earlier(gone)``: the earlier duplicates of the removed rows ``gone``, when known)."""
-    from .arrow import filter_rows
-    from .index import KEEP
-
-    keep = reason == KEEP
-    if kept is not None:
-        kept.write_batch(filter_rows(batch, keep))
-    gone = np.flatnonzero(~keep)
-    if gone.size:
-        write_removed(removed_batch(gone, start_row, shard_name, ids, reason, band,
-                                    None if earlier is None else earlier(gone)))
+    ))
 
 
 def input_entry(shard, counts: dict) -> dict:
@@ -160,12 +144,12 @@ def kept_writer(path: Path, schema: pa.Schema, text_column: str, compression: st
 
 @contextmanager
 def kept_shard(out: Path, shard_stem: str, schema: pa.Schema, config) -> Iterator:
-    """The :func:`kept_writer` of a shard, to a temporary name renamed to :func:`kept_path`
+    """The :func:`kept_writer` of a shard, to a temporary name renamed to ``OUT/kept/<shard stem>.parquet``
     when the block completes; None with ``emit: removed`` (no kept shard)."""
     if config.emit != "all":
         yield None
         return
-    final = kept_path(out, shard_stem)
+    final = out / KEPT_DIR / f"{shard_stem}.parquet"
     final.parent.mkdir(parents=True, exist_ok=True)
     with io.replacing(final) as tmp, kept_writer(tmp, schema, config.text_column, config.compression) as w:
         yield w
@@ -197,16 +181,6 @@ def removed_writer(final: Path, compression: str) -> Iterator[Callable[[pa.Recor
         yield write
         if pending.num_rows:
             w.write_table(pending, row_group_size=REMOVED_ROW_GROUP)
-
-
-def kept_path(out: Path, shard_stem: str) -> Path:
-    """Where a shard's kept rows go.
-
-    Example:
-        >>> kept_path(Path("out"), "a/part-0").as_posix()
-        'out/kept/a/part-0.parquet'
-    """
-    return out / KEPT_DIR / f"{shard_stem}.parquet"
 
 
 def removed_path(out: Path) -> Path:
