@@ -144,12 +144,12 @@ def kept_writer(path: Path, schema: pa.Schema, text_column: str, compression: st
 
 @contextmanager
 def kept_shard(out: Path, shard_stem: str, schema: pa.Schema, config) -> Iterator:
-    """The :func:`kept_writer` of a shard, to a temporary name renamed to ``OUT/kept/<shard stem>.parquet``
+    """The :func:`kept_writer` of a shard, to a temporary name renamed to :func:`kept_path`
     when the block completes; None with ``emit: removed`` (no kept shard)."""
     if config.emit != "all":
         yield None
         return
-    final = out / KEPT_DIR / f"{shard_stem}.parquet"
+    final = kept_path(out, shard_stem)
     final.parent.mkdir(parents=True, exist_ok=True)
     with io.replacing(final) as tmp, kept_writer(tmp, schema, config.text_column, config.compression) as w:
         yield w
@@ -181,6 +181,16 @@ def removed_writer(final: Path, compression: str) -> Iterator[Callable[[pa.Recor
         yield write
         if pending.num_rows:
             w.write_table(pending, row_group_size=REMOVED_ROW_GROUP)
+
+
+def kept_path(out: Path, shard_stem: str) -> Path:
+    """Where a shard's kept rows go.
+
+    Example:
+        >>> kept_path(Path("out"), "a/part-0").as_posix()
+        'out/kept/a/part-0.parquet'
+    """
+    return out / KEPT_DIR / f"{shard_stem}.parquet"
 
 
 def removed_path(out: Path) -> Path:
