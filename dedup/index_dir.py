@@ -207,8 +207,6 @@ class IndexDir:
             self.meta = meta
             return meta
 
-    def summary(self) -> dict | None:
-        """What a manifest records of the index (without the batch list)."""
-        if self.meta is None:
-            return None
+    def summary(self) -> dict:
+        """What a manifest records of the index once a run installed its version (without the batch list)."""
         return {k: v for k, v in self.meta.items() if k != "batches"} | {"batches": len(self.meta["batches"])}

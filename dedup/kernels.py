@@ -58,19 +58,15 @@ def sketch_documents(data, offsets, valid, table, bits, cf_bit, map_cps, map_off
     """Sketch every document (see :func:`dedup._kernels.minhash.sketch_range`)."""
     args = (data, offsets, valid, table, int(bits), int(cf_bit), map_cps, map_off, map_blob, int(ngram),
             bool(char_unit), int(scheme), a32, b32, a64, b64, sigs, exact, n_shingles)
-    mod = aot()
-    if threads == 1 and mod is not None:
-        mod.sketch_range(*args, 0, sigs.shape[0])
-    elif threads == 1:
-        _jit("minhash").sketch_range(*args, 0, sigs.shape[0])
+    if threads == 1:
+        (aot() or _jit("minhash")).sketch_range(*args, 0, sigs.shape[0])
     else:
         _jit("minhash").sketch_documents(*args)
 
 
 def _dispatch(module: str, name: str):
     def call(*args):
-        mod = aot()
-        return getattr(mod if mod is not None else _jit(module), name)(*args)
+        return getattr(aot() or _jit(module), name)(*args)
 
     call.__name__ = name
     call.__doc__ = f"Dispatch to ``dedup._kernels.{module}.{name}`` (AOT when available)."

@@ -43,54 +43,38 @@ REMOVED_SCHEMA = pa.schema(
 )
 
 
-def removed_batch(
-    gone: np.ndarray,
-    start_row: int,
-    shard_name: str,
-    ids: pa.Array,
-    reason: np.ndarray,
-    band: np.ndarray,
-    earlier: tuple[pa.Array, pa.Array, pa.Array] | None = None,
-) -> pa.RecordBatch:
-    """Rows of removed.parquet for the removed rows ``gone`` (indices into a batch that
-    starts at ``start_row`` of ``shard_name``); ``reason``/``band`` are per batch row;
-    ``earlier`` is (id, shard, row) of the earlier duplicate per removed row, if known."""
-    from .arrow import numeric_array, repeat_string, take, take_strings
-    from .index import REASON_LABELS
+def write_verdicts(kept, write_removed: Callable[[pa.RecordBatch], None], batch: pa.RecordBatch, start_row: int,
+                   shard_name: str, ids: pa.Array, reason: np.ndarray, band: np.ndarray,
+                   earlier: Callable[[np.ndarray], tuple | None] | None = None) -> None:
+    """One batch's outputs, for both engines: its kept rows to ``kept`` (a :func:`kept_shard` writer,
+    None without kept shards) and its removed rows to ``write_removed`` as rows of removed.parquet
+    (``batch`` starts at ``start_row`` of ``shard_name``; ``reason``/``band`` are per batch row;
+    ``earlier(gone)``: (id, shard, row) of the earlier duplicate of each removed row ``gone``, when known)."""
+    from .arrow import filter_rows, numeric_array, repeat_string, take, take_strings
+    from .index import KEEP, REASON_LABELS
 
+    keep = reason == KEEP
+    if kept is not None:
+        kept.write_batch(filter_rows(batch, keep))
+    gone = np.flatnonzero(~keep)
+    if not gone.size:
+        return
     n = gone.size
     b = band[gone]
-    if earlier is None:
-        earlier = (pa.nulls(n, pa.string()), pa.nulls(n, pa.string()), pa.nulls(n, pa.int64()))
-    return pa.record_batch(
+    found = None if earlier is None else earlier(gone)
+    if found is None:
+        found = (pa.nulls(n, pa.string()), pa.nulls(n, pa.string()), pa.nulls(n, pa.int64()))
+    write_removed(pa.record_batch(
         [
             take(ids, gone),
             repeat_string(shard_name, n),
             numeric_array((gone + start_row).astype(np.int64)),
             take_strings(REASON_LABELS, reason[gone]),
             numeric_array(b, valid=b >= 0),
-            *earlier,
+            *found,
         ],
         schema=REMOVED_SCHEMA,
-    )
-
-
-def write_verdicts(kept, write_removed: Callable[[pa.RecordBatch], None], batch: pa.RecordBatch, start_row: int,
-                   shard_name: str, ids: pa.Array, reason: np.ndarray, band: np.ndarray,
-                   earlier: Callable[[np.ndarray], tuple | None] | None = None) -> None:
-    """One batch's outputs, for both engines: its kept rows to ``kept`` (a :func:`kept_shard` writer,
-    None without kept shards) and its removed rows to ``write_removed`` (:func:`removed_batch`;
-    ``earlier(gone)``: the earlier duplicates of the removed rows ``gone``, when known)."""
-    from .arrow import filter_rows
-    from .index import KEEP
-
-    keep = reason == KEEP
-    if kept is not None:
-        kept.write_batch(filter_rows(batch, keep))
-    gone = np.flatnonzero(~keep)
-    if gone.size:
-        write_removed(removed_batch(gone, start_row, shard_name, ids, reason, band,
-                                    None if earlier is None else earlier(gone)))
+    ))
 
 
 def input_entry(shard, counts: dict) -> dict:

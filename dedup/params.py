@@ -18,26 +18,12 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 def candidate_probability(s: float, bands: int, rows: int) -> float:
     """P(two documents of Jaccard ``s`` collide in at least one of ``bands`` bands)."""
     return 1.0 - (1.0 - s ** float(rows)) ** float(bands)
-
-
-def _false_positive_area(threshold: float, b: int, r: int) -> float:
-    from scipy.integrate import quad
-
-    area, _err = quad(lambda s: 1 - (1 - s ** float(r)) ** float(b), 0.0, threshold)
-    return area
-
-
-def _false_negative_area(threshold: float, b: int, r: int) -> float:
-    from scipy.integrate import quad
-
-    area, _err = quad(lambda s: 1 - (1 - (1 - s ** float(r)) ** float(b)), threshold, 1.0)
-    return area
 
 
 @functools.lru_cache(maxsize=256)
@@ -77,13 +63,15 @@ def _search_optimal_param(
     threshold: float, num_perm: int, false_positive_weight: float, false_negative_weight: float
 ) -> tuple[int, int]:
     """datasketch's grid search, uncached."""
+    from scipy.integrate import quad
+
     min_error = float("inf")
     opt = (0, 0)
     for b in range(1, num_perm + 1):
         max_r = int(num_perm / b)
         for r in range(1, max_r + 1):
-            fp = _false_positive_area(threshold, b, r)
-            fn = _false_negative_area(threshold, b, r)
+            fp = quad(lambda s: candidate_probability(s, b, r), 0.0, threshold)[0]
+            fn = quad(lambda s: 1 - candidate_probability(s, b, r), threshold, 1.0)[0]
             error = fp * false_positive_weight + fn * false_negative_weight
             if error < min_error:
                 min_error = error
@@ -196,15 +184,7 @@ class IndexPlan:
     def to_dict(self) -> dict:
         """JSON-ready summary for manifests and ``memdedup params``."""
         return {
-            "threshold": self.threshold,
-            "num_perm": self.num_perm,
-            "bands": self.bands,
-            "rows": self.rows,
-            "capacity": self.capacity,
-            "total_fp": self.total_fp,
-            "band_fp": self.band_fp,
-            "band_bits": self.band_bits,
-            "band_k": self.band_k,
+            **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "curve"},
             "index_bytes": self.index_bytes,
             "bytes_per_doc": self.bytes_per_doc,
             "predicted_fp_at_capacity": self.predicted_fp(self.capacity),

@@ -169,9 +169,9 @@ def _pack(parts: list[str], sep: str, target_bytes: int) -> list[str]:
 
 
 def build_corpus(target_bytes: int = 6000, with_docstrings: bool = True,
-                 roots: Sequence[tuple[str, Path]] | None = None, max_docs: int | None = None) -> pa.Table:
+                 roots: Sequence[tuple[str, Path]] | None = None) -> pa.Table:
     """The real-text corpus: columns ``id`` (``<source>#<chunk>``), ``text``, ``source``; rows in
-    source-name, then text order; ``max_docs`` keeps the first rows only.
+    source-name, then text order.
 
     Example:
         >>> import tempfile, pathlib
@@ -191,10 +191,6 @@ def build_corpus(target_bytes: int = 6000, with_docstrings: bool = True,
             ids.append(f"{name}#{k}")
             texts.append(doc)
             sources.append(name)
-            if max_docs is not None and len(ids) >= max_docs:
-                break
-        if max_docs is not None and len(ids) >= max_docs:
-            break
     return pa.table({"id": pa.array(ids, pa.string()), "text": pa.array(texts, pa.string()),
                      "source": pa.array(sources, pa.string())})
 

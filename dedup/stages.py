@@ -155,8 +155,6 @@ def band_pass(
     t0 = time.perf_counter()
     final = seen_path(work, band, split)
     first = stack.generations[0]
-    if split[1] > 1 and (len(stack.generations) != 1 or stack.scalable):
-        raise ValueError("a band task is split only on a one-generation filter (not with an index directory)")
     lo, hi = split_parts(first.parts, split)
     final.parent.mkdir(parents=True, exist_ok=True)
     pos = 0

@@ -417,8 +417,6 @@ def _cmd_params(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from collections import Counter
-
     from dedup.io import write_json_atomic
     from dedup.synthetic import generate_corpus, write_shards
 
@@ -432,11 +430,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         table = generate_corpus(args.docs, mean_bytes=args.doc_bytes, exact_frac=args.exact_frac,
                                 near_frac=args.near_frac, seed=args.seed)
     paths = write_shards(table, args.out, args.shards, fmt=args.format)
-    kinds = Counter(table.column("kind").to_pylist())
     planted = planted_manifest(table, args.seed, paths, canaries=args.canaries)
     write_json_atomic(args.out / CORPUS_MANIFEST, planted)
     _emit(args, planted, lambda: print(f"wrote {table.num_rows:,} documents in {len(paths)} shard(s) to {args.out} "
-                                       f"({', '.join(f'{v:,} {k}' for k, v in sorted(kinds.items()))})"))
+                                       f"({', '.join(f'{v:,} {k}' for k, v in sorted(planted['kinds'].items()))})"))
     return 0
 
 
