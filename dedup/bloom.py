@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from . import kernels as _k
-from .io import replacing
+from .io import write_bytes_atomic
 from .params import bloom_fp, bloom_parts, bloom_size
 
 MAGIC = b"MDBLOOM\x00"
@@ -166,12 +166,9 @@ class BloomFilter:
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically (temporary file in the same directory, then rename)."""
         path = Path(path)
-        with replacing(path) as tmp, open(tmp, "wb") as f:
-            version, parts = (VERSION, 0) if self.parts == 1 else (VERSION_PARTS, self.parts)
-            f.write(_HEADER.pack(MAGIC, version, HEADER_SIZE, self.m, self.k, parts, self.seed, self.count))
-            f.write(np.ascontiguousarray(self.bits, dtype="<u8").tobytes())
-            f.flush()
-            os.fsync(f.fileno())
+        version, parts = (VERSION, 0) if self.parts == 1 else (VERSION_PARTS, self.parts)
+        header = _HEADER.pack(MAGIC, version, HEADER_SIZE, self.m, self.k, parts, self.seed, self.count)
+        write_bytes_atomic(path, header, np.ascontiguousarray(self.bits, dtype="<u8").tobytes())
         return path
 
     @classmethod

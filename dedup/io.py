@@ -47,10 +47,10 @@ def replacing(final: Path) -> Iterator[Path]:
         raise
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary sibling, fsync, then rename over ``path``."""
+def write_bytes_atomic(path: Path, *data: bytes) -> None:
+    """Write ``data`` (byte strings, in order) to a temporary sibling, fsync, then rename over ``path``."""
     with replacing(Path(path)) as tmp, open(tmp, "wb") as f:
-        f.write(data)
+        f.writelines(data)
         f.flush()
         os.fsync(f.fileno())
 
