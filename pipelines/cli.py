@@ -210,10 +210,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
     from .progress import phase_progress
 
-    _quiet_transformers()
-    config = from_args(args)
-    summary = run_audit(args.model, args.corpus, args.out, config, dedup_dir=args.dedup_dir, members=args.members,
-                        reference=args.reference, sequences=args.sequences, log=_log(args),
+    summary = run_audit(args.model, args.corpus, args.out, from_args(args), dedup_dir=args.dedup_dir,
+                        members=args.members, reference=args.reference, sequences=args.sequences, log=_log(args),
                         progress=phase_progress("audit", args.quiet))
     _emit(args, summary, lambda: _print_audit(summary, args.out))
     return 0
@@ -237,7 +235,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from .progress import phase_progress
 
-    _quiet_transformers()
     config = from_args(args)
     m = train_causal_lm(discover(args.inputs, exclude=args.out), args.out, config, log=_log(args),
                         progress=phase_progress("train", args.quiet))
@@ -251,7 +248,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_profile(args: argparse.Namespace) -> int:
     from audit.checkpoints import run_profile
 
-    _quiet_transformers()
     s = run_profile(args.run, args.out, from_args(args), corpus=args.corpus, log=_log(args))
     _emit(args, s, lambda: _print_profile(s, args.out))
     return 0
@@ -439,7 +435,6 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from .demo import run_checks
 
-    _quiet_transformers()  # the canary exposure loads both models
     result = run_checks(args.out)
 
     def human() -> None:
@@ -532,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
     args.json_out = io.StringIO()
     try:
         with _stdout_to_stderr() if args.json else contextlib.nullcontext():
+            if args.command in ("audit", "train", "profile", "check"):  # check: the canary exposure loads both models
+                _quiet_transformers()
             return handlers[args.command](args)
     except (InputError, ConfigError, OutputExistsError, ValueError) as e:
         return _fail(args.command, str(e))
