@@ -73,8 +73,7 @@ def generate_canary_corpus(
     background: list[str] = []
     seen: set[str] = set()
     while len(background) < n_background:
-        need = n_background - len(background)
-        for t in synthetic.sample_documents(rng, need, mean_bytes):
+        for t in synthetic.sample_documents(rng, n_background - len(background), mean_bytes):
             if t not in seen:
                 seen.add(t)
                 background.append(t)

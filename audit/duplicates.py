@@ -40,8 +40,8 @@ class DuplicateInfo:
 
     count: np.ndarray
     removed_duplicate: np.ndarray
-    member_duplicate: np.ndarray | None = None
-    matches: list[set[tuple[str, int]]] | None = None
+    member_duplicate: np.ndarray
+    matches: list[set[tuple[str, int]]]
 
 
 def duplicate_counts(

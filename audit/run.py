@@ -37,11 +37,11 @@ def _dedup_context(dedup_dir: Path | None) -> tuple[DedupConfig, set[tuple[str, 
     """Dedup's config, removed rows and manifest, from a dedup output directory."""
     if dedup_dir is None:
         return DedupConfig(), set(), None
-    manifest = io.read_manifest(Path(dedup_dir))
+    manifest = io.read_manifest(dedup_dir)
     if manifest is None:
         raise InputError(dedup_dir, "not a completed dedup output (no manifest.json)")
     cfg = {k: v for k, v in manifest["config"].items() if k in DedupConfig.field_names()}
-    removed = pq.read_table(dedup_layout.removed_path(Path(dedup_dir)), columns=["shard", "row"]).to_pydict()
+    removed = pq.read_table(dedup_layout.removed_path(dedup_dir), columns=["shard", "row"]).to_pydict()
     return DedupConfig(**cfg), set(zip(removed["shard"], removed["row"])), manifest
 
 
@@ -80,9 +80,8 @@ def membership_labels(doc_ids: list, member_ids: set[str] | None, dup) -> tuple[
     if member_ids is None:
         return [None] * len(doc_ids), None
     by_id = np.array([d is not None and str(d) in member_ids for d in doc_ids], dtype=bool)
-    by_content = dup is not None and dup.member_duplicate is not None
-    member = by_id | dup.member_duplicate if by_content else by_id
-    rule = MEMBERSHIP_RULE if by_content else MEMBERSHIP_RULE_ID
+    member = by_id if dup is None else by_id | dup.member_duplicate
+    rule = MEMBERSHIP_RULE_ID if dup is None else MEMBERSHIP_RULE
     out = [None if (dup is None and d is None) else bool(m) for d, m in zip(doc_ids, member)]
     known = np.array([m is not None for m in out], dtype=bool)
     return out, {"rule": rule, "members": int(member[known].sum()), "non_members": int((~member[known]).sum()),

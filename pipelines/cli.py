@@ -181,7 +181,7 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
                                log=_log(args))
         if bar is not None:
             bar.close()
-    _emit(args, manifest, lambda: None if args.quiet else _print_summary(manifest, args.out))
+    _emit(args, manifest, lambda: _print_summary(manifest, args.out))
     return 0
 
 
@@ -210,12 +210,10 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
     from .progress import phase_progress
 
-    _quiet_transformers()
-    config = from_args(args)
-    summary = run_audit(args.model, args.corpus, args.out, config, dedup_dir=args.dedup_dir, members=args.members,
-                        reference=args.reference, sequences=args.sequences, log=_log(args),
+    summary = run_audit(args.model, args.corpus, args.out, from_args(args), dedup_dir=args.dedup_dir,
+                        members=args.members, reference=args.reference, sequences=args.sequences, log=_log(args),
                         progress=phase_progress("audit", args.quiet))
-    _emit(args, summary, lambda: None if args.quiet else _print_audit(summary, args.out))
+    _emit(args, summary, lambda: _print_audit(summary, args.out))
     return 0
 
 
@@ -237,11 +235,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from .progress import phase_progress
 
-    _quiet_transformers()
     config = from_args(args)
     m = train_causal_lm(discover(args.inputs, exclude=args.out), args.out, config, log=_log(args),
                         progress=phase_progress("train", args.quiet))
-    _emit(args, m, lambda: None if args.quiet else print(
+    _emit(args, m, lambda: print(
         f"trained {m['steps']} steps on {m['trained_instances']:,} instances of {m['documents']:,} documents "
         f"({m['held_out_documents']:,} held out); final loss {m['final_loss']:.3f}; "
         f"{len(m['checkpoints'])} checkpoints in {args.out}/checkpoints, final model in {args.out}/model"))
@@ -251,9 +248,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_profile(args: argparse.Namespace) -> int:
     from audit.checkpoints import run_profile
 
-    _quiet_transformers()
     s = run_profile(args.run, args.out, from_args(args), corpus=args.corpus, log=_log(args))
-    _emit(args, s, lambda: None if args.quiet else _print_profile(s, args.out))
+    _emit(args, s, lambda: _print_profile(s, args.out))
     return 0
 
 
@@ -287,12 +283,13 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     import re
 
-    from audit.layout import COMPARISON_PAGE, report_json
+    from audit.layout import COMPARISON_PAGE, SUMMARY, report_json
     from audit.report.comparison import comparison_report
     from audit.report.model import model_report
+    from dedup.io import json_or_empty, read_json, write_stage_manifest
 
-    audits = list(args.audits)
-    labels = list(args.labels) if args.labels else [a.resolve().name or "audit" for a in audits]
+    audits = args.audits
+    labels = args.labels or [a.resolve().name or "audit" for a in audits]
     if len(labels) != len(audits):
         raise ConfigError(f"--labels: {len(labels)} labels for {len(audits)} audit directories")
     if not args.labels:  # make default labels distinct: raw/audit, dedup/audit -> audit-1, audit-2
@@ -310,7 +307,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if args.model_dir:
         # (tokenizer, the audit's own fingerprint: summary.json model.tokenizer_sha256), or (None, None)
         from audit.lm import load_tokenizer as load
-        from dedup.io import json_or_empty
 
         toks = {}
         for m in args.model_dir:
@@ -320,10 +316,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
         dirs = args.model_dir * len(audits) if len(args.model_dir) == 1 else args.model_dir
         for i, (a, m) in enumerate(zip(audits, dirs)):
             tok, fp = toks[m]
-            summary = json_or_empty(a / "summary.json")
-            want = (summary.get("model") or {}).get("tokenizer_sha256")
+            model = json_or_empty(a / SUMMARY).get("model") or {}
+            want = model.get("tokenizer_sha256")
             if want and fp != want:  # e.g. one --model-dir for models with their own tokenizers
-                own = (summary.get("model") or {}).get("path")
+                own = model.get("path")
                 tok, fp = load(own) if own and Path(own).is_dir() else (None, None)
                 if tok is not None and fp == want:
                     print(f"note: {a}: the tokenizer of {m} is not the audited model's; decoding with {own}",
@@ -333,7 +329,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
                           "(give one --model-dir per audit)", file=sys.stderr)
                     continue
             decoders[i] = lambda ids, t=tok: t.decode(list(ids), skip_special_tokens=False)
-    from dedup.io import read_json, write_stage_manifest
 
     # read before anything is written: a missing or damaged file is exit 2, one line, no pages
     exposure = read_json(args.checks).get("exposure_by_copies") if args.checks is not None else None
@@ -440,7 +435,6 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from .demo import run_checks
 
-    _quiet_transformers()  # the canary exposure loads both models
     result = run_checks(args.out)
 
     def human() -> None:
@@ -477,19 +471,20 @@ def _quiet_transformers() -> None:
 
 def _log(args: argparse.Namespace) -> Callable[[str], None]:
     """Notes on stderr, or nothing under ``--quiet``."""
-    if getattr(args, "quiet", False):
+    if args.quiet:
         return lambda msg: None
     return lambda msg: print(msg, file=sys.stderr, flush=True)
 
 
 def _emit(args: argparse.Namespace, payload: dict, human: Callable[[], object]) -> None:
     """The command's result: ``payload`` as JSON under ``--json`` (written by :func:`main` to
-    stdout once the command is done), else the human summary ``human()`` prints."""
-    if getattr(args, "json", False):
+    stdout once the command is done), else the human summary ``human()`` prints (nothing under
+    ``--quiet``)."""
+    if args.json:
         from dedup.io import json_text
 
         args.json_out.write(json_text(payload))
-    else:
+    elif not getattr(args, "quiet", False):  # forecast, report, params, generate, check have no --quiet
         human()
 
 
@@ -529,10 +524,11 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"dedup": _cmd_dedup, "audit": _cmd_audit, "train": _cmd_train, "profile": _cmd_profile,
                 "forecast": _cmd_forecast, "params": _cmd_params, "generate": _cmd_generate, "check": _cmd_check,
                 "report": _cmd_report}
-    as_json = getattr(args, "json", False)
     args.json_out = io.StringIO()
     try:
-        with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+        with _stdout_to_stderr() if args.json else contextlib.nullcontext():
+            if args.command in ("audit", "train", "profile", "check"):  # check: the canary exposure loads both models
+                _quiet_transformers()
             return handlers[args.command](args)
     except (InputError, ConfigError, OutputExistsError, ValueError) as e:
         return _fail(args.command, str(e))

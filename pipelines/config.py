@@ -129,7 +129,7 @@ def from_args(args: argparse.Namespace) -> Any:
     cls, name = args._config_spec
     values: dict[str, Any] = {}
     source = "<command line>"
-    if getattr(args, "config", None):
+    if args.config:
         source = str(args.config)
         values = load_yaml(args.config).get(name) or {}
         if not isinstance(values, dict):
@@ -138,9 +138,8 @@ def from_args(args: argparse.Namespace) -> Any:
     for key in values:
         if key not in names:
             raise ConfigError(f"{source}: unknown key {name}.{key}; valid keys: {', '.join(sorted(names))}")
-    values = dict(values)
     for f in exposed(cls):
-        value = getattr(args, f.name, None)
+        value = getattr(args, f.name)
         if value is not None:
             values[f.name] = value
             values.update(f.metadata.get("flag_sets") or {})

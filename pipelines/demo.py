@@ -97,14 +97,13 @@ def planted_manifest(table: pa.Table, seed: int, shards: list[Path], canaries: b
     the shards): documents, rows per kind, the seed and shard names; for the demo corpus
     (``canaries``), also canary rows per repeat level and the ids of planted exact duplicates
     (which :func:`run_checks` expects dedup to remove)."""
-    kinds = Counter(table.column("kind").to_pylist())
-    planted = {"documents": table.num_rows, "kinds": dict(kinds), "seed": seed, "shards": [p.name for p in shards]}
+    kinds = table.column("kind").to_pylist()
+    planted = {"documents": table.num_rows, "kinds": dict(Counter(kinds)), "seed": seed,
+               "shards": [p.name for p in shards]}
     if canaries:
-        reps = Counter(r for r, k in zip(table.column("repeats").to_pylist(), table.column("kind").to_pylist())
-                       if k == "canary")
+        reps = Counter(r for r, k in zip(table.column("repeats").to_pylist(), kinds) if k == "canary")
         planted["canary_rows_by_repeats"] = {str(r): n for r, n in sorted(reps.items())}
-        planted["exact_ids"] = [i for i, k in zip(table.column("id").to_pylist(), table.column("kind").to_pylist())
-                                if k == "exact"]
+        planted["exact_ids"] = [i for i, k in zip(table.column("id").to_pylist(), kinds) if k == "exact"]
     return planted
 
 
@@ -115,7 +114,7 @@ def _canary_rate(audit_dir: Path) -> dict:
     return {"sequences": len(rows), "extractable": sum(rows), "rate": sum(rows) / len(rows) if rows else None}
 
 
-def _canary_exposure(corpus: Path, model_dir: Path, n_samples: int = EXPOSURE_SAMPLES, seed: int = 0):
+def _canary_exposure(corpus: Path, model_dir: Path):
     """Exposure (Carlini et al. 2019) of each distinct canary of the corpus under a model, by
     planted copies: ``{"samples", "log2_space", "by_copies": [...]}``, or None when the corpus
     shards or the model are absent. Candidates come from :mod:`audit.canaries`' random space."""
@@ -141,10 +140,10 @@ def _canary_exposure(corpus: Path, model_dir: Path, n_samples: int = EXPOSURE_SA
     lm = load_causal_lm(model_dir)
     copies, exposures, meta = [], [], {}
     for words, group in sorted(by_words.items()):
-        res = canary_exposure(lm, group, words, n_samples=n_samples, seed=seed)
+        res = canary_exposure(lm, group, words, n_samples=EXPOSURE_SAMPLES)
         copies += [texts[t] for t in group]
         exposures += [r["exposure"] for r in res]
-        meta = {"samples": n_samples, "log2_space": res[0]["log2_space"], "words": res[0]["words"]}
+        meta = {"samples": EXPOSURE_SAMPLES, "log2_space": res[0]["log2_space"], "words": res[0]["words"]}
     return {**meta, "by_copies": exposure_by_copies(copies, exposures)}
 
 

@@ -65,10 +65,10 @@ def _split_html(ids: list[int], n_match: int, decode: Decode | None, miss_class:
     return out
 
 
-def _top_sequences(audit: Audit, decode: Decode | None, k: int = TOP_SEQUENCES) -> tuple[str, int, int]:
-    """The table of the ``k`` most memorized DISTINCT sequences (identical prompt + continuation,
-    e.g. copies of one duplicated document, are shown once with their count); also returns how
-    many rows it has and how many sampled sequences they stand for."""
+def _top_sequences(audit: Audit, decode: Decode | None) -> tuple[str, int, int]:
+    """The table of the :data:`TOP_SEQUENCES` most memorized DISTINCT sequences (identical
+    prompt + continuation, e.g. copies of one duplicated document, are shown once with their
+    count); also returns how many rows it has and how many sampled sequences they stand for."""
     t = audit.table.copy()
     t["_loss"] = t["loss"] if "loss" in t.columns else np.nan
     t = t.sort_values(["leading_matched", "_loss"], ascending=[False, True], kind="stable", na_position="last")
@@ -76,7 +76,7 @@ def _top_sequences(audit: Audit, decode: Decode | None, k: int = TOP_SEQUENCES) 
                                                                     t.get("truth", [None] * len(t)))]
     t["_key"] = keys
     t["_copies"] = t.groupby("_key", sort=False)["_key"].transform("size")
-    t = t.drop_duplicates("_key", keep="first").head(k)
+    t = t.drop_duplicates("_key", keep="first").head(TOP_SEQUENCES)
     C = audit.cont_len
     has_gen = audit.has("generated")
     rows = []
