@@ -67,7 +67,8 @@ def _per_token(x, name: str) -> np.ndarray:
     return a
 
 
-def _same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+def same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+    """ValueError naming both arrays unless they have one shape."""
     if a.shape != b.shape:
         raise ValueError(f"{name_a} and {name_b} must have the same shape, got {a.shape} and {b.shape}")
 
@@ -154,7 +155,7 @@ def pythia_score(generated: np.ndarray, truth: np.ndarray) -> np.ndarray:
     t = np.asarray(truth)
     if g.ndim != 2 or t.ndim != 2:
         raise ValueError(f"generated and truth must be 2-D (n, C), got shapes {g.shape} and {t.shape}")
-    _same_shape(g, t, "generated", "truth")
+    same_shape(g, t, "generated", "truth")
     if g.shape[1] < 1:
         raise ValueError(f"the continuation must have at least one token (C >= 1), got shape {g.shape}")
     return (g == t).mean(axis=1, dtype=np.float64)
@@ -235,8 +236,8 @@ def score_min_k_plus_plus(
     lp = _per_token(logprob, "logprob")
     m_ = _per_token(mu, "mu")
     s_ = _per_token(sigma, "sigma")
-    _same_shape(lp, m_, "logprob", "mu")
-    _same_shape(lp, s_, "logprob", "sigma")
+    same_shape(lp, m_, "logprob", "mu")
+    same_shape(lp, s_, "logprob", "sigma")
     if (s_ < 0).any():
         raise ValueError("sigma must be >= 0")
     safe = np.where(s_ > 0, s_, 1.0)
@@ -253,5 +254,5 @@ def score_reference(logprob: np.ndarray, ref_logprob: np.ndarray) -> np.ndarray:
     """
     lp = _per_token(logprob, "logprob")
     ref = _per_token(ref_logprob, "ref_logprob")
-    _same_shape(lp, ref, "logprob", "ref_logprob")
+    same_shape(lp, ref, "logprob", "ref_logprob")
     return loss(ref) - loss(lp)

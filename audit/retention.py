@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .metrics import _same_shape, float_array
+from .metrics import same_shape, float_array
 from .stats import wilson_bounds
 
 __all__ = ["recognition", "recall", "retention_curve", "sign_test_p_value", "scramble_foils", "substitute_foils"]
@@ -105,7 +105,7 @@ def recognition(seen_loss: np.ndarray, foil_loss: np.ndarray, *, confidence: flo
     """
     s = float_array(seen_loss, "seen_loss", 1)
     f = float_array(foil_loss, "foil_loss", 1)
-    _same_shape(s, f, "seen_loss", "foil_loss")
+    same_shape(s, f, "seen_loss", "foil_loss")
     n = int(s.shape[0])
     if n == 0:
         raise ValueError("recognition needs at least one (seen, foil) pair")
