@@ -369,7 +369,7 @@ class _JsonlFile:
     def _bad_line(self, piece: bytes, first_line: int, arrow_said: str) -> InputError:
         """The error for a piece that is not one JSON object per line: its first bad line,
         or (should none be found) what Arrow said, which counts rows from the piece's start."""
-        bad = jsonl.first_problem(piece, first_line, self.empty_columns[0] if self.empty_columns else None)
+        bad = jsonl.first_problem(piece, first_line, self.empty_columns[0])
         if bad is not None:
             return InputError(self.shard.path, bad[1], line=bad[0])
         return InputError(self.shard.path, f"cannot read JSON Lines (in the piece from line {first_line}): {arrow_said}")
