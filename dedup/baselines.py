@@ -46,7 +46,17 @@ def require(backend: str) -> ModuleType | None:
         ) from e
 
 
-class DatasketchLSHIndex:
+class _Baseline:
+    """What the engine asks of every index and a baseline has nothing for: statistics, resources."""
+
+    def stats(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+class DatasketchLSHIndex(_Baseline):
     """Baseline: datasketch ``MinHashLSH`` bucket tables (exact band matches, no false
     positives) and a dict of exact keys. Knows which earlier document collided, so it
     fills ``duplicate_of`` (the earliest colliding document). Memory grows with every
@@ -60,7 +70,6 @@ class DatasketchLSHIndex:
         self.plan = plan
         # fss matches no datasketch scheme; its uint32 values travel as affine32's do.
         self._ds_scheme = get_scheme(scheme).datasketch_scheme or "affine32"
-        self._num_perm = num_perm
         self._seed = seed
         self.lsh = datasketch.MinHashLSH(num_perm=num_perm, params=(plan.bands, plan.rows))
         self.exact: dict[bytes, int] = {}
@@ -107,14 +116,8 @@ class DatasketchLSHIndex:
     def predicted_fp(self) -> float:
         return 0.0
 
-    def stats(self) -> dict:
-        return {}
 
-    def close(self) -> None:
-        pass
-
-
-class PybloomIndex:
+class PybloomIndex(_Baseline):
     """Baseline: the same LSHBloom logic with pybloom-live filters (pure Python, keys
     hashed through ``str()``), sized like ours. Slow; for benchmarks and cross-checks."""
 
@@ -150,9 +153,3 @@ class PybloomIndex:
 
     def predicted_fp(self) -> float:
         return self.plan.predicted_fp(self.plan.capacity)
-
-    def stats(self) -> dict:
-        return {}
-
-    def close(self) -> None:
-        pass

@@ -171,10 +171,10 @@ def line_problem(line: bytes, first_of_file: bool, text_column: str | None = Non
 def first_problem(piece: bytes, first_line: int, text_column: str | None = None) -> tuple[int, str] | None:
     """(1-based line, reason) of the first line of ``piece`` (whose first line is the
     file's line ``first_line``) that :func:`line_problem` refuses, or None."""
-    for i, line in enumerate(piece.split(b"\n")[:-1]):
-        problem = line_problem(line, first_line + i == 1, text_column)
+    for n, line in enumerate(piece.split(b"\n")[:-1], first_line):
+        problem = line_problem(line, n == 1, text_column)
         if problem is not None:
-            return first_line + i, problem
+            return n, problem
     return None
 
 
@@ -257,8 +257,8 @@ def number_texts(piece: bytes, first_line: int, columns: set[str], nested: set[s
     """
     texts: dict[str, list[str | None]] = {c: [] for c in columns}
     numbers = {c: Numbers() for c in columns}
-    for i, line in enumerate(piece.split(b"\n")[:-1]):
-        line = _body(line, first_line + i == 1)
+    for n, line in enumerate(piece.split(b"\n")[:-1], first_line):
+        line = _body(line, n == 1)
         if not line:
             continue
         obj = json.loads(line, parse_int=_IntText, parse_float=_FloatText)
@@ -273,7 +273,7 @@ def number_texts(piece: bytes, first_line: int, columns: set[str], nested: set[s
             for path, big in _big_ints_inside(obj.get(c), ()):
                 if rounds(c, path):
                     return texts, numbers, (
-                        first_line + i, f"column {c!r} holds the integer {big} inside a list or object, where it "
+                        n, f"column {c!r} holds the integer {big} inside a list or object, where it "
                         "would be read as a float64 and rounded; only top-level columns of such integers are read "
                         "exactly (as uint64 or as text)")
     return texts, numbers, None

@@ -196,9 +196,10 @@ def _castable_to_string(t: pa.DataType) -> bool:
 JSONL_CHUNK_BYTES = 32 << 20
 
 
-def _jsonl_pieces(shard: Shard, chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
-    """(first line number, bytes) of consecutive pieces of the decompressed file, each
-    made of whole lines ending in a line feed; pieces of blank lines only are skipped.
+def _jsonl_pieces(shard: Shard) -> Iterator[tuple[int, bytes, jsonl.Lines]]:
+    """(first line number, bytes, :func:`dedup.jsonl.scan` of them) of consecutive pieces of
+    the decompressed file, each made of whole lines ending in a line feed; pieces of blank
+    lines only are skipped.
 
     Raises:
         InputError: the file cannot be read or decompressed.
@@ -207,30 +208,23 @@ def _jsonl_pieces(shard: Shard, chunk_bytes: int) -> Iterator[tuple[int, bytes]]
     try:
         with pa.input_stream(str(shard.path), compression=shard.compression) as raw:
             rest = b""
-            while True:
-                block = raw.read(chunk_bytes)
-                if not block:
-                    break
+            while block := raw.read(JSONL_CHUNK_BYTES):
                 buf = rest + block
                 cut = buf.rfind(b"\n") + 1
-                if cut == 0:
-                    rest = buf
-                    continue
                 piece, rest = buf[:cut], buf[cut:]
                 if jsonl.has_content(piece):
-                    yield line, piece
+                    yield line, piece, jsonl.scan(piece, line == 1)
                 line += piece.count(b"\n")
     except (OSError, pa.ArrowException) as e:
         raise InputError(shard.path, f"unreadable: {e}") from e
     if jsonl.has_content(rest):
-        yield line, rest + b"\n"
+        yield line, rest + b"\n", jsonl.scan(rest + b"\n", line == 1)
 
 
 def _jsonl_line_of_row(shard: Shard, row: int) -> int | None:
     """1-based line of the 0-based row ``row`` (rows are the lines that are not blank)."""
     seen = 0
-    for line, piece in _jsonl_pieces(shard, JSONL_CHUNK_BYTES):
-        lines = jsonl.scan(piece, line == 1)
+    for line, _, lines in _jsonl_pieces(shard):
         if row < seen + lines.rows:
             return line + lines.line_of_row(row - seen)
         seen += lines.rows
@@ -357,8 +351,7 @@ class _JsonlFile:
     def _parsed(self) -> Iterator[tuple[int, bytes, pa.Table]]:
         """(first line, bytes, table) of each piece, after checking that the piece holds one
         JSON object per line that is not blank (:mod:`dedup.jsonl`): Arrow's rows are the lines."""
-        for line, piece in _jsonl_pieces(self.shard, JSONL_CHUNK_BYTES):
-            lines = jsonl.scan(piece, at_file_start=line == 1)
+        for line, piece, lines in _jsonl_pieces(self.shard):
             if lines.suspect:  # before Arrow: pyarrow 26 crashes (SIGSEGV) on a piece that starts with null
                 raise self._bad_line(piece, line, "a line that is not a JSON object")
             try:
@@ -376,7 +369,7 @@ class _JsonlFile:
     def _bad_line(self, piece: bytes, first_line: int, arrow_said: str) -> InputError:
         """The error for a piece that is not one JSON object per line: its first bad line,
         or (should none be found) what Arrow said, which counts rows from the piece's start."""
-        bad = jsonl.first_problem(piece, first_line, self.empty_columns[0] if self.empty_columns else None)
+        bad = jsonl.first_problem(piece, first_line, self.empty_columns[0])
         if bad is not None:
             return InputError(self.shard.path, bad[1], line=bad[0])
         return InputError(self.shard.path, f"cannot read JSON Lines (in the piece from line {first_line}): {arrow_said}")
@@ -391,16 +384,16 @@ class _JsonlFile:
             for f in self.schema:
                 if f.name in texts:
                     cols.append(pa.array(texts[f.name], pa.string()))
-                    continue
-                if f.name not in table.column_names:
+                elif f.name not in table.column_names:
                     cols.append(pa.nulls(table.num_rows, f.type))
-                    continue
-                col = table.column(f.name)
-                try:
-                    cols.append(col if col.type == f.type else col.cast(f.type))
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
-                    raise InputError(self.shard.path, f"column {f.name!r} is {col.type} from this line on, but "
-                                     f"{f.type} elsewhere in the file: {e}", line=line) from e
+                elif (col := table.column(f.name)).type == f.type:
+                    cols.append(col)
+                else:
+                    try:
+                        cols.append(col.cast(f.type))
+                    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
+                        raise InputError(self.shard.path, f"column {f.name!r} is {col.type} from this line on, but "
+                                         f"{f.type} elsewhere in the file: {e}", line=line) from e
             yield pa.Table.from_arrays(cols, schema=self.schema)
 
 
@@ -578,5 +571,5 @@ def count_rows(shards: list[Shard]) -> int:
         elif s.fmt == "arrow":
             total += _ArrowFile(s).num_rows
         else:
-            total += sum(jsonl.scan(piece, line == 1).rows for line, piece in _jsonl_pieces(s, JSONL_CHUNK_BYTES))
+            total += sum(lines.rows for _, _, lines in _jsonl_pieces(s))
     return total

@@ -422,13 +422,15 @@ def _read_all(path: Path, **kw) -> pa.Table:
     return pa.Table.from_batches(batches, schema=r.schema)
 
 
-def test_jsonl_pieces_are_whole_lines_of_bounded_size(tmp_path: Path):
+def test_jsonl_pieces_are_whole_lines_of_bounded_size(tmp_path: Path, monkeypatch):
+    import dedup.shards
     from dedup.shards import _jsonl_pieces
 
     rows = [{"id": f"r{i}", "text": "word " * (i % 7)} for i in range(200)]
     path = write(tmp_path / "a.jsonl.gz", rows)
     longest = max(len(json.dumps(r)) + 1 for r in rows)
-    pieces = list(_jsonl_pieces(discover([path])[0], 100))
+    monkeypatch.setattr(dedup.shards, "JSONL_CHUNK_BYTES", 100)
+    pieces = [(line, piece) for line, piece, _ in _jsonl_pieces(discover([path])[0])]
     assert b"".join(p for _, p in pieces) == _jsonl_bytes(rows)
     assert all(p.endswith(b"\n") and len(p) < 100 + longest for _, p in pieces)
     lines = [line for line, _ in pieces]
