@@ -119,6 +119,8 @@ class DedupConfig(StageConfig):
                 self._bad(f"{name} must be in (0, 1), got {v}")
         if (self.bands is None) != (self.rows is None):
             self._bad("give both bands and rows, or neither")
+        if self.bands is not None and min(self.bands, self.rows) < 1:
+            self._bad(f"bands and rows must be >= 1, got bands={self.bands}, rows={self.rows}")
         if self.bands is not None and self.bands * self.rows > self.num_perm:
             self._bad(f"bands * rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
         if self.batch_rows < 1:

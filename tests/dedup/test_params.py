@@ -63,3 +63,29 @@ def test_index_plan_default_is_about_32_bytes_per_doc():
     assert plan.predicted_fp(plan.capacity) == pytest.approx(1e-5, rel=0.05)
     d = plan.to_dict()
     assert set(d["candidate_probability"]) == {f"{s / 10:.1f}" for s in range(1, 11)}
+
+
+@pytest.mark.parametrize("bands, rows", [(3, 0), (0, 5), (0, 0), (-1, 4), (4, -1)])
+def test_explicit_banding_below_one_is_refused(bands, rows):
+    """Before the fix DedupConfig accepted these: rows=0 made every band key the hash of no
+    values, so every document after the first was removed as a near duplicate of it; bands=0
+    was taken as 'not given' and the optimal banding was used instead, silently."""
+    from dedup.config import DedupConfig
+
+    with pytest.raises(ValueError, match=r"invalid dedup config: bands and rows must be >= 1"):
+        DedupConfig(bands=bands, rows=rows)
+
+
+def test_cli_refuses_zero_rows_per_band_with_one_line(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.cli import main
+
+    pq.write_table(pa.table({"text": ["the cat sat on the mat", "dogs bark at night"]}), tmp_path / "a.parquet")
+    assert main(["dedup", str(tmp_path / "a.parquet"), "--out", str(tmp_path / "out"), "--bands", "3",
+                 "--rows", "0", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["memdedup dedup: error: <command line>: section dedup: invalid dedup config: bands and rows must be "
+                   ">= 1, got bands=3, rows=0"]
+    assert not (tmp_path / "out").exists()
