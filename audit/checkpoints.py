@@ -227,11 +227,12 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         stats = lm.score(tokens, config.batch_size)
         if step in pchk:
             hard_loss[step] = {k: _loss(lm, foil, config.batch_size) for k, foil in hard.items()}
-        outcome = -stats.logprob.mean(axis=1) if config.outcome == "surprisal" else -stats.greedy_match.mean(axis=1)
+        loss = -stats.logprob.mean(axis=1)
+        outcome = loss if config.outcome == "surprisal" else -stats.greedy_match.mean(axis=1)
         r = retention.recall(lm.generate_greedy(tokens[:, :half], seq_len - half, config.batch_size), tokens[:, half:])
         panel.append(pd.DataFrame({"instance_id": rows.index, "step": step, "outcome": outcome,
                                    "exact_recall": r["exact"], "token_recall": r["token_fraction"],
-                                   "loss": -stats.logprob.mean(axis=1)}))
+                                   "loss": loss}))
         el = time.perf_counter() - t_loop
         log(f"profile: checkpoint {step} done ({i_ck}/{len(scored)}, {i_ck / el:.2f} checkpoints/s, "
             f"{i_ck * len(rows) / el:.0f} instances/s, ETA {(len(scored) - i_ck) * el / i_ck:.0f}s)")
