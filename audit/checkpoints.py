@@ -197,10 +197,10 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         config.min_cohort_size)))
     per_cohort = config.n_per_cohort or -(-config.n_treated // n_cohorts)
     keep = profile.sample_per_cohort(ts_all, pchk, per_cohort, config.min_cohort_size, seed=config.seed)
-    treated = first[first["instance_id"].isin(keep)].copy()
+    treated = first[first["instance_id"].isin(keep)]
     if len(held) < 4:
         raise ValueError(f"{run}: fewer than 4 full-length held-out instances: train with a holdout fraction")
-    controls = held.iloc[np.sort(rng.permutation(len(held))[: config.n_control])].copy()
+    controls = held.iloc[np.sort(rng.permutation(len(held))[: config.n_control])]
     placebo_mask = rng.permutation(len(controls)) < len(controls) // 2
     rows = pd.concat([
         treated.assign(group="treated", treatment_step=treated["first_step"].astype(float)),
