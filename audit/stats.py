@@ -44,7 +44,7 @@ def as_int(value, name: str) -> int:
 
 def finite(x) -> bool:
     """A finite int or float (numpy's too); False for None, NaN, infinities and anything else."""
-    return x is not None and isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(float(x))
+    return isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(float(x))
 
 
 def as_bools(x, name: str, expected: str) -> np.ndarray:
