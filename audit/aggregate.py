@@ -205,8 +205,7 @@ def summarise(table: pa.Table, n_boot: int | None, seed: int, sections: Collecti
     if "pythia_score" in sections and _column(table, "pythia_score") is not None:
         py = table.column("pythia_score").to_numpy(zero_copy_only=False).astype(np.float64)
         out["pythia_score"] = {"mean": float(np.mean(py)), "memorized": rate((py == 1.0)[first])}
-    wants_scores = {"membership", "membership_by_duplicates"} & set(sections)
-    labelled = _labelled_scores(table) if wants_scores else None
+    labelled = _labelled_scores(table) if {"membership", "membership_by_duplicates"} & set(sections) else None
     for key, compute in (
         ("extractable_by_duplicates", lambda: _group_rates(table, "duplicate_bucket", None)),
         ("extractable_by_dedup_status", lambda: _group_rates(table, "dedup_status", STATUS_ORDER)),

@@ -42,7 +42,7 @@ def bytes_per_sequence(seq_len: int, vocab: int, width: int, layers: int, heads:
     return logits + activations + kv_cache
 
 
-def available_memory(device: str) -> int:
+def available_memory() -> int:
     """Bytes free for batches on the CPU now, after the model is loaded (module docstring)."""
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
@@ -105,7 +105,7 @@ def resolve_batch_size(batch_size: int | str, lm, seq_len: int, free: int | None
     per = bytes_per_sequence(L, **shape)
     if free is None:
         gpu = lm.free_memory()
-        free = available_memory(lm.device) if gpu is None else gpu
+        free = available_memory() if gpu is None else gpu
     free = int(free)
     n = auto_batch_size(per, free, lm.device)
     return n, {"rule": f"largest power of two <= {SAFETY} x free memory / bytes per sequence, in [1, "

@@ -197,10 +197,10 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         config.min_cohort_size)))
     per_cohort = config.n_per_cohort or -(-config.n_treated // n_cohorts)
     keep = profile.sample_per_cohort(ts_all, pchk, per_cohort, config.min_cohort_size, seed=config.seed)
-    treated = first[first["instance_id"].isin(keep)].copy()
+    treated = first[first["instance_id"].isin(keep)]
     if len(held) < 4:
         raise ValueError(f"{run}: fewer than 4 full-length held-out instances: train with a holdout fraction")
-    controls = held.iloc[np.sort(rng.permutation(len(held))[: config.n_control])].copy()
+    controls = held.iloc[np.sort(rng.permutation(len(held))[: config.n_control])]
     placebo_mask = rng.permutation(len(controls)) < len(controls) // 2
     rows = pd.concat([
         treated.assign(group="treated", treatment_step=treated["first_step"].astype(float)),
@@ -227,11 +227,12 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         stats = lm.score(tokens, config.batch_size)
         if step in pchk:
             hard_loss[step] = {k: _loss(lm, foil, config.batch_size) for k, foil in hard.items()}
-        outcome = -stats.logprob.mean(axis=1) if config.outcome == "surprisal" else -stats.greedy_match.mean(axis=1)
+        loss = -stats.logprob.mean(axis=1)
+        outcome = loss if config.outcome == "surprisal" else -stats.greedy_match.mean(axis=1)
         r = retention.recall(lm.generate_greedy(tokens[:, :half], seq_len - half, config.batch_size), tokens[:, half:])
         panel.append(pd.DataFrame({"instance_id": rows.index, "step": step, "outcome": outcome,
                                    "exact_recall": r["exact"], "token_recall": r["token_fraction"],
-                                   "loss": -stats.logprob.mean(axis=1)}))
+                                   "loss": loss}))
         el = time.perf_counter() - t_loop
         log(f"profile: checkpoint {step} done ({i_ck}/{len(scored)}, {i_ck / el:.2f} checkpoints/s, "
             f"{i_ck * len(rows) / el:.0f} instances/s, ETA {(len(scored) - i_ck) * el / i_ck:.0f}s)")

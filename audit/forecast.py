@@ -62,8 +62,8 @@ def _bool_column(df: pd.DataFrame, column: str, table: str) -> np.ndarray:
     return as_bools(a, f"{table} table column {column!r}", "boolean or 0/1")
 
 
-def _keyed(df: pd.DataFrame, keys: list[str], flag: str, seen: str | None, table: str) -> tuple[pd.DataFrame, int]:
-    """``df`` reduced to key columns + flag, filtered to seen rows; also the number of rows kept."""
+def _keyed(df: pd.DataFrame, keys: list[str], flag: str, seen: str | None, table: str) -> pd.DataFrame:
+    """``df`` reduced to key columns + flag, filtered to seen rows."""
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"{table} must be a pandas DataFrame, got {type(df).__name__}")
     for k in keys:
@@ -77,7 +77,7 @@ def _keyed(df: pd.DataFrame, keys: list[str], flag: str, seen: str | None, table
     out["_flag"] = _bool_column(df, flag, table)
     if seen is not None:
         out = out[_bool_column(df, seen, table)]
-    return out, len(out)
+    return out
 
 
 def forecast(
@@ -115,8 +115,8 @@ def forecast(
     keys = [key] if isinstance(key, str) else list(key)
     if not keys:
         raise ValueError("key must name at least one column")
-    a, n_seen_a = _keyed(first, keys, flag, seen_first, "first")
-    b, n_seen_b = _keyed(second, keys, flag, seen_second, "second")
+    a = _keyed(first, keys, flag, seen_first, "first")
+    b = _keyed(second, keys, flag, seen_second, "second")
     merged = a.merge(b, on=keys, how="inner", suffixes=("_first", "_second"))
     pred = merged["_flag_first"].to_numpy(dtype=bool)
     truth = merged["_flag_second"].to_numpy(dtype=bool)
@@ -140,10 +140,10 @@ def forecast(
     out.update(
         n_first=int(len(first)),
         n_second=int(len(second)),
-        n_seen_first=n_seen_a,
-        n_seen_second=n_seen_b,
-        n_unmatched_first=n_seen_a - n,
-        n_unmatched_second=n_seen_b - n,
+        n_seen_first=len(a),
+        n_seen_second=len(b),
+        n_unmatched_first=len(a) - n,
+        n_unmatched_second=len(b) - n,
     )
     return out
 

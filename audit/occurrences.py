@@ -69,7 +69,7 @@ def count_occurrences_reference(windows: np.ndarray, documents: Iterable[list[in
     for doc in documents:
         d = np.asarray(doc, dtype=np.int64)
         h = window_hashes(d, W)
-        for pos in np.flatnonzero(np.isin(h, keys, assume_unique=False)).tolist():
+        for pos in np.flatnonzero(np.isin(h, keys)).tolist():
             seg = d[pos : pos + W]
             for i in by_hash[int(h[pos])]:
                 if np.array_equal(seg, windows[i]):
@@ -142,13 +142,12 @@ def count_occurrences(windows: np.ndarray, documents: Iterable[list[int] | np.nd
     return ucounts[inverse]
 
 
-def corpus_documents(shards, encode: Callable[[list[str]], list[list[int]]], text_column: str, id_column,
-                     batch_rows: int = 8192):
+def corpus_documents(shards, encode: Callable[[list[str]], list[list[int]]], text_column: str, id_column):
     """Token ids of every corpus document, in canonical order, tokenized in batches (the fast
     tokenizer's batch call), streamed."""
     from .sampling import corpus_batches
 
-    for _, _, reader, batch in corpus_batches(shards, text_column, id_column, batch_rows=batch_rows):
+    for _, _, reader, batch in corpus_batches(shards, text_column, id_column, batch_rows=8192):
         yield from encode([t or "" for t in reader.text(batch).to_pylist()])
 
 

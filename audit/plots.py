@@ -197,11 +197,8 @@ def event_time_curve(curve: pd.DataFrame, title: str = "") -> bytes:
     ax.axhline(0.0, color="black", linestyle="--", linewidth=0.8)
     ax.axvline(-0.5, color="#555555", linewidth=0.8)
     xt = x[_tick_positions(x.size)]
-    labels = [f"{int(v)}" for v in xt]
-    if "lag_steps" in curve.columns:
-        lag = dict(zip(x, curve["lag_steps"].to_numpy(dtype=np.float64)))
-        labels = [f"{int(v)}\n{lag[v]:.0f}" if np.isfinite(lag[v]) else f"{int(v)}" for v in xt]
-    ax.set_xticks(xt, labels)
+    lag = dict(zip(x, curve["lag_steps"].to_numpy(dtype=np.float64))) if "lag_steps" in curve.columns else {}
+    ax.set_xticks(xt, [f"{int(v)}\n{lag[v]:.0f}" if np.isfinite(lag.get(v, np.nan)) else f"{int(v)}" for v in xt])
     ax.set_xlabel("event time (checkpoints since treatment; below: mean lag in steps)")
     ax.set_ylabel(COLORBAR_LABEL)
     return _png(fig, ax, title)

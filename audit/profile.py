@@ -100,7 +100,7 @@ def _show(values) -> str:
 
 def _integer_steps(values: pd.Series, name: str) -> np.ndarray:
     a = values.to_numpy()
-    if a.dtype == object or a.dtype == bool or not np.issubdtype(a.dtype, np.number):
+    if not np.issubdtype(a.dtype, np.number):  # object and bool included
         try:
             a = pd.to_numeric(values).to_numpy()
         except (TypeError, ValueError):
@@ -417,7 +417,7 @@ def did(
         b = k1 - 1  # base: the last checkpoint before any member was trained on
         mask = np.isin(kidx, grp) & treated
         Yt = Y[mask]
-        cols = np.array(([c for c in range(b)] if leads else []) + list(range(k, C)), dtype=np.int64)
+        cols = np.array((list(range(b)) if leads else []) + list(range(k, C)), dtype=np.int64)
         mean_t = Yt.mean(axis=0)
         # -( [mean_t(c) - mean_t(base)] - [mean_c(c) - mean_c(base)] )
         eff = -((mean_t[cols] - mean_t[b]) - (mean_c[cols] - mean_c[b]))
@@ -572,14 +572,13 @@ def _combine(cells: pd.DataFrame, w: np.ndarray, draws: np.ndarray | None, confi
     """Weighted effect ``sum_j w_j effect_j`` over the cells, with its se and interval by the
     joint bootstrap (``draws``: (n_boot, len(cells))) or, ``draws`` None, with independent
     cohorts: se = sqrt( sum_g (sum_{cells j of cohort g} w_j se_j)^2 ) (see :func:`summarise`)."""
-    effect = se = lower = upper = float("nan")
+    effect = float(cells["effect"].to_numpy(dtype=np.float64) @ w) if len(cells) else float("nan")
+    se = lower = upper = float("nan")
     if len(cells) and draws is not None:
-        effect = float(cells["effect"].to_numpy(dtype=np.float64) @ w)
         boot = draws @ w
         se = float(boot.std(ddof=1))
         lower, upper = (float(x) for x in np.quantile(boot, [(1 - confidence) / 2, 1 - (1 - confidence) / 2]))
     elif len(cells):
-        effect = float(cells["effect"].to_numpy(dtype=np.float64) @ w)
         per_cohort = (cells["se"].astype("float64") * w).groupby(cells["treatment_step"].to_numpy()).sum(min_count=1)
         se = float(math.sqrt(float((per_cohort**2).sum()))) if per_cohort.notna().all() else float("nan")
         z = NormalDist().inv_cdf(0.5 + confidence / 2)

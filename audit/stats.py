@@ -44,7 +44,7 @@ def as_int(value, name: str) -> int:
 
 def finite(x) -> bool:
     """A finite int or float (numpy's too); False for None, NaN, infinities and anything else."""
-    return x is not None and isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(float(x))
+    return isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(float(x))
 
 
 def as_bools(x, name: str, expected: str) -> np.ndarray:
@@ -85,11 +85,10 @@ def _scores_labels(scores, labels) -> tuple[np.ndarray, np.ndarray]:
 def _grouped_counts(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     """Per distinct score (validated by :func:`_scores_labels`), DESCENDING: (positives, negatives)."""
     s, y = _scores_labels(scores, labels)
-    _, inverse = np.unique(s, return_inverse=True)
+    distinct, inverse = np.unique(s, return_inverse=True)
     inverse = inverse.reshape(-1)
-    n_distinct = int(inverse.max()) + 1
-    pos = np.bincount(inverse, weights=y.astype(np.float64), minlength=n_distinct)
-    neg = np.bincount(inverse, weights=(~y).astype(np.float64), minlength=n_distinct)
+    pos = np.bincount(inverse, weights=y.astype(np.float64), minlength=distinct.size)
+    neg = np.bincount(inverse, weights=(~y).astype(np.float64), minlength=distinct.size)
     return pos[::-1], neg[::-1]
 
 

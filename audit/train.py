@@ -269,7 +269,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
                                          retention=retention["checkpoints"] if retention else None)
     ckpt_root = out / CHECKPOINT_DIR
     step = 0
-    existing = sorted(p for p in ckpt_root.glob("step-*") if (p / STATE_FILE).exists()) if ckpt_root.exists() else []
+    existing = sorted(p for p in ckpt_root.glob("step-*") if (p / STATE_FILE).exists())  # no checkpoints/ yet: none
     if existing:
         last = existing[-1]
         state = torch.load(last / STATE_FILE, weights_only=False)

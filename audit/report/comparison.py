@@ -33,8 +33,7 @@ def _dedup_accounting(dedup_dir: Path, first: Audit, first_label: str) -> dict:
     rem = pq.read_table(dedup_layout.removed_path(dedup_dir), columns=["shard", "row", "reason"]).to_pydict()
     reason_of = {(str(s), int(r)): str(c) for s, r, c in zip(rem["shard"], rem["row"], rem["reason"])}
     t = first.table
-    both = "shard" in t.columns and "row" in t.columns
-    shard, row = (t["shard"].tolist(), t["row"].tolist()) if both else ([], [])
+    shard, row = (t["shard"].tolist(), t["row"].tolist()) if {"shard", "row"} <= set(t.columns) else ([], [])
     extractable = t["extractable"].fillna(False).to_numpy(dtype=bool)
     return {"dedup_dir": str(dedup_dir),
             **aggregate.removed_accounting(manifest, reason_of, shard, row, extractable, first_label)}

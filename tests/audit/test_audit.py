@@ -224,7 +224,7 @@ def test_batch_size_auto_fits_the_free_memory(canary_lm, tmp_path, monkeypatch):
     assert resolve_batch_size("auto", lm, 64, free=per)[0] == 1
     assert resolve_batch_size("auto", lm, 64, free=1 << 50)[0] == batching.MAX_BATCH_CPU
 
-    monkeypatch.setattr(batching, "available_memory", lambda device: 20 * per)
+    monkeypatch.setattr(batching, "available_memory", lambda: 20 * per)
     cfg = AuditConfig(n_sequences=40, n_boot=0, batch_size="auto")
     s = run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / "a", cfg, log=lambda m: None)
     assert s["config"]["batch_size"] == 8
