@@ -57,13 +57,11 @@ class Lines:
         suspect: 0-based indices of the lines that are not blank but do not start (after
             JSON whitespace, and a byte order mark on the file's first line) with ``{``:
             each is refused by :func:`line_problem`.
-        longest: bytes in the longest line, its line feed included.
     """
 
     count: int
     blank: tuple[int, ...]
     suspect: tuple[int, ...]
-    longest: int
 
     @property
     def rows(self) -> int:
@@ -90,7 +88,6 @@ def scan(piece: bytes, at_file_start: bool) -> Lines:
     raw = np.frombuffer(piece, dtype=np.uint8)
     ends = np.flatnonzero(raw == 0x0A)
     starts = np.concatenate(([0], ends[:-1] + 1)) if ends.size else ends
-    lengths = ends - starts + 1
     odd = np.flatnonzero(raw[starts] != _OPEN)
     blank, suspect = [], []
     for i in odd.tolist():
@@ -99,7 +96,7 @@ def scan(piece: bytes, at_file_start: bool) -> Lines:
             blank.append(i)
         elif body[0] != _OPEN:
             suspect.append(i)
-    return Lines(int(ends.size), tuple(blank), tuple(suspect), int(lengths.max(initial=0)))
+    return Lines(int(ends.size), tuple(blank), tuple(suspect))
 
 
 class _DuplicateKey(ValueError):

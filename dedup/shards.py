@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -231,9 +232,10 @@ def _jsonl_line_of_row(shard: Shard, row: int) -> int | None:
     return None
 
 
-#: Arrow's default JSON block (1 MiB), and the largest it accepts (an int32).
-_ARROW_BLOCK = 1 << 20
+#: The largest JSON block Arrow accepts (an int32).
 _MAX_BLOCK = (1 << 31) - 1
+#: Arrow's report of a field whose JSON type changes within a block (its row counts from 0).
+_TYPE_CHANGE = re.compile(r"Column\((.*)\) changed from (\w+) to (\w+) in row (\d+)")
 
 
 _EXACT_TYPES = {"uint64": pa.uint64(), "string": pa.string()}
@@ -335,17 +337,18 @@ class _JsonlFile:
             for c, n in found.items():
                 numbers.setdefault(c, jsonl.Numbers()).merge(n)
 
-    def _parse(self, piece: bytes, lines: jsonl.Lines) -> pa.Table:
+    def _parse(self, piece: bytes) -> pa.Table:
         import pyarrow.json as pj
 
         explicit = {c: pa.string() for c in self.as_strings}
         explicit.update({c: t for c, t in self.exact.items() if t == pa.uint64()})  # Arrow parses these exactly
         schema = pa.schema(sorted(explicit.items()))
         opts = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer") if explicit else None
-        # Blocks of Arrow's default size, or larger than the longest line (Arrow refuses a line
-        # that straddles two block boundaries), so any line Arrow can hold as one value is read;
-        # small otherwise: Arrow parses a piece's blocks in parallel.
-        read = pj.ReadOptions(block_size=min(lines.longest + 1, _MAX_BLOCK)) if lines.longest >= _ARROW_BLOCK else None
+        # The piece as one block. Arrow (26) infers each block's types alone, and where a field's
+        # type changes between two blocks it crashes (SIGSEGV) or loses the value (an object,
+        # then a number, reads as {"a": null}); within a block it reports the change and its row.
+        # One block also holds any line Arrow can read (none straddles a block boundary).
+        read = pj.ReadOptions(block_size=min(len(piece) + 1, _MAX_BLOCK))
         return pj.read_json(pa.BufferReader(piece), parse_options=opts, read_options=read)
 
     def _parsed(self) -> Iterator[tuple[int, bytes, pa.Table]]:
@@ -353,25 +356,30 @@ class _JsonlFile:
         JSON object per line that is not blank (:mod:`dedup.jsonl`): Arrow's rows are the lines."""
         for line, piece, lines in _jsonl_pieces(self.shard):
             if lines.suspect:  # before Arrow: pyarrow 26 crashes (SIGSEGV) on a piece that starts with null
-                raise self._bad_line(piece, line, "a line that is not a JSON object")
+                raise self._bad_line(piece, line, lines, "a line that is not a JSON object")
             try:
-                table = self._parse(piece, lines)
+                table = self._parse(piece)
                 stamped = {f.name for f in table.schema if pa.types.is_timestamp(f.type)}
                 if stamped - self.as_strings:
                     self.as_strings |= stamped
-                    table = self._parse(piece, lines)
+                    table = self._parse(piece)
             except (pa.ArrowInvalid, UnicodeDecodeError) as e:
-                raise self._bad_line(piece, line, str(e)) from e
+                raise self._bad_line(piece, line, lines, str(e)) from e
             if table.num_rows != lines.rows:
-                raise self._bad_line(piece, line, f"Arrow read {table.num_rows} rows from {lines.rows} lines")
+                raise self._bad_line(piece, line, lines, f"Arrow read {table.num_rows} rows from {lines.rows} lines")
             yield line, piece, table
 
-    def _bad_line(self, piece: bytes, first_line: int, arrow_said: str) -> InputError:
-        """The error for a piece that is not one JSON object per line: its first bad line,
-        or (should none be found) what Arrow said, which counts rows from the piece's start."""
+    def _bad_line(self, piece: bytes, first_line: int, lines: jsonl.Lines, arrow_said: str) -> InputError:
+        """The error for a piece Arrow cannot read: its first line that is not one JSON object,
+        else the line where a field changes type, else what Arrow said."""
         bad = jsonl.first_problem(piece, first_line, self.empty_columns[0])
         if bad is not None:
             return InputError(self.shard.path, bad[1], line=bad[0])
+        change = _TYPE_CHANGE.search(arrow_said)
+        if change is not None:
+            field, was, now, row = change.groups()
+            return InputError(self.shard.path, f"JSON field {field} changes type within the file (from {was} to {now}); "
+                              "a column must keep one type", line=first_line + lines.line_of_row(int(row)))
         return InputError(self.shard.path, f"cannot read JSON Lines (in the piece from line {first_line}): {arrow_said}")
 
     def tables(self) -> Iterator[pa.Table]:

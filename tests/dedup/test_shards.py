@@ -466,6 +466,31 @@ def test_jsonl_type_conflict_between_pieces_names_the_file(tmp_path: Path, tiny_
         reader(discover([path])[0])
 
 
+@pytest.mark.parametrize("engine", ["fused", "staged"])
+@pytest.mark.parametrize("first, later", [({"a": 1}, 5), ([1, 2], 5), (5, True)])
+def test_jsonl_type_change_between_arrow_blocks_names_its_line(tmp_path: Path, engine, first, later):
+    """A column that is ``first`` on line 1 and ``later`` on the last line, ~3 MB further: in one
+    32 MiB piece, but in another of the 1 MiB blocks Arrow parses in parallel. Before the fix Arrow
+    met the change between blocks: an object then a number came out as {"a": None} in the kept
+    shard (the value lost, exit 0), a list then a number or a number then a bool crashed the process
+    (SIGSEGV, pyarrow 26). Run in a child process, as the crash killed it."""
+    import subprocess
+    import sys
+
+    rows = [{"text": "first document", "n": first}, *({"text": f"doc {i} some words"} for i in range(60000)),
+            {"text": "late document", "n": later}]
+    path = write(tmp_path / "mixed.jsonl", rows)
+    p = subprocess.run([sys.executable, "-m", "pipelines.cli", "dedup", str(path), "--out", str(tmp_path / "out"),
+                        "--engine", engine, *(["--workers", "1"] if engine == "staged" else []), "--quiet"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert p.stderr.strip().splitlines() == [
+        f"memdedup dedup: error: {path}: line 60002: JSON field /n changes type within the file (from "
+        f"{'object' if first == {'a': 1} else 'array' if first == [1, 2] else 'number'} to "
+        f"{'number' if later == 5 else 'boolean'}); a column must keep one type"]
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]  # nothing left behind
+
+
 def test_jsonl_bad_line_in_a_late_piece_names_its_line(tmp_path: Path, tiny_pieces):
     path = tmp_path / "late.jsonl"
     good = _jsonl_bytes([{"id": f"r{i}", "text": f"doc {i} words here"} for i in range(20)])
