@@ -24,7 +24,9 @@ Columns, decided here:
 
 JSON Lines: every line that is not blank is one row and must hold one JSON object; the
 rules of a line are :mod:`dedup.jsonl`'s, so the rows read are exactly the lines
-:func:`count_rows` counts. A line may be of any length up to Arrow's 2 GiB block limit.
+:func:`count_rows` counts. A line may be of any length up to Arrow's 2 GiB block limit. A field
+keeps one JSON type over the file (null goes with any; integers and fractions are numbers): one
+that changes (an object on one line, a number on another) is refused.
 
 JSON numbers are never rounded. Arrow reads a column of numbers as int64 when every one
 is an integer that int64 holds, else as float64, which holds integers exactly only up to
