@@ -9,7 +9,6 @@ inside the functions (an architecture test checks that importing this module loa
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -185,13 +184,13 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     t_start = time.perf_counter()
     manifest_path = io.manifest_path(out)
     if manifest_path.exists():
-        done = json.loads(manifest_path.read_text())
+        done = io.read_json(manifest_path)
         if done.get("config") == config.to_dict():
             log(f"{out}: training already complete")
             return done
         raise ValueError(f"{out} holds a finished training run with another config; choose another --out")
     cfg_file = out / TRAIN_CONFIG
-    if cfg_file.exists() and json.loads(cfg_file.read_text()) != config.to_dict():
+    if cfg_file.exists() and io.read_json(cfg_file) != config.to_dict():
         raise ValueError(f"{out} holds an unfinished training run with another config; choose another --out")
     # Nothing is written until the corpus and the config have passed every check below: a
     # refused config leaves no run state, and the corrected command runs in the same --out.

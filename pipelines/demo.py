@@ -18,7 +18,6 @@ extraction, it shows memorisation at copy counts where nothing is extracted yet.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -153,7 +152,7 @@ def run_checks(out: str | Path) -> dict:
     checks = []
     corpus_manifest = out / "corpus" / CORPUS_MANIFEST
     if corpus_manifest.exists():
-        planted = set(json.loads(corpus_manifest.read_text()).get("exact_ids", []))
+        planted = set(io.read_json(corpus_manifest).get("exact_ids", []))
         removed = pq.read_table(dedup_layout.removed_path(out / "dedup"), columns=["id", "reason"]).to_pydict()
         removed_ids = set(removed["id"])
         missed = sorted(planted - removed_ids)

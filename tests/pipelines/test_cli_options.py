@@ -354,3 +354,25 @@ def test_readme_prose_defaults_match_the_dataclasses():
     for claim, holds in claims.items():
         assert claim in text, f"README no longer says {claim!r}: update this test"
         assert holds, f"README says {claim!r}, the dataclass default differs"
+
+
+@pytest.mark.parametrize("command, damaged", [
+    ("train", "out/manifest.json"),
+    ("train", "out/train_config.json"),
+    ("check", "out/corpus/manifest.json"),
+])
+def test_a_damaged_state_file_is_named_in_the_one_line_error(tmp_path, capsys, command, damaged):
+    """Before the fix these three were read with json.loads: exit 2, but the line was only Python's
+    'Expecting value: line 1 column 1 (char 0)', naming no file."""
+    from pipelines.cli import main
+
+    bad = tmp_path / damaged
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{broken")
+    (tmp_path / "t.jsonl").write_text('{"text": "a b c d e f"}\n')
+    argv = ["train", str(tmp_path / "t.jsonl"), "--out", str(tmp_path / "out"), "--quiet"] if command == "train" \
+        else ["check", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"memdedup {command}: error: {bad}: damaged (not valid JSON"), err
+    assert bad.read_text() == "{broken"  # not replaced or removed
