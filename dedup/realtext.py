@@ -104,7 +104,7 @@ def source_texts(roots: Sequence[tuple[str, Path]] | None = None, with_docstring
     files come from every root labelled ``site-packages``; names are ``label/relative path``.
     """
     items: list[tuple[str, list[Path], str]] = []
-    for label, root in roots or default_roots():
+    for label, root in default_roots() if roots is None else roots:
         root = Path(root)
         if label == "site-packages":
             items += [(f"{label}/{p.relative_to(root).as_posix()}", [p], "text") for p in licence_files(root)]
@@ -314,7 +314,7 @@ def fingerprint(roots: Sequence[tuple[str, Path]] | None = None, with_docstrings
     import hashlib
 
     h = hashlib.sha256(f"v{CORPUS_VERSION}|{with_docstrings}".encode())
-    for label, root in roots or default_roots():
+    for label, root in default_roots() if roots is None else roots:
         for p in _walk_sorted(Path(root)):
             if p.name == "METADATA" or p.name.upper().startswith(LICENCE_PREFIXES) or (with_docstrings and p.suffix == ".py"):
                 try:

@@ -76,3 +76,10 @@ def test_corpus_is_deterministic_with_unique_ids(licences):
     assert again.equals(licences)
     ids = licences.column("id").to_pylist()
     assert len(set(ids)) == len(ids)
+
+
+def test_no_roots_means_no_sources(tmp_path):
+    """An explicit empty list of roots reads nothing (a shrink had made it read the defaults:
+    every licence file and docstring of the interpreter); None means the defaults."""
+    assert list(realtext.source_texts([])) == []
+    assert realtext.build_corpus(6000, roots=[]).num_rows == 0
