@@ -1,0 +1,79 @@
+"""What reading JSON Lines costs, and what parsing each piece as one Arrow block adds.
+
+memdedup parses each piece of a JSONL shard (<= 32 MiB of whole lines, :mod:`dedup.shards`)
+as ONE Arrow JSON block: pyarrow 26 infers each block's types alone and, where a field's type
+changes between two of its default 1 MiB blocks, crashes (SIGSEGV) or drops the value
+(tests/dedup/test_shards.py::test_jsonl_type_change_between_arrow_blocks_names_its_line).
+One block parses on one thread. This bench times, on the same bytes (a synthetic corpus,
+:func:`dedup.synthetic.generate_corpus`, with an id and a nested metadata object per row):
+
+- ``arrow, 1 MiB blocks``: ``pyarrow.json.read_json`` with its default blocks (threads), one pass;
+- ``arrow, one block``: the same as one block, one pass;
+- ``memdedup ShardReader``: the whole read, both passes (schema, then rows), as the engines read.
+
+It prints best-of-``--repeat`` seconds and MB/s of the file's bytes.
+
+    python bench/jsonl_read_bench.py [--docs 30000] [--doc-bytes 1000] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+
+def best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--docs", type=int, default=30_000)
+    ap.add_argument("--doc-bytes", type=int, default=1000)
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    from dedup.runs import discover
+    from dedup.shards import ShardReader
+    from dedup.synthetic import generate_corpus
+
+    table = generate_corpus(args.docs, mean_bytes=args.doc_bytes, seed=0)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "corpus.jsonl"
+        with open(path, "w", encoding="utf-8") as f:
+            for i, (doc_id, text) in enumerate(zip(table.column("id").to_pylist(), table.column("text").to_pylist())):
+                f.write(json.dumps({"id": doc_id, "text": text, "meta": {"source": f"s{i % 7}", "n": i}}) + "\n")
+        data = path.read_bytes()
+        shard = discover([path])[0]
+
+        def reader() -> None:
+            r = ShardReader(shard, "text", "id", False, 32768)
+            assert sum(b.num_rows for b in r.batches()) == args.docs
+
+        rows = [
+            ("arrow, 1 MiB blocks", best(lambda: pj.read_json(pa.BufferReader(data)), args.repeat)),
+            ("arrow, one block", best(lambda: pj.read_json(
+                pa.BufferReader(data), read_options=pj.ReadOptions(block_size=len(data) + 1)), args.repeat)),
+            ("memdedup ShardReader", best(reader, args.repeat)),
+        ]
+    mb = len(data) / 1e6
+    print(f"JSONL read: {args.docs:,} rows, {mb:.1f} MB, pyarrow {pa.__version__}, best of {args.repeat}")
+    width = max(len(name) for name, _ in rows)
+    print(f"  {'':<{width}}  {'seconds':>8}  {'MB/s':>7}")
+    for name, s in rows:
+        print(f"  {name:<{width}}  {s:>8.3f}  {mb / s:>7.0f}")
+
+
+if __name__ == "__main__":
+    main()
