@@ -14,13 +14,14 @@ number of copies long before greedy extraction of the whole canary succeeds.
 
 When ``|R|`` is too large to enumerate (always, for 64 words), Carlini et al. estimate it by
 sampling: ``rank / |R| ~= Pr_{r in R}[Px(r) <= Px(s)]``, so ``exposure ~= -log2 of that
-probability``, estimated (:func:`exposure_sampled`) empirically or, with too few sampled
-candidates as likely as the canary, from a distribution fitted to the sampled log-perplexities
-(Carlini et al. fit a skew-normal; a normal is fitted here, in closed form, which they report to
-fit the bulk nearly as well) by its lower tail.
+probability``, estimated (:func:`exposure_sampled`) as their reference code does
+(tensorflow_privacy, ``privacy_tests/secret_sharer/exposures.py``): by the canary's rank among
+the sampled candidates (``compute_exposure_interpolation``) or, with too few sampled candidates
+as likely as the canary, by the lower tail of a skew-normal fitted to the sampled
+log-perplexities by maximum likelihood (``compute_exposure_extrapolation``: scipy's
+``skewnorm.fit``; its ``logcdf`` here, which stays finite where their ``cdf`` underflows).
 
-Only numpy and the standard library here; :func:`canary_exposure` scores texts with an
-:class:`audit.lm.CausalLM`.
+:func:`canary_exposure` scores texts with an :class:`audit.lm.CausalLM`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from __future__ import annotations
 import math
 import numpy as np
 
-__all__ = ["exposure_from_rank", "exposure_exact", "exposure_sampled", "log2_normal_cdf", "random_space_log2",
+__all__ = ["exposure_from_rank", "exposure_exact", "exposure_sampled", "random_space_log2",
            "canary_exposure", "exposure_by_copies"]
 
 
@@ -48,23 +49,15 @@ def exposure_exact(canary_score: float, space_scores) -> float:
     return exposure_from_rank(int(np.sum(s <= canary_score)) + absent, math.log2(s.size + absent))
 
 
-def log2_normal_cdf(z: float) -> float:
-    """log2 of the standard normal CDF, accurate far into the lower tail: ``erfc`` down to
-    z = -30, then the asymptotic expansion (the CDF underflows double precision near z = -38)."""
-    if z > -30.0:
-        return math.log2(0.5 * math.erfc(-z / math.sqrt(2.0)))
-    # Phi(z) = phi(z) / |z| * (1 - 1/z^2 + 3/z^4 - ...)
-    ln = -0.5 * z * z - math.log(-z) - 0.5 * math.log(2 * math.pi) + math.log1p(-1 / z**2 + 3 / z**4)
-    return ln / math.log(2)
-
-
 def exposure_sampled(canary_score: float, sample_scores, log2_space: float, *, min_tail: int = 10) -> dict:
-    """Exposure estimated from candidates sampled uniformly from R (Carlini et al. 2019, sec. 4).
+    """Exposure estimated from candidates sampled uniformly from R (Carlini et al. 2019, sec. 4;
+    the module docstring's reference code).
 
     ``sample_scores``: log-perplexities of ``n`` sampled candidates. Returns ``{"exposure",
-    "method" ("empirical" or "normal fit"), "tail" (samples with score <= the canary's),
-    "n"}``. Empirical: ``-log2(tail / n)``; with fewer than ``min_tail`` such samples, the
-    normal fit: ``-log2 Phi((canary - mean) / sd)``. Capped at ``log2_space``.
+    "method" ("empirical" or "skew-normal fit"), "tail" (samples with score <= the canary's),
+    "n"}``. Empirical: ``log2 n - log2(tail + 1)``, the canary's rank among the samples; with
+    fewer than ``min_tail`` such samples, ``-log2 F(canary)`` with ``F`` the CDF of the
+    skew-normal fitted to the samples. Capped at ``log2_space``.
     """
     s = np.asarray(sample_scores, dtype=np.float64)
     if s.ndim != 1 or s.size < 2 or not np.isfinite(s).all():
@@ -72,14 +65,15 @@ def exposure_sampled(canary_score: float, sample_scores, log2_space: float, *, m
     n = int(s.size)
     tail = int(np.sum(s <= canary_score))
     if tail >= min_tail:
-        e, method = -math.log2(tail / n), "empirical"
+        e, method = exposure_from_rank(tail + 1, math.log2(n)), "empirical"
     else:
-        mu, sd = float(s.mean()), float(s.std(ddof=1))
-        if sd <= 0:
-            e = log2_space if canary_score < mu else 0.0
+        from scipy.stats import skewnorm
+
+        if np.ptp(s) == 0:  # no spread to fit: the canary is below all candidates or ties them
+            e = log2_space if canary_score < s[0] else 0.0
         else:
-            e = -log2_normal_cdf((canary_score - mu) / sd)
-        method = "normal fit"
+            e = -float(skewnorm.logcdf(canary_score, *skewnorm.fit(s))) / math.log(2)
+        method = "skew-normal fit"
     return {"exposure": float(min(max(e, 0.0), log2_space)), "method": method, "tail": tail, "n": n}
 
 

@@ -4,13 +4,11 @@ plus one check of the sampled estimate against the exact one on an enumerable sp
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
-
 import numpy as np
 import pytest
 
 from audit.exposure import (exposure_by_copies, exposure_exact, exposure_from_rank, exposure_sampled,
-                            log2_normal_cdf, random_space_log2)
+                            random_space_log2)
 
 
 def test_exposure_from_rank_and_exact():
@@ -19,17 +17,6 @@ def test_exposure_from_rank_and_exact():
     assert exposure_exact(-1.0, space) == pytest.approx(math.log2(1025))  # best of 1025
     assert exposure_exact(0.0, space) == pytest.approx(10.0)  # the canary is candidate 0: rank 1
     assert exposure_exact(511.0, space) == pytest.approx(1.0)  # rank 512 of 1024
-
-
-def test_log2_normal_cdf_deep_tail():
-    for z in (-1.0, -5.0, -7.9):
-        assert log2_normal_cdf(z) == pytest.approx(math.log2(0.5 * math.erfc(-z / math.sqrt(2))), rel=1e-12)
-    assert log2_normal_cdf(-1.0) == pytest.approx(math.log2(NormalDist().cdf(-1.0)), rel=1e-9)
-    exact = math.log2(0.5 * math.erfc(29.0 / math.sqrt(2)))
-    assert log2_normal_cdf(-29.0) == pytest.approx(exact, rel=1e-12)
-    # the asymptotic branch continues the erfc branch
-    assert log2_normal_cdf(-30.0) == pytest.approx(math.log2(0.5 * math.erfc(30.0 / math.sqrt(2))), rel=1e-6)
-    assert log2_normal_cdf(-50.0) < log2_normal_cdf(-40.0) < -800  # no underflow to -inf
 
 
 def test_sampled_estimate_matches_exact_on_an_enumerable_space():
@@ -45,7 +32,26 @@ def test_sampled_estimate_matches_exact_on_an_enumerable_space():
         assert est["exposure"] == pytest.approx(exposure_exact(c, space), abs=tol + 0.02)
     deep = float(np.sort(space)[2])  # rank 3 of 65536: far below the sample, extrapolated
     est = exposure_sampled(deep, sample, math.log2(space.size))
-    assert est["method"] == "normal fit" and abs(est["exposure"] - exposure_exact(deep, space)) < 2.0
+    assert est["method"] == "skew-normal fit" and abs(est["exposure"] - exposure_exact(deep, space)) < 2.0
+
+
+def test_sampled_exposure_follows_the_reference_code():
+    """tensorflow_privacy's secret_sharer/exposures.py: compute_exposure_interpolation (rank = 1 + the
+    sampled references more likely, exposure = log2 n - log2 rank) and compute_exposure_extrapolation
+    (skewnorm.fit of the references, exposure = -log2 skewnorm.cdf), transcribed."""
+    from scipy.stats import skewnorm
+
+    for a in (4.0, 0.0, -4.0):  # right-skewed, symmetric, left-skewed log-perplexities
+        sample = skewnorm.rvs(a, loc=100.0, scale=5.0, size=300, random_state=np.random.default_rng(7))
+        for c in np.quantile(sample, [0.5, 0.1]).tolist():
+            m = int(np.sum(sample < c))
+            est = exposure_sampled(c, sample, 640.0)
+            assert est["method"] == "empirical" and est["exposure"] == pytest.approx(math.log2(300) - math.log2(m + 1))
+        fit = skewnorm.fit(sample)
+        for c in (85.0, 70.0):
+            est = exposure_sampled(c, sample, 5000.0)
+            assert est["method"] == "skew-normal fit"
+            assert est["exposure"] == pytest.approx(float(-np.log2(skewnorm.cdf(c, *fit))), rel=1e-9)
 
 
 def test_sampled_exposure_monotone_and_capped():
@@ -54,6 +60,8 @@ def test_sampled_exposure_monotone_and_capped():
     es = [exposure_sampled(c, sample, 50.0)["exposure"] for c in (1.0, 0.0, -2.0, -4.0, -8.0, -30.0)]
     assert all(a < b for a, b in zip(es, es[1:-1])) and es[-1] == 50.0
     assert exposure_sampled(0.0, sample, 50.0)["exposure"] == pytest.approx(1.0, abs=0.1)  # median: ~1 bit
+    assert 700 < exposure_sampled(-30.0, sample, 1e9)["exposure"] < 1e9  # logcdf: finite where cdf is ~1e-216
+    assert [exposure_sampled(c, [2.0] * 50, 30.0)["exposure"] for c in (1.0, 2.0, 3.0)] == [30.0, 0.0, 0.0]
     with pytest.raises(ValueError):
         exposure_sampled(0.0, [1.0], 5.0)
 
@@ -100,7 +108,7 @@ def test_canary_exposure_ranks_a_memorised_canary_high():
     lm = _FakeLM(vocab, memorised=canary.split(" "))
     res = canary_exposure(lm, [canary, other], 8, n_samples=300, seed=0, vocabulary=vocab)
     assert res[0]["log2_space"] == pytest.approx(8 * math.log2(1000))
-    assert res[0]["exposure"] > 20 and res[0]["method"] == "normal fit"
+    assert res[0]["exposure"] > 20 and res[0]["method"] == "skew-normal fit"
     assert res[1]["exposure"] < 5 and res[1]["method"] == "empirical"
 
 
