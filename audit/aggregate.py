@@ -6,9 +6,9 @@ for the report pages (:mod:`audit.report.audit_dir`), so a page, its JSON and th
 cannot disagree. The comparison page's numbers (ratios to the first model, what dedup removed)
 are computed here too, from the summaries and one join.
 
-Rates are dicts ``{"n", "k", "rate", "lower", "upper"}`` (Wilson 95% intervals, fractions)
-over DISTINCT sequences (equal prompt + truth tokens count once; within a group of a breakdown,
-once per group): copies of one sequence are not independent trials (Carlini et al. 2022 sample
+Rates are dicts ``{"n", "k", "rate", "lower", "upper"}`` (Wilson 95% intervals, fractions);
+rates and means are over DISTINCT sequences (equal prompt + truth tokens count once; within a
+group of a breakdown, once per group): copies of one sequence are not independent trials (Carlini et al. 2022 sample
 distinct sequences per bucket). A table without ``prompt``/``truth`` counts rows.
 
 >>> import pyarrow as pa
@@ -201,10 +201,10 @@ def summarise(table: pa.Table, n_boot: int | None, seed: int, sections: Collecti
         out["extractable"] = rate(_flags(table, "extractable")[first])
     if "mean_leading_matched" in sections:
         lead = table.column("leading_matched").to_numpy(zero_copy_only=False)
-        out["mean_leading_matched"] = float(np.mean(lead)) if n else None
+        out["mean_leading_matched"] = float(np.mean(lead[first])) if n else None
     if "pythia_score" in sections and _column(table, "pythia_score") is not None:
-        py = table.column("pythia_score").to_numpy(zero_copy_only=False).astype(np.float64)
-        out["pythia_score"] = {"mean": float(np.mean(py)), "memorized": rate((py == 1.0)[first])}
+        py = table.column("pythia_score").to_numpy(zero_copy_only=False).astype(np.float64)[first]
+        out["pythia_score"] = {"mean": float(np.mean(py)), "memorized": rate(py == 1.0)}
     labelled = _labelled_scores(table) if {"membership", "membership_by_duplicates"} & set(sections) else None
     for key, compute in (
         ("extractable_by_duplicates", lambda: _group_rates(table, "duplicate_bucket", None)),

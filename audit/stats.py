@@ -132,7 +132,8 @@ def tpr_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> float:
 
     Returns the LARGEST TPR over the thresholds of :func:`roc_curve` whose FPR < ``fpr``
     strictly (no interpolation), as MIMIR's ``tpr[np.where(fpr < x)[0][-1]]`` and Carlini et al.
-    (2022, "Membership inference attacks from first principles", LiRA). The all-negative
+    (2022, "Membership inference attacks from first principles", LiRA); MIMIR reads it on sklearn's
+    ``roc_curve``, which drops collinear points and so at tied scores can give less. The all-negative
     threshold (FPR 0, TPR 0) always qualifies.
     With fewer than 1/``fpr`` non-members the only FPR below the bound is 0: the value is then
     "TPR at zero false positives", and :func:`resolvable` is False (the audit reports null).
@@ -252,10 +253,11 @@ def wilson_bounds(successes: float, n: int, confidence: float = 0.95) -> tuple[f
 
 
 def duplicate_bucket(count: int) -> str:
-    """Power-of-two bucket label of a duplicate count (Carlini et al. 2022): 1, 2-3, 4-7, 8-15, ...
+    """Power-of-two bucket label of a duplicate count: 1, 2-3, 4-7, 8-15, ...
 
     Bucket b holds counts in [2^b, 2^(b+1) - 1]; its label is ``"1"`` for b = 0, else
-    ``"{2^b}-{2^(b+1)-1}"``. (Memorization grows roughly log-linearly in the duplicate count,
+    ``"{2^b}-{2^(b+1)-1}"``. (Carlini et al. 2022 sample from quarter-octaves [2^(n/4),
+    2^((n+1)/4)); octaves hold 4x as many sequences at audit sample sizes.) (Memorization grows roughly log-linearly in the duplicate count,
     Carlini et al. 2022; Kandpal et al. 2022.) ValueError: count < 1; TypeError: not an integer.
 
     Example:

@@ -37,6 +37,17 @@ def test_rates_and_intervals_count_distinct_sequences():
     assert "distinct" in s["rates_count"]
 
 
+def test_means_count_distinct_sequences_as_the_rates_do():
+    """mean_leading_matched and the mean Pythia score weigh each distinct sequence once, like the
+    rates beside them: 64 copies of a fully extracted canary do not outweigh 20 other sequences."""
+    t = _table()
+    lead = [32 if e else 0 for e in t.column("extractable").to_pylist()]
+    t = t.set_column(t.schema.get_field_index("leading_matched"), "leading_matched", pa.array(lead))
+    t = t.append_column("pythia_score", pa.array([x / 32 for x in lead], type=pa.float64()))
+    s = aggregate.summarise(t, n_boot=None, seed=0)
+    assert s["mean_leading_matched"] == 32 * 9 / 24 and s["pythia_score"]["mean"] == 9 / 24
+
+
 def test_membership_auc_per_occurrence_bucket():
     rng = np.random.default_rng(0)
     n = 400
