@@ -141,7 +141,7 @@ def write_stage_manifest(out: Path, stage: str, body: dict, *, versions: bool = 
     return manifest
 
 
-def _dist_version(name: str) -> str:
+def dist_version(name: str) -> str:
     """Version of an installed distribution, from the name of its ``.dist-info``
     directory on ``sys.path`` (what :mod:`importlib.metadata` reads, without the ~10 ms
     its import adds to every run); falls back to :mod:`importlib.metadata`."""
@@ -177,4 +177,4 @@ def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
         "xxhash": xxhash.VERSION,
         "unicode": unicodedata.unidata_version,
         "kernels": kernels.backend(),
-    } | {dist: _dist_version(dist) for dist in ("memdedup", "numba", *extra)}
+    } | {dist: dist_version(dist) for dist in ("memdedup", "numba", *extra)}

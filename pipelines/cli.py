@@ -28,6 +28,7 @@ from pathlib import Path
 
 from audit.config import AuditConfig, ProfileConfig, TrainConfig
 from dedup.config import DedupConfig
+from dedup.io import dist_version
 
 from .config import ConfigError, add_options, from_args
 
@@ -43,6 +44,7 @@ def _add_json(p: argparse.ArgumentParser, what: str) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="memdedup", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"memdedup {dist_version('memdedup')}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("dedup", help="deduplicate Parquet/JSONL shards")

@@ -142,6 +142,13 @@ def test_audit_batch_size_takes_an_integer_or_auto(tmp_path):
             from_args(p.parse_args(MINIMAL["audit"] + ["--batch-size", bad]))
 
 
+def test_version_names_the_installed_distribution():
+    from importlib.metadata import version
+
+    r = cli("--version")
+    assert (r.returncode, r.stdout.strip()) == (0, f"memdedup {version('memdedup')}"), r.stderr
+
+
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_help_lists_each_option_once(command):
     r = cli(command, "--help")
