@@ -263,6 +263,21 @@ def _float_leaves(values: pa.Array | pa.ChunkedArray) -> Iterator[pa.Array]:
                 yield from _float_leaves(child)
 
 
+#: Nesting levels that Parquet readers accept (Arrow's limit of 100 schema levels, root
+#: included): a value is one level, an object one more, a list two more.
+PARQUET_MAX_DEPTH = 99
+
+
+def _depth(t: pa.DataType) -> int:
+    """Parquet schema levels of a column of type ``t`` (:data:`PARQUET_MAX_DEPTH`), without recursion."""
+    deepest, todo = 0, [(t, 1)]
+    while todo:
+        t, depth = todo.pop()
+        deepest = max(deepest, depth)
+        todo += [(t.field(i).type, depth + (1 if pa.types.is_struct(t) else 2)) for i in range(t.num_fields)]
+    return deepest
+
+
 def _floating_at(t: pa.DataType, path: jsonl.Path) -> bool:
     """Whether the value at ``path`` inside a column of type ``t`` is a float (or unknown)."""
     for key in path:
@@ -361,6 +376,11 @@ class _JsonlFile:
                 raise self._bad_line(piece, line, lines, "a line that is not a JSON object")
             try:
                 table = self._parse(piece)
+                deep = next(((f.name, n) for f in table.schema if (n := _depth(f.type)) > PARQUET_MAX_DEPTH), None)
+                if deep is not None:
+                    raise InputError(self.shard.path, f"column {deep[0]!r} is nested {deep[1]} levels deep (in the "
+                                     f"piece from line {line}); Parquet, the kept shards' format, reads at most "
+                                     f"{PARQUET_MAX_DEPTH}")
                 stamped = {f.name for f in table.schema if pa.types.is_timestamp(f.type)}
                 if stamped - self.as_strings:
                     self.as_strings |= stamped
