@@ -306,6 +306,16 @@ def test_invalid_jsonl_names_file_and_line(tmp_path: Path):
         reader(discover([path])[0])
 
 
+@pytest.mark.parametrize("escape", [r"\ud800", r"\udc00 x", r"x \ud83d"])
+def test_an_unpaired_surrogate_escape_names_its_line(tmp_path: Path, escape):
+    """Arrow refuses "\ud800" (not Unicode); Python's json accepts it, so the error named only
+    "the piece from line 1" and Arrow's "row 1" within it."""
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"text": "ok"}\n\n{"text": "fine", "meta": {"k": "' + escape + '"}}\n')
+    with raises_naming(path, "line 3: .*surrogate"):
+        reader(discover([path])[0])
+
+
 @pytest.mark.parametrize("name", ["x.jsonl.gz", "x.jsonl.zst"])
 def test_corrupt_compressed_jsonl_names_the_file(tmp_path: Path, name):
     path = tmp_path / name
