@@ -165,7 +165,7 @@ def _run(plan: runs.RunPlan, config: DedupConfig, threads: int | None, progress:
                                      config.batch_rows)
                 st = Counter(rows=0, kept=0, exact=0, near=0, null_text=0, empty_text=0, text_bytes=0)
                 timer.add("read")
-                with layout.kept_shard(out, shard.stem, reader.schema, config) as kept:
+                with layout.kept_shard(out, shard, reader.schema, config) as kept:
                     # --emit removed: no kept shard, and only the text and id columns are read
                     for batch in reader.batches(None if kept is not None else reader.needed_columns()):
                         timer.add("read")

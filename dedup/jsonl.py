@@ -160,6 +160,10 @@ def line_problem(line: bytes, first_of_file: bool, text_column: str | None = Non
         return f"invalid JSON: {e}"
     if not isinstance(obj, dict):
         return f"expected a JSON object, got {json_kind(obj)}"
+    try:  # Python's json accepts "\ud800"; Arrow (and UTF-8) do not
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return "invalid JSON: a string holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff), which is not Unicode"
     if text_column is not None and obj.get(text_column) is not None and not isinstance(obj[text_column], str):
         return f"text column {text_column!r} holds a JSON {json_kind(obj[text_column])}, expected a string"
     return None

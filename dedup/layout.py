@@ -143,16 +143,28 @@ def kept_writer(path: Path, schema: pa.Schema, text_column: str, compression: st
 
 
 @contextmanager
-def kept_shard(out: Path, shard_stem: str, schema: pa.Schema, config) -> Iterator:
-    """The :func:`kept_writer` of a shard, to a temporary name renamed to :func:`kept_path`
-    when the block completes; None with ``emit: removed`` (no kept shard)."""
+def kept_shard(out: Path, shard, schema: pa.Schema, config) -> Iterator:
+    """The :func:`kept_writer` of ``shard`` (a :class:`dedup.shards.Shard`), to a temporary name
+    renamed to :func:`kept_path` when the block completes; None with ``emit: removed`` (no kept
+    shard).
+
+    Raises:
+        InputError: Parquet cannot hold the schema (JSON Lines: a field that is ``{}`` on every line).
+    """
+    from .shards import InputError
+
     if config.emit != "all":
         yield None
         return
-    final = kept_path(out, shard_stem)
+    final = kept_path(out, shard.stem)
     final.parent.mkdir(parents=True, exist_ok=True)
-    with io.replacing(final) as tmp, kept_writer(tmp, schema, config.text_column, config.compression) as w:
-        yield w
+    with io.replacing(final) as tmp:
+        try:
+            writer = kept_writer(tmp, schema, config.text_column, config.compression)
+        except pa.ArrowNotImplementedError as e:
+            raise InputError(shard.path, f"its columns cannot be written as Parquet (the kept shards' format): {e}") from e
+        with writer as w:
+            yield w
 
 
 #: Rows per row group of removed.parquet. Fixed, so the file's bytes depend on its rows

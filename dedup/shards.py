@@ -263,6 +263,36 @@ def _float_leaves(values: pa.Array | pa.ChunkedArray) -> Iterator[pa.Array]:
                 yield from _float_leaves(child)
 
 
+def _stamps_as_strings(t: pa.DataType) -> pa.DataType | None:
+    """The type that reads the timestamps inside a column of type ``t`` (as Arrow inferred it
+    from JSON) as the strings they were, leaving out everything else (Arrow infers it), or
+    None when it holds no timestamp: ``struct<a: timestamp, b: int64>`` -> ``struct<a: string>``."""
+    if pa.types.is_timestamp(t):
+        return pa.string()
+    if pa.types.is_struct(t):
+        fields = [pa.field(f.name, s) for f in t if (s := _stamps_as_strings(f.type)) is not None]
+        return pa.struct(fields) if fields else None
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        s = _stamps_as_strings(t.value_type)
+        return None if s is None else pa.list_(s)
+    return None
+
+
+#: Nesting levels that Parquet readers accept (Arrow's limit of 100 schema levels, root
+#: included): a value is one level, an object one more, a list two more.
+PARQUET_MAX_DEPTH = 99
+
+
+def _depth(t: pa.DataType) -> int:
+    """Parquet schema levels of a column of type ``t`` (:data:`PARQUET_MAX_DEPTH`), without recursion."""
+    deepest, todo = 0, [(t, 1)]
+    while todo:
+        t, depth = todo.pop()
+        deepest = max(deepest, depth)
+        todo += [(t.field(i).type, depth + (1 if pa.types.is_struct(t) else 2)) for i in range(t.num_fields)]
+    return deepest
+
+
 def _floating_at(t: pa.DataType, path: jsonl.Path) -> bool:
     """Whether the value at ``path`` inside a column of type ``t`` is a float (or unknown)."""
     for key in path:
@@ -279,11 +309,12 @@ class _JsonlFile:
     """A JSON Lines shard read in pieces (:data:`JSONL_CHUNK_BYTES`), with one schema for
     the whole file.
 
-    The first pass parses every piece with Arrow, notes the columns Arrow would turn into
-    timestamps (they are read as the strings they are) and the columns whose numbers Arrow
-    would round (below), and unifies the pieces' schemas with permissive promotion (null ->
-    any type, int -> double, new columns); the second pass (:meth:`tables`) parses them
-    again and conforms each to that schema. Two parses, memory of one piece.
+    The first pass parses every piece with Arrow, notes the fields Arrow would turn into
+    timestamps, in objects and lists too (they are read as the strings they are), and the
+    columns whose numbers Arrow would round (below), and unifies the pieces' schemas with
+    permissive promotion (null -> any type, int -> double, new columns); the second pass
+    (:meth:`tables`) parses them again and conforms each to that schema. Two parses, memory
+    of one piece.
 
     Numbers (see the module docstring) cost nothing extra in a piece where Arrow produced
     no float of magnitude 2^53 or more (a min/max per numeric column), and one Python
@@ -293,7 +324,8 @@ class _JsonlFile:
     def __init__(self, shard: Shard, empty_columns: tuple[str, ...]):
         self.shard = shard
         self.empty_columns = empty_columns
-        self.as_strings: set[str] = set()
+        #: Explicit types that read date-like strings, which Arrow makes timestamps, as strings.
+        self.as_strings = pa.schema([])
         #: Columns read exactly (``uint64`` or ``string``) instead of Arrow's own type.
         self.exact: dict[str, pa.DataType] = {}
         numbers: dict[str, jsonl.Numbers] = {}
@@ -342,7 +374,7 @@ class _JsonlFile:
     def _parse(self, piece: bytes) -> pa.Table:
         import pyarrow.json as pj
 
-        explicit = {c: pa.string() for c in self.as_strings}
+        explicit = dict(zip(self.as_strings.names, self.as_strings.types))
         explicit.update({c: t for c, t in self.exact.items() if t == pa.uint64()})  # Arrow parses these exactly
         schema = pa.schema(sorted(explicit.items()))
         opts = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer") if explicit else None
@@ -361,9 +393,14 @@ class _JsonlFile:
                 raise self._bad_line(piece, line, lines, "a line that is not a JSON object")
             try:
                 table = self._parse(piece)
-                stamped = {f.name for f in table.schema if pa.types.is_timestamp(f.type)}
-                if stamped - self.as_strings:
-                    self.as_strings |= stamped
+                deep = next(((f.name, n) for f in table.schema if (n := _depth(f.type)) > PARQUET_MAX_DEPTH), None)
+                if deep is not None:
+                    raise InputError(self.shard.path, f"column {deep[0]!r} is nested {deep[1]} levels deep (in the "
+                                     f"piece from line {line}); Parquet, the kept shards' format, reads at most "
+                                     f"{PARQUET_MAX_DEPTH}")
+                stamped = [pa.field(f.name, s) for f in table.schema if (s := _stamps_as_strings(f.type)) is not None]
+                if stamped:
+                    self.as_strings = pa.unify_schemas([self.as_strings, pa.schema(stamped)])
                     table = self._parse(piece)
             except (pa.ArrowInvalid, UnicodeDecodeError) as e:
                 raise self._bad_line(piece, line, lines, str(e)) from e

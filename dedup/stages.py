@@ -247,7 +247,7 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
     removed_final = removed_part_path(work, shard)
     removed_final.parent.mkdir(parents=True, exist_ok=True)
     row = 0
-    with (layout.kept_shard(out, shard.stem, reader.schema, config) as kw,
+    with (layout.kept_shard(out, shard, reader.schema, config) as kw,
           layout.removed_writer(removed_final, config.compression) as write_removed):
         for batch in reader.batches(None if kw is not None else reader.needed_columns(text=False)):
             sl = slice(row, row + batch.num_rows)

@@ -306,6 +306,16 @@ def test_invalid_jsonl_names_file_and_line(tmp_path: Path):
         reader(discover([path])[0])
 
 
+@pytest.mark.parametrize("escape", [r"\ud800", r"\udc00 x", r"x \ud83d"])
+def test_an_unpaired_surrogate_escape_names_its_line(tmp_path: Path, escape):
+    """Arrow refuses "\ud800" (not Unicode); Python's json accepts it, so the error named only
+    "the piece from line 1" and Arrow's "row 1" within it."""
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"text": "ok"}\n\n{"text": "fine", "meta": {"k": "' + escape + '"}}\n')
+    with raises_naming(path, "line 3: .*surrogate"):
+        reader(discover([path])[0])
+
+
 @pytest.mark.parametrize("name", ["x.jsonl.gz", "x.jsonl.zst"])
 def test_corrupt_compressed_jsonl_names_the_file(tmp_path: Path, name):
     path = tmp_path / name
@@ -862,3 +872,28 @@ def test_dedup_keeps_uint64_ids_exact_in_kept_and_removed(tmp_path: Path):
     kept = pq.read_table(tmp_path / "out" / "kept" / "a.parquet")
     assert kept.schema.field("id").type == pa.uint64()
     assert kept.column("id").to_pylist() == [BIG, BIG + 2, EXACT_53]
+
+
+@pytest.mark.parametrize("pieces", [None, 64])
+def test_jsonl_keeps_date_like_strings_inside_objects_and_lists_as_strings(tmp_path: Path, monkeypatch, pieces):
+    """Only top-level date-like strings were kept as strings: inside an object or a list Arrow
+    made them timestamps (the kept shard lost '2021-02-03T04:05:06Z' to a naive 04:05:06), and
+    a nested field that held a date in one piece and other text in a later one was refused."""
+    import dedup.shards
+
+    if pieces:
+        monkeypatch.setattr(dedup.shards, "JSONL_CHUNK_BYTES", pieces)
+    rows = [{"text": "a b", "meta": {"date": "2020-01-01", "n": 1}, "tags": ["2021-02-03T04:05:06Z"],
+             "items": [{"when": "2020-01-01 10:00:00"}]},
+            {"text": "c d", "meta": {"date": "2020-01-02", "at": "2022-01-01"}, "tags": []},
+            {"text": "e f", "meta": {"date": "unknown", "n": 2}, "tags": ["not a date"],
+             "items": [{"when": "later", "k": 1}]}]
+    t = _read_all(write(tmp_path / "a.jsonl", rows))
+    assert t.schema.field("meta").type.field("date").type == pa.string()
+    assert t.schema.field("tags").type.value_type == pa.string()
+    assert t.column("meta").to_pylist() == [{"date": "2020-01-01", "n": 1, "at": None},
+                                            {"date": "2020-01-02", "n": None, "at": "2022-01-01"},
+                                            {"date": "unknown", "n": 2, "at": None}]
+    assert t.column("tags").to_pylist() == [r["tags"] for r in rows]
+    assert t.column("items").to_pylist() == [[{"when": "2020-01-01 10:00:00", "k": None}], None,
+                                             [{"when": "later", "k": 1}]]

@@ -392,3 +392,34 @@ def test_index_dir_sigkill_at_each_stage_then_rerun(tmp_path, gen, kill_at):
     dedup(b2, tmp_path / "r2", "--index-dir", ref, *STAGED)
     assert _without_manifest(snapshot(tmp_path / "o2")) == _without_manifest(snapshot(tmp_path / "r2"))
     assert _band_files(idx) == _band_files(ref) and index_documents(idx) == index_documents(ref) == 1200
+
+
+# ------------------------------------------------------------------ JSON that Parquet cannot hold
+@pytest.mark.parametrize("engine", [("--engine", "fused"), STAGED])
+def test_a_jsonl_field_that_is_always_an_empty_object_is_one_line_and_leaves_nothing(tmp_path, engine):
+    """`"meta": {}` on every line is an Arrow struct without fields, which Parquet cannot write:
+    a traceback (exit 1) before, and the staged engine left `_work/` and `kept/` behind."""
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.jsonl").write_text("".join(json.dumps({"id": i, "text": f"doc {i % 2} here", "meta": {}}) + "\n"
+                                       for i in range(4)))
+    out = tmp_path / "o"
+    one_error_line(dedup(d, out, *engine, ok=False), "a.jsonl", "'meta'")
+    assert not files_under(out)
+    dedup(d, out, *engine, "--emit", "removed")  # no kept shard to write: nothing to refuse
+    assert counts(out) == [("a.jsonl", 4, 2, 2)]
+
+
+@pytest.mark.parametrize("depth", [60, 3000])
+def test_jsonl_nested_deeper_than_parquet_reads_is_one_line_not_an_unreadable_kept_shard(tmp_path, depth):
+    """A line nested 60 lists deep gave a kept shard pyarrow cannot open ("Parquet schema too
+    deeply nested"); 3,000 deep, a RecursionError traceback."""
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.jsonl").write_text('{"text": "alpha beta"}\n'
+                               '{"text": "gamma delta", "x": ' + "[" * depth + "]" * depth + "}\n")
+    one_error_line(dedup(d, tmp_path / "o", "--engine", "fused", ok=False), "a.jsonl", "'x'", "nested")
+    assert not files_under(tmp_path / "o")
+    (d / "a.jsonl").write_text('{"text": "alpha beta", "x": ' + "[" * 40 + "]" * 40 + "}\n")  # deep but readable
+    dedup(d, tmp_path / "o", "--engine", "fused")
+    assert pq.read_table(tmp_path / "o" / "kept" / "a.parquet").num_rows == 1
