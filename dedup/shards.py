@@ -330,6 +330,8 @@ class _JsonlFile:
         self.exact: dict[str, pa.DataType] = {}
         numbers: dict[str, jsonl.Numbers] = {}
         schemas = []
+        #: The first piece's columns as Arrow read them alone (explicit types go first).
+        self.order: list[str] | None = None
         self.num_rows = 0
         for line, piece, table in self._parsed():
             self._note_numbers(numbers, line, piece, table)
@@ -342,6 +344,8 @@ class _JsonlFile:
             self.schema = pa.unify_schemas(schemas, promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
             raise InputError(shard.path, f"a column changes type within the file: {e}") from e
+        names = self.order + [n for n in self.schema.names if n not in self.order]
+        self.schema = pa.schema([self.schema.field(n) for n in names], metadata=self.schema.metadata)
         self.exact = {c: _EXACT_TYPES[t] for c, n in numbers.items() if (t := n.exact_type())}
         for c, t in self.exact.items():
             self.schema = self.schema.set(self.schema.get_field_index(c), pa.field(c, t))
@@ -393,6 +397,7 @@ class _JsonlFile:
                 raise self._bad_line(piece, line, lines, "a line that is not a JSON object")
             try:
                 table = self._parse(piece)
+                self.order = self.order or table.column_names
                 deep = next(((f.name, n) for f in table.schema if (n := _depth(f.type)) > PARQUET_MAX_DEPTH), None)
                 if deep is not None:
                     raise InputError(self.shard.path, f"column {deep[0]!r} is nested {deep[1]} levels deep (in the "

@@ -897,3 +897,10 @@ def test_jsonl_keeps_date_like_strings_inside_objects_and_lists_as_strings(tmp_p
     assert t.column("tags").to_pylist() == [r["tags"] for r in rows]
     assert t.column("items").to_pylist() == [[{"when": "2020-01-01 10:00:00", "k": None}], None,
                                              [{"when": "later", "k": 1}]]
+
+
+def test_jsonl_columns_keep_their_order_when_a_date_is_read_as_a_string(tmp_path: Path):
+    """Columns read with an explicit type (date-like strings) moved to the front of the file's
+    schema, in name order: {"id", "text", "d"} was read, and kept, as [d, id, text]."""
+    rows = [{"id": 1, "text": "a b", "d": "2020-01-01T00:00:00", "b": True}, {"id": 2, "text": "c d", "d": "2021-01-01 10:00:00", "b": False}]
+    assert _read_all(write(tmp_path / "a.jsonl", rows)).column_names == ["id", "text", "d", "b"]
