@@ -186,7 +186,7 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
     shards = [Shard(q, q.relative_to(root).as_posix(), *format_of(q)) for q in ordered]  # type: ignore[misc]
     seen: dict[str, Shard] = {}
     for s in shards:
-        key = os.path.normcase(s.stem)  # case-insensitive file systems: lowercase
+        key = s.stem.casefold()  # one file on case-insensitive file systems (macOS, Windows)
         if key in seen:
             raise InputError(s.path, f"its output name kept/{s.stem}.parquet collides with that of "
                                      f"{seen[key].path}; rename one")

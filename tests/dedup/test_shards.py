@@ -380,6 +380,15 @@ def test_output_name_collision_is_an_error_before_anything_is_written(tmp_path: 
     assert not out.exists() or not any(out.rglob("*"))
 
 
+def test_output_names_that_differ_only_in_case_collide(tmp_path: Path):
+    """kept/A.parquet and kept/a.parquet are one file on macOS and Windows: the second shard's
+    kept rows would replace the first's. os.path.normcase lowercases on Windows only."""
+    write(tmp_path / "in" / "A.parquet")
+    write(tmp_path / "in" / "a.jsonl")
+    with pytest.raises(InputError, match="collides"):
+        discover([tmp_path / "in"])
+
+
 def test_same_stem_in_different_directories_does_not_collide(tmp_path: Path):
     a = write(tmp_path / "in" / "x" / "a.parquet")
     b = write(tmp_path / "in" / "y" / "a.jsonl")
