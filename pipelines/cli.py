@@ -240,7 +240,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                         progress=phase_progress("train", args.quiet))
     _emit(args, m, lambda: print(
         f"trained {m['steps']} steps on {m['trained_instances']:,} instances of {m['documents']:,} documents "
-        f"({m['held_out_documents']:,} held out); final loss {m['final_loss']:.3f}; "
+        f"({m['held_out_documents']:,} held out); final loss {float('nan') if m['final_loss'] is None else m['final_loss']:.3f}; "
         f"{len(m['checkpoints'])} checkpoints in {args.out}/checkpoints, final model in {args.out}/model"))
     return 0
 
