@@ -126,6 +126,8 @@ def run_audit(
     dedup_cfg, removed, dedup_manifest = _dedup_context(Path(dedup_dir) if dedup_dir else None)
     member_ids = _members(Path(members) if members else None)
     lm = load_causal_lm(model_dir, bos=config.bos)
+    if not lm.encode(["a b"])[0]:  # e.g. transformers' empty GPT2Tokenizer when the tokenizer files are missing
+        raise ModelError(f"{model_dir}: no usable tokenizer: it encodes text to no tokens (tokenizer files missing?)")
     ref = None
     if reference is not None:
         ref = load_causal_lm(reference, bos=config.bos)
