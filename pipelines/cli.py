@@ -534,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args.command, str(e))
     except OSError as e:  # disk full, permissions: the file and the reason, not a traceback
         where = f"{e.filename}: " if e.filename else ""
+        if e.strerror is None and isinstance(e, FileNotFoundError):  # pyarrow's: the path alone, no reason
+            return _fail(args.command, f"{where}{e}: No such file or directory")
         return _fail(args.command, f"{where}{e.strerror or e}")
     except KeyboardInterrupt:
         print(f"memdedup {args.command}: interrupted", file=sys.stderr)

@@ -399,3 +399,18 @@ def test_a_bad_members_file_is_named_in_the_one_line_error(tmp_path, capsys, nam
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"memdedup audit: error: {members}: ") and needle in err[0], err
     assert not (tmp_path / "out").exists() and members.read_bytes() == content
+
+
+def test_check_on_a_foreign_directory_says_what_is_missing(tmp_path, capsys):
+    """`memdedup check` on a directory that is not a workflow output: exit 2, one line naming the
+    missing file and why, nothing written there. Before: the line was the bare path (pyarrow's
+    FileNotFoundError carries no strerror), saying nothing about what was wrong."""
+    from pipelines.cli import main
+
+    write_shards(tmp_path / "corpus")
+    before = files_under(tmp_path)
+    assert main(["check", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / "audit" / "raw" / "per_sequence.parquet") in err[0], err
+    assert "no such file" in err[0].lower(), err
+    assert files_under(tmp_path) == before
