@@ -72,6 +72,10 @@ class CausalLM:
 
     def _with_prefix(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
+        n_embed = self.model.get_input_embeddings().num_embeddings
+        if ids.size and not 0 <= ids.min() <= ids.max() < n_embed:  # else an IndexError deep in torch
+            raise ModelError(f"{self.path}: token id {ids.max() if ids.max() >= n_embed else ids.min()} is outside "
+                             f"the model's {n_embed} embeddings (a tokenizer or sequences of another model?)")
         if not self.prefix:
             return ids
         return np.concatenate([np.tile(np.asarray(self.prefix, dtype=np.int64), (ids.shape[0], 1)), ids], axis=1)
@@ -250,7 +254,7 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str 
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
-    except (ValueError, OSError, KeyError) as e:
+    except Exception as e:  # also safetensors' SafetensorError (a truncated file), torch's unpickling errors
         raise ModelError(f"{path}: not a causal language model transformers can load: {e}") from e
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)

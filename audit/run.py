@@ -52,12 +52,22 @@ def _members(path: Path | None) -> set[str] | None:
     if not path.exists():
         raise InputError(path, "members file does not exist")
     if path.suffix == ".parquet":
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as e:
+            raise InputError(path, f"unreadable members file: {e}") from e
         col = "id" if "id" in table.column_names else "document_id" if "document_id" in table.column_names else None
         if col is None:
             raise InputError(path, f"no 'id' or 'document_id' column; columns are {table.column_names}")
-        return {str(x) for x in table.column(col).to_pylist()}
-    return {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+        ids = {str(x) for x in table.column(col).to_pylist() if x is not None}
+    else:
+        try:
+            ids = {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+        except UnicodeDecodeError as e:
+            raise InputError(path, f"not valid UTF-8 ({e.reason} at byte {e.start})") from e
+    if not ids:  # every sequence would be a non-member
+        raise InputError(path, "members file holds no ids")
+    return ids
 
 
 MEMBERSHIP_RULE = ("content: a sequence is a member iff its document or any exact duplicate (dedup's canonical "
@@ -116,6 +126,8 @@ def run_audit(
     dedup_cfg, removed, dedup_manifest = _dedup_context(Path(dedup_dir) if dedup_dir else None)
     member_ids = _members(Path(members) if members else None)
     lm = load_causal_lm(model_dir, bos=config.bos)
+    if not lm.encode(["a b"])[0]:  # e.g. transformers' empty GPT2Tokenizer when the tokenizer files are missing
+        raise ModelError(f"{model_dir}: no usable tokenizer: it encodes text to no tokens (tokenizer files missing?)")
     ref = None
     if reference is not None:
         ref = load_causal_lm(reference, bos=config.bos)

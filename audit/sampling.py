@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dedup.shards import InputError, Shard, ShardReader
@@ -192,6 +193,18 @@ def sequences_from_file(
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as e:
         raise InputError(path, f"unreadable sequences file: {e}") from e
+    for name in ("tokens", "row", "token_offset"):  # else int() fails deep inside, or floats are truncated
+        if name not in table.column_names:
+            continue
+        col, t = table.column(name), table.schema.field(name).type
+        if name == "tokens":
+            if not (pa.types.is_list(t) or pa.types.is_large_list(t)) or not pa.types.is_integer(t.value_type):
+                raise InputError(path, f"column 'tokens' must hold lists of integer token ids, not {t}")
+            col = pc.list_flatten(col)
+        elif not pa.types.is_integer(t):
+            raise InputError(path, f"column {name!r} must hold integers, not {t}")
+        if col.null_count:
+            raise InputError(path, f"column {name!r} holds {col.null_count} null(s)")
     if "tokens" not in table.column_names:
         if {"id", "token_offset"} <= set(table.column_names) and shards is not None and encode is not None:
             return _sequences_by_id(table, prompt_len + cont_len, shards, encode, text_column, id_column)

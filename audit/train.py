@@ -24,7 +24,7 @@ from dedup import io
 
 from .config import TrainConfig, retention_checkpoints
 from .layout import (CHECKPOINT_DIR, HELDOUT_FILE, MODEL_DIR, ORDER_FILE, STATE_FILE, TOKENIZER_DIR, TRAIN_CONFIG,
-                     checkpoint_name, write_atomic)
+                     _remove, checkpoint_name, write_atomic)
 from .sampling import corpus_rows
 
 EOS = "<|endoftext|>"
@@ -34,7 +34,6 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     """A byte-level BPE tokenizer trained on ``texts`` (deterministic for the same texts in
     the same order), as ``PreTrainedTokenizerFast`` with bos = eos = pad = unk = <|endoftext|>."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -43,6 +42,15 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    return _fast_tokenizer(tok)
+
+
+def _fast_tokenizer(tok):
+    """``tok`` (a ``tokenizers.Tokenizer``) as the trainer's ``PreTrainedTokenizerFast``: built
+    the same way when trained and when a resumed run reads it back, so that the checkpoints'
+    tokenizer files are the same bytes (``from_pretrained`` would add its own load options)."""
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, pad_token=EOS,
                                    unk_token=EOS, model_max_length=1 << 30)
 
@@ -177,7 +185,8 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     nats per token), and with ``{"phase": None}`` when training ends.
     """
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from tokenizers import Tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel
 
     config = config or TrainConfig()
     out = Path(out_dir)
@@ -205,7 +214,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     tok_dir = out / TOKENIZER_DIR
     tokenizer_saved = (tok_dir / "tokenizer.json").exists()
     if tokenizer_saved:
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tok_dir), local_files_only=True)
+        tokenizer = _fast_tokenizer(Tokenizer.from_file(str(tok_dir / "tokenizer.json")))
     else:
         tokenizer = train_tokenizer([d[3] for d, h in zip(docs, held) if not h], config.vocab_size)
     eos = tokenizer.convert_tokens_to_ids(EOS)
@@ -229,6 +238,8 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
         retention["checkpoints"] = retention_checkpoints(retention["window"][0], retention["exposure_step"], total_steps)
 
     out.mkdir(parents=True, exist_ok=True)
+    for tmp in sorted(out.rglob(".*.tmp-*")):  # a killed run's half-written files and checkpoints
+        _remove(tmp)
     io.write_json_atomic(cfg_file, config.to_dict())
     if not tokenizer_saved:
         write_atomic(tok_dir, lambda tmp: tokenizer.save_pretrained(str(tmp)))
@@ -268,6 +279,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
                                          retention=retention["checkpoints"] if retention else None)
     ckpt_root = out / CHECKPOINT_DIR
     step = 0
+    losses: list[float] = []
     existing = sorted(p for p in ckpt_root.glob("step-*") if (p / STATE_FILE).exists())  # no checkpoints/ yet: none
     if existing:
         last = existing[-1]
@@ -275,7 +287,8 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
         model = GPT2LMHeadModel.from_pretrained(str(last), local_files_only=True)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         opt.load_state_dict(state["optimizer"])
-        step = state["step"]
+        step = state.get("global_step", state.get("step"))
+        losses = list(state.get("losses", []))  # the last 50 steps': the progress line's and final_loss's
         log(f"train: resuming from {last.name}")
     model.train()
 
@@ -283,7 +296,9 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
         tmp.mkdir(parents=True)
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        torch.save({"optimizer": opt.state_dict(), "step": step}, tmp / STATE_FILE)
+        # not the key "step": pickle would refer back to the optimizer state's "step" key when it
+        # is the same string object, which it is in a fresh run and not in a resumed one
+        torch.save({"optimizer": opt.state_dict(), "global_step": step, "losses": losses[-50:]}, tmp / STATE_FILE)
 
     def batch_tensors(ids: np.ndarray):
         x = np.full((ids.size, config.seq_len), eos, dtype=np.int64)
@@ -296,7 +311,6 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
         return xt, mt, xt.masked_fill(mt == 0, -100)
 
     t_train = time.perf_counter()
-    losses = []
     while step < total_steps:
         ids = batches[step]
         x, m, y = batch_tensors(ids)

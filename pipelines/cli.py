@@ -242,7 +242,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                         progress=phase_progress("train", args.quiet))
     _emit(args, m, lambda: print(
         f"trained {m['steps']} steps on {m['trained_instances']:,} instances of {m['documents']:,} documents "
-        f"({m['held_out_documents']:,} held out); final loss {m['final_loss']:.3f}; "
+        f"({m['held_out_documents']:,} held out); final loss {float('nan') if m['final_loss'] is None else m['final_loss']:.3f}; "
         f"{len(m['checkpoints'])} checkpoints in {args.out}/checkpoints, final model in {args.out}/model"))
     return 0
 
@@ -536,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args.command, str(e))
     except OSError as e:  # disk full, permissions: the file and the reason, not a traceback
         where = f"{e.filename}: " if e.filename else ""
+        if e.strerror is None and isinstance(e, FileNotFoundError):  # pyarrow's: the path alone, no reason
+            return _fail(args.command, f"{where}{e}: No such file or directory")
         return _fail(args.command, f"{where}{e.strerror or e}")
     except KeyboardInterrupt:
         print(f"memdedup {args.command}: interrupted", file=sys.stderr)

@@ -237,3 +237,26 @@ def test_batch_size_auto_fits_the_free_memory(canary_lm, tmp_path, monkeypatch):
     assert a["extractable"] == b["extractable"] and a["leading_matched"] == b["leading_matched"]
     assert np.allclose(a["score_loss"], b["score_loss"], atol=1e-5)
     assert fixed["extractable"] == s["extractable"]
+
+
+@pytest.mark.parametrize("columns, needle", [
+    ({"tokens": pa.array([[1.5] * 20], pa.list_(pa.float64()))}, "integer token ids"),
+    ({"tokens": pa.array(["abc"])}, "integer token ids"),
+    ({"tokens": pa.array([[1] * 20, [None] * 20], pa.list_(pa.int64()))}, "null"),
+    ({"tokens": pa.array([[1] * 20]), "row": pa.array(["x"])}, "'row'"),
+    ({"tokens": pa.array([[1] * 20, [2] * 20]), "token_offset": pa.array([0, None])}, "'token_offset'"),
+    ({"id": pa.array(["a", "b"]), "token_offset": pa.array([0, None])}, "'token_offset'"),
+])
+def test_a_sequences_file_of_the_wrong_types_is_an_input_error(tmp_path, columns, needle):
+    """--sequences: token ids that are not integers, null ids, or row/token_offset columns that are
+    not integers or hold nulls are an InputError naming the file. Before: float ids were silently
+    truncated to integers, a string column was 'too short', and the others died with TypeError or
+    ValueError from int() (a traceback, or one line naming no file)."""
+    from audit.sampling import sequences_from_file
+    from dedup.shards import InputError
+
+    path = tmp_path / "seqs.parquet"
+    pq.write_table(pa.table(columns), path)
+    with pytest.raises(InputError, match=needle) as e:
+        sequences_from_file(path, 8, 8, [], lambda texts: [[1] * 20 for _ in texts])
+    assert str(path) in str(e.value)

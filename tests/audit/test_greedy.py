@@ -159,3 +159,37 @@ def test_any_causal_lm(tiny_random_lm, arch):
     exact, leading = metrics.extraction(stats.greedy_match, P, C)
     assert exact.tolist() == [True] * 5 + [False] * 5 and leading[5:].tolist() == [C - 1] * 5
     assert (lm.greedy_matches(np.concatenate([prompts, truth], 1), P, 4).all(1) == exact).all()
+
+
+def test_a_damaged_model_directory_is_a_model_error(tiny_random_lm, tmp_path):
+    """A truncated model.safetensors, a directory without tokenizer files and a tokenizer whose
+    ids do not fit the model's embeddings are audit ModelErrors naming the directory (the CLI's one line,
+    exit 2). Before: a SafetensorError traceback (exit 1); transformers' empty GPT2Tokenizer,
+    which encodes every text to no tokens, so the audit blamed the corpus ('no sequence of at
+    least P + C tokens'); an IndexError traceback from the embedding in the first forward pass."""
+    import shutil
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from audit.config import AuditConfig
+    from audit.lm import ModelError
+    from audit.run import run_audit
+
+    src = tiny_random_lm("gpt2")
+    cut, bare, wide = (shutil.copytree(src, tmp_path / n) for n in ("cut", "bare", "wide"))
+    (cut / "model.safetensors").write_bytes((src / "model.safetensors").read_bytes()[:1000])
+    for f in bare.glob("*.json"):
+        if f.name != "config.json":
+            f.unlink()
+    tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(100)}, unk_token="t0"))  # ids up to 99
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0").save_pretrained(wide)  # the model has 48
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(pa.table({"id": ["a"], "text": [" ".join(f"t{i}" for i in range(40, 100))]}), corpus / "c.parquet")
+    for d, why in ((cut, "not a causal language model"), (bare, "no usable tokenizer"), (wide, "outside the model's")):
+        with pytest.raises(ModelError, match=why) as e:
+            run_audit(d, [corpus], tmp_path / f"out-{d.name}", AuditConfig(n_sequences=1, prompt_len=P, cont_len=C,
+                                                                           n_boot=0), log=lambda m: None)
+        assert str(d) in str(e.value) and not (tmp_path / f"out-{d.name}").exists()

@@ -80,6 +80,46 @@ def test_resume_from_last_checkpoint_ends_identical(small_corpus, tmp_path):
                                                                                 if k != "seed"}), log=quiet)
 
 
+def _files(run: Path) -> dict:
+    """Every file of a run directory (hidden ones too) and its bytes, the manifest aside (timing)."""
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*"))
+            if p.is_file() and p.name != "manifest.json"}
+
+
+def test_a_killed_run_resumes_to_the_same_bytes_and_final_loss(small_corpus, tmp_path):
+    """A run killed after its checkpoint at step 10 (with a half-written checkpoint left in a
+    temporary directory) resumes to the same bytes in every file (checkpoints' tokenizer
+    config and trainer state included) and the same final loss, with no temporary left; one
+    killed after its last checkpoint, before the final model and manifest, finishes through the
+    CLI (exit 0) with the same final loss. Before: the tokenizer config gained is_local and
+    local_files_only keys, trainer_state.pt's pickle differed, the temporary stayed, the final
+    loss was the mean of the steps run after resuming only, and None (a TypeError traceback in
+    the CLI) when the kill came after the last checkpoint."""
+    from audit.train import train_causal_lm
+
+    full = train_causal_lm(discover([small_corpus]), tmp_path / "full", SMALL, log=quiet)
+    part, last = tmp_path / "part", tmp_path / "last"
+    shutil.copytree(tmp_path / "full", part)
+    for p in (part / "checkpoints").glob("step-*"):
+        if int(p.name.split("-")[1]) > 10:
+            shutil.rmtree(p)
+    shutil.copytree(part / "checkpoints" / "step-0000010", part / "checkpoints" / ".step-0000016.tmp-999999")
+    shutil.rmtree(part / "model")
+    (part / "manifest.json").unlink()
+    resumed = train_causal_lm(discover([small_corpus]), part, SMALL, log=quiet)
+    assert _files(part) == _files(tmp_path / "full")
+    assert resumed["final_loss"] == full["final_loss"]
+
+    shutil.copytree(tmp_path / "full", last)
+    shutil.rmtree(last / "model")
+    (last / "manifest.json").unlink()
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "train", str(small_corpus), "--out", str(last), "--json",
+                        *(f"--{k.replace('_', '-')}={v}" for k, v in SMALL.to_dict().items() if v is not None)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["final_loss"] == full["final_loss"]
+
+
 @pytest.fixture(scope="module")
 def profiled(tmp_path_factory):
     """A tiny model trained with checkpoints on a canary corpus (20% of documents held out),

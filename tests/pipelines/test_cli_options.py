@@ -383,3 +383,41 @@ def test_a_damaged_state_file_is_named_in_the_one_line_error(tmp_path, capsys, c
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"memdedup {command}: error: {bad}: damaged (not valid JSON"), err
     assert bad.read_text() == "{broken"  # not replaced or removed
+
+
+@pytest.mark.parametrize("name, content, needle", [
+    ("members.txt", b"doc-1\n\xff\xfe\n", "not valid UTF-8"),
+    ("members.parquet", b"not parquet", "unreadable"),
+    ("members.txt", b"\n  \n", "no ids"),
+])
+def test_a_bad_members_file_is_named_in_the_one_line_error(tmp_path, capsys, name, content, needle):
+    """--members that cannot be read is exit 2 with one line naming the file, before any model is
+    loaded; an empty one (no ids) too: every sequence would be labelled a non-member. Before the fix
+    bad UTF-8 gave Python's bare 'utf-8 codec can't decode' line, naming no file, and an empty file
+    was accepted (every ROC-AUC n/a, no note)."""
+    from pipelines.cli import main
+
+    members = tmp_path / name
+    members.write_bytes(content)
+    write_shards(tmp_path / "corpus")
+    argv = ["audit", "--model", str(tmp_path / "no-model"), "--corpus", str(tmp_path / "corpus"),
+            "--out", str(tmp_path / "out"), "--members", str(members), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"memdedup audit: error: {members}: ") and needle in err[0], err
+    assert not (tmp_path / "out").exists() and members.read_bytes() == content
+
+
+def test_check_on_a_foreign_directory_says_what_is_missing(tmp_path, capsys):
+    """`memdedup check` on a directory that is not a workflow output: exit 2, one line naming the
+    missing file and why, nothing written there. Before: the line was the bare path (pyarrow's
+    FileNotFoundError carries no strerror), saying nothing about what was wrong."""
+    from pipelines.cli import main
+
+    write_shards(tmp_path / "corpus")
+    before = files_under(tmp_path)
+    assert main(["check", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / "audit" / "raw" / "per_sequence.parquet") in err[0], err
+    assert "no such file" in err[0].lower(), err
+    assert files_under(tmp_path) == before
