@@ -9,7 +9,7 @@ per-sequence schema (as :mod:`dedup.layout` is for the dedup output).
       manifest.json          written last (dedup.io.write_stage_manifest): complete iff it exists
 
     RUN/ (memdedup train, audit.train; read by memdedup profile)
-      train_config.json      the config of an unfinished run (resume refuses another one)
+      train_config.json      the config and corpus digest of an unfinished run (resume refuses others)
       tokenizer/             the byte-level BPE tokenizer
       order.parquet          one row per training exposure (instance, document, step, first_step)
       heldout.parquet        instances of the held-out documents, never trained on
@@ -155,18 +155,19 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     directory replaces the previous one; the temporary is removed if ``write`` fails."""
     path = Path(path)
     tmp = io.tmp_path(path)
-    _remove(tmp)
+    remove_path(tmp)
     try:
         write(tmp)
         if tmp.is_dir() and path.is_dir():
             shutil.rmtree(path)
         os.replace(tmp, path)
     except BaseException:
-        _remove(tmp)
+        remove_path(tmp)
         raise
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Remove a file or a directory tree; nothing if it is absent."""
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
     else:

@@ -9,6 +9,7 @@ inside the functions (an architecture test checks that importing this module loa
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import time
@@ -24,7 +25,7 @@ from dedup import io
 
 from .config import TrainConfig, retention_checkpoints
 from .layout import (CHECKPOINT_DIR, HELDOUT_FILE, MODEL_DIR, ORDER_FILE, STATE_FILE, TOKENIZER_DIR, TRAIN_CONFIG,
-                     _remove, checkpoint_name, write_atomic)
+                     remove_path, checkpoint_name, write_atomic)
 from .sampling import corpus_rows
 
 EOS = "<|endoftext|>"
@@ -177,8 +178,9 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     ``heldout.parquet`` (instances of the held-out documents, :func:`choose_heldout`),
     ``checkpoints/step-NNNNNNN/`` (Hugging Face model + tokenizer, loadable by ``memdedup audit``;
     with ``trainer_state.pt`` for resuming), ``model/`` (the final checkpoint) and
-    ``manifest.json`` last. Rerunning with the same config resumes from the last checkpoint and
-    ends with the same weights as an uninterrupted run.
+    ``manifest.json`` last. Rerunning with the same config and corpus (``corpus_sha256``: ids,
+    shards, rows and texts) resumes from the last checkpoint and ends with the same bytes as an
+    uninterrupted run; another config or corpus is refused.
 
     ``progress`` is called after every optimizer step with ``{"phase": "train", "unit":
     "steps", "done", "total", "extra": "loss L"}`` (L: mean of the last 50 steps' losses, in
@@ -191,16 +193,12 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     config = config or TrainConfig()
     out = Path(out_dir)
     t_start = time.perf_counter()
-    manifest_path = io.manifest_path(out)
-    if manifest_path.exists():
-        done = io.read_json(manifest_path)
-        if done.get("config") == config.to_dict():
-            log(f"{out}: training already complete")
-            return done
-        raise ValueError(f"{out} holds a finished training run with another config; choose another --out")
-    cfg_file = out / TRAIN_CONFIG
-    if cfg_file.exists() and io.read_json(cfg_file) != config.to_dict():
-        raise ValueError(f"{out} holds an unfinished training run with another config; choose another --out")
+    manifest_path, cfg_file = io.manifest_path(out), out / TRAIN_CONFIG
+    # the finished run's manifest, else the unfinished run's record (an older one: the config alone)
+    held = io.read_json(manifest_path) if manifest_path.exists() else io.read_json(cfg_file) if cfg_file.exists() else None
+    which = "a finished" if manifest_path.exists() else "an unfinished"
+    if held is not None and held.get("config", held) != config.to_dict():
+        raise ValueError(f"{out} holds {which} training run with another config; choose another --out")
     # Nothing is written until the corpus and the config have passed every check below: a
     # refused config leaves no run state, and the corrected command runs in the same --out.
 
@@ -208,6 +206,16 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
             for shard, row, doc_id, text in corpus_rows(shards, config.text_column, config.id_column)]
     if not docs:
         raise ValueError("the corpus has no documents")
+    corpus = hashlib.sha256()
+    for doc_id, shard_name, row, text in docs:
+        corpus.update(f"{doc_id!r}\0{shard_name}\0{row}\0{len(text)}\0{text}".encode())
+    record = {"config": config.to_dict(), "corpus_sha256": corpus.hexdigest()}
+    if held is not None and held.get("corpus_sha256", record["corpus_sha256"]) != record["corpus_sha256"]:
+        raise ValueError(f"{out} holds {which} training run on another corpus (documents, shards or rows differ); "
+                         "choose another --out")
+    if which == "a finished" and held is not None:
+        log(f"{out}: training already complete")
+        return held
     held = choose_heldout([d[3] for d in docs], config.holdout, config.seed)
     copies = Counter(d[3] for d in docs)
     doc_copies = np.array([copies[d[3]] for d in docs], dtype=np.int64)
@@ -239,8 +247,8 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
 
     out.mkdir(parents=True, exist_ok=True)
     for tmp in sorted(out.rglob(".*.tmp-*")):  # a killed run's half-written files and checkpoints
-        _remove(tmp)
-    io.write_json_atomic(cfg_file, config.to_dict())
+        remove_path(tmp)
+    io.write_json_atomic(cfg_file, record)
     if not tokenizer_saved:
         write_atomic(tok_dir, lambda tmp: tokenizer.save_pretrained(str(tmp)))
 
@@ -340,7 +348,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
         "checkpoints": [checkpoint_name(s) for s in ckpt_steps],
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
         "timing": {"wall_s": time.perf_counter() - t_start, "train_s": time.perf_counter() - t_train},
-        "corpus": [str(s.path) for s in shards],
+        "corpus": [str(s.path) for s in shards], "corpus_sha256": record["corpus_sha256"],
     }
     if retention is not None:
         body["retention"] = retention

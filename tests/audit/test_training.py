@@ -80,6 +80,24 @@ def test_resume_from_last_checkpoint_ends_identical(small_corpus, tmp_path):
                                                                                 if k != "seed"}), log=quiet)
 
 
+def test_a_run_directory_refuses_another_corpus(small_corpus, tmp_path):
+    """The tokenizer, order.parquet and the checkpoints come from one corpus. Rerun on another
+    corpus, a finished run said 'training already complete', and an unfinished one resumed
+    with the old tokenizer and checkpoints under a rewritten order.parquet."""
+    from audit.train import train_causal_lm
+
+    run = tmp_path / "run"
+    train_causal_lm(discover([small_corpus]), run, SMALL, log=quiet)
+    other = discover([small_corpus / "part-00000.parquet"])
+    with pytest.raises(ValueError, match="another corpus"):
+        train_causal_lm(other, run, SMALL, log=quiet)
+    (run / "manifest.json").unlink()  # now an unfinished run
+    before = _files(run)
+    with pytest.raises(ValueError, match="another corpus"):
+        train_causal_lm(other, run, SMALL, log=quiet)
+    assert _files(run) == before
+
+
 def _files(run: Path) -> dict:
     """Every file of a run directory (hidden ones too) and its bytes, the manifest aside (timing)."""
     return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*"))
