@@ -208,6 +208,9 @@ def run_audit(
     # buckets by exact occurrences (Carlini, Kandpal); an explicit sequence absent from the corpus: bucket "0"
     buckets = [duplicate_bucket(int(c)) if c >= 1 else "0" for c in occurrences]
     member, labels = membership_labels(seqs.doc_id, member_ids, dup)
+    if labels is not None and labels["members"] == 0:  # most likely ids of another form: every score is n/a
+        log(f"audit: note: no sampled sequence's document (or a duplicate of it) is in --members; its ids look like "
+            f"{min(member_ids)!r}, the corpus's like {next((str(d) for d in seqs.doc_id if d is not None), None)!r}")
 
     table = _per_sequence_table(seqs, P, exact, leading, pythia, generated, scores, counts, buckets, status, member,
                                 occurrences)

@@ -40,6 +40,25 @@ def test_member_by_content(tiny_random_lm, tmp_path):
     assert summary["membership_labels"] == labels
 
 
+def test_members_that_match_no_sampled_document_are_noted(tiny_random_lm, tmp_path):
+    """Ids of another form (0, 1, ... against 'doc-...') label every sequence a non-member: every
+    membership number is then n/a, and the audit said nothing of why."""
+    from audit.config import AuditConfig
+    from audit.run import run_audit
+    from dedup.synthetic import write_shards
+
+    rng = np.random.default_rng(0)
+    write_shards(pa.table({"id": [f"doc-{i}" for i in range(4)], "text": [_words(rng) for _ in range(4)]}),
+                 tmp_path / "corpus", 1)
+    (tmp_path / "members.txt").write_text("0\n1\n")
+    said: list[str] = []
+    cfg = AuditConfig(prompt_len=8, cont_len=8, n_sequences=4, n_boot=0)
+    run_audit(tiny_random_lm("gpt2"), [tmp_path / "corpus"], tmp_path / "out", cfg, members=tmp_path / "members.txt",
+              log=said.append)
+    note = [m for m in said if "--members" in m]
+    assert len(note) == 1 and "like '0'" in note[0] and "like 'doc-" in note[0], said
+
+
 def test_heldout_is_chosen_by_whole_duplicate_clusters():
     from audit.train import choose_heldout
     from dedup.config import DedupConfig
