@@ -79,7 +79,7 @@ class DedupConfig(StageConfig):
     seed: int = option(1, "MinHash permutation seed")
     fp: float = option(1e-5, "whole-index false-positive target of the band filters, a probability")
     # Decides only the label exact vs near of a document whose every band already collided.
-    exact_fp: float = option(1e-6, "false-positive rate of the exact-key filter; decides labels only")
+    exact_fp: float = option(1e-6, "false-positive rate of the exact-key filter; decides labels, and documents without words")
     index: str = option("lshbloom", "index backend: LSHBloom, or the baselines datasketch MinHashLSH or pybloom-live "
                                     "(extra 'baselines')", choices=("lshbloom", "lsh", "pybloom"))
     bands: int | None = option(None, "number of bands b; give rows too", unit="bands",

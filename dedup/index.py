@@ -17,7 +17,8 @@ file order; every document is processed in that order):
 The LSHBloom index answers "seen before" from one Bloom filter per band, so it errs only by
 false positives, at the rate planned in :class:`dedup.params.IndexPlan`. An *exact* verdict
 also requires a collision in every band (an exact duplicate collides everywhere), so a
-false positive of the exact-key filter alone cannot label a document exact.
+false positive of the exact-key filter alone cannot label a document exact, except a document
+without shingles (no bands): the first one is removed if that filter errs for it.
 """
 
 from __future__ import annotations
