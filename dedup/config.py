@@ -76,7 +76,7 @@ class DedupConfig(StageConfig):
     scheme: str = option("fss", "MinHash scheme: fss (Fast Similarity Sketching), fast (K multiply-adds per "
                                 "shingle), or the datasketch ones, bit-identical to datasketch's",
                          choices=tuple(SCHEMES))
-    seed: int = option(1, "MinHash permutation seed")
+    seed: int = option(1, "MinHash permutation seed, 0 <= seed < 2^32")
     fp: float = option(1e-5, "whole-index false-positive target of the band filters, a probability")
     # Decides only the label exact vs near of a document whose every band already collided.
     exact_fp: float = option(1e-6, "false-positive rate of the exact-key filter; decides labels, and documents without words")
@@ -113,6 +113,8 @@ class DedupConfig(StageConfig):
             self._bad(f"num_perm must be >= 2, got {self.num_perm}")
         if self.ngram < 1:
             self._bad(f"ngram must be >= 1, got {self.ngram}")
+        if not 0 <= self.seed < 2**32:  # numpy's RandomState(seed) draws the permutations, as datasketch's
+            self._bad(f"seed must be in [0, 2^32), got {self.seed}")
         for name in ("fp", "exact_fp"):
             v = getattr(self, name)
             if not 0.0 < v < 1.0:

@@ -76,6 +76,17 @@ def test_explicit_banding_below_one_is_refused(bands, rows):
         DedupConfig(bands=bands, rows=rows)
 
 
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_a_seed_outside_32_bits_is_refused_by_name(seed):
+    """The permutations are drawn by numpy's RandomState(seed) (datasketch's): 0 <= seed < 2^32.
+    Before, the config took any seed; `params` then planned a run, and `dedup` died on numpy's
+    'Seed must be between 0 and 2**32 - 1', which names no option."""
+    from dedup.config import DedupConfig
+
+    with pytest.raises(ValueError, match=rf"invalid dedup config: seed must be in \[0, 2\^32\), got {seed}"):
+        DedupConfig(seed=seed)
+
+
 def test_cli_refuses_zero_rows_per_band_with_one_line(tmp_path, capsys):
     import pyarrow as pa
     import pyarrow.parquet as pq
