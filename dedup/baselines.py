@@ -135,14 +135,16 @@ class PybloomIndex(_Baseline):
         exact_seen = np.zeros(n, dtype=np.bool_)
         keys = sketches.band_keys.tolist()
         ekeys = sketches.exact[:, 0].tolist()
-        for i in range(n):
-            if not sketches.valid[i]:
-                continue
-            exact_seen[i] = self.exact_filter.add(ekeys[i])
-            if sketches.n_shingles[i] > 0:
-                row = keys[i]
-                for j, f in enumerate(self.filters):
-                    seen[i, j] = f.add(row[j])
+        try:
+            for i in np.flatnonzero(sketches.valid).tolist():
+                exact_seen[i] = self.exact_filter.add(ekeys[i])
+                if sketches.n_shingles[i] > 0:
+                    row = keys[i]
+                    for j, f in enumerate(self.filters):
+                        seen[i, j] = f.add(row[j])
+        except IndexError:  # pybloom-live's "BloomFilter is at capacity": it refuses keys past it
+            raise ValueError(f"index 'pybloom': pybloom-live's filters hold at most --capacity "
+                             f"{self.plan.capacity:,} documents; give a larger --capacity") from None
         return combine(sketches.valid, sketches.n_shingles > 0, seen, exact_seen)
 
     def nbytes(self) -> dict[str, int]:

@@ -76,3 +76,19 @@ def test_baseline_classes_live_in_baselines_and_make_index_finds_them():
                       baselines.PybloomIndex)
     with pytest.raises(ValueError, match="unknown index backend"):
         make_index("nope", plan, scheme="fast", num_perm=128, seed=1, exact_fp=1e-6)
+
+
+def test_pybloom_past_its_capacity_is_a_one_line_error(tmp_path: Path, capsys):
+    """pybloom-live's filters refuse keys past their capacity (IndexError: 'BloomFilter is at
+    capacity'), where ours climb in false positives: --index pybloom with --capacity below the
+    row count died with a traceback."""
+    from dedup.synthetic import generate_corpus, write_shards
+    from pipelines.cli import main
+
+    write_shards(generate_corpus(50), tmp_path / "in", 1)
+    argv = ["dedup", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--index", "pybloom", "--capacity", "10",
+            "--engine", "fused", "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--capacity" in err[0] and "pybloom" in err[0], err
+    assert not any(p.is_file() for p in (tmp_path / "out").rglob("*"))
