@@ -204,7 +204,8 @@ def _print_summary(m: dict, out: Path) -> None:
         f"{idx['bytes_per_doc']['bands']:.1f} B/doc bands + {idx['bytes_per_doc']['exact']:.1f} B/doc exact, "
         f"predicted false-positive rate {idx['predicted_fp']:.2e}"
     )
-    print(f"outputs: {out}/kept/, {out}/removed.parquet, {out}/manifest.json")
+    kept = "" if m["config"].get("emit") == "removed" else f"{out}/kept/, "  # --emit removed writes no kept/
+    print(f"outputs: {kept}{out}/removed.parquet, {out}/manifest.json")
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:

@@ -633,3 +633,20 @@ def test_emit_flag_and_config_key(tmp_path):
     (tmp_path / "bad.yaml").write_text("dedup:\n  emit: kept\n")
     assert main(["dedup", str(tmp_path / "in.parquet"), "--out", str(tmp_path / "o3"), "--quiet",
                  "--config", str(tmp_path / "bad.yaml")]) == 2
+
+
+def test_emit_removed_summary_names_only_what_was_written(tmp_path, capsys):
+    """The summary's ``outputs:`` line names the files the run wrote: with ``--emit removed``
+    there is no ``kept/`` directory, so it is not named."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.cli import main
+
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["a b c d e f", "A b c d e f!"]}), tmp_path / "in.parquet")
+    for emit, out in (("removed", tmp_path / "o1"), ("all", tmp_path / "o2")):
+        assert main(["dedup", str(tmp_path / "in.parquet"), "--out", str(out), "--threads", "1", "--emit", emit]) == 0
+        line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("outputs: ")]
+        named = [s.strip() for s in line[0][len("outputs: "):].split(",")]
+        assert named == ([f"{out}/kept/"] if emit == "all" else []) + [f"{out}/removed.parquet", f"{out}/manifest.json"]
+        assert all(Path(n).exists() for n in named)
