@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("dedup", help="deduplicate Parquet/JSONL shards")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="Parquet/JSONL files, directories or globs")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="Parquet/JSONL/Arrow files, directories or globs")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--threads", type=int, help="fused engine: threads for sketching and bands (default: all cores)")
     p.add_argument("--force", action="store_true", help="redo a completed run in --out (same config: no-op without it)")
@@ -221,8 +221,9 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _print_audit(summary: dict, out: Path) -> None:
-    ex = summary["extractable"]
-    print(f"{summary['sequences']['n']} sequences: {ex['k']} extractable ({100 * ex['rate']:.1f}%, "
+    n, ex = summary["sequences"]["n"], summary["extractable"]  # rates count distinct sequences
+    of = (f", {ex['n']} distinct", " of the distinct") if ex["n"] != n else ("", "")
+    print(f"{n} sequences{of[0]}: {ex['k']} extractable ({100 * ex['rate']:.1f}%{of[1]}, "
           f"95% CI {100 * ex['lower']:.1f}-{100 * ex['upper']:.1f}%)")
     for row in summary.get("extractable_by_duplicates", []):
         print(f"  duplicates {row['group']:>7}: {row['k']}/{row['n']} extractable ({100 * row['rate']:.1f}%)")

@@ -74,3 +74,14 @@ def test_summarise_reads_membership_scores_only_for_the_membership_section():
     t = pa.table({"extractable": [True, False], "leading_matched": [3, 1], "member": [True, False],
                   "score_odd": ["not", "numbers"]})
     assert summarise(t, None, 0, sections=("extractable",))["extractable"]["k"] == 1
+
+
+def test_the_audit_summary_line_says_its_rate_is_over_distinct_sequences(capsys):
+    """'312 sequences: 3 extractable (1.7%)' read as 3 of 312 when the rate is 3 of 178 distinct."""
+    from pathlib import Path
+
+    from pipelines.cli import _print_audit
+
+    _print_audit(aggregate.summarise(_table(), n_boot=None, seed=0) | {"sequences": {"n": 276}}, Path("out"))
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("276 sequences, 24 distinct: 9 extractable (37.5% of the distinct"), first
