@@ -421,3 +421,45 @@ def test_check_on_a_foreign_directory_says_what_is_missing(tmp_path, capsys):
     assert len(err) == 1 and str(tmp_path / "audit" / "raw" / "per_sequence.parquet") in err[0], err
     assert "no such file" in err[0].lower(), err
     assert files_under(tmp_path) == before
+
+
+@pytest.mark.parametrize("command, text, needles", [
+    ("profile", "profile:\n  seed: 1.5\n", ["profile.seed", "1.5"]),
+    ("profile", "profile:\n  batch_size: '8'\n", ["profile.batch_size", "'8'"]),
+    ("profile", "profile:\n  n_treated: 20.7\n", ["profile.n_treated", "20.7"]),
+    ("profile", "profile:\n  n_boot: '10'\n", ["profile.n_boot"]),
+    ("profile", "profile:\n  n_control: [10]\n", ["profile.n_control", "[10]"]),
+    ("train", "train:\n  epochs: true\n", ["train.epochs", "True"]),
+    ("train", "train:\n  n_layer: null\n", ["train.n_layer", "None"]),
+    ("audit", "audit:\n  k: '0.5'\n", ["audit.k", "'0.5'"]),
+])
+def test_a_yaml_value_of_the_wrong_type_is_one_line_naming_the_file_and_key(tmp_path, capsys, command, text, needles):
+    """Values in a --config file are checked against their fields' types, as flags are by the
+    parser. Before: a float seed died in NumPy with a TypeError traceback (exit 1), a string
+    batch size likewise, a float n_treated ran (rc 0) and a string n_boot failed after every
+    checkpoint was scored, in a line naming neither file nor key; a bool or null passed as an int."""
+    from pipelines.cli import main
+
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text)
+    argv = {"profile": ["profile", "--run", str(tmp_path / "run")], "train": ["train", str(tmp_path / "in")],
+            "audit": ["audit", "--model", str(tmp_path / "m"), "--corpus", str(tmp_path / "in")]}[command]
+    assert main([*argv, "--out", str(tmp_path / "out"), "--config", str(cfg), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"memdedup {command}: error: {cfg}: "), err
+    assert all(n in err[0] for n in needles), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_invalid_flag_is_not_blamed_on_the_config_file(tmp_path, capsys):
+    """A bad value given as a flag names the command line, not the --config file (which is
+    valid). Before: 'bad.yaml: section profile: ... checkpoints must name at least 2 steps'."""
+    from pipelines.cli import main
+
+    cfg = tmp_path / "ok.yaml"
+    cfg.write_text("profile:\n  n_boot: 10\n")
+    assert main(["profile", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "out"), "--config", str(cfg),
+                 "--checkpoints", "10,10"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "<command line>" in err[0] and str(cfg) not in err[0], err
+    assert "checkpoints must name at least 2 steps" in err[0]
