@@ -40,6 +40,8 @@ def load_yaml(path: str | os.PathLike) -> dict:
             data = yaml.safe_load(f)
     except OSError as e:
         raise ConfigError(f"{p}: cannot read config: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not valid UTF-8 ({e.reason} at byte {e.start})") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: invalid YAML: {e}") from e
     if data is None:

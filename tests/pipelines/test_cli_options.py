@@ -463,3 +463,14 @@ def test_an_invalid_flag_is_not_blamed_on_the_config_file(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "<command line>" in err[0] and str(cfg) not in err[0], err
     assert "checkpoints must name at least 2 steps" in err[0]
+
+
+def test_a_config_file_that_is_not_utf8_is_named(tmp_path, capsys):
+    """Before: the line was Python's bare "'utf-8' codec can't decode byte 0xff", naming no file."""
+    from pipelines.cli import main
+
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_bytes(b"profile:\n  n_boot: 5 \xff\xfe\n")
+    assert main(["profile", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "out"), "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"memdedup profile: error: {cfg}: ") and "UTF-8" in err[0], err
