@@ -54,6 +54,23 @@ def _checkpoints(run: Path) -> list[tuple[int, Path]]:
     return ckpts
 
 
+#: The columns run_profile reads from order.parquet and heldout.parquet.
+INSTANCE_COLUMNS = ("instance_id", "shard", "row", "token_offset", "n_tokens")
+
+
+def _read_instances(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    """order.parquet or heldout.parquet, with ``columns`` present; InputError naming the file otherwise."""
+    from dedup.shards import InputError
+
+    table = pq.read_table(path)
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise InputError(path, f"no column {', '.join(map(repr, missing))} (columns: {table.column_names})")
+    if path.name == ORDER_FILE and table.num_rows == 0:
+        raise InputError(path, "no rows: the run recorded no training exposure")
+    return table.to_pandas()
+
+
 def _document_texts(run: Path, keys, corpus: list[str], text_column: str) -> dict[tuple[str, int], str]:
     """The text of each (shard name, row) in ``keys``, read from the corpus in one pass."""
     shards = discover(corpus)
@@ -159,8 +176,8 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     corpus = corpus or train_manifest.get("corpus")
     if not corpus:
         raise ValueError(f"{run}: no corpus recorded; pass --corpus")
-    order = pq.read_table(run / ORDER_FILE).to_pandas()
-    held = pq.read_table(run / HELDOUT_FILE).to_pandas()
+    order = _read_instances(run / ORDER_FILE, INSTANCE_COLUMNS + ("step",))
+    held = _read_instances(run / HELDOUT_FILE, INSTANCE_COLUMNS)
     ckpts = _checkpoints(run)
     grid = config.checkpoint_grid()
     if grid is not None:  # the user's own checkpoint grid

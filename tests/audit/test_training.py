@@ -298,3 +298,52 @@ def test_a_config_refused_before_training_leaves_nothing_and_the_fixed_command_r
                           capture_output=True, text=True, timeout=600)
     assert good.returncode == 0, good.stderr
     assert (out / "manifest.json").exists()
+
+
+# ------------------------------------------------------------------ profile: bad runs, corpora, options
+
+TINY_PROFILE = ["--n-treated", "20", "--n-control", "10", "--n-boot", "10", "--min-cohort-size", "2", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def small_run(small_corpus, tmp_path_factory) -> Path:
+    """SMALL trained on small_corpus, checkpoints kept at steps 10, 92 (end of epoch 1) and the last."""
+    from audit.train import train_causal_lm
+
+    run = tmp_path_factory.mktemp("small_run") / "run"
+    m = train_causal_lm(discover([small_corpus]), run, SMALL, log=quiet)
+    keep = {"step-0000010", f"step-{m['steps_per_epoch']:07d}", m["checkpoints"][-1]}
+    for p in (run / "checkpoints").glob("step-*"):
+        if p.name not in keep:
+            shutil.rmtree(p)
+    return run
+
+
+def _profile_fails(capsys, *argv) -> str:
+    """``memdedup profile ARGV``: exit 2 and one line on stderr, which is returned."""
+    from pipelines.cli import main
+
+    assert main(["profile", *map(str, argv)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0] and err[0].startswith("memdedup profile: error: "), err
+    return err[0]
+
+
+def _edit_parquet(path: Path, edit) -> None:
+    pq.write_table(edit(pq.read_table(path)), path)
+
+
+@pytest.mark.parametrize("name, edit", [
+    ("order.parquet", lambda t: t.drop(["n_tokens"])),
+    ("order.parquet", lambda t: t.slice(0, 0)),
+    ("heldout.parquet", lambda t: t.drop(["shard"])),
+])
+def test_profile_names_an_order_or_heldout_file_without_its_columns_or_rows(small_run, tmp_path, capsys, name, edit):
+    """Before: a missing column was a KeyError traceback (exit 1) and an empty order.parquet
+    'cannot convert float NaN to integer', naming no file."""
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    _edit_parquet(run / name, edit)
+    err = _profile_fails(capsys, "--run", run, "--out", tmp_path / "out", *TINY_PROFILE)
+    assert str(run / name) in err, err
+    assert not (tmp_path / "out").exists()
