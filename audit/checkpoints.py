@@ -79,7 +79,12 @@ def _document_texts(run: Path, keys, corpus: list[str], text_column: str) -> dic
         if name not in index:
             raise ValueError(f"{run}: order names shard {name!r}, not in the corpus {corpus}")
     wanted = [(index[name], row) for name, row in keys]
-    return {(shards[i].name, r): text or "" for i, r, _, text in rows_of(shards, text_column, None, wanted)}
+    texts = {(shards[i].name, r): text or "" for i, r, _, text in rows_of(shards, text_column, None, wanted)}
+    absent = [k for k in keys if k not in texts]
+    if absent:
+        raise ValueError(f"{' '.join(map(str, corpus))}: not the corpus {run} was trained on (its order names "
+                         f"{len(absent)} rows it lacks, e.g. {absent[0][0]} row {absent[0][1]})")
+    return texts
 
 
 def _hard_foils(items: np.ndarray, tokenizer, fraction: float, seed: int) -> dict[str, np.ndarray]:
@@ -103,7 +108,11 @@ def _instance_tokens(run: Path, table: pd.DataFrame, corpus: list[str], tokenize
     texts = _document_texts(run, keys, corpus, text_column)
     ids = tokenizer([texts[k] for k in keys], add_special_tokens=False)["input_ids"]
     n = int(table["n_tokens"].iloc[0])
-    return np.array([t[o : o + n] for t, o in zip(ids, table["token_offset"].astype(int))], dtype=np.int64)
+    windows = [t[o : o + n] for t, o in zip(ids, table["token_offset"].astype(int))]
+    if any(len(w) != n for w in windows):
+        raise ValueError(f"{' '.join(map(str, corpus))}: not the corpus {run} was trained on (a document is shorter "
+                         "than its instance in the order)")
+    return np.array(windows, dtype=np.int64)
 
 
 #: How run_profile chooses its instances by content (summary.json's ``instances.eligibility``).
@@ -173,6 +182,14 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     t_start = time.perf_counter()
     run, out = Path(run_dir), Path(out)
     train_manifest = io.json_or_empty(io.manifest_path(run))  # {}: a user's own checkpoints
+    if corpus and train_manifest.get("corpus_sha256"):  # another corpus than the run's: the wrong texts
+        from .train import corpus_digest, corpus_documents
+
+        cfg = train_manifest.get("config", {})
+        docs = corpus_documents(discover(corpus), cfg.get("text_column", "text"), cfg.get("id_column", "id"))
+        if corpus_digest(docs) != train_manifest["corpus_sha256"]:
+            raise ValueError(f"{' '.join(map(str, corpus))}: not the corpus {run} was trained on (its documents, shards "
+                             "or rows differ from the run's corpus_sha256)")
     corpus = corpus or train_manifest.get("corpus")
     if not corpus:
         raise ValueError(f"{run}: no corpus recorded; pass --corpus")

@@ -347,3 +347,23 @@ def test_profile_names_an_order_or_heldout_file_without_its_columns_or_rows(smal
     err = _profile_fails(capsys, "--run", run, "--out", tmp_path / "out", *TINY_PROFILE)
     assert str(run / name) in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("docs, shards, own_checkpoints", [(60, 2, False), (30, 3, False), (30, 3, True)])
+def test_profile_refuses_a_corpus_that_is_not_the_runs(small_run, tmp_path, capsys, docs, shards, own_checkpoints):
+    """--corpus naming another corpus than the one the run was trained on (its manifest's
+    corpus_sha256) is exit 2 naming it, before any checkpoint is scored; without a manifest (a
+    user's own checkpoints), rows the order names but the corpus lacks too. Before: the same
+    shard names with other texts died in NumPy ('inhomogeneous shape', exit 2, naming nothing)
+    and would have profiled the wrong texts had they been long enough; fewer rows were a
+    KeyError traceback (exit 1)."""
+    other = tmp_path / "other"
+    write_shards(generate_canary_corpus(n_background=docs, repeats=(1, 4), canaries_per_repeat=2, seed=7), other, shards)
+    run = small_run
+    if own_checkpoints:
+        run = tmp_path / "run"
+        shutil.copytree(small_run, run)
+        (run / "manifest.json").unlink()
+    err = _profile_fails(capsys, "--run", run, "--out", tmp_path / "out", "--corpus", other, *TINY_PROFILE)
+    assert "not the corpus" in err and str(other) in err, err
+    assert not (tmp_path / "out").exists()
