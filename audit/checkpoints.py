@@ -232,6 +232,10 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     per_cohort = config.n_per_cohort or -(-config.n_treated // n_cohorts)
     keep = profile.sample_per_cohort(ts_all, pchk, per_cohort, config.min_cohort_size, seed=config.seed)
     treated = first[first["instance_id"].isin(keep)]
+    if treated.empty:
+        raise ValueError(f"{run}: no trained instance to profile: none is full length, first trained after step "
+                         f"{pchk[0]} and not again by step {pchk[-1]}, without a trained duplicate, in a cohort of at "
+                         f"least min_cohort_size {config.min_cohort_size}")
     if len(held) < 4:
         raise ValueError(f"{run}: fewer than 4 full-length held-out instances: train with a holdout fraction")
     controls = held.iloc[np.sort(rng.permutation(len(held))[: config.n_control])]
@@ -246,7 +250,9 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     hard = _hard_foils(tokens[(rows["group"] == "treated").to_numpy()], lm0.tokenizer, 0.25, config.seed)
     hard_loss = {}  # step -> foil kind -> loss of each treated instance's foil
     half = seq_len // 2
-    early = config.early_checkpoint or min(steps, key=lambda s: abs(s - steps[-1] / 2))
+    early = config.early_checkpoint
+    if early is None:  # not `or`: step 0 is a checkpoint (Pythia's step0)
+        early = min(steps, key=lambda s: abs(s - steps[-1] / 2))
     if early not in steps:
         raise ValueError(f"{run}: early_checkpoint {early} is not a checkpoint step: {steps}")
     scored = [(s, p) for s, p in ckpts if s in set(pchk) | {early, steps[-1]}]

@@ -367,3 +367,20 @@ def test_profile_refuses_a_corpus_that_is_not_the_runs(small_run, tmp_path, caps
     err = _profile_fails(capsys, "--run", run, "--out", tmp_path / "out", "--corpus", other, *TINY_PROFILE)
     assert "not the corpus" in err and str(other) in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--batch-size", "0"], "invalid profile config: need batch_size >= 1 and n_boot >= 0"),
+    (["--batch-size", "-1"], "invalid profile config: need batch_size >= 1 and n_boot >= 0"),
+    (["--n-boot", "-3"], "invalid profile config: need batch_size >= 1 and n_boot >= 0"),
+    (["--early-checkpoint", "0"], "early_checkpoint 0 is not a checkpoint step"),
+    (["--min-cohort-size", "1000"], "no trained instance to profile"),
+])
+def test_profile_option_edges_are_one_line_before_scoring(small_run, tmp_path, capsys, flags, needle):
+    """Before: batch size 0 was 'range() arg 3 must not be zero', -1 and a cohort size no cohort
+    reaches 'need at least one array to concatenate' (no treated instance left), a negative
+    n_boot was refused only after every checkpoint was scored, and --early-checkpoint 0 was
+    taken for 'not given' (the middle checkpoint was used instead of step 0)."""
+    err = _profile_fails(capsys, "--run", small_run, "--out", tmp_path / "out", *TINY_PROFILE, *flags)
+    assert needle in err, err
+    assert not (tmp_path / "out").exists()
