@@ -325,6 +325,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     fc["early_step"], fc["final_step"] = early, steps[-1]
 
     out.mkdir(parents=True, exist_ok=True)
+    io.manifest_path(out).unlink(missing_ok=True)  # a previous run's: out is incomplete until the new one is written
     write_atomic(out / PROFILE_FILE, both.to_parquet)
     write_atomic(out / RETENTION_FILE, ret.to_parquet)
     io.write_json_atomic(out / FORECAST_FILE, fc)

@@ -384,3 +384,29 @@ def test_profile_option_edges_are_one_line_before_scoring(small_run, tmp_path, c
     err = _profile_fails(capsys, "--run", small_run, "--out", tmp_path / "out", *TINY_PROFILE, *flags)
     assert needle in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_profile_rerun_that_dies_midway_leaves_no_manifest_over_mixed_outputs(small_run, tmp_path, monkeypatch):
+    """A completed profile rerun into its --out with another config and killed after its first
+    outputs: the directory must not look complete (manifest.json is written last: complete iff
+    it exists). Before: the old run's manifest stayed beside the new run's profile.parquet; the
+    rerun, completed, gives the bytes of an uninterrupted run."""
+    from audit import plots
+    from audit.checkpoints import run_profile
+    from audit.config import ProfileConfig
+
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    first = ProfileConfig(n_treated=20, n_control=10, n_boot=10, min_cohort_size=2)
+    other = ProfileConfig(n_treated=20, n_control=10, n_boot=10, min_cohort_size=2, seed=1)
+    run_profile(small_run, out, first, log=quiet)
+    with monkeypatch.context() as m:
+        m.setattr(plots, "retention_curves", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):
+            run_profile(small_run, out, other, log=quiet)
+    assert (out / "profile.parquet").exists() and not (out / "manifest.json").exists()
+    run_profile(small_run, out, other, log=quiet)
+    run_profile(small_run, fresh, other, log=quiet)
+    same = [f for f in ("profile.parquet", "event_time.parquet", "instances.parquet", "retention.parquet",
+                        "forecast.json", "profile_heatmap.png")]
+    assert all((out / f).read_bytes() == (fresh / f).read_bytes() for f in same)
+    assert json.loads((out / "manifest.json").read_text())["config"]["seed"] == 1
