@@ -474,3 +474,23 @@ def test_a_config_file_that_is_not_utf8_is_named(tmp_path, capsys):
     assert main(["profile", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "out"), "--config", str(cfg)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"memdedup profile: error: {cfg}: ") and "UTF-8" in err[0], err
+
+
+@pytest.mark.parametrize("inside", ["summary.json", "per_sequence.parquet", "forecast.json"])
+def test_forecast_refuses_an_out_inside_an_input_audit(tmp_path, capsys, inside):
+    """forecast --out inside one of the audit directories it reads could replace the audit's own
+    files: exit 2, one line, the inputs untouched. Before: `--out first/summary.json` replaced
+    the audit's summary.json with the forecast (exit 0)."""
+    from pipelines.cli import main
+
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        pq.write_table(pa.table({"doc_id": ["a", "b"], "token_offset": [0, 0], "extractable": [True, False]}),
+                       tmp_path / name / "per_sequence.parquet")
+        (tmp_path / name / "summary.json").write_text("{}")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert main(["forecast", str(tmp_path / "first"), str(tmp_path / "second"),
+                 "--out", str(tmp_path / "first" / inside)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out" in err[0] and str(tmp_path / "first") in err[0], err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
