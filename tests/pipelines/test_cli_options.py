@@ -494,3 +494,20 @@ def test_forecast_refuses_an_out_inside_an_input_audit(tmp_path, capsys, inside)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--out" in err[0] and str(tmp_path / "first") in err[0], err
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_forecast_refuses_audits_of_other_token_windows(tmp_path, capsys):
+    """Audits whose sequences share documents and offsets but not tokens (other --prompt-len /
+    --cont-len, or another tokenizer) measure different windows: exit 2 naming both. Before:
+    an 8 + 8 audit was compared with a 16 + 16 one as if the sequences were the same (exit 0)."""
+    from pipelines.cli import main
+
+    for name, n in (("first", 8), ("second", 16)):
+        (tmp_path / name).mkdir()
+        pq.write_table(pa.table({"doc_id": ["a", "b"], "token_offset": [0, 0], "extractable": [True, False],
+                                 "prompt": [list(range(n))] * 2, "truth": [list(range(n, 2 * n))] * 2}),
+                       tmp_path / name / "per_sequence.parquet")
+    assert main(["forecast", str(tmp_path / "first"), str(tmp_path / "second")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / "first") in err[0] and str(tmp_path / "second") in err[0], err
+    assert "tokens" in err[0]
