@@ -54,6 +54,23 @@ def _checkpoints(run: Path) -> list[tuple[int, Path]]:
     return ckpts
 
 
+#: The columns run_profile reads from order.parquet and heldout.parquet.
+INSTANCE_COLUMNS = ("instance_id", "shard", "row", "token_offset", "n_tokens")
+
+
+def _read_instances(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    """order.parquet or heldout.parquet, with ``columns`` present; InputError naming the file otherwise."""
+    from dedup.shards import InputError
+
+    table = pq.read_table(path)
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise InputError(path, f"no column {', '.join(map(repr, missing))} (columns: {table.column_names})")
+    if path.name == ORDER_FILE and table.num_rows == 0:
+        raise InputError(path, "no rows: the run recorded no training exposure")
+    return table.to_pandas()
+
+
 def _document_texts(run: Path, keys, corpus: list[str], text_column: str) -> dict[tuple[str, int], str]:
     """The text of each (shard name, row) in ``keys``, read from the corpus in one pass."""
     shards = discover(corpus)
@@ -62,7 +79,12 @@ def _document_texts(run: Path, keys, corpus: list[str], text_column: str) -> dic
         if name not in index:
             raise ValueError(f"{run}: order names shard {name!r}, not in the corpus {corpus}")
     wanted = [(index[name], row) for name, row in keys]
-    return {(shards[i].name, r): text or "" for i, r, _, text in rows_of(shards, text_column, None, wanted)}
+    texts = {(shards[i].name, r): text or "" for i, r, _, text in rows_of(shards, text_column, None, wanted)}
+    absent = [k for k in keys if k not in texts]
+    if absent:
+        raise ValueError(f"{' '.join(map(str, corpus))}: not the corpus {run} was trained on (its order names "
+                         f"{len(absent)} rows it lacks, e.g. {absent[0][0]} row {absent[0][1]})")
+    return texts
 
 
 def _hard_foils(items: np.ndarray, tokenizer, fraction: float, seed: int) -> dict[str, np.ndarray]:
@@ -86,7 +108,11 @@ def _instance_tokens(run: Path, table: pd.DataFrame, corpus: list[str], tokenize
     texts = _document_texts(run, keys, corpus, text_column)
     ids = tokenizer([texts[k] for k in keys], add_special_tokens=False)["input_ids"]
     n = int(table["n_tokens"].iloc[0])
-    return np.array([t[o : o + n] for t, o in zip(ids, table["token_offset"].astype(int))], dtype=np.int64)
+    windows = [t[o : o + n] for t, o in zip(ids, table["token_offset"].astype(int))]
+    if any(len(w) != n for w in windows):
+        raise ValueError(f"{' '.join(map(str, corpus))}: not the corpus {run} was trained on (a document is shorter "
+                         "than its instance in the order)")
+    return np.array(windows, dtype=np.int64)
 
 
 #: How run_profile chooses its instances by content (summary.json's ``instances.eligibility``).
@@ -156,11 +182,19 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     t_start = time.perf_counter()
     run, out = Path(run_dir), Path(out)
     train_manifest = io.json_or_empty(io.manifest_path(run))  # {}: a user's own checkpoints
+    if corpus and train_manifest.get("corpus_sha256"):  # another corpus than the run's: the wrong texts
+        from .train import corpus_digest, corpus_documents
+
+        cfg = train_manifest.get("config", {})
+        docs = corpus_documents(discover(corpus), cfg.get("text_column", "text"), cfg.get("id_column", "id"))
+        if corpus_digest(docs) != train_manifest["corpus_sha256"]:
+            raise ValueError(f"{' '.join(map(str, corpus))}: not the corpus {run} was trained on (its documents, shards "
+                             "or rows differ from the run's corpus_sha256)")
     corpus = corpus or train_manifest.get("corpus")
     if not corpus:
         raise ValueError(f"{run}: no corpus recorded; pass --corpus")
-    order = pq.read_table(run / ORDER_FILE).to_pandas()
-    held = pq.read_table(run / HELDOUT_FILE).to_pandas()
+    order = _read_instances(run / ORDER_FILE, INSTANCE_COLUMNS + ("step",))
+    held = _read_instances(run / HELDOUT_FILE, INSTANCE_COLUMNS)
     ckpts = _checkpoints(run)
     grid = config.checkpoint_grid()
     if grid is not None:  # the user's own checkpoint grid
@@ -198,6 +232,10 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     per_cohort = config.n_per_cohort or -(-config.n_treated // n_cohorts)
     keep = profile.sample_per_cohort(ts_all, pchk, per_cohort, config.min_cohort_size, seed=config.seed)
     treated = first[first["instance_id"].isin(keep)]
+    if treated.empty:
+        raise ValueError(f"{run}: no trained instance to profile: none is full length, first trained after step "
+                         f"{pchk[0]} and not again by step {pchk[-1]}, without a trained duplicate, in a cohort of at "
+                         f"least min_cohort_size {config.min_cohort_size}")
     if len(held) < 4:
         raise ValueError(f"{run}: fewer than 4 full-length held-out instances: train with a holdout fraction")
     controls = held.iloc[np.sort(rng.permutation(len(held))[: config.n_control])]
@@ -212,7 +250,9 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     hard = _hard_foils(tokens[(rows["group"] == "treated").to_numpy()], lm0.tokenizer, 0.25, config.seed)
     hard_loss = {}  # step -> foil kind -> loss of each treated instance's foil
     half = seq_len // 2
-    early = config.early_checkpoint or min(steps, key=lambda s: abs(s - steps[-1] / 2))
+    early = config.early_checkpoint
+    if early is None:  # not `or`: step 0 is a checkpoint (Pythia's step0)
+        early = min(steps, key=lambda s: abs(s - steps[-1] / 2))
     if early not in steps:
         raise ValueError(f"{run}: early_checkpoint {early} is not a checkpoint step: {steps}")
     scored = [(s, p) for s, p in ckpts if s in set(pchk) | {early, steps[-1]}]
@@ -285,6 +325,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     fc["early_step"], fc["final_step"] = early, steps[-1]
 
     out.mkdir(parents=True, exist_ok=True)
+    io.manifest_path(out).unlink(missing_ok=True)  # a previous run's: out is incomplete until the new one is written
     write_atomic(out / PROFILE_FILE, both.to_parquet)
     write_atomic(out / RETENTION_FILE, ret.to_parquet)
     io.write_json_atomic(out / FORECAST_FILE, fc)

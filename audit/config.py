@@ -162,6 +162,8 @@ class ProfileConfig(StageConfig):
             self._bad("need n_treated >= 1 and n_control >= 4")
         if (self.n_per_cohort is not None and self.n_per_cohort < 1) or self.min_cohort_size < 1:
             self._bad("need n_per_cohort >= 1 and min_cohort_size >= 1")
+        if self.batch_size < 1 or self.n_boot < 0:
+            self._bad(f"need batch_size >= 1 and n_boot >= 0, got {self.batch_size} and {self.n_boot}")
         if self.checkpoints is not None:
             try:
                 grid = self.checkpoint_grid()

@@ -193,6 +193,13 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
         if not f.exists():
             raise InputError(d, f"not an audit output (no {PER_SEQUENCE})")
         tables.append(pq.read_table(f).to_pandas())
+    if all({"prompt", "truth"} <= set(t.columns) for t in tables):  # the same (doc_id, token_offset), other tokens?
+        keys = ["doc_id", "token_offset"]
+        a, b = ((t[keys].assign(w=[f"{list(p)}{list(q)}" for p, q in zip(t["prompt"], t["truth"])])) for t in tables)
+        both = a.merge(b, on=keys)
+        if (both["w_x"] != both["w_y"]).any():
+            raise InputError(dirs[1], f"its sequences hold other tokens than {dirs[0]}'s at the same documents and "
+                                      "offsets (other prompt/cont lengths or tokenizer): not comparable")
     (step_a, order_a), (step_b, order_b) = (_training_step(d) for d in dirs)
     if step_a is not None and step_b is not None and order_a.resolve() == order_b.resolve():
         earlier = min(step_a, step_b)

@@ -168,6 +168,20 @@ def retention_design(epoch_orders: list[np.ndarray], inst: list[tuple[int, int, 
     return orders, design
 
 
+def corpus_documents(shards, text_column: str, id_column: str | None) -> list[tuple[str, str, int, str]]:
+    """(document id, shard name, row, text) of every corpus row; the id is ``shard:row`` without one."""
+    return [(doc_id if doc_id is not None else f"{shard.name}:{row}", shard.name, row, text or "")
+            for shard, row, doc_id, text in corpus_rows(shards, text_column, id_column)]
+
+
+def corpus_digest(docs) -> str:
+    """A run's ``corpus_sha256``: of the :func:`corpus_documents` ids, shards, rows and texts."""
+    h = hashlib.sha256()
+    for doc_id, shard_name, row, text in docs:
+        h.update(f"{doc_id!r}\0{shard_name}\0{row}\0{len(text)}\0{text}".encode())
+    return h.hexdigest()
+
+
 def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
                     progress: Callable[[dict], None] = lambda state: None) -> dict:
     """Train a GPT-2-style LM on corpus shards, deterministically, with checkpoints.
@@ -202,14 +216,10 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     # Nothing is written until the corpus and the config have passed every check below: a
     # refused config leaves no run state, and the corrected command runs in the same --out.
 
-    docs = [(doc_id if doc_id is not None else f"{shard.name}:{row}", shard.name, row, text or "")
-            for shard, row, doc_id, text in corpus_rows(shards, config.text_column, config.id_column)]
+    docs = corpus_documents(shards, config.text_column, config.id_column)
     if not docs:
         raise ValueError("the corpus has no documents")
-    corpus = hashlib.sha256()
-    for doc_id, shard_name, row, text in docs:
-        corpus.update(f"{doc_id!r}\0{shard_name}\0{row}\0{len(text)}\0{text}".encode())
-    record = {"config": config.to_dict(), "corpus_sha256": corpus.hexdigest()}
+    record = {"config": config.to_dict(), "corpus_sha256": corpus_digest(docs)}
     if held is not None and held.get("corpus_sha256", record["corpus_sha256"]) != record["corpus_sha256"]:
         raise ValueError(f"{out} holds {which} training run on another corpus (documents, shards or rows differ); "
                          "choose another --out")

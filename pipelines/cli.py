@@ -272,10 +272,20 @@ def _print_profile(s: dict, out: Path) -> None:
     print(f"outputs in {out}: profile.parquet, retention.parquet, forecast.json, PNG plots, summary.json")
 
 
+def _refuse_out_in_inputs(out: Path, inputs: list[Path]) -> None:
+    """An --out inside (or equal to) an input directory could replace the input's own files
+    (manifest.json, summary.json): a ConfigError before anything is written."""
+    for d in inputs:
+        if out.resolve() == d.resolve() or d.resolve() in out.resolve().parents:
+            raise ConfigError(f"--out {out} lies inside the input directory {d}; choose another path")
+
+
 def _cmd_forecast(args: argparse.Namespace) -> int:
     from audit.forecast import forecast_audits
     from dedup.io import write_json_atomic
 
+    if args.out:
+        _refuse_out_in_inputs(args.out, [args.first, args.second])
     fc = forecast_audits(args.first, args.second)
     if args.out:
         write_json_atomic(args.out, fc)
@@ -334,6 +344,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
                     continue
             decoders[i] = lambda ids, t=tok: t.decode(list(ids), skip_special_tokens=False)
 
+    _refuse_out_in_inputs(args.out, [*audits, *args.profile_dir, *([args.dedup_dir] if args.dedup_dir else [])])
     # read before anything is written: a missing or damaged file is exit 2, one line, no pages
     exposure = read_json(args.checks).get("exposure_by_copies") if args.checks is not None else None
     args.out.mkdir(parents=True, exist_ok=True)

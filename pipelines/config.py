@@ -40,6 +40,8 @@ def load_yaml(path: str | os.PathLike) -> dict:
             data = yaml.safe_load(f)
     except OSError as e:
         raise ConfigError(f"{p}: cannot read config: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not valid UTF-8 ({e.reason} at byte {e.start})") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: invalid YAML: {e}") from e
     if data is None:
@@ -135,9 +137,13 @@ def from_args(args: argparse.Namespace) -> Any:
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: section {name!r} must be a mapping")
     names = {f.name for f in dataclasses.fields(cls)}
-    for key in values:
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
         if key not in names:
             raise ConfigError(f"{source}: unknown key {name}.{key}; valid keys: {', '.join(sorted(names))}")
+        if not _of_type(value, hints[key]):  # flags are typed by the parser, the file's values here
+            raise ConfigError(f"{source}: {name}.{key} must be {getattr(hints[key], '__name__', hints[key])}, got {value!r}")
+    in_file = dict(values)
     for f in exposed(cls):
         value = getattr(args, f.name)
         if value is not None:
@@ -146,7 +152,26 @@ def from_args(args: argparse.Namespace) -> Any:
     try:
         return cls(**values)
     except (TypeError, ValueError) as e:
+        if values != in_file and _valid(cls, in_file):  # the flags' fault, not the file's
+            source = "<command line>"
         raise ConfigError(f"{source}: section {name}: {e}") from e
+
+
+def _of_type(value: Any, hint: Any) -> bool:
+    """``value`` (from YAML) is of the field type ``hint``: bool only for bool, an int also for
+    float, None only for an optional field."""
+    allowed = typing.get_args(hint) or (hint,)
+    if isinstance(value, bool) or value is None:
+        return type(value) in allowed
+    return any(isinstance(value, t) for t in allowed if t is not bool) or (float in allowed and isinstance(value, int))
+
+
+def _valid(cls: type, values: dict) -> bool:
+    try:
+        cls(**values)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def reference(cls: type) -> str:

@@ -260,3 +260,26 @@ def test_a_sequences_file_of_the_wrong_types_is_an_input_error(tmp_path, columns
     with pytest.raises(InputError, match=needle) as e:
         sequences_from_file(path, 8, 8, [], lambda texts: [[1] * 20 for _ in texts])
     assert str(path) in str(e.value)
+
+
+def test_an_audit_rerun_that_dies_midway_leaves_no_manifest_over_mixed_outputs(canary_lm, tmp_path, monkeypatch):
+    """A completed audit rerun into its --out with another config, killed after writing
+    per_sequence.parquet: the directory must not look complete (manifest.json last: complete iff
+    it exists), or report and forecast read the new table beside the old summary. Before: the
+    old run's manifest stayed."""
+    from dedup import io
+
+    out = tmp_path / "out"
+    run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], out, AuditConfig(n_sequences=8, n_boot=0), log=quiet)
+    real = io.write_json_atomic
+
+    def dies_at_the_summary(path, obj):
+        if Path(path).name == "summary.json":
+            raise KeyboardInterrupt
+        real(path, obj)
+
+    monkeypatch.setattr(io, "write_json_atomic", dies_at_the_summary)
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], out, AuditConfig(n_sequences=8, n_boot=0, seed=1),
+                  log=quiet)
+    assert (out / "per_sequence.parquet").exists() and not (out / "manifest.json").exists()

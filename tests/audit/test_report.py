@@ -464,3 +464,19 @@ def test_cli_report_refuses_a_missing_or_damaged_checks_json_in_one_line(dirs, t
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and str(checks) in err[0], err
     assert not (tmp_path / "rep").exists()
+
+
+@pytest.mark.parametrize("where", ["raw", "profile", "dedup_dir"])
+def test_cli_report_refuses_an_out_that_is_an_input_directory(dirs, tmp_path, capsys, where):
+    """--out equal to an input directory would write the report's manifest.json over the
+    input's own: exit 2, one line, nothing written. Before: `--out audit/raw` replaced the
+    audit's manifest.json (stage 'audit') by the report's, and forecast then took another
+    rule for 'seen'."""
+    from pipelines.cli import main
+
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    rc = main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--out", str(dirs[where]), "--dedup-dir",
+               str(dirs["dedup_dir"]), "--profile-dir", str(dirs["profile"])])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--out" in err[0] and str(dirs[where]) in err[0], err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before

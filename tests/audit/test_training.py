@@ -298,3 +298,115 @@ def test_a_config_refused_before_training_leaves_nothing_and_the_fixed_command_r
                           capture_output=True, text=True, timeout=600)
     assert good.returncode == 0, good.stderr
     assert (out / "manifest.json").exists()
+
+
+# ------------------------------------------------------------------ profile: bad runs, corpora, options
+
+TINY_PROFILE = ["--n-treated", "20", "--n-control", "10", "--n-boot", "10", "--min-cohort-size", "2", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def small_run(small_corpus, tmp_path_factory) -> Path:
+    """SMALL trained on small_corpus, checkpoints kept at steps 10, 92 (end of epoch 1) and the last."""
+    from audit.train import train_causal_lm
+
+    run = tmp_path_factory.mktemp("small_run") / "run"
+    m = train_causal_lm(discover([small_corpus]), run, SMALL, log=quiet)
+    keep = {"step-0000010", f"step-{m['steps_per_epoch']:07d}", m["checkpoints"][-1]}
+    for p in (run / "checkpoints").glob("step-*"):
+        if p.name not in keep:
+            shutil.rmtree(p)
+    return run
+
+
+def _profile_fails(capsys, *argv) -> str:
+    """``memdedup profile ARGV``: exit 2 and one line on stderr, which is returned."""
+    from pipelines.cli import main
+
+    assert main(["profile", *map(str, argv)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0] and err[0].startswith("memdedup profile: error: "), err
+    return err[0]
+
+
+def _edit_parquet(path: Path, edit) -> None:
+    pq.write_table(edit(pq.read_table(path)), path)
+
+
+@pytest.mark.parametrize("name, edit", [
+    ("order.parquet", lambda t: t.drop(["n_tokens"])),
+    ("order.parquet", lambda t: t.slice(0, 0)),
+    ("heldout.parquet", lambda t: t.drop(["shard"])),
+])
+def test_profile_names_an_order_or_heldout_file_without_its_columns_or_rows(small_run, tmp_path, capsys, name, edit):
+    """Before: a missing column was a KeyError traceback (exit 1) and an empty order.parquet
+    'cannot convert float NaN to integer', naming no file."""
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    _edit_parquet(run / name, edit)
+    err = _profile_fails(capsys, "--run", run, "--out", tmp_path / "out", *TINY_PROFILE)
+    assert str(run / name) in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("docs, shards, own_checkpoints", [(60, 2, False), (30, 3, False), (30, 3, True)])
+def test_profile_refuses_a_corpus_that_is_not_the_runs(small_run, tmp_path, capsys, docs, shards, own_checkpoints):
+    """--corpus naming another corpus than the one the run was trained on (its manifest's
+    corpus_sha256) is exit 2 naming it, before any checkpoint is scored; without a manifest (a
+    user's own checkpoints), rows the order names but the corpus lacks too. Before: the same
+    shard names with other texts died in NumPy ('inhomogeneous shape', exit 2, naming nothing)
+    and would have profiled the wrong texts had they been long enough; fewer rows were a
+    KeyError traceback (exit 1)."""
+    other = tmp_path / "other"
+    write_shards(generate_canary_corpus(n_background=docs, repeats=(1, 4), canaries_per_repeat=2, seed=7), other, shards)
+    run = small_run
+    if own_checkpoints:
+        run = tmp_path / "run"
+        shutil.copytree(small_run, run)
+        (run / "manifest.json").unlink()
+    err = _profile_fails(capsys, "--run", run, "--out", tmp_path / "out", "--corpus", other, *TINY_PROFILE)
+    assert "not the corpus" in err and str(other) in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--batch-size", "0"], "invalid profile config: need batch_size >= 1 and n_boot >= 0"),
+    (["--batch-size", "-1"], "invalid profile config: need batch_size >= 1 and n_boot >= 0"),
+    (["--n-boot", "-3"], "invalid profile config: need batch_size >= 1 and n_boot >= 0"),
+    (["--early-checkpoint", "0"], "early_checkpoint 0 is not a checkpoint step"),
+    (["--min-cohort-size", "1000"], "no trained instance to profile"),
+])
+def test_profile_option_edges_are_one_line_before_scoring(small_run, tmp_path, capsys, flags, needle):
+    """Before: batch size 0 was 'range() arg 3 must not be zero', -1 and a cohort size no cohort
+    reaches 'need at least one array to concatenate' (no treated instance left), a negative
+    n_boot was refused only after every checkpoint was scored, and --early-checkpoint 0 was
+    taken for 'not given' (the middle checkpoint was used instead of step 0)."""
+    err = _profile_fails(capsys, "--run", small_run, "--out", tmp_path / "out", *TINY_PROFILE, *flags)
+    assert needle in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_profile_rerun_that_dies_midway_leaves_no_manifest_over_mixed_outputs(small_run, tmp_path, monkeypatch):
+    """A completed profile rerun into its --out with another config and killed after its first
+    outputs: the directory must not look complete (manifest.json is written last: complete iff
+    it exists). Before: the old run's manifest stayed beside the new run's profile.parquet; the
+    rerun, completed, gives the bytes of an uninterrupted run."""
+    from audit import plots
+    from audit.checkpoints import run_profile
+    from audit.config import ProfileConfig
+
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    first = ProfileConfig(n_treated=20, n_control=10, n_boot=10, min_cohort_size=2)
+    other = ProfileConfig(n_treated=20, n_control=10, n_boot=10, min_cohort_size=2, seed=1)
+    run_profile(small_run, out, first, log=quiet)
+    with monkeypatch.context() as m:
+        m.setattr(plots, "retention_curves", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):
+            run_profile(small_run, out, other, log=quiet)
+    assert (out / "profile.parquet").exists() and not (out / "manifest.json").exists()
+    run_profile(small_run, out, other, log=quiet)
+    run_profile(small_run, fresh, other, log=quiet)
+    same = [f for f in ("profile.parquet", "event_time.parquet", "instances.parquet", "retention.parquet",
+                        "forecast.json", "profile_heatmap.png")]
+    assert all((out / f).read_bytes() == (fresh / f).read_bytes() for f in same)
+    assert json.loads((out / "manifest.json").read_text())["config"]["seed"] == 1

@@ -421,3 +421,93 @@ def test_check_on_a_foreign_directory_says_what_is_missing(tmp_path, capsys):
     assert len(err) == 1 and str(tmp_path / "audit" / "raw" / "per_sequence.parquet") in err[0], err
     assert "no such file" in err[0].lower(), err
     assert files_under(tmp_path) == before
+
+
+@pytest.mark.parametrize("command, text, needles", [
+    ("profile", "profile:\n  seed: 1.5\n", ["profile.seed", "1.5"]),
+    ("profile", "profile:\n  batch_size: '8'\n", ["profile.batch_size", "'8'"]),
+    ("profile", "profile:\n  n_treated: 20.7\n", ["profile.n_treated", "20.7"]),
+    ("profile", "profile:\n  n_boot: '10'\n", ["profile.n_boot"]),
+    ("profile", "profile:\n  n_control: [10]\n", ["profile.n_control", "[10]"]),
+    ("train", "train:\n  epochs: true\n", ["train.epochs", "True"]),
+    ("train", "train:\n  n_layer: null\n", ["train.n_layer", "None"]),
+    ("audit", "audit:\n  k: '0.5'\n", ["audit.k", "'0.5'"]),
+])
+def test_a_yaml_value_of_the_wrong_type_is_one_line_naming_the_file_and_key(tmp_path, capsys, command, text, needles):
+    """Values in a --config file are checked against their fields' types, as flags are by the
+    parser. Before: a float seed died in NumPy with a TypeError traceback (exit 1), a string
+    batch size likewise, a float n_treated ran (rc 0) and a string n_boot failed after every
+    checkpoint was scored, in a line naming neither file nor key; a bool or null passed as an int."""
+    from pipelines.cli import main
+
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text)
+    argv = {"profile": ["profile", "--run", str(tmp_path / "run")], "train": ["train", str(tmp_path / "in")],
+            "audit": ["audit", "--model", str(tmp_path / "m"), "--corpus", str(tmp_path / "in")]}[command]
+    assert main([*argv, "--out", str(tmp_path / "out"), "--config", str(cfg), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"memdedup {command}: error: {cfg}: "), err
+    assert all(n in err[0] for n in needles), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_invalid_flag_is_not_blamed_on_the_config_file(tmp_path, capsys):
+    """A bad value given as a flag names the command line, not the --config file (which is
+    valid). Before: 'bad.yaml: section profile: ... checkpoints must name at least 2 steps'."""
+    from pipelines.cli import main
+
+    cfg = tmp_path / "ok.yaml"
+    cfg.write_text("profile:\n  n_boot: 10\n")
+    assert main(["profile", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "out"), "--config", str(cfg),
+                 "--checkpoints", "10,10"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "<command line>" in err[0] and str(cfg) not in err[0], err
+    assert "checkpoints must name at least 2 steps" in err[0]
+
+
+def test_a_config_file_that_is_not_utf8_is_named(tmp_path, capsys):
+    """Before: the line was Python's bare "'utf-8' codec can't decode byte 0xff", naming no file."""
+    from pipelines.cli import main
+
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_bytes(b"profile:\n  n_boot: 5 \xff\xfe\n")
+    assert main(["profile", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "out"), "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"memdedup profile: error: {cfg}: ") and "UTF-8" in err[0], err
+
+
+@pytest.mark.parametrize("inside", ["summary.json", "per_sequence.parquet", "forecast.json"])
+def test_forecast_refuses_an_out_inside_an_input_audit(tmp_path, capsys, inside):
+    """forecast --out inside one of the audit directories it reads could replace the audit's own
+    files: exit 2, one line, the inputs untouched. Before: `--out first/summary.json` replaced
+    the audit's summary.json with the forecast (exit 0)."""
+    from pipelines.cli import main
+
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        pq.write_table(pa.table({"doc_id": ["a", "b"], "token_offset": [0, 0], "extractable": [True, False]}),
+                       tmp_path / name / "per_sequence.parquet")
+        (tmp_path / name / "summary.json").write_text("{}")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert main(["forecast", str(tmp_path / "first"), str(tmp_path / "second"),
+                 "--out", str(tmp_path / "first" / inside)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out" in err[0] and str(tmp_path / "first") in err[0], err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_forecast_refuses_audits_of_other_token_windows(tmp_path, capsys):
+    """Audits whose sequences share documents and offsets but not tokens (other --prompt-len /
+    --cont-len, or another tokenizer) measure different windows: exit 2 naming both. Before:
+    an 8 + 8 audit was compared with a 16 + 16 one as if the sequences were the same (exit 0)."""
+    from pipelines.cli import main
+
+    for name, n in (("first", 8), ("second", 16)):
+        (tmp_path / name).mkdir()
+        pq.write_table(pa.table({"doc_id": ["a", "b"], "token_offset": [0, 0], "extractable": [True, False],
+                                 "prompt": [list(range(n))] * 2, "truth": [list(range(n, 2 * n))] * 2}),
+                       tmp_path / name / "per_sequence.parquet")
+    assert main(["forecast", str(tmp_path / "first"), str(tmp_path / "second")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / "first") in err[0] and str(tmp_path / "second") in err[0], err
+    assert "tokens" in err[0]
