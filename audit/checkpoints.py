@@ -339,6 +339,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     io.write_bytes_atomic(out / RETENTION_PNG, plots.retention_curves(curve, title=f"Retention: {run.name}"))
     panel_info = {"ends": panel_rule, "end_step": int(pchk[-1]), "checkpoints": pchk,
                   "residual_step": int(pchk[-1])}
+    banded = placebo[placebo["band_lower"].notna()] if len(placebo) else placebo
     summary = {
         "run": str(run.resolve()), "config": config.to_dict(), "checkpoints": steps,
         "instances": {"treated": int(len(treated)), "control": int((~placebo_mask).sum()),
@@ -355,7 +356,8 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         "memorisation": profile.summarise(prof, final_step=pchk[-1]),
         "event_time_curve": curve_et.to_dict("records"),
         "placebo": profile.summarise(placebo, final_step=pchk[-1]),
-        "placebo_cells_covering_zero": float((~profile.significant(placebo)).mean()) if len(placebo) else None,
+        # over the cells with a band (none without the bootstrap: n/a, not 100%)
+        "placebo_cells_covering_zero": float((~profile.significant(banded)).mean()) if len(banded) else None,
         "forecast": fc,
     }
     if train_manifest.get("retention"):  # a retention run: its items' forgetting curve to the end of training

@@ -13,6 +13,7 @@ Three rules hold for every file memdedup writes:
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -61,8 +62,17 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def json_text(obj: dict) -> str:
     """The JSON text of every file memdedup writes (indented, NumPy scalars and paths
-    converted), also what ``--json`` prints."""
-    return json.dumps(obj, indent=2, default=_json_default) + "\n"
+    converted, NaN and infinities as null: strict JSON), also what ``--json`` prints."""
+    return json.dumps(_finite(obj), indent=2, default=lambda o: _finite(_json_default(o)), allow_nan=False) + "\n"
+
+
+def _finite(o):
+    """``o`` with every non-finite float (NaN, +-inf) inside dicts and lists replaced by None."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    return [_finite(v) for v in o] if isinstance(o, (list, tuple)) else o
 
 
 def write_json_atomic(path: Path, obj: dict) -> None:

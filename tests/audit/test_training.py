@@ -410,3 +410,19 @@ def test_a_profile_rerun_that_dies_midway_leaves_no_manifest_over_mixed_outputs(
                         "forecast.json", "profile_heatmap.png")]
     assert all((out / f).read_bytes() == (fresh / f).read_bytes() for f in same)
     assert json.loads((out / "manifest.json").read_text())["config"]["seed"] == 1
+
+
+def test_a_profile_without_bootstrap_has_no_band_to_cover_zero(small_run, tmp_path):
+    """--n-boot 0 computes no simultaneous band (NaN bounds): the placebo check read 100% of
+    cells 'covering 0' instead of n/a, and summary.json held NaN, which strict JSON parsers refuse."""
+    from audit.checkpoints import run_profile
+    from audit.config import ProfileConfig
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    s = run_profile(small_run, tmp_path / "p", ProfileConfig(n_treated=20, n_control=10, n_boot=0, min_cohort_size=2),
+                    log=quiet)
+    assert s["placebo_cells_covering_zero"] is None
+    written = json.loads((tmp_path / "p" / "summary.json").read_text(), parse_constant=refuse)
+    assert written["placebo_cells_covering_zero"] is None

@@ -103,3 +103,20 @@ def test_manifest_versions_match_the_installed_distributions():
     got = library_versions(("datasketch",))
     for dist in ("memdedup", "numba", "datasketch"):
         assert got[dist] == version(dist), dist
+
+
+def test_json_outputs_are_strict_json_without_nan():
+    """json.dumps writes NaN and Infinity, which strict parsers (jq, JavaScript's JSON.parse,
+    most JSON libraries) refuse: a profile with --n-boot 0 wrote NaN into summary.json. Every
+    JSON file memdedup writes goes through json_text: non-finite numbers are null there."""
+    import json
+
+    import numpy as np
+
+    from dedup.io import json_text
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    text = json_text({"a": float("nan"), "b": [1.0, float("inf"), np.float64("-inf")], "c": {"d": np.nan}, "e": 0.5})
+    assert json.loads(text, parse_constant=refuse) == {"a": None, "b": [1.0, None, None], "c": {"d": None}, "e": 0.5}
