@@ -268,7 +268,8 @@ def _print_profile(s: dict, out: Path) -> None:
         print(f"simultaneous 95% band (critical value {band['critical_value']:.2f}): {band['significant_cells']} of "
               f"{band['cells']} cells significant; lead cells significant: {band['significant_lead_cells']} of "
               f"{band['lead_cells']} (0 expected)")
-    print(f"placebo cells whose band covers 0: {100 * (s['placebo_cells_covering_zero'] or 0):.0f}%")
+    plac = s["placebo_cells_covering_zero"]
+    print(f"placebo cells whose band covers 0: {'n/a (no band)' if plac is None else f'{100 * plac:.0f}%'}")
     print(f"outputs in {out}: profile.parquet, retention.parquet, forecast.json, PNG plots, summary.json")
 
 
