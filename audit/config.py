@@ -74,7 +74,7 @@ class TrainConfig(StageConfig):
     """The tiny, deterministic trainer (``memdedup train``): AdamW with linear warm-up, then a
     constant rate, gradient norm clipped at 1.0; fields: the declarations below."""
 
-    vocab_size: int = option(1024, "byte-level BPE vocabulary, trained on the corpus", unit="tokens")
+    vocab_size: int = option(1024, "byte-level BPE vocabulary, trained on the corpus, at least 257", unit="tokens")
     n_layer: int = option(2, "GPT-2 layers")
     n_embd: int = option(128, "GPT-2 width, divisible by n_head")
     n_head: int = option(4, "attention heads")
@@ -100,6 +100,8 @@ class TrainConfig(StageConfig):
     def __post_init__(self) -> None:
         if self.retention_items is not None and self.retention_items < 1:
             self._bad(f"retention_items must be >= 1, got {self.retention_items}")
+        if self.vocab_size < 257:  # byte-level BPE: 256 bytes and <|endoftext|> before any merge
+            self._bad(f"vocab_size must be >= 257 (256 bytes + <|endoftext|>), got {self.vocab_size}")
         if self.seq_len < 8 or self.n_layer < 1 or self.n_embd % self.n_head:
             self._bad("need seq_len >= 8, n_layer >= 1, n_embd divisible by n_head")
         if not 0.0 <= self.holdout < 1.0 or self.epochs < 1 or self.batch_size < 1:

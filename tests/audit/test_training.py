@@ -283,6 +283,13 @@ def test_profile_cells_end_before_any_second_exposure(small_corpus, tmp_path):
         ProfileConfig(checkpoints="1,x")
 
 
+def test_a_vocabulary_smaller_than_the_byte_alphabet_is_refused():
+    """Byte-level BPE starts from 256 bytes and <|endoftext|>: --vocab-size 100 trained a
+    257-token vocabulary while the manifest recorded 100."""
+    with pytest.raises(ValueError, match=r"vocab_size must be >= 257"):
+        TrainConfig(vocab_size=100)
+
+
 def test_a_config_refused_before_training_leaves_nothing_and_the_fixed_command_runs(small_corpus, tmp_path):
     """A config that fails once the corpus is read (too many --retention-items) exits 2 with one
     line and leaves no run state behind: the corrected command then runs in the same --out (it
