@@ -237,7 +237,8 @@ def run_audit(
     summary["timing"] = {**timings, "wall_s": wall,
                          "sequences_per_s_scoring": len(seqs) / timings["score"] if timings.get("score") else None}
     out.mkdir(parents=True, exist_ok=True)
-    io.manifest_path(out).unlink(missing_ok=True)  # a previous run's: out is incomplete until the new one is written
+    for old in (io.manifest_path(out), out / SUMMARY):  # a previous run's: incomplete until the new one is written,
+        old.unlink(missing_ok=True)  # and a report never pairs the new table with the old summary
     write_atomic(out / PER_SEQUENCE, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
     io.write_json_atomic(out / SUMMARY, summary)
     io.write_stage_manifest(out, "audit", {
