@@ -165,6 +165,9 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
     from .progress import ProgressLine
 
     config = from_args(args)
+    for flag, n in (("--workers", args.workers), ("--threads-per-worker", args.threads_per_worker)):
+        if n is not None and n < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {n}")
     engine = choose_engine(args)
     if args.band_splits < 1:
         raise ConfigError(f"--band-splits must be >= 1, got {args.band_splits}")

@@ -52,7 +52,7 @@ def dask_client(workers: int | None = None, threads_per_worker: int = 1, schedul
                  "distributed.core", "distributed.client"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     if scheduler:
-        client = Client(scheduler_file=scheduler) if scheduler.endswith(".json") else Client(scheduler)
+        client = Client(_scheduler_address(scheduler) if scheduler.endswith(".json") else scheduler)
         cluster = None
     else:
         n = workers or max(1, (os.cpu_count() or 1) // max(threads_per_worker, 1))
@@ -73,6 +73,25 @@ def dask_client(workers: int | None = None, threads_per_worker: int = 1, schedul
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _scheduler_address(path: str) -> str:
+    """The address in a scheduler file, waited for as long as Dask waits to connect (the
+    scheduler may still be starting); ``ValueError`` if it does not come or is not one."""
+    import dask
+    from dask.utils import parse_timedelta
+
+    wait = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s")
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)["address"]
+        except (OSError, ValueError, KeyError, TypeError) as e:  # not yet written, or not yet flushed
+            if time.monotonic() > deadline:
+                why = "no such file" if isinstance(e, FileNotFoundError) else f"not a Dask scheduler file ({e!r})"
+                raise ValueError(f"--scheduler {path}: {why} after waiting {wait:g} s") from None
+            time.sleep(0.1)
 
 
 def _kill_point(label: str, done: int) -> None:
