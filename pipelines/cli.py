@@ -535,6 +535,8 @@ def main(argv: list[str] | None = None) -> int:
     from dedup.runs import OutputExistsError
     from dedup.shards import InputError
 
+    from .staged import WorkersDiedError
+
     import warnings
 
     warnings.formatwarning = lambda message, category, *rest, **kw: f"memdedup: warning: {message}\n"
@@ -548,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.command in ("audit", "train", "profile", "check"):  # check: the canary exposure loads both models
                 _quiet_transformers()
             return handlers[args.command](args)
-    except (InputError, ConfigError, OutputExistsError, ValueError) as e:
+    except (InputError, ConfigError, OutputExistsError, ValueError, WorkersDiedError) as e:
         return _fail(args.command, str(e))
     except OSError as e:  # disk full, permissions: the file and the reason, not a traceback
         where = f"{e.filename}: " if e.filename else ""

@@ -37,13 +37,14 @@ from dedup.stages import dedup_staged
 
 Log = Callable[[str], None]
 
-__all__ = ["IndexMismatchError", "dask_client", "dask_map", "run_staged"]
+__all__ = ["IndexMismatchError", "WorkersDiedError", "dask_client", "dask_map", "run_staged"]
 
 
 @contextmanager
 def dask_client(workers: int | None = None, threads_per_worker: int = 1, scheduler: str | None = None, log: Log = print):
     """A ``distributed.Client``: to ``scheduler`` (an address like ``tcp://host:8786`` or
     a scheduler JSON file) if given, else to a new ``LocalCluster`` of worker processes."""
+    import dask
     from distributed import Client, LocalCluster
 
     # Workers log every failed task with its traceback ("Compute Failed"); our tasks return
@@ -56,15 +57,19 @@ def dask_client(workers: int | None = None, threads_per_worker: int = 1, schedul
         cluster = None
     else:
         n = workers or max(1, (os.cpu_count() or 1) // max(threads_per_worker, 1))
-        cluster = LocalCluster(
-            n_workers=n,
-            threads_per_worker=threads_per_worker,
-            processes=True,
-            dashboard_address=":0",
-            silence_logs=logging.CRITICAL,
-            # Numba threads inside a task: the tasks are serial; Dask runs them side by side.
-            env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
-        )
+        # Worker processes (also those a nanny restarts after one died) log to our stderr
+        # unless told before they start, i.e. before they import distributed.
+        quiet = {**dask.config.get("distributed.nanny.pre-spawn-environ"), "DASK_LOGGING__DISTRIBUTED": "critical"}
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": quiet}):
+            cluster = LocalCluster(
+                n_workers=n,
+                threads_per_worker=threads_per_worker,
+                processes=True,
+                dashboard_address=":0",
+                silence_logs=logging.CRITICAL,
+                # Numba threads inside a task: the tasks are serial; Dask runs them side by side.
+                env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
+            )
         client = Client(cluster)
     try:
         log(f"dask: {len(client.scheduler_info()['workers'])} worker(s), dashboard {client.dashboard_link}")
@@ -98,6 +103,10 @@ def _kill_point(label: str, done: int) -> None:
     """Fault injection: SIGKILL this run's process group at ``MEMDEDUP_KILL_AT``."""
     if os.environ.get("MEMDEDUP_KILL_AT") == f"{label}:{done}":
         os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+class WorkersDiedError(RuntimeError):
+    """Dask gave up on a task after the workers running it died (``KilledWorker``)."""
 
 
 @dataclass
@@ -140,14 +149,21 @@ def dask_map(client, log: Log) -> Callable[[str, Callable, list[tuple]], list]:
     ``client``'s cluster, logs progress every 2 s, and raises the first task error."""
 
     def run(label: str, fn: Callable, items: list[tuple]) -> list:
-        from distributed import as_completed
+        from distributed import KilledWorker, as_completed
 
         t0 = last = time.perf_counter()
         futures = [client.submit(_task, fn, *args, key=f"{label}-{i}-{time.time_ns()}", pure=False)
                    for i, args in enumerate(items)]
         results: dict = {}
         for done, fut in enumerate(as_completed(futures), start=1):
-            res = fut.result()
+            try:
+                res = fut.result()
+            except KilledWorker:  # as for a killed run, _work/ stays: a rerun resumes
+                for f in futures:
+                    f.cancel()
+                raise WorkersDiedError(f"{label} task {futures.index(fut) + 1} of {len(futures)}: Dask gave up on it, "
+                                       "the workers running it kept dying (out of memory? see the workers' logs); "
+                                       "fix that and rerun to resume") from None
             if isinstance(res, _Failed):
                 for f in futures:
                     f.cancel()

@@ -452,3 +452,34 @@ def test_a_scheduler_file_that_is_missing_or_not_one_is_one_line_and_leaves_noth
     one_error_line(r, str(sched))
     assert not files_under(out)
 
+
+def test_a_task_that_kills_every_worker_it_runs_on_is_one_line_and_the_rerun_resumes(tmp_path, gen):
+    """Dask gives up on a task after it killed 4 workers (out of memory, a crashing library):
+    that was distributed's KilledWorker traceback (33 lines, exit 1), after the INFO lines of
+    the workers the nannies restarted."""
+    import threading
+
+    marker, out = tmp_path / "kill-marker", tmp_path / "OUT"
+    stop = threading.Event()
+
+    def rearm() -> None:  # every attempt of every task finds no marker, creates it and dies
+        while not stop.is_set():
+            marker.unlink(missing_ok=True)
+            stop.wait(0.05)
+
+    t = threading.Thread(target=rearm)
+    t.start()
+    try:
+        r = dedup(gen, out, "--engine", "staged", "--workers", "2", env={"MEMDEDUP_KILL_WORKER_ONCE": str(marker)},
+                  ok=False)
+    finally:
+        stop.set()
+        t.join()
+    # The error is one line, and the last: closing the cluster while a nanny restarts a worker
+    # can make that process print distributed's own "ConnectionPool is closed" traceback first.
+    assert r.returncode == 2 and r.stderr.splitlines()[-1].startswith("memdedup dedup: error: "), r.stderr
+    assert "KilledWorker" not in r.stderr and " INFO " not in r.stderr, r.stderr
+    assert "dying" in r.stderr and "rerun to resume" in r.stderr
+    assert (out / "_work" / "run.json").exists() and not (out / "manifest.json").exists()
+    dedup(gen, out, *STAGED)  # resumes
+    assert _without_manifest(snapshot(out)) == _without_manifest(_reference(tmp_path, gen, "--engine", "fused"))
