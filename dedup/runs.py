@@ -311,7 +311,7 @@ def clear_outputs(out: Path) -> None:
 
 
 def _remove_temporaries(out: Path) -> None:
-    """Delete temporaries (``.NAME.tmp-PID``, :func:`dedup.io.tmp_path`) of a killed run."""
+    """Delete temporaries (``.NAME.tmp-PID-RANDOM``, :func:`dedup.io.tmp_path`) of a killed run."""
     for p in out.rglob(".*.tmp-*") if out.is_dir() else ():
         if p.is_file():
             p.unlink(missing_ok=True)

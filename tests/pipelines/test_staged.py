@@ -256,3 +256,47 @@ def test_existing_scheduler_by_scheduler_file(corpus, client, fused, tmp_path):
     sched.write_text(json.dumps({"type": "Scheduler", "address": client.scheduler.address}))
     run_staged([d / "in6"], tmp_path / "out", DedupConfig(), scheduler=str(sched), log=quiet)
     same_tables(tmp_path / "out", fused)
+
+
+def test_a_task_run_twice_at_once_in_one_process_writes_the_same_bytes(corpus, tmp_path, monkeypatch):
+    """Dask may run one task twice at once: on a worker presumed dead that is still running,
+    or a killed client's task still running on a worker of the scheduler the resumed run uses
+    (threads of one process there). Temporary names were per process, so both attempts wrote
+    one file and the second's rename failed (FileNotFoundError: an OSError, so the run failed
+    and cleared its outputs)."""
+    import threading
+
+    from dedup.stages import sketch_path, sketch_shard
+    from dedup.runs import discover
+
+    shard = discover([corpus[1] / "in6"])[0]
+    config = DedupConfig()
+    bands, rows = config.banding()
+    final = sketch_path(tmp_path / "work", shard)
+    both_written = threading.Barrier(2, timeout=30)
+    replace = os.replace
+
+    def replace_when_both_wrote(src, dst):  # the attempts overlap: each renames once both have written
+        if Path(dst) == final:
+            both_written.wait()
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_when_both_wrote)
+    errors: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            sketch_shard(shard, config, bands, rows, tmp_path / "work")
+        except BaseException as e:  # noqa: BLE001 - asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=attempt) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    monkeypatch.undo()
+    sketch_shard(shard, config, bands, rows, tmp_path / "serial")
+    assert final.read_bytes() == sketch_path(tmp_path / "serial", shard).read_bytes()
+    assert not list((tmp_path / "work").rglob(".*.tmp-*"))
