@@ -300,3 +300,24 @@ def test_a_task_run_twice_at_once_in_one_process_writes_the_same_bytes(corpus, t
     sketch_shard(shard, config, bands, rows, tmp_path / "serial")
     assert final.read_bytes() == sketch_path(tmp_path / "serial", shard).read_bytes()
     assert not list((tmp_path / "work").rglob(".*.tmp-*"))
+
+
+def test_a_worker_killed_while_writing_leaves_no_temporary_in_the_output(corpus, tmp_path, fused):
+    """A worker SIGKILLed inside a write task leaves its half-written kept shard under its
+    temporary name, and the retry elsewhere writes under its own: the completed run kept
+    `kept/.part-00002.parquet.tmp-15855-...` beside the kept shards (kill -9 of a `dask
+    worker` process during a run on an external scheduler). Here the dead attempt's file is
+    put there as the write stage starts."""
+    from dedup.stages import dedup_staged, serial_map
+
+    out = tmp_path / "out"
+
+    def map_tasks(label, fn, items):
+        if label == "write":
+            (out / "kept").mkdir(parents=True, exist_ok=True)
+            (out / "kept" / ".part-00002.parquet.tmp-999999-0123456789ab").write_bytes(b"PAR1 half a shard")
+        return serial_map(label, fn, items)
+
+    dedup_staged([corpus[1] / "in6"], out, DedupConfig(), map_tasks=map_tasks)
+    assert not list(out.rglob(".*.tmp-*"))
+    assert outputs(out) == outputs(fused)
