@@ -28,6 +28,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import CancelledError
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
@@ -37,7 +38,7 @@ from dedup.stages import dedup_staged
 
 Log = Callable[[str], None]
 
-__all__ = ["IndexMismatchError", "WorkersDiedError", "dask_client", "dask_map", "run_staged"]
+__all__ = ["ClusterError", "IndexMismatchError", "dask_client", "dask_map", "run_staged"]
 
 
 @contextmanager
@@ -105,8 +106,9 @@ def _kill_point(label: str, done: int) -> None:
         os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
-class WorkersDiedError(RuntimeError):
-    """Dask gave up on a task after the workers running it died (``KilledWorker``)."""
+class ClusterError(RuntimeError):
+    """The Dask cluster failed the run (workers kept dying, the scheduler was lost); ``_work/``
+    stays, as after a kill: a rerun resumes."""
 
 
 @dataclass
@@ -158,12 +160,13 @@ def dask_map(client, log: Log) -> Callable[[str, Callable, list[tuple]], list]:
         for done, fut in enumerate(as_completed(futures), start=1):
             try:
                 res = fut.result()
-            except KilledWorker:  # as for a killed run, _work/ stays: a rerun resumes
+            except (KilledWorker, CancelledError) as e:  # not cancelled by us: the scheduler is gone
                 for f in futures:
                     f.cancel()
-                raise WorkersDiedError(f"{label} task {futures.index(fut) + 1} of {len(futures)}: Dask gave up on it, "
-                                       "the workers running it kept dying (out of memory? see the workers' logs); "
-                                       "fix that and rerun to resume") from None
+                why = ("Dask gave up on it, the workers running it kept dying (out of memory? see the workers' logs)"
+                       if isinstance(e, KilledWorker) else "the connection to the Dask scheduler was lost")
+                raise ClusterError(f"{label} task {futures.index(fut) + 1} of {len(futures)}: {why}; "
+                                   "fix that and rerun to resume") from None
             if isinstance(res, _Failed):
                 for f in futures:
                     f.cancel()

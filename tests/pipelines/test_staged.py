@@ -321,3 +321,53 @@ def test_a_worker_killed_while_writing_leaves_no_temporary_in_the_output(corpus,
     dedup_staged([corpus[1] / "in6"], out, DedupConfig(), map_tasks=map_tasks)
     assert not list(out.rglob(".*.tmp-*"))
     assert outputs(out) == outputs(fused)
+
+
+def _start(*args: str, env: dict | None = None) -> subprocess.Popen:
+    """A `dask` command (scheduler or worker) importing this checkout, on the loopback."""
+    return subprocess.Popen([str(Path(sys.executable).parent / "dask"), *args, "--dashboard-address", ":0"],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _wait_for(path: Path, seconds: float = 60) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not (path.exists() and path.stat().st_size):
+        assert time.monotonic() < deadline, f"{path} never written"
+        time.sleep(0.1)
+
+
+def test_scheduler_lost_mid_run_is_one_line_and_the_rerun_resumes(corpus, tmp_path, fused):
+    """An external scheduler killed while a task runs: distributed's FutureCancelledError
+    traceback (33 lines, exit 1) before."""
+    _, d = corpus
+    out, procs = tmp_path / "out", []
+    try:
+        sched, hold = tmp_path / "sched.json", tmp_path / "held"
+        procs.append(_start("scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(sched)))
+        _wait_for(sched)
+        procs.append(_start("worker", "--scheduler-file", str(sched), "--nthreads", "1", "--no-nanny",
+                            "--host", "127.0.0.1", env={"MEMDEDUP_HOLD_TASK_ONCE": str(hold)}))
+        args = [str(d / "in6"), "--out", str(out), "--scheduler", str(sched), "--quiet"]
+        run = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "dedup", *args], cwd=ROOT, text=True,
+                               stderr=subprocess.PIPE, start_new_session=True)
+        _wait_for(hold)  # a task is running
+        procs[0].kill()
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 2 and len(err.strip().splitlines()) == 1, err
+        assert "scheduler" in err and "rerun to resume" in err, err
+        for p in procs:
+            p.kill()
+        sched.unlink()
+        procs.append(_start("scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(sched)))
+        _wait_for(sched)
+        procs.append(_start("worker", "--scheduler-file", str(sched), "--nthreads", "1", "--host", "127.0.0.1"))
+        again = _cli(args)
+        assert again.returncode == 0, again.stderr
+        assert outputs(out) == outputs(fused)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
