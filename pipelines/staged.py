@@ -22,6 +22,8 @@ task of the run.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -31,6 +33,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from dedup.config import DedupConfig
 from dedup.index_dir import IndexMismatchError
@@ -131,8 +134,30 @@ def _created_here(variable: str) -> str | None:
         return None
 
 
-def _task(fn, *args):
-    """What a worker runs: the stage function (after the worker-kill fault injection)."""
+@functools.cache
+def code_version() -> str:
+    """memdedup's code (its ``dedup`` package, hashed) and the libraries that decide outputs,
+    in this process: a worker must run the client's, or a run would mix two versions."""
+    import dedup
+    from dedup.io import library_versions
+
+    root = Path(dedup.__file__).parent
+    h = hashlib.sha256(json.dumps({k: v for k, v in library_versions().items() if k != "kernels"},
+                                  sort_keys=True).encode())
+    for p in sorted(root.rglob("*.py")):
+        h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _task(version: str, fn, *args):
+    """What a worker runs: the stage function (after the worker-kill fault injection), if
+    the worker runs the client's ``version`` of the code (:func:`code_version`)."""
+    if code_version() != version:
+        import dedup
+
+        return _Failed(ValueError(f"a Dask worker (pid {os.getpid()}) runs other memdedup code or libraries than "
+                                  f"this client (its code: {Path(dedup.__file__).parent}, version {code_version()}, "
+                                  f"not {version}); start the workers from the same installation"))
     if _created_here("MEMDEDUP_KILL_WORKER_ONCE"):
         os.kill(os.getpid(), signal.SIGKILL)
     hold = _created_here("MEMDEDUP_HOLD_TASK_ONCE")
@@ -154,7 +179,7 @@ def dask_map(client, log: Log) -> Callable[[str, Callable, list[tuple]], list]:
         from distributed import KilledWorker, as_completed
 
         t0 = last = time.perf_counter()
-        futures = [client.submit(_task, fn, *args, key=f"{label}-{i}-{time.time_ns()}", pure=False)
+        futures = [client.submit(_task, code_version(), fn, *args, key=f"{label}-{i}-{time.time_ns()}", pure=False)
                    for i, args in enumerate(items)]
         results: dict = {}
         for done, fut in enumerate(as_completed(futures), start=1):

@@ -371,3 +371,31 @@ def test_scheduler_lost_mid_run_is_one_line_and_the_rerun_resumes(corpus, tmp_pa
         for p in procs:
             p.kill()
             p.wait()
+
+
+def test_workers_running_other_memdedup_code_are_refused_in_one_line(corpus, tmp_path):
+    """Workers started from another checkout (another version on PYTHONPATH) ran the tasks
+    with their own code, silently: the outputs mixed two versions' decisions and nothing
+    (manifest, run identity) recorded it."""
+    import shutil
+
+    _, d = corpus
+    other = tmp_path / "other-checkout"
+    for pkg in ("dedup", "pipelines"):
+        shutil.copytree(ROOT / pkg, other / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(other / "dedup" / "sketch.py", "a") as f:
+        f.write("\n# a later (or earlier) version\n")
+    out, procs, sched = tmp_path / "out", [], tmp_path / "sched.json"
+    try:
+        procs.append(_start("scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(sched)))
+        _wait_for(sched)
+        procs.append(_start("worker", "--scheduler-file", str(sched), "--nthreads", "1", "--no-nanny",
+                            "--host", "127.0.0.1", env={"PYTHONPATH": str(other)}))
+        r = _cli([str(d / "in6"), "--out", str(out), "--scheduler", str(sched), "--quiet"])
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "other memdedup code" in r.stderr and str(other / "dedup") in r.stderr, r.stderr
+        assert not [p for p in out.rglob("*") if p.is_file()]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
