@@ -17,6 +17,7 @@ import math
 import os
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,9 +31,11 @@ class StateError(ValueError):
 
 
 def tmp_path(final: Path) -> Path:
-    """Temporary sibling of ``final``: written first, renamed into place when complete."""
+    """Temporary sibling of ``final``: written first, renamed into place when complete. Unique
+    per call: two writers of one file (a Dask task run twice at once, in threads of one process
+    or on two hosts) never share one."""
     final = Path(final)
-    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}")
 
 
 @contextmanager

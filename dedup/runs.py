@@ -27,7 +27,8 @@ run is already done, may resume, or must start over. The protocol:
 5. **Failure**: bad input (``InputError``), a damaged state file (``StateError``) or a
    full disk (``OSError``) clears every output the run wrote (:func:`clear_outputs`, not even the run record); the
    command exits 2 with one line. Only a killed staged run leaves ``_work/`` to resume.
-6. **Completion** (:func:`finish`): the manifest is written last, then ``_work/`` goes.
+6. **Completion** (:func:`finish`): temporaries of task attempts that died go, the manifest is
+   written last, then ``_work/`` goes.
 
 ``--force`` clears ``kept/``, ``removed.parquet``, ``manifest.json`` and ``_work/`` of an
 earlier run only, never anything else: inputs inside ``OUT`` are refused in step 2.
@@ -311,14 +312,16 @@ def clear_outputs(out: Path) -> None:
 
 
 def _remove_temporaries(out: Path) -> None:
-    """Delete temporaries (``.NAME.tmp-PID``, :func:`dedup.io.tmp_path`) of a killed run."""
+    """Delete temporaries (``.NAME.tmp-PID-RANDOM``, :func:`dedup.io.tmp_path`) of a killed run."""
     for p in out.rglob(".*.tmp-*") if out.is_dir() else ():
         if p.is_file():
             p.unlink(missing_ok=True)
 
 
 def finish(plan: RunPlan, manifest_body: dict) -> dict:
-    """Step 6: write the manifest (last, atomically), then remove ``_work/``."""
+    """Step 6: remove temporaries (of task attempts that died: their retries wrote their own),
+    write the manifest (last, atomically), then remove ``_work/``."""
+    _remove_temporaries(plan.out)
     manifest = io.write_stage_manifest(plan.out, "dedup", {**manifest_body, "identity": plan.identity})
     shutil.rmtree(plan.work, ignore_errors=True)
     return manifest

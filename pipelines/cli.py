@@ -165,6 +165,9 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
     from .progress import ProgressLine
 
     config = from_args(args)
+    for flag, n in (("--workers", args.workers), ("--threads-per-worker", args.threads_per_worker)):
+        if n is not None and n < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {n}")
     engine = choose_engine(args)
     if args.band_splits < 1:
         raise ConfigError(f"--band-splits must be >= 1, got {args.band_splits}")
@@ -533,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
     from dedup.runs import OutputExistsError
     from dedup.shards import InputError
 
+    from .staged import ClusterError
+
     import warnings
 
     warnings.formatwarning = lambda message, category, *rest, **kw: f"memdedup: warning: {message}\n"
@@ -546,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.command in ("audit", "train", "profile", "check"):  # check: the canary exposure loads both models
                 _quiet_transformers()
             return handlers[args.command](args)
-    except (InputError, ConfigError, OutputExistsError, ValueError) as e:
+    except (InputError, ConfigError, OutputExistsError, ValueError, ClusterError) as e:
         return _fail(args.command, str(e))
     except OSError as e:  # disk full, permissions: the file and the reason, not a traceback
         where = f"{e.filename}: " if e.filename else ""

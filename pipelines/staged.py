@@ -22,14 +22,18 @@ task of the run.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import os
 import signal
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import CancelledError
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from dedup.config import DedupConfig
 from dedup.index_dir import IndexMismatchError
@@ -37,13 +41,14 @@ from dedup.stages import dedup_staged
 
 Log = Callable[[str], None]
 
-__all__ = ["IndexMismatchError", "dask_client", "dask_map", "run_staged"]
+__all__ = ["ClusterError", "IndexMismatchError", "dask_client", "dask_map", "run_staged"]
 
 
 @contextmanager
 def dask_client(workers: int | None = None, threads_per_worker: int = 1, scheduler: str | None = None, log: Log = print):
     """A ``distributed.Client``: to ``scheduler`` (an address like ``tcp://host:8786`` or
     a scheduler JSON file) if given, else to a new ``LocalCluster`` of worker processes."""
+    import dask
     from distributed import Client, LocalCluster
 
     # Workers log every failed task with its traceback ("Compute Failed"); our tasks return
@@ -52,19 +57,23 @@ def dask_client(workers: int | None = None, threads_per_worker: int = 1, schedul
                  "distributed.core", "distributed.client"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     if scheduler:
-        client = Client(scheduler_file=scheduler) if scheduler.endswith(".json") else Client(scheduler)
+        client = Client(_scheduler_address(scheduler) if scheduler.endswith(".json") else scheduler)
         cluster = None
     else:
         n = workers or max(1, (os.cpu_count() or 1) // max(threads_per_worker, 1))
-        cluster = LocalCluster(
-            n_workers=n,
-            threads_per_worker=threads_per_worker,
-            processes=True,
-            dashboard_address=":0",
-            silence_logs=logging.CRITICAL,
-            # Numba threads inside a task: the tasks are serial; Dask runs them side by side.
-            env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
-        )
+        # Worker processes (also those a nanny restarts after one died) log to our stderr
+        # unless told before they start, i.e. before they import distributed.
+        quiet = {**dask.config.get("distributed.nanny.pre-spawn-environ"), "DASK_LOGGING__DISTRIBUTED": "critical"}
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": quiet}):
+            cluster = LocalCluster(
+                n_workers=n,
+                threads_per_worker=threads_per_worker,
+                processes=True,
+                dashboard_address=":0",
+                silence_logs=logging.CRITICAL,
+                # Numba threads inside a task: the tasks are serial; Dask runs them side by side.
+                env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
+            )
         client = Client(cluster)
     try:
         log(f"dask: {len(client.scheduler_info()['workers'])} worker(s), dashboard {client.dashboard_link}")
@@ -75,10 +84,34 @@ def dask_client(workers: int | None = None, threads_per_worker: int = 1, schedul
             cluster.close()
 
 
+def _scheduler_address(path: str) -> str:
+    """The address in a scheduler file, waited for as long as Dask waits to connect (the
+    scheduler may still be starting); ``ValueError`` if it does not come or is not one."""
+    import dask
+    from dask.utils import parse_timedelta
+
+    wait = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s")
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)["address"]
+        except (OSError, ValueError, KeyError, TypeError) as e:  # not yet written, or not yet flushed
+            if time.monotonic() > deadline:
+                why = "no such file" if isinstance(e, FileNotFoundError) else f"not a Dask scheduler file ({e!r})"
+                raise ValueError(f"--scheduler {path}: {why} after waiting {wait:g} s") from None
+            time.sleep(0.1)
+
+
 def _kill_point(label: str, done: int) -> None:
     """Fault injection: SIGKILL this run's process group at ``MEMDEDUP_KILL_AT``."""
     if os.environ.get("MEMDEDUP_KILL_AT") == f"{label}:{done}":
         os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+class ClusterError(RuntimeError):
+    """The Dask cluster failed the run (workers kept dying, the scheduler was lost); ``_work/``
+    stays, as after a kill: a rerun resumes."""
 
 
 @dataclass
@@ -101,8 +134,30 @@ def _created_here(variable: str) -> str | None:
         return None
 
 
-def _task(fn, *args):
-    """What a worker runs: the stage function (after the worker-kill fault injection)."""
+@functools.cache
+def code_version() -> str:
+    """memdedup's code (its ``dedup`` package, hashed) and the libraries that decide outputs,
+    in this process: a worker must run the client's, or a run would mix two versions."""
+    import dedup
+    from dedup.io import library_versions
+
+    root = Path(dedup.__file__).parent
+    h = hashlib.sha256(json.dumps({k: v for k, v in library_versions().items() if k != "kernels"},
+                                  sort_keys=True).encode())
+    for p in sorted(root.rglob("*.py")):
+        h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _task(version: str, fn, *args):
+    """What a worker runs: the stage function (after the worker-kill fault injection), if
+    the worker runs the client's ``version`` of the code (:func:`code_version`)."""
+    if code_version() != version:
+        import dedup
+
+        return _Failed(ValueError(f"a Dask worker (pid {os.getpid()}) runs other memdedup code or libraries than "
+                                  f"this client (its code: {Path(dedup.__file__).parent}, version {code_version()}, "
+                                  f"not {version}); start the workers from the same installation"))
     if _created_here("MEMDEDUP_KILL_WORKER_ONCE"):
         os.kill(os.getpid(), signal.SIGKILL)
     hold = _created_here("MEMDEDUP_HOLD_TASK_ONCE")
@@ -121,14 +176,22 @@ def dask_map(client, log: Log) -> Callable[[str, Callable, list[tuple]], list]:
     ``client``'s cluster, logs progress every 2 s, and raises the first task error."""
 
     def run(label: str, fn: Callable, items: list[tuple]) -> list:
-        from distributed import as_completed
+        from distributed import KilledWorker, as_completed
 
         t0 = last = time.perf_counter()
-        futures = [client.submit(_task, fn, *args, key=f"{label}-{i}-{time.time_ns()}", pure=False)
+        futures = [client.submit(_task, code_version(), fn, *args, key=f"{label}-{i}-{time.time_ns()}", pure=False)
                    for i, args in enumerate(items)]
         results: dict = {}
         for done, fut in enumerate(as_completed(futures), start=1):
-            res = fut.result()
+            try:
+                res = fut.result()
+            except (KilledWorker, CancelledError) as e:  # not cancelled by us: the scheduler is gone
+                for f in futures:
+                    f.cancel()
+                why = ("Dask gave up on it, the workers running it kept dying (out of memory? see the workers' logs)"
+                       if isinstance(e, KilledWorker) else "the connection to the Dask scheduler was lost")
+                raise ClusterError(f"{label} task {futures.index(fut) + 1} of {len(futures)}: {why}; "
+                                   "fix that and rerun to resume") from None
             if isinstance(res, _Failed):
                 for f in futures:
                     f.cancel()

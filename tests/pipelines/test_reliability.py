@@ -423,3 +423,63 @@ def test_jsonl_nested_deeper_than_parquet_reads_is_one_line_not_an_unreadable_ke
     (d / "a.jsonl").write_text('{"text": "alpha beta", "x": ' + "[" * 40 + "]" * 40 + "}\n")  # deep but readable
     dedup(d, tmp_path / "o", "--engine", "fused")
     assert pq.read_table(tmp_path / "o" / "kept" / "a.parquet").num_rows == 1
+
+
+# ------------------------------------------------------------------ Dask cluster options
+@pytest.mark.parametrize("opts", [("--workers", "0"), ("--workers", "-1"), ("--engine", "staged", "--workers", "0"),
+                                  ("--workers", "1", "--threads-per-worker", "0"),
+                                  ("--workers", "1", "--threads-per-worker", "-1")])
+def test_a_cluster_size_below_one_is_one_line_and_writes_nothing(tmp_path, gen, opts):
+    """`--workers 0` silently ran the fused engine (or a cluster of one worker per core with
+    `--engine staged`), `--workers -1` hung, `--threads-per-worker 0` ran, and
+    `--threads-per-worker -1` was an 88-line traceback (exit 1)."""
+    out = tmp_path / "o"
+    one_error_line(dedup(gen, out, *opts, ok=False), opts[-2], ">= 1")
+    assert not files_under(out)
+
+
+@pytest.mark.parametrize("content", [None, "{not json", '{"type": "Scheduler"}'])
+def test_a_scheduler_file_that_is_missing_or_not_one_is_one_line_and_leaves_nothing(tmp_path, gen, content):
+    """A --scheduler file that does not exist made the run wait forever (distributed polls for
+    it; now it waits as long as Dask's connect timeout, 1 s here); one that is not JSON or has
+    no address was an AssertionError traceback (exit 1) that left `_work/run.json` behind."""
+    sched = tmp_path / "scheduler.json"
+    if content is not None:
+        sched.write_text(content)
+    out = tmp_path / "o"
+    r = cli("dedup", gen, "--out", out, "--quiet", "--scheduler", sched,
+            env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"})
+    one_error_line(r, str(sched))
+    assert not files_under(out)
+
+
+def test_a_task_that_kills_every_worker_it_runs_on_is_one_line_and_the_rerun_resumes(tmp_path, gen):
+    """Dask gives up on a task after it killed 4 workers (out of memory, a crashing library):
+    that was distributed's KilledWorker traceback (33 lines, exit 1), after the INFO lines of
+    the workers the nannies restarted."""
+    import threading
+
+    marker, out = tmp_path / "kill-marker", tmp_path / "OUT"
+    stop = threading.Event()
+
+    def rearm() -> None:  # every attempt of every task finds no marker, creates it and dies
+        while not stop.is_set():
+            marker.unlink(missing_ok=True)
+            stop.wait(0.05)
+
+    t = threading.Thread(target=rearm)
+    t.start()
+    try:
+        r = dedup(gen, out, "--engine", "staged", "--workers", "2", env={"MEMDEDUP_KILL_WORKER_ONCE": str(marker)},
+                  ok=False)
+    finally:
+        stop.set()
+        t.join()
+    # The error is one line, and the last: closing the cluster while a nanny restarts a worker
+    # can make that process print distributed's own "ConnectionPool is closed" traceback first.
+    assert r.returncode == 2 and r.stderr.splitlines()[-1].startswith("memdedup dedup: error: "), r.stderr
+    assert "KilledWorker" not in r.stderr and " INFO " not in r.stderr, r.stderr
+    assert "dying" in r.stderr and "rerun to resume" in r.stderr
+    assert (out / "_work" / "run.json").exists() and not (out / "manifest.json").exists()
+    dedup(gen, out, *STAGED)  # resumes
+    assert _without_manifest(snapshot(out)) == _without_manifest(_reference(tmp_path, gen, "--engine", "fused"))

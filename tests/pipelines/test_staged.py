@@ -256,3 +256,146 @@ def test_existing_scheduler_by_scheduler_file(corpus, client, fused, tmp_path):
     sched.write_text(json.dumps({"type": "Scheduler", "address": client.scheduler.address}))
     run_staged([d / "in6"], tmp_path / "out", DedupConfig(), scheduler=str(sched), log=quiet)
     same_tables(tmp_path / "out", fused)
+
+
+def test_a_task_run_twice_at_once_in_one_process_writes_the_same_bytes(corpus, tmp_path, monkeypatch):
+    """Dask may run one task twice at once: on a worker presumed dead that is still running,
+    or a killed client's task still running on a worker of the scheduler the resumed run uses
+    (threads of one process there). Temporary names were per process, so both attempts wrote
+    one file and the second's rename failed (FileNotFoundError: an OSError, so the run failed
+    and cleared its outputs)."""
+    import threading
+
+    from dedup.stages import sketch_path, sketch_shard
+    from dedup.runs import discover
+
+    shard = discover([corpus[1] / "in6"])[0]
+    config = DedupConfig()
+    bands, rows = config.banding()
+    final = sketch_path(tmp_path / "work", shard)
+    both_written = threading.Barrier(2, timeout=30)
+    replace = os.replace
+
+    def replace_when_both_wrote(src, dst):  # the attempts overlap: each renames once both have written
+        if Path(dst) == final:
+            both_written.wait()
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_when_both_wrote)
+    errors: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            sketch_shard(shard, config, bands, rows, tmp_path / "work")
+        except BaseException as e:  # noqa: BLE001 - asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=attempt) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    monkeypatch.undo()
+    sketch_shard(shard, config, bands, rows, tmp_path / "serial")
+    assert final.read_bytes() == sketch_path(tmp_path / "serial", shard).read_bytes()
+    assert not list((tmp_path / "work").rglob(".*.tmp-*"))
+
+
+def test_a_worker_killed_while_writing_leaves_no_temporary_in_the_output(corpus, tmp_path, fused):
+    """A worker SIGKILLed inside a write task leaves its half-written kept shard under its
+    temporary name, and the retry elsewhere writes under its own: the completed run kept
+    `kept/.part-00002.parquet.tmp-15855-...` beside the kept shards (kill -9 of a `dask
+    worker` process during a run on an external scheduler). Here the dead attempt's file is
+    put there as the write stage starts."""
+    from dedup.stages import dedup_staged, serial_map
+
+    out = tmp_path / "out"
+
+    def map_tasks(label, fn, items):
+        if label == "write":
+            (out / "kept").mkdir(parents=True, exist_ok=True)
+            (out / "kept" / ".part-00002.parquet.tmp-999999-0123456789ab").write_bytes(b"PAR1 half a shard")
+        return serial_map(label, fn, items)
+
+    dedup_staged([corpus[1] / "in6"], out, DedupConfig(), map_tasks=map_tasks)
+    assert not list(out.rglob(".*.tmp-*"))
+    assert outputs(out) == outputs(fused)
+
+
+def _start(*args: str, env: dict | None = None) -> subprocess.Popen:
+    """A `dask` command (scheduler or worker) importing this checkout, on the loopback."""
+    return subprocess.Popen([str(Path(sys.executable).parent / "dask"), *args, "--dashboard-address", ":0"],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _wait_for(path: Path, seconds: float = 60) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not (path.exists() and path.stat().st_size):
+        assert time.monotonic() < deadline, f"{path} never written"
+        time.sleep(0.1)
+
+
+def test_scheduler_lost_mid_run_is_one_line_and_the_rerun_resumes(corpus, tmp_path, fused):
+    """An external scheduler killed while a task runs: distributed's FutureCancelledError
+    traceback (33 lines, exit 1) before."""
+    _, d = corpus
+    out, procs = tmp_path / "out", []
+    try:
+        sched, hold = tmp_path / "sched.json", tmp_path / "held"
+        procs.append(_start("scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(sched)))
+        _wait_for(sched)
+        procs.append(_start("worker", "--scheduler-file", str(sched), "--nthreads", "1", "--no-nanny",
+                            "--host", "127.0.0.1", env={"MEMDEDUP_HOLD_TASK_ONCE": str(hold)}))
+        args = [str(d / "in6"), "--out", str(out), "--scheduler", str(sched), "--quiet"]
+        run = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "dedup", *args], cwd=ROOT, text=True,
+                               stderr=subprocess.PIPE, start_new_session=True)
+        _wait_for(hold)  # a task is running
+        procs[0].kill()
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 2 and len(err.strip().splitlines()) == 1, err
+        assert "scheduler" in err and "rerun to resume" in err, err
+        for p in procs:
+            p.kill()
+        sched.unlink()
+        procs.append(_start("scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(sched)))
+        _wait_for(sched)
+        procs.append(_start("worker", "--scheduler-file", str(sched), "--nthreads", "1", "--host", "127.0.0.1"))
+        again = _cli(args)
+        assert again.returncode == 0, again.stderr
+        assert outputs(out) == outputs(fused)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_workers_running_other_memdedup_code_are_refused_in_one_line(corpus, tmp_path):
+    """Workers started from another checkout (another version on PYTHONPATH) ran the tasks
+    with their own code, silently: the outputs mixed two versions' decisions and nothing
+    (manifest, run identity) recorded it."""
+    import shutil
+
+    _, d = corpus
+    other = tmp_path / "other-checkout"
+    for pkg in ("dedup", "pipelines"):
+        shutil.copytree(ROOT / pkg, other / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(other / "dedup" / "sketch.py", "a") as f:
+        f.write("\n# a later (or earlier) version\n")
+    out, procs, sched = tmp_path / "out", [], tmp_path / "sched.json"
+    try:
+        procs.append(_start("scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(sched)))
+        _wait_for(sched)
+        procs.append(_start("worker", "--scheduler-file", str(sched), "--nthreads", "1", "--no-nanny",
+                            "--host", "127.0.0.1", env={"PYTHONPATH": str(other)}))
+        r = _cli([str(d / "in6"), "--out", str(out), "--scheduler", str(sched), "--quiet"])
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "other memdedup code" in r.stderr and str(other / "dedup") in r.stderr, r.stderr
+        assert not [p for p in out.rglob("*") if p.is_file()]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
