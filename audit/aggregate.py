@@ -8,8 +8,9 @@ are computed here too, from the summaries and one join.
 
 Rates are dicts ``{"n", "k", "rate", "lower", "upper"}`` (Wilson 95% intervals, fractions);
 rates and means are over DISTINCT sequences (equal prompt + truth tokens count once; within a
-group of a breakdown, once per group): copies of one sequence are not independent trials (Carlini et al. 2022 sample
-distinct sequences per bucket). A table without ``prompt``/``truth`` counts rows.
+group of a breakdown, once per group): copies of one sequence are not independent trials
+(Carlini et al. 2022 sample distinct sequences per bucket). A table without
+``prompt``/``truth`` counts rows.
 
 >>> import pyarrow as pa
 >>> t = pa.table({"extractable": [True, False, True, True], "leading_matched": [32, 3, 32, 32],

@@ -257,8 +257,9 @@ def duplicate_bucket(count: int) -> str:
 
     Bucket b holds counts in [2^b, 2^(b+1) - 1]; its label is ``"1"`` for b = 0, else
     ``"{2^b}-{2^(b+1)-1}"``. (Carlini et al. 2022 sample from quarter-octaves [2^(n/4),
-    2^((n+1)/4)); octaves hold 4x as many sequences at audit sample sizes.) (Memorization grows roughly log-linearly in the duplicate count,
-    Carlini et al. 2022; Kandpal et al. 2022.) ValueError: count < 1; TypeError: not an integer.
+    2^((n+1)/4)); octaves hold 4x as many sequences at audit sample sizes. Memorization grows
+    roughly log-linearly in the duplicate count: Carlini et al. 2022; Kandpal et al. 2022.)
+    ValueError: count < 1; TypeError: not an integer.
 
     Example:
         >>> [duplicate_bucket(c) for c in (1, 2, 3, 4, 100)]

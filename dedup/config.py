@@ -78,8 +78,10 @@ class DedupConfig(StageConfig):
                          choices=tuple(SCHEMES))
     seed: int = option(1, "MinHash permutation seed, 0 <= seed < 2^32")
     fp: float = option(1e-5, "whole-index false-positive target of the band filters, a probability")
-    # Decides only the label exact vs near of a document whose every band already collided.
-    exact_fp: float = option(1e-6, "false-positive rate of the exact-key filter; decides labels, and documents without words")
+    # Decides the label exact vs near of a document whose every band already collided, and
+    # alone whether a document without shingles (no bands) is a duplicate.
+    exact_fp: float = option(1e-6, "false-positive rate of the exact-key filter; decides labels, and documents "
+                                   "without words")
     index: str = option("lshbloom", "index backend: LSHBloom, or the baselines datasketch MinHashLSH or pybloom-live "
                                     "(extra 'baselines')", choices=("lshbloom", "lsh", "pybloom"))
     bands: int | None = option(None, "number of bands b; give rows too", unit="bands",

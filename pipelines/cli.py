@@ -245,9 +245,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = from_args(args)
     m = train_causal_lm(discover(args.inputs, exclude=args.out), args.out, config, log=_log(args),
                         progress=phase_progress("train", args.quiet))
+    loss = "n/a" if m["final_loss"] is None else f"{m['final_loss']:.3f}"  # None: a run resumed from an older state
     _emit(args, m, lambda: print(
         f"trained {m['steps']} steps on {m['trained_instances']:,} instances of {m['documents']:,} documents "
-        f"({m['held_out_documents']:,} held out); final loss {float('nan') if m['final_loss'] is None else m['final_loss']:.3f}; "
+        f"({m['held_out_documents']:,} held out); final loss {loss}; "
         f"{len(m['checkpoints'])} checkpoints in {args.out}/checkpoints, final model in {args.out}/model"))
     return 0
 
