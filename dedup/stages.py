@@ -17,8 +17,10 @@
    ``OUT/kept/<stem>.parquet`` and ``WORK/removed/<stem>.parquet``.
 
 Each task writes its files under temporary names, renames them into place, then writes a
-completion record ``<file>.done`` (JSON: what it made and from what). A task whose
-record exists and matches is skipped when a run is resumed. Nothing here knows about Dask:
+completion record ``<file>.done`` (JSON: what it made and from what, and the run id of the
+run it belongs to, :func:`dedup.runs.run_id`). A task whose record exists and is of this run
+is skipped when a run is resumed (a record of another run: a late task of a killed client,
+still running on an external cluster, that landed in the next run's work directory). Nothing here knows about Dask:
 :func:`run_stages` sequences the stages and takes a ``map_tasks`` function that runs one
 stage's tasks: :func:`serial_map` here (tests, debugging), Dask in :mod:`pipelines.staged`.
 
@@ -38,6 +40,7 @@ Work directory layout (the only definition of it)::
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from collections import Counter
@@ -54,7 +57,7 @@ from .config import DedupConfig
 from .index import combine
 from .index_dir import IndexDir, file_entry, index_params
 from .params import bloom_parts, bloom_size, per_band_fp, plan_index, whole_index_fp
-from .runs import RunPlan, clear_outputs, finish, prepare
+from .runs import RunPlan, clear_outputs, finish, prepare, run_id
 from .scalable import FilterStack
 from .shards import Shard, ShardReader
 from .sketch import Sketcher
@@ -97,20 +100,22 @@ def done_path(path: Path) -> Path:
     return path.with_name(path.name + ".done")
 
 
-def read_done(path: Path) -> dict | None:
-    """The completion record of ``path``, or None if the task did not finish (no record, or
-    one a kill left damaged: the task is redone)."""
+def read_done(path: Path, run: str | None = None) -> dict | None:
+    """The completion record of ``path``, or None if the task did not finish for run ``run``
+    (no record, one a kill left damaged, or one of another run: the task is redone)."""
     try:
-        return io.read_json(done_path(path))
+        record = io.read_json(done_path(path))
     except io.StateError:
         return None
+    return record if run is None or record.get("run_id") == run else None
 
 
-def mark_done(path: Path, record: dict) -> None:
-    io.write_json_atomic(done_path(path), record)
+def mark_done(path: Path, record: dict, run: str | None = None) -> None:
+    io.write_json_atomic(done_path(path), record if run is None else {**record, "run_id": run})
 
 
-def sketch_shard(shard: Shard, config: DedupConfig, bands: int, rows: int, work: Path, threads: int | None = 1) -> dict:
+def sketch_shard(shard: Shard, config: DedupConfig, bands: int, rows: int, work: Path, threads: int | None = 1, *,
+                 run: str | None = None) -> dict:
     """Stage 1 for one shard; returns its completion record. Raises :class:`dedup.shards.InputError`
     on bad input."""
     t0 = time.perf_counter()
@@ -130,7 +135,7 @@ def sketch_shard(shard: Shard, config: DedupConfig, bands: int, rows: int, work:
         if counts["rows"] != reader.num_rows:
             raise RuntimeError(f"internal error: {shard.path}: read {counts['rows']} rows, file has {reader.num_rows}")
     record = {"shard": shard.name, **counts, "seconds": time.perf_counter() - t0}
-    mark_done(final, record)
+    mark_done(final, record, run)
     return record
 
 
@@ -142,7 +147,7 @@ def _read_columns(path: Path, *columns: str) -> list[np.ndarray]:
 
 def band_pass(
     band: int | str, shards: list[Shard], work: Path, stack, total_rows: int, save_to: Path | None = None,
-    split: tuple[int, int] = (0, 1),
+    split: tuple[int, int] = (0, 1), *, run: str | None = None,
 ) -> dict:
     """Stage 2 for one band (an int) or the exact key (``EXACT_BAND``) through ``stack`` (fresh or
     loaded from an index directory): writes the seen bits, saves ``stack`` under ``save_to`` (a fresh
@@ -198,7 +203,7 @@ def band_pass(
                       m=first.m, k=first.k)
     else:
         record.update(stack.describe())
-    mark_done(final, record)
+    mark_done(final, record, run)
     return record
 
 
@@ -226,7 +231,7 @@ def _seen_slice(work: Path, band: int | str, start: int, count: int, splits: int
 
 
 def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work: Path, out: Path,
-                splits: dict[int | str, int] | None = None) -> dict:
+                splits: dict[int | str, int] | None = None, *, run: str | None = None) -> dict:
     """Stage 3 for one shard: verdicts from the bands' bits; kept rows and removed rows.
 
     ``start`` is the shard's first row in canonical order; ``splits``: band (or ``EXACT_BAND``)
@@ -257,7 +262,7 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
         if row != n:
             raise RuntimeError(f"internal error: {shard.path}: {row} rows now, {n} when sketched (input changed?)")
     record = {"shard": shard.name, "rows": n, **verdicts.counts(), "seconds": time.perf_counter() - t0}
-    mark_done(removed_final, record)
+    mark_done(removed_final, record, run)
     return record
 
 
@@ -273,13 +278,13 @@ def serial_map(label: str, fn: Callable, items: list[tuple]) -> list:
 
 
 def band_task(band: int | str, shards: list[Shard], work: Path, total: int, fp: float, capacity: int, indexed: bool,
-              load_from: str | None, split: tuple[int, int] = (0, 1)) -> dict:
+              load_from: str | None, split: tuple[int, int] = (0, 1), *, run: str | None = None) -> dict:
     """Stage 2 task: a fresh filter stack (growing when ``indexed``: a run with an index
     directory) or the pinned version's (``load_from``), the band pass (of split ``split``),
     and when ``indexed`` the stack saved under ``WORK/index/<name>``."""
     stack = FilterStack.load(Path(load_from)) if load_from else FilterStack(fp, capacity, scalable=indexed)
     save_to = work / "index" / band_name(band) if indexed else None
-    return band_pass(band, shards, work, stack, total, save_to=save_to, split=split)
+    return band_pass(band, shards, work, stack, total, save_to=save_to, split=split, run=run)
 
 
 def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = serial_map,
@@ -294,6 +299,7 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
     """
     t_start = time.perf_counter()
     work, shards, out = plan.work, plan.shards, plan.out
+    rid = run_id(plan.identity)  # the completion records this run may take as done
     bands, rows = config.banding()
     pinned = plan.record.get("index_version") if plan.record else None
     if index is not None and plan.resume and index.current != pinned and not index.holds_run(plan.record["run_id"]):
@@ -307,8 +313,8 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
 
     # Stage 1: sketches (and each shard's exact row count).
     t0 = time.perf_counter()
-    todo = [s for s in shards if read_done(sketch_path(work, s)) is None]
-    map_tasks("sketch", sketch_shard, [(s, config, bands, rows, work) for s in todo])
+    todo = [s for s in shards if read_done(sketch_path(work, s), rid) is None]
+    map_tasks("sketch", functools.partial(sketch_shard, run=rid), [(s, config, bands, rows, work) for s in todo])
     infos = [io.read_json(done_path(sketch_path(work, s)), ("rows",)) for s in shards]
     total = sum(i["rows"] for i in infos)
     timings["sketch"] = time.perf_counter() - t0
@@ -320,8 +326,8 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
     fps = {b: config.exact_fp if b == EXACT_BAND else per_band_fp(config.fp, bands) for b in names}
     n_splits = {b: 1 if index is not None else band_splits(fps[b], capacity, band_splits_requested) for b in names}
     todo_b = [(b, (s, n_splits[b])) for b in names for s in range(n_splits[b])
-              if read_done(seen_path(work, b, (s, n_splits[b]))) is None]
-    map_tasks("band", band_task, [
+              if read_done(seen_path(work, b, (s, n_splits[b])), rid) is None]
+    map_tasks("band", functools.partial(band_task, run=rid), [
         (b, shards, work, total, fps[b], capacity, index is not None,
          str(index.stack_dir(pinned, band_name(b))) if index is not None and pinned else None, split)
         for b, split in todo_b
@@ -334,8 +340,9 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
     # Stage 3: kept shards and removed rows per shard.
     t0 = time.perf_counter()
     starts = np.concatenate([[0], np.cumsum([i["rows"] for i in infos])[:-1]]).astype(int).tolist() if infos else []
-    map_tasks("write", write_shard, [(s, config, bands, start, work, out, n_splits) for s, start
-                                     in zip(shards, starts) if read_done(removed_part_path(work, s)) is None])
+    map_tasks("write", functools.partial(write_shard, run=rid), [
+        (s, config, bands, start, work, out, n_splits) for s, start in zip(shards, starts)
+        if read_done(removed_part_path(work, s), rid) is None])
     timings["write"] = time.perf_counter() - t0
 
     checkpoint("finalize")

@@ -96,8 +96,8 @@ def test_band_tasks_split_by_cache_partitions_write_the_same_bytes(tmp_path, mon
         calls.append((label, len(items)))
         return serial_map(label, fn, items)
 
-    def recording_pass(band, shards, work, stack, total, save_to=None, split=(0, 1)):
-        record = band_pass(band, shards, work, stack, total, save_to, split)
+    def recording_pass(band, shards, work, stack, total, save_to=None, split=(0, 1), **kw):
+        record = band_pass(band, shards, work, stack, total, save_to, split, **kw)
         f = stack.generations[0]
         words = np.asarray(f.bits).reshape(f.parts, -1)
         lo, hi = st.split_parts(f.parts, split)
@@ -274,3 +274,33 @@ def test_json_or_empty_names_a_damaged_file(tmp_path):
     (tmp_path / "bad.json").write_text("{trunc")
     with pytest.raises(StateError, match=r"bad\.json: damaged"):
         json_or_empty(tmp_path / "bad.json")
+
+
+def test_a_completion_record_of_another_run_is_not_taken_as_done(tmp_path):
+    """On an external scheduler a killed client's tasks keep running and may finish after the
+    next run (other inputs, same OUT) has started: their sketch file and completion record land
+    in its _work/. A record was taken as done if it existed, so the next run used the other
+    run's sketch of that shard. A record counts only for the run (run id) that wrote it."""
+    import shutil
+
+    class Killed(BaseException):
+        pass
+
+    def killed_after_sketch(label, fn, items):
+        if label == "band":
+            raise Killed
+        return serial_map(label, fn, items)
+
+    write_shards(generate_corpus(600, mean_bytes=300, exact_frac=0.1, near_frac=0.15, seed=5), tmp_path / "x", 2)
+    write_shards(generate_corpus(500, mean_bytes=300, exact_frac=0.1, near_frac=0.15, seed=6), tmp_path / "y", 2)
+    out, config = tmp_path / "out", DedupConfig()
+    with pytest.raises(Killed):  # run X: killed with its sketches done
+        dedup_staged([tmp_path / "x"], out, config, map_tasks=killed_after_sketch)
+    shutil.copytree(out / "_work" / "sketch", tmp_path / "x-sketches")
+    with pytest.raises(Killed):  # run Y over the same OUT, also killed after its sketches
+        dedup_staged([tmp_path / "y"], out, config, map_tasks=killed_after_sketch, force=True)
+    for p in (tmp_path / "x-sketches").glob("part-00000.*"):  # a late sketch task of run X lands
+        shutil.copy(p, out / "_work" / "sketch" / p.name)
+    resumed = dedup_staged([tmp_path / "y"], out, config)
+    clean = dedup_staged([tmp_path / "y"], tmp_path / "clean", config)
+    assert resumed["totals"] == clean["totals"] and _bytes(out) == _bytes(tmp_path / "clean")
