@@ -168,6 +168,8 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
     for flag, n in (("--workers", args.workers), ("--threads-per-worker", args.threads_per_worker)):
         if n is not None and n < 1:
             raise ConfigError(f"{flag} must be >= 1, got {n}")
+    if args.workers and args.scheduler:
+        raise ConfigError("--workers sizes a local cluster; with --scheduler the workers are that scheduler's")
     engine = choose_engine(args)
     if args.band_splits < 1:
         raise ConfigError(f"--band-splits must be >= 1, got {args.band_splits}")

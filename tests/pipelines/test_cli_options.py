@@ -511,3 +511,29 @@ def test_forecast_refuses_audits_of_other_token_windows(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(tmp_path / "first") in err[0] and str(tmp_path / "second") in err[0], err
     assert "tokens" in err[0]
+
+
+def test_profile_of_a_directory_that_is_not_a_run_says_so(tmp_path, capsys):
+    """`memdedup profile --run DIR` on a missing or foreign directory said 'no corpus recorded;
+    pass --corpus', sending the user after the wrong option."""
+    from pipelines.cli import main
+
+    for run in (tmp_path / "missing", tmp_path):
+        assert main(["profile", "--run", str(run), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{run}: not a 'memdedup train' run directory (no order.parquet)" in err[0], err
+        assert not (tmp_path / "out").exists()
+
+
+def test_workers_with_an_external_scheduler_is_refused(tmp_path, capsys):
+    """--workers sizes the local cluster, so with --scheduler (the scheduler's cluster) it was
+    silently ignored. Refused before connecting, nothing written."""
+    from pipelines.cli import main
+
+    write_shards(tmp_path / "in")
+    argv = ["dedup", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--scheduler", "tcp://127.0.0.1:9",
+            "--workers", "2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--workers" in err[0] and "--scheduler" in err[0], err
+    assert not (tmp_path / "out").exists()
