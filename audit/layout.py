@@ -154,21 +154,15 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     rename it into place: for writers that want a path (Parquet, Hugging Face directories). A
     directory replaces the previous one; the temporary is removed if ``write`` fails."""
     path = Path(path)
-    tmp = io.tmp_path(path)
-    remove_path(tmp)
+    tmp = io.tmp_path(path)  # unique to this call: no earlier writer's to clear
     try:
         write(tmp)
         if tmp.is_dir() and path.is_dir():
             shutil.rmtree(path)
         os.replace(tmp, path)
     except BaseException:
-        remove_path(tmp)
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
         raise
-
-
-def remove_path(path: Path) -> None:
-    """Remove a file or a directory tree; nothing if it is absent."""
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)

@@ -25,7 +25,7 @@ from dedup import io
 
 from .config import TrainConfig, retention_checkpoints
 from .layout import (CHECKPOINT_DIR, HELDOUT_FILE, MODEL_DIR, ORDER_FILE, STATE_FILE, TOKENIZER_DIR, TRAIN_CONFIG,
-                     remove_path, checkpoint_name, write_atomic)
+                     checkpoint_name, write_atomic)
 from .sampling import corpus_rows
 
 EOS = "<|endoftext|>"
@@ -256,8 +256,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
         retention["checkpoints"] = retention_checkpoints(retention["window"][0], retention["exposure_step"], total_steps)
 
     out.mkdir(parents=True, exist_ok=True)
-    for tmp in sorted(out.rglob(".*.tmp-*")):  # a killed run's half-written files and checkpoints
-        remove_path(tmp)
+    io.remove_temporaries(out)  # a killed run's half-written files and checkpoints
     io.write_json_atomic(cfg_file, record)
     if not tokenizer_saved:
         write_atomic(tok_dir, lambda tmp: tokenizer.save_pretrained(str(tmp)))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import time
 import uuid
@@ -36,6 +37,16 @@ def tmp_path(final: Path) -> Path:
     or on two hosts) never share one."""
     final = Path(final)
     return final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}")
+
+
+def remove_temporaries(root: Path) -> None:
+    """Delete the temporaries (:func:`tmp_path`: files, or directories of writers that want a
+    path) that killed writers left anywhere under ``root``."""
+    for p in sorted(Path(root).rglob(".*.tmp-*"), reverse=True) if Path(root).is_dir() else ():
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 @contextmanager

@@ -288,7 +288,7 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
                                     f"{WORK_DIR}/{RUN_FILE}); remove it, choose another --out, or use --force")
     resume = resumable and record["engine"] == engine == "staged"
     if resume:
-        _remove_temporaries(out)  # of the killed tasks; their completed work is kept
+        io.remove_temporaries(out)  # of the killed tasks; their completed work is kept
         return RunPlan(out, shards, identity, None, True, record)
     if record is not None and previous is None:
         why = "of the same run" if record["identity"] == identity else \
@@ -308,20 +308,13 @@ def clear_outputs(out: Path) -> None:
     layout.removed_path(out).unlink(missing_ok=True)
     shutil.rmtree(out / layout.KEPT_DIR, ignore_errors=True)
     shutil.rmtree(work_dir(out), ignore_errors=True)
-    _remove_temporaries(out)
-
-
-def _remove_temporaries(out: Path) -> None:
-    """Delete temporaries (``.NAME.tmp-PID-RANDOM``, :func:`dedup.io.tmp_path`) of a killed run."""
-    for p in out.rglob(".*.tmp-*") if out.is_dir() else ():
-        if p.is_file():
-            p.unlink(missing_ok=True)
+    io.remove_temporaries(out)
 
 
 def finish(plan: RunPlan, manifest_body: dict) -> dict:
     """Step 6: remove temporaries (of task attempts that died: their retries wrote their own),
     write the manifest (last, atomically), then remove ``_work/``."""
-    _remove_temporaries(plan.out)
+    io.remove_temporaries(plan.out)
     manifest = io.write_stage_manifest(plan.out, "dedup", {**manifest_body, "identity": plan.identity})
     shutil.rmtree(plan.work, ignore_errors=True)
     return manifest
