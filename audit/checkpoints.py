@@ -71,6 +71,10 @@ def _read_instances(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     return table.to_pandas()
 
 
+def _not_the_runs_corpus(corpus: list[str], run: Path, why: str) -> ValueError:
+    return ValueError(f"{' '.join(map(str, corpus))}: not the corpus {run} was trained on ({why})")
+
+
 def _document_texts(run: Path, keys, corpus: list[str], text_column: str) -> dict[tuple[str, int], str]:
     """The text of each (shard name, row) in ``keys``, read from the corpus in one pass."""
     shards = discover(corpus)
@@ -82,8 +86,8 @@ def _document_texts(run: Path, keys, corpus: list[str], text_column: str) -> dic
     texts = {(shards[i].name, r): text or "" for i, r, _, text in rows_of(shards, text_column, None, wanted)}
     absent = [k for k in keys if k not in texts]
     if absent:
-        raise ValueError(f"{' '.join(map(str, corpus))}: not the corpus {run} was trained on (its order names "
-                         f"{len(absent)} rows it lacks, e.g. {absent[0][0]} row {absent[0][1]})")
+        raise _not_the_runs_corpus(corpus, run, f"its order names {len(absent)} rows it lacks, e.g. {absent[0][0]} "
+                                                f"row {absent[0][1]}")
     return texts
 
 
@@ -110,8 +114,7 @@ def _instance_tokens(run: Path, table: pd.DataFrame, corpus: list[str], tokenize
     n = int(table["n_tokens"].iloc[0])
     windows = [t[o : o + n] for t, o in zip(ids, table["token_offset"].astype(int))]
     if any(len(w) != n for w in windows):
-        raise ValueError(f"{' '.join(map(str, corpus))}: not the corpus {run} was trained on (a document is shorter "
-                         "than its instance in the order)")
+        raise _not_the_runs_corpus(corpus, run, "a document is shorter than its instance in the order")
     return np.array(windows, dtype=np.int64)
 
 
@@ -190,8 +193,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         cfg = train_manifest.get("config", {})
         docs = corpus_documents(discover(corpus), cfg.get("text_column", "text"), cfg.get("id_column", "id"))
         if corpus_digest(docs) != train_manifest["corpus_sha256"]:
-            raise ValueError(f"{' '.join(map(str, corpus))}: not the corpus {run} was trained on (its documents, shards "
-                             "or rows differ from the run's corpus_sha256)")
+            raise _not_the_runs_corpus(corpus, run, "its documents, shards or rows differ from the run's corpus_sha256")
     corpus = corpus or train_manifest.get("corpus")
     if not corpus:
         raise ValueError(f"{run}: no corpus recorded; pass --corpus")
