@@ -283,3 +283,4 @@ def test_an_audit_rerun_that_dies_midway_leaves_no_manifest_over_mixed_outputs(c
         run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], out, AuditConfig(n_sequences=8, n_boot=0, seed=1),
                   log=quiet)
     assert (out / "per_sequence.parquet").exists() and not (out / "manifest.json").exists()
+    assert not (out / "summary.json").exists()  # the old run's: a report would pair it with the new table

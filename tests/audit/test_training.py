@@ -419,7 +419,7 @@ def test_a_profile_rerun_that_dies_midway_leaves_no_manifest_over_mixed_outputs(
     assert json.loads((out / "manifest.json").read_text())["config"]["seed"] == 1
 
 
-def test_a_profile_without_bootstrap_has_no_band_to_cover_zero(small_run, tmp_path):
+def test_a_profile_without_bootstrap_has_no_band_to_cover_zero(small_run, tmp_path, capsys):
     """--n-boot 0 computes no simultaneous band (NaN bounds): the placebo check read 100% of
     cells 'covering 0' instead of n/a, and summary.json held NaN, which strict JSON parsers refuse."""
     from audit.checkpoints import run_profile
@@ -433,3 +433,8 @@ def test_a_profile_without_bootstrap_has_no_band_to_cover_zero(small_run, tmp_pa
     assert s["placebo_cells_covering_zero"] is None
     written = json.loads((tmp_path / "p" / "summary.json").read_text(), parse_constant=refuse)
     assert written["placebo_cells_covering_zero"] is None
+    from pipelines.cli import _print_profile
+
+    capsys.readouterr()
+    _print_profile(s, tmp_path / "p")  # the summary line said 0%
+    assert "placebo cells whose band covers 0: n/a (no band)" in capsys.readouterr().out
