@@ -60,8 +60,12 @@ class OutputExistsError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------ inputs
-def _inside(path: Path, directory: Path | None) -> bool:
-    """Whether ``path`` (resolved) lies inside ``directory`` (resolved)."""
+def inside(path: Path, directory: Path | None) -> bool:
+    """Whether ``path`` (resolved) lies inside ``directory`` (resolved), or is it.
+
+    >>> inside(Path("/a/b/c"), Path("/a/b")), inside(Path("/a/b"), Path("/a/b")), inside(Path("/a/bc"), Path("/a/b"))
+    (True, True, False)
+    """
     if directory is None:
         return False
     try:
@@ -142,7 +146,7 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
             found, h, c = _walk(p)
             hidden += h
             cached += c
-            new = [q for q in found if not _inside(q, out)]
+            new = [q for q in found if not inside(q, out)]
             if not new:
                 if found:
                     raise InputError(p, f"every input file under it lies inside --out {out}; "
@@ -151,13 +155,13 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
         elif p.is_file():
             if format_of(p) is None:
                 raise InputError(p, "unknown input format (expected .parquet, .arrow, .jsonl, .jsonl.gz or .jsonl.zst)")
-            if _inside(p, out):
+            if inside(p, out):
                 raise InputError(p, f"input lies inside --out {out}; memdedup writes and clears that "
                                     "directory: choose another --out")
             new = [p]
         elif glob.has_magic(s):
             new = [m for m in map(Path, glob.glob(s, recursive=True)) if m.is_file() and format_of(m)
-                   and not _inside(m, out)]
+                   and not inside(m, out)]
             if not new:
                 raise InputError(s, "glob matches no .parquet, .arrow or .jsonl files (outside --out)")
         elif os.path.lexists(p):
@@ -320,5 +324,5 @@ def finish(plan: RunPlan, manifest_body: dict) -> dict:
     return manifest
 
 
-__all__ = ["OutputExistsError", "RunPlan", "clear_outputs", "discover", "finish", "is_datasets_cache_file", "prepare",
+__all__ = ["OutputExistsError", "RunPlan", "clear_outputs", "discover", "finish", "inside", "is_datasets_cache_file", "prepare",
            "run_id", "run_identity"]

@@ -282,8 +282,10 @@ def _print_profile(s: dict, out: Path) -> None:
 def _refuse_out_in_inputs(out: Path, inputs: list[Path]) -> None:
     """An --out inside (or equal to) an input directory could replace the input's own files
     (manifest.json, summary.json): a ConfigError before anything is written."""
+    from dedup.runs import inside
+
     for d in inputs:
-        if out.resolve() == d.resolve() or d.resolve() in out.resolve().parents:
+        if inside(out, d):
             raise ConfigError(f"--out {out} lies inside the input directory {d}; choose another path")
 
 
