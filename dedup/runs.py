@@ -324,5 +324,5 @@ def finish(plan: RunPlan, manifest_body: dict) -> dict:
     return manifest
 
 
-__all__ = ["OutputExistsError", "RunPlan", "clear_outputs", "discover", "finish", "inside", "is_datasets_cache_file", "prepare",
-           "run_id", "run_identity"]
+__all__ = ["OutputExistsError", "RunPlan", "clear_outputs", "discover", "finish", "inside", "is_datasets_cache_file",
+           "prepare", "run_id", "run_identity"]
