@@ -292,6 +292,7 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
                                     f"{WORK_DIR}/{RUN_FILE}); remove it, choose another --out, or use --force")
     resume = resumable and record["engine"] == engine == "staged"
     if resume:
+        log(f"{out}: resuming the unfinished run of these inputs and config (its finished tasks are kept)")
         io.remove_temporaries(out)  # of the killed tasks; their completed work is kept
         return RunPlan(out, shards, identity, None, True, record)
     if record is not None and previous is None:

@@ -100,3 +100,26 @@ def test_dask_scheduler_in_the_config_reaches_the_dedup_command(tmp_path, snakem
     assert r.returncode == 0, r.stdout + r.stderr
     dedup = next(line for line in (r.stdout + r.stderr).splitlines() if "memdedup dedup" in line)
     assert "--scheduler /shared/scheduler.json " in dedup
+
+
+def test_a_killed_staged_dedup_job_resumes_when_snakemake_reruns_it(tmp_path, snakemake, monkeypatch):
+    """A dedup job killed mid-run (a lost node, a Slurm time limit) is rerun by Snakemake; the
+    staged engine resumes it, keeping its finished tasks, rather than starting over (the rule
+    passes --force only when OUT holds no unfinished run to resume: --force starts over)."""
+    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    cfg["out"] = str(tmp_path / "run")
+    cfg["corpus"].update(docs=300, n_shards=2)
+    cfg["dask"]["workers"] = 1
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    # in tmp_path: the killed Snakemake's lock and incomplete markers stay out of the repository's .snakemake/
+    args = (str(tmp_path / "run" / "dedup" / "manifest.json"), "-s", str(ROOT / "Snakefile"), "--cores", "2",
+            "--configfile", str(tmp_path / "c.yaml"))
+    monkeypatch.setenv("MEMDEDUP_KILL_AT", "band:3")  # SIGKILLs the run's process group: Snakemake too
+    killed = snakemake(*args, cwd=tmp_path, kill_after=600)
+    assert killed.returncode in (-9, 137) and (tmp_path / "run" / "dedup" / "_work" / "run.json").exists()
+    monkeypatch.delenv("MEMDEDUP_KILL_AT")
+    assert snakemake(*args, "--unlock", cwd=tmp_path).returncode == 0  # what Snakemake asks for after a kill
+    again = snakemake(*args, "--rerun-incomplete", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    log = (tmp_path / "run" / "logs" / "dedup.log").read_text()
+    assert "resuming the unfinished run" in log and "clearing" not in log, log
