@@ -211,6 +211,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     # the finished run's manifest, else the unfinished run's record (an older one: the config alone)
     held = io.read_json(manifest_path) if manifest_path.exists() else io.read_json(cfg_file) if cfg_file.exists() else None
     which = "a finished" if manifest_path.exists() else "an unfinished"
+    fresh = held is None  # no run state before this call: running out of memory below removes what it wrote
     if held is not None and held.get("config", held) != config.to_dict():
         raise ValueError(f"{out} holds {which} training run with another config; choose another --out")
     # Nothing is written until the corpus and the config have passed every check below: a
@@ -283,68 +284,80 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     held_table = pa.table(instance_columns([i for i in range(len(inst)) if held[inst[i][0]]]))
     write_atomic(out / HELDOUT_FILE, lambda tmp: pq.write_table(held_table, tmp))
 
-    torch.manual_seed(config.seed)
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    model_cfg = GPT2Config(vocab_size=len(tokenizer), n_positions=max(128, config.seq_len), n_layer=config.n_layer,
-                           n_embd=config.n_embd, n_head=config.n_head, bos_token_id=eos, eos_token_id=eos,
-                           pad_token_id=eos, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    model = GPT2LMHeadModel(model_cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    # with each epoch's last step, and a retention run's probes
-    ckpt_steps = config.checkpoint_steps(total_steps, epoch_ends=epoch_ends,
-                                         retention=retention["checkpoints"] if retention else None)
-    ckpt_root = out / CHECKPOINT_DIR
     step = 0
-    losses: list[float] = []
-    existing = sorted(p for p in ckpt_root.glob("step-*") if (p / STATE_FILE).exists())  # no checkpoints/ yet: none
-    if existing:
-        last = existing[-1]
-        state = torch.load(last / STATE_FILE, weights_only=False)
-        model = GPT2LMHeadModel.from_pretrained(str(last), local_files_only=True)
+    try:
+        torch.manual_seed(config.seed)
+        was_deterministic = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)
+        model_cfg = GPT2Config(vocab_size=len(tokenizer), n_positions=max(128, config.seq_len), n_layer=config.n_layer,
+                               n_embd=config.n_embd, n_head=config.n_head, bos_token_id=eos, eos_token_id=eos,
+                               pad_token_id=eos, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        model = GPT2LMHeadModel(model_cfg)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        opt.load_state_dict(state["optimizer"])
-        step = state.get("global_step", state.get("step"))
-        losses = list(state.get("losses", []))  # the last 50 steps': the progress line's and final_loss's
-        log(f"train: resuming from {last.name}")
-    model.train()
+        # with each epoch's last step, and a retention run's probes
+        ckpt_steps = config.checkpoint_steps(total_steps, epoch_ends=epoch_ends,
+                                             retention=retention["checkpoints"] if retention else None)
+        ckpt_root = out / CHECKPOINT_DIR
+        losses: list[float] = []
+        existing = sorted(p for p in ckpt_root.glob("step-*") if (p / STATE_FILE).exists())  # no checkpoints/ yet: none
+        if existing:
+            last = existing[-1]
+            state = torch.load(last / STATE_FILE, weights_only=False)
+            model = GPT2LMHeadModel.from_pretrained(str(last), local_files_only=True)
+            opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+            opt.load_state_dict(state["optimizer"])
+            step = state.get("global_step", state.get("step"))
+            losses = list(state.get("losses", []))  # the last 50 steps': the progress line's and final_loss's
+            log(f"train: resuming from {last.name}")
+        model.train()
 
-    def save_checkpoint(tmp: Path) -> None:
-        tmp.mkdir(parents=True)
-        model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        # not the key "step": pickle would refer back to the optimizer state's "step" key when it
-        # is the same string object, which it is in a fresh run and not in a resumed one
-        torch.save({"optimizer": opt.state_dict(), "global_step": step, "losses": losses[-50:]}, tmp / STATE_FILE)
+        def save_checkpoint(tmp: Path) -> None:
+            tmp.mkdir(parents=True)
+            model.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            # not the key "step": pickle would refer back to the optimizer state's "step" key when it
+            # is the same string object, which it is in a fresh run and not in a resumed one
+            torch.save({"optimizer": opt.state_dict(), "global_step": step, "losses": losses[-50:]}, tmp / STATE_FILE)
 
-    def batch_tensors(ids: np.ndarray):
-        x = np.full((ids.size, config.seq_len), eos, dtype=np.int64)
-        m = np.zeros((ids.size, config.seq_len), dtype=np.int64)
-        for r, i in enumerate(ids.tolist()):
-            d, s, n = inst[i]
-            x[r, :n] = token_lists[d][s : s + n]
-            m[r, :n] = 1
-        xt, mt = torch.from_numpy(x), torch.from_numpy(m)
-        return xt, mt, xt.masked_fill(mt == 0, -100)
+        def batch_tensors(ids: np.ndarray):
+            x = np.full((ids.size, config.seq_len), eos, dtype=np.int64)
+            m = np.zeros((ids.size, config.seq_len), dtype=np.int64)
+            for r, i in enumerate(ids.tolist()):
+                d, s, n = inst[i]
+                x[r, :n] = token_lists[d][s : s + n]
+                m[r, :n] = 1
+            xt, mt = torch.from_numpy(x), torch.from_numpy(m)
+            return xt, mt, xt.masked_fill(mt == 0, -100)
 
-    t_train = time.perf_counter()
-    while step < total_steps:
-        ids = batches[step]
-        x, m, y = batch_tensors(ids)
-        for group in opt.param_groups:
-            group["lr"] = config.lr * min(1.0, (step + 1) / max(config.warmup_steps, 1))
-        loss = model(input_ids=x, attention_mask=m, labels=y).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        step += 1
-        losses.append(loss.item())
-        progress({"phase": "train", "unit": "steps", "done": step, "total": total_steps,
-                  "extra": f"loss {np.mean(losses[-50:]):.3f}"})
-        if step in ckpt_steps:  # Hugging Face files + optimizer state, written to a temporary directory and renamed
-            write_atomic(ckpt_root / checkpoint_name(step), save_checkpoint)
-            log(f"train: step {step}/{total_steps}, loss {np.mean(losses[-50:]):.3f}")
+        t_train = time.perf_counter()
+        while step < total_steps:
+            ids = batches[step]
+            x, m, y = batch_tensors(ids)
+            for group in opt.param_groups:
+                group["lr"] = config.lr * min(1.0, (step + 1) / max(config.warmup_steps, 1))
+            loss = model(input_ids=x, attention_mask=m, labels=y).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            losses.append(loss.item())
+            progress({"phase": "train", "unit": "steps", "done": step, "total": total_steps,
+                      "extra": f"loss {np.mean(losses[-50:]):.3f}"})
+            if step in ckpt_steps:  # Hugging Face files + optimizer state, written to a temporary directory and renamed
+                write_atomic(ckpt_root / checkpoint_name(step), save_checkpoint)
+                log(f"train: step {step}/{total_steps}, loss {np.mean(losses[-50:]):.3f}")
+    except (MemoryError, RuntimeError) as e:  # torch's CPU allocator raises RuntimeError
+        if not isinstance(e, MemoryError) and "allocate" not in str(e):
+            raise
+        # every step has the same shapes: the corrected command must start afresh in this --out
+        if fresh and not any((out / CHECKPOINT_DIR).glob("step-*")):
+            for name in (TRAIN_CONFIG, ORDER_FILE, HELDOUT_FILE):
+                (out / name).unlink(missing_ok=True)
+            shutil.rmtree(tok_dir, ignore_errors=True)
+        raise ValueError(f"out of memory at training step {step + 1}: each step holds --batch-size "
+                         f"{config.batch_size} instances padded to --seq-len {config.seq_len} tokens through a "
+                         f"{config.n_layer}-layer model of width {config.n_embd}; lower them") from None
     progress({"phase": None})
     torch.use_deterministic_algorithms(was_deterministic)
 

@@ -307,6 +307,23 @@ def test_a_config_refused_before_training_leaves_nothing_and_the_fixed_command_r
     assert (out / "manifest.json").exists()
 
 
+def test_a_config_too_large_for_memory_exits_2_leaving_nothing_and_the_fixed_command_runs(small_corpus, tmp_path):
+    """--seq-len 3,000,000 pads every instance to 3M tokens: the first step's attention cannot
+    be allocated. That was a traceback (exit 1) after the run state was written, so the
+    corrected command was refused in the same --out ('another config')."""
+    out = tmp_path / "run"
+    base = ["train", str(small_corpus), "--out", str(out), "--n-layer", "1", "--n-embd", "8", "--n-head", "1",
+            "--epochs", "1", "--vocab-size", "300", "--batch-size", "1", "--quiet"]
+    bad = subprocess.run([sys.executable, "-m", "pipelines.cli", *base, "--seq-len", "3000000"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert "out of memory" in bad.stderr and "--seq-len" in bad.stderr, bad.stderr
+    assert not out.exists() or not any(out.iterdir()), sorted(p.name for p in out.iterdir())
+    good = subprocess.run([sys.executable, "-m", "pipelines.cli", *base, "--seq-len", "32"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert good.returncode == 0, good.stderr
+
+
 # ------------------------------------------------------------------ profile: bad runs, corpora, options
 
 TINY_PROFILE = ["--n-treated", "20", "--n-control", "10", "--n-boot", "10", "--min-cohort-size", "2", "--quiet"]
