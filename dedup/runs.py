@@ -118,7 +118,7 @@ def _walk(root: Path) -> tuple[list[Path], int, int]:
 
 def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | None = None,
              log: Log = lambda m: None) -> list[Shard]:
-    """Expand files, directories and globs into shards in canonical order (step 1; ``exclude``:
+    """Expand files, directories and globs (or one of them) into shards in canonical order (step 1; ``exclude``:
     the run's ``--out``, step 2). ``log`` is told how many hidden and ``datasets`` cache files
     directory walks skipped, if any.
 
@@ -136,6 +136,8 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
         >>> [s.name for s in discover([d])]
         ['a.parquet', 'b/x.parquet']
     """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]  # one path, not a sequence of one-character paths ("/" first)
     out = Path(exclude) if exclude is not None else None
     files: dict[Path, Path] = {}  # path as given (absolute, normalised, links not resolved) -> real file
     hidden = cached = 0

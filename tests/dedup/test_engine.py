@@ -120,3 +120,12 @@ def test_json_outputs_are_strict_json_without_nan():
 
     text = json_text({"a": float("nan"), "b": [1.0, float("inf"), np.float64("-inf")], "c": {"d": np.nan}, "e": 0.5})
     assert json.loads(text, parse_constant=refuse) == {"a": None, "b": [1.0, None, None], "c": {"d": None}, "e": 0.5}
+
+
+def test_one_path_not_in_a_list_is_one_input(tmp_path, monkeypatch):
+    """A str is a sequence of one-character paths: dedup_files("/data/c", ...) walked the
+    whole file system from "/"; a single path (str or Path) is the one input."""
+    _corpus(tmp_path, n=50, shards=1)
+    monkeypatch.chdir(tmp_path)  # relative: the old behaviour reads "i", "n", not "/"
+    for k, given in enumerate(["in", tmp_path / "in"]):
+        assert dedup_files(given, f"out{k}", threads=1)["totals"]["rows"] == 50
