@@ -13,7 +13,8 @@ Layout (the only definition of it)::
 What the index holds: ``batches`` lists every run that added documents, with its run id
 (:func:`dedup.runs.run_id`), the version it created, and per input file its name, path,
 size, content fingerprint (XXH3-128 of the file's bytes) and row count. A batch saved by a
-:class:`dedup.streaming.Deduplicator` (rows from memory, no files) has no files, a random
+:class:`dedup.streaming.Deduplicator` (rows from memory) has no files (saved to a new directory: the
+loaded index's files), a random
 run id and ``"source": "Deduplicator"``. A run whose input file the index already holds (same
 fingerprint) is refused before anything is written: its rows would otherwise all be removed as
 duplicates of themselves (a retried job, a lost output directory, a directory that grew since the

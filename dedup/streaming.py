@@ -104,6 +104,7 @@ class Deduplicator:
         self._exact = FilterStack(config.exact_fp, capacity, scalable=self.grow)
         self._index_path = self._version = None  # the directory loaded from or last saved to, its version then
         self._saved_documents = self.documents = 0  # documents it held then, and now
+        self._files: list[dict] = []  # the input files whose rows a loaded index holds
 
     def _setup(self, config: DedupConfig, threads: int | None) -> None:
         if config.index != "lshbloom":
@@ -216,7 +217,8 @@ class Deduplicator:
         with tempfile.TemporaryDirectory(prefix=".save-", dir=idx.path) as tmp:
             for name, stack in zip(_names(self.bands), [*self._stacks, self._exact]):
                 stack.save(Path(tmp) / name)
-            meta = idx.install(Path(tmp), _names(self.bands), pinned, uuid.uuid4().hex[:16], [], added, source=SOURCE)
+            files = [] if ours else self._files  # a new directory: the files it holds rows of, refused there
+            meta = idx.install(Path(tmp), _names(self.bands), pinned, uuid.uuid4().hex[:16], files, added, SOURCE)
         self._index_path, self._version, self._saved_documents = idx.path, meta["current"], self.documents
         return meta
 
@@ -247,6 +249,7 @@ class Deduplicator:
         new._stacks, new._exact = stacks[:-1], stacks[-1]
         new.grow, new._index_path = new._exact.scalable, idx.path
         new._saved_documents = new.documents = idx.documents
+        new._files = [f for b in idx.meta["batches"] for f in b["files"]]
         return new
 
 

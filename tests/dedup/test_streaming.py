@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dedup import DedupConfig, Deduplicator
+from dedup import DedupConfig, Deduplicator, InputError
 from dedup.index import REASON_LABELS
 from dedup.index_dir import IndexMismatchError
 from dedup.io import StateError
@@ -223,6 +223,16 @@ def test_save_and_load_refusals(corpus, tmp_path):
     x.add(table.slice(300, 10))
     assert x.save(tmp_path / "index")["documents"] == 120
     assert not list((tmp_path / "index").glob(".save-*"))
+
+
+def test_a_loaded_index_saved_elsewhere_still_refuses_the_files_it_holds(corpus, tmp_path):
+    """load(D).save(E): E holds D's rows, so a run must refuse D's files on E too, or it
+    removes every row of them as a duplicate of itself."""
+    _, d = corpus
+    dedup_staged([d / "b1"], tmp_path / "o1", DedupConfig(), index_dir=tmp_path / "index")
+    Deduplicator.load(tmp_path / "index").save(tmp_path / "copy")
+    with pytest.raises(InputError, match="already holds this file"):
+        dedup_staged([d / "b1"], tmp_path / "o2", DedupConfig(), index_dir=tmp_path / "copy")
 
 
 def test_text_inputs(tmp_path):
