@@ -49,7 +49,7 @@ class AuditConfig(StageConfig):
                       choices=BOS_POLICIES)
 
     def __post_init__(self) -> None:
-        self._check_choices()
+        self._check_fields()
         if self.n_sequences < 1:
             self._bad(f"n_sequences must be >= 1, got {self.n_sequences}")
         if self.prompt_len < 1 or self.cont_len < 1:
@@ -59,7 +59,7 @@ class AuditConfig(StageConfig):
         if self.per_bucket is not None and self.per_bucket < 1:
             self._bad(f"per_bucket must be >= 1, got {self.per_bucket}")
         auto = self.batch_size == "auto"
-        if not auto and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)):
+        if isinstance(self.batch_size, str) and not auto:
             self._bad(f"batch_size must be an integer >= 1 or auto, got {self.batch_size!r}")
         if (not auto and self.batch_size < 1) or self.n_boot < 0:
             self._bad("batch_size must be >= 1 (or auto) and n_boot >= 0")
@@ -98,6 +98,7 @@ class TrainConfig(StageConfig):
                                          none="no retention design")
 
     def __post_init__(self) -> None:
+        self._check_fields()
         if self.retention_items is not None and self.retention_items < 1:
             self._bad(f"retention_items must be >= 1, got {self.retention_items}")
         if self.vocab_size < 257:  # byte-level BPE: 256 bytes and <|endoftext|> before any merge
@@ -159,7 +160,7 @@ class ProfileConfig(StageConfig):
                                      none="every checkpoint of the run")
 
     def __post_init__(self) -> None:
-        self._check_choices()
+        self._check_fields()
         if self.n_treated < 1 or self.n_control < 4:
             self._bad("need n_treated >= 1 and n_control >= 4")
         if (self.n_per_cohort is not None and self.n_per_cohort < 1) or self.min_cohort_size < 1:

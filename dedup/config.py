@@ -8,6 +8,8 @@ configuration reference are generated from these declarations (``pipelines/confi
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import typing
 from dataclasses import asdict, dataclass, fields
 from typing import Any, NoReturn
 
@@ -42,13 +44,21 @@ class StageConfig:
     def _bad(self, msg: str) -> NoReturn:
         raise ValueError(f"invalid {type(self).__name__.removesuffix('Config').lower()} config: {msg}")
 
-    def _check_choices(self) -> None:
-        """:meth:`_bad` for a field whose value is not one of its declared choices."""
+    def _check_fields(self) -> None:
+        """:meth:`_bad` for a field whose value is not of its declared type (bool only for bool, an
+        int also for a float, None only for an optional field; numpy integers are stored as ints),
+        or not one of its declared choices: a config from Python is checked as a YAML file's."""
+        hints = typing.get_type_hints(type(self))
         for f in fields(self):
-            allowed = f.metadata.get("choices")
-            value = getattr(self, f.name)
-            if allowed and value not in allowed:
-                self._bad(f"{f.name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+            value, allowed = getattr(self, f.name), typing.get_args(hints[f.name]) or (hints[f.name],)
+            if int in allowed and isinstance(value, numbers.Integral) and not isinstance(value, (bool, int)):
+                object.__setattr__(self, f.name, value := int(value))
+            if not (type(value) in allowed if isinstance(value, bool) or value is None else
+                    any(isinstance(value, t) for t in allowed if t is not bool) or float in allowed and isinstance(value, int)):
+                self._bad(f"{f.name} must be {' or '.join(t.__name__.replace('NoneType', 'null') for t in allowed)}, "
+                          f"got {value!r}")
+            if f.metadata.get("choices") and value not in f.metadata["choices"]:
+                self._bad(f"{f.name} must be one of {', '.join(map(str, f.metadata['choices']))}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -108,7 +118,7 @@ class DedupConfig(StageConfig):
                               "(removed.parquet and the manifest, no kept shards)", choices=("all", "removed"))
 
     def __post_init__(self) -> None:
-        self._check_choices()
+        self._check_fields()
         if not 0.0 < self.threshold < 1.0:
             self._bad(f"threshold must be in (0, 1), got {self.threshold}")
         if self.num_perm < 2:

@@ -137,12 +137,9 @@ def from_args(args: argparse.Namespace) -> Any:
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: section {name!r} must be a mapping")
     names = {f.name for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    for key, value in values.items():
+    for key in values:
         if key not in names:
             raise ConfigError(f"{source}: unknown key {name}.{key}; valid keys: {', '.join(sorted(names))}")
-        if not _of_type(value, hints[key]):  # flags are typed by the parser, the file's values here
-            raise ConfigError(f"{source}: {name}.{key} must be {getattr(hints[key], '__name__', hints[key])}, got {value!r}")
     in_file = dict(values)
     for f in exposed(cls):
         value = getattr(args, f.name)
@@ -155,15 +152,6 @@ def from_args(args: argparse.Namespace) -> Any:
         if values != in_file and _valid(cls, in_file):  # the flags' fault, not the file's
             source = "<command line>"
         raise ConfigError(f"{source}: section {name}: {e}") from e
-
-
-def _of_type(value: Any, hint: Any) -> bool:
-    """``value`` (from YAML) is of the field type ``hint``: bool only for bool, an int also for
-    float, None only for an optional field."""
-    allowed = typing.get_args(hint) or (hint,)
-    if isinstance(value, bool) or value is None:
-        return type(value) in allowed
-    return any(isinstance(value, t) for t in allowed if t is not bool) or (float in allowed and isinstance(value, int))
 
 
 def _valid(cls: type, values: dict) -> bool:

@@ -1,5 +1,6 @@
 """Banding and Bloom sizing maths."""
 
+import json
 import math
 
 import pytest
@@ -100,3 +101,30 @@ def test_cli_refuses_zero_rows_per_band_with_one_line(tmp_path, capsys):
     assert err == ["memdedup dedup: error: <command line>: section dedup: invalid dedup config: bands and rows must be "
                    ">= 1, got bands=3, rows=0"]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("cls, kwargs, field", [
+    ("DedupConfig", {"nfkc": "no"}, "nfkc"),  # a truthy string silently kept NFKC on
+    ("DedupConfig", {"batch_rows": 1e4}, "batch_rows"),  # a TypeError deep in Deduplicator.add
+    ("DedupConfig", {"num_perm": 128.0}, "num_perm"),
+    ("DedupConfig", {"threshold": "0.8"}, "threshold"),  # TypeError: '<' not supported
+    ("DedupConfig", {"bands": 9.0, "rows": 13.0}, "bands"),
+    ("TrainConfig", {"epochs": "3"}, "epochs"),
+    ("AuditConfig", {"generate": 1}, "generate"),
+    ("ProfileConfig", {"n_boot": 2.5}, "n_boot"),
+])
+def test_a_config_from_python_is_type_checked_as_the_command_lines_flags_are(cls, kwargs, field):
+    """The frozen config dataclasses refuse a value that is not of the field's type, naming the
+    field (bool only for bool; an int is a float; None only where optional), as the command line
+    does for YAML values; numpy integers are taken as ints."""
+    import numpy as np
+
+    import audit.config
+    import dedup.config
+
+    config = getattr(dedup.config, cls, None) or getattr(audit.config, cls)
+    with pytest.raises(ValueError, match=rf"config: {field} must be "):
+        config(**kwargs)
+    c = dedup.config.DedupConfig(num_perm=np.int64(64), threshold=np.float64(0.7), batch_rows=np.uint32(100))
+    assert type(c.num_perm) is int and type(c.batch_rows) is int and c.num_perm == 64
+    json.dumps(c.to_dict())  # the manifest holds the config

@@ -424,14 +424,14 @@ def test_check_on_a_foreign_directory_says_what_is_missing(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command, text, needles", [
-    ("profile", "profile:\n  seed: 1.5\n", ["profile.seed", "1.5"]),
-    ("profile", "profile:\n  batch_size: '8'\n", ["profile.batch_size", "'8'"]),
-    ("profile", "profile:\n  n_treated: 20.7\n", ["profile.n_treated", "20.7"]),
-    ("profile", "profile:\n  n_boot: '10'\n", ["profile.n_boot"]),
-    ("profile", "profile:\n  n_control: [10]\n", ["profile.n_control", "[10]"]),
-    ("train", "train:\n  epochs: true\n", ["train.epochs", "True"]),
-    ("train", "train:\n  n_layer: null\n", ["train.n_layer", "None"]),
-    ("audit", "audit:\n  k: '0.5'\n", ["audit.k", "'0.5'"]),
+    ("profile", "profile:\n  seed: 1.5\n", ["section profile", "seed must be int, got 1.5"]),
+    ("profile", "profile:\n  batch_size: '8'\n", ["batch_size must be int, got '8'"]),
+    ("profile", "profile:\n  n_treated: 20.7\n", ["n_treated must be int, got 20.7"]),
+    ("profile", "profile:\n  n_boot: '10'\n", ["n_boot must be int"]),
+    ("profile", "profile:\n  n_control: [10]\n", ["n_control must be int, got [10]"]),
+    ("train", "train:\n  epochs: true\n", ["section train", "epochs must be int, got True"]),
+    ("train", "train:\n  n_layer: null\n", ["n_layer must be int, got None"]),
+    ("audit", "audit:\n  k: '0.5'\n", ["section audit", "k must be float, got '0.5'"]),
 ])
 def test_a_yaml_value_of_the_wrong_type_is_one_line_naming_the_file_and_key(tmp_path, capsys, command, text, needles):
     """Values in a --config file are checked against their fields' types, as flags are by the
