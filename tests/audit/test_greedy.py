@@ -193,3 +193,23 @@ def test_a_damaged_model_directory_is_a_model_error(tiny_random_lm, tmp_path):
             run_audit(d, [corpus], tmp_path / f"out-{d.name}", AuditConfig(n_sequences=1, prompt_len=P, cont_len=C,
                                                                            n_boot=0), log=lambda m: None)
         assert str(d) in str(e.value) and not (tmp_path / f"out-{d.name}").exists()
+
+
+def test_the_bos_counts_against_the_context(tiny_random_lm, tmp_path):
+    """``--bos auto`` feeds prefix + P + C tokens: a window that fills the context exactly
+    leaves no room for the BOS, so it is refused as too long. Before: only P + C was checked, and
+    a GPT-2 (learned positions) with a BOS-adding tokenizer failed with torch's IndexError in
+    the first forward pass (a RoPE model silently ran past its context)."""
+    from audit.config import AuditConfig
+    from audit.lm import ModelError
+    from audit.run import run_audit
+
+    model_dir = tiny_random_lm("gpt2", bos=1, eos=2, name="gpt2_bos")  # n_positions = 128
+    corpus, _ = _corpus(tmp_path)
+    seqs = tmp_path / "seqs.parquet"
+    pq.write_table(pa.table({"tokens": np.random.default_rng(0).integers(3, 48, size=(4, 128)).tolist()}), seqs)
+    with pytest.raises(ModelError, match=r"prompt \+ continuation \+ BOS = 129 tokens exceeds the model's context of 128"):
+        run_audit(model_dir, [corpus], tmp_path / "out", AuditConfig(prompt_len=64, cont_len=64, n_boot=0),
+                  sequences=seqs, log=lambda m: None)
+    cfg = AuditConfig(prompt_len=64, cont_len=64, n_boot=0, bos="never")  # without the BOS it fits
+    run_audit(model_dir, [corpus], tmp_path / "out", cfg, sequences=seqs, log=lambda m: None)
