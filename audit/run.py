@@ -133,6 +133,9 @@ def run_audit(
         ref = load_causal_lm(reference, bos=config.bos)
         if ref.vocab_fingerprint() != lm.vocab_fingerprint():
             raise ModelError(f"{reference}: its tokenizer differs from {model_dir}'s; a reference model must share the tokenizer")
+        if ref.prefix != lm.prefix:  # (--bos auto) the two would score different tokens
+            raise ModelError(f"{reference}: its tokenizer prepends {ref.prefix} by default and {model_dir}'s prepends "
+                             f"{lm.prefix}; a reference model must share the tokenizer (or pass --bos never)")
     # --batch-size auto: resolved once, after the models are loaded (audit.batching)
     batch_size, batch_auto = batching.resolve_batch_size(config.batch_size, lm, config.seq_len)
     config = dataclasses.replace(config, batch_size=batch_size)

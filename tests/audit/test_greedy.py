@@ -213,3 +213,20 @@ def test_the_bos_counts_against_the_context(tiny_random_lm, tmp_path):
                   sequences=seqs, log=lambda m: None)
     cfg = AuditConfig(prompt_len=64, cont_len=64, n_boot=0, bos="never")  # without the BOS it fits
     run_audit(model_dir, [corpus], tmp_path / "out", cfg, sequences=seqs, log=lambda m: None)
+
+
+def test_a_reference_whose_tokenizer_prepends_another_bos_is_refused(tiny_random_lm, tmp_path):
+    """Same vocabulary, but only the target's tokenizer prepends a BOS: the two models would score
+    different tokens (the reference loss has one position fewer), so the reference is refused
+    before any scoring, naming both prefixes. Before: both were scored, then score_reference
+    failed on 'logprob and ref_logprob must have the same shape'."""
+    from audit.config import AuditConfig
+    from audit.lm import ModelError
+    from audit.run import run_audit
+
+    target = tiny_random_lm("llama", bos=1, eos=2, name="llama_bos_target")
+    reference = tiny_random_lm("llama", eos=2, name="llama_nobos_reference")
+    corpus, _ = _corpus(tmp_path)
+    with pytest.raises(ModelError, match=r"prepends \[\] .* prepends \[1\]"):
+        run_audit(target, [corpus], tmp_path / "out", AuditConfig(prompt_len=P, cont_len=C, n_sequences=4, n_boot=0),
+                  reference=reference, log=lambda m: None)
