@@ -62,7 +62,7 @@ def _members(path: Path | None) -> set[str] | None:
         ids = {str(x) for x in table.column(col).to_pylist() if x is not None}
     else:
         try:
-            ids = {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+            ids = {line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()}
         except UnicodeDecodeError as e:
             raise InputError(path, f"not valid UTF-8 ({e.reason} at byte {e.start})") from e
     if not ids:  # every sequence would be a non-member

@@ -124,3 +124,14 @@ def test_profile_instances_are_chosen_by_content(tiny_random_lm, tmp_path):
     el = s["instances"]["eligibility"]
     assert el["treated_dropped_duplicated"] == 2 and el["controls_dropped_trained_duplicate"] == 2
     assert "canonical exact key" in el["rule"]
+
+
+def test_a_members_file_with_a_byte_order_mark(tmp_path):
+    """A members list saved with a UTF-8 byte order mark (Notepad, PowerShell, Excel's CSV) has
+    the same ids as without it. Before: the first id kept the BOM ('\\ufeffa'), so its document
+    was silently labelled a non-member."""
+    from audit.run import _members
+
+    path = tmp_path / "members.txt"
+    path.write_text("a\nc\n", encoding="utf-8-sig")
+    assert _members(path) == {"a", "c"}
