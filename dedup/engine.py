@@ -107,7 +107,8 @@ def dedup_files(
     identity, leftovers, ``force``) is :mod:`dedup.runs`'s, shared with the staged engine.
 
     ``threads``: Numba threads for sketching (default: Numba's default, all cores); ``progress``:
-    called after every batch with a dict of counters; ``log``: told what the run protocol decided
+    called after every batch with a dict of counters (``rows`` so far of ``total_rows``, None when
+    unknown: JSONL with a ``capacity``); ``log``: told what the run protocol decided
     (skipped hidden files, an unfinished run's outputs cleared, a completed run found).
 
     Raises:
@@ -140,7 +141,10 @@ def dedup_files(
 def _run(plan: runs.RunPlan, config: DedupConfig, threads: int | None, progress: ProgressFn | None,
          t_start: float) -> dict:
     out, shards = plan.out, plan.shards
-    capacity = config.capacity or max(count_rows(shards), 1)
+    # the progress total: known from metadata for Parquet and Arrow; JSONL's costs a pass, made only
+    # when the filters are sized by it (no capacity given)
+    rows = count_rows(shards) if config.capacity is None or all(s.fmt in ("parquet", "arrow") for s in shards) else None
+    capacity = config.capacity or max(rows, 1)
     plan_ = plan_index(config.threshold, config.num_perm, capacity, config.fp, config.bands, config.rows)
     if threads is not None and threads != 1:
         import numba
@@ -185,7 +189,7 @@ def _run(plan: runs.RunPlan, config: DedupConfig, threads: int | None, progress:
                             c.update(rows=batch.num_rows, **verdicts.counts(), **sk.counts(), text_bytes=sk.text_bytes)
                         timer.add("write")
                         if progress is not None:
-                            progress({"rows": total["rows"], "total_rows": capacity, "bytes": total["text_bytes"],
+                            progress({"rows": total["rows"], "total_rows": rows, "bytes": total["text_bytes"],
                                       "elapsed": time.perf_counter() - t_start, "removed_exact": total["exact"],
                                       "removed_near": total["near"], "shard": si + 1, "shards": len(shards)})
                     if st["rows"] != reader.num_rows:

@@ -56,7 +56,7 @@ class ProgressLine:
         if total and rows and not final:
             eta = f" ETA {max(total - rows, 0) * el / rows:.0f}s"
         line = (
-            f"{self.label}: {rows:,}/{total:,} rows{pct}, shard {state.get('shard', '?')}/{state.get('shards', '?')}, "
+            f"{self.label}: {rows:,}{f'/{total:,}' if total else ''} rows{pct}, shard {state.get('shard', '?')}/{state.get('shards', '?')}, "
             f"{_si(rows / el)} rows/s, {state.get('bytes', 0) / 1e6 / el:.1f} MB/s, "
             f"removed {state.get('removed_exact', 0):,} exact + {state.get('removed_near', 0):,} near{eta}"
         )

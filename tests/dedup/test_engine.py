@@ -2,6 +2,8 @@
 threads and batch sizes, OUT inside the input directory, stale temporaries, every Arrow
 string layout of the text column."""
 
+import io
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -129,3 +131,22 @@ def test_one_path_not_in_a_list_is_one_input(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # relative: the old behaviour reads "i", "n", not "/"
     for k, given in enumerate(["in", tmp_path / "in"]):
         assert dedup_files(given, f"out{k}", threads=1)["totals"]["rows"] == 50
+
+
+def test_progress_counts_against_the_input_rows_not_the_capacity(tmp_path):
+    """With --capacity (filters sized for a corpus that will grow) the progress total was the
+    capacity: a 3-row run reported 3 of 1,000,000,000 rows, so the CLI showed 0% and an ETA of
+    hours. Parquet's row count is in its metadata; JSONL's would cost a pass, so with a
+    capacity a JSONL run reports no total (and the CLI no percentage) rather than a wrong one."""
+    from pipelines.progress import ProgressLine
+
+    pq.write_table(pa.table({"text": ["a b c", "d e f", "g h i"]}), tmp_path / "a.parquet")
+    (tmp_path / "b.jsonl").write_text('{"text": "x y z"}\n')
+    for inputs, want in (([tmp_path / "a.parquet"], 3), ([tmp_path / "a.parquet", tmp_path / "b.jsonl"], None)):
+        seen = []
+        dedup_files(inputs, tmp_path / f"o{len(inputs)}", DedupConfig(capacity=10**9), progress=seen.append)
+        assert {s["total_rows"] for s in seen} == {want}, seen
+    line = ProgressLine("dedup")
+    line.stream, line.tty = io.StringIO(), False
+    line._emit({"rows": 4, "total_rows": None, "elapsed": 1.0}, final=True)
+    assert line.stream.getvalue().startswith("dedup: 4 rows, "), line.stream.getvalue()
