@@ -261,3 +261,14 @@ def test_text_inputs(tmp_path):
         d.add(pa.table({"text": bad}))
     assert d.documents == 0 and d.stats()["rows"] == 0  # nothing was inserted
     assert d.add(pa.array(["a"])).tolist() == [True]
+
+
+def test_an_index_directory_with_versions_and_no_index_json_names_both_causes(tmp_path):
+    """A first save killed after its version was copied and before index.json was written
+    leaves v-000001/ alone. The error told the user to 'restore' an index.json that never
+    existed; it now names both causes and what to do for each."""
+    from dedup.io import StateError
+
+    (tmp_path / "idx" / "v-000001" / "band-00").mkdir(parents=True)
+    with pytest.raises(StateError, match=r"interrupted first save .*remove .*lost index.json.*restore it"):
+        Deduplicator().save(tmp_path / "idx")
