@@ -70,7 +70,8 @@ class LSHBloomDedup(BaseFilter):
         threads: sketching threads of the Deduplicator (1: serial).
 
     Raises:
-        ValueError: ``grow=False`` with ``index_dir`` (an index directory must grow).
+        ValueError: ``grow=False`` with ``index_dir`` (an index directory must grow) or without
+            ``config.capacity``.
     """
 
     name = "🌸 memdedup LSHBloom"
@@ -80,9 +81,10 @@ class LSHBloomDedup(BaseFilter):
                  grow: bool | None = None, batch_size: int = 4096, exclusion_writer: DiskWriter | None = None,
                  threads: int | None = 1):
         super().__init__(exclusion_writer=exclusion_writer, batch_size=batch_size)
-        if index_dir is not None and grow is False:
-            raise ValueError("an index directory's filters must grow: leave grow unset with index_dir")
         self.config = config or DedupConfig()
+        if grow is False and (index_dir is not None or self.config.capacity is None):
+            raise ValueError("grow=False sizes the filters once, for DedupConfig(capacity=...), and not with index_dir "
+                             "(an index directory's filters must grow)")
         self.index_dir = Path(index_dir) if index_dir is not None else None
         self.grow = True if index_dir is not None else grow
         self.threads = threads
@@ -105,7 +107,12 @@ class LSHBloomDedup(BaseFilter):
 
     def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
         assert self._dedup is not None, "run() opens the index"
-        reasons = self._dedup.add_verdicts(pa.array([doc.text for doc in batch], type=pa.large_string())).reason
+        try:
+            texts = pa.array([doc.text for doc in batch], type=pa.large_string())
+        except UnicodeEncodeError as e:  # Arrow holds UTF-8 only
+            bad = next(d for d in batch if any(0xD800 <= ord(c) < 0xE000 for c in d.text))
+            raise ValueError(f"document {bad.id!r}: text holds an unpaired surrogate ({e.reason}), not Unicode text")
+        reasons = self._dedup.add_verdicts(texts).reason
         return [True if r == KEEP else (False, REASON_LABELS[r]) for r in reasons.tolist()]
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:

@@ -132,3 +132,17 @@ def test_datatrove_is_an_extra_that_dev_includes_and_only_pipelines_use_it():
                    if any(line.strip().startswith(("import datatrove", "from datatrove"))
                           for line in p.read_text(encoding="utf-8").splitlines()))
     assert users == ["pipelines/datatrove_step.py"], users  # the libraries never need it; the CLI does not load it
+
+
+def test_bad_settings_and_bad_text_are_one_clear_error():
+    """grow=False without a capacity was accepted and failed only once run() started (the
+    Deduplicator refuses it at construction); a document holding an unpaired surrogate died
+    in pa.array with a UnicodeEncodeError naming no document."""
+    from datatrove.data import Document
+
+    with pytest.raises(ValueError, match="capacity"):
+        LSHBloomDedup(grow=False)
+    step = LSHBloomDedup()
+    run = step.run(iter([Document(text="fine text here", id="ok"), Document(text="x\ud800y", id="doc-7")]))
+    with pytest.raises(ValueError, match=r"document 'doc-7'.*surrogate"):
+        list(run)
