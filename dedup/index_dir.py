@@ -39,6 +39,7 @@ from pathlib import Path
 
 from . import io
 from .config import DedupConfig
+from .normalize import WORDS
 from .scalable import FilterStack
 from .shards import InputError, Shard
 
@@ -57,8 +58,9 @@ class IndexMismatchError(ValueError):
 
 
 def index_params(config: DedupConfig, bands: int, rows: int) -> dict:
-    """The parameters an index directory is bound to (all decide its keys or its sizes)."""
-    return {**{k: getattr(config, k) for k in CONFIG_PARAMS}, "bands": bands, "rows": rows}
+    """The parameters an index directory is bound to (all decide its keys or its sizes), with
+    the version of the word definition (:data:`dedup.normalize.WORDS`)."""
+    return {**{k: getattr(config, k) for k in CONFIG_PARAMS}, "bands": bands, "rows": rows, "words": WORDS}
 
 
 def file_entry(shard: Shard) -> dict:
@@ -98,7 +100,8 @@ class IndexDir:
                     raise IndexMismatchError(
                         f"{self.path / INDEX_FILE}: index built with {k}={self.meta['params'].get(k)!r}, this run has "
                         f"{k}={v!r}; use the same parameters or another --index-dir"
-                    )
+                        + (" (words=2: Han and kana code points became words by themselves, so the keys of "
+                           "Chinese and Japanese text changed)" if k == "words" else ""))
 
     def _read(self) -> dict | None:
         p = self.path / INDEX_FILE

@@ -9,8 +9,14 @@ The definition (every scheme, every backend, every code path uses it):
 2. A *word character* is a code point whose Unicode general category is a letter
    (``L*``), a mark (``M*``, so that Devanagari vowel signs or combining accents do not
    split words) or a number (``N*``), as reported by Python's :mod:`unicodedata`.
-   Every maximal run of other code points is a separator. The *canonical text* is the
-   words joined by single ASCII spaces, with no leading or trailing space.
+   Every maximal run of other code points is a separator. A word is a maximal run of word
+   characters, except that a word character of the scripts written without spaces between
+   words that have one word per character or so, Han ideographs and kana
+   (:data:`SOLO_RANGES`), is a word by itself (as BERT's basic tokenizer splits CJK
+   ideographs): a Chinese or Japanese clause is not one word. The *canonical text* is the
+   words joined by single ASCII spaces, with no leading or trailing space. (Thai, Lao,
+   Khmer and Myanmar are also written without spaces, but their words are several
+   code points long, with marks: a clause of theirs is one word; use ``unit="char"``.)
 3. Word shingles (default, n=5): every run of n consecutive words, as the UTF-8 bytes of
    those words joined by single spaces. A document with 1..n-1 words has exactly one
    shingle: its whole canonical text. A document with no words has no shingles.
@@ -45,6 +51,7 @@ from ._kernels import (
     PAIR_SHIFT,
     SECOND,
     TABLE_SIZE,
+    SOLO,
     TCCC,
     WORD,
 )
@@ -58,6 +65,15 @@ _TABLE_RANGES = ((0, 0x40000), (0xE0000, 0xE1000))
 #: Code points >= 0x80 that step 1 may change (see :func:`replacements`).
 REPLACE_NFKC = NFKC_UNSTABLE | LOWER_CHANGES
 REPLACE_LOWER = LOWER_CHANGES
+
+#: Code point ranges whose word characters are words by themselves (step 2): Han (CJK
+#: unified ideographs and their extensions A-H, compatibility ideographs, ideographic
+#: iteration and number marks), Hiragana, Katakana and the kana supplements.
+SOLO_RANGES = ((0x3005, 0x3007), (0x3021, 0x3029), (0x3038, 0x303C), (0x3041, 0x30FF), (0x31F0, 0x31FF),
+               (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x1B000, 0x1B16F), (0x20000, 0x323AF))
+#: The version of the word definition, recorded in index directories (:mod:`dedup.index_dir`):
+#: 2 since Han and kana code points are words by themselves.
+WORDS = 2
 
 
 @dataclass(frozen=True)
@@ -82,7 +98,7 @@ def _tables() -> tuple[np.ndarray, CharMap, CharMap]:
     """(char_table, lower-of-NFKC map, lowercase map), from the start-up cache or built."""
     from . import cache
 
-    name = f"chartables-v4-unicode-{unicodedata.unidata_version}-arrow-{pa.__version__}.npz"
+    name = f"chartables-v5-unicode-{unicodedata.unidata_version}-arrow-{pa.__version__}.npz"
     keys = ("table", "nfkc_cps", "nfkc_off", "nfkc_blob", "lower_cps", "lower_off", "lower_blob")
     arrays = [(cache.load_npz(name) or {}).get(k) for k in keys]
     if any(a is None for a in arrays) or arrays[0].shape != (TABLE_SIZE,):
@@ -163,6 +179,8 @@ def _build_tables() -> tuple[np.ndarray, CharMap, CharMap]:
         flags = 0
         if unicodedata.category(ch)[0] in "LMN":
             flags |= WORD
+            if unicodedata.category(ch)[0] != "M" and any(lo <= cp <= hi for lo, hi in SOLO_RANGES):
+                flags |= SOLO
         unstable = nfkc_changes[i] or sensitive(ch)
         if unstable:
             flags |= NFKC_UNSTABLE
@@ -198,7 +216,7 @@ def _composition_entries(pairs: dict[tuple[int, int], int], table: np.ndarray) -
     for (f, m, c), got, lf, lc in zip(cand, composed, firsts, lowers):
         if got != chr(c):
             continue  # a composition exclusion (for utf8proc): NFKC keeps the pair apart
-        simple = len(lf) == 1 and len(lc) == 1 and bool(table[f] & WORD) == bool(table[c] & WORD)
+        simple = len(lf) == 1 and len(lc) == 1 and table[f] & (WORD | SOLO) == table[c] & (WORD | SOLO)
         head = bytes([len(lf.encode("utf-8")) if simple else 0])
         entries.append((((f + 1) << PAIR_SHIFT) | m, head + chr(c).encode("utf-8") + lc.encode("utf-8")))
     return entries
@@ -218,30 +236,24 @@ def char_table() -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=1)
-def word_char_table() -> np.ndarray:
-    """uint8 array of length 0x110000: 1 where the code point is a word character."""
-    return (char_table()[:0x110000] & WORD).astype(np.uint8)
-
-
-@functools.lru_cache(maxsize=1)
 def word_regex() -> re.Pattern[str]:
-    """A regex matching maximal runs of word characters, built from the same table.
+    """A regex matching the words of step 2 (one Han or kana code point, or a maximal run of
+    the other word characters), built from the same table.
 
     The astral ranges sit behind a one-range lookahead so that a separator costs one
     big-charset test instead of a scan of the ~350 astral ranges (5x faster).
     """
-    table = word_char_table()
-    d = np.diff(np.concatenate(([0], table.astype(np.int8), [0])))
-    runs = list(zip(np.flatnonzero(d == 1).tolist(), (np.flatnonzero(d == -1) - 1).tolist()))
-    bmp = [(lo, min(hi, 0xFFFF)) for lo, hi in runs if lo <= 0xFFFF]
-    astral = [(max(lo, 0x10000), hi) for lo, hi in runs if hi > 0xFFFF]
+    flags = char_table()[:0x110000]
 
-    def cls(pairs: list[tuple[int, int]]) -> str:
-        return "[" + "".join(
-            f"\\U{lo:08x}" if lo == hi else f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in pairs
-        ) + "]"
+    def cls(mask: np.ndarray, lo_cp: int = 0, hi_cp: int = 0x10FFFF) -> str:
+        d = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
+        runs = zip(np.flatnonzero(d == 1).tolist(), (np.flatnonzero(d == -1) - 1).tolist())
+        pairs = [(max(lo, lo_cp), min(hi, hi_cp)) for lo, hi in runs if lo <= hi_cp and hi >= lo_cp]
+        return "[" + "".join(f"\\U{lo:08x}" if lo == hi else f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in pairs) + "]"
 
-    return re.compile(f"(?:{cls(bmp)}+|(?=[\\U00010000-\\U0010ffff]){cls(astral)}+)+")
+    run = (flags & (WORD | SOLO)) == WORD
+    solo = f"(?=[\\U00003005-\\U000323af]){cls((flags & SOLO) != 0)}"
+    return re.compile(f"{solo}|(?:{cls(run, hi_cp=0xFFFF)}+|(?=[\\U00010000-\\U0010ffff]){cls(run, 0x10000)}+)+")
 
 
 def canonical_words_batch(texts, nfkc: bool = True, chunk: int = 20_000) -> list[list[str]]:
@@ -296,9 +308,10 @@ def canonical_text(text: str, nfkc: bool = True) -> str:
         [b'a b c d e', b'b c d e f']
     """
     lowered = prenormalize(string_array([text]), nfkc)[0].as_py()
-    table = word_char_table()
-    runs = itertools.groupby(lowered, key=lambda ch: bool(table[ord(ch)]))
-    return " ".join("".join(chars) for is_word, chars in runs if is_word)
+    table = char_table()
+    solo = itertools.count(2)  # a new key for each Han or kana code point: a word by itself
+    runs = itertools.groupby(lowered, key=lambda ch: next(solo) if table[ord(ch)] & SOLO else table[ord(ch)] & WORD)
+    return " ".join("".join(chars) for word, chars in runs if word)
 
 
 def check_shingling(ngram: int, unit: str) -> None:

@@ -23,6 +23,7 @@ LOWER_CHANGES = 4  #: non-ASCII, and Arrow's utf8_lower maps it to something els
 CONTEXT_FREE = 8  #: flagged, and lower(NFKC(text)) maps it alone, whatever surrounds it
 MARK = 16  #: a combining mark (or composing starter) NFKC keeps unless it reorders or composes
 SECOND = 32  #: MARK, and the second half of a canonical composition pair
+SOLO = 64  #: WORD, and a word by itself: Han and kana (:data:`dedup.normalize.SOLO_RANGES`)
 ASCII_MAP = 0x110000  #: table[ASCII_MAP + b]: lowercased ASCII byte b, 0 for separators
 TCCC = ASCII_MAP + 128  #: table[TCCC + cp]: combining class of the last code point of NFKD(cp)
 TABLE_SIZE = TCCC + 0x110000

@@ -18,13 +18,21 @@ composition pairs too): :func:`dedup.normalize.replacements`.
 import numba
 import numpy as np
 
-from . import ASCII_MAP, MARK, NFKC_UNSTABLE, PAIR_SHIFT, SECOND, TCCC
+from . import ASCII_MAP, MARK, NFKC_UNSTABLE, PAIR_SHIFT, SECOND, SOLO, TCCC
 
 _ASCII_MAP_U = np.uint64(ASCII_MAP)
 _CP_MASK = (1 << PAIR_SHIFT) - 1  # a code point fits in PAIR_SHIFT bits
 _U0 = np.uint64(0)
 _U1 = np.uint64(1)
 _SPACE_U8 = np.uint8(32)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _room(rest):
+    """Canonical bytes that ``rest`` input bytes may write, the final store included: the bytes
+    themselves, and a space beside each Han or kana code point (3 or 4 bytes each); uint64."""
+    r = np.uint64(rest)
+    return r + r // np.uint64(3) + np.uint64(2)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -59,14 +67,23 @@ def _put_word_char(src, p, ln, cp, table, canon, word_starts, n, n_words, prev):
         canon[n] = low if w else _SPACE_U8
         word_starts[n_words] = n
         return n + (w | prev), n_words + (w & (_U1 - prev)), w
-    w = np.uint64(table[cp] & 1)
+    f = table[cp]
+    w = np.uint64(f & 1)
     if w:
+        solo = f & SOLO
+        if solo and prev:  # a Han or kana code point ends the word before it...
+            canon[n] = _SPACE_U8
+            n += _U1
+            prev = _U0
         if not prev:
             word_starts[n_words] = n
             n_words += _U1
         for j in range(ln):
             canon[n + np.uint64(j)] = src[p + j]
         n += np.uint64(ln)
+        if solo:  # ... and is a word by itself: the space after it is written at once
+            canon[n] = _SPACE_U8
+            return n + _U1, n_words, _U0
     elif prev:
         canon[n] = _SPACE_U8
         n += _U1
@@ -87,7 +104,11 @@ def _mark_word_char(data, start, pos, ln, cp, stop, table, map_cps, map_off, map
     comp_cp, back, q = _composite(map_blob, q, q_end)
     if table[comp_cp] & 1:  # the output ends with lower(starter): it becomes lower(composite)
         n -= np.uint64(back)
-        if n + np.uint64(q_end - q) + (stop - pos - np.uint64(ln)) + _U1 > np.uint64(canon.shape[0] - 17):
+        if table[comp_cp] & SOLO:  # and the space after it (a kana starter: its composite is kana too)
+            n -= _U1
+            n_words -= _U1
+            prev = _U0
+        if n + np.uint64(q_end - q) + _room(stop - pos - np.uint64(ln)) > np.uint64(canon.shape[0] - 17):
             return -2, n_words, prev, comp_end, comp_cp
         c2, l2 = utf8_char(map_blob, q, q_end)
         n, n_words, prev = _put_word_char(map_blob, q, l2, c2, table, canon, word_starts, n, n_words, prev)
@@ -101,7 +122,7 @@ def canonicalize_words(data, start, end, table, bits, cf_bit, map_cps, map_off, 
     Returns (canonical byte length n, number of words w); (-1, 0) when the document needs
     utf8proc (module docstring), (-2, 0) when replacements would outgrow ``canon`` (call again
     with more room). Word k spans ``canon[word_starts[k]:word_ends[k + 1]]`` (``word_ends`` is
-    shifted by one). Sizes: ``canon`` = room + 17 bytes with room >= end - start + 1 (the +16 for
+    shifted by one). Sizes: ``canon`` = room + 17 bytes with room >= ``_room(end - start)`` (the +16 for
     the fast scheme's hash), ``word_starts`` and ``word_ends`` >= room // 2 + 2. ``word_ends[0]``
     is scratch (the state of :func:`_mark` while the document is read).
 
@@ -151,7 +172,7 @@ def canonicalize_words(data, start, end, table, bits, cf_bit, map_cps, map_off, 
             q, q_end = _replacement(map_cps, map_off, cp)
             # Room needed: the replacement, the rest of the input (never longer than it
             # is, but for replacements) and one byte for the last store.
-            if n + np.uint64(q_end - q) + (stop - pos - np.uint64(ln)) + _U1 > np.uint64(canon.shape[0] - 17):
+            if n + np.uint64(q_end - q) + _room(stop - pos - np.uint64(ln)) > np.uint64(canon.shape[0] - 17):
                 return -2, 0
             while q < q_end:
                 c2, l2 = utf8_char(map_blob, q, q_end)
@@ -172,15 +193,17 @@ def canonicalize_words(data, start, end, table, bits, cf_bit, map_cps, map_off, 
 def _put_char(src, p, ln, cp, table, canon, char_starts, n, n_chars, in_word):
     """Append code point ``cp`` (bytes ``src[p:p+ln]``) to a canonical text with code
     point offsets; returns the new (n, n_chars, in_word)."""
+    solo = False
     if cp < 0x80:
         low = table[ASCII_MAP + cp]
         is_word = low != 0
     else:
         low = 0
         is_word = (table[cp] & 1) != 0
+        solo = (table[cp] & SOLO) != 0  # a word by itself: spaces before and after it
     if not is_word:
         return n, n_chars, False
-    if not in_word and n > 0:
+    if (not in_word or solo) and n > 0:
         char_starts[n_chars] = n
         n_chars += 1
         canon[n] = 32
@@ -192,7 +215,7 @@ def _put_char(src, p, ln, cp, table, canon, char_starts, n, n_chars, in_word):
     else:
         for j in range(ln):
             canon[n + j] = src[p + j]
-    return n + ln, n_chars, True
+    return n + ln, n_chars, not solo
 
 
 @numba.njit(cache=True, nogil=True)
@@ -201,9 +224,9 @@ def canonicalize_chars(data, start, end, table, bits, cf_bit, map_cps, map_off, 
 
     Returns (canonical byte length n, number of code points c), or (-1, 0) and (-2, 0) as
     :func:`canonicalize_words`; code point i of the canonical text starts at ``char_starts[i]``
-    and ``char_starts[c] == n``. Sizes: ``canon`` = room + 17 bytes with room >= end - start + 1,
+    and ``char_starts[c] == n``. Sizes: ``canon`` = room + 17 bytes with room >= ``_room(end - start)``,
     ``char_starts`` >= room + 1 (without replacements, the canonical text is never longer than
-    the input)."""
+    that)."""
     n = 0
     n_chars = 0
     in_word = False
@@ -227,7 +250,10 @@ def canonicalize_chars(data, start, end, table, bits, cf_bit, map_cps, map_off, 
                     if table[comp_cp] & 1:
                         n -= back
                         n_chars -= 1
-                        if n + q_end - q + end - pos - ln + 1 > canon.shape[0] - 17:
+                        if table[comp_cp] & SOLO and n > 0:  # and the space before it (kana, see above)
+                            n -= 1
+                            n_chars -= 1
+                        if n + q_end - q + np.int64(_room(end - pos - ln)) > canon.shape[0] - 17:
                             return -2, 0
                         c2, l2 = utf8_char(map_blob, q, q_end)
                         n, n_chars, in_word = _put_char(map_blob, q, l2, c2, table, canon, char_starts, n, n_chars,
@@ -236,7 +262,7 @@ def canonicalize_chars(data, start, end, table, bits, cf_bit, map_cps, map_off, 
                 pos += ln
                 continue
             q, q_end = _replacement(map_cps, map_off, cp)
-            if n + q_end - q + end - pos - ln + 1 > canon.shape[0] - 17:
+            if n + q_end - q + np.int64(_room(end - pos - ln)) > canon.shape[0] - 17:
                 return -2, 0
             while q < q_end:
                 c2, l2 = utf8_char(map_blob, q, q_end)

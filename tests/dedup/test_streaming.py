@@ -272,3 +272,21 @@ def test_an_index_directory_with_versions_and_no_index_json_names_both_causes(tm
     (tmp_path / "idx" / "v-000001" / "band-00").mkdir(parents=True)
     with pytest.raises(StateError, match=r"interrupted first save .*remove .*lost index.json.*restore it"):
         Deduplicator().save(tmp_path / "idx")
+
+
+def test_an_index_of_the_earlier_word_definition_is_refused(tmp_path):
+    """Index directories record the word definition they were built with (dedup.normalize.WORDS):
+    one saved before Han and kana code points became words by themselves holds other keys for
+    Chinese and Japanese text, and is refused rather than silently missing their duplicates."""
+    from dedup.index_dir import IndexMismatchError
+
+    d = Deduplicator()
+    d.add_verdicts(pa.array(["中文文本的例子", "a b c d e f"]))
+    d.save(tmp_path / "idx")
+    meta_path = tmp_path / "idx" / "index.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["params"]["words"] == 2
+    del meta["params"]["words"]  # as an index of the earlier definition has it
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(IndexMismatchError, match="words=None, this run has words=2.*Han and kana"):
+        Deduplicator.load(tmp_path / "idx")

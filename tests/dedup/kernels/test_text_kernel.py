@@ -16,11 +16,13 @@ from dedup.sketch import Sketcher, string_buffers
 # ligatures, and 2-, 3- and 4-byte UTF-8.
 pieces = st.sampled_from(
     ["the", "Quick", "fox", "ÉTÉ", "e\u0301t\u00e9", "ﬁne", "１２３", "नमस्ते", "दुनिया", "漢字", "😀",
-     " ", "  ", ", ", "!", "\n", "\t", "--", "_", "'", "ǅ", "ß", "İ", "Σ", "x²", "\u200b"]
+     " ", "  ", ", ", "!", "\n", "\t", "--", "_", "'", "ǅ", "ß", "İ", "Σ", "x²", "\u200b",
+     "中文", "ひらがな", "か\u3099", "カタカナ", "ｶﾀｶﾅ", "ﾊﾟ", "㍿", "々", "〇", "\U00020000", "한국어"]
 )
 texts = st.lists(pieces, max_size=40).map("".join) | st.text(max_size=60)
 
-TRICKY = ["", " ", "!!!", "one", "a b c d", "a b c d e", "Hello, World! Café naïve", None,
+TRICKY = ["", " ", "!!!", "one", "a b c d", "a b c d e", "Hello, World! Café naïve", None, "中文abc文本", "か\u3099き",
+          "\u3099か", "x か\u3099\u3099 y", "㍿㍿ ﾊﾟﾊﾟ", "漢" * 200,
           "Ｆｕｌｌ width １２３", "\u0928\u092e\u0938\u094d\u0924\u0947 दुनिया", "x" * 300]
 
 
@@ -58,6 +60,10 @@ def test_definition_examples():
     assert canonical_text("snake_case") == "snake case"  # underscore separates
     assert shingles("a b c", 5) == [b"a b c"]  # fewer than n words: one shingle
     assert shingles("...", 5) == []  # no words: no shingles
+    # Han and kana are written without spaces: each of their code points is a word by itself
+    assert canonical_text("Python（派森）语言是一种") == "python 派 森 语 言 是 一 种"
+    assert canonical_text("カタカナとｶﾀｶﾅ, か\u3099") == "カ タ カ ナ と カ タ カ ナ が"  # NFKC first
+    assert canonical_text("한국어 텍스트") == "한국어 텍스트"  # Hangul is written with spaces
     assert shingles("a b c d e f", 5) == [b"a b c d e", b"b c d e f"]
     assert shingles("ab c", 3, unit="char") == [b"ab ", b"b c"]
 
