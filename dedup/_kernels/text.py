@@ -30,9 +30,10 @@ _SPACE_U8 = np.uint8(32)
 @numba.njit(cache=True, nogil=True, inline="always")
 def _room(rest):
     """Canonical bytes that ``rest`` input bytes may write, the final store included: the bytes
-    themselves, and a space beside each Han or kana code point (3 or 4 bytes each); uint64."""
+    themselves, and a space on each side of a Han or kana code point (3 or 4 bytes) between
+    one-byte words ("a漢a漢": 4 bytes -> "a 漢 a 漢 ", 6), so half again; uint64."""
     r = np.uint64(rest)
-    return r + r // np.uint64(3) + np.uint64(2)
+    return r + r // np.uint64(2) + np.uint64(2)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -108,7 +109,7 @@ def _mark_word_char(data, start, pos, ln, cp, stop, table, map_cps, map_off, map
             n -= _U1
             n_words -= _U1
             prev = _U0
-        if n + np.uint64(q_end - q) + _room(stop - pos - np.uint64(ln)) > np.uint64(canon.shape[0] - 17):
+        if n + _room(np.uint64(q_end - q) + stop - pos - np.uint64(ln)) > np.uint64(canon.shape[0] - 17):
             return -2, n_words, prev, comp_end, comp_cp
         c2, l2 = utf8_char(map_blob, q, q_end)
         n, n_words, prev = _put_word_char(map_blob, q, l2, c2, table, canon, word_starts, n, n_words, prev)
@@ -170,9 +171,9 @@ def canonicalize_words(data, start, end, table, bits, cf_bit, map_cps, map_off, 
                 pos += np.uint64(ln)
                 continue
             q, q_end = _replacement(map_cps, map_off, cp)
-            # Room needed: the replacement, the rest of the input (never longer than it
-            # is, but for replacements) and one byte for the last store.
-            if n + np.uint64(q_end - q) + _room(stop - pos - np.uint64(ln)) > np.uint64(canon.shape[0] - 17):
+            # Room needed: what the replacement and the rest of the input (no longer than it
+            # is, but for replacements and spaces) may write, the last store included (_room).
+            if n + _room(np.uint64(q_end - q) + stop - pos - np.uint64(ln)) > np.uint64(canon.shape[0] - 17):
                 return -2, 0
             while q < q_end:
                 c2, l2 = utf8_char(map_blob, q, q_end)
@@ -253,7 +254,7 @@ def canonicalize_chars(data, start, end, table, bits, cf_bit, map_cps, map_off, 
                         if table[comp_cp] & SOLO and n > 0:  # and the space before it (kana, see above)
                             n -= 1
                             n_chars -= 1
-                        if n + q_end - q + np.int64(_room(end - pos - ln)) > canon.shape[0] - 17:
+                        if n + np.int64(_room(q_end - q + end - pos - ln)) > canon.shape[0] - 17:
                             return -2, 0
                         c2, l2 = utf8_char(map_blob, q, q_end)
                         n, n_chars, in_word = _put_char(map_blob, q, l2, c2, table, canon, char_starts, n, n_chars,
@@ -262,7 +263,7 @@ def canonicalize_chars(data, start, end, table, bits, cf_bit, map_cps, map_off, 
                 pos += ln
                 continue
             q, q_end = _replacement(map_cps, map_off, cp)
-            if n + q_end - q + np.int64(_room(end - pos - ln)) > canon.shape[0] - 17:
+            if n + np.int64(_room(q_end - q + end - pos - ln)) > canon.shape[0] - 17:
                 return -2, 0
             while q < q_end:
                 c2, l2 = utf8_char(map_blob, q, q_end)

@@ -53,7 +53,7 @@ def test_kernel_canonical_text_equals_arrow(docs, nfkc, nulls):
 def _canonical(text: str, nfkc: bool, room: int | None = None):
     data, offsets, _ = string_buffers(pa.array([text]))
     bits, cf_bit, cmap = replacements(nfkc)
-    room = room or len(data) + len(data) // 3 + 2  # text._room: Han and kana get spaces beside them
+    room = room or len(data) + len(data) // 2 + 2  # text._room: Han and kana get spaces beside them
     canon = np.zeros(room + 17, np.uint8)
     ws, we = np.zeros(room // 2 + 2, np.int64), np.zeros(room // 2 + 2, np.int64)
     n, w = canonicalize_words(data, offsets[0], offsets[1], char_table(), bits, cf_bit, cmap.cps, cmap.off,

@@ -88,3 +88,33 @@ def test_validity_from_the_bitmap_of_sliced_arrays(start, stop):
         _, _, valid = string_buffers(arr)
         assert valid.tolist() == [d is not None for d in docs[start:stop]], typ
     assert string_buffers(pa.nulls(3, pa.string()))[2].tolist() == [False] * 3
+
+
+@pytest.mark.parametrize("unit", ["word", "char"])
+@pytest.mark.parametrize("nfkc", [True, False])
+def test_scratch_space_covers_han_and_kana_between_short_words(unit, nfkc):
+    # "a漢" (4 bytes) canonicalises to "a 漢 " (6): a Han or kana code point next to a one-byte
+    # word gets a space on each side, half again the input, not the third _room allowed. The
+    # kernel sees the first room + 17 bytes of a larger buffer: nothing may land past them.
+    from dedup._kernels import text as T
+    from dedup.normalize import char_table, replacements
+
+    table = char_table()
+    bits, cf_bit, m = replacements(nfkc)
+    for doc in ["a漢" * 300, "漢a" * 300, "é\U00020000" * 300, "1か" * 300 + "!"]:
+        data = np.frombuffer(doc.encode(), np.uint8)
+        room = int(T._room(len(data)))
+        canon = np.full(room + 17 + 4096, 0xAB, np.uint8)
+        starts = np.full(room + 1 + 4096, -7, np.int64)
+        ends = np.full(room + 1 + 4096, -7, np.int64)
+        if unit == "word":
+            n, _ = T.canonicalize_words(data, 0, len(data), table, bits, cf_bit, m.cps, m.off, m.blob,
+                                        canon[:room + 17], starts[:room // 2 + 2], ends[:room // 2 + 2])
+            assert (starts[room // 2 + 2:] == -7).all() and (ends[room // 2 + 2:] == -7).all(), doc[:4]
+        else:
+            n, _ = T.canonicalize_chars(data, 0, len(data), table, bits, cf_bit, m.cps, m.off, m.blob,
+                                        canon[:room + 17], starts[:room + 1])
+            assert (starts[room + 1:] == -7).all(), doc[:4]
+        assert (canon[room + 17:] == 0xAB).all(), (doc[:4], n, room)
+        assert bytes(canon[:n]) == canonical_text(doc, nfkc).encode()
+    _check(["a漢" * 3000, "漢a" * 3000 + "ﬁ", "a㍿" * 2000, "ｶa" * 3000, "a\U00020000" * 2000], unit, 3, "fast", nfkc)
