@@ -350,6 +350,8 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     except (MemoryError, RuntimeError) as e:  # torch's CPU allocator raises RuntimeError
         if not isinstance(e, MemoryError) and "allocate" not in str(e):
             raise
+        progress({"phase": None})
+        torch.use_deterministic_algorithms(was_deterministic)
         # every step has the same shapes: the corrected command must start afresh in this --out
         if fresh and not any((out / CHECKPOINT_DIR).glob("step-*")):
             for name in (TRAIN_CONFIG, ORDER_FILE, HELDOUT_FILE):

@@ -46,13 +46,14 @@ class StageConfig:
 
     def _check_fields(self) -> None:
         """:meth:`_bad` for a field whose value is not of its declared type (bool only for bool, an
-        int also for a float, None only for an optional field; numpy integers are stored as ints),
+        int also for a float, None only for an optional field; numpy numbers are stored as Python's),
         or not one of its declared choices: a config from Python is checked as a YAML file's."""
         hints = typing.get_type_hints(type(self))
         for f in fields(self):
             value, allowed = getattr(self, f.name), typing.get_args(hints[f.name]) or (hints[f.name],)
-            if int in allowed and isinstance(value, numbers.Integral) and not isinstance(value, (bool, int)):
-                object.__setattr__(self, f.name, value := int(value))
+            if not isinstance(value, (bool, int, float)) and isinstance(value, numbers.Real):  # numpy's
+                convert = int if int in allowed and isinstance(value, numbers.Integral) else float
+                object.__setattr__(self, f.name, value := convert(value) if convert in allowed else value)
             if not (type(value) in allowed if isinstance(value, bool) or value is None else
                     any(isinstance(value, t) for t in allowed if t is not bool) or float in allowed and isinstance(value, int)):
                 self._bad(f"{f.name} must be {' or '.join(t.__name__.replace('NoneType', 'null') for t in allowed)}, "

@@ -13,7 +13,8 @@ The definition (every scheme, every backend, every code path uses it):
    characters, except that a word character of the scripts written without spaces between
    words that have one word per character or so, Han ideographs and kana
    (:data:`SOLO_RANGES`), is a word by itself (as BERT's basic tokenizer splits CJK
-   ideographs): a Chinese or Japanese clause is not one word. The *canonical text* is the
+   ideographs): a Chinese or Japanese clause is not one word. (A combining mark after one,
+   a variation selector say, that NFKC does not compose is then a word of its own.) The *canonical text* is the
    words joined by single ASCII spaces, with no leading or trailing space. (Thai, Lao,
    Khmer and Myanmar are also written without spaces, but their words are several
    code points long, with marks: a clause of theirs is one word; use ``unit="char"``.)
@@ -68,9 +69,10 @@ REPLACE_LOWER = LOWER_CHANGES
 
 #: Code point ranges whose word characters are words by themselves (step 2): Han (CJK
 #: unified ideographs and their extensions A-H, compatibility ideographs, ideographic
-#: iteration and number marks), Hiragana, Katakana and the kana supplements.
+#: iteration and number marks), Hiragana, Katakana (half-width too) and the kana supplements.
 SOLO_RANGES = ((0x3005, 0x3007), (0x3021, 0x3029), (0x3038, 0x303C), (0x3041, 0x30FF), (0x31F0, 0x31FF),
-               (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x1B000, 0x1B16F), (0x20000, 0x323AF))
+               (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0xFF66, 0xFF9F), (0x1AFF0, 0x1B16F),
+               (0x20000, 0x323AF))
 #: The version of the word definition, recorded in index directories (:mod:`dedup.index_dir`):
 #: 2 since Han and kana code points are words by themselves.
 WORDS = 2
@@ -98,7 +100,7 @@ def _tables() -> tuple[np.ndarray, CharMap, CharMap]:
     """(char_table, lower-of-NFKC map, lowercase map), from the start-up cache or built."""
     from . import cache
 
-    name = f"chartables-v5-unicode-{unicodedata.unidata_version}-arrow-{pa.__version__}.npz"
+    name = f"chartables-v6-unicode-{unicodedata.unidata_version}-arrow-{pa.__version__}.npz"
     keys = ("table", "nfkc_cps", "nfkc_off", "nfkc_blob", "lower_cps", "lower_off", "lower_blob")
     arrays = [(cache.load_npz(name) or {}).get(k) for k in keys]
     if any(a is None for a in arrays) or arrays[0].shape != (TABLE_SIZE,):

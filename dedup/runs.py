@@ -14,8 +14,9 @@ run is already done, may resume, or must start over. The protocol:
    output names collide (``a.parquet`` + ``a.jsonl``) are refused. An input that lies
    inside ``--out`` is refused when named explicitly and skipped by directory walks and
    globs: ``--out`` is ours to write and clear, never an input.
-3. **Identity** (:func:`run_identity`): decision config, inputs (name, path, bytes, mtime)
-   and index directory. ``OUT/manifest.json`` exists iff a run completed; it records the
+3. **Identity** (:func:`run_identity`): decision config, word definition
+   (:data:`dedup.normalize.WORDS`), inputs (name, path, bytes, mtime) and index directory.
+   ``OUT/manifest.json`` exists iff a run completed; it records the
    identity. The same identity again is a no-op; another identity is an error unless
    ``force``.
 4. **Run record**: before writing any output, ``OUT/_work/run.json`` records the identity,
@@ -47,6 +48,7 @@ from pathlib import Path
 
 from . import io, layout
 from .config import DedupConfig
+from .normalize import WORDS
 from .shards import InputError, Shard, ShardReader, format_of, is_plain_json
 
 WORK_DIR = "_work"
@@ -208,7 +210,7 @@ def run_identity(decision_config: dict, shards: list[Shard], index_dir: Path | N
     for s in shards:
         st = s.path.stat()
         inputs.append({"shard": s.name, "path": str(s.path), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns})
-    return {"config": decision_config, "inputs": inputs, "index_dir": str(index_dir) if index_dir else None}
+    return {"config": decision_config, "words": WORDS, "inputs": inputs, "index_dir": str(index_dir) if index_dir else None}
 
 
 def run_id(identity: dict) -> str:
@@ -218,7 +220,9 @@ def run_id(identity: dict) -> str:
 
 def _difference(old: dict, new: dict) -> str:
     diff = sorted(k for k in new["config"] if old.get("config", {}).get(k) != new["config"][k])
-    return f"config ({', '.join(diff)} differ)" if diff else "inputs or index directory"
+    if diff:
+        return f"config ({', '.join(diff)} differ)"
+    return "word definition (dedup.normalize.WORDS)" if old.get("words") != new["words"] else "inputs or index directory"
 
 
 # ------------------------------------------------------------------------------ the plan

@@ -324,6 +324,23 @@ def test_a_config_too_large_for_memory_exits_2_leaving_nothing_and_the_fixed_com
     assert good.returncode == 0, good.stderr
 
 
+def test_running_out_of_memory_in_python_leaves_torch_as_it_was(small_corpus, tmp_path):
+    """train_causal_lm turns on torch's deterministic algorithms for the run; when the run
+    stopped for lack of memory, a Python caller was left with them on (and the progress phase
+    open)."""
+    import torch
+
+    from audit.train import train_causal_lm
+
+    phases = []
+    before = torch.are_deterministic_algorithms_enabled()
+    config = TrainConfig(n_layer=1, n_embd=8, n_head=1, epochs=1, vocab_size=300, batch_size=1, seq_len=3_000_000)
+    with pytest.raises(ValueError, match="out of memory"):
+        train_causal_lm(discover([small_corpus]), tmp_path / "run", config, log=quiet,
+                        progress=lambda s: phases.append(s["phase"]))
+    assert torch.are_deterministic_algorithms_enabled() == before and phases[-1:] == [None]
+
+
 # ------------------------------------------------------------------ profile: bad runs, corpora, options
 
 TINY_PROFILE = ["--n-treated", "20", "--n-control", "10", "--n-boot", "10", "--min-cohort-size", "2", "--quiet"]

@@ -150,3 +150,23 @@ def test_progress_counts_against_the_input_rows_not_the_capacity(tmp_path):
     line.stream, line.tty = io.StringIO(), False
     line._emit({"rows": 4, "total_rows": None, "elapsed": 1.0}, final=True)
     assert line.stream.getvalue().startswith("dedup: 4 rows, "), line.stream.getvalue()
+
+
+def test_a_run_completed_under_the_earlier_word_definition_is_not_taken_as_done(tmp_path):
+    """The run identity records the word definition (dedup.normalize.WORDS): a run completed
+    before Han and kana code points became words by themselves decided Chinese and Japanese
+    text otherwise, so rerunning it is refused as another identity (--force redoes it), not
+    reported 'already complete'; a killed staged run of it is not resumed with the new words."""
+    import json
+
+    from dedup.runs import OutputExistsError
+
+    pq.write_table(pa.table({"text": ["中文文本的例子", "a b c"]}), tmp_path / "a.parquet")
+    dedup_files([tmp_path / "a.parquet"], tmp_path / "o")
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["identity"]["words"] == 2
+    del manifest["identity"]["words"]  # as a run of the earlier definition recorded it
+    (tmp_path / "o" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(OutputExistsError, match="word definition"):
+        dedup_files([tmp_path / "a.parquet"], tmp_path / "o")
+    assert dedup_files([tmp_path / "a.parquet"], tmp_path / "o", force=True)["identity"]["words"] == 2

@@ -125,6 +125,7 @@ def test_a_config_from_python_is_type_checked_as_the_command_lines_flags_are(cls
     config = getattr(dedup.config, cls, None) or getattr(audit.config, cls)
     with pytest.raises(ValueError, match=rf"config: {field} must be "):
         config(**kwargs)
-    c = dedup.config.DedupConfig(num_perm=np.int64(64), threshold=np.float64(0.7), batch_rows=np.uint32(100))
+    c = dedup.config.DedupConfig(num_perm=np.int64(64), threshold=np.float32(0.75), batch_rows=np.uint32(100))
     assert type(c.num_perm) is int and type(c.batch_rows) is int and c.num_perm == 64
+    assert type(c.threshold) is float and c.threshold == 0.75  # numpy floats too (np.float32 was refused)
     json.dumps(c.to_dict())  # the manifest holds the config

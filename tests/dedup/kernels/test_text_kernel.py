@@ -64,6 +64,7 @@ def test_definition_examples():
     assert canonical_text("Python（派森）语言是一种") == "python 派 森 语 言 是 一 种"
     assert canonical_text("カタカナとｶﾀｶﾅ, か\u3099") == "カ タ カ ナ と カ タ カ ナ が"  # NFKC first
     assert canonical_text("한국어 텍스트") == "한국어 텍스트"  # Hangul is written with spaces
+    assert canonical_text("ｶﾀｶﾅ𚿰", nfkc=False) == "ｶ ﾀ ｶ ﾅ 𚿰"  # half-width kana and Kana Extended-B too
     assert shingles("a b c d e f", 5) == [b"a b c d e", b"b c d e f"]
     assert shingles("ab c", 3, unit="char") == [b"ab ", b"b c"]
 
