@@ -319,6 +319,7 @@ def rate_points(series: Sequence[tuple[str, list[dict]]], xlabel: str, groups: S
     m = len(series)
     step = min(0.12, 0.5 / max(m - 1, 1))  # horizontal dodge between models, so error bars stay apart
     markers = "osD^vP*X"
+    handles, names = [], []
     for i, (label, rows) in enumerate(series):
         by = {r["group"]: r for r in rows}
         off = (i - (m - 1) / 2) * step
@@ -332,8 +333,9 @@ def rate_points(series: Sequence[tuple[str, list[dict]]], xlabel: str, groups: S
             lo.append(max(float(r["rate"]) - float(r["lower"]), 0.0))
             hi.append(max(float(r["upper"]) - float(r["rate"]), 0.0))
         if xs:
-            ax.errorbar(xs, ys, yerr=[lo, hi], fmt=markers[i % len(markers)] + ("-" if m > 1 else ""),
-                        capsize=3, markersize=5, linewidth=1.3, label=label)
+            handles.append(ax.errorbar(xs, ys, yerr=[lo, hi], fmt=markers[i % len(markers)] + ("-" if m > 1 else ""),
+                                       capsize=3, markersize=5, linewidth=1.3))
+            names.append(label)
     ax.set_xticks(x, groups)
     ax.set_xlim(-0.6, len(groups) - 0.4)
     ax.set_ylim(-0.02, 1.02)
@@ -341,8 +343,10 @@ def rate_points(series: Sequence[tuple[str, list[dict]]], xlabel: str, groups: S
     ax.set_xlabel(xlabel)
     ax.set_ylabel("extractable rate (95% CI)")
     ax.grid(True, axis="y", alpha=0.3)
-    if m > 1:
-        fig.legend(loc="outside upper center", ncols=min(m, 4), fontsize=9, frameon=False)
+    if m > 1:  # labels as given: passed explicitly (a leading "_" is not hidden), no mathtext ("$")
+        legend = fig.legend(handles, names, loc="outside upper center", ncols=min(m, 4), fontsize=9, frameon=False)
+        for text in legend.get_texts():
+            text.set_parse_math(False)
     return _png(fig)
 
 

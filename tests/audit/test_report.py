@@ -480,3 +480,20 @@ def test_cli_report_refuses_an_out_that_is_an_input_directory(dirs, tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--out" in err[0] and str(dirs[where]) in err[0], err
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_comparison_plot_shows_every_label_as_given(dirs, tmp_path):
+    """Labels are the user's text in the plot's legend too. matplotlib dropped the legend entry
+    of a label starting with '_' (labels _raw _dedup gave a plot with no legend) and parsed
+    '$...$' as mathtext (an unparsable one ended the report in a ParseSyntaxException)."""
+    from audit import plots
+
+    rows = [{"group": "1", "n": 4, "k": 1, "rate": 0.25, "lower": 0.05, "upper": 0.7}]
+
+    def png(a, b):
+        return plots.rate_points([(a, rows), (b, rows)], "x", ["1"])
+
+    assert png("_raw", "_dedup") != png("_raw2", "_dedup2")  # the legend is drawn
+    assert png("a$x$", "b") != png("a$y$", "b")
+    page = comparison_report([dirs["raw"], dirs["dedup"]], ["_raw", "cost $\\frac$"], tmp_path / "c.html")
+    assert "cost $\\frac$" in page.read_text(encoding="utf-8")
