@@ -450,9 +450,11 @@ def model_report(
         subtitle.append(f"model <code>{esc(model.get('path') or model.get('name'))}</code>")
     write_page(out, title, subtitle, "\n".join(s for s in sections if s))
     summary_out = report_json(out)
-    if (a.path / SUMMARY).exists():
+    if set(a.summary) <= set(io.json_or_empty(a.path / SUMMARY)):
         io.write_bytes_atomic(summary_out, (a.path / SUMMARY).read_bytes())
-    else:
-        io.write_json_atomic(summary_out, {"headline": a.headline(), "note": "the audit had no summary.json"})
+    else:  # sections the page derived from per_sequence.parquet: the JSON holds them too
+        io.write_json_atomic(summary_out, {**a.summary, "headline": a.headline(),
+                                           "note": "sections missing from the audit's summary.json derived from "
+                                                   "per_sequence.parquet"})
     return out
 

@@ -122,9 +122,10 @@ def test_model_report_is_self_contained_with_all_sections(dirs, tmp_path):
     roc = stats.roc_auc(-np.linspace(0.1, 3.0, 10), np.arange(10) < 7)
     assert f"{roc:.3f}" in page
     assert "93.0%" in page  # placebo cells covering 0
-    # the audit's summary.json is copied next to the page
-    assert json.loads((tmp_path / "out" / "raw.summary.json").read_text()) == json.loads(
-        (dirs["raw"] / "summary.json").read_text())
+    # the audit's summary.json is next to the page (with the sections the page derived: this one lacks some)
+    own = json.loads((dirs["raw"] / "summary.json").read_text())
+    beside = json.loads((tmp_path / "out" / "raw.summary.json").read_text())
+    assert {k: beside[k] for k in own} == own
 
 
 def test_model_report_without_pythia_members_or_profile(dirs, tmp_path):
@@ -497,3 +498,21 @@ def test_comparison_plot_shows_every_label_as_given(dirs, tmp_path):
     assert png("a$x$", "b") != png("a$y$", "b")
     page = comparison_report([dirs["raw"], dirs["dedup"]], ["_raw", "cost $\\frac$"], tmp_path / "c.html")
     assert "cost $\\frac$" in page.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("summary", ["partial", "none"])
+def test_page_json_holds_the_sections_derived_for_the_page(dirs, tmp_path, summary):
+    """An audit whose summary.json lacks sections (an older or hand-made one) or has none: the page
+    shows them derived from per_sequence.parquet, and the JSON beside the page must hold them too.
+    Before, it was the partial summary.json copied as is, or the headline alone, while the page
+    showed by-bucket rates and membership AUCs found in no JSON."""
+    if summary == "none":
+        (dirs["raw"] / "summary.json").unlink()
+    page = model_report(dirs["raw"], tmp_path / "raw.html").read_text(encoding="utf-8")
+    data = json.loads((tmp_path / "raw.summary.json").read_text())
+    auc = data["membership"]["scores"]["loss"]["roc_auc"]
+    assert f'<td>loss</td><td class="num">{auc:.3f}</td>' in page
+    for r in data["extractable_by_duplicates"]:
+        assert f"<td>{r['group']}</td><td class=\"num\">{r['n']:,}</td><td class=\"num\">{r['k']:,}</td>" in page
+    ex = data["extractable"]
+    assert f"{ex['k']:,} of {ex['n']:,}" in page
