@@ -309,7 +309,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from audit.layout import COMPARISON_PAGE, SUMMARY, report_json
     from audit.report.comparison import comparison_report
     from audit.report.model import model_report
-    from dedup.io import json_or_empty, read_json, write_stage_manifest
+    from dedup.io import json_or_empty, read_json, read_manifest, write_stage_manifest
 
     audits = args.audits
     labels = args.labels or [a.resolve().name or "audit" for a in audits]
@@ -354,6 +354,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
             decoders[i] = lambda ids, t=tok: t.decode(list(ids), skip_special_tokens=False)
 
     _refuse_out_in_inputs(args.out, [*audits, *args.profile_dir, *([args.dedup_dir] if args.dedup_dir else [])])
+    prior = read_manifest(args.out) if args.out.is_dir() else None  # the report's manifest.json would replace it
+    if prior is not None and prior["stage"] != "report":
+        raise ConfigError(f"--out {args.out} holds a {prior['stage']} output (manifest.json); choose another path")
     # read before anything is written: a missing or damaged file is exit 2, one line, no pages
     exposure = read_json(args.checks).get("exposure_by_copies") if args.checks is not None else None
     args.out.mkdir(parents=True, exist_ok=True)

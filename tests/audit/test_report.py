@@ -516,3 +516,22 @@ def test_page_json_holds_the_sections_derived_for_the_page(dirs, tmp_path, summa
         assert f"<td>{r['group']}</td><td class=\"num\">{r['n']:,}</td><td class=\"num\">{r['k']:,}</td>" in page
     ex = data["extractable"]
     assert f"{ex['k']:,} of {ex['n']:,}" in page
+
+
+@pytest.mark.parametrize("stage", ["audit", "dedup"])
+def test_cli_report_refuses_an_out_holding_another_stages_output(dirs, tmp_path, capsys, stage):
+    """--out naming an audit or dedup output that is not an input of this report replaced its
+    manifest.json by the report's (the audit's model path gone: forecast then took another rule
+    for 'seen'): exit 2, one line, nothing written. A report directory is reused."""
+    from pipelines.cli import main
+
+    other = dirs["dedup_dir"] if stage == "dedup" else _write_audit(tmp_path / "other", [True, False], buckets=["1"] * 2)
+    if stage == "audit":
+        (other / "manifest.json").write_text(json.dumps({"stage": "audit", "model": "/models/other"}))
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    rc = main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--out", str(other)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--out" in err[0] and str(other) in err[0], err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    for _ in range(2):  # an earlier report's directory: rerun in place
+        assert main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--out", str(tmp_path / "rep")]) == 0
