@@ -272,10 +272,10 @@ def _profile_section(profile_dir: Path) -> str:
     if band:
         parts.append(
             f"<p>Significance uses a simultaneous 95% band over all {integer(band.get('cells'))} cells (critical value "
-            f"{num(band.get('critical_value'))} standard errors, the multiplier-bootstrap max-t band of Callaway &amp; "
-            "Sant'Anna as in the <code>differences</code> package): the chance that any cell without an effect is flagged "
-            f"is 5%. {integer(band.get('significant_cells'))} cells are significant. Lead cells (before treatment, "
-            "negative event time) test no anticipation and parallel trends: "
+            f"{num(band.get('critical_value'))} standard errors, the max-t band of Callaway &amp; Sant'Anna as in the "
+            "<code>differences</code> package, here from the instance bootstrap's draws): the chance that any cell "
+            f"without an effect is flagged is 5%. {integer(band.get('significant_cells'))} cells are significant. "
+            "Lead cells (before treatment, negative event time) test no anticipation and parallel trends: "
             f"{integer(band.get('significant_lead_cells'))} of {integer(band.get('lead_cells'))} are significant "
             "(0 expected).</p>")
     cohorts = summ.get("cohorts") or []

@@ -349,6 +349,8 @@ def test_profile_page_shows_band_leads_event_time_curve_and_cohort_sizes(dirs, t
     (prof / "event_time.png").write_bytes(plots.event_time_curve(curve))
     page = model_report(dirs["raw"], tmp_path / "p.html", profile_dir=prof).read_text(encoding="utf-8")
     assert "simultaneous 95% band" in page and "2.71" in page
+    # the band comes from the instance bootstrap's draws (README, audit.profile), not a multiplier bootstrap
+    assert "multiplier-bootstrap" not in page and "instance bootstrap" in page
     assert "Lead cells" in page and "0 of 3" in page
     assert "Event-time curve" in page and "0.610" in page and "0.400 – 0.820" in page
     assert "<td>37</td>" in page or ">37<" in page  # cohort size
