@@ -359,6 +359,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {args.out} holds a {prior['stage']} output (manifest.json); choose another path")
     # read before anything is written: a missing or damaged file is exit 2, one line, no pages
     exposure = read_json(args.checks).get("exposure_by_copies") if args.checks is not None else None
+    for entry in [*prior.get("pages", []), prior.get("comparison") or {}] if prior else []:  # an earlier report's
+        for name in (entry.get("page"), entry.get("numbers")):  # files go: this one may not rewrite them all
+            if name:
+                (args.out / Path(name).name).unlink(missing_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     pages = []
     for i, (a, lab, f) in enumerate(zip(audits, labels, files)):

@@ -556,3 +556,17 @@ def test_pages_are_byte_identical_whenever_made_and_control_characters_are_repla
         pages.append((tmp_path / f"p{t}.html").read_bytes())
     assert pages[0] == pages[1]
     assert page.esc("a\x00b\x1bc\td\x7f<") == "a\ufffdb\ufffdc\td\ufffd&lt;"
+
+
+def test_a_report_rerun_in_its_directory_removes_the_pages_it_no_longer_writes(dirs, tmp_path):
+    """report A B --labels A B, then report A --labels C into the same --out left A.html,
+    B.html and comparison.html beside C.html, listed by no manifest: a reader took the stale
+    comparison for the current one. The earlier report's own files (its manifest lists them)
+    go; anything else in the directory stays."""
+    from pipelines.cli import main
+
+    out = tmp_path / "rep"
+    assert main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--labels", "A", "B", "--out", str(out)]) == 0
+    (out / "notes.txt").write_text("mine")
+    assert main(["report", str(dirs["raw"]), "--labels", "C", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["C.html", "C.summary.json", "manifest.json", "notes.txt"]
