@@ -193,6 +193,10 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
         if not f.exists():
             raise InputError(d, f"not an audit output (no {PER_SEQUENCE})")
         tables.append(pq.read_table(f).to_pandas())
+        if {"doc_id", "token_offset"} <= set(tables[-1].columns) and \
+                tables[-1][["doc_id", "token_offset"]].isna().any().any():
+            raise InputError(d, "sequences without a document (null doc_id or token_offset: an audit of --sequences "
+                                "given by tokens) cannot be matched with another audit's")
     if all({"prompt", "truth"} <= set(t.columns) for t in tables):  # the same (doc_id, token_offset), other tokens?
         keys = ["doc_id", "token_offset"]
         a, b = ((t[keys].assign(w=[f"{list(p)}{list(q)}" for p, q in zip(t["prompt"], t["truth"])])) for t in tables)

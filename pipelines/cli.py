@@ -296,6 +296,9 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
     if args.out:
         _refuse_out_in_inputs(args.out, [args.first, args.second])
     fc = forecast_audits(args.first, args.second)
+    if fc["n"] == 0:
+        print(f"note: the two audits share no sequence (doc_id, token_offset) that both count as seen "
+              f"({fc['seen']}): nothing to compare", file=sys.stderr)
     if args.out:
         write_json_atomic(args.out, fc)
     _emit(args, fc, lambda: print(f"{fc['n']} sequences seen by both: precision {fc['precision']}, "

@@ -70,3 +70,22 @@ def test_forecast_seen_means_trained_by_the_earlier_checkpoint(tmp_path):
     fc = forecast_audits(tmp_path / "early", tmp_path / "final")
     assert fc["n"] == 2 and fc["fn"] == 0 and fc["recall"] == 1.0  # b is not yet seen at step 200
     assert fc["seen"].startswith("trained at or before step 200")
+
+
+def test_forecast_names_what_it_cannot_match(tmp_path, capsys):
+    """An audit of --sequences given by tokens alone has no doc_id: forecast failed with 'first
+    table has missing keys', naming neither directory nor cause. Two audits of different
+    documents gave n = 0 and exit 0 without a word; the command now says so."""
+    from pipelines.cli import main
+
+    _audit_dir(tmp_path / "a", tmp_path / "m1", [True, False, False])
+    _audit_dir(tmp_path / "b", tmp_path / "m2", [True, True, False])
+    pq.write_table(pa.table({"doc_id": ["x", "y", "z"], "token_offset": [0, 0, 0], "extractable": [True] * 3}),
+                   tmp_path / "b" / "per_sequence.parquet")  # other documents
+    assert main(["forecast", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert "share no sequence" in capsys.readouterr().err
+    pq.write_table(pa.table({"doc_id": pa.array([None, None], pa.string()), "token_offset": [None, None],
+                             "extractable": [True, False]}), tmp_path / "b" / "per_sequence.parquet")
+    assert main(["forecast", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / "b") in err[0] and "doc_id" in err[0], err
