@@ -268,17 +268,20 @@ def removed_accounting(dedup_manifest: dict, reason_of: dict[tuple[str, int], st
     came from it: the ``dedup`` entry of comparison.json (see
     :func:`audit.report.comparison.comparison_report`). ``reason_of``: (shard, row) -> removal
     reason of every removed row (removed.parquet); ``shard``, ``row``, ``extractable``: the
-    model's sequences, from a removed document when their (shard, row) is in ``reason_of``.
+    model's sequences, from a removed document when their (shard, row) is in ``reason_of``;
+    ``sequences_located``: those whose (shard, row) is known (not an audit of ``--sequences``
+    given by tokens alone); with none, the counts from removed documents are None (unknown).
     """
     tot = dedup_manifest.get("totals") or {}
     removed_by = dict(tot.get("removed") or {})
     total, kept = tot.get("rows"), tot.get("kept")
     ex = np.asarray(extractable, dtype=bool)
     counts: dict[str, int] = {}
-    n_from_removed = sampled_removed = 0
+    n_from_removed = sampled_removed = located = 0
     for s, r, flag in zip(shard, row, ex):
         if s is None or r is None or (isinstance(r, float) and math.isnan(r)):
             continue
+        located += 1
         reason = reason_of.get((str(s), int(r)))
         if reason is None:
             continue
@@ -296,10 +299,11 @@ def removed_accounting(dedup_manifest: dict, reason_of: dict[tuple[str, int], st
         "first_model": {
             "label": label,
             "sequences": int(ex.size),
-            "sequences_from_removed_documents": sampled_removed,
+            "sequences_located": located,
+            "sequences_from_removed_documents": sampled_removed if located else None,
             "extractable": k,
-            "extractable_from_removed_documents": n_from_removed,
-            "extractable_from_removed_fraction": n_from_removed / k if k else None,
+            "extractable_from_removed_documents": n_from_removed if located else None,
+            "extractable_from_removed_fraction": n_from_removed / k if k and located else None,
             "extractable_from_removed_by_reason": counts,
         },
     }

@@ -115,7 +115,8 @@ def comparison_report(
          "by_dedup_status": [... same shape, "status" instead of "bucket" ...],
          "dedup": null | {"documents_total", "documents_kept", "documents_kept_fraction", "documents_removed",
                           "removed_by_reason": {"exact", "near"},
-                          "first_model": {"label", "sequences", "sequences_from_removed_documents", "extractable",
+                          "first_model": {"label", "sequences", "sequences_located",
+                                          "sequences_from_removed_documents", "extractable",
                                           "extractable_from_removed_documents", "extractable_from_removed_fraction",
                                           "extractable_from_removed_by_reason": {reason: count}}}}
 

@@ -570,3 +570,20 @@ def test_a_report_rerun_in_its_directory_removes_the_pages_it_no_longer_writes(d
     (out / "notes.txt").write_text("mine")
     assert main(["report", str(dirs["raw"]), "--labels", "C", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["C.html", "C.summary.json", "manifest.json", "notes.txt"]
+
+
+def test_sequences_of_unknown_documents_are_not_counted_as_kept_ones():
+    """An audit of --sequences given by tokens has no shard and row: the comparison page said
+    '0 ... from documents dedup removed, 0.0% of them', as if every such sequence came from a
+    kept document. Unknown is n/a (None); sequences whose document is known are counted."""
+    from audit.aggregate import removed_accounting
+
+    manifest = {"totals": {"rows": 10, "kept": 8, "removed": {"exact": 2}}}
+    none = removed_accounting(manifest, {("a", 1): "exact"}, [None] * 3, [None] * 3, np.array([1, 1, 0], bool), "A")
+    fm = none["first_model"]
+    assert fm["extractable"] == 2 and fm["sequences_located"] == 0
+    assert fm["sequences_from_removed_documents"] is None and fm["extractable_from_removed_documents"] is None
+    assert fm["extractable_from_removed_fraction"] is None
+    some = removed_accounting(manifest, {("a", 1): "exact"}, ["a", None, "a"], [1, None, 2], np.array([1, 1, 0], bool),
+                              "A")["first_model"]
+    assert (some["sequences_located"], some["sequences_from_removed_documents"], some["extractable_from_removed_documents"]) == (2, 1, 1)
