@@ -50,6 +50,7 @@ from datatrove.pipeline.writers.disk_base import DiskWriter
 
 from dedup.config import DedupConfig
 from dedup.index import KEEP, REASON_LABELS
+from dedup.io import StateError
 from dedup.index_dir import INDEX_FILE
 from dedup.streaming import Deduplicator
 
@@ -100,9 +101,13 @@ class LSHBloomDedup(BaseFilter):
             raise ValueError(
                 f"{self.name}: a one-pass dedup over {world_size} tasks needs one index they share: run with tasks=1, "
                 "or give index_dir and run the tasks one at a time (LocalPipelineExecutor(..., workers=1))")
+        fresh = self.index_dir is not None and not (self.index_dir / INDEX_FILE).exists()
         self._dedup = self._open()
         yield from super().run(data, rank, world_size)
         if self.index_dir is not None:
+            if fresh and (self.index_dir / INDEX_FILE).exists():
+                raise StateError(f"{self.index_dir}: another rank saved an index there while this one ran (run the "
+                                 "ranks one at a time: workers=1); rerun this task to decide against it")
             self._dedup.save(self.index_dir)
 
     def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:

@@ -146,3 +146,22 @@ def test_bad_settings_and_bad_text_are_one_clear_error():
     run = step.run(iter([Document(text="fine text here", id="ok"), Document(text="x\ud800y", id="doc-7")]))
     with pytest.raises(ValueError, match=r"document 'doc-7'.*surrogate"):
         list(run)
+
+
+def test_overlapping_ranks_on_an_empty_index_directory_fail_as_documented(tmp_path):
+    """Two ranks that overlap on an index directory that is empty when both open it: the second
+    save was refused with advice for Deduplicator users ('save to a new directory, or load that
+    index and add to it'); the module docstring promises StateError, whose rerun then decides
+    against the first rank's index."""
+    from datatrove.data import Document
+
+    from dedup.io import StateError
+
+    steps = [LSHBloomDedup(index_dir=tmp_path / "idx") for _ in range(2)]
+    runs = [s.run(iter([Document(text=f"rank {r} text number one two three", id=str(r))]), rank=r, world_size=2)
+            for r, s in enumerate(steps)]
+    for run in runs:
+        next(run)  # both ranks open the (empty) directory before either saves
+    list(runs[0])
+    with pytest.raises(StateError, match="another rank"):
+        list(runs[1])
