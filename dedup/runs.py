@@ -5,8 +5,9 @@ Every dedup run, fused or staged, starts with :func:`prepare` and ends with
 run is already done, may resume, or must start over. The protocol:
 
 1. **Inputs** (:func:`discover`): files, directories (walked recursively, following
-   symlinked directories, skipping hidden names and the ``cache-*.arrow`` files that
-   Hugging Face ``datasets`` writes beside a dataset) and globs, in *canonical order*: sorted
+   symlinked directories, skipping hidden names, ``.json`` files and the ``cache-*.arrow``
+   files that Hugging Face ``datasets`` writes beside a dataset) and globs (``.json`` files
+   only for a pattern ending in ``.json``), in *canonical order*: sorted
    by absolute path *as given* (links are not resolved, so the same rows reached through
    links or as copies give the same decisions and the same output names). A file reached
    twice (named twice, or through a link to a file also listed) is read once.
@@ -165,7 +166,7 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
             new = [p]
         elif glob.has_magic(s):
             new = [m for m in map(Path, glob.glob(s, recursive=True)) if m.is_file() and format_of(m)
-                   and not inside(m, out)]
+                   and not inside(m, out) and (s.endswith(".json") or not is_plain_json(m))]  # .json: when named
             if not new:
                 raise InputError(s, "glob matches no .parquet, .arrow or .jsonl files (outside --out)")
         elif os.path.lexists(p):

@@ -170,3 +170,15 @@ def test_a_run_completed_under_the_earlier_word_definition_is_not_taken_as_done(
     with pytest.raises(OutputExistsError, match="word definition"):
         dedup_files([tmp_path / "a.parquet"], tmp_path / "o")
     assert dedup_files([tmp_path / "a.parquet"], tmp_path / "o", force=True)["identity"]["words"] == 2
+
+
+def test_a_glob_takes_json_files_only_when_its_pattern_names_them(tmp_path):
+    """`memdedup dedup 'corpus/*'` read the corpus's manifest.json (from `memdedup generate`) as
+    a JSON-lines shard and stopped with exit 2: a glob took plain .json files, which directory
+    walks skip. Now a glob takes them only when its pattern ends in .json."""
+    from dedup.runs import discover
+
+    pq.write_table(pa.table({"text": ["a b c"]}), tmp_path / "a.parquet")
+    (tmp_path / "manifest.json").write_text('{"text": "not a shard"}\n')
+    assert [s.name for s in discover([str(tmp_path / "*")])] == ["a.parquet"]
+    assert [s.name for s in discover([str(tmp_path / "*.json")])] == ["manifest.json"]
