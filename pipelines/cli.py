@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("execution (see README: Running on a cluster)")
     g.add_argument("--engine", choices=("auto", "fused", "staged"), default="auto",
                    help="fused: one process; staged: three Dask stages; auto (default): staged when "
-                        "--workers/--scheduler/--index-dir/--band-splits is given or the inputs exceed 1 GB")
+                        "--workers/--scheduler/--index-dir/--band-splits is given or the inputs exceed 1 GiB")
     g.add_argument("--workers", type=int, help="staged: worker processes of the local cluster (default: cores)")
     g.add_argument("--threads-per-worker", type=int, default=1,
                    help="staged: tasks per worker at once (default: %(default)s)")
@@ -148,7 +148,7 @@ AUTO_STAGED_BYTES = 1 << 30
 
 
 def choose_engine(args: argparse.Namespace) -> str:
-    """``auto``: staged if any cluster option is given or the inputs exceed 1 GB."""
+    """``auto``: staged if any cluster option is given or the inputs exceed 1 GiB (2^30 bytes)."""
     if args.engine != "auto":
         return args.engine
     if args.workers or args.scheduler or args.index_dir or args.band_splits > 1:
