@@ -304,3 +304,59 @@ def test_a_completion_record_of_another_run_is_not_taken_as_done(tmp_path):
     resumed = dedup_staged([tmp_path / "y"], out, config)
     clean = dedup_staged([tmp_path / "y"], tmp_path / "clean", config)
     assert resumed["totals"] == clean["totals"] and _bytes(out) == _bytes(tmp_path / "clean")
+
+
+def test_serial_stages_write_the_fused_engines_bytes_on_chinese_japanese_and_korean_text(tmp_path):
+    """Han and kana code points are words by themselves (dedup.normalize.WORDS = 2). On real
+    text, the CJK test files that ship with Python (test/cjkencodings: Chinese, Japanese and
+    Korean, with Latin words between), cut into lines and whole files in Parquet and JSON Lines
+    shards, with planted copies (case and spacing changed) and Chinese and Japanese documents
+    with one or two characters edited: the serial stages write the fused engine's bytes, every
+    row is kept or listed as removed, the copies are exact and the edited documents near
+    duplicates."""
+    import json
+    import random
+    import sysconfig
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = sorted((Path(sysconfig.get_paths()["stdlib"]) / "test" / "cjkencodings").glob("*-utf8.txt"))
+    texts = {f.name.removesuffix("-utf8.txt"): f.read_text(encoding="utf-8") for f in files}
+    assert {"gb2312", "gbk", "euc_jp", "euc_kr"} <= set(texts)
+    docs = [(f"{name}#{k}", line) for name, t in texts.items() for k, line in enumerate(t.splitlines()) if line.strip()]
+    docs += [(name, t) for name, t in texts.items()]
+    rng = random.Random(0)
+    rng.shuffle(docs)
+
+    def edited(text: str, k: int) -> str:
+        chars = list(text)
+        for i in rng.sample([i for i, ch in enumerate(chars) if "\u4e00" <= ch <= "\u9fff"], k):
+            chars[i] = "一" if chars[i] != "一" else "二"
+        return "".join(chars)
+
+    planted = {"zh~1": edited(texts["gb2312"] + texts["gbk"], 1), "ja~2": edited(texts["euc_jp"], 2),
+               "ko~copy": "  " + texts["euc_kr"].upper().replace("\n", " \t "), "zh~copy": texts["gb18030"] + "!"}
+    docs.insert(len(docs) // 2, ("gb2312+gbk", texts["gb2312"] + texts["gbk"]))
+    docs += list(planted.items())
+    (tmp_path / "in").mkdir()
+    third = len(docs) // 3
+    for k, part in enumerate((docs[:third], docs[third:2 * third], docs[2 * third:])):
+        ids, rows = [d[0] for d in part], [d[1] for d in part]
+        if k == 1:
+            (tmp_path / "in" / "b.jsonl").write_text(
+                "".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n" for i, t in zip(ids, rows)),
+                encoding="utf-8")
+        else:
+            pq.write_table(pa.table({"id": ids, "text": rows}), tmp_path / "in" / f"{'ac'[k // 2]}.parquet")
+    config = DedupConfig(batch_rows=16)
+    staged = dedup_staged([tmp_path / "in"], tmp_path / "s", config)
+    fused = dedup_files([tmp_path / "in"], tmp_path / "f", config, threads=1)
+    assert _bytes(tmp_path / "s") == _bytes(tmp_path / "f")
+    assert staged["totals"] == fused["totals"] and staged["totals"]["rows"] == len(docs)
+    removed = pq.read_table(tmp_path / "f" / "removed.parquet").to_pylist()
+    kept = [i for p in sorted((tmp_path / "f" / "kept").iterdir()) for i in pq.read_table(p).column("id").to_pylist()]
+    assert sorted(kept + [r["id"] for r in removed]) == sorted(d[0] for d in docs)
+    reasons = {r["id"]: r["reason"] for r in removed}
+    assert {i: reasons.get(i) for i in planted} == {"zh~1": "near", "ja~2": "near", "ko~copy": "exact",
+                                                    "zh~copy": "exact"}
