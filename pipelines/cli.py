@@ -366,25 +366,55 @@ def _cmd_report(args: argparse.Namespace) -> int:
         for name in (entry.get("page"), entry.get("numbers")):  # files go: this one may not rewrite them all
             if name:
                 (args.out / Path(name).name).unlink(missing_ok=True)
+    made_out = not args.out.exists()
     args.out.mkdir(parents=True, exist_ok=True)
-    pages = []
-    for i, (a, lab, f) in enumerate(zip(audits, labels, files)):
-        prof = args.profile_dir[i] if i < len(args.profile_dir) else None
-        page = model_report(a, args.out / f"{f}.html", profile_dir=prof, title=f"Memorization audit: {lab}",
-                            decode=decoders[i])
-        pages.append({"label": lab, "audit": str(a), "page": page.name,
-                      "numbers": report_json(page).name})
-    comparison = None
-    if len(audits) >= 2:
-        page = comparison_report(audits, labels, args.out / COMPARISON_PAGE, dedup_dir=args.dedup_dir,
-                                 title=args.title, exposure=exposure)
-        comparison = {"page": page.name, "numbers": report_json(page, comparison=True).name}
-    elif args.dedup_dir is not None:
-        print("note: --dedup-dir is used by the comparison page, which needs at least two audits", file=sys.stderr)
-    manifest = write_stage_manifest(args.out, "report", {
-        "pages": pages, "comparison": comparison, "dedup_dir": str(args.dedup_dir) if args.dedup_dir else None,
-        "profile_dirs": [str(p) for p in args.profile_dir],
-        "checks": str(args.checks) if args.checks else None}, versions=False)
+    # a report failing part-way left the pages already written, listed by no manifest: on any
+    # exception the files this run wrote go (a file it had not yet replaced stays), then it re-raises
+    targets = {}
+
+    def _stat(p: Path):
+        try:
+            st = p.stat()
+            return st.st_ino, st.st_mtime_ns
+        except FileNotFoundError:
+            return None
+
+    def claim(*paths: Path) -> None:
+        for p in paths:
+            targets.setdefault(p, _stat(p))
+
+    try:
+        pages = []
+        for i, (a, lab, f) in enumerate(zip(audits, labels, files)):
+            prof = args.profile_dir[i] if i < len(args.profile_dir) else None
+            claim(args.out / f"{f}.html", report_json(args.out / f"{f}.html"))
+            page = model_report(a, args.out / f"{f}.html", profile_dir=prof, title=f"Memorization audit: {lab}",
+                                decode=decoders[i])
+            pages.append({"label": lab, "audit": str(a), "page": page.name,
+                          "numbers": report_json(page).name})
+        comparison = None
+        if len(audits) >= 2:
+            claim(args.out / COMPARISON_PAGE, report_json(args.out / COMPARISON_PAGE, comparison=True))
+            page = comparison_report(audits, labels, args.out / COMPARISON_PAGE, dedup_dir=args.dedup_dir,
+                                     title=args.title, exposure=exposure)
+            comparison = {"page": page.name, "numbers": report_json(page, comparison=True).name}
+        elif args.dedup_dir is not None:
+            print("note: --dedup-dir is used by the comparison page, which needs at least two audits", file=sys.stderr)
+        manifest = write_stage_manifest(args.out, "report", {
+            "pages": pages, "comparison": comparison, "dedup_dir": str(args.dedup_dir) if args.dedup_dir else None,
+            "profile_dirs": [str(p) for p in args.profile_dir],
+            "checks": str(args.checks) if args.checks else None}, versions=False)
+    except BaseException:
+        for p, before in targets.items():
+            now = _stat(p)
+            if now is not None and now != before:
+                p.unlink(missing_ok=True)
+        if made_out:
+            try:
+                args.out.rmdir()  # only if empty
+            except OSError:
+                pass
+        raise
 
     def human() -> None:
         for p in pages:

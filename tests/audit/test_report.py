@@ -587,3 +587,37 @@ def test_sequences_of_unknown_documents_are_not_counted_as_kept_ones():
     some = removed_accounting(manifest, {("a", 1): "exact"}, ["a", None, "a"], [1, None, 2], np.array([1, 1, 0], bool),
                               "A")["first_model"]
     assert (some["sequences_located"], some["sequences_from_removed_documents"], some["extractable_from_removed_documents"]) == (2, 1, 1)
+
+
+@pytest.mark.parametrize("fails", ["second_page", "comparison"])
+def test_a_report_that_fails_part_way_removes_the_pages_it_wrote(dirs, tmp_path, monkeypatch, capsys, fails):
+    """A later page raising left the pages already written in --out, listed by no manifest
+    (a half-written report). The files this run wrote go; anything else in --out stays."""
+    import audit.report.comparison
+    import audit.report.model
+    from pipelines.cli import main
+
+    def boom(*a, **k):
+        raise ValueError("boom")
+
+    if fails == "comparison":
+        monkeypatch.setattr(audit.report.comparison, "comparison_report", boom)
+    else:
+        real, calls = audit.report.model.model_report, []
+
+        def second_fails(audit_dir, out, **k):
+            calls.append(out)
+            if len(calls) % 2 == 0:
+                real(audit_dir, out, **k)  # the page and its JSON are written, then it fails
+                raise ValueError("boom")
+            return real(audit_dir, out, **k)
+
+        monkeypatch.setattr(audit.report.model, "model_report", second_fails)
+    out = tmp_path / "rep"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    rc = main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--labels", "raw", "dedup", "--out", str(out)])
+    assert rc == 2 and "boom" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    rc = main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--labels", "raw", "dedup", "--out", str(tmp_path / "new")])
+    assert rc == 2 and not (tmp_path / "new").exists()
