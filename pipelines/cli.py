@@ -307,6 +307,7 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    import hashlib
     import re
 
     from audit.layout import COMPARISON_PAGE, SUMMARY, report_json
@@ -323,6 +324,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if len(set(labels)) != len(labels):
         raise ConfigError(f"--labels must be distinct, got {labels}")
     files = [re.sub(r"[^A-Za-z0-9._-]+", "_", lab).strip("._") or f"audit-{i + 1}" for i, lab in enumerate(labels)]
+    # a long label made a file name too long (ENAMETOOLONG): cut to 100 characters, the full label's hash appended
+    files = [f if len(f) <= 100 else f"{f[:91]}-{hashlib.sha256(lab.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+             for f, lab in zip(files, labels)]
     if len(set(files)) != len(files) or COMPARISON_PAGE.removesuffix(".html") in files:
         files = [f"{i + 1}-{f}" for i, f in enumerate(files)]
     if len(args.profile_dir) > len(audits):

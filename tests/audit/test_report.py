@@ -621,3 +621,21 @@ def test_a_report_that_fails_part_way_removes_the_pages_it_wrote(dirs, tmp_path,
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     rc = main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--labels", "raw", "dedup", "--out", str(tmp_path / "new")])
     assert rc == 2 and not (tmp_path / "new").exists()
+
+
+def test_long_labels_give_capped_distinct_file_names(dirs, tmp_path):
+    """A label of 250+ characters made a file name too long (ENAMETOOLONG, a partial report).
+    Names from labels are capped at 100 characters, a hash of the full label appended when
+    cut; the pages still show the label in full."""
+    from pipelines.cli import main
+
+    labels = ["m" * 300 + "-raw", "m" * 300 + "-dedup"]
+    out = tmp_path / "rep"
+    assert main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--labels", *labels, "--out", str(out)]) == 0
+    pages = [p["page"] for p in json.loads((out / "manifest.json").read_text())["pages"]]
+    assert len(set(pages)) == 2 and all(len(p.removesuffix(".html")) <= 100 for p in pages), pages
+    for page, label in zip(pages, labels):
+        assert label in (out / page).read_text(encoding="utf-8")
+    shutil.rmtree(out)
+    assert main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--labels", *labels, "--out", str(out)]) == 0
+    assert [p["page"] for p in json.loads((out / "manifest.json").read_text())["pages"]] == pages  # deterministic
