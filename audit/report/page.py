@@ -121,6 +121,7 @@ figcaption { font-size: .9rem; color: var(--muted); margin-top: .5rem; max-width
 table { border-collapse: collapse; font-size: .9rem; font-variant-numeric: tabular-nums; }
 th, td { border-bottom: 1px solid var(--line); padding: .35rem .6rem; text-align: left; vertical-align: top; }
 th { background: var(--bg-soft); font-weight: 600; }
+td { overflow-wrap: anywhere; }  /* a long id or unbroken text stays in its column */
 td.num, th.num { text-align: right; white-space: nowrap; }
 .strong { font-weight: 600; }
 .nowrap { white-space: nowrap; }

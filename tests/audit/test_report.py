@@ -639,3 +639,11 @@ def test_long_labels_give_capped_distinct_file_names(dirs, tmp_path):
     shutil.rmtree(out)
     assert main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--labels", *labels, "--out", str(out)]) == 0
     assert [p["page"] for p in json.loads((out / "manifest.json").read_text())["pages"]] == pages  # deterministic
+
+
+def test_table_cells_wrap_long_unbroken_text():
+    """A 5000-character doc id in the top-sequences table ran out of its column: table cells
+    may break anywhere (no browser here: the stylesheet is checked)."""
+    from audit.report import page
+
+    assert re.search(r"(^|\n)td\s*\{[^}]*overflow-wrap:\s*anywhere", page.CSS)
