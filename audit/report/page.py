@@ -38,11 +38,13 @@ def score_label(name: str) -> str:
 # ---- Formatting
 
 
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def esc(x) -> str:
-    """HTML-escaped text; control characters (NUL, ESC, ...: parse errors in HTML) as U+FFFD."""
+    """HTML-escaped text; control characters (NUL, ESC, ...: parse errors in HTML) and bidi
+    embedding, override and isolate controls (an unclosed U+202E reversed the rest of the
+    line; attributes cannot be isolated) as U+FFFD."""
     return _CONTROL.sub("\ufffd", html.escape(str(x), quote=True))
 
 

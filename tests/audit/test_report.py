@@ -647,3 +647,16 @@ def test_table_cells_wrap_long_unbroken_text():
     from audit.report import page
 
     assert re.search(r"(^|\n)td\s*\{[^}]*overflow-wrap:\s*anywhere", page.CSS)
+
+
+def test_bidi_controls_in_user_text_cannot_reverse_the_page(dirs, tmp_path):
+    """An unclosed U+202E (right-to-left override) in a label or doc id reversed the rest of
+    its line. Bidi embedding, override and isolate controls show as U+FFFD, as control
+    characters do; right-to-left letters themselves stay."""
+    from audit.report import page
+
+    bidi = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+    assert page.esc(f"a{bidi}b \u05d0") == "a" + "\ufffd" * len(bidi) + "b \u05d0"
+    raw = _write_audit(tmp_path / "bidi", [True, False], buckets=["1"] * 2, doc_ids=["evil\u202eid", "d1"])
+    html_text = model_report(raw, tmp_path / "o" / "p.html", title="label \u202e reversed").read_text(encoding="utf-8")
+    assert not re.search("[\u202a-\u202e\u2066-\u2069]", html_text)
