@@ -366,41 +366,26 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {args.out} holds a {prior['stage']} output (manifest.json); choose another path")
     # read before anything is written: a missing or damaged file is exit 2, one line, no pages
     exposure = read_json(args.checks).get("exposure_by_copies") if args.checks is not None else None
-    for entry in [*prior.get("pages", []), prior.get("comparison") or {}] if prior else []:  # an earlier report's
-        for name in (entry.get("page"), entry.get("numbers")):  # files go: this one may not rewrite them all
-            if name:
-                (args.out / Path(name).name).unlink(missing_ok=True)
-    made_out = not args.out.exists()
+    if prior:  # an earlier report's files go (this one may not rewrite them all), its manifest first
+        stale = [e.get(k) for e in [*prior.get("pages", []), prior.get("comparison") or {}] for k in ("page", "numbers")]
+        for name in ["manifest.json", *filter(None, stale)]:
+            (args.out / Path(name).name).unlink(missing_ok=True)
+    made = not args.out.exists()
     args.out.mkdir(parents=True, exist_ok=True)
-    # a report failing part-way left the pages already written, listed by no manifest: on any
-    # exception the files this run wrote go (a file it had not yet replaced stays), then it re-raises
-    targets = {}
-
-    def _stat(p: Path):
-        try:
-            st = p.stat()
-            return st.st_ino, st.st_mtime_ns
-        except FileNotFoundError:
-            return None
-
-    def claim(*paths: Path) -> None:
-        for p in paths:
-            targets.setdefault(p, _stat(p))
-
+    written: list[Path] = []  # a report failing part-way removes the pages it wrote (listed by no manifest)
     try:
         pages = []
         for i, (a, lab, f) in enumerate(zip(audits, labels, files)):
             prof = args.profile_dir[i] if i < len(args.profile_dir) else None
-            claim(args.out / f"{f}.html", report_json(args.out / f"{f}.html"))
-            page = model_report(a, args.out / f"{f}.html", profile_dir=prof, title=f"Memorization audit: {lab}",
+            written += [args.out / f"{f}.html", report_json(args.out / f"{f}.html")]
+            page = model_report(a, written[-2], profile_dir=prof, title=f"Memorization audit: {lab}",
                                 decode=decoders[i])
-            pages.append({"label": lab, "audit": str(a), "page": page.name,
-                          "numbers": report_json(page).name})
+            pages.append({"label": lab, "audit": str(a), "page": page.name, "numbers": report_json(page).name})
         comparison = None
         if len(audits) >= 2:
-            claim(args.out / COMPARISON_PAGE, report_json(args.out / COMPARISON_PAGE, comparison=True))
-            page = comparison_report(audits, labels, args.out / COMPARISON_PAGE, dedup_dir=args.dedup_dir,
-                                     title=args.title, exposure=exposure)
+            written += [args.out / COMPARISON_PAGE, report_json(args.out / COMPARISON_PAGE, comparison=True)]
+            page = comparison_report(audits, labels, written[-2], dedup_dir=args.dedup_dir, title=args.title,
+                                     exposure=exposure)
             comparison = {"page": page.name, "numbers": report_json(page, comparison=True).name}
         elif args.dedup_dir is not None:
             print("note: --dedup-dir is used by the comparison page, which needs at least two audits", file=sys.stderr)
@@ -409,15 +394,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
             "profile_dirs": [str(p) for p in args.profile_dir],
             "checks": str(args.checks) if args.checks else None}, versions=False)
     except BaseException:
-        for p, before in targets.items():
-            now = _stat(p)
-            if now is not None and now != before:
-                p.unlink(missing_ok=True)
-        if made_out:
-            try:
-                args.out.rmdir()  # only if empty
-            except OSError:
-                pass
+        for p in written:
+            p.unlink(missing_ok=True)
+        if made:
+            with contextlib.suppress(OSError):
+                args.out.rmdir()  # the --out it made, unless something else is in it
         raise
 
     def human() -> None:
