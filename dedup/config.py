@@ -55,7 +55,8 @@ class StageConfig:
                 convert = int if int in allowed and isinstance(value, numbers.Integral) else float
                 object.__setattr__(self, f.name, value := convert(value) if convert in allowed else value)
             if not (type(value) in allowed if isinstance(value, bool) or value is None else
-                    any(isinstance(value, t) for t in allowed if t is not bool) or float in allowed and isinstance(value, int)):
+                    any(isinstance(value, t) for t in allowed if t is not bool)
+                    or float in allowed and isinstance(value, int)):
                 self._bad(f"{f.name} must be {' or '.join(t.__name__.replace('NoneType', 'null') for t in allowed)}, "
                           f"got {value!r}")
             if f.metadata.get("choices") and value not in f.metadata["choices"]:

@@ -107,8 +107,9 @@ class IndexDir:
         p = self.path / INDEX_FILE
         if not p.exists():
             if self.path.is_dir() and any(self.path.glob("v-*")):
-                raise io.StateError(f"{p}: missing, but {self.path} holds index versions: an interrupted first save "
-                                    "(remove the directory) or a lost index.json (restore it); or use another --index-dir")
+                raise io.StateError(f"{p}: missing, but {self.path} holds index versions: an interrupted first "
+                                    "save (remove the directory) or a lost index.json (restore it); or use another "
+                                    "--index-dir")
             return None
         meta = io.read_json(p, _REQUIRED)
         if meta["format"] not in (1, FORMAT) or not isinstance(meta["params"], dict):

@@ -10,14 +10,13 @@ The definition (every scheme, every backend, every code path uses it):
    (``L*``), a mark (``M*``, so that Devanagari vowel signs or combining accents do not
    split words) or a number (``N*``), as reported by Python's :mod:`unicodedata`.
    Every maximal run of other code points is a separator. A word is a maximal run of word
-   characters, except that a word character of the scripts written without spaces between
-   words that have one word per character or so, Han ideographs and kana
-   (:data:`SOLO_RANGES`), is a word by itself (as BERT's basic tokenizer splits CJK
-   ideographs): a Chinese or Japanese clause is not one word. (A combining mark after one,
-   a variation selector say, that NFKC does not compose is then a word of its own.) The *canonical text* is the
-   words joined by single ASCII spaces, with no leading or trailing space. (Thai, Lao,
-   Khmer and Myanmar are also written without spaces, but their words are several
-   code points long, with marks: a clause of theirs is one word; use ``unit="char"``.)
+   characters, except that each Han ideograph and kana (:data:`SOLO_RANGES`; Chinese and
+   Japanese are written without spaces) is a word by itself, as BERT's basic tokenizer
+   splits CJK ideographs: a clause is not one word. A combining mark after one that NFKC
+   does not compose (a variation selector, say) is then a word of its own. The *canonical
+   text* is the words joined by single ASCII spaces, with no leading or trailing space.
+   (Thai, Lao, Khmer and Myanmar are written without spaces too, but their words span
+   several code points with marks: a clause of theirs is one word; use ``unit="char"``.)
 3. Word shingles (default, n=5): every run of n consecutive words, as the UTF-8 bytes of
    those words joined by single spaces. A document with 1..n-1 words has exactly one
    shingle: its whole canonical text. A document with no words has no shingles.
@@ -51,8 +50,8 @@ from ._kernels import (
     NFKC_UNSTABLE,
     PAIR_SHIFT,
     SECOND,
-    TABLE_SIZE,
     SOLO,
+    TABLE_SIZE,
     TCCC,
     WORD,
 )

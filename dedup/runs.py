@@ -211,7 +211,8 @@ def run_identity(decision_config: dict, shards: list[Shard], index_dir: Path | N
     for s in shards:
         st = s.path.stat()
         inputs.append({"shard": s.name, "path": str(s.path), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns})
-    return {"config": decision_config, "words": WORDS, "inputs": inputs, "index_dir": str(index_dir) if index_dir else None}
+    return {"config": decision_config, "words": WORDS, "inputs": inputs,
+            "index_dir": str(index_dir) if index_dir else None}
 
 
 def run_id(identity: dict) -> str:
@@ -223,7 +224,9 @@ def _difference(old: dict, new: dict) -> str:
     diff = sorted(k for k in new["config"] if old.get("config", {}).get(k) != new["config"][k])
     if diff:
         return f"config ({', '.join(diff)} differ)"
-    return "word definition (dedup.normalize.WORDS)" if old.get("words") != new["words"] else "inputs or index directory"
+    if old.get("words") != new["words"]:
+        return "word definition (dedup.normalize.WORDS)"
+    return "inputs or index directory"
 
 
 # ------------------------------------------------------------------------------ the plan

@@ -367,7 +367,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     # read before anything is written: a missing or damaged file is exit 2, one line, no pages
     exposure = read_json(args.checks).get("exposure_by_copies") if args.checks is not None else None
     if prior:  # an earlier report's files go (this one may not rewrite them all), its manifest first
-        stale = [e.get(k) for e in [*prior.get("pages", []), prior.get("comparison") or {}] for k in ("page", "numbers")]
+        entries = [*prior.get("pages", []), prior.get("comparison") or {}]
+        stale = [e.get(k) for e in entries for k in ("page", "numbers")]
         for name in ["manifest.json", *filter(None, stale)]:
             (args.out / Path(name).name).unlink(missing_ok=True)
     made = not args.out.exists()
