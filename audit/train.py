@@ -284,10 +284,10 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     held_table = pa.table(instance_columns([i for i in range(len(inst)) if held[inst[i][0]]]))
     write_atomic(out / HELDOUT_FILE, lambda tmp: pq.write_table(held_table, tmp))
 
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
     step = 0
     try:
         torch.manual_seed(config.seed)
-        was_deterministic = torch.are_deterministic_algorithms_enabled()
         torch.use_deterministic_algorithms(True)
         model_cfg = GPT2Config(vocab_size=len(tokenizer), n_positions=max(128, config.seq_len), n_layer=config.n_layer,
                                n_embd=config.n_embd, n_head=config.n_head, bos_token_id=eos, eos_token_id=eos,
@@ -350,8 +350,6 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     except (MemoryError, RuntimeError) as e:  # torch's CPU allocator raises RuntimeError
         if not isinstance(e, MemoryError) and "allocate" not in str(e):
             raise
-        progress({"phase": None})
-        torch.use_deterministic_algorithms(was_deterministic)
         # every step has the same shapes: the corrected command must start afresh in this --out
         if fresh and not any((out / CHECKPOINT_DIR).glob("step-*")):
             for name in (TRAIN_CONFIG, ORDER_FILE, HELDOUT_FILE):
@@ -360,8 +358,9 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
         raise ValueError(f"out of memory at training step {step + 1}: each step holds --batch-size "
                          f"{config.batch_size} instances padded to --seq-len {config.seq_len} tokens through a "
                          f"{config.n_layer}-layer model of width {config.n_embd}; lower them") from None
-    progress({"phase": None})
-    torch.use_deterministic_algorithms(was_deterministic)
+    finally:  # however training ends: the progress phase closed, torch's setting as the caller had it
+        progress({"phase": None})
+        torch.use_deterministic_algorithms(was_deterministic)
 
     final = ckpt_root / checkpoint_name(total_steps)
     write_atomic(out / MODEL_DIR, lambda tmp: shutil.copytree(final, tmp, ignore=shutil.ignore_patterns(STATE_FILE)))
