@@ -253,7 +253,7 @@ def word_regex() -> re.Pattern[str]:
         return "[" + "".join(f"\\U{lo:08x}" if lo == hi else f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in pairs) + "]"
 
     run = (flags & (WORD | SOLO)) == WORD
-    solo = f"(?=[\\U00003005-\\U000323af]){cls((flags & SOLO) != 0)}"
+    solo = f"(?=[\\U{SOLO_RANGES[0][0]:08x}-\\U{SOLO_RANGES[-1][1]:08x}]){cls((flags & SOLO) != 0)}"
     return re.compile(f"{solo}|(?:{cls(run, hi_cp=0xFFFF)}+|(?=[\\U00010000-\\U0010ffff]){cls(run, 0x10000)}+)+")
 
 

@@ -17,7 +17,7 @@ import numba
 import numpy as np
 
 from .hashing import _read64le, fmix32, fmix64, sha1_32, xxh64
-from .text import canonicalize_chars, canonicalize_words
+from .text import _room, canonicalize_chars, canonicalize_words
 
 from . import SCHEME_AFFINE32, SCHEME_FAST, SCHEME_FSS, SCHEME_LEGACY  # noqa: F401  (re-exported)
 
@@ -387,7 +387,7 @@ def sketch_range(data, offsets, valid, table, bits, cf_bit, map_cps, map_off, ma
     longest = 1
     for i in range(lo, hi):
         longest = max(longest, offsets[i + 1] - offsets[i])
-    room = longest + longest // 2 + 2  # Han and kana code points get spaces beside them (text._room)
+    room = np.int64(_room(longest))  # the canonical text may be longer than the input (text._room)
     grown = False
     while True:
         canon = np.zeros(room + 17, dtype=np.uint8)  # +16: part_hash reads 16 bytes
@@ -420,7 +420,7 @@ def sketch_range(data, offsets, valid, table, bits, cf_bit, map_cps, map_off, ma
             return
         if grown:  # cannot happen: room covers the largest replacement of every byte
             raise ValueError("sketch_range: scratch space miscomputed")
-        room = longest * _max_growth(map_cps, map_off) * 3 // 2 + 4
+        room = np.int64(_room(longest * _max_growth(map_cps, map_off))) + 2
         lo = i
         grown = True
 
