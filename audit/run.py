@@ -8,6 +8,7 @@ Outputs (``OUT/``, :mod:`audit.layout`): ``per_sequence.parquet``
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import os
 import time
@@ -62,9 +63,11 @@ def _members(path: Path | None) -> set[str] | None:
         ids = {str(x) for x in table.column(col).to_pylist() if x is not None}
     else:
         try:
-            ids = {line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()}
+            raw = path.read_bytes()
+            bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0  # Notepad, PowerShell
+            ids = {line.strip() for line in raw[bom:].decode("utf-8").splitlines() if line.strip()}
         except UnicodeDecodeError as e:
-            raise InputError(path, f"not valid UTF-8 ({e.reason} at byte {e.start})") from e
+            raise InputError(path, f"not valid UTF-8 ({e.reason} at byte {bom + e.start})") from e
     if not ids:  # every sequence would be a non-member
         raise InputError(path, "members file holds no ids")
     return ids

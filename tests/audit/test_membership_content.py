@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 
 def _words(rng, n=40):
@@ -135,3 +136,15 @@ def test_a_members_file_with_a_byte_order_mark(tmp_path):
     path = tmp_path / "members.txt"
     path.write_text("a\nc\n", encoding="utf-8-sig")
     assert _members(path) == {"a", "c"}
+
+
+def test_a_members_file_error_after_a_byte_order_mark_names_the_right_byte(tmp_path):
+    """An invalid byte in a members file with a BOM was reported 3 bytes too early (the
+    offset counted from after the BOM)."""
+    from audit.run import _members
+    from dedup.shards import InputError
+
+    path = tmp_path / "members.txt"
+    path.write_bytes(b"\xef\xbb\xbfa\n\xff\n")
+    with pytest.raises(InputError, match="at byte 5"):
+        _members(path)
