@@ -73,7 +73,8 @@ def word_tokenizer(vocab_size: int, bos: str | None = None):
 def tiny_random_lm(tmp_path_factory):
     """``make(arch, generation=None, eos=None, bos=None, name=None) -> model dir``: a tiny
     random-initialised causal LM (seed 0; vocabulary of 48 words ``t0..t47``) of one of the
-    architectures ``gpt2, gpt_neox, llama, qwen2, olmo``, built from a config in the test
+    architectures ``gpt2, gpt_neox, llama, qwen2, olmo`` (or ``bert``, an encoder that
+    AutoModelForCausalLM loads with bidirectional attention, and ``bert_decoder``, causal), built from a config in the test
     (no download), saved with :func:`word_tokenizer` and, if given, a
     ``generation_config.json`` holding ``generation`` (a dict)."""
     pytest.importorskip("torch")
@@ -90,6 +91,9 @@ def tiny_random_lm(tmp_path_factory):
         "llama": lambda: tf.LlamaConfig(**common, num_key_value_heads=2),
         "qwen2": lambda: tf.Qwen2Config(**common, num_key_value_heads=2),
         "olmo": lambda: tf.OlmoConfig(**common),
+        # AutoModelForCausalLM maps BERT to BertLMHeadModel, bidirectional unless is_decoder
+        "bert": lambda: tf.BertConfig(**common),
+        "bert_decoder": lambda: tf.BertConfig(**common, is_decoder=True),
     }
     root = tmp_path_factory.mktemp("tiny_random_lm")
 

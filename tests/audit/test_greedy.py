@@ -195,6 +195,22 @@ def test_a_damaged_model_directory_is_a_model_error(tiny_random_lm, tmp_path):
         assert str(d) in str(e.value) and not (tmp_path / f"out-{d.name}").exists()
 
 
+def test_a_model_that_attends_to_later_tokens_is_refused(tiny_random_lm, tmp_path):
+    """AutoModelForCausalLM loads a BERT checkpoint as BertLMHeadModel, which (without
+    ``is_decoder``) attends to every position: its prediction of token t sees token t, so
+    extraction and losses would measure copying, not memorisation. The load probes causality (a
+    change to the last token must not move any earlier position's logits) and refuses such a
+    model, naming the directory; the same architecture built as a decoder loads. Before: the
+    audit ran and reported a bidirectional model's numbers as memorisation."""
+    from audit.lm import ModelError, load_causal_lm
+
+    encoder = tiny_random_lm("bert")
+    with pytest.raises(ModelError, match="not causal: its predictions at earlier positions change") as e:
+        load_causal_lm(encoder)
+    assert str(encoder) in str(e.value)
+    assert load_causal_lm(tiny_random_lm("bert_decoder")).path == tiny_random_lm("bert_decoder")
+
+
 def test_the_bos_counts_against_the_context(tiny_random_lm, tmp_path):
     """``--bos auto`` feeds prefix + P + C tokens: a window that fills the context exactly
     leaves no room for the BOS, so it is refused as too long. Before: only P + C was checked, and
