@@ -263,33 +263,42 @@ def compare_groups(per_model: dict[str, list[dict]], key: str, order: Sequence[s
 
 
 def removed_accounting(dedup_manifest: dict, reason_of: dict[tuple[str, int], str], shard: list, row: list,
-                       extractable: np.ndarray, label: str) -> dict:
+                       extractable: np.ndarray, label: str, keys: list | None = None) -> dict:
     """What dedup removed (its manifest's ``totals``), and how much of one model's memorization
     came from it: the ``dedup`` entry of comparison.json (see
     :func:`audit.report.comparison.comparison_report`). ``reason_of``: (shard, row) -> removal
     reason of every removed row (removed.parquet); ``shard``, ``row``, ``extractable``: the
-    model's sequences, from a removed document when their (shard, row) is in ``reason_of``;
-    ``sequences_located``: those whose (shard, row) is known (not an audit of ``--sequences``
-    given by tokens alone); with none, the counts from removed documents are None (unknown).
+    model's sequences, one per row; ``keys``: each row's sequence (:func:`_sequence_keys`), so
+    that, as the headline's rates (:data:`RATES_COUNT`), counts are of distinct sequences: a
+    sequence is from a removed document when any of its rows is (counted under the first such
+    row's reason); None counts rows. ``sequences_located``: sequences with a row whose (shard,
+    row) is known (not an audit of ``--sequences`` given by tokens alone); with none, the counts
+    from removed documents are None (unknown).
     """
     tot = dedup_manifest.get("totals") or {}
     removed_by = dict(tot.get("removed") or {})
     total, kept = tot.get("rows"), tot.get("kept")
     ex = np.asarray(extractable, dtype=bool)
-    counts: dict[str, int] = {}
-    n_from_removed = sampled_removed = located = 0
-    for s, r, flag in zip(shard, row, ex):
+    keys = list(range(ex.size)) if keys is None else keys
+    if not shard:  # no shard and row columns: every row unlocated
+        shard = row = [None] * ex.size
+    flag_of: dict = {}  # sequence -> extractable (of its first row)
+    located: set = set()
+    reason_of_seq: dict = {}  # sequence -> reason of its first row from a removed document
+    for key, s, r, flag in zip(keys, shard, row, ex):
+        flag_of.setdefault(key, bool(flag))
         if s is None or r is None or (isinstance(r, float) and math.isnan(r)):
             continue
-        located += 1
+        located.add(key)
         reason = reason_of.get((str(s), int(r)))
-        if reason is None:
-            continue
-        sampled_removed += 1
-        if flag:
-            n_from_removed += 1
+        if reason is not None:
+            reason_of_seq.setdefault(key, reason)
+    counts: dict[str, int] = {}
+    for key, reason in reason_of_seq.items():
+        if flag_of[key]:
             counts[reason] = counts.get(reason, 0) + 1
-    k = int(ex.sum())
+    n_from_removed = sum(counts.values())
+    k = sum(flag_of.values())
     return {
         "documents_total": total,
         "documents_kept": kept,
@@ -298,9 +307,9 @@ def removed_accounting(dedup_manifest: dict, reason_of: dict[tuple[str, int], st
         "removed_by_reason": removed_by,
         "first_model": {
             "label": label,
-            "sequences": int(ex.size),
-            "sequences_located": located,
-            "sequences_from_removed_documents": sampled_removed if located else None,
+            "sequences": len(flag_of),
+            "sequences_located": len(located),
+            "sequences_from_removed_documents": len(reason_of_seq) if located else None,
             "extractable": k,
             "extractable_from_removed_documents": n_from_removed if located else None,
             "extractable_from_removed_fraction": n_from_removed / k if k and located else None,

@@ -35,8 +35,10 @@ def _dedup_accounting(dedup_dir: Path, first: Audit, first_label: str) -> dict:
     t = first.table
     shard, row = (t["shard"].tolist(), t["row"].tolist()) if {"shard", "row"} <= set(t.columns) else ([], [])
     extractable = t["extractable"].fillna(False).to_numpy(dtype=bool)
+    keys = ([(tuple(() if p is None else p), tuple(() if q is None else q)) for p, q in zip(t["prompt"], t["truth"])]
+            if {"prompt", "truth"} <= set(t.columns) else None)
     return {"dedup_dir": str(dedup_dir),
-            **aggregate.removed_accounting(manifest, reason_of, shard, row, extractable, first_label)}
+            **aggregate.removed_accounting(manifest, reason_of, shard, row, extractable, first_label, keys)}
 
 
 def _membership_by_duplicates(labels: Sequence[str], audits: Sequence[Audit]) -> list[dict]:
@@ -100,7 +102,9 @@ def comparison_report(
     memorization than the first). With ``dedup_dir`` (a ``memdedup dedup`` output), the page adds
     dedup's retention accounting (documents kept / total, removed by reason) and, joining the
     first audit's sequences (``shard``, ``row``) with ``removed.parquet``, how many of the
-    sequences the first model memorized (extractable) came from documents dedup removed.
+    sequences the first model memorized (extractable) came from documents dedup removed;
+    ``first_model`` counts distinct sequences, as the headline's rates do
+    (:func:`audit.aggregate.removed_accounting`).
 
     ``<out_html stem>.json`` (``comparison.json`` for ``comparison.html``) holds::
 
@@ -231,12 +235,12 @@ def comparison_report(
             f'<p class="meta">Dedup output: <code>{esc(acct["dedup_dir"])}</code></p>'
             + table(["", "documents", "share"], rows, num_cols=(1, 2))
             + '<div class="cards">'
-            + card(f"memorized by {first}", integer(fm["extractable"]), f"extractable sequences of {integer(fm['sequences'])}")
+            + card(f"memorized by {first}", integer(fm["extractable"]), f"extractable, of {integer(fm['sequences'])} distinct sequences")
             + card("…from documents dedup removed", integer(fm["extractable_from_removed_documents"]),
                     (f"{pct(fm['extractable_from_removed_fraction'])} of them" if fm["extractable"] else "none memorized")
                     + (f" ({reasons})" if reasons else ""))
             + card(f"{first}'s sequences from removed documents", integer(fm["sequences_from_removed_documents"]),
-                    f"of {integer(fm['sequences'])} audited")
+                    f"of {integer(fm['sequences'])} distinct sequences audited")
             + "</div>"
             + f"<p>Of the {integer(fm['extractable'])} sequences <b>{esc(first)}</b> memorized, "
               f"{integer(fm['extractable_from_removed_documents'])} came from documents that deduplication removed (matched "

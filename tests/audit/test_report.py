@@ -589,6 +589,32 @@ def test_sequences_of_unknown_documents_are_not_counted_as_kept_ones():
     assert (some["sequences_located"], some["sequences_from_removed_documents"], some["extractable_from_removed_documents"]) == (2, 1, 1)
 
 
+def test_what_dedup_removed_counts_distinct_sequences_as_the_headline_does(dirs, tmp_path):
+    """The headline's extractable count is over distinct sequences (aggregate.RATES_COUNT);
+    'What deduplication removed' counted rows, so a sequence sampled twice was two memorized
+    sequences there and one in the headline of the same page. Now both count distinct sequences;
+    a sequence counts as from a removed document when any of its rows is (by the first such row's reason)."""
+    from audit import aggregate
+
+    f = dirs["raw"] / "per_sequence.parquet"
+    t = pq.read_table(f).to_pandas()
+    for c in ("prompt", "truth"):  # rows 0 (kept document) and 1 (removed, exact): one sequence, sampled twice
+        t.at[1, c] = t.at[0, c]
+    table = pa.Table.from_pandas(t, preserve_index=False)
+    pq.write_table(table, f)
+    (dirs["raw"] / "summary.json").write_text(json.dumps(aggregate.summarise(table, n_boot=None, seed=0)))
+    comparison_report([dirs["raw"], dirs["dedup"]], ["raw", "dedup"], tmp_path / "comparison.html",
+                      dedup_dir=dirs["dedup_dir"])
+    data = json.loads((tmp_path / "comparison.json").read_text())
+    head, fm = data["models"][0]["extractable"], data["dedup"]["first_model"]
+    assert (head["k"], head["n"]) == (5, 9)
+    assert (fm["extractable"], fm["sequences"], fm["sequences_located"]) == (5, 9, 9)
+    # the shared sequence (kept row 0, removed row 1) and rows 3 (exact) and 5 (near)
+    assert fm["sequences_from_removed_documents"] == fm["extractable_from_removed_documents"] == 3
+    assert fm["extractable_from_removed_by_reason"] == {"exact": 2, "near": 1}
+    assert fm["extractable_from_removed_fraction"] == pytest.approx(3 / 5)
+
+
 @pytest.mark.parametrize("fails", ["second_page", "comparison"])
 def test_a_report_that_fails_part_way_removes_the_pages_it_wrote(dirs, tmp_path, monkeypatch, capsys, fails):
     """A later page raising left the pages already written in --out, listed by no manifest
