@@ -90,6 +90,12 @@ def _first_rows(keys: list | None, groups: list | None, n: int) -> np.ndarray:
     return out
 
 
+def distinct_rows(table: pa.Table) -> np.ndarray:
+    """bool (n,): the first row of each distinct sequence (:data:`RATES_COUNT`); every row of a
+    table without ``prompt``/``truth``."""
+    return _first_rows(_sequence_keys(table), None, table.num_rows)
+
+
 def _group_rates(table: pa.Table, column: str, order: Sequence[str] | None) -> list[dict] | None:
     """Extractable rate per value of ``column`` over the rows where it is set, counting
     distinct sequences per group; None if never set."""
@@ -318,5 +324,5 @@ def removed_accounting(dedup_manifest: dict, reason_of: dict[tuple[str, int], st
     }
 
 
-__all__ = ["SECTIONS", "rate", "summarise", "membership", "score_columns", "dedup_retention", "compare_groups",
+__all__ = ["SECTIONS", "rate", "distinct_rows", "summarise", "membership", "score_columns", "dedup_retention", "compare_groups",
            "removed_accounting"]

@@ -8,7 +8,8 @@ planted exact and near duplicates, plus :mod:`audit.canaries`' random canaries p
 The claims (:func:`run_checks`, ``memdedup check``; ``OUT/checks.json``):
 
 1. dedup removed every planted exact duplicate (ids listed by the corpus generator);
-2. the raw model's extractable rate on canaries planted >= 32 times is high (>= 50%);
+2. the raw model's extractable rate on canaries planted >= 32 times is high (>= 50%; distinct
+   sequences, as every rate of the audit);
 3. the dedup model's rate on the same canaries is at least 10x lower.
 
 Besides the claims, ``checks.json`` reports each model's exposure of the canaries by number of
@@ -25,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from audit.aggregate import distinct_rows
 from audit.canaries import generate_canary_corpus
 from audit.layout import PER_SEQUENCE
 from dedup import io
@@ -107,9 +109,12 @@ def planted_manifest(table: pa.Table, seed: int, shards: list[Path], canaries: b
 
 
 def _canary_rate(audit_dir: Path) -> dict:
-    t = pq.read_table(audit_dir / PER_SEQUENCE, columns=["doc_id", "duplicate_count", "extractable"]).to_pydict()
-    rows = [e for d, c, e in zip(t["doc_id"], t["duplicate_count"], t["extractable"])
-            if d is not None and str(d).startswith("canary-") and c >= MIN_COPIES]
+    """Extractable rate of the distinct sequences (as the audit's rates count) sampled from
+    canaries planted at least MIN_COPIES times."""
+    table = pq.read_table(audit_dir / PER_SEQUENCE)
+    t = table.select(["doc_id", "duplicate_count", "extractable"]).to_pydict()
+    rows = [e for d, c, e, first in zip(t["doc_id"], t["duplicate_count"], t["extractable"], distinct_rows(table))
+            if first and d is not None and str(d).startswith("canary-") and c >= MIN_COPIES]
     return {"sequences": len(rows), "extractable": sum(rows), "rate": sum(rows) / len(rows) if rows else None}
 
 

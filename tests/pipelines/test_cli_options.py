@@ -537,3 +537,29 @@ def test_workers_with_an_external_scheduler_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--workers" in err[0] and "--scheduler" in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_canary_claims_count_distinct_sequences(tmp_path):
+    """Claims 2 and 3 count distinct sequences, as the audit's rates do (audit.aggregate.RATES_COUNT):
+    a canary planted 64 times can be sampled several times. Before: rows were counted, so one
+    extracted canary sampled three times beside two unextracted ones made a 'rate' of 3/5 = 0.6 and
+    claim 2 passed; over distinct canaries it is 1/3."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.demo import run_checks
+
+    def audit(name: str, extractable: list[bool], docs: list[int]) -> None:
+        d = tmp_path / "audit" / name
+        d.mkdir(parents=True)
+        pq.write_table(pa.table({"doc_id": [f"canary-{i}" for i in docs], "duplicate_count": [64] * len(docs),
+                                 "extractable": extractable, "prompt": [[i] * 4 for i in docs],
+                                 "truth": [[i + 100] * 4 for i in docs]}), d / "per_sequence.parquet")
+
+    audit("raw", [True, True, True, False, False], [1, 1, 1, 2, 3])
+    audit("dedup", [False, False, True], [1, 1, 4])
+    checks = {c["name"].split(" ")[0]: c for c in run_checks(tmp_path)["checks"]}
+    raw = checks["raw"]
+    assert (raw["raw_sequences"], raw["raw_extractable"], raw["raw_rate"]) == (3, 1, pytest.approx(1 / 3))
+    assert not raw["passed"]
+    assert checks["dedup"]["dedup_sequences"] == 2 and checks["dedup"]["dedup_rate"] == pytest.approx(0.5)
