@@ -233,7 +233,8 @@ def run_audit(
         "reference_model": str(ref.path) if ref is not None else None,
         "config": config.to_dict(),
         "sequences": {"n": len(seqs), "considered": seqs.considered, "skipped_short": seqs.skipped_short,
-                      "per_bucket": config.per_bucket},
+                      "per_bucket": config.per_bucket,
+                      "file": None if sequences is None else str(Path(sequences).resolve())},
         **aggregate.summarise(table, n_boot=config.n_boot or None, seed=config.seed),
     }
     if labels is not None:

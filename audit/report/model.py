@@ -370,11 +370,14 @@ def model_report(
     if model.get("path"):
         meta_rows.append(["model", f"<code>{esc(model['path'])}</code>"])
     cfg = a.summary.get("config") or {}
-    if cfg:
-        shown = {k: cfg[k] for k in ("n_sequences", "prompt_len", "cont_len", "offset", "seed", "k", "generate")
-                 if k in cfg}
-        meta_rows.append(["configuration", esc(", ".join(f"{k}={v}" for k, v in shown.items()))])
     seqs = a.summary.get("sequences") or {}
+    if seqs.get("file"):  # given, not sampled: the sampler's settings chose nothing
+        meta_rows.append(["sequences", f"{integer(a.n)} given in <code>{esc(seqs['file'])}</code>"])
+    if cfg:
+        skip = ("n_sequences", "offset", "seed") if seqs.get("file") else ()
+        shown = {k: cfg[k] for k in ("n_sequences", "prompt_len", "cont_len", "offset", "seed", "k", "generate")
+                 if k in cfg and k not in skip}
+        meta_rows.append(["configuration", esc(", ".join(f"{k}={v}" for k, v in shown.items()))])
     if seqs.get("skipped_short"):
         n_skip = int(seqs["skipped_short"])
         meta_rows.append(["skipped", f"{integer(n_skip)} document{'s' if n_skip != 1 else ''} shorter than prompt + "

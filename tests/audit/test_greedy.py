@@ -246,3 +246,29 @@ def test_a_reference_whose_tokenizer_prepends_another_bos_is_refused(tiny_random
     with pytest.raises(ModelError, match=r"prepends \[\] .* prepends \[1\]"):
         run_audit(target, [corpus], tmp_path / "out", AuditConfig(prompt_len=P, cont_len=C, n_sequences=4, n_boot=0),
                   reference=reference, log=lambda m: None)
+
+
+def test_a_page_of_an_audit_of_given_sequences_names_the_file_not_the_sampling(tiny_random_lm, tmp_path):
+    """An audit of --sequences records the file it read (summary.json ``sequences.file``), and
+    its page's 'About this audit' says so instead of listing the sampler's settings (n_sequences,
+    offset, seed), which did not choose anything. Before: 'n_sequences=1000' for 4 given sequences."""
+    from audit.config import AuditConfig
+    from audit.report.model import model_report
+    from audit.run import run_audit
+
+    corpus, _ = _corpus(tmp_path)
+    seqs = tmp_path / "given.parquet"
+    pq.write_table(pa.table({"tokens": np.random.default_rng(0).integers(3, 48, size=(4, 2 * P)).tolist()}), seqs)
+    run_audit(tiny_random_lm("gpt2"), [corpus], tmp_path / "out", AuditConfig(prompt_len=P, cont_len=P, n_boot=0),
+              sequences=seqs, log=lambda m: None)
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["sequences"]["file"] == str(seqs.resolve())
+    about = model_report(tmp_path / "out", tmp_path / "page.html").read_text(encoding="utf-8")
+    about = about.split("About this audit", 1)[1]
+    assert "n_sequences" not in about and "seed=" not in about and "offset=" not in about
+    assert f"4 given in <code>{seqs.resolve()}</code>" in about
+
+    run_audit(tiny_random_lm("gpt2"), [corpus], tmp_path / "sampled", AuditConfig(prompt_len=P, cont_len=P, n_boot=0,
+              n_sequences=3), log=lambda m: None)
+    assert json.loads((tmp_path / "sampled" / "summary.json").read_text())["sequences"]["file"] is None
+    about = model_report(tmp_path / "sampled", tmp_path / "s.html").read_text(encoding="utf-8")
+    assert "n_sequences=3" in about.split("About this audit", 1)[1]
