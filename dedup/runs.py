@@ -78,6 +78,14 @@ def inside(path: Path, directory: Path | None) -> bool:
         return False
 
 
+def refuse_out_in_inputs(out: Path, inputs: list[Path]) -> None:
+    """ValueError (before anything is written) when ``out`` lies inside, or is, one of the
+    ``inputs`` directories: its files (manifest.json, summary.json) could replace theirs."""
+    for d in inputs:
+        if inside(out, d):
+            raise ValueError(f"--out {out} lies inside the input directory {d}; choose another path")
+
+
 def is_datasets_cache_file(name: str) -> bool:
     """Whether a file name is one Hugging Face ``datasets`` gives the results of ``map``,
     ``filter``, ``select``... on a dataset (``cache-<fingerprint>[_<rank>_of_<n>].arrow``,

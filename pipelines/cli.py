@@ -279,22 +279,13 @@ def _print_profile(s: dict, out: Path) -> None:
     print(f"outputs in {out}: profile.parquet, retention.parquet, forecast.json, PNG plots, summary.json")
 
 
-def _refuse_out_in_inputs(out: Path, inputs: list[Path]) -> None:
-    """An --out inside (or equal to) an input directory could replace the input's own files
-    (manifest.json, summary.json): a ConfigError before anything is written."""
-    from dedup.runs import inside
-
-    for d in inputs:
-        if inside(out, d):
-            raise ConfigError(f"--out {out} lies inside the input directory {d}; choose another path")
-
-
 def _cmd_forecast(args: argparse.Namespace) -> int:
     from audit.forecast import forecast_audits
     from dedup.io import write_json_atomic
+    from dedup.runs import refuse_out_in_inputs
 
     if args.out:
-        _refuse_out_in_inputs(args.out, [args.first, args.second])
+        refuse_out_in_inputs(args.out, [args.first, args.second])
     fc = forecast_audits(args.first, args.second)
     if fc["n"] == 0:
         print(f"note: the two audits share no sequence (doc_id, token_offset) that both count as seen "
@@ -307,106 +298,15 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    import hashlib
-    import re
+    from audit.report.run import write_report
 
-    from audit.layout import COMPARISON_PAGE, SUMMARY, report_json
-    from audit.report.comparison import comparison_report
-    from audit.report.model import model_report
-    from dedup.io import json_or_empty, read_json, read_manifest, write_stage_manifest
-
-    audits = args.audits
-    labels = args.labels or [a.resolve().name or "audit" for a in audits]
-    if len(labels) != len(audits):
-        raise ConfigError(f"--labels: {len(labels)} labels for {len(audits)} audit directories")
-    if not args.labels:  # make default labels distinct: raw/audit, dedup/audit -> audit-1, audit-2
-        labels = [f"{lab}-{i + 1}" if labels.count(lab) > 1 else lab for i, lab in enumerate(labels)]
-    if len(set(labels)) != len(labels):
-        raise ConfigError(f"--labels must be distinct, got {labels}")
-    files = [re.sub(r"[^A-Za-z0-9._-]+", "_", lab).strip("._") or f"audit-{i + 1}" for i, lab in enumerate(labels)]
-    # a long label made a file name too long (ENAMETOOLONG): cut to 100 characters, the full label's hash appended
-    files = [f if len(f) <= 100 else f"{f[:91]}-{hashlib.sha256(lab.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
-             for f, lab in zip(files, labels)]
-    if len(set(files)) != len(files) or COMPARISON_PAGE.removesuffix(".html") in files:
-        files = [f"{i + 1}-{f}" for i, f in enumerate(files)]
-    if len(args.profile_dir) > len(audits):
-        raise ConfigError(f"--profile-dir: {len(args.profile_dir)} profiles for {len(audits)} audits")
-    if len(args.model_dir) not in (0, 1, len(audits)):
-        raise ConfigError(f"--model-dir: give one directory for all audits or one per audit, got {len(args.model_dir)}")
-    decoders = [None] * len(audits)
-    if args.model_dir:
-        # (tokenizer, the audit's own fingerprint: summary.json model.tokenizer_sha256), or (None, None)
-        from audit.lm import load_tokenizer as load
-
-        toks = {}
-        for m in args.model_dir:
-            toks[m] = load(m)
-            if toks[m][0] is None:
-                raise ConfigError(f"--model-dir {m}: no usable tokenizer")
-        dirs = args.model_dir * len(audits) if len(args.model_dir) == 1 else args.model_dir
-        for i, (a, m) in enumerate(zip(audits, dirs)):
-            tok, fp = toks[m]
-            model = json_or_empty(a / SUMMARY).get("model") or {}
-            want = model.get("tokenizer_sha256")
-            if want and fp != want:  # e.g. one --model-dir for models with their own tokenizers
-                own = model.get("path")
-                tok, fp = load(own) if own and Path(own).is_dir() else (None, None)
-                if tok is not None and fp == want:
-                    print(f"note: {a}: the tokenizer of {m} is not the audited model's; decoding with {own}",
-                          file=sys.stderr)
-                else:
-                    print(f"warning: {a}: the tokenizer of {m} is not the audited model's; showing token ids "
-                          "(give one --model-dir per audit)", file=sys.stderr)
-                    continue
-            decoders[i] = lambda ids, t=tok: t.decode(list(ids), skip_special_tokens=False)
-
-    _refuse_out_in_inputs(args.out, [*audits, *args.profile_dir, *([args.dedup_dir] if args.dedup_dir else [])])
-    prior = read_manifest(args.out) if args.out.is_dir() else None  # the report's manifest.json would replace it
-    if prior is not None and prior["stage"] != "report":
-        raise ConfigError(f"--out {args.out} holds a {prior['stage']} output (manifest.json); choose another path")
-    # read before anything is written: a missing or damaged file is exit 2, one line, no pages
-    exposure = read_json(args.checks).get("exposure_by_copies") if args.checks is not None else None
-    if prior:  # an earlier report's files go (this one may not rewrite them all), its manifest first
-        entries = [*prior.get("pages", []), prior.get("comparison") or {}]
-        stale = [e.get(k) for e in entries for k in ("page", "numbers")]
-        for name in ["manifest.json", *filter(None, stale)]:
-            (args.out / Path(name).name).unlink(missing_ok=True)
-    made = not args.out.exists()
-    args.out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []  # a report failing part-way removes the pages it wrote (listed by no manifest)
-    try:
-        pages = []
-        for i, (a, lab, f) in enumerate(zip(audits, labels, files)):
-            prof = args.profile_dir[i] if i < len(args.profile_dir) else None
-            written += [args.out / f"{f}.html", report_json(args.out / f"{f}.html")]
-            page = model_report(a, written[-2], profile_dir=prof, title=f"Memorization audit: {lab}",
-                                decode=decoders[i])
-            pages.append({"label": lab, "audit": str(a), "page": page.name, "numbers": report_json(page).name})
-        comparison = None
-        if len(audits) >= 2:
-            written += [args.out / COMPARISON_PAGE, report_json(args.out / COMPARISON_PAGE, comparison=True)]
-            page = comparison_report(audits, labels, written[-2], dedup_dir=args.dedup_dir, title=args.title,
-                                     exposure=exposure)
-            comparison = {"page": page.name, "numbers": report_json(page, comparison=True).name}
-        elif args.dedup_dir is not None:
-            print("note: --dedup-dir is used by the comparison page, which needs at least two audits", file=sys.stderr)
-        manifest = write_stage_manifest(args.out, "report", {
-            "pages": pages, "comparison": comparison, "dedup_dir": str(args.dedup_dir) if args.dedup_dir else None,
-            "profile_dirs": [str(p) for p in args.profile_dir],
-            "checks": str(args.checks) if args.checks else None}, versions=False)
-    except BaseException:
-        for p in written:
-            p.unlink(missing_ok=True)
-        if made:
-            with contextlib.suppress(OSError):
-                args.out.rmdir()  # the --out it made, unless something else is in it
-        raise
+    manifest = write_report(args.audits, args.out, labels=args.labels, dedup_dir=args.dedup_dir,
+                            profile_dirs=args.profile_dir, model_dirs=args.model_dir, title=args.title,
+                            checks=args.checks, log=lambda msg: print(msg, file=sys.stderr))
 
     def human() -> None:
-        for p in pages:
-            print(f"{p['label']}: {args.out / p['page']} (numbers: {args.out / p['numbers']})")
-        if comparison:
-            print(f"comparison: {args.out / comparison['page']} (numbers: {args.out / comparison['numbers']})")
+        for p in [*manifest["pages"], *filter(None, [manifest["comparison"]])]:
+            print(f"{p.get('label', 'comparison')}: {args.out / p['page']} (numbers: {args.out / p['numbers']})")
 
     _emit(args, manifest, human)
     return 0

@@ -9,8 +9,9 @@ page a JSON file holds the numbers it shows, so nothing needs to be parsed out o
 ``out/comparison.html`` -> ``out/comparison.json``).
 
 Modules: :mod:`~audit.report.page` (HTML pieces), :mod:`~audit.report.audit_dir` (an audit
-directory as the pages read it), :mod:`~audit.report.model`, :mod:`~audit.report.comparison`.
-Token ids are shown as numbers unless a ``decode`` callable (token ids -> text, e.g. a Hugging
-Face tokenizer's ``decode``) is passed; this package never loads a tokenizer or a model itself.
+directory as the pages read it), :mod:`~audit.report.model`, :mod:`~audit.report.comparison`,
+and :mod:`~audit.report.run` (the ``memdedup report`` stage: every page, file names, the stage
+manifest). Token ids are shown as numbers unless a ``decode`` callable (token ids -> text, e.g. a
+Hugging Face tokenizer's ``decode``) is passed; only the stage loads tokenizers (never a model).
 Figures come from :mod:`audit.plots`.
 """

@@ -1,0 +1,150 @@
+"""The report stage (``memdedup report``): a page per audit, a comparison page for two or more,
+and the stage manifest, written into one output directory.
+
+Files in ``out`` (names from :mod:`audit.layout`): ``<label>.html`` and its numbers
+``<label>.summary.json`` per audit (the label made safe as a file name: characters other than
+``A-Za-z0-9._-`` become ``_``, names over 100 characters are cut and end with 8 hex digits of
+the label's SHA-256, and all names get an ``<i>-`` prefix when two would collide or one would be
+``comparison``), ``comparison.html`` and ``comparison.json`` with two or more audits, and
+``manifest.json`` (:func:`dedup.io.write_stage_manifest`, written last) listing them.
+
+A rerun into the same ``out`` first removes the files the earlier report's manifest lists (this
+one may not rewrite them all); a report that fails part-way removes the pages it wrote; other
+files in ``out`` are never touched. Token ids are decoded with the tokenizers of ``model_dirs``
+(one for all audits, or one per audit); a tokenizer whose fingerprint is not the audited
+model's (summary.json ``model.tokenizer_sha256``) is replaced by the audited model's own, when
+its directory is still there, else the page shows token ids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from dedup.io import json_or_empty, read_json, read_manifest, write_stage_manifest
+from dedup.runs import refuse_out_in_inputs
+
+from ..layout import COMPARISON_PAGE, SUMMARY, report_json
+from . import comparison as comparison_page
+from . import model as model_page
+
+__all__ = ["write_report"]
+
+
+def _labels(audits: Sequence[Path], labels: Sequence[str] | None) -> list[str]:
+    """The given labels, or the audits' directory names made distinct (raw/audit, dedup/audit ->
+    audit-1, audit-2). ValueError: not one per audit, or not distinct."""
+    out = list(labels) if labels else [a.resolve().name or "audit" for a in audits]
+    if len(out) != len(audits):
+        raise ValueError(f"--labels: {len(out)} labels for {len(audits)} audit directories")
+    if not labels:
+        out = [f"{lab}-{i + 1}" if out.count(lab) > 1 else lab for i, lab in enumerate(out)]
+    if len(set(out)) != len(out):
+        raise ValueError(f"--labels must be distinct, got {out}")
+    return out
+
+
+def _file_stems(labels: list[str]) -> list[str]:
+    """A file name stem per label (module docstring)."""
+    stems = [re.sub(r"[^A-Za-z0-9._-]+", "_", lab).strip("._") or f"audit-{i + 1}" for i, lab in enumerate(labels)]
+    stems = [f if len(f) <= 100 else f"{f[:91]}-{hashlib.sha256(lab.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+             for f, lab in zip(stems, labels)]  # a long label made a name too long (ENAMETOOLONG)
+    if len(set(stems)) != len(stems) or COMPARISON_PAGE.removesuffix(".html") in stems:
+        stems = [f"{i + 1}-{f}" for i, f in enumerate(stems)]
+    return stems
+
+
+def _decoders(audits: Sequence[Path], model_dirs: Sequence[Path], log: Callable[[str], None]) -> list:
+    """Per audit, token ids -> text with the tokenizer of its model directory (module
+    docstring), or None to show ids. ValueError: a directory without a usable tokenizer."""
+    decoders: list = [None] * len(audits)
+    if not model_dirs:
+        return decoders
+    from ..lm import load_tokenizer
+
+    toks = {}
+    for m in model_dirs:
+        toks[m] = load_tokenizer(m)
+        if toks[m][0] is None:
+            raise ValueError(f"--model-dir {m}: no usable tokenizer")
+    dirs = list(model_dirs) * len(audits) if len(model_dirs) == 1 else model_dirs
+    for i, (a, m) in enumerate(zip(audits, dirs)):
+        tok, fp = toks[m]
+        model = json_or_empty(a / SUMMARY).get("model") or {}
+        want = model.get("tokenizer_sha256")
+        if want and fp != want:  # e.g. one --model-dir for models with their own tokenizers
+            own = model.get("path")
+            tok, fp = load_tokenizer(own) if own and Path(own).is_dir() else (None, None)
+            if tok is None or fp != want:
+                log(f"warning: {a}: the tokenizer of {m} is not the audited model's; showing token ids "
+                    "(give one --model-dir per audit)")
+                continue
+            log(f"note: {a}: the tokenizer of {m} is not the audited model's; decoding with {own}")
+        decoders[i] = lambda ids, t=tok: t.decode(list(ids), skip_special_tokens=False)
+    return decoders
+
+
+def write_report(audits: Sequence[Path], out: Path, *, labels: Sequence[str] | None = None,
+                 dedup_dir: Path | None = None, profile_dirs: Sequence[Path] = (), model_dirs: Sequence[Path] = (),
+                 title: str | None = None, checks: Path | None = None,
+                 log: Callable[[str], None] = lambda msg: None) -> dict:
+    """Write the report of ``audits`` (``memdedup audit`` directories) into ``out``; return its
+    manifest. ``profile_dirs`` pair with the audits in order (may be fewer); ``dedup_dir`` and
+    ``checks`` (a ``memdedup check`` output) feed the comparison page; ``log`` gets notes.
+    ValueError (nothing written): labels, profiles or model directories that do not fit the
+    audits, ``out`` inside an input, ``out`` holding another stage's output, an unreadable
+    ``checks``.
+    """
+    audits, out = [Path(a) for a in audits], Path(out)
+    profile_dirs, model_dirs = [Path(p) for p in profile_dirs], [Path(m) for m in model_dirs]
+    labels = _labels(audits, labels)
+    stems = _file_stems(labels)
+    if len(profile_dirs) > len(audits):
+        raise ValueError(f"--profile-dir: {len(profile_dirs)} profiles for {len(audits)} audits")
+    if len(model_dirs) not in (0, 1, len(audits)):
+        raise ValueError(f"--model-dir: give one directory for all audits or one per audit, got {len(model_dirs)}")
+    decoders = _decoders(audits, model_dirs, log)
+    refuse_out_in_inputs(out, [*audits, *profile_dirs, *([dedup_dir] if dedup_dir else [])])
+    prior = read_manifest(out) if out.is_dir() else None  # the report's manifest.json would replace it
+    if prior is not None and prior["stage"] != "report":
+        raise ValueError(f"--out {out} holds a {prior['stage']} output (manifest.json); choose another path")
+    # read before anything is written: a missing or damaged file is exit 2, one line, no pages
+    exposure = read_json(checks).get("exposure_by_copies") if checks is not None else None
+    if prior:  # an earlier report's files go (this one may not rewrite them all), its manifest first
+        entries = [*prior.get("pages", []), prior.get("comparison") or {}]
+        stale = [e.get(k) for e in entries for k in ("page", "numbers")]
+        for name in ["manifest.json", *filter(None, stale)]:
+            (out / Path(name).name).unlink(missing_ok=True)
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []  # a report failing part-way removes the pages it wrote (listed by no manifest)
+    try:
+        pages = []
+        for i, (a, lab, stem) in enumerate(zip(audits, labels, stems)):
+            written += [out / f"{stem}.html", report_json(out / f"{stem}.html")]
+            profile = profile_dirs[i] if i < len(profile_dirs) else None
+            page = model_page.model_report(a, written[-2], profile_dir=profile, title=f"Memorization audit: {lab}",
+                                           decode=decoders[i])
+            pages.append({"label": lab, "audit": str(a), "page": page.name, "numbers": report_json(page).name})
+        comparison = None
+        if len(audits) >= 2:
+            written += [out / COMPARISON_PAGE, report_json(out / COMPARISON_PAGE, comparison=True)]
+            page = comparison_page.comparison_report(audits, labels, written[-2], dedup_dir=dedup_dir, title=title,
+                                                     exposure=exposure)
+            comparison = {"page": page.name, "numbers": report_json(page, comparison=True).name}
+        elif dedup_dir is not None:
+            log("note: --dedup-dir is used by the comparison page, which needs at least two audits")
+        return write_stage_manifest(out, "report", {
+            "pages": pages, "comparison": comparison, "dedup_dir": str(dedup_dir) if dedup_dir else None,
+            "profile_dirs": [str(p) for p in profile_dirs], "checks": str(checks) if checks else None},
+            versions=False)
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        if made:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # the out it made, unless something else is in it
+        raise
