@@ -66,15 +66,8 @@ from dedup.io import replacing
 __all__ = ["generate_corpus", "true_duplicates", "jaccard", "write_shards", "sample_documents", "vocabulary", "SCHEMA"]
 
 #: Schema of the tables returned by :func:`generate_corpus`.
-SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("text", pa.string()),
-        ("cluster", pa.int64()),
-        ("kind", pa.string()),
-        ("source_jaccard", pa.float64()),
-    ]
-)
+SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("cluster", pa.int64()), ("kind", pa.string()),
+                    ("source_jaccard", pa.float64())])
 
 # Roughly in decreasing frequency (the rank order sets the Zipf weights).
 _COMMON_WORDS = """
@@ -137,6 +130,7 @@ _P_COMMA, _P_SEMI, _P_DASH, _P_QUOTE = 0.07, 0.006, 0.01, 0.012
 _END_PUNCT_P = np.array([0.9, 0.05, 0.05])  # '.', '?', '!'
 _STYLE_BITS = 5  # token = word_id << 5 | style
 _SENT_MIN, _SENT_MAX = 5, 25
+_MEAN_SENT = (_SENT_MIN + _SENT_MAX) / 2
 _NEAR_TRIES = 16
 
 
@@ -158,10 +152,7 @@ class _Vocab:
             nuc = rng.integers(0, len(_NUCLEI), size=(m, 4))
             cod = rng.integers(0, len(_CODAS), size=(m, 4))
             for i in range(m):
-                w = "".join(
-                    _ONSETS[ons[i, k]] + _NUCLEI[nuc[i, k]] + _CODAS[cod[i, k]]
-                    for k in range(n_syl[i])
-                )
+                w = "".join(_ONSETS[ons[i, k]] + _NUCLEI[nuc[i, k]] + _CODAS[cod[i, k]] for k in range(n_syl[i]))
                 if len(w) >= 2 and w not in seen:
                     seen.add(w)
                     pseudo.append(w)
@@ -173,14 +164,12 @@ class _Vocab:
         for r, w in sorted(zip(ranks, _EXOTIC_WORDS)):
             words.insert(int(r), w)
         self.words = words
-        v = len(words)
-        weights = 1.0 / (np.arange(v) + 1 + _ZIPF_SHIFT) ** _ZIPF_EXPONENT
+        weights = 1.0 / (np.arange(len(words)) + 1 + _ZIPF_SHIFT) ** _ZIPF_EXPONENT
         self.p = weights / weights.sum()
         self.cdf = np.cumsum(self.p)
         self.cdf[-1] = 1.0
         # Word pieces, indexed word_id * 2 + cap.
-        pieces = [p for w in words for p in (w, w[:1].upper() + w[1:])]
-        self.pieces = pieces
+        self.pieces = pieces = [p for w in words for p in (w, w[:1].upper() + w[1:])]
         self.pieces_arr = pa.array(pieces, type=pa.string())
         # Canonical word id of each piece (every piece must be exactly one canonical word).
         canon = normalize.canonical_words_batch(self.pieces_arr)
@@ -191,16 +180,12 @@ class _Vocab:
                 raise AssertionError(f"vocabulary piece {pieces[i]!r} is not one word: {ws}")
             cid[i] = ids.setdefault(ws[0], len(ids))
         self.canon_id = cid
-        self.prefix_arr = pa.array(["", "“"], type=pa.string())  # by quote
-        self.suffix_arr = pa.array(  # by quote * len(_PUNCT) + punct
-            [q + p for q in ("", "”") for p in _PUNCT], type=pa.string()
-        )
+        # Affixes: the prefix by quote, the suffix by quote * len(_PUNCT) + punct.
+        self.prefix_arr = pa.array(["", "“"], type=pa.string())
+        self.suffix_arr = pa.array([q + p for q in ("", "”") for p in _PUNCT], type=pa.string())
         piece_bytes = np.array([len(s.encode("utf-8")) for s in pieces[::2]], dtype=np.float64)
         # Expected UTF-8 bytes per token (word, affixes, separating space), to size docs.
-        mean_sent = (_SENT_MIN + _SENT_MAX) / 2
-        affix = (
-            _P_COMMA * 1 + _P_SEMI * 1 + _P_DASH * 4 + _P_QUOTE * 6 + 1.0 / mean_sent
-        )
+        affix = _P_COMMA * 1 + _P_SEMI * 1 + _P_DASH * 4 + _P_QUOTE * 6 + 1.0 / _MEAN_SENT
         self.bytes_per_token = float(self.p @ piece_bytes) + affix + 1.0
 
         # Guide table for inverse-CDF sampling: bucket b of [0, 1) maps to
@@ -223,8 +208,7 @@ class _Vocab:
             b = (u * self.guide_k).astype(np.int32)
             ids = self.guide_lo[b]
             amb = np.flatnonzero(ids != self.guide_hi[b])
-            if len(amb):
-                ids[amb] = np.minimum(np.searchsorted(self.cdf, u[amb], side="right"), last)
+            ids[amb] = np.minimum(np.searchsorted(self.cdf, u[amb], side="right"), last)
             out[start : start + len(u)] = ids
         return out
 
@@ -268,21 +252,18 @@ def _token_grams(tokens: np.ndarray, canon_id: np.ndarray, n: int = 5) -> set:
     return set(zip(*(c[k:] for k in range(n))))
 
 
-def _sample_originals(
-    rng: np.random.Generator, vocab: _Vocab, n: int, mean_bytes: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _sample_originals(rng: np.random.Generator, vocab: _Vocab, n: int,
+                      mean_bytes: int) -> tuple[np.ndarray, np.ndarray]:
     """Token stream and document offsets (length n + 1) for n fresh documents."""
     sigma = 0.35
     doc_bytes = rng.lognormal(math.log(mean_bytes) - sigma**2 / 2, sigma, size=n)
     doc_bytes = np.clip(doc_bytes, 0.25 * mean_bytes, 4.0 * mean_bytes)
     targets = np.cumsum(doc_bytes / vocab.bytes_per_token)
     need = targets[-1] if n else 0.0
-    mean_sent = (_SENT_MIN + _SENT_MAX) / 2
-    lens = rng.integers(_SENT_MIN, _SENT_MAX + 1, size=int(need / mean_sent * 1.1) + n + 16)
+    lens = rng.integers(_SENT_MIN, _SENT_MAX + 1, size=int(need / _MEAN_SENT * 1.1) + n + 16)
     ends = np.cumsum(lens)
     while ends[-1] < need + n * _SENT_MAX:  # rare: extend the sentence stream
-        more = rng.integers(_SENT_MIN, _SENT_MAX + 1, size=len(lens))
-        lens = np.concatenate([lens, more])
+        lens = np.concatenate([lens, rng.integers(_SENT_MIN, _SENT_MAX + 1, size=len(lens))])
         ends = np.cumsum(lens)
     # Doc d ends at the first sentence end >= its cumulative target, at least one
     # sentence per doc (strictly increasing sentence indices).
@@ -290,8 +271,7 @@ def _sample_originals(
     ar = np.arange(n)
     s = np.maximum.accumulate(s - ar) + ar
     n_sent = int(s[-1]) + 1 if n else 0
-    lens = lens[:n_sent]
-    ends = ends[:n_sent]
+    lens, ends = lens[:n_sent], ends[:n_sent]
     total = int(ends[-1]) if n_sent else 0
     offsets = np.concatenate([[0], ends[s]]).astype(np.int64)
 
@@ -304,21 +284,14 @@ def _sample_originals(
     punct[u < _P_COMMA] = 1
     quote = (rng.random(total) < _P_QUOTE).astype(np.int64)
     cap = np.zeros(total, dtype=np.int64)
-    starts = ends - lens
-    cap[starts] = 1
-    end_p = rng.choice(np.array([2, 3, 4]), size=n_sent, p=_END_PUNCT_P)
-    punct[ends - 1] = end_p
+    cap[ends - lens] = 1  # sentence starts
+    punct[ends - 1] = rng.choice(np.array([2, 3, 4]), size=n_sent, p=_END_PUNCT_P)
     tokens = (words << _STYLE_BITS) | cap | (quote << 1) | (punct << 2)
     return tokens, offsets
 
 
-def _make_near(
-    rng: np.random.Generator,
-    vocab: _Vocab,
-    src: np.ndarray,
-    lo: float,
-    hi: float,
-) -> tuple[np.ndarray, float]:
+def _make_near(rng: np.random.Generator, vocab: _Vocab, src: np.ndarray, lo: float,
+               hi: float) -> tuple[np.ndarray, float]:
     """Edit ``src`` (tokens) so that its 5-gram Jaccard with ``src`` lies in [lo, hi]."""
     target = rng.uniform(lo, hi)
     q = 2 * target / (1 + target)
@@ -333,41 +306,37 @@ def _make_near(
         u = rng.random(k)
         op = (u >= 0.6).astype(np.int8) + (u >= 0.8)  # 0 sub 60%, 1 insert 20%, 2 delete
         out = src.copy()
+        # (Each step below is a no-op on an empty set of positions, and draws nothing from rng.)
         sub = pos[op == 0]
-        if len(sub):
-            old = out[sub] >> _STYLE_BITS
-            new = vocab.sample(rng, len(sub))
-            same = new == old
-            new[same] = (new[same] + 1) % len(vocab.words)
-            out[sub] = (new << _STYLE_BITS) | (out[sub] & ((1 << _STYLE_BITS) - 1))
+        old = out[sub] >> _STYLE_BITS
+        new = vocab.sample(rng, len(sub))
+        same = new == old
+        new[same] = (new[same] + 1) % len(vocab.words)
+        out[sub] = (new << _STYLE_BITS) | (out[sub] & ((1 << _STYLE_BITS) - 1))
         ins = pos[op == 1]
         keep = np.ones(m, dtype=bool)
         dele = pos[op == 2]
         keep[dele] = False
-        if len(dele):
-            # Cosmetics (no effect on canonical words): a deleted sentence start passes
-            # its capital to the next kept word, a deleted sentence end its final mark
-            # to the previous kept word.
-            for d in dele.tolist():
-                t = int(out[d])
-                if t & 1 and d + 1 < m and keep[d + 1]:
-                    out[d + 1] |= 1
-                if (t >> 2) & 7 in (2, 3, 4) and d > 0 and keep[d - 1]:
-                    out[d - 1] = (int(out[d - 1]) & ~(7 << 2)) | (t & (7 << 2))
-        if len(ins):
-            new_tok = vocab.sample(rng, len(ins)) << _STYLE_BITS
-            # Insert after the chosen word: mark, then splice in one pass.
-            counts = np.ones(m, dtype=np.int64)
-            counts[ins] += 1
-            expanded = np.repeat(out, counts)
-            ekeep = np.repeat(keep, counts)
-            first = np.cumsum(counts) - counts  # index of each original token
-            ins_at = first[np.sort(ins)] + 1
-            expanded[ins_at] = new_tok
-            ekeep[ins_at] = True
-            out = expanded[ekeep]
-        else:
-            out = out[keep]
+        # Cosmetics (no effect on canonical words): a deleted sentence start passes
+        # its capital to the next kept word, a deleted sentence end its final mark
+        # to the previous kept word.
+        for d in dele.tolist():
+            t = int(out[d])
+            if t & 1 and d + 1 < m and keep[d + 1]:
+                out[d + 1] |= 1
+            if (t >> 2) & 7 in (2, 3, 4) and d > 0 and keep[d - 1]:
+                out[d - 1] = (int(out[d - 1]) & ~(7 << 2)) | (t & (7 << 2))
+        new_tok = vocab.sample(rng, len(ins)) << _STYLE_BITS
+        # Insert after the chosen word: mark, then splice in one pass.
+        counts = np.ones(m, dtype=np.int64)
+        counts[ins] += 1
+        expanded = np.repeat(out, counts)
+        ekeep = np.repeat(keep, counts)
+        first = np.cumsum(counts) - counts  # index of each original token
+        ins_at = first[np.sort(ins)] + 1
+        expanded[ins_at] = new_tok
+        ekeep[ins_at] = True
+        out = expanded[ekeep]
         j = _set_jaccard(src_grams, _token_grams(out, vocab.canon_id))
         if lo <= j <= hi:
             return out, j
@@ -402,8 +371,7 @@ def _perturb_exact(rng: np.random.Generator, text: str) -> str:
             text = text.translate(_ASCII_LOWER)
         else:
             ws = text.split(" ")
-            flip = np.flatnonzero(rng.random(len(ws)) < 0.2).tolist()
-            for i in flip:
+            for i in np.flatnonzero(rng.random(len(ws)) < 0.2).tolist():
                 ws[i] = ws[i].translate(_ASCII_UPPER if ws[i][:1].islower() else _ASCII_LOWER)
             text = " ".join(ws)
     if ops[1]:  # punctuation: changed, dropped or added between words
@@ -411,8 +379,7 @@ def _perturb_exact(rng: np.random.Generator, text: str) -> str:
         if mode == 0:
             text = text.replace(",", "").replace(";", ",")
         elif mode == 1:
-            text = text.replace(". ", "! ").replace(" —", " --").replace("“", '"')
-            text = text.replace("”", '"')
+            text = text.replace(". ", "! ").replace(" —", " --").replace("“", '"').replace("”", '"')
         else:
             ws = text.split(" ")
             marks = rng.choice(np.array([",", " -", ":", "...", " (", ")"]), size=len(ws))
@@ -420,8 +387,7 @@ def _perturb_exact(rng: np.random.Generator, text: str) -> str:
             text = " ".join(w + str(mk) if a else w for w, mk, a in zip(ws, marks, add))
     if ops[2]:  # Unicode that NFKC folds: full-width letters, decomposed accents
         ws = text.split(" ")
-        pick = np.flatnonzero(rng.random(len(ws)) < 0.05).tolist()
-        for i in pick:
+        for i in np.flatnonzero(rng.random(len(ws)) < 0.05).tolist():
             ws[i] = ws[i].translate(_FULLWIDTH)
         text = " ".join(ws).replace("é", "e\u0301").replace("ü", "u\u0308")
     if ops[3]:  # whitespace
@@ -465,14 +431,8 @@ def vocabulary() -> list[str]:
     return _vocab().words
 
 
-def generate_corpus(
-    n_docs: int,
-    mean_bytes: int = 1000,
-    exact_frac: float = 0.05,
-    near_frac: float = 0.10,
-    near_jaccard: tuple[float, float] = (0.5, 1.0),
-    seed: int = 0,
-) -> pa.Table:
+def generate_corpus(n_docs: int, mean_bytes: int = 1000, exact_frac: float = 0.05, near_frac: float = 0.10,
+                    near_jaccard: tuple[float, float] = (0.5, 1.0), seed: int = 0) -> pa.Table:
     """A deterministic corpus of ``n_docs`` rows with planted exact and near duplicates
     (the module docstring's text model and edit rule); the same arguments give the same table.
 
@@ -526,10 +486,8 @@ def generate_corpus(
     near_tokens: list[np.ndarray] = []
     for r in near_rows.tolist():
         o = orig_index[cluster[r]]
-        src = tokens[offsets[o] : offsets[o + 1]]
-        out, j = _make_near(rng, vocab, src, lo, hi)
+        out, source_j[r] = _make_near(rng, vocab, tokens[offsets[o] : offsets[o + 1]], lo, hi)
         near_tokens.append(out)
-        source_j[r] = j
     exact_rows = dup_rows[dup_kind == 1]
     source_j[exact_rows] = 1.0
 
@@ -543,31 +501,26 @@ def generate_corpus(
     for s in range(0, len(near_tokens), chunk):
         part = near_tokens[s : s + chunk]
         lens = np.array([len(t) for t in part], dtype=np.int64)
-        toks = np.concatenate(part) if part else np.zeros(0, dtype=np.int64)
-        pieces.append(_render(vocab, toks, np.concatenate([[0], np.cumsum(lens)])))
+        pieces.append(_render(vocab, np.concatenate(part), np.concatenate([[0], np.cumsum(lens)])))
 
     # Exact duplicates: raw-text variants of their source's text.
     src_text = pa.chunked_array(pieces[: (n_orig + chunk - 1) // chunk], type=pa.string())
     exact_src = src_text.take(pa.array(orig_index[cluster[exact_rows]])).to_pylist()
-    exact_text = [_perturb_exact(rng, t) for t in exact_src]
-    pieces.append(pa.array(exact_text, type=pa.string()))
+    pieces.append(pa.array([_perturb_exact(rng, t) for t in exact_src], type=pa.string()))
 
     # Position of each row in concat(originals, near, exact).
     pos = np.empty(n_docs, dtype=np.int64)
     pos[orig_rows] = np.arange(n_orig)
     pos[near_rows] = n_orig + np.arange(len(near_rows))
     pos[exact_rows] = n_orig + len(near_rows) + np.arange(len(exact_rows))
-    all_text = pa.chunked_array(pieces, type=pa.string())
-    text = all_text.take(pa.array(pos)).combine_chunks()
+    text = pa.chunked_array(pieces, type=pa.string()).take(pa.array(pos)).combine_chunks()
 
     width = max(7, len(str(n_docs - 1)))
     digits = pc.utf8_lpad(pc.cast(pa.array(np.arange(n_docs)), pa.string()), width, "0")
     ids = pc.binary_join_element_wise("doc-", digits, "")
     kinds = pa.array(np.array(["original", "exact", "near"])[kind_code].tolist(), type=pa.string())
     sj = pa.array(source_j, type=pa.float64(), from_pandas=True)  # NaN -> null
-    return pa.Table.from_arrays(
-        [ids, text, pa.array(cluster, type=pa.int64()), kinds, sj], schema=SCHEMA
-    )
+    return pa.Table.from_arrays([ids, text, pa.array(cluster, type=pa.int64()), kinds, sj], schema=SCHEMA)
 
 
 # ----------------------------------------------------------------------- ground truth
@@ -587,28 +540,23 @@ def earlier_jaccards(table: pa.Table, ngram: int = 5, unit: str = "word") -> lis
         return result
     cluster = np.asarray(table.column("cluster").to_numpy(zero_copy_only=False), dtype=np.int64)
     order = np.argsort(cluster, kind="stable")  # rows grouped by cluster, in row order
-    sc = cluster[order]
-    bounds = np.flatnonzero(np.diff(sc)) + 1
+    bounds = np.flatnonzero(np.diff(cluster[order])) + 1
     starts = np.concatenate([[0], bounds])
     ends = np.concatenate([bounds, [n]])
     multi = (ends - starts) >= 2
     if not multi.any():
         return result
     rows_in = np.concatenate([order[s:e] for s, e in zip(starts[multi], ends[multi])])
-    texts = table.column("text").take(pa.array(rows_in))
-    words = normalize.canonical_words_batch(texts)
+    words = normalize.canonical_words_batch(table.column("text").take(pa.array(rows_in)))
     sets = {int(r): set(normalize.word_shingles(w, ngram, unit)) for r, w in zip(rows_in.tolist(), words)}
     for s, e in zip(starts[multi].tolist(), ends[multi].tolist()):
         members = order[s:e].tolist()  # ascending row order (stable sort)
-        for jj in range(1, len(members)):
-            sj = sets[members[jj]]
-            result[members[jj]] = [_set_jaccard(sets[members[ii]], sj) for ii in range(jj)]
+        for jj, row in enumerate(members[1:], 1):
+            result[row] = [_set_jaccard(sets[earlier], sets[row]) for earlier in members[:jj]]
     return result
 
 
-def true_duplicates(
-    table: pa.Table, threshold: float, ngram: int = 5, unit: str = "word"
-) -> np.ndarray:
+def true_duplicates(table: pa.Table, threshold: float, ngram: int = 5, unit: str = "word") -> np.ndarray:
     """Ground truth: row j is True iff some earlier row of its cluster has exact
     shingle-set Jaccard >= ``threshold`` with it (see :func:`earlier_jaccards`)."""
     return np.array([any(j >= threshold for j in js) for js in earlier_jaccards(table, ngram, unit)], dtype=bool)
@@ -617,9 +565,7 @@ def true_duplicates(
 # ---------------------------------------------------------------------------- shards
 
 
-def write_shards(
-    table: pa.Table, out_dir, n_shards: int, fmt: str = "parquet"
-) -> list[pathlib.Path]:
+def write_shards(table: pa.Table, out_dir, n_shards: int, fmt: str = "parquet") -> list[pathlib.Path]:
     """Split ``table`` in row order into ``n_shards`` contiguous files under ``out_dir``.
 
     Files are ``part-00000.<ext>`` (``ext`` = ``parquet``, ``jsonl``, ``jsonl.gz`` or
@@ -645,7 +591,6 @@ def write_shards(
         with replacing(path) as tmp:
             if fmt == "parquet":
                 import pyarrow.parquet as pq
-
                 pq.write_table(part, tmp, row_group_size=10_000)
             else:
                 _write_jsonl(part, tmp, fmt)
