@@ -67,6 +67,7 @@ import pyarrow as pa
 from .config import DedupConfig
 from .index import KEEP, Verdicts, decide
 from .index_dir import CONFIG_PARAMS, IndexDir, index_params
+from .io import StateError
 from .params import optimal_param, per_band_fp, whole_index_fp
 from .scalable import FilterStack
 from .shards import first_invalid_utf8, text_column_problem, text_strings, text_type_problem
@@ -140,15 +141,13 @@ class Deduplicator:
 
     def _texts(self, data) -> pa.Array | pa.ChunkedArray:
         name = self.config.text_column
-        if isinstance(data, (pa.Table, pa.RecordBatch)):
-            problem = text_column_problem(data.schema, name)
-        elif isinstance(data, (pa.Array, pa.ChunkedArray)):
-            problem = text_type_problem(data.type, name)
-        else:
+        table = isinstance(data, (pa.Table, pa.RecordBatch))
+        if not table and not isinstance(data, (pa.Array, pa.ChunkedArray)):
             raise TypeError(f"expected a pyarrow Table, RecordBatch or string Array, got {type(data).__name__}")
+        problem = text_column_problem(data.schema, name) if table else text_type_problem(data.type, name)
         if problem:
             raise ValueError(problem)
-        col = text_strings(data if isinstance(data, (pa.Array, pa.ChunkedArray)) else data.column(name))
+        col = text_strings(data.column(name) if table else data)
         bad = first_invalid_utf8(col)
         if bad is not None:
             raise ValueError(f"text column {name!r}: row {-1 if bad[0] is None else bad[0]} is not valid UTF-8")
@@ -205,8 +204,6 @@ class Deduplicator:
             raise ValueError(f"{idx.path} holds another index ({idx.documents} documents); save to a new directory, "
                              "or load that index and add to it")
         if ours and idx.current != self._version:
-            from .io import StateError
-
             raise StateError(f"{idx.path}: the index changed (now {idx.current or 'empty'}) since this Deduplicator "
                              f"loaded or saved its version {self._version}; load it again and add the rows again")
         if ours and self.documents == self._saved_documents and idx.meta is not None:
