@@ -45,6 +45,7 @@ import functools
 import os
 import re
 import warnings
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -127,8 +128,7 @@ def _check_columns(shard: Shard, schema: pa.Schema, text_column: str, id_column:
     """Check the text and id columns (see the module docstring); return why the id column
     is ignored (None: it is read, or absent)."""
     names = schema.names
-    problem = text_column_problem(schema, text_column)
-    if problem:
+    if problem := text_column_problem(schema, text_column):
         raise InputError(shard.path, problem)
     if not id_column or id_column not in names:
         if id_required and id_column:
@@ -147,8 +147,7 @@ def text_column_problem(schema: pa.Schema, text_column: str) -> str | None:
     names = schema.names
     if text_column not in names:
         return f"no text column {text_column!r}; columns are {names}"
-    dup = _duplicated(names, text_column)
-    if dup:
+    if dup := _duplicated(names, text_column):
         return f"text {dup}; column names must be unique"
     return text_type_problem(schema.field(text_column).type, text_column)
 
@@ -328,7 +327,7 @@ class _JsonlFile:
         self.as_strings = pa.schema([])
         #: Columns read exactly (``uint64`` or ``string``) instead of Arrow's own type.
         self.exact: dict[str, pa.DataType] = {}
-        numbers: dict[str, jsonl.Numbers] = {}
+        numbers: dict[str, jsonl.Numbers] = defaultdict(jsonl.Numbers)
         schemas = []
         #: The first piece's columns as Arrow read them alone (explicit types go first).
         self.order: list[str] | None = None
@@ -344,11 +343,10 @@ class _JsonlFile:
             self.schema = pa.unify_schemas(schemas, promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
             raise InputError(shard.path, f"a column changes type within the file: {e}") from e
-        names = self.order + [n for n in self.schema.names if n not in self.order]
-        self.schema = pa.schema([self.schema.field(n) for n in names], metadata=self.schema.metadata)
         self.exact = {c: _EXACT_TYPES[t] for c, n in numbers.items() if (t := n.exact_type())}
-        for c, t in self.exact.items():
-            self.schema = self.schema.set(self.schema.get_field_index(c), pa.field(c, t))
+        names = self.order + [n for n in self.schema.names if n not in self.order]
+        self.schema = pa.schema([pa.field(n, self.exact[n]) if n in self.exact else self.schema.field(n) for n in names],
+                                metadata=self.schema.metadata)
 
     def _note_numbers(self, numbers: dict[str, jsonl.Numbers], line: int, piece: bytes, table: pa.Table) -> None:
         """Add what ``table`` (the piece's rows as Arrow reads them) says about its numbers
@@ -359,12 +357,12 @@ class _JsonlFile:
             if pa.types.is_integer(f.type):
                 for v in min_max(col):
                     if v is not None:
-                        numbers.setdefault(f.name, jsonl.Numbers()).add_int(v)
+                        numbers[f.name].add_int(v)
             elif pa.types.is_floating(f.type):
                 if _magnitude(col) >= jsonl.EXACT_IN_DOUBLE:
                     top.add(f.name)
                 else:  # float64 without an integer beyond int64: a fraction or an exponent is there
-                    numbers.setdefault(f.name, jsonl.Numbers()).fraction = True
+                    numbers[f.name].fraction = True
             elif pa.types.is_nested(f.type) and any(_magnitude(v) >= jsonl.EXACT_IN_DOUBLE for v in _float_leaves(col)):
                 nested.add(f.name)
         if top or nested:
@@ -373,7 +371,7 @@ class _JsonlFile:
             if bad is not None:
                 raise InputError(self.shard.path, bad[1], line=bad[0])
             for c, n in found.items():
-                numbers.setdefault(c, jsonl.Numbers()).merge(n)
+                numbers[c].merge(n)
 
     def _parse(self, piece: bytes) -> pa.Table:
         import pyarrow.json as pj
@@ -458,11 +456,8 @@ class _ArrowFile:
 
     def __init__(self, shard: Shard):
         self.shard = shard
-        self.num_rows = 0
         with self._open() as (schema, batches):
-            self.schema = schema
-            for batch in batches:
-                self.num_rows += batch.num_rows
+            self.schema, self.num_rows = schema, sum(batch.num_rows for batch in batches)
 
     @contextmanager
     def _open(self):
@@ -601,15 +596,12 @@ def _guarded(batches: Iterator[pa.RecordBatch], path: Path, what: str) -> Iterat
     """``batches``; an Arrow or OS error while decoding becomes an :class:`InputError`
     naming ``path`` and the row after which ``what`` was found."""
     row = 0
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        except (pa.ArrowException, OSError) as e:
-            raise InputError(path, f"{what} after this row: {e}", row=row) from e
-        yield batch
-        row += batch.num_rows
+    try:
+        for batch in batches:
+            yield batch  # (the consumer's own errors are raised in the consumer, not here)
+            row += batch.num_rows
+    except (pa.ArrowException, OSError) as e:
+        raise InputError(path, f"{what} after this row: {e}", row=row) from e
 
 
 def count_rows(shards: list[Shard]) -> int:
