@@ -32,8 +32,6 @@ import numpy as np
 JSON_SPACE = b" \t\r"
 BOM = b"\xef\xbb\xbf"
 _OPEN = ord("{")
-
-
 _CONTENT = re.compile(rb"[^ \t\r\n]")
 
 
