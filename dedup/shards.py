@@ -237,8 +237,7 @@ def _jsonl_line_of_row(shard: Shard, row: int) -> int | None:
 _MAX_BLOCK = (1 << 31) - 1
 #: Arrow's report of a field whose JSON type changes within a block (its row counts from 0).
 _TYPE_CHANGE = re.compile(r"Column\((.*)\) changed from (\w+) to (\w+) in row (\d+)")
-
-
+#: The Arrow type of each :meth:`dedup.jsonl.Numbers.exact_type`.
 _EXACT_TYPES = {"uint64": pa.uint64(), "string": pa.string()}
 
 
