@@ -16,7 +16,7 @@ from functools import partial
 import numpy as np
 import pyarrow as pa
 
-from . import layout, runs
+from . import kernels, layout, runs
 from .config import DedupConfig
 from .arrow import bool_array, numeric_array, take_strings
 from .index import make_index
@@ -106,7 +106,8 @@ def dedup_files(
     return the manifest (also written to disk). The run protocol (inputs, output names,
     identity, leftovers, ``force``) is :mod:`dedup.runs`'s, shared with the staged engine.
 
-    ``threads``: Numba threads for sketching (default: Numba's default, all cores); ``progress``:
+    ``threads``: Numba threads for sketching (default: Numba's default, all cores; capped at
+    ``NUMBA_NUM_THREADS``; :func:`dedup.kernels.use_threads`); ``progress``:
     called after every batch with a dict of counters (``rows`` so far of ``total_rows``, None when
     unknown: JSONL with a ``capacity``); ``log``: told what the run protocol decided
     (skipped hidden files, an unfinished run's outputs cleared, a completed run found).
@@ -146,10 +147,7 @@ def _run(plan: runs.RunPlan, config: DedupConfig, threads: int | None, progress:
     rows = count_rows(shards) if config.capacity is None or all(s.fmt in ("parquet", "arrow") for s in shards) else None
     capacity = config.capacity or max(rows, 1)
     plan_ = plan_index(config.threshold, config.num_perm, capacity, config.fp, config.bands, config.rows)
-    if threads is not None and threads != 1:
-        import numba
-
-        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    threads = kernels.use_threads(threads)
     sketcher = Sketcher(config, plan_.bands, plan_.rows, threads)
     index = make_index(
         config.index, plan_, scheme=config.scheme, num_perm=config.num_perm, seed=config.seed,

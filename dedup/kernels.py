@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import numbers
 import os
 import warnings
 from types import ModuleType
@@ -51,6 +52,24 @@ def _jit(name: str) -> ModuleType:
 def backend() -> str:
     """``"aot"`` or ``"jit"``: what serial kernels run on in this process."""
     return "aot" if aot() is not None else "jit"
+
+
+def use_threads(threads: int | None) -> int | None:
+    """Check ``threads`` (None: Numba's default, all cores; else a positive int) and give this
+    thread's parallel kernels that many Numba threads, capped at ``NUMBA_NUM_THREADS``; return
+    the count used (None for None). ValueError: anything else."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
+        raise ValueError(f"threads must be None or a positive integer, got {threads!r}")
+    threads = int(threads)
+    if threads == 1:
+        return 1
+    import numba
+
+    threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(threads)
+    return threads
 
 
 def sketch_documents(data, offsets, valid, table, bits, cf_bit, map_cps, map_off, map_blob, ngram, char_unit, scheme,

@@ -64,6 +64,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from . import kernels
 from .config import DedupConfig
 from .index import KEEP, Verdicts, decide
 from .index_dir import CONFIG_PARAMS, IndexDir, index_params
@@ -88,7 +89,7 @@ class Deduplicator:
     ``config``: the decision parameters, ``text_column``, ``batch_rows`` (rows sketched at a time:
     memory) and ``capacity``; the ``lshbloom`` index only. ``grow``: whether the filters grow (it
     and ``capacity``, and their defaults: the module docstring). ``threads``: 1 is serial (the
-    compiled kernels), None or more Numba's parallel kernels.
+    compiled kernels), None or more Numba's parallel kernels (:func:`dedup.kernels.use_threads`).
 
     Raises:
         ValueError: another index backend, or ``grow=False`` without a capacity.
@@ -112,7 +113,7 @@ class Deduplicator:
             raise ValueError(f"a Deduplicator keeps an LSHBloom index; index={config.index!r} needs dedup_files")
         self.config = config
         self.bands, self.rows = config.banding()
-        self._sketcher = Sketcher(config, self.bands, self.rows, threads)
+        self._sketcher = Sketcher(config, self.bands, self.rows, kernels.use_threads(threads))
         self._stats = Counter(rows=0, kept=0, exact=0, near=0, null_text=0, empty_text=0)
 
     # ------------------------------------------------------------------------ deciding

@@ -290,3 +290,24 @@ def test_an_index_of_the_earlier_word_definition_is_refused(tmp_path):
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(IndexMismatchError, match="words=None, this run has words=2.*Han and kana"):
         Deduplicator.load(tmp_path / "idx")
+
+
+def test_threads_are_checked_and_set_as_dedup_files_sets_them():
+    """``Deduplicator(threads=N)`` runs Numba's parallel kernels on N threads (capped at
+    NUMBA_NUM_THREADS), as ``dedup_files(threads=N)`` does; 0, negative and non-integer
+    counts are a ValueError. Before: N was not given to Numba (the kernels ran on whatever
+    count the thread last had) and threads=0 or -3 were accepted silently."""
+    import numba
+
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        Deduplicator(DedupConfig(), threads=2)
+        assert numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)
+        Deduplicator(DedupConfig(), threads=10_000)
+        assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
+        for bad in (0, -3, 2.5, "2", True):
+            with pytest.raises(ValueError, match="threads must be None or a positive integer"):
+                Deduplicator(DedupConfig(), threads=bad)
+    finally:
+        numba.set_num_threads(before)
