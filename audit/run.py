@@ -23,7 +23,7 @@ from dedup import io
 from dedup import layout as dedup_layout
 from dedup.config import DedupConfig
 from dedup.runs import discover
-from dedup.shards import InputError, count_rows
+from dedup.shards import InputError, count_rows, id_strings
 
 from . import aggregate, batching, metrics
 from .config import AuditConfig
@@ -60,7 +60,7 @@ def _members(path: Path | None) -> set[str] | None:
         col = "id" if "id" in table.column_names else "document_id" if "document_id" in table.column_names else None
         if col is None:
             raise InputError(path, f"no 'id' or 'document_id' column; columns are {table.column_names}")
-        ids = {str(x) for x in table.column(col).to_pylist() if x is not None}
+        ids = {x for x in id_strings(table.column(col), path, col).to_pylist() if x is not None}
     else:
         try:
             raw = path.read_bytes()

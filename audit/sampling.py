@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dedup.shards import InputError, Shard, ShardReader
+from dedup.shards import InputError, Shard, ShardReader, id_strings
 
 Encode = Callable[[list[str]], list[list[int]]]
 
@@ -207,7 +207,7 @@ def sequences_from_file(
             raise InputError(path, f"column {name!r} holds {col.null_count} null(s)")
     if "tokens" not in table.column_names:
         if {"id", "token_offset"} <= set(table.column_names) and shards is not None and encode is not None:
-            return _sequences_by_id(table, prompt_len + cont_len, shards, encode, text_column, id_column)
+            return _sequences_by_id(table, path, prompt_len + cont_len, shards, encode, text_column, id_column)
         raise InputError(path, f"needs a 'tokens' column, or 'id' and 'token_offset'; columns are {table.column_names}")
     need = prompt_len + cont_len
     data = table.to_pydict()
@@ -221,9 +221,10 @@ def sequences_from_file(
     return _sequences(list(picked), need, table.num_rows)
 
 
-def _sequences_by_id(table: pa.Table, need: int, shards: list[Shard], encode: Encode, text_column: str,
+def _sequences_by_id(table: pa.Table, path: Path, need: int, shards: list[Shard], encode: Encode, text_column: str,
                      id_column: str | None) -> Sequences:
-    wanted = [(str(i), int(o)) for i, o in zip(table.column("id").to_pylist(), table.column("token_offset").to_pylist())]
+    ids = id_strings(table.column("id"), path, "id").to_pylist()  # as the corpus's ids read
+    wanted = [(i, int(o)) for i, o in zip(ids, table.column("token_offset").to_pylist())]
     ids = {i for i, _ in wanted}
     found: dict[str, tuple[str, int, str]] = {}
     for shard, row, doc_id, text in corpus_rows(shards, text_column, id_column, id_required=True):

@@ -575,13 +575,18 @@ class ShardReader:
         """The batch's ids as strings (nulls where there is no id column)."""
         if self.id_column is None:
             return pa.nulls(batch.num_rows, pa.string())
-        col = batch.column(self.id_column)
-        if pa.types.is_string(col.type):
-            return col
-        try:
-            return cast(col, pa.string())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-            raise InputError(self.shard.path, f"id column {self.id_column!r} of type {col.type} cannot be read as strings: {e}") from e
+        return id_strings(batch.column(self.id_column), self.shard.path, self.id_column)
+
+
+def id_strings(col: pa.Array | pa.ChunkedArray, path: Path, column: str) -> pa.Array | pa.ChunkedArray:
+    """Document ids as strings, the one way every id is read: Arrow's cast (``2`` and ``2.0``
+    -> ``'2'``, ``1e20`` -> ``'1e+20'``). InputError naming ``path``: a type without one."""
+    if pa.types.is_string(col.type):
+        return col
+    try:
+        return cast(col, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise InputError(path, f"id column {column!r} of type {col.type} cannot be read as strings: {e}") from e
 
 
 def _parquet_file(path: Path) -> pq.ParquetFile:

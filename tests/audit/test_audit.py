@@ -121,7 +121,8 @@ def test_explicit_sequences_file(canary_lm, tmp_path):
     pq.write_table(pa.table({"tokens": [list(range(1, 70)), list(range(5, 20))]}), seqs)
     summary = run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / "out",
                         AuditConfig(n_boot=0), sequences=seqs, log=quiet)
-    assert summary["sequences"] == {"n": 1, "considered": 2, "skipped_short": 1, "per_bucket": None}
+    assert summary["sequences"] == {"n": 1, "considered": 2, "skipped_short": 1, "per_bucket": None,
+                                    "file": str(seqs.resolve())}
 
 
 def test_explicit_ids_and_offsets(canary_lm, tmp_path):

@@ -148,3 +148,37 @@ def test_a_members_file_error_after_a_byte_order_mark_names_the_right_byte(tmp_p
     path.write_bytes(b"\xef\xbb\xbfa\n\xff\n")
     with pytest.raises(InputError, match="at byte 5"):
         _members(path)
+
+
+def test_members_parquet_ids_are_read_as_the_corpus_ids_are(tmp_path):
+    """A Parquet members list whose ids became float64 (pandas turns an integer column with a
+    missing value into floats) holds the ids the corpus's integer ids read as: the corpus's id
+    column is cast to strings by Arrow (2 -> '2', and 2.0 -> '2'), and so now is the members
+    column. Before: Python's str gave '2.0', so no member matched and every sequence was labelled
+    a non-member."""
+    from audit.run import _members
+    from dedup.shards import Shard, ShardReader
+
+    path = tmp_path / "members.parquet"
+    pq.write_table(pa.table({"id": pa.array([2.0, 3.0, None, 1e20, 0.5])}), path)
+    corpus = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"id": pa.array([2, 3, 4]), "text": ["a", "b", "c"]}), corpus)
+    reader = ShardReader(Shard(corpus, "c.parquet", "parquet"), "text", "id", True, batch_rows=16)
+    corpus_ids = [i for b in reader.batches() for i in reader.ids(b).to_pylist()]
+    assert corpus_ids == ["2", "3", "4"]
+    assert _members(path) == {"2", "3", "1e+20", "0.5"}
+
+
+def test_sequences_named_by_float_ids_find_their_documents(tmp_path):
+    """--sequences by ``id`` and ``token_offset``: ids that became float64 (2.0) name the corpus's
+    document 2, as the corpus reads its ids. Before: str(2.0) = '2.0' matched no document: no
+    sequence was found."""
+    from audit.sampling import sequences_from_file
+    from dedup.runs import discover
+
+    corpus = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"id": pa.array([1, 2, 3]), "text": ["abcdefgh", "ijklmnop", "qrstuvwx"]}), corpus)
+    given = tmp_path / "seqs.parquet"
+    pq.write_table(pa.table({"id": pa.array([2.0, 3.0]), "token_offset": [1, 0]}), given)
+    seqs = sequences_from_file(given, 2, 2, discover([corpus]), lambda texts: [[ord(c) for c in t] for t in texts])
+    assert seqs.doc_id == ["2", "3"] and seqs.tokens.tolist() == [[106, 107, 108, 109], [113, 114, 115, 116]]
