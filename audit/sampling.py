@@ -211,6 +211,8 @@ def sequences_from_file(
         raise InputError(path, f"needs a 'tokens' column, or 'id' and 'token_offset'; columns are {table.column_names}")
     need = prompt_len + cont_len
     data = table.to_pydict()
+    if "id" in data:
+        data["id"] = id_strings(table.column("id"), path, "id").to_pylist()
     keep = [i for i, t in enumerate(data["tokens"]) if t is not None and len(t) >= need]
 
     def col(name, default):

@@ -182,3 +182,5 @@ def test_sequences_named_by_float_ids_find_their_documents(tmp_path):
     pq.write_table(pa.table({"id": pa.array([2.0, 3.0]), "token_offset": [1, 0]}), given)
     seqs = sequences_from_file(given, 2, 2, discover([corpus]), lambda texts: [[ord(c) for c in t] for t in texts])
     assert seqs.doc_id == ["2", "3"] and seqs.tokens.tolist() == [[106, 107, 108, 109], [113, 114, 115, 116]]
+    pq.write_table(pa.table({"id": pa.array([2.0]), "tokens": [[1, 2, 3, 4]]}), given)  # given tokens: the same ids
+    assert sequences_from_file(given, 2, 2).doc_id == ["2"]
