@@ -279,7 +279,7 @@ def _check_causal(model, device: str, path: Path) -> None:
     ids = torch.arange(8, device=device).remainder(n_embed)[None].repeat(2, 1)
     ids[1, -1] = (ids[1, -1] + 1) % n_embed
     with torch.no_grad():
-        logits = model(input_ids=ids).logits[:, :-1].float()
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, :-1].float()
     if (logits[0] - logits[1]).abs().max() > 1e-4 * (1 + logits.abs().max()):
         raise ModelError(f"{path}: not causal: its predictions at earlier positions change when a later token "
                          "changes (an encoder such as BERT, loaded with a language-model head?); memorisation "
