@@ -61,6 +61,9 @@ def test_readme_python_blocks_run(capsys):
     assert "[True, False, True] 2\n[False, True]\n" in out and "5 [False, True]" in out  # Deduplicator
     assert out.count("['a', 'c', 'd']") == 2  # datasets: ds.filter with the keep mask, both ways
     assert "['a', 'c']\n" in out  # datatrove
+    assert "occurring 1 times: 0 of 22 extractable" in out  # audit: a fresh model memorizes no unique text
+    assert "occurring 32-63 times: 2 of 2 extractable" in out  # ... and both canaries planted 32 times
+    assert "['tiny.html']" in out
 
 
 def test_every_package_is_walked():
