@@ -94,8 +94,7 @@ def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
     band = {"band_lower", "band_upper"} <= set(profile.columns)
     df = profile[cols].copy()
     if band:
-        df["lower"] = profile["band_lower"].to_numpy()
-        df["upper"] = profile["band_upper"].to_numpy()
+        df["lower"], df["upper"] = profile["band_lower"].to_numpy(), profile["band_upper"].to_numpy()
     if df[["treatment_step", "step"]].isna().any().any():
         raise ValueError("profile has missing treatment_step or step values")
     if df.duplicated(subset=["treatment_step", "step"]).any():
@@ -136,9 +135,8 @@ def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
         ax.tick_params(which="minor", length=0)
     xt, yt = _tick_positions(n_c), _tick_positions(n_r)
     ax.set_xticks(xt, [_step_label(columns[i]) for i in xt])
-    sizes = None
-    if "cohort_size" in profile.columns:
-        sizes = profile.groupby("treatment_step")["cohort_size"].first().reindex(rows).to_numpy()
+    sizes = (profile.groupby("treatment_step")["cohort_size"].first().reindex(rows).to_numpy()
+             if "cohort_size" in profile.columns else None)
     ax.set_yticks(yt, [_step_label(rows[i]) + (f" (n={int(sizes[i])})" if sizes is not None and np.isfinite(sizes[i])
                                                else "") for i in yt])
     for i, g in enumerate(rows):  # treatment: left of the first checkpoint that has seen the cohort
@@ -154,14 +152,11 @@ def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
 
     if n_r <= 12 and n_c <= 12:
         fontsize = 8 if n_c <= 8 else 6.5
-        for i in range(n_r):
-            for j in range(n_c):
-                if not has_effect[i, j]:
-                    continue
-                v = E[i, j]
-                dark = coloured[i, j] and abs(v) > 0.6 * vmax
-                ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=fontsize,
-                        color="white" if dark else ("#555555" if greyed[i, j] else "black"))
+        for i, j in zip(*np.nonzero(has_effect)):
+            v = E[i, j]
+            dark = coloured[i, j] and abs(v) > 0.6 * vmax
+            ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=fontsize,
+                    color="white" if dark else ("#555555" if greyed[i, j] else "black"))
 
     cbar = fig.colorbar(im, ax=ax, shrink=0.9)
     cbar.set_label(COLORBAR_LABEL)
@@ -314,7 +309,6 @@ def rate_points(series: Sequence[tuple[str, list[dict]]], xlabel: str, groups: S
     above the axes with more than one model). ``series``: (label, rows) per model, rows as
     :func:`audit.stats.rate_by_group` returns; rows with n == 0 or no finite rate get no point.
     ``groups``: the x axis, in order."""
-    x = np.arange(len(groups))
     fig, ax = _new_figure(float(np.clip(2.8 + 0.8 * len(groups), 5.5, 11.0)), 4.2)
     m = len(series)
     step = min(0.12, 0.5 / max(m - 1, 1))  # horizontal dodge between models, so error bars stay apart
@@ -336,7 +330,7 @@ def rate_points(series: Sequence[tuple[str, list[dict]]], xlabel: str, groups: S
             handles.append(ax.errorbar(xs, ys, yerr=[lo, hi], fmt=markers[i % len(markers)] + ("-" if m > 1 else ""),
                                        capsize=3, markersize=5, linewidth=1.3))
             names.append(label)
-    ax.set_xticks(x, groups)
+    ax.set_xticks(np.arange(len(groups)), groups)
     ax.set_xlim(-0.6, len(groups) - 0.4)
     ax.set_ylim(-0.02, 1.02)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
