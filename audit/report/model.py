@@ -163,10 +163,8 @@ def _membership_section(a: Audit) -> str:
         label = score_label(name)
         fpr, tpr = stats.roc_curve(a.table[f"score_{name}"].to_numpy(dtype=float), y)
         curves.append((label, fpr, tpr, m["roc_auc"]))
-        boot = m.get("roc_auc_boot") or {}
-        interval = ci(boot, num) if boot else "–"
-        rows.append([esc(label), num(m["roc_auc"]), interval, num(m["pr_auc"]), or_na(m.get("tpr_at_1pct_fpr")),
-                     or_na(m.get("tpr_at_0.1pct_fpr"))])
+        rows.append([esc(label), num(m["roc_auc"]), ci(m["roc_auc_boot"], num) if m.get("roc_auc_boot") else "–",
+                     num(m["pr_auc"]), or_na(m.get("tpr_at_1pct_fpr")), or_na(m.get("tpr_at_0.1pct_fpr"))])
     png = plots.roc_curves(curves)
     caption = ("How well each membership score separates sequences from training documents (members) from the "
                "others. Each curve sweeps a threshold over the score: a point is the fraction of members flagged "
@@ -209,10 +207,8 @@ def _forecast_html(fc: dict) -> str:
         return pct(v) + (f" (95% CI {pct(lo)} – {pct(hi)})" if finite(lo) and finite(hi) else "")
 
     tp, fp, fn = (fc.get(k) for k in ("tp", "fp", "fn"))
-    counts = ""
-    if all(finite(x) for x in (tp, fp, fn)):
-        counts = (f" {integer(tp + fp)} were exactly recalled at the early checkpoint, {integer(tp + fn)} at the final one, "
-                  f"{integer(tp)} at both.")
+    counts = (f" {integer(tp + fp)} were exactly recalled at the early checkpoint, {integer(tp + fn)} at the final one, "
+              f"{integer(tp)} at both.") if all(finite(x) for x in (tp, fp, fn)) else ""
     return (f"<h3>Forecasting</h3><p>Does being memorized (exactly recalled) at an early checkpoint (step "
             f"{integer(fc.get('early_step'))}) predict being memorized at the final one (step {integer(fc.get('final_step'))})? "
             f"Over {integer(fc.get('n'))} instances seen by both:{counts}</p><ul>"
@@ -268,8 +264,7 @@ def _profile_section(profile_dir: Path) -> str:
         parts.append(f'<p class="note">One treatment per instance: the panel ends {esc(panel.get("ends", ""))} '
                      f'(step {integer(panel.get("end_step"))}), before any instance is trained a second time '
                      "(Lesci et al. 2024 keep epoch 1 only); later checkpoints are not in the profile.</p>")
-    band = summ.get("band") or {}
-    if band:
+    if band := summ.get("band"):
         parts.append(
             f"<p>Significance uses a simultaneous 95% band over all {integer(band.get('cells'))} cells (critical value "
             f"{num(band.get('critical_value'))} standard errors, the max-t band of Callaway &amp; Sant'Anna as in the "
@@ -278,8 +273,7 @@ def _profile_section(profile_dir: Path) -> str:
             "Lead cells (before treatment, negative event time) test no anticipation and parallel trends: "
             f"{integer(band.get('significant_lead_cells'))} of {integer(band.get('lead_cells'))} are significant "
             "(0 expected).</p>")
-    cohorts = summ.get("cohorts") or []
-    if cohorts:
+    if cohorts := summ.get("cohorts"):
         crow = [[integer(c.get("treatment_step")), integer(c.get("base_step")),
                  esc(", ".join(str(x) for x in c.get("member_cohorts", []))), integer(c.get("cohort_size"))]
                 for c in cohorts]
@@ -288,8 +282,7 @@ def _profile_section(profile_dir: Path) -> str:
                      "the first checkpoint that has seen all of them.</p>")
         parts.append(table(["cohort (step)", "base step", "merged checkpoint cohorts", "instances"], crow,
                            num_cols=(0, 1, 3)))
-    curve = summ.get("event_time_curve") or []
-    if curve:
+    if curve := summ.get("event_time_curve"):
         crow = [[integer(r.get("event_time")), num(r.get("lag_steps"), 1), num(r.get("effect")),
                  f"{num(r.get('band_lower'))} – {num(r.get('band_upper'))}", integer(r.get("n_cohorts")),
                  "yes" if r.get("significant") else "no"] for r in curve]
@@ -298,8 +291,7 @@ def _profile_section(profile_dir: Path) -> str:
                      "times. Event time 0 is instantaneous memorisation; negative event times are the lead cells.</p>")
         parts.append(table(["event time", "mean lag (steps)", "effect (nats)", "95% band", "cohorts", "significant"],
                            crow, num_cols=(0, 1, 2, 3, 4)))
-        et = _profile_figure(profile_dir, EVENT_TIME_PNG)
-        if et:
+        if et := _profile_figure(profile_dir, EVENT_TIME_PNG):
             parts.append(figure_html(et, "event-time curve", (
                 "Event-time curve: memorisation against checkpoints since treatment (mean lag in optimizer steps "
                 "below), cohort-size weighted, with its simultaneous 95% band; left of the vertical line: lead cells, "
@@ -329,8 +321,7 @@ def _profile_section(profile_dir: Path) -> str:
             "foils and recall, with 95% Wilson intervals over the items, against steps since their exposure "
             "(log axis). Unlike the curves above, no later exposure of an item can lift it.")),
     ):
-        figure = _profile_figure(profile_dir, png, parquet, plot)
-        if figure:
+        if figure := _profile_figure(profile_dir, png, parquet, plot):
             parts.append(figure_html(figure, alt, caption))
     fc = summ.get("forecast")
     if fc is None:
@@ -384,11 +375,9 @@ def model_report(
                                      "continuation"])
 
     # Extractable rate by duplicate count.
-    by_dup = a.by_duplicates()
-    if by_dup:
-        png = plots.rate_by_duplicates(by_dup)
-        sections.append("<h2>Extractable rate by occurrences</h2>" + figure_html(png, "extractable rate by "
-            "occurrences", (
+    if by_dup := a.by_duplicates():
+        sections.append("<h2>Extractable rate by occurrences</h2>" + figure_html(
+            plots.rate_by_duplicates(by_dup), "extractable rate by occurrences", (
                 "Fraction of distinct sequences whose continuation greedy decoding reproduces exactly from the prompt, "
                 "grouped by how many times the audited token window occurs in the corpus, at any offset of any "
                 "document (Carlini et al. 2022; Kandpal et al. 2022). "
@@ -417,12 +406,11 @@ def model_report(
 
     sections.append(_membership_section(a))
 
-    by_status = a.by_status()
-    if by_status:
+    if by_status := a.by_status():
         png = plots.rate_points([("extractable rate", by_status)], "dedup status of the source document",
                                 [r["group"] for r in by_status])
-        sections.append("<h2>Extractable rate by dedup status</h2>" + figure_html(png, "extractable rate by dedup "
-            "status", (
+        sections.append("<h2>Extractable rate by dedup status</h2>" + figure_html(
+            png, "extractable rate by dedup status", (
                 "Extractable rate by what deduplication did with the sequence's source document: <b>unique</b>, no "
                 "duplicate in the corpus; <b>kept</b>, it has duplicates and this copy is the one dedup kept; "
                 "<b>removed</b>, dedup removed it as a duplicate of an earlier document. A model trained on the raw "
