@@ -260,20 +260,16 @@ def comparison_report(
 def _exposure_section(exposure: Mapping[str, dict], labels: Sequence[str]) -> str:
     """The comparison page's table of canary exposure (bits) by planted copies, one column per
     model (the audits' labels first, in order, then any other model of ``exposure``)."""
+    def cell(r: dict | None) -> str:
+        return (f"{num(r.get('mean_exposure'), 2)} <span class=\"small\">({num(r.get('min_exposure'), 1)} – "
+                f"{num(r.get('max_exposure'), 1)}; {integer(r.get('canaries'))} canaries)</span>" if r else "–")
+
     models = [m for m in labels if m in exposure] + [m for m in exposure if m not in labels]
     ok = [m for m in models if isinstance(exposure[m], dict) and exposure[m].get("by_copies")]
     failed = [m for m in models if m not in ok]
     by = {m: {int(r["copies"]): r for r in exposure[m]["by_copies"]} for m in ok}
     copies = sorted({c for m in ok for c in by[m]})
-    rows = []
-    for c in copies:
-        cells = [integer(c)]
-        for m in ok:
-            r = by[m].get(c)
-            cells.append(f"{num(r.get('mean_exposure'), 2)} <span class=\"small\">({num(r.get('min_exposure'), 1)} – "
-                         f"{num(r.get('max_exposure'), 1)}; {integer(r.get('canaries'))} canaries)</span>"
-                         if r else "–")
-        rows.append(cells)
+    rows = [[integer(c)] + [cell(by[m].get(c)) for m in ok] for c in copies]
     spaces = sorted({(float(exposure[m].get("log2_space", float("nan"))), exposure[m].get("samples"),
                       exposure[m].get("words")) for m in ok}, key=str)
     space_text = "; ".join(f"log2|R| = {num(ls, 1)} bits ({integer(w)}-word canaries), estimated from "
