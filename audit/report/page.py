@@ -53,9 +53,7 @@ def pct(x) -> str:
     if not finite(x):
         return "–"
     v = 100.0 * float(x)
-    if v == 0.0 or abs(v) >= 0.1:
-        return f"{v:.1f}%"
-    return f"{v:.2g}%"
+    return f"{v:.1f}%" if v == 0.0 or abs(v) >= 0.1 else f"{v:.2g}%"
 
 
 def integer(x) -> str:
