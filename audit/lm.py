@@ -102,6 +102,27 @@ class CausalLM:
                 "generation_config": {**self.generation_config(n_new).to_diff_dict(), "repetition_penalty": 1.0,
                                       "no_repeat_ngram_size": 0, "do_sample": False, "num_beams": 1}}
 
+    def check_causal(self) -> None:
+        """ModelError unless changing the last of 8 tokens (fewer in a shorter context) leaves
+        every earlier position's logits unchanged (to 1e-4 of their scale). AutoModelForCausalLM
+        also loads encoders such as BERT (as BertLMHeadModel, bidirectional unless
+        ``is_decoder``): their prediction of a token sees the token, so every number of an audit
+        would measure copying, not memorisation."""
+        import torch
+
+        n, vocab = min(8, self.max_positions or 8), self.model.get_input_embeddings().num_embeddings
+        ids = torch.arange(n, device=self.device).remainder(vocab)[None].repeat(2, 1)
+        ids[1, -1] = (ids[1, -1] + 1) % vocab
+        try:
+            with torch.no_grad():
+                logits = self.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, :-1].float()
+        except Exception as e:  # a damaged or exotic model: its first forward pass would fail the same way
+            raise ModelError(f"{self.path}: a forward pass over {n} tokens failed: {type(e).__name__}: {e}") from e
+        if (logits[0] - logits[1]).abs().max() > 1e-4 * (1 + logits.abs().max()):
+            raise ModelError(f"{self.path}: not causal: its predictions at earlier positions change when a later "
+                             "token changes (an encoder such as BERT, loaded with a language-model head?); "
+                             "memorisation audits need a causal LM")
+
     @property
     def max_positions(self) -> int | None:
         """The model's context length in tokens, if its config states one."""
@@ -264,26 +285,9 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str 
     model.eval()
     if bos not in ("auto", "never"):
         raise ValueError(f"bos must be 'auto' or 'never', got {bos!r}")
-    _check_causal(model, device, path)
-    return CausalLM(model, tokenizer, device, path, bos)
-
-
-def _check_causal(model, device: str, path: Path) -> None:
-    """ModelError unless changing the last of 8 tokens leaves every earlier position's logits
-    unchanged (to 1e-4 of their scale). AutoModelForCausalLM also loads encoders such as BERT
-    (as BertLMHeadModel, bidirectional unless ``is_decoder``): their prediction of a token sees
-    the token, so every number of an audit would measure copying, not memorisation."""
-    import torch
-
-    n_embed = model.get_input_embeddings().num_embeddings
-    ids = torch.arange(8, device=device).remainder(n_embed)[None].repeat(2, 1)
-    ids[1, -1] = (ids[1, -1] + 1) % n_embed
-    with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, :-1].float()
-    if (logits[0] - logits[1]).abs().max() > 1e-4 * (1 + logits.abs().max()):
-        raise ModelError(f"{path}: not causal: its predictions at earlier positions change when a later token "
-                         "changes (an encoder such as BERT, loaded with a language-model head?); memorisation "
-                         "audits need a causal LM")
+    lm = CausalLM(model, tokenizer, device, path, bos)
+    lm.check_causal()
+    return lm
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

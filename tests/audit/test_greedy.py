@@ -211,6 +211,30 @@ def test_a_model_that_attends_to_later_tokens_is_refused(tiny_random_lm, tmp_pat
     assert load_causal_lm(tiny_random_lm("bert_decoder")).path == tiny_random_lm("bert_decoder")
 
 
+def test_the_causality_probe_fits_a_short_context(tmp_path):
+    """The probe feeds 8 tokens, or the whole context when it is shorter: a causal GPT-2 of 4
+    positions loads (a probe of 8 failed in the embedding), and a forward pass that fails is a
+    ModelError naming the directory, not a traceback."""
+    import torch
+    import transformers as tf
+
+    from audit.lm import ModelError, load_causal_lm
+
+    from .conftest import word_tokenizer
+
+    torch.manual_seed(0)
+    d = tmp_path / "short"
+    tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=48, n_embd=32, n_layer=1, n_head=4, n_positions=4,
+                                     bos_token_id=None, eos_token_id=None)).save_pretrained(d)
+    word_tokenizer(48).save_pretrained(d)
+    assert load_causal_lm(d).max_positions == 4
+    cfg = (d / "config.json").read_text().replace('"n_positions": 4', '"n_positions": 40')
+    (d / "config.json").write_text(cfg)  # the config now claims more positions than the weights hold
+    with pytest.raises(ModelError, match="not a causal language model|forward pass over 8 tokens failed") as e:
+        load_causal_lm(d)
+    assert str(d) in str(e.value)
+
+
 def test_the_bos_counts_against_the_context(tiny_random_lm, tmp_path):
     """``--bos auto`` feeds prefix + P + C tokens: a window that fills the context exactly
     leaves no room for the BOS, so it is refused as too long. Before: only P + C was checked, and
