@@ -25,12 +25,14 @@ from dedup.sketch import Sketcher, string_buffers
 # final sigma, Kelvin sign, a code point that becomes 18), context-sensitive ones
 # (combining marks of several classes that compose, reorder or stay; Indic nukta, virama
 # and two-part vowels; Thai tone marks; kana voicing; Hangul jamo; a long s that NFKC
-# rewrites before composing), and plain text around them.
+# rewrites before composing; Thai and Lao vowels NFKC splits, a Myanmar composition, Khmer
+# and Myanmar viramas), and plain text around them.
 PIECES = ["abc", "ABC", " ", "Ｆｕｌｌ", "ﬁ", "\u00a0", "…", "É", "ÄÖÜ", "Σ", "ς", "K", "e\u0301",
           "\u0308", "\u1100\u1161", "가", "x²", "İ", "ẞ", "Ǆ", "ﷺ", "😀", "漢",
           "\u0301", "\u0323", "\u0316", "\u0345", "\u0338", "=", "ǘ", "u", "Ü", "ſ", "\u0307", "Ｅ",
           "न", "क", "\u093c", "\u094d", "ा", "\u0b47", "\u0b3e", "\u0b57", "ท", "\u0e48", "\u0e38",
-          "か", "\u3099", "\u0344", "\u0f73", "\ufffd"]
+          "か", "\u3099", "\u0344", "\u0f73", "\ufffd", "ำ", "\u0e4d", "\u0eb3", "ໜ", "ဥ", "\u102e", "ဦ", "\u17d2",
+          "ខ", "\u1039", "ꩻ"]
 texts = st.lists(st.lists(st.sampled_from(PIECES), max_size=12).map("".join) | st.text(max_size=30), max_size=10)
 
 

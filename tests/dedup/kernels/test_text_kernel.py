@@ -12,17 +12,23 @@ from dedup.normalize import canonical_text, exact_key, shingles
 from dedup.sketch import Sketcher, string_buffers
 
 # Text drawn from pieces that exercise every branch: ASCII words, separators, accents
-# (precomposed and combining), full-width forms (NFKC), Devanagari marks, CJK, emoji,
-# ligatures, and 2-, 3- and 4-byte UTF-8.
+# (precomposed and combining), full-width forms (NFKC), Devanagari marks, CJK, Thai, Lao,
+# Khmer and Myanmar, emoji, ligatures, and 2-, 3- and 4-byte UTF-8.
 pieces = st.sampled_from(
     ["the", "Quick", "fox", "ÉTÉ", "e\u0301t\u00e9", "ﬁne", "１２３", "नमस्ते", "दुनिया", "漢字", "😀",
      " ", "  ", ", ", "!", "\n", "\t", "--", "_", "'", "ǅ", "ß", "İ", "Σ", "x²", "\u200b",
-     "中文", "ひらがな", "か\u3099", "カタカナ", "ｶﾀｶﾅ", "ﾊﾟ", "㍿", "々", "〇", "\U00020000", "한국어"]
+     "中文", "ひらがな", "か\u3099", "カタカナ", "ｶﾀｶﾅ", "ﾊﾟ", "㍿", "々", "〇", "\U00020000", "한국어",
+     # Thai, Lao, Khmer, Myanmar: letters, stacked marks, marks NFKC reorders (tone before vowel
+     # below), code points NFKC splits in two (ำ, ຳ, ໜ), a composition after a solo starter
+     # (ဥ + ီ = ဦ), digits, Khmer's zero-width space, signs and symbols, Myanmar Extended-A and -B
+     "ภาษาไทย", "ที่", "น้ำ", "ก\u0e48\u0e38", "๑๒", "\u0e31", "ພາສາ", "ກຳ", "ໜ", "မြန်မာ", "ဥ\u102e", "ဦ",
+     "ꩠꧠ", "ភាសា\u200bខ្មែរ", "\u17d2", "៛᧠៕"]
 )
 texts = st.lists(pieces, max_size=40).map("".join) | st.text(max_size=60)
 
 TRICKY = ["", " ", "!!!", "one", "a b c d", "a b c d e", "Hello, World! Café naïve", None, "中文abc文本", "か\u3099き",
-          "\u3099か", "x か\u3099\u3099 y", "㍿㍿ ﾊﾟﾊﾟ", "漢" * 200,
+          "\u3099か", "x か\u3099\u3099 y", "㍿㍿ ﾊﾟﾊﾟ", "漢" * 200, "ภาษาไทย ที่นี่ น้ำ", "a\u0e31b\u0e48\u0e38",
+          "ဥ\u102e ဥ ဦ", "ໜ ກຳ", "ភាសា\u200bខ្មែរ៕", "ก" * 200,
           "Ｆｕｌｌ width １２３", "\u0928\u092e\u0938\u094d\u0924\u0947 दुनिया", "x" * 300]
 
 
@@ -48,7 +54,8 @@ def test_tricky_documents(scheme, unit, ngram):
 
 @settings(deadline=None, max_examples=150)
 @given(docs=st.lists(texts, min_size=1, max_size=8), unit=st.sampled_from(["word", "char"]),
-       ngram=st.integers(1, 6), nfkc=st.booleans(), scheme=st.sampled_from(["fast", "fss"]))
+       ngram=st.integers(1, 6), nfkc=st.booleans(),
+       scheme=st.sampled_from(["fast", "fss", "datasketch-affine32", "datasketch-legacy"]))
 def test_kernel_equals_reference(docs, unit, ngram, nfkc, scheme):
     _check(docs, unit, ngram, scheme, nfkc)
 
