@@ -39,7 +39,7 @@ from pathlib import Path
 
 from . import io
 from .config import DedupConfig
-from .normalize import WORDS
+from .normalize import WORDS, word_changes_since
 from .scalable import FilterStack
 from .shards import InputError, Shard
 
@@ -97,11 +97,11 @@ class IndexDir:
         if self.meta is not None:
             for k, v in params.items():
                 if self.meta["params"].get(k) != v:
+                    changes = word_changes_since(self.meta["params"].get(k)) if k == "words" else ""
                     raise IndexMismatchError(
                         f"{self.path / INDEX_FILE}: index built with {k}={self.meta['params'].get(k)!r}, this run has "
                         f"{k}={v!r}; use the same parameters or another --index-dir"
-                        + (" (words=2: Han and kana code points became words by themselves, so the keys of "
-                           "Chinese and Japanese text changed)" if k == "words" else ""))
+                        + (f" ({changes}, so the keys of that text changed)" if changes else ""))
 
     def _read(self) -> dict | None:
         p = self.path / INDEX_FILE

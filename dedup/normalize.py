@@ -10,13 +10,15 @@ The definition (every scheme, every backend, every code path uses it):
    (``L*``), a mark (``M*``, so that Devanagari vowel signs or combining accents do not
    split words) or a number (``N*``), as reported by Python's :mod:`unicodedata`.
    Every maximal run of other code points is a separator. A word is a maximal run of word
-   characters, except that each Han ideograph and kana (:data:`SOLO_RANGES`; Chinese and
-   Japanese are written without spaces) is a word by itself, as BERT's basic tokenizer
-   splits CJK ideographs: a clause is not one word. A combining mark after one that NFKC
-   does not compose (a variation selector, say) is then a word of its own. The *canonical
-   text* is the words joined by single ASCII spaces, with no leading or trailing space.
-   (Thai, Lao, Khmer and Myanmar are written without spaces too, but their words span
-   several code points with marks: a clause of theirs is one word; use ``unit="char"``.)
+   characters, except in the scripts written without spaces between words
+   (:data:`SOLO_RANGES`), where a clause is not one word: each Han ideograph and kana
+   (Chinese, Japanese) is a word by itself, as BERT's basic tokenizer splits CJK ideographs,
+   and so is each word character of Thai, Lao, Khmer and Myanmar, their vowel signs, tone
+   marks and viramas included (their words span several code points, so word shingles are
+   windows of n code points there, as in Chinese). A combining mark from elsewhere after
+   such a code point (a variation selector after a Han ideograph, say) that NFKC does not
+   compose is then a word of its own. The *canonical text* is the words joined by single
+   ASCII spaces, with no leading or trailing space.
 3. Word shingles (default, n=5): every run of n consecutive words, as the UTF-8 bytes of
    those words joined by single spaces. A document with 1..n-1 words has exactly one
    shingle: its whole canonical text. A document with no words has no shingles.
@@ -66,15 +68,39 @@ _TABLE_RANGES = ((0, 0x40000), (0xE0000, 0xE1000))
 REPLACE_NFKC = NFKC_UNSTABLE | LOWER_CHANGES
 REPLACE_LOWER = LOWER_CHANGES
 
-#: Code point ranges whose word characters are words by themselves (step 2): Han (CJK
-#: unified ideographs and their extensions A-H, compatibility ideographs, ideographic
-#: iteration and number marks), Hiragana, Katakana (half-width too) and the kana supplements.
-SOLO_RANGES = ((0x3005, 0x3007), (0x3021, 0x3029), (0x3038, 0x303C), (0x3041, 0x30FF), (0x31F0, 0x31FF),
-               (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0xFF66, 0xFF9F), (0x1AFF0, 0x1B16F),
-               (0x20000, 0x323AF))
-#: The version of the word definition, recorded in index directories (:mod:`dedup.index_dir`):
-#: 2 since Han and kana code points are words by themselves.
-WORDS = 2
+#: The blocks of Thai, Lao, Myanmar (and Myanmar Extended-A and -B) and Khmer (and Khmer
+#: Symbols), written without spaces between words: each of their word characters, marks
+#: included, is a word by itself (step 2).
+SOLO_SCRIPTS = ((0x0E00, 0x0E7F), (0x0E80, 0x0EFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x19E0, 0x19FF),
+                (0xA9E0, 0xA9FF), (0xAA60, 0xAA7F))
+#: Code point ranges whose letters and numbers are words by themselves (step 2), in order:
+#: Han (CJK unified ideographs and their extensions A-H, compatibility ideographs, ideographic
+#: iteration and number marks), Hiragana, Katakana (half-width too) and the kana supplements,
+#: and :data:`SOLO_SCRIPTS`, whose marks are words by themselves too (kana's voicing marks are
+#: not: NFKC composes them with the kana before them).
+SOLO_RANGES = tuple(sorted(SOLO_SCRIPTS + (
+    (0x3005, 0x3007), (0x3021, 0x3029), (0x3038, 0x303C), (0x3041, 0x30FF), (0x31F0, 0x31FF), (0x3400, 0x4DBF),
+    (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0xFF66, 0xFF9F), (0x1AFF0, 0x1B16F), (0x20000, 0x323AF))))
+#: The version of the word definition, recorded in index directories (:mod:`dedup.index_dir`)
+#: and run identities (:mod:`dedup.runs`); :data:`WORD_CHANGES` says what each version changed.
+WORDS = 3
+#: What each version of the word definition changed (in 1, a word was any run of word characters).
+WORD_CHANGES = {
+    2: "Han and kana code points became words by themselves",
+    3: "Thai, Lao, Khmer and Myanmar code points became words by themselves",
+}
+
+
+def word_changes_since(version) -> str:
+    """What the word definition changed after ``version`` (as recorded; None, nothing recorded:
+    version 1), for the messages that refuse an index or a run of an earlier one.
+
+    Example:
+        >>> word_changes_since(2)
+        'words=3: Thai, Lao, Khmer and Myanmar code points became words by themselves'
+    """
+    since = version if isinstance(version, int) else 1
+    return "; ".join(f"words={v}: {what}" for v, what in sorted(WORD_CHANGES.items()) if v > since)
 
 
 @dataclass(frozen=True)
@@ -99,7 +125,7 @@ def _tables() -> tuple[np.ndarray, CharMap, CharMap]:
     """(char_table, lower-of-NFKC map, lowercase map), from the start-up cache or built."""
     from . import cache
 
-    name = f"chartables-v6-unicode-{unicodedata.unidata_version}-arrow-{pa.__version__}.npz"
+    name = f"chartables-v7-unicode-{unicodedata.unidata_version}-arrow-{pa.__version__}.npz"
     keys = ("table", "nfkc_cps", "nfkc_off", "nfkc_blob", "lower_cps", "lower_off", "lower_blob")
     arrays = [(cache.load_npz(name) or {}).get(k) for k in keys]
     if any(a is None for a in arrays) or arrays[0].shape != (TABLE_SIZE,):
@@ -180,7 +206,8 @@ def _build_tables() -> tuple[np.ndarray, CharMap, CharMap]:
         flags = 0
         if unicodedata.category(ch)[0] in "LMN":
             flags |= WORD
-            if unicodedata.category(ch)[0] != "M" and any(lo <= cp <= hi for lo, hi in SOLO_RANGES):
+            if any(lo <= cp <= hi for lo, hi in SOLO_RANGES) and (
+                    unicodedata.category(ch)[0] != "M" or any(lo <= cp <= hi for lo, hi in SOLO_SCRIPTS)):
                 flags |= SOLO
         unstable = nfkc_changes[i] or sensitive(ch)
         if unstable:
@@ -238,8 +265,8 @@ def char_table() -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def word_regex() -> re.Pattern[str]:
-    """A regex matching the words of step 2 (one Han or kana code point, or a maximal run of
-    the other word characters), built from the same table.
+    """A regex matching the words of step 2 (one code point of :data:`SOLO_RANGES` that is a
+    word by itself, or a maximal run of the other word characters), built from the same table.
 
     The astral ranges sit behind a one-range lookahead so that a separator costs one
     big-charset test instead of a scan of the ~350 astral ranges (5x faster).
@@ -310,7 +337,7 @@ def canonical_text(text: str, nfkc: bool = True) -> str:
     """
     lowered = prenormalize(string_array([text]), nfkc)[0].as_py()
     table = char_table()
-    solo = itertools.count(2)  # a new key for each Han or kana code point: a word by itself
+    solo = itertools.count(2)  # a new key for each code point that is a word by itself (SOLO)
     runs = itertools.groupby(lowered, key=lambda ch: next(solo) if table[ord(ch)] & SOLO else table[ord(ch)] & WORD)
     return " ".join("".join(chars) for word, chars in runs if word)
 

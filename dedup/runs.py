@@ -49,7 +49,7 @@ from pathlib import Path
 
 from . import io, layout
 from .config import DedupConfig
-from .normalize import WORDS
+from .normalize import WORDS, word_changes_since
 from .shards import InputError, Shard, ShardReader, format_of, is_plain_json
 
 WORK_DIR = "_work"
@@ -233,7 +233,7 @@ def _difference(old: dict, new: dict) -> str:
     if diff:
         return f"config ({', '.join(diff)} differ)"
     if old.get("words") != new["words"]:
-        return "word definition (dedup.normalize.WORDS)"
+        return f"word definition ({word_changes_since(old.get('words')) or 'dedup.normalize.WORDS'})"
     return "inputs or index directory"
 
 

@@ -30,8 +30,9 @@ _SPACE_U8 = np.uint8(32)
 @numba.njit(cache=True, nogil=True, inline="always")
 def _room(rest):
     """Canonical bytes that ``rest`` input bytes may write, the final store included: the bytes
-    themselves, and a space on each side of a Han or kana code point (3 or 4 bytes) between
-    one-byte words ("a漢a漢": 4 bytes -> "a 漢 a 漢 ", 6), so half again; uint64."""
+    themselves, and a space on each side of a code point that is a word by itself (``SOLO``:
+    Han, kana, Thai, Lao, Khmer, Myanmar; 3 or 4 bytes) between one-byte words ("a漢a漢" or
+    "aกaก": 4 bytes -> "a 漢 a 漢 ", 6), so half again; uint64."""
     r = np.uint64(rest)
     return r + r // np.uint64(2) + np.uint64(2)
 
@@ -72,7 +73,7 @@ def _put_word_char(src, p, ln, cp, table, canon, word_starts, n, n_words, prev):
     w = np.uint64(f & 1)
     if w:
         solo = f & SOLO
-        if solo and prev:  # a Han or kana code point ends the word before it...
+        if solo and prev:  # a SOLO code point (Han, kana, Thai...) ends the word before it...
             canon[n] = _SPACE_U8
             n += _U1
             prev = _U0
@@ -105,7 +106,7 @@ def _mark_word_char(data, start, pos, ln, cp, stop, table, map_cps, map_off, map
     comp_cp, back, q = _composite(map_blob, q, q_end)
     if table[comp_cp] & 1:  # the output ends with lower(starter): it becomes lower(composite)
         n -= np.uint64(back)
-        if table[comp_cp] & SOLO:  # and the space after it (a kana starter: its composite is kana too)
+        if table[comp_cp] & SOLO:  # and the space after it (a SOLO starter: kana, ဥ; its composite is SOLO too)
             n -= _U1
             n_words -= _U1
             prev = _U0
@@ -251,7 +252,7 @@ def canonicalize_chars(data, start, end, table, bits, cf_bit, map_cps, map_off, 
                     if table[comp_cp] & 1:
                         n -= back
                         n_chars -= 1
-                        if table[comp_cp] & SOLO and n > 0:  # and the space before it (kana, see above)
+                        if table[comp_cp] & SOLO and n > 0:  # and the space before it (SOLO, see above)
                             n -= 1
                             n_chars -= 1
                         if n + np.int64(_room(q_end - q + end - pos - ln)) > canon.shape[0] - 17:

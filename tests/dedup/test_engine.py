@@ -154,22 +154,23 @@ def test_progress_counts_against_the_input_rows_not_the_capacity(tmp_path):
 
 def test_a_run_completed_under_the_earlier_word_definition_is_not_taken_as_done(tmp_path):
     """The run identity records the word definition (dedup.normalize.WORDS): a run completed
-    before Han and kana code points became words by themselves decided Chinese and Japanese
-    text otherwise, so rerunning it is refused as another identity (--force redoes it), not
-    reported 'already complete'; a killed staged run of it is not resumed with the new words."""
+    before Thai, Lao, Khmer and Myanmar code points became words by themselves (words=2)
+    decided text in those scripts otherwise, so rerunning it is refused as another identity,
+    naming what changed (--force redoes it), not reported 'already complete'; a killed staged
+    run of it is not resumed with the new words."""
     import json
 
     from dedup.runs import OutputExistsError
 
-    pq.write_table(pa.table({"text": ["中文文本的例子", "a b c"]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"text": ["中文文本的例子", "ภาษาไทย", "a b c"]}), tmp_path / "a.parquet")
     dedup_files([tmp_path / "a.parquet"], tmp_path / "o")
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
-    assert manifest["identity"]["words"] == 2
-    del manifest["identity"]["words"]  # as a run of the earlier definition recorded it
+    assert manifest["identity"]["words"] == 3
+    manifest["identity"]["words"] = 2  # as a run of the earlier definition recorded it
     (tmp_path / "o" / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(OutputExistsError, match="word definition"):
+    with pytest.raises(OutputExistsError, match="different word definition .*words=3: Thai, Lao, Khmer and Myanmar"):
         dedup_files([tmp_path / "a.parquet"], tmp_path / "o")
-    assert dedup_files([tmp_path / "a.parquet"], tmp_path / "o", force=True)["identity"]["words"] == 2
+    assert dedup_files([tmp_path / "a.parquet"], tmp_path / "o", force=True)["identity"]["words"] == 3
 
 
 def test_a_glob_takes_json_files_only_when_its_pattern_names_them(tmp_path):

@@ -307,7 +307,7 @@ def test_a_completion_record_of_another_run_is_not_taken_as_done(tmp_path):
 
 
 def test_serial_stages_write_the_fused_engines_bytes_on_chinese_japanese_and_korean_text(tmp_path):
-    """Han and kana code points are words by themselves (dedup.normalize.WORDS = 2). On real
+    """Han and kana code points are words by themselves (since dedup.normalize.WORDS 2). On real
     text, the CJK test files that ship with Python (test/cjkencodings: Chinese, Japanese and
     Korean, with Latin words between), cut into lines and whole files in Parquet and JSON Lines
     shards, with planted copies (case and spacing changed) and Chinese and Japanese documents

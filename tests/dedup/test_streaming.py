@@ -274,21 +274,24 @@ def test_an_index_directory_with_versions_and_no_index_json_names_both_causes(tm
         Deduplicator().save(tmp_path / "idx")
 
 
-def test_an_index_of_the_earlier_word_definition_is_refused(tmp_path):
+@pytest.mark.parametrize("earlier,changes", [(2, "words=3: Thai, Lao, Khmer and Myanmar"),
+                                             (None, "words=2: Han and kana.*words=3: Thai, Lao, Khmer and Myanmar")])
+def test_an_index_of_an_earlier_word_definition_is_refused(tmp_path, earlier, changes):
     """Index directories record the word definition they were built with (dedup.normalize.WORDS):
-    one saved before Han and kana code points became words by themselves holds other keys for
-    Chinese and Japanese text, and is refused rather than silently missing their duplicates."""
-    from dedup.index_dir import IndexMismatchError
-
+    one saved before Thai, Lao, Khmer and Myanmar code points became words by themselves
+    (words=2), or before Han and kana did (no words recorded), holds other keys for that text,
+    and is refused, naming what changed since, rather than silently missing its duplicates."""
     d = Deduplicator()
-    d.add_verdicts(pa.array(["中文文本的例子", "a b c d e f"]))
+    d.add_verdicts(pa.array(["中文文本的例子", "ภาษาไทย", "a b c d e f"]))
     d.save(tmp_path / "idx")
     meta_path = tmp_path / "idx" / "index.json"
     meta = json.loads(meta_path.read_text())
-    assert meta["params"]["words"] == 2
-    del meta["params"]["words"]  # as an index of the earlier definition has it
+    assert meta["params"]["words"] == 3
+    meta["params"]["words"] = earlier
+    if earlier is None:
+        del meta["params"]["words"]  # as an index of the first definition has it
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(IndexMismatchError, match="words=None, this run has words=2.*Han and kana"):
+    with pytest.raises(IndexMismatchError, match=f"words={earlier}, this run has words=3.*{changes}"):
         Deduplicator.load(tmp_path / "idx")
 
 

@@ -72,6 +72,15 @@ def test_definition_examples():
     assert canonical_text("カタカナとｶﾀｶﾅ, か\u3099") == "カ タ カ ナ と カ タ カ ナ が"  # NFKC first
     assert canonical_text("한국어 텍스트") == "한국어 텍스트"  # Hangul is written with spaces
     assert canonical_text("ｶﾀｶﾅ𚿰", nfkc=False) == "ｶ ﾀ ｶ ﾅ 𚿰"  # half-width kana and Kana Extended-B too
+    # so are Thai, Lao, Khmer and Myanmar: each of their code points is a word by itself, their
+    # vowel signs, tone marks and viramas too (word shingles are windows of 5 code points there)
+    assert canonical_text("ภาษาไทย ที่นี่") == "ภ า ษ า ไ ท ย ท ี ่ น ี ่"
+    assert canonical_text("น้ำ") == "น ้ ํ า" and canonical_text("น้ำ", nfkc=False) == "น ้ ำ"  # NFKC: ำ = ํ + า
+    assert canonical_text("ພາສາລາວ") == "ພ າ ສ າ ລ າ ວ"
+    assert canonical_text("ភាសា\u200bខ្មែរ") == "ភ ា ស ា ខ ្ ម ែ រ"  # the zero-width space separates too
+    assert canonical_text("မြန်မာ ဥ\u102e") == "မ ြ န ် မ ာ ဦ"  # NFKC composes ဥ + ီ
+    assert canonical_text("๑๒ 12 a\u0e31") == "๑ ๒ 12 a ั"  # their digits, and a mark after a Latin letter
+    assert canonical_text("a\u3099") == "a\u3099"  # (kana's voicing marks are not: NFKC composes them)
     assert shingles("a b c d e f", 5) == [b"a b c d e", b"b c d e f"]
     assert shingles("ab c", 3, unit="char") == [b"ab ", b"b c"]
 
@@ -98,18 +107,15 @@ def test_validity_from_the_bitmap_of_sliced_arrays(start, stop):
     assert string_buffers(pa.nulls(3, pa.string()))[2].tolist() == [False] * 3
 
 
-@pytest.mark.parametrize("unit", ["word", "char"])
-@pytest.mark.parametrize("nfkc", [True, False])
-def test_scratch_space_covers_han_and_kana_between_short_words(unit, nfkc):
-    # "a漢" (4 bytes) canonicalises to "a 漢 " (6): a Han or kana code point next to a one-byte
-    # word gets a space on each side, half again the input, not the third _room allowed. The
-    # kernel sees the first room + 17 bytes of a larger buffer: nothing may land past them.
+def _within_scratch_space(docs, unit, nfkc):
+    """Each document canonicalised in the room :func:`dedup._kernels.text._room` gives it: the
+    kernel sees the first room + 17 bytes of a larger buffer, and nothing may land past them."""
     from dedup._kernels import text as T
     from dedup.normalize import char_table, replacements
 
     table = char_table()
     bits, cf_bit, m = replacements(nfkc)
-    for doc in ["a漢" * 300, "漢a" * 300, "é\U00020000" * 300, "1か" * 300 + "!"]:
+    for doc in docs:
         data = np.frombuffer(doc.encode(), np.uint8)
         room = int(T._room(len(data)))
         canon = np.full(room + 17 + 4096, 0xAB, np.uint8)
@@ -125,4 +131,24 @@ def test_scratch_space_covers_han_and_kana_between_short_words(unit, nfkc):
             assert (starts[room + 1:] == -7).all(), doc[:4]
         assert (canon[room + 17:] == 0xAB).all(), (doc[:4], n, room)
         assert bytes(canon[:n]) == canonical_text(doc, nfkc).encode()
+
+
+@pytest.mark.parametrize("unit", ["word", "char"])
+@pytest.mark.parametrize("nfkc", [True, False])
+def test_scratch_space_covers_han_and_kana_between_short_words(unit, nfkc):
+    # "a漢" (4 bytes) canonicalises to "a 漢 " (6): a Han or kana code point next to a one-byte
+    # word gets a space on each side, half again the input, not the third _room allowed.
+    _within_scratch_space(["a漢" * 300, "漢a" * 300, "é\U00020000" * 300, "1か" * 300 + "!"], unit, nfkc)
     _check(["a漢" * 3000, "漢a" * 3000 + "ﬁ", "a㍿" * 2000, "ｶa" * 3000, "a\U00020000" * 2000], unit, 3, "fast", nfkc)
+
+
+@pytest.mark.parametrize("unit", ["word", "char"])
+@pytest.mark.parametrize("nfkc", [True, False])
+def test_scratch_space_covers_thai_lao_khmer_and_myanmar_between_short_words(unit, nfkc):
+    # Their code points are words by themselves too, letters and marks alike, all 3 bytes in
+    # UTF-8 like most Han: "aก" (4 bytes) -> "a ก " (6), "a" + a mark likewise, so the worst
+    # case is still half again the input. Growing replacements (ำ -> "ํ า ", 8 bytes from 3)
+    # and compositions after a solo starter (ဥ + ီ -> "ဦ ") go through the sketcher's regrowth.
+    _within_scratch_space(["aก" * 300, "กa" * 300, "a\u0e31" * 300, "1\u102d" * 300 + "!", "ж\u17d2" * 300,
+                           "ꩠaꧠ" * 300, "\u0e48a" * 300], unit, nfkc)
+    _check(["aก" * 3000, "a\u0e33" * 2000, "aໜ" * 2000, "ဥ\u102ea" * 2000, "ខ\u17d2a" * 2000], unit, 3, "fast", nfkc)
