@@ -68,12 +68,21 @@ def _flags(table: pa.Table, name: str) -> np.ndarray:
 RATES_COUNT = "distinct sequences (equal prompt + truth tokens count once, once per group in a breakdown)"
 
 
+def sequence_keys(prompts, truths) -> list:
+    """A hashable key per sequence, equal for equal prompt + truth tokens (:data:`RATES_COUNT`);
+    ``prompts``, ``truths``: token id sequences, None for none.
+
+    >>> sequence_keys([[1, 2], [1, 2], None], [[3], [3], [4]])
+    [((1, 2), (3,)), ((1, 2), (3,)), ((), (4,))]
+    """
+    return [(tuple(() if p is None else p), tuple(() if t is None else t)) for p, t in zip(prompts, truths)]
+
+
 def _sequence_keys(table: pa.Table) -> list | None:
-    """A hashable key per row (its prompt + truth tokens), None without those columns."""
+    """:func:`sequence_keys` of a table's rows, None without ``prompt`` and ``truth`` columns."""
     if "prompt" not in table.column_names or "truth" not in table.column_names:
         return None
-    return [(tuple(p or ()), tuple(t or ())) for p, t in zip(table.column("prompt").to_pylist(),
-                                                              table.column("truth").to_pylist())]
+    return sequence_keys(table.column("prompt").to_pylist(), table.column("truth").to_pylist())
 
 
 def _first_rows(keys: list | None, groups: list | None, n: int) -> np.ndarray:
@@ -274,7 +283,7 @@ def removed_accounting(dedup_manifest: dict, reason_of: dict[tuple[str, int], st
     came from it: the ``dedup`` entry of comparison.json (see
     :func:`audit.report.comparison.comparison_report`). ``reason_of``: (shard, row) -> removal
     reason of every removed row (removed.parquet); ``shard``, ``row``, ``extractable``: the
-    model's sequences, one per row; ``keys``: each row's sequence (:func:`_sequence_keys`), so
+    model's sequences, one per row; ``keys``: each row's sequence (:func:`sequence_keys`), so
     that, as the headline's rates (:data:`RATES_COUNT`), counts are of distinct sequences: a
     sequence is from a removed document when any of its rows is (counted under the first such
     row's reason); None counts rows. ``sequences_located``: sequences with a row whose (shard,
@@ -324,5 +333,5 @@ def removed_accounting(dedup_manifest: dict, reason_of: dict[tuple[str, int], st
     }
 
 
-__all__ = ["SECTIONS", "rate", "distinct_rows", "summarise", "membership", "score_columns", "dedup_retention", "compare_groups",
+__all__ = ["SECTIONS", "rate", "distinct_rows", "sequence_keys", "summarise", "membership", "score_columns", "dedup_retention", "compare_groups",
            "removed_accounting"]

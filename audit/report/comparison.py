@@ -35,8 +35,7 @@ def _dedup_accounting(dedup_dir: Path, first: Audit, first_label: str) -> dict:
     t = first.table
     shard, row = (t["shard"].tolist(), t["row"].tolist()) if {"shard", "row"} <= set(t.columns) else ([], [])
     extractable = t["extractable"].fillna(False).to_numpy(dtype=bool)
-    keys = ([(tuple(() if p is None else p), tuple(() if q is None else q)) for p, q in zip(t["prompt"], t["truth"])]
-            if {"prompt", "truth"} <= set(t.columns) else None)
+    keys = aggregate.sequence_keys(t["prompt"], t["truth"]) if {"prompt", "truth"} <= set(t.columns) else None
     return {"dedup_dir": str(dedup_dir),
             **aggregate.removed_accounting(manifest, reason_of, shard, row, extractable, first_label, keys)}
 
