@@ -43,7 +43,7 @@ from dedup.runs import discover
 from .config import ProfileConfig
 from .layout import (CHECKPOINT_DIR, EVENT_TIME_FILE, EVENT_TIME_PNG, FORECAST_FILE, HEATMAP_PNG, HELDOUT_FILE,
                      INSTANCES_FILE, ORDER_FILE, PROFILE_FILE, PROFILE_OUTPUTS, RETENTION_FILE, RETENTION_PNG,
-                     RETENTION_RUN_CURVE, RETENTION_RUN_FILE, SUMMARY, checkpoint_step, write_atomic)
+                     RETENTION_RUN_CURVE, RETENTION_RUN_FILE, SUMMARY, checkpoint_step, refuse_out, write_atomic)
 from .sampling import rows_of
 
 
@@ -177,13 +177,16 @@ def panel_end_step(order: pd.DataFrame, steps: list[int]) -> tuple[int, str]:
 
 
 def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: list[str] | None = None, log=print) -> dict:
-    """Profile a training run's checkpoints; return the summary (also written to ``out``)."""
+    """Profile a training run's checkpoints; return the summary (also written to ``out``).
+    ValueError (nothing written): ``out`` is or lies inside the run directory, or holds another
+    stage's output."""
     from . import plots, profile, retention
     from .forecast import forecast
     from .lm import load_causal_lm
 
     t_start = time.perf_counter()
     run, out = Path(run_dir), Path(out)
+    refuse_out(out, [run], "profile")
     if not (run / ORDER_FILE).is_file():
         raise ValueError(f"{run}: not a 'memdedup train' run directory (no {ORDER_FILE})")
     train_manifest = io.json_or_empty(io.manifest_path(run))  # {}: a user's own checkpoints

@@ -149,6 +149,18 @@ def report_json(page: Path, comparison: bool = False) -> Path:
 
 
 # ---------------------------------------------------------------- writing
+def refuse_out(out: Path, inputs: list, stage: str) -> None:
+    """ValueError, before anything is written, when ``out`` is or lies inside one of the
+    ``inputs`` directories (:func:`dedup.runs.refuse_out_in_inputs`) or holds another stage's
+    output: its manifest.json (a training run's, a dedup's) would be replaced by ``stage``'s."""
+    from dedup.runs import refuse_out_in_inputs
+
+    refuse_out_in_inputs(out, [Path(d) for d in inputs if d is not None])
+    prior = io.read_manifest(out) if Path(out).is_dir() else None
+    if prior is not None and prior["stage"] != stage:
+        raise ValueError(f"--out {out} holds a {prior['stage']} output (manifest.json); choose another path")
+
+
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary sibling of ``path`` (:func:`dedup.io.tmp_path`), then
     rename it into place: for writers that want a path (Parquet, Hugging Face directories). A

@@ -29,7 +29,7 @@ from . import aggregate, batching, metrics
 from .config import AuditConfig
 from .duplicates import dedup_status, duplicate_counts
 from .occurrences import corpus_documents, count_occurrences
-from .layout import PER_SEQUENCE, SUMMARY, per_sequence_schema, write_atomic
+from .layout import PER_SEQUENCE, SUMMARY, per_sequence_schema, refuse_out, write_atomic
 from .sampling import Sequences, corpus_batches, per_bucket_selection, sample_sequences, sequences_from_file
 from .stats import duplicate_bucket
 
@@ -120,11 +120,14 @@ def run_audit(
     ``progress`` is called with ``{"phase", "unit", "done", "total"}`` as the long phases
     advance (``score`` and ``generate`` in sequences, ``occurrences`` in corpus documents,
     its total from :func:`dedup.shards.count_rows`), and with ``{"phase": None}`` at the end.
+    ValueError (nothing written): ``out`` is or lies inside the model, reference or dedup
+    directory, or holds another stage's output.
     """
     from .lm import ModelError, load_causal_lm
 
     t_start = time.perf_counter()
     out = Path(out)
+    refuse_out(out, [model_dir, reference, dedup_dir], "audit")
     shards = discover(list(corpus), exclude=out)
     dedup_cfg, removed, dedup_manifest = _dedup_context(Path(dedup_dir) if dedup_dir else None)
     member_ids = _members(Path(members) if members else None)

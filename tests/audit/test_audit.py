@@ -288,3 +288,37 @@ def test_an_audit_rerun_that_dies_midway_leaves_no_manifest_over_mixed_outputs(c
                   log=quiet)
     assert (out / "per_sequence.parquet").exists() and not (out / "manifest.json").exists()
     assert not (out / "summary.json").exists()  # the old run's: a report would pair it with the new table
+
+
+def _word_corpus(d: Path, n: int = 6) -> Path:
+    """n documents of 40 words of tiny_random_lm's vocabulary, one Parquet shard."""
+    from dedup.synthetic import write_shards
+
+    rng = np.random.default_rng(0)
+    texts = [" ".join(f"t{i}" for i in rng.integers(1, 48, size=40)) for _ in range(n)]
+    write_shards(pa.table({"id": [f"d{i}" for i in range(n)], "text": texts}), d, 1)
+    return d
+
+
+@pytest.mark.parametrize("where", ["model", "train_run", "dedup"])
+def test_an_audit_into_an_input_or_another_stages_output_is_refused(tiny_random_lm, tmp_path, where):
+    """--out equal to (or inside) the model, reference or dedup directory, or a directory holding
+    another stage's output (a train run: its manifest.json), is refused before anything is
+    written. Before: the audit replaced the training run's manifest.json with its own (the run
+    then refused to resume, and profile read an audit manifest as the run's), and wrote
+    per_sequence.parquet, summary.json and manifest.json into the model and dedup directories."""
+    corpus = _word_corpus(tmp_path / "corpus")
+    model = tiny_random_lm("gpt2")
+    dedup = tmp_path / "dedup"
+    dedup_files([corpus], dedup, DedupConfig(), threads=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"stage": "train", "config": {}}))
+    out = {"model": model, "train_run": run, "dedup": dedup}[where]
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(ValueError, match="--out") as e:
+        run_audit(model, [corpus], out, AuditConfig(n_sequences=4, prompt_len=8, cont_len=8, n_boot=0),
+                  dedup_dir=dedup, log=quiet)
+    assert str(out) in str(e.value)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+

@@ -427,6 +427,29 @@ def test_profile_option_edges_are_one_line_before_scoring(small_run, tmp_path, c
     assert not (tmp_path / "out").exists()
 
 
+def test_a_profile_into_its_run_or_another_stages_output_is_refused(small_run, tmp_path):
+    """--out equal to the run directory (or inside it), or a directory holding another stage's
+    output, is refused before anything is written. Before: the profile removed the training
+    run's manifest.json, wrote its own (stage 'profile') and its files among the run's: the run
+    then refused to resume ('another config') and forecast took no step from it."""
+    from audit.checkpoints import run_profile
+    from audit.config import ProfileConfig
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    audit = tmp_path / "audit"
+    audit.mkdir()
+    (audit / "manifest.json").write_text(json.dumps({"stage": "audit"}))
+    cfg = ProfileConfig(n_treated=20, n_control=10, n_boot=0, min_cohort_size=2)
+    for out in (run, run / "profile", audit):
+        before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+        manifests = {d: (d / "manifest.json").read_bytes() for d in (run, audit)}
+        with pytest.raises(ValueError, match="--out"):
+            run_profile(run, out, cfg, log=quiet)
+        assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+        assert {d: (d / "manifest.json").read_bytes() for d in (run, audit)} == manifests
+
+
 def test_a_profile_rerun_that_dies_midway_leaves_no_manifest_over_mixed_outputs(small_run, tmp_path, monkeypatch):
     """A completed profile rerun into its --out with another config and killed after its first
     outputs: the directory must not look complete (manifest.json is written last: complete iff
