@@ -104,7 +104,7 @@ def membership_labels(doc_ids: list, member_ids: set[str] | None, dup) -> tuple[
 
 def run_audit(
     model_dir: str | os.PathLike,
-    corpus: Sequence[str | os.PathLike],
+    corpus: str | os.PathLike | Sequence[str | os.PathLike],
     out: str | os.PathLike,
     config: AuditConfig = AuditConfig(),
     *,
@@ -128,7 +128,7 @@ def run_audit(
     t_start = time.perf_counter()
     out = Path(out)
     refuse_out(out, [model_dir, reference, dedup_dir], "audit")
-    shards = discover(list(corpus), exclude=out)
+    shards = discover(corpus, exclude=out)  # one path, or a sequence of them
     dedup_cfg, removed, dedup_manifest = _dedup_context(Path(dedup_dir) if dedup_dir else None)
     member_ids = _members(Path(members) if members else None)
     lm = load_causal_lm(model_dir, bos=config.bos)

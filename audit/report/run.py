@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -87,20 +88,27 @@ def _decoders(audits: Sequence[Path], model_dirs: Sequence[Path], log: Callable[
     return decoders
 
 
-def write_report(audits: Sequence[Path], out: Path, *, labels: Sequence[str] | None = None,
-                 dedup_dir: Path | None = None, profile_dirs: Sequence[Path] = (), model_dirs: Sequence[Path] = (),
+def _paths(x) -> list[Path]:
+    """One path (str or os.PathLike) or a sequence of them, as a list of Paths."""
+    return [Path(x)] if isinstance(x, (str, os.PathLike)) else [Path(p) for p in x]
+
+
+def write_report(audits: Sequence[Path] | Path, out: Path, *, labels: Sequence[str] | str | None = None,
+                 dedup_dir: Path | None = None, profile_dirs: Sequence[Path] | Path = (),
+                 model_dirs: Sequence[Path] | Path = (),
                  title: str | None = None, checks: Path | None = None,
                  log: Callable[[str], None] = lambda msg: None) -> dict:
-    """Write the report of ``audits`` (``memdedup audit`` directories) into ``out``; return its
-    manifest. ``profile_dirs`` pair with the audits in order (may be fewer); ``dedup_dir`` and
-    ``checks`` (a ``memdedup check`` output) feed the comparison page; ``log`` gets notes.
+    """Write the report of ``audits`` (``memdedup audit`` directories; or one, as a path) into
+    ``out``; return its manifest. ``profile_dirs`` pair with the audits in order (may be fewer);
+    ``dedup_dir`` and ``checks`` (a ``memdedup check`` output) feed the comparison page; ``log``
+    gets notes.
     ValueError (nothing written): labels, profiles or model directories that do not fit the
     audits, ``out`` inside an input, ``out`` holding another stage's output, an unreadable
     ``checks``.
     """
-    audits, out = [Path(a) for a in audits], Path(out)
-    profile_dirs, model_dirs = [Path(p) for p in profile_dirs], [Path(m) for m in model_dirs]
-    labels = _labels(audits, labels)
+    audits, profile_dirs, model_dirs = (_paths(x) for x in (audits, profile_dirs, model_dirs))
+    out = Path(out)
+    labels = _labels(audits, [labels] if isinstance(labels, str) else labels)
     stems = _file_stems(labels)
     if len(profile_dirs) > len(audits):
         raise ValueError(f"--profile-dir: {len(profile_dirs)} profiles for {len(audits)} audits")

@@ -686,3 +686,18 @@ def test_bidi_controls_in_user_text_cannot_reverse_the_page(dirs, tmp_path):
     raw = _write_audit(tmp_path / "bidi", [True, False], buckets=["1"] * 2, doc_ids=["evil\u202eid", "d1"])
     html_text = model_report(raw, tmp_path / "o" / "p.html", title="label \u202e reversed").read_text(encoding="utf-8")
     assert not re.search("[\u202a-\u202e\u2066-\u2069]", html_text)
+
+
+def test_write_report_takes_one_path_or_label_as_well_as_a_list(dirs, tmp_path):
+    """The Python API given one audit as a str or Path (and one profile, model directory or
+    label): the report of a one-element list. Before: a str was iterated character by character
+    ('--out ... lies inside the input directory /', '--model-dir: ... got 25', '3 labels for 1
+    audit directories') and a Path was 'not iterable'."""
+    from audit.report.run import write_report
+
+    want = write_report([dirs["raw"]], tmp_path / "list", labels=["raw"], profile_dirs=[dirs["profile"]])
+    for one in (str, Path):
+        out = tmp_path / one.__name__
+        got = write_report(one(dirs["raw"]), out, labels="raw", profile_dirs=one(dirs["profile"]))
+        assert got["pages"] == want["pages"] and got["profile_dirs"] == want["profile_dirs"]
+        assert (out / "raw.html").read_bytes() == (tmp_path / "list" / "raw.html").read_bytes()
