@@ -186,9 +186,9 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
 
     t_start = time.perf_counter()
     run, out = Path(run_dir), Path(out)
-    refuse_out(out, [run], "profile")
     if not (run / ORDER_FILE).is_file():
         raise ValueError(f"{run}: not a 'memdedup train' run directory (no {ORDER_FILE})")
+    refuse_out(out, [run], "profile")
     train_manifest = io.json_or_empty(io.manifest_path(run))  # {}: a user's own checkpoints
     if corpus and train_manifest.get("corpus_sha256"):  # another corpus than the run's: the wrong texts
         from .train import corpus_digest, corpus_documents
