@@ -26,9 +26,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dedup.io import json_or_empty, read_json, read_manifest, write_stage_manifest
-from dedup.runs import refuse_out_in_inputs
 
-from ..layout import COMPARISON_PAGE, SUMMARY, report_json
+from ..layout import COMPARISON_PAGE, SUMMARY, refuse_out, report_json
 from . import comparison as comparison_page
 from . import model as model_page
 
@@ -115,10 +114,8 @@ def write_report(audits: Sequence[Path] | Path, out: Path, *, labels: Sequence[s
     if len(model_dirs) not in (0, 1, len(audits)):
         raise ValueError(f"--model-dir: give one directory for all audits or one per audit, got {len(model_dirs)}")
     decoders = _decoders(audits, model_dirs, log)
-    refuse_out_in_inputs(out, [*audits, *profile_dirs, *([dedup_dir] if dedup_dir else [])])
-    prior = read_manifest(out) if out.is_dir() else None  # the report's manifest.json would replace it
-    if prior is not None and prior["stage"] != "report":
-        raise ValueError(f"--out {out} holds a {prior['stage']} output (manifest.json); choose another path")
+    refuse_out(out, [*audits, *profile_dirs, dedup_dir], "report")
+    prior = read_manifest(out) if out.is_dir() else None  # an earlier report's
     # read before anything is written: a missing or damaged file is exit 2, one line, no pages
     exposure = read_json(checks).get("exposure_by_copies") if checks is not None else None
     if prior:  # an earlier report's files go (this one may not rewrite them all), its manifest first
