@@ -27,7 +27,9 @@ precision and recall (and FP with FN). The paper's finding: high precision, low 
 
 Only sequences present in BOTH tables are compared, and, when ``seen_first`` / ``seen_second``
 are given, only those both models had been trained on ("compare only sequences every checkpoint
-has seen"): an earlier checkpoint cannot have memorized data it has not yet seen.
+has seen"): an earlier checkpoint cannot have memorized data it has not yet seen. Audits are
+compared as every rate of an audit counts (:data:`audit.aggregate.RATES_COUNT`): copies of one
+sequence (equal prompt + truth tokens, sampled from several documents) count once.
 
 Intervals are Wilson score intervals (:func:`audit.stats.wilson_interval`); an undefined ratio
 (denominator 0) is ``None``, its count (``*_n``) is 0 and its interval is the uninformative
@@ -43,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .aggregate import RATES_COUNT, sequence_keys
 from .layout import PER_SEQUENCE
 from .stats import as_bools, wilson_interval
 
@@ -62,8 +65,9 @@ def _bool_column(df: pd.DataFrame, column: str, table: str) -> np.ndarray:
     return as_bools(a, f"{table} table column {column!r}", "boolean or 0/1")
 
 
-def _keyed(df: pd.DataFrame, keys: list[str], flag: str, seen: str | None, table: str) -> pd.DataFrame:
-    """``df`` reduced to key columns + flag, filtered to seen rows."""
+def _keyed(df: pd.DataFrame, keys: list[str], flag: str, seen: str | None, table: str,
+           distinct: str | None = None) -> pd.DataFrame:
+    """``df`` reduced to key columns (+ ``distinct``) + flag, filtered to seen rows."""
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"{table} must be a pandas DataFrame, got {type(df).__name__}")
     for k in keys:
@@ -73,7 +77,7 @@ def _keyed(df: pd.DataFrame, keys: list[str], flag: str, seen: str | None, table
         raise ValueError(f"{table} table has missing keys")
     if df.duplicated(subset=keys).any():
         raise ValueError(f"{table} table has duplicate keys in {keys}")
-    out = df[keys].copy()
+    out = df[keys + ([distinct] if distinct else [])].copy()
     out["_flag"] = _bool_column(df, flag, table)
     if seen is not None:
         out = out[_bool_column(df, seen, table)]
@@ -88,14 +92,18 @@ def forecast(
     seen_first: str | None = None,
     seen_second: str | None = None,
     *,
+    distinct: str | None = None,
     confidence: float = 0.95,
 ) -> dict:
     """Precision and recall of "memorized by ``first``" as a predictor of "memorized by
     ``second``" (module docstring). ``key``: one or more columns, unique and non-missing within
     each table; ``seen_first`` / ``seen_second``: boolean columns, the model was trained on the
-    sequence; ``flag``: the boolean (or 0/1) memorized column of both tables.
+    sequence; ``flag``: the boolean (or 0/1) memorized column of both tables; ``distinct``: a
+    column of the first table whose equal values are one sequence (copies of it at other keys):
+    of the matched rows, the first of each value counts (None: every row counts).
 
     Returns a flat dict: ``n`` (sequences compared), the counts ``tp``, ``fp``, ``fn``, ``tn``;
+    ``n``, the counts and rates are over distinct sequences with ``distinct``;
     ``precision`` (float or None) and ``recall``, each with ``_lower``, ``_upper`` and ``_n`` (its
     denominator: TP + FP, TP + FN); ``predicted_positive_rate`` and ``base_rate``, each with
     ``_lower``, ``_upper``; ``n_first``, ``n_second`` (rows in the inputs), ``n_seen_first``,
@@ -115,9 +123,12 @@ def forecast(
     keys = [key] if isinstance(key, str) else list(key)
     if not keys:
         raise ValueError("key must name at least one column")
-    a = _keyed(first, keys, flag, seen_first, "first")
+    a = _keyed(first, keys, flag, seen_first, "first", distinct)
     b = _keyed(second, keys, flag, seen_second, "second")
     merged = a.merge(b, on=keys, how="inner", suffixes=("_first", "_second"))
+    n_matched = len(merged)
+    if distinct:
+        merged = merged.drop_duplicates(subset=[distinct])
     pred = merged["_flag_first"].to_numpy(dtype=bool)
     truth = merged["_flag_second"].to_numpy(dtype=bool)
     n = int(pred.shape[0])
@@ -142,8 +153,8 @@ def forecast(
         n_second=int(len(second)),
         n_seen_first=len(a),
         n_seen_second=len(b),
-        n_unmatched_first=len(a) - n,
-        n_unmatched_second=len(b) - n,
+        n_unmatched_first=len(a) - n_matched,
+        n_unmatched_second=len(b) - n_matched,
     )
     return out
 
@@ -197,11 +208,14 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
                 tables[-1][["doc_id", "token_offset"]].isna().any().any():
             raise InputError(d, "sequences without a document (null doc_id or token_offset: an audit of --sequences "
                                 "given by tokens) cannot be matched with another audit's")
+    distinct = None
     if all({"prompt", "truth"} <= set(t.columns) for t in tables):  # the same (doc_id, token_offset), other tokens?
         keys = ["doc_id", "token_offset"]
-        a, b = ((t[keys].assign(w=[f"{list(p)}{list(q)}" for p, q in zip(t["prompt"], t["truth"])])) for t in tables)
-        both = a.merge(b, on=keys)
-        if (both["w_x"] != both["w_y"]).any():
+        for t in tables:  # a sequence's tokens, the key of distinct sequences (aggregate.RATES_COUNT)
+            t["_sequence"] = [repr(k) for k in sequence_keys(t["prompt"], t["truth"])]
+        both = tables[0][keys + ["_sequence"]].merge(tables[1][keys + ["_sequence"]], on=keys)
+        distinct = "_sequence"
+        if (both["_sequence_x"] != both["_sequence_y"]).any():
             raise InputError(dirs[1], f"its sequences hold other tokens than {dirs[0]}'s at the same documents and "
                                       "offsets (other prompt/cont lengths or tokenizer): not comparable")
     (step_a, order_a), (step_b, order_b) = (_training_step(d) for d in dirs)
@@ -218,6 +232,7 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
             t["seen"] = t["member"].fillna(True).astype(bool) if "member" in t.columns else True
         rule = "member label (no common training run with order.parquet); unknown labels count as seen"
     out = forecast(tables[0], tables[1], key=["doc_id", "token_offset"], flag="extractable",
-                   seen_first="seen", seen_second="seen")
+                   seen_first="seen", seen_second="seen", distinct=distinct)
     out["seen"] = rule
+    out["counts"] = RATES_COUNT if distinct else "rows (the audits hold no prompt and truth tokens)"
     return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -89,3 +90,25 @@ def test_forecast_names_what_it_cannot_match(tmp_path, capsys):
     assert main(["forecast", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(tmp_path / "b") in err[0] and "doc_id" in err[0], err
+
+
+def test_forecast_counts_distinct_sequences(tmp_path):
+    """Forecast counts distinct sequences (equal prompt + truth count once), as the audit's rates
+    do: a canary planted many times is sampled from several of its documents, and its copies are
+    one sequence, not independent trials. Before: rows were counted, so three sampled copies of
+    one extractable canary beside two unextracted sequences made base_rate 3/5 for 1/3."""
+    from audit.forecast import forecast_audits
+
+    def audit(d, extractable):
+        d.mkdir()
+        pq.write_table(pa.table({
+            "doc_id": ["c1", "c2", "c3", "u1", "u2"], "token_offset": [0] * 5, "extractable": extractable,
+            "prompt": [[1, 2]] * 3 + [[3, 4], [5, 6]], "truth": [[7, 8]] * 3 + [[9, 9], [8, 8]]}),
+            d / "per_sequence.parquet")
+
+    audit(tmp_path / "a", [True, True, True, False, True])
+    audit(tmp_path / "b", [True, True, True, False, False])
+    fc = forecast_audits(tmp_path / "a", tmp_path / "b")
+    assert (fc["n"], fc["tp"], fc["fp"], fc["fn"], fc["tn"]) == (3, 1, 1, 0, 1)
+    assert fc["base_rate"] == pytest.approx(1 / 3) and fc["precision"] == pytest.approx(0.5)
+    assert fc["counts"].startswith("distinct sequences")
