@@ -55,32 +55,41 @@ def backend() -> str:
 
 
 def use_threads(threads: int | None) -> int | None:
-    """Check ``threads`` (None: Numba's default, all cores; else a positive int) and give this
-    thread's parallel kernels that many Numba threads, capped at ``NUMBA_NUM_THREADS``; return
-    the count used (None for None). ValueError: anything else."""
+    """``threads`` checked (None: Numba's default, all cores; else a positive int) and capped at
+    ``NUMBA_NUM_THREADS``: the count :func:`sketch_documents` runs on. ValueError: anything else."""
     if threads is None:
         return None
     if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
         raise ValueError(f"threads must be None or a positive integer, got {threads!r}")
-    threads = int(threads)
     if threads == 1:
         return 1
     import numba
 
-    threads = min(threads, numba.config.NUMBA_NUM_THREADS)
-    numba.set_num_threads(threads)
-    return threads
+    return min(int(threads), numba.config.NUMBA_NUM_THREADS)
 
 
 def sketch_documents(data, offsets, valid, table, bits, cf_bit, map_cps, map_off, map_blob, ngram, char_unit, scheme,
-                     a32, b32, a64, b64, sigs, exact, n_shingles, threads: int = 1) -> None:
-    """Sketch every document (see :func:`dedup._kernels.minhash.sketch_range`)."""
+                     a32, b32, a64, b64, sigs, exact, n_shingles, threads: int | None = 1) -> None:
+    """Sketch every document (see :func:`dedup._kernels.minhash.sketch_range`): serially for
+    ``threads`` 1, else on Numba's parallel kernel with that many threads, set for this call only
+    (Numba's count is per calling thread and would outlast it); None: the thread's current
+    count (all cores unless the caller set another)."""
     args = (data, offsets, valid, table, int(bits), int(cf_bit), map_cps, map_off, map_blob, int(ngram),
             bool(char_unit), int(scheme), a32, b32, a64, b64, sigs, exact, n_shingles)
     if threads == 1:
         (aot() or _jit("minhash")).sketch_range(*args, 0, sigs.shape[0])
-    else:
+        return
+    if threads is None:
         _jit("minhash").sketch_documents(*args)
+        return
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(use_threads(threads))
+    try:
+        _jit("minhash").sketch_documents(*args)
+    finally:
+        numba.set_num_threads(before)
 
 
 def _dispatch(module: str, name: str):

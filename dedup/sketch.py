@@ -85,7 +85,7 @@ class Sketcher:
 
     def __init__(self, config: DedupConfig, bands: int, rows: int, threads: int | None = 1):
         self.config = config
-        self.threads = threads  # 1: serial (AOT build if present); None or >1: JIT prange
+        self.threads = kernels.use_threads(threads)  # 1: serial (AOT build if present); None or >1: JIT prange
         self.bands = bands
         self.rows = rows
         self.scheme = get_scheme(config.scheme)

@@ -64,7 +64,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from . import kernels
 from .config import DedupConfig
 from .index import KEEP, Verdicts, decide
 from .index_dir import CONFIG_PARAMS, IndexDir, index_params
@@ -113,7 +112,7 @@ class Deduplicator:
             raise ValueError(f"a Deduplicator keeps an LSHBloom index; index={config.index!r} needs dedup_files")
         self.config = config
         self.bands, self.rows = config.banding()
-        self._sketcher = Sketcher(config, self.bands, self.rows, kernels.use_threads(threads))
+        self._sketcher = Sketcher(config, self.bands, self.rows, threads)
         self._stats = Counter(rows=0, kept=0, exact=0, near=0, null_text=0, empty_text=0)
 
     # ------------------------------------------------------------------------ deciding

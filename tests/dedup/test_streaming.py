@@ -295,20 +295,39 @@ def test_an_index_of_an_earlier_word_definition_is_refused(tmp_path, earlier, ch
         Deduplicator.load(tmp_path / "idx")
 
 
-def test_threads_are_checked_and_set_as_dedup_files_sets_them():
-    """``Deduplicator(threads=N)`` runs Numba's parallel kernels on N threads (capped at
-    NUMBA_NUM_THREADS), as ``dedup_files(threads=N)`` does; 0, negative and non-integer
-    counts are a ValueError. Before: N was not given to Numba (the kernels ran on whatever
-    count the thread last had) and threads=0 or -3 were accepted silently."""
+def test_threads_are_checked_and_used_by_each_call_only(monkeypatch):
+    """``Deduplicator(threads=N)`` sketches on N Numba threads (capped at NUMBA_NUM_THREADS),
+    set for each parallel kernel call and restored after it, on whatever thread calls ``add``;
+    0, negative and non-integer counts are a ValueError. Before: N was not given to Numba
+    (threads=0 or -3 were accepted silently); then it was set once, for the constructing thread,
+    where it stayed for every later Deduplicator and the caller's own Numba code."""
+    import threading
+
     import numba
 
+    from dedup import kernels
+
+    seen = []
+    real = kernels._jit("minhash").sketch_documents
+
+    class Spy:
+        def sketch_documents(self, *args):
+            seen.append(numba.get_num_threads())
+            real(*args)
+
+    monkeypatch.setattr(kernels, "_jit", lambda name: Spy() if name == "minhash" else real)
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        Deduplicator(DedupConfig(), threads=2)
-        assert numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)
-        Deduplicator(DedupConfig(), threads=10_000)
-        assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
+        d = Deduplicator(DedupConfig(), threads=2)
+        assert numba.get_num_threads() == 1  # building sets nothing
+        worker = threading.Thread(target=d.add, args=(pa.table({"text": ["a b c d e f"] * 10}),))
+        worker.start()
+        worker.join()
+        d.add(pa.table({"text": ["g h i j k l"] * 10}))
+        Deduplicator(DedupConfig(), threads=10_000).add(pa.table({"text": ["m n o"]}))
+        cap = numba.config.NUMBA_NUM_THREADS
+        assert seen == [min(2, cap), min(2, cap), cap] and numba.get_num_threads() == 1
         for bad in (0, -3, 2.5, "2", True):
             with pytest.raises(ValueError, match="threads must be None or a positive integer"):
                 Deduplicator(DedupConfig(), threads=bad)
