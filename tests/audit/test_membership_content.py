@@ -153,20 +153,23 @@ def test_a_members_file_error_after_a_byte_order_mark_names_the_right_byte(tmp_p
 def test_members_parquet_ids_are_read_as_the_corpus_ids_are(tmp_path):
     """A Parquet members list whose ids became float64 (pandas turns an integer column with a
     missing value into floats) holds the ids the corpus's integer ids read as: the corpus's id
-    column is cast to strings by Arrow (2 -> '2', and 2.0 -> '2'), and so now is the members
-    column. Before: Python's str gave '2.0', so no member matched and every sequence was labelled
+    column is cast to strings by Arrow (2 -> '2'), and so now is the members column, a float column
+    of whole numbers within 2^53 through int64 (2.0 and 10000000007.0 -> '2', '10000000007': Arrow
+    alone writes '1.0000000007e+10'). Before: Python's str gave '2.0', so no member matched and every sequence was labelled
     a non-member."""
     from audit.run import _members
     from dedup.shards import Shard, ShardReader
 
     path = tmp_path / "members.parquet"
-    pq.write_table(pa.table({"id": pa.array([2.0, 3.0, None, 1e20, 0.5])}), path)
+    pq.write_table(pa.table({"id": pa.array([2.0, 3.0, None, 10000000007.0, 2.0 ** 53])}), path)
     corpus = tmp_path / "c.parquet"
-    pq.write_table(pa.table({"id": pa.array([2, 3, 4]), "text": ["a", "b", "c"]}), corpus)
+    pq.write_table(pa.table({"id": pa.array([2, 3, 10000000007, 2 ** 53]), "text": ["a", "b", "c", "d"]}), corpus)
     reader = ShardReader(Shard(corpus, "c.parquet", "parquet"), "text", "id", True, batch_rows=16)
     corpus_ids = [i for b in reader.batches() for i in reader.ids(b).to_pylist()]
-    assert corpus_ids == ["2", "3", "4"]
-    assert _members(path) == {"2", "3", "1e+20", "0.5"}
+    assert corpus_ids == ["2", "3", "10000000007", str(2 ** 53)]
+    assert _members(path) == set(corpus_ids)  # timestamp- and snowflake-sized ids too
+    pq.write_table(pa.table({"id": pa.array([2.0, 0.5, 1e20])}), path)  # not all whole numbers within 2^53:
+    assert _members(path) == {"2", "0.5", "1e+20"}  # Arrow's text of each float
 
 
 def test_sequences_named_by_float_ids_find_their_documents(tmp_path):
