@@ -107,10 +107,14 @@ class CausalLM:
         every earlier position's logits unchanged (to 1e-4 of their scale). AutoModelForCausalLM
         also loads encoders such as BERT (as BertLMHeadModel, bidirectional unless
         ``is_decoder``): their prediction of a token sees the token, so every number of an audit
-        would measure copying, not memorisation."""
+        would measure copying, not memorisation. Also ModelError: a context or vocabulary too
+        small to probe (under 2), a forward pass that fails, logits that are not finite."""
         import torch
 
         n, vocab = min(8, self.max_positions or 8), self.model.get_input_embeddings().num_embeddings
+        if n < 2 or vocab < 2:  # no earlier position, or no other token: nothing an audit could measure
+            raise ModelError(f"{self.path}: a context of {n} positions and a vocabulary of {vocab} tokens leave "
+                             "nothing to audit")
         ids = torch.arange(n, device=self.device).remainder(vocab)[None].repeat(2, 1)
         ids[1, -1] = (ids[1, -1] + 1) % vocab
         try:
@@ -118,6 +122,9 @@ class CausalLM:
                 logits = self.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, :-1].float()
         except Exception as e:  # a damaged or exotic model: its first forward pass would fail the same way
             raise ModelError(f"{self.path}: a forward pass over {n} tokens failed: {type(e).__name__}: {e}") from e
+        if not bool(torch.isfinite(logits).all()):
+            raise ModelError(f"{self.path}: its logits over {n} tokens are not finite (NaN or infinity): damaged "
+                             "weights?")
         if (logits[0] - logits[1]).abs().max() > 1e-4 * (1 + logits.abs().max()):
             raise ModelError(f"{self.path}: not causal: its predictions at earlier positions change when a later "
                              "token changes (an encoder such as BERT, loaded with a language-model head?); "

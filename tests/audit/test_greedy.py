@@ -213,8 +213,9 @@ def test_a_model_that_attends_to_later_tokens_is_refused(tiny_random_lm, tmp_pat
 
 def test_the_causality_probe_fits_a_short_context(tmp_path):
     """The probe feeds 8 tokens, or the whole context when it is shorter: a causal GPT-2 of 4
-    positions loads (a probe of 8 failed in the embedding), and a forward pass that fails is a
-    ModelError naming the directory, not a traceback."""
+    positions loads (a probe of 8 failed in the embedding). A forward pass that fails, NaN logits
+    (which passed any tolerance) and a context of 1 (an empty comparison, a RuntimeError) are
+    ModelErrors naming the directory, not tracebacks or a pass."""
     import torch
     import transformers as tf
 
@@ -227,11 +228,18 @@ def test_the_causality_probe_fits_a_short_context(tmp_path):
     tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=48, n_embd=32, n_layer=1, n_head=4, n_positions=4,
                                      bos_token_id=None, eos_token_id=None)).save_pretrained(d)
     word_tokenizer(48).save_pretrained(d)
-    assert load_causal_lm(d).max_positions == 4
-    cfg = (d / "config.json").read_text().replace('"n_positions": 4', '"n_positions": 40')
-    (d / "config.json").write_text(cfg)  # the config now claims more positions than the weights hold
-    with pytest.raises(ModelError, match="not a causal language model|forward pass over 8 tokens failed") as e:
-        load_causal_lm(d)
+    lm = load_causal_lm(d)
+    assert lm.max_positions == 4
+    for broken, why in ((lambda **kw: 1 / 0, "forward pass over 4 tokens failed: ZeroDivisionError"),
+                        (lambda input_ids, **kw: type("Out", (), {"logits": torch.full((2, 4, 48), float("nan"))}),
+                         "not finite")):
+        lm.model.forward = broken
+        with pytest.raises(ModelError, match=why) as e:
+            lm.check_causal()
+        assert str(d) in str(e.value)
+    lm.model.config.n_positions = 1
+    with pytest.raises(ModelError, match="context of 1 positions .* nothing to audit") as e:
+        lm.check_causal()
     assert str(d) in str(e.value)
 
 
