@@ -285,8 +285,9 @@ def removed_accounting(dedup_manifest: dict, reason_of: dict[tuple[str, int], st
     reason of every removed row (removed.parquet); ``shard``, ``row``, ``extractable``: the
     model's sequences, one per row; ``keys``: each row's sequence (:func:`sequence_keys`), so
     that, as the headline's rates (:data:`RATES_COUNT`), counts are of distinct sequences: a
-    sequence is from a removed document when any of its rows is (counted under the first such
-    row's reason); None counts rows. ``sequences_located``: sequences with a row whose (shard,
+    sequence is from removed documents when every located row of it is (a copy sampled from a
+    kept document is still in the deduplicated corpus), counted under its first row's reason;
+    None counts rows. ``sequences_located``: sequences with a row whose (shard,
     row) is known (not an audit of ``--sequences`` given by tokens alone); with none, the counts
     from removed documents are None (unknown).
     """
@@ -295,10 +296,11 @@ def removed_accounting(dedup_manifest: dict, reason_of: dict[tuple[str, int], st
     total, kept = tot.get("rows"), tot.get("kept")
     ex = np.asarray(extractable, dtype=bool)
     keys = list(range(ex.size)) if keys is None else keys
-    if not shard:  # no shard and row columns: every row unlocated
+    if len(shard) == 0:  # no shard and row columns: every row unlocated
         shard = row = [None] * ex.size
     flag_of: dict = {}  # sequence -> extractable (of its first row)
     located: set = set()
+    in_kept: set = set()  # sequences with a located row of a kept document
     reason_of_seq: dict = {}  # sequence -> reason of its first row from a removed document
     for key, s, r, flag in zip(keys, shard, row, ex):
         flag_of.setdefault(key, bool(flag))
@@ -306,8 +308,11 @@ def removed_accounting(dedup_manifest: dict, reason_of: dict[tuple[str, int], st
             continue
         located.add(key)
         reason = reason_of.get((str(s), int(r)))
-        if reason is not None:
+        if reason is None:
+            in_kept.add(key)
+        else:
             reason_of_seq.setdefault(key, reason)
+    reason_of_seq = {key: reason for key, reason in reason_of_seq.items() if key not in in_kept}
     counts: dict[str, int] = {}
     for key, reason in reason_of_seq.items():
         if flag_of[key]:

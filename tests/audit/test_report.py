@@ -593,7 +593,8 @@ def test_what_dedup_removed_counts_distinct_sequences_as_the_headline_does(dirs,
     """The headline's extractable count is over distinct sequences (aggregate.RATES_COUNT);
     'What deduplication removed' counted rows, so a sequence sampled twice was two memorized
     sequences there and one in the headline of the same page. Now both count distinct sequences;
-    a sequence counts as from a removed document when any of its rows is (by the first such row's reason)."""
+    a sequence counts as from removed documents when every located row of it is: a copy sampled
+    from a kept document is still in the deduplicated corpus."""
     from audit import aggregate
 
     f = dirs["raw"] / "per_sequence.parquet"
@@ -609,10 +610,18 @@ def test_what_dedup_removed_counts_distinct_sequences_as_the_headline_does(dirs,
     head, fm = data["models"][0]["extractable"], data["dedup"]["first_model"]
     assert (head["k"], head["n"]) == (5, 9)
     assert (fm["extractable"], fm["sequences"], fm["sequences_located"]) == (5, 9, 9)
-    # the shared sequence (kept row 0, removed row 1) and rows 3 (exact) and 5 (near)
-    assert fm["sequences_from_removed_documents"] == fm["extractable_from_removed_documents"] == 3
+    # rows 3 (exact) and 5 (near); not the shared sequence: its row 0 is of a kept document
+    assert fm["sequences_from_removed_documents"] == fm["extractable_from_removed_documents"] == 2
+    assert fm["extractable_from_removed_by_reason"] == {"exact": 1, "near": 1}
+    assert fm["extractable_from_removed_fraction"] == pytest.approx(2 / 5)
+    t.at[0, "row"] = 3  # both rows of the shared sequence now of removed documents (exact): it counts once
+    table = pa.Table.from_pandas(t, preserve_index=False)
+    pq.write_table(table, f)
+    (dirs["raw"] / "summary.json").write_text(json.dumps(aggregate.summarise(table, n_boot=None, seed=0)))
+    comparison_report([dirs["raw"], dirs["dedup"]], ["raw", "dedup"], tmp_path / "comparison.html",
+                      dedup_dir=dirs["dedup_dir"])
+    fm = json.loads((tmp_path / "comparison.json").read_text())["dedup"]["first_model"]
     assert fm["extractable_from_removed_by_reason"] == {"exact": 2, "near": 1}
-    assert fm["extractable_from_removed_fraction"] == pytest.approx(3 / 5)
 
 
 @pytest.mark.parametrize("fails", ["second_page", "comparison"])
