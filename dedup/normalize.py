@@ -68,11 +68,12 @@ _TABLE_RANGES = ((0, 0x40000), (0xE0000, 0xE1000))
 REPLACE_NFKC = NFKC_UNSTABLE | LOWER_CHANGES
 REPLACE_LOWER = LOWER_CHANGES
 
-#: The blocks of Thai, Lao, Myanmar (and Myanmar Extended-A and -B) and Khmer (and Khmer
-#: Symbols), written without spaces between words: each of their word characters, marks
+#: The blocks of Thai, Lao, Myanmar (and Myanmar Extended-A, -B and -C, the last new in Unicode
+#: 16: unassigned, so no word characters, under older Pythons) and Khmer (and Khmer Symbols),
+#: written without spaces between words: each of their word characters, marks
 #: included, is a word by itself (step 2).
 SOLO_SCRIPTS = ((0x0E00, 0x0E7F), (0x0E80, 0x0EFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x19E0, 0x19FF),
-                (0xA9E0, 0xA9FF), (0xAA60, 0xAA7F))
+                (0xA9E0, 0xA9FF), (0xAA60, 0xAA7F), (0x116D0, 0x116FF))
 #: Code point ranges whose letters and numbers are words by themselves (step 2), in order:
 #: Han (CJK unified ideographs and their extensions A-H, compatibility ideographs, ideographic
 #: iteration and number marks), Hiragana, Katakana (half-width too) and the kana supplements,

@@ -112,9 +112,10 @@ def _canary_rate(audit_dir: Path) -> dict:
     """Extractable rate of the distinct sequences (as the audit's rates count) sampled from
     canaries planted at least MIN_COPIES times."""
     table = pq.read_table(audit_dir / PER_SEQUENCE)
-    t = table.select(["doc_id", "duplicate_count", "extractable"]).to_pydict()
-    rows = [e for d, c, e, first in zip(t["doc_id"], t["duplicate_count"], t["extractable"], distinct_rows(table))
-            if first and d is not None and str(d).startswith("canary-") and c >= MIN_COPIES]
+    t = table.select(["doc_id", "duplicate_count"]).to_pydict()
+    table = table.filter([d is not None and str(d).startswith("canary-") and c >= MIN_COPIES
+                          for d, c in zip(t["doc_id"], t["duplicate_count"])])
+    rows = [e for e, first in zip(table.column("extractable").to_pylist(), distinct_rows(table)) if first]
     return {"sequences": len(rows), "extractable": sum(rows), "rate": sum(rows) / len(rows) if rows else None}
 
 
