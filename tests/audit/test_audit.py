@@ -249,13 +249,18 @@ def test_batch_size_auto_fits_the_free_memory(canary_lm, tmp_path, monkeypatch):
     ({"id": pa.array(["a", "b"]), "token_offset": pa.array([0, None])}, "'token_offset'"),
     ({"tokens": pa.array([[2**63 + 5] * 20], pa.list_(pa.uint64()))}, "'tokens'.*int64"),
     ({"tokens": pa.array([[1] * 20]), "row": pa.array([2**64 - 1], pa.uint64())}, "'row'.*int64"),
+    ({"tokens": pa.array([[1] * 20]), "token_offset": pa.array([-3])}, "'token_offset' holds -3, below 0"),
+    ({"id": pa.array(["a"]), "token_offset": pa.array([-1])}, "'token_offset' holds -1, below 0"),
+    ({"tokens": pa.array([[1] * 20, [-2] * 20])}, "'tokens' holds -2, below 0"),
 ])
 def test_a_sequences_file_of_the_wrong_types_is_an_input_error(tmp_path, columns, needle):
     """--sequences: token ids that are not integers, null ids, or row/token_offset columns that are
     not integers or hold nulls are an InputError naming the file. Before: float ids were silently
     truncated to integers, a string column was 'too short', and the others died with TypeError or
     ValueError from int() (a traceback, or one line naming no file); uint64 values above int64's
-    range died with OverflowError (a traceback on the command line)."""
+    range died with OverflowError (a traceback on the command line); a negative token offset was
+    silently 'too short' (by id) or recorded as given (with tokens), and a negative token id was
+    blamed on the model ('outside the model's embeddings') instead of on the file."""
     from audit.sampling import sequences_from_file
     from dedup.shards import InputError
 
