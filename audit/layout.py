@@ -158,7 +158,8 @@ def refuse_out(out: Path, inputs: list, stage: str) -> None:
     refuse_out_in_inputs(out, [Path(d) for d in inputs if d is not None])
     prior = io.read_manifest(out) if Path(out).is_dir() else None
     if prior is not None and prior["stage"] != stage:
-        raise ValueError(f"--out {out} holds a {prior['stage']} output (manifest.json); choose another path")
+        article = "an" if str(prior["stage"])[:1] in "aeiou" else "a"
+        raise ValueError(f"--out {out} holds {article} {prior['stage']} output (manifest.json); choose another path")
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:

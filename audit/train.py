@@ -25,7 +25,7 @@ from dedup import io
 
 from .config import TrainConfig, retention_checkpoints
 from .layout import (CHECKPOINT_DIR, HELDOUT_FILE, MODEL_DIR, ORDER_FILE, STATE_FILE, TOKENIZER_DIR, TRAIN_CONFIG,
-                     checkpoint_name, write_atomic)
+                     checkpoint_name, refuse_out, write_atomic)
 from .sampling import corpus_rows
 
 EOS = "<|endoftext|>"
@@ -207,6 +207,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     config = config or TrainConfig()
     out = Path(out_dir)
     t_start = time.perf_counter()
+    refuse_out(out, [], "train")
     manifest_path, cfg_file = io.manifest_path(out), out / TRAIN_CONFIG
     # the finished run's manifest, else the unfinished run's record (an older one: the config alone)
     held = io.read_json(manifest_path) if manifest_path.exists() else io.read_json(cfg_file) if cfg_file.exists() else None

@@ -286,6 +286,8 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
 
     if args.out:
         refuse_out_in_inputs(args.out, [args.first, args.second])
+        if args.out.is_dir():
+            raise ConfigError(f"--out {args.out} is a directory; give the path of the JSON file to write")
     fc = forecast_audits(args.first, args.second)
     if fc["n"] == 0:
         print(f"note: the two audits share no sequence (doc_id, token_offset) that both count as seen "

@@ -563,3 +563,28 @@ def test_the_canary_claims_count_distinct_sequences(tmp_path):
     assert (raw["raw_sequences"], raw["raw_extractable"], raw["raw_rate"]) == (3, 1, pytest.approx(1 / 3))
     assert not raw["passed"]
     assert checks["dedup"]["dedup_sequences"] == 2 and checks["dedup"]["dedup_rate"] == pytest.approx(0.5)
+
+
+def test_forecast_out_that_is_a_directory_and_train_into_another_stage_say_so(tmp_path, capsys):
+    """forecast --out names a file: a directory there was 'exit 2' with a line naming a temporary
+    file ('.../.x.tmp-...: Is a directory'); now the line names --out. train --out holding
+    another stage's output (an audit's manifest.json) said it held 'a finished training run with
+    another config'; now it names the stage."""
+    from pipelines.cli import main
+
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        pq.write_table(pa.table({"doc_id": ["a", "b"], "token_offset": [0, 0], "extractable": [True, False]}),
+                       tmp_path / name / "per_sequence.parquet")
+    (tmp_path / "fc").mkdir()
+    assert main(["forecast", str(tmp_path / "first"), str(tmp_path / "second"), "--out", str(tmp_path / "fc")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--out {tmp_path / 'fc'} is a directory" in err[0], err
+
+    write_shards(tmp_path / "corpus")
+    audit = tmp_path / "audit"
+    audit.mkdir()
+    (audit / "manifest.json").write_text('{"stage": "audit"}')
+    assert main(["train", str(tmp_path / "corpus"), "--out", str(audit), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--out {audit} holds an audit output" in err[0], err
