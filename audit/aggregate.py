@@ -286,8 +286,8 @@ def removed_accounting(dedup_manifest: dict, reason_of: dict[tuple[str, int], st
     model's sequences, one per row; ``keys``: each row's sequence (:func:`sequence_keys`), so
     that, as the headline's rates (:data:`RATES_COUNT`), counts are of distinct sequences: a
     sequence is from removed documents when every located row of it is (a copy sampled from a
-    kept document is still in the deduplicated corpus), counted under its first row's reason;
-    None counts rows. ``sequences_located``: sequences with a row whose (shard,
+    kept document is still in the deduplicated corpus; copies the audit did not sample are not
+    looked at), counted under its first located row's reason; None counts rows. ``sequences_located``: sequences with a row whose (shard,
     row) is known (not an audit of ``--sequences`` given by tokens alone); with none, the counts
     from removed documents are None (unknown).
     """
@@ -304,7 +304,7 @@ def removed_accounting(dedup_manifest: dict, reason_of: dict[tuple[str, int], st
     reason_of_seq: dict = {}  # sequence -> reason of its first row from a removed document
     for key, s, r, flag in zip(keys, shard, row, ex):
         flag_of.setdefault(key, bool(flag))
-        if s is None or r is None or (isinstance(r, float) and math.isnan(r)):
+        if s is None or r is None or (isinstance(r, float) and math.isnan(r)) or r < 0:  # -1: no row known
             continue
         located.add(key)
         reason = reason_of.get((str(s), int(r)))

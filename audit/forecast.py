@@ -234,5 +234,5 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
     out = forecast(tables[0], tables[1], key=["doc_id", "token_offset"], flag="extractable",
                    seen_first="seen", seen_second="seen", distinct=distinct)
     out["seen"] = rule
-    out["counts"] = RATES_COUNT if distinct else "rows (the audits hold no prompt and truth tokens)"
+    out["counts"] = RATES_COUNT if distinct else "rows (an audit holds no prompt and truth tokens)"
     return out

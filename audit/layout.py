@@ -155,7 +155,7 @@ def refuse_out(out: Path, inputs: list, stage: str) -> None:
     output: its manifest.json (a training run's, a dedup's) would be replaced by ``stage``'s."""
     from dedup.runs import refuse_out_in_inputs
 
-    refuse_out_in_inputs(out, [Path(d) for d in inputs if d is not None])
+    refuse_out_in_inputs(out, [Path(d) for d in inputs if d])  # None or "": no such input
     prior = io.read_manifest(out) if Path(out).is_dir() else None
     if prior is not None and prior["stage"] != stage:
         article = "an" if str(prior["stage"])[:1] in "aeiou" else "a"

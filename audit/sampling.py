@@ -208,9 +208,9 @@ def sequences_from_file(
         top = pc.max(col).as_py() if len(col) else None
         if top is not None and top > np.iinfo(np.int64).max:  # uint64: else OverflowError deep inside
             raise InputError(path, f"column {name!r} holds {top}, beyond int64 (token ids, rows and offsets are int64)")
-        low = pc.min(col).as_py() if len(col) and name != "row" else None  # row -1: no row known
-        if low is not None and low < 0:
-            raise InputError(path, f"column {name!r} holds {low}, below 0")
+        low = pc.min(col).as_py() if len(col) else None
+        if low is not None and low < (-1 if name == "row" else 0):  # row -1: no row known
+            raise InputError(path, f"column {name!r} holds {low}, below {-1 if name == 'row' else 0}")
     if "tokens" not in table.column_names:
         if {"id", "token_offset"} <= set(table.column_names) and shards is not None and encode is not None:
             return _sequences_by_id(table, path, prompt_len + cont_len, shards, encode, text_column, id_column)

@@ -106,8 +106,9 @@ def dedup_files(
     return the manifest (also written to disk). The run protocol (inputs, output names,
     identity, leftovers, ``force``) is :mod:`dedup.runs`'s, shared with the staged engine.
 
-    ``threads``: Numba threads for sketching (default: Numba's default, all cores; capped at
-    ``NUMBA_NUM_THREADS``; :func:`dedup.kernels.use_threads`); ``progress``:
+    ``threads``: Numba threads for sketching and threads probing the bands' filters (capped at
+    ``NUMBA_NUM_THREADS``; :func:`dedup.kernels.use_threads`; default: sketching on the calling
+    thread's Numba count, all cores unless set, and the bands on one thread); ``progress``:
     called after every batch with a dict of counters (``rows`` so far of ``total_rows``, None when
     unknown: JSONL with a ``capacity``); ``log``: told what the run protocol decided
     (skipped hidden files, an unfinished run's outputs cleared, a completed run found).

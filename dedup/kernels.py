@@ -55,7 +55,8 @@ def backend() -> str:
 
 
 def use_threads(threads: int | None) -> int | None:
-    """``threads`` checked (None: Numba's default, all cores; else a positive int) and capped at
+    """``threads`` checked (None: the calling thread's Numba count, all cores unless set; else a
+    positive int) and capped at
     ``NUMBA_NUM_THREADS``: the count :func:`sketch_documents` runs on. ValueError: anything else."""
     if threads is None:
         return None

@@ -580,29 +580,30 @@ class ShardReader:
 
 def id_strings(col: pa.Array | pa.ChunkedArray, path: Path, column: str) -> pa.Array | pa.ChunkedArray:
     """Document ids as strings, the one way every id is read: Arrow's cast (``2`` -> ``'2'``),
-    through int64 for a float column whose values are all whole numbers within 2^53 (pandas makes
-    integer ids with a missing value floats: ``10000000007.0`` -> ``'10000000007'``, not Arrow's
-    ``'1.0000000007e+10'``); other floats as Arrow writes them (``0.5``, ``1e+20``). InputError
-    naming ``path``: a type without a string form."""
+    except that a float that is a whole number within 2^53 is written as that integer (pandas
+    makes integer ids with a missing value floats: ``10000000007.0`` -> ``'10000000007'``, as the
+    int64 id, not Arrow's ``'1.0000000007e+10'``), value by value, so an id's string does not
+    depend on the other ids read with it; other floats as Arrow writes them (``0.5``, ``nan``,
+    ``1e+20``). InputError naming ``path``: a type without a string form."""
     if pa.types.is_string(col.type):
         return col
-    if pa.types.is_floating(col.type) and _whole_within_double(col):
-        col = cast(col, pa.int64())
     try:
+        if pa.types.is_floating(col.type):
+            return _float_id_strings(col)
         return cast(col, pa.string())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
         raise InputError(path, f"id column {column!r} of type {col.type} cannot be read as strings: {e}") from e
 
 
-def _whole_within_double(col: pa.Array | pa.ChunkedArray) -> bool:
-    """Every non-null value is a whole number of magnitude at most 2^53 (exact in a double)."""
+def _float_id_strings(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """:func:`id_strings` of a float column (float16 and float32 read as float64)."""
     import pyarrow.compute as pc
 
-    values = col.drop_null()
-    if len(values) == 0:
-        return False
-    whole = pc.equal(pc.floor(values), values)  # false for NaN, inf - inf
-    return bool(pc.all(whole).as_py()) and float(pc.max(pc.abs(values)).as_py()) <= 2.0 ** 53
+    col = cast(col, pa.float64())
+    # whole and exact: NaN fails the equality, infinities and values beyond 2^53 the bound
+    whole = pc.and_(pc.equal(pc.floor(col), col), pc.less_equal(pc.abs(col), 2.0 ** 53))
+    as_int = cast(cast(pc.if_else(whole, col, 0.0), pa.int64()), pa.string())
+    return pc.if_else(whole, as_int, cast(col, pa.string()))
 
 
 def _parquet_file(path: Path) -> pq.ParquetFile:

@@ -113,8 +113,8 @@ def _canary_rate(audit_dir: Path) -> dict:
     canaries planted at least MIN_COPIES times."""
     table = pq.read_table(audit_dir / PER_SEQUENCE)
     t = table.select(["doc_id", "duplicate_count"]).to_pydict()
-    table = table.filter([d is not None and str(d).startswith("canary-") and c >= MIN_COPIES
-                          for d, c in zip(t["doc_id"], t["duplicate_count"])])
+    table = table.filter(pa.array([d is not None and str(d).startswith("canary-") and c >= MIN_COPIES
+                                   for d, c in zip(t["doc_id"], t["duplicate_count"])], pa.bool_()))
     rows = [e for e, first in zip(table.column("extractable").to_pylist(), distinct_rows(table)) if first]
     return {"sequences": len(rows), "extractable": sum(rows), "rate": sum(rows) / len(rows) if rows else None}
 

@@ -710,3 +710,17 @@ def test_write_report_takes_one_path_or_label_as_well_as_a_list(dirs, tmp_path):
         got = write_report(one(dirs["raw"]), out, labels="raw", profile_dirs=one(dirs["profile"]))
         assert got["pages"] == want["pages"] and got["profile_dirs"] == want["profile_dirs"]
         assert (out / "raw.html").read_bytes() == (tmp_path / "list" / "raw.html").read_bytes()
+
+
+def test_a_row_of_minus_one_is_not_a_located_row():
+    """Row -1 means no row is known (a --sequences file with a shard but no row): it counted as a
+    row of a kept document, so a sequence whose other row was removed was not counted as removed."""
+    from audit.aggregate import removed_accounting
+
+    m = {"totals": {"rows": 10, "kept": 9, "removed": {"exact": 1}}}
+    k = ((1,), (2,))
+    fm = removed_accounting(m, {("a", 1): "exact"}, ["a", "a"], [1, -1], np.array([1, 1], bool), "A",
+                            keys=[k, k])["first_model"]
+    assert (fm["sequences"], fm["sequences_located"], fm["sequences_from_removed_documents"]) == (1, 1, 1)
+    fm = removed_accounting(m, {}, np.array(["a"]), np.array([-1]), np.array([1], bool), "A")["first_model"]
+    assert fm["sequences_located"] == 0 and fm["sequences_from_removed_documents"] is None

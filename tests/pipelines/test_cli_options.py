@@ -588,3 +588,23 @@ def test_forecast_out_that_is_a_directory_and_train_into_another_stage_say_so(tm
     assert main(["train", str(tmp_path / "corpus"), "--out", str(audit), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"--out {audit} holds an audit output" in err[0], err
+
+
+def test_the_claims_of_an_audit_without_sequences(tmp_path):
+    """An audit with no sequence gives rate None (claim 2 fails), not Arrow's 'Filter argument
+    must be boolean type' from filtering zero rows with an empty Python list; an empty --dedup-dir
+    string is no input for the --out check (it became '.', refusing every relative --out)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from audit.layout import refuse_out
+    from pipelines.demo import run_checks
+
+    for name in ("raw", "dedup"):
+        d = tmp_path / "audit" / name
+        d.mkdir(parents=True)
+        pq.write_table(pa.table({"doc_id": pa.array([], pa.string()), "duplicate_count": pa.array([], pa.int64()),
+                                 "extractable": pa.array([], pa.bool_())}), d / "per_sequence.parquet")
+    checks = run_checks(tmp_path)["checks"]
+    assert checks[0]["raw_rate"] is None and not checks[0]["passed"]
+    refuse_out(Path("relative-out"), ["", None], "audit")
