@@ -400,12 +400,14 @@ def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: i
     :func:`audit.retention.retention_curve` of it (by ``steps_since``, optimizer steps after
     exposure, with Wilson intervals over the N items). Written to ``out``
     (``retention_run.parquet``, ``retention_run_curve.parquet``) when given. Raises ValueError
-    for a run without a retention design.
+    for a run without a retention design, and for an ``out`` that :func:`run_profile` refuses.
     """
     from . import retention
     from .lm import load_causal_lm
 
     run = Path(run_dir)
+    if out is not None:
+        refuse_out(Path(out), [run], "profile")
     manifest = io.json_or_empty(io.manifest_path(run))
     design = manifest.get("retention")
     if not design:

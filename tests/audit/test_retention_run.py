@@ -81,6 +81,10 @@ def test_forgetting_curve_has_intervals(retention_run, tmp_path):
     assert (rows["n"] == 6).all() and (rows["treatment_step"] == e).all()
     assert (tmp_path / "ret" / "retention_run.parquet").exists()
     assert (tmp_path / "ret" / "retention_run_curve.parquet").exists()
+    before = sorted(p.name for p in run.iterdir())
+    with pytest.raises(ValueError, match="lies inside the input directory"):  # it wrote among the run's files
+        run_retention(run, run, seed=0, batch_size=32, log=quiet)
+    assert sorted(p.name for p in run.iterdir()) == before
 
 
 def test_no_retention_design_without_the_option(tmp_path):
