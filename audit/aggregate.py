@@ -287,9 +287,10 @@ def removed_accounting(dedup_manifest: dict, reason_of: dict[tuple[str, int], st
     that, as the headline's rates (:data:`RATES_COUNT`), counts are of distinct sequences: a
     sequence is from removed documents when every located row of it is (a copy sampled from a
     kept document is still in the deduplicated corpus; copies the audit did not sample are not
-    looked at), counted under its first located row's reason; None counts rows. ``sequences_located``: sequences with a row whose (shard,
-    row) is known (not an audit of ``--sequences`` given by tokens alone); with none, the counts
-    from removed documents are None (unknown).
+    looked at), counted under its first located row's reason; None counts rows.
+    ``sequences_located``: sequences with a row whose (shard, row) is known (not an audit of
+    ``--sequences`` given by tokens alone; row -1: unknown); with none, the counts from removed
+    documents are None (unknown).
     """
     tot = dedup_manifest.get("totals") or {}
     removed_by = dict(tot.get("removed") or {})
@@ -338,5 +339,5 @@ def removed_accounting(dedup_manifest: dict, reason_of: dict[tuple[str, int], st
     }
 
 
-__all__ = ["SECTIONS", "rate", "distinct_rows", "sequence_keys", "summarise", "membership", "score_columns", "dedup_retention", "compare_groups",
-           "removed_accounting"]
+__all__ = ["SECTIONS", "rate", "distinct_rows", "sequence_keys", "summarise", "membership", "score_columns",
+           "dedup_retention", "compare_groups", "removed_accounting"]

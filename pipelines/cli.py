@@ -50,8 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dedup", help="deduplicate Parquet/JSONL shards")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="Parquet/JSONL/Arrow files, directories or globs")
     p.add_argument("--out", required=True, type=Path, help="output directory")
-    p.add_argument("--threads", type=int, help="fused engine: threads for sketching and bands (default: all cores for sketching, "
-                        "one for the bands)")
+    p.add_argument("--threads", type=int, help="fused engine: threads for sketching and bands "
+                                               "(default: all cores for sketching, one for the bands)")
     p.add_argument("--force", action="store_true", help="redo a completed run in --out (same config: no-op without it)")
     g = p.add_argument_group("execution (see README: Running on a cluster)")
     g.add_argument("--engine", choices=("auto", "fused", "staged"), default="auto",

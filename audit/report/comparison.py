@@ -234,7 +234,8 @@ def comparison_report(
             f'<p class="meta">Dedup output: <code>{esc(acct["dedup_dir"])}</code></p>'
             + table(["", "documents", "share"], rows, num_cols=(1, 2))
             + '<div class="cards">'
-            + card(f"memorized by {first}", integer(fm["extractable"]), f"extractable, of {integer(fm['sequences'])} distinct sequences")
+            + card(f"memorized by {first}", integer(fm["extractable"]),
+                   f"extractable, of {integer(fm['sequences'])} distinct sequences")
             + card("…from documents dedup removed", integer(fm["extractable_from_removed_documents"]),
                     (f"{pct(fm['extractable_from_removed_fraction'])} of them" if fm["extractable"] else "none memorized")
                     + (f" ({reasons})" if reasons else ""))
