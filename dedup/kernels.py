@@ -56,8 +56,8 @@ def backend() -> str:
 
 def use_threads(threads: int | None) -> int | None:
     """``threads`` checked (None: the calling thread's Numba count, all cores unless set; else a
-    positive int) and capped at
-    ``NUMBA_NUM_THREADS``: the count :func:`sketch_documents` runs on. ValueError: anything else."""
+    positive int) and capped at ``NUMBA_NUM_THREADS``: the count :func:`sketch_documents` runs
+    on. ValueError: anything else."""
     if threads is None:
         return None
     if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
