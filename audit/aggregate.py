@@ -70,12 +70,15 @@ RATES_COUNT = "distinct sequences (equal prompt + truth tokens count once, once 
 
 def sequence_keys(prompts, truths) -> list:
     """A hashable key per sequence, equal for equal prompt + truth tokens (:data:`RATES_COUNT`);
-    ``prompts``, ``truths``: token id sequences, None for none.
+    ``prompts``, ``truths``: token id sequences, None (or pandas' NaN) for none.
 
-    >>> sequence_keys([[1, 2], [1, 2], None], [[3], [3], [4]])
-    [((1, 2), (3,)), ((1, 2), (3,)), ((), (4,))]
+    >>> sequence_keys([[1, 2], [1, 2], None], [[3], [3], float("nan")])
+    [((1, 2), (3,)), ((1, 2), (3,)), ((), ())]
     """
-    return [(tuple(() if p is None else p), tuple(() if t is None else t)) for p, t in zip(prompts, truths)]
+    def ids(x) -> tuple:
+        return () if x is None or (isinstance(x, float) and math.isnan(x)) else tuple(int(t) for t in x)
+
+    return [(ids(p), ids(t)) for p, t in zip(prompts, truths)]
 
 
 def _sequence_keys(table: pa.Table) -> list | None:

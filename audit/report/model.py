@@ -18,7 +18,7 @@ import pandas as pd
 
 from dedup import io
 
-from .. import plots, stats
+from .. import aggregate, plots, stats
 from ..layout import (EVENT_TIME_PNG, FORECAST_FILE, HEATMAP_PNG, PROFILE_FILE, RETENTION_FILE, RETENTION_PNG,
                       RETENTION_RUN_CURVE, SUMMARY, report_json)
 from ..retention import retention_curve
@@ -72,9 +72,7 @@ def _top_sequences(audit: Audit, decode: Decode | None) -> tuple[str, int, int]:
     t = audit.table.copy()
     t["_loss"] = t["loss"] if "loss" in t.columns else np.nan
     t = t.sort_values(["leading_matched", "_loss"], ascending=[False, True], kind="stable", na_position="last")
-    keys = [tuple(_ids(p)) + (-1,) + tuple(_ids(c)) for p, c in zip(t.get("prompt", [None] * len(t)),
-                                                                    t.get("truth", [None] * len(t)))]
-    t["_key"] = keys
+    t["_key"] = aggregate.sequence_keys(t.get("prompt", [None] * len(t)), t.get("truth", [None] * len(t)))
     t["_copies"] = t.groupby("_key", sort=False)["_key"].transform("size")
     t = t.drop_duplicates("_key", keep="first").head(TOP_SEQUENCES)
     C = audit.cont_len
