@@ -360,3 +360,27 @@ def test_serial_stages_write_the_fused_engines_bytes_on_chinese_japanese_and_kor
     reasons = {r["id"]: r["reason"] for r in removed}
     assert {i: reasons.get(i) for i in planted} == {"zh~1": "near", "ja~2": "near", "ko~copy": "exact",
                                                     "zh~copy": "exact"}
+
+
+def test_float_ids_read_alike_in_every_engine_and_batch_size(tmp_path):
+    """Float ids (pandas' integer ids with a missing value) read as dedup.shards.id_strings
+    says, value by value: the serial stages write the fused engine's bytes, and removed.parquet
+    lists the same ids whatever the batch size (one NaN in a batch once switched the batch's
+    whole-number ids to Arrow's exponent form)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "in").mkdir()
+    text = "the same words in the same order make an exact duplicate"
+    parts = [([2.5, 10000000009.0, 10000000007.0, float("nan")], [text, "unique one", text, "another unique text"]),
+             ([None, 3.0, 1e20], [text, "yet another document", text])]
+    for k, (ids, texts) in enumerate(parts):
+        pq.write_table(pa.table({"id": pa.array(ids, pa.float64()), "text": texts}), tmp_path / "in" / f"p{k}.parquet")
+    removed = {}
+    for batch_rows in (1, 2, 32768):
+        config = DedupConfig(batch_rows=batch_rows)
+        dedup_staged([tmp_path / "in"], tmp_path / f"s{batch_rows}", config, map_tasks=serial_map)
+        dedup_files([tmp_path / "in"], tmp_path / f"f{batch_rows}", config, threads=1)
+        assert _bytes(tmp_path / f"s{batch_rows}") == _bytes(tmp_path / f"f{batch_rows}")
+        removed[batch_rows] = pq.read_table(tmp_path / f"f{batch_rows}" / "removed.parquet").column("id").to_pylist()
+    assert removed[1] == removed[2] == removed[32768] == ["10000000007", None, "1e+20"]
