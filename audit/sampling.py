@@ -231,9 +231,9 @@ def sequences_from_file(
 
 def _sequences_by_id(table: pa.Table, path: Path, need: int, shards: list[Shard], encode: Encode, text_column: str,
                      id_column: str | None) -> Sequences:
-    ids = id_strings(table.column("id"), path, "id").to_pylist()  # as the corpus's ids read
-    wanted = [(i, int(o)) for i, o in zip(ids, table.column("token_offset").to_pylist())]
-    ids = {i for i, _ in wanted}
+    given = id_strings(table.column("id"), path, "id").to_pylist()  # as the corpus's ids read
+    wanted = [(i, int(o)) for i, o in zip(given, table.column("token_offset").to_pylist())]
+    ids = set(given)
     found: dict[str, tuple[str, int, str]] = {}
     for shard, row, doc_id, text in corpus_rows(shards, text_column, id_column, id_required=True):
         if doc_id in ids and doc_id not in found:
