@@ -43,7 +43,8 @@ from dedup.runs import discover
 from .config import ProfileConfig
 from .layout import (CHECKPOINT_DIR, EVENT_TIME_FILE, EVENT_TIME_PNG, FORECAST_FILE, HEATMAP_PNG, HELDOUT_FILE,
                      INSTANCES_FILE, ORDER_FILE, PROFILE_FILE, PROFILE_OUTPUTS, RETENTION_FILE, RETENTION_PNG,
-                     RETENTION_RUN_CURVE, RETENTION_RUN_FILE, SUMMARY, checkpoint_step, refuse_out, write_atomic)
+                     RETENTION_RUN_CURVE, RETENTION_RUN_FILE, SUMMARY, checkpoint_step, holding_out, refuse_out,
+                     write_atomic)
 from .sampling import rows_of
 
 
@@ -176,6 +177,7 @@ def panel_end_step(order: pd.DataFrame, steps: list[int]) -> tuple[int, str]:
     return steps[-1], "last checkpoint (no epochs recorded)"
 
 
+@holding_out("out")
 def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: list[str] | None = None, log=print) -> dict:
     """Profile a training run's checkpoints; return the summary (also written to ``out``).
     ValueError (nothing written): ``out`` is or lies inside the run directory, or holds another
@@ -368,7 +370,8 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         "forecast": fc,
     }
     if train_manifest.get("retention"):  # a retention run: its items' forgetting curve to the end of training
-        _, ret_run_curve = run_retention(run, out, corpus, seed=config.seed, batch_size=config.batch_size, log=log)
+        _, ret_run_curve = run_retention.__wrapped__(  # not holding_out's wrapper: this call holds out already
+            run, out, corpus, seed=config.seed, batch_size=config.batch_size, log=log)
         summary["retention_run"] = {"design": train_manifest["retention"],
                                     "curve": ret_run_curve.to_dict("records")}
     summary["timing_s"] = time.perf_counter() - t_start
@@ -378,6 +381,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     return summary
 
 
+@holding_out("out")
 def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: int = 0, batch_size: int = 64,
                   substitute_fraction: float = 0.25, log=print) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The forgetting curve of a retention run (Orhan 2024, :mod:`audit.retention`).

@@ -26,7 +26,8 @@ per-sequence schema (as :mod:`dedup.layout` is for the dedup output).
       <name>.html            one model's page; <name>.summary.json: the audit's summary.json
       comparison.html        the side-by-side page; comparison.json: the numbers it shows
 
-Every file is written whole to a temporary sibling and renamed into place (:mod:`dedup.io`).
+Every file is written whole to a temporary sibling and renamed into place (:mod:`dedup.io`),
+by a stage that holds its output directory (:func:`holding_out`).
 
 >>> checkpoint_name(40)
 'step-0000040'
@@ -40,6 +41,9 @@ True
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import os
 import shutil
 from collections.abc import Callable
@@ -160,6 +164,26 @@ def refuse_out(out: Path, inputs: list, stage: str) -> None:
     if prior is not None and prior["stage"] != stage:
         article = "an" if str(prior["stage"])[:1] in "aeiou" else "a"
         raise ValueError(f"--out {out} holds {article} {prior['stage']} output (manifest.json); choose another path")
+
+
+def holding_out(param: str) -> Callable[[Callable], Callable]:
+    """Decorate a stage function to run while it holds its output directory, the argument named
+    ``param`` (:func:`dedup.io.claim`; nothing to hold when it is None): a second run into the
+    same directory at the same time raises :class:`dedup.io.InUseError` instead of writing
+    among the first one's files."""
+
+    def decorate(stage: Callable) -> Callable:
+        signature = inspect.signature(stage)
+
+        @functools.wraps(stage)
+        def run(*args, **kwargs):
+            out = signature.bind(*args, **kwargs).arguments.get(param)
+            with io.claim(out) if out is not None else contextlib.nullcontext():
+                return stage(*args, **kwargs)
+
+        return run
+
+    return decorate
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:

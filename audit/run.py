@@ -29,7 +29,7 @@ from . import aggregate, batching, metrics
 from .config import AuditConfig
 from .duplicates import dedup_status, duplicate_counts
 from .occurrences import corpus_documents, count_occurrences
-from .layout import PER_SEQUENCE, SUMMARY, per_sequence_schema, refuse_out, write_atomic
+from .layout import PER_SEQUENCE, SUMMARY, holding_out, per_sequence_schema, refuse_out, write_atomic
 from .sampling import Sequences, corpus_batches, per_bucket_selection, sample_sequences, sequences_from_file
 from .stats import duplicate_bucket
 
@@ -102,6 +102,7 @@ def membership_labels(doc_ids: list, member_ids: set[str] | None, dup) -> tuple[
                  "members_by_duplicate": int((member & ~by_id)[known].sum())}
 
 
+@holding_out("out")
 def run_audit(
     model_dir: str | os.PathLike,
     corpus: str | os.PathLike | Sequence[str | os.PathLike],

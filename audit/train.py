@@ -25,7 +25,7 @@ from dedup import io
 
 from .config import TrainConfig, retention_checkpoints
 from .layout import (CHECKPOINT_DIR, HELDOUT_FILE, MODEL_DIR, ORDER_FILE, STATE_FILE, TOKENIZER_DIR, TRAIN_CONFIG,
-                     checkpoint_name, refuse_out, write_atomic)
+                     checkpoint_name, holding_out, refuse_out, write_atomic)
 from .sampling import corpus_rows
 
 EOS = "<|endoftext|>"
@@ -182,6 +182,7 @@ def corpus_digest(docs) -> str:
     return h.hexdigest()
 
 
+@holding_out("out_dir")
 def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
                     progress: Callable[[dict], None] = lambda state: None) -> dict:
     """Train a GPT-2-style LM on corpus shards, deterministically, with checkpoints.

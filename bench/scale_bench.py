@@ -60,7 +60,8 @@ def run_stage(stage: str, corpus: Path, out: Path) -> None:
     config = DedupConfig()
     shards = discover([corpus])
     bands, rows = optimal_param(config.threshold, config.num_perm)
-    work = work_dir(out)
+    work = work_dir(out) / "bench"  # the run's own directory (dedup.runs.RunPlan.work)
+    work.mkdir(parents=True, exist_ok=True)
     t0, c0 = time.perf_counter(), time.process_time()
     tasks = []
     if stage == "sketch":
@@ -81,7 +82,7 @@ def run_stage(stage: str, corpus: Path, out: Path) -> None:
             start = 0
             for s, i in zip(shards, infos):
                 c = time.process_time()
-                st.write_shard(s, config, bands, start, work, out)
+                st.write_shard(s, config, bands, start, work)
                 tasks.append(time.process_time() - c)
                 start += i["rows"]
     print(json.dumps({"seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0, "tasks": tasks}))

@@ -16,7 +16,7 @@ from functools import partial
 import numpy as np
 import pyarrow as pa
 
-from . import kernels, layout, runs
+from . import io, kernels, layout, runs
 from .config import DedupConfig
 from .arrow import bool_array, numeric_array, take_strings
 from .index import make_index
@@ -116,6 +116,7 @@ def dedup_files(
     Raises:
         InputError: bad input (names the file, and row or line); nothing is left behind.
         OutputExistsError: see :mod:`dedup.runs` (steps 3 and 4, ``force``).
+        InUseError: another run is writing ``out`` now (:func:`dedup.io.claim`).
 
     Example:
         >>> import pyarrow as pa, pyarrow.parquet as pq, tempfile, pathlib
@@ -130,14 +131,15 @@ def dedup_files(
         from .baselines import require
 
         require(config.index)  # before prepare() may clear an earlier run (--force)
-    plan = runs.prepare(inputs, out, config, engine="fused", force=force, log=log)
-    if plan.previous is not None:
-        return plan.previous
-    try:
-        return _run(plan, config, threads, progress, t_start)
-    except BaseException:
-        runs.clear_outputs(plan.out)  # nothing half-written is left behind; a rerun starts afresh
-        raise
+    with io.claim(out):
+        plan = runs.prepare(inputs, out, config, engine="fused", force=force, log=log)
+        if plan.previous is not None:
+            return plan.previous
+        try:
+            return _run(plan, config, threads, progress, t_start)
+        except BaseException:
+            runs.clear_outputs(plan.out)  # nothing half-written is left behind; a rerun starts afresh
+            raise
 
 
 def _run(plan: runs.RunPlan, config: DedupConfig, threads: int | None, progress: ProgressFn | None,

@@ -7,11 +7,15 @@ Three rules hold for every file memdedup writes:
 - a stage's ``manifest.json`` (:func:`write_stage_manifest`) is written last: the stage's
   output directory is complete iff it exists;
 - a JSON file memdedup reads back (:func:`read_json`) that is missing a key or is not
-  JSON raises :class:`StateError` naming the file, never a bare ``KeyError``.
+  JSON raises :class:`StateError` naming the file, never a bare ``KeyError``;
+- a stage writes its output directory only while it holds it (:func:`claim`): a second run
+  into the same directory at the same time is refused, not interleaved.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import math
 import os
@@ -29,6 +33,50 @@ MANIFEST_FILE = "manifest.json"
 class StateError(ValueError):
     """A file memdedup wrote earlier (a manifest, an index's metadata, a run record) is
     damaged or from an incompatible version; the message names the file."""
+
+
+class InUseError(RuntimeError):
+    """Another run holds the output directory (:func:`claim`)."""
+
+
+@contextmanager
+def claim(out: Path) -> Iterator[None]:
+    """Hold the output directory ``out`` for one run: an exclusive ``flock`` on the directory
+    itself (no lock file among the outputs), released when the block ends or the process dies,
+    so a killed run can be rerun at once. ``out`` is created if missing, and removed again
+    (with the parents this call created) if the run leaves it empty. On a file system without
+    ``flock`` for directories the run goes on unlocked; ``out`` that is a file is left to the
+    caller to refuse.
+
+    Raises:
+        InUseError: another process holds ``out`` (another run into it is still going on).
+    """
+    out = Path(out)
+    created = []
+    for d in (out, *out.parents):
+        if d.exists():
+            break
+        created.append(d)
+    if created:
+        out.mkdir(parents=True)
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY) if out.is_dir() else None
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise InUseError(f"{out} is in use by another memdedup run (it holds the directory now); "
+                                     "wait for it to end, or choose another --out") from None
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
+        for d in created:  # innermost first
+            try:
+                d.rmdir()
+            except OSError:  # not empty: the run wrote there
+                break
 
 
 def tmp_path(final: Path) -> Path:

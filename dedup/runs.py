@@ -34,6 +34,10 @@ run is already done, may resume, or must start over. The protocol:
 
 ``--force`` clears ``kept/``, ``removed.parquet``, ``manifest.json`` and ``_work/`` of an
 earlier run only, never anything else: inputs inside ``OUT`` are refused in step 2.
+
+Both engines run all of this while holding ``OUT`` (:func:`dedup.io.claim`): a second run
+into the same ``OUT`` at the same time is refused before step 1, so no step ever reads or
+clears what a live run is writing.
 """
 
 from __future__ import annotations
@@ -266,7 +270,12 @@ class RunPlan:
 
     @property
     def work(self) -> Path:
-        return work_dir(self.out)
+        """Where this run's tasks write: ``_work/<run id>`` (``-v<version>`` when it started from
+        that version of an index directory). A late task of another run (its client killed, the
+        task still running on an external cluster) never writes where this run reads: its own
+        directory is gone, so it fails."""
+        v = self.record.get("index_version")
+        return work_dir(self.out) / (self.record["run_id"] + ("" if v is None else f"-v{v}"))
 
 
 def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config: DedupConfig, *, engine: str,
@@ -339,7 +348,7 @@ def finish(plan: RunPlan, manifest_body: dict) -> dict:
     write the manifest (last, atomically), then remove ``_work/``."""
     io.remove_temporaries(plan.out)
     manifest = io.write_stage_manifest(plan.out, "dedup", {**manifest_body, "identity": plan.identity})
-    shutil.rmtree(plan.work, ignore_errors=True)
+    shutil.rmtree(work_dir(plan.out), ignore_errors=True)
     return manifest
 
 

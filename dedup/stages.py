@@ -17,16 +17,19 @@
    ``OUT/kept/<stem>.parquet`` and ``WORK/removed/<stem>.parquet``.
 
 Each task writes its files under temporary names, renames them into place, then writes a
-completion record ``<file>.done`` (JSON: what it made and from what, and the run id of the
-run it belongs to, :func:`dedup.runs.run_id`). A task whose record exists and is of this run
-is skipped when a run is resumed (a record of another run: a late task of a killed client,
-still running on an external cluster, that landed in the next run's work directory). Nothing here knows about Dask:
+completion record ``<file>.done`` (JSON: what it made and from what). A task whose record
+exists is skipped when a run is resumed. Tasks write only under the run's own directory
+``WORK`` (:attr:`dedup.runs.RunPlan.work`), never creating it: a late task of a killed run
+(still running on an external cluster) fails once the next run has removed it, instead of
+writing where that run reads; kept shards too are moved into ``OUT/kept/`` only when the
+stages are done. Nothing here knows about Dask:
 :func:`run_stages` sequences the stages and takes a ``map_tasks`` function that runs one
 stage's tasks: :func:`serial_map` here (tests, debugging), Dask in :mod:`pipelines.staged`.
 
 Work directory layout (the only definition of it)::
 
-    WORK/run.json                    the run record (dedup.runs: identity, engine, pinned index)
+    OUT/_work/run.json               the run record (dedup.runs: identity, engine, pinned index)
+    WORK = OUT/_work/<run id>[-v<index version>]
     WORK/sketch/<stem>.arrow         Arrow IPC file, one row per input row:
                                        valid (bool), n_shingles (int32),
                                        exact_0, exact_1 (uint64), band_00..band_{b-1} (uint64)
@@ -36,11 +39,13 @@ Work directory layout (the only definition of it)::
                                        n > 1); the band's bits are their OR
     WORK/index/<name>/               the band's filter generations after this run (--index-dir)
     WORK/removed/<stem>.parquet      removed rows of one shard (layout.REMOVED_SCHEMA)
+    WORK/kept/<stem>.parquet         kept rows of one shard, moved to OUT/kept/ at the end
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
+import os
 import shutil
 import time
 from collections import Counter
@@ -57,7 +62,7 @@ from .config import DedupConfig
 from .index import combine
 from .index_dir import IndexDir, file_entry, index_params
 from .params import bloom_parts, bloom_size, per_band_fp, plan_index, whole_index_fp
-from .runs import RunPlan, clear_outputs, finish, prepare, run_id
+from .runs import RUN_FILE, RunPlan, clear_outputs, finish, prepare, work_dir
 from .scalable import FilterStack
 from .shards import Shard, ShardReader
 from .sketch import Sketcher
@@ -100,27 +105,34 @@ def done_path(path: Path) -> Path:
     return path.with_name(path.name + ".done")
 
 
-def read_done(path: Path, run: str | None = None) -> dict | None:
-    """The completion record of ``path``, or None if the task did not finish for run ``run``
-    (no record, one a kill left damaged, or one of another run: the task is redone)."""
+def read_done(path: Path) -> dict | None:
+    """The completion record of ``path``, or None if the task did not finish (no record, or
+    one a kill left damaged: the task is redone)."""
     try:
-        record = io.read_json(done_path(path))
+        return io.read_json(done_path(path))
     except io.StateError:
         return None
-    return record if run is None or record.get("run_id") == run else None
 
 
-def mark_done(path: Path, record: dict, run: str | None = None) -> None:
-    io.write_json_atomic(done_path(path), record if run is None else {**record, "run_id": run})
+def mark_done(path: Path, record: dict) -> None:
+    io.write_json_atomic(done_path(path), record)
 
 
-def sketch_shard(shard: Shard, config: DedupConfig, bands: int, rows: int, work: Path, threads: int | None = 1, *,
-                 run: str | None = None) -> dict:
+def task_file(work: Path, path: Path) -> Path:
+    """``path`` (under ``work``), its directories made below ``work`` but never ``work`` itself:
+    a task of a run whose directory is gone raises FileNotFoundError (module docstring)."""
+    d = work
+    for part in path.parent.relative_to(work).parts:
+        d = d / part
+        d.mkdir(exist_ok=True)
+    return path
+
+
+def sketch_shard(shard: Shard, config: DedupConfig, bands: int, rows: int, work: Path, threads: int | None = 1) -> dict:
     """Stage 1 for one shard; returns its completion record. Raises :class:`dedup.shards.InputError`
     on bad input."""
     t0 = time.perf_counter()
-    final = sketch_path(work, shard)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    final = task_file(work, sketch_path(work, shard))
     reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
     sketcher = Sketcher(config, bands, rows, threads)
     schema = pa.schema([("valid", pa.bool_()), ("n_shingles", pa.int32()), ("exact_0", pa.uint64()),
@@ -135,7 +147,7 @@ def sketch_shard(shard: Shard, config: DedupConfig, bands: int, rows: int, work:
         if counts["rows"] != reader.num_rows:
             raise RuntimeError(f"internal error: {shard.path}: read {counts['rows']} rows, file has {reader.num_rows}")
     record = {"shard": shard.name, **counts, "seconds": time.perf_counter() - t0}
-    mark_done(final, record, run)
+    mark_done(final, record)
     return record
 
 
@@ -147,7 +159,7 @@ def _read_columns(path: Path, *columns: str) -> list[np.ndarray]:
 
 def band_pass(
     band: int | str, shards: list[Shard], work: Path, stack, total_rows: int, save_to: Path | None = None,
-    split: tuple[int, int] = (0, 1), *, run: str | None = None,
+    split: tuple[int, int] = (0, 1),
 ) -> dict:
     """Stage 2 for one band (an int) or the exact key (``EXACT_BAND``) through ``stack`` (fresh or
     loaded from an index directory): writes the seen bits, saves ``stack`` under ``save_to`` (a fresh
@@ -158,10 +170,9 @@ def band_pass(
     inserted; needs a one-generation stack (not ``--index-dir``).
     """
     t0 = time.perf_counter()
-    final = seen_path(work, band, split)
+    final = task_file(work, seen_path(work, band, split))
     first = stack.generations[0]
     lo, hi = split_parts(first.parts, split)
-    final.parent.mkdir(parents=True, exist_ok=True)
     pos = 0
     column = "exact_0" if band == EXACT_BAND else f"band_{band:02d}"
     pending = np.zeros(0, dtype=np.bool_)  # bits not yet packed into a whole byte
@@ -203,7 +214,7 @@ def band_pass(
                       m=first.m, k=first.k)
     else:
         record.update(stack.describe())
-    mark_done(final, record, run)
+    mark_done(final, record)
     return record
 
 
@@ -230,9 +241,9 @@ def _seen_slice(work: Path, band: int | str, start: int, count: int, splits: int
     return bits[start - first * 8 : start - first * 8 + count].astype(np.bool_)
 
 
-def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work: Path, out: Path,
-                splits: dict[int | str, int] | None = None, *, run: str | None = None) -> dict:
-    """Stage 3 for one shard: verdicts from the bands' bits; kept rows and removed rows.
+def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work: Path,
+                splits: dict[int | str, int] | None = None) -> dict:
+    """Stage 3 for one shard: verdicts from the bands' bits; kept rows (``WORK/kept/``) and removed rows.
 
     ``start`` is the shard's first row in canonical order; ``splits``: band (or ``EXACT_BAND``)
     -> its number of split tasks (default 1). With ``config.emit == "removed"`` no kept shard
@@ -249,10 +260,10 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
     verdicts = combine(valid, has_sh, band_seen, exact_seen)
 
     reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
-    removed_final = removed_part_path(work, shard)
-    removed_final.parent.mkdir(parents=True, exist_ok=True)
+    removed_final = task_file(work, removed_part_path(work, shard))
+    task_file(work, layout.kept_path(work, shard.stem))
     row = 0
-    with (layout.kept_shard(out, shard, reader.schema, config) as kw,
+    with (layout.kept_shard(work, shard, reader.schema, config) as kw,
           layout.removed_writer(removed_final, config.compression) as write_removed):
         for batch in reader.batches(None if kw is not None else reader.needed_columns(text=False)):
             sl = slice(row, row + batch.num_rows)
@@ -262,7 +273,7 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
         if row != n:
             raise RuntimeError(f"internal error: {shard.path}: {row} rows now, {n} when sketched (input changed?)")
     record = {"shard": shard.name, "rows": n, **verdicts.counts(), "seconds": time.perf_counter() - t0}
-    mark_done(removed_final, record, run)
+    mark_done(removed_final, record)
     return record
 
 
@@ -278,13 +289,13 @@ def serial_map(label: str, fn: Callable, items: list[tuple]) -> list:
 
 
 def band_task(band: int | str, shards: list[Shard], work: Path, total: int, fp: float, capacity: int, indexed: bool,
-              load_from: str | None, split: tuple[int, int] = (0, 1), *, run: str | None = None) -> dict:
+              load_from: str | None, split: tuple[int, int] = (0, 1)) -> dict:
     """Stage 2 task: a fresh filter stack (growing when ``indexed``: a run with an index
     directory) or the pinned version's (``load_from``), the band pass (of split ``split``),
     and when ``indexed`` the stack saved under ``WORK/index/<name>``."""
     stack = FilterStack.load(Path(load_from)) if load_from else FilterStack(fp, capacity, scalable=indexed)
     save_to = work / "index" / band_name(band) if indexed else None
-    return band_pass(band, shards, work, stack, total, save_to=save_to, split=split, run=run)
+    return band_pass(band, shards, work, stack, total, save_to=save_to, split=split)
 
 
 def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = serial_map,
@@ -298,23 +309,28 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
     (fault injection in tests); ``band_splits_requested``: see :func:`band_splits` (not with ``index``).
     """
     t_start = time.perf_counter()
-    work, shards, out = plan.work, plan.shards, plan.out
-    rid = run_id(plan.identity)  # the completion records this run may take as done
+    shards, out = plan.shards, plan.out
     bands, rows = config.banding()
-    pinned = plan.record.get("index_version") if plan.record else None
+    pinned = plan.record.get("index_version")
     if index is not None and plan.resume and index.current != pinned and not index.holds_run(plan.record["run_id"]):
         log(f"{index.path}: another run installed version {index.current} since this run started from "
             f"{pinned or 'an empty index'}; redoing the band and write stages against it")
-        for d in (work / "bands", work / "index", work / "removed", out / layout.KEPT_DIR):  # all but the sketches
+        old, pinned = plan.work, index.current
+        plan = dataclasses.replace(plan, record={**plan.record, "index_version": pinned})  # a new WORK
+        io.write_json_atomic(work_dir(out) / RUN_FILE, plan.record)
+        plan.work.mkdir(exist_ok=True)
+        if (old / "sketch").is_dir() and not (plan.work / "sketch").exists():  # sketches do not depend on the index
+            os.replace(old / "sketch", plan.work / "sketch")
+        for d in (old, out / layout.KEPT_DIR):
             shutil.rmtree(d, ignore_errors=True)
-        pinned = index.current
-        io.write_json_atomic(plan.work / "run.json", {**plan.record, "index_version": pinned})
+    work = plan.work
+    work.mkdir(exist_ok=True)
     timings = {}
 
     # Stage 1: sketches (and each shard's exact row count).
     t0 = time.perf_counter()
-    todo = [s for s in shards if read_done(sketch_path(work, s), rid) is None]
-    map_tasks("sketch", functools.partial(sketch_shard, run=rid), [(s, config, bands, rows, work) for s in todo])
+    todo = [s for s in shards if read_done(sketch_path(work, s)) is None]
+    map_tasks("sketch", sketch_shard, [(s, config, bands, rows, work) for s in todo])
     infos = [io.read_json(done_path(sketch_path(work, s)), ("rows",)) for s in shards]
     total = sum(i["rows"] for i in infos)
     timings["sketch"] = time.perf_counter() - t0
@@ -326,8 +342,8 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
     fps = {b: config.exact_fp if b == EXACT_BAND else per_band_fp(config.fp, bands) for b in names}
     n_splits = {b: 1 if index is not None else band_splits(fps[b], capacity, band_splits_requested) for b in names}
     todo_b = [(b, (s, n_splits[b])) for b in names for s in range(n_splits[b])
-              if read_done(seen_path(work, b, (s, n_splits[b])), rid) is None]
-    map_tasks("band", functools.partial(band_task, run=rid), [
+              if read_done(seen_path(work, b, (s, n_splits[b]))) is None]
+    map_tasks("band", band_task, [
         (b, shards, work, total, fps[b], capacity, index is not None,
          str(index.stack_dir(pinned, band_name(b))) if index is not None and pinned else None, split)
         for b, split in todo_b
@@ -340,12 +356,17 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
     # Stage 3: kept shards and removed rows per shard.
     t0 = time.perf_counter()
     starts = np.concatenate([[0], np.cumsum([i["rows"] for i in infos])[:-1]]).astype(int).tolist() if infos else []
-    map_tasks("write", functools.partial(write_shard, run=rid), [
-        (s, config, bands, start, work, out, n_splits) for s, start in zip(shards, starts)
-        if read_done(removed_part_path(work, s), rid) is None])
+    map_tasks("write", write_shard, [
+        (s, config, bands, start, work, n_splits) for s, start in zip(shards, starts)
+        if read_done(removed_part_path(work, s)) is None])
     timings["write"] = time.perf_counter() - t0
 
     checkpoint("finalize")
+    for s in shards:  # now that every task is done (when resumed here, some may have moved already)
+        kept, final = layout.kept_path(work, s.stem), layout.kept_path(out, s.stem)
+        if kept.exists():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(kept, final)
     written = [io.read_json(done_path(removed_part_path(work, s)), ("kept", "exact", "near")) for s in shards]
     inputs = [layout.input_entry(s, {**w, **i}) for s, i, w in zip(shards, infos, written)]  # rows: as sketched
     with layout.removed_writer(layout.removed_path(out), config.compression) as write_removed:
@@ -394,14 +415,15 @@ def dedup_staged(inputs, out, config: DedupConfig = DedupConfig(), *, map_tasks:
         raise ValueError(f"--band-splits must be >= 1, got {band_splits}" if band_splits < 1 else
                          "--band-splits needs a run without --index-dir (its filters grow by generations)")
     index = IndexDir(index_dir, index_params(config, *config.banding())) if index_dir else None
-    plan = prepare(inputs, out, config, engine="staged", index_dir=index.path if index else None, force=force,
-                   log=log, check=index.check_not_held if index else None,
-                   extra_record=lambda: {"index_version": index.current if index else None})
-    if plan.previous is not None:
-        return plan.previous
-    try:
-        return run_stages(plan, config, map_tasks=map_tasks, index=index, checkpoint=checkpoint, log=log,
-                          band_splits_requested=band_splits)
-    except (ValueError, OSError):  # bad input, damaged state, full disk: nothing is left behind
-        clear_outputs(plan.out)
-        raise
+    with io.claim(out):
+        plan = prepare(inputs, out, config, engine="staged", index_dir=index.path if index else None, force=force,
+                       log=log, check=index.check_not_held if index else None,
+                       extra_record=lambda: {"index_version": index.current if index else None})
+        if plan.previous is not None:
+            return plan.previous
+        try:
+            return run_stages(plan, config, map_tasks=map_tasks, index=index, checkpoint=checkpoint, log=log,
+                              band_splits_requested=band_splits)
+        except (ValueError, OSError):  # bad input, damaged state, full disk: nothing is left behind
+            clear_outputs(plan.out)
+            raise

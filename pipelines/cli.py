@@ -467,6 +467,7 @@ def _stdout_to_stderr():
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dedup.io import InUseError
     from dedup.runs import OutputExistsError
     from dedup.shards import InputError
 
@@ -485,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.command in ("audit", "train", "profile", "check"):  # check: the canary exposure loads both models
                 _quiet_transformers()
             return handlers[args.command](args)
-    except (InputError, ConfigError, OutputExistsError, ValueError, ClusterError) as e:
+    except (InputError, ConfigError, OutputExistsError, InUseError, ValueError, ClusterError) as e:
         return _fail(args.command, str(e))
     except OSError as e:  # disk full, permissions: the file and the reason, not a traceback
         where = f"{e.filename}: " if e.filename else ""

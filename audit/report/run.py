@@ -18,7 +18,6 @@ its directory is still there, else the page shows token ids.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from dedup.io import json_or_empty, read_json, read_manifest, write_stage_manifest
 
-from ..layout import COMPARISON_PAGE, SUMMARY, refuse_out, report_json
+from ..layout import COMPARISON_PAGE, SUMMARY, holding_out, refuse_out, report_json
 from . import comparison as comparison_page
 from . import model as model_page
 
@@ -92,6 +91,7 @@ def _paths(x) -> list[Path]:
     return [Path(x)] if isinstance(x, (str, os.PathLike)) else [Path(p) for p in x]
 
 
+@holding_out("out")
 def write_report(audits: Sequence[Path] | Path, out: Path, *, labels: Sequence[str] | str | None = None,
                  dedup_dir: Path | None = None, profile_dirs: Sequence[Path] | Path = (),
                  model_dirs: Sequence[Path] | Path = (),
@@ -123,7 +123,6 @@ def write_report(audits: Sequence[Path] | Path, out: Path, *, labels: Sequence[s
         stale = [e.get(k) for e in entries for k in ("page", "numbers")]
         for name in ["manifest.json", *filter(None, stale)]:
             (out / Path(name).name).unlink(missing_ok=True)
-    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []  # a report failing part-way removes the pages it wrote (listed by no manifest)
     try:
@@ -147,9 +146,6 @@ def write_report(audits: Sequence[Path] | Path, out: Path, *, labels: Sequence[s
             "profile_dirs": [str(p) for p in profile_dirs], "checks": str(checks) if checks else None},
             versions=False)
     except BaseException:
-        for p in written:
+        for p in written:  # and holding_out removes the out it made, if nothing else is in it
             p.unlink(missing_ok=True)
-        if made:
-            with contextlib.suppress(OSError):
-                out.rmdir()  # the out it made, unless something else is in it
         raise

@@ -324,6 +324,30 @@ def test_a_config_too_large_for_memory_exits_2_leaving_nothing_and_the_fixed_com
     assert good.returncode == 0, good.stderr
 
 
+def test_a_second_training_into_a_run_in_progress_is_refused(small_corpus, tmp_path):
+    """Two trainings into one directory at once (a job requeued while the first still runs): the
+    second resumed the first's unfinished run under it, and both wrote checkpoints, order and
+    manifest. The second is refused; the first ends as a clean run does."""
+    from audit.train import train_causal_lm
+    from dedup.io import InUseError
+
+    run, second = tmp_path / "run", []
+
+    def start_another(state: dict) -> None:
+        if state["phase"] and not second:
+            try:
+                second.append(train_causal_lm(discover([small_corpus]), run, SMALL, log=quiet))
+            except Exception as e:  # noqa: BLE001 - what the second run raised is the point
+                second.append(e)
+
+    m = train_causal_lm(discover([small_corpus]), run, SMALL, log=quiet, progress=start_another)
+    assert isinstance(second[0], InUseError) and f"{run} is in use by another memdedup run" in str(second[0])
+    clean = train_causal_lm(discover([small_corpus]), tmp_path / "clean", SMALL, log=quiet)
+    assert m["checkpoints"] == clean["checkpoints"]
+    wa, wb = _weights(run / "model"), _weights(tmp_path / "clean" / "model")
+    assert all((wa[k] == wb[k]).all() for k in wa)
+
+
 def test_running_out_of_memory_in_python_leaves_torch_as_it_was(small_corpus, tmp_path):
     """train_causal_lm turns on torch's deterministic algorithms for the run; when the run
     stopped for lack of memory, a Python caller was left with them on (and the progress phase

@@ -16,6 +16,11 @@ def _bytes(out: Path) -> dict[str, bytes]:
             for p in sorted(out.rglob("*")) if p.is_file() and p.name != "manifest.json"}
 
 
+def _work(out: Path) -> Path:
+    """The run's own work directory, OUT/_work/<run id> (dedup.runs.RunPlan.work)."""
+    return next(p for p in (out / "_work").iterdir() if p.is_dir())
+
+
 def _planted(tmp_path: Path) -> None:
     """900 documents with planted exact and near duplicates in 3 shards under ``tmp_path/in``."""
     write_shards(generate_corpus(900, mean_bytes=300, exact_frac=0.1, near_frac=0.15, seed=4), tmp_path / "in", 3)
@@ -146,7 +151,7 @@ def test_a_run_killed_among_split_band_tasks_resumes_with_other_splits(tmp_path,
         monkeypatch.setattr(st, "band_pass", dying_pass)
         with pytest.raises(Killed):
             dedup_staged([tmp_path / "in"], out, config, band_splits=first)
-        assert sorted((out / "_work" / "bands").glob(f"*-of-{first}.seen.done"))  # some splits finished
+        assert sorted((_work(out) / "bands").glob(f"*-of-{first}.seen.done"))  # some splits finished
         monkeypatch.setattr(st, "band_pass", band_pass)
         resumed = dedup_staged([tmp_path / "in"], out, config, band_splits=then)
         assert _bytes(out) == _bytes(tmp_path / "f") and resumed["totals"] == fused["totals"]
@@ -182,7 +187,7 @@ def test_a_band_task_that_dies_while_saving_its_filters_is_redone(tmp_path, monk
     monkeypatch.setattr(FilterStack, "save", dying_save)
     with pytest.raises(KeyboardInterrupt):
         dedup_staged([tmp_path / "in"], tmp_path / "o", config, index_dir=tmp_path / "I")
-    work = tmp_path / "o" / "_work"
+    work = _work(tmp_path / "o")
     assert stages.read_done(stages.seen_path(work, 1)) is None
     monkeypatch.setattr(FilterStack, "save", real_save)
     resumed = dedup_staged([tmp_path / "in"], tmp_path / "o", config, index_dir=tmp_path / "I")
@@ -239,7 +244,7 @@ def test_finalize_checks_each_shards_counts_against_its_sketched_rows(tmp_path):
 
     def tamper(point: str) -> None:
         if point == "finalize":
-            record = next((tmp_path / "out" / "_work" / "removed").glob("*.parquet.done"))
+            record = next((_work(tmp_path / "out") / "removed").glob("*.parquet.done"))
             r = json.loads(record.read_text())
             r["rows"], r["kept"] = r["rows"] - 1, r["kept"] - 1
             record.write_text(json.dumps(r))
@@ -259,7 +264,7 @@ def test_a_damaged_band_record_is_a_state_error_naming_it(tmp_path):
     def damaging_map(label, fn, items):
         done = serial_map(label, fn, items)
         if label == "band":
-            (tmp_path / "out" / "_work" / "bands" / "band-00.seen.done").write_text("{trunc")
+            (_work(tmp_path / "out") / "bands" / "band-00.seen.done").write_text("{trunc")
         return done
 
     with pytest.raises(StateError, match=r"band-00\.seen\.done: damaged"):
@@ -276,34 +281,40 @@ def test_json_or_empty_names_a_damaged_file(tmp_path):
         json_or_empty(tmp_path / "bad.json")
 
 
-def test_a_completion_record_of_another_run_is_not_taken_as_done(tmp_path):
-    """On an external scheduler a killed client's tasks keep running and may finish after the
-    next run (other inputs, same OUT) has started: their sketch file and completion record land
-    in its _work/. A record was taken as done if it existed, so the next run used the other
-    run's sketch of that shard. A record counts only for the run (run id) that wrote it."""
-    import shutil
-
+def test_a_late_task_of_a_killed_run_never_writes_where_the_next_run_reads(tmp_path):
+    """On an external scheduler a killed client's tasks keep running and may finish while the
+    next run (other inputs, same OUT) is under way. A late sketch task of run X landed in the
+    next run Y's _work/ after Y had sketched that shard, and Y read X's sketch: Y's outputs
+    were not those of a clean run of Y. Each run's tasks write under a directory of their own
+    (its run id), which the next run's start removes, so a late task fails instead."""
     class Killed(BaseException):
         pass
+
+    late = []
 
     def killed_after_sketch(label, fn, items):
         if label == "band":
             raise Killed
+        late.extend((fn, args) for args in items)  # X's sketch tasks, still running somewhere
+        return serial_map(label, fn, items)
+
+    def late_tasks_land_after_sketch(label, fn, items):
+        if label == "band":
+            for task, args in late:
+                try:
+                    task(*args)
+                except OSError:  # its directory is gone: the late task fails, as it should
+                    pass
         return serial_map(label, fn, items)
 
     write_shards(generate_corpus(600, mean_bytes=300, exact_frac=0.1, near_frac=0.15, seed=5), tmp_path / "x", 2)
     write_shards(generate_corpus(500, mean_bytes=300, exact_frac=0.1, near_frac=0.15, seed=6), tmp_path / "y", 2)
     out, config = tmp_path / "out", DedupConfig()
-    with pytest.raises(Killed):  # run X: killed with its sketches done
+    with pytest.raises(Killed):  # run X: its client killed once its sketches were done
         dedup_staged([tmp_path / "x"], out, config, map_tasks=killed_after_sketch)
-    shutil.copytree(out / "_work" / "sketch", tmp_path / "x-sketches")
-    with pytest.raises(Killed):  # run Y over the same OUT, also killed after its sketches
-        dedup_staged([tmp_path / "y"], out, config, map_tasks=killed_after_sketch, force=True)
-    for p in (tmp_path / "x-sketches").glob("part-00000.*"):  # a late sketch task of run X lands
-        shutil.copy(p, out / "_work" / "sketch" / p.name)
-    resumed = dedup_staged([tmp_path / "y"], out, config)
+    y = dedup_staged([tmp_path / "y"], out, config, map_tasks=late_tasks_land_after_sketch)
     clean = dedup_staged([tmp_path / "y"], tmp_path / "clean", config)
-    assert resumed["totals"] == clean["totals"] and _bytes(out) == _bytes(tmp_path / "clean")
+    assert y["totals"] == clean["totals"] and _bytes(out) == _bytes(tmp_path / "clean")
 
 
 def test_serial_stages_write_the_fused_engines_bytes_on_chinese_japanese_and_korean_text(tmp_path):

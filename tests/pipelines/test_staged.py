@@ -143,6 +143,34 @@ def test_worker_killed_during_a_task(corpus, tmp_path, fused):
     same_tables(out, fused)
 
 
+def test_a_second_run_into_an_out_in_use_is_refused_and_the_first_resumes(corpus, tmp_path, fused):
+    """Two runs into one --out at once (a rerun started while the first still runs, a requeued
+    job): the second found the first's run record, cleared "the outputs of an unfinished run"
+    under the running one and wrote its own beside them. It is refused in one line, exit 2,
+    touching nothing; the first, killed later, resumes."""
+    _, d = corpus
+    out, hold = tmp_path / "out", tmp_path / "held"
+    args = [str(d / "in6"), "--out", str(out), "--quiet"]
+    staged = ["--engine", "staged", "--workers", "1"]
+    first = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "dedup", *args, *staged], cwd=ROOT,
+                             env={**os.environ, "MEMDEDUP_HOLD_TASK_ONCE": str(hold)}, start_new_session=True,
+                             stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(hold)  # the first run holds its first task
+        files = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+        for engine in ([], staged, ["--force"]):
+            second = _cli([*args, *engine])
+            assert second.returncode == 2 and len(second.stderr.strip().splitlines()) == 1, second.stderr
+            assert f"{out} is in use by another memdedup run" in second.stderr, second.stderr
+            assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == files
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    resumed = _cli([*args, *staged])
+    assert resumed.returncode == 0, resumed.stderr
+    assert outputs(out) == outputs(fused)
+
+
 def test_incremental_index_matches_one_combined_run(tmp_path, client):
     table = generate_corpus(1200, mean_bytes=400, exact_frac=0.08, near_frac=0.15, seed=21)
     write_shards(table.slice(0, 600), tmp_path / "batch1", 2)
