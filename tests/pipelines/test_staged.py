@@ -301,6 +301,8 @@ def test_a_task_run_twice_at_once_in_one_process_writes_the_same_bytes(corpus, t
     config = DedupConfig()
     bands, rows = config.banding()
     final = sketch_path(tmp_path / "work", shard)
+    for work in ("work", "serial"):  # the run's directory, which tasks never create (dedup.stages)
+        (tmp_path / work).mkdir()
     both_written = threading.Barrier(2, timeout=30)
     replace = os.replace
 
