@@ -7,6 +7,7 @@ reference are generated from these declarations.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from dedup.config import StageConfig, option
@@ -103,8 +104,17 @@ class TrainConfig(StageConfig):
             self._bad(f"retention_items must be >= 1, got {self.retention_items}")
         if self.vocab_size < 257:  # byte-level BPE: 256 bytes and <|endoftext|> before any merge
             self._bad(f"vocab_size must be >= 257 (256 bytes + <|endoftext|>), got {self.vocab_size}")
-        if self.seq_len < 8 or self.n_layer < 1 or self.n_embd % self.n_head:
-            self._bad("need seq_len >= 8, n_layer >= 1, n_embd divisible by n_head")
+        if self.n_head < 1 or self.n_embd < 1 or self.n_embd % self.n_head:
+            self._bad(f"need n_head >= 1 and n_embd >= 1 divisible by n_head, got {self.n_embd}, {self.n_head}")
+        if self.seq_len < 8 or self.n_layer < 1:
+            self._bad("need seq_len >= 8, n_layer >= 1")
+        if not (self.lr > 0.0 and math.isfinite(self.lr)) or not 0.0 <= self.weight_decay < math.inf:
+            self._bad(f"need lr > 0 and weight_decay >= 0, finite, got {self.lr}, {self.weight_decay}")
+        for name in ("warmup_steps", "log_checkpoints", "seed"):
+            if getattr(self, name) < 0:
+                self._bad(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.checkpoint_every < 1:
+            self._bad(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if not 0.0 <= self.holdout < 1.0 or self.epochs < 1 or self.batch_size < 1:
             self._bad("need 0 <= holdout < 1, epochs >= 1, batch_size >= 1")
 
