@@ -53,6 +53,8 @@ class AuditConfig(StageConfig):
         self._check_fields()
         if self.n_sequences < 1:
             self._bad(f"n_sequences must be >= 1, got {self.n_sequences}")
+        if self.seed < 0:
+            self._bad(f"seed must be >= 0, got {self.seed}")
         if self.prompt_len < 1 or self.cont_len < 1:
             self._bad(f"prompt_len and cont_len must be >= 1, got {self.prompt_len}, {self.cont_len}")
         if not 0.0 < self.k <= 1.0:
@@ -173,6 +175,8 @@ class ProfileConfig(StageConfig):
         self._check_fields()
         if self.n_treated < 1 or self.n_control < 4:
             self._bad("need n_treated >= 1 and n_control >= 4")
+        if self.seed < 0:
+            self._bad(f"seed must be >= 0, got {self.seed}")
         if (self.n_per_cohort is not None and self.n_per_cohort < 1) or self.min_cohort_size < 1:
             self._bad("need n_per_cohort >= 1 and min_cohort_size >= 1")
         if self.batch_size < 1 or self.n_boot < 0:

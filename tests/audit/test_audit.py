@@ -341,3 +341,12 @@ def test_run_audit_takes_one_corpus_path_as_well_as_a_list(tiny_random_lm, tmp_p
         run_audit(model, one(corpus), tmp_path / one.__name__, cfg, log=quiet)
         assert (tmp_path / one.__name__ / "per_sequence.parquet").read_bytes() == \
             (tmp_path / "list" / "per_sequence.parquet").read_bytes()
+
+
+def test_a_negative_seed_is_refused_by_the_config_naming_it():
+    """--seed -1 reached numpy's generator: 'error: expected non-negative integer', naming no option."""
+    from audit.config import ProfileConfig
+
+    for cls in (AuditConfig, ProfileConfig):
+        with pytest.raises(ValueError, match=r"config: seed must be >= 0, got -1"):
+            cls(seed=-1)
