@@ -154,7 +154,9 @@ class CausalLM:
         return tokenizer_fingerprint(self.tokenizer)
 
     def encode(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each text, without special tokens."""
+        """Token ids of each text, without special tokens (none for no texts: transformers fails on [])."""
+        if not texts:
+            return []
         return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def decode(self, ids) -> str:

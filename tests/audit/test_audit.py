@@ -350,3 +350,18 @@ def test_a_negative_seed_is_refused_by_the_config_naming_it():
     for cls in (AuditConfig, ProfileConfig):
         with pytest.raises(ValueError, match=r"config: seed must be >= 0, got -1"):
             cls(seed=-1)
+
+
+def test_a_sequences_file_whose_ids_are_all_absent_from_the_corpus_is_an_input_error(tiny_random_lm, tmp_path):
+    """--sequences by id and token_offset where no id is a corpus id (ids of another form, e.g.
+    integers for 'd0'): the tokenizer was called on no text (IndexError from transformers, a
+    traceback) instead of the one line saying no sequence was found."""
+    from dedup.shards import InputError
+
+    corpus = _word_corpus(tmp_path / "corpus")
+    seqs = tmp_path / "ids.parquet"
+    pq.write_table(pa.table({"id": [0, 1], "token_offset": [0, 0]}), seqs)
+    with pytest.raises(InputError, match="no sequence of at least 16 tokens") as e:
+        run_audit(tiny_random_lm("gpt2"), [corpus], tmp_path / "out",
+                  AuditConfig(prompt_len=8, cont_len=8, n_boot=0), sequences=seqs, log=quiet)
+    assert str(seqs) in str(e.value) and not (tmp_path / "out").exists()
