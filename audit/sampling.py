@@ -211,6 +211,9 @@ def sequences_from_file(
         low = pc.min(col).as_py() if len(col) else None
         if low is not None and low < (-1 if name == "row" else 0):  # row -1: no row known
             raise InputError(path, f"column {name!r} holds {low}, below {-1 if name == 'row' else 0}")
+    shard_type = table.schema.field("shard").type if "shard" in table.column_names else pa.string()
+    if not (pa.types.is_string(shard_type) or pa.types.is_large_string(shard_type)):  # else ArrowTypeError at the end
+        raise InputError(path, f"column 'shard' must hold strings (shard file names), not {shard_type}")
     if "tokens" not in table.column_names:
         if {"id", "token_offset"} <= set(table.column_names) and shards is not None and encode is not None:
             return _sequences_by_id(table, path, prompt_len + cont_len, shards, encode, text_column, id_column)

@@ -253,6 +253,7 @@ def test_batch_size_auto_fits_the_free_memory(canary_lm, tmp_path, monkeypatch):
     ({"id": pa.array(["a"]), "token_offset": pa.array([-1])}, "'token_offset' holds -1, below 0"),
     ({"tokens": pa.array([[1] * 20, [-2] * 20])}, "'tokens' holds -2, below 0"),
     ({"tokens": pa.array([[1] * 20]), "row": pa.array([-2])}, "'row' holds -2, below -1"),
+    ({"tokens": pa.array([[1] * 20]), "shard": pa.array([3])}, "'shard' must hold strings"),
 ])
 def test_a_sequences_file_of_the_wrong_types_is_an_input_error(tmp_path, columns, needle):
     """--sequences: token ids that are not integers, null ids, or row/token_offset columns that are
