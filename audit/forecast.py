@@ -186,7 +186,8 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
     """:func:`forecast` from two audit output directories (``memdedup forecast``): the first
     audit (an earlier checkpoint or a smaller model) predicts the second's extractable set.
 
-    Sequences are matched on (``doc_id``, ``token_offset``). "Seen": when both audited models are
+    Sequences are matched on (``doc_id``, ``token_offset``); a null ``doc_id`` (a corpus without
+    ids) is the document's ``shard:row``, as ``memdedup train`` names it. "Seen": when both audited models are
     checkpoints (or the final model) of one ``memdedup train`` run, a sequence is seen iff its
     document was first trained at or before the EARLIER model's step (``first_step`` of the run's
     ``order.parquet``; document level); otherwise iff its ``member`` label says it was trained on
@@ -203,7 +204,10 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
         f = d / PER_SEQUENCE
         if not f.exists():
             raise InputError(d, f"not an audit output (no {PER_SEQUENCE})")
-        tables.append(pq.read_table(f).to_pandas())
+        tables.append(t := pq.read_table(f).to_pandas())
+        if {"doc_id", "shard", "row"} <= set(t.columns):  # no corpus ids: 'shard:row', as memdedup train names it
+            located = t["doc_id"].isna() & t["shard"].notna() & (t["row"] >= 0)
+            t.loc[located, "doc_id"] = t["shard"][located] + ":" + t["row"][located].astype(str)
         if {"doc_id", "token_offset"} <= set(tables[-1].columns) and \
                 tables[-1][["doc_id", "token_offset"]].isna().any().any():
             raise InputError(d, "sequences without a document (null doc_id or token_offset: an audit of --sequences "

@@ -112,3 +112,26 @@ def test_forecast_counts_distinct_sequences(tmp_path):
     assert (fc["n"], fc["tp"], fc["fp"], fc["fn"], fc["tn"]) == (3, 1, 1, 0, 1)
     assert fc["base_rate"] == pytest.approx(1 / 3) and fc["precision"] == pytest.approx(0.5)
     assert fc["counts"].startswith("distinct sequences")
+
+
+def test_forecast_matches_audits_of_a_corpus_without_ids_by_shard_and_row(tmp_path):
+    """A corpus without an id column: the audit's doc_id is null, but shard and row locate each
+    sequence's document, and memdedup train names such a document 'shard:row' in order.parquet.
+    Before: forecast refused two sampled checkpoint audits as 'sequences without a document (...
+    an audit of --sequences given by tokens)'."""
+    from audit.forecast import forecast_audits
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-0000200").mkdir(parents=True)
+    (run / "model").mkdir()
+    pd.DataFrame({"document_id": ["a.parquet:0", "a.parquet:1", "a.parquet:2"], "step": [100, 500, 150],
+                  "first_step": [100, 500, 150]}).to_parquet(run / "order.parquet")
+    for name, model, extractable in (("early", run / "checkpoints" / "step-0000200", [True, False, False]),
+                                     ("final", run / "model", [True, True, False])):
+        (tmp_path / name).mkdir()
+        pq.write_table(pa.table({"doc_id": pa.array([None] * 3, pa.string()), "shard": ["a.parquet"] * 3,
+                                 "row": [0, 1, 2], "token_offset": [0, 0, 0], "extractable": extractable}),
+                       tmp_path / name / "per_sequence.parquet")
+        (tmp_path / name / "manifest.json").write_text(json.dumps({"stage": "audit", "model": str(model)}))
+    fc = forecast_audits(tmp_path / "early", tmp_path / "final")
+    assert (fc["n"], fc["tp"], fc["fn"], fc["tn"]) == (2, 1, 0, 1)  # row 1 is first trained after step 200
