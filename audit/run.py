@@ -46,6 +46,16 @@ def _dedup_context(dedup_dir: Path | None) -> tuple[DedupConfig, set[tuple[str, 
     return DedupConfig(**cfg), set(zip(removed["shard"], removed["row"])), manifest
 
 
+def _check_dedup_inputs(dedup_dir: Path, manifest: dict, shards) -> None:
+    """InputError unless every corpus shard is an input of the dedup run (same name, same row count):
+    dedup's removed rows are matched to sampled documents by (shard name, row)."""
+    rows = {i["shard"]: i["rows"] for i in manifest.get("inputs") or []}
+    for shard in shards:
+        if rows and rows.get(shard.name) != (n := count_rows([shard])):
+            raise InputError(dedup_dir, f"not the dedup output of this corpus: none of its {len(rows)} inputs is "
+                                        f"{shard.name!r} of {n} rows ({shard.path})")
+
+
 def _members(path: Path | None) -> set[str] | None:
     """Training-set document ids: a text file (one id per line) or Parquet with ``id``."""
     if path is None:
@@ -131,6 +141,8 @@ def run_audit(
     refuse_out(out, [model_dir, reference, dedup_dir], "audit")
     shards = discover(corpus, exclude=out)  # one path, or a sequence of them
     dedup_cfg, removed, dedup_manifest = _dedup_context(Path(dedup_dir) if dedup_dir else None)
+    if dedup_manifest is not None:
+        _check_dedup_inputs(Path(dedup_dir), dedup_manifest, shards)
     member_ids = _members(Path(members) if members else None)
     lm = load_causal_lm(model_dir, bos=config.bos)
     if not lm.encode(["a b"])[0]:  # e.g. transformers' empty GPT2Tokenizer when the tokenizer files are missing

@@ -366,3 +366,22 @@ def test_a_sequences_file_whose_ids_are_all_absent_from_the_corpus_is_an_input_e
         run_audit(tiny_random_lm("gpt2"), [corpus], tmp_path / "out",
                   AuditConfig(prompt_len=8, cont_len=8, n_boot=0), sequences=seqs, log=quiet)
     assert str(seqs) in str(e.value) and not (tmp_path / "out").exists()
+
+
+def test_a_dedup_output_of_another_corpus_is_refused(tiny_random_lm, tmp_path):
+    """--dedup-dir must be the dedup output of the audited corpus: its rows are matched by shard
+    name and row. Before: a dedup output of another corpus was taken as is, every sequence 'unique'
+    (or statuses of other documents where shard names coincide) and summary.json's retention the
+    other corpus's document counts, exit 0."""
+    from dedup.shards import InputError
+
+    corpus, other = _word_corpus(tmp_path / "corpus"), _word_corpus(tmp_path / "other", n=9)
+    dedup = tmp_path / "dedup"
+    dedup_files([other], dedup, DedupConfig(), threads=1)
+    with pytest.raises(InputError, match="not the dedup output of this corpus") as e:
+        run_audit(tiny_random_lm("gpt2"), [corpus], tmp_path / "out",
+                  AuditConfig(n_sequences=4, prompt_len=8, cont_len=8, n_boot=0), dedup_dir=dedup, log=quiet)
+    assert str(dedup) in str(e.value) and not (tmp_path / "out").exists()
+    dedup_files([corpus], tmp_path / "own", DedupConfig(), threads=1)  # its own dedup output, or one of its shards
+    run_audit(tiny_random_lm("gpt2"), sorted(corpus.glob("*.parquet"))[:1], tmp_path / "out",
+              AuditConfig(n_sequences=4, prompt_len=8, cont_len=8, n_boot=0), dedup_dir=tmp_path / "own", log=quiet)
