@@ -26,7 +26,8 @@ __all__ = ["comparison_report"]
 
 def _dedup_accounting(dedup_dir: Path, first: Audit, first_label: str) -> dict:
     """comparison.json's ``dedup``: the dedup output's totals, and the first audit's sequences
-    joined (shard, row) with its removed rows (:func:`audit.aggregate.removed_accounting`)."""
+    joined (shard, row) with its removed rows (:func:`audit.aggregate.removed_accounting`).
+    ValueError: a sequence's shard and row are not among the dedup output's inputs."""
     manifest = io.read_manifest(dedup_dir)
     if manifest is None:
         raise ValueError(f"{dedup_dir}: not a completed dedup output (no manifest.json)")
@@ -34,6 +35,11 @@ def _dedup_accounting(dedup_dir: Path, first: Audit, first_label: str) -> dict:
     reason_of = {(str(s), int(r)): str(c) for s, r, c in zip(rem["shard"], rem["row"], rem["reason"])}
     t = first.table
     shard, row = (t["shard"].tolist(), t["row"].tolist()) if {"shard", "row"} <= set(t.columns) else ([], [])
+    rows_of = {i["shard"]: i["rows"] for i in manifest.get("inputs") or []}  # a dedup output of this corpus?
+    for s, r in zip(shard, row):
+        if rows_of and s is not None and r is not None and r >= 0 and not r < rows_of.get(s, 0):
+            raise ValueError(f"{dedup_dir}: not the dedup output of {first.path}'s corpus: none of its inputs is a "
+                             f"shard {s!r} with a row {r}")
     extractable = t["extractable"].fillna(False).to_numpy(dtype=bool)
     keys = aggregate.sequence_keys(t["prompt"], t["truth"]) if {"prompt", "truth"} <= set(t.columns) else None
     return {"dedup_dir": str(dedup_dir),

@@ -724,3 +724,18 @@ def test_a_row_of_minus_one_is_not_a_located_row():
     assert (fm["sequences"], fm["sequences_located"], fm["sequences_from_removed_documents"]) == (1, 1, 1)
     fm = removed_accounting(m, {}, np.array(["a"]), np.array([-1]), np.array([1], bool), "A")["first_model"]
     assert fm["sequences_located"] == 0 and fm["sequences_from_removed_documents"] is None
+
+
+def test_a_dedup_output_of_another_corpus_is_refused_by_the_comparison(dirs, tmp_path):
+    """--dedup-dir of another corpus (its inputs have no such shard, or fewer rows): the
+    comparison joined nothing and reported 0 sequences from removed documents beside the other
+    corpus's document counts, exit 0."""
+    dd = dirs["dedup_dir"]
+    manifest = json.loads((dd / "manifest.json").read_text())
+    for inputs in ([{"shard": "other.parquet", "rows": 20}], [{"shard": "a.parquet", "rows": 5}]):
+        (dd / "manifest.json").write_text(json.dumps({**manifest, "inputs": inputs}))
+        with pytest.raises(ValueError, match="not the dedup output of") as e:
+            comparison_report([dirs["raw"], dirs["dedup"]], ["raw", "dedup"], tmp_path / "c.html", dedup_dir=dd)
+        assert str(dd) in str(e.value)
+    (dd / "manifest.json").write_text(json.dumps({**manifest, "inputs": [{"shard": "a.parquet", "rows": 10}]}))
+    comparison_report([dirs["raw"], dirs["dedup"]], ["raw", "dedup"], tmp_path / "c.html", dedup_dir=dd)
