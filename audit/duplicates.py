@@ -20,7 +20,7 @@ from dedup.config import DedupConfig
 from dedup.shards import Shard
 from dedup.sketch import Sketcher
 
-from .sampling import corpus_batches
+from .sampling import corpus_batches, document_name
 
 
 @dataclass
@@ -55,7 +55,7 @@ def duplicate_counts(
     """Count each sampled document's near duplicates in the corpus (``shards``, in canonical
     order) with dedup's ``config``. ``own``: (shard name, row) of each sampled document, so its
     own row is recognised; ``removed``: (shard name, row) of the rows dedup removed, and
-    ``members``: ids of trained documents, when known."""
+    ``members``: names of trained documents (:func:`audit.sampling.document_name`), when known."""
     bands, rows = config.banding()
     sketcher = Sketcher(config, bands, rows)
     sk = sketcher(string_array([t or "" for t in doc_texts]))
@@ -86,7 +86,7 @@ def duplicate_counts(
                 hits.setdefault(r, set()).update(same)
         ids = reader.ids(batch).to_pylist() if members and hits else None
         for r, found in hits.items():
-            is_member = ids is not None and ids[r] is not None and str(ids[r]) in members
+            is_member = ids is not None and document_name(ids[r], shard.name, start + r) in members
             for i in found:
                 matches[i].add((shard.name, start + r))
                 member_dup[i] |= is_member

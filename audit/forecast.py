@@ -47,6 +47,7 @@ import pandas as pd
 
 from .aggregate import RATES_COUNT, sequence_keys
 from .layout import PER_SEQUENCE
+from .sampling import document_name
 from .stats import as_bools, wilson_interval
 
 __all__ = ["forecast", "forecast_audits"]
@@ -204,10 +205,10 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
         f = d / PER_SEQUENCE
         if not f.exists():
             raise InputError(d, f"not an audit output (no {PER_SEQUENCE})")
-        tables.append(t := pq.read_table(f).to_pandas())
+        table = pq.read_table(f)
+        tables.append(t := table.to_pandas())
         if {"doc_id", "shard", "row"} <= set(t.columns):  # no corpus ids: 'shard:row', as memdedup train names it
-            located = t["doc_id"].isna() & t["shard"].notna() & (t["row"] >= 0)
-            t.loc[located, "doc_id"] = t["shard"][located] + ":" + t["row"][located].astype(str)
+            t["doc_id"] = [document_name(*d) for d in zip(*(table[c].to_pylist() for c in ("doc_id", "shard", "row")))]
         if {"doc_id", "token_offset"} <= set(tables[-1].columns) and \
                 tables[-1][["doc_id", "token_offset"]].isna().any().any():
             raise InputError(d, "sequences without a document (null doc_id or token_offset: an audit of --sequences "

@@ -30,7 +30,8 @@ from .config import AuditConfig
 from .duplicates import dedup_status, duplicate_counts
 from .occurrences import corpus_documents, count_occurrences
 from .layout import PER_SEQUENCE, SUMMARY, holding_out, per_sequence_schema, refuse_out, write_atomic
-from .sampling import Sequences, corpus_batches, per_bucket_selection, sample_sequences, sequences_from_file
+from .sampling import (Sequences, corpus_batches, document_name, per_bucket_selection, sample_sequences,
+                       sequences_from_file)
 from .stats import duplicate_bucket
 
 
@@ -93,8 +94,8 @@ def membership_labels(doc_ids: list, member_ids: set[str] | None, dup) -> tuple[
     """Membership labels by content (issue #12, section 1) and how they were determined.
 
     A sequence is a member iff its document, or any exact or near duplicate of it in the corpus
-    (:func:`audit.duplicates.duplicate_counts`: dedup's definitions), has an id in the members
-    list: when an audit runs on the raw corpus and the model was trained on the deduplicated one,
+    (:func:`audit.duplicates.duplicate_counts`: dedup's definitions), is in the members list
+    by name (``doc_ids``: :func:`audit.sampling.document_name`, the id, else ``shard:row``): when an audit runs on the raw corpus and the model was trained on the deduplicated one,
     a removed copy of a trained document is a member. Without document texts (explicit token
     sequences) the label falls back to the document id alone. Returns (labels per sequence, None
     where unknown; ``summary.json``'s ``membership_labels``: rule, members, non_members,
@@ -229,10 +230,11 @@ def run_audit(
     timings["occurrences"] = time.perf_counter() - t0
     # buckets by exact occurrences (Carlini, Kandpal); an explicit sequence absent from the corpus: bucket "0"
     buckets = [duplicate_bucket(int(c)) if c >= 1 else "0" for c in occurrences]
-    member, labels = membership_labels(seqs.doc_id, member_ids, dup)
+    names = [document_name(d, s, r) for d, s, r in zip(seqs.doc_id, seqs.shard, seqs.row.tolist())]
+    member, labels = membership_labels(names, member_ids, dup)
     if labels is not None and labels["members"] == 0:  # most likely ids of another form: every score is n/a
         log(f"audit: note: no sampled sequence's document (or a duplicate of it) is in --members; its ids look like "
-            f"{min(member_ids)!r}, the corpus's like {next((str(d) for d in seqs.doc_id if d is not None), None)!r}")
+            f"{min(member_ids)!r}, the corpus's like {next((d for d in names if d is not None), None)!r}")
 
     table = _per_sequence_table(seqs, P, exact, leading, pythia, generated, scores, counts, buckets, status, member,
                                 occurrences)

@@ -97,6 +97,18 @@ def corpus_batches(shards: list[Shard], text_column: str, id_column: str | None,
             row += batch.num_rows
 
 
+def document_name(doc_id, shard_name: str | None, row: int) -> str | None:
+    """A document's name in training orders (``order.parquet``) and members lists: its corpus id,
+    else ``shard:row`` (a corpus without an id column); None for a document not located (row -1).
+
+    >>> document_name("d7", "a.parquet", 3), document_name(None, "a.parquet", 3), document_name(None, None, -1)
+    ('d7', 'a.parquet:3', None)
+    """
+    if doc_id is not None:
+        return str(doc_id)
+    return f"{shard_name}:{row}" if shard_name is not None and row >= 0 else None
+
+
 def corpus_rows(shards: list[Shard], text_column: str, id_column: str | None, id_required: bool = False):
     """Yield (shard, row, id, text) of every corpus row, in canonical order."""
     for shard, row, reader, batch in corpus_batches(shards, text_column, id_column, id_required):

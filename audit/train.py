@@ -26,7 +26,7 @@ from dedup import io
 from .config import TrainConfig, retention_checkpoints
 from .layout import (CHECKPOINT_DIR, HELDOUT_FILE, MODEL_DIR, ORDER_FILE, STATE_FILE, TOKENIZER_DIR, TRAIN_CONFIG,
                      checkpoint_name, holding_out, refuse_out, write_atomic)
-from .sampling import corpus_rows
+from .sampling import corpus_rows, document_name
 
 EOS = "<|endoftext|>"
 
@@ -170,7 +170,7 @@ def retention_design(epoch_orders: list[np.ndarray], inst: list[tuple[int, int, 
 
 def corpus_documents(shards, text_column: str, id_column: str | None) -> list[tuple[str, str, int, str]]:
     """(document id, shard name, row, text) of every corpus row; the id is ``shard:row`` without one."""
-    return [(doc_id if doc_id is not None else f"{shard.name}:{row}", shard.name, row, text or "")
+    return [(document_name(doc_id, shard.name, row), shard.name, row, text or "")
             for shard, row, doc_id, text in corpus_rows(shards, text_column, id_column)]
 
 

@@ -103,6 +103,30 @@ def test_membership_metrics_match_the_per_sequence_table(canary_lm, tmp_path):
     assert np.allclose(np.array(t["score_loss"]), -np.array(t["loss"]))
 
 
+def test_members_of_a_corpus_without_ids_are_named_shard_row_as_memdedup_train_names_them(canary_lm, tmp_path):
+    """A corpus without an id column: memdedup train names its documents 'shard:row' in
+    order.parquet (audit.train.corpus_documents), so that is what a members list taken from a
+    run holds. The audit matched members by the (null) corpus id: every sequence a non-member,
+    no membership section, only a note on stderr."""
+    from audit.train import corpus_documents
+    from dedup.runs import discover
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for p in sorted(canary_lm.corpus_dir.glob("*.parquet")):
+        pq.write_table(pq.read_table(p).drop_columns(["id"]), corpus / p.name)
+    names = [name for name, *_ in corpus_documents(discover([corpus]), "text", None)]
+    kinds = pa.concat_tables([pq.read_table(p) for p in sorted(corpus.glob("*.parquet"))]).column("kind").to_pylist()
+    members = set(n for n, k in zip(names, kinds) if k == "background")
+    (tmp_path / "members.txt").write_text("\n".join(sorted(members)) + "\n")
+    summary = run_audit(canary_lm.model_dir, [corpus], tmp_path / "out", AuditConfig(n_sequences=200, seed=3, n_boot=0),
+                        members=tmp_path / "members.txt", log=quiet)
+    t = pq.read_table(tmp_path / "out" / "per_sequence.parquet").to_pydict()
+    expected = [kinds[names.index(f"{s}:{r}")] == "background" for s, r in zip(t["shard"], t["row"])]
+    assert t["member"] == expected and 0 < sum(expected) < len(expected)
+    assert summary["membership_labels"]["members"] == sum(expected)
+
+
 def test_short_documents_are_skipped_and_counted(canary_lm, tmp_path):
     summary = run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / "out",
                         AuditConfig(n_sequences=2000, prompt_len=64, cont_len=64, n_boot=0), log=quiet)
