@@ -152,10 +152,11 @@ class ProfileConfig(StageConfig):
     :func:`audit.checkpoints.run_profile`); fields: the declarations below."""
 
     n_treated: int = option(400, "trained instances audited in all: a seeded sample of full-length ones, stratified "
-                                 "by cohort", unit="instances")
+                                 "by cohort (each cohort's share rounded up: up to one more per cohort)",
+                            unit="instances")
     n_per_cohort: int | None = option(None, "trained instances sampled per cohort (Lesci et al. sample 100 per "
                                             "cohort)", unit="instances",
-                                      none="n_treated divided evenly among the cohorts")
+                                      none="n_treated divided evenly among the cohorts, rounded up")
     min_cohort_size: int = option(10, "adjacent early cohorts are merged until each has this many instances",
                                   unit="instances")
     n_control: int = option(200, "held-out instances, half control group and half placebo cohort; at least 4",
