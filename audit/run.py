@@ -244,7 +244,6 @@ def run_audit(
         tokens = token_retention(shards, lm.encode, removed, config.text_column, config.id_column)
         timings["count_tokens"] = time.perf_counter() - t0
     progress({"phase": None})
-    wall = time.perf_counter() - t_start
     summary = {
         "model": {"path": str(Path(model_dir).resolve()), "name": lm.path.name, "tokenizer_sha256": lm.vocab_fingerprint(),
                   "device": lm.device},
@@ -259,8 +258,8 @@ def run_audit(
         summary["membership_labels"] = labels
     if dedup_manifest is not None:
         summary["retention"] = aggregate.dedup_retention(dedup_manifest, tokens)
-    summary["timing"] = {**timings, "wall_s": wall,
-                         "sequences_per_s_scoring": len(seqs) / timings["score"] if timings.get("score") else None}
+    timings.update(wall_s=time.perf_counter() - t_start,
+                   sequences_per_s_scoring=len(seqs) / timings["score"] if timings.get("score") else None)
     out.mkdir(parents=True, exist_ok=True)
     for old in (io.manifest_path(out), out / SUMMARY):  # a previous run's: incomplete until the new one is written,
         old.unlink(missing_ok=True)  # and a report never pairs the new table with the old summary
@@ -271,7 +270,8 @@ def run_audit(
         "model": str(Path(model_dir).resolve()), "reference": str(reference) if reference else None,
         "corpus": [str(s.path) for s in shards], "dedup_dir": str(dedup_dir) if dedup_dir else None,
         "decoding": lm.decoding(C), "batch_size_auto": batch_auto,
-        "outputs": [PER_SEQUENCE, SUMMARY], "timing": timings, "versions": io.library_versions(("torch", "transformers", "tokenizers")),
+        "outputs": [PER_SEQUENCE, SUMMARY], "versions": io.library_versions(("torch", "transformers", "tokenizers")),
+        "timing": timings,  # here, not in summary.json: the outputs are deterministic
     })
     return summary
 

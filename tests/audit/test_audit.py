@@ -357,15 +357,16 @@ def test_an_audit_into_an_input_or_another_stages_output_is_refused(tiny_random_
 def test_run_audit_takes_one_corpus_path_as_well_as_a_list(tiny_random_lm, tmp_path):
     """``corpus`` given as one str or Path audits that directory, as dedup.runs.discover takes
     one path. Before: run_audit called list() on it first, so a str became one-character paths
-    ('t: no such file or directory') and a Path was 'not iterable'."""
+    ('t: no such file or directory') and a Path was 'not iterable'. The same bytes each time, the
+    run's record (manifest.json) aside: summary.json held the run's timings, so no two were equal."""
     corpus = _word_corpus(tmp_path / "corpus")
     model = tiny_random_lm("gpt2")
     cfg = AuditConfig(n_sequences=4, prompt_len=8, cont_len=8, n_boot=0)
     run_audit(model, [corpus], tmp_path / "list", cfg, log=quiet)
     for one in (str, Path):
         run_audit(model, one(corpus), tmp_path / one.__name__, cfg, log=quiet)
-        assert (tmp_path / one.__name__ / "per_sequence.parquet").read_bytes() == \
-            (tmp_path / "list" / "per_sequence.parquet").read_bytes()
+        for name in ("per_sequence.parquet", "summary.json"):  # summary.json held the run's timings
+            assert (tmp_path / one.__name__ / name).read_bytes() == (tmp_path / "list" / name).read_bytes()
 
 
 def test_a_negative_seed_is_refused_by_the_config_naming_it():

@@ -478,7 +478,8 @@ def test_a_profile_rerun_that_dies_midway_leaves_no_manifest_over_mixed_outputs(
     """A completed profile rerun into its --out with another config and killed after its first
     outputs: the directory must not look complete (manifest.json is written last: complete iff
     it exists). Before: the old run's manifest stayed beside the new run's profile.parquet; the
-    rerun, completed, gives the bytes of an uninterrupted run."""
+    rerun, completed, gives the bytes of an uninterrupted run, every file but manifest.json
+    (summary.json too: it held the run's wall seconds)."""
     from audit import plots
     from audit.checkpoints import run_profile
     from audit.config import ProfileConfig
@@ -494,9 +495,10 @@ def test_a_profile_rerun_that_dies_midway_leaves_no_manifest_over_mixed_outputs(
     assert (out / "profile.parquet").exists() and not (out / "manifest.json").exists()
     run_profile(small_run, out, other, log=quiet)
     run_profile(small_run, fresh, other, log=quiet)
-    same = [f for f in ("profile.parquet", "event_time.parquet", "instances.parquet", "retention.parquet",
-                        "forecast.json", "profile_heatmap.png")]
-    assert all((out / f).read_bytes() == (fresh / f).read_bytes() for f in same)
+    def outputs(d: Path) -> dict[str, bytes]:  # every file but the run's record (its timings and time)
+        return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.name != "manifest.json"}
+
+    assert outputs(out) == outputs(fresh) and "summary.json" in outputs(out)  # summary.json held timing_s
     assert json.loads((out / "manifest.json").read_text())["config"]["seed"] == 1
 
 

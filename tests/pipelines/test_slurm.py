@@ -84,7 +84,7 @@ def scancel(job_ids) -> None:
 
 # Fields that hold the time a stage took or when it ran, and the files' mtimes: they differ
 # between any two runs. Everything else, and every data file byte for byte, must be equal.
-VOLATILE_KEYS = {"timing", "timing_s", "created_unix", "mtime_ns"}
+VOLATILE_KEYS = {"timing", "created_unix", "mtime_ns"}
 
 
 def _normalised(path: Path, out: Path):
