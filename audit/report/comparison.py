@@ -135,7 +135,7 @@ def comparison_report(
     al. 2019), the page adds a table of mean canary exposure by planted copies per model and
     the JSON keeps it as ``exposure_by_copies``; models with an ``error`` entry are listed as
     such. ValueError: fewer than one audit, labels not one per audit or not distinct, an input
-    directory that is not an audit / dedup output.
+    directory that is not an audit / dedup output, audits of different prompt or continuation lengths.
     """
     audit_dirs = list(audit_dirs)
     labels = [str(x) for x in labels]
@@ -146,6 +146,11 @@ def comparison_report(
     if len(set(labels)) != len(labels):
         raise ValueError(f"labels must be distinct, got {labels}")
     audits = [load_audit(d) for d in audit_dirs]
+    lengths = [(a.prompt_len, a.cont_len) for a in audits]
+    if len(set(lengths)) > 1:  # extraction of P + C tokens is another measure for another P or C
+        raise ValueError("a comparison needs audits of the same prompt and continuation lengths (rates of other "
+                         "lengths are other measures): "
+                         + ", ".join(f"{lab}: {p} + {c}" for lab, (p, c) in zip(labels, lengths)))
     out = Path(out_html)
     first = labels[0]
     title = title or "Memorization comparison: " + " vs ".join(labels)

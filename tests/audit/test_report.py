@@ -204,6 +204,18 @@ def test_comparison_validates_labels(dirs, tmp_path):
         comparison_report([tmp_path], ["x"], tmp_path / "c.html")
 
 
+def test_a_comparison_of_audits_with_other_prompt_or_continuation_lengths_is_refused(dirs, tmp_path):
+    """Extractable at 16 + 16 tokens and at 32 + 32 are different measures (Carlini et al. 2022:
+    memorisation grows with the prompt's length), so their ratio is no effect of dedup. The page
+    showed 'x2.00' between them without a word."""
+    summary = json.loads((dirs["dedup"] / "summary.json").read_text())
+    summary["config"] = {"prompt_len": P // 2, "cont_len": C}
+    (dirs["dedup"] / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ValueError, match=rf"same prompt and continuation lengths.*raw: {P} \+ {C}.*dedup: {P // 2} \+ {C}"):
+        comparison_report([dirs["raw"], dirs["dedup"]], ["raw", "dedup"], tmp_path / "c.html")
+    assert not (tmp_path / "c.html").exists()
+
+
 def test_comparison_escapes_labels(dirs, tmp_path):
     out = comparison_report([dirs["raw"], dirs["dedup"]], ["raw <b>", "dedup & co"], tmp_path / "c.html")
     page = out.read_text(encoding="utf-8")
