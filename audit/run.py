@@ -54,7 +54,8 @@ def _check_dedup_inputs(dedup_dir: Path, manifest: dict, shards) -> None:
     for shard in shards:
         if rows and rows.get(shard.name) != (n := count_rows([shard])):
             raise InputError(dedup_dir, f"not the dedup output of this corpus: none of its {len(rows)} inputs is "
-                                        f"{shard.name!r} of {n} rows ({shard.path})")
+                                        f"{shard.name!r} of {n} rows ({shard.path}; shards are named by their path "
+                                        "below the inputs' common directory: give the corpus as the dedup run had it)")
 
 
 def _members(path: Path | None) -> set[str] | None:
