@@ -24,7 +24,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 MANIFEST_FILE = "manifest.json"
@@ -44,39 +44,51 @@ def claim(out: Path) -> Iterator[None]:
     """Hold the output directory ``out`` for one run: an exclusive ``flock`` on the directory
     itself (no lock file among the outputs), released when the block ends or the process dies,
     so a killed run can be rerun at once. ``out`` is created if missing, and removed again
-    (with the parents this call created) if the run leaves it empty. On a file system without
-    ``flock`` for directories the run goes on unlocked; ``out`` that is a file is left to the
-    caller to refuse.
+    (with the parents this call created) if the run leaves it empty, before the lock goes; a
+    directory removed between its opening and its lock (by a run that made it, ending then)
+    is not held: ``out`` is made and opened again. On a file system without ``flock`` for
+    directories the run goes on unlocked; ``out`` that is a file is left to the caller to
+    refuse.
 
     Raises:
         InUseError: another process holds ``out`` (another run into it is still going on).
     """
     out = Path(out)
-    created = []
-    for d in (out, *out.parents):
-        if d.exists():
-            break
-        created.append(d)
-    if created:
-        out.mkdir(parents=True)
-    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY) if out.is_dir() else None
+    while True:  # again when ``out`` was removed meanwhile (by a run that made it, ending now)
+        created = []
+        for d in (out, *out.parents):
+            if d.exists():
+                break
+            created.append(d)
+        if created:
+            out.mkdir(parents=True, exist_ok=True)  # another run may make it at the same time
+        if not out.is_dir():
+            if out.exists():
+                fd = None  # a file
+                break
+            continue
+        fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):  # what this call made is the other run's now
+                os.close(fd)
+                raise InUseError(f"{out} is in use by another memdedup run (it holds the directory now); "
+                                 "wait for it to end, or choose another --out") from None
+        with suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(fd), os.stat(out)):
+                break
+        os.close(fd)
     try:
-        if fd is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise InUseError(f"{out} is in use by another memdedup run (it holds the directory now); "
-                                     "wait for it to end, or choose another --out") from None
         yield
     finally:
-        if fd is not None:
-            os.close(fd)  # releases the lock
-        for d in created:  # innermost first
+        for d in created:  # innermost first, while ``out`` is held: no other run holds what goes
             try:
                 d.rmdir()
             except OSError:  # not empty: the run wrote there
                 break
+        if fd is not None:
+            os.close(fd)  # releases the lock
 
 
 def tmp_path(final: Path) -> Path:
