@@ -304,19 +304,21 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
                band_splits_requested: int = 1) -> dict:
     """Run (or resume) the three stages of ``plan`` (from :func:`dedup.runs.prepare`, not complete) and
     finish it; return the manifest. ``index``: the ``--index-dir``, its version pinned in the run record
-    (``plan.checked``: the inputs' :meth:`IndexDir.check_not_held`, None on a resume); ``checkpoint``:
-    called with ``"finalize"`` once stages 1-3 are done and with ``"installed"`` after the index install
-    (fault injection in tests); ``band_splits_requested``: see :func:`band_splits` (not with ``index``).
+    (``plan.checked``: the inputs' :meth:`IndexDir.check_not_held`, None on a resume; a resume that finds
+    another run's newer version re-pins to it, checked again); ``checkpoint``: called with ``"finalize"``
+    once stages 1-3 are done and with ``"installed"`` after the index install (fault injection in tests);
+    ``band_splits_requested``: see :func:`band_splits` (not with ``index``).
     """
     t_start = time.perf_counter()
     shards, out = plan.shards, plan.out
     bands, rows = config.banding()
     pinned = plan.record.get("index_version")
     if index is not None and plan.resume and index.current != pinned and not index.holds_run(plan.record["run_id"]):
+        checked = index.check_not_held(shards)  # as a starting run does: the new version may hold these inputs
         log(f"{index.path}: another run installed version {index.current} since this run started from "
             f"{pinned or 'an empty index'}; redoing the band and write stages against it")
         old, pinned = plan.work, index.current
-        plan = dataclasses.replace(plan, record={**plan.record, "index_version": pinned})  # a new WORK
+        plan = dataclasses.replace(plan, record={**plan.record, "index_version": pinned}, checked=checked)  # a new WORK
         io.write_json_atomic(work_dir(out) / RUN_FILE, plan.record)
         plan.work.mkdir(exist_ok=True)
         if (old / "sketch").is_dir() and not (plan.work / "sketch").exists():  # sketches do not depend on the index

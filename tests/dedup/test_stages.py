@@ -200,6 +200,35 @@ def test_a_band_task_that_dies_while_saving_its_filters_is_redone(tmp_path, monk
     assert index_dir.IndexDir(tmp_path / "I", resumed["index"]["index_dir"]["params"]).documents == 300
 
 
+def test_a_resumed_run_is_refused_when_the_index_it_repins_to_holds_its_inputs(tmp_path):
+    """A run killed mid-way (its --index-dir at version 1); meanwhile another run fed the same
+    files into the index (a retried job into another --out). The resume re-pinned to the new
+    version without the check a starting run makes, so every row was removed as a duplicate of
+    itself and the index counted the files twice. It is refused, naming the file, as a new run is."""
+    import shutil
+
+    from dedup.shards import InputError
+
+    class Killed(BaseException):
+        pass
+
+    def killed_after_sketch(label, fn, items):
+        if label == "band":
+            raise Killed
+        return serial_map(label, fn, items)
+
+    write_shards(generate_corpus(300, mean_bytes=200, seed=1), tmp_path / "b1", 1)
+    write_shards(generate_corpus(300, mean_bytes=200, seed=2), tmp_path / "b2", 2)
+    config, idx = DedupConfig(), tmp_path / "I"
+    dedup_staged([tmp_path / "b1"], tmp_path / "o1", config, index_dir=idx)
+    with pytest.raises(Killed):
+        dedup_staged([tmp_path / "b2"], tmp_path / "o2", config, index_dir=idx, map_tasks=killed_after_sketch)
+    shutil.copytree(tmp_path / "b2", tmp_path / "copy")
+    dedup_staged([tmp_path / "copy"], tmp_path / "again", config, index_dir=idx)  # the same files, another --out
+    with pytest.raises(InputError, match="already holds this file"):
+        dedup_staged([tmp_path / "b2"], tmp_path / "o2", config, index_dir=idx)
+
+
 def test_emit_removed_writes_removed_and_manifest_only_in_both_engines(tmp_path):
     """``emit: removed``: removed.parquet (the same bytes as with kept shards) and the manifest
     (the same per-file counts, kept + removed = rows of each file), no kept shard, in the
