@@ -270,12 +270,13 @@ class RunPlan:
 
     @property
     def work(self) -> Path:
-        """Where this run's tasks write: ``_work/<run id>`` (``-v<version>`` when it started from
-        that version of an index directory). A late task of another run (its client killed, the
-        task still running on an external cluster) never writes where this run reads: its own
-        directory is gone, so it fails."""
+        """Where this run's tasks write: ``_work/<run id>`` (``-<version>``, e.g. ``-v-000002``, when
+        it started from that version of an index directory). A late task of another run (its client
+        killed, the task still running on an external cluster) never writes where this run reads:
+        its own directory is gone, so it fails. (A late task of this same run, resumed, writes the
+        bytes the resumed run's own task writes.)"""
         v = self.record.get("index_version")
-        return work_dir(self.out) / (self.record["run_id"] + ("" if v is None else f"-v{v}"))
+        return work_dir(self.out) / (self.record["run_id"] + ("" if v is None else f"-{v}"))
 
 
 def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config: DedupConfig, *, engine: str,

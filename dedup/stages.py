@@ -29,7 +29,7 @@ stage's tasks: :func:`serial_map` here (tests, debugging), Dask in :mod:`pipelin
 Work directory layout (the only definition of it)::
 
     OUT/_work/run.json               the run record (dedup.runs: identity, engine, pinned index)
-    WORK = OUT/_work/<run id>[-v<index version>]
+    WORK = OUT/_work/<run id>[-<index version>]
     WORK/sketch/<stem>.arrow         Arrow IPC file, one row per input row:
                                        valid (bool), n_shingles (int32),
                                        exact_0, exact_1 (uint64), band_00..band_{b-1} (uint64)
