@@ -227,9 +227,12 @@ def run_identity(decision_config: dict, shards: list[Shard], index_dir: Path | N
             "index_dir": str(index_dir) if index_dir else None}
 
 
-def run_id(identity: dict) -> str:
-    """A short stable name of an identity (SHA-256 of its canonical JSON, 16 hex digits)."""
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+def run_id(identity: dict, out: Path) -> str:
+    """A short stable name of a run: SHA-256 (16 hex digits) of the canonical JSON of its identity
+    and its resolved output directory. Runs of one identity into two ``OUT`` are two runs: an
+    index directory that holds one of them does not hold the other (:meth:`dedup.index_dir.IndexDir.holds_run`)."""
+    run = {**identity, "out": str(Path(out).resolve())}
+    return hashlib.sha256(json.dumps(run, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 
 def _difference(old: dict, new: dict) -> str:
@@ -328,7 +331,8 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
             f"with a different {_difference(record['identity'], identity)}"
         log(f"{out}: clearing the outputs of an unfinished run {why}")
     clear_outputs(out)
-    record = {"identity": identity, "engine": engine, "run_id": run_id(identity), **(extra_record() if extra_record else {})}
+    record = {"identity": identity, "engine": engine, "run_id": run_id(identity, out),
+              **(extra_record() if extra_record else {})}
     work_dir(out).mkdir(parents=True, exist_ok=True)
     io.write_json_atomic(record_path, record)
     return RunPlan(out, shards, identity, None, False, record, checked)

@@ -227,6 +227,15 @@ def test_a_resumed_run_is_refused_when_the_index_it_repins_to_holds_its_inputs(t
     dedup_staged([tmp_path / "copy"], tmp_path / "again", config, index_dir=idx)  # the same files, another --out
     with pytest.raises(InputError, match="already holds this file"):
         dedup_staged([tmp_path / "b2"], tmp_path / "o2", config, index_dir=idx)
+    # The very files, not a copy, into another --out: the same identity, so the index held a batch
+    # of this run's id and the resume took it for its own install; it failed reading filters it
+    # never saved ('band-00/stack.json: cannot read') and cleared its outputs.
+    write_shards(generate_corpus(300, mean_bytes=200, seed=3), tmp_path / "b3", 2)
+    with pytest.raises(Killed):
+        dedup_staged([tmp_path / "b3"], tmp_path / "o4", config, index_dir=idx, map_tasks=killed_after_sketch)
+    dedup_staged([tmp_path / "b3"], tmp_path / "o5", config, index_dir=idx)  # the same identity as o4's run
+    with pytest.raises(InputError, match="already holds this file"):
+        dedup_staged([tmp_path / "b3"], tmp_path / "o4", config, index_dir=idx)
 
 
 def test_emit_removed_writes_removed_and_manifest_only_in_both_engines(tmp_path):
