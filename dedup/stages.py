@@ -14,7 +14,7 @@
    (:func:`split_parts`): keys of different parts never share a bit, so the splits' seen
    bits OR to the band's, and each task touches and holds 1/n of the filter.
 3. **write** (per shard): OR the bands' bits with :func:`dedup.index.combine` and write
-   ``OUT/kept/<stem>.parquet`` and ``WORK/removed/<stem>.parquet``.
+   ``WORK/kept/<stem>.parquet`` and ``WORK/removed/<stem>.parquet``.
 
 Each task writes its files under temporary names, renames them into place, then writes a
 completion record ``<file>.done`` (JSON: what it made and from what). A task whose record
