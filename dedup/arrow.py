@@ -49,6 +49,33 @@ def take_strings(labels: list[str], codes: np.ndarray) -> pa.Array:
     return take(string_array(labels), np.ascontiguousarray(codes, dtype=np.int32))
 
 
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+#: Where the 32 hex digits of a UUID go in its 36-character form (8-4-4-4-12, hyphens between).
+_UUID_DIGITS = np.array([i for i in range(36) if i not in (8, 13, 18, 23)])
+
+
+def uuid_strings(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """A UUID array (``pa.uuid()``: 16 raw bytes each) as its canonical strings, nulls kept.
+
+    Example:
+        >>> import uuid
+        >>> uuid_strings(pa.array([uuid.UUID(int=1).bytes, None], pa.uuid())).to_pylist()
+        ['00000000-0000-0000-0000-000000000001', None]
+    """
+    if isinstance(values, pa.ChunkedArray):
+        return pa.chunked_array([uuid_strings(c) for c in values.chunks], pa.string())
+    raw, n = values.storage, len(values)
+    data = raw.buffers()[1]
+    octets = np.frombuffer(data, dtype=np.uint8)[raw.offset * 16:(raw.offset + n) * 16].reshape(n, 16) if n else (
+        np.zeros((0, 16), dtype=np.uint8))
+    text = np.full((n, 36), ord("-"), dtype=np.uint8)
+    text[:, _UUID_DIGITS[0::2]], text[:, _UUID_DIGITS[1::2]] = _HEX[octets >> 4], _HEX[octets & 15]
+    valid = _compute().call_function("is_valid", [raw]).to_numpy(zero_copy_only=False)
+    offsets = (np.arange(n + 1, dtype=np.int64) * 36).astype(np.int32)
+    return pa.Array.from_buffers(pa.string(), n, [None if valid.all() else _bitmap(valid), pa.py_buffer(offsets),
+                                                  pa.py_buffer(text.tobytes())])
+
+
 def _compute():
     try:
         import pyarrow._compute as compute  # the C++ bindings alone

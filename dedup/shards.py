@@ -55,7 +55,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import jsonl
-from .arrow import cast, min_max
+from .arrow import cast, min_max, uuid_strings
 
 #: Input file suffix (lowercase; none is a suffix of another) -> (format, compression).
 SUFFIXES = {".parquet": ("parquet", None), ".pq": ("parquet", None), ".arrow": ("arrow", None)} | {
@@ -584,9 +584,12 @@ def id_strings(col: pa.Array | pa.ChunkedArray, path: Path, column: str) -> pa.A
     makes integer ids with a missing value floats: ``10000000007.0`` -> ``'10000000007'``, as the
     int64 id, not Arrow's ``'1.0000000007e+10'``), value by value, so an id's string does not
     depend on the other ids read with it; other floats as Arrow writes them (``0.5``, ``nan``,
-    ``1e+20``). InputError naming ``path``: a type without a string form."""
+    ``1e+20``); UUIDs (Parquet's UUID type, as DuckDB and Spark write ids) in their canonical
+    form (:func:`dedup.arrow.uuid_strings`). InputError naming ``path``: a type without a string form."""
     if pa.types.is_string(col.type):
         return col
+    if isinstance(col.type, pa.UuidType):
+        return uuid_strings(col)
     try:
         if pa.types.is_floating(col.type):
             return _float_id_strings(col)

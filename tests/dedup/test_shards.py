@@ -913,3 +913,28 @@ def test_jsonl_columns_keep_their_order_when_a_date_is_read_as_a_string(tmp_path
     schema, in name order: {"id", "text", "d"} was read, and kept, as [d, id, text]."""
     rows = [{"id": 1, "text": "a b", "d": "2020-01-01T00:00:00", "b": True}, {"id": 2, "text": "c d", "d": "2021-01-01 10:00:00", "b": False}]
     assert _read_all(write(tmp_path / "a.jsonl", rows)).column_names == ["id", "text", "d", "b"]
+
+
+# ------------------------------------------------- UUID ids (DuckDB, Spark, Iceberg exports)
+
+
+def test_uuid_ids_are_read_as_their_canonical_strings(tmp_path: Path):
+    """A Parquet UUID column (pyarrow reads it as the ``arrow.uuid`` extension type) holds 16
+    raw bytes per id: Arrow's cast to strings failed on them ("Invalid UTF8 payload"), so a
+    file whose default ``id`` column is a UUID, as DuckDB and Spark write them, was refused."""
+    import uuid
+
+    from dedup.engine import dedup_files
+
+    ids = [uuid.UUID(int=(i + 1) * 0x9E3779B97F4A7C15F39CC0605CEDC835 % 2**128) for i in range(3)]
+    table = pa.table({"id": pa.array([u.bytes for u in ids] + [None], pa.uuid()),
+                      "text": ["the same words in every row"] * 3 + ["other"]})
+    path = tmp_path / "in" / "u.parquet"
+    path.parent.mkdir()
+    pq.write_table(table, path, store_schema=False)  # the UUID logical type alone, as DuckDB writes it
+    r = reader(discover([path])[0])
+    assert [i for b in r.batches() for i in r.ids(b).to_pylist()] == [str(u) for u in ids] + [None]
+    m = dedup_files([path], tmp_path / "out")
+    assert m["totals"]["removed"]["exact"] == 2
+    assert pq.read_table(tmp_path / "out" / "removed.parquet").column("id").to_pylist() == [str(u) for u in ids[1:]]
+    assert pq.read_schema(tmp_path / "out" / "kept" / "u.parquet").field("id").type == pa.uuid()
