@@ -5,8 +5,9 @@ Every dedup run, fused or staged, starts with :func:`prepare` and ends with
 run is already done, may resume, or must start over. The protocol:
 
 1. **Inputs** (:func:`discover`): files, directories (walked recursively, following
-   symlinked directories, skipping hidden names, ``.json`` files and the ``cache-*.arrow``
-   files that Hugging Face ``datasets`` writes beside a dataset) and globs (``.json`` files
+   symlinked directories, skipping hidden names, ``.json`` files, files compressed in a way
+   not read (``.jsonl.bz2``) and the ``cache-*.arrow`` files that Hugging Face ``datasets``
+   writes beside a dataset, and saying what was skipped) and globs (``.json`` files
    only for a pattern ending in ``.json``), in *canonical order*: sorted
    by absolute path *as given* (links are not resolved, so the same rows reached through
    links or as copies give the same decisions and the same output names). A file reached
@@ -103,12 +104,19 @@ def is_datasets_cache_file(name: str) -> bool:
     return name.startswith("cache-") and name.lower().endswith(".arrow")
 
 
-def _walk(root: Path) -> tuple[list[Path], int, int]:
-    """(input files under ``root``, hidden ones skipped, cache files skipped): symlinked
-    directories followed (each real directory once, so link cycles end); ``.json`` files
-    (often manifests and configs) skipped too."""
+#: Compression suffixes memdedup does not read (JSON Lines is read plain, ``.gz`` or ``.zst``).
+_OTHER_COMPRESSION = (".bz2", ".xz", ".lzma", ".lz4", ".br", ".zip", ".zstd", ".snappy", ".gz", ".zst")
+#: The metadata files Hugging Face ``datasets`` writes beside a dataset's Arrow files.
+_DATASETS_JSON = ("state.json", "dataset_info.json", "dataset_dict.json")
+
+
+def _walk(root: Path) -> tuple[list[Path], dict[str, list[Path]]]:
+    """(input files under ``root``, files skipped by why: ``hidden``, ``cache`` (datasets
+    cache files), ``json`` (``.json`` files, often manifests and configs; those of ``datasets``
+    not listed), ``compressed`` (an input name under a compression not read, ``a.jsonl.bz2``)):
+    symlinked directories followed (each real directory once, so link cycles end)."""
     found: list[Path] = []
-    hidden = cached = 0
+    skipped: dict[str, list[Path]] = {"hidden": [], "cache": [], "json": [], "compressed": []}
     seen_dirs: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         st = os.stat(dirpath)
@@ -117,25 +125,42 @@ def _walk(root: Path) -> tuple[list[Path], int, int]:
             continue
         seen_dirs.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for f in filenames:
+        for f in sorted(filenames):
             p = Path(dirpath) / f
-            if format_of(p) is None or is_plain_json(p) or not p.is_file():
+            base, dot, ext = f.rpartition(".")
+            if format_of(p) is None or not p.is_file():
+                if (dot and not f.startswith(".") and f".{ext.lower()}" in _OTHER_COMPRESSION
+                        and format_of(Path(base)) is not None and p.is_file()):
+                    skipped["compressed"].append(p)
                 continue
             if f.startswith("."):
-                hidden += 1
-                continue
-            if is_datasets_cache_file(f):
-                cached += 1
-                continue
-            found.append(p)
-    return found, hidden, cached
+                skipped["hidden"].append(p)
+            elif is_plain_json(p):
+                if f.lower() not in _DATASETS_JSON:
+                    skipped["json"].append(p)
+            elif is_datasets_cache_file(f):
+                skipped["cache"].append(p)
+            else:
+                found.append(p)
+    return found, skipped
+
+
+#: What :func:`discover` says about each kind of file directory walks skip.
+_SKIPPED = {
+    "hidden": "hidden file(s) (names starting with '.'); name them explicitly to include them",
+    "cache": "Hugging Face datasets cache file(s) (cache-*.arrow: results of map/filter, not the dataset's rows); "
+             "name them explicitly to include them",
+    "json": ".json file(s) (often manifests and configs); name them, or a '*.json' glob, to read them as JSON Lines",
+    "compressed": "compressed file(s) in a compression memdedup does not read (JSON Lines: plain, .gz or .zst); "
+                  "recompress them",
+}
 
 
 def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | None = None,
              log: Log = lambda m: None) -> list[Shard]:
     """Expand files, directories and globs (or one of them) into shards in canonical order (step 1; ``exclude``:
-    the run's ``--out``, step 2). ``log`` is told how many hidden and ``datasets`` cache files
-    directory walks skipped, if any.
+    the run's ``--out``, step 2). ``log`` is told how many hidden, ``datasets`` cache, ``.json`` and
+    unreadably compressed files directory walks skipped, if any, and the first names.
 
     Raises:
         InputError: a path that does not exist, a glob that matches nothing, a file of an
@@ -155,14 +180,14 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
         inputs = [inputs]  # one path, not a sequence of one-character paths ("/" first)
     out = Path(exclude) if exclude is not None else None
     files: dict[Path, Path] = {}  # path as given (absolute, normalised, links not resolved) -> real file
-    hidden = cached = 0
+    skipped: dict[str, list[Path]] = {k: [] for k in _SKIPPED}
     for item in inputs:
         s = os.fspath(item)
         p = Path(s)
         if p.is_dir():
-            found, h, c = _walk(p)
-            hidden += h
-            cached += c
+            found, skips = _walk(p)
+            for k, v in skips.items():
+                skipped[k] += [q for q in v if not inside(q, out)]
             new = [q for q in found if not inside(q, out)]
             if not new:
                 if found:
@@ -189,11 +214,10 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
             files.setdefault(Path(os.path.abspath(q)), q.resolve())
     if not files:
         raise InputError("<inputs>", "no input files given")
-    if hidden:
-        log(f"skipped {hidden} hidden file(s) (names starting with '.'); name them explicitly to include them")
-    if cached:
-        log(f"skipped {cached} Hugging Face datasets cache file(s) (cache-*.arrow: results of map/filter, not the "
-            "dataset's rows); name them explicitly to include them")
+    for kind, paths in skipped.items():
+        if paths:
+            log(f"skipped {len(paths)} {_SKIPPED[kind]}: {', '.join(p.name for p in paths[:3])}"
+                f"{', ...' if len(paths) > 3 else ''}")
     first: dict[Path, Path] = {}  # real file -> its first path as given: a file reached twice is read once
     for given in sorted(files, key=str):
         first.setdefault(files[given], given)

@@ -938,3 +938,21 @@ def test_uuid_ids_are_read_as_their_canonical_strings(tmp_path: Path):
     assert m["totals"]["removed"]["exact"] == 2
     assert pq.read_table(tmp_path / "out" / "removed.parquet").column("id").to_pylist() == [str(u) for u in ids[1:]]
     assert pq.read_schema(tmp_path / "out" / "kept" / "u.parquet").field("id").type == pa.uuid()
+
+
+# ------------------------------------------- files a directory walk skips are said, not only hidden ones
+
+
+def test_directory_walks_say_which_json_and_compressed_files_they_skip(tmp_path: Path):
+    """A directory walk skipped ``train.json`` (what ``Dataset.to_json`` and many exporters
+    name JSON Lines) and ``.jsonl.bz2`` / ``.jsonl.xz`` files without a word: their rows were
+    silently left out of the run. The datasets library's own metadata files are not mentioned."""
+    d = tmp_path / "d"
+    write(d / "a.jsonl")
+    for name in ("train.json", "b.jsonl.bz2", "c.jsonl.xz", "state.json", "dataset_info.json", "notes.txt"):
+        (d / name).write_bytes(b"")
+    said: list[str] = []
+    assert [s.name for s in discover([d], log=said.append)] == ["a.jsonl"]
+    assert any("1 .json file" in m and "train.json" in m for m in said), said
+    assert any("2 compressed file" in m and "b.jsonl.bz2" in m for m in said), said
+    assert not any("state.json" in m or "dataset_info.json" in m or "notes.txt" in m for m in said), said
