@@ -87,8 +87,9 @@ def _compute():
 def filter_rows(batch: pa.RecordBatch, keep: np.ndarray) -> pa.RecordBatch:
     """The rows of ``batch`` where ``keep`` (numpy bool, one per row) is True.
 
-    Columns Arrow cannot filter (view types, in some Arrow versions) are filtered as
-    their large counterparts and cast back, so the schema is the input's.
+    Columns Arrow cannot filter (view types, also inside lists, structs and maps, in some
+    Arrow versions) are filtered as their large counterparts (:func:`_without_views`) and
+    cast back, so the schema is the input's.
     """
     mask = bool_array(keep)
     try:
@@ -99,9 +100,32 @@ def filter_rows(batch: pa.RecordBatch, keep: np.ndarray) -> pa.RecordBatch:
             try:
                 cols.append(_compute().call_function("filter", [col, mask]))
             except pa.ArrowNotImplementedError:
-                wide = pa.large_binary() if pa.types.is_binary_view(col.type) else pa.large_string()
+                wide = _without_views(col.type)
                 cols.append(cast(_compute().call_function("filter", [cast(col, wide), mask]), col.type))
         return pa.RecordBatch.from_arrays(cols, schema=batch.schema)
+
+
+def _without_views(t: pa.DataType) -> pa.DataType:
+    """``t`` with every string_view / binary_view in it, however nested, made large_string /
+    large_binary: ``large_list<string_view>`` -> ``large_list<large_string>``.
+
+    Example:
+        >>> _without_views(pa.struct([("a", pa.list_(pa.string_view())), ("b", pa.int8())]))
+        StructType(struct<a: list<item: large_string>, b: int8>)
+    """
+    if pa.types.is_string_view(t) or pa.types.is_binary_view(t):
+        return pa.large_string() if pa.types.is_string_view(t) else pa.large_binary()
+    if pa.types.is_map(t):
+        return pa.map_(t.key_field.with_type(_without_views(t.key_type)),
+                       t.item_field.with_type(_without_views(t.item_type)), t.keys_sorted)
+    if pa.types.is_struct(t):
+        return pa.struct([f.with_type(_without_views(f.type)) for f in t])
+    if pa.types.is_fixed_size_list(t):
+        return pa.list_(t.value_field.with_type(_without_views(t.value_type)), t.list_size)
+    if pa.types.is_large_list(t) or pa.types.is_list(t):
+        make = pa.large_list if pa.types.is_large_list(t) else pa.list_
+        return make(t.value_field.with_type(_without_views(t.value_type)))
+    return t
 
 
 def take(values: pa.Array, indices: np.ndarray) -> pa.Array:

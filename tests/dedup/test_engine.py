@@ -84,6 +84,24 @@ def test_every_string_layout_of_the_text_column_gives_the_same_run(tmp_path, lay
     assert kept.column("text").cast(pa.string()).to_pylist() == pq.read_table(tmp_path / "oa" / "kept" / "x.parquet").column("text").to_pylist()
 
 
+def test_view_types_nested_in_other_columns_are_kept(tmp_path):
+    """polars writes Arrow IPC with string_view inside lists and structs (``tags:
+    large_list<string_view>``): Arrow cannot filter those columns, and the fallback cast
+    only top-level views, so writing the kept shard crashed with a traceback."""
+    t = pa.table({"id": [1, 2, 3], "text": ["same words in a row here", "same words in a row here", "other"],
+                  "tags": pa.array([["a"], None, ["b", "c"]], pa.large_list(pa.string_view())),
+                  "meta": pa.array([{"k": "x", "v": b"1"}, {"k": "y", "v": b"2"}, None],
+                                   pa.struct([("k", pa.string_view()), ("v", pa.binary_view())])),
+                  "map": pa.array([[("k", "v")], [], None], pa.map_(pa.string_view(), pa.string_view()))})
+    (tmp_path / "in").mkdir()
+    with pa.OSFile(str(tmp_path / "in" / "x.arrow"), "wb") as f, pa.ipc.new_file(f, t.schema) as w:
+        w.write_table(t)
+    m = dedup_files([tmp_path / "in"], tmp_path / "out")
+    assert m["totals"]["removed"]["exact"] == 1
+    kept = pq.read_table(tmp_path / "out" / "kept" / "x.parquet")
+    assert kept.schema == t.schema and kept.to_pylist() == [t.to_pylist()[0], t.to_pylist()[2]]
+
+
 def test_ids_of_any_castable_type_are_reported_as_strings(tmp_path):
     """Integer, float and UTF-8 binary id columns come out of removed.parquet as strings."""
     docs = ["the quick brown fox jumps over", "The quick brown fox jumps over!", "something else entirely here"]
