@@ -323,13 +323,13 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     ret = pd.DataFrame(ret_rows)
     curve = retention.retention_curve(ret)
 
-    # Forecasting: memorized (exact recall) at an early checkpoint vs the final one,
-    # restricted to instances trained on before the early checkpoint.
+    # Forecasting: memorized (exact recall) at an early checkpoint vs the final one, restricted
+    # to instances trained on at or before the early checkpoint (never the placebo's pretend step).
     def recalled_at(step: int, seen: pd.Series) -> pd.DataFrame:
         recalled = wide["exact_recall"][step].loc[rows.index].to_numpy()
         return pd.DataFrame({"seq_key": rows.index, "extractable": recalled, "seen": seen.to_numpy()})
 
-    fc = forecast(recalled_at(early, rows["treatment_step"] <= early),
+    fc = forecast(recalled_at(early, (rows["group"] == "treated") & (rows["treatment_step"] <= early)),
                   recalled_at(steps[-1], rows["group"] == "treated"), seen_first="seen", seen_second="seen")
     fc["early_step"], fc["final_step"] = early, steps[-1]
 

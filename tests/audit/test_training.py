@@ -532,3 +532,23 @@ def test_a_model_or_schedule_option_out_of_range_is_refused_by_the_config(bad):
     config'), or silently accepted (negative warm-up and log checkpoints)."""
     with pytest.raises(ValueError, match=f"invalid train config: .*{next(iter(bad))}"):
         TrainConfig(**bad)
+
+
+def test_profile_forecast_counts_no_held_out_instance_as_seen(small_run, tmp_path):
+    """forecast.json's ``seen`` at the early checkpoint is "trained at or before it": held-out
+    instances never are. Before: the placebo cohort's pretend treatment step (the middle
+    panel checkpoint) made every placebo instance count as seen by an early checkpoint at or
+    after it (n_seen_first 10 more than the treated instances, n_unmatched_first 10)."""
+    import pandas as pd
+
+    from audit.checkpoints import run_profile
+    from audit.config import ProfileConfig
+
+    s = run_profile(small_run, tmp_path / "p", ProfileConfig(n_treated=20, n_control=20, n_boot=0, min_cohort_size=2),
+                    log=quiet)
+    fc, inst = s["forecast"], pd.read_parquet(tmp_path / "p" / "instances.parquet")
+    treated = inst[inst["group"] == "treated"]
+    assert (inst["group"] == "placebo").any() and inst.loc[inst["group"] == "placebo", "treatment_step"].le(
+        fc["early_step"]).all()  # the case: the placebo's pretend step is at or before the early checkpoint
+    assert fc["n_seen_first"] == int((treated["treatment_step"] <= fc["early_step"]).sum())
+    assert fc["n_seen_second"] == len(treated) and fc["n_unmatched_first"] == 0
