@@ -333,6 +333,10 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
                   recalled_at(steps[-1], rows["group"] == "treated"), seen_first="seen", seen_second="seen")
     fc["early_step"], fc["final_step"] = early, steps[-1]
 
+    ret_run = None  # a retention run: its items' forgetting curve to the end of training, before anything is written
+    if train_manifest.get("retention"):  # not holding_out's wrapper: this call holds out already
+        ret_run = run_retention.__wrapped__(run, None, corpus, seed=config.seed, batch_size=config.batch_size, log=log)
+
     out.mkdir(parents=True, exist_ok=True)
     io.manifest_path(out).unlink(missing_ok=True)  # a previous run's: out is incomplete until the new one is written
     write_atomic(out / PROFILE_FILE, both.to_parquet)
@@ -346,6 +350,9 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
                           if len(prof) else plots.event_time_curve(None))  # no cohort: a figure that says so
     io.write_bytes_atomic(out / EVENT_TIME_PNG, plots.event_time_curve(curve_et, title=f"Event-time curve: {run.name}"))
     io.write_bytes_atomic(out / RETENTION_PNG, plots.retention_curves(curve, title=f"Retention: {run.name}"))
+    if ret_run is not None:
+        write_atomic(out / RETENTION_RUN_FILE, ret_run[0].to_parquet)
+        write_atomic(out / RETENTION_RUN_CURVE, ret_run[1].to_parquet)
     panel_info = {"ends": panel_rule, "end_step": int(pchk[-1]), "checkpoints": pchk,
                   "residual_step": int(pchk[-1])}
     banded = placebo[placebo["band_lower"].notna()] if len(placebo) else placebo
@@ -369,11 +376,8 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         "placebo_cells_covering_zero": float((~profile.significant(banded)).mean()) if len(banded) else None,
         "forecast": fc,
     }
-    if train_manifest.get("retention"):  # a retention run: its items' forgetting curve to the end of training
-        _, ret_run_curve = run_retention.__wrapped__(  # not holding_out's wrapper: this call holds out already
-            run, out, corpus, seed=config.seed, batch_size=config.batch_size, log=log)
-        summary["retention_run"] = {"design": train_manifest["retention"],
-                                    "curve": ret_run_curve.to_dict("records")}
+    if ret_run is not None:
+        summary["retention_run"] = {"design": train_manifest["retention"], "curve": ret_run[1].to_dict("records")}
     io.write_json_atomic(out / SUMMARY, summary)
     io.write_stage_manifest(out, "profile", {"run": str(run.resolve()), "config": config.to_dict(), "panel": panel_info,
                                              "outputs": list(PROFILE_OUTPUTS),  # timing here: outputs are deterministic
@@ -433,6 +437,9 @@ def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: i
     rows = pd.concat([items, foils], ignore_index=True)
     ckpts = dict(_checkpoints(run))
     probes = [s for s in design["checkpoints"] if s >= e and s in ckpts]
+    if not probes:
+        raise ValueError(f"{run}: none of the retention probe checkpoints at or after the exposure step {e} "
+                         f"({[s for s in design['checkpoints'] if s >= e]}) is in {CHECKPOINT_DIR}/")
     lm0 = load_causal_lm(ckpts[probes[-1]])
     tokens = _instance_tokens(run, rows, corpus, lm0.tokenizer, manifest.get("config", {}).get("text_column", "text"))
     n = len(items)

@@ -117,3 +117,26 @@ def test_memdedup_profile_measures_the_retention_run(retention_run, tmp_path):
 
     html = _profile_section(tmp_path / "prof")
     assert f"{man['retention']['items']} items trained once" in html and 'alt="retention run forgetting curve"' in html
+
+
+def test_a_retention_run_without_its_probe_checkpoints_is_one_line_and_writes_nothing(retention_run, tmp_path, capsys):
+    """Every probe checkpoint at or after the exposure step deleted after training: memdedup
+    profile exits 2 with one line naming the run, before writing any output. Before: an
+    IndexError traceback (exit 1) after the profile's outputs were written (no manifest)."""
+    import shutil
+
+    from pipelines.cli import main
+
+    src, man = retention_run
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    e = man["retention"]["exposure_step"]
+    for s in man["retention"]["checkpoints"]:
+        if s >= e:
+            shutil.rmtree(run / "checkpoints" / f"step-{s:07d}", ignore_errors=True)
+    capsys.readouterr()
+    assert main(["profile", "--run", str(run), "--out", str(tmp_path / "out"), "--n-treated", "30", "--n-control", "20",
+                 "--n-boot", "0", "--min-cohort-size", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(run) in err[0] and "Traceback" not in err[0], err
+    assert not (tmp_path / "out").exists()
