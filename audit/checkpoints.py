@@ -60,7 +60,10 @@ INSTANCE_COLUMNS = ("instance_id", "shard", "row", "token_offset", "n_tokens")
 
 
 def _read_instances(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    """order.parquet or heldout.parquet, with ``columns`` present; InputError naming the file otherwise."""
+    """order.parquet or heldout.parquet, with ``columns`` present and non-null, ``shard`` strings
+    and the others integers; InputError naming the file (and the first null row) otherwise."""
+    import pyarrow as pa
+
     from dedup.shards import InputError
 
     table = pq.read_table(path)
@@ -69,6 +72,13 @@ def _read_instances(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
         raise InputError(path, f"no column {', '.join(map(repr, missing))} (columns: {table.column_names})")
     if path.name == ORDER_FILE and table.num_rows == 0:
         raise InputError(path, "no rows: the run recorded no training exposure")
+    for c in columns:
+        col = table[c]
+        if col.null_count:
+            raise InputError(path, f"column {c!r} is null", row=int(np.flatnonzero(col.is_null().to_numpy())[0]))
+        want = (pa.types.is_string, pa.types.is_large_string) if c == "shard" else (pa.types.is_integer,)
+        if not any(ok(col.type) for ok in want):
+            raise InputError(path, f"column {c!r} holds {col.type}, not {'strings' if c == 'shard' else 'integers'}")
     return table.to_pandas()
 
 

@@ -552,3 +552,34 @@ def test_profile_forecast_counts_no_held_out_instance_as_seen(small_run, tmp_pat
         fc["early_step"]).all()  # the case: the placebo's pretend step is at or before the early checkpoint
     assert fc["n_seen_first"] == int((treated["treatment_step"] <= fc["early_step"]).sum())
     assert fc["n_seen_second"] == len(treated) and fc["n_unmatched_first"] == 0
+
+
+@pytest.mark.parametrize("name, column, value, needle", [
+    ("order.parquet", "step", None, "row 0: column 'step' is null"),
+    ("order.parquet", "step", "7", "column 'step' holds string, not integers"),
+    ("order.parquet", "shard", None, "row 0: column 'shard' is null"),
+    ("heldout.parquet", "row", None, "row 0: column 'row' is null"),
+    ("heldout.parquet", "n_tokens", 1.5, "column 'n_tokens' holds double, not integers"),
+])
+def test_profile_names_the_file_and_row_of_a_null_or_mistyped_order_value(small_run, tmp_path, capsys, name, column,
+                                                                         value, needle):
+    """A null or non-integer step, row, offset or length (or a null shard) in order.parquet or
+    heldout.parquet is exit 2 with one line naming the file and row. Before: a null step was
+    profiled silently (exit 0), string steps a TypeError traceback, a null held-out row
+    'cannot convert float NaN to integer' and a null shard 'order names shard nan', naming no file."""
+    import pyarrow as pa
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+
+    def edit(t):
+        values = t[column].to_pylist()
+        values[0] = value
+        if isinstance(value, (str, float)):
+            values = [type(value)(v) if v is not None else v for v in values]
+        return t.set_column(t.column_names.index(column), column, pa.array(values))
+
+    _edit_parquet(run / name, edit)
+    err = _profile_fails(capsys, "--run", run, "--out", tmp_path / "out", *TINY_PROFILE)
+    assert str(run / name) in err and needle in err, err
+    assert not (tmp_path / "out").exists()
