@@ -49,7 +49,21 @@ from .sampling import rows_of
 
 
 def _checkpoints(run: Path) -> list[tuple[int, Path]]:
-    ckpts = sorted((checkpoint_step(p), p) for p in (run / CHECKPOINT_DIR).glob("step-*") if p.is_dir())
+    """(step, directory) of every ``checkpoints/step-NNNNNNN/``, by step; InputError naming a
+    ``step-*`` directory with another name (a copy such as ``step-0000010-old``)."""
+    from dedup.shards import InputError
+
+    ckpts = []
+    for p in (run / CHECKPOINT_DIR).glob("step-*"):
+        if p.is_dir():
+            try:
+                ckpts.append((checkpoint_step(p), p))
+            except ValueError:
+                raise InputError(p, "not a checkpoint directory name (step-NNNNNNN): rename or remove it") from None
+    ckpts.sort()
+    for (a, pa_), (b, pb) in zip(ckpts, ckpts[1:]):
+        if a == b:
+            raise InputError(pb, f"the same step {a} as {pa_.name}: keep one checkpoint per step")
     if not ckpts:
         raise ValueError(f"{run}: no {CHECKPOINT_DIR}/step-*/ directories")
     return ckpts

@@ -121,8 +121,13 @@ def checkpoint_name(step: int) -> str:
 
 
 def checkpoint_step(path: Path) -> int:
-    """The step of a checkpoint directory (inverse of :func:`checkpoint_name`)."""
-    return int(Path(path).name.split("-")[1])
+    """The step of a checkpoint directory named ``step-<digits>`` (inverse of
+    :func:`checkpoint_name`); ValueError for any other name (``step-0000010-old``, ``step-abc``)."""
+    name = Path(path).name
+    digits = name[len("step-"):]
+    if not (name.startswith("step-") and digits.isascii() and digits.isdigit()):
+        raise ValueError(f"{path}: not a checkpoint directory name (step-NNNNNNN)")
+    return int(digits)
 
 
 # ---------------------------------------------------------------- profile output

@@ -583,3 +583,17 @@ def test_profile_names_the_file_and_row_of_a_null_or_mistyped_order_value(small_
     err = _profile_fails(capsys, "--run", run, "--out", tmp_path / "out", *TINY_PROFILE)
     assert str(run / name) in err and needle in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["step-abc", "step-0000010-old", "step-0000010.bak", "step-10"])
+def test_profile_names_a_checkpoint_directory_that_is_not_step_n(small_run, tmp_path, capsys, name):
+    """A directory under checkpoints/ named step-* but not step-<digits> (a user's backup copy),
+    or a second one of the same step, is exit 2 naming it, before any scoring. Before: 'invalid
+    literal for int() with base 10', naming nothing, or, for step-0000010-old and step-10, a
+    second checkpoint 10 scored and then refused as 'duplicate (instance_id, step) rows'."""
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    shutil.copytree(run / "checkpoints" / "step-0000010", run / "checkpoints" / name)
+    err = _profile_fails(capsys, "--run", run, "--out", tmp_path / "out", *TINY_PROFILE)
+    assert str(run / "checkpoints" / name) in err, err
+    assert not (tmp_path / "out").exists()
