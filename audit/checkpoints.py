@@ -374,9 +374,11 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
                           if len(prof) else plots.event_time_curve(None))  # no cohort: a figure that says so
     io.write_bytes_atomic(out / EVENT_TIME_PNG, plots.event_time_curve(curve_et, title=f"Event-time curve: {run.name}"))
     io.write_bytes_atomic(out / RETENTION_PNG, plots.retention_curves(curve, title=f"Retention: {run.name}"))
-    if ret_run is not None:
-        write_atomic(out / RETENTION_RUN_FILE, ret_run[0].to_parquet)
-        write_atomic(out / RETENTION_RUN_CURVE, ret_run[1].to_parquet)
+    for name, table in ((RETENTION_RUN_FILE, 0), (RETENTION_RUN_CURVE, 1)):  # none of another run's left behind
+        if ret_run is not None:
+            write_atomic(out / name, ret_run[table].to_parquet)
+        else:
+            (out / name).unlink(missing_ok=True)
     panel_info = {"ends": panel_rule, "end_step": int(pchk[-1]), "checkpoints": pchk,
                   "residual_step": int(pchk[-1])}
     banded = placebo[placebo["band_lower"].notna()] if len(placebo) else placebo

@@ -140,3 +140,25 @@ def test_a_retention_run_without_its_probe_checkpoints_is_one_line_and_writes_no
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(run) in err[0] and "Traceback" not in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_profile_rerun_of_another_run_leaves_no_forgetting_curve_of_the_retention_run(retention_run, tmp_path):
+    """A profile of a retention run, then one of a run without a retention design into the same
+    --out: the directory holds the same files as a fresh profile of the second run. Before:
+    retention_run.parquet and retention_run_curve.parquet stayed, and the model report drew the
+    first run's forgetting curve beside the second run's profile."""
+    import shutil
+
+    from audit.checkpoints import run_profile
+    from audit.config import ProfileConfig
+
+    src, man = retention_run
+    own = tmp_path / "own"  # the same checkpoints laid out by hand: no manifest, no retention design
+    shutil.copytree(src, own)
+    (own / "manifest.json").unlink()
+    cfg = ProfileConfig(n_treated=30, n_control=20, n_boot=0, min_cohort_size=2)
+    run_profile(src, tmp_path / "out", cfg, log=quiet)
+    assert (tmp_path / "out" / "retention_run_curve.parquet").exists()
+    run_profile(own, tmp_path / "out", cfg, corpus=man["corpus"], log=quiet)
+    run_profile(own, tmp_path / "fresh", cfg, corpus=man["corpus"], log=quiet)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in (tmp_path / "fresh").iterdir())
