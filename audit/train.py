@@ -230,6 +230,9 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
         log(f"{out}: training already complete")
         return held
     held = choose_heldout([d[3] for d in docs], config.holdout, config.seed)
+    if config.holdout > 0 and not held.any():  # round(holdout * n) = 0, or every duplicate cluster too large
+        log(f"train: note: --holdout {config.holdout:g} holds out none of the {len(docs)} documents (whole duplicate "
+            "clusters, up to round(holdout * documents)); profile needs held-out documents: raise it")
     copies = Counter(d[3] for d in docs)
     doc_copies = np.array([copies[d[3]] for d in docs], dtype=np.int64)
     tok_dir = out / TOKENIZER_DIR

@@ -283,6 +283,21 @@ def test_profile_cells_end_before_any_second_exposure(small_corpus, tmp_path):
         ProfileConfig(checkpoints="1,x")
 
 
+def test_a_holdout_fraction_that_holds_out_no_document_says_so(small_corpus, tmp_path):
+    """--holdout 0.001 of 70 documents rounds to none held out: train said nothing, and the
+    profile later refused the run for want of a held-out set 'train with a holdout fraction',
+    though one was given."""
+    from dataclasses import replace
+
+    from audit.train import train_causal_lm
+
+    said: list[str] = []
+    m = train_causal_lm(discover([small_corpus]), tmp_path / "run", replace(SMALL, holdout=0.001, epochs=1),
+                        log=said.append)
+    assert m["held_out_documents"] == 0
+    assert any("--holdout 0.001 holds out none of the 70 documents" in x for x in said), said
+
+
 def test_a_vocabulary_smaller_than_the_byte_alphabet_is_refused():
     """Byte-level BPE starts from 256 bytes and <|endoftext|>: --vocab-size 100 trained a
     257-token vocabulary while the manifest recorded 100."""
