@@ -156,6 +156,12 @@ _SKIPPED = {
 }
 
 
+def _skip_notes(skipped: dict[str, list[Path]]) -> list[str]:
+    """What directory walks skipped (:func:`_walk`), a line per kind with the first names."""
+    return [f"skipped {len(paths)} {_SKIPPED[kind]}: {', '.join(p.name for p in paths[:3])}"
+            f"{', ...' if len(paths) > 3 else ''}" for kind, paths in skipped.items() if paths]
+
+
 def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | None = None,
              log: Log = lambda m: None) -> list[Shard]:
     """Expand files, directories and globs (or one of them) into shards in canonical order (step 1; ``exclude``:
@@ -193,7 +199,9 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
                 if found:
                     raise InputError(p, f"every input file under it lies inside --out {out}; "
                                         "choose an output directory outside the inputs")
-                raise InputError(p, "directory contains no .parquet, .arrow or .jsonl[.gz|.zst] files")
+                why = "; ".join(_skip_notes(skips))
+                raise InputError(p, "directory contains no .parquet, .arrow or .jsonl[.gz|.zst] files"
+                                    + (f" ({why})" if why else ""))
         elif p.is_file():
             if format_of(p) is None:
                 raise InputError(p, "unknown input format (expected .parquet, .arrow, .jsonl, .jsonl.gz or .jsonl.zst)")
@@ -214,10 +222,8 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
             files.setdefault(Path(os.path.abspath(q)), q.resolve())
     if not files:
         raise InputError("<inputs>", "no input files given")
-    for kind, paths in skipped.items():
-        if paths:
-            log(f"skipped {len(paths)} {_SKIPPED[kind]}: {', '.join(p.name for p in paths[:3])}"
-                f"{', ...' if len(paths) > 3 else ''}")
+    for note in _skip_notes(skipped):
+        log(note)
     first: dict[Path, Path] = {}  # real file -> its first path as given: a file reached twice is read once
     for given in sorted(files, key=str):
         first.setdefault(files[given], given)

@@ -956,3 +956,16 @@ def test_directory_walks_say_which_json_and_compressed_files_they_skip(tmp_path:
     assert any("1 .json file" in m and "train.json" in m for m in said), said
     assert any("2 compressed file" in m and "b.jsonl.bz2" in m for m in said), said
     assert not any("state.json" in m or "dataset_info.json" in m or "notes.txt" in m for m in said), said
+
+
+def test_a_directory_of_skipped_files_only_says_what_it_skipped(tmp_path: Path):
+    """A directory holding only ``train.json`` (and a ``.jsonl.bz2``) was refused as one with
+    'no .parquet, .arrow or .jsonl[.gz|.zst] files', before the walk said what it had skipped
+    and how to read it: the one line the user sees did not name the files or the fix."""
+    d = tmp_path / "d"
+    d.mkdir()
+    for name in ("train.json", "b.jsonl.bz2"):
+        (d / name).write_bytes(b"")
+    with pytest.raises(InputError, match=r"no \.parquet.*skipped 1 \.json file.*as JSON Lines: train\.json.*"
+                                         r"skipped 1 compressed file.*b\.jsonl\.bz2"):
+        discover([d])
