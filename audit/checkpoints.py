@@ -406,7 +406,9 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         summary["retention_run"] = {"design": train_manifest["retention"], "curve": ret_run[1].to_dict("records")}
     io.write_json_atomic(out / SUMMARY, summary)
     io.write_stage_manifest(out, "profile", {"run": str(run.resolve()), "config": config.to_dict(), "panel": panel_info,
-                                             "outputs": list(PROFILE_OUTPUTS),  # timing here: outputs are deterministic
+                                             "outputs": [*PROFILE_OUTPUTS, *((RETENTION_RUN_FILE, RETENTION_RUN_CURVE)
+                                                                             if ret_run is not None else ())],
+                                             # timing here, not in summary.json: the outputs are deterministic
                                              "timing": {"wall_s": time.perf_counter() - t_start}})
     return summary
 

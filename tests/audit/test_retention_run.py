@@ -111,6 +111,9 @@ def test_memdedup_profile_measures_the_retention_run(retention_run, tmp_path):
                                                       if c >= man["retention"]["exposure_step"]]
     assert all(r["recognition_lower"] <= r["recognition"] <= r["recognition_upper"] for r in rr["curve"])
     assert (tmp_path / "prof" / "retention_run_curve.parquet").exists()
+    outputs = json.loads((tmp_path / "prof" / "manifest.json").read_text())["outputs"]  # it listed neither file
+    assert {"retention_run.parquet", "retention_run_curve.parquet"} <= set(outputs)
+    assert sorted(p.name for p in (tmp_path / "prof").iterdir() if p.name != "manifest.json") == sorted(outputs)
     json.dumps(s)  # the summary stays JSON
     # the model page's profile section shows the forgetting curve (with the items' count)
     from audit.report.model import _profile_section
