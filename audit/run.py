@@ -50,7 +50,7 @@ def _dedup_context(dedup_dir: Path | None) -> tuple[DedupConfig, set[tuple[str, 
 def _check_dedup_inputs(dedup_dir: Path, manifest: dict, shards) -> None:
     """InputError unless every corpus shard is an input of the dedup run (same name, same row count):
     dedup's removed rows are matched to sampled documents by (shard name, row)."""
-    rows = {i["shard"]: i["rows"] for i in manifest.get("inputs") or []}
+    rows = dedup_layout.input_rows(manifest)
     for shard in shards:
         if rows and rows.get(shard.name) != (n := count_rows([shard])):
             raise InputError(dedup_dir, f"not the dedup output of this corpus: none of its {len(rows)} inputs is "
@@ -96,7 +96,8 @@ def membership_labels(doc_ids: list, member_ids: set[str] | None, dup) -> tuple[
 
     A sequence is a member iff its document, or any exact or near duplicate of it in the corpus
     (:func:`audit.duplicates.duplicate_counts`: dedup's definitions), is in the members list
-    by name (``doc_ids``: :func:`audit.sampling.document_name`, the id, else ``shard:row``): when an audit runs on the raw corpus and the model was trained on the deduplicated one,
+    by name (``doc_ids``: :func:`audit.sampling.document_name`, the id, else ``shard:row``):
+    when an audit runs on the raw corpus and the model was trained on the deduplicated one,
     a removed copy of a trained document is a member. Without document texts (explicit token
     sequences) the label falls back to the document id alone. Returns (labels per sequence, None
     where unknown; ``summary.json``'s ``membership_labels``: rule, members, non_members,

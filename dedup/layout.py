@@ -89,6 +89,12 @@ def input_entry(shard, counts: dict) -> dict:
             **{k: c[k] for k in ("null_text", "empty_text", "text_bytes")}}
 
 
+def input_rows(manifest: dict) -> dict[str, int]:
+    """Rows per input shard name of a dedup manifest (its ``inputs``: :func:`input_entry`): what
+    ``removed.parquet``'s (shard, row) pairs index; {} for a manifest without inputs."""
+    return {i["shard"]: i["rows"] for i in manifest.get("inputs") or []}
+
+
 def dedup_manifest(engine: str, config, inputs: list[dict], index: dict, phases: dict[str, float], wall: float,
                    phases_cpu: dict[str, float] | None = None, **extra) -> dict:
     """The body of the dedup manifest (both engines; written by
