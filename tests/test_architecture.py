@@ -117,3 +117,14 @@ def test_parquet_dedup_run_never_imports_pyarrow_compute(tmp_path, loads_none):
         "assert m['totals']['removed'] == {'exact': 2, 'near': 0}, m"
     )
     loads_none(code, ("pyarrow.compute",))
+
+
+def test_the_workflow_spells_no_internal_run_layout():
+    """The run record's place (OUT/_work/run.json) is defined once, in dedup.runs; the dedup
+    rule spelled it again, and would have gone on testing a file no longer written had it moved."""
+    from dedup.runs import RUN_FILE, WORK_DIR
+
+    rules = [ROOT / "Snakefile", *sorted((ROOT / "pipelines" / "rules").glob("*.smk"))]
+    spelled = [f"{p.name}:{i}" for p in rules for i, line in enumerate(p.read_text().splitlines(), 1)
+               if not line.lstrip().startswith("#") and (WORK_DIR in line or RUN_FILE in line)]
+    assert not spelled, spelled

@@ -3,6 +3,8 @@ import os
 
 from snakemake.exceptions import WorkflowError
 
+from dedup.runs import RUN_FILE, work_dir
+
 GENERATED = bool(config["corpus"]["generate"])
 CORPUS_READY = f"{OUT}/corpus/manifest.json" if GENERATED else []
 _dask = config.get("dask") or {}

@@ -1,14 +1,15 @@
 # Dedup: fused in one process, or staged on Dask when a scheduler or workers are configured.
 # --force replaces the outputs of an earlier run (Snakemake deletes manifest.json before a rerun,
 # so the run would otherwise be refused as "files of no run"), but not when OUT holds an
-# unfinished run's record (dedup.runs: _work/run.json): a killed staged job then resumes.
+# unfinished run's record (params.record, where dedup.runs writes it): a killed staged job then resumes.
 rule dedup:
     conda: "../envs/memdedup.yaml"
     input: corpus=CORPUS_READY, cfg=RUN_CONFIG
     output: f"{OUT}/dedup/manifest.json"
     log: f"{OUT}/logs/dedup.log"
     threads: total_cores()
-    params: corpus=corpus_arg, out=lambda w, output: os.path.dirname(output[0]), dask=DASK_ARGS
+    params: corpus=corpus_arg, out=lambda w, output: os.path.dirname(output[0]), dask=DASK_ARGS,
+            record=lambda w, output: work_dir(os.path.dirname(output[0])) / RUN_FILE
     shell:
         "memdedup dedup {params.corpus} --out {params.out} --config {input.cfg} {params.dask}--threads {threads} "
-        "$([ -e {params.out}/_work/run.json ] || echo --force) > {log} 2>&1"
+        "$([ -e {params.record} ] || echo --force) > {log} 2>&1"
