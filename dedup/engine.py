@@ -47,17 +47,12 @@ class _Timer:
         self._t, self._c = t, c
 
 
-def _earlier(locator: "_Locator", shard_names: list[str], duplicate_of: np.ndarray, gone: np.ndarray):
-    """(id, shard, row) of the earlier duplicate of each removed row ``gone`` (the lsh baseline)."""
-    dup = duplicate_of[gone]
-    return locator.lookup(dup, shard_names) if (dup >= 0).any() else None
-
-
 class _Locator:
     """Global document number -> (shard, row, id), kept only for backends that name the
     earlier duplicate (memory grows with the corpus, as theirs does)."""
 
-    def __init__(self) -> None:
+    def __init__(self, shard_names: list[str]) -> None:
+        self.shard_names = shard_names
         self.shard_idx: list[np.ndarray] = []
         self.rows: list[np.ndarray] = []
         self.ids: list[pa.Array] = []
@@ -70,7 +65,13 @@ class _Locator:
         self.ids.append(ids)
         self._cat = None
 
-    def lookup(self, numbers: np.ndarray, shard_names: list[str]) -> tuple[pa.Array, pa.Array, pa.Array]:
+    def earlier(self, duplicate_of: np.ndarray, gone: np.ndarray) -> tuple[pa.Array, pa.Array, pa.Array] | None:
+        """(id, shard, row) of the earlier duplicate of each removed row ``gone`` of a batch
+        (``duplicate_of``: the batch's; null where -1, unknown), or None when none is known."""
+        numbers = duplicate_of[gone]
+        known = numbers >= 0
+        if not known.any():
+            return None
         import pyarrow.compute as pc  # the datasketch (lsh) backend only
 
         if self._cat is None:
@@ -80,11 +81,10 @@ class _Locator:
                 pa.concat_arrays([a.cast(pa.string()) for a in self.ids]),
             )
         sidx, rows, ids = self._cat
-        known = numbers >= 0
         safe = np.where(known, numbers, 0)
         unknown = bool_array(~known)
         nulls = pa.nulls(len(numbers), pa.string())
-        names = take_strings(shard_names, sidx[safe])
+        names = take_strings(self.shard_names, sidx[safe])
         return (
             pc.if_else(unknown, nulls, ids.take(numeric_array(safe))),
             pc.if_else(unknown, nulls, names),
@@ -156,8 +156,7 @@ def _run(plan: runs.RunPlan, config: DedupConfig, threads: int | None, progress:
         config.index, plan_, scheme=config.scheme, num_perm=config.num_perm, seed=config.seed,
         exact_fp=config.exact_fp, threads=threads or 1,
     )
-    locator = _Locator() if config.index == "lsh" else None
-    shard_names = [s.name for s in shards]
+    locator = _Locator([s.name for s in shards]) if config.index == "lsh" else None
 
     timer = _Timer()
     inputs = []  # the manifest's entries of the shards so far
@@ -182,8 +181,7 @@ def _run(plan: runs.RunPlan, config: DedupConfig, threads: int | None, progress:
                         if locator is not None:
                             locator.add(si, st["rows"], ids)
                         timer.add("index")
-                        earlier = None if locator is None else partial(_earlier, locator, shard_names,
-                                                                       verdicts.duplicate_of)
+                        earlier = None if locator is None else partial(locator.earlier, verdicts.duplicate_of)
                         layout.write_verdicts(kept, write_removed, batch, st["rows"], shard.name, ids,
                                               verdicts.reason, verdicts.band, earlier)
                         for c in (st, total):
