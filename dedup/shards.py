@@ -591,22 +591,17 @@ def id_strings(col: pa.Array | pa.ChunkedArray, path: Path, column: str) -> pa.A
     if isinstance(col.type, pa.UuidType):
         return uuid_strings(col)
     try:
-        if pa.types.is_floating(col.type):
-            return _float_id_strings(col)
-        return cast(col, pa.string())
+        if not pa.types.is_floating(col.type):
+            return cast(col, pa.string())
+        import pyarrow.compute as pc
+
+        x = cast(col, pa.float64())  # float16 and float32 too
+        # whole and exact: NaN fails the equality, infinities and values beyond 2^53 the bound
+        whole = pc.and_(pc.equal(pc.floor(x), x), pc.less_equal(pc.abs(x), 2.0 ** 53))
+        as_int = cast(cast(pc.if_else(whole, x, 0.0), pa.int64()), pa.string())
+        return pc.if_else(whole, as_int, cast(x, pa.string()))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
         raise InputError(path, f"id column {column!r} of type {col.type} cannot be read as strings: {e}") from e
-
-
-def _float_id_strings(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-    """:func:`id_strings` of a float column (float16 and float32 read as float64)."""
-    import pyarrow.compute as pc
-
-    col = cast(col, pa.float64())
-    # whole and exact: NaN fails the equality, infinities and values beyond 2^53 the bound
-    whole = pc.and_(pc.equal(pc.floor(col), col), pc.less_equal(pc.abs(col), 2.0 ** 53))
-    as_int = cast(cast(pc.if_else(whole, col, 0.0), pa.int64()), pa.string())
-    return pc.if_else(whole, as_int, cast(col, pa.string()))
 
 
 def _parquet_file(path: Path) -> pq.ParquetFile:
