@@ -53,17 +53,7 @@ def optimal_param(
     if key in memo:
         b, r = memo[key]
         return int(b), int(r)
-    opt = _search_optimal_param(threshold, num_perm, false_positive_weight, false_negative_weight)
-    memo[key] = list(opt)
-    cache.save_json("optimal_param.json", memo)
-    return opt
-
-
-def _search_optimal_param(
-    threshold: float, num_perm: int, false_positive_weight: float, false_negative_weight: float
-) -> tuple[int, int]:
-    """datasketch's grid search, uncached."""
-    from scipy.integrate import quad
+    from scipy.integrate import quad  # datasketch's grid search
 
     min_error = float("inf")
     opt = (0, 0)
@@ -76,6 +66,8 @@ def _search_optimal_param(
             if error < min_error:
                 min_error = error
                 opt = (b, r)
+    memo[key] = list(opt)
+    cache.save_json("optimal_param.json", memo)
     return opt
 
 
