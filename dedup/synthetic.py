@@ -233,9 +233,7 @@ def jaccard(a: str, b: str, ngram: int = 5, unit: str = "word") -> float:
         >>> jaccard("a b c d e f", "A b c d e g")  # {abcde, bcdef} vs {abcde, bcdeg}
         0.3333333333333333
     """
-    sa = set(normalize.shingles(a, ngram, unit))
-    sb = set(normalize.shingles(b, ngram, unit))
-    return _set_jaccard(sa, sb)
+    return _set_jaccard(set(normalize.shingles(a, ngram, unit)), set(normalize.shingles(b, ngram, unit)))
 
 
 # ------------------------------------------------------------------------- generation
