@@ -1,6 +1,6 @@
 """Writing outputs safely, for every stage (dedup, audit, train, profile, report).
 
-Three rules hold for every file memdedup writes:
+Four rules hold for every file memdedup writes:
 
 - it is written to a temporary sibling (:func:`tmp_path`) and renamed into place when
   complete, so a reader never sees half a file;
