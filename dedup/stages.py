@@ -114,10 +114,6 @@ def read_done(path: Path) -> dict | None:
         return None
 
 
-def mark_done(path: Path, record: dict) -> None:
-    io.write_json_atomic(done_path(path), record)
-
-
 def task_file(work: Path, path: Path) -> Path:
     """``path`` (under ``work``), its directories made below ``work`` but never ``work`` itself:
     a task of a run whose directory is gone raises FileNotFoundError (module docstring)."""
@@ -147,7 +143,7 @@ def sketch_shard(shard: Shard, config: DedupConfig, bands: int, rows: int, work:
         if counts["rows"] != reader.num_rows:
             raise RuntimeError(f"internal error: {shard.path}: read {counts['rows']} rows, file has {reader.num_rows}")
     record = {"shard": shard.name, **counts, "seconds": time.perf_counter() - t0}
-    mark_done(final, record)
+    io.write_json_atomic(done_path(final), record)
     return record
 
 
@@ -214,7 +210,7 @@ def band_pass(
                       m=first.m, k=first.k)
     else:
         record.update(stack.describe())
-    mark_done(final, record)
+    io.write_json_atomic(done_path(final), record)
     return record
 
 
@@ -273,7 +269,7 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
         if row != n:
             raise RuntimeError(f"internal error: {shard.path}: {row} rows now, {n} when sketched (input changed?)")
     record = {"shard": shard.name, "rows": n, **verdicts.counts(), "seconds": time.perf_counter() - t0}
-    mark_done(removed_final, record)
+    io.write_json_atomic(done_path(removed_final), record)
     return record
 
 
