@@ -235,12 +235,6 @@ def shingle_sets(texts: pa.Array | Sequence[str], ngram: int = 5, unit: str = "w
     return offsets, ids, n_distinct
 
 
-def _min_overlap(threshold: float, size: np.ndarray) -> np.ndarray:
-    """ceil(T * size), rounded down by one where float error could have pushed it up
-    (a smaller bound only lengthens prefixes: still exact)."""
-    return np.maximum(np.ceil(threshold * size - 1e-9).astype(np.int64), 1)
-
-
 def candidate_pairs(offsets: np.ndarray, ids: np.ndarray, n_distinct: int, threshold: float) -> np.ndarray:
     """(i, j), i < j, of every pair passing the module docstring's prefix and size filters: every
     pair with J >= T is among them."""
@@ -253,7 +247,10 @@ def candidate_pairs(offsets: np.ndarray, ids: np.ndarray, n_distinct: int, thres
     rank = rank_of[ids]
     order = np.lexsort((rank, doc))  # within each document, rarest first
     pos = np.arange(ids.shape[0]) - np.repeat(offsets[:-1], size)
-    prefix_len = size - _min_overlap(threshold, size) + 1
+    # ceil(T * size) shared shingles at least, rounded down by one where float error could have pushed it
+    # up (a smaller bound only lengthens prefixes: still exact)
+    min_overlap = np.maximum(np.ceil(threshold * size - 1e-9).astype(np.int64), 1)
+    prefix_len = size - min_overlap + 1
     in_prefix = pos < np.repeat(prefix_len, size)
     p_rank, p_doc = rank[order][in_prefix], doc[order][in_prefix]
     o = np.lexsort((p_doc, p_rank))
