@@ -15,6 +15,17 @@ from dedup.config import StageConfig, option
 OFFSETS = ("start", "random")
 OUTCOMES = ("surprisal", "accuracy")
 BOS_POLICIES = ("auto", "never")
+# Fewest bootstrap resamples for the 95% percentile intervals the audit and the profile report:
+# each tail (2.5%) must hold at least one resample, 1 / 0.025 = 40 (with fewer, an end is the
+# extreme resample, and with one the interval has no width). 0 means no interval.
+MIN_BOOT = 40
+
+
+def _n_boot_problem(n_boot: int) -> str | None:
+    """Why ``n_boot`` cannot give a 95% percentile interval, or None."""
+    if n_boot < 0 or 0 < n_boot < MIN_BOOT:
+        return f"n_boot must be 0 (no interval) or >= {MIN_BOOT} (1 / 0.025 resamples per 2.5% tail), got {n_boot}"
+    return None
 
 
 def _doublings(limit: int) -> list[int]:
@@ -38,7 +49,7 @@ class AuditConfig(StageConfig):
                                        "logits and activations fit in half the free memory, at most 64 on a CPU "
                                        "and 1024 on a GPU (audit.batching; recorded in the manifest)",
                                    unit="sequences")
-    n_boot: int = option(1000, "bootstrap resamples for ROC-AUC intervals", unit="resamples")
+    n_boot: int = option(1000, "bootstrap resamples for ROC-AUC intervals: 0 (none) or at least 40", unit="resamples")
     text_column: str = option("text", "corpus text column, as in dedup")
     id_column: str | None = option("id", "corpus id column, as in dedup", none="no ids")
     count_tokens: bool = option(False, "tokenize the whole corpus to report tokens kept by dedup; costly")
@@ -64,8 +75,10 @@ class AuditConfig(StageConfig):
         auto = self.batch_size == "auto"
         if isinstance(self.batch_size, str) and not auto:
             self._bad(f"batch_size must be an integer >= 1 or auto, got {self.batch_size!r}")
-        if (not auto and self.batch_size < 1) or self.n_boot < 0:
-            self._bad("batch_size must be >= 1 (or auto) and n_boot >= 0")
+        if not auto and self.batch_size < 1:
+            self._bad(f"batch_size must be >= 1 (or auto), got {self.batch_size}")
+        if _n_boot_problem(self.n_boot):
+            self._bad(_n_boot_problem(self.n_boot))
 
     @property
     def seq_len(self) -> int:
@@ -163,7 +176,8 @@ class ProfileConfig(StageConfig):
                             unit="instances")
     outcome: str = option("surprisal", "per-instance outcome: mean token surprisal (nats) or teacher-forced "
                                        "accuracy", choices=OUTCOMES)
-    n_boot: int = option(200, "bootstrap resamples for the profile intervals", unit="resamples")
+    n_boot: int = option(200, "bootstrap resamples for the profile intervals: 0 (none) or at least 40",
+                         unit="resamples")
     seed: int = option(0, "sampling seed")
     batch_size: int = option(64, "sequences per forward pass", unit="sequences")
     early_checkpoint: int | None = option(None, "step of the early audit for forecasting", unit="steps",
@@ -180,8 +194,10 @@ class ProfileConfig(StageConfig):
             self._bad(f"seed must be >= 0, got {self.seed}")
         if (self.n_per_cohort is not None and self.n_per_cohort < 1) or self.min_cohort_size < 1:
             self._bad("need n_per_cohort >= 1 and min_cohort_size >= 1")
-        if self.batch_size < 1 or self.n_boot < 0:
-            self._bad(f"need batch_size >= 1 and n_boot >= 0, got {self.batch_size} and {self.n_boot}")
+        if self.batch_size < 1:
+            self._bad(f"batch_size must be >= 1, got {self.batch_size}")
+        if _n_boot_problem(self.n_boot):
+            self._bad(_n_boot_problem(self.n_boot))
         if self.checkpoints is not None:
             try:
                 grid = self.checkpoint_grid()

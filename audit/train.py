@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dedup import io
+from dedup.shards import InputError
 
 from .config import TrainConfig, retention_checkpoints
 from .layout import (CHECKPOINT_DIR, HELDOUT_FILE, MODEL_DIR, ORDER_FILE, STATE_FILE, TOKENIZER_DIR, TRAIN_CONFIG,
@@ -169,9 +170,19 @@ def retention_design(epoch_orders: list[np.ndarray], inst: list[tuple[int, int, 
 
 
 def corpus_documents(shards, text_column: str, id_column: str | None) -> list[tuple[str, str, int, str]]:
-    """(document id, shard name, row, text) of every corpus row; the id is ``shard:row`` without one."""
-    return [(document_name(doc_id, shard.name, row), shard.name, row, text or "")
-            for shard, row, doc_id, text in corpus_rows(shards, text_column, id_column)]
+    """(document id, shard name, row, text) of every corpus row; the id is ``shard:row`` without one.
+
+    Raises InputError where an id names two rows: orders and members lists name documents by it."""
+    docs, seen = [], {}
+    for shard, row, doc_id, text in corpus_rows(shards, text_column, id_column):
+        name = document_name(doc_id, shard.name, row)
+        if name in seen:
+            raise InputError(shard.path, f"id {name!r} also names row {seen[name][1]} of {seen[name][0]}; documents "
+                             "are named by id in training orders: make ids unique, or train with --id-column none",
+                             row=row)
+        seen[name] = (shard.name, row)
+        docs.append((name, shard.name, row, text or ""))
+    return docs
 
 
 def corpus_digest(docs) -> str:

@@ -113,7 +113,7 @@ def test_profile_instances_are_chosen_by_content(tiny_random_lm, tmp_path):
     held = list(range(30, 40))
     pd.DataFrame({"instance_id": held, "document_id": [f"d{i}" for i in held], "shard": shard[0], "row": held,
                   "token_offset": 0, "n_tokens": n}).to_parquet(run / "heldout.parquet")
-    s = run_profile(run, tmp_path / "prof", ProfileConfig(n_treated=100, n_control=100, n_boot=10, min_cohort_size=2),
+    s = run_profile(run, tmp_path / "prof", ProfileConfig(n_treated=100, n_control=100, n_boot=40, min_cohort_size=2),
                     corpus=[str(tmp_path / "corpus")], log=lambda m: None)
     inst = pq.read_table(tmp_path / "prof" / "instances.parquet").to_pandas()
     groups = dict(zip(inst["instance_id"], inst["group"]))

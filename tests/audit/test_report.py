@@ -309,7 +309,7 @@ def test_report_numbers_equal_the_audits_summary(canary_lm, tmp_path):
     audits = []
     for name, seed in (("a", 1), ("b", 2)):
         run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / name,
-                  AuditConfig(n_sequences=120, seed=seed, generate=True, n_boot=20), dedup_dir=tmp_path / "dedup",
+                  AuditConfig(n_sequences=120, seed=seed, generate=True, n_boot=40), dedup_dir=tmp_path / "dedup",
                   members=tmp_path / "members.txt", log=lambda m: None)
         audits.append(json.loads((tmp_path / name / "summary.json").read_text()))
     page = model_report(tmp_path / "a", tmp_path / "r" / "a.html").read_text(encoding="utf-8")

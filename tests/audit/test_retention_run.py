@@ -102,7 +102,7 @@ def test_memdedup_profile_measures_the_retention_run(retention_run, tmp_path):
     from audit.config import ProfileConfig
 
     run, man = retention_run
-    s = run_profile(run, tmp_path / "prof", ProfileConfig(n_treated=30, n_control=20, n_boot=10, min_cohort_size=2),
+    s = run_profile(run, tmp_path / "prof", ProfileConfig(n_treated=30, n_control=20, n_boot=40, min_cohort_size=2),
                     log=quiet)
     rr = s["retention_run"]
     assert rr["design"]["instance_ids"] == man["retention"]["instance_ids"]

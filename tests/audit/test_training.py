@@ -238,7 +238,7 @@ def test_profile_cells_end_before_any_second_exposure(small_corpus, tmp_path):
     per_epoch = man["steps_per_epoch"]
     assert f"step-{per_epoch:07d}" in man["checkpoints"]  # the end of epoch 1 is a checkpoint
     lines = []
-    s = run_profile(tmp_path / "run", tmp_path / "prof", ProfileConfig(n_treated=60, n_control=20, n_boot=20,
+    s = run_profile(tmp_path / "run", tmp_path / "prof", ProfileConfig(n_treated=60, n_control=20, n_boot=40,
                                                                        min_cohort_size=2), log=lines.append)
     # progress on long runs (issue #15): rate and ETA per checkpoint
     ticks = [m for m in lines if "checkpoints/s" in m]
@@ -271,7 +271,7 @@ def test_profile_cells_end_before_any_second_exposure(small_corpus, tmp_path):
     # a user-given checkpoint grid (issue #13, section 3): only those checkpoints are profiled
     grid = [cps[0], cps[len(cps) // 2], per_epoch]
     s2 = run_profile(tmp_path / "run", tmp_path / "prof2",
-                     ProfileConfig(n_treated=30, n_control=20, n_boot=10, min_cohort_size=2,
+                     ProfileConfig(n_treated=30, n_control=20, n_boot=40, min_cohort_size=2,
                                    checkpoints=",".join(map(str, grid))), log=quiet)
     assert s2["panel"]["checkpoints"] == grid
     prof2 = pq.read_table(tmp_path / "prof2" / "profile.parquet").to_pandas()
@@ -382,7 +382,7 @@ def test_running_out_of_memory_in_python_leaves_torch_as_it_was(small_corpus, tm
 
 # ------------------------------------------------------------------ profile: bad runs, corpora, options
 
-TINY_PROFILE = ["--n-treated", "20", "--n-control", "10", "--n-boot", "10", "--min-cohort-size", "2", "--quiet"]
+TINY_PROFILE = ["--n-treated", "20", "--n-control", "10", "--n-boot", "40", "--min-cohort-size", "2", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -450,9 +450,9 @@ def test_profile_refuses_a_corpus_that_is_not_the_runs(small_run, tmp_path, caps
 
 
 @pytest.mark.parametrize("flags, needle", [
-    (["--batch-size", "0"], "invalid profile config: need batch_size >= 1 and n_boot >= 0"),
-    (["--batch-size", "-1"], "invalid profile config: need batch_size >= 1 and n_boot >= 0"),
-    (["--n-boot", "-3"], "invalid profile config: need batch_size >= 1 and n_boot >= 0"),
+    (["--batch-size", "0"], "invalid profile config: batch_size must be >= 1, got 0"),
+    (["--batch-size", "-1"], "invalid profile config: batch_size must be >= 1, got -1"),
+    (["--n-boot", "-3"], "invalid profile config: n_boot must be 0 (no interval) or >= 40"),
     (["--early-checkpoint", "0"], "early_checkpoint 0 is not a checkpoint step"),
     (["--min-cohort-size", "1000"], "no trained instance to profile"),
 ])
@@ -500,8 +500,8 @@ def test_a_profile_rerun_that_dies_midway_leaves_no_manifest_over_mixed_outputs(
     from audit.config import ProfileConfig
 
     out, fresh = tmp_path / "out", tmp_path / "fresh"
-    first = ProfileConfig(n_treated=20, n_control=10, n_boot=10, min_cohort_size=2)
-    other = ProfileConfig(n_treated=20, n_control=10, n_boot=10, min_cohort_size=2, seed=1)
+    first = ProfileConfig(n_treated=20, n_control=10, n_boot=40, min_cohort_size=2)
+    other = ProfileConfig(n_treated=20, n_control=10, n_boot=40, min_cohort_size=2, seed=1)
     run_profile(small_run, out, first, log=quiet)
     with monkeypatch.context() as m:
         m.setattr(plots, "retention_curves", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -612,3 +612,24 @@ def test_profile_names_a_checkpoint_directory_that_is_not_step_n(small_run, tmp_
     err = _profile_fails(capsys, "--run", run, "--out", tmp_path / "out", *TINY_PROFILE)
     assert str(run / "checkpoints" / name) in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_corpus_id_naming_two_documents_is_refused_naming_both_rows(tmp_path):
+    """Training orders and members lists name documents by corpus id: an id on two rows made
+    both one name, so a document held out and its namesake trained on were both 'member' and
+    'non-member' to the audit. It was accepted; now exit 2, one line naming the file and both rows,
+    before anything is written."""
+    import pyarrow as pa
+
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": ["one two three", "four five six", "seven eight"]}),
+                   corpus / "x.parquet")
+    pq.write_table(pa.table({"id": ["d", "b"], "text": ["nine ten", "eleven twelve"]}), corpus / "y.parquet")
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "train", str(corpus), "--out", str(out), "--n-layer",
+                        "1", "--n-embd", "32", "--n-head", "2", "--seq-len", "32", "--epochs", "1", "--vocab-size",
+                        "300", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"{corpus / 'y.parquet'}: row 1: id 'b' also names row 1 of x.parquet" in r.stderr, r.stderr
+    assert not out.exists() or not any(out.iterdir())

@@ -55,8 +55,8 @@ def reduced_config(out: Path) -> dict:
     cfg["corpus"].update(docs=200, canaries_per_repeat=1, n_shards=2)
     cfg["train"].update(epochs=1, n_layer=1, n_embd=32, holdout=0.2)
     cfg["train"]["n_head"] = 2
-    cfg["audit"].update(n_sequences=80, generate=False, n_boot=20)
-    cfg["profile"].update(n_treated=40, n_control=20, n_boot=20)
+    cfg["audit"].update(n_sequences=80, generate=False, n_boot=40)
+    cfg["profile"].update(n_treated=40, n_control=20, n_boot=40)
     return cfg
 
 

@@ -171,7 +171,7 @@ def test_help_lists_each_option_once(command):
 # command -> (field set by file and flag, its file value, its flag value, field set by the file only, its value)
 OVERRIDES = {"dedup": ("threshold", 0.7, 0.9, "num_perm", 64), "params": ("num_perm", 64, 256, "fp", 1e-3),
              "audit": ("n_sequences", 50, 7, "k", 0.5), "train": ("epochs", 2, 1, "lr", 0.01),
-             "profile": ("n_boot", 20, 10, "outcome", "accuracy")}
+             "profile": ("n_boot", 40, 50, "outcome", "accuracy")}
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
@@ -290,10 +290,10 @@ def test_train_audit_and_profile_json_are_their_files(tmp_path):
                                 "--seq-len", "32", "--epochs", "1", "--vocab-size", "300", "--log-checkpoints", "4",
                                 "--checkpoint-every", "20", "--holdout", "0.2"],
         tmp_path / "audit" / "summary.json": ["audit", "--model", run / "model", "--corpus", corpus, "--out",
-                                              tmp_path / "audit", "-n", "12", "--n-boot", "10", "--members",
+                                              tmp_path / "audit", "-n", "12", "--n-boot", "40", "--members",
                                               run / "order.parquet"],
         tmp_path / "prof" / "summary.json": ["profile", "--run", run, "--out", tmp_path / "prof", "--n-treated", "12",
-                                             "--n-control", "8", "--n-boot", "10"],
+                                             "--n-control", "8", "--n-boot", "40"],
     }
     for written, args in runs.items():
         r = cli(*args, "--json")
@@ -316,18 +316,18 @@ def test_train_audit_and_profile_show_progress_and_are_silent_under_quiet(tmp_pa
     steps = json.loads((run / "manifest.json").read_text())["steps"]
     assert re.search(rf"train train: 1/{steps} steps \(\d+\.\d%\), [\d.]+k? steps/s, loss \d+\.\d+, ETA \d+s", r.stderr), r.stderr
     assert re.search(rf"train train: {steps}/{steps} steps \(100\.0%\), .* in [\d.]+s", r.stderr), r.stderr
-    audit = ["audit", "--model", run / "model", "--corpus", corpus, "-n", "12", "--n-boot", "10", "--batch-size", "4"]
+    audit = ["audit", "--model", run / "model", "--corpus", corpus, "-n", "12", "--n-boot", "40", "--batch-size", "4"]
     r = cli(*audit, "--out", tmp_path / "a1", env=now)
     assert r.returncode == 0, r.stderr[-3000:]
     assert re.search(r"audit score: 4/12 sequences \(33\.3%\), [\d.]+k? sequences/s, ETA \d+s", r.stderr), r.stderr
     assert re.search(r"audit occurrences: 150/150 documents \(100\.0%\), .* in [\d.]+s", r.stderr), r.stderr
-    r = cli("profile", "--run", run, "--out", tmp_path / "p1", "--n-treated", "12", "--n-control", "8", "--n-boot", "10",
+    r = cli("profile", "--run", run, "--out", tmp_path / "p1", "--n-treated", "12", "--n-control", "8", "--n-boot", "40",
             env=now)
     assert r.returncode == 0 and "instances/s" in r.stderr and "ETA" in r.stderr, r.stderr[-3000:]
     quiet = [cli(*train, "--out", tmp_path / "run2", "--quiet", env=now),
              cli(*audit, "--out", tmp_path / "a2", "--quiet", env=now),
              cli("profile", "--run", run, "--out", tmp_path / "p2", "--n-treated", "12", "--n-control", "8",
-                 "--n-boot", "10", "--quiet", env=now)]
+                 "--n-boot", "40", "--quiet", env=now)]
     for q in quiet:
         assert q.returncode == 0, q.stderr[-3000:]
         assert (q.stdout, q.stderr) == ("", ""), q.args
@@ -457,7 +457,7 @@ def test_an_invalid_flag_is_not_blamed_on_the_config_file(tmp_path, capsys):
     from pipelines.cli import main
 
     cfg = tmp_path / "ok.yaml"
-    cfg.write_text("profile:\n  n_boot: 10\n")
+    cfg.write_text("profile:\n  n_boot: 40\n")
     assert main(["profile", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "out"), "--config", str(cfg),
                  "--checkpoints", "10,10"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -608,3 +608,20 @@ def test_the_claims_of_an_audit_without_sequences(tmp_path):
     checks = run_checks(tmp_path)["checks"]
     assert checks[0]["raw_rate"] is None and not checks[0]["passed"]
     refuse_out(Path("relative-out"), ["", None], "audit")
+
+
+@pytest.mark.parametrize("command", ["audit", "profile"])
+@pytest.mark.parametrize("n_boot", [1, 39])
+def test_too_few_bootstrap_resamples_for_a_95_percent_interval_are_refused(command, n_boot, tmp_path, capsys):
+    """--n-boot 1 gave a '95% interval' of zero width (the one resample's value at both ends):
+    each tail of a 95% percentile interval needs 1 / 0.025 = 40 resamples to hold one, so 1 to 39
+    are refused in one line; 0 (no interval) and 40 are accepted by the config."""
+    from pipelines.cli import main
+
+    cls = AuditConfig if command == "audit" else ProfileConfig
+    assert cls(n_boot=0).n_boot == 0 and cls(n_boot=40).n_boot == 40
+    where = ["--model", str(tmp_path), "--corpus", str(tmp_path)] if command == "audit" else ["--run", str(tmp_path)]
+    assert main([command, "--n-boot", str(n_boot), *where, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "n_boot must be 0 (no interval) or >= 40" in err[0], err
+    assert not (tmp_path / "o").exists()
