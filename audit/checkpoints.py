@@ -35,11 +35,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dedup import io
 from dedup.runs import discover
+from dedup.shards import InputError
 
+from . import profile, retention
 from .config import ProfileConfig
 from .layout import (CHECKPOINT_DIR, EVENT_TIME_FILE, EVENT_TIME_PNG, FORECAST_FILE, HEATMAP_PNG, HELDOUT_FILE,
                      INSTANCES_FILE, ORDER_FILE, PROFILE_FILE, PROFILE_OUTPUTS, RETENTION_FILE, RETENTION_PNG,
@@ -51,8 +54,6 @@ from .sampling import rows_of
 def _checkpoints(run: Path) -> list[tuple[int, Path]]:
     """(step, directory) of every ``checkpoints/step-NNNNNNN/``, by step; InputError naming a
     ``step-*`` directory with another name (a copy such as ``step-0000010-old``)."""
-    from dedup.shards import InputError
-
     ckpts = []
     for p in (run / CHECKPOINT_DIR).glob("step-*"):
         if p.is_dir():
@@ -76,10 +77,6 @@ INSTANCE_COLUMNS = ("instance_id", "shard", "row", "token_offset", "n_tokens")
 def _read_instances(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     """order.parquet or heldout.parquet, with ``columns`` present and non-null, ``shard`` strings
     and the others integers; InputError naming the file (and the first null row) otherwise."""
-    import pyarrow as pa
-
-    from dedup.shards import InputError
-
     table = pq.read_table(path)
     missing = [c for c in columns if c not in table.column_names]
     if missing:
@@ -118,11 +115,9 @@ def _document_texts(run: Path, keys, corpus: list[str], text_column: str) -> dic
 
 def _hard_foils(items: np.ndarray, tokenizer, fraction: float, seed: int) -> dict[str, np.ndarray]:
     """Orhan 2024's foils needing no model: the items scrambled, and substituted (no special token)."""
-    from .retention import scramble_foils, substitute_foils
-
     special = [i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None]
-    return {"scrambled": scramble_foils(items, seed=seed),
-            "substituted": substitute_foils(items, len(tokenizer), fraction, seed=seed, exclude=special)}
+    return {"scrambled": retention.scramble_foils(items, seed=seed),
+            "substituted": retention.substitute_foils(items, len(tokenizer), fraction, seed=seed, exclude=special)}
 
 
 def _loss(lm, tokens: np.ndarray, batch_size: int) -> np.ndarray:
@@ -206,7 +201,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     """Profile a training run's checkpoints; return the summary (also written to ``out``).
     ValueError (nothing written): ``out`` is or lies inside the run directory, or holds another
     stage's output."""
-    from . import plots, profile, retention
+    from . import plots
     from .forecast import forecast
     from .lm import load_causal_lm
 
@@ -216,11 +211,12 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         raise ValueError(f"{run}: not a 'memdedup train' run directory (no {ORDER_FILE})")
     refuse_out(out, [run], "profile")
     train_manifest = io.json_or_empty(io.manifest_path(run))  # {}: a user's own checkpoints
+    train_cfg = train_manifest.get("config", {})
+    text_column = train_cfg.get("text_column", "text")
     if corpus and train_manifest.get("corpus_sha256"):  # another corpus than the run's: the wrong texts
         from .train import corpus_digest, corpus_documents
 
-        cfg = train_manifest.get("config", {})
-        docs = corpus_documents(discover(corpus), cfg.get("text_column", "text"), cfg.get("id_column", "id"))
+        docs = corpus_documents(discover(corpus), text_column, train_cfg.get("id_column", "id"))
         if corpus_digest(docs) != train_manifest["corpus_sha256"]:
             raise _not_the_runs_corpus(corpus, run, "its documents, shards or rows differ from the run's corpus_sha256")
     corpus = corpus or train_manifest.get("corpus")
@@ -248,7 +244,6 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
                   & ~(first["second_step"] <= pchk[-1])]
     held = held[held["n_tokens"] == seq_len]
     # Eligibility by content, not raw text (ELIGIBILITY_RULE; issue #12 section 1).
-    text_column = train_manifest.get("config", {}).get("text_column", "text")
     trained_docs = set(zip(order["shard"].astype(str), order["row"].astype(int)))
     candidates = list(zip(first["shard"], first["row"])) + list(zip(held["shard"], held["row"]))
     dups = trained_duplicates(run, corpus, candidates, trained_docs, text_column)
@@ -438,7 +433,6 @@ def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: i
     (``retention_run.parquet``, ``retention_run_curve.parquet``) when given. Raises ValueError
     for a run without a retention design, and for an ``out`` that :func:`run_profile` refuses.
     """
-    from . import retention
     from .lm import load_causal_lm
 
     run = Path(run_dir)

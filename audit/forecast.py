@@ -44,9 +44,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
+
+from dedup import io
+from dedup.shards import InputError
 
 from .aggregate import RATES_COUNT, sequence_keys
-from .layout import PER_SEQUENCE
+from .layout import CHECKPOINT_DIR, MODEL_DIR, ORDER_FILE, PER_SEQUENCE, checkpoint_step
 from .sampling import document_name
 from .stats import as_bools, wilson_interval
 
@@ -164,10 +168,6 @@ def _training_step(audit_dir: Path) -> tuple[int | None, Path | None]:
     """(step, order.parquet) of the model an audit audited, when it is a checkpoint
     (``RUN/checkpoints/step-NNNNNNN``) or the final model (``RUN/model``) of a ``memdedup
     train`` run that holds ``order.parquet``; (None, None) otherwise."""
-    from dedup import io
-
-    from .layout import CHECKPOINT_DIR, MODEL_DIR, ORDER_FILE, checkpoint_step
-
     model = (io.read_manifest(audit_dir) or {}).get("model")
     if not model:
         return None, None
@@ -195,10 +195,6 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
     (unknown labels count as seen). The rule used is returned as ``seen``. InputError: a
     directory is not an audit output (no per_sequence.parquet).
     """
-    import pyarrow.parquet as pq
-
-    from dedup.shards import InputError
-
     dirs = (Path(first), Path(second))
     tables = []
     for d in dirs:
