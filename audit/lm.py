@@ -149,10 +149,6 @@ class CausalLM:
 
         return int(torch.cuda.mem_get_info(torch.device(self.device))[0])
 
-    def vocab_fingerprint(self) -> str:
-        """SHA-256 of the tokenizer's vocabulary (:func:`tokenizer_fingerprint`)."""
-        return tokenizer_fingerprint(self.tokenizer)
-
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text, without special tokens (none for no texts: transformers fails on [])."""
         if not texts:

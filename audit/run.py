@@ -137,7 +137,7 @@ def run_audit(
     ValueError (nothing written): ``out`` is or lies inside the model, reference or dedup
     directory, or holds another stage's output.
     """
-    from .lm import ModelError, load_causal_lm
+    from .lm import ModelError, load_causal_lm, tokenizer_fingerprint
 
     t_start = time.perf_counter()
     out = Path(out)
@@ -153,7 +153,7 @@ def run_audit(
     ref = None
     if reference is not None:
         ref = load_causal_lm(reference, bos=config.bos)
-        if ref.vocab_fingerprint() != lm.vocab_fingerprint():
+        if tokenizer_fingerprint(ref.tokenizer) != tokenizer_fingerprint(lm.tokenizer):
             raise ModelError(f"{reference}: its tokenizer differs from {model_dir}'s; a reference model must share the tokenizer")
         if ref.prefix != lm.prefix:  # (--bos auto) the two would score different tokens
             raise ModelError(f"{reference}: its tokenizer prepends {ref.prefix} by default and {model_dir}'s prepends "
@@ -247,8 +247,8 @@ def run_audit(
         timings["count_tokens"] = time.perf_counter() - t0
     progress({"phase": None})
     summary = {
-        "model": {"path": str(Path(model_dir).resolve()), "name": lm.path.name, "tokenizer_sha256": lm.vocab_fingerprint(),
-                  "device": lm.device},
+        "model": {"path": str(Path(model_dir).resolve()), "name": lm.path.name,
+                  "tokenizer_sha256": tokenizer_fingerprint(lm.tokenizer), "device": lm.device},
         "reference_model": str(ref.path) if ref is not None else None,
         "config": config.to_dict(),
         "sequences": {"n": len(seqs), "considered": seqs.considered, "skipped_short": seqs.skipped_short,
