@@ -68,6 +68,11 @@ def _flags(table: pa.Table, name: str) -> np.ndarray:
 RATES_COUNT = "distinct sequences (equal prompt + truth tokens count once, once per group in a breakdown)"
 
 
+def token_ids(x) -> tuple[int, ...]:
+    """A token id sequence as a tuple of ints; () for None (or pandas' NaN)."""
+    return () if x is None or (isinstance(x, float) and math.isnan(x)) else tuple(int(t) for t in x)
+
+
 def sequence_keys(prompts, truths) -> list:
     """A hashable key per sequence, equal for equal prompt + truth tokens (:data:`RATES_COUNT`);
     ``prompts``, ``truths``: token id sequences, None (or pandas' NaN) for none.
@@ -75,10 +80,7 @@ def sequence_keys(prompts, truths) -> list:
     >>> sequence_keys([[1, 2], [1, 2], None], [[3], [3], float("nan")])
     [((1, 2), (3,)), ((1, 2), (3,)), ((), ())]
     """
-    def ids(x) -> tuple:
-        return () if x is None or (isinstance(x, float) and math.isnan(x)) else tuple(int(t) for t in x)
-
-    return [(ids(p), ids(t)) for p, t in zip(prompts, truths)]
+    return [(token_ids(p), token_ids(t)) for p, t in zip(prompts, truths)]
 
 
 def _sequence_keys(table: pa.Table) -> list | None:
@@ -342,5 +344,5 @@ def removed_accounting(dedup_manifest: dict, reason_of: dict[tuple[str, int], st
     }
 
 
-__all__ = ["SECTIONS", "rate", "distinct_rows", "sequence_keys", "summarise", "membership", "score_columns",
-           "dedup_retention", "compare_groups", "removed_accounting"]
+__all__ = ["SECTIONS", "rate", "distinct_rows", "token_ids", "sequence_keys", "summarise", "membership",
+           "score_columns", "dedup_retention", "compare_groups", "removed_accounting"]

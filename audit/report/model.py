@@ -8,7 +8,6 @@ the audit's ``summary.json`` (:mod:`audit.report.audit_dir`).
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,11 +35,7 @@ Decode = Callable[[Sequence[int]], str]
 # ---- Token text
 
 
-def _ids(x) -> list[int]:
-    return [] if x is None or (isinstance(x, float) and math.isnan(x)) else [int(t) for t in x]
-
-
-def _tokens_html(ids: list[int], decode: Decode | None) -> str:
+def _tokens_html(ids: Sequence[int], decode: Decode | None) -> str:
     if ids and decode is not None:
         try:
             return esc(decode(list(ids)))
@@ -49,11 +44,11 @@ def _tokens_html(ids: list[int], decode: Decode | None) -> str:
     return esc(" ".join(str(t) for t in ids))
 
 
-def _prefix_len(a: list[int], b: list[int]) -> int:
+def _prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
-def _split_html(ids: list[int], n_match: int, decode: Decode | None, miss_class: str = "") -> str:
+def _split_html(ids: Sequence[int], n_match: int, decode: Decode | None, miss_class: str = "") -> str:
     """The first ``n_match`` tokens marked as matching, the rest (optionally) marked as differing."""
     n_match = max(0, min(int(n_match), len(ids)))
     head, tail = ids[:n_match], ids[n_match:]
@@ -79,7 +74,7 @@ def _top_sequences(audit: Audit, decode: Decode | None) -> tuple[str, int, int]:
     has_gen = audit.has("generated")
     rows = []
     for rank, (_, r) in enumerate(t.iterrows(), 1):
-        truth = _ids(r.get("truth"))
+        truth = aggregate.token_ids(r.get("truth"))
         lead = int(r["leading_matched"])
         line1 = f'<span class="strong">{lead}</span>{"/" + str(C) if C else ""} matched'
         line1 += " · <b>extractable</b>" if bool(r["extractable"]) else ""
@@ -104,10 +99,10 @@ def _top_sequences(audit: Audit, decode: Decode | None) -> tuple[str, int, int]:
             src.append(f"offset {integer(r['token_offset'])}")
         cells = [f"{rank}", "<br>".join(x for x in lines if x)
                  + (f'<div class="small">{"<br>".join(src)}</div>' if src else ""),
-                 f'<div class="text">{_tokens_html(_ids(r.get("prompt")), decode)}</div>',
+                 f'<div class="text">{_tokens_html(aggregate.token_ids(r.get("prompt")), decode)}</div>',
                  f'<div class="text">{_split_html(truth, lead, decode)}</div>']
         if has_gen:
-            gen = _ids(r.get("generated"))
+            gen = aggregate.token_ids(r.get("generated"))
             cells.append(f'<div class="text">{_split_html(gen, _prefix_len(gen, truth), decode, "miss")}</div>'
                          if gen else '<span class="muted">–</span>')
         rows.append(cells)
