@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter
 
+from audit.retention import DEFAULT_METRICS
 from audit.stats import bucket_order, finite
 
 __all__ = ["profile_heatmap", "retention_curves", "rate_by_duplicates", "rate_points", "histogram", "roc_curves"]
@@ -199,12 +200,7 @@ def event_time_curve(curve: pd.DataFrame, title: str = "") -> bytes:
     return _png(fig, ax, title)
 
 
-def retention_curves(
-    curve: pd.DataFrame,
-    metrics: Sequence[str] = ("recognition", "recognition_scrambled", "recognition_substituted", "exact_recall",
-                              "token_recall"),
-    title: str = "",
-) -> bytes:
+def retention_curves(curve: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, title: str = "") -> bytes:
     """Retention metrics (Orhan 2024) against steps since treatment, one line per metric.
 
     The x axis is symmetric-log (``symlog``, linear on [0, 1], logarithmic above), so

@@ -219,8 +219,6 @@ class BootDraws(np.ndarray):
     def __ne__(self, other):
         return not self.__eq__(other)
 
-    __hash__ = None
-
     def __copy__(self):
         return self
 
