@@ -72,26 +72,27 @@ def auto_batch_size(per_sequence: int, free: int, device: str = "cpu") -> int:
     return 1 << (n.bit_length() - 1)
 
 
+def config_int(cfg, *names: str, default: int | None = 0) -> int | None:
+    """The first of the attributes ``names`` that a model config sets to a positive int, else ``default``."""
+    for n in names:
+        v = getattr(cfg, n, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return default
+
+
 def model_shape(model) -> dict:
     """Vocabulary size, width, layers and heads of a transformers causal LM, read from its
     config under the names the common architectures use (GPT-2: n_embd, n_layer, n_head;
     Llama, GPT-NeoX, Qwen2, OLMo: hidden_size, num_hidden_layers, num_attention_heads)."""
     cfg = model.config
-
-    def first(*names: str, default: int = 0) -> int:
-        for n in names:
-            v = getattr(cfg, n, None)
-            if isinstance(v, int) and v > 0:
-                return v
-        return default
-
-    vocab = first("vocab_size")
+    vocab = config_int(cfg, "vocab_size")
     out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if out is not None and getattr(out, "weight", None) is not None:
         vocab = max(vocab, int(out.weight.shape[0]))
-    return {"vocab": vocab, "width": first("hidden_size", "n_embd", "d_model"),
-            "layers": first("num_hidden_layers", "n_layer", "num_layers"),
-            "heads": first("num_attention_heads", "n_head", default=1)}
+    return {"vocab": vocab, "width": config_int(cfg, "hidden_size", "n_embd", "d_model"),
+            "layers": config_int(cfg, "num_hidden_layers", "n_layer", "num_layers"),
+            "heads": config_int(cfg, "num_attention_heads", "n_head", default=1)}
 
 
 def resolve_batch_size(batch_size: int | str, lm, seq_len: int, free: int | None = None) -> tuple[int, dict | None]:

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .batching import config_int
+
 
 class ModelError(ValueError):
     """A model directory that is missing, unreadable, or not a causal LM."""
@@ -133,12 +135,8 @@ class CausalLM:
     @property
     def max_positions(self) -> int | None:
         """The model's context length in tokens, if its config states one."""
-        cfg = self.model.config
-        for attr in ("n_positions", "max_position_embeddings", "n_ctx", "seq_length"):
-            v = getattr(cfg, attr, None)
-            if isinstance(v, int) and v > 0:
-                return v
-        return None
+        return config_int(self.model.config, "n_positions", "max_position_embeddings", "n_ctx", "seq_length",
+                          default=None)
 
     def free_memory(self) -> int | None:
         """Bytes free on this model's GPU now (``torch.cuda.mem_get_info``), for
