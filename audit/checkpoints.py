@@ -363,8 +363,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     io.write_json_atomic(out / FORECAST_FILE, fc)
     write_atomic(out / EVENT_TIME_FILE, curve_et.to_parquet)
     write_atomic(out / INSTANCES_FILE, rows.assign(instance_row=rows.index)[
-        ["instance_row", "instance_id", "group", "treatment_step"]
-        + [c for c in ("first_step", "second_step") if c in rows.columns]].to_parquet)
+        ["instance_row", "instance_id", "group", "treatment_step", "first_step", "second_step"]].to_parquet)
     io.write_bytes_atomic(out / HEATMAP_PNG, plots.profile_heatmap(prof, title=f"Memorisation profile: {run.name}")
                           if len(prof) else plots.event_time_curve(None))  # no cohort: a figure that says so
     io.write_bytes_atomic(out / EVENT_TIME_PNG, plots.event_time_curve(curve_et, title=f"Event-time curve: {run.name}"))
