@@ -13,6 +13,8 @@ and naming a bad line agree:
   it is refused, as are ``null``, arrays, strings, numbers and a second value on a line.
 * A UTF-8 byte order mark is allowed at the start of the file only.
 * An object may not hold the same key twice (at any depth), as Arrow requires.
+* ``NaN``, ``Infinity`` and ``-Infinity`` are read as floats (a decision: they are not JSON,
+  but Python's ``json.dumps`` writes them, and Arrow and Python read them).
 
 Nothing here knows about files or Arrow; :mod:`dedup.shards` turns a problem into an
 :class:`dedup.shards.InputError` naming the file and the line.

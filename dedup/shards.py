@@ -175,13 +175,18 @@ def first_invalid_utf8(texts: pa.Array | pa.ChunkedArray) -> tuple[int | None, E
         texts.validate(full=True)  # several GB/s
         return None
     except pa.ArrowInvalid as exc:
-        for i, raw in enumerate(texts.cast(pa.large_binary()).to_pylist()):
-            try:
-                if raw is not None:
-                    raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                return i, e
-        return None, exc
+        return _first_undecodable(texts) or (None, exc)
+
+
+def _first_undecodable(values: pa.Array | pa.ChunkedArray) -> tuple[int, UnicodeDecodeError] | None:
+    """(index, error) of the first value whose bytes are not UTF-8 (strings or bytes), or None."""
+    for i, raw in enumerate(cast(values, pa.large_binary()).to_pylist()):
+        try:
+            if raw is not None:
+                raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return i, e
+    return None
 
 
 def _castable_to_string(t: pa.DataType) -> bool:
@@ -575,17 +580,20 @@ class ShardReader:
         """The batch's ids as strings (nulls where there is no id column)."""
         if self.id_column is None:
             return pa.nulls(batch.num_rows, pa.string())
-        return id_strings(batch.column(self.id_column), self.shard.path, self.id_column)
+        return id_strings(batch.column(self.id_column), self.shard.path, self.id_column, self._batch_start)
 
 
-def id_strings(col: pa.Array | pa.ChunkedArray, path: Path, column: str) -> pa.Array | pa.ChunkedArray:
+def id_strings(col: pa.Array | pa.ChunkedArray, path: Path, column: str, first_row: int = 0
+               ) -> pa.Array | pa.ChunkedArray:
     """Document ids as strings, the one way every id is read: Arrow's cast (``2`` -> ``'2'``),
     except that a float that is a whole number within 2^53 is written as that integer (pandas
     makes integer ids with a missing value floats: ``10000000007.0`` -> ``'10000000007'``, as the
     int64 id, not Arrow's ``'1.0000000007e+10'``), value by value, so an id's string does not
     depend on the other ids read with it; other floats as Arrow writes them (``0.5``, ``nan``,
     ``1e+20``); UUIDs (Parquet's UUID type, as DuckDB and Spark write ids) in their canonical
-    form (:func:`dedup.arrow.uuid_strings`). InputError naming ``path``: a type without a string form."""
+    form (:func:`dedup.arrow.uuid_strings`); bytes as their UTF-8 text. InputError naming
+    ``path``: a type without a string form, or bytes that are not UTF-8 (naming the row, counted
+    from ``first_row``, the row of ``col[0]`` in the file)."""
     if pa.types.is_string(col.type):
         return col
     if isinstance(col.type, pa.UuidType):
@@ -601,7 +609,17 @@ def id_strings(col: pa.Array | pa.ChunkedArray, path: Path, column: str) -> pa.A
         as_int = cast(cast(pc.if_else(whole, x, 0.0), pa.int64()), pa.string())
         return pc.if_else(whole, as_int, cast(x, pa.string()))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        bad = _first_undecodable(col) if _is_bytes(col.type) else None
+        if bad is not None:
+            raise InputError(path, f"id column {column!r} holds bytes that are not UTF-8 ({bad[1]}); ids are read as "
+                             "text: write raw-byte ids (digests) as hex strings, or pass --id-column none",
+                             row=first_row + bad[0]) from e
         raise InputError(path, f"id column {column!r} of type {col.type} cannot be read as strings: {e}") from e
+
+
+def _is_bytes(t: pa.DataType) -> bool:
+    return any(f(t) for f in (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_fixed_size_binary,
+                              pa.types.is_binary_view))
 
 
 def _parquet_file(path: Path) -> pq.ParquetFile:

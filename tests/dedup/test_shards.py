@@ -940,6 +940,45 @@ def test_uuid_ids_are_read_as_their_canonical_strings(tmp_path: Path):
     assert pq.read_schema(tmp_path / "out" / "kept" / "u.parquet").field("id").type == pa.uuid()
 
 
+@pytest.mark.parametrize("batch_rows", [2, 1024])
+def test_byte_ids_that_are_not_utf8_are_refused_naming_their_row(tmp_path: Path, batch_rows: int):
+    """Ids stored as raw bytes (fixed_size_binary(16) digests, without Parquet's UUID type) that
+    are not UTF-8 were refused as "cannot be read as strings" with no row, so the user could not
+    tell one bad id from a whole column of them. Now the row is named, counted from the file's
+    start whatever the batching, with what to do; byte ids that are UTF-8 read as their text."""
+    good, bad = b"doc-0000000000-1", bytes(range(200, 216))
+    path = tmp_path / "b.parquet"
+    pq.write_table(pa.table({"id": pa.array([good, good, good, bad], pa.binary(16)), "text": ["a", "b", "c", "d"]}),
+                   path)
+    r = ShardReader(discover([path])[0], "text", "id", False, batch_rows)
+    with pytest.raises(InputError) as e:
+        [r.ids(b) for b in r.batches()]
+    assert e.value.row == 3 and str(e.value).startswith(f"{path}: row 3: id column 'id' holds bytes that are not "
+                                                        "UTF-8"), e.value
+    pq.write_table(pa.table({"id": pa.array([good], pa.binary(16)), "text": ["a"]}), path)
+    r = ShardReader(discover([path])[0], "text", "id", False, batch_rows)
+    assert [i for b in r.batches() for i in r.ids(b).to_pylist()] == [good.decode()]
+
+
+def test_jsonl_nan_and_infinity_are_read_as_python_writes_them(tmp_path: Path):
+    """A decision, pinned: ``NaN``, ``Infinity`` and ``-Infinity`` are not JSON (RFC 8259) but
+    are what Python's ``json.dumps`` writes for such floats, so JSON Lines made by Python
+    scripts hold them; Arrow and Python read them as floats, and so does memdedup (a NaN id is
+    the id ``'nan'``, as every float id is read). A number where the text belongs is refused."""
+    import math
+
+    path = tmp_path / "a.jsonl"
+    path.write_text(json.dumps({"id": float("nan"), "text": "a", "score": float("inf")}) + "\n"
+                    + json.dumps({"id": 2, "text": "b", "score": -float("inf")}) + "\n")
+    assert "NaN" in path.read_text() and "Infinity" in path.read_text()
+    r = reader(discover([path])[0])
+    (batch,) = r.batches()
+    assert r.ids(batch).to_pylist() == ["nan", "2"] and batch.column("score").to_pylist() == [math.inf, -math.inf]
+    path.write_text('{"id": 1, "text": NaN}\n')
+    with pytest.raises(InputError, match=r"text column 'text' has type double, expected a string"):
+        list(reader(discover([path])[0]).batches())
+
+
 # ------------------------------------------- files a directory walk skips are said, not only hidden ones
 
 
