@@ -183,15 +183,43 @@ def _training_step(audit_dir: Path) -> tuple[int | None, Path | None]:
     return None, None
 
 
+def _order_instances(order: Path) -> pd.DataFrame:
+    """One row per instance of a run's order.parquet: document_id, token_offset, n_tokens and
+    its first_step; InputError naming the file where a column is missing."""
+    need = ["document_id", "token_offset", "n_tokens", "first_step"]
+    missing = sorted(set(need) - set(pq.read_schema(order).names))
+    if missing:
+        raise InputError(order, f"no column {', '.join(map(repr, missing))}: the forecast needs each instance's tokens")
+    table = pd.read_parquet(order, columns=need)
+    return table.groupby(need[:3], as_index=False)["first_step"].min()
+
+
+def _trained_by(t: pd.DataFrame, instances: pd.DataFrame, step: int) -> np.ndarray:
+    """bool (rows of ``t``): every token of the sequence (``token_offset`` on, ``len(prompt) +
+    len(truth)`` tokens; 1 without those columns) lies in an instance of its document
+    (``doc_id``) first trained at or before ``step``. Instances cut a document's tokens apart, so
+    the tokens are covered when the overlaps of such instances add up to the sequence's length."""
+    length = (t["prompt"].map(len) + t["truth"].map(len)).to_numpy() if {"prompt", "truth"} <= set(t.columns) else 1
+    start = t["token_offset"].to_numpy(dtype=np.int64)
+    seq = pd.DataFrame({"document_id": t["doc_id"].astype(str).to_numpy(), "start": start, "end": start + length,
+                        "i": np.arange(len(t))})
+    m = seq.merge(instances[instances["first_step"] <= step], on="document_id")
+    overlap = (np.minimum(m["end"], m["token_offset"] + m["n_tokens"]) - np.maximum(m["start"], m["token_offset"]))
+    covered = overlap.clip(lower=0).groupby(m["i"]).sum().reindex(range(len(t)), fill_value=0).to_numpy()
+    return covered >= seq["end"].to_numpy() - start
+
+
 def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict:
     """:func:`forecast` from two audit output directories (``memdedup forecast``): the first
     audit (an earlier checkpoint or a smaller model) predicts the second's extractable set.
 
     Sequences are matched on (``doc_id``, ``token_offset``); a null ``doc_id`` (a corpus without
     ids) is the document's ``shard:row``, as ``memdedup train`` names it. "Seen": when both audited models are
-    checkpoints (or the final model) of one ``memdedup train`` run, a sequence is seen iff its
-    document was first trained at or before the EARLIER model's step (``first_step`` of the run's
-    ``order.parquet``; document level); otherwise iff its ``member`` label says it was trained on
+    checkpoints (or the final model) of one ``memdedup train`` run, a sequence is seen iff each
+    of its tokens lies in an instance of its document first trained at or before the EARLIER
+    model's step (:func:`_trained_by`, from the run's ``order.parquet``: the instances'
+    ``token_offset``, ``n_tokens`` and ``first_step``, as the profile's forecast counts
+    instances); otherwise iff its ``member`` label says it was trained on
     (unknown labels count as seen). The rule used is returned as ``seen``. InputError: a
     directory is not an audit output (no per_sequence.parquet).
     """
@@ -222,12 +250,11 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
     (step_a, order_a), (step_b, order_b) = (_training_step(d) for d in dirs)
     if step_a is not None and step_b is not None and order_a.resolve() == order_b.resolve():
         earlier = min(step_a, step_b)
-        order = pd.read_parquet(order_a, columns=["document_id", "first_step"])
-        first_step = order.groupby("document_id")["first_step"].min()
+        order = _order_instances(order_a)
         for t in tables:
-            fs = t["doc_id"].astype(str).map(first_step)
-            t["seen"] = (fs.notna() & (fs <= earlier)).astype(bool)
-        rule = f"trained at or before step {earlier} (the earlier checkpoint), from {order_a}"
+            t["seen"] = _trained_by(t, order, earlier)
+        rule = (f"every token trained at or before step {earlier} (the earlier checkpoint): the instances holding the "
+                f"sequence, from {order_a}")
     else:
         for t in tables:
             t["seen"] = t["member"].fillna(True).astype(bool) if "member" in t.columns else True

@@ -94,6 +94,37 @@ def test_forecast_seen_filters_and_unmatched_rows():
     assert (r["n_unmatched_first"], r["n_unmatched_second"]) == (2, 2)  # first: 1, 9; second: 6, 10
 
 
+def test_forecast_audits_count_a_sequence_seen_when_its_own_tokens_were_trained(tmp_path):
+    """Two audits of one run (a checkpoint at step 5, the final model): a sequence is "seen" by
+    the earlier one when every instance holding its tokens was first trained by step 5. It was
+    the document's first training step: document d's second instance (tokens 4-7), first
+    trained at step 9, counted as seen at step 5, as did a sequence spanning both instances.
+    Document e, held out (no instance in the order), is not seen."""
+    import json
+
+    from audit.forecast import forecast_audits
+    from audit.layout import checkpoint_name
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / checkpoint_name(5)).mkdir(parents=True)
+    (run / "model").mkdir()
+    # d: instances at tokens 0-3 (first trained at step 2) and 4-7 (step 9); f: one instance, step 3
+    pd.DataFrame({"instance_id": [0, 1, 2, 0], "document_id": ["d", "d", "f", "d"], "token_offset": [0, 4, 0, 0],
+                  "n_tokens": [4, 4, 4, 4], "step": [2, 9, 3, 12], "first_step": [2, 9, 3, 2]}
+                 ).to_parquet(run / "order.parquet")
+    seqs = {"doc_id": ["d", "d", "d", "f", "e"], "token_offset": [0, 4, 2, 0, 0],
+            "prompt": [[1, 2]] * 5, "truth": [[3, 4]] * 5}  # 4 tokens each: 0-3, 4-7, 2-5, 0-3, 0-3
+    for name, model, extractable in (("first", run / "checkpoints" / checkpoint_name(5), [True] * 5),
+                                     ("second", run / "model", [True] * 5)):
+        (tmp_path / name).mkdir()
+        pd.DataFrame({**seqs, "prompt": [[1, 2], [5, 6], [3, 4], [7, 8], [9, 9]], "extractable": extractable}
+                     ).to_parquet(tmp_path / name / "per_sequence.parquet")
+        (tmp_path / name / "manifest.json").write_text(json.dumps({"stage": "audit", "model": str(model)}))
+    r = forecast_audits(tmp_path / "first", tmp_path / "second")
+    assert "step 5" in r["seen"], r["seen"]
+    assert r["n_seen_first"] == 2 and r["n"] == 2, r  # d at 0 and f at 0; not d at 4 or 2 (step 9), not e
+
+
 def test_forecast_undefined_ratios_are_none_with_zero_count():
     a = pd.DataFrame({"seq_key": [1, 2, 3], "extractable": [False, False, False]})
     b = pd.DataFrame({"seq_key": [1, 2, 3], "extractable": [True, False, False]})
