@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import time
 from contextlib import contextmanager
@@ -47,10 +48,38 @@ INDEX_FILE = "index.json"
 LOCK_FILE = ".lock"
 FORMAT = 2
 _REQUIRED = ("format", "params", "documents", "current", "stacks")
+VERSION = re.compile(r"v-\d{6}")  # a version's directory name; other names in INDEX/ are the user's
 
 
 #: The config fields an index is bound to, besides its banding.
 CONFIG_PARAMS = ("threshold", "num_perm", "ngram", "unit", "nfkc", "scheme", "seed", "fp", "exact_fp", "band_key")
+
+
+def _meta_problem(meta: dict) -> str | None:
+    """What in index.json (read as ``meta``) has the wrong type or shape, or None."""
+    def shown(v: object) -> str:
+        return "null" if v is None else repr(v)
+
+    params, batches = meta["params"], meta["batches"]
+    if not isinstance(params, dict):
+        return f"'params' is {shown(params)}, expected an object"
+    if missing := [k for k in (*CONFIG_PARAMS, "bands", "rows") if k not in params]:
+        return f"'params' lacks {missing[0]!r}"
+    if isinstance(meta["documents"], bool) or not isinstance(meta["documents"], int) or meta["documents"] < 0:
+        return f"'documents' is {shown(meta['documents'])}, expected a count"
+    if not isinstance(meta["current"], str) or not VERSION.fullmatch(meta["current"]):
+        return f"'current' is {shown(meta['current'])}, expected a version name (v-NNNNNN)"
+    if not isinstance(batches, list):
+        return f"'batches' is {shown(batches)}, expected a list of batches"
+    for i, b in enumerate(batches):
+        if not isinstance(b, dict):
+            return f"batch {i} is {shown(b)}, expected an object"
+        if missing := [k for k in ("run_id", "version", "created_unix", "documents", "files") if k not in b]:
+            return f"batch {i} lacks {missing[0]!r}"
+        if not isinstance(b["files"], list) or not all(isinstance(f, dict) and {"fingerprint", "path"} <= f.keys()
+                                                        for f in b["files"]):
+            return f"batch {i}'s 'files' is not a list of file records (fingerprint, path)"
+    return None
 
 
 class IndexMismatchError(ValueError):
@@ -106,15 +135,18 @@ class IndexDir:
     def _read(self) -> dict | None:
         p = self.path / INDEX_FILE
         if not p.exists():
-            if self.path.is_dir() and any(self.path.glob("v-*")):
+            if self.path.is_dir() and any(VERSION.fullmatch(v.name) for v in self.path.iterdir()):
                 raise io.StateError(f"{p}: missing, but {self.path} holds index versions: an interrupted first "
                                     "save (remove the directory) or a lost index.json (restore it); or use another "
                                     "--index-dir")
             return None
         meta = io.read_json(p, _REQUIRED)
-        if meta["format"] not in (1, FORMAT) or not isinstance(meta["params"], dict):
+        if meta["format"] not in (1, FORMAT):
             raise io.StateError(f"{p}: unknown index format {meta['format']!r}")
         meta.setdefault("batches", [])  # format 1 did not record what it holds
+        problem = _meta_problem(meta)
+        if problem:
+            raise io.StateError(f"{p}: damaged: {problem}; restore it from a copy, or use another --index-dir")
         if not (self.path / meta["current"]).is_dir():
             raise io.StateError(f"{p}: names version {meta['current']!r}, which is missing from {self.path}")
         return meta
@@ -206,8 +238,8 @@ class IndexDir:
             meta = {"format": FORMAT, "params": self.params, "documents": self.documents + documents,
                     "current": version.name, "stacks": stacks, "batches": batches}
             io.write_json_atomic(self.path / INDEX_FILE, meta)
-            for stale in self.path.glob("v-*"):
-                if stale.name != version.name:
+            for stale in self.path.iterdir():
+                if VERSION.fullmatch(stale.name) and stale.name != version.name:
                     shutil.rmtree(stale, ignore_errors=True)
             self.meta = meta
             return meta

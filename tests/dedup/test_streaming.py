@@ -274,6 +274,51 @@ def test_an_index_directory_with_versions_and_no_index_json_names_both_causes(tm
         Deduplicator().save(tmp_path / "idx")
 
 
+@pytest.mark.parametrize("field,value,needle", [
+    ("batches", None, "'batches' is null, expected a list of batches"),
+    ("documents", "many", "'documents' is 'many', expected a count"),
+    ("current", 5, "'current' is 5, expected a version name"),
+    ("params", {}, "'params' lacks 'threshold'"),
+    ("params", "x", "'params' is 'x', expected an object"),
+    ("batches", [{"run_id": "r", "version": "v-000001", "created_unix": 1.0, "documents": 3}],
+     "batch 0 lacks 'files'"),
+])
+def test_a_damaged_index_json_is_named_field_by_field(tmp_path, field, value, needle):
+    """index.json with a field of the wrong type or shape (hand-edited, or written by another
+    tool) gave TypeError/KeyError tracebacks from wherever it was first used, after the staged
+    run had written its work directory; "params": "x" was called an unknown format. Now a
+    StateError names the file and the field when the index is opened, by load and by the CLI."""
+    d = Deduplicator()
+    d.add(pa.array(["a b c d e f", "x y z"]))
+    d.save(tmp_path / "idx")
+    meta_path = tmp_path / "idx" / "index.json"
+    meta = json.loads(meta_path.read_text())
+    meta[field] = value
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(StateError, match=f"{meta_path}: damaged: {needle}"):
+        Deduplicator.load(tmp_path / "idx")
+    write_shards(pa.table({"id": ["1"], "text": ["p q r s t u"]}), tmp_path / "in", 1)
+    assert main(["dedup", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--index-dir",
+                 str(tmp_path / "idx"), "--quiet"]) == 2
+    assert not (tmp_path / "out").exists() and sorted(p.name for p in (tmp_path / "idx").iterdir()) == [
+        ".lock", "index.json", "v-000001"]
+
+
+def test_a_folder_of_the_users_named_v_something_in_an_index_directory_is_left_alone(tmp_path):
+    """Only v-NNNNNN directories are index versions: a save into a directory holding a user's
+    v-notes/ was refused as "an interrupted first save (remove the directory)", and a save that
+    installed a version deleted v-notes/ as a stale version."""
+    (tmp_path / "idx" / "v-notes").mkdir(parents=True)
+    (tmp_path / "idx" / "v-notes" / "keep.txt").write_text("mine")
+    d = Deduplicator()
+    d.add(pa.array(["a b c d e f"]))
+    d.save(tmp_path / "idx")
+    d.add(pa.array(["x y z w v u"]))
+    d.save(tmp_path / "idx")
+    assert (tmp_path / "idx" / "v-notes" / "keep.txt").read_text() == "mine"
+    assert Deduplicator.load(tmp_path / "idx").documents == 2
+
+
 @pytest.mark.parametrize("earlier,changes", [(2, "words=3: Thai, Lao, Khmer and Myanmar"),
                                              (None, "words=2: Han and kana.*words=3: Thai, Lao, Khmer and Myanmar")])
 def test_an_index_of_an_earlier_word_definition_is_refused(tmp_path, earlier, changes):
