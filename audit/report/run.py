@@ -8,8 +8,9 @@ the label's SHA-256, and all names get an ``<i>-`` prefix when two would collide
 ``comparison``), ``comparison.html`` and ``comparison.json`` with two or more audits, and
 ``manifest.json`` (:func:`dedup.io.write_stage_manifest`, written last) listing them.
 
-A rerun into the same ``out`` first removes the files the earlier report's manifest lists (this
-one may not rewrite them all); a report that fails part-way removes the pages it wrote; other
+Pages are written to a temporary directory in ``out`` and moved in once all are written; only
+then does a rerun remove the files the earlier report's manifest lists (this one may not
+rewrite them all): a report refused or failing part-way leaves ``out`` as it was, and other
 files in ``out`` are never touched. Token ids are decoded with the tokenizers of ``model_dirs``
 (one for all audits, or one per audit); a tokenizer whose fingerprint is not the audited
 model's (summary.json ``model.tokenizer_sha256``) is replaced by the audited model's own, when
@@ -21,10 +22,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from dedup.io import json_or_empty, read_json, read_manifest, write_stage_manifest
+from dedup.io import json_or_empty, read_json, read_manifest, remove_temporaries, tmp_path, write_stage_manifest
 
 from ..layout import COMPARISON_PAGE, SUMMARY, holding_out, refuse_out, report_json
 from . import comparison as comparison_page
@@ -114,38 +116,40 @@ def write_report(audits: Sequence[Path] | Path, out: Path, *, labels: Sequence[s
     if len(model_dirs) not in (0, 1, len(audits)):
         raise ValueError(f"--model-dir: give one directory for all audits or one per audit, got {len(model_dirs)}")
     decoders = _decoders(audits, model_dirs, log)
-    refuse_out(out, [*audits, *profile_dirs, dedup_dir], "report")
+    refuse_out(out, [*audits, *profile_dirs, *model_dirs, dedup_dir], "report")
     prior = read_manifest(out) if out.is_dir() else None  # an earlier report's
     # read before anything is written: a missing or damaged file is exit 2, one line, no pages
     exposure = read_json(checks).get("exposure_by_copies") if checks is not None else None
-    if prior:  # an earlier report's files go (this one may not rewrite them all), its manifest first
-        entries = [*prior.get("pages", []), prior.get("comparison") or {}]
-        stale = [e.get(k) for e in entries for k in ("page", "numbers")]
-        for name in ["manifest.json", *filter(None, stale)]:
-            (out / Path(name).name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []  # a report failing part-way removes the pages it wrote (listed by no manifest)
+    remove_temporaries(out)  # a killed report's pages in the making
+    # Pages are made aside and replace an earlier report's only once all are written: a report
+    # refused or failing part-way leaves --out as it was.
+    aside = tmp_path(out / "pages")
+    aside.mkdir()
     try:
         pages = []
         for i, (a, lab, stem) in enumerate(zip(audits, labels, stems)):
-            written += [out / f"{stem}.html", report_json(out / f"{stem}.html")]
             profile = profile_dirs[i] if i < len(profile_dirs) else None
-            page = model_page.model_report(a, written[-2], profile_dir=profile, title=f"Memorization audit: {lab}",
-                                           decode=decoders[i])
+            page = model_page.model_report(a, aside / f"{stem}.html", profile_dir=profile,
+                                           title=f"Memorization audit: {lab}", decode=decoders[i])
             pages.append({"label": lab, "audit": str(a), "page": page.name, "numbers": report_json(page).name})
         comparison = None
         if len(audits) >= 2:
-            written += [out / COMPARISON_PAGE, report_json(out / COMPARISON_PAGE, comparison=True)]
-            page = comparison_page.comparison_report(audits, labels, written[-2], dedup_dir=dedup_dir, title=title,
-                                                     exposure=exposure)
+            page = comparison_page.comparison_report(audits, labels, aside / COMPARISON_PAGE, dedup_dir=dedup_dir,
+                                                     title=title, exposure=exposure)
             comparison = {"page": page.name, "numbers": report_json(page, comparison=True).name}
         elif dedup_dir is not None:
             log("note: --dedup-dir is used by the comparison page, which needs at least two audits")
+        if prior:  # the earlier report's files go (this one may not rewrite them all), its manifest first
+            entries = [*prior.get("pages", []), prior.get("comparison") or {}]
+            stale = [e.get(k) for e in entries for k in ("page", "numbers")]
+            for name in ["manifest.json", *filter(None, stale)]:
+                (out / Path(name).name).unlink(missing_ok=True)
+        for f in sorted(aside.iterdir()):
+            os.replace(f, out / f.name)
         return write_stage_manifest(out, "report", {
             "pages": pages, "comparison": comparison, "dedup_dir": str(dedup_dir) if dedup_dir else None,
             "profile_dirs": [str(p) for p in profile_dirs], "checks": str(checks) if checks else None},
             versions=False)
-    except BaseException:
-        for p in written:  # and holding_out removes the out it made, if nothing else is in it
-            p.unlink(missing_ok=True)
-        raise
+    finally:  # and holding_out removes the out it made, if nothing else is in it
+        shutil.rmtree(aside, ignore_errors=True)

@@ -751,3 +751,42 @@ def test_a_dedup_output_of_another_corpus_is_refused_by_the_comparison(dirs, tmp
         assert str(dd) in str(e.value)
     (dd / "manifest.json").write_text(json.dumps({**manifest, "inputs": [{"shard": "a.parquet", "rows": 10}]}))
     comparison_report([dirs["raw"], dirs["dedup"]], ["raw", "dedup"], tmp_path / "c.html", dedup_dir=dd)
+
+
+@pytest.mark.parametrize("bad", ["not_an_audit", "missing_profile", "other_lengths"])
+def test_a_refused_rerun_leaves_the_earlier_report_as_it_was(dirs, tmp_path, capsys, bad):
+    """A rerun into a report's --out removed the earlier report's files first, then found its
+    input bad (a directory that is not an audit, a missing --profile-dir, audits of other token
+    windows) and exited 2: the good report was gone (found by the API probe). The new pages are
+    made aside and replace the earlier ones only once all are written."""
+    from pipelines.cli import main
+
+    out = tmp_path / "rep"
+    assert main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    short = _write_audit(tmp_path / "short", [True] * 4, buckets=["1"] * 4)
+    summary = json.loads((short / "summary.json").read_text())
+    (short / "summary.json").write_text(json.dumps({**summary, "config": {"prompt_len": P // 2, "cont_len": C}}))
+    args = {"not_an_audit": [str(dirs["raw"]), str(dirs["dedup_dir"])],
+            "missing_profile": [str(dirs["raw"]), "--profile-dir", str(tmp_path / "nope")],
+            "other_lengths": [str(dirs["raw"]), str(short)]}[bad]
+    assert main(["report", *args, "--out", str(out)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_an_out_that_is_a_model_dir_is_refused(dirs, tmp_path, capsys):
+    """--out equal to (or inside) a --model-dir wrote the report into the model's directory."""
+    from pipelines.cli import main
+
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    model = tmp_path / "model"
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "w1": 1}, unk_token="[UNK]"))
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(model)
+    before = sorted(p.name for p in model.iterdir())
+    assert main(["report", str(dirs["raw"]), "--model-dir", str(model), "--out", str(model)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out" in err[0] and str(model) in err[0], err
+    assert sorted(p.name for p in model.iterdir()) == before
