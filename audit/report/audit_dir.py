@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from dedup import io
+from dedup.shards import InputError
 
 from .. import aggregate
 from ..layout import PER_SEQUENCE, SUMMARY
@@ -81,10 +82,34 @@ def load_audit(audit_dir: str | os.PathLike) -> Audit:
         if col not in table.column_names:
             raise ValueError(f"{f}: no column {col!r} (columns: {table.column_names})")
     summary = io.json_or_empty(path / SUMMARY)
-    missing = [s for s in aggregate.SECTIONS if s not in summary]
-    if missing:
-        summary = {**summary, **aggregate.summarise(table, n_boot=None, seed=0, sections=missing)}
-    return Audit(path, table.to_pandas(), summary)
+    derived = aggregate.summarise(table, n_boot=None, seed=0)
+    shapes = {**derived, "model": {"path": "", "name": ""}, "config": {"prompt_len": 0, "cont_len": 0}}
+    for key in shapes.keys() & summary.keys():
+        if problem := _shape_problem(summary[key], shapes[key], key):
+            raise InputError(path / SUMMARY, f"damaged: {problem}")
+    return Audit(path, table.to_pandas(), {**derived, **summary})
+
+
+def _kind(v: object) -> str:
+    if isinstance(v, bool):
+        return "a boolean"
+    return ("a number" if isinstance(v, (int, float)) else "an object" if isinstance(v, dict)
+            else "a list" if isinstance(v, list) else "a string" if isinstance(v, str) else type(v).__name__)
+
+
+def _shape_problem(got: object, want: object, where: str) -> str | None:
+    """Where ``got`` (read from summary.json) differs in type from ``want`` (what the audit
+    writes there), null allowed anywhere; None when it does not."""
+    if got is None or want is None:
+        return None
+    if _kind(got) != _kind(want):
+        return f"{where!r} is {str(repr(got))[:60]}, expected {_kind(want)}"
+    if isinstance(want, dict):
+        return next(filter(None, (_shape_problem(got[k], want[k], f"{where}.{k}") for k in want.keys() & got.keys())),
+                    None)
+    if isinstance(want, list) and want:
+        return next(filter(None, (_shape_problem(g, want[0], f"{where}[{i}]") for i, g in enumerate(got))), None)
+    return None
 
 
 __all__ = ["Audit", "load_audit"]

@@ -790,3 +790,23 @@ def test_an_out_that_is_a_model_dir_is_refused(dirs, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--out" in err[0] and str(model) in err[0], err
     assert sorted(p.name for p in model.iterdir()) == before
+
+
+@pytest.mark.parametrize("edit, needle", [
+    ({"extractable": "lots"}, "'extractable' is 'lots', expected an object"),
+    ({"extractable": {"n": 10, "k": 6, "rate": "high", "lower": 0.1, "upper": 0.9}}, "'extractable.rate' is 'high'"),
+    ({"extractable_by_duplicates": [{"group": "1", "n": "five"}]}, "'extractable_by_duplicates[0].n' is 'five'"),
+    ({"model": "gpt"}, "'model' is 'gpt', expected an object"),
+])
+def test_a_summary_json_of_the_wrong_shape_is_named_in_one_line(dirs, tmp_path, capsys, edit, needle):
+    """A summary.json whose sections have the wrong type (hand-edited, another tool) gave a
+    TypeError traceback, exit 1 (found by the API probe). Each section the pages read is checked
+    against the shape the audit writes: exit 2, one line naming the file and the key."""
+    from pipelines.cli import main
+
+    summary = json.loads((dirs["raw"] / "summary.json").read_text())
+    (dirs["raw"] / "summary.json").write_text(json.dumps({**summary, **edit}))
+    assert main(["report", str(dirs["raw"]), "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{dirs['raw'].resolve() / 'summary.json'}: damaged: {needle}" in err[0], err
+    assert not (tmp_path / "rep").exists()
