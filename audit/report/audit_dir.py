@@ -85,7 +85,7 @@ def load_audit(audit_dir: str | os.PathLike) -> Audit:
     derived = aggregate.summarise(table, n_boot=None, seed=0)
     shapes = {**derived, "model": {"path": "", "name": ""}, "config": {"prompt_len": 0, "cont_len": 0}}
     for key in shapes.keys() & summary.keys():
-        if problem := _shape_problem(summary[key], shapes[key], key):
+        if problem := shape_problem(summary[key], shapes[key], key):
             raise InputError(path / SUMMARY, f"damaged: {problem}")
     return Audit(path, table.to_pandas(), {**derived, **summary})
 
@@ -97,7 +97,7 @@ def _kind(v: object) -> str:
             else "a list" if isinstance(v, list) else "a string" if isinstance(v, str) else type(v).__name__)
 
 
-def _shape_problem(got: object, want: object, where: str) -> str | None:
+def shape_problem(got: object, want: object, where: str) -> str | None:
     """Where ``got`` (read from summary.json) differs in type from ``want`` (what the audit
     writes there), null allowed anywhere; None when it does not."""
     if got is None or want is None:
@@ -105,11 +105,11 @@ def _shape_problem(got: object, want: object, where: str) -> str | None:
     if _kind(got) != _kind(want):
         return f"{where!r} is {str(repr(got))[:60]}, expected {_kind(want)}"
     if isinstance(want, dict):
-        return next(filter(None, (_shape_problem(got[k], want[k], f"{where}.{k}") for k in want.keys() & got.keys())),
+        return next(filter(None, (shape_problem(got[k], want[k], f"{where}.{k}") for k in want.keys() & got.keys())),
                     None)
     if isinstance(want, list) and want:
-        return next(filter(None, (_shape_problem(g, want[0], f"{where}[{i}]") for i, g in enumerate(got))), None)
+        return next(filter(None, (shape_problem(g, want[0], f"{where}[{i}]") for i, g in enumerate(got))), None)
     return None
 
 
-__all__ = ["Audit", "load_audit"]
+__all__ = ["Audit", "load_audit", "shape_problem"]

@@ -18,8 +18,8 @@ import pandas as pd
 from dedup import io
 
 from .. import aggregate, plots, stats
-from ..layout import (EVENT_TIME_PNG, FORECAST_FILE, HEATMAP_PNG, PROFILE_FILE, RETENTION_FILE, RETENTION_PNG,
-                      RETENTION_RUN_CURVE, SUMMARY, report_json)
+from ..layout import (EVENT_TIME_PNG, FORECAST_FILE, HEATMAP_PNG, PROFILE_FILE, PROFILE_OUTPUTS, RETENTION_FILE,
+                      RETENTION_PNG, RETENTION_RUN_CURVE, SUMMARY, report_json)
 from ..retention import retention_curve
 from .audit_dir import Audit, load_audit
 from .page import (STATUS_TEXT, card, ci, esc, figure_html, finite, integer, num, or_na, pct, rate_table, score_label,
@@ -414,6 +414,9 @@ def model_report(
         p = Path(profile_dir).resolve()
         if not p.is_dir():
             raise ValueError(f"{p}: profile directory does not exist")
+        if not any((p / f).exists() for f in PROFILE_OUTPUTS if f != SUMMARY):  # an audit has a summary.json too
+            raise ValueError(f"{p}: not a 'memdedup profile' output (none of "
+                             f"{', '.join(f for f in PROFILE_OUTPUTS if f != SUMMARY)})")
         sections.append(_profile_section(p))
 
     how = ("decoded with the model's tokenizer" if decode is not None

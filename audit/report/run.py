@@ -27,12 +27,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dedup.io import json_or_empty, read_json, read_manifest, remove_temporaries, tmp_path, write_stage_manifest
+from dedup.shards import InputError
 
 from ..layout import COMPARISON_PAGE, SUMMARY, holding_out, refuse_out, report_json
 from . import comparison as comparison_page
 from . import model as model_page
+from .audit_dir import shape_problem
 
 __all__ = ["write_report"]
+
+#: A model's entry of checks.json's exposure_by_copies (pipelines.demo), as the comparison page reads it.
+EXPOSURE_SHAPE = {"samples": 0, "log2_space": 0.0, "words": 0, "error": "", "by_copies": [
+    {"copies": 0, "canaries": 0, "mean_exposure": 0.0, "min_exposure": 0.0, "max_exposure": 0.0}]}
 
 
 def _labels(audits: Sequence[Path], labels: Sequence[str] | None) -> list[str]:
@@ -109,7 +115,18 @@ def write_report(audits: Sequence[Path] | Path, out: Path, *, labels: Sequence[s
     """
     audits, profile_dirs, model_dirs = (_paths(x) for x in (audits, profile_dirs, model_dirs))
     out = Path(out)
+    if not audits:
+        raise ValueError("no audit directory given")
+    if dedup_dir is not None and not Path(dedup_dir).is_dir():
+        raise ValueError(f"--dedup-dir {dedup_dir}: not a directory")
     labels = _labels(audits, [labels] if isinstance(labels, str) else labels)
+    for what, text in [*(("--labels: label", lab) for lab in labels),
+                       *(("path", str(p)) for p in [out, *audits, *profile_dirs, *model_dirs, dedup_dir, checks] if p)]:
+        try:  # the pages and their JSON, which name labels and paths, are UTF-8
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{what} {os.fsencode(text).decode('utf-8', 'backslashreplace')} is not valid UTF-8 (the "
+                             "report names it in its pages); rename it") from None
     stems = _file_stems(labels)
     if len(profile_dirs) > len(audits):
         raise ValueError(f"--profile-dir: {len(profile_dirs)} profiles for {len(audits)} audits")
@@ -120,6 +137,9 @@ def write_report(audits: Sequence[Path] | Path, out: Path, *, labels: Sequence[s
     prior = read_manifest(out) if out.is_dir() else None  # an earlier report's
     # read before anything is written: a missing or damaged file is exit 2, one line, no pages
     exposure = read_json(checks).get("exposure_by_copies") if checks is not None else None
+    if exposure is not None and (problem := shape_problem(exposure, dict.fromkeys(
+            exposure if isinstance(exposure, dict) else (), EXPOSURE_SHAPE), "exposure_by_copies")):
+        raise InputError(checks, f"damaged: {problem}")
     out.mkdir(parents=True, exist_ok=True)
     remove_temporaries(out)  # a killed report's pages in the making
     # Pages are made aside and replace an earlier report's only once all are written: a report

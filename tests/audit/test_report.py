@@ -465,17 +465,21 @@ def test_membership_auc_per_occurrence_bucket_on_both_pages(dirs, tmp_path):
     assert re.search(r"<td>2-3</td><td class=\"num\">2</td><td class=\"num\">3</td><td class=\"num\">1.000</td>", msec)
 
 
-@pytest.mark.parametrize("content", [None, "[1, 2]", "{not json"])
-def test_cli_report_refuses_a_missing_or_damaged_checks_json_in_one_line(dirs, tmp_path, content, capsys):
-    """--checks that is missing, not a JSON object, or not JSON: exit 2 and one line naming the
-    file (a JSON list used to end in an AttributeError traceback); no report written."""
+@pytest.mark.parametrize("content", [None, "[1, 2]", "{not json", '{"exposure_by_copies": "x"}',
+                                     '{"exposure_by_copies": {"raw": {"by_copies": [{"copies": "many"}]}}}'])
+@pytest.mark.parametrize("audits", [1, 2])
+def test_cli_report_refuses_a_missing_or_damaged_checks_json_in_one_line(dirs, tmp_path, content, audits, capsys):
+    """--checks that is missing, not a JSON object, not JSON, or whose exposure_by_copies has
+    the wrong shape: exit 2 and one line naming the file (a JSON list used to end in an
+    AttributeError traceback; a string exposure_by_copies in 'dictionary update sequence
+    element #0' naming nothing, and with one audit it was accepted); no report written."""
     from pipelines.cli import main
 
     checks = tmp_path / "checks.json"
     if content is not None:
         checks.write_text(content)
-    rc = main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--labels", "raw", "dedup", "--out",
-               str(tmp_path / "rep"), "--checks", str(checks)])
+    rc = main(["report", str(dirs["raw"]), *[str(dirs["dedup"])][:audits - 1], "--out", str(tmp_path / "rep"),
+               "--checks", str(checks)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and str(checks) in err[0], err
     assert not (tmp_path / "rep").exists()
@@ -809,4 +813,53 @@ def test_a_summary_json_of_the_wrong_shape_is_named_in_one_line(dirs, tmp_path, 
     assert main(["report", str(dirs["raw"]), "--out", str(tmp_path / "rep")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{dirs['raw'].resolve() / 'summary.json'}: damaged: {needle}" in err[0], err
+    assert not (tmp_path / "rep").exists()
+
+
+@pytest.mark.parametrize("where", ["label", "audit path", "out"])
+def test_a_label_or_path_that_is_not_utf8_is_named_in_one_line(dirs, tmp_path, capsys, where):
+    """A label or a directory name with a byte that is not UTF-8 ('ab\\xffcd' from the command
+    line) failed after the pages were begun with "'utf-8' codec can't encode character '\\udcff'
+    in position 161", naming nothing (found by the API probe). The report writes labels and
+    paths into its pages and JSON, which are UTF-8: refused up front, naming which."""
+    import os
+
+    from pipelines.cli import main
+
+    odd = os.fsdecode(b"ab\xffcd")
+    audit, out, labels = dirs["raw"], tmp_path / "rep", []
+    if where == "audit path":
+        audit = tmp_path / odd
+        shutil.copytree(dirs["raw"], audit)
+    elif where == "out":
+        out = tmp_path / odd
+    else:
+        labels = ["--labels", odd]
+    assert main(["report", str(audit), *labels, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ab\\xffcd" in err[0] and "not valid UTF-8" in err[0], err
+    assert not out.exists()
+
+
+def test_a_profile_dir_that_is_no_profile_output_is_refused(dirs, tmp_path, capsys):
+    """--profile-dir naming an audit directory (a slip between two similar arguments) made a
+    page saying 'No profile outputs found in this directory.' and exit 0 (found by the API probe)."""
+    from pipelines.cli import main
+
+    assert main(["report", str(dirs["raw"]), "--profile-dir", str(dirs["dedup"]), "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{dirs['dedup'].resolve()}: not a 'memdedup profile' output" in err[0], err
+    assert not (tmp_path / "rep").exists()
+
+
+def test_the_python_api_refuses_what_the_command_line_refuses(dirs, tmp_path):
+    """write_report([]) wrote a manifest of no pages, and a dedup_dir that does not exist was
+    accepted with one audit (a note; the bad path recorded in the manifest) though refused with
+    two (found by the API probe)."""
+    from audit.report.run import write_report
+
+    with pytest.raises(ValueError, match="no audit directory"):
+        write_report([], tmp_path / "rep")
+    with pytest.raises(ValueError, match=r"--dedup-dir .*nope: not a directory"):
+        write_report([dirs["raw"]], tmp_path / "rep", dedup_dir=tmp_path / "nope")
     assert not (tmp_path / "rep").exists()
