@@ -121,6 +121,8 @@ class IndexDir:
 
     def __init__(self, path: str | os.PathLike, params: dict):
         self.path = Path(path).resolve()
+        if self.path.exists() and not self.path.is_dir():
+            raise io.StateError(f"{self.path}: not a directory (an index directory is one)")
         self.params = params
         self.meta = self._read()
         if self.meta is not None:

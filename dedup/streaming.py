@@ -184,8 +184,8 @@ class Deduplicator:
         """Write the index to ``path`` as an ``--index-dir`` directory; return its
         ``index.json``.
 
-        ``path`` must hold no index yet, or be the directory this Deduplicator was loaded
-        from or last saved to; each save adds a version there (the rows added since, as one
+        ``path`` must hold no index yet, or be this Deduplicator's own directory: the one it
+        last saved to, else the one it was loaded from; each save adds a version there (the rows added since, as one
         batch with ``"source": "Deduplicator"``), switched to atomically as a run's is.
 
         Raises:
@@ -201,8 +201,9 @@ class Deduplicator:
         idx = IndexDir(path, index_params(self.config, self.bands, self.rows))
         ours = self._index_path is not None and idx.path == self._index_path
         if idx.current is not None and not ours:
-            raise ValueError(f"{idx.path} holds another index ({idx.documents} documents); save to a new directory, "
-                             "or load that index and add to it")
+            home = f"; this Deduplicator last saved to {self._index_path}" if self._index_path else ""
+            raise ValueError(f"{idx.path} holds another index ({idx.documents} documents){home}; save to a new "
+                             "directory, or load that index and add to it")
         if ours and idx.current != self._version:
             raise StateError(f"{idx.path}: the index changed (now {idx.current or 'empty'}) since this Deduplicator "
                              f"loaded or saved its version {self._version}; load it again and add the rows again")

@@ -51,7 +51,7 @@ from datatrove.pipeline.writers.disk_base import DiskWriter
 from dedup.config import DedupConfig
 from dedup.index import KEEP, REASON_LABELS
 from dedup.io import StateError
-from dedup.index_dir import INDEX_FILE
+from dedup.index_dir import INDEX_FILE, IndexDir
 from dedup.streaming import Deduplicator
 
 __all__ = ["LSHBloomDedup"]
@@ -86,7 +86,11 @@ class LSHBloomDedup(BaseFilter):
         if grow is False and (index_dir is not None or self.config.capacity is None):
             raise ValueError("grow=False sizes the filters once, for DedupConfig(capacity=...), and not with index_dir "
                              "(an index directory's filters must grow)")
+        if self.config.index != "lshbloom":
+            raise ValueError(f"LSHBloomDedup keeps an LSHBloom index; index={self.config.index!r} needs dedup_files")
         self.index_dir = Path(index_dir) if index_dir is not None else None
+        if self.index_dir is not None:
+            IndexDir(self.index_dir, {})  # refused now, not after the documents went through: a file, a damaged index
         self.grow = True if index_dir is not None else grow
         self.threads = threads
         self._dedup: Deduplicator | None = None

@@ -225,6 +225,21 @@ def test_save_and_load_refusals(corpus, tmp_path):
     assert not list((tmp_path / "index").glob(".save-*"))
 
 
+def test_saving_into_a_file_or_back_to_a_directory_left_behind_says_why(tmp_path):
+    """save() into a path that is a file raised a bare FileExistsError from mkdir; save() back
+    to the directory a Deduplicator was loaded from, after it had saved elsewhere, said only
+    'holds another index' (found by the API probe): its directory is now where it last saved."""
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(StateError, match="afile: not a directory"):
+        Deduplicator().save(tmp_path / "afile")
+    Deduplicator().save(tmp_path / "a")
+    x = Deduplicator.load(tmp_path / "a")
+    x.save(tmp_path / "b")
+    x.add(pa.array(["a b c d e f"]))
+    with pytest.raises(ValueError, match=r"holds another index .* this Deduplicator last saved to .*b"):
+        x.save(tmp_path / "a")
+
+
 def test_a_loaded_index_saved_elsewhere_still_refuses_the_files_it_holds(corpus, tmp_path):
     """load(D).save(E): E holds D's rows, so a run must refuse D's files on E too, or it
     removes every row of them as a duplicate of itself."""

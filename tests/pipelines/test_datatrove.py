@@ -165,3 +165,14 @@ def test_overlapping_ranks_on_an_empty_index_directory_fail_as_documented(tmp_pa
     list(runs[0])
     with pytest.raises(StateError, match="another rank"):
         list(runs[1])
+
+
+def test_a_step_that_cannot_run_is_refused_when_it_is_built(tmp_path):
+    """index="lsh", or an index_dir that is a file, was refused only when the pipeline ran: with
+    an index_dir file, after every document had gone through to the writer (found by the API
+    probe). The step now checks both when it is built; a damaged index.json too."""
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="LSHBloom"):
+        LSHBloomDedup(DedupConfig(index="lsh"))
+    with pytest.raises(ValueError, match="afile: not a directory"):
+        LSHBloomDedup(index_dir=tmp_path / "afile")
