@@ -183,15 +183,21 @@ def _training_step(audit_dir: Path) -> tuple[int | None, Path | None]:
     return None, None
 
 
-def _order_instances(order: Path) -> pd.DataFrame:
-    """One row per instance of a run's order.parquet: document_id, token_offset, n_tokens and
-    its first_step; InputError naming the file where a column is missing."""
-    need = ["document_id", "token_offset", "n_tokens", "first_step"]
-    missing = sorted(set(need) - set(pq.read_schema(order).names))
-    if missing:
-        raise InputError(order, f"no column {', '.join(map(repr, missing))}: the forecast needs each instance's tokens")
-    table = pd.read_parquet(order, columns=need)
-    return table.groupby(need[:3], as_index=False)["first_step"].min()
+def _order_instances(order: Path) -> tuple[pd.DataFrame, bool]:
+    """One row per instance of a run's order.parquet (document_id, token_offset, n_tokens, its
+    first_step), and whether they are instances: an order without token_offset and n_tokens (one
+    brought along) gives each document one pseudo-instance holding all its tokens, first trained
+    at its first step (the document-level rule). InputError naming the file: no document_id or
+    first_step."""
+    names = set(pq.read_schema(order).names)
+    if missing := sorted({"document_id", "first_step"} - names):
+        raise InputError(order, f"no column {', '.join(map(repr, missing))}: the forecast needs when each document "
+                                "was trained")
+    if {"token_offset", "n_tokens"} <= names:
+        need = ["document_id", "token_offset", "n_tokens", "first_step"]
+        return pd.read_parquet(order, columns=need).groupby(need[:3], as_index=False)["first_step"].min(), True
+    docs = pd.read_parquet(order, columns=["document_id", "first_step"]).groupby("document_id", as_index=False).min()
+    return docs.assign(token_offset=0, n_tokens=np.iinfo(np.int64).max // 2), False
 
 
 def _trained_by(t: pd.DataFrame, instances: pd.DataFrame, step: int) -> np.ndarray:
@@ -219,7 +225,8 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
     of its tokens lies in an instance of its document first trained at or before the EARLIER
     model's step (:func:`_trained_by`, from the run's ``order.parquet``: the instances'
     ``token_offset``, ``n_tokens`` and ``first_step``, as the profile's forecast counts
-    instances); otherwise iff its ``member`` label says it was trained on
+    instances; an order without the first two: its document's first step); otherwise iff its
+    ``member`` label says it was trained on
     (unknown labels count as seen). The rule used is returned as ``seen``. InputError: a
     directory is not an audit output (no per_sequence.parquet).
     """
@@ -250,11 +257,12 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
     (step_a, order_a), (step_b, order_b) = (_training_step(d) for d in dirs)
     if step_a is not None and step_b is not None and order_a.resolve() == order_b.resolve():
         earlier = min(step_a, step_b)
-        order = _order_instances(order_a)
+        order, by_instance = _order_instances(order_a)
         for t in tables:
             t["seen"] = _trained_by(t, order, earlier)
         rule = (f"every token trained at or before step {earlier} (the earlier checkpoint): the instances holding the "
-                f"sequence, from {order_a}")
+                f"sequence, from {order_a}" if by_instance else f"trained at or before step {earlier} (the earlier "
+                f"checkpoint): the document's first step, from {order_a} (it has no token_offset and n_tokens)")
     else:
         for t in tables:
             t["seen"] = t["member"].fillna(True).astype(bool) if "member" in t.columns else True
