@@ -88,7 +88,9 @@ def whole_index_fp(band_fps: list[float]) -> float:
         >>> round(whole_index_fp([1e-6] * 9), 12)  # 1 - (1 - 1e-6)^9, just under 9e-6
         8.999964e-06
     """
-    return -math.expm1(sum(math.log1p(-min(p, 1.0 - 1e-300)) for p in band_fps)) if band_fps else 0.0
+    if any(p >= 1.0 for p in band_fps):  # a saturated filter (far over its capacity) answers every key
+        return 1.0
+    return -math.expm1(sum(math.log1p(-p) for p in band_fps)) if band_fps else 0.0
 
 
 def bloom_size(n: int, fp: float) -> tuple[int, int]:

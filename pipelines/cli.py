@@ -190,6 +190,13 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
                                log=_log(args))
         if bar is not None:
             bar.close()
+    rows, index = manifest["totals"]["rows"], manifest["index"]
+    if config.capacity and rows > config.capacity:  # full filters: unrelated documents collide
+        import warnings
+
+        warnings.warn(f"{rows:,} documents in an index sized for --capacity {config.capacity:,}: predicted false-positive "
+                      f"rate {index['predicted_fp']:.3g} (target {index['plan']['total_fp']:g}), so unrelated documents "
+                      "are removed as near duplicates; raise --capacity, or leave it unset")
     _emit(args, manifest, lambda: _print_summary(manifest, args.out))
     return 0
 

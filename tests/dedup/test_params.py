@@ -129,3 +129,37 @@ def test_a_config_from_python_is_type_checked_as_the_command_lines_flags_are(cls
     assert type(c.num_perm) is int and type(c.batch_rows) is int and c.num_perm == 64
     assert type(c.threshold) is float and c.threshold == 0.75  # numpy floats too (np.float32 was refused)
     json.dumps(c.to_dict())  # the manifest holds the config
+
+
+def test_a_saturated_filter_gives_a_whole_index_rate_of_one_and_the_run_completes(tmp_path):
+    """--capacity far below the rows (10 for 236) saturates the band filters (fill rate 1):
+    whole_index_fp took log1p(-1) (1 - 1e-300 is 1.0 in floating point) and the run ended, after
+    all its work, with 'math domain error' naming nothing (found by the CLI probe). A full filter
+    answers every key: the rate is 1, and the run completes and says so in its manifest."""
+    import pyarrow as pa
+
+    from dedup.config import DedupConfig
+    from dedup.engine import dedup_files
+    from dedup.params import whole_index_fp
+    from dedup.synthetic import generate_corpus, write_shards
+
+    assert whole_index_fp([1.0, 0.5]) == 1.0 and whole_index_fp([0.5, 0.5]) == pytest.approx(0.75)
+    write_shards(generate_corpus(236, seed=3), tmp_path / "c", 1)
+    m = dedup_files([tmp_path / "c"], tmp_path / "out", DedupConfig(capacity=10), threads=1)
+    assert m["totals"]["rows"] == 236 and m["index"]["predicted_fp"] == 1.0
+
+
+def test_a_run_over_its_capacity_warns(tmp_path):
+    """Over --capacity the filters fill and unrelated documents collide: the summary line showed
+    the rate, and nothing more, while most rows went to removed.parquet as near duplicates."""
+    import subprocess
+    import sys
+
+    from dedup.synthetic import generate_corpus, write_shards
+
+    write_shards(generate_corpus(236, seed=3), tmp_path / "c", 1)
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "dedup", str(tmp_path / "c"), "--out",
+                        str(tmp_path / "out"), "--capacity", "10", "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "warning: 236 documents in an index sized for --capacity 10" in r.stderr, r.stderr
+    assert "predicted false-positive rate 1 (target 1e-05)" in r.stderr, r.stderr
