@@ -662,3 +662,27 @@ def test_check_reads_only_completed_stages_of_this_corpus(tmp_path, capsys, brok
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{tmp_path}/{needle}" in err[0], err
     assert not (tmp_path / "checks.json").exists()
+
+
+def test_generate_replaces_its_own_corpus_and_refuses_other_directories(tmp_path, capsys):
+    """generate wrote into any directory: over a dedup output (replacing its manifest.json, so the
+    dedup rerun then failed), and a rerun with fewer shards or another format left the earlier
+    shards beside the new ones, which dedup then read (found by the CLI probe). A rerun now
+    replaces the files its earlier manifest lists; a directory holding anything else is refused."""
+    from pipelines.cli import main
+
+    c = tmp_path / "c"
+    assert main(["generate", "--out", str(c), "--docs", "40", "--shards", "4"]) == 0
+    assert main(["generate", "--out", str(c), "--docs", "20", "--shards", "2", "--format", "jsonl"]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in c.iterdir()) == ["manifest.json", "part-00000.jsonl", "part-00001.jsonl"]
+    (c / "manifest.json").unlink()  # as Snakemake does before it reruns the corpus job
+    assert main(["generate", "--out", str(c), "--docs", "20", "--shards", "1"]) == 0
+    assert sorted(p.name for p in c.iterdir()) == ["manifest.json", "part-00000.parquet"]
+    d = tmp_path / "d"
+    assert main(["dedup", str(c), "--out", str(d), "--quiet"]) == 0
+    before = {p: p.read_bytes() for p in d.rglob("*") if p.is_file()}
+    assert main(["generate", "--out", str(d), "--docs", "5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--out {d} holds" in err[0], err
+    assert {p: p.read_bytes() for p in d.rglob("*") if p.is_file()} == before
