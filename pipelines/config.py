@@ -34,10 +34,23 @@ def load_yaml(path: str | os.PathLike) -> dict:
     """Read a YAML mapping; errors name the file."""
     import yaml  # imported here: ~20 ms of start-up that runs without --config skip
 
+    class Loader(yaml.SafeLoader):  # a key written twice is refused, not read as its last copy
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:  # as written: merge keys (<<: *anchor) may be overridden
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"line {key_node.start_mark.line + 1}: key {key!r} appears twice", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
     p = Path(path)
     try:
         with open(p, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = yaml.load(f, Loader)  # noqa: S506 (a SafeLoader)
     except OSError as e:
         raise ConfigError(f"{p}: cannot read config: {e.strerror}") from e
     except UnicodeDecodeError as e:
@@ -133,7 +146,8 @@ def from_args(args: argparse.Namespace) -> Any:
     source = "<command line>"
     if args.config:
         source = str(args.config)
-        values = load_yaml(args.config).get(name) or {}
+        values = load_yaml(args.config).get(name)
+        values = {} if values is None else values
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: section {name!r} must be a mapping")
     names = {f.name for f in dataclasses.fields(cls)}

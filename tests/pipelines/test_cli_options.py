@@ -686,3 +686,23 @@ def test_generate_replaces_its_own_corpus_and_refuses_other_directories(tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"--out {d} holds" in err[0], err
     assert {p: p.read_bytes() for p in d.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("dedup:\n  threshold: 0.7\ndedup:\n  num_perm: 64\n", "line 3: key 'dedup' appears twice"),
+    ("dedup:\n  threshold: 0.7\n  threshold: 0.9\n", "line 3: key 'threshold' appears twice"),
+    ("dedup: false\n", "section 'dedup' must be a mapping"),
+    ("dedup: []\n", "section 'dedup' must be a mapping"),
+    ("dedup: ''\n", "section 'dedup' must be a mapping"),
+])
+def test_a_config_that_would_be_read_other_than_written_is_refused(tmp_path, capsys, text, needle):
+    """A section or key written twice was read as its last copy (a whole dedup: section dropped
+    without a word), and a section that is false, [] or '' as no section (found by the CLI
+    probe): exit 2, one line naming the file (and line)."""
+    from pipelines.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    assert main(["params", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(cfg) in err[0] and needle in err[0], err
