@@ -63,6 +63,10 @@ class StageConfig:
                 self._bad(f"{f.name} must be one of {', '.join(map(str, f.metadata['choices']))}, got {value!r}")
 
 
+#: Most permutations a config takes: sqrt(J (1 - J) / K) <= 0.5 / sqrt(8192) < 0.006.
+MAX_NUM_PERM = 8192
+
+
 @dataclass(frozen=True)
 class DedupConfig(StageConfig):
     """Everything that decides which rows a dedup run removes (and how it reads them).
@@ -126,6 +130,9 @@ class DedupConfig(StageConfig):
             self._bad(f"threshold must be in (0, 1), got {self.threshold}")
         if self.num_perm < 2:
             self._bad(f"num_perm must be >= 2, got {self.num_perm}")
+        if self.num_perm > MAX_NUM_PERM:
+            self._bad(f"num_perm must be <= {MAX_NUM_PERM} (the Jaccard estimate's standard error is under 0.006 "
+                      f"there; the banding search grows as K log K), got {self.num_perm}")
         if self.ngram < 1:
             self._bad(f"ngram must be >= 1, got {self.ngram}")
         if not 0 <= self.seed < 2**32:  # numpy's RandomState(seed) draws the permutations, as datasketch's
@@ -140,8 +147,8 @@ class DedupConfig(StageConfig):
             self._bad(f"bands and rows must be >= 1, got bands={self.bands}, rows={self.rows}")
         if self.bands is not None and self.bands * self.rows > self.num_perm:
             self._bad(f"bands * rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
-        if self.batch_rows < 1:
-            self._bad(f"batch_rows must be >= 1, got {self.batch_rows}")
+        if not 1 <= self.batch_rows <= 2**31 - 1:  # one Arrow array per column
+            self._bad(f"batch_rows must be >= 1 and <= {2**31 - 1}, got {self.batch_rows}")
         if self.capacity is not None and self.capacity < 1:
             self._bad(f"capacity must be >= 1, got {self.capacity}")
 

@@ -163,3 +163,18 @@ def test_a_run_over_its_capacity_warns(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "warning: 236 documents in an index sized for --capacity 10" in r.stderr, r.stderr
     assert "predicted false-positive rate 1 (target 1e-05)" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("batch_rows", 2**63, "batch_rows must be >= 1 and <= 2147483647"),
+    ("num_perm", 1_000_000, "num_perm must be <= 8192"),
+])
+def test_values_no_run_can_use_are_refused_by_the_config(field, value, needle):
+    """--batch-rows 2^63 ended in an OverflowError traceback (exit 1) inside the Parquet reader,
+    and --num-perm 1000000 ran the banding search for minutes with no word (found by the CLI
+    probe). A batch is one Arrow array (2^31 - 1 rows at most); 8192 permutations put the
+    Jaccard estimate's standard error under 0.006 and the search at seconds."""
+    from dedup.config import DedupConfig
+
+    with pytest.raises(ValueError, match=needle):
+        DedupConfig(**{field: value})
