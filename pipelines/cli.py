@@ -338,13 +338,18 @@ def _cmd_params(args: argparse.Namespace) -> int:
     c = from_args(args)
     if args.docs < 1:
         raise ConfigError(f"--docs must be >= 1, got {args.docs}")
-    plan = plan_index(c.threshold, c.num_perm, args.docs, c.fp, c.bands, c.rows)
-    exact_bits, exact_k = bloom_size(args.docs, c.exact_fp)
+    if c.index != "lshbloom":
+        raise ConfigError(f"params plans LSHBloom indexes (Bloom filters per band); --index {c.index} keeps bucket "
+                          "tables instead")
+    # as dedup sizes them: for --capacity when given, else for the documents
+    plan = plan_index(c.threshold, c.num_perm, c.capacity or args.docs, c.fp, c.bands, c.rows)
+    exact_bits, exact_k = bloom_size(plan.capacity, c.exact_fp)
     parts = bloom_parts(plan.band_bits)
     chunk = min(chunk_keys(parts), args.docs)  # a chunk never holds more keys than the corpus
     band_task = plan.band_bits // 8 + chunk * CHUNK_BYTES_PER_KEY + TASK_BASE_BYTES
-    payload = {**plan.to_dict(), "band_parts": parts, "exact_fp": c.exact_fp, "exact_bits": exact_bits,
-               "exact_k": exact_k, "band_task_bytes": band_task}
+    payload = {**plan.to_dict(), "docs": args.docs, "predicted_fp_at_docs": plan.predicted_fp(args.docs),
+               "band_parts": parts, "exact_fp": c.exact_fp, "exact_bits": exact_bits, "exact_k": exact_k,
+               "band_task_bytes": band_task}
 
     def human() -> None:
         layout = "one part" if parts == 1 else f"{parts:,} cache parts of ~{_bytes(PART_BYTES)} each"
@@ -358,11 +363,12 @@ def _cmd_params(args: argparse.Namespace) -> int:
             ("band task memory", f"~{_bytes(band_task)} (staged engine: one filter, chunks of {chunk:,} keys at "
                                  f"~{CHUNK_BYTES_PER_KEY} bytes, ~{_bytes(TASK_BASE_BYTES)} of Python and Arrow; "
                                  "plus one shard's keys; --band-splits N: the filter's share / N)"),
-            ("false positives", f"{plan.band_fp:.3g} per band, {plan.predicted_fp(plan.capacity):.3g} whole index "
-                                f"at {plan.capacity:,} documents (target {plan.total_fp:g})"),
+            ("false positives", f"{plan.band_fp:.3g} per band, {plan.predicted_fp(args.docs):.3g} whole index "
+                                f"at {args.docs:,} documents (target {plan.total_fp:g})"),
         ]
         width = max(len(k) for k, _ in rows)
-        print(f"memdedup params for {plan.capacity:,} document{'s' if plan.capacity > 1 else ''}")
+        sized = f" (filters sized for --capacity {plan.capacity:,})" if plan.capacity != args.docs else ""
+        print(f"memdedup params for {args.docs:,} document{'s' if args.docs > 1 else ''}{sized}")
         for k, v in rows:
             print(f"  {k:<{width}}  {v}")
         print(f"  {'S-curve':<{width}}  {'Jaccard':<12}" + "".join(f"{s:>9}" for s in plan.curve))

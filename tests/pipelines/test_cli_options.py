@@ -706,3 +706,24 @@ def test_a_config_that_would_be_read_other_than_written_is_refused(tmp_path, cap
     assert main(["params", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(cfg) in err[0] and needle in err[0], err
+
+
+def test_params_plans_what_a_dedup_run_with_the_same_flags_uses(tmp_path, capsys):
+    """params ignored --capacity (filters sized for --docs, where dedup sizes them for the
+    capacity) and --index lsh (it printed Bloom sizes a bucket-table run does not have). Found
+    by the CLI probe. Now the plan is for the capacity, its rate predicted at --docs, and
+    --index lsh is refused."""
+    from pipelines.cli import main
+
+    def plan(*flags: str) -> dict:
+        assert main(["params", *flags, "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    sized, at_docs = plan("--docs", "60", "--capacity", "100000"), plan("--docs", "100000")
+    assert sized["capacity"] == 100000 and sized["index_bytes"] == at_docs["index_bytes"]
+    assert sized["predicted_fp_at_docs"] < at_docs["predicted_fp_at_docs"]
+    write_shards(tmp_path / "in")
+    assert main(["dedup", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--capacity", "100000", "--quiet"]) == 0
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["index"]["bytes"]["bands"] == sized["index_bytes"]
+    assert main(["params", "--index", "lsh"]) == 2
+    assert "--index lsh" in capsys.readouterr().err
