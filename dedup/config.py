@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import re
 import typing
 from dataclasses import asdict, dataclass, fields
 from typing import Any, NoReturn
@@ -57,8 +58,13 @@ class StageConfig:
             if not (type(value) in allowed if isinstance(value, bool) or value is None else
                     any(isinstance(value, t) for t in allowed if t is not bool)
                     or float in allowed and isinstance(value, int)):
+                hint = ""
+                if isinstance(value, str) and float in allowed and (
+                        m := re.fullmatch(r"([-+]?\d+)(?:\.(\d*))?[eE]([-+]?)(\d+)", value)):
+                    hint = (" (YAML reads a number with an exponent as a float only with a dot and a signed exponent: "
+                            f"write {m[1]}.{m[2] or '0'}e{m[3] or '+'}{m[4]})")
                 self._bad(f"{f.name} must be {' or '.join(t.__name__.replace('NoneType', 'null') for t in allowed)}, "
-                          f"got {value!r}")
+                          f"got {value!r}{hint}")
             if f.metadata.get("choices") and value not in f.metadata["choices"]:
                 self._bad(f"{f.name} must be one of {', '.join(map(str, f.metadata['choices']))}, got {value!r}")
 

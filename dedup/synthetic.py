@@ -448,8 +448,11 @@ def generate_corpus(n_docs: int, mean_bytes: int = 1000, exact_frac: float = 0.0
         raise ValueError(f"n_docs must be >= 0, got {n_docs}")
     if mean_bytes < 1:
         raise ValueError(f"mean_bytes must be >= 1, got {mean_bytes}")
-    if exact_frac < 0 or near_frac < 0 or exact_frac + near_frac >= 1:
-        raise ValueError("need exact_frac >= 0, near_frac >= 0, exact_frac + near_frac < 1")
+    if not (exact_frac >= 0 and near_frac >= 0 and exact_frac + near_frac < 1):  # NaN fails too
+        raise ValueError(f"need exact_frac >= 0, near_frac >= 0, exact_frac + near_frac < 1, got {exact_frac:g} and "
+                         f"{near_frac:g}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
     lo, hi = float(near_jaccard[0]), float(near_jaccard[1])
     if not 0 < lo <= hi <= 1:
         raise ValueError(f"near_jaccard must satisfy 0 < lo <= hi <= 1, got {near_jaccard}")

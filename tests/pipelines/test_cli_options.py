@@ -727,3 +727,30 @@ def test_params_plans_what_a_dedup_run_with_the_same_flags_uses(tmp_path, capsys
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["index"]["bytes"]["bands"] == sized["index_bytes"]
     assert main(["params", "--index", "lsh"]) == 2
     assert "--index lsh" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--near-frac", "nan"], "need exact_frac >= 0, near_frac >= 0, exact_frac + near_frac < 1, got 0.05 and nan"),
+    (["--seed", "-1"], "seed must be >= 0, got -1"),
+])
+def test_generate_names_the_option_of_a_bad_value(tmp_path, capsys, flags, needle):
+    """--near-frac nan failed with 'cannot convert float NaN to integer' and --seed -1 with
+    numpy's 'expected non-negative integer', naming no option (found by the CLI probe)."""
+    from pipelines.cli import main
+
+    assert main(["generate", "--out", str(tmp_path / "c"), "--docs", "10", *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_yaml_float_read_as_a_string_says_how_to_write_it(tmp_path, capsys):
+    """YAML 1.1 reads 1e-5 (no dot) as a string: 'fp must be float, got '1e-5'' left the user to
+    guess why, the README's flags being written --fp 1e-5 (found by the CLI probe)."""
+    from pipelines.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("dedup:\n  fp: 1e-5\n")
+    assert main(["params", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "write 1.0e-5" in err[0], err
