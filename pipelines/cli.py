@@ -530,6 +530,9 @@ def main(argv: list[str] | None = None) -> int:
             return handlers[args.command](args)
     except (InputError, ConfigError, OutputExistsError, InUseError, ValueError, ClusterError) as e:
         return _fail(args.command, str(e))
+    except BrokenPipeError:  # the reader of stdout stopped (| head): no error of ours, and nothing more to say
+        _quiet_stdout()
+        return 141  # 128 + SIGPIPE, as a shell reports a writer the pipe stopped
     except OSError as e:  # disk full, permissions: the file and the reason, not a traceback
         where = f"{e.filename}: " if e.filename else ""
         if e.strerror is None and isinstance(e, FileNotFoundError):  # pyarrow's: the path alone, no reason
@@ -540,8 +543,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         if args.json_out.tell():
-            sys.stdout.write(args.json_out.getvalue())
-            sys.stdout.flush()
+            try:
+                sys.stdout.write(args.json_out.getvalue())
+                sys.stdout.flush()
+            except BrokenPipeError:
+                _quiet_stdout()
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null: its reader is gone, and Python's flush at exit would complain."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

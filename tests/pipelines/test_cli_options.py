@@ -754,3 +754,13 @@ def test_a_yaml_float_read_as_a_string_says_how_to_write_it(tmp_path, capsys):
     assert main(["params", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "write 1.0e-5" in err[0], err
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path):
+    """`memdedup params | head -1` printed 'memdedup params: error: Broken pipe' and exit 2, as
+    if the input were bad (found by the CLI probe): a reader that stops is no error of ours."""
+    p = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "params"], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    p.stdout.close()  # the reader is gone before the command writes (it takes ~0.5 s to start)
+    err = p.stderr.read()
+    assert p.wait(timeout=120) == 141 and err == "", err  # 128 + SIGPIPE, as a shell reports it
