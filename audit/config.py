@@ -51,7 +51,7 @@ class AuditConfig(StageConfig):
                                    unit="sequences")
     n_boot: int = option(1000, "bootstrap resamples for ROC-AUC intervals: 0 (none) or at least 40", unit="resamples")
     text_column: str = option("text", "corpus text column, as in dedup")
-    id_column: str | None = option("id", "corpus id column, as in dedup", none="no ids")
+    id_column: str | None = option("id", "corpus id column, as in dedup; '' for no ids", none="no ids")
     count_tokens: bool = option(False, "tokenize the whole corpus to report tokens kept by dedup; costly")
     per_bucket: int | None = option(None, "Carlini et al. 2022's sampling: keep at most this many distinct sequences "
                                           "per occurrence bucket, from the -n sampled candidates", unit="sequences",
@@ -107,7 +107,7 @@ class TrainConfig(StageConfig):
     checkpoint_every: int = option(100, "then a checkpoint every this many steps, and at the final step",
                                    unit="steps")
     text_column: str = option("text", "corpus text column")
-    id_column: str | None = option("id", "corpus id column", none="no ids")
+    id_column: str | None = option("id", "corpus id column; '' for no ids (documents named shard:row)", none="no ids")
     retention_items: int | None = option(None, "retention run (Orhan 2024): this many full-length instances of unique "
                                                "text are trained once, in one window right after warm-up, never "
                                                "again; checkpoints at 0, 1, 2, 4, ... steps after", unit="instances",

@@ -178,8 +178,8 @@ def corpus_documents(shards, text_column: str, id_column: str | None) -> list[tu
         name = document_name(doc_id, shard.name, row)
         if name in seen:
             raise InputError(shard.path, f"id {name!r} also names row {seen[name][1]} of {seen[name][0]}; documents "
-                             "are named by id in training orders: make ids unique, or train with --id-column none",
-                             row=row)
+                             "are named by id in training orders: make ids unique, or train with --id-column '' "
+                             "(no ids: documents named shard:row)", row=row)
         seen[name] = (shard.name, row)
         docs.append((name, shard.name, row, text or ""))
     return docs

@@ -116,7 +116,7 @@ class DedupConfig(StageConfig):
     text_column: str = option("text", "text column: string, large_string, string_view or dictionary-encoded")
     id_column: str | None = option("id", "id column, cast to strings (whole-number floats as integers: 2.0 is "
                                          "'2'); a file without the default column gets null ids, a column named "
-                                         "by --id-column must exist",
+                                         "by --id-column must exist; '' for no ids",
                                    none="no ids", flag_sets={"id_column_required": True})
     id_column_required: bool = option(False, "a file without id_column is an error; set by --id-column", cli=False)
     batch_rows: int = option(32768, "rows per processing batch; memory is one batch plus the index", unit="rows")

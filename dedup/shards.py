@@ -612,7 +612,7 @@ def id_strings(col: pa.Array | pa.ChunkedArray, path: Path, column: str, first_r
         bad = _first_undecodable(col) if _is_bytes(col.type) else None
         if bad is not None:
             raise InputError(path, f"id column {column!r} holds bytes that are not UTF-8 ({bad[1]}); ids are read as "
-                             "text: write raw-byte ids (digests) as hex strings, or pass --id-column none",
+                             "text: write raw-byte ids (digests) as hex strings, or pass --id-column '' (no ids)",
                              row=first_row + bad[0]) from e
         raise InputError(path, f"id column {column!r} of type {col.type} cannot be read as strings: {e}") from e
 
