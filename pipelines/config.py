@@ -163,17 +163,13 @@ def from_args(args: argparse.Namespace) -> Any:
     try:
         return cls(**values)
     except (TypeError, ValueError) as e:
-        if values != in_file and _valid(cls, in_file):  # the flags' fault, not the file's
+        if values != in_file:  # the file's own problem is the file's; else the flags' fault
+            try:
+                cls(**in_file)
+            except (TypeError, ValueError) as in_file_error:
+                raise ConfigError(f"{source}: section {name}: {in_file_error}") from in_file_error
             source = "<command line>"
         raise ConfigError(f"{source}: section {name}: {e}") from e
-
-
-def _valid(cls: type, values: dict) -> bool:
-    try:
-        cls(**values)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def reference(cls: type) -> str:

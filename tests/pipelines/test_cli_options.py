@@ -764,3 +764,16 @@ def test_output_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path):
     p.stdout.close()  # the reader is gone before the command writes (it takes ~0.5 s to start)
     err = p.stderr.read()
     assert p.wait(timeout=120) == 141 and err == "", err  # 128 + SIGPIPE, as a shell reports it
+
+
+def test_a_bad_file_value_and_a_bad_flag_each_are_named_as_theirs(tmp_path, capsys):
+    """With ngram: 0 in the file and --threshold 2 on the command line, the error named the file
+    and gave the flag's problem ('c.yaml: ... threshold must be in (0, 1), got 2.0'); found by
+    the CLI probe. The file's own problem is reported as the file's."""
+    from pipelines.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("dedup:\n  ngram: 0\n")
+    assert main(["params", "--config", str(cfg), "--threshold", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{cfg}: section dedup" in err[0] and "ngram must be >= 1" in err[0], err
