@@ -187,13 +187,15 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
     out = Path(exclude) if exclude is not None else None
     files: dict[Path, Path] = {}  # path as given (absolute, normalised, links not resolved) -> real file
     skipped: dict[str, list[Path]] = {k: [] for k in _SKIPPED}
+    said: set[Path] = set()  # the skipped files' real paths
     for item in inputs:
         s = os.fspath(item)
         p = Path(s)
         if p.is_dir():
             found, skips = _walk(p)
-            for k, v in skips.items():
-                skipped[k] += [q for q in v if not inside(q, out)]
+            for k, v in skips.items():  # a directory given twice: its files said once
+                skipped[k] += [q for q in v if not inside(q, out) and q.resolve() not in said]
+                said.update(q.resolve() for q in v)
             new = [q for q in found if not inside(q, out)]
             if not new:
                 if found:

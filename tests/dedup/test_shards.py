@@ -1008,3 +1008,14 @@ def test_a_directory_of_skipped_files_only_says_what_it_skipped(tmp_path: Path):
     with pytest.raises(InputError, match=r"no \.parquet.*skipped 1 \.json file.*as JSON Lines: train\.json.*"
                                          r"skipped 1 compressed file.*b\.jsonl\.bz2"):
         discover([d])
+
+
+def test_a_directory_given_twice_has_its_skipped_files_said_once(tmp_path: Path):
+    """`memdedup dedup d d` said 'skipped 2 .json files: manifest.json, manifest.json' for one
+    file (found by the CLI probe): the rows are read once, and so are the skipped files counted."""
+    d = tmp_path / "d"
+    write(d / "a.jsonl")
+    (d / "train.json").write_text("")
+    said: list[str] = []
+    assert [s.name for s in discover([d, d, str(d) + "/"], log=said.append)] == ["a.jsonl"]
+    assert any("skipped 1 .json file" in m and m.count("train.json") == 1 for m in said), said
