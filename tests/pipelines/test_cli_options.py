@@ -777,3 +777,16 @@ def test_a_bad_file_value_and_a_bad_flag_each_are_named_as_theirs(tmp_path, caps
     assert main(["params", "--config", str(cfg), "--threshold", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{cfg}: section dedup" in err[0] and "ngram must be >= 1" in err[0], err
+
+
+def test_a_capacity_beyond_memory_is_one_line_and_exit_2(tmp_path, capsys):
+    """--capacity 10^13 asks for filters of ~32 TiB: numpy's MemoryError ended in a traceback,
+    exit 1 (found by the CLI probe). Running out of memory is one line naming what to lower."""
+    from pipelines.cli import main
+
+    write_shards(tmp_path / "in")
+    assert main(["dedup", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--capacity", str(10**13),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "out of memory" in err[0] and "--capacity" in err[0], err
+    assert not (tmp_path / "out").exists()
