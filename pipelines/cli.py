@@ -194,9 +194,9 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
     if config.capacity and rows > config.capacity:  # full filters: unrelated documents collide
         import warnings
 
-        warnings.warn(f"{rows:,} documents in an index sized for --capacity {config.capacity:,}: predicted false-positive "
-                      f"rate {index['predicted_fp']:.3g} (target {index['plan']['total_fp']:g}), so unrelated documents "
-                      "are removed as near duplicates; raise --capacity, or leave it unset")
+        warnings.warn(f"{rows:,} documents in an index sized for --capacity {config.capacity:,}: predicted "
+                      f"false-positive rate {index['predicted_fp']:.3g} (target {index['plan']['total_fp']:g}), so "
+                      "unrelated documents are removed as near duplicates; raise --capacity, or leave it unset")
     _emit(args, manifest, lambda: _print_summary(manifest, args.out))
     return 0
 
@@ -416,7 +416,8 @@ def _replace_generated(out: Path, manifest_name: str) -> None:
         raise ConfigError(f"--out {out} is a file; give a directory")
     if (out / manifest_name).exists():
         earlier = read_json(out / manifest_name)
-        listed = {manifest_name, *(Path(name).name for name in earlier.get("shards", []))} if "kinds" in earlier else set()
+        shards = (Path(name).name for name in earlier.get("shards", []))
+        listed = {manifest_name, *shards} if "kinds" in earlier else set()
     else:
         shard = re.compile(r"part-\d{5,}\.(parquet|jsonl|jsonl\.gz|jsonl\.zst)")
         listed = {p.name for p in out.iterdir() if shard.fullmatch(p.name) and p.is_file()}
@@ -530,9 +531,6 @@ def main(argv: list[str] | None = None) -> int:
             return handlers[args.command](args)
     except (InputError, ConfigError, OutputExistsError, InUseError, ValueError, ClusterError) as e:
         return _fail(args.command, str(e))
-    except MemoryError as e:  # numpy's says how much it could not allocate
-        return _fail(args.command, f"out of memory: {e}; lower what sizes it (dedup: --capacity, --batch-rows, "
-                                   "--threads; audit, train, profile: --batch-size and the model)")
     except MemoryError as e:  # numpy's says how much it could not allocate
         return _fail(args.command, f"out of memory: {e}; lower what sizes it (dedup: --capacity, --batch-rows, "
                                    "--threads; audit, train, profile: --batch-size and the model)")

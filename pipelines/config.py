@@ -42,8 +42,8 @@ def load_yaml(path: str | os.PathLike) -> dict:
                     continue
                 key = self.construct_object(key_node, deep=True)
                 if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"line {key_node.start_mark.line + 1}: key {key!r} appears twice", key_node.start_mark)
+                    where = f"line {key_node.start_mark.line + 1}: key {key!r} appears twice"
+                    raise yaml.constructor.ConstructorError(None, None, where, key_node.start_mark)
                 seen.add(key)
             return super().construct_mapping(node, deep)
 
