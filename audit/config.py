@@ -182,11 +182,15 @@ class ProfileConfig(StageConfig):
     batch_size: int = option(64, "sequences per forward pass", unit="sequences")
     early_checkpoint: int | None = option(None, "step of the early audit for forecasting", unit="steps",
                                           none="the checkpoint closest to the middle of training")
-    checkpoints: str | None = option(None, "comma-separated checkpoint steps to profile, a subset of the run's "
-                                           "(e.g. 0,1000,2000); the panel still ends at the end of epoch 1",
+    checkpoints: str | None = option(None, "comma-separated checkpoint steps to profile (a list in a config file), "
+                                           "a subset of the run's (e.g. 0,1000,2000); the panel still ends at the end "
+                                           "of epoch 1",
                                      none="every checkpoint of the run")
 
     def __post_init__(self) -> None:
+        steps = self.checkpoints
+        if isinstance(steps, (list, tuple)) and all(isinstance(x, int) and not isinstance(x, bool) for x in steps):
+            object.__setattr__(self, "checkpoints", ",".join(map(str, steps)))  # a YAML list, as its string
         self._check_fields()
         if self.n_treated < 1 or self.n_control < 4:
             self._bad("need n_treated >= 1 and n_control >= 4")
@@ -203,6 +207,8 @@ class ProfileConfig(StageConfig):
                 grid = self.checkpoint_grid()
             except ValueError:
                 self._bad(f"checkpoints must be comma-separated integer steps, got {self.checkpoints!r}")
+            if grid and grid[0] < 0:
+                self._bad(f"checkpoint steps must be >= 0, got {grid[0]}")
             if len(grid) < 2:
                 self._bad(f"checkpoints must name at least 2 steps, got {self.checkpoints!r}")
 

@@ -790,3 +790,11 @@ def test_a_capacity_beyond_memory_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "out of memory" in err[0] and "--capacity" in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_profile_checkpoints_take_a_yaml_list_and_name_a_negative_step():
+    """checkpoints: [0, 1000] in a config file (YAML's own list) was refused as 'must be str or
+    null', and checkpoints: '-1' was told it 'must name at least 2 steps' (found by the CLI probe)."""
+    assert ProfileConfig(checkpoints=[0, 1000]).checkpoint_grid() == [0, 1000]
+    with pytest.raises(ValueError, match=r"checkpoint steps must be >= 0, got -1"):
+        ProfileConfig(checkpoints="-1,5")
