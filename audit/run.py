@@ -39,9 +39,7 @@ def _dedup_context(dedup_dir: Path | None) -> tuple[DedupConfig, set[tuple[str, 
     """Dedup's config, removed rows and manifest, from a dedup output directory."""
     if dedup_dir is None:
         return DedupConfig(), set(), None
-    manifest = io.read_manifest(dedup_dir)
-    if manifest is None:
-        raise InputError(dedup_dir, "not a completed dedup output (no manifest.json)")
+    manifest = io.completed_manifest(dedup_dir, "dedup")
     cfg = {k: v for k, v in manifest["config"].items() if k in DedupConfig.field_names()}
     removed = pq.read_table(dedup_layout.removed_path(dedup_dir), columns=["shard", "row"]).to_pydict()
     return DedupConfig(**cfg), set(zip(removed["shard"], removed["row"])), manifest

@@ -200,6 +200,16 @@ def read_manifest(out: Path) -> dict | None:
     return read_json(p, ("stage",)) if p.exists() else None
 
 
+def completed_manifest(out: Path, stage: str) -> dict:
+    """The manifest of the completed ``stage`` in ``out``: a stage is done exactly when its
+    manifest exists. StateError naming ``out`` otherwise."""
+    manifest = read_manifest(Path(out))
+    if manifest is None or manifest["stage"] != stage:
+        why = "no manifest.json" if manifest is None else f"its manifest.json is the {manifest['stage']} stage's"
+        raise StateError(f"{out}: not a completed {stage} output ({why})")
+    return manifest
+
+
 def write_stage_manifest(out: Path, stage: str, body: dict, *, versions: bool = True) -> dict:
     """Write ``out/manifest.json`` last and atomically: the one manifest format of every
     stage. Adds ``stage``, ``created_unix`` (seconds since the epoch) and, unless

@@ -109,19 +109,10 @@ def planted_manifest(table: pa.Table, seed: int, shards: list[Path], canaries: b
     return planted
 
 
-def _completed(stage_dir: Path, stage: str) -> dict:
-    """The manifest of the completed ``stage`` in ``stage_dir``; InputError otherwise (a stage is
-    done exactly when its manifest exists)."""
-    manifest = io.read_manifest(stage_dir)
-    if manifest is None or manifest["stage"] != stage:
-        raise InputError(stage_dir, f"not a completed {stage} output (no manifest.json): run the workflow first")
-    return manifest
-
-
 def _canary_rate(audit_dir: Path) -> dict:
     """Extractable rate of the distinct sequences (as the audit's rates count) sampled from
     canaries planted at least MIN_COPIES times."""
-    _completed(audit_dir, "audit")
+    io.completed_manifest(audit_dir, "audit")
     table = pq.read_table(audit_dir / PER_SEQUENCE)
     if missing := [c for c in ("doc_id", "duplicate_count", "extractable") if c not in table.column_names]:
         raise InputError(audit_dir / PER_SEQUENCE, f"no column {missing[0]!r} (columns: {table.column_names})")
@@ -173,7 +164,7 @@ def run_checks(out: str | Path) -> dict:
     if corpus_manifest.exists():
         corpus = io.read_json(corpus_manifest)
         planted = set(corpus.get("exact_ids", []))
-        rows = dedup_layout.input_rows(_completed(out / "dedup", "dedup"))
+        rows = dedup_layout.input_rows(io.completed_manifest(out / "dedup", "dedup"))
         if set(rows) != set(corpus.get("shards", [])) or sum(rows.values()) != corpus.get("documents"):
             raise InputError(out / "dedup", f"not the dedup output of the corpus in {out / 'corpus'} ({len(rows)} "
                                             f"inputs of {sum(rows.values())} rows; the corpus has "

@@ -28,9 +28,7 @@ def _dedup_accounting(dedup_dir: Path, first: Audit, first_label: str) -> dict:
     """comparison.json's ``dedup``: the dedup output's totals, and the first audit's sequences
     joined (shard, row) with its removed rows (:func:`audit.aggregate.removed_accounting`).
     ValueError: a sequence's shard and row are not among the dedup output's inputs."""
-    manifest = io.read_manifest(dedup_dir)
-    if manifest is None:
-        raise ValueError(f"{dedup_dir}: not a completed dedup output (no manifest.json)")
+    manifest = io.completed_manifest(dedup_dir, "dedup")
     rem = pq.read_table(dedup_layout.removed_path(dedup_dir), columns=["shard", "row", "reason"]).to_pydict()
     reason_of = {(str(s), int(r)): str(c) for s, r, c in zip(rem["shard"], rem["row"], rem["reason"])}
     t = first.table

@@ -863,3 +863,18 @@ def test_the_python_api_refuses_what_the_command_line_refuses(dirs, tmp_path):
     with pytest.raises(ValueError, match=r"--dedup-dir .*nope: not a directory"):
         write_report([dirs["raw"]], tmp_path / "rep", dedup_dir=tmp_path / "nope")
     assert not (tmp_path / "rep").exists()
+
+
+def test_a_dedup_dir_holding_another_stages_output_is_refused(dirs, tmp_path, capsys):
+    """--dedup-dir naming an audit directory (its manifest.json is the audit stage's) was read as
+    a dedup output; only a directory without any manifest was refused. The one check of a
+    completed stage (dedup.io.completed_manifest) serves report, audit and check."""
+    from pipelines.cli import main
+
+    (dirs["dedup"] / "manifest.json").write_text('{"stage": "audit"}')
+    assert main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--dedup-dir", str(dirs["dedup"]),
+                 "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{dirs['dedup']}: not a completed dedup output (its manifest.json is the audit stage's)" \
+        in err[0], err
+    assert not (tmp_path / "rep").exists()
