@@ -200,6 +200,21 @@ def read_manifest(out: Path) -> dict | None:
     return read_json(p, ("stage",)) if p.exists() else None
 
 
+def undecodable(text: str | os.PathLike) -> str | None:
+    """``text`` (a path or name from the command line) with its bytes that are not UTF-8 shown
+    as ``\\xNN``, when it has any; None when it is valid UTF-8 (what memdedup's outputs name).
+
+    Example:
+        >>> undecodable("ok"), undecodable(os.fsdecode(b"a\\xffb"))
+        (None, 'a\\\\xffb')
+    """
+    try:
+        os.fspath(text).encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
 def completed_manifest(out: Path, stage: str) -> dict:
     """The manifest of the completed ``stage`` in ``out``: a stage is done exactly when its
     manifest exists. StateError naming ``out`` otherwise."""

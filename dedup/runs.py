@@ -231,11 +231,8 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
         first.setdefault(files[given], given)
     ordered = list(first.values())
     for q in ordered:
-        try:
-            str(q).encode("utf-8")
-        except UnicodeEncodeError:
-            raise InputError(os.fsencode(q).decode("utf-8", "backslashreplace"),
-                             "file name is not valid UTF-8 (output names must be); rename it") from None
+        if shown := io.undecodable(q):
+            raise InputError(shown, "file name is not valid UTF-8 (output names must be); rename it")
     root = Path(os.path.commonpath([str(q.parent) for q in ordered]))
     shards = [Shard(q, q.relative_to(root).as_posix(), *format_of(q)) for q in ordered]  # type: ignore[misc]
     seen: dict[str, Shard] = {}

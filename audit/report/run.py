@@ -26,7 +26,8 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from dedup.io import json_or_empty, read_json, read_manifest, remove_temporaries, tmp_path, write_stage_manifest
+from dedup.io import (json_or_empty, read_json, read_manifest, remove_temporaries, tmp_path, undecodable,
+                      write_stage_manifest)
 from dedup.shards import InputError
 
 from ..layout import COMPARISON_PAGE, SUMMARY, holding_out, refuse_out, report_json
@@ -122,11 +123,8 @@ def write_report(audits: Sequence[Path] | Path, out: Path, *, labels: Sequence[s
     labels = _labels(audits, [labels] if isinstance(labels, str) else labels)
     for what, text in [*(("--labels: label", lab) for lab in labels),
                        *(("path", str(p)) for p in [out, *audits, *profile_dirs, *model_dirs, dedup_dir, checks] if p)]:
-        try:  # the pages and their JSON, which name labels and paths, are UTF-8
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(f"{what} {os.fsencode(text).decode('utf-8', 'backslashreplace')} is not valid UTF-8 (the "
-                             "report names it in its pages); rename it") from None
+        if shown := undecodable(text):  # the pages and their JSON, which name labels and paths, are UTF-8
+            raise ValueError(f"{what} {shown} is not valid UTF-8 (the report names it in its pages); rename it")
     stems = _file_stems(labels)
     if len(profile_dirs) > len(audits):
         raise ValueError(f"--profile-dir: {len(profile_dirs)} profiles for {len(audits)} audits")

@@ -1019,3 +1019,16 @@ def test_a_directory_given_twice_has_its_skipped_files_said_once(tmp_path: Path)
     said: list[str] = []
     assert [s.name for s in discover([d, d, str(d) + "/"], log=said.append)] == ["a.jsonl"]
     assert any("skipped 1 .json file" in m and m.count("train.json") == 1 for m in said), said
+
+
+def test_a_file_name_that_is_not_utf8_is_refused_naming_it_escaped(tmp_path: Path):
+    """Output names (kept/<name>, removed.parquet's shard column) are UTF-8 text: a file whose
+    name holds a byte that is not is refused, its name shown with that byte as \\xff
+    (dedup.io.undecodable, as the report shows labels and paths)."""
+    import os
+
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / os.fsdecode(b"a\xffb.jsonl")).write_bytes(b'{"text": "one two three"}\n')
+    with pytest.raises(InputError, match=r"a\\xffb\.jsonl: file name is not valid UTF-8"):
+        discover([d])
