@@ -54,6 +54,7 @@ import gzip
 import json
 import math
 import pathlib
+import re
 import string
 
 import numpy as np
@@ -564,6 +565,10 @@ def true_duplicates(table: pa.Table, threshold: float, ngram: int = 5, unit: str
 
 
 # ---------------------------------------------------------------------------- shards
+
+
+#: The names write_shards gives its files (part-00000.parquet, ...), and no other file's.
+SHARD_FILE = re.compile(r"part-\d{5,}\.(parquet|jsonl|jsonl\.gz|jsonl\.zst)")
 
 
 def write_shards(table: pa.Table, out_dir, n_shards: int, fmt: str = "parquet") -> list[pathlib.Path]:

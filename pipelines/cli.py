@@ -382,9 +382,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from dedup.io import write_json_atomic
     from dedup.synthetic import generate_corpus, write_shards
 
-    from .demo import CORPUS_MANIFEST, generate_demo_corpus, planted_manifest
+    from .demo import CORPUS_MANIFEST, generate_demo_corpus, planted_manifest, prepare_corpus_dir
 
-    _replace_generated(args.out, CORPUS_MANIFEST)
+    prepare_corpus_dir(args.out)
     if args.canaries:
         table = generate_demo_corpus(args.docs, exact_frac=args.exact_frac, near_frac=args.near_frac,
                                      canaries_per_repeat=args.canaries_per_repeat, mean_bytes=args.doc_bytes,
@@ -398,34 +398,6 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     _emit(args, planted, lambda: print(f"wrote {table.num_rows:,} documents in {len(paths)} shard(s) to {args.out} "
                                        f"({', '.join(f'{v:,} {k}' for k, v in sorted(planted['kinds'].items()))})"))
     return 0
-
-
-def _replace_generated(out: Path, manifest_name: str) -> None:
-    """Make ``out`` ready for a generated corpus: nothing there, or an earlier generate run's
-    files, which are removed (a rerun may write fewer shards, or another format): its manifest
-    and the shards it lists, or without a manifest (Snakemake removes a rerun job's declared
-    output first) shards named as generate names them (dedup.synthetic.write_shards:
-    part-NNNNN.<format>); ConfigError for a file or a directory holding anything else."""
-    import re
-
-    from dedup.io import read_json
-
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a directory")
-    if (out / manifest_name).exists():
-        earlier = read_json(out / manifest_name)
-        shards = (Path(name).name for name in earlier.get("shards", []))
-        listed = {manifest_name, *shards} if "kinds" in earlier else set()
-    else:
-        shard = re.compile(r"part-\d{5,}\.(parquet|jsonl|jsonl\.gz|jsonl\.zst)")
-        listed = {p.name for p in out.iterdir() if shard.fullmatch(p.name) and p.is_file()}
-    if others := sorted(p.name for p in out.iterdir() if p.name not in listed):
-        raise ConfigError(f"--out {out} holds files no earlier generate run wrote ({', '.join(others[:3])}"
-                          f"{', ...' if len(others) > 3 else ''}); choose a new or empty directory")
-    for name in listed:
-        (out / name).unlink(missing_ok=True)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

@@ -32,14 +32,14 @@ from audit.layout import PER_SEQUENCE
 from dedup import io
 from dedup import layout as dedup_layout
 from dedup.shards import InputError
-from dedup.synthetic import generate_corpus
+from dedup.synthetic import SHARD_FILE, generate_corpus
 
 CORPUS_MANIFEST = "manifest.json"
 CHECKS_FILE = "checks.json"
 MIN_COPIES = 32  # claim 2: canaries planted at least this many times
 EXPOSURE_SAMPLES = 300  # candidates sampled from the canaries' random space per model
 
-__all__ = ["generate_demo_corpus", "DEMO_SCHEMA", "planted_manifest", "run_checks"]
+__all__ = ["generate_demo_corpus", "DEMO_SCHEMA", "planted_manifest", "prepare_corpus_dir", "run_checks"]
 
 
 #: Schema of :func:`generate_demo_corpus`.
@@ -107,6 +107,29 @@ def planted_manifest(table: pa.Table, seed: int, shards: list[Path], canaries: b
         planted["canary_rows_by_repeats"] = {str(r): n for r, n in sorted(reps.items())}
         planted["exact_ids"] = [i for i, k in zip(table.column("id").to_pylist(), kinds) if k == "exact"]
     return planted
+
+
+def prepare_corpus_dir(out: Path) -> None:
+    """Make ``out`` ready for ``memdedup generate``: nothing there, or an earlier generate run's
+    files, which are removed (a rerun may write fewer shards, or another format): its manifest
+    and the shards it lists, or without a manifest (Snakemake removes a rerun job's declared
+    output first) files named as :func:`dedup.synthetic.write_shards` names them. ValueError for
+    a file or a directory holding anything else."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a directory")
+    if (out / CORPUS_MANIFEST).exists():
+        earlier = io.read_json(out / CORPUS_MANIFEST)
+        shards = (Path(name).name for name in earlier.get("shards", []))
+        listed = {CORPUS_MANIFEST, *shards} if "kinds" in earlier else set()
+    else:
+        listed = {p.name for p in out.iterdir() if SHARD_FILE.fullmatch(p.name) and p.is_file()}
+    if others := sorted(p.name for p in out.iterdir() if p.name not in listed):
+        raise ValueError(f"--out {out} holds files no earlier generate run wrote ({', '.join(others[:3])}"
+                         f"{', ...' if len(others) > 3 else ''}); choose a new or empty directory")
+    for name in listed:
+        (out / name).unlink(missing_ok=True)
 
 
 def _canary_rate(audit_dir: Path) -> dict:
