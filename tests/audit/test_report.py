@@ -878,3 +878,23 @@ def test_a_dedup_dir_holding_another_stages_output_is_refused(dirs, tmp_path, ca
     assert len(err) == 1 and f"{dirs['dedup']}: not a completed dedup output (its manifest.json is the audit stage's)" \
         in err[0], err
     assert not (tmp_path / "rep").exists()
+
+
+def test_a_rerun_failing_in_its_last_page_leaves_the_earlier_report_and_no_temporaries(dirs, tmp_path, monkeypatch,
+                                                                                         capsys):
+    """The refusals above fail before any page; this rerun fails after its pages were written,
+    in the comparison page: the earlier report is still whole, and nothing of the rerun stays."""
+    import audit.report.comparison
+    from pipelines.cli import main
+
+    out = tmp_path / "rep"
+    assert main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def boom(*a, **k):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(audit.report.comparison, "comparison_report", boom)
+    assert main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--labels", "x", "y", "--out", str(out)]) == 2
+    assert "boom" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
