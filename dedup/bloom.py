@@ -33,7 +33,7 @@ import numpy as np
 
 from . import kernels as _k
 from .io import write_bytes_atomic
-from .params import bloom_fp, bloom_parts, bloom_size
+from .params import MAX_PARTS, bloom_fp, bloom_parts, bloom_size
 
 MAGIC = b"MDBLOOM\x00"
 VERSION = 1  #: a filter of one part
@@ -75,7 +75,7 @@ class BloomFilter:
         if m_bits < 64 or k < 1:
             raise ValueError(f"need m_bits >= 64 and k >= 1, got m={m_bits}, k={k}")
         self.parts = bloom_parts(m_bits) if parts is None else int(parts)
-        if not 1 <= self.parts <= min(int(m_bits) // 64, 2**31 - 1):
+        if not 1 <= self.parts <= min(int(m_bits) // 64, MAX_PARTS):
             raise ValueError(f"need 1 <= parts <= m_bits / 64, got parts={self.parts}, m={m_bits}")
         self.part_bits = -(-int(m_bits) // (64 * self.parts)) * 64
         self.m = self.part_bits * self.parts

@@ -157,6 +157,13 @@ class DedupConfig(StageConfig):
             self._bad(f"batch_rows must be >= 1 and <= {2**31 - 1}, got {self.batch_rows}")
         if self.capacity is not None and self.capacity < 1:
             self._bad(f"capacity must be >= 1, got {self.capacity}")
+        if self.capacity is not None:  # every index sizes the exact-key filter from it
+            from .params import plan_index
+
+            try:
+                plan_index(self.threshold, self.num_perm, self.capacity, self.fp, self.bands, self.rows)
+            except ValueError as e:
+                self._bad(str(e))
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -113,6 +113,9 @@ def bloom_size(n: int, fp: float) -> tuple[int, int]:
 ONE_PART_MAX_BYTES = 8 << 20
 #: Size of a cache partition of a larger filter (fits a core's L2 cache).
 PART_BYTES = 256 << 10
+#: The most cache partitions a filter can have (the kernels index them with int32): filters
+#: up to 512 TiB, the size a band filter reaches at about 10^15 documents.
+MAX_PARTS = 2**31 - 1
 
 
 def bloom_parts(m_bits: int) -> int:
@@ -214,5 +217,8 @@ def plan_index(
         raise ValueError(f"bands * rows must be <= num_perm ({bands} * {rows} > {num_perm})")
     band_fp = per_band_fp(total_fp, bands)
     m, k = bloom_size(capacity, band_fp)
+    if bloom_parts(m) > MAX_PARTS:
+        raise ValueError(f"capacity {int(capacity):,} documents needs band filters of {m / 8 / 2**40:,.0f} TiB each; "
+                         f"the largest filter is {MAX_PARTS * PART_BYTES / 2**40:.0f} TiB")
     curve = {f"{s / 10:.1f}": candidate_probability(s / 10, bands, rows) for s in range(1, 11)}
     return IndexPlan(threshold, num_perm, bands, rows, max(int(capacity), 1), total_fp, band_fp, m, k, curve)

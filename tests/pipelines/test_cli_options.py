@@ -792,6 +792,20 @@ def test_a_capacity_beyond_memory_is_one_line_and_exit_2(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_capacity_no_filter_can_hold_is_refused_by_dedup_and_params(tmp_path, capsys):
+    """--capacity 10^16 ended dedup with 'need 1 <= parts <= m_bits / 64, got parts=...' (the
+    filter's cache partitions overflow int32) and params printed a plan for it. Both now refuse
+    it in one line that names the capacity and the largest filter."""
+    from pipelines.cli import main
+
+    write_shards(tmp_path / "in")
+    for argv in (["dedup", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--quiet"], ["params"]):
+        assert main([*argv, "--capacity", str(10**16)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "capacity" in err[0] and "512 TiB" in err[0] and "parts" not in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
 def test_profile_checkpoints_take_a_yaml_list_and_name_a_negative_step():
     """checkpoints: [0, 1000] in a config file (YAML's own list) was refused as 'must be str or
     null', and checkpoints: '-1' was told it 'must name at least 2 steps' (found by the CLI probe)."""
