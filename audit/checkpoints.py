@@ -196,7 +196,7 @@ def panel_end_step(order: pd.DataFrame, steps: list[int]) -> tuple[int, str]:
     return steps[-1], "last checkpoint (no epochs recorded)"
 
 
-@holding_out("out")
+@holding_out("out", inputs=("run_dir",))
 def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: list[str] | None = None, log=print) -> dict:
     """Profile a training run's checkpoints; return the summary (also written to ``out``).
     ValueError (nothing written): ``out`` is or lies inside the run directory, or holds another
@@ -407,7 +407,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     return summary
 
 
-@holding_out("out")
+@holding_out("out", inputs=("run_dir",))
 def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: int = 0, batch_size: int = 64,
                   substitute_fraction: float = 0.25, log=print) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The forgetting curve of a retention run (Orhan 2024, :mod:`audit.retention`).

@@ -171,18 +171,27 @@ def refuse_out(out: Path, inputs: list, stage: str) -> None:
         raise ValueError(f"--out {out} holds {article} {prior['stage']} output (manifest.json); choose another path")
 
 
-def holding_out(param: str) -> Callable[[Callable], Callable]:
+def holding_out(param: str, inputs: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
     """Decorate a stage function to run while it holds its output directory, the argument named
     ``param`` (:func:`dedup.io.claim`; nothing to hold when it is None): a second run into the
     same directory at the same time raises :class:`dedup.io.InUseError` instead of writing
-    among the first one's files."""
+    among the first one's files. ``inputs`` name the arguments holding input directories (a
+    path or a sequence of them): an ``out`` inside one is refused before the claim, which would
+    make (and remove) directories there and so change the input's modification time."""
 
     def decorate(stage: Callable) -> Callable:
         signature = inspect.signature(stage)
 
         @functools.wraps(stage)
         def run(*args, **kwargs):
-            out = signature.bind(*args, **kwargs).arguments.get(param)
+            given = signature.bind(*args, **kwargs).arguments
+            out = given.get(param)
+            if out is not None:
+                from dedup.runs import refuse_out_in_inputs
+
+                dirs = [given.get(name) for name in inputs]
+                refuse_out_in_inputs(Path(out), [Path(d) for x in dirs if x
+                                                 for d in ([x] if isinstance(x, (str, os.PathLike)) else x) if d])
             with io.claim(out) if out is not None else contextlib.nullcontext():
                 return stage(*args, **kwargs)
 

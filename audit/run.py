@@ -113,7 +113,7 @@ def membership_labels(doc_ids: list, member_ids: set[str] | None, dup) -> tuple[
                  "members_by_duplicate": int((member & ~by_id)[known].sum())}
 
 
-@holding_out("out")
+@holding_out("out", inputs=("model_dir", "reference", "dedup_dir"))
 def run_audit(
     model_dir: str | os.PathLike,
     corpus: str | os.PathLike | Sequence[str | os.PathLike],

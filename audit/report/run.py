@@ -100,7 +100,7 @@ def _paths(x) -> list[Path]:
     return [Path(x)] if isinstance(x, (str, os.PathLike)) else [Path(p) for p in x]
 
 
-@holding_out("out")
+@holding_out("out", inputs=("audits", "profile_dirs", "model_dirs", "dedup_dir"))
 def write_report(audits: Sequence[Path] | Path, out: Path, *, labels: Sequence[str] | str | None = None,
                  dedup_dir: Path | None = None, profile_dirs: Sequence[Path] | Path = (),
                  model_dirs: Sequence[Path] | Path = (),

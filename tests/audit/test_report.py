@@ -796,6 +796,20 @@ def test_an_out_that_is_a_model_dir_is_refused(dirs, tmp_path, capsys):
     assert sorted(p.name for p in model.iterdir()) == before
 
 
+def test_a_refused_out_inside_an_input_leaves_that_input_untouched(dirs, tmp_path, capsys):
+    """--out raw/x/report (inside an input audit) was refused only after the run had claimed it:
+    raw/x was made and removed again, which changed raw's modification time (what make and
+    Snakemake read to decide what is out of date)."""
+    from pipelines.cli import main
+
+    raw = dirs["raw"]
+    before = (sorted(p.name for p in raw.iterdir()), raw.stat().st_mtime_ns)
+    assert main(["report", str(raw), "--out", str(raw / "x" / "report")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "inside the input directory" in err[0], err
+    assert (sorted(p.name for p in raw.iterdir()), raw.stat().st_mtime_ns) == before
+
+
 @pytest.mark.parametrize("edit, needle", [
     ({"extractable": "lots"}, "'extractable' is 'lots', expected an object"),
     ({"extractable": {"n": 10, "k": 6, "rate": "high", "lower": 0.1, "upper": 0.9}}, "'extractable.rate' is 'high'"),
