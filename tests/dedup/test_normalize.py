@@ -265,3 +265,16 @@ def test_every_code_point_of_thai_lao_khmer_and_myanmar_is_a_word_by_itself():
             sk = Sketcher(DedupConfig(nfkc=nfkc, unit=unit, ngram=ngram, num_perm=16), 4, 4)(arr)
             got = [(tuple(sk.exact[i].tolist()), int(sk.n_shingles[i])) for i in range(len(docs))]
             assert got == [(exact_key(d, nfkc), len(shingles(d, ngram, unit, nfkc))) for d in docs], (unit, nfkc)
+
+
+def test_what_the_canonical_text_does_not_equate_as_the_readme_decides():
+    """README, Normalisation: lowercase, not case folding (Greek final sigma, Turkish dotless i,
+    sharp s); invisible format characters split words; operators are separators."""
+    from dedup.normalize import canonical_text
+
+    assert canonical_text("ΟΔΟΣ") == "οδοσ" != canonical_text("οδος")
+    assert canonical_text("KIZ") == "kiz" != canonical_text("kız")
+    assert canonical_text("STRASSE") != canonical_text("straße")
+    for invisible in ("\u00ad", "\u200b", "\u200d", "\u2060"):
+        assert canonical_text(f"inter{invisible}national") == "inter national"
+    assert canonical_text("x = a + b") == canonical_text("x = a - b") == "x a b"
