@@ -50,14 +50,16 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dedup", help="deduplicate Parquet/JSONL shards")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="Parquet/JSONL/Arrow files, directories or globs")
     p.add_argument("--out", required=True, type=Path, help="output directory")
-    p.add_argument("--threads", type=int, help="fused engine: threads for sketching and bands "
-                                               "(default: all cores for sketching, one for the bands)")
+    p.add_argument("--threads", type=int, help="cores for this run: fused, threads for sketching and bands (default: "
+                                               "all cores for sketching, one for the bands); staged, a local cluster "
+                                               "of THREADS / --threads-per-worker workers, unless --workers is given")
     p.add_argument("--force", action="store_true", help="redo a completed run in --out (same config: no-op without it)")
     g = p.add_argument_group("execution (see README: Running on a cluster)")
     g.add_argument("--engine", choices=("auto", "fused", "staged"), default="auto",
                    help="fused: one process; staged: three Dask stages; auto (default): staged when "
                         "--workers/--scheduler/--index-dir/--band-splits is given or the inputs exceed 1 GiB")
-    g.add_argument("--workers", type=int, help="staged: worker processes of the local cluster (default: cores)")
+    g.add_argument("--workers", type=int, help="staged: worker processes of the local cluster (default: from "
+                                               "--threads, else the cores this process may use)")
     g.add_argument("--threads-per-worker", type=int, default=1,
                    help="staged: tasks per worker at once (default: %(default)s)")
     g.add_argument("--scheduler", help="staged: an existing Dask scheduler (tcp://host:port or a scheduler JSON file)")
@@ -167,7 +169,8 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
     from .progress import ProgressLine
 
     config = from_args(args)
-    for flag, n in (("--workers", args.workers), ("--threads-per-worker", args.threads_per_worker)):
+    for flag, n in (("--workers", args.workers), ("--threads-per-worker", args.threads_per_worker),
+                    ("--threads", args.threads)):
         if n is not None and n < 1:
             raise ConfigError(f"{flag} must be >= 1, got {n}")
     if args.workers and args.scheduler:
@@ -181,7 +184,8 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
     if engine == "staged":
         from .staged import run_staged
 
-        manifest = run_staged(args.inputs, args.out, config, workers=args.workers,
+        workers = args.workers or (args.threads and max(1, args.threads // args.threads_per_worker))
+        manifest = run_staged(args.inputs, args.out, config, workers=workers,
                               threads_per_worker=args.threads_per_worker, scheduler=args.scheduler,
                               index_dir=args.index_dir, force=args.force, log=_log(args), band_splits=args.band_splits)
     else:

@@ -47,7 +47,8 @@ __all__ = ["ClusterError", "IndexMismatchError", "dask_client", "dask_map", "run
 @contextmanager
 def dask_client(workers: int | None = None, threads_per_worker: int = 1, scheduler: str | None = None, log: Log = print):
     """A ``distributed.Client``: to ``scheduler`` (an address like ``tcp://host:8786`` or
-    a scheduler JSON file) if given, else to a new ``LocalCluster`` of worker processes."""
+    a scheduler JSON file) if given, else to a new ``LocalCluster`` of ``workers`` processes
+    (default: :func:`available_cores` / ``threads_per_worker``)."""
     import dask
     from distributed import Client, LocalCluster
 
@@ -60,7 +61,7 @@ def dask_client(workers: int | None = None, threads_per_worker: int = 1, schedul
         client = Client(_scheduler_address(scheduler) if scheduler.endswith(".json") else scheduler)
         cluster = None
     else:
-        n = workers or max(1, (os.cpu_count() or 1) // max(threads_per_worker, 1))
+        n = workers or max(1, available_cores() // max(threads_per_worker, 1))
         # Worker processes (also those a nanny restarts after one died) log to our stderr
         # unless told before they start, i.e. before they import distributed.
         quiet = {**dask.config.get("distributed.nanny.pre-spawn-environ"), "DASK_LOGGING__DISTRIBUTED": "critical"}
@@ -82,6 +83,11 @@ def dask_client(workers: int | None = None, threads_per_worker: int = 1, schedul
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def available_cores() -> int:
+    """The CPUs this process may run on (a Slurm allocation, taskset), not the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _scheduler_address(path: str) -> str:

@@ -806,6 +806,24 @@ def test_a_capacity_no_filter_can_hold_is_refused_by_dedup_and_params(tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_the_staged_engine_uses_the_cores_it_is_given(tmp_path):
+    """--threads was ignored by the staged engine (the Snakemake rule passes the job's cores),
+    and its local cluster had a worker per core of the machine, not of the CPUs the process
+    may run on (a Slurm allocation, taskset): 4 allocated cores of a 64-core node, 64 workers.
+    --threads N now makes N / --threads-per-worker workers (unless --workers is given), and
+    the default counts the cores this process may use."""
+    write_shards(tmp_path / "in")
+    taskset = ["taskset", "-c", str(min(os.sched_getaffinity(0)))] if len(os.sched_getaffinity(0)) > 1 else []
+    if not taskset:
+        pytest.skip("one core only: nothing to restrict")
+    for n, (pre, extra) in enumerate([([], ["--threads", "1"]), (taskset, [])]):
+        r = subprocess.run([*pre, sys.executable, "-m", "pipelines.cli", "dedup", str(tmp_path / "in"), "--out",
+                            str(tmp_path / f"out{n}"), "--engine", "staged", *extra], capture_output=True, text=True,
+                           cwd=ROOT, timeout=300)
+        assert r.returncode == 0 and "dask: 1 worker(s)" in r.stderr, (extra, r.stderr[-2000:])
+
+
 def test_profile_checkpoints_take_a_yaml_list_and_name_a_negative_step():
     """checkpoints: [0, 1000] in a config file (YAML's own list) was refused as 'must be str or
     null', and checkpoints: '-1' was told it 'must name at least 2 steps' (found by the CLI probe)."""
