@@ -399,8 +399,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     paths = write_shards(table, args.out, args.shards, fmt=args.format)
     planted = planted_manifest(table, args.seed, paths, canaries=args.canaries)
     write_json_atomic(args.out / CORPUS_MANIFEST, planted)
-    _emit(args, planted, lambda: print(f"wrote {table.num_rows:,} documents in {len(paths)} shard(s) to {args.out} "
-                                       f"({', '.join(f'{v:,} {k}' for k, v in sorted(planted['kinds'].items()))})"))
+    kinds = ", ".join(f"{v:,} {k}" for k, v in sorted(planted["kinds"].items()))
+    _emit(args, planted, lambda: print(f"wrote {table.num_rows:,} documents in {len(paths)} shard(s) to {args.out}"
+                                       + (f" ({kinds})" if kinds else "")))
     return 0
 
 

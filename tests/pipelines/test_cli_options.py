@@ -824,6 +824,14 @@ def test_the_staged_engine_uses_the_cores_it_is_given(tmp_path):
         assert r.returncode == 0 and "dask: 1 worker(s)" in r.stderr, (extra, r.stderr[-2000:])
 
 
+def test_generate_of_no_documents_says_so(tmp_path, capsys):
+    """--docs 0 ended its summary with an empty '()'."""
+    from pipelines.cli import main
+
+    assert main(["generate", "--docs", "0", "--out", str(tmp_path / "c")]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote 0 documents in 4 shard(s) to {tmp_path / 'c'}"
+
+
 def test_profile_checkpoints_take_a_yaml_list_and_name_a_negative_step():
     """checkpoints: [0, 1000] in a config file (YAML's own list) was refused as 'must be str or
     null', and checkpoints: '-1' was told it 'must name at least 2 steps' (found by the CLI probe)."""
