@@ -1,16 +1,5 @@
 """The ``memdedup`` command line.
 
-Subcommands:
-  dedup     deduplicate Parquet/JSONL shards (exact + near duplicates)
-  params    show the banding, Bloom sizes and S-curve a dedup run would use
-  generate  write a synthetic corpus with planted duplicates (no network needed)
-  audit     measure what a causal LM memorized (extraction, membership, duplicates)
-  train     train a small GPT-2 deterministically, with checkpoints and the data order
-  profile   memorisation profiles, retention and forecasting over a run's checkpoints
-  forecast  does one audit's memorized set predict another's? (precision and recall)
-  report    self-contained HTML reports of audits, and a side-by-side comparison
-  check     check the demo's claims from a workflow output directory
-
 Stage options come from the config dataclasses (dedup.config.DedupConfig, audit.config's
 AuditConfig, TrainConfig and ProfileConfig): flags > the --config file's section > defaults.
 With --json, a command prints its manifest or summary as JSON on stdout and nothing else.
@@ -47,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"memdedup {dist_version('memdedup')}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("dedup", help="deduplicate Parquet/JSONL shards")
+    p = sub.add_parser("dedup", help="deduplicate Parquet/JSONL/Arrow shards (exact + near duplicates)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="Parquet/JSONL/Arrow files, directories or globs")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--threads", type=int, help="cores for this run: fused, threads for sketching and bands (default: "
@@ -72,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_json(p, "the run's manifest (manifest.json)")
     add_options(p, SECTIONS["dedup"], "dedup")
 
-    p = sub.add_parser("audit", help="measure what a causal LM memorized")
+    p = sub.add_parser("audit", help="measure what a causal LM memorized (extraction, membership, duplicates)")
     p.add_argument("--model", required=True, type=Path, help="local Hugging Face model directory")
     p.add_argument("--corpus", required=True, nargs="+", help="corpus shards (files, directories or globs)")
     p.add_argument("--out", required=True, type=Path, help="output directory")
@@ -85,14 +74,14 @@ def _parser() -> argparse.ArgumentParser:
     _add_json(p, "the audit's summary (summary.json)")
     add_options(p, SECTIONS["audit"], "audit")
 
-    p = sub.add_parser("train", help="train a small GPT-2 with checkpoints and the data order")
+    p = sub.add_parser("train", help="train a small GPT-2 deterministically, with checkpoints and the data order")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="corpus shards (files, directories or globs)")
     p.add_argument("--out", required=True, type=Path, help="run directory (rerun to resume)")
     p.add_argument("--quiet", action="store_true", help="no progress lines (steps/s, ETA), notes or summary")
     _add_json(p, "the run's manifest (manifest.json)")
     add_options(p, SECTIONS["train"], "train")
 
-    p = sub.add_parser("profile", help="memorisation profiles over a run's checkpoints")
+    p = sub.add_parser("profile", help="memorisation profiles, retention and forecasting over a run's checkpoints")
     p.add_argument("--run", required=True, type=Path, help="a 'memdedup train' directory (or the same layout)")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--corpus", nargs="+", help="corpus shards (default: the one the run recorded)")
@@ -100,13 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     _add_json(p, "the profile's summary (summary.json)")
     add_options(p, SECTIONS["profile"], "profile")
 
-    p = sub.add_parser("forecast", help="precision/recall of one audit's memorized set for another's")
+    p = sub.add_parser("forecast", help="does one audit's memorized set predict another's? (precision and recall)")
     p.add_argument("first", type=Path, help="audit output of the earlier checkpoint or smaller model (the predictor)")
     p.add_argument("second", type=Path, help="audit output of the final model (the truth)")
     p.add_argument("--out", type=Path, help="write the result as JSON here")
     _add_json(p, "the result")
 
-    p = sub.add_parser("report", help="self-contained HTML reports of audits and a side-by-side comparison")
+    p = sub.add_parser("report", help="self-contained HTML reports of audits, and a side-by-side comparison")
     p.add_argument("audits", nargs="+", type=Path, metavar="AUDIT_DIR", help="'memdedup audit' output directories")
     p.add_argument("--out", required=True, type=Path, help="output directory: <label>.html per audit, comparison.html")
     p.add_argument("--labels", nargs="+", help="one label per audit (default: the directory names)")
@@ -122,12 +111,12 @@ def _parser() -> argparse.ArgumentParser:
                         "planted copies (Carlini et al. 2019), when present")
     _add_json(p, "the report's manifest (manifest.json)")
 
-    p = sub.add_parser("params", help="show banding, filter sizes and the S-curve")
+    p = sub.add_parser("params", help="show the banding, Bloom sizes and S-curve a dedup run would use")
     p.add_argument("--docs", type=int, default=1_000_000, help="number of documents (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")
     add_options(p, SECTIONS["dedup"], "dedup")
 
-    p = sub.add_parser("generate", help="write a synthetic corpus with planted duplicates")
+    p = sub.add_parser("generate", help="write a synthetic corpus with planted duplicates (no network needed)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--docs", type=int, default=20_000)
     p.add_argument("--doc-bytes", type=int, default=1000, help="mean document size in bytes")

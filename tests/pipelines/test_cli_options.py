@@ -149,6 +149,17 @@ def test_version_names_the_installed_distribution():
     assert (r.returncode, r.stdout.strip()) == (0, f"memdedup {version('memdedup')}"), r.stderr
 
 
+def test_top_level_help_lists_each_command_once():
+    """``memdedup --help`` names each subcommand on one line of its own, once (the module
+    docstring, used as the description, once listed them all a second time)."""
+    r = cli("--help")
+    assert r.returncode == 0, r.stderr
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command in sub.choices:
+        listed = [line for line in r.stdout.splitlines() if line.split()[:1] == [command]]
+        assert len(listed) == 1, (command, listed)
+
+
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_help_lists_each_option_once(command):
     r = cli(command, "--help")
