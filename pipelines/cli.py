@@ -350,7 +350,7 @@ def _cmd_params(args: argparse.Namespace) -> int:
             ("banding", f"{plan.bands} bands x {plan.rows} rows ({plan.bands * plan.rows} of {plan.num_perm} "
                         f"permutations), T = {plan.threshold}"),
             ("band filters", f"{plan.bands} x {_bytes(plan.band_bits / 8)} = {_bytes(plan.index_bytes)} "
-                             f"({plan.bytes_per_doc:.1f} bytes/document), k = {plan.band_k}, {layout}"),
+                             f"({plan.index_bytes / args.docs:.1f} bytes/document), k = {plan.band_k}, {layout}"),
             ("exact-key filter", f"{_bytes(exact_bits / 8)} ({exact_bits / 8 / args.docs:.1f} bytes/document), "
                                  f"k = {exact_k}, FP {c.exact_fp:g} (labels; decides documents without words)"),
             ("band task memory", f"~{_bytes(band_task)} (staged engine: one filter, chunks of {chunk:,} keys at "

@@ -613,6 +613,19 @@ def test_params_prints_the_plan_for_people_and_as_json_with_json():
         assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"memdedup params: error: --docs must be >= 1, got {bad}"]
 
 
+def test_params_with_capacity_gives_bytes_per_document_of_the_docs_for_bands_and_exact_key_alike():
+    """With --capacity, both filters' "bytes/document" are per document of --docs, as dedup's
+    summary and manifest give them per input row (the band filters' figure was per capacity
+    document, the exact-key filter's per --docs document)."""
+    r = cli("params", "--docs", "1000000000", "--capacity", "100000000", "--json")
+    plan = json.loads(r.stdout)
+    lines = cli("params", "--docs", "1000000000", "--capacity", "100000000").stdout.splitlines()
+    band = next(line for line in lines if line.startswith("  band filters"))
+    exact = next(line for line in lines if line.startswith("  exact-key filter"))
+    assert f"({plan['index_bytes'] / 1e9:.1f} bytes/document)" in band, band
+    assert f"({plan['exact_bits'] / 8 / 1e9:.1f} bytes/document)" in exact, exact
+
+
 def test_emit_flag_and_config_key(tmp_path):
     """``--emit removed`` on the command line, or ``emit: removed`` in the YAML ``dedup:``
     section: no kept shards; a bad value is one line and exit 2."""
