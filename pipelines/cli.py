@@ -117,17 +117,24 @@ def _parser() -> argparse.ArgumentParser:
     add_options(p, SECTIONS["dedup"], "dedup")
 
     p = sub.add_parser("generate", help="write a synthetic corpus with planted duplicates (no network needed)")
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--docs", type=int, default=20_000)
-    p.add_argument("--doc-bytes", type=int, default=1000, help="mean document size in bytes")
-    p.add_argument("--exact-frac", type=float, default=0.05)
-    p.add_argument("--near-frac", type=float, default=0.10)
-    p.add_argument("--shards", type=int, default=4)
-    p.add_argument("--format", default="parquet", choices=("parquet", "jsonl", "jsonl.gz", "jsonl.zst"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, type=Path,
+                   help="output directory: new, empty, or an earlier generate run's (replaced); one holding "
+                        "anything else is refused")
+    p.add_argument("--docs", type=int, default=20_000,
+                   help="documents, planted duplicates included (not the canaries) (default: %(default)s)")
+    p.add_argument("--doc-bytes", type=int, default=1000, help="mean document size in bytes (default: %(default)s)")
+    p.add_argument("--exact-frac", type=float, default=0.05,
+                   help="fraction of the documents that are exact duplicates (default: %(default)s)")
+    p.add_argument("--near-frac", type=float, default=0.10,
+                   help="fraction of the documents that are near duplicates (default: %(default)s)")
+    p.add_argument("--shards", type=int, default=4, help="number of shard files (default: %(default)s)")
+    p.add_argument("--format", default="parquet", choices=("parquet", "jsonl", "jsonl.gz", "jsonl.zst"),
+                   help="shard format (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the whole corpus (default: %(default)s)")
     p.add_argument("--canaries", action="store_true",
                    help="also plant random canaries repeated 1, 2, 4, ..., 64 times (the demo corpus)")
-    p.add_argument("--canaries-per-repeat", type=int, default=4)
+    p.add_argument("--canaries-per-repeat", type=int, default=4,
+                   help="with --canaries: canaries planted for each repeat count (default: %(default)s)")
     _add_json(p, "the planted corpus's manifest (manifest.json)")
 
     p = sub.add_parser("check", help="check the demo's claims from a workflow output directory")

@@ -160,6 +160,16 @@ def test_top_level_help_lists_each_command_once():
         assert len(listed) == 1, (command, listed)
 
 
+def test_generate_help_explains_every_option_and_shows_its_default():
+    """``memdedup generate --help``: each option has a help line, and each one with a default
+    shows it (they were bare names: --docs DOCS, --exact-frac EXACT_FRAC ...)."""
+    for a in subparser("generate")._actions:
+        if a.option_strings and a.dest != "help":
+            assert a.help, a.option_strings
+            if a.default not in (None, False):
+                assert "(default: %(default)s)" in a.help, a.option_strings
+
+
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_help_lists_each_option_once(command):
     r = cli(command, "--help")
