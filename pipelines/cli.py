@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="staged: split each band's task into this many by its filter's cache partitions (each "
                         "holds and probes 1/N of the filter; same decisions; not with --index-dir) "
                         "(default: %(default)s)")
-    p.add_argument("--quiet", action="store_true", help="no progress line or summary")
+    p.add_argument("--quiet", action="store_true", help="no progress line, notes or summary")
     _add_json(p, "the run's manifest (manifest.json)")
     add_options(p, SECTIONS["dedup"], "dedup")
 
@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, type=Path, help="a 'memdedup train' directory (or the same layout)")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--corpus", nargs="+", help="corpus shards (default: the one the run recorded)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines (checkpoints/s, ETA) or summary")
+    p.add_argument("--quiet", action="store_true", help="no progress lines (checkpoints/s, ETA), notes or summary")
     _add_json(p, "the profile's summary (summary.json)")
     add_options(p, SECTIONS["profile"], "profile")
 

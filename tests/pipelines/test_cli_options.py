@@ -170,6 +170,14 @@ def test_generate_help_explains_every_option_and_shows_its_default():
                 assert "(default: %(default)s)" in a.help, a.option_strings
 
 
+@pytest.mark.parametrize("command", ["dedup", "audit", "train", "profile"])
+def test_quiet_help_says_what_it_silences_as_the_readme_does(command):
+    """README: --quiet prints no progress, notes or summary; every command's --quiet help says
+    the same (dedup's and profile's left out the notes, which --quiet silences there too)."""
+    (quiet,) = [a for a in subparser(command)._actions if "--quiet" in a.option_strings]
+    assert all(word in quiet.help for word in ("progress", "notes", "summary")), quiet.help
+
+
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_help_lists_each_option_once(command):
     r = cli(command, "--help")
