@@ -352,6 +352,7 @@ def _cmd_params(args: argparse.Namespace) -> int:
                "band_task_bytes": band_task}
 
     def human() -> None:
+        at_capacity = f" at {plan.capacity:,} documents (--capacity)" if plan.capacity != args.docs else ""
         layout = "one part" if parts == 1 else f"{parts:,} cache parts of ~{_bytes(PART_BYTES)} each"
         rows = [
             ("banding", f"{plan.bands} bands x {plan.rows} rows ({plan.bands * plan.rows} of {plan.num_perm} "
@@ -363,8 +364,8 @@ def _cmd_params(args: argparse.Namespace) -> int:
             ("band task memory", f"~{_bytes(band_task)} (staged engine: one filter, chunks of {chunk:,} keys at "
                                  f"~{CHUNK_BYTES_PER_KEY} bytes, ~{_bytes(TASK_BASE_BYTES)} of Python and Arrow; "
                                  "plus one shard's keys; --band-splits N: the filter's share / N)"),
-            ("false positives", f"{plan.band_fp:.3g} per band, {plan.predicted_fp(args.docs):.3g} whole index "
-                                f"at {args.docs:,} documents (target {plan.total_fp:g})"),
+            ("false positives", f"{plan.band_fp:.3g} per band{at_capacity}, {plan.predicted_fp(args.docs):.3g} "
+                                f"whole index at {args.docs:,} documents (target {plan.total_fp:g})"),
         ]
         width = max(len(k) for k, _ in rows)
         sized = f" (filters sized for --capacity {plan.capacity:,})" if plan.capacity != args.docs else ""

@@ -626,6 +626,18 @@ def test_params_with_capacity_gives_bytes_per_document_of_the_docs_for_bands_and
     assert f"({plan['exact_bits'] / 8 / 1e9:.1f} bytes/document)" in exact, exact
 
 
+def test_params_with_capacity_says_at_how_many_documents_each_false_positive_rate_holds():
+    """With --capacity, the per-band rate is the filters' target at their capacity and the
+    whole-index rate the prediction at --docs: the line says so for both (it gave the first
+    bare, beside the second "at 1,000,000,000 documents")."""
+    lines = cli("params", "--docs", "1000000000", "--capacity", "100000000").stdout.splitlines()
+    fp = next(line for line in lines if line.startswith("  false positives"))
+    assert "per band at 100,000,000 documents (--capacity)" in fp, fp
+    assert "whole index at 1,000,000,000 documents" in fp, fp
+    plain = cli("params", "--docs", "1000000000").stdout.splitlines()
+    assert "  false positives   1.11e-06 per band, 1e-05 whole index at 1,000,000,000 documents (target 1e-05)" in plain
+
+
 def test_emit_flag_and_config_key(tmp_path):
     """``--emit removed`` on the command line, or ``emit: removed`` in the YAML ``dedup:``
     section: no kept shards; a bad value is one line and exit 2."""
