@@ -104,8 +104,8 @@ class TrainConfig(StageConfig):
     seed: int = option(0, "seed of every random choice: held-out split, instance order, initialisation")
     holdout: float = option(0.1, "fraction of documents never trained on: the profiles' control group")
     log_checkpoints: int = option(64, "checkpoints at steps 1, 2, 4, ... up to this step", unit="steps")
-    checkpoint_every: int = option(100, "then a checkpoint every this many steps, and at the final step",
-                                   unit="steps")
+    checkpoint_every: int = option(100, "then a checkpoint every this many steps, at the last step of every epoch "
+                                        "and at the final step", unit="steps")
     text_column: str = option("text", "corpus text column")
     id_column: str | None = option("id", "corpus id column; '' for no ids (documents named shard:row)", none="no ids")
     retention_items: int | None = option(None, "retention run (Orhan 2024): this many full-length instances of unique "

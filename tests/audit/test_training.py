@@ -633,3 +633,15 @@ def test_a_corpus_id_naming_two_documents_is_refused_naming_both_rows(tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert f"{corpus / 'y.parquet'}: row 1: id 'b' also names row 1 of x.parquet" in r.stderr, r.stderr
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_checkpoint_every_help_names_every_checkpoint_it_adds():
+    """``--checkpoint-every``'s help (and so README's generated table) names the epoch-end
+    checkpoints TrainConfig.checkpoint_steps adds; it said "and at the final step" only."""
+    import dataclasses
+
+    from audit.config import TrainConfig
+
+    help_text = next(f for f in dataclasses.fields(TrainConfig) if f.name == "checkpoint_every").metadata["help"]
+    assert "every epoch" in help_text, help_text
+    assert 130 in TrainConfig(checkpoint_every=100, log_checkpoints=1).checkpoint_steps(260, epoch_ends=[130, 260])
