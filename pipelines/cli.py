@@ -303,8 +303,9 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
               f"({fc['seen']}): nothing to compare", file=sys.stderr)
     if args.out:
         write_json_atomic(args.out, fc)
-    _emit(args, fc, lambda: print(f"{fc['n']} sequences seen by both: precision {fc['precision']}, "
-                                  f"recall {fc['recall']} (TP {fc['tp']}, FP {fc['fp']}, FN {fc['fn']}, TN {fc['tn']})"))
+    rate = {k: "n/a" if fc[k] is None else f"{fc[k]:.3f}" for k in ("precision", "recall")}  # None: nothing to divide
+    _emit(args, fc, lambda: print(f"{fc['n']} sequences seen by both: precision {rate['precision']}, "
+                                  f"recall {rate['recall']} (TP {fc['tp']}, FP {fc['fp']}, FN {fc['fn']}, TN {fc['tn']})"))
     return 0
 
 

@@ -302,7 +302,12 @@ def test_forecast_and_generate_json(tmp_path):
     assert json.loads(r.stdout) == json.loads((tmp_path / "fc.json").read_text())
     assert (json.loads(r.stdout)["tp"], json.loads(r.stdout)["fp"]) == (1, 1)
     human = cli("forecast", tmp_path / "first", tmp_path / "second")
-    assert "precision" in human.stdout and not human.stdout.startswith("{")
+    assert "precision 0.500, recall 0.500 (TP 1, FP 1, FN 1, TN 1)" in human.stdout, human.stdout
+    # an early audit that memorised nothing: no precision, said as n/a (it printed 'precision None')
+    pq.write_table(pa.table({"doc_id": ["a", "b"], "token_offset": [0, 0], "extractable": [False, False]}),
+                   tmp_path / "first" / "per_sequence.parquet")
+    human = cli("forecast", tmp_path / "first", tmp_path / "second")
+    assert "precision n/a, recall 0.000" in human.stdout, human.stdout
 
     r = cli("generate", "--out", tmp_path / "corpus", "--docs", "40", "--shards", "2", "--json")
     assert r.returncode == 0, r.stderr
