@@ -262,7 +262,8 @@ def _offline() -> None:
 def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str = "never") -> CausalLM:
     """Load a causal LM and its tokenizer from a local Hugging Face directory; ``bos``: the
     BOS policy (module docstring; the audit's ``--bos`` defaults to ``auto``). ModelError: the
-    directory does not exist, has no config, or holds no causal LM.
+    directory does not exist, has no config, holds no causal LM, or lacks some of its weights (which
+    transformers would initialise at random).
     """
     path = Path(path)
     if not path.is_dir():
@@ -277,9 +278,13 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
+        model, info = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=torch.float32,
+                                                           output_loading_info=True)
     except Exception as e:  # also safetensors' SafetensorError (a truncated file), torch's unpickling errors
         raise ModelError(f"{path}: not a causal language model transformers can load: {e}") from e
+    if missing := sorted(info.get("missing_keys") or ()):  # transformers initialises them at random (a log line)
+        raise ModelError(f"{path}: {len(missing)} of the model's weights are missing from its weights files "
+                         f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): they would be random")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (ValueError, OSError) as e:

@@ -304,3 +304,36 @@ def test_a_page_of_an_audit_of_given_sequences_names_the_file_not_the_sampling(t
     assert json.loads((tmp_path / "sampled" / "summary.json").read_text())["sequences"]["file"] is None
     about = model_report(tmp_path / "sampled", tmp_path / "s.html").read_text(encoding="utf-8")
     assert "n_sequences=3" in about.split("About this audit", 1)[1]
+
+
+def test_a_checkpoint_missing_weights_is_refused(tiny_random_lm, tmp_path):
+    """transformers loads a checkpoint that lacks some of the model's weights (an untied
+    ``lm_head.weight`` left out; every key under ``_orig_mod.``, as a ``torch.compile``d model's
+    state dict is saved) by initialising the missing ones at random, with a log message that the
+    audit silences: every score would describe random weights. The load refuses such a directory,
+    naming it and a missing weight (the CLI's one line, exit 2). Before: the audit ran and
+    reported the random weights' numbers."""
+    from safetensors.torch import load_file, save_file
+
+    from audit.config import AuditConfig
+    from audit.lm import ModelError, load_causal_lm
+    from audit.run import run_audit
+
+    import shutil
+
+    src = tiny_random_lm("llama", name="llama_untied")  # LlamaConfig: tie_word_embeddings=False
+    weights = load_file(src / "model.safetensors")
+    assert "lm_head.weight" in weights
+    no_head, compiled = (shutil.copytree(src, tmp_path / n) for n in ("no_head", "compiled"))
+    save_file({k: v for k, v in weights.items() if k != "lm_head.weight"}, no_head / "model.safetensors",
+              metadata={"format": "pt"})
+    save_file({f"_orig_mod.{k}": v for k, v in weights.items()}, compiled / "model.safetensors", metadata={"format": "pt"})
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(pa.table({"id": ["a"], "text": [" ".join(f"t{i % 48}" for i in range(40))]}), corpus / "c.parquet")
+    for d in (no_head, compiled):
+        with pytest.raises(ModelError, match="missing from its weights .*lm_head.weight") as e:
+            run_audit(d, [corpus], tmp_path / f"out-{d.name}", AuditConfig(n_sequences=1, prompt_len=P, cont_len=C,
+                                                                           n_boot=0), log=lambda m: None)
+        assert str(d) in str(e.value) and not (tmp_path / f"out-{d.name}").exists()
+    assert load_causal_lm(src).path == src  # the whole checkpoint loads
