@@ -4,7 +4,9 @@ With :mod:`audit.train` (the tokenizer and the deterministic trainer), one of th
 of ``audit/`` that import torch and transformers, inside the functions, so ``import audit``
 stays light (an architecture test checks both). Everything it returns is numpy.
 
-Models load from local directories only (``local_files_only=True``; no hub, no network),
+Models load from local directories only (``local_files_only=True``; no hub, no network; and
+``trust_remote_code=False``: a directory's own Python files, config.json's ``auto_map``, never run, and
+transformers never asks on stdin whether to run them),
 on the GPU when one is present, else on the CPU in float32, with deterministic algorithms.
 
 Decoding policy (issue #12, section 3; README's "Greedy means greedy" gives the reasons; recorded
@@ -259,6 +261,7 @@ def _offline() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+
 def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str = "never") -> CausalLM:
     """Load a causal LM and its tokenizer from a local Hugging Face directory; ``bos``: the
     BOS policy (module docstring; the audit's ``--bos`` defaults to ``auto``). ModelError: the
@@ -279,14 +282,14 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str 
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         model, info = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=torch.float32,
-                                                           output_loading_info=True)
+                                                           output_loading_info=True, trust_remote_code=False)
     except Exception as e:  # also safetensors' SafetensorError (a truncated file), torch's unpickling errors
         raise ModelError(f"{path}: not a causal language model transformers can load: {e}") from e
     if missing := sorted(info.get("missing_keys") or ()):  # transformers initialises them at random (a log line)
         raise ModelError(f"{path}: {len(missing)} of the model's weights are missing from its weights files "
                          f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): they would be random")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     except (ValueError, OSError) as e:
         raise ModelError(f"{path}: no usable tokenizer: {e}") from e
     model.to(device)
@@ -315,7 +318,7 @@ def load_tokenizer(path: str | os.PathLike):
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError):
         return None, None
     return tok, tokenizer_fingerprint(tok)

@@ -337,3 +337,28 @@ def test_a_checkpoint_missing_weights_is_refused(tiny_random_lm, tmp_path):
                                                                            n_boot=0), log=lambda m: None)
         assert str(d) in str(e.value) and not (tmp_path / f"out-{d.name}").exists()
     assert load_causal_lm(src).path == src  # the whole checkpoint loads
+
+
+def test_a_model_with_custom_code_is_refused_without_a_prompt(tiny_random_lm, tmp_path, monkeypatch):
+    """A directory whose config.json names custom code (``auto_map``, a ``model_type`` transformers
+    does not know: MPT, early Phi, ChatGLM checkpoints) is refused at once, naming the directory
+    (the CLI's one line, exit 2), and its tokenizer still loads for the report, without running
+    any of the directory's code. Before: transformers asked on stdin "Do you wish to run the
+    custom code? [y/N]" (stdout, 15 s), where a 'y' ran the directory's Python files."""
+    import builtins
+    import shutil
+
+    from audit.lm import ModelError, load_causal_lm, load_tokenizer
+
+    d = shutil.copytree(tiny_random_lm("gpt2"), tmp_path / "custom")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.update(model_type="mycustom", auto_map={"AutoConfig": "configuration_my.MyConfig",
+                                                 "AutoModelForCausalLM": "modeling_my.MyModel"})
+    (d / "config.json").write_text(json.dumps(cfg))
+    prompts = []
+    monkeypatch.setattr(builtins, "input", lambda *a: prompts.append(a) or "n")
+    with pytest.raises(ModelError, match="custom code") as e:
+        load_causal_lm(d)
+    assert str(d) in str(e.value)
+    assert load_tokenizer(d)[0] is not None
+    assert prompts == []
