@@ -275,14 +275,19 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str 
         raise ModelError(f"{path}: no config.json: not a Hugging Face model directory")
     _offline()
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=torch.float32,
-                                                           output_loading_info=True, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+        # the attention its training recorded ("_attn_implementation": "flash_attention_2") is not ours to
+        # use: FlashAttention has no float32 and may not be installed; transformers' default (sdpa, else eager)
+        config._attn_implementation = None
+        model, info = AutoModelForCausalLM.from_pretrained(str(path), config=config, local_files_only=True,
+                                                           dtype=torch.float32, output_loading_info=True,
+                                                           trust_remote_code=False)
     except Exception as e:  # also safetensors' SafetensorError (a truncated file), torch's unpickling errors
         raise ModelError(f"{path}: not a causal language model transformers can load: {e}") from e
     if missing := sorted(info.get("missing_keys") or ()):  # transformers initialises them at random (a log line)

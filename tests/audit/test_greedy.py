@@ -362,3 +362,22 @@ def test_a_model_with_custom_code_is_refused_without_a_prompt(tiny_random_lm, tm
     assert str(d) in str(e.value)
     assert load_tokenizer(d)[0] is not None
     assert prompts == []
+
+
+def test_a_config_that_records_flash_attention_loads_with_the_default_attention(tiny_random_lm, tmp_path):
+    """A config.json that records the attention its training used (``"_attn_implementation":
+    "flash_attention_2"``, as configs saved from such runs hold) loads with transformers' default
+    attention (sdpa, else eager), and scores the same numbers as the directory without the key:
+    the audit runs in float32, where FlashAttention does not, and on machines without it. Before:
+    ModelError 'FlashAttention2 has been toggled on, but ... not installed' (exit 2)."""
+    import shutil
+
+    from audit.lm import load_causal_lm
+
+    src = tiny_random_lm("llama", bos=1, eos=2, name="llama_fa")
+    fa = shutil.copytree(src, tmp_path / "fa")
+    cfg = json.loads((fa / "config.json").read_text())
+    (fa / "config.json").write_text(json.dumps({**cfg, "_attn_implementation": "flash_attention_2"}))
+    ids = np.random.default_rng(0).integers(3, 48, size=(4, P + C))
+    want, got = load_causal_lm(src).score(ids), load_causal_lm(fa).score(ids)
+    assert np.array_equal(want.logprob, got.logprob) and np.array_equal(want.argmax, got.argmax)
