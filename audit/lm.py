@@ -295,7 +295,7 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str 
                          f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): they would be random")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
-    except (ValueError, OSError) as e:
+    except Exception as e:  # also the tokenizers library's plain Exception (a tokenizer.json it cannot build)
         raise ModelError(f"{path}: no usable tokenizer: {e}") from e
     model.to(device)
     model.eval()
@@ -324,6 +324,6 @@ def load_tokenizer(path: str | os.PathLike):
 
     try:
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
-    except (OSError, ValueError):
+    except Exception:  # as load_causal_lm's
         return None, None
     return tok, tokenizer_fingerprint(tok)

@@ -381,3 +381,23 @@ def test_a_config_that_records_flash_attention_loads_with_the_default_attention(
     ids = np.random.default_rng(0).integers(3, 48, size=(4, P + C))
     want, got = load_causal_lm(src).score(ids), load_causal_lm(fa).score(ids)
     assert np.array_equal(want.logprob, got.logprob) and np.array_equal(want.argmax, got.argmax)
+
+
+def test_a_tokenizer_json_the_tokenizers_library_cannot_read_is_a_model_error(tiny_random_lm, tmp_path):
+    """A tokenizer.json that is JSON but not one this ``tokenizers`` can build (as one written
+    by a newer ``tokenizers`` reads in an older one: "data did not match any variant of untagged
+    enum ...") is a ModelError naming the directory (the CLI's one line, exit 2), and the report's
+    tokenizer loader finds no tokenizer. Before: the ``tokenizers`` Exception escaped as a
+    traceback (exit 1) from both."""
+    import shutil
+
+    from audit.lm import ModelError, load_causal_lm, load_tokenizer
+
+    d = shutil.copytree(tiny_random_lm("gpt2"), tmp_path / "newer_tokenizer")
+    tok = json.loads((d / "tokenizer.json").read_text())
+    tok["model"]["type"] = "SomeFutureModel"
+    (d / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(ModelError, match="no usable tokenizer") as e:
+        load_causal_lm(d)
+    assert str(d) in str(e.value)
+    assert load_tokenizer(d) == (None, None)
