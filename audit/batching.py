@@ -81,11 +81,18 @@ def config_int(cfg, *names: str, default: int | None = 0) -> int | None:
     return default
 
 
+def text_config(cfg):
+    """The config holding a model's text numbers: a multimodal checkpoint's ``text_config`` (Gemma 3's,
+    which AutoModelForCausalLM loads as Gemma3ForConditionalGeneration), else the config itself."""
+    get = getattr(cfg, "get_text_config", None)
+    return get() if callable(get) else cfg
+
+
 def model_shape(model) -> dict:
     """Vocabulary size, width, layers and heads of a transformers causal LM, read from its
     config under the names the common architectures use (GPT-2: n_embd, n_layer, n_head;
     Llama, GPT-NeoX, Qwen2, OLMo: hidden_size, num_hidden_layers, num_attention_heads)."""
-    cfg = model.config
+    cfg = text_config(model.config)
     vocab = config_int(cfg, "vocab_size")
     out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if out is not None and getattr(out, "weight", None) is not None:
@@ -114,4 +121,4 @@ def resolve_batch_size(batch_size: int | str, lm, seq_len: int, free: int | None
                "device": str(lm.device), "free_bytes": free, "bytes_per_sequence": per, "seq_len": L, **shape}
 
 
-__all__ = ["auto_batch_size", "available_memory", "bytes_per_sequence", "model_shape", "resolve_batch_size"]
+__all__ = ["auto_batch_size", "available_memory", "bytes_per_sequence", "model_shape", "resolve_batch_size", "text_config"]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .batching import config_int
+from .batching import config_int, text_config
 
 
 class ModelError(ValueError):
@@ -136,8 +136,9 @@ class CausalLM:
 
     @property
     def max_positions(self) -> int | None:
-        """The model's context length in tokens, if its config states one."""
-        return config_int(self.model.config, "n_positions", "max_position_embeddings", "n_ctx", "seq_length",
+        """The model's context length in tokens, if its config states one (a multimodal model's: its
+        text model's, :func:`audit.batching.text_config`)."""
+        return config_int(text_config(self.model.config), "n_positions", "max_position_embeddings", "n_ctx", "seq_length",
                           default=None)
 
     def free_memory(self) -> int | None:

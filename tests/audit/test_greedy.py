@@ -401,3 +401,42 @@ def test_a_tokenizer_json_the_tokenizers_library_cannot_read_is_a_model_error(ti
         load_causal_lm(d)
     assert str(d) in str(e.value)
     assert load_tokenizer(d) == (None, None)
+
+
+def test_a_multimodal_checkpoint_keeps_its_text_models_context_and_shape(tmp_path):
+    """AutoModelForCausalLM loads a multimodal checkpoint (Gemma 3's: Gemma3ForConditionalGeneration)
+    whose config keeps the text model's numbers in ``text_config``: its context (128 here) bounds
+    prompt + continuation as any model's does (ModelError naming the directory), and
+    ``--batch-size auto`` sizes batches by the text model's width and layers. Before: the
+    context was None, so a window longer than the context was audited without a word, and the
+    manifest recorded width 0 and 0 layers."""
+    import torch
+    import transformers as tf
+
+    from audit.batching import model_shape
+    from audit.config import AuditConfig
+    from audit.lm import ModelError, load_causal_lm
+    from audit.run import run_audit
+
+    from .conftest import word_tokenizer
+
+    text = tf.Gemma3TextConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                               num_key_value_heads=1, head_dim=8, intermediate_size=64, max_position_embeddings=128)
+    vision = tf.SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                   image_size=28, patch_size=14)
+    torch.manual_seed(0)
+    d = tmp_path / "gemma3"
+    tf.Gemma3ForConditionalGeneration(tf.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                                                      image_token_index=60, boi_token_index=61,
+                                                      eoi_token_index=62)).save_pretrained(d)
+    word_tokenizer(48).save_pretrained(d)
+    lm = load_causal_lm(d)
+    assert lm.max_positions == 128
+    assert model_shape(lm.model) == {"vocab": 64, "width": 32, "layers": 2, "heads": 4}
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(pa.table({"id": ["a"], "text": [" ".join(f"t{i % 48}" for i in range(200))]}), corpus / "c.parquet")
+    with pytest.raises(ModelError, match="= 160 tokens exceeds the model's context of 128") as e:
+        run_audit(d, [corpus], tmp_path / "out", AuditConfig(n_sequences=1, prompt_len=80, cont_len=80, n_boot=0),
+                  log=lambda m: None)
+    assert str(d) in str(e.value) and not (tmp_path / "out").exists()
