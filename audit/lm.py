@@ -290,7 +290,9 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str 
                                                            dtype=torch.float32, output_loading_info=True,
                                                            trust_remote_code=False)
     except Exception as e:  # also safetensors' SafetensorError (a truncated file), torch's unpickling errors
-        raise ModelError(f"{path}: not a causal language model transformers can load: {e}") from e
+        # transformers' first line: the rest of an unknown class's message lists every class it knows (3 KB)
+        said = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelError(f"{path}: not a causal language model transformers can load: {said[:200]}") from e
     if missing := sorted(info.get("missing_keys") or ()):  # transformers initialises them at random (a log line)
         raise ModelError(f"{path}: {len(missing)} of the model's weights are missing from its weights files "
                          f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): they would be random")

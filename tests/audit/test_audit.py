@@ -14,7 +14,7 @@ import pytest
 
 from audit import stats
 from audit.config import AuditConfig
-from audit.lm import ModelError
+from audit.lm import ModelError, load_causal_lm
 from audit.run import run_audit
 from dedup import DedupConfig, dedup_files
 
@@ -170,7 +170,6 @@ def test_explicit_sequences_file(canary_lm, tmp_path):
 
 def test_explicit_ids_and_offsets(canary_lm, tmp_path):
     """Sequences named by document id and token offset are cut from the corpus documents."""
-    from audit.lm import load_causal_lm
 
     corpus = canary_lm.corpus.to_pydict()
     canary = next(i for i, k in enumerate(corpus["kind"]) if k == "canary")
@@ -184,6 +183,18 @@ def test_explicit_ids_and_offsets(canary_lm, tmp_path):
     want = lm.encode([corpus["text"][canary]])[0][3:67]
     assert t["doc_id"][0] == ids[0] and t["prompt"][0] + t["truth"][0] == want
     assert t["duplicate_count"][0] == corpus["repeats"][canary]
+
+
+def test_a_model_that_is_not_causal_is_refused_in_a_short_line(tmp_path):
+    """A T5 directory was refused with transformers' whole message: two lines and 3.4 KB, most
+    of it the ~200 configuration classes AutoModelForCausalLM knows."""
+    from transformers import T5Config
+
+    T5Config(d_model=16, num_layers=1, num_heads=2, d_ff=32, vocab_size=100).save_pretrained(tmp_path / "t5")
+    with pytest.raises(ModelError) as e:
+        load_causal_lm(tmp_path / "t5")
+    said = str(e.value)
+    assert "\n" not in said and len(said) < 300 and "not a causal language model" in said and "T5Config" in said, said
 
 
 def test_bad_model_directories(canary_lm, tmp_path):
