@@ -247,7 +247,7 @@ def run_audit(
     summary = {
         "model": {"path": str(Path(model_dir).resolve()), "name": lm.path.name,
                   "tokenizer_sha256": tokenizer_fingerprint(lm.tokenizer), "device": lm.device},
-        "reference_model": str(ref.path) if ref is not None else None,
+        "reference_model": str(Path(ref.path).resolve()) if ref is not None else None,
         "config": config.to_dict(),
         "sequences": {"n": len(seqs), "considered": seqs.considered, "skipped_short": seqs.skipped_short,
                       "per_bucket": config.per_bucket,

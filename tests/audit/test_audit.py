@@ -216,12 +216,16 @@ def test_reference_model_with_another_tokenizer_is_refused(canary_lm, train_tiny
         run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / "o", reference=other, log=quiet)
 
 
-def test_reference_model_score(canary_lm, tmp_path):
+def test_reference_model_score(canary_lm, tmp_path, monkeypatch):
+    """The reference model is recorded as an absolute path, as the model is (it was recorded
+    as given: a relative path named nothing once read from another directory)."""
+    monkeypatch.chdir(Path(canary_lm.model_dir).parent)
+    reference = Path(canary_lm.model_dir).name
     summary = run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / "out",
-                        AuditConfig(n_sequences=40, n_boot=0), reference=canary_lm.model_dir, log=quiet)
+                        AuditConfig(n_sequences=40, n_boot=0), reference=reference, log=quiet)
     t = pq.read_table(tmp_path / "out" / "per_sequence.parquet").to_pydict()
     assert np.allclose(t["score_reference"], 0.0, atol=1e-9)  # the model against itself
-    assert summary["reference_model"]
+    assert summary["reference_model"] == summary["model"]["path"] == str(Path(canary_lm.model_dir).resolve())
 
 
 def test_cli_audit(canary_lm, tmp_path):
