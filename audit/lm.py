@@ -286,16 +286,24 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str 
         # the attention its training recorded ("_attn_implementation": "flash_attention_2") is not ours to
         # use: FlashAttention has no float32 and may not be installed; transformers' default (sdpa, else eager)
         config._attn_implementation = None
+        # mismatched sizes are named below (transformers would say "look at the above report", which is silenced)
         model, info = AutoModelForCausalLM.from_pretrained(str(path), config=config, local_files_only=True,
                                                            dtype=torch.float32, output_loading_info=True,
-                                                           trust_remote_code=False)
+                                                           ignore_mismatched_sizes=True, trust_remote_code=False)
     except Exception as e:  # also safetensors' SafetensorError (a truncated file), torch's unpickling errors
-        # transformers' first line: the rest of an unknown class's message lists every class it knows (3 KB)
-        said = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ModelError(f"{path}: not a causal language model transformers can load: {said[:200]}") from e
+        # one line: the first (an unknown class's next lists every class it knows: 3 KB), and the reason
+        # after a first line that only introduces it ("Validation error for field 'n_positions':")
+        lines = [" ".join(line.split()) for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        said = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
+        raise ModelError(f"{path}: not a causal language model transformers can load: "
+                         f"{said if len(said) <= 300 else said[:300] + '...'}") from e
     if missing := sorted(info.get("missing_keys") or ()):  # transformers initialises them at random (a log line)
         raise ModelError(f"{path}: {len(missing)} of the model's weights are missing from its weights files "
                          f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): they would be random")
+    if odd := sorted(info.get("mismatched_keys") or ()):  # (name, shape in the files, shape by config.json)
+        shown = "; ".join(f"{k}: {list(a)} in the weights files, {list(b)} by config.json" for k, a, b in odd[:2])
+        raise ModelError(f"{path}: {len(odd)} weights do not have the shapes config.json gives ({shown}"
+                         f"{'; ...' if len(odd) > 2 else ''}): they would be random")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     except Exception as e:  # also the tokenizers library's plain Exception (a tokenizer.json it cannot build)

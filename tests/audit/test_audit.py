@@ -197,6 +197,23 @@ def test_a_model_that_is_not_causal_is_refused_in_a_short_line(tmp_path):
     assert "\n" not in said and len(said) < 300 and "not a causal language model" in said and "T5Config" in said, said
 
 
+def test_a_config_json_at_odds_with_the_weights_names_what_differs(tmp_path):
+    """config.json's vocab_size above the weights' gave transformers' 'For details look at the
+    above report!' (a report the audit silences); a value of the wrong type gave 'Validation
+    error for field 'n_positions':' with the reason cut off at the line break."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = tmp_path / "m"
+    GPT2LMHeadModel(GPT2Config(vocab_size=300, n_embd=16, n_layer=1, n_head=2, n_positions=32)).save_pretrained(model)
+    config = json.loads((model / "config.json").read_text())
+    for edit, needle in (({"vocab_size": 320}, "transformer.wte.weight: [300, 16] in the weights files, [320, 16]"),
+                         ({"n_positions": "32"}, "expected int, got str")):
+        (model / "config.json").write_text(json.dumps({**config, **edit}))
+        with pytest.raises(ModelError) as e:
+            load_causal_lm(model)
+        assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
 def test_bad_model_directories(canary_lm, tmp_path):
     with pytest.raises(ModelError, match="does not exist"):
         run_audit(tmp_path / "nope", [canary_lm.corpus_dir], tmp_path / "o", log=quiet)
