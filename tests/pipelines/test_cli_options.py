@@ -551,7 +551,9 @@ def test_profile_of_a_directory_that_is_not_a_run_says_so(tmp_path, capsys):
     pass --corpus', sending the user after the wrong option."""
     from pipelines.cli import main
 
-    for run in (tmp_path / "missing", tmp_path):
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("not a run")
+    for run in (tmp_path / "missing", tmp_path / "foreign"):  # (an --out inside it: refused first, as inside an input)
         assert main(["profile", "--run", str(run), "--out", str(tmp_path / "out")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"{run}: not a 'memdedup train' run directory (no order.parquet)" in err[0], err
