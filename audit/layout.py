@@ -171,29 +171,43 @@ def refuse_out(out: Path, inputs: list, stage: str) -> None:
         raise ValueError(f"--out {out} holds {article} {prior['stage']} output (manifest.json); choose another path")
 
 
+def as_paths(x) -> list[Path]:
+    """One path (str or os.PathLike) or an iterable of them, as a list of Paths; none: ``[]``."""
+    if x is None:
+        return []
+    return [Path(x)] if isinstance(x, (str, os.PathLike)) else [Path(p) for p in x]
+
+
 def holding_out(param: str, inputs: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
     """Decorate a stage function to run while it holds its output directory, the argument named
     ``param`` (:func:`dedup.io.claim`; nothing to hold when it is None): a second run into the
     same directory at the same time raises :class:`dedup.io.InUseError` instead of writing
     among the first one's files. ``inputs`` name the arguments holding input directories (a
-    path or a sequence of them): an ``out`` inside one is refused before the claim, which would
-    make (and remove) directories there and so change the input's modification time."""
+    path or an iterable of them, :func:`as_paths`; an iterable reaches the stage as a list): an
+    ``out`` inside one is refused before the claim, which would make (and remove) directories
+    there and so change the input's modification time. TypeError: a name not a parameter."""
 
     def decorate(stage: Callable) -> Callable:
         signature = inspect.signature(stage)
+        if unknown := [name for name in (param, *inputs) if name not in signature.parameters]:
+            raise TypeError(f"holding_out: {stage.__qualname__} has no parameter {', '.join(map(repr, unknown))}")
 
         @functools.wraps(stage)
         def run(*args, **kwargs):
-            given = signature.bind(*args, **kwargs).arguments
+            bound = signature.bind(*args, **kwargs)
+            given, dirs = bound.arguments, []
+            for name in inputs:
+                x = given.get(name)
+                if x is not None and not isinstance(x, (str, os.PathLike)):
+                    given[name] = x = list(x)  # read once: the stage gets what an iterator would no longer give
+                dirs += [d for d in ([x] if isinstance(x, (str, os.PathLike)) else x or []) if d]  # "": none
             out = given.get(param)
             if out is not None:
                 from dedup.runs import refuse_out_in_inputs
 
-                dirs = [given.get(name) for name in inputs]
-                refuse_out_in_inputs(Path(out), [Path(d) for x in dirs if x
-                                                 for d in ([x] if isinstance(x, (str, os.PathLike)) else x) if d])
+                refuse_out_in_inputs(Path(out), as_paths(dirs))
             with io.claim(out) if out is not None else contextlib.nullcontext():
-                return stage(*args, **kwargs)
+                return stage(*bound.args, **bound.kwargs)
 
         return run
 

@@ -30,7 +30,7 @@ from dedup.io import (json_or_empty, read_json, read_manifest, remove_temporarie
                       write_stage_manifest)
 from dedup.shards import InputError
 
-from ..layout import COMPARISON_PAGE, SUMMARY, holding_out, refuse_out, report_json
+from ..layout import COMPARISON_PAGE, SUMMARY, as_paths, holding_out, refuse_out, report_json
 from . import comparison as comparison_page
 from . import model as model_page
 from .audit_dir import shape_problem
@@ -95,11 +95,6 @@ def _decoders(audits: Sequence[Path], model_dirs: Sequence[Path], log: Callable[
     return decoders
 
 
-def _paths(x) -> list[Path]:
-    """One path (str or os.PathLike) or a sequence of them, as a list of Paths."""
-    return [Path(x)] if isinstance(x, (str, os.PathLike)) else [Path(p) for p in x]
-
-
 @holding_out("out", inputs=("audits", "profile_dirs", "model_dirs", "dedup_dir"))
 def write_report(audits: Sequence[Path] | Path, out: Path, *, labels: Sequence[str] | str | None = None,
                  dedup_dir: Path | None = None, profile_dirs: Sequence[Path] | Path = (),
@@ -114,7 +109,7 @@ def write_report(audits: Sequence[Path] | Path, out: Path, *, labels: Sequence[s
     audits, ``out`` inside an input, ``out`` holding another stage's output, an unreadable
     ``checks``.
     """
-    audits, profile_dirs, model_dirs = (_paths(x) for x in (audits, profile_dirs, model_dirs))
+    audits, profile_dirs, model_dirs = (as_paths(x) for x in (audits, profile_dirs, model_dirs))
     out = Path(out)
     if not audits:
         raise ValueError("no audit directory given")

@@ -728,6 +728,31 @@ def test_write_report_takes_one_path_or_label_as_well_as_a_list(dirs, tmp_path):
         assert (out / "raw.html").read_bytes() == (tmp_path / "list" / "raw.html").read_bytes()
 
 
+def test_write_report_takes_its_directories_from_a_generator(dirs, tmp_path):
+    """Audits and profiles given as generators (iterables read once): the same report as from
+    lists. The check of --out against the inputs (before the claim) iterated them first, so the
+    report found 'no audit directory given' (failed before)."""
+    from audit.report.run import write_report
+
+    want = write_report([dirs["raw"]], tmp_path / "list", labels=["raw"], profile_dirs=[dirs["profile"]])
+    got = write_report((d for d in [dirs["raw"]]), tmp_path / "gen", labels=["raw"],
+                       profile_dirs=(d for d in [dirs["profile"]]))
+    assert got["pages"] == want["pages"] and got["profile_dirs"] == want["profile_dirs"]
+    with pytest.raises(ValueError, match="inside the input directory"):
+        write_report((d for d in [dirs["raw"]]), dirs["raw"] / "x")
+
+
+def test_holding_out_refuses_an_inputs_name_that_is_not_a_parameter():
+    """``holding_out(inputs=...)`` names arguments; a name the stage does not have (a typo, a
+    renamed parameter) left its directories unchecked without a word (failed before)."""
+    from audit.layout import holding_out
+
+    with pytest.raises(TypeError, match="run_dir"):
+        holding_out("out", inputs=("run_dir",))(lambda run, out: None)
+    with pytest.raises(TypeError, match="'outdir'"):
+        holding_out("outdir")(lambda run, out: None)
+
+
 def test_a_row_of_minus_one_is_not_a_located_row():
     """Row -1 means no row is known (a --sequences file with a shard but no row): it counted as a
     row of a kept document, so a sequence whose other row was removed was not counted as removed."""
