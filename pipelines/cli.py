@@ -172,6 +172,10 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
     if args.workers and args.scheduler:
         raise ConfigError("--workers sizes a local cluster; with --scheduler the workers are that scheduler's")
     engine = choose_engine(args)
+    if engine == "staged" and args.threads and not (args.workers or args.scheduler) \
+            and args.threads_per_worker > args.threads:
+        raise ConfigError(f"--threads-per-worker {args.threads_per_worker} exceeds --threads {args.threads}, the "
+                          "cores of the staged engine's local cluster")
     if args.band_splits < 1:
         raise ConfigError(f"--band-splits must be >= 1, got {args.band_splits}")
     for flag, given in (("--index-dir", args.index_dir), ("--band-splits", args.band_splits > 1)):

@@ -574,6 +574,22 @@ def test_workers_with_an_external_scheduler_is_refused(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_threads_per_worker_above_threads_is_refused_for_a_local_cluster(tmp_path, capsys):
+    """--threads 2 --threads-per-worker 4 made a local cluster of one 4-thread worker: twice the
+    cores --threads gives the run. Refused before anything is written (failed before: it ran).
+    With --scheduler (as the workflow passes --threads beside it) or --workers, --threads sizes
+    nothing, so the two do not meet."""
+    from pipelines.cli import main
+
+    write_shards(tmp_path / "in")
+    argv = ["dedup", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--engine", "staged", "--quiet",
+            "--threads", "2", "--threads-per-worker", "4"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--threads-per-worker 4" in err[0] and "--threads 2" in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_canary_claims_count_distinct_sequences(tmp_path):
     """Claims 2 and 3 count distinct sequences, as the audit's rates do (audit.aggregate.RATES_COUNT):
     a canary planted 64 times can be sampled several times. Before: rows were counted, so one
