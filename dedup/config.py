@@ -158,10 +158,12 @@ class DedupConfig(StageConfig):
         if self.capacity is not None and self.capacity < 1:
             self._bad(f"capacity must be >= 1, got {self.capacity}")
         if self.capacity is not None:  # every index sizes the exact-key filter from it
-            from .params import plan_index
+            from .params import bloom_size, plan_index, refuse_unholdable
 
             try:
                 plan_index(self.threshold, self.num_perm, self.capacity, self.fp, self.bands, self.rows)
+                exact_bits = bloom_size(self.capacity, self.exact_fp)[0]
+                refuse_unholdable(self.capacity, exact_bits, "an exact-key filter of {}")
             except ValueError as e:
                 self._bad(str(e))
 

@@ -118,6 +118,15 @@ PART_BYTES = 256 << 10
 MAX_PARTS = 2**31 - 1
 
 
+def refuse_unholdable(capacity: int, m_bits: int, what: str) -> None:
+    """ValueError naming ``capacity`` (documents) when a filter of ``m_bits`` bits, ``what`` (a
+    format string for its size: ``"an exact-key filter of {}"``), needs more than
+    :data:`MAX_PARTS` cache partitions, which no :class:`dedup.bloom.BloomFilter` can have."""
+    if bloom_parts(m_bits) > MAX_PARTS:
+        raise ValueError(f"capacity {int(capacity):,} documents needs {what.format(f'{m_bits / 8 / 2**40:,.0f} TiB')}; "
+                         f"the largest filter is {MAX_PARTS * PART_BYTES / 2**40:.0f} TiB")
+
+
 def bloom_parts(m_bits: int) -> int:
     """Cache partitions of an ``m_bits`` filter (:mod:`dedup._kernels.bloom`): 1 up to
     :data:`ONE_PART_MAX_BYTES`, else ``ceil(bytes / PART_BYTES)``.
@@ -217,8 +226,6 @@ def plan_index(
         raise ValueError(f"bands * rows must be <= num_perm ({bands} * {rows} > {num_perm})")
     band_fp = per_band_fp(total_fp, bands)
     m, k = bloom_size(capacity, band_fp)
-    if bloom_parts(m) > MAX_PARTS:
-        raise ValueError(f"capacity {int(capacity):,} documents needs band filters of {m / 8 / 2**40:,.0f} TiB each; "
-                         f"the largest filter is {MAX_PARTS * PART_BYTES / 2**40:.0f} TiB")
+    refuse_unholdable(capacity, m, "band filters of {} each")
     curve = {f"{s / 10:.1f}": candidate_probability(s / 10, bands, rows) for s in range(1, 11)}
     return IndexPlan(threshold, num_perm, bands, rows, max(int(capacity), 1), total_fp, band_fp, m, k, curve)

@@ -858,6 +858,18 @@ def test_a_capacity_no_filter_can_hold_is_refused_by_dedup_and_params(tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
+def test_a_capacity_whose_exact_key_filter_no_filter_can_hold_is_refused(tmp_path, capsys):
+    """The check above covered the band filters only: --capacity 10^14 --exact-fp 1e-12 (band
+    filters that fit, an exact-key filter of 654 TiB that does not) printed a plan from params
+    and would end dedup with the kernels' 'need 1 <= parts' (failed before)."""
+    from pipelines.cli import main
+
+    assert main(["params", "--capacity", str(10**14), "--exact-fp", "1e-12"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "exact-key filter" in err[0] and "512 TiB" in err[0], err
+    assert main(["params", "--capacity", str(10**14)]) == 0  # the default exact_fp's filter fits
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
 def test_the_staged_engine_uses_the_cores_it_is_given(tmp_path):
     """--threads was ignored by the staged engine (the Snakemake rule passes the job's cores),
