@@ -121,4 +121,5 @@ def resolve_batch_size(batch_size: int | str, lm, seq_len: int, free: int | None
                "device": str(lm.device), "free_bytes": free, "bytes_per_sequence": per, "seq_len": L, **shape}
 
 
-__all__ = ["auto_batch_size", "available_memory", "bytes_per_sequence", "model_shape", "resolve_batch_size", "text_config"]
+__all__ = ["auto_batch_size", "available_memory", "bytes_per_sequence", "model_shape", "resolve_batch_size",
+           "text_config"]

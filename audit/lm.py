@@ -138,8 +138,8 @@ class CausalLM:
     def max_positions(self) -> int | None:
         """The model's context length in tokens, if its config states one (a multimodal model's: its
         text model's, :func:`audit.batching.text_config`)."""
-        return config_int(text_config(self.model.config), "n_positions", "max_position_embeddings", "n_ctx", "seq_length",
-                          default=None)
+        return config_int(text_config(self.model.config), "n_positions", "max_position_embeddings", "n_ctx",
+                          "seq_length", default=None)
 
     def free_memory(self) -> int | None:
         """Bytes free on this model's GPU now (``torch.cuda.mem_get_info``), for
@@ -260,7 +260,6 @@ def _offline() -> None:
     """No hub, no network for the Hugging Face libraries (unless the environment says otherwise)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
 
 
 def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str = "never") -> CausalLM:

@@ -309,7 +309,8 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
         write_json_atomic(args.out, fc)
     rate = {k: "n/a" if fc[k] is None else f"{fc[k]:.3f}" for k in ("precision", "recall")}  # None: nothing to divide
     _emit(args, fc, lambda: print(f"{fc['n']} sequences seen by both: precision {rate['precision']}, "
-                                  f"recall {rate['recall']} (TP {fc['tp']}, FP {fc['fp']}, FN {fc['fn']}, TN {fc['tn']})"))
+                                  f"recall {rate['recall']} (TP {fc['tp']}, FP {fc['fp']}, FN {fc['fn']}, "
+                                  f"TN {fc['tn']})"))
     return 0
 
 
