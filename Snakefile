@@ -13,12 +13,15 @@ configfile: "configs/default.yaml"
 validate(config, "configs/schema.yaml")
 
 OUT = config["out"]
-# The stage sections, as the file each memdedup command reads with --config.
-RUN_CONFIG = f"{OUT}/run_config.yaml"
-_sections = {k: config.get(k) or {} for k in ("dedup", "train", "audit", "profile")}
-Path(OUT).mkdir(parents=True, exist_ok=True)
-if not Path(RUN_CONFIG).exists() or yaml.safe_load(Path(RUN_CONFIG).read_text()) != _sections:
-    Path(RUN_CONFIG).write_text(yaml.safe_dump(_sections, sort_keys=True))
+# Each stage section as its own file, the one its memdedup command reads with --config, rewritten
+# only when that section changes: an edit reruns that stage and what depends on it, no other.
+STAGE_CONFIG = {k: f"{OUT}/config/{k}.yaml" for k in ("dedup", "train", "audit", "profile")}
+Path(OUT, "config").mkdir(parents=True, exist_ok=True)
+for _stage, _path in STAGE_CONFIG.items():
+    _section = {_stage: config.get(_stage) or {}}
+    if not Path(_path).exists() or yaml.safe_load(Path(_path).read_text()) != _section:
+        Path(f"{_path}.tmp").write_text(yaml.safe_dump(_section, sort_keys=True))
+        Path(f"{_path}.tmp").replace(_path)
 
 include: "pipelines/rules/common.smk"
 include: "pipelines/rules/corpus.smk"

@@ -4,7 +4,7 @@
 # unfinished run's record (params.record, where dedup.runs writes it): a killed staged job then resumes.
 rule dedup:
     conda: "../envs/memdedup.yaml"
-    input: corpus=CORPUS_READY, cfg=RUN_CONFIG
+    input: corpus=CORPUS_READY, cfg=STAGE_CONFIG["dedup"]
     output: f"{OUT}/dedup/manifest.json"
     log: f"{OUT}/logs/dedup.log"
     threads: total_cores()

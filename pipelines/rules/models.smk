@@ -6,7 +6,7 @@ rule train:
     input:
         corpus=CORPUS_READY,
         data=lambda w: f"{OUT}/dedup/manifest.json" if w.model == "dedup" else CORPUS_READY,
-        cfg=RUN_CONFIG,
+        cfg=STAGE_CONFIG["train"],
     output: f"{OUT}/train/{{model}}/manifest.json"
     wildcard_constraints: model="raw|dedup"
     log: f"{OUT}/logs/train-{{model}}.log"
@@ -20,7 +20,7 @@ rule audit:
         corpus=CORPUS_READY,
         run=f"{OUT}/train/{{model}}/manifest.json",
         dedup=f"{OUT}/dedup/manifest.json",
-        cfg=RUN_CONFIG,
+        cfg=STAGE_CONFIG["audit"],
     output: f"{OUT}/audit/{{model}}/manifest.json"
     wildcard_constraints: model="raw|dedup"
     log: f"{OUT}/logs/audit-{{model}}.log"
@@ -35,7 +35,7 @@ rule audit:
 
 rule profile:
     conda: "../envs/memdedup.yaml"
-    input: run=f"{OUT}/train/raw/manifest.json", cfg=RUN_CONFIG
+    input: run=f"{OUT}/train/raw/manifest.json", cfg=STAGE_CONFIG["profile"]
     output: f"{OUT}/profile/raw/manifest.json"
     log: f"{OUT}/logs/profile-raw.log"
     params: run=lambda w, input: os.path.dirname(input.run), out=lambda w, output: os.path.dirname(output[0])

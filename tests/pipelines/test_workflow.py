@@ -123,3 +123,49 @@ def test_a_killed_staged_dedup_job_resumes_when_snakemake_reruns_it(tmp_path, sn
     assert again.returncode == 0, again.stdout + again.stderr
     log = (tmp_path / "run" / "logs" / "dedup.log").read_text()
     assert "resuming the unfinished run" in log and "clearing" not in log, log
+
+
+def _jobs(dry_run_output: str) -> dict[str, int]:
+    """The "Job stats" table of a dry run: rule -> jobs to run."""
+    jobs, table = {}, False
+    for line in dry_run_output.splitlines():
+        if line.startswith("job ") and "count" in line:
+            table = True
+        elif table and line.split() and line.split()[0] == "total":
+            break
+        elif table and len(line.split()) == 2 and line.split()[1].isdigit():
+            jobs[line.split()[0]] = int(line.split()[1])
+    return jobs
+
+
+def test_a_config_change_reruns_only_the_stages_it_affects(tmp_path, snakemake):
+    """Every stage read one run_config.yaml holding all four stage sections, so an edit to
+    one section (audit.n_boot) made Snakemake redo dedup and both trainings too. Each rule
+    now reads its own section's file: an edit reruns that stage and what depends on it."""
+    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    out = tmp_path / "run"
+    cfg["out"] = str(out)
+    base = tmp_path / "c.yaml"
+    base.write_text(yaml.safe_dump(cfg))
+    outputs = ["corpus/manifest.json", "dedup/manifest.json", "train/raw/manifest.json", "train/dedup/manifest.json",
+               "audit/raw/manifest.json", "audit/dedup/manifest.json", "profile/raw/manifest.json", "checks.json",
+               "report/comparison.html"]
+    for f in outputs:  # a finished run, as far as Snakemake can tell (--touch orders the times)
+        (out / f).parent.mkdir(parents=True, exist_ok=True)
+        (out / f).write_text("{}")
+    args = ("-s", str(ROOT / "Snakefile"), "--cores", "1")
+    edits = {("audit", "n_boot", 50): {"audit": 2, "checks": 1, "report": 1, "all": 1},
+             ("profile", "n_boot", 50): {"profile": 1, "report": 1, "all": 1},
+             ("train", "epochs", 2): {"train": 2, "audit": 2, "profile": 1, "checks": 1, "report": 1, "all": 1},
+             ("dedup", "threshold", 0.7): {"dedup": 1, "train": 1, "audit": 2, "checks": 1, "report": 1, "all": 1}}
+    for (section, key, value), expected in edits.items():
+        touch = snakemake(*args, "--touch", "--configfile", str(base), cwd=tmp_path)
+        assert touch.returncode == 0, touch.stdout + touch.stderr
+        again = snakemake(*args, "-n", "--configfile", str(base), cwd=tmp_path)
+        assert "Nothing to be done" in again.stdout + again.stderr
+        edited = yaml.safe_load(base.read_text())
+        edited[section][key] = value
+        (tmp_path / "edited.yaml").write_text(yaml.safe_dump(edited))
+        dry = snakemake(*args, "-n", "--configfile", str(tmp_path / "edited.yaml"), cwd=tmp_path)
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        assert _jobs(dry.stdout + dry.stderr) == expected, (section, key, dry.stdout + dry.stderr)
