@@ -3,10 +3,24 @@ import os
 
 from snakemake.exceptions import WorkflowError
 
-from dedup.runs import RUN_FILE, work_dir
+from dedup.runs import RUN_FILE, discover, work_dir
+from dedup.shards import InputError
 
 GENERATED = bool(config["corpus"]["generate"])
-CORPUS_READY = f"{OUT}/corpus/manifest.json" if GENERATED else []
+
+
+def user_shards() -> list[str]:
+    """The files of corpus.shards (files, directories, globs) as dedup finds them: inputs of the
+    rules that read the corpus, so that a file added, removed or rewritten reruns them. A path
+    that does not exist or holds no shards stops the workflow before any job, naming it."""
+    try:
+        return [str(s.path) for s in discover(config["corpus"].get("shards") or [], exclude=OUT)]
+    except InputError as e:
+        raise WorkflowError(f"corpus.shards: {e}") from None
+
+
+# What the rules that read the raw corpus wait for: the generated corpus's manifest, or the user's shards.
+CORPUS_READY = f"{OUT}/corpus/manifest.json" if GENERATED else user_shards()
 _dask = config.get("dask") or {}
 DASK_ARGS = (f"--scheduler {_dask['scheduler']} " if _dask.get("scheduler") else "") + (
     f"--workers {_dask['workers']} " if _dask.get("workers") else "")

@@ -169,3 +169,33 @@ def test_a_config_change_reruns_only_the_stages_it_affects(tmp_path, snakemake):
         dry = snakemake(*args, "-n", "--configfile", str(tmp_path / "edited.yaml"), cwd=tmp_path)
         assert dry.returncode == 0, dry.stdout + dry.stderr
         assert _jobs(dry.stdout + dry.stderr) == expected, (section, key, dry.stdout + dry.stderr)
+
+
+def test_a_shard_added_to_the_corpus_reruns_the_stages_that_read_it(tmp_path, snakemake):
+    """corpus.shards (directories, globs) was only text in the commands, so a file added to
+    the corpus after a run left dedup, training and audits "up to date". The shards dedup
+    would read are now the rules' inputs: adding one reruns every stage that reads the corpus."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shards = tmp_path / "mydata"
+    shards.mkdir()
+    pq.write_table(pa.table({"id": ["a"], "text": ["hello world"]}), shards / "part-0.parquet")
+    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    out = tmp_path / "run"
+    cfg["out"] = str(out)
+    cfg["corpus"].update(generate=False, shards=[str(shards)])
+    (tmp_path / "user.yaml").write_text(yaml.safe_dump(cfg))
+    for f in ["dedup/manifest.json", "train/raw/manifest.json", "train/dedup/manifest.json", "audit/raw/manifest.json",
+              "audit/dedup/manifest.json", "profile/raw/manifest.json", "checks.json", "report/comparison.html"]:
+        (out / f).parent.mkdir(parents=True, exist_ok=True)
+        (out / f).write_text("{}")
+    args = ("-s", str(ROOT / "Snakefile"), "--cores", "1", "--configfile", str(tmp_path / "user.yaml"))
+    assert snakemake(*args, "--touch", cwd=tmp_path).returncode == 0
+    again = snakemake(*args, "-n", cwd=tmp_path)
+    assert "Nothing to be done" in again.stdout + again.stderr
+    pq.write_table(pa.table({"id": ["b"], "text": ["hello again"]}), shards / "part-1.parquet")
+    dry = snakemake(*args, "-n", cwd=tmp_path)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert _jobs(dry.stdout + dry.stderr) == {"dedup": 1, "train": 2, "audit": 2, "profile": 1, "checks": 1,
+                                              "report": 1, "all": 1}, dry.stdout + dry.stderr
