@@ -195,7 +195,7 @@ def corpus_digest(docs) -> str:
 
 @holding_out("out_dir")
 def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
-                    progress: Callable[[dict], None] = lambda state: None) -> dict:
+                    progress: Callable[[dict], None] = lambda state: None, replace: bool = False) -> dict:
     """Train a GPT-2-style LM on corpus shards, deterministically, with checkpoints.
 
     Writes (``out_dir``): ``tokenizer`` files, ``order.parquet`` (one row per training
@@ -206,7 +206,9 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     with ``trainer_state.pt`` for resuming), ``model/`` (the final checkpoint) and
     ``manifest.json`` last. Rerunning with the same config and corpus (``corpus_sha256``: ids,
     shards, rows and texts) resumes from the last checkpoint and ends with the same bytes as an
-    uninterrupted run; another config or corpus is refused.
+    uninterrupted run; another config or corpus is refused, or with ``replace`` (what the workflow
+    passes: Snakemake reruns the rule after an edit) its run's files are removed and training
+    starts over.
 
     ``progress`` is called after every optimizer step with ``{"phase": "train", "unit":
     "steps", "done", "total", "extra": "loss L"}`` (L: mean of the last 50 steps' losses, in
@@ -225,7 +227,8 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     held = io.read_json(manifest_path) if manifest_path.exists() else io.read_json(cfg_file) if cfg_file.exists() else None
     which = "a finished" if manifest_path.exists() else "an unfinished"
     fresh = held is None  # no run state before this call: running out of memory below removes what it wrote
-    if held is not None and held.get("config", held) != config.to_dict():
+    stale = held is not None and held.get("config", held) != config.to_dict()
+    if stale and not replace:
         raise ValueError(f"{out} holds {which} training run with another config; choose another --out")
     # Nothing is written until the corpus and the config have passed every check below: a
     # refused config leaves no run state, and the corrected command runs in the same --out.
@@ -234,9 +237,17 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     if not docs:
         raise ValueError("the corpus has no documents")
     record = {"config": config.to_dict(), "corpus_sha256": corpus_digest(docs)}
-    if held is not None and held.get("corpus_sha256", record["corpus_sha256"]) != record["corpus_sha256"]:
-        raise ValueError(f"{out} holds {which} training run on another corpus (documents, shards or rows differ); "
-                         "choose another --out")
+    digest = record["corpus_sha256"]
+    if held is not None and not stale and held.get("corpus_sha256", digest) != digest:
+        if not replace:
+            raise ValueError(f"{out} holds {which} training run on another corpus (documents, shards or rows "
+                             "differ); choose another --out")
+        stale = True  # another corpus: replaced as another config is
+    if stale:  # only with replace
+        log(f"train: {out} held {which} training run with another config or corpus: starting over")
+        for entry in out.iterdir():  # out itself is held (holding_out): its content goes
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        held, which, fresh = None, "an unfinished", True
     if which == "a finished" and held is not None:
         log(f"{out}: training already complete")
         return held

@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a small GPT-2 deterministically, with checkpoints and the data order")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="corpus shards (files, directories or globs)")
     p.add_argument("--out", required=True, type=Path, help="run directory (rerun to resume)")
+    p.add_argument("--replace", action="store_true",
+                   help="when --out holds a run of another config or corpus, remove it and start over "
+                        "(without: refused); a run of the same config and corpus still resumes")
     p.add_argument("--quiet", action="store_true", help="no progress lines (steps/s, ETA), notes or summary")
     _add_json(p, "the run's manifest (manifest.json)")
     add_options(p, SECTIONS["train"], "train")
@@ -259,7 +262,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     config = from_args(args)
     m = train_causal_lm(discover(args.inputs, exclude=args.out), args.out, config, log=_log(args),
-                        progress=phase_progress("train", args.quiet))
+                        progress=phase_progress("train", args.quiet), replace=args.replace)
     loss = "n/a" if m["final_loss"] is None else f"{m['final_loss']:.3f}"  # None: a run resumed from an older state
     _emit(args, m, lambda: print(
         f"trained {m['steps']} steps on {m['trained_instances']:,} instances of {m['documents']:,} documents "

@@ -199,3 +199,24 @@ def test_a_shard_added_to_the_corpus_reruns_the_stages_that_read_it(tmp_path, sn
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert _jobs(dry.stdout + dry.stderr) == {"dedup": 1, "train": 2, "audit": 2, "profile": 1, "checks": 1,
                                               "report": 1, "all": 1}, dry.stdout + dry.stderr
+
+
+def test_a_train_option_edited_after_a_run_retrains(tmp_path, snakemake):
+    """Snakemake reruns the train rule after an edit to the train section, into the same run
+    directory, where `memdedup train` refused the earlier run's other config ("choose another
+    --out"): the workflow failed until the user deleted it. The rule now passes --replace."""
+    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    cfg["out"] = str(tmp_path / "run")
+    cfg["corpus"].update(docs=200, canaries_per_repeat=1, n_shards=2)
+    cfg["train"].update(epochs=1, n_layer=1, n_embd=32, n_head=2)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    target = str(tmp_path / "run" / "train" / "raw" / "manifest.json")
+    args = (target, "-s", str(ROOT / "Snakefile"), "--cores", "2")
+    first = snakemake(*args, "--configfile", str(tmp_path / "c.yaml"), cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    cfg["train"]["epochs"] = 2
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    again = snakemake(*args, "--configfile", str(tmp_path / "c.yaml"), cwd=tmp_path)
+    log = (tmp_path / "run" / "logs" / "train-raw.log").read_text()
+    assert again.returncode == 0, log
+    assert json.loads(Path(target).read_text())["config"]["epochs"] == 2
