@@ -113,6 +113,9 @@ HELDOUT_FILE = "heldout.parquet"
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "trainer_state.pt"
 MODEL_DIR = "model"
+#: Everything a training run writes in its directory (with manifest.json and temporaries): what
+#: ``memdedup train --replace`` removes, and nothing else.
+RUN_ENTRIES = (TRAIN_CONFIG, TOKENIZER_DIR, ORDER_FILE, HELDOUT_FILE, CHECKPOINT_DIR, MODEL_DIR)
 
 
 def checkpoint_name(step: int) -> str:

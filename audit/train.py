@@ -25,8 +25,8 @@ from dedup import io
 from dedup.shards import InputError
 
 from .config import TrainConfig, retention_checkpoints
-from .layout import (CHECKPOINT_DIR, HELDOUT_FILE, MODEL_DIR, ORDER_FILE, STATE_FILE, TOKENIZER_DIR, TRAIN_CONFIG,
-                     checkpoint_name, holding_out, refuse_out, write_atomic)
+from .layout import (CHECKPOINT_DIR, HELDOUT_FILE, MODEL_DIR, ORDER_FILE, RUN_ENTRIES, STATE_FILE, TOKENIZER_DIR,
+                     TRAIN_CONFIG, checkpoint_name, holding_out, refuse_out, write_atomic)
 from .sampling import corpus_rows, document_name
 
 EOS = "<|endoftext|>"
@@ -245,8 +245,10 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
         stale = True  # another corpus: replaced as another config is
     if stale:  # only with replace
         log(f"train: {out} held {which} training run with another config or corpus: starting over")
-        for entry in out.iterdir():  # out itself is held (holding_out): its content goes
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        io.manifest_path(out).unlink(missing_ok=True)  # first: what is left is an unfinished run, then none
+        for entry in (out / name for name in RUN_ENTRIES):  # the run's own files; a user's beside them stay
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink(missing_ok=True)
+        io.remove_temporaries(out)
         held, which, fresh = None, "an unfinished", True
     if which == "a finished" and held is not None:
         log(f"{out}: training already complete")

@@ -78,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="corpus shards (files, directories or globs)")
     p.add_argument("--out", required=True, type=Path, help="run directory (rerun to resume)")
     p.add_argument("--replace", action="store_true",
-                   help="when --out holds a run of another config or corpus, remove it and start over "
+                   help="when --out holds a run of another config or corpus, remove that run's files (others stay) and "
+                        "start over "
                         "(without: refused); a run of the same config and corpus still resumes")
     p.add_argument("--quiet", action="store_true", help="no progress lines (steps/s, ETA), notes or summary")
     _add_json(p, "the run's manifest (manifest.json)")

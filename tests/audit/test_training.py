@@ -98,6 +98,24 @@ def test_a_run_directory_refuses_another_corpus(small_corpus, tmp_path):
     assert _files(run) == before
 
 
+def test_replace_clears_only_the_runs_own_files_and_trains_as_fresh(small_corpus, tmp_path):
+    """replace=True (what the workflow's train rule passes) removed every entry of the run
+    directory, a user's notes beside the run too. It removes the run's own files only, and the
+    run it trains is the one a fresh directory gets."""
+    from audit.train import train_causal_lm
+
+    run, fresh = tmp_path / "run", tmp_path / "fresh"
+    train_causal_lm(discover([small_corpus]), run, SMALL, log=quiet)
+    (run / "notes.txt").write_text("mine")
+    other = discover([small_corpus / "part-00000.parquet"])
+    with pytest.raises(ValueError, match="another corpus"):
+        train_causal_lm(other, run, SMALL, log=quiet)
+    train_causal_lm(other, run, SMALL, log=quiet, replace=True)
+    train_causal_lm(other, fresh, SMALL, log=quiet)
+    assert (run / "notes.txt").read_text() == "mine"
+    assert {k: v for k, v in _files(run).items() if k != "notes.txt"} == _files(fresh)
+
+
 def _files(run: Path) -> dict:
     """Every file of a run directory (hidden ones too) and its bytes, the manifest aside (timing)."""
     return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*"))
