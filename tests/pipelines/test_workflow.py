@@ -239,3 +239,26 @@ def test_a_train_option_edited_after_a_run_retrains(tmp_path, snakemake):
     log = (tmp_path / "run" / "logs" / "train-raw.log").read_text()
     assert again.returncode == 0, log
     assert json.loads(Path(target).read_text())["config"]["epochs"] == 2
+
+
+def test_a_corpus_job_killed_mid_write_is_redone_by_a_rerun(tmp_path, snakemake):
+    """A corpus job killed while it wrote a shard (SIGKILL of Snakemake's process group, seen by
+    the interruption probe) leaves the shards written so far and the writer's temporary
+    (.part-00001.parquet.tmp-PID-XXXX), no manifest. The rerun refused the directory ("holds
+    files no earlier generate run wrote") until the user deleted the temporary; a killed
+    writer's temporaries of generate's own files are now removed with them."""
+    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    cfg["out"] = str(tmp_path / "run")
+    cfg["corpus"].update(docs=200, canaries_per_repeat=1, n_shards=2)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    corpus = tmp_path / "run" / "corpus"
+    corpus.mkdir(parents=True)  # what the kill left
+    (corpus / "part-00000.parquet").write_bytes(b"PAR1 half of an earlier run")
+    from dedup.io import tmp_path as temporary
+
+    temporary(corpus / "part-00001.parquet").write_bytes(b"PAR1 half")  # .part-00001.parquet.tmp-PID-XXXX
+    args = (str(corpus / "manifest.json"), "-s", str(ROOT / "Snakefile"), "--cores", "1",
+            "--configfile", str(tmp_path / "c.yaml"))
+    r = snakemake(*args, cwd=tmp_path)
+    assert r.returncode == 0, (tmp_path / "run" / "logs" / "corpus.log").read_text()
+    assert sorted(p.name for p in corpus.iterdir()) == ["manifest.json", "part-00000.parquet", "part-00001.parquet"]
