@@ -262,3 +262,31 @@ def test_a_corpus_job_killed_mid_write_is_redone_by_a_rerun(tmp_path, snakemake)
     r = snakemake(*args, cwd=tmp_path)
     assert r.returncode == 0, (tmp_path / "run" / "logs" / "corpus.log").read_text()
     assert sorted(p.name for p in corpus.iterdir()) == ["manifest.json", "part-00000.parquet", "part-00001.parquet"]
+
+
+def test_a_killed_audit_or_profile_leaves_no_temporary_after_the_rerun(tmp_path, snakemake):
+    """An audit or profile job killed while it wrote a file (SIGKILL of Snakemake's process
+    group, seen by the interruption probe) leaves that file's temporary
+    (.per_sequence.parquet.tmp-PID-XXXX); Snakemake's rerun completed the stage but the
+    temporary stayed among its outputs for good. Both stages now remove a killed run's
+    temporaries before they write, as train, dedup and report do."""
+    from dedup.io import tmp_path as temporary
+
+    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    out = tmp_path / "run"
+    cfg["out"] = str(out)
+    cfg["corpus"].update(docs=200, canaries_per_repeat=1, n_shards=2)
+    cfg["train"].update(epochs=1, n_layer=1, n_embd=32, n_head=2, holdout=0.2)
+    cfg["audit"].update(n_sequences=40, generate=False, n_boot=0)
+    cfg["profile"].update(n_treated=20, n_control=10, n_boot=0)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    left = [temporary(out / "audit" / "raw" / "per_sequence.parquet"), temporary(out / "profile" / "raw" / "profile.parquet")]
+    for t in left:  # what the killed jobs left
+        t.parent.mkdir(parents=True)
+        t.write_bytes(b"PAR1 half")
+    r = snakemake(str(out / "audit" / "raw" / "manifest.json"), str(out / "profile" / "raw" / "manifest.json"),
+                  "-s", str(ROOT / "Snakefile"), "--cores", "2", "--configfile", str(tmp_path / "c.yaml"), cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for d in ("audit/raw", "profile/raw"):
+        assert (out / d / "manifest.json").exists()
+        assert not [p.name for p in (out / d).iterdir() if ".tmp-" in p.name], d
