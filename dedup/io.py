@@ -19,6 +19,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -97,6 +98,16 @@ def tmp_path(final: Path) -> Path:
     or on two hosts) never share one."""
     final = Path(final)
     return final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}")
+
+
+def temporary_of(name: str) -> str | None:
+    """The final file name whose :func:`tmp_path` ``name`` is, else None.
+
+    >>> temporary_of(".part-00000.parquet.tmp-4242-0123456789ab"), temporary_of("part-00000.parquet")
+    ('part-00000.parquet', None)
+    """
+    m = re.fullmatch(r"\.(.+)\.tmp-\d+-[0-9a-f]{12}", name)
+    return m[1] if m else None
 
 
 def remove_temporaries(root: Path) -> None:

@@ -19,7 +19,6 @@ extraction, it shows memorisation at copy counts where nothing is extracted yet.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from pathlib import Path
 
@@ -110,10 +109,6 @@ def planted_manifest(table: pa.Table, seed: int, shards: list[Path], canaries: b
     return planted
 
 
-#: The name :func:`dedup.io.tmp_path` gives a file's temporary; group 1: the file's name.
-_TEMPORARY = re.compile(r"\.(.+)\.tmp-\d+-[0-9a-f]{12}")
-
-
 def prepare_corpus_dir(out: Path) -> None:
     """Make ``out`` ready for ``memdedup generate``: nothing there, or an earlier generate run's
     files, which are removed (a rerun may write fewer shards, or another format): its manifest
@@ -132,8 +127,8 @@ def prepare_corpus_dir(out: Path) -> None:
     else:
         listed = {p.name for p in out.iterdir() if SHARD_FILE.fullmatch(p.name) and p.is_file()}
     if listed or not (out / CORPUS_MANIFEST).exists():  # not where another tool's manifest.json is
-        listed |= {p.name for p in out.iterdir() if p.is_file() and (m := _TEMPORARY.fullmatch(p.name))
-                   and (m[1] == CORPUS_MANIFEST or SHARD_FILE.fullmatch(m[1]))}
+        listed |= {p.name for p in out.iterdir() if p.is_file() and (final := io.temporary_of(p.name))
+                   and (final == CORPUS_MANIFEST or SHARD_FILE.fullmatch(final))}
     if others := sorted(p.name for p in out.iterdir() if p.name not in listed):
         raise ValueError(f"--out {out} holds files no earlier generate run wrote ({', '.join(others[:3])}"
                          f"{', ...' if len(others) > 3 else ''}); choose a new or empty directory")
