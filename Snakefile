@@ -13,6 +13,17 @@ configfile: "configs/default.yaml"
 validate(config, "configs/schema.yaml")
 
 OUT = config["out"]
+# The stage sections checked as their commands check them, before any job starts or file is
+# written: an unknown key or bad value is named here, not only in the stage's log.
+from pipelines.cli import SECTIONS
+from pipelines.config import ConfigError, check_section
+from snakemake.exceptions import WorkflowError
+
+for _stage, _cls in SECTIONS.items():
+    try:
+        check_section(_cls, _stage, config.get(_stage) or {}, "config")
+    except ConfigError as e:
+        raise WorkflowError(str(e)) from None
 # Each stage section as its own file, the one its memdedup command reads with --config, rewritten
 # only when that section changes: an edit reruns that stage and what depends on it, no other.
 STAGE_CONFIG = {k: f"{OUT}/config/{k}.yaml" for k in ("dedup", "train", "audit", "profile")}

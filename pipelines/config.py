@@ -150,10 +150,7 @@ def from_args(args: argparse.Namespace) -> Any:
         values = {} if values is None else values
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: section {name!r} must be a mapping")
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in values:
-        if key not in names:
-            raise ConfigError(f"{source}: unknown key {name}.{key}; valid keys: {', '.join(sorted(names))}")
+    refuse_unknown_keys(cls, name, values, source)
     in_file = dict(values)
     for f in exposed(cls):
         value = getattr(args, f.name)
@@ -169,6 +166,26 @@ def from_args(args: argparse.Namespace) -> Any:
             except (TypeError, ValueError) as in_file_error:
                 raise ConfigError(f"{source}: section {name}: {in_file_error}") from in_file_error
             source = "<command line>"
+        raise ConfigError(f"{source}: section {name}: {e}") from e
+
+
+def refuse_unknown_keys(cls: type, name: str, values: dict, source: str) -> None:
+    """ConfigError naming ``source`` for a key of section ``name`` that ``cls``, its config
+    dataclass, does not have."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key {name}.{key}; valid keys: {', '.join(sorted(names))}")
+
+
+def check_section(cls: type, name: str, values: dict, source: str) -> None:
+    """ConfigError naming ``source`` for an unknown key of section ``name`` or a value ``cls``
+    refuses: the check the stage's command makes of its ``--config`` file without flags (the
+    workflow makes it before any job starts)."""
+    refuse_unknown_keys(cls, name, values, source)
+    try:
+        cls(**values)
+    except (TypeError, ValueError) as e:
         raise ConfigError(f"{source}: section {name}: {e}") from e
 
 

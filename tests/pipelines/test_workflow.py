@@ -32,6 +32,21 @@ def test_unknown_config_key_is_named(tmp_path, snakemake):
     assert r.returncode != 0 and "shardz" in r.stdout + r.stderr
 
 
+def test_a_bad_stage_section_stops_the_workflow_before_any_job_naming_the_key(tmp_path, snakemake):
+    """An unknown key or a bad value in a stage section (dedup, train, audit, profile) passed the
+    schema, started the jobs, and failed that stage's rule with the reason only in its log
+    (Snakemake said 'Error in rule dedup'); the stage config files stayed behind. Now the
+    workflow stops at once with the key in Snakemake's own output, and writes nothing."""
+    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    for section, edit, needle in (("dedup", {"thresold": 0.8}, "unknown key dedup.thresold"),
+                                  ("audit", {"n_boot": 5}, "n_boot")):
+        bad = {**cfg, "out": str(tmp_path / section), section: {**(cfg.get(section) or {}), **edit}}
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+        r = snakemake("-n", "--configfile", str(tmp_path / "bad.yaml"))
+        assert r.returncode != 0 and needle in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
+        assert "Error in rule" not in r.stdout + r.stderr and not (tmp_path / section).exists()
+
+
 def test_the_config_schema_validates_without_a_version_warning(tmp_path, snakemake):
     """configs/schema.yaml declared JSON Schema draft-07, which Snakemake 9.15 does not have
     a validator for: every call printed "No validator found for JSON Schema version identifier"
