@@ -110,8 +110,8 @@ class TrainConfig(StageConfig):
     id_column: str | None = option("id", "corpus id column; '' for no ids (documents named shard:row)", none="no ids")
     retention_items: int | None = option(None, "retention run (Orhan 2024): this many full-length instances of unique "
                                                "text are trained once, in one window right after warm-up, never "
-                                               "again; checkpoints at the step before it (items unseen) and 0, 1, 2, 4, ... "
-                                               "steps after", unit="instances",
+                                               "again; checkpoints at the step before it (items unseen) and 0, 1, "
+                                               "2, 4, ... steps after", unit="instances",
                                          none="no retention design")
 
     def __post_init__(self) -> None:
