@@ -122,6 +122,27 @@ def test_a_users_own_shards_replace_the_demo_corpus(tmp_path, snakemake):
     assert f"memdedup train '{shards}/*.parquet'" in out and f"--corpus '{shards}/*.parquet'" in out
 
 
+def test_the_template_runs_on_one_machine_as_its_header_says(tmp_path, snakemake):
+    """configs/template.yaml, copied with only out and corpus.shards edited, ran as its header
+    says for one machine (snakemake --cores N --configfile my.yaml) handed dedup
+    `--scheduler /shared/dask/scheduler.json`: a scheduler file that is not there. It asks for
+    no cluster now, and passes the schema and the stage sections' checks."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shards = tmp_path / "mydata"
+    shards.mkdir()
+    pq.write_table(pa.table({"id": ["a"], "text": ["hello world"]}), shards / "part-0.parquet")
+    cfg = yaml.safe_load((ROOT / "configs" / "template.yaml").read_text())
+    cfg["out"] = str(tmp_path / "run")
+    cfg["corpus"]["shards"] = [str(shards / "*.parquet")]
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump(cfg))
+    r = snakemake("-n", "-p", "--configfile", str(tmp_path / "my.yaml"))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert f"memdedup dedup '{shards}/*.parquet'" in r.stdout + r.stderr
+    assert "--scheduler" not in r.stdout + r.stderr and "--workers" not in r.stdout + r.stderr
+
+
 def test_dask_scheduler_in_the_config_reaches_the_dedup_command(tmp_path, snakemake):
     """README "Running on a cluster": `dask.scheduler` set to a scheduler file (of Dask
     workers running as Slurm jobs, test_slurm.py) makes the dedup rule run
