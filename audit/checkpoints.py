@@ -357,7 +357,6 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         ret_run = run_retention.__wrapped__(run, None, corpus, seed=config.seed, batch_size=config.batch_size, log=log)
 
     out.mkdir(parents=True, exist_ok=True)
-    io.remove_temporaries(out)  # a killed profile's files in the making
     io.manifest_path(out).unlink(missing_ok=True)  # a previous run's: out is incomplete until the new one is written
     write_atomic(out / PROFILE_FILE, both.to_parquet)
     write_atomic(out / RETENTION_FILE, ret.to_parquet)
@@ -485,7 +484,6 @@ def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: i
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        io.remove_temporaries(out)  # a killed run's files in the making
         write_atomic(out / RETENTION_RUN_FILE, ret.to_parquet)
         write_atomic(out / RETENTION_RUN_CURVE, curve.to_parquet)
     return ret, curve

@@ -113,8 +113,8 @@ HELDOUT_FILE = "heldout.parquet"
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "trainer_state.pt"
 MODEL_DIR = "model"
-#: Everything a training run writes in its directory (with manifest.json and temporaries): what
-#: ``memdedup train --replace`` removes, and nothing else.
+#: Everything a training run writes in its directory (with manifest.json; its temporaries go when
+#: a run holds the directory, :func:`holding_out`): what ``memdedup train --replace`` removes.
 RUN_ENTRIES = (TRAIN_CONFIG, TOKENIZER_DIR, ORDER_FILE, HELDOUT_FILE, CHECKPOINT_DIR, MODEL_DIR)
 
 
@@ -188,7 +188,9 @@ def holding_out(param: str, inputs: tuple[str, ...] = ()) -> Callable[[Callable]
     among the first one's files. ``inputs`` name the arguments holding input directories (a
     path or an iterable of them, :func:`as_paths`; an iterable reaches the stage as a list): an
     ``out`` inside one is refused before the claim, which would make (and remove) directories
-    there and so change the input's modification time. TypeError: a name not a parameter."""
+    there and so change the input's modification time. Once held, ``out``'s temporaries
+    (:func:`dedup.io.tmp_path`) that a killed run of any stage left are removed: no stage
+    leaves them among its outputs. TypeError: a name not a parameter."""
 
     def decorate(stage: Callable) -> Callable:
         signature = inspect.signature(stage)
@@ -210,6 +212,8 @@ def holding_out(param: str, inputs: tuple[str, ...] = ()) -> Callable[[Callable]
 
                 refuse_out_in_inputs(Path(out), as_paths(dirs))
             with io.claim(out) if out is not None else contextlib.nullcontext():
+                if out is not None:  # held: no live writer's temporaries can be among them
+                    io.remove_temporaries(out)
                 return stage(*bound.args, **bound.kwargs)
 
         return run

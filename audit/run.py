@@ -261,7 +261,6 @@ def run_audit(
     timings.update(wall_s=time.perf_counter() - t_start,
                    sequences_per_s_scoring=len(seqs) / timings["score"] if timings.get("score") else None)
     out.mkdir(parents=True, exist_ok=True)
-    io.remove_temporaries(out)  # a killed audit's files in the making
     for old in (io.manifest_path(out), out / SUMMARY):  # a previous run's: incomplete until the new one is written,
         old.unlink(missing_ok=True)  # and a report never pairs the new table with the old summary
     write_atomic(out / PER_SEQUENCE, lambda tmp: pq.write_table(table, tmp, compression="zstd"))

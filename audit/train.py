@@ -248,7 +248,6 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
         io.manifest_path(out).unlink(missing_ok=True)  # first: what is left is an unfinished run, then none
         for entry in (out / name for name in RUN_ENTRIES):  # the run's own files; a user's beside them stay
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink(missing_ok=True)
-        io.remove_temporaries(out)
         held, which, fresh = None, "an unfinished", True
     if which == "a finished" and held is not None:
         log(f"{out}: training already complete")
@@ -286,7 +285,6 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
         retention["checkpoints"] = retention_checkpoints(retention["window"][0], retention["exposure_step"], total_steps)
 
     out.mkdir(parents=True, exist_ok=True)
-    io.remove_temporaries(out)  # a killed run's half-written files and checkpoints
     io.write_json_atomic(cfg_file, record)
     if not tokenizer_saved:
         write_atomic(tok_dir, lambda tmp: tokenizer.save_pretrained(str(tmp)))

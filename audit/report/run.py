@@ -26,7 +26,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from dedup.io import (json_or_empty, read_json, read_manifest, remove_temporaries, tmp_path, undecodable,
+from dedup.io import (json_or_empty, read_json, read_manifest, tmp_path, undecodable,
                       write_stage_manifest)
 from dedup.shards import InputError
 
@@ -134,7 +134,6 @@ def write_report(audits: Sequence[Path] | Path, out: Path, *, labels: Sequence[s
             exposure if isinstance(exposure, dict) else (), EXPOSURE_SHAPE), "exposure_by_copies")):
         raise InputError(checks, f"damaged: {problem}")
     out.mkdir(parents=True, exist_ok=True)
-    remove_temporaries(out)  # a killed report's pages in the making
     # Pages are made aside and replace an earlier report's only once all are written: a report
     # refused or failing part-way leaves --out as it was.
     aside = tmp_path(out / "pages")
