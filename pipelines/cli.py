@@ -79,8 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="run directory (rerun to resume)")
     p.add_argument("--replace", action="store_true",
                    help="when --out holds a run of another config or corpus, remove that run's files (others stay) and "
-                        "start over "
-                        "(without: refused); a run of the same config and corpus still resumes")
+                        "start over (without: refused); a run of the same config and corpus still resumes")
     p.add_argument("--quiet", action="store_true", help="no progress lines (steps/s, ETA), notes or summary")
     _add_json(p, "the run's manifest (manifest.json)")
     add_options(p, SECTIONS["train"], "train")

@@ -161,10 +161,7 @@ def from_args(args: argparse.Namespace) -> Any:
         return cls(**values)
     except (TypeError, ValueError) as e:
         if values != in_file:  # the file's own problem is the file's; else the flags' fault
-            try:
-                cls(**in_file)
-            except (TypeError, ValueError) as in_file_error:
-                raise ConfigError(f"{source}: section {name}: {in_file_error}") from in_file_error
+            check_section(cls, name, in_file, source)
             source = "<command line>"
         raise ConfigError(f"{source}: section {name}: {e}") from e
 
