@@ -275,7 +275,7 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str 
         raise ModelError(f"{path}: no config.json: not a Hugging Face model directory")
     _offline()
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -285,10 +285,13 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str 
         # the attention its training recorded ("_attn_implementation": "flash_attention_2") is not ours to
         # use: FlashAttention has no float32 and may not be installed; transformers' default (sdpa, else eager)
         config._attn_implementation = None
-        # mismatched sizes are named below (transformers would say "look at the above report", which is silenced)
+        # mismatched sizes are named below (transformers would say "look at the above report", which is silenced);
+        # generation_config.json is never read: every generation replaces it (module docstring), so one that
+        # transformers rejects (not JSON, invalid for greedy) cannot refuse the model
         model, info = AutoModelForCausalLM.from_pretrained(str(path), config=config, local_files_only=True,
                                                            dtype=torch.float32, output_loading_info=True,
-                                                           ignore_mismatched_sizes=True, trust_remote_code=False)
+                                                           ignore_mismatched_sizes=True, trust_remote_code=False,
+                                                           generation_config=GenerationConfig())
     except Exception as e:  # also safetensors' SafetensorError (a truncated file), torch's unpickling errors
         # one line: the first (an unknown class's next lists every class it knows: 3 KB), and the reason
         # after a first line that only introduces it ("Validation error for field 'n_positions':")

@@ -67,6 +67,21 @@ def test_generation_ignores_generation_config_and_eos(penalised):
     assert (gen == chains).all(), "generation must be plain greedy: no repetition penalty, no n-gram ban, EOS allowed"
 
 
+@pytest.mark.parametrize("saved", ['{"num_return_sequences": 4}', '{"max_new_tokens": 0}', "{damaged"])
+def test_a_generation_config_the_audit_never_uses_cannot_refuse_the_model(penalised, saved):
+    """The directory's generation_config.json is replaced for every call, so one that transformers
+    would reject (invalid for greedy, or not JSON) must not refuse the model."""
+    from audit.lm import load_causal_lm
+
+    model_dir, prompts, truth, chains, eos = penalised
+    odd = model_dir.parent / "odd_generation"
+    odd.mkdir(exist_ok=True)
+    for f in model_dir.iterdir():
+        (odd / f.name).write_bytes(f.read_bytes())
+    (odd / "generation_config.json").write_text(saved)
+    assert (load_causal_lm(odd).generate_greedy(prompts, C, batch_size=7) == chains).all()
+
+
 def test_extractable_iff_pythia_score_one(penalised):
     from audit.lm import load_causal_lm
 
