@@ -328,6 +328,19 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return h.hexdigest()
 
 
+def shared_token_ids(model: CausalLM, reference: CausalLM) -> np.ndarray:
+    """The token ids (sorted int64) whose token both tokenizers' vocabularies hold, at the same id:
+    the ids a reference model scores as the token the audited model means (a tokenizer that only
+    gained tokens, such as a fine-tune's pad token, shares every other id). ModelError when a
+    token both hold has two ids: another tokenizer, whose ids name other tokens."""
+    ours, theirs = model.tokenizer.get_vocab(), reference.tokenizer.get_vocab()
+    both = sorted(ours.keys() & theirs.keys(), key=ours.__getitem__)
+    if odd := next((t for t in both if ours[t] != theirs[t]), None):
+        raise ModelError(f"{reference.path}: its tokenizer differs from {model.path}'s (token {odd!r} is id "
+                         f"{theirs[odd]} there, {ours[odd]} here); a reference model must share the tokenizer")
+    return np.array([ours[t] for t in both], dtype=np.int64)
+
+
 def load_tokenizer(path: str | os.PathLike):
     """``(tokenizer, fingerprint)`` of a local Hugging Face directory (a model or a tokenizer
     alone; :func:`tokenizer_fingerprint`), or ``(None, None)`` when it holds no usable

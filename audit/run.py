@@ -135,7 +135,7 @@ def run_audit(
     ValueError (nothing written): ``out`` is or lies inside the model, reference or dedup
     directory, or holds another stage's output.
     """
-    from .lm import ModelError, load_causal_lm, tokenizer_fingerprint
+    from .lm import ModelError, load_causal_lm, shared_token_ids, tokenizer_fingerprint
 
     t_start = time.perf_counter()
     out = Path(out)
@@ -151,8 +151,7 @@ def run_audit(
     ref = None
     if reference is not None:
         ref = load_causal_lm(reference, bos=config.bos)
-        if tokenizer_fingerprint(ref.tokenizer) != tokenizer_fingerprint(lm.tokenizer):
-            raise ModelError(f"{reference}: its tokenizer differs from {model_dir}'s; a reference model must share the tokenizer")
+        shared = shared_token_ids(lm, ref)
         if ref.prefix != lm.prefix:  # (--bos auto) the two would score different tokens
             raise ModelError(f"{reference}: its tokenizer prepends {ref.prefix} by default and {model_dir}'s prepends "
                              f"{lm.prefix}; a reference model must share the tokenizer (or pass --bos never)")
@@ -190,6 +189,9 @@ def run_audit(
         occurrences = count_occurrences(seqs.tokens, corpus())
         keep = per_bucket_selection(seqs.tokens, occurrences, config.per_bucket)
         seqs, occurrences = seqs.subset(keep), occurrences[keep]
+    if ref is not None and len(odd := np.setdiff1d(seqs.tokens, shared)):
+        raise ModelError(f"{reference}: token {lm.tokenizer.convert_ids_to_tokens(int(odd[0]))!r} (id {odd[0]}) of "
+                         f"the audited sequences is not in {reference}'s vocabulary: it would score another token")
     timings["sample"] = time.perf_counter() - t0
     log(f"audit: {len(seqs)} sequences of {P}+{C} tokens ({seqs.skipped_short} documents too short, skipped)")
 

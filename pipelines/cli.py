@@ -68,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dedup-dir", type=Path, help="dedup output of this corpus (removed rows, config)")
     p.add_argument("--members", type=Path, help="ids of documents the model was trained on (text or Parquet; "
                                                 "shard:row without corpus ids)")
-    p.add_argument("--reference", type=Path, help="reference model directory (same tokenizer)")
+    p.add_argument("--reference", type=Path,
+                   help="reference model directory (its vocabulary must give the audited tokens the same ids)")
     p.add_argument("--sequences", type=Path, help="Parquet with a 'tokens' column: audit these instead of sampling")
     p.add_argument("--quiet", action="store_true", help="no progress lines (sequences/s, ETA), notes or summary")
     _add_json(p, "the audit's summary (summary.json)")

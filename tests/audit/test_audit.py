@@ -233,6 +233,41 @@ def test_reference_model_with_another_tokenizer_is_refused(canary_lm, train_tiny
         run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / "o", reference=other, log=quiet)
 
 
+def test_reference_model_whose_tokenizer_only_adds_a_token(canary_lm, tmp_path):
+    """A fine-tuned model's tokenizer often gains a pad token (appended at the end of the
+    vocabulary); the base model is then a fair reference: every token id of the audited
+    sequences means the same token to both. Refused before (the vocabularies' fingerprints
+    differ); a sequence holding the added token is still refused, naming it."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    padded = tmp_path / "padded"
+    shutil.copytree(canary_lm.model_dir, padded)
+    tok = AutoTokenizer.from_pretrained(padded)
+    tok.add_special_tokens({"pad_token": "[PAD]"})
+    tok.save_pretrained(padded)
+    model = AutoModelForCausalLM.from_pretrained(padded)
+    model.resize_token_embeddings(len(tok))
+    model.save_pretrained(padded)
+    pad = tok.convert_tokens_to_ids("[PAD]")
+    summary = run_audit(padded, [canary_lm.corpus_dir], tmp_path / "out", AuditConfig(n_sequences=40, n_boot=0),
+                        reference=canary_lm.model_dir, log=quiet)
+    assert summary["reference_model"] == str(Path(canary_lm.model_dir).resolve())
+    summary = run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / "out2",
+                        AuditConfig(n_sequences=40, n_boot=0), reference=padded, log=quiet)
+    t = pq.read_table(tmp_path / "out2" / "per_sequence.parquet").to_pydict()
+    # the same weights but for one more output: each log-probability differs by log(1 + p([PAD])) only
+    assert np.allclose(t["score_reference"], 0.0, atol=1e-3)
+
+    seqs = tmp_path / "seqs.parquet"
+    pq.write_table(pa.table({"tokens": [[pad] + list(range(1, 64))]}), seqs)
+    with pytest.raises(ModelError, match=r"token '\[PAD\]' \(id %d\).* not in .*'s vocabulary" % pad):
+        run_audit(padded, [canary_lm.corpus_dir], tmp_path / "out3", AuditConfig(n_sequences=40, n_boot=0),
+                  reference=canary_lm.model_dir, sequences=seqs, log=quiet)
+    assert not (tmp_path / "out3").exists()
+
+
 def test_reference_model_score(canary_lm, tmp_path, monkeypatch):
     """The reference model is recorded as an absolute path, as the model is (it was recorded
     as given: a relative path named nothing once read from another directory)."""
