@@ -5,9 +5,9 @@ Every dedup run, fused or staged, starts with :func:`prepare` and ends with
 run is already done, may resume, or must start over. The protocol:
 
 1. **Inputs** (:func:`discover`): files, directories (walked recursively, following
-   symlinked directories, skipping hidden names, ``.json`` files, files compressed in a way
+   symlinked directories, skipping hidden names, plain ``.json`` files, files compressed in a way
    not read (``.jsonl.bz2``) and the ``cache-*.arrow`` files that Hugging Face ``datasets``
-   writes beside a dataset, and saying what was skipped) and globs (``.json`` files
+   writes beside a dataset, and saying what was skipped) and globs (plain ``.json`` files
    only for a pattern ending in ``.json``), in *canonical order*: sorted
    by absolute path *as given* (links are not resolved, so the same rows reached through
    links or as copies give the same decisions and the same output names). A file reached
@@ -112,7 +112,7 @@ _DATASETS_JSON = ("state.json", "dataset_info.json", "dataset_dict.json")
 
 def _walk(root: Path) -> tuple[list[Path], dict[str, list[Path]]]:
     """(input files under ``root``, files skipped by why: ``hidden``, ``cache`` (datasets
-    cache files), ``json`` (``.json`` files, often manifests and configs; those of ``datasets``
+    cache files), ``json`` (plain ``.json`` files, often manifests and configs; those of ``datasets``
     not listed), ``compressed`` (an input name under a compression not read, ``a.jsonl.bz2``)):
     symlinked directories followed (each real directory once, so link cycles end)."""
     found: list[Path] = []
@@ -213,7 +213,7 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
             new = [p]
         elif glob.has_magic(s):
             new = [m for m in map(Path, glob.glob(s, recursive=True)) if m.is_file() and format_of(m)
-                   and not inside(m, out) and (s.endswith(".json") or not is_plain_json(m))]  # .json: when named
+                   and not inside(m, out) and (is_plain_json(Path(s)) or not is_plain_json(m))]  # .json: when named
             if not new:
                 raise InputError(s, "glob matches no .parquet, .arrow or .jsonl files (outside --out)")
         elif os.path.lexists(p):

@@ -112,7 +112,10 @@ def format_of(path: Path) -> tuple[str, str | None] | None:
 
 
 def is_plain_json(path: Path) -> bool:
-    return path.name.lower().endswith((".json", ".json.gz", ".json.zst"))
+    """Whether ``path`` is an uncompressed ``.json`` file: often a manifest or a config, so directory
+    walks skip it (:func:`dedup.runs.discover`). Compressed ones (``.json.gz``, ``.json.zst``: Dolma's
+    and RedPajama-v2's documents, Spark's ``write.json``) are JSON Lines data like ``.jsonl``."""
+    return path.name.lower().endswith(".json")
 
 
 class InputWarning(UserWarning):

@@ -997,6 +997,25 @@ def test_directory_walks_say_which_json_and_compressed_files_they_skip(tmp_path:
     assert not any("state.json" in m or "dataset_info.json" in m or "notes.txt" in m for m in said), said
 
 
+def test_compressed_json_files_are_json_lines_to_walks_and_globs(tmp_path: Path):
+    """Dolma and RedPajama-v2 ship their documents as ``*.json.gz`` JSON Lines (Spark's
+    ``write.json(compression="gzip")`` too): a directory walk skipped them as '.json files (often
+    manifests and configs)', and the glob its note suggested, ``'*.json.gz'``, matched nothing
+    (refused). Compressed .json files are read as JSON Lines by walks and globs alike; only plain
+    .json files (manifests, configs: memdedup's own are plain) are left to be named."""
+    d = tmp_path / "documents"
+    for name in ("cc-0000.json.gz", "cc-0001.json.zst", "wiki-0000.jsonl.gz"):
+        write(d / name)
+    (d / "manifest.json").write_text('{"text": "not a shard"}\n')
+    said: list[str] = []
+    every = ["cc-0000.json.gz", "cc-0001.json.zst", "wiki-0000.jsonl.gz"]
+    assert [s.name for s in discover([d], log=said.append)] == every
+    assert said and all("manifest.json" in m and "cc-0000" not in m for m in said), said
+    assert [s.name for s in discover([str(d / "*.json.gz")])] == ["cc-0000.json.gz"]
+    assert [s.name for s in discover([str(d / "*")])] == every
+    assert [(s.fmt, s.compression) for s in discover([d])][:2] == [("jsonl", "gzip"), ("jsonl", "zstd")]
+
+
 def test_a_directory_of_skipped_files_only_says_what_it_skipped(tmp_path: Path):
     """A directory holding only ``train.json`` (and a ``.jsonl.bz2``) was refused as one with
     'no .parquet, .arrow or .jsonl[.gz|.zst] files', before the walk said what it had skipped
