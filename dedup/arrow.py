@@ -133,10 +133,13 @@ def take(values: pa.Array, indices: np.ndarray) -> pa.Array:
     return _compute().call_function("take", [values, numeric_array(indices)])
 
 
-def cast(values: pa.Array, to: pa.DataType) -> pa.Array:
-    """``values.cast(to)`` (safe cast: raises ArrowInvalid on a lossy one)."""
+def cast(values: pa.Array, to: pa.DataType, check_utf8: bool = True) -> pa.Array:
+    """``values.cast(to)`` (safe cast: raises ArrowInvalid on a lossy one; bytes to strings
+    without checking that they are UTF-8 with ``check_utf8=False``, for a caller that checks)."""
     compute = _compute()
-    return compute.call_function("cast", [values], compute.CastOptions.safe(to))
+    options = compute.CastOptions.safe(to)
+    options.allow_invalid_utf8 = not check_utf8
+    return compute.call_function("cast", [values], options)
 
 
 def min_max(values: pa.Array | pa.ChunkedArray) -> tuple[object, object]:

@@ -11,7 +11,8 @@ where it applies, the line (JSONL, 1-based) or row (Parquet, 0-based).
 
 Columns, decided here:
 
-* The text column must exist, once, and hold strings (or only nulls). A file with two
+* The text column must exist, once, and hold strings, or bytes that are UTF-8 (Parquet written
+  without the UTF8 annotation), or only nulls. A file with two
   columns named like the text column is refused: which one is the text would be a guess.
 * The id column is read as strings (numbers, dates, binary UTF-8 are converted). When it
   was named explicitly (``id_column_required``), it must exist, once, and be convertible
@@ -155,19 +156,27 @@ def text_column_problem(schema: pa.Schema, text_column: str) -> str | None:
     return text_type_problem(schema.field(text_column).type, text_column)
 
 
+#: The string type that reads each binary type's bytes as text.
+_AS_TEXT = {pa.binary(): pa.string(), pa.large_binary(): pa.large_string(), pa.binary_view(): pa.string_view()}
+
+
 def text_type_problem(t: pa.DataType, text_column: str) -> str | None:
-    """Why a column of type ``t`` cannot be the text column (strings, dictionary-encoded
-    strings, or all null), or None."""
+    """Why a column of type ``t`` cannot be the text column (strings, bytes read as UTF-8 text,
+    either dictionary-encoded, or all null), or None."""
     t = t.value_type if pa.types.is_dictionary(t) else t
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_null(t):
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_null(t) \
+            or t in _AS_TEXT:
         return None
-    return f"text column {text_column!r} has type {t}, expected a string type"
+    return f"text column {text_column!r} has type {t}, expected a string type (or binary holding UTF-8)"
 
 
 def text_strings(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-    """A text column as strings: dictionary-encoded strings decoded, all-null as string nulls."""
+    """A text column as strings: dictionary-encoded strings decoded, all-null as string nulls,
+    bytes as strings not yet checked to be UTF-8 (:func:`first_invalid_utf8` checks them)."""
     if pa.types.is_dictionary(col.type):
         col = cast(col, col.type.value_type)
+    if col.type in _AS_TEXT:
+        col = cast(col, _AS_TEXT[col.type], check_utf8=False)
     return pa.nulls(len(col), pa.string()) if pa.types.is_null(col.type) else col
 
 

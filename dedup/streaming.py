@@ -118,8 +118,8 @@ class Deduplicator:
     # ------------------------------------------------------------------------ deciding
     def add(self, data: pa.Table | pa.RecordBatch | pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Decide and insert the rows of ``data`` (a table or record batch holding
-        ``config.text_column``: string, large_string, string_view, dictionary of strings or
-        all null; or that column itself), in order. Returns the keep mask: True = keep,
+        ``config.text_column``: string, large_string, string_view, binary holding UTF-8, any of these
+        dictionary-encoded, or all null; or that column itself), in order. Returns the keep mask: True = keep,
         False = a duplicate of an earlier row (of any call, or held by a loaded index).
 
         Raises:

@@ -248,6 +248,41 @@ def test_other_text_column_and_string_types(tmp_path: Path):
     assert t.type == pa.string() and t.null_count == 2
 
 
+@pytest.mark.parametrize("kind", [pa.binary(), pa.large_binary()])
+def test_binary_text_is_read_as_utf8_and_a_value_that_is_not_is_refused_naming_its_row(tmp_path: Path, kind):
+    """Parquet written without the UTF8 annotation (as some writers do) holds its text as binary,
+    as ``datasets`` does a ``Value("binary")`` column: such a file was refused ('text column
+    'text' has type binary, expected a string type'). Bytes are read as their UTF-8 text, as ids
+    are; a value that is not UTF-8 is refused naming its row. Both engines decide as on the same
+    texts stored as strings and write the same bytes; kept shards keep the binary type."""
+    from dedup.config import DedupConfig
+    from dedup.engine import dedup_files
+    from dedup.stages import dedup_staged
+    from dedup.synthetic import generate_corpus
+
+    texts = generate_corpus(300, mean_bytes=200, seed=4).column("text").to_pylist() + [None, "zürich café ﬁne"]
+    (tmp_path / "b").mkdir()
+    pq.write_table(pa.table({"text": pa.array([t and t.encode() for t in texts], kind)}), tmp_path / "b" / "c.parquet")
+    write(tmp_path / "s" / "c.parquet", [{"text": t} for t in texts])
+    r = reader(discover([tmp_path / "b"])[0])
+    assert pa.concat_arrays([r.text(b) for b in r.batches()]).to_pylist() == texts
+    config = DedupConfig(batch_rows=16)
+    by_string = dedup_files([tmp_path / "s"], tmp_path / "os", config, threads=1)
+    assert dedup_files([tmp_path / "b"], tmp_path / "ob", config, threads=1)["totals"] == by_string["totals"]
+    assert by_string["totals"]["removed"]["near"] > 0
+    dedup_staged([tmp_path / "b"], tmp_path / "st", config)
+    for name in ("removed.parquet", "kept/c.parquet"):
+        assert (tmp_path / "ob" / name).read_bytes() == (tmp_path / "st" / name).read_bytes(), name
+    assert (tmp_path / "ob" / "removed.parquet").read_bytes() == (tmp_path / "os" / "removed.parquet").read_bytes()
+    assert pq.read_schema(tmp_path / "ob" / "kept" / "c.parquet").field("text").type == kind
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"text": pa.array([b"fine text", b"more", b"caf\xe9 au lait"], kind)}), bad)
+    with raises_naming(bad, "row 2: text column 'text' is not valid UTF-8") as e:
+        r = reader(discover([bad])[0])
+        [r.text(b) for b in r.batches()]
+    assert e.value.row == 2
+
+
 def test_ids(tmp_path: Path):
     # no id column and not required: null ids
     path = write(tmp_path / "a.parquet", [{"text": "x"}, {"text": "y"}])
