@@ -55,7 +55,7 @@ from pathlib import Path
 from . import io, layout
 from .config import DedupConfig
 from .normalize import WORDS, word_changes_since
-from .shards import InputError, Shard, ShardReader, format_of, is_plain_json
+from .shards import InputError, Shard, ShardReader, format_of, is_lfs_pointer, is_plain_json
 
 WORK_DIR = "_work"
 RUN_FILE = "run.json"
@@ -171,7 +171,7 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
     Raises:
         InputError: a path that does not exist, a glob that matches nothing, a file of an
             unknown format or inside ``exclude`` named explicitly, a file name that is not
-            UTF-8, two inputs with one output name, or no input files at all.
+            UTF-8, a Git LFS pointer file, two inputs with one output name, or no input files at all.
 
     Example:
         >>> import tempfile, pathlib, pyarrow as pa, pyarrow.parquet as pq
@@ -233,6 +233,8 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
     for q in ordered:
         if shown := io.undecodable(q):
             raise InputError(shown, "file name is not valid UTF-8 (output names must be); rename it")
+        if is_lfs_pointer(q):
+            raise InputError(q, "a Git LFS pointer, not the data: fetch it (git lfs pull in its clone, or download it)")
     root = Path(os.path.commonpath([str(q.parent) for q in ordered]))
     shards = [Shard(q, q.relative_to(root).as_posix(), *format_of(q)) for q in ordered]  # type: ignore[misc]
     seen: dict[str, Shard] = {}

@@ -119,6 +119,22 @@ def is_plain_json(path: Path) -> bool:
     return path.name.lower().endswith(".json")
 
 
+#: How a Git LFS pointer file starts (git-lfs docs/spec.md); a pointer is smaller than 1024 bytes.
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
+
+
+def is_lfs_pointer(path: Path) -> bool:
+    """Whether ``path`` is a Git LFS pointer file: what a clone without Git LFS (of a Hugging Face
+    dataset, say) holds under each data file's name."""
+    try:
+        if path.stat().st_size >= 1024:
+            return False
+        with open(path, "rb") as f:
+            return f.read(len(_LFS_POINTER)) == _LFS_POINTER
+    except OSError:
+        return False
+
+
 class InputWarning(UserWarning):
     """Something in an input file was skipped rather than refused (the message says what)."""
 

@@ -1075,6 +1075,26 @@ def test_a_directory_given_twice_has_its_skipped_files_said_once(tmp_path: Path)
     assert any("skipped 1 .json file" in m and m.count("train.json") == 1 for m in said), said
 
 
+def test_a_git_lfs_pointer_is_refused_as_one_before_anything_is_read(tmp_path: Path):
+    """A Hugging Face dataset cloned without Git LFS holds pointer files under the data names
+    (``data/train-00000-of-00002.parquet``: 130 bytes of 'version https://git-lfs...'): each was
+    refused as 'corrupt Parquet' ('magic bytes not found in footer'), a .jsonl.gz as 'zlib inflate
+    failed', a .jsonl as invalid JSON at line 1. Now the first such file is refused as a Git LFS
+    pointer, with the fix, whether walked, named or globbed."""
+    pointer = ("version https://git-lfs.github.com/spec/v1\n"
+               "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 12345\n")
+    d = tmp_path / "repo"
+    write(d / "data" / "train-00000-of-00002.parquet")
+    for name in ("data/train-00001-of-00002.parquet", "data/x.jsonl.gz", "data/y.jsonl", "data/z.arrow"):
+        (d / name).write_text(pointer)
+    walked = d / "data" / "train-00001-of-00002.parquet"  # the first in canonical order
+    cases = ((d, walked), (d / "data" / "z.arrow", d / "data" / "z.arrow"),
+             (str(d / "data" / "*.jsonl*"), d / "data" / "x.jsonl.gz"))
+    for given, named in cases:
+        with raises_naming(named, "a Git LFS pointer, not the data: fetch it.*git lfs pull"):
+            discover([given])
+
+
 def test_a_file_name_that_is_not_utf8_is_refused_naming_it_escaped(tmp_path: Path):
     """Output names (kept/<name>, removed.parquet's shard column) are UTF-8 text: a file whose
     name holds a byte that is not is refused, its name shown with that byte as \\xff
