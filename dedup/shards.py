@@ -231,6 +231,11 @@ def _castable_to_string(t: pa.DataType) -> bool:
 JSONL_CHUNK_BYTES = 32 << 20
 
 
+#: Why zstd's decoder refuses a frame as needing "too much memory": its window (its own limit, 2^27).
+_ZSTD_WINDOW = ("compressed with a zstd window beyond 128 MiB (zstd --long=28 or more), which zstd does not decode "
+                "by default; recompress it: zstd -dc --long=31 FILE | zstd -o NEW")
+
+
 def _jsonl_pieces(shard: Shard) -> Iterator[tuple[int, bytes, jsonl.Lines]]:
     """(first line number, bytes, :func:`dedup.jsonl.scan` of them) of consecutive pieces of
     the decompressed file, each made of whole lines ending in a line feed; pieces of blank
@@ -251,7 +256,8 @@ def _jsonl_pieces(shard: Shard) -> Iterator[tuple[int, bytes, jsonl.Lines]]:
                     yield line, piece, jsonl.scan(piece, line == 1)
                 line += piece.count(b"\n")
     except (OSError, pa.ArrowException) as e:
-        raise InputError(shard.path, f"unreadable: {e}") from e
+        why = _ZSTD_WINDOW if shard.compression == "zstd" and "too much memory" in str(e) else e
+        raise InputError(shard.path, f"unreadable: {why}") from e
     if jsonl.has_content(rest):
         yield line, rest + b"\n", jsonl.scan(rest + b"\n", line == 1)
 

@@ -362,6 +362,29 @@ def test_corrupt_compressed_jsonl_names_the_file(tmp_path: Path, name):
         count_rows([shard])
 
 
+def test_a_zstd_window_beyond_the_decoders_limit_is_refused_saying_so(tmp_path: Path):
+    """A .jsonl.zst written with ``zstd --long=28`` or more (a window beyond zstd's default
+    decoding limit of 128 MiB, which ``zstd -d`` refuses too without ``--long``) was refused as
+    'unreadable: ZSTD decompress failed: Frame requires too much memory for decoding': true, but
+    it did not say what the file is or what to do. It stays refused (a decoder per task holding a
+    2 GiB window is not what a worker's memory is planned for), naming the cause and the fix."""
+    import zstandard
+
+    data = _jsonl_bytes(ROWS * 50)
+    for log, ok in ((27, True), (28, False)):
+        params = zstandard.ZstdCompressionParameters.from_level(3, window_log=log, write_content_size=False)
+        obj = zstandard.ZstdCompressor(compression_params=params).compressobj()
+        path = tmp_path / f"w{log}.jsonl.zst"
+        path.write_bytes(obj.compress(data) + obj.flush())
+        (shard,) = discover([path])
+        if ok:
+            assert count_rows([shard]) == 150
+            continue
+        with raises_naming(path, r"compressed with a zstd window beyond 128 MiB \(zstd --long=28 or more\).*"
+                                 r"recompress it: zstd -dc --long=31 .* \| zstd"):
+            count_rows([shard])
+
+
 def test_corrupt_parquet_names_the_file(tmp_path: Path):
     good = write(tmp_path / "good.parquet")
     data = good.read_bytes()
