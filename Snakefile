@@ -4,9 +4,8 @@
 #   snakemake --cores 16 --configfile my.yaml your corpus (configs/template.yaml)
 #   snakemake --profile configs/slurm ...     on Slurm
 # Every rule runs one `memdedup` command (so anything here can be run by hand) and declares
-# the stage's manifest.json, written last by the stage, as its output.
-import yaml
-from pathlib import Path
+# the stage's manifest.json, written last by the stage, as its output; but stage_config
+# (pipelines/rules/config.smk), which writes the file of a stage's config section.
 from snakemake.utils import validate
 
 configfile: "configs/default.yaml"
@@ -24,17 +23,9 @@ for _stage, _cls in SECTIONS.items():
         check_section(_cls, _stage, config.get(_stage) or {}, "config")
     except ConfigError as e:
         raise WorkflowError(str(e)) from None
-# Each stage section as its own file, the one its memdedup command reads with --config, rewritten
-# only when that section changes: an edit reruns that stage and what depends on it, no other.
-STAGE_CONFIG = {k: f"{OUT}/config/{k}.yaml" for k in ("dedup", "train", "audit", "profile")}
-Path(OUT, "config").mkdir(parents=True, exist_ok=True)
-for _stage, _path in STAGE_CONFIG.items():
-    _section = {_stage: config.get(_stage) or {}}
-    if not Path(_path).exists() or yaml.safe_load(Path(_path).read_text()) != _section:
-        Path(f"{_path}.tmp").write_text(yaml.safe_dump(_section, sort_keys=True))
-        Path(f"{_path}.tmp").replace(_path)
 
 include: "pipelines/rules/common.smk"
+include: "pipelines/rules/config.smk"
 include: "pipelines/rules/corpus.smk"
 include: "pipelines/rules/dedup.smk"
 include: "pipelines/rules/models.smk"
@@ -44,3 +35,5 @@ rule all:
     input:
         f"{OUT}/report/comparison.html",
         f"{OUT}/checks.json",
+        # a section's file missing (after an edit) reruns its stage, even without Snakemake's records
+        STAGE_CONFIG.values(),

@@ -1,12 +1,54 @@
 # Shared values and helpers of the rule files.
+import hashlib
 import os
+from pathlib import Path
 
+import yaml
 from snakemake.exceptions import WorkflowError
 
+from dedup.io import write_text_atomic
 from dedup.runs import RUN_FILE, discover, work_dir
 from dedup.shards import InputError
 
 GENERATED = bool(config["corpus"]["generate"])
+
+
+def stage_config_text(stage: str) -> str:
+    """The file of the config's ``stage`` section (``{stage: section}``), which its command reads with --config."""
+    return yaml.safe_dump({stage: config.get(stage) or {}}, sort_keys=True)
+
+
+def stage_config_path(stage: str) -> str:
+    """The file of the config's ``stage`` section: OUT/config/<stage>-<digest of its text>.yaml,
+    or the OUT/config/<stage>.yaml that earlier versions of this workflow wrote, where it holds the
+    same text (so that their runs are not redone)."""
+    text = stage_config_text(stage)
+    earlier = Path(f"{OUT}/config/{stage}.yaml")
+    if earlier.is_file() and earlier.read_text() == text:
+        return str(earlier)
+    return f"{OUT}/config/{stage}-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
+
+
+# Each stage section as its own file, written by the stage_config job (rule all asks for them),
+# never as the Snakefile is read (a dry run or --lint writes nothing): an edit names a new file,
+# missing, so that stage and what depends on it rerun, no other, and `-n` shows so.
+STAGE_CONFIG = {stage: stage_config_path(stage) for stage in SECTIONS}
+
+
+def write_stage_config(path: str, stage: str, log: str) -> None:
+    """The stage_config job: write ``path``, the current file of the config's ``stage`` section
+    (STAGE_CONFIG), once the stage's earlier files and their logs are removed (of other digests,
+    or the <stage>.yaml of earlier versions), so that a section edited back to what an earlier
+    run used names a missing file again, and reruns the stage; say so in ``log``."""
+    if path != STAGE_CONFIG[stage]:
+        raise WorkflowError(f"{path}: not the file of the config's {stage} section ({STAGE_CONFIG[stage]} is)")
+    folder, logs = Path(path).parent, Path(log).parent
+    earlier = [*folder.glob(f"{stage}-*.yaml"), *folder.glob(f"{stage}.yaml"), *logs.glob(f"config-{stage}-*.log")]
+    for p in earlier:
+        p.unlink(missing_ok=True)
+    write_text_atomic(Path(path), stage_config_text(stage))
+    removed = ", ".join(p.name for p in earlier if p.suffix == ".yaml")
+    Path(log).write_text(f"{path}: the config's {stage} section{f' (removed {removed})' if removed else ''}\n")
 
 
 def user_shards() -> list[str]:

@@ -4,6 +4,7 @@ to end, and config validation naming the bad key."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -21,6 +22,39 @@ def test_lint_and_dry_run_of_the_default_config(tmp_path, snakemake):
     assert dry.returncode == 0, dry.stdout + dry.stderr
     for rule in ("corpus", "dedup", "train", "audit", "profile", "report", "checks", "all"):
         assert rule in dry.stdout
+
+
+def test_a_dry_run_writes_nothing_and_still_shows_what_a_config_edit_reruns(tmp_path, snakemake):
+    """The Snakefile wrote OUT/config/<section>.yaml as it was read, so ``snakemake -n`` (and
+    ``--lint``) made OUT and rewrote a stage's file after an edit. Neither writes anything now;
+    the dry run after an edit still lists the stage's rerun, also after an edit undone."""
+    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    out = tmp_path / "run"
+    cfg["out"] = str(out)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    args = ("-s", str(ROOT / "Snakefile"), "--configfile", str(tmp_path / "c.yaml"))
+    for mode in (("-n",), ("--lint",)):
+        r = snakemake(*args, *mode, cwd=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert not out.exists(), (mode, sorted(str(p.relative_to(out)) for p in out.rglob("*")))
+    _as_finished(snakemake, (*args, "--cores", "1"), out, tmp_path)
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted((out / "config").iterdir())}
+    assert before, "no stage config written by the run"
+    cfg["audit"]["n_boot"] = 50
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    dry = snakemake(*args, "-n", cwd=tmp_path)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted((out / "config").iterdir())} == before
+    rerun = {"stage_config": 1, "audit": 2, "checks": 1, "report": 1, "all": 1}
+    assert _jobs(dry.stdout + dry.stderr) == rerun, dry.stdout + dry.stderr
+    # the edit's file written (the earlier one removed), the edit undone: the earlier file is missing again
+    assert snakemake(*args, "--cores", "1", "--until", "stage_config", cwd=tmp_path).returncode == 0
+    audit = [p for p in (out / "config").iterdir() if p.name.startswith("audit")]
+    assert len(audit) == 1 and yaml.safe_load(audit[0].read_text()) == {"audit": cfg["audit"]}, audit
+    cfg["audit"]["n_boot"] -= 50
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    dry = snakemake(*args, "-n", cwd=tmp_path)
+    assert _jobs(dry.stdout + dry.stderr) == rerun, dry.stdout + dry.stderr
 
 
 def test_unknown_config_key_is_named(tmp_path, snakemake):
@@ -193,6 +227,47 @@ def _jobs(dry_run_output: str) -> dict[str, int]:
     return jobs
 
 
+STAGE_OUTPUTS = ("corpus/manifest.json", "dedup/manifest.json", "train/raw/manifest.json", "train/dedup/manifest.json",
+                 "audit/raw/manifest.json", "audit/dedup/manifest.json", "profile/raw/manifest.json", "checks.json",
+                 "report/comparison.html")
+
+
+def _as_finished(snakemake, args: tuple[str, ...], out: Path, cwd: Path, outputs: tuple[str, ...] = STAGE_OUTPUTS):
+    """Make ``out`` a finished run's, as far as Snakemake (``args``) can tell: each stage's output
+    a stand-in, the stage sections' files written by their jobs, then --touch ordering the times."""
+    for f in outputs:
+        (out / f).parent.mkdir(parents=True, exist_ok=True)
+        (out / f).write_text("{}")
+    for step in (("--until", "stage_config"), ("--touch",)):
+        r = snakemake(*args, *step, cwd=cwd)
+        assert r.returncode == 0, r.stdout + r.stderr
+    again = snakemake(*args, "-n", cwd=cwd)
+    assert "Nothing to be done" in again.stdout + again.stderr, again.stdout + again.stderr
+
+
+def test_a_run_with_the_stage_config_files_of_earlier_versions_is_not_redone(tmp_path, snakemake):
+    """Earlier versions wrote OUT/config/<section>.yaml; a finished run of theirs is up to date
+    while a section holds what its file does, and an edit of that section reruns its stage."""
+    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    out = tmp_path / "run"
+    cfg["out"] = str(out)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    (out / "config").mkdir(parents=True)
+    for stage in ("dedup", "train", "audit", "profile"):  # as those versions wrote them
+        (out / "config" / f"{stage}.yaml").write_text(yaml.safe_dump({stage: cfg[stage]}, sort_keys=True))
+    args = ("-s", str(ROOT / "Snakefile"), "--configfile", str(tmp_path / "c.yaml"), "--cores", "1")
+    _as_finished(snakemake, args, out, tmp_path)  # "Nothing to be done"
+    cfg["audit"]["n_boot"] = 50
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    dry = snakemake(*args, "-n", cwd=tmp_path)
+    assert _jobs(dry.stdout + dry.stderr) == {"stage_config": 1, "audit": 2, "checks": 1, "report": 1, "all": 1}, \
+        dry.stdout + dry.stderr
+    assert snakemake(*args, "--until", "stage_config", cwd=tmp_path).returncode == 0
+    names = sorted(p.name for p in (out / "config").iterdir())
+    assert len([n for n in names if re.fullmatch(r"audit-[0-9a-f]{12}\.yaml", n)]) == 1, names  # audit.yaml gone
+    assert "audit.yaml" not in names and "dedup.yaml" in names, names
+
+
 def test_a_config_change_reruns_only_the_stages_it_affects(tmp_path, snakemake):
     """Every stage read one run_config.yaml holding all four stage sections, so an edit to
     one section (audit.n_boot) made Snakemake redo dedup and both trainings too. Each rule
@@ -202,28 +277,19 @@ def test_a_config_change_reruns_only_the_stages_it_affects(tmp_path, snakemake):
     cfg["out"] = str(out)
     base = tmp_path / "c.yaml"
     base.write_text(yaml.safe_dump(cfg))
-    outputs = ["corpus/manifest.json", "dedup/manifest.json", "train/raw/manifest.json", "train/dedup/manifest.json",
-               "audit/raw/manifest.json", "audit/dedup/manifest.json", "profile/raw/manifest.json", "checks.json",
-               "report/comparison.html"]
-    for f in outputs:  # a finished run, as far as Snakemake can tell (--touch orders the times)
-        (out / f).parent.mkdir(parents=True, exist_ok=True)
-        (out / f).write_text("{}")
     args = ("-s", str(ROOT / "Snakefile"), "--cores", "1")
+    _as_finished(snakemake, (*args, "--configfile", str(base)), out, tmp_path)
     edits = {("audit", "n_boot", 50): {"audit": 2, "checks": 1, "report": 1, "all": 1},
              ("profile", "n_boot", 50): {"profile": 1, "report": 1, "all": 1},
              ("train", "epochs", 2): {"train": 2, "audit": 2, "profile": 1, "checks": 1, "report": 1, "all": 1},
              ("dedup", "threshold", 0.7): {"dedup": 1, "train": 1, "audit": 2, "checks": 1, "report": 1, "all": 1}}
     for (section, key, value), expected in edits.items():
-        touch = snakemake(*args, "--touch", "--configfile", str(base), cwd=tmp_path)
-        assert touch.returncode == 0, touch.stdout + touch.stderr
-        again = snakemake(*args, "-n", "--configfile", str(base), cwd=tmp_path)
-        assert "Nothing to be done" in again.stdout + again.stderr
         edited = yaml.safe_load(base.read_text())
         edited[section][key] = value
         (tmp_path / "edited.yaml").write_text(yaml.safe_dump(edited))
         dry = snakemake(*args, "-n", "--configfile", str(tmp_path / "edited.yaml"), cwd=tmp_path)
         assert dry.returncode == 0, dry.stdout + dry.stderr
-        assert _jobs(dry.stdout + dry.stderr) == expected, (section, key, dry.stdout + dry.stderr)
+        assert _jobs(dry.stdout + dry.stderr) == {"stage_config": 1, **expected}, (section, key, dry.stdout + dry.stderr)
 
 
 def test_a_shard_added_to_the_corpus_reruns_the_stages_that_read_it(tmp_path, snakemake):
@@ -241,14 +307,8 @@ def test_a_shard_added_to_the_corpus_reruns_the_stages_that_read_it(tmp_path, sn
     cfg["out"] = str(out)
     cfg["corpus"].update(generate=False, shards=[str(shards)])
     (tmp_path / "user.yaml").write_text(yaml.safe_dump(cfg))
-    for f in ["dedup/manifest.json", "train/raw/manifest.json", "train/dedup/manifest.json", "audit/raw/manifest.json",
-              "audit/dedup/manifest.json", "profile/raw/manifest.json", "checks.json", "report/comparison.html"]:
-        (out / f).parent.mkdir(parents=True, exist_ok=True)
-        (out / f).write_text("{}")
     args = ("-s", str(ROOT / "Snakefile"), "--cores", "1", "--configfile", str(tmp_path / "user.yaml"))
-    assert snakemake(*args, "--touch", cwd=tmp_path).returncode == 0
-    again = snakemake(*args, "-n", cwd=tmp_path)
-    assert "Nothing to be done" in again.stdout + again.stderr
+    _as_finished(snakemake, args, out, tmp_path, STAGE_OUTPUTS[1:])  # no corpus rule
     pq.write_table(pa.table({"id": ["b"], "text": ["hello again"]}), shards / "part-1.parquet")
     dry = snakemake(*args, "-n", cwd=tmp_path)
     assert dry.returncode == 0, dry.stdout + dry.stderr
