@@ -181,7 +181,8 @@ def as_paths(x) -> list[Path]:
     return [Path(x)] if isinstance(x, (str, os.PathLike)) else [Path(p) for p in x]
 
 
-def holding_out(param: str, inputs: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+def holding_out(param: str, inputs: tuple[str, ...] = (), own: tuple[str, ...] | None = None
+                ) -> Callable[[Callable], Callable]:
     """Decorate a stage function to run while it holds its output directory, the argument named
     ``param`` (:func:`dedup.io.claim`; nothing to hold when it is None): a second run into the
     same directory at the same time raises :class:`dedup.io.InUseError` instead of writing
@@ -190,7 +191,10 @@ def holding_out(param: str, inputs: tuple[str, ...] = ()) -> Callable[[Callable]
     ``out`` inside one is refused before the claim, which would make (and remove) directories
     there and so change the input's modification time. Once held, ``out``'s temporaries
     (:func:`dedup.io.tmp_path`) that a killed run of any stage left are removed: no stage
-    leaves them among its outputs. TypeError: a name not a parameter."""
+    leaves them among its outputs. ``own`` names the stage's files in an ``out`` that is not
+    wholly its own (``memdedup check``'s checks.json, in the workflow's OUT, whose directories
+    other stages hold while they run): only their temporaries are removed. TypeError: a name not
+    a parameter."""
 
     def decorate(stage: Callable) -> Callable:
         signature = inspect.signature(stage)
@@ -213,7 +217,7 @@ def holding_out(param: str, inputs: tuple[str, ...] = ()) -> Callable[[Callable]
                 refuse_out_in_inputs(Path(out), as_paths(dirs))
             with io.claim(out) if out is not None else contextlib.nullcontext():
                 if out is not None:  # held: no live writer's temporaries can be among them
-                    io.remove_temporaries(out)
+                    io.remove_temporaries(out, own)
                 return stage(*bound.args, **bound.kwargs)
 
         return run

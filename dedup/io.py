@@ -110,10 +110,15 @@ def temporary_of(name: str) -> str | None:
     return m[1] if m else None
 
 
-def remove_temporaries(root: Path) -> None:
+def remove_temporaries(root: Path, names: tuple[str, ...] | None = None) -> None:
     """Delete the temporaries (:func:`tmp_path`: files, or directories of writers that want a
-    path) that killed writers left anywhere under ``root``."""
-    for p in sorted(Path(root).rglob(".*.tmp-*"), reverse=True) if Path(root).is_dir() else ():
+    path) that killed writers left anywhere under ``root``; with ``names``, only those of the
+    files so named directly in ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        return
+    found = root.rglob(".*.tmp-*") if names is None else (p for p in root.iterdir() if temporary_of(p.name) in names)
+    for p in sorted(found, reverse=True):
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
         else:

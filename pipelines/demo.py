@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from audit.aggregate import distinct_rows
 from audit.canaries import generate_canary_corpus
-from audit.layout import PER_SEQUENCE
+from audit.layout import PER_SEQUENCE, holding_out
 from dedup import io
 from dedup import layout as dedup_layout
 from dedup.shards import InputError
@@ -183,8 +183,10 @@ def _canary_exposure(corpus: Path, model_dir: Path):
     return {**meta, "by_copies": exposure_by_copies(copies, exposures)}
 
 
+@holding_out("out", own=(CHECKS_FILE,))
 def run_checks(out: str | Path) -> dict:
-    """Evaluate the claims for a workflow output directory; write ``OUT/checks.json``."""
+    """Evaluate the claims for a workflow output directory; write ``OUT/checks.json``, while it
+    holds OUT (:func:`audit.layout.holding_out`: the temporary a killed check left is removed)."""
     out = Path(out)
     checks = []
     corpus_manifest = out / "corpus" / CORPUS_MANIFEST

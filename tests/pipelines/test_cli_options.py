@@ -646,21 +646,44 @@ def test_the_claims_of_an_audit_without_sequences(tmp_path):
     """An audit with no sequence gives rate None (claim 2 fails), not Arrow's 'Filter argument
     must be boolean type' from filtering zero rows with an empty Python list; an empty --dedup-dir
     string is no input for the --out check (it became '.', refusing every relative --out)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from audit.layout import refuse_out
     from pipelines.demo import run_checks
 
+    _audits_without_sequences(tmp_path)
+    checks = run_checks(tmp_path)["checks"]
+    assert checks[0]["raw_rate"] is None and not checks[0]["passed"]
+    refuse_out(Path("relative-out"), ["", None], "audit")
+
+
+def _audits_without_sequences(out: Path) -> None:
+    """OUT/audit/raw and OUT/audit/dedup: completed audits of no sequence, what `memdedup check` reads."""
     for name in ("raw", "dedup"):
-        d = tmp_path / "audit" / name
+        d = out / "audit" / name
         d.mkdir(parents=True)
         pq.write_table(pa.table({"doc_id": pa.array([], pa.string()), "duplicate_count": pa.array([], pa.int64()),
                                  "extractable": pa.array([], pa.bool_())}), d / "per_sequence.parquet")
         (d / "manifest.json").write_text('{"stage": "audit"}')
-    checks = run_checks(tmp_path)["checks"]
-    assert checks[0]["raw_rate"] is None and not checks[0]["passed"]
-    refuse_out(Path("relative-out"), ["", None], "audit")
+
+
+def test_a_check_killed_mid_write_leaves_no_temporary_after_the_rerun(tmp_path, capsys):
+    """`memdedup check` killed while it wrote checks.json (SIGKILL: no cleanup) leaves its
+    temporary (.checks.json.tmp-PID-XXXX) in OUT; the rerun wrote checks.json and left that for
+    good. The rerun removes it now; another stage's temporary below OUT (of a dedup writing
+    there now, which holds OUT/dedup, not OUT) is not the check's to remove."""
+    from dedup.io import tmp_path as temporary
+    from pipelines.cli import main
+
+    _audits_without_sequences(tmp_path)
+    killed = temporary(tmp_path / "checks.json")
+    killed.write_text('{"passed": fal')  # what the kill left
+    live = temporary(tmp_path / "dedup" / "removed.parquet")
+    live.parent.mkdir()
+    live.write_bytes(b"PAR1 being written")
+    assert main(["check", str(tmp_path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert json.loads((tmp_path / "checks.json").read_text()) == result and not result["passed"], result
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit", "checks.json", "dedup"]
+    assert live.exists()
 
 
 @pytest.mark.parametrize("command", ["audit", "profile"])
