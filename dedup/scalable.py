@@ -133,9 +133,14 @@ class FilterStack:
 
     # -- persistence ---------------------------------------------------------------
     def save(self, directory: Path) -> None:
-        """Write the generations, then ``stack.json`` last (atomically)."""
+        """Write the generations, then ``stack.json`` last (atomically), into ``directory``, made if
+        missing, but never its parents (FileNotFoundError): a band task saves below its run's own
+        directory in OUT (:mod:`dedup.stages`), and where OUT was removed meanwhile it fails
+        instead of making OUT again; :meth:`dedup.streaming.Deduplicator.save` saves into a
+        temporary directory of the index directory, which it makes itself (an ``--index-dir`` that
+        is not there yet is a new index, made by the first run or save into it)."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(exist_ok=True)
         gens = []
         for i, (gen, cap, fp) in enumerate(zip(self.generations, self.capacities, self.fps)):
             name = f"gen-{i:03d}.bloom"

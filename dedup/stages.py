@@ -45,6 +45,7 @@ Work directory layout (the only definition of it)::
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import shutil
 import time
@@ -203,7 +204,7 @@ def band_pass(
             raise RuntimeError(f"internal error: band {band}: {pos} rows in sketches, expected {total_rows}")
     if save_to is not None:
         shutil.rmtree(save_to, ignore_errors=True)  # a killed attempt's partial save
-        stack.save(save_to)
+        stack.save(task_file(work, save_to))
     record = {"band": band_name(band), "rows": total_rows, "seconds": time.perf_counter() - t0}
     if split[1] > 1:  # a split's own fill says nothing of the band's: merge_split_records adds the set bits
         record.update(split=list(split), count=stack.count, bytes=stack.nbytes, set_bits=first.set_bits(),
@@ -424,4 +425,7 @@ def dedup_staged(inputs, out, config: DedupConfig = DedupConfig(), *, map_tasks:
                               band_splits_requested=band_splits)
         except (ValueError, OSError):  # bad input, damaged state, full disk: nothing is left behind
             clear_outputs(plan.out)
+            if not plan.out.is_dir():  # what failed was a file of the OUT removed meanwhile (by hand, by a tool)
+                raise FileNotFoundError(errno.ENOENT, "removed while this run wrote it; run the command again",
+                                        str(plan.out)) from None
             raise

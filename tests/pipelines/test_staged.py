@@ -332,6 +332,35 @@ def test_a_task_run_twice_at_once_in_one_process_writes_the_same_bytes(corpus, t
     assert not list((tmp_path / "work").rglob(".*.tmp-*"))
 
 
+def test_an_out_removed_mid_run_is_one_line_and_not_made_again(corpus, tmp_path, monkeypatch, capsys):
+    """OUT removed (by hand, by another tool) while a run with --index-dir saved a band's
+    filters: FilterStack.save made every missing directory above the stack's, OUT too, and the
+    run failed on a file there (its line named a temporary under _work/), leaving that OUT
+    behind. The task fails where OUT is gone now, OUT stays gone and the one line names it."""
+    import shutil
+
+    from distributed import Client
+
+    import pipelines.staged as staged
+    from pipelines.cli import main
+
+    out, real_save = tmp_path / "out", FilterStack.save
+    out.mkdir()  # as Snakemake makes it before the job: not the run's to remove when it ends
+
+    def save_once_out_is_removed(self, directory):
+        shutil.rmtree(out, ignore_errors=True)  # rm -r OUT, just now
+        real_save(self, directory)
+
+    monkeypatch.setattr(FilterStack, "save", save_once_out_is_removed)
+    monkeypatch.setattr(staged, "dask_client", lambda *a, **kw: Client(  # tasks in this process: they see the patch
+        processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0"))
+    argv = ["dedup", str(corpus[1] / "in2"), "--out", str(out), "--index-dir", str(tmp_path / "idx"), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{out}: removed while this run wrote it" in err[0], err
+    assert not out.exists()
+
+
 def test_a_worker_killed_while_writing_leaves_no_temporary_in_the_output(corpus, tmp_path, fused):
     """A worker SIGKILLed inside a write task leaves its half-written kept shard under its
     temporary name, and the retry elsewhere writes under its own: the completed run kept
