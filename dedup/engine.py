@@ -137,8 +137,8 @@ def dedup_files(
             return plan.previous
         try:
             return _run(plan, config, threads, progress, t_start)
-        except BaseException:
-            runs.clear_outputs(plan.out)  # nothing half-written is left behind; a rerun starts afresh
+        except BaseException as e:
+            runs.clear_failed(plan.out, e)  # nothing half-written is left behind; a rerun starts afresh
             raise
 
 

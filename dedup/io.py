@@ -110,6 +110,20 @@ def temporary_of(name: str) -> str | None:
     return m[1] if m else None
 
 
+def out_removed(out: Path) -> FileNotFoundError:
+    """The error of a run whose output directory ``out`` was removed while it wrote there (by hand,
+    by a tool): one line naming ``out``."""
+    return FileNotFoundError(errno.ENOENT, "removed while this run wrote it; run the command again", str(out))
+
+
+def make_below(out: Path, directory: Path) -> None:
+    """Make ``directory`` and its missing parents inside ``out``, never ``out`` itself: a run must not
+    make again, half filled, an output directory removed while it ran (:func:`out_removed`)."""
+    if not Path(out).is_dir():
+        raise out_removed(Path(out))
+    directory.mkdir(parents=True, exist_ok=True)
+
+
 def remove_temporaries(root: Path, names: tuple[str, ...] | None = None) -> None:
     """Delete the temporaries (:func:`tmp_path`: files, or directories of writers that want a
     path) that killed writers left anywhere under ``root``; with ``names``, only those of the

@@ -163,7 +163,7 @@ def kept_shard(out: Path, shard, schema: pa.Schema, config) -> Iterator:
         yield None
         return
     final = kept_path(out, shard.stem)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    io.make_below(out, final.parent)
     with io.replacing(final) as tmp:
         try:
             writer = kept_writer(tmp, schema, config.text_column, config.compression)

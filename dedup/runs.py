@@ -379,6 +379,15 @@ def clear_outputs(out: Path) -> None:
     io.remove_temporaries(out)
 
 
+def clear_failed(out: Path, error: BaseException) -> None:
+    """After a run failed with ``error``: :func:`clear_outputs`, and when what failed was a file of an
+    ``out`` removed meanwhile (by hand, by a tool), raise :func:`dedup.io.out_removed` instead, which
+    names ``out``, not one of its temporaries."""
+    clear_outputs(out)
+    if isinstance(error, OSError) and not Path(out).is_dir():
+        raise io.out_removed(Path(out)) from None
+
+
 def finish(plan: RunPlan, manifest_body: dict) -> dict:
     """Step 6: remove temporaries (of task attempts that died: their retries wrote their own),
     write the manifest (last, atomically), then remove ``_work/``."""

@@ -45,7 +45,6 @@ Work directory layout (the only definition of it)::
 from __future__ import annotations
 
 import dataclasses
-import errno
 import os
 import shutil
 import time
@@ -63,7 +62,7 @@ from .config import DedupConfig
 from .index import combine
 from .index_dir import IndexDir, file_entry, index_params
 from .params import bloom_parts, bloom_size, per_band_fp, plan_index, whole_index_fp
-from .runs import RUN_FILE, RunPlan, clear_outputs, finish, prepare, work_dir
+from .runs import RUN_FILE, RunPlan, clear_failed, finish, prepare, work_dir
 from .scalable import FilterStack
 from .shards import Shard, ShardReader
 from .sketch import Sketcher
@@ -364,7 +363,7 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
     for s in shards:  # now that every task is done (when resumed here, some may have moved already)
         kept, final = layout.kept_path(work, s.stem), layout.kept_path(out, s.stem)
         if kept.exists():
-            final.parent.mkdir(parents=True, exist_ok=True)
+            io.make_below(out, final.parent)
             os.replace(kept, final)
     written = [io.read_json(done_path(removed_part_path(work, s)), ("kept", "exact", "near")) for s in shards]
     inputs = [layout.input_entry(s, {**w, **i}) for s, i, w in zip(shards, infos, written)]  # rows: as sketched
@@ -423,9 +422,6 @@ def dedup_staged(inputs, out, config: DedupConfig = DedupConfig(), *, map_tasks:
         try:
             return run_stages(plan, config, map_tasks=map_tasks, index=index, checkpoint=checkpoint, log=log,
                               band_splits_requested=band_splits)
-        except (ValueError, OSError):  # bad input, damaged state, full disk: nothing is left behind
-            clear_outputs(plan.out)
-            if not plan.out.is_dir():  # what failed was a file of the OUT removed meanwhile (by hand, by a tool)
-                raise FileNotFoundError(errno.ENOENT, "removed while this run wrote it; run the command again",
-                                        str(plan.out)) from None
+        except (ValueError, OSError) as e:  # bad input, damaged state, full disk: nothing is left behind
+            clear_failed(plan.out, e)
             raise

@@ -201,3 +201,29 @@ def test_a_glob_takes_json_files_only_when_its_pattern_names_them(tmp_path):
     (tmp_path / "manifest.json").write_text('{"text": "not a shard"}\n')
     assert [s.name for s in discover([str(tmp_path / "*")])] == ["a.parquet"]
     assert [s.name for s in discover([str(tmp_path / "*.json")])] == ["manifest.json"]
+
+
+def test_an_out_removed_mid_run_is_not_made_again_half_filled(tmp_path, monkeypatch):
+    """OUT removed (by hand, by another tool) between two shards of a fused run: the next kept
+    shard made OUT/kept again with every missing parent, OUT too, and the run ended 'complete'
+    in a new OUT whose manifest counted the kept rows of shards no longer there. Now it fails,
+    naming OUT, and OUT stays gone."""
+    import shutil
+
+    from dedup import layout
+
+    inp = _corpus(tmp_path, n=300, shards=3)
+    out, real = tmp_path / "out", layout.kept_path
+    calls = []
+
+    def kept_path_once_out_is_removed(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            shutil.rmtree(out)  # rm -r OUT, between the first shard and the second
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(layout, "kept_path", kept_path_once_out_is_removed)
+    with pytest.raises(FileNotFoundError) as e:
+        dedup_files([inp], out, threads=1)
+    assert e.value.filename == str(out) and "removed while this run wrote it" in str(e.value)
+    assert not out.exists()
