@@ -12,7 +12,7 @@ on the GPU when one is present, else on the CPU in float32, with deterministic a
 Decoding policy (issue #12, section 3; README's "Greedy means greedy" gives the reasons; recorded
 by :meth:`CausalLM.decoding` in the audit's manifest): greedy is the plain arg-max at every step,
 from a fresh :class:`transformers.GenerationConfig` that replaces the model directory's
-``generation_config.json`` for the call; EOS is an ordinary token (``eos_policy = "ordinary"``:
+``generation_config.json`` (never read); EOS is an ordinary token (``eos_policy = "ordinary"``:
 never stops generation, never banned, exactly C tokens emitted, compared like any other token);
 ``bos = "auto"`` prepends the tokens the tokenizer adds in front of a text by default
 (:func:`default_prefix`), as context only (prompted, never audited), ``"never"`` feeds the window
