@@ -238,6 +238,16 @@ class BootDraws(np.ndarray):
 # ---- Estimator
 
 
+_SUBSCRIPTS = {(1, 1): "j,j->", (1, 2): "j,jk->k", (2, 1): "ij,j->i", (2, 2): "ij,jk->ik"}
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` (1-D or 2-D arrays), summed in one order whatever the number of threads: by
+    numpy's einsum, not by BLAS, whose matrix products (numpy's ``@``) split large sums among
+    OMP_NUM_THREADS / OPENBLAS_NUM_THREADS threads and so round otherwise with another count."""
+    return np.einsum(_SUBSCRIPTS[a.ndim, b.ndim], a, b)
+
+
 def _max_t(draws: np.ndarray, effect: np.ndarray, se: np.ndarray, confidence: float) -> float:
     """Critical value of the simultaneous band: the ``confidence`` quantile over draws of
     ``max_j |draw_j - effect_j| / se_j`` over the cells with a positive finite se (NaN if none)."""
@@ -400,7 +410,7 @@ def did(
         """(n_boot, C) means of bootstrap resamples of the rows of Ys."""
         m = Ys.shape[0]
         w = rng.multinomial(m, np.full(m, 1.0 / m), size=n_boot).astype(np.float64)
-        return (w @ Ys) / m
+        return _dot(w, Ys) / m
 
     Yc = Y[control]
     mean_c = Yc.mean(axis=0)
@@ -531,14 +541,14 @@ def event_time_curve(profile: pd.DataFrame, *, confidence: float | None = None) 
     size = p["cohort_size"].to_numpy(dtype=np.float64)
     for j, ev in enumerate(events):
         W[:, j] = _share(size, e == ev)
-    eff = p["effect"].to_numpy() @ W
-    lag = (p["lag_steps"].to_numpy() @ W) if "lag_steps" in p.columns else np.full(events.size, np.nan)
+    eff = _dot(p["effect"].to_numpy(), W)
+    lag = _dot(p["lag_steps"].to_numpy(), W) if "lag_steps" in p.columns else np.full(events.size, np.nan)
     if draws is not None:
-        bd = draws @ W
+        bd = _dot(draws, W)
         se = bd.std(axis=0, ddof=1)
         crit = _max_t(bd, eff, se, confidence)
     else:
-        se = np.sqrt((p["se"].to_numpy() ** 2) @ (W**2))
+        se = np.sqrt(_dot(p["se"].to_numpy() ** 2, W**2))
         crit = NormalDist().inv_cdf(0.5 + confidence / 2)
     lo, hi, sig = _band(eff, se, crit)
     out = pd.DataFrame({
@@ -579,10 +589,10 @@ def _combine(cells: pd.DataFrame, w: np.ndarray, draws: np.ndarray | None, confi
     """Weighted effect ``sum_j w_j effect_j`` over the cells, with its se and interval by the
     joint bootstrap (``draws``: (n_boot, len(cells))) or, ``draws`` None, with independent
     cohorts: se = sqrt( sum_g (sum_{cells j of cohort g} w_j se_j)^2 ) (see :func:`summarise`)."""
-    effect = float(cells["effect"].to_numpy(dtype=np.float64) @ w) if len(cells) else float("nan")
+    effect = float(_dot(cells["effect"].to_numpy(dtype=np.float64), w)) if len(cells) else float("nan")
     se = lower = upper = float("nan")
     if len(cells) and draws is not None:
-        boot = draws @ w
+        boot = _dot(draws, w)
         se = float(boot.std(ddof=1))
         lower, upper = (float(x) for x in np.quantile(boot, [(1 - confidence) / 2, 1 - (1 - confidence) / 2]))
     elif len(cells):

@@ -184,6 +184,43 @@ def test_seeded_and_reproducible():
 # --------------------------------------------------------------------------------------------
 
 
+_THREADS_PROBE = """
+import hashlib, json, sys
+import pandas as pd
+from audit.profile import did, event_time_curve, summarise
+panel, treatments = pd.read_parquet(sys.argv[1]), pd.read_parquet(sys.argv[2])
+p = did(panel, treatments, n_boot=200, seed=7)
+h = hashlib.sha256()
+for part in (p.to_csv(), event_time_curve(p).to_csv(), json.dumps(summarise(p), default=str)):
+    h.update(part.encode())
+print(h.hexdigest())
+"""
+
+
+def test_the_same_bytes_whatever_the_number_of_blas_threads(tmp_path):
+    """The bootstrap means, the event-time curve and the summaries are weighted sums of the
+    draws. As numpy matrix products (BLAS) they rounded otherwise with OMP_NUM_THREADS=2 than
+    with 1 once the matrices were large (a retention run's profile: event_time.parquet and
+    summary.json differed in the last digit of se and band_upper)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    panel, treatments, _ = make_panel(seed=1, n=4000, steps=np.arange(0, 301, 10))
+    panel.to_parquet(tmp_path / "panel.parquet")
+    treatments.to_parquet(tmp_path / "treatments.parquet")
+    digests = set()
+    for n in ("1", "2"):
+        env = {**os.environ, "OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n}
+        r = subprocess.run([sys.executable, "-c", _THREADS_PROBE, str(tmp_path / "panel.parquet"),
+                            str(tmp_path / "treatments.parquet")], cwd=Path(__file__).resolve().parents[2], env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        digests.add(r.stdout)
+    assert len(digests) == 1
+
+
 def test_fake_cohorts_of_held_out_data_cover_zero():
     panel, treatments, g = make_panel(seed=5, n=3000, p_never=0.3)
     held_out = treatments.loc[treatments["treatment_step"].isna(), "instance_id"].to_numpy()
