@@ -206,9 +206,10 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     with ``trainer_state.pt`` for resuming), ``model/`` (the final checkpoint) and
     ``manifest.json`` last. Rerunning with the same config and corpus (``corpus_sha256``: ids,
     shards, rows and texts) resumes from the last checkpoint and ends with the same bytes as an
-    uninterrupted run; another config or corpus is refused, or with ``replace`` (what the workflow
-    passes: Snakemake reruns the rule after an edit) its run's files are removed and training
-    starts over.
+    uninterrupted run at the same number of torch threads (README, "Threads and determinism": the
+    CPU LayerNorm gradients are summed per thread); another config or corpus is refused, or with
+    ``replace`` (what the workflow passes: Snakemake reruns the rule after an edit) its run's
+    files are removed and training starts over.
 
     ``progress`` is called after every optimizer step with ``{"phase": "train", "unit":
     "steps", "done", "total", "extra": "loss L"}`` (L: mean of the last 50 steps' losses, in

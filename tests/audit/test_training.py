@@ -232,6 +232,23 @@ def test_forecast_from_two_audits(tmp_path):
     assert (fc["tp"], fc["fp"], fc["fn"], fc["tn"]) == (1, 1, 1, 1) and fc["precision"] == 0.5 and fc["recall"] == 0.5
 
 
+def test_what_the_thread_count_leaves_the_same(small_corpus, tmp_path):
+    """README, "Threads and determinism": the weights depend on torch's thread count (its CPU
+    LayerNorm backward sums per thread; not asserted here, torch may change it), the tokenizer,
+    order, held-out instances and recorded config do not."""
+    import os
+
+    for n in ("1", "2"):
+        r = subprocess.run([sys.executable, "-m", "pipelines.cli", "train", str(small_corpus), "--out", str(tmp_path / n),
+                            "--quiet", *(f"--{k.replace('_', '-')}={v}" for k, v in SMALL.to_dict().items()
+                                         if v is not None and k != "epochs"), "--epochs=1"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": n})
+        assert r.returncode == 0, r.stderr
+    for name in ("tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json", "order.parquet", "heldout.parquet",
+                 "train_config.json"):
+        assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "2" / name).read_bytes(), name
+
+
 def test_cli_train(small_corpus, tmp_path):
     r = subprocess.run([sys.executable, "-m", "pipelines.cli", "train", str(small_corpus), "--out", str(tmp_path / "run"),
                         "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--seq-len", "32", "--epochs", "1",
