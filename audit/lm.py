@@ -262,6 +262,15 @@ def _offline() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def error_reason(e: BaseException, limit: int = 300) -> str:
+    """Why a library raised ``e``, in one line of at most ``limit`` characters: its message's first
+    line (an unknown class's next lists every class it knows: 3 KB), with the second when the
+    first only introduces it ("Validation error for field 'n_positions':"); else its type."""
+    lines = [" ".join(line.split()) for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+    said = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
+    return said if len(said) <= limit else said[:limit] + "..."
+
+
 def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str = "never") -> CausalLM:
     """Load a causal LM and its tokenizer from a local Hugging Face directory; ``bos``: the
     BOS policy (module docstring; the audit's ``--bos`` defaults to ``auto``). ModelError: the
@@ -293,12 +302,7 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str 
                                                            ignore_mismatched_sizes=True, trust_remote_code=False,
                                                            generation_config=GenerationConfig())
     except Exception as e:  # also safetensors' SafetensorError (a truncated file), torch's unpickling errors
-        # one line: the first (an unknown class's next lists every class it knows: 3 KB), and the reason
-        # after a first line that only introduces it ("Validation error for field 'n_positions':")
-        lines = [" ".join(line.split()) for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
-        said = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
-        raise ModelError(f"{path}: not a causal language model transformers can load: "
-                         f"{said if len(said) <= 300 else said[:300] + '...'}") from e
+        raise ModelError(f"{path}: not a causal language model transformers can load: {error_reason(e)}") from e
     if missing := sorted(info.get("missing_keys") or ()):  # transformers initialises them at random (a log line)
         raise ModelError(f"{path}: {len(missing)} of the model's weights are missing from its weights files "
                          f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): they would be random")

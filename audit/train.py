@@ -27,6 +27,7 @@ from dedup.shards import InputError
 from .config import TrainConfig, retention_checkpoints
 from .layout import (CHECKPOINT_DIR, HELDOUT_FILE, MODEL_DIR, ORDER_FILE, RUN_ENTRIES, STATE_FILE, TOKENIZER_DIR,
                      TRAIN_CONFIG, checkpoint_name, holding_out, refuse_out, write_atomic)
+from .lm import error_reason
 from .sampling import corpus_rows, document_name
 
 EOS = "<|endoftext|>"
@@ -262,7 +263,11 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     tok_dir = out / TOKENIZER_DIR
     tokenizer_saved = (tok_dir / "tokenizer.json").exists()
     if tokenizer_saved:
-        tokenizer = _fast_tokenizer(Tokenizer.from_file(str(tok_dir / "tokenizer.json")))
+        try:
+            tokenizer = _fast_tokenizer(Tokenizer.from_file(str(tok_dir / "tokenizer.json")))
+        except Exception as e:  # tokenizers raises Exception itself
+            raise io.StateError(f"{tok_dir / 'tokenizer.json'}: damaged ({error_reason(e)}); remove {tok_dir} and "
+                                "rerun: the tokenizer is trained again, the same") from None
     else:
         tokenizer = train_tokenizer([d[3] for d, h in zip(docs, held) if not h], config.vocab_size)
     eos = tokenizer.convert_tokens_to_ids(EOS)
@@ -330,10 +335,14 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
         existing = sorted(p for p in ckpt_root.glob("step-*") if (p / STATE_FILE).exists())  # no checkpoints/ yet: none
         if existing:
             last = existing[-1]
-            state = torch.load(last / STATE_FILE, weights_only=False)
-            model = GPT2LMHeadModel.from_pretrained(str(last), local_files_only=True)
-            opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-            opt.load_state_dict(state["optimizer"])
+            try:
+                state = torch.load(last / STATE_FILE, weights_only=False)
+                model = GPT2LMHeadModel.from_pretrained(str(last), local_files_only=True)
+                opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+                opt.load_state_dict(state["optimizer"])
+            except Exception as e:  # a truncated copy: torch's, pickle's or safetensors' error
+                raise io.StateError(f"{last}: damaged checkpoint, the run cannot resume from it ({error_reason(e)}); "
+                                    "remove it and rerun to resume from the checkpoint before it") from None
             step = state.get("global_step", state.get("step"))
             losses = list(state.get("losses", []))  # the last 50 steps': the progress line's and final_loss's
             log(f"train: resuming from {last.name}")

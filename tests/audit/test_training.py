@@ -464,6 +464,32 @@ def test_profile_names_an_order_or_heldout_file_without_its_columns_or_rows(smal
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("name", ["checkpoints/step-0000010/trainer_state.pt",
+                                  "checkpoints/step-0000010/model.safetensors", "tokenizer/tokenizer.json"])
+def test_resuming_from_a_damaged_file_names_it_in_one_line(small_corpus, small_run, tmp_path, capsys, name):
+    """An unfinished run whose last checkpoint or tokenizer is damaged (a truncated copy: the
+    trainer writes every file whole): exit 2, one line naming it and how to go on, the run left
+    as it was. Before: a traceback (exit 1) from torch, safetensors or tokenizers."""
+    from pipelines.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    (run / "manifest.json").unlink()
+    shutil.rmtree(run / "model")
+    for p in (run / "checkpoints").glob("step-*"):
+        if p.name != "step-0000010":
+            shutil.rmtree(p)
+    damaged = run / name
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    before = _files(run)
+    argv = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.to_dict().items() if v is not None]
+    assert main(["train", str(small_corpus), "--out", str(run), "--quiet", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("memdedup train: error: ") and str(damaged.parent) in err[0], err
+    assert "damaged" in err[0] and "remove" in err[0], err
+    assert _files(run) == before
+
+
 @pytest.mark.parametrize("docs, shards, own_checkpoints", [(60, 2, False), (30, 3, False), (30, 3, True)])
 def test_profile_refuses_a_corpus_that_is_not_the_runs(small_run, tmp_path, capsys, docs, shards, own_checkpoints):
     """--corpus naming another corpus than the one the run was trained on (its manifest's
