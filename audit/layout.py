@@ -114,8 +114,11 @@ CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "trainer_state.pt"
 MODEL_DIR = "model"
 #: Everything a training run writes in its directory (with manifest.json; its temporaries go when
-#: a run holds the directory, :func:`holding_out`): what ``memdedup train --replace`` removes.
-RUN_ENTRIES = (TRAIN_CONFIG, TOKENIZER_DIR, ORDER_FILE, HELDOUT_FILE, CHECKPOINT_DIR, MODEL_DIR)
+#: a run holds the directory, :func:`holding_out`): what ``memdedup train --replace`` removes, in
+#: this order: the record of its config last, so that a removal killed midway leaves files that
+#: their record still claims (refused as another config's run, or removed again), never files
+#: without one, which the next run would take for its own.
+RUN_ENTRIES = (TOKENIZER_DIR, ORDER_FILE, HELDOUT_FILE, CHECKPOINT_DIR, MODEL_DIR, TRAIN_CONFIG)
 
 
 def checkpoint_name(step: int) -> str:

@@ -194,6 +194,15 @@ def corpus_digest(docs) -> str:
     return h.hexdigest()
 
 
+def _remove_run(out: Path) -> None:
+    """Remove a training run's own files from ``out`` (a user's beside them stay): its manifest
+    first (what is left is an unfinished run), then :data:`audit.layout.RUN_ENTRIES` in order,
+    the record of its config last."""
+    io.manifest_path(out).unlink(missing_ok=True)
+    for entry in (out / name for name in RUN_ENTRIES):
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink(missing_ok=True)
+
+
 @holding_out("out_dir")
 def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
                     progress: Callable[[dict], None] = lambda state: None, replace: bool = False) -> dict:
@@ -247,9 +256,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
         stale = True  # another corpus: replaced as another config is
     if stale:  # only with replace
         log(f"train: {out} held {which} training run with another config or corpus: starting over")
-        io.manifest_path(out).unlink(missing_ok=True)  # first: what is left is an unfinished run, then none
-        for entry in (out / name for name in RUN_ENTRIES):  # the run's own files; a user's beside them stay
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink(missing_ok=True)
+        _remove_run(out)
         held, which, fresh = None, "an unfinished", True
     if which == "a finished" and held is not None:
         log(f"{out}: training already complete")
@@ -389,9 +396,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
             raise
         # every step has the same shapes: the corrected command must start afresh in this --out
         if fresh and not any((out / CHECKPOINT_DIR).glob("step-*")):
-            for name in (TRAIN_CONFIG, ORDER_FILE, HELDOUT_FILE):
-                (out / name).unlink(missing_ok=True)
-            shutil.rmtree(tok_dir, ignore_errors=True)
+            _remove_run(out)
         raise ValueError(f"out of memory at training step {step + 1}: each step holds --batch-size "
                          f"{config.batch_size} instances padded to --seq-len {config.seq_len} tokens through a "
                          f"{config.n_layer}-layer model of width {config.n_embd}; lower them") from None

@@ -116,6 +116,36 @@ def test_replace_clears_only_the_runs_own_files_and_trains_as_fresh(small_corpus
     assert {k: v for k, v in _files(run).items() if k != "notes.txt"} == _files(fresh)
 
 
+def test_a_replace_killed_while_removing_the_old_run_leaves_it_refused_not_adopted(small_corpus, small_run, tmp_path,
+                                                                                   monkeypatch):
+    """replace=True removes the old run's files before training afresh. Killed while removing
+    them, it removed train_config.json first: the next run into the directory, of another
+    config, found no record, took the old run's tokenizer (another vocabulary) and resumed from
+    its checkpoints. The record now goes last: until all is gone the rest is refused as a run of
+    another config, and replace=True finishes the removal and trains as a fresh directory."""
+    from dataclasses import replace
+
+    from audit.train import train_causal_lm
+
+    class Killed(BaseException):
+        pass
+
+    def killed(*a, **k):
+        raise Killed
+
+    run, other = tmp_path / "run", replace(SMALL, vocab_size=280, epochs=1)
+    shutil.copytree(small_run, run)
+    monkeypatch.setattr(shutil, "rmtree", killed)  # the first directory removed: the kill
+    with pytest.raises(Killed):
+        train_causal_lm(discover([small_corpus]), run, other, log=quiet, replace=True)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="another config"):
+        train_causal_lm(discover([small_corpus]), run, other, log=quiet)
+    train_causal_lm(discover([small_corpus]), run, other, log=quiet, replace=True)
+    train_causal_lm(discover([small_corpus]), tmp_path / "fresh", other, log=quiet)
+    assert _files(run) == _files(tmp_path / "fresh")
+
+
 def _files(run: Path) -> dict:
     """Every file of a run directory (hidden ones too) and its bytes, the manifest aside (timing)."""
     return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*"))
