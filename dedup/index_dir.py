@@ -215,17 +215,19 @@ class IndexDir:
         complete version. Idempotent for a run already installed (returns the metadata).
 
         Raises:
-            dedup.io.StateError: another run installed a version since ``pinned``.
+            dedup.io.StateError: another run installed a version since ``pinned`` (what to do next: a
+                run's, or with ``source`` a Deduplicator's).
         """
         with self._locked():
             self.meta = self._read()
             if self.holds_run(run_id):
                 return self.meta  # type: ignore[return-value]
             if self.current != pinned:
+                redo = ("load it again and add the rows again" if source else
+                        "rerun the same command (it redoes the band stage against the new version)")
                 raise io.StateError(
-                    f"{self.path / INDEX_FILE}: another run installed version {self.current} while this run was "
-                    f"working from {pinned or 'an empty index'}; rerun the same command (it redoes the band stage "
-                    "against the new version)"
+                    f"{self.path / INDEX_FILE}: another run installed version {self.current} while this "
+                    f"{source or 'run'} was working from {pinned or 'an empty index'}; {redo}"
                 )
             number = int(pinned.split("-")[1]) + 1 if pinned else 1
             version = self.path / f"v-{number:06d}"

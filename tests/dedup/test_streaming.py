@@ -393,3 +393,31 @@ def test_threads_are_checked_and_used_by_each_call_only(monkeypatch):
                 Deduplicator(DedupConfig(), threads=bad)
     finally:
         numba.set_num_threads(before)
+
+
+@pytest.mark.parametrize("loaded", [False, True], ids=["new-directory", "loaded-index"])
+def test_a_save_that_loses_a_race_says_what_a_deduplicator_does_next(tmp_path, monkeypatch, loaded):
+    """Two processes saving Deduplicators to one directory at once: the save whose install comes
+    second is refused, nothing is lost, but it was told the command line's advice ('rerun the
+    same command (it redoes the band stage ...)'), which a Deduplicator cannot follow (found by
+    the API probe: two processes saving together). It now says what a Deduplicator does."""
+    from dedup.index_dir import IndexDir
+
+    if loaded:
+        Deduplicator().save(tmp_path / "idx")
+    a, b = [Deduplicator.load(tmp_path / "idx") if loaded else Deduplicator() for _ in range(2)]
+    a.add(pa.array(["a b c d e f"]))
+    b.add(pa.array(["u v w x y z"]))
+    real = IndexDir.install
+
+    def a_saves_first(self, *args, **kwargs):  # a installs between b's checks and b's install
+        monkeypatch.setattr(IndexDir, "install", real)
+        a.save(tmp_path / "idx")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(IndexDir, "install", a_saves_first)
+    with pytest.raises(StateError, match="installed version v-00000[12] while this Deduplicator .*; load it again "
+                                         "and add the rows again") as refused:
+        b.save(tmp_path / "idx")
+    assert "band stage" not in str(refused.value)
+    assert Deduplicator.load(tmp_path / "idx").documents == 1  # a's row, once
