@@ -12,7 +12,8 @@ README, "datatrove".
 their files sorted by path, rows in file order, the command line's order. Readers drop
 documents whose text is empty or missing before any step sees them, while the command line
 keeps the first empty text and removes later texts with no letters or digits as its exact
-duplicates: only there can the two differ. Removed documents go to ``exclusion_writer``
+duplicates: only there can the two differ. Texts given as bytes (ParquetReader's for a binary column) are read as
+UTF-8, as the command line reads them. Removed documents go to ``exclusion_writer``
 (when given) with ``metadata["filter_reason"]`` = ``exact`` or ``near``; the stats count
 ``dropped_exact`` and ``dropped_near``.
 
@@ -116,13 +117,39 @@ class LSHBloomDedup(BaseFilter):
 
     def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
         assert self._dedup is not None, "run() opens the index"
-        try:
-            texts = pa.array([doc.text for doc in batch], type=pa.large_string())
-        except UnicodeEncodeError as e:  # Arrow holds UTF-8 only
-            bad = next(d for d in batch if any(0xD800 <= ord(c) < 0xE000 for c in d.text))
-            raise ValueError(f"document {bad.id!r}: text holds an unpaired surrogate ({e.reason}), not Unicode text")
-        reasons = self._dedup.add_verdicts(texts).reason
+        reasons = self._dedup.add_verdicts(_texts(batch)).reason
         return [True if r == KEEP else (False, REASON_LABELS[r]) for r in reasons.tolist()]
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         return self.filter_batch([doc])[0]
+
+
+def _texts(batch: list[Document]) -> pa.Array:
+    """The documents' texts as one Arrow string array: ``str``, or ``bytes`` holding UTF-8 (datatrove's
+    ParquetReader gives a binary column's values as bytes; the command line reads such a column as its text).
+
+    Raises:
+        TypeError: a text that is neither (None included: datatrove's stats take every text's length).
+        ValueError: bytes that are not UTF-8, or a str holding an unpaired surrogate (Arrow holds UTF-8 only).
+        Each names the first such document.
+    """
+    refused: Exception | None = None
+    try:
+        texts = pa.array([doc.text for doc in batch], type=pa.large_string())
+        if not texts.null_count:
+            return texts
+    except (UnicodeEncodeError, pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        refused = e
+    for doc in batch:
+        text = doc.text
+        if not isinstance(text, (str, bytes)):
+            raise TypeError(f"document {doc.id!r}: text is {'None' if text is None else type(text).__name__}, "
+                            "expected str (or bytes holding UTF-8)")
+        try:
+            text.decode("utf-8") if isinstance(text, bytes) else text.encode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"document {doc.id!r}: text is not valid UTF-8 ({e})") from None
+        except UnicodeEncodeError as e:
+            problem = f"text holds an unpaired surrogate ({e.reason}), not Unicode text"
+            raise ValueError(f"document {doc.id!r}: {problem}") from None
+    raise refused or AssertionError("a null text that no document holds")

@@ -176,3 +176,22 @@ def test_a_step_that_cannot_run_is_refused_when_it_is_built(tmp_path):
         LSHBloomDedup(DedupConfig(index="lsh"))
     with pytest.raises(ValueError, match="afile: not a directory"):
         LSHBloomDedup(index_dir=tmp_path / "afile")
+
+
+def test_texts_that_are_bytes_or_not_text_at_all():
+    """datatrove's ParquetReader gives a binary text column's values as bytes: those holding UTF-8
+    are decided as that text (as the command line and the Deduplicator read binary columns); other
+    bytes died in pa.array with "Could not convert b'ok \\xff' ...: was not a utf8 string" and an int
+    text with "Expected bytes, got a 'int' object", neither naming the document; a None text was
+    kept and datatrove's stats then failed on len(None) (found by the API probe). Each is now one
+    error naming the document."""
+    from datatrove.data import Document
+
+    docs = [Document(text="a b c d e f", id="s"), Document(text=b"A b, c d e f!", id="b"),
+            Document(text=b"x y z", id="c")]
+    assert [d.id for d in LSHBloomDedup().run(iter(docs))] == ["s", "c"]
+    for text, error, needle in [(b"ok \xff", ValueError, r"document 'bad': text is not valid UTF-8 \(.*byte 0xff"),
+                                (123, TypeError, "document 'bad': text is int, expected str"),
+                                (None, TypeError, "document 'bad': text is None, expected str")]:
+        with pytest.raises(error, match=needle):
+            list(LSHBloomDedup().run(iter([Document(text="fine text", id="ok"), Document(text=text, id="bad")])))
