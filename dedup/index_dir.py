@@ -7,6 +7,7 @@ Layout (the only definition of it)::
     INDEX/v-NNNNNN/<name>/   one :class:`dedup.scalable.FilterStack` per band
                              (name = band-00.., or exact); the current version only
     INDEX/.lock              held (flock) while a version is installed, and while a Deduplicator loads one
+    INDEX/.turn              held (flock) by a datatrove rank from its load to its save (:meth:`IndexDir.turn`)
     INDEX/.save-*/           a Deduplicator's stacks while it saves (before the install);
                              one left by a killed process is garbage, never read
 
@@ -35,8 +36,10 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from . import io
 from .config import DedupConfig
@@ -46,6 +49,8 @@ from .shards import InputError, Shard
 
 INDEX_FILE = "index.json"
 LOCK_FILE = ".lock"
+TURN_FILE = ".turn"
+_TURNS: dict[Path, IO] = {}  # index directories whose turn (IndexDir.turn) this process holds, by the file holding it
 FORMAT = 2
 _REQUIRED = ("format", "params", "documents", "current", "stacks")
 VERSION = re.compile(r"v-\d{6}")  # a version's directory name; other names in INDEX/ are the user's
@@ -183,11 +188,40 @@ class IndexDir:
         return files
 
     @contextmanager
-    def _locked(self):
+    def _locked(self, name: str = LOCK_FILE, waiting: Callable[[], None] = lambda: None) -> Iterator[IO]:
+        """Hold the lock (flock) of the file ``name`` in the index directory; ``waiting`` is called
+        first when another holds it."""
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / LOCK_FILE, "a+") as f:  # closing it releases the lock
-            fcntl.flock(f, fcntl.LOCK_EX)
-            yield
+        with open(self.path / name, "a+") as f:  # closing it releases the lock
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                waiting()
+                fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield f
+            finally:  # unlocked, not only closed: a process forked meanwhile holds the file too
+                if not f.closed:
+                    fcntl.flock(f, fcntl.LOCK_UN)
+
+    @contextmanager
+    def turn(self, waiting: Callable[[], None] = lambda: None) -> Iterator[None]:
+        """Hold the index for a whole load, add and save (the ranks of
+        :class:`pipelines.datatrove_step.LSHBloomDedup` take turns so): waits while another process
+        holds it, calling ``waiting`` first. In one process the latest turn takes the index over from an
+        earlier one, which can only be a holder that never finished (a failed pipeline's step kept alive
+        by its traceback); a save from a load that is no longer current is refused all the same."""
+        stale = _TURNS.pop(self.path, None)
+        if stale is not None and not stale.closed:
+            fcntl.flock(stale, fcntl.LOCK_UN)
+            stale.close()
+        with self._locked(TURN_FILE, waiting) as f:
+            _TURNS[self.path] = f
+            try:
+                yield
+            finally:
+                if _TURNS.get(self.path) is f:
+                    del _TURNS[self.path]
 
     def load_current(self, names: list[str]) -> tuple[str | None, list[FilterStack]]:
         """The current version's name and its stacks ``names`` (none for an empty index),

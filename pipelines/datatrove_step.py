@@ -18,16 +18,16 @@ UTF-8, as the command line reads them. Removed documents go to ``exclusion_write
 ``dropped_exact`` and ``dropped_near``.
 
 **Ranks.** One pass sees every document through one index, which lives in one task's
-memory: ``tasks=1``, or ``index_dir`` (the ``--index-dir`` format) with the ranks run one
-at a time (``LocalPipelineExecutor(..., workers=1)`` runs rank r on files r, r + tasks, ...;
-each rank loads the index and saves it grown by its documents, so the decisions are those
-of ``--index-dir`` runs over the ranks' files in that order). Overlapping ranks are not
-merged silently: the second save is refused (:class:`dedup.io.StateError`) and its rerun
-decides against the first one's index; ``tasks>1`` without ``index_dir`` is refused.
-``index_dir`` with one task keeps the index across pipeline runs (``memdedup dedup
---index-dir`` can continue it, and the reverse). A rank saves after its last document: a
-task killed after its save and before datatrove records it complete would, rerun, drop its
-own documents as duplicates; delete that save (the last version in ``index.json``) first.
+memory: ``tasks=1``, or ``index_dir`` (the ``--index-dir`` format), on which the ranks take
+turns: a rank holds the index from its load to its save (:meth:`dedup.index_dir.IndexDir.turn`)
+while the others wait, so each decides against every rank before it, whatever the executor's
+``workers``; the decisions are those of ``--index-dir`` runs over the ranks' files in the
+order they took their turns (``LocalPipelineExecutor(..., workers=1)``: rank order, rank r
+reading files r, r + tasks, ...). ``tasks>1`` without ``index_dir`` is refused. ``index_dir``
+with one task keeps the index across pipeline runs (``memdedup dedup --index-dir`` can
+continue it, and the reverse). A rank saves after its last document: a task killed after its
+save and before datatrove records it complete would, rerun, drop its own documents as
+duplicates.
 
 Example:
     >>> from datatrove.data import Document
@@ -48,6 +48,7 @@ import pyarrow as pa
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.writers.disk_base import DiskWriter
+from loguru import logger
 
 from dedup.config import DedupConfig
 from dedup.index import KEEP, REASON_LABELS
@@ -106,13 +107,22 @@ class LSHBloomDedup(BaseFilter):
             raise ValueError(
                 f"{self.name}: a one-pass dedup over {world_size} tasks needs one index they share: run with tasks=1, "
                 "or give index_dir and run the tasks one at a time (LocalPipelineExecutor(..., workers=1))")
-        fresh = self.index_dir is not None and not (self.index_dir / INDEX_FILE).exists()
-        self._dedup = self._open()
-        yield from super().run(data, rank, world_size)
-        if self.index_dir is not None:
+        if self.index_dir is None:
+            self._dedup = self._open()
+            yield from super().run(data, rank, world_size)
+            return
+
+        def waits() -> None:
+            logger.info(f"{self.name}: rank {rank} waits for {self.index_dir}, which another rank holds (ranks take "
+                        "turns on an index)")
+
+        with IndexDir(self.index_dir, {}).turn(waits):
+            fresh = not (self.index_dir / INDEX_FILE).exists()
+            self._dedup = self._open()
+            yield from super().run(data, rank, world_size)
             if fresh and (self.index_dir / INDEX_FILE).exists():
-                raise StateError(f"{self.index_dir}: another rank saved an index there while this one ran (run the "
-                                 "ranks one at a time: workers=1); rerun this task to decide against it")
+                raise StateError(f"{self.index_dir}: another rank, run or Deduplicator saved an index there while this "
+                                 "rank ran; rerun this task to decide against it")
             self._dedup.save(self.index_dir)
 
     def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:

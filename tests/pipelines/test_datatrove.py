@@ -7,6 +7,9 @@ exact sizes: equal decisions show the step builds the command line's filters."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -149,10 +152,10 @@ def test_bad_settings_and_bad_text_are_one_clear_error():
 
 
 def test_overlapping_ranks_on_an_empty_index_directory_fail_as_documented(tmp_path):
-    """Two ranks that overlap on an index directory that is empty when both open it: the second
-    save was refused with advice for Deduplicator users ('save to a new directory, or load that
-    index and add to it'); the module docstring promises StateError, whose rerun then decides
-    against the first rank's index."""
+    """Two ranks that overlap on an index directory that is empty when both open it (ranks take
+    turns across processes; in one process the later takes the turn over): the second save was
+    refused with advice for Deduplicator users ('save to a new directory, or load that index and
+    add to it'); it is a StateError, whose rerun then decides against the first rank's index."""
     from datatrove.data import Document
 
     from dedup.io import StateError
@@ -195,3 +198,69 @@ def test_texts_that_are_bytes_or_not_text_at_all():
                                 (None, TypeError, "document 'bad': text is None, expected str")]:
         with pytest.raises(error, match=needle):
             list(LSHBloomDedup().run(iter([Document(text="fine text", id="ok"), Document(text=text, id="bad")])))
+
+
+def test_ranks_running_at_once_take_turns_on_the_index(tmp_path):
+    """Ranks of one index_dir run together (LocalPipelineExecutor's default workers=tasks) both
+    loaded the index, and the second save was refused; datatrove then terminated its pool, killing
+    ranks that had saved but were not yet recorded complete, whose rerun removed every one of their
+    documents as a duplicate of itself (the probe's index held 532 documents of 446, one rank's
+    output was empty). A rank now holds the index from its load to its save: another waits, then
+    decides against it. Rank 1 runs in another process, started while rank 0 holds the index."""
+    from datatrove.data import Document
+
+    root = Path(__file__).resolve().parents[2]
+    step = LSHBloomDedup(index_dir=tmp_path / "idx")
+    rank0 = step.run(iter([Document(text=f"first rank text {k} and more words here", id=f"a{k}") for k in range(3)]),
+                     rank=0, world_size=2)
+    assert next(rank0).id == "a0"  # rank 0 holds the index now
+    script = (
+        "import json; from pathlib import Path; from datatrove.data import Document\n"
+        "from pipelines.datatrove_step import LSHBloomDedup\n"
+        f"docs = [Document(text=f'first rank text {{k}} and more words here', id=f'b{{k}}') for k in (1, 5)]\n"
+        f"kept = [d.id for d in LSHBloomDedup(index_dir=Path({str(tmp_path / 'idx')!r})).run(iter(docs), 1, 2)]\n"
+        "print('KEPT', json.dumps(kept))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    other = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, env=env, cwd=root)
+    seen = []
+    for line in other.stdout:  # until rank 1 says it waits (before: it ran through and saved first)
+        seen.append(line)
+        if "waits" in line:
+            break
+    assert [d.id for d in rank0] == ["a1", "a2"]  # rank 0 saves: nothing refused
+    out, _ = other.communicate(timeout=120)
+    assert other.returncode == 0, "".join(seen) + out
+    assert 'KEPT ["b5"]' in out  # b1 duplicates a1 of rank 0, b5 is new
+    index = json.loads((tmp_path / "idx" / "index.json").read_text())
+    assert index["documents"] == 5 and [b["documents"] for b in index["batches"]] == [3, 2]
+
+
+def test_a_rerun_in_one_process_takes_the_turn_of_a_step_that_never_finished(tmp_path):
+    """A pipeline that failed downstream of the step keeps the step's generator, and its turn on the
+    index, alive as long as the traceback is (a notebook keeps it); a process forked meanwhile
+    (LocalPipelineExecutor starts a Manager process each run) holds the turn's file too. The rerun
+    in that process takes the turn over instead of waiting forever (found by the probe: a rerun
+    after a failed run hung)."""
+    import multiprocessing
+    import time
+
+    from datatrove.data import Document
+
+    from dedup.index_dir import IndexDir
+
+    stale = LSHBloomDedup(index_dir=tmp_path / "idx").run(iter([Document(text="one two three four five six", id="a"),
+                                                                Document(text="seven eight nine", id="b")]))
+    assert next(stale).id == "a"  # holds the turn, and never finishes
+    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+    child.start()
+    try:
+        with IndexDir(tmp_path / "idx", {}).turn(waiting=lambda: pytest.fail("the rerun waited for a stale turn")):
+            pass
+        out = LSHBloomDedup(index_dir=tmp_path / "idx").run(iter([Document(text="One two three four five six!",
+                                                                           id="c")]))
+        assert [d.id for d in out] == ["c"]  # the stale step saved nothing
+        assert json.loads((tmp_path / "idx" / "index.json").read_text())["documents"] == 1
+    finally:
+        child.kill()
+        child.join()
