@@ -15,11 +15,13 @@ What the index holds: ``batches`` lists every run that added documents, with its
 (:func:`dedup.runs.run_id`), the version it created, and per input file its name, path,
 size, content fingerprint (XXH3-128 of the file's bytes) and row count. A batch saved by a
 :class:`dedup.streaming.Deduplicator` (rows from memory) has no files (saved to a new directory: the
-loaded index's files), a random
-run id and ``"source": "Deduplicator"``. A run whose input file the index already holds (same
-fingerprint) is refused before anything is written: its rows would otherwise all be removed as
-duplicates of themselves (a retried job, a lost output directory, a directory that grew since the
-last run). Its message says which run indexed the file.
+loaded index's files), a random run id and ``"source": "Deduplicator"``; one saved by a datatrove
+rank (:class:`pipelines.datatrove_step.LSHBloomDedup`) also records ``first_documents``: the count
+and a digest of its first documents, by which a rank given them again is refused. A run whose
+input file the index already holds (same fingerprint) is refused before anything is written:
+its rows would otherwise all be removed as duplicates of themselves (a retried job, a lost
+output directory, a directory that grew since the last run). Its message says which run
+indexed the file.
 
 Versions: a run pins the version that is current when it starts (recorded in its run
 record) and every band task loads exactly that version. Installing the run's filters as
@@ -85,6 +87,11 @@ def _meta_problem(meta: dict) -> str | None:
                                                         for f in b["files"]):
             return f"batch {i}'s 'files' is not a list of file records (fingerprint, path)"
     return None
+
+
+def saved_on(batch: dict) -> str:
+    """When a batch of ``index.json`` was saved, in words (``2025-01-31 12:00 UTC``)."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(batch["created_unix"]))
 
 
 class IndexMismatchError(ValueError):
@@ -181,10 +188,9 @@ class IndexDir:
         for s, entry in zip(shards, files):
             if entry["fingerprint"] in held:
                 batch, f = held[entry["fingerprint"]]
-                when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(batch["created_unix"]))
                 raise InputError(s.path, f"the index {self.path} already holds this file (indexed as {f['path']} by "
-                                         f"run {batch['run_id']} on {when} UTC); feeding it again would remove every "
-                                         "row as a duplicate of itself. Leave it out, or use another --index-dir")
+                                         f"run {batch['run_id']} on {saved_on(batch)}); feeding it again would remove "
+                                         "every row as a duplicate of itself. Leave it out, or use another --index-dir")
         return files
 
     @contextmanager
@@ -239,10 +245,11 @@ class IndexDir:
             return self.current, [FilterStack.load(self.stack_dir(self.current, n)) for n in names]
 
     def install(self, built: Path, names: list[str], pinned: str | None, run_id: str, files: list[dict],
-                documents: int, source: str | None = None) -> dict:
+                documents: int, source: str | None = None, extra: dict | None = None) -> dict:
         """Make the stacks ``built/<name>`` the next version after ``pinned`` (None: the
         empty index), recording this batch (``files``: :func:`file_entry` with ``rows``;
-        ``source``: what added rows from no file, e.g. a :class:`dedup.streaming.Deduplicator`).
+        ``source``: what added rows from no file, e.g. a :class:`dedup.streaming.Deduplicator`;
+        ``extra``: more fields of its record, e.g. a datatrove rank's ``first_documents``).
 
         Copies the stacks into ``v-NNNNNN``, then replaces ``index.json`` atomically, then
         removes older versions: a crash at any point leaves ``index.json`` naming a
@@ -271,7 +278,7 @@ class IndexDir:
             stacks = {n: FilterStack.load(version / n).describe() for n in names}
             batches = (self.meta or {}).get("batches", []) + [
                 {"run_id": run_id, "version": version.name, "created_unix": time.time(), "documents": documents,
-                 "files": files, **({"source": source} if source else {})}
+                 "files": files, **({"source": source} if source else {}), **(extra or {})}
             ]
             meta = {"format": FORMAT, "params": self.params, "documents": self.documents + documents,
                     "current": version.name, "stacks": stacks, "batches": batches}

@@ -180,9 +180,9 @@ class Deduplicator:
                 f"generations={len(self._exact.generations)})")
 
     # ------------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike) -> dict:
+    def save(self, path: str | os.PathLike, *, record: dict | None = None) -> dict:
         """Write the index to ``path`` as an ``--index-dir`` directory; return its
-        ``index.json``.
+        ``index.json``. ``record``: more fields of this save's batch in ``index.json``.
 
         ``path`` must hold no index yet, or be this Deduplicator's own directory: the one it
         last saved to, else the one it was loaded from; each save adds a version there (the rows added since, as one
@@ -216,7 +216,8 @@ class Deduplicator:
             for name, stack in zip(_names(self.bands), [*self._stacks, self._exact]):
                 stack.save(Path(tmp) / name)
             files = [] if ours else self._files  # a new directory: the files it holds rows of, refused there
-            meta = idx.install(Path(tmp), _names(self.bands), pinned, uuid.uuid4().hex[:16], files, added, SOURCE)
+            meta = idx.install(Path(tmp), _names(self.bands), pinned, uuid.uuid4().hex[:16], files, added, SOURCE,
+                               record)
         self._index_path, self._version, self._saved_documents = idx.path, meta["current"], self.documents
         return meta
 

@@ -25,9 +25,11 @@ while the others wait, so each decides against every rank before it, whatever th
 order they took their turns (``LocalPipelineExecutor(..., workers=1)``: rank order, rank r
 reading files r, r + tasks, ...). ``tasks>1`` without ``index_dir`` is refused. ``index_dir``
 with one task keeps the index across pipeline runs (``memdedup dedup --index-dir`` can
-continue it, and the reverse). A rank saves after its last document: a task killed after its
-save and before datatrove records it complete would, rerun, drop its own documents as
-duplicates.
+continue it, and the reverse). A rank saves after its last document, recording a digest of
+its first documents (up to :data:`HEAD`): a rank whose first documents are those of a saved
+rank (the same input given again, or a task killed after its save and before datatrove
+recorded it complete, rerun) is refused before it decides any, as the command line refuses
+a file the index holds; deciding them again would drop every one as a duplicate of itself.
 
 Example:
     >>> from datatrove.data import Document
@@ -42,9 +44,11 @@ Example:
 from __future__ import annotations
 
 import os
+from itertools import chain, islice
 from pathlib import Path
 
 import pyarrow as pa
+import xxhash
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.writers.disk_base import DiskWriter
@@ -53,10 +57,14 @@ from loguru import logger
 from dedup.config import DedupConfig
 from dedup.index import KEEP, REASON_LABELS
 from dedup.io import StateError
-from dedup.index_dir import INDEX_FILE, IndexDir
+from dedup.index_dir import INDEX_FILE, IndexDir, saved_on
 from dedup.streaming import Deduplicator
 
 __all__ = ["LSHBloomDedup"]
+
+#: How many of a rank's first documents its save records a digest of (``first_documents`` in index.json): a rank whose
+#: first documents are a saved rank's is refused, as the command line refuses a file the index holds.
+HEAD = 64
 
 
 class LSHBloomDedup(BaseFilter):
@@ -106,7 +114,7 @@ class LSHBloomDedup(BaseFilter):
         if world_size > 1 and self.index_dir is None:
             raise ValueError(
                 f"{self.name}: a one-pass dedup over {world_size} tasks needs one index they share: run with tasks=1, "
-                "or give index_dir and run the tasks one at a time (LocalPipelineExecutor(..., workers=1))")
+                "or give index_dir (the tasks take turns on it)")
         if self.index_dir is None:
             self._dedup = self._open()
             yield from super().run(data, rank, world_size)
@@ -119,11 +127,40 @@ class LSHBloomDedup(BaseFilter):
         with IndexDir(self.index_dir, {}).turn(waits):
             fresh = not (self.index_dir / INDEX_FILE).exists()
             self._dedup = self._open()
-            yield from super().run(data, rank, world_size)
+            data = iter(data or ())
+            head = list(islice(data, HEAD))
+            first = self._check_not_held(head, rank)
+            yield from super().run(chain(head, data), rank, world_size)
             if fresh and (self.index_dir / INDEX_FILE).exists():
                 raise StateError(f"{self.index_dir}: another rank, run or Deduplicator saved an index there while this "
                                  "rank ran; rerun this task to decide against it")
-            self._dedup.save(self.index_dir)
+            self._dedup.save(self.index_dir, record={"first_documents": first} if first else None)
+
+    def _check_not_held(self, head: list[Document], rank: int) -> dict | None:
+        """The ``first_documents`` record of a rank whose first documents are ``head`` (None for none).
+
+        Raises:
+            dedup.io.StateError: a saved rank's first documents are these: the index holds them.
+        """
+        if not head:
+            return None
+        digests, h = [], xxhash.xxh3_128()
+        for text in _texts(head).to_pylist():
+            raw = text.encode("utf-8")
+            h.update(len(raw).to_bytes(8, "little"))
+            h.update(raw)
+            digests.append(h.hexdigest())  # of the first 1, 2, ... documents
+        for batch in (IndexDir(self.index_dir, {}).meta or {}).get("batches", []):
+            held = batch.get("first_documents")
+            if held and held["count"] <= len(head) and digests[held["count"] - 1] == held["xxh3"]:
+                raise StateError(
+                    f"{self.index_dir}: rank {rank}'s first {held['count']} documents are those of a rank saved on "
+                    f"{saved_on(batch)} (batch {batch['run_id']}, {batch['documents']} documents): they are held "
+                    "already (the same input given again, or a task killed after its save and before datatrove "
+                    "recorded it complete), and deciding them again would drop every one as a duplicate of itself. "
+                    "Nothing was decided. Leave them out; or, if that task's outputs are complete, mark it complete "
+                    f"(LOGGING_DIR/completions/{rank:05d}); or rebuild the index in a new index_dir")
+        return {"count": len(head), "xxh3": digests[-1]}
 
     def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
         assert self._dedup is not None, "run() opens the index"
