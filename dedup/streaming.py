@@ -175,6 +175,14 @@ class Deduplicator:
         """Memory of the filters: ``bands`` and ``exact``."""
         return {"bands": sum(s.nbytes for s in self._stacks), "exact": self._exact.nbytes}
 
+    def __reduce_ex__(self, protocol: object) -> tuple:
+        """Refused: a copy (pickled into another process, or by ``copy``) would decide apart from this
+        Deduplicator and add nothing to its index, and ``datasets`` would reuse a cached result instead
+        of giving it the rows (it fingerprints a transform by pickling it)."""
+        raise TypeError("a Deduplicator cannot be copied: its index lives in this process and takes the rows of this "
+                        "process only (datasets' num_proc, multiprocessing or a copy would decide apart from it); "
+                        "decide in one process, and move an index to another with save() and load()")
+
     def __repr__(self) -> str:
         return (f"Deduplicator(documents={self.documents}, bands={self.bands}, rows={self.rows}, grow={self.grow}, "
                 f"generations={len(self._exact.generations)})")

@@ -115,6 +115,12 @@ class LSHBloomDedup(BaseFilter):
             raise ValueError(
                 f"{self.name}: a one-pass dedup over {world_size} tasks needs one index they share: run with tasks=1, "
                 "or give index_dir (the tasks take turns on it)")
+        try:
+            yield from self._run(data, rank, world_size)
+        finally:
+            self._dedup = None  # executors pickle their steps, and a Deduplicator is never copied
+
+    def _run(self, data: DocumentsPipeline, rank: int, world_size: int) -> DocumentsPipeline:
         if self.index_dir is None:
             self._dedup = self._open()
             yield from super().run(data, rank, world_size)

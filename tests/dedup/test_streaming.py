@@ -421,3 +421,28 @@ def test_a_save_that_loses_a_race_says_what_a_deduplicator_does_next(tmp_path, m
         b.save(tmp_path / "idx")
     assert "band stage" not in str(refused.value)
     assert Deduplicator.load(tmp_path / "idx").documents == 1  # a's row, once
+
+
+def test_a_deduplicator_is_never_copied_into_another_process_or_a_cache(tmp_path):
+    """A Deduplicator used in a datasets filter: with num_proc=2 each worker decided against its own
+    copy (the probe kept 276 rows where one stream keeps 235, and the caller's index got none); run
+    again over a dataset from disk, datasets served its cached result, so the new Deduplicator saw
+    no row and would have saved an empty index. Pickling (copying) one is now refused, naming why:
+    datasets then recomputes instead of caching, and num_proc stops with that error."""
+    import copy
+    import pickle
+
+    datasets = pytest.importorskip("datasets")
+    datasets.disable_progress_bars()
+    for copier in (pickle.dumps, copy.deepcopy):
+        with pytest.raises(TypeError, match="a Deduplicator cannot be copied: its index lives in this process"):
+            copier(Deduplicator())
+    texts = ["a b c d e f", "A b, c d e f!", "x y z", "p q r s", "x y z"]
+    datasets.Dataset.from_dict({"text": texts}).save_to_disk(tmp_path / "ds")
+    ds = datasets.load_from_disk(tmp_path / "ds").with_format("arrow")
+    for _ in range(2):  # the second run is not served from the first one's cache
+        dedup = Deduplicator(DedupConfig(capacity=len(texts)))
+        assert ds.filter(lambda batch: dedup.add(batch), batched=True).num_rows == 3
+        assert dedup.stats()["rows"] == len(texts)
+    with pytest.raises(TypeError, match="a Deduplicator cannot be copied"):
+        ds.filter(lambda batch: dedup.add(batch), batched=True, num_proc=2)

@@ -291,3 +291,16 @@ def test_a_rank_given_documents_the_index_holds_is_refused_before_deciding_any(t
     assert index["documents"] == 80 and len(index["batches"]) == 2
     assert [d.id for d in LSHBloomDedup(index_dir=tmp_path / "idx").run(docs(5, 12), 0, 1)] == []  # held ones drop
     assert [d.id for d in LSHBloomDedup(index_dir=tmp_path / "idx").run(docs(80, 83), 0, 1)] == ["80", "81", "82"]
+
+
+def test_a_step_that_ran_is_picklable_again(tmp_path):
+    """An executor with several workers pickles its steps; a Deduplicator refuses to be copied, so a step
+    keeps none once its run ended (one used by an in-process run, then by a LocalPipelineExecutor with
+    workers=2, failed to pickle)."""
+    import pickle
+
+    from datatrove.data import Document
+
+    for step in (LSHBloomDedup(), LSHBloomDedup(index_dir=tmp_path / "idx")):
+        assert [d.id for d in step.run(iter([Document(text="a b c d e f", id="a")]))] == ["a"]
+        assert pickle.loads(pickle.dumps(step)).index_dir == step.index_dir
