@@ -114,6 +114,7 @@ class Deduplicator:
         self.bands, self.rows = config.banding()
         self._sketcher = Sketcher(config, self.bands, self.rows, threads)
         self._stats = Counter(rows=0, kept=0, exact=0, near=0, null_text=0, empty_text=0)
+        self._stopped: tuple[int, int] | None = None  # an add that stopped part way: (rows it had decided, rows)
 
     # ------------------------------------------------------------------------ deciding
     def add(self, data: pa.Table | pa.RecordBatch | pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -125,6 +126,8 @@ class Deduplicator:
         Raises:
             ValueError: no text column, one of another type, or a text that is not valid
                 UTF-8 (naming its row in ``data``); nothing is inserted then.
+            dedup.io.StateError: an earlier call stopped part way (an interrupt, an error), leaving
+                some of its rows in the index; so do :meth:`save` and every later call.
         """
         return self.add_verdicts(data).reason == KEEP
 
@@ -132,12 +135,25 @@ class Deduplicator:
         """:meth:`add`, returning the verdicts: ``reason`` (0 keep, 1 exact, 2 near; labels
         in :data:`dedup.index.REASON_LABELS`) and ``band`` (first colliding band of a near
         duplicate, else -1), as ``removed.parquet`` reports them."""
+        self._check_whole()
         texts = self._texts(data)
-        step = self.config.batch_rows
-        parts = [self._decide(texts.slice(start, step)) for start in range(0, len(texts), step)]
+        step, parts = self.config.batch_rows, []
+        for start in range(0, len(texts), step):
+            self._stopped = (start, len(texts))  # until every slice is in: rows of this call in the index
+            parts.append(self._decide(texts.slice(start, step)))
+        self._stopped = None
         if not parts:
             return Verdicts(np.zeros(0, np.int8), np.zeros(0, np.int16), np.zeros(0, np.int64))
         return Verdicts(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("reason", "band", "duplicate_of")))
+
+    def _check_whole(self) -> None:
+        """A StateError if an earlier :meth:`add` stopped part way: some of its rows are in the index."""
+        if self._stopped is not None:
+            done, n = self._stopped
+            raise StateError(f"an add() stopped part way (an interrupt or an error) after inserting {done} or more of "
+                             f"its {n} rows: given again, they would be removed as duplicates of themselves; load the "
+                             "last saved index (Deduplicator.load) or start a new Deduplicator, and give the rows "
+                             "since again")
 
     def _texts(self, data) -> pa.Array | pa.ChunkedArray:
         name = self.config.text_column
@@ -201,8 +217,10 @@ class Deduplicator:
                 grow), or ``path`` holds another index.
             dedup.index_dir.IndexMismatchError: ``path`` holds an index of other parameters.
             dedup.io.StateError: another run or Deduplicator updated ``path`` since this one
-                loaded or saved it (nothing is written: load it again and redo the rows).
+                loaded or saved it (nothing is written: load it again and redo the rows), or an
+                :meth:`add` stopped part way.
         """
+        self._check_whole()
         if not self.grow:
             raise ValueError("this Deduplicator's filters are sized once for config.capacity (grow=False); an index "
                              "directory's filters must grow: use grow=True to save it")

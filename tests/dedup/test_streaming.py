@@ -446,3 +446,27 @@ def test_a_deduplicator_is_never_copied_into_another_process_or_a_cache(tmp_path
         assert dedup.stats()["rows"] == len(texts)
     with pytest.raises(TypeError, match="a Deduplicator cannot be copied"):
         ds.filter(lambda batch: dedup.add(batch), batched=True, num_proc=2)
+
+
+def test_an_add_stopped_part_way_refuses_more_rather_than_removing_its_rows_again(monkeypatch, tmp_path):
+    """An add() stopped after some of its slices (batch_rows) were inserted (Ctrl-C in a notebook,
+    MemoryError) left those rows in the index; the natural retry, the same add, removed them as
+    duplicates of themselves, silently (found by the API probe: [False, False, True] for three
+    distinct texts). Such a Deduplicator now refuses every later add and save, saying why."""
+    dedup = Deduplicator(DedupConfig(capacity=100, batch_rows=2))
+    table = pa.table({"text": ["a b c d e f", "g h i j k l", "m n o p q r"]})
+    decide = dedup._decide
+
+    def stopped_at_the_second_slice(texts):
+        if dedup.documents:
+            raise KeyboardInterrupt
+        return decide(texts)
+
+    monkeypatch.setattr(dedup, "_decide", stopped_at_the_second_slice)
+    with pytest.raises(KeyboardInterrupt):
+        dedup.add(table)
+    monkeypatch.undo()
+    for retry in (lambda: dedup.add(table), lambda: Deduplicator.save(dedup, tmp_path / "idx")):
+        with pytest.raises(StateError, match=r"an add\(\) stopped part way .* 2 or more of its 3 rows.*load"):
+            retry()
+    assert not (tmp_path / "idx").exists()
