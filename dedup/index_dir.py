@@ -8,8 +8,8 @@ Layout (the only definition of it)::
                              (name = band-00.., or exact); the current version only
     INDEX/.lock              held (flock) while a version is installed, and while a Deduplicator loads one
     INDEX/.turn              held (flock) by a datatrove rank from its load to its save (:meth:`IndexDir.turn`)
-    INDEX/.save-*/           a Deduplicator's stacks while it saves (before the install);
-                             one left by a killed process is garbage, never read
+    INDEX/.save-*/           a Deduplicator's stacks while it saves (before the install), held
+                             (flock); one a killed save left is removed by the next save
 
 What the index holds: ``batches`` lists every run that added documents, with its run id
 (:func:`dedup.runs.run_id`), the version it created, and per input file its name, path,
@@ -37,6 +37,7 @@ import fcntl
 import os
 import re
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -52,6 +53,7 @@ from .shards import InputError, Shard
 INDEX_FILE = "index.json"
 LOCK_FILE = ".lock"
 TURN_FILE = ".turn"
+SAVE_PREFIX = ".save-"
 _TURNS: dict[Path, IO] = {}  # index directories whose turn (IndexDir.turn) this process holds, by the file holding it
 FORMAT = 2
 _REQUIRED = ("format", "params", "documents", "current", "stacks")
@@ -228,6 +230,30 @@ class IndexDir:
             finally:
                 if _TURNS.get(self.path) is f:
                     del _TURNS[self.path]
+
+    @contextmanager
+    def saving(self) -> Iterator[Path]:
+        """A new ``INDEX/.save-*`` directory to write a version's stacks in before :meth:`install`,
+        held (flock) until the block ends, then removed. Those that killed saves left (held by no
+        process) are removed first."""
+        with self._locked():  # no save's directory is seen between its making and its lock
+            for left in self.path.glob(f"{SAVE_PREFIX}*"):
+                fd = os.open(left, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a save in progress
+                finally:
+                    os.close(fd)
+                shutil.rmtree(left, ignore_errors=True)
+            tmp = Path(tempfile.mkdtemp(prefix=SAVE_PREFIX, dir=self.path))
+            fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.close(fd)
 
     def load_current(self, names: list[str]) -> tuple[str | None, list[FilterStack]]:
         """The current version's name and its stacks ``names`` (none for an empty index),

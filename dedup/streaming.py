@@ -56,7 +56,6 @@ Example:
 from __future__ import annotations
 
 import os
-import tempfile
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -237,12 +236,11 @@ class Deduplicator:
             return idx.meta
         pinned = self._version if ours else None
         added = self.documents - (self._saved_documents if ours else 0)
-        idx.path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".save-", dir=idx.path) as tmp:
+        with idx.saving() as tmp:
             for name, stack in zip(_names(self.bands), [*self._stacks, self._exact]):
-                stack.save(Path(tmp) / name)
+                stack.save(tmp / name)
             files = [] if ours else self._files  # a new directory: the files it holds rows of, refused there
-            meta = idx.install(Path(tmp), _names(self.bands), pinned, uuid.uuid4().hex[:16], files, added, SOURCE,
+            meta = idx.install(tmp, _names(self.bands), pinned, uuid.uuid4().hex[:16], files, added, SOURCE,
                                record)
         self._index_path, self._version, self._saved_documents = idx.path, meta["current"], self.documents
         return meta

@@ -470,3 +470,28 @@ def test_an_add_stopped_part_way_refuses_more_rather_than_removing_its_rows_agai
         with pytest.raises(StateError, match=r"an add\(\) stopped part way .* 2 or more of its 3 rows.*load"):
             retry()
     assert not (tmp_path / "idx").exists()
+
+
+def test_a_save_removes_what_killed_saves_left_and_nothing_another_save_holds(tmp_path):
+    """A save killed while it wrote its stacks (SIGKILL, a preempted job: the largest write of a
+    pipeline) left INDEX/.save-*/, a whole copy of the filters, for good: "garbage, never read"
+    but never removed either, one more with every killed save. The next save removes those whose
+    process is gone; one that a save in progress holds stays."""
+    import fcntl
+    import os
+
+    first = Deduplicator()
+    first.add(pa.array(["a b c d e f"]))
+    first.save(tmp_path / "idx")
+    for name in (".save-killed", ".save-running"):
+        (tmp_path / "idx" / name / "band-00").mkdir(parents=True)
+        (tmp_path / "idx" / name / "band-00" / "gen-000.bloom").write_bytes(b"\0" * 1000)
+    running = os.open(tmp_path / "idx" / ".save-running", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(running, fcntl.LOCK_EX)  # as a save in progress holds its directory
+        first.add(pa.array(["g h i j k l"]))
+        first.save(tmp_path / "idx")
+        assert sorted(p.name for p in (tmp_path / "idx").glob(".save-*")) == [".save-running"]
+    finally:
+        os.close(running)
+    assert Deduplicator.load(tmp_path / "idx").documents == 2
