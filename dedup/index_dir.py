@@ -33,6 +33,7 @@ finds its own batch in the index and does not install (or count its documents) t
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
@@ -200,7 +201,13 @@ class IndexDir:
         """Hold the lock (flock) of the file ``name`` in the index directory; ``waiting`` is called
         first when another holds it."""
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / name, "a+") as f:  # closing it releases the lock
+        try:
+            f = open(self.path / name, "a+")
+        except OSError as e:  # an index this process may only read: flock takes a file opened for reading
+            if not isinstance(e, PermissionError) and e.errno != errno.EROFS:
+                raise
+            f = open(self.path / name)
+        with f:  # closing it releases the lock
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
