@@ -57,7 +57,7 @@ from loguru import logger
 from dedup.config import DedupConfig
 from dedup.index import KEEP, REASON_LABELS
 from dedup.io import StateError
-from dedup.index_dir import INDEX_FILE, IndexDir, saved_on
+from dedup.index_dir import INDEX_FILE, IndexDir, index_params, saved_on
 from dedup.streaming import Deduplicator
 
 __all__ = ["LSHBloomDedup"]
@@ -83,6 +83,8 @@ class LSHBloomDedup(BaseFilter):
     Raises:
         ValueError: ``grow=False`` with ``index_dir`` (an index directory must grow) or without
             ``config.capacity``.
+        dedup.index_dir.IndexMismatchError: ``index_dir`` holds an index of other parameters.
+        dedup.io.StateError: ``index_dir`` is a file, or its index is damaged.
     """
 
     name = "🌸 memdedup LSHBloom"
@@ -100,7 +102,8 @@ class LSHBloomDedup(BaseFilter):
             raise ValueError(f"LSHBloomDedup keeps an LSHBloom index; index={self.config.index!r} needs dedup_files")
         self.index_dir = Path(index_dir) if index_dir is not None else None
         if self.index_dir is not None:
-            IndexDir(self.index_dir, {})  # refused now, not after the documents went through: a file, a damaged index
+            # refused now, not after the documents went through: a file, a damaged index, other parameters
+            IndexDir(self.index_dir, index_params(self.config, *self.config.banding()))
         self.grow = True if index_dir is not None else grow
         self.threads = threads
         self._dedup: Deduplicator | None = None

@@ -173,12 +173,20 @@ def test_overlapping_ranks_on_an_empty_index_directory_fail_as_documented(tmp_pa
 def test_a_step_that_cannot_run_is_refused_when_it_is_built(tmp_path):
     """index="lsh", or an index_dir that is a file, was refused only when the pipeline ran: with
     an index_dir file, after every document had gone through to the writer (found by the API
-    probe). The step now checks both when it is built; a damaged index.json too."""
+    probe). The step now checks both when it is built; a damaged index.json too, and an index of
+    other parameters."""
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ValueError, match="LSHBloom"):
         LSHBloomDedup(DedupConfig(index="lsh"))
     with pytest.raises(ValueError, match="afile: not a directory"):
         LSHBloomDedup(index_dir=tmp_path / "afile")
+    # an index of other parameters: refused when the first rank ran (found by the API probe)
+    from dedup.index_dir import IndexMismatchError
+    from dedup.streaming import Deduplicator
+
+    Deduplicator().save(tmp_path / "idx")
+    with pytest.raises(IndexMismatchError, match="threshold=0.8, this run has threshold=0.7"):
+        LSHBloomDedup(DedupConfig(threshold=0.7), index_dir=tmp_path / "idx")
 
 
 def test_texts_that_are_bytes_or_not_text_at_all():
