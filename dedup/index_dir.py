@@ -245,7 +245,10 @@ class IndexDir:
         process) are removed first."""
         with self._locked():  # no save's directory is seen between its making and its lock
             for left in self.path.glob(f"{SAVE_PREFIX}*"):
-                fd = os.open(left, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    fd = os.open(left, os.O_RDONLY | os.O_DIRECTORY)
+                except OSError:  # not a directory: not a save's
+                    continue
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:

@@ -486,12 +486,13 @@ def test_a_save_removes_what_killed_saves_left_and_nothing_another_save_holds(tm
     for name in (".save-killed", ".save-running"):
         (tmp_path / "idx" / name / "band-00").mkdir(parents=True)
         (tmp_path / "idx" / name / "band-00" / "gen-000.bloom").write_bytes(b"\0" * 1000)
+    (tmp_path / "idx" / ".save-notes.txt").write_text("a user's file, not a save's directory")
     running = os.open(tmp_path / "idx" / ".save-running", os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(running, fcntl.LOCK_EX)  # as a save in progress holds its directory
         first.add(pa.array(["g h i j k l"]))
         first.save(tmp_path / "idx")
-        assert sorted(p.name for p in (tmp_path / "idx").glob(".save-*")) == [".save-running"]
+        assert sorted(p.name for p in (tmp_path / "idx").glob(".save-*")) == [".save-notes.txt", ".save-running"]
     finally:
         os.close(running)
     assert Deduplicator.load(tmp_path / "idx").documents == 2
