@@ -18,11 +18,10 @@ from pipelines.cli import SECTIONS
 from pipelines.config import ConfigError, check_section
 from snakemake.exceptions import WorkflowError
 
-for _stage, _cls in SECTIONS.items():
-    try:
-        check_section(_cls, _stage, config.get(_stage) or {}, "config")
-    except ConfigError as e:
-        raise WorkflowError(str(e)) from None
+try:
+    STAGES = {stage: check_section(cls, stage, config.get(stage) or {}, "config") for stage, cls in SECTIONS.items()}
+except ConfigError as e:
+    raise WorkflowError(str(e)) from None
 
 include: "pipelines/rules/common.smk"
 include: "pipelines/rules/config.smk"

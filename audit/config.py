@@ -108,6 +108,9 @@ class TrainConfig(StageConfig):
                                         "and at the final step", unit="steps")
     text_column: str = option("text", "corpus text column")
     id_column: str | None = option("id", "corpus id column; '' for no ids (documents named shard:row)", none="no ids")
+    # torch's CPU LayerNorm backward sums per thread: the weights depend on the count, so it is config, not environment
+    threads: int = option(1, "torch threads training runs on, whatever OMP_NUM_THREADS says: the weights depend on "
+                             "their number (README: Threads and determinism)")
     retention_items: int | None = option(None, "retention run (Orhan 2024): this many full-length instances of unique "
                                                "text are trained once, in one window right after warm-up, never "
                                                "again; checkpoints at the step before it (items unseen) and 0, 1, "
@@ -129,6 +132,8 @@ class TrainConfig(StageConfig):
         for name in ("warmup_steps", "log_checkpoints", "seed"):
             if getattr(self, name) < 0:
                 self._bad(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.threads < 1:
+            self._bad(f"threads must be >= 1, got {self.threads}")
         if self.checkpoint_every < 1:
             self._bad(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if not 0.0 <= self.holdout < 1.0 or self.epochs < 1 or self.batch_size < 1:

@@ -216,8 +216,8 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     with ``trainer_state.pt`` for resuming), ``model/`` (the final checkpoint) and
     ``manifest.json`` last. Rerunning with the same config and corpus (``corpus_sha256``: ids,
     shards, rows and texts) resumes from the last checkpoint and ends with the same bytes as an
-    uninterrupted run at the same number of torch threads (README, "Threads and determinism": the
-    CPU LayerNorm gradients are summed per thread); another config or corpus is refused, or with
+    uninterrupted run, on any number of cores (training runs on ``config.threads`` torch threads: README,
+    "Threads and determinism"); another config or corpus is refused, or with
     ``replace`` (what the workflow passes: Snakemake reruns the rule after an edit) its run's
     files are removed and training starts over.
 
@@ -324,11 +324,12 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     held_table = pa.table(instance_columns([i for i in range(len(inst)) if held[inst[i][0]]]))
     write_atomic(out / HELDOUT_FILE, lambda tmp: pq.write_table(held_table, tmp))
 
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    was_deterministic, was_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     step = 0
     try:
         torch.manual_seed(config.seed)
         torch.use_deterministic_algorithms(True)
+        torch.set_num_threads(config.threads)  # the weights depend on it (TrainConfig.threads)
         model_cfg = GPT2Config(vocab_size=len(tokenizer), n_positions=max(128, config.seq_len), n_layer=config.n_layer,
                                n_embd=config.n_embd, n_head=config.n_head, bos_token_id=eos, eos_token_id=eos,
                                pad_token_id=eos, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
@@ -400,9 +401,10 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
         raise ValueError(f"out of memory at training step {step + 1}: each step holds --batch-size "
                          f"{config.batch_size} instances padded to --seq-len {config.seq_len} tokens through a "
                          f"{config.n_layer}-layer model of width {config.n_embd}; lower them") from None
-    finally:  # however training ends: the progress phase closed, torch's setting as the caller had it
+    finally:  # however training ends: the progress phase closed, torch's settings as the caller had them
         progress({"phase": None})
         torch.use_deterministic_algorithms(was_deterministic)
+        torch.set_num_threads(was_threads)
 
     final = ckpt_root / checkpoint_name(total_steps)
     write_atomic(out / MODEL_DIR, lambda tmp: shutil.copytree(final, tmp, ignore=shutil.ignore_patterns(STATE_FILE)))

@@ -175,13 +175,13 @@ def refuse_unknown_keys(cls: type, name: str, values: dict, source: str) -> None
             raise ConfigError(f"{source}: unknown key {name}.{key}; valid keys: {', '.join(sorted(names))}")
 
 
-def check_section(cls: type, name: str, values: dict, source: str) -> None:
-    """ConfigError naming ``source`` for an unknown key of section ``name`` or a value ``cls``
-    refuses: the check the stage's command makes of its ``--config`` file without flags (the
-    workflow makes it before any job starts)."""
+def check_section(cls: type, name: str, values: dict, source: str):
+    """Section ``name`` as a ``cls``; ConfigError naming ``source`` for an unknown key or a value
+    ``cls`` refuses: the check the stage's command makes of its ``--config`` file without flags
+    (the workflow makes it before any job starts)."""
     refuse_unknown_keys(cls, name, values, source)
     try:
-        cls(**values)
+        return cls(**values)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{source}: section {name}: {e}") from e
 

@@ -10,12 +10,12 @@ rule train:
     output: f"{OUT}/train/{{model}}/manifest.json"
     wildcard_constraints: model="raw|dedup"
     log: f"{OUT}/logs/train-{{model}}.log"
-    threads: 1  # torch threads: the two models train side by side
+    threads: STAGES["train"].threads  # the cores training runs on: config (train.threads), as the weights depend on it
     # --replace: Snakemake reruns this rule after an edit to the train section or the corpus, into
     # the same run directory; a killed job (same config and corpus) still resumes.
     params: data=train_data, run=lambda w, output: os.path.dirname(output[0])
     shell:
-        "OMP_NUM_THREADS={threads} memdedup train {params.data} --out {params.run} --config {input.cfg} --replace "
+        "memdedup train {params.data} --out {params.run} --config {input.cfg} --replace "
         "> {log} 2>&1"
 
 rule audit:
