@@ -23,7 +23,9 @@ import dataclasses
 import os
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -175,7 +177,7 @@ def refuse_unknown_keys(cls: type, name: str, values: dict, source: str) -> None
             raise ConfigError(f"{source}: unknown key {name}.{key}; valid keys: {', '.join(sorted(names))}")
 
 
-def check_section(cls: type, name: str, values: dict, source: str):
+def check_section(cls: type[T], name: str, values: dict, source: str) -> T:
     """Section ``name`` as a ``cls``; ConfigError naming ``source`` for an unknown key or a value
     ``cls`` refuses: the check the stage's command makes of its ``--config`` file without flags
     (the workflow makes it before any job starts)."""
