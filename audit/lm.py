@@ -230,7 +230,8 @@ class CausalLM:
         outs = []
         try:
             # generate() fills every unset field of the config it is given from the model's
-            # generation_config (generation_config.json): swap in the fresh one for the call.
+            # generation_config (transformers' defaults: load_causal_lm never reads generation_config.json);
+            # swap in the fresh one for the call.
             self.model.generation_config = cfg
             with torch.inference_mode():
                 for s in range(0, prompts.shape[0], batch_size):
