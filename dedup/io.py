@@ -118,10 +118,18 @@ def out_removed(out: Path) -> FileNotFoundError:
 
 def make_below(out: Path, directory: Path) -> None:
     """Make ``directory`` and its missing parents inside ``out``, never ``out`` itself: a run must not
-    make again, half filled, an output directory removed while it ran (:func:`out_removed`)."""
-    if not Path(out).is_dir():
-        raise out_removed(Path(out))
-    directory.mkdir(parents=True, exist_ok=True)
+    make again, half filled, an output directory removed while it ran (:func:`out_removed`). Each is
+    made on its own (no ``parents=True``), so an ``out`` removed meanwhile is never made again."""
+    out = Path(out)
+    if not out.is_dir():
+        raise out_removed(out)
+    d = out
+    for part in Path(directory).relative_to(out).parts:
+        d = d / part
+        try:
+            d.mkdir(exist_ok=True)
+        except FileNotFoundError:  # its parent is gone: out was removed
+            raise out_removed(out) from None
 
 
 def remove_temporaries(root: Path, names: tuple[str, ...] | None = None) -> None:

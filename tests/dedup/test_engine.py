@@ -227,3 +227,29 @@ def test_an_out_removed_mid_run_is_not_made_again_half_filled(tmp_path, monkeypa
         dedup_files([inp], out, threads=1)
     assert e.value.filename == str(out) and "removed while this run wrote it" in str(e.value)
     assert not out.exists()
+
+
+def test_an_out_removed_just_before_a_directory_is_made_below_it_is_not_made_again(tmp_path, monkeypatch):
+    """io.make_below checked that OUT exists, then made the directory with every missing parent: an
+    OUT removed between the two (by hand, by another tool) was made again, half filled, as the
+    check was meant to prevent. It now makes only the directories below OUT, one at a time."""
+    import shutil
+    from pathlib import Path
+
+    from dedup import io
+
+    out = tmp_path / "out"
+    out.mkdir()
+    real, calls = Path.mkdir, []
+
+    def out_removed_first(self, *args, **kwargs):
+        if not calls:
+            shutil.rmtree(out)  # rm -r OUT, right after the check
+        calls.append(self)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", out_removed_first)
+    with pytest.raises(FileNotFoundError) as e:
+        io.make_below(out, out / "kept" / "sub")
+    assert e.value.filename == str(out) and "removed while this run wrote it" in str(e.value)
+    assert not out.exists()
