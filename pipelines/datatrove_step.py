@@ -134,13 +134,15 @@ class LSHBloomDedup(BaseFilter):
                         "turns on an index)")
 
         with IndexDir(self.index_dir, {}).turn(waits):
-            fresh = not (self.index_dir / INDEX_FILE).exists()
+            # ranks take turns, but a command-line run or a Deduplicator may install a version meanwhile: the save
+            # would be refused with a Deduplicator's advice, which a task cannot follow
+            loaded = IndexDir(self.index_dir, {}).current
             self._dedup = self._open()
             data = iter(data or ())
             head = list(islice(data, HEAD))
             first = self._check_not_held(head, rank)
             yield from super().run(chain(head, data), rank, world_size)
-            if fresh and (self.index_dir / INDEX_FILE).exists():
+            if IndexDir(self.index_dir, {}).current != loaded:
                 raise StateError(f"{self.index_dir}: another rank, run or Deduplicator saved an index there while this "
                                  "rank ran; rerun this task to decide against it")
             self._dedup.save(self.index_dir, record={"first_documents": first} if first else None)

@@ -312,3 +312,27 @@ def test_a_step_that_ran_is_picklable_again(tmp_path):
     for step in (LSHBloomDedup(), LSHBloomDedup(index_dir=tmp_path / "idx")):
         assert [d.id for d in step.run(iter([Document(text="a b c d e f", id="a")]))] == ["a"]
         assert pickle.loads(pickle.dumps(step)).index_dir == step.index_dir
+
+
+def test_a_rank_whose_save_loses_to_another_writer_is_told_to_rerun_its_task(tmp_path):
+    """Ranks take turns on index_dir, but a command-line run or a Deduplicator may install a version
+    while a rank holds its turn. On an index that existed when the rank started, the rank's save was
+    refused with a Deduplicator's advice ('load it again and add the rows again'), which a datatrove
+    task cannot follow; it is told, as on an index that was empty, to rerun the task."""
+    import pyarrow as pa
+    from datatrove.data import Document
+
+    from dedup.io import StateError
+    from dedup.streaming import Deduplicator
+
+    Deduplicator().save(tmp_path / "idx")
+    rank = LSHBloomDedup(index_dir=tmp_path / "idx").run(
+        iter([Document(text="rank text number one two three", id="r")]), rank=0, world_size=2)
+    assert next(rank).id == "r"  # the rank holds its turn, from the index's first version
+    other = Deduplicator.load(tmp_path / "idx")
+    other.add(pa.array(["another writer's text, four five six"]))
+    other.save(tmp_path / "idx")  # a Deduplicator (or a command-line run) takes no turn
+    with pytest.raises(StateError, match="rerun this task") as refused:
+        list(rank)
+    assert "load it again" not in str(refused.value)
+    assert Deduplicator.load(tmp_path / "idx").documents == 1  # the other writer's row; the rank's is not in
