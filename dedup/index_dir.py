@@ -197,16 +197,23 @@ class IndexDir:
         return files
 
     @contextmanager
-    def _locked(self, name: str = LOCK_FILE, waiting: Callable[[], None] = lambda: None) -> Iterator[IO]:
+    def _locked(self, name: str = LOCK_FILE, waiting: Callable[[], None] = lambda: None) -> Iterator[IO | None]:
         """Hold the lock (flock) of the file ``name`` in the index directory; ``waiting`` is called
-        first when another holds it."""
+        first when another holds it. Yields the file holding it, or None for an index this process
+        may only read that lacks the file (copied without it): none to hold there."""
         self.path.mkdir(parents=True, exist_ok=True)
         try:
             f = open(self.path / name, "a+")
         except OSError as e:  # an index this process may only read: flock takes a file opened for reading
             if not isinstance(e, PermissionError) and e.errno != errno.EROFS:
                 raise
-            f = open(self.path / name)
+            try:
+                f = open(self.path / name)
+            except FileNotFoundError:  # no one who could write there has locked it (each makes it first)
+                f = None
+        if f is None:
+            yield None
+            return
         with f:  # closing it releases the lock
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -231,11 +238,12 @@ class IndexDir:
             fcntl.flock(stale, fcntl.LOCK_UN)
             stale.close()
         with self._locked(TURN_FILE, waiting) as f:
-            _TURNS[self.path] = f
+            if f is not None:
+                _TURNS[self.path] = f
             try:
                 yield
             finally:
-                if _TURNS.get(self.path) is f:
+                if f is not None and _TURNS.get(self.path) is f:
                     del _TURNS[self.path]
 
     @contextmanager

@@ -498,10 +498,13 @@ def test_a_save_removes_what_killed_saves_left_and_nothing_another_save_holds(tm
     assert Deduplicator.load(tmp_path / "idx").documents == 2
 
 
-def test_an_index_this_process_may_only_read_is_loaded(tmp_path):
+@pytest.mark.parametrize("lock_file", [True, False], ids=["with-lock-file", "copied-without-it"])
+def test_an_index_this_process_may_only_read_is_loaded(tmp_path, lock_file):
     """A shared index the user may read but not write (another team's, a published one) could not
     be loaded to decide new rows against it: load opened INDEX/.lock for appending, a
-    PermissionError (found by the API probe). The lock is taken on the file opened for reading."""
+    PermissionError (found by the API probe). The lock is taken on the file opened for reading;
+    an index copied without it (cp idx/* skips dotfiles), which no one who could write there has
+    locked, is read without it (it was a FileNotFoundError traceback naming INDEX/.lock)."""
     import os
     import shutil
     import subprocess
@@ -510,6 +513,8 @@ def test_an_index_this_process_may_only_read_is_loaded(tmp_path):
     d = Deduplicator()
     d.add(pa.array(["a b c d e f"]))
     d.save(tmp_path / "idx")
+    if not lock_file:
+        (tmp_path / "idx" / ".lock").unlink()
     for p in [tmp_path / "idx", *(tmp_path / "idx").rglob("*")]:
         p.chmod(p.stat().st_mode & ~0o222)
     try:
