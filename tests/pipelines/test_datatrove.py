@@ -319,7 +319,6 @@ def test_a_rank_whose_save_loses_to_another_writer_is_told_to_rerun_its_task(tmp
     while a rank holds its turn. On an index that existed when the rank started, the rank's save was
     refused with a Deduplicator's advice ('load it again and add the rows again'), which a datatrove
     task cannot follow; it is told, as on an index that was empty, to rerun the task."""
-    import pyarrow as pa
     from datatrove.data import Document
 
     from dedup.io import StateError
