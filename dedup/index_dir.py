@@ -58,6 +58,7 @@ SAVE_PREFIX = ".save-"
 _TURNS: dict[Path, IO] = {}  # index directories whose turn (IndexDir.turn) this process holds, by the file holding it
 FORMAT = 2
 _REQUIRED = ("format", "params", "documents", "current", "stacks")
+_BATCH_REQUIRED = ("run_id", "version", "created_unix", "documents", "files")  # a batch's fields; "source" optional
 VERSION = re.compile(r"v-\d{6}")  # a version's directory name; other names in INDEX/ are the user's
 
 
@@ -84,7 +85,7 @@ def _meta_problem(meta: dict) -> str | None:
     for i, b in enumerate(batches):
         if not isinstance(b, dict):
             return f"batch {i} is {shown(b)}, expected an object"
-        if missing := [k for k in ("run_id", "version", "created_unix", "documents", "files") if k not in b]:
+        if missing := [k for k in _BATCH_REQUIRED if k not in b]:
             return f"batch {i} lacks {missing[0]!r}"
         if not isinstance(b["files"], list) or not all(isinstance(f, dict) and {"fingerprint", "path"} <= f.keys()
                                                         for f in b["files"]):
@@ -302,7 +303,11 @@ class IndexDir:
         Raises:
             dedup.io.StateError: another run installed a version since ``pinned`` (what to do next: a
                 run's, or with ``source`` a Deduplicator's).
+            ValueError: ``extra`` holds a field the batch has already (nothing is installed).
         """
+        if clash := [k for k in (extra or {}) if k in (*_BATCH_REQUIRED, "source")]:
+            raise ValueError(f"record field {clash[0]!r} is one of the batch's own in {self.path / INDEX_FILE} "
+                             f"({', '.join((*_BATCH_REQUIRED, 'source'))}); name it otherwise")
         with self._locked():
             self.meta = self._read()
             if self.holds_run(run_id):

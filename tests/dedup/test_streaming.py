@@ -533,3 +533,17 @@ def test_an_index_this_process_may_only_read_is_loaded(tmp_path, lock_file):
     finally:
         for p in [tmp_path / "idx", *(tmp_path / "idx").rglob("*")]:
             p.chmod(p.stat().st_mode | 0o200)
+
+
+def test_a_save_record_cannot_replace_the_fields_of_its_batch(tmp_path):
+    """save(record=) adds fields to the save's batch in index.json; a field the batch has already
+    (run_id, version, documents, files...) replaced it, so a record could make the index claim
+    another version or count, or break the refusal of held files. Such a record is refused, and
+    nothing is written."""
+    d = Deduplicator()
+    d.add(pa.array(["a b c d e f"]))
+    for field in ("run_id", "version", "documents", "files", "source", "created_unix"):
+        with pytest.raises(ValueError, match=f"record field {field!r}"):
+            d.save(tmp_path / "idx", record={field: "x", "note": "kept"})
+    assert not (tmp_path / "idx" / "index.json").exists()
+    assert d.save(tmp_path / "idx", record={"note": "kept"})["batches"][-1]["note"] == "kept"
