@@ -27,7 +27,7 @@ reading files r, r + tasks, ...). ``tasks>1`` without ``index_dir`` is refused. 
 with one task keeps the index across pipeline runs (``memdedup dedup --index-dir`` can
 continue it, and the reverse). A rank saves after its last document, recording a digest of
 its first documents (up to :data:`HEAD`): a rank whose first documents are those of a saved
-rank (the same input given again, or a task killed after its save and before datatrove
+rank, as many (the same input given again, or a task killed after its save and before datatrove
 recorded it complete, rerun) is refused before it decides any, as the command line refuses
 a file the index holds; deciding them again would drop every one as a duplicate of itself.
 
@@ -155,23 +155,22 @@ class LSHBloomDedup(BaseFilter):
         """
         if not head:
             return None
-        digests, h = [], xxhash.xxh3_128()
+        h = xxhash.xxh3_128()
         for text in _texts(head).to_pylist():
             raw = text.encode("utf-8")
             h.update(len(raw).to_bytes(8, "little"))
             h.update(raw)
-            digests.append(h.hexdigest())  # of the first 1, 2, ... documents
+        first = {"count": len(head), "xxh3": h.hexdigest()}
         for batch in (IndexDir(self.index_dir, {}).meta or {}).get("batches", []):
-            held = batch.get("first_documents")
-            if held and held["count"] <= len(head) and digests[held["count"] - 1] == held["xxh3"]:
+            if batch.get("first_documents") == first:  # as many, the same: only a smaller rank's would be a guess
                 raise StateError(
-                    f"{self.index_dir}: rank {rank}'s first {held['count']} documents are those of a rank saved on "
+                    f"{self.index_dir}: rank {rank}'s first {len(head)} documents are those of a rank saved on "
                     f"{saved_on(batch)} (batch {batch['run_id']}, {batch['documents']} documents): they are held "
                     "already (the same input given again, or a task killed after its save and before datatrove "
                     "recorded it complete), and deciding them again would drop every one as a duplicate of itself. "
                     "Nothing was decided. Leave them out; or, if that task's outputs are complete, mark it complete "
                     f"(LOGGING_DIR/completions/{rank:05d}); or rebuild the index in a new index_dir")
-        return {"count": len(head), "xxh3": digests[-1]}
+        return first
 
     def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
         assert self._dedup is not None, "run() opens the index"

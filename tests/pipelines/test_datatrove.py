@@ -279,8 +279,10 @@ def test_a_rank_given_documents_the_index_holds_is_refused_before_deciding_any(t
     at close, a pool stopped by another rank's failure, a preempted job) is rerun against the index
     that holds its documents: it dropped every one as a duplicate of itself, silently, overwrote
     its output with nothing and saved them again. A rank whose first documents (up to 64, in
-    order) are a saved rank's first ones is now refused before it decides any, as the command line
-    refuses files the index holds; other documents go on (incremental runs)."""
+    order, as many) are a saved rank's first ones is now refused before it decides any, as the
+    command line refuses files the index holds; other documents go on (incremental runs), also a
+    rank that merely starts with the documents of a smaller saved rank (that was refused as held:
+    a duplicate document refused, not removed)."""
     from datatrove.data import Document
 
     from dedup.io import StateError
@@ -290,14 +292,15 @@ def test_a_rank_given_documents_the_index_holds_is_refused_before_deciding_any(t
 
     assert len(list(LSHBloomDedup(index_dir=tmp_path / "idx", batch_size=4).run(docs(0, 10), 0, 2))) == 10
     assert len(list(LSHBloomDedup(index_dir=tmp_path / "idx").run(docs(10, 80), 1, 2))) == 70
-    for start, batch_size in ((0, 1), (10, 7)):  # a rerun of either rank, whatever its batch size
-        rerun = LSHBloomDedup(index_dir=tmp_path / "idx", batch_size=batch_size).run(docs(start, 80), 1, 2)
-        with pytest.raises(StateError, match=rf"rank 1's first {10 if start == 0 else 64} documents are those .*"
+    for start, end, batch_size in ((0, 10, 1), (10, 80, 7)):  # a rerun of either rank, whatever its batch size
+        rerun = LSHBloomDedup(index_dir=tmp_path / "idx", batch_size=batch_size).run(docs(start, end), 1, 2)
+        with pytest.raises(StateError, match=rf"rank 1's first {min(end - start, 64)} documents are those .*"
                                              r"held already .*Nothing was decided"):
             next(rerun)
     index = json.loads((tmp_path / "idx" / "index.json").read_text())
     assert index["documents"] == 80 and len(index["batches"]) == 2
     assert [d.id for d in LSHBloomDedup(index_dir=tmp_path / "idx").run(docs(5, 12), 0, 1)] == []  # held ones drop
+    assert [d.id for d in LSHBloomDedup(index_dir=tmp_path / "idx").run(docs(0, 12), 0, 1)] == []
     assert [d.id for d in LSHBloomDedup(index_dir=tmp_path / "idx").run(docs(80, 83), 0, 1)] == ["80", "81", "82"]
 
 
