@@ -15,7 +15,7 @@ rule train:
     # the same run directory; a killed job (same config and corpus) still resumes.
     params: data=train_data, run=lambda w, output: os.path.dirname(output[0])
     shell:
-        "memdedup train {params.data} --out {params.run} --config {input.cfg} --replace "
+        "OMP_NUM_THREADS={threads} memdedup train {params.data} --out {params.run} --config {input.cfg} --replace "
         "> {log} 2>&1"
 
 rule audit:
