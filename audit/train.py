@@ -238,9 +238,11 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     held = io.read_json(manifest_path) if manifest_path.exists() else io.read_json(cfg_file) if cfg_file.exists() else None
     which = "a finished" if manifest_path.exists() else "an unfinished"
     fresh = held is None  # no run state before this call: running out of memory below removes what it wrote
-    stale = held is not None and held.get("config", held) != config.to_dict()
+    differs = io.differing(held.get("config", held), config.to_dict()) if held is not None else []
+    stale = bool(differs)
     if stale and not replace:
-        raise ValueError(f"{out} holds {which} training run with another config; choose another --out")
+        raise ValueError(f"{out} holds {which} training run with another config ({', '.join(differs)} "
+                         f"differ{'s' if len(differs) == 1 else ''}); choose another --out, or --replace to remove it")
     # Nothing is written until the corpus and the config have passed every check below: a
     # refused config leaves no run state, and the corrected command runs in the same --out.
 

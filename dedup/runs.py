@@ -267,8 +267,7 @@ def run_id(identity: dict, out: Path) -> str:
 
 
 def _difference(old: dict, new: dict) -> str:
-    diff = sorted(k for k in new["config"] if old.get("config", {}).get(k) != new["config"][k])
-    if diff:
+    if diff := io.differing(old.get("config", {}), new["config"]):
         return f"config ({', '.join(diff)} differ)"
     if old.get("words") != new["words"]:
         return f"word definition ({word_changes_since(old.get('words')) or 'dedup.normalize.WORDS'})"

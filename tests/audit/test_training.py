@@ -75,7 +75,8 @@ def test_resume_from_last_checkpoint_ends_identical(small_corpus, tmp_path):
     assert resumed["steps"] == full["steps"]
     wf, wr = _weights(tmp_path / "full" / "model"), _weights(part / "model")
     assert all((wf[k] == wr[k]).all() for k in wf)
-    with pytest.raises(ValueError, match="another config"):
+    # naming what differs, and the way to replace it (it said neither)
+    with pytest.raises(ValueError, match=r"another config \(seed differs\); choose another --out, or --replace"):
         train_causal_lm(discover([small_corpus]), part, TrainConfig(seed=5, **{k: v for k, v in SMALL.to_dict().items()
                                                                                 if k != "seed"}), log=quiet)
 
