@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dedup import io
+from dedup.config import differing
 from dedup.shards import InputError
 
 from .config import TrainConfig, retention_checkpoints
@@ -238,7 +239,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     held = io.read_json(manifest_path) if manifest_path.exists() else io.read_json(cfg_file) if cfg_file.exists() else None
     which = "a finished" if manifest_path.exists() else "an unfinished"
     fresh = held is None  # no run state before this call: running out of memory below removes what it wrote
-    differs = io.differing(held.get("config", held), config.to_dict()) if held is not None else []
+    differs = differing(held.get("config", held), config.to_dict()) if held is not None else []
     stale = bool(differs)
     if stale and not replace:
         raise ValueError(f"{out} holds {which} training run with another config ({', '.join(differs)} "

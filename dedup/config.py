@@ -69,6 +69,13 @@ class StageConfig:
                 self._bad(f"{f.name} must be one of {', '.join(map(str, f.metadata['choices']))}, got {value!r}")
 
 
+def differing(old: dict, new: dict) -> list[str]:
+    """The keys whose values differ between two configs' ``to_dict()`` (absent from one counts), sorted: what a
+    refusal of another config names."""
+    absent = object()
+    return sorted(k for k in old.keys() | new.keys() if old.get(k, absent) != new.get(k, absent))
+
+
 #: Most permutations a config takes: sqrt(J (1 - J) / K) <= 0.5 / sqrt(8192) < 0.006.
 MAX_NUM_PERM = 8192
 

@@ -110,13 +110,6 @@ def temporary_of(name: str) -> str | None:
     return m[1] if m else None
 
 
-def differing(old: dict, new: dict) -> list[str]:
-    """The keys whose values differ between two configs (absent from one counts), sorted: what a
-    refusal of another config names."""
-    absent = object()
-    return sorted(k for k in old.keys() | new.keys() if old.get(k, absent) != new.get(k, absent))
-
-
 def out_removed(out: Path) -> FileNotFoundError:
     """The error of a run whose output directory ``out`` was removed while it wrote there (by hand,
     by a tool): one line naming ``out``."""

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import io, layout
-from .config import DedupConfig
+from .config import DedupConfig, differing
 from .normalize import WORDS, word_changes_since
 from .shards import InputError, Shard, ShardReader, format_of, is_lfs_pointer, is_plain_json
 
@@ -267,7 +267,7 @@ def run_id(identity: dict, out: Path) -> str:
 
 
 def _difference(old: dict, new: dict) -> str:
-    if diff := io.differing(old.get("config", {}), new["config"]):
+    if diff := differing(old.get("config", {}), new["config"]):
         return f"config ({', '.join(diff)} differ)"
     if old.get("words") != new["words"]:
         return f"word definition ({word_changes_since(old.get('words')) or 'dedup.normalize.WORDS'})"

@@ -115,12 +115,10 @@ def read_done(path: Path) -> dict | None:
 
 
 def task_file(work: Path, path: Path) -> Path:
-    """``path`` (under ``work``), its directories made below ``work`` but never ``work`` itself:
-    a task of a run whose directory is gone raises FileNotFoundError (module docstring)."""
-    d = work
-    for part in path.parent.relative_to(work).parts:
-        d = d / part
-        d.mkdir(exist_ok=True)
+    """``path`` (under ``work``), its directories made below ``work`` but never ``work`` itself
+    (:func:`dedup.io.make_below`): a task of a run whose directory is gone raises
+    FileNotFoundError (module docstring)."""
+    io.make_below(work, path.parent)
     return path
 
 
