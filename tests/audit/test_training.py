@@ -738,3 +738,20 @@ def test_checkpoint_every_help_names_every_checkpoint_it_adds():
     help_text = next(f for f in dataclasses.fields(TrainConfig) if f.name == "checkpoint_every").metadata["help"]
     assert "every epoch" in help_text, help_text
     assert 130 in TrainConfig(checkpoint_every=100, log_checkpoints=1).checkpoint_steps(260, epoch_ends=[130, 260])
+
+
+def test_a_run_recorded_before_train_threads_is_another_config(small_corpus, small_run, tmp_path):
+    """README ("Threads and determinism"): a run whose recorded config holds no ``threads`` (made
+    before the option, on whatever thread count the environment gave) is another config: refused,
+    naming ``threads``, and nothing of it is changed."""
+    from audit.train import train_causal_lm
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    del manifest["config"]["threads"]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match=r"another config \(threads differs\); choose another --out, or --replace"):
+        train_causal_lm(discover([small_corpus]), run, SMALL, log=quiet)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
