@@ -340,7 +340,7 @@ def shared_token_ids(model: CausalLM, reference: CausalLM) -> np.ndarray:
     token both hold has two ids: another tokenizer, whose ids name other tokens."""
     ours, theirs = model.tokenizer.get_vocab(), reference.tokenizer.get_vocab()
     both = sorted(ours.keys() & theirs.keys(), key=ours.__getitem__)
-    if odd := next((t for t in both if ours[t] != theirs[t]), None):
+    if (odd := next((t for t in both if ours[t] != theirs[t]), None)) is not None:
         raise ModelError(f"{reference.path}: its tokenizer differs from {model.path}'s (token {odd!r} is id "
                          f"{theirs[odd]} there, {ours[odd]} here); a reference model must share the tokenizer")
     return np.array([ours[t] for t in both], dtype=np.int64)

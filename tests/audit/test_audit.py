@@ -496,3 +496,18 @@ def test_a_dedup_output_of_another_corpus_is_refused(tiny_random_lm, tmp_path):
     dedup_files([corpus], tmp_path / "own", DedupConfig(), threads=1)  # its own dedup output, or one of its shards
     run_audit(tiny_random_lm("gpt2"), sorted(corpus.glob("*.parquet"))[:1], tmp_path / "out",
               AuditConfig(n_sequences=4, prompt_len=8, cont_len=8, n_boot=0), dedup_dir=tmp_path / "own", log=quiet)
+
+
+def test_a_reference_vocabulary_at_odds_on_the_empty_token_is_refused():
+    """shared_token_ids took the first token the two vocabularies give two ids for with a walrus
+    test of its truth: the empty token, first in a byte-level vocabulary, passed as agreement."""
+    from types import SimpleNamespace
+
+    from audit.lm import shared_token_ids
+
+    def lm(vocab: dict, name: str):
+        return SimpleNamespace(tokenizer=SimpleNamespace(get_vocab=lambda: vocab), path=name)
+
+    with pytest.raises(ModelError, match=r"token '' is id 1 there, 0 here"):
+        shared_token_ids(lm({"": 0, "a": 1}, "m"), lm({"": 1, "a": 0}, "r"))
+    assert shared_token_ids(lm({"": 0, "a": 1, "b": 2}, "m"), lm({"": 0, "a": 1}, "r")).tolist() == [0, 1]
