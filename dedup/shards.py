@@ -174,14 +174,15 @@ def text_column_problem(schema: pa.Schema, text_column: str) -> str | None:
 
 #: The string type that reads each binary type's bytes as text.
 _AS_TEXT = {pa.binary(): pa.string(), pa.large_binary(): pa.large_string(), pa.binary_view(): pa.string_view()}
+#: The types a text column may have, besides those of :data:`_AS_TEXT` (all null: no text).
+_TEXT_TYPES = {pa.string(), pa.large_string(), pa.string_view(), pa.null()}
 
 
 def text_type_problem(t: pa.DataType, text_column: str) -> str | None:
     """Why a column of type ``t`` cannot be the text column (strings, bytes read as UTF-8 text,
     either dictionary-encoded, or all null), or None."""
     t = t.value_type if pa.types.is_dictionary(t) else t
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_null(t) \
-            or t in _AS_TEXT:
+    if t in _TEXT_TYPES or t in _AS_TEXT:
         return None
     return f"text column {text_column!r} has type {t}, expected a string type (or binary holding UTF-8)"
 
@@ -350,7 +351,7 @@ class _JsonlFile:
     timestamps, in objects and lists too (they are read as the strings they are), and the
     columns whose numbers Arrow would round (below), and unifies the pieces' schemas with
     permissive promotion (null -> any type, int -> double, new columns); the second pass
-    (:meth:`tables`) parses them again and conforms each to that schema. Two parses, memory
+    (:meth:`batches`) parses them again and conforms each to that schema. Two parses, memory
     of one piece.
 
     Numbers (see the module docstring) cost nothing extra in a piece where Arrow produced
@@ -462,8 +463,8 @@ class _JsonlFile:
                               "a column must keep one type", line=first_line + lines.line_of_row(int(row)))
         return InputError(self.shard.path, f"cannot read JSON Lines (in the piece from line {first_line}): {arrow_said}")
 
-    def tables(self) -> Iterator[pa.Table]:
-        """The file's rows in order, a piece at a time, each with :attr:`schema`."""
+    def batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """The file's rows in order, each piece in batches of at most ``batch_rows``, with :attr:`schema`."""
         as_text = {c for c, t in self.exact.items() if t == pa.string()}
         for line, piece, table in self._parsed():
             present = {c for c in as_text if c in table.column_names and table.column(c).null_count < table.num_rows}
@@ -482,7 +483,7 @@ class _JsonlFile:
                     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
                         raise InputError(self.shard.path, f"column {f.name!r} is {col.type} from this line on, but "
                                          f"{f.type} elsewhere in the file: {e}", line=line) from e
-            yield pa.Table.from_arrays(cols, schema=self.schema)
+            yield from pa.Table.from_arrays(cols, schema=self.schema).to_batches(max_chunksize=batch_rows)
 
 
 #: The first bytes of the Arrow IPC *file* format (a stream starts with a message instead).
@@ -574,14 +575,12 @@ class ShardReader:
         """Record batches in file order: all columns, or (Parquet) only ``columns``, which
         must be columns of :attr:`schema` (JSONL: all columns whatever is asked; a name with
         a dot, which Parquet would read as a nested path: all columns too)."""
-        if self.shard.fmt == "jsonl":
-            source = (b for table in self._file.tables() for b in table.to_batches(max_chunksize=self.batch_rows))
-        elif self.shard.fmt == "arrow":
-            source = self._file.batches(self.batch_rows)
-        else:
+        if self.shard.fmt == "parquet":
             columns = None if columns is not None and any("." in c for c in columns) else columns
             it = self._file.iter_batches(batch_size=self.batch_rows, columns=columns)
             source = _guarded(it, self.shard.path, "corrupt data")
+        else:
+            source = self._file.batches(self.batch_rows)
         self._batch_start = 0
         for batch in source:
             yield batch
@@ -608,7 +607,7 @@ class ShardReader:
 
     def needed_columns(self, text: bool = True) -> list[str]:
         """The columns :meth:`text` (if ``text``) and :meth:`ids` read, for :meth:`batches`."""
-        return [c for c in ((self.text_column,) if text else ()) + (self.id_column,) if c is not None]
+        return [c for c in (self.text_column if text else None, self.id_column) if c is not None]
 
     def ids(self, batch: pa.RecordBatch) -> pa.Array:
         """The batch's ids as strings (nulls where there is no id column)."""
@@ -643,17 +642,12 @@ def id_strings(col: pa.Array | pa.ChunkedArray, path: Path, column: str, first_r
         as_int = cast(cast(pc.if_else(whole, x, 0.0), pa.int64()), pa.string())
         return pc.if_else(whole, as_int, cast(x, pa.string()))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-        bad = _first_undecodable(col) if _is_bytes(col.type) else None
+        bad = _first_undecodable(col) if col.type in _AS_TEXT or pa.types.is_fixed_size_binary(col.type) else None
         if bad is not None:
             raise InputError(path, f"id column {column!r} holds bytes that are not UTF-8 ({bad[1]}); ids are read as "
                              "text: write raw-byte ids (digests) as hex strings, or pass --id-column '' (no ids)",
                              row=first_row + bad[0]) from e
         raise InputError(path, f"id column {column!r} of type {col.type} cannot be read as strings: {e}") from e
-
-
-def _is_bytes(t: pa.DataType) -> bool:
-    return any(f(t) for f in (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_fixed_size_binary,
-                              pa.types.is_binary_view))
 
 
 def _parquet_file(path: Path) -> pq.ParquetFile:
