@@ -2,8 +2,7 @@
 
 :class:`Deduplicator` holds the LSHBloom index of :mod:`dedup.index` (one filter stack per
 band and one for the exact key, :class:`dedup.scalable.FilterStack`) and decides each row
-it is given against every row given before, by the command line's semantics and verdict
-rule (:mod:`dedup.index`).
+it is given against every row given before, by the command line's semantics and verdict rule.
 
 **Order.** The rows of successive :meth:`Deduplicator.add` calls form one stream. Fed the
 rows of a corpus in the command line's canonical order (files sorted by path, rows in file
@@ -20,26 +19,21 @@ on the rare false positives (at most ``fp`` of the documents) do. So:
   over exactly N rows, whose default capacity is its row count, or ``--capacity N``).
   Beyond N documents the false-positive rate rises above ``fp`` (as a run's does with too
   small a ``--capacity``); :meth:`Deduplicator.predicted_fp` says by how much.
-* No capacity (``grow`` defaults to True): the index grows as ``--index-dir`` does: the
-  first generation holds :data:`DEFAULT_CAPACITY` documents (``config.capacity`` when given
-  with ``grow=True``) at ``fp / 2``, each next one twice the documents at half the rate,
-  so the total stays within ``fp`` without knowing the corpus size. The same decisions as
+* No capacity (``grow`` defaults to True): the index grows as ``--index-dir`` does
+  (:mod:`dedup.scalable`) from a first generation of :data:`DEFAULT_CAPACITY` documents
+  (``config.capacity`` when given with ``grow=True``): the same decisions as
   ``memdedup dedup --index-dir D`` runs over the same rows in the same order whose first
   run was given ``--capacity`` equal to that first generation's size (in one run or many).
 
 **Persistence.** :meth:`Deduplicator.save` writes the index as an ``--index-dir``
 directory (:mod:`dedup.index_dir`) and :meth:`Deduplicator.load` reads one, so a pipeline
-and the command line can take turns on one index: rows added after ``load(D)`` get the
-decisions the next ``memdedup dedup --index-dir D`` run would give them, and a run with
-``--index-dir D`` after ``save(D)`` continues where the Deduplicator stopped. The index
-records which *files* the command line fed it and refuses them again; rows from memory
-cannot be recognised: given the same rows twice, a Deduplicator removes the second copy
-of every one (they are duplicates of the first).
+and the command line can take turns on one index, each continuing where the other stopped.
+Rows from memory are not fingerprinted as the command line's files are: given the same rows
+twice, a Deduplicator removes the second copy of every one.
 
-**The keep mask** is a numpy bool array, True = keep: what indexing and filtering take
-(``table.filter(keep)``, ``texts[keep]``, ``np.flatnonzero(keep)`` for
-``datasets.Dataset.select``, ``ds.filter(lambda b, i: keep[i], with_indices=True,
-batched=True)``), combined with other masks by ``&``, and built without copying the rows.
+**The keep mask** is a numpy bool array, True = keep: what ``table.filter(keep)``,
+``texts[keep]``, ``np.flatnonzero(keep)`` (``datasets.Dataset.select``) and ``ds.filter``
+take, combined with other masks by ``&``.
 
 Example:
     >>> import pyarrow as pa
