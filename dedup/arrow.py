@@ -65,9 +65,8 @@ def uuid_strings(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArr
     if isinstance(values, pa.ChunkedArray):
         return pa.chunked_array([uuid_strings(c) for c in values.chunks], pa.string())
     raw, n = values.storage, len(values)
-    data = raw.buffers()[1]
-    octets = np.frombuffer(data, dtype=np.uint8)[raw.offset * 16:(raw.offset + n) * 16].reshape(n, 16) if n else (
-        np.zeros((0, 16), dtype=np.uint8))
+    octets = np.frombuffer(raw.buffers()[1] or b"", dtype=np.uint8)  # (an empty array may have no data buffer)
+    octets = octets[raw.offset * 16:(raw.offset + n) * 16].reshape(n, 16)
     text = np.full((n, 36), ord("-"), dtype=np.uint8)
     text[:, _UUID_DIGITS[0::2]], text[:, _UUID_DIGITS[1::2]] = _HEX[octets >> 4], _HEX[octets & 15]
     valid = _compute().call_function("is_valid", [raw]).to_numpy(zero_copy_only=False)

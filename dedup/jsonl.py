@@ -236,9 +236,7 @@ class Numbers:
         """
         if self.beyond_int64:
             return "string" if self.fraction or self.negative or self.beyond_uint64 else "uint64"
-        if self.big and self.fraction:
-            return "string"
-        return None
+        return "string" if self.big and self.fraction else None
 
 
 #: Where a value sits inside a column: object keys, and None for "an item of a list".
