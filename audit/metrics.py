@@ -29,16 +29,8 @@ from .stats import as_int
 #: with the default level, 6); reported in summary.json's membership section as ``zlib_level``.
 ZLIB_LEVEL = 9
 
-__all__ = [
-    "extraction",
-    "pythia_score",
-    "loss",
-    "score_loss",
-    "score_zlib",
-    "score_min_k",
-    "score_min_k_plus_plus",
-    "score_reference",
-]
+__all__ = ["extraction", "pythia_score", "loss", "score_loss", "score_zlib", "score_min_k", "score_min_k_plus_plus",
+           "score_reference"]
 
 
 # ---- Validation helpers
@@ -114,8 +106,7 @@ def extraction(greedy_match: np.ndarray, prompt_len: int, cont_len: int) -> tupl
         >>> exact.tolist(), leading.tolist()
         ([True, False], [3, 2])
     """
-    P = as_int(prompt_len, "prompt_len")
-    C = as_int(cont_len, "cont_len")
+    P, C = as_int(prompt_len, "prompt_len"), as_int(cont_len, "cont_len")
     g = np.asarray(greedy_match)
     if g.ndim != 2:
         raise ValueError(f"greedy_match must be 2-D (n, L-1), got shape {g.shape}")
@@ -127,10 +118,8 @@ def extraction(greedy_match: np.ndarray, prompt_len: int, cont_len: int) -> tupl
         raise ValueError(f"cont_len must be >= 1, got {C}")
     L = g.shape[1] + 1
     if P + C > L:
-        raise ValueError(
-            f"prompt_len + cont_len = {P} + {C} = {P + C} exceeds the sequence length L = {L} "
-            f"(greedy_match has shape {g.shape}, i.e. L-1 = {L - 1} predicted positions)"
-        )
+        raise ValueError(f"prompt_len + cont_len = {P} + {C} = {P + C} exceeds the sequence length L = {L} "
+                         f"(greedy_match has shape {g.shape}, i.e. L-1 = {L - 1} predicted positions)")
     window = g[:, P - 1 : P + C - 1]  # (n, C): predictions of tokens P..P+C-1
     exact = window.all(axis=1)
     # Leading run: index of the first mismatch, or C when there is none.
@@ -151,8 +140,7 @@ def pythia_score(generated: np.ndarray, truth: np.ndarray) -> np.ndarray:
         >>> pythia_score([[5, 6, 7, 9]], [[5, 6, 8, 9]]).tolist()
         [0.75]
     """
-    g = np.asarray(generated)
-    t = np.asarray(truth)
+    g, t = np.asarray(generated), np.asarray(truth)
     if g.ndim != 2 or t.ndim != 2:
         raise ValueError(f"generated and truth must be 2-D (n, C), got shapes {g.shape} and {t.shape}")
     same_shape(g, t, "generated", "truth")
@@ -220,9 +208,7 @@ def score_min_k(logprob: np.ndarray, k: float = 0.2) -> np.ndarray:
     return _lowest_mean(_per_token(logprob, "logprob"), k)
 
 
-def score_min_k_plus_plus(
-    logprob: np.ndarray, mu: np.ndarray, sigma: np.ndarray, k: float = 0.2
-) -> np.ndarray:
+def score_min_k_plus_plus(logprob: np.ndarray, mu: np.ndarray, sigma: np.ndarray, k: float = 0.2) -> np.ndarray:
     """Min-K%++ score (higher = more likely a member).
 
     Definition (Zhang et al. 2024, "Min-K%++"): per token, z = (log p(x_{t+1}) - mu_t) / sigma_t,

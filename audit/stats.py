@@ -13,20 +13,8 @@ from statistics import NormalDist
 
 import numpy as np
 
-__all__ = [
-    "as_bools",
-    "roc_auc",
-    "roc_curve",
-    "tpr_at_fpr",
-    "resolvable",
-    "pr_auc",
-    "bootstrap_auc",
-    "wilson_interval",
-    "wilson_bounds",
-    "duplicate_bucket",
-    "bucket_order",
-    "rate_by_group",
-]
+__all__ = ["as_bools", "roc_auc", "roc_curve", "tpr_at_fpr", "resolvable", "pr_auc", "bootstrap_auc", "wilson_interval",
+           "wilson_bounds", "duplicate_bucket", "bucket_order", "rate_by_group"]
 
 
 # ---- Validation helpers
@@ -52,13 +40,11 @@ def as_bools(x, name: str, expected: str) -> np.ndarray:
     a = np.asarray(x)
     if a.ndim != 1:
         raise ValueError(f"{name} must be 1-D (n,), got shape {a.shape}")
-    if a.dtype != np.bool_:
-        if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)) or not np.isin(
-            a, (0, 1)
-        ).all():
-            raise ValueError(f"{name} must be {expected}")
-        a = a.astype(bool)
-    return a
+    if a.dtype == np.bool_:
+        return a
+    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)) or not np.isin(a, (0, 1)).all():
+        raise ValueError(f"{name} must be {expected}")
+    return a.astype(bool)
 
 
 def _scores_labels(scores, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -76,9 +62,7 @@ def _scores_labels(scores, labels) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"scores and labels must have the same length, got {s.shape[0]} and {y.shape[0]}")
     n_pos = int(y.sum())
     if n_pos == 0 or n_pos == y.size:
-        raise ValueError(
-            f"labels need both classes (members and non-members), got {n_pos} members of {y.size}"
-        )
+        raise ValueError(f"labels need both classes (members and non-members), got {n_pos} members of {y.size}")
     return s, y
 
 
@@ -175,9 +159,7 @@ def pr_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(np.sum(pos / float(pos.sum()) * precision))
 
 
-def bootstrap_auc(
-    scores: np.ndarray, labels: np.ndarray, n_boot: int = 1000, seed: int = 0
-) -> dict[str, float]:
+def bootstrap_auc(scores: np.ndarray, labels: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
     """Bootstrap spread of the ROC-AUC over ``n_boot`` (>= 1) replicates.
 
     Resamples the (score, label) pairs with replacement: per replicate, indices
@@ -223,8 +205,7 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
         >>> [round(x, 4) for x in wilson_interval(3, 10)], wilson_interval(0, 5)[0], wilson_interval(0, 0)
         ([0.1078, 0.6032], 0.0, (0.0, 1.0))
     """
-    k = as_int(k, "k")
-    n = as_int(n, "n")
+    k, n = as_int(k, "k"), as_int(n, "n")
     confidence = float(confidence)
     if not (0.0 < confidence < 1.0):
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")

@@ -25,10 +25,16 @@ from .config import ConfigError, add_options, from_args
 SECTIONS = {"dedup": DedupConfig, "audit": AuditConfig, "train": TrainConfig, "profile": ProfileConfig}
 
 
-def _add_json(p: argparse.ArgumentParser, what: str) -> None:
+def _add_output(p: argparse.ArgumentParser, what: str, quiet: str | None = None, section: str | None = None) -> None:
+    """The options every command ends with: ``--quiet`` (its help ``quiet``, if any), ``--json``
+    (printing ``what``) and, for a stage, its config's options (``section`` of :data:`SECTIONS`)."""
+    if quiet:
+        p.add_argument("--quiet", action="store_true", help=quiet)
     p.add_argument("--json", action="store_true",
                    help=f"print {what} as JSON on stdout instead of the human-readable lines "
                         "(progress and notes stay on stderr)")
+    if section:
+        add_options(p, SECTIONS[section], section)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,9 +63,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="staged: split each band's task into this many by its filter's cache partitions (each "
                         "holds and probes 1/N of the filter; same decisions; not with --index-dir) "
                         "(default: %(default)s)")
-    p.add_argument("--quiet", action="store_true", help="no progress line, notes or summary")
-    _add_json(p, "the run's manifest (manifest.json)")
-    add_options(p, SECTIONS["dedup"], "dedup")
+    _add_output(p, "the run's manifest (manifest.json)", "no progress line, notes or summary", "dedup")
 
     p = sub.add_parser("audit", help="measure what a causal LM memorized (extraction, membership, duplicates)")
     p.add_argument("--model", required=True, type=Path, help="local Hugging Face model directory")
@@ -71,9 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", type=Path,
                    help="reference model directory (its vocabulary must give the audited tokens the same ids)")
     p.add_argument("--sequences", type=Path, help="Parquet with a 'tokens' column: audit these instead of sampling")
-    p.add_argument("--quiet", action="store_true", help="no progress lines (sequences/s, ETA), notes or summary")
-    _add_json(p, "the audit's summary (summary.json)")
-    add_options(p, SECTIONS["audit"], "audit")
+    _add_output(p, "the audit's summary (summary.json)", "no progress lines (sequences/s, ETA), notes or summary",
+                "audit")
 
     p = sub.add_parser("train", help="train a small GPT-2 deterministically, with checkpoints and the data order")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="corpus shards (files, directories or globs)")
@@ -81,23 +84,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--replace", action="store_true",
                    help="when --out holds a run of another config or corpus, remove that run's files (others stay) and "
                         "start over (without: refused); a run of the same config and corpus still resumes")
-    p.add_argument("--quiet", action="store_true", help="no progress lines (steps/s, ETA), notes or summary")
-    _add_json(p, "the run's manifest (manifest.json)")
-    add_options(p, SECTIONS["train"], "train")
+    _add_output(p, "the run's manifest (manifest.json)", "no progress lines (steps/s, ETA), notes or summary", "train")
 
     p = sub.add_parser("profile", help="memorisation profiles, retention and forecasting over a run's checkpoints")
     p.add_argument("--run", required=True, type=Path, help="a 'memdedup train' directory (or the same layout)")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--corpus", nargs="+", help="corpus shards (default: the one the run recorded)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines (checkpoints/s, ETA), notes or summary")
-    _add_json(p, "the profile's summary (summary.json)")
-    add_options(p, SECTIONS["profile"], "profile")
+    _add_output(p, "the profile's summary (summary.json)",
+                "no progress lines (checkpoints/s, ETA), notes or summary", "profile")
 
     p = sub.add_parser("forecast", help="does one audit's memorized set predict another's? (precision and recall)")
     p.add_argument("first", type=Path, help="audit output of the earlier checkpoint or smaller model (the predictor)")
     p.add_argument("second", type=Path, help="audit output of the final model (the truth)")
     p.add_argument("--out", type=Path, help="write the result as JSON here")
-    _add_json(p, "the result")
+    _add_output(p, "the result")
 
     p = sub.add_parser("report", help="self-contained HTML reports of audits, and a side-by-side comparison")
     p.add_argument("audits", nargs="+", type=Path, metavar="AUDIT_DIR", help="'memdedup audit' output directories")
@@ -113,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checks", type=Path, metavar="CHECKS_JSON",
                    help="'memdedup check' output (checks.json): the comparison page shows its canary exposure by "
                         "planted copies (Carlini et al. 2019), when present")
-    _add_json(p, "the report's manifest (manifest.json)")
+    _add_output(p, "the report's manifest (manifest.json)")
 
     p = sub.add_parser("params", help="show the banding, Bloom sizes and S-curve a dedup run would use")
     p.add_argument("--docs", type=int, default=1_000_000, help="number of documents (default: %(default)s)")
@@ -139,12 +139,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="also plant random canaries repeated 1, 2, 4, ..., 64 times (the demo corpus)")
     p.add_argument("--canaries-per-repeat", type=int, default=4,
                    help="with --canaries: canaries planted for each repeat count (default: %(default)s)")
-    _add_json(p, "the planted corpus's manifest (manifest.json)")
+    _add_output(p, "the planted corpus's manifest (manifest.json)")
 
     p = sub.add_parser("check", help="check the demo's claims from a workflow output directory")
     p.add_argument("out", type=Path, help="the workflow's output directory (config 'out')")
     p.add_argument("--strict", action="store_true", help="exit 1 when a claim does not hold")
-    _add_json(p, "the checks (checks.json)")
+    _add_output(p, "the checks (checks.json)")
     return ap
 
 
