@@ -25,6 +25,7 @@ group of a breakdown, once per group): copies of one sequence are not independen
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Collection, Sequence
 
 import numpy as np
@@ -319,10 +320,7 @@ def removed_accounting(dedup_manifest: dict, reason_of: dict[tuple[str, int], st
         else:
             reason_of_seq.setdefault(key, reason)
     reason_of_seq = {key: reason for key, reason in reason_of_seq.items() if key not in in_kept}
-    counts: dict[str, int] = {}
-    for key, reason in reason_of_seq.items():
-        if flag_of[key]:
-            counts[reason] = counts.get(reason, 0) + 1
+    counts = dict(Counter(reason for key, reason in reason_of_seq.items() if flag_of[key]))
     n_from_removed = sum(counts.values())
     k = sum(flag_of.values())
     return {

@@ -66,8 +66,7 @@ def _step_label(v) -> str:
 def _require_columns(df, columns: Sequence[str], what: str) -> None:
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"{what} must be a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
+    if missing := [c for c in columns if c not in df.columns]:
         raise ValueError(f"{what} has no columns {missing} (columns: {list(df.columns)})")
     if len(df) == 0:
         raise ValueError(f"{what} is empty: nothing to plot")
@@ -145,9 +144,7 @@ def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
         ax.plot([j - 0.5, j - 0.5], [i - 0.5, i + 0.5], color="black", linewidth=1.2)
     if len(xt) > 6 or max((len(_step_label(c)) for c in columns), default=0) > 5:
         for label in ax.get_xticklabels():
-            label.set_rotation(45)
-            label.set_horizontalalignment("right")
-            label.set_rotation_mode("anchor")
+            label.set(rotation=45, horizontalalignment="right", rotation_mode="anchor")
     ax.set_xlabel("checkpoint step")
     ax.set_ylabel("treatment step (cohort)")
 
@@ -213,8 +210,7 @@ def retention_curves(curve: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRI
     """
     _require_columns(curve, ["steps_since"], "curve")
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
-    present = [m for m in metrics if m in curve.columns]
-    if not present:
+    if not (present := [m for m in metrics if m in curve.columns]):
         raise ValueError(f"curve has none of the metric columns {metrics} (columns: {list(curve.columns)})")
     x_all = pd.to_numeric(curve["steps_since"], errors="raise").to_numpy(dtype=np.float64)
     order = np.argsort(x_all, kind="stable")
@@ -267,8 +263,7 @@ def rate_by_duplicates(rows: list[dict], title: str = "") -> bytes:
         raise ValueError("rows is empty: nothing to plot")
     needed = ("group", "n", "k", "rate", "lower", "upper")
     for r in rows:
-        missing = [k for k in needed if k not in r]
-        if missing:
+        if missing := [k for k in needed if k not in r]:
             raise ValueError(f"row {r!r} lacks keys {missing}")
     try:
         rows = sorted(rows, key=lambda r: bucket_order(r["group"]))

@@ -60,8 +60,7 @@ def _scores_labels(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     y = as_bools(labels, "labels", "boolean (True = member) or 0/1")
     if y.shape != s.shape:
         raise ValueError(f"scores and labels must have the same length, got {s.shape[0]} and {y.shape[0]}")
-    n_pos = int(y.sum())
-    if n_pos == 0 or n_pos == y.size:
+    if not 0 < (n_pos := int(y.sum())) < y.size:
         raise ValueError(f"labels need both classes (members and non-members), got {n_pos} members of {y.size}")
     return s, y
 
@@ -178,11 +177,8 @@ def bootstrap_auc(scores: np.ndarray, labels: np.ndarray, n_boot: int = 1000, se
     aucs = []
     for _ in range(n_boot):
         idx = rng.integers(0, n, size=n)
-        yb = y[idx]
-        n_pos = int(yb.sum())
-        if n_pos == 0 or n_pos == n:
-            continue
-        aucs.append(roc_auc(s[idx], yb))
+        if 0 < int(y[idx].sum()) < n:  # a replicate of one class has no AUC
+            aucs.append(roc_auc(s[idx], y[idx]))
     if not aucs:
         raise ValueError("every bootstrap replicate had a single class; use more data or more replicates")
     a = np.asarray(aucs)
@@ -298,8 +294,7 @@ def rate_by_group(flags: np.ndarray, groups: list[str], order: list[str] | None 
         order = list(order)
         if len(set(order)) != len(order):
             raise ValueError("order contains duplicates")
-        missing = sorted(set(n_by) - set(order), key=str)
-        if missing:
+        if missing := sorted(set(n_by) - set(order), key=str):
             raise ValueError(f"groups {missing} are not in order")
         keys = order
     else:

@@ -210,22 +210,15 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
 
 
 def _print_summary(m: dict, out: Path) -> None:
-    t = m["totals"]
-    rows = t["rows"]
-    rem = t["removed"]
-    timing = m["timing"]
-    idx = m["index"]
-    print(
-        f"{rows:,} rows in {t['shards']} shard(s): kept {t['kept']:,}, removed {rem['exact']:,} exact + "
-        f"{rem['near']:,} near ({100 * (rem['exact'] + rem['near']) / max(rows, 1):.2f}%); "
-        f"null text {t['null_text']:,}, empty {t['empty_text']:,}"
-    )
-    print(
-        f"{timing['wall_s']:.2f} s, {timing['docs_per_s'] or 0:,.0f} docs/s, {timing['mb_per_s'] or 0:.1f} MB/s; "
-        f"index {idx['backend']} b={idx['plan']['bands']} r={idx['plan']['rows']}, "
-        f"{idx['bytes_per_doc']['bands']:.1f} B/doc bands + {idx['bytes_per_doc']['exact']:.1f} B/doc exact, "
-        f"predicted false-positive rate {idx['predicted_fp']:.2e}"
-    )
+    t, timing, idx = m["totals"], m["timing"], m["index"]
+    rows, rem = t["rows"], t["removed"]
+    print(f"{rows:,} rows in {t['shards']} shard(s): kept {t['kept']:,}, removed {rem['exact']:,} exact + "
+          f"{rem['near']:,} near ({100 * (rem['exact'] + rem['near']) / max(rows, 1):.2f}%); "
+          f"null text {t['null_text']:,}, empty {t['empty_text']:,}")
+    print(f"{timing['wall_s']:.2f} s, {timing['docs_per_s'] or 0:,.0f} docs/s, {timing['mb_per_s'] or 0:.1f} MB/s; "
+          f"index {idx['backend']} b={idx['plan']['bands']} r={idx['plan']['rows']}, "
+          f"{idx['bytes_per_doc']['bands']:.1f} B/doc bands + {idx['bytes_per_doc']['exact']:.1f} B/doc exact, "
+          f"predicted false-positive rate {idx['predicted_fp']:.2e}")
     kept = "" if m["config"].get("emit") == "removed" else f"{out}/kept/, "  # --emit removed writes no kept/
     print(f"outputs: {kept}{out}/removed.parquet, {out}/manifest.json")
 
