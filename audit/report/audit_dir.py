@@ -91,10 +91,8 @@ def load_audit(audit_dir: str | os.PathLike) -> Audit:
 
 
 def _kind(v: object) -> str:
-    if isinstance(v, bool):
-        return "a boolean"
-    return ("a number" if isinstance(v, (int, float)) else "an object" if isinstance(v, dict)
-            else "a list" if isinstance(v, list) else "a string" if isinstance(v, str) else type(v).__name__)
+    kinds = ((bool, "a boolean"), ((int, float), "a number"), (dict, "an object"), (list, "a list"), (str, "a string"))
+    return next((name for t, name in kinds if isinstance(v, t)), type(v).__name__)
 
 
 def shape_problem(got: object, want: object, where: str) -> str | None:

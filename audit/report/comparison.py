@@ -167,15 +167,13 @@ def comparison_report(
         data["exposure_by_copies"] = dict(exposure)
 
     # ---- HTML
-    sections = []
-    rows = []
+    sections, rows = [], []
     any_pythia = any(h["pythia_score_mean"] is not None for h in heads)
     any_auc = any(h["membership_roc_auc"] for h in heads)
     for h in heads:
         ex = h["extractable"]
         r = [f'<b class="nowrap">{esc(h["label"])}</b><br><span class="small">{esc(h["audit_dir"])}</span>',
-             integer(h["sequences"]),
-             integer(ex["k"]), pct(ex["rate"]), ci(ex),
+             integer(h["sequences"]), integer(ex["k"]), pct(ex["rate"]), ci(ex),
              num(h["mean_leading_matched"], 2) + (f" / {h['cont_len']}" if h.get("cont_len") else "")]
         if any_pythia:
             r.append(num(h["pythia_score_mean"]))

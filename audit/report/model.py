@@ -82,20 +82,19 @@ def _top_sequences(audit: Audit, decode: Decode | None) -> tuple[str, int, int]:
                                                                           ("pythia_score", "Pythia", 2))
                  if finite(r.get(c))]
         line3 = []
-        if "duplicate_count" in r and finite(r["duplicate_count"]) and int(r["duplicate_count"]) >= 0:
-            c = int(r["duplicate_count"])
+        if finite(r.get("duplicate_count")) and (c := int(r["duplicate_count"])) >= 0:
             line3.append(f"{integer(c)} cop{'y' if c == 1 else 'ies'} in corpus")
-        if "dedup_status" in r and isinstance(r["dedup_status"], str):
+        if isinstance(r.get("dedup_status"), str):
             line3.append(esc(r["dedup_status"]))
         lines = [line1, " · ".join(line2), " · ".join(line3)]
         if int(r["_copies"]) > 1:
             lines.append(f"×{int(r['_copies'])} in the sample")
         src = []
-        if "doc_id" in r and isinstance(r["doc_id"], str):
+        if isinstance(r.get("doc_id"), str):
             src.append(f"<code>{esc(r['doc_id'])}</code>")
-        if "shard" in r and isinstance(r["shard"], str):
+        if isinstance(r.get("shard"), str):
             src.append(f"<code>{esc(r['shard'])}</code>&nbsp;row&nbsp;{integer(r.get('row'))}")
-        if "token_offset" in r and finite(r["token_offset"]) and int(r["token_offset"]):
+        if finite(r.get("token_offset")) and int(r["token_offset"]):
             src.append(f"offset {integer(r['token_offset'])}")
         cells = [f"{rank}", "<br>".join(x for x in lines if x)
                  + (f'<div class="small">{"<br>".join(src)}</div>' if src else ""),
@@ -239,10 +238,8 @@ def _profile_section(profile_dir: Path) -> str:
                        ("persistent", f"mean of the event-time curve over {later} (checkpoints since the cohort's "
                                       "first one)"),
                        ("residual", end)):
-        m = mem.get(kind) or {}
-        if m:
-            rows.append([kind, esc(what), num(m.get("effect")), ci(m, num),
-                         integer(m.get("n_cells"))])
+        if m := mem.get(kind):
+            rows.append([kind, esc(what), num(m.get("effect")), ci(m, num), integer(m.get("n_cells"))])
     if rows:
         parts.append("<p>Memorization is the reduction in an instance's surprisal (nats per token) caused by training "
                      "on it, estimated by difference-in-differences against instances never trained on. As Lesci et al. "
@@ -414,9 +411,9 @@ def model_report(
         p = Path(profile_dir).resolve()
         if not p.is_dir():
             raise ValueError(f"{p}: profile directory does not exist")
-        if not any((p / f).exists() for f in PROFILE_OUTPUTS if f != SUMMARY):  # an audit has a summary.json too
-            raise ValueError(f"{p}: not a 'memdedup profile' output (none of "
-                             f"{', '.join(f for f in PROFILE_OUTPUTS if f != SUMMARY)})")
+        own = [f for f in PROFILE_OUTPUTS if f != SUMMARY]  # an audit has a summary.json too
+        if not any((p / f).exists() for f in own):
+            raise ValueError(f"{p}: not a 'memdedup profile' output (none of {', '.join(own)})")
         sections.append(_profile_section(p))
 
     how = ("decoded with the model's tokenizer" if decode is not None

@@ -134,8 +134,6 @@ def write_report(audits: Sequence[Path] | Path, out: Path, *, labels: Sequence[s
             exposure if isinstance(exposure, dict) else (), EXPOSURE_SHAPE), "exposure_by_copies")):
         raise InputError(checks, f"damaged: {problem}")
     out.mkdir(parents=True, exist_ok=True)
-    # Pages are made aside and replace an earlier report's only once all are written: a report
-    # refused or failing part-way leaves --out as it was.
     aside = tmp_path(out / "pages")
     aside.mkdir()
     try:
