@@ -35,25 +35,23 @@ from .sampling import (Sequences, corpus_batches, document_name, per_bucket_sele
 from .stats import duplicate_bucket
 
 
-def _dedup_context(dedup_dir: Path | None) -> tuple[DedupConfig, set[tuple[str, int]], dict | None]:
-    """Dedup's config, removed rows and manifest, from a dedup output directory."""
+def _dedup_context(dedup_dir: Path | None, shards) -> tuple[DedupConfig, set[tuple[str, int]], dict | None]:
+    """Dedup's config, removed rows and manifest, from a dedup output directory. InputError
+    unless every corpus shard is an input of the dedup run (same name, same row count): dedup's
+    removed rows are matched to sampled documents by (shard name, row)."""
     if dedup_dir is None:
         return DedupConfig(), set(), None
     manifest = io.completed_manifest(dedup_dir, "dedup")
     cfg = {k: v for k, v in manifest["config"].items() if k in DedupConfig.field_names()}
     removed = pq.read_table(dedup_layout.removed_path(dedup_dir), columns=["shard", "row"]).to_pydict()
-    return DedupConfig(**cfg), set(zip(removed["shard"], removed["row"])), manifest
-
-
-def _check_dedup_inputs(dedup_dir: Path, manifest: dict, shards) -> None:
-    """InputError unless every corpus shard is an input of the dedup run (same name, same row count):
-    dedup's removed rows are matched to sampled documents by (shard name, row)."""
+    config = DedupConfig(**cfg)
     rows = dedup_layout.input_rows(manifest)
     for shard in shards:
         if rows and rows.get(shard.name) != (n := count_rows([shard])):
             raise InputError(dedup_dir, f"not the dedup output of this corpus: none of its {len(rows)} inputs is "
                                         f"{shard.name!r} of {n} rows ({shard.path}; shards are named by their path "
                                         "below the inputs' common directory: give the corpus as the dedup run had it)")
+    return config, set(zip(removed["shard"], removed["row"])), manifest
 
 
 def _members(path: Path | None) -> set[str] | None:
@@ -141,9 +139,7 @@ def run_audit(
     out = Path(out)
     refuse_out(out, [model_dir, reference, dedup_dir], "audit")
     shards = discover(corpus, exclude=out)  # one path, or a sequence of them
-    dedup_cfg, removed, dedup_manifest = _dedup_context(Path(dedup_dir) if dedup_dir else None)
-    if dedup_manifest is not None:
-        _check_dedup_inputs(Path(dedup_dir), dedup_manifest, shards)
+    dedup_cfg, removed, dedup_manifest = _dedup_context(Path(dedup_dir) if dedup_dir else None, shards)
     member_ids = _members(Path(members) if members else None)
     lm = load_causal_lm(model_dir, bos=config.bos)
     if not lm.encode(["a b"])[0]:  # e.g. transformers' empty GPT2Tokenizer when the tokenizer files are missing

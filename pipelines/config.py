@@ -152,20 +152,20 @@ def from_args(args: argparse.Namespace) -> Any:
         values = {} if values is None else values
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: section {name!r} must be a mapping")
-    refuse_unknown_keys(cls, name, values, source)
     in_file = dict(values)
     for f in exposed(cls):
         value = getattr(args, f.name)
         if value is not None:
             values[f.name] = value
             values.update(f.metadata.get("flag_sets") or {})
+    if values == in_file:
+        return check_section(cls, name, values, source)
+    refuse_unknown_keys(cls, name, in_file, source)
     try:
         return cls(**values)
-    except (TypeError, ValueError) as e:
-        if values != in_file:  # the file's own problem is the file's; else the flags' fault
-            check_section(cls, name, in_file, source)
-            source = "<command line>"
-        raise ConfigError(f"{source}: section {name}: {e}") from e
+    except (TypeError, ValueError) as e:  # the file's own problem is the file's; else the flags' fault
+        check_section(cls, name, in_file, source)
+        raise ConfigError(f"<command line>: section {name}: {e}") from e
 
 
 def refuse_unknown_keys(cls: type, name: str, values: dict, source: str) -> None:
