@@ -41,7 +41,6 @@ True
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import os
@@ -214,13 +213,13 @@ def holding_out(param: str, inputs: tuple[str, ...] = (), own: tuple[str, ...] |
                     given[name] = x = list(x)  # read once: the stage gets what an iterator would no longer give
                 dirs += [d for d in ([x] if isinstance(x, (str, os.PathLike)) else x or []) if d]  # "": none
             out = given.get(param)
-            if out is not None:
-                from dedup.runs import refuse_out_in_inputs
+            if out is None:
+                return stage(*bound.args, **bound.kwargs)
+            from dedup.runs import refuse_out_in_inputs
 
-                refuse_out_in_inputs(Path(out), as_paths(dirs))
-            with io.claim(out) if out is not None else contextlib.nullcontext():
-                if out is not None:  # held: no live writer's temporaries can be among them
-                    io.remove_temporaries(out, own)
+            refuse_out_in_inputs(Path(out), as_paths(dirs))
+            with io.claim(out):
+                io.remove_temporaries(out, own)  # held: no live writer's temporaries can be among them
                 return stage(*bound.args, **bound.kwargs)
 
         return run

@@ -65,8 +65,7 @@ def _members(path: Path | None) -> set[str] | None:
             table = pq.read_table(path)
         except (pa.ArrowException, OSError) as e:
             raise InputError(path, f"unreadable members file: {e}") from e
-        col = "id" if "id" in table.column_names else "document_id" if "document_id" in table.column_names else None
-        if col is None:
+        if (col := next((c for c in ("id", "document_id") if c in table.column_names), None)) is None:
             raise InputError(path, f"no 'id' or 'document_id' column; columns are {table.column_names}")
         ids = {x for x in id_strings(table.column(col), path, col).to_pylist() if x is not None}
     else:

@@ -45,12 +45,12 @@ def _dedup_accounting(dedup_dir: Path, first: Audit, first_label: str) -> dict:
 
 
 def _membership_by_duplicates(labels: Sequence[str], audits: Sequence[Audit]) -> list[dict]:
-    """comparison.json's ``membership_by_duplicates``: the pooled membership ROC-AUC (bucket
-    ``all``) and that of each occurrence bucket any model has sequences in, in bucket order,
-    read from each audit's ``summary.json`` (``membership``, ``membership_by_duplicates``; Kandpal et al. 2022).
-    A model's entry is ``{"n_members", "n_non_members", "roc_auc": {score: float | None}}``
-    (None: one class only in the bucket), or None where it has no membership labels or no
-    sequence in the bucket. Empty when no model has membership labels."""
+    """comparison.json's ``membership_by_duplicates`` (shape: :func:`comparison_report`): the
+    pooled membership ROC-AUC (bucket ``all``) and that of each occurrence bucket any model has
+    sequences in, in bucket order, read from each audit's ``summary.json`` (``membership``,
+    ``membership_by_duplicates``; Kandpal et al. 2022). A score's ROC-AUC is None where the bucket
+    holds one class only, a model's entry None where it has no membership labels or no sequence
+    in the bucket. Empty when no model has membership labels."""
     pooled: dict[str, dict | None] = {}
     buckets: dict[str, dict[str, dict]] = {}
     for lab, a in zip(labels, audits):

@@ -364,7 +364,6 @@ def model_report(
         meta_rows.append(["skipped", f"{integer(n_skip)} document{'s' if n_skip != 1 else ''} shorter than prompt + "
                                      "continuation"])
 
-    # Extractable rate by duplicate count.
     if by_dup := a.by_duplicates():
         sections.append("<h2>Extractable rate by occurrences</h2>" + figure_html(
             plots.rate_by_duplicates(by_dup), "extractable rate by occurrences", (
@@ -376,7 +375,6 @@ def model_report(
                 "with duplication. Counts are those of the audited corpus, whatever the model was trained on."))
             + rate_table(by_dup, "occurrences in corpus"))
 
-    # Score histogram.
     if a.has("pythia_score"):
         png = plots.histogram(t["pythia_score"].to_numpy(dtype=float), np.linspace(0, 1, 21),
                               "Pythia memorization score")
