@@ -77,8 +77,8 @@ class AuditConfig(StageConfig):
             self._bad(f"batch_size must be an integer >= 1 or auto, got {self.batch_size!r}")
         if not auto and self.batch_size < 1:
             self._bad(f"batch_size must be >= 1 (or auto), got {self.batch_size}")
-        if _n_boot_problem(self.n_boot):
-            self._bad(_n_boot_problem(self.n_boot))
+        if problem := _n_boot_problem(self.n_boot):
+            self._bad(problem)
 
     @property
     def seq_len(self) -> int:
@@ -206,8 +206,8 @@ class ProfileConfig(StageConfig):
             self._bad("need n_per_cohort >= 1 and min_cohort_size >= 1")
         if self.batch_size < 1:
             self._bad(f"batch_size must be >= 1, got {self.batch_size}")
-        if _n_boot_problem(self.n_boot):
-            self._bad(_n_boot_problem(self.n_boot))
+        if problem := _n_boot_problem(self.n_boot):
+            self._bad(problem)
         if self.checkpoints is not None:
             try:
                 grid = self.checkpoint_grid()
