@@ -4,9 +4,8 @@ trained on the raw corpus and one trained on the deduplicated corpus).
 
 Every page is a single HTML file: inline CSS, plots embedded as base64 PNG data URIs, no
 external assets and no JavaScript, readable on screens of any width and printable. Next to each
-page a JSON file holds the numbers it shows, so nothing needs to be parsed out of HTML
-(:func:`audit.layout.report_json`: ``out/raw.html`` -> ``out/raw.summary.json``,
-``out/comparison.html`` -> ``out/comparison.json``).
+page a JSON file (:func:`audit.layout.report_json`) holds the numbers it shows, so nothing needs
+to be parsed out of HTML.
 
 Modules: :mod:`~audit.report.page` (HTML pieces), :mod:`~audit.report.audit_dir` (an audit
 directory as the pages read it), :mod:`~audit.report.model`, :mod:`~audit.report.comparison`,
