@@ -16,7 +16,7 @@ from functools import partial
 import numpy as np
 import pyarrow as pa
 
-from . import io, kernels, layout, runs
+from . import kernels, layout, runs
 from .config import DedupConfig
 from .arrow import bool_array, numeric_array, take_strings
 from .index import make_index
@@ -131,15 +131,9 @@ def dedup_files(
         from .baselines import require
 
         require(config.index)  # before prepare() may clear an earlier run (--force)
-    with io.claim(out):
-        plan = runs.prepare(inputs, out, config, engine="fused", force=force, log=log)
-        if plan.previous is not None:
-            return plan.previous
-        try:
-            return _run(plan, config, threads, progress, t_start)
-        except BaseException as e:
-            runs.clear_failed(plan.out, e)  # nothing half-written is left behind; a rerun starts afresh
-            raise
+    # any failure clears the outputs: the fused engine never resumes, a rerun starts afresh
+    return runs.execute(inputs, out, config, lambda plan: _run(plan, config, threads, progress, t_start),
+                        clear_on=BaseException, engine="fused", force=force, log=log)
 
 
 def _run(plan: runs.RunPlan, config: DedupConfig, threads: int | None, progress: ProgressFn | None,

@@ -1,7 +1,7 @@
 """The run protocol of both dedup engines: inputs, output names, identity, resume, force.
 
-Every dedup run, fused or staged, starts with :func:`prepare` and ends with
-:func:`finish`; nothing else decides which files are read, where outputs go, whether a
+Every dedup run, fused or staged, is an :func:`execute`: it starts with :func:`prepare` and ends
+with :func:`finish`; nothing else decides which files are read, where outputs go, whether a
 run is already done, may resume, or must start over. The protocol:
 
 1. **Inputs** (:func:`discover`): files, directories (walked recursively, following
@@ -74,13 +74,7 @@ def inside(path: Path, directory: Path | None) -> bool:
     >>> inside(Path("/a/b/c"), Path("/a/b")), inside(Path("/a/b"), Path("/a/b")), inside(Path("/a/bc"), Path("/a/b"))
     (True, True, False)
     """
-    if directory is None:
-        return False
-    try:
-        path.resolve().relative_to(directory.resolve())
-        return True
-    except ValueError:
-        return False
+    return directory is not None and path.resolve().is_relative_to(directory.resolve())
 
 
 def refuse_out_in_inputs(out: Path, inputs: list[Path]) -> None:
@@ -110,13 +104,22 @@ _OTHER_COMPRESSION = (".bz2", ".xz", ".lzma", ".lz4", ".br", ".zip", ".zstd", ".
 _DATASETS_JSON = ("state.json", "dataset_info.json", "dataset_dict.json")
 
 
+#: What :func:`discover` says about each kind of file directory walks skip.
+_SKIPPED = {
+    "hidden": "hidden file(s) (names starting with '.'); name them explicitly to include them",
+    "cache": "Hugging Face datasets cache file(s) (cache-*.arrow: results of map/filter, not the dataset's rows); "
+             "name them explicitly to include them",
+    "json": ".json file(s) (often manifests and configs); name them, or a '*.json' glob, to read them as JSON Lines",
+    "compressed": "compressed file(s) in a compression memdedup does not read (JSON Lines: plain, .gz or .zst); "
+                  "recompress them",
+}
+
+
 def _walk(root: Path) -> tuple[list[Path], dict[str, list[Path]]]:
-    """(input files under ``root``, files skipped by why: ``hidden``, ``cache`` (datasets
-    cache files), ``json`` (plain ``.json`` files, often manifests and configs; those of ``datasets``
-    not listed), ``compressed`` (an input name under a compression not read, ``a.jsonl.bz2``)):
-    symlinked directories followed (each real directory once, so link cycles end)."""
+    """(input files under ``root``, files skipped by kind of :data:`_SKIPPED`; the ``.json`` files of
+    ``datasets`` are not listed): symlinked directories followed (each real directory once, so link cycles end)."""
     found: list[Path] = []
-    skipped: dict[str, list[Path]] = {"hidden": [], "cache": [], "json": [], "compressed": []}
+    skipped: dict[str, list[Path]] = {k: [] for k in _SKIPPED}
     seen_dirs: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         st = os.stat(dirpath)
@@ -143,17 +146,6 @@ def _walk(root: Path) -> tuple[list[Path], dict[str, list[Path]]]:
             else:
                 found.append(p)
     return found, skipped
-
-
-#: What :func:`discover` says about each kind of file directory walks skip.
-_SKIPPED = {
-    "hidden": "hidden file(s) (names starting with '.'); name them explicitly to include them",
-    "cache": "Hugging Face datasets cache file(s) (cache-*.arrow: results of map/filter, not the dataset's rows); "
-             "name them explicitly to include them",
-    "json": ".json file(s) (often manifests and configs); name them, or a '*.json' glob, to read them as JSON Lines",
-    "compressed": "compressed file(s) in a compression memdedup does not read (JSON Lines: plain, .gz or .zst); "
-                  "recompress them",
-}
 
 
 def _skip_notes(skipped: dict[str, list[Path]]) -> list[str]:
@@ -368,6 +360,26 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
     return RunPlan(out, shards, identity, None, False, record, checked)
 
 
+def execute(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config: DedupConfig,
+            run: Callable[[RunPlan], dict], *, clear_on: type[BaseException] | tuple[type[BaseException], ...],
+            **prepare_args) -> dict:
+    """A whole run, holding ``out`` (:func:`dedup.io.claim`): :func:`prepare` (``prepare_args``: its
+    keywords), then ``run(plan)``, the engine's work ending with :func:`finish`, unless a run of this
+    identity is complete; returns the manifest. A failure of a type in ``clear_on`` first clears the
+    run's outputs (step 5)."""
+    with io.claim(out):
+        plan = prepare(inputs, out, config, **prepare_args)
+        if plan.previous is not None:
+            return plan.previous
+        try:
+            return run(plan)
+        except clear_on as e:
+            clear_outputs(plan.out)
+            if isinstance(e, OSError) and not plan.out.is_dir():  # a file of an ``out`` removed meanwhile
+                raise io.out_removed(plan.out) from None  # (by hand, by a tool): name ``out``, not a temporary
+            raise
+
+
 def clear_outputs(out: Path) -> None:
     """Remove the outputs ``--force`` clears (module docstring) and temporaries under ``out``."""
     out = Path(out)
@@ -376,15 +388,6 @@ def clear_outputs(out: Path) -> None:
     shutil.rmtree(out / layout.KEPT_DIR, ignore_errors=True)
     shutil.rmtree(work_dir(out), ignore_errors=True)
     io.remove_temporaries(out)
-
-
-def clear_failed(out: Path, error: BaseException) -> None:
-    """After a run failed with ``error``: :func:`clear_outputs`, and when what failed was a file of an
-    ``out`` removed meanwhile (by hand, by a tool), raise :func:`dedup.io.out_removed` instead, which
-    names ``out``, not one of its temporaries."""
-    clear_outputs(out)
-    if isinstance(error, OSError) and not Path(out).is_dir():
-        raise io.out_removed(Path(out)) from None
 
 
 def finish(plan: RunPlan, manifest_body: dict) -> dict:
@@ -396,5 +399,5 @@ def finish(plan: RunPlan, manifest_body: dict) -> dict:
     return manifest
 
 
-__all__ = ["OutputExistsError", "RunPlan", "clear_outputs", "discover", "finish", "inside", "is_datasets_cache_file",
-           "prepare", "run_id", "run_identity"]
+__all__ = ["OutputExistsError", "RunPlan", "clear_outputs", "discover", "execute", "finish", "inside",
+           "is_datasets_cache_file", "prepare", "run_id", "run_identity"]

@@ -50,6 +50,8 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
+from itertools import accumulate
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +64,7 @@ from .config import DedupConfig
 from .index import combine
 from .index_dir import IndexDir, file_entry, index_params
 from .params import bloom_parts, bloom_size, per_band_fp, plan_index, whole_index_fp
-from .runs import RUN_FILE, RunPlan, clear_failed, finish, prepare, work_dir
+from .runs import RUN_FILE, RunPlan, execute, finish, work_dir
 from .scalable import FilterStack
 from .shards import Shard, ShardReader
 from .sketch import Sketcher
@@ -255,7 +257,6 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
 
     reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
     removed_final = task_file(work, removed_part_path(work, shard))
-    task_file(work, layout.kept_path(work, shard.stem))
     row = 0
     with (layout.kept_shard(work, shard, reader.schema, config) as kw,
           layout.removed_writer(removed_final, config.compression) as write_removed):
@@ -325,8 +326,8 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
 
     # Stage 1: sketches (and each shard's exact row count).
     t0 = time.perf_counter()
-    todo = [s for s in shards if read_done(sketch_path(work, s)) is None]
-    map_tasks("sketch", sketch_shard, [(s, config, bands, rows, work) for s in todo])
+    map_tasks("sketch", sketch_shard, [(s, config, bands, rows, work) for s in shards
+                                       if read_done(sketch_path(work, s)) is None])
     infos = [io.read_json(done_path(sketch_path(work, s)), ("rows",)) for s in shards]
     total = sum(i["rows"] for i in infos)
     timings["sketch"] = time.perf_counter() - t0
@@ -351,7 +352,7 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
 
     # Stage 3: kept shards and removed rows per shard.
     t0 = time.perf_counter()
-    starts = np.concatenate([[0], np.cumsum([i["rows"] for i in infos])[:-1]]).astype(int).tolist() if infos else []
+    starts = accumulate((i["rows"] for i in infos), initial=0)
     map_tasks("write", write_shard, [
         (s, config, bands, start, work, n_splits) for s, start in zip(shards, starts)
         if read_done(removed_part_path(work, s)) is None])
@@ -411,15 +412,10 @@ def dedup_staged(inputs, out, config: DedupConfig = DedupConfig(), *, map_tasks:
         raise ValueError(f"--band-splits must be >= 1, got {band_splits}" if band_splits < 1 else
                          "--band-splits needs a run without --index-dir (its filters grow by generations)")
     index = IndexDir(index_dir, index_params(config, *config.banding())) if index_dir else None
-    with io.claim(out):
-        plan = prepare(inputs, out, config, engine="staged", index_dir=index.path if index else None, force=force,
-                       log=log, check=index.check_not_held if index else None,
-                       extra_record=lambda: {"index_version": index.current if index else None})
-        if plan.previous is not None:
-            return plan.previous
-        try:
-            return run_stages(plan, config, map_tasks=map_tasks, index=index, checkpoint=checkpoint, log=log,
-                              band_splits_requested=band_splits)
-        except (ValueError, OSError) as e:  # bad input, damaged state, full disk: nothing is left behind
-            clear_failed(plan.out, e)
-            raise
+    run = partial(run_stages, config=config, map_tasks=map_tasks, index=index, checkpoint=checkpoint, log=log,
+                  band_splits_requested=band_splits)
+    # bad input, damaged state, full disk: nothing is left behind; a kill or a lost cluster leaves _work/ to resume
+    return execute(inputs, out, config, run, clear_on=(ValueError, OSError), engine="staged",
+                   index_dir=index.path if index else None, force=force, log=log,
+                   check=index.check_not_held if index else None,
+                   extra_record=lambda: {"index_version": index.current if index else None})
