@@ -92,16 +92,9 @@ class _Locator:
         )
 
 
-def dedup_files(
-    inputs: Sequence[str | os.PathLike],
-    out: str | os.PathLike,
-    config: DedupConfig = DedupConfig(),
-    *,
-    threads: int | None = None,
-    force: bool = False,
-    progress: ProgressFn | None = None,
-    log: Callable[[str], None] = lambda message: None,
-) -> dict:
+def dedup_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config: DedupConfig = DedupConfig(), *,
+                threads: int | None = None, force: bool = False, progress: ProgressFn | None = None,
+                log: Callable[[str], None] = lambda message: None) -> dict:
     """Deduplicate input files, directories or globs into ``out`` (:mod:`dedup.layout`);
     return the manifest (also written to disk). The run protocol (inputs, output names,
     identity, leftovers, ``force``) is :mod:`dedup.runs`'s, shared with the staged engine.

@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from itertools import takewhile
 from pathlib import Path
 
 MANIFEST_FILE = "manifest.json"
@@ -56,11 +57,7 @@ def claim(out: Path) -> Iterator[None]:
     """
     out = Path(out)
     while True:  # again when ``out`` was removed meanwhile (by a run that made it, ending now)
-        created = []
-        for d in (out, *out.parents):
-            if d.exists():
-                break
-            created.append(d)
+        created = list(takewhile(lambda d: not d.exists(), (out, *out.parents)))
         if created:
             out.mkdir(parents=True, exist_ok=True)  # another run may make it at the same time
         if not out.is_dir():
@@ -217,8 +214,7 @@ def read_json(path: Path, required: tuple[str, ...] = ()) -> dict:
         raise StateError(f"{path}: damaged (not valid JSON: {e})") from None
     if not isinstance(obj, dict):
         raise StateError(f"{path}: damaged (expected a JSON object)")
-    missing = [k for k in required if k not in obj]
-    if missing:
+    if missing := [k for k in required if k not in obj]:
         raise StateError(f"{path}: damaged or from another version (missing {', '.join(missing)})")
     return obj
 

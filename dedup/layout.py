@@ -29,18 +29,16 @@ REMOVED_FILE = "removed.parquet"
 #: Columns of removed.parquet. ``band`` is null for exact duplicates; the three
 #: ``duplicate_of*`` columns are null where the index cannot name the earlier row
 #: (Bloom-filter indexes cannot; the ``lsh`` backend can).
-REMOVED_SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.string()),
-        pa.field("shard", pa.string(), nullable=False),
-        pa.field("row", pa.int64(), nullable=False),
-        pa.field("reason", pa.string(), nullable=False),
-        pa.field("band", pa.int16()),
-        pa.field("duplicate_of", pa.string()),
-        pa.field("duplicate_of_shard", pa.string()),
-        pa.field("duplicate_of_row", pa.int64()),
-    ]
-)
+REMOVED_SCHEMA = pa.schema([
+    pa.field("id", pa.string()),
+    pa.field("shard", pa.string(), nullable=False),
+    pa.field("row", pa.int64(), nullable=False),
+    pa.field("reason", pa.string(), nullable=False),
+    pa.field("band", pa.int16()),
+    pa.field("duplicate_of", pa.string()),
+    pa.field("duplicate_of_shard", pa.string()),
+    pa.field("duplicate_of_row", pa.int64()),
+])
 
 
 def write_verdicts(kept, write_removed: Callable[[pa.RecordBatch], None], batch: pa.RecordBatch, start_row: int,
@@ -59,22 +57,17 @@ def write_verdicts(kept, write_removed: Callable[[pa.RecordBatch], None], batch:
     gone = np.flatnonzero(~keep)
     if not gone.size:
         return
-    n = gone.size
-    b = band[gone]
-    found = None if earlier is None else earlier(gone)
-    if found is None:
-        found = (pa.nulls(n, pa.string()), pa.nulls(n, pa.string()), pa.nulls(n, pa.int64()))
-    write_removed(pa.record_batch(
-        [
-            take(ids, gone),
-            repeat_string(shard_name, n),
-            numeric_array((gone + start_row).astype(np.int64)),
-            take_strings(REASON_LABELS, reason[gone]),
-            numeric_array(b, valid=b >= 0),
-            *found,
-        ],
-        schema=REMOVED_SCHEMA,
-    ))
+    n, b = gone.size, band[gone]
+    found = (earlier(gone) if earlier else None) or (pa.nulls(n, pa.string()), pa.nulls(n, pa.string()),
+                                                     pa.nulls(n, pa.int64()))
+    write_removed(pa.record_batch([
+        take(ids, gone),
+        repeat_string(shard_name, n),
+        numeric_array((gone + start_row).astype(np.int64)),
+        take_strings(REASON_LABELS, reason[gone]),
+        numeric_array(b, valid=b >= 0),
+        *found,
+    ], schema=REMOVED_SCHEMA))
 
 
 def input_entry(shard, counts: dict) -> dict:

@@ -3,33 +3,17 @@
 :class:`LSHBloomDedup` sits between a reader and a writer, where datatrove's MinHash dedup
 takes four executor runs with files between them, and drops near (and exact) duplicates as
 the documents stream through, deciding each against every document before it
-(:class:`dedup.streaming.Deduplicator`). Usage, with ``pip install 'memdedup[datatrove]'``:
-README, "datatrove".
-
-**Decisions** are those of ``memdedup dedup`` on the same documents in the same order
-(:mod:`dedup.streaming` says which run: a plain run when ``config.capacity`` is given, an
-``--index-dir`` run otherwise); with one task, datatrove's readers give the documents of
-their files sorted by path, rows in file order, the command line's order. Readers drop
-documents whose text is empty or missing before any step sees them, while the command line
-keeps the first empty text and removes later texts with no letters or digits as its exact
-duplicates: only there can the two differ. Texts given as bytes (ParquetReader's for a binary column) are read as
-UTF-8, as the command line reads them. Removed documents go to ``exclusion_writer``
-(when given) with ``metadata["filter_reason"]`` = ``exact`` or ``near``; the stats count
-``dropped_exact`` and ``dropped_near``.
+(:class:`dedup.streaming.Deduplicator`). Usage, and how its decisions compare with
+``memdedup dedup``'s: README, "datatrove". With one task, datatrove's readers give the
+documents of their files sorted by path, rows in file order: the command line's order.
+The stats count ``dropped_exact`` and ``dropped_near``.
 
 **Ranks.** One pass sees every document through one index, which lives in one task's
-memory: ``tasks=1``, or ``index_dir`` (the ``--index-dir`` format), on which the ranks take
-turns: a rank holds the index from its load to its save (:meth:`dedup.index_dir.IndexDir.turn`)
-while the others wait, so each decides against every rank before it, whatever the executor's
-``workers``; the decisions are those of ``--index-dir`` runs over the ranks' files in the
-order they took their turns (``LocalPipelineExecutor(..., workers=1)``: rank order, rank r
-reading files r, r + tasks, ...). ``tasks>1`` without ``index_dir`` is refused. ``index_dir``
-with one task keeps the index across pipeline runs (``memdedup dedup --index-dir`` can
-continue it, and the reverse). A rank saves after its last document, recording a digest of
-its first documents (up to :data:`HEAD`): a rank whose first documents are those of a saved
-rank, as many (the same input given again, or a task killed after its save and before datatrove
-recorded it complete, rerun) is refused before it decides any, as the command line refuses
-a file the index holds; deciding them again would drop every one as a duplicate of itself.
+memory: ``tasks=1``, or ``index_dir``, on which the ranks take turns
+(:meth:`dedup.index_dir.IndexDir.turn`). A rank saves after its last document, recording a
+digest of its first documents (up to :data:`HEAD`): a rank whose first documents are those
+of a saved rank, as many, is refused before it decides any, as the command line refuses a
+file the index holds; deciding them again would drop every one as a duplicate of itself.
 
 Example:
     >>> from datatrove.data import Document
@@ -62,8 +46,7 @@ from dedup.streaming import Deduplicator
 
 __all__ = ["LSHBloomDedup"]
 
-#: How many of a rank's first documents its save records a digest of (``first_documents`` in index.json): a rank whose
-#: first documents are a saved rank's is refused, as the command line refuses a file the index holds.
+#: How many of a rank's first documents its save records a digest of (``first_documents`` in index.json).
 HEAD = 64
 
 

@@ -192,12 +192,10 @@ def dask_map(client, log: Log) -> Callable[[str, Callable, list[tuple]], list]:
             try:
                 res = fut.result()
             except (KilledWorker, CancelledError) as e:  # not cancelled by us: the scheduler is gone
-                for f in futures:
-                    f.cancel()
                 why = ("Dask gave up on it, the workers running it kept dying (out of memory? see the workers' logs)"
                        if isinstance(e, KilledWorker) else "the connection to the Dask scheduler was lost")
-                raise ClusterError(f"{label} task {futures.index(fut) + 1} of {len(futures)}: {why}; "
-                                   "fix that and rerun to resume") from None
+                res = _Failed(ClusterError(f"{label} task {futures.index(fut) + 1} of {len(futures)}: {why}; "
+                                           "fix that and rerun to resume"))
             if isinstance(res, _Failed):
                 for f in futures:
                     f.cancel()
@@ -213,20 +211,10 @@ def dask_map(client, log: Log) -> Callable[[str, Callable, list[tuple]], list]:
     return run
 
 
-def run_staged(
-    inputs: Sequence[str | os.PathLike],
-    out: str | os.PathLike,
-    config: DedupConfig = DedupConfig(),
-    *,
-    client=None,
-    workers: int | None = None,
-    threads_per_worker: int = 1,
-    scheduler: str | None = None,
-    index_dir: str | os.PathLike | None = None,
-    force: bool = False,
-    log: Log = print,
-    band_splits: int = 1,
-) -> dict:
+def run_staged(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config: DedupConfig = DedupConfig(), *,
+               client=None, workers: int | None = None, threads_per_worker: int = 1, scheduler: str | None = None,
+               index_dir: str | os.PathLike | None = None, force: bool = False, log: Log = print,
+               band_splits: int = 1) -> dict:
     """:func:`dedup.stages.dedup_staged` with each stage's tasks on a Dask cluster: ``client``,
     or one joined at ``scheduler``, or a new local cluster of ``workers`` processes."""
     with ExitStack() as stack:
