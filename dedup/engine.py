@@ -139,10 +139,8 @@ def _run(plan: runs.RunPlan, config: DedupConfig, threads: int | None, progress:
     plan_ = plan_index(config.threshold, config.num_perm, capacity, config.fp, config.bands, config.rows)
     threads = kernels.use_threads(threads)
     sketcher = Sketcher(config, plan_.bands, plan_.rows, threads)
-    index = make_index(
-        config.index, plan_, scheme=config.scheme, num_perm=config.num_perm, seed=config.seed,
-        exact_fp=config.exact_fp, threads=threads or 1,
-    )
+    index = make_index(config.index, plan_, scheme=config.scheme, num_perm=config.num_perm, seed=config.seed,
+                       exact_fp=config.exact_fp, threads=threads or 1)
     locator = _Locator([s.name for s in shards]) if config.index == "lsh" else None
 
     timer = _Timer()

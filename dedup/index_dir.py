@@ -162,8 +162,7 @@ class IndexDir:
         if meta["format"] not in (1, FORMAT):
             raise io.StateError(f"{p}: unknown index format {meta['format']!r}")
         meta.setdefault("batches", [])  # format 1 did not record what it holds
-        problem = _meta_problem(meta)
-        if problem:
+        if problem := _meta_problem(meta):
             raise io.StateError(f"{p}: damaged: {problem}; restore it from a copy, or use another --index-dir")
         if not (self.path / meta["current"]).is_dir():
             raise io.StateError(f"{p}: names version {meta['current']!r}, which is missing from {self.path}")

@@ -228,13 +228,11 @@ def merge_split_records(records: list[dict]) -> dict:
 
 def _seen_slice(work: Path, band: int | str, start: int, count: int, splits: int = 1) -> np.ndarray:
     """Bits [start, start+count) of a band's seen file (OR of its ``splits`` files), as bools."""
-    first = start // 8
-    last = (start + count + 7) // 8
+    first, last = start // 8, (start + count + 7) // 8
     raw = np.zeros(last - first, dtype=np.uint8)
     for s in range(splits):
         raw |= np.fromfile(seen_path(work, band, (s, splits)), dtype=np.uint8, count=last - first, offset=first)
-    bits = np.unpackbits(raw, bitorder="little")
-    return bits[start - first * 8 : start - first * 8 + count].astype(np.bool_)
+    return np.unpackbits(raw, bitorder="little")[start % 8 : start % 8 + count].astype(np.bool_)
 
 
 def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work: Path,
@@ -391,8 +389,8 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
 def dedup_staged(inputs, out, config: DedupConfig = DedupConfig(), *, map_tasks: MapTasks = serial_map,
                  index_dir=None, force: bool = False, log: Callable[[str], None] = lambda m: None,
                  checkpoint: Callable[[str], None] = lambda point: None, band_splits: int = 1) -> dict:
-    """The staged engine: :func:`dedup.runs.prepare`, :func:`run_stages`, and on a failure
-    (bad input, damaged state, full disk) nothing left behind. Return the manifest.
+    """The staged engine: :func:`run_stages` under the run protocol (:func:`dedup.runs.execute`).
+    Return the manifest.
 
     ``map_tasks`` runs each stage's tasks (default: one after another in this process;
     :func:`pipelines.staged.run_staged` runs them on Dask). Same outputs, byte for byte, as the

@@ -166,8 +166,7 @@ def _task(version: str, fn, *args):
                                   f"not {version}); start the workers from the same installation"))
     if _created_here("MEMDEDUP_KILL_WORKER_ONCE"):
         os.kill(os.getpid(), signal.SIGKILL)
-    hold = _created_here("MEMDEDUP_HOLD_TASK_ONCE")
-    if hold:
+    if hold := _created_here("MEMDEDUP_HOLD_TASK_ONCE"):
         with open(hold, "w") as f:
             json.dump({"pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}, f)
         time.sleep(120)
