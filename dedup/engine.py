@@ -75,21 +75,15 @@ class _Locator:
         import pyarrow.compute as pc  # the datasketch (lsh) backend only
 
         if self._cat is None:
-            self._cat = (
-                np.concatenate(self.shard_idx),
-                np.concatenate(self.rows),
-                pa.concat_arrays([a.cast(pa.string()) for a in self.ids]),
-            )
+            self._cat = (np.concatenate(self.shard_idx), np.concatenate(self.rows),
+                         pa.concat_arrays([a.cast(pa.string()) for a in self.ids]))
         sidx, rows, ids = self._cat
         safe = np.where(known, numbers, 0)
         unknown = bool_array(~known)
         nulls = pa.nulls(len(numbers), pa.string())
-        names = take_strings(self.shard_names, sidx[safe])
-        return (
-            pc.if_else(unknown, nulls, ids.take(numeric_array(safe))),
-            pc.if_else(unknown, nulls, names),
-            numeric_array(np.where(known, rows[safe], 0), valid=known),
-        )
+        return (pc.if_else(unknown, nulls, ids.take(numeric_array(safe))),
+                pc.if_else(unknown, nulls, take_strings(self.shard_names, sidx[safe])),
+                numeric_array(np.where(known, rows[safe], 0), valid=known))
 
 
 def dedup_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config: DedupConfig = DedupConfig(), *,

@@ -153,10 +153,8 @@ def _read_columns(path: Path, *columns: str) -> list[np.ndarray]:
     return [table.column(c).combine_chunks().to_numpy(zero_copy_only=False) for c in columns]
 
 
-def band_pass(
-    band: int | str, shards: list[Shard], work: Path, stack, total_rows: int, save_to: Path | None = None,
-    split: tuple[int, int] = (0, 1),
-) -> dict:
+def band_pass(band: int | str, shards: list[Shard], work: Path, stack, total_rows: int, save_to: Path | None = None,
+              split: tuple[int, int] = (0, 1)) -> dict:
     """Stage 2 for one band (an int) or the exact key (``EXACT_BAND``) through ``stack`` (fresh or
     loaded from an index directory): writes the seen bits, saves ``stack`` under ``save_to`` (a fresh
     directory) when given, and only then marks the band done and returns the completion record: a
@@ -293,8 +291,7 @@ def band_task(band: int | str, shards: list[Shard], work: Path, total: int, fp: 
 
 def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = serial_map,
                index: IndexDir | None = None, checkpoint: Callable[[str], None] = lambda point: None,
-               log: Callable[[str], None] = lambda m: None,
-               band_splits_requested: int = 1) -> dict:
+               log: Callable[[str], None] = lambda m: None, band_splits_requested: int = 1) -> dict:
     """Run (or resume) the three stages of ``plan`` (from :func:`dedup.runs.prepare`, not complete) and
     finish it; return the manifest. ``index``: the ``--index-dir``, its version pinned in the run record
     (``plan.checked``: the inputs' :meth:`IndexDir.check_not_held`, None on a resume; a resume that finds
