@@ -246,8 +246,7 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
     has_sh = n_shingles > 0
     n = valid.shape[0]
     splits = splits or {}
-    band_seen = (np.stack([_seen_slice(work, j, start, n, splits.get(j, 1)) for j in range(bands)], axis=1)
-                 if n else np.zeros((0, bands), bool))
+    band_seen = np.stack([_seen_slice(work, j, start, n, splits.get(j, 1)) for j in range(bands)], axis=1)
     exact_seen = _seen_slice(work, EXACT_BAND, start, n, splits.get(EXACT_BAND, 1))
     verdicts = combine(valid, has_sh, band_seen, exact_seen)
 

@@ -45,7 +45,8 @@ __all__ = ["ClusterError", "IndexMismatchError", "dask_client", "dask_map", "run
 
 
 @contextmanager
-def dask_client(workers: int | None = None, threads_per_worker: int = 1, scheduler: str | None = None, log: Log = print):
+def dask_client(workers: int | None = None, threads_per_worker: int = 1, scheduler: str | None = None,
+                log: Log = print):
     """A ``distributed.Client``: to ``scheduler`` (an address like ``tcp://host:8786`` or
     a scheduler JSON file) if given, else to a new ``LocalCluster`` of ``workers`` processes
     (default: :func:`available_cores` / ``threads_per_worker``)."""
@@ -66,15 +67,10 @@ def dask_client(workers: int | None = None, threads_per_worker: int = 1, schedul
         # unless told before they start, i.e. before they import distributed.
         quiet = {**dask.config.get("distributed.nanny.pre-spawn-environ"), "DASK_LOGGING__DISTRIBUTED": "critical"}
         with dask.config.set({"distributed.nanny.pre-spawn-environ": quiet}):
-            cluster = LocalCluster(
-                n_workers=n,
-                threads_per_worker=threads_per_worker,
-                processes=True,
-                dashboard_address=":0",
-                silence_logs=logging.CRITICAL,
-                # Numba threads inside a task: the tasks are serial; Dask runs them side by side.
-                env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
-            )
+            cluster = LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True,
+                                   dashboard_address=":0", silence_logs=logging.CRITICAL,
+                                   # Numba threads inside a task: the tasks are serial; Dask runs them side by side.
+                                   env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
         client = Client(cluster)
     try:
         log(f"dask: {len(client.scheduler_info()['workers'])} worker(s), dashboard {client.dashboard_link}")
