@@ -19,10 +19,8 @@
 Each task writes its files under temporary names, renames them into place, then writes a
 completion record ``<file>.done`` (JSON: what it made and from what). A task whose record
 exists is skipped when a run is resumed. Tasks write only under the run's own directory
-``WORK`` (:attr:`dedup.runs.RunPlan.work`), never creating it: a late task of a killed run
-(still running on an external cluster) fails once the next run has removed it, instead of
-writing where that run reads; kept shards too are moved into ``OUT/kept/`` only when the
-stages are done. Nothing here knows about Dask:
+``WORK``, never creating it (why: :attr:`dedup.runs.RunPlan.work`); kept shards too are moved
+into ``OUT/kept/`` only when the stages are done. Nothing here knows about Dask:
 :func:`run_stages` sequences the stages and takes a ``map_tasks`` function that runs one
 stage's tasks: :func:`serial_map` here (tests, debugging), Dask in :mod:`pipelines.staged`.
 
