@@ -421,8 +421,7 @@ def did(
     boot_parts = []  # (n_boot, cells of the cohort) draws, in the order of `parts`
     base_steps, members_of = {}, {}
     for grp in groups:
-        k1, k = grp[0], grp[-1]
-        b = k1 - 1  # base: the last checkpoint before any member was trained on
+        k, b = grp[-1], grp[0] - 1  # b, the base: the last checkpoint before any member was trained on
         mask = np.isin(kidx, grp) & treated
         Yt = Y[mask]
         cols = np.array((list(range(b)) if leads else []) + list(range(k, C)), dtype=np.int64)
@@ -441,23 +440,14 @@ def did(
         g = int(checkpoints[k])
         base_steps[g] = int(checkpoints[b])
         members_of[g] = [int(checkpoints[j]) for j in grp]
-        parts.append(
-            pd.DataFrame(
-                {
-                    "treatment_step": np.full(n_cells, g, dtype=np.int64),
-                    "step": checkpoints[cols].astype(np.int64),
-                    "event_time": (cols - k).astype(np.int64),
-                    "lag_steps": checkpoints[cols].astype(np.float64) - float(ts[mask].mean()),
-                    "effect": eff,
-                    "se": se,
-                    "lower": lower,
-                    "upper": upper,
-                    "n_treated": np.full(n_cells, Yt.shape[0], dtype=np.int64),
-                    "n_control": np.full(n_cells, n_control, dtype=np.int64),
-                    "cohort_size": np.full(n_cells, Yt.shape[0], dtype=np.int64),
-                }
-            )
-        )
+        size = np.full(n_cells, Yt.shape[0], dtype=np.int64)
+        parts.append(pd.DataFrame({
+            "treatment_step": np.full(n_cells, g, dtype=np.int64), "step": checkpoints[cols].astype(np.int64),
+            "event_time": (cols - k).astype(np.int64),
+            "lag_steps": checkpoints[cols].astype(np.float64) - float(ts[mask].mean()),
+            "effect": eff, "se": se, "lower": lower, "upper": upper, "n_treated": size,
+            "n_control": np.full(n_cells, n_control, dtype=np.int64), "cohort_size": size,
+        }))
     ints = ("treatment_step", "step", "event_time", "n_treated", "n_control", "cohort_size")
     if parts:
         out = pd.concat(parts, ignore_index=True)
@@ -477,16 +467,9 @@ def did(
     out["band_lower"], out["band_upper"], out["significant"] = _band(effect, se, crit)
     out = out[PROFILE_COLUMNS]
     out.attrs.update(
-        confidence=confidence,
-        n_boot=n_boot,
-        seed=seed,
-        checkpoints=tuple(int(c) for c in checkpoints),
-        base_steps=base_steps,
-        cohorts=members_of,
-        critical_value=crit,
-        min_cohort_size=int(min_cohort_size),
-        n_dropped_no_base=int(no_base.sum()),
-        n_dropped_small=int((treated & ~in_group).sum()),
+        confidence=confidence, n_boot=n_boot, seed=seed, checkpoints=tuple(int(c) for c in checkpoints),
+        base_steps=base_steps, cohorts=members_of, critical_value=crit, min_cohort_size=int(min_cohort_size),
+        n_dropped_no_base=int(no_base.sum()), n_dropped_small=int((treated & ~in_group).sum()),
         n_treated_after_panel=int(after_panel.sum()),
     )
     if n_boot:
@@ -573,14 +556,8 @@ def _joint_draws(profile: pd.DataFrame):
         rows = [(int(g), int(c)) for g, c in zip(profile["treatment_step"], profile["step"])]
     except (TypeError, ValueError):
         return None
-    if (
-        draws.ndim != 2
-        or draws.shape[0] < 2
-        or draws.shape[1] != len(cells)
-        or len(col) != len(cells)
-        or len(rows) != len(cells)
-        or set(rows) != set(col)
-    ):
+    if (draws.ndim != 2 or draws.shape[0] < 2 or not draws.shape[1] == len(col) == len(rows) == len(cells)
+            or set(rows) != set(col)):
         return None
     return draws[:, [col[r] for r in rows]]
 
