@@ -24,8 +24,6 @@ from .stats import wilson_bounds
 
 __all__ = ["recognition", "recall", "retention_curve", "sign_test_p_value", "scramble_foils", "substitute_foils"]
 
-CHANCE = 0.5
-
 #: metric columns :func:`retention_curve` aggregates by default, when present
 DEFAULT_METRICS = ("recognition", "recognition_scrambled", "recognition_substituted", "exact_recall", "token_recall")
 #: identifier columns never treated as metrics
@@ -119,18 +117,8 @@ def recognition(seen_loss: np.ndarray, foil_loss: np.ndarray, *, confidence: flo
         w, l = (w + 1, l) if w <= l else (w, l + 1)
     with np.errstate(invalid="ignore"):
         gap = float(np.mean(f - s))  # inf - inf -> nan, left as is
-    return {
-        "n": n,
-        "wins": wins,
-        "losses": losses,
-        "ties": ties,
-        "accuracy": successes / n,
-        "lower": lower,
-        "upper": upper,
-        "chance": CHANCE,
-        "p_value": sign_test_p_value(w, w + l),
-        "mean_gap": gap,
-    }
+    return {"n": n, "wins": wins, "losses": losses, "ties": ties, "accuracy": successes / n, "lower": lower,
+            "upper": upper, "chance": 0.5, "p_value": sign_test_p_value(w, w + l), "mean_gap": gap}
 
 
 def recall(generated: np.ndarray, truth: np.ndarray, *, confidence: float = 0.95) -> dict:
@@ -151,37 +139,24 @@ def recall(generated: np.ndarray, truth: np.ndarray, *, confidence: float = 0.95
         >>> (r["exact_recall"], r["token_recall"])
         (0.5, 0.75)
     """
-    g = np.asarray(generated)
-    t = np.asarray(truth)
+    g, t = np.asarray(generated), np.asarray(truth)
     for a, name in ((g, "generated"), (t, "truth")):
         if a.ndim != 2:
             raise ValueError(f"{name} must be 2-D (n, continuation length), got shape {a.shape}")
         if not (np.issubdtype(a.dtype, np.integer) or a.size == 0):
             raise ValueError(f"{name} must hold integer token ids, got dtype {a.dtype}")
     if g.shape != t.shape:
-        raise ValueError(
-            f"generated and truth must have the same shape (continuations only, cue excluded), "
-            f"got {g.shape} and {t.shape}"
-        )
+        raise ValueError(f"generated and truth must have the same shape (continuations only, cue excluded), "
+                         f"got {g.shape} and {t.shape}")
     n, c = g.shape
     if n == 0 or c == 0:
         raise ValueError(f"recall needs at least one item and one continuation token, got shape {g.shape}")
     match = g == t
-    exact = match.all(axis=1)
-    frac = match.mean(axis=1)
+    exact, frac = match.all(axis=1), match.mean(axis=1)
     k = int(exact.sum())
     lower, upper = wilson_bounds(k, n, confidence)
-    return {
-        "n": int(n),
-        "length": int(c),
-        "exact_recall": k / n,
-        "exact_k": k,
-        "exact_lower": lower,
-        "exact_upper": upper,
-        "token_recall": float(frac.mean()),
-        "exact": exact,
-        "token_fraction": frac,
-    }
+    return {"n": int(n), "length": int(c), "exact_recall": k / n, "exact_k": k, "exact_lower": lower,
+            "exact_upper": upper, "token_recall": float(frac.mean()), "exact": exact, "token_fraction": frac}
 
 
 def retention_curve(rows: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
@@ -223,11 +198,9 @@ def retention_curve(rows: pd.DataFrame, metrics: Sequence[str] | None = None) ->
             if not (np.issubdtype(values.dtype, np.floating) and np.all(values == np.round(values))):
                 raise ValueError(f"column {col!r} must hold integer steps, got dtype {values.dtype}")
     if metrics is None:
-        metrics = [m for m in DEFAULT_METRICS if m in rows.columns]
-        if not metrics:
-            numeric = pd.api.types.is_numeric_dtype
-            boolean = pd.api.types.is_bool_dtype
-            metrics = [c for c in rows.columns if c not in _ID_COLUMNS and numeric(rows[c]) and not boolean(rows[c])]
+        numeric, boolean = pd.api.types.is_numeric_dtype, pd.api.types.is_bool_dtype
+        metrics = [m for m in DEFAULT_METRICS if m in rows.columns] or [
+            c for c in rows.columns if c not in _ID_COLUMNS and numeric(rows[c]) and not boolean(rows[c])]
     else:
         metrics = list(metrics)
         missing = [m for m in metrics if m not in rows.columns]
