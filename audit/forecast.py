@@ -143,24 +143,14 @@ def forecast(
     tn = int(np.sum(~pred & ~truth))
 
     out: dict = {"n": n, "tp": tp, "fp": fp, "fn": fn, "tn": tn}
-    for name, k, d in (
-        ("precision", tp, tp + fp),
-        ("recall", tp, tp + fn),
-        ("predicted_positive_rate", tp + fp, n),
-        ("base_rate", tp + fn, n),
-    ):
+    for name, k, d in (("precision", tp, tp + fp), ("recall", tp, tp + fn), ("predicted_positive_rate", tp + fp, n),
+                       ("base_rate", tp + fn, n)):
         out[name] = k / d if d else None
         out[f"{name}_lower"], out[f"{name}_upper"] = wilson_interval(k, d, confidence)
         if name in ("precision", "recall"):
             out[f"{name}_n"] = d
-    out.update(
-        n_first=int(len(first)),
-        n_second=int(len(second)),
-        n_seen_first=len(a),
-        n_seen_second=len(b),
-        n_unmatched_first=len(a) - n_matched,
-        n_unmatched_second=len(b) - n_matched,
-    )
+    out.update(n_first=int(len(first)), n_second=int(len(second)), n_seen_first=len(a), n_seen_second=len(b),
+               n_unmatched_first=len(a) - n_matched, n_unmatched_second=len(b) - n_matched)
     return out
 
 
@@ -240,8 +230,7 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
         tables.append(t := table.to_pandas())
         if {"doc_id", "shard", "row"} <= set(t.columns):  # no corpus ids: 'shard:row', as memdedup train names it
             t["doc_id"] = [document_name(*d) for d in zip(*(table[c].to_pylist() for c in ("doc_id", "shard", "row")))]
-        if {"doc_id", "token_offset"} <= set(tables[-1].columns) and \
-                tables[-1][["doc_id", "token_offset"]].isna().any().any():
+        if {"doc_id", "token_offset"} <= set(t.columns) and t[["doc_id", "token_offset"]].isna().any().any():
             raise InputError(d, "sequences without a document (null doc_id or token_offset: an audit of --sequences "
                                 "given by tokens) cannot be matched with another audit's")
     distinct = None
