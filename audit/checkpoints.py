@@ -78,8 +78,7 @@ def _read_instances(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     """order.parquet or heldout.parquet, with ``columns`` present and non-null, ``shard`` strings
     and the others integers; InputError naming the file (and the first null row) otherwise."""
     table = pq.read_table(path)
-    missing = [c for c in columns if c not in table.column_names]
-    if missing:
+    if missing := [c for c in columns if c not in table.column_names]:
         raise InputError(path, f"no column {', '.join(map(repr, missing))} (columns: {table.column_names})")
     if path.name == ORDER_FILE and table.num_rows == 0:
         raise InputError(path, "no rows: the run recorded no training exposure")
@@ -106,8 +105,7 @@ def _document_texts(run: Path, keys, corpus: list[str], text_column: str) -> dic
             raise ValueError(f"{run}: order names shard {name!r}, not in the corpus {corpus}")
     wanted = [(index[name], row) for name, row in keys]
     texts = {(shards[i].name, r): text or "" for i, r, _, text in rows_of(shards, text_column, None, wanted)}
-    absent = [k for k in keys if k not in texts]
-    if absent:
+    if absent := [k for k in keys if k not in texts]:
         raise _not_the_runs_corpus(corpus, run, f"its order names {len(absent)} rows it lacks, e.g. {absent[0][0]} "
                                                 f"row {absent[0][1]}")
     return texts
@@ -227,8 +225,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     ckpts = _checkpoints(run)
     grid = config.checkpoint_grid()
     if grid is not None:  # the user's own checkpoint grid
-        missing = sorted(set(grid) - {s for s, _ in ckpts})
-        if missing:
+        if missing := sorted(set(grid) - {s for s, _ in ckpts}):
             raise ValueError(f"{run}: checkpoints {missing} are not in the run (it has {[s for s, _ in ckpts]})")
         ckpts = [(s, p) for s, p in ckpts if s in set(grid)]
     steps = [s for s, _ in ckpts]

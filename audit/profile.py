@@ -78,8 +78,7 @@ _SHOW = 5  # how many offending values an error message lists
 def _require_columns(df, required: list[str], name: str) -> None:
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in required if c not in df.columns]
-    if missing:
+    if missing := [c for c in required if c not in df.columns]:
         unknown = [c for c in df.columns if c not in required]
         raise ValueError(
             f"{name} is missing column(s) {missing} (required: {required}); "
@@ -170,14 +169,11 @@ def _treatment_steps(treatments: pd.DataFrame, ids: pd.Index) -> np.ndarray:
     tid = treatments["instance_id"]
     if tid.isna().any():
         raise ValueError("treatments['instance_id'] contains nulls")
-    dup = tid[tid.duplicated()].unique()
-    if len(dup):
+    if len(dup := tid[tid.duplicated()].unique()):
         raise ValueError(f"treatments lists instance_id(s) more than once (first exposure only: one row each): {_show(dup)}")
-    absent = ids[~ids.isin(tid)]
-    if len(absent):
+    if len(absent := ids[~ids.isin(tid)]):
         raise ValueError(f"instance(s) of the panel are absent from treatments: {_show(absent)}")
-    extra = tid[~tid.isin(ids)]
-    if len(extra):
+    if len(extra := tid[~tid.isin(ids)]):
         raise ValueError(f"treatments lists instance(s) absent from the panel: {_show(extra)}")
     try:
         ts = pd.to_numeric(treatments["treatment_step"]).astype("float64")

@@ -203,13 +203,11 @@ def retention_curve(rows: pd.DataFrame, metrics: Sequence[str] | None = None) ->
             c for c in rows.columns if c not in _ID_COLUMNS and numeric(rows[c]) and not boolean(rows[c])]
     else:
         metrics = list(metrics)
-        missing = [m for m in metrics if m not in rows.columns]
-        if missing:
+        if missing := [m for m in metrics if m not in rows.columns]:
             raise ValueError(f"rows has no metric columns {missing}")
     if not metrics:
         raise ValueError("no metric columns to aggregate")
-    bad = [m for m in metrics if m in _ID_COLUMNS]
-    if bad:
+    if bad := [m for m in metrics if m in _ID_COLUMNS]:
         raise ValueError(f"{bad} are identifier columns, not metrics")
 
     df = pd.DataFrame({"steps_since": (rows["step"].to_numpy() - rows["treatment_step"].to_numpy()).astype(np.int64)})
