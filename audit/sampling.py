@@ -217,10 +217,9 @@ def sequences_from_file(
             raise InputError(path, f"column {name!r} must hold integers, not {t}")
         if col.null_count:
             raise InputError(path, f"column {name!r} holds {col.null_count} null(s)")
-        top = pc.max(col).as_py() if len(col) else None
+        low, top = pc.min_max(col).as_py().values()  # None, None when empty
         if top is not None and top > np.iinfo(np.int64).max:  # uint64: else OverflowError deep inside
             raise InputError(path, f"column {name!r} holds {top}, beyond int64 (token ids, rows and offsets are int64)")
-        low = pc.min(col).as_py() if len(col) else None
         if low is not None and low < (-1 if name == "row" else 0):  # row -1: no row known
             raise InputError(path, f"column {name!r} holds {low}, below {-1 if name == 'row' else 0}")
     shard_type = table.schema.field("shard").type if "shard" in table.column_names else pa.string()
