@@ -241,12 +241,10 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
                   & ~(first["second_step"] <= pchk[-1])]
     held = held[held["n_tokens"] == seq_len]
     # Eligibility by content, not raw text (ELIGIBILITY_RULE; issue #12 section 1).
-    trained_docs = set(zip(order["shard"].astype(str), order["row"].astype(int)))
-    candidates = list(zip(first["shard"], first["row"])) + list(zip(held["shard"], held["row"]))
-    dups = trained_duplicates(run, corpus, candidates, trained_docs, text_column)
-    ok_t = np.array([not (dups[(str(s), int(r))] - {(str(s), int(r))}) for s, r in zip(first["shard"], first["row"])],
-                    dtype=bool)
-    ok_c = np.array([not dups[(str(s), int(r))] for s, r in zip(held["shard"], held["row"])], dtype=bool)
+    doc = lambda table: [(str(s), int(r)) for s, r in zip(table["shard"], table["row"])]
+    dups = trained_duplicates(run, corpus, doc(first) + doc(held), set(doc(order)), text_column)
+    ok_t = np.array([not (dups[d] - {d}) for d in doc(first)], dtype=bool)
+    ok_c = np.array([not dups[d] for d in doc(held)], dtype=bool)
     eligibility = {"rule": ELIGIBILITY_RULE, "treated_dropped_duplicated": int((~ok_t).sum()),
                    "controls_dropped_trained_duplicate": int((~ok_c).sum())}
     first, held = first[ok_t], held[ok_c]
@@ -372,7 +370,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
             (out / name).unlink(missing_ok=True)
     panel_info = {"ends": panel_rule, "end_step": int(pchk[-1]), "checkpoints": pchk,
                   "residual_step": int(pchk[-1])}
-    banded = placebo[placebo["band_lower"].notna()] if len(placebo) else placebo
+    banded = placebo[placebo["band_lower"].notna()]
     summary = {
         "run": str(run.resolve()), "config": config.to_dict(), "checkpoints": steps,
         "instances": {"treated": int(len(treated)), "control": int((~placebo_mask).sum()),
