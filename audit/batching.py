@@ -112,9 +112,8 @@ def resolve_batch_size(batch_size: int | str, lm, seq_len: int, free: int | None
     L = int(seq_len) + lm.n_prefix
     per = bytes_per_sequence(L, **shape)
     if free is None:
-        gpu = lm.free_memory()
-        free = available_memory() if gpu is None else gpu
-    free = int(free)
+        free = lm.free_memory()  # None on a CPU
+    free = int(available_memory() if free is None else free)
     n = auto_batch_size(per, free, lm.device)
     return n, {"rule": f"largest power of two <= {SAFETY} x free memory / bytes per sequence, in [1, "
                        f"{MAX_BATCH_CPU if lm.device == 'cpu' else MAX_BATCH}]", "batch_size": n,
