@@ -605,8 +605,7 @@ def summarise(profile: pd.DataFrame, final_step: int | None = None, *, confidenc
     cohort-share weights of :func:`event_time_curve`, the event aggregation of Callaway &
     Sant'Anna as the ``differences`` package computes it (``ATTgt.aggregate('event')``, equal
     to 1e-14 on a regular checkpoint grid; event time counts checkpoints, see
-    :func:`event_time_curve`). With
-    ``theta(e)`` that curve:
+    :func:`event_time_curve`). With ``theta(e)`` that curve:
 
     * ``instantaneous`` = ``theta(0)``: the cells with ``step == treatment_step`` (the first
       checkpoint after training on the cohort), cohort-share weighted;
