@@ -103,7 +103,7 @@ def choose_heldout(texts: list[str], fraction: float, seed: int, dedup_config=No
     n = len(texts)
     held = np.zeros(n, dtype=bool)
     target = int(round(fraction * n))
-    if target == 0 or n == 0:
+    if target == 0:  # also n == 0
         return held
     labels = duplicate_clusters(texts, dedup_config)
     uniq, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
@@ -164,11 +164,10 @@ def retention_design(epoch_orders: list[np.ndarray], inst: list[tuple[int, int, 
     cut = (first - 1) * bs
     orders = [np.concatenate([rest[:cut], items, rest[cut:]])]
     orders += [o[~np.isin(o, items)] for o in epoch_orders[1:]]
-    design = {"items": n, "instance_ids": [int(i) for i in items], "window": [first, first + window - 1],
-              "exposure_step": first + window - 1,
-              "rule": "trained once in epoch 1 right after warm-up, never again; lag measured from the window's "
-                      "last step"}
-    return orders, design
+    return orders, {"items": n, "instance_ids": [int(i) for i in items], "window": [first, first + window - 1],
+                    "exposure_step": first + window - 1,
+                    "rule": "trained once in epoch 1 right after warm-up, never again; lag measured from the "
+                            "window's last step"}
 
 
 def corpus_documents(shards, text_column: str, id_column: str | None) -> list[tuple[str, str, int, str]]:
