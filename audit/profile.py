@@ -445,20 +445,17 @@ def did(
             "n_control": np.full(n_cells, n_control, dtype=np.int64), "cohort_size": size,
         }))
     ints = ("treatment_step", "step", "event_time", "n_treated", "n_control", "cohort_size")
-    if parts:
+    if parts:  # sorted by (treatment_step, step): the groups ascend, and so do the columns of each
         out = pd.concat(parts, ignore_index=True)
     else:
         out = pd.DataFrame({c: pd.Series(dtype="int64" if c in ints else "bool" if c == "significant" else "float64")
                             for c in PROFILE_COLUMNS})
-    out = out.sort_values(["treatment_step", "step"])
-    order = out.index.to_numpy()
-    out = out.reset_index(drop=True)
 
     # Simultaneous band (the differences package's multiplier-bootstrap critical value).
     crit, draws = float("nan"), None
     effect, se = out["effect"].to_numpy(), out["se"].to_numpy()
     if n_boot:
-        draws = np.concatenate(boot_parts, axis=1)[:, order] if boot_parts else np.empty((n_boot, 0))
+        draws = np.concatenate(boot_parts, axis=1) if boot_parts else np.empty((n_boot, 0))
         crit = _max_t(draws, effect, se, confidence)
     out["band_lower"], out["band_upper"], out["significant"] = _band(effect, se, crit)
     out = out[PROFILE_COLUMNS]
