@@ -312,9 +312,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     prof = did_of("placebo", config.min_cohort_size)
     curve_et = profile.event_time_curve(prof) if len(prof) else pd.DataFrame()
     placebo = did_of("treated", 1)
-    prof["placebo"] = False
-    placebo["placebo"] = True
-    both = pd.concat([prof, placebo], ignore_index=True)
+    both = pd.concat([prof.assign(placebo=False), placebo.assign(placebo=True)], ignore_index=True)
 
     # Retention per (cohort, checkpoint): recognition against paired foils, recall.
     treated_idx = rows.index[rows["group"] == "treated"].to_numpy()
@@ -410,8 +408,8 @@ def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: i
     The run is ``memdedup train --retention-items N`` (:func:`audit.train.retention_design`):
     its manifest's ``retention`` names the items, their exposure step ``e`` (each item trained
     exactly once, at or before ``e``, never after: checked here against ``order.parquet``) and
-    the probe checkpoints ``e, e + 1, e + 2, e + 4, ...`` (and ``e - 1``, before exposure). At
-    each probe checkpoint at or after ``e``, every item is scored (one forward pass) with:
+    the probe checkpoints (:func:`audit.config.retention_checkpoints`). At each probe checkpoint
+    at or after ``e``, every item is scored (one forward pass) with:
 
     * ``recognition`` (:func:`audit.retention.recognition`) against a held-out instance (never
       trained on; drawn seeded, with replacement when too few); ``recognition_scrambled`` /
