@@ -248,9 +248,7 @@ class CausalLM:
 def default_prefix(tokenizer) -> list[int]:
     """The token ids a tokenizer puts in front of a text by default (``add_special_tokens``):
     ``[bos]`` for Llama-family tokenizers, ``[]`` for GPT-2's."""
-    probe = "a"
-    bare = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
-    full = list(tokenizer(probe, add_special_tokens=True)["input_ids"])
+    bare, full = (list(tokenizer("a", add_special_tokens=special)["input_ids"]) for special in (False, True))
     for start in range(len(full) - len(bare) + 1):
         if full[start : start + len(bare)] == bare:
             return full[:start]

@@ -67,8 +67,6 @@ __all__ = ["did", "summarise", "significant", "merge_cohorts", "sample_per_cohor
 
 PROFILE_COLUMNS = ["treatment_step", "step", "event_time", "lag_steps", "effect", "se", "lower", "upper", "band_lower",
                    "band_upper", "significant", "n_treated", "n_control", "cohort_size"]
-_PANEL_COLUMNS = ["instance_id", "step", "outcome"]
-_TREATMENT_COLUMNS = ["instance_id", "treatment_step"]
 _SHOW = 5  # how many offending values an error message lists
 
 
@@ -124,7 +122,7 @@ def _check_confidence(confidence, profile: pd.DataFrame | None = None) -> float:
 
 def _wide_panel(panel: pd.DataFrame):
     """(instance ids, sorted checkpoints, Y (n_instances, n_checkpoints)) with full validation."""
-    _require_columns(panel, _PANEL_COLUMNS, "panel")
+    _require_columns(panel, ["instance_id", "step", "outcome"], "panel")
     if len(panel) == 0:
         raise ValueError("panel is empty")
     steps = _integer_steps(panel["step"], "panel['step']")
@@ -165,7 +163,7 @@ def _wide_panel(panel: pd.DataFrame):
 
 def _treatment_steps(treatments: pd.DataFrame, ids: pd.Index) -> np.ndarray:
     """float64 treatment step per panel instance (NaN = never treated), with validation."""
-    _require_columns(treatments, _TREATMENT_COLUMNS, "treatments")
+    _require_columns(treatments, ["instance_id", "treatment_step"], "treatments")
     tid = treatments["instance_id"]
     if tid.isna().any():
         raise ValueError("treatments['instance_id'] contains nulls")
@@ -206,20 +204,16 @@ class BootDraws(np.ndarray):
         return obj
 
     def __eq__(self, other):
-        if self is other:
-            return True
-        if not isinstance(other, np.ndarray) or other.shape != self.shape:
-            return False
-        return bool(np.array_equal(np.asarray(self), np.asarray(other)))
+        return self is other or (isinstance(other, np.ndarray)
+                                 and bool(np.array_equal(np.asarray(self), np.asarray(other))))
 
     def __ne__(self, other):
         return not self.__eq__(other)
 
-    def __copy__(self):
+    def __deepcopy__(self, memo=None):
         return self
 
-    def __deepcopy__(self, memo):
-        return self
+    __copy__ = __deepcopy__
 
     def __getitem__(self, key):
         return np.asarray(self).__getitem__(key)
