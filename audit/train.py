@@ -378,8 +378,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
 
         t_train = time.perf_counter()
         while step < total_steps:
-            ids = batches[step]
-            x, m, y = batch_tensors(ids)
+            x, m, y = batch_tensors(batches[step])
             for group in opt.param_groups:
                 group["lr"] = config.lr * min(1.0, (step + 1) / max(config.warmup_steps, 1))
             loss = model(input_ids=x, attention_mask=m, labels=y).loss
