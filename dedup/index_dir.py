@@ -121,6 +121,13 @@ def file_entry(shard: Shard) -> dict:
     return {"shard": shard.name, "path": str(path), "bytes": path.stat().st_size, "fingerprint": h.hexdigest()}
 
 
+def holds_batch(index: str | os.PathLike, run_id: str) -> bool:
+    """Whether the index directory ``index`` (need not exist; any parameters) holds the batch of run ``run_id``."""
+    p = Path(index) / INDEX_FILE
+    return p.exists() and any(isinstance(b, dict) and b.get("run_id") == run_id
+                              for b in io.read_json(p, _REQUIRED).get("batches") or [])
+
+
 class IndexDir:
     """An index directory (need not exist yet) bound to one run's :func:`index_params`.
 

@@ -54,6 +54,7 @@ from pathlib import Path
 
 from . import io, layout
 from .config import DedupConfig, differing
+from .index_dir import holds_batch
 from .normalize import WORDS, word_changes_since
 from .shards import InputError, Shard, ShardReader, format_of, is_lfs_pointer, is_plain_json
 
@@ -334,6 +335,14 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
     record_path = work_dir(out) / RUN_FILE
     record = io.read_json(record_path, ("identity", "engine")) if record_path.exists() else None
     resumable = not force and previous is None and record is not None and record["identity"] == identity
+    resume = resumable and record["engine"] == engine == "staged"
+    if record is not None and previous is None and not resume and (index := record["identity"].get("index_dir")) \
+            and holds_batch(index, record.get("run_id")):
+        raise OutputExistsError(
+            f"{out} holds the unfinished run {record['run_id']}, whose batch the index {index} already holds (it "
+            "stopped after installing it, before its manifest): clearing its outputs would lose that batch's rows, "
+            "which the index now refuses; rerun that run's command (same inputs and --out, without --force) to finish "
+            "it, or choose another --out")
     checked = check(shards) if check is not None and not resumable else None  # a resume was checked when it started
     if previous is None and record is None and not force:
         kept = out / layout.KEPT_DIR
@@ -343,7 +352,6 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
         if strays:
             raise OutputExistsError(f"{out} holds {strays[0]} from no memdedup run (no manifest.json or "
                                     f"{WORK_DIR}/{RUN_FILE}); remove it, choose another --out, or use --force")
-    resume = resumable and record["engine"] == engine == "staged"
     if resume:
         log(f"{out}: resuming the unfinished run of these inputs and config (its finished tasks are kept)")
         io.remove_temporaries(out)  # of the killed tasks; their completed work is kept

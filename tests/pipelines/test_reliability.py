@@ -335,6 +335,26 @@ def test_f14_a_kill_after_the_index_install_does_not_count_documents_twice(tmp_p
     assert sum(c[3] for c in counts(tmp_path / "o2")) < 400  # its own rows were not removed as held
 
 
+@pytest.mark.parametrize("rerun", [("other", "--index-dir", STAGED), ("other", "no index", ("--engine", "fused")),
+                                   ("same", "--index-dir", (*STAGED, "--force"))])
+def test_an_installed_batch_s_unfinished_outputs_are_never_cleared(tmp_path, gen, rerun):
+    """A run killed after its batch entered the index, before its manifest: its outputs hold the only kept and
+    removed rows of that batch (the index now refuses its files), so a rerun of another command into its OUT must
+    not clear them; the run's own command, rerun, finishes it."""
+    which, index, opts = rerun
+    b1, b2, b3 = (batch(tmp_path, gen, f"b{i}", i - 1) for i in (1, 2, 3))
+    idx, out = tmp_path / "I", tmp_path / "o2"
+    dedup(b1, tmp_path / "o1", "--index-dir", idx, *STAGED)
+    killed = dedup(b2, out, "--index-dir", idx, *STAGED, env={"MEMDEDUP_KILL_AT": "installed:0"}, ok=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    before = snapshot(out)
+    again = (b3 if which == "other" else b2, out, *(("--index-dir", idx) if index == "--index-dir" else ()), *opts)
+    one_error_line(dedup(*again, ok=False), str(out), "already holds", "rerun")
+    assert snapshot(out) == before
+    dedup(b2, out, "--index-dir", idx, *STAGED)  # the killed run's own command finishes it
+    assert [c[1] for c in counts(out)] == [400] and index_documents(idx) == 800
+
+
 # ------------------------------------------------------------------ collisions: both engines refuse alike
 @pytest.mark.parametrize("engine", [("--engine", "fused"), STAGED])
 def test_colliding_output_names_are_refused_by_both_engines(tmp_path, gen, engine):
