@@ -328,8 +328,15 @@ class IndexDir:
             number = int(pinned.split("-")[1]) + 1 if pinned else 1
             version = self.path / f"v-{number:06d}"
             shutil.rmtree(version, ignore_errors=True)
-            for name in names:
-                shutil.copytree(built / name, version / name)
+            try:
+                for name in names:  # a stack is a flat directory; its first failed copy is the error
+                    (version / name).mkdir(parents=True)
+                    for f in sorted((built / name).iterdir()):
+                        shutil.copy2(f, version / name / f.name)
+            except OSError as e:  # disk full, permissions: no half-written version stays
+                shutil.rmtree(version, ignore_errors=True)
+                raise OSError(e.errno, f"{e.strerror or e} (installing its next version; the index is unchanged)",
+                              str(self.path)) from None
             stacks = {n: FilterStack.load(version / n).describe() for n in names}
             batches = (self.meta or {}).get("batches", []) + [
                 {"run_id": run_id, "version": version.name, "created_unix": time.time(), "documents": documents,

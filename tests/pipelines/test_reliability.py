@@ -270,6 +270,25 @@ def test_f9_disk_full_is_one_line_and_leaves_nothing(tmp_path, engine):
         subprocess.run(["umount", str(small)], check=True)
 
 
+def test_disk_full_while_installing_an_index_version_leaves_the_index_as_it_was(tmp_path, gen):
+    small = tmp_path / "small"
+    if not _tmpfs(small, "8m"):
+        pytest.skip("needs root and tmpfs to make a small disk")
+    try:
+        idx = small / "I"
+        dedup(batch(tmp_path, gen, "b1", 0), tmp_path / "o1", "--index-dir", idx, *STAGED)
+        before = snapshot(idx)
+        free = os.statvfs(small).f_bavail * os.statvfs(small).f_frsize
+        subprocess.run(["fallocate", "-l", str(free - 16384), str(small / "filler")], check=True)
+        out = tmp_path / "o2"
+        err = one_error_line(dedup(batch(tmp_path, gen, "b2", 1), out, "--index-dir", idx, *STAGED, ok=False),
+                             "No space left on device", str(idx))
+        assert "[(" not in err and not files_under(out), err
+        assert snapshot(idx) == before
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
 # ------------------------------------------------------------------ F10, F11: staged errors
 def _bad_jsonl_tree(tmp_path: Path, gen: Path) -> Path:
     sb = batch(tmp_path, gen, "sb", 0, 1)
