@@ -37,7 +37,7 @@ from .stats import duplicate_bucket
 
 def _dedup_context(dedup_dir: Path | None, shards) -> tuple[DedupConfig, set[tuple[str, int]], dict | None]:
     """Dedup's config, removed rows and manifest, from a dedup output directory. InputError
-    unless every corpus shard is an input of the dedup run (same name, same row count): dedup's
+    unless every corpus shard is an input of the dedup run (same name, row count and size): dedup's
     removed rows are matched to sampled documents by (shard name, row)."""
     if dedup_dir is None:
         return DedupConfig(), set(), None
@@ -51,6 +51,8 @@ def _dedup_context(dedup_dir: Path | None, shards) -> tuple[DedupConfig, set[tup
             raise InputError(dedup_dir, f"not the dedup output of this corpus: none of its {len(rows)} inputs is "
                                         f"{shard.name!r} of {n} rows ({shard.path}; shards are named by their path "
                                         "below the inputs' common directory: give the corpus as the dedup run had it)")
+        if why := dedup_layout.other_bytes(manifest, shard):
+            raise InputError(dedup_dir, f"not the dedup output of this corpus: {why}")
     return config, set(zip(removed["shard"], removed["row"])), manifest
 
 

@@ -498,6 +498,25 @@ def test_a_dedup_output_of_another_corpus_is_refused(tiny_random_lm, tmp_path):
               AuditConfig(n_sequences=4, prompt_len=8, cont_len=8, n_boot=0), dedup_dir=tmp_path / "own", log=quiet)
 
 
+def test_a_dedup_output_of_a_corpus_of_the_same_layout_is_refused(tiny_random_lm, tmp_path):
+    """Another corpus with the same shard names and row counts (another seed of a generator, say):
+    its dedup output passed, and the audit took its removed rows for this corpus's, giving wrong
+    dedup statuses and retention with exit 0 (found by a probe). The inputs' sizes, which the dedup
+    manifest records, must match too."""
+    from dedup.shards import InputError
+    from dedup.synthetic import write_shards
+
+    corpus, other = _word_corpus(tmp_path / "corpus"), tmp_path / "other"
+    texts = pq.read_table(corpus / "part-00000.parquet").column("text").to_pylist()
+    write_shards(pa.table({"id": [f"d{i}" for i in range(len(texts))], "text": [t + " t1" for t in texts]}), other, 1)
+    dedup_files([other], tmp_path / "dedup", DedupConfig(), threads=1)
+    with pytest.raises(InputError, match="not the dedup output of this corpus") as e:
+        run_audit(tiny_random_lm("gpt2"), [corpus], tmp_path / "out",
+                  AuditConfig(n_sequences=4, prompt_len=8, cont_len=8, n_boot=0), dedup_dir=tmp_path / "dedup",
+                  log=quiet)
+    assert "bytes" in str(e.value) and not (tmp_path / "out").exists()
+
+
 def test_a_reference_vocabulary_at_odds_on_the_empty_token_is_refused():
     """shared_token_ids took the first token the two vocabularies give two ids for with a walrus
     test of its truth: the empty token, first in a byte-level vocabulary, passed as agreement."""

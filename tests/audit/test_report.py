@@ -782,6 +782,29 @@ def test_a_dedup_output_of_another_corpus_is_refused_by_the_comparison(dirs, tmp
     comparison_report([dirs["raw"], dirs["dedup"]], ["raw", "dedup"], tmp_path / "c.html", dedup_dir=dd)
 
 
+def test_a_dedup_output_of_a_corpus_of_the_same_layout_is_refused_by_the_comparison(dirs, tmp_path):
+    """A dedup output whose inputs have the first audit's shard names and enough rows, but not its
+    corpus's files (another seed of a generator, say): the comparison counted the other corpus's
+    removed rows as this one's, exit 0 (found by a probe). The sizes its manifest records must be
+    those of the corpus the audit recorded, where that corpus is still there."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(pa.table({"text": [f"document {i}" for i in range(10)]}), corpus / "a.parquet")
+    size = (corpus / "a.parquet").stat().st_size
+    (dirs["raw"] / "manifest.json").write_text(json.dumps({"stage": "audit", "corpus": [str(corpus / "a.parquet")]}))
+    dd = dirs["dedup_dir"]
+    manifest = json.loads((dd / "manifest.json").read_text())
+    for b in (size + 7, size):
+        (dd / "manifest.json").write_text(json.dumps({**manifest, "inputs": [
+            {"shard": "a.parquet", "rows": 10, "file_bytes": b}, {"shard": "b.parquet", "rows": 10, "file_bytes": 1}]}))
+        if b == size:
+            comparison_report([dirs["raw"], dirs["dedup"]], ["raw", "dedup"], tmp_path / "c.html", dedup_dir=dd)
+            continue
+        with pytest.raises(ValueError, match="not the dedup output of") as e:
+            comparison_report([dirs["raw"], dirs["dedup"]], ["raw", "dedup"], tmp_path / "c.html", dedup_dir=dd)
+        assert f"{size + 7} bytes" in str(e.value)
+
+
 @pytest.mark.parametrize("bad", ["not_an_audit", "missing_profile", "other_lengths"])
 def test_a_refused_rerun_leaves_the_earlier_report_as_it_was(dirs, tmp_path, capsys, bad):
     """A rerun into a report's --out removed the earlier report's files first, then found its
