@@ -192,8 +192,11 @@ class IndexDir:
 
     def check_not_held(self, shards: list[Shard]) -> list[dict]:
         """The inputs' :func:`file_entry`; an :class:`InputError` names the first the index
-        already holds, and the run that indexed it."""
-        held = {f["fingerprint"]: (b, f) for b in (self.meta or {}).get("batches", []) for f in b["files"]}
+        already holds, or that changed since the index took it from the same path (appended rows,
+        a rewrite), and the run that indexed it."""
+        batches = (self.meta or {}).get("batches", [])
+        held = {f["fingerprint"]: (b, f) for b in batches for f in b["files"]}
+        at = {f["path"]: (b, f) for b in batches for f in b["files"]}
         files = [file_entry(s) for s in shards]
         for s, entry in zip(shards, files):
             if entry["fingerprint"] in held:
@@ -201,6 +204,12 @@ class IndexDir:
                 raise InputError(s.path, f"the index {self.path} already holds this file (indexed as {f['path']} by "
                                          f"run {batch['run_id']} on {saved_on(batch)}); feeding it again would remove "
                                          "every row as a duplicate of itself. Leave it out, or use another --index-dir")
+            if entry["path"] in at:  # grown by appended rows, or rewritten: its earlier rows are held
+                batch, f = at[entry["path"]]
+                raise InputError(s.path, f"changed since the index {self.path} took it ({f.get('rows', '?')} rows, "
+                                         f"{f['bytes']} bytes, run {batch['run_id']} on {saved_on(batch)}); rows it "
+                                         "still holds would be removed as duplicates of their own earlier copies. Give "
+                                         "new rows in a new file, or use another --index-dir")
         return files
 
     @contextmanager

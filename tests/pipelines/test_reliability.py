@@ -107,6 +107,26 @@ def test_f1_a_directory_that_grew_is_refused_naming_the_file_already_held(tmp_pa
     assert index_documents(idx) == 400
 
 
+def test_a_file_that_changed_since_the_index_took_it_is_refused(tmp_path):
+    """A JSONL file the index holds, grown by appended rows (a log), or rewritten: its earlier rows
+    were all removed as duplicates of the index's copies, exit 0 and no word (found by a probe),
+    though a retried job or a directory that grew is refused. A file at a path the index holds
+    must be the file it holds."""
+    crawl, idx = tmp_path / "crawl", tmp_path / "I"
+    crawl.mkdir()
+    log = crawl / "log.jsonl"
+    log.write_text("".join(json.dumps({"id": i, "text": f"document number {i} of the log"}) + "\n" for i in range(20)))
+    dedup(crawl, tmp_path / "day1", "--index-dir", idx)
+    with log.open("a") as f:
+        f.write(json.dumps({"id": 20, "text": "a new document"}) + "\n")
+    err = one_error_line(dedup(crawl, tmp_path / "day2", "--index-dir", idx, ok=False), str(log), "changed since")
+    assert "20 rows" in err and not files_under(tmp_path / "day2") and index_documents(idx) == 20
+    (crawl / "new.jsonl").write_text(json.dumps({"id": 20, "text": "a new document"}) + "\n")
+    log.rename(tmp_path / "log.jsonl")  # the way out: new rows in a new file
+    dedup(crawl, tmp_path / "day2", "--index-dir", idx)
+    assert index_documents(idx) == 21
+
+
 # ------------------------------------------------------------------ F2: a resume pins its index version
 def _band_files(index: Path) -> dict[str, bytes]:
     cur = index / json.loads((index / "index.json").read_text())["current"]
