@@ -21,7 +21,8 @@ and a digest of its first documents, by which a rank given them again is refused
 input file the index already holds (same fingerprint) is refused before anything is written:
 its rows would otherwise all be removed as duplicates of themselves (a retried job, a lost
 output directory, a directory that grew since the last run). Its message says which run
-indexed the file.
+indexed the file. So is a file at a path the index took a file from whose content changed since
+(appended rows, a rewrite): the rows the index took would be removed as duplicates of themselves.
 
 Versions: a run pins the version that is current when it starts (recorded in its run
 record) and every band task loads exactly that version. Installing the run's filters as
