@@ -184,7 +184,7 @@ class CausalLM:
                 am = logits.argmax(dim=-1)
                 p = logp.exp()
                 mu = (p * logp).sum(-1)
-                var = (p * logp.square()).sum(-1) - mu.square()
+                var = (p * (logp - mu.unsqueeze(-1)).square()).sum(-1)  # two passes: E[lp^2] - mu^2 cancels
                 outs.append((tlp.double().cpu().numpy(), (am == target).cpu().numpy(), am.cpu().numpy(),
                              mu.double().cpu().numpy(), var.clamp_min(0).sqrt().double().cpu().numpy()))
                 if progress is not None:

@@ -128,8 +128,9 @@ def test_scores_equal_mimir_and_min_k_plus_plus(models, policy):
             minkpp["zlib"].append(ll / len(zlib.compress(bytes(texts[i], "utf-8"))))
             minkpp["min_k"].append(np.mean(np.sort(tlp.numpy())[:m]).item())
             minkpp["min_k_plus_plus"].append(np.mean(np.sort(z.numpy())[:m]).item())
-        for name in ours:
-            np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-6, atol=1e-9, err_msg=f"MIMIR {name} k={k}")
+        for name in ours:  # Min-K%++: MIMIR's sigma is E[lp^2] - mu^2 in float32, ours the two-pass sum (README
+            tol = 1e-4 if name == "min_k_plus_plus" else 1e-6  # Definitions): they differ by its cancellation
+            np.testing.assert_allclose(ours[name], theirs[name], rtol=tol, atol=1e-9, err_msg=f"MIMIR {name} k={k}")
         for name in minkpp:  # float32 HF loss and softmax: a few float32 ulps per token
             np.testing.assert_allclose(ours[name], minkpp[name], rtol=1e-4, atol=1e-4, err_msg=f"Min-K%++ {name}")
     # zlib as the audit computes it: level 9 over the same decoded window (no BOS), UTF-8
