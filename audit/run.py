@@ -164,7 +164,8 @@ def run_audit(
             raise ModelError(f"{m.path}: prompt + continuation{' + BOS' * bool(m.n_prefix)} = {P + C + m.n_prefix} "
                              f"tokens exceeds the model's context of {m.max_positions} tokens")
     if sequences is not None:
-        seqs = sequences_from_file(sequences, P, C, shards, lm.encode, config.text_column, config.id_column)
+        seqs = sequences_from_file(sequences, P, C, shards, lm.encode, config.text_column, config.id_column,
+                                   lm.model.get_input_embeddings().num_embeddings)
     else:
         seqs = sample_sequences(shards, lm.encode, config.n_sequences, P, C, config.seed, config.offset,
                                 config.text_column, config.id_column)

@@ -190,6 +190,7 @@ def sequences_from_file(
     encode: Encode | None = None,
     text_column: str = "text",
     id_column: str | None = "id",
+    n_embeddings: int | None = None,
 ) -> Sequences:
     """An explicit list, as a Parquet file, either
 
@@ -199,7 +200,8 @@ def sequences_from_file(
       corpus (``shards``), tokenized, and cut at the offsets.
 
     Rows shorter than P + C (or ids not in the corpus) are skipped and counted; longer
-    token lists are cut to their first P + C tokens."""
+    token lists are cut to their first P + C tokens. A token id of at least ``n_embeddings``
+    (the model's; None: unchecked) is refused, naming its row."""
     path = Path(path)
     try:
         table = pq.read_table(path)
@@ -234,6 +236,10 @@ def sequences_from_file(
     if "id" in data:
         data["id"] = id_strings(table.column("id"), path, "id").to_pylist()
     keep = [i for i, t in enumerate(data["tokens"]) if t is not None and len(t) >= need]
+    if n_embeddings is not None and (bad := next((i for i in keep if max(data["tokens"][i][:need]) >= n_embeddings),
+                                                 None)) is not None:
+        raise InputError(path, f"row {bad}: token id {max(data['tokens'][bad][:need])} is outside the model's "
+                               f"{n_embeddings} embeddings (sequences of another model's tokenizer?)")
 
     def col(name, default):
         return [data[name][i] for i in keep] if name in data else [default] * len(keep)

@@ -530,3 +530,17 @@ def test_a_reference_vocabulary_at_odds_on_the_empty_token_is_refused():
     with pytest.raises(ModelError, match=r"token '' is id 1 there, 0 here"):
         shared_token_ids(lm({"": 0, "a": 1}, "m"), lm({"": 1, "a": 0}, "r"))
     assert shared_token_ids(lm({"": 0, "a": 1, "b": 2}, "m"), lm({"": 0, "a": 1}, "r")).tolist() == [0, 1]
+
+
+def test_a_sequences_file_token_outside_the_model_is_named_by_file_and_row(tiny_random_lm, tmp_path):
+    """A --sequences row holding a token id the model has no embedding for: the error named the
+    model and neither the file nor the row (found by a probe); bad input names the file and row."""
+    from dedup.shards import InputError
+
+    corpus = _word_corpus(tmp_path / "corpus")
+    seqs = tmp_path / "seqs.parquet"
+    pq.write_table(pa.table({"tokens": [list(range(1, 17)), list(range(1, 16)) + [5000]]}), seqs)
+    with pytest.raises(InputError, match="row 1: token id 5000") as e:
+        run_audit(tiny_random_lm("gpt2"), [corpus], tmp_path / "out",
+                  AuditConfig(prompt_len=8, cont_len=8, n_boot=0), sequences=seqs, log=quiet)
+    assert str(seqs) in str(e.value) and "48 embeddings" in str(e.value) and not (tmp_path / "out").exists()
