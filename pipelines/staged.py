@@ -172,6 +172,33 @@ def _task(version: str, fn, *args):
         return _Failed(e)
 
 
+# A worker's task states (distributed.worker_state_machine) of a task that runs or may still start;
+# a cancelled one runs on as "cancelled" until its thread returns.
+_RUNNING = frozenset({"waiting", "ready", "constrained", "executing", "long-running", "cancelled", "resumed"})
+
+
+def _stop(client, futures: list, cluster_lost: bool) -> None:
+    """After a task failed: cancel the stage's tasks, and wait until none of them runs on a worker
+    (a thread cannot be stopped, and a cancelled task runs on as ``cancelled``): the run then
+    clears its outputs, and a task still writing into them would leave them half filled. With the
+    scheduler gone there is nothing to ask."""
+    keys = {f.key for f in futures}
+    client.cancel(futures)
+    if cluster_lost:
+        return
+
+    def running(dask_worker) -> int:
+        return sum(ts.key in keys and ts.state in _RUNNING for ts in list(dask_worker.state.tasks.values()))
+
+    while True:
+        try:
+            if not sum(client.run(running).values()):
+                return
+        except Exception:  # noqa: BLE001 - workers or scheduler going away: none of ours runs there
+            return
+        time.sleep(0.05)
+
+
 def dask_map(client, log: Log) -> Callable[[str, Callable, list[tuple]], list]:
     """A ``map_tasks`` for :func:`dedup.stages.run_stages` that runs a stage's tasks on
     ``client``'s cluster, logs progress every 2 s, and raises the first task error."""
@@ -192,8 +219,7 @@ def dask_map(client, log: Log) -> Callable[[str, Callable, list[tuple]], list]:
                 res = _Failed(ClusterError(f"{label} task {futures.index(fut) + 1} of {len(futures)}: {why}; "
                                            "fix that and rerun to resume"))
             if isinstance(res, _Failed):
-                for f in futures:
-                    f.cancel()
+                _stop(client, futures, cluster_lost=isinstance(res.error, ClusterError))
                 raise res.error
             results[fut.key] = res
             _kill_point(label, done)

@@ -458,3 +458,35 @@ def test_workers_running_other_memdedup_code_are_refused_in_one_line(corpus, tmp
         for p in procs:
             p.kill()
             p.wait()
+
+
+def _fail_now_or_write_late(i: int, marker: str) -> int:
+    import time
+
+    started = Path(marker + ".started")
+    if i == 0:
+        for _ in range(200):  # task 1 is running by the time task 0 fails
+            if started.exists():
+                break
+            time.sleep(0.01)
+        raise ValueError("bad input in task 0")
+    started.touch()
+    time.sleep(1.5)  # still writing when task 0 fails
+    Path(marker).write_text("written")
+    return i
+
+
+def test_a_failed_task_returns_only_once_the_tasks_already_running_have_ended(tmp_path):
+    """When one task of a stage fails, the run clears its outputs: a sibling task still running
+    kept writing into them meanwhile, so OUT/_work came back half filled (found by a probe: a band
+    file left without its data, 3 runs in 6). The stage's error is raised once the tasks the
+    workers had started are over (those not started are cancelled)."""
+    from distributed import Client
+
+    from pipelines.staged import dask_map
+
+    marker = tmp_path / "late"
+    with Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0") as client:
+        with pytest.raises(ValueError, match="bad input in task 0"):
+            dask_map(client, lambda m: None)("sketch", _fail_now_or_write_late, [(0, str(marker)), (1, str(marker))])
+        assert marker.read_text() == "written"
