@@ -199,8 +199,8 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     rows, index = manifest["totals"]["rows"], manifest["index"]
-    if config.capacity and rows > config.capacity:  # full filters: unrelated documents collide
-        import warnings
+    if config.capacity and rows > config.capacity and index["predicted_fp"] > index["plan"]["total_fp"]:
+        import warnings  # full filters: unrelated documents collide (an --index-dir's grow: no warning)
 
         warnings.warn(f"{rows:,} documents in an index sized for --capacity {config.capacity:,}: predicted "
                       f"false-positive rate {index['predicted_fp']:.3g} (target {index['plan']['total_fp']:g}), so "

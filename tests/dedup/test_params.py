@@ -165,6 +165,22 @@ def test_a_run_over_its_capacity_warns(tmp_path):
     assert "predicted false-positive rate 1 (target 1e-05)" in r.stderr, r.stderr
 
 
+def test_an_index_dir_run_over_its_capacity_does_not_warn(tmp_path):
+    """An --index-dir's filters grow past --capacity (they hold their rate), yet the run warned
+    that unrelated documents were removed, quoting a rate under the target (found by a probe).
+    The warning is for a rate over the target."""
+    import subprocess
+    import sys
+
+    from dedup.synthetic import generate_corpus, write_shards
+
+    write_shards(generate_corpus(236, seed=3), tmp_path / "c", 1)
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "dedup", str(tmp_path / "c"), "--out",
+                        str(tmp_path / "out"), "--capacity", "100", "--index-dir", str(tmp_path / "idx"), "--quiet"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("field, value, needle", [
     ("batch_rows", 2**63, "batch_rows must be >= 1 and <= 2147483647"),
     ("num_perm", 1_000_000, "num_perm must be <= 8192"),
