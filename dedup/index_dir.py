@@ -21,8 +21,8 @@ and a digest of its first documents, by which a rank given them again is refused
 input file the index already holds (same fingerprint) is refused before anything is written:
 its rows would otherwise all be removed as duplicates of themselves (a retried job, a lost
 output directory, a directory that grew since the last run). Its message says which run
-indexed the file. So is a file at a path the index took a file from whose content changed since
-(appended rows, a rewrite): the rows the index took would be removed as duplicates of themselves.
+indexed the file. So is a file at a path the index took a file from that grew since (its bytes
+then, followed by more: rows appended to a log); one replaced by other content is a new file.
 
 Versions: a run pins the version that is current when it starts (recorded in its run
 record) and every band task loads exactly that version. Installing the run's filters as
@@ -109,17 +109,24 @@ def index_params(config: DedupConfig, bands: int, rows: int) -> dict:
     return {**{k: getattr(config, k) for k in CONFIG_PARAMS}, "bands": bands, "rows": rows, "words": WORDS}
 
 
-def file_entry(shard: Shard) -> dict:
-    """The module docstring's record of an input file (``rows`` added by the run); the fingerprint
-    (hex) identifies the file whatever its name or location."""
+def _prefix_digest(path: Path, size: int) -> str:
+    """XXH3-128 (hex) of the first ``size`` bytes of ``path`` (a file's fingerprint: its whole size)."""
     import xxhash
 
     h = xxhash.xxh3_128()
-    with open(shard.path, "rb") as f:
-        while block := f.read(8 << 20):
+    with open(path, "rb") as f:
+        while size > 0 and (block := f.read(min(size, 8 << 20))):
             h.update(block)
-    path = shard.path
-    return {"shard": shard.name, "path": str(path), "bytes": path.stat().st_size, "fingerprint": h.hexdigest()}
+            size -= len(block)
+    return h.hexdigest()
+
+
+def file_entry(shard: Shard) -> dict:
+    """The module docstring's record of an input file (``rows`` added by the run); the fingerprint
+    (hex) identifies the file whatever its name or location."""
+    size = shard.path.stat().st_size
+    return {"shard": shard.name, "path": str(shard.path), "bytes": size,
+            "fingerprint": _prefix_digest(shard.path, size)}
 
 
 def holds_batch(index: str | os.PathLike, run_id: str) -> bool:
@@ -193,8 +200,8 @@ class IndexDir:
 
     def check_not_held(self, shards: list[Shard]) -> list[dict]:
         """The inputs' :func:`file_entry`; an :class:`InputError` names the first the index
-        already holds, or that changed since the index took it from the same path (appended rows,
-        a rewrite), and the run that indexed it."""
+        already holds, or that grew since the index took it from the same path (its bytes then,
+        followed by more: rows appended to a log), and the run that indexed it."""
         batches = (self.meta or {}).get("batches", [])
         held = {f["fingerprint"]: (b, f) for b in batches for f in b["files"]}
         at = {f["path"]: (b, f) for b in batches for f in b["files"]}
@@ -205,12 +212,13 @@ class IndexDir:
                 raise InputError(s.path, f"the index {self.path} already holds this file (indexed as {f['path']} by "
                                          f"run {batch['run_id']} on {saved_on(batch)}); feeding it again would remove "
                                          "every row as a duplicate of itself. Leave it out, or use another --index-dir")
-            if entry["path"] in at:  # grown by appended rows, or rewritten: its earlier rows are held
-                batch, f = at[entry["path"]]
-                raise InputError(s.path, f"changed since the index {self.path} took it ({f.get('rows', '?')} rows, "
-                                         f"{f['bytes']} bytes, run {batch['run_id']} on {saved_on(batch)}); rows it "
-                                         "still holds would be removed as duplicates of their own earlier copies. Give "
-                                         "new rows in a new file, or use another --index-dir")
+            batch, f = at.get(entry["path"], (None, {}))
+            grew = f.get("bytes") and entry["bytes"] > f["bytes"]
+            if grew and _prefix_digest(s.path, f["bytes"]) == f["fingerprint"]:
+                raise InputError(s.path, f"grew since the index {self.path} took its first {f.get('rows', '?')} rows "
+                                         f"({f['bytes']} bytes, run {batch['run_id']} on {saved_on(batch)}); fed "
+                                         "again, they would be removed as duplicates of themselves. Give new rows in a "
+                                         "new file, or use another --index-dir")
         return files
 
     @contextmanager
