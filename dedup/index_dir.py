@@ -130,10 +130,13 @@ def file_entry(shard: Shard) -> dict:
 
 
 def holds_batch(index: str | os.PathLike, run_id: str) -> bool:
-    """Whether the index directory ``index`` (need not exist; any parameters) holds the batch of run ``run_id``."""
-    p = Path(index) / INDEX_FILE
-    return p.exists() and any(isinstance(b, dict) and b.get("run_id") == run_id
-                              for b in io.read_json(p, _REQUIRED).get("batches") or [])
+    """Whether the index directory ``index`` (need not exist; any parameters) holds the batch of run
+    ``run_id``; False where that cannot be told (index.json damaged or unreadable)."""
+    try:
+        batches = io.read_json(Path(index) / INDEX_FILE, _REQUIRED).get("batches")
+    except io.StateError:  # missing or unreadable too
+        return False
+    return isinstance(batches, list) and any(isinstance(b, dict) and b.get("run_id") == run_id for b in batches)
 
 
 class IndexDir:

@@ -394,6 +394,17 @@ def test_an_installed_batch_s_unfinished_outputs_are_never_cleared(tmp_path, gen
     assert [c[1] for c in counts(out)] == [400] and index_documents(idx) == 800
 
 
+def test_an_unreadable_index_of_an_unfinished_run_does_not_block_a_forced_rerun(tmp_path, gen):
+    """Whether the index holds an unfinished run's batch cannot be told when its index.json is
+    damaged: a --force rerun that does not use that index goes on, as it did before the check."""
+    b2, idx, out = batch(tmp_path, gen, "b2", 1), tmp_path / "I", tmp_path / "o2"
+    killed = dedup(b2, out, "--index-dir", idx, *STAGED, env={"MEMDEDUP_KILL_AT": "installed:0"}, ok=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (idx / "index.json").write_text("{")
+    dedup(b2, out, "--engine", "fused", "--force")
+    assert [c[1] for c in counts(out)] == [400]
+
+
 # ------------------------------------------------------------------ collisions: both engines refuse alike
 @pytest.mark.parametrize("engine", [("--engine", "fused"), STAGED])
 def test_colliding_output_names_are_refused_by_both_engines(tmp_path, gen, engine):
