@@ -354,18 +354,19 @@ class IndexDir:
                     (version / name).mkdir(parents=True)
                     for f in sorted((built / name).iterdir()):
                         shutil.copy2(f, version / name / f.name)
+                stacks = {n: FilterStack.load(version / n).describe() for n in names}
+                batches = (self.meta or {}).get("batches", []) + [
+                    {"run_id": run_id, "version": version.name, "created_unix": time.time(), "documents": documents,
+                     "files": files, **({"source": source} if source else {}), **(extra or {})}
+                ]
+                meta = {"format": FORMAT, "params": self.params, "documents": self.documents + documents,
+                        "current": version.name, "stacks": stacks, "batches": batches}
+                io.write_json_atomic(self.path / INDEX_FILE, meta)  # its rename is its last step: then installed
             except OSError as e:  # disk full, permissions: no half-written version stays
                 shutil.rmtree(version, ignore_errors=True)
-                raise OSError(e.errno, f"{e.strerror or e} (installing its next version; the index is unchanged)",
-                              str(self.path)) from None
-            stacks = {n: FilterStack.load(version / n).describe() for n in names}
-            batches = (self.meta or {}).get("batches", []) + [
-                {"run_id": run_id, "version": version.name, "created_unix": time.time(), "documents": documents,
-                 "files": files, **({"source": source} if source else {}), **(extra or {})}
-            ]
-            meta = {"format": FORMAT, "params": self.params, "documents": self.documents + documents,
-                    "current": version.name, "stacks": stacks, "batches": batches}
-            io.write_json_atomic(self.path / INDEX_FILE, meta)
+                where = f" ({e.filename})" if e.filename else ""
+                raise OSError(e.errno, f"{e.strerror or e}{where} while installing its next version; the index is "
+                                       "unchanged", str(self.path)) from None
             for stale in self.path.iterdir():
                 if VERSION.fullmatch(stale.name) and stale.name != version.name:
                     shutil.rmtree(stale, ignore_errors=True)
