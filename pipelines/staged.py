@@ -177,25 +177,31 @@ def _task(version: str, fn, *args):
 _RUNNING = frozenset({"waiting", "ready", "constrained", "executing", "long-running", "cancelled", "resumed"})
 
 
-def _stop(client, futures: list, cluster_lost: bool) -> None:
-    """After a task failed: cancel the stage's tasks, and wait until none of them runs on a worker
-    (a thread cannot be stopped, and a cancelled task runs on as ``cancelled``): the run then
-    clears its outputs, and a task still writing into them would leave them half filled. With the
-    scheduler gone there is nothing to ask."""
-    keys = {f.key for f in futures}
+def _stop(client, futures: list, prefix: str, cluster_lost: bool, log: Log) -> None:
+    """After a task failed: cancel the stage's tasks (keys starting with ``prefix``), and wait until
+    none of them runs on a worker (a thread cannot be stopped, and a cancelled task runs on as
+    ``cancelled``): the run then clears its outputs, and a task still writing into them would leave
+    them half filled. With the scheduler gone there is nothing to ask."""
     client.cancel(futures)
     if cluster_lost:
         return
 
     def running(dask_worker) -> int:
-        return sum(ts.key in keys and ts.state in _RUNNING for ts in list(dask_worker.state.tasks.values()))
+        return sum(str(ts.key).startswith(prefix) and ts.state in _RUNNING
+                   for ts in list(dask_worker.state.tasks.values()))
 
+    said = False
     while True:
-        try:
-            if not sum(client.run(running).values()):
-                return
-        except Exception:  # noqa: BLE001 - workers or scheduler going away: none of ours runs there
+        try:  # a worker that fails to answer (dying) runs nothing of ours
+            n = sum(v for v in client.run(running, on_error="ignore").values() if isinstance(v, int))
+        except Exception:  # noqa: BLE001 - the scheduler going away: nothing more to ask
             return
+        if not n:
+            return
+        if not said:
+            log(f"a task failed; waiting for the {n} running to end before clearing the outputs (Ctrl-C: the next "
+                "run clears them)")
+            said = True
         time.sleep(0.05)
 
 
@@ -207,7 +213,8 @@ def dask_map(client, log: Log) -> Callable[[str, Callable, list[tuple]], list]:
         from distributed import KilledWorker, as_completed
 
         t0 = last = time.perf_counter()
-        futures = [client.submit(_task, code_version(), fn, *args, key=f"{label}-{i}-{time.time_ns()}", pure=False)
+        prefix = f"{label}-{time.time_ns()}-"  # this stage's keys (_stop)
+        futures = [client.submit(_task, code_version(), fn, *args, key=f"{prefix}{i}", pure=False)
                    for i, args in enumerate(items)]
         results: dict = {}
         for done, fut in enumerate(as_completed(futures), start=1):
@@ -219,7 +226,7 @@ def dask_map(client, log: Log) -> Callable[[str, Callable, list[tuple]], list]:
                 res = _Failed(ClusterError(f"{label} task {futures.index(fut) + 1} of {len(futures)}: {why}; "
                                            "fix that and rerun to resume"))
             if isinstance(res, _Failed):
-                _stop(client, futures, cluster_lost=isinstance(res.error, ClusterError))
+                _stop(client, futures, prefix, isinstance(res.error, ClusterError), lambda m: log(f"{label}: {m}"))
                 raise res.error
             results[fut.key] = res
             _kill_point(label, done)
