@@ -51,7 +51,7 @@ def _dedup_context(dedup_dir: Path | None, shards) -> tuple[DedupConfig, set[tup
             raise InputError(dedup_dir, f"not the dedup output of this corpus: none of its {len(rows)} inputs is "
                                         f"{shard.name!r} of {n} rows ({shard.path}; shards are named by their path "
                                         "below the inputs' common directory: give the corpus as the dedup run had it)")
-        if why := dedup_layout.other_bytes(manifest, shard):
+        if why := dedup_layout.other_bytes(manifest, shard.name, shard.path.stat().st_size, str(shard.path)):
             raise InputError(dedup_dir, f"not the dedup output of this corpus: {why}")
     return config, set(zip(removed["shard"], removed["row"])), manifest
 
@@ -268,7 +268,8 @@ def run_audit(
     io.write_stage_manifest(out, "audit", {
         "config": config.to_dict(),
         "model": str(Path(model_dir).resolve()), "reference": str(reference) if reference else None,
-        "corpus": [str(s.path) for s in shards], "dedup_dir": str(dedup_dir) if dedup_dir else None,
+        "corpus": [str(s.path) for s in shards], "corpus_bytes": {s.name: s.path.stat().st_size for s in shards},
+        "dedup_dir": str(dedup_dir) if dedup_dir else None,
         "decoding": lm.decoding(C), "batch_size_auto": batch_auto,
         "outputs": [PER_SEQUENCE, SUMMARY], "versions": io.library_versions(("torch", "transformers", "tokenizers")),
         "timing": timings,  # here, not in summary.json: the outputs are deterministic

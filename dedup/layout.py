@@ -88,14 +88,14 @@ def input_rows(manifest: dict) -> dict[str, int]:
     return {i["shard"]: i["rows"] for i in manifest.get("inputs") or []}
 
 
-def other_bytes(manifest: dict, shard) -> str | None:
-    """Why ``shard`` (a :class:`dedup.shards.Shard`) is not the input of its name of the dedup run of
-    ``manifest``, that input having had another size in bytes (another corpus of the same layout, or
-    the file changed since): None when the sizes agree, or nothing is known to compare."""
-    size = {i["shard"]: i.get("file_bytes") for i in manifest.get("inputs") or []}.get(shard.name)
-    if size is None or size == (now := shard.path.stat().st_size):
+def other_bytes(manifest: dict, name: str, size: int, where: str) -> str | None:
+    """Why the corpus file ``name`` of ``size`` bytes (``where``: how a message names it) is not the
+    input of that name of the dedup run of ``manifest``, which had another size (another corpus of
+    the same layout, or the file changed since): None when the sizes agree, or nothing is known."""
+    was = {i["shard"]: i.get("file_bytes") for i in manifest.get("inputs") or []}.get(name)
+    if was is None or was == size:
         return None
-    return f"its input {shard.name!r} had {size} bytes, {shard.path} has {now} (another corpus of the same layout?)"
+    return f"its input {name!r} had {was} bytes, {where} has {size} (another corpus of the same layout?)"
 
 
 def dedup_manifest(engine: str, config, inputs: list[dict], index: dict, phases: dict[str, float], wall: float,

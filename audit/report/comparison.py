@@ -14,7 +14,6 @@ import pyarrow.parquet as pq
 
 from dedup import io
 from dedup import layout as dedup_layout
-from dedup.runs import discover
 
 from .. import aggregate, plots, stats
 from ..layout import STATUS_ORDER, report_json
@@ -29,7 +28,7 @@ def _dedup_accounting(dedup_dir: Path, first: Audit, first_label: str) -> dict:
     """comparison.json's ``dedup``: the dedup output's totals, and the first audit's sequences
     joined (shard, row) with its removed rows (:func:`audit.aggregate.removed_accounting`).
     ValueError: a sequence's shard and row are not among the dedup output's inputs, or an input had
-    another size than the file of its name in the corpus the audit recorded (where that is still there)."""
+    another size than the corpus file of its name had when the audit read it (its manifest's ``corpus_bytes``)."""
     manifest = io.completed_manifest(dedup_dir, "dedup")
     rem = pq.read_table(dedup_layout.removed_path(dedup_dir), columns=["shard", "row", "reason"]).to_pydict()
     reason_of = {(str(s), int(r)): str(c) for s, r, c in zip(rem["shard"], rem["row"], rem["reason"])}
@@ -40,9 +39,9 @@ def _dedup_accounting(dedup_dir: Path, first: Audit, first_label: str) -> dict:
         if rows_of and s is not None and r is not None and r >= 0 and not r < rows_of.get(s, 0):
             raise ValueError(f"{dedup_dir}: not the dedup output of {first.path}'s corpus: none of its inputs is a "
                              f"shard {s!r} with a row {r}")
-    corpus = io.json_or_empty(io.manifest_path(first.path)).get("corpus") or []  # the files the audit read
-    if corpus and all(os.path.isfile(c) for c in corpus):
-        if why := next(filter(None, (dedup_layout.other_bytes(manifest, s) for s in discover(corpus))), None):
+    read = io.json_or_empty(io.manifest_path(first.path)).get("corpus_bytes")  # the sizes of the files it read
+    for name, size in read.items() if isinstance(read, dict) else ():
+        if why := dedup_layout.other_bytes(manifest, name, size, "the audit's"):
             raise ValueError(f"{dedup_dir}: not the dedup output of {first.path}'s corpus: {why}")
     extractable = t["extractable"].fillna(False).to_numpy(dtype=bool)
     keys = aggregate.sequence_keys(t["prompt"], t["truth"]) if {"prompt", "truth"} <= set(t.columns) else None
