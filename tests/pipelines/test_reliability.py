@@ -8,6 +8,7 @@ run takes about a second (fused) or a few (staged, a real local Dask cluster).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -270,31 +271,30 @@ def test_f12_a_file_name_that_is_not_utf8_is_named(tmp_path, gen):
 
 
 # ------------------------------------------------------------------ F9: disk full
-def _tmpfs(path: Path, size: str) -> bool:
+@contextlib.contextmanager
+def small_disk(path: Path, size: str):
+    """``path``, a tmpfs of ``size`` (as root; else the test is skipped), unmounted afterwards."""
     path.mkdir()
-    return os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                                                 capture_output=True).returncode == 0
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root and tmpfs to make a small disk")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
 
 
 @pytest.mark.parametrize("engine", [("--engine", "fused"), STAGED])
 def test_f9_disk_full_is_one_line_and_leaves_nothing(tmp_path, engine):
-    small = tmp_path / "small"
-    if not _tmpfs(small, "3m"):
-        pytest.skip("needs root and tmpfs to make a small disk")
-    try:
+    with small_disk(tmp_path / "small", "3m") as small:
         src = tmp_path / "in"
         write_shards(generate_corpus(12000, mean_bytes=1000, seed=3), src, 2)
         err = one_error_line(dedup(src, small / "out", *engine, ok=False), "No space left on device")
         assert not files_under(small / "out"), err
-    finally:
-        subprocess.run(["umount", str(small)], check=True)
 
 
 def test_disk_full_while_installing_an_index_version_leaves_the_index_as_it_was(tmp_path, gen):
-    small = tmp_path / "small"
-    if not _tmpfs(small, "8m"):
-        pytest.skip("needs root and tmpfs to make a small disk")
-    try:
+    with small_disk(tmp_path / "small", "8m") as small:
         idx = small / "I"
         dedup(batch(tmp_path, gen, "b1", 0), tmp_path / "o1", "--index-dir", idx, *STAGED)
         before = snapshot(idx)
@@ -305,8 +305,6 @@ def test_disk_full_while_installing_an_index_version_leaves_the_index_as_it_was(
                              "No space left on device", str(idx))
         assert "[(" not in err and not files_under(out), err
         assert snapshot(idx) == before
-    finally:
-        subprocess.run(["umount", str(small)], check=True)
 
 
 # ------------------------------------------------------------------ F10, F11: staged errors
