@@ -199,8 +199,8 @@ def _stop(client, futures: list, prefix: str, cluster_lost: bool, log: Log) -> N
         if not n:
             return
         if not said:
-            log(f"a task failed; waiting for the {n} running to end before clearing the outputs (Ctrl-C: the next "
-                "run clears them)")
+            log(f"a task failed; waiting for its {n} running task(s) to end before clearing the outputs (Ctrl-C: "
+                "the next run clears them)")
             said = True
         time.sleep(0.05)
 
