@@ -496,6 +496,9 @@ def test_a_dedup_output_of_another_corpus_is_refused(tiny_random_lm, tmp_path):
     dedup_files([corpus], tmp_path / "own", DedupConfig(), threads=1)  # its own dedup output, or one of its shards
     run_audit(tiny_random_lm("gpt2"), sorted(corpus.glob("*.parquet"))[:1], tmp_path / "out",
               AuditConfig(n_sequences=4, prompt_len=8, cont_len=8, n_boot=0), dedup_dir=tmp_path / "own", log=quiet)
+    shard = sorted(corpus.glob("*.parquet"))[0]  # the sizes the report checks its --dedup-dir against
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["corpus_bytes"] == {
+        shard.name: shard.stat().st_size}
 
 
 def test_a_dedup_output_of_a_corpus_of_the_same_layout_is_refused(tiny_random_lm, tmp_path):
