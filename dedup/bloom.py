@@ -1,17 +1,19 @@
 """A Bloom filter over 64-bit keys, persisted as a memory-mappable file.
 
-File layout (the only definition of it; little-endian). Version 1 is a filter of one part;
-version 2 (written only for filters of more than one part) adds the part count:
+File layout (the only definition of it; little-endian). Version 3 is what this memdedup writes.
+Versions 1 (one part) and 2 (more than one part) are filters saved by earlier versions, which
+derive their probes by the ``DOUBLE`` rule of :mod:`dedup._kernels.bloom` (version 3: ``INDEPENDENT``);
+they are read and extended by their own rule:
 
 ====== ======= ==============================================================
 offset type    field
 ====== ======= ==============================================================
 0      8 bytes magic ``b"MDBLOOM\\x00"``
-8      uint32  format version (1: one part; 2: ``parts`` > 1)
+8      uint32  format version (3; earlier: 1, one part; 2, ``parts`` > 1)
 12     uint32  header size in bytes (64); the bit array starts here
 16     uint64  m, number of bits (a multiple of 64 x parts)
 24     uint32  k, number of probes
-28     uint32  version 1: reserved (0); version 2: parts, the number of cache partitions
+28     uint32  parts, the number of cache partitions (version 1: reserved, 0)
 32     uint64  seed mixed into every key
 40     uint64  count, number of insertions made
 48     16      reserved (0)
@@ -32,12 +34,14 @@ from pathlib import Path
 import numpy as np
 
 from . import kernels as _k
+from ._kernels import BLOOM_DOUBLE, BLOOM_INDEPENDENT
 from .io import write_bytes_atomic
 from .params import MAX_PARTS, bloom_fp, bloom_parts, bloom_size
 
 MAGIC = b"MDBLOOM\x00"
-VERSION = 1  #: a filter of one part
-VERSION_PARTS = 2  #: a filter of several cache partitions
+VERSION = 3  #: what this memdedup writes: independent probes
+#: Probe rule of each format version; 1 (one part) and 2 (several) are earlier versions' files.
+RULES = {1: BLOOM_DOUBLE, 2: BLOOM_DOUBLE, VERSION: BLOOM_INDEPENDENT}
 HEADER_SIZE = 64
 _HEADER = struct.Struct("<8sIIQIIQQ16x")
 #: Keys per kernel call (their partition sort indexes with int32); calls in turn keep the order.
@@ -58,6 +62,8 @@ class BloomFilter:
             of ``m_bits``. The false-positive rate is the parts' average: to second order a relative
             (k^2 - 2k)(ln 2)^2 / 2 / (keys per part) above one filter of m bits (the parts' binomial
             loads): ~86 / (keys per part) at k = 20, 1.2e-3 at the smallest parts a default filter has.
+        version: file format version, which names the probe rule (:data:`RULES`); earlier ones only
+            to extend a filter an earlier memdedup saved.
 
     Example:
         >>> import numpy as np
@@ -71,12 +77,16 @@ class BloomFilter:
     """
 
     def __init__(self, m_bits: int, k: int, seed: int = 0, *, bits: np.ndarray | None = None, count: int = 0,
-                 parts: int | None = None):
+                 parts: int | None = None, version: int = VERSION):
         if m_bits < 64 or k < 1:
             raise ValueError(f"need m_bits >= 64 and k >= 1, got m={m_bits}, k={k}")
         self.parts = bloom_parts(m_bits) if parts is None else int(parts)
         if not 1 <= self.parts <= min(int(m_bits) // 64, MAX_PARTS):
             raise ValueError(f"need 1 <= parts <= m_bits / 64, got parts={self.parts}, m={m_bits}")
+        if version not in RULES or version < VERSION and (version == 1) != (self.parts == 1):
+            raise ValueError(f"no Bloom format version {version} of {self.parts} part(s): versions 1 (one part), "
+                             f"2 (several) and {VERSION}")
+        self.version = version
         self.part_bits = -(-int(m_bits) // (64 * self.parts)) * 64
         self.m = self.part_bits * self.parts
         self.k = int(k)
@@ -104,7 +114,8 @@ class BloomFilter:
         for a in range(0, keys.shape[0], _MAX_CALL):  # the kernels' sort indexes with int32
             b = a + _MAX_CALL
             self.count += _k.test_and_set_many(np.asarray(self.bits), np.uint64(self.part_bits), self.parts, self.k,
-                                               np.uint64(self.seed), keys[a:b], mask[a:b], seen[a:b])
+                                               np.uint64(self.seed), RULES[self.version], keys[a:b], mask[a:b],
+                                               seen[a:b])
         return seen
 
     def part_of(self, keys: np.ndarray) -> np.ndarray:
@@ -121,16 +132,14 @@ class BloomFilter:
         out = np.empty(keys.shape[0], dtype=np.bool_)
         for a in range(0, keys.shape[0], _MAX_CALL):
             _k.contains_many(np.asarray(self.bits), np.uint64(self.part_bits), self.parts, self.k,
-                             np.uint64(self.seed), keys[a:a + _MAX_CALL], out[a:a + _MAX_CALL])
+                             np.uint64(self.seed), RULES[self.version], keys[a:a + _MAX_CALL], out[a:a + _MAX_CALL])
         return out
 
     def union_inplace(self, other: "BloomFilter") -> "BloomFilter":
-        """OR ``other`` into this filter (same m, k, seed and parts required)."""
-        if (self.m, self.k, self.seed, self.parts) != (other.m, other.k, other.seed, other.parts):
-            raise ValueError(
-                f"cannot merge Bloom filters with different (m, k, seed, parts): "
-                f"{(self.m, self.k, self.seed, self.parts)} vs {(other.m, other.k, other.seed, other.parts)}"
-            )
+        """OR ``other`` into this filter (same m, k, seed, parts and probe rule required)."""
+        mine, theirs = ((f.m, f.k, f.seed, f.parts, RULES[f.version]) for f in (self, other))
+        if mine != theirs:
+            raise ValueError(f"cannot merge Bloom filters with different (m, k, seed, parts, rule): {mine} vs {theirs}")
         np.bitwise_or(self.bits, other.bits, out=self.bits)
         self.count += other.count
         return self
@@ -166,8 +175,8 @@ class BloomFilter:
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically (temporary file in the same directory, then rename)."""
         path = Path(path)
-        version, parts = (VERSION, 0) if self.parts == 1 else (VERSION_PARTS, self.parts)
-        header = _HEADER.pack(MAGIC, version, HEADER_SIZE, self.m, self.k, parts, self.seed, self.count)
+        parts = 0 if self.version == 1 else self.parts
+        header = _HEADER.pack(MAGIC, self.version, HEADER_SIZE, self.m, self.k, parts, self.seed, self.count)
         write_bytes_atomic(path, header, np.ascontiguousarray(self.bits, dtype="<u8").tobytes())
         return path
 
@@ -184,10 +193,10 @@ class BloomFilter:
         if len(head) < HEADER_SIZE or head[:8] != MAGIC:
             raise ValueError(f"{path}: not a memdedup Bloom filter (bad magic)")
         magic, version, hsize, m, k, parts, seed, count = _HEADER.unpack(head)
-        if version not in (VERSION, VERSION_PARTS):
+        if version not in RULES:
             raise ValueError(f"{path}: Bloom filter format version {version}, this memdedup reads "
-                             f"{VERSION} and {VERSION_PARTS}")
-        if (version == VERSION) != (parts == 0) or k < 1 or m < 64 or m % (64 * max(parts, 1)):
+                             f"{', '.join(map(str, RULES))}")
+        if (version == 1) != (parts == 0) or version == 2 and parts < 2 or k < 1 or m < 64 or m % (64 * max(parts, 1)):
             raise ValueError(f"{path}: damaged Bloom filter header (version {version}, m={m}, k={k}, parts={parts})")
         expected = hsize + m // 8
         if path.stat().st_size != expected:
@@ -196,8 +205,9 @@ class BloomFilter:
             bits = np.memmap(path, dtype="<u8", mode="r+" if writable else "c", offset=hsize, shape=(m // 64,))
         else:
             bits = np.fromfile(path, dtype="<u8", offset=hsize, count=m // 64)
-        return cls(m, k, seed, bits=bits.view(np.uint64), count=count, parts=max(parts, 1))
+        return cls(m, k, seed, bits=bits.view(np.uint64), count=count, parts=max(parts, 1), version=version)
 
     def __repr__(self) -> str:
         parts = f", parts={self.parts}" if self.parts > 1 else ""
-        return f"BloomFilter(m={self.m}, k={self.k}, seed={self.seed}, count={self.count}{parts})"
+        version = f", version={self.version}" if self.version != VERSION else ""
+        return f"BloomFilter(m={self.m}, k={self.k}, seed={self.seed}, count={self.count}{parts}{version})"

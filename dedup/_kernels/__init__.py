@@ -16,6 +16,10 @@ SCHEME_AFFINE32 = 1
 SCHEME_LEGACY = 2
 SCHEME_FSS = 3
 
+# Bloom probe rules (:mod:`dedup._kernels.bloom`).
+BLOOM_DOUBLE = 0  #: enhanced double hashing (Bloom format versions 1 and 2)
+BLOOM_INDEPENDENT = 1  #: k hashes (Bloom format version 3)
+
 # Layout of :func:`dedup.normalize.char_table`, the per-code-point table the text kernels read.
 WORD = 1  #: general category L*, M* or N*
 NFKC_UNSTABLE = 2  #: NFKC may change a text containing it (quick-check No or Maybe)

@@ -42,8 +42,8 @@ def _signatures():
             ro_u1, arr(i8), arr(i8), i8, arr(u4, readonly=True), arr(u4, readonly=True),
             arr(u8, readonly=True), arr(u8, readonly=True), arr(u4, 2),
         ),
-        "test_and_set_many": i8(arr(u8), u8, i8, i8, u8, arr(u8), arr(b1), arr(b1)),
-        "contains_many": t.void(arr(u8), u8, i8, i8, u8, arr(u8), arr(b1)),
+        "test_and_set_many": i8(arr(u8), u8, i8, i8, u8, i8, arr(u8), arr(b1), arr(b1)),
+        "contains_many": t.void(arr(u8), u8, i8, i8, u8, i8, arr(u8), arr(b1)),
         "popcount": i8(arr(u8)),
         "parts_of_many": t.void(arr(u8), u8, i8, arr(t.int32)),
     }

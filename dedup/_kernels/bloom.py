@@ -1,9 +1,19 @@
 """Bloom filter kernels over a uint64 bit array.
 
-Probe positions come from one 64-bit key: ``h1 = fmix64(key ^ seed)``, ``h2 = fmix64(h1 ^ G)``
-(G = 0x9E3779B97F4A7C15), then enhanced double hashing (Dillinger & Manolios 2004):
-``x = h1 mod m, y = h2 mod m``; probe x; for i = 1..k-1: ``x = (x + y) mod m; y = (y + i) mod m``;
-probe x. Two divisions per key, not k.
+A filter's k probe positions come from one 64-bit key by one of two rules (``rule``), which its
+file's format version names (:mod:`dedup.bloom`); both start from ``h = fmix64(key ^ seed)``.
+
+* ``INDEPENDENT`` (format version 3, every filter built now): with ``w_j = fmix64(h + j G)``
+  (G = 0x9E3779B97F4A7C15), probes 2j and 2j + 1 are ``(hi32(w_j) m) >> 32`` and
+  ``(lo32(w_j) m) >> 32`` (Lemire's multiply-shift range reduction of 32-bit hashes; each bit's
+  share of them is within 1/64 of 1/m while m <= 2^26, as in every default filter or part). A
+  filter or part over 2^32 bits takes probe i = ``floor(fmix64(h + i G) m / 2^64)``. Probes are
+  independent hashes, so the rate is (1 - e^{-kn/m})^k however small the target; no division.
+* ``DOUBLE`` (format versions 1 and 2, kept to read and extend filters saved by earlier
+  versions): enhanced double hashing (Dillinger & Manolios 2004) with ``h2 = fmix64(h ^ G)``:
+  ``x = h mod m, y = h2 mod m``; probe x; for i = 1..k-1: ``x = (x + y) mod m; y = (y + i) mod m``;
+  probe x. A key's whole probe set is fixed by the pair (x, y), so two keys share it with
+  probability 1/m^2: a floor of about n/m^2 on the rate (n keys in m bits).
 
 Cache partitions. A filter of ``parts`` > 1 is ``parts`` equal sub-filters of ``mp`` bits each
 (bits ``[p mp, (p + 1) mp)``); key goes to part ``p = (hi32(fmix64(key ^ seed ^ G)) * parts) >> 32``
@@ -18,24 +28,47 @@ cache on nearly every probe.
 import numba
 import numpy as np
 
+from . import BLOOM_DOUBLE as DOUBLE, BLOOM_INDEPENDENT as INDEPENDENT
 from .hashing import fmix64
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _ONE = np.uint64(1)
 _SIX = np.uint64(6)
 _MASK63 = np.uint64(63)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_32 = np.uint64(32)
+_TWO32 = np.uint64(1 << 32)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _start(key, seed, m):
-    h1 = fmix64(key ^ seed)
-    h2 = fmix64(h1 ^ _GOLDEN)
-    return h1 % m, h2 % m
+def _mulhi(a, b):
+    """floor(a b / 2^64) of two uint64, from 32-bit halves."""
+    a0, a1, b0, b1 = a & _LOW32, a >> _32, b & _LOW32, b >> _32
+    mid = ((a0 * b0) >> _32) + (a1 * b0 & _LOW32) + a0 * b1
+    return a1 * b1 + ((a1 * b0) >> _32) + (mid >> _32)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _step(x, y, i, m):
-    """Probe i from probe i-1: x = (x + y) mod m; y = (y + i) mod m (x, y < m)."""
+def _start(key, seed, m, rule):
+    """(probe 0, y, h): y is the double-hashing step (DOUBLE) or the hash word of the probe
+    pair (INDEPENDENT, m <= 2^32)."""
+    h = fmix64(key ^ seed)
+    if rule == INDEPENDENT:
+        y = fmix64(h)
+        return (_mulhi(y, m) if m > _TWO32 else ((y >> _32) * m) >> _32), y, h
+    return h % m, fmix64(h ^ _GOLDEN) % m, h
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _step(x, y, h, i, m, rule):
+    """(probe i, y) from probe i - 1 (x < m) and y."""
+    if rule == INDEPENDENT:
+        if m > _TWO32:
+            return _mulhi(fmix64(h + np.uint64(i) * _GOLDEN), m), y
+        if i & 1:
+            return ((y & _LOW32) * m) >> _32, y
+        y = fmix64(h + np.uint64(i >> 1) * _GOLDEN)
+        return ((y >> _32) * m) >> _32, y
     x += y
     if x >= m:
         x -= m
@@ -46,13 +79,13 @@ def _step(x, y, i, m):
 
 
 @numba.njit(cache=True, nogil=True)
-def test_and_set(bits, m, k, seed, key):
+def test_and_set(bits, m, k, seed, rule, key):
     """Insert ``key``; return True iff all its k bits were already set (seen before)."""
-    x, y = _start(key, seed, m)
+    x, y, h = _start(key, seed, m, rule)
     missing = np.uint64(0)
     for i in range(k):
         if i > 0:
-            x, y = _step(x, y, i, m)
+            x, y = _step(x, y, h, i, m, rule)
         w = x >> _SIX
         bit = _ONE << (x & _MASK63)
         old = bits[w]
@@ -62,12 +95,12 @@ def test_and_set(bits, m, k, seed, key):
 
 
 @numba.njit(cache=True, nogil=True)
-def contains(bits, m, k, seed, key):
+def contains(bits, m, k, seed, rule, key):
     """True iff all k bits of ``key`` are set (no insertion)."""
-    x, y = _start(key, seed, m)
+    x, y, h = _start(key, seed, m, rule)
     for i in range(k):
         if i > 0:
-            x, y = _step(x, y, i, m)
+            x, y = _step(x, y, h, i, m, rule)
         if bits[x >> _SIX] & (_ONE << (x & _MASK63)) == 0:
             return False
     return True
@@ -117,7 +150,7 @@ SORT_MIN_KEYS_PER_PART = 8
 
 
 @numba.njit(cache=True, nogil=True)
-def test_and_set_many(bits, mp, parts, k, seed, keys, mask, seen):
+def test_and_set_many(bits, mp, parts, k, seed, rule, keys, mask, seen):
     """For each i with mask[i], in order within its part: seen[i] = test_and_set(keys[i]) in part
     ``part_of(keys[i])`` (``mp`` bits each); else seen[i] = False. ``keys``: fewer than 2^31.
     Returns the number of keys inserted."""
@@ -127,7 +160,7 @@ def test_and_set_many(bits, mp, parts, k, seed, keys, mask, seen):
         for i in range(keys.shape[0]):
             if mask[i]:
                 p = part_of(keys[i], seed, parts) if parts > 1 else 0
-                seen[i] = test_and_set(bits[p * words:(p + 1) * words], mp, k, seed, keys[i])
+                seen[i] = test_and_set(bits[p * words:(p + 1) * words], mp, k, seed, rule, keys[i])
                 inserted += 1
             else:
                 seen[i] = False
@@ -138,7 +171,7 @@ def test_and_set_many(bits, mp, parts, k, seed, keys, mask, seen):
         for j in range(starts[p], starts[p + 1]):
             i = order[j]
             if mask[i]:
-                seen[i] = test_and_set(sub, mp, k, seed, sorted_keys[j])
+                seen[i] = test_and_set(sub, mp, k, seed, rule, sorted_keys[j])
                 inserted += 1
             else:
                 seen[i] = False
@@ -146,20 +179,20 @@ def test_and_set_many(bits, mp, parts, k, seed, keys, mask, seen):
 
 
 @numba.njit(cache=True, nogil=True)
-def contains_many(bits, mp, parts, k, seed, keys, out):
+def contains_many(bits, mp, parts, k, seed, rule, keys, out):
     """out[i] = contains(keys[i]) in part ``part_of(keys[i])`` (``mp`` bits each);
     ``keys``: fewer than 2^31."""
     words = mp // np.uint64(64)
     if parts == 1 or keys.shape[0] < SORT_MIN_KEYS_PER_PART * parts:
         for i in range(keys.shape[0]):
             p = part_of(keys[i], seed, parts) if parts > 1 else 0
-            out[i] = contains(bits[p * words:(p + 1) * words], mp, k, seed, keys[i])
+            out[i] = contains(bits[p * words:(p + 1) * words], mp, k, seed, rule, keys[i])
         return
     sorted_keys, order, starts = _by_part(keys, seed, parts)
     for p in range(parts):
         sub = bits[p * words:(p + 1) * words]
         for j in range(starts[p], starts[p + 1]):
-            out[order[j]] = contains(sub, mp, k, seed, sorted_keys[j])
+            out[order[j]] = contains(sub, mp, k, seed, rule, sorted_keys[j])
 
 
 @numba.njit(cache=True, nogil=True)

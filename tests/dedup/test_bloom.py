@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dedup.bloom import HEADER_SIZE, BloomFilter
+from dedup.bloom import HEADER_SIZE, VERSION, BloomFilter
 from dedup.minhash import _fmix64  # the plain-Python fmix64 the reference hashes use
 from dedup.params import bloom_size
 
@@ -39,6 +39,27 @@ def test_false_positive_rate_within_3_sigma(target):
     assert abs(measured - predicted) <= 3 * sigma, (measured, predicted, sigma)
     assert f.estimated_fp() == pytest.approx(predicted, rel=0.05)
     assert f.estimated_cardinality() == pytest.approx(n, rel=0.02)
+
+
+def test_false_positive_rate_of_a_small_filter_at_a_low_target_has_no_floor():
+    """A filter for 200 keys at 1e-5 (an index's first generation after a 200-document run): its
+    measured rate is fill^k, the rate of k independent probes. Probes derived from two hashes taken
+    modulo m (enhanced double hashing, format versions 1 and 2) repeat a key's whole probe set for
+    another key with probability ~1/m^2: a floor of n/m^2 = 8.7e-6 here, which nearly doubled it.
+
+    Over F filters and Q fresh keys each, the hits are Poisson with mean sum(fill^k) Q (sigma = its
+    square root), plus at most the relative C(k, 2)/m of keys whose k probes are not all distinct."""
+    rng = np.random.default_rng(5)
+    n, filters, queries = 200, 40, 500_000
+    hits = expected = 0.0
+    for seed in range(filters):
+        f = BloomFilter.for_capacity(n, 1e-5, seed=seed)
+        f.add(rng.integers(0, 2**63, n, dtype=np.uint64) * np.uint64(2))  # even keys
+        hits += f.contains(rng.integers(0, 2**63, queries, dtype=np.uint64) * np.uint64(2) + np.uint64(1)).sum()
+        expected += f.estimated_fp() * queries
+    repeats = f.k * (f.k - 1) / 2 / f.m
+    assert (f.m, f.k) == (4800, 17)
+    assert expected * (1 - repeats) - 3 * math.sqrt(expected) <= hits <= expected * (1 + repeats) + 3 * math.sqrt(expected), (hits, expected)
 
 
 def test_add_reports_seen_in_order_and_mask():
@@ -99,17 +120,25 @@ def test_union_equals_inserting_both():
     np.testing.assert_array_equal(a.bits, both.bits)
     with pytest.raises(ValueError, match="different"):
         a.union_inplace(BloomFilter(20_000, 6, seed=4))
+    with pytest.raises(ValueError, match="different"):
+        a.union_inplace(BloomFilter(20_000, 6, seed=3, version=1))  # another probe rule
 
 
 # -- cache partitions -----------------------------------------------------------------
 _G = 0x9E3779B97F4A7C15
 
 
-def _reference_positions(key: int, seed: int, m: int, k: int, parts: int) -> list[int]:
-    """The documented rule (dedup._kernels.bloom), written out in plain Python."""
+def _reference_positions(key: int, seed: int, m: int, k: int, parts: int, version: int = VERSION) -> list[int]:
+    """The documented rules (dedup._kernels.bloom), written out in plain Python: independent
+    probes (version 3) or enhanced double hashing (versions 1 and 2)."""
     mp = m // parts
     p = ((_fmix64(key ^ seed ^ _G) >> 32) * parts) >> 32
     h1 = _fmix64(key ^ seed)
+    if version == VERSION and mp > 2**32:
+        return [p * mp + ((_fmix64((h1 + i * _G) % 2**64) * mp) >> 64) for i in range(k)]
+    if version == VERSION:
+        words = [_fmix64((h1 + j * _G) % 2**64) for j in range((k + 1) // 2)]
+        return [p * mp + (((words[i // 2] >> (0 if i % 2 else 32)) % 2**32 * mp) >> 32) for i in range(k)]
     h2 = _fmix64(h1 ^ _G)
     x, y = h1 % mp, h2 % mp
     out = [x]
@@ -122,18 +151,20 @@ def _reference_positions(key: int, seed: int, m: int, k: int, parts: int) -> lis
 @settings(deadline=None, max_examples=60)
 @given(ks=st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=200), parts=st.integers(1, 9),
        k=st.integers(1, 8), seed=st.integers(0, 2**64 - 1), cuts=st.lists(st.integers(0, 200), max_size=4),
-       masked=st.lists(st.booleans(), min_size=200, max_size=200))
-def test_partitioned_filter_matches_the_sequential_reference_in_any_batches(ks, parts, k, seed, cuts, masked):
+       masked=st.lists(st.booleans(), min_size=200, max_size=200), old=st.booleans())
+def test_partitioned_filter_matches_the_sequential_reference_in_any_batches(ks, parts, k, seed, cuts, masked, old):
     """Bits and verdicts of a filter of ``parts`` parts, fed in arbitrary batches, equal a
     plain-Python filter that inserts the keys one by one at the documented positions
-    (duplicates included: a repeated key must be seen in its original order)."""
+    (duplicates included: a repeated key must be seen in its original order); by the probe
+    rule of this version's files, or (``old``) of the earlier versions' files."""
     m = 64 * parts * 3
-    f = BloomFilter(m, k, seed, parts=parts)
+    version = (1 if parts == 1 else 2) if old else VERSION
+    f = BloomFilter(m, k, seed, parts=parts, version=version)
     assert (f.m, f.parts, f.part_bits) == (m, parts, m // parts)
     mask = np.array(masked[:len(ks)])
     ref_bits, ref_seen = set(), []
     for key, on in zip(ks, mask):
-        pos = _reference_positions(key, seed, m, k, parts)
+        pos = _reference_positions(key, seed, m, k, parts, version)
         ref_seen.append(bool(on) and all(b in ref_bits for b in pos))
         if on:
             ref_bits.update(pos)
@@ -180,13 +211,18 @@ def test_large_filters_are_partitioned_and_their_files_say_so(tmp_path):
     f.add(ks)
     p = f.save(tmp_path / "p.bloom")
     data = p.read_bytes()
-    assert int.from_bytes(data[8:12], "little") == 2 and int.from_bytes(data[28:32], "little") == 5
+    assert int.from_bytes(data[8:12], "little") == VERSION and int.from_bytes(data[28:32], "little") == 5
     g = BloomFilter.load(p)
-    assert (g.m, g.k, g.parts, g.count) == (f.m, f.k, 5, 300) and g.contains(ks).all()
+    assert (g.m, g.k, g.parts, g.count, g.version) == (f.m, f.k, 5, 300, VERSION) and g.contains(ks).all()
     np.testing.assert_array_equal(np.asarray(g.bits), f.bits)
     (tmp_path / "v1.bloom").write_bytes(data[:8] + (1).to_bytes(4, "little") + data[12:])
     with pytest.raises(ValueError, match="damaged Bloom filter header"):
         BloomFilter.load(tmp_path / "v1.bloom")  # version 1 holds one part: a part count is damage
+    one = BloomFilter(64 * 40, 4, seed=9, parts=1).save(tmp_path / "one.bloom").read_bytes()
+    assert int.from_bytes(one[28:32], "little") == 1  # version 3 records one part as 1
+    (tmp_path / "v2.bloom").write_bytes(one[:8] + (2).to_bytes(4, "little") + one[12:])
+    with pytest.raises(ValueError, match="damaged Bloom filter header"):
+        BloomFilter.load(tmp_path / "v2.bloom")  # version 2 was written only for several parts
     with pytest.raises(ValueError, match="different"):
         f.union_inplace(BloomFilter(64 * 40, 4, seed=9, parts=4))
 
@@ -199,7 +235,7 @@ def test_a_large_one_part_filter_saved_before_partitions_loads_as_one_part(tmp_p
     from dedup.scalable import FilterStack
 
     m = 8 * ONE_PART_MAX_BYTES + 64 * 64
-    old = BloomFilter(m, 5, seed=3, parts=1)  # what the earlier version built at this size
+    old = BloomFilter(m, 5, seed=3, parts=1, version=1)  # what the earlier version built at this size
     ks = np.arange(1, 5001, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
     old.add(ks)
     data = old.save(tmp_path / "old.bloom").read_bytes()
@@ -213,3 +249,36 @@ def test_a_large_one_part_filter_saved_before_partitions_loads_as_one_part(tmp_p
     again = FilterStack.load(tmp_path / "stack")
     assert again.generations[0].parts == 1
     assert again.add(ks, np.ones(len(ks), dtype=bool)).all()
+
+
+def test_an_index_started_before_version_3_keeps_its_rule_and_opens_version_3_generations(tmp_path):
+    """A scalable stack whose first generation is an earlier version's file (enhanced double
+    hashing) still finds every key it holds after a save and a load, and the generations it
+    opens once that one is full are version 3."""
+    from dedup.scalable import FilterStack
+
+    stack = FilterStack(1e-3, 100, scalable=True, seed=5)
+    m, k = stack.generations[0].m, stack.generations[0].k
+    stack.generations[0] = BloomFilter(m, k, 5, version=1)
+    first = np.arange(1, 101, dtype=np.uint64) * np.uint64(_G)
+    assert not stack.add(first, np.ones(100, bool)).any()
+    stack.save(tmp_path / "stack")
+    stack = FilterStack.load(tmp_path / "stack")
+    later = first + np.uint64(1)
+    assert not stack.add(later, np.ones(100, bool)).any()
+    stack.save(tmp_path / "stack2")
+    again = FilterStack.load(tmp_path / "stack2")
+    assert [g.version for g in again.generations] == [1, VERSION]
+    assert again.add(np.concatenate([first, later]), np.ones(200, bool)).all()
+
+
+def test_a_filter_over_2_to_the_32_bits_probes_by_its_own_documented_rule():
+    """Parts of at most 2^32 bits scale 32-bit hashes; a larger one (only a one-part filter built
+    on purpose: default filters' parts hold 2^21 bits) scales 64-bit hashes, as the reference."""
+    m, k, seed = 2**32 + 64, 7, 3
+    f = BloomFilter(m, k, seed, parts=1)  # 512 MiB of untouched zero pages
+    ks = np.arange(1, 51, dtype=np.uint64) * np.uint64(_G)
+    assert not f.add(ks).any() and f.contains(ks).all()
+    words = np.flatnonzero(f.bits)
+    got = {int(w) * 64 + b for w in words for b in range(64) if int(f.bits[w]) >> b & 1}
+    assert got == {b for key in ks.tolist() for b in _reference_positions(key, seed, m, k, 1)}

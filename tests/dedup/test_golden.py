@@ -7,7 +7,9 @@ duplicates). The values below were computed from the code at the time they were 
 Changing any of them (the probe derivation, the seed mixing, the file layout, the
 normalisation, shingling, MinHash, or the band key) is a format change: bump
 ``dedup.bloom.VERSION`` (and the index directory's format) so that old directories are
-refused instead of misread, and only then update these values.
+refused instead of misread, or read by their own rule, and only then add pins for it. The
+pins of earlier versions stay: files saved by them are still read (format versions 1 and 2,
+enhanced double hashing, pinned when they were current).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pyarrow as pa
 import pytest
 
 from dedup._kernels import bloom as jit_bloom
-from dedup.bloom import HEADER_SIZE, VERSION, BloomFilter
+from dedup.bloom import HEADER_SIZE, RULES, VERSION, BloomFilter
 from dedup.config import DedupConfig
 from dedup.index import EXACT, KEEP, LSHBloomIndex
 from dedup.params import plan_index
@@ -28,55 +30,48 @@ from dedup.sketch import Sketcher
 
 M, K, SEED = 1024, 5, 0x9E3779B97F4A7C15
 KEYS = np.array([0, 1, 42, 2**63, 2**64 - 1, 12345678901234567890], dtype=np.uint64)
-BIT_POSITIONS = [
-    18, 88, 108, 140, 241, 250, 274, 284, 288, 328, 353, 409, 442, 492, 522,
-    576, 613, 618, 716, 746, 884, 888, 891, 913, 924, 961, 967, 997, 1000, 1023,
-]
-FILE_SHA256 = "56732aa16642429a4f5e062edf94301230c29197f668e26c20e2c40cf2ddb9a5"
-# The same keys in a filter of 4 cache partitions (format version 2: filters over 8 MiB).
-PARTS = 4
-PART_BIT_POSITIONS = [
-    28, 116, 140, 234, 255, 274, 320, 328, 376, 409, 412, 449, 488, 492, 506,
-    522, 530, 544, 600, 609, 613, 618, 620, 635, 657, 698, 711, 716, 741, 753,
-]
-PART_FILE_SHA256 = "bf4d4e950ffddb0b9540160caa19daaeee6757b15b56cd3d923eabb294c3b745"
+#: (format version, parts) -> (bit positions of KEYS in a filter of M bits, SHA-256 of its file).
+PINS = {
+    (VERSION, 1): ([
+        4, 27, 29, 49, 78, 98, 140, 167, 198, 232, 293, 306, 332, 349, 398,
+        487, 641, 732, 743, 796, 798, 799, 806, 834, 837, 869, 918, 985, 1005, 1018,
+    ], "643540b5fe94469ecd2c77d8def32557adbdca0e8c03371a5e54bb6184d88f48"),
+    (VERSION, 4): ([
+        6, 49, 99, 121, 229, 257, 268, 280, 297, 339, 416, 455, 473, 502, 510,
+        519, 531, 547, 570, 585, 588, 599, 695, 697, 711, 713, 720, 721, 763,
+    ], "c77b65ed425cf595b35105a5eb6bf9ad54b89153acf0ca2968b019b4d1f3f838"),
+    (1, 1): ([
+        18, 88, 108, 140, 241, 250, 274, 284, 288, 328, 353, 409, 442, 492, 522,
+        576, 613, 618, 716, 746, 884, 888, 891, 913, 924, 961, 967, 997, 1000, 1023,
+    ], "56732aa16642429a4f5e062edf94301230c29197f668e26c20e2c40cf2ddb9a5"),
+    (2, 4): ([
+        28, 116, 140, 234, 255, 274, 320, 328, 376, 409, 412, 449, 488, 492, 506,
+        522, 530, 544, 600, 609, 613, 618, 620, 635, 657, 698, 711, 716, 741, 753,
+    ], "bf4d4e950ffddb0b9540160caa19daaeee6757b15b56cd3d923eabb294c3b745"),
+}
 
 
 def _positions(words: np.ndarray) -> list[int]:
     return np.flatnonzero(np.unpackbits(words.astype("<u8").view(np.uint8), bitorder="little")).tolist()
 
 
-def test_bloom_bit_positions_and_file_bytes_are_pinned(tmp_path: Path):
-    f = BloomFilter(M, K, SEED)
+@pytest.mark.parametrize(("version", "parts"), list(PINS))
+def test_bloom_bit_positions_and_file_bytes_are_pinned(tmp_path: Path, version, parts):
+    """Through the filter (which may run the AOT build), its file, a reload, and the JIT kernel."""
+    positions, sha256 = PINS[version, parts]
+    f = BloomFilter(M, K, SEED, parts=parts, version=version)
     assert not f.add(KEYS).any()
-    assert _positions(f.bits) == BIT_POSITIONS
+    assert _positions(f.bits) == positions
     data = f.save(tmp_path / "f.bloom").read_bytes()
-    assert len(data) == HEADER_SIZE + M // 8 and VERSION == 1
-    assert hashlib.sha256(data).hexdigest() == FILE_SHA256
+    assert len(data) == HEADER_SIZE + M // 8
+    assert hashlib.sha256(data).hexdigest() == sha256
     loaded = BloomFilter.load(tmp_path / "f.bloom")
-    assert loaded.contains(KEYS).all() and _positions(np.asarray(loaded.bits)) == BIT_POSITIONS
-
-
-def test_partitioned_bloom_bit_positions_and_file_bytes_are_pinned(tmp_path: Path):
-    f = BloomFilter(M, K, SEED, parts=PARTS)
-    assert not f.add(KEYS).any()
-    assert _positions(f.bits) == PART_BIT_POSITIONS
-    data = f.save(tmp_path / "f.bloom").read_bytes()
-    assert hashlib.sha256(data).hexdigest() == PART_FILE_SHA256
-    loaded = BloomFilter.load(tmp_path / "f.bloom")
-    assert loaded.parts == PARTS and loaded.contains(KEYS).all()
-    words = np.zeros(M // 64, dtype=np.uint64)  # and through the JIT kernel
-    jit_bloom.test_and_set_many(words, np.uint64(M // PARTS), PARTS, K, np.uint64(SEED), KEYS,
-                                np.ones(len(KEYS), np.bool_), np.empty(len(KEYS), np.bool_))
-    assert _positions(words) == PART_BIT_POSITIONS
-
-
-def test_bloom_bit_positions_of_the_jit_kernel_are_the_same():
-    """The same pin through the JIT kernel (the filter above may run the AOT build)."""
+    assert (loaded.parts, loaded.version) == (parts, version)
+    assert loaded.contains(KEYS).all() and _positions(np.asarray(loaded.bits)) == positions
     words = np.zeros(M // 64, dtype=np.uint64)
-    seen = np.empty(len(KEYS), dtype=np.bool_)
-    jit_bloom.test_and_set_many(words, np.uint64(M), 1, K, np.uint64(SEED), KEYS, np.ones(len(KEYS), np.bool_), seen)
-    assert _positions(words) == BIT_POSITIONS
+    jit_bloom.test_and_set_many(words, np.uint64(M // parts), parts, K, np.uint64(SEED), RULES[version], KEYS,
+                                np.ones(len(KEYS), np.bool_), np.empty(len(KEYS), np.bool_))
+    assert _positions(words) == positions
 
 
 DOCS = [
@@ -97,7 +92,7 @@ BAND_KEYS = [
     [0xB43A6AFC2B610EAB, 0xA94E1F6AA71DC75C, 0x7CB89D8807E0B3C0, 0x0B2D980F801A66DF, 0x584F591274E1CFE6,
      0x9D3AA60010F08BB2, 0xA8B1AF143A2F727D, 0xCA09687BC7CCCF5A, 0x268E1B36C041C854],
 ]
-FILTERS_SHA256 = "523270724cc2c7980ede914f4f0070b1e1fe09e51586918d0da4d527a0741d29"
+FILTERS_SHA256 = "67b283eab4ef3c7ec6017360fb02c08da780e9ea4c4cccbad9e0c39fba50bced"  # format version 3
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -1,10 +1,13 @@
 """The ahead-of-time build and the JIT run the same kernels: identical outputs."""
 
+import itertools
+
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from dedup import kernels
+from dedup._kernels import BLOOM_DOUBLE, BLOOM_INDEPENDENT
 from dedup._kernels import aot as build
 from dedup._kernels import bloom as jit_bloom
 from dedup._kernels import minhash as jit_minhash
@@ -63,16 +66,16 @@ def test_other_kernels_aot_equals_jit():
     mask = np.ones(1000, bool)
     bits1, bits2 = np.zeros(200, np.uint64), np.zeros(200, np.uint64)
     s1, s2 = np.empty(1000, bool), np.empty(1000, bool)
-    for parts in (1, 4):  # one part, and four parts of 3200 bits
+    for parts, rule in itertools.product((1, 4), (BLOOM_DOUBLE, BLOOM_INDEPENDENT)):  # four parts: 3200 bits each
         bits1[:], bits2[:] = 0, 0
         mp = np.uint64(12800 // parts)
-        assert kernels.aot().test_and_set_many(bits1, mp, parts, 5, np.uint64(3), keys, mask, s1) == 1000
-        jit_bloom.test_and_set_many(bits2, mp, parts, 5, np.uint64(3), keys, mask, s2)
+        assert kernels.aot().test_and_set_many(bits1, mp, parts, 5, np.uint64(3), rule, keys, mask, s1) == 1000
+        jit_bloom.test_and_set_many(bits2, mp, parts, 5, np.uint64(3), rule, keys, mask, s2)
         np.testing.assert_array_equal(bits1, bits2)
         np.testing.assert_array_equal(s1, s2)
         c1, c2 = np.empty(1000, bool), np.empty(1000, bool)
-        kernels.aot().contains_many(bits1, mp, parts, 5, np.uint64(3), keys + np.uint64(1), c1)
-        jit_bloom.contains_many(bits2, mp, parts, 5, np.uint64(3), keys + np.uint64(1), c2)
+        kernels.aot().contains_many(bits1, mp, parts, 5, np.uint64(3), rule, keys + np.uint64(1), c1)
+        jit_bloom.contains_many(bits2, mp, parts, 5, np.uint64(3), rule, keys + np.uint64(1), c2)
         np.testing.assert_array_equal(c1, c2)
     assert kernels.aot().popcount(bits1) == jit_bloom.popcount(bits2)
     p1, p2 = np.empty(1000, np.int32), np.empty(1000, np.int32)
