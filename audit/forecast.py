@@ -218,7 +218,8 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
     instances; an order without the first two: its document's first step); otherwise iff its
     ``member`` label says it was trained on
     (unknown labels count as seen). The rule used is returned as ``seen``. InputError: a
-    directory is not an audit output (no per_sequence.parquet).
+    directory is not an audit output (no per_sequence.parquet), or two checkpoints of one run
+    come in the wrong order (the later first).
     """
     dirs = (Path(first), Path(second))
     tables = []
@@ -245,7 +246,10 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
                                       "offsets (other prompt/cont lengths or tokenizer): not comparable")
     (step_a, order_a), (step_b, order_b) = (_training_step(d) for d in dirs)
     if step_a is not None and step_b is not None and order_a.resolve() == order_b.resolve():
-        earlier = min(step_a, step_b)
+        if step_a > step_b:
+            raise InputError(dirs[0], f"audits the model at step {step_a}, after step {step_b} of {dirs[1]}: "
+                                      "the first audit is of the earlier checkpoint, which predicts the later")
+        earlier = step_a
         order, by_instance = _order_instances(order_a)
         for t in tables:
             t["seen"] = _trained_by(t, order, earlier)

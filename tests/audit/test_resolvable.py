@@ -73,6 +73,31 @@ def test_forecast_seen_means_trained_by_the_earlier_checkpoint(tmp_path):
     assert fc["seen"].startswith("trained at or before step 200")
 
 
+
+def test_forecast_refuses_a_later_checkpoint_given_first(tmp_path, capsys):
+    """The first audit predicts the second: an earlier checkpoint predicts a later one. Given in
+    the other order (the final model first), forecast ran with exit 0 and reported precision and
+    recall of the final model "predicting" its own past. Two audits of one training run now have
+    to come in step order; the error names the directory given first and both steps."""
+    from audit.forecast import forecast_audits
+    from dedup.shards import InputError
+    from pipelines.cli import main
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-0000200").mkdir(parents=True)
+    (run / "model").mkdir()
+    pd.DataFrame({"document_id": ["a", "b", "c"], "step": [100, 500, 150], "first_step": [100, 500, 150]}
+                 ).to_parquet(run / "order.parquet")
+    _audit_dir(tmp_path / "early", run / "checkpoints" / "step-0000200", [True, False, False])
+    _audit_dir(tmp_path / "final", run / "model", [True, True, False])
+    with pytest.raises(InputError, match="step 500.*after step 200") as e:
+        forecast_audits(tmp_path / "final", tmp_path / "early")
+    assert e.value.path == str(tmp_path / "final")
+    assert main(["forecast", str(tmp_path / "final"), str(tmp_path / "early")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / "final") in err[0], err
+    assert forecast_audits(tmp_path / "early", tmp_path / "final")["n"] == 2
+
 def test_forecast_names_what_it_cannot_match(tmp_path, capsys):
     """An audit of --sequences given by tokens alone has no doc_id: forecast failed with 'first
     table has missing keys', naming neither directory nor cause. Two audits of different
