@@ -17,6 +17,7 @@ from audit.config import AuditConfig
 from audit.lm import ModelError, load_causal_lm
 from audit.run import run_audit
 from dedup import DedupConfig, dedup_files
+from dedup.shards import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -164,8 +165,8 @@ def test_explicit_sequences_file(canary_lm, tmp_path):
     pq.write_table(pa.table({"tokens": [list(range(1, 70)), list(range(5, 20))]}), seqs)
     summary = run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / "out",
                         AuditConfig(n_boot=0), sequences=seqs, log=quiet)
-    assert summary["sequences"] == {"n": 1, "considered": 2, "skipped_short": 1, "per_bucket": None,
-                                    "file": str(seqs.resolve())}
+    assert summary["sequences"] == {"n": 1, "considered": 2, "skipped_short": 1, "skipped_missing": 0,
+                                    "per_bucket": None, "file": str(seqs.resolve())}
 
 
 def test_explicit_ids_and_offsets(canary_lm, tmp_path):
@@ -176,8 +177,16 @@ def test_explicit_ids_and_offsets(canary_lm, tmp_path):
     ids = [corpus["id"][canary], corpus["id"][0], "no-such-id"]
     seqs = tmp_path / "ids.parquet"
     pq.write_table(pa.table({"id": ids, "token_offset": [3, 0, 0]}), seqs)
-    run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / "out", AuditConfig(n_boot=0),
-              sequences=seqs, log=quiet)
+    summary = run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / "out", AuditConfig(n_boot=0),
+                        sequences=seqs, log=quiet)
+    # an id the corpus does not hold is counted as such, not as a short document (it was, before)
+    assert summary["sequences"] | {"file": None} == {"n": 2, "considered": 3, "skipped_short": 0,
+                                                     "skipped_missing": 1, "per_bucket": None, "file": None}
+    pq.write_table(pa.table({"id": ["no-such-id", "nor-this"], "token_offset": [0, 0]}), seqs)
+    with pytest.raises(InputError, match=r"no sequence of at least 64 tokens \(0 shorter ones skipped; 2 ids not "
+                                         r"in the corpus\)"):
+        run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / "out2", AuditConfig(n_boot=0),
+                  sequences=seqs, log=quiet)
     t = pq.read_table(tmp_path / "out" / "per_sequence.parquet").to_pydict()
     lm = load_causal_lm(canary_lm.model_dir)
     want = lm.encode([corpus["text"][canary]])[0][3:67]
