@@ -169,9 +169,10 @@ def run_audit(
     else:
         seqs = sample_sequences(shards, lm.encode, config.n_sequences, P, C, config.seed, config.offset,
                                 config.text_column, config.id_column)
+    missing = f"; {seqs.skipped_missing} ids not in the corpus" if seqs.skipped_missing else ""
     if len(seqs) == 0:
         raise InputError(sequences or shards[0].path,
-                         f"no sequence of at least {P + C} tokens ({seqs.skipped_short} shorter ones skipped)")
+                         f"no sequence of at least {P + C} tokens ({seqs.skipped_short} shorter ones skipped{missing})")
     def batches(phase: str):
         return lambda done, total: progress({"phase": phase, "unit": "sequences", "done": done, "total": total})
 
@@ -191,7 +192,7 @@ def run_audit(
         raise ModelError(f"{reference}: token {lm.tokenizer.convert_ids_to_tokens(int(odd[0]))!r} (id {odd[0]}) of "
                          f"the audited sequences is not in {reference}'s vocabulary: it would score another token")
     timings["sample"] = time.perf_counter() - t0
-    log(f"audit: {len(seqs)} sequences of {P}+{C} tokens ({seqs.skipped_short} documents too short, skipped)")
+    log(f"audit: {len(seqs)} sequences of {P}+{C} tokens ({seqs.skipped_short} documents too short, skipped{missing})")
 
     t0 = time.perf_counter()
     stats = lm.score(seqs.tokens, config.batch_size, progress=batches("score"))
@@ -250,7 +251,7 @@ def run_audit(
         "reference_model": str(Path(ref.path).resolve()) if ref is not None else None,
         "config": config.to_dict(),
         "sequences": {"n": len(seqs), "considered": seqs.considered, "skipped_short": seqs.skipped_short,
-                      "per_bucket": config.per_bucket,
+                      "skipped_missing": seqs.skipped_missing, "per_bucket": config.per_bucket,
                       "file": None if sequences is None else str(Path(sequences).resolve())},
         **aggregate.summarise(table, n_boot=config.n_boot or None, seed=config.seed),
     }

@@ -36,6 +36,7 @@ class Sequences:
         token_offset: int64 (n,), where the sequence starts in the document's tokens.
         doc_text: the source document's text (for duplicate counts), None if unknown.
         skipped_short: documents (or given sequences) shorter than P + C, skipped.
+        skipped_missing: given sequences whose document id the corpus does not hold, skipped.
         considered: documents (or given sequences) looked at.
     """
 
@@ -47,6 +48,7 @@ class Sequences:
     doc_text: list = field(default_factory=list)
     skipped_short: int = 0
     considered: int = 0
+    skipped_missing: int = 0
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -57,7 +59,7 @@ class Sequences:
         return Sequences(self.tokens[keep], [self.doc_id[i] for i in keep], [self.shard[i] for i in keep],
                          self.row[keep], self.token_offset[keep],
                          [self.doc_text[i] for i in keep] if self.doc_text else [], self.skipped_short,
-                         self.considered)
+                         self.considered, self.skipped_missing)
 
 
 def per_bucket_selection(tokens: np.ndarray, occurrences: np.ndarray, n: int) -> np.ndarray:
@@ -173,13 +175,14 @@ def sample_sequences(
     return _sequences(picked, need, considered)
 
 
-def _sequences(picked: list[tuple], need: int, considered: int) -> Sequences:
+def _sequences(picked: list[tuple], need: int, considered: int, missing: int = 0) -> Sequences:
     """Sequences of (tokens, doc id, shard name, row, token offset, doc text) tuples, out of
-    ``considered`` documents or given sequences (the others skipped as too short)."""
+    ``considered`` documents or given sequences (``missing`` of them not in the corpus, the
+    others skipped as too short)."""
     tokens, doc_id, shard, row, token_offset, doc_text = list(zip(*picked)) or [()] * 6
     return Sequences(np.array(tokens, dtype=np.int64).reshape(len(picked), need), list(doc_id), list(shard),
                      np.array(row, dtype=np.int64), np.array(token_offset, dtype=np.int64), list(doc_text),
-                     considered - len(picked), considered)
+                     considered - missing - len(picked), considered, missing)
 
 
 def sequences_from_file(
@@ -199,7 +202,7 @@ def sequences_from_file(
     * with ``id`` and ``token_offset`` columns: the documents of those ids are found in the
       corpus (``shards``), tokenized, and cut at the offsets.
 
-    Rows shorter than P + C (or ids not in the corpus) are skipped and counted; longer
+    Rows shorter than P + C, and ids not in the corpus, are skipped and counted; longer
     token lists are cut to their first P + C tokens. A token id of at least ``n_embeddings``
     (the model's; None: unchecked) is refused, naming its row."""
     path = Path(path)
@@ -262,4 +265,4 @@ def _sequences_by_id(table: pa.Table, path: Path, need: int, shards: list[Shard]
     token_lists = encode([found[i][2] for i, _ in present])
     picked = [(toks[o : o + need], i, found[i][0], found[i][1], o, found[i][2])
               for (i, o), toks in zip(present, token_lists) if len(toks) >= o + need >= need]
-    return _sequences(picked, need, len(wanted))
+    return _sequences(picked, need, len(wanted), len(wanted) - len(present))

@@ -359,10 +359,13 @@ def model_report(
         shown = {k: cfg[k] for k in ("n_sequences", "prompt_len", "cont_len", "offset", "seed", "k", "generate")
                  if k in cfg and k not in skip}
         meta_rows.append(["configuration", esc(", ".join(f"{k}={v}" for k, v in shown.items()))])
-    if seqs.get("skipped_short"):
-        n_skip = int(seqs["skipped_short"])
-        meta_rows.append(["skipped", f"{integer(n_skip)} document{'s' if n_skip != 1 else ''} shorter than prompt + "
-                                     "continuation"])
+    skipped = []
+    if n := int(seqs.get("skipped_short") or 0):
+        skipped.append(f"{integer(n)} document{'s' if n != 1 else ''} shorter than prompt + continuation")
+    if n := int(seqs.get("skipped_missing") or 0):
+        skipped.append(f"{integer(n)} given id{'s' if n != 1 else ''} not in the corpus")
+    if skipped:
+        meta_rows.append(["skipped", "; ".join(skipped)])
 
     if by_dup := a.by_duplicates():
         sections.append("<h2>Extractable rate by occurrences</h2>" + figure_html(
