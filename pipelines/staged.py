@@ -225,6 +225,8 @@ def dask_map(client, log: Log) -> Callable[[str, Callable, list[tuple]], list]:
                        if isinstance(e, KilledWorker) else "the connection to the Dask scheduler was lost")
                 res = _Failed(ClusterError(f"{label} task {futures.index(fut) + 1} of {len(futures)}: {why}; "
                                            "fix that and rerun to resume"))
+            except Exception as e:  # noqa: BLE001 - its result did not arrive: stop the stage, then raise it
+                res = _Failed(e)
             if isinstance(res, _Failed):
                 _stop(client, futures, prefix, isinstance(res.error, ClusterError), lambda m: log(f"{label}: {m}"))
                 raise res.error

@@ -490,3 +490,26 @@ def test_a_failed_task_returns_only_once_the_tasks_already_running_have_ended(tm
         with pytest.raises(ValueError, match="bad input in task 0"):
             dask_map(client, lambda m: None)("sketch", _fail_now_or_write_late, [(0, str(marker)), (1, str(marker))])
         assert marker.read_text() == "written"
+
+
+def test_a_task_result_that_fails_to_arrive_also_waits_for_the_running_tasks(tmp_path, monkeypatch):
+    """The same wait when fetching a result fails on the client with another error than Dask's
+    KilledWorker or CancelledError (here a CommClosedError, as while a cluster degrades): that
+    error was raised at once, with the sibling task still writing into the outputs."""
+    from distributed import Client, Future
+    from distributed.comm.core import CommClosedError
+
+    from pipelines.staged import dask_map
+
+    fetch = Future.result
+
+    def result(self, *args, **kwargs):
+        fetch(self, *args, **kwargs)
+        raise CommClosedError("injected: the result did not arrive")
+
+    marker = tmp_path / "late"
+    monkeypatch.setattr(Future, "result", result)
+    with Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0") as client:
+        with pytest.raises(CommClosedError, match="injected"):
+            dask_map(client, lambda m: None)("sketch", _fail_now_or_write_late, [(0, str(marker)), (1, str(marker))])
+        assert marker.read_text() == "written"
