@@ -109,7 +109,7 @@ def bloom_size(n: int, fp: float) -> tuple[int, int]:
 #: A filter up to this size is one part: it fits a server's shared L3 cache whole, where one
 #: part measured faster than partitions (3.6 MB at 10^6 documents: 74-77 ns per key in one
 #: part, 112 in 14 parts when the threshold was 1 MiB, commit effeb65); above, parts win
-#: (bench/results/band_bench.md: 69 vs 368 ns per key at 10^7, 194 vs 422 at 10^8).
+#: (bench/results/band_bench.md: 58 vs 247 ns per key at 10^7, 114 vs 635 at 10^8).
 ONE_PART_MAX_BYTES = 8 << 20
 #: Size of a cache partition of a larger filter (fits a core's L2 cache).
 PART_BYTES = 256 << 10
