@@ -1,9 +1,9 @@
 """A Bloom filter over 64-bit keys, persisted as a memory-mappable file.
 
-File layout (the only definition of it; little-endian). Version 3 is what this memdedup writes.
-Versions 1 (one part) and 2 (more than one part) are filters saved by earlier versions, which
-derive their probes by the ``DOUBLE`` rule of :mod:`dedup._kernels.bloom` (version 3: ``INDEPENDENT``);
-they are read and extended by their own rule:
+File layout (the only definition of it; little-endian). Version 3 is what every filter this
+memdedup makes gets. Versions 1 (one part) and 2 (more than one part) are filters saved by earlier
+versions, which derive their probes by the ``DOUBLE`` rule of :mod:`dedup._kernels.bloom` (version
+3: ``INDEPENDENT``); they are read, extended and saved again by their own rule, as their version:
 
 ====== ======= ==============================================================
 offset type    field
@@ -39,7 +39,7 @@ from .io import write_bytes_atomic
 from .params import MAX_PARTS, bloom_fp, bloom_parts, bloom_size
 
 MAGIC = b"MDBLOOM\x00"
-VERSION = 3  #: what this memdedup writes: independent probes
+VERSION = 3  #: the version of every filter this memdedup makes: independent probes
 #: Probe rule of each format version; 1 (one part) and 2 (several) are earlier versions' files.
 RULES = {1: BLOOM_DOUBLE, 2: BLOOM_DOUBLE, VERSION: BLOOM_INDEPENDENT}
 HEADER_SIZE = 64
