@@ -137,7 +137,6 @@ def test_model_report_without_pythia_members_or_profile(dirs, tmp_path):
     assert "greedy generation</th>" not in page  # no generation column without generations
 
 
-
 def test_model_report_says_what_sequences_were_skipped_and_why(dirs, tmp_path):
     """Given sequences whose document the corpus does not hold are counted apart from short ones
     (summary.json's skipped_missing): the page names both."""
@@ -147,6 +146,7 @@ def test_model_report_says_what_sequences_were_skipped_and_why(dirs, tmp_path):
     page = model_report(dirs["dedup"], tmp_path / "d.html").read_text(encoding="utf-8")
     assert "3 documents shorter than prompt + continuation" in page
     assert "2 given ids not in the corpus" in page
+
 
 def test_model_report_decodes_and_escapes_text(dirs, tmp_path):
     def decode(ids):

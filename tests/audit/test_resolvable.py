@@ -73,7 +73,6 @@ def test_forecast_seen_means_trained_by_the_earlier_checkpoint(tmp_path):
     assert fc["seen"].startswith("trained at or before step 200")
 
 
-
 def test_forecast_refuses_a_later_checkpoint_given_first(tmp_path, capsys):
     """The first audit predicts the second: an earlier checkpoint predicts a later one. Given in
     the other order (the final model first), forecast ran with exit 0 and reported precision and
@@ -97,6 +96,7 @@ def test_forecast_refuses_a_later_checkpoint_given_first(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(tmp_path / "final") in err[0], err
     assert forecast_audits(tmp_path / "early", tmp_path / "final")["n"] == 2
+
 
 def test_forecast_names_what_it_cannot_match(tmp_path, capsys):
     """An audit of --sequences given by tokens alone has no doc_id: forecast failed with 'first
