@@ -158,13 +158,21 @@ class BloomFilter:
         """Fraction of bits set."""
         return self.set_bits() / self.m
 
+    def _floor(self, n: int) -> float:
+        """The rate's floor under the DOUBLE probe rule (versions 1 and 2): a fresh key shares its
+        probe pair, so all its probes, with one of the n keys: n_p / m_p^2 in its part, n / (m m_p)
+        on average. 0 for independent probes."""
+        return n / (self.m * self.part_bits) if RULES[self.version] == BLOOM_DOUBLE else 0.0
+
     def estimated_fp(self) -> float:
-        """False-positive rate implied by the current fill: ``fill^k``."""
-        return self.fill_ratio() ** self.k
+        """False-positive rate implied by the current fill: ``fill^k`` (plus the floor of versions 1-2)."""
+        return min(1.0, self.fill_ratio() ** self.k + self._floor(self.count))
 
     def predicted_fp(self, n: int | None = None) -> float:
-        """Predicted rate ``(1 - e^{-kn/m})^k`` after n insertions (default: count)."""
-        return bloom_fp(self.count if n is None else n, self.m, self.k)
+        """Predicted rate ``(1 - e^{-kn/m})^k`` after n insertions (default: count; plus the floor
+        of versions 1-2)."""
+        n = self.count if n is None else n
+        return min(1.0, bloom_fp(n, self.m, self.k) + self._floor(n))
 
     def estimated_cardinality(self) -> float:
         """Distinct keys implied by the fill (Swamidass & Baldi 2007): ``-m/k ln(1 - fill)``."""

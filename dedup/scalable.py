@@ -145,7 +145,8 @@ class FilterStack:
         for i, (gen, cap, fp) in enumerate(zip(self.generations, self.capacities, self.fps)):
             name = f"gen-{i:03d}.bloom"
             gen.save(directory / name)
-            gens.append({"file": name, "capacity": cap, "fp": fp, "m": gen.m, "k": gen.k, "count": gen.count})
+            gens.append({"file": name, "capacity": cap, "fp": fp, "m": gen.m, "k": gen.k, "count": gen.count,
+                         "bloom_version": gen.version})
         io.write_json_atomic(directory / STACK_FILE, {"version": 1, **{k: getattr(self, k) for k in _PARAMS},
                                                       "generations": gens})
 
@@ -164,7 +165,9 @@ class FilterStack:
                 bf = BloomFilter.load(path, mmap=False)
             except (OSError, ValueError) as e:
                 raise io.StateError(str(e)) from None
-            if (bf.m, bf.k) != (g["m"], g["k"]):
+            # a stack saved before it recorded each file's version held versions 1 and 2 only
+            if (bf.m, bf.k) != (g["m"], g["k"]) or bf.version not in ((g["bloom_version"],) if "bloom_version" in g
+                                                                       else (1, 2)):
                 raise io.StateError(f"{path}: does not match {directory / STACK_FILE}")
             stack.generations.append(bf)
             stack.capacities.append(g["capacity"])

@@ -199,11 +199,14 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     rows, index = manifest["totals"]["rows"], manifest["index"]
-    if config.capacity and rows > config.capacity and index["predicted_fp"] > index["plan"]["total_fp"]:
-        import warnings  # full filters: unrelated documents collide (an --index-dir's grow: no warning)
+    full = config.capacity and rows > config.capacity  # full filters: unrelated documents collide
+    if index["predicted_fp"] > index["plan"]["total_fp"] and (args.index_dir or full):
+        import warnings  # a growing index holds its rate, but for the floor of earlier filters
 
-        warnings.warn(f"{rows:,} documents in an index sized for --capacity {config.capacity:,}: predicted "
-                      f"false-positive rate {index['predicted_fp']:.3g} (target {index['plan']['total_fp']:g}), so "
+        rate = f"predicted false-positive rate {index['predicted_fp']:.3g} (target {index['plan']['total_fp']:g})"
+        warnings.warn(f"the index's {rate}: it holds filters built before Bloom format version 3, whose rate has a "
+                      "floor (README: Incremental dedup); rebuild the index to be rid of it" if args.index_dir else
+                      f"{rows:,} documents in an index sized for --capacity {config.capacity:,}: {rate}, so "
                       "unrelated documents are removed as near duplicates; raise --capacity, or leave it unset")
     _emit(args, manifest, lambda: _print_summary(manifest, args.out))
     return 0

@@ -288,3 +288,55 @@ def test_a_filter_over_2_to_the_26_bits_probes_by_64_bit_hashes():
         words = np.flatnonzero(f.bits)
         got = {int(w) * 64 + b for w in words for b in range(64) if int(f.bits[w]) >> b & 1}
         assert got == {b for key in ks.tolist() for b in _reference_positions(key, seed, m, k, 1)}, m
+
+
+def test_an_earlier_versions_filter_predicts_its_floor():
+    """A filter of format version 1 or 2 (enhanced double hashing) is also hit by every fresh key
+    whose probe pair (x, y) is one of its keys' pairs: probability n / m^2 per part, on top of
+    fill^k. Its estimated and predicted rates include that floor; they did not, so the manifest of
+    an index started by an earlier version reported 4.7e-6 where 1.5e-4 was measured. 64 keys in
+    1920 bits, k = 21 (an index's first generation after a 64-document run): fill^k ~ 7e-7, the
+    floor 1.7e-5. Hits over Q fresh keys are Poisson: 3 sigma."""
+    rng = np.random.default_rng(3)
+    n, queries = 64, 10_000_000
+    f = BloomFilter(1920, 21, seed=1, version=1)
+    f.add(rng.integers(0, 2**63, n, dtype=np.uint64) * np.uint64(2))
+    hits = int(f.contains(rng.integers(0, 2**63, queries, dtype=np.uint64) * np.uint64(2) + np.uint64(1)).sum())
+    expected = f.estimated_fp() * queries
+    assert f.fill_ratio() ** f.k * queries < 0.05 * expected and expected > 100  # the floor is what is measured
+    assert abs(hits - expected) <= 3 * math.sqrt(expected), (hits, expected)
+    assert f.predicted_fp() == pytest.approx(f.estimated_fp(), rel=0.05)
+    parts = BloomFilter(1920 * 4, 21, seed=1, parts=4, version=2)  # per part: its keys / its bits^2
+    parts.add(rng.integers(0, 2**63, 4 * n, dtype=np.uint64))
+    assert parts.estimated_fp() == pytest.approx(parts.fill_ratio() ** 21 + 4 * n / (1920 * 4 * 1920))
+    new = BloomFilter(1920, 21, seed=1)
+    new.add(np.arange(n, dtype=np.uint64))
+    assert new.estimated_fp() == new.fill_ratio() ** new.k  # independent probes: no floor
+
+
+def test_a_stack_refuses_a_filter_whose_version_is_not_the_one_it_saved(tmp_path):
+    """Versions 2 and 3 share a header layout (parts recorded), so a version field changed from one
+    to the other (one bit) switched the probe rule: an index forgot its keys without a word
+    (exit 0, its duplicates kept). stack.json now records each generation's version; one written
+    before it recorded them held versions 1 and 2 only."""
+    import json
+
+    from dedup.io import StateError
+    from dedup.scalable import STACK_FILE, FilterStack
+
+    stack = FilterStack(1e-3, 100, seed=9)
+    stack.generations[0] = BloomFilter(64 * 40, 4, seed=9, parts=5)
+    stack.save(tmp_path / "s")
+    path = tmp_path / "s" / "gen-000.bloom"
+    data = path.read_bytes()
+    path.write_bytes(data[:8] + (2).to_bytes(4, "little") + data[12:])
+    with pytest.raises(StateError, match="gen-000.bloom"):
+        FilterStack.load(tmp_path / "s")
+    path.write_bytes(data)
+    meta = json.loads((tmp_path / "s" / STACK_FILE).read_text())
+    assert FilterStack.load(tmp_path / "s").generations[0].version == VERSION
+    for g in meta["generations"]:
+        del g["bloom_version"]  # as an earlier version wrote it: its files are versions 1 and 2
+    (tmp_path / "s" / STACK_FILE).write_text(json.dumps(meta))
+    with pytest.raises(StateError, match="gen-000.bloom"):
+        FilterStack.load(tmp_path / "s")

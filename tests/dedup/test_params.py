@@ -181,6 +181,34 @@ def test_an_index_dir_run_over_its_capacity_does_not_warn(tmp_path):
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
 
 
+def test_an_index_over_its_rate_through_filters_of_an_earlier_version_warns(tmp_path, monkeypatch):
+    """An index started before Bloom format version 3 holds filters whose rate has a floor of
+    about n/m^2: 64 first documents put it far over --fp for good. The manifest now says so (the
+    rate counts the floor); the run warns, naming the cause and the remedy."""
+    import subprocess
+    import sys
+
+    from dedup.bloom import BloomFilter
+    from dedup.config import DedupConfig
+    from dedup.streaming import Deduplicator
+    from dedup.synthetic import generate_corpus, write_shards
+
+    monkeypatch.setitem(BloomFilter.__init__.__kwdefaults__, "version", 1)  # as an earlier memdedup built them
+    first = Deduplicator(DedupConfig(capacity=64), grow=True)
+    first.add(generate_corpus(64, seed=4).column("text"))
+    first.save(tmp_path / "idx")
+    monkeypatch.undo()
+    write_shards(generate_corpus(236, seed=3), tmp_path / "c", 1)
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "dedup", str(tmp_path / "c"), "--out",
+                        str(tmp_path / "out"), "--index-dir", str(tmp_path / "idx"), "--quiet", "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    index = json.loads(r.stdout)["index"]
+    assert index["predicted_fp"] > index["plan"]["total_fp"]
+    assert "warning: the index's predicted false-positive rate" in r.stderr, r.stderr
+    assert "before Bloom format version 3" in r.stderr and "rebuild" in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("field, value, needle", [
     ("batch_rows", 2**63, "batch_rows must be >= 1 and <= 2147483647"),
     ("num_perm", 1_000_000, "num_perm must be <= 8192"),
