@@ -1,0 +1,64 @@
+"""Audit defects found on architectures other than GPT-2 (modelprobe): tiny random models, no download."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+
+def test_an_mpt_context_is_seen_and_a_longer_window_refused(tmp_path):
+    """MPT states its context as ``max_seq_len`` (its ALiBi table: a longer input fails inside
+    the attention). The audit must refuse prompt + continuation beyond it up front, as for GPT-2
+    or Llama, with a ModelError naming the context, not torch's RuntimeError from the first
+    forward pass (a traceback and exit 1 on the command line)."""
+    torch = pytest.importorskip("torch")
+    import transformers as tf
+
+    from audit.config import AuditConfig
+    from audit.lm import ModelError, load_causal_lm
+    from audit.run import run_audit
+
+    from .conftest import word_tokenizer
+
+    d = tmp_path / "mpt"
+    torch.manual_seed(0)
+    tf.AutoModelForCausalLM.from_config(tf.MptConfig(vocab_size=48, d_model=32, n_layers=2, n_heads=4,
+                                                     max_seq_len=16)).save_pretrained(d)
+    word_tokenizer(48).save_pretrained(d)
+    assert load_causal_lm(d).max_positions == 16
+    corpus = tmp_path / "corpus.parquet"
+    pq.write_table(pa.table({"id": ["a", "b"], "text": [" ".join(f"t{i % 48}" for i in range(40))] * 2}), corpus)
+    with pytest.raises(ModelError, match="exceeds the model's context of 16"):
+        run_audit(d, [corpus], tmp_path / "out", AuditConfig(prompt_len=10, cont_len=10, n_boot=0), log=lambda m: None)
+
+
+def test_min_k_plus_plus_of_an_exactly_uniform_prediction_is_zero(tmp_path):
+    """A Llama whose pad_token_id is its BOS id has an all-zero BOS embedding (padding_idx), so
+    with ``--bos auto`` the first prediction has all logits exactly 0: a uniform distribution,
+    sigma = 0, and z = 0 by score_min_k_plus_plus's rule. Before: sigma was float32 rounding
+    (~1e-7) and z = rounding / rounding = -1, which entered the lowest-k mean."""
+    torch = pytest.importorskip("torch")
+    import transformers as tf
+
+    from audit import metrics
+    from audit.lm import load_causal_lm
+
+    from .conftest import word_tokenizer
+
+    d = tmp_path / "llama"
+    torch.manual_seed(0)
+    cfg = tf.LlamaConfig(vocab_size=48, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=64, max_position_embeddings=128, num_key_value_heads=2, bos_token_id=1,
+                         eos_token_id=2, pad_token_id=1)
+    tf.AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
+    word_tokenizer(48, bos="t1").save_pretrained(d)
+    lm = load_causal_lm(d, bos="auto")
+    assert lm.prefix == [1]
+    st = lm.score(np.random.default_rng(0).integers(3, 48, size=(4, 20)))
+    sigma = st.sigma.copy()
+    sigma[:, 0] = 0.0  # the exact sigma of the uniform first prediction
+    want = metrics.score_min_k_plus_plus(st.logprob, st.mu, sigma, 0.2)
+    got = metrics.score_min_k_plus_plus(st.logprob, st.mu, st.sigma, 0.2)
+    np.testing.assert_allclose(got, want, atol=1e-4)
