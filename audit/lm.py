@@ -139,7 +139,7 @@ class CausalLM:
         """The model's context length in tokens, if its config states one (a multimodal model's: its
         text model's, :func:`audit.batching.text_config`)."""
         return config_int(text_config(self.model.config), "n_positions", "max_position_embeddings", "n_ctx",
-                          "seq_length", default=None)
+                          "seq_length", "max_seq_len", default=None)  # max_seq_len: MPT's
 
     def free_memory(self) -> int | None:
         """Bytes free on this model's GPU now (``torch.cuda.mem_get_info``), for
@@ -178,13 +178,17 @@ class CausalLM:
             for s in range(0, ids.shape[0], batch_size):
                 x = torch.from_numpy(ids[s : s + batch_size]).to(self.device)
                 logits = self.model(input_ids=x, attention_mask=torch.ones_like(x)).logits[:, :-1].float()
+                am = logits.argmax(dim=-1)
+                logits = logits - logits.amax(-1, keepdim=True)  # <= 0; all 0 where the prediction is uniform
                 logp = torch.log_softmax(logits, dim=-1)
                 target = x[:, 1:]
                 tlp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-                am = logits.argmax(dim=-1)
                 p = logp.exp()
                 mu = (p * logp).sum(-1)
-                var = (p * (logp - mu.unsqueeze(-1)).square()).sum(-1)  # two passes: E[lp^2] - mu^2 cancels
+                # sigma of log p = that of the shifted logits, in two passes (E[lp^2] - mu^2 cancels): exactly 0
+                # for a uniform prediction, where log p's deviations from mu are rounding
+                m = (p * logits).sum(-1, keepdim=True)
+                var = (p * (logits - m).square()).sum(-1)
                 outs.append((tlp.double().cpu().numpy(), (am == target).cpu().numpy(), am.cpu().numpy(),
                              mu.double().cpu().numpy(), var.clamp_min(0).sqrt().double().cpu().numpy()))
                 if progress is not None:
