@@ -129,6 +129,7 @@ class FilterStack:
             "bytes": self.nbytes,
             "predicted_fp": self.predicted_fp(),
             "generation_fps": self.generation_fps(),
+            "bloom_versions": [gen.version for gen in self.generations],  # 1, 2: a floor on the rate
         }
 
     # -- persistence ---------------------------------------------------------------
