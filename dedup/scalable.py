@@ -106,12 +106,13 @@ class FilterStack:
         return chunk_keys(self.generations[-1].parts)
 
     def generation_fps(self) -> list[float]:
-        """Each generation's false-positive rate implied by its fill (``fill^k``)."""
+        """Each generation's false-positive rate implied by its fill (``fill^k``; Bloom versions 1-2: plus
+        their floor, :meth:`dedup.bloom.BloomFilter.estimated_fp`)."""
         return [gen.estimated_fp() for gen in self.generations]
 
     def predicted_fp(self) -> float:
         """Probability that a new unrelated key is reported seen, from each generation's
-        fill: ``1 - prod_g (1 - fill_g^k_g)``."""
+        fill: ``1 - prod_g (1 - p_g)``, p_g of :meth:`generation_fps`."""
         return whole_index_fp(self.generation_fps())
 
     @property
