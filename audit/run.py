@@ -189,8 +189,11 @@ def run_audit(
         keep = per_bucket_selection(seqs.tokens, occurrences, config.per_bucket)
         seqs, occurrences = seqs.subset(keep), occurrences[keep]
     if ref is not None and len(odd := np.setdiff1d(seqs.tokens, shared)):
-        raise ModelError(f"{reference}: token {lm.tokenizer.convert_ids_to_tokens(int(odd[0]))!r} (id {odd[0]}) of "
-                         f"the audited sequences is not in {reference}'s vocabulary: it would score another token")
+        token = lm.tokenizer.convert_ids_to_tokens(int(odd[0]))  # None: an embedding row no token names
+        what = f"id {odd[0]}, which no token of {model_dir}'s tokenizer names," if token is None else \
+            f"token {token!r} (id {odd[0]})"
+        raise ModelError(f"{reference}: {what} of the audited sequences is not in {reference}'s vocabulary: it would "
+                         "score another token")
     timings["sample"] = time.perf_counter() - t0
     log(f"audit: {len(seqs)} sequences of {P}+{C} tokens ({seqs.skipped_short} documents too short, skipped{missing})")
 

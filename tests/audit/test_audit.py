@@ -275,6 +275,14 @@ def test_reference_model_whose_tokenizer_only_adds_a_token(canary_lm, tmp_path):
         run_audit(padded, [canary_lm.corpus_dir], tmp_path / "out3", AuditConfig(n_sequences=40, n_boot=0),
                   reference=canary_lm.model_dir, sequences=seqs, log=quiet)
     assert not (tmp_path / "out3").exists()
+    # an embedding row no token names (a vocabulary padded to a multiple): the message said "token None"
+    model.resize_token_embeddings(len(tok) + 8)
+    model.save_pretrained(padded)
+    pq.write_table(pa.table({"tokens": [[len(tok) + 3] + list(range(1, 64))]}), seqs)
+    with pytest.raises(ModelError, match=r"id %d, which no token of .*'s tokenizer names, .* not in .*'s "
+                                         r"vocabulary" % (len(tok) + 3)):
+        run_audit(padded, [canary_lm.corpus_dir], tmp_path / "out3", AuditConfig(n_sequences=40, n_boot=0),
+                  reference=canary_lm.model_dir, sequences=seqs, log=quiet)
 
 
 def test_reference_model_score(canary_lm, tmp_path, monkeypatch):
