@@ -181,7 +181,7 @@ def _stop(client, futures: list, prefix: str, cluster_lost: bool, log: Log) -> N
     """After a task failed: cancel the stage's tasks (keys starting with ``prefix``), and wait until
     none of them runs on a worker (a thread cannot be stopped, and a cancelled task runs on as
     ``cancelled``): the run then clears its outputs, and a task still writing into them would leave
-    them half filled. With the scheduler gone there is nothing to ask."""
+    them half filled. With the scheduler gone (or the client not connected) there is nothing to ask."""
     client.cancel(futures)
     if cluster_lost:
         return
@@ -191,7 +191,7 @@ def _stop(client, futures: list, prefix: str, cluster_lost: bool, log: Log) -> N
                    for ts in list(dask_worker.state.tasks.values()))
 
     said = False
-    while True:
+    while client.status == "running":  # else no scheduler to ask: a question would wait out its reconnection
         try:  # a worker that fails to answer (dying) runs nothing of ours
             n = sum(v for v in client.run(running, on_error="ignore").values() if isinstance(v, int))
         except Exception:  # noqa: BLE001 - the scheduler going away: nothing more to ask

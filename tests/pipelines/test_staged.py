@@ -513,3 +513,33 @@ def test_a_task_result_that_fails_to_arrive_also_waits_for_the_running_tasks(tmp
         with pytest.raises(CommClosedError, match="injected"):
             dask_map(client, lambda m: None)("sketch", _fail_now_or_write_late, [(0, str(marker)), (1, str(marker))])
         assert marker.read_text() == "written"
+
+
+def _sleep(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def test_the_wait_for_running_tasks_ends_at_once_when_the_scheduler_is_gone():
+    """The wait after a failed fetch asks the workers, through the scheduler, what still runs. With
+    the scheduler gone, that question blocked for the client's reconnection timeout (~30 s) before
+    the error was raised; a client that is not connected has no one to ask."""
+    import time
+
+    from distributed import Client, LocalCluster
+
+    from pipelines.staged import _stop
+
+    with LocalCluster(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        futures = [client.submit(_sleep, 5, key=f"sketch-t-{i}", pure=False) for i in range(2)]
+        time.sleep(0.5)
+        cluster.sync(cluster.scheduler.close)
+        deadline = time.monotonic() + 10
+        while client.status == "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        _stop(client, futures, "sketch-t-", False, lambda m: None)
+        assert time.monotonic() - t0 < 10  # before: ~30 s
