@@ -197,8 +197,9 @@ def test_incremental_index_matches_one_combined_run(tmp_path, client):
 def test_cache_partitioned_filters_on_a_cluster_and_in_an_index_directory(corpus, client, tmp_path):
     """Filters sized for 3,000,000 documents (~11 MB a band: over dedup.params.ONE_PART_MAX_BYTES,
     so cache-partitioned) on real workers: staged (also with each band split into 4 tasks) =
-    fused byte for byte and = the run with small one-part filters; an index directory saves them as partitioned files, loads them in the
-    next run and finds that batch's duplicates of the first batch, as one combined run does."""
+    fused byte for byte and = the run with small one-part filters; an index directory saves them
+    as partitioned files, loads them in the next run and finds that batch's duplicates of the
+    first batch, as one combined run does."""
     from dedup.bloom import BloomFilter
 
     table, d = corpus
