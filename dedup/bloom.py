@@ -83,7 +83,8 @@ class BloomFilter:
         self.parts = bloom_parts(m_bits) if parts is None else int(parts)
         if not 1 <= self.parts <= min(int(m_bits) // 64, MAX_PARTS):
             raise ValueError(f"need 1 <= parts <= m_bits / 64, got parts={self.parts}, m={m_bits}")
-        if version not in RULES or version < VERSION and (version == 1) != (self.parts == 1):
+        known = type(version) is int and version in RULES  # True, 3.0: equal keys of RULES, not versions
+        if not known or version < VERSION and (version == 1) != (self.parts == 1):
             raise ValueError(f"no Bloom format version {version} of {self.parts} part(s): versions 1 (one part), "
                              f"2 (several) and {VERSION}")
         self.version = version

@@ -340,3 +340,11 @@ def test_a_stack_refuses_a_filter_whose_version_is_not_the_one_it_saved(tmp_path
     (tmp_path / "s" / STACK_FILE).write_text(json.dumps(meta))
     with pytest.raises(StateError, match="gen-000.bloom"):
         FilterStack.load(tmp_path / "s")
+
+
+@pytest.mark.parametrize("version, parts", [(0, 1), (4, 1), (1, 3), (2, 1), (True, 1), (3.0, 1), ("3", 1)])
+def test_a_filter_of_no_format_version_is_refused_when_made(version, parts):
+    """Versions 1 (one part), 2 (several) and 3 exist, as integers: True and 3.0 passed as 1 and 3
+    (equal keys of RULES) and failed only when saved, in struct.pack."""
+    with pytest.raises(ValueError, match="no Bloom format version"):
+        BloomFilter(64 * 4, 3, parts=parts, version=version)
