@@ -167,9 +167,8 @@ class FilterStack:
                 bf = BloomFilter.load(path, mmap=False)
             except (OSError, ValueError) as e:
                 raise io.StateError(str(e)) from None
-            # a stack saved before it recorded each file's version held versions 1 and 2 only
-            if (bf.m, bf.k) != (g["m"], g["k"]) or bf.version not in ((g["bloom_version"],) if "bloom_version" in g
-                                                                       else (1, 2)):
+            versions = [g["bloom_version"]] if "bloom_version" in g else [1, 2]  # saved before it was recorded
+            if (bf.m, bf.k) != (g["m"], g["k"]) or bf.version not in versions:
                 raise io.StateError(f"{path}: does not match {directory / STACK_FILE}")
             stack.generations.append(bf)
             stack.capacities.append(g["capacity"])

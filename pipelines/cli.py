@@ -200,10 +200,11 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     rows, index = manifest["totals"]["rows"], manifest["index"]
-    full = config.capacity and rows > config.capacity  # full filters: unrelated documents collide
-    # a growing index holds its rate (by chance a little over), but for the floor of earlier filters
-    earlier = any(v < BLOOM_VERSION for r in index.get("bands", {}).values() for v in r.get("bloom_versions", ()))
-    if index["predicted_fp"] > index["plan"]["total_fp"] and (earlier if args.index_dir else full):
+    if args.index_dir:  # a growing index holds its rate (by chance a little over), but for earlier filters' floor
+        cause = any(v < BLOOM_VERSION for r in index["bands"].values() for v in r.get("bloom_versions", ()))
+    else:  # full filters: unrelated documents collide
+        cause = config.capacity and rows > config.capacity
+    if index["predicted_fp"] > index["plan"]["total_fp"] and cause:
         import warnings
 
         rate = f"predicted false-positive rate {index['predicted_fp']:.3g} (target {index['plan']['total_fp']:g})"
