@@ -124,9 +124,10 @@ class TrainConfig(StageConfig):
         if self.vocab_size < 257:  # byte-level BPE: 256 bytes and <|endoftext|> before any merge
             self._bad(f"vocab_size must be >= 257 (256 bytes + <|endoftext|>), got {self.vocab_size}")
         if self.n_head < 1 or self.n_embd < 1 or self.n_embd % self.n_head:
-            self._bad(f"need n_head >= 1 and n_embd >= 1 divisible by n_head, got {self.n_embd}, {self.n_head}")
+            self._bad(f"need n_head >= 1 and n_embd >= 1 divisible by n_head, got n_embd={self.n_embd}, "
+                      f"n_head={self.n_head}")
         if self.seq_len < 8 or self.n_layer < 1:
-            self._bad("need seq_len >= 8, n_layer >= 1")
+            self._bad(f"need seq_len >= 8, n_layer >= 1, got seq_len={self.seq_len}, n_layer={self.n_layer}")
         if not (self.lr > 0.0 and math.isfinite(self.lr)) or not 0.0 <= self.weight_decay < math.inf:
             self._bad(f"need lr > 0 and weight_decay >= 0, finite, got {self.lr}, {self.weight_decay}")
         for name in ("warmup_steps", "log_checkpoints", "seed"):
@@ -137,7 +138,8 @@ class TrainConfig(StageConfig):
         if self.checkpoint_every < 1:
             self._bad(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if not 0.0 <= self.holdout < 1.0 or self.epochs < 1 or self.batch_size < 1:
-            self._bad("need 0 <= holdout < 1, epochs >= 1, batch_size >= 1")
+            self._bad(f"need 0 <= holdout < 1, epochs >= 1, batch_size >= 1, got holdout={self.holdout}, "
+                      f"epochs={self.epochs}, batch_size={self.batch_size}")
 
     def checkpoint_steps(self, total_steps: int, *, epoch_ends: list[int] | None = None,
                          retention: list[int] | None = None) -> list[int]:
@@ -199,11 +201,13 @@ class ProfileConfig(StageConfig):
             object.__setattr__(self, "checkpoints", ",".join(map(str, steps)))  # a YAML list, as its string
         self._check_fields()
         if self.n_treated < 1 or self.n_control < 4:
-            self._bad("need n_treated >= 1 and n_control >= 4")
+            self._bad(f"need n_treated >= 1 and n_control >= 4, got n_treated={self.n_treated}, "
+                      f"n_control={self.n_control}")
         if self.seed < 0:
             self._bad(f"seed must be >= 0, got {self.seed}")
         if (self.n_per_cohort is not None and self.n_per_cohort < 1) or self.min_cohort_size < 1:
-            self._bad("need n_per_cohort >= 1 and min_cohort_size >= 1")
+            self._bad(f"need n_per_cohort >= 1 and min_cohort_size >= 1, got n_per_cohort={self.n_per_cohort}, "
+                      f"min_cohort_size={self.min_cohort_size}")
         if self.batch_size < 1:
             self._bad(f"batch_size must be >= 1, got {self.batch_size}")
         if problem := _n_boot_problem(self.n_boot):

@@ -37,8 +37,16 @@ def _add_output(p: argparse.ArgumentParser, what: str, quiet: str | None = None,
         add_options(p, SECTIONS[section], section)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors (a bad flag value, an unknown or missing flag) are one line on
+    stderr and exit status 2, as every other error of the command line: no usage block before it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see '{self.prog} --help')\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="memdedup", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _Parser(prog="memdedup", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"memdedup {dist_version('memdedup')}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -103,7 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("audits", nargs="+", type=Path, metavar="AUDIT_DIR", help="'memdedup audit' output directories")
     p.add_argument("--out", required=True, type=Path, help="output directory: <label>.html per audit, comparison.html")
     p.add_argument("--labels", nargs="+", help="one label per audit (default: the directory names)")
-    p.add_argument("--dedup-dir", type=Path, help="dedup output of the corpus: retention and removed-document accounting")
+    p.add_argument("--dedup-dir", type=Path,
+                   help="dedup output of the corpus: retention and removed-document accounting")
     p.add_argument("--profile-dir", nargs="+", type=Path, default=[], metavar="PROFILE_DIR",
                    help="'memdedup profile' outputs, paired with the audits in order (may be fewer)")
     p.add_argument("--model-dir", nargs="+", type=Path, default=[], metavar="MODEL_DIR",
@@ -115,7 +124,11 @@ def _parser() -> argparse.ArgumentParser:
                         "planted copies (Carlini et al. 2019), when present")
     _add_output(p, "the report's manifest (manifest.json)")
 
-    p = sub.add_parser("params", help="show the banding, Bloom sizes and S-curve a dedup run would use")
+    p = sub.add_parser("params", help="show the banding, Bloom sizes and S-curve a dedup run would use",
+                       description="The banding, Bloom filter sizes, memory and S-curve a dedup run with these "
+                                   "options would use. It takes every dedup option (and a dedup --config file); "
+                                   "only threshold, num-perm, bands, rows, fp, exact-fp and capacity change the "
+                                   "plan, and index must be lshbloom.")
     p.add_argument("--docs", type=int, default=1_000_000, help="number of documents (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")
     add_options(p, SECTIONS["dedup"], "dedup")
@@ -285,7 +298,8 @@ def _print_profile(s: dict, out: Path) -> None:
     for kind in ("instantaneous", "persistent", "residual"):
         part = mem.get(kind) or {}
         if part.get("effect") is not None and part["effect"] == part["effect"]:  # not NaN
-            print(f"{kind:>13} memorisation: {part['effect']:.3f} nats (95% CI {part['lower']:.3f} to {part['upper']:.3f})")
+            print(f"{kind:>13} memorisation: {part['effect']:.3f} nats "
+                  f"(95% CI {part['lower']:.3f} to {part['upper']:.3f})")
     band = s.get("band") or {}
     if band:
         print(f"simultaneous 95% band (critical value {band['critical_value']:.2f}): {band['significant_cells']} of "
@@ -395,6 +409,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     from .demo import CORPUS_MANIFEST, generate_demo_corpus, planted_manifest, prepare_corpus_dir
 
+    for flag, value, least in (("--docs", args.docs, 0), ("--doc-bytes", args.doc_bytes, 1),
+                               ("--shards", args.shards, 1), ("--exact-frac", args.exact_frac, 0),
+                               ("--near-frac", args.near_frac, 0),
+                               ("--canaries-per-repeat", args.canaries_per_repeat, 0), ("--seed", args.seed, 0)):
+        if not value >= least:  # NaN too
+            raise ConfigError(f"{flag} must be >= {least}, got {value:g}")
+    if not args.exact_frac + args.near_frac < 1:
+        raise ConfigError(f"--exact-frac + --near-frac must be < 1 (the rest are originals), got "
+                          f"{args.exact_frac:g} + {args.near_frac:g}")
     prepare_corpus_dir(args.out)
     if args.canaries:
         table = generate_demo_corpus(args.docs, exact_frac=args.exact_frac, near_frac=args.near_frac,
@@ -503,7 +526,11 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     warnings.formatwarning = lambda message, category, *rest, **kw: f"memdedup: warning: {message}\n"
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named by the command's parser, as its other flag errors are
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     handlers = {"dedup": _cmd_dedup, "audit": _cmd_audit, "train": _cmd_train, "profile": _cmd_profile,
                 "forecast": _cmd_forecast, "params": _cmd_params, "generate": _cmd_generate, "check": _cmd_check,
                 "report": _cmd_report}
