@@ -52,7 +52,7 @@ class ProgressLine:
         el = max(state.get("elapsed", time.monotonic() - self.t0), 1e-9)
         rows, total = state["rows"], state.get("total_rows") or 0
         pct = f" ({100 * rows / total:.1f}%)" if total else ""
-        eta = f" ETA {max(total - rows, 0) * el / rows:.0f}s" if total and rows and not final else ""
+        eta = f", ETA {max(total - rows, 0) * el / rows:.0f}s" if total and rows and not final else ""
         self._write(f"{self.label}: {rows:,}{f'/{total:,}' if total else ''} rows{pct}, "
                     f"shard {state.get('shard', '?')}/{state.get('shards', '?')}, "
                     f"{_si(rows / el)} rows/s, {state.get('bytes', 0) / 1e6 / el:.1f} MB/s, "

@@ -89,3 +89,19 @@ def test_config_errors_say_the_value_they_refuse(cls, values, needles):
     for n in needles:
         assert n in message, message
 
+
+
+def test_dedup_progress_line_separates_its_eta_as_the_other_progress_lines_do(monkeypatch):
+    """dedup's line ran "... removed 5 exact + 7 near ETA 19s" (failed before) where train's and
+    audit's read "..., ETA 19s"."""
+    import io
+
+    from pipelines.progress import ProgressLine
+
+    monkeypatch.setenv("MEMDEDUP_PROGRESS_DELAY", "0")
+    line = ProgressLine("dedup")
+    line.stream, line.tty = io.StringIO(), False
+    line({"rows": 100, "total_rows": 2000, "shard": 1, "shards": 2, "bytes": 10**5, "elapsed": 1.0,
+          "removed_exact": 5, "removed_near": 7})
+    assert line.stream.getvalue() == ("dedup: 100/2,000 rows (5.0%), shard 1/2, 100 rows/s, 0.1 MB/s, "
+                                      "removed 5 exact + 7 near, ETA 19s\n")
