@@ -174,6 +174,8 @@ def text_column_problem(schema: pa.Schema, text_column: str) -> str | None:
 
 #: The string type that reads each binary type's bytes as text.
 _AS_TEXT = {pa.binary(): pa.string(), pa.large_binary(): pa.large_string(), pa.binary_view(): pa.string_view()}
+#: Arrow's string types.
+_STRINGS = {pa.string(), pa.large_string(), pa.string_view()}
 #: The types a text column may have, besides those of :data:`_AS_TEXT` (all null: no text).
 _TEXT_TYPES = {pa.string(), pa.large_string(), pa.string_view(), pa.null()}
 
@@ -627,6 +629,11 @@ def id_strings(col: pa.Array | pa.ChunkedArray, path: Path, column: str, first_r
     form (:func:`dedup.arrow.uuid_strings`); bytes as their UTF-8 text. InputError naming
     ``path``: a type without a string form, or bytes that are not UTF-8 (naming the row, counted
     from ``first_row``, the row of ``col[0]`` in the file)."""
+    if col.type in _STRINGS:  # Arrow's casts do not check that strings are UTF-8
+        bad = first_invalid_utf8(col)
+        if bad is not None:
+            raise InputError(path, f"id column {column!r} holds text that is not UTF-8 ({bad[1]})",
+                             row=None if bad[0] is None else first_row + bad[0])
     if pa.types.is_string(col.type):
         return col
     if isinstance(col.type, pa.UuidType):

@@ -1018,6 +1018,26 @@ def test_byte_ids_that_are_not_utf8_are_refused_naming_their_row(tmp_path: Path,
     assert [i for b in r.batches() for i in r.ids(b).to_pylist()] == [good.decode()]
 
 
+@pytest.mark.parametrize("kind", ["string", "large_string", "string_view"])
+def test_string_ids_that_are_not_utf8_are_refused_naming_their_row(tmp_path: Path, kind: str):
+    """A string id column holding bytes that are not UTF-8 (Arrow does not check on write) was
+    returned as it was: its ids went into removed.parquet, a file the tool writes, as strings
+    that are not UTF-8, which its readers (``to_pylist``, the audit's id joins) fail on. Now such
+    an id is refused naming its row, as byte ids that are not UTF-8 are."""
+    import numpy as np
+
+    ids = [b"a", b"b", b"c\xff\xfe"]
+    offsets = np.cumsum([0] + [len(i) for i in ids]).astype(np.int32)
+    col = pa.Array.from_buffers(pa.string(), 3, [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(ids))])
+    col = col if kind == "string" else col.cast(getattr(pa, kind)())
+    path = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"id": col, "text": ["x", "y", "z"]}), path)
+    r = ShardReader(discover([path])[0], "text", "id", False, batch_rows=2)
+    with pytest.raises(InputError) as e:
+        [r.ids(b) for b in r.batches()]
+    assert e.value.row == 2 and str(e.value).startswith(f"{path}: row 2: id column 'id' holds "), e.value
+
+
 def test_jsonl_nan_and_infinity_are_read_as_python_writes_them(tmp_path: Path):
     """A decision, pinned: ``NaN``, ``Infinity`` and ``-Infinity`` are not JSON (RFC 8259) but
     are what Python's ``json.dumps`` writes for such floats, so JSON Lines made by Python
