@@ -446,6 +446,10 @@ class _JsonlFile:
                 if stamped:
                     self.as_strings = pa.unify_schemas([self.as_strings, pa.schema(stamped)])
                     table = self._parse(piece)
+                # Arrow does not check that strings are UTF-8 (the text column's own check names it)
+                for name in table.column_names:
+                    if name != self.empty_columns[0]:
+                        table.column(name).validate(full=True)
             except (pa.ArrowInvalid, UnicodeDecodeError) as e:
                 raise self._bad_line(piece, line, lines, str(e)) from e
             if table.num_rows != lines.rows:

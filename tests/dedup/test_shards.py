@@ -1038,6 +1038,22 @@ def test_string_ids_that_are_not_utf8_are_refused_naming_their_row(tmp_path: Pat
     assert e.value.row == 2 and str(e.value).startswith(f"{path}: row 2: id column 'id' holds "), e.value
 
 
+def test_jsonl_values_that_are_not_utf8_are_refused_naming_the_line(tmp_path: Path):
+    """JSON text is UTF-8 (RFC 8259). A key that is not UTF-8 was refused naming its line, but a
+    value that is not UTF-8 in a column other than the text was read as it was: the kept shard's
+    string column then held bytes that are not UTF-8 (its readers fail on it), and an id such as
+    ``"\xff"`` went into removed.parquet the same way. Now the line is refused, whatever the column."""
+    for name, bad in [("other.jsonl", b'{"text": "c", "x": "bad \xff\xfe"}'),
+                      ("nested.jsonl", b'{"text": "c", "x": {"y": ["bad \xff"]}}'),
+                      ("id.jsonl", b'{"text": "c", "id": "\xff"}')]:
+        path = _jsonl_file(tmp_path, [b'{"text": "a", "id": "1"}', b"", b'{"text": "b", "x": null}', bad], name=name)
+        with raises_naming(path, "line 4: .*UTF-8") as e:
+            r = reader(discover([path])[0])
+            for batch in r.batches():
+                r.text(batch), r.ids(batch)
+        assert e.value.line == 4
+
+
 def test_jsonl_nan_and_infinity_are_read_as_python_writes_them(tmp_path: Path):
     """A decision, pinned: ``NaN``, ``Infinity`` and ``-Infinity`` are not JSON (RFC 8259) but
     are what Python's ``json.dumps`` writes for such floats, so JSON Lines made by Python
