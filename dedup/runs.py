@@ -105,6 +105,9 @@ _OTHER_COMPRESSION = (".bz2", ".xz", ".lzma", ".lz4", ".br", ".zip", ".zstd", ".
 _DATASETS_JSON = ("state.json", "dataset_info.json", "dataset_dict.json")
 
 
+#: Why a data file that is a broken symbolic link is refused (named, or found by a walk or a glob).
+_BROKEN_LINK = "a broken symbolic link: the file it points to is missing"
+
 #: What :func:`discover` says about each kind of file directory walks skip.
 _SKIPPED = {
     "hidden": "hidden file(s) (names starting with '.'); name them explicitly to include them",
@@ -132,7 +135,8 @@ def _walk(root: Path) -> tuple[list[Path], dict[str, list[Path]]]:
         for f in sorted(filenames):
             p = Path(dirpath) / f
             base, dot, ext = f.rpartition(".")
-            if format_of(p) is None or not p.is_file():
+            broken = p.is_symlink() and not p.exists()
+            if format_of(p) is None or not (p.is_file() or broken):
                 if (dot and not f.startswith(".") and f".{ext.lower()}" in _OTHER_COMPRESSION
                         and format_of(Path(base)) is not None and p.is_file()):
                     skipped["compressed"].append(p)
@@ -144,6 +148,8 @@ def _walk(root: Path) -> tuple[list[Path], dict[str, list[Path]]]:
                     skipped["json"].append(p)
             elif is_datasets_cache_file(f):
                 skipped["cache"].append(p)
+            elif broken:
+                raise InputError(p, _BROKEN_LINK)
             else:
                 found.append(p)
     return found, skipped
@@ -205,7 +211,11 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
                                     "directory: choose another --out")
             new = [p]
         elif glob.has_magic(s):
-            new = [m for m in map(Path, glob.glob(s, recursive=True)) if m.is_file() and format_of(m)
+            matches = list(map(Path, glob.glob(s, recursive=True)))
+            if broken := next((m for m in matches if m.is_symlink() and not m.exists() and format_of(m)
+                               and not inside(m, out) and (is_plain_json(Path(s)) or not is_plain_json(m))), None):
+                raise InputError(broken, _BROKEN_LINK)
+            new = [m for m in matches if m.is_file() and format_of(m)
                    and not inside(m, out) and (is_plain_json(Path(s)) or not is_plain_json(m))]  # .json: when named
             if not new:
                 raise InputError(s, "glob matches no .parquet, .arrow or .jsonl files (outside --out)")

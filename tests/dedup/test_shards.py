@@ -209,6 +209,19 @@ def test_no_inputs_is_an_error():
         discover([])
 
 
+@pytest.mark.parametrize("how", ["directory", "glob"])
+def test_a_broken_link_to_a_data_file_is_an_error_in_walks_and_globs_too(tree: Path, how: str):
+    """A data file that is a broken symbolic link (a Hugging Face hub snapshot whose blob was
+    never downloaded, a link into a store that moved) was refused when named, but directory
+    walks and globs left it out without a word: the run went on with fewer rows than the corpus
+    has. Now it is refused naming the link, however it is reached."""
+    link = tree / "sub" / "gone.parquet"
+    link.symlink_to(tree / "nowhere" / "gone.parquet")
+    with pytest.raises(InputError, match="broken symbolic link") as e:
+        discover([tree if how == "directory" else str(tree / "**" / "*.parquet")])
+    assert e.value.path == str(link), e.value
+
+
 def test_one_bad_input_fails_the_whole_discovery(tree: Path):
     with pytest.raises(InputError, match="missing.jsonl"):
         discover([tree, tree / "missing.jsonl"])
