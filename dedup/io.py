@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -94,11 +95,20 @@ def tmp_path(final: Path) -> Path:
     per call: two writers of one file (a Dask task run twice at once, in threads of one process
     or on two hosts) never share one."""
     final = Path(final)
-    return final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}")
+    suffix = f".tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    name = f".{final.name}{suffix}"
+    if len(os.fsencode(name)) > NAME_MAX:  # a long final name (file systems take 255 bytes): its digest instead
+        name = f".{hashlib.sha256(os.fsencode(final.name)).hexdigest()[:32]}{suffix}"
+    return final.with_name(name)
+
+
+#: The longest file name that common file systems accept, in bytes (ext4, XFS, btrfs, APFS: 255).
+NAME_MAX = 255
 
 
 def temporary_of(name: str) -> str | None:
-    """The final file name whose :func:`tmp_path` ``name`` is, else None.
+    """The final file name whose :func:`tmp_path` ``name`` is (the digest that stands for a final
+    name too long to keep), else None.
 
     >>> temporary_of(".part-00000.parquet.tmp-4242-0123456789ab"), temporary_of("part-00000.parquet")
     ('part-00000.parquet', None)

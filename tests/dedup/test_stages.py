@@ -433,3 +433,18 @@ def test_float_ids_read_alike_in_every_engine_and_batch_size(tmp_path):
         assert _bytes(tmp_path / f"s{batch_rows}") == _bytes(tmp_path / f"f{batch_rows}")
         removed[batch_rows] = pq.read_table(tmp_path / f"f{batch_rows}" / "removed.parquet").column("id").to_pylist()
     assert removed[1] == removed[2] == removed[32768] == ["10000000007", None, "1e+20"]
+
+
+def test_a_long_input_file_name_is_read_by_both_engines(tmp_path):
+    """File names may be 255 bytes long. Every output was first written to a temporary sibling
+    named '.<name>.tmp-<pid>-<12 hex>', 26 or more bytes longer than the file's own name, so an
+    input named in 220-odd bytes (a title in 75 CJK characters) whose kept shard's name fits failed
+    in both engines with 'File name too long', naming a temporary the user never made. Now a
+    temporary whose name would be too long is named by a digest of the final name instead."""
+    _planted(tmp_path)
+    long_name = "ß" * 110 + ".parquet"  # 228 bytes: its kept shard, 'ß' * 110 + '.parquet', fits in 255
+    (tmp_path / "in" / "part-00001.parquet").rename(tmp_path / "in" / long_name)
+    dedup_staged([tmp_path / "in"], tmp_path / "s", DedupConfig(), map_tasks=serial_map)
+    dedup_files([tmp_path / "in"], tmp_path / "f", DedupConfig(), threads=1)
+    assert _bytes(tmp_path / "s") == _bytes(tmp_path / "f")
+    assert (tmp_path / "f" / "kept" / long_name).is_file()
