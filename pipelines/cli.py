@@ -516,6 +516,26 @@ def _stdout_to_stderr():
             os.close(saved)
 
 
+@contextlib.contextmanager
+def _each_warning_once():
+    """Each warning shown once (a run reads an input's schema more than once, and Python's
+    once-per-place registry lets repeats through whenever any code changes the warning filters)."""
+    import warnings
+
+    shown, seen = warnings.showwarning, set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if (category, str(message)) not in seen:
+            seen.add((category, str(message)))
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
 def main(argv: list[str] | None = None) -> int:
     from dedup.io import InUseError
     from dedup.runs import OutputExistsError
@@ -536,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
                 "report": _cmd_report}
     args.json_out = io.StringIO()
     try:
-        with _stdout_to_stderr() if args.json else contextlib.nullcontext():
+        with _stdout_to_stderr() if args.json else contextlib.nullcontext(), _each_warning_once():
             if args.command in ("audit", "train", "profile", "check"):  # check: the canary exposure loads both models
                 _quiet_transformers()
             return handlers[args.command](args)

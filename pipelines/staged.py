@@ -7,7 +7,9 @@ file paths, never data. A worker that dies mid-task has its task rescheduled by 
 scheduler; every task writes under temporary names and renames, so a half-done task
 leaves nothing a retry could mistake for output. A task that fails (bad input, full disk)
 is not retried: its error is returned to the client and raised there, once, without the
-workers' log noise.
+workers' log noise. Warnings a task raises (an id column that is ignored) come back with its
+result and are raised again on the client, as if by the same line there: shown once, in the
+form the client gives them, wherever the worker runs.
 
 Fault injection, for tests of exactly these claims (never set in normal use):
 ``MEMDEDUP_KILL_AT=STAGE:N`` SIGKILLs the whole process group of the run once N tasks of
@@ -28,7 +30,10 @@ import json
 import logging
 import os
 import signal
+import sys
+import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError
 from contextlib import ExitStack, contextmanager
@@ -37,6 +42,7 @@ from pathlib import Path
 
 from dedup.config import DedupConfig
 from dedup.index_dir import IndexMismatchError
+from dedup.shards import InputWarning
 from dedup.stages import dedup_staged
 
 Log = Callable[[str], None]
@@ -116,11 +122,59 @@ class ClusterError(RuntimeError):
     stays, as after a kill: a rerun resumes."""
 
 
+#: A warning of a task: (category, message, module, line), as :func:`_rewarn` takes it.
+Warned = tuple[type, str, "str | None", int]
+
+
 @dataclass
 class _Failed:
     """A task's exception, returned instead of raised (so workers log nothing)."""
 
     error: BaseException
+    warned: list[Warned]
+
+
+@dataclass
+class _Done:
+    """A task's result, and the warnings it raised."""
+
+    value: object
+    warned: list[Warned]
+
+
+_task_warnings = threading.local()
+
+
+def _capture_warnings() -> None:
+    """Once per worker process: warnings shown in a thread running one of our tasks are appended
+    to its list (``_task_warnings.caught``) instead of printed; others are shown as before. Every
+    InputWarning is passed on (not once per process): the client decides what to show again, and a
+    persistent worker would otherwise hold back the warning of a rerun's task."""
+    if getattr(warnings.showwarning, "memdedup", False):
+        return
+    shown = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        caught = getattr(_task_warnings, "caught", None)
+        if caught is None:
+            return shown(message, category, filename, lineno, file, line)
+        module = next((name for name, m in list(sys.modules.items()) if getattr(m, "__file__", None) == filename),
+                      None)
+        caught.append((category, str(message), module, lineno))
+
+    showwarning.memdedup = True
+    warnings.showwarning = showwarning
+    warnings.filterwarnings("always", category=InputWarning)
+
+
+def _rewarn(warned: list[Warned]) -> None:
+    """Raise a task's warnings on the client as if raised by the same line of the same module
+    here: the client's filters and that module's registry show them as in one process."""
+    for category, message, module, lineno in warned:
+        mod = sys.modules.get(module or "")
+        registry = vars(mod).setdefault("__warningregistry__", {}) if mod is not None else None
+        warnings.warn_explicit(message, category, getattr(mod, "__file__", None) or module or "<task>", lineno,
+                               module=module, registry=registry)
 
 
 def _created_here(variable: str) -> str | None:
@@ -159,17 +213,21 @@ def _task(version: str, fn, *args):
 
         return _Failed(ValueError(f"a Dask worker (pid {os.getpid()}) runs other memdedup code or libraries than "
                                   f"this client (its code: {Path(dedup.__file__).parent}, version {code_version()}, "
-                                  f"not {version}); start the workers from the same installation"))
+                                  f"not {version}); start the workers from the same installation"), [])
     if _created_here("MEMDEDUP_KILL_WORKER_ONCE"):
         os.kill(os.getpid(), signal.SIGKILL)
     if hold := _created_here("MEMDEDUP_HOLD_TASK_ONCE"):
         with open(hold, "w") as f:
             json.dump({"pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}, f)
         time.sleep(120)
+    _capture_warnings()
+    _task_warnings.caught = caught = []
     try:
-        return fn(*args)
+        return _Done(fn(*args), caught)
     except Exception as e:  # noqa: BLE001 - raised on the client, see dask_map
-        return _Failed(e)
+        return _Failed(e, caught)
+    finally:
+        _task_warnings.caught = None
 
 
 # A worker's task states (distributed.worker_state_machine) of a task that runs or may still start;
@@ -224,13 +282,14 @@ def dask_map(client, log: Log) -> Callable[[str, Callable, list[tuple]], list]:
                 why = ("Dask gave up on it, the workers running it kept dying (out of memory? see the workers' logs)"
                        if isinstance(e, KilledWorker) else "the connection to the Dask scheduler was lost")
                 res = _Failed(ClusterError(f"{label} task {futures.index(fut) + 1} of {len(futures)}: {why}; "
-                                           "fix that and rerun to resume"))
+                                           "fix that and rerun to resume"), [])
             except Exception as e:  # noqa: BLE001 - its result did not arrive: stop the stage, then raise it
-                res = _Failed(e)
+                res = _Failed(e, [])
+            _rewarn(res.warned)
             if isinstance(res, _Failed):
                 _stop(client, futures, prefix, isinstance(res.error, ClusterError), lambda m: log(f"{label}: {m}"))
                 raise res.error
-            results[fut.key] = res
+            results[fut.key] = res.value
             _kill_point(label, done)
             now = time.perf_counter()
             if done == len(futures) or now - last > 2:

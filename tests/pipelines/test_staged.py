@@ -544,3 +544,35 @@ def test_the_wait_for_running_tasks_ends_at_once_when_the_scheduler_is_gone():
         t0 = time.monotonic()
         _stop(client, futures, "sketch-t-", False, lambda m: None)
         assert time.monotonic() - t0 < 10  # before: ~30 s
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_task_warning_reaches_the_user_once_as_the_fused_engine_gives_it(fmt, tmp_path):
+    """A warning of a task (an id column that is ignored) is shown by the client, once, in the
+    command line's one-line form, whichever worker processes raised it (and however often: the
+    sketch and write tasks of each shard read its ids); before, each worker printed it raw
+    (Python's form with the source line), twice with two workers, and a JSONL one reached the
+    user only from the workers (on a remote cluster: their logs)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"id": {"a": i}, "text": f"document number {i} about {'cats' if i % 2 else 'dogs'} and more"}
+            for i in range(40)]
+    rows += rows[:5]  # some removals, so that the write tasks read ids
+    for k in range(4):
+        part = rows[k::4]
+        if fmt == "jsonl":
+            (data / f"p{k}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+        else:
+            pq.write_table(pa.Table.from_pylist(part), data / f"p{k}.parquet")
+    outs = {}
+    for engine in ("fused", "staged"):
+        out = tmp_path / engine
+        r = _cli([str(data), "--out", str(out), "--engine", engine, "--workers", "2", "--quiet"])
+        assert r.returncode == 0, r.stderr
+        outs[engine] = r.stderr
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        warned = [ln for ln in lines if "ids are left null" in ln]
+        assert len(warned) == 4, (engine, r.stderr)  # one per file
+        assert all(ln.startswith("memdedup: warning: ") for ln in warned), r.stderr
+        assert "Warning" not in r.stderr and "warnings.warn" not in r.stderr, r.stderr
+    assert sorted(outs["fused"].splitlines()) == sorted(outs["staged"].splitlines())
