@@ -104,6 +104,8 @@ class Sketcher:
         """Sketch one batch (an Arrow string array; nulls allowed)."""
         if isinstance(texts, pa.ChunkedArray):
             texts = texts.combine_chunks()
+        if pa.types.is_string_view(texts.type):  # once, for the buffers and the take below (no view kernel)
+            texts = cast(texts, pa.large_string())
         data, offsets, valid = string_buffers(texts)
         text_bytes = int(offsets[-1] - offsets[0]) if len(offsets) else 0
         n = len(valid)
