@@ -176,8 +176,10 @@ def text_column_problem(schema: pa.Schema, text_column: str) -> str | None:
 _AS_TEXT = {pa.binary(): pa.string(), pa.large_binary(): pa.large_string(), pa.binary_view(): pa.string_view()}
 #: Arrow's string types.
 _STRINGS = {pa.string(), pa.large_string(), pa.string_view()}
+#: The large type of each view type, for a dictionary of views (which Arrow does not decode).
+_UNVIEWED = {pa.string_view(): pa.large_string(), pa.binary_view(): pa.large_binary()}
 #: The types a text column may have, besides those of :data:`_AS_TEXT` (all null: no text).
-_TEXT_TYPES = {pa.string(), pa.large_string(), pa.string_view(), pa.null()}
+_TEXT_TYPES = _STRINGS | {pa.null()}
 
 
 def text_type_problem(t: pa.DataType, text_column: str) -> str | None:
@@ -193,7 +195,10 @@ def text_strings(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """A text column as strings: dictionary-encoded strings decoded, all-null as string nulls,
     bytes as strings not yet checked to be UTF-8 (:func:`first_invalid_utf8` checks them)."""
     if pa.types.is_dictionary(col.type):
-        col = cast(col, col.type.value_type)
+        values = _UNVIEWED.get(col.type.value_type, col.type.value_type)
+        if values != col.type.value_type:  # Arrow decodes no dictionary of views (no take kernel): its values first
+            col = cast(col, pa.dictionary(col.type.index_type, values))
+        col = cast(col, values)
     if col.type in _AS_TEXT:
         col = cast(col, _AS_TEXT[col.type], check_utf8=False)
     return pa.nulls(len(col), pa.string()) if pa.types.is_null(col.type) else col
