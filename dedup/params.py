@@ -90,7 +90,7 @@ def whole_index_fp(band_fps: list[float]) -> float:
     """
     if any(p >= 1.0 for p in band_fps):  # a saturated filter (far over its capacity) answers every key
         return 1.0
-    return -math.expm1(sum(math.log1p(-p) for p in band_fps)) if band_fps else 0.0
+    return 0.0 - math.expm1(sum(math.log1p(-p) for p in band_fps)) if band_fps else 0.0  # 0.0 -: never -0.0
 
 
 def bloom_size(n: int, fp: float) -> tuple[int, int]:

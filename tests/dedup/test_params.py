@@ -149,6 +149,21 @@ def test_a_saturated_filter_gives_a_whole_index_rate_of_one_and_the_run_complete
     assert m["totals"]["rows"] == 236 and m["index"]["predicted_fp"] == 1.0
 
 
+def test_an_empty_index_predicts_a_rate_of_plus_zero():
+    """Empty filters (fill 0) gave -expm1(0.0) = -0.0: predicted_fp() of a new Deduplicator and a
+    manifest's predicted_fp for a run of null or empty texts read -0.0 (the summary "-0.00e+00")."""
+    import pyarrow as pa
+
+    from dedup import Deduplicator
+    from dedup.params import whole_index_fp
+
+    assert math.copysign(1.0, whole_index_fp([0.0] * 9)) == 1.0
+    assert math.copysign(1.0, Deduplicator().predicted_fp()) == 1.0
+    d = Deduplicator()
+    d.add(pa.array(["", None]))
+    assert json.dumps(d.predicted_fp()) == "0.0"
+
+
 def test_a_run_over_its_capacity_warns(tmp_path):
     """Over --capacity the filters fill and unrelated documents collide: the summary line showed
     the rate, and nothing more, while most rows went to removed.parquet as near duplicates."""
