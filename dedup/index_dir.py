@@ -331,10 +331,15 @@ class IndexDir:
             dedup.io.StateError: another run installed a version since ``pinned`` (what to do next: a
                 run's, or with ``source`` a Deduplicator's).
             ValueError: ``extra`` holds a field the batch has already (nothing is installed).
+            TypeError: ``extra`` holds a value JSON cannot (nothing is installed).
         """
         if clash := [k for k in (extra or {}) if k in (*_BATCH_REQUIRED, "source")]:
             raise ValueError(f"record field {clash[0]!r} is one of the batch's own in {self.path / INDEX_FILE} "
                              f"({', '.join((*_BATCH_REQUIRED, 'source'))}); name it otherwise")
+        try:  # refused before a version is copied, which a first save would leave without index.json
+            io.json_text(extra or {})
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"record for {self.path / INDEX_FILE}: {e}") from None
         with self._locked():
             self.meta = self._read()
             if self.holds_run(run_id):

@@ -208,6 +208,7 @@ class Deduplicator:
         Raises:
             ValueError: a fixed-size index (``grow=False``: an ``--index-dir`` index must
                 grow), ``path`` holds another index, or ``record`` names a field the batch has already.
+            TypeError: ``record`` holds a value JSON cannot (nothing is written).
             dedup.index_dir.IndexMismatchError: ``path`` holds an index of other parameters.
             dedup.io.StateError: another run or Deduplicator updated ``path`` since this one
                 loaded or saved it (nothing is written: load it again and redo the rows), or an

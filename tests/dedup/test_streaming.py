@@ -560,3 +560,15 @@ def test_a_save_record_cannot_replace_the_fields_of_its_batch(tmp_path):
             d.save(tmp_path / "idx", record={field: "x", "note": "kept"})
     assert not (tmp_path / "idx" / "index.json").exists()
     assert d.save(tmp_path / "idx", record={"note": "kept"})["batches"][-1]["note"] == "kept"
+
+
+def test_a_save_record_that_is_not_json_leaves_nothing_behind(tmp_path):
+    """A record JSON cannot hold failed only when index.json was written, after the version's
+    filters were copied: a first save left v-000001 without index.json, and every later save or
+    run into that directory was refused as "an interrupted first save"."""
+    d = Deduplicator()
+    d.add(pa.array(["a b c d e f"]))
+    with pytest.raises(TypeError, match="record.*not JSON serialisable: object"):
+        d.save(tmp_path / "idx", record={"note": object()})
+    assert not list((tmp_path / "idx").glob("v-*"))
+    assert d.save(tmp_path / "idx", record={"note": "kept"})["documents"] == 1
