@@ -1,7 +1,8 @@
 """The staged dedup: three stages that each parallelise naturally, and their layout.
 
 1. **sketch** (per shard): read the text, compute exact keys and band keys, write them to
-   ``WORK/sketch/<stem>.arrow``. Also yields the shard's exact row count, so filters are
+   ``WORK/sketch/<stem>.arrow`` (this and ``WORK/removed/``: a digest of the stem where a name
+   would be too long). Also yields the shard's exact row count, so filters are
    sized on the true corpus size.
 2. **band** (per band, and once for the exact key): stream that band's keys over all shards
    in canonical order through one Bloom filter (:class:`dedup.scalable.FilterStack`),
@@ -43,6 +44,7 @@ Work directory layout (the only definition of it)::
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import shutil
 import time
@@ -74,8 +76,17 @@ def band_name(band: int | str) -> str:
     return band if isinstance(band, str) else f"band-{band:02d}"
 
 
+def _shard_file(work: Path, kind: str, shard: Shard, suffix: str) -> Path:
+    """``WORK/<kind>/<stem><suffix>``; where that name and its completion record's (``.done``) would
+    not fit in a file name, its last part is a digest of the stem (which the run's names make unique)."""
+    path = work / kind / f"{shard.stem}{suffix}"
+    if len(os.fsencode(done_path(path).name)) > io.NAME_MAX:
+        path = path.with_name(hashlib.sha256(os.fsencode(shard.stem)).hexdigest()[:32] + suffix)
+    return path
+
+
 def sketch_path(work: Path, shard: Shard) -> Path:
-    return work / "sketch" / f"{shard.stem}.arrow"
+    return _shard_file(work, "sketch", shard, ".arrow")
 
 
 def seen_path(work: Path, band: int | str, split: tuple[int, int] = (0, 1)) -> Path:
@@ -98,7 +109,7 @@ def split_parts(parts: int, split: tuple[int, int]) -> tuple[int, int]:
 
 
 def removed_part_path(work: Path, shard: Shard) -> Path:
-    return work / "removed" / f"{shard.stem}.parquet"
+    return _shard_file(work, "removed", shard, ".parquet")
 
 
 def done_path(path: Path) -> Path:

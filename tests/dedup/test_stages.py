@@ -435,14 +435,16 @@ def test_float_ids_read_alike_in_every_engine_and_batch_size(tmp_path):
     assert removed[1] == removed[2] == removed[32768] == ["10000000007", None, "1e+20"]
 
 
-def test_a_long_input_file_name_is_read_by_both_engines(tmp_path):
+@pytest.mark.parametrize("long_name", ["ß" * 110 + ".parquet", "ß" * 123 + "x.parquet"])  # 228 and 255 bytes
+def test_a_long_input_file_name_is_read_by_both_engines(tmp_path, long_name):
     """File names may be 255 bytes long. Every output was first written to a temporary sibling
     named '.<name>.tmp-<pid>-<12 hex>', 26 or more bytes longer than the file's own name, so an
     input named in 220-odd bytes (a title in 75 CJK characters) whose kept shard's name fits failed
     in both engines with 'File name too long', naming a temporary the user never made. Now a
-    temporary whose name would be too long is named by a digest of the final name instead."""
+    temporary whose name would be too long is named by a digest of the final name instead. The
+    staged engine's work files ('<stem>.arrow.done') were 11 bytes longer than the input's stem:
+    names of 245 bytes and more failed there; those too are now named by a digest."""
     _planted(tmp_path)
-    long_name = "ß" * 110 + ".parquet"  # 228 bytes: its kept shard, 'ß' * 110 + '.parquet', fits in 255
     (tmp_path / "in" / "part-00001.parquet").rename(tmp_path / "in" / long_name)
     dedup_staged([tmp_path / "in"], tmp_path / "s", DedupConfig(), map_tasks=serial_map)
     dedup_files([tmp_path / "in"], tmp_path / "f", DedupConfig(), threads=1)
