@@ -234,6 +234,11 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
         if {"doc_id", "token_offset"} <= set(t.columns) and t[["doc_id", "token_offset"]].isna().any().any():
             raise InputError(d, "sequences without a document (null doc_id or token_offset: an audit of --sequences "
                                 "given by tokens) cannot be matched with another audit's")
+        if {"doc_id", "token_offset"} <= set(t.columns) and (twice := t.duplicated(["doc_id", "token_offset"])).any():
+            doc, off = t.loc[twice.idxmax(), ["doc_id", "token_offset"]]  # else the merge pairs them crosswise
+            raise InputError(d, f"two of its sequences are at document {doc!r}, token offset {off} (an id on two "
+                                "corpus rows, or a sequence given twice): sequences are matched on (doc_id, "
+                                "token_offset), so these cannot be")
     distinct = None
     if all({"prompt", "truth"} <= set(t.columns) for t in tables):  # the same (doc_id, token_offset), other tokens?
         keys = ["doc_id", "token_offset"]

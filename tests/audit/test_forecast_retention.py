@@ -16,6 +16,7 @@ import pytest
 from audit import plots, stats
 from audit.forecast import forecast
 from audit.retention import recall, recognition, retention_curve, sign_test_p_value
+from dedup.shards import InputError
 
 
 
@@ -123,6 +124,30 @@ def test_forecast_audits_count_a_sequence_seen_when_its_own_tokens_were_trained(
     r = forecast_audits(tmp_path / "first", tmp_path / "second")
     assert "step 5" in r["seen"], r["seen"]
     assert r["n_seen_first"] == 2 and r["n"] == 2, r  # d at 0 and f at 0; not d at 4 or 2 (step 9), not e
+
+
+def test_forecast_audits_name_a_document_id_two_sequences_share(tmp_path):
+    """A corpus holding one id on two documents (rows 5 and 6 both 'd6'): an audit of it has two
+    sequences at ('d6', 0), which the forecast cannot match. Refused as such, naming the
+    directory and the id, not as "other tokens (other lengths or tokenizer)", even when an audit
+    is compared with itself; a sequence given twice (same id, offset and tokens) too, naming the file."""
+    from audit.forecast import forecast_audits
+
+    d = tmp_path / "a"
+    d.mkdir()
+    pd.DataFrame({"doc_id": ["d5", "d6", "d6"], "shard": ["p"] * 3, "row": [4, 5, 6], "token_offset": [0, 0, 0],
+                  "prompt": [[1, 2], [3, 4], [5, 6]], "truth": [[7], [8], [9]], "extractable": [True, False, True]}
+                 ).to_parquet(d / "per_sequence.parquet")
+    with pytest.raises(InputError, match=r"'d6'.*twice|twice.*'d6'") as e:
+        forecast_audits(d, d)
+    assert str(d) in str(e.value) and "tokenizer" not in str(e.value)
+    twice = tmp_path / "b"
+    twice.mkdir()
+    pd.DataFrame({"doc_id": ["d5", "d5"], "token_offset": [3, 3], "prompt": [[1, 2]] * 2, "truth": [[7]] * 2,
+                  "extractable": [True, True]}).to_parquet(twice / "per_sequence.parquet")
+    with pytest.raises(InputError, match="'d5'") as e:
+        forecast_audits(twice, twice)
+    assert str(twice) in str(e.value)
 
 
 def test_forecast_undefined_ratios_are_none_with_zero_count():
