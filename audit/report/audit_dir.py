@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dedup import io
@@ -78,9 +79,12 @@ def load_audit(audit_dir: str | os.PathLike) -> Audit:
     if not f.exists():
         raise ValueError(f"{path}: not an audit output (no {PER_SEQUENCE})")
     table = pq.read_table(f)
-    for col in ("extractable", "leading_matched"):
+    for col, kinds in (("extractable", "boolean or integer (0/1)"), ("leading_matched", "integer")):
         if col not in table.column_names:
             raise ValueError(f"{f}: no column {col!r} (columns: {table.column_names})")
+        t = table.schema.field(col).type  # else read value by value as Python truth: 'false' counts as extractable
+        if not (pa.types.is_integer(t) or (pa.types.is_boolean(t) and col == "extractable") or pa.types.is_null(t)):
+            raise InputError(f, f"column {col!r} holds {t}, not {kinds}")
     summary = io.json_or_empty(path / SUMMARY)
     derived = aggregate.summarise(table, n_boot=None, seed=0)
     shapes = {**derived, "model": {"path": "", "name": ""}, "config": {"prompt_len": 0, "cont_len": 0}}

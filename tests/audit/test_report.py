@@ -886,6 +886,28 @@ def test_a_summary_json_of_the_wrong_shape_is_named_in_one_line(dirs, tmp_path, 
     assert not (tmp_path / "rep").exists()
 
 
+@pytest.mark.parametrize("column, values, needle", [
+    ("extractable", ["false"] * 10, "'extractable' holds string"),
+    ("leading_matched", [0.5] * 10, "'leading_matched' holds double"),
+])
+def test_a_per_sequence_column_of_the_wrong_type_is_named_in_one_line(dirs, tmp_path, capsys, column, values,
+                                                                      needle):
+    """An extractable column of strings ('false', 'true': a table written by another tool) was read
+    value by value as Python truth, so 'false' counted as extractable: a page of 100% extractable
+    and exit 0 (found by the probe of audit/). The per-sequence columns every rate is counted
+    from must hold booleans (or 0/1 integers) and integers: exit 2, one line naming the file."""
+    from pipelines.cli import main
+
+    f = dirs["raw"] / "per_sequence.parquet"
+    t = pq.read_table(f)
+    pq.write_table(t.set_column(t.schema.get_field_index(column), column, pa.array(values)), f)
+    (dirs["raw"] / "summary.json").unlink()  # the page derives its numbers from the table
+    assert main(["report", str(dirs["raw"]), "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{f.resolve()}: column {needle}" in err[0], err
+    assert not (tmp_path / "rep").exists()
+
+
 @pytest.mark.parametrize("where", ["label", "audit path", "out"])
 def test_a_label_or_path_that_is_not_utf8_is_named_in_one_line(dirs, tmp_path, capsys, where):
     """A label or a directory name with a byte that is not UTF-8 ('ab\\xffcd' from the command
