@@ -229,6 +229,13 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
             raise InputError(d, f"not an audit output (no {PER_SEQUENCE})")
         table = pq.read_table(f)
         tables.append(t := table.to_pandas())
+        if missing := [c for c in ("doc_id", "token_offset", "extractable") if c not in t.columns]:  # else KeyError
+            raise InputError(f, f"no column {', '.join(map(repr, missing))}: sequences are matched on doc_id and "
+                                "token_offset and compared on extractable")
+        try:
+            _bool_column(t, "extractable", "its")
+        except ValueError:
+            raise InputError(f, "column 'extractable' must be boolean or 0/1, without missing values") from None
         if {"doc_id", "shard", "row"} <= set(t.columns):  # no corpus ids: 'shard:row', as memdedup train names it
             t["doc_id"] = [document_name(*d) for d in zip(*(table[c].to_pylist() for c in ("doc_id", "shard", "row")))]
         if {"doc_id", "token_offset"} <= set(t.columns) and t[["doc_id", "token_offset"]].isna().any().any():

@@ -150,6 +150,30 @@ def test_forecast_audits_name_a_document_id_two_sequences_share(tmp_path):
     assert str(twice) in str(e.value)
 
 
+@pytest.mark.parametrize("drop, edit, needle", [
+    ("token_offset", {}, "no column 'token_offset'"),
+    ("doc_id", {}, "no column 'doc_id'"),
+    ("extractable", {}, "no column 'extractable'"),
+    (None, {"extractable": ["true", "false"]}, "'extractable' must be boolean or 0/1"),
+])
+def test_forecast_audits_name_the_table_that_lacks_a_column_it_needs(tmp_path, drop, edit, needle):
+    """A per_sequence.parquet without token_offset (an older or hand-made table) gave a pandas
+    KeyError traceback, exit 1; without extractable, or with one of strings, a ValueError naming
+    'first table', not the file (found by the probe of audit/). InputError naming the file."""
+    from audit.forecast import forecast_audits
+
+    cols = {"doc_id": ["a", "b"], "token_offset": [0, 0], "prompt": [[1], [2]], "truth": [[3], [4]],
+            "extractable": [True, False]}
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    for d, c in ((good, cols), (bad, {k: v for k, v in {**cols, **edit}.items() if k != drop})):
+        d.mkdir()
+        pd.DataFrame(c).to_parquet(d / "per_sequence.parquet")
+    for pair in ((good, bad), (bad, good)):
+        with pytest.raises(InputError, match=needle) as e:
+            forecast_audits(*pair)
+        assert str(bad / "per_sequence.parquet") in str(e.value)
+
+
 def test_forecast_undefined_ratios_are_none_with_zero_count():
     a = pd.DataFrame({"seq_key": [1, 2, 3], "extractable": [False, False, False]})
     b = pd.DataFrame({"seq_key": [1, 2, 3], "extractable": [True, False, False]})
