@@ -91,6 +91,11 @@ def load_audit(audit_dir: str | os.PathLike) -> Audit:
     for key in shapes.keys() & summary.keys():
         if problem := shape_problem(summary[key], shapes[key], key):
             raise InputError(path / SUMMARY, f"damaged: {problem}")
+    if isinstance(mem := summary.get("membership"), dict):  # the page draws its ROC curves from these columns
+        need = ["member", *(f"score_{name}" for name in mem.get("scores") or {})]
+        if missing := [c for c in need if c not in table.column_names]:
+            raise InputError(f, f"no column {', '.join(map(repr, missing))}, which the membership section of "
+                                f"{SUMMARY} reads (a summary of another audit?)")
     return Audit(path, table.to_pandas(), {**derived, **summary})
 
 

@@ -908,6 +908,29 @@ def test_a_per_sequence_column_of_the_wrong_type_is_named_in_one_line(dirs, tmp_
     assert not (tmp_path / "rep").exists()
 
 
+@pytest.mark.parametrize("drop", ["member", "score_zlib"])
+def test_a_table_without_the_columns_its_summarys_membership_reads_is_named_in_one_line(dirs, tmp_path, capsys,
+                                                                                         drop):
+    """summary.json with a membership section beside a per_sequence.parquet without its member or
+    a score column (the table of another run, or hand-made) gave a KeyError traceback, exit 1
+    (found by the probe of audit/): the page draws the ROC curves from those columns. Exit 2,
+    one line naming the table and the column."""
+    from audit import aggregate
+    from pipelines.cli import main
+
+    f = dirs["raw"] / "per_sequence.parquet"
+    t = pq.read_table(f)
+    summary = json.loads((dirs["raw"] / "summary.json").read_text())
+    summary.update(aggregate.summarise(t, n_boot=None, seed=0, sections=("membership",)))
+    assert set(summary["membership"]["scores"]) == {"loss", "zlib"}
+    (dirs["raw"] / "summary.json").write_text(json.dumps(summary))
+    pq.write_table(t.drop([drop]), f)
+    assert main(["report", str(dirs["raw"]), "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{f.resolve()}: no column {drop!r}" in err[0], err
+    assert not (tmp_path / "rep").exists()
+
+
 @pytest.mark.parametrize("where", ["label", "audit path", "out"])
 def test_a_label_or_path_that_is_not_utf8_is_named_in_one_line(dirs, tmp_path, capsys, where):
     """A label or a directory name with a byte that is not UTF-8 ('ab\\xffcd' from the command
