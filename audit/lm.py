@@ -159,6 +159,54 @@ class CausalLM:
     def decode(self, ids) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=False)
 
+    @property
+    def on_cpu(self) -> bool:
+        import torch
+
+        return torch.device(self.device).type == "cpu"
+
+    @property
+    def batches_at_once(self) -> int:
+        """How many batches :meth:`_map_batches` runs side by side at most: torch's thread count on
+        the CPU (each batch on one thread), 1 on a GPU."""
+        import torch
+
+        return torch.get_num_threads() if self.on_cpu else 1
+
+    def _map_batches(self, n: int, batch_size: int, run: Callable[[slice], tuple],
+                     progress: Callable[[int, int], None] | None = None) -> list:
+        """``run(rows)`` under ``torch.inference_mode`` for each slice of ``batch_size`` of ``n``
+        rows, results in row order; ``progress(done, total)`` after each, in rows.
+
+        On the CPU each batch runs on one torch thread, up to torch's thread count of batches side
+        by side: a matrix product's sums round by how BLAS splits it over threads, which depends on
+        the thread count and on the batch's rows (a 384-wide GPT-2 gave other losses at 2 threads
+        than at 1, and at 2 other ones at batch sizes 1-3 than at 4 and up), so the numbers now
+        depend on neither; memory is that of as many batches as run at once. On a GPU, batches run
+        one after the other.
+        """
+        import torch
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(s: int):
+            with torch.inference_mode():  # per thread
+                return run(slice(s, s + batch_size))
+
+        starts = range(0, n, batch_size)
+        results = []
+        threads, at_once = torch.get_num_threads(), self.batches_at_once
+        try:
+            if self.on_cpu:
+                torch.set_num_threads(1)
+            with ThreadPoolExecutor(max(1, min(at_once, len(starts)))) as pool:
+                for s, r in zip(starts, pool.map(one, starts)):
+                    results.append(r)
+                    if progress is not None:
+                        progress(min(s + batch_size, n), n)
+        finally:
+            torch.set_num_threads(threads)
+        return results
+
     def score(self, ids: np.ndarray, batch_size: int = 32,
               progress: Callable[[int, int], None] | None = None) -> TokenStats:
         """One teacher-forced forward pass per batch over full-length sequences (B, L).
@@ -168,31 +216,30 @@ class CausalLM:
         (with a one-token BOS, column t predicts the window's token t). An explicit all-ones
         attention mask is passed: with fixed-length rows that may contain the pad id,
         transformers would otherwise treat real tokens as padding. ``progress(done, total)``
-        is called after each batch, in sequences.
+        is called after each batch, in sequences. Batches: :meth:`_map_batches`.
         """
         import torch
 
         ids = self._with_prefix(ids)
-        outs = []
-        with torch.inference_mode():
-            for s in range(0, ids.shape[0], batch_size):
-                x = torch.from_numpy(ids[s : s + batch_size]).to(self.device)
-                logits = self.model(input_ids=x, attention_mask=torch.ones_like(x)).logits[:, :-1].float()
-                am = logits.argmax(dim=-1)
-                logits = logits - logits.amax(-1, keepdim=True)  # <= 0; all 0 where the prediction is uniform
-                logp = torch.log_softmax(logits, dim=-1)
-                target = x[:, 1:]
-                tlp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-                p = logp.exp()
-                mu = (p * logp).sum(-1)
-                # sigma of log p = that of the shifted logits, in two passes (E[lp^2] - mu^2 cancels): exactly 0
-                # for a uniform prediction, where log p's deviations from mu are rounding
-                m = (p * logits).sum(-1, keepdim=True)
-                var = (p * (logits - m).square()).sum(-1)
-                outs.append((tlp.double().cpu().numpy(), (am == target).cpu().numpy(), am.cpu().numpy(),
-                             mu.double().cpu().numpy(), var.clamp_min(0).sqrt().double().cpu().numpy()))
-                if progress is not None:
-                    progress(min(s + batch_size, ids.shape[0]), ids.shape[0])
+
+        def run(rows: slice) -> tuple:
+            x = torch.from_numpy(ids[rows]).to(self.device)
+            logits = self.model(input_ids=x, attention_mask=torch.ones_like(x)).logits[:, :-1].float()
+            am = logits.argmax(dim=-1)
+            logits = logits - logits.amax(-1, keepdim=True)  # <= 0; all 0 where the prediction is uniform
+            logp = torch.log_softmax(logits, dim=-1)
+            target = x[:, 1:]
+            tlp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            p = logp.exp()
+            mu = (p * logp).sum(-1)
+            # sigma of log p = that of the shifted logits, in two passes (E[lp^2] - mu^2 cancels): exactly 0
+            # for a uniform prediction, where log p's deviations from mu are rounding
+            m = (p * logits).sum(-1, keepdim=True)
+            var = (p * (logits - m).square()).sum(-1)
+            return (tlp.double().cpu().numpy(), (am == target).cpu().numpy(), am.cpu().numpy(),
+                    mu.double().cpu().numpy(), var.clamp_min(0).sqrt().double().cpu().numpy())
+
+        outs = self._map_batches(ids.shape[0], batch_size, run, progress)
         return TokenStats(*(np.concatenate([o[i] for o in outs]) for i in range(5)))
 
     def greedy_matches(self, ids: np.ndarray, prompt_len: int, batch_size: int = 32) -> np.ndarray:
@@ -212,13 +259,13 @@ class CausalLM:
             raise ValueError(f"prompt_len must be in [1, {ids.shape[1] - 1}], got {prompt_len}")
         C = ids.shape[1] - P
         ids, P = self._with_prefix(ids), P + self.n_prefix
-        outs = []
-        with torch.inference_mode():
-            for s in range(0, ids.shape[0], batch_size):
-                x = torch.from_numpy(ids[s : s + batch_size, :-1]).to(self.device)
-                logits = self.model(input_ids=x, attention_mask=torch.ones_like(x), logits_to_keep=C).logits
-                truth = torch.from_numpy(ids[s : s + batch_size, P:]).to(self.device)
-                outs.append((logits.argmax(dim=-1) == truth).cpu().numpy())
+
+        def run(rows: slice) -> np.ndarray:
+            x = torch.from_numpy(ids[rows, :-1]).to(self.device)
+            logits = self.model(input_ids=x, attention_mask=torch.ones_like(x), logits_to_keep=C).logits
+            return (logits.argmax(dim=-1) == torch.from_numpy(ids[rows, P:]).to(self.device)).cpu().numpy()
+
+        outs = self._map_batches(ids.shape[0], batch_size, run)
         return np.concatenate(outs) if outs else np.zeros((0, C), dtype=bool)
 
     def generate_greedy(self, prompts: np.ndarray, n_new: int, batch_size: int = 32,
@@ -231,19 +278,18 @@ class CausalLM:
         prompts = self._with_prefix(prompts)
         cfg = self.generation_config(n_new)
         saved = self.model.generation_config
-        outs = []
+
+        def run(rows: slice) -> np.ndarray:
+            x = torch.from_numpy(prompts[rows]).to(self.device)
+            y = self.model.generate(input_ids=x, attention_mask=torch.ones_like(x), generation_config=cfg)
+            return y[:, x.shape[1]:].cpu().numpy()
+
         try:
             # generate() fills every unset field of the config it is given from the model's
             # generation_config (transformers' defaults: load_causal_lm never reads generation_config.json);
             # swap in the fresh one for the call.
             self.model.generation_config = cfg
-            with torch.inference_mode():
-                for s in range(0, prompts.shape[0], batch_size):
-                    x = torch.from_numpy(prompts[s : s + batch_size]).to(self.device)
-                    y = self.model.generate(input_ids=x, attention_mask=torch.ones_like(x), generation_config=cfg)
-                    outs.append(y[:, x.shape[1]:].cpu().numpy())
-                    if progress is not None:
-                        progress(min(s + batch_size, prompts.shape[0]), prompts.shape[0])
+            outs = self._map_batches(prompts.shape[0], batch_size, run, progress)
         finally:
             self.model.generation_config = saved
         return np.concatenate(outs) if outs else np.zeros((0, n_new), dtype=np.int64)

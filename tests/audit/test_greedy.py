@@ -455,3 +455,41 @@ def test_a_multimodal_checkpoint_keeps_its_text_models_context_and_shape(tmp_pat
         run_audit(d, [corpus], tmp_path / "out", AuditConfig(n_sequences=1, prompt_len=80, cont_len=80, n_boot=0),
                   log=lambda m: None)
     assert str(d) in str(e.value) and not (tmp_path / "out").exists()
+
+
+def test_scores_and_greedy_tokens_do_not_depend_on_torch_threads_or_batch_size(tmp_path):
+    """The audit's per-sequence bytes must not depend on the thread count or --batch-size. On the
+    CPU a matrix product's sums round by how BLAS splits it over threads, which depends on the
+    thread count and on the batch's rows: a 384-wide GPT-2's MLP gave other losses and Min-K%++
+    at 2 torch threads than at 1 (and, at 2, at batch sizes 1-3 than at 4 and more). Each batch
+    now runs on one torch thread, batches side by side."""
+    torch = pytest.importorskip("torch")
+    import transformers as tf
+
+    from audit.lm import load_causal_lm
+
+    from .conftest import word_tokenizer
+
+    d = tmp_path / "wide"
+    torch.manual_seed(0)
+    tf.AutoModelForCausalLM.from_config(tf.GPT2Config(vocab_size=1024, n_embd=384, n_layer=2, n_head=6,
+                                                      n_positions=64)).save_pretrained(d)
+    word_tokenizer(1024).save_pretrained(d)
+    lm = load_causal_lm(d)
+    ids = np.random.default_rng(0).integers(0, 1024, size=(12, 40))
+    before = torch.get_num_threads()
+    runs = []
+    try:
+        for threads, batch in ((1, 1), (2, 1), (2, 5), (2, 12)):
+            torch.set_num_threads(threads)
+            st = lm.score(ids, batch)
+            runs.append((threads, batch, st, lm.generate_greedy(ids[:, :8], 6, batch),
+                         lm.greedy_matches(ids, 20, batch)))
+            assert torch.get_num_threads() == threads  # as it was
+    finally:
+        torch.set_num_threads(before)
+    _, _, first, gen, matches = runs[0]
+    for threads, batch, st, g, m in runs[1:]:
+        for field in ("logprob", "greedy_match", "argmax", "mu", "sigma"):
+            assert np.array_equal(getattr(st, field), getattr(first, field)), (threads, batch, field)
+        assert np.array_equal(g, gen) and np.array_equal(m, matches), (threads, batch)
