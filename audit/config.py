@@ -51,7 +51,9 @@ class AuditConfig(StageConfig):
                                    unit="sequences")
     n_boot: int = option(1000, "bootstrap resamples for ROC-AUC intervals: 0 (none) or at least 40", unit="resamples")
     text_column: str = option("text", "corpus text column, as in dedup")
-    id_column: str | None = option("id", "corpus id column, as in dedup; '' for no ids", none="no ids")
+    id_column: str | None = option("id", "corpus id column, as in dedup: a column named by --id-column must exist; "
+                                         "'' for no ids", none="no ids", flag_sets={"id_column_required": True})
+    id_column_required: bool = option(False, "a file without id_column is an error; set by --id-column", cli=False)
     count_tokens: bool = option(False, "tokenize the whole corpus to report tokens kept by dedup; costly")
     per_bucket: int | None = option(None, "Carlini et al. 2022's sampling: keep at most this many distinct sequences "
                                           "per occurrence bucket, from the -n sampled candidates", unit="sequences",
@@ -107,7 +109,11 @@ class TrainConfig(StageConfig):
     checkpoint_every: int = option(100, "then a checkpoint every this many steps, at the last step of every epoch "
                                         "and at the final step", unit="steps")
     text_column: str = option("text", "corpus text column")
-    id_column: str | None = option("id", "corpus id column; '' for no ids (documents named shard:row)", none="no ids")
+    id_column: str | None = option("id", "corpus id column; a column named by --id-column must exist; '' for no ids "
+                                         "(documents named shard:row)", none="no ids",
+                                   flag_sets={"id_column_required": True})
+    # changes no output, only whether a missing column is refused: not recorded, so not compared on resume
+    id_column_required: bool = option(False, "a file without id_column is an error; set by --id-column", cli=False)
     # torch's CPU LayerNorm backward sums per thread: the weights depend on the count, so it is config, not environment
     threads: int = option(1, "torch threads training runs on, whatever OMP_NUM_THREADS says: the weights depend on "
                              "their number (README: Threads and determinism)")

@@ -23,7 +23,7 @@ from dedup import io
 from dedup import layout as dedup_layout
 from dedup.config import DedupConfig
 from dedup.runs import discover
-from dedup.shards import InputError, count_rows, id_strings
+from dedup.shards import InputError, ShardReader, count_rows, id_strings
 
 from . import aggregate, batching, metrics
 from .config import AuditConfig
@@ -140,6 +140,9 @@ def run_audit(
     out = Path(out)
     refuse_out(out, [model_dir, reference, dedup_dir], "audit")
     shards = discover(corpus, exclude=out)  # one path, or a sequence of them
+    if config.id_column_required:  # a column named by --id-column must exist (as in dedup)
+        for s in shards:
+            ShardReader(s, config.text_column, config.id_column, True, 1)
     dedup_cfg, removed, dedup_manifest = _dedup_context(Path(dedup_dir) if dedup_dir else None, shards)
     member_ids = _members(Path(members) if members else None)
     lm = load_causal_lm(model_dir, bos=config.bos)

@@ -170,12 +170,20 @@ def retention_design(epoch_orders: list[np.ndarray], inst: list[tuple[int, int, 
                             "window's last step"}
 
 
-def corpus_documents(shards, text_column: str, id_column: str | None) -> list[tuple[str, str, int, str]]:
-    """(document id, shard name, row, text) of every corpus row; the id is ``shard:row`` without one.
+def _recorded(config: dict) -> dict:
+    """A run's config as its record and manifest hold it, what a rerun must match: all but
+    ``id_column_required`` (TrainConfig's comment)."""
+    return {k: v for k, v in config.items() if k != "id_column_required"}
+
+
+def corpus_documents(shards, text_column: str, id_column: str | None,
+                     id_required: bool = False) -> list[tuple[str, str, int, str]]:
+    """(document id, shard name, row, text) of every corpus row; the id is ``shard:row`` without one
+    (``id_required``: a file without ``id_column`` is refused).
 
     Raises InputError where an id names two rows: orders and members lists name documents by it."""
     docs, seen = [], {}
-    for shard, row, doc_id, text in corpus_rows(shards, text_column, id_column):
+    for shard, row, doc_id, text in corpus_rows(shards, text_column, id_column, id_required):
         name = document_name(doc_id, shard.name, row)
         if name in seen:
             raise InputError(shard.path, f"id {name!r} also names row {seen[name][1]} of {seen[name][0]}; documents "
@@ -238,7 +246,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     held = io.read_json(manifest_path) if manifest_path.exists() else io.read_json(cfg_file) if cfg_file.exists() else None
     which = "a finished" if manifest_path.exists() else "an unfinished"
     fresh = held is None  # no run state before this call: running out of memory below removes what it wrote
-    differs = differing(held.get("config", held), config.to_dict()) if held is not None else []
+    differs = differing(held.get("config", held), _recorded(config.to_dict())) if held is not None else []
     stale = bool(differs)
     if stale and not replace:
         raise ValueError(f"{out} holds {which} training run with another config ({', '.join(differs)} "
@@ -246,10 +254,10 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     # Nothing is written until the corpus and the config have passed every check below: a
     # refused config leaves no run state, and the corrected command runs in the same --out.
 
-    docs = corpus_documents(shards, config.text_column, config.id_column)
+    docs = corpus_documents(shards, config.text_column, config.id_column, config.id_column_required)
     if not docs:
         raise ValueError("the corpus has no documents")
-    record = {"config": config.to_dict(), "corpus_sha256": corpus_digest(docs)}
+    record = {"config": _recorded(config.to_dict()), "corpus_sha256": corpus_digest(docs)}
     digest = record["corpus_sha256"]
     if held is not None and not stale and held.get("corpus_sha256", digest) != digest:
         if not replace:
@@ -410,7 +418,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     final = ckpt_root / checkpoint_name(total_steps)
     write_atomic(out / MODEL_DIR, lambda tmp: shutil.copytree(final, tmp, ignore=shutil.ignore_patterns(STATE_FILE)))
     body = {
-        "config": config.to_dict(), "documents": len(docs), "held_out_documents": int(held.sum()),
+        "config": _recorded(config.to_dict()), "documents": len(docs), "held_out_documents": int(held.sum()),
         "instances": len(inst), "trained_instances": int(train_ids.size), "steps": total_steps,
         "steps_per_epoch": epoch_steps[0], "epoch_end_steps": [int(x) for x in epoch_ends],
         "checkpoints": [checkpoint_name(s) for s in ckpt_steps],

@@ -567,3 +567,18 @@ def test_a_sequences_file_token_outside_the_model_is_named_by_file_and_row(tiny_
         run_audit(tiny_random_lm("gpt2"), [corpus], tmp_path / "out",
                   AuditConfig(prompt_len=8, cont_len=8, n_boot=0), sequences=seqs, log=quiet)
     assert str(seqs) in str(e.value) and "48 embeddings" in str(e.value) and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["audit", "train"])
+def test_an_id_column_named_on_the_command_line_must_exist(canary_lm, tmp_path, command):
+    """As for dedup, a column named by --id-column must exist: before, audit and train ignored a
+    misspelt one silently and named every document shard:row (an audit's --members list, given by
+    id, then matched nothing: every document a non-member, the membership scores meaningless)."""
+    args = {"audit": ["audit", "--model", str(canary_lm.model_dir), "--corpus", str(canary_lm.corpus_dir), "-n", "8",
+                      "--n-boot", "0"],
+            "train": ["train", str(canary_lm.corpus_dir), "--epochs", "1"]}[command]
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", *args, "--out", str(tmp_path / "out"),
+                        "--id-column", "doc"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "no id column 'doc'" in r.stderr and ".parquet" in r.stderr
+    assert not any((tmp_path / "out").glob("*.parquet")) and not (tmp_path / "out" / "manifest.json").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -19,6 +20,12 @@ from dedup.synthetic import write_shards
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = TrainConfig(vocab_size=300, n_layer=1, n_embd=32, n_head=2, seq_len=32, epochs=2, batch_size=8,
                     log_checkpoints=4, checkpoint_every=10, holdout=0.2)
+
+
+def _argv(config: TrainConfig, skip: tuple[str, ...] = ()) -> list[str]:
+    """The command-line flags that give ``config`` (its fields that have a flag and a value)."""
+    return [f"--{f.name.replace('_', '-')}={getattr(config, f.name)}" for f in dataclasses.fields(config)
+            if getattr(config, f.name) is not None and f.metadata.get("cli", True) and f.name not in skip]
 
 
 def quiet(_m: str) -> None:
@@ -181,7 +188,7 @@ def test_a_killed_run_resumes_to_the_same_bytes_and_final_loss(small_corpus, tmp
     shutil.rmtree(last / "model")
     (last / "manifest.json").unlink()
     r = subprocess.run([sys.executable, "-m", "pipelines.cli", "train", str(small_corpus), "--out", str(last), "--json",
-                        *(f"--{k.replace('_', '-')}={v}" for k, v in SMALL.to_dict().items() if v is not None)],
+                        *_argv(SMALL)],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["final_loss"] == full["final_loss"]
@@ -271,8 +278,7 @@ def test_the_thread_count_of_the_environment_changes_no_byte(small_corpus, tmp_p
 
     for n in ("1", "2"):
         r = subprocess.run([sys.executable, "-m", "pipelines.cli", "train", str(small_corpus), "--out", str(tmp_path / n),
-                            "--quiet", *(f"--{k.replace('_', '-')}={v}" for k, v in SMALL.to_dict().items()
-                                         if v is not None and k != "epochs"), "--epochs=1"],
+                            "--quiet", *_argv(SMALL, skip=("epochs",)), "--epochs=1"],
                            cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": n})
         assert r.returncode == 0, r.stderr
     for name in ("tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json", "order.parquet", "heldout.parquet",
@@ -514,7 +520,7 @@ def test_resuming_from_a_damaged_file_names_it_in_one_line(small_corpus, small_r
     damaged = run / name
     damaged.write_bytes(damaged.read_bytes()[:1000])
     before = _files(run)
-    argv = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.to_dict().items() if v is not None]
+    argv = _argv(SMALL)
     assert main(["train", str(small_corpus), "--out", str(run), "--quiet", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("memdedup train: error: ") and str(damaged.parent) in err[0], err
