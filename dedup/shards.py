@@ -191,14 +191,21 @@ def text_type_problem(t: pa.DataType, text_column: str) -> str | None:
     return f"text column {text_column!r} has type {t}, expected a string type (or binary holding UTF-8)"
 
 
+def _decoded(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """A dictionary-encoded column decoded (a dictionary of views by way of its large type: Arrow
+    decodes none, having no take kernel for views); any other column as it is."""
+    if not pa.types.is_dictionary(col.type):
+        return col
+    values = _UNVIEWED.get(col.type.value_type, col.type.value_type)
+    if values != col.type.value_type:
+        col = cast(col, pa.dictionary(col.type.index_type, values))
+    return cast(col, values)
+
+
 def text_strings(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """A text column as strings: dictionary-encoded strings decoded, all-null as string nulls,
     bytes as strings not yet checked to be UTF-8 (:func:`first_invalid_utf8` checks them)."""
-    if pa.types.is_dictionary(col.type):
-        values = _UNVIEWED.get(col.type.value_type, col.type.value_type)
-        if values != col.type.value_type:  # Arrow decodes no dictionary of views (no take kernel): its values first
-            col = cast(col, pa.dictionary(col.type.index_type, values))
-        col = cast(col, values)
+    col = _decoded(col)
     if col.type in _AS_TEXT:
         col = cast(col, _AS_TEXT[col.type], check_utf8=False)
     return pa.nulls(len(col), pa.string()) if pa.types.is_null(col.type) else col
@@ -638,6 +645,7 @@ def id_strings(col: pa.Array | pa.ChunkedArray, path: Path, column: str, first_r
     form (:func:`dedup.arrow.uuid_strings`); bytes as their UTF-8 text. InputError naming
     ``path``: a type without a string form, or bytes that are not UTF-8 (naming the row, counted
     from ``first_row``, the row of ``col[0]`` in the file)."""
+    col = _decoded(col)
     if col.type in _STRINGS:  # Arrow's casts do not check that strings are UTF-8
         bad = first_invalid_utf8(col)
         if bad is not None:
