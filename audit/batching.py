@@ -12,10 +12,9 @@ sequence of L tokens (prompt + continuation + prefix) in a batch:
 * greedy generation's KV cache: 2 x layers x L x width.
 
 The rule (:func:`auto_batch_size`): ``batch = the largest power of two <= SAFETY x free /
-(per_sequence x at_once)``, ``at_once`` being the batches scored side by side (on a CPU, torch's
-thread count: :meth:`audit.lm.CausalLM.batches_at_once`), at least 1 and at most
-:data:`MAX_BATCH` (``device="cpu"``: :data:`MAX_BATCH_CPU`, as a CPU is compute-bound well
-before: a larger batch only costs memory). ``free`` is the memory available after the model is loaded: ``MemAvailable`` of ``/proc/meminfo`` (or, where there is
+per_sequence``, at least 1 and at most :data:`MAX_BATCH` (``device="cpu"``: :data:`MAX_BATCH_CPU`,
+as a CPU is compute-bound well before: a larger batch only costs memory). ``free`` is the memory
+available after the model is loaded: ``MemAvailable`` of ``/proc/meminfo`` (or, where there is
 none, free physical pages) on a CPU; ``torch.cuda.mem_get_info`` on a GPU (through
 :meth:`audit.lm.CausalLM.free_memory`: only lm.py and train.py import torch). ``SAFETY`` = 0.5
 leaves room for the allocator, the tokenizer and the rest of the process.
@@ -55,8 +54,8 @@ def available_memory() -> int:
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
-def auto_batch_size(per_sequence: int, free: int, device: str = "cpu", at_once: int = 1) -> int:
-    """The batch size of the module docstring's rule (``at_once`` batches held at a time).
+def auto_batch_size(per_sequence: int, free: int, device: str = "cpu") -> int:
+    """The batch size of the module docstring's rule.
 
     >>> auto_batch_size(per_sequence=100 * 2**20, free=16 * 2**30)       # 8 GiB usable / 100 MiB
     64
@@ -64,12 +63,10 @@ def auto_batch_size(per_sequence: int, free: int, device: str = "cpu", at_once: 
     64
     >>> auto_batch_size(per_sequence=10 * 2**20, free=80 * 2**30, device="cuda")  # capped
     1024
-    >>> auto_batch_size(per_sequence=100 * 2**20, free=16 * 2**30, at_once=4)  # 8 GiB over 4 batches
-    16
     >>> auto_batch_size(per_sequence=2**30, free=2**30)                  # never below 1
     1
     """
-    fit = int(SAFETY * max(int(free), 0) // (max(int(per_sequence), 1) * max(int(at_once), 1)))
+    fit = int(SAFETY * max(int(free), 0) // max(int(per_sequence), 1))
     cap = MAX_BATCH_CPU if str(device) == "cpu" else MAX_BATCH
     n = max(1, min(fit, cap))
     return 1 << (n.bit_length() - 1)
@@ -117,11 +114,9 @@ def resolve_batch_size(batch_size: int | str, lm, seq_len: int, free: int | None
     if free is None:
         free = lm.free_memory()  # None on a CPU
     free = int(available_memory() if free is None else free)
-    at_once = lm.batches_at_once
-    n = auto_batch_size(per, free, lm.device, at_once)
-    return n, {"rule": f"largest power of two <= {SAFETY} x free memory / (bytes per sequence x batches at once), "
-                       f"in [1, {MAX_BATCH_CPU if lm.device == 'cpu' else MAX_BATCH}]", "batch_size": n,
-               "batches_at_once": at_once,
+    n = auto_batch_size(per, free, lm.device)
+    return n, {"rule": f"largest power of two <= {SAFETY} x free memory / bytes per sequence, in [1, "
+                       f"{MAX_BATCH_CPU if lm.device == 'cpu' else MAX_BATCH}]", "batch_size": n,
                "device": str(lm.device), "free_bytes": free, "bytes_per_sequence": per, "seq_len": L, **shape}
 
 

@@ -192,8 +192,9 @@ def _created_here(variable: str) -> str | None:
 
 @functools.cache
 def code_version() -> str:
-    """memdedup's code (its ``dedup`` package, hashed) and the libraries that decide outputs,
-    in this process: a worker must run the client's, or a run would mix two versions."""
+    """memdedup's code (its ``dedup`` package and this module, hashed) and the libraries that
+    decide outputs, in this process: a worker must run the client's, or a run would mix two
+    versions (or return results in another form)."""
     import dedup
     from dedup.io import library_versions
 
@@ -202,6 +203,7 @@ def code_version() -> str:
                                   sort_keys=True).encode())
     for p in sorted(root.rglob("*.py")):
         h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes())
+    h.update(b"pipelines/staged.py\0" + Path(__file__).read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -285,7 +287,10 @@ def dask_map(client, log: Log) -> Callable[[str, Callable, list[tuple]], list]:
                                            "fix that and rerun to resume"), [])
             except Exception as e:  # noqa: BLE001 - its result did not arrive: stop the stage, then raise it
                 res = _Failed(e, [])
-            _rewarn(res.warned)
+            try:
+                _rewarn(getattr(res, "warned", []))  # none from a worker of other code (its error, below)
+            except Warning as w:  # an "error" warnings filter: the warning fails the stage
+                res = res if isinstance(res, _Failed) else _Failed(w, [])
             if isinstance(res, _Failed):
                 _stop(client, futures, prefix, isinstance(res.error, ClusterError), lambda m: log(f"{label}: {m}"))
                 raise res.error

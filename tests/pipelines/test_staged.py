@@ -433,18 +433,26 @@ def test_scheduler_lost_mid_run_is_one_line_and_the_rerun_resumes(corpus, tmp_pa
             p.wait()
 
 
-def test_workers_running_other_memdedup_code_are_refused_in_one_line(corpus, tmp_path):
+@pytest.mark.parametrize("changed", ["dedup/sketch.py", "pipelines/staged.py"])
+def test_workers_running_other_memdedup_code_are_refused_in_one_line(corpus, tmp_path, changed):
     """Workers started from another checkout (another version on PYTHONPATH) ran the tasks
     with their own code, silently: the outputs mixed two versions' decisions and nothing
-    (manifest, run identity) recorded it."""
+    (manifest, run identity) recorded it. The version compared covered dedup/ only: a worker
+    whose pipelines/staged.py was older (results without the warnings field) failed the client
+    with a traceback (AttributeError), exit 1; it is compared too."""
     import shutil
 
     _, d = corpus
     other = tmp_path / "other-checkout"
     for pkg in ("dedup", "pipelines"):
         shutil.copytree(ROOT / pkg, other / pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    with open(other / "dedup" / "sketch.py", "a") as f:
-        f.write("\n# a later (or earlier) version\n")
+    if changed == "dedup/sketch.py":
+        with open(other / changed, "a") as f:
+            f.write("\n# a later (or earlier) version\n")
+    else:  # as staged.py was before its tasks returned their warnings: the bare result
+        code = (other / changed).read_text()
+        assert "return _Done(fn(*args), caught)" in code
+        (other / changed).write_text(code.replace("return _Done(fn(*args), caught)", "return fn(*args)"))
     out, procs, sched = tmp_path / "out", [], tmp_path / "sched.json"
     try:
         procs.append(_start("scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(sched)))
