@@ -548,7 +548,11 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = lambda message, category, *rest, **kw: f"memdedup: warning: {message}\n"
     parser = _parser()
     args, unknown = parser.parse_known_args(argv)
-    if unknown:  # named by the command's parser, as its other flag errors are
+    if unknown:  # named by the command's parser, as its other flag errors are; those before the command, by ours
+        given = sys.argv[1:] if argv is None else list(argv)
+        if early := [a for a in unknown if a in given[:given.index(args.command)]]:
+            parser.error(f"unrecognized arguments: {' '.join(early)} (options go after the command: "
+                         f"memdedup {args.command} ... {' '.join(early)})")
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         sub.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     handlers = {"dedup": _cmd_dedup, "audit": _cmd_audit, "train": _cmd_train, "profile": _cmd_profile,

@@ -42,6 +42,9 @@ def assert_one_error_line(r: subprocess.CompletedProcess, prefix: str, *needles:
     (["generate", "--out", "o", "--format", "csv"], "memdedup generate", ["--format", "'csv'"]),
     (["audit", "--model", "m", "--corpus", "c", "--out", "o", "-n", "x"], "memdedup audit", ["-n", "'x'"]),
     (["dedupe"], "memdedup", ["'dedupe'"]),
+    # an option of the command given before it: named by the top-level parser, where it was refused (before:
+    # 'memdedup dedup: error: unrecognized arguments: --quiet', whose --help lists --quiet)
+    (["--quiet", "dedup", "in/", "--out", "o"], "memdedup", ["--quiet", "after the command"]),
     ([], "memdedup", ["COMMAND"]),
 ])
 def test_a_flag_the_parser_refuses_is_one_line_and_exit_2(args, prefix, needles):
