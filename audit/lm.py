@@ -159,64 +159,52 @@ class CausalLM:
     def decode(self, ids) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=False)
 
-    @property
-    def on_cpu(self) -> bool:
-        import torch
-
-        return torch.device(self.device).type == "cpu"
-
-    @property
-    def batches_at_once(self) -> int:
-        """How many batches :meth:`_map_batches` runs side by side at most: torch's thread count on
-        the CPU (each batch on one thread), 1 on a GPU."""
-        import torch
-
-        return torch.get_num_threads() if self.on_cpu else 1
-
     def _map_batches(self, n: int, batch_size: int, run: Callable[[slice], tuple],
                      progress: Callable[[int, int], None] | None = None) -> list:
-        """``run(rows)`` under ``torch.inference_mode`` for each slice of ``batch_size`` of ``n``
-        rows, results in row order; ``progress(done, total)`` after each, in rows.
+        """``run(rows)`` under ``torch.inference_mode`` for slices of the ``n`` rows, results in row
+        order; ``progress(done, total)`` after each, in rows.
 
-        On the CPU each batch runs on one torch thread, up to torch's thread count of batches side
-        by side: a matrix product's sums round by how BLAS splits it over threads, which depends on
-        the thread count and on the batch's rows (a 384-wide GPT-2 gave other losses at 2 threads
-        than at 1, and at 2 other ones at batch sizes 1-3 than at 4 and up), so the numbers now
-        depend on neither; memory is that of as many batches as run at once. On a GPU, batches run
-        one after the other.
+        On the CPU each batch of ``batch_size`` rows is cut into as many slices as torch has threads,
+        each run on one torch thread, side by side: a matrix product's sums round by how BLAS splits
+        it over threads, which depends on the thread count and on the rows (a 384-wide GPT-2 gave
+        other losses at 2 threads than at 1, and at 2 other ones at batch sizes 1-3 than at 4 and
+        up); on one thread they depend on neither. Memory stays that of one batch. On a GPU, one
+        slice a batch, one after the other.
         """
         import torch
         from concurrent.futures import ThreadPoolExecutor
 
-        def one(s: int):
+        def one(rows: slice):
             with torch.inference_mode():  # per thread
-                return run(slice(s, s + batch_size))
+                return run(rows)
 
-        starts = range(0, n, batch_size)
+        threads = torch.get_num_threads()
+        at_once = threads if torch.device(self.device).type == "cpu" else 1
+        step = max(1, -(-batch_size // at_once))
+        slices = [slice(s, min(s + step, n)) for s in range(0, n, step)]
         results = []
-        threads, at_once = torch.get_num_threads(), self.batches_at_once
         try:
-            if self.on_cpu:
+            if at_once > 1:
                 torch.set_num_threads(1)
-            with ThreadPoolExecutor(max(1, min(at_once, len(starts)))) as pool:
-                for s, r in zip(starts, pool.map(one, starts)):
+            with ThreadPoolExecutor(at_once) as pool:
+                for rows, r in zip(slices, pool.map(one, slices)):
                     results.append(r)
                     if progress is not None:
-                        progress(min(s + batch_size, n), n)
+                        progress(rows.stop, n)
         finally:
             torch.set_num_threads(threads)
         return results
 
     def score(self, ids: np.ndarray, batch_size: int = 32,
               progress: Callable[[int, int], None] | None = None) -> TokenStats:
-        """One teacher-forced forward pass per batch over full-length sequences (B, L).
+        """Teacher-forced forward passes over full-length sequences (B, L), ``batch_size`` at a time.
 
         The prefix (:attr:`n_prefix` tokens, ``bos="auto"``) is fed first: the returned arrays
         have ``L - 1 + n_prefix`` columns, column t predicting input token t+1 of prefix + ids
         (with a one-token BOS, column t predicts the window's token t). An explicit all-ones
         attention mask is passed: with fixed-length rows that may contain the pad id,
         transformers would otherwise treat real tokens as padding. ``progress(done, total)``
-        is called after each batch, in sequences. Batches: :meth:`_map_batches`.
+        is called as sequences are done. Batches: :meth:`_map_batches`.
         """
         import torch
 

@@ -334,32 +334,28 @@ def test_batch_size_auto_fits_the_free_memory(canary_lm, tmp_path, monkeypatch):
     """Issue #12 s5: ``batch_size="auto"`` picks the largest power of two whose logits and
     activations fit in half the free memory (audit.batching), records the rule and its numbers
     in the manifest and the resolved size in the summary's config, and scores as a fixed size
-    does. On the CPU as many batches are held at once as torch has threads (each batch scored on
-    one thread, audit.lm.CausalLM._map_batches): the free memory is shared among them."""
+    does, to the byte."""
     import audit.batching as batching
     from audit.batching import bytes_per_sequence, model_shape, resolve_batch_size
     from audit.config import AuditConfig
-    from audit.lm import CausalLM, load_causal_lm
+    from audit.lm import load_causal_lm
     from audit.run import run_audit
 
-    monkeypatch.setattr(CausalLM, "batches_at_once", property(lambda self: 2))  # on any machine
     lm = load_causal_lm(canary_lm.model_dir)
-    assert lm.batches_at_once == 2
     shape = model_shape(lm.model)
     assert shape["vocab"] == lm.model.config.vocab_size and shape["layers"] == lm.model.config.n_layer
     per = bytes_per_sequence(64, **shape)
     assert per >= batching.LOGIT_COPIES * 64 * shape["vocab"] * 4
     assert resolve_batch_size(16, lm, 64) == (16, None)
-    n, info = resolve_batch_size("auto", lm, 64, free=10 * per)  # room for 5 sequences in 2 batches: 2
-    assert n == 2 and info["bytes_per_sequence"] == per and info["free_bytes"] == 10 * per
-    assert info["batches_at_once"] == 2
+    n, info = resolve_batch_size("auto", lm, 64, free=10 * per)  # room for 5 sequences: 4
+    assert n == 4 and info["bytes_per_sequence"] == per and info["free_bytes"] == 10 * per
     assert resolve_batch_size("auto", lm, 64, free=per)[0] == 1
     assert resolve_batch_size("auto", lm, 64, free=1 << 50)[0] == batching.MAX_BATCH_CPU
 
-    monkeypatch.setattr(batching, "available_memory", lambda: 40 * per)
+    monkeypatch.setattr(batching, "available_memory", lambda: 20 * per)
     cfg = AuditConfig(n_sequences=40, n_boot=0, batch_size="auto")
     s = run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / "a", cfg, log=lambda m: None)
-    assert s["config"]["batch_size"] == 8  # 20 sequences in 2 batches
+    assert s["config"]["batch_size"] == 8
     man = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert man["batch_size_auto"]["batch_size"] == 8 and "power of two" in man["batch_size_auto"]["rule"]
     fixed = run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / "b",

@@ -493,3 +493,22 @@ def test_scores_and_greedy_tokens_do_not_depend_on_torch_threads_or_batch_size(t
         for field in ("logprob", "greedy_match", "argmax", "mu", "sigma"):
             assert np.array_equal(getattr(st, field), getattr(first, field)), (threads, batch, field)
         assert np.array_equal(g, gen) and np.array_equal(m, matches), (threads, batch)
+
+
+def test_a_batch_is_cut_into_one_slice_per_torch_thread():
+    """On the CPU a batch of B rows runs as slices of ceil(B / threads) rows, one per thread at once:
+    the memory of one batch, every core busy however few the sequences; torch's thread count is
+    restored after."""
+    torch = pytest.importorskip("torch")
+    from audit.lm import CausalLM
+
+    lm = CausalLM.__new__(CausalLM)
+    lm.device = "cpu"
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        inside = lm._map_batches(11, 5, lambda rows: (rows.start, rows.stop, torch.get_num_threads()))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert inside == [(0, 3, 1), (3, 6, 1), (6, 9, 1), (9, 11, 1)]
