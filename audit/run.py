@@ -140,8 +140,8 @@ def run_audit(
     out = Path(out)
     refuse_out(out, [model_dir, reference, dedup_dir], "audit")
     shards = discover(corpus, exclude=out)  # one path, or a sequence of them
-    if config.id_column_required:  # a column named by --id-column must exist (as in dedup)
-        for s in shards:
+    if config.id_column_required and sequences is not None:  # a column named by --id-column must exist (as in
+        for s in shards:  # dedup; sampled sequences check it as they count the rows)
             ShardReader(s, config.text_column, config.id_column, True, 1)
     dedup_cfg, removed, dedup_manifest = _dedup_context(Path(dedup_dir) if dedup_dir else None, shards)
     member_ids = _members(Path(members) if members else None)
@@ -171,7 +171,7 @@ def run_audit(
                                    lm.model.get_input_embeddings().num_embeddings)
     else:
         seqs = sample_sequences(shards, lm.encode, config.n_sequences, P, C, config.seed, config.offset,
-                                config.text_column, config.id_column)
+                                config.text_column, config.id_column, config.id_column_required)
     missing = f"; {seqs.skipped_missing} ids not in the corpus" if seqs.skipped_missing else ""
     if len(seqs) == 0:
         raise InputError(sequences or shards[0].path,

@@ -144,12 +144,14 @@ def sample_sequences(
     offset: str = "start",
     text_column: str = "text",
     id_column: str | None = "id",
+    id_required: bool = False,
 ) -> Sequences:
     """Draw up to ``n`` sequences from documents of at least P + C tokens, in a seeded random order
     of the rows: fewer only if the corpus has fewer long documents, or, above 20M rows, if fewer
-    than ``n`` of ``50 n`` rows drawn (without replacement) are long enough."""
+    than ``n`` of ``50 n`` rows drawn (without replacement) are long enough (``id_required``: a
+    file without ``id_column`` is refused)."""
     need = prompt_len + cont_len
-    counts = [ShardReader(s, text_column, id_column, False, 65536).num_rows for s in shards]
+    counts = [ShardReader(s, text_column, id_column, id_required, 65536).num_rows for s in shards]
     bounds = np.cumsum([0, *counts])
     total = int(bounds[-1])
     rng = np.random.default_rng(seed)
