@@ -105,8 +105,24 @@ _OTHER_COMPRESSION = (".bz2", ".xz", ".lzma", ".lz4", ".br", ".zip", ".zstd", ".
 _DATASETS_JSON = ("state.json", "dataset_info.json", "dataset_dict.json")
 
 
-#: Why a data file that is a broken symbolic link is refused (named, or found by a walk or a glob).
-_BROKEN_LINK = "a broken symbolic link: the file it points to is missing"
+def _in_out(p: Path, out: Path | None) -> bool:
+    """Whether a file found by a walk or a glob is --out's to skip: by its place (a link's
+    directory) or by what it is (:func:`inside` follows links)."""
+    return inside(p.parent, out) or inside(p, out)
+
+
+def _link_problem(p: Path) -> str | None:
+    """Why ``p``, a symbolic link to a data file found by a walk or a glob, cannot be read, or None
+    (not a link, or one that can): such a file is refused, not left out."""
+    if not p.is_symlink():
+        return None
+    try:
+        os.stat(p)
+        return None
+    except FileNotFoundError:
+        return "a broken symbolic link: the file it points to is missing"
+    except OSError as e:  # a loop, a directory it may not enter
+        return f"a symbolic link whose target cannot be read ({e.strerror})"
 
 #: What :func:`discover` says about each kind of file directory walks skip.
 _SKIPPED = {
@@ -148,9 +164,7 @@ def _walk(root: Path) -> tuple[list[Path], dict[str, list[Path]]]:
                     skipped["json"].append(p)
             elif is_datasets_cache_file(f):
                 skipped["cache"].append(p)
-            elif broken:
-                raise InputError(p, _BROKEN_LINK)
-            else:
+            else:  # a broken link too: refused by discover unless inside --out
                 found.append(p)
     return found, skipped
 
@@ -170,7 +184,8 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
     Raises:
         InputError: a path that does not exist, a glob that matches nothing, a file of an
             unknown format or inside ``exclude`` named explicitly, a file name that is not
-            UTF-8, a Git LFS pointer file, two inputs with one output name, or no input files at all.
+            UTF-8, a Git LFS pointer file, a data file that is a link whose target cannot be read,
+            two inputs with one output name, or no input files at all.
 
     Example:
         >>> import tempfile, pathlib, pyarrow as pa, pyarrow.parquet as pq
@@ -195,7 +210,9 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
             for k, v in skips.items():  # a directory given twice: its files said once
                 skipped[k] += [q for q in v if not inside(q, out) and q.resolve() not in said]
                 said.update(q.resolve() for q in v)
-            new = [q for q in found if not inside(q, out)]
+            new = [q for q in found if not _in_out(q, out)]
+            if problem := next(((q, why) for q in new if (why := _link_problem(q))), None):
+                raise InputError(*problem)
             if not new:
                 if found:
                     raise InputError(p, f"every input file under it lies inside --out {out}; "
@@ -211,12 +228,11 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
                                     "directory: choose another --out")
             new = [p]
         elif glob.has_magic(s):
-            matches = list(map(Path, glob.glob(s, recursive=True)))
-            if broken := next((m for m in matches if m.is_symlink() and not m.exists() and format_of(m)
-                               and not inside(m, out) and (is_plain_json(Path(s)) or not is_plain_json(m))), None):
-                raise InputError(broken, _BROKEN_LINK)
-            new = [m for m in matches if m.is_file() and format_of(m)
-                   and not inside(m, out) and (is_plain_json(Path(s)) or not is_plain_json(m))]  # .json: when named
+            matches = [m for m in sorted(map(Path, glob.glob(s, recursive=True)))  # .json files: when named
+                       if format_of(m) and not _in_out(m, out) and (is_plain_json(Path(s)) or not is_plain_json(m))]
+            if problem := next(((m, why) for m in matches if (why := _link_problem(m))), None):
+                raise InputError(*problem)
+            new = [m for m in matches if m.is_file()]
             if not new:
                 raise InputError(s, "glob matches no .parquet, .arrow or .jsonl files (outside --out)")
         elif os.path.lexists(p):

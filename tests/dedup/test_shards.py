@@ -222,6 +222,24 @@ def test_a_broken_link_to_a_data_file_is_an_error_in_walks_and_globs_too(tree: P
     assert e.value.path == str(link), e.value
 
 
+@pytest.mark.parametrize("how", ["directory", "glob"])
+def test_a_link_whose_target_cannot_be_read_is_named_so_and_links_inside_out_are_left_out(tree: Path, how: str):
+    """A link loop was called a link to a missing file; and a broken link under an --out that lies
+    inside the input directory failed the walk, which leaves everything under --out out."""
+    (tree / "sub" / "a.parquet").symlink_to(tree / "sub" / "b.parquet")
+    (tree / "sub" / "b.parquet").symlink_to(tree / "sub" / "a.parquet")
+    given = tree if how == "directory" else str(tree / "**" / "*.parquet")
+    with pytest.raises(InputError, match="cannot be read .*(levels of symbolic links|loop)") as e:
+        discover([given])
+    assert e.value.path == str(tree / "sub" / "a.parquet"), e.value
+    for name in ("a.parquet", "b.parquet"):
+        (tree / "sub" / name).unlink()
+    before = [s.name for s in discover([given])]
+    (tree / "out" / "kept").mkdir(parents=True)
+    (tree / "out" / "kept" / "gone.parquet").symlink_to(tree / "nowhere.parquet")
+    assert [s.name for s in discover([given], exclude=tree / "out")] == before
+
+
 def test_one_bad_input_fails_the_whole_discovery(tree: Path):
     with pytest.raises(InputError, match="missing.jsonl"):
         discover([tree, tree / "missing.jsonl"])
