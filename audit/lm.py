@@ -162,7 +162,7 @@ class CausalLM:
     def _map_batches(self, n: int, batch_size: int, run: Callable[[slice], tuple],
                      progress: Callable[[int, int], None] | None = None) -> list:
         """``run(rows)`` under ``torch.inference_mode`` for slices of the ``n`` rows, results in row
-        order; ``progress(done, total)`` after each, in rows.
+        order; ``progress(done, total)`` after each batch, in rows (the same calls at any thread count).
 
         On the CPU each batch of ``batch_size`` rows is cut into as many slices as torch has threads,
         each run on one torch thread, side by side: a matrix product's sums round by how BLAS splits
@@ -181,7 +181,8 @@ class CausalLM:
         threads = torch.get_num_threads()
         at_once = threads if torch.device(self.device).type == "cpu" else 1
         step = max(1, -(-batch_size // at_once))
-        slices = [slice(s, min(s + step, n)) for s in range(0, n, step)]
+        slices = [slice(s, min(s + step, b + batch_size, n)) for b in range(0, n, batch_size)
+                  for s in range(b, min(b + batch_size, n), step)]
         results = []
         try:
             if at_once > 1:
@@ -189,7 +190,7 @@ class CausalLM:
             with ThreadPoolExecutor(at_once) as pool:
                 for rows, r in zip(slices, pool.map(one, slices)):
                     results.append(r)
-                    if progress is not None:
+                    if progress is not None and (rows.stop % batch_size == 0 or rows.stop == n):  # a batch done
                         progress(rows.stop, n)
         finally:
             torch.set_num_threads(threads)

@@ -462,20 +462,16 @@ def test_scores_and_greedy_tokens_do_not_depend_on_torch_threads_or_batch_size(t
     CPU a matrix product's sums round by how BLAS splits it over threads, which depends on the
     thread count and on the batch's rows: a 384-wide GPT-2's MLP gave other losses and Min-K%++
     at 2 torch threads than at 1 (and, at 2, at batch sizes 1-3 than at 4 and more). Each batch
-    now runs on one torch thread, batches side by side."""
+    now runs as one slice per torch thread, each slice on one thread."""
     torch = pytest.importorskip("torch")
     import transformers as tf
 
     from audit.lm import load_causal_lm
 
-    from .conftest import word_tokenizer
+    from .conftest import save_random_lm
 
-    d = tmp_path / "wide"
-    torch.manual_seed(0)
-    tf.AutoModelForCausalLM.from_config(tf.GPT2Config(vocab_size=1024, n_embd=384, n_layer=2, n_head=6,
-                                                      n_positions=64)).save_pretrained(d)
-    word_tokenizer(1024).save_pretrained(d)
-    lm = load_causal_lm(d)
+    lm = load_causal_lm(save_random_lm(tmp_path / "wide", tf.GPT2Config(vocab_size=1024, n_embd=384, n_layer=2,
+                                                                          n_head=6, n_positions=64)))
     ids = np.random.default_rng(0).integers(0, 1024, size=(12, 40))
     before = torch.get_num_threads()
     runs = []
@@ -498,7 +494,8 @@ def test_scores_and_greedy_tokens_do_not_depend_on_torch_threads_or_batch_size(t
 def test_a_batch_is_cut_into_one_slice_per_torch_thread():
     """On the CPU a batch of B rows runs as slices of ceil(B / threads) rows, one per thread at once:
     the memory of one batch, every core busy however few the sequences; torch's thread count is
-    restored after."""
+    restored after. Progress came after each slice, so the progress lines changed with the thread
+    count (a CLI test's expected '4/12' at batch 4 failed at 2 threads): now after each batch."""
     torch = pytest.importorskip("torch")
     from audit.lm import CausalLM
 
@@ -507,8 +504,11 @@ def test_a_batch_is_cut_into_one_slice_per_torch_thread():
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        inside = lm._map_batches(11, 5, lambda rows: (rows.start, rows.stop, torch.get_num_threads()))
+        done: list[int] = []
+        inside = lm._map_batches(11, 5, lambda rows: (rows.start, rows.stop, torch.get_num_threads()),
+                                 lambda d, total: done.append(d))
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
-    assert inside == [(0, 3, 1), (3, 6, 1), (6, 9, 1), (9, 11, 1)]
+    assert inside == [(0, 3, 1), (3, 5, 1), (5, 8, 1), (8, 10, 1), (10, 11, 1)]  # each batch cut in two
+    assert done == [5, 10, 11]  # progress after each batch, as at one thread (not after each slice)
