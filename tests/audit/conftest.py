@@ -69,6 +69,18 @@ def word_tokenizer(vocab_size: int, bos: str | None = None):
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0", bos_token=bos)
 
 
+def save_random_lm(d: Path, config, bos: str | None = None) -> Path:
+    """A causal LM random-initialised (seed 0) from the transformers ``config``, saved in ``d``
+    with :func:`word_tokenizer` over its vocabulary (``bos`` as there); returns ``d``."""
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(0)
+    tf.AutoModelForCausalLM.from_config(config).save_pretrained(d)
+    word_tokenizer(config.vocab_size, bos).save_pretrained(d)
+    return d
+
+
 @pytest.fixture(scope="session")
 def tiny_random_lm(tmp_path_factory):
     """``make(arch, generation=None, eos=None, bos=None, name=None) -> model dir``: a tiny

@@ -20,13 +20,10 @@ def test_an_mpt_context_is_seen_and_a_longer_window_refused(tmp_path):
     from audit.lm import ModelError, load_causal_lm
     from audit.run import run_audit
 
-    from .conftest import word_tokenizer
+    from .conftest import save_random_lm
 
-    d = tmp_path / "mpt"
-    torch.manual_seed(0)
-    tf.AutoModelForCausalLM.from_config(tf.MptConfig(vocab_size=48, d_model=32, n_layers=2, n_heads=4,
-                                                     max_seq_len=16)).save_pretrained(d)
-    word_tokenizer(48).save_pretrained(d)
+    d = save_random_lm(tmp_path / "mpt", tf.MptConfig(vocab_size=48, d_model=32, n_layers=2, n_heads=4,
+                                                      max_seq_len=16))
     assert load_causal_lm(d).max_positions == 16
     corpus = tmp_path / "corpus.parquet"
     pq.write_table(pa.table({"id": ["a", "b"], "text": [" ".join(f"t{i % 48}" for i in range(40))] * 2}), corpus)
@@ -45,15 +42,12 @@ def test_min_k_plus_plus_of_an_exactly_uniform_prediction_is_zero(tmp_path):
     from audit import metrics
     from audit.lm import load_causal_lm
 
-    from .conftest import word_tokenizer
+    from .conftest import save_random_lm
 
-    d = tmp_path / "llama"
-    torch.manual_seed(0)
     cfg = tf.LlamaConfig(vocab_size=48, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                          intermediate_size=64, max_position_embeddings=128, num_key_value_heads=2, bos_token_id=1,
                          eos_token_id=2, pad_token_id=1)
-    tf.AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
-    word_tokenizer(48, bos="t1").save_pretrained(d)
+    d = save_random_lm(tmp_path / "llama", cfg, bos="t1")
     lm = load_causal_lm(d, bos="auto")
     assert lm.prefix == [1]
     st = lm.score(np.random.default_rng(0).integers(3, 48, size=(4, 20)))

@@ -1,6 +1,7 @@
 """Fixtures shared by the workflow tests (test_workflow.py) and the Slurm tests
 (test_slurm.py): the ``snakemake`` command of this environment, and one local run of the
-reduced config, made once per session (the Slurm run is compared with it)."""
+reduced config, made once per session (the Slurm run is compared with it); and the check of
+the command line's one-line errors that the CLI tests share."""
 
 from __future__ import annotations
 
@@ -15,6 +16,19 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+
+
+def assert_one_error_line(r: subprocess.CompletedProcess, prefix: str, *needles: str) -> None:
+    """Exit status 2, nothing on stdout, and one line on stderr, no traceback, starting
+    ``<prefix>: error: `` (``"memdedup dedup"``; ``"memdedup"`` for the top-level parser's)
+    and holding each of ``needles``."""
+    assert r.returncode == 2, f"exit {r.returncode}\nstderr:\n{r.stderr}"
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"{prefix}: error: "), err
+    for n in needles:
+        assert n in err, f"{n!r} not in {err!r}"
+    assert r.stdout == "", r.stdout
 
 
 def _env() -> dict[str, str]:

@@ -28,6 +28,8 @@ import pyarrow.json as pj
 import pyarrow.parquet as pq
 import pytest
 
+from .conftest import assert_one_error_line
+
 ROOT = Path(__file__).resolve().parents[2]
 REMOVED_COLUMNS = ["id", "shard", "row", "reason", "band", "duplicate_of", "duplicate_of_shard", "duplicate_of_row"]
 
@@ -100,16 +102,6 @@ def removed_ids(out: Path) -> dict[str, str]:
 
 def files_under(out: Path) -> list[str]:
     return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) if out.exists() else []
-
-
-def assert_one_error_line(r: subprocess.CompletedProcess, *needles: str) -> None:
-    assert r.returncode == 2, f"exit {r.returncode}\nstderr:\n{r.stderr}"
-    err = r.stderr.strip()
-    assert "Traceback" not in err, err
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("memdedup dedup: error: "), err
-    for n in needles:
-        assert n in err, f"{n!r} not in {err!r}"
 
 
 def assert_nothing_left(out: Path) -> None:
@@ -435,7 +427,7 @@ def test_file_without_id_column_gives_null_ids(work: Path):
 def test_explicit_missing_id_column_is_an_error(work: Path, three: Path):
     out = work / "out-idcol"
     r = dedup(three, out, "--id-column", "missing", ok=False)
-    assert_one_error_line(r, str(three / "part-00000.parquet"), "'missing'")
+    assert_one_error_line(r, "memdedup dedup", str(three / "part-00000.parquet"), "'missing'")
     assert_nothing_left(out)
 
 
@@ -509,7 +501,7 @@ def test_bad_inputs_exit_2_with_one_message_and_leave_nothing(work: Path):
         out = work / f"out-bad-{n}"
         r = dedup(inputs, out, ok=False)
         try:
-            assert_one_error_line(r, *needles)
+            assert_one_error_line(r, "memdedup dedup", *needles)
             assert_nothing_left(out)
         except AssertionError as e:
             failures.append(f"{name}: {e}")
@@ -544,13 +536,13 @@ def test_rerun_needs_force(work: Path):
 
     # another config into the completed OUT: an error naming what differs
     r = dedup([a, b], out, "--threshold", "0.7", ok=False)
-    assert_one_error_line(r, str(out), "threshold", "--force")
+    assert_one_error_line(r, "memdedup dedup", str(out), "threshold", "--force")
     assert (out / "manifest.json").read_bytes() == before
 
     # --force whose inputs fail their checks leaves the completed run as it was
     write_rows(d / "a.jsonl", SPLIT[2])  # kept/a.parquet would collide
     r = dedup([d], out, "--force", ok=False)
-    assert_one_error_line(r, "collides")
+    assert_one_error_line(r, "memdedup dedup", "collides")
     assert (out / "manifest.json").read_bytes() == before
     assert files_under(out) == ["kept/a.parquet", "kept/b.parquet", "manifest.json", "removed.parquet"]
 
@@ -568,7 +560,7 @@ def test_out_that_is_a_file_is_refused_with_one_line(work: Path):
     target = work / "not-a-dir"
     target.write_text("keep me")
     r = dedup([a], target, ok=False)
-    assert_one_error_line(r, str(target), "not a directory")
+    assert_one_error_line(r, "memdedup dedup", str(target), "not a directory")
     assert target.read_text() == "keep me"
 
 

@@ -13,6 +13,8 @@ import pytest
 
 from audit.config import ProfileConfig, TrainConfig
 
+from .conftest import assert_one_error_line
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -20,16 +22,6 @@ def cli(*args) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "MEMDEDUP_PROGRESS_DELAY"}
     return subprocess.run([sys.executable, "-m", "pipelines.cli", *map(str, args)], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=300)
-
-
-def assert_one_error_line(r: subprocess.CompletedProcess, prefix: str, *needles: str) -> None:
-    assert r.returncode == 2, f"exit {r.returncode}\nstderr:\n{r.stderr}"
-    err = r.stderr.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert err.startswith(f"{prefix}: error: "), err
-    for n in needles:
-        assert n in err, f"{n!r} not in {err!r}"
-    assert r.stdout == ""
 
 
 @pytest.mark.parametrize("args, prefix, needles", [

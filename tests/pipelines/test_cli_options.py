@@ -23,6 +23,8 @@ from dedup.config import DedupConfig
 from pipelines.cli import SECTIONS, _parser
 from pipelines.config import from_args, reference
 
+from .conftest import assert_one_error_line
+
 ROOT = Path(__file__).resolve().parents[2]
 # 3 shards of 4 rows: one exact duplicate (case and punctuation), one null text
 ROWS = [{"id": f"r{i}", "text": t} for i, t in enumerate(
@@ -56,14 +58,6 @@ def manifest_of(out: Path) -> dict:
 def files_under(out: Path) -> list[str]:
     return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) if out.exists() else []
 
-
-def assert_one_error_line(r: subprocess.CompletedProcess, command: str, *needles: str) -> None:
-    assert r.returncode == 2, f"exit {r.returncode}\nstderr:\n{r.stderr}"
-    err = r.stderr.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert err.startswith(f"memdedup {command}: error: "), err
-    for n in needles:
-        assert n in err, f"{n!r} not in {err!r}"
 
 # command -> its config class; params takes dedup's options
 COMMANDS = {"dedup": DedupConfig, "params": DedupConfig, "audit": AuditConfig, "train": TrainConfig,
@@ -248,7 +242,7 @@ def test_an_unknown_yaml_key_is_one_line_and_exit_2(command, tmp_path):
             "--corpus", tmp_path / "in", "--out", out], "train": ["train", tmp_path / "in", "--out", out],
             "profile": ["profile", "--run", tmp_path / "run", "--out", out]}[command]
     r = cli(*args, "--config", cfg)
-    assert_one_error_line(r, command, f"{command}.threshhold", str(cfg))
+    assert_one_error_line(r, f"memdedup {command}", f"{command}.threshhold", str(cfg))
     assert r.stdout == ""
     assert files_under(out) == []
 
@@ -257,7 +251,7 @@ def test_an_invalid_value_in_the_file_names_the_file(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("dedup:\n  unit: sentence\n")
     r = cli("dedup", write_shards(tmp_path / "in"), "--out", tmp_path / "out", "--config", cfg)
-    assert_one_error_line(r, "dedup", str(cfg), "unit must be one of word, char")
+    assert_one_error_line(r, "memdedup dedup", str(cfg), "unit must be one of word, char")
 
 
 # ------------------------------------------------------------------------------ --json
