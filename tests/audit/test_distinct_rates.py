@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from audit import aggregate, stats
 
@@ -48,7 +49,21 @@ def test_means_count_distinct_sequences_as_the_rates_do():
     assert s["mean_leading_matched"] == 32 * 9 / 24 and s["pythia_score"]["mean"] == 9 / 24
 
 
+def _pairwise_auc(pos, neg) -> float:
+    """P(member score > non-member score) + 1/2 P(tie), over every pair (Mann-Whitney U / n1 n0)."""
+    return sum((p > q) + 0.5 * (p == q) for p in pos for q in neg) / (len(pos) * len(neg))
+
+
 def test_membership_auc_per_occurrence_bucket():
+    """Each bucket's AUC is the pairwise AUC of that bucket's own rows (to rounding), and the
+    planted design shows in it: in bucket 1 the score carries no information (true AUC 1/2),
+    in 8-15 members score 3 sd higher (true AUC Phi(3 / sqrt 2)); each within 4 of its
+    Hanley-McNeil (1982) standard errors, Var = (A(1-A) + (n1-1)(Q1-A^2) + (n0-1)(Q2-A^2)) / (n1 n0),
+    Q1 = A / (2 - A), Q2 = 2 A^2 / (1 + A) (exact for A = 1/2: (n1 + n0 + 1) / (12 n1 n0))."""
+    import math
+
+    from scipy.stats import norm
+
     rng = np.random.default_rng(0)
     n = 400
     bucket = np.where(np.arange(n) < 200, "1", "8-15")
@@ -60,8 +75,16 @@ def test_membership_auc_per_occurrence_bucket():
                   "score_loss": score})
     s = aggregate.summarise(t, n_boot=None, seed=0)
     by = {r["group"]: r for r in s["membership_by_duplicates"]}
-    assert abs(by["1"]["roc_auc"]["loss"] - 0.5) < 0.1 and by["8-15"]["roc_auc"]["loss"] > 0.9
-    assert by["1"]["n_members"] + by["1"]["n_non_members"] == 200
+    assert list(by) == ["1", "8-15"]
+    for g, truth in (("1", 0.5), ("8-15", float(norm.cdf(3.0 / math.sqrt(2))))):
+        m = bucket == g
+        n1, n0 = int(member[m].sum()), int((~member[m]).sum())
+        assert (by[g]["n_members"], by[g]["n_non_members"]) == (n1, n0)
+        auc = by[g]["roc_auc"]["loss"]
+        assert auc == pytest.approx(_pairwise_auc(score[m & member], score[m & ~member]), abs=1e-12), g
+        q1, q2 = truth / (2 - truth), 2 * truth**2 / (1 + truth)
+        se = math.sqrt((truth * (1 - truth) + (n1 - 1) * (q1 - truth**2) + (n0 - 1) * (q2 - truth**2)) / (n1 * n0))
+        assert abs(auc - truth) <= 4 * se, (g, auc, truth, se)
 
 
 def test_summarise_reads_membership_scores_only_for_the_membership_section():
