@@ -17,13 +17,14 @@ Example:
 from __future__ import annotations
 
 import importlib
+import math
 from types import ModuleType
 
 import numpy as np
 
 from .index import EXACT, NEAR, Verdicts, combine
 from .minhash import get_scheme
-from .params import IndexPlan
+from .params import IndexPlan, whole_index_fp
 from .sketch import Sketches
 
 
@@ -154,4 +155,16 @@ class PybloomIndex(_Baseline):
         }
 
     def predicted_fp(self) -> float:
-        return self.plan.predicted_fp(self.plan.capacity)
+        """Probability that the next unrelated document is flagged, from the filters' fill (as
+        :meth:`dedup.index.LSHBloomIndex.predicted_fp`): a pybloom-live filter has ``num_slices`` slices
+        of ``bits_per_slice`` bits and one probe per slice, so a fresh key is a false positive with
+        probability prod_s fill_s (Bloom 1970; Almeida et al. 2007, the sliced layout); b filters:
+        ``1 - prod_b (1 - p_b)``. Not the rate at ``capacity``: 0 for an empty index."""
+        return whole_index_fp([_sliced_fill_fp(f) for f in self.filters])
+
+
+def _sliced_fill_fp(f) -> float:
+    """False-positive probability (a probability, 0..1) of pybloom-live filter ``f`` at its current
+    fill: the product over its slices of the fraction of the slice's bits set."""
+    m = f.bits_per_slice
+    return math.prod(f.bitarray.count(1, s * m, (s + 1) * m) / m for s in range(f.num_slices))
