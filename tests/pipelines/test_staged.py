@@ -537,6 +537,7 @@ def test_the_wait_for_running_tasks_ends_at_once_when_the_scheduler_is_gone():
     the error was raised; a client that is not connected has no one to ask."""
     import time
 
+    import dask
     from distributed import Client, LocalCluster
 
     from pipelines.staged import _stop
@@ -552,6 +553,10 @@ def test_the_wait_for_running_tasks_ends_at_once_when_the_scheduler_is_gone():
         t0 = time.monotonic()
         _stop(client, futures, "sketch-t-", False, lambda m: None)
         assert time.monotonic() - t0 < 10  # before: ~30 s
+        client.close()
+        # closing a cluster whose scheduler is gone waits for a connection to it: the default 30 s
+        with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+            cluster.close()
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
