@@ -8,9 +8,10 @@ run is already done, may resume, or must start over. The protocol:
    symlinked directories, skipping hidden names, plain ``.json`` files, files compressed in a way
    not read (``.jsonl.bz2``) and the ``cache-*.arrow`` files that Hugging Face ``datasets``
    writes beside a dataset, and saying what was skipped) and globs (plain ``.json`` files
-   only for a pattern ending in ``.json``), in *canonical order*: sorted
-   by absolute path *as given* (links are not resolved, so the same rows reached through
-   links or as copies give the same decisions and the same output names). A file reached
+   only for a pattern ending in ``.json``); walks, and globs below their first wildcard, skip
+   the folders an earlier memdedup run wrote (:func:`earlier_output`), saying which. Files come
+   in *canonical order*: sorted by absolute path *as given* (links are not resolved, so the same
+   rows reached through links or as copies give the same decisions and the same output names). A file reached
    twice (named twice, or through a link to a file also listed) is read once.
 2. **Outputs**: ``kept/<stem>.parquet`` per input (:mod:`dedup.layout`); two inputs whose
    output names collide (``a.parquet`` + ``a.jsonl``) are refused. An input that lies
@@ -132,7 +133,32 @@ _SKIPPED = {
     "json": ".json file(s) (often manifests and configs); name them, or a '*.json' glob, to read them as JSON Lines",
     "compressed": "compressed file(s) in a compression memdedup does not read (JSON Lines: plain, .gz or .zst); "
                   "recompress them",
+    "outputs": "folder(s) written by an earlier memdedup run (a stage's manifest.json, or a killed run's "
+               f"{WORK_DIR}/{RUN_FILE}); name one to read it",
 }
+
+
+def earlier_output(d: Path) -> bool:
+    """Whether directory ``d`` was written by a memdedup stage: it holds a stage manifest
+    (:func:`dedup.io.write_stage_manifest`: ``stage`` and ``created_unix``) or the run record a
+    killed dedup run left (``_work/run.json``). Walks and globs skip such folders (step 1)."""
+    if (d / WORK_DIR / RUN_FILE).is_file():
+        return True
+    try:
+        manifest = json.loads(io.manifest_path(d).read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and {"stage", "created_unix"} <= manifest.keys()
+
+
+def _earlier_output_above(p: Path, base: Path) -> Path | None:
+    """The folder between ``base`` (excluded) and file ``p`` that :func:`earlier_output` holds, or None."""
+    for parent in p.parents:
+        if parent == base:
+            return None
+        if earlier_output(parent):
+            return parent
+    return None
 
 
 def _walk(root: Path) -> tuple[list[Path], dict[str, list[Path]]]:
@@ -148,6 +174,8 @@ def _walk(root: Path) -> tuple[list[Path], dict[str, list[Path]]]:
             continue
         seen_dirs.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        skipped["outputs"] += [Path(dirpath) / d for d in dirnames if earlier_output(Path(dirpath) / d)]
+        dirnames[:] = [d for d in dirnames if Path(dirpath) / d not in skipped["outputs"]]
         for f in sorted(filenames):
             p = Path(dirpath) / f
             base, dot, ext = f.rpartition(".")
@@ -179,7 +207,8 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
              log: Log = lambda m: None) -> list[Shard]:
     """Expand files, directories and globs (or one of them) into shards in canonical order (step 1; ``exclude``:
     the run's ``--out``, step 2). ``log`` is told how many hidden, ``datasets`` cache, ``.json`` and
-    unreadably compressed files directory walks skipped, if any, and the first names.
+    unreadably compressed files directory walks skipped, and folders of earlier runs walks and globs
+    skipped, if any, and the first names.
 
     Raises:
         InputError: a path that does not exist, a glob that matches nothing, a file of an
@@ -230,6 +259,11 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
         elif glob.has_magic(s):
             matches = [m for m in sorted(map(Path, glob.glob(s, recursive=True)))  # .json files: when named
                        if format_of(m) and not _in_out(m, out) and (is_plain_json(Path(s)) or not is_plain_json(m))]
+            base = Path(*next((p.parts[:i] for i, part in enumerate(p.parts) if glob.has_magic(part)), ()))
+            above = {m: _earlier_output_above(m, base) for m in matches}
+            skipped["outputs"] += sorted({d for d in above.values() if d and d.resolve() not in said})
+            said.update(d.resolve() for d in above.values() if d)
+            matches = [m for m in matches if above[m] is None]
             if problem := next(((m, why) for m in matches if (why := _link_problem(m))), None):
                 raise InputError(*problem)
             new = [m for m in matches if m.is_file()]

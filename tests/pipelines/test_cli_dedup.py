@@ -667,3 +667,29 @@ def test_emit_removed_summary_names_only_what_was_written(tmp_path, capsys):
         named = [s.strip() for s in line[0][len("outputs: "):].split(",")]
         assert named == ([f"{out}/kept/"] if emit == "all" else []) + [f"{out}/removed.parquet", f"{out}/manifest.json"]
         assert all(Path(n).exists() for n in named)
+
+
+# ------------------------------------- an earlier run's output inside the inputs is not read as input
+
+
+def test_an_earlier_runs_output_inside_the_input_folder_is_skipped_and_said(tmp_path: Path):
+    """`memdedup dedup data --out data/run1`, then `--out data/run2`: the second walk read run1's
+    kept shards and removed.parquet as inputs and failed (exit 2: removed.parquet has no text
+    column). A folder holding a stage's manifest, or the run record of a killed run, is an
+    earlier memdedup output: walks and globs skip it and say so; named explicitly, it is read."""
+    data = tmp_path / "data"
+    rows = [{"id": str(i), "text": f"document {i % 7} about the weather in town number {i % 7}"} for i in range(20)]
+    write_rows(data / "a.parquet", rows)
+    dedup(data, data / "run1")
+    (data / "killed" / "_work").mkdir(parents=True)  # a killed run: its run record, a kept shard
+    (data / "killed" / "_work" / "run.json").write_text("{}")
+    write_rows(data / "killed" / "kept" / "a.parquet", rows[:3])
+    r = dedup(data, data / "run2", "--json")
+    assert (data / "run2" / "kept" / "a.parquet").read_bytes() == (data / "run1" / "kept" / "a.parquet").read_bytes()
+    assert manifest_of(data / "run2")["totals"]["rows"] == 20
+    assert "skipped 2 folder(s) written by an earlier memdedup run" in r.stderr and "killed, run1" in r.stderr, r.stderr
+    r = dedup(str(data / "**" / "*.parquet"), data / "run3", "--json")  # a glob below the folder too
+    assert manifest_of(data / "run3")["totals"]["rows"] == 20, r.stderr
+    assert "skipped 3 folder(s) written by an earlier memdedup run" in r.stderr, r.stderr
+    dedup(data / "run1" / "kept", tmp_path / "again")  # named: read
+    assert manifest_of(tmp_path / "again")["totals"]["rows"] == manifest_of(data / "run1")["totals"]["kept"] == 7
