@@ -351,6 +351,8 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
 
     out.mkdir(parents=True, exist_ok=True)
     io.manifest_path(out).unlink(missing_ok=True)  # a previous run's: out is incomplete until the new one is written
+    for name in (*PROFILE_OUTPUTS, RETENTION_RUN_FILE, RETENTION_RUN_CURVE):  # and none of its outputs is left beside
+        (out / name).unlink(missing_ok=True)  # this run's, should it die midway (a report reads them without one)
     write_atomic(out / PROFILE_FILE, both.to_parquet)
     write_atomic(out / RETENTION_FILE, ret.to_parquet)
     io.write_json_atomic(out / FORECAST_FILE, fc)
@@ -361,11 +363,9 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
                           if len(prof) else plots.event_time_curve(None))  # no cohort: a figure that says so
     io.write_bytes_atomic(out / EVENT_TIME_PNG, plots.event_time_curve(curve_et, title=f"Event-time curve: {run.name}"))
     io.write_bytes_atomic(out / RETENTION_PNG, plots.retention_curves(curve, title=f"Retention: {run.name}"))
-    for name, table in ((RETENTION_RUN_FILE, 0), (RETENTION_RUN_CURVE, 1)):  # none of another run's left behind
+    for name, table in ((RETENTION_RUN_FILE, 0), (RETENTION_RUN_CURVE, 1)):
         if ret_run is not None:
             write_atomic(out / name, ret_run[table].to_parquet)
-        else:
-            (out / name).unlink(missing_ok=True)
     panel_info = {"ends": panel_rule, "end_step": int(pchk[-1]), "checkpoints": pchk,
                   "residual_step": int(pchk[-1])}
     banded = placebo[placebo["band_lower"].notna()]

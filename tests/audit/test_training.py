@@ -616,6 +616,31 @@ def test_a_profile_rerun_that_dies_midway_leaves_no_manifest_over_mixed_outputs(
     assert json.loads((out / "manifest.json").read_text())["config"]["seed"] == 1
 
 
+def test_a_profile_rerun_that_dies_midway_leaves_none_of_the_earlier_runs_outputs(small_run, tmp_path, monkeypatch):
+    """A profile rerun into a completed --out with another seed, killed after its first outputs:
+    every file left there is the new run's, none the earlier run's. Before: the earlier run's
+    summary.json and PNGs stayed beside the new profile.parquet, and ``memdedup report
+    --profile-dir`` (which reads a hand-made profile without a manifest) showed the earlier
+    run's heatmap and numbers with the new run's tables, exit 0 (found by a kill probe)."""
+    from audit import plots
+    from audit.checkpoints import run_profile
+    from audit.config import ProfileConfig
+
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    first = ProfileConfig(n_treated=20, n_control=10, n_boot=40, min_cohort_size=2)
+    other = dataclasses.replace(first, seed=1)
+    run_profile(small_run, out, first, log=quiet)
+    run_profile(small_run, fresh, other, log=quiet)
+    with monkeypatch.context() as m:
+        m.setattr(plots, "event_time_curve", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):
+            run_profile(small_run, out, other, log=quiet)
+    left = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "profile.parquet" in left and "manifest.json" not in left
+    stale = [name for name, data in left.items() if data != (fresh / name).read_bytes()]
+    assert not stale, f"the earlier run's {stale} left beside the new run's outputs"
+
+
 def test_a_profile_without_bootstrap_has_no_band_to_cover_zero(small_run, tmp_path, capsys):
     """--n-boot 0 computes no simultaneous band (NaN bounds): the placebo check read 100% of
     cells 'covering 0' instead of n/a, and summary.json held NaN, which strict JSON parsers refuse."""
