@@ -46,8 +46,8 @@ from . import profile, retention
 from .config import ProfileConfig
 from .layout import (CHECKPOINT_DIR, EVENT_TIME_FILE, EVENT_TIME_PNG, FORECAST_FILE, HEATMAP_PNG, HELDOUT_FILE,
                      INSTANCES_FILE, ORDER_FILE, PROFILE_FILE, PROFILE_OUTPUTS, RETENTION_FILE, RETENTION_PNG,
-                     RETENTION_RUN_CURVE, RETENTION_RUN_FILE, SUMMARY, checkpoint_step, holding_out, refuse_out,
-                     write_atomic)
+                     RETENTION_RUN_CURVE, RETENTION_RUN_FILE, SUMMARY, TRAIN_CONFIG, checkpoint_step, holding_out,
+                     refuse_out, write_atomic)
 from .sampling import rows_of
 
 
@@ -208,6 +208,9 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     if not (run / ORDER_FILE).is_file():
         raise ValueError(f"{run}: not a 'memdedup train' run directory (no {ORDER_FILE})")
     refuse_out(out, [run], "profile")
+    if (run / TRAIN_CONFIG).exists() and not io.manifest_path(run).exists():  # killed, or still training
+        raise ValueError(f"{run}: an unfinished 'memdedup train' run ({TRAIN_CONFIG}, no manifest.json): its "
+                         "checkpoints stop short of its order; rerun memdedup train to finish it, then profile")
     train_manifest = io.json_or_empty(io.manifest_path(run))  # {}: a user's own checkpoints
     train_cfg = train_manifest.get("config", {})
     text_column = train_cfg.get("text_column", "text")

@@ -159,6 +159,7 @@ def test_a_profile_rerun_of_another_run_leaves_no_forgetting_curve_of_the_retent
     own = tmp_path / "own"  # the same checkpoints laid out by hand: no manifest, no retention design
     shutil.copytree(src, own)
     (own / "manifest.json").unlink()
+    (own / "train_config.json").unlink()  # nor the record of an unfinished memdedup train run
     cfg = ProfileConfig(n_treated=30, n_control=20, n_boot=0, min_cohort_size=2)
     run_profile(src, tmp_path / "out", cfg, log=quiet)
     assert (tmp_path / "out" / "retention_run_curve.parquet").exists()

@@ -543,8 +543,27 @@ def test_profile_refuses_a_corpus_that_is_not_the_runs(small_run, tmp_path, caps
         run = tmp_path / "run"
         shutil.copytree(small_run, run)
         (run / "manifest.json").unlink()
+        (run / "train_config.json").unlink()  # a user's own layout: no unfinished memdedup train run either
     err = _profile_fails(capsys, "--run", run, "--out", tmp_path / "out", "--corpus", other, *TINY_PROFILE)
     assert "not the corpus" in err and str(other) in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("corpus", [False, True])
+def test_profile_refuses_an_unfinished_training_run(small_corpus, small_run, tmp_path, capsys, corpus):
+    """A training run killed before its end (train_config.json, no manifest.json) is exit 2 naming
+    it as unfinished, with or without --corpus, and nothing is written. Before: without --corpus
+    'no corpus recorded; pass --corpus'; with it, exit 0 and a profile of the checkpoints written so
+    far, its 'final' checkpoint the last one before the kill and, killed within epoch 1, its panel
+    labelled 'end of epoch 1' at an earlier step (found by a kill probe)."""
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    (run / "manifest.json").unlink()
+    shutil.rmtree(run / "model")
+    shutil.rmtree(sorted((run / "checkpoints").glob("step-*"))[-1])
+    err = _profile_fails(capsys, "--run", run, "--out", tmp_path / "out", *TINY_PROFILE,
+                         *(["--corpus", small_corpus] if corpus else []))
+    assert f"{run}: an unfinished 'memdedup train' run" in err, err
     assert not (tmp_path / "out").exists()
 
 
