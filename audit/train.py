@@ -211,6 +211,19 @@ def _remove_run(out: Path) -> None:
         shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink(missing_ok=True)
 
 
+def _write_checkpoint(path: Path, save: Callable[[Path], None]) -> None:
+    """:func:`audit.layout.write_atomic` of one checkpoint. A full disk is an OSError naming ``path``
+    (exit 2, one line): torch.save raises RuntimeError ('unexpected pos ...') and safetensors its own
+    error instead, which are no OSError; the run resumes from the checkpoint before it."""
+    try:
+        write_atomic(path, save)
+    except Exception as e:
+        if isinstance(e, (MemoryError, OSError)) or (isinstance(e, RuntimeError) and "allocate" in str(e)):
+            raise  # named already, or out of memory: the trainer's own message
+        raise OSError(None, f"cannot write the checkpoint ({error_reason(e)}): is the disk full? Rerun to "
+                            "resume from the checkpoint before it", str(path)) from None
+
+
 @holding_out("out_dir")
 def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
                     progress: Callable[[dict], None] = lambda state: None, replace: bool = False) -> dict:
@@ -399,7 +412,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
             progress({"phase": "train", "unit": "steps", "done": step, "total": total_steps,
                       "extra": f"loss {np.mean(losses[-50:]):.3f}"})
             if step in ckpt_steps:  # Hugging Face files + optimizer state, written to a temporary directory and renamed
-                write_atomic(ckpt_root / checkpoint_name(step), save_checkpoint)
+                _write_checkpoint(ckpt_root / checkpoint_name(step), save_checkpoint)
                 log(f"train: step {step}/{total_steps}, loss {np.mean(losses[-50:]):.3f}")
     except (MemoryError, RuntimeError) as e:  # torch's CPU allocator raises RuntimeError
         if not isinstance(e, MemoryError) and "allocate" not in str(e):
