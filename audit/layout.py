@@ -230,7 +230,8 @@ def holding_out(param: str, inputs: tuple[str, ...] = (), own: tuple[str, ...] |
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary sibling of ``path`` (:func:`dedup.io.tmp_path`), then
     rename it into place: for writers that want a path (Parquet, Hugging Face directories). A
-    directory replaces the previous one; the temporary is removed if ``write`` fails."""
+    directory replaces the previous one; the temporary is removed if ``write`` fails, and an
+    OSError that names no file (or the temporary) names ``path`` (:func:`dedup.io.naming`)."""
     path = Path(path)
     tmp = io.tmp_path(path)  # unique to this call: no earlier writer's to clear
     try:
@@ -238,9 +239,11 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         if tmp.is_dir() and path.is_dir():
             shutil.rmtree(path)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):  # a full disk: named (Arrow's and Python's write errors name no file)
+            raise io.naming(e, path, tmp) from e
         raise

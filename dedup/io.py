@@ -167,12 +167,31 @@ def replacing(final: Path) -> Iterator[Path]:
         raise
 
 
+def naming(e: OSError, path: Path, tmp: Path) -> OSError:
+    """``e``, raised while writing ``path`` through its temporary ``tmp``, naming ``path`` where it
+    named no file (a full disk: Python's and Arrow's write errors) or ``tmp`` (a missing directory):
+    the command line's one line shows the file the user knows.
+
+    >>> naming(OSError(28, "No space left on device"), Path("d/s.json"), Path("d/.s.json.tmp-1-0")).filename
+    'd/s.json'
+    """
+    if e.filename not in (None, str(tmp)):
+        return e
+    kind = type(e) if type(e).__module__ == "builtins" else OSError  # a library's subclass may take other arguments
+    return kind(e.errno, e.strerror or str(e), str(path))
+
+
 def write_bytes_atomic(path: Path, *data: bytes) -> None:
-    """Write ``data`` (byte strings, in order) to a temporary sibling, fsync, then rename over ``path``."""
-    with replacing(Path(path)) as tmp, open(tmp, "wb") as f:
-        f.writelines(data)
-        f.flush()
-        os.fsync(f.fileno())
+    """Write ``data`` (byte strings, in order) to a temporary sibling, fsync, then rename over ``path``.
+    OSError naming ``path`` (:func:`naming`) when it cannot be written."""
+    with replacing(Path(path)) as tmp:
+        try:
+            with open(tmp, "wb") as f:
+                f.writelines(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise naming(e, Path(path), tmp) from e
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -500,3 +500,52 @@ def test_retention_curve_has_intervals_from_pooled_counts():
 
     lo, hi = wilson_bounds(60, 100, 0.95)
     assert lag0["recognition_lower"] == pytest.approx(lo) and lag0["recognition_upper"] == pytest.approx(hi)
+
+
+# --------------------------------------------------------------------------------------------
+# an output that cannot be written is named (a full disk, a missing directory)
+# --------------------------------------------------------------------------------------------
+
+def test_forecast_out_in_a_missing_directory_names_the_file_not_its_temporary(tmp_path, capsys):
+    """``memdedup forecast A B --out missing/x.json``: exit 2 naming missing/x.json. Before: the
+    line named the hidden temporary '.x.json.tmp-<pid>-<hex>' (found by a probe)."""
+    from pipelines.cli import main
+
+    d = tmp_path / "a"
+    d.mkdir()
+    pd.DataFrame({"doc_id": ["d1"], "token_offset": [0], "extractable": [True]}).to_parquet(d / "per_sequence.parquet")
+    out = tmp_path / "missing" / "x.json"
+    assert main(["forecast", str(d), str(d), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"memdedup forecast: error: {out}: No such file or directory"], err
+
+
+@pytest.mark.parametrize("writer", ["json", "parquet"])
+def test_a_full_disk_names_the_output_being_written(tmp_path, monkeypatch, writer):
+    """A full disk while an audit-side stage writes its outputs (summary.json, per_sequence.parquet,
+    PNGs): the error names the file, as the command line's one line shows it. Before: Python's and
+    Arrow's write errors name no file ('memdedup audit: error: Error writing bytes to file. Detail:
+    [errno 28] No space left on device'; profile, report: 'No space left on device'), found on a
+    small tmpfs."""
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from audit.layout import write_atomic
+    from dedup import io as dio
+
+    final = tmp_path / ("s.json" if writer == "json" else "t.parquet")
+    if writer == "json":
+        monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+        with pytest.raises(OSError) as e:
+            dio.write_json_atomic(final, {"a": 1})
+    else:
+        def full(table, where, **kw):
+            raise OSError("Error writing bytes to file. Detail: [errno 28] No space left on device")
+        monkeypatch.setattr(pq, "write_table", full)
+        with pytest.raises(OSError) as e:
+            write_atomic(final, lambda tmp: pq.write_table(pa.table({"x": [1]}), tmp))
+    assert e.value.filename == str(final) and "No space left on device" in e.value.strerror, (e.value.filename,
+                                                                                             e.value.strerror)
+    assert list(tmp_path.iterdir()) == []
