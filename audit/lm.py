@@ -22,6 +22,7 @@ alone.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -309,6 +310,22 @@ def error_reason(e: BaseException, limit: int = 300) -> str:
     return said if len(said) <= limit else said[:limit] + "..."
 
 
+#: The JSON files of a Hugging Face tokenizer directory that AutoTokenizer reads.
+TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+
+
+def damaged_tokenizer_json(path: Path) -> str | None:
+    """``'<file>: not valid JSON (<why>)'`` for the first of ``path``'s :data:`TOKENIZER_JSON` files
+    that is not valid JSON (a truncated copy), else None: transformers' own error names no file."""
+    for f in (path / name for name in TOKENIZER_JSON):
+        if f.is_file():
+            try:
+                json.loads(f.read_bytes())
+            except (ValueError, OSError) as e:
+                return f"{f}: not valid JSON ({error_reason(e)})"
+    return None
+
+
 def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str = "never") -> CausalLM:
     """Load a causal LM and its tokenizer from a local Hugging Face directory; ``bos``: the
     BOS policy (module docstring; the audit's ``--bos`` defaults to ``auto``). ModelError: the
@@ -351,7 +368,7 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     except Exception as e:  # also the tokenizers library's plain Exception (a tokenizer.json it cannot build)
-        raise ModelError(f"{path}: no usable tokenizer: {e}") from e
+        raise ModelError(f"{path}: no usable tokenizer: {damaged_tokenizer_json(path) or e}") from e
     model.to(device)
     model.eval()
     if bos not in ("auto", "never"):

@@ -71,13 +71,14 @@ def _decoders(audits: Sequence[Path], model_dirs: Sequence[Path], log: Callable[
     decoders: list = [None] * len(audits)
     if not model_dirs:
         return decoders
-    from ..lm import load_tokenizer
+    from ..lm import damaged_tokenizer_json, load_tokenizer
 
     toks = {}
     for m in model_dirs:
         toks[m] = load_tokenizer(m)
         if toks[m][0] is None:
-            raise ValueError(f"--model-dir {m}: no usable tokenizer")
+            why = damaged_tokenizer_json(Path(m))
+            raise ValueError(f"--model-dir {m}: no usable tokenizer{f': {why}' if why else ''}")
     dirs = list(model_dirs) * len(audits) if len(model_dirs) == 1 else model_dirs
     for i, (a, m) in enumerate(zip(audits, dirs)):
         tok, fp = toks[m]

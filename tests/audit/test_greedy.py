@@ -418,6 +418,29 @@ def test_a_tokenizer_json_the_tokenizers_library_cannot_read_is_a_model_error(ti
     assert load_tokenizer(d) == (None, None)
 
 
+@pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"])
+def test_a_tokenizer_file_that_is_not_json_is_named(tiny_random_lm, tmp_path, name):
+    """A truncated tokenizer file (tokenizer.json, tokenizer_config.json or special_tokens_map.json):
+    the ModelError names that file. Before: 'm: no usable tokenizer: Expecting property name
+    enclosed in double quotes: line 1 column 2 (char 1)', naming the directory only, so which of
+    its JSON files was damaged was left to guess (found by a probe)."""
+    import shutil
+
+    from audit.lm import ModelError, load_causal_lm
+
+    d = shutil.copytree(tiny_random_lm("gpt2"), tmp_path / "m")
+    (d / name).write_text('{"truncated')
+    with pytest.raises(ModelError, match="no usable tokenizer") as e:
+        load_causal_lm(d)
+    assert f"{d / name}: not valid JSON" in str(e.value), str(e.value)
+    from audit.report.run import write_report  # the report's --model-dir too
+
+    (audit := tmp_path / "audit").mkdir()
+    with pytest.raises(ValueError, match="no usable tokenizer") as e:
+        write_report([audit], tmp_path / "report", model_dirs=[d])
+    assert f"{d / name}: not valid JSON" in str(e.value), str(e.value)
+
+
 def test_a_multimodal_checkpoint_keeps_its_text_models_context_and_shape(tmp_path):
     """AutoModelForCausalLM loads a multimodal checkpoint (Gemma 3's: Gemma3ForConditionalGeneration)
     whose config keeps the text model's numbers in ``text_config``: its context (128 here) bounds
