@@ -50,7 +50,8 @@ from dedup import io
 from dedup.shards import InputError
 
 from .aggregate import RATES_COUNT, sequence_keys
-from .layout import CHECKPOINT_DIR, MODEL_DIR, ORDER_FILE, PER_SEQUENCE, checkpoint_step
+from .layout import (CHECKPOINT_DIR, ORDER_FILE, PER_SEQUENCE, TRAIN_CONFIG, checkpoint_step, training_run,
+                     training_run_digest)
 from .sampling import document_name
 from .stats import as_bools, wilson_interval
 
@@ -158,19 +159,22 @@ def _training_step(audit_dir: Path) -> tuple[int | None, Path | None]:
     """(step, order.parquet) of the model an audit audited, when it is a checkpoint
     (``RUN/checkpoints/step-NNNNNNN``) or the final model (``RUN/model``) of a ``memdedup
     train`` run that holds ``order.parquet``; (None, None) otherwise."""
-    model = (io.read_manifest(audit_dir) or {}).get("model")
-    if not model:
+    manifest = io.read_manifest(audit_dir) or {}
+    run = training_run(manifest["model"]) if manifest.get("model") else None
+    if run is None:
         return None, None
-    model = Path(model)
-    if model.parent.name == CHECKPOINT_DIR and (model.parent.parent / ORDER_FILE).exists():
+    recorded = (manifest.get("training_run") or {}).get("sha256")  # None: an audit older than the record
+    if recorded is not None and recorded != training_run_digest(run):
+        raise InputError(audit_dir, f"audits a model of {run} as it was before it was trained again (its "
+                                    f"{TRAIN_CONFIG} differs: another config or corpus); audit the new run's model again")
+    model = Path(manifest["model"])
+    if model.parent.name == CHECKPOINT_DIR:
         try:
-            return checkpoint_step(model), model.parent.parent / ORDER_FILE
+            return checkpoint_step(model), run / ORDER_FILE
         except ValueError:
             return None, None
-    if model.name == MODEL_DIR and (model.parent / ORDER_FILE).exists():
-        order = pd.read_parquet(model.parent / ORDER_FILE, columns=["step"])
-        return int(order["step"].max()) if len(order) else 0, model.parent / ORDER_FILE
-    return None, None
+    order = pd.read_parquet(run / ORDER_FILE, columns=["step"])
+    return int(order["step"].max()) if len(order) else 0, run / ORDER_FILE
 
 
 def _order_instances(order: Path) -> tuple[pd.DataFrame, bool]:

@@ -42,7 +42,9 @@ True
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -133,6 +135,25 @@ def checkpoint_step(path: Path) -> int:
     if not (name.startswith("step-") and digits.isascii() and digits.isdigit()):
         raise ValueError(f"{path}: not a checkpoint directory name (step-NNNNNNN)")
     return int(digits)
+
+
+def training_run(model: str | os.PathLike) -> Path | None:
+    """The ``memdedup train`` run directory (one holding :data:`ORDER_FILE`) whose checkpoint
+    (``RUN/checkpoints/step-N``) or final model (``RUN/model``) ``model`` is, else None."""
+    model = Path(model)
+    run = model.parent.parent if model.parent.name == CHECKPOINT_DIR else model.parent if model.name == MODEL_DIR else None
+    return run if run is not None and (run / ORDER_FILE).exists() else None
+
+
+def training_run_digest(run: str | os.PathLike) -> str | None:
+    """sha256 (hex) of a training run's record, :data:`TRAIN_CONFIG` (its config and
+    ``corpus_sha256``), canonical JSON; None without one. The trainer is deterministic, so two
+    runs of one digest hold the same weights at every step: what an audit records of the run it
+    audited, and what the forecast checks is still the run at that path."""
+    record = io.json_or_empty(Path(run) / TRAIN_CONFIG)
+    if not record:
+        return None
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 # ---------------------------------------------------------------- profile output

@@ -29,7 +29,8 @@ from . import aggregate, batching, metrics
 from .config import AuditConfig
 from .duplicates import dedup_status, duplicate_counts
 from .occurrences import corpus_documents, count_occurrences
-from .layout import PER_SEQUENCE, SUMMARY, holding_out, per_sequence_schema, refuse_out, write_atomic
+from .layout import (PER_SEQUENCE, SUMMARY, holding_out, per_sequence_schema, refuse_out, training_run,
+                     training_run_digest, write_atomic)
 from .sampling import (Sequences, corpus_batches, document_name, per_bucket_selection, sample_sequences,
                        sequences_from_file)
 from .stats import duplicate_bucket
@@ -275,6 +276,8 @@ def run_audit(
     io.write_stage_manifest(out, "audit", {
         "config": config.to_dict(),
         "model": str(Path(model_dir).resolve()), "reference": str(reference) if reference else None,
+        "training_run": {"path": str(run.resolve()), "sha256": training_run_digest(run)} if (run := training_run(model_dir))
+        else None,  # the memdedup train run the model is of (forecast checks it is the run still there)
         "corpus": [str(s.path) for s in shards], "corpus_bytes": {s.name: s.path.stat().st_size for s in shards},
         "dedup_dir": str(dedup_dir) if dedup_dir else None,
         "decoding": lm.decoding(C), "batch_size_auto": batch_auto,

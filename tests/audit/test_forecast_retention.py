@@ -549,3 +549,35 @@ def test_a_full_disk_names_the_output_being_written(tmp_path, monkeypatch, write
     assert e.value.filename == str(final) and "No space left on device" in e.value.strerror, (e.value.filename,
                                                                                              e.value.strerror)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_forecast_audits_refuse_an_audit_of_a_run_trained_again_since(tmp_path):
+    """Two audits of one run's checkpoint and final model, then `train --replace` with another
+    seed at the same path: forecast counted 'seen' from the new run's order.parquet against
+    extractable flags of the old run's models (38 seen, then 54, exit 0: found by the audit-side
+    probe). An audit records the run it audited (the digest of train_config.json: config and
+    corpus; the trainer is deterministic), and the forecast refuses an audit of another run."""
+    import json
+
+    from audit.forecast import forecast_audits
+    from audit.layout import checkpoint_name, training_run_digest
+    from dedup.shards import InputError
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / checkpoint_name(5)).mkdir(parents=True)
+    (run / "model").mkdir()
+    pd.DataFrame({"document_id": ["d", "f"], "token_offset": [0, 0], "n_tokens": [4, 4], "step": [2, 9],
+                  "first_step": [2, 9]}).to_parquet(run / "order.parquet")
+    (run / "train_config.json").write_text(json.dumps({"config": {"seed": 0}, "corpus_sha256": "c"}))
+    digest = training_run_digest(run)
+    for name, model in (("first", run / "checkpoints" / checkpoint_name(5)), ("second", run / "model")):
+        (tmp_path / name).mkdir()
+        pd.DataFrame({"doc_id": ["d", "f"], "token_offset": [0, 0], "extractable": [True, False]}
+                     ).to_parquet(tmp_path / name / "per_sequence.parquet")
+        (tmp_path / name / "manifest.json").write_text(json.dumps(
+            {"stage": "audit", "model": str(model), "training_run": {"path": str(run), "sha256": digest}}))
+    assert forecast_audits(tmp_path / "first", tmp_path / "second")["n"] == 1  # f: trained at step 9, after 5
+    (run / "train_config.json").write_text(json.dumps({"config": {"seed": 1}, "corpus_sha256": "c"}))
+    assert training_run_digest(run) != digest
+    with pytest.raises(InputError, match=r"first: audits .*run.* as it was before it was trained again"):
+        forecast_audits(tmp_path / "first", tmp_path / "second")

@@ -843,3 +843,21 @@ def test_a_run_recorded_before_train_threads_is_another_config(small_corpus, sma
     with pytest.raises(ValueError, match=r"another config \(threads differs\); choose another --out, or --replace"):
         train_causal_lm(discover([small_corpus]), run, SMALL, log=quiet)
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_an_audit_of_a_runs_checkpoint_records_the_run(small_run, small_corpus, tmp_path):
+    """The audit's manifest names the training run its model is of and that run's digest, which
+    the forecast checks (an audit of a run trained again since at the same path is refused); a
+    model outside any run records none."""
+    from audit.config import AuditConfig
+    from audit.layout import training_run_digest
+    from audit.run import run_audit
+
+    cfg = AuditConfig(n_sequences=4, prompt_len=8, cont_len=8, n_boot=0)
+    run_audit(small_run / "checkpoints" / "step-0000010", [small_corpus], tmp_path / "a", cfg, log=quiet)
+    recorded = json.loads((tmp_path / "a" / "manifest.json").read_text())["training_run"]
+    assert recorded == {"path": str(small_run.resolve()), "sha256": training_run_digest(small_run)}
+    assert len(recorded["sha256"]) == 64
+    shutil.copytree(small_run / "model", tmp_path / "alone")
+    run_audit(tmp_path / "alone", [small_corpus], tmp_path / "b", cfg, log=quiet)
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["training_run"] is None
