@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from .batching import config_int, text_config
+
+#: Held by :meth:`CausalLM._map_batches`: torch's thread count is one per process.
+_THREAD_COUNT = threading.Lock()
 
 
 class ModelError(ValueError):
@@ -170,7 +174,7 @@ class CausalLM:
         it over threads, which depends on the thread count and on the rows (a 384-wide GPT-2 gave
         other losses at 2 threads than at 1, and at 2 other ones at batch sizes 1-3 than at 4 and
         up); on one thread they depend on neither. Memory stays that of one batch. On a GPU, one
-        slice a batch, one after the other.
+        slice a batch, one after the other. Calls from several Python threads take turns.
         """
         import torch
         from concurrent.futures import ThreadPoolExecutor
@@ -179,22 +183,23 @@ class CausalLM:
             with torch.inference_mode():  # per thread
                 return run(rows)
 
-        threads = torch.get_num_threads()
-        at_once = threads if torch.device(self.device).type == "cpu" else 1
-        step = max(1, -(-batch_size // at_once))
-        slices = [slice(s, min(s + step, b + batch_size, n)) for b in range(0, n, batch_size)
-                  for s in range(b, min(b + batch_size, n), step)]
         results = []
-        try:
-            if at_once > 1:
-                torch.set_num_threads(1)
-            with ThreadPoolExecutor(at_once) as pool:
-                for rows, r in zip(slices, pool.map(one, slices)):
-                    results.append(r)
-                    if progress is not None and (rows.stop % batch_size == 0 or rows.stop == n):  # a batch done
-                        progress(rows.stop, n)
-        finally:
-            torch.set_num_threads(threads)
+        with _THREAD_COUNT:  # one call at a time: the thread count set and restored here is the process's
+            threads = torch.get_num_threads()
+            at_once = threads if torch.device(self.device).type == "cpu" else 1
+            step = max(1, -(-batch_size // at_once))
+            slices = [slice(s, min(s + step, b + batch_size, n)) for b in range(0, n, batch_size)
+                      for s in range(b, min(b + batch_size, n), step)]
+            try:
+                if at_once > 1:
+                    torch.set_num_threads(1)
+                with ThreadPoolExecutor(at_once) as pool:
+                    for rows, r in zip(slices, pool.map(one, slices)):
+                        results.append(r)
+                        if progress is not None and (rows.stop % batch_size == 0 or rows.stop == n):  # a batch done
+                            progress(rows.stop, n)
+            finally:
+                torch.set_num_threads(threads)
         return results
 
     def score(self, ids: np.ndarray, batch_size: int = 32,

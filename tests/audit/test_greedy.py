@@ -535,3 +535,36 @@ def test_a_batch_is_cut_into_one_slice_per_torch_thread():
         torch.set_num_threads(before)
     assert inside == [(0, 3, 1), (3, 5, 1), (5, 8, 1), (8, 10, 1), (10, 11, 1)]  # each batch cut in two
     assert done == [5, 10, 11]  # progress after each batch, as at one thread (not after each slice)
+
+
+def test_two_threads_mapping_batches_at_once_leave_torchs_thread_count_as_it_was():
+    """torch's thread count is one number per process: a second call from another Python thread,
+    started while the first ran its slices on one thread each, read 1 as the count to restore and
+    restored it after the first had restored 2, leaving the process on one thread. Calls now take
+    turns (a lock): the second sees 2 and runs its batches as slices too."""
+    import threading
+    import time
+
+    torch = pytest.importorskip("torch")
+    from audit.lm import CausalLM
+
+    lm = CausalLM.__new__(CausalLM)
+    lm.device = "cpu"
+    before = torch.get_num_threads()
+    seen: dict[str, list[int]] = {"a": [], "b": []}
+
+    def call(name: str, pause: float, delay: float) -> None:
+        time.sleep(delay)
+        lm._map_batches(2, 2, lambda rows: seen[name].append(torch.get_num_threads()) or time.sleep(pause))
+
+    try:
+        torch.set_num_threads(2)
+        threads = [threading.Thread(target=call, args=("a", 0.3, 0)), threading.Thread(target=call, args=("b", 0.3, 0.1))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {"a": [1, 1], "b": [1, 1]}  # each batch of two rows as two one-thread slices
