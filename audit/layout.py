@@ -174,6 +174,9 @@ PROFILE_OUTPUTS = (PROFILE_FILE, EVENT_TIME_FILE, INSTANCES_FILE, RETENTION_FILE
 
 # ---------------------------------------------------------------- report output
 COMPARISON_PAGE = "comparison.html"
+#: The names of the pages a report is moving in, written before the first and removed after its
+#: manifest: what a report killed in between left, for the next one to remove.
+REPORT_PENDING = ".pages-pending.json"
 
 
 def report_json(page: Path, comparison: bool = False) -> Path:

@@ -10,7 +10,8 @@ the label's SHA-256, and all names get an ``<i>-`` prefix when two would collide
 
 Pages are written to a temporary directory in ``out`` and moved in once all are written; only
 then does a rerun remove the files the earlier report's manifest lists (this one may not
-rewrite them all): a report refused or failing part-way leaves ``out`` as it was, and other
+rewrite them all), and those a report killed while moving its pages in left (it lists them in
+:data:`audit.layout.REPORT_PENDING` first): a report refused or failing part-way leaves ``out`` as it was, and other
 files in ``out`` are never touched. Token ids are decoded with the tokenizers of ``model_dirs``
 (one for all audits, or one per audit); a tokenizer whose fingerprint is not the audited
 model's (summary.json ``model.tokenizer_sha256``) is replaced by the audited model's own, when
@@ -26,11 +27,11 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from dedup.io import (json_or_empty, read_json, read_manifest, tmp_path, undecodable,
+from dedup.io import (json_or_empty, read_json, read_manifest, tmp_path, undecodable, write_json_atomic,
                       write_stage_manifest)
 from dedup.shards import InputError
 
-from ..layout import COMPARISON_PAGE, SUMMARY, as_paths, holding_out, refuse_out, report_json
+from ..layout import COMPARISON_PAGE, REPORT_PENDING, SUMMARY, as_paths, holding_out, refuse_out, report_json
 from . import comparison as comparison_page
 from . import model as model_page
 from .audit_dir import shape_problem
@@ -135,7 +136,7 @@ def write_report(audits: Sequence[Path] | Path, out: Path, *, labels: Sequence[s
             exposure if isinstance(exposure, dict) else (), EXPOSURE_SHAPE), "exposure_by_copies")):
         raise InputError(checks, f"damaged: {problem}")
     out.mkdir(parents=True, exist_ok=True)
-    aside = tmp_path(out / "pages")
+    aside, pending = tmp_path(out / "pages"), out / REPORT_PENDING
     aside.mkdir()
     try:
         pages = []
@@ -151,16 +152,20 @@ def write_report(audits: Sequence[Path] | Path, out: Path, *, labels: Sequence[s
             comparison = {"page": page.name, "numbers": report_json(page, comparison=True).name}
         elif dedup_dir is not None:
             log("note: --dedup-dir is used by the comparison page, which needs at least two audits")
-        if prior:  # the earlier report's files go (this one may not rewrite them all), its manifest first
-            entries = [*prior.get("pages", []), prior.get("comparison") or {}]
-            stale = [e.get(k) for e in entries for k in ("page", "numbers")]
-            for name in ["manifest.json", *filter(None, stale)]:
-                (out / Path(name).name).unlink(missing_ok=True)
+        # the earlier report's files go (this one may not rewrite them all), its manifest first, and
+        # those a report killed while moving them in left (REPORT_PENDING lists them)
+        entries = [*(prior or {}).get("pages", []), (prior or {}).get("comparison") or {}]
+        stale = [e.get(k) for e in entries for k in ("page", "numbers")] + json_or_empty(pending).get("files", [])
+        for name in ["manifest.json", *filter(None, stale)]:
+            (out / Path(name).name).unlink(missing_ok=True)
+        write_json_atomic(pending, {"files": sorted(f.name for f in aside.iterdir())})
         for f in sorted(aside.iterdir()):
             os.replace(f, out / f.name)
-        return write_stage_manifest(out, "report", {
+        manifest = write_stage_manifest(out, "report", {
             "pages": pages, "comparison": comparison, "dedup_dir": str(dedup_dir) if dedup_dir else None,
             "profile_dirs": [str(p) for p in profile_dirs], "checks": str(checks) if checks else None},
             versions=False)
+        pending.unlink()
+        return manifest
     finally:  # and holding_out removes the out it made, if nothing else is in it
         shutil.rmtree(aside, ignore_errors=True)

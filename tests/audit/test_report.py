@@ -599,6 +599,27 @@ def test_a_report_rerun_in_its_directory_removes_the_pages_it_no_longer_writes(d
     assert sorted(p.name for p in out.iterdir()) == ["C.html", "C.summary.json", "manifest.json", "notes.txt"]
 
 
+def test_a_report_killed_before_its_manifest_has_its_pages_removed_by_the_rerun(dirs, tmp_path, monkeypatch):
+    """Killed after moving its pages in, before writing its manifest, a report left pages that no
+    manifest lists: a rerun with other labels left A.html, B.html and comparison.html beside
+    C.html (found by the audit-side probe). The pages being moved in are recorded first; a rerun
+    removes what that record lists, and a finished report removes the record."""
+    import audit.report.run
+    from pipelines.cli import main
+
+    out = tmp_path / "rep"
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt  # as a SIGKILL between the moves and the manifest would leave it
+
+    with monkeypatch.context() as m:
+        m.setattr(audit.report.run, "write_stage_manifest", killed)
+        assert main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--labels", "A", "B", "--out", str(out)]) == 130
+    assert "A.html" in {p.name for p in out.iterdir()}
+    assert main(["report", str(dirs["raw"]), "--labels", "C", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["C.html", "C.summary.json", "manifest.json"]
+
+
 def test_sequences_of_unknown_documents_are_not_counted_as_kept_ones():
     """An audit of --sequences given by tokens has no shard and row: the comparison page said
     '0 ... from documents dedup removed, 0.0% of them', as if every such sequence came from a
