@@ -64,7 +64,7 @@ from .io import StateError
 from .params import optimal_param, per_band_fp, whole_index_fp
 from .scalable import FilterStack
 from .shards import first_invalid_utf8, text_column_problem, text_strings, text_type_problem
-from .sketch import Sketcher
+from .sketch import Sketcher, Sketches
 from .stages import EXACT_BAND, band_name
 
 #: Documents the first filter generation of a growing index holds when no capacity is given
@@ -132,8 +132,9 @@ class Deduplicator:
         texts = self._texts(data)
         step, parts = self.config.batch_rows, []
         for start in range(0, len(texts), step):
-            self._stopped = (start, len(texts))  # until every slice is in: rows of this call in the index
-            parts.append(self._decide(texts.slice(start, step)))
+            sketches = self._sketcher(texts.slice(start, step))  # nothing inserted yet: an interrupt here in
+            self._stopped = (start, len(texts))  # the first slice changes nothing; after, rows of this call are in
+            parts.append(self._decide(sketches))
         self._stopped = None
         if not parts:
             return Verdicts(np.zeros(0, np.int8), np.zeros(0, np.int16), np.zeros(0, np.int64))
@@ -162,8 +163,7 @@ class Deduplicator:
             raise ValueError(f"text column {name!r}: row {-1 if bad[0] is None else bad[0]} is not valid UTF-8")
         return col
 
-    def _decide(self, texts: pa.Array | pa.ChunkedArray) -> Verdicts:
-        sk = self._sketcher(texts)
+    def _decide(self, sk: Sketches) -> Verdicts:
         verdicts = decide(sk, self._stacks, self._exact)
         self._stats.update(rows=len(sk), **verdicts.counts(), **sk.counts())
         self.documents += len(sk)

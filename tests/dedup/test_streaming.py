@@ -485,6 +485,24 @@ def test_an_add_stopped_part_way_refuses_more_rather_than_removing_its_rows_agai
     assert not (tmp_path / "idx").exists()
 
 
+def test_an_add_stopped_before_inserting_anything_can_be_given_again():
+    """Ctrl-C while the first slice was being sketched (most of an add's time) inserted nothing,
+    yet the Deduplicator refused every later add and save as if rows of it were in the index.
+    Only an add stopped after its first insertion begins is refused now."""
+    dedup = Deduplicator(DedupConfig(capacity=100, batch_rows=2))
+    table = pa.table({"text": ["a b c d e f", "g h i j k l", "a b c d e f"]})
+    sketcher = dedup._sketcher
+
+    def interrupted(texts):
+        dedup._sketcher = sketcher
+        raise KeyboardInterrupt
+
+    dedup._sketcher = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        dedup.add(table)
+    assert dedup.add(table).tolist() == [True, True, False] and dedup.documents == 3
+
+
 def test_a_save_removes_what_killed_saves_left_and_nothing_another_save_holds(tmp_path):
     """A save killed while it wrote its stacks (SIGKILL, a preempted job: the largest write of a
     pipeline) left INDEX/.save-*/, a whole copy of the filters, for good: "garbage, never read"
