@@ -360,9 +360,10 @@ class RunPlan:
         it started from that version of an index directory). A late task of another run (its client
         killed, the task still running on an external cluster) never writes where this run reads:
         its own directory is gone, so it fails. (A late task of this same run, resumed, writes the
-        bytes the resumed run's own task writes.)"""
+        bytes the resumed run's own task writes.) An absolute path, as the inputs' are: tasks may run
+        in another working directory (the workers of an external cluster)."""
         v = self.record.get("index_version")
-        return work_dir(self.out) / (self.record["run_id"] + ("" if v is None else f"-{v}"))
+        return work_dir(Path(os.path.abspath(self.out))) / (self.record["run_id"] + ("" if v is None else f"-{v}"))
 
 
 def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config: DedupConfig, *, engine: str,

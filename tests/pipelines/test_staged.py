@@ -383,10 +383,10 @@ def test_a_worker_killed_while_writing_leaves_no_temporary_in_the_output(corpus,
     assert outputs(out) == outputs(fused)
 
 
-def _start(*args: str, env: dict | None = None) -> subprocess.Popen:
+def _start(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.Popen:
     """A `dask` command (scheduler or worker) importing this checkout, on the loopback."""
     return subprocess.Popen([str(Path(sys.executable).parent / "dask"), *args, "--dashboard-address", ":0"],
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+                            cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -427,6 +427,35 @@ def test_scheduler_lost_mid_run_is_one_line_and_the_rerun_resumes(corpus, tmp_pa
         again = _cli(args)
         assert again.returncode == 0, again.stderr
         assert outputs(out) == outputs(fused)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_a_relative_out_with_workers_started_from_another_directory(corpus, tmp_path, fused):
+    """The client given relative paths (as the workflow's default ``out: results/demo`` is), the
+    workers of an external scheduler started from another directory: the tasks were handed the
+    run's work directory relative to the client's cwd and looked for it under their own, so every
+    run failed (exit 2, "...: removed while this run wrote it; run the command again", which a
+    rerun repeated)."""
+    _, d = corpus
+    client_cwd, worker_cwd = tmp_path / "client", tmp_path / "worker"
+    client_cwd.mkdir()
+    worker_cwd.mkdir()
+    procs, sched = [], tmp_path / "sched.json"
+    try:
+        procs.append(_start("scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(sched),
+                            cwd=worker_cwd))
+        _wait_for(sched)
+        procs.append(_start("worker", "--scheduler-file", str(sched), "--nthreads", "2", "--host", "127.0.0.1",
+                            cwd=worker_cwd))
+        r = subprocess.run([sys.executable, "-m", "pipelines.cli", "dedup", os.path.relpath(d / "in6", client_cwd),
+                            "--out", "out", "--scheduler", str(sched), "--quiet"], cwd=client_cwd, text=True,
+                           capture_output=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert r.returncode == 0, r.stderr
+        assert outputs(client_cwd / "out") == outputs(fused)
+        assert not (worker_cwd / "out").exists()
     finally:
         for p in procs:
             p.kill()
