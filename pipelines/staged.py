@@ -128,18 +128,24 @@ Warned = tuple[type, str, "str | None", int]
 
 @dataclass
 class _Failed:
-    """A task's exception, returned instead of raised (so workers log nothing)."""
+    """A task's exception, returned instead of raised (so workers log nothing); from a worker, the
+    code version it was checked against (:func:`code_version`), the task's paths it could not find
+    and where it ran (:func:`_checked`)."""
 
     error: BaseException
     warned: list[Warned]
+    version: str | None = None
+    missing: tuple[str, ...] = ()
+    worker: str = ""
 
 
 @dataclass
 class _Done:
-    """A task's result, and the warnings it raised."""
+    """A task's result, the warnings it raised and the code version it was checked against."""
 
     value: object
     warned: list[Warned]
+    version: str | None = None
 
 
 _task_warnings = threading.local()
@@ -207,6 +213,17 @@ def code_version() -> str:
     return h.hexdigest()[:16]
 
 
+def _paths(args: tuple) -> list[str]:
+    """The file paths among a task's arguments (the work directory, inputs, an index version)."""
+    found = []
+    for a in args:
+        for x in a if isinstance(a, (list, tuple)) else (a,):
+            p = getattr(x, "path", x)  # a Shard: its file
+            if isinstance(p, Path) or (isinstance(p, str) and os.path.isabs(p)):
+                found.append(str(p))
+    return found
+
+
 def _task(version: str, fn, *args):
     """What a worker runs: the stage function (after the worker-kill fault injection), if
     the worker runs the client's ``version`` of the code (:func:`code_version`)."""
@@ -215,7 +232,7 @@ def _task(version: str, fn, *args):
 
         return _Failed(ValueError(f"a Dask worker (pid {os.getpid()}) runs other memdedup code or libraries than "
                                   f"this client (its code: {Path(dedup.__file__).parent}, version {code_version()}, "
-                                  f"not {version}); start the workers from the same installation"), [])
+                                  f"not {version}); start the workers from the same installation"), [], version)
     if _created_here("MEMDEDUP_KILL_WORKER_ONCE"):
         os.kill(os.getpid(), signal.SIGKILL)
     if hold := _created_here("MEMDEDUP_HOLD_TASK_ONCE"):
@@ -225,9 +242,12 @@ def _task(version: str, fn, *args):
     _capture_warnings()
     _task_warnings.caught = caught = []
     try:
-        return _Done(fn(*args), caught)
+        return _Done(fn(*args), caught, version)
     except Exception as e:  # noqa: BLE001 - raised on the client, see dask_map
-        return _Failed(e, caught)
+        import socket
+
+        missing = tuple(p for p in _paths(args) if not os.path.exists(p))
+        return _Failed(e, caught, version, missing, f"{socket.gethostname()}, pid {os.getpid()}")
     finally:
         _task_warnings.caught = None
 
@@ -265,6 +285,22 @@ def _stop(client, futures: list, prefix: str, cluster_lost: bool, log: Log) -> N
         time.sleep(0.05)
 
 
+def _checked(res):
+    """A task's result as the client takes it: one from a worker of code from before tasks checked their
+    code (no version stamp) is a one-line error; a failure naming paths the worker could not find that
+    exist here is one too, saying so (the worker's file system is not the client's)."""
+    if not isinstance(res, (_Done, _Failed)) or getattr(res, "version", None) is None:
+        return _Failed(ValueError("a Dask worker runs other memdedup code than this client (a version from "
+                                  "before tasks checked their code); start the workers from the same installation"),
+                       [])
+    if isinstance(res, _Failed) and (seen := [p for p in res.missing if os.path.exists(p)]):
+        more = f" (and {len(seen) - 1} more)" if len(seen) > 1 else ""
+        return _Failed(ValueError(f"{seen[0]}{more}: not found on the Dask worker ({res.worker}), though it exists "
+                                  "here: inputs and --out must be on storage every worker sees, at the same path"),
+                       res.warned, res.version)
+    return res
+
+
 def dask_map(client, log: Log) -> Callable[[str, Callable, list[tuple]], list]:
     """A ``map_tasks`` for :func:`dedup.stages.run_stages` that runs a stage's tasks on
     ``client``'s cluster, logs progress every 2 s, and raises the first task error."""
@@ -279,12 +315,15 @@ def dask_map(client, log: Log) -> Callable[[str, Callable, list[tuple]], list]:
         results: dict = {}
         for done, fut in enumerate(as_completed(futures), start=1):
             try:
-                res = fut.result()
+                res = _checked(fut.result())
             except (KilledWorker, CancelledError) as e:  # not cancelled by us: the scheduler is gone
                 why = ("Dask gave up on it, the workers running it kept dying (out of memory? see the workers' logs)"
                        if isinstance(e, KilledWorker) else "the connection to the Dask scheduler was lost")
                 res = _Failed(ClusterError(f"{label} task {futures.index(fut) + 1} of {len(futures)}: {why}; "
                                            "fix that and rerun to resume"), [])
+            except ImportError as e:  # the worker could not load the task: it lacks memdedup, or has another one
+                res = _Failed(ValueError(f"a Dask worker cannot run memdedup's tasks ({e}); start the workers from "
+                                         "the same installation as this client"), [])
             except Exception as e:  # noqa: BLE001 - its result did not arrive: stop the stage, then raise it
                 res = _Failed(e, [])
             try:

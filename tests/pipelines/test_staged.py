@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -480,8 +481,8 @@ def test_workers_running_other_memdedup_code_are_refused_in_one_line(corpus, tmp
             f.write("\n# a later (or earlier) version\n")
     else:  # as staged.py was before its tasks returned their warnings: the bare result
         code = (other / changed).read_text()
-        assert "return _Done(fn(*args), caught)" in code
-        (other / changed).write_text(code.replace("return _Done(fn(*args), caught)", "return fn(*args)"))
+        assert "return _Done(fn(*args), caught, version)" in code
+        (other / changed).write_text(code.replace("return _Done(fn(*args), caught, version)", "return fn(*args)"))
     out, procs, sched = tmp_path / "out", [], tmp_path / "sched.json"
     try:
         procs.append(_start("scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(sched)))
@@ -497,6 +498,74 @@ def test_workers_running_other_memdedup_code_are_refused_in_one_line(corpus, tmp
             p.kill()
             p.wait()
 
+
+
+def test_workers_of_memdedup_from_before_the_code_check_are_refused_in_one_line(corpus, tmp_path):
+    """A worker running memdedup from before tasks checked their code (its ``_task(fn, *args)``, as in
+    0812435~1) called the client's version string as the stage function: TypeError traceback on the
+    client, exit 1, and OUT/_work left behind."""
+    import re
+
+    _, d = corpus
+    other = tmp_path / "older-checkout"
+    for pkg in ("dedup", "pipelines"):
+        shutil.copytree(ROOT / pkg, other / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    code = (other / "pipelines" / "staged.py").read_text()
+    old_task = ("def _task(fn, *args):\n    try:\n        return fn(*args)\n"
+                "    except Exception as e:  # noqa: BLE001\n        return _Failed(e, [])\n\n\n")
+    code, n = re.subn(r"def _task\(.*?(?=\n# A worker's task states)", lambda m: old_task, code, flags=re.S)
+    assert n == 1
+    (other / "pipelines" / "staged.py").write_text(code)
+    out, procs, sched = tmp_path / "out", [], tmp_path / "sched.json"
+    try:
+        procs.append(_start("scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(sched)))
+        _wait_for(sched)
+        procs.append(_start("worker", "--scheduler-file", str(sched), "--nthreads", "1", "--no-nanny",
+                            "--host", "127.0.0.1", env={"PYTHONPATH": str(other)}))
+        r = _cli([str(d / "in6"), "--out", str(out), "--scheduler", str(sched), "--quiet"])
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "other memdedup code" in r.stderr, r.stderr
+        assert not [p for p in out.rglob("*") if p.is_file()]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare (mount namespace)")
+@pytest.mark.parametrize("hidden", ["inputs", "out"])
+def test_a_worker_that_cannot_see_the_inputs_or_out_is_named_in_one_line(corpus, tmp_path, hidden):
+    """A worker whose file system lacks a path the client sees (its own mount namespace here: an
+    empty tmpfs over the inputs or over --out's parent): "<work dir>: removed while this run wrote
+    it; run the command again" (for --out; a rerun failed the same way) or "unreadable or corrupt
+    Parquet file ... No such file or directory" (inputs) before, neither saying that the client
+    sees the file and the worker does not."""
+    _, d = corpus
+    inputs = tmp_path / "inputs"
+    shutil.copytree(d / "in6", inputs)
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    masked = inputs if hidden == "inputs" else parent
+    out, procs, sched = parent / "out", [], tmp_path / "sched.json"
+    try:
+        procs.append(_start("scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(sched)))
+        _wait_for(sched)
+        dask = Path(sys.executable).parent / "dask"
+        procs.append(subprocess.Popen(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c", 'mount -t tmpfs none "$0" && exec "$@"',
+             str(masked), str(dask), "worker", "--scheduler-file", str(sched), "--nthreads", "1", "--no-nanny",
+             "--host", "127.0.0.1", "--dashboard-address", ":0"],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True))
+        r = _cli([str(inputs), "--out", str(out), "--scheduler", str(sched), "--quiet"])
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "not found on the Dask worker" in r.stderr and "every worker sees" in r.stderr, r.stderr
+        assert str(masked) in r.stderr, r.stderr
+        assert not [p for p in out.rglob("*") if p.is_file()]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
 
 def _fail_now_or_write_late(i: int, marker: str) -> int:
     import time
