@@ -23,8 +23,9 @@ run is already done, may resume, or must start over. The protocol:
    identity. The same identity again is a no-op; another identity is an error unless
    ``force``.
 4. **Run record**: before writing any output, ``OUT/_work/run.json`` records the identity,
-   the engine and (with an index directory) the index version the run started from. A run
-   finding a record without a manifest resumes it (staged engine, same identity) or clears
+   the engine, the :func:`output_settings` and (with an index directory) the index version the run
+   started from. A run finding a record without a manifest resumes it (staged engine, same identity
+   and output settings) or clears
    every output of it and starts over (any other case): leftovers of a killed or failed
    run are never mixed with a new run's outputs. Outputs under ``OUT`` with neither a
    manifest nor a run record are not ours to delete: the run is refused unless ``force``.
@@ -311,11 +312,19 @@ def run_identity(decision_config: dict, shards: list[Shard], index_dir: Path | N
             "index_dir": str(index_dir) if index_dir else None}
 
 
-def run_id(identity: dict, out: Path) -> str:
-    """A short stable name of a run: SHA-256 (16 hex digits) of the canonical JSON of its identity
-    and its resolved output directory. Runs of one identity into two ``OUT`` are two runs: an
-    index directory that holds one of them does not hold the other (:meth:`dedup.index_dir.IndexDir.holds_run`)."""
-    run = {**identity, "out": str(Path(out).resolve())}
+def output_settings(config: DedupConfig) -> dict:
+    """The settings that are not in a run's identity but shape its output files' bytes (``compression``,
+    ``batch_rows``: a kept shard's row groups): a run resumes only a record of the same settings, so
+    that no output mixes files written two ways."""
+    return {k: v for k, v in config.to_dict().items() if k not in config.decision_dict()}
+
+
+def run_id(identity: dict, out: Path, settings: dict | None = None) -> str:
+    """A short stable name of a run: SHA-256 (16 hex digits) of the canonical JSON of its identity,
+    its resolved output directory and its :func:`output_settings`. Runs of one identity into two ``OUT``
+    are two runs: an index directory that holds one of them does not hold the other
+    (:meth:`dedup.index_dir.IndexDir.holds_run`)."""
+    run = {**identity, "out": str(Path(out).resolve()), **({"settings": settings} if settings else {})}
     return hashlib.sha256(json.dumps(run, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 
@@ -395,7 +404,9 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
                                 f"{_difference(previous.get('identity', {}), identity)}; use --force to replace it")
     record_path = work_dir(out) / RUN_FILE
     record = io.read_json(record_path, ("identity", "engine")) if record_path.exists() else None
-    resumable = not force and previous is None and record is not None and record["identity"] == identity
+    settings = output_settings(config)
+    resumable = (not force and previous is None and record is not None and record["identity"] == identity
+                 and record.get("settings") == settings)
     resume = resumable and record["engine"] == engine == "staged"
     if record is not None and previous is None and not resume and (index := record["identity"].get("index_dir")) \
             and holds_batch(index, record.get("run_id")):
@@ -418,11 +429,12 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
         io.remove_temporaries(out)  # of the killed tasks; their completed work is kept
         return RunPlan(out, shards, identity, None, True, record)
     if record is not None and previous is None:
-        why = "of the same run" if record["identity"] == identity else \
-            f"with a different {_difference(record['identity'], identity)}"
+        why = f"with a different {_difference(record['identity'], identity)}" if record["identity"] != identity \
+            else "of the same run" if record.get("settings") == settings else \
+            f"written with other {', '.join(differing(record.get('settings') or {}, settings))}"
         log(f"{out}: clearing the outputs of an unfinished run {why}")
     clear_outputs(out)
-    record = {"identity": identity, "engine": engine, "run_id": run_id(identity, out),
+    record = {"identity": identity, "engine": engine, "settings": settings, "run_id": run_id(identity, out, settings),
               **(extra_record() if extra_record else {})}
     work_dir(out).mkdir(parents=True, exist_ok=True)
     io.write_json_atomic(record_path, record)

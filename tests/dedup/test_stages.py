@@ -450,3 +450,30 @@ def test_a_long_input_file_name_is_read_by_both_engines(tmp_path, long_name):
     dedup_files([tmp_path / "in"], tmp_path / "f", DedupConfig(), threads=1)
     assert _bytes(tmp_path / "s") == _bytes(tmp_path / "f")
     assert (tmp_path / "f" / "kept" / long_name).is_file()
+
+
+@pytest.mark.parametrize("changed", [{"compression": "snappy"}, {"batch_rows": 100}])
+def test_a_run_killed_in_the_write_stage_rerun_with_other_output_settings_is_not_mixed(tmp_path, changed):
+    """Killed after some write tasks, then rerun with another --compression (or --batch-rows): the
+    rerun resumed (neither is in the run's identity) and kept the finished tasks' kept shards, written
+    the old way: kept/ held zstd and snappy files (or row groups of two sizes) under a manifest
+    saying snappy, bytes no clean run gives."""
+    class Killed(BaseException):
+        pass
+
+    def killed_in_write(label, fn, items):
+        if label == "write":
+            serial_map(label, fn, items[:2])
+            raise Killed
+        return serial_map(label, fn, items)
+
+    _planted(tmp_path)
+    out = tmp_path / "out"
+    with pytest.raises(Killed):
+        dedup_staged([tmp_path / "in"], out, DedupConfig(), map_tasks=killed_in_write)
+    assert len(list((_work(out) / "removed").glob("*.done"))) == 2
+    config = DedupConfig(**changed)
+    resumed = dedup_staged([tmp_path / "in"], out, config)
+    dedup_files([tmp_path / "in"], tmp_path / "clean", config, threads=1)
+    assert _bytes(out) == _bytes(tmp_path / "clean")
+    assert resumed["config"] == config.to_dict()
