@@ -296,7 +296,8 @@ def _checked(res):
     if isinstance(res, _Failed) and (seen := [p for p in res.missing if os.path.exists(p)]):
         more = f" (and {len(seen) - 1} more)" if len(seen) > 1 else ""
         return _Failed(ValueError(f"{seen[0]}{more}: not found on the Dask worker ({res.worker}), though it exists "
-                                  "here: inputs and --out must be on storage every worker sees, at the same path"),
+                                  "here: inputs, --out and --index-dir must be on storage every worker sees, at the "
+                                  "same path"),
                        res.warned, res.version)
     return res
 
