@@ -103,6 +103,14 @@ class IndexMismatchError(ValueError):
     """An index directory built with other parameters."""
 
 
+class StaleIndexError(io.StateError):
+    """An install refused: another run installed a version since this one's pinned version. The run's
+    work is sound (``keeps_work``: :func:`dedup.runs.execute` does not clear it), so its rerun resumes,
+    re-pins and redoes only the band and write stages."""
+
+    keeps_work = True
+
+
 def index_params(config: DedupConfig, bands: int, rows: int) -> dict:
     """The parameters an index directory is bound to (all decide its keys or its sizes), with
     the version of the word definition (:data:`dedup.normalize.WORDS`)."""
@@ -328,7 +336,7 @@ class IndexDir:
         complete version. Idempotent for a run already installed (returns the metadata).
 
         Raises:
-            dedup.io.StateError: another run installed a version since ``pinned`` (what to do next: a
+            StaleIndexError: another run installed a version since ``pinned`` (what to do next: a
                 run's, or with ``source`` a Deduplicator's).
             ValueError: ``extra`` holds a field the batch has already (nothing is installed).
             TypeError: ``extra`` holds a value JSON cannot (nothing is installed).
@@ -347,7 +355,7 @@ class IndexDir:
             if self.current != pinned:
                 redo = ("load it again and add the rows again" if source else
                         "rerun the same command (it redoes the band stage against the new version)")
-                raise io.StateError(
+                raise StaleIndexError(
                     f"{self.path / INDEX_FILE}: another run installed version {self.current} while this "
                     f"{source or 'run'} was working from {pinned or 'an empty index'}; {redo}"
                 )

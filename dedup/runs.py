@@ -31,7 +31,8 @@ run is already done, may resume, or must start over. The protocol:
    manifest nor a run record are not ours to delete: the run is refused unless ``force``.
 5. **Failure**: bad input (``InputError``), a damaged state file (``StateError``) or a
    full disk (``OSError``) clears every output the run wrote (:func:`clear_outputs`, not even the run record); the
-   command exits 2 with one line. Only a killed staged run leaves ``_work/`` to resume.
+   command exits 2 with one line. Only a killed staged run, or one whose index install was refused as stale
+   (:class:`dedup.index_dir.StaleIndexError`), leaves ``_work/`` to resume.
 6. **Completion** (:func:`finish`): temporaries of task attempts that died go, the manifest is
    written last, then ``_work/`` goes.
 
@@ -455,6 +456,8 @@ def execute(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
         try:
             return run(plan)
         except clear_on as e:
+            if getattr(e, "keeps_work", False):  # e.g. a stale index install: the rerun resumes this run's work
+                raise
             clear_outputs(plan.out)
             if isinstance(e, OSError) and not plan.out.is_dir():  # a file of an ``out`` removed meanwhile
                 raise io.out_removed(plan.out) from None  # (by hand, by a tool): name ``out``, not a temporary

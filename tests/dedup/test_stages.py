@@ -477,3 +477,38 @@ def test_a_run_killed_in_the_write_stage_rerun_with_other_output_settings_is_not
     dedup_files([tmp_path / "in"], tmp_path / "clean", config, threads=1)
     assert _bytes(out) == _bytes(tmp_path / "clean")
     assert resumed["config"] == config.to_dict()
+
+
+def test_a_run_whose_index_install_is_refused_as_stale_keeps_its_sketches_and_resumes(tmp_path):
+    """Two batches into one --index-dir at once: the later install is refused (another run installed a
+    version meanwhile), saying "rerun the same command (it redoes the band stage against the new
+    version)"; but the refusal cleared the run's outputs, _work too, so the rerun sketched every shard
+    again (at scale the longest stage). Its work is kept: the rerun re-pins, keeps the sketches, and
+    gives the decisions of the batches run one after the other."""
+    from dedup.io import StateError
+
+    for name, seed in (("b1", 1), ("b2", 2), ("b3", 3)):
+        write_shards(generate_corpus(300, mean_bytes=200, exact_frac=0.1, near_frac=0.15, seed=seed),
+                     tmp_path / name, 2)
+    config, idx = DedupConfig(), tmp_path / "I"
+    dedup_staged([tmp_path / "b1"], tmp_path / "o1", config, index_dir=idx)
+
+    def other_run_installs_meanwhile(label, fn, items):
+        if label == "write":  # b3's run starts and ends while this one works from version 1
+            dedup_staged([tmp_path / "b3"], tmp_path / "o3", config, index_dir=idx)
+        return serial_map(label, fn, items)
+
+    with pytest.raises(StateError, match="another run installed version"):
+        dedup_staged([tmp_path / "b2"], tmp_path / "o2", config, index_dir=idx, map_tasks=other_run_installs_meanwhile)
+    ran: list[str] = []
+
+    def recording_map(label, fn, items):
+        ran.extend(label for _ in items)
+        return serial_map(label, fn, items)
+
+    dedup_staged([tmp_path / "b2"], tmp_path / "o2", config, index_dir=idx, map_tasks=recording_map)
+    assert "sketch" not in ran and "band" in ran
+    # the same batches one after the other (b1, b3, then b2) into a fresh index
+    for name in ("b1", "b3", "b2"):
+        dedup_staged([tmp_path / name], tmp_path / f"seq-{name}", config, index_dir=tmp_path / "J")
+    assert _bytes(tmp_path / "o2") == _bytes(tmp_path / "seq-b2")
