@@ -105,8 +105,8 @@ class IndexMismatchError(ValueError):
 
 class StaleIndexError(io.StateError):
     """An install refused: another run installed a version since this one's pinned version. The run's
-    work is sound (``keeps_work``: :func:`dedup.runs.execute` does not clear it), so its rerun resumes,
-    re-pins and redoes only the band and write stages."""
+    sketches are sound (``keeps_work``: :func:`dedup.runs.execute` clears its outputs but not ``_work/``), so
+    its rerun resumes, re-pins and redoes only the band and write stages."""
 
     keeps_work = True
 

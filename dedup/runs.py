@@ -32,7 +32,7 @@ run is already done, may resume, or must start over. The protocol:
 5. **Failure**: bad input (``InputError``), a damaged state file (``StateError``) or a
    full disk (``OSError``) clears every output the run wrote (:func:`clear_outputs`, not even the run record); the
    command exits 2 with one line. Only a killed staged run, or one whose index install was refused as stale
-   (:class:`dedup.index_dir.StaleIndexError`), leaves ``_work/`` to resume.
+   (:class:`dedup.index_dir.StaleIndexError`: its kept shards and removed rows go), leaves ``_work/`` to resume.
 6. **Completion** (:func:`finish`): temporaries of task attempts that died go, the manifest is
    written last, then ``_work/`` goes.
 
@@ -456,21 +456,22 @@ def execute(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
         try:
             return run(plan)
         except clear_on as e:
-            if getattr(e, "keeps_work", False):  # e.g. a stale index install: the rerun resumes this run's work
-                raise
-            clear_outputs(plan.out)
+            # a stale index install keeps _work (its rerun resumes it), not outputs decided against that index
+            clear_outputs(plan.out, keep_work=getattr(e, "keeps_work", False))
             if isinstance(e, OSError) and not plan.out.is_dir():  # a file of an ``out`` removed meanwhile
                 raise io.out_removed(plan.out) from None  # (by hand, by a tool): name ``out``, not a temporary
             raise
 
 
-def clear_outputs(out: Path) -> None:
-    """Remove the outputs ``--force`` clears (module docstring) and temporaries under ``out``."""
+def clear_outputs(out: Path, keep_work: bool = False) -> None:
+    """Remove the outputs ``--force`` clears (module docstring; ``_work/`` not when ``keep_work``) and
+    temporaries under ``out``."""
     out = Path(out)
     io.manifest_path(out).unlink(missing_ok=True)
     layout.removed_path(out).unlink(missing_ok=True)
     shutil.rmtree(out / layout.KEPT_DIR, ignore_errors=True)
-    shutil.rmtree(work_dir(out), ignore_errors=True)
+    if not keep_work:
+        shutil.rmtree(work_dir(out), ignore_errors=True)
     io.remove_temporaries(out)
 
 

@@ -500,6 +500,7 @@ def test_a_run_whose_index_install_is_refused_as_stale_keeps_its_sketches_and_re
 
     with pytest.raises(StateError, match="another run installed version"):
         dedup_staged([tmp_path / "b2"], tmp_path / "o2", config, index_dir=idx, map_tasks=other_run_installs_meanwhile)
+    assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == ["_work"]  # no kept shards of the stale decisions
     ran: list[str] = []
 
     def recording_map(label, fn, items):
