@@ -1,6 +1,7 @@
 # Shared values and helpers of the rule files.
 import hashlib
 import os
+import shlex
 from pathlib import Path
 
 import yaml
@@ -64,7 +65,7 @@ def user_shards() -> list[str]:
 # What the rules that read the raw corpus wait for: the generated corpus's manifest, or the user's shards.
 CORPUS_READY = f"{OUT}/corpus/manifest.json" if GENERATED else user_shards()
 _dask = config.get("dask") or {}
-DASK_ARGS = (f"--scheduler {_dask['scheduler']} " if _dask.get("scheduler") else "") + (
+DASK_ARGS = (f"--scheduler {shlex.quote(_dask['scheduler'])} " if _dask.get("scheduler") else "") + (
     f"--workers {_dask['workers']} " if _dask.get("workers") else "")
 
 
@@ -78,10 +79,11 @@ def total_cores() -> int:
 
 
 def corpus_arg(wildcards, input):
-    """The corpus as a command-line argument: the generated directory, or the user's shards."""
+    """The corpus as command-line arguments (quoted by the rules' ``:q``): the generated directory, or
+    the user's shards."""
     if GENERATED:
         return os.path.dirname(input.corpus)
-    return " ".join(f"'{s}'" for s in config["corpus"]["shards"])
+    return list(config["corpus"]["shards"])
 
 
 def train_data(wildcards, input):

@@ -11,5 +11,5 @@ rule dedup:
     params: corpus=corpus_arg, out=lambda w, output: os.path.dirname(output[0]), dask=DASK_ARGS,
             record=lambda w, output: work_dir(os.path.dirname(output[0])) / RUN_FILE
     shell:
-        "memdedup dedup {params.corpus} --out {params.out} --config {input.cfg} {params.dask}--threads {threads} "
-        "$([ -e {params.record} ] || echo --force) > {log} 2>&1"
+        "memdedup dedup {params.corpus:q} --out {params.out:q} --config {input.cfg:q} {params.dask}--threads {threads} "
+        "$([ -e {params.record:q} ] || echo --force) > {log:q} 2>&1"

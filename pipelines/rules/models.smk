@@ -15,8 +15,8 @@ rule train:
     # the same run directory; a killed job (same config and corpus) still resumes.
     params: data=train_data, run=lambda w, output: os.path.dirname(output[0])
     shell:
-        "OMP_NUM_THREADS={threads} memdedup train {params.data} --out {params.run} --config {input.cfg} --replace "
-        "> {log} 2>&1"
+        "OMP_NUM_THREADS={threads} memdedup train {params.data:q} --out {params.run:q} --config {input.cfg:q} --replace "
+        "> {log:q} 2>&1"
 
 rule audit:
     conda: "../envs/memdedup.yaml"
@@ -34,8 +34,8 @@ rule audit:
         out=lambda w, output: os.path.dirname(output[0]),
         dedup=lambda w, input: os.path.dirname(input.dedup),
     shell:
-        "memdedup audit --model {params.run}/model --corpus {params.corpus} --out {params.out} "
-        "--dedup-dir {params.dedup} --members {params.run}/order.parquet --config {input.cfg} > {log} 2>&1"
+        "memdedup audit --model {params.run:q}/model --corpus {params.corpus:q} --out {params.out:q} "
+        "--dedup-dir {params.dedup:q} --members {params.run:q}/order.parquet --config {input.cfg:q} > {log:q} 2>&1"
 
 rule profile:
     conda: "../envs/memdedup.yaml"
@@ -43,4 +43,4 @@ rule profile:
     output: f"{OUT}/profile/raw/manifest.json"
     log: f"{OUT}/logs/profile-raw.log"
     params: run=lambda w, input: os.path.dirname(input.run), out=lambda w, output: os.path.dirname(output[0])
-    shell: "memdedup profile --run {params.run} --out {params.out} --config {input.cfg} > {log} 2>&1"
+    shell: "memdedup profile --run {params.run:q} --out {params.out:q} --config {input.cfg:q} > {log:q} 2>&1"

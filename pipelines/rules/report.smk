@@ -17,9 +17,9 @@ rule report:
         d=lambda w, input: {k: os.path.dirname(v) for k, v in input.items() if k != "checks"},
         out=lambda w, output: os.path.dirname(output[0]),
     shell:
-        "memdedup report {params.d[raw]} {params.d[dedup]} --labels raw dedup --dedup-dir {params.d[cleaned]} "
-        "--profile-dir {params.d[profile]} --model-dir {params.d[raw_model]}/model {params.d[dedup_model]}/model "
-        "--checks {input.checks} --out {params.out} > {log} 2>&1"
+        "memdedup report {params.d[raw]:q} {params.d[dedup]:q} --labels raw dedup --dedup-dir {params.d[cleaned]:q} "
+        "--profile-dir {params.d[profile]:q} --model-dir {params.d[raw_model]:q}/model {params.d[dedup_model]:q}/model "
+        "--checks {input.checks:q} --out {params.out:q} > {log:q} 2>&1"
 
 rule checks:
     conda: "../envs/memdedup.yaml"
@@ -32,4 +32,4 @@ rule checks:
     output: f"{OUT}/checks.json"
     log: f"{OUT}/logs/checks.log"
     params: out=lambda w, output: os.path.dirname(output[0])
-    shell: "memdedup check {params.out} > {log} 2>&1"
+    shell: "memdedup check {params.out:q} > {log:q} 2>&1"

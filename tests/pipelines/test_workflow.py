@@ -386,3 +386,33 @@ def test_a_killed_audit_or_profile_leaves_no_temporary_after_the_rerun(tmp_path,
     for d in ("audit/raw", "profile/raw"):
         assert (out / d / "manifest.json").exists()
         assert not [p.name for p in (out / d).iterdir() if ".tmp-" in p.name], d
+
+
+def test_every_shell_command_quotes_its_paths(tmp_path, snakemake):
+    """An OUT, a scheduler file or a shard whose path holds a space or a quote went into the
+    rules' shell commands as it was: `--out /data/my run/x` is two arguments (found by the staged
+    engine's probe with a scheduler file at such a path). Every path is now quoted: each command,
+    split as the shell splits it, gives the paths whole."""
+    import shlex
+
+    d = tmp_path / "it's a dir"
+    shards = [d / "corpus one" / f"part '{i}'.parquet" for i in range(2)]
+    for s in shards:
+        s.parent.mkdir(parents=True, exist_ok=True)
+        s.write_bytes(b"")
+    out, sched = d / "out dir", d / "sched file.json"
+    cfg = {"out": str(out), "corpus": {"generate": False, "shards": [str(s) for s in shards]},
+           "dask": {"scheduler": str(sched)}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    dry = snakemake("-n", "-p", "--configfile", str(tmp_path / "c.yaml"))
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    commands = [shlex.split(line.split("Shell command: ", 1)[1]) for line in dry.stdout.splitlines()
+                if line.startswith("Shell command: ") and line != "Shell command: None"]
+    assert {c[c.index("memdedup") + 1] for c in commands if "memdedup" in c} >= {"dedup", "train", "audit", "report"}
+    for c in commands:
+        for flag in ("--out", "--config", "--dedup-dir", "--profile-dir", "--run", "--checks"):
+            if flag in c:
+                assert c[c.index(flag) + 1].startswith(str(out)), (flag, c)
+        assert c[c.index(">") + 1].startswith(str(out / "logs")), c
+        if "dedup" in c and "--scheduler" in c:
+            assert c[c.index("--scheduler") + 1] == str(sched) and c[2:4] == [str(s) for s in shards], c
