@@ -15,8 +15,8 @@ rule train:
     # the same run directory; a killed job (same config and corpus) still resumes.
     params: data=train_data, run=lambda w, output: os.path.dirname(output[0])
     shell:
-        "OMP_NUM_THREADS={threads} memdedup train {params.data:q} --out {params.run:q} --config {input.cfg:q} --replace "
-        "> {log:q} 2>&1"
+        "OMP_NUM_THREADS={threads} memdedup train {params.data:q} --out {params.run:q} --config {input.cfg:q} "
+        "--replace > {log:q} 2>&1"
 
 rule audit:
     conda: "../envs/memdedup.yaml"
