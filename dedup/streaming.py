@@ -50,6 +50,7 @@ Example:
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -108,6 +109,7 @@ class Deduplicator:
         self._sketcher = Sketcher(config, self.bands, self.rows, threads)
         self._stats = Counter(rows=0, kept=0, exact=0, near=0, null_text=0, empty_text=0)
         self._stopped: tuple[int, int] | None = None  # an add that stopped part way: (rows it had decided, rows)
+        self._turn = threading.Lock()  # adds and saves from several threads take turns (the kernels release the GIL)
 
     # ------------------------------------------------------------------------ deciding
     def add(self, data: pa.Table | pa.RecordBatch | pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -127,7 +129,12 @@ class Deduplicator:
     def add_verdicts(self, data: pa.Table | pa.RecordBatch | pa.Array | pa.ChunkedArray) -> Verdicts:
         """:meth:`add`, returning the verdicts: ``reason`` (0 keep, 1 exact, 2 near; labels
         in :data:`dedup.index.REASON_LABELS`) and ``band`` (first colliding band of a near
-        duplicate, else -1), as ``removed.parquet`` reports them."""
+        duplicate, else -1), as ``removed.parquet`` reports them. Calls from several threads take
+        turns, each deciding its rows as one piece of the stream."""
+        with self._turn:
+            return self._add_verdicts(data)
+
+    def _add_verdicts(self, data: pa.Table | pa.RecordBatch | pa.Array | pa.ChunkedArray) -> Verdicts:
         self._check_whole()
         texts = self._texts(data)
         step, parts = self.config.batch_rows, []
@@ -214,6 +221,10 @@ class Deduplicator:
                 loaded or saved it (nothing is written: load it again and redo the rows), or an
                 :meth:`add` stopped part way.
         """
+        with self._turn:  # not amid another thread's add
+            return self._save(path, record)
+
+    def _save(self, path: str | os.PathLike, record: dict | None) -> dict:
         self._check_whole()
         if not self.grow:
             raise ValueError("this Deduplicator's filters are sized once for config.capacity (grow=False); an index "

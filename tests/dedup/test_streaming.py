@@ -590,3 +590,35 @@ def test_a_save_record_that_is_not_json_leaves_nothing_behind(tmp_path):
         d.save(tmp_path / "idx", record={"note": object()})
     assert not list((tmp_path / "idx").glob("v-*"))
     assert d.save(tmp_path / "idx", record={"note": "kept"})["documents"] == 1
+
+
+def test_adds_from_two_threads_take_turns():
+    """Two threads sharing one Deduplicator (a thread pool over a dataset's batches): the sketch and
+    Bloom kernels release the GIL, and ``add`` kept its "stopped part way" marker on the object, so
+    the second thread was refused with a StateError claiming an add had been interrupted (found by
+    the index-dir probe), and concurrent inserts could both find a key unseen. Calls now take turns:
+    each text given by both threads is kept exactly once, as by one thread giving everything."""
+    import random
+    import threading
+
+    texts = [" ".join(f"w{random.Random(i).randrange(10**6)}" for _ in range(40)) for i in range(1500)]
+    serial = Deduplicator(DedupConfig()).add(pa.array(texts)).tolist()
+    dedup = Deduplicator(DedupConfig(batch_rows=16))
+    keeps: list[list[bool]] = [[], []]
+    errors: list[BaseException] = []
+
+    def give(who: int) -> None:
+        try:
+            for s in range(0, len(texts), 50):
+                keeps[who] += dedup.add(pa.array(texts[s:s + 50])).tolist()
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=give, args=(w,)) for w in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert [a + b for a, b in zip(*keeps)] == [int(k) for k in serial]
+    assert dedup.stats()["rows"] == dedup.documents == 2 * len(texts)
