@@ -18,7 +18,8 @@ on the rare false positives (at most ``fp`` of the documents) do. So:
   decisions as ``memdedup dedup`` on the same rows when that run's capacity is N too (a run
   over exactly N rows, whose default capacity is its row count, or ``--capacity N``).
   Beyond N documents the false-positive rate rises above ``fp`` (as a run's does with too
-  small a ``--capacity``); :meth:`Deduplicator.predicted_fp` says by how much.
+  small a ``--capacity``); :meth:`Deduplicator.predicted_fp` says by how much, and a
+  ``RuntimeWarning`` once, when the documents first exceed N.
 * No capacity (``grow`` defaults to True): the index grows as ``--index-dir`` does
   (:mod:`dedup.scalable`) from a first generation of :data:`DEFAULT_CAPACITY` documents
   (``config.capacity`` when given with ``grow=True``): the same decisions as
@@ -52,6 +53,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -109,6 +111,7 @@ class Deduplicator:
         self._sketcher = Sketcher(config, self.bands, self.rows, threads)
         self._stats = Counter(rows=0, kept=0, exact=0, near=0, null_text=0, empty_text=0)
         self._stopped: tuple[int, int] | None = None  # an add that stopped part way: (rows it had decided, rows)
+        self._warned_full = False  # _warn_if_full warned
         self._turn = threading.Lock()  # adds and saves from several threads take turns (the kernels release the GIL)
 
     # ------------------------------------------------------------------------ deciding
@@ -143,9 +146,20 @@ class Deduplicator:
             self._stopped = (start, len(texts))  # the first slice changes nothing; after, rows of this call are in
             parts.append(self._decide(sketches))
         self._stopped = None
+        self._warn_if_full()
         if not parts:
             return Verdicts(np.zeros(0, np.int8), np.zeros(0, np.int16), np.zeros(0, np.int64))
         return Verdicts(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("reason", "band", "duplicate_of")))
+
+    def _warn_if_full(self) -> None:
+        """Warn (once) when a fixed-size index holds more documents than its capacity: its rate climbs."""
+        if self.grow or self._warned_full or self.documents <= (self.config.capacity or 0):
+            return
+        self._warned_full = True
+        warnings.warn(f"Deduplicator: {self.documents:,} documents in filters sized for capacity="
+                      f"{self.config.capacity:,}: predicted false-positive rate {self.predicted_fp():.3g} (target "
+                      f"{self.config.fp:g}), climbing with every document, so unrelated rows are removed as "
+                      "duplicates; give a larger DedupConfig(capacity=...), or grow=True", RuntimeWarning, stacklevel=4)
 
     def _check_whole(self) -> None:
         """A StateError if an earlier :meth:`add` stopped part way: some of its rows are in the index."""

@@ -622,3 +622,28 @@ def test_adds_from_two_threads_take_turns():
     assert not errors, errors[0]
     assert [a + b for a, b in zip(*keeps)] == [int(k) for k in serial]
     assert dedup.stats()["rows"] == dedup.documents == 2 * len(texts)
+
+
+def test_rows_past_a_fixed_capacity_are_warned_of_once():
+    """``DedupConfig(capacity=N)`` fixes the filters' size; past N documents the false-positive rate
+    climbs until unrelated rows are removed wholesale (found by the capacity probe: 20,000 unrelated
+    rows in filters for 500 kept 1,512, 15,805 of them "exact", and neither the Deduplicator nor the
+    datatrove step said a word, where ``memdedup dedup --capacity`` warns). One warning now, when
+    the documents first exceed the capacity, with the rate it predicts; a growing index has none."""
+    import random
+    import warnings
+
+    texts = [" ".join(f"w{random.Random(i).randrange(10**6)}" for _ in range(40)) for i in range(300)]
+    dedup = Deduplicator(DedupConfig(capacity=100))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dedup.add(pa.array(texts[:100]))
+        grown = Deduplicator(DedupConfig(capacity=100), grow=True)
+        grown.add(pa.array(texts))
+    with pytest.warns(RuntimeWarning, match=r"300 documents in filters sized for capacity=100: predicted "
+                                            r"false-positive rate .* \(target 1e-05\).*grow=True") as caught:
+        dedup.add(pa.array(texts[100:]))
+    assert len(caught) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dedup.add(pa.array(texts[:1]))  # once per Deduplicator
