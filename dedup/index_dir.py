@@ -168,13 +168,13 @@ class IndexDir:
         self.params = params
         self.meta = self._read()
         if self.meta is not None:
-            for k, v in params.items():
-                if self.meta["params"].get(k) != v:
-                    changes = word_changes_since(self.meta["params"].get(k)) if k == "words" else ""
-                    raise IndexMismatchError(
-                        f"{self.path / INDEX_FILE}: index built with {k}={self.meta['params'].get(k)!r}, this run has "
-                        f"{k}={v!r}; use the same parameters or another --index-dir"
-                        + (f" ({changes}, so the keys of that text changed)" if changes else ""))
+            built = self.meta["params"]
+            if differ := [k for k, v in params.items() if built.get(k) != v]:  # all of them: one refusal, not one each
+                changes = word_changes_since(built.get("words")) if "words" in differ else ""
+                raise IndexMismatchError(
+                    f"{self.path / INDEX_FILE}: index built with {', '.join(f'{k}={built.get(k)!r}' for k in differ)}, "
+                    f"this run has {', '.join(f'{k}={params[k]!r}' for k in differ)}; use the same parameters or "
+                    "another --index-dir" + (f" ({changes}, so the keys of that text changed)" if changes else ""))
 
     def _read(self) -> dict | None:
         p = self.path / INDEX_FILE

@@ -647,3 +647,15 @@ def test_rows_past_a_fixed_capacity_are_warned_of_once():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         dedup.add(pa.array(texts[:1]))  # once per Deduplicator
+
+
+def test_an_index_of_other_parameters_is_refused_naming_every_difference(tmp_path):
+    """Loading an index with several parameters changed named only the first (threshold), so a user
+    fixed it and was refused again for the next (found by the index-dir probe). One line now names
+    them all, each with the index's value and this run's."""
+    Deduplicator(DedupConfig()).save(tmp_path / "index")
+    with pytest.raises(IndexMismatchError) as e:
+        Deduplicator.load(tmp_path / "index", DedupConfig(threshold=0.7, ngram=3, scheme="fast"))
+    assert "\n" not in str(e.value)
+    assert "index built with threshold=0.8, ngram=5, scheme='fss', bands=9, rows=13, this run has threshold=0.7, " \
+           "ngram=3, scheme='fast', bands=14, rows=9; use the same parameters or another --index-dir" in str(e.value)
