@@ -659,3 +659,28 @@ def test_an_index_of_other_parameters_is_refused_naming_every_difference(tmp_pat
     assert "\n" not in str(e.value)
     assert "index built with threshold=0.8, ngram=5, scheme='fss', bands=9, rows=13, this run has threshold=0.7, " \
            "ngram=3, scheme='fast', bands=14, rows=9; use the same parameters or another --index-dir" in str(e.value)
+
+
+def test_a_run_whose_pinned_version_another_writer_replaced_says_to_rerun(corpus, tmp_path):
+    """A staged run's band tasks load the index version pinned when it started, outside the index's
+    lock; a Deduplicator (or run, or datatrove rank) that saved meanwhile removed that version, and
+    the run failed with "v-000001/band-00/stack.json: cannot read: No such file or directory", which
+    reads as a damaged index (found by the index-dir probe). It now says what happened and that a
+    rerun decides against the new version; the rerun does."""
+    from dedup.stages import serial_map
+
+    table, d = corpus
+    index = tmp_path / "index"
+    dedup_staged([d / "b1"], tmp_path / "o1", index_dir=index)
+
+    def another_writer_first(stage, fn, args):
+        if stage == "band":
+            other = Deduplicator.load(index)
+            other.add(pa.array(["a document from memory, saved while the run works"]))
+            other.save(index)
+        return serial_map(stage, fn, args)
+
+    with pytest.raises(StateError, match=r"index\.json: another run or Deduplicator installed version v-000002 while "
+                                         r"this run worked from v-000001; rerun the same command"):
+        dedup_staged([d / "b2"], tmp_path / "o2", index_dir=index, map_tasks=another_writer_first)
+    assert dedup_staged([d / "b2"], tmp_path / "o2", index_dir=index)["index"]["index_dir"]["current"] == "v-000003"
