@@ -13,11 +13,13 @@ Layout (the only definition of it)::
 
 What the index holds: ``batches`` lists every run that added documents, with its run id
 (:func:`dedup.runs.run_id`), the version it created, and per input file its name, path,
-size, content fingerprint (XXH3-128 of the file's bytes) and row count. A batch saved by a
+size, content fingerprint (XXH3-128 of the file's bytes), first documents (:func:`first_documents`)
+and row count. A batch saved by a
 :class:`dedup.streaming.Deduplicator` (rows from memory) has no files (saved to a new directory: the
 loaded index's files), a random run id and ``"source": "Deduplicator"``; one saved by a datatrove
 rank (:class:`pipelines.datatrove_step.LSHBloomDedup`) also records ``first_documents``: the count
-and a digest of its first documents, by which a rank given them again is refused. A run whose
+and a digest of its first documents, by which a rank given them again is refused (so is a rank
+given a file's first documents, and a file beginning with a rank's). A run whose
 input file the index already holds (same fingerprint) is refused before anything is written:
 its rows would otherwise all be removed as duplicates of themselves (a retried job, a lost
 output directory, a directory that grew since the last run). Its message says which run
@@ -36,12 +38,13 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -50,7 +53,7 @@ from . import io
 from .config import DedupConfig
 from .normalize import WORDS, word_changes_since
 from .scalable import FilterStack
-from .shards import InputError, Shard
+from .shards import InputError, Shard, head_texts
 
 INDEX_FILE = "index.json"
 LOCK_FILE = ".lock"
@@ -129,12 +132,35 @@ def _prefix_digest(path: Path, size: int) -> str:
     return h.hexdigest()
 
 
-def file_entry(shard: Shard) -> dict:
+#: How many first documents a ``first_documents`` record digests (a datatrove rank's, an input file's).
+HEAD = 64
+
+
+def first_documents(texts: Iterable[str | None]) -> dict | None:
+    """``{"count", "xxh3"}`` of the first :data:`HEAD` of ``texts`` that are not null or empty (as
+    datatrove's readers skip documents without text): XXH3-128 (hex) of each one's UTF-8 bytes after
+    their length (8 bytes, little-endian); None for none. Equal records: the same rows, in order."""
+    import xxhash
+
+    h, n = xxhash.xxh3_128(), 0
+    for text in (t for t in texts if t):
+        raw = text.encode("utf-8")
+        h.update(len(raw).to_bytes(8, "little"))
+        h.update(raw)
+        n += 1
+        if n == HEAD:
+            break
+    return {"count": n, "xxh3": h.hexdigest()} if n else None
+
+
+def file_entry(shard: Shard, text_column: str = "text") -> dict:
     """The module docstring's record of an input file (``rows`` added by the run); the fingerprint
-    (hex) identifies the file whatever its name or location."""
+    (hex) identifies the file whatever its name or location, ``first_documents`` its first rows
+    whatever their format (by which a datatrove rank given them is refused, and the reverse)."""
     size = shard.path.stat().st_size
     return {"shard": shard.name, "path": str(shard.path), "bytes": size,
-            "fingerprint": _prefix_digest(shard.path, size)}
+            "fingerprint": _prefix_digest(shard.path, size),
+            "first_documents": first_documents(head_texts(shard, text_column, HEAD))}
 
 
 def holds_batch(index: str | os.PathLike, run_id: str) -> bool:
@@ -209,15 +235,22 @@ class IndexDir:
     def holds_run(self, run_id: str) -> bool:
         return any(b["run_id"] == run_id for b in (self.meta or {}).get("batches", []))
 
-    def check_not_held(self, shards: list[Shard]) -> list[dict]:
+    def check_not_held(self, shards: list[Shard], text_column: str = "text") -> list[dict]:
         """The inputs' :func:`file_entry`; an :class:`InputError` names the first the index
-        already holds, or that grew since the index took it from the same path (its bytes then,
-        followed by more: rows appended to a log), and the run that indexed it."""
+        already holds, that grew since the index took it from the same path (its bytes then,
+        followed by more: rows appended to a log), or whose first documents a datatrove rank saved,
+        and the run or rank that indexed it."""
         batches = (self.meta or {}).get("batches", [])
         held = {f["fingerprint"]: (b, f) for b in batches for f in b["files"]}
         at = {f["path"]: (b, f) for b in batches for f in b["files"]}
-        files = [file_entry(s) for s in shards]
+        ranks = {json.dumps(b["first_documents"], sort_keys=True): b for b in batches if b.get("first_documents")}
+        files = [file_entry(s, text_column) for s in shards]
         for s, entry in zip(shards, files):
+            if rank := ranks.get(json.dumps(entry["first_documents"], sort_keys=True)):
+                raise InputError(s.path, f"its first {entry['first_documents']['count']} documents are those a "
+                                         f"datatrove rank saved in the index {self.path} on {saved_on(rank)} (batch "
+                                         f"{rank['run_id']}); fed again, every row would be removed as a duplicate "
+                                         "of itself. Leave it out, or use another --index-dir")
             if entry["fingerprint"] in held:
                 batch, f = held[entry["fingerprint"]]
                 raise InputError(s.path, f"the index {self.path} already holds this file (indexed as {f['path']} by "

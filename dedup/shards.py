@@ -674,6 +674,32 @@ def id_strings(col: pa.Array | pa.ChunkedArray, path: Path, column: str, first_r
         raise InputError(path, f"id column {column!r} of type {col.type} cannot be read as strings: {e}") from e
 
 
+def head_texts(shard: Shard, text_column: str, n: int) -> list[str]:
+    """Up to the first ``n`` texts of ``shard`` that are not null or empty, read cheaply (the first
+    batches or lines, not the file); [] where they cannot be read so (the reader says why, later)."""
+    texts: list[str] = []
+    try:
+        if shard.fmt == "jsonl":
+            import json
+
+            with pa.input_stream(str(shard.path), compression=shard.compression) as f:
+                rest, block = b"", b"-"
+                while len(texts) < n and block:
+                    block = f.read(1 << 20)
+                    *lines, rest = (rest + block).split(b"\n") if block else [rest, b""]
+                    texts += [t for line in lines if line.strip() and (t := json.loads(line).get(text_column))]
+        else:
+            batches = (_parquet_file(shard.path).iter_batches(batch_size=n, columns=[text_column])
+                       if shard.fmt == "parquet" else _ArrowFile(shard).batches(n))
+            for batch in batches:
+                texts += [t for t in text_strings(batch.column(text_column)).to_pylist() if t]
+                if len(texts) >= n:
+                    break
+    except Exception:  # noqa: BLE001 - a digest for a check, not the read: the reader names the problem
+        return []
+    return texts[:n] if all(isinstance(t, str) for t in texts) else []
+
+
 def _parquet_file(path: Path) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(str(path))

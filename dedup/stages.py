@@ -312,7 +312,8 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
     bands, rows = config.banding()
     pinned = plan.record.get("index_version")
     if index is not None and plan.resume and index.current != pinned and not index.holds_run(plan.record["run_id"]):
-        checked = index.check_not_held(shards)  # as a starting run does: the new version may hold these inputs
+        # as a starting run does: the new version may hold these inputs
+        checked = index.check_not_held(shards, config.text_column)
         log(f"{index.path}: another run installed version {index.current} since this run started from "
             f"{pinned or 'an empty index'}; redoing the band and write stages against it")
         old, pinned = plan.work, index.current
@@ -381,7 +382,8 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
             write_removed(pq.read_table(removed_part_path(work, s)))
     index_meta = None
     if index is not None:
-        files = [{**f, "rows": i["rows"]} for f, i in zip(plan.checked or [file_entry(s) for s in shards], infos)]
+        entries = plan.checked or [file_entry(s, config.text_column) for s in shards]
+        files = [{**f, "rows": i["rows"]} for f, i in zip(entries, infos)]
         index.install(work / "index", [band_name(b) for b in names], pinned, plan.record["run_id"], files, total)
         index_meta = index.summary()
         checkpoint("installed")
@@ -427,5 +429,5 @@ def dedup_staged(inputs, out, config: DedupConfig = DedupConfig(), *, map_tasks:
     # bad input, damaged state, full disk: nothing is left behind; a kill or a lost cluster leaves _work/ to resume
     return execute(inputs, out, config, run, clear_on=(ValueError, OSError), engine="staged",
                    index_dir=index.path if index else None, force=force, log=log,
-                   check=index.check_not_held if index else None,
+                   check=partial(index.check_not_held, text_column=config.text_column) if index else None,
                    extra_record=lambda: {"index_version": index.current if index else None})

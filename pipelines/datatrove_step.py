@@ -11,9 +11,10 @@ The stats count ``dropped_exact`` and ``dropped_near``.
 **Ranks.** One pass sees every document through one index, which lives in one task's
 memory: ``tasks=1``, or ``index_dir``, on which the ranks take turns
 (:meth:`dedup.index_dir.IndexDir.turn`). A rank saves after its last document, recording a
-digest of its first documents (up to :data:`HEAD`): a rank whose first documents are those
-of a saved rank, as many, is refused before it decides any, as the command line refuses a
-file the index holds; deciding them again would drop every one as a duplicate of itself.
+digest of its first documents (:func:`dedup.index_dir.first_documents`): a rank whose first
+documents are those of a saved rank, or of a file a command-line run indexed, as many, is
+refused before it decides any, as the command line refuses a file the index holds (or a rank
+saved); deciding them again would drop every one as a duplicate of itself.
 
 Example:
     >>> from datatrove.data import Document
@@ -32,7 +33,6 @@ from itertools import chain, islice
 from pathlib import Path
 
 import pyarrow as pa
-import xxhash
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.writers.disk_base import DiskWriter
@@ -41,14 +41,10 @@ from loguru import logger
 from dedup.config import DedupConfig
 from dedup.index import KEEP, REASON_LABELS
 from dedup.io import StateError
-from dedup.index_dir import INDEX_FILE, IndexDir, index_params, saved_on
+from dedup.index_dir import HEAD, INDEX_FILE, IndexDir, first_documents, index_params, saved_on
 from dedup.streaming import Deduplicator
 
 __all__ = ["LSHBloomDedup"]
-
-#: How many of a rank's first documents its save records a digest of (``first_documents`` in index.json).
-HEAD = 64
-
 
 class LSHBloomDedup(BaseFilter):
     """Drops documents that are exact or near duplicates of an earlier one (one pass).
@@ -136,18 +132,16 @@ class LSHBloomDedup(BaseFilter):
         Raises:
             dedup.io.StateError: a saved rank's first documents are these: the index holds them.
         """
-        if not head:
+        first = first_documents(_texts(head).to_pylist())
+        if first is None:
             return None
-        h = xxhash.xxh3_128()
-        for text in _texts(head).to_pylist():
-            raw = text.encode("utf-8")
-            h.update(len(raw).to_bytes(8, "little"))
-            h.update(raw)
-        first = {"count": len(head), "xxh3": h.hexdigest()}
         for batch in (IndexDir(self.index_dir, {}).meta or {}).get("batches", []):
-            if batch.get("first_documents") == first:  # as many, the same: only a smaller rank's would be a guess
+            # as many, the same: only a smaller rank's would be a guess; a command-line run's: per input file
+            file = next((f for f in batch.get("files", []) if f.get("first_documents") == first), None)
+            if batch.get("first_documents") == first or file is not None:
+                whose = f"of {file['path']}, which run" if file else "of a rank"
                 raise StateError(
-                    f"{self.index_dir}: rank {rank}'s first {len(head)} documents are those of a rank saved on "
+                    f"{self.index_dir}: rank {rank}'s first {first['count']} documents are those {whose} saved on "
                     f"{saved_on(batch)} (batch {batch['run_id']}, {batch['documents']} documents): they are held "
                     "already (the same input given again, or a task killed after its save and before datatrove "
                     "recorded it complete), and deciding them again would drop every one as a duplicate of itself. "

@@ -1208,3 +1208,26 @@ def test_a_file_name_that_is_not_utf8_is_refused_naming_it_escaped(tmp_path: Pat
     (d / os.fsdecode(b"a\xffb.jsonl")).write_bytes(b'{"text": "one two three"}\n')
     with pytest.raises(InputError, match=r"a\\xffb\.jsonl: file name is not valid UTF-8"):
         discover([d])
+
+
+def test_head_texts_are_the_first_texts_with_text_whatever_the_format(tmp_path: Path):
+    """What an index records of an input file's first documents (dedup.index_dir.first_documents:
+    a datatrove rank reading the same rows is refused by it): the first n texts that are not null
+    or empty, the same in Parquet, JSON Lines (plain or compressed, blank lines too) and Arrow IPC."""
+    import pyarrow.feather as feather
+
+    from dedup.index_dir import first_documents
+    from dedup.shards import head_texts
+
+    rows = [{"id": str(k), "text": None if k % 5 == 0 else "" if k % 7 == 0 else f"text {k} é"} for k in range(300)]
+    want = [r["text"] for r in rows if r["text"]][:64]
+    paths = [write(tmp_path / name, rows) for name in ("a.parquet", "b.jsonl", "c.jsonl.gz", "d.jsonl.zst")]
+    (tmp_path / "b.jsonl").write_bytes(b"\n \n" + (tmp_path / "b.jsonl").read_bytes())
+    feather.write_feather(pa.Table.from_pylist(rows), tmp_path / "e.arrow", compression="uncompressed")
+    shards = discover([*paths, tmp_path / "e.arrow"])
+    assert [s.fmt for s in shards] == ["parquet", "jsonl", "jsonl", "jsonl", "arrow"]
+    for s in shards:
+        assert head_texts(s, "text", 64) == want, s.name
+    assert first_documents(want) == first_documents([None, "", *want, "more"]) == first_documents(want + want)
+    assert first_documents(want)["count"] == 64 and first_documents(["", None]) is None
+    assert head_texts(shards[0], "no such column", 64) == []  # the reader names that problem, not the digest

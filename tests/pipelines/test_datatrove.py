@@ -338,3 +338,35 @@ def test_a_rank_whose_save_loses_to_another_writer_is_told_to_rerun_its_task(tmp
         list(rank)
     assert "load it again" not in str(refused.value)
     assert Deduplicator.load(tmp_path / "idx").documents == 1  # the other writer's row; the rank's is not in
+
+
+@pytest.mark.parametrize("first", ["cli", "datatrove"])
+def test_a_file_one_user_indexed_is_refused_when_the_other_user_brings_it(first, tmp_path, capsys):
+    """The command line refused a file the index held, and a datatrove rank a rank's first
+    documents, but neither looked at the other's records: a file indexed by the command line
+    then read by a datatrove pipeline lost every row, and the reverse (exit 0, all 750 removed as
+    exact duplicates; found by the index-directory probe). The command line records each file's
+    first documents as a rank does (up to 64 with text, in order); each user refuses the other's."""
+    from dedup.io import StateError
+
+    rows = [{"id": str(k), "text": f"document number {k} says a few words of its own"} for k in range(100)]
+    rows.insert(3, {"id": "empty", "text": ""})  # readers skip documents without text
+    data = tmp_path / "data"
+    data.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), data / "p1.parquet")
+    index = tmp_path / "idx"
+    cli = ["dedup", str(data), "--out", str(tmp_path / "out"), "--index-dir", str(index), "--quiet"]
+    step = LSHBloomDedup(index_dir=index)
+    if first == "cli":
+        assert main(cli) == 0
+        with pytest.raises(StateError, match=r"rank 0's first 64 documents are those of .*p1\.parquet"):
+            next(step.run(ParquetReader(str(data))(), 0, 1))
+    else:
+        assert len(list(step.run(ParquetReader(str(data))(), 0, 1))) == 100
+        capsys.readouterr()
+        assert main(cli) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "p1.parquet" in err and "datatrove rank" in err, err
+        assert not (tmp_path / "out" / "manifest.json").exists()
+    # nothing decided twice (the command line counts the row without text among its documents)
+    assert json.loads((index / "index.json").read_text())["documents"] == (101 if first == "cli" else 100)
