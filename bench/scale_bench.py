@@ -279,7 +279,8 @@ def projection(rows: list[dict], filter_ns: dict[int, float] | None = None) -> l
 def main() -> int:
     global CORE
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000],
+                    help=f"documents, multiples of {SHARD_DOCS:,} (one shard)")
     ap.add_argument("--modes", default="stages,fused,staged")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--core", type=int, default=0)
@@ -290,6 +291,10 @@ def main() -> int:
     ap.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    # A size is a prefix of whole shards (view()): any other would run more documents than it divides by.
+    bad = [n for n in args.sizes if n <= 0 or n % SHARD_DOCS]
+    if bad and not (args.stage or args.project):
+        ap.error(f"--sizes: whole shards of {SHARD_DOCS:,} documents (50000, 100000, ...), not {bad}")
     CORE = args.core
     if args.stage:
         run_stage(args.stage, args.corpus, args.work)
