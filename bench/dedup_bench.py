@@ -494,11 +494,12 @@ def main() -> int:
     global CORE
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sections", default="realtext,schemes,synthetic,memory")
-    ap.add_argument("--docs", type=int, default=100_000, help="synthetic: documents of ~1 KB")
-    ap.add_argument("--big-docs", type=int, default=20_000, help="synthetic: documents of ~6 KB")
-    ap.add_argument("--memory-shards", type=int, default=60, help="shards of 5,000 documents for the memory section")
-    ap.add_argument("--reps", type=int, default=5, help="runs of each memdedup configuration (median reported)")
-    ap.add_argument("--peer-reps", type=int, default=3, help="runs of rensa and gaoya")
+    ap.add_argument("--docs", type=int, help="synthetic: documents of ~1 KB (100,000; --quick 5,000)")
+    ap.add_argument("--big-docs", type=int, help="synthetic: documents of ~6 KB (20,000; --quick 1,000)")
+    ap.add_argument("--memory-shards", type=int,
+                    help="shards of 5,000 documents for the memory section (60; --quick 6)")
+    ap.add_argument("--reps", type=int, help="runs of each memdedup configuration, median reported (5; --quick 1)")
+    ap.add_argument("--peer-reps", type=int, help="runs of rensa and gaoya (3; --quick 1)")
     ap.add_argument("--baseline", default=BASELINE_REV, help="git revision of today's memdedup ('' to skip)")
     ap.add_argument("--no-datasketch", action="store_true", help="real text: skip datasketch (minutes)")
     ap.add_argument("--core", type=int, default=0, help="the core every measured process is pinned to")
@@ -512,8 +513,12 @@ def main() -> int:
     if args.floors:
         floors_main(*args.floors)
         return 0
-    if args.quick:
-        args.docs, args.big_docs, args.memory_shards, args.reps, args.peer_reps = 5_000, 1_000, 6, 1, 1
+    # --quick changes the defaults only: a size given explicitly stands.
+    sizes = ({"docs": 5_000, "big_docs": 1_000, "memory_shards": 6, "reps": 1, "peer_reps": 1} if args.quick else
+             {"docs": 100_000, "big_docs": 20_000, "memory_shards": 60, "reps": 5, "peer_reps": 3})
+    for name, default in sizes.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     sections = set(args.sections.split(","))
     work = Path(tempfile.mkdtemp(prefix="dedup-bench-"))
     env = {**os.environ, "NUMBA_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
