@@ -26,8 +26,10 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 T0 = time.perf_counter()
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's dedup
 
 import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
