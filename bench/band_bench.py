@@ -62,7 +62,8 @@ def _expected(f: BloomFilter, n: int) -> float:
     """Sum over insertions of the filter's predicted false-positive rate at that fill."""
     steps = np.linspace(0, n, 201)
     rates = np.array([f.predicted_fp(int(i)) for i in steps])
-    return float(np.trapezoid(rates, steps))
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # trapezoid: numpy >= 2.0; pyproject allows 1.26
+    return float(trapezoid(rates, steps))
 
 
 def main() -> None:
