@@ -483,21 +483,28 @@ def test_workers_running_other_memdedup_code_are_refused_in_one_line(corpus, tmp
         code = (other / changed).read_text()
         assert "return _Done(fn(*args), caught, version)" in code
         (other / changed).write_text(code.replace("return _Done(fn(*args), caught, version)", "return fn(*args)"))
+    r = _run_on_a_worker_of(other, d / "in6", tmp_path)
+    assert str(other / "dedup") in r.stderr, r.stderr
+
+
+def _run_on_a_worker_of(checkout: Path, inputs: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Dedup ``inputs`` on a cluster (scheduler + one worker) whose worker runs ``checkout``'s code:
+    refused in one line (exit 2) saying it is other memdedup code, nothing left in OUT."""
     out, procs, sched = tmp_path / "out", [], tmp_path / "sched.json"
     try:
         procs.append(_start("scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(sched)))
         _wait_for(sched)
         procs.append(_start("worker", "--scheduler-file", str(sched), "--nthreads", "1", "--no-nanny",
-                            "--host", "127.0.0.1", env={"PYTHONPATH": str(other)}))
-        r = _cli([str(d / "in6"), "--out", str(out), "--scheduler", str(sched), "--quiet"])
+                            "--host", "127.0.0.1", env={"PYTHONPATH": str(checkout)}))
+        r = _cli([str(inputs), "--out", str(out), "--scheduler", str(sched), "--quiet"])
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-        assert "other memdedup code" in r.stderr and str(other / "dedup") in r.stderr, r.stderr
+        assert "other memdedup code" in r.stderr, r.stderr
         assert not [p for p in out.rglob("*") if p.is_file()]
+        return r
     finally:
         for p in procs:
             p.kill()
             p.wait()
-
 
 
 def test_workers_of_memdedup_from_before_the_code_check_are_refused_in_one_line(corpus, tmp_path):
@@ -516,20 +523,7 @@ def test_workers_of_memdedup_from_before_the_code_check_are_refused_in_one_line(
     code, n = re.subn(r"def _task\(.*?(?=\n# A worker's task states)", lambda m: old_task, code, flags=re.S)
     assert n == 1
     (other / "pipelines" / "staged.py").write_text(code)
-    out, procs, sched = tmp_path / "out", [], tmp_path / "sched.json"
-    try:
-        procs.append(_start("scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(sched)))
-        _wait_for(sched)
-        procs.append(_start("worker", "--scheduler-file", str(sched), "--nthreads", "1", "--no-nanny",
-                            "--host", "127.0.0.1", env={"PYTHONPATH": str(other)}))
-        r = _cli([str(d / "in6"), "--out", str(out), "--scheduler", str(sched), "--quiet"])
-        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-        assert "other memdedup code" in r.stderr, r.stderr
-        assert not [p for p in out.rglob("*") if p.is_file()]
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
+    _run_on_a_worker_of(other, d / "in6", tmp_path)
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare (mount namespace)")
