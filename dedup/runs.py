@@ -8,7 +8,7 @@ run is already done, may resume, or must start over. The protocol:
    symlinked directories, skipping hidden names, plain ``.json`` files, files compressed in a way
    not read (``.jsonl.bz2``) and the ``cache-*.arrow`` files that Hugging Face ``datasets``
    writes beside a dataset, and saying what was skipped) and globs (plain ``.json`` files
-   only for a pattern ending in ``.json``); walks, and globs below their first wildcard, skip
+   only for a pattern ending in ``.json``); walks, and globs below a ``**``, skip
    the folders an earlier memdedup run wrote (:func:`earlier_output`), saying which. Files come
    in *canonical order*: sorted by absolute path *as given* (links are not resolved, so the same
    rows reached through links or as copies give the same decisions and the same output names). A file reached
@@ -142,21 +142,20 @@ _SKIPPED = {
 
 def earlier_output(d: Path) -> bool:
     """Whether directory ``d`` was written by a memdedup stage: it holds a stage manifest
-    (:func:`dedup.io.write_stage_manifest`: ``stage`` and ``created_unix``) or the run record a
-    killed dedup run left (``_work/run.json``). Walks and globs skip such folders (step 1)."""
+    (:func:`dedup.io.read_manifest`) or the run record a killed dedup run left (``_work/run.json``).
+    Walks, and globs below a ``**``, skip such folders (step 1)."""
     if (d / WORK_DIR / RUN_FILE).is_file():
         return True
     try:
-        manifest = json.loads(io.manifest_path(d).read_bytes())
-    except (OSError, ValueError):
+        return io.read_manifest(d) is not None
+    except (io.StateError, OSError):
         return False
-    return isinstance(manifest, dict) and {"stage", "created_unix"} <= manifest.keys()
 
 
-def _earlier_output_above(p: Path, base: Path) -> Path | None:
-    """The folder between ``base`` (excluded) and file ``p`` that :func:`earlier_output` holds, or None."""
+def _earlier_output_above(p: Path, depth: int) -> Path | None:
+    """The folder above file ``p``, deeper than ``depth`` path parts, that :func:`earlier_output` holds, or None."""
     for parent in p.parents:
-        if parent == base:
+        if len(parent.parts) <= depth:
             return None
         if earlier_output(parent):
             return parent
@@ -261,16 +260,20 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
         elif glob.has_magic(s):
             matches = [m for m in sorted(map(Path, glob.glob(s, recursive=True)))  # .json files: when named
                        if format_of(m) and not _in_out(m, out) and (is_plain_json(Path(s)) or not is_plain_json(m))]
-            base = Path(*next((p.parts[:i] for i, part in enumerate(p.parts) if glob.has_magic(part)), ()))
-            above = {m: _earlier_output_above(m, base) for m in matches}
-            skipped["outputs"] += sorted({d for d in above.values() if d and d.resolve() not in said})
-            said.update(d.resolve() for d in above.values() if d)
-            matches = [m for m in matches if above[m] is None]
+            # folders a ``**`` reaches are found, as a walk's are; those the pattern names (run*/kept) are not
+            deep = next((i for i, part in enumerate(p.parts) if part == "**"), None)
+            above = {m: _earlier_output_above(m, deep) for m in matches} if deep is not None else {}
+            outs = sorted({d for d in above.values() if d})
+            skipped["outputs"] += [d for d in outs if d.resolve() not in said]
+            said.update(d.resolve() for d in outs)
+            matches = [m for m in matches if above.get(m) is None]
             if problem := next(((m, why) for m in matches if (why := _link_problem(m))), None):
                 raise InputError(*problem)
             new = [m for m in matches if m.is_file()]
             if not new:
-                raise InputError(s, "glob matches no .parquet, .arrow or .jsonl files (outside --out)")
+                why = "; ".join(_skip_notes({"outputs": outs}))
+                raise InputError(s, "glob matches no .parquet, .arrow or .jsonl files (outside --out)"
+                                    + (f" ({why})" if why else ""))
         elif os.path.lexists(p):
             raise InputError(p, "a broken symbolic link or not a regular file")
         else:

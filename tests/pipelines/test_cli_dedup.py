@@ -688,8 +688,12 @@ def test_an_earlier_runs_output_inside_the_input_folder_is_skipped_and_said(tmp_
     assert (data / "run2" / "kept" / "a.parquet").read_bytes() == (data / "run1" / "kept" / "a.parquet").read_bytes()
     assert manifest_of(data / "run2")["totals"]["rows"] == 20
     assert "skipped 2 folder(s) written by an earlier memdedup run" in r.stderr and "killed, run1" in r.stderr, r.stderr
-    r = dedup(str(data / "**" / "*.parquet"), data / "run3", "--json")  # a glob below the folder too
+    r = dedup(str(data / "**" / "*.parquet"), data / "run3", "--json")  # what a ** reaches, as a walk
     assert manifest_of(data / "run3")["totals"]["rows"] == 20, r.stderr
     assert "skipped 3 folder(s) written by an earlier memdedup run" in r.stderr, r.stderr
     dedup(data / "run1" / "kept", tmp_path / "again")  # named: read
     assert manifest_of(tmp_path / "again")["totals"]["rows"] == manifest_of(data / "run1")["totals"]["kept"] == 7
+    dedup(str(data / "run[12]" / "kept" / "*.parquet"), tmp_path / "both")  # named by the pattern: read
+    assert manifest_of(tmp_path / "both")["totals"]["rows"] == 14
+    r = dedup(str(data / "**" / "kept" / "*.parquet"), tmp_path / "none", ok=False)  # all skipped: says why
+    assert_one_error_line(r, "memdedup dedup", "glob matches no", "skipped 4 folder(s) written by an earlier", "run1")
