@@ -675,19 +675,30 @@ def id_strings(col: pa.Array | pa.ChunkedArray, path: Path, column: str, first_r
 
 
 def head_texts(shard: Shard, text_column: str, n: int) -> list[str]:
-    """Up to the first ``n`` texts of ``shard`` that are not null or empty, read cheaply (the first
-    batches or lines, not the file); [] where they cannot be read so (the reader says why, later)."""
+    """Up to the first ``n`` texts of ``shard`` that are not null or empty: JSON Lines parsed line
+    by line until ``n`` are found, Parquet's first row group's text column, Arrow's first batches;
+    [] where they cannot be read so or are not all UTF-8 text (the reader names the problem, later)."""
     texts: list[str] = []
     try:
         if shard.fmt == "jsonl":
             import json
 
             with pa.input_stream(str(shard.path), compression=shard.compression) as f:
-                rest, block = b"", b"-"
-                while len(texts) < n and block:
-                    block = f.read(1 << 20)
-                    *lines, rest = (rest + block).split(b"\n") if block else [rest, b""]
-                    texts += [t for line in lines if line.strip() and (t := json.loads(line).get(text_column))]
+                parts: list[bytes] = []  # of a line not yet ended (joined once it ends: linear in its length)
+                while len(texts) < n:
+                    block = f.read(1 << 16)
+                    if block and b"\n" not in block:
+                        parts.append(block)
+                        continue
+                    *lines, rest = b"".join([*parts, block or b"\n"]).split(b"\n")
+                    parts = [rest]
+                    for line in lines:
+                        if len(texts) == n:
+                            break
+                        if line.strip() and (t := json.loads(line).get(text_column)):
+                            texts.append(t)
+                    if not block:
+                        break
         else:
             batches = (_parquet_file(shard.path).iter_batches(batch_size=n, columns=[text_column])
                        if shard.fmt == "parquet" else _ArrowFile(shard).batches(n))
@@ -695,9 +706,11 @@ def head_texts(shard: Shard, text_column: str, n: int) -> list[str]:
                 texts += [t for t in text_strings(batch.column(text_column)).to_pylist() if t]
                 if len(texts) >= n:
                     break
+        for t in texts[:n]:
+            t.encode("utf-8")  # str, and no lone surrogate (JSON's "\ud800")
     except Exception:  # noqa: BLE001 - a digest for a check, not the read: the reader names the problem
         return []
-    return texts[:n] if all(isinstance(t, str) for t in texts) else []
+    return texts[:n]
 
 
 def _parquet_file(path: Path) -> pq.ParquetFile:

@@ -1231,3 +1231,17 @@ def test_head_texts_are_the_first_texts_with_text_whatever_the_format(tmp_path: 
     assert first_documents(want) == first_documents([None, "", *want, "more"]) == first_documents(want + want)
     assert first_documents(want)["count"] == 64 and first_documents(["", None]) is None
     assert head_texts(shards[0], "no such column", 64) == []  # the reader names that problem, not the digest
+
+
+def test_head_texts_of_a_text_that_is_not_utf8_is_none_not_an_error(tmp_path: Path):
+    """A JSON Lines text holding an escaped lone surrogate ("\\ud800") parses in Python but is not
+    UTF-8: with --index-dir its digest failed first, in one line naming no file (found by review);
+    now there is no head, and the reader refuses the file naming its line."""
+    from dedup.shards import head_texts
+
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"text": "ok"}\n{"text": "bad \\ud800 text"}\n')
+    assert head_texts(discover([path])[0], "text", 64) == []
+    long = tmp_path / "long.jsonl"  # a line longer than a read block, and no newline at the end
+    long.write_text('{"text": "' + "x" * 200_000 + '"}\n\n{"text": "second"}')
+    assert [len(t) for t in head_texts(discover([long])[0], "text", 64)] == [200_000, 6]
