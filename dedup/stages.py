@@ -62,7 +62,7 @@ from . import io, layout
 from .arrow import bool_array, numeric_array
 from .config import DedupConfig
 from .index import combine
-from .index_dir import INDEX_FILE, IndexDir, file_entry, index_params
+from .index_dir import INDEX_FILE, IndexDir, StaleIndexError, file_entry, index_params
 from .params import bloom_parts, bloom_size, per_band_fp, plan_index, whole_index_fp
 from .runs import RUN_FILE, RunPlan, execute, finish, work_dir
 from .scalable import FilterStack
@@ -350,12 +350,13 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
              str(index.stack_dir(pinned, band_name(b))) if index is not None and pinned else None, split)
             for b, split in todo_b
         ])
-    except io.StateError:  # the pinned version, loaded outside the index's lock, gone: say why, not "cannot read"
-        if index is None or pinned is None or (now := index.load_current([])[0]) == pinned:
+    except io.StateError as e:  # the pinned version, loaded outside the index's lock, gone: say why, not "cannot read"
+        if index is None or pinned is None or str(index.path / pinned) not in str(e) \
+                or (now := index.load_current([])[0]) in (pinned, None):
             raise
-        raise io.StateError(f"{index.path / INDEX_FILE}: another run or Deduplicator installed version {now} while "
-                            f"this run worked from {pinned}; rerun the same command (it decides against the new "
-                            "version)") from None
+        raise StaleIndexError(f"{index.path / INDEX_FILE}: another run or Deduplicator installed version {now} while "
+                              f"this run worked from {pinned}; rerun the same command (it keeps its sketches and "
+                              "decides against the new version)") from None
     band_records = {band_name(b): merge_split_records([io.read_json(done_path(seen_path(work, b, (s, n_splits[b]))),
                                                                     ("rows", "bytes"))
                                                        for s in range(n_splits[b])]) for b in names}

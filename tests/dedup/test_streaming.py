@@ -683,4 +683,9 @@ def test_a_run_whose_pinned_version_another_writer_replaced_says_to_rerun(corpus
     with pytest.raises(StateError, match=r"index\.json: another run or Deduplicator installed version v-000002 while "
                                          r"this run worked from v-000001; rerun the same command"):
         dedup_staged([d / "b2"], tmp_path / "o2", index_dir=index, map_tasks=another_writer_first)
-    assert dedup_staged([d / "b2"], tmp_path / "o2", index_dir=index)["index"]["index_dir"]["current"] == "v-000003"
+    sketched = sorted((tmp_path / "o2" / "_work").rglob("*.done"))
+    assert sketched and not (tmp_path / "o2" / "kept").exists()  # its sketches kept for the rerun, no outputs
+    said: list[str] = []
+    assert dedup_staged([d / "b2"], tmp_path / "o2", index_dir=index, log=said.append)["index"]["index_dir"][
+        "current"] == "v-000003"
+    assert any("redoing the band and write stages" in m for m in said), said
