@@ -409,16 +409,18 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
     record_path = work_dir(out) / RUN_FILE
     record = io.read_json(record_path, ("identity", "engine")) if record_path.exists() else None
     settings = output_settings(config)
-    resumable = (not force and previous is None and record is not None and record["identity"] == identity
-                 and record.get("settings") == settings)
+    same_settings = record is not None and record.get("settings", settings) == settings  # an older record: these
+    resumable = not force and previous is None and record is not None and record["identity"] == identity \
+        and same_settings
     resume = resumable and record["engine"] == engine == "staged"
     if record is not None and previous is None and not resume and (index := record["identity"].get("index_dir")) \
             and holds_batch(index, record.get("run_id")):
         raise OutputExistsError(
             f"{out} holds the unfinished run {record['run_id']}, whose batch the index {index} already holds (it "
             "stopped after installing it, before its manifest): clearing its outputs would lose that batch's rows, "
-            "which the index now refuses; rerun that run's command (same inputs and --out, without --force) to finish "
-            "it, or choose another --out")
+            "which the index now refuses; rerun that run's command (same inputs and --out"
+            + ("" if same_settings else "".join(f", --{k.replace('_', '-')} {v}" for k, v in record["settings"].items()))
+            + ", without --force) to finish it, or choose another --out")
     checked = check(shards) if check is not None and not resumable else None  # a resume was checked when it started
     if previous is None and record is None and not force:
         kept = out / layout.KEPT_DIR
@@ -434,8 +436,8 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
         return RunPlan(out, shards, identity, None, True, record)
     if record is not None and previous is None:
         why = f"with a different {_difference(record['identity'], identity)}" if record["identity"] != identity \
-            else "of the same run" if record.get("settings") == settings else \
-            f"written with other {', '.join(differing(record.get('settings') or {}, settings))}"
+            else "of the same run" if same_settings else \
+            f"written with other {', '.join(differing(record['settings'], settings))}"
         log(f"{out}: clearing the outputs of an unfinished run {why}")
     clear_outputs(out)
     record = {"identity": identity, "engine": engine, "settings": settings, "run_id": run_id(identity, out, settings),

@@ -479,6 +479,36 @@ def test_a_run_killed_in_the_write_stage_rerun_with_other_output_settings_is_not
     assert resumed["config"] == config.to_dict()
 
 
+def test_a_run_record_from_before_output_settings_resumes_as_before(tmp_path):
+    """Run records written before they held the output settings (compression, batch_rows) were all
+    taken for records of other settings: a killed run of an earlier version started over, and one
+    killed after its index install was refused for good (its rerun, the advice, refused again;
+    found by review). Such a record is read as one of these settings, as before: it resumes."""
+    import json
+
+    class Killed(BaseException):
+        pass
+
+    def killed_in_write(label, fn, items):
+        if label == "write":
+            serial_map(label, fn, items[:2])
+            raise Killed
+        return serial_map(label, fn, items)
+
+    _planted(tmp_path)
+    out = tmp_path / "out"
+    with pytest.raises(Killed):
+        dedup_staged([tmp_path / "in"], out, DedupConfig(), map_tasks=killed_in_write, index_dir=tmp_path / "idx")
+    record = json.loads((out / "_work" / "run.json").read_text())
+    del record["settings"]  # as an earlier version wrote it
+    (out / "_work" / "run.json").write_text(json.dumps(record))
+    said: list[str] = []
+    dedup_staged([tmp_path / "in"], out, DedupConfig(), index_dir=tmp_path / "idx", log=said.append)
+    assert any("resuming the unfinished run" in m for m in said), said
+    dedup_files([tmp_path / "in"], tmp_path / "clean", DedupConfig(), threads=1)
+    assert _bytes(out) == _bytes(tmp_path / "clean")
+
+
 def test_a_run_whose_index_install_is_refused_as_stale_keeps_its_sketches_and_resumes(tmp_path):
     """Two batches into one --index-dir at once: the later install is refused (another run installed a
     version meanwhile), saying "rerun the same command (it redoes the band stage against the new
