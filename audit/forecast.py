@@ -166,7 +166,8 @@ def _training_step(audit_dir: Path) -> tuple[int | None, Path | None]:
     recorded = (manifest.get("training_run") or {}).get("sha256")  # None: an audit older than the record
     if recorded is not None and recorded != training_run_digest(run):
         raise InputError(audit_dir, f"audits a model of {run} as it was before it was trained again (its "
-                                    f"{TRAIN_CONFIG} differs: another config or corpus); audit the new run's model again")
+                                    f"{TRAIN_CONFIG} differs: another config or corpus); audit the new run's "
+                                    "model again")
     model = Path(manifest["model"])
     if model.parent.name == CHECKPOINT_DIR:
         try:

@@ -141,7 +141,8 @@ def training_run(model: str | os.PathLike) -> Path | None:
     """The ``memdedup train`` run directory (one holding :data:`ORDER_FILE`) whose checkpoint
     (``RUN/checkpoints/step-N``) or final model (``RUN/model``) ``model`` is, else None."""
     model = Path(model)
-    run = model.parent.parent if model.parent.name == CHECKPOINT_DIR else model.parent if model.name == MODEL_DIR else None
+    run = (model.parent.parent if model.parent.name == CHECKPOINT_DIR
+           else model.parent if model.name == MODEL_DIR else None)
     return run if run is not None and (run / ORDER_FILE).exists() else None
 
 

@@ -146,6 +146,8 @@ def run_audit(
             ShardReader(s, config.text_column, config.id_column, True, 1)
     dedup_cfg, removed, dedup_manifest = _dedup_context(Path(dedup_dir) if dedup_dir else None, shards)
     member_ids = _members(Path(members) if members else None)
+    run = training_run(model_dir)  # the memdedup train run the model is of: its record as the model is loaded
+    trained_by = {"path": str(run.resolve()), "sha256": training_run_digest(run)} if run is not None else None
     lm = load_causal_lm(model_dir, bos=config.bos)
     if not lm.encode(["a b"])[0]:  # e.g. transformers' empty GPT2Tokenizer when the tokenizer files are missing
         raise ModelError(f"{model_dir}: no usable tokenizer: it encodes text to no tokens (tokenizer files missing?)")
@@ -276,8 +278,7 @@ def run_audit(
     io.write_stage_manifest(out, "audit", {
         "config": config.to_dict(),
         "model": str(Path(model_dir).resolve()), "reference": str(reference) if reference else None,
-        "training_run": {"path": str(run.resolve()), "sha256": training_run_digest(run)} if (run := training_run(model_dir))
-        else None,  # the memdedup train run the model is of (forecast checks it is the run still there)
+        "training_run": trained_by,  # the forecast checks it is the run still there
         "corpus": [str(s.path) for s in shards], "corpus_bytes": {s.name: s.path.stat().st_size for s in shards},
         "dedup_dir": str(dedup_dir) if dedup_dir else None,
         "decoding": lm.decoding(C), "batch_size_auto": batch_auto,

@@ -211,15 +211,22 @@ def _remove_run(out: Path) -> None:
         shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink(missing_ok=True)
 
 
+def _out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is running out of memory (torch's CPU allocator raises a RuntimeError)."""
+    return isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and "allocate" in str(e))
+
+
 def _write_checkpoint(path: Path, save: Callable[[Path], None]) -> None:
     """:func:`audit.layout.write_atomic` of one checkpoint. A full disk is an OSError naming ``path``
     (exit 2, one line): torch.save raises RuntimeError ('unexpected pos ...') and safetensors its own
-    error instead, which are no OSError; the run resumes from the checkpoint before it."""
+    SafetensorError instead, which are no OSError; the run resumes from the checkpoint before it."""
+    from safetensors import SafetensorError
+
     try:
         write_atomic(path, save)
-    except Exception as e:
-        if isinstance(e, (MemoryError, OSError)) or (isinstance(e, RuntimeError) and "allocate" in str(e)):
-            raise  # named already, or out of memory: the trainer's own message
+    except (RuntimeError, SafetensorError) as e:
+        if _out_of_memory(e):
+            raise  # the trainer's own message
         raise OSError(None, f"cannot write the checkpoint ({error_reason(e)}): is the disk full? Rerun to "
                             "resume from the checkpoint before it", str(path)) from None
 
@@ -414,8 +421,8 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
             if step in ckpt_steps:  # Hugging Face files + optimizer state, written to a temporary directory and renamed
                 _write_checkpoint(ckpt_root / checkpoint_name(step), save_checkpoint)
                 log(f"train: step {step}/{total_steps}, loss {np.mean(losses[-50:]):.3f}")
-    except (MemoryError, RuntimeError) as e:  # torch's CPU allocator raises RuntimeError
-        if not isinstance(e, MemoryError) and "allocate" not in str(e):
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
             raise
         # every step has the same shapes: the corrected command must start afresh in this --out
         if fresh and not any((out / CHECKPOINT_DIR).glob("step-*")):

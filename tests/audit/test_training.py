@@ -295,6 +295,7 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line_and_the_rerun_resumes(s
     line naming the checkpoint, no temporary left, and the rerun resumes to the bytes of an
     uninterrupted run. Before: a 30-line traceback, exit 1 (found on a 3 MB tmpfs)."""
     import torch
+    from safetensors import SafetensorError
     from transformers import GPT2LMHeadModel
 
     from pipelines.cli import main
@@ -306,7 +307,7 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line_and_the_rerun_resumes(s
             if calls["n"] == 4:  # the 4th checkpoint (step 10)
                 raise (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4480 vs 4372")
                        if writer == "torch.save" else
-                       Exception("Error while serializing: I/O error: No space left on device (os error 28)"))
+                       SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"))
             return real(*a, **k)
         return write
     if writer == "torch.save":
@@ -861,3 +862,19 @@ def test_an_audit_of_a_runs_checkpoint_records_the_run(small_run, small_corpus, 
     shutil.copytree(small_run / "model", tmp_path / "alone")
     run_audit(tmp_path / "alone", [small_corpus], tmp_path / "b", cfg, log=quiet)
     assert json.loads((tmp_path / "b" / "manifest.json").read_text())["training_run"] is None
+
+
+def test_a_bug_while_writing_a_checkpoint_is_not_called_a_full_disk(small_corpus, tmp_path, monkeypatch):
+    """Any exception of a checkpoint's writers became 'cannot write the checkpoint ...: is the disk
+    full?' (exit 2), a programming error too (found by review): only the writers' I/O errors
+    (RuntimeError, SafetensorError) are; others propagate as they are."""
+    import torch
+
+    from audit.train import train_causal_lm
+
+    def broken(*a, **k):
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(TypeError, match="a bug"):
+        train_causal_lm(discover([small_corpus]), tmp_path / "run", SMALL, log=quiet)
