@@ -163,7 +163,7 @@ class PybloomIndex(_Baseline):
         return whole_index_fp([_sliced_fill_fp(f) for f in self.filters])
 
 
-def _sliced_fill_fp(f) -> float:
+def _sliced_fill_fp(f: object) -> float:
     """False-positive probability (a probability, 0..1) of pybloom-live filter ``f`` at its current
     fill: the product over its slices of the fraction of the slice's bits set."""
     m = f.bits_per_slice
