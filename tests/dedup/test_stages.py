@@ -452,21 +452,24 @@ def test_a_long_input_file_name_is_read_by_both_engines(tmp_path, long_name):
     assert (tmp_path / "f" / "kept" / long_name).is_file()
 
 
+class Killed(BaseException):
+    """A kill of the client (not an Exception: nothing catches it)."""
+
+
+def killed_in_write(label, fn, items):
+    """A ``map_tasks`` that runs two write tasks, then is killed."""
+    if label == "write":
+        serial_map(label, fn, items[:2])
+        raise Killed
+    return serial_map(label, fn, items)
+
+
 @pytest.mark.parametrize("changed", [{"compression": "snappy"}, {"batch_rows": 100}])
 def test_a_run_killed_in_the_write_stage_rerun_with_other_output_settings_is_not_mixed(tmp_path, changed):
     """Killed after some write tasks, then rerun with another --compression (or --batch-rows): the
     rerun resumed (neither is in the run's identity) and kept the finished tasks' kept shards, written
     the old way: kept/ held zstd and snappy files (or row groups of two sizes) under a manifest
     saying snappy, bytes no clean run gives."""
-    class Killed(BaseException):
-        pass
-
-    def killed_in_write(label, fn, items):
-        if label == "write":
-            serial_map(label, fn, items[:2])
-            raise Killed
-        return serial_map(label, fn, items)
-
     _planted(tmp_path)
     out = tmp_path / "out"
     with pytest.raises(Killed):
@@ -485,15 +488,6 @@ def test_a_run_record_from_before_output_settings_resumes_as_before(tmp_path):
     killed after its index install was refused for good (its rerun, the advice, refused again;
     found by review). Such a record is read as one of these settings, as before: it resumes."""
     import json
-
-    class Killed(BaseException):
-        pass
-
-    def killed_in_write(label, fn, items):
-        if label == "write":
-            serial_map(label, fn, items[:2])
-            raise Killed
-        return serial_map(label, fn, items)
 
     _planted(tmp_path)
     out = tmp_path / "out"
