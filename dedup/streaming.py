@@ -127,7 +127,8 @@ class Deduplicator:
             dedup.io.StateError: an earlier call stopped part way (an interrupt, an error), leaving
                 some of its rows in the index; so do :meth:`save` and every later call.
         """
-        return self.add_verdicts(data).reason == KEEP
+        with self._turn:  # (not through add_verdicts: a capacity warning names the caller's line either way)
+            return self._add_verdicts(data).reason == KEEP
 
     def add_verdicts(self, data: pa.Table | pa.RecordBatch | pa.Array | pa.ChunkedArray) -> Verdicts:
         """:meth:`add`, returning the verdicts: ``reason`` (0 keep, 1 exact, 2 near; labels

@@ -643,10 +643,14 @@ def test_rows_past_a_fixed_capacity_are_warned_of_once():
     with pytest.warns(RuntimeWarning, match=r"300 documents in filters sized for capacity=100: predicted "
                                             r"false-positive rate .* \(target 1e-05\).*grow=True") as caught:
         dedup.add(pa.array(texts[100:]))
-    assert len(caught) == 1
+    assert len(caught) == 1 and caught[0].filename == __file__  # the caller's line, not streaming.py's
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         dedup.add(pa.array(texts[:1]))  # once per Deduplicator
+    other = Deduplicator(DedupConfig(capacity=100))
+    with pytest.warns(RuntimeWarning, match="capacity=100") as caught:
+        other.add_verdicts(pa.array(texts))
+    assert caught[0].filename == __file__
 
 
 def test_an_index_of_other_parameters_is_refused_naming_every_difference(tmp_path):
