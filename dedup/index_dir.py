@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import re
 import shutil
@@ -243,10 +242,10 @@ class IndexDir:
         batches = (self.meta or {}).get("batches", [])
         held = {f["fingerprint"]: (b, f) for b in batches for f in b["files"]}
         at = {f["path"]: (b, f) for b in batches for f in b["files"]}
-        ranks = {json.dumps(b["first_documents"], sort_keys=True): b for b in batches if b.get("first_documents")}
         files = [file_entry(s, text_column) for s in shards]
         for s, entry in zip(shards, files):
-            if rank := ranks.get(json.dumps(entry["first_documents"], sort_keys=True)):
+            if entry["first_documents"] and (rank := next(
+                    (b for b in batches if b.get("first_documents") == entry["first_documents"]), None)):
                 raise InputError(s.path, f"its first {entry['first_documents']['count']} documents are those a "
                                          f"datatrove rank saved in the index {self.path} on {saved_on(rank)} (batch "
                                          f"{rank['run_id']}); fed again, every row would be removed as a duplicate "

@@ -174,9 +174,9 @@ def _walk(root: Path) -> tuple[list[Path], dict[str, list[Path]]]:
             dirnames[:] = []
             continue
         seen_dirs.add((st.st_dev, st.st_ino))
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        skipped["outputs"] += [Path(dirpath) / d for d in dirnames if earlier_output(Path(dirpath) / d)]
-        dirnames[:] = [d for d in dirnames if Path(dirpath) / d not in skipped["outputs"]]
+        outputs = {d for d in dirnames if not d.startswith(".") and earlier_output(Path(dirpath) / d)}
+        skipped["outputs"] += [Path(dirpath) / d for d in sorted(outputs)]
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in outputs)
         for f in sorted(filenames):
             p = Path(dirpath) / f
             base, dot, ext = f.rpartition(".")
@@ -419,7 +419,8 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
             f"{out} holds the unfinished run {record['run_id']}, whose batch the index {index} already holds (it "
             "stopped after installing it, before its manifest): clearing its outputs would lose that batch's rows, "
             "which the index now refuses; rerun that run's command (same inputs and --out"
-            + ("" if same_settings else "".join(f", --{k.replace('_', '-')} {v}" for k, v in record["settings"].items()))
+            + ("" if same_settings else "".join(f", --{k.replace('_', '-')} {v}"
+                                                for k, v in record["settings"].items()))
             + ", without --force) to finish it, or choose another --out")
     checked = check(shards) if check is not None and not resumable else None  # a resume was checked when it started
     if previous is None and record is None and not force:
