@@ -1,11 +1,9 @@
-"""Arrow arrays built straight from numpy buffers, and the few compute functions the
-dedup path needs, called without importing :mod:`pyarrow.compute`.
+"""Arrow arrays built straight from numpy buffers, and the few compute functions the dedup path needs, called
+without importing :mod:`pyarrow.compute`.
 
-``pyarrow.array(...)`` imports pandas on first use when it is installed (about 0.2 s of
-start-up); building arrays from buffers avoids that, and copies nothing for numbers.
-``RecordBatch.filter``, ``Array.take`` and ``Array.cast`` import :mod:`pyarrow.compute`,
-whose Python wrappers of ~290 functions take ~30 ms to generate on every run; the same C++
-functions are reached through ``pyarrow._compute.call_function``.
+``pyarrow.array(...)`` imports pandas when installed (~0.2 s of start-up); buffers avoid that and copy no numbers.
+``filter``, ``take`` and ``cast`` import :mod:`pyarrow.compute` (~30 ms generating wrappers on every run); the same
+C++ functions are reached through ``pyarrow._compute.call_function``.
 """
 
 from __future__ import annotations
@@ -84,12 +82,9 @@ def _compute():
 
 
 def filter_rows(batch: pa.RecordBatch, keep: np.ndarray) -> pa.RecordBatch:
-    """The rows of ``batch`` where ``keep`` (numpy bool, one per row) is True.
-
-    Columns Arrow cannot filter (view types, also inside lists, structs and maps, in some
-    Arrow versions) are filtered as their large counterparts (:func:`_without_views`) and
-    cast back, so the schema is the input's.
-    """
+    """The rows of ``batch`` where ``keep`` (numpy bool, one per row) is True. Columns some Arrow versions cannot
+    filter (view types, also nested) are filtered as their large counterparts (:func:`_without_views`) and cast
+    back, so the schema is the input's."""
     mask = bool_array(keep)
     try:
         return _compute().call_function("filter", [batch, mask])
@@ -105,8 +100,7 @@ def filter_rows(batch: pa.RecordBatch, keep: np.ndarray) -> pa.RecordBatch:
 
 
 def _without_views(t: pa.DataType) -> pa.DataType:
-    """``t`` with every string_view / binary_view in it, however nested, made large_string /
-    large_binary: ``large_list<string_view>`` -> ``large_list<large_string>``.
+    """``t`` with every string_view / binary_view in it, however nested, made large_string / large_binary.
 
     Example:
         >>> _without_views(pa.struct([("a", pa.list_(pa.string_view())), ("b", pa.int8())]))
@@ -133,8 +127,7 @@ def take(values: pa.Array, indices: np.ndarray) -> pa.Array:
 
 
 def cast(values: pa.Array, to: pa.DataType, check_utf8: bool = True) -> pa.Array:
-    """``values.cast(to)`` (safe cast: raises ArrowInvalid on a lossy one; bytes to strings
-    without checking that they are UTF-8 with ``check_utf8=False``, for a caller that checks)."""
+    """``values.cast(to)``, safe (ArrowInvalid on a lossy cast); ``check_utf8=False``: bytes to strings unchecked."""
     compute = _compute()
     options = compute.CastOptions.safe(to)
     options.allow_invalid_utf8 = not check_utf8

@@ -1,23 +1,16 @@
 """What a JSON Lines file is, byte by byte: lines, rows, and why a line is refused.
 
-Arrow parses JSON Lines fast but is lenient in ways that break the one-row-per-line
-contract (it reads ``{..} {..}`` on one line as two rows and a ``null`` line as a row of
-nulls) and reports errors by row within the buffer it was given. These helpers hold the
-rules that :mod:`dedup.shards` applies around Arrow, so that counting rows, reading them
-and naming a bad line agree:
+Arrow parses JSON Lines fast but leniently (``{..} {..}`` on one line is two rows, a ``null`` line a row of nulls)
+and reports errors by row within its buffer. These rules, which :mod:`dedup.shards` applies around Arrow (turning a
+problem into an :class:`dedup.shards.InputError` naming the file and line), make counting rows, reading them and
+naming a bad line agree:
 
-* A line is *blank*, and skipped, when it holds nothing but JSON whitespace (space, tab,
-  carriage return: RFC 8259, section 2). Every other line is one row and must hold one
-  JSON object. A line of other whitespace (form feed, vertical tab, U+0085, U+00A0,
-  U+2028, ... which Python's ``str.strip`` removes but JSON does not allow) is not blank:
-  it is refused, as are ``null``, arrays, strings, numbers and a second value on a line.
+* A line is *blank*, and skipped, when it holds nothing but JSON whitespace (space, tab, carriage return: RFC 8259,
+  section 2). Every other line is one row and must hold one JSON object: other whitespace (form feed, U+00A0,
+  U+2028, ...), ``null``, arrays, strings, numbers and a second value on a line are refused.
 * A UTF-8 byte order mark is allowed at the start of the file only.
 * An object may not hold the same key twice (at any depth), as Arrow requires.
-* ``NaN``, ``Infinity`` and ``-Infinity`` are read as floats (a decision: they are not JSON,
-  but Python's ``json.dumps`` writes them, and Arrow and Python read them).
-
-Nothing here knows about files or Arrow; :mod:`dedup.shards` turns a problem into an
-:class:`dedup.shards.InputError` naming the file and the line.
+* ``NaN``, ``Infinity`` and ``-Infinity`` are read as floats (not JSON, but Python writes them and Arrow reads them).
 """
 
 from __future__ import annotations
@@ -49,15 +42,9 @@ def has_content(data: bytes) -> bool:
 
 @dataclass(frozen=True)
 class Lines:
-    """The lines of a piece (whole lines, each ending in a line feed).
-
-    Attributes:
-        count: lines in the piece.
-        blank: 0-based indices of the blank lines.
-        suspect: 0-based indices of the lines that are not blank but do not start (after
-            JSON whitespace, and a byte order mark on the file's first line) with ``{``:
-            each is refused by :func:`line_problem`.
-    """
+    """The ``count`` lines of a piece (whole lines, each ending in a line feed): 0-based indices of the ``blank``
+    ones and of the ``suspect`` ones, not blank but not starting (after JSON whitespace, and a byte order mark on the
+    file's first line) with ``{``, each refused by :func:`line_problem`."""
 
     count: int
     blank: tuple[int, ...]
@@ -75,10 +62,8 @@ class Lines:
 
 
 def scan(piece: bytes, at_file_start: bool) -> Lines:
-    """Find the blank and suspect lines of ``piece`` (whole lines, ending in a line feed).
-
-    One numpy pass over the bytes; only lines that do not start with ``{`` are looked at
-    in Python (in a file of objects one per line, none).
+    """Find the blank and suspect lines of ``piece`` (whole lines, ending in a line feed): one numpy pass, and
+    Python only for lines that do not start with ``{``.
 
     Example:
         >>> s = scan(b'{"a": 1}\\n\\n  {"a": 2}\\nnull\\n', at_file_start=True)
@@ -127,8 +112,8 @@ def json_kind(value: object) -> str:
 
 
 def line_problem(line: bytes, first_of_file: bool, text_column: str | None = None) -> str | None:
-    """Why ``line`` (without its line feed) is not blank and not one JSON object whose
-    ``text_column`` holds a string or null, or None when it is fine.
+    """Why ``line`` (without its line feed) is not blank and not one JSON object whose ``text_column`` holds a
+    string or null, or None when it is fine.
 
     Example:
         >>> line_problem(b'{"text": "a"} {"text": "b"}', first_of_file=False)
@@ -170,8 +155,8 @@ def line_problem(line: bytes, first_of_file: bool, text_column: str | None = Non
 
 
 def first_problem(piece: bytes, first_line: int, text_column: str | None = None) -> tuple[int, str] | None:
-    """(1-based line, reason) of the first line of ``piece`` (whose first line is the
-    file's line ``first_line``) that :func:`line_problem` refuses, or None."""
+    """(1-based line, reason) of the first line of ``piece`` (starting at the file's line ``first_line``) that
+    :func:`line_problem` refuses, or None."""
     for n, line in enumerate(piece.split(b"\n")[:-1], first_line):
         problem = line_problem(line, n == 1, text_column)
         if problem is not None:
@@ -196,21 +181,13 @@ class _FloatText(str):
 
 @dataclass
 class Numbers:
-    """What the numbers of one column say about the type that holds them exactly.
+    """What the numbers of one column say about the type that holds them exactly: whether one is seen of each kind."""
 
-    Attributes:
-        beyond_int64: an integer outside int64 (Arrow reads the column as float64).
-        big: an integer of magnitude above 2^53 (float64 would round it).
-        fraction: a number written with a fraction or an exponent (``2.5``, ``1e3``).
-        negative: a negative integer.
-        beyond_uint64: an integer of 2^64 or more.
-    """
-
-    beyond_int64: bool = False
-    big: bool = False
-    fraction: bool = False
-    negative: bool = False
-    beyond_uint64: bool = False
+    beyond_int64: bool = False  # an integer outside int64 (Arrow reads the column as float64)
+    big: bool = False  # an integer of magnitude above 2^53 (float64 would round it)
+    fraction: bool = False  # written with a fraction or an exponent (``2.5``, ``1e3``)
+    negative: bool = False  # a negative integer
+    beyond_uint64: bool = False  # an integer of 2^64 or more
 
     def add_int(self, value: int) -> None:
         """Note one integer."""
@@ -225,8 +202,8 @@ class Numbers:
             setattr(self, k, getattr(self, k) or v)
 
     def exact_type(self) -> str | None:
-        """``"uint64"`` or ``"string"`` when Arrow's own type (int64, or float64) would round a number
-        of the column (which of the two: :mod:`dedup.shards`), else None.
+        """``"uint64"`` or ``"string"`` when Arrow's own type (int64 or float64) would round a number of the column
+        (:mod:`dedup.shards`), else None.
 
         Example:
             >>> n = Numbers(); n.add_int(18446744073709551000); n.exact_type()
@@ -246,13 +223,11 @@ Path = tuple[str | None, ...]
 def number_texts(piece: bytes, first_line: int, columns: set[str], nested: set[str],
                  rounds: Callable[[str, Path], bool] = lambda column, path: True,
                  ) -> tuple[dict[str, list[str | None]], dict[str, Numbers], tuple[int, str] | None]:
-    """Parse the rows of ``piece`` (whose lines :func:`scan` passed) with Python's exact
-    integers: for each top-level column in ``columns``, each row's number as written (None
-    for null or missing) and what the numbers say; for the columns in ``nested``, the first
-    line holding an integer of magnitude above 2^53 inside a list or object at a place
-    where ``rounds(column, path)`` (the reader holds numbers there as float64), as
-    (1-based line, reason): such a file is refused. Slow (Python's JSON parser): for pieces
-    where Arrow produced a float64 of magnitude 2^53 or more only.
+    """Parse the rows of ``piece`` (whose lines :func:`scan` passed) with Python's exact integers (slow: only for
+    pieces where Arrow produced a float64 of magnitude 2^53 or more): for each column in ``columns``, each row's
+    top-level number as written (None for null or missing) and its :class:`Numbers`; for those in ``nested``, the
+    (1-based line, reason) of the first integer above 2^53 inside a list or object where ``rounds(column, path)``
+    (the reader holds float64 there): such a file is refused.
     """
     texts: dict[str, list[str | None]] = {c: [] for c in columns}
     numbers = {c: Numbers() for c in columns}

@@ -1,43 +1,27 @@
 """Input shards: formats, validation and batched reading.
 
-Inputs are Parquet files, JSON Lines files (``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst``;
-``.json``/``.ndjson`` are accepted as JSON Lines too) and Arrow IPC files (``.arrow``: the
-IPC *stream* format that Hugging Face ``datasets`` writes in its cache and with
-``save_to_disk``, or the IPC *file* format, told apart by the file's first bytes). Which
-files a run reads, and their canonical order, is decided by :func:`dedup.runs.discover`.
+Inputs are Parquet, JSON Lines (``.jsonl``, ``.ndjson``, ``.json``, each also ``.gz`` or ``.zst``) and Arrow IPC
+files (``.arrow``: the IPC *stream* format Hugging Face ``datasets`` writes, or the IPC *file* format, told apart by
+the first bytes); :func:`dedup.runs.discover` decides which files a run reads, in which order. Every problem raises
+:class:`InputError`, naming the file and, where it applies, the line (JSONL, 1-based) or row (Parquet, 0-based).
 
-Every problem with an input raises :class:`InputError`, whose message names the file and,
-where it applies, the line (JSONL, 1-based) or row (Parquet, 0-based).
+Columns:
 
-Columns, decided here:
-
-* The text column must exist, once, and hold strings, or bytes that are UTF-8 (Parquet written
-  without the UTF8 annotation), or only nulls. A file with two
-  columns named like the text column is refused: which one is the text would be a guess.
-* The id column is read as strings (numbers, dates, binary UTF-8 are converted). When it
-  was named explicitly (``id_column_required``), it must exist, once, and be convertible
-  to strings, or the file is refused. The default id column (``"id"``, not required) is
-  optional: when it is absent the ids are null, and when it cannot be read as one string
-  per row (a nested type such as a struct, or two columns of that name) it is ignored:
-  the ids are null, :attr:`ShardReader.id_ignored` says why, and an :class:`InputWarning`
-  naming the file is issued. The column itself is still copied to the kept shard.
+* The text column must exist, once (two would leave the text a guess), and hold strings, UTF-8 bytes, or only nulls.
+* The id column is read as strings (:func:`id_strings`). Named explicitly (``id_column_required``), it must exist, once,
+  and be convertible, or the file is refused. The default ``"id"`` is optional: absent, the ids are null; not readable
+  as one string per row (a struct, two columns of that name), it is ignored (null ids, :attr:`ShardReader.id_ignored`
+  says why, an :class:`InputWarning` names the file), though still copied to the kept shard.
 * Other columns are copied to the kept shard as they are, duplicated names included.
 
-JSON Lines: every line that is not blank is one row and must hold one JSON object; the
-rules of a line are :mod:`dedup.jsonl`'s, so the rows read are exactly the lines
-:func:`count_rows` counts. A line may be of any length up to Arrow's 2 GiB block limit. A field
-keeps one JSON type over the file (null goes with any; integers and fractions are numbers): one
-that changes (an object on one line, a number on another) is refused.
+JSON Lines: every line that is not blank is one row holding one JSON object (:mod:`dedup.jsonl`'s rules, so the rows
+read are the lines :func:`count_rows` counts), of any length up to Arrow's 2 GiB block. A field keeps one JSON type
+over the file (null goes with any; integers and fractions are numbers).
 
-JSON numbers are never rounded. Arrow reads a column of numbers as int64 when every one
-is an integer that int64 holds, else as float64, which holds integers exactly only up to
-2^53. So a top-level column holding an integer beyond int64 (a uint64 hash id, say) is
-read as uint64 when every number in it, over the whole file, is an integer in [0, 2^64),
-and otherwise as strings: each number's JSON text as written in the file (``"-1"``,
-``"18446744073709551000"``, ``"2.5"``); so is an int64 column whose integers beyond 2^53
-would be rounded by fractions elsewhere in it. Other columns keep Arrow's types (int64,
-float64). An integer beyond 2^53 inside a list or object, where Arrow would hold it as a
-float64, is refused with its line.
+JSON numbers are never rounded. A top-level column holding an integer beyond int64 is read as uint64 when every number
+in it, over the whole file, is an integer in [0, 2^64), else as strings: each number's JSON text as written (``"-1"``,
+``"2.5"``); so is an int64 column whose integers beyond 2^53 fractions elsewhere in it would round (float64). Other
+columns keep Arrow's types. An integer beyond 2^53 inside a list or object is refused with its line.
 """
 
 from __future__ import annotations
@@ -68,10 +52,7 @@ class InputError(ValueError):
     """A problem with one input file (and row or line)."""
 
     def __init__(self, path: str | os.PathLike, message: str, *, row: int | None = None, line: int | None = None):
-        self.path = str(path)
-        self.message = message
-        self.row = row
-        self.line = line
+        self.path, self.message, self.row, self.line = str(path), message, row, line
         where = f"line {line}: " if line is not None else f"row {row}: " if row is not None else ""
         super().__init__(f"{self.path}: {where}{message}")
 
@@ -81,14 +62,8 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class Shard:
-    """One input file.
-
-    Attributes:
-        path: absolute path.
-        name: its name in outputs: the path relative to the inputs' common directory.
-        fmt: ``"parquet"``, ``"jsonl"`` or ``"arrow"``.
-        compression: None, ``"gzip"`` or ``"zstd"`` (JSONL only).
-    """
+    """One input file: absolute ``path``; ``name`` in outputs (relative to the inputs' common directory);
+    ``fmt`` ``"parquet"``, ``"jsonl"`` or ``"arrow"``; ``compression`` None, ``"gzip"`` or ``"zstd"`` (JSONL only)."""
 
     path: Path
     name: str
@@ -113,9 +88,8 @@ def format_of(path: Path) -> tuple[str, str | None] | None:
 
 
 def is_plain_json(path: Path) -> bool:
-    """Whether ``path`` is an uncompressed ``.json`` file: often a manifest or a config, so directory
-    walks skip it (:func:`dedup.runs.discover`). Compressed ones (``.json.gz``, ``.json.zst``: Dolma's
-    and RedPajama-v2's documents, Spark's ``write.json``) are JSON Lines data like ``.jsonl``."""
+    """Whether ``path`` is an uncompressed ``.json`` file, often a manifest or a config, which directory walks skip
+    (:func:`dedup.runs.discover`); ``.json.gz`` and ``.json.zst`` (Dolma, RedPajama-v2, Spark) are JSON Lines data."""
     return path.name.lower().endswith(".json")
 
 
@@ -124,8 +98,7 @@ _LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
 
 
 def is_lfs_pointer(path: Path) -> bool:
-    """Whether ``path`` is a Git LFS pointer file: what a clone without Git LFS (of a Hugging Face
-    dataset, say) holds under each data file's name."""
+    """Whether ``path`` is a Git LFS pointer file (what a clone without Git LFS holds for each data file)."""
     try:
         if path.stat().st_size >= 1024:
             return False
@@ -145,8 +118,7 @@ def _duplicated(names: list[str], name: str) -> str | None:
 
 
 def _check_columns(shard: Shard, schema: pa.Schema, text_column: str, id_column: str | None, id_required: bool) -> str | None:
-    """Check the text and id columns (see the module docstring); return why the id column
-    is ignored (None: it is read, or absent)."""
+    """Check the text and id columns (module docstring); return why the id column is ignored (None: read, or absent)."""
     names = schema.names
     if problem := text_column_problem(schema, text_column):
         raise InputError(shard.path, problem)
@@ -174,32 +146,26 @@ def text_column_problem(schema: pa.Schema, text_column: str) -> str | None:
 
 #: The string type that reads each binary type's bytes as text.
 _AS_TEXT = {pa.binary(): pa.string(), pa.large_binary(): pa.large_string(), pa.binary_view(): pa.string_view()}
-#: Arrow's string types.
 _STRINGS = {pa.string(), pa.large_string(), pa.string_view()}
 #: The large type of each view type, for a dictionary of views (which Arrow does not decode).
 _UNVIEWED = {pa.string_view(): pa.large_string(), pa.binary_view(): pa.large_binary()}
-#: The types a text column may have, besides those of :data:`_AS_TEXT` (all null: no text).
-_TEXT_TYPES = _STRINGS | {pa.null()}
 
 
 def text_type_problem(t: pa.DataType, text_column: str) -> str | None:
     """Why a column of type ``t`` cannot be the text column (strings, bytes read as UTF-8 text,
     either dictionary-encoded, or all null), or None."""
     t = t.value_type if pa.types.is_dictionary(t) else t
-    if t in _TEXT_TYPES or t in _AS_TEXT:
+    if t in _STRINGS or t in _AS_TEXT or pa.types.is_null(t):
         return None
     return f"text column {text_column!r} has type {t}, expected a string type (or binary holding UTF-8)"
 
 
 def _decoded(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-    """A dictionary-encoded column decoded (a dictionary of views by way of its large type: Arrow
-    decodes none, having no take kernel for views); any other column as it is."""
-    if not pa.types.is_dictionary(col.type):
-        return col
-    values = _UNVIEWED.get(col.type.value_type, col.type.value_type)
-    if values != col.type.value_type:
-        col = cast(col, pa.dictionary(col.type.index_type, values))
-    return cast(col, values)
+    """A dictionary-encoded column decoded (one of views by way of its large type: Arrow has no take kernel for
+    views); any other column as it is."""
+    if pa.types.is_dictionary(col.type) and col.type.value_type in _UNVIEWED:
+        col = cast(col, pa.dictionary(col.type.index_type, _UNVIEWED[col.type.value_type]))
+    return cast(col, col.type.value_type) if pa.types.is_dictionary(col.type) else col
 
 
 def text_strings(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
@@ -212,8 +178,8 @@ def text_strings(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
 
 
 def first_invalid_utf8(texts: pa.Array | pa.ChunkedArray) -> tuple[int | None, Exception] | None:
-    """None if ``texts`` is valid, UTF-8 included (the kernels assume it); else (index, error)
-    of the first text that is not valid UTF-8, or (None, Arrow's error) if none is."""
+    """None if ``texts`` is valid, UTF-8 included (the kernels assume it); else (index, error) of the first text that
+    is not UTF-8, or (None, Arrow's error) if none is."""
     try:
         texts.validate(full=True)  # several GB/s
         return None
@@ -241,24 +207,17 @@ def _castable_to_string(t: pa.DataType) -> bool:
         return False
 
 
-#: Bytes of JSON text parsed at a time: a JSONL shard is read in pieces of whole lines of
-#: about this size, so memory follows this, not the file (a line longer than it is one piece).
+#: Bytes of JSON text parsed at a time: a JSONL shard is read in pieces of whole lines of about this size
+#: (a longer line is one piece), so memory follows this, not the file.
 JSONL_CHUNK_BYTES = 32 << 20
-
-
 #: Why zstd's decoder refuses a frame as needing "too much memory": its window (its own limit, 2^27).
 _ZSTD_WINDOW = ("compressed with a zstd window beyond 128 MiB (zstd --long=28 or more), which zstd does not decode "
                 "by default; recompress it: zstd -dc --long=31 FILE | zstd -o NEW")
 
 
 def _jsonl_pieces(shard: Shard) -> Iterator[tuple[int, bytes, jsonl.Lines]]:
-    """(first line number, bytes, :func:`dedup.jsonl.scan` of them) of consecutive pieces of
-    the decompressed file, each made of whole lines ending in a line feed; pieces of blank
-    lines only are skipped.
-
-    Raises:
-        InputError: the file cannot be read or decompressed.
-    """
+    """(first line number, bytes, :func:`dedup.jsonl.scan` of them) of consecutive pieces of the decompressed file,
+    each whole lines ending in a line feed, blank pieces skipped; InputError if it cannot be read or decompressed."""
     line = 1
     try:
         with pa.input_stream(str(shard.path), compression=shard.compression) as raw:
@@ -303,8 +262,7 @@ def _magnitude(values: pa.Array | pa.ChunkedArray) -> float:
 
 def _float_leaves(values: pa.Array | pa.ChunkedArray) -> Iterator[pa.Array]:
     """The float arrays inside a column of lists and structs (as Arrow reads JSON)."""
-    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
-    for chunk in chunks:
+    for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
         t = chunk.type
         if pa.types.is_floating(t):
             yield chunk
@@ -316,9 +274,8 @@ def _float_leaves(values: pa.Array | pa.ChunkedArray) -> Iterator[pa.Array]:
 
 
 def _stamps_as_strings(t: pa.DataType) -> pa.DataType | None:
-    """The type that reads the timestamps inside a column of type ``t`` (as Arrow inferred it
-    from JSON) as the strings they were, leaving out everything else (Arrow infers it), or
-    None when it holds no timestamp: ``struct<a: timestamp, b: int64>`` -> ``struct<a: string>``."""
+    """The type that reads the timestamps inside a column of type ``t`` (as Arrow inferred it from JSON) as the
+    strings they were, leaving out the rest, or None: ``struct<a: timestamp, b: int64>`` -> ``struct<a: string>``."""
     if pa.types.is_timestamp(t):
         return pa.string()
     if pa.types.is_struct(t):
@@ -330,8 +287,8 @@ def _stamps_as_strings(t: pa.DataType) -> pa.DataType | None:
     return None
 
 
-#: Nesting levels that Parquet readers accept (Arrow's limit of 100 schema levels, root
-#: included): a value is one level, an object one more, a list two more.
+#: Nesting levels Parquet readers accept (Arrow's 100 schema levels, root included): a value is one level, an
+#: object one more, a list two more.
 PARQUET_MAX_DEPTH = 99
 
 
@@ -358,32 +315,21 @@ def _floating_at(t: pa.DataType, path: jsonl.Path) -> bool:
 
 
 class _JsonlFile:
-    """A JSON Lines shard read in pieces (:data:`JSONL_CHUNK_BYTES`), with one schema for
-    the whole file.
+    """A JSON Lines shard read in pieces (:data:`JSONL_CHUNK_BYTES`), with one schema for the whole file.
 
-    The first pass parses every piece with Arrow, notes the fields Arrow would turn into
-    timestamps, in objects and lists too (they are read as the strings they are), and the
-    columns whose numbers Arrow would round (below), and unifies the pieces' schemas with
-    permissive promotion (null -> any type, int -> double, new columns); the second pass
-    (:meth:`batches`) parses them again and conforms each to that schema. Two parses, memory
-    of one piece.
-
-    Numbers (see the module docstring) cost nothing extra in a piece where Arrow produced
-    no float of magnitude 2^53 or more (a min/max per numeric column), and one Python
-    parse of the piece where it did.
+    The first pass parses every piece with Arrow, notes the fields Arrow would make timestamps (read as the strings
+    they are) and the columns whose numbers it would round, and unifies the pieces' schemas (permissive: null -> any,
+    int -> double, new columns); :meth:`batches` parses them again and conforms each to it: memory of one piece.
+    Numbers cost one Python parse of a piece only where Arrow produced a float of magnitude 2^53 or more.
     """
 
     def __init__(self, shard: Shard, empty_columns: tuple[str, ...]):
-        self.shard = shard
-        self.empty_columns = empty_columns
-        #: Explicit types that read date-like strings, which Arrow makes timestamps, as strings.
-        self.as_strings = pa.schema([])
-        #: Columns read exactly (``uint64`` or ``string``) instead of Arrow's own type.
-        self.exact: dict[str, pa.DataType] = {}
+        self.shard, self.empty_columns = shard, empty_columns
+        self.as_strings = pa.schema([])  # explicit types reading date-like strings (Arrow: timestamps) as strings
+        self.exact: dict[str, pa.DataType] = {}  # columns read exactly (uint64 or string), not as Arrow's own type
         numbers: dict[str, jsonl.Numbers] = defaultdict(jsonl.Numbers)
         schemas = []
-        #: The first piece's columns as Arrow read them alone (explicit types go first).
-        self.order: list[str] | None = None
+        self.order: list[str] | None = None  # the first piece's columns as Arrow read them alone (explicit ones first)
         self.num_rows = 0
         for line, piece, table in self._parsed():
             self._note_numbers(numbers, line, piece, table)
@@ -402,8 +348,8 @@ class _JsonlFile:
                                 metadata=self.schema.metadata)
 
     def _note_numbers(self, numbers: dict[str, jsonl.Numbers], line: int, piece: bytes, table: pa.Table) -> None:
-        """Add what ``table`` (the piece's rows as Arrow reads them) says about its numbers
-        to ``numbers``; look at the JSON text only where Arrow may have rounded."""
+        """Add what ``table`` (the piece as Arrow reads it) says about its numbers to ``numbers``; look at the JSON
+        text only where Arrow may have rounded."""
         top, nested = set(), set()
         for f in table.schema:
             col = table.column(f.name)
@@ -433,16 +379,14 @@ class _JsonlFile:
         explicit.update({c: t for c, t in self.exact.items() if t == pa.uint64()})  # Arrow parses these exactly
         schema = pa.schema(sorted(explicit.items()))
         opts = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer") if explicit else None
-        # The piece as one block. Arrow (26) infers each block's types alone, and where a field's
-        # type changes between two blocks it crashes (SIGSEGV) or loses the value (an object,
-        # then a number, reads as {"a": null}); within a block it reports the change and its row.
-        # One block also holds any line Arrow can read (none straddles a block boundary).
+        # The piece as one block: Arrow (26) infers each block's types alone and, where a field's type changes
+        # between blocks, crashes or loses the value; within a block it reports the change and its row.
         read = pj.ReadOptions(block_size=min(len(piece) + 1, _MAX_BLOCK))
         return pj.read_json(pa.BufferReader(piece), parse_options=opts, read_options=read)
 
     def _parsed(self) -> Iterator[tuple[int, bytes, pa.Table]]:
-        """(first line, bytes, table) of each piece, after checking that the piece holds one
-        JSON object per line that is not blank (:mod:`dedup.jsonl`): Arrow's rows are the lines."""
+        """(first line, bytes, table) of each piece, checked to hold one JSON object per line that is not blank
+        (:mod:`dedup.jsonl`): Arrow's rows are the lines."""
         for line, piece, lines in _jsonl_pieces(self.shard):
             if lines.suspect:  # before Arrow: pyarrow 26 crashes (SIGSEGV) on a piece that starts with null
                 raise self._bad_line(piece, line, lines, "a line that is not a JSON object")
@@ -469,8 +413,8 @@ class _JsonlFile:
             yield line, piece, table
 
     def _bad_line(self, piece: bytes, first_line: int, lines: jsonl.Lines, arrow_said: str) -> InputError:
-        """The error for a piece Arrow cannot read: its first line that is not one JSON object,
-        else the line where a field changes type, else what Arrow said."""
+        """The error for a piece Arrow cannot read: its first line that is not one JSON object, else the line where a
+        field changes type, else what Arrow said."""
         bad = jsonl.first_problem(piece, first_line, self.empty_columns[0])
         if bad is not None:
             return InputError(self.shard.path, bad[1], line=bad[0])
@@ -509,7 +453,7 @@ _ARROW_FILE_MAGIC = b"ARROW1"
 
 
 class _ArrowFile:
-    """An Arrow IPC shard (stream or file format), memory-mapped: batches are read without copying."""
+    """An Arrow IPC shard (stream or file format), memory-mapped."""
 
     def __init__(self, shard: Shard):
         self.shard = shard
@@ -538,9 +482,8 @@ class _ArrowFile:
             yield reader.schema, _guarded(batches, self.shard.path, "corrupt or truncated Arrow IPC data")
 
     def batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        """The file's rows in order, in batches of ``batch_rows`` rows (the last one shorter)
-        whatever the file's own batching (``datasets``: 1,000 rows), as Parquet's are read, so
-        the kept shard's row groups follow ``batch_rows``."""
+        """The file's rows in order, in batches of ``batch_rows`` rows (the last one shorter) whatever the file's own
+        batching, as Parquet's are read, so the kept shard's row groups follow ``batch_rows``."""
         with self._open() as (schema, batches):
             pending = pa.Table.from_batches([], schema)  # (empty_table() would import pandas)
             for batch in batches:
@@ -554,8 +497,8 @@ class _ArrowFile:
 
 
 class ShardReader:
-    """Reads one shard in batches of at most ``batch_rows`` whole rows, after validating its
-    columns (``text_column``, ``id_column``, ``id_required``: :class:`dedup.config.DedupConfig`).
+    """Reads one shard in batches of at most ``batch_rows`` rows, after validating its columns (``text_column``,
+    ``id_column``, ``id_required``: :class:`dedup.config.DedupConfig`).
 
     Example:
         >>> import pathlib, tempfile
@@ -571,10 +514,7 @@ class ShardReader:
     """
 
     def __init__(self, shard: Shard, text_column: str, id_column: str | None, id_required: bool, batch_rows: int):
-        self.shard = shard
-        self.text_column = text_column
-        self.batch_rows = batch_rows
-        self._batch_start = 0
+        self.shard, self.text_column, self.batch_rows, self._batch_start = shard, text_column, batch_rows, 0
         if shard.fmt == "parquet":
             self._file = _parquet_file(shard.path)
             self.schema, self.num_rows = self._file.schema_arrow, self._file.metadata.num_rows
@@ -590,9 +530,8 @@ class ShardReader:
                                        "(name the id column explicitly to make this an error)"))
 
     def batches(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-        """Record batches in file order: all columns, or (Parquet) only ``columns``, which
-        must be columns of :attr:`schema` (JSONL: all columns whatever is asked; a name with
-        a dot, which Parquet would read as a nested path: all columns too)."""
+        """Record batches in file order: all columns, or (Parquet) only ``columns`` of :attr:`schema` (all the same
+        for JSONL, Arrow IPC, or a name with a dot, which Parquet would read as a nested path)."""
         if self.shard.fmt == "parquet":
             columns = None if columns is not None and any("." in c for c in columns) else columns
             it = self._file.iter_batches(batch_size=self.batch_rows, columns=columns)
@@ -605,12 +544,8 @@ class ShardReader:
             self._batch_start += batch.num_rows
 
     def text(self, batch: pa.RecordBatch) -> pa.Array:
-        """The batch's text column as strings (:func:`text_strings`), valid UTF-8.
-
-        Raises:
-            InputError: a text that is not valid UTF-8, naming its row or line; ``batch`` must be
-                the latest batch from :meth:`batches`.
-        """
+        """The batch's text column as strings (:func:`text_strings`), valid UTF-8; InputError naming the row or line
+        of a text that is not (``batch`` must be the latest from :meth:`batches`)."""
         col = text_strings(batch.column(self.text_column))
         bad = first_invalid_utf8(col)
         if bad is None:
@@ -636,15 +571,12 @@ class ShardReader:
 
 def id_strings(col: pa.Array | pa.ChunkedArray, path: Path, column: str, first_row: int = 0
                ) -> pa.Array | pa.ChunkedArray:
-    """Document ids as strings, the one way every id is read: Arrow's cast (``2`` -> ``'2'``),
-    except that a float that is a whole number within 2^53 is written as that integer (pandas
-    makes integer ids with a missing value floats: ``10000000007.0`` -> ``'10000000007'``, as the
-    int64 id, not Arrow's ``'1.0000000007e+10'``), value by value, so an id's string does not
-    depend on the other ids read with it; other floats as Arrow writes them (``0.5``, ``nan``,
-    ``1e+20``); UUIDs (Parquet's UUID type, as DuckDB and Spark write ids) in their canonical
-    form (:func:`dedup.arrow.uuid_strings`); bytes as their UTF-8 text. InputError naming
-    ``path``: a type without a string form, or bytes that are not UTF-8 (naming the row, counted
-    from ``first_row``, the row of ``col[0]`` in the file)."""
+    """Document ids as strings, the one way every id is read: Arrow's cast (``2`` -> ``'2'``), except that a float
+    that is a whole number within 2^53 is written as that integer, value by value (pandas makes integer ids with a
+    missing value floats: ``10000000007.0`` -> ``'10000000007'``, not ``'1.0000000007e+10'``); other floats as Arrow
+    writes them (``0.5``, ``nan``); UUIDs in canonical form (:func:`dedup.arrow.uuid_strings`); bytes as UTF-8 text.
+    InputError naming ``path``: a type without a string form, or text that is not UTF-8 (naming the row, counted
+    from ``first_row``, the file row of ``col[0]``)."""
     col = _decoded(col)
     if col.type in _STRINGS:  # Arrow's casts do not check that strings are UTF-8
         bad = first_invalid_utf8(col)
@@ -675,9 +607,9 @@ def id_strings(col: pa.Array | pa.ChunkedArray, path: Path, column: str, first_r
 
 
 def head_texts(shard: Shard, text_column: str, n: int) -> list[str]:
-    """Up to the first ``n`` texts of ``shard`` that are not null or empty: JSON Lines parsed line
-    by line until ``n`` are found, Parquet's first row group's text column, Arrow's first batches;
-    [] where they cannot be read so or are not all UTF-8 text (the reader names the problem, later)."""
+    """Up to the first ``n`` texts of ``shard`` that are not null or empty, read cheaply (JSON Lines line by line,
+    Parquet's and Arrow's first batches); [] where they cannot be read so or are not all UTF-8 (the reader, later,
+    names the problem)."""
     texts: list[str] = []
     try:
         if shard.fmt == "jsonl":
@@ -721,8 +653,8 @@ def _parquet_file(path: Path) -> pq.ParquetFile:
 
 
 def _guarded(batches: Iterator[pa.RecordBatch], path: Path, what: str) -> Iterator[pa.RecordBatch]:
-    """``batches``; an Arrow or OS error while decoding becomes an :class:`InputError`
-    naming ``path`` and the row after which ``what`` was found."""
+    """``batches``; an Arrow or OS error while decoding becomes an :class:`InputError` naming ``path`` and the row
+    after which ``what`` was found."""
     row = 0
     try:
         for batch in batches:
@@ -733,9 +665,8 @@ def _guarded(batches: Iterator[pa.RecordBatch], path: Path, what: str) -> Iterat
 
 
 def count_rows(shards: list[Shard]) -> int:
-    """Total rows over shards (Parquet: from metadata; Arrow: from the batches' headers; JSONL:
-    :func:`dedup.jsonl.scan`'s rows), the rows :class:`ShardReader` yields (it refuses a file
-    where the two would differ)."""
+    """Total rows over shards (Parquet: metadata; Arrow: batch headers; JSONL: :func:`dedup.jsonl.scan`'s rows), the
+    rows :class:`ShardReader` yields (it refuses a file where the two would differ)."""
     total = 0
     for s in shards:
         if s.fmt == "parquet":
