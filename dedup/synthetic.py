@@ -1,49 +1,33 @@
-"""Deterministic synthetic corpora with planted duplicates and exact ground truth.
-
-Used by the tests, the benchmarks and the offline demo: no network, no downloaded data. (The
-canary corpora of memorisation audits, built on the same text model, are in
-:mod:`audit.canaries`; the demo corpus is :mod:`pipelines.demo`'s.)
+"""Deterministic synthetic corpora with planted duplicates and exact ground truth, for the tests, the benchmarks and
+the offline demo: no network, no downloaded data (the audits' canary corpora, :mod:`audit.canaries`, share the text
+model; the demo corpus is :mod:`pipelines.demo`'s).
 
 Text model
-    English-like prose. The vocabulary is a few hundred common English words (ranked
-    roughly by frequency), a fixed set of ~40k pronounceable pseudo-words built from
-    syllables (the long tail) and a handful of non-ASCII words (``café``, ``Zürich``,
-    full-width digits ``１２３`` that NFKC folds to ``123``, the ``ﬁ`` ligature, a
-    decomposed accent, ...). Words are drawn i.i.d. with Zipf-Mandelbrot frequencies
-    ``p(r) ∝ 1 / (r + 2.7)``. Sentences have 5-25 words, a capitalised first word and end
-    in ``.``, ``?`` or ``!``; inside a sentence a word is occasionally followed by a comma,
-    a semicolon or an em dash, or wrapped in curly quotes. Every token renders to exactly
-    one canonical word (punctuation and quotes are separators), which the generator relies
-    on to measure Jaccard from token ids; the tests check the result against
-    :func:`dedup.normalize.shingles`.
-
-    Because words are i.i.d. over a large vocabulary, two unrelated documents share a
-    word 5-gram with probability ~ ``m² (Σ p²)⁵`` ≈ 1e-5 for 1 KB documents, so the
-    Jaccard of different clusters is 0 in practice (:func:`true_duplicates` assumes it).
+    English-like prose: a few hundred common English words (by frequency), ~40k pronounceable pseudo-words built from
+    syllables and a handful of non-ASCII words (``café``, full-width ``１２３`` that NFKC folds to ``123``, the ``ﬁ``
+    ligature, a decomposed accent, ...), drawn i.i.d. with Zipf-Mandelbrot frequencies ``p(r) ∝ 1 / (r + 2.7)``.
+    Sentences have 5-25 words, a capitalised first word and end in ``.``, ``?`` or ``!``; a word is occasionally
+    followed by a comma, a semicolon or an em dash, or wrapped in curly quotes. Every token renders to exactly one
+    canonical word (punctuation and quotes are separators), so Jaccard is measured from token ids; the tests check
+    it against :func:`dedup.normalize.shingles`. Two unrelated documents share a word 5-gram with probability
+    ~ ``m² (Σ p²)⁵`` ≈ 1e-5 for 1 KB documents, so different clusters have Jaccard 0 in practice
+    (:func:`true_duplicates` assumes it).
 
 Rows
     * ``original``: fresh text.
-    * ``exact``: a copy of an earlier original whose *canonical* text
-      (:func:`dedup.normalize.canonical_text`) is identical; about a quarter are
-      byte-identical, the rest have ASCII case changes, whitespace changes, punctuation
-      changes and/or NFKC-equivalent Unicode changes (full-width letters, decomposed
-      accents).
-    * ``near``: an earlier original with word-level edits (substitutions 60%, insertions
-      20%, deletions 20%). Edit rate: if each word is edited independently with
-      probability ``e``, a word 5-gram survives iff its 5 words are untouched, with
-      probability ``q = (1 - e)^5``. With ``m`` shingles per side, ``|A ∩ B| ≈ q m`` and
-      ``|A ∪ B| ≈ 2m - q m``, so ``J ≈ q / (2 - q)``; inverting, ``q = 2J / (1 + J)`` and
-      ``e = 1 - q^(1/5)``. (An insertion or deletion also breaks about 5 shingles, so the
-      same rate applies.) A target ``J`` is drawn uniformly from ``near_jaccard``, the
-      number of edits is drawn as Binomial(m, e) (at least one) for an ``m``-word source,
-      and the true Jaccard is then measured exactly; a draw whose measured value falls
-      outside ``near_jaccard`` is redrawn with fewer or more edits (up to 16 draws, then
-      the closest is kept, which only happens when the range is unreachable, e.g. above
-      ``(m-5)/(m+5)`` - one edit - for an ``m``-word source).
+    * ``exact``: a copy of an earlier original with the same canonical text (:func:`dedup.normalize.canonical_text`):
+      about a quarter byte-identical, the rest with ASCII case, whitespace, punctuation and/or NFKC-equivalent
+      Unicode changes (full-width letters, decomposed accents).
+    * ``near``: an earlier original with word edits (substitutions 60%, insertions 20%, deletions 20%). With each
+      word edited with probability ``e``, a word 5-gram survives with probability ``q = (1 - e)^5``; with ``m``
+      shingles a side, ``|A ∩ B| ≈ q m`` and ``|A ∪ B| ≈ 2m - q m``, so ``J ≈ q / (2 - q)``, i.e. ``q = 2J / (1 + J)``
+      and ``e = 1 - q^(1/5)`` (an insertion or deletion breaks about 5 shingles too). A target ``J`` is drawn
+      uniformly from ``near_jaccard``, the number of edits as Binomial(m, e) (at least one) for an ``m``-word source,
+      and the true Jaccard measured exactly; a draw outside ``near_jaccard`` is redrawn with fewer or more edits (up
+      to 16 draws, then the closest is kept: only when the range is unreachable, e.g. above ``(m-5)/(m+5)``, one edit).
 
-Every duplicate row comes after its source original; duplicate rows are placed uniformly
-at random over the corpus and their source is drawn uniformly from the originals before
-them (so a source may have several duplicates).
+Duplicate rows are placed uniformly at random, each after its source, drawn uniformly from the originals before it
+(so a source may have several duplicates).
 """
 
 from __future__ import annotations
@@ -72,52 +56,39 @@ SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("cluster", pa.i
 
 # Roughly in decreasing frequency (the rank order sets the Zipf weights).
 _COMMON_WORDS = """
-the of and to a in is that for it as was with be by on not he this are or his from at
-which but have an they you were her she there one been all their has would will more if
-no when so can said who what up out them we into time its about only other some could
-these two may first then do any like my now over such our man me even most made after
-also did many before must through back years where much your way well down should
-because each just those people how too little state good very make world still own see
-men work long get here between both life being under never day same another know while
-last might us great old year off come since against go came right used take three
-states himself few house use during without again place around however home small found
-thought went say part once general high upon school every does got united left number
-course war until always away something fact though water less public put think almost
-hand enough far took head yet government system better set told nothing night end why
-called didn't eyes find going look asked later knew point next city business give group
-toward young days let room president side social given present several order national
-possible rather second face per among form important often things looked early white
-john case become large big need four within felt along children saw best church ever
-least power development light thing seemed family interest want members mind country
-area others done turned although open god service certain kind problem began different
-door thus help sense means whole matter perhaps itself york times law human line above
-name example action company hands local show whether five history gave today either act
-feet across taken past quite anything having seen death experience body word half really
-field car words already themselves information tell together college shall money period
-held keep sure probably free real seems behind cannot political air question office
-brought whose special heard major problems ago became federal moment study available
-known result street economic boy position reason change south board individual job
-areas society west close turn love community true court force full seem am wife future
-age voice center woman control common necessary policy front sometimes six girl clear
-further land run students provide feel party able mother music education university
-child effect level stood military town short morning total outside rate figure class art
+the of and to a in is that for it as was with be by on not he this are or his from at which but have an they you
+were her she there one been all their has would will more if no when so can said who what up out them we into time
+its about only other some could these two may first then do any like my now over such our man me even most made
+after also did many before must through back years where much your way well down should because each just those
+people how too little state good very make world still own see men work long get here between both life being under
+never day same another know while last might us great old year off come since against go came right used take three
+states himself few house use during without again place around however home small found thought went say part once
+general high upon school every does got united left number course war until always away something fact though water
+less public put think almost hand enough far took head yet government system better set told nothing night end why
+called didn't eyes find going look asked later knew point next city business give group toward young days let room
+president side social given present several order national possible rather second face per among form important
+often things looked early white john case become large big need four within felt along children saw best church ever
+least power development light thing seemed family interest want members mind country area others done turned
+although open god service certain kind problem began different door thus help sense means whole matter perhaps
+itself york times law human line above name example action company hands local show whether five history gave today
+either act feet across taken past quite anything having seen death experience body word half really field car words
+already themselves information tell together college shall money period held keep sure probably free real seems
+behind cannot political air question office brought whose special heard major problems ago became federal moment
+study available known result street economic boy position reason change south board individual job areas society
+west close turn love community true court force full seem am wife future age voice center woman control common
+necessary policy front sometimes six girl clear further land run students provide feel party able mother music
+education university child effect level stood military town short morning total outside rate figure class art
 century washington north usually leave therefore evidence plan
 """
 
-# Non-ASCII words, each one canonical word; several need NFKC to reach their canonical
-# form (full-width digits and letters, the fi ligature, a combining accent).
+# Non-ASCII words, each one canonical word; several need NFKC to reach it (full-width, the fi ligature, an accent).
 _EXOTIC_WORDS = [
-    "café", "naïve", "Zürich", "résumé", "façade", "jalapeño", "São", "Ångström",
-    "crème", "brûlée", "déjà", "über", "señor", "Łódź", "Kraków", "smörgåsbord",
-    "１２３", "２０２４", "ｔｏｋｙｏ", "ﬁnance", "coöperate", "cafe\u0301", "Ελλάδα",
-    "Москва", "naïveté", "Malmö", "piñata", "Düsseldorf",
+    "café", "naïve", "Zürich", "résumé", "façade", "jalapeño", "São", "Ångström", "crème", "brûlée", "déjà", "über",
+    "señor", "Łódź", "Kraków", "smörgåsbord", "１２３", "２０２４", "ｔｏｋｙｏ", "ﬁnance", "coöperate", "cafe\u0301",
+    "Ελλάδα", "Москва", "naïveté", "Malmö", "piñata", "Düsseldorf",
 ]
-
-_ONSETS = [
-    "", "b", "br", "c", "ch", "cl", "d", "dr", "f", "fl", "fr", "g", "gl", "gr", "h", "j",
-    "k", "l", "m", "n", "p", "pl", "pr", "qu", "r", "s", "sh", "sl", "sp", "st", "t",
-    "th", "tr", "v", "w", "z",
-]
+_ONSETS = ["", "b", "br", "c", "ch", "cl", "d", "dr", "f", "fl", "fr", "g", "gl", "gr", "h", "j", "k", "l", "m", "n",
+           "p", "pl", "pr", "qu", "r", "s", "sh", "sl", "sp", "st", "t", "th", "tr", "v", "w", "z"]
 _NUCLEI = ["a", "e", "i", "o", "u", "ai", "ea", "ee", "oo", "ou", "io", "y"]
 _CODAS = ["", "", "", "n", "r", "s", "l", "t", "m", "nd", "st", "ck", "ng", "x"]
 
@@ -134,8 +105,6 @@ _SENT_MIN, _SENT_MAX = 5, 25
 _MEAN_SENT = (_SENT_MIN + _SENT_MAX) / 2
 _NEAR_TRIES = 16
 
-
-# --------------------------------------------------------------------------- vocabulary
 
 
 class _Vocab:
@@ -189,16 +158,12 @@ class _Vocab:
         affix = _P_COMMA * 1 + _P_SEMI * 1 + _P_DASH * 4 + _P_QUOTE * 6 + 1.0 / _MEAN_SENT
         self.bytes_per_token = float(self.p @ piece_bytes) + affix + 1.0
 
-        # Guide table for inverse-CDF sampling: bucket b of [0, 1) maps to
-        # searchsorted(cdf, b / K); when both ends of a bucket map to the same word no
-        # search is needed (~96% of draws), the others are searched. Same result as
-        # searchsorted(cdf, u, "right") on every draw.
+        # Guide table for inverse-CDF sampling: bucket b of [0, 1) maps to searchsorted(cdf, b / K); a draw in a
+        # bucket whose ends map to the same word (~96%) needs no search. Same result as searchsorted(cdf, u, "right").
         k = 1 << 20
-        guide = np.searchsorted(self.cdf, np.arange(k + 1) / k, side="right")
-        guide = np.minimum(guide, len(words) - 1).astype(np.int32)
-        self.guide_k = k
-        self.guide_lo = guide[:-1].copy()
-        self.guide_hi = guide[1:].copy()
+        guide = np.minimum(np.searchsorted(self.cdf, np.arange(k + 1) / k, side="right"), len(words) - 1)
+        guide = guide.astype(np.int32)
+        self.guide_k, self.guide_lo, self.guide_hi = k, guide[:-1].copy(), guide[1:].copy()
 
     def sample(self, rng: np.random.Generator, size: int, chunk: int = 1 << 20) -> np.ndarray:
         """``size`` word ids with the Zipf probabilities (inverse CDF of uniforms)."""
@@ -227,8 +192,8 @@ def _set_jaccard(a: set, b: set) -> float:
 
 
 def jaccard(a: str, b: str, ngram: int = 5, unit: str = "word") -> float:
-    """Exact Jaccard ``|A ∩ B| / |A ∪ B|`` of two documents' :func:`dedup.normalize.shingles` sets;
-    two documents without any shingle (no words) have Jaccard 1.0, one empty and one not 0.0.
+    """Exact Jaccard ``|A ∩ B| / |A ∪ B|`` of two documents' :func:`dedup.normalize.shingles` sets (two without
+    shingles: 1.0; one: 0.0).
 
     Example:
         >>> jaccard("a b c d e f", "A b c d e g")  # {abcde, bcdef} vs {abcde, bcdeg}
@@ -237,12 +202,10 @@ def jaccard(a: str, b: str, ngram: int = 5, unit: str = "word") -> float:
     return _set_jaccard(set(normalize.shingles(a, ngram, unit)), set(normalize.shingles(b, ngram, unit)))
 
 
-# ------------------------------------------------------------------------- generation
-
 
 def _token_grams(tokens: np.ndarray, canon_id: np.ndarray, n: int = 5) -> set:
-    """Word n-gram set of a token sequence, as tuples of canonical word ids: in bijection with the
-    reference shingle set of the rendered text (one canonical word per token: module docstring)."""
+    """Word n-gram set of a token sequence as tuples of canonical word ids, in bijection with the rendered text's
+    shingle set (one canonical word per token)."""
     c = canon_id[(tokens >> _STYLE_BITS) * 2 + (tokens & 1)].tolist()
     if not c:
         return set()
@@ -264,8 +227,7 @@ def _sample_originals(rng: np.random.Generator, vocab: _Vocab, n: int,
     while ends[-1] < need + n * _SENT_MAX:  # rare: extend the sentence stream
         lens = np.concatenate([lens, rng.integers(_SENT_MIN, _SENT_MAX + 1, size=len(lens))])
         ends = np.cumsum(lens)
-    # Doc d ends at the first sentence end >= its cumulative target, at least one
-    # sentence per doc (strictly increasing sentence indices).
+    # Doc d ends at the first sentence end >= its cumulative target, at least one sentence per doc.
     s = np.searchsorted(ends, targets, side="left")
     ar = np.arange(n)
     s = np.maximum.accumulate(s - ar) + ar
@@ -316,9 +278,8 @@ def _make_near(rng: np.random.Generator, vocab: _Vocab, src: np.ndarray, lo: flo
         keep = np.ones(m, dtype=bool)
         dele = pos[op == 2]
         keep[dele] = False
-        # Cosmetics (no effect on canonical words): a deleted sentence start passes
-        # its capital to the next kept word, a deleted sentence end its final mark
-        # to the previous kept word.
+        # Cosmetics (canonical words unchanged): a deleted sentence start passes its capital to the next kept word,
+        # a deleted sentence end its final mark to the previous kept word.
         for d in dele.tolist():
             t = int(out[d])
             if t & 1 and d + 1 < m and keep[d + 1]:
@@ -412,8 +373,8 @@ def _render(vocab: _Vocab, tokens: np.ndarray, offsets: np.ndarray) -> pa.Array:
 
 
 def sample_documents(rng: np.random.Generator, n: int, mean_bytes: int) -> list[str]:
-    """``n`` fresh documents of the text model (the ``original`` rows of :func:`generate_corpus`:
-    whole sentences, lognormal lengths of mean ``mean_bytes`` UTF-8 bytes), drawn from ``rng``.
+    """``n`` fresh documents of the text model (the ``original`` rows of :func:`generate_corpus`: whole sentences,
+    lognormal lengths of mean ``mean_bytes`` UTF-8 bytes), drawn from ``rng``.
 
     >>> docs = sample_documents(np.random.default_rng(0), 2, 200)
     >>> len(docs), docs[0][0].isupper(), docs[0][-1] in ".?!"
@@ -425,25 +386,20 @@ def sample_documents(rng: np.random.Generator, n: int, mean_bytes: int) -> list[
 
 
 def vocabulary() -> list[str]:
-    """The text model's words, most frequent first: common English words, ~40k pronounceable
-    pseudo-words and a few non-ASCII words, each exactly one canonical word."""
+    """The text model's words, most frequent first, each exactly one canonical word."""
     return _vocab().words
 
 
 def generate_corpus(n_docs: int, mean_bytes: int = 1000, exact_frac: float = 0.05, near_frac: float = 0.10,
                     near_jaccard: tuple[float, float] = (0.5, 1.0), seed: int = 0) -> pa.Table:
-    """A deterministic corpus of ``n_docs`` rows with planted exact and near duplicates
-    (the module docstring's text model and edit rule); the same arguments give the same table.
+    """A deterministic corpus of ``n_docs`` rows with planted exact and near duplicates (module docstring); the same
+    arguments give the same table. ``mean_bytes``: mean UTF-8 length (lognormal, sigma 0.35, clipped to 0.25x-4x;
+    whole sentences, so below ~150 bytes the mean is larger); ``round(exact_frac * n_docs)`` exact and
+    ``round(near_frac * n_docs)`` near duplicates.
 
-    ``mean_bytes``: mean UTF-8 length (lognormal, sigma 0.35, clipped to 0.25x-4x; whole sentences,
-    so below ~150 bytes the mean is larger than asked). ``round(exact_frac * n_docs)`` rows are
-    exact and ``round(near_frac * n_docs)`` near duplicates (``near_jaccard = (lo, hi)``).
-
-    Columns (:data:`SCHEMA`): ``id`` (``doc-0000000``, the zero-padded row index), ``text``,
-    ``cluster`` (row of the original the row derives from; an original's own row), ``kind``
-    (``original`` / ``exact`` / ``near``) and ``source_jaccard`` (the exact measured Jaccard with
-    the cluster's original, equal to that of :func:`dedup.normalize.shingles` sets; 1.0 for exact
-    duplicates, null for originals).
+    Columns (:data:`SCHEMA`): ``id`` (``doc-0000000``, the zero-padded row index), ``text``, ``cluster`` (the row of
+    the original it derives from), ``kind`` (``original`` / ``exact`` / ``near``) and ``source_jaccard`` (the exact
+    Jaccard of :func:`dedup.normalize.shingles` sets with that original; 1.0 for exact duplicates, null for originals).
     """
     if n_docs < 0:
         raise ValueError(f"n_docs must be >= 0, got {n_docs}")
@@ -525,21 +481,15 @@ def generate_corpus(n_docs: int, mean_bytes: int = 1000, exact_frac: float = 0.0
     return pa.Table.from_arrays([ids, text, pa.array(cluster, type=pa.int64()), kinds, sj], schema=SCHEMA)
 
 
-# ----------------------------------------------------------------------- ground truth
-
 
 def earlier_jaccards(table: pa.Table, ngram: int = 5, unit: str = "word") -> list[list[float]]:
-    """Per row, the exact Jaccard of its :func:`dedup.normalize.shingles` set with each EARLIER row of
-    the same cluster (one list per row, empty for a cluster's first row), computed by an equivalent
-    batched path (Arrow pre-normalisation of whole chunks, then the same word split). Rows of
-    different clusters are taken to have Jaccard 0 (module docstring; the tests verify it on
-    samples), so only clusters of at least two rows are shingled.
-    """
+    """Per row, the exact Jaccard of its :func:`dedup.normalize.shingles` set with each EARLIER row of its cluster
+    (empty for a cluster's first row), by the batched path (:func:`dedup.normalize.canonical_words_batch`). Rows of
+    different clusters are taken to have Jaccard 0 (module docstring), so only clusters of two rows or more are
+    shingled."""
     normalize.check_shingling(ngram, unit)
     n = table.num_rows
     result: list[list[float]] = [[] for _ in range(n)]
-    if n == 0:
-        return result
     cluster = np.asarray(table.column("cluster").to_numpy(zero_copy_only=False), dtype=np.int64)
     order = np.argsort(cluster, kind="stable")  # rows grouped by cluster, in row order
     bounds = np.flatnonzero(np.diff(cluster[order])) + 1
@@ -559,12 +509,10 @@ def earlier_jaccards(table: pa.Table, ngram: int = 5, unit: str = "word") -> lis
 
 
 def true_duplicates(table: pa.Table, threshold: float, ngram: int = 5, unit: str = "word") -> np.ndarray:
-    """Ground truth: row j is True iff some earlier row of its cluster has exact
-    shingle-set Jaccard >= ``threshold`` with it (see :func:`earlier_jaccards`)."""
+    """Ground truth: row j is True iff some earlier row of its cluster has exact shingle-set Jaccard >=
+    ``threshold`` with it (:func:`earlier_jaccards`)."""
     return np.array([any(j >= threshold for j in js) for js in earlier_jaccards(table, ngram, unit)], dtype=bool)
 
-
-# ---------------------------------------------------------------------------- shards
 
 
 #: The names write_shards gives its files (part-00000.parquet, ...), and no other file's.
@@ -572,15 +520,11 @@ SHARD_FILE = re.compile(r"part-\d{5,}\.(parquet|jsonl|jsonl\.gz|jsonl\.zst)")
 
 
 def write_shards(table: pa.Table, out_dir, n_shards: int, fmt: str = "parquet") -> list[pathlib.Path]:
-    """Split ``table`` in row order into ``n_shards`` contiguous files under ``out_dir``.
-
-    Files are ``part-00000.<ext>`` (``ext`` = ``parquet``, ``jsonl``, ``jsonl.gz`` or
-    ``jsonl.zst`` for ``fmt`` of the same name), so that sorting the paths gives the row
-    order; shard sizes differ by at most one row (trailing shards may be empty when
-    ``n_shards`` exceeds the row count). Parquet uses row groups of 10,000 rows; JSON
-    lines hold one object per row with every column (``ensure_ascii=False``). Each file
-    is written whole, then renamed into place (:func:`dedup.io.replacing`). Returns the
-    paths, in row order.
+    """Split ``table`` in row order into ``n_shards`` contiguous files ``out_dir/part-00000.<fmt>`` (``parquet``,
+    ``jsonl``, ``jsonl.gz`` or ``jsonl.zst``) whose sorted paths, returned, give the row order; sizes differ by at
+    most one row (trailing shards may be empty). Parquet row groups hold 10,000 rows; a JSON line holds one row with
+    every column (``ensure_ascii=False``). Each file is written whole, then renamed into place
+    (:func:`dedup.io.replacing`).
     """
     if n_shards < 1:
         raise ValueError(f"n_shards must be >= 1, got {n_shards}")
