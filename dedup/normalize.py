@@ -2,35 +2,27 @@
 
 The definition (every scheme, every backend, every code path uses it):
 
-1. Unicode NFKC (optional, on by default), then per-code-point lowercase, as Arrow's
-   ``pyarrow.compute.utf8_normalize(..., "NFKC")`` and ``utf8_lower`` (utf8proc) define
-   them (:func:`prenormalize`). The kernels reach the same result faster
-   (:func:`replacements`), with no Python object per document.
-2. A *word character* is a code point whose Unicode general category is a letter
-   (``L*``), a mark (``M*``, so that Devanagari vowel signs or combining accents do not
-   split words) or a number (``N*``), as reported by Python's :mod:`unicodedata`.
-   Every maximal run of other code points is a separator. A word is a maximal run of word
-   characters, except in the scripts written without spaces between words
-   (:data:`SOLO_RANGES`), where a clause is not one word: each Han ideograph and kana
-   (Chinese, Japanese) is a word by itself, as BERT's basic tokenizer splits CJK ideographs,
-   and so is each word character of Thai, Lao, Khmer and Myanmar, their vowel signs, tone
-   marks and viramas included (their words span several code points, so word shingles are
-   windows of n code points there, as in Chinese). A combining mark from elsewhere after
-   such a code point (a variation selector after a Han ideograph, say) that NFKC does not
-   compose is then a word of its own. The *canonical text* is the words joined by single
-   ASCII spaces, with no leading or trailing space.
-3. Word shingles (default, n=5): every run of n consecutive words, as the UTF-8 bytes of
-   those words joined by single spaces. A document with 1..n-1 words has exactly one
-   shingle: its whole canonical text. A document with no words has no shingles.
-4. Character shingles (``unit="char"``): every window of n consecutive code points of the
-   canonical text (spaces included), as UTF-8 bytes; a canonical text shorter than n code
-   points is one shingle; an empty one has none.
-5. The exact-duplicate key of a document is a 128-bit hash of its canonical text:
-   ``xxh64(canonical, seed=0)`` and ``xxh64(canonical, seed=1)`` (two 64-bit words).
+1. Unicode NFKC (optional, on by default), then per-code-point lowercase, as Arrow's ``utf8_normalize(..., "NFKC")``
+   and ``utf8_lower`` (utf8proc) define them (:func:`prenormalize`; the kernels reach the same faster:
+   :func:`replacements`).
+2. A *word character* is a code point whose Unicode general category (Python's :mod:`unicodedata`) is a letter
+   (``L*``), a mark (``M*``: Devanagari vowel signs or combining accents do not split words) or a number (``N*``);
+   every maximal run of other code points is a separator. A word is a maximal run of word characters, except in
+   scripts written without spaces (:data:`SOLO_RANGES`): each Han ideograph and kana is a word by itself (as BERT's
+   basic tokenizer splits CJK), and so is each word character of Thai, Lao, Khmer and Myanmar, marks included (word
+   shingles are windows of n code points there). A combining mark from elsewhere after such a code point that NFKC
+   does not compose (a variation selector after a Han ideograph) is then a word of its own. The *canonical text* is
+   the words joined by single ASCII spaces.
+3. Word shingles (default, n=5): every run of n consecutive words, as the UTF-8 bytes of those words joined by single
+   spaces. A document with 1..n-1 words has one shingle, its whole canonical text; one with no words has none.
+4. Character shingles (``unit="char"``): every window of n consecutive code points of the canonical text (spaces
+   included), as UTF-8 bytes; a shorter canonical text is one shingle; an empty one has none.
+5. The exact-duplicate key of a document is a 128-bit hash of its canonical text: ``xxh64(canonical, seed=0)`` and
+   ``xxh64(canonical, seed=1)`` (two 64-bit words).
 
-The compiled kernels in :mod:`dedup._kernels.text` implement this over Arrow buffers;
-the functions here are the slow, obviously-correct reference they are tested against,
-and what the datasketch baseline in ``bench/`` feeds to ``MinHash.update_batch``.
+The compiled kernels in :mod:`dedup._kernels.text` implement this over Arrow buffers; the functions here are the slow,
+obviously-correct reference they are tested against, and what the datasketch baseline in ``bench/`` feeds to
+``MinHash.update_batch``.
 """
 
 from __future__ import annotations
@@ -44,46 +36,29 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from ._kernels import (
-    ASCII_MAP,
-    CONTEXT_FREE,
-    LOWER_CHANGES,
-    MARK,
-    NFKC_UNSTABLE,
-    PAIR_SHIFT,
-    SECOND,
-    SOLO,
-    TABLE_SIZE,
-    TCCC,
-    WORD,
-)
+from ._kernels import (ASCII_MAP, CONTEXT_FREE, LOWER_CHANGES, MARK, NFKC_UNSTABLE, PAIR_SHIFT, SECOND, SOLO,
+                       TABLE_SIZE, TCCC, WORD)
 from .arrow import string_array
 
-#: Code points whose properties are looked up; everything above (planes 4-13 are
-#: unassigned, 15-16 are private use) is a separator that NFKC and lowercasing leave
-#: alone, except the variation selectors supplement (marks) in plane 14.
+#: Code points whose properties are looked up; all others (planes 4-13 unassigned, 15-16 private use) are separators
+#: NFKC and lowercasing leave alone, except the variation selectors supplement (marks) in plane 14.
 _TABLE_RANGES = ((0, 0x40000), (0xE0000, 0xE1000))
 
-#: Code points >= 0x80 that step 1 may change (see :func:`replacements`).
+#: Code points >= 0x80 that step 1 may change (:func:`replacements`; without NFKC, LOWER_CHANGES).
 REPLACE_NFKC = NFKC_UNSTABLE | LOWER_CHANGES
-REPLACE_LOWER = LOWER_CHANGES
 
-#: The blocks of Thai, Lao, Myanmar (and Myanmar Extended-A, -B and -C, the last new in Unicode
-#: 16: unassigned, so no word characters, under older Pythons) and Khmer (and Khmer Symbols),
-#: written without spaces between words: each of their word characters, marks
-#: included, is a word by itself (step 2).
+#: The blocks of Thai, Lao, Myanmar (and Myanmar Extended-A, -B and -C, the last new in Unicode 16: no word
+#: characters under older Pythons) and Khmer (and Khmer Symbols): each word character, marks included, is a word.
 SOLO_SCRIPTS = ((0x0E00, 0x0E7F), (0x0E80, 0x0EFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x19E0, 0x19FF),
                 (0xA9E0, 0xA9FF), (0xAA60, 0xAA7F), (0x116D0, 0x116FF))
-#: Code point ranges whose letters and numbers are words by themselves (step 2), in order:
-#: Han (CJK unified ideographs and their extensions A-H, compatibility ideographs, ideographic
-#: iteration and number marks), Hiragana, Katakana (half-width too) and the kana supplements,
-#: and :data:`SOLO_SCRIPTS`, whose marks are words by themselves too (kana's voicing marks are
-#: not: NFKC composes them with the kana before them).
+#: Code point ranges whose letters and numbers are words by themselves (step 2): Han (unified ideographs and
+#: extensions A-H, compatibility ideographs, iteration and number marks), Hiragana, Katakana (half-width too), the
+#: kana supplements, and :data:`SOLO_SCRIPTS`, whose marks are words too (kana's voicing marks compose under NFKC).
 SOLO_RANGES = tuple(sorted(SOLO_SCRIPTS + (
     (0x3005, 0x3007), (0x3021, 0x3029), (0x3038, 0x303C), (0x3041, 0x30FF), (0x31F0, 0x31FF), (0x3400, 0x4DBF),
     (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0xFF66, 0xFF9F), (0x1AFF0, 0x1B16F), (0x20000, 0x323AF))))
-#: The version of the word definition, recorded in index directories (:mod:`dedup.index_dir`)
-#: and run identities (:mod:`dedup.runs`); :data:`WORD_CHANGES` says what each version changed.
+#: The version of the word definition, recorded in index directories (:mod:`dedup.index_dir`) and run identities
+#: (:mod:`dedup.runs`).
 WORDS = 3
 #: What each version of the word definition changed (in 1, a word was any run of word characters).
 WORD_CHANGES = {
@@ -93,8 +68,8 @@ WORD_CHANGES = {
 
 
 def word_changes_since(version) -> str:
-    """What the word definition changed after ``version`` (as recorded; None, nothing recorded:
-    version 1), for the messages that refuse an index or a run of an earlier one.
+    """What the word definition changed after ``version`` (as recorded; None: version 1), for the messages that
+    refuse an index or a run of an earlier one.
 
     Example:
         >>> word_changes_since(2)
@@ -106,14 +81,12 @@ def word_changes_since(version) -> str:
 
 @dataclass(frozen=True)
 class CharMap:
-    """Per-code-point replacements: ``cps`` sorted (int64), code point ``cps[j]`` becomes
-    ``blob[off[j]:off[j+1]]`` (UTF-8).
+    """Per-code-point replacements: ``cps`` sorted (int64), code point ``cps[j]`` becomes ``blob[off[j]:off[j+1]]``
+    (UTF-8).
 
-    The NFKC map also holds the canonical composition pairs (first, second) -> composite
-    the kernels apply themselves, under keys ``(first + 1) << PAIR_SHIFT | second`` (above
-    every code point, so they sort last). Their entry is one byte L, the UTF-8 byte length
-    of lower(first) (0: not handled in the kernel, the document goes to utf8proc), then the
-    composite's UTF-8 bytes, then lower(composite)'s.
+    The NFKC map also holds the canonical composition pairs (first, second) -> composite the kernels apply, under keys
+    ``(first + 1) << PAIR_SHIFT | second`` (above every code point: they sort last). Their entry is one byte, the
+    UTF-8 length of lower(first) (0: the document goes to utf8proc), then the composite's UTF-8, then its lowercase's.
     """
 
     cps: np.ndarray
@@ -147,26 +120,20 @@ def _charmap(items: list[tuple[int, bytes]]) -> CharMap:
 def _build_tables() -> tuple[np.ndarray, CharMap, CharMap]:
     """Build :func:`char_table` and the replacement maps (about a second).
 
-    ``NFKC_UNSTABLE`` is a superset of the Unicode NFKC quick-check "No" and "Maybe" values
-    (UAX #15): code points that NFKC maps elsewhere on their own (computed with Arrow's
-    utf8proc, the normaliser the engine uses), combining marks (ccc != 0, which may reorder
-    or compose), second elements of canonical pairs and Hangul vowel/trailing jamo (which
-    may compose with what precedes them), and code points unassigned in Python's Unicode
-    database (which may be assigned in utf8proc's). A text with none of them is NFKC.
+    ``NFKC_UNSTABLE`` is a superset of the NFKC quick-check "No" and "Maybe" values (UAX #15): code points NFKC maps
+    elsewhere alone (by Arrow's utf8proc, the engine's normaliser), combining marks (ccc != 0: may reorder or
+    compose), second elements of canonical pairs and Hangul vowel/trailing jamo (may compose with what precedes), and
+    code points unassigned in Python's Unicode database (maybe assigned in utf8proc's). A text with none is NFKC.
 
-    ``CONTEXT_FREE`` marks flagged code points that are none of the context-sensitive kinds
-    above and whose NFKC form holds none either: NFKC then decomposes them alone and no
-    reordering or composition reaches them, so lower(NFKC(text)) replaces each by
-    lower(NFKC(c)) (Arrow's lowercase is per code point).
+    ``CONTEXT_FREE`` marks flagged code points that are none of those context-sensitive kinds and whose NFKC form
+    holds none either: lower(NFKC(text)) replaces each by lower(NFKC(c)) (Arrow's lowercase is per code point).
 
-    ``MARK`` marks the context-sensitive code points the kernels still handle themselves:
-    assigned, not Hangul jamo, without a decomposition, unchanged by NFKC and by
-    lowercasing alone. NFKC moves such a mark only when the marks around it are out of
-    canonical order (the kernels compare combining classes, with the ``TCCC`` section of
-    the table, and give up if so) and replaces it only when it composes with the starter
-    before it (``SECOND`` marks, looked up in the composition pairs of the NFKC map). The
-    pairs are Python's canonical two-part decompositions, each kept only if Arrow's NFKC
-    composes it, so composition exclusions and version differences are Arrow's.
+    ``MARK`` marks the context-sensitive code points the kernels handle themselves: assigned, not Hangul jamo,
+    without a decomposition, unchanged by NFKC and by lowercasing alone. NFKC moves such a mark only when the marks
+    around it are out of canonical order (the kernels compare the ``TCCC`` section's combining classes, and give up if
+    so) and replaces it only when it composes with the starter before it (``SECOND`` marks, looked up in the NFKC
+    map's composition pairs: Python's canonical two-part decompositions that Arrow's NFKC composes, so composition
+    exclusions and version differences are Arrow's).
     """
     import pyarrow.compute as pc  # building the tables only (cached)
 
@@ -193,13 +160,8 @@ def _build_tables() -> tuple[np.ndarray, CharMap, CharMap]:
 
     def sensitive(ch: str) -> bool:
         cp = ord(ch)
-        return bool(
-            unicodedata.combining(ch)
-            or cp in composes_second
-            or 0x1161 <= cp <= 0x1175
-            or 0x11A8 <= cp <= 0x11C2
-            or (cp >= 0x80 and unicodedata.category(ch) == "Cn")
-        )
+        return bool(unicodedata.combining(ch) or cp in composes_second or 0x1161 <= cp <= 0x1175
+                    or 0x11A8 <= cp <= 0x11C2 or (cp >= 0x80 and unicodedata.category(ch) == "Cn"))
 
     nfkc_items: list[tuple[int, bytes]] = []
     lower_items: list[tuple[int, bytes]] = []
@@ -210,8 +172,7 @@ def _build_tables() -> tuple[np.ndarray, CharMap, CharMap]:
             if any(lo <= cp <= hi for lo, hi in SOLO_RANGES) and (
                     unicodedata.category(ch)[0] != "M" or any(lo <= cp <= hi for lo, hi in SOLO_SCRIPTS)):
                 flags |= SOLO
-        unstable = nfkc_changes[i] or sensitive(ch)
-        if unstable:
+        if nfkc_changes[i] or sensitive(ch):
             flags |= NFKC_UNSTABLE
         if lower_changes[i] and cp >= 0x80:
             flags |= LOWER_CHANGES
@@ -233,8 +194,7 @@ def _build_tables() -> tuple[np.ndarray, CharMap, CharMap]:
 
 
 def _composition_entries(pairs: dict[tuple[int, int], int], table: np.ndarray) -> list[tuple[int, bytes]]:
-    """Map entries of the canonical pairs (first, second MARK) that Arrow's NFKC composes
-    (layout: :class:`CharMap`)."""
+    """Map entries of the canonical pairs (first, second MARK) that Arrow's NFKC composes (:class:`CharMap`)."""
     import pyarrow.compute as pc  # building the tables only (cached)
 
     cand = [(f, m, c) for (f, m), c in sorted(pairs.items()) if table[m] & SECOND]
@@ -252,26 +212,20 @@ def _composition_entries(pairs: dict[tuple[int, int], int], table: np.ndarray) -
 
 
 def char_table() -> np.ndarray:
-    """uint8 flags per code point: :data:`WORD`, :data:`NFKC_UNSTABLE`,
-    :data:`LOWER_CHANGES`, :data:`CONTEXT_FREE`, :data:`MARK`, :data:`SECOND` (see
-    :func:`_build_tables`), then two more sections (offsets in :mod:`dedup._kernels`):
-    the kernels' 128-entry ASCII map at ``ASCII_MAP`` (entry b holding the lowercased byte
-    b for ASCII word characters, 0 for ASCII separators) and, at ``TCCC``, each code
-    point's trailing canonical combining class (that of the last code point of its NFKD).
-    Built once, then kept in memory and in the start-up cache (:mod:`dedup.cache`), keyed
-    by the Unicode and Arrow versions.
+    """uint8 flags per code point (:data:`WORD`, :data:`NFKC_UNSTABLE`, :data:`LOWER_CHANGES`, :data:`CONTEXT_FREE`,
+    :data:`MARK`, :data:`SECOND`: :func:`_build_tables`), then two sections (offsets in :mod:`dedup._kernels`): the
+    128-entry ASCII map at ``ASCII_MAP`` (the lowercased byte of an ASCII word character, 0 for a separator) and, at
+    ``TCCC``, each code point's trailing canonical combining class (of the last code point of its NFKD). Kept in
+    memory and in the start-up cache (:mod:`dedup.cache`), keyed by the Unicode and Arrow versions.
     """
     return _tables()[0]
 
 
 @functools.lru_cache(maxsize=1)
 def word_regex() -> re.Pattern[str]:
-    """A regex matching the words of step 2 (one code point of :data:`SOLO_RANGES` that is a
-    word by itself, or a maximal run of the other word characters), built from the same table.
-
-    The astral ranges sit behind a one-range lookahead so that a separator costs one
-    big-charset test instead of a scan of the ~350 astral ranges (5x faster).
-    """
+    """A regex matching the words of step 2 (one code point of :data:`SOLO_RANGES` that is a word by itself, or a
+    maximal run of other word characters), from the same table. The astral ranges sit behind a one-range lookahead,
+    so a separator costs one test, not a scan of ~350 ranges (5x faster)."""
     flags = char_table()[:0x110000]
 
     def cls(mask: np.ndarray, lo_cp: int = 0, hi_cp: int = 0x10FFFF) -> str:
@@ -286,9 +240,8 @@ def word_regex() -> re.Pattern[str]:
 
 
 def canonical_words_batch(texts, nfkc: bool = True, chunk: int = 20_000) -> list[list[str]]:
-    """The canonical words of many documents (nulls: none), as the reference gives them but
-    ~20x faster: step 1 by Arrow over whole chunks, step 2 by :func:`word_regex`. For Python
-    that needs the words (ground truth, the datasketch baseline); the engine never calls it."""
+    """The canonical words of many documents (nulls: none), as the reference gives them but ~20x faster (step 1 by
+    Arrow over whole chunks, step 2 by :func:`word_regex`): for ground truth and the datasketch baseline."""
     if not isinstance(texts, (pa.Array, pa.ChunkedArray)):
         texts = string_array(list(texts))
     findall = word_regex().findall
@@ -301,9 +254,7 @@ def canonical_words_batch(texts, nfkc: bool = True, chunk: int = 20_000) -> list
 
 def prenormalize(texts: pa.Array, nfkc: bool = True) -> pa.Array:
     """Step 1 of the definition over a whole Arrow string array (nulls stay null)."""
-    # The C++ functions themselves: importing pyarrow.compute costs ~30 ms per process,
-    # and real text sends a few documents of most batches down this route.
-    from .arrow import _compute
+    from .arrow import _compute  # not pyarrow.compute: ~30 ms per process, and most batches come here
 
     compute = _compute()
     if nfkc:
@@ -312,17 +263,13 @@ def prenormalize(texts: pa.Array, nfkc: bool = True) -> pa.Array:
 
 
 def replacements(nfkc: bool = True) -> tuple[int, int, CharMap]:
-    """What the kernels rewrite alone in step 1: ``(bits, cf_bit, map)``.
-
-    A code point >= 0x80 with a flag in ``bits`` is not left as it is: when it has
-    ``cf_bit`` too (or ``cf_bit`` is 0), it becomes its lower(NFKC(c)) (``lower(c)``
-    without NFKC) from ``map``; otherwise its document goes to Arrow's utf8proc
-    (:func:`prenormalize`), which runs at ~50 MB/s on non-ASCII text, hence the shortcut.
-    Code points without those flags are already NFKC and lowercase, except ASCII letters,
-    which the kernels lowercase through the ASCII map of :func:`char_table`.
+    """What the kernels rewrite alone in step 1: ``(bits, cf_bit, map)``. A code point >= 0x80 with a flag in
+    ``bits`` changes: with ``cf_bit`` too (or ``cf_bit`` 0), to its lower(NFKC(c)) (``lower(c)`` without NFKC) from
+    ``map``; otherwise its document goes to Arrow's utf8proc (:func:`prenormalize`, ~50 MB/s on non-ASCII text). Code
+    points without those flags are NFKC and lowercase already, except ASCII letters (:func:`char_table`'s ASCII map).
     """
     _, nfkc_map, lower_map = _tables()
-    return (REPLACE_NFKC, CONTEXT_FREE, nfkc_map) if nfkc else (REPLACE_LOWER, 0, lower_map)
+    return (REPLACE_NFKC, CONTEXT_FREE, nfkc_map) if nfkc else (LOWER_CHANGES, 0, lower_map)
 
 
 def canonical_text(text: str, nfkc: bool = True) -> str:
@@ -352,8 +299,7 @@ def check_shingling(ngram: int, unit: str) -> None:
 
 
 def word_shingles(words: list[str], ngram: int = 5, unit: str = "word") -> list[str]:
-    """Steps 3 and 4 (n = ``ngram`` >= 1) on a document's canonical words (its canonical text split
-    at spaces), in document order (may repeat)."""
+    """Steps 3 and 4 (n = ``ngram`` >= 1) on a document's canonical words, in document order (may repeat)."""
     check_shingling(ngram, unit)
     canon = " ".join(words)
     units = words if unit == "word" else canon
@@ -364,8 +310,7 @@ def word_shingles(words: list[str], ngram: int = 5, unit: str = "word") -> list[
 
 
 def shingles(text: str, ngram: int = 5, unit: str = "word", nfkc: bool = True) -> list[bytes]:
-    """Reference: the shingles of one document as UTF-8 bytes (:func:`word_shingles` of its
-    canonical text)."""
+    """Reference: the shingles of one document as UTF-8 bytes (:func:`word_shingles` of its canonical text)."""
     canon = canonical_text(text, nfkc)
     return [s.encode("utf-8") for s in word_shingles(canon.split(" ") if canon else [], ngram, unit)]
 
