@@ -1,8 +1,6 @@
-"""A small on-disk cache for pure start-up computations (never for results of a run).
-
-Location: ``$MEMDEDUP_CACHE_DIR``, else ``$XDG_CACHE_HOME/memdedup``, else
-``~/.cache/memdedup``. Everything in it can be deleted at any time; an unwritable location
-just means recomputing.
+"""A small on-disk cache for pure start-up computations (never for results of a run), in ``$MEMDEDUP_CACHE_DIR``,
+else ``$XDG_CACHE_HOME/memdedup``, else ``~/.cache/memdedup``; it may be deleted at any time, and an unwritable one
+means recomputing.
 
 Example:
     >>> import os, tempfile
@@ -26,8 +24,7 @@ from .io import write_bytes_atomic
 
 
 def cache_dir() -> Path:
-    env = os.environ.get("MEMDEDUP_CACHE_DIR")
-    if env:
+    if env := os.environ.get("MEMDEDUP_CACHE_DIR"):
         return Path(env)
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "memdedup"
 

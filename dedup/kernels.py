@@ -1,7 +1,6 @@
-"""Kernel dispatch: the ahead-of-time build (:mod:`dedup._kernels.aot`) when present and current,
-else Numba's JIT; both run the same ``@numba.njit`` code (:mod:`dedup._kernels`). Set
-``MEMDEDUP_JIT=1`` to force the JIT. Multi-threaded sketching always uses the JIT's ``prange``
-version (the AOT build is serial).
+"""Kernel dispatch: the ahead-of-time build (:mod:`dedup._kernels.aot`) when present and current, else Numba's JIT
+(``MEMDEDUP_JIT=1`` forces it), both running the same ``@numba.njit`` code (:mod:`dedup._kernels`). Multi-threaded
+sketching always uses the JIT's ``prange`` version (the AOT build is serial).
 
 Example:
     >>> import numpy as np
@@ -32,12 +31,8 @@ def aot() -> ModuleType | None:
     if not build.STAMP.exists():
         return None
     if build.STAMP.read_text().strip() != source_hash():
-        warnings.warn(
-            "memdedup: the compiled kernels are older than their sources; using the JIT "
-            "(rebuild with `python -m dedup._kernels.aot`)",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        warnings.warn("memdedup: the compiled kernels are older than their sources; using the JIT "
+                      "(rebuild with `python -m dedup._kernels.aot`)", RuntimeWarning, stacklevel=2)
         return None
     try:
         return importlib.import_module("dedup._kernels._compiled")
@@ -55,9 +50,8 @@ def backend() -> str:
 
 
 def use_threads(threads: int | None) -> int | None:
-    """``threads`` checked (None: the calling thread's Numba count, all cores unless set; else a
-    positive int) and capped at ``NUMBA_NUM_THREADS``: the count :func:`sketch_documents` runs
-    on. ValueError: anything else."""
+    """``threads`` checked (None: the calling thread's Numba count, all cores unless set; else a positive int, or
+    ValueError) and capped at ``NUMBA_NUM_THREADS``: the count :func:`sketch_documents` runs on."""
     if threads is None:
         return None
     if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
@@ -71,10 +65,9 @@ def use_threads(threads: int | None) -> int | None:
 
 def sketch_documents(data, offsets, valid, table, bits, cf_bit, map_cps, map_off, map_blob, ngram, char_unit, scheme,
                      a32, b32, a64, b64, sigs, exact, n_shingles, threads: int | None = 1) -> None:
-    """Sketch every document (see :func:`dedup._kernels.minhash.sketch_range`): serially for
-    ``threads`` 1, else on Numba's parallel kernel with that many threads, set for this call only
-    (Numba's count is per calling thread and would outlast it); None: the thread's current
-    count (all cores unless the caller set another)."""
+    """Sketch every document (:func:`dedup._kernels.minhash.sketch_range`): serially for ``threads`` 1, else on
+    Numba's parallel kernel with that many threads, set for this call only (Numba's count is per calling thread and
+    would outlast it); None: the thread's current count."""
     args = (data, offsets, valid, table, int(bits), int(cf_bit), map_cps, map_off, map_blob, int(ngram),
             bool(char_unit), int(scheme), a32, b32, a64, b64, sigs, exact, n_shingles)
     if threads == 1:

@@ -1,60 +1,42 @@
 """MinHash schemes and the public :func:`minhash_signatures`.
 
-A MinHash signature (Broder 1997) of a token set A is ``sig_k(A) = min_{t in A} pi_k(h(t))``
-for K permutations ``pi_k``; ``P(sig_k(A) = sig_k(B)) ~= J(A, B)``, so the fraction of equal
-entries estimates the Jaccard similarity with standard error ``sqrt(J (1 - J) / K)``.
+A MinHash signature (Broder 1997) of a token set A is ``sig_k(A) = min_{t in A} pi_k(h(t))`` for K permutations
+``pi_k``; ``P(sig_k(A) = sig_k(B)) ~= J(A, B)``, so the fraction of equal entries estimates the Jaccard similarity
+with standard error ``sqrt(J (1 - J) / K)``.
 
 Schemes (``scheme=``):
 
 ``"fast"`` (default)
-    Token hash :func:`fast_hash32`: a polynomial (Karp-Rabin) combination of the XXH64
-    hashes of the token's space-separated parts, finished with the MurmurHash3 64-bit
-    finaliser; then, as datasketch's affine32, the 32-bit finaliser and permutations
-    ``a_k x + b_k mod 2^32`` with datasketch's parameters. Bit-identical to
-    ``datasketch.MinHash(num_perm, seed, scheme="affine32", hashfunc=fast_hash32)``. Only
-    the token hash differs from datasketch's default: it is ~20x cheaper than SHA-1, and
-    for word n-grams each word is hashed once and the n-gram hashes roll.
+    Token hash :func:`fast_hash32`: a polynomial (Karp-Rabin) combination of the XXH64 hashes of the token's
+    space-separated parts, finished with the MurmurHash3 64-bit finaliser; then, as datasketch's affine32, the 32-bit
+    finaliser and permutations ``a_k x + b_k mod 2^32`` with datasketch's parameters. Bit-identical to
+    ``datasketch.MinHash(num_perm, seed, scheme="affine32", hashfunc=fast_hash32)``; the token hash is ~20x cheaper
+    than SHA-1, and for word n-grams each word is hashed once and the n-gram hashes roll.
 ``"datasketch-affine32"``
-    Bit-identical to ``datasketch.MinHash(num_perm, seed, scheme="affine32")`` (SHA-1
-    token hash), the datasketch >= 2.0 default.
+    Bit-identical to ``datasketch.MinHash(num_perm, seed, scheme="affine32")`` (SHA-1; datasketch >= 2.0's default).
 ``"datasketch-legacy"``
-    Bit-identical to ``datasketch.MinHash(num_perm, seed, scheme="legacy")`` (the
-    pre-2.0 ``(a h + b) mod (2^61 - 1)`` scheme).
+    Bit-identical to ``datasketch.MinHash(num_perm, seed, scheme="legacy")`` (``(a h + b) mod (2^61 - 1)``).
 ``"fss"``
-    Fast Similarity Sketching (Dahlgaard, Houen, Langhede & Thorup, FOCS 2017): the cost
-    of a set of n tokens is one hash per token per round and ``~max(1, K ln K / n)``
-    rounds, i.e. O(n + K log K), not O(n K). Token key: the fast scheme's 64-bit polynomial
-    (:func:`fast_hash32` before its finalisers: word n-gram keys roll) folded to 32 bits,
-    ``x`` (:func:`fss_key`). Round i < K throws each token into one of K bins, the top bits
-    of ``h = fmix32(x ^ s_i)``, with value ``i 2^v + (h mod 2^v)`` (v = 24 bits at K = 128,
-    :func:`dedup._kernels.minhash.fss_value_bits`; 32-bit lanes, so a round vectorises); each bin keeps
-    its least value; rounds stop once no bin is empty (values grow with the round, so later
-    rounds could change nothing). A bin b still empty after K rounds (sets of a few tokens)
-    takes the least of ``fmix32(x ^ s_{K+b})`` over all tokens, in round K + b.
+    Fast Similarity Sketching (Dahlgaard, Houen, Langhede & Thorup, FOCS 2017): one hash per token per round and
+    ``~max(1, K ln K / n)`` rounds for n tokens, O(n + K log K), not O(n K). Token key ``x``: the fast scheme's 64-bit
+    polynomial folded to 32 bits (:func:`fss_key`: word n-gram keys roll). Round i < K throws each token into one of K
+    bins, the top bits of ``h = fmix32(x ^ s_i)``, with value ``i 2^v + (h mod 2^v)`` (v = 24 bits at K = 128:
+    :func:`dedup._kernels.minhash.fss_value_bits`); each bin keeps its least value; rounds stop once no bin is empty
+    (later rounds, with larger values, could change nothing). A bin b still empty after K rounds takes the least of
+    ``fmix32(x ^ s_{K+b})`` over all tokens, in round K + b.
 
-    What holds (with x -> fmix32(x ^ s_i) standing in for fully random hash functions, and
-    up to two distinct tokens sharing their 32-bit key, probability 2^-32 per pair as for
-    the fast scheme's 32-bit token hash):
+    With x -> fmix32(x ^ s_i) as fully random hashes (and up to 32-bit key clashes, as for "fast"):
 
-    * Unbiased: ``P(sig_k(A) = sig_k(B)) = J(A, B)`` for every k. The tokens' trajectories
-      (bin and value in every round) are i.i.d., so bin k's least value over A u B belongs
-      to a uniformly random element of A u B, and the two signatures agree there iff that
-      element is in A n B (up to equal values of two tokens: probability 2^-v).
-    * Variance no larger than K independent permutations': ``Var[J^] <= J (1 - J) / K``.
-      Two bins' agreements are uncorrelated when the bins were filled in different rounds
-      (independent hashes) and negatively correlated when filled in the same round (their
-      winners are distinct tokens). When the first round fills every bin (sets of
-      n >> K ln K tokens, ~620 at K = 128; the expected number of empty bins after it is
-      ``K e^(-n/K)``), the K winners are a uniform sample without replacement of A u B and
-      ``Var[J^] = J (1 - J) / K * (|A u B| - K) / (|A u B| - 1)`` (hypergeometric). The
-      paper proves Chernoff bounds for ``K J^`` like those of K independent MinHashes.
-    * ``sig(A u B) = min(sig(A), sig(B))`` elementwise, exactly: every entry is a least
-      value over all rounds. Order and repeats of tokens do not matter.
-    * LSH banding: r bins of one band agree with probability ``J^r`` under K independent
-      permutations; here, when the first round fills every bin, with probability
-      ``prod_{j<r} (|A n B| - j) / (|A u B| - j) <= J^r`` (distinct winners): 2% less at
-      |A u B| = 1000, J = 0.8, r = 13, tending to J^r as sets grow. The banding is chosen
-      by the same optimisation as for the other schemes (:func:`dedup.params.optimal_param`).
+    * Unbiased: ``P(sig_k(A) = sig_k(B)) = J(A, B)`` for every k (trajectories are i.i.d., so bin k's winner over
+      A u B is uniform; up to equal values, probability 2^-v).
+    * ``Var[J^] <= J (1 - J) / K``: bins filled in different rounds are uncorrelated, in the same round negatively
+      correlated. When the first round fills every bin (n >> K ln K, ~620 at K = 128; ``K e^(-n/K)`` bins stay
+      empty), ``Var[J^] = J (1 - J) / K * (|A u B| - K) / (|A u B| - 1)`` (hypergeometric). The paper proves Chernoff
+      bounds for ``K J^`` like those of K independent MinHashes.
+    * ``sig(A u B) = min(sig(A), sig(B))`` elementwise, exactly; order and repeats of tokens do not matter.
+    * LSH banding: r bins of one band agree with probability ``prod_{j<r} (|A n B| - j) / (|A u B| - j) <= J^r``
+      when the first round fills every bin (2% less at |A u B| = 1000, J = 0.8, r = 13), tending to J^r as sets
+      grow; the banding is chosen as for the other schemes (:func:`dedup.params.optimal_param`).
 """
 
 from __future__ import annotations
@@ -84,12 +66,9 @@ def _fmix64(x: int) -> int:
 
 
 def part_hash(part: bytes) -> int:
-    """The fast scheme's 64-bit hash of one space-free part (reference, pure Python).
-
-    Up to 16 bytes: ``fmix64((lo * K1) ^ rotl64(hi * K2, 31) ^ len)`` with lo, hi the
-    little-endian integers of bytes 0-7 and 8-15 (zero-padded), K1 = 0x87C37B91114253D5,
-    K2 = 0x4CF5AD432745937F; longer parts: ``xxh64(part, seed=0)``.
-    """
+    """The fast scheme's 64-bit hash of one space-free part (reference, pure Python). Up to 16 bytes:
+    ``fmix64((lo * K1) ^ rotl64(hi * K2, 31) ^ len)``, lo and hi the little-endian integers of bytes 0-7 and 8-15
+    (zero-padded), K1 = 0x87C37B91114253D5, K2 = 0x4CF5AD432745937F; longer parts: ``xxh64(part, seed=0)``."""
     import xxhash
 
     if len(part) > 16:
@@ -102,18 +81,14 @@ def part_hash(part: bytes) -> int:
 
 
 def fast_hash32(token: bytes) -> int:
-    """The fast scheme's 32-bit token hash (reference, pure Python): ``low32(fmix64(fast_poly64(token)))``.
-
-    Splitting on spaces lets the kernel hash each word of a document once and roll the n-gram
-    hashes (Karp & Rabin 1987).
-    """
+    """The fast scheme's 32-bit token hash (reference, pure Python): ``low32(fmix64(fast_poly64(token)))``; the
+    split on spaces lets the kernel hash each word once and roll the n-gram hashes (Karp & Rabin 1987)."""
     return _fmix64(fast_poly64(token)) & 0xFFFFFFFF
 
 
 def fast_poly64(token: bytes) -> int:
-    """The fast scheme's polynomial before its finalisers (reference, pure Python):
-    ``sum_i part_hash(p_i) * M^(k-1-i) mod 2^64`` where ``p_0..p_{k-1}`` are ``token.split(b" ")``
-    and ``M = 0x9E3779B97F4A7C15``."""
+    """The fast scheme's polynomial before its finalisers (reference): ``sum_i part_hash(p_i) * M^(k-1-i) mod 2^64``,
+    ``p_0..p_{k-1}`` being ``token.split(b" ")`` and ``M = 0x9E3779B97F4A7C15``."""
     acc = 0
     for part in bytes(token).split(b" "):
         acc = (acc * _M64 + part_hash(part)) & _MASK64
@@ -129,17 +104,14 @@ def _fmix32(x: int) -> int:
 
 
 def fss_key(token: bytes) -> int:
-    """The fss scheme's 32-bit token key (reference): ``low32(p ^ (p >> 32))`` of
-    :func:`fast_poly64`, so a word n-gram's key rolls with the fast scheme's polynomial."""
+    """The fss scheme's 32-bit token key (reference): ``low32(p ^ (p >> 32))`` of :func:`fast_poly64`."""
     p = fast_poly64(token)
     return (p ^ (p >> 32)) & 0xFFFFFFFF
 
 
 def fss_reference(tokens: Sequence[bytes], num_perm: int = 128, seed: int = 1) -> np.ndarray:
-    """The fss scheme's signature of a token set (reference, pure Python, slow).
-
-    Runs all K rounds of the first phase (the kernel stops early: module docstring), then round
-    K + b for each bin b still empty.
+    """The fss scheme's signature of a token set (reference, pure Python, slow): all K rounds of the first phase
+    (the kernel stops early), then round K + b for each bin b still empty.
 
     Example:
         >>> sig = fss_reference([b"a", b"b c"], num_perm=8)
@@ -169,8 +141,7 @@ def fss_reference(tokens: Sequence[bytes], num_perm: int = 128, seed: int = 1) -
 
 @dataclass(frozen=True)
 class Scheme:
-    """A named MinHash scheme: its kernel code and the datasketch scheme it matches ("" if
-    none)."""
+    """A named MinHash scheme: its kernel code and the datasketch scheme it matches ("" if none)."""
 
     name: str
     code: int
@@ -196,8 +167,7 @@ def get_scheme(name: str) -> Scheme:
 
 @dataclass(frozen=True)
 class Permutations:
-    """Permutation parameters in the dtypes the kernels take (unused ones are empty); the
-    fss scheme's 2K round seeds travel in ``a64``."""
+    """Permutation parameters in the dtypes the kernels take (unused ones empty; fss's 2K round seeds in ``a64``)."""
 
     a32: np.ndarray
     b32: np.ndarray
@@ -211,8 +181,7 @@ class Permutations:
 @functools.lru_cache(maxsize=32)
 def permutations(scheme: str, num_perm: int, seed: int) -> Permutations:
     """datasketch's permutation parameters for (scheme, num_perm, seed), drawn the same way
-    (``np.random.RandomState(seed)``), so signatures match datasketch's bit for bit; for
-    the fss scheme, 2 * num_perm uint64 round seeds from the same generator."""
+    (``np.random.RandomState(seed)``) so signatures match bit for bit; for fss, 2 * num_perm uint64 round seeds."""
     s = get_scheme(scheme)
     if num_perm < 1:
         raise ValueError(f"num_perm must be >= 1, got {num_perm}")
@@ -222,26 +191,19 @@ def permutations(scheme: str, num_perm: int, seed: int) -> Permutations:
     if s.code == SCHEME_FSS:
         return Permutations(empty32, empty32, gen.randint(0, 1 << 64, 2 * num_perm, dtype=np.uint64), empty64)
     if s.datasketch_scheme == "legacy":
-        ab = np.array(
-            [
-                (gen.randint(1, _MERSENNE, dtype=np.uint64), gen.randint(0, _MERSENNE, dtype=np.uint64))
-                for _ in range(num_perm)
-            ],
-            dtype=np.uint64,
-        ).T
+        ab = np.array([(gen.randint(1, _MERSENNE, dtype=np.uint64), gen.randint(0, _MERSENNE, dtype=np.uint64))
+                       for _ in range(num_perm)], dtype=np.uint64).T
         return Permutations(empty32, empty32, np.ascontiguousarray(ab[0]), np.ascontiguousarray(ab[1]))
     a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
     b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
     return Permutations(a, b, empty64, empty64)
 
 
-def minhash_signatures(
-    token_sets: Sequence[Sequence[bytes]], num_perm: int = 128, seed: int = 1, scheme: str = "fast"
-) -> np.ndarray:
-    """MinHash signatures of n ``token_sets`` (any sequences of ``bytes``), K = ``num_perm`` long,
-    ``seed`` as datasketch's, ``scheme`` of the module docstring: an (n, K) array, uint32 for
-    "fast", "fss" and "datasketch-affine32", uint64 for "datasketch-legacy" (datasketch's own
-    dtypes). An empty set gives 2^32 - 1 everywhere.
+def minhash_signatures(token_sets: Sequence[Sequence[bytes]], num_perm: int = 128, seed: int = 1,
+                       scheme: str = "fast") -> np.ndarray:
+    """MinHash signatures of n ``token_sets`` (sequences of ``bytes``), K = ``num_perm`` long, ``seed`` as
+    datasketch's: an (n, K) array, uint64 for "datasketch-legacy", else uint32 (datasketch's own dtypes). An empty
+    set gives 2^32 - 1 everywhere.
 
     Example:
         >>> sig = minhash_signatures([[b"a", b"b"], [b"b", b"a", b"a"]], num_perm=16)

@@ -1,36 +1,20 @@
 """A real-text corpus from files shipped on this machine, and exact Jaccard ground truth.
 
-Synthetic corpora (:mod:`dedup.synthetic`) plant near duplicates by edits whose Jaccard is
-known; real text has its own shingle statistics (function words, boilerplate, licence
-paragraphs repeated across packages with small changes) that a sketch must survive. This
-module builds such a corpus from text every Python installation carries, and computes the
-truth it is judged against without any sketch.
+Real text has shingle statistics synthetic corpora (:mod:`dedup.synthetic`) lack (function words, boilerplate,
+licences repeated across packages with small changes) that a sketch must survive. Sources (:func:`source_texts`), in
+path order: every ``METADATA``, ``LICENSE*`` and ``COPYING*`` file under ``site-packages`` (licences with other
+copyright lines, package descriptions, vendored copies) and, optionally, the docstrings (:func:`ast.get_docstring`) of
+the ``.py`` files under ``site-packages`` and the standard library, one source per directory (vendored packages,
+re-exported APIs). Each is cut into documents of about ``target_bytes`` at paragraph boundaries (:func:`chunk_text`);
+documents without a word character (no shingles) are dropped.
 
-Sources (:func:`source_texts`), in order of their paths:
-
-* every ``METADATA``, ``LICENSE*`` and ``COPYING*`` file under a ``site-packages``
-  directory: licence texts (MIT, BSD, Apache-2.0, GPL, ...) repeated across packages with
-  other copyright lines, package descriptions, vendored copies;
-* optionally the docstrings (module, class, function; :func:`ast.get_docstring`) of the
-  ``.py`` files under ``site-packages`` and the standard library, one source per
-  directory (its files' docstrings in name order): prose with its own near duplicates
-  (vendored copies of packages, re-exported APIs, generated bindings).
-
-Each source is cut into documents of about ``target_bytes`` at paragraph boundaries
-(:func:`chunk_text`). Documents without a word character are dropped (they have no
-shingles, so no Jaccard).
-
-Ground truth (:func:`exact_near_duplicates`): row ``j`` is a near duplicate iff some
-earlier row ``i < j`` has exact word-n-gram Jaccard ``|A_i ∩ A_j| / |A_i ∪ A_j| >= T``,
-with the shingles of :func:`dedup.normalize.shingles` (same normalisation as the engine).
-It is an exact all-pairs similarity join: a pair with ``J >= T`` overlaps in at least
-``ceil(T |A|)`` shingles, so (Bayardo, Ma & Srikant, "Scaling up all pairs similarity
-search", WWW 2007; Chaudhuri, Ganti & Kaushik, ICDE 2006) it shares a shingle among the
-``|A| - ceil(T |A|) + 1`` rarest shingles of each set (prefix filter), and
-``T max(|A|, |B|) <= min(|A|, |B|)`` (size filter); every pair passing both filters is
-verified by exact set intersection. Shingles are identified by their 128-bit XXH3 digest,
-and the digests' distinctness is checked (two different shingles with equal digests would
-have probability below 2^-80 at 10^8 shingles); no MinHash is involved.
+Ground truth (:func:`exact_near_duplicates`): row ``j`` is a near duplicate iff some earlier row ``i < j`` has exact
+word-n-gram Jaccard ``|A_i ∩ A_j| / |A_i ∪ A_j| >= T`` over :func:`dedup.normalize.shingles`. It is an exact
+all-pairs similarity join (Bayardo, Ma & Srikant, "Scaling up all pairs similarity search", WWW 2007; Chaudhuri,
+Ganti & Kaushik, ICDE 2006): a pair with ``J >= T`` shares a shingle among the ``|A| - ceil(T |A|) + 1`` rarest of
+each set (prefix filter) and has ``T max(|A|, |B|) <= min(|A|, |B|)`` (size filter); every pair passing both is
+verified by exact set intersection. Shingles are identified by their 128-bit XXH3 digest, checked distinct (a clash
+has probability below 2^-80 at 10^8 shingles); no MinHash is involved.
 """
 
 from __future__ import annotations
@@ -81,28 +65,20 @@ def licence_files(root: Path) -> list[Path]:
 
 
 def docstrings(path: Path) -> str:
-    """The docstrings of a Python file (module, classes, functions), blank-line separated,
-    or "" if it does not parse."""
+    """The docstrings of a Python file (module, classes, functions), blank-line separated; "" if it does not parse."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # invalid escape sequences in old sources
             tree = ast.parse(path.read_bytes())
     except (SyntaxError, ValueError, OSError, RecursionError):
         return ""
-    parts = []
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            d = ast.get_docstring(node)
-            if d:
-                parts.append(d)
-    return "\n\n".join(parts)
+    kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    return "\n\n".join(d for node in ast.walk(tree) if isinstance(node, kinds) and (d := ast.get_docstring(node)))
 
 
 def source_texts(roots: Sequence[tuple[str, Path]] | None = None, with_docstrings: bool = True) -> Iterator[tuple[str, str]]:
-    """``(name, text)`` of every source (module docstring; ``with_docstrings``: under every root),
-    ordered by name. ``roots``: ``(label, directory)`` pairs, default :func:`default_roots`; licence
-    files come from every root labelled ``site-packages``; names are ``label/relative path``.
-    """
+    """``(name, text)`` of every source (module docstring), by name ``label/relative path``; ``roots``: ``(label,
+    directory)`` pairs (default :func:`default_roots`), licence files from those labelled ``site-packages``."""
     items: list[tuple[str, list[Path], str]] = []
     for label, root in default_roots() if roots is None else roots:
         root = Path(root)
@@ -128,12 +104,9 @@ def source_texts(roots: Sequence[tuple[str, Path]] | None = None, with_docstring
 
 
 def chunk_text(text: str, target_bytes: int) -> list[str]:
-    """Cut ``text`` into documents of about ``target_bytes`` UTF-8 bytes.
-
-    Paragraphs (separated by blank lines) are packed in order; a document is closed once it
-    holds at least ``target_bytes``. A paragraph longer than twice the target is first cut
-    at line ends. Documents are joined back with blank lines, so the text is unchanged
-    apart from whitespace between paragraphs.
+    """Cut ``text`` into documents of about ``target_bytes`` UTF-8 bytes: paragraphs (cut at line ends first when
+    longer than twice the target) packed in order, joined by blank lines, each document closed once it holds
+    ``target_bytes``.
 
     Example:
         >>> chunk_text("a b\\n\\nc d\\n\\ne f", 8)
@@ -152,8 +125,8 @@ def chunk_text(text: str, target_bytes: int) -> list[str]:
 
 
 def _pack(parts: list[str], sep: str, target_bytes: int) -> list[str]:
-    """``parts`` joined with ``sep`` into pieces closed once they hold ``target_bytes`` bytes
-    (each part counted with one separator); the last piece may be shorter."""
+    """``parts`` joined with ``sep`` into pieces closed once they hold ``target_bytes`` bytes (each part counted with
+    one separator); the last piece may be shorter."""
     out: list[str] = []
     current: list[str] = []
     size = 0
@@ -170,8 +143,8 @@ def _pack(parts: list[str], sep: str, target_bytes: int) -> list[str]:
 
 def build_corpus(target_bytes: int = 6000, with_docstrings: bool = True,
                  roots: Sequence[tuple[str, Path]] | None = None) -> pa.Table:
-    """The real-text corpus: columns ``id`` (``<source>#<chunk>``), ``text``, ``source``; rows in
-    source-name, then text order.
+    """The real-text corpus: string columns ``id`` (``<source>#<chunk>``), ``text``, ``source``; rows in source-name,
+    then text order.
 
     Example:
         >>> import tempfile, pathlib
@@ -180,30 +153,17 @@ def build_corpus(target_bytes: int = 6000, with_docstrings: bool = True,
         >>> build_corpus(20, with_docstrings=False, roots=[("site-packages", d)]).to_pylist()  # "---" has no word
         [{'id': 'site-packages/LICENSE#0', 'text': 'Permission is hereby granted, free of charge.', 'source': 'site-packages/LICENSE'}]
     """
-    ids: list[str] = []
-    texts: list[str] = []
-    sources: list[str] = []
     words = normalize.word_regex().search
-    for name, text in source_texts(roots, with_docstrings):
-        for k, doc in enumerate(chunk_text(text, target_bytes)):
-            if not words(doc.lower()):
-                continue
-            ids.append(f"{name}#{k}")
-            texts.append(doc)
-            sources.append(name)
-    return pa.table({"id": pa.array(ids, pa.string()), "text": pa.array(texts, pa.string()),
-                     "source": pa.array(sources, pa.string())})
+    rows = [(f"{name}#{k}", doc, name) for name, text in source_texts(roots, with_docstrings)
+            for k, doc in enumerate(chunk_text(text, target_bytes)) if words(doc.lower())]
+    return pa.table({c: pa.array([r[i] for r in rows], pa.string()) for i, c in enumerate(("id", "text", "source"))})
 
 
-# ------------------------------------------------------------------------ exact truth
 def shingle_sets(texts: pa.Array | Sequence[str], ngram: int = 5, unit: str = "word",
                  nfkc: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
-    """Each document's shingle set (module docstring; the same batched path as
-    :func:`dedup.synthetic.earlier_jaccards`) as integer ids, one per distinct shingle, assigned
-    after checking that no two digests share their first 64 bits without being equal in all 128:
-    ``(offsets, ids, n_distinct)``, document ``d``'s set being ``ids[offsets[d]:offsets[d+1]]``
-    (sorted, no repeats).
-    """
+    """Each document's shingle set as ids, one per distinct shingle (checked: no two digests share their first 64
+    bits without being equal): ``(offsets, ids, n_distinct)``, document ``d``'s set ``ids[offsets[d]:offsets[d+1]]``
+    (sorted, no repeats)."""
     import xxhash
 
     normalize.check_shingling(ngram, unit)
@@ -236,8 +196,7 @@ def shingle_sets(texts: pa.Array | Sequence[str], ngram: int = 5, unit: str = "w
 
 
 def candidate_pairs(offsets: np.ndarray, ids: np.ndarray, n_distinct: int, threshold: float) -> np.ndarray:
-    """(i, j), i < j, of every pair passing the module docstring's prefix and size filters: every
-    pair with J >= T is among them."""
+    """(i, j), i < j, of every pair passing the module docstring's prefix and size filters (every one with J >= T)."""
     n = offsets.shape[0] - 1
     size = np.diff(offsets)
     doc = np.repeat(np.arange(n, dtype=np.int64), size)
@@ -247,8 +206,7 @@ def candidate_pairs(offsets: np.ndarray, ids: np.ndarray, n_distinct: int, thres
     rank = rank_of[ids]
     order = np.lexsort((rank, doc))  # within each document, rarest first
     pos = np.arange(ids.shape[0]) - np.repeat(offsets[:-1], size)
-    # ceil(T * size) shared shingles at least, rounded down by one where float error could have pushed it
-    # up (a smaller bound only lengthens prefixes: still exact)
+    # ceil(T * size) shared shingles at least, less one where float error could have pushed it up (still exact)
     min_overlap = np.maximum(np.ceil(threshold * size - 1e-9).astype(np.int64), 1)
     prefix_len = size - min_overlap + 1
     in_prefix = pos < np.repeat(prefix_len, size)
@@ -275,10 +233,9 @@ def candidate_pairs(offsets: np.ndarray, ids: np.ndarray, n_distinct: int, thres
 
 def exact_near_duplicates(texts: pa.Array | Sequence[str], threshold: float = 0.8, ngram: int = 5,
                           unit: str = "word", nfkc: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """The module docstring's ground truth as ``(duplicate, best)``: ``duplicate[j]`` compares the
-    Jaccard as a float ``|A∩B| / |A∪B|`` (as :func:`dedup.synthetic.true_duplicates` does);
-    ``best[j]`` is the largest such Jaccard where ``duplicate[j]``, and some value below T (0 when
-    no earlier row passed the filters) where not. Rows without shingles are never duplicates.
+    """The module docstring's ground truth as ``(duplicate, best)``, Jaccard compared as a float ``|A∩B| / |A∪B|``
+    (as :func:`dedup.synthetic.true_duplicates`): ``best[j]`` is the largest such Jaccard where ``duplicate[j]``, else
+    some value below T (0: no earlier row passed the filters). Rows without shingles are never duplicates.
 
     Example:
         >>> dup, best = exact_near_duplicates(["a b c d e f g", "A b c d e f g!", "a b c d e f x", "z"], 0.5)
@@ -304,8 +261,8 @@ CORPUS_VERSION = 1
 
 
 def fingerprint(roots: Sequence[tuple[str, Path]] | None = None, with_docstrings: bool = True) -> str:
-    """A short hash of everything :func:`build_corpus` reads (paths, sizes, mtimes) and of
-    :data:`CORPUS_VERSION`: a cached corpus is reused only while it is the same."""
+    """A short hash of what :func:`build_corpus` reads (paths, sizes, mtimes) and :data:`CORPUS_VERSION`: a cached
+    corpus is reused only while it is the same."""
     import hashlib
 
     h = hashlib.sha256(f"v{CORPUS_VERSION}|{with_docstrings}".encode())
@@ -322,9 +279,9 @@ def fingerprint(roots: Sequence[tuple[str, Path]] | None = None, with_docstrings
 
 def cached_corpus(cache_dir: str | os.PathLike, target_bytes: int = 6000, threshold: float = 0.8,
                   with_docstrings: bool = True, log=print) -> pa.Table:
-    """:func:`build_corpus` with two truth columns, ``near_duplicate`` (bool) and
-    ``best_earlier_jaccard`` (:func:`exact_near_duplicates`), built once (minutes: every
-    ``.py`` file is parsed) and kept as ``cache_dir/realtext-<fingerprint>-<target>-<T>.parquet``."""
+    """:func:`build_corpus` with the truth columns ``near_duplicate`` (bool) and ``best_earlier_jaccard``
+    (:func:`exact_near_duplicates`), built once (minutes) into
+    ``cache_dir/realtext-<fingerprint>-<target>-<T>.parquet``."""
     import pyarrow.parquet as pq
 
     cache = Path(cache_dir)

@@ -1,11 +1,8 @@
 """From an Arrow text column to per-document sketches: signatures, exact keys, band keys.
 
-This is where Arrow buffers meet the compiled kernels. Per batch, one Numba pass over the
-Arrow value buffer decodes UTF-8, normalises (lowercase, and NFKC where a code point can be
-rewritten alone: :func:`dedup.normalize.replacements`), builds the canonical text, shingles
-it and updates the K minima. The few documents that need context-sensitive NFKC (combining
-marks) go through Arrow's utf8proc and a second kernel call. No Python object is created
-per document.
+Per batch, one Numba pass over the Arrow value buffer decodes UTF-8, normalises (:func:`dedup.normalize.replacements`),
+shingles and updates the K minima, with no Python object per document; the few documents that need
+context-sensitive NFKC (combining marks) go through Arrow's utf8proc and a second kernel call.
 """
 
 from __future__ import annotations
@@ -24,23 +21,14 @@ from .normalize import char_table, prenormalize, replacements
 
 @dataclass
 class Sketches:
-    """Per-document results for one batch of n documents.
+    """Per-document results for one batch of n documents."""
 
-    Attributes:
-        valid: bool (n,), False where the text is null.
-        n_shingles: int64 (n,), shingles per document (0 for null or empty).
-        signatures: uint32 (n, K).
-        exact: uint64 (n, 2), the 128-bit exact key (0 for null).
-        band_keys: uint64 (n, b).
-        text_bytes: total UTF-8 bytes of the batch's raw text.
-    """
-
-    valid: np.ndarray
-    n_shingles: np.ndarray
-    signatures: np.ndarray
-    exact: np.ndarray
-    band_keys: np.ndarray
-    text_bytes: int
+    valid: np.ndarray  # bool (n,), False where the text is null
+    n_shingles: np.ndarray  # int64 (n,), shingles per document (0 for null or empty)
+    signatures: np.ndarray  # uint32 (n, K)
+    exact: np.ndarray  # uint64 (n, 2), the 128-bit exact key (0 for null)
+    band_keys: np.ndarray  # uint64 (n, b)
+    text_bytes: int  # total UTF-8 bytes of the batch's raw text
 
     def __len__(self) -> int:
         return self.valid.shape[0]
@@ -51,8 +39,8 @@ class Sketches:
 
 
 def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(data uint8, offsets int64 (n+1,), valid bool (n,)) views of a ``string``, ``large_string`` or
-    ``string_view`` (cast) array, sliced or not."""
+    """(data uint8, offsets int64 (n+1,), valid bool (n,)) of a ``string``, ``large_string`` or ``string_view``
+    (cast) array, sliced or not."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
     if pa.types.is_string_view(arr.type):
@@ -63,13 +51,10 @@ def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     offsets = np.frombuffer(off_buf, dtype=off_dtype, count=n + 1 + arr.offset)[arr.offset :].astype(np.int64)
     data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, dtype=np.uint8)
     if arr.null_count and _validity is not None:  # from the bitmap: to_numpy() would import pandas
-        bits = np.frombuffer(_validity, dtype=np.uint8)
-        valid = np.unpackbits(bits, bitorder="little", count=arr.offset + n)[arr.offset :].astype(np.bool_)
-    elif arr.null_count:  # a null-typed or all-null array without a bitmap
-        valid = np.zeros(n, dtype=np.bool_)
-    else:
-        valid = np.ones(n, dtype=np.bool_)
-    return data, offsets, valid
+        bits = np.unpackbits(np.frombuffer(_validity, dtype=np.uint8), bitorder="little", count=arr.offset + n)
+        return data, offsets, bits[arr.offset :].astype(np.bool_)
+    # no bitmap: no nulls, or a null-typed or all-null array
+    return data, offsets, np.full(n, not arr.null_count, dtype=np.bool_)
 
 
 class Sketcher:
@@ -84,10 +69,8 @@ class Sketcher:
     """
 
     def __init__(self, config: DedupConfig, bands: int, rows: int, threads: int | None = 1):
-        self.config = config
+        self.config, self.bands, self.rows = config, bands, rows
         self.threads = kernels.use_threads(threads)  # 1: serial (AOT build if present); None or >1: JIT prange
-        self.bands = bands
-        self.rows = rows
         self.scheme = get_scheme(config.scheme)
         self.perms = permutations(config.scheme, config.num_perm, config.seed)
         self.table = char_table()

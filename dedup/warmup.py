@@ -1,8 +1,6 @@
-"""Compile (or load) every Numba kernel and fill the start-up caches once.
-
-``make`` runs ``python -m dedup.warmup`` after installing, so that the first real run does
-not pay ~20 s of JIT compilation. Kernels are cached next to their sources
-(``numba`` ``cache=True``); the start-up cache lives in :func:`dedup.cache.cache_dir`.
+"""Compile (or load) every Numba kernel and fill the start-up caches once: ``make`` runs ``python -m dedup.warmup``
+after installing, so the first real run does not pay ~20 s of JIT compilation. Kernels are cached next to their
+sources (``numba`` ``cache=True``), the rest in :func:`dedup.cache.cache_dir`.
 """
 
 from __future__ import annotations
