@@ -188,7 +188,6 @@ def first_invalid_utf8(texts: pa.Array | pa.ChunkedArray) -> tuple[int | None, E
 
 
 def _first_undecodable(values: pa.Array | pa.ChunkedArray) -> tuple[int, UnicodeDecodeError] | None:
-    """(index, error) of the first value whose bytes are not UTF-8 (strings or bytes), or None."""
     for i, raw in enumerate(cast(values, pa.large_binary()).to_pylist()):
         try:
             if raw is not None:
@@ -198,8 +197,7 @@ def _first_undecodable(values: pa.Array | pa.ChunkedArray) -> tuple[int, Unicode
     return None
 
 
-def _castable_to_string(t: pa.DataType) -> bool:
-    """Whether Arrow can cast ``t`` to strings at all (nested and interval types cannot)."""
+def _castable_to_string(t: pa.DataType) -> bool:  # (nested and interval types are not)
     try:
         cast(pa.nulls(0, t), pa.string())
         return True
@@ -237,7 +235,6 @@ def _jsonl_pieces(shard: Shard) -> Iterator[tuple[int, bytes, jsonl.Lines]]:
 
 
 def _jsonl_line_of_row(shard: Shard, row: int) -> int | None:
-    """1-based line of the 0-based row ``row`` (rows are the lines that are not blank)."""
     seen = 0
     for line, _, lines in _jsonl_pieces(shard):
         if row < seen + lines.rows:
@@ -246,22 +243,18 @@ def _jsonl_line_of_row(shard: Shard, row: int) -> int | None:
     return None
 
 
-#: The largest JSON block Arrow accepts (an int32).
-_MAX_BLOCK = (1 << 31) - 1
+_MAX_BLOCK = (1 << 31) - 1  # the largest JSON block Arrow accepts (an int32)
 #: Arrow's report of a field whose JSON type changes within a block (its row counts from 0).
 _TYPE_CHANGE = re.compile(r"Column\((.*)\) changed from (\w+) to (\w+) in row (\d+)")
-#: The Arrow type of each :meth:`dedup.jsonl.Numbers.exact_type`.
 _EXACT_TYPES = {"uint64": pa.uint64(), "string": pa.string()}
 
 
 def _magnitude(values: pa.Array | pa.ChunkedArray) -> float:
-    """Largest absolute value of a float array (0 if none)."""
     lo, hi = min_max(values)
     return max(abs(lo or 0.0), abs(hi or 0.0))
 
 
 def _float_leaves(values: pa.Array | pa.ChunkedArray) -> Iterator[pa.Array]:
-    """The float arrays inside a column of lists and structs (as Arrow reads JSON)."""
     for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
         t = chunk.type
         if pa.types.is_floating(t):
@@ -292,8 +285,7 @@ def _stamps_as_strings(t: pa.DataType) -> pa.DataType | None:
 PARQUET_MAX_DEPTH = 99
 
 
-def _depth(t: pa.DataType) -> int:
-    """Parquet schema levels of a column of type ``t`` (:data:`PARQUET_MAX_DEPTH`), without recursion."""
+def _depth(t: pa.DataType) -> int:  # (without recursion)
     deepest, todo = 0, [(t, 1)]
     while todo:
         t, depth = todo.pop()
@@ -374,7 +366,6 @@ class _JsonlFile:
 
     def _parse(self, piece: bytes) -> pa.Table:
         import pyarrow.json as pj
-
         explicit = dict(zip(self.as_strings.names, self.as_strings.types))
         explicit.update({c: t for c, t in self.exact.items() if t == pa.uint64()})  # Arrow parses these exactly
         schema = pa.schema(sorted(explicit.items()))
@@ -426,7 +417,6 @@ class _JsonlFile:
         return InputError(self.shard.path, f"cannot read JSON Lines (in the piece from line {first_line}): {arrow_said}")
 
     def batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        """The file's rows in order, each piece in batches of at most ``batch_rows``, with :attr:`schema`."""
         as_text = {c for c, t in self.exact.items() if t == pa.string()}
         for line, piece, table in self._parsed():
             present = {c for c in as_text if c in table.column_names and table.column(c).null_count < table.num_rows}
@@ -448,8 +438,7 @@ class _JsonlFile:
             yield from pa.Table.from_arrays(cols, schema=self.schema).to_batches(max_chunksize=batch_rows)
 
 
-#: The first bytes of the Arrow IPC *file* format (a stream starts with a message instead).
-_ARROW_FILE_MAGIC = b"ARROW1"
+_ARROW_FILE_MAGIC = b"ARROW1"  # how the IPC *file* format starts (a stream starts with a message)
 
 
 class _ArrowFile:
@@ -462,7 +451,6 @@ class _ArrowFile:
 
     @contextmanager
     def _open(self):
-        """(schema, iterator of the file's record batches), the file mapped meanwhile."""
         try:
             source = pa.memory_map(str(self.shard.path), "r")
         except (pa.ArrowException, OSError) as e:
@@ -563,7 +551,7 @@ class ShardReader:
         return [c for c in (self.text_column if text else None, self.id_column) if c is not None]
 
     def ids(self, batch: pa.RecordBatch) -> pa.Array:
-        """The batch's ids as strings (nulls where there is no id column)."""
+        """The batch's ids as strings (nulls without an id column)."""
         if self.id_column is None:
             return pa.nulls(batch.num_rows, pa.string())
         return id_strings(batch.column(self.id_column), self.shard.path, self.id_column, self._batch_start)
@@ -591,7 +579,6 @@ def id_strings(col: pa.Array | pa.ChunkedArray, path: Path, column: str, first_r
         if not pa.types.is_floating(col.type):
             return cast(col, pa.string())
         import pyarrow.compute as pc
-
         x = cast(col, pa.float64())  # float16 and float32 too
         # whole and exact: NaN fails the equality, infinities and values beyond 2^53 the bound
         whole = pc.and_(pc.equal(pc.floor(x), x), pc.less_equal(pc.abs(x), 2.0 ** 53))
@@ -614,7 +601,6 @@ def head_texts(shard: Shard, text_column: str, n: int) -> list[str]:
     try:
         if shard.fmt == "jsonl":
             import json
-
             with pa.input_stream(str(shard.path), compression=shard.compression) as f:
                 parts: list[bytes] = []  # of a line not yet ended (joined once it ends: linear in its length)
                 while len(texts) < n:

@@ -106,7 +106,6 @@ _MEAN_SENT = (_SENT_MIN + _SENT_MAX) / 2
 _NEAR_TRIES = 16
 
 
-
 class _Vocab:
     """The fixed vocabulary: word strings, Zipf CDF, canonical ids and rendering tables."""
 
@@ -200,7 +199,6 @@ def jaccard(a: str, b: str, ngram: int = 5, unit: str = "word") -> float:
         0.3333333333333333
     """
     return _set_jaccard(set(normalize.shingles(a, ngram, unit)), set(normalize.shingles(b, ngram, unit)))
-
 
 
 def _token_grams(tokens: np.ndarray, canon_id: np.ndarray, n: int = 5) -> set:
@@ -481,7 +479,6 @@ def generate_corpus(n_docs: int, mean_bytes: int = 1000, exact_frac: float = 0.0
     return pa.Table.from_arrays([ids, text, pa.array(cluster, type=pa.int64()), kinds, sj], schema=SCHEMA)
 
 
-
 def earlier_jaccards(table: pa.Table, ngram: int = 5, unit: str = "word") -> list[list[float]]:
     """Per row, the exact Jaccard of its :func:`dedup.normalize.shingles` set with each EARLIER row of its cluster
     (empty for a cluster's first row), by the batched path (:func:`dedup.normalize.canonical_words_batch`). Rows of
@@ -512,7 +509,6 @@ def true_duplicates(table: pa.Table, threshold: float, ngram: int = 5, unit: str
     """Ground truth: row j is True iff some earlier row of its cluster has exact shingle-set Jaccard >=
     ``threshold`` with it (:func:`earlier_jaccards`)."""
     return np.array([any(j >= threshold for j in js) for js in earlier_jaccards(table, ngram, unit)], dtype=bool)
-
 
 
 #: The names write_shards gives its files (part-00000.parquet, ...), and no other file's.
