@@ -129,8 +129,7 @@ def line_problem(line: bytes, first_of_file: bool, text_column: str | None = Non
     except UnicodeDecodeError as e:
         return f"invalid JSON: not UTF-8: {e}"
     if not s.strip():
-        return ("only whitespace that JSON does not allow (a blank line may hold spaces, tabs and "
-                "carriage returns only)")
+        return "only whitespace that JSON does not allow (a blank line may hold spaces, tabs and carriage returns only)"
     if s.startswith("\ufeff"):
         return "a byte order mark (U+FEFF) is allowed only at the start of the file"
     try:
@@ -157,14 +156,10 @@ def line_problem(line: bytes, first_of_file: bool, text_column: str | None = Non
 def first_problem(piece: bytes, first_line: int, text_column: str | None = None) -> tuple[int, str] | None:
     """(1-based line, reason) of the first line of ``piece`` (starting at the file's line ``first_line``) that
     :func:`line_problem` refuses, or None."""
-    for n, line in enumerate(piece.split(b"\n")[:-1], first_line):
-        problem = line_problem(line, n == 1, text_column)
-        if problem is not None:
-            return n, problem
-    return None
+    lines = enumerate(piece.split(b"\n")[:-1], first_line)
+    problems = ((n, line_problem(line, n == 1, text_column)) for n, line in lines)
+    return next(((n, p) for n, p in problems if p is not None), None)
 
-
-# ------------------------------------------------------------------ numbers, exactly
 
 #: float64 holds every integer of at most this magnitude exactly, and not all above it.
 EXACT_IN_DOUBLE = 2**53
