@@ -250,9 +250,7 @@ def exact_near_duplicates(texts: pa.Array | Sequence[str], threshold: float = 0.
     for i, j in pairs.tolist():
         a, b = sets[i], sets[j]
         inter = np.intersect1d(a, b, assume_unique=True).shape[0]
-        jac = inter / (a.shape[0] + b.shape[0] - inter)
-        if jac > best[j]:
-            best[j] = jac
+        best[j] = max(best[j], inter / (a.shape[0] + b.shape[0] - inter))
     return best >= threshold, best
 
 

@@ -464,11 +464,8 @@ def generate_corpus(n_docs: int, mean_bytes: int = 1000, exact_frac: float = 0.0
     exact_src = src_text.take(pa.array(orig_index[cluster[exact_rows]])).to_pylist()
     pieces.append(pa.array([_perturb_exact(rng, t) for t in exact_src], type=pa.string()))
 
-    # Position of each row in concat(originals, near, exact).
-    pos = np.empty(n_docs, dtype=np.int64)
-    pos[orig_rows] = np.arange(n_orig)
-    pos[near_rows] = n_orig + np.arange(len(near_rows))
-    pos[exact_rows] = n_orig + len(near_rows) + np.arange(len(exact_rows))
+    pos = np.empty(n_docs, dtype=np.int64)  # each row's position in concat(originals, near, exact)
+    pos[np.concatenate([orig_rows, near_rows, exact_rows])] = np.arange(n_docs)
     text = pa.chunked_array(pieces, type=pa.string()).take(pa.array(pos)).combine_chunks()
 
     width = max(7, len(str(n_docs - 1)))
