@@ -28,23 +28,9 @@ from .runs import OutputExistsError
 from .shards import InputError
 
 __all__ = [
-    "SCHEMES",
-    "BloomFilter",
-    "DatasketchLSHIndex",
-    "DedupConfig",
-    "Deduplicator",
-    "IndexPlan",
-    "InputError",
-    "LSHBloomIndex",
-    "OutputExistsError",
-    "PybloomIndex",
-    "canonical_text",
-    "dedup_files",
-    "estimate_jaccard",
-    "minhash_signatures",
-    "optimal_param",
-    "plan_index",
-    "shingles",
+    "SCHEMES", "BloomFilter", "DatasketchLSHIndex", "DedupConfig", "Deduplicator", "IndexPlan", "InputError",
+    "LSHBloomIndex", "OutputExistsError", "PybloomIndex", "canonical_text", "dedup_files", "estimate_jaccard",
+    "minhash_signatures", "optimal_param", "plan_index", "shingles",
 ]
 
 
