@@ -77,11 +77,9 @@ class Sketcher:
         self.bits, self.cf_bit, self.map = replacements(config.nfkc)
 
     def _kernel(self, data, offsets, valid, bits, cf_bit, sigs, exact, n_sh) -> None:
-        kernels.sketch_documents(
-            data, offsets, valid, self.table, bits, cf_bit, self.map.cps, self.map.off, self.map.blob,
-            self.config.ngram, self.config.unit == "char", self.scheme.code, *self.perms.args(), sigs, exact, n_sh,
-            threads=self.threads,
-        )
+        kernels.sketch_documents(data, offsets, valid, self.table, bits, cf_bit, self.map.cps, self.map.off,
+                                 self.map.blob, self.config.ngram, self.config.unit == "char", self.scheme.code,
+                                 *self.perms.args(), sigs, exact, n_sh, threads=self.threads)
 
     def __call__(self, texts: pa.Array) -> Sketches:
         """Sketch one batch (an Arrow string array; nulls allowed)."""
