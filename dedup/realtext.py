@@ -65,7 +65,8 @@ def licence_files(root: Path) -> list[Path]:
 
 
 def docstrings(path: Path) -> str:
-    """The docstrings of a Python file (module, classes, functions), blank-line separated; "" if it does not parse."""
+    """The docstrings of a Python file (module, classes, functions), blank-line separated; "" if it does not parse.
+    Surrogates written as escapes are paired into their character where they pair, else read as U+FFFD."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # invalid escape sequences in old sources
@@ -73,7 +74,8 @@ def docstrings(path: Path) -> str:
     except (SyntaxError, ValueError, OSError, RecursionError):
         return ""
     kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
-    return "\n\n".join(d for node in ast.walk(tree) if isinstance(node, kinds) and (d := ast.get_docstring(node)))
+    text = "\n\n".join(d for node in ast.walk(tree) if isinstance(node, kinds) and (d := ast.get_docstring(node)))
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def source_texts(roots: Sequence[tuple[str, Path]] | None = None, with_docstrings: bool = True) -> Iterator[tuple[str, str]]:

@@ -83,3 +83,11 @@ def test_no_roots_means_no_sources(tmp_path):
     every licence file and docstring of the interpreter); None means the defaults."""
     assert list(realtext.source_texts([])) == []
     assert realtext.build_corpus(6000, roots=[]).num_rows == 0
+
+
+def test_a_docstring_with_a_lone_surrogate_escape_is_read(tmp_path):
+    """A source file may spell a lone surrogate as an escape in its docstring (this test's own folder does); the
+    corpus reads it as U+FFFD, as undecodable bytes are read, and an escaped pair as the character it encodes."""
+    (tmp_path / "m.py").write_text('"""Lone \\ud800 here, a pair \\ud83d\\ude00 there, words after."""\n')
+    table = realtext.build_corpus(100, roots=[("stdlib", tmp_path)])
+    assert table.column("text").to_pylist() == ["Lone \ufffd here, a pair \U0001f600 there, words after."]
