@@ -1,57 +1,43 @@
 """Causal memorisation profiles by difference-in-differences (Lesci et al. 2024).
 
 Lesci, Meister, Hofmann, Vlachos & Cotterell (2024), "Causal Estimation of Memorisation
-Profiles", define the memorisation of an instance as the causal effect of training on it on the
-model's prediction of it, and estimate it per (treatment step, checkpoint) with the
-difference-in-differences estimator of Callaway & Sant'Anna (2021). Only numpy and pandas are
-used here (no torch, transformers or scipy).
+Profiles": the memorisation of an instance is the causal effect of training on it on the
+model's prediction of it, estimated per (treatment step, checkpoint) with the
+difference-in-differences estimator of Callaway & Sant'Anna (2021).
 
 Design
-    * Outcome ``Y_c(x)``: any per-instance number observed at checkpoint ``c``; by default the
-      mean per-token surprisal, so LOWER = better predicted.
-    * Treatment: ``treatment_step`` is the training step at which the instance was FIRST trained
-      on. The estimator needs ONE treatment per instance, so the panel given here must end
-      before any instance's second exposure: did() cannot see later exposures and does not
-      remove them. :func:`audit.checkpoints.run_profile` ensures it (Lesci et al. keep epoch 1
-      only): its panel ends at the end of epoch 1 and it leaves out instances trained twice
-      before that. Null/NaN = never trained (held-out data) = control.
-    * Cohorts: an instance treated at step ``s`` belongs to cohort ``g`` = the first checkpoint
-      with ``g >= s`` (checkpoint ``g`` is the first one that has seen it). Its base period is
-      the last checkpoint before ``g``. Instances whose cohort would be the FIRST checkpoint
-      (``s <= first checkpoint``) have no untreated observation, hence no base period, and are
-      dropped (counted in ``attrs["n_dropped_no_base"]``). Instances first trained on AFTER the
-      last checkpoint are untreated throughout the panel; like Callaway & Sant'Anna (and the
-      ``differences`` package) they are used as never-treated controls (counted in
-      ``attrs["n_treated_after_panel"]``).
-    * Controls: NEVER-treated instances only (not "not-yet-treated" ones): held-out data is
-      the cleanest counterfactual for memorisation, and it keeps every cell's comparison group
-      the same.
+    * Outcome ``Y_c(x)``: a per-instance number at checkpoint ``c``; by default the mean
+      per-token surprisal, so LOWER = better predicted.
+    * Treatment: ``treatment_step``, the step at which the instance was FIRST trained on; one
+      treatment per instance, so the panel must end before any second exposure
+      (:func:`audit.checkpoints.run_profile` ends it at epoch 1 and leaves out instances
+      trained twice before). Null/NaN = never trained (held-out data) = control.
+    * Cohorts: cohort ``g`` = the first checkpoint with ``g >= s``; its base period is the last
+      checkpoint before ``g``. Instances with ``s <= first checkpoint`` have no base period and
+      are dropped (``attrs["n_dropped_no_base"]``); instances first trained AFTER the last
+      checkpoint are never-treated controls, as in Callaway & Sant'Anna and the
+      ``differences`` package (``attrs["n_treated_after_panel"]``).
+    * Controls: NEVER-treated instances only (not "not-yet-treated"): every cell has the same
+      comparison group.
     * Estimate, for each cohort ``g`` and checkpoint ``c >= g``::
 
           effect(g, c) = -( mean_{cohort g}[Y_c - Y_base(g)] - mean_{never}[Y_c - Y_base(g)] )
 
-      POSITIVE = memorised (lower surprisal than the counterfactual). This is minus the
-      unconditional ATT(g, c) of Callaway & Sant'Anna with never-treated controls (their
-      "universal"/"varying" base periods coincide for post-treatment cells).
-    * Uncertainty: a seeded bootstrap over INSTANCES, stratified: each replicate resamples
-      with replacement the instances of every cohort and of the control group separately (one
-      joint draw per replicate, shared by all cells). ``se`` = standard deviation of the
-      bootstrap effects (ddof=1), ``lower``/``upper`` = percentile interval at ``confidence``
-      (pointwise). Significance is read from the SIMULTANEOUS band ``band_lower``/
-      ``band_upper`` over all cells (max-t critical value from the same draws, as the
-      multiplier bootstrap of the ``differences`` package): the family-wise rate of flagging
-      any null cell is ~``1 - confidence``, where pointwise intervals flag some cell in most
-      null panels.
+      POSITIVE = memorised (lower surprisal than the counterfactual): minus the unconditional
+      ATT(g, c) of Callaway & Sant'Anna with never-treated controls.
+    * Uncertainty: a seeded bootstrap over INSTANCES, stratified (each replicate resamples every
+      cohort and the control group separately; one joint draw shared by all cells). ``se`` =
+      standard deviation of the draws (ddof=1), ``lower``/``upper`` = pointwise percentile
+      interval at ``confidence``. Significance is read from the SIMULTANEOUS band
+      ``band_lower``/``band_upper`` over all cells (max-t critical value from the same draws,
+      as the ``differences`` package's multiplier bootstrap): family-wise rate ~``1 - confidence``.
     * Lead cells: pre-treatment checkpoints (``event_time <= -2``) against the same base
       period: the test of no anticipation and parallel trends, covered by the band.
-    * Small cohorts: adjacent early cohorts are merged until each has ``min_cohort_size``
-      instances (:func:`merge_cohorts`).
-
-Summaries, as Lesci et al. report them: :func:`event_time_curve` and :func:`summarise`.
+    * Small cohorts: adjacent early cohorts are merged up to ``min_cohort_size``
+      (:func:`merge_cohorts`).
 
 Assumptions (not testable here): parallel trends between each cohort and the held-out data, no
-anticipation, and no interference (training on one instance does not change the outcome of
-another instance). With near-duplicates in the data, the last one fails.
+anticipation, no interference (near-duplicates in the data break the last).
 """
 
 from __future__ import annotations
@@ -78,10 +64,8 @@ def _require_columns(df, required: list[str], name: str) -> None:
         raise TypeError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
     if missing := [c for c in required if c not in df.columns]:
         unknown = [c for c in df.columns if c not in required]
-        raise ValueError(
-            f"{name} is missing column(s) {missing} (required: {required}); "
-            f"got {list(df.columns)}" + (f", of which {unknown} are not used" if unknown else "")
-        )
+        raise ValueError(f"{name} is missing column(s) {missing} (required: {required}); got {list(df.columns)}"
+                         + (f", of which {unknown} are not used" if unknown else ""))
 
 
 def _py(v):
@@ -176,9 +160,8 @@ def _treatment_steps(treatments: pd.DataFrame, ids: pd.Index) -> np.ndarray:
     try:
         ts = pd.to_numeric(treatments["treatment_step"]).astype("float64")
     except (TypeError, ValueError):
-        raise ValueError(
-            f"treatments['treatment_step'] must be numeric steps or null, got dtype {treatments['treatment_step'].dtype}"
-        ) from None
+        raise ValueError("treatments['treatment_step'] must be numeric steps or null, got dtype "
+                         f"{treatments['treatment_step'].dtype}") from None
     if np.isinf(ts.to_numpy()).any():
         raise ValueError("treatments['treatment_step'] must be finite or null (null = never trained)")
     return pd.Series(ts.to_numpy(), index=pd.Index(tid)).reindex(ids).to_numpy()
@@ -190,12 +173,9 @@ def _treatment_steps(treatments: pd.DataFrame, ids: pd.Index) -> np.ndarray:
 class BootDraws(np.ndarray):
     """Read-only ``(n_boot, n_cells)`` float array of bootstrap draws, as kept in ``attrs``.
 
-    A plain ndarray in ``DataFrame.attrs`` breaks pandas: ``pd.concat`` propagates attrs only
-    when the inputs' attrs compare equal, and ``==`` on two arrays has no truth value
-    (ValueError); and pandas deep-copies attrs on nearly every operation. Hence, for this
-    class only: ``==`` / ``!=`` compare WHOLE arrays and return a bool, ``copy.deepcopy``
-    shares the (read-only) buffer, and indexing or arithmetic gives plain ndarrays (use
-    ``np.asarray(draws)`` for elementwise comparisons).
+    pandas compares attrs in ``pd.concat`` (a plain array's ``==`` has no truth value) and
+    deep-copies them nearly everywhere; so ``==`` / ``!=`` compare WHOLE arrays and return a
+    bool, ``copy.deepcopy`` shares the buffer, and indexing or arithmetic give plain ndarrays.
     """
 
     def __new__(cls, draws):
@@ -232,9 +212,7 @@ _SUBSCRIPTS = {(1, 1): "j,j->", (1, 2): "j,jk->k", (2, 1): "ij,j->i", (2, 2): "i
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` (1-D or 2-D arrays), summed in one order whatever the number of threads: by
-    numpy's einsum, not by BLAS, whose matrix products (numpy's ``@``) split large sums among
-    OMP_NUM_THREADS / OPENBLAS_NUM_THREADS threads and so round otherwise with another count."""
+    """``a @ b`` (1-D or 2-D) by einsum, not BLAS: summed in one order whatever the thread count."""
     return np.einsum(_SUBSCRIPTS[a.ndim, b.ndim], a, b)
 
 
@@ -259,10 +237,9 @@ def _band(effect: np.ndarray, se: np.ndarray, crit: float):
 def merge_cohorts(sizes: dict, min_cohort_size: int) -> list[list]:
     """Groups of adjacent cohorts, each of at least ``min_cohort_size`` instances.
 
-    ``sizes`` maps a cohort key (sortable: checkpoint index or step) to its number of
-    instances. Walking from the earliest cohort, adjacent cohorts are pooled until the pool
-    reaches the minimum (a log-spaced checkpoint grid makes the early cohorts tiny); a last pool
-    still below the minimum joins the group before it, or, with no group before it, is dropped.
+    ``sizes``: cohort key (sortable) -> instances. From the earliest cohort, adjacent cohorts
+    are pooled until the pool reaches the minimum; a last pool still below it joins the group
+    before it, or, with none, is dropped.
 
     >>> merge_cohorts({1: 2, 2: 3, 3: 6, 4: 20}, 10)
     [[1, 2, 3], [4]]
@@ -288,15 +265,10 @@ def _cohort_index(ts: np.ndarray, checkpoints: np.ndarray) -> np.ndarray:
 
 def sample_per_cohort(treatment_steps: pd.Series, checkpoints, n_per_cohort: int, min_cohort_size: int = 1,
                       seed: int = 0) -> np.ndarray:
-    """Stratified sample of treated instances: at most ``n_per_cohort`` per cohort.
-
-    Lesci et al. (2024) sample a fixed number of instances per cohort (100 per 1,000-step
-    cohort) rather than a fixed total, so every cohort's cells have the same precision.
-    Cohorts are those of :func:`did` (instances first trained at or before the first checkpoint
-    and after the last one are left out), with adjacent early cohorts merged below
-    ``min_cohort_size`` (:func:`merge_cohorts`); each merged cohort gets ``n_per_cohort``.
-    Returns the sampled index labels of ``treatment_steps`` in their original order (seeded).
-    """
+    """Stratified sample of treated instances: at most ``n_per_cohort`` per cohort, as Lesci et
+    al. (2024) sample a fixed number per cohort. Cohorts are :func:`did`'s (merged below
+    ``min_cohort_size``). Returns the sampled index labels of ``treatment_steps`` in their
+    original order (seeded)."""
     checkpoints = np.asarray(sorted(int(c) for c in checkpoints))
     ts = pd.to_numeric(treatment_steps).astype("float64").to_numpy()
     kidx = _cohort_index(ts, checkpoints)
@@ -310,58 +282,38 @@ def sample_per_cohort(treatment_steps: pd.Series, checkpoints, n_per_cohort: int
     return treatment_steps.index.to_numpy()[keep]
 
 
-def did(
-    panel: pd.DataFrame,
-    treatments: pd.DataFrame,
-    n_boot: int = 200,
-    seed: int = 0,
-    confidence: float = 0.95,
-    *,
-    min_cohort_size: int = 10,
-    leads: bool = True,
-) -> pd.DataFrame:
+def did(panel: pd.DataFrame, treatments: pd.DataFrame, n_boot: int = 200, seed: int = 0, confidence: float = 0.95,
+        *, min_cohort_size: int = 10, leads: bool = True) -> pd.DataFrame:
     """Difference-in-differences memorisation profile, one row per (cohort, checkpoint).
 
     * ``panel``: columns ``instance_id``, ``step`` (integer checkpoint step), ``outcome``
-      (float), other columns ignored; one row per (instance, checkpoint), every instance at
-      every checkpoint.
-    * ``treatments``: columns ``instance_id``, ``treatment_step``; exactly one row per panel
-      instance.
-    * ``n_boot``: bootstrap replicates, seeded by ``seed`` (``numpy.random.default_rng``); 0 =
-      point estimates only (``se``, ``lower``, ``upper`` and the band NaN), 1 gives intervals
-      but a NaN ``se`` and band. ``confidence``: of the percentile intervals and of the band.
-    * ``min_cohort_size`` (module docstring, Small cohorts): with 1-3 instances a cohort's
-      bootstrap has (almost) no treated-side variance and its cells are flagged far beyond the
-      nominal rate. A merged cohort is labelled by its LAST checkpoint (the first one that has
-      seen all of its instances); its base period is the checkpoint before its FIRST member's
-      cohort; the partially treated checkpoints in between are not cells.
-    * ``leads``: also return the lead cells (module docstring): checkpoints before the base
-      period, with the same ("universal") base period (event time -1 is the base itself, identically 0).
+      (float); every instance at every checkpoint, once.
+    * ``treatments``: columns ``instance_id``, ``treatment_step``; one row per panel instance.
+    * ``n_boot``: bootstrap replicates, seeded by ``seed``; 0 = point estimates only (``se``,
+      ``lower``, ``upper`` and the band NaN), 1 gives intervals but a NaN ``se`` and band.
+    * ``min_cohort_size``: 1-3 instances give a cohort (almost) no treated-side variance. A
+      merged cohort is labelled by its LAST checkpoint; its base period is the checkpoint
+      before its FIRST member's cohort; the partially treated checkpoints between are no cells.
+    * ``leads``: also return the lead cells, against the same ("universal") base period.
 
-    Returns a DataFrame with columns ``treatment_step`` (the cohort g: first checkpoint that
-    has seen all its instances), ``step`` (checkpoint c), ``event_time`` (index of c minus
-    index of g in the checkpoint list; negative = lead cell), ``lag_steps`` (c minus the mean
-    training step of the cohort's instances: the lag in optimizer steps), ``effect``, ``se``,
-    ``lower``, ``upper``, ``band_lower``, ``band_upper`` (``effect_j +- crit * se_j`` over ALL
-    returned cells, crit from :func:`_max_t`; NaN where se is 0 or NaN), ``significant`` (the
-    band excludes 0), ``n_treated`` (= ``cohort_size``), ``n_control``, ``cohort_size``;
-    sorted by (treatment_step, step).
+    Columns: ``treatment_step`` (cohort g: first checkpoint that has seen all its instances),
+    ``step`` (checkpoint c), ``event_time`` (index of c minus index of g; negative = lead),
+    ``lag_steps`` (c minus the cohort's mean training step), ``effect``, ``se``, ``lower``,
+    ``upper``, ``band_lower``, ``band_upper`` (``effect_j +- crit * se_j`` over ALL cells; NaN
+    where se is 0 or NaN), ``significant`` (the band excludes 0), ``n_treated`` (=
+    ``cohort_size``), ``n_control``, ``cohort_size``; sorted by (treatment_step, step).
 
-    ``attrs`` holds ``confidence``, ``n_boot``, ``seed``, ``checkpoints`` (tuple),
-    ``base_steps`` ({g: base checkpoint}), ``cohorts`` ({g: [member cohort steps]}),
-    ``critical_value``, ``min_cohort_size``, ``n_dropped_no_base``, ``n_dropped_small`` (in
-    cohorts too small even after merging) and ``n_treated_after_panel``; when ``n_boot > 0``
-    also ``boot_effects``, the bootstrap draws of every cell's effect (a read-only
-    :class:`BootDraws` float array of shape (n_boot, rows), columns in row order), and
-    ``boot_cells``, the (treatment_step, step) of each column, used by :func:`summarise`.
-
-    Note: pandas drops ``attrs`` in some operations (e.g. ``pd.concat`` of frames with
-    different attrs), and ``to_parquet`` cannot JSON-encode the draws and writes no attrs;
+    ``attrs``: ``confidence``, ``n_boot``, ``seed``, ``checkpoints`` (tuple), ``base_steps``
+    ({g: base checkpoint}), ``cohorts`` ({g: [member cohort steps]}), ``critical_value``,
+    ``min_cohort_size``, ``n_dropped_no_base``, ``n_dropped_small``, ``n_treated_after_panel``;
+    with ``n_boot > 0`` also ``boot_effects`` (:class:`BootDraws`, (n_boot, rows), columns in
+    row order) and ``boot_cells`` (the (treatment_step, step) of each column), for
+    :func:`summarise`. pandas drops attrs in some operations and ``to_parquet`` writes none;
     :func:`summarise` then falls back to independent cohorts.
 
-    Raises ValueError for missing/duplicate (instance, checkpoint) cells, missing columns,
-    instances absent from ``treatments`` (or vice versa), non-finite outcomes, fewer than two
-    checkpoints, or no never-treated instance.
+    ValueError: missing/duplicate (instance, checkpoint) cells, missing columns, instances in
+    only one of ``panel`` and ``treatments``, non-finite outcomes, fewer than two checkpoints,
+    or no never-treated instance.
 
     Example: instance 0 is trained on at step 2 and its surprisal falls from 3 to 2 nats; the
     never-trained instances 1 and 2 stay at 3 (and 4): 1 nat of memorisation.
@@ -407,8 +359,7 @@ def did(
     boot_c = boot_means(Yc) if n_boot else None
 
     alpha = 1.0 - confidence
-    parts = []
-    boot_parts = []  # (n_boot, cells of the cohort) draws, in the order of `parts`
+    parts, boot_parts = [], []  # boot_parts: (n_boot, cells of the cohort) draws, in the order of `parts`
     base_steps, members_of = {}, {}
     for grp in groups:
         k, b = grp[-1], grp[0] - 1  # b, the base: the last checkpoint before any member was trained on
@@ -481,25 +432,18 @@ def significant(profile: pd.DataFrame) -> pd.Series:
 def event_time_curve(profile: pd.DataFrame, *, confidence: float | None = None) -> pd.DataFrame:
     """Persistent memorisation as Lesci et al. report it: the event-time curve.
 
-    For each event time e >= 0 (checkpoints since the cohort's first checkpoint), the effects
-    of the cohorts observed at e are averaged with weights proportional to their cohort sizes
-    (Callaway & Sant'Anna's "dynamic" aggregation with cohort-share weights); lead cells (e < 0)
-    are aggregated the same way and kept, as the pre-trend check. With did()'s bootstrap draws
-    the same weighted mean is taken in each draw: ``se``, and a simultaneous band over all
-    event times (max-t critical value, as for the cells). Columns: ``event_time``,
-    ``lag_steps`` (weighted mean lag in optimizer steps), ``effect``, ``se``, ``band_lower``,
-    ``band_upper``, ``significant``, ``n_cohorts``, ``n_instances``; attrs ``critical_value``.
-    Without draws the se combines the cells' se with cohorts taken as independent, and the
-    band is the pointwise normal interval. Either way the cohort shares are fixed, not
-    estimated: the bootstrap resamples within cohorts (Lesci et al. sample a fixed number per
-    cohort), so the se leaves out the shares' sampling noise that ``differences``'
-    ``aggregate('event')`` adds (measured: ours 0.93-1.02 of theirs).
+    For each event time e (checkpoints since the cohort's first checkpoint; leads e < 0 kept as
+    the pre-trend check), the effects of the cohorts observed at e averaged with cohort-size
+    weights (Callaway & Sant'Anna's "dynamic" aggregation). With did()'s draws the same mean is
+    taken in each draw: ``se`` and a simultaneous band (max-t); without them ``se`` treats
+    cohorts as independent and the band is the pointwise normal interval. Cohort shares are
+    fixed, not estimated (Lesci et al. sample a fixed number per cohort), so the se leaves out
+    the shares' noise that ``differences``' ``aggregate('event')`` adds (ours 0.93-1.02 of
+    theirs). Event time counts checkpoints, not steps: on log-spaced grids ``lag_steps`` gives
+    the cohorts' weighted mean lag in optimizer steps.
 
-    Event time counts checkpoints, not steps: on a regular grid (a checkpoint every N steps)
-    this is the package's relative period; on the log-spaced grids of
-    :func:`audit.checkpoints.run_profile` cohorts at one event time are at different lags in
-    steps (``lag_steps`` gives their weighted mean), and the package, counting in periods of
-    its own time variable, would group other cells.
+    Columns: ``event_time``, ``lag_steps``, ``effect``, ``se``, ``band_lower``, ``band_upper``,
+    ``significant``, ``n_cohorts``, ``n_instances``; attrs ``critical_value``.
     """
     _require_columns(profile, ["treatment_step", "step", "event_time", "effect", "se", "cohort_size"], "profile")
     confidence = _check_confidence(confidence, profile)
@@ -569,17 +513,6 @@ def _combine(cells: pd.DataFrame, w: np.ndarray, draws: np.ndarray | None, confi
             "weights": [float(x) for x in w], "method": "independent cohorts" if draws is None else "joint bootstrap"}
 
 
-def _event_times(p: pd.DataFrame) -> np.ndarray:
-    """``event_time`` of each row; for frames without it, the index of ``step`` minus the index
-    of ``treatment_step`` in the checkpoint grid (``attrs["checkpoints"]``, else the sorted
-    steps and cohorts of the frame)."""
-    if "event_time" in p.columns:
-        return p["event_time"].to_numpy(dtype=np.int64)
-    grid = p.attrs.get("checkpoints") or sorted(set(p["step"].astype(int)) | set(p["treatment_step"].astype(int)))
-    grid = np.asarray(sorted(int(x) for x in grid))
-    return (np.searchsorted(grid, p["step"].to_numpy()) - np.searchsorted(grid, p["treatment_step"].to_numpy()))
-
-
 def _share(size: np.ndarray, m: np.ndarray) -> np.ndarray:
     """Cohort-share weights: ``size / size[m].sum()`` on the rows of mask ``m``, 0 elsewhere."""
     w = np.zeros(size.size)
@@ -592,75 +525,54 @@ def summarise(profile: pd.DataFrame, final_step: int | None = None, *, confidenc
     """Instantaneous, persistent and residual memorisation of a :func:`did` profile, as Lesci
     et al. report them.
 
-    Every summary is a weighted sum of post-treatment cells (lead cells never enter) with the
-    cohort-share weights of :func:`event_time_curve`, the event aggregation of Callaway &
-    Sant'Anna as the ``differences`` package computes it (``ATTgt.aggregate('event')``, equal
-    to 1e-14 on a regular checkpoint grid; event time counts checkpoints, see
-    :func:`event_time_curve`). With ``theta(e)`` that curve:
+    Each is a weighted sum of post-treatment cells (never leads) with the cohort-share weights of
+    :func:`event_time_curve` (``differences``' ``ATTgt.aggregate('event')``, equal to 1e-14 on
+    a regular grid). With ``theta(e)`` that curve:
 
-    * ``instantaneous`` = ``theta(0)``: the cells with ``step == treatment_step`` (the first
-      checkpoint after training on the cohort), cohort-share weighted;
-    * ``persistent`` = the mean of ``theta(e)`` over the positive event times ``e = 1 .. E``
-      present in the panel (every post-treatment checkpoint up to ``final_step``, the end of
-      epoch 1 in :func:`audit.checkpoints.run_profile`), each event time weighted equally.
-      This is ``differences``' ``aggregate('event', overall=True)`` without lag 0 (their
-      overall averages ``e >= 0``). Late event times are observed only for early cohorts (the
-      last one for the first cohort alone), as in the package; the cells at ``final_step``
-      with ``e >= 1`` are therefore in both persistent and residual;
-    * ``residual``: the cells at ``final_step`` (default: the profile's last checkpoint,
-      ``attrs["checkpoints"][-1]``, else the largest ``step``), cohort-share weighted (a cohort
-      whose ``g`` is ``final_step`` gives its single cell to both instantaneous and residual).
+    * ``instantaneous`` = ``theta(0)``: the cells with ``step == treatment_step``;
+    * ``persistent``: the mean of ``theta(e)`` over the event times ``e = 1 .. E`` present up to
+      ``final_step``, each weighted equally (``aggregate('event', overall=True)`` without lag 0);
+      late event times come from early cohorts only, and cells at ``final_step`` with ``e >= 1``
+      count in both persistent and residual;
+    * ``residual``: the cells at ``final_step`` (default: ``attrs["checkpoints"][-1]``, else the
+      largest ``step``), cohort-share weighted.
 
-    Cells after ``final_step`` are left out. Event times come from the ``event_time`` column,
-    or, for a hand-built frame without it, from the checkpoint grid (``attrs["checkpoints"]``,
-    else the frame's sorted steps); without a ``cohort_size`` column every cohort weighs the same.
+    Cells after ``final_step`` are left out. Without an ``event_time`` column event times come
+    from the checkpoint grid (``attrs["checkpoints"]``, else the frame's steps); without
+    ``cohort_size`` every cohort weighs the same.
 
-    Each maps to ``{"effect", "se", "lower", "upper", "n_cells", "cells", "weights",
-    "method"}`` (persistent also ``"event_times"``): the weighted effect, its standard error
-    and interval at ``confidence`` (default: ``attrs["confidence"]``, else 0.95), the
-    (treatment_step, step) cells with their weights (summing to 1), and the method that gave
-    the uncertainty:
+    Each maps to ``{"effect", "se", "lower", "upper", "n_cells", "cells", "weights", "method"}``
+    (persistent also ``"event_times"``), the interval at ``confidence`` (default:
+    ``attrs["confidence"]``, else 0.95), the weights summing to 1. ``method``:
 
-    * ``"joint bootstrap"`` (used whenever possible): the same weighted sum is computed in
-      each of did()'s stored joint bootstrap draws (``attrs["boot_effects"]``); ``se`` = their
-      standard deviation (ddof=1), ``lower``/``upper`` = their percentile interval. All
-      covariances count: cells of one cohort (shared instances and base period) and cells of
-      different cohorts (shared control group). Needs >= 2 draws and the profile's rows to be
-      exactly did()'s cells (``attrs["boot_cells"]``; any row order, matched by
-      (treatment_step, step)).
-    * ``"independent cohorts"`` (fallback: no draws, e.g. ``n_boot=0``, a hand-built frame,
-      or attrs lost or no longer matching, as after filtering rows or ``pd.concat``): ``se``
-      from the cells' ``se`` with cohorts independent and cells of ONE cohort (same instances,
-      same base period) perfectly correlated, a conservative bound (Cauchy-Schwarz) since their
-      covariance is unknown (with one cell per cohort, as for instantaneous and residual,
-      sqrt(sum_j (w_j se_j)^2)), and a normal interval.
+    * ``"joint bootstrap"`` (whenever possible): the weighted sum in each of did()'s draws
+      (``attrs["boot_effects"]``); ``se`` = their standard deviation (ddof=1), percentile
+      interval; every covariance counts. Needs >= 2 draws and the rows to be exactly
+      ``attrs["boot_cells"]`` (any order).
+    * ``"independent cohorts"`` (no usable draws: ``n_boot=0``, hand-built frame, attrs lost or
+      rows filtered): cohorts independent, cells of ONE cohort perfectly correlated (a
+      Cauchy-Schwarz bound), normal interval. In simulation its residual intervals undercover
+      (86% for nominal 95%: all residual cells share the controls' final outcome) when the
+      control group is not much larger than the cohorts.
 
     Empty categories give NaN. The dict also holds ``final_step``, ``confidence`` and
     ``weighting`` (a sentence saying the above).
-
-    Calibration (unweighted means over cells, the definition before issue #13; 1000 simulated
-    panels: 10 cohorts of ~140 instances, 600 controls, 11 checkpoints, i.i.d. noise,
-    n_boot=1000): nominal 95% intervals covered the true mean effect 94.8% (instantaneous),
-    93.7% (persistent) and 94.8% (residual) with the joint bootstrap. The independent-cohorts
-    fallback covered 96.7%, 98.4% (the within-cohort bound is conservative) and 86.1%
-    (residual: every residual cell uses the control group's outcome at the SAME final
-    checkpoint, a positive correlation across cohorts it ignores); read its residual intervals
-    as too narrow when the control group is not much larger than the cohorts. The weighted
-    summaries' coverage is tested in tests/audit/test_profile.py.
     """
     _require_columns(profile, ["treatment_step", "step", "effect", "se"], "profile")
     confidence = _check_confidence(confidence, profile)
     if final_step is None:
         cps = profile.attrs.get("checkpoints")
-        if cps:
-            final_step = int(cps[-1])
-        elif len(profile):
-            final_step = int(profile["step"].max())
+        final_step = int(cps[-1]) if cps else int(profile["step"].max()) if len(profile) else None
     draws = _joint_draws(profile)
     p = profile.reset_index(drop=True).sort_values(["treatment_step", "step"])
     order = p.index.to_numpy()  # row positions in `profile` = columns of `draws`
     c = p["step"].to_numpy()
-    e = _event_times(p)
+    if "event_time" in p.columns:
+        e = p["event_time"].to_numpy(dtype=np.int64)
+    else:  # the index of step minus that of treatment_step in the checkpoint grid
+        grid = p.attrs.get("checkpoints") or sorted(set(p["step"].astype(int)) | set(p["treatment_step"].astype(int)))
+        grid = np.asarray(sorted(int(x) for x in grid))
+        e = np.searchsorted(grid, c) - np.searchsorted(grid, p["treatment_step"].to_numpy())
     last = final_step if final_step is not None else math.inf  # None only for an empty profile
     size = (p["cohort_size"].to_numpy(dtype=np.float64) if "cohort_size" in p.columns
             else np.ones(len(p), dtype=np.float64))
