@@ -1,39 +1,22 @@
 """Forecasting memorization: does "memorized by a first model" predict "memorized by a second"?
 
-Biderman et al. 2023 ("Emergent and Predictable Memorization in Large Language Models") ask
-whether the set of sequences a smaller model, or an earlier checkpoint, has memorized predicts
-the set the final model memorizes. The first model is the PREDICTOR, the second is the TRUTH:
+Biderman et al. 2023 ("Emergent and Predictable Memorization in Large Language Models"): the
+first model (a smaller one, or an earlier checkpoint) is the PREDICTOR, the second the TRUTH::
 
-    ==================  ===========================  ===========================
-    first \\ second      second memorized             second not memorized
-    ==================  ===========================  ===========================
-    first memorized     TP (memorized by both)       FP (first only)
-    first not memorized FN (second only)             TN (neither)
-    ==================  ===========================  ===========================
+    TP = memorized by both, FP = first only, FN = second only, TN = neither
+    precision = TP / (TP + FP)   of the sequences the FIRST memorized, the fraction the second did
+    recall    = TP / (TP + FN)   of the sequences the SECOND memorized, the fraction the first did
+    predicted_positive_rate = (TP + FP) / n,  base_rate = (TP + FN) / n (a random predictor's precision)
 
-    precision = TP / (TP + FP)   of the sequences the FIRST memorized, the fraction the second
-                                 also memorized;
-    recall    = TP / (TP + FN)   of the sequences the SECOND memorized, the fraction the first
-                                 predicted;
-    predicted_positive_rate = (TP + FP) / n   the first model's memorized rate;
-    base_rate               = (TP + FN) / n   the second model's memorized rate, which is the
-                                 precision of a predictor that picks sequences at random.
+Pythia's analysis code calls sklearn's ``confusion_matrix(prediction, truth)`` (sklearn's order is
+``(truth, prediction)``), so its "TPR" is really precision; here both ratios are written out from
+the four counts. Swapping ``first`` and ``second`` swaps precision and recall. The paper's
+finding: high precision, low recall.
 
-Pitfall (see the project notes): Pythia's analysis code calls sklearn's
-``confusion_matrix(prediction, truth)`` although sklearn's order is ``(truth, prediction)``, so its
-"TPR" (which should be recall) is really precision. Here the two ratios are written out from the
-four counts and never taken from a library's matrix; swapping ``first`` and ``second`` swaps
-precision and recall (and FP with FN). The paper's finding: high precision, low recall.
-
-Only sequences present in BOTH tables are compared, and, when ``seen_first`` / ``seen_second``
-are given, only those both models had been trained on ("compare only sequences every checkpoint
-has seen"): an earlier checkpoint cannot have memorized data it has not yet seen. Audits are
-compared as every rate of an audit counts (:data:`audit.aggregate.RATES_COUNT`): copies of one
-sequence (equal prompt + truth tokens, sampled from several documents) count once.
-
-Intervals are Wilson score intervals (:func:`audit.stats.wilson_interval`); an undefined ratio
-(denominator 0) is ``None``, its count (``*_n``) is 0 and its interval is the uninformative
-(0.0, 1.0), as elsewhere in :mod:`audit`.
+Only sequences in BOTH tables are compared and, with ``seen_first`` / ``seen_second``, only those
+both models had been trained on. Copies of one sequence (equal prompt + truth tokens) count once
+(:data:`audit.aggregate.RATES_COUNT`). Intervals are Wilson (:func:`audit.stats.wilson_interval`);
+an undefined ratio is ``None`` with ``*_n`` 0 and interval (0.0, 1.0).
 """
 
 from __future__ import annotations
@@ -102,21 +85,19 @@ def forecast(
     confidence: float = 0.95,
 ) -> dict:
     """Precision and recall of "memorized by ``first``" as a predictor of "memorized by
-    ``second``" (module docstring). ``key``: one or more columns, unique and non-missing within
-    each table; ``seen_first`` / ``seen_second``: boolean columns, the model was trained on the
-    sequence; ``flag``: the boolean (or 0/1) memorized column of both tables; ``distinct``: a
-    column of the first table whose equal values are one sequence (copies of it at other keys):
-    of the matched rows, the first of each value counts (None: every row counts).
+    ``second``". ``key``: one or more columns, unique and non-missing within each table;
+    ``seen_first`` / ``seen_second``: boolean columns, the model was trained on the sequence;
+    ``flag``: the boolean (or 0/1) memorized column; ``distinct``: a column of the first table
+    whose equal values are one sequence (the first matched row of each counts).
 
-    Returns a flat dict: ``n`` (sequences compared), the counts ``tp``, ``fp``, ``fn``, ``tn``;
-    ``n``, the counts and rates are over distinct sequences with ``distinct``;
-    ``precision`` (float or None) and ``recall``, each with ``_lower``, ``_upper`` and ``_n`` (its
-    denominator: TP + FP, TP + FN); ``predicted_positive_rate`` and ``base_rate``, each with
-    ``_lower``, ``_upper``; ``n_first``, ``n_second`` (rows in the inputs), ``n_seen_first``,
-    ``n_seen_second`` (rows left after the ``seen_*`` filters), ``n_unmatched_first``,
-    ``n_unmatched_second`` (seen rows with no partner in the other table). TypeError: an input
-    is not a DataFrame; ValueError: a column is missing, keys are duplicated or missing, or a
-    flag/seen column is not boolean or has missing values.
+    Returns a flat dict: ``n`` and the counts ``tp``, ``fp``, ``fn``, ``tn`` (over distinct
+    sequences with ``distinct``); ``precision`` and ``recall`` (float or None), each with
+    ``_lower``, ``_upper`` and ``_n`` (denominator); ``predicted_positive_rate`` and
+    ``base_rate`` with ``_lower``, ``_upper``; ``n_first``, ``n_second`` (input rows),
+    ``n_seen_first``, ``n_seen_second`` (after the ``seen_*`` filters), ``n_unmatched_first``,
+    ``n_unmatched_second`` (seen rows without a partner). TypeError: an input is not a
+    DataFrame; ValueError: a missing column, duplicated or missing keys, a flag/seen column not
+    boolean or with missing values.
 
     Example:
         >>> import pandas as pd
@@ -135,13 +116,9 @@ def forecast(
     n_matched = len(merged)
     if distinct:
         merged = merged.drop_duplicates(subset=[distinct])
-    pred = merged["_flag_first"].to_numpy(dtype=bool)
-    truth = merged["_flag_second"].to_numpy(dtype=bool)
+    pred, truth = merged["_flag_first"].to_numpy(dtype=bool), merged["_flag_second"].to_numpy(dtype=bool)
     n = int(pred.shape[0])
-    tp = int(np.sum(pred & truth))
-    fp = int(np.sum(pred & ~truth))
-    fn = int(np.sum(~pred & truth))
-    tn = int(np.sum(~pred & ~truth))
+    tp, fp, fn, tn = (int(np.sum(p & t)) for p, t in ((pred, truth), (pred, ~truth), (~pred, truth), (~pred, ~truth)))
 
     out: dict = {"n": n, "tp": tp, "fp": fp, "fn": fn, "tn": tn}
     for name, k, d in (("precision", tp, tp + fp), ("recall", tp, tp + fn), ("predicted_positive_rate", tp + fp, n),
@@ -214,17 +191,13 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
     """:func:`forecast` from two audit output directories (``memdedup forecast``): the first
     audit (an earlier checkpoint or a smaller model) predicts the second's extractable set.
 
-    Sequences are matched on (``doc_id``, ``token_offset``); a null ``doc_id`` (a corpus without
-    ids) is the document's ``shard:row``, as ``memdedup train`` names it. "Seen": when both audited models are
-    checkpoints (or the final model) of one ``memdedup train`` run, a sequence is seen iff each
-    of its tokens lies in an instance of its document first trained at or before the EARLIER
-    model's step (:func:`_trained_by`, from the run's ``order.parquet``: the instances'
-    ``token_offset``, ``n_tokens`` and ``first_step``, as the profile's forecast counts
-    instances; an order without the first two: its document's first step); otherwise iff its
-    ``member`` label says it was trained on
-    (unknown labels count as seen). The rule used is returned as ``seen``. InputError: a
-    directory is not an audit output (no per_sequence.parquet), or two checkpoints of one run
-    come in the wrong order (the later first).
+    Sequences are matched on (``doc_id``, ``token_offset``; a null ``doc_id`` is ``shard:row``).
+    "Seen": when both models are checkpoints (or the final model) of one ``memdedup train`` run,
+    iff each token lies in an instance of its document first trained at or before the EARLIER
+    model's step (:func:`_trained_by`, from ``order.parquet``; an order without
+    ``token_offset``/``n_tokens``: the document's first step); otherwise iff its ``member``
+    label says so (unknown counts as seen). The rule is returned as ``seen``. InputError: not
+    an audit output, or two checkpoints of one run in the wrong order (the later first).
     """
     dirs = (Path(first), Path(second))
     tables = []
@@ -243,10 +216,10 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
             raise InputError(f, "column 'extractable' must be boolean or 0/1, without missing values") from None
         if {"doc_id", "shard", "row"} <= set(t.columns):  # no corpus ids: 'shard:row', as memdedup train names it
             t["doc_id"] = [document_name(*d) for d in zip(*(table[c].to_pylist() for c in ("doc_id", "shard", "row")))]
-        if {"doc_id", "token_offset"} <= set(t.columns) and t[["doc_id", "token_offset"]].isna().any().any():
+        if t[["doc_id", "token_offset"]].isna().any().any():
             raise InputError(d, "sequences without a document (null doc_id or token_offset: an audit of --sequences "
                                 "given by tokens) cannot be matched with another audit's")
-        if {"doc_id", "token_offset"} <= set(t.columns) and (twice := t.duplicated(["doc_id", "token_offset"])).any():
+        if (twice := t.duplicated(["doc_id", "token_offset"])).any():
             doc, off = t.loc[twice.idxmax(), ["doc_id", "token_offset"]]  # else the merge pairs them crosswise
             raise InputError(d, f"two of its sequences are at document {doc!r}, token offset {off} (an id on two "
                                 "corpus rows, or a sequence given twice): sequences are matched on (doc_id, "
