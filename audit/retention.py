@@ -4,11 +4,8 @@ Orhan (2024, "Recognition, recall, and retention of few-shot memories in large l
 trains a model on new items, keeps training on other data, and re-probes at log-spaced steps:
 :func:`recognition` against foils (unseen items of the same kind), :func:`recall` by greedy
 completion of an item's first part, and :func:`retention_curve` over the steps since training.
-Orhan's finding: recall falls steeply over the first ~10 updates then slowly; recognition is far
-more robust.
-
-Only numpy, pandas and the standard library are used. Losses are per-item mean token negative
-log-likelihoods in nats (any monotone loss works: only the order within a pair matters).
+Losses are per-item mean token negative log-likelihoods in nats (any monotone loss works: only
+the order within a pair matters).
 """
 
 from __future__ import annotations
@@ -30,21 +27,16 @@ _ID_COLUMNS = {"treatment_step", "step", "steps_since", "cohort", "n"}
 
 
 def scramble_foils(items: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Hard foils that need no model (Orhan 2024): each item's tokens in a random order, so a
-    model that "recognises" the seen item over its scramble remembers the sequence, not its
-    vocabulary (token order is the finest word order: on token ids no re-tokenisation shifts
-    boundaries). Every row is reordered (an identity permutation is redrawn; rows of one
-    repeated token cannot change). Seeded."""
+    """Hard foils that need no model (Orhan 2024): each item's tokens in a random order, so
+    recognising the seen item over its scramble tests the sequence, not its vocabulary. Every
+    row is reordered (an identity permutation is redrawn; rows of one repeated token cannot
+    change). Seeded."""
     x = np.asarray(items)
     rng = np.random.default_rng(seed)
     out = x.copy()
     for i in range(x.shape[0]):
-        if np.unique(x[i]).size < 2:
-            continue
-        while True:
+        while np.unique(x[i]).size > 1 and (out[i] == x[i]).all():
             out[i] = x[i][rng.permutation(x.shape[1])]
-            if (out[i] != x[i]).any():
-                break
     return out
 
 
@@ -60,22 +52,17 @@ def substitute_foils(items: np.ndarray, vocab_size: int, fraction: float = 0.25,
     out = x.copy()
     for i in range(x.shape[0]):
         for j in rng.choice(x.shape[1], size=n_sub, replace=False):
-            while True:
+            t = x[i, j]
+            while t == x[i, j]:
                 t = allowed[rng.integers(allowed.size)]
-                if t != x[i, j]:
-                    out[i, j] = t
-                    break
+            out[i, j] = t
     return out
 
 
 def sign_test_p_value(k: int, n: int) -> float:
-    """Exact two-sided binomial (sign) test of k successes in n trials against p = 0.5.
-
-    p = min(1, 2 * P[X <= min(k, n - k)]) with X ~ Binomial(n, 1/2), i.e. the total probability
-    of outcomes at least as far from n/2 as k. Computed exactly in integers:
-    P[X <= m] = sum_{i <= m} comb(n, i) / 2**n, each term from the one before
-    (comb(n, i + 1) = comb(n, i) (n - i) / (i + 1)): O(m) big-integer steps. n == 0 gives 1.0.
-    """
+    """Exact two-sided binomial (sign) test of k successes in n trials against p = 0.5:
+    p = min(1, 2 * P[X <= min(k, n - k)]), X ~ Binomial(n, 1/2), summed exactly in integers
+    (comb(n, i + 1) = comb(n, i) (n - i) / (i + 1)). n == 0 gives 1.0."""
     if not 0 <= k <= n:
         raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
     term = total = 1
@@ -92,13 +79,11 @@ def recognition(seen_loss: np.ndarray, foil_loss: np.ndarray, *, confidence: flo
 
         accuracy = (wins + ties / 2) / n          chance = 0.5
 
-    ``seen_loss``, ``foil_loss``: (n,), pair i = (seen item, its foil); ValueError when the
-    shapes differ, not 1-D, empty, or with NaN. Returns ``{"n", "wins", "losses", "ties",
-    "accuracy", "lower", "upper", "chance": 0.5, "p_value", "mean_gap"}``: ``lower``/``upper``
-    is the Wilson interval of ``accuracy`` (successes = wins + ties/2); ``p_value`` is the exact
-    two-sided sign test against 0.5 with ties split evenly between wins and losses (an odd tie
-    goes to the smaller side, the conservative choice); ``mean_gap`` = mean(foil_loss -
-    seen_loss) (> 0 = seen items have lower loss).
+    ``seen_loss``, ``foil_loss``: (n,); ValueError when the shapes differ, not 1-D, empty, or
+    with NaN. Returns ``{"n", "wins", "losses", "ties", "accuracy", "lower", "upper" (Wilson,
+    successes = wins + ties/2), "chance": 0.5, "p_value", "mean_gap"}``: ``p_value`` is the
+    exact two-sided sign test with ties split evenly (an odd tie to the smaller side);
+    ``mean_gap`` = mean(foil_loss - seen_loss) (> 0 = seen items have lower loss).
 
     Example:
         >>> r = recognition([1.0, 2.0, 3.0, 4.0], [2.0, 1.0, 3.0, 5.0])
@@ -126,10 +111,7 @@ def recognition(seen_loss: np.ndarray, foil_loss: np.ndarray, *, confidence: flo
 
 
 def recall(generated: np.ndarray, truth: np.ndarray, *, confidence: float = 0.95) -> dict:
-    """Cued recall scored on the continuation only.
-
-    ``generated`` and ``truth`` are the CONTINUATION tokens (the cue already removed): the tokens
-    the model produced after the cue and the true ones, position by position::
+    """Cued recall scored on the CONTINUATION tokens (cue removed), position by position::
 
         exact recall = mean over items of [generated[i] == truth[i] at every position]
         token recall = mean over items of (matching positions / continuation length)
@@ -166,22 +148,16 @@ def recall(generated: np.ndarray, truth: np.ndarray, *, confidence: float = 0.95
 def retention_curve(rows: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
     """Average retention metrics over cohorts by steps since treatment.
 
-    Each input row is one (cohort, checkpoint): the cohort's ``treatment_step`` (when its items
-    were trained on), the checkpoint ``step``, and metric values (e.g. ``recognition``,
-    ``exact_recall``, ``token_recall``). Adds ``steps_since = step - treatment_step``, drops rows
-    with ``steps_since < 0`` (checkpoints before treatment), and averages each metric over the
-    rows sharing a ``steps_since`` (NaN values are skipped). ``metrics``: the columns to
-    aggregate; None: those of :data:`DEFAULT_METRICS` present, or, if none is, every numeric
-    column but the identifiers (``treatment_step``, ``step``, ``steps_since``, ``cohort``,
-    ``n``). ValueError: a step column missing, with missing values or not integers, or no
-    metric column.
+    Input rows are (cohort, checkpoint): ``treatment_step``, ``step`` and metric values. Rows with
+    ``steps_since = step - treatment_step < 0`` are dropped; each metric is averaged over the rows
+    of a ``steps_since``, NaN skipped. ``metrics`` None: those of :data:`DEFAULT_METRICS`
+    present, else every numeric non-identifier column. ValueError: a step column missing, with
+    missing values or not integers, or no metric column.
 
-    Returns one row per ``steps_since`` in increasing order, columns ``steps_since``,
-    ``n_rows`` (input rows at that lag), then for each metric ``{metric}`` (the mean over
-    non-NaN rows; NaN when none) and ``{metric}_count`` (the number of non-NaN rows averaged).
-    When ``rows`` has an ``n`` column (items per cohort), metrics are rates pooled over the
-    cohorts' items (the n-weighted mean), with ``{metric}_n`` (items) and a Wilson interval
-    ``{metric}_lower`` / ``{metric}_upper`` (95%) over them.
+    Returns one row per ``steps_since`` (ascending): ``steps_since``, ``n_rows``, and per metric
+    ``{metric}`` (NaN when no value) and ``{metric}_count`` (non-NaN rows). With an ``n`` column
+    (items per cohort) the metrics are n-weighted pooled rates, with ``{metric}_n`` and a 95%
+    Wilson interval ``{metric}_lower`` / ``{metric}_upper``.
 
     Example:
         >>> import pandas as pd
