@@ -1,27 +1,17 @@
 """Exposure of planted canaries (Carlini, Liu, Erlingsson, Kos & Song 2019, "The Secret Sharer").
 
-A canary ``s`` is drawn from a random space ``R`` (here: :mod:`audit.canaries`' sequences of
-``canary_words`` words drawn i.i.d. uniformly from :func:`dedup.synthetic.vocabulary`, so
-``|R| = V ** canary_words``). Rank the whole space by the model's log-perplexity
-``Px(r) = -log2 Pr_model(r)``; the canary's rank is 1 + the number of candidates the model finds
-more likely. Then::
+A canary ``s`` is drawn from a random space ``R`` (:mod:`audit.canaries`: ``canary_words``
+words drawn i.i.d. uniformly from :func:`dedup.synthetic.vocabulary`, ``|R| = V ** canary_words``).
+Ranking R by the model's log-perplexity ``Px(r) = -log2 Pr_model(r)`` (rank 1 = most likely)::
 
-    exposure(s) = log2 |R| - log2 rank(s)          (0 .. log2 |R|)
+    exposure(s) = log2 |R| - log2 rank(s)          (0 .. log2 |R|; ~1 unmemorised)
 
-An unmemorised canary sits in the middle of the ranking (exposure ~1); a canary the model
-prefers to every other candidate has the maximal exposure log2 |R|. Exposure rises with the
-number of copies long before greedy extraction of the whole canary succeeds.
-
-When ``|R|`` is too large to enumerate (always, for 64 words), Carlini et al. estimate it by
-sampling: ``rank / |R| ~= Pr_{r in R}[Px(r) <= Px(s)]``, so ``exposure ~= -log2 of that
-probability``, estimated (:func:`exposure_sampled`) as their reference code does
-(tensorflow_privacy, ``privacy_tests/secret_sharer/exposures.py``): by the canary's rank among
-the sampled candidates (``compute_exposure_interpolation``) or, with too few sampled candidates
-as likely as the canary, by the lower tail of a skew-normal fitted to the sampled
-log-perplexities by maximum likelihood (``compute_exposure_extrapolation``: scipy's
-``skewnorm.fit``; its ``logcdf`` here, which stays finite where their ``cdf`` underflows).
-
-:func:`canary_exposure` scores texts with an :class:`audit.lm.CausalLM`.
+When R is too large to enumerate, Carlini et al. estimate ``exposure ~= -log2 Pr_{r in R}[Px(r)
+<= Px(s)]`` (:func:`exposure_sampled`), as their reference code does (tensorflow_privacy,
+``privacy_tests/secret_sharer/exposures.py``): by the canary's rank among sampled candidates
+(``compute_exposure_interpolation``) or, with too few candidates as likely, by the lower tail
+of a skew-normal fitted by maximum likelihood (``compute_exposure_extrapolation``; scipy's
+``logcdf`` here, finite where their ``cdf`` underflows).
 """
 
 from __future__ import annotations
@@ -50,14 +40,12 @@ def exposure_exact(canary_score: float, space_scores) -> float:
 
 
 def exposure_sampled(canary_score: float, sample_scores, log2_space: float, *, min_tail: int = 10) -> dict:
-    """Exposure estimated from candidates sampled uniformly from R (Carlini et al. 2019, sec. 4;
-    the module docstring's reference code).
+    """Exposure estimated from candidates sampled uniformly from R (Carlini et al. 2019, sec. 4).
 
     ``sample_scores``: log-perplexities of ``n`` sampled candidates. Returns ``{"exposure",
-    "method" ("empirical" or "skew-normal fit"), "tail" (samples with score <= the canary's),
-    "n"}``. Empirical: ``log2 n - log2(tail + 1)``, the canary's rank among the samples; with
-    fewer than ``min_tail`` such samples, ``-log2 F(canary)`` with ``F`` the CDF of the
-    skew-normal fitted to the samples. Capped at ``log2_space``.
+    "method" ("empirical" or "skew-normal fit"), "tail" (samples scoring <= the canary), "n"}``.
+    Empirical: ``log2 n - log2(tail + 1)``; with fewer than ``min_tail`` such samples,
+    ``-log2 F(canary)``, ``F`` the fitted skew-normal's CDF. Capped at ``log2_space``.
     """
     s = np.asarray(sample_scores, dtype=np.float64)
     if s.ndim != 1 or s.size < 2 or not np.isfinite(s).all():
@@ -99,15 +87,12 @@ def _log_perplexity(lm, texts: list[str], batch_size: int) -> np.ndarray:
 
 def canary_exposure(lm, canaries: list[str], canary_words: int, *, n_samples: int = 1000, seed: int = 0,
                     batch_size: int = 32, vocabulary: list[str] | None = None) -> list[dict]:
-    """Exposure of each canary text under ``lm``, against ``n_samples`` candidates drawn from
-    the canaries' random space R (module docstring; ``vocabulary`` None: the default one).
-    Returns one :func:`exposure_sampled` dict per canary, with ``log_perplexity``,
-    ``log2_space`` and ``words`` (words scored).
-
-    When the canaries and candidates do not fit the model's context (its ``max_positions``
-    less the end-of-text token placed first), the space is that of the first ``k`` words, the
-    largest ``k`` for which they all fit: the exposure of the canaries' ``k``-word prefixes,
-    with ``log2 |R| = k log2 V``.
+    """Exposure of each canary text under ``lm`` (an :class:`audit.lm.CausalLM`), against
+    ``n_samples`` candidates drawn from R (``vocabulary`` None: the default one). Returns one
+    :func:`exposure_sampled` dict per canary, with ``log_perplexity``, ``log2_space`` and
+    ``words``: when the texts do not fit the model's context (less the leading end-of-text
+    token), those of the canaries' ``k``-word prefixes, the largest ``k`` that fits
+    (``log2 |R| = k log2 V``).
     """
     if vocabulary is None:
         from dedup.synthetic import vocabulary as vocab
@@ -140,9 +125,6 @@ def exposure_by_copies(copies, exposures) -> list[dict]:
     """Mean, min and max exposure per number of planted copies, ascending copies."""
     copies = np.asarray(copies, dtype=np.int64)
     e = np.asarray(exposures, dtype=np.float64)
-    rows = []
-    for c in np.unique(copies):
-        m = copies == c
-        rows.append({"copies": int(c), "canaries": int(m.sum()), "mean_exposure": float(e[m].mean()),
-                     "min_exposure": float(e[m].min()), "max_exposure": float(e[m].max())})
-    return rows
+    groups = {int(c): e[copies == c] for c in np.unique(copies)}
+    return [{"copies": c, "canaries": int(g.size), "mean_exposure": float(g.mean()), "min_exposure": float(g.min()),
+             "max_exposure": float(g.max())} for c, g in groups.items()]
