@@ -5,14 +5,11 @@ training data mitigates privacy risks"; Lee et al. 2021's suffix-array ``count-o
 the number of times the exact P + C token window occurs in the training data, at any offset of
 any document (overlapping occurrences count; a window in shared boilerplate counts every copy).
 
-Method: one streaming pass. Each corpus document's token ids get a polynomial rolling hash of
-every window of W = P + C tokens (mod 2^64, vectorised: prefix sums of x_j B^j, then the window
-sum times B^-i; B odd, so invertible mod 2^64); the hashes are looked up in a sorted array of
-the sampled windows' hashes, and every hit is verified token by token, so a hash collision
-never counts. Documents are processed in batches of ~1M tokens (one concatenation, windows
-straddling two documents masked out), so the per-document cost of numpy calls vanishes on short
-documents. Memory follows the sample (its hashes) and one batch of documents, not the corpus.
-Throughput and the projection to 1e9 tokens: ``bench/occurrences_bench.py``.
+Method: one streaming pass. Every window of W = P + C tokens gets a polynomial rolling hash
+(mod 2^64: prefix sums of x_j B^j, times B^-i; B odd, so invertible), looked up in the sorted
+hashes of the sampled windows; every hit is verified token by token, so a collision never
+counts. Documents go in batches of ~1M tokens (windows straddling two documents masked out).
+Memory follows the sample and one batch, not the corpus (``bench/occurrences_bench.py``).
 """
 
 from __future__ import annotations
@@ -54,8 +51,7 @@ def window_hashes(tokens, W: int) -> np.ndarray:
 
 def count_occurrences_reference(windows: np.ndarray, documents: Iterable[list[int] | np.ndarray]) -> np.ndarray:
     """int64 (m,): occurrences of each row of ``windows`` (m, W) in ``documents``, one document
-    at a time (the plain definition; :func:`count_occurrences` batches the same computation and
-    is tested equal to it)."""
+    at a time (the plain definition, which :func:`count_occurrences` batches)."""
     windows = np.asarray(windows, dtype=np.int64)
     m, W = windows.shape
     counts = np.zeros(m, dtype=np.int64)
