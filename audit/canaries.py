@@ -17,46 +17,28 @@ import pyarrow as pa
 from dedup import synthetic
 
 #: Schema of the tables returned by :func:`generate_canary_corpus`.
-CANARY_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("text", pa.string()),
-        ("kind", pa.string()),
-        ("canary", pa.int64()),
-        ("repeats", pa.int64()),
-    ]
-)
+CANARY_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("kind", pa.string()), ("canary", pa.int64()),
+                           ("repeats", pa.int64())])
 
 
-def generate_canary_corpus(
-    n_background: int = 400,
-    repeats: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
-    canaries_per_repeat: int = 4,
-    canary_words: int = 64,
-    mean_bytes: int = 600,
-    seed: int = 0,
-) -> pa.Table:
+def generate_canary_corpus(n_background: int = 400, repeats: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
+                           canaries_per_repeat: int = 4, canary_words: int = 64, mean_bytes: int = 600,
+                           seed: int = 0) -> pa.Table:
     """A small training corpus of natural-looking text with planted, repeated canaries.
 
-    * Background documents: ``n_background`` fresh documents of the English-like text
-      model of :func:`dedup.synthetic.generate_corpus` (the same generator as its
-      ``original`` rows: Zipf-distributed words, sentences with punctuation, lognormal
-      lengths with mean ``mean_bytes``), all distinct.
-    * Canaries: for each repeat level ``r`` in ``repeats``, ``canaries_per_repeat``
-      canaries, each a sequence of ``canary_words`` words drawn i.i.d. UNIFORMLY from the
-      whole vocabulary (~40k words, mostly pseudo-words) and joined with single spaces,
-      lowercase, no punctuation. Uniform draws make a canary unpredictable for a language
-      model (no word is more likely than another), so regenerating it can only come from
-      memorisation. Each canary is planted as ``r`` byte-identical documents.
-    * All rows (background and canary copies) are shuffled into uniformly random positions.
+    * Background: ``n_background`` distinct documents of :func:`dedup.synthetic.generate_corpus`'s
+      English-like text model (lognormal lengths with mean ``mean_bytes`` bytes).
+    * Canaries: for each repeat level ``r`` in ``repeats``, ``canaries_per_repeat`` canaries of
+      ``canary_words`` words drawn i.i.d. UNIFORMLY from the whole vocabulary, joined with single
+      spaces (unpredictable, so regenerating one can only be memorisation), each planted as ``r``
+      byte-identical documents.
+    * All rows are shuffled into uniformly random positions.
 
-    Canary index ``c`` runs over the levels in the order given: canaries
-    ``k * canaries_per_repeat`` .. ``(k + 1) * canaries_per_repeat - 1`` have repeat level
-    ``repeats[k]`` (each >= 1). Same arguments (``seed``: of the numpy Generator) give an
-    identical table, of ``n_background + canaries_per_repeat * sum(repeats)`` rows and columns
-    ``id`` (``doc-0000000``: zero-padded row index, unique), ``text``, ``kind``
-    (``background`` / ``canary``), ``canary`` (int64: canary index, -1 for background) and
-    ``repeats`` (int64: number of copies of this exact text in the corpus; 1 for background).
+    Canaries ``k * canaries_per_repeat`` .. ``(k + 1) * canaries_per_repeat - 1`` have repeat
+    level ``repeats[k]`` (each >= 1). Same arguments give an identical table of ``n_background +
+    canaries_per_repeat * sum(repeats)`` rows, columns ``id`` (``doc-0000000``, zero-padded row
+    index), ``text``, ``kind`` (``background`` / ``canary``), ``canary`` (int64: canary index, -1
+    for background) and ``repeats`` (int64: copies of this exact text in the corpus).
     """
     for name, value, low in (("n_background", n_background, 0), ("canaries_per_repeat", canaries_per_repeat, 0),
                              ("canary_words", canary_words, 1), ("mean_bytes", mean_bytes, 1)):
@@ -69,7 +51,6 @@ def generate_canary_corpus(
     rng = np.random.default_rng(seed)
 
     # Background: originals of the generate_corpus text model; redraw any exact repeat
-    # (astronomically unlikely for documents of more than a few words).
     background: list[str] = []
     seen: set[str] = set()
     while len(background) < n_background:
@@ -92,25 +73,17 @@ def generate_canary_corpus(
 
     # Rows before shuffling: background, then each canary's copies.
     text = background + [canaries[c] for c in range(n_canary) for _ in range(canary_rep[c])]
-    canary_col = np.concatenate(
-        [np.full(n_background, -1, dtype=np.int64), np.repeat(np.arange(n_canary), canary_rep)]
-    )
-    rep_col = np.concatenate(
-        [np.ones(n_background, dtype=np.int64), np.repeat(canary_rep, canary_rep)]
-    )
+    canary_col = np.concatenate([np.full(n_background, -1, dtype=np.int64), np.repeat(np.arange(n_canary), canary_rep)])
+    rep_col = np.concatenate([np.ones(n_background, dtype=np.int64), np.repeat(canary_rep, canary_rep)])
     n = len(text)
     perm = rng.permutation(n)
     width = max(7, len(str(n - 1)))
-    return pa.Table.from_arrays(
-        [
-            pa.array([f"doc-{i:0{width}d}" for i in range(n)], type=pa.string()),
-            pa.array([text[i] for i in perm.tolist()], type=pa.string()),
-            pa.array(np.where(canary_col[perm] < 0, "background", "canary").tolist(), type=pa.string()),
-            pa.array(canary_col[perm], type=pa.int64()),
-            pa.array(rep_col[perm], type=pa.int64()),
-        ],
-        schema=CANARY_SCHEMA,
-    )
+    return pa.Table.from_arrays([
+        pa.array([f"doc-{i:0{width}d}" for i in range(n)], type=pa.string()),
+        pa.array([text[i] for i in perm.tolist()], type=pa.string()),
+        pa.array(np.where(canary_col[perm] < 0, "background", "canary").tolist(), type=pa.string()),
+        pa.array(canary_col[perm], type=pa.int64()), pa.array(rep_col[perm], type=pa.int64()),
+    ], schema=CANARY_SCHEMA)
 
 
 __all__ = ["generate_canary_corpus", "CANARY_SCHEMA"]
