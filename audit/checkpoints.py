@@ -1,31 +1,17 @@
 """Memorisation over training: profiles, retention and forecasting from a trainer's checkpoints.
 
-Input: a ``memdedup train`` directory (or any run laid out the same way: HF checkpoints under
-``checkpoints/step-NNNNNNN/``, ``order.parquet`` and ``heldout.parquet``, see :mod:`audit.layout` and
-:func:`audit.train.train_causal_lm`). Users with their own checkpoint suites (e.g. Pythia's) write
-those two Parquet files for their data order (README: "Bring your own checkpoints").
-
-Per checkpoint, every audited instance gets its outcome (mean token surprisal, or teacher-forced
-accuracy) from one forward pass, and greedy recall of its second half from its first half. The
-profile and retention use the checkpoints up to the end of epoch 1 (one treatment per instance:
-:func:`panel_end_step`, recorded as ``panel`` in the summary and manifest); the forecast also
-scores the final checkpoint. From the panel:
-
-* ``profile.parquet``: difference-in-differences memorisation per (treatment cohort,
-  checkpoint), lead cells and the simultaneous band included (:func:`audit.profile.did`), plus
-  a placebo cohort of held-out instances given a pretend treatment step (its band should
-  cover 0); ``event_time.parquet``: the event-time curve; ``instances.parquet``: the sampled
-  instances;
-* ``retention.parquet``: recognition (seen vs held-out, scrambled and substituted foils) and
-  recall per cohort and checkpoint;
-* ``forecast.json``: does memorized-at-an-early-checkpoint predict memorized-at-the-end?
-* ``profile_heatmap.png``, ``retention_curves.png``, ``summary.json``, ``manifest.json``
-  (written last; names in :mod:`audit.layout`).
-
-:func:`run_retention` measures the forgetting curve of a retention run (``memdedup train
---retention-items N``: items trained once, then training on other data only; Orhan 2024)
-over all its probe checkpoints, to the end of training; run_profile calls it on such a run
-(``retention_run.parquet``, ``retention_run_curve.parquet``, ``retention_run`` in the summary).
+Input: a ``memdedup train`` directory, or any run laid out the same way (HF checkpoints under
+``checkpoints/step-NNNNNNN/``, ``order.parquet`` and ``heldout.parquet``: :mod:`audit.layout`,
+README "Bring your own checkpoints"). Per checkpoint, every audited instance gets its outcome
+(mean token surprisal, or teacher-forced accuracy) and greedy recall of its second half from
+its first half. Profile and retention use the checkpoints up to the end of epoch 1
+(:func:`panel_end_step`); the forecast also scores the final checkpoint. Outputs (names in
+:mod:`audit.layout`, manifest last): ``profile.parquet`` (:func:`audit.profile.did`, plus a
+placebo cohort of held-out instances given a pretend treatment step: its band should cover 0),
+``event_time.parquet``, ``instances.parquet``, ``retention.parquet`` (recognition against
+held-out, scrambled and substituted foils, and recall, per cohort and checkpoint),
+``forecast.json``, the figures, ``summary.json``. On a retention run (Orhan 2024) also
+:func:`run_retention`'s forgetting curve.
 """
 
 from __future__ import annotations
@@ -146,13 +132,8 @@ ELIGIBILITY_RULE = ("duplicates are dedup's (same canonical exact key or a share
 def trained_duplicates(run: Path, corpus: list[str], docs, trained: set[tuple[str, int]],
                        text_column: str) -> dict[tuple[str, int], set[tuple[str, int]]]:
     """For each (shard name, row) in ``docs``: the TRAINED documents (``trained``, from
-    order.parquet) that are exact or near duplicates of it, its own row included if trained.
-
-    Duplicates are :func:`audit.duplicates.duplicate_counts`' (dedup's definitions, as for the
-    audit's membership by content and the trainer's cluster holdout
-    :func:`audit.train.choose_heldout`; issue #12 section 1) with the trainer's default
-    :class:`dedup.config.DedupConfig`.
-    """
+    order.parquet) that are exact or near duplicates of it (its own row included if trained),
+    by :func:`audit.duplicates.duplicate_counts` with the trainer's default DedupConfig."""
     from dedup.config import DedupConfig
 
     from .duplicates import duplicate_counts
@@ -177,15 +158,10 @@ def exposures(order: pd.DataFrame) -> pd.DataFrame:
 
 
 def panel_end_step(order: pd.DataFrame, steps: list[int]) -> tuple[int, str]:
-    """The last step of the profile's panel and the rule that set it.
-
-    One treatment per instance (Lesci et al. 2024 keep epoch 1 only): the panel ends at the last
-    checkpoint at or before the end of epoch 1 (``order.parquet``'s last step with ``epoch ==
-    0``; ``memdedup train`` checkpoints that step). Without an ``epoch`` column (a user's own
-    order), at the last checkpoint. Either way, run_profile also leaves out any instance trained
-    a second time at or before the panel's end, so no cell of an instance lies after its second
-    exposure.
-    """
+    """The last step of the profile's panel and the rule that set it: one treatment per instance
+    (Lesci et al. 2024 keep epoch 1 only), so the last checkpoint at or before the end of epoch 1
+    (``order.parquet``'s last step with ``epoch == 0``), else (no ``epoch`` column) the last
+    checkpoint. run_profile also leaves out instances trained again by then."""
     if "epoch" in order.columns and (order["epoch"] == 0).any():
         end1 = int(order.loc[order["epoch"] == order["epoch"].min(), "step"].max())
         inside = [s for s in steps if s <= end1]
@@ -406,27 +382,21 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
 @holding_out("out", inputs=("run_dir",))
 def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: int = 0, batch_size: int = 64,
                   substitute_fraction: float = 0.25, log=print) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The forgetting curve of a retention run (Orhan 2024, :mod:`audit.retention`).
+    """The forgetting curve of a retention run (``memdedup train --retention-items N``, Orhan 2024).
 
-    The run is ``memdedup train --retention-items N`` (:func:`audit.train.retention_design`):
-    its manifest's ``retention`` names the items, their exposure step ``e`` (each item trained
-    exactly once, at or before ``e``, never after: checked here against ``order.parquet``) and
-    the probe checkpoints (:func:`audit.config.retention_checkpoints`). At each probe checkpoint
-    at or after ``e``, every item is scored (one forward pass) with:
+    The manifest's ``retention`` (:func:`audit.train.retention_design`) names the items, their
+    exposure step ``e`` (each trained exactly once, at or before ``e``: checked against
+    ``order.parquet``) and the probe checkpoints. At each probe checkpoint at or after ``e``
+    every item is scored by :mod:`audit.retention`: ``recognition`` against a held-out
+    instance (drawn seeded, with replacement when too few), ``recognition_scrambled`` /
+    ``recognition_substituted`` against its hard foils (``substitute_fraction`` of the tokens),
+    and ``exact_recall`` / ``token_recall`` of its second half from its first half.
 
-    * ``recognition`` (:func:`audit.retention.recognition`) against a held-out instance (never
-      trained on; drawn seeded, with replacement when too few); ``recognition_scrambled`` /
-      ``recognition_substituted`` against :func:`audit.retention.scramble_foils` /
-      ``substitute_foils`` (``substitute_fraction`` of the tokens);
-    * ``exact_recall`` / ``token_recall`` (:func:`audit.retention.recall`) of the item's second
-      half from its first half (tokens).
-
-    Returns ``(rows, curve)``: ``rows`` has one row per probe checkpoint (``treatment_step`` =
-    ``e``, ``step``, ``n`` items, the five metrics as fractions); ``curve`` is
-    :func:`audit.retention.retention_curve` of it (by ``steps_since``, optimizer steps after
-    exposure, with Wilson intervals over the N items). Written to ``out``
-    (``retention_run.parquet``, ``retention_run_curve.parquet``) when given. Raises ValueError
-    for a run without a retention design, and for an ``out`` that :func:`run_profile` refuses.
+    Returns ``(rows, curve)``: one row per probe checkpoint (``treatment_step`` = ``e``,
+    ``step``, ``n`` items, the five metrics as fractions) and its
+    :func:`audit.retention.retention_curve` (by ``steps_since``, Wilson intervals over the
+    items); written to ``out`` when given. ValueError: no retention design, or an ``out`` that
+    :func:`run_profile` refuses.
     """
     from .lm import load_causal_lm
 
