@@ -1,10 +1,9 @@
 """The tokenizer and the small deterministic trainer of ``memdedup train``.
 
-A byte-level BPE tokenizer trained on the corpus and a GPT-2-style model trained with AdamW,
-deterministically (seeded order, initialisation and held-out split; deterministic torch
-algorithms), with checkpoints and the data order recorded for memorisation profiles. The run
-directory's layout is :mod:`audit.layout`'s. torch, tokenizers and transformers are imported
-inside the functions (an architecture test checks that importing this module loads none).
+A byte-level BPE tokenizer and a GPT-2-style model trained with AdamW, deterministically
+(seeded order, initialisation and held-out split; deterministic torch algorithms), with
+checkpoints and the data order recorded for memorisation profiles (layout: :mod:`audit.layout`).
+torch, tokenizers and transformers are imported inside the functions.
 """
 
 from __future__ import annotations
@@ -50,9 +49,8 @@ def train_tokenizer(texts: list[str], vocab_size: int):
 
 
 def _fast_tokenizer(tok):
-    """``tok`` (a ``tokenizers.Tokenizer``) as the trainer's ``PreTrainedTokenizerFast``: built
-    the same way when trained and when a resumed run reads it back, so that the checkpoints'
-    tokenizer files are the same bytes (``from_pretrained`` would add its own load options)."""
+    """``tok`` (a ``tokenizers.Tokenizer``) as ``PreTrainedTokenizerFast``, built alike when trained and
+    when resumed, so the checkpoints' tokenizer files are the same bytes (not ``from_pretrained``)."""
     from transformers import PreTrainedTokenizerFast
 
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, pad_token=EOS,
@@ -122,13 +120,8 @@ def choose_heldout(texts: list[str], fraction: float, seed: int, dedup_config=No
 def _instances(token_lists: list[list[int]], seq_len: int):
     """(doc index, token offset, length) of each instance: documents cut from their start;
     a last piece of at least 2 tokens is kept (padded when batched)."""
-    out = []
-    for d, ids in enumerate(token_lists):
-        for s in range(0, len(ids), seq_len):
-            n = min(seq_len, len(ids) - s)
-            if n >= 2:
-                out.append((d, s, n))
-    return out
+    return [(d, s, n) for d, ids in enumerate(token_lists) for s in range(0, len(ids), seq_len)
+            if (n := min(seq_len, len(ids) - s)) >= 2]
 
 
 def retention_design(epoch_orders: list[np.ndarray], inst: list[tuple[int, int, int]], doc_copies: np.ndarray,
@@ -137,17 +130,13 @@ def retention_design(epoch_orders: list[np.ndarray], inst: list[tuple[int, int, 
     training continues on other data only, re-probed at log-spaced steps).
 
     ``config.retention_items`` instances are drawn (seeded by ``[seed, 2**20]``) among the
-    trained instances of full length (``seq_len`` tokens) whose document text is unique in
-    the corpus (``doc_copies == 1``: no other copy of the content is trained). In epoch 1 they
-    fill one window of consecutive steps, ``ceil(N / batch_size)`` of them, starting right
-    after the learning-rate warm-up (step ``warmup_steps + 1``, earlier when epoch 1 is too
-    short); the rest of that epoch and every later epoch hold the other instances only, in
-    their seeded order, so the items are never trained again (later epochs are shorter by
-    them). The exposure step is the window's last step; forgetting is measured from it.
+    trained full-length instances whose document text is unique (``doc_copies == 1``). In
+    epoch 1 they fill ``ceil(N / batch_size)`` consecutive steps right after the warm-up (step
+    ``warmup_steps + 1``, earlier when epoch 1 is too short); the other instances keep their
+    seeded order and the items are never trained again. The exposure step is the window's last.
 
     Returns the new orders and ``{"items", "instance_ids", "window": [first, last step],
-    "exposure_step", "rule"}``; the trainer adds ``checkpoints``
-    (:func:`audit.config.retention_checkpoints`) and records it in the manifest
+    "exposure_step", "rule"}``; the trainer adds ``checkpoints`` and records it in the manifest
     (``retention``) and ``order.parquet`` (column ``retention_item``).
     """
     n, bs = int(config.retention_items), config.batch_size
@@ -203,9 +192,8 @@ def corpus_digest(docs) -> str:
 
 
 def _remove_run(out: Path) -> None:
-    """Remove a training run's own files from ``out`` (a user's beside them stay): its manifest
-    first (what is left is an unfinished run), then :data:`audit.layout.RUN_ENTRIES` in order,
-    the record of its config last."""
+    """Remove a training run's own files from ``out`` (a user's stay): its manifest first (what is
+    left is an unfinished run), then :data:`audit.layout.RUN_ENTRIES` in order, its config record last."""
     io.manifest_path(out).unlink(missing_ok=True)
     for entry in (out / name for name in RUN_ENTRIES):
         shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink(missing_ok=True)
@@ -217,9 +205,8 @@ def _out_of_memory(e: BaseException) -> bool:
 
 
 def _write_checkpoint(path: Path, save: Callable[[Path], None]) -> None:
-    """:func:`audit.layout.write_atomic` of one checkpoint. A full disk is an OSError naming ``path``
-    (exit 2, one line): torch.save raises RuntimeError ('unexpected pos ...') and safetensors its own
-    SafetensorError instead, which are no OSError; the run resumes from the checkpoint before it."""
+    """:func:`audit.layout.write_atomic` of one checkpoint; a full disk is an OSError naming ``path``
+    (exit 2), not torch's RuntimeError or safetensors' SafetensorError."""
     from safetensors import SafetensorError
 
     try:
@@ -236,18 +223,15 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
                     progress: Callable[[dict], None] = lambda state: None, replace: bool = False) -> dict:
     """Train a GPT-2-style LM on corpus shards, deterministically, with checkpoints.
 
-    Writes (``out_dir``): ``tokenizer`` files, ``order.parquet`` (one row per training
-    exposure: instance_id, document_id, shard, row, token_offset, n_tokens, doc_copies (how
-    many documents of the corpus have this document's exact text), epoch, step, first_step),
-    ``heldout.parquet`` (instances of the held-out documents, :func:`choose_heldout`),
-    ``checkpoints/step-NNNNNNN/`` (Hugging Face model + tokenizer, loadable by ``memdedup audit``;
-    with ``trainer_state.pt`` for resuming), ``model/`` (the final checkpoint) and
-    ``manifest.json`` last. Rerunning with the same config and corpus (``corpus_sha256``: ids,
-    shards, rows and texts) resumes from the last checkpoint and ends with the same bytes as an
-    uninterrupted run, on any number of cores (training runs on ``config.threads`` torch threads: README,
-    "Threads and determinism"); another config or corpus is refused, or with
-    ``replace`` (what the workflow passes: Snakemake reruns the rule after an edit) its run's
-    files are removed and training starts over.
+    Writes (``out_dir``): ``tokenizer`` files, ``order.parquet`` (one row per training exposure:
+    instance_id, document_id, shard, row, token_offset, n_tokens, doc_copies (documents of the
+    corpus with this exact text), epoch, step, first_step), ``heldout.parquet`` (instances of
+    the held-out documents, :func:`choose_heldout`), ``checkpoints/step-NNNNNNN/`` (Hugging Face
+    model + tokenizer, with ``trainer_state.pt`` for resuming), ``model/`` (the final checkpoint)
+    and ``manifest.json`` last. A rerun with the same config and corpus (``corpus_sha256``)
+    resumes from the last checkpoint and ends with the same bytes as an uninterrupted run, on
+    any number of cores (``config.threads`` torch threads); another config or corpus is refused,
+    or with ``replace`` its run's files are removed and training starts over.
 
     ``progress`` is called after every optimizer step with ``{"phase": "train", "unit":
     "steps", "done", "total", "extra": "loss L"}`` (L: mean of the last 50 steps' losses, in
