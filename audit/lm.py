@@ -1,22 +1,16 @@
-"""The causal language model: loading, one-pass scoring and greedy generation.
+"""The causal language model: loading, one-pass scoring and greedy generation (numpy out).
 
-With :mod:`audit.train` (the tokenizer and the deterministic trainer), one of the two modules
-of ``audit/`` that import torch and transformers, inside the functions, so ``import audit``
-stays light (an architecture test checks both). Everything it returns is numpy.
+With :mod:`audit.train`, the only module of ``audit/`` that imports torch and transformers,
+inside the functions. Models load from local directories only (``local_files_only=True``,
+``trust_remote_code=False``: a directory's own Python files never run), on the GPU when one is
+present, else on the CPU in float32, with deterministic algorithms.
 
-Models load from local directories only (``local_files_only=True``; no hub, no network; and
-``trust_remote_code=False``: a directory's own Python files, config.json's ``auto_map``, never run, and
-transformers never asks on stdin whether to run them),
-on the GPU when one is present, else on the CPU in float32, with deterministic algorithms.
-
-Decoding policy (issue #12, section 3; README's "Greedy means greedy" gives the reasons; recorded
-by :meth:`CausalLM.decoding` in the audit's manifest): greedy is the plain arg-max at every step,
-from a fresh :class:`transformers.GenerationConfig` that replaces the model directory's
-``generation_config.json`` (never read); EOS is an ordinary token (``eos_policy = "ordinary"``:
-never stops generation, never banned, exactly C tokens emitted, compared like any other token);
-``bos = "auto"`` prepends the tokens the tokenizer adds in front of a text by default
-(:func:`default_prefix`), as context only (prompted, never audited), ``"never"`` feeds the window
-alone.
+Decoding policy (issue #12, section 3; README "Greedy means greedy"; recorded by
+:meth:`CausalLM.decoding`): plain arg-max at every step, from a fresh
+:class:`transformers.GenerationConfig` (the directory's ``generation_config.json`` is never
+read); EOS is an ordinary token (``eos_policy = "ordinary"``: never stops generation, never
+banned, exactly C tokens emitted); ``bos = "auto"`` prepends the tokens the tokenizer adds in
+front of a text (:func:`default_prefix`) as context only, ``"never"`` feeds the window alone.
 """
 
 from __future__ import annotations
@@ -43,9 +37,8 @@ class ModelError(ValueError):
 
 @dataclass
 class TokenStats:
-    """Per-position results of one teacher-forced forward pass over sequences (B, L).
-
-    Position t (0..L-2) describes the prediction of token t+1 from tokens 0..t.
+    """Per-position results of one teacher-forced forward pass over sequences (B, L); position t
+    (0..L-2) is the prediction of token t+1 from tokens 0..t.
 
     Attributes:
         logprob: float64 (B, L-1), log p(x_{t+1} | x_{<=t}) of the true next token (nats).
@@ -66,11 +59,7 @@ class CausalLM:
     """A loaded model and its tokenizer (see :func:`load_causal_lm`)."""
 
     def __init__(self, model, tokenizer, device: str, path: Path, bos: str = "never"):
-        self.model = model
-        self.tokenizer = tokenizer
-        self.device = device
-        self.path = path
-        self.bos = bos
+        self.model, self.tokenizer, self.device, self.path, self.bos = model, tokenizer, device, path, bos
         #: token ids fed before every sequence (``bos="auto"``: what the tokenizer prepends)
         self.prefix: list[int] = default_prefix(tokenizer) if bos == "auto" else []
 
@@ -90,18 +79,17 @@ class CausalLM:
         return np.concatenate([np.tile(np.asarray(self.prefix, dtype=np.int64), (ids.shape[0], 1)), ids], axis=1)
 
     def generation_config(self, n_new: int):
-        """The fresh generation config of :meth:`generate_greedy` (module docstring: plain greedy,
-        EOS ordinary), exactly ``n_new`` tokens, no logits processor."""
+        """The fresh generation config of :meth:`generate_greedy`: plain greedy, EOS ordinary, exactly
+        ``n_new`` tokens, no logits processor."""
         from transformers import GenerationConfig
 
         pad = next((t for t in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id) if t is not None), 0)
-        return GenerationConfig(
-            do_sample=False, num_beams=1, max_new_tokens=int(n_new), min_new_tokens=0, eos_token_id=None,
-            bos_token_id=None, pad_token_id=int(pad), repetition_penalty=1.0, no_repeat_ngram_size=0,
-            encoder_no_repeat_ngram_size=0, bad_words_ids=None, forced_bos_token_id=None,
-            forced_eos_token_id=None, suppress_tokens=None, begin_suppress_tokens=None, sequence_bias=None,
-            length_penalty=1.0, temperature=1.0, top_k=None, top_p=None, renormalize_logits=False,
-        )
+        return GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=int(n_new), min_new_tokens=0,
+                                eos_token_id=None, bos_token_id=None, pad_token_id=int(pad), repetition_penalty=1.0,
+                                no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0, bad_words_ids=None,
+                                forced_bos_token_id=None, forced_eos_token_id=None, suppress_tokens=None,
+                                begin_suppress_tokens=None, sequence_bias=None, length_penalty=1.0, temperature=1.0,
+                                top_k=None, top_p=None, renormalize_logits=False)
 
     def decoding(self, n_new: int) -> dict:
         """The decoding policy, for the manifest: EOS policy, BOS policy and prefix, and the
@@ -112,12 +100,10 @@ class CausalLM:
                                       "no_repeat_ngram_size": 0, "do_sample": False, "num_beams": 1}}
 
     def check_causal(self) -> None:
-        """ModelError unless changing the last of 8 tokens (fewer in a shorter context) leaves
-        every earlier position's logits unchanged (to 1e-4 of their scale). AutoModelForCausalLM
-        also loads encoders such as BERT (as BertLMHeadModel, bidirectional unless
-        ``is_decoder``): their prediction of a token sees the token, so every number of an audit
-        would measure copying, not memorisation. Also ModelError: a context or vocabulary too
-        small to probe (under 2), a forward pass that fails, logits that are not finite."""
+        """ModelError unless changing the last of 8 tokens (fewer in a shorter context) leaves every
+        earlier position's logits unchanged (to 1e-4 of their scale): AutoModelForCausalLM also loads
+        bidirectional encoders such as BERT, whose audit would measure copying. Also ModelError: a
+        context or vocabulary under 2, a failing forward pass, logits that are not finite."""
         import torch
 
         n, vocab = min(8, self.max_positions or 8), self.model.get_input_embeddings().num_embeddings
@@ -167,14 +153,12 @@ class CausalLM:
     def _map_batches(self, n: int, batch_size: int, run: Callable[[slice], tuple],
                      progress: Callable[[int, int], None] | None = None) -> list:
         """``run(rows)`` under ``torch.inference_mode`` for slices of the ``n`` rows, results in row
-        order; ``progress(done, total)`` after each batch, in rows (the same calls at any thread count).
+        order; ``progress(done, total)`` after each batch, in rows.
 
-        On the CPU each batch of ``batch_size`` rows is cut into as many slices as torch has threads,
-        each run on one torch thread, side by side: a matrix product's sums round by how BLAS splits
-        it over threads, which depends on the thread count and on the rows (a 384-wide GPT-2 gave
-        other losses at 2 threads than at 1, and at 2 other ones at batch sizes 1-3 than at 4 and
-        up); on one thread they depend on neither. Memory stays that of one batch. On a GPU, one
-        slice a batch, one after the other. Calls from several Python threads take turns.
+        On the CPU each batch is cut into as many slices as torch has threads, each run on ONE torch
+        thread side by side: BLAS rounds by how it splits sums over threads, so results would
+        depend on the thread count and the rows; on one thread they depend on neither. On a GPU,
+        one slice a batch. Calls from several Python threads take turns.
         """
         import torch
         from concurrent.futures import ThreadPoolExecutor
@@ -206,12 +190,9 @@ class CausalLM:
               progress: Callable[[int, int], None] | None = None) -> TokenStats:
         """Teacher-forced forward passes over full-length sequences (B, L), ``batch_size`` at a time.
 
-        The prefix (:attr:`n_prefix` tokens, ``bos="auto"``) is fed first: the returned arrays
-        have ``L - 1 + n_prefix`` columns, column t predicting input token t+1 of prefix + ids
-        (with a one-token BOS, column t predicts the window's token t). An explicit all-ones
-        attention mask is passed: with fixed-length rows that may contain the pad id,
-        transformers would otherwise treat real tokens as padding. ``progress(done, total)``
-        is called as sequences are done. Batches: :meth:`_map_batches`.
+        The prefix (:attr:`n_prefix` tokens) is fed first: the arrays have ``L - 1 + n_prefix``
+        columns, column t predicting token t+1 of prefix + ids. The attention mask is all ones
+        (rows may contain the pad id). ``progress(done, total)`` as sequences are done.
         """
         import torch
 
@@ -238,14 +219,9 @@ class CausalLM:
         return TokenStats(*(np.concatenate([o[i] for o in outs]) for i in range(5)))
 
     def greedy_matches(self, ids: np.ndarray, prompt_len: int, batch_size: int = 32) -> np.ndarray:
-        """bool (B, L - P): the arg-max prediction equals continuation token t, for
-        t = P..L-1 of sequences ``ids`` (B, L), from one teacher-forced pass.
-
-        Equals ``score(ids).greedy_match[:, P - 1:]`` at a fraction of the cost when only
-        the extraction verdicts are wanted (no membership scores): the last token is not
-        fed, and the LM head (vocabulary-wide logits) runs only at the L - P positions
-        that predict the continuation (``logits_to_keep``), not at all L - 1.
-        """
+        """bool (B, L - P): the arg-max prediction equals continuation token t, for t = P..L-1 of
+        sequences ``ids`` (B, L): ``score(ids).greedy_match[:, P - 1:]`` at a fraction of the cost
+        (the LM head runs only at the L - P positions predicting the continuation)."""
         import torch
 
         ids = np.asarray(ids, dtype=np.int64)
@@ -266,8 +242,7 @@ class CausalLM:
     def generate_greedy(self, prompts: np.ndarray, n_new: int, batch_size: int = 32,
                         progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Greedy continuations (B, n_new) of equal-length prompts (B, P), after the prefix, by
-        the module docstring's plain greedy (:meth:`generation_config`; an explicit attention
-        mask, no padding); ``progress`` as for :meth:`score`."""
+        :meth:`generation_config` (all-ones attention mask); ``progress`` as for :meth:`score`."""
         import torch
 
         prompts = self._with_prefix(prompts)
@@ -280,9 +255,7 @@ class CausalLM:
             return y[:, x.shape[1]:].cpu().numpy()
 
         try:
-            # generate() fills every unset field of the config it is given from the model's
-            # generation_config (transformers' defaults: load_causal_lm never reads generation_config.json);
-            # swap in the fresh one for the call.
+            # generate() fills the config's unset fields from the model's generation_config: swap in the fresh one
             self.model.generation_config = cfg
             outs = self._map_batches(prompts.shape[0], batch_size, run, progress)
         finally:
@@ -308,8 +281,7 @@ def _offline() -> None:
 
 def error_reason(e: BaseException, limit: int = 300) -> str:
     """Why a library raised ``e``, in one line of at most ``limit`` characters: its message's first
-    line (an unknown class's next lists every class it knows: 3 KB), with the second when the
-    first only introduces it ("Validation error for field 'n_positions':"); else its type."""
+    line, with the second when the first ends in ":"; else its type."""
     lines = [" ".join(line.split()) for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
     said = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
     return said if len(said) <= limit else said[:limit] + "..."
@@ -332,11 +304,9 @@ def damaged_tokenizer_json(path: Path) -> str | None:
 
 
 def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str = "never") -> CausalLM:
-    """Load a causal LM and its tokenizer from a local Hugging Face directory; ``bos``: the
-    BOS policy (module docstring; the audit's ``--bos`` defaults to ``auto``). ModelError: the
-    directory does not exist, has no config, holds no causal LM, or lacks some of its weights (which
-    transformers would initialise at random).
-    """
+    """Load a causal LM and its tokenizer from a local Hugging Face directory; ``bos``: the BOS
+    policy (module docstring). ModelError: no directory, no config, no causal LM, or weights
+    missing or misshapen (transformers would initialise them at random)."""
     path = Path(path)
     if not path.is_dir():
         raise ModelError(f"{path}: model directory does not exist")
@@ -351,12 +321,9 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str 
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         config = AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
-        # the attention its training recorded ("_attn_implementation": "flash_attention_2") is not ours to
-        # use: FlashAttention has no float32 and may not be installed; transformers' default (sdpa, else eager)
+        # not the attention its training recorded (FlashAttention has no float32): transformers' default
         config._attn_implementation = None
-        # mismatched sizes are named below (transformers would say "look at the above report", which is silenced);
-        # generation_config.json is never read: every generation replaces it (module docstring), so one that
-        # transformers rejects (not JSON, invalid for greedy) cannot refuse the model
+        # mismatched sizes are named below; generation_config.json is never read, so a bad one cannot refuse the model
         model, info = AutoModelForCausalLM.from_pretrained(str(path), config=config, local_files_only=True,
                                                            dtype=torch.float32, output_loading_info=True,
                                                            ignore_mismatched_sizes=True, trust_remote_code=False,
@@ -393,10 +360,9 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def shared_token_ids(model: CausalLM, reference: CausalLM) -> np.ndarray:
-    """The token ids (sorted int64) whose token both tokenizers' vocabularies hold, at the same id:
-    the ids a reference model scores as the token the audited model means (a tokenizer that only
-    gained tokens, such as a fine-tune's pad token, shares every other id). ModelError when a
-    token both hold has two ids: another tokenizer, whose ids name other tokens."""
+    """The token ids (sorted int64) whose token both tokenizers' vocabularies hold, at the same id
+    (a tokenizer that only gained tokens shares every other id). ModelError when a token both
+    hold has two ids: another tokenizer."""
     ours, theirs = model.tokenizer.get_vocab(), reference.tokenizer.get_vocab()
     both = sorted(ours.keys() & theirs.keys(), key=ours.__getitem__)
     if (odd := next((t for t in both if ours[t] != theirs[t]), None)) is not None:
