@@ -1,11 +1,10 @@
 """Sequences to audit: sampled from corpus documents on token ids, or given explicitly.
 
-Sampling (seeded): documents are drawn uniformly without replacement from all rows of the
-corpus (canonical order: files sorted by path, rows in file order), tokenized, and kept if
-they hold at least P + C tokens; shorter ones are skipped and counted. A sequence is the
-document's first P + C tokens (``offset="start"``) or P + C tokens at a uniformly drawn
-offset (``offset="random"``). Scoring happens on these token ids, never on re-tokenized
-text.
+Sampling (seeded): documents are drawn uniformly without replacement from all corpus rows
+(canonical order: files sorted by path, rows in file order), tokenized, and kept if they hold
+at least P + C tokens (shorter ones skipped and counted). A sequence is the document's first
+P + C tokens (``offset="start"``) or P + C tokens at a uniform offset (``offset="random"``).
+Scoring happens on these token ids, never on re-tokenized text.
 """
 
 from __future__ import annotations
@@ -76,14 +75,12 @@ def per_bucket_selection(tokens: np.ndarray, occurrences: np.ndarray, n: int) ->
     per: dict[str, int] = {}
     keep = []
     for i, (row, occ) in enumerate(zip(np.asarray(tokens).tolist(), np.asarray(occurrences).tolist())):
-        key = tuple(row)
-        if key in seen:
-            continue
-        seen.add(key)
-        b = duplicate_bucket(int(occ)) if occ >= 1 else "0"
-        if per.get(b, 0) < n:
-            per[b] = per.get(b, 0) + 1
-            keep.append(i)
+        if (key := tuple(row)) not in seen:
+            seen.add(key)
+            b = duplicate_bucket(int(occ)) if occ >= 1 else "0"
+            if per.get(b, 0) < n:
+                per[b] = per.get(b, 0) + 1
+                keep.append(i)
     return np.array(keep, dtype=np.int64)
 
 
@@ -134,18 +131,9 @@ def rows_of(shards: list[Shard], text_column: str, id_column: str | None,
                     yield si, r, ids[r - start], texts[r - start]
 
 
-def sample_sequences(
-    shards: list[Shard],
-    encode: Encode,
-    n: int,
-    prompt_len: int,
-    cont_len: int,
-    seed: int = 0,
-    offset: str = "start",
-    text_column: str = "text",
-    id_column: str | None = "id",
-    id_required: bool = False,
-) -> Sequences:
+def sample_sequences(shards: list[Shard], encode: Encode, n: int, prompt_len: int, cont_len: int, seed: int = 0,
+                     offset: str = "start", text_column: str = "text", id_column: str | None = "id",
+                     id_required: bool = False) -> Sequences:
     """Draw up to ``n`` sequences from documents of at least P + C tokens, in a seeded random order
     of the rows: fewer only if the corpus has fewer long documents, or, above 20M rows, if fewer
     than ``n`` of ``50 n`` rows drawn (without replacement) are long enough (``id_required``: a
@@ -187,16 +175,9 @@ def _sequences(picked: list[tuple], need: int, considered: int, missing: int = 0
                      considered - missing - len(picked), considered, missing)
 
 
-def sequences_from_file(
-    path: str | Path,
-    prompt_len: int,
-    cont_len: int,
-    shards: list[Shard] | None = None,
-    encode: Encode | None = None,
-    text_column: str = "text",
-    id_column: str | None = "id",
-    n_embeddings: int | None = None,
-) -> Sequences:
+def sequences_from_file(path: str | Path, prompt_len: int, cont_len: int, shards: list[Shard] | None = None,
+                        encode: Encode | None = None, text_column: str = "text", id_column: str | None = "id",
+                        n_embeddings: int | None = None) -> Sequences:
     """An explicit list, as a Parquet file, either
 
     * with a ``tokens`` column (lists of token ids) and optional ``id``, ``shard``,
