@@ -3,21 +3,18 @@
 The audit's forward passes (:meth:`audit.lm.CausalLM.score`, ``generate_greedy``) hold, per
 sequence of L tokens (prompt + continuation + prefix) in a batch:
 
-* vocabulary-wide arrays: the model's logits, their float32 copy, log-softmax, its exp and
-  the products for Min-K%++'s mean and variance of log p (Zhang et al. 2024): at most
-  :data:`LOGIT_COPIES` = 6 arrays of L x V float32 (V = vocabulary size); at GPT-2's V = 50,257
-  and L = 64 that is ~77 MB per sequence, the dominant term;
-* per-layer activations, freed layer by layer under ``torch.inference_mode``: the attention
-  probabilities (heads x L x L) and the MLP's hidden states (4 x L x width), twice over;
+* :data:`LOGIT_COPIES` = 6 float32 arrays of L x V (logits, their float32 copy, log-softmax,
+  its exp, Min-K%++'s products (Zhang et al. 2024)): the dominant term, ~77 MB at GPT-2's
+  V = 50,257 and L = 64;
+* per-layer activations (freed layer by layer): attention probabilities (heads x L x L) and
+  MLP hidden states (4 x L x width), twice over;
 * greedy generation's KV cache: 2 x layers x L x width.
 
-The rule (:func:`auto_batch_size`): ``batch = the largest power of two <= SAFETY x free /
-per_sequence``, at least 1 and at most :data:`MAX_BATCH` (``device="cpu"``: :data:`MAX_BATCH_CPU`,
-as a CPU is compute-bound well before: a larger batch only costs memory). ``free`` is the memory
-available after the model is loaded: ``MemAvailable`` of ``/proc/meminfo`` (or, where there is
-none, free physical pages) on a CPU; ``torch.cuda.mem_get_info`` on a GPU (through
-:meth:`audit.lm.CausalLM.free_memory`: only lm.py and train.py import torch). ``SAFETY`` = 0.5
-leaves room for the allocator, the tokenizer and the rest of the process.
+The rule (:func:`auto_batch_size`): the largest power of two <= ``SAFETY x free /
+per_sequence``, in [1, :data:`MAX_BATCH`] (CPU: :data:`MAX_BATCH_CPU`, compute-bound well
+before). ``free``: ``MemAvailable`` of ``/proc/meminfo`` (else free physical pages) on a CPU,
+``torch.cuda.mem_get_info`` on a GPU (:meth:`audit.lm.CausalLM.free_memory`), after the model
+is loaded; ``SAFETY`` = 0.5 leaves room for the allocator and the rest of the process.
 """
 
 from __future__ import annotations
