@@ -1,12 +1,10 @@
 """How many corpus documents are near duplicates of each sampled document, and whether any of
 them was trained on (membership by content, issue #12 section 1).
 
-"Duplicate" is dedup's own notion, with the same normalisation, shingling and parameters: two
-documents are duplicates when they share their canonical exact key (equal after dedup's
-normalisation: case, punctuation, whitespace) or at least one LSH band key (near duplicates;
-a document counts itself: a unique document has count 1). The sampled documents' band keys go into a
-small index (a dict per band); the corpus is then streamed once, batch by batch, through
-the same sketcher, so memory follows the sample, not the corpus.
+"Duplicate" is dedup's own notion (same normalisation, shingling and parameters): two documents
+share their canonical exact key or at least one LSH band key (a document counts itself: a unique
+one has count 1). The sampled documents' keys go into a small index; the corpus is streamed
+once through the same sketcher, so memory follows the sample, not the corpus.
 """
 
 from __future__ import annotations
