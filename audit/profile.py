@@ -16,9 +16,8 @@ Design
       checkpoint before ``g``. Instances with ``s <= first checkpoint`` have no base period and
       are dropped (``attrs["n_dropped_no_base"]``); instances first trained AFTER the last
       checkpoint are never-treated controls, as in Callaway & Sant'Anna and the
-      ``differences`` package (``attrs["n_treated_after_panel"]``).
-    * Controls: NEVER-treated instances only (not "not-yet-treated"): every cell has the same
-      comparison group.
+      ``differences`` package (``attrs["n_treated_after_panel"]``). Controls are NEVER-treated
+      instances only (not "not-yet-treated"): every cell has the same comparison group.
     * Estimate, for each cohort ``g`` and checkpoint ``c >= g``::
 
           effect(g, c) = -( mean_{cohort g}[Y_c - Y_base(g)] - mean_{never}[Y_c - Y_base(g)] )
@@ -33,8 +32,7 @@ Design
       as the ``differences`` package's multiplier bootstrap): family-wise rate ~``1 - confidence``.
     * Lead cells: pre-treatment checkpoints (``event_time <= -2``) against the same base
       period: the test of no anticipation and parallel trends, covered by the band.
-    * Small cohorts: adjacent early cohorts are merged up to ``min_cohort_size``
-      (:func:`merge_cohorts`).
+    * Small cohorts: adjacent early cohorts are merged (:func:`merge_cohorts`).
 
 Assumptions (not testable here): parallel trends between each cohort and the held-out data, no
 anticipation, no interference (near-duplicates in the data break the last).
@@ -54,9 +52,6 @@ __all__ = ["did", "summarise", "significant", "merge_cohorts", "sample_per_cohor
 PROFILE_COLUMNS = ["treatment_step", "step", "event_time", "lag_steps", "effect", "se", "lower", "upper", "band_lower",
                    "band_upper", "significant", "n_treated", "n_control", "cohort_size"]
 _SHOW = 5  # how many offending values an error message lists
-
-
-# ---- Validation
 
 
 def _require_columns(df, required: list[str], name: str) -> None:
@@ -167,9 +162,6 @@ def _treatment_steps(treatments: pd.DataFrame, ids: pd.Index) -> np.ndarray:
     return pd.Series(ts.to_numpy(), index=pd.Index(tid)).reindex(ids).to_numpy()
 
 
-# ---- Joint bootstrap draws (kept in DataFrame.attrs)
-
-
 class BootDraws(np.ndarray):
     """Read-only ``(n_boot, n_cells)`` float array of bootstrap draws, as kept in ``attrs``.
 
@@ -203,9 +195,6 @@ class BootDraws(np.ndarray):
         if "out" in kwargs:
             kwargs["out"] = tuple(plain(o) for o in kwargs["out"])
         return getattr(ufunc, method)(*(plain(x) for x in inputs), **kwargs)
-
-
-# ---- Estimator
 
 
 _SUBSCRIPTS = {(1, 1): "j,j->", (1, 2): "j,jk->k", (2, 1): "ij,j->i", (2, 2): "ij,jk->ik"}
@@ -414,9 +403,6 @@ def did(panel: pd.DataFrame, treatments: pd.DataFrame, n_boot: int = 200, seed: 
         out.attrs["boot_effects"] = BootDraws(draws)
         out.attrs["boot_cells"] = [(int(g), int(c)) for g, c in zip(out["treatment_step"], out["step"])]
     return out
-
-
-# ---- Summaries
 
 
 def significant(profile: pd.DataFrame) -> pd.Series:
