@@ -90,14 +90,12 @@ def recognition(seen_loss: np.ndarray, foil_loss: np.ndarray, *, confidence: flo
         >>> (r["wins"], r["losses"], r["ties"], r["accuracy"])
         (2, 1, 1, 0.625)
     """
-    s = float_array(seen_loss, "seen_loss", 1)
-    f = float_array(foil_loss, "foil_loss", 1)
+    s, f = float_array(seen_loss, "seen_loss", 1), float_array(foil_loss, "foil_loss", 1)
     same_shape(s, f, "seen_loss", "foil_loss")
     n = int(s.shape[0])
     if n == 0:
         raise ValueError("recognition needs at least one (seen, foil) pair")
-    wins = int(np.sum(s < f))
-    losses = int(np.sum(s > f))
+    wins, losses = int(np.sum(s < f)), int(np.sum(s > f))
     ties = n - wins - losses
     successes = wins + ties / 2.0
     lower, upper = wilson_bounds(successes, n, confidence)
@@ -174,9 +172,9 @@ def retention_curve(rows: pd.DataFrame, metrics: Sequence[str] | None = None) ->
         if rows[col].isna().any():
             raise ValueError(f"column {col!r} has missing values")
         values = rows[col].to_numpy()
-        if values.size and not np.issubdtype(values.dtype, np.integer):
-            if not (np.issubdtype(values.dtype, np.floating) and np.all(values == np.round(values))):
-                raise ValueError(f"column {col!r} must hold integer steps, got dtype {values.dtype}")
+        if values.size and not np.issubdtype(values.dtype, np.integer) and not (
+                np.issubdtype(values.dtype, np.floating) and np.all(values == np.round(values))):
+            raise ValueError(f"column {col!r} must hold integer steps, got dtype {values.dtype}")
     if metrics is None:
         numeric, boolean = pd.api.types.is_numeric_dtype, pd.api.types.is_bool_dtype
         metrics = [m for m in DEFAULT_METRICS if m in rows.columns] or [
