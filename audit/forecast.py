@@ -156,11 +156,9 @@ def _training_step(audit_dir: Path) -> tuple[int | None, Path | None]:
 
 
 def _order_instances(order: Path) -> tuple[pd.DataFrame, bool]:
-    """One row per instance of a run's order.parquet (document_id, token_offset, n_tokens, its
-    first_step), and whether they are instances: an order without token_offset and n_tokens (one
-    brought along) gives each document one pseudo-instance holding all its tokens, first trained
-    at its first step (the document-level rule). InputError naming the file: no document_id or
-    first_step."""
+    """One row per instance of a run's order.parquet (document_id, token_offset, n_tokens,
+    first_step), and whether they are instances (else one pseudo-instance per document holding
+    all its tokens). InputError naming the file: no document_id or first_step."""
     names = set(pq.read_schema(order).names)
     if missing := sorted({"document_id", "first_step"} - names):
         raise InputError(order, f"no column {', '.join(map(repr, missing))}: the forecast needs when each document "
