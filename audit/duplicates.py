@@ -26,14 +26,11 @@ class DuplicateInfo:
     """Per sampled document.
 
     Attributes:
-        count: int64 (n,), corpus documents that are its exact or near duplicates (module docstring;
-            itself included).
-        removed_duplicate: bool (n,), one of those documents (other than its own row) is in
-            the dedup output's removed rows.
-        member_duplicate: bool (n,), one of those documents (its own row included) has an id
-            in the members list (all False without one).
-        matches: per sampled document, the (shard name, row) of every corpus document that is
-            an exact or near duplicate of it (its own row included).
+        count: int64 (n,), corpus documents that are its exact or near duplicates (itself included).
+        removed_duplicate: bool (n,), one of those (not its own row) is among dedup's removed rows.
+        member_duplicate: bool (n,), one of those (its own row included) has an id in the members
+            list (all False without one).
+        matches: the (shard name, row) of each of those documents (its own row included).
     """
 
     count: np.ndarray
