@@ -12,6 +12,7 @@ import contextlib
 import io
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,13 +22,12 @@ from dedup.io import dist_version
 
 from .config import ConfigError, add_options, from_args
 
-# The YAML section (and options group) of each stage's config; params reads dedup's.
+# Each stage's YAML section (and options group); params reads dedup's.
 SECTIONS = {"dedup": DedupConfig, "audit": AuditConfig, "train": TrainConfig, "profile": ProfileConfig}
 
 
 def _add_output(p: argparse.ArgumentParser, what: str, quiet: str | None = None, section: str | None = None) -> None:
-    """The options every command ends with: ``--quiet`` (its help ``quiet``, if any), ``--json``
-    (printing ``what``) and, for a stage, its config's options (``section`` of :data:`SECTIONS`)."""
+    """Every command's last options: ``--quiet`` (help ``quiet``), ``--json`` and a stage's config options."""
     if quiet:
         p.add_argument("--quiet", action="store_true", help=quiet)
     p.add_argument("--json", action="store_true",
@@ -38,8 +38,7 @@ def _add_output(p: argparse.ArgumentParser, what: str, quiet: str | None = None,
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors (a bad flag value, an unknown or missing flag) are one line on
-    stderr and exit status 2, as every other error of the command line: no usage block before it."""
+    """Flag errors are one line on stderr and exit status 2, as every other error: no usage block."""
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see '{self.prog} --help')\n")
@@ -161,9 +160,6 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-AUTO_STAGED_BYTES = 1 << 30
-
-
 def choose_engine(args: argparse.Namespace) -> str:
     """``auto``: staged if any cluster option is given or the inputs exceed 1 GiB (2^30 bytes)."""
     if args.engine != "auto":
@@ -173,7 +169,7 @@ def choose_engine(args: argparse.Namespace) -> str:
     from dedup.runs import discover
 
     total = sum(s.path.stat().st_size for s in discover(args.inputs, exclude=args.out))
-    return "staged" if total >= AUTO_STAGED_BYTES else "fused"
+    return "staged" if total >= 1 << 30 else "fused"
 
 
 def _cmd_dedup(args: argparse.Namespace) -> int:
@@ -218,8 +214,6 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
     else:  # full filters: unrelated documents collide
         cause = config.capacity and rows > config.capacity
     if index["predicted_fp"] > index["plan"]["total_fp"] and cause:
-        import warnings
-
         rate = f"predicted false-positive rate {index['predicted_fp']:.3g} (target {index['plan']['total_fp']:g})"
         warnings.warn(f"the index's {rate}: it holds filters built before Bloom format version 3, whose rate has a "
                       "floor (README: Incremental dedup); rebuild the index to be rid of it" if args.index_dir else
@@ -462,27 +456,14 @@ def _fail(command: str, message: str) -> int:
     return 2
 
 
-def _quiet_transformers() -> None:
-    """transformers' own progress bars (\"Writing model shards\", \"Loading weights\") and info
-    warnings off for the commands that load or write models: their progress is our progress
-    lines, and their logs stay readable in Snakemake/Slurm log files. Errors still show."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-
-
 def _log(args: argparse.Namespace) -> Callable[[str], None]:
     """Notes on stderr, or nothing under ``--quiet``."""
-    if args.quiet:
-        return lambda msg: None
-    return lambda msg: print(msg, file=sys.stderr, flush=True)
+    return (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
 def _emit(args: argparse.Namespace, payload: dict, human: Callable[[], object]) -> None:
-    """The command's result: ``payload`` as JSON under ``--json`` (written by :func:`main` to
-    stdout once the command is done), else the human summary ``human()`` prints (nothing under
-    ``--quiet``)."""
+    """``payload`` as JSON under ``--json`` (:func:`main` writes it to stdout at the end), else ``human()``
+    unless ``--quiet``."""
     if args.json:
         from dedup.io import json_text
 
@@ -493,14 +474,13 @@ def _emit(args: argparse.Namespace, payload: dict, human: Callable[[], object]) 
 
 @contextlib.contextmanager
 def _stdout_to_stderr():
-    """Send what is written to stdout meanwhile to stderr: Python prints, and at the file
-    descriptor, C libraries and child processes (Dask workers), so that under ``--json``
-    stdout carries the JSON alone."""
+    """Stdout meanwhile goes to stderr, also at the file descriptor (C libraries, Dask workers): under
+    ``--json`` stdout carries the JSON alone."""
     sys.stdout.flush()
     try:
         fd, err = sys.stdout.fileno(), sys.stderr.fileno()
     except (AttributeError, ValueError, io.UnsupportedOperation):  # a replaced stream (tests)
-        fd = err = None
+        fd = None
     saved = None
     if fd is not None:
         sys.stderr.flush()
@@ -518,10 +498,8 @@ def _stdout_to_stderr():
 
 @contextlib.contextmanager
 def _each_warning_once():
-    """Each warning shown once (a run reads an input's schema more than once, and Python's
-    once-per-place registry lets repeats through whenever any code changes the warning filters)."""
-    import warnings
-
+    """Each warning shown once (a run reads an input's schema more than once, and Python's registry lets
+    repeats through whenever any code changes the warning filters)."""
     shown, seen = warnings.showwarning, set()
 
     def show(message, category, filename, lineno, file=None, line=None):
@@ -543,8 +521,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from .staged import ClusterError
 
-    import warnings
-
     warnings.formatwarning = lambda message, category, *rest, **kw: f"memdedup: warning: {message}\n"
     parser = _parser()
     args, unknown = parser.parse_known_args(argv)
@@ -562,7 +538,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _stdout_to_stderr() if args.json else contextlib.nullcontext(), _each_warning_once():
             if args.command in ("audit", "train", "profile", "check"):  # check: the canary exposure loads both models
-                _quiet_transformers()
+                from transformers.utils import logging as hf_logging  # our progress lines replace its bars
+
+                hf_logging.set_verbosity_error()
+                hf_logging.disable_progress_bar()
             return handlers[args.command](args)
     except (InputError, ConfigError, OutputExistsError, InUseError, ValueError, ClusterError) as e:
         return _fail(args.command, str(e))

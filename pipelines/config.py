@@ -1,12 +1,7 @@
-"""Config files and flags: YAML sections and command-line options mapped one to one onto the
-stages' frozen dataclasses.
-
-Precedence: command-line flags > the YAML file (``--config``) > the dataclass defaults.
-An unknown key is an error that names the key, the section and the file.
-
-Each field is declared once, with :func:`dedup.config.option` (default, meaning, unit, flag);
-:func:`add_options` turns a dataclass into a parser's options, :func:`from_args` reads them
-back, and :func:`reference` writes the table README shows.
+"""Config files and flags: YAML sections and command-line options mapped one to one onto the stages'
+frozen dataclasses, each field declared once with :func:`dedup.config.option` (default, meaning, unit,
+flag). Precedence: command-line flags > the YAML file (``--config``) > the dataclass defaults; an unknown
+key is an error naming the key, the section and the file.
 
 Example file::
 
@@ -34,7 +29,7 @@ class ConfigError(ValueError):
 
 def load_yaml(path: str | os.PathLike) -> dict:
     """Read a YAML mapping; errors name the file."""
-    import yaml  # imported here: ~20 ms of start-up that runs without --config skip
+    import yaml  # here: ~20 ms of start-up that runs without --config skip
 
     class Loader(yaml.SafeLoader):  # a key written twice is refused, not read as its last copy
         def construct_mapping(self, node, deep=False):
@@ -66,9 +61,6 @@ def load_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
-# ------------------------------------------------------------------ options from the dataclasses
-
-
 def exposed(cls: type) -> list[dataclasses.Field]:
     """The fields of ``cls`` that have a command-line flag (all but ``option(..., cli=False)``)."""
     return [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
@@ -81,17 +73,12 @@ def flag_names(f: dataclasses.Field) -> list[str]:
 
 
 def default_text(f: dataclasses.Field) -> str:
-    """The field's default as help and README show it: the value (YAML spelling) and unit, or
-    what ``None`` means."""
+    """The field's default as help and README show it: the value (YAML spelling) and unit, or what
+    ``None`` means."""
     value = f.default
     if value is None:
         return f.metadata.get("none") or "none"
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, float):
-        text = f"{value:g}"
-    else:
-        text = str(value)
+    text = str(value).lower() if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) else str(value)
     unit = f.metadata.get("unit")
     return f"{text} {unit}" if unit else text
 
@@ -117,11 +104,8 @@ def _value_type(hint: Any) -> Any:
 
 
 def add_options(parser: argparse.ArgumentParser, cls: type, section: str) -> None:
-    """Add ``--config`` and one flag per exposed field of ``cls`` (YAML section ``section``).
-
-    Flags default to None, so :func:`from_args` can tell a given flag from an absent one; the
-    help shows the dataclass's own default. Booleans get ``--x/--no-x``.
-    """
+    """Add ``--config`` and one flag per exposed field of ``cls`` (YAML section ``section``). Flags default
+    to None, so :func:`from_args` tells a given flag from an absent one; booleans get ``--x/--no-x``."""
     parser.add_argument("--config", type=Path, metavar="YAML",
                         help=f"YAML file whose '{section}:' section sets the {section} options")
     group = parser.add_argument_group(f"{section} options (flags > --config '{section}:' section > defaults)")
@@ -141,17 +125,15 @@ def add_options(parser: argparse.ArgumentParser, cls: type, section: str) -> Non
 
 
 def from_args(args: argparse.Namespace) -> Any:
-    """The config of the command parsed into ``args`` (set up by :func:`add_options`), by the
-    module's precedence. Raises :class:`ConfigError` for an unknown key or an invalid value."""
+    """The config of the command parsed into ``args`` (by :func:`add_options`), by the module's
+    precedence; :class:`ConfigError` for an unknown key or an invalid value."""
     cls, name = args._config_spec
-    values: dict[str, Any] = {}
-    source = "<command line>"
-    if args.config:
-        source = str(args.config)
-        values = load_yaml(args.config).get(name)
-        values = {} if values is None else values
-        if not isinstance(values, dict):
-            raise ConfigError(f"{source}: section {name!r} must be a mapping")
+    source = str(args.config) if args.config else "<command line>"
+    values = load_yaml(args.config).get(name) if args.config else {}
+    if values is None:
+        values = {}
+    elif not isinstance(values, dict):
+        raise ConfigError(f"{source}: section {name!r} must be a mapping")
     in_file = dict(values)
     for f in exposed(cls):
         value = getattr(args, f.name)
@@ -169,8 +151,7 @@ def from_args(args: argparse.Namespace) -> Any:
 
 
 def refuse_unknown_keys(cls: type, name: str, values: dict, source: str) -> None:
-    """ConfigError naming ``source`` for a key of section ``name`` that ``cls``, its config
-    dataclass, does not have."""
+    """ConfigError naming ``source`` for a key of section ``name`` that ``cls`` does not have."""
     names = {f.name for f in dataclasses.fields(cls)}
     for key in values:
         if key not in names:
@@ -178,9 +159,8 @@ def refuse_unknown_keys(cls: type, name: str, values: dict, source: str) -> None
 
 
 def check_section(cls: type[T], name: str, values: dict, source: str) -> T:
-    """Section ``name`` as a ``cls``; ConfigError naming ``source`` for an unknown key or a value
-    ``cls`` refuses: the check the stage's command makes of its ``--config`` file without flags
-    (the workflow makes it before any job starts)."""
+    """Section ``name`` as a ``cls``; ConfigError naming ``source`` for an unknown key or a value ``cls``
+    refuses (the workflow checks each section so before any job starts)."""
     refuse_unknown_keys(cls, name, values, source)
     try:
         return cls(**values)

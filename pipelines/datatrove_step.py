@@ -1,20 +1,17 @@
 """Near-duplicate removal as one datatrove pipeline step: LSHBloom, one pass.
 
-:class:`LSHBloomDedup` sits between a reader and a writer, where datatrove's MinHash dedup
-takes four executor runs with files between them, and drops near (and exact) duplicates as
-the documents stream through, deciding each against every document before it
-(:class:`dedup.streaming.Deduplicator`). Usage, and how its decisions compare with
-``memdedup dedup``'s: README, "datatrove". With one task, datatrove's readers give the
-documents of their files sorted by path, rows in file order: the command line's order.
-The stats count ``dropped_exact`` and ``dropped_near``.
+:class:`LSHBloomDedup` sits between a reader and a writer (datatrove's MinHash dedup takes four
+executor runs with files between them) and drops near and exact duplicates as the documents stream
+through, each decided against every document before it (:class:`dedup.streaming.Deduplicator`). Usage,
+and how its decisions compare with ``memdedup dedup``'s: README, "datatrove". With one task, datatrove's
+readers give the documents in the command line's order. The stats count ``dropped_exact`` and
+``dropped_near``.
 
-**Ranks.** One pass sees every document through one index, which lives in one task's
-memory: ``tasks=1``, or ``index_dir``, on which the ranks take turns
-(:meth:`dedup.index_dir.IndexDir.turn`). A rank saves after its last document, recording a
-digest of its first documents (:func:`dedup.index_dir.first_documents`): a rank whose first
-documents are those of a saved rank, or of a file a command-line run indexed, as many, is
-refused before it decides any, as the command line refuses a file the index holds (or a rank
-saved); deciding them again would drop every one as a duplicate of itself.
+**Ranks.** One index lives in one task's memory: ``tasks=1``, or ``index_dir``, on which the ranks take
+turns (:meth:`dedup.index_dir.IndexDir.turn`). A rank saves after its last document, recording a digest
+of its first documents (:func:`dedup.index_dir.first_documents`); a rank whose first documents are
+those of a saved rank, or of a file a command-line run indexed, is refused before it decides any:
+deciding them again would drop every one as a duplicate of itself.
 
 Example:
     >>> from datatrove.data import Document
@@ -50,10 +47,9 @@ class LSHBloomDedup(BaseFilter):
     """Drops documents that are exact or near duplicates of an earlier one (one pass).
 
     Args:
-        config: dedup parameters (:class:`dedup.config.DedupConfig`; ``text_column`` and
-            ``id_column`` do not apply: the documents' ``text`` is read).
-        index_dir: a local ``--index-dir`` directory to start from (if it holds an index)
-            and to save to at the end of each rank; needed for ``tasks > 1``.
+        config: dedup parameters (``text_column`` and ``id_column`` do not apply: ``Document.text`` is read).
+        index_dir: a local ``--index-dir`` to start from (if it holds an index) and to save to at the end
+            of each rank; needed for ``tasks > 1``.
         grow: as :class:`dedup.streaming.Deduplicator` (always with ``index_dir``).
         batch_size: documents decided at a time.
         exclusion_writer: a datatrove writer for the removed documents.
@@ -108,13 +104,11 @@ class LSHBloomDedup(BaseFilter):
             yield from super().run(data, rank, world_size)
             return
 
-        def waits() -> None:
-            logger.info(f"{self.name}: rank {rank} waits for {self.index_dir}, which another rank holds (ranks take "
-                        "turns on an index)")
-
-        with IndexDir(self.index_dir, {}).turn(waits):
-            # ranks take turns, but a command-line run or a Deduplicator may install a version meanwhile: the save
-            # would be refused with a Deduplicator's advice, which a task cannot follow
+        with IndexDir(self.index_dir, {}).turn(lambda: logger.info(
+                f"{self.name}: rank {rank} waits for {self.index_dir}, which another rank holds (ranks take turns "
+                "on an index)")):
+            # a command-line run or a Deduplicator may install a version meanwhile: refused below, with advice a
+            # task can follow
             loaded = IndexDir(self.index_dir, {}).current
             self._dedup = self._open()
             data = iter(data or ())
@@ -127,11 +121,8 @@ class LSHBloomDedup(BaseFilter):
             self._dedup.save(self.index_dir, record={"first_documents": first} if first else None)
 
     def _check_not_held(self, head: list[Document], rank: int) -> dict | None:
-        """The ``first_documents`` record of a rank whose first documents are ``head`` (None for none).
-
-        Raises:
-            dedup.io.StateError: a saved rank's first documents are these: the index holds them.
-        """
+        """The ``first_documents`` record of a rank whose first documents are ``head`` (None for none);
+        StateError if a saved rank's or an indexed file's first documents are these: the index holds them."""
         first = first_documents(_texts(head).to_pylist())
         if first is None:
             return None
@@ -160,13 +151,9 @@ class LSHBloomDedup(BaseFilter):
 
 def _texts(batch: list[Document]) -> pa.Array:
     """The documents' texts as one Arrow string array: ``str``, or ``bytes`` holding UTF-8 (datatrove's
-    ParquetReader gives a binary column's values as bytes; the command line reads such a column as its text).
-
-    Raises:
-        TypeError: a text that is neither (None included: datatrove's stats take every text's length).
-        ValueError: bytes that are not UTF-8, or a str holding an unpaired surrogate (Arrow holds UTF-8 only).
-        Each names the first such document.
-    """
+    ParquetReader gives a binary column's values as bytes). TypeError for a text that is neither (None
+    included), ValueError for bytes that are not UTF-8 or a str with an unpaired surrogate; each names the
+    first such document."""
     refused: Exception | None = None
     try:
         texts = pa.array([doc.text for doc in batch], type=pa.large_string())

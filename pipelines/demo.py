@@ -1,9 +1,9 @@
-"""The offline demo (``make demo``, the Snakefile's default config): its corpus, the manifest of
-what was planted in it, and its claims checked from the run's own outputs (never from the config).
+"""The offline demo (``make demo``, the Snakefile's default config): its corpus, the manifest of what
+was planted in it, and its claims checked from the run's own outputs (never from the config).
 
-The corpus (:func:`generate_demo_corpus`): :mod:`dedup.synthetic`'s natural-looking text with
-planted exact and near duplicates, plus :mod:`audit.canaries`' random canaries planted 1, 2, 4,
-..., 64 times. ``memdedup generate`` writes it with ``manifest.json`` (:func:`planted_manifest`).
+The corpus (:func:`generate_demo_corpus`): :mod:`dedup.synthetic`'s text with planted exact and near
+duplicates, plus :mod:`audit.canaries`' random canaries planted 1, 2, 4, ..., 64 times; ``memdedup
+generate`` writes it with ``manifest.json`` (:func:`planted_manifest`).
 
 The claims (:func:`run_checks`, ``memdedup check``; ``OUT/checks.json``):
 
@@ -12,9 +12,9 @@ The claims (:func:`run_checks`, ``memdedup check``; ``OUT/checks.json``):
    sequences, as every rate of the audit);
 3. the dedup model's rate on the same canaries is at least 10x lower.
 
-Besides the claims, ``checks.json`` reports each model's exposure of the canaries by number of
-planted copies (Carlini et al. 2019, :mod:`audit.exposure`): far more sensitive than 32/32
-extraction, it shows memorisation at copy counts where nothing is extracted yet.
+``checks.json`` also reports each model's exposure of the canaries by planted copies (Carlini et al.
+2019, :mod:`audit.exposure`): far more sensitive than extraction, it shows memorisation where nothing is
+extracted yet.
 """
 
 from __future__ import annotations
@@ -42,33 +42,20 @@ EXPOSURE_SAMPLES = 300  # candidates sampled from the canaries' random space per
 __all__ = ["generate_demo_corpus", "DEMO_SCHEMA", "planted_manifest", "prepare_corpus_dir", "run_checks"]
 
 
-#: Schema of :func:`generate_demo_corpus`.
-DEMO_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("text", pa.string()),
-        ("kind", pa.string()),  # original | exact | near | canary
-        ("cluster", pa.int64()),  # generate_corpus's cluster (row of its original); -1 for canaries
-        ("source_jaccard", pa.float64()),  # near duplicates' Jaccard with their original
-        ("canary", pa.int64()),  # canary index, -1 otherwise
-        ("repeats", pa.int64()),  # planted copies of a canary's text; 1 otherwise
-    ]
-)
+#: Schema of :func:`generate_demo_corpus`. kind: original | exact | near | canary; cluster: generate_corpus's
+#: (row of its original), -1 for canaries; source_jaccard: a near duplicate's Jaccard with its original;
+#: canary: the canary's index, else -1; repeats: planted copies of a canary's text, else 1.
+DEMO_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("kind", pa.string()), ("cluster", pa.int64()),
+                         ("source_jaccard", pa.float64()), ("canary", pa.int64()), ("repeats", pa.int64())])
 
 
-def generate_demo_corpus(
-    n_docs: int = 2000,
-    exact_frac: float = 0.05,
-    near_frac: float = 0.10,
-    repeats: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
-    canaries_per_repeat: int = 4,
-    mean_bytes: int = 600,
-    seed: int = 0,
-) -> pa.Table:
+def generate_demo_corpus(n_docs: int = 2000, exact_frac: float = 0.05, near_frac: float = 0.10,
+                         repeats: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64), canaries_per_repeat: int = 4,
+                         mean_bytes: int = 600, seed: int = 0) -> pa.Table:
     """The module docstring's corpus: ``n_docs`` rows of :func:`dedup.synthetic.generate_corpus` plus
-    :func:`audit.canaries.generate_canary_corpus`'s canaries (``canaries_per_repeat`` planted ``r``
-    times for each r in ``repeats``), the canary rows spread over the corpus at seeded positions.
-    Deterministic for a seed; ids are unique (``doc-*`` and ``canary-*``)."""
+    :func:`audit.canaries.generate_canary_corpus`'s canaries (``canaries_per_repeat`` planted ``r`` times
+    for each r in ``repeats``) at seeded positions. Deterministic for a seed; ids are unique (``doc-*``,
+    ``canary-*``)."""
     base = generate_corpus(n_docs, mean_bytes=mean_bytes, exact_frac=exact_frac, near_frac=near_frac, seed=seed)
     can = generate_canary_corpus(n_background=0, repeats=repeats, canaries_per_repeat=canaries_per_repeat,
                                  mean_bytes=mean_bytes, seed=seed + 1)
@@ -82,23 +69,20 @@ def generate_demo_corpus(
         "canary": [-1] * n_b + can.column("canary").to_pylist(),
         "repeats": [1] * n_b + can.column("repeats").to_pylist(),
     }
-    # Canary rows go to seeded random positions; the base rows keep their relative order
-    # (so every planted duplicate still follows its original).
+    # The base rows keep their relative order: every planted duplicate still follows its original.
     rng = np.random.default_rng(seed + 2)
     is_canary = np.zeros(n_b + n_c, dtype=bool)
     is_canary[rng.choice(n_b + n_c, size=n_c, replace=False)] = True
     order = np.empty(n_b + n_c, dtype=np.int64)
     order[~is_canary] = np.arange(n_b)
     order[is_canary] = n_b + np.arange(n_c)
-    table = pa.table(rows, schema=DEMO_SCHEMA)
-    return table.take(pa.array(order))
+    return pa.table(rows, schema=DEMO_SCHEMA).take(pa.array(order))
 
 
 def planted_manifest(table: pa.Table, seed: int, shards: list[Path], canaries: bool) -> dict:
-    """What a generated corpus holds (``memdedup generate`` writes it as ``manifest.json`` next to
-    the shards): documents, rows per kind, the seed and shard names; for the demo corpus
-    (``canaries``), also canary rows per repeat level and the ids of planted exact duplicates
-    (which :func:`run_checks` expects dedup to remove)."""
+    """What a generated corpus holds (``manifest.json`` beside the shards): documents, rows per kind, the
+    seed and shard names; with ``canaries``, also canary rows per repeat level and the ids of planted exact
+    duplicates (which :func:`run_checks` expects dedup to remove)."""
     kinds = table.column("kind").to_pylist()
     planted = {"documents": table.num_rows, "kinds": dict(Counter(kinds)), "seed": seed,
                "shards": [p.name for p in shards]}
@@ -110,12 +94,10 @@ def planted_manifest(table: pa.Table, seed: int, shards: list[Path], canaries: b
 
 
 def prepare_corpus_dir(out: Path) -> None:
-    """Make ``out`` ready for ``memdedup generate``: nothing there, or an earlier generate run's
-    files, which are removed (a rerun may write fewer shards, or another format): its manifest
-    and the shards it lists, or without a manifest (Snakemake removes a rerun job's declared
-    output first) files named as :func:`dedup.synthetic.write_shards` names them; with either,
-    the temporaries (:func:`dedup.io.tmp_path`) of such files that a killed run left. ValueError
-    for a file or a directory holding anything else."""
+    """Make ``out`` ready for ``memdedup generate``: an earlier generate run's files are removed (its
+    manifest and the shards it lists, or without a manifest, as Snakemake leaves it, files named as
+    :func:`dedup.synthetic.write_shards` names them; with either, their temporaries a killed run left).
+    ValueError for a file or a directory holding anything else."""
     if not out.exists():
         return
     if not out.is_dir():
@@ -137,8 +119,7 @@ def prepare_corpus_dir(out: Path) -> None:
 
 
 def _canary_rate(audit_dir: Path) -> dict:
-    """Extractable rate of the distinct sequences (as the audit's rates count) sampled from
-    canaries planted at least MIN_COPIES times."""
+    """Extractable rate of the distinct sequences sampled from canaries planted >= MIN_COPIES times."""
     io.completed_manifest(audit_dir, "audit")
     table = pq.read_table(audit_dir / PER_SEQUENCE)
     if missing := [c for c in ("doc_id", "duplicate_count", "extractable") if c not in table.column_names]:
@@ -151,9 +132,9 @@ def _canary_rate(audit_dir: Path) -> dict:
 
 
 def _canary_exposure(corpus: Path, model_dir: Path):
-    """Exposure (Carlini et al. 2019) of each distinct canary of the corpus under a model, by
-    planted copies: ``{"samples", "log2_space", "by_copies": [...]}``, or None when the corpus
-    shards or the model are absent. Candidates come from :mod:`audit.canaries`' random space."""
+    """Exposure (Carlini et al. 2019) of the corpus's distinct canaries under a model, by planted copies
+    (candidates from :mod:`audit.canaries`' random space): ``{"samples", "log2_space", "words",
+    "by_copies": [...]}``, or None when the corpus shards or the model are absent."""
     shards = sorted(corpus.glob("*.parquet")) if corpus.is_dir() else []
     if not shards or not (model_dir / "config.json").exists():
         return None
@@ -185,8 +166,8 @@ def _canary_exposure(corpus: Path, model_dir: Path):
 
 @holding_out("out", own=(CHECKS_FILE,))
 def run_checks(out: str | Path) -> dict:
-    """Evaluate the claims for a workflow output directory; write ``OUT/checks.json``, while it
-    holds OUT (:func:`audit.layout.holding_out`: the temporary a killed check left is removed)."""
+    """Evaluate the claims for a workflow output directory; write ``OUT/checks.json`` while holding OUT
+    (:func:`audit.layout.holding_out`)."""
     out = Path(out)
     checks = []
     corpus_manifest = out / "corpus" / CORPUS_MANIFEST

@@ -1,11 +1,9 @@
-"""Progress lines on stderr for long runs: :class:`ProgressLine` for dedup (rows/s, MB/s,
-ETA), :class:`CountLine` for the phases of audit, train and profile (sequences/s, steps/s,
-ETA), :func:`phase_progress` to give a library function one callback for all its phases.
+"""Progress lines on stderr for long runs: :class:`ProgressLine` for dedup (rows/s, MB/s, ETA),
+:class:`CountLine` for the phases of audit, train and profile (sequences/s, steps/s, ETA), and
+:func:`phase_progress`, one callback for all phases of a library function.
 
-Silent for the first seconds, so short runs print nothing (the environment variable
-``MEMDEDUP_PROGRESS_DELAY`` in seconds if set to a number >= 0, else 2; 0 shows it at once).
-On a terminal the line is redrawn in place every 0.25 s; otherwise (logs, CI) a full line is
-printed every 10 s.
+Silent for the first ``MEMDEDUP_PROGRESS_DELAY`` seconds (a number >= 0; else 2), so short runs print
+nothing. On a terminal the line is redrawn in place every 0.25 s; otherwise a full line every 10 s.
 """
 
 from __future__ import annotations
@@ -60,7 +58,6 @@ class ProgressLine:
                     final)
 
     def _write(self, line: str, final: bool) -> None:
-        """Redrawn in place on a terminal (ended by the final line), one line each otherwise."""
         if self.tty:
             self.stream.write("\r\x1b[2K" + line + ("\n" if final else ""))
         else:
@@ -68,17 +65,14 @@ class ProgressLine:
         self.stream.flush()
 
     def close(self) -> None:
-        """Print the final line, with the latest figures, if anything was shown."""
+        """Print the final line, with the latest figures, if any was shown."""
         if self._shown:
             self._emit(self.last, final=True)
 
 
 class CountLine(ProgressLine):
-    """``label: done/total unit (pct), rate unit/s, extra, ETA``: a count towards a total
-    (total 0 or missing: no percentage or ETA), with ProgressLine's delay and pacing.
-
-    States: ``{"done": int, "total": int | None, "extra": str (optional)}``.
-    """
+    """``label: done/total unit (pct), rate unit/s, extra, ETA`` (total 0 or missing: no percentage or
+    ETA), paced as ProgressLine. States: ``{"done": int, "total": int | None, "extra": str (optional)}``."""
 
     def __init__(self, label: str, unit: str):
         super().__init__(label)
@@ -93,21 +87,14 @@ class CountLine(ProgressLine):
         extra = f", {state['extra']}" if state.get("extra") else ""
         eta = f", ETA {max(total - done, 0) / rate:.0f}s" if total and done and not final else ""
         total_s = f"/{total:,}" if total else ""
-        line = f"{self.label}: {done:,}{total_s} {self.unit}{pct}, {rate_s} {self.unit}/s{extra}{eta}"
-        if final:
-            line += f" in {el:.1f}s"
-        self._write(line, final)
+        self._write(f"{self.label}: {done:,}{total_s} {self.unit}{pct}, {rate_s} {self.unit}/s{extra}{eta}"
+                    + (f" in {el:.1f}s" if final else ""), final)
 
 
 def phase_progress(command: str, quiet: bool) -> Callable[[dict], None]:
-    """One callback for a command whose library function reports several phases.
-
-    The library calls it with ``{"phase": name, "unit": unit, "done": n, "total": N}`` (and
-    optionally ``"extra"``); each phase gets its own :class:`CountLine` labelled
-    ``command phase``, closed (its last figures printed, if it was shown) when the next
-    phase starts or when the callback is called with ``{"phase": None}`` at the end.
-    ``quiet``: a callback that prints nothing.
-    """
+    """One callback for a library function's phases: called with ``{"phase": name, "unit": unit, "done": n,
+    "total": N}`` (and optionally ``"extra"``), each phase gets a :class:`CountLine` ``command phase``,
+    closed when the next phase starts or at ``{"phase": None}``. ``quiet``: prints nothing."""
     if quiet:
         return lambda state: None
     current: dict = {}

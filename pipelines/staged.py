@@ -1,25 +1,17 @@
-"""Staged dedup on Dask: the stages of :mod:`dedup.stages`, their tasks mapped over a cluster.
+"""Staged dedup on Dask: the stages of :func:`dedup.stages.dedup_staged` (which owns the run's inputs,
+identity, resume, force, index directory, stage order and outputs), their tasks mapped over a Dask cluster.
 
-Everything about the run (inputs, identity, resume, force, the index directory, the
-stages' order and outputs) is :func:`dedup.stages.dedup_staged`; this module only starts
-or joins a Dask cluster and maps each stage's tasks over it (:func:`dask_map`). Tasks take
-file paths, never data. A worker that dies mid-task has its task rescheduled by the
-scheduler; every task writes under temporary names and renames, so a half-done task
-leaves nothing a retry could mistake for output. A task that fails (bad input, full disk)
-is not retried: its error is returned to the client and raised there, once, without the
-workers' log noise. Warnings a task raises (an id column that is ignored) come back with its
-result and are raised again on the client, as if by the same line there: shown once, in the
-form the client gives them, wherever the worker runs.
+Tasks take file paths, never data, and write under temporary names and rename: a worker that dies mid-task
+has its task rescheduled, and a half-done task leaves nothing a retry could mistake for output. A task that
+fails (bad input, full disk) is not retried: its error is raised on the client, once, without the workers'
+log noise. A task's warnings are raised again on the client as if by the same line there: shown once.
 
-Fault injection, for tests of exactly these claims (never set in normal use):
-``MEMDEDUP_KILL_AT=STAGE:N`` SIGKILLs the whole process group of the run once N tasks of
-STAGE (sketch, band, write) have completed, ``finalize:0`` just before the removed-rows
-table, the index install and the manifest, or ``installed:0`` between the install and the
-manifest; ``MEMDEDUP_KILL_WORKER_ONCE=PATH`` makes the first task that creates PATH SIGKILL
-its own worker process; ``MEMDEDUP_HOLD_TASK_ONCE=PATH`` makes the first task that creates
-PATH write its worker's pid and Slurm job id there and wait (at most 120 s) before
-running, so that a test can kill that worker from outside (``scancel``) while it holds a
-task of the run.
+Fault injection, for tests (never set in normal use): ``MEMDEDUP_KILL_AT=STAGE:N`` SIGKILLs the run's
+process group once N tasks of STAGE (sketch, band, write) have completed, ``finalize:0`` just before the
+removed-rows table, the index install and the manifest, ``installed:0`` between the install and the
+manifest; ``MEMDEDUP_KILL_WORKER_ONCE=PATH``: the first task that creates PATH SIGKILLs its own worker;
+``MEMDEDUP_HOLD_TASK_ONCE=PATH``: the first task that creates PATH writes its worker's pid and Slurm job
+id there and waits (at most 120 s), so that a test can kill that worker from outside (``scancel``).
 """
 
 from __future__ import annotations
@@ -36,7 +28,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,14 +45,12 @@ __all__ = ["ClusterError", "IndexMismatchError", "dask_client", "dask_map", "run
 @contextmanager
 def dask_client(workers: int | None = None, threads_per_worker: int = 1, scheduler: str | None = None,
                 log: Log = print):
-    """A ``distributed.Client``: to ``scheduler`` (an address like ``tcp://host:8786`` or
-    a scheduler JSON file) if given, else to a new ``LocalCluster`` of ``workers`` processes
-    (default: :func:`available_cores` / ``threads_per_worker``)."""
+    """A ``distributed.Client`` to ``scheduler`` (``tcp://host:8786`` or a scheduler JSON file), else to a
+    new ``LocalCluster`` of ``workers`` processes (default: :func:`available_cores` / ``threads_per_worker``)."""
     import dask
     from distributed import Client, LocalCluster
 
-    # Workers log every failed task with its traceback ("Compute Failed"); our tasks return
-    # their errors instead, and the rest of Dask's chatter is not for users.
+    # Workers log every failed task's traceback; our tasks return their errors, and the rest is not for users.
     for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny",
                  "distributed.core", "distributed.client"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
@@ -69,8 +59,7 @@ def dask_client(workers: int | None = None, threads_per_worker: int = 1, schedul
         cluster = None
     else:
         n = workers or max(1, available_cores() // max(threads_per_worker, 1))
-        # Worker processes (also those a nanny restarts after one died) log to our stderr
-        # unless told before they start, i.e. before they import distributed.
+        # Worker processes (also those a nanny restarts) log to our stderr unless told before they start.
         quiet = {**dask.config.get("distributed.nanny.pre-spawn-environ"), "DASK_LOGGING__DISTRIBUTED": "critical"}
         with dask.config.set({"distributed.nanny.pre-spawn-environ": quiet}):
             cluster = LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True,
@@ -93,8 +82,8 @@ def available_cores() -> int:
 
 
 def _scheduler_address(path: str) -> str:
-    """The address in a scheduler file, waited for as long as Dask waits to connect (the
-    scheduler may still be starting); ``ValueError`` if it does not come or is not one."""
+    """The address in a scheduler file, waited for as long as Dask waits to connect (the scheduler may still
+    be starting); ``ValueError`` if it does not come or is not one."""
     import dask
     from dask.utils import parse_timedelta
 
@@ -118,8 +107,8 @@ def _kill_point(label: str, done: int) -> None:
 
 
 class ClusterError(RuntimeError):
-    """The Dask cluster failed the run (workers kept dying, the scheduler was lost); ``_work/``
-    stays, as after a kill: a rerun resumes."""
+    """The Dask cluster failed the run (workers kept dying, the scheduler was lost); ``_work/`` stays: a
+    rerun resumes."""
 
 
 #: A warning of a task: (category, message, module, line), as :func:`_rewarn` takes it.
@@ -128,9 +117,8 @@ Warned = tuple[type, str, "str | None", int]
 
 @dataclass
 class _Failed:
-    """A task's exception, returned instead of raised (so workers log nothing); from a worker, the
-    code version it was checked against (:func:`code_version`), the task's paths it could not find
-    and where it ran (:func:`_checked`)."""
+    """A task's exception, returned instead of raised (so workers log nothing); from a worker, also the
+    code version it checked, the task's paths it could not find and where it ran (:func:`_checked`)."""
 
     error: BaseException
     warned: list[Warned]
@@ -141,7 +129,7 @@ class _Failed:
 
 @dataclass
 class _Done:
-    """A task's result, the warnings it raised and the code version it was checked against."""
+    """A task's result, its warnings and the code version it checked."""
 
     value: object
     warned: list[Warned]
@@ -152,10 +140,9 @@ _task_warnings = threading.local()
 
 
 def _capture_warnings() -> None:
-    """Once per worker process: warnings shown in a thread running one of our tasks are appended
-    to its list (``_task_warnings.caught``) instead of printed; others are shown as before. Every
-    InputWarning is passed on (not once per process): the client decides what to show again, and a
-    persistent worker would otherwise hold back the warning of a rerun's task."""
+    """Once per worker process: warnings of a thread running one of our tasks go to its list
+    (``_task_warnings.caught``), not printed. Every InputWarning is passed on, not once per process: the
+    client decides what to show, and a persistent worker would hold back a rerun's."""
     if getattr(warnings.showwarning, "memdedup", False):
         return
     shown = warnings.showwarning
@@ -174,8 +161,8 @@ def _capture_warnings() -> None:
 
 
 def _rewarn(warned: list[Warned]) -> None:
-    """Raise a task's warnings on the client as if raised by the same line of the same module
-    here: the client's filters and that module's registry show them as in one process."""
+    """Raise a task's warnings on the client as if by the same line of the same module here (its filters
+    and that module's registry apply)."""
     for category, message, module, lineno in warned:
         mod = sys.modules.get(module or "")
         registry = vars(mod).setdefault("__warningregistry__", {}) if mod is not None else None
@@ -184,23 +171,18 @@ def _rewarn(warned: list[Warned]) -> None:
 
 
 def _created_here(variable: str) -> str | None:
-    """Fault injection: the path named by the environment ``variable`` if this process is the
-    first to create that file, else None."""
-    path = os.environ.get(variable)
-    if not path:
-        return None
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        return path
-    except FileExistsError:
-        return None
+    """Fault injection: the path in environment ``variable`` if this process created that file first."""
+    if path := os.environ.get(variable):
+        with suppress(FileExistsError):
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return path
+    return None
 
 
 @functools.cache
 def code_version() -> str:
-    """memdedup's code (its ``dedup`` package and this module, hashed) and the libraries that
-    decide outputs, in this process: a worker must run the client's, or a run would mix two
-    versions (or return results in another form)."""
+    """A hash of memdedup's code (``dedup`` and this module) and the libraries that decide outputs: a
+    worker must run the client's, or a run would mix two versions."""
     import dedup
     from dedup.io import library_versions
 
@@ -214,19 +196,14 @@ def code_version() -> str:
 
 
 def _paths(args: tuple) -> list[str]:
-    """The file paths among a task's arguments (the work directory, inputs, an index version)."""
-    found = []
-    for a in args:
-        for x in a if isinstance(a, (list, tuple)) else (a,):
-            p = getattr(x, "path", x)  # a Shard: its file
-            if isinstance(p, Path) or (isinstance(p, str) and os.path.isabs(p)):
-                found.append(str(p))
-    return found
+    """The file paths among a task's arguments (the work directory, inputs (a Shard: its file), an index)."""
+    found = [getattr(x, "path", x) for a in args for x in (a if isinstance(a, (list, tuple)) else (a,))]
+    return [str(p) for p in found if isinstance(p, Path) or (isinstance(p, str) and os.path.isabs(p))]
 
 
 def _task(version: str, fn, *args):
-    """What a worker runs: the stage function (after the worker-kill fault injection), if
-    the worker runs the client's ``version`` of the code (:func:`code_version`)."""
+    """What a worker runs: the stage function (after fault injection), if the worker runs the client's
+    ``version`` of the code (:func:`code_version`)."""
     if code_version() != version:
         import dedup
 
@@ -258,10 +235,9 @@ _RUNNING = frozenset({"waiting", "ready", "constrained", "executing", "long-runn
 
 
 def _stop(client, futures: list, prefix: str, cluster_lost: bool, log: Log) -> None:
-    """After a task failed: cancel the stage's tasks (keys starting with ``prefix``), and wait until
-    none of them runs on a worker (a thread cannot be stopped, and a cancelled task runs on as
-    ``cancelled``): the run then clears its outputs, and a task still writing into them would leave
-    them half filled. With the scheduler gone (or the client not connected) there is nothing to ask."""
+    """After a task failed: cancel the stage's tasks (keys starting with ``prefix``) and wait until none
+    runs on a worker (a cancelled task's thread runs on), since the run then clears outputs they may write
+    into. With the scheduler gone (or the client not connected) there is nothing to ask."""
     client.cancel(futures)
     if cluster_lost:
         return
@@ -286,9 +262,8 @@ def _stop(client, futures: list, prefix: str, cluster_lost: bool, log: Log) -> N
 
 
 def _checked(res):
-    """A task's result as the client takes it: one from a worker of code from before tasks checked their
-    code (no version stamp) is a one-line error; a failure naming paths the worker could not find that
-    exist here is one too, saying so (the worker's file system is not the client's)."""
+    """A task's result as the client takes it: one from a worker whose code predates the version stamp, or
+    a failure on paths the worker could not find that exist here, becomes a one-line error saying so."""
     if not isinstance(res, (_Done, _Failed)) or getattr(res, "version", None) is None:
         return _Failed(ValueError("a Dask worker runs other memdedup code than this client (a version from "
                                   "before tasks checked their code); start the workers from the same installation"),
@@ -303,8 +278,8 @@ def _checked(res):
 
 
 def dask_map(client, log: Log) -> Callable[[str, Callable, list[tuple]], list]:
-    """A ``map_tasks`` for :func:`dedup.stages.run_stages` that runs a stage's tasks on
-    ``client``'s cluster, logs progress every 2 s, and raises the first task error."""
+    """A ``map_tasks`` for :func:`dedup.stages.run_stages`: a stage's tasks on ``client``'s cluster,
+    progress logged every 2 s, the first task error raised."""
 
     def run(label: str, fn: Callable, items: list[tuple]) -> list:
         from distributed import KilledWorker, as_completed
@@ -349,8 +324,8 @@ def run_staged(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, conf
                client=None, workers: int | None = None, threads_per_worker: int = 1, scheduler: str | None = None,
                index_dir: str | os.PathLike | None = None, force: bool = False, log: Log = print,
                band_splits: int = 1) -> dict:
-    """:func:`dedup.stages.dedup_staged` with each stage's tasks on a Dask cluster: ``client``,
-    or one joined at ``scheduler``, or a new local cluster of ``workers`` processes."""
+    """:func:`dedup.stages.dedup_staged` with each stage's tasks on a Dask cluster: ``client``, or one
+    joined at ``scheduler``, or a new local cluster of ``workers`` processes."""
     with ExitStack() as stack:
         def map_tasks(label: str, fn: Callable, items: list[tuple]) -> list:
             nonlocal client
