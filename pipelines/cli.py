@@ -67,9 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--scheduler", help="staged: an existing Dask scheduler (tcp://host:port or a scheduler JSON file)")
     g.add_argument("--index-dir", type=Path, help="staged: load the index kept by earlier runs, and keep this run's")
     g.add_argument("--band-splits", type=int, default=1,
-                   help="staged: split each band's task into this many by its filter's cache partitions (each "
-                        "holds and probes 1/N of the filter; same decisions; not with --index-dir) "
-                        "(default: %(default)s)")
+                   help="staged: split each band's task into this many by its filter's cache partitions (each holds "
+                        "and probes 1/N of the filter; same decisions; not with --index-dir) (default: %(default)s)")
     _add_output(p, "the run's manifest (manifest.json)", "no progress line, notes or summary", "dedup")
 
     p = sub.add_parser("audit", help="measure what a causal LM memorized (extraction, membership, duplicates)")
@@ -118,9 +117,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="local Hugging Face tokenizer/model directory to decode token ids: one for all audits, "
                         "or one per audit")
     p.add_argument("--title", help="title of the comparison page")
-    p.add_argument("--checks", type=Path, metavar="CHECKS_JSON",
-                   help="'memdedup check' output (checks.json): the comparison page shows its canary exposure by "
-                        "planted copies (Carlini et al. 2019), when present")
+    p.add_argument("--checks", type=Path, metavar="CHECKS_JSON", help="'memdedup check' output (checks.json): the "
+                   "comparison page shows its canary exposure by planted copies (Carlini et al. 2019), when present")
     _add_output(p, "the report's manifest (manifest.json)")
 
     p = sub.add_parser("params", help="show the banding, Bloom sizes and S-curve a dedup run would use",
@@ -133,9 +131,8 @@ def _parser() -> argparse.ArgumentParser:
     add_options(p, SECTIONS["dedup"], "dedup")
 
     p = sub.add_parser("generate", help="write a synthetic corpus with planted duplicates (no network needed)")
-    p.add_argument("--out", required=True, type=Path,
-                   help="output directory: new, empty, or an earlier generate run's (replaced); one holding "
-                        "anything else is refused")
+    p.add_argument("--out", required=True, type=Path, help="output directory: new, empty, or an earlier generate "
+                   "run's (replaced); one holding anything else is refused")
     p.add_argument("--docs", type=int, default=20_000,
                    help="documents, planted duplicates included (not the canaries) (default: %(default)s)")
     p.add_argument("--doc-bytes", type=int, default=1000, help="mean document size in bytes (default: %(default)s)")
@@ -288,14 +285,12 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _print_profile(s: dict, out: Path) -> None:
-    mem = s["memorisation"]
     for kind in ("instantaneous", "persistent", "residual"):
-        part = mem.get(kind) or {}
+        part = s["memorisation"].get(kind) or {}
         if part.get("effect") is not None and part["effect"] == part["effect"]:  # not NaN
             print(f"{kind:>13} memorisation: {part['effect']:.3f} nats "
                   f"(95% CI {part['lower']:.3f} to {part['upper']:.3f})")
-    band = s.get("band") or {}
-    if band:
+    if band := s.get("band"):
         print(f"simultaneous 95% band (critical value {band['critical_value']:.2f}): {band['significant_cells']} of "
               f"{band['cells']} cells significant; lead cells significant: {band['significant_lead_cells']} of "
               f"{band['lead_cells']} (0 expected)")

@@ -69,13 +69,10 @@ def generate_demo_corpus(n_docs: int = 2000, exact_frac: float = 0.05, near_frac
         "canary": [-1] * n_b + can.column("canary").to_pylist(),
         "repeats": [1] * n_b + can.column("repeats").to_pylist(),
     }
-    # The base rows keep their relative order: every planted duplicate still follows its original.
-    rng = np.random.default_rng(seed + 2)
     is_canary = np.zeros(n_b + n_c, dtype=bool)
-    is_canary[rng.choice(n_b + n_c, size=n_c, replace=False)] = True
-    order = np.empty(n_b + n_c, dtype=np.int64)
-    order[~is_canary] = np.arange(n_b)
-    order[is_canary] = n_b + np.arange(n_c)
+    is_canary[np.random.default_rng(seed + 2).choice(n_b + n_c, size=n_c, replace=False)] = True
+    # each position's rank in a stable sort of is_canary: base rows keep their order (duplicates follow originals)
+    order = np.argsort(np.argsort(is_canary, kind="stable"))
     return pa.table(rows, schema=DEMO_SCHEMA).take(pa.array(order))
 
 

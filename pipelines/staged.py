@@ -303,7 +303,7 @@ def dask_map(client, log: Log) -> Callable[[str, Callable, list[tuple]], list]:
             except Exception as e:  # noqa: BLE001 - its result did not arrive: stop the stage, then raise it
                 res = _Failed(e, [])
             try:
-                _rewarn(getattr(res, "warned", []))  # none from a worker of other code (its error, below)
+                _rewarn(res.warned)
             except Warning as w:  # an "error" warnings filter: the warning fails the stage
                 res = res if isinstance(res, _Failed) else _Failed(w, [])
             if isinstance(res, _Failed):
