@@ -367,19 +367,17 @@ def _cmd_params(args: argparse.Namespace) -> int:
     def human() -> None:
         at_capacity = f" at {plan.capacity:,} documents (--capacity)" if plan.capacity != args.docs else ""
         layout = "one part" if parts == 1 else f"{parts:,} cache parts of ~{_bytes(PART_BYTES)} each"
-        rows = [
-            ("banding", f"{plan.bands} bands x {plan.rows} rows ({plan.bands * plan.rows} of {plan.num_perm} "
-                        f"permutations), T = {plan.threshold}"),
-            ("band filters", f"{plan.bands} x {_bytes(plan.band_bits / 8)} = {_bytes(plan.index_bytes)} "
-                             f"({plan.index_bytes / args.docs:.1f} bytes/document), k = {plan.band_k}, {layout}"),
-            ("exact-key filter", f"{_bytes(exact_bits / 8)} ({exact_bits / 8 / args.docs:.1f} bytes/document), "
-                                 f"k = {exact_k}, FP {c.exact_fp:g} (labels; decides documents without words)"),
-            ("band task memory", f"~{_bytes(band_task)} (staged engine: one filter, chunks of {chunk:,} keys at "
-                                 f"~{CHUNK_BYTES_PER_KEY} bytes, ~{_bytes(TASK_BASE_BYTES)} of Python and Arrow; "
-                                 "plus one shard's keys; --band-splits N: the filter's share / N)"),
-            ("false positives", f"{plan.band_fp:.3g} per band{at_capacity}, {plan.predicted_fp(args.docs):.3g} "
-                                f"whole index at {args.docs:,} documents (target {plan.total_fp:g})"),
-        ]
+        rows = [("banding", f"{plan.bands} bands x {plan.rows} rows ({plan.bands * plan.rows} of {plan.num_perm} "
+                            f"permutations), T = {plan.threshold}"),
+                ("band filters", f"{plan.bands} x {_bytes(plan.band_bits / 8)} = {_bytes(plan.index_bytes)} "
+                                 f"({plan.index_bytes / args.docs:.1f} bytes/document), k = {plan.band_k}, {layout}"),
+                ("exact-key filter", f"{_bytes(exact_bits / 8)} ({exact_bits / 8 / args.docs:.1f} bytes/document), "
+                                     f"k = {exact_k}, FP {c.exact_fp:g} (labels; decides documents without words)"),
+                ("band task memory", f"~{_bytes(band_task)} (staged engine: one filter, chunks of {chunk:,} keys at "
+                                     f"~{CHUNK_BYTES_PER_KEY} bytes, ~{_bytes(TASK_BASE_BYTES)} of Python and Arrow; "
+                                     "plus one shard's keys; --band-splits N: the filter's share / N)"),
+                ("false positives", f"{plan.band_fp:.3g} per band{at_capacity}, {plan.predicted_fp(args.docs):.3g} "
+                                    f"whole index at {args.docs:,} documents (target {plan.total_fp:g})")]
         width = max(len(k) for k, _ in rows)
         sized = f" (filters sized for --capacity {plan.capacity:,})" if plan.capacity != args.docs else ""
         print(f"memdedup params for {args.docs:,} document{'s' if args.docs > 1 else ''}{sized}")

@@ -22,6 +22,9 @@ def _si(x: float) -> str:
 
 
 class ProgressLine:
+    """dedup's line, ``label: rows/total rows (pct), shard i/n, rows/s, MB/s, removed exact + near, ETA``, from
+    the states :func:`dedup.engine.dedup_files` reports (``rows``, ``total_rows``, ``bytes``, ...)."""
+
     def __init__(self, label: str):
         self.label = label
         self.stream = sys.stderr

@@ -1,10 +1,9 @@
 """Staged dedup on Dask: the stages of :func:`dedup.stages.dedup_staged` (which owns the run's inputs,
 identity, resume, force, index directory, stage order and outputs), their tasks mapped over a Dask cluster.
 
-Tasks take file paths, never data, and write under temporary names and rename: a worker that dies mid-task
-has its task rescheduled, and a half-done task leaves nothing a retry could mistake for output. A task that
-fails (bad input, full disk) is not retried: its error is raised on the client, once, without the workers'
-log noise. A task's warnings are raised again on the client as if by the same line there: shown once.
+Tasks take file paths, never data, and write under temporary names: a worker that dies mid-task has its
+task rescheduled, leaving nothing a retry could mistake for output. A failed task (bad input, full disk) is
+not retried: its error and warnings are raised on the client, once, without the workers' log noise.
 
 Fault injection, for tests (never set in normal use): ``MEMDEDUP_KILL_AT=STAGE:N`` SIGKILLs the run's
 process group once N tasks of STAGE (sketch, band, write) have completed, ``finalize:0`` just before the
