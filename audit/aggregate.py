@@ -1,16 +1,14 @@
 """Every rate and summary of an audit, computed once, from its per-sequence table.
 
 :func:`summarise` turns ``per_sequence.parquet`` (:data:`audit.layout.PER_SEQUENCE_SCHEMA`)
-into the sections of ``summary.json`` (:data:`SECTIONS`), for the audit (:mod:`audit.run`) and
-for the report pages (:mod:`audit.report.audit_dir`), so a page, its JSON and the audit's summary
-cannot disagree. The comparison page's numbers (ratios to the first model, what dedup removed)
-are computed here too, from the summaries and one join.
+into the sections of ``summary.json`` (:data:`SECTIONS`) for the audit (:mod:`audit.run`) and
+the report pages (:mod:`audit.report.audit_dir`), so that they cannot disagree; the comparison
+page's numbers (ratios to the first model, what dedup removed) are computed here too.
 
-Rates are dicts ``{"n", "k", "rate", "lower", "upper"}`` (Wilson 95% intervals, fractions);
-rates and means are over DISTINCT sequences (equal prompt + truth tokens count once; within a
-group of a breakdown, once per group): copies of one sequence are not independent trials
-(Carlini et al. 2022 sample distinct sequences per bucket). A table without
-``prompt``/``truth`` counts rows.
+Rates are dicts ``{"n", "k", "rate", "lower", "upper"}`` (Wilson 95% intervals, fractions)
+over DISTINCT sequences (equal prompt + truth tokens count once; once per group in a
+breakdown): copies are not independent trials (Carlini et al. 2022 sample distinct sequences
+per bucket). A table without ``prompt``/``truth`` counts rows.
 
 >>> import pyarrow as pa
 >>> t = pa.table({"extractable": [True, False, True, True], "leading_matched": [32, 3, 32, 32],
@@ -39,6 +37,10 @@ SECTIONS = ("extractable", "mean_leading_matched", "pythia_score", "extractable_
             "extractable_by_dedup_status", "membership", "membership_by_duplicates")
 MEMBERSHIP_CONVENTION = "higher score = more likely a member"
 RATIO_DEFINITION = "rate(model) / rate(first model); null when either rate is undefined or the first is 0"
+RATES_COUNT = "distinct sequences (equal prompt + truth tokens count once, once per group in a breakdown)"
+#: FPR bounds of the TPR-at-low-FPR entries (key suffix, bound).
+LOW_FPRS = (("1pct", 0.01), ("0.1pct", 0.001))
+PR_AUC_POSITIVE_CLASS = "members"
 
 
 def rate(flags) -> dict:
@@ -64,9 +66,6 @@ def _column(table: pa.Table, name: str) -> pa.ChunkedArray | None:
 def _flags(table: pa.Table, name: str) -> np.ndarray:
     """A boolean column as bool (n,), nulls as False."""
     return np.array([bool(v) for v in table.column(name).to_pylist()], dtype=bool)
-
-
-RATES_COUNT = "distinct sequences (equal prompt + truth tokens count once, once per group in a breakdown)"
 
 
 def token_ids(x) -> tuple[int, ...]:
@@ -96,13 +95,11 @@ def _first_rows(keys: list | None, groups: list | None, n: int) -> np.ndarray:
     if keys is None:
         return np.ones(n, dtype=bool)
     seen: set = set()
-    out = np.zeros(len(keys), dtype=bool)
-    for i, k in enumerate(keys):
-        kk = (k, None if groups is None else groups[i])
-        if kk not in seen:
-            seen.add(kk)
-            out[i] = True
-    return out
+    out = []
+    for kk in zip(keys, [None] * len(keys) if groups is None else groups):
+        out.append(kk not in seen)
+        seen.add(kk)
+    return np.array(out, dtype=bool)
 
 
 def distinct_rows(table: pa.Table) -> np.ndarray:
@@ -112,14 +109,13 @@ def distinct_rows(table: pa.Table) -> np.ndarray:
 
 
 def _group_rates(table: pa.Table, column: str, order: Sequence[str] | None) -> list[dict] | None:
-    """Extractable rate per value of ``column`` over the rows where it is set, counting
-    distinct sequences per group; None if never set."""
+    """Extractable rate per value of ``column`` where it is set, over distinct sequences per
+    group; None if never set."""
     col = _column(table, column)
     if col is None:
         return None
     values = col.to_pylist()
-    keys = _sequence_keys(table)
-    first = _first_rows(keys, [None if v is None else str(v) for v in values], table.num_rows)
+    first = _first_rows(_sequence_keys(table), [None if v is None else str(v) for v in values], table.num_rows)
     keep = np.array([v is not None for v in values], dtype=bool) & first
     groups = [str(v) for v, k in zip(values, keep) if k]
     if order is not None:
@@ -128,8 +124,8 @@ def _group_rates(table: pa.Table, column: str, order: Sequence[str] | None) -> l
 
 
 def _membership_by_bucket(table: pa.Table, labelled) -> list[dict] | None:
-    """:func:`summarise`'s ``membership_by_duplicates`` (``labelled``: :func:`_labelled_scores`); None
-    without complete labels, buckets or scores, or when the whole table holds one class (no pooled AUC)."""
+    """:func:`summarise`'s ``membership_by_duplicates`` (``labelled``: :func:`_labelled_scores`);
+    None without buckets or labelled scores."""
     col = _column(table, "duplicate_bucket")
     if col is None or labelled is None:
         return None
@@ -139,9 +135,8 @@ def _membership_by_bucket(table: pa.Table, labelled) -> list[dict] | None:
     for g in sorted(set(b.tolist()), key=stats.bucket_order):
         m = b == g
         n_pos, n_neg = int(y[m].sum()), int((~y[m]).sum())
-        both = n_pos > 0 and n_neg > 0
-        out.append({"group": g, "n_members": n_pos, "n_non_members": n_neg,
-                    "roc_auc": {name: stats.roc_auc(s[m], y[m]) if both else None for name, s in scores.items()}})
+        out.append({"group": g, "n_members": n_pos, "n_non_members": n_neg, "roc_auc": {
+            name: stats.roc_auc(s[m], y[m]) if n_pos and n_neg else None for name, s in scores.items()}})
     return out
 
 
@@ -155,11 +150,6 @@ def score_columns(table_columns: Sequence[str], complete: Collection[str]) -> li
     cols = [c for c in table_columns if c.startswith("score_") and c in complete]
     known = [f"score_{s}" for s in SCORES if f"score_{s}" in cols]
     return known + [c for c in cols if c not in known]
-
-
-#: FPR bounds of the TPR-at-low-FPR entries (key suffix, bound).
-LOW_FPRS = (("1pct", 0.01), ("0.1pct", 0.001))
-PR_AUC_POSITIVE_CLASS = "members"
 
 
 def membership(scores: dict[str, np.ndarray], member: np.ndarray, n_boot: int | None, seed: int) -> dict:
@@ -198,21 +188,18 @@ def _labelled_scores(table: pa.Table) -> tuple[np.ndarray, dict[str, np.ndarray]
 
 
 def summarise(table: pa.Table, n_boot: int | None, seed: int, sections: Collection[str] = SECTIONS) -> dict:
-    """The per-sequence sections of summary.json (only ``sections``, of :data:`SECTIONS`) from
-    per_sequence.parquet (at least ``extractable`` and ``leading_matched``); ``n_boot``:
-    bootstrap resamples of the membership ROC-AUC interval (None: ``roc_auc_boot`` is null).
+    """The per-sequence sections of summary.json (only ``sections``) from per_sequence.parquet
+    (at least ``extractable`` and ``leading_matched``); ``n_boot``: bootstrap resamples of the
+    membership ROC-AUC interval (None: ``roc_auc_boot`` is null).
 
-    Returns the sections that apply, in :data:`SECTIONS` order: ``extractable`` (a rate),
-        ``mean_leading_matched``; ``pythia_score`` ``{"mean", "memorized": rate of score 1}``
-        when sequences were generated; ``extractable_by_duplicates`` (rows of
-        :func:`audit.stats.rate_by_group` in bucket order) when duplicate buckets are known;
-        ``extractable_by_dedup_status`` (unique, kept, removed) with a dedup output;
-        ``membership`` ``{"members", "non_members", "scores": {name: {"roc_auc",
-        "roc_auc_boot", "pr_auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"}}, "convention"}``
-        when membership labels are complete and hold both classes; ``membership_by_duplicates``
-        ``[{"group", "n_members", "n_non_members", "roc_auc": {name: float | null}}]``, every
-        occurrence bucket in bucket order, null (shown "n/a") where the bucket holds one class
-        (Kandpal et al. 2022: membership inference is near chance on singletons).
+    The sections that apply, in :data:`SECTIONS` order: ``extractable`` (a rate),
+    ``mean_leading_matched``; ``pythia_score`` ``{"mean", "memorized": rate of score 1}`` with
+    generation; ``extractable_by_duplicates`` (:func:`audit.stats.rate_by_group` rows, bucket
+    order) with duplicate buckets; ``extractable_by_dedup_status`` (unique, kept, removed) with a
+    dedup output; ``membership`` (:func:`membership`) and ``membership_by_duplicates``
+    ``[{"group", "n_members", "n_non_members", "roc_auc": {name: float | null}}]`` (every
+    bucket; null, shown "n/a", where it holds one class: Kandpal et al. 2022 find membership
+    inference near chance on singletons) when labels are complete and hold both classes.
     """
     out: dict = {}
     n = table.num_rows
@@ -234,8 +221,7 @@ def summarise(table: pa.Table, n_boot: int | None, seed: int, sections: Collecti
         ("membership", lambda: labelled and membership(labelled[1], labelled[0], n_boot, seed)),
         ("membership_by_duplicates", lambda: _membership_by_bucket(table, labelled)),
     ):
-        value = compute() if key in sections else None
-        if value:
+        if key in sections and (value := compute()):
             out[key] = value
     return out
 
@@ -250,11 +236,10 @@ def dedup_retention(dedup_manifest: dict, tokens: dict | None = None) -> dict:
 
 def compare_groups(per_model: dict[str, list[dict]], key: str, order: Sequence[str] | None) -> list[dict]:
     """Rate rows of several models side by side (``per_model``: label -> rate rows, first model
-    first), with each model's ratio to the first's: one row per group present in any model,
-    ``{key: group, "models": {label: rate}, "ratio_to_first": {label: rate / first's rate, None
-    when undefined}}``; a model without the group gets ``{"n": 0, "k": 0, "rate": None,
-    "lower": 0.0, "upper": 1.0}``. ``order``: groups to put first, in this order; None:
-    duplicate-bucket order.
+    first): per group present in any model, ``{key: group, "models": {label: rate},
+    "ratio_to_first": {label: rate / first's rate, None when undefined}}``; a model without the
+    group gets ``{"n": 0, "k": 0, "rate": None, "lower": 0.0, "upper": 1.0}``. ``order``: groups
+    to put first, in this order; None: duplicate-bucket order.
 
     >>> rows = compare_groups({"raw": [{"group": "1", "n": 4, "k": 2, "rate": 0.5, "lower": 0.1, "upper": 0.9}],
     ...                        "dedup": [{"group": "1", "n": 4, "k": 1, "rate": 0.25, "lower": 0.0, "upper": 0.7}]},
@@ -271,32 +256,28 @@ def compare_groups(per_model: dict[str, list[dict]], key: str, order: Sequence[s
         groups = [s for s in order if s in groups] + [g for g in groups if g not in order]
     out = []
     for g in groups:
-        models = {}
-        for lab in labels:
-            r = per[lab].get(g)
-            models[lab] = ({k: r[k] for k in ("n", "k", "rate", "lower", "upper")} if r and r["n"] else
-                           {"n": 0, "k": 0, "rate": None, "lower": 0.0, "upper": 1.0})
+        models = {lab: {k: r[k] for k in ("n", "k", "rate", "lower", "upper")} if (r := per[lab].get(g)) and r["n"]
+                  else {"n": 0, "k": 0, "rate": None, "lower": 0.0, "upper": 1.0} for lab in labels}
         base = models[labels[0]]["rate"]
-        ratio = {lab: models[lab]["rate"] / base if (models[lab]["rate"] is not None and base) else None
-                 for lab in labels[1:]}
-        out.append({key: g, "models": models, "ratio_to_first": ratio})
+        out.append({key: g, "models": models, "ratio_to_first": {
+            lab: models[lab]["rate"] / base if (models[lab]["rate"] is not None and base) else None
+            for lab in labels[1:]}})
     return out
 
 
 def removed_accounting(dedup_manifest: dict, reason_of: dict[tuple[str, int], str], shard: list, row: list,
                        extractable: np.ndarray, label: str, keys: list | None = None) -> dict:
-    """What dedup removed (its manifest's ``totals``), and how much of one model's memorization
-    came from it: the ``dedup`` entry of comparison.json (see
-    :func:`audit.report.comparison.comparison_report`). ``reason_of``: (shard, row) -> removal
-    reason of every removed row (removed.parquet); ``shard``, ``row``, ``extractable``: the
-    model's sequences, one per row; ``keys``: each row's sequence (:func:`sequence_keys`), so
-    that, as the headline's rates (:data:`RATES_COUNT`), counts are of distinct sequences: a
-    sequence is from removed documents when every located row of it is (a copy sampled from a
-    kept document is still in the deduplicated corpus; copies the audit did not sample are not
-    looked at), counted under its first located row's reason; None counts rows.
-    ``sequences_located``: sequences with a row whose (shard, row) is known (not an audit of
-    ``--sequences`` given by tokens alone; row -1: unknown); with none, the counts from removed
-    documents are None (unknown).
+    """comparison.json's ``dedup`` (:func:`audit.report.comparison.comparison_report`): what dedup
+    removed (its manifest's ``totals``) and how much of one model's memorization came from it.
+
+    ``reason_of``: (shard, row) -> removal reason of every removed row (removed.parquet);
+    ``shard``, ``row``, ``extractable``: the model's sequences, one per row; ``keys``: each row's
+    sequence (:func:`sequence_keys`), so that counts are of distinct sequences as the headline's
+    (:data:`RATES_COUNT`); None counts rows. A sequence is from removed documents when every
+    located row of it is (a copy from a kept document is still in the deduplicated corpus;
+    unsampled copies are not looked at), under its first located row's reason.
+    ``sequences_located``: sequences with a known (shard, row) (row -1: unknown, as for
+    ``--sequences`` given by tokens alone); with none, the counts from removed documents are None.
     """
     tot = dedup_manifest.get("totals") or {}
     removed_by = dict(tot.get("removed") or {})
@@ -314,8 +295,7 @@ def removed_accounting(dedup_manifest: dict, reason_of: dict[tuple[str, int], st
         if s is None or r is None or (isinstance(r, float) and math.isnan(r)) or r < 0:  # -1: no row known
             continue
         located.add(key)
-        reason = reason_of.get((str(s), int(r)))
-        if reason is None:
+        if (reason := reason_of.get((str(s), int(r)))) is None:
             in_kept.add(key)
         else:
             reason_of_seq.setdefault(key, reason)
@@ -323,23 +303,14 @@ def removed_accounting(dedup_manifest: dict, reason_of: dict[tuple[str, int], st
     counts = dict(Counter(reason for key, reason in reason_of_seq.items() if flag_of[key]))
     n_from_removed = sum(counts.values())
     k = sum(flag_of.values())
-    return {
-        "documents_total": total,
-        "documents_kept": kept,
-        "documents_kept_fraction": kept / total if total else None,
-        "documents_removed": int(sum(removed_by.values())),
-        "removed_by_reason": removed_by,
-        "first_model": {
-            "label": label,
-            "sequences": len(flag_of),
-            "sequences_located": len(located),
-            "sequences_from_removed_documents": len(reason_of_seq) if located else None,
-            "extractable": k,
-            "extractable_from_removed_documents": n_from_removed if located else None,
-            "extractable_from_removed_fraction": n_from_removed / k if k and located else None,
-            "extractable_from_removed_by_reason": counts,
-        },
-    }
+    return {"documents_total": total, "documents_kept": kept, "documents_kept_fraction": kept / total if total else None,
+            "documents_removed": int(sum(removed_by.values())), "removed_by_reason": removed_by,
+            "first_model": {
+                "label": label, "sequences": len(flag_of), "sequences_located": len(located),
+                "sequences_from_removed_documents": len(reason_of_seq) if located else None,
+                "extractable": k, "extractable_from_removed_documents": n_from_removed if located else None,
+                "extractable_from_removed_fraction": n_from_removed / k if k and located else None,
+                "extractable_from_removed_by_reason": counts}}
 
 
 __all__ = ["SECTIONS", "rate", "distinct_rows", "token_ids", "sequence_keys", "summarise", "membership",

@@ -1,19 +1,13 @@
-"""Memorization and membership-inference metrics: pure numpy on per-token arrays.
+"""Memorization and membership-inference metrics: pure numpy on the per-token arrays of
+:mod:`audit.lm` (one teacher-forced pass, ``TokenStats``, or greedy generation).
 
-Nothing here touches a model: the inputs are the numpy arrays that :mod:`audit.lm` returns from
-one teacher-forced forward pass (``TokenStats``) or from greedy generation. Only numpy and the
-standard library are used (no torch, sklearn or scipy).
+Positions (as ``audit.lm.TokenStats``): for sequences of L tokens, per-token arrays have
+T = L - 1 columns; column t is the prediction of token t+1 from tokens 0..t.
 
-Position convention (as in ``audit.lm.TokenStats``): for sequences of L tokens, per-token arrays
-have T = L - 1 columns, and column t describes the prediction of token t+1 from tokens 0..t.
-
-Membership-inference scores (MIMIR conventions: computed over all T predicted positions)
-    SIGN CONVENTION: every ``score_*`` function returns a score where HIGHER = MORE LIKELY A
-    MEMBER (of the target model's training data); :func:`loss` is a quantity, not a score. Pass
-    the ``score_*`` values and boolean labels (True = member) straight to :mod:`audit.stats`
-    (ROC, PR, intervals, buckets): an informative score gives AUC > 0.5.
-
-Units: log-probabilities and losses are natural logarithms (nats, per token); zlib lengths are bytes.
+SIGN CONVENTION: every ``score_*`` is HIGHER = MORE LIKELY A MEMBER (MIMIR conventions, over all
+T predicted positions), ready for :mod:`audit.stats` with labels True = member (an informative
+score gives AUC > 0.5); :func:`loss` is a quantity, not a score. Units: natural logarithms (nats
+per token); zlib lengths in bytes.
 """
 
 from __future__ import annotations
@@ -25,24 +19,18 @@ import numpy as np
 
 from .stats import as_int
 
-#: zlib compression level of :func:`score_zlib`: 9, the maximum (MIMIR calls ``zlib.compress``
-#: with the default level, 6); reported in summary.json's membership section as ``zlib_level``.
+#: zlib level of :func:`score_zlib`: 9 (MIMIR uses the default, 6); summary.json's ``zlib_level``.
 ZLIB_LEVEL = 9
 
 __all__ = ["extraction", "pythia_score", "loss", "score_loss", "score_zlib", "score_min_k", "score_min_k_plus_plus",
            "score_reference"]
 
 
-# ---- Validation helpers
-
-
 def float_array(x, name: str, ndim: int) -> np.ndarray:
-    """``x`` as a float64 array of ``ndim`` dimensions, numeric and free of NaN (ValueError
-    naming ``name`` otherwise)."""
+    """``x`` as a numeric float64 array of ``ndim`` dimensions without NaN, else ValueError naming ``name``."""
     a = np.asarray(x)
     if a.ndim != ndim:
-        shape = "(n,)" if ndim == 1 else "(n, T)"
-        raise ValueError(f"{name} must be {ndim}-D {shape}, got shape {a.shape}")
+        raise ValueError(f"{name} must be {ndim}-D {'(n,)' if ndim == 1 else '(n, T)'}, got shape {a.shape}")
     if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
         raise ValueError(f"{name} must be numeric, got dtype {a.dtype}")
     a = a.astype(np.float64, copy=False)
@@ -52,7 +40,6 @@ def float_array(x, name: str, ndim: int) -> np.ndarray:
 
 
 def _per_token(x, name: str) -> np.ndarray:
-    """A float64 (n, T) per-token array with T >= 1 and no NaN."""
     a = float_array(x, name, 2)
     if a.shape[1] < 1:
         raise ValueError(f"{name} must have at least one predicted position (T >= 1), got shape {a.shape}")
@@ -78,28 +65,21 @@ def _lowest_mean(x: np.ndarray, k: float) -> np.ndarray:
     return np.partition(x, m - 1, axis=1)[:, :m].mean(axis=1)
 
 
-# ---- Extractable memorization
-
-
 def extraction(greedy_match: np.ndarray, prompt_len: int, cont_len: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact C-extractability and the greedy-reproduced prefix length, from one forward pass.
 
-    Definition (Carlini et al. 2022, "Quantifying memorization"; Biderman et al. 2023, Pythia):
-    a sequence is C-extractable with a P-token prompt when greedy decoding from tokens [0, P)
-    reproduces the true continuation tokens [P, P+C) exactly. Greedy decoding reproduces it iff,
-    in a teacher-forced pass over prompt + true continuation, the arg-max prediction at every
-    continuation position equals the true next token; the same pass gives the number of leading
-    continuation tokens that greedy decoding reproduces (it agrees with the truth up to the first
-    mismatch).
+    A sequence is C-extractable with a P-token prompt when greedy decoding from tokens [0, P)
+    reproduces tokens [P, P+C) exactly (Carlini et al. 2022, "Quantifying memorization";
+    Biderman et al. 2023, Pythia): iff, teacher-forced on prompt + true continuation, every
+    continuation arg-max equals the true token; greedy decoding agrees with the truth up to the
+    first mismatch.
 
-    ``greedy_match``: bool (n, L-1), column t True when the arg-max prediction of token t+1
-    equals the true token t+1; the continuation tokens P..P+C-1 are predicted at columns
-    P-1..P+C-2, later columns are ignored. Returns ``(exact, leading)``: ``exact`` bool (n,),
-    all C continuation predictions match; ``leading`` int64 (n,) in [0, C], the consecutive
-    matches from column P-1. ValueError: not a 2-D boolean array, P < 1, C < 1, or P + C > L.
+    ``greedy_match``: bool (n, L-1), column t True when the arg-max prediction of token t+1 is
+    right; columns P-1..P+C-2 predict the continuation, later ones are ignored. Returns
+    ``(exact, leading)``: bool (n,), and int64 (n,) in [0, C], consecutive matches from column
+    P-1. ValueError: not a 2-D boolean array, P < 1, C < 1, or P + C > L.
 
-    Example (P = 2, C = 3; the first sequence's continuation is reproduced, the second's
-    only up to its second token):
+    Example (P = 2, C = 3):
 
         >>> exact, leading = extraction(np.array([[False, True, True, True],
         ...                                       [True, True, True, False]]), 2, 3)
@@ -122,23 +102,17 @@ def extraction(greedy_match: np.ndarray, prompt_len: int, cont_len: int) -> tupl
                          f"(greedy_match has shape {g.shape}, i.e. L-1 = {L - 1} predicted positions)")
     window = g[:, P - 1 : P + C - 1]  # (n, C): predictions of tokens P..P+C-1
     exact = window.all(axis=1)
-    # Leading run: index of the first mismatch, or C when there is none.
-    leading = np.where(exact, C, np.argmin(window, axis=1)).astype(np.int64)
-    return exact, leading
+    return exact, np.where(exact, C, np.argmin(window, axis=1)).astype(np.int64)
 
 
 def pythia_score(generated: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Pythia memorization score: the fraction of generated continuation tokens that are correct.
+    """Pythia memorization score (Biderman et al. 2023, "Emergent and predictable memorization"):
+    the fraction of the C greedy-generated continuation tokens equal, position by position, to
+    the true ones, in steps of 1/C (1.0 = C-extractable). ``generated``, ``truth``: int token
+    ids (n, C); ValueError when not 2-D, of different shapes, or C == 0. Returns float64 (n,).
 
-    Definition (Biderman et al. 2023, "Emergent and predictable memorization"): greedy-decode C
-    tokens after the prompt and compare them, position by position, with the true continuation;
-    the score is (number of equal positions) / C, in steps of 1/C (1.0 = C-extractable).
-    ``generated``, ``truth``: int token ids (n, C); ValueError when not 2-D, of different
-    shapes, or C == 0. Returns float64 (n,).
-
-    Example:
-        >>> pythia_score([[5, 6, 7, 9]], [[5, 6, 8, 9]]).tolist()
-        [0.75]
+    >>> pythia_score([[5, 6, 7, 9]], [[5, 6, 8, 9]]).tolist()
+    [0.75]
     """
     g, t = np.asarray(generated), np.asarray(truth)
     if g.ndim != 2 or t.ndim != 2:
@@ -149,19 +123,12 @@ def pythia_score(generated: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return (g == t).mean(axis=1, dtype=np.float64)
 
 
-# ---- Membership-inference scores (higher = more likely a member)
-
-
 def loss(logprob: np.ndarray) -> np.ndarray:
-    """Mean negative log-likelihood per token (a LOSS: lower = more likely a member).
-
-    Definition (MIMIR "loss" attack; Yeom et al. 2018): loss = -(1/T) sum_t log p(x_{t+1} | x_<=t)
-    over all T = L-1 predicted positions of the sequence. ``logprob``: float (n, T), the
+    """Mean negative log-likelihood per token, -(1/T) sum_t log p(x_{t+1} | x_<=t) (a LOSS: lower =
+    more likely a member; MIMIR "loss", Yeom et al. 2018). ``logprob``: float (n, T), the
     log-probability (nats) of each true next token, as in every score below (ValueError when
-    not 2-D with T >= 1, or with NaN). Returns float64 (n,), nats per token.
-    """
-    lp = _per_token(logprob, "logprob")
-    return -lp.mean(axis=1)
+    not 2-D with T >= 1, or with NaN). Returns float64 (n,), nats per token."""
+    return -_per_token(logprob, "logprob").mean(axis=1)
 
 
 def score_loss(logprob: np.ndarray) -> np.ndarray:
@@ -170,15 +137,11 @@ def score_loss(logprob: np.ndarray) -> np.ndarray:
 
 
 def score_zlib(logprob: np.ndarray, text_bytes: list[bytes]) -> np.ndarray:
-    """zlib-ratio score = -loss / zlib length (higher = more likely a member).
-
-    Definition (Carlini et al. 2021, "Extracting training data from large language models", the
-    zlib entropy ratio; MIMIR ``zlib``): the model's loss divided by the length in bytes of the
-    sequence's text compressed with ``zlib.compress(text, 9)``, negated for our sign convention.
-    Text that is merely repetitive (low loss but also compressible) is discounted.
-    ``text_bytes``: the n texts as bytes (``str`` is encoded as UTF-8; TypeError for anything
-    else). Returns float64 (n,), nats per token per compressed byte (negated).
-    """
+    """zlib-ratio score = -loss / zlib length (Carlini et al. 2021, "Extracting training data from
+    large language models", the zlib entropy ratio; MIMIR ``zlib``): the loss divided by the
+    bytes of the text compressed with ``zlib.compress(text, 9)``, negated; merely repetitive
+    text is discounted. ``text_bytes``: the n texts as bytes (``str`` encoded as UTF-8;
+    TypeError for anything else). Returns float64 (n,), nats per token per compressed byte."""
     lo = loss(logprob)
     if len(text_bytes) != lo.shape[0]:
         raise ValueError(f"text_bytes has {len(text_bytes)} items but logprob has {lo.shape[0]} rows")
@@ -193,52 +156,38 @@ def score_zlib(logprob: np.ndarray, text_bytes: list[bytes]) -> np.ndarray:
 
 
 def score_min_k(logprob: np.ndarray, k: float = 0.2) -> np.ndarray:
-    """Min-K% Prob score (higher = more likely a member).
+    """Min-K% Prob score (Shi et al. 2024, "Detecting pretraining data from large language
+    models"): the mean of the lowest m = max(1, floor(k * T)) token log-probabilities (floor with
+    a 1e-9 tolerance: k = 0.29, T = 100 gives m = 29). ``k`` in (0, 1] (ValueError outside).
+    Returns float64 (n,), nats per token.
 
-    Definition (Shi et al. 2024, "Detecting pretraining data from large language models"): the
-    mean of the lowest m = max(1, floor(k * T)) token log-probabilities of the sequence (the
-    floor is taken with a 1e-9 tolerance, so k = 0.29, T = 100 gives m = 29 despite float error).
-    ``k`` in (0, 1] (ValueError outside). Returns float64 (n,), nats per token.
-
-    Example (T = 5, k = 0.4: the mean of the 2 lowest log-probabilities):
-        >>> score_min_k([[-0.1, -3.0, -0.2, -1.0, -0.5]], k=0.4).tolist()
-        [-2.0]
+    >>> score_min_k([[-0.1, -3.0, -0.2, -1.0, -0.5]], k=0.4).tolist()
+    [-2.0]
     """
     k = _check_k(k)
     return _lowest_mean(_per_token(logprob, "logprob"), k)
 
 
 def score_min_k_plus_plus(logprob: np.ndarray, mu: np.ndarray, sigma: np.ndarray, k: float = 0.2) -> np.ndarray:
-    """Min-K%++ score (higher = more likely a member).
-
-    Definition (Zhang et al. 2024, "Min-K%++"): per token, z = (log p(x_{t+1}) - mu_t) / sigma_t,
-    where mu_t and sigma_t are the mean and standard deviation of log p(v) for v drawn from the
-    model's predicted distribution at position t (where sigma_t == 0, z = 0); the score is the
-    mean of the lowest m = max(1, floor(k * T)) values of z (as in :func:`score_min_k`).
-    ``mu``, ``sigma``: float (n, T), in nats, sigma >= 0 (ValueError: shapes differ, sigma < 0,
-    NaN, or k outside (0, 1]). Returns float64 (n,), dimensionless (standard deviations).
-    """
+    """Min-K%++ score (Zhang et al. 2024, "Min-K%++"): per token z = (log p(x_{t+1}) - mu_t) / sigma_t,
+    mu_t and sigma_t the mean and standard deviation of log p(v), v drawn from the predicted
+    distribution at t (z = 0 where sigma_t == 0); the mean of the lowest m values of z as in
+    :func:`score_min_k`. ``mu``, ``sigma``: float (n, T), nats, sigma >= 0 (ValueError: shapes
+    differ, sigma < 0, NaN, or k outside (0, 1]). Returns float64 (n,), in standard deviations."""
     k = _check_k(k)
-    lp = _per_token(logprob, "logprob")
-    m_ = _per_token(mu, "mu")
-    s_ = _per_token(sigma, "sigma")
+    lp, m_, s_ = _per_token(logprob, "logprob"), _per_token(mu, "mu"), _per_token(sigma, "sigma")
     same_shape(lp, m_, "logprob", "mu")
     same_shape(lp, s_, "logprob", "sigma")
     if (s_ < 0).any():
         raise ValueError("sigma must be >= 0")
-    safe = np.where(s_ > 0, s_, 1.0)
-    return _lowest_mean(np.where(s_ > 0, (lp - m_) / safe, 0.0), k)
+    return _lowest_mean(np.where(s_ > 0, (lp - m_) / np.where(s_ > 0, s_, 1.0), 0.0), k)
 
 
 def score_reference(logprob: np.ndarray, ref_logprob: np.ndarray) -> np.ndarray:
-    """Reference-model score = loss(reference) - loss(target) (higher = more likely a member).
-
-    Definition (Carlini et al. 2021, comparison to a reference model; MIMIR ``ref``): a member
-    has a lower loss under the target model than under a reference model that shares the
-    tokenizer but has not seen the data. ``ref_logprob``: the reference model's (n, T) for the
-    same tokens (ValueError when the shapes differ). Returns float64 (n,), nats per token.
-    """
-    lp = _per_token(logprob, "logprob")
-    ref = _per_token(ref_logprob, "ref_logprob")
+    """Reference-model score = loss(reference) - loss(target) (Carlini et al. 2021; MIMIR ``ref``):
+    a member has a lower loss under the target than under a reference model of the same
+    tokenizer that has not seen the data. ``ref_logprob``: the reference's (n, T) for the same
+    tokens (ValueError when the shapes differ). Returns float64 (n,), nats per token."""
+    lp, ref = _per_token(logprob, "logprob"), _per_token(ref_logprob, "ref_logprob")
     same_shape(lp, ref, "logprob", "ref_logprob")
     return loss(ref) - loss(lp)

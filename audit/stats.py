@@ -17,9 +17,6 @@ __all__ = ["as_bools", "roc_auc", "roc_curve", "tpr_at_fpr", "resolvable", "pr_a
            "wilson_bounds", "duplicate_bucket", "bucket_order", "rate_by_group"]
 
 
-# ---- Validation helpers
-
-
 def as_int(value, name: str) -> int:
     """An integer argument (Python or numpy int, not bool), else TypeError."""
     if isinstance(value, (bool, np.bool_)):
@@ -66,7 +63,7 @@ def _scores_labels(scores, labels) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _grouped_counts(scores, labels) -> tuple[np.ndarray, np.ndarray]:
-    """Per distinct score (validated by :func:`_scores_labels`), DESCENDING: (positives, negatives)."""
+    """Per distinct score, DESCENDING: (positives, negatives)."""
     s, y = _scores_labels(scores, labels)
     distinct, inverse = np.unique(s, return_inverse=True)
     inverse = inverse.reshape(-1)
@@ -75,16 +72,11 @@ def _grouped_counts(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     return pos[::-1], neg[::-1]
 
 
-# ---- Evaluation of scores against membership labels
-
-
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve, as the Mann-Whitney U statistic.
-
-    AUC = P(score of a random member > score of a random non-member), ties counted 1/2; equal to
-    the trapezoidal area under :func:`roc_curve`. 0.5 = chance, 1.0 = members all score higher.
-    ``scores``: float (n,), no NaN (+-inf allowed); ``labels``: bool (n,). ValueError: shapes
-    differ, NaN scores, or a class is empty.
+    """Area under the ROC curve, as the Mann-Whitney U statistic: P(score of a random member >
+    score of a random non-member), ties counted 1/2 (the trapezoidal area under
+    :func:`roc_curve`; 0.5 = chance). ``scores``: float (n,), no NaN (+-inf allowed);
+    ``labels``: bool (n,). ValueError: shapes differ, NaN scores, or a class is empty.
 
     Example (2 members x 2 non-members = 4 pairs: 3 won, 1 tied):
         >>> roc_auc([0.9, 0.5, 0.5, 0.1], [True, True, False, False])
@@ -92,18 +84,13 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """
     pos, neg = _grouped_counts(scores, labels)
     tp_before = np.concatenate(([0.0], np.cumsum(pos)[:-1]))  # members with a strictly higher score
-    wins = float(np.sum(neg * (tp_before + 0.5 * pos)))
-    return wins / (float(pos.sum()) * float(neg.sum()))
+    return float(np.sum(neg * (tp_before + 0.5 * pos))) / (float(pos.sum()) * float(neg.sum()))
 
 
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ROC curve with a threshold at every distinct score.
-
-    A sequence is predicted a member when its score >= the threshold. Points run from the
-    threshold above every score, (0, 0), through each distinct score in decreasing order, to the
-    lowest score, (1, 1): ``(fpr, tpr)``, float64 arrays of length (distinct scores + 1), both
-    non-decreasing. ValueError: as :func:`roc_auc`.
-    """
+    """ROC curve with a threshold at every distinct score (a member predicted when score >=
+    threshold): ``(fpr, tpr)``, float64, non-decreasing, of length distinct scores + 1, from
+    (0, 0) above every score to (1, 1) at the lowest. ValueError: as :func:`roc_auc`."""
     pos, neg = _grouped_counts(scores, labels)
     tpr = np.concatenate(([0.0], np.cumsum(pos))) / float(pos.sum())
     fpr = np.concatenate(([0.0], np.cumsum(neg))) / float(neg.sum())
@@ -113,14 +100,13 @@ def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
 def tpr_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> float:
     """True-positive rate at a low false-positive rate, with a STRICT bound (MIMIR, LiRA).
 
-    Returns the LARGEST TPR over the thresholds of :func:`roc_curve` whose FPR < ``fpr``
-    strictly (no interpolation), as MIMIR's ``tpr[np.where(fpr < x)[0][-1]]`` and Carlini et al.
-    (2022, "Membership inference attacks from first principles", LiRA); MIMIR reads it on sklearn's
-    ``roc_curve``, which drops collinear points and so at tied scores can give less. The all-negative
-    threshold (FPR 0, TPR 0) always qualifies.
-    With fewer than 1/``fpr`` non-members the only FPR below the bound is 0: the value is then
-    "TPR at zero false positives", and :func:`resolvable` is False (the audit reports null).
-    ``fpr``: a fraction in (0, 1] (0.01 = 1%); ValueError outside it, or as :func:`roc_auc`.
+    The LARGEST TPR over the thresholds of :func:`roc_curve` with FPR < ``fpr`` strictly (no
+    interpolation), as MIMIR's ``tpr[np.where(fpr < x)[0][-1]]`` and Carlini et al. (2022,
+    "Membership inference attacks from first principles", LiRA); MIMIR reads it on sklearn's
+    ``roc_curve``, which drops collinear points and so at tied scores can give less. The point
+    (0, 0) always qualifies: with fewer than 1/``fpr`` non-members the value is "TPR at zero false
+    positives" and :func:`resolvable` is False (the audit reports null). ``fpr``: a fraction in
+    (0, 1] (0.01 = 1%); ValueError outside it, or as :func:`roc_auc`.
 
     Example (the best non-member outscores one member: below FPR 1/3 only one member is flagged):
         >>> s, y = [0.9, 0.8, 0.7, 0.2, 0.1], [True, False, True, False, False]
@@ -145,29 +131,22 @@ def resolvable(n_non_members: int, fpr: float) -> bool:
 
 
 def pr_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the precision-recall curve, as average precision (step-wise, no interpolation).
-
-    AP = sum over thresholds (every distinct score, decreasing) of (R_i - R_{i-1}) * P_i, where
-    R_i and P_i are the recall and precision when predicting a member for score >= threshold i
-    (the definition of sklearn's ``average_precision_score``), in (0, 1]. Chance level is the
-    member fraction. ValueError: as :func:`roc_auc`.
-    """
+    """Area under the precision-recall curve as average precision (sklearn's
+    ``average_precision_score``, step-wise, no interpolation): sum over thresholds (every
+    distinct score, decreasing) of (R_i - R_{i-1}) * P_i, in (0, 1]; chance is the member
+    fraction. ValueError: as :func:`roc_auc`."""
     pos, neg = _grouped_counts(scores, labels)
     tp = np.cumsum(pos)
-    precision = tp / (tp + np.cumsum(neg))
-    return float(np.sum(pos / float(pos.sum()) * precision))
+    return float(np.sum(pos / float(pos.sum()) * (tp / (tp + np.cumsum(neg)))))
 
 
 def bootstrap_auc(scores: np.ndarray, labels: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
-    """Bootstrap spread of the ROC-AUC over ``n_boot`` (>= 1) replicates.
-
-    Resamples the (score, label) pairs with replacement: per replicate, indices
-    ``rng.integers(0, n, size=n)`` from ``rng = np.random.default_rng(seed)``. Replicates with
-    only one class are skipped (they still consume their draw). Returns ``{"std", "lower",
-    "upper"}``: the standard deviation of the kept replicates' AUCs (ddof=1; 0.0 with a single
-    one) and the 95% percentile interval (numpy's linear interpolation). ValueError: n_boot < 1,
-    every replicate had one class, or as :func:`roc_auc`.
-    """
+    """Bootstrap spread of the ROC-AUC over ``n_boot`` (>= 1) replicates of the (score, label)
+    pairs, drawn with replacement as ``rng.integers(0, n, size=n)`` from
+    ``np.random.default_rng(seed)``; replicates of one class are skipped (their draw still
+    consumed). Returns ``{"std", "lower", "upper"}``: the kept AUCs' standard deviation (ddof=1;
+    0.0 with one) and 95% percentile interval (numpy's linear interpolation). ValueError:
+    n_boot < 1, every replicate of one class, or as :func:`roc_auc`."""
     s, y = _scores_labels(scores, labels)
     n_boot = as_int(n_boot, "n_boot")
     if n_boot < 1:
@@ -177,25 +156,21 @@ def bootstrap_auc(scores: np.ndarray, labels: np.ndarray, n_boot: int = 1000, se
     aucs = []
     for _ in range(n_boot):
         idx = rng.integers(0, n, size=n)
-        if 0 < int(y[idx].sum()) < n:  # a replicate of one class has no AUC
+        if 0 < int(y[idx].sum()) < n:
             aucs.append(roc_auc(s[idx], y[idx]))
     if not aucs:
         raise ValueError("every bootstrap replicate had a single class; use more data or more replicates")
     a = np.asarray(aucs)
     lower, upper = np.percentile(a, [2.5, 97.5])
-    std = float(a.std(ddof=1)) if a.size > 1 else 0.0
-    return {"std": std, "lower": float(lower), "upper": float(upper)}
+    return {"std": float(a.std(ddof=1)) if a.size > 1 else 0.0, "lower": float(lower), "upper": float(upper)}
 
 
 def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion k / n.
-
-    Definition (Wilson 1927): the set of p with |k/n - p| <= z * sqrt(p (1 - p) / n), where z is
-    the two-sided normal quantile for ``confidence`` (1.95996 for 95%); closed form
-    (p_hat + z^2/2n +- z sqrt(p_hat(1-p_hat)/n + z^2/4n^2)) / (1 + z^2/n). The lower bound is
-    exactly 0.0 when k == 0 and the upper exactly 1.0 when k == n; n == 0 gives the
-    uninformative (0.0, 1.0). ValueError: not 0 <= k <= n, or confidence outside (0, 1);
-    TypeError: k or n not integers.
+    """Wilson score interval for a binomial proportion k / n (Wilson 1927): the p with
+    |k/n - p| <= z sqrt(p (1 - p) / n), z the two-sided normal quantile of ``confidence``
+    (1.95996 for 95%); closed form (p_hat + z^2/2n +- z sqrt(p_hat(1-p_hat)/n + z^2/4n^2)) /
+    (1 + z^2/n). Exactly 0.0 below when k == 0, 1.0 above when k == n; n == 0 gives (0.0, 1.0).
+    ValueError: not 0 <= k <= n, or confidence outside (0, 1); TypeError: k or n not integers.
 
     Example:
         >>> [round(x, 4) for x in wilson_interval(3, 10)], wilson_interval(0, 5)[0], wilson_interval(0, 0)
@@ -211,8 +186,8 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
 
 
 def wilson_bounds(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """The Wilson closed form of :func:`wilson_interval` for an already-checked, possibly
-    fractional success count (e.g. ties split half and half), 0 <= successes <= n."""
+    """The closed form of :func:`wilson_interval`, unchecked, for a possibly fractional success
+    count (e.g. ties split half and half), 0 <= successes <= n."""
     if n == 0:
         return 0.0, 1.0
     z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
@@ -221,22 +196,15 @@ def wilson_bounds(successes: float, n: int, confidence: float = 0.95) -> tuple[f
     denom = 1.0 + z2 / n
     centre = (p + z2 / (2.0 * n)) / denom
     half = z * math.sqrt(max(p * (1.0 - p), 0.0) / n + z2 / (4.0 * n * n)) / denom
-    lower = 0.0 if successes <= 0 else max(0.0, centre - half)
-    upper = 1.0 if successes >= n else min(1.0, centre + half)
-    return lower, upper
-
-
-# ---- Duplicate-count buckets and rates per group
+    return (0.0 if successes <= 0 else max(0.0, centre - half)), (1.0 if successes >= n else min(1.0, centre + half))
 
 
 def duplicate_bucket(count: int) -> str:
-    """Power-of-two bucket label of a duplicate count: 1, 2-3, 4-7, 8-15, ...
-
-    Bucket b holds counts in [2^b, 2^(b+1) - 1]; its label is ``"1"`` for b = 0, else
-    ``"{2^b}-{2^(b+1)-1}"``. (Carlini et al. 2022 sample from quarter-octaves [2^(n/4),
-    2^((n+1)/4)); octaves hold 4x as many sequences at audit sample sizes. Memorization grows
-    roughly log-linearly in the duplicate count: Carlini et al. 2022; Kandpal et al. 2022.)
-    ValueError: count < 1; TypeError: not an integer.
+    """Power-of-two bucket label of a duplicate count: bucket b holds [2^b, 2^(b+1) - 1], labelled
+    ``"1"`` for b = 0, else ``"{2^b}-{2^(b+1)-1}"``. (Carlini et al. 2022 sample from
+    quarter-octaves; octaves hold 4x as many sequences at audit sample sizes. Memorization grows
+    roughly log-linearly in the count: Carlini et al. 2022; Kandpal et al. 2022.) ValueError:
+    count < 1; TypeError: not an integer.
 
     Example:
         >>> [duplicate_bucket(c) for c in (1, 2, 3, 4, 100)]
@@ -246,12 +214,11 @@ def duplicate_bucket(count: int) -> str:
     if c < 1:
         raise ValueError(f"duplicate count must be >= 1, got {c}")
     b = c.bit_length() - 1
-    lo, hi = 1 << b, (1 << (b + 1)) - 1
-    return "1" if lo == hi else f"{lo}-{hi}"
+    return "1" if b == 0 else f"{1 << b}-{(1 << (b + 1)) - 1}"
 
 
 def bucket_order(label: str) -> int:
-    """Sort key of a :func:`duplicate_bucket` label: the bucket index b ("1" -> 0, "2-3" -> 1, ...;
+    """Sort key of a :func:`duplicate_bucket` label: its index b ("1" -> 0, "2-3" -> 1, ...;
     "0", a given sequence absent from the corpus, -> -1). ValueError for any other label.
 
     Example:
@@ -269,15 +236,12 @@ def bucket_order(label: str) -> int:
 
 
 def rate_by_group(flags: np.ndarray, groups: list[str], order: list[str] | None = None) -> list[dict]:
-    """Rate of a boolean flag (n,) per group (n labels), with Wilson intervals: one dict per
-    group, ``{"group", "n", "k" (flags set), "rate": k / n, "lower", "upper"}``; e.g. the
-    extractable rate per duplicate bucket (``groups = [duplicate_bucket(c) for c in counts]``).
-
-    ``order``: the groups to report, in this order; a group listed here but absent from
-    ``groups`` is reported with n = k = 0, rate NaN and interval (0.0, 1.0). None: the groups
-    present, in :func:`bucket_order` if every label is a duplicate bucket label, else
-    alphabetically. ValueError: lengths differ, flags not boolean, a present group missing
-    from ``order``, or duplicates in ``order``.
+    """Rate of a boolean flag (n,) per group (n labels), with Wilson intervals: per group
+    ``{"group", "n", "k" (flags set), "rate": k / n, "lower", "upper"}``, e.g. the extractable
+    rate per duplicate bucket. ``order``: the groups to report, in order (one absent from
+    ``groups`` has n = k = 0, rate NaN, interval (0.0, 1.0)); None: those present, in
+    :func:`bucket_order` if all are bucket labels, else alphabetically. ValueError: lengths
+    differ, flags not boolean, a present group missing from ``order``, or duplicates in it.
 
     Example:
         >>> rows = rate_by_group([True, False, True, True], ["2-3", "1", "2-3", "1"])
@@ -291,20 +255,15 @@ def rate_by_group(flags: np.ndarray, groups: list[str], order: list[str] | None 
     n_by = Counter(groups)
     k_by = Counter(g for flag, g in zip(f.tolist(), groups) if flag)
     if order is not None:
-        order = list(order)
-        if len(set(order)) != len(order):
+        keys = list(order)
+        if len(set(keys)) != len(keys):
             raise ValueError("order contains duplicates")
-        if missing := sorted(set(n_by) - set(order), key=str):
+        if missing := sorted(set(n_by) - set(keys), key=str):
             raise ValueError(f"groups {missing} are not in order")
-        keys = order
     else:
         try:
             keys = sorted(n_by, key=bucket_order)
         except ValueError:
             keys = sorted(n_by)
-    rows = []
-    for g in keys:
-        n, k = n_by[g], k_by[g]
-        lower, upper = wilson_interval(k, n)
-        rows.append({"group": g, "n": n, "k": k, "rate": k / n if n else float("nan"), "lower": lower, "upper": upper})
-    return rows
+    return [{"group": g, "n": n_by[g], "k": k_by[g], "rate": k_by[g] / n_by[g] if n_by[g] else float("nan"),
+             **dict(zip(("lower", "upper"), wilson_interval(k_by[g], n_by[g])))} for g in keys]
