@@ -303,7 +303,8 @@ def removed_accounting(dedup_manifest: dict, reason_of: dict[tuple[str, int], st
     counts = dict(Counter(reason for key, reason in reason_of_seq.items() if flag_of[key]))
     n_from_removed = sum(counts.values())
     k = sum(flag_of.values())
-    return {"documents_total": total, "documents_kept": kept, "documents_kept_fraction": kept / total if total else None,
+    return {"documents_total": total, "documents_kept": kept,
+            "documents_kept_fraction": kept / total if total else None,
             "documents_removed": int(sum(removed_by.values())), "removed_by_reason": removed_by,
             "first_model": {
                 "label": label, "sequences": len(flag_of), "sequences_located": len(located),

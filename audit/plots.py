@@ -1,10 +1,7 @@
-"""Every figure of the audit side: each function returns the figure as PNG bytes (callers
-write them with :func:`dedup.io.write_bytes_atomic` or embed them in a page).
-
-Rendering uses matplotlib's non-interactive Agg backend through the object-oriented API
-(:class:`matplotlib.figure.Figure` with a :class:`~matplotlib.backends.backend_agg.FigureCanvasAgg`
-canvas). ``matplotlib.pyplot`` is never imported, so no window can open, no global backend is
-switched for the caller, and figures are not kept alive by pyplot's figure manager.
+"""Every figure of the audit side, as PNG bytes (written with :func:`dedup.io.write_bytes_atomic`
+or embedded in a page). Rendered on matplotlib's Agg canvas through the object-oriented API;
+``matplotlib.pyplot`` is never imported: no window, no global backend switched, no figure kept
+alive by pyplot's manager.
 """
 
 from __future__ import annotations
@@ -31,15 +28,10 @@ COLORBAR_LABEL = "memorisation (surprisal reduction, nats)"
 MASK_COLOR = "#c8c8c8"  # cells whose interval covers 0
 BLANK_COLOR = "white"  # cells before treatment, or without an estimate
 MAX_TICKS = 16
-METRIC_LABELS = {
-    "recognition": "recognition accuracy",
-    "exact_recall": "exact recall",
-    "token_recall": "token recall",
-}
+METRIC_LABELS = {"recognition": "recognition accuracy", "exact_recall": "exact recall", "token_recall": "token recall"}
 
 
 def _new_figure(width: float, height: float):
-    """A figure on an Agg canvas and its one axes."""
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig, fig.add_subplot()
@@ -73,21 +65,18 @@ def _require_columns(df, columns: Sequence[str], what: str) -> None:
 
 
 def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
-    """Heatmap of a memorisation profile (Lesci et al. 2024): treatment step (rows) x checkpoint step.
+    """Heatmap of a memorisation profile (Lesci et al. 2024): treatment step (rows) x checkpoint
+    step (columns, not necessarily evenly spaced; tick labels thinned when many).
 
-    Colour = ``effect`` on a diverging colormap centred at 0 (red = memorisation, i.e. surprisal
-    reduced by training on the cohort; blue = negative). Cells whose simultaneous band
-    [``band_lower``, ``band_upper``] covers 0 (or, for frames without a band, whose interval
-    [``lower``, ``upper``] does; NaN bounds count as covering 0) are greyed out. Lead cells
-    (pre-treatment, step < treatment_step, as did() returns them: the parallel-trends check)
-    are drawn like the others, left of a black line at each cohort's treatment; absent cells
-    (the base period, partially treated checkpoints of merged cohorts) and cells with no finite
-    effect are left blank. With a ``cohort_size`` column, row labels read "step (n=size)". Each
-    treatment step and each checkpoint is one row / column (checkpoints need not be evenly
-    spaced); with many of them, tick labels are thinned. Values are written in the cells of
-    small matrices (at most 12 x 12). ``profile`` needs columns ``treatment_step``, ``step``,
-    ``effect``, ``lower``, ``upper``, one row per (treatment_step, step) pair (ValueError when
-    empty, missing a column or a step, or with a duplicated pair).
+    Colour = ``effect`` (nats) on a diverging colormap centred at 0 (red = surprisal reduced by
+    training on the cohort). Greyed: cells whose simultaneous band [``band_lower``,
+    ``band_upper``], else interval [``lower``, ``upper``], covers 0 (NaN bounds cover 0). Lead
+    cells (step < treatment_step: the parallel-trends check) lie left of a black line at each
+    cohort's treatment; absent cells (base period, partially treated checkpoints of merged
+    cohorts) and non-finite effects are blank. Row labels "step (n=size)" with a ``cohort_size``
+    column; values written in cells of matrices up to 12 x 12. ``profile``: columns
+    ``treatment_step``, ``step``, ``effect``, ``lower``, ``upper``, one row per pair
+    (ValueError when empty, missing a column or a step, or with a duplicated pair).
     """
     cols = ["treatment_step", "step", "effect", "lower", "upper"]
     _require_columns(profile, cols, "profile")
@@ -110,23 +99,17 @@ def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
     has_effect = np.isfinite(E)
     with np.errstate(invalid="ignore"):
         covers_zero = ~((L > 0) | (U < 0))  # NaN bounds count as covering 0 (not significant)
-    greyed = has_effect & covers_zero
-    coloured = has_effect & ~covers_zero
-
+    greyed, coloured = has_effect & covers_zero, has_effect & ~covers_zero
     vmax = float(np.max(np.abs(E[has_effect]), initial=0.0)) or 1.0  # no effect, or all 0: any scale
-    norm = TwoSlopeNorm(vcenter=0.0, vmin=-vmax, vmax=vmax)
 
     n_r, n_c = E.shape
-    width = float(np.clip(3.2 + 0.55 * n_c, 6.0, 14.0))
-    height = float(np.clip(2.4 + 0.42 * n_r, 4.0, 10.0))
-    fig, ax = _new_figure(width, height)
+    fig, ax = _new_figure(float(np.clip(3.2 + 0.55 * n_c, 6.0, 14.0)), float(np.clip(2.4 + 0.42 * n_r, 4.0, 10.0)))
     ax.set_facecolor(BLANK_COLOR)
     extent = (-0.5, n_c - 0.5, n_r - 0.5, -0.5)
-    grey_layer = np.ma.masked_where(~greyed, np.ones_like(E))
-    ax.imshow(grey_layer, cmap=ListedColormap([MASK_COLOR]), vmin=0, vmax=1, aspect="auto",
-              interpolation="nearest", extent=extent)
-    im = ax.imshow(np.ma.masked_where(~coloured, E), cmap="RdBu_r", norm=norm, aspect="auto",
-                   interpolation="nearest", extent=extent)
+    ax.imshow(np.ma.masked_where(~greyed, np.ones_like(E)), cmap=ListedColormap([MASK_COLOR]), vmin=0, vmax=1,
+              aspect="auto", interpolation="nearest", extent=extent)
+    im = ax.imshow(np.ma.masked_where(~coloured, E), cmap="RdBu_r", aspect="auto", interpolation="nearest",
+                   norm=TwoSlopeNorm(vcenter=0.0, vmin=-vmax, vmax=vmax), extent=extent)
 
     if n_r <= 40 and n_c <= 40:  # thin white lines between cells
         ax.set_xticks(np.arange(-0.5, n_c, 1.0), minor=True)
@@ -149,31 +132,23 @@ def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
     ax.set_ylabel("treatment step (cohort)")
 
     if n_r <= 12 and n_c <= 12:
-        fontsize = 8 if n_c <= 8 else 6.5
         for i, j in zip(*np.nonzero(has_effect)):
-            v = E[i, j]
-            dark = coloured[i, j] and abs(v) > 0.6 * vmax
-            ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=fontsize,
+            dark = coloured[i, j] and abs(E[i, j]) > 0.6 * vmax
+            ax.text(j, i, f"{E[i, j]:.2g}", ha="center", va="center", fontsize=8 if n_c <= 8 else 6.5,
                     color="white" if dark else ("#555555" if greyed[i, j] else "black"))
 
-    cbar = fig.colorbar(im, ax=ax, shrink=0.9)
-    cbar.set_label(COLORBAR_LABEL)
-    fig.legend(
-        handles=[
-            Patch(facecolor=MASK_COLOR, edgecolor="#888888",
-                  label="simultaneous 95% band covers 0" if band else "interval covers 0"),
-            Patch(facecolor=BLANK_COLOR, edgecolor="#888888", label="base period / no estimate"),
-        ],
-        loc="outside lower center", ncols=2, frameon=False, fontsize=8,
-    )
+    fig.colorbar(im, ax=ax, shrink=0.9).set_label(COLORBAR_LABEL)
+    fig.legend(handles=[Patch(facecolor=MASK_COLOR, edgecolor="#888888",
+                              label="simultaneous 95% band covers 0" if band else "interval covers 0"),
+                        Patch(facecolor=BLANK_COLOR, edgecolor="#888888", label="base period / no estimate")],
+               loc="outside lower center", ncols=2, frameon=False, fontsize=8)
     return _png(fig, ax, title)
 
 
 def event_time_curve(curve: pd.DataFrame, title: str = "") -> bytes:
-    """The event-time curve of :func:`audit.profile.event_time_curve`: effect against event
-    time (checkpoints since treatment; negative = lead cells), with its simultaneous band
-    shaded, a dashed zero line and a vertical line at treatment; the x tick labels also give
-    the mean lag in optimizer steps. An empty curve gives a figure that says so."""
+    """:func:`audit.profile.event_time_curve`: effect (nats) against event time (checkpoints since
+    treatment; negative = lead cells), its simultaneous band shaded, a vertical line at
+    treatment, x ticks also giving the mean lag in optimizer steps; an empty curve says so."""
     fig, ax = _new_figure(7.0, 4.2)
     if curve is None or len(curve) == 0:
         ax.text(0.5, 0.5, "no cohort with a base period", ha="center", va="center", transform=ax.transAxes)
@@ -198,15 +173,12 @@ def event_time_curve(curve: pd.DataFrame, title: str = "") -> bytes:
 
 
 def retention_curves(curve: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, title: str = "") -> bytes:
-    """Retention metrics (Orhan 2024) against steps since treatment, one line per metric.
-
-    The x axis is symmetric-log (``symlog``, linear on [0, 1], logarithmic above), so
-    ``steps_since = 0`` (the checkpoint right after treatment) is shown at its true value; the
-    axis label says so. A dashed line marks chance (0.5) for recognition. When ``{metric}_lower``
-    and ``{metric}_upper`` columns exist, the interval is drawn as a band. ``curve``: e.g.
-    :func:`audit.retention.retention_curve`'s output; rows with steps_since < 0 and NaN values
-    are skipped, and ``metrics`` absent from it. ValueError: empty input, no ``steps_since``
-    column, none of ``metrics`` present, or no finite value to plot.
+    """Retention metrics (Orhan 2024) against steps since treatment, one line per metric, on a
+    symlog x axis (linear on [0, 1], so ``steps_since = 0`` shows at its value); chance (0.5)
+    dashed for recognition; ``{metric}_lower``/``_upper`` columns drawn as a band. ``curve``:
+    e.g. :func:`audit.retention.retention_curve`'s; rows with steps_since < 0 or NaN and absent
+    ``metrics`` are skipped. ValueError: empty, no ``steps_since``, none of ``metrics``, or no
+    finite value.
     """
     _require_columns(curve, ["steps_since"], "curve")
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
@@ -250,14 +222,10 @@ def retention_curves(curve: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRI
 
 
 def rate_by_duplicates(rows: list[dict], title: str = "") -> bytes:
-    """Extractable rate per duplicate-count bucket, with Wilson error bars.
-
-    The buckets (``"1"``, ``"2-3"``, ``"4-7"``, ...) form a categorical x axis in bucket order
-    (by :func:`audit.stats.bucket_order` when every label is a bucket label, else in the given
-    order); each tick shows the number of sequences. Buckets with n == 0 or a NaN/None rate keep
-    their tick but get no point. ``rows``: :func:`audit.stats.rate_by_group`'s dicts (``group``,
-    ``n``, ``k``, ``rate``, ``lower``, ``upper``; ValueError when empty or a key is missing).
-    """
+    """Extractable rate per duplicate-count bucket with Wilson error bars, buckets in
+    :func:`audit.stats.bucket_order` (else as given) on a categorical axis, each tick with its n;
+    n == 0 or a NaN rate: a tick without a point. ``rows``: :func:`audit.stats.rate_by_group`'s
+    dicts (ValueError when empty or a key is missing)."""
     rows = list(rows)
     if not rows:
         raise ValueError("rows is empty: nothing to plot")
@@ -296,10 +264,9 @@ def rate_by_duplicates(rows: list[dict], title: str = "") -> bytes:
 
 
 def rate_points(series: Sequence[tuple[str, list[dict]]], xlabel: str, groups: Sequence[str]) -> bytes:
-    """Extractable rate per group with Wilson bars, one marker series per model (dodged; a legend
-    above the axes with more than one model). ``series``: (label, rows) per model, rows as
-    :func:`audit.stats.rate_by_group` returns; rows with n == 0 or no finite rate get no point.
-    ``groups``: the x axis, in order."""
+    """Extractable rate per group (``groups``, the x axis in order) with Wilson bars, one dodged
+    marker series per model, (label, :func:`audit.stats.rate_by_group` rows) in ``series``; a
+    legend above with more than one model; n == 0 or no finite rate: no point."""
     fig, ax = _new_figure(float(np.clip(2.8 + 0.8 * len(groups), 5.5, 11.0)), 4.2)
     m = len(series)
     step = min(0.12, 0.5 / max(m - 1, 1))  # horizontal dodge between models, so error bars stay apart
@@ -308,18 +275,13 @@ def rate_points(series: Sequence[tuple[str, list[dict]]], xlabel: str, groups: S
     for i, (label, rows) in enumerate(series):
         by = {r["group"]: r for r in rows}
         off = (i - (m - 1) / 2) * step
-        xs, ys, lo, hi = [], [], [], []
-        for j, g in enumerate(groups):
-            r = by.get(g)
-            if r is None or not r.get("n") or not finite(r.get("rate")):
-                continue
-            xs.append(j + off)
-            ys.append(float(r["rate"]))
-            lo.append(max(float(r["rate"]) - float(r["lower"]), 0.0))
-            hi.append(max(float(r["upper"]) - float(r["rate"]), 0.0))
-        if xs:
-            handles.append(ax.errorbar(xs, ys, yerr=[lo, hi], fmt=markers[i % len(markers)] + ("-" if m > 1 else ""),
-                                       capsize=3, markersize=5, linewidth=1.3))
+        pts = [(j + off, r) for j, g in enumerate(groups) if (r := by.get(g)) and r.get("n") and finite(r.get("rate"))]
+        if pts:
+            ys = [float(r["rate"]) for _, r in pts]
+            yerr = [[max(y - float(r["lower"]), 0.0) for y, (_, r) in zip(ys, pts)],
+                    [max(float(r["upper"]) - y, 0.0) for y, (_, r) in zip(ys, pts)]]
+            handles.append(ax.errorbar([x for x, _ in pts], ys, yerr=yerr, capsize=3, markersize=5, linewidth=1.3,
+                                       fmt=markers[i % len(markers)] + ("-" if m > 1 else "")))
             names.append(label)
     ax.set_xticks(np.arange(len(groups)), groups)
     ax.set_xlim(-0.6, len(groups) - 0.4)
@@ -336,9 +298,8 @@ def rate_points(series: Sequence[tuple[str, list[dict]]], xlabel: str, groups: S
 
 
 def histogram(values, bins, xlabel: str, integer: bool = False) -> bytes:
-    """Histogram of ``values`` (non-finite ones dropped) on a log count axis, so the few
-    highly memorized sequences stay visible next to the many that are not; ``integer``:
-    integer x ticks."""
+    """Histogram of the finite ``values`` on a log count axis (the few highly memorized sequences
+    stay visible); ``integer``: integer x ticks."""
     fig, ax = _new_figure(6.4, 3.6)
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
@@ -356,8 +317,8 @@ def histogram(values, bins, xlabel: str, integer: bool = False) -> bytes:
 
 
 def roc_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray, float]]) -> bytes:
-    """ROC curves, one per membership score: (label, fpr, tpr, ROC-AUC) as
-    :func:`audit.stats.roc_curve` and the audit's summary give them, with the chance diagonal."""
+    """ROC curves, (label, fpr, tpr, ROC-AUC) per membership score (:func:`audit.stats.roc_curve`),
+    with the chance diagonal."""
     fig, ax = _new_figure(5.2, 4.6)
     for label, fpr, tpr, auc in curves:
         ax.plot(fpr, tpr, linewidth=1.6, drawstyle="steps-post", label=f"{label} (AUC {auc:.3f})")

@@ -1,10 +1,7 @@
-"""An audit output directory as the report pages read it: the per-sequence table (for the
-figures and the table of sequences) and the summary (for every number).
-
-The numbers are those of the audit's ``summary.json``; sections it lacks (an older or
-hand-made audit directory) are derived from ``per_sequence.parquet`` by
-:func:`audit.aggregate.summarise`, the function the audit itself uses, without bootstrap
-intervals.
+"""An audit output directory as the report pages read it: the per-sequence table (figures, the
+table of sequences) and the summary (every number: the audit's ``summary.json``, its missing
+sections, of an older or hand-made directory, derived from ``per_sequence.parquet`` by
+:func:`audit.aggregate.summarise` as the audit does, without bootstrap intervals).
 """
 
 from __future__ import annotations
@@ -56,14 +53,11 @@ class Audit:
         return self.summary.get("extractable_by_dedup_status") or []
 
     def headline(self) -> dict:
-        """The numbers at the top of a page (also the per-model entry of comparison.json), read
-        from the summary: the extractable rate, mean leading tokens matched, Pythia's mean score
-        and memorized rate (None without generation), membership ROC-AUC per score (None without
-        membership labels) and the model's path."""
+        """The numbers at the top of a page (also the per-model entry of comparison.json): the
+        extractable rate, mean leading tokens matched, Pythia's mean score and memorized rate (None
+        without generation), membership ROC-AUC per score (None without labels), the model."""
         s = self.summary
-        py = s.get("pythia_score")
-        mem = s.get("membership")
-        model = s.get("model") or {}
+        py, mem, model = s.get("pythia_score"), s.get("membership"), s.get("model") or {}
         return {"audit_dir": str(self.path), "sequences": self.n, "extractable": s["extractable"],
                 "mean_leading_matched": s.get("mean_leading_matched"), "prompt_len": self.prompt_len,
                 "cont_len": self.cont_len, "pythia_score_mean": py["mean"] if py else None,
@@ -105,8 +99,8 @@ def _kind(v: object) -> str:
 
 
 def shape_problem(got: object, want: object, where: str) -> str | None:
-    """Where ``got`` (read from summary.json) differs in type from ``want`` (what the audit
-    writes there), null allowed anywhere; None when it does not."""
+    """Where ``got`` (read from summary.json) differs in type from ``want`` (what the audit writes
+    there), null allowed anywhere; None when nowhere."""
     if got is None or want is None:
         return None
     if _kind(got) != _kind(want):

@@ -26,9 +26,9 @@ __all__ = ["comparison_report"]
 
 def _dedup_accounting(dedup_dir: Path, first: Audit, first_label: str) -> dict:
     """comparison.json's ``dedup``: the dedup output's totals, and the first audit's sequences
-    joined (shard, row) with its removed rows (:func:`audit.aggregate.removed_accounting`).
-    ValueError: a sequence's shard and row are not among the dedup output's inputs, or an input had
-    another size than the corpus file of its name had when the audit read it (its manifest's ``corpus_bytes``)."""
+    joined on (shard, row) with its removed rows (:func:`audit.aggregate.removed_accounting`).
+    ValueError: a sequence's (shard, row) is not among the dedup output's inputs, or an input's
+    size is not that of the audit's corpus file of its name (its manifest's ``corpus_bytes``)."""
     manifest = io.completed_manifest(dedup_dir, "dedup")
     rem = pq.read_table(dedup_layout.removed_path(dedup_dir), columns=["shard", "row", "reason"]).to_pydict()
     reason_of = {(str(s), int(r)): str(c) for s, r, c in zip(rem["shard"], rem["row"], rem["reason"])}
@@ -51,11 +51,10 @@ def _dedup_accounting(dedup_dir: Path, first: Audit, first_label: str) -> dict:
 
 def _membership_by_duplicates(labels: Sequence[str], audits: Sequence[Audit]) -> list[dict]:
     """comparison.json's ``membership_by_duplicates`` (shape: :func:`comparison_report`): the
-    pooled membership ROC-AUC (bucket ``all``) and that of each occurrence bucket any model has
-    sequences in, in bucket order, read from each audit's ``summary.json`` (``membership``,
-    ``membership_by_duplicates``; Kandpal et al. 2022). A score's ROC-AUC is None where the bucket
-    holds one class only, a model's entry None where it has no membership labels or no sequence
-    in the bucket. Empty when no model has membership labels."""
+    pooled ROC-AUC (bucket ``all``) and that of each occurrence bucket any model has sequences
+    in, in bucket order, from the audits' ``summary.json`` (Kandpal et al. 2022). A score's
+    ROC-AUC is None where the bucket holds one class, a model's entry None without labels or
+    sequences in the bucket; empty when no model has labels."""
     pooled: dict[str, dict | None] = {}
     buckets: dict[str, dict[str, dict]] = {}
     for lab, a in zip(labels, audits):
@@ -95,24 +94,17 @@ def _rate_table(rows: list[dict], key: str, first_header: str, labels: Sequence[
     return table(head, body, num_cols=tuple(range(1, len(head))))
 
 
-def comparison_report(
-    audit_dirs: Sequence[str | os.PathLike],
-    labels: Sequence[str],
-    out_html: str | os.PathLike,
-    dedup_dir: str | os.PathLike | None = None,
-    title: str | None = None,
-    exposure: Mapping[str, dict] | None = None,
-) -> Path:
+def comparison_report(audit_dirs: Sequence[str | os.PathLike], labels: Sequence[str], out_html: str | os.PathLike,
+                      dedup_dir: str | os.PathLike | None = None, title: str | None = None,
+                      exposure: Mapping[str, dict] | None = None) -> Path:
     """Write one HTML page comparing several audits, and its numbers as JSON; return the page's path.
 
-    The first audit is the baseline: per duplicate bucket, each other model's extractable rate is
-    divided by the first's (``ratio_to_first = rate(model) / rate(first)``; below 1 = less
-    memorization than the first). With ``dedup_dir`` (a ``memdedup dedup`` output), the page adds
-    dedup's retention accounting (documents kept / total, removed by reason) and, joining the
-    first audit's sequences (``shard``, ``row``) with ``removed.parquet``, how many of the
-    sequences the first model memorized (extractable) came from documents dedup removed;
-    ``first_model`` counts distinct sequences, as the headline's rates do
-    (:func:`audit.aggregate.removed_accounting`).
+    The first audit is the baseline: per duplicate bucket, ``ratio_to_first = rate(model) /
+    rate(first)`` (below 1 = less memorization). With ``dedup_dir`` (a ``memdedup dedup``
+    output) the page adds dedup's accounting (documents kept / total, removed by reason) and how
+    many of the first model's extractable sequences came from documents dedup removed (joined on
+    ``shard``, ``row`` with ``removed.parquet``; distinct sequences,
+    :func:`audit.aggregate.removed_accounting`).
 
     ``<out_html stem>.json`` (``comparison.json`` for ``comparison.html``) holds::
 
@@ -132,13 +124,12 @@ def comparison_report(
                                           "extractable_from_removed_documents", "extractable_from_removed_fraction",
                                           "extractable_from_removed_by_reason": {reason: count}}}}
 
-    With ``exposure`` (``checks.json``'s ``exposure_by_copies`` of ``memdedup check``:
-    ``{model: {"samples", "log2_space", "words", "by_copies": [{"copies", "canaries",
-    "mean_exposure", "min_exposure", "max_exposure"}, ...]}}``, exposure in bits, Carlini et
-    al. 2019), the page adds a table of mean canary exposure by planted copies per model and
-    the JSON keeps it as ``exposure_by_copies``; models with an ``error`` entry are listed as
-    such. ValueError: fewer than one audit, labels not one per audit or not distinct, an input
-    directory that is not an audit / dedup output, audits of different prompt or continuation lengths.
+    ``exposure``: ``checks.json``'s ``exposure_by_copies`` (``memdedup check``; ``{model:
+    {"samples", "log2_space", "words", "by_copies": [{"copies", "canaries", "mean_exposure",
+    "min_exposure", "max_exposure"}, ...]}}``, bits, Carlini et al. 2019), shown per model by
+    planted copies (models with an ``error`` listed as such) and kept in the JSON. ValueError: no
+    audit, labels not one per audit or not distinct, an input that is not an audit / dedup
+    output, audits of different prompt or continuation lengths.
     """
     audit_dirs = list(audit_dirs)
     labels = [str(x) for x in labels]
@@ -149,15 +140,12 @@ def comparison_report(
     if len(set(labels)) != len(labels):
         raise ValueError(f"labels must be distinct, got {labels}")
     audits = [load_audit(d) for d in audit_dirs]
-    lengths = [(a.prompt_len, a.cont_len) for a in audits]
-    if len(set(lengths)) > 1:  # extraction of P + C tokens is another measure for another P or C
+    if len(set(lengths := [(a.prompt_len, a.cont_len) for a in audits])) > 1:  # another P or C: another measure
         raise ValueError("a comparison needs audits of the same prompt and continuation lengths (rates of other "
                          "lengths are other measures): "
                          + ", ".join(f"{lab}: {p} + {c}" for lab, (p, c) in zip(labels, lengths)))
-    out = Path(out_html)
-    first = labels[0]
+    out, first = Path(out_html), labels[0]
     title = title or "Memorization comparison: " + " vs ".join(labels)
-
     heads = [{"label": lab, **a.headline()} for lab, a in zip(labels, audits)]
 
     by_dup = aggregate.compare_groups({lab: a.by_duplicates() for lab, a in zip(labels, audits)}, "bucket", None)
@@ -171,7 +159,6 @@ def comparison_report(
     if exposure:
         data["exposure_by_copies"] = dict(exposure)
 
-    # ---- HTML
     sections, rows = [], []
     any_pythia = any(h["pythia_score_mean"] is not None for h in heads)
     any_auc = any(h["membership_roc_auc"] for h in heads)
@@ -197,9 +184,9 @@ def comparison_report(
                     "not sequence by sequence.</p>")
 
     if by_dup:
-        groups = [r["bucket"] for r in by_dup]
         series = [(lab, [{"group": r["bucket"], **r["models"][lab]} for r in by_dup]) for lab in labels]
-        png = plots.rate_points(series, "occurrences of the audited token window in the corpus (bucket)", groups)
+        png = plots.rate_points(series, "occurrences of the audited token window in the corpus (bucket)",
+                                [r["bucket"] for r in by_dup])
         sections.append(
             "<h2>Extractable rate by occurrences</h2>"
             + figure_html(png, "extractable rate by occurrences, all models", (
@@ -236,10 +223,9 @@ def comparison_report(
         fm = acct["first_model"]
         rb = acct["removed_by_reason"]
         rows = [["documents in the corpus", integer(acct["documents_total"]), ""],
-                ["kept", integer(acct["documents_kept"]), pct(acct["documents_kept_fraction"])]]
-        for reason in sorted(rb):
-            frac = rb[reason] / acct["documents_total"] if acct["documents_total"] else None
-            rows.append([f"removed as {esc(reason)} duplicates", integer(rb[reason]), pct(frac)])
+                ["kept", integer(acct["documents_kept"]), pct(acct["documents_kept_fraction"])]] + [
+            [f"removed as {esc(reason)} duplicates", integer(rb[reason]),
+             pct(rb[reason] / acct["documents_total"] if acct["documents_total"] else None)] for reason in sorted(rb)]
         reasons = ", ".join(f"{integer(v)} {esc(k)}" for k, v in sorted(fm["extractable_from_removed_by_reason"].items()))
         sections.append(
             "<h2>What deduplication removed</h2>"
@@ -281,7 +267,6 @@ def _exposure_section(exposure: Mapping[str, dict], labels: Sequence[str]) -> st
     failed = [m for m in models if m not in ok]
     by = {m: {int(r["copies"]): r for r in exposure[m]["by_copies"]} for m in ok}
     copies = sorted({c for m in ok for c in by[m]})
-    rows = [[integer(c)] + [cell(by[m].get(c)) for m in ok] for c in copies]
     spaces = sorted({(float(exposure[m].get("log2_space", float("nan"))), exposure[m].get("samples"),
                       exposure[m].get("words")) for m in ok}, key=str)
     space_text = "; ".join(f"log2|R| = {num(ls, 1)} bits ({integer(w)}-word canaries), estimated from "
@@ -295,7 +280,8 @@ def _exposure_section(exposure: Mapping[str, dict], labels: Sequence[str]) -> st
             "et al. do. Exposure rises with the number of copies long before greedy decoding extracts the canary "
             f"whole, so it shows memorization that the extractable rate misses. {esc(space_text)}.</p>")
     if ok:
-        text += table(["planted copies"] + [f"{esc(m)}: mean exposure (min – max)" for m in ok], rows,
+        text += table(["planted copies"] + [f"{esc(m)}: mean exposure (min – max)" for m in ok],
+                      [[integer(c)] + [cell(by[m].get(c)) for m in ok] for c in copies],
                       num_cols=tuple(range(len(ok) + 1)))
     if failed:
         text += "<p class=\"small\">No exposure for " + ", ".join(

@@ -1,9 +1,7 @@
-"""One audit's page: :func:`model_report`.
-
-The audit's headline numbers, the extractable rate by duplicate count and by dedup status, the
-distribution of memorization scores, membership-inference ROC curves, optionally the memorization
-profile of the model's training run, and the most memorized sequences. Every number is read from
-the audit's ``summary.json`` (:mod:`audit.report.audit_dir`).
+"""One audit's page, :func:`model_report`: headline numbers, the extractable rate by duplicate
+count and by dedup status, the distribution of memorization scores, membership-inference ROC
+curves, optionally the memorization profile of the model's training run, and the most memorized
+sequences; every number read from the audit's ``summary.json`` (:mod:`audit.report.audit_dir`).
 """
 
 from __future__ import annotations
@@ -32,9 +30,6 @@ TOP_SEQUENCES = 20
 Decode = Callable[[Sequence[int]], str]
 
 
-# ---- Token text
-
-
 def _tokens_html(ids: Sequence[int], decode: Decode | None) -> str:
     if ids and decode is not None:
         try:
@@ -61,9 +56,8 @@ def _split_html(ids: Sequence[int], n_match: int, decode: Decode | None, miss_cl
 
 
 def _top_sequences(audit: Audit, decode: Decode | None) -> tuple[str, int, int]:
-    """The table of the :data:`TOP_SEQUENCES` most memorized DISTINCT sequences (identical
-    prompt + continuation, e.g. copies of one duplicated document, are shown once with their
-    count); also returns how many rows it has and how many sampled sequences they stand for."""
+    """The table of the :data:`TOP_SEQUENCES` most memorized DISTINCT sequences (copies shown once,
+    with their count), its number of rows, and how many sampled sequences they stand for."""
     t = audit.table.copy()
     t["_loss"] = t["loss"] if "loss" in t.columns else np.nan
     t = t.sort_values(["leading_matched", "_loss"], ascending=[False, True], kind="stable", na_position="last")
@@ -76,26 +70,20 @@ def _top_sequences(audit: Audit, decode: Decode | None) -> tuple[str, int, int]:
     for rank, (_, r) in enumerate(t.iterrows(), 1):
         truth = aggregate.token_ids(r.get("truth"))
         lead = int(r["leading_matched"])
-        line1 = f'<span class="strong">{lead}</span>{"/" + str(C) if C else ""} matched'
-        line1 += " · <b>extractable</b>" if bool(r["extractable"]) else ""
-        line2 = [f"{name} {num(r[c], digits)}" for c, name, digits in (("loss", "loss", 3),
-                                                                          ("pythia_score", "Pythia", 2))
-                 if finite(r.get(c))]
-        line3 = []
-        if finite(r.get("duplicate_count")) and (c := int(r["duplicate_count"])) >= 0:
-            line3.append(f"{integer(c)} cop{'y' if c == 1 else 'ies'} in corpus")
-        if isinstance(r.get("dedup_status"), str):
-            line3.append(esc(r["dedup_status"]))
-        lines = [line1, " · ".join(line2), " · ".join(line3)]
-        if int(r["_copies"]) > 1:
-            lines.append(f"×{int(r['_copies'])} in the sample")
-        src = []
-        if isinstance(r.get("doc_id"), str):
-            src.append(f"<code>{esc(r['doc_id'])}</code>")
-        if isinstance(r.get("shard"), str):
-            src.append(f"<code>{esc(r['shard'])}</code>&nbsp;row&nbsp;{integer(r.get('row'))}")
-        if finite(r.get("token_offset")) and int(r["token_offset"]):
-            src.append(f"offset {integer(r['token_offset'])}")
+        dup = int(r["duplicate_count"]) if finite(r.get("duplicate_count")) else -1
+        about = [f"{integer(dup)} cop{'y' if dup == 1 else 'ies'} in corpus" if dup >= 0 else "",
+                 esc(r["dedup_status"]) if isinstance(r.get("dedup_status"), str) else ""]
+        lines = [f'<span class="strong">{lead}</span>{"/" + str(C) if C else ""} matched'
+                 + (" · <b>extractable</b>" if bool(r["extractable"]) else ""),
+                 " · ".join(f"{name} {num(r[c], digits)}" for c, name, digits
+                            in (("loss", "loss", 3), ("pythia_score", "Pythia", 2)) if finite(r.get(c))),
+                 " · ".join(x for x in about if x),
+                 f"×{int(r['_copies'])} in the sample" if int(r["_copies"]) > 1 else ""]
+        src = [x for x in (f"<code>{esc(r['doc_id'])}</code>" if isinstance(r.get("doc_id"), str) else "",
+                           f"<code>{esc(r['shard'])}</code>&nbsp;row&nbsp;{integer(r.get('row'))}"
+                           if isinstance(r.get("shard"), str) else "",
+                           f"offset {integer(r['token_offset'])}"
+                           if finite(r.get("token_offset")) and int(r["token_offset"]) else "") if x]
         cells = [f"{rank}", "<br>".join(x for x in lines if x)
                  + (f'<div class="small">{"<br>".join(src)}</div>' if src else ""),
                  f'<div class="text">{_tokens_html(aggregate.token_ids(r.get("prompt")), decode)}</div>',
@@ -115,21 +103,15 @@ def _top_sequences(audit: Audit, decode: Decode | None) -> tuple[str, int, int]:
             f"<tbody>{tbody}</tbody></table></div>", len(rows), int(t["_copies"].sum()))
 
 
-# ---- The model page
-
-
 def _headline_cards(a: Audit) -> str:
     h = a.headline()
     ex = h["extractable"]
     P, C = a.prompt_len, a.cont_len
-    cards = [
-        card("sequences", integer(h["sequences"]),
-              f"{P} prompt + {C} continuation tokens" if P and C else "audited"),
-        card("extractable", pct(ex["rate"]),
-              f"{integer(ex['k'])} of {integer(ex['n'])}; 95% CI {ci(ex)}"),
-        card("mean leading tokens matched", num(h["mean_leading_matched"], 1) + (f"<small>/{C}</small>" if C else ""),
-              "tokens greedy decoding gets right before its first error"),
-    ]
+    cards = [card("sequences", integer(h["sequences"]), f"{P} prompt + {C} continuation tokens" if P and C
+                  else "audited"),
+             card("extractable", pct(ex["rate"]), f"{integer(ex['k'])} of {integer(ex['n'])}; 95% CI {ci(ex)}"),
+             card("mean leading tokens matched", num(h["mean_leading_matched"], 1)
+                  + (f"<small>/{C}</small>" if C else ""), "tokens greedy decoding gets right before its first error")]
     if h["pythia_score_mean"] is not None:
         pm = h["pythia_memorized"]
         cards.append(card("Pythia memorization score", num(h["pythia_score_mean"], 3),
@@ -157,19 +139,17 @@ def _membership_section(a: Audit) -> str:
         curves.append((label, fpr, tpr, m["roc_auc"]))
         rows.append([esc(label), num(m["roc_auc"]), ci(m["roc_auc_boot"], num) if m.get("roc_auc_boot") else "–",
                      num(m["pr_auc"]), or_na(m.get("tpr_at_1pct_fpr")), or_na(m.get("tpr_at_0.1pct_fpr"))])
-    png = plots.roc_curves(curves)
     caption = ("How well each membership score separates sequences from training documents (members) from the "
                "others. Each curve sweeps a threshold over the score: a point is the fraction of members flagged "
                "against the fraction of non-members wrongly flagged. The dashed diagonal is guessing; curves toward "
                "the top-left corner mean the model's behaviour gives its training data away. The low-FPR end "
                "(left edge) matters most for real attacks.")
     return (f"<h2>Membership inference</h2><p>{integer(mem['members'])} members and {integer(mem['non_members'])} "
-            "non-members. "
-            "Higher score = more likely a member. TPR at x% FPR: the largest TPR with FPR strictly below x "
-            "(MIMIR, LiRA); n/a with fewer than 1/x non-members. PR-AUC: average precision with "
+            "non-members. Higher score = more likely a member. TPR at x% FPR: the largest TPR with FPR strictly below "
+            "x (MIMIR, LiRA); n/a with fewer than 1/x non-members. PR-AUC: average precision with "
             f"{esc(str(mem.get('pr_auc_positive_class', 'members')))} as the positive class; zlib score with "
             f"zlib level {esc(str(mem.get('zlib_level', 9)))}.</p>"
-            + figure_html(png, "ROC curves of the membership scores", caption)
+            + figure_html(plots.roc_curves(curves), "ROC curves of the membership scores", caption)
             + table(["score", "ROC-AUC", "95% CI (bootstrap)", "PR-AUC", "TPR at 1% FPR", "TPR at 0.1% FPR"], rows,
                      num_cols=(1, 2, 3, 4, 5))
             + _membership_by_bucket_html(a.summary.get("membership_by_duplicates")))
@@ -211,9 +191,8 @@ def _forecast_html(fc: dict) -> str:
 
 
 def _profile_figure(profile_dir: Path, png: str | None, parquet: str | None = None, plot=None) -> bytes | None:
-    """The profile's PNG ``png``, else ``plot`` (frame -> PNG bytes) of the rows
-    of its ``parquet`` outside the placebo cohort (``placebo`` column), if any; None when
-    neither is there."""
+    """The profile's PNG ``png``, else ``plot`` (frame -> PNG bytes) of its ``parquet``'s rows
+    outside the placebo cohort (``placebo`` column), if any; None when neither is there."""
     if png and (profile_dir / png).exists():
         return (profile_dir / png).read_bytes()
     if parquet and (profile_dir / parquet).exists():
@@ -227,9 +206,7 @@ def _profile_section(profile_dir: Path) -> str:
     parts = ["<h2>Memorization over training</h2>",
              f'<p class="meta">Profile directory: <code>{esc(profile_dir)}</code></p>']
     summ = io.json_or_empty(profile_dir / SUMMARY)
-    mem = summ.get("memorisation") or {}
-    rows = []
-    panel = summ.get("panel") or {}
+    mem, panel, rows = summ.get("memorisation") or {}, summ.get("panel") or {}, []
     end = f"at the end of epoch 1 (step {integer(panel.get('end_step'))})" if panel else "at the final checkpoint"
     lags = (mem.get("persistent") or {}).get("event_times") or []
     later = (f"event times {integer(lags[0])}–{integer(lags[-1])}" if len(lags) > 1
@@ -248,8 +225,8 @@ def _profile_section(profile_dir: Path) -> str:
                      "<code>aggregate('event')</code> in the <code>differences</code> package): instantaneous is the "
                      "event-time curve at event time 0, persistent its mean over the later event times of epoch 1, "
                      "residual the cells at the end of epoch 1. Intervals: the same weighted sums in each bootstrap "
-                     "draw over instances.</p>")
-        parts.append(table(["memorization", "when", "effect (nats)", "95% CI", "cells"], rows, num_cols=(2, 3, 4)))
+                     "draw over instances.</p>"
+                     + table(["memorization", "when", "effect (nats)", "95% CI", "cells"], rows, num_cols=(2, 3, 4)))
     if panel:
         parts.append(f'<p class="note">One treatment per instance: the panel ends {esc(panel.get("ends", ""))} '
                      f'(step {integer(panel.get("end_step"))}), before any instance is trained a second time '
@@ -269,29 +246,27 @@ def _profile_section(profile_dir: Path) -> str:
                 for c in cohorts]
         parts.append("<p>Cohorts: instances are sampled stratified by cohort (a fixed number per cohort, as Lesci et al. "
                      "sample 100 per cohort); adjacent early cohorts below the minimum size are merged and labelled by "
-                     "the first checkpoint that has seen all of them.</p>")
-        parts.append(table(["cohort (step)", "base step", "merged checkpoint cohorts", "instances"], crow,
-                           num_cols=(0, 1, 3)))
+                     "the first checkpoint that has seen all of them.</p>"
+                     + table(["cohort (step)", "base step", "merged checkpoint cohorts", "instances"], crow,
+                             num_cols=(0, 1, 3)))
     if curve := summ.get("event_time_curve"):
         crow = [[integer(r.get("event_time")), num(r.get("lag_steps"), 1), num(r.get("effect")),
                  f"{num(r.get('band_lower'))} – {num(r.get('band_upper'))}", integer(r.get("n_cohorts")),
                  "yes" if r.get("significant") else "no"] for r in curve]
         parts.append("<p>Event-time curve (Lesci et al.'s persistent memorisation): at each event time, the cohorts' "
                      "effects averaged with weights proportional to cohort size, with the simultaneous band over event "
-                     "times. Event time 0 is instantaneous memorisation; negative event times are the lead cells.</p>")
-        parts.append(table(["event time", "mean lag (steps)", "effect (nats)", "95% band", "cohorts", "significant"],
-                           crow, num_cols=(0, 1, 2, 3, 4)))
+                     "times. Event time 0 is instantaneous memorisation; negative event times are the lead cells.</p>"
+                     + table(["event time", "mean lag (steps)", "effect (nats)", "95% band", "cohorts", "significant"],
+                             crow, num_cols=(0, 1, 2, 3, 4)))
         if et := _profile_figure(profile_dir, EVENT_TIME_PNG):
             parts.append(figure_html(et, "event-time curve", (
                 "Event-time curve: memorisation against checkpoints since treatment (mean lag in optimizer steps "
                 "below), cohort-size weighted, with its simultaneous 95% band; left of the vertical line: lead cells, "
                 "which should cover 0.")))
-    plac = summ.get("placebo_cells_covering_zero")
-    if finite(plac):
+    if finite(plac := summ.get("placebo_cells_covering_zero")):
         parts.append(f'<p class="note">Design check: {pct(plac)} of the placebo cohort\'s cells (held-out instances '
                      "given a pretend treatment step) have a simultaneous band covering 0; a sound design gives 100% "
                      "in 95% of runs.</p>")
-
     design = (summ.get("retention_run") or {}).get("design") or {}
     items = f"{design['items']} items" if design.get("items") else "its items"
     for png, parquet, plot, alt, caption in (
@@ -313,39 +288,29 @@ def _profile_section(profile_dir: Path) -> str:
     ):
         if figure := _profile_figure(profile_dir, png, parquet, plot):
             parts.append(figure_html(figure, alt, caption))
-    fc = summ.get("forecast")
-    if fc is None:
-        fc = io.json_or_empty(profile_dir / FORECAST_FILE)
-    if fc:
+    if fc := io.json_or_empty(profile_dir / FORECAST_FILE) if summ.get("forecast") is None else summ["forecast"]:
         parts.append(_forecast_html(fc))
     if len(parts) == 2:
         parts.append('<p class="muted">No profile outputs found in this directory.</p>')
     return "".join(parts)
 
 
-def model_report(
-    audit_dir: str | os.PathLike,
-    out_html: str | os.PathLike,
-    profile_dir: str | os.PathLike | None = None,
-    title: str | None = None,
-    decode: Decode | None = None,
-) -> Path:
+def model_report(audit_dir: str | os.PathLike, out_html: str | os.PathLike,
+                 profile_dir: str | os.PathLike | None = None, title: str | None = None,
+                 decode: Decode | None = None) -> Path:
     """Write one self-contained HTML page (``out_html``, parent folders created) for one
     ``memdedup audit`` output; return its path. The audit's ``summary.json`` is copied next to
     it as ``<stem>.summary.json`` (``raw.html`` -> ``raw.summary.json``). ``profile_dir``: a
-    ``memdedup profile`` output of the model's training run, adding the memorization profile
-    heatmap, retention curves and their summary; ``title`` defaults to "Memorization audit:
-    <audit directory name>"; ``decode``: token ids -> text (e.g. a tokenizer's ``decode``) for
-    the table of the most memorized sequences, else token ids are shown. ValueError:
-    ``audit_dir`` is not an audit output, or ``profile_dir`` does not exist.
+    ``memdedup profile`` output of the model's training run (profile heatmap, retention curves,
+    their summary); ``title`` defaults to "Memorization audit: <audit directory name>";
+    ``decode``: token ids -> text for the most memorized sequences, else ids are shown.
+    ValueError: ``audit_dir`` is not an audit output, or ``profile_dir`` not a profile output.
     """
     a = load_audit(audit_dir)
     out = Path(out_html)
     title = title or f"Memorization audit: {a.path.name}"
-    t = a.table
-    C = a.cont_len
+    t, C = a.table, a.cont_len
     sections = [_headline_cards(a)]
-
     model = a.summary.get("model") or {}
     meta_rows = [["audit directory", f"<code>{esc(a.path)}</code>"]]
     if model.get("path"):
@@ -366,7 +331,6 @@ def model_report(
         skipped.append(f"{integer(n)} given id{'s' if n != 1 else ''} not in the corpus")
     if skipped:
         meta_rows.append(["skipped", "; ".join(skipped)])
-
     if by_dup := a.by_duplicates():
         sections.append("<h2>Extractable rate by occurrences</h2>" + figure_html(
             plots.rate_by_duplicates(by_dup), "extractable rate by occurrences", (
@@ -377,7 +341,6 @@ def model_report(
                 "intervals and <i>n</i> is the number of distinct sequences per bucket. Memorization usually grows steeply "
                 "with duplication. Counts are those of the audited corpus, whatever the model was trained on."))
             + rate_table(by_dup, "occurrences in corpus"))
-
     if a.has("pythia_score"):
         png = plots.histogram(t["pythia_score"].to_numpy(dtype=float), np.linspace(0, 1, 21),
                               "Pythia memorization score")
@@ -394,9 +357,7 @@ def model_report(
                f"mistake (0 to {C or 'C'}; {C or 'C'} = extractable). The y axis is logarithmic so that the few highly "
                "memorized sequences stay visible next to the many that are not.")
         sections.append("<h2>Leading tokens matched</h2>" + figure_html(png, "histogram of leading tokens matched", cap))
-
     sections.append(_membership_section(a))
-
     if by_status := a.by_status():
         png = plots.rate_points([("extractable rate", by_status)], "dedup status of the source document",
                                 [r["group"] for r in by_status])
@@ -407,7 +368,6 @@ def model_report(
                 "<b>removed</b>, dedup removed it as a duplicate of an earlier document. A model trained on the raw "
                 "corpus memorizing mostly <i>kept</i> and <i>removed</i> documents is what deduplication targets."))
             + rate_table(by_status, "dedup status", label=lambda g: esc(STATUS_TEXT.get(g, g))))
-
     if profile_dir is not None:
         p = Path(profile_dir).resolve()
         if not p.is_dir():
@@ -416,7 +376,6 @@ def model_report(
         if not any((p / f).exists() for f in own):
             raise ValueError(f"{p}: not a 'memdedup profile' output (none of {', '.join(own)})")
         sections.append(_profile_section(p))
-
     how = ("decoded with the model's tokenizer" if decode is not None
            else "shown as token ids (pass a tokenizer to decode them: <code>memdedup report --model-dir</code>)")
     top_html, n_top, represented = _top_sequences(a, decode)

@@ -22,11 +22,8 @@ from dedup import io
 
 from ..stats import finite
 
-STATUS_TEXT = {
-    "unique": "unique (no duplicate in the corpus)",
-    "kept": "kept (has duplicates; this copy was kept)",
-    "removed": "removed by dedup",
-}
+STATUS_TEXT = {"unique": "unique (no duplicate in the corpus)", "kept": "kept (has duplicates; this copy was kept)",
+               "removed": "removed by dedup"}
 SCORE_LABELS = {"min_k": "Min-K%", "min_k_plus_plus": "Min-K%++", "reference": "reference model"}
 
 
@@ -35,16 +32,12 @@ def score_label(name: str) -> str:
     return SCORE_LABELS.get(name, name)
 
 
-# ---- Formatting
-
-
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def esc(x) -> str:
-    """HTML-escaped text; control characters (NUL, ESC, ...: parse errors in HTML) and bidi
-    embedding, override and isolate controls (an unclosed U+202E reversed the rest of the
-    line; attributes cannot be isolated) as U+FFFD."""
+    """HTML-escaped text; control characters (NUL, ESC: parse errors in HTML) and bidi embedding,
+    override and isolate controls (an unclosed U+202E reverses the rest of the line) as U+FFFD."""
     return _CONTROL.sub("\ufffd", html.escape(str(x), quote=True))
 
 
@@ -65,9 +58,8 @@ def num(x, digits: int = 3) -> str:
 
 
 def or_na(x, fmt=pct) -> str:
-    """``fmt(x)`` (:func:`pct`, :func:`num`), or "n/a" for a number that cannot be resolved (null
-    in summary.json: a TPR at FPR x with fewer than 1/x non-members; a membership ROC-AUC in an
-    occurrence bucket holding one class only)."""
+    """``fmt(x)``, or "n/a" for a number summary.json has as null (unresolvable: a TPR at FPR x with
+    fewer than 1/x non-members, a ROC-AUC in a bucket of one class)."""
     return "n/a" if x is None else fmt(x)
 
 
@@ -84,12 +76,8 @@ def rate_cell(r: dict) -> str:
 
 
 def ratio_text(x) -> str:
-    if not finite(x):
-        return "–"
-    return f"×{float(x):.2f}" if float(x) < 10 else f"×{float(x):.1f}"
+    return "–" if not finite(x) else f"×{float(x):.2f}" if float(x) < 10 else f"×{float(x):.1f}"
 
-
-# ---- The page and its building blocks
 
 CSS = """
 :root { --fg: #1d2430; --muted: #5b6472; --line: #d9dee5; --bg-soft: #f5f7fa; --accent: #2f5d95;
