@@ -1,8 +1,6 @@
-"""The audit stages' configurations: frozen dataclasses, validated on construction.
-
-Each field is declared with :func:`dedup.config.option` (default, meaning with its unit, and
-how the command line shows it), once: ``memdedup``'s parser and README's configuration
-reference are generated from these declarations.
+"""The audit stages' configurations: frozen dataclasses, validated on construction. Each field is
+declared once with :func:`dedup.config.option` (default, meaning, unit, command-line form):
+``memdedup``'s parser and README's configuration reference are generated from them.
 """
 
 from __future__ import annotations
@@ -15,9 +13,8 @@ from dedup.config import StageConfig, option
 OFFSETS = ("start", "random")
 OUTCOMES = ("surprisal", "accuracy")
 BOS_POLICIES = ("auto", "never")
-# Fewest bootstrap resamples for the 95% percentile intervals the audit and the profile report:
-# each tail (2.5%) must hold at least one resample, 1 / 0.025 = 40 (with fewer, an end is the
-# extreme resample, and with one the interval has no width). 0 means no interval.
+# Fewest bootstrap resamples for a 95% percentile interval: each 2.5% tail holds one, 1 / 0.025 = 40
+# (with fewer an end is the extreme resample). 0 means no interval.
 MIN_BOOT = 40
 
 
@@ -29,7 +26,7 @@ def _n_boot_problem(n_boot: int) -> str | None:
 
 
 def _doublings(limit: int) -> list[int]:
-    """1, 2, 4, ... up to ``limit`` (none when it is below 1)."""
+    """1, 2, 4, ... up to ``limit`` (none below 1)."""
     return [1 << i for i in range(max(int(limit), 0).bit_length())]
 
 
@@ -89,8 +86,8 @@ class AuditConfig(StageConfig):
 
 @dataclass(frozen=True)
 class TrainConfig(StageConfig):
-    """The tiny, deterministic trainer (``memdedup train``): AdamW with linear warm-up, then a
-    constant rate, gradient norm clipped at 1.0; fields: the declarations below."""
+    """The tiny, deterministic trainer (``memdedup train``): AdamW with linear warm-up, then a constant
+    rate, gradient norm clipped at 1.0; fields: the declarations below."""
 
     vocab_size: int = option(1024, "byte-level BPE vocabulary, trained on the corpus, at least 257", unit="tokens")
     n_layer: int = option(2, "GPT-2 layers")
@@ -149,10 +146,9 @@ class TrainConfig(StageConfig):
 
     def checkpoint_steps(self, total_steps: int, *, epoch_ends: list[int] | None = None,
                          retention: list[int] | None = None) -> list[int]:
-        """Log-spaced early (1, 2, 4, ... <= log_checkpoints), then every
-        ``checkpoint_every`` steps, the last step of every epoch (``epoch_ends``: memorisation
-        profiles end at the end of epoch 1, Lesci et al. 2024), the steps ``retention`` (a
-        retention run's log-spaced probes, :func:`retention_checkpoints`) and the final step."""
+        """Log-spaced early (1, 2, 4, ... <= log_checkpoints), then every ``checkpoint_every`` steps,
+        the last step of every epoch (``epoch_ends``: profiles end at the end of epoch 1, Lesci et
+        al. 2024), a retention run's probes (:func:`retention_checkpoints`) and the final step."""
         steps = {int(s) for s in [*(retention or []), *(epoch_ends or [])] if 1 <= s <= total_steps}
         steps.update(_doublings(min(self.log_checkpoints, total_steps)))
         steps.update(range(self.checkpoint_every, total_steps + 1, self.checkpoint_every))
@@ -161,9 +157,9 @@ class TrainConfig(StageConfig):
 
 
 def retention_checkpoints(window_start: int, exposure_step: int, total_steps: int) -> list[int]:
-    """A retention run's probe steps (Orhan 2024 re-probe at log-spaced steps): the step
-    before the items' window (``window_start - 1``, if >= 1: the items unseen), the exposure
-    step ``e`` (the window's last step) and ``e + 1, e + 2, e + 4, ...`` up to ``total_steps``.
+    """A retention run's probe steps (Orhan 2024 re-probe at log-spaced steps): the step before the
+    items' window (``window_start - 1``, if >= 1: items unseen), the exposure step ``e`` (the
+    window's last) and ``e + 1, e + 2, e + 4, ...`` up to ``total_steps``.
 
     >>> retention_checkpoints(6, 6, 40)
     [5, 6, 7, 8, 10, 14, 22, 38]
@@ -175,7 +171,7 @@ def retention_checkpoints(window_start: int, exposure_step: int, total_steps: in
 
 @dataclass(frozen=True)
 class ProfileConfig(StageConfig):
-    """Memorisation profiles over a run's checkpoints (``memdedup profile``, run by
+    """Memorisation profiles over a run's checkpoints (``memdedup profile``,
     :func:`audit.checkpoints.run_profile`); fields: the declarations below."""
 
     n_treated: int = option(400, "trained instances audited in all: a seeded sample of full-length ones, stratified "
@@ -232,4 +228,4 @@ class ProfileConfig(StageConfig):
         """The user's checkpoint steps, sorted and unique (None: every checkpoint)."""
         if self.checkpoints is None:
             return None
-        return sorted({int(x) for x in str(self.checkpoints).replace(" ", "").split(",") if x != ""})
+        return sorted({int(x) for x in str(self.checkpoints).replace(" ", "").split(",") if x})

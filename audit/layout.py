@@ -1,5 +1,5 @@
 """The audit side's output directories: the one definition of their file names and of the
-per-sequence schema (as :mod:`dedup.layout` is for the dedup output).
+per-sequence schema (as :mod:`dedup.layout` for the dedup output).
 
 ::
 
@@ -26,8 +26,8 @@ per-sequence schema (as :mod:`dedup.layout` is for the dedup output).
       <name>.html            one model's page; <name>.summary.json: the audit's summary.json
       comparison.html        the side-by-side page; comparison.json: the numbers it shows
 
-Every file is written whole to a temporary sibling and renamed into place (:mod:`dedup.io`),
-by a stage that holds its output directory (:func:`holding_out`).
+Every file is written whole to a temporary sibling and renamed into place (:mod:`dedup.io`) by a
+stage that holds its output directory (:func:`holding_out`).
 
 >>> checkpoint_name(40)
 'step-0000040'
@@ -54,7 +54,6 @@ import pyarrow as pa
 
 from dedup import io
 
-# ---------------------------------------------------------------- audit output
 PER_SEQUENCE = "per_sequence.parquet"
 SUMMARY = "summary.json"
 
@@ -65,48 +64,30 @@ SCORES = ("loss", "zlib", "min_k", "min_k_plus_plus", "reference")
 #: What dedup did with a sequence's source document (the ``dedup_status`` column), in report order.
 STATUS_ORDER = ("unique", "kept", "removed")
 
-#: Columns of per_sequence.parquet, in file order. Null where unknown: ``doc_id`` (no id
-#: column), ``pythia_score``/``generated`` (no generation), ``dedup_status`` (no dedup output),
-#: ``member`` (no members file). ``loss`` is nats per token; ``score_*`` follow SCORES.
-#: ``occurrences``: exact occurrences of the P+C token window in the tokenized corpus, every
-#: document and offset (Carlini 2022, Kandpal 2022; audit.occurrences); ``duplicate_bucket``
-#: is its power-of-two bucket ("0" for a given sequence absent from the corpus).
-#: ``near_dup_docs``: corpus documents that are exact or near duplicates of the sequence's
-#: document, itself included (audit.duplicates; -1 for explicit token sequences);
-#: ``duplicate_count``: the same as ``near_dup_docs``, kept for older readers.
-PER_SEQUENCE_SCHEMA = pa.schema(
-    [
-        ("seq_id", pa.int64()),
-        ("doc_id", pa.string()),
-        ("shard", pa.string()),
-        ("row", pa.int64()),
-        ("token_offset", pa.int64()),
-        ("prompt", pa.list_(pa.int64())),
-        ("truth", pa.list_(pa.int64())),
-        ("extractable", pa.bool_()),
-        ("leading_matched", pa.int64()),
-        ("pythia_score", pa.float64()),
-        ("generated", pa.list_(pa.int64())),
-        ("loss", pa.float64()),
-        *((f"score_{name}", pa.float64()) for name in SCORES),
-        ("occurrences", pa.int64()),
-        ("near_dup_docs", pa.int64()),
-        ("duplicate_count", pa.int64()),
-        ("duplicate_bucket", pa.string()),
-        ("dedup_status", pa.string()),
-        ("member", pa.bool_()),
-    ]
-)
+#: Columns of per_sequence.parquet, in file order. Null where unknown: ``doc_id`` (no id column),
+#: ``pythia_score``/``generated`` (no generation), ``dedup_status`` (no dedup output), ``member``
+#: (no members file). ``loss``: nats per token; ``score_*`` follow SCORES. ``occurrences``: exact
+#: occurrences of the P+C token window in the tokenized corpus, any document and offset (Carlini
+#: 2022, Kandpal 2022; audit.occurrences); ``duplicate_bucket``: its power-of-two bucket ("0": a
+#: given sequence absent from the corpus). ``near_dup_docs``: corpus documents that are exact or
+#: near duplicates of the sequence's, itself included (audit.duplicates; -1 for explicit token
+#: sequences); ``duplicate_count``: the same, kept for older readers.
+_INT, _TOKENS = pa.int64(), pa.list_(pa.int64())
+PER_SEQUENCE_SCHEMA = pa.schema([
+    ("seq_id", _INT), ("doc_id", pa.string()), ("shard", pa.string()), ("row", _INT), ("token_offset", _INT),
+    ("prompt", _TOKENS), ("truth", _TOKENS), ("extractable", pa.bool_()), ("leading_matched", _INT),
+    ("pythia_score", pa.float64()), ("generated", _TOKENS), ("loss", pa.float64()),
+    *((f"score_{name}", pa.float64()) for name in SCORES),
+    ("occurrences", _INT), ("near_dup_docs", _INT), ("duplicate_count", _INT), ("duplicate_bucket", pa.string()),
+    ("dedup_status", pa.string()), ("member", pa.bool_())])
 
 
 def per_sequence_schema(reference: bool) -> pa.Schema:
     """:data:`PER_SEQUENCE_SCHEMA`, without ``score_reference`` when no reference model was given."""
-    if reference:
-        return PER_SEQUENCE_SCHEMA
-    return PER_SEQUENCE_SCHEMA.remove(PER_SEQUENCE_SCHEMA.get_field_index("score_reference"))
+    s = PER_SEQUENCE_SCHEMA
+    return s if reference else s.remove(s.get_field_index("score_reference"))
 
 
-# ---------------------------------------------------------------- training run
 TRAIN_CONFIG = "train_config.json"
 TOKENIZER_DIR = "tokenizer"
 ORDER_FILE = "order.parquet"
@@ -114,11 +95,10 @@ HELDOUT_FILE = "heldout.parquet"
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "trainer_state.pt"
 MODEL_DIR = "model"
-#: Everything a training run writes in its directory (with manifest.json; its temporaries go when
-#: a run holds the directory, :func:`holding_out`): what ``memdedup train --replace`` removes, in
-#: this order: the record of its config last, so that a removal killed midway leaves files that
-#: their record still claims (refused as another config's run, or removed again), never files
-#: without one, which the next run would take for its own.
+#: Everything a training run writes besides manifest.json: what ``memdedup train --replace`` removes,
+#: in this order: the record of its config last, so that a removal killed midway leaves files their
+#: record still claims (refused as another config's run, or removed again), never files without
+#: one, which the next run would take for its own.
 RUN_ENTRIES = (TOKENIZER_DIR, ORDER_FILE, HELDOUT_FILE, CHECKPOINT_DIR, MODEL_DIR, TRAIN_CONFIG)
 
 
@@ -128,8 +108,8 @@ def checkpoint_name(step: int) -> str:
 
 
 def checkpoint_step(path: Path) -> int:
-    """The step of a checkpoint directory named ``step-<digits>`` (inverse of
-    :func:`checkpoint_name`); ValueError for any other name (``step-0000010-old``, ``step-abc``)."""
+    """The step of a checkpoint directory ``step-<digits>`` (inverse of :func:`checkpoint_name`);
+    ValueError for any other name (``step-0000010-old``, ``step-abc``)."""
     name = Path(path).name
     digits = name[len("step-"):]
     if not (name.startswith("step-") and digits.isascii() and digits.isdigit()):
@@ -147,17 +127,13 @@ def training_run(model: str | os.PathLike) -> Path | None:
 
 
 def training_run_digest(run: str | os.PathLike) -> str | None:
-    """sha256 (hex) of a training run's record, :data:`TRAIN_CONFIG` (its config and
-    ``corpus_sha256``), canonical JSON; None without one. The trainer is deterministic, so two
-    runs of one digest hold the same weights at every step: what an audit records of the run it
-    audited, and what the forecast checks is still the run at that path."""
+    """sha256 (hex) of a training run's record, :data:`TRAIN_CONFIG` (config and ``corpus_sha256``),
+    as canonical JSON; None without one. The trainer is deterministic, so runs of one digest hold
+    the same weights at every step: what an audit records of its run, and the forecast checks."""
     record = io.json_or_empty(Path(run) / TRAIN_CONFIG)
-    if not record:
-        return None
-    return hashlib.sha256(json.dumps(record, sort_keys=True).encode("utf-8")).hexdigest()
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode("utf-8")).hexdigest() if record else None
 
 
-# ---------------------------------------------------------------- profile output
 PROFILE_FILE = "profile.parquet"
 RETENTION_FILE = "retention.parquet"
 FORECAST_FILE = "forecast.json"
@@ -172,11 +148,9 @@ RETENTION_RUN_CURVE = "retention_run_curve.parquet"
 PROFILE_OUTPUTS = (PROFILE_FILE, EVENT_TIME_FILE, INSTANCES_FILE, RETENTION_FILE, FORECAST_FILE, HEATMAP_PNG,
                    EVENT_TIME_PNG, RETENTION_PNG, SUMMARY)
 
-
-# ---------------------------------------------------------------- report output
 COMPARISON_PAGE = "comparison.html"
-#: The names of the pages a report is moving in, written before the first and removed after its
-#: manifest: what a report killed in between left, for the next one to remove.
+#: The pages a report is moving in, listed before the first and removed after its manifest: what a
+#: report killed in between left, for the next one to remove.
 REPORT_PENDING = ".pages-pending.json"
 
 
@@ -187,11 +161,10 @@ def report_json(page: Path, comparison: bool = False) -> Path:
     return page.with_suffix(".json") if comparison else page.with_name(page.stem + ".summary.json")
 
 
-# ---------------------------------------------------------------- writing
 def refuse_out(out: Path, inputs: list, stage: str) -> None:
-    """ValueError, before anything is written, when ``out`` is or lies inside one of the
-    ``inputs`` directories (:func:`dedup.runs.refuse_out_in_inputs`) or holds another stage's
-    output: its manifest.json (a training run's, a dedup's) would be replaced by ``stage``'s."""
+    """ValueError, before anything is written, when ``out`` is or lies inside one of the ``inputs``
+    directories (:func:`dedup.runs.refuse_out_in_inputs`) or holds another stage's output (whose
+    manifest.json would be replaced by ``stage``'s)."""
     from dedup.runs import refuse_out_in_inputs
 
     refuse_out_in_inputs(out, [Path(d) for d in inputs if d])  # None or "": no such input
@@ -203,25 +176,20 @@ def refuse_out(out: Path, inputs: list, stage: str) -> None:
 
 def as_paths(x) -> list[Path]:
     """One path (str or os.PathLike) or an iterable of them, as a list of Paths; none: ``[]``."""
-    if x is None:
-        return []
-    return [Path(x)] if isinstance(x, (str, os.PathLike)) else [Path(p) for p in x]
+    return [] if x is None else [Path(x)] if isinstance(x, (str, os.PathLike)) else [Path(p) for p in x]
 
 
 def holding_out(param: str, inputs: tuple[str, ...] = (), own: tuple[str, ...] | None = None
                 ) -> Callable[[Callable], Callable]:
     """Decorate a stage function to run while it holds its output directory, the argument named
-    ``param`` (:func:`dedup.io.claim`; nothing to hold when it is None): a second run into the
-    same directory at the same time raises :class:`dedup.io.InUseError` instead of writing
-    among the first one's files. ``inputs`` name the arguments holding input directories (a
-    path or an iterable of them, :func:`as_paths`; an iterable reaches the stage as a list): an
-    ``out`` inside one is refused before the claim, which would make (and remove) directories
-    there and so change the input's modification time. Once held, ``out``'s temporaries
-    (:func:`dedup.io.tmp_path`) that a killed run of any stage left are removed: no stage
-    leaves them among its outputs. ``own`` names the stage's files in an ``out`` that is not
-    wholly its own (``memdedup check``'s checks.json, in the workflow's OUT, whose directories
-    other stages hold while they run): only their temporaries are removed. TypeError: a name not
-    a parameter."""
+    ``param`` (:func:`dedup.io.claim`; None: nothing to hold): a second run into the same
+    directory at the same time raises :class:`dedup.io.InUseError`. ``inputs`` name the arguments
+    holding input directories (a path or an iterable, :func:`as_paths`; an iterable reaches the
+    stage as a list): an ``out`` inside one is refused before the claim, which would change the
+    input's modification time. Once held, the temporaries (:func:`dedup.io.tmp_path`) a killed
+    run left in ``out`` are removed; ``own`` names the stage's files in an ``out`` not wholly its
+    own (``memdedup check``'s checks.json in the workflow's OUT): only theirs are removed.
+    TypeError: a name not a parameter."""
 
     def decorate(stage: Callable) -> Callable:
         signature = inspect.signature(stage)
@@ -253,10 +221,10 @@ def holding_out(param: str, inputs: tuple[str, ...] = (), own: tuple[str, ...] |
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary sibling of ``path`` (:func:`dedup.io.tmp_path`), then
-    rename it into place: for writers that want a path (Parquet, Hugging Face directories). A
-    directory replaces the previous one; the temporary is removed if ``write`` fails, and an
-    OSError that names no file (or the temporary) names ``path`` (:func:`dedup.io.naming`)."""
+    """Call ``write(tmp)`` on a temporary sibling of ``path`` (:func:`dedup.io.tmp_path`), then rename
+    it into place (a directory replaces the previous one): for writers that want a path (Parquet,
+    Hugging Face directories). If ``write`` fails the temporary goes, and an OSError naming no
+    file (or the temporary) names ``path`` (:func:`dedup.io.naming`)."""
     path = Path(path)
     tmp = io.tmp_path(path)  # unique to this call: no earlier writer's to clear
     try:

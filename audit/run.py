@@ -1,9 +1,8 @@
 """One audit of one model (or checkpoint): sample, score, join with dedup, aggregate, write.
 
-Outputs (``OUT/``, :mod:`audit.layout`): ``per_sequence.parquet``
-(:data:`audit.layout.PER_SEQUENCE_SCHEMA`), ``summary.json`` (computed from it by
-:func:`audit.aggregate.summarise`; retention by :func:`audit.aggregate.dedup_retention`) and
-``manifest.json``, written last and atomically.
+Outputs (``OUT/``, :mod:`audit.layout`): ``per_sequence.parquet`` (:data:`audit.layout.PER_SEQUENCE_SCHEMA`),
+``summary.json`` (from it by :func:`audit.aggregate.summarise`; retention by
+:func:`audit.aggregate.dedup_retention`) and ``manifest.json``, written last and atomically.
 """
 
 from __future__ import annotations
@@ -37,15 +36,14 @@ from .stats import duplicate_bucket
 
 
 def _dedup_context(dedup_dir: Path | None, shards) -> tuple[DedupConfig, set[tuple[str, int]], dict | None]:
-    """Dedup's config, removed rows and manifest, from a dedup output directory. InputError
-    unless every corpus shard is an input of the dedup run (same name, row count and size): dedup's
-    removed rows are matched to sampled documents by (shard name, row)."""
+    """Dedup's config, removed rows and manifest, from a dedup output directory. InputError unless
+    every corpus shard is an input of the dedup run (same name, row count and size): removed rows
+    are matched to sampled documents by (shard name, row)."""
     if dedup_dir is None:
         return DedupConfig(), set(), None
     manifest = io.completed_manifest(dedup_dir, "dedup")
-    cfg = {k: v for k, v in manifest["config"].items() if k in DedupConfig.field_names()}
     removed = pq.read_table(dedup_layout.removed_path(dedup_dir), columns=["shard", "row"]).to_pydict()
-    config = DedupConfig(**cfg)
+    config = DedupConfig(**{k: v for k, v in manifest["config"].items() if k in DedupConfig.field_names()})
     rows = dedup_layout.input_rows(manifest)
     for shard in shards:
         if rows and rows.get(shard.name) != (n := count_rows([shard])):
@@ -92,48 +90,37 @@ MEMBERSHIP_RULE_ID = "document id: the sequence's document id is in --members (i
 def membership_labels(doc_ids: list, member_ids: set[str] | None, dup) -> tuple[list, dict | None]:
     """Membership labels by content (issue #12, section 1) and how they were determined.
 
-    A sequence is a member iff its document, or any exact or near duplicate of it in the corpus
-    (:func:`audit.duplicates.duplicate_counts`: dedup's definitions), is in the members list
-    by name (``doc_ids``: :func:`audit.sampling.document_name`, the id, else ``shard:row``):
-    when an audit runs on the raw corpus and the model was trained on the deduplicated one,
-    a removed copy of a trained document is a member. Without document texts (explicit token
-    sequences) the label falls back to the document id alone. Returns (labels per sequence, None
-    where unknown; ``summary.json``'s ``membership_labels``: rule, members, non_members,
-    members_by_id, members_by_duplicate), or ([None...], None) without a members list.
+    A sequence is a member iff its document, or an exact or near duplicate of it in the corpus
+    (``dup``, :func:`audit.duplicates.duplicate_counts`: dedup's definitions), is in the members
+    list by name (``doc_ids``: :func:`audit.sampling.document_name`): a removed copy of a trained
+    document is a member. Without document texts (explicit token sequences) the document id alone
+    decides. Returns (labels, None where unknown; ``summary.json``'s ``membership_labels``: rule,
+    members, non_members, members_by_id, members_by_duplicate), or ([None...], None) without a
+    members list.
     """
     if member_ids is None:
         return [None] * len(doc_ids), None
     by_id = np.array([d is not None and str(d) in member_ids for d in doc_ids], dtype=bool)
     member = by_id if dup is None else by_id | dup.member_duplicate
-    rule = MEMBERSHIP_RULE_ID if dup is None else MEMBERSHIP_RULE
     out = [None if (dup is None and d is None) else bool(m) for d, m in zip(doc_ids, member)]
     known = np.array([m is not None for m in out], dtype=bool)
-    return out, {"rule": rule, "members": int(member[known].sum()), "non_members": int((~member[known]).sum()),
-                 "members_by_id": int(by_id[known].sum()),
+    return out, {"rule": MEMBERSHIP_RULE_ID if dup is None else MEMBERSHIP_RULE, "members": int(member[known].sum()),
+                 "non_members": int((~member[known]).sum()), "members_by_id": int(by_id[known].sum()),
                  "members_by_duplicate": int((member & ~by_id)[known].sum())}
 
 
 @holding_out("out", inputs=("model_dir", "reference", "dedup_dir"))
-def run_audit(
-    model_dir: str | os.PathLike,
-    corpus: str | os.PathLike | Sequence[str | os.PathLike],
-    out: str | os.PathLike,
-    config: AuditConfig = AuditConfig(),
-    *,
-    dedup_dir: str | os.PathLike | None = None,
-    members: str | os.PathLike | None = None,
-    reference: str | os.PathLike | None = None,
-    sequences: str | os.PathLike | None = None,
-    log: Callable[[str], None] = print,
-    progress: Callable[[dict], None] = lambda state: None,
-) -> dict:
-    """Audit one model; return the summary (also written to ``out``).
-
-    ``progress`` is called with ``{"phase", "unit", "done", "total"}`` as the long phases
-    advance (``score`` and ``generate`` in sequences, ``occurrences`` in corpus documents,
-    its total from :func:`dedup.shards.count_rows`), and with ``{"phase": None}`` at the end.
-    ValueError (nothing written): ``out`` is or lies inside the model, reference or dedup
-    directory, or holds another stage's output.
+def run_audit(model_dir: str | os.PathLike, corpus: str | os.PathLike | Sequence[str | os.PathLike],
+              out: str | os.PathLike, config: AuditConfig = AuditConfig(), *,
+              dedup_dir: str | os.PathLike | None = None, members: str | os.PathLike | None = None,
+              reference: str | os.PathLike | None = None, sequences: str | os.PathLike | None = None,
+              log: Callable[[str], None] = print,
+              progress: Callable[[dict], None] = lambda state: None) -> dict:
+    """Audit one model; return the summary (also written to ``out``). ``progress`` gets
+    ``{"phase", "unit", "done", "total"}`` as the long phases advance (``score``, ``generate`` in
+    sequences, ``occurrences`` in corpus documents of :func:`dedup.shards.count_rows`), then
+    ``{"phase": None}``. ValueError (nothing written): ``out`` is or lies inside the model,
+    reference or dedup directory, or holds another stage's output.
     """
     from .lm import ModelError, load_causal_lm, shared_token_ids, tokenizer_fingerprint
 
@@ -141,8 +128,8 @@ def run_audit(
     out = Path(out)
     refuse_out(out, [model_dir, reference, dedup_dir], "audit")
     shards = discover(corpus, exclude=out)  # one path, or a sequence of them
-    if config.id_column_required and sequences is not None:  # a column named by --id-column must exist (as in
-        for s in shards:  # dedup; sampled sequences check it as they count the rows)
+    if config.id_column_required and sequences is not None:  # a column named by --id-column must exist, as in
+        for s in shards:  # dedup (sampled sequences check it as they count the rows)
             ShardReader(s, config.text_column, config.id_column, True, 1)
     dedup_cfg, removed, dedup_manifest = _dedup_context(Path(dedup_dir) if dedup_dir else None, shards)
     member_ids = _members(Path(members) if members else None)
@@ -214,12 +201,9 @@ def run_audit(
         pythia = metrics.pythia_score(generated, seqs.tokens[:, P:])
         timings["generate"] = time.perf_counter() - t0
     texts = [lm.decode(t).encode("utf-8") for t in seqs.tokens]
-    scores = {
-        "loss": metrics.score_loss(stats.logprob),
-        "zlib": metrics.score_zlib(stats.logprob, texts),
-        "min_k": metrics.score_min_k(stats.logprob, config.k),
-        "min_k_plus_plus": metrics.score_min_k_plus_plus(stats.logprob, stats.mu, stats.sigma, config.k),
-    }
+    scores = {"loss": metrics.score_loss(stats.logprob), "zlib": metrics.score_zlib(stats.logprob, texts),
+              "min_k": metrics.score_min_k(stats.logprob, config.k),
+              "min_k_plus_plus": metrics.score_min_k_plus_plus(stats.logprob, stats.mu, stats.sigma, config.k)}
     if ref is not None:
         scores["reference"] = metrics.score_reference(stats.logprob, ref.score(seqs.tokens, config.batch_size,
                                                                                 progress=batches("reference")).logprob)
@@ -292,27 +276,15 @@ def _per_sequence_table(seqs: Sequences, P, exact, leading, pythia, generated, s
                         member, occurrences) -> pa.Table:
     """per_sequence.parquet (:data:`audit.layout.PER_SEQUENCE_SCHEMA`)."""
     n = len(seqs)
-    cols = {
-        "seq_id": np.arange(n, dtype=np.int64),
-        "doc_id": [None if d is None else str(d) for d in seqs.doc_id],
-        "shard": seqs.shard,
-        "row": seqs.row,
-        "token_offset": seqs.token_offset,
-        "prompt": seqs.tokens[:, :P].tolist(),
-        "truth": seqs.tokens[:, P:].tolist(),
-        "extractable": exact,
-        "leading_matched": leading,
-        "pythia_score": pythia if pythia is not None else [None] * n,
-        "generated": generated.tolist() if generated is not None else [None] * n,
-        "loss": -scores["loss"],
-        **{f"score_{k}": v for k, v in scores.items()},
-        "occurrences": np.asarray(occurrences, dtype=np.int64),
-        "near_dup_docs": np.asarray(counts, dtype=np.int64),
-        "duplicate_count": np.asarray(counts, dtype=np.int64),
-        "duplicate_bucket": buckets,
-        "dedup_status": status,
-        "member": member,
-    }
+    cols = {"seq_id": np.arange(n, dtype=np.int64), "doc_id": [None if d is None else str(d) for d in seqs.doc_id],
+            "shard": seqs.shard, "row": seqs.row, "token_offset": seqs.token_offset,
+            "prompt": seqs.tokens[:, :P].tolist(), "truth": seqs.tokens[:, P:].tolist(),
+            "extractable": exact, "leading_matched": leading,
+            "pythia_score": pythia if pythia is not None else [None] * n,
+            "generated": generated.tolist() if generated is not None else [None] * n, "loss": -scores["loss"],
+            **{f"score_{k}": v for k, v in scores.items()}, "occurrences": np.asarray(occurrences, dtype=np.int64),
+            "near_dup_docs": np.asarray(counts, dtype=np.int64), "duplicate_count": np.asarray(counts, dtype=np.int64),
+            "duplicate_bucket": buckets, "dedup_status": status, "member": member}
     schema = per_sequence_schema(reference="reference" in scores)
     return pa.table([pa.array(cols[f.name], f.type) for f in schema], schema=schema)
 

@@ -1,21 +1,20 @@
-"""The report stage (``memdedup report``): a page per audit, a comparison page for two or more,
-and the stage manifest, written into one output directory.
+"""The report stage (``memdedup report``): a page per audit, a comparison page for two or more, and
+the stage manifest, in one output directory.
 
-Files in ``out`` (names from :mod:`audit.layout`): ``<label>.html`` and its numbers
-``<label>.summary.json`` per audit (the label made safe as a file name: characters other than
-``A-Za-z0-9._-`` become ``_``, names over 100 characters are cut and end with 8 hex digits of
-the label's SHA-256, and all names get an ``<i>-`` prefix when two would collide or one would be
-``comparison``), ``comparison.html`` and ``comparison.json`` with two or more audits, and
-``manifest.json`` (:func:`dedup.io.write_stage_manifest`, written last) listing them.
+Files in ``out`` (names from :mod:`audit.layout`): per audit ``<label>.html`` and its numbers
+``<label>.summary.json`` (the label as a file name: characters other than ``A-Za-z0-9._-`` become
+``_``, names over 100 characters are cut and end with 8 hex digits of the label's SHA-256, all
+get an ``<i>-`` prefix when two would collide or one would be ``comparison``);
+``comparison.html`` and ``comparison.json`` with two or more audits; ``manifest.json``
+(:func:`dedup.io.write_stage_manifest`, last) listing them.
 
-Pages are written to a temporary directory in ``out`` and moved in once all are written; only
-then does a rerun remove the files the earlier report's manifest lists (this one may not
-rewrite them all), and those a report killed while moving its pages in left (it lists them in
-:data:`audit.layout.REPORT_PENDING` first): a report refused or failing part-way leaves ``out`` as it was, and other
-files in ``out`` are never touched. Token ids are decoded with the tokenizers of ``model_dirs``
-(one for all audits, or one per audit); a tokenizer whose fingerprint is not the audited
-model's (summary.json ``model.tokenizer_sha256``) is replaced by the audited model's own, when
-its directory is still there, else the page shows token ids.
+Pages are written to a temporary directory in ``out`` and moved in once all are written; only then
+are the earlier report's files (its manifest's, and those a report killed while moving in left,
+listed in :data:`audit.layout.REPORT_PENDING`) removed: a report refused or failing part-way leaves
+``out`` as it was; other files are never touched. Token ids are decoded with the tokenizers of
+``model_dirs`` (one for all audits, or one per audit); one whose fingerprint is not the audited
+model's (summary.json ``model.tokenizer_sha256``) is replaced by the audited model's own if its
+directory is still there, else the page shows token ids.
 """
 
 from __future__ import annotations
@@ -44,8 +43,8 @@ EXPOSURE_SHAPE = {"samples": 0, "log2_space": 0.0, "words": 0, "error": "", "by_
 
 
 def _labels(audits: Sequence[Path], labels: Sequence[str] | None) -> list[str]:
-    """The given labels, or the audits' directory names made distinct (raw/audit, dedup/audit ->
-    audit-1, audit-2). ValueError: not one per audit, or not distinct."""
+    """The given labels, or the audits' directory names made distinct (raw/audit, dedup/audit -> audit-1,
+    audit-2). ValueError: not one per audit, or not distinct."""
     out = list(labels) if labels else [a.resolve().name or "audit" for a in audits]
     if len(out) != len(audits):
         raise ValueError(f"--labels: {len(out)} labels for {len(audits)} audit directories")
@@ -67,8 +66,8 @@ def _file_stems(labels: list[str]) -> list[str]:
 
 
 def _decoders(audits: Sequence[Path], model_dirs: Sequence[Path], log: Callable[[str], None]) -> list:
-    """Per audit, token ids -> text with the tokenizer of its model directory (module
-    docstring), or None to show ids. ValueError: a directory without a usable tokenizer."""
+    """Per audit, token ids -> text with the tokenizer of its model directory (module docstring), or
+    None to show ids. ValueError: a directory without a usable tokenizer."""
     decoders: list = [None] * len(audits)
     if not model_dirs:
         return decoders
@@ -100,15 +99,13 @@ def _decoders(audits: Sequence[Path], model_dirs: Sequence[Path], log: Callable[
 @holding_out("out", inputs=("audits", "profile_dirs", "model_dirs", "dedup_dir"))
 def write_report(audits: Sequence[Path] | Path, out: Path, *, labels: Sequence[str] | str | None = None,
                  dedup_dir: Path | None = None, profile_dirs: Sequence[Path] | Path = (),
-                 model_dirs: Sequence[Path] | Path = (),
-                 title: str | None = None, checks: Path | None = None,
+                 model_dirs: Sequence[Path] | Path = (), title: str | None = None, checks: Path | None = None,
                  log: Callable[[str], None] = lambda msg: None) -> dict:
-    """Write the report of ``audits`` (``memdedup audit`` directories; or one, as a path) into
-    ``out``; return its manifest. ``profile_dirs`` pair with the audits in order (may be fewer);
+    """Write the report of ``audits`` (``memdedup audit`` directories; or one path) into ``out``;
+    return its manifest. ``profile_dirs`` pair with the audits in order (may be fewer);
     ``dedup_dir`` and ``checks`` (a ``memdedup check`` output) feed the comparison page; ``log``
-    gets notes.
-    ValueError (nothing written): labels, profiles or model directories that do not fit the
-    audits, ``out`` inside an input, ``out`` holding another stage's output, an unreadable
+    gets notes. ValueError (nothing written): labels, profiles or model directories that do not
+    fit the audits, ``out`` inside an input or holding another stage's output, an unreadable
     ``checks``.
     """
     audits, profile_dirs, model_dirs = (as_paths(x) for x in (audits, profile_dirs, model_dirs))
