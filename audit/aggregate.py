@@ -1,14 +1,10 @@
-"""Every rate and summary of an audit, computed once, from its per-sequence table.
+"""Every rate and summary of an audit, computed once from its per-sequence table: :func:`summarise` gives
+``summary.json``'s sections for the audit (:mod:`audit.run`) and the report pages alike; the comparison page's
+numbers are computed here too.
 
-:func:`summarise` turns ``per_sequence.parquet`` (:data:`audit.layout.PER_SEQUENCE_SCHEMA`)
-into the sections of ``summary.json`` (:data:`SECTIONS`) for the audit (:mod:`audit.run`) and
-the report pages (:mod:`audit.report.audit_dir`), so that they cannot disagree; the comparison
-page's numbers (ratios to the first model, what dedup removed) are computed here too.
-
-Rates are dicts ``{"n", "k", "rate", "lower", "upper"}`` (Wilson 95% intervals, fractions)
-over DISTINCT sequences (equal prompt + truth tokens count once; once per group in a
-breakdown): copies are not independent trials (Carlini et al. 2022 sample distinct sequences
-per bucket). A table without ``prompt``/``truth`` counts rows.
+Rates are ``{"n", "k", "rate", "lower", "upper"}`` (Wilson 95% intervals, fractions) over DISTINCT sequences (equal
+prompt + truth count once, once per group in a breakdown: Carlini et al. 2022 sample distinct sequences); a table
+without ``prompt``/``truth`` counts rows.
 
 >>> import pyarrow as pa
 >>> t = pa.table({"extractable": [True, False, True, True], "leading_matched": [32, 3, 32, 32],
@@ -74,8 +70,7 @@ def token_ids(x) -> tuple[int, ...]:
 
 
 def sequence_keys(prompts, truths) -> list:
-    """A hashable key per sequence, equal for equal prompt + truth tokens (:data:`RATES_COUNT`);
-    ``prompts``, ``truths``: token id sequences, None (or pandas' NaN) for none.
+    """A hashable key per sequence, equal for equal prompt + truth tokens (None or NaN: none).
 
     >>> sequence_keys([[1, 2], [1, 2], None], [[3], [3], float("nan")])
     [((1, 2), (3,)), ((1, 2), (3,)), ((), ())]
@@ -103,14 +98,12 @@ def _first_rows(keys: list | None, groups: list | None, n: int) -> np.ndarray:
 
 
 def distinct_rows(table: pa.Table) -> np.ndarray:
-    """bool (n,): the first row of each distinct sequence (:data:`RATES_COUNT`); every row of a
-    table without ``prompt``/``truth``."""
+    """bool (n,): the first row of each distinct sequence; every row without ``prompt``/``truth``."""
     return _first_rows(_sequence_keys(table), None, table.num_rows)
 
 
 def _group_rates(table: pa.Table, column: str, order: Sequence[str] | None) -> list[dict] | None:
-    """Extractable rate per value of ``column`` where it is set, over distinct sequences per
-    group; None if never set."""
+    """Extractable rate per value of ``column`` where set, distinct per group; None if never set."""
     col = _column(table, column)
     if col is None:
         return None
@@ -124,8 +117,7 @@ def _group_rates(table: pa.Table, column: str, order: Sequence[str] | None) -> l
 
 
 def _membership_by_bucket(table: pa.Table, labelled) -> list[dict] | None:
-    """:func:`summarise`'s ``membership_by_duplicates`` (``labelled``: :func:`_labelled_scores`);
-    None without buckets or labelled scores."""
+    """:func:`summarise`'s ``membership_by_duplicates``; None without buckets or labelled scores."""
     col = _column(table, "duplicate_bucket")
     if col is None or labelled is None:
         return None
@@ -141,8 +133,7 @@ def _membership_by_bucket(table: pa.Table, labelled) -> list[dict] | None:
 
 
 def score_columns(table_columns: Sequence[str], complete: Collection[str]) -> list[str]:
-    """The ``score_*`` columns holding a value in every row (``complete``): known scores in
-    :data:`audit.layout.SCORES` order, then any other.
+    """The ``score_*`` columns set in every row (``complete``): :data:`audit.layout.SCORES` first, in order.
 
     >>> score_columns(["loss", "score_zlib", "score_x", "score_loss"], {"score_zlib", "score_x", "score_loss"})
     ['score_loss', 'score_zlib', 'score_x']
@@ -153,14 +144,9 @@ def score_columns(table_columns: Sequence[str], complete: Collection[str]) -> li
 
 
 def membership(scores: dict[str, np.ndarray], member: np.ndarray, n_boot: int | None, seed: int) -> dict:
-    """ROC-AUC (with a bootstrap interval unless ``n_boot`` is None), PR-AUC and TPR at 1% and
-    0.1% FPR of each score against the membership labels (both classes present).
-
-    Definitions: :mod:`audit.stats` (TPR at FPR x null unless :func:`audit.stats.resolvable`)
-    and README.md's "Membership scores" (MIMIR, Duan et al. 2024; LiRA; PR-AUC with MEMBERS as
-    the positive class, ``pr_auc_positive_class``: MIMIR's counts non-members as positive, so the
-    two are not comparable as is; ``zlib_level``).
-    """
+    """ROC-AUC (bootstrap interval unless ``n_boot`` is None), PR-AUC and TPR at 1% and 0.1% FPR (null
+    unless :func:`audit.stats.resolvable`) of each score against labels of both classes. README's "Membership scores":
+    MIMIR, Duan et al. 2024; LiRA; PR-AUC with MEMBERS as the positive class (MIMIR's: non-members)."""
     y = np.asarray(member, dtype=bool)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     out = {}
@@ -175,8 +161,7 @@ def membership(scores: dict[str, np.ndarray], member: np.ndarray, n_boot: int | 
 
 
 def _labelled_scores(table: pa.Table) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
-    """Complete membership labels holding both classes, and the complete scores by name
-    (:func:`score_columns`); None when either is missing."""
+    """Complete labels of both classes and the complete scores by name; None when either is missing."""
     if "member" not in table.column_names or table.column("member").null_count:
         return None
     y = table.column("member").to_numpy(zero_copy_only=False).astype(bool)
@@ -188,18 +173,14 @@ def _labelled_scores(table: pa.Table) -> tuple[np.ndarray, dict[str, np.ndarray]
 
 
 def summarise(table: pa.Table, n_boot: int | None, seed: int, sections: Collection[str] = SECTIONS) -> dict:
-    """The per-sequence sections of summary.json (only ``sections``) from per_sequence.parquet
-    (at least ``extractable`` and ``leading_matched``); ``n_boot``: bootstrap resamples of the
-    membership ROC-AUC interval (None: ``roc_auc_boot`` is null).
+    """``summary.json``'s per-sequence sections (those in ``sections`` that apply, in :data:`SECTIONS` order)
+    from per_sequence.parquet; ``n_boot``: bootstrap resamples of the ROC-AUC interval (None: null).
 
-    The sections that apply, in :data:`SECTIONS` order: ``extractable`` (a rate),
-    ``mean_leading_matched``; ``pythia_score`` ``{"mean", "memorized": rate of score 1}`` with
-    generation; ``extractable_by_duplicates`` (:func:`audit.stats.rate_by_group` rows, bucket
-    order) with duplicate buckets; ``extractable_by_dedup_status`` (unique, kept, removed) with a
-    dedup output; ``membership`` (:func:`membership`) and ``membership_by_duplicates``
-    ``[{"group", "n_members", "n_non_members", "roc_auc": {name: float | null}}]`` (every
-    bucket; null, shown "n/a", where it holds one class: Kandpal et al. 2022 find membership
-    inference near chance on singletons) when labels are complete and hold both classes.
+    ``extractable`` (a rate), ``mean_leading_matched``; ``pythia_score`` ``{"mean", "memorized"}`` with generation;
+    ``extractable_by_duplicates`` / ``_by_dedup_status`` (:func:`audit.stats.rate_by_group` rows) with buckets / a
+    dedup output; with complete labels of both classes ``membership`` (:func:`membership`) and
+    ``membership_by_duplicates`` ``[{"group", "n_members", "n_non_members", "roc_auc": {name: float | null}}]`` (null
+    where a bucket holds one class; Kandpal et al. 2022: near chance on singletons).
     """
     out: dict = {}
     n = table.num_rows
@@ -235,11 +216,9 @@ def dedup_retention(dedup_manifest: dict, tokens: dict | None = None) -> dict:
 
 
 def compare_groups(per_model: dict[str, list[dict]], key: str, order: Sequence[str] | None) -> list[dict]:
-    """Rate rows of several models side by side (``per_model``: label -> rate rows, first model
-    first): per group present in any model, ``{key: group, "models": {label: rate},
-    "ratio_to_first": {label: rate / first's rate, None when undefined}}``; a model without the
-    group gets ``{"n": 0, "k": 0, "rate": None, "lower": 0.0, "upper": 1.0}``. ``order``: groups
-    to put first, in this order; None: duplicate-bucket order.
+    """Rate rows of several models (label -> rows, first model first) side by side: per group,
+    ``{key: group, "models": {label: rate}, "ratio_to_first": {label: rate / first's, None when undefined}}``, a missing
+    group as ``{"n": 0, "k": 0, "rate": None, "lower": 0.0, "upper": 1.0}``; ``order``: groups first, None: buckets.
 
     >>> rows = compare_groups({"raw": [{"group": "1", "n": 4, "k": 2, "rate": 0.5, "lower": 0.1, "upper": 0.9}],
     ...                        "dedup": [{"group": "1", "n": 4, "k": 1, "rate": 0.25, "lower": 0.0, "upper": 0.7}]},
@@ -267,18 +246,11 @@ def compare_groups(per_model: dict[str, list[dict]], key: str, order: Sequence[s
 
 def removed_accounting(dedup_manifest: dict, reason_of: dict[tuple[str, int], str], shard: list, row: list,
                        extractable: np.ndarray, label: str, keys: list | None = None) -> dict:
-    """comparison.json's ``dedup`` (:func:`audit.report.comparison.comparison_report`): what dedup
-    removed (its manifest's ``totals``) and how much of one model's memorization came from it.
-
-    ``reason_of``: (shard, row) -> removal reason of every removed row (removed.parquet);
-    ``shard``, ``row``, ``extractable``: the model's sequences, one per row; ``keys``: each row's
-    sequence (:func:`sequence_keys`), so that counts are of distinct sequences as the headline's
-    (:data:`RATES_COUNT`); None counts rows. A sequence is from removed documents when every
-    located row of it is (a copy from a kept document is still in the deduplicated corpus;
-    unsampled copies are not looked at), under its first located row's reason.
-    ``sequences_located``: sequences with a known (shard, row) (row -1: unknown, as for
-    ``--sequences`` given by tokens alone); with none, the counts from removed documents are None.
-    """
+    """comparison.json's ``dedup``: what dedup removed (its manifest's ``totals``) and how much of
+    one model's memorization came from it. ``reason_of``: (shard, row) -> reason of every removed row; ``shard``,
+    ``row``, ``extractable``: per sequence row; ``keys`` (:func:`sequence_keys`): count distinct sequences (None: rows).
+    A sequence is from removed documents when every located row of it is (a copy from a kept document is still in the
+    deduplicated corpus), under its first located row's reason; without a located row (row -1) those counts are None."""
     tot = dedup_manifest.get("totals") or {}
     removed_by = dict(tot.get("removed") or {})
     total, kept = tot.get("rows"), tot.get("kept")

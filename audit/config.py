@@ -1,7 +1,5 @@
-"""The audit stages' configurations: frozen dataclasses, validated on construction. Each field is
-declared once with :func:`dedup.config.option` (default, meaning, unit, command-line form):
-``memdedup``'s parser and README's configuration reference are generated from them.
-"""
+"""The audit stages' configurations: frozen dataclasses, validated on construction, each field declared once with
+:func:`dedup.config.option`: ``memdedup``'s parser and README's configuration reference are generated from them."""
 
 from __future__ import annotations
 
@@ -86,8 +84,8 @@ class AuditConfig(StageConfig):
 
 @dataclass(frozen=True)
 class TrainConfig(StageConfig):
-    """The tiny, deterministic trainer (``memdedup train``): AdamW with linear warm-up, then a constant
-    rate, gradient norm clipped at 1.0; fields: the declarations below."""
+    """The tiny, deterministic trainer (``memdedup train``): AdamW, linear warm-up then constant, gradient
+    norm clipped at 1.0."""
 
     vocab_size: int = option(1024, "byte-level BPE vocabulary, trained on the corpus, at least 257", unit="tokens")
     n_layer: int = option(2, "GPT-2 layers")
@@ -146,9 +144,8 @@ class TrainConfig(StageConfig):
 
     def checkpoint_steps(self, total_steps: int, *, epoch_ends: list[int] | None = None,
                          retention: list[int] | None = None) -> list[int]:
-        """Log-spaced early (1, 2, 4, ... <= log_checkpoints), then every ``checkpoint_every`` steps,
-        the last step of every epoch (``epoch_ends``: profiles end at the end of epoch 1, Lesci et
-        al. 2024), a retention run's probes (:func:`retention_checkpoints`) and the final step."""
+        """Steps 1, 2, 4, ... <= log_checkpoints, every ``checkpoint_every``, each epoch's last
+        (profiles end with epoch 1, Lesci et al. 2024), a retention run's probes and the final step."""
         steps = {int(s) for s in [*(retention or []), *(epoch_ends or [])] if 1 <= s <= total_steps}
         steps.update(_doublings(min(self.log_checkpoints, total_steps)))
         steps.update(range(self.checkpoint_every, total_steps + 1, self.checkpoint_every))
@@ -157,9 +154,8 @@ class TrainConfig(StageConfig):
 
 
 def retention_checkpoints(window_start: int, exposure_step: int, total_steps: int) -> list[int]:
-    """A retention run's probe steps (Orhan 2024 re-probe at log-spaced steps): the step before the
-    items' window (``window_start - 1``, if >= 1: items unseen), the exposure step ``e`` (the
-    window's last) and ``e + 1, e + 2, e + 4, ...`` up to ``total_steps``.
+    """A retention run's probe steps (Orhan 2024): ``window_start - 1`` (items unseen, if >= 1), the
+    exposure step ``e`` (the window's last), then ``e + 1, e + 2, e + 4, ...`` up to ``total_steps``.
 
     >>> retention_checkpoints(6, 6, 40)
     [5, 6, 7, 8, 10, 14, 22, 38]
@@ -172,7 +168,7 @@ def retention_checkpoints(window_start: int, exposure_step: int, total_steps: in
 @dataclass(frozen=True)
 class ProfileConfig(StageConfig):
     """Memorisation profiles over a run's checkpoints (``memdedup profile``,
-    :func:`audit.checkpoints.run_profile`); fields: the declarations below."""
+    :func:`audit.checkpoints.run_profile`)."""
 
     n_treated: int = option(400, "trained instances audited in all: a seeded sample of full-length ones, stratified "
                                  "by cohort (each cohort's share rounded up: up to one more per cohort)",

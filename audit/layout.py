@@ -108,8 +108,7 @@ def checkpoint_name(step: int) -> str:
 
 
 def checkpoint_step(path: Path) -> int:
-    """The step of a checkpoint directory ``step-<digits>`` (inverse of :func:`checkpoint_name`);
-    ValueError for any other name (``step-0000010-old``, ``step-abc``)."""
+    """The step of a checkpoint directory ``step-<digits>``; ValueError for any other name."""
     name = Path(path).name
     digits = name[len("step-"):]
     if not (name.startswith("step-") and digits.isascii() and digits.isdigit()):
@@ -118,7 +117,7 @@ def checkpoint_step(path: Path) -> int:
 
 
 def training_run(model: str | os.PathLike) -> Path | None:
-    """The ``memdedup train`` run directory (one holding :data:`ORDER_FILE`) whose checkpoint
+    """The ``memdedup train`` run directory (holding :data:`ORDER_FILE`) whose checkpoint
     (``RUN/checkpoints/step-N``) or final model (``RUN/model``) ``model`` is, else None."""
     model = Path(model)
     run = (model.parent.parent if model.parent.name == CHECKPOINT_DIR
@@ -127,9 +126,8 @@ def training_run(model: str | os.PathLike) -> Path | None:
 
 
 def training_run_digest(run: str | os.PathLike) -> str | None:
-    """sha256 (hex) of a training run's record, :data:`TRAIN_CONFIG` (config and ``corpus_sha256``),
-    as canonical JSON; None without one. The trainer is deterministic, so runs of one digest hold
-    the same weights at every step: what an audit records of its run, and the forecast checks."""
+    """sha256 (hex) of a run's :data:`TRAIN_CONFIG` (config and ``corpus_sha256``) as canonical JSON;
+    None without one. The trainer is deterministic: runs of one digest hold the same weights at every step."""
     record = io.json_or_empty(Path(run) / TRAIN_CONFIG)
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode("utf-8")).hexdigest() if record else None
 
@@ -155,16 +153,15 @@ REPORT_PENDING = ".pages-pending.json"
 
 
 def report_json(page: Path, comparison: bool = False) -> Path:
-    """The JSON next to a report page: ``<stem>.summary.json`` (a model page: a copy of the
-    audit's summary.json) or ``<stem>.json`` (a comparison page: the numbers it shows)."""
+    """The JSON beside a report page: ``<stem>.summary.json`` (a model page: the audit's summary.json) or
+    ``<stem>.json`` (a comparison page: its numbers)."""
     page = Path(page)
     return page.with_suffix(".json") if comparison else page.with_name(page.stem + ".summary.json")
 
 
 def refuse_out(out: Path, inputs: list, stage: str) -> None:
     """ValueError, before anything is written, when ``out`` is or lies inside one of the ``inputs``
-    directories (:func:`dedup.runs.refuse_out_in_inputs`) or holds another stage's output (whose
-    manifest.json would be replaced by ``stage``'s)."""
+    (:func:`dedup.runs.refuse_out_in_inputs`) or holds another stage's output."""
     from dedup.runs import refuse_out_in_inputs
 
     refuse_out_in_inputs(out, [Path(d) for d in inputs if d])  # None or "": no such input
@@ -181,15 +178,12 @@ def as_paths(x) -> list[Path]:
 
 def holding_out(param: str, inputs: tuple[str, ...] = (), own: tuple[str, ...] | None = None
                 ) -> Callable[[Callable], Callable]:
-    """Decorate a stage function to run while it holds its output directory, the argument named
-    ``param`` (:func:`dedup.io.claim`; None: nothing to hold): a second run into the same
-    directory at the same time raises :class:`dedup.io.InUseError`. ``inputs`` name the arguments
-    holding input directories (a path or an iterable, :func:`as_paths`; an iterable reaches the
-    stage as a list): an ``out`` inside one is refused before the claim, which would change the
-    input's modification time. Once held, the temporaries (:func:`dedup.io.tmp_path`) a killed
-    run left in ``out`` are removed; ``own`` names the stage's files in an ``out`` not wholly its
-    own (``memdedup check``'s checks.json in the workflow's OUT): only theirs are removed.
-    TypeError: a name not a parameter."""
+    """Decorate a stage to run while it holds its output directory, the argument ``param``
+    (:func:`dedup.io.claim`; None: nothing to hold): a concurrent run into it raises :class:`dedup.io.InUseError`.
+    ``inputs`` name the arguments holding input directories (a path or an iterable, reaching the stage as a list): an
+    ``out`` inside one is refused before the claim could touch it. Once held, the temporaries a killed run left in
+    ``out`` are removed (only those of the files ``own`` names, for an ``out`` shared with other stages). TypeError: a
+    name not a parameter."""
 
     def decorate(stage: Callable) -> Callable:
         signature = inspect.signature(stage)
@@ -221,10 +215,9 @@ def holding_out(param: str, inputs: tuple[str, ...] = (), own: tuple[str, ...] |
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary sibling of ``path`` (:func:`dedup.io.tmp_path`), then rename
-    it into place (a directory replaces the previous one): for writers that want a path (Parquet,
-    Hugging Face directories). If ``write`` fails the temporary goes, and an OSError naming no
-    file (or the temporary) names ``path`` (:func:`dedup.io.naming`)."""
+    """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it into place (a directory
+    replaces the previous one); on failure the temporary goes, and an OSError naming no file names ``path``
+    (:func:`dedup.io.naming`)."""
     path = Path(path)
     tmp = io.tmp_path(path)  # unique to this call: no earlier writer's to clear
     try:

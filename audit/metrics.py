@@ -1,13 +1,9 @@
-"""Memorization and membership-inference metrics: pure numpy on the per-token arrays of
-:mod:`audit.lm` (one teacher-forced pass, ``TokenStats``, or greedy generation).
+"""Memorization and membership-inference metrics: pure numpy on :mod:`audit.lm`'s per-token arrays.
 
-Positions (as ``audit.lm.TokenStats``): for sequences of L tokens, per-token arrays have
-T = L - 1 columns; column t is the prediction of token t+1 from tokens 0..t.
-
-SIGN CONVENTION: every ``score_*`` is HIGHER = MORE LIKELY A MEMBER (MIMIR conventions, over all
-T predicted positions), ready for :mod:`audit.stats` with labels True = member (an informative
-score gives AUC > 0.5); :func:`loss` is a quantity, not a score. Units: natural logarithms (nats
-per token); zlib lengths in bytes.
+For sequences of L tokens, per-token arrays have T = L - 1 columns; column t predicts token t+1 from tokens 0..t
+(``audit.lm.TokenStats``). SIGN CONVENTION: every ``score_*`` is HIGHER = MORE LIKELY A MEMBER (MIMIR, over all T
+positions; an informative score has AUC > 0.5 in :mod:`audit.stats`); :func:`loss` is a quantity, not a score.
+Units: nats per token; zlib lengths in bytes.
 """
 
 from __future__ import annotations
@@ -27,7 +23,7 @@ __all__ = ["extraction", "pythia_score", "loss", "score_loss", "score_zlib", "sc
 
 
 def float_array(x, name: str, ndim: int) -> np.ndarray:
-    """``x`` as a numeric float64 array of ``ndim`` dimensions without NaN, else ValueError naming ``name``."""
+    """``x`` as a numeric float64 ``ndim``-D array without NaN, else ValueError naming ``name``."""
     a = np.asarray(x)
     if a.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D {'(n,)' if ndim == 1 else '(n, T)'}, got shape {a.shape}")
@@ -66,20 +62,13 @@ def _lowest_mean(x: np.ndarray, k: float) -> np.ndarray:
 
 
 def extraction(greedy_match: np.ndarray, prompt_len: int, cont_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact C-extractability and the greedy-reproduced prefix length, from one forward pass.
+    """Exact C-extractability and the greedy-reproduced prefix length, from one teacher-forced pass.
 
-    A sequence is C-extractable with a P-token prompt when greedy decoding from tokens [0, P)
-    reproduces tokens [P, P+C) exactly (Carlini et al. 2022, "Quantifying memorization";
-    Biderman et al. 2023, Pythia): iff, teacher-forced on prompt + true continuation, every
-    continuation arg-max equals the true token; greedy decoding agrees with the truth up to the
-    first mismatch.
-
-    ``greedy_match``: bool (n, L-1), column t True when the arg-max prediction of token t+1 is
-    right; columns P-1..P+C-2 predict the continuation, later ones are ignored. Returns
-    ``(exact, leading)``: bool (n,), and int64 (n,) in [0, C], consecutive matches from column
-    P-1. ValueError: not a 2-D boolean array, P < 1, C < 1, or P + C > L.
-
-    Example (P = 2, C = 3):
+    A sequence is C-extractable with a P-token prompt when greedy decoding from tokens [0, P) reproduces tokens
+    [P, P+C) (Carlini et al. 2022, "Quantifying memorization"; Biderman et al. 2023, Pythia): iff every continuation
+    arg-max equals the true token. ``greedy_match``: bool (n, L-1), column t True when token t+1's arg-max is right
+    (columns P-1..P+C-2 used). Returns ``(exact, leading)``: bool (n,), and int64 (n,) in [0, C], consecutive matches
+    from column P-1. ValueError: not a 2-D boolean array, P < 1, C < 1, or P + C > L.
 
         >>> exact, leading = extraction(np.array([[False, True, True, True],
         ...                                       [True, True, True, False]]), 2, 3)
@@ -106,10 +95,9 @@ def extraction(greedy_match: np.ndarray, prompt_len: int, cont_len: int) -> tupl
 
 
 def pythia_score(generated: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Pythia memorization score (Biderman et al. 2023, "Emergent and predictable memorization"):
-    the fraction of the C greedy-generated continuation tokens equal, position by position, to
-    the true ones, in steps of 1/C (1.0 = C-extractable). ``generated``, ``truth``: int token
-    ids (n, C); ValueError when not 2-D, of different shapes, or C == 0. Returns float64 (n,).
+    """Pythia memorization score (Biderman et al. 2023): the fraction of the C greedy-generated tokens
+    equal to the true ones, position by position (1.0 = C-extractable). ``generated``, ``truth``: int (n, C);
+    ValueError when not 2-D, of other shapes, or C == 0. Returns float64 (n,).
 
     >>> pythia_score([[5, 6, 7, 9]], [[5, 6, 8, 9]]).tolist()
     [0.75]
@@ -124,10 +112,9 @@ def pythia_score(generated: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def loss(logprob: np.ndarray) -> np.ndarray:
-    """Mean negative log-likelihood per token, -(1/T) sum_t log p(x_{t+1} | x_<=t) (a LOSS: lower =
-    more likely a member; MIMIR "loss", Yeom et al. 2018). ``logprob``: float (n, T), the
-    log-probability (nats) of each true next token, as in every score below (ValueError when
-    not 2-D with T >= 1, or with NaN). Returns float64 (n,), nats per token."""
+    """Mean negative log-likelihood per token, -(1/T) sum_t log p(x_{t+1} | x_<=t) (lower = more likely a member;
+    MIMIR "loss", Yeom et al. 2018). ``logprob``: float (n, T), nats, as in every score (ValueError when not 2-D with
+    T >= 1, or NaN). Returns float64 (n,), nats per token."""
     return -_per_token(logprob, "logprob").mean(axis=1)
 
 
@@ -137,11 +124,9 @@ def score_loss(logprob: np.ndarray) -> np.ndarray:
 
 
 def score_zlib(logprob: np.ndarray, text_bytes: list[bytes]) -> np.ndarray:
-    """zlib-ratio score = -loss / zlib length (Carlini et al. 2021, "Extracting training data from
-    large language models", the zlib entropy ratio; MIMIR ``zlib``): the loss divided by the
-    bytes of the text compressed with ``zlib.compress(text, 9)``, negated; merely repetitive
-    text is discounted. ``text_bytes``: the n texts as bytes (``str`` encoded as UTF-8;
-    TypeError for anything else). Returns float64 (n,), nats per token per compressed byte."""
+    """zlib-ratio score = -loss / zlib length (Carlini et al. 2021, the zlib entropy ratio; MIMIR ``zlib``):
+    bytes of ``zlib.compress(text, 9)``. ``text_bytes``: n texts, bytes or str (UTF-8; TypeError otherwise). Returns
+    float64 (n,), nats per token per compressed byte."""
     lo = loss(logprob)
     if len(text_bytes) != lo.shape[0]:
         raise ValueError(f"text_bytes has {len(text_bytes)} items but logprob has {lo.shape[0]} rows")
@@ -156,10 +141,8 @@ def score_zlib(logprob: np.ndarray, text_bytes: list[bytes]) -> np.ndarray:
 
 
 def score_min_k(logprob: np.ndarray, k: float = 0.2) -> np.ndarray:
-    """Min-K% Prob score (Shi et al. 2024, "Detecting pretraining data from large language
-    models"): the mean of the lowest m = max(1, floor(k * T)) token log-probabilities (floor with
-    a 1e-9 tolerance: k = 0.29, T = 100 gives m = 29). ``k`` in (0, 1] (ValueError outside).
-    Returns float64 (n,), nats per token.
+    """Min-K% Prob (Shi et al. 2024): the mean of the lowest m = max(1, floor(k * T)) token
+    log-probabilities (floor with a 1e-9 tolerance); ``k`` in (0, 1] (ValueError outside). float64 (n,), nats per token.
 
     >>> score_min_k([[-0.1, -3.0, -0.2, -1.0, -0.5]], k=0.4).tolist()
     [-2.0]
@@ -169,11 +152,10 @@ def score_min_k(logprob: np.ndarray, k: float = 0.2) -> np.ndarray:
 
 
 def score_min_k_plus_plus(logprob: np.ndarray, mu: np.ndarray, sigma: np.ndarray, k: float = 0.2) -> np.ndarray:
-    """Min-K%++ score (Zhang et al. 2024, "Min-K%++"): per token z = (log p(x_{t+1}) - mu_t) / sigma_t,
-    mu_t and sigma_t the mean and standard deviation of log p(v), v drawn from the predicted
-    distribution at t (z = 0 where sigma_t == 0); the mean of the lowest m values of z as in
-    :func:`score_min_k`. ``mu``, ``sigma``: float (n, T), nats, sigma >= 0 (ValueError: shapes
-    differ, sigma < 0, NaN, or k outside (0, 1]). Returns float64 (n,), in standard deviations."""
+    """Min-K%++ (Zhang et al. 2024): z = (log p(x_{t+1}) - mu_t) / sigma_t (0 where sigma_t == 0),
+    mu_t and sigma_t of log p(v) under the predicted distribution at t; the mean of the lowest m as in
+    :func:`score_min_k`. ``mu``, ``sigma``: float (n, T), nats, sigma >= 0 (ValueError: shapes, sigma < 0, NaN, k).
+    float64 (n,), in standard deviations."""
     k = _check_k(k)
     lp, m_, s_ = _per_token(logprob, "logprob"), _per_token(mu, "mu"), _per_token(sigma, "sigma")
     same_shape(lp, m_, "logprob", "mu")
@@ -185,9 +167,7 @@ def score_min_k_plus_plus(logprob: np.ndarray, mu: np.ndarray, sigma: np.ndarray
 
 def score_reference(logprob: np.ndarray, ref_logprob: np.ndarray) -> np.ndarray:
     """Reference-model score = loss(reference) - loss(target) (Carlini et al. 2021; MIMIR ``ref``):
-    a member has a lower loss under the target than under a reference model of the same
-    tokenizer that has not seen the data. ``ref_logprob``: the reference's (n, T) for the same
-    tokens (ValueError when the shapes differ). Returns float64 (n,), nats per token."""
+    ``ref_logprob`` (n, T) of a model of the same tokenizer that has not seen the data. float64 (n,), nats per token."""
     lp, ref = _per_token(logprob, "logprob"), _per_token(ref_logprob, "ref_logprob")
     same_shape(lp, ref, "logprob", "ref_logprob")
     return loss(ref) - loss(lp)

@@ -1,8 +1,5 @@
-"""Every figure of the audit side, as PNG bytes (written with :func:`dedup.io.write_bytes_atomic`
-or embedded in a page). Rendered on matplotlib's Agg canvas through the object-oriented API;
-``matplotlib.pyplot`` is never imported: no window, no global backend switched, no figure kept
-alive by pyplot's manager.
-"""
+"""Every figure of the audit side, as PNG bytes, drawn on matplotlib's Agg canvas through the object-oriented API:
+``matplotlib.pyplot`` is never imported (no window, no global backend switched, no figure kept alive)."""
 
 from __future__ import annotations
 
@@ -65,18 +62,15 @@ def _require_columns(df, columns: Sequence[str], what: str) -> None:
 
 
 def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
-    """Heatmap of a memorisation profile (Lesci et al. 2024): treatment step (rows) x checkpoint
-    step (columns, not necessarily evenly spaced; tick labels thinned when many).
+    """Heatmap of a memorisation profile (Lesci et al. 2024): treatment step (rows) x checkpoint step.
 
-    Colour = ``effect`` (nats) on a diverging colormap centred at 0 (red = surprisal reduced by
-    training on the cohort). Greyed: cells whose simultaneous band [``band_lower``,
-    ``band_upper``], else interval [``lower``, ``upper``], covers 0 (NaN bounds cover 0). Lead
-    cells (step < treatment_step: the parallel-trends check) lie left of a black line at each
-    cohort's treatment; absent cells (base period, partially treated checkpoints of merged
-    cohorts) and non-finite effects are blank. Row labels "step (n=size)" with a ``cohort_size``
-    column; values written in cells of matrices up to 12 x 12. ``profile``: columns
-    ``treatment_step``, ``step``, ``effect``, ``lower``, ``upper``, one row per pair
-    (ValueError when empty, missing a column or a step, or with a duplicated pair).
+    Colour = ``effect`` (nats) on a diverging map centred at 0 (red: surprisal reduced by training on the cohort);
+    grey: the simultaneous band [``band_lower``, ``band_upper``], else [``lower``, ``upper``], covers 0 (NaN bounds
+    do); lead cells (step < treatment_step) left of a black line at each cohort's treatment; blank: absent cells (base
+    period, partially treated checkpoints of merged cohorts) and non-finite effects. Rows "step (n=size)" with a
+    ``cohort_size`` column; values written in matrices up to 12 x 12; tick labels thinned. ``profile``: columns
+    ``treatment_step``, ``step``, ``effect``, ``lower``, ``upper``, one row per pair (ValueError when empty, missing a
+    column or a step, or with a duplicated pair).
     """
     cols = ["treatment_step", "step", "effect", "lower", "upper"]
     _require_columns(profile, cols, "profile")
@@ -146,9 +140,9 @@ def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
 
 
 def event_time_curve(curve: pd.DataFrame, title: str = "") -> bytes:
-    """:func:`audit.profile.event_time_curve`: effect (nats) against event time (checkpoints since
-    treatment; negative = lead cells), its simultaneous band shaded, a vertical line at
-    treatment, x ticks also giving the mean lag in optimizer steps; an empty curve says so."""
+    """:func:`audit.profile.event_time_curve`'s effect (nats) against event time (checkpoints since
+    treatment; negative: lead cells) with its simultaneous band, x ticks also giving the mean lag in steps; an empty
+    curve says so."""
     fig, ax = _new_figure(7.0, 4.2)
     if curve is None or len(curve) == 0:
         ax.text(0.5, 0.5, "no cohort with a base period", ha="center", va="center", transform=ax.transAxes)
@@ -173,13 +167,10 @@ def event_time_curve(curve: pd.DataFrame, title: str = "") -> bytes:
 
 
 def retention_curves(curve: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, title: str = "") -> bytes:
-    """Retention metrics (Orhan 2024) against steps since treatment, one line per metric, on a
-    symlog x axis (linear on [0, 1], so ``steps_since = 0`` shows at its value); chance (0.5)
-    dashed for recognition; ``{metric}_lower``/``_upper`` columns drawn as a band. ``curve``:
-    e.g. :func:`audit.retention.retention_curve`'s; rows with steps_since < 0 or NaN and absent
-    ``metrics`` are skipped. ValueError: empty, no ``steps_since``, none of ``metrics``, or no
-    finite value.
-    """
+    """Retention metrics (Orhan 2024) against steps since treatment on a symlog x axis (linear on
+    [0, 1]), bands from ``{metric}_lower``/``_upper``, chance (0.5) dashed for recognition. Rows with steps_since < 0
+    or NaN, and absent ``metrics``, are skipped. ValueError: empty, no ``steps_since``, none of ``metrics``, or no
+    finite value."""
     _require_columns(curve, ["steps_since"], "curve")
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     if not (present := [m for m in metrics if m in curve.columns]):
@@ -222,10 +213,9 @@ def retention_curves(curve: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRI
 
 
 def rate_by_duplicates(rows: list[dict], title: str = "") -> bytes:
-    """Extractable rate per duplicate-count bucket with Wilson error bars, buckets in
-    :func:`audit.stats.bucket_order` (else as given) on a categorical axis, each tick with its n;
-    n == 0 or a NaN rate: a tick without a point. ``rows``: :func:`audit.stats.rate_by_group`'s
-    dicts (ValueError when empty or a key is missing)."""
+    """Extractable rate per duplicate bucket with Wilson bars, in :func:`audit.stats.bucket_order`
+    (else as given), each tick with its n (n == 0 or a NaN rate: no point). ``rows``:
+    :func:`audit.stats.rate_by_group`'s (ValueError when empty or a key is missing)."""
     rows = list(rows)
     if not rows:
         raise ValueError("rows is empty: nothing to plot")
@@ -264,9 +254,8 @@ def rate_by_duplicates(rows: list[dict], title: str = "") -> bytes:
 
 
 def rate_points(series: Sequence[tuple[str, list[dict]]], xlabel: str, groups: Sequence[str]) -> bytes:
-    """Extractable rate per group (``groups``, the x axis in order) with Wilson bars, one dodged
-    marker series per model, (label, :func:`audit.stats.rate_by_group` rows) in ``series``; a
-    legend above with more than one model; n == 0 or no finite rate: no point."""
+    """Extractable rate per group of ``groups`` (the x axis) with Wilson bars, one dodged series per
+    (label, rate rows) of ``series``, a legend above for several; n == 0 or no finite rate: no point."""
     fig, ax = _new_figure(float(np.clip(2.8 + 0.8 * len(groups), 5.5, 11.0)), 4.2)
     m = len(series)
     step = min(0.12, 0.5 / max(m - 1, 1))  # horizontal dodge between models, so error bars stay apart
@@ -298,8 +287,7 @@ def rate_points(series: Sequence[tuple[str, list[dict]]], xlabel: str, groups: S
 
 
 def histogram(values, bins, xlabel: str, integer: bool = False) -> bytes:
-    """Histogram of the finite ``values`` on a log count axis (the few highly memorized sequences
-    stay visible); ``integer``: integer x ticks."""
+    """Histogram of the finite ``values`` on a log count axis; ``integer``: integer x ticks."""
     fig, ax = _new_figure(6.4, 3.6)
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
@@ -317,8 +305,7 @@ def histogram(values, bins, xlabel: str, integer: bool = False) -> bytes:
 
 
 def roc_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray, float]]) -> bytes:
-    """ROC curves, (label, fpr, tpr, ROC-AUC) per membership score (:func:`audit.stats.roc_curve`),
-    with the chance diagonal."""
+    """ROC curves, (label, fpr, tpr, ROC-AUC) per score (:func:`audit.stats.roc_curve`), and chance."""
     fig, ax = _new_figure(5.2, 4.6)
     for label, fpr, tpr, auc in curves:
         ax.plot(fpr, tpr, linewidth=1.6, drawstyle="steps-post", label=f"{label} (AUC {auc:.3f})")

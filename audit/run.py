@@ -1,9 +1,6 @@
-"""One audit of one model (or checkpoint): sample, score, join with dedup, aggregate, write.
-
-Outputs (``OUT/``, :mod:`audit.layout`): ``per_sequence.parquet`` (:data:`audit.layout.PER_SEQUENCE_SCHEMA`),
-``summary.json`` (from it by :func:`audit.aggregate.summarise`; retention by
-:func:`audit.aggregate.dedup_retention`) and ``manifest.json``, written last and atomically.
-"""
+"""One audit of one model (or checkpoint): sample, score, join with dedup, aggregate, write ``OUT/``
+(:mod:`audit.layout`): ``per_sequence.parquet``, ``summary.json`` (:func:`audit.aggregate.summarise`,
+:func:`audit.aggregate.dedup_retention`) and ``manifest.json``, last."""
 
 from __future__ import annotations
 
@@ -36,9 +33,8 @@ from .stats import duplicate_bucket
 
 
 def _dedup_context(dedup_dir: Path | None, shards) -> tuple[DedupConfig, set[tuple[str, int]], dict | None]:
-    """Dedup's config, removed rows and manifest, from a dedup output directory. InputError unless
-    every corpus shard is an input of the dedup run (same name, row count and size): removed rows
-    are matched to sampled documents by (shard name, row)."""
+    """Dedup's config, removed rows and manifest. InputError unless every corpus shard is an input of the
+    dedup run (same name, rows and size): removed rows are matched to sampled documents by (shard name, row)."""
     if dedup_dir is None:
         return DedupConfig(), set(), None
     manifest = io.completed_manifest(dedup_dir, "dedup")
@@ -88,14 +84,12 @@ MEMBERSHIP_RULE_ID = "document id: the sequence's document id is in --members (i
 
 
 def membership_labels(doc_ids: list, member_ids: set[str] | None, dup) -> tuple[list, dict | None]:
-    """Membership labels by content (issue #12, section 1) and how they were determined.
+    """Membership labels by content (issue #12, section 1), and how they were determined.
 
-    A sequence is a member iff its document, or an exact or near duplicate of it in the corpus
-    (``dup``, :func:`audit.duplicates.duplicate_counts`: dedup's definitions), is in the members
-    list by name (``doc_ids``: :func:`audit.sampling.document_name`): a removed copy of a trained
-    document is a member. Without document texts (explicit token sequences) the document id alone
-    decides. Returns (labels, None where unknown; ``summary.json``'s ``membership_labels``: rule,
-    members, non_members, members_by_id, members_by_duplicate), or ([None...], None) without a
+    A sequence is a member iff its document, or an exact or near duplicate of it (``dup``,
+    :func:`audit.duplicates.duplicate_counts`: dedup's definitions), is in the members list by name (``doc_ids``:
+    :func:`audit.sampling.document_name`); without document texts (explicit token sequences) the id alone decides.
+    Returns (labels, None where unknown; ``summary.json``'s ``membership_labels``), or ([None...], None) without a
     members list.
     """
     if member_ids is None:
@@ -116,12 +110,10 @@ def run_audit(model_dir: str | os.PathLike, corpus: str | os.PathLike | Sequence
               reference: str | os.PathLike | None = None, sequences: str | os.PathLike | None = None,
               log: Callable[[str], None] = print,
               progress: Callable[[dict], None] = lambda state: None) -> dict:
-    """Audit one model; return the summary (also written to ``out``). ``progress`` gets
-    ``{"phase", "unit", "done", "total"}`` as the long phases advance (``score``, ``generate`` in
-    sequences, ``occurrences`` in corpus documents of :func:`dedup.shards.count_rows`), then
-    ``{"phase": None}``. ValueError (nothing written): ``out`` is or lies inside the model,
-    reference or dedup directory, or holds another stage's output.
-    """
+    """Audit one model; return the summary (also written to ``out``). ``progress`` gets ``{"phase", "unit",
+    "done", "total"}`` as ``score``, ``generate`` (sequences) and ``occurrences`` (corpus documents) advance, then
+    ``{"phase": None}``. ValueError (nothing written): ``out`` is or lies inside the model, reference or dedup
+    directory, or holds another stage's output."""
     from .lm import ModelError, load_causal_lm, shared_token_ids, tokenizer_fingerprint
 
     t_start = time.perf_counter()

@@ -1,9 +1,6 @@
-"""Evaluation statistics of the audit: ROC/PR of membership scores, bootstrap and Wilson
-intervals, occurrence buckets. Pure numpy and the standard library.
-
-Scores follow :mod:`audit.metrics`' sign convention (higher = more likely a member); labels are
-bool (True = member; 0/1 accepted). Rates, AUCs and intervals are fractions in [0, 1].
-"""
+"""Evaluation statistics of the audit, in numpy: ROC/PR of membership scores, bootstrap and Wilson intervals,
+occurrence buckets. Scores: higher = more likely a member (:mod:`audit.metrics`); labels bool, True = member (0/1
+accepted); rates, AUCs and intervals are fractions in [0, 1]."""
 
 from __future__ import annotations
 
@@ -73,14 +70,11 @@ def _grouped_counts(scores, labels) -> tuple[np.ndarray, np.ndarray]:
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve, as the Mann-Whitney U statistic: P(score of a random member >
-    score of a random non-member), ties counted 1/2 (the trapezoidal area under
-    :func:`roc_curve`; 0.5 = chance). ``scores``: float (n,), no NaN (+-inf allowed);
-    ``labels``: bool (n,). ValueError: shapes differ, NaN scores, or a class is empty.
+    """ROC-AUC as the Mann-Whitney U statistic: P(member's score > non-member's), ties 1/2 (0.5 = chance).
+    ``scores``: float (n,), no NaN; ``labels``: bool (n,). ValueError: shapes differ, NaN, or a class is empty.
 
-    Example (2 members x 2 non-members = 4 pairs: 3 won, 1 tied):
-        >>> roc_auc([0.9, 0.5, 0.5, 0.1], [True, True, False, False])
-        0.875
+    >>> roc_auc([0.9, 0.5, 0.5, 0.1], [True, True, False, False])
+    0.875
     """
     pos, neg = _grouped_counts(scores, labels)
     tp_before = np.concatenate(([0.0], np.cumsum(pos)[:-1]))  # members with a strictly higher score
@@ -88,9 +82,8 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ROC curve with a threshold at every distinct score (a member predicted when score >=
-    threshold): ``(fpr, tpr)``, float64, non-decreasing, of length distinct scores + 1, from
-    (0, 0) above every score to (1, 1) at the lowest. ValueError: as :func:`roc_auc`."""
+    """``(fpr, tpr)``, float64, non-decreasing, from (0, 0) through a threshold at each distinct score (member
+    when score >= it) to (1, 1). ValueError: as :func:`roc_auc`."""
     pos, neg = _grouped_counts(scores, labels)
     tpr = np.concatenate(([0.0], np.cumsum(pos))) / float(pos.sum())
     fpr = np.concatenate(([0.0], np.cumsum(neg))) / float(neg.sum())
@@ -98,20 +91,14 @@ def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def tpr_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> float:
-    """True-positive rate at a low false-positive rate, with a STRICT bound (MIMIR, LiRA).
+    """TPR at FPR < ``fpr`` STRICTLY: the largest over :func:`roc_curve`'s points, no interpolation (MIMIR's
+    ``tpr[np.where(fpr < x)[0][-1]]``; Carlini et al. 2022, LiRA; MIMIR's sklearn curve drops collinear points, so can
+    give less at ties). With under 1/``fpr`` non-members it is TPR at zero false positives (:func:`resolvable` False).
+    ``fpr`` in (0, 1]; ValueError outside it, or as :func:`roc_auc`.
 
-    The LARGEST TPR over the thresholds of :func:`roc_curve` with FPR < ``fpr`` strictly (no
-    interpolation), as MIMIR's ``tpr[np.where(fpr < x)[0][-1]]`` and Carlini et al. (2022,
-    "Membership inference attacks from first principles", LiRA); MIMIR reads it on sklearn's
-    ``roc_curve``, which drops collinear points and so at tied scores can give less. The point
-    (0, 0) always qualifies: with fewer than 1/``fpr`` non-members the value is "TPR at zero false
-    positives" and :func:`resolvable` is False (the audit reports null). ``fpr``: a fraction in
-    (0, 1] (0.01 = 1%); ValueError outside it, or as :func:`roc_auc`.
-
-    Example (the best non-member outscores one member: below FPR 1/3 only one member is flagged):
-        >>> s, y = [0.9, 0.8, 0.7, 0.2, 0.1], [True, False, True, False, False]
-        >>> tpr_at_fpr(s, y, 0.1), tpr_at_fpr(s, y, 0.34), tpr_at_fpr(s, y, 1 / 3)
-        (0.5, 1.0, 0.5)
+    >>> s, y = [0.9, 0.8, 0.7, 0.2, 0.1], [True, False, True, False, False]
+    >>> tpr_at_fpr(s, y, 0.1), tpr_at_fpr(s, y, 0.34), tpr_at_fpr(s, y, 1 / 3)
+    (0.5, 1.0, 0.5)
     """
     bound = float(fpr)
     if not (0.0 < bound <= 1.0):
@@ -121,8 +108,7 @@ def tpr_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> float:
 
 
 def resolvable(n_non_members: int, fpr: float) -> bool:
-    """Whether a TPR at FPR ``fpr`` can be resolved: at least 1/``fpr`` non-members (a relative
-    1e-9 tolerance for float error: 1000 non-members resolve 0.1%).
+    """At least 1/``fpr`` non-members (relative tolerance 1e-9), so a TPR at that FPR can be resolved.
 
     >>> resolvable(101, 0.001), resolvable(1000, 0.001), resolvable(100, 0.01)
     (False, True, True)
@@ -131,22 +117,17 @@ def resolvable(n_non_members: int, fpr: float) -> bool:
 
 
 def pr_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the precision-recall curve as average precision (sklearn's
-    ``average_precision_score``, step-wise, no interpolation): sum over thresholds (every
-    distinct score, decreasing) of (R_i - R_{i-1}) * P_i, in (0, 1]; chance is the member
-    fraction. ValueError: as :func:`roc_auc`."""
+    """PR-AUC as average precision (sklearn's ``average_precision_score``, step-wise): sum over thresholds of
+    (R_i - R_{i-1}) * P_i, in (0, 1]; chance is the member fraction. ValueError: as :func:`roc_auc`."""
     pos, neg = _grouped_counts(scores, labels)
     tp = np.cumsum(pos)
     return float(np.sum(pos / float(pos.sum()) * (tp / (tp + np.cumsum(neg)))))
 
 
 def bootstrap_auc(scores: np.ndarray, labels: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
-    """Bootstrap spread of the ROC-AUC over ``n_boot`` (>= 1) replicates of the (score, label)
-    pairs, drawn with replacement as ``rng.integers(0, n, size=n)`` from
-    ``np.random.default_rng(seed)``; replicates of one class are skipped (their draw still
-    consumed). Returns ``{"std", "lower", "upper"}``: the kept AUCs' standard deviation (ddof=1;
-    0.0 with one) and 95% percentile interval (numpy's linear interpolation). ValueError:
-    n_boot < 1, every replicate of one class, or as :func:`roc_auc`."""
+    """Bootstrap of the ROC-AUC: ``n_boot`` (>= 1) resamples ``rng.integers(0, n, size=n)``,
+    ``rng = np.random.default_rng(seed)``, those of one class skipped. ``{"std" (ddof=1; 0.0 for one), "lower",
+    "upper"}`` (95% percentile interval). ValueError: n_boot < 1, no two-class resample, or as :func:`roc_auc`."""
     s, y = _scores_labels(scores, labels)
     n_boot = as_int(n_boot, "n_boot")
     if n_boot < 1:
@@ -166,15 +147,12 @@ def bootstrap_auc(scores: np.ndarray, labels: np.ndarray, n_boot: int = 1000, se
 
 
 def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion k / n (Wilson 1927): the p with
-    |k/n - p| <= z sqrt(p (1 - p) / n), z the two-sided normal quantile of ``confidence``
-    (1.95996 for 95%); closed form (p_hat + z^2/2n +- z sqrt(p_hat(1-p_hat)/n + z^2/4n^2)) /
-    (1 + z^2/n). Exactly 0.0 below when k == 0, 1.0 above when k == n; n == 0 gives (0.0, 1.0).
-    ValueError: not 0 <= k <= n, or confidence outside (0, 1); TypeError: k or n not integers.
+    """Wilson (1927) score interval for k / n: (p + z^2/2n +- z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n),
+    z the two-sided normal quantile of ``confidence``; exactly 0.0 for k == 0, 1.0 for k == n, (0.0, 1.0) for n == 0.
+    ValueError: not 0 <= k <= n, confidence outside (0, 1); TypeError: k or n not integers.
 
-    Example:
-        >>> [round(x, 4) for x in wilson_interval(3, 10)], wilson_interval(0, 5)[0], wilson_interval(0, 0)
-        ([0.1078, 0.6032], 0.0, (0.0, 1.0))
+    >>> [round(x, 4) for x in wilson_interval(3, 10)], wilson_interval(0, 5)[0], wilson_interval(0, 0)
+    ([0.1078, 0.6032], 0.0, (0.0, 1.0))
     """
     k, n = as_int(k, "k"), as_int(n, "n")
     confidence = float(confidence)
@@ -186,8 +164,7 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
 
 
 def wilson_bounds(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """The closed form of :func:`wilson_interval`, unchecked, for a possibly fractional success
-    count (e.g. ties split half and half), 0 <= successes <= n."""
+    """:func:`wilson_interval`'s closed form, unchecked, for a possibly fractional count 0 <= successes <= n."""
     if n == 0:
         return 0.0, 1.0
     z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
@@ -200,15 +177,12 @@ def wilson_bounds(successes: float, n: int, confidence: float = 0.95) -> tuple[f
 
 
 def duplicate_bucket(count: int) -> str:
-    """Power-of-two bucket label of a duplicate count: bucket b holds [2^b, 2^(b+1) - 1], labelled
-    ``"1"`` for b = 0, else ``"{2^b}-{2^(b+1)-1}"``. (Carlini et al. 2022 sample from
-    quarter-octaves; octaves hold 4x as many sequences at audit sample sizes. Memorization grows
-    roughly log-linearly in the count: Carlini et al. 2022; Kandpal et al. 2022.) ValueError:
-    count < 1; TypeError: not an integer.
+    """Power-of-two bucket of a duplicate count: [2^b, 2^(b+1) - 1], labelled ``"1"`` or
+    ``"{2^b}-{2^(b+1)-1}"`` (Carlini et al. 2022 use quarter-octaves; memorization grows about log-linearly in the
+    count, Kandpal et al. 2022). ValueError: count < 1; TypeError: not an integer.
 
-    Example:
-        >>> [duplicate_bucket(c) for c in (1, 2, 3, 4, 100)]
-        ['1', '2-3', '2-3', '4-7', '64-127']
+    >>> [duplicate_bucket(c) for c in (1, 2, 3, 4, 100)]
+    ['1', '2-3', '2-3', '4-7', '64-127']
     """
     c = as_int(count, "count")
     if c < 1:
@@ -218,12 +192,11 @@ def duplicate_bucket(count: int) -> str:
 
 
 def bucket_order(label: str) -> int:
-    """Sort key of a :func:`duplicate_bucket` label: its index b ("1" -> 0, "2-3" -> 1, ...;
-    "0", a given sequence absent from the corpus, -> -1). ValueError for any other label.
+    """Sort key of a :func:`duplicate_bucket` label, its b ("0", absent from the corpus: -1); ValueError
+    for any other label.
 
-    Example:
-        >>> sorted(["4-7", "1", "64-127", "2-3"], key=bucket_order)
-        ['1', '2-3', '4-7', '64-127']
+    >>> sorted(["4-7", "1", "64-127", "2-3"], key=bucket_order)
+    ['1', '2-3', '4-7', '64-127']
     """
     if not isinstance(label, str):
         raise ValueError(f"not a duplicate bucket label: {label!r}")
@@ -236,17 +209,14 @@ def bucket_order(label: str) -> int:
 
 
 def rate_by_group(flags: np.ndarray, groups: list[str], order: list[str] | None = None) -> list[dict]:
-    """Rate of a boolean flag (n,) per group (n labels), with Wilson intervals: per group
-    ``{"group", "n", "k" (flags set), "rate": k / n, "lower", "upper"}``, e.g. the extractable
-    rate per duplicate bucket. ``order``: the groups to report, in order (one absent from
-    ``groups`` has n = k = 0, rate NaN, interval (0.0, 1.0)); None: those present, in
-    :func:`bucket_order` if all are bucket labels, else alphabetically. ValueError: lengths
-    differ, flags not boolean, a present group missing from ``order``, or duplicates in it.
+    """Rate of a boolean flag (n,) per group (n labels) with Wilson intervals: ``{"group", "n", "k",
+    "rate", "lower", "upper"}`` per group of ``order`` (absent: n = k = 0, rate NaN, (0.0, 1.0)), else those present
+    in :func:`bucket_order` or alphabetically. ValueError: lengths differ, flags not boolean, a group not in
+    ``order``, or duplicates in it.
 
-    Example:
-        >>> rows = rate_by_group([True, False, True, True], ["2-3", "1", "2-3", "1"])
-        >>> [(r["group"], r["k"], r["n"], r["rate"]) for r in rows]
-        [('1', 1, 2, 0.5), ('2-3', 2, 2, 1.0)]
+    >>> rows = rate_by_group([True, False, True, True], ["2-3", "1", "2-3", "1"])
+    >>> [(r["group"], r["k"], r["n"], r["rate"]) for r in rows]
+    [('1', 1, 2, 0.5), ('2-3', 2, 2, 1.0)]
     """
     f = as_bools(flags, "flags", "boolean or 0/1")
     groups = list(groups)

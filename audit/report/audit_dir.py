@@ -1,8 +1,6 @@
-"""An audit output directory as the report pages read it: the per-sequence table (figures, the
-table of sequences) and the summary (every number: the audit's ``summary.json``, its missing
-sections, of an older or hand-made directory, derived from ``per_sequence.parquet`` by
-:func:`audit.aggregate.summarise` as the audit does, without bootstrap intervals).
-"""
+"""An audit output directory as the report pages read it: the per-sequence table (figures, the table of sequences)
+and ``summary.json`` (every number; sections it lacks derived from ``per_sequence.parquet`` by
+:func:`audit.aggregate.summarise`, as the audit does, without bootstrap intervals)."""
 
 from __future__ import annotations
 
@@ -53,9 +51,9 @@ class Audit:
         return self.summary.get("extractable_by_dedup_status") or []
 
     def headline(self) -> dict:
-        """The numbers at the top of a page (also the per-model entry of comparison.json): the
-        extractable rate, mean leading tokens matched, Pythia's mean score and memorized rate (None
-        without generation), membership ROC-AUC per score (None without labels), the model."""
+        """The numbers at the top of a page (also comparison.json's per-model entry): the extractable rate, mean
+        leading tokens matched, Pythia's mean score and memorized rate (None without generation), membership ROC-AUC per
+        score (None without labels), the model."""
         s = self.summary
         py, mem, model = s.get("pythia_score"), s.get("membership"), s.get("model") or {}
         return {"audit_dir": str(self.path), "sequences": self.n, "extractable": s["extractable"],
@@ -99,8 +97,8 @@ def _kind(v: object) -> str:
 
 
 def shape_problem(got: object, want: object, where: str) -> str | None:
-    """Where ``got`` (read from summary.json) differs in type from ``want`` (what the audit writes
-    there), null allowed anywhere; None when nowhere."""
+    """Where ``got`` (from summary.json) differs in type from ``want`` (what the audit writes), null allowed
+    anywhere; None when nowhere."""
     if got is None or want is None:
         return None
     if _kind(got) != _kind(want):

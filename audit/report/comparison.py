@@ -1,8 +1,5 @@
-"""Several audits side by side: :func:`comparison_report`.
-
-Every rate is read from the audits' ``summary.json``; only the first model's sequences are joined
-with the dedup output's removed rows (:mod:`audit.aggregate`).
-"""
+"""Several audits side by side, :func:`comparison_report`: every rate from the audits' ``summary.json``; only the
+first model's sequences are joined with the dedup output's removed rows (:mod:`audit.aggregate`)."""
 
 from __future__ import annotations
 
@@ -25,10 +22,9 @@ __all__ = ["comparison_report"]
 
 
 def _dedup_accounting(dedup_dir: Path, first: Audit, first_label: str) -> dict:
-    """comparison.json's ``dedup``: the dedup output's totals, and the first audit's sequences
-    joined on (shard, row) with its removed rows (:func:`audit.aggregate.removed_accounting`).
-    ValueError: a sequence's (shard, row) is not among the dedup output's inputs, or an input's
-    size is not that of the audit's corpus file of its name (its manifest's ``corpus_bytes``)."""
+    """comparison.json's ``dedup`` (:func:`audit.aggregate.removed_accounting`). ValueError: a
+    sequence's (shard, row) is not among the dedup output's inputs, or an input's size is not that of the audit's
+    corpus file of its name (its manifest's ``corpus_bytes``)."""
     manifest = io.completed_manifest(dedup_dir, "dedup")
     rem = pq.read_table(dedup_layout.removed_path(dedup_dir), columns=["shard", "row", "reason"]).to_pydict()
     reason_of = {(str(s), int(r)): str(c) for s, r, c in zip(rem["shard"], rem["row"], rem["reason"])}
@@ -50,11 +46,8 @@ def _dedup_accounting(dedup_dir: Path, first: Audit, first_label: str) -> dict:
 
 
 def _membership_by_duplicates(labels: Sequence[str], audits: Sequence[Audit]) -> list[dict]:
-    """comparison.json's ``membership_by_duplicates`` (shape: :func:`comparison_report`): the
-    pooled ROC-AUC (bucket ``all``) and that of each occurrence bucket any model has sequences
-    in, in bucket order, from the audits' ``summary.json`` (Kandpal et al. 2022). A score's
-    ROC-AUC is None where the bucket holds one class, a model's entry None without labels or
-    sequences in the bucket; empty when no model has labels."""
+    """comparison.json's ``membership_by_duplicates``: pooled ROC-AUC (bucket ``all``), then per
+    occurrence bucket any model has sequences in (Kandpal et al. 2022); None where undefined; empty without labels."""
     pooled: dict[str, dict | None] = {}
     buckets: dict[str, dict[str, dict]] = {}
     for lab, a in zip(labels, audits):
@@ -86,8 +79,7 @@ def _auc_cell(entry: dict | None) -> str:
 
 
 def _rate_table(rows: list[dict], key: str, first_header: str, labels: Sequence[str], label=esc) -> str:
-    """Rate rows of :func:`audit.aggregate.compare_groups`: one column per model, then each
-    other model's ratio to the first."""
+    """Rate rows of :func:`audit.aggregate.compare_groups`: a column per model, then each one's ratio to the first."""
     head = [first_header] + [esc(lab) for lab in labels] + [f"{esc(lab)} ÷ {esc(labels[0])}" for lab in labels[1:]]
     body = [[label(r[key])] + [rate_cell(r["models"][lab]) for lab in labels]
             + [ratio_text(r["ratio_to_first"][lab]) for lab in labels[1:]] for r in rows]
@@ -99,14 +91,10 @@ def comparison_report(audit_dirs: Sequence[str | os.PathLike], labels: Sequence[
                       exposure: Mapping[str, dict] | None = None) -> Path:
     """Write one HTML page comparing several audits, and its numbers as JSON; return the page's path.
 
-    The first audit is the baseline: per duplicate bucket, ``ratio_to_first = rate(model) /
-    rate(first)`` (below 1 = less memorization). With ``dedup_dir`` (a ``memdedup dedup``
-    output) the page adds dedup's accounting (documents kept / total, removed by reason) and how
-    many of the first model's extractable sequences came from documents dedup removed (joined on
-    ``shard``, ``row`` with ``removed.parquet``; distinct sequences,
-    :func:`audit.aggregate.removed_accounting`).
-
-    ``<out_html stem>.json`` (``comparison.json`` for ``comparison.html``) holds::
+    The first audit is the baseline: ``ratio_to_first = rate(model) / rate(first)`` per bucket (below 1: less
+    memorization). With ``dedup_dir`` (a ``memdedup dedup`` output): dedup's accounting and how many of the first
+    model's extractable (distinct) sequences came from documents it removed, joined on (``shard``, ``row``) with
+    ``removed.parquet``. ``<out_html stem>.json``::
 
         {"labels": [...],
          "models": [{"label", "audit_dir", "sequences", "extractable": {"n", "k", "rate", "lower", "upper"},
@@ -124,12 +112,10 @@ def comparison_report(audit_dirs: Sequence[str | os.PathLike], labels: Sequence[
                                           "extractable_from_removed_documents", "extractable_from_removed_fraction",
                                           "extractable_from_removed_by_reason": {reason: count}}}}
 
-    ``exposure``: ``checks.json``'s ``exposure_by_copies`` (``memdedup check``; ``{model:
-    {"samples", "log2_space", "words", "by_copies": [{"copies", "canaries", "mean_exposure",
-    "min_exposure", "max_exposure"}, ...]}}``, bits, Carlini et al. 2019), shown per model by
-    planted copies (models with an ``error`` listed as such) and kept in the JSON. ValueError: no
-    audit, labels not one per audit or not distinct, an input that is not an audit / dedup
-    output, audits of different prompt or continuation lengths.
+    ``exposure``: ``checks.json``'s ``exposure_by_copies`` (``{model: {"samples", "log2_space", "words", "by_copies":
+    [{"copies", "canaries", "mean_exposure", "min_exposure", "max_exposure"}, ...]}}``, bits, Carlini et al. 2019),
+    shown by planted copies and kept in the JSON. ValueError: no audit, labels not one per audit or not distinct, an
+    input not an audit / dedup output, audits of different prompt or continuation lengths.
     """
     audit_dirs = list(audit_dirs)
     labels = [str(x) for x in labels]
@@ -256,8 +242,7 @@ def comparison_report(audit_dirs: Sequence[str | os.PathLike], labels: Sequence[
 
 
 def _exposure_section(exposure: Mapping[str, dict], labels: Sequence[str]) -> str:
-    """The comparison page's table of canary exposure (bits) by planted copies, one column per
-    model (the audits' labels first, in order, then any other model of ``exposure``)."""
+    """Canary exposure (bits) by planted copies, a column per model (the labels' first, in order)."""
     def cell(r: dict | None) -> str:
         return (f"{num(r.get('mean_exposure'), 2)} <span class=\"small\">({num(r.get('min_exposure'), 1)} – "
                 f"{num(r.get('max_exposure'), 1)}; {integer(r.get('canaries'))} canaries)</span>" if r else "–")

@@ -1,8 +1,6 @@
-"""One audit's page, :func:`model_report`: headline numbers, the extractable rate by duplicate
-count and by dedup status, the distribution of memorization scores, membership-inference ROC
-curves, optionally the memorization profile of the model's training run, and the most memorized
-sequences; every number read from the audit's ``summary.json`` (:mod:`audit.report.audit_dir`).
-"""
+"""One audit's page, :func:`model_report`: headline numbers, extractable rate by duplicate count and by dedup
+status, memorization score distribution, membership ROC curves, optionally the training run's memorization
+profile, and the most memorized sequences; every number from the audit's ``summary.json``."""
 
 from __future__ import annotations
 
@@ -56,8 +54,8 @@ def _split_html(ids: Sequence[int], n_match: int, decode: Decode | None, miss_cl
 
 
 def _top_sequences(audit: Audit, decode: Decode | None) -> tuple[str, int, int]:
-    """The table of the :data:`TOP_SEQUENCES` most memorized DISTINCT sequences (copies shown once,
-    with their count), its number of rows, and how many sampled sequences they stand for."""
+    """The table of the :data:`TOP_SEQUENCES` most memorized DISTINCT sequences (copies once, with their
+    count), its row count, and how many sampled sequences the rows stand for."""
     t = audit.table.copy()
     t["_loss"] = t["loss"] if "loss" in t.columns else np.nan
     t = t.sort_values(["leading_matched", "_loss"], ascending=[False, True], kind="stable", na_position="last")
@@ -191,8 +189,8 @@ def _forecast_html(fc: dict) -> str:
 
 
 def _profile_figure(profile_dir: Path, png: str | None, parquet: str | None = None, plot=None) -> bytes | None:
-    """The profile's PNG ``png``, else ``plot`` (frame -> PNG bytes) of its ``parquet``'s rows
-    outside the placebo cohort (``placebo`` column), if any; None when neither is there."""
+    """The profile's ``png``, else ``plot`` (frame -> PNG bytes) of its ``parquet``'s non-placebo rows;
+    None when neither is there."""
     if png and (profile_dir / png).exists():
         return (profile_dir / png).read_bytes()
     if parquet and (profile_dir / parquet).exists():
@@ -298,14 +296,11 @@ def _profile_section(profile_dir: Path) -> str:
 def model_report(audit_dir: str | os.PathLike, out_html: str | os.PathLike,
                  profile_dir: str | os.PathLike | None = None, title: str | None = None,
                  decode: Decode | None = None) -> Path:
-    """Write one self-contained HTML page (``out_html``, parent folders created) for one
-    ``memdedup audit`` output; return its path. The audit's ``summary.json`` is copied next to
-    it as ``<stem>.summary.json`` (``raw.html`` -> ``raw.summary.json``). ``profile_dir``: a
-    ``memdedup profile`` output of the model's training run (profile heatmap, retention curves,
-    their summary); ``title`` defaults to "Memorization audit: <audit directory name>";
-    ``decode``: token ids -> text for the most memorized sequences, else ids are shown.
-    ValueError: ``audit_dir`` is not an audit output, or ``profile_dir`` not a profile output.
-    """
+    """Write one self-contained HTML page (``out_html``, parent folders created) for one ``memdedup audit``
+    output and copy its ``summary.json`` beside it as ``<stem>.summary.json``; return the page's path.
+    ``profile_dir``: a ``memdedup profile`` output of the model's training run; ``title`` defaults to "Memorization
+    audit: <audit directory name>"; ``decode``: token ids -> text, else ids are shown. ValueError: ``audit_dir`` not an
+    audit output, ``profile_dir`` not a profile output."""
     a = load_audit(audit_dir)
     out = Path(out_html)
     title = title or f"Memorization audit: {a.path.name}"

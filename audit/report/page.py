@@ -1,8 +1,5 @@
-"""HTML pieces shared by the report pages: the stylesheet, number formatting, cards, tables,
-figures as inline PNG data URIs, and the page frame (no external asset, no JavaScript).
-
-Cells and labels passed to these functions are trusted HTML: escape text with :func:`esc`
-first.
+"""HTML pieces of the report pages: stylesheet, number formatting, cards, tables, figures as inline PNG data
+URIs, the page frame. Cells and labels passed in are trusted HTML: escape text with :func:`esc` first.
 
 >>> pct(0.125), pct(0.0004), integer(12345), ratio_text(0.25)
 ('12.5%', '0.04%', '12,345', '×0.25')
@@ -36,8 +33,8 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\
 
 
 def esc(x) -> str:
-    """HTML-escaped text; control characters (NUL, ESC: parse errors in HTML) and bidi embedding,
-    override and isolate controls (an unclosed U+202E reverses the rest of the line) as U+FFFD."""
+    """HTML-escaped text; control characters (NUL, ESC: parse errors) and bidi embedding, override and isolate
+    controls (an unclosed U+202E reverses the line) as U+FFFD."""
     return _CONTROL.sub("\ufffd", html.escape(str(x), quote=True))
 
 
@@ -58,8 +55,8 @@ def num(x, digits: int = 3) -> str:
 
 
 def or_na(x, fmt=pct) -> str:
-    """``fmt(x)``, or "n/a" for a number summary.json has as null (unresolvable: a TPR at FPR x with
-    fewer than 1/x non-members, a ROC-AUC in a bucket of one class)."""
+    """``fmt(x)``, or "n/a" for summary.json's null (unresolvable: TPR at FPR x below 1/x non-members,
+    ROC-AUC of one class)."""
     return "n/a" if x is None else fmt(x)
 
 
@@ -178,8 +175,7 @@ def figure_html(png: bytes, alt: str, caption: str) -> str:
 
 
 def table(head: list[str] | None, rows: list[list[str]], num_cols: Sequence[int] = (), cls: str = "") -> str:
-    """An HTML table; cells are trusted HTML (escape before), columns in ``num_cols`` right-aligned;
-    ``head`` None: no header row."""
+    """An HTML table of trusted cells, ``num_cols`` right-aligned; ``head`` None: no header row."""
     def cell(tag, j, v):
         return f'<{tag} class="num">{v}</{tag}>' if j in num_cols else f"<{tag}>{v}</{tag}>"
 

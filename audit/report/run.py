@@ -1,20 +1,16 @@
-"""The report stage (``memdedup report``): a page per audit, a comparison page for two or more, and
-the stage manifest, in one output directory.
+"""The report stage (``memdedup report``): a page per audit, a comparison page for two or more, and the stage
+manifest, in one output directory.
 
-Files in ``out`` (names from :mod:`audit.layout`): per audit ``<label>.html`` and its numbers
-``<label>.summary.json`` (the label as a file name: characters other than ``A-Za-z0-9._-`` become
-``_``, names over 100 characters are cut and end with 8 hex digits of the label's SHA-256, all
-get an ``<i>-`` prefix when two would collide or one would be ``comparison``);
-``comparison.html`` and ``comparison.json`` with two or more audits; ``manifest.json``
-(:func:`dedup.io.write_stage_manifest`, last) listing them.
+Files in ``out``: per audit ``<label>.html`` and ``<label>.summary.json`` (characters other than ``A-Za-z0-9._-``
+become ``_``; names over 100 characters are cut to end with 8 hex digits of the label's SHA-256; all get an
+``<i>-`` prefix when two collide or one is ``comparison``); ``comparison.html`` and ``comparison.json`` with two or
+more audits; ``manifest.json`` (:func:`dedup.io.write_stage_manifest`, last) listing them.
 
-Pages are written to a temporary directory in ``out`` and moved in once all are written; only then
-are the earlier report's files (its manifest's, and those a report killed while moving in left,
-listed in :data:`audit.layout.REPORT_PENDING`) removed: a report refused or failing part-way leaves
-``out`` as it was; other files are never touched. Token ids are decoded with the tokenizers of
-``model_dirs`` (one for all audits, or one per audit); one whose fingerprint is not the audited
-model's (summary.json ``model.tokenizer_sha256``) is replaced by the audited model's own if its
-directory is still there, else the page shows token ids.
+Pages are written aside and moved in once all are; only then go the earlier report's files (its manifest's, and
+those :data:`audit.layout.REPORT_PENDING` lists): a report refused or failing part-way leaves ``out`` as it was;
+other files are never touched. Tokenizers of ``model_dirs`` (one, or one per audit) decode token ids; one whose
+fingerprint is not the audited model's (``model.tokenizer_sha256``) gives way to that model's own if still there,
+else the page shows ids.
 """
 
 from __future__ import annotations
@@ -43,8 +39,8 @@ EXPOSURE_SHAPE = {"samples": 0, "log2_space": 0.0, "words": 0, "error": "", "by_
 
 
 def _labels(audits: Sequence[Path], labels: Sequence[str] | None) -> list[str]:
-    """The given labels, or the audits' directory names made distinct (raw/audit, dedup/audit -> audit-1,
-    audit-2). ValueError: not one per audit, or not distinct."""
+    """The given labels, or the audits' directory names made distinct (audit-1, audit-2). ValueError: not one per
+    audit, or not distinct."""
     out = list(labels) if labels else [a.resolve().name or "audit" for a in audits]
     if len(out) != len(audits):
         raise ValueError(f"--labels: {len(out)} labels for {len(audits)} audit directories")
@@ -66,8 +62,8 @@ def _file_stems(labels: list[str]) -> list[str]:
 
 
 def _decoders(audits: Sequence[Path], model_dirs: Sequence[Path], log: Callable[[str], None]) -> list:
-    """Per audit, token ids -> text with the tokenizer of its model directory (module docstring), or
-    None to show ids. ValueError: a directory without a usable tokenizer."""
+    """Per audit, token ids -> text (module docstring), or None. ValueError: a directory without a usable
+    tokenizer."""
     decoders: list = [None] * len(audits)
     if not model_dirs:
         return decoders
@@ -101,13 +97,10 @@ def write_report(audits: Sequence[Path] | Path, out: Path, *, labels: Sequence[s
                  dedup_dir: Path | None = None, profile_dirs: Sequence[Path] | Path = (),
                  model_dirs: Sequence[Path] | Path = (), title: str | None = None, checks: Path | None = None,
                  log: Callable[[str], None] = lambda msg: None) -> dict:
-    """Write the report of ``audits`` (``memdedup audit`` directories; or one path) into ``out``;
-    return its manifest. ``profile_dirs`` pair with the audits in order (may be fewer);
-    ``dedup_dir`` and ``checks`` (a ``memdedup check`` output) feed the comparison page; ``log``
-    gets notes. ValueError (nothing written): labels, profiles or model directories that do not
-    fit the audits, ``out`` inside an input or holding another stage's output, an unreadable
-    ``checks``.
-    """
+    """Write the report of ``audits`` (``memdedup audit`` directories, or one) into ``out``; return its
+    manifest. ``profile_dirs`` pair with the audits in order (may be fewer); ``dedup_dir`` and ``checks`` (a ``memdedup
+    check`` output) feed the comparison page. ValueError (nothing written): labels, profiles or model directories that
+    do not fit the audits, ``out`` inside an input or holding another stage's output, an unreadable ``checks``."""
     audits, profile_dirs, model_dirs = (as_paths(x) for x in (audits, profile_dirs, model_dirs))
     out = Path(out)
     if not audits:
