@@ -1,47 +1,30 @@
 """The run protocol of both dedup engines: inputs, output names, identity, resume, force.
 
-Every dedup run, fused or staged, is an :func:`execute`: it starts with :func:`prepare` and ends
-with :func:`finish`; nothing else decides which files are read, where outputs go, whether a
-run is already done, may resume, or must start over. The protocol:
+Every dedup run, fused or staged, is an :func:`execute`: :func:`prepare`, the engine's work, :func:`finish`.
 
-1. **Inputs** (:func:`discover`): files, directories (walked recursively, following
-   symlinked directories, skipping hidden names, plain ``.json`` files, files compressed in a way
-   not read (``.jsonl.bz2``) and the ``cache-*.arrow`` files that Hugging Face ``datasets``
-   writes beside a dataset, and saying what was skipped) and globs (plain ``.json`` files
-   only for a pattern ending in ``.json``); walks, and globs below a ``**``, skip
-   the folders an earlier memdedup run wrote (:func:`earlier_output`), saying which. Files come
-   in *canonical order*: sorted by absolute path *as given* (links are not resolved, so the same
-   rows reached through links or as copies give the same decisions and the same output names). A file reached
-   twice (named twice, or through a link to a file also listed) is read once.
-2. **Outputs**: ``kept/<stem>.parquet`` per input (:mod:`dedup.layout`); two inputs whose
-   output names collide (``a.parquet`` + ``a.jsonl``) are refused. An input that lies
-   inside ``--out`` is refused when named explicitly and skipped by directory walks and
-   globs: ``--out`` is ours to write and clear, never an input.
-3. **Identity** (:func:`run_identity`): decision config, word definition
-   (:data:`dedup.normalize.WORDS`), inputs (name, path, bytes, mtime) and index directory.
-   ``OUT/manifest.json`` exists iff a run completed; it records the
-   identity. The same identity again is a no-op; another identity is an error unless
-   ``force``.
-4. **Run record**: before writing any output, ``OUT/_work/run.json`` records the identity,
-   the engine, the :func:`output_settings` and (with an index directory) the index version the run
-   started from. A run finding a record without a manifest resumes it (staged engine, same identity
-   and output settings) or clears
-   every output of it and starts over (any other case): leftovers of a killed or failed
-   run are never mixed with a new run's outputs. Outputs under ``OUT`` with neither a
-   manifest nor a run record are not ours to delete: the run is refused unless ``force``.
-5. **Failure**: bad input (``InputError``), a damaged state file (``StateError``) or a
-   full disk (``OSError``) clears every output the run wrote (:func:`clear_outputs`, not even the run record); the
-   command exits 2 with one line. Only a killed staged run, or one whose index install was refused as stale
-   (:class:`dedup.index_dir.StaleIndexError`: its kept shards and removed rows go), leaves ``_work/`` to resume.
-6. **Completion** (:func:`finish`): temporaries of task attempts that died go, the manifest is
-   written last, then ``_work/`` goes.
+1. **Inputs** (:func:`discover`): files, directories (walked following symlinked directories) and globs.
+   Walks skip, saying which, hidden names, plain ``.json`` files, files compressed in a way not read
+   (``.jsonl.bz2``), Hugging Face ``datasets``' ``cache-*.arrow`` files and folders an earlier run wrote
+   (:func:`earlier_output`; globs below a ``**`` too); a glob takes ``.json`` files only if it ends in
+   ``.json``. *Canonical order*: sorted by absolute path as given (links not resolved: rows reached through
+   links or as copies give the same decisions and output names); a file reached twice is read once.
+2. **Outputs**: ``kept/<stem>.parquet`` per input (:mod:`dedup.layout`); colliding output names
+   (``a.parquet`` + ``a.jsonl``) are refused. An input inside ``--out`` is refused when named and skipped by
+   walks and globs: ``--out`` is ours to write and clear.
+3. **Identity** (:func:`run_identity`): decision config, word definition (:data:`dedup.normalize.WORDS`),
+   inputs (name, path, bytes, mtime), index directory. ``OUT/manifest.json`` exists iff a run completed and
+   records it: the same identity again is a no-op, another an error unless ``force``.
+4. **Run record**: before any output, ``OUT/_work/run.json`` records the identity, engine,
+   :func:`output_settings` and index version started from. A record without a manifest is resumed (staged
+   engine, same identity and settings) or its outputs are all cleared. Outputs with neither a manifest nor a
+   record are not ours to delete: the run is refused unless ``force``.
+5. **Failure**: bad input (``InputError``), a damaged state file (``StateError``) or a full disk (``OSError``)
+   clears every output, the record too (:func:`clear_outputs`); exit 2 with one line. Only a killed staged
+   run, or one whose install was refused as stale (:class:`dedup.index_dir.StaleIndexError`), keeps ``_work/``.
+6. **Completion** (:func:`finish`): dead tasks' temporaries go, the manifest is written last, ``_work/`` goes.
 
-``--force`` clears ``kept/``, ``removed.parquet``, ``manifest.json`` and ``_work/`` of an
-earlier run only, never anything else: inputs inside ``OUT`` are refused in step 2.
-
-Both engines run all of this while holding ``OUT`` (:func:`dedup.io.claim`): a second run
-into the same ``OUT`` at the same time is refused before step 1, so no step ever reads or
-clears what a live run is writing.
+``--force`` clears ``kept/``, ``removed.parquet``, ``manifest.json`` and ``_work/`` only. Both engines hold
+``OUT`` throughout (:func:`dedup.io.claim`): a concurrent run into it is refused before step 1.
 """
 
 from __future__ import annotations
@@ -82,22 +65,19 @@ def inside(path: Path, directory: Path | None) -> bool:
 
 
 def refuse_out_in_inputs(out: Path, inputs: list[Path]) -> None:
-    """ValueError (before anything is written) when ``out`` lies inside, or is, one of the
-    ``inputs`` directories: its files (manifest.json, summary.json) could replace theirs."""
+    """ValueError when ``out`` lies inside, or is, one of the ``inputs`` directories (its files could replace
+    theirs)."""
     for d in inputs:
         if inside(out, d):
             raise ValueError(f"--out {out} lies inside the input directory {d}; choose another path")
 
 
 def is_datasets_cache_file(name: str) -> bool:
-    """Whether a file name is one Hugging Face ``datasets`` gives the results of ``map``,
-    ``filter``, ``select``... on a dataset (``cache-<fingerprint>[_<rank>_of_<n>].arrow``,
-    written into the dataset's own directory): derived rows or an index mapping, not rows
-    of the dataset.
+    """Whether a file name is a Hugging Face ``datasets`` cache of ``map``, ``filter``... results
+    (``cache-<fingerprint>[_<rank>_of_<n>].arrow``, beside the dataset): derived rows, not the dataset's.
 
-    Example:
-        >>> is_datasets_cache_file("cache-53f056d2ad2c28cf.arrow"), is_datasets_cache_file("data-00000-of-00001.arrow")
-        (True, False)
+    >>> is_datasets_cache_file("cache-53f056d2ad2c28cf.arrow"), is_datasets_cache_file("data-00000-of-00001.arrow")
+    (True, False)
     """
     return name.startswith("cache-") and name.lower().endswith(".arrow")
 
@@ -109,14 +89,12 @@ _DATASETS_JSON = ("state.json", "dataset_info.json", "dataset_dict.json")
 
 
 def _in_out(p: Path, out: Path | None) -> bool:
-    """Whether a file found by a walk or a glob is --out's to skip: by its place (a link's
-    directory) or by what it is (:func:`inside` follows links)."""
+    """Whether a file a walk or glob found is --out's: by its place (a link's directory) or what it links to."""
     return inside(p.parent, out) or inside(p, out)
 
 
 def _link_problem(p: Path) -> str | None:
-    """Why ``p``, a symbolic link to a data file found by a walk or a glob, cannot be read, or None
-    (not a link, or one that can): such a file is refused, not left out."""
+    """Why ``p``, a data file a walk or glob found, is a link that cannot be read (refused, not left out), or None."""
     if not p.is_symlink():
         return None
     try:
@@ -141,9 +119,8 @@ _SKIPPED = {
 
 
 def earlier_output(d: Path) -> bool:
-    """Whether directory ``d`` was written by a memdedup stage: it holds a stage manifest
-    (:func:`dedup.io.read_manifest`) or the run record a killed dedup run left (``_work/run.json``).
-    Walks, and globs below a ``**``, skip such folders (step 1)."""
+    """Whether directory ``d`` holds a stage manifest (:func:`dedup.io.read_manifest`) or a killed dedup run's
+    ``_work/run.json``: walks, and globs below a ``**``, skip it (step 1)."""
     if (d / WORK_DIR / RUN_FILE).is_file():
         return True
     try:
@@ -152,19 +129,9 @@ def earlier_output(d: Path) -> bool:
         return False
 
 
-def _earlier_output_above(p: Path, depth: int) -> Path | None:
-    """The folder above file ``p``, deeper than ``depth`` path parts, that :func:`earlier_output` holds, or None."""
-    for parent in p.parents:
-        if len(parent.parts) <= depth:
-            return None
-        if earlier_output(parent):
-            return parent
-    return None
-
-
 def _walk(root: Path) -> tuple[list[Path], dict[str, list[Path]]]:
-    """(input files under ``root``, files skipped by kind of :data:`_SKIPPED`; the ``.json`` files of
-    ``datasets`` are not listed): symlinked directories followed (each real directory once, so link cycles end)."""
+    """(input files under ``root``, skipped files by kind of :data:`_SKIPPED` but ``datasets``' ``.json``);
+    symlinked directories are followed, each real one once (link cycles end)."""
     found: list[Path] = []
     skipped: dict[str, list[Path]] = {k: [] for k in _SKIPPED}
     seen_dirs: set[tuple[int, int]] = set()
@@ -199,7 +166,7 @@ def _walk(root: Path) -> tuple[list[Path], dict[str, list[Path]]]:
 
 
 def _skip_notes(skipped: dict[str, list[Path]]) -> list[str]:
-    """What directory walks skipped (:func:`_walk`), a line per kind with the first names."""
+    """A line per kind of skipped file, with the first names."""
     return [f"skipped {len(paths)} {_SKIPPED[kind]}: {', '.join(p.name for p in paths[:3])}"
             f"{', ...' if len(paths) > 3 else ''}" for kind, paths in skipped.items() if paths]
 
@@ -207,15 +174,12 @@ def _skip_notes(skipped: dict[str, list[Path]]) -> list[str]:
 def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | None = None,
              log: Log = lambda m: None) -> list[Shard]:
     """Expand files, directories and globs (or one of them) into shards in canonical order (step 1; ``exclude``:
-    the run's ``--out``, step 2). ``log`` is told how many hidden, ``datasets`` cache, ``.json`` and
-    unreadably compressed files directory walks skipped, and folders of earlier runs walks and globs
-    skipped, if any, and the first names.
+    the run's ``--out``, step 2). ``log`` is told what walks and globs skipped, by kind, with the first names.
 
     Raises:
-        InputError: a path that does not exist, a glob that matches nothing, a file of an
-            unknown format or inside ``exclude`` named explicitly, a file name that is not
-            UTF-8, a Git LFS pointer file, a data file that is a link whose target cannot be read,
-            two inputs with one output name, or no input files at all.
+        InputError: a missing path, a glob matching nothing, a file named explicitly of an unknown format or
+            inside ``exclude``, a file name not UTF-8, a Git LFS pointer, a data file that is an unreadable
+            link, two inputs with one output name, or no input files at all.
 
     Example:
         >>> import tempfile, pathlib, pyarrow as pa, pyarrow.parquet as pq
@@ -241,8 +205,6 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
                 skipped[k] += [q for q in v if not inside(q, out) and q.resolve() not in said]
                 said.update(q.resolve() for q in v)
             new = [q for q in found if not _in_out(q, out)]
-            if problem := next(((q, why) for q in new if (why := _link_problem(q))), None):
-                raise InputError(*problem)
             if not new:
                 if found:
                     raise InputError(p, f"every input file under it lies inside --out {out}; "
@@ -262,14 +224,12 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
                        if format_of(m) and not _in_out(m, out) and (is_plain_json(Path(s)) or not is_plain_json(m))]
             # folders a ``**`` reaches are found, as a walk's are; those the pattern names (run*/kept) are not
             deep = next((i for i, part in enumerate(p.parts) if part == "**"), None)
-            above = {m: _earlier_output_above(m, deep) for m in matches} if deep is not None else {}
+            above = {m: next((d for d in m.parents if len(d.parts) > deep and earlier_output(d)), None)
+                     for m in matches} if deep is not None else {}
             outs = sorted({d for d in above.values() if d})
             skipped["outputs"] += [d for d in outs if d.resolve() not in said]
             said.update(d.resolve() for d in outs)
-            matches = [m for m in matches if above.get(m) is None]
-            if problem := next(((m, why) for m in matches if (why := _link_problem(m))), None):
-                raise InputError(*problem)
-            new = [m for m in matches if m.is_file()]
+            new = [m for m in matches if above.get(m) is None and (_link_problem(m) or m.is_file())]
             if not new:
                 why = "; ".join(_skip_notes({"outputs": outs}))
                 raise InputError(s, "glob matches no .parquet, .arrow or .jsonl files (outside --out)"
@@ -278,6 +238,8 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
             raise InputError(p, "a broken symbolic link or not a regular file")
         else:
             raise InputError(s, "no such file or directory")
+        if problem := next(((q, why) for q in new if (why := _link_problem(q))), None):
+            raise InputError(*problem)
         for q in new:
             files.setdefault(Path(os.path.abspath(q)), q.resolve())
     if not files:
@@ -296,38 +258,31 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
     root = Path(os.path.commonpath([str(q.parent) for q in ordered]))
     shards = [Shard(q, q.relative_to(root).as_posix(), *format_of(q)) for q in ordered]  # type: ignore[misc]
     seen: dict[str, Shard] = {}
-    for s in shards:
-        key = s.stem.casefold()  # one file on case-insensitive file systems (macOS, Windows)
-        if key in seen:
-            raise InputError(s.path, f"its output name kept/{s.stem}.parquet collides with that of "
-                                     f"{seen[key].path}; rename one")
-        seen[key] = s
+    for s in shards:  # casefold: one file on case-insensitive file systems (macOS, Windows)
+        if (other := seen.setdefault(s.stem.casefold(), s)) is not s:
+            raise InputError(s.path, f"its output name kept/{s.stem}.parquet collides with that of {other.path}; "
+                                     "rename one")
     return shards
 
 
 # ------------------------------------------------------------------------------ identity
 def run_identity(decision_config: dict, shards: list[Shard], index_dir: Path | None = None) -> dict:
     """The run's identity (step 3), stored in the manifest and the run record."""
-    inputs = []
-    for s in shards:
-        st = s.path.stat()
-        inputs.append({"shard": s.name, "path": str(s.path), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns})
+    inputs = [{"shard": s.name, "path": str(s.path), "bytes": (st := s.path.stat()).st_size,
+               "mtime_ns": st.st_mtime_ns} for s in shards]
     return {"config": decision_config, "words": WORDS, "inputs": inputs,
             "index_dir": str(index_dir) if index_dir else None}
 
 
 def output_settings(config: DedupConfig) -> dict:
-    """The settings that are not in a run's identity but shape its output files' bytes (``compression``,
-    ``batch_rows``: a kept shard's row groups): a run resumes only a record of the same settings, so
-    that no output mixes files written two ways."""
+    """The settings outside a run's identity that shape its files' bytes (``compression``, ``batch_rows``): a run
+    resumes only a record of the same ones, so no output mixes files written two ways."""
     return {k: v for k, v in config.to_dict().items() if k not in config.decision_dict()}
 
 
 def run_id(identity: dict, out: Path, settings: dict | None = None) -> str:
-    """A short stable name of a run: SHA-256 (16 hex digits) of the canonical JSON of its identity,
-    its resolved output directory and its :func:`output_settings`. Runs of one identity into two ``OUT``
-    are two runs: an index directory that holds one of them does not hold the other
-    (:meth:`dedup.index_dir.IndexDir.holds_run`)."""
+    """A run's stable name: SHA-256 (16 hex digits) of the canonical JSON of its identity, resolved output
+    directory and :func:`output_settings` (one identity into two ``OUT`` is two runs for an index directory)."""
     run = {**identity, "out": str(Path(out).resolve()), **({"settings": settings} if settings else {})}
     return hashlib.sha256(json.dumps(run, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
@@ -347,17 +302,9 @@ def work_dir(out: Path) -> Path:
 
 @dataclass(frozen=True)
 class RunPlan:
-    """What :func:`prepare` decided.
-
-    Attributes:
-        out: the output directory.
-        shards: inputs in canonical order.
-        identity: see :func:`run_identity`.
-        previous: the manifest of a completed run of this identity (nothing to do), or None.
-        resume: the staged engine may reuse ``_work/`` of an interrupted run of this identity.
-        record: the run record (written unless ``previous``).
-        checked: what ``check`` returned (None when it was not called: no check, or a resume).
-    """
+    """What :func:`prepare` decided: ``previous``, the manifest of a completed run of this identity (nothing to
+    do) or None; ``resume``, the staged engine may reuse ``_work/`` of this identity; ``record``, the run record
+    (written unless ``previous``); ``checked``, what ``check`` returned (None: not called, or a resume)."""
 
     out: Path
     shards: list[Shard]
@@ -369,12 +316,9 @@ class RunPlan:
 
     @property
     def work(self) -> Path:
-        """Where this run's tasks write: ``_work/<run id>`` (``-<version>``, e.g. ``-v-000002``, when
-        it started from that version of an index directory). A late task of another run (its client
-        killed, the task still running on an external cluster) never writes where this run reads:
-        its own directory is gone, so it fails. (A late task of this same run, resumed, writes the
-        bytes the resumed run's own task writes.) An absolute path, as the inputs' are: tasks may run
-        in another working directory (the workers of an external cluster)."""
+        """Where this run's tasks write, absolute (workers may run elsewhere): ``_work/<run id>[-<index version>]``.
+        A late task of another run (its client killed, the task still running on a cluster) finds its own
+        directory gone and fails, never writing where this run reads."""
         v = self.record.get("index_version")
         return work_dir(Path(os.path.abspath(self.out))) / (self.record["run_id"] + ("" if v is None else f"-{v}"))
 
@@ -383,14 +327,9 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
             index_dir: Path | None = None, force: bool = False, log: Log = lambda m: None,
             check: Callable[[list[Shard]], object] | None = None,
             extra_record: Callable[[], dict] | None = None) -> RunPlan:
-    """Steps 1-4 of the protocol; on return, ``OUT`` holds nothing but a completed run of
-    this identity (``previous``), or a run record of this run and what it may resume.
-
-    ``check(shards)`` runs before anything under ``OUT`` is cleared or written
-    (the staged engine: does the index directory already hold these inputs?).
-    ``extra_record`` adds fields to a new run record (the staged engine: the pinned index
-    version); it is called only when a new record is written.
-    """
+    """Steps 1-4; on return ``OUT`` holds a completed run of this identity (``previous``), or this run's record
+    and what it may resume. ``check(shards)`` runs before anything under ``OUT`` is cleared or written;
+    ``extra_record()`` adds fields to a new run record (the staged engine: the pinned index version)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out} exists and is not a directory; choose another output directory")
@@ -451,10 +390,9 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
 def execute(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config: DedupConfig,
             run: Callable[[RunPlan], dict], *, clear_on: type[BaseException] | tuple[type[BaseException], ...],
             **prepare_args) -> dict:
-    """A whole run, holding ``out`` (:func:`dedup.io.claim`): :func:`prepare` (``prepare_args``: its
-    keywords), then ``run(plan)``, the engine's work ending with :func:`finish`, unless a run of this
-    identity is complete; returns the manifest. A failure of a type in ``clear_on`` first clears the
-    run's outputs (step 5)."""
+    """A whole run holding ``out`` (:func:`dedup.io.claim`): :func:`prepare` (with ``prepare_args``), then
+    ``run(plan)`` (ending with :func:`finish`) unless already complete; returns the manifest. A failure of a
+    type in ``clear_on`` first clears the run's outputs (step 5)."""
     with io.claim(out):
         plan = prepare(inputs, out, config, **prepare_args)
         if plan.previous is not None:
@@ -470,8 +408,7 @@ def execute(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
 
 
 def clear_outputs(out: Path, keep_work: bool = False) -> None:
-    """Remove the outputs ``--force`` clears (module docstring; ``_work/`` not when ``keep_work``) and
-    temporaries under ``out``."""
+    """Remove what ``--force`` clears (``_work/`` not when ``keep_work``) and temporaries under ``out``."""
     out = Path(out)
     io.manifest_path(out).unlink(missing_ok=True)
     layout.removed_path(out).unlink(missing_ok=True)
@@ -482,8 +419,7 @@ def clear_outputs(out: Path, keep_work: bool = False) -> None:
 
 
 def finish(plan: RunPlan, manifest_body: dict) -> dict:
-    """Step 6: remove temporaries (of task attempts that died: their retries wrote their own),
-    write the manifest (last, atomically), then remove ``_work/``."""
+    """Step 6: remove temporaries of dead task attempts, write the manifest (last, atomically), remove ``_work/``."""
     io.remove_temporaries(plan.out)
     manifest = io.write_stage_manifest(plan.out, "dedup", {**manifest_body, "identity": plan.identity})
     shutil.rmtree(work_dir(plan.out), ignore_errors=True)
