@@ -1,44 +1,37 @@
 """The staged dedup: three stages that each parallelise naturally, and their layout.
 
-1. **sketch** (per shard): read the text, compute exact keys and band keys, write them to
-   ``WORK/sketch/<stem>.arrow`` (this and ``WORK/removed/``: a digest of the stem where a name
-   would be too long). Also yields the shard's exact row count, so filters are
-   sized on the true corpus size.
-2. **band** (per band, and once for the exact key): stream that band's keys over all shards
-   in canonical order through one Bloom filter (:class:`dedup.scalable.FilterStack`),
-   writing one "seen before" bit per document to ``WORK/bands/<band>.seen``. Bands are
-   independent because every document is inserted (see :mod:`dedup.index`), so they run
-   in any order, anywhere. A large band filter is cache-partitioned
-   (:mod:`dedup._kernels.bloom`), so the task feeds it chunks of keys across shards
-   (:meth:`dedup.scalable.FilterStack.batch_keys`). With ``band_splits`` n > 1 a band is n
-   tasks, each inserting only the keys of its share of those partitions
-   (:func:`split_parts`): keys of different parts never share a bit, so the splits' seen
-   bits OR to the band's, and each task touches and holds 1/n of the filter.
-3. **write** (per shard): OR the bands' bits with :func:`dedup.index.combine` and write
+1. **sketch** (per shard): exact and band keys to ``WORK/sketch/<stem>.arrow``, and the shard's exact row
+   count, so filters are sized on the true corpus size.
+2. **band** (per band, and once for the exact key): that band's keys over all shards in canonical order
+   through one :class:`dedup.scalable.FilterStack`, one "seen before" bit per document to
+   ``WORK/bands/<band>.seen``. Every document is inserted (:mod:`dedup.index`), so bands are independent
+   and run in any order, anywhere. A cache-partitioned filter (:mod:`dedup._kernels.bloom`) is fed chunks
+   of keys across shards (:meth:`dedup.scalable.FilterStack.batch_keys`). With ``band_splits`` n > 1 a band
+   is n tasks, each inserting only the keys of its share of the partitions (:func:`split_parts`): parts
+   never share a bit, so the splits' bits OR to the band's, each task holding 1/n of the filter.
+3. **write** (per shard): OR the bands' bits with :func:`dedup.index.combine`; write
    ``WORK/kept/<stem>.parquet`` and ``WORK/removed/<stem>.parquet``.
 
-Each task writes its files under temporary names, renames them into place, then writes a
-completion record ``<file>.done`` (JSON: what it made and from what). A task whose record
-exists is skipped when a run is resumed. Tasks write only under the run's own directory
-``WORK``, never creating it (why: :attr:`dedup.runs.RunPlan.work`); kept shards too are moved
-into ``OUT/kept/`` only when the stages are done. Nothing here knows about Dask:
-:func:`run_stages` sequences the stages and takes a ``map_tasks`` function that runs one
-stage's tasks: :func:`serial_map` here (tests, debugging), Dask in :mod:`pipelines.staged`.
+A task writes its files under temporary names, renames them into place, then writes a completion
+record ``<file>.done`` (JSON); a resumed run skips tasks with one. Tasks write only under ``WORK``, never
+creating it (:attr:`dedup.runs.RunPlan.work`); kept shards move to ``OUT/kept/`` when all stages are done.
+:func:`run_stages` takes a ``map_tasks`` that runs one stage's tasks: :func:`serial_map` here, Dask in
+:mod:`pipelines.staged`.
 
 Work directory layout (the only definition of it)::
 
     OUT/_work/run.json               the run record (dedup.runs: identity, engine, pinned index)
     WORK = OUT/_work/<run id>[-<index version>]
-    WORK/sketch/<stem>.arrow         Arrow IPC file, one row per input row:
-                                       valid (bool), n_shingles (int32),
+    WORK/sketch/<stem>.arrow         Arrow IPC file, one row per input row: valid (bool), n_shingles (int32),
                                        exact_0, exact_1 (uint64), band_00..band_{b-1} (uint64)
-    WORK/bands/<name>.seen           packed bits (little-endian bit order) over all rows
-                                       in canonical order; name = band-00.. or exact
-    WORK/bands/<name>.<i>-of-<n>.seen  the same for split i of n, numbered from 1 (band_splits
-                                       n > 1); the band's bits are their OR
+    WORK/bands/<name>.seen           packed bits (little-endian bit order) over all rows in canonical order;
+                                       name = band-00.. or exact
+    WORK/bands/<name>.<i>-of-<n>.seen  the same for split i of n, from 1 (band_splits n > 1); OR'd: the band's
     WORK/index/<name>/               the band's filter generations after this run (--index-dir)
     WORK/removed/<stem>.parquet      removed rows of one shard (layout.REMOVED_SCHEMA)
     WORK/kept/<stem>.parquet         kept rows of one shard, moved to OUT/kept/ at the end
+
+(sketch/ and removed/: a digest of the stem where the name would be too long.)
 """
 
 from __future__ import annotations
@@ -77,8 +70,7 @@ def band_name(band: int | str) -> str:
 
 
 def _shard_file(work: Path, kind: str, shard: Shard, suffix: str) -> Path:
-    """``WORK/<kind>/<stem><suffix>``; where that name and its completion record's (``.done``) would
-    not fit in a file name, its last part is a digest of the stem (which the run's names make unique)."""
+    """``WORK/<kind>/<stem><suffix>``, or a digest of the stem where it or its ``.done`` is too long a name."""
     path = work / kind / f"{shard.stem}{suffix}"
     if len(os.fsencode(done_path(path).name)) > io.NAME_MAX:
         path = path.with_name(hashlib.sha256(os.fsencode(shard.stem)).hexdigest()[:32] + suffix)
@@ -90,15 +82,14 @@ def sketch_path(work: Path, shard: Shard) -> Path:
 
 
 def seen_path(work: Path, band: int | str, split: tuple[int, int] = (0, 1)) -> Path:
-    """The seen bits of a band task: ``<name>.seen``, or ``<name>.<s+1>-of-<n>.seen`` for
-    split s of n (:func:`split_parts`)."""
+    """The seen bits of a band task, of split s of n (:func:`split_parts`)."""
     s, n = split
     return work / "bands" / f"{band_name(band)}{'' if n == 1 else f'.{s + 1}-of-{n}'}.seen"
 
 
 def band_splits(fp: float, capacity: int, requested: int) -> int:
     """Tasks a band's filter is split into: ``requested``, at most its cache partitions
-    (:func:`dedup.params.bloom_parts`; a filter of one part is one task)."""
+    (:func:`dedup.params.bloom_parts`)."""
     return max(1, min(int(requested), bloom_parts(bloom_size(capacity, fp)[0])))
 
 
@@ -117,8 +108,7 @@ def done_path(path: Path) -> Path:
 
 
 def read_done(path: Path) -> dict | None:
-    """The completion record of ``path``, or None if the task did not finish (no record, or
-    one a kill left damaged: the task is redone)."""
+    """The completion record of ``path``, or None (none, or damaged by a kill): the task is redone."""
     try:
         return io.read_json(done_path(path))
     except io.StateError:
@@ -126,16 +116,13 @@ def read_done(path: Path) -> dict | None:
 
 
 def task_file(work: Path, path: Path) -> Path:
-    """``path`` (under ``work``), its directories made below ``work`` but never ``work`` itself
-    (:func:`dedup.io.make_below`): a task of a run whose directory is gone raises
-    FileNotFoundError (module docstring)."""
+    """``path``, its directories made below ``work`` but never ``work`` itself (:func:`dedup.io.make_below`)."""
     io.make_below(work, path.parent)
     return path
 
 
 def sketch_shard(shard: Shard, config: DedupConfig, bands: int, rows: int, work: Path, threads: int | None = 1) -> dict:
-    """Stage 1 for one shard; returns its completion record. Raises :class:`dedup.shards.InputError`
-    on bad input."""
+    """Stage 1 for one shard; returns its completion record. :class:`dedup.shards.InputError` on bad input."""
     t0 = time.perf_counter()
     final = task_file(work, sketch_path(work, shard))
     reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
@@ -164,14 +151,10 @@ def _read_columns(path: Path, *columns: str) -> list[np.ndarray]:
 
 def band_pass(band: int | str, shards: list[Shard], work: Path, stack, total_rows: int, save_to: Path | None = None,
               split: tuple[int, int] = (0, 1)) -> dict:
-    """Stage 2 for one band (an int) or the exact key (``EXACT_BAND``) through ``stack`` (fresh or
-    loaded from an index directory): writes the seen bits, saves ``stack`` under ``save_to`` (a fresh
-    directory) when given, and only then marks the band done and returns the completion record: a
-    task killed at any point is redone on resume. What is inserted where: :mod:`dedup.index`.
-
-    ``split`` (s, n), n > 1: only the keys of the cache partitions :func:`split_parts` (s, n) are
-    inserted; needs a one-generation stack (not ``--index-dir``).
-    """
+    """Stage 2 for one band (an int) or the exact key (``EXACT_BAND``) through ``stack``: writes the seen bits,
+    saves ``stack`` under ``save_to`` when given, and only then writes and returns the completion record (a
+    task killed at any point is redone). ``split`` (s, n), n > 1: only the keys of the cache partitions
+    :func:`split_parts` (s, n) are inserted; needs a one-generation stack (not ``--index-dir``)."""
     t0 = time.perf_counter()
     final = task_file(work, seen_path(work, band, split))
     first = stack.generations[0]
@@ -191,8 +174,8 @@ def band_pass(band: int | str, shards: list[Shard], work: Path, stack, total_row
         chunk.clear()
 
     with io.replacing(final) as tmp, open(tmp, "wb") as f:
-        # Memory: the filter plus up to stack.batch_keys() keys (or one shard's): whole
-        # chunks let a partitioned filter probe one cache-sized part at a time.
+        # Memory: the filter plus up to stack.batch_keys() keys (or one shard's); whole chunks let a partitioned
+        # filter probe one cache-sized part at a time.
         for shard in shards:
             keys, valid, n_shingles = _read_columns(sketch_path(work, shard), column, "valid", "n_shingles")
             mask = valid if band == EXACT_BAND else valid & (n_shingles > 0)
@@ -222,8 +205,7 @@ def band_pass(band: int | str, shards: list[Shard], work: Path, stack, total_row
 
 
 def merge_split_records(records: list[dict]) -> dict:
-    """One band's completion record from its splits' (the unsplit task's when one): counts
-    add up, and the fill and false-positive rate are the whole filter's, from the set bits."""
+    """One band's completion record from its splits': counts add up; the fp rate is the whole filter's."""
     if len(records) == 1:
         return records[0]
     first = records[0]
@@ -244,21 +226,14 @@ def _seen_slice(work: Path, band: int | str, start: int, count: int, splits: int
 
 def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work: Path,
                 splits: dict[int | str, int] | None = None) -> dict:
-    """Stage 3 for one shard: verdicts from the bands' bits; kept rows (``WORK/kept/``) and removed rows.
-
-    ``start`` is the shard's first row in canonical order; ``splits``: band (or ``EXACT_BAND``)
-    -> its number of split tasks (default 1). With ``config.emit == "removed"`` no kept shard
-    is written and only the id column is read (Parquet).
-    """
+    """Stage 3 for one shard (``start``: its first row in canonical order): verdicts from the bands' bits
+    (``splits``: band -> its split tasks, default 1), kept rows (none with ``emit: removed``) and removed rows."""
     t0 = time.perf_counter()
     valid, n_shingles = _read_columns(sketch_path(work, shard), "valid", "n_shingles")
-    has_sh = n_shingles > 0
-    n = valid.shape[0]
-    splits = splits or {}
+    n, splits = valid.shape[0], splits or {}
     band_seen = np.stack([_seen_slice(work, j, start, n, splits.get(j, 1)) for j in range(bands)], axis=1)
-    exact_seen = _seen_slice(work, EXACT_BAND, start, n, splits.get(EXACT_BAND, 1))
-    verdicts = combine(valid, has_sh, band_seen, exact_seen)
-
+    verdicts = combine(valid, n_shingles > 0, band_seen, _seen_slice(work, EXACT_BAND, start, n,
+                                                                     splits.get(EXACT_BAND, 1)))
     reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
     removed_final = task_file(work, removed_part_path(work, shard))
     row = 0
@@ -277,21 +252,20 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
 
 
 # ------------------------------------------------------------------------ the sequence
-#: ``map_tasks(label, fn, items) -> results``: run ``fn(*args)`` for each ``args`` in
-#: ``items`` (a stage's tasks, independent of each other), results in item order.
+#: ``map_tasks(label, fn, items) -> results``: ``fn(*args)`` for each ``args`` in ``items`` (a stage's
+#: independent tasks), results in item order.
 MapTasks = Callable[[str, Callable, list[tuple]], list]
 
 
 def serial_map(label: str, fn: Callable, items: list[tuple]) -> list:
-    """Run a stage's tasks one after another in this process (no Dask)."""
+    """Run a stage's tasks one after another in this process."""
     return [fn(*args) for args in items]
 
 
 def band_task(band: int | str, shards: list[Shard], work: Path, total: int, fp: float, capacity: int, indexed: bool,
               load_from: str | None, split: tuple[int, int] = (0, 1)) -> dict:
-    """Stage 2 task: a fresh filter stack (growing when ``indexed``: a run with an index
-    directory) or the pinned version's (``load_from``), the band pass (of split ``split``),
-    and when ``indexed`` the stack saved under ``WORK/index/<name>``."""
+    """Stage 2 task: a fresh stack (growing when ``indexed``) or the pinned version's (``load_from``), its
+    :func:`band_pass`, and when ``indexed`` the stack saved under ``WORK/index/<name>``."""
     stack = FilterStack.load(Path(load_from)) if load_from else FilterStack(fp, capacity, scalable=indexed)
     save_to = work / "index" / band_name(band) if indexed else None
     return band_pass(band, shards, work, stack, total, save_to=save_to, split=split)
@@ -300,13 +274,9 @@ def band_task(band: int | str, shards: list[Shard], work: Path, total: int, fp: 
 def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = serial_map,
                index: IndexDir | None = None, checkpoint: Callable[[str], None] = lambda point: None,
                log: Callable[[str], None] = lambda m: None, band_splits_requested: int = 1) -> dict:
-    """Run (or resume) the three stages of ``plan`` (from :func:`dedup.runs.prepare`, not complete) and
-    finish it; return the manifest. ``index``: the ``--index-dir``, its version pinned in the run record
-    (``plan.checked``: the inputs' :meth:`IndexDir.check_not_held`, None on a resume; a resume that finds
-    another run's newer version re-pins to it, checked again); ``checkpoint``: called with ``"finalize"``
-    once stages 1-3 are done and with ``"installed"`` after the index install (fault injection in tests);
-    ``band_splits_requested``: see :func:`band_splits` (not with ``index``).
-    """
+    """Run (or resume) the stages of ``plan`` and finish it; return the manifest. ``index``: the ``--index-dir``,
+    its version pinned in the run record (a resume finding another run's newer version re-pins to it);
+    ``checkpoint``: called with ``"finalize"`` after stage 3 and ``"installed"`` after the install (tests)."""
     t_start = time.perf_counter()
     shards, out = plan.shards, plan.out
     bands, rows = config.banding()
@@ -389,27 +359,22 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
         index_meta = index.summary()
         checkpoint("installed")
     bands_only = {n: r for n, r in band_records.items() if n != EXACT_BAND}
-    index_body = {
-        "backend": "lshbloom",
-        "plan": plan_index(config.threshold, config.num_perm, capacity, config.fp, bands, rows).to_dict(),
-        "bytes": {"bands": sum(r["bytes"] for r in bands_only.values()), "exact": band_records[EXACT_BAND]["bytes"]},
-        "predicted_fp": whole_index_fp([p for r in bands_only.values() for p in r["generation_fps"]]),
-        "bands": band_records,
-        "index_dir": index_meta,
-    }
-    wall = time.perf_counter() - t_start
-    return finish(plan, layout.dedup_manifest("staged", config, inputs, index_body, timings, wall))
+    index_body = {"backend": "lshbloom",
+                  "plan": plan_index(config.threshold, config.num_perm, capacity, config.fp, bands, rows).to_dict(),
+                  "bytes": {"bands": sum(r["bytes"] for r in bands_only.values()),
+                            "exact": band_records[EXACT_BAND]["bytes"]},
+                  "predicted_fp": whole_index_fp([p for r in bands_only.values() for p in r["generation_fps"]]),
+                  "bands": band_records, "index_dir": index_meta}
+    return finish(plan, layout.dedup_manifest("staged", config, inputs, index_body, timings,
+                                              time.perf_counter() - t_start))
 
 
 def dedup_staged(inputs, out, config: DedupConfig = DedupConfig(), *, map_tasks: MapTasks = serial_map,
                  index_dir=None, force: bool = False, log: Callable[[str], None] = lambda m: None,
                  checkpoint: Callable[[str], None] = lambda point: None, band_splits: int = 1) -> dict:
-    """The staged engine: :func:`run_stages` under the run protocol (:func:`dedup.runs.execute`).
-    Return the manifest.
-
-    ``map_tasks`` runs each stage's tasks (default: one after another in this process;
-    :func:`pipelines.staged.run_staged` runs them on Dask). Same outputs, byte for byte, as the
-    fused engine (without an index directory), whatever ``band_splits`` (module docstring, stage 2).
+    """The staged engine: :func:`run_stages` under the run protocol (:func:`dedup.runs.execute`); returns the
+    manifest. Without an index directory, the same outputs, byte for byte, as the fused engine, whatever
+    ``band_splits``. ``map_tasks``: :func:`serial_map`, or Dask's (:func:`pipelines.staged.run_staged`).
 
     Example:
         >>> import pyarrow as pa, pyarrow.parquet as pq, tempfile, pathlib
