@@ -2,36 +2,27 @@
 
 Layout (the only definition of it)::
 
-    INDEX/index.json         format, params, documents, current version, per-band summary,
-                             and the batches it holds (below); replaced atomically
-    INDEX/v-NNNNNN/<name>/   one :class:`dedup.scalable.FilterStack` per band
-                             (name = band-00.., or exact); the current version only
+    INDEX/index.json         format, params, documents, current version, per-band summary and the
+                             batches it holds (below); replaced atomically
+    INDEX/v-NNNNNN/<name>/   the current version: a :class:`dedup.scalable.FilterStack` per band (band-00.., exact)
     INDEX/.lock              held (flock) while a version is installed, and while a Deduplicator loads one
     INDEX/.turn              held (flock) by a datatrove rank from its load to its save (:meth:`IndexDir.turn`)
-    INDEX/.save-*/           a Deduplicator's stacks while it saves (before the install), held
-                             (flock); one a killed save left is removed by the next save
+    INDEX/.save-*/           a Deduplicator's stacks while it saves, held (flock); a killed save's: removed by the next
 
-What the index holds: ``batches`` lists every run that added documents, with its run id
-(:func:`dedup.runs.run_id`), the version it created, and per input file its name, path,
-size, content fingerprint (XXH3-128 of the file's bytes), first documents (:func:`first_documents`)
-and row count. A batch saved by a
-:class:`dedup.streaming.Deduplicator` (rows from memory) has no files (saved to a new directory: the
-loaded index's files), a random run id and ``"source": "Deduplicator"``; one saved by a datatrove
-rank (:class:`pipelines.datatrove_step.LSHBloomDedup`) also records ``first_documents``: the count
-and a digest of its first documents, by which a rank given them again is refused (so is a rank
-given a file's first documents, and a file beginning with a rank's). A run whose
-input file the index already holds (same fingerprint) is refused before anything is written:
-its rows would otherwise all be removed as duplicates of themselves (a retried job, a lost
-output directory, a directory that grew since the last run). Its message says which run
-indexed the file. So is a file at a path the index took a file from that grew since (its bytes
-then, followed by more: rows appended to a log); one replaced by other content is a new file.
+``batches`` lists every run that added documents: its run id (:func:`dedup.runs.run_id`), the version it
+created, and per input file its name, path, size, content fingerprint (XXH3-128 of the file's bytes), first
+documents (:func:`first_documents`) and row count. A :class:`dedup.streaming.Deduplicator`'s batch has no
+files (saved to a new directory: the loaded index's), a random run id and ``"source": "Deduplicator"``; a
+datatrove rank's (:class:`pipelines.datatrove_step.LSHBloomDedup`) also records its ``first_documents``.
+An input the index already holds is refused before anything is written, naming the run that indexed it
+(its rows would all be removed as duplicates of themselves: a retried job, a lost output directory): same
+fingerprint, same first documents as a rank's (and the reverse), or a file at a path the index took a file
+from that grew since (its bytes then, followed by more); a file replaced by other content is a new file.
 
-Versions: a run pins the version that is current when it starts (recorded in its run
-record) and every band task loads exactly that version. Installing the run's filters as
-the next version succeeds only if the pinned version is still current; if another run
-installed a version meanwhile, the install is refused and a rerun redoes the band stage
-against the new version. A run that was killed after its install and before its manifest
-finds its own batch in the index and does not install (or count its documents) twice.
+Versions: a run pins the version current when it starts (in its run record); every band task loads
+exactly that version. Installing the next version succeeds only while the pinned one is current, else a
+rerun redoes the band stage against the new one. A run killed between its install and its manifest finds
+its own batch in the index and does not install (or count its documents) twice.
 """
 
 from __future__ import annotations
@@ -45,6 +36,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import IO
 
@@ -73,7 +65,6 @@ def _meta_problem(meta: dict) -> str | None:
     """What in index.json (read as ``meta``) has the wrong type or shape, or None."""
     def shown(v: object) -> str:
         return "null" if v is None else repr(v)
-
     params, batches = meta["params"], meta["batches"]
     if not isinstance(params, dict):
         return f"'params' is {shown(params)}, expected an object"
@@ -106,16 +97,14 @@ class IndexMismatchError(ValueError):
 
 
 class StaleIndexError(io.StateError):
-    """An install refused: another run installed a version since this one's pinned version. The run's
-    sketches are sound (``keeps_work``: :func:`dedup.runs.execute` clears its outputs but not ``_work/``), so
-    its rerun resumes, re-pins and redoes only the band and write stages."""
+    """An install refused: another run installed a version since this one's pinned one. Its sketches are sound
+    (``keeps_work``: :func:`dedup.runs.execute` keeps ``_work/``): a rerun redoes only the band and write stages."""
 
     keeps_work = True
 
 
 def index_params(config: DedupConfig, bands: int, rows: int) -> dict:
-    """The parameters an index directory is bound to (all decide its keys or its sizes), with
-    the version of the word definition (:data:`dedup.normalize.WORDS`)."""
+    """The parameters an index directory is bound to (its keys or sizes), and :data:`dedup.normalize.WORDS`."""
     return {**{k: getattr(config, k) for k in CONFIG_PARAMS}, "bands": bands, "rows": rows, "words": WORDS}
 
 
@@ -136,26 +125,22 @@ HEAD = 64
 
 
 def first_documents(texts: Iterable[str | None]) -> dict | None:
-    """``{"count", "xxh3"}`` of the first :data:`HEAD` of ``texts`` that are not null or empty (as
-    datatrove's readers skip documents without text): XXH3-128 (hex) of each one's UTF-8 bytes after
-    their length (8 bytes, little-endian); None for none. Equal records: the same rows, in order."""
+    """``{"count", "xxh3"}`` of the first :data:`HEAD` of ``texts`` not null or empty (as datatrove's readers
+    skip them): XXH3-128 (hex) of each one's UTF-8 bytes after their length (8 bytes, little-endian); None for
+    none. Equal records: the same rows, in order."""
     import xxhash
 
     h, n = xxhash.xxh3_128(), 0
-    for text in (t for t in texts if t):
+    for text in islice((t for t in texts if t), HEAD):
         raw = text.encode("utf-8")
-        h.update(len(raw).to_bytes(8, "little"))
-        h.update(raw)
+        h.update(len(raw).to_bytes(8, "little") + raw)
         n += 1
-        if n == HEAD:
-            break
     return {"count": n, "xxh3": h.hexdigest()} if n else None
 
 
 def file_entry(shard: Shard, text_column: str = "text") -> dict:
-    """The module docstring's record of an input file (``rows`` added by the run); the fingerprint
-    (hex) identifies the file whatever its name or location, ``first_documents`` its first rows
-    whatever their format (by which a datatrove rank given them is refused, and the reverse)."""
+    """The module docstring's record of an input file (``rows`` added by the run): the fingerprint (hex)
+    identifies it whatever its name or place, ``first_documents`` its first rows whatever their format."""
     size = shard.path.stat().st_size
     return {"shard": shard.name, "path": str(shard.path), "bytes": size,
             "fingerprint": _prefix_digest(shard.path, size),
@@ -163,8 +148,8 @@ def file_entry(shard: Shard, text_column: str = "text") -> dict:
 
 
 def holds_batch(index: str | os.PathLike, run_id: str) -> bool:
-    """Whether the index directory ``index`` (need not exist; any parameters) holds the batch of run
-    ``run_id``; False where that cannot be told (index.json damaged or unreadable)."""
+    """Whether the index directory ``index`` (need not exist; any parameters) holds run ``run_id``'s batch;
+    False where that cannot be told (index.json damaged or unreadable)."""
     try:
         batches = io.read_json(Path(index) / INDEX_FILE, _REQUIRED).get("batches")
     except io.StateError:  # missing or unreadable too
@@ -173,28 +158,23 @@ def holds_batch(index: str | os.PathLike, run_id: str) -> bool:
 
 
 class IndexDir:
-    """An index directory (need not exist yet) bound to one run's :func:`index_params`.
+    """An index directory (need not exist yet) bound to one run's :func:`index_params`; IndexMismatchError when
+    built with other parameters, :class:`dedup.io.StateError` when ``index.json`` is damaged.
 
-    Raises:
-        IndexMismatchError: the directory was built with other parameters.
-        dedup.io.StateError: ``index.json`` is damaged.
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> idx = IndexDir(pathlib.Path(tempfile.mkdtemp()) / "index", index_params(DedupConfig(), 9, 13))
-        >>> idx.current is None, idx.documents
-        (True, 0)
+    >>> import tempfile, pathlib
+    >>> idx = IndexDir(pathlib.Path(tempfile.mkdtemp()) / "index", index_params(DedupConfig(), 9, 13))
+    >>> idx.current is None, idx.documents
+    (True, 0)
     """
 
     def __init__(self, path: str | os.PathLike, params: dict):
         self.path = Path(path).resolve()
         if self.path.exists() and not self.path.is_dir():
             raise io.StateError(f"{self.path}: not a directory (an index directory is one)")
-        self.params = params
-        self.meta = self._read()
+        self.params, self.meta = params, self._read()
         if self.meta is not None:
             built = self.meta["params"]
-            if differ := [k for k, v in params.items() if built.get(k) != v]:  # all of them: one refusal, not one each
+            if differ := [k for k, v in params.items() if built.get(k) != v]:  # all of them: one refusal
                 changes = word_changes_since(built.get("words")) if "words" in differ else ""
                 raise IndexMismatchError(
                     f"{self.path / INDEX_FILE}: index built with {', '.join(f'{k}={built.get(k)!r}' for k in differ)}, "
@@ -235,10 +215,8 @@ class IndexDir:
         return any(b["run_id"] == run_id for b in (self.meta or {}).get("batches", []))
 
     def check_not_held(self, shards: list[Shard], text_column: str = "text") -> list[dict]:
-        """The inputs' :func:`file_entry`; an :class:`InputError` names the first the index
-        already holds, that grew since the index took it from the same path (its bytes then,
-        followed by more: rows appended to a log), or whose first documents a datatrove rank saved,
-        and the run or rank that indexed it."""
+        """The inputs' :func:`file_entry`; an :class:`InputError` names the first the index holds (module
+        docstring) and the run or rank that indexed it."""
         batches = (self.meta or {}).get("batches", [])
         held = {f["fingerprint"]: (b, f) for b in batches for f in b["files"]}
         at = {f["path"]: (b, f) for b in batches for f in b["files"]}
@@ -266,9 +244,8 @@ class IndexDir:
 
     @contextmanager
     def _locked(self, name: str = LOCK_FILE, waiting: Callable[[], None] = lambda: None) -> Iterator[IO | None]:
-        """Hold the lock (flock) of the file ``name`` in the index directory; ``waiting`` is called
-        first when another holds it. Yields the file holding it, or None for an index this process
-        may only read that lacks the file (copied without it): none to hold there."""
+        """Hold the flock of the file ``name`` in the index directory (``waiting()`` first when another holds it);
+        yields that file, or None for a read-only index without it (copied without it: none to hold)."""
         self.path.mkdir(parents=True, exist_ok=True)
         try:
             f = open(self.path / name, "a+")
@@ -297,10 +274,9 @@ class IndexDir:
     @contextmanager
     def turn(self, waiting: Callable[[], None] = lambda: None) -> Iterator[None]:
         """Hold the index for a whole load, add and save (the ranks of
-        :class:`pipelines.datatrove_step.LSHBloomDedup` take turns so): waits while another process
-        holds it, calling ``waiting`` first. In one process the latest turn takes the index over from an
-        earlier one, which can only be a holder that never finished (a failed pipeline's step kept alive
-        by its traceback); a save from a load that is no longer current is refused all the same."""
+        :class:`pipelines.datatrove_step.LSHBloomDedup` take turns so), calling ``waiting()`` first when another
+        process holds it. In one process the latest turn takes over from an earlier one, which can only be a
+        holder that never finished (a failed step kept alive by its traceback)."""
         stale = _TURNS.pop(self.path, None)
         if stale is not None and not stale.closed:
             fcntl.flock(stale, fcntl.LOCK_UN)
@@ -316,9 +292,8 @@ class IndexDir:
 
     @contextmanager
     def saving(self) -> Iterator[Path]:
-        """A new ``INDEX/.save-*`` directory to write a version's stacks in before :meth:`install`,
-        held (flock) until the block ends, then removed. Those that killed saves left (held by no
-        process) are removed first."""
+        """A new ``INDEX/.save-*`` directory for a version's stacks before :meth:`install`, held (flock) until
+        the block ends, then removed; those killed saves left (held by no process) are removed first."""
         with self._locked():  # no save's directory is seen between its making and its lock
             for left in self.path.glob(f"{SAVE_PREFIX}*"):
                 try:
@@ -342,12 +317,8 @@ class IndexDir:
             os.close(fd)
 
     def load_current(self, names: list[str]) -> tuple[str | None, list[FilterStack]]:
-        """The current version's name and its stacks ``names`` (none for an empty index),
-        read under the lock, so that an install cannot remove them meanwhile.
-
-        Raises:
-            dedup.io.StateError: ``index.json`` or a stack is damaged or missing.
-        """
+        """The current version's name and its stacks ``names`` (none for an empty index), read under the lock
+        (an install cannot remove them meanwhile); :class:`dedup.io.StateError` for a damaged or missing one."""
         if not self.path.is_dir():
             return None, []
         with self._locked():
@@ -358,20 +329,16 @@ class IndexDir:
 
     def install(self, built: Path, names: list[str], pinned: str | None, run_id: str, files: list[dict],
                 documents: int, source: str | None = None, extra: dict | None = None) -> dict:
-        """Make the stacks ``built/<name>`` the next version after ``pinned`` (None: the
-        empty index), recording this batch (``files``: :func:`file_entry` with ``rows``;
-        ``source``: what added rows from no file, e.g. a :class:`dedup.streaming.Deduplicator`;
-        ``extra``: more fields of its record, e.g. a datatrove rank's ``first_documents``).
-
-        Copies the stacks into ``v-NNNNNN``, then replaces ``index.json`` atomically, then
-        removes older versions: a crash at any point leaves ``index.json`` naming a
-        complete version. Idempotent for a run already installed (returns the metadata).
+        """Make the stacks ``built/<name>`` the next version after ``pinned`` (None: the empty index),
+        recording this batch (``files``: :func:`file_entry` with ``rows``; ``source``: what added rows from no
+        file, e.g. a Deduplicator; ``extra``: more fields, e.g. a datatrove rank's ``first_documents``).
+        Copies the stacks into ``v-NNNNNN``, replaces ``index.json`` atomically, then removes older versions: a
+        crash leaves ``index.json`` naming a complete version. Idempotent for a run already installed.
 
         Raises:
-            StaleIndexError: another run installed a version since ``pinned`` (what to do next: a
-                run's, or with ``source`` a Deduplicator's).
-            ValueError: ``extra`` holds a field the batch has already (nothing is installed).
-            TypeError: ``extra`` holds a value JSON cannot (nothing is installed).
+            StaleIndexError: another run installed a version since ``pinned``.
+            ValueError, TypeError: ``extra`` holds a field the batch has, or a value JSON cannot (nothing
+                is installed).
         """
         if clash := [k for k in (extra or {}) if k in (*_BATCH_REQUIRED, "source")]:
             raise ValueError(f"record field {clash[0]!r} is one of the batch's own in {self.path / INDEX_FILE} "
@@ -419,5 +386,5 @@ class IndexDir:
             return meta
 
     def summary(self) -> dict:
-        """What a manifest records of the index once a run installed its version (without the batch list)."""
+        """What a manifest records of the index after a run's install (the number of batches, not their list)."""
         return {k: v for k, v in self.meta.items() if k != "batches"} | {"batches": len(self.meta["batches"])}
