@@ -1,15 +1,10 @@
 """Writing outputs safely, for every stage (dedup, audit, train, profile, report).
 
-Four rules hold for every file memdedup writes:
-
-- it is written to a temporary sibling (:func:`tmp_path`) and renamed into place when
-  complete, so a reader never sees half a file;
-- a stage's ``manifest.json`` (:func:`write_stage_manifest`) is written last: the stage's
-  output directory is complete iff it exists;
-- a JSON file memdedup reads back (:func:`read_json`) that is missing a key or is not
-  JSON raises :class:`StateError` naming the file, never a bare ``KeyError``;
-- a stage writes its output directory only while it holds it (:func:`claim`): a second run
-  into the same directory at the same time is refused, not interleaved.
+Every file is written to a temporary sibling (:func:`tmp_path`) and renamed into place when complete; a
+stage's ``manifest.json`` (:func:`write_stage_manifest`) is written last: its output directory is complete
+iff it exists; a JSON file read back (:func:`read_json`) that lacks a key or is not JSON raises
+:class:`StateError` naming the file; a stage writes its output directory only while it holds it
+(:func:`claim`): a second run into it at the same time is refused, not interleaved.
 """
 
 from __future__ import annotations
@@ -34,8 +29,8 @@ MANIFEST_FILE = "manifest.json"
 
 
 class StateError(ValueError):
-    """A file memdedup wrote earlier (a manifest, an index's metadata, a run record) is
-    damaged or from an incompatible version; the message names the file."""
+    """A file memdedup wrote earlier (a manifest, an index's metadata, a run record) is damaged or from an
+    incompatible version; the message names the file."""
 
 
 class InUseError(RuntimeError):
@@ -44,18 +39,11 @@ class InUseError(RuntimeError):
 
 @contextmanager
 def claim(out: Path) -> Iterator[None]:
-    """Hold the output directory ``out`` for one run: an exclusive ``flock`` on the directory
-    itself (no lock file among the outputs), released when the block ends or the process dies,
-    so a killed run can be rerun at once. ``out`` is created if missing, and removed again
-    (with the parents this call created) if the run leaves it empty, before the lock goes; a
-    directory removed between its opening and its lock (by a run that made it, ending then)
-    is not held: ``out`` is made and opened again. On a file system without ``flock`` for
-    directories the run goes on unlocked; ``out`` that is a file is left to the caller to
-    refuse.
-
-    Raises:
-        InUseError: another process holds ``out`` (another run into it is still going on).
-    """
+    """Hold the output directory ``out`` for one run: an exclusive ``flock`` on the directory itself, released
+    when the block ends or the process dies. ``out`` is made if missing, and removed again (with the parents
+    this call made) if the run leaves it empty; one removed between its opening and its lock is made and
+    opened again. Without ``flock`` for directories the run goes on unlocked; an ``out`` that is a file is
+    left to the caller to refuse. :class:`InUseError` when another process holds ``out``."""
     out = Path(out)
     while True:  # again when ``out`` was removed meanwhile (by a run that made it, ending now)
         created = list(takewhile(lambda d: not d.exists(), (out, *out.parents)))
@@ -91,9 +79,7 @@ def claim(out: Path) -> Iterator[None]:
 
 
 def tmp_path(final: Path) -> Path:
-    """Temporary sibling of ``final``: written first, renamed into place when complete. Unique
-    per call: two writers of one file (a Dask task run twice at once, in threads of one process
-    or on two hosts) never share one."""
+    """Temporary sibling of ``final``, unique per call (two writers of one file never share one)."""
     final = Path(final)
     suffix = f".tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}"
     name = f".{final.name}{suffix}"
@@ -107,8 +93,7 @@ NAME_MAX = 255
 
 
 def temporary_of(name: str) -> str | None:
-    """The final file name whose :func:`tmp_path` ``name`` is (the digest that stands for a final
-    name too long to keep), else None.
+    """The final file name (or the digest standing for a long one) whose :func:`tmp_path` ``name`` is, else None.
 
     >>> temporary_of(".part-00000.parquet.tmp-4242-0123456789ab"), temporary_of("part-00000.parquet")
     ('part-00000.parquet', None)
@@ -118,15 +103,13 @@ def temporary_of(name: str) -> str | None:
 
 
 def out_removed(out: Path) -> FileNotFoundError:
-    """The error of a run whose output directory ``out`` was removed while it wrote there (by hand,
-    by a tool): one line naming ``out``."""
+    """The one-line error of a run whose output directory ``out`` was removed while it wrote there."""
     return FileNotFoundError(errno.ENOENT, "removed while this run wrote it; run the command again", str(out))
 
 
 def make_below(out: Path, directory: Path) -> None:
-    """Make ``directory`` and its missing parents inside ``out``, never ``out`` itself: a run must not
-    make again, half filled, an output directory removed while it ran (:func:`out_removed`). Each is
-    made on its own (no ``parents=True``), so an ``out`` removed meanwhile is never made again."""
+    """Make ``directory`` and its missing parents inside ``out``, one by one, never ``out`` itself: an output
+    directory removed while a run wrote there is never made again half filled (:func:`out_removed`)."""
     out = Path(out)
     if not out.is_dir():
         raise out_removed(out)
@@ -140,9 +123,8 @@ def make_below(out: Path, directory: Path) -> None:
 
 
 def remove_temporaries(root: Path, names: tuple[str, ...] | None = None) -> None:
-    """Delete the temporaries (:func:`tmp_path`: files, or directories of writers that want a
-    path) that killed writers left anywhere under ``root``; with ``names``, only those of the
-    files so named directly in ``root``."""
+    """Delete the temporaries (:func:`tmp_path`: files or directories) killed writers left anywhere under
+    ``root``; with ``names``, only those of the files so named directly in ``root``."""
     root = Path(root)
     if not root.is_dir():
         return
@@ -156,8 +138,7 @@ def remove_temporaries(root: Path, names: tuple[str, ...] | None = None) -> None
 
 @contextmanager
 def replacing(final: Path) -> Iterator[Path]:
-    """The :func:`tmp_path` of ``final``, to write: renamed over ``final`` when the block
-    completes, deleted if it raises."""
+    """The :func:`tmp_path` of ``final``, to write: renamed over ``final`` when the block completes, else deleted."""
     tmp = tmp_path(final)
     try:
         yield tmp
@@ -168,9 +149,8 @@ def replacing(final: Path) -> Iterator[Path]:
 
 
 def naming(e: OSError, path: Path, tmp: Path) -> OSError:
-    """``e``, raised while writing ``path`` through its temporary ``tmp``, naming ``path`` where it
-    named no file (a full disk: Python's and Arrow's write errors) or ``tmp`` (a missing directory):
-    the command line's one line shows the file the user knows.
+    """``e``, raised writing ``path`` through ``tmp``, naming ``path`` where it named no file (a full disk) or
+    ``tmp``: the command line's one line shows the file the user knows.
 
     >>> naming(OSError(28, "No space left on device"), Path("d/s.json"), Path("d/.s.json.tmp-1-0")).filename
     'd/s.json'
@@ -182,8 +162,8 @@ def naming(e: OSError, path: Path, tmp: Path) -> OSError:
 
 
 def write_bytes_atomic(path: Path, *data: bytes) -> None:
-    """Write ``data`` (byte strings, in order) to a temporary sibling, fsync, then rename over ``path``.
-    OSError naming ``path`` (:func:`naming`) when it cannot be written."""
+    """Write ``data`` (byte strings, in order) to a temporary sibling, fsync, rename over ``path``; OSError
+    naming ``path`` (:func:`naming`) when it cannot be written."""
     with replacing(Path(path)) as tmp:
         try:
             with open(tmp, "wb") as f:
@@ -199,8 +179,8 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def json_text(obj: dict) -> str:
-    """The JSON text of every file memdedup writes (indented, NumPy scalars and paths
-    converted, NaN and infinities as null: strict JSON), also what ``--json`` prints."""
+    """The JSON text of every file memdedup writes and of ``--json`` (indented, NumPy scalars and paths
+    converted, NaN and infinities as null: strict JSON)."""
     return json.dumps(_finite(obj), indent=2, default=lambda o: _finite(_json_default(o)), allow_nan=False) + "\n"
 
 
@@ -229,11 +209,8 @@ def _json_default(o):
 
 
 def read_json(path: Path, required: tuple[str, ...] = ()) -> dict:
-    """A JSON object memdedup wrote, with ``required`` top-level keys present.
-
-    Raises:
-        StateError: the file is unreadable, not a JSON object, or lacks a required key.
-    """
+    """A JSON object memdedup wrote, with ``required`` top-level keys present; :class:`StateError` when the file
+    is unreadable, not a JSON object, or lacks a required key."""
     path = Path(path)
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
@@ -264,12 +241,10 @@ def read_manifest(out: Path) -> dict | None:
 
 
 def undecodable(text: str | os.PathLike) -> str | None:
-    """``text`` (a path or name from the command line) with its bytes that are not UTF-8 shown
-    as ``\\xNN``, when it has any; None when it is valid UTF-8 (what memdedup's outputs name).
+    """``text`` (a path or name) with its bytes that are not UTF-8 shown as ``\\xNN``; None when it is valid UTF-8.
 
-    Example:
-        >>> undecodable("ok"), undecodable(os.fsdecode(b"a\\xffb"))
-        (None, 'a\\\\xffb')
+    >>> undecodable("ok"), undecodable(os.fsdecode(b"a\\xffb"))
+    (None, 'a\\\\xffb')
     """
     try:
         os.fspath(text).encode("utf-8")
@@ -279,8 +254,7 @@ def undecodable(text: str | os.PathLike) -> str | None:
 
 
 def completed_manifest(out: Path, stage: str) -> dict:
-    """The manifest of the completed ``stage`` in ``out``: a stage is done exactly when its
-    manifest exists. StateError naming ``out`` otherwise."""
+    """The manifest of the completed ``stage`` in ``out``; StateError naming ``out`` otherwise."""
     manifest = read_manifest(Path(out))
     if manifest is None or manifest["stage"] != stage:
         why = "no manifest.json" if manifest is None else f"its manifest.json is the {manifest['stage']} stage's"
@@ -289,22 +263,21 @@ def completed_manifest(out: Path, stage: str) -> dict:
 
 
 def write_stage_manifest(out: Path, stage: str, body: dict, *, versions: bool = True) -> dict:
-    """Write ``out/manifest.json`` last and atomically: the one manifest format of every
-    stage. Adds ``stage``, ``created_unix`` (seconds since the epoch) and, unless
-    ``versions`` is False, the library versions that decide outputs; returns the dict.
+    """Write ``out/manifest.json`` last and atomically, every stage's one manifest format, adding ``stage``,
+    ``created_unix`` (seconds since the epoch) and unless ``versions`` is False the library versions that decide
+    outputs; returns the dict.
 
-    Example:
-        >>> import tempfile, pathlib
-        >>> d = pathlib.Path(tempfile.mkdtemp())
-        >>> m = write_stage_manifest(d, "demo", {"rows": 3}, versions=False)
-        >>> read_manifest(d)["rows"], m["stage"]
-        (3, 'demo')
-        >>> _ = (d / "bad.json").write_text("{nope")
-        >>> try:
-        ...     read_json(d / "bad.json")
-        ... except StateError as e:
-        ...     print(str(e).split(": ", 1)[1][:31])
-        damaged (not valid JSON: Expect
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> m = write_stage_manifest(d, "demo", {"rows": 3}, versions=False)
+    >>> read_manifest(d)["rows"], m["stage"]
+    (3, 'demo')
+    >>> _ = (d / "bad.json").write_text("{nope")
+    >>> try:
+    ...     read_json(d / "bad.json")
+    ... except StateError as e:
+    ...     print(str(e).split(": ", 1)[1][:31])
+    damaged (not valid JSON: Expect
     """
     manifest = {"stage": stage, "created_unix": time.time(), **body}
     if versions and "versions" not in manifest:
@@ -314,9 +287,8 @@ def write_stage_manifest(out: Path, stage: str, body: dict, *, versions: bool = 
 
 
 def dist_version(name: str) -> str:
-    """Version of an installed distribution, from the name of its ``.dist-info``
-    directory on ``sys.path`` (what :mod:`importlib.metadata` reads, without the ~10 ms
-    its import adds to every run); falls back to :mod:`importlib.metadata`."""
+    """Version of an installed distribution, from its ``.dist-info`` directory's name on ``sys.path`` (sparing
+    the ~10 ms :mod:`importlib.metadata`'s import adds to a run, which is the fallback)."""
     for entry in sys.path:
         try:
             for p in Path(entry or ".").glob(f"{name}-*.dist-info"):
@@ -332,8 +304,7 @@ def dist_version(name: str) -> str:
 
 
 def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
-    """Versions of what decides the output (and which kernel build ran), plus the
-    distributions named in ``extra`` (e.g. torch and transformers for audit stages)."""
+    """Versions of what decides the output (and which kernel build ran), plus the distributions in ``extra``."""
     import unicodedata
 
     import numpy
@@ -342,11 +313,6 @@ def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
 
     from . import kernels
 
-    return {
-        "python": ".".join(map(str, sys.version_info[:3])),
-        "numpy": numpy.__version__,
-        "pyarrow": pyarrow.__version__,
-        "xxhash": xxhash.VERSION,
-        "unicode": unicodedata.unidata_version,
-        "kernels": kernels.backend(),
-    } | {dist: dist_version(dist) for dist in ("memdedup", "numba", *extra)}
+    return {"python": ".".join(map(str, sys.version_info[:3])), "numpy": numpy.__version__,
+            "pyarrow": pyarrow.__version__, "xxhash": xxhash.VERSION, "unicode": unicodedata.unidata_version,
+            "kernels": kernels.backend()} | {dist: dist_version(dist) for dist in ("memdedup", "numba", *extra)}
