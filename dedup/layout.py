@@ -26,9 +26,8 @@ from . import io
 KEPT_DIR = "kept"
 REMOVED_FILE = "removed.parquet"
 
-#: Columns of removed.parquet. ``band`` is null for exact duplicates; the three
-#: ``duplicate_of*`` columns are null where the index cannot name the earlier row
-#: (Bloom-filter indexes cannot; the ``lsh`` backend can).
+#: Columns of removed.parquet. ``band`` is null for exact duplicates; ``duplicate_of*`` are null where the index
+#: cannot name the earlier row (Bloom-filter indexes cannot; the ``lsh`` backend can).
 REMOVED_SCHEMA = pa.schema([
     pa.field("id", pa.string()),
     pa.field("shard", pa.string(), nullable=False),
@@ -44,10 +43,9 @@ REMOVED_SCHEMA = pa.schema([
 def write_verdicts(kept, write_removed: Callable[[pa.RecordBatch], None], batch: pa.RecordBatch, start_row: int,
                    shard_name: str, ids: pa.Array, reason: np.ndarray, band: np.ndarray,
                    earlier: Callable[[np.ndarray], tuple | None] | None = None) -> None:
-    """One batch's outputs, for both engines: its kept rows to ``kept`` (a :func:`kept_shard` writer,
-    None without kept shards) and its removed rows to ``write_removed`` as rows of removed.parquet
-    (``batch`` starts at ``start_row`` of ``shard_name``; ``reason``/``band`` are per batch row;
-    ``earlier(gone)``: (id, shard, row) of the earlier duplicate of each removed row ``gone``, when known)."""
+    """One batch's outputs, for both engines: kept rows to ``kept`` (a :func:`kept_shard` writer, or None) and
+    removed rows to ``write_removed`` (``batch`` starts at ``start_row`` of ``shard_name``; ``reason``, ``band``:
+    per row; ``earlier(gone)``: (id, shard, row) of the earlier duplicate of each removed row, when known)."""
     from .arrow import filter_rows, numeric_array, repeat_string, take, take_strings
     from .index import KEEP, REASON_LABELS
 
@@ -60,19 +58,15 @@ def write_verdicts(kept, write_removed: Callable[[pa.RecordBatch], None], batch:
     n, b = gone.size, band[gone]
     found = (earlier(gone) if earlier else None) or (pa.nulls(n, pa.string()), pa.nulls(n, pa.string()),
                                                      pa.nulls(n, pa.int64()))
-    write_removed(pa.record_batch([
-        take(ids, gone),
-        repeat_string(shard_name, n),
-        numeric_array((gone + start_row).astype(np.int64)),
-        take_strings(REASON_LABELS, reason[gone]),
-        numeric_array(b, valid=b >= 0),
-        *found,
-    ], schema=REMOVED_SCHEMA))
+    write_removed(pa.record_batch([take(ids, gone), repeat_string(shard_name, n),
+                                   numeric_array((gone + start_row).astype(np.int64)),
+                                   take_strings(REASON_LABELS, reason[gone]), numeric_array(b, valid=b >= 0), *found],
+                                  schema=REMOVED_SCHEMA))
 
 
 def input_entry(shard, counts: dict) -> dict:
-    """One input file's entry in a dedup manifest's ``inputs``, from its ``counts``: rows,
-    kept, exact, near, null_text, empty_text, text_bytes (every row kept or removed)."""
+    """One input file's entry in a dedup manifest's ``inputs``, from its ``counts``: rows, kept, exact, near,
+    null_text, empty_text, text_bytes (every row kept or removed)."""
     c = counts
     if c["kept"] + c["exact"] + c["near"] != c["rows"]:
         raise RuntimeError(f"internal error: {shard.path}: kept {c['kept']} + removed {c['exact'] + c['near']} "
@@ -83,15 +77,13 @@ def input_entry(shard, counts: dict) -> dict:
 
 
 def input_rows(manifest: dict) -> dict[str, int]:
-    """Rows per input shard name of a dedup manifest (its ``inputs``: :func:`input_entry`): what
-    ``removed.parquet``'s (shard, row) pairs index; {} for a manifest without inputs."""
+    """Rows per input shard name of a dedup manifest (what ``removed.parquet``'s (shard, row) pairs index)."""
     return {i["shard"]: i["rows"] for i in manifest.get("inputs") or []}
 
 
 def other_bytes(manifest: dict, name: str, size: int, where: str) -> str | None:
-    """Why the corpus file ``name`` of ``size`` bytes (``where``: how a message names it) is not the
-    input of that name of the dedup run of ``manifest``, which had another size (another corpus of
-    the same layout, or the file changed since): None when the sizes agree, or nothing is known."""
+    """Why the corpus file ``name`` of ``size`` bytes (``where``: how a message names it) is not the input of
+    that name of the dedup run of ``manifest`` (another size); None when the sizes agree or nothing is known."""
     was = {i["shard"]: i.get("file_bytes") for i in manifest.get("inputs") or []}.get(name)
     if was is None or was == size:
         return None
@@ -100,51 +92,27 @@ def other_bytes(manifest: dict, name: str, size: int, where: str) -> str | None:
 
 def dedup_manifest(engine: str, config, inputs: list[dict], index: dict, phases: dict[str, float], wall: float,
                    phases_cpu: dict[str, float] | None = None, **extra) -> dict:
-    """The body of the dedup manifest (both engines; written by
-    :func:`dedup.io.write_stage_manifest`): totals and throughput are derived from ``inputs``
-    (:func:`input_entry` dicts) and the phase timings (seconds), so they cannot disagree.
-
-    ``index`` holds at least ``bytes`` ({part: bytes}); ``bytes_per_doc`` is added here.
-    ``phases_cpu`` (the fused engine): CPU seconds of each phase, as ``cpu_s``.
-    """
-    rows = sum(i["rows"] for i in inputs)
-    text_bytes = sum(i["text_bytes"] for i in inputs)
+    """The body of the dedup manifest of both engines: totals and throughput derived from ``inputs``
+    (:func:`input_entry` dicts) and ``phases`` (seconds; ``phases_cpu``: CPU seconds, as ``cpu_s``), so they
+    cannot disagree. ``index`` holds at least ``bytes`` ({part: bytes}); ``bytes_per_doc`` is added here."""
+    sums = {k: sum(i[k] for i in inputs) for k in ("rows", "kept", "null_text", "empty_text", "text_bytes")}
+    rows, text_bytes = sums["rows"], sums["text_bytes"]
     index = {**index, "bytes_per_doc": {k: v / max(rows, 1) for k, v in index["bytes"].items()}}
-    return {
-        "engine": engine,
-        "config": config.to_dict(),
-        **extra,
-        "inputs": inputs,
-        "totals": {
-            "shards": len(inputs),
-            "rows": rows,
-            "kept": sum(i["kept"] for i in inputs),
-            "removed": {r: sum(i["removed"][r] for i in inputs) for r in ("exact", "near")},
-            "null_text": sum(i["null_text"] for i in inputs),
-            "empty_text": sum(i["empty_text"] for i in inputs),
-            "text_bytes": text_bytes,
-        },
-        "index": index,
-        "timing": {
-            "wall_s": wall,
-            "docs_per_s": rows / wall if wall > 0 else None,
-            "mb_per_s": text_bytes / 1e6 / wall if wall > 0 else None,
-            "phases": {k: {"s": v, "docs_per_s": rows / v if v > 0 else None,
-                           **({"cpu_s": phases_cpu[k]} if phases_cpu and k in phases_cpu else {})}
-                       for k, v in phases.items()},
-        },
-    }
+    totals = {"shards": len(inputs), "rows": rows, "kept": sums["kept"],
+              "removed": {r: sum(i["removed"][r] for i in inputs) for r in ("exact", "near")},
+              **{k: sums[k] for k in ("null_text", "empty_text", "text_bytes")}}
+    return {"engine": engine, "config": config.to_dict(), **extra, "inputs": inputs, "totals": totals, "index": index,
+            "timing": {"wall_s": wall, "docs_per_s": rows / wall if wall > 0 else None,
+                       "mb_per_s": text_bytes / 1e6 / wall if wall > 0 else None,
+                       "phases": {k: {"s": v, "docs_per_s": rows / v if v > 0 else None,
+                                      **({"cpu_s": phases_cpu[k]} if phases_cpu and k in phases_cpu else {})}
+                                  for k, v in phases.items()}}}
 
 
 def kept_writer(path: Path, schema: pa.Schema, text_column: str, compression: str):
-    """Parquet writer of a kept shard: the input schema, ``compression``.
-
-    The text column is written without dictionary encoding and without min/max
-    statistics: documents are almost all distinct (Arrow would build a dictionary page,
-    find it useless and fall back, ~25% of the write time) and a min/max of documents
-    helps no reader. Other columns keep Arrow's defaults (ids, labels compress well as
-    dictionaries).
-    """
+    """Parquet writer of a kept shard: the input schema, ``compression``. The text column has no dictionary
+    (documents are almost all distinct: Arrow would build one and fall back, ~25% of the write time) and no
+    min/max statistics (they help no reader); other columns keep Arrow's defaults."""
     import pyarrow.parquet as pq
 
     others = [f.name for f in schema if f.name != text_column]
@@ -153,13 +121,9 @@ def kept_writer(path: Path, schema: pa.Schema, text_column: str, compression: st
 
 @contextmanager
 def kept_shard(out: Path, shard, schema: pa.Schema, config) -> Iterator:
-    """The :func:`kept_writer` of ``shard`` (a :class:`dedup.shards.Shard`), to a temporary name
-    renamed to :func:`kept_path` when the block completes; None with ``emit: removed`` (no kept
-    shard).
-
-    Raises:
-        InputError: Parquet cannot hold the schema (JSON Lines: a field that is ``{}`` on every line).
-    """
+    """The :func:`kept_writer` of ``shard`` to a temporary name renamed to :func:`kept_path` when the block
+    completes; None with ``emit: removed``. InputError where Parquet cannot hold the schema (JSON Lines: a
+    field that is ``{}`` on every line)."""
     from .shards import InputError
 
     if config.emit != "all":
@@ -171,21 +135,20 @@ def kept_shard(out: Path, shard, schema: pa.Schema, config) -> Iterator:
         try:
             writer = kept_writer(tmp, schema, config.text_column, config.compression)
         except pa.ArrowNotImplementedError as e:
-            raise InputError(shard.path, f"its columns cannot be written as Parquet (the kept shards' format): {e}") from e
+            raise InputError(shard.path, "its columns cannot be written as Parquet (the kept shards' format): "
+                                         f"{e}") from e
         with writer as w:
             yield w
 
 
-#: Rows per row group of removed.parquet. Fixed, so the file's bytes depend on its rows
-#: only, not on how they were batched (engine, batch size, shards).
+#: Rows per row group of removed.parquet: fixed, so the file's bytes depend on its rows only, not on batching.
 REMOVED_ROW_GROUP = 65536
 
 
 @contextmanager
 def removed_writer(final: Path, compression: str) -> Iterator[Callable[[pa.RecordBatch | pa.Table], None]]:
-    """A ``write(rows)`` of ``removed.parquet`` (:data:`REMOVED_SCHEMA`) to a temporary name, renamed
-    to ``final`` when the block completes, in row groups of exactly :data:`REMOVED_ROW_GROUP` rows
-    (the last one shorter). Memory: at most one row group of removed rows."""
+    """A ``write(rows)`` of ``removed.parquet`` (:data:`REMOVED_SCHEMA`) to a temporary name renamed to ``final``
+    when the block completes, in row groups of exactly :data:`REMOVED_ROW_GROUP` rows (the last shorter)."""
     import pyarrow.parquet as pq
 
     pending = pa.Table.from_batches([], REMOVED_SCHEMA)  # (empty_table() would import pandas)
@@ -207,9 +170,8 @@ def removed_writer(final: Path, compression: str) -> Iterator[Callable[[pa.Recor
 def kept_path(out: Path, shard_stem: str) -> Path:
     """Where a shard's kept rows go.
 
-    Example:
-        >>> kept_path(Path("out"), "a/part-0").as_posix()
-        'out/kept/a/part-0.parquet'
+    >>> kept_path(Path("out"), "a/part-0").as_posix()
+    'out/kept/a/part-0.parquet'
     """
     return out / KEPT_DIR / f"{shard_stem}.parquet"
 
