@@ -1,8 +1,7 @@
 """The fused, single-process dedup engine: shards in, kept shards + removed table out.
 
-One streaming pass in canonical order (files sorted by path, rows in file order). Memory
-is one batch plus the index, whatever the number of shards. Output layout:
-:mod:`dedup.layout`. Decisions: :mod:`dedup.index`.
+One streaming pass in canonical order (files sorted by path, rows in file order); memory is one batch plus
+the index. Output layout: :mod:`dedup.layout`. Decisions: :mod:`dedup.index`.
 """
 
 from __future__ import annotations
@@ -28,9 +27,7 @@ ProgressFn = Callable[[dict], None]
 
 
 class _Timer:
-    """Wall and CPU seconds per phase, each since the previous :meth:`mark` or :meth:`add`
-    (CPU: this process's, all threads; on a loaded machine the wall clock also counts the
-    time other processes held the core)."""
+    """Wall and CPU seconds (this process's, all threads) per phase, each since the last :meth:`mark` or :meth:`add`."""
 
     def __init__(self) -> None:
         self.seconds = dict.fromkeys(("read", "sketch", "index", "write"), 0.0)
@@ -48,14 +45,12 @@ class _Timer:
 
 
 class _Locator:
-    """Global document number -> (shard, row, id), kept only for backends that name the
-    earlier duplicate (memory grows with the corpus, as theirs does)."""
+    """Global document number -> (shard, row, id), for backends that name the earlier duplicate (memory grows
+    with the corpus, as theirs does)."""
 
     def __init__(self, shard_names: list[str]) -> None:
         self.shard_names = shard_names
-        self.shard_idx: list[np.ndarray] = []
-        self.rows: list[np.ndarray] = []
-        self.ids: list[pa.Array] = []
+        self.shard_idx, self.rows, self.ids = [], [], []  # per batch: int32 shard numbers, int64 rows, ids
         self._cat: tuple[np.ndarray, np.ndarray, pa.Array] | None = None
 
     def add(self, shard_idx: int, start_row: int, ids: pa.Array) -> None:
@@ -66,8 +61,8 @@ class _Locator:
         self._cat = None
 
     def earlier(self, duplicate_of: np.ndarray, gone: np.ndarray) -> tuple[pa.Array, pa.Array, pa.Array] | None:
-        """(id, shard, row) of the earlier duplicate of each removed row ``gone`` of a batch
-        (``duplicate_of``: the batch's; null where -1, unknown), or None when none is known."""
+        """(id, shard, row) of the earlier duplicate of each removed row ``gone`` of a batch (``duplicate_of``: the
+        batch's; null where -1, unknown), or None when none is known."""
         numbers = duplicate_of[gone]
         known = numbers >= 0
         if not known.any():
@@ -89,29 +84,23 @@ class _Locator:
 def dedup_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config: DedupConfig = DedupConfig(), *,
                 threads: int | None = None, force: bool = False, progress: ProgressFn | None = None,
                 log: Callable[[str], None] = lambda message: None) -> dict:
-    """Deduplicate input files, directories or globs into ``out`` (:mod:`dedup.layout`);
-    return the manifest (also written to disk). The run protocol (inputs, output names,
-    identity, leftovers, ``force``) is :mod:`dedup.runs`'s, shared with the staged engine.
-
-    ``threads``: Numba threads for sketching and threads probing the bands' filters (capped at
-    ``NUMBA_NUM_THREADS``; :func:`dedup.kernels.use_threads`; default: sketching on the calling
-    thread's Numba count, all cores unless set, and the bands on one thread); ``progress``:
-    called after every batch with a dict of counters (``rows`` so far of ``total_rows``, None when
-    unknown: JSONL with a ``capacity``); ``log``: told what the run protocol decided
-    (skipped hidden files, an unfinished run's outputs cleared, a completed run found).
+    """Deduplicate input files, directories or globs into ``out`` (:mod:`dedup.layout`) under the run protocol
+    of :mod:`dedup.runs`; return the manifest. ``threads``: Numba threads for sketching and threads probing the
+    bands' filters (:func:`dedup.kernels.use_threads`; default: the calling thread's Numba count for sketching,
+    one for the bands); ``progress``: called after every batch with a dict of counters (``rows`` so far of
+    ``total_rows``, None when unknown: JSONL with a ``capacity``); ``log``: told what the protocol decided.
 
     Raises:
         InputError: bad input (names the file, and row or line); nothing is left behind.
         OutputExistsError: see :mod:`dedup.runs` (steps 3 and 4, ``force``).
         InUseError: another run is writing ``out`` now (:func:`dedup.io.claim`).
 
-    Example:
-        >>> import pyarrow as pa, pyarrow.parquet as pq, tempfile, pathlib
-        >>> d = pathlib.Path(tempfile.mkdtemp())
-        >>> pq.write_table(pa.table({"text": ["a b c d e f", "A b, c d e f!", "x y z"]}), d / "in.parquet")
-        >>> m = dedup_files([d / "in.parquet"], d / "out")
-        >>> m["totals"]["kept"], m["totals"]["removed"]
-        (2, {'exact': 1, 'near': 0})
+    >>> import pyarrow as pa, pyarrow.parquet as pq, tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> pq.write_table(pa.table({"text": ["a b c d e f", "A b, c d e f!", "x y z"]}), d / "in.parquet")
+    >>> m = dedup_files([d / "in.parquet"], d / "out")
+    >>> m["totals"]["kept"], m["totals"]["removed"]
+    (2, {'exact': 1, 'near': 0})
     """
     t_start = time.perf_counter()
     if config.index != "lshbloom":
@@ -126,8 +115,7 @@ def dedup_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, con
 def _run(plan: runs.RunPlan, config: DedupConfig, threads: int | None, progress: ProgressFn | None,
          t_start: float) -> dict:
     out, shards = plan.out, plan.shards
-    # the progress total: known from metadata for Parquet and Arrow; JSONL's costs a pass, made only
-    # when the filters are sized by it (no capacity given)
+    # the progress total: from metadata for Parquet and Arrow; JSONL's costs a pass, made only to size the filters
     rows = count_rows(shards) if config.capacity is None or all(s.fmt in ("parquet", "arrow") for s in shards) else None
     capacity = config.capacity or max(rows, 1)
     plan_ = plan_index(config.threshold, config.num_perm, capacity, config.fp, config.bands, config.rows)
