@@ -1,51 +1,39 @@
 """Streaming dedup for pipelines that are not file based: rows in, keep masks out.
 
-:class:`Deduplicator` holds the LSHBloom index of :mod:`dedup.index` (one filter stack per
-band and one for the exact key, :class:`dedup.scalable.FilterStack`) and decides each row
-it is given against every row given before, by the command line's semantics and verdict rule.
+:class:`Deduplicator` holds the LSHBloom index of :mod:`dedup.index` (a :class:`dedup.scalable.FilterStack`
+per band and one for the exact key) and decides each row against every row given before, by the command
+line's semantics. The rows of successive :meth:`Deduplicator.add` calls form one stream: fed a corpus in
+canonical order (files sorted by path, rows in file order), in batches of any sizes, it gives the command
+line's decisions (the same rows removed, with the same reason and band).
 
-**Order.** The rows of successive :meth:`Deduplicator.add` calls form one stream. Fed the
-rows of a corpus in the command line's canonical order (files sorted by path, rows in file
-order), in batches of any sizes, it gives the command line's decisions on them: the same
-rows kept, the same removed, with the same reason and band.
+**Capacity.** Decisions on true collisions never depend on filter sizes; those on the rare false positives
+(at most ``fp`` of the documents) do. So:
 
-**Capacity: how its decisions relate to the command line's.** Bloom filters are sized for
-a number of documents; the decisions on true collisions never depend on the sizes, those
-on the rare false positives (at most ``fp`` of the documents) do. So:
+* ``DedupConfig(capacity=N)`` (``grow`` then defaults to False): one generation per band sized for N
+  documents at ``fp``: the decisions of ``memdedup dedup`` on the same rows when its capacity is N too (a
+  run over exactly N rows, or ``--capacity N``). Beyond N documents the rate rises above ``fp``:
+  :meth:`Deduplicator.predicted_fp` says by how much, and a ``RuntimeWarning`` once.
+* No capacity (``grow`` defaults to True): the index grows as ``--index-dir`` does (:mod:`dedup.scalable`)
+  from a first generation of :data:`DEFAULT_CAPACITY` documents (``config.capacity`` with ``grow=True``): the
+  decisions of ``memdedup dedup --index-dir D`` runs over the same rows, in one run or many, whose first run
+  had that ``--capacity``.
 
-* ``DedupConfig(capacity=N)`` (``grow`` then defaults to False): one generation per band
-  sized for N documents at ``fp``, the filters of a plain ``memdedup dedup`` run: the same
-  decisions as ``memdedup dedup`` on the same rows when that run's capacity is N too (a run
-  over exactly N rows, whose default capacity is its row count, or ``--capacity N``).
-  Beyond N documents the false-positive rate rises above ``fp`` (as a run's does with too
-  small a ``--capacity``); :meth:`Deduplicator.predicted_fp` says by how much, and a
-  ``RuntimeWarning`` once, when the documents first exceed N.
-* No capacity (``grow`` defaults to True): the index grows as ``--index-dir`` does
-  (:mod:`dedup.scalable`) from a first generation of :data:`DEFAULT_CAPACITY` documents
-  (``config.capacity`` when given with ``grow=True``): the same decisions as
-  ``memdedup dedup --index-dir D`` runs over the same rows in the same order whose first
-  run was given ``--capacity`` equal to that first generation's size (in one run or many).
+**Persistence.** :meth:`Deduplicator.save` writes an ``--index-dir`` directory (:mod:`dedup.index_dir`) and
+:meth:`Deduplicator.load` reads one, so a pipeline and the command line can take turns on one index. Rows
+from memory are not fingerprinted as files are: given the same rows twice, the second copies are removed.
 
-**Persistence.** :meth:`Deduplicator.save` writes the index as an ``--index-dir``
-directory (:mod:`dedup.index_dir`) and :meth:`Deduplicator.load` reads one, so a pipeline
-and the command line can take turns on one index, each continuing where the other stopped.
-Rows from memory are not fingerprinted as the command line's files are: given the same rows
-twice, a Deduplicator removes the second copy of every one.
+**The keep mask** is a numpy bool array, True = keep: for ``table.filter(keep)``, ``texts[keep]``,
+``np.flatnonzero(keep)`` (``datasets.Dataset.select``) and ``ds.filter``; combine masks with ``&``.
 
-**The keep mask** is a numpy bool array, True = keep: what ``table.filter(keep)``,
-``texts[keep]``, ``np.flatnonzero(keep)`` (``datasets.Dataset.select``) and ``ds.filter``
-take, combined with other masks by ``&``.
-
-Example:
-    >>> import pyarrow as pa
-    >>> from dedup import DedupConfig, Deduplicator
-    >>> d = Deduplicator(DedupConfig())
-    >>> d.add(pa.table({"text": ["The cat sat on the mat.", "Dogs bark at night."]})).tolist()
-    [True, True]
-    >>> d.add(pa.table({"text": ["the CAT sat on the mat", None, "Cats purr."]})).tolist()
-    [False, True, True]
-    >>> d.stats()
-    {'rows': 5, 'kept': 4, 'exact': 1, 'near': 0, 'null_text': 1, 'empty_text': 0}
+>>> import pyarrow as pa
+>>> from dedup import DedupConfig, Deduplicator
+>>> d = Deduplicator(DedupConfig())
+>>> d.add(pa.table({"text": ["The cat sat on the mat.", "Dogs bark at night."]})).tolist()
+[True, True]
+>>> d.add(pa.table({"text": ["the CAT sat on the mat", None, "Cats purr."]})).tolist()
+[False, True, True]
+>>> d.stats()
+{'rows': 5, 'kept': 4, 'exact': 1, 'near': 0, 'null_text': 1, 'empty_text': 0}
 """
 
 from __future__ import annotations
@@ -70,8 +58,8 @@ from .shards import first_invalid_utf8, text_column_problem, text_strings, text_
 from .sketch import Sketcher, Sketches
 from .stages import EXACT_BAND, band_name
 
-#: Documents the first filter generation of a growing index holds when no capacity is given
-#: (about 37 MB of filters at the default parameters; later generations double it).
+#: Documents the first generation of a growing index holds without a capacity (~37 MB of filters at the
+#: default parameters; later generations double it).
 DEFAULT_CAPACITY = 1 << 20
 
 #: ``source`` of the batches a Deduplicator records in an index directory.
@@ -81,14 +69,10 @@ SOURCE = "Deduplicator"
 class Deduplicator:
     """Decides, row by row, whether each row duplicates an earlier one; keeps the index.
 
-    ``config``: the decision parameters, ``text_column``, ``batch_rows`` (rows sketched at a time:
-    memory) and ``capacity``; the ``lshbloom`` index only. ``grow``: whether the filters grow (it
-    and ``capacity``, and their defaults: the module docstring). ``threads``: 1 is serial (the
-    compiled kernels), None or more Numba's parallel kernels (:func:`dedup.kernels.use_threads`).
-
-    Raises:
-        ValueError: another index backend, or ``grow=False`` without a capacity.
-    """
+    ``config``: the decision parameters, ``text_column``, ``batch_rows`` (rows sketched at a time) and
+    ``capacity``; ``lshbloom`` only. ``grow``: whether the filters grow (module docstring). ``threads``: 1 is
+    serial, None or more Numba's parallel kernels (:func:`dedup.kernels.use_threads`). ValueError for another
+    index backend, or ``grow=False`` without a capacity."""
 
     def __init__(self, config: DedupConfig = DedupConfig(), *, grow: bool | None = None, threads: int | None = 1):
         self.grow = config.capacity is None if grow is None else grow
@@ -116,25 +100,24 @@ class Deduplicator:
 
     # ------------------------------------------------------------------------ deciding
     def add(self, data: pa.Table | pa.RecordBatch | pa.Array | pa.ChunkedArray) -> np.ndarray:
-        """Decide and insert the rows of ``data`` (a table or record batch holding
+        """Decide and insert, in order, the rows of ``data`` (a table or record batch holding
         ``config.text_column``: string, large_string, string_view, binary holding UTF-8, any of these
-        dictionary-encoded, or all null; or that column itself), in order. Returns the keep mask: True = keep,
-        False = a duplicate of an earlier row (of any call, or held by a loaded index).
+        dictionary-encoded, or all null; or that column itself). Returns the keep mask: False = a duplicate of
+        an earlier row (of any call, or held by a loaded index).
 
         Raises:
-            ValueError: no text column, one of another type, or a text that is not valid
-                UTF-8 (naming its row in ``data``); nothing is inserted then.
-            dedup.io.StateError: an earlier call stopped part way (an interrupt, an error), leaving
-                some of its rows in the index; so do :meth:`save` and every later call.
+            ValueError: no text column, one of another type, or a text not valid UTF-8 (naming its row);
+                nothing is inserted then.
+            dedup.io.StateError: an earlier call stopped part way, leaving some of its rows in the index; so
+                do :meth:`save` and every later call.
         """
         with self._turn:  # (not through add_verdicts: a capacity warning names the caller's line either way)
             return self._add_verdicts(data).reason == KEEP
 
     def add_verdicts(self, data: pa.Table | pa.RecordBatch | pa.Array | pa.ChunkedArray) -> Verdicts:
-        """:meth:`add`, returning the verdicts: ``reason`` (0 keep, 1 exact, 2 near; labels
-        in :data:`dedup.index.REASON_LABELS`) and ``band`` (first colliding band of a near
-        duplicate, else -1), as ``removed.parquet`` reports them. Calls from several threads take
-        turns, each deciding its rows as one piece of the stream."""
+        """:meth:`add`, returning the verdicts: ``reason`` (0 keep, 1 exact, 2 near:
+        :data:`dedup.index.REASON_LABELS`) and ``band`` (first colliding band of a near duplicate, else -1).
+        Calls from several threads take turns, each deciding its rows as one piece of the stream."""
         with self._turn:
             return self._add_verdicts(data)
 
@@ -153,7 +136,7 @@ class Deduplicator:
         return Verdicts(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("reason", "band", "duplicate_of")))
 
     def _warn_if_full(self) -> None:
-        """Warn (once) when a fixed-size index holds more documents than its capacity: its rate climbs."""
+        """Warn once when a fixed-size index holds more documents than its capacity."""
         if self.grow or self._warned_full or self.documents <= (self.config.capacity or 0):
             return
         self._warned_full = True
@@ -176,12 +159,10 @@ class Deduplicator:
         table = isinstance(data, (pa.Table, pa.RecordBatch))
         if not table and not isinstance(data, (pa.Array, pa.ChunkedArray)):
             raise TypeError(f"expected a pyarrow Table, RecordBatch or string Array, got {type(data).__name__}")
-        problem = text_column_problem(data.schema, name) if table else text_type_problem(data.type, name)
-        if problem:
+        if problem := text_column_problem(data.schema, name) if table else text_type_problem(data.type, name):
             raise ValueError(problem)
         col = text_strings(data.column(name) if table else data)
-        bad = first_invalid_utf8(col)
-        if bad is not None:
+        if (bad := first_invalid_utf8(col)) is not None:
             raise ValueError(f"text column {name!r}: row {-1 if bad[0] is None else bad[0]} is not valid UTF-8")
         return col
 
@@ -193,13 +174,12 @@ class Deduplicator:
 
     # ------------------------------------------------------------------------ reporting
     def stats(self) -> dict:
-        """Rows given to this object (not those of a loaded index): ``rows``, ``kept``,
-        ``exact``, ``near`` (removed, by reason), ``null_text``, ``empty_text``."""
+        """Rows given to this object (not a loaded index's): ``rows``, ``kept``, ``exact``, ``near``, ``null_text``,
+        ``empty_text``."""
         return dict(self._stats)
 
     def predicted_fp(self) -> float:
-        """Probability that the next unrelated document is flagged, from the band
-        filters' fill (as a manifest reports it)."""
+        """Probability that the next unrelated document is flagged, from the band filters' fill."""
         return whole_index_fp([p for s in self._stacks for p in s.generation_fps()])
 
     def nbytes(self) -> dict[str, int]:
@@ -207,9 +187,8 @@ class Deduplicator:
         return {"bands": sum(s.nbytes for s in self._stacks), "exact": self._exact.nbytes}
 
     def __reduce_ex__(self, protocol: object) -> tuple:
-        """Refused: a copy (pickled into another process, or by ``copy``) would decide apart from this
-        Deduplicator and add nothing to its index, and ``datasets`` would reuse a cached result instead
-        of giving it the rows (it fingerprints a transform by pickling it)."""
+        """Refused: a copy (pickled, or by ``copy``) would decide apart from this index, and ``datasets`` (which
+        fingerprints a transform by pickling it) would reuse a cached result instead of giving it the rows."""
         raise TypeError("a Deduplicator cannot be copied: its index lives in this process and takes the rows of this "
                         "process only (datasets' num_proc, multiprocessing or a copy would decide apart from it); "
                         "decide in one process, and move an index to another with save() and load()")
@@ -220,21 +199,18 @@ class Deduplicator:
 
     # ------------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike, *, record: dict | None = None) -> dict:
-        """Write the index to ``path`` as an ``--index-dir`` directory; return its
-        ``index.json``. ``record``: more fields of this save's batch in ``index.json``.
-
-        ``path`` must hold no index yet, or be this Deduplicator's own directory: the one it
-        last saved to, else the one it was loaded from; each save adds a version there (the rows added since, as one
-        batch with ``"source": "Deduplicator"``), switched to atomically as a run's is.
+        """Write the index to ``path`` as an ``--index-dir`` directory; return its ``index.json``. ``record``: more
+        fields of this save's batch there. ``path`` must hold no index yet, or be this Deduplicator's own (last
+        saved to, else loaded from); each save adds a version (the rows since, one batch with ``"source":
+        "Deduplicator"``).
 
         Raises:
-            ValueError: a fixed-size index (``grow=False``: an ``--index-dir`` index must
-                grow), ``path`` holds another index, or ``record`` names a field the batch has already.
+            ValueError: ``grow=False`` (an ``--index-dir`` index must grow), ``path`` holds another index, or
+                ``record`` names a field the batch has already.
             TypeError: ``record`` holds a value JSON cannot (nothing is written).
             dedup.index_dir.IndexMismatchError: ``path`` holds an index of other parameters.
-            dedup.io.StateError: another run or Deduplicator updated ``path`` since this one
-                loaded or saved it (nothing is written: load it again and redo the rows), or an
-                :meth:`add` stopped part way.
+            dedup.io.StateError: another run or Deduplicator updated ``path`` since this one loaded or saved
+                it (nothing is written), or an :meth:`add` stopped part way.
         """
         with self._turn:  # not amid another thread's add
             return self._save(path, record)
@@ -269,10 +245,8 @@ class Deduplicator:
     @classmethod
     def load(cls, path: str | os.PathLike, config: DedupConfig | None = None, *,
              threads: int | None = 1) -> "Deduplicator":
-        """The index in ``path`` (an ``--index-dir`` directory, written by runs or by
-        :meth:`save`), ready to add rows to. ``config``'s decision parameters must be the
-        index's (``capacity`` is ignored: the filters keep their sizes); default: the index's
-        parameters, the other fields at their defaults.
+        """The index in ``path`` (an ``--index-dir`` directory), ready to add rows to. ``config``'s decision
+        parameters must be the index's (``capacity`` is ignored); default: the index's, other fields default.
 
         Raises:
             FileNotFoundError: no index in ``path``.
@@ -280,8 +254,7 @@ class Deduplicator:
             dedup.io.StateError: the index is damaged.
         """
         if config is None:
-            params = IndexDir(path, {}).meta
-            if params is None:
+            if (params := IndexDir(path, {}).meta) is None:
                 raise FileNotFoundError(f"{Path(path).resolve()}: no index (no index.json)")
             config = _config_of(params["params"])
         new = cls.__new__(cls)
@@ -302,8 +275,7 @@ def _names(bands: int) -> list[str]:
 
 
 def _config_of(params: dict) -> DedupConfig:
-    """The DedupConfig of an index's parameters (explicit banding only where it is not
-    the optimal one for its threshold and num_perm)."""
+    """The DedupConfig of an index's parameters (explicit banding only where it is not the optimal one)."""
     fields = {k: params[k] for k in CONFIG_PARAMS}
     if (params["bands"], params["rows"]) != optimal_param(params["threshold"], params["num_perm"]):
         fields.update(bands=params["bands"], rows=params["rows"])
