@@ -1,24 +1,20 @@
-"""Duplicate indexes: LSHBloom (ours) here, and the baselines of :mod:`dedup.baselines`,
-behind one interface.
+"""Duplicate indexes: LSHBloom (ours) here, and the baselines of :mod:`dedup.baselines`, behind one interface.
 
-Semantics shared by every backend (canonical order = input files sorted by path, rows in
-file order; every document is processed in that order):
+Semantics of every backend, documents taken in canonical order (input files sorted by path, rows in file order):
 
 * *exact*: an earlier document had the same canonical text (128-bit key).
-* *near*: not exact, and for some band j the band key of this document equals the band
-  key of an earlier document. ``band`` is the first such j.
-* Every document is inserted, duplicate or not. Each band's answer then depends only on
-  that band's keys, so bands are independent: they can be processed in any order, in
-  parallel, or on different machines, and the verdicts do not change. (The reference
-  LSHBloom inserts only kept documents, which couples bands through the verdicts.)
-* Null texts are never inserted and never removed. Documents without shingles (empty
-  canonical text) take part in the exact check only.
+* *near*: not exact, and for some band j this document's band key equals an earlier document's; ``band`` is
+  the first such j.
+* Every document is inserted, duplicate or not, so each band's answer depends only on that band's keys:
+  bands are independent (any order, in parallel, on different machines). (The reference LSHBloom inserts only
+  kept documents, which couples bands through the verdicts.)
+* Null texts are never inserted nor removed; documents without shingles (empty canonical text) take part in
+  the exact check only.
 
-The LSHBloom index answers "seen before" from one Bloom filter per band, so it errs only by
-false positives, at the rate planned in :class:`dedup.params.IndexPlan`. An *exact* verdict
-also requires a collision in every band (an exact duplicate collides everywhere), so a
-false positive of the exact-key filter alone cannot label a document exact, except a document
-without shingles (no bands): the first one is removed if that filter errs for it.
+LSHBloom answers "seen before" from one Bloom filter per band, so it errs only by false positives, at the rate
+planned in :class:`dedup.params.IndexPlan`. An *exact* verdict also requires a collision in every band, so a
+false positive of the exact-key filter alone cannot label a document exact, except one without shingles (no
+bands): it is removed if that filter errs for it.
 """
 
 from __future__ import annotations
@@ -41,14 +37,9 @@ REASON_LABELS = ["keep", "exact", "near"]
 
 @dataclass
 class Verdicts:
-    """Per-document decisions for one batch.
-
-    Attributes:
-        reason: int8 (n,), KEEP / EXACT / NEAR.
-        band: int16 (n,), first colliding band for NEAR, else -1.
-        duplicate_of: int64 (n,), global number (position in canonical order) of an
-            earlier document it duplicates, or -1 where the index cannot know.
-    """
+    """Per-document decisions for one batch: ``reason`` int8 (n,), KEEP / EXACT / NEAR; ``band`` int16 (n,), first
+    colliding band for NEAR, else -1; ``duplicate_of`` int64 (n,), global number (position in canonical order)
+    of an earlier document it duplicates, or -1 where the index cannot know."""
 
     reason: np.ndarray
     band: np.ndarray
@@ -78,10 +69,9 @@ class DuplicateIndex(Protocol):
 
 
 def combine(valid: np.ndarray, has_shingles: np.ndarray, band_seen: np.ndarray, exact_seen: np.ndarray) -> Verdicts:
-    """The module docstring's verdict rule, from per-band and exact-key "seen before" answers:
-    ``band_seen`` (bool (n, b): band j's key of document i was seen from an earlier document) and
-    ``exact_seen`` (bool (n,)), for documents that are ``valid`` (False: a null text) and
-    ``has_shingles`` (False: an empty canonical text)."""
+    """The module docstring's verdict rule from "seen before" answers: ``band_seen`` (bool (n, b): band j's key
+    of document i was seen before) and ``exact_seen`` (bool (n,)), for documents ``valid`` (False: a null text)
+    and ``has_shingles`` (False: an empty canonical text)."""
     is_exact = valid & exact_seen & (band_seen.all(axis=1) | ~has_shingles)
     is_near = ~is_exact & band_seen.any(axis=1)
     reason = np.where(is_exact, EXACT, np.where(is_near, NEAR, KEEP)).astype(np.int8)
@@ -90,9 +80,9 @@ def combine(valid: np.ndarray, has_shingles: np.ndarray, band_seen: np.ndarray, 
 
 
 def decide(sketches: Sketches, band_filters: list, exact_filter, map_fn: Callable = map) -> Verdicts:
-    """Insert a batch into per-band filters and an exact-key filter (each with ``add(keys,
-    mask)`` returning "seen before"; :class:`BloomFilter` or :class:`dedup.scalable.FilterStack`)
-    and :func:`combine` their answers. ``map_fn`` runs the independent bands (a pool's map)."""
+    """Insert a batch into per-band filters and an exact-key filter (``add(keys, mask)`` returning "seen before":
+    :class:`BloomFilter` or :class:`dedup.scalable.FilterStack`) and :func:`combine` their answers. ``map_fn``
+    runs the independent bands (a pool's map)."""
     has_sh = sketches.n_shingles > 0
     seen = np.zeros((len(sketches), len(band_filters)), dtype=np.bool_)
 
@@ -104,10 +94,8 @@ def decide(sketches: Sketches, band_filters: list, exact_filter, map_fn: Callabl
 
 
 class LSHBloomIndex:
-    """One Bloom filter per band plus an exact-key filter (Khan et al. 2024, with a proper
-    64-bit band key and insert-every-document semantics); ``threads`` work on the
-    independent bands (1: serial). Filters of the same seed and sizes can be OR-merged.
-    """
+    """One Bloom filter per band plus an exact-key filter (Khan et al. 2024, with a 64-bit band key and
+    insert-every-document semantics); ``threads`` work on the independent bands (1: serial)."""
 
     name = "lshbloom"
 
@@ -130,28 +118,24 @@ class LSHBloomIndex:
         return whole_index_fp([f.estimated_fp() for f in self.filters])
 
     def stats(self) -> dict:
-        return {
-            "band_fill_ratio": [round(f.fill_ratio(), 6) for f in self.filters],
-            "band_estimated_fp": [f.estimated_fp() for f in self.filters],
-            "exact_fill_ratio": round(self.exact_filter.fill_ratio(), 6),
-        }
+        return {"band_fill_ratio": [round(f.fill_ratio(), 6) for f in self.filters],
+                "band_estimated_fp": [f.estimated_fp() for f in self.filters],
+                "exact_fill_ratio": round(self.exact_filter.fill_ratio(), 6)}
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()
 
 
-def make_index(backend: str, plan: IndexPlan, *, scheme: str, num_perm: int, seed: int, exact_fp: float, threads: int = 1):
-    """Build the named backend: ``lshbloom``, or a baseline (``lsh``, ``pybloom``) from
-    :mod:`dedup.baselines`, imported only when asked for.
+def make_index(backend: str, plan: IndexPlan, *, scheme: str, num_perm: int, seed: int, exact_fp: float,
+               threads: int = 1):
+    """Build the named backend: ``lshbloom``, or a baseline (``lsh``, ``pybloom``) from :mod:`dedup.baselines`,
+    imported only when asked for. ValueError: an unknown backend, or a baseline whose package is missing.
 
-    Raises:
-        ValueError: an unknown backend, or a baseline whose package is not installed.
-
-    Example:
-        >>> from dedup.params import plan_index
-        >>> make_index("lshbloom", plan_index(0.8, 128, 1000, 1e-5), scheme="fast", num_perm=128, seed=1, exact_fp=1e-6).name
-        'lshbloom'
+    >>> from dedup.params import plan_index
+    >>> plan = plan_index(0.8, 128, 1000, 1e-5)
+    >>> make_index("lshbloom", plan, scheme="fast", num_perm=128, seed=1, exact_fp=1e-6).name
+    'lshbloom'
     """
     if backend == "lshbloom":
         return LSHBloomIndex(plan, exact_fp=exact_fp, threads=threads)
