@@ -1,9 +1,8 @@
 """A Bloom filter over 64-bit keys, persisted as a memory-mappable file.
 
-File layout (the only definition of it; little-endian). Version 3 is what every filter this
-memdedup makes gets. Versions 1 (one part) and 2 (more than one part) are filters saved by earlier
-versions, which derive their probes by the ``DOUBLE`` rule of :mod:`dedup._kernels.bloom` (version
-3: ``INDEPENDENT``); they are read, extended and saved again by their own rule, as their version:
+File layout (the only definition of it; little-endian). Every new filter is version 3 (probes by the
+``INDEPENDENT`` rule of :mod:`dedup._kernels.bloom`); versions 1 (one part) and 2 (several), saved by earlier
+memdedup versions, use the ``DOUBLE`` rule and are read, extended and saved again as they are:
 
 ====== ======= ==============================================================
 offset type    field
@@ -40,7 +39,7 @@ from .params import MAX_PARTS, bloom_fp, bloom_parts, bloom_size
 
 MAGIC = b"MDBLOOM\x00"
 VERSION = 3  #: the version of every filter this memdedup makes: independent probes
-#: Probe rule of each format version; 1 (one part) and 2 (several) are earlier versions' files.
+#: Probe rule of each format version.
 RULES = {1: BLOOM_DOUBLE, 2: BLOOM_DOUBLE, VERSION: BLOOM_INDEPENDENT}
 HEADER_SIZE = 64
 _HEADER = struct.Struct("<8sIIQIIQQ16x")
@@ -50,30 +49,21 @@ assert _HEADER.size == HEADER_SIZE
 
 
 class BloomFilter:
-    """m-bit Bloom filter with k probes derived from one 64-bit key.
+    """m-bit Bloom filter (rounded up to a multiple of 64 x parts) with k >= 1 probes derived from one 64-bit
+    key mixed with ``seed``. ``bits``: an existing uint64 word array (e.g. a memory map) to use in place, with
+    ``count`` insertions made. ``parts``: cache partitions (:mod:`dedup._kernels.bloom`; default
+    :func:`dedup.params.bloom_parts`); the false-positive rate is the parts' average, to second order a
+    relative (k^2 - 2k)(ln 2)^2 / 2 / (keys per part) above one filter of m bits (the parts' binomial loads).
+    ``version``: the file format, which names the probe rule (:data:`RULES`).
 
-    Args:
-        m_bits: number of bits (rounded up to a multiple of 64 x parts).
-        k: number of probes (>= 1).
-        seed: mixed into every key.
-        bits: optional existing uint64 word array (e.g. a memory map) to use in place.
-        count: insertions already made into ``bits``.
-        parts: cache partitions (:mod:`dedup._kernels.bloom`); default :func:`dedup.params.bloom_parts`
-            of ``m_bits``. The false-positive rate is the parts' average: to second order a relative
-            (k^2 - 2k)(ln 2)^2 / 2 / (keys per part) above one filter of m bits (the parts' binomial
-            loads): ~86 / (keys per part) at k = 20, 1.2e-3 at the smallest parts a default filter has.
-        version: file format version, which names the probe rule (:data:`RULES`); earlier ones only
-            to extend a filter an earlier memdedup saved.
-
-    Example:
-        >>> import numpy as np
-        >>> f = BloomFilter.for_capacity(1000, 0.01, seed=7)
-        >>> f.add(np.array([1, 2, 3, 2], dtype=np.uint64)).tolist()  # seen before?
-        [False, False, False, True]
-        >>> f.contains(np.array([3, 4], dtype=np.uint64)).tolist()
-        [True, False]
-        >>> f
-        BloomFilter(m=9600, k=7, seed=7, count=4)
+    >>> import numpy as np
+    >>> f = BloomFilter.for_capacity(1000, 0.01, seed=7)
+    >>> f.add(np.array([1, 2, 3, 2], dtype=np.uint64)).tolist()  # seen before?
+    [False, False, False, True]
+    >>> f.contains(np.array([3, 4], dtype=np.uint64)).tolist()
+    [True, False]
+    >>> f
+    BloomFilter(m=9600, k=7, seed=7, count=4)
     """
 
     def __init__(self, m_bits: int, k: int, seed: int = 0, *, bits: np.ndarray | None = None, count: int = 0,
@@ -102,13 +92,11 @@ class BloomFilter:
     @classmethod
     def for_capacity(cls, capacity: int, fp: float, seed: int = 0) -> "BloomFilter":
         """Optimal filter for ``capacity`` keys at false-positive rate ``fp``."""
-        m, k = bloom_size(capacity, fp)
-        return cls(m, k, seed)
+        return cls(*bloom_size(capacity, fp), seed)
 
     # -- operations ---------------------------------------------------------------------
     def add(self, keys: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        """Insert keys in order; return, per key, whether it was present before (bool); keys where
-        ``mask`` is False are skipped (and reported False)."""
+        """Insert keys in order; per key, whether it was present before (keys masked False: skipped, False)."""
         keys = np.ascontiguousarray(keys, dtype=np.uint64)
         mask = np.ones(keys.shape[0], dtype=np.bool_) if mask is None else np.ascontiguousarray(mask, dtype=np.bool_)
         seen = np.empty(keys.shape[0], dtype=np.bool_)
@@ -160,9 +148,8 @@ class BloomFilter:
         return self.set_bits() / self.m
 
     def _floor(self, n: int) -> float:
-        """The rate's floor under the DOUBLE probe rule (versions 1 and 2): a fresh key shares its
-        probe pair, so all its probes, with one of the n keys: n_p / m_p^2 in its part, n / (m m_p)
-        on average. 0 for independent probes."""
+        """The rate's floor under the DOUBLE probe rule (versions 1, 2): a fresh key shares its probe pair with
+        one of the n keys: n_p / m_p^2 in its part, n / (m m_p) on average. 0 for independent probes."""
         return n / (self.m * self.part_bits) if RULES[self.version] == BLOOM_DOUBLE else 0.0
 
     def estimated_fp(self) -> float:
@@ -170,8 +157,7 @@ class BloomFilter:
         return min(1.0, self.fill_ratio() ** self.k + self._floor(self.count))
 
     def predicted_fp(self, n: int | None = None) -> float:
-        """Predicted rate ``(1 - e^{-kn/m})^k`` after n insertions (default: count; plus the floor
-        of versions 1-2)."""
+        """Predicted rate ``(1 - e^{-kn/m})^k`` after n insertions (default: count; plus versions 1-2's floor)."""
         n = self.count if n is None else n
         return min(1.0, bloom_fp(n, self.m, self.k) + self._floor(n))
 
@@ -191,8 +177,7 @@ class BloomFilter:
 
     @classmethod
     def load(cls, path: str | os.PathLike, mmap: bool = True, writable: bool = False) -> "BloomFilter":
-        """Open a saved filter; with ``mmap`` the bits are a memory map (copy-on-write
-        unless ``writable``, in which case changes go to the file)."""
+        """Open a saved filter; with ``mmap`` the bits are a memory map (copy-on-write unless ``writable``)."""
         path = Path(path)
         try:
             with open(path, "rb") as f:
@@ -207,13 +192,10 @@ class BloomFilter:
                              f"{', '.join(map(str, RULES))}")
         if (version == 1) != (parts == 0) or version == 2 and parts < 2 or k < 1 or m < 64 or m % (64 * max(parts, 1)):
             raise ValueError(f"{path}: damaged Bloom filter header (version {version}, m={m}, k={k}, parts={parts})")
-        expected = hsize + m // 8
-        if path.stat().st_size != expected:
-            raise ValueError(f"{path}: truncated or oversized Bloom filter ({path.stat().st_size} bytes, expected {expected})")
-        if mmap:
-            bits = np.memmap(path, dtype="<u8", mode="r+" if writable else "c", offset=hsize, shape=(m // 64,))
-        else:
-            bits = np.fromfile(path, dtype="<u8", offset=hsize, count=m // 64)
+        if (size := path.stat().st_size) != (expected := hsize + m // 8):
+            raise ValueError(f"{path}: truncated or oversized Bloom filter ({size} bytes, expected {expected})")
+        bits = (np.memmap(path, dtype="<u8", mode="r+" if writable else "c", offset=hsize, shape=(m // 64,)) if mmap
+                else np.fromfile(path, dtype="<u8", offset=hsize, count=m // 64))
         return cls(m, k, seed, bits=bits.view(np.uint64), count=count, parts=max(parts, 1), version=version)
 
     def __repr__(self) -> str:
