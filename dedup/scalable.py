@@ -1,13 +1,11 @@
 """A band's Bloom filter as a stack of generations that grows with the corpus.
 
-A run that knows its corpus size uses one generation sized for it: the same filter as the
-fused engine, so both give identical decisions. An index kept across runs
-(``--index-dir``) cannot know its final size, so it grows like a scalable Bloom filter
-(Almeida, Baquero, Preguica & Hutchison 2007): when the newest generation has taken its
-capacity, a new one opens with ``growth`` times the capacity and ``tightening`` times the
-false-positive rate. With generation 0 at ``p (1 - tightening)`` the rates sum to at most
-``p`` however many generations follow. A key is "seen" if any generation holds it; new
-keys go into the newest generation.
+A run that knows its corpus size uses one generation sized for it (the fused engine's filter: identical
+decisions). An index kept across runs (``--index-dir``) grows like a scalable Bloom filter (Almeida, Baquero,
+Preguica & Hutchison 2007): when the newest generation has taken its capacity, a new one opens with
+``growth`` times the capacity and ``tightening`` times the false-positive rate; with generation 0 at
+``p (1 - tightening)`` the rates sum to at most ``p``. A key is "seen" if any generation holds it; new keys
+go into the newest generation.
 
 Directory layout of a saved stack: ``stack.json`` (parameters and generations) and
 ``gen-000.bloom``, ``gen-001.bloom``, ... (:mod:`dedup.bloom` files).
@@ -27,40 +25,33 @@ from .params import bloom_size, whole_index_fp
 STACK_FILE = "stack.json"
 #: The constructor's parameters, as ``stack.json`` records them.
 _PARAMS = ("fp", "base_capacity", "scalable", "seed", "growth", "tightening")
-#: Bytes a band task holds per key of a chunk (keys, masks, the partition sort's arrays, the
-#: seen bits), and the interpreter, Arrow and numpy around it: for memory estimates.
+#: Bytes a band task holds per key of a chunk (keys, masks, sort arrays, seen bits), and the interpreter, Arrow
+#: and numpy around it: for memory estimates.
 CHUNK_BYTES_PER_KEY = 36
 TASK_BASE_BYTES = 300 << 20
 
 
 def chunk_keys(parts: int) -> int:
-    """Keys a band task passes to one add on a filter of ``parts`` cache partitions: 4096 per
-    part (each part then takes ~4096 k probes while it is in cache), at least 2^21 and at
-    most 2^24 (75-600 MB at :data:`CHUNK_BYTES_PER_KEY`)."""
+    """Keys a band task passes to one add on a filter of ``parts`` cache partitions: 4096 per part (~4096 k
+    probes per part while it is in cache), at least 2^21 and at most 2^24 (75-600 MB)."""
     return min(max(4096 * parts, 1 << 21), 1 << 24)
 
 
 class FilterStack:
-    """Generations of Bloom filters for one band (or the exact key): ``fp`` for the whole stack,
-    generation 0 sized for ``capacity`` documents; ``scalable``: grow as the module docstring says
-    (False: one generation).
+    """Generations of Bloom filters for one band (or the exact key): ``fp`` for the whole stack, generation 0
+    sized for ``capacity`` documents; ``scalable``: grow (False: one generation).
 
-    Example:
-        >>> import numpy as np
-        >>> stack = FilterStack(fp=1e-3, capacity=100)
-        >>> keys = np.arange(5, dtype=np.uint64)
-        >>> stack.add(keys, np.ones(5, dtype=bool)).tolist(), stack.add(keys[:2], np.ones(2, dtype=bool)).tolist()
-        ([False, False, False, False, False], [True, True])
+    >>> import numpy as np
+    >>> stack = FilterStack(fp=1e-3, capacity=100)
+    >>> keys = np.arange(5, dtype=np.uint64)
+    >>> stack.add(keys, np.ones(5, dtype=bool)).tolist(), stack.add(keys[:2], np.ones(2, dtype=bool)).tolist()
+    ([False, False, False, False, False], [True, True])
     """
 
     def __init__(self, fp: float, capacity: int, scalable: bool = False, seed: int = 0,
                  growth: float = 2.0, tightening: float = 0.5):
-        self.fp = fp
-        self.base_capacity = max(int(capacity), 1)
-        self.scalable = scalable
-        self.seed = seed
-        self.growth = growth
-        self.tightening = tightening
+        self.fp, self.base_capacity, self.scalable = fp, max(int(capacity), 1), scalable
+        self.seed, self.growth, self.tightening = seed, growth, tightening
         self.generations: list[BloomFilter] = []
         self.capacities: list[int] = []
         self.fps: list[float] = []
@@ -70,8 +61,7 @@ class FilterStack:
         g = len(self.generations)
         cap = math.ceil(self.base_capacity * self.growth**g)
         fp = self.fp * (1 - self.tightening) * self.tightening**g if self.scalable else self.fp
-        m, k = bloom_size(cap, fp)
-        self.generations.append(BloomFilter(m, k, self.seed))
+        self.generations.append(BloomFilter(*bloom_size(cap, fp), self.seed))
         self.capacities.append(cap)
         self.fps.append(fp)
 
@@ -106,13 +96,12 @@ class FilterStack:
         return chunk_keys(self.generations[-1].parts)
 
     def generation_fps(self) -> list[float]:
-        """Each generation's false-positive rate implied by its fill (``fill^k``; Bloom versions 1-2: plus
-        their floor, :meth:`dedup.bloom.BloomFilter.estimated_fp`)."""
+        """Each generation's false-positive rate implied by its fill (:meth:`dedup.bloom.BloomFilter.estimated_fp`)."""
         return [gen.estimated_fp() for gen in self.generations]
 
     def predicted_fp(self) -> float:
-        """Probability that a new unrelated key is reported seen, from each generation's
-        fill: ``1 - prod_g (1 - p_g)``, p_g of :meth:`generation_fps`."""
+        """Probability that a new unrelated key is reported seen: ``1 - prod_g (1 - p_g)``, p_g of
+        :meth:`generation_fps`."""
         return whole_index_fp(self.generation_fps())
 
     @property
@@ -124,23 +113,14 @@ class FilterStack:
         return sum(g.nbytes for g in self.generations)
 
     def describe(self) -> dict:
-        return {
-            "generations": len(self.generations),
-            "count": self.count,
-            "bytes": self.nbytes,
-            "predicted_fp": self.predicted_fp(),
-            "generation_fps": self.generation_fps(),
-            "bloom_versions": [gen.version for gen in self.generations],  # 1, 2: a floor on the rate
-        }
+        return {"generations": len(self.generations), "count": self.count, "bytes": self.nbytes,
+                "predicted_fp": self.predicted_fp(), "generation_fps": self.generation_fps(),
+                "bloom_versions": [gen.version for gen in self.generations]}  # 1, 2: a floor on the rate
 
     # -- persistence ---------------------------------------------------------------
     def save(self, directory: Path) -> None:
-        """Write the generations, then ``stack.json`` last (atomically), into ``directory``, made if
-        missing, but never its parents (FileNotFoundError): a band task saves below its run's own
-        directory in OUT (:mod:`dedup.stages`), and where OUT was removed meanwhile it fails
-        instead of making OUT again; :meth:`dedup.streaming.Deduplicator.save` saves into a
-        temporary directory of the index directory, which it makes itself (an ``--index-dir`` that
-        is not there yet is a new index, made by the first run or save into it)."""
+        """Write the generations, then ``stack.json`` last (atomically), into ``directory``, made if missing but
+        never its parents (FileNotFoundError: a band task whose OUT was removed meanwhile fails, not making it)."""
         directory = Path(directory)
         directory.mkdir(exist_ok=True)
         gens = []
@@ -154,7 +134,7 @@ class FilterStack:
 
     @classmethod
     def load(cls, directory: Path) -> "FilterStack":
-        """A saved stack. Raises :class:`dedup.io.StateError` naming the damaged file."""
+        """A saved stack; :class:`dedup.io.StateError` naming a damaged file."""
         directory = Path(directory)
         meta = io.read_json(directory / STACK_FILE, (*_PARAMS, "generations"))
         stack = cls.__new__(cls)
