@@ -1,11 +1,8 @@
-"""Baseline duplicate indexes, for benchmarks and cross-checks: datasketch's
-``MinHashLSH`` and LSHBloom over pybloom-live filters, behind the interface of
-:class:`dedup.index.DuplicateIndex` and with its semantics (see :mod:`dedup.index`).
+"""Baseline duplicate indexes, for benchmarks and cross-checks: datasketch's ``MinHashLSH`` and LSHBloom over
+pybloom-live filters, with the interface and semantics of :class:`dedup.index.DuplicateIndex`.
 
-Their packages are an optional extra (``pip install 'memdedup[baselines]'``, included in
-``dev``): the library never needs them. :func:`dedup.index.make_index` imports this module
-only when a baseline is asked for, and a baseline whose package is missing is a
-``ValueError`` (one line from the CLI, exit 2), not an ImportError.
+Their packages are an optional extra (``pip install 'memdedup[baselines]'``); a baseline whose package is
+missing is a ``ValueError`` (one line from the CLI, exit 2), not an ImportError.
 
 Example:
     >>> from dedup.params import plan_index
@@ -33,8 +30,7 @@ NEEDS = {"lsh": ("datasketch", "datasketch"), "pybloom": ("pybloom_live", "pyblo
 
 
 def require(backend: str) -> ModuleType | None:
-    """The module ``backend`` needs (None for one that needs none), or the one-line ValueError
-    saying which package is missing: called early, before a run clears or writes anything."""
+    """The module ``backend`` needs (None for none), or the one-line ValueError naming the missing package."""
     if backend not in NEEDS:
         return None
     module, package = NEEDS[backend]
@@ -58,10 +54,8 @@ class _Baseline:
 
 
 class DatasketchLSHIndex(_Baseline):
-    """Baseline: datasketch ``MinHashLSH`` bucket tables (exact band matches, no false
-    positives) and a dict of exact keys. Knows which earlier document collided, so it
-    fills ``duplicate_of`` (the earliest colliding document). Memory grows with every
-    signature stored, which is what LSHBloom avoids."""
+    """Baseline: datasketch ``MinHashLSH`` bucket tables (exact band matches, no false positives) and a dict of
+    exact keys; fills ``duplicate_of`` (the earliest colliding document). Memory grows with every signature."""
 
     name = "lsh"
 
@@ -109,8 +103,7 @@ class DatasketchLSHIndex(_Baseline):
         return Verdicts(reason, band, dup)
 
     def nbytes(self) -> dict[str, int]:
-        # Lower bound: the stored band hashes (r values each) plus a key per table entry;
-        # Python object overhead (several times more) is measured by the benchmark's RSS.
+        # Lower bound: the stored band hashes (r values each) plus a key per table entry (not Python's overhead).
         n = len(self.exact)
         return {"bands": n * self.plan.bands * (self.plan.rows * 4 + 8), "exact": n * 24}
 
@@ -119,8 +112,8 @@ class DatasketchLSHIndex(_Baseline):
 
 
 class PybloomIndex(_Baseline):
-    """Baseline: the same LSHBloom logic with pybloom-live filters (pure Python, keys
-    hashed through ``str()``), sized like ours. Slow; for benchmarks and cross-checks."""
+    """Baseline: the same LSHBloom logic with pybloom-live filters (pure Python, keys hashed through ``str()``),
+    sized like ours."""
 
     name = "pybloom"
 
@@ -149,22 +142,17 @@ class PybloomIndex(_Baseline):
         return combine(sketches.valid, sketches.n_shingles > 0, seen, exact_seen)
 
     def nbytes(self) -> dict[str, int]:
-        return {
-            "bands": sum(f.num_bits // 8 for f in self.filters),
-            "exact": self.exact_filter.num_bits // 8,
-        }
+        return {"bands": sum(f.num_bits // 8 for f in self.filters), "exact": self.exact_filter.num_bits // 8}
 
     def predicted_fp(self) -> float:
-        """Probability that the next unrelated document is flagged, from the filters' fill (as
-        :meth:`dedup.index.LSHBloomIndex.predicted_fp`): a pybloom-live filter has ``num_slices`` slices
-        of ``bits_per_slice`` bits and one probe per slice, so a fresh key is a false positive with
-        probability prod_s fill_s (Bloom 1970; Almeida et al. 2007, the sliced layout); b filters:
-        ``1 - prod_b (1 - p_b)``. Not the rate at ``capacity``: 0 for an empty index."""
+        """Probability that the next unrelated document is flagged, from the filters' fill: a pybloom-live
+        filter has ``num_slices`` slices of ``bits_per_slice`` bits and one probe per slice, so a fresh key is a
+        false positive with probability prod_s fill_s (Bloom 1970; Almeida et al. 2007, the sliced layout); b
+        filters: ``1 - prod_b (1 - p_b)``. 0 for an empty index."""
         return whole_index_fp([_sliced_fill_fp(f) for f in self.filters])
 
 
 def _sliced_fill_fp(f: object) -> float:
-    """False-positive probability (a probability, 0..1) of pybloom-live filter ``f`` at its current
-    fill: the product over its slices of the fraction of the slice's bits set."""
+    """False-positive probability of pybloom-live filter ``f`` at its fill: prod over slices of the bits set."""
     m = f.bits_per_slice
     return math.prod(f.bitarray.count(1, s * m, (s + 1) * m) / m for s in range(f.num_slices))
