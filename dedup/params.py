@@ -3,9 +3,8 @@
 * Banding (Leskovec, Rajaraman & Ullman, *Mining of Massive Datasets*, ch. 3.4): with
   ``b`` bands of ``r`` rows, two documents of Jaccard similarity ``s`` share at least one
   band with probability ``P(s) = 1 - (1 - s^r)^b``.
-* :func:`optimal_param` is datasketch's ``_optimal_param`` (same grid, same
-  ``scipy.integrate.quad`` integrals, same tie-breaking), so it returns identical
-  ``(b, r)`` for identical inputs. It is the only copy of that search in this project.
+* :func:`optimal_param` is datasketch's ``_optimal_param`` (same grid, ``scipy.integrate.quad`` integrals
+  and tie-breaking): identical ``(b, r)`` for identical inputs.
 * Bloom filters (Bloom 1970; Kirsch & Mitzenmacher 2006): ``n`` keys in ``m`` bits with
   ``k`` probes give a false-positive rate ``p = (1 - exp(-k n / m))^k``; the optimum is
   ``m = -n ln(p) / (ln 2)^2`` bits and ``k = (m / n) ln 2``.
@@ -27,20 +26,14 @@ def candidate_probability(s: float, bands: int, rows: int) -> float:
 
 
 @functools.lru_cache(maxsize=256)
-def optimal_param(
-    threshold: float,
-    num_perm: int,
-    false_positive_weight: float = 0.5,
-    false_negative_weight: float = 0.5,
-) -> tuple[int, int]:
+def optimal_param(threshold: float, num_perm: int, false_positive_weight: float = 0.5,
+                  false_negative_weight: float = 0.5) -> tuple[int, int]:
     """(bands, rows) minimising ``w_fp * integral_0^T P(s) ds + w_fn * integral_T^1 (1 - P(s)) ds``
     over all ``b * r <= num_perm`` (T=0.8, 128 perms gives (9, 13); 256 perms gives (17, 15)).
 
-    The search costs ~0.3 s (scipy import and ~1,300 integrals at K=128), so results are
-    memoised in the start-up cache (:mod:`dedup.cache`) keyed by the exact float inputs.
-
-    Raises:
-        ValueError: threshold outside (0, 1) or num_perm < 2.
+    The search costs ~0.3 s (scipy import, ~1,300 integrals at K=128): results are memoised in the start-up
+    cache (:mod:`dedup.cache`) keyed by the exact float inputs. ValueError: threshold outside (0, 1) or
+    num_perm < 2.
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
@@ -58,8 +51,7 @@ def optimal_param(
     min_error = float("inf")
     opt = (0, 0)
     for b in range(1, num_perm + 1):
-        max_r = int(num_perm / b)
-        for r in range(1, max_r + 1):
+        for r in range(1, int(num_perm / b) + 1):
             fp = quad(lambda s: candidate_probability(s, b, r), 0.0, threshold)[0]
             fn = quad(lambda s: 1 - candidate_probability(s, b, r), threshold, 1.0)[0]
             error = fp * false_positive_weight + fn * false_negative_weight
@@ -80,13 +72,11 @@ def per_band_fp(total_fp: float, bands: int) -> float:
 
 
 def whole_index_fp(band_fps: list[float]) -> float:
-    """False-positive rate of a band index whose filters have rates ``band_fps``: a new
-    unrelated document collides if any band does, ``1 - prod_b (1 - p_b)`` (log1p/expm1
-    keep it exact for tiny rates). Both engines report this from each filter's fill.
+    """False-positive rate of a band index whose filters have rates ``band_fps``: a new unrelated document
+    collides if any band does, ``1 - prod_b (1 - p_b)`` (log1p/expm1 keep it exact for tiny rates).
 
-    Example:
-        >>> round(whole_index_fp([1e-6] * 9), 12)  # 1 - (1 - 1e-6)^9, just under 9e-6
-        8.999964e-06
+    >>> round(whole_index_fp([1e-6] * 9), 12)  # 1 - (1 - 1e-6)^9, just under 9e-6
+    8.999964e-06
     """
     if any(p >= 1.0 for p in band_fps):  # a saturated filter (far over its capacity) answers every key
         return 1.0
@@ -94,34 +84,27 @@ def whole_index_fp(band_fps: list[float]) -> float:
 
 
 def bloom_size(n: int, fp: float) -> tuple[int, int]:
-    """Optimal ``(m_bits, k)`` for ``n`` keys (at least 1) at false-positive rate ``fp``: ``m``
-    rounded up to a multiple of 64 (the filter is stored as uint64 words), ``k = round((m / n) ln 2)``
-    (at least 1)."""
+    """Optimal ``(m_bits, k)`` for ``n`` keys (at least 1) at false-positive rate ``fp``: ``m`` rounded up to a
+    multiple of 64 (uint64 words), ``k = round((m / n) ln 2)`` (at least 1)."""
     if not 0.0 < fp < 1.0:
         raise ValueError(f"false-positive rate must be in (0, 1), got {fp}")
     n = max(int(n), 1)
-    m = math.ceil(-n * math.log(fp) / (math.log(2) ** 2))
-    m = max(64, (m + 63) // 64 * 64)
-    k = max(1, round(m / n * math.log(2)))
-    return m, k
+    m = max(64, (math.ceil(-n * math.log(fp) / (math.log(2) ** 2)) + 63) // 64 * 64)
+    return m, max(1, round(m / n * math.log(2)))
 
 
-#: A filter up to this size is one part: it fits a server's shared L3 cache whole, where one
-#: part measured faster than partitions (3.6 MB at 10^6 documents: 74-77 ns per key in one
-#: part, 112 in 14 parts when the threshold was 1 MiB, commit effeb65); above, parts win
-#: (bench/results/band_bench.md: 58 vs 247 ns per key at 10^7, 114 vs 635 at 10^8).
+#: A filter up to this size is one part: it fits a server's shared L3 cache whole, where one part is faster
+#: than partitions; above, parts win (bench/results/band_bench.md: 58 vs 247 ns per key at 10^7 documents).
 ONE_PART_MAX_BYTES = 8 << 20
 #: Size of a cache partition of a larger filter (fits a core's L2 cache).
 PART_BYTES = 256 << 10
-#: The most cache partitions a filter can have (the kernels index them with int32): filters
-#: up to 512 TiB, the size a band filter reaches at about 10^15 documents.
+#: The most cache partitions a filter can have (the kernels index them with int32): up to 512 TiB.
 MAX_PARTS = 2**31 - 1
 
 
 def refuse_unholdable(capacity: int, m_bits: int, what: str) -> None:
-    """ValueError naming ``capacity`` (documents) when a filter of ``m_bits`` bits, ``what`` (a
-    format string for its size: ``"an exact-key filter of {}"``), needs more than
-    :data:`MAX_PARTS` cache partitions, which no :class:`dedup.bloom.BloomFilter` can have."""
+    """ValueError naming ``capacity`` (documents) when a filter of ``m_bits`` bits needs more than
+    :data:`MAX_PARTS` cache partitions; ``what`` formats its size (``"an exact-key filter of {}"``)."""
     if bloom_parts(m_bits) > MAX_PARTS:
         raise ValueError(f"capacity {int(capacity):,} documents needs {what.format(f'{m_bits / 8 / 2**40:,.0f} TiB')}; "
                          f"the largest filter is {MAX_PARTS * PART_BYTES / 2**40:.0f} TiB")
@@ -131,9 +114,8 @@ def bloom_parts(m_bits: int) -> int:
     """Cache partitions of an ``m_bits`` filter (:mod:`dedup._kernels.bloom`): 1 up to
     :data:`ONE_PART_MAX_BYTES`, else ``ceil(bytes / PART_BYTES)``.
 
-    Example:
-        >>> bloom_parts(8 * (8 << 20)), bloom_parts(8 * (34 << 20))
-        (1, 136)
+    >>> bloom_parts(8 * (8 << 20)), bloom_parts(8 * (34 << 20))
+    (1, 136)
     """
     nbytes = -(-int(m_bits) // 8)
     return 1 if nbytes <= ONE_PART_MAX_BYTES else -(-nbytes // PART_BYTES)
@@ -141,25 +123,15 @@ def bloom_parts(m_bits: int) -> int:
 
 def bloom_fp(n: int, m_bits: int, k: int) -> float:
     """Predicted false-positive rate ``(1 - exp(-k n / m))^k`` after ``n`` insertions."""
-    if n <= 0:
-        return 0.0
-    return (-math.expm1(-k * n / m_bits)) ** k
+    return 0.0 if n <= 0 else (-math.expm1(-k * n / m_bits)) ** k
 
 
 @dataclass(frozen=True)
 class IndexPlan:
-    """Everything decided before a dedup run: banding, Bloom sizes, and their predictions.
-
-    Attributes:
-        threshold: target Jaccard similarity T.
-        num_perm: signature length K.
-        bands, rows: banding (b, r), b * r <= K.
-        capacity: number of documents the filters are sized for.
-        total_fp: target probability that a new, unrelated document is flagged.
-        band_fp: per-filter target, from :func:`per_band_fp`.
-        band_bits, band_k: size in bits and probe count of each band's filter.
-        curve: ``{s: P(candidate | s)}`` for s = 0.1 .. 1.0 (the S-curve at (b, r)).
-    """
+    """Everything decided before a dedup run: Jaccard threshold T, signature length K, banding (b, r) with
+    b * r <= K, ``capacity`` (documents the filters are sized for), ``total_fp`` (target probability that a new
+    unrelated document is flagged) and ``band_fp`` (:func:`per_band_fp`), each band filter's ``band_bits`` and
+    probes ``band_k``, and ``curve``: ``{s: P(candidate | s)}`` for s = 0.1 .. 1.0 (the S-curve at (b, r))."""
 
     threshold: float
     num_perm: int
@@ -189,33 +161,22 @@ class IndexPlan:
 
     def to_dict(self) -> dict:
         """JSON-ready summary for manifests and ``memdedup params``."""
-        return {
-            **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "curve"},
-            "index_bytes": self.index_bytes,
-            "bytes_per_doc": self.bytes_per_doc,
-            "predicted_fp_at_capacity": self.predicted_fp(self.capacity),
-            "candidate_probability": self.curve,
-        }
+        return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "curve"},
+                "index_bytes": self.index_bytes, "bytes_per_doc": self.bytes_per_doc,
+                "predicted_fp_at_capacity": self.predicted_fp(self.capacity), "candidate_probability": self.curve}
 
 
-def plan_index(
-    threshold: float,
-    num_perm: int,
-    capacity: int,
-    total_fp: float = 1e-5,
-    bands: int | None = None,
-    rows: int | None = None,
-) -> IndexPlan:
+def plan_index(threshold: float, num_perm: int, capacity: int, total_fp: float = 1e-5, bands: int | None = None,
+               rows: int | None = None) -> IndexPlan:
     """Choose (b, r) (datasketch's optimisation unless both are given, ``bands * rows <= num_perm``)
     and size the filters: the :class:`IndexPlan` of these arguments (``threshold``: T in (0, 1);
     ``capacity``: every document is inserted).
 
-    Example:
-        >>> plan = plan_index(0.8, 128, capacity=1_000_000, total_fp=1e-5)
-        >>> plan.bands, plan.rows, round(plan.bytes_per_doc, 1)
-        (9, 13, 32.1)
-        >>> [round(candidate_probability(s, plan.bands, plan.rows), 3) for s in (0.5, 0.8, 0.9)]  # the S-curve
-        [0.001, 0.399, 0.929]
+    >>> plan = plan_index(0.8, 128, capacity=1_000_000, total_fp=1e-5)
+    >>> plan.bands, plan.rows, round(plan.bytes_per_doc, 1)
+    (9, 13, 32.1)
+    >>> [round(candidate_probability(s, plan.bands, plan.rows), 3) for s in (0.5, 0.8, 0.9)]  # the S-curve
+    [0.001, 0.399, 0.929]
     """
     if (bands is None) != (rows is None):
         raise ValueError("give both bands and rows, or neither")
