@@ -1,8 +1,7 @@
 """The dedup stage's configuration: one frozen dataclass, validated on construction.
 
-Every field is declared with :func:`option`: its default, what it means (with its unit) and
-how the command line shows it, once. ``memdedup``'s parser, ``--help`` and README's
-configuration reference are generated from these declarations (``pipelines/config.py``).
+Every field is declared once with :func:`option` (default, meaning, unit, command-line form): ``memdedup``'s
+parser, ``--help`` and README's configuration reference are generated from them (``pipelines/config.py``).
 """
 
 from __future__ import annotations
@@ -20,24 +19,18 @@ from .minhash import SCHEMES
 def option(default: Any, help: str, *, unit: str | None = None, none: str | None = None,
            choices: tuple | None = None, flag: str | None = None, short: str | None = None, cli: bool = True,
            flag_sets: dict | None = None) -> Any:
-    """A config field with its documentation: ``dataclasses.field(default, metadata=...)``.
-
-    ``default`` is written here only (help and README show it); ``help``: what the field means,
-    one line; ``unit``: shown after the default (``"tokens"``, ``"rows"``); ``none``: what a
-    ``None`` default means (``"optimal for threshold and num_perm"``); ``choices``: the allowed
-    values (also checked by the command line); ``flag``: the command-line flag, if not ``--`` +
-    the name with dashes; ``short``: a short alias (``"-n"``); ``cli``: False for fields set only
-    by files or by the code (no flag); ``flag_sets``: other fields set when this one is given as
-    a flag.
-    """
+    """A config field with its documentation: ``dataclasses.field(default, metadata=...)``. ``help``: one line;
+    ``unit``: shown after the default (``"rows"``); ``none``: what a ``None`` default means; ``choices``: the
+    allowed values; ``flag``: the flag, if not ``--`` + the name with dashes; ``short``: an alias (``"-n"``);
+    ``cli``: False for fields without a flag; ``flag_sets``: other fields set when this flag is given."""
     meta = {"help": help, "unit": unit, "none": none, "choices": choices, "flag": flag, "short": short,
             "cli": cli, "flag_sets": dict(flag_sets or {})}
     return dataclasses.field(default=default, metadata=meta)
 
 
 class StageConfig:
-    """What the stages' frozen config dataclasses share: :meth:`to_dict`, and :meth:`_bad`, the error of
-    an invalid value (``invalid <section> config: ...``, the section being the class name less ``Config``)."""
+    """What the stages' frozen config dataclasses share: :meth:`to_dict`, and :meth:`_bad`, the error of an invalid
+    value (``invalid <section> config: ...``, the section being the class name less ``Config``)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,9 +39,8 @@ class StageConfig:
         raise ValueError(f"invalid {type(self).__name__.removesuffix('Config').lower()} config: {msg}")
 
     def _check_fields(self) -> None:
-        """:meth:`_bad` for a field whose value is not of its declared type (bool only for bool, an
-        int also for a float, None only for an optional field; numpy numbers are stored as Python's),
-        or not one of its declared choices: a config from Python is checked as a YAML file's."""
+        """:meth:`_bad` for a field not of its declared type (bool only for bool, an int also for a float, None
+        only if optional; numpy numbers are stored as Python's) or not one of its choices."""
         hints = typing.get_type_hints(type(self))
         for f in fields(self):
             value, allowed = getattr(self, f.name), typing.get_args(hints[f.name]) or (hints[f.name],)
@@ -70,8 +62,7 @@ class StageConfig:
 
 
 def differing(old: dict, new: dict) -> list[str]:
-    """The keys whose values differ between two configs' ``to_dict()`` (absent from one counts), sorted: what a
-    refusal of another config names."""
+    """The keys whose values differ between two configs' ``to_dict()`` (absent from one counts), sorted."""
     absent = object()
     return sorted(k for k in old.keys() | new.keys() if old.get(k, absent) != new.get(k, absent))
 
@@ -82,17 +73,14 @@ MAX_NUM_PERM = 8192
 
 @dataclass(frozen=True)
 class DedupConfig(StageConfig):
-    """Everything that decides which rows a dedup run removes (and how it reads them).
+    """Everything that decides which rows a dedup run removes (and how it reads them): the :func:`option` fields below.
 
-    Field meanings, units and defaults: the :func:`option` declarations below.
-
-    Example:
-        >>> DedupConfig(threshold=0.7).decision_dict()["threshold"]
-        0.7
-        >>> DedupConfig(threshold=1.5)
-        Traceback (most recent call last):
-        ...
-        ValueError: invalid dedup config: threshold must be in (0, 1), got 1.5
+    >>> DedupConfig(threshold=0.7).decision_dict()["threshold"]
+    0.7
+    >>> DedupConfig(threshold=1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: invalid dedup config: threshold must be in (0, 1), got 1.5
     """
 
     threshold: float = option(0.8, "Jaccard similarity threshold T in (0, 1): documents at least this similar "
@@ -101,14 +89,13 @@ class DedupConfig(StageConfig):
     ngram: int = option(5, "shingle length n: words, or code points with unit char")
     unit: str = option("word", "shingle unit", choices=("word", "char"))
     nfkc: bool = option(True, "apply Unicode NFKC before lowercasing")
-    # fss: the default since its F1 on the real-text corpus beat fast's (bench/dedup_bench.py).
+    # fss: its F1 on the real-text corpus beat fast's (bench/dedup_bench.py).
     scheme: str = option("fss", "MinHash scheme: fss (Fast Similarity Sketching), fast (K multiply-adds per "
                                 "shingle), or the datasketch ones, bit-identical to datasketch's",
                          choices=tuple(SCHEMES))
     seed: int = option(1, "MinHash permutation seed, 0 <= seed < 2^32")
     fp: float = option(1e-5, "whole-index false-positive target of the band filters, a probability")
-    # Decides the label exact vs near of a document whose every band already collided, and
-    # alone whether a document without shingles (no bands) is a duplicate.
+    # Decides exact vs near for a document whose every band collided, and alone for one without shingles.
     exact_fp: float = option(1e-6, "false-positive rate of the exact-key filter; decides labels, and documents "
                                    "without words")
     index: str = option("lshbloom", "index backend: LSHBloom, or the baselines datasketch MinHashLSH or pybloom-live "
@@ -132,8 +119,7 @@ class DedupConfig(StageConfig):
     # zstd: smaller than snappy and, at its default level 1, faster to write.
     compression: str = option("zstd", "Parquet compression of the outputs",
                               choices=("zstd", "snappy", "lz4", "gzip", "none"))
-    # removed: for pipelines that filter by id later (datatrove, NeMo Curator); only the text
-    # and id columns are read. Part of the run identity.
+    # removed: for pipelines that filter by id later (datatrove, NeMo Curator); reads only the text and id columns.
     emit: str = option("all", "outputs: all (kept shards, removed.parquet, manifest), or removed "
                               "(removed.parquet and the manifest, no kept shards)", choices=("all", "removed"))
 
@@ -151,8 +137,7 @@ class DedupConfig(StageConfig):
         if not 0 <= self.seed < 2**32:  # numpy's RandomState(seed) draws the permutations, as datasketch's
             self._bad(f"seed must be in [0, 2^32), got {self.seed}")
         for name in ("fp", "exact_fp"):
-            v = getattr(self, name)
-            if not 0.0 < v < 1.0:
+            if not 0.0 < (v := getattr(self, name)) < 1.0:
                 self._bad(f"{name} must be in (0, 1), got {v}")
         if (self.bands is None) != (self.rows is None):
             self._bad("give both bands and rows, or neither")
@@ -162,15 +147,15 @@ class DedupConfig(StageConfig):
             self._bad(f"bands * rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
         if not 1 <= self.batch_rows <= 2**31 - 1:  # one Arrow array per column
             self._bad(f"batch_rows must be >= 1 and <= {2**31 - 1}, got {self.batch_rows}")
-        if self.capacity is not None and self.capacity < 1:
-            self._bad(f"capacity must be >= 1, got {self.capacity}")
         if self.capacity is not None:  # every index sizes the exact-key filter from it
+            if self.capacity < 1:
+                self._bad(f"capacity must be >= 1, got {self.capacity}")
             from .params import bloom_size, plan_index, refuse_unholdable
 
             try:
                 plan_index(self.threshold, self.num_perm, self.capacity, self.fp, self.bands, self.rows)
-                exact_bits = bloom_size(self.capacity, self.exact_fp)[0]
-                refuse_unholdable(self.capacity, exact_bits, "an exact-key filter of {}")
+                refuse_unholdable(self.capacity, bloom_size(self.capacity, self.exact_fp)[0],
+                                  "an exact-key filter of {}")
             except ValueError as e:
                 self._bad(str(e))
 
@@ -179,13 +164,12 @@ class DedupConfig(StageConfig):
         return [f.name for f in fields(cls)]
 
     def banding(self) -> tuple[int, int]:
-        """(bands, rows) of a run: ``bands``/``rows`` when given, else datasketch's
-        :func:`dedup.params.optimal_param` (T, K)."""
+        """(bands, rows): ``bands``/``rows`` when given, else :func:`dedup.params.optimal_param` (T, K)."""
         from .params import optimal_param
 
         return (self.bands, self.rows) if self.bands else optimal_param(self.threshold, self.num_perm)
 
     def decision_dict(self) -> dict:
-        """The fields that change which rows are removed or which outputs are written (not
-        how inputs are read): a run's identity (:func:`dedup.runs.run_identity`)."""
+        """The fields that change which rows are removed or which outputs are written: a run's identity
+        (:func:`dedup.runs.run_identity`)."""
         return {k: v for k, v in self.to_dict().items() if k not in ("batch_rows", "compression")}
