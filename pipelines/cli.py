@@ -157,21 +157,10 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def choose_engine(args: argparse.Namespace) -> str:
-    """``auto``: staged if any cluster option is given or the inputs exceed 1 GiB (2^30 bytes)."""
-    if args.engine != "auto":
-        return args.engine
-    if args.workers or args.scheduler or args.index_dir or args.band_splits > 1:
-        return "staged"
-    from dedup.runs import discover
-
-    total = sum(s.path.stat().st_size for s in discover(args.inputs, exclude=args.out))
-    return "staged" if total >= 1 << 30 else "fused"
-
-
 def _cmd_dedup(args: argparse.Namespace) -> int:
     from dedup.bloom import VERSION as BLOOM_VERSION
     from dedup.engine import dedup_files
+    from dedup.runs import discover
 
     from .progress import ProgressLine
 
@@ -182,7 +171,11 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag} must be >= 1, got {n}")
     if args.workers and args.scheduler:
         raise ConfigError("--workers sizes a local cluster; with --scheduler the workers are that scheduler's")
-    engine = choose_engine(args)
+    engine = args.engine
+    if engine == "auto":  # staged for any cluster option, or inputs of 1 GiB (2^30 bytes) or more
+        cluster = args.workers or args.scheduler or args.index_dir or args.band_splits > 1
+        staged = cluster or sum(s.path.stat().st_size for s in discover(args.inputs, exclude=args.out)) >= 1 << 30
+        engine = "staged" if staged else "fused"
     if engine == "staged" and args.threads and not (args.workers or args.scheduler) \
             and args.threads_per_worker > args.threads:
         raise ConfigError(f"--threads-per-worker {args.threads_per_worker} exceeds --threads {args.threads}, the "
@@ -470,15 +463,13 @@ def _stdout_to_stderr():
     """Stdout meanwhile goes to stderr, also at the file descriptor (C libraries, Dask workers): under
     ``--json`` stdout carries the JSON alone."""
     sys.stdout.flush()
+    sys.stderr.flush()
     try:
         fd, err = sys.stdout.fileno(), sys.stderr.fileno()
-    except (AttributeError, ValueError, io.UnsupportedOperation):  # a replaced stream (tests)
-        fd = None
-    saved = None
-    if fd is not None:
-        sys.stderr.flush()
         saved = os.dup(fd)
         os.dup2(err, fd)
+    except (AttributeError, ValueError, io.UnsupportedOperation):  # a replaced stream (tests)
+        saved = None
     try:
         with contextlib.redirect_stdout(sys.stderr):
             yield
@@ -510,7 +501,6 @@ def _each_warning_once():
 def main(argv: list[str] | None = None) -> int:
     from dedup.io import InUseError
     from dedup.runs import OutputExistsError
-    from dedup.shards import InputError
 
     from .staged import ClusterError
 
@@ -536,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
                 hf_logging.set_verbosity_error()
                 hf_logging.disable_progress_bar()
             return handlers[args.command](args)
-    except (InputError, ConfigError, OutputExistsError, InUseError, ValueError, ClusterError) as e:
+    except (ValueError, OutputExistsError, InUseError, ClusterError) as e:  # InputError, ConfigError: ValueErrors
         return _fail(args.command, str(e))
     except MemoryError as e:  # numpy's says how much it could not allocate
         return _fail(args.command, f"out of memory: {e}; lower what sizes it (dedup: --capacity, --batch-rows, "

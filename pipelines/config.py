@@ -112,15 +112,10 @@ def add_options(parser: argparse.ArgumentParser, cls: type, section: str) -> Non
     hints = typing.get_type_hints(cls)
     for f in exposed(cls):
         help_text = f"{f.metadata.get('help', '')} (default: {default_text(f)})".replace("%", "%%")
-        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text}
         typ = _value_type(hints[f.name])
-        if typ is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            kwargs["type"] = typ
-            if f.metadata.get("choices"):
-                kwargs["choices"] = f.metadata["choices"]
-        group.add_argument(*flag_names(f), **kwargs)
+        kind = ({"action": argparse.BooleanOptionalAction} if typ is bool
+                else {"type": typ, "choices": f.metadata.get("choices") or None})
+        group.add_argument(*flag_names(f), dest=f.name, default=None, help=help_text, **kind)
     parser.set_defaults(_config_spec=(cls, section))
 
 
@@ -140,28 +135,19 @@ def from_args(args: argparse.Namespace) -> Any:
         if value is not None:
             values[f.name] = value
             values.update(f.metadata.get("flag_sets") or {})
-    if values == in_file:
-        return check_section(cls, name, values, source)
-    refuse_unknown_keys(cls, name, in_file, source)
     try:
         return cls(**values)
-    except (TypeError, ValueError) as e:  # the file's own problem is the file's; else the flags' fault
+    except (TypeError, ValueError) as e:  # the file's own problem (an unknown key too) is the file's; else the flags'
         check_section(cls, name, in_file, source)
         raise ConfigError(f"<command line>: section {name}: {e}") from e
-
-
-def refuse_unknown_keys(cls: type, name: str, values: dict, source: str) -> None:
-    """ConfigError naming ``source`` for a key of section ``name`` that ``cls`` does not have."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in values:
-        if key not in names:
-            raise ConfigError(f"{source}: unknown key {name}.{key}; valid keys: {', '.join(sorted(names))}")
 
 
 def check_section(cls: type[T], name: str, values: dict, source: str) -> T:
     """Section ``name`` as a ``cls``; ConfigError naming ``source`` for an unknown key or a value ``cls``
     refuses (the workflow checks each section so before any job starts)."""
-    refuse_unknown_keys(cls, name, values, source)
+    names = {f.name for f in dataclasses.fields(cls)}
+    if unknown := [key for key in values if key not in names]:
+        raise ConfigError(f"{source}: unknown key {name}.{unknown[0]}; valid keys: {', '.join(sorted(names))}")
     try:
         return cls(**values)
     except (TypeError, ValueError) as e:
