@@ -143,9 +143,8 @@ def _canary_exposure(corpus: Path, model_dir: Path):
         t = pq.read_table(shard)
         if not {"kind", "text", "repeats"} <= set(t.column_names):
             return None
-        for kind, text, reps in zip(*(t.column(c).to_pylist() for c in ("kind", "text", "repeats"))):
-            if kind == "canary":
-                texts[text] = int(reps)
+        texts.update((text, int(reps)) for kind, text, reps in
+                     zip(*(t.column(c).to_pylist() for c in ("kind", "text", "repeats"))) if kind == "canary")
     if not texts:
         return None
     by_words: dict[int, list[str]] = {}
