@@ -11,6 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+#: The large type of each view type (some Arrow kernels take no views).
+UNVIEWED = {pa.string_view(): pa.large_string(), pa.binary_view(): pa.large_binary()}
+
+
 def _bitmap(mask: np.ndarray) -> pa.Buffer:
     return pa.py_buffer(np.packbits(np.ascontiguousarray(mask, dtype=np.bool_), bitorder="little"))
 
@@ -106,8 +110,8 @@ def _without_views(t: pa.DataType) -> pa.DataType:
         >>> _without_views(pa.struct([("a", pa.list_(pa.string_view())), ("b", pa.int8())]))
         StructType(struct<a: list<item: large_string>, b: int8>)
     """
-    if pa.types.is_string_view(t) or pa.types.is_binary_view(t):
-        return pa.large_string() if pa.types.is_string_view(t) else pa.large_binary()
+    if t in UNVIEWED:
+        return UNVIEWED[t]
     if pa.types.is_map(t):
         return pa.map_(t.key_field.with_type(_without_views(t.key_type)),
                        t.item_field.with_type(_without_views(t.item_type)), t.keys_sorted)

@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import jsonl
-from .arrow import cast, min_max, uuid_strings
+from .arrow import UNVIEWED, cast, min_max, uuid_strings
 
 #: Input file suffix (lowercase; none is a suffix of another) -> (format, compression).
 SUFFIXES = {".parquet": ("parquet", None), ".pq": ("parquet", None), ".arrow": ("arrow", None)} | {
@@ -147,8 +147,6 @@ def text_column_problem(schema: pa.Schema, text_column: str) -> str | None:
 #: The string type that reads each binary type's bytes as text.
 _AS_TEXT = {pa.binary(): pa.string(), pa.large_binary(): pa.large_string(), pa.binary_view(): pa.string_view()}
 _STRINGS = {pa.string(), pa.large_string(), pa.string_view()}
-#: The large type of each view type, for a dictionary of views (which Arrow does not decode).
-_UNVIEWED = {pa.string_view(): pa.large_string(), pa.binary_view(): pa.large_binary()}
 
 
 def text_type_problem(t: pa.DataType, text_column: str) -> str | None:
@@ -163,8 +161,8 @@ def text_type_problem(t: pa.DataType, text_column: str) -> str | None:
 def _decoded(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """A dictionary-encoded column decoded (one of views by way of its large type: Arrow has no take kernel for
     views); any other column as it is."""
-    if pa.types.is_dictionary(col.type) and col.type.value_type in _UNVIEWED:
-        col = cast(col, pa.dictionary(col.type.index_type, _UNVIEWED[col.type.value_type]))
+    if pa.types.is_dictionary(col.type) and col.type.value_type in UNVIEWED:
+        col = cast(col, pa.dictionary(col.type.index_type, UNVIEWED[col.type.value_type]))
     return cast(col, col.type.value_type) if pa.types.is_dictionary(col.type) else col
 
 
@@ -600,23 +598,15 @@ def head_texts(shard: Shard, text_column: str, n: int) -> list[str]:
     texts: list[str] = []
     try:
         if shard.fmt == "jsonl":
+            import io
             import json
-            with pa.input_stream(str(shard.path), compression=shard.compression) as f:
-                parts: list[bytes] = []  # of a line not yet ended (joined once it ends: linear in its length)
-                while len(texts) < n:
-                    block = f.read(1 << 16)
-                    if block and b"\n" not in block:
-                        parts.append(block)
-                        continue
-                    *lines, rest = b"".join([*parts, block or b"\n"]).split(b"\n")
-                    parts = [rest]
-                    for line in lines:
-                        if len(texts) == n:
-                            break
-                        if line.strip() and (t := json.loads(line).get(text_column)):
-                            texts.append(t)
-                    if not block:
+            # (a BufferedReader reads a long line in time linear in its length)
+            with io.BufferedReader(pa.input_stream(str(shard.path), compression=shard.compression), 1 << 16) as f:
+                for line in f:
+                    if len(texts) == n:
                         break
+                    if line.strip() and (t := json.loads(line).get(text_column)):
+                        texts.append(t)
         else:
             batches = (_parquet_file(shard.path).iter_batches(batch_size=n, columns=[text_column])
                        if shard.fmt == "parquet" else _ArrowFile(shard).batches(n))
@@ -653,12 +643,6 @@ def _guarded(batches: Iterator[pa.RecordBatch], path: Path, what: str) -> Iterat
 def count_rows(shards: list[Shard]) -> int:
     """Total rows over shards (Parquet: metadata; Arrow: batch headers; JSONL: :func:`dedup.jsonl.scan`'s rows), the
     rows :class:`ShardReader` yields (it refuses a file where the two would differ)."""
-    total = 0
-    for s in shards:
-        if s.fmt == "parquet":
-            total += _parquet_file(s.path).metadata.num_rows
-        elif s.fmt == "arrow":
-            total += _ArrowFile(s).num_rows
-        else:
-            total += sum(lines.rows for _, _, lines in _jsonl_pieces(s))
-    return total
+    rows = {"parquet": lambda s: _parquet_file(s.path).metadata.num_rows, "arrow": lambda s: _ArrowFile(s).num_rows,
+            "jsonl": lambda s: sum(lines.rows for _, _, lines in _jsonl_pieces(s))}
+    return sum(rows[s.fmt](s) for s in shards)
