@@ -141,19 +141,18 @@ def fss_reference(tokens: Sequence[bytes], num_perm: int = 128, seed: int = 1) -
 
 @dataclass(frozen=True)
 class Scheme:
-    """A named MinHash scheme: its kernel code and the datasketch scheme it matches ("" if none)."""
+    """A MinHash scheme: its kernel code and the datasketch scheme it matches ("" if none)."""
 
-    name: str
     code: int
     datasketch_scheme: str
     result_dtype: type
 
 
 SCHEMES: dict[str, Scheme] = {
-    "fast": Scheme("fast", SCHEME_FAST, "affine32", np.uint32),
-    "datasketch-affine32": Scheme("datasketch-affine32", SCHEME_AFFINE32, "affine32", np.uint32),
-    "datasketch-legacy": Scheme("datasketch-legacy", SCHEME_LEGACY, "legacy", np.uint64),
-    "fss": Scheme("fss", SCHEME_FSS, "", np.uint32),
+    "fast": Scheme(SCHEME_FAST, "affine32", np.uint32),
+    "datasketch-affine32": Scheme(SCHEME_AFFINE32, "affine32", np.uint32),
+    "datasketch-legacy": Scheme(SCHEME_LEGACY, "legacy", np.uint64),
+    "fss": Scheme(SCHEME_FSS, "", np.uint32),
 }
 
 
@@ -186,8 +185,7 @@ def permutations(scheme: str, num_perm: int, seed: int) -> Permutations:
     if num_perm < 1:
         raise ValueError(f"num_perm must be >= 1, got {num_perm}")
     gen = np.random.RandomState(seed)
-    empty32 = np.zeros(0, dtype=np.uint32)
-    empty64 = np.zeros(0, dtype=np.uint64)
+    empty32, empty64 = np.zeros(0, dtype=np.uint32), np.zeros(0, dtype=np.uint64)
     if s.code == SCHEME_FSS:
         return Permutations(empty32, empty32, gen.randint(0, 1 << 64, 2 * num_perm, dtype=np.uint64), empty64)
     if s.datasketch_scheme == "legacy":
@@ -217,13 +215,10 @@ def minhash_signatures(token_sets: Sequence[Sequence[bytes]], num_perm: int = 12
     for t in flat:
         if not isinstance(t, (bytes, bytearray, memoryview)):
             raise TypeError(f"tokens must be bytes, got {type(t).__name__}")
-    tok_len = np.fromiter((len(t) for t in flat), dtype=np.int64, count=len(flat))
-    offsets = np.zeros(len(flat) + 1, dtype=np.int64)
-    np.cumsum(tok_len, out=offsets[1:])
+    offsets = np.concatenate(([0], np.cumsum([len(t) for t in flat], dtype=np.int64)))
     # 16 zero bytes of padding: the fast scheme's part hash reads 16 bytes at a time.
     data = np.frombuffer(b"".join(flat) + bytes(16), dtype=np.uint8)
-    set_offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(np.asarray(lengths, dtype=np.int64), out=set_offsets[1:])
+    set_offsets = np.concatenate(([0], np.cumsum(lengths, dtype=np.int64)))
     out = np.empty((len(lengths), num_perm), dtype=np.uint32)
     kernels.token_set_signatures(data, offsets, set_offsets, s.code, *perms.args(), out)
     return out.astype(s.result_dtype, copy=False)

@@ -97,10 +97,9 @@ class Sketcher:
         redo = np.flatnonzero(n_sh < 0)
         if redo.size:  # context-sensitive NFKC: Arrow's utf8proc, then the kernel without replacements
             fixed = prenormalize(take(texts, redo), self.config.nfkc)
-            d2, o2, v2 = string_buffers(fixed)
-            s2, e2, n2 = sigs[redo], exact[redo], n_sh[redo]
-            self._kernel(d2, o2, v2, 0, 0, s2, e2, n2)
-            sigs[redo], exact[redo], n_sh[redo] = s2, e2, n2
+            part = sigs[redo], exact[redo], n_sh[redo]
+            self._kernel(*string_buffers(fixed), 0, 0, *part)
+            sigs[redo], exact[redo], n_sh[redo] = part
         keys = np.empty((n, self.bands), dtype=np.uint64)
         kernels.band_keys(sigs, self.bands, self.rows, self.config.band_key == "sum", keys)
         return Sketches(valid, n_sh, sigs, exact, keys, text_bytes)
