@@ -111,8 +111,7 @@ def _tables() -> tuple[np.ndarray, CharMap, CharMap]:
 
 def _charmap(items: list[tuple[int, bytes]]) -> CharMap:
     items.sort()
-    off = np.zeros(len(items) + 1, dtype=np.int64)
-    np.cumsum([len(b) for _, b in items], out=off[1:])
+    off = np.concatenate(([0], np.cumsum([len(b) for _, b in items], dtype=np.int64)))
     blob = np.frombuffer(b"".join(b for _, b in items) + b"\0", dtype=np.uint8).copy()
     return CharMap(np.array([c for c, _ in items], dtype=np.int64), off, blob)
 
@@ -147,15 +146,9 @@ def _build_tables() -> tuple[np.ndarray, CharMap, CharMap]:
     lowered = pc.utf8_lower(arr)
     nfkc_changes = pc.not_equal(nfkc, arr).to_numpy(zero_copy_only=False)
     lower_changes = pc.not_equal(lowered, arr).to_numpy(zero_copy_only=False)
-    nfkc = nfkc.to_pylist()
-    lowered = lowered.to_pylist()
-    pairs: dict[tuple[int, int], int] = {}
-    for ch in chars:
-        d = unicodedata.decomposition(ch)
-        if d and not d.startswith("<"):
-            parts = d.split()
-            if len(parts) == 2:
-                pairs[(int(parts[0], 16), int(parts[1], 16))] = ord(ch)
+    nfkc, lowered = nfkc.to_pylist(), lowered.to_pylist()
+    decomposed = ((ch, unicodedata.decomposition(ch).split()) for ch in chars)  # canonical pairs: no "<compat>" tag
+    pairs = {(int(d[0], 16), int(d[1], 16)): ord(ch) for ch, d in decomposed if len(d) == 2 and d[0][0] != "<"}
     composes_second = {m for _, m in pairs}
 
     def sensitive(ch: str) -> bool:

@@ -178,23 +178,17 @@ def shingle_sets(texts: pa.Array | Sequence[str], ngram: int = 5, unit: str = "w
         chunks.append(b"".join(digest(s.encode()) for s in sh))
         counts[d] = len(sh)
     raw = np.frombuffer(b"".join(chunks), dtype=np.uint64).reshape(-1, 2)
-    hi, lo = raw[:, 0], raw[:, 1]
-    order = np.lexsort((lo, hi))
-    hs, ls = hi[order], lo[order]
-    new = np.ones(hs.shape[0], dtype=bool)
-    new[1:] = (hs[1:] != hs[:-1]) | (ls[1:] != ls[:-1])
-    if ((hs[1:] == hs[:-1]) & (ls[1:] != ls[:-1])).any():  # pragma: no cover - a 64-bit clash of two different shingles
+    distinct, token = np.unique(raw[:, 0], return_inverse=True)  # a shingle's id: the rank of its first 64 bits
+    rest = np.zeros(distinct.shape[0], dtype=np.uint64)
+    rest[token] = raw[:, 1]
+    if (rest[token] != raw[:, 1]).any():  # pragma: no cover - a 64-bit clash of two different shingles
         raise RuntimeError("two shingles share 64 bits of their digest; ids would not be exact")
-    token = np.empty(hs.shape[0], dtype=np.int64)
-    token[order] = np.cumsum(new) - 1
-    n_distinct = int(new.sum())
+    n_distinct = distinct.shape[0]
     doc = np.repeat(np.arange(len(words), dtype=np.int64), counts)
     key = np.unique(doc * n_distinct + token)  # per-document sets, sorted by (doc, id)
     set_doc = key // max(n_distinct, 1)
     ids = key - set_doc * n_distinct
-    offsets = np.zeros(len(words) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(set_doc, minlength=len(words)), out=offsets[1:])
-    return offsets, ids, n_distinct
+    return np.searchsorted(set_doc, np.arange(len(words) + 1)), ids, n_distinct
 
 
 def candidate_pairs(offsets: np.ndarray, ids: np.ndarray, n_distinct: int, threshold: float) -> np.ndarray:
@@ -215,9 +209,8 @@ def candidate_pairs(offsets: np.ndarray, ids: np.ndarray, n_distinct: int, thres
     p_rank, p_doc = rank[order][in_prefix], doc[order][in_prefix]
     o = np.lexsort((p_doc, p_rank))
     p_rank, p_doc = p_rank[o], p_doc[o]
-    bounds = np.flatnonzero(np.diff(p_rank)) + 1
-    starts = np.concatenate([[0], bounds])
-    ends = np.concatenate([bounds, [p_rank.shape[0]]])
+    _, starts, counts = np.unique(p_rank, return_index=True, return_counts=True)
+    ends = starts + counts
     multi = np.flatnonzero(ends - starts >= 2)
     pairs: list[np.ndarray] = []
     for g in multi.tolist():

@@ -142,13 +142,11 @@ class _Vocab:
         self.pieces_arr = pa.array(pieces, type=pa.string())
         # Canonical word id of each piece (every piece must be exactly one canonical word).
         canon = normalize.canonical_words_batch(self.pieces_arr)
-        ids: dict[str, int] = {}
-        cid = np.empty(len(pieces), dtype=np.int64)
-        for i, ws in enumerate(canon):
+        for piece, ws in zip(pieces, canon):
             if len(ws) != 1:  # pragma: no cover - guarded by the vocabulary test
-                raise AssertionError(f"vocabulary piece {pieces[i]!r} is not one word: {ws}")
-            cid[i] = ids.setdefault(ws[0], len(ids))
-        self.canon_id = cid
+                raise AssertionError(f"vocabulary piece {piece!r} is not one word: {ws}")
+        ids: dict[str, int] = {}
+        self.canon_id = np.array([ids.setdefault(ws[0], len(ids)) for ws in canon], dtype=np.int64)
         # Affixes: the prefix by quote, the suffix by quote * len(_PUNCT) + punct.
         self.prefix_arr = pa.array(["", "“"], type=pa.string())
         self.suffix_arr = pa.array([q + p for q in ("", "”") for p in _PUNCT], type=pa.string())
@@ -257,7 +255,7 @@ def _make_near(rng: np.random.Generator, vocab: _Vocab, src: np.ndarray, lo: flo
     e = 1 - q ** (1 / 5)
     m = len(src)
     src_grams = _token_grams(src, vocab.canon_id)
-    best: tuple[float, np.ndarray, float] | None = None
+    best = (math.inf, src, 0.0)  # (distance from [lo, hi], tokens, Jaccard)
     k = int(rng.binomial(m, e))
     for _ in range(_NEAR_TRIES):
         k = min(max(1, k), m)
@@ -299,12 +297,11 @@ def _make_near(rng: np.random.Generator, vocab: _Vocab, src: np.ndarray, lo: flo
         if lo <= j <= hi:
             return out, j
         dist = lo - j if j < lo else j - hi
-        if best is None or dist < best[0]:
+        if dist < best[0]:
             best = (dist, out, j)
         # Missed: fewer edits if too dissimilar, more if too similar, and redraw.
         step = max(1, k // 8)
         k = k - step if j < lo else k + step
-    assert best is not None
     return best[1], best[2]
 
 
@@ -323,10 +320,8 @@ def _perturb_exact(rng: np.random.Generator, text: str) -> str:
         ops[rng.integers(4)] = True
     if ops[0]:  # ASCII case changes (non-ASCII untouched, so lowercase round-trips)
         mode = rng.integers(3)
-        if mode == 0:
-            text = text.translate(_ASCII_UPPER)
-        elif mode == 1:
-            text = text.translate(_ASCII_LOWER)
+        if mode < 2:
+            text = text.translate((_ASCII_UPPER, _ASCII_LOWER)[mode])
         else:
             ws = text.split(" ")
             for i in np.flatnonzero(rng.random(len(ws)) < 0.2).tolist():
@@ -446,18 +441,15 @@ def generate_corpus(n_docs: int, mean_bytes: int = 1000, exact_frac: float = 0.0
         near_tokens.append(out)
     exact_rows = dup_rows[dup_kind == 1]
     source_j[exact_rows] = 1.0
+    near_offsets = np.concatenate(([0], np.cumsum([len(t) for t in near_tokens], dtype=np.int64)))
 
     # Render originals then near duplicates, in that order (chunks bound memory).
     pieces: list[pa.Array] = []
     chunk = 20_000
-    for s in range(0, n_orig, chunk):
-        e = min(n_orig, s + chunk)
-        toks = tokens[offsets[s] : offsets[e]]
-        pieces.append(_render(vocab, toks, offsets[s : e + 1] - offsets[s]))
-    for s in range(0, len(near_tokens), chunk):
-        part = near_tokens[s : s + chunk]
-        lens = np.array([len(t) for t in part], dtype=np.int64)
-        pieces.append(_render(vocab, np.concatenate(part), np.concatenate([[0], np.cumsum(lens)])))
+    for toks, offs in ((tokens, offsets), (np.concatenate([tokens[:0], *near_tokens]), near_offsets)):
+        for s in range(0, len(offs) - 1, chunk):
+            e = min(len(offs) - 1, s + chunk)
+            pieces.append(_render(vocab, toks[offs[s] : offs[e]], offs[s : e + 1] - offs[s]))
 
     # Exact duplicates: raw-text variants of their source's text.
     src_text = pa.chunked_array(pieces[: (n_orig + chunk - 1) // chunk], type=pa.string())
@@ -486,9 +478,8 @@ def earlier_jaccards(table: pa.Table, ngram: int = 5, unit: str = "word") -> lis
     result: list[list[float]] = [[] for _ in range(n)]
     cluster = np.asarray(table.column("cluster").to_numpy(zero_copy_only=False), dtype=np.int64)
     order = np.argsort(cluster, kind="stable")  # rows grouped by cluster, in row order
-    bounds = np.flatnonzero(np.diff(cluster[order])) + 1
-    starts = np.concatenate([[0], bounds])
-    ends = np.concatenate([bounds, [n]])
+    _, starts, counts = np.unique(cluster[order], return_index=True, return_counts=True)
+    ends = starts + counts
     multi = (ends - starts) >= 2
     if not multi.any():
         return result
@@ -542,7 +533,6 @@ def write_shards(table: pa.Table, out_dir, n_shards: int, fmt: str = "parquet") 
 
 
 def _write_jsonl(part: pa.Table, tmp: pathlib.Path, fmt: str) -> None:
-    names = part.column_names
     with open(tmp, "wb") as raw:
         if fmt == "jsonl.gz":  # no file name or time in the header: the same bytes from any process
             sink = gzip.GzipFile("", "wb", fileobj=raw, mtime=0)
@@ -552,5 +542,4 @@ def _write_jsonl(part: pa.Table, tmp: pathlib.Path, fmt: str) -> None:
             sink = contextlib.nullcontext(raw)
         with sink as f:
             for batch in part.to_batches(max_chunksize=10_000):
-                rows = zip(*(batch.column(i).to_pylist() for i in range(batch.num_columns)))
-                f.write("".join(json.dumps(dict(zip(names, row)), ensure_ascii=False) + "\n" for row in rows).encode())
+                f.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in batch.to_pylist()).encode())
