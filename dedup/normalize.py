@@ -238,11 +238,8 @@ def canonical_words_batch(texts, nfkc: bool = True, chunk: int = 20_000) -> list
     if not isinstance(texts, (pa.Array, pa.ChunkedArray)):
         texts = string_array(list(texts))
     findall = word_regex().findall
-    out: list[list[str]] = []
-    for start in range(0, len(texts), chunk):
-        lowered = prenormalize(texts.slice(start, chunk), nfkc).to_pylist()
-        out.extend(findall(s) if s is not None else [] for s in lowered)
-    return out
+    return [findall(s) if s is not None else [] for start in range(0, len(texts), chunk)
+            for s in prenormalize(texts.slice(start, chunk), nfkc).to_pylist()]
 
 
 def prenormalize(texts: pa.Array, nfkc: bool = True) -> pa.Array:

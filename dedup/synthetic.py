@@ -117,9 +117,7 @@ class _Vocab:
         while len(pseudo) < _N_PSEUDO:
             m = 4 * _N_PSEUDO
             n_syl = rng.choice(np.array([1, 2, 3, 4]), size=m, p=[0.15, 0.55, 0.26, 0.04])
-            ons = rng.integers(0, len(_ONSETS), size=(m, 4))
-            nuc = rng.integers(0, len(_NUCLEI), size=(m, 4))
-            cod = rng.integers(0, len(_CODAS), size=(m, 4))
+            ons, nuc, cod = (rng.integers(0, len(part), size=(m, 4)) for part in (_ONSETS, _NUCLEI, _CODAS))
             for i in range(m):
                 w = "".join(_ONSETS[ons[i, k]] + _NUCLEI[nuc[i, k]] + _CODAS[cod[i, k]] for k in range(n_syl[i]))
                 if len(w) >= 2 and w not in seen:
@@ -264,15 +262,13 @@ def _make_near(rng: np.random.Generator, vocab: _Vocab, src: np.ndarray, lo: flo
         op = (u >= 0.6).astype(np.int8) + (u >= 0.8)  # 0 sub 60%, 1 insert 20%, 2 delete
         out = src.copy()
         # (Each step below is a no-op on an empty set of positions, and draws nothing from rng.)
-        sub = pos[op == 0]
+        sub, ins, dele = pos[op == 0], pos[op == 1], pos[op == 2]
         old = out[sub] >> _STYLE_BITS
         new = vocab.sample(rng, len(sub))
         same = new == old
         new[same] = (new[same] + 1) % len(vocab.words)
         out[sub] = (new << _STYLE_BITS) | (out[sub] & ((1 << _STYLE_BITS) - 1))
-        ins = pos[op == 1]
         keep = np.ones(m, dtype=bool)
-        dele = pos[op == 2]
         keep[dele] = False
         # Cosmetics (canonical words unchanged): a deleted sentence start passes its capital to the next kept word,
         # a deleted sentence end its final mark to the previous kept word.
@@ -283,16 +279,8 @@ def _make_near(rng: np.random.Generator, vocab: _Vocab, src: np.ndarray, lo: flo
             if (t >> 2) & 7 in (2, 3, 4) and d > 0 and keep[d - 1]:
                 out[d - 1] = (int(out[d - 1]) & ~(7 << 2)) | (t & (7 << 2))
         new_tok = vocab.sample(rng, len(ins)) << _STYLE_BITS
-        # Insert after the chosen word: mark, then splice in one pass.
-        counts = np.ones(m, dtype=np.int64)
-        counts[ins] += 1
-        expanded = np.repeat(out, counts)
-        ekeep = np.repeat(keep, counts)
-        first = np.cumsum(counts) - counts  # index of each original token
-        ins_at = first[np.sort(ins)] + 1
-        expanded[ins_at] = new_tok
-        ekeep[ins_at] = True
-        out = expanded[ekeep]
+        at = np.sort(ins) + 1  # new words go after the chosen ones, in position order, and are kept
+        out = np.insert(out, at, new_tok)[np.insert(keep, at, True)]
         j = _set_jaccard(src_grams, _token_grams(out, vocab.canon_id))
         if lo <= j <= hi:
             return out, j
