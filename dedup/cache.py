@@ -53,8 +53,7 @@ def save_npz(name: str, arrays: dict[str, np.ndarray]) -> None:
 
 def load_json(name: str) -> dict:
     try:
-        with open(cache_dir() / name, encoding="utf-8") as f:
-            data = json.load(f)
+        data = json.loads((cache_dir() / name).read_text(encoding="utf-8"))
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}

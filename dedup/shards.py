@@ -214,11 +214,11 @@ _ZSTD_WINDOW = ("compressed with a zstd window beyond 128 MiB (zstd --long=28 or
 def _jsonl_pieces(shard: Shard) -> Iterator[tuple[int, bytes, jsonl.Lines]]:
     """(first line number, bytes, :func:`dedup.jsonl.scan` of them) of consecutive pieces of the decompressed file,
     each whole lines ending in a line feed, blank pieces skipped; InputError if it cannot be read or decompressed."""
-    line = 1
+    line, rest = 1, b""
     try:
         with pa.input_stream(str(shard.path), compression=shard.compression) as raw:
-            rest = b""
-            while block := raw.read(JSONL_CHUNK_BYTES):
+            # (at the end, a last line without its line feed is given one)
+            while block := raw.read(JSONL_CHUNK_BYTES) or (rest and b"\n"):
                 buf = rest + block
                 cut = buf.rfind(b"\n") + 1
                 piece, rest = buf[:cut], buf[cut:]
@@ -228,8 +228,6 @@ def _jsonl_pieces(shard: Shard) -> Iterator[tuple[int, bytes, jsonl.Lines]]:
     except (OSError, pa.ArrowException) as e:
         why = _ZSTD_WINDOW if shard.compression == "zstd" and "too much memory" in str(e) else e
         raise InputError(shard.path, f"unreadable: {why}") from e
-    if jsonl.has_content(rest):
-        yield line, rest + b"\n", jsonl.scan(rest + b"\n", line == 1)
 
 
 def _jsonl_line_of_row(shard: Shard, row: int) -> int | None:
@@ -272,9 +270,8 @@ def _stamps_as_strings(t: pa.DataType) -> pa.DataType | None:
     if pa.types.is_struct(t):
         fields = [pa.field(f.name, s) for f in t if (s := _stamps_as_strings(f.type)) is not None]
         return pa.struct(fields) if fields else None
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        s = _stamps_as_strings(t.value_type)
-        return None if s is None else pa.list_(s)
+    if (pa.types.is_list(t) or pa.types.is_large_list(t)) and (s := _stamps_as_strings(t.value_type)) is not None:
+        return pa.list_(s)
     return None
 
 

@@ -28,10 +28,8 @@ def warm() -> float:
     texts = pa.array(["Warm-up text: ＦＵＬＬ width, café — naïve?", None, "", "a b c d e f g"])
     for scheme in SCHEMES:
         minhash_signatures([[b"a", b"b"]], num_perm=8, seed=1, scheme=scheme)
-        for unit in ("word", "char"):
-            for band_key in ("hash", "sum"):
-                cfg = DedupConfig(scheme=scheme, unit=unit, band_key=band_key)
-                Sketcher(cfg, 9, 13)(texts)
+        for cfg in (DedupConfig(scheme=scheme, unit=u, band_key=b) for u in ("word", "char") for b in ("hash", "sum")):
+            Sketcher(cfg, 9, 13)(texts)
     for threshold in (0.7, 0.8, 0.9):
         optimal_param(threshold, 128)
     Sketcher(DedupConfig(), 9, 13, threads=2)(texts)  # the JIT prange path (multi-threaded runs)
