@@ -74,21 +74,6 @@ def _show(values) -> str:
     return f"[{head}{', ...' if len(values) > _SHOW else ''}] ({len(values)} in all)"
 
 
-def _integer_steps(values: pd.Series, name: str) -> np.ndarray:
-    a = values.to_numpy()
-    if not np.issubdtype(a.dtype, np.number):  # object and bool included
-        try:
-            a = pd.to_numeric(values).to_numpy()
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be integer checkpoint steps, got dtype {values.dtype}") from None
-    if np.issubdtype(a.dtype, np.integer):
-        return a.astype(np.int64)
-    a = a.astype(np.float64)
-    if not np.isfinite(a).all() or (a != np.round(a)).any():
-        raise ValueError(f"{name} must be integer checkpoint steps (no NaN, no fractions)")
-    return a.astype(np.int64)
-
-
 def _check_confidence(confidence, profile: pd.DataFrame | None = None) -> float:
     """``confidence`` checked; None: the profile's ``attrs["confidence"]``, else 0.95."""
     if confidence is None:
@@ -104,7 +89,18 @@ def _wide_panel(panel: pd.DataFrame):
     _require_columns(panel, ["instance_id", "step", "outcome"], "panel")
     if len(panel) == 0:
         raise ValueError("panel is empty")
-    steps = _integer_steps(panel["step"], "panel['step']")
+    steps = panel["step"].to_numpy()
+    if not np.issubdtype(steps.dtype, np.number):  # object and bool included
+        try:
+            steps = pd.to_numeric(panel["step"]).to_numpy()
+        except (TypeError, ValueError):
+            raise ValueError("panel['step'] must be integer checkpoint steps, got dtype "
+                             f"{panel['step'].dtype}") from None
+    if not np.issubdtype(steps.dtype, np.integer):
+        steps = steps.astype(np.float64)
+        if not np.isfinite(steps).all() or (steps != np.round(steps)).any():
+            raise ValueError("panel['step'] must be integer checkpoint steps (no NaN, no fractions)")
+    steps = steps.astype(np.int64)
     try:
         y = panel["outcome"].to_numpy(dtype=np.float64)
     except (TypeError, ValueError):
@@ -437,8 +433,7 @@ def event_time_curve(profile: pd.DataFrame, *, confidence: float | None = None) 
     draws = _joint_draws(p)
     events = np.array(sorted(p["event_time"].unique()), dtype=np.int64)
     W = np.zeros((len(p), events.size))
-    e = p["event_time"].to_numpy()
-    size = p["cohort_size"].to_numpy(dtype=np.float64)
+    e, size = p["event_time"].to_numpy(), p["cohort_size"].to_numpy(dtype=np.float64)
     for j, ev in enumerate(events):
         W[:, j] = _share(size, e == ev)
     eff = _dot(p["effect"].to_numpy(), W)
