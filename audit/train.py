@@ -98,11 +98,9 @@ def choose_heldout(texts: list[str], fraction: float, seed: int, dedup_config=No
     clusters (:func:`duplicate_clusters`) in a seeded random order, each taken if it still fits
     under round(fraction * n): a held-out document has no exact or near duplicate that is
     trained on, so held-out means unseen (issue #12, section 1)."""
-    n = len(texts)
-    held = np.zeros(n, dtype=bool)
-    target = int(round(fraction * n))
-    if target == 0:  # also n == 0
-        return held
+    target = int(round(fraction * len(texts)))
+    if target == 0:  # also no texts
+        return np.zeros(len(texts), dtype=bool)
     labels = duplicate_clusters(texts, dedup_config)
     uniq, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
     taken = 0
@@ -113,8 +111,7 @@ def choose_heldout(texts: list[str], fraction: float, seed: int, dedup_config=No
             taken += int(sizes[c])
             if taken == target:
                 break
-    held[chosen[inverse]] = True
-    return held
+    return chosen[inverse]
 
 
 def _instances(token_lists: list[list[int]], seq_len: int):
@@ -157,12 +154,6 @@ def retention_design(epoch_orders: list[np.ndarray], inst: list[tuple[int, int, 
                     "exposure_step": first + window - 1,
                     "rule": "trained once in epoch 1 right after warm-up, never again; lag measured from the "
                             "window's last step"}
-
-
-def _recorded(config: dict) -> dict:
-    """A run's config as its record and manifest hold it, what a rerun must match: all but
-    ``id_column_required`` (TrainConfig's comment)."""
-    return {k: v for k, v in config.items() if k != "id_column_required"}
 
 
 def corpus_documents(shards, text_column: str, id_column: str | None,
@@ -242,6 +233,8 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     from transformers import GPT2Config, GPT2LMHeadModel
 
     config = config or TrainConfig()
+    # the config as its record and manifest hold it, what a rerun must match: all but id_column_required
+    recorded = {k: v for k, v in config.to_dict().items() if k != "id_column_required"}
     out = Path(out_dir)
     t_start = time.perf_counter()
     refuse_out(out, [], "train")
@@ -249,8 +242,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     # the finished run's manifest, else the unfinished run's record (an older one: the config alone)
     held = io.read_json(manifest_path) if manifest_path.exists() else io.read_json(cfg_file) if cfg_file.exists() else None
     which = "a finished" if manifest_path.exists() else "an unfinished"
-    fresh = held is None  # no run state before this call: running out of memory below removes what it wrote
-    differs = differing(held.get("config", held), _recorded(config.to_dict())) if held is not None else []
+    differs = differing(held.get("config", held), recorded) if held is not None else []
     stale = bool(differs)
     if stale and not replace:
         raise ValueError(f"{out} holds {which} training run with another config ({', '.join(differs)} "
@@ -261,7 +253,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     docs = corpus_documents(shards, config.text_column, config.id_column, config.id_column_required)
     if not docs:
         raise ValueError("the corpus has no documents")
-    record = {"config": _recorded(config.to_dict()), "corpus_sha256": corpus_digest(docs)}
+    record = {"config": recorded, "corpus_sha256": corpus_digest(docs)}
     digest = record["corpus_sha256"]
     if held is not None and not stale and held.get("corpus_sha256", digest) != digest:
         if not replace:
@@ -271,10 +263,11 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     if stale:  # only with replace
         log(f"train: {out} held {which} training run with another config or corpus: starting over")
         _remove_run(out)
-        held, which, fresh = None, "an unfinished", True
+        held = None
     if which == "a finished" and held is not None:
         log(f"{out}: training already complete")
         return held
+    fresh = held is None  # no run state before this call: running out of memory below removes what it wrote
     held = choose_heldout([d[3] for d in docs], config.holdout, config.seed)
     if config.holdout > 0 and not held.any():  # round(holdout * n) = 0, or every duplicate cluster too large
         log(f"train: note: --holdout {config.holdout:g} holds out none of the {len(docs)} documents (whole duplicate "
@@ -422,7 +415,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     final = ckpt_root / checkpoint_name(total_steps)
     write_atomic(out / MODEL_DIR, lambda tmp: shutil.copytree(final, tmp, ignore=shutil.ignore_patterns(STATE_FILE)))
     body = {
-        "config": _recorded(config.to_dict()), "documents": len(docs), "held_out_documents": int(held.sum()),
+        "config": recorded, "documents": len(docs), "held_out_documents": int(held.sum()),
         "instances": len(inst), "trained_instances": int(train_ids.size), "steps": total_steps,
         "steps_per_epoch": epoch_steps[0], "epoch_end_steps": [int(x) for x in epoch_ends],
         "checkpoints": [checkpoint_name(s) for s in ckpt_steps],
