@@ -327,6 +327,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     ret_run = None  # a retention run: its items' forgetting curve to the end of training, before anything is written
     if train_manifest.get("retention"):  # not holding_out's wrapper: this call holds out already
         ret_run = run_retention.__wrapped__(run, None, corpus, seed=config.seed, batch_size=config.batch_size, log=log)
+    ret_files = (RETENTION_RUN_FILE, RETENTION_RUN_CURVE) if ret_run is not None else ()
 
     out.mkdir(parents=True, exist_ok=True)
     io.manifest_path(out).unlink(missing_ok=True)  # a previous run's: out is incomplete until the new one is written
@@ -342,9 +343,8 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
                           if len(prof) else plots.event_time_curve(None))  # no cohort: a figure that says so
     io.write_bytes_atomic(out / EVENT_TIME_PNG, plots.event_time_curve(curve_et, title=f"Event-time curve: {run.name}"))
     io.write_bytes_atomic(out / RETENTION_PNG, plots.retention_curves(curve, title=f"Retention: {run.name}"))
-    for name, table in ((RETENTION_RUN_FILE, 0), (RETENTION_RUN_CURVE, 1)):
-        if ret_run is not None:
-            write_atomic(out / name, ret_run[table].to_parquet)
+    for name, table in zip(ret_files, ret_run or ()):
+        write_atomic(out / name, table.to_parquet)
     panel_info = {"ends": panel_rule, "end_step": int(pchk[-1]), "checkpoints": pchk,
                   "residual_step": int(pchk[-1])}
     banded = placebo[placebo["band_lower"].notna()]
@@ -372,8 +372,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         summary["retention_run"] = {"design": train_manifest["retention"], "curve": ret_run[1].to_dict("records")}
     io.write_json_atomic(out / SUMMARY, summary)
     io.write_stage_manifest(out, "profile", {"run": str(run.resolve()), "config": config.to_dict(), "panel": panel_info,
-                                             "outputs": [*PROFILE_OUTPUTS, *((RETENTION_RUN_FILE, RETENTION_RUN_CURVE)
-                                                                             if ret_run is not None else ())],
+                                             "outputs": [*PROFILE_OUTPUTS, *ret_files],
                                              # timing here, not in summary.json: the outputs are deterministic
                                              "timing": {"wall_s": time.perf_counter() - t_start}})
     return summary
@@ -448,8 +447,7 @@ def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: i
     ret = pd.DataFrame(out_rows)
     curve = retention.retention_curve(ret)
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_atomic(out / RETENTION_RUN_FILE, ret.to_parquet)
-        write_atomic(out / RETENTION_RUN_CURVE, curve.to_parquet)
+        Path(out).mkdir(parents=True, exist_ok=True)
+        for name, table in ((RETENTION_RUN_FILE, ret), (RETENTION_RUN_CURVE, curve)):
+            write_atomic(Path(out) / name, table.to_parquet)
     return ret, curve
