@@ -76,8 +76,7 @@ def duplicate_counts(
             for r in hit.tolist():
                 hits.setdefault(r, set()).update(index[j][int(csk.band_keys[r, j])])
         for r in np.flatnonzero(csk.valid).tolist():
-            same = exact_index.get((int(csk.exact[r, 0]), int(csk.exact[r, 1])))
-            if same:
+            if same := exact_index.get((int(csk.exact[r, 0]), int(csk.exact[r, 1]))):
                 hits.setdefault(r, set()).update(same)
         ids = reader.ids(batch).to_pylist() if members and hits else None
         for r, found in hits.items():

@@ -287,14 +287,11 @@ def error_reason(e: BaseException, limit: int = 300) -> str:
     return said if len(said) <= limit else said[:limit] + "..."
 
 
-#: The JSON files of a Hugging Face tokenizer directory that AutoTokenizer reads.
-TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
-
-
 def damaged_tokenizer_json(path: Path) -> str | None:
-    """``'<file>: not valid JSON (<why>)'`` for the first of ``path``'s :data:`TOKENIZER_JSON` files
-    that is not valid JSON (a truncated copy), else None: transformers' own error names no file."""
-    for f in (path / name for name in TOKENIZER_JSON):
+    """``'<file>: not valid JSON (<why>)'`` for the first of the JSON files of ``path`` that AutoTokenizer
+    reads that is not valid JSON (a truncated copy), else None: transformers' own error names no file."""
+    for f in (path / n for n in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                                 "added_tokens.json")):
         if f.is_file():
             try:
                 json.loads(f.read_bytes())

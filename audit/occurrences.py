@@ -122,8 +122,7 @@ def count_occurrences(windows: np.ndarray, documents: Iterable[list[int] | np.nd
                             if u != cand[j] and np.array_equal(segs[j], uniq[u]):
                                 ucounts[u] += 1
 
-    batch: list[np.ndarray] = []
-    size = 0
+    batch, size = [], 0
     for doc in documents:
         d = np.asarray(doc, dtype=np.int64)
         if d.size < W:
