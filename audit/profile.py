@@ -76,9 +76,7 @@ def _show(values) -> str:
 
 def _check_confidence(confidence, profile: pd.DataFrame | None = None) -> float:
     """``confidence`` checked; None: the profile's ``attrs["confidence"]``, else 0.95."""
-    if confidence is None:
-        confidence = profile.attrs.get("confidence", 0.95)
-    confidence = float(confidence)
+    confidence = float(profile.attrs.get("confidence", 0.95) if confidence is None else confidence)
     if not (0.0 < confidence < 1.0):
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     return confidence
@@ -105,8 +103,7 @@ def _wide_panel(panel: pd.DataFrame):
         y = panel["outcome"].to_numpy(dtype=np.float64)
     except (TypeError, ValueError):
         raise ValueError(f"panel['outcome'] must be numeric, got dtype {panel['outcome'].dtype}") from None
-    bad = ~np.isfinite(y)
-    if bad.any():
+    if (bad := ~np.isfinite(y)).any():
         rows = [tuple(map(_py, r)) for r in panel.loc[bad, ["instance_id", "step"]].itertuples(index=False, name=None)]
         raise ValueError(f"panel['outcome'] has {int(bad.sum())} NaN/infinite value(s) at (instance_id, step) {_show(rows)}")
     if panel["instance_id"].isna().any():
