@@ -107,8 +107,7 @@ def forecast(
         >>> (r["tp"], r["fp"], r["fn"], r["tn"], r["precision"], r["recall"])
         (1, 1, 1, 1, 0.5, 0.5)
     """
-    keys = [key] if isinstance(key, str) else list(key)
-    if not keys:
+    if not (keys := [key] if isinstance(key, str) else list(key)):
         raise ValueError("key must name at least one column")
     a = _keyed(first, keys, flag, seen_first, "first", distinct)
     b = _keyed(second, keys, flag, seen_second, "second")
