@@ -138,8 +138,7 @@ def trained_duplicates(run: Path, corpus: list[str], docs, trained: set[tuple[st
 
     from .duplicates import duplicate_counts
 
-    keys = sorted(set((str(s), int(r)) for s, r in docs))
-    if not keys:
+    if not (keys := sorted(set((str(s), int(r)) for s, r in docs))):
         return {}
     texts = _document_texts(run, keys, corpus, text_column)
     info = duplicate_counts([texts[k] for k in keys], keys, discover(corpus), DedupConfig(text_column=text_column))
@@ -164,8 +163,7 @@ def panel_end_step(order: pd.DataFrame, steps: list[int]) -> tuple[int, str]:
     checkpoint. run_profile also leaves out instances trained again by then."""
     if "epoch" in order.columns and (order["epoch"] == 0).any():
         end1 = int(order.loc[order["epoch"] == order["epoch"].min(), "step"].max())
-        inside = [s for s in steps if s <= end1]
-        if inside:
+        if inside := [s for s in steps if s <= end1]:
             return inside[-1], "end of epoch 1"
     return steps[-1], "last checkpoint (no epochs recorded)"
 
@@ -403,8 +401,7 @@ def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: i
     if out is not None:
         refuse_out(Path(out), [run], "profile")
     manifest = io.json_or_empty(io.manifest_path(run))
-    design = manifest.get("retention")
-    if not design:
+    if not (design := manifest.get("retention")):
         raise ValueError(f"{run}: not a retention run (train it with memdedup train --retention-items N)")
     corpus = corpus or manifest.get("corpus")
     if not corpus:
@@ -422,8 +419,7 @@ def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: i
     foils = held.iloc[np.random.default_rng(seed).choice(len(held), size=len(items), replace=len(held) < len(items))]
     rows = pd.concat([items, foils], ignore_index=True)
     ckpts = dict(_checkpoints(run))
-    probes = [s for s in design["checkpoints"] if s >= e and s in ckpts]
-    if not probes:
+    if not (probes := [s for s in design["checkpoints"] if s >= e and s in ckpts]):
         raise ValueError(f"{run}: none of the retention probe checkpoints at or after the exposure step {e} "
                          f"({[s for s in design['checkpoints'] if s >= e]}) is in {CHECKPOINT_DIR}/")
     lm0 = load_causal_lm(ckpts[probes[-1]])
