@@ -49,26 +49,23 @@ def generate_canary_corpus(n_background: int = 400, repeats: tuple[int, ...] = (
         raise ValueError(f"repeats must all be >= 1, got {tuple(repeats)}")
 
     rng = np.random.default_rng(seed)
-
-    # Background: originals of the generate_corpus text model; redraw any exact repeat
-    background: list[str] = []
     seen: set[str] = set()
-    while len(background) < n_background:
-        for t in synthetic.sample_documents(rng, n_background - len(background), mean_bytes):
-            if t not in seen:
-                seen.add(t)
-                background.append(t)
 
-    # Canaries: uniform word draws, distinct from each other and from the background.
+    def distinct(n: int, draw) -> list[str]:
+        """``n`` texts of ``draw(k)`` (k: how many are still wanted), redrawing any text already seen."""
+        out: list[str] = []
+        while len(out) < n:
+            for t in draw(n - len(out)):
+                if t not in seen:
+                    seen.add(t)
+                    out.append(t)
+        return out
+
+    # Background: originals of the generate_corpus text model; canaries: uniform word draws, distinct from both.
+    background = distinct(n_background, lambda k: synthetic.sample_documents(rng, k, mean_bytes))
     n_canary = canaries_per_repeat * len(reps)
     words = synthetic.vocabulary()
-    canaries: list[str] = []
-    while len(canaries) < n_canary:
-        ids = rng.integers(0, len(words), size=canary_words)
-        t = " ".join(words[i] for i in ids.tolist())
-        if t not in seen:
-            seen.add(t)
-            canaries.append(t)
+    canaries = distinct(n_canary, lambda k: [" ".join(words[i] for i in rng.integers(0, len(words), canary_words))])
     canary_rep = np.repeat(np.array(reps, dtype=np.int64), canaries_per_repeat)
 
     # Rows before shuffling: background, then each canary's copies.
