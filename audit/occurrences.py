@@ -20,19 +20,19 @@ import numpy as np
 
 _B = 0x9E3779B97F4A7C15  # odd: invertible mod 2^64
 _B_INV = pow(_B, -1, 1 << 64)
-_pow_cache: dict[str, np.ndarray] = {}
+_pow_cache: dict[int, np.ndarray] = {}
 
 
-def _powers(n: int, base: int, key: str) -> np.ndarray:
+def _powers(n: int, base: int) -> np.ndarray:
     """base^j mod 2^64 for j < n (uint64, cached and grown by doubling)."""
-    have = _pow_cache.get(key)
+    have = _pow_cache.get(base)
     if have is None or have.size < n:
         size = max(n, 2 * (have.size if have is not None else 1024))
         p = np.full(size, base, dtype=np.uint64)
         p[0] = 1
         with np.errstate(over="ignore"):
             have = np.cumprod(p, dtype=np.uint64)
-        _pow_cache[key] = have
+        _pow_cache[base] = have
     return have[:n]
 
 
@@ -45,8 +45,8 @@ def window_hashes(tokens, W: int) -> np.ndarray:
         return np.zeros(0, dtype=np.uint64)
     with np.errstate(over="ignore"):
         pre = np.zeros(n + 1, dtype=np.uint64)
-        np.cumsum(x * _powers(n, _B, "b"), dtype=np.uint64, out=pre[1:])
-        return (pre[W:] - pre[:-W]) * _powers(n - W + 1, _B_INV, "inv")
+        np.cumsum(x * _powers(n, _B), dtype=np.uint64, out=pre[1:])
+        return (pre[W:] - pre[:-W]) * _powers(n - W + 1, _B_INV)
 
 
 def count_occurrences_reference(windows: np.ndarray, documents: Iterable[list[int] | np.ndarray]) -> np.ndarray:
