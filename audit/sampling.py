@@ -188,7 +188,7 @@ def sequences_from_file(path: str | Path, prompt_len: int, cont_len: int, shards
     Rows shorter than P + C, and ids not in the corpus, are skipped and counted; longer
     token lists are cut to their first P + C tokens. A token id of at least ``n_embeddings``
     (the model's; None: unchecked) is refused, naming its row."""
-    path = Path(path)
+    path, need = Path(path), prompt_len + cont_len
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as e:
@@ -215,9 +215,8 @@ def sequences_from_file(path: str | Path, prompt_len: int, cont_len: int, shards
         raise InputError(path, f"column 'shard' must hold strings (shard file names), not {shard_type}")
     if "tokens" not in table.column_names:
         if {"id", "token_offset"} <= set(table.column_names) and shards is not None and encode is not None:
-            return _sequences_by_id(table, path, prompt_len + cont_len, shards, encode, text_column, id_column)
+            return _sequences_by_id(table, path, need, shards, encode, text_column, id_column)
         raise InputError(path, f"needs a 'tokens' column, or 'id' and 'token_offset'; columns are {table.column_names}")
-    need = prompt_len + cont_len
     data = table.to_pydict()
     if "id" in data:
         data["id"] = id_strings(table.column("id"), path, "id").to_pylist()
