@@ -76,28 +76,22 @@ class DatasketchLSHIndex(_Baseline):
         dup = np.full(n, -1, dtype=np.int64)
         dtype = np.uint64 if self._ds_scheme == "legacy" else np.uint32
         sigs = sketches.signatures.astype(dtype)
+        tables = list(enumerate(zip(self.lsh.hashranges, self.lsh.hashtables)))
         for i in range(n):
             if not sketches.valid[i]:
                 continue
             doc = int(doc_numbers[i])
-            ek = sketches.exact[i].tobytes()
-            earlier_exact = self.exact.setdefault(ek, doc)
+            earlier_exact = self.exact.setdefault(sketches.exact[i].tobytes(), doc)
             if sketches.n_shingles[i] == 0:
                 if earlier_exact != doc:
                     reason[i], dup[i] = EXACT, earlier_exact
                 continue
-            first_band, earliest = -1, -1
-            for j, ((start, end), table) in enumerate(zip(self.lsh.hashranges, self.lsh.hashtables)):
-                cands = table.get(self.lsh._H(sigs[i, start:end]))
-                if cands:
-                    m = min(cands)
-                    if first_band < 0:
-                        first_band = j
-                    earliest = m if earliest < 0 else min(earliest, m)
-            if earlier_exact != doc and first_band >= 0:
+            hits = [(j, min(cands)) for j, ((start, end), table) in tables  # (band, its earliest document)
+                    if (cands := table.get(self.lsh._H(sigs[i, start:end])))]
+            if hits and earlier_exact != doc:
                 reason[i], dup[i] = EXACT, earlier_exact
-            elif first_band >= 0:
-                reason[i], band[i], dup[i] = NEAR, first_band, earliest
+            elif hits:
+                reason[i], band[i], dup[i] = NEAR, hits[0][0], min(m for _, m in hits)
             mh = self._lean_minhash(seed=self._seed, hashvalues=sigs[i], scheme=self._ds_scheme)
             self.lsh.insert(doc, mh, check_duplication=False)
         return Verdicts(reason, band, dup)

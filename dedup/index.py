@@ -102,8 +102,7 @@ class LSHBloomIndex:
     def __init__(self, plan: IndexPlan, exact_fp: float = 1e-6, seed: int = 0, threads: int = 1):
         self.plan = plan
         self.filters = [BloomFilter(plan.band_bits, plan.band_k, seed) for _ in range(plan.bands)]
-        m, k = bloom_size(plan.capacity, exact_fp)
-        self.exact_filter = BloomFilter(m, k, seed)
+        self.exact_filter = BloomFilter(*bloom_size(plan.capacity, exact_fp), seed)
         self.threads = max(1, int(threads))
         self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
 

@@ -208,9 +208,6 @@ class IndexDir:
     def documents(self) -> int:
         return self.meta["documents"] if self.meta else 0
 
-    def stack_dir(self, version: str, name: str) -> Path:
-        return self.path / version / name
-
     def holds_run(self, run_id: str) -> bool:
         return any(b["run_id"] == run_id for b in (self.meta or {}).get("batches", []))
 
@@ -325,7 +322,7 @@ class IndexDir:
             self.meta = self._read()
             if self.current is None:
                 return None, []
-            return self.current, [FilterStack.load(self.stack_dir(self.current, n)) for n in names]
+            return self.current, [FilterStack.load(self.path / self.current / n) for n in names]
 
     def install(self, built: Path, names: list[str], pinned: str | None, run_id: str, files: list[dict],
                 documents: int, source: str | None = None, extra: dict | None = None) -> dict:

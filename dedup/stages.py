@@ -317,7 +317,7 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
     try:
         map_tasks("band", band_task, [
             (b, shards, work, total, fps[b], capacity, index is not None,
-             str(index.stack_dir(pinned, band_name(b))) if index is not None and pinned else None, split)
+             str(index.path / pinned / band_name(b)) if index is not None and pinned else None, split)
             for b, split in todo_b
         ])
     except io.StateError as e:  # the pinned version, loaded outside the index's lock, gone: say why, not "cannot read"

@@ -213,34 +213,32 @@ class Deduplicator:
                 it (nothing is written), or an :meth:`add` stopped part way.
         """
         with self._turn:  # not amid another thread's add
-            return self._save(path, record)
-
-    def _save(self, path: str | os.PathLike, record: dict | None) -> dict:
-        self._check_whole()
-        if not self.grow:
-            raise ValueError("this Deduplicator's filters are sized once for config.capacity (grow=False); an index "
-                             "directory's filters must grow: use grow=True to save it")
-        idx = IndexDir(path, index_params(self.config, self.bands, self.rows))
-        ours = self._index_path is not None and idx.path == self._index_path
-        if idx.current is not None and not ours:
-            home = f"; this Deduplicator last saved to {self._index_path}" if self._index_path else ""
-            raise ValueError(f"{idx.path} holds another index ({idx.documents} documents){home}; save to a new "
-                             "directory, or load that index and add to it")
-        if ours and idx.current != self._version:
-            raise StateError(f"{idx.path}: the index changed (now {idx.current or 'empty'}) since this Deduplicator "
-                             f"loaded or saved its version {self._version}; load it again and add the rows again")
-        if ours and self.documents == self._saved_documents and idx.meta is not None:
-            return idx.meta
-        pinned = self._version if ours else None
-        added = self.documents - (self._saved_documents if ours else 0)
-        with idx.saving() as tmp:
-            for name, stack in zip(_names(self.bands), [*self._stacks, self._exact]):
-                stack.save(tmp / name)
-            files = [] if ours else self._files  # a new directory: the files it holds rows of, refused there
-            meta = idx.install(tmp, _names(self.bands), pinned, uuid.uuid4().hex[:16], files, added, SOURCE,
-                               record)
-        self._index_path, self._version, self._saved_documents = idx.path, meta["current"], self.documents
-        return meta
+            self._check_whole()
+            if not self.grow:
+                raise ValueError("this Deduplicator's filters are sized once for config.capacity (grow=False); an "
+                                 "index directory's filters must grow: use grow=True to save it")
+            idx = IndexDir(path, index_params(self.config, self.bands, self.rows))
+            ours = self._index_path is not None and idx.path == self._index_path
+            if idx.current is not None and not ours:
+                home = f"; this Deduplicator last saved to {self._index_path}" if self._index_path else ""
+                raise ValueError(f"{idx.path} holds another index ({idx.documents} documents){home}; save to a new "
+                                 "directory, or load that index and add to it")
+            if ours and idx.current != self._version:
+                raise StateError(f"{idx.path}: the index changed (now {idx.current or 'empty'}) since this "
+                                 f"Deduplicator loaded or saved its version {self._version}; load it again and add "
+                                 "the rows again")
+            if ours and self.documents == self._saved_documents and idx.meta is not None:
+                return idx.meta
+            pinned = self._version if ours else None
+            added = self.documents - (self._saved_documents if ours else 0)
+            with idx.saving() as tmp:
+                for name, stack in zip(_names(self.bands), [*self._stacks, self._exact]):
+                    stack.save(tmp / name)
+                files = [] if ours else self._files  # a new directory: the files it holds rows of, refused there
+                meta = idx.install(tmp, _names(self.bands), pinned, uuid.uuid4().hex[:16], files, added, SOURCE,
+                                   record)
+            self._index_path, self._version, self._saved_documents = idx.path, meta["current"], self.documents
+            return meta
 
     @classmethod
     def load(cls, path: str | os.PathLike, config: DedupConfig | None = None, *,
@@ -254,9 +252,13 @@ class Deduplicator:
             dedup.io.StateError: the index is damaged.
         """
         if config is None:
-            if (params := IndexDir(path, {}).meta) is None:
+            if (meta := IndexDir(path, {}).meta) is None:
                 raise FileNotFoundError(f"{Path(path).resolve()}: no index (no index.json)")
-            config = _config_of(params["params"])
+            params = meta["params"]  # explicit banding only where it is not the optimal one
+            fields = {k: params[k] for k in CONFIG_PARAMS}
+            if (params["bands"], params["rows"]) != optimal_param(params["threshold"], params["num_perm"]):
+                fields.update(bands=params["bands"], rows=params["rows"])
+            config = DedupConfig(**fields)
         new = cls.__new__(cls)
         new._setup(config, threads)
         idx = IndexDir(path, index_params(config, new.bands, new.rows))
@@ -272,12 +274,4 @@ class Deduplicator:
 
 def _names(bands: int) -> list[str]:
     return [band_name(j) for j in range(bands)] + [EXACT_BAND]
-
-
-def _config_of(params: dict) -> DedupConfig:
-    """The DedupConfig of an index's parameters (explicit banding only where it is not the optimal one)."""
-    fields = {k: params[k] for k in CONFIG_PARAMS}
-    if (params["bands"], params["rows"]) != optimal_param(params["threshold"], params["num_perm"]):
-        fields.update(bands=params["bands"], rows=params["rows"])
-    return DedupConfig(**fields)
 
