@@ -87,12 +87,6 @@ def seen_path(work: Path, band: int | str, split: tuple[int, int] = (0, 1)) -> P
     return work / "bands" / f"{band_name(band)}{'' if n == 1 else f'.{s + 1}-of-{n}'}.seen"
 
 
-def band_splits(fp: float, capacity: int, requested: int) -> int:
-    """Tasks a band's filter is split into: ``requested``, at most its cache partitions
-    (:func:`dedup.params.bloom_parts`)."""
-    return max(1, min(int(requested), bloom_parts(bloom_size(capacity, fp)[0])))
-
-
 def split_parts(parts: int, split: tuple[int, int]) -> tuple[int, int]:
     """The cache partitions [lo, hi) of split s of n of a filter of ``parts`` parts."""
     s, n = split
@@ -311,7 +305,9 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
     names = list(range(bands)) + [EXACT_BAND]
     capacity = config.capacity or max(total, 1)
     fps = {b: config.exact_fp if b == EXACT_BAND else per_band_fp(config.fp, bands) for b in names}
-    n_splits = {b: 1 if index is not None else band_splits(fps[b], capacity, band_splits_requested) for b in names}
+    # a band's tasks: as requested (>= 1), at most its filter's cache partitions
+    n_splits = {b: 1 if index is not None else min(int(band_splits_requested),
+                                                   bloom_parts(bloom_size(capacity, fps[b])[0])) for b in names}
     todo_b = [(b, (s, n_splits[b])) for b in names for s in range(n_splits[b])
               if read_done(seen_path(work, b, (s, n_splits[b]))) is None]
     try:
