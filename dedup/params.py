@@ -48,16 +48,13 @@ def optimal_param(threshold: float, num_perm: int, false_positive_weight: float 
         return int(b), int(r)
     from scipy.integrate import quad  # datasketch's grid search
 
-    min_error = float("inf")
-    opt = (0, 0)
-    for b in range(1, num_perm + 1):
-        for r in range(1, int(num_perm / b) + 1):
-            fp = quad(lambda s: candidate_probability(s, b, r), 0.0, threshold)[0]
-            fn = quad(lambda s: 1 - candidate_probability(s, b, r), threshold, 1.0)[0]
-            error = fp * false_positive_weight + fn * false_negative_weight
-            if error < min_error:
-                min_error = error
-                opt = (b, r)
+    def error(br: tuple[int, int]) -> float:
+        fp = quad(lambda s: candidate_probability(s, *br), 0.0, threshold)[0]
+        fn = quad(lambda s: 1 - candidate_probability(s, *br), threshold, 1.0)[0]
+        return fp * false_positive_weight + fn * false_negative_weight
+
+    # the first of equal minima, as datasketch's strict "<" keeps
+    opt = min(((b, r) for b in range(1, num_perm + 1) for r in range(1, int(num_perm / b) + 1)), key=error)
     memo[key] = list(opt)
     cache.save_json("optimal_param.json", memo)
     return opt
