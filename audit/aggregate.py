@@ -31,12 +31,8 @@ from .layout import SCORES, STATUS_ORDER
 #: summary.json sections :func:`summarise` computes, in the order the audit writes them.
 SECTIONS = ("extractable", "mean_leading_matched", "pythia_score", "extractable_by_duplicates",
             "extractable_by_dedup_status", "membership", "membership_by_duplicates")
-MEMBERSHIP_CONVENTION = "higher score = more likely a member"
 RATIO_DEFINITION = "rate(model) / rate(first model); null when either rate is undefined or the first is 0"
 RATES_COUNT = "distinct sequences (equal prompt + truth tokens count once, once per group in a breakdown)"
-#: FPR bounds of the TPR-at-low-FPR entries (key suffix, bound).
-LOW_FPRS = (("1pct", 0.01), ("0.1pct", 0.001))
-PR_AUC_POSITIVE_CLASS = "members"
 
 
 def rate(flags) -> dict:
@@ -153,11 +149,12 @@ def membership(scores: dict[str, np.ndarray], member: np.ndarray, n_boot: int | 
     for name, s in scores.items():
         boot = None if n_boot is None else stats.bootstrap_auc(s, y, n_boot=n_boot, seed=seed)
         out[name] = {"roc_auc": stats.roc_auc(s, y), "roc_auc_boot": boot, "pr_auc": stats.pr_auc(s, y)}
-        for key, x in LOW_FPRS:
+        for key, x in (("1pct", 0.01), ("0.1pct", 0.001)):  # TPR at FPR below 1% and 0.1%
             out[name][f"tpr_at_{key}_fpr"] = stats.tpr_at_fpr(s, y, x) if stats.resolvable(n_neg, x) else None
     return {"members": n_pos, "non_members": n_neg, "n_members": n_pos, "n_non_members": n_neg, "scores": out,
-            "convention": MEMBERSHIP_CONVENTION, "tpr_at_fpr_rule": "largest TPR with FPR < x (strict); null when "
-            "n_non_members < 1/x", "pr_auc_positive_class": PR_AUC_POSITIVE_CLASS, "zlib_level": metrics.ZLIB_LEVEL}
+            "convention": "higher score = more likely a member", "tpr_at_fpr_rule": "largest TPR with FPR < x "
+            "(strict); null when n_non_members < 1/x", "pr_auc_positive_class": "members",
+            "zlib_level": metrics.ZLIB_LEVEL}
 
 
 def _labelled_scores(table: pa.Table) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:

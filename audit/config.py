@@ -8,19 +8,23 @@ from dataclasses import dataclass
 
 from dedup.config import StageConfig, option
 
-OFFSETS = ("start", "random")
-OUTCOMES = ("surprisal", "accuracy")
-BOS_POLICIES = ("auto", "never")
 # Fewest bootstrap resamples for a 95% percentile interval: each 2.5% tail holds one, 1 / 0.025 = 40
 # (with fewer an end is the extreme resample). 0 means no interval.
 MIN_BOOT = 40
 
 
-def _n_boot_problem(n_boot: int) -> str | None:
-    """Why ``n_boot`` cannot give a 95% percentile interval, or None."""
-    if n_boot < 0 or 0 < n_boot < MIN_BOOT:
-        return f"n_boot must be 0 (no interval) or >= {MIN_BOOT} (1 / 0.025 resamples per 2.5% tail), got {n_boot}"
-    return None
+def _check_n_boot(config: StageConfig) -> None:
+    """``config._bad`` unless its ``n_boot`` can give a 95% percentile interval."""
+    if config.n_boot < 0 or 0 < config.n_boot < MIN_BOOT:
+        config._bad(f"n_boot must be 0 (no interval) or >= {MIN_BOOT} (1 / 0.025 resamples per 2.5% tail), "
+                    f"got {config.n_boot}")
+
+
+def _at_least(config: StageConfig, **least: int) -> None:
+    """``config._bad`` for the first of the named fields (in argument order) below its least value (None passes)."""
+    for name, low in least.items():
+        if (value := getattr(config, name)) is not None and value < low:
+            config._bad(f"{name} must be >= {low}, got {value}")
 
 
 def _doublings(limit: int) -> list[int]:
@@ -36,7 +40,7 @@ class AuditConfig(StageConfig):
     prompt_len: int = option(32, "prompt length P; Pythia uses 32 + 32", unit="tokens")
     cont_len: int = option(32, "continuation length C", unit="tokens")
     offset: str = option("start", "where a sequence starts: its document's first token, or a uniformly "
-                                  "drawn offset inside the document", choices=OFFSETS)
+                                  "drawn offset inside the document", choices=("start", "random"))
     seed: int = option(0, "sampling seed")
     generate: bool = option(False, "also run batched greedy generation, for Pythia's fraction score")
     k: float = option(0.2, "fraction of lowest-scoring tokens for Min-K% and Min-K%++, in (0, 1]")
@@ -55,27 +59,21 @@ class AuditConfig(StageConfig):
                                     none="every sampled sequence")
     bos: str = option("auto", "BOS before each sequence: auto = what the tokenizer adds by default (Llama-family "
                               "BOS; none for GPT-2), as MIMIR; never = none; recorded in the manifest",
-                      choices=BOS_POLICIES)
+                      choices=("auto", "never"))
 
     def __post_init__(self) -> None:
         self._check_fields()
-        if self.n_sequences < 1:
-            self._bad(f"n_sequences must be >= 1, got {self.n_sequences}")
-        if self.seed < 0:
-            self._bad(f"seed must be >= 0, got {self.seed}")
+        _at_least(self, n_sequences=1, seed=0)
         if self.prompt_len < 1 or self.cont_len < 1:
             self._bad(f"prompt_len and cont_len must be >= 1, got {self.prompt_len}, {self.cont_len}")
         if not 0.0 < self.k <= 1.0:
             self._bad(f"k must be in (0, 1], got {self.k}")
-        if self.per_bucket is not None and self.per_bucket < 1:
-            self._bad(f"per_bucket must be >= 1, got {self.per_bucket}")
-        auto = self.batch_size == "auto"
-        if isinstance(self.batch_size, str) and not auto:
+        _at_least(self, per_bucket=1)
+        if isinstance(self.batch_size, str) and self.batch_size != "auto":
             self._bad(f"batch_size must be an integer >= 1 or auto, got {self.batch_size!r}")
-        if not auto and self.batch_size < 1:
+        if self.batch_size != "auto" and self.batch_size < 1:
             self._bad(f"batch_size must be >= 1 (or auto), got {self.batch_size}")
-        if problem := _n_boot_problem(self.n_boot):
-            self._bad(problem)
+        _check_n_boot(self)
 
     @property
     def seq_len(self) -> int:
@@ -120,8 +118,7 @@ class TrainConfig(StageConfig):
 
     def __post_init__(self) -> None:
         self._check_fields()
-        if self.retention_items is not None and self.retention_items < 1:
-            self._bad(f"retention_items must be >= 1, got {self.retention_items}")
+        _at_least(self, retention_items=1)
         if self.vocab_size < 257:  # byte-level BPE: 256 bytes and <|endoftext|> before any merge
             self._bad(f"vocab_size must be >= 257 (256 bytes + <|endoftext|>), got {self.vocab_size}")
         if self.n_head < 1 or self.n_embd < 1 or self.n_embd % self.n_head:
@@ -131,13 +128,7 @@ class TrainConfig(StageConfig):
             self._bad(f"need seq_len >= 8, n_layer >= 1, got seq_len={self.seq_len}, n_layer={self.n_layer}")
         if not (self.lr > 0.0 and math.isfinite(self.lr)) or not 0.0 <= self.weight_decay < math.inf:
             self._bad(f"need lr > 0 and weight_decay >= 0, finite, got {self.lr}, {self.weight_decay}")
-        for name in ("warmup_steps", "log_checkpoints", "seed"):
-            if getattr(self, name) < 0:
-                self._bad(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.threads < 1:
-            self._bad(f"threads must be >= 1, got {self.threads}")
-        if self.checkpoint_every < 1:
-            self._bad(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        _at_least(self, warmup_steps=0, log_checkpoints=0, seed=0, threads=1, checkpoint_every=1)
         if not 0.0 <= self.holdout < 1.0 or self.epochs < 1 or self.batch_size < 1:
             self._bad(f"need 0 <= holdout < 1, epochs >= 1, batch_size >= 1, got holdout={self.holdout}, "
                       f"epochs={self.epochs}, batch_size={self.batch_size}")
@@ -181,7 +172,7 @@ class ProfileConfig(StageConfig):
     n_control: int = option(200, "held-out instances, half control group and half placebo cohort; at least 4",
                             unit="instances")
     outcome: str = option("surprisal", "per-instance outcome: mean token surprisal (nats) or teacher-forced "
-                                       "accuracy", choices=OUTCOMES)
+                                       "accuracy", choices=("surprisal", "accuracy"))
     n_boot: int = option(200, "bootstrap resamples for the profile intervals: 0 (none) or at least 40",
                          unit="resamples")
     seed: int = option(0, "sampling seed")
@@ -201,15 +192,12 @@ class ProfileConfig(StageConfig):
         if self.n_treated < 1 or self.n_control < 4:
             self._bad(f"need n_treated >= 1 and n_control >= 4, got n_treated={self.n_treated}, "
                       f"n_control={self.n_control}")
-        if self.seed < 0:
-            self._bad(f"seed must be >= 0, got {self.seed}")
+        _at_least(self, seed=0)
         if (self.n_per_cohort is not None and self.n_per_cohort < 1) or self.min_cohort_size < 1:
             self._bad(f"need n_per_cohort >= 1 and min_cohort_size >= 1, got n_per_cohort={self.n_per_cohort}, "
                       f"min_cohort_size={self.min_cohort_size}")
-        if self.batch_size < 1:
-            self._bad(f"batch_size must be >= 1, got {self.batch_size}")
-        if problem := _n_boot_problem(self.n_boot):
-            self._bad(problem)
+        _at_least(self, batch_size=1)
+        _check_n_boot(self)
         if self.checkpoints is not None:
             try:
                 grid = self.checkpoint_grid()

@@ -182,7 +182,6 @@ def retention_curves(curve: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRI
         return pd.to_numeric(curve[name], errors="coerce").to_numpy(dtype=np.float64)
 
     fig, ax = _new_figure(7.0, 4.5)
-    plotted = 0
     lo_y, hi_y, x_max = 0.0, 1.0, 0.0
     for m in present:
         y_all = column(m)
@@ -196,8 +195,7 @@ def retention_curves(curve: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRI
                             alpha=0.15, linewidth=0)
         lo_y, hi_y = min(lo_y, float(y.min())), max(hi_y, float(y.max()))
         x_max = max(x_max, float(x.max()))
-        plotted += 1
-    if plotted == 0:
+    if not ax.lines:
         raise ValueError(f"no finite values with steps_since >= 0 in {present}: nothing to plot")
     if "recognition" in present:
         ax.axhline(0.5, color="grey", linestyle="--", linewidth=1.0, label="chance (recognition)")

@@ -27,7 +27,7 @@ from .duplicates import dedup_status, duplicate_counts
 from .occurrences import corpus_documents, count_occurrences
 from .layout import (PER_SEQUENCE, SUMMARY, holding_out, per_sequence_schema, refuse_out, training_run,
                      training_run_digest, write_atomic)
-from .sampling import (Sequences, corpus_batches, document_name, per_bucket_selection, sample_sequences,
+from .sampling import (corpus_batches, document_name, per_bucket_selection, sample_sequences,
                        sequences_from_file)
 from .stats import duplicate_bucket
 
@@ -201,14 +201,12 @@ def run_audit(model_dir: str | os.PathLike, corpus: str | os.PathLike | Sequence
                                                                                 progress=batches("reference")).logprob)
 
     t0 = time.perf_counter()
-    own = list(zip(seqs.shard, seqs.row.tolist()))
+    own, nulls = list(zip(seqs.shard, seqs.row.tolist())), [None] * len(seqs)
     if all(t is not None for t in seqs.doc_text):
         dup = duplicate_counts(seqs.doc_text, own, shards, dedup_cfg, removed, member_ids)
-        counts = dup.count
-        status = dedup_status(own, dup, removed) if dedup_dir else [None] * len(seqs)
+        counts, status = dup.count, dedup_status(own, dup, removed) if dedup_dir else nulls
     else:  # explicit token sequences without their documents
-        dup = None
-        counts, status = np.full(len(seqs), -1), [None] * len(seqs)
+        dup, counts, status = None, np.full(len(seqs), -1), nulls
     timings["duplicates"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if occurrences is None:
@@ -222,8 +220,18 @@ def run_audit(model_dir: str | os.PathLike, corpus: str | os.PathLike | Sequence
         log(f"audit: note: no sampled sequence's document (or a duplicate of it) is in --members; its ids look like "
             f"{min(member_ids)!r}, the corpus's like {next((d for d in names if d is not None), None)!r}")
 
-    table = _per_sequence_table(seqs, P, exact, leading, pythia, generated, scores, counts, buckets, status, member,
-                                occurrences)
+    counts = np.asarray(counts, dtype=np.int64)
+    cols = {"seq_id": np.arange(len(seqs), dtype=np.int64),
+            "doc_id": [None if d is None else str(d) for d in seqs.doc_id], "shard": seqs.shard, "row": seqs.row,
+            "token_offset": seqs.token_offset, "prompt": seqs.tokens[:, :P].tolist(),
+            "truth": seqs.tokens[:, P:].tolist(), "extractable": exact, "leading_matched": leading,
+            "pythia_score": nulls if pythia is None else pythia,
+            "generated": nulls if generated is None else generated.tolist(), "loss": -scores["loss"],
+            **{f"score_{k}": v for k, v in scores.items()}, "occurrences": np.asarray(occurrences, dtype=np.int64),
+            "near_dup_docs": counts, "duplicate_count": counts, "duplicate_bucket": buckets, "dedup_status": status,
+            "member": member}
+    schema = per_sequence_schema(reference="reference" in scores)  # per_sequence.parquet (audit.layout)
+    table = pa.table([pa.array(cols[f.name], f.type) for f in schema], schema=schema)
     tokens = None
     if config.count_tokens and dedup_manifest is not None:
         t0 = time.perf_counter()
@@ -262,23 +270,6 @@ def run_audit(model_dir: str | os.PathLike, corpus: str | os.PathLike | Sequence
         "timing": timings,  # here, not in summary.json: the outputs are deterministic
     })
     return summary
-
-
-def _per_sequence_table(seqs: Sequences, P, exact, leading, pythia, generated, scores, counts, buckets, status,
-                        member, occurrences) -> pa.Table:
-    """per_sequence.parquet (:data:`audit.layout.PER_SEQUENCE_SCHEMA`)."""
-    n = len(seqs)
-    cols = {"seq_id": np.arange(n, dtype=np.int64), "doc_id": [None if d is None else str(d) for d in seqs.doc_id],
-            "shard": seqs.shard, "row": seqs.row, "token_offset": seqs.token_offset,
-            "prompt": seqs.tokens[:, :P].tolist(), "truth": seqs.tokens[:, P:].tolist(),
-            "extractable": exact, "leading_matched": leading,
-            "pythia_score": pythia if pythia is not None else [None] * n,
-            "generated": generated.tolist() if generated is not None else [None] * n, "loss": -scores["loss"],
-            **{f"score_{k}": v for k, v in scores.items()}, "occurrences": np.asarray(occurrences, dtype=np.int64),
-            "near_dup_docs": np.asarray(counts, dtype=np.int64), "duplicate_count": np.asarray(counts, dtype=np.int64),
-            "duplicate_bucket": buckets, "dedup_status": status, "member": member}
-    schema = per_sequence_schema(reference="reference" in scores)
-    return pa.table([pa.array(cols[f.name], f.type) for f in schema], schema=schema)
 
 
 def token_retention(shards, encode, removed: set[tuple[str, int]], text_column: str, id_column) -> dict:

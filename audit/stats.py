@@ -63,7 +63,6 @@ def _grouped_counts(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     """Per distinct score, DESCENDING: (positives, negatives)."""
     s, y = _scores_labels(scores, labels)
     distinct, inverse = np.unique(s, return_inverse=True)
-    inverse = inverse.reshape(-1)
     pos = np.bincount(inverse, weights=y.astype(np.float64), minlength=distinct.size)
     neg = np.bincount(inverse, weights=(~y).astype(np.float64), minlength=distinct.size)
     return pos[::-1], neg[::-1]
@@ -134,11 +133,8 @@ def bootstrap_auc(scores: np.ndarray, labels: np.ndarray, n_boot: int = 1000, se
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     rng = np.random.default_rng(seed)
     n = s.shape[0]
-    aucs = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, size=n)
-        if 0 < int(y[idx].sum()) < n:
-            aucs.append(roc_auc(s[idx], y[idx]))
+    draws = (rng.integers(0, n, size=n) for _ in range(n_boot))
+    aucs = [roc_auc(s[idx], y[idx]) for idx in draws if 0 < int(y[idx].sum()) < n]
     if not aucs:
         raise ValueError("every bootstrap replicate had a single class; use more data or more replicates")
     a = np.asarray(aucs)

@@ -145,7 +145,7 @@ def comparison_report(audit_dirs: Sequence[str | os.PathLike], labels: Sequence[
     if exposure:
         data["exposure_by_copies"] = dict(exposure)
 
-    sections, rows = [], []
+    rows = []
     any_pythia = any(h["pythia_score_mean"] is not None for h in heads)
     any_auc = any(h["membership_roc_auc"] for h in heads)
     for h in heads:
@@ -162,12 +162,12 @@ def comparison_report(audit_dirs: Sequence[str | os.PathLike], labels: Sequence[
     head = ["model", "sequences", "extractable", "rate", "95% CI", "mean leading tokens matched"]
     head += ["Pythia score"] if any_pythia else []
     head += ["membership ROC-AUC"] if any_auc else []
-    sections.append(f"<p>The first audit, <b>{esc(first)}</b>, is the baseline: ratios divide each other model's "
-                    "rate by its rate.</p>")
-    sections.append("<h2>Headline numbers</h2>" + table(head, rows, num_cols=(1, 2, 3, 4, 5, 6)) +
-                    "<p class=\"small\">Extractable: greedy decoding from the prompt reproduces the whole continuation. "
-                    "Intervals are Wilson 95% intervals. Models audited on different samples are comparable as rates, "
-                    "not sequence by sequence.</p>")
+    sections = [f"<p>The first audit, <b>{esc(first)}</b>, is the baseline: ratios divide each other model's rate by "
+                "its rate.</p>",
+                "<h2>Headline numbers</h2>" + table(head, rows, num_cols=(1, 2, 3, 4, 5, 6)) +
+                "<p class=\"small\">Extractable: greedy decoding from the prompt reproduces the whole continuation. "
+                "Intervals are Wilson 95% intervals. Models audited on different samples are comparable as rates, "
+                "not sequence by sequence.</p>"]
 
     if by_dup:
         series = [(lab, [{"group": r["bucket"], **r["models"][lab]} for r in by_dup]) for lab in labels]

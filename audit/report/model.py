@@ -319,11 +319,9 @@ def model_report(audit_dir: str | os.PathLike, out_html: str | os.PathLike,
         shown = {k: cfg[k] for k in ("n_sequences", "prompt_len", "cont_len", "offset", "seed", "k", "generate")
                  if k in cfg and k not in skip}
         meta_rows.append(["configuration", esc(", ".join(f"{k}={v}" for k, v in shown.items()))])
-    skipped = []
-    if n := int(seqs.get("skipped_short") or 0):
-        skipped.append(f"{integer(n)} document{'s' if n != 1 else ''} shorter than prompt + continuation")
-    if n := int(seqs.get("skipped_missing") or 0):
-        skipped.append(f"{integer(n)} given id{'s' if n != 1 else ''} not in the corpus")
+    skipped = [f"{integer(n)} {noun}{'s' if n != 1 else ''} {what}" for key, noun, what in (
+        ("skipped_short", "document", "shorter than prompt + continuation"),
+        ("skipped_missing", "given id", "not in the corpus")) if (n := int(seqs.get(key) or 0))]
     if skipped:
         meta_rows.append(["skipped", "; ".join(skipped)])
     if by_dup := a.by_duplicates():
