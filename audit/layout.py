@@ -53,6 +53,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from dedup import io
+from dedup.runs import refuse_out_in_inputs
 
 PER_SEQUENCE = "per_sequence.parquet"
 SUMMARY = "summary.json"
@@ -162,8 +163,6 @@ def report_json(page: Path, comparison: bool = False) -> Path:
 def refuse_out(out: Path, inputs: list, stage: str) -> None:
     """ValueError, before anything is written, when ``out`` is or lies inside one of the ``inputs``
     (:func:`dedup.runs.refuse_out_in_inputs`) or holds another stage's output."""
-    from dedup.runs import refuse_out_in_inputs
-
     refuse_out_in_inputs(out, [Path(d) for d in inputs if d])  # None or "": no such input
     prior = io.read_manifest(out) if Path(out).is_dir() else None
     if prior is not None and prior["stage"] != stage:
@@ -202,8 +201,6 @@ def holding_out(param: str, inputs: tuple[str, ...] = (), own: tuple[str, ...] |
             out = given.get(param)
             if out is None:
                 return stage(*bound.args, **bound.kwargs)
-            from dedup.runs import refuse_out_in_inputs
-
             refuse_out_in_inputs(Path(out), as_paths(dirs))
             with io.claim(out):
                 io.remove_temporaries(out, own)  # held: no live writer's temporaries can be among them

@@ -81,10 +81,9 @@ def extraction(greedy_match: np.ndarray, prompt_len: int, cont_len: int) -> tupl
         raise ValueError(f"greedy_match must be 2-D (n, L-1), got shape {g.shape}")
     if g.dtype != np.bool_:
         raise ValueError(f"greedy_match must be boolean, got dtype {g.dtype}")
-    if P < 1:
-        raise ValueError(f"prompt_len must be >= 1, got {P}")
-    if C < 1:
-        raise ValueError(f"cont_len must be >= 1, got {C}")
+    for name, v in (("prompt_len", P), ("cont_len", C)):
+        if v < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
     L = g.shape[1] + 1
     if P + C > L:
         raise ValueError(f"prompt_len + cont_len = {P} + {C} = {P + C} exceeds the sequence length L = {L} "
