@@ -229,7 +229,10 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
             outs = sorted({d for d in above.values() if d})
             skipped["outputs"] += [d for d in outs if d.resolve() not in said]
             said.update(d.resolve() for d in outs)
-            new = [m for m in matches if above.get(m) is None and (_link_problem(m) or m.is_file())]
+            matches = [m for m in matches if above.get(m) is None]
+            if problem := next(((m, why) for m in matches if (why := _link_problem(m))), None):
+                raise InputError(*problem)  # before any match is looked at: the first broken link is named
+            new = [m for m in matches if m.is_file()]
             if not new:
                 why = "; ".join(_skip_notes({"outputs": outs}))
                 raise InputError(s, "glob matches no .parquet, .arrow or .jsonl files (outside --out)"

@@ -240,6 +240,35 @@ def test_a_link_whose_target_cannot_be_read_is_named_so_and_links_inside_out_are
     assert [s.name for s in discover([given], exclude=tree / "out")] == before
 
 
+def test_a_glob_names_its_first_broken_link_before_a_folder_it_cannot_enter(tmp_path: Path):
+    """A glob over several folders refuses its first unreadable link, as before any match is looked
+    at; a shrink had it stat a later match first, so a folder it may not enter (mode 0444) turned
+    the message into that file's "Permission denied"."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    (tmp_path / "d1").mkdir()
+    (tmp_path / "d1" / "x.parquet").symlink_to(tmp_path / "nowhere.parquet")
+    write(tmp_path / "d2" / "y.parquet")
+    (tmp_path / "d2").chmod(0o444)
+    try:
+        drop = []
+        if os.geteuid() == 0:  # root enters anything: drop its capabilities
+            if not shutil.which("setpriv"):
+                pytest.skip("running as root without setpriv")
+            drop = ["setpriv", "--bounding-set=-all"]
+        script = ("from dedup.runs import discover\nfrom dedup.shards import InputError\n"
+                  f"try: discover([{str(tmp_path / '*' / '*.parquet')!r}])\nexcept InputError as e: print(e)\n")
+        root = Path(__file__).resolve().parents[2]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+        run = subprocess.run([*drop, sys.executable, "-c", script], capture_output=True, text=True, env=env)
+        assert run.stdout.startswith(f"{tmp_path / 'd1' / 'x.parquet'}: a broken symbolic link"), run.stderr[-2000:]
+    finally:
+        (tmp_path / "d2").chmod(0o755)
+
+
 def test_one_bad_input_fails_the_whole_discovery(tree: Path):
     with pytest.raises(InputError, match="missing.jsonl"):
         discover([tree, tree / "missing.jsonl"])
@@ -1245,3 +1274,4 @@ def test_head_texts_of_a_text_that_is_not_utf8_is_none_not_an_error(tmp_path: Pa
     long = tmp_path / "long.jsonl"  # a line longer than a read block, and no newline at the end
     long.write_text('{"text": "' + "x" * 200_000 + '"}\n\n{"text": "second"}')
     assert [len(t) for t in head_texts(discover([long])[0], "text", 64)] == [200_000, 6]
+
