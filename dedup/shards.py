@@ -16,9 +16,11 @@ Columns:
 
 JSON Lines: every line that is not blank is one row holding one JSON object (:mod:`dedup.jsonl`'s rules, so the rows
 read are the lines :func:`count_rows` counts), of any length up to Arrow's 2 GiB block. A field keeps one JSON type
-over the file (null goes with any; integers and fractions are numbers).
+over the file (null goes with any; integers and fractions are numbers): one that changes (an object on one line, a
+number on another) is refused.
 
-JSON numbers are never rounded. A top-level column holding an integer beyond int64 is read as uint64 when every number
+JSON numbers are never rounded (float64 holds integers exactly only up to 2^53). A top-level column holding an
+integer beyond int64 (a uint64 hash id, say) is read as uint64 when every number
 in it, over the whole file, is an integer in [0, 2^64), else as strings: each number's JSON text as written (``"-1"``,
 ``"2.5"``); so is an int64 column whose integers beyond 2^53 fractions elsewhere in it would round (float64). Other
 columns keep Arrow's types. An integer beyond 2^53 inside a list or object is refused with its line.
@@ -599,11 +601,11 @@ def head_texts(shard: Shard, text_column: str, n: int) -> list[str]:
             import json
             # (a BufferedReader reads a long line in time linear in its length)
             with io.BufferedReader(pa.input_stream(str(shard.path), compression=shard.compression), 1 << 16) as f:
-                for line in f:
-                    if len(texts) == n:
-                        break
+                for line in f if n > 0 else ():
                     if line.strip() and (t := json.loads(line).get(text_column)):
                         texts.append(t)
+                        if len(texts) == n:  # no line after the n-th text is read
+                            break
         else:
             batches = (_parquet_file(shard.path).iter_batches(batch_size=n, columns=[text_column])
                        if shard.fmt == "parquet" else _ArrowFile(shard).batches(n))

@@ -1275,3 +1275,19 @@ def test_head_texts_of_a_text_that_is_not_utf8_is_none_not_an_error(tmp_path: Pa
     long.write_text('{"text": "' + "x" * 200_000 + '"}\n\n{"text": "second"}')
     assert [len(t) for t in head_texts(discover([long])[0], "text", 64)] == [200_000, 6]
 
+
+def test_head_texts_stop_at_the_nth_text_and_read_no_line_after_it(tmp_path: Path):
+    """head_texts reads a JSON Lines file only up to its n-th text: a shrink read one more line
+    first (a 2 GiB line after the first 64 texts was read whole, for every input of an
+    --index-dir run), and a file cut short after that line lost its head."""
+    import gzip as gz
+    import random
+
+    from dedup.shards import head_texts
+
+    noise = "".join(random.Random(0).choices("abcdefghij", k=200_000))  # compresses to about 80 KB
+    body = "".join(json.dumps({"text": f"t {k}"}) + "\n" for k in range(3)) + '{"text": "' + noise + '"}\n'
+    path = tmp_path / "a.jsonl.gz"
+    path.write_bytes(gz.compress(body.encode())[:-2000])  # the stream is cut inside the long fourth line
+    assert head_texts(discover([path])[0], "text", 3) == ["t 0", "t 1", "t 2"]
+    assert head_texts(discover([path])[0], "text", 0) == []
