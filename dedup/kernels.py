@@ -73,10 +73,13 @@ def sketch_documents(data, offsets, valid, table, bits, cf_bit, map_cps, map_off
     if threads == 1:
         (aot() or _jit("minhash")).sketch_range(*args, 0, sigs.shape[0])
         return
+    if (threads := use_threads(threads)) is None:
+        _jit("minhash").sketch_documents(*args)
+        return
     import numba
 
     before = numba.get_num_threads()
-    numba.set_num_threads(threads or before)
+    numba.set_num_threads(threads)
     try:
         _jit("minhash").sketch_documents(*args)
     finally:

@@ -109,3 +109,25 @@ def test_every_kernel_source_is_in_the_hash_that_dates_the_build():
     from dedup._kernels.sources import HERE, SOURCES
 
     assert sorted(SOURCES) == sorted(p.name for p in HERE.glob("*.py"))
+
+
+def test_sketch_documents_checks_and_caps_its_thread_count():
+    """The public dispatcher checks ``threads`` itself and caps it at NUMBA_NUM_THREADS (kernels.use_threads), as
+    its docstring says: a shrink left that to its one caller, so 0 ran silently and a count above the cap raised
+    Numba's own error."""
+    texts = pa.array(["one two three four five six", "seven eight nine ten eleven twelve"])
+    data, offsets, valid = string_buffers(texts)
+    bits, cf_bit, cmap = replacements(True)
+    outs = []
+    for threads in (1, None, 10**6):
+        sigs, exact, nsh = np.empty((2, 16), np.uint32), np.empty((2, 2), np.uint64), np.empty(2, np.int64)
+        kernels.sketch_documents(data, offsets, valid, char_table(), bits, cf_bit, cmap.cps, cmap.off, cmap.blob, 5,
+                                 False, get_scheme("fast").code, *permutations("fast", 16, 1).args(), sigs, exact,
+                                 nsh, threads=threads)
+        outs.append(sigs)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[0], outs[2])
+    with pytest.raises(ValueError, match="threads must be None or a positive integer, got 0"):
+        kernels.sketch_documents(data, offsets, valid, char_table(), bits, cf_bit, cmap.cps, cmap.off, cmap.blob, 5,
+                                 False, get_scheme("fast").code, *permutations("fast", 16, 1).args(), sigs, exact,
+                                 nsh, threads=0)
