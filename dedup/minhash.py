@@ -25,7 +25,8 @@ Schemes (``scheme=``):
     (later rounds, with larger values, could change nothing). A bin b still empty after K rounds takes the least of
     ``fmix32(x ^ s_{K+b})`` over all tokens, in round K + b.
 
-    With x -> fmix32(x ^ s_i) as fully random hashes (and up to 32-bit key clashes, as for "fast"):
+    With x -> fmix32(x ^ s_i) as fully random hashes (and up to 32-bit key clashes, probability 2^-32 per token pair,
+    as for "fast"; 32-bit lanes, so a round vectorises):
 
     * Unbiased: ``P(sig_k(A) = sig_k(B)) = J(A, B)`` for every k (trajectories are i.i.d., so bin k's winner over
       A u B is uniform; up to equal values, probability 2^-v).
@@ -141,18 +142,19 @@ def fss_reference(tokens: Sequence[bytes], num_perm: int = 128, seed: int = 1) -
 
 @dataclass(frozen=True)
 class Scheme:
-    """A MinHash scheme: its kernel code and the datasketch scheme it matches ("" if none)."""
+    """A named MinHash scheme: its kernel code and the datasketch scheme it matches ("" if none)."""
 
+    name: str
     code: int
     datasketch_scheme: str
     result_dtype: type
 
 
 SCHEMES: dict[str, Scheme] = {
-    "fast": Scheme(SCHEME_FAST, "affine32", np.uint32),
-    "datasketch-affine32": Scheme(SCHEME_AFFINE32, "affine32", np.uint32),
-    "datasketch-legacy": Scheme(SCHEME_LEGACY, "legacy", np.uint64),
-    "fss": Scheme(SCHEME_FSS, "", np.uint32),
+    "fast": Scheme("fast", SCHEME_FAST, "affine32", np.uint32),
+    "datasketch-affine32": Scheme("datasketch-affine32", SCHEME_AFFINE32, "affine32", np.uint32),
+    "datasketch-legacy": Scheme("datasketch-legacy", SCHEME_LEGACY, "legacy", np.uint64),
+    "fss": Scheme("fss", SCHEME_FSS, "", np.uint32),
 }
 
 

@@ -206,3 +206,10 @@ def test_fss_precision_and_recall_on_planted_near_duplicates_match_fast():
     (p_fast, r_fast), (p_fss, r_fss) = precision_recall("fast"), precision_recall("fss")
     assert abs(p_fss - p_fast) <= 0.01, (p_fss, p_fast)
     assert abs(r_fss - r_fast) <= 0.01, (r_fss, r_fast)
+
+
+def test_every_scheme_knows_its_name():
+    """``SCHEMES`` (public, README) maps each name to a Scheme that carries it; a shrink had dropped the field."""
+    from dedup.minhash import SCHEMES, get_scheme
+
+    assert all(get_scheme(name).name == name == s.name for name, s in SCHEMES.items())
