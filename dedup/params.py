@@ -53,8 +53,10 @@ def optimal_param(threshold: float, num_perm: int, false_positive_weight: float 
         fn = quad(lambda s: 1 - candidate_probability(s, *br), threshold, 1.0)[0]
         return fp * false_positive_weight + fn * false_negative_weight
 
-    # the first of equal minima, as datasketch's strict "<" keeps
-    opt = min(((b, r) for b in range(1, num_perm + 1) for r in range(1, int(num_perm / b) + 1)), key=error)
+    opt, best = (0, 0), float("inf")  # datasketch's loop: the first of equal minima; (0, 0) if no error is finite
+    for br in ((b, r) for b in range(1, num_perm + 1) for r in range(1, int(num_perm / b) + 1)):
+        if (e := error(br)) < best:
+            opt, best = br, e
     memo[key] = list(opt)
     cache.save_json("optimal_param.json", memo)
     return opt

@@ -27,6 +27,10 @@ def test_known_values():
 
 def test_weights_and_bad_inputs():
     assert optimal_param(0.8, 128, 0.9, 0.1) == datasketch_optimal_param(0.8, 128, 0.9, 0.1)
+    # weights that make every error non-finite: datasketch's loop keeps its start, (0, 0); so does ours (a
+    # shrink to min() had returned the first grid point instead)
+    for w in ((0.5, float("inf")), (float("nan"), 0.5)):
+        assert optimal_param(0.8, 8, *w) == datasketch_optimal_param(0.8, 8, *w) == (0, 0)
     for bad in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError):
             optimal_param(bad, 128)
