@@ -173,9 +173,12 @@ def summarise(table: pa.Table, n_boot: int | None, seed: int, sections: Collecti
     """``summary.json``'s per-sequence sections (those in ``sections`` that apply, in :data:`SECTIONS` order)
     from per_sequence.parquet; ``n_boot``: bootstrap resamples of the ROC-AUC interval (None: null).
 
-    ``extractable`` (a rate), ``mean_leading_matched``; ``pythia_score`` ``{"mean", "memorized"}`` with generation;
+    ``extractable`` (a rate), ``mean_leading_matched``; ``pythia_score`` ``{"mean", "memorized": rate of score 1}``
+    with generation;
     ``extractable_by_duplicates`` / ``_by_dedup_status`` (:func:`audit.stats.rate_by_group` rows) with buckets / a
-    dedup output; with complete labels of both classes ``membership`` (:func:`membership`) and
+    dedup output; with complete labels of both classes ``membership`` (:func:`membership`: ``{"members",
+    "non_members", "scores": {name: {"roc_auc", "roc_auc_boot", "pr_auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"}},
+    "convention", "tpr_at_fpr_rule"}``) and
     ``membership_by_duplicates`` ``[{"group", "n_members", "n_non_members", "roc_auc": {name: float | null}}]`` (null
     where a bucket holds one class; Kandpal et al. 2022: near chance on singletons).
     """

@@ -3,7 +3,7 @@
 The audit's forward passes (:meth:`audit.lm.CausalLM.score`, ``generate_greedy``) hold, per
 sequence of L tokens (prompt + continuation + prefix) in a batch:
 
-* :data:`LOGIT_COPIES` = 6 float32 arrays of L x V (logits, their float32 copy, log-softmax,
+* :data:`LOGIT_COPIES` = 6 float32 arrays of L x V (V = vocabulary size; logits, their float32 copy, log-softmax,
   its exp, Min-K%++'s products (Zhang et al. 2024)): the dominant term, ~77 MB at GPT-2's
   V = 50,257 and L = 64;
 * per-layer activations (freed layer by layer): attention probabilities (heads x L x L) and

@@ -10,8 +10,9 @@ its first half. Profile and retention use the checkpoints up to the end of epoch
 placebo cohort of held-out instances given a pretend treatment step: its band should cover 0),
 ``event_time.parquet``, ``instances.parquet``, ``retention.parquet`` (recognition against
 held-out, scrambled and substituted foils, and recall, per cohort and checkpoint),
-``forecast.json``, the figures, ``summary.json``. On a retention run (Orhan 2024) also
-:func:`run_retention`'s forgetting curve.
+``forecast.json``, ``profile_heatmap.png``, ``retention_curves.png``, ``summary.json``. On a
+retention run (Orhan 2024) also :func:`run_retention`'s forgetting curve (``retention_run.parquet``,
+``retention_run_curve.parquet``).
 """
 
 from __future__ import annotations
@@ -392,8 +393,8 @@ def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: i
     Returns ``(rows, curve)``: one row per probe checkpoint (``treatment_step`` = ``e``,
     ``step``, ``n`` items, the five metrics as fractions) and its
     :func:`audit.retention.retention_curve` (by ``steps_since``, Wilson intervals over the
-    items); written to ``out`` when given. ValueError: no retention design, or an ``out`` that
-    :func:`run_profile` refuses.
+    items); written to ``out`` (``retention_run.parquet``, ``retention_run_curve.parquet``) when
+    given. ValueError: no retention design, or an ``out`` that :func:`run_profile` refuses.
     """
     from .lm import load_causal_lm
 

@@ -1,9 +1,19 @@
-"""Memorization and membership-inference metrics: pure numpy on :mod:`audit.lm`'s per-token arrays.
+"""Memorization and membership-inference metrics: pure numpy on per-token arrays.
 
-For sequences of L tokens, per-token arrays have T = L - 1 columns; column t predicts token t+1 from tokens 0..t
-(``audit.lm.TokenStats``). SIGN CONVENTION: every ``score_*`` is HIGHER = MORE LIKELY A MEMBER (MIMIR, over all T
-positions; an informative score has AUC > 0.5 in :mod:`audit.stats`); :func:`loss` is a quantity, not a score.
-Units: nats per token; zlib lengths in bytes.
+Nothing here touches a model: the inputs are the numpy arrays that :mod:`audit.lm` returns from
+one teacher-forced forward pass (``TokenStats``) or from greedy generation. Only numpy and the
+standard library are used (no torch, sklearn or scipy).
+
+Position convention (as in ``audit.lm.TokenStats``): for sequences of L tokens, per-token arrays
+have T = L - 1 columns, and column t describes the prediction of token t+1 from tokens 0..t.
+
+Membership-inference scores (MIMIR conventions: computed over all T predicted positions)
+    SIGN CONVENTION: every ``score_*`` function returns a score where HIGHER = MORE LIKELY A
+    MEMBER (of the target model's training data); :func:`loss` is a quantity, not a score. Pass
+    the ``score_*`` values and boolean labels (True = member) straight to :mod:`audit.stats`
+    (ROC, PR, intervals, buckets): an informative score gives AUC > 0.5.
+
+Units: log-probabilities and losses are natural logarithms (nats, per token); zlib lengths are bytes.
 """
 
 from __future__ import annotations
@@ -23,7 +33,8 @@ __all__ = ["extraction", "pythia_score", "loss", "score_loss", "score_zlib", "sc
 
 
 def float_array(x, name: str, ndim: int) -> np.ndarray:
-    """``x`` as a numeric float64 ``ndim``-D array without NaN, else ValueError naming ``name``."""
+    """``x`` as a float64 array of ``ndim`` dimensions, numeric and free of NaN (ValueError
+    naming ``name`` otherwise)."""
     a = np.asarray(x)
     if a.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D {'(n,)' if ndim == 1 else '(n, T)'}, got shape {a.shape}")
@@ -62,13 +73,24 @@ def _lowest_mean(x: np.ndarray, k: float) -> np.ndarray:
 
 
 def extraction(greedy_match: np.ndarray, prompt_len: int, cont_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact C-extractability and the greedy-reproduced prefix length, from one teacher-forced pass.
+    """Exact C-extractability and the greedy-reproduced prefix length, from one forward pass.
 
-    A sequence is C-extractable with a P-token prompt when greedy decoding from tokens [0, P) reproduces tokens
-    [P, P+C) (Carlini et al. 2022, "Quantifying memorization"; Biderman et al. 2023, Pythia): iff every continuation
-    arg-max equals the true token. ``greedy_match``: bool (n, L-1), column t True when token t+1's arg-max is right
-    (columns P-1..P+C-2 used). Returns ``(exact, leading)``: bool (n,), and int64 (n,) in [0, C], consecutive matches
-    from column P-1. ValueError: not a 2-D boolean array, P < 1, C < 1, or P + C > L.
+    Definition (Carlini et al. 2022, "Quantifying memorization"; Biderman et al. 2023, Pythia):
+    a sequence is C-extractable with a P-token prompt when greedy decoding from tokens [0, P)
+    reproduces the true continuation tokens [P, P+C) exactly. Greedy decoding reproduces it iff,
+    in a teacher-forced pass over prompt + true continuation, the arg-max prediction at every
+    continuation position equals the true next token; the same pass gives the number of leading
+    continuation tokens that greedy decoding reproduces (it agrees with the truth up to the first
+    mismatch).
+
+    ``greedy_match``: bool (n, L-1), column t True when the arg-max prediction of token t+1
+    equals the true token t+1; the continuation tokens P..P+C-1 are predicted at columns
+    P-1..P+C-2, later columns are ignored. Returns ``(exact, leading)``: ``exact`` bool (n,),
+    all C continuation predictions match; ``leading`` int64 (n,) in [0, C], the consecutive
+    matches from column P-1. ValueError: not a 2-D boolean array, P < 1, C < 1, or P + C > L.
+
+    Example (P = 2, C = 3; the first sequence's continuation is reproduced, the second's
+    only up to its second token):
 
         >>> exact, leading = extraction(np.array([[False, True, True, True],
         ...                                       [True, True, True, False]]), 2, 3)
@@ -94,12 +116,17 @@ def extraction(greedy_match: np.ndarray, prompt_len: int, cont_len: int) -> tupl
 
 
 def pythia_score(generated: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Pythia memorization score (Biderman et al. 2023): the fraction of the C greedy-generated tokens
-    equal to the true ones, position by position (1.0 = C-extractable). ``generated``, ``truth``: int (n, C);
-    ValueError when not 2-D, of other shapes, or C == 0. Returns float64 (n,).
+    """Pythia memorization score: the fraction of generated continuation tokens that are correct.
 
-    >>> pythia_score([[5, 6, 7, 9]], [[5, 6, 8, 9]]).tolist()
-    [0.75]
+    Definition (Biderman et al. 2023, "Emergent and predictable memorization"): greedy-decode C
+    tokens after the prompt and compare them, position by position, with the true continuation;
+    the score is (number of equal positions) / C, in steps of 1/C (1.0 = C-extractable).
+    ``generated``, ``truth``: int token ids (n, C); ValueError when not 2-D, of different
+    shapes, or C == 0. Returns float64 (n,).
+
+    Example:
+        >>> pythia_score([[5, 6, 7, 9]], [[5, 6, 8, 9]]).tolist()
+        [0.75]
     """
     g, t = np.asarray(generated), np.asarray(truth)
     if g.ndim != 2 or t.ndim != 2:
@@ -111,9 +138,13 @@ def pythia_score(generated: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def loss(logprob: np.ndarray) -> np.ndarray:
-    """Mean negative log-likelihood per token, -(1/T) sum_t log p(x_{t+1} | x_<=t) (lower = more likely a member;
-    MIMIR "loss", Yeom et al. 2018). ``logprob``: float (n, T), nats, as in every score (ValueError when not 2-D with
-    T >= 1, or NaN). Returns float64 (n,), nats per token."""
+    """Mean negative log-likelihood per token (a LOSS: lower = more likely a member).
+
+    Definition (MIMIR "loss" attack; Yeom et al. 2018): loss = -(1/T) sum_t log p(x_{t+1} | x_<=t)
+    over all T = L-1 predicted positions of the sequence. ``logprob``: float (n, T), the
+    log-probability (nats) of each true next token, as in every score below (ValueError when
+    not 2-D with T >= 1, or with NaN). Returns float64 (n,), nats per token.
+    """
     return -_per_token(logprob, "logprob").mean(axis=1)
 
 
@@ -123,9 +154,15 @@ def score_loss(logprob: np.ndarray) -> np.ndarray:
 
 
 def score_zlib(logprob: np.ndarray, text_bytes: list[bytes]) -> np.ndarray:
-    """zlib-ratio score = -loss / zlib length (Carlini et al. 2021, the zlib entropy ratio; MIMIR ``zlib``):
-    bytes of ``zlib.compress(text, 9)``. ``text_bytes``: n texts, bytes or str (UTF-8; TypeError otherwise). Returns
-    float64 (n,), nats per token per compressed byte."""
+    """zlib-ratio score = -loss / zlib length (higher = more likely a member).
+
+    Definition (Carlini et al. 2021, "Extracting training data from large language models", the
+    zlib entropy ratio; MIMIR ``zlib``): the model's loss divided by the length in bytes of the
+    sequence's text compressed with ``zlib.compress(text, 9)``, negated for our sign convention.
+    Text that is merely repetitive (low loss but also compressible) is discounted.
+    ``text_bytes``: the n texts as bytes (``str`` is encoded as UTF-8; TypeError for anything
+    else). Returns float64 (n,), nats per token per compressed byte (negated).
+    """
     lo = loss(logprob)
     if len(text_bytes) != lo.shape[0]:
         raise ValueError(f"text_bytes has {len(text_bytes)} items but logprob has {lo.shape[0]} rows")
@@ -140,21 +177,31 @@ def score_zlib(logprob: np.ndarray, text_bytes: list[bytes]) -> np.ndarray:
 
 
 def score_min_k(logprob: np.ndarray, k: float = 0.2) -> np.ndarray:
-    """Min-K% Prob (Shi et al. 2024): the mean of the lowest m = max(1, floor(k * T)) token
-    log-probabilities (floor with a 1e-9 tolerance); ``k`` in (0, 1] (ValueError outside). float64 (n,), nats per token.
+    """Min-K% Prob score (higher = more likely a member).
 
-    >>> score_min_k([[-0.1, -3.0, -0.2, -1.0, -0.5]], k=0.4).tolist()
-    [-2.0]
+    Definition (Shi et al. 2024, "Detecting pretraining data from large language models"): the
+    mean of the lowest m = max(1, floor(k * T)) token log-probabilities of the sequence (the
+    floor is taken with a 1e-9 tolerance, so k = 0.29, T = 100 gives m = 29 despite float error).
+    ``k`` in (0, 1] (ValueError outside). Returns float64 (n,), nats per token.
+
+    Example (T = 5, k = 0.4: the mean of the 2 lowest log-probabilities):
+        >>> score_min_k([[-0.1, -3.0, -0.2, -1.0, -0.5]], k=0.4).tolist()
+        [-2.0]
     """
     k = _check_k(k)
     return _lowest_mean(_per_token(logprob, "logprob"), k)
 
 
 def score_min_k_plus_plus(logprob: np.ndarray, mu: np.ndarray, sigma: np.ndarray, k: float = 0.2) -> np.ndarray:
-    """Min-K%++ (Zhang et al. 2024): z = (log p(x_{t+1}) - mu_t) / sigma_t (0 where sigma_t == 0),
-    mu_t and sigma_t of log p(v) under the predicted distribution at t; the mean of the lowest m as in
-    :func:`score_min_k`. ``mu``, ``sigma``: float (n, T), nats, sigma >= 0 (ValueError: shapes, sigma < 0, NaN, k).
-    float64 (n,), in standard deviations."""
+    """Min-K%++ score (higher = more likely a member).
+
+    Definition (Zhang et al. 2024, "Min-K%++"): per token, z = (log p(x_{t+1}) - mu_t) / sigma_t,
+    where mu_t and sigma_t are the mean and standard deviation of log p(v) for v drawn from the
+    model's predicted distribution at position t (where sigma_t == 0, z = 0); the score is the
+    mean of the lowest m = max(1, floor(k * T)) values of z (as in :func:`score_min_k`).
+    ``mu``, ``sigma``: float (n, T), in nats, sigma >= 0 (ValueError: shapes differ, sigma < 0,
+    NaN, or k outside (0, 1]). Returns float64 (n,), dimensionless (standard deviations).
+    """
     k = _check_k(k)
     lp, m_, s_ = _per_token(logprob, "logprob"), _per_token(mu, "mu"), _per_token(sigma, "sigma")
     same_shape(lp, m_, "logprob", "mu")
@@ -165,8 +212,13 @@ def score_min_k_plus_plus(logprob: np.ndarray, mu: np.ndarray, sigma: np.ndarray
 
 
 def score_reference(logprob: np.ndarray, ref_logprob: np.ndarray) -> np.ndarray:
-    """Reference-model score = loss(reference) - loss(target) (Carlini et al. 2021; MIMIR ``ref``):
-    ``ref_logprob`` (n, T) of a model of the same tokenizer that has not seen the data. float64 (n,), nats per token."""
+    """Reference-model score = loss(reference) - loss(target) (higher = more likely a member).
+
+    Definition (Carlini et al. 2021, comparison to a reference model; MIMIR ``ref``): a member
+    has a lower loss under the target model than under a reference model that shares the
+    tokenizer but has not seen the data. ``ref_logprob``: the reference model's (n, T) for the
+    same tokens (ValueError when the shapes differ). Returns float64 (n,), nats per token.
+    """
     lp, ref = _per_token(logprob, "logprob"), _per_token(ref_logprob, "ref_logprob")
     same_shape(lp, ref, "logprob", "ref_logprob")
     return loss(ref) - loss(lp)

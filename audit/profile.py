@@ -271,8 +271,8 @@ def did(panel: pd.DataFrame, treatments: pd.DataFrame, n_boot: int = 200, seed: 
     * ``panel``: columns ``instance_id``, ``step`` (integer checkpoint step), ``outcome``
       (float); every instance at every checkpoint, once.
     * ``treatments``: columns ``instance_id``, ``treatment_step``; one row per panel instance.
-    * ``n_boot``: bootstrap replicates, seeded by ``seed``; 0 = point estimates only (``se``,
-      ``lower``, ``upper`` and the band NaN), 1 gives intervals but a NaN ``se`` and band.
+    * ``n_boot``: bootstrap replicates, seeded by ``seed`` (``numpy.random.default_rng``); 0 = point estimates only
+      (``se``, ``lower``, ``upper`` and the band NaN), 1 gives intervals but a NaN ``se`` and band.
     * ``min_cohort_size``: 1-3 instances give a cohort (almost) no treated-side variance. A
       merged cohort is labelled by its LAST checkpoint; its base period is the checkpoint
       before its FIRST member's cohort; the partially treated checkpoints between are no cells.

@@ -1,6 +1,9 @@
-"""Evaluation statistics of the audit, in numpy: ROC/PR of membership scores, bootstrap and Wilson intervals,
-occurrence buckets. Scores: higher = more likely a member (:mod:`audit.metrics`); labels bool, True = member (0/1
-accepted); rates, AUCs and intervals are fractions in [0, 1]."""
+"""Evaluation statistics of the audit: ROC/PR of membership scores, bootstrap and Wilson
+intervals, occurrence buckets. Pure numpy and the standard library.
+
+Scores follow :mod:`audit.metrics`' sign convention (higher = more likely a member); labels are
+bool (True = member; 0/1 accepted). Rates, AUCs and intervals are fractions in [0, 1].
+"""
 
 from __future__ import annotations
 
@@ -60,7 +63,7 @@ def _scores_labels(scores, labels) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _grouped_counts(scores, labels) -> tuple[np.ndarray, np.ndarray]:
-    """Per distinct score, DESCENDING: (positives, negatives)."""
+    """Per distinct score (validated by :func:`_scores_labels`), DESCENDING: (positives, negatives)."""
     s, y = _scores_labels(scores, labels)
     distinct, inverse = np.unique(s, return_inverse=True)
     pos = np.bincount(inverse, weights=y.astype(np.float64), minlength=distinct.size)
@@ -69,11 +72,16 @@ def _grouped_counts(scores, labels) -> tuple[np.ndarray, np.ndarray]:
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """ROC-AUC as the Mann-Whitney U statistic: P(member's score > non-member's), ties 1/2 (0.5 = chance).
-    ``scores``: float (n,), no NaN; ``labels``: bool (n,). ValueError: shapes differ, NaN, or a class is empty.
+    """Area under the ROC curve, as the Mann-Whitney U statistic.
 
-    >>> roc_auc([0.9, 0.5, 0.5, 0.1], [True, True, False, False])
-    0.875
+    AUC = P(score of a random member > score of a random non-member), ties counted 1/2; equal to
+    the trapezoidal area under :func:`roc_curve`. 0.5 = chance, 1.0 = members all score higher.
+    ``scores``: float (n,), no NaN (+-inf allowed); ``labels``: bool (n,). ValueError: shapes
+    differ, NaN scores, or a class is empty.
+
+    Example (2 members x 2 non-members = 4 pairs: 3 won, 1 tied):
+        >>> roc_auc([0.9, 0.5, 0.5, 0.1], [True, True, False, False])
+        0.875
     """
     pos, neg = _grouped_counts(scores, labels)
     tp_before = np.concatenate(([0.0], np.cumsum(pos)[:-1]))  # members with a strictly higher score
@@ -81,8 +89,13 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(fpr, tpr)``, float64, non-decreasing, from (0, 0) through a threshold at each distinct score (member
-    when score >= it) to (1, 1). ValueError: as :func:`roc_auc`."""
+    """ROC curve with a threshold at every distinct score.
+
+    A sequence is predicted a member when its score >= the threshold. Points run from the
+    threshold above every score, (0, 0), through each distinct score in decreasing order, to the
+    lowest score, (1, 1): ``(fpr, tpr)``, float64 arrays of length (distinct scores + 1), both
+    non-decreasing. ValueError: as :func:`roc_auc`.
+    """
     pos, neg = _grouped_counts(scores, labels)
     tpr = np.concatenate(([0.0], np.cumsum(pos))) / float(pos.sum())
     fpr = np.concatenate(([0.0], np.cumsum(neg))) / float(neg.sum())
@@ -90,14 +103,21 @@ def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def tpr_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> float:
-    """TPR at FPR < ``fpr`` STRICTLY: the largest over :func:`roc_curve`'s points, no interpolation (MIMIR's
-    ``tpr[np.where(fpr < x)[0][-1]]``; Carlini et al. 2022, LiRA; MIMIR's sklearn curve drops collinear points, so can
-    give less at ties). With under 1/``fpr`` non-members it is TPR at zero false positives (:func:`resolvable` False).
-    ``fpr`` in (0, 1]; ValueError outside it, or as :func:`roc_auc`.
+    """True-positive rate at a low false-positive rate, with a STRICT bound (MIMIR, LiRA).
 
-    >>> s, y = [0.9, 0.8, 0.7, 0.2, 0.1], [True, False, True, False, False]
-    >>> tpr_at_fpr(s, y, 0.1), tpr_at_fpr(s, y, 0.34), tpr_at_fpr(s, y, 1 / 3)
-    (0.5, 1.0, 0.5)
+    Returns the LARGEST TPR over the thresholds of :func:`roc_curve` whose FPR < ``fpr``
+    strictly (no interpolation), as MIMIR's ``tpr[np.where(fpr < x)[0][-1]]`` and Carlini et al.
+    (2022, "Membership inference attacks from first principles", LiRA); MIMIR reads it on sklearn's
+    ``roc_curve``, which drops collinear points and so at tied scores can give less. The all-negative
+    threshold (FPR 0, TPR 0) always qualifies.
+    With fewer than 1/``fpr`` non-members the only FPR below the bound is 0: the value is then
+    "TPR at zero false positives", and :func:`resolvable` is False (the audit reports null).
+    ``fpr``: a fraction in (0, 1] (0.01 = 1%); ValueError outside it, or as :func:`roc_auc`.
+
+    Example (the best non-member outscores one member: below FPR 1/3 only one member is flagged):
+        >>> s, y = [0.9, 0.8, 0.7, 0.2, 0.1], [True, False, True, False, False]
+        >>> tpr_at_fpr(s, y, 0.1), tpr_at_fpr(s, y, 0.34), tpr_at_fpr(s, y, 1 / 3)
+        (0.5, 1.0, 0.5)
     """
     bound = float(fpr)
     if not (0.0 < bound <= 1.0):
@@ -107,7 +127,8 @@ def tpr_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> float:
 
 
 def resolvable(n_non_members: int, fpr: float) -> bool:
-    """At least 1/``fpr`` non-members (relative tolerance 1e-9), so a TPR at that FPR can be resolved.
+    """Whether a TPR at FPR ``fpr`` can be resolved: at least 1/``fpr`` non-members (a relative
+    1e-9 tolerance for float error: 1000 non-members resolve 0.1%).
 
     >>> resolvable(101, 0.001), resolvable(1000, 0.001), resolvable(100, 0.01)
     (False, True, True)
@@ -116,17 +137,28 @@ def resolvable(n_non_members: int, fpr: float) -> bool:
 
 
 def pr_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """PR-AUC as average precision (sklearn's ``average_precision_score``, step-wise): sum over thresholds of
-    (R_i - R_{i-1}) * P_i, in (0, 1]; chance is the member fraction. ValueError: as :func:`roc_auc`."""
+    """Area under the precision-recall curve, as average precision (step-wise, no interpolation).
+
+    AP = sum over thresholds (every distinct score, decreasing) of (R_i - R_{i-1}) * P_i, where
+    R_i and P_i are the recall and precision when predicting a member for score >= threshold i
+    (the definition of sklearn's ``average_precision_score``), in (0, 1]. Chance level is the
+    member fraction. ValueError: as :func:`roc_auc`.
+    """
     pos, neg = _grouped_counts(scores, labels)
     tp = np.cumsum(pos)
     return float(np.sum(pos / float(pos.sum()) * (tp / (tp + np.cumsum(neg)))))
 
 
 def bootstrap_auc(scores: np.ndarray, labels: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
-    """Bootstrap of the ROC-AUC: ``n_boot`` (>= 1) resamples ``rng.integers(0, n, size=n)``,
-    ``rng = np.random.default_rng(seed)``, those of one class skipped. ``{"std" (ddof=1; 0.0 for one), "lower",
-    "upper"}`` (95% percentile interval). ValueError: n_boot < 1, no two-class resample, or as :func:`roc_auc`."""
+    """Bootstrap spread of the ROC-AUC over ``n_boot`` (>= 1) replicates.
+
+    Resamples the (score, label) pairs with replacement: per replicate, indices
+    ``rng.integers(0, n, size=n)`` from ``rng = np.random.default_rng(seed)``. Replicates with
+    only one class are skipped (they still consume their draw). Returns ``{"std", "lower",
+    "upper"}``: the standard deviation of the kept replicates' AUCs (ddof=1; 0.0 with a single
+    one) and the 95% percentile interval (numpy's linear interpolation). ValueError: n_boot < 1,
+    every replicate had one class, or as :func:`roc_auc`.
+    """
     s, y = _scores_labels(scores, labels)
     n_boot = as_int(n_boot, "n_boot")
     if n_boot < 1:
@@ -143,12 +175,18 @@ def bootstrap_auc(scores: np.ndarray, labels: np.ndarray, n_boot: int = 1000, se
 
 
 def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson (1927) score interval for k / n: (p + z^2/2n +- z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n),
-    z the two-sided normal quantile of ``confidence``; exactly 0.0 for k == 0, 1.0 for k == n, (0.0, 1.0) for n == 0.
-    ValueError: not 0 <= k <= n, confidence outside (0, 1); TypeError: k or n not integers.
+    """Wilson score interval for a binomial proportion k / n.
 
-    >>> [round(x, 4) for x in wilson_interval(3, 10)], wilson_interval(0, 5)[0], wilson_interval(0, 0)
-    ([0.1078, 0.6032], 0.0, (0.0, 1.0))
+    Definition (Wilson 1927): the set of p with |k/n - p| <= z * sqrt(p (1 - p) / n), where z is
+    the two-sided normal quantile for ``confidence`` (1.95996 for 95%); closed form
+    (p_hat + z^2/2n +- z sqrt(p_hat(1-p_hat)/n + z^2/4n^2)) / (1 + z^2/n). The lower bound is
+    exactly 0.0 when k == 0 and the upper exactly 1.0 when k == n; n == 0 gives the
+    uninformative (0.0, 1.0). ValueError: not 0 <= k <= n, or confidence outside (0, 1);
+    TypeError: k or n not integers.
+
+    Example:
+        >>> [round(x, 4) for x in wilson_interval(3, 10)], wilson_interval(0, 5)[0], wilson_interval(0, 0)
+        ([0.1078, 0.6032], 0.0, (0.0, 1.0))
     """
     k, n = as_int(k, "k"), as_int(n, "n")
     confidence = float(confidence)
@@ -160,7 +198,8 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
 
 
 def wilson_bounds(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """:func:`wilson_interval`'s closed form, unchecked, for a possibly fractional count 0 <= successes <= n."""
+    """The Wilson closed form of :func:`wilson_interval` for an already-checked, possibly
+    fractional success count (e.g. ties split half and half), 0 <= successes <= n."""
     if n == 0:
         return 0.0, 1.0
     z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
@@ -173,12 +212,17 @@ def wilson_bounds(successes: float, n: int, confidence: float = 0.95) -> tuple[f
 
 
 def duplicate_bucket(count: int) -> str:
-    """Power-of-two bucket of a duplicate count: [2^b, 2^(b+1) - 1], labelled ``"1"`` or
-    ``"{2^b}-{2^(b+1)-1}"`` (Carlini et al. 2022 use quarter-octaves; memorization grows about log-linearly in the
-    count, Kandpal et al. 2022). ValueError: count < 1; TypeError: not an integer.
+    """Power-of-two bucket label of a duplicate count: 1, 2-3, 4-7, 8-15, ...
 
-    >>> [duplicate_bucket(c) for c in (1, 2, 3, 4, 100)]
-    ['1', '2-3', '2-3', '4-7', '64-127']
+    Bucket b holds counts in [2^b, 2^(b+1) - 1]; its label is ``"1"`` for b = 0, else
+    ``"{2^b}-{2^(b+1)-1}"``. (Carlini et al. 2022 sample from quarter-octaves [2^(n/4),
+    2^((n+1)/4)); octaves hold 4x as many sequences at audit sample sizes. Memorization grows
+    roughly log-linearly in the duplicate count: Carlini et al. 2022; Kandpal et al. 2022.)
+    ValueError: count < 1; TypeError: not an integer.
+
+    Example:
+        >>> [duplicate_bucket(c) for c in (1, 2, 3, 4, 100)]
+        ['1', '2-3', '2-3', '4-7', '64-127']
     """
     c = as_int(count, "count")
     if c < 1:
@@ -188,11 +232,12 @@ def duplicate_bucket(count: int) -> str:
 
 
 def bucket_order(label: str) -> int:
-    """Sort key of a :func:`duplicate_bucket` label, its b ("0", absent from the corpus: -1); ValueError
-    for any other label.
+    """Sort key of a :func:`duplicate_bucket` label: the bucket index b ("1" -> 0, "2-3" -> 1, ...;
+    "0", a given sequence absent from the corpus, -> -1). ValueError for any other label.
 
-    >>> sorted(["4-7", "1", "64-127", "2-3"], key=bucket_order)
-    ['1', '2-3', '4-7', '64-127']
+    Example:
+        >>> sorted(["4-7", "1", "64-127", "2-3"], key=bucket_order)
+        ['1', '2-3', '4-7', '64-127']
     """
     if not isinstance(label, str):
         raise ValueError(f"not a duplicate bucket label: {label!r}")
@@ -205,14 +250,20 @@ def bucket_order(label: str) -> int:
 
 
 def rate_by_group(flags: np.ndarray, groups: list[str], order: list[str] | None = None) -> list[dict]:
-    """Rate of a boolean flag (n,) per group (n labels) with Wilson intervals: ``{"group", "n", "k",
-    "rate", "lower", "upper"}`` per group of ``order`` (absent: n = k = 0, rate NaN, (0.0, 1.0)), else those present
-    in :func:`bucket_order` or alphabetically. ValueError: lengths differ, flags not boolean, a group not in
-    ``order``, or duplicates in it.
+    """Rate of a boolean flag (n,) per group (n labels), with Wilson intervals: one dict per
+    group, ``{"group", "n", "k" (flags set), "rate": k / n, "lower", "upper"}``; e.g. the
+    extractable rate per duplicate bucket (``groups = [duplicate_bucket(c) for c in counts]``).
 
-    >>> rows = rate_by_group([True, False, True, True], ["2-3", "1", "2-3", "1"])
-    >>> [(r["group"], r["k"], r["n"], r["rate"]) for r in rows]
-    [('1', 1, 2, 0.5), ('2-3', 2, 2, 1.0)]
+    ``order``: the groups to report, in this order; a group listed here but absent from
+    ``groups`` is reported with n = k = 0, rate NaN and interval (0.0, 1.0). None: the groups
+    present, in :func:`bucket_order` if every label is a duplicate bucket label, else
+    alphabetically. ValueError: lengths differ, flags not boolean, a present group missing
+    from ``order``, or duplicates in ``order``.
+
+    Example:
+        >>> rows = rate_by_group([True, False, True, True], ["2-3", "1", "2-3", "1"])
+        >>> [(r["group"], r["k"], r["n"], r["rate"]) for r in rows]
+        [('1', 1, 2, 0.5), ('2-3', 2, 2, 1.0)]
     """
     f = as_bools(flags, "flags", "boolean or 0/1")
     groups = list(groups)

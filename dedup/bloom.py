@@ -53,7 +53,8 @@ class BloomFilter:
     key mixed with ``seed``. ``bits``: an existing uint64 word array (e.g. a memory map) to use in place, with
     ``count`` insertions made. ``parts``: cache partitions (:mod:`dedup._kernels.bloom`; default
     :func:`dedup.params.bloom_parts`); the false-positive rate is the parts' average, to second order a
-    relative (k^2 - 2k)(ln 2)^2 / 2 / (keys per part) above one filter of m bits (the parts' binomial loads).
+    relative (k^2 - 2k)(ln 2)^2 / 2 / (keys per part) above one filter of m bits (the parts' binomial loads): ~86 /
+    (keys per part) at k = 20, 1.2e-3 at the smallest parts a default filter has.
     ``version``: the file format, which names the probe rule (:data:`RULES`).
 
     >>> import numpy as np

@@ -86,9 +86,10 @@ def dedup_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, con
                 log: Callable[[str], None] = lambda message: None) -> dict:
     """Deduplicate input files, directories or globs into ``out`` (:mod:`dedup.layout`) under the run protocol
     of :mod:`dedup.runs`; return the manifest. ``threads``: Numba threads for sketching and threads probing the
-    bands' filters (:func:`dedup.kernels.use_threads`; default: the calling thread's Numba count for sketching,
-    one for the bands); ``progress``: called after every batch with a dict of counters (``rows`` so far of
-    ``total_rows``, None when unknown: JSONL with a ``capacity``); ``log``: told what the protocol decided.
+    bands' filters (capped at ``NUMBA_NUM_THREADS``: :func:`dedup.kernels.use_threads`; default: the calling
+    thread's Numba count for sketching, all cores unless set, and one for the bands); ``progress``: called after
+    every batch with a dict of counters (``rows`` so far of ``total_rows``, None when unknown: JSONL with a
+    ``capacity``); ``log``: told what the protocol decided.
 
     Raises:
         InputError: bad input (names the file, and row or line); nothing is left behind.

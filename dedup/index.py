@@ -94,8 +94,10 @@ def decide(sketches: Sketches, band_filters: list, exact_filter, map_fn: Callabl
 
 
 class LSHBloomIndex:
-    """One Bloom filter per band plus an exact-key filter (Khan et al. 2024, with a 64-bit band key and
-    insert-every-document semantics); ``threads`` work on the independent bands (1: serial)."""
+    """One Bloom filter per band plus an exact-key filter (Khan et al. 2024, with a proper
+    64-bit band key and insert-every-document semantics); ``threads`` work on the
+    independent bands (1: serial). Filters of the same seed and sizes can be OR-merged.
+    """
 
     name = "lshbloom"
 

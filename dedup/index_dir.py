@@ -271,9 +271,10 @@ class IndexDir:
     @contextmanager
     def turn(self, waiting: Callable[[], None] = lambda: None) -> Iterator[None]:
         """Hold the index for a whole load, add and save (the ranks of
-        :class:`pipelines.datatrove_step.LSHBloomDedup` take turns so), calling ``waiting()`` first when another
-        process holds it. In one process the latest turn takes over from an earlier one, which can only be a
-        holder that never finished (a failed step kept alive by its traceback)."""
+        :class:`pipelines.datatrove_step.LSHBloomDedup` take turns so): waits while another process
+        holds it, calling ``waiting`` first. In one process the latest turn takes the index over from an
+        earlier one, which can only be a holder that never finished (a failed pipeline's step kept alive
+        by its traceback); a save from a load that is no longer current is refused all the same."""
         stale = _TURNS.pop(self.path, None)
         if stale is not None and not stale.closed:
             fcntl.flock(stale, fcntl.LOCK_UN)

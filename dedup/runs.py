@@ -305,9 +305,17 @@ def work_dir(out: Path) -> Path:
 
 @dataclass(frozen=True)
 class RunPlan:
-    """What :func:`prepare` decided: ``previous``, the manifest of a completed run of this identity (nothing to
-    do) or None; ``resume``, the staged engine may reuse ``_work/`` of this identity; ``record``, the run record
-    (written unless ``previous``); ``checked``, what ``check`` returned (None: not called, or a resume)."""
+    """What :func:`prepare` decided.
+
+    Attributes:
+        out: the output directory.
+        shards: inputs in canonical order.
+        identity: see :func:`run_identity`.
+        previous: the manifest of a completed run of this identity (nothing to do), or None.
+        resume: the staged engine may reuse ``_work/`` of an interrupted run of this identity.
+        record: the run record (written unless ``previous``).
+        checked: what ``check`` returned (None when it was not called: no check, or a resume).
+    """
 
     out: Path
     shards: list[Shard]
@@ -319,9 +327,12 @@ class RunPlan:
 
     @property
     def work(self) -> Path:
-        """Where this run's tasks write, absolute (workers may run elsewhere): ``_work/<run id>[-<index version>]``.
-        A late task of another run (its client killed, the task still running on a cluster) finds its own
-        directory gone and fails, never writing where this run reads."""
+        """Where this run's tasks write: ``_work/<run id>`` (``-<version>``, e.g. ``-v-000002``, when
+        it started from that version of an index directory). A late task of another run (its client
+        killed, the task still running on an external cluster) never writes where this run reads:
+        its own directory is gone, so it fails. (A late task of this same run, resumed, writes the
+        bytes the resumed run's own task writes.) An absolute path, as the inputs' are: tasks may run
+        in another working directory (the workers of an external cluster)."""
         v = self.record.get("index_version")
         return work_dir(Path(os.path.abspath(self.out))) / (self.record["run_id"] + ("" if v is None else f"-{v}"))
 

@@ -220,8 +220,12 @@ def _seen_slice(work: Path, band: int | str, start: int, count: int, splits: int
 
 def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work: Path,
                 splits: dict[int | str, int] | None = None) -> dict:
-    """Stage 3 for one shard (``start``: its first row in canonical order): verdicts from the bands' bits
-    (``splits``: band -> its split tasks, default 1), kept rows (none with ``emit: removed``) and removed rows."""
+    """Stage 3 for one shard: verdicts from the bands' bits; kept rows (``WORK/kept/``) and removed rows.
+
+    ``start`` is the shard's first row in canonical order; ``splits``: band (or ``EXACT_BAND``)
+    -> its number of split tasks (default 1). With ``config.emit == "removed"`` no kept shard
+    is written and only the id column is read (Parquet).
+    """
     t0 = time.perf_counter()
     valid, n_shingles = _read_columns(sketch_path(work, shard), "valid", "n_shingles")
     n, splits = valid.shape[0], splits or {}
@@ -268,9 +272,14 @@ def band_task(band: int | str, shards: list[Shard], work: Path, total: int, fp: 
 def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = serial_map,
                index: IndexDir | None = None, checkpoint: Callable[[str], None] = lambda point: None,
                log: Callable[[str], None] = lambda m: None, band_splits_requested: int = 1) -> dict:
-    """Run (or resume) the stages of ``plan`` and finish it; return the manifest. ``index``: the ``--index-dir``,
-    its version pinned in the run record (a resume finding another run's newer version re-pins to it);
-    ``checkpoint``: called with ``"finalize"`` after stage 3 and ``"installed"`` after the install (tests)."""
+    """Run (or resume) the three stages of ``plan`` (from :func:`dedup.runs.prepare`, not complete) and
+    finish it; return the manifest. ``index``: the ``--index-dir``, its version pinned in the run record
+    (``plan.checked``: the inputs' :meth:`IndexDir.check_not_held`, None on a resume; a resume that finds
+    another run's newer version re-pins to it, checked again); ``checkpoint``: called with ``"finalize"``
+    once stages 1-3 are done and with ``"installed"`` after the index install (fault injection in tests);
+    ``band_splits_requested``: split tasks per band, >= 1 (``--band-splits``, checked by its callers; not with
+    ``index``).
+    """
     t_start = time.perf_counter()
     shards, out = plan.shards, plan.out
     bands, rows = config.banding()
