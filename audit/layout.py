@@ -181,8 +181,9 @@ def holding_out(param: str, inputs: tuple[str, ...] = (), own: tuple[str, ...] |
     (:func:`dedup.io.claim`; None: nothing to hold): a concurrent run into it raises :class:`dedup.io.InUseError`.
     ``inputs`` name the arguments holding input directories (a path or an iterable, reaching the stage as a list): an
     ``out`` inside one is refused before the claim could touch it. Once held, the temporaries a killed run left in
-    ``out`` are removed (only those of the files ``own`` names, for an ``out`` shared with other stages). TypeError: a
-    name not a parameter."""
+    ``out`` are removed (only those of the files ``own`` names, for an ``out`` shared with other stages). While the
+    stage runs ``out`` holds :data:`dedup.io.RUNNING_FILE`, gone when it returns or fails but kept if it is killed
+    (walks skip the folder: :func:`dedup.runs.earlier_output`). TypeError: a name not a parameter."""
 
     def decorate(stage: Callable) -> Callable:
         signature = inspect.signature(stage)
@@ -204,7 +205,17 @@ def holding_out(param: str, inputs: tuple[str, ...] = (), own: tuple[str, ...] |
             refuse_out_in_inputs(Path(out), as_paths(dirs))
             with io.claim(out):
                 io.remove_temporaries(out, own)  # held: no live writer's temporaries can be among them
-                return stage(*bound.args, **bound.kwargs)
+                running = Path(out) / io.RUNNING_FILE  # lets a walk tell a killed stage's outputs from data
+                killed = running.exists()  # a killed run's mark stays until a run completes
+                running.touch()
+                try:
+                    result = stage(*bound.args, **bound.kwargs)
+                except BaseException:  # the stage removed what it wrote (or it is a refusal)
+                    if not killed:
+                        running.unlink(missing_ok=True)
+                    raise
+                running.unlink(missing_ok=True)
+                return result
 
         return run
 

@@ -26,6 +26,8 @@ from itertools import takewhile
 from pathlib import Path
 
 MANIFEST_FILE = "manifest.json"
+#: Empty file marking an output directory a stage is writing, or was killed writing (manifest not yet written).
+RUNNING_FILE = ".memdedup-running"
 
 
 class StateError(ValueError):

@@ -119,9 +119,10 @@ _SKIPPED = {
 
 
 def earlier_output(d: Path) -> bool:
-    """Whether directory ``d`` holds a stage manifest (:func:`dedup.io.read_manifest`) or a killed dedup run's
-    ``_work/run.json``: walks, and globs below a ``**``, skip it (step 1)."""
-    if (d / WORK_DIR / RUN_FILE).is_file():
+    """Whether directory ``d`` holds a stage manifest (:func:`dedup.io.read_manifest`), a killed dedup run's
+    ``_work/run.json`` or a running or killed audit stage's :data:`dedup.io.RUNNING_FILE`: walks, and globs below a
+    ``**``, skip it (step 1)."""
+    if (d / WORK_DIR / RUN_FILE).is_file() or (d / io.RUNNING_FILE).is_file():
         return True
     try:
         return io.read_manifest(d) is not None

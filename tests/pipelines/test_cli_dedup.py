@@ -697,3 +697,36 @@ def test_an_earlier_runs_output_inside_the_input_folder_is_skipped_and_said(tmp_
     assert manifest_of(tmp_path / "both")["totals"]["rows"] == 14
     r = dedup(str(data / "**" / "kept" / "*.parquet"), tmp_path / "none", ok=False)  # all skipped: says why
     assert_one_error_line(r, "memdedup dedup", "glob matches no", "skipped 4 folder(s) written by an earlier", "run1")
+
+
+def test_a_killed_audit_stages_output_inside_the_input_folder_is_skipped_and_said(tmp_path: Path):
+    """An audit stage (audit, train, profile, report) killed before its manifest left its outputs in
+    a folder no walk could tell from data: `--out data/audit1`, killed, then `memdedup dedup data`
+    read data/audit1/per_sequence.parquet as an input (exit 2, no text column). A stage marks its
+    --out while it runs; walks skip a marked folder and say so. A stage that fails before writing
+    anything leaves no folder behind."""
+    data = tmp_path / "data"
+    rows = [{"id": str(i), "text": f"document {i % 7} about the weather in town number {i % 7}"} for i in range(20)]
+    write_rows(data / "a.parquet", rows)
+    script = """if True:
+        import os, signal, sys
+        import pyarrow as pa, pyarrow.parquet as pq
+        from audit.layout import holding_out
+
+        @holding_out("out")
+        def stage(out, kill):
+            if not kill:
+                raise ValueError("bad input")
+            pq.write_table(pa.table({"doc_id": ["x"], "extractable": [True]}), f"{out}/per_sequence.parquet")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        stage(sys.argv[1], sys.argv[2] == "kill")
+    """
+    killed = subprocess.run([sys.executable, "-c", script, str(data / "audit1"), "kill"], cwd=ROOT)
+    assert killed.returncode == -9 and (data / "audit1" / "per_sequence.parquet").exists()
+    failed = subprocess.run([sys.executable, "-c", script, str(data / "audit2"), "fail"],
+                            cwd=ROOT, capture_output=True)
+    assert failed.returncode == 1 and not (data / "audit2").exists()
+    r = dedup(data, tmp_path / "run", "--json")
+    assert manifest_of(tmp_path / "run")["totals"]["rows"] == 20
+    assert "skipped 1 folder(s) written by an earlier memdedup run" in r.stderr and "audit1" in r.stderr, r.stderr
