@@ -19,3 +19,19 @@ def loads_none():
         subprocess.run([sys.executable, "-c", probe], check=True, cwd=ROOT)
 
     return check
+
+
+@pytest.fixture
+def unprivileged():
+    """``run(script)``: run ``python -c script`` (this checkout importable) as a user file modes bind: as root,
+    without its capabilities (setpriv; the test is skipped without it). Returns the CompletedProcess (text)."""
+    import os
+    import shutil
+
+    drop = []
+    if os.geteuid() == 0:  # root reads, writes and enters anything
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv")
+        drop = ["setpriv", "--bounding-set=-all"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return lambda script: subprocess.run([*drop, sys.executable, "-c", script], capture_output=True, text=True, env=env)

@@ -530,17 +530,12 @@ def test_a_save_removes_what_killed_saves_left_and_nothing_another_save_holds(tm
 
 
 @pytest.mark.parametrize("lock_file", [True, False], ids=["with-lock-file", "copied-without-it"])
-def test_an_index_this_process_may_only_read_is_loaded(tmp_path, lock_file):
+def test_an_index_this_process_may_only_read_is_loaded(tmp_path, lock_file, unprivileged):
     """A shared index the user may read but not write (another team's, a published one) could not
     be loaded to decide new rows against it: load opened INDEX/.lock for appending, a
     PermissionError (found by the API probe). The lock is taken on the file opened for reading;
     an index copied without it (cp idx/* skips dotfiles), which no one who could write there has
     locked, is read without it (it was a FileNotFoundError traceback naming INDEX/.lock)."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-
     d = Deduplicator()
     d.add(pa.array(["a b c d e f"]))
     d.save(tmp_path / "idx")
@@ -549,17 +544,9 @@ def test_an_index_this_process_may_only_read_is_loaded(tmp_path, lock_file):
     for p in [tmp_path / "idx", *(tmp_path / "idx").rglob("*")]:
         p.chmod(p.stat().st_mode & ~0o222)
     try:
-        drop = []
-        if os.geteuid() == 0:  # root writes anything: drop its capabilities
-            if not shutil.which("setpriv"):
-                pytest.skip("running as root without setpriv")
-            drop = ["setpriv", "--bounding-set=-all"]
-        script = ("import pyarrow as pa; from dedup import Deduplicator\n"
-                  f"d = Deduplicator.load({str(tmp_path / 'idx')!r})\n"
-                  "print(d.add(pa.array(['A b c d e f', 'p q r s t u'])).tolist())\n")
-        root = Path(__file__).resolve().parents[2]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-        run = subprocess.run([*drop, sys.executable, "-c", script], capture_output=True, text=True, env=env)
+        run = unprivileged("import pyarrow as pa; from dedup import Deduplicator\n"
+                           f"d = Deduplicator.load({str(tmp_path / 'idx')!r})\n"
+                           "print(d.add(pa.array(['A b c d e f', 'p q r s t u'])).tolist())\n")
         assert run.returncode == 0 and run.stdout.strip() == "[False, True]", run.stderr[-2000:]
     finally:
         for p in [tmp_path / "idx", *(tmp_path / "idx").rglob("*")]:
