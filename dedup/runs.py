@@ -93,17 +93,17 @@ def _in_out(p: Path, out: Path | None) -> bool:
     return inside(p.parent, out) or inside(p, out)
 
 
-def _link_problem(p: Path) -> str | None:
-    """Why ``p``, a data file a walk or glob found, is a link that cannot be read (refused, not left out), or None."""
-    if not p.is_symlink():
-        return None
-    try:
-        os.stat(p)
-        return None
-    except FileNotFoundError:
-        return "a broken symbolic link: the file it points to is missing"
-    except OSError as e:  # a loop, a directory it may not enter
-        return f"a symbolic link whose target cannot be read ({e.strerror})"
+def _refuse_unreadable_links(paths: list[Path]) -> None:
+    """InputError naming the first of ``paths`` (data files a walk or glob found) that is a symbolic link which
+    cannot be read: refused, not left out. Called before any other is looked at."""
+    for p in paths:
+        if p.is_symlink():
+            try:
+                os.stat(p)
+            except FileNotFoundError:
+                raise InputError(p, "a broken symbolic link: the file it points to is missing") from None
+            except OSError as e:  # a loop, a directory it may not enter
+                raise InputError(p, f"a symbolic link whose target cannot be read ({e.strerror})") from None
 
 #: What :func:`discover` says about each kind of file directory walks skip.
 _SKIPPED = {
@@ -206,6 +206,7 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
                 skipped[k] += [q for q in v if not inside(q, out) and q.resolve() not in said]
                 said.update(q.resolve() for q in v)
             new = [q for q in found if not _in_out(q, out)]
+            _refuse_unreadable_links(new)
             if not new:
                 if found:
                     raise InputError(p, f"every input file under it lies inside --out {out}; "
@@ -231,8 +232,7 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
             skipped["outputs"] += [d for d in outs if d.resolve() not in said]
             said.update(d.resolve() for d in outs)
             matches = [m for m in matches if above.get(m) is None]
-            if problem := next(((m, why) for m in matches if (why := _link_problem(m))), None):
-                raise InputError(*problem)  # before any match is looked at: the first broken link is named
+            _refuse_unreadable_links(matches)
             new = [m for m in matches if m.is_file()]
             if not new:
                 why = "; ".join(_skip_notes({"outputs": outs}))
@@ -242,8 +242,6 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
             raise InputError(p, "a broken symbolic link or not a regular file")
         else:
             raise InputError(s, "no such file or directory")
-        if problem := next(((q, why) for q in new if (why := _link_problem(q))), None):
-            raise InputError(*problem)
         for q in new:
             files.setdefault(Path(os.path.abspath(q)), q.resolve())
     if not files:
