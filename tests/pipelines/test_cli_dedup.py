@@ -704,23 +704,28 @@ def test_a_killed_audit_stages_output_inside_the_input_folder_is_skipped_and_sai
     a folder no walk could tell from data: `--out data/audit1`, killed, then `memdedup dedup data`
     read data/audit1/per_sequence.parquet as an input (exit 2, no text column). A stage marks its
     --out while it runs; walks skip a marked folder and say so. A stage that fails before writing
-    anything leaves no folder behind."""
+    anything leaves no folder behind; a failed rerun keeps a killed run's mark, a completed one
+    (manifest written) removes it."""
     data = tmp_path / "data"
     rows = [{"id": str(i), "text": f"document {i % 7} about the weather in town number {i % 7}"} for i in range(20)]
     write_rows(data / "a.parquet", rows)
     script = """if True:
         import os, signal, sys
+        from pathlib import Path
         import pyarrow as pa, pyarrow.parquet as pq
         from audit.layout import holding_out
+        from dedup.io import write_stage_manifest
 
         @holding_out("out")
-        def stage(out, kill):
-            if not kill:
+        def stage(out, how):
+            if how == "done":
+                return write_stage_manifest(Path(out), "audit", {})
+            if how == "fail":
                 raise ValueError("bad input")
             pq.write_table(pa.table({"doc_id": ["x"], "extractable": [True]}), f"{out}/per_sequence.parquet")
             os.kill(os.getpid(), signal.SIGKILL)
 
-        stage(sys.argv[1], sys.argv[2] == "kill")
+        stage(sys.argv[1], sys.argv[2])
     """
     killed = subprocess.run([sys.executable, "-c", script, str(data / "audit1"), "kill"], cwd=ROOT)
     assert killed.returncode == -9 and (data / "audit1" / "per_sequence.parquet").exists()
@@ -730,3 +735,8 @@ def test_a_killed_audit_stages_output_inside_the_input_folder_is_skipped_and_sai
     r = dedup(data, tmp_path / "run", "--json")
     assert manifest_of(tmp_path / "run")["totals"]["rows"] == 20
     assert "skipped 1 folder(s) written by an earlier memdedup run" in r.stderr and "audit1" in r.stderr, r.stderr
+    mark = data / "audit1" / ".memdedup-running"
+    again = subprocess.run([sys.executable, "-c", script, str(data / "audit1"), "fail"], cwd=ROOT, capture_output=True)
+    assert again.returncode == 1 and mark.exists()  # a refused rerun: the killed run's files are still unfinished
+    done = subprocess.run([sys.executable, "-c", script, str(data / "audit1"), "done"], cwd=ROOT, capture_output=True)
+    assert done.returncode == 0 and not mark.exists() and (data / "audit1" / "manifest.json").exists(), done.stderr
