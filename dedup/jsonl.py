@@ -11,6 +11,7 @@ naming a bad line agree:
 * A UTF-8 byte order mark is allowed at the start of the file only.
 * An object may not hold the same key twice (at any depth), as Arrow requires.
 * ``NaN``, ``Infinity`` and ``-Infinity`` are read as floats (not JSON, but Python writes them and Arrow reads them).
+* A top-level field whose JSON type changes between lines is read as text (:func:`values_as_text`).
 """
 
 from __future__ import annotations
@@ -258,3 +259,40 @@ def _big_ints_inside(value: object, path: Path) -> Iterator[tuple[Path, str]]:
     elif isinstance(value, list):
         for child in value:
             yield from _big_ints_inside(child, (*path, None))
+
+
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"[ \t\r]*")
+
+
+def values_as_text(piece: bytes, columns: frozenset[str]) -> tuple[bytes, list[str]]:
+    """``piece`` with each top-level value of ``columns`` that is not a string or null replaced by a JSON string of
+    its text as written, so that Arrow reads the column as strings (``{"m": {"a": 1}}`` -> ``{"m": "{\\"a\\": 1}"}``),
+    and the top-level keys in the order they first appear (Arrow's order without an explicit schema). A line that
+    is not one JSON object is left as it is, for the reader to refuse. Python per line: only files with such a
+    column pay for it.
+
+    Example:
+        >>> values_as_text(b'{"m": [1, 2.50], "t": "x"}\\n{"u": 1, "m": "s"}\\n', frozenset({"m"}))
+        (b'{"m": "[1, 2.50]", "t": "x"}\\n{"u": 1, "m": "s"}\\n', ['m', 't', 'u'])
+    """
+    out, keys = [], {}
+    for line in piece.decode("utf-8").split("\n"):
+        spans, i = [], line.find("{") + 1
+        try:
+            i = _SPACE.match(line, i).end() if i else len(line)
+            while i < len(line) and line[i] == '"':
+                key, i = json.decoder.scanstring(line, i + 1)
+                keys[key] = None
+                i = _SPACE.match(line, _SPACE.match(line, i).end() + 1).end()  # past the colon
+                end = _DECODER.raw_decode(line, i)[1]
+                if key in columns and line[i] not in '"n':  # not a string, not null
+                    spans.append((i, end))
+                i = _SPACE.match(line, end).end()
+                i = _SPACE.match(line, i + 1).end() if line[i:i + 1] == "," else i
+        except (ValueError, IndexError):  # not one JSON object: the reader names the line
+            spans = []
+        for start, end in reversed(spans):
+            line = line[:start] + json.dumps(line[start:end], ensure_ascii=False) + line[end:]
+        out.append(line)
+    return "\n".join(out).encode("utf-8"), list(keys)

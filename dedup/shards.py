@@ -15,9 +15,10 @@ Columns:
 * Other columns are copied to the kept shard as they are, duplicated names included.
 
 JSON Lines: every line that is not blank is one row holding one JSON object (:mod:`dedup.jsonl`'s rules, so the rows
-read are the lines :func:`count_rows` counts), of any length up to Arrow's 2 GiB block. A field keeps one JSON type
-over the file (null goes with any; integers and fractions are numbers): one that changes (an object on one line, a
-number on another) is refused.
+read are the lines :func:`count_rows` counts), of any length up to Arrow's 2 GiB block. A top-level field whose JSON
+type changes over the file (an object on one line, a string on another, also deep inside it; null goes with any,
+integers and fractions are numbers) is read as text (:func:`dedup.jsonl.values_as_text`: a string as itself, any other
+value as its JSON text as written) and an :class:`InputWarning` names it.
 
 JSON numbers are never rounded (float64 holds integers exactly only up to 2^53). A top-level column holding an
 integer beyond int64 (a uint64 hash id, say) is read as uint64 when every number
@@ -303,17 +304,30 @@ def _floating_at(t: pa.DataType, path: jsonl.Path) -> bool:
     return pa.types.is_floating(t)
 
 
+class _TypeChange(Exception):
+    """Column ``args[0]`` changes JSON type within the file: to be read as text."""
+
+
 class _JsonlFile:
     """A JSON Lines shard read in pieces (:data:`JSONL_CHUNK_BYTES`), with one schema for the whole file.
 
     The first pass parses every piece with Arrow, notes the fields Arrow would make timestamps (read as the strings
     they are) and the columns whose numbers it would round, and unifies the pieces' schemas (permissive: null -> any,
-    int -> double, new columns); :meth:`batches` parses them again and conforms each to it: memory of one piece.
-    Numbers cost one Python parse of a piece only where Arrow produced a float of magnitude 2^53 or more.
+    int -> double, new columns); a column whose type changes within a piece or between pieces joins :attr:`as_text`
+    and the pass starts again. :meth:`batches` parses the pieces again and conforms each to the schema: memory of one
+    piece. Numbers cost one Python parse of a piece only where Arrow produced a float of magnitude 2^53 or more.
     """
 
     def __init__(self, shard: Shard, empty_columns: tuple[str, ...]):
         self.shard, self.empty_columns = shard, empty_columns
+        self.as_text: frozenset[str] = frozenset()  # columns read as text (their JSON type changes)
+        while True:
+            try:
+                return self._settle_schema()
+            except _TypeChange as e:
+                self.as_text |= {e.args[0]}
+
+    def _settle_schema(self) -> None:
         self.as_strings = pa.schema([])  # explicit types reading date-like strings (Arrow: timestamps) as strings
         self.exact: dict[str, pa.DataType] = {}  # columns read exactly (uint64 or string), not as Arrow's own type
         numbers: dict[str, jsonl.Numbers] = defaultdict(jsonl.Numbers)
@@ -325,12 +339,18 @@ class _JsonlFile:
             schemas.append(table.schema)
             self.num_rows += table.num_rows
         if self.num_rows == 0:
-            self.schema = pa.schema([(c, pa.string()) for c in empty_columns])
+            self.schema = pa.schema([(c, pa.string()) for c in self.empty_columns])
             return
         try:
             self.schema = pa.unify_schemas(schemas, promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-            raise InputError(shard.path, f"a column changes type within the file: {e}") from e
+            for name in [n for n in dict.fromkeys(n for s in schemas for n in s.names) if n not in self.as_text]:
+                try:
+                    pa.unify_schemas([pa.schema([s.field(name)]) for s in schemas if name in s.names],
+                                     promote_options="permissive")
+                except (pa.ArrowInvalid, pa.ArrowTypeError):
+                    raise _TypeChange(name) from None
+            raise InputError(self.shard.path, f"a column changes type within the file: {e}") from e
         self.exact = {c: _EXACT_TYPES[t] for c, n in numbers.items() if (t := n.exact_type())}
         names = self.order + [n for n in self.schema.names if n not in self.order]
         self.schema = pa.schema([pa.field(n, self.exact[n]) if n in self.exact else self.schema.field(n) for n in names],
@@ -365,12 +385,17 @@ class _JsonlFile:
         import pyarrow.json as pj
         explicit = dict(zip(self.as_strings.names, self.as_strings.types))
         explicit.update({c: t for c, t in self.exact.items() if t == pa.uint64()})  # Arrow parses these exactly
+        explicit.update(dict.fromkeys(self.as_text, pa.string()))
+        keys = None
+        if self.as_text:
+            piece, keys = jsonl.values_as_text(piece, self.as_text)
         schema = pa.schema(sorted(explicit.items()))
         opts = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer") if explicit else None
         # The piece as one block: Arrow (26) infers each block's types alone and, where a field's type changes
         # between blocks, crashes or loses the value; within a block it reports the change and its row.
         read = pj.ReadOptions(block_size=min(len(piece) + 1, _MAX_BLOCK))
-        return pj.read_json(pa.BufferReader(piece), parse_options=opts, read_options=read)
+        table = pj.read_json(pa.BufferReader(piece), parse_options=opts, read_options=read)
+        return table.select([k for k in keys if k in table.column_names]) if keys else table
 
     def _parsed(self) -> Iterator[tuple[int, bytes, pa.Table]]:
         """(first line, bytes, table) of each piece, checked to hold one JSON object per line that is not blank
@@ -400,15 +425,17 @@ class _JsonlFile:
                 raise self._bad_line(piece, line, lines, f"Arrow read {table.num_rows} rows from {lines.rows} lines")
             yield line, piece, table
 
-    def _bad_line(self, piece: bytes, first_line: int, lines: jsonl.Lines, arrow_said: str) -> InputError:
-        """The error for a piece Arrow cannot read: its first line that is not one JSON object, else the line where a
-        field changes type, else what Arrow said."""
+    def _bad_line(self, piece: bytes, first_line: int, lines: jsonl.Lines, arrow_said: str) -> Exception:
+        """The error for a piece Arrow cannot read: its first line that is not one JSON object, else the column whose
+        type changes (:class:`_TypeChange`; the line, should it be read as text already), else what Arrow said."""
         bad = jsonl.first_problem(piece, first_line, self.empty_columns[0])
         if bad is not None:
             return InputError(self.shard.path, bad[1], line=bad[0])
         change = _TYPE_CHANGE.search(arrow_said)
         if change is not None:
             field, was, now, row = change.groups()
+            if (column := field.split("/")[1]) not in self.as_text:
+                return _TypeChange(column)
             return InputError(self.shard.path, f"JSON field {field} changes type within the file (from {was} to {now}); "
                               "a column must keep one type", line=first_line + lines.line_of_row(int(row)))
         return InputError(self.shard.path, f"cannot read JSON Lines (in the piece from line {first_line}): {arrow_said}")
@@ -513,6 +540,9 @@ class ShardReader:
         if self.id_ignored:
             warnings.warn(InputWarning(f"{shard.path}: id {self.id_ignored}: ignored, ids are left null "
                                        "(name the id column explicitly to make this an error)"))
+        for column in sorted(getattr(self._file, "as_text", ())):
+            warnings.warn(InputWarning(f"{shard.path}: column {column!r} holds values of different JSON types; read as "
+                                       "text (a string as itself, any other value as its JSON text)"))
 
     def batches(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
         """Record batches in file order: all columns, or (Parquet) only ``columns`` of :attr:`schema` (all the same
