@@ -352,15 +352,18 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
             ShardReader(s, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
     identity = run_identity(config.decision_dict(), shards, index_dir)
     previous = io.read_manifest(out)
+    settings = output_settings(config)
     if previous is not None and not force:
-        if previous.get("identity") == identity:
-            log(f"{out}: already complete for these inputs and config (use --force to redo)")
-            return RunPlan(out, shards, identity, previous, False, None)
-        raise OutputExistsError(f"{out} holds a completed dedup run with a different "
-                                f"{_difference(previous.get('identity', {}), identity)}; use --force to replace it")
+        if previous.get("identity") != identity:
+            raise OutputExistsError(f"{out} holds a completed dedup run with a different "
+                                    f"{_difference(previous.get('identity', {}), identity)}; use --force to replace it")
+        if other := differing({k: previous.get("config", {}).get(k, v) for k, v in settings.items()}, settings):
+            raise OutputExistsError(f"{out} holds a completed dedup run written with other {', '.join(other)}; use "
+                                    "--force to rewrite it")
+        log(f"{out}: already complete for these inputs and config (use --force to redo)")
+        return RunPlan(out, shards, identity, previous, False, None)
     record_path = work_dir(out) / RUN_FILE
     record = io.read_json(record_path, ("identity", "engine")) if record_path.exists() else None
-    settings = output_settings(config)
     same_settings = record is not None and record.get("settings", settings) == settings  # an older record: these
     resumable = not force and previous is None and record is not None and record["identity"] == identity \
         and same_settings

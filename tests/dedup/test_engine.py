@@ -253,3 +253,24 @@ def test_an_out_removed_just_before_a_directory_is_made_below_it_is_not_made_aga
         io.make_below(out, out / "kept" / "sub")
     assert e.value.filename == str(out) and "removed while this run wrote it" in str(e.value)
     assert not out.exists()
+
+
+def test_a_completed_run_asked_for_other_output_settings_is_refused_naming_them(tmp_path):
+    """A completed run rerun with another --compression (or --batch-rows) said 'already complete for these inputs
+    and config' and left the zstd files, though snappy was asked for. It is now refused naming the setting, as a
+    run of another config is; --force rewrites the outputs with it."""
+    import json
+
+    from dedup.runs import OutputExistsError
+
+    pq.write_table(pa.table({"text": ["a b c d e f", "a b c d e f", "g h i j k"]}), tmp_path / "a.parquet")
+    dedup_files([tmp_path / "a.parquet"], tmp_path / "o")
+    again = DedupConfig(compression="snappy", batch_rows=2)
+    with pytest.raises(OutputExistsError, match=r"o holds a completed dedup run written with other batch_rows, "
+                                                r"compression; use --force to rewrite it"):
+        dedup_files([tmp_path / "a.parquet"], tmp_path / "o", again)
+    assert pq.ParquetFile(tmp_path / "o" / "kept" / "a.parquet").metadata.row_group(0).column(0).compression == "ZSTD"
+    m = dedup_files([tmp_path / "a.parquet"], tmp_path / "o", again, force=True)
+    assert m["config"]["compression"] == "snappy" and json.loads((tmp_path / "o" / "manifest.json").read_text()) == m
+    assert pq.ParquetFile(tmp_path / "o" / "kept" / "a.parquet").metadata.row_group(0).column(0).compression == "SNAPPY"
+    assert dedup_files([tmp_path / "a.parquet"], tmp_path / "o", again) == m  # the same settings: already complete
