@@ -305,7 +305,7 @@ def _floating_at(t: pa.DataType, path: jsonl.Path) -> bool:
 
 
 class _TypeChange(Exception):
-    """Column ``args[0]`` changes JSON type within the file: to be read as text."""
+    """Columns (``args``) whose JSON type changes within the file: to be read as text."""
 
 
 class _JsonlFile:
@@ -313,19 +313,19 @@ class _JsonlFile:
 
     The first pass parses every piece with Arrow, notes the fields Arrow would make timestamps (read as the strings
     they are) and the columns whose numbers it would round, and unifies the pieces' schemas (permissive: null -> any,
-    int -> double, new columns); a column whose type changes within a piece or between pieces joins :attr:`as_text`
+    int -> double, new columns); a column whose type changes within a piece or between pieces joins :attr:`mixed`
     and the pass starts again. :meth:`batches` parses the pieces again and conforms each to the schema: memory of one
     piece. Numbers cost one Python parse of a piece only where Arrow produced a float of magnitude 2^53 or more.
     """
 
     def __init__(self, shard: Shard, empty_columns: tuple[str, ...]):
         self.shard, self.empty_columns = shard, empty_columns
-        self.as_text: frozenset[str] = frozenset()  # columns read as text (their JSON type changes)
+        self.mixed: frozenset[str] = frozenset()  # columns read as text (their JSON type changes)
         while True:
             try:
                 return self._settle_schema()
             except _TypeChange as e:
-                self.as_text |= {e.args[0]}
+                self.mixed |= set(e.args)
 
     def _settle_schema(self) -> None:
         self.as_strings = pa.schema([])  # explicit types reading date-like strings (Arrow: timestamps) as strings
@@ -344,12 +344,15 @@ class _JsonlFile:
         try:
             self.schema = pa.unify_schemas(schemas, promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-            for name in [n for n in dict.fromkeys(n for s in schemas for n in s.names) if n not in self.as_text]:
+            mixed = []
+            for name in dict.fromkeys(n for s in schemas for n in s.names):
                 try:
                     pa.unify_schemas([pa.schema([s.field(name)]) for s in schemas if name in s.names],
                                      promote_options="permissive")
                 except (pa.ArrowInvalid, pa.ArrowTypeError):
-                    raise _TypeChange(name) from None
+                    mixed += [] if name in self.mixed else [name]
+            if mixed:
+                raise _TypeChange(*mixed) from None
             raise InputError(self.shard.path, f"a column changes type within the file: {e}") from e
         self.exact = {c: _EXACT_TYPES[t] for c, n in numbers.items() if (t := n.exact_type())}
         names = self.order + [n for n in self.schema.names if n not in self.order]
@@ -385,10 +388,10 @@ class _JsonlFile:
         import pyarrow.json as pj
         explicit = dict(zip(self.as_strings.names, self.as_strings.types))
         explicit.update({c: t for c, t in self.exact.items() if t == pa.uint64()})  # Arrow parses these exactly
-        explicit.update(dict.fromkeys(self.as_text, pa.string()))
+        explicit.update(dict.fromkeys(self.mixed, pa.string()))
         keys = None
-        if self.as_text:
-            piece, keys = jsonl.values_as_text(piece, self.as_text)
+        if self.mixed:
+            piece, keys = jsonl.values_as_text(piece, self.mixed)
         schema = pa.schema(sorted(explicit.items()))
         opts = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer") if explicit else None
         # The piece as one block: Arrow (26) infers each block's types alone and, where a field's type changes
@@ -434,7 +437,7 @@ class _JsonlFile:
         change = _TYPE_CHANGE.search(arrow_said)
         if change is not None:
             field, was, now, row = change.groups()
-            if (column := field.split("/")[1]) not in self.as_text:
+            if (column := field.split("/")[1]) not in self.mixed:
                 return _TypeChange(column)
             return InputError(self.shard.path, f"JSON field {field} changes type within the file (from {was} to {now}); "
                               "a column must keep one type", line=first_line + lines.line_of_row(int(row)))
@@ -540,7 +543,7 @@ class ShardReader:
         if self.id_ignored:
             warnings.warn(InputWarning(f"{shard.path}: id {self.id_ignored}: ignored, ids are left null "
                                        "(name the id column explicitly to make this an error)"))
-        for column in sorted(getattr(self._file, "as_text", ())):
+        for column in sorted(getattr(self._file, "mixed", ())):
             warnings.warn(InputWarning(f"{shard.path}: column {column!r} holds values of different JSON types; read as "
                                        "text (a string as itself, any other value as its JSON text)"))
 
