@@ -1322,3 +1322,40 @@ def test_head_texts_stop_at_the_nth_text_and_read_no_line_after_it(tmp_path: Pat
     path.write_bytes(gz.compress(body.encode())[:-2000])  # the stream is cut inside the long fourth line
     assert head_texts(discover([path])[0], "text", 3) == ["t 0", "t 1", "t 2"]
     assert head_texts(discover([path])[0], "text", 0) == []
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.text(max_size=8)
+                     | st.floats(allow_nan=False, allow_infinity=False, width=32),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+                     max_leaves=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(_JSON, min_size=2, max_size=6), spaced=st.booleans(), ascii_only=st.booleans())
+def test_a_mixed_column_reads_each_value_as_written(tmp_path_factory, values, spaced, ascii_only):
+    """Whatever JSON values a column holds, read as text each is: null, a string itself, anything else its text as
+    written (separators and escapes as in the file); the other columns are untouched."""
+    seps = (", ", ": ") if spaced else (",", ":")
+    texts = [json.dumps(v, separators=seps, ensure_ascii=ascii_only) for v in values]
+    path = tmp_path_factory.mktemp("mixed") / "m.jsonl"
+    path.write_text("".join(f'{{"text": "doc {i}",{" " * spaced}"m":{t}, "k": {i}}}\n' for i, t in enumerate(texts)),
+                    encoding="utf-8")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = _read_all(path)
+    kinds = {jsonl_kind(v) for v in values} - {"null"}
+    if len(kinds) > 1:  # a number here, a string or an object there: text
+        assert t.schema.field("m").type == pa.string()
+    if t.schema.field("m").type == pa.string() and kinds - {"string"}:  # read as text (also for a change inside)
+        assert t.column("m").to_pylist() == [None if v is None else v if isinstance(v, str) else s
+                                             for v, s in zip(values, texts)]
+    assert t.column("k").to_pylist() == list(range(len(values)))
+    assert t.column("text").to_pylist() == [f"doc {i}" for i in range(len(values))]
+
+
+def jsonl_kind(v: object) -> str:
+    from dedup.jsonl import json_kind
+
+    return json_kind(v)
