@@ -112,6 +112,10 @@ def json_kind(value: object) -> str:
     return _KIND.get(type(value), type(value).__name__)
 
 
+#: Said of a file whose first line opens a JSON array (:func:`line_problem`).
+ARRAY_FILE = "(a file that is one JSON array is not JSON Lines, one object per line)"
+
+
 def line_problem(line: bytes, first_of_file: bool, text_column: str | None = None) -> str | None:
     """Why ``line`` (without its line feed) is not blank and not one JSON object whose ``text_column`` holds a
     string or null, or None when it is fine.
@@ -133,6 +137,8 @@ def line_problem(line: bytes, first_of_file: bool, text_column: str | None = Non
         return "only whitespace that JSON does not allow (a blank line may hold spaces, tabs and carriage returns only)"
     if s.startswith("\ufeff"):
         return "a byte order mark (U+FEFF) is allowed only at the start of the file"
+    if first_of_file and s.startswith("[") and not s.endswith("]"):  # a JSON array over many lines
+        return f"expected a JSON object, got the start of an array {ARRAY_FILE}"
     try:
         obj = json.loads(s, object_pairs_hook=_no_duplicates, parse_float=_finite)
     except _DuplicateKey as e:
@@ -144,7 +150,8 @@ def line_problem(line: bytes, first_of_file: bool, text_column: str | None = Non
     except (ValueError, RecursionError) as e:
         return f"invalid JSON: {e}"
     if not isinstance(obj, dict):
-        return f"expected a JSON object, got {json_kind(obj)}"
+        array = f" {ARRAY_FILE}" if first_of_file and isinstance(obj, list) else ""
+        return f"expected a JSON object, got {json_kind(obj)}{array}"
     try:  # Python's json accepts "\ud800"; Arrow (and UTF-8) do not
         json.dumps(obj, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:

@@ -304,6 +304,28 @@ def _floating_at(t: pa.DataType, path: jsonl.Path) -> bool:
     return pa.types.is_floating(t)
 
 
+def _valid(col: pa.ChunkedArray) -> bool:
+    try:
+        col.validate(full=True)
+        return True
+    except pa.ArrowInvalid:
+        return False
+
+
+def _null_lists_rebuilt(arr: pa.Array) -> pa.Array:
+    """``arr`` (from pyarrow 26's JSON reader, offset 0) with each list<null> inside rebuilt from its offsets: the
+    reader makes their child shorter than the offsets say (``[null, null]``), which fails validation."""
+    t, mask = arr.type, arr.is_null() if arr.null_count else None
+    if pa.types.is_struct(t):
+        return pa.StructArray.from_arrays([_null_lists_rebuilt(arr.field(i)) for i in range(t.num_fields)],
+                                          fields=list(t), mask=mask)
+    if pa.types.is_list(t):
+        nulls = pa.types.is_null(t.value_type)
+        values = pa.nulls(arr.offsets[-1].as_py()) if nulls else _null_lists_rebuilt(arr.values)
+        return pa.ListArray.from_arrays(arr.offsets, values, type=t, mask=mask)
+    return arr
+
+
 class _TypeChange(Exception):
     """Columns (``args``) whose JSON type changes within the file: to be read as text."""
 
@@ -384,9 +406,10 @@ class _JsonlFile:
             for c, n in found.items():
                 numbers[c].merge(n)
 
-    def _parse(self, piece: bytes) -> pa.Table:
+    def _parse(self, piece: bytes, types: dict[str, pa.DataType] | None = None) -> pa.Table:
+        """``piece`` as Arrow reads it, as one block, with the file's explicit types and ``types``."""
         import pyarrow.json as pj
-        explicit = dict(zip(self.as_strings.names, self.as_strings.types))
+        explicit = {**dict(zip(self.as_strings.names, self.as_strings.types)), **(types or {})}
         explicit.update({c: t for c, t in self.exact.items() if t == pa.uint64()})  # Arrow parses these exactly
         explicit.update(dict.fromkeys(self.mixed, pa.string()))
         keys = None
@@ -418,10 +441,17 @@ class _JsonlFile:
                 if stamped:
                     self.as_strings = pa.unify_schemas([self.as_strings, pa.schema(stamped)])
                     table = self._parse(piece)
-                # Arrow does not check that strings are UTF-8 (the text column's own check names it)
-                for name in table.column_names:
-                    if name != self.empty_columns[0]:
-                        table.column(name).validate(full=True)
+                # Arrow does not check that strings are UTF-8 (the text column's own check names it), and pyarrow 26
+                # drops nulls before a list's first value ([null, 1]: invalid) unless told the list's type
+                broken = {f.name: f.type for f in table.schema if f.name != self.empty_columns[0]
+                          and not _valid(table.column(f.name))}
+                if broken:
+                    table = self._parse(piece, broken).select(table.column_names)
+                for name in broken:
+                    if not _valid(col := table.column(name)):  # list<null>: nulls only, dropped even so
+                        col = pa.chunked_array([_null_lists_rebuilt(c) for c in col.chunks])
+                        col.validate(full=True)
+                        table = table.set_column(table.column_names.index(name), name, col)
             except (pa.ArrowInvalid, UnicodeDecodeError) as e:
                 raise self._bad_line(piece, line, lines, str(e)) from e
             if table.num_rows != lines.rows:
@@ -432,6 +462,9 @@ class _JsonlFile:
         """The error for a piece Arrow cannot read: its first line that is not one JSON object, else the column whose
         type changes (:class:`_TypeChange`; the line, should it be read as text already), else what Arrow said."""
         bad = jsonl.first_problem(piece, first_line, self.empty_columns[0])
+        if bad is not None and bad[1].endswith(jsonl.ARRAY_FILE) and (name := self.shard.path.name).endswith(".json"):
+            return InputError(self.shard.path, f"{bad[1]}; convert it with jq -c '.[]' {name} > {name[:-5]}.jsonl",
+                              line=1)
         if bad is not None:
             return InputError(self.shard.path, bad[1], line=bad[0])
         change = _TYPE_CHANGE.search(arrow_said)

@@ -1359,3 +1359,31 @@ def jsonl_kind(v: object) -> str:
     from dedup.jsonl import json_kind
 
     return json_kind(v)
+
+
+@pytest.mark.parametrize("indent", [None, 4])
+def test_a_json_array_file_is_named_as_such_with_the_way_to_convert_it(tmp_path: Path, indent):
+    """Instruction datasets ship as one JSON array of objects (Alpaca's alpaca_data.json); read as JSON Lines it was
+    'line 1: invalid JSON at column 2: Expecting value' (indented) or 'expected a JSON object, got array'."""
+    path = tmp_path / "alpaca_data.json"
+    path.write_text(json.dumps([{"instruction": "a", "output": "b c d"}] * 3, indent=indent))
+    got = "array" if indent is None else "the start of an array"
+    with raises_naming(path, rf"line 1: expected a JSON object, got {got} \(a file that is one JSON array is not JSON "
+                             r"Lines, one object per line\); convert it with jq -c '\.\[\]' alpaca_data\.json > "
+                             r"alpaca_data\.jsonl$"):
+        reader(discover([path])[0], text="output")
+
+
+def test_lists_starting_with_nulls_are_read(tmp_path: Path):
+    """pyarrow 26's JSON reader drops the nulls before a list's first value, leaving the list's child shorter than its
+    offsets (``[null, false]``, ``[null, null]``, also inside an object or a list): the file was refused with 'Offset
+    invariant failure' (found by the mixed-column property test). Such a column is parsed again with its type given
+    (Arrow then keeps them), a list of nulls only rebuilt from its offsets."""
+    rows = [{"text": "a b", "m": None, "s": {"x": [None]}, "b": [None, False], "o": [None, {"a": 1}]},
+            {"text": "c d", "m": [None, None], "s": {"x": [None, None]}, "b": None, "o": []},
+            {"text": "e f", "m": [], "s": None, "b": [None, None, True], "o": [{"a": None}, None]},
+            {"text": "g h", "m": [None], "s": {"x": None}, "b": [True], "o": None}]
+    t = _read_all(write(tmp_path / "nulls.jsonl", rows))
+    for c in ("m", "s", "b", "o"):
+        assert t.column(c).to_pylist() == [r[c] for r in rows], c
+    assert t.schema.names == ["text", "m", "s", "b", "o"]
