@@ -687,8 +687,10 @@ def head_texts(shard: Shard, text_column: str, n: int) -> list[str]:
 
 
 def _parquet_file(path: Path) -> pq.ParquetFile:
+    """INT96 timestamps (Spark, Hive) in microseconds, Spark's precision: in nanoseconds, pyarrow's default, a date
+    outside 1677-2262 (a 9999-12-31 placeholder) wraps silently."""
     try:
-        return pq.ParquetFile(str(path))
+        return pq.ParquetFile(str(path), coerce_int96_timestamp_unit="us")
     except (pa.ArrowException, OSError) as e:
         raise InputError(path, f"unreadable or corrupt Parquet file: {e}") from e
 

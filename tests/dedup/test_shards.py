@@ -1387,3 +1387,16 @@ def test_lists_starting_with_nulls_are_read(tmp_path: Path):
     for c in ("m", "s", "b", "o"):
         assert t.column(c).to_pylist() == [r[c] for r in rows], c
     assert t.schema.names == ["text", "m", "s", "b", "o"]
+
+
+def test_int96_timestamps_beyond_the_nanosecond_range_keep_their_dates(tmp_path: Path):
+    """Spark and Hive write timestamps as Parquet INT96; pyarrow reads them as nanoseconds by default, whose range
+    (1677-2262) wraps a placeholder date such as 9999-12-31 to 1816-03-29 silently, and the kept shard held the
+    wrapped date. INT96 is now read in microseconds (Spark's own precision)."""
+    import datetime
+
+    dates = [datetime.datetime(9999, 12, 31), datetime.datetime(2020, 1, 1, 12, 0, 0, 123456), None]
+    table = pa.table({"text": ["a b c d", "e f g h", "i j k l"], "ts": pa.array(dates, pa.timestamp("us"))})
+    pq.write_table(table, tmp_path / "spark.parquet", use_deprecated_int96_timestamps=True)
+    t = _read_all(tmp_path / "spark.parquet")
+    assert t.column("ts").to_pylist() == dates
