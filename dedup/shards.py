@@ -314,9 +314,10 @@ def _valid(col: pa.ChunkedArray) -> bool:
 
 def _null_lists_rebuilt(arr: pa.Array) -> pa.Array:
     """``arr`` (from pyarrow 26's JSON reader, offset 0) with each list<null> inside rebuilt from its offsets: the
-    reader makes their child shorter than the offsets say (``[null, null]``), which fails validation."""
+    reader makes their child shorter than the offsets say (``[null, null]``), which fails validation. An object
+    without fields (``{}``) is kept as it is: rebuilt from no children, it would have no rows."""
     t, mask = arr.type, arr.is_null() if arr.null_count else None
-    if pa.types.is_struct(t):
+    if pa.types.is_struct(t) and t.num_fields:
         return pa.StructArray.from_arrays([_null_lists_rebuilt(arr.field(i)) for i in range(t.num_fields)],
                                           fields=list(t), mask=mask)
     if pa.types.is_list(t):

@@ -1400,3 +1400,12 @@ def test_int96_timestamps_beyond_the_nanosecond_range_keep_their_dates(tmp_path:
     pq.write_table(table, tmp_path / "spark.parquet", use_deprecated_int96_timestamps=True)
     t = _read_all(tmp_path / "spark.parquet")
     assert t.column("ts").to_pylist() == dates
+
+
+def test_lists_of_nulls_beside_an_empty_object_are_read(tmp_path: Path):
+    """``{"m": {"a": {}, "b": [null, null]}}``: rebuilding the list of nulls rebuilt the empty object ``a`` from no
+    children, with no rows, and the file was refused: 'Mismatching child array lengths' (found by the JSON Lines
+    property test)."""
+    rows = [{"text": "a b", "m": {"a": {}, "b": [None, None]}}, {"text": "e f", "m": {"a": {}, "b": [None]}}]
+    t = _read_all(write(tmp_path / "empty.jsonl", rows))
+    assert t.column("m").to_pylist() == [r["m"] for r in rows]
