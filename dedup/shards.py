@@ -327,6 +327,12 @@ def _null_lists_rebuilt(arr: pa.Array) -> pa.Array:
     return arr
 
 
+def _holds_null_list(t: pa.DataType) -> bool:
+    """Whether a column of type ``t`` holds a list<null> (whose casts pyarrow 26 gets wrong), at any depth."""
+    return (pa.types.is_list(t) and pa.types.is_null(t.value_type)) or any(
+        _holds_null_list(t.field(i).type) for i in range(t.num_fields))
+
+
 class _TypeChange(Exception):
     """Columns (``args``) whose JSON type changes within the file: to be read as text."""
 
@@ -492,10 +498,13 @@ class _JsonlFile:
                     cols.append(col)
                 else:
                     try:
-                        cols.append(col.cast(f.type))
+                        col = col.cast(f.type)
                     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
                         raise InputError(self.shard.path, f"column {f.name!r} is {col.type} from this line on, but "
                                          f"{f.type} elsewhere in the file: {e}", line=line) from e
+                    if _holds_null_list(f.type) and not _valid(col):  # pyarrow 26 casts list<null> to a short one
+                        col = pa.chunked_array([_null_lists_rebuilt(c) for c in col.chunks], f.type)
+                    cols.append(col)
             yield from pa.Table.from_arrays(cols, schema=self.schema).to_batches(max_chunksize=batch_rows)
 
 
