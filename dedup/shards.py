@@ -30,6 +30,7 @@ columns keep Arrow's types. An integer beyond 2^53 inside a list or object is re
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import warnings
@@ -327,6 +328,22 @@ def _null_lists_rebuilt(arr: pa.Array) -> pa.Array:
     return arr
 
 
+def _column_of(field: str, line: bytes) -> str:
+    """The top-level key of ``line`` (the JSON object where Arrow saw the change) that Arrow's ``field`` lies in:
+    Arrow joins the keys with ``/`` (``[]`` for a list's items) without escaping them, so ``/a/b`` is ``{"a/b": ..}``
+    or ``{"a": {"b": ..}}``; the key whose value holds the rest of the path."""
+    def holds(value: object, rest: str) -> bool:
+        if not rest:
+            return True
+        if isinstance(value, list):
+            return rest.startswith("/[]") and any(holds(v, rest[3:]) for v in value)
+        return isinstance(value, dict) and any(holds(v, rest[len(k) + 1:]) for k, v in value.items()
+                                               if rest == f"/{k}" or rest.startswith(f"/{k}/"))
+
+    obj = json.loads(line.decode("utf-8").lstrip("\ufeff"))
+    return next((k for k, v in obj.items() if holds({k: v}, field)), field.split("/")[1])
+
+
 def _holds_null_list(t: pa.DataType) -> bool:
     """Whether a column of type ``t`` holds a list<null> (whose casts pyarrow 26 gets wrong), at any depth."""
     return (pa.types.is_list(t) and pa.types.is_null(t.value_type)) or any(
@@ -477,10 +494,11 @@ class _JsonlFile:
         change = _TYPE_CHANGE.search(arrow_said)
         if change is not None:
             field, was, now, row = change.groups()
-            if (column := field.split("/")[1]) not in self.mixed:
+            at = lines.line_of_row(int(row))
+            if (column := _column_of(field, piece.split(b"\n")[at])) not in self.mixed:
                 return _TypeChange(column)
             return InputError(self.shard.path, f"JSON field {field} changes type within the file (from {was} to {now}); "
-                              "a column must keep one type", line=first_line + lines.line_of_row(int(row)))
+                              "a column must keep one type", line=first_line + at)
         return InputError(self.shard.path, f"cannot read JSON Lines (in the piece from line {first_line}): {arrow_said}")
 
     def batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
