@@ -380,8 +380,10 @@ class _JsonlFile:
         schemas = []
         self.order: list[str] | None = None  # the first piece's columns as Arrow read them alone (explicit ones first)
         self.num_rows = 0
+        refused = None  # (line, why) of the first integer a float64 would round inside a list or object
         for line, piece, table in self._parsed():
-            self._note_numbers(numbers, line, piece, table)
+            bad = self._note_numbers(numbers, line, piece, table)
+            refused = refused or bad
             schemas.append(table.schema)
             self.num_rows += table.num_rows
         if self.num_rows == 0:
@@ -400,14 +402,18 @@ class _JsonlFile:
             if mixed:
                 raise _TypeChange(*mixed) from None
             raise InputError(self.shard.path, f"a column changes type within the file: {e}") from e
+        if refused is not None:  # (only now: a column whose type changes in a later piece is read as text instead)
+            raise InputError(self.shard.path, refused[1], line=refused[0])
         self.exact = {c: _EXACT_TYPES[t] for c, n in numbers.items() if (t := n.exact_type())}
         names = self.order + [n for n in self.schema.names if n not in self.order]
         self.schema = pa.schema([pa.field(n, self.exact[n]) if n in self.exact else self.schema.field(n) for n in names],
                                 metadata=self.schema.metadata)
 
-    def _note_numbers(self, numbers: dict[str, jsonl.Numbers], line: int, piece: bytes, table: pa.Table) -> None:
+    def _note_numbers(self, numbers: dict[str, jsonl.Numbers], line: int, piece: bytes, table: pa.Table
+                      ) -> tuple[int, str] | None:
         """Add what ``table`` (the piece as Arrow reads it) says about its numbers to ``numbers``; look at the JSON
-        text only where Arrow may have rounded."""
+        text only where Arrow may have rounded. Return the (line, why) of an integer inside a list or object that
+        Arrow read as a float64 and rounded, or None."""
         top, nested = set(), set()
         for f in table.schema:
             col = table.column(f.name)
@@ -425,10 +431,10 @@ class _JsonlFile:
         if top or nested:
             _, found, bad = jsonl.number_texts(piece, line, top, nested,
                                                lambda c, path: _floating_at(table.schema.field(c).type, path))
-            if bad is not None:
-                raise InputError(self.shard.path, bad[1], line=bad[0])
             for c, n in found.items():
                 numbers[c].merge(n)
+            return bad
+        return None
 
     def _parse(self, piece: bytes, types: dict[str, pa.DataType] | None = None) -> pa.Table:
         """``piece`` as Arrow reads it, as one block, with the file's explicit types and ``types``."""

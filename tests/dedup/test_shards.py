@@ -1433,3 +1433,19 @@ def test_a_key_holding_a_slash_whose_type_changes_is_read_as_text(tmp_path: Path
     assert sorted(str(w.message).split(": column ")[1].split(" holds")[0] for w in caught) == ["'a'", "'a/b'"]
     assert t.column("a/b").to_pylist() == ["1", "x"]
     assert t.column("a").to_pylist() == ['{"b/c": [1]}', '{"b/c": ["y"]}']
+
+
+@pytest.mark.parametrize("pieces", [None, 16])
+def test_a_big_integer_inside_a_list_of_a_column_read_as_text_is_kept_whatever_the_pieces(tmp_path: Path,
+                                                                                          monkeypatch, pieces):
+    """``[2^63]`` on line 1, a number on line 2: the column changes type, so it is read as text and nothing is
+    rounded. In one piece it was; in pieces of a line the first was refused ('holds the integer 9223372036854775808
+    inside a list or object') before the second showed the change (found by the JSON Lines property test)."""
+    import dedup.shards
+
+    if pieces:
+        monkeypatch.setattr(dedup.shards, "JSONL_CHUNK_BYTES", pieces)
+    path = _jsonl_file(tmp_path, [b'{"text": "a", "m": [9223372036854775808]}', b'{"text": "b", "m": 9007199254740993}'])
+    with pytest.warns(UserWarning, match="column 'm' holds values of different JSON types"):
+        t = _read_all(path)
+    assert t.column("m").to_pylist() == ["[9223372036854775808]", "9007199254740993"]
