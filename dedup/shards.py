@@ -254,16 +254,17 @@ def _magnitude(values: pa.Array | pa.ChunkedArray) -> float:
     return max(abs(lo or 0.0), abs(hi or 0.0))
 
 
-def _float_leaves(values: pa.Array | pa.ChunkedArray) -> Iterator[pa.Array]:
+def _float_leaves(values: pa.Array | pa.ChunkedArray, leaf=pa.types.is_floating) -> Iterator[pa.Array]:
+    """The float arrays (or those of types ``leaf`` says) inside ``values``, at any depth."""
     for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
         t = chunk.type
-        if pa.types.is_floating(t):
+        if leaf(t):
             yield chunk
         elif pa.types.is_list(t) or pa.types.is_large_list(t):
-            yield from _float_leaves(chunk.flatten())
+            yield from _float_leaves(chunk.flatten(), leaf)
         elif pa.types.is_struct(t):
             for child in chunk.flatten():
-                yield from _float_leaves(child)
+                yield from _float_leaves(child, leaf)
 
 
 def _stamps_as_strings(t: pa.DataType) -> pa.DataType | None:
@@ -344,6 +345,11 @@ def _column_of(field: str, line: bytes) -> str:
     return next((k for k, v in obj.items() if holds({k: v}, field)), field.split("/")[1])
 
 
+def _holds_float(t: pa.DataType) -> bool:
+    """Whether a column of type ``t`` holds floats, at any depth."""
+    return pa.types.is_floating(t) or any(_holds_float(t.field(i).type) for i in range(t.num_fields))
+
+
 def _holds_null_list(t: pa.DataType) -> bool:
     """Whether a column of type ``t`` holds a list<null> (whose casts pyarrow 26 gets wrong), at any depth."""
     return (pa.types.is_list(t) and pa.types.is_null(t.value_type)) or any(
@@ -361,7 +367,8 @@ class _JsonlFile:
     they are) and the columns whose numbers it would round, and unifies the pieces' schemas (permissive: null -> any,
     int -> double, new columns); a column whose type changes within a piece or between pieces joins :attr:`mixed`
     and the pass starts again. :meth:`batches` parses the pieces again and conforms each to the schema: memory of one
-    piece. Numbers cost one Python parse of a piece only where Arrow produced a float of magnitude 2^53 or more.
+    piece. Numbers cost one Python parse of a piece only where Arrow produced a float of magnitude 2^53 or more (or,
+    inside a list or object, an int64 that the file's schema makes a float64).
     """
 
     def __init__(self, shard: Shard, empty_columns: tuple[str, ...]):
@@ -381,8 +388,9 @@ class _JsonlFile:
         self.order: list[str] | None = None  # the first piece's columns as Arrow read them alone (explicit ones first)
         self.num_rows = 0
         refused = None  # (line, why) of the first integer a float64 would round inside a list or object
+        big_inside: dict[str, list[int]] = defaultdict(list)  # column -> first lines of pieces with such an int64
         for line, piece, table in self._parsed():
-            bad = self._note_numbers(numbers, line, piece, table)
+            bad = self._note_numbers(numbers, line, piece, table, big_inside)
             refused = refused or bad
             schemas.append(table.schema)
             self.num_rows += table.num_rows
@@ -408,12 +416,26 @@ class _JsonlFile:
         names = self.order + [n for n in self.schema.names if n not in self.order]
         self.schema = pa.schema([pa.field(n, self.exact[n]) if n in self.exact else self.schema.field(n) for n in names],
                                 metadata=self.schema.metadata)
+        self._refuse_rounded_inside(big_inside)
 
-    def _note_numbers(self, numbers: dict[str, jsonl.Numbers], line: int, piece: bytes, table: pa.Table
-                      ) -> tuple[int, str] | None:
-        """Add what ``table`` (the piece as Arrow reads it) says about its numbers to ``numbers``; look at the JSON
-        text only where Arrow may have rounded. Return the (line, why) of an integer inside a list or object that
-        Arrow read as a float64 and rounded, or None."""
+    def _refuse_rounded_inside(self, big_inside: dict[str, list[int]]) -> None:
+        """Refuse, naming its line, an integer beyond 2^53 inside a list or object that a piece read as an int64
+        but the file's schema holds as a float64 (a fraction there in another piece): the cast would round it."""
+        rounding = {c for c in big_inside if _holds_float(self.schema.field(c).type)}
+        pieces = sorted({line for c in rounding for line in big_inside[c]})
+        for line, piece, _ in _jsonl_pieces(self.shard) if pieces else ():
+            if line in pieces:
+                bad = jsonl.number_texts(piece, line, set(), rounding,
+                                         lambda c, path: _floating_at(self.schema.field(c).type, path))[2]
+                if bad is not None:
+                    raise InputError(self.shard.path, bad[1], line=bad[0])
+
+    def _note_numbers(self, numbers: dict[str, jsonl.Numbers], line: int, piece: bytes, table: pa.Table,
+                      big_inside: dict[str, list[int]]) -> tuple[int, str] | None:
+        """Add what ``table`` (the piece as Arrow reads it) says about its numbers to ``numbers``, and ``line`` to
+        ``big_inside`` of each column with an int64 beyond 2^53 inside a list or object; look at the JSON text only
+        where Arrow may have rounded. Return the (line, why) of an integer inside a list or object that Arrow read as
+        a float64 and rounded, or None."""
         top, nested = set(), set()
         for f in table.schema:
             col = table.column(f.name)
@@ -426,8 +448,11 @@ class _JsonlFile:
                     top.add(f.name)
                 else:  # float64 without an integer beyond int64: a fraction or an exponent is there
                     numbers[f.name].fraction = True
-            elif pa.types.is_nested(f.type) and any(_magnitude(v) >= jsonl.EXACT_IN_DOUBLE for v in _float_leaves(col)):
-                nested.add(f.name)
+            elif pa.types.is_nested(f.type):
+                if any(_magnitude(v) >= jsonl.EXACT_IN_DOUBLE for v in _float_leaves(col)):
+                    nested.add(f.name)
+                if any(_magnitude(v) > jsonl.EXACT_IN_DOUBLE for v in _float_leaves(col, pa.types.is_integer)):
+                    big_inside[f.name].append(line)
         if top or nested:
             _, found, bad = jsonl.number_texts(piece, line, top, nested,
                                                lambda c, path: _floating_at(table.schema.field(c).type, path))

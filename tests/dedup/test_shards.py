@@ -1449,3 +1449,18 @@ def test_a_big_integer_inside_a_list_of_a_column_read_as_text_is_kept_whatever_t
     with pytest.warns(UserWarning, match="column 'm' holds values of different JSON types"):
         t = _read_all(path)
     assert t.column("m").to_pylist() == ["[9223372036854775808]", "9007199254740993"]
+
+
+def test_a_big_integer_inside_a_list_with_a_fraction_in_another_piece_is_refused_naming_its_line(tmp_path: Path,
+                                                                                                monkeypatch):
+    """``[2^53 + 1]`` on line 2 and ``[0.5]`` on line 4, in pieces of two lines: the first piece read it as an int64,
+    the file's schema holds float64 there, and the read failed later with Arrow's cast error naming line 1, the
+    piece's first ('column 'm' is list<item: int64> from this line on, ...'; found by the JSON Lines property test).
+    It is refused as one in a single piece is, naming its line, before any row is read."""
+    import dedup.shards
+
+    monkeypatch.setattr(dedup.shards, "JSONL_CHUNK_BYTES", 70)
+    path = _jsonl_file(tmp_path, [b'{"text": "a", "m": [1]}', b'{"text": "b", "m": [9007199254740993]}',
+                                  b'{"text": "c", "m": [2]}', b'{"text": "d", "m": [0.5]}'])
+    with raises_naming(path, r"line 2: column 'm' holds the integer 9007199254740993 inside a list or object"):
+        reader(discover([path])[0])
