@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -1445,7 +1446,8 @@ def test_a_big_integer_inside_a_list_of_a_column_read_as_text_is_kept_whatever_t
 
     if pieces:
         monkeypatch.setattr(dedup.shards, "JSONL_CHUNK_BYTES", pieces)
-    path = _jsonl_file(tmp_path, [b'{"text": "a", "m": [9223372036854775808]}', b'{"text": "b", "m": 9007199254740993}'])
+    path = _jsonl_file(tmp_path, [b'{"text": "a", "m": [9223372036854775808]}',
+                                  b'{"text": "b", "m": 9007199254740993}'])
     with pytest.warns(UserWarning, match="column 'm' holds values of different JSON types"):
         t = _read_all(path)
     assert t.column("m").to_pylist() == ["[9223372036854775808]", "9007199254740993"]
@@ -1464,3 +1466,217 @@ def test_a_big_integer_inside_a_list_with_a_fraction_in_another_piece_is_refused
                                   b'{"text": "c", "m": [2]}', b'{"text": "d", "m": [0.5]}'])
     with raises_naming(path, r"line 2: column 'm' holds the integer 9007199254740993 inside a list or object"):
         reader(discover([path])[0])
+
+
+# ------------------------------------------------------------ JSON Lines as corpora write it, against json.loads
+
+_BIG_INTS = [2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, -(2**53) - 1, 10**30]
+_DATES = ["2024-01-01", "2024-01-01T12:30:00", "2024-01-01 12:30:00", "2024-01-01T12:30:00Z", "1999-12-31T23:59:59.5",
+          "2024-01-01T12:30:00+02:00", "1999", "12:30:00", "2024-13-45"]
+_ODD = ['"', "\\", "\n\t\r", "\u2028", "é", "😀", "\x00", "\x7f", "/", "</script>", ""]
+_STRINGS = st.text(max_size=6) | st.sampled_from(_DATES + _ODD)
+_KEYS = ["a", "b", "ké", "", "a.b", "x/y", 'q"k', "Ü", "n"]
+_LEAVES = {"bool": st.booleans(), "int": st.integers(-2**53, 2**53) | st.sampled_from([0, -1, 2**31, 2**53]),
+           "float": st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from([0.5, -0.0, 1e300, 5e-324]),
+           "str": _STRINGS, "date": st.sampled_from(_DATES), "big": st.sampled_from(_BIG_INTS)}
+_LEAVES["num"] = _LEAVES["int"] | _LEAVES["float"]
+_LEAVES["bignum"] = _LEAVES["big"] | _LEAVES["num"]
+_LEAVES["any"] = _JSON
+#: A column's shape: a leaf kind, or ("list", shape), or ("struct", {key: shape}); "big" (integers beyond 2^53) and
+#: "any" (any JSON: the column is likely read as text) may sit anywhere.
+_SHAPES = st.recursive(st.sampled_from(sorted(_LEAVES)),
+                       lambda inner: st.tuples(st.just("list"), inner)
+                       | st.dictionaries(st.sampled_from(_KEYS), inner, max_size=3).map(lambda d: ("struct", d)),
+                       max_leaves=4)
+
+
+def _values(shape) -> st.SearchStrategy:
+    """Values of ``shape``, null anywhere, objects with varying keys in varying order, lists with nulls anywhere."""
+    if isinstance(shape, str):
+        base = _LEAVES[shape]
+    elif shape[0] == "list":
+        base = st.lists(st.none() | _values(shape[1]), max_size=4)
+    else:
+        base = st.fixed_dictionaries({}, optional={k: _values(s) for k, s in shape[1].items()}).flatmap(
+            lambda d: st.permutations(list(d.items())).map(dict))
+    return st.none() | base | base | base
+
+
+class _Conflict(Exception):
+    pass
+
+
+def _jtype(v):
+    """The type Arrow reads a JSON value as, in a model: None (null), a leaf kind, ("list", t) or ("struct", {k: t})."""
+    if v is None:
+        return None
+    if isinstance(v, (bool, str)):
+        return type(v).__name__
+    if isinstance(v, (int, float)):
+        return type(v).__name__
+    if isinstance(v, list):
+        t = None
+        for x in v:
+            t = _unify(t, _jtype(x))
+        return ("list", t)
+    return ("struct", {k: _jtype(x) for k, x in v.items()})
+
+
+def _unify(a, b):
+    """The documented unification: null goes with any type, ints and floats are floats, objects take every key."""
+    if a is None or b is None:
+        return b if a is None else a
+    if isinstance(a, str) and isinstance(b, str) and {a, b} <= {"int", "float"}:
+        return "float" if "float" in (a, b) else "int"
+    if isinstance(a, tuple) and isinstance(b, tuple) and a[0] == b[0] == "list":
+        return ("list", _unify(a[1], b[1]))
+    if isinstance(a, tuple) and isinstance(b, tuple) and a[0] == b[0] == "struct":
+        return ("struct", {k: _unify(a[1].get(k), b[1].get(k)) for k in {**a[1], **b[1]}})
+    if a == b:
+        return a
+    raise _Conflict
+
+
+def _conform(v, t):
+    """``v`` as a column of unified type ``t`` holds it: ints as floats in a float column, missing keys null."""
+    if v is None:
+        return None
+    if t == "float":
+        return float(v)
+    if isinstance(t, tuple) and t[0] == "list":
+        return [_conform(x, t[1]) for x in v]
+    if isinstance(t, tuple):
+        return {k: _conform(v.get(k), s) for k, s in t[1].items()}
+    return v
+
+
+def _ints_at(v, path=()):
+    """(path, int) of each integer inside lists and objects (path: keys, None for a list item)."""
+    if isinstance(v, dict):
+        for k, x in v.items():
+            yield from _ints_at(x, (*path, k))
+    elif isinstance(v, list):
+        for x in v:
+            yield from _ints_at(x, (*path, None))
+    elif isinstance(v, int) and not isinstance(v, bool) and path:
+        yield path, v
+
+
+def _same(a, b) -> bool:
+    """Equal, and of the same Python types all the way down (1 is not 1.0, True is not 1)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@st.composite
+def _corpora(draw):
+    """(file bytes, the rows' values and JSON texts as written, each row's 1-based line) of a JSON Lines file."""
+    columns = draw(st.lists(st.sampled_from(["meta", "score", "tags", "ké", "a.b", "x/y", "", "url"]), unique=True,
+                            min_size=1, max_size=4))
+    shapes = {c: draw(_SHAPES | st.sampled_from(["big", "bignum", "any"])) for c in columns}
+    others = {c: draw(st.none() | st.none() | _SHAPES) for c in columns}  # another shape on some lines: text
+    seps = draw(st.sampled_from([(",", ":"), (", ", ": "), (" ,\t", " :  ")]))
+    ascii_only, bom, final_newline = draw(st.booleans()), draw(st.booleans()), draw(st.booleans())
+    rows, written, row_lines, lines = [], [], [], []
+    for _ in range(draw(st.integers(2, 8))):
+        lines += draw(st.lists(st.sampled_from(["", " ", "\t", "\r", " \t "]), max_size=1))  # blank lines
+        row = {"text": draw(st.none() | _STRINGS | _STRINGS)}
+        row |= {c: draw(_values(others[c] if others[c] and draw(st.booleans()) else shapes[c]))
+                for c in columns if draw(st.integers(0, 3))}  # keys missing, late
+        row = dict(draw(st.permutations(list(row.items()))))
+        texts = {k: json.dumps(v, separators=seps, ensure_ascii=ascii_only) for k, v in row.items()}
+        pad = draw(st.sampled_from(["", " ", "\t"]))
+        members = seps[0].join(json.dumps(k, ensure_ascii=ascii_only) + seps[1] + t for k, t in texts.items())
+        lines.append(draw(st.sampled_from(["", " "])) + "{" + pad + members + pad + "}")
+        rows.append(row), written.append(texts), row_lines.append(len(lines))
+    ends = draw(st.lists(st.sampled_from(["\n", "\r\n"]), min_size=len(lines), max_size=len(lines)))
+    data = "".join(line + end for line, end in zip(lines, ends))
+    if not final_newline:
+        data = data[: -len(ends[-1])]
+    return (b"\xef\xbb\xbf" if bom else b"") + data.encode("utf-8"), rows, written, row_lines
+
+
+@settings(max_examples=300, deadline=None)
+@given(corpus=_corpora(), pieces=st.sampled_from([16, 64, 256, 32 << 20]))
+def test_jsonl_reads_every_value_as_json_loads_does_under_the_documented_rules(tmp_path_factory, corpus, pieces):
+    """A differential test of the JSON Lines reader against Python's json on files shaped like real corpora's (a text
+    column and metadata: nested objects with varying keys, lists with nulls anywhere, ints and floats, integers beyond
+    2^53 and int64, unicode and escapes, date-like strings; blank lines, CRLF, a byte order mark, several pieces), then
+    through Parquet, as kept shards are written. The rules: a column whose JSON type changes (deep inside too) is text,
+    a string itself and any other value its JSON text as written; ints in a column with floats are floats; a missing
+    key is null; date-like strings stay strings; a top-level column of integers beyond int64 is uint64, or the numbers'
+    text when some are negative, fractional or beyond uint64 (also integers beyond 2^53 with fractions); an integer
+    beyond 2^53 inside a list or object where float64 would hold it is refused naming a line that holds one."""
+    import warnings
+
+    import dedup.shards
+
+    data, rows, written, row_lines = corpus
+    path = tmp_path_factory.mktemp("corpus") / "c.jsonl"
+    path.write_bytes(data)
+    body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    assert [json.loads(line) for line in body.split(b"\n") if line.strip(b" \t\r")] == rows  # the file is as meant
+
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    types, expected, refusing = {}, {}, set()
+    for c in names:
+        values = [r.get(c) for r in rows]
+        try:
+            t = None
+            for v in values:
+                t = _unify(t, _jtype(v))
+        except _Conflict:  # read as text
+            expected[c] = [None if v is None else v if isinstance(v, str) else w.get(c)
+                           for v, w in zip(values, written)]
+            continue
+        types[c] = t
+        ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+        outside = [v for v in ints if not -(2**63) <= v < 2**63]
+        if t in ("int", "float") and (outside or t == "float" and any(abs(v) > 2**53 for v in ints)):
+            exact_uint64 = t == "int" and all(0 <= v < 2**64 for v in ints)
+            expected[c] = values if exact_uint64 else [None if v is None else w[c] for v, w in zip(values, written)]
+        else:
+            expected[c] = [_conform(v, t) for v in values]
+        at = defaultdict(list)  # path -> [(line, int)]
+        for line, v in zip(row_lines, values):
+            for p, i in _ints_at(v):
+                at[p].append((line, i))
+        for p, found in at.items():
+            leaf = t
+            for key in p:
+                leaf = leaf[1] if key is None else leaf[1][key]
+            if leaf == "float" or any(not -(2**63) <= i < 2**63 for _, i in found):  # float64 holds them
+                refusing |= {line for line, i in found if abs(i) > 2**53}
+
+    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mp.setattr(dedup.shards, "JSONL_CHUNK_BYTES", pieces)
+        try:
+            table = _read_all(path, id_column=None)
+        except InputError as e:
+            assert refusing and "inside a list or object" in e.message and e.line in refusing, (e, refusing)
+            return
+    assert not refusing, refusing
+    said = {str(w.message).split(": column ")[1].split(" holds")[0] for w in caught
+            if "different JSON" in str(w.message)}
+    assert said == {repr(c) for c in names if c not in types}
+    assert sorted(table.column_names) == sorted(names) and table.num_rows == len(rows) == count_rows(discover([path]))
+    for c in names:
+        got = table.column(c).to_pylist()
+        assert all(_same(g, e) for g, e in zip(got, expected[c])), (c, types.get(c), got, expected[c])
+
+    def fieldless(t: pa.DataType) -> bool:  # Parquet cannot write an object without fields (documented)
+        return (pa.types.is_struct(t) and t.num_fields == 0) or any(fieldless(t.field(i).type)
+                                                                    for i in range(t.num_fields))
+
+    if not any(fieldless(f.type) for f in table.schema):
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        back = pq.read_table(pa.BufferReader(sink.getvalue()))
+        assert back.schema.remove_metadata() == table.schema.remove_metadata()
+        assert all(_same(a, b) for a, b in zip(back.to_pylist(), table.to_pylist()))
