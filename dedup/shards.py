@@ -24,7 +24,8 @@ JSON numbers are never rounded (float64 holds integers exactly only up to 2^53).
 integer beyond int64 (a uint64 hash id, say) is read as uint64 when every number
 in it, over the whole file, is an integer in [0, 2^64), else as strings: each number's JSON text as written (``"-1"``,
 ``"2.5"``); so is an int64 column whose integers beyond 2^53 fractions elsewhere in it would round (float64). Other
-columns keep Arrow's types. An integer beyond 2^53 inside a list or object is refused with its line.
+columns keep Arrow's types. An integer beyond 2^53 inside a list or object is refused with its line, unless its
+column is read as text (its type changes over the file).
 """
 
 from __future__ import annotations
