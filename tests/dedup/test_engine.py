@@ -155,14 +155,16 @@ def test_progress_counts_against_the_input_rows_not_the_capacity(tmp_path):
     """With --capacity (filters sized for a corpus that will grow) the progress total was the
     capacity: a 3-row run reported 3 of 1,000,000,000 rows, so the CLI showed 0% and an ETA of
     hours. Parquet's row count is in its metadata; JSONL's would cost a pass, so with a
-    capacity a JSONL run reports no total (and the CLI no percentage) rather than a wrong one."""
+    capacity a JSONL run reports no total (and the CLI no percentage) rather than a wrong one.
+    A capacity of 10**6, not 10**9: any capacity other than the row count tells the two totals
+    apart, and filters sized for 10**9 documents took ~3 s a run to allocate."""
     from pipelines.progress import ProgressLine
 
     pq.write_table(pa.table({"text": ["a b c", "d e f", "g h i"]}), tmp_path / "a.parquet")
     (tmp_path / "b.jsonl").write_text('{"text": "x y z"}\n')
     for inputs, want in (([tmp_path / "a.parquet"], 3), ([tmp_path / "a.parquet", tmp_path / "b.jsonl"], None)):
         seen = []
-        dedup_files(inputs, tmp_path / f"o{len(inputs)}", DedupConfig(capacity=10**9), progress=seen.append)
+        dedup_files(inputs, tmp_path / f"o{len(inputs)}", DedupConfig(capacity=10**6), progress=seen.append)
         assert {s["total_rows"] for s in seen} == {want}, seen
     line = ProgressLine("dedup")
     line.stream, line.tty = io.StringIO(), False
