@@ -626,7 +626,9 @@ def _sleep(seconds: float) -> float:
 def test_the_wait_for_running_tasks_ends_at_once_when_the_scheduler_is_gone():
     """The wait after a failed fetch asks the workers, through the scheduler, what still runs. With
     the scheduler gone, that question blocked for the client's reconnection timeout (~30 s) before
-    the error was raised; a client that is not connected has no one to ask."""
+    the error was raised; a client that is not connected has no one to ask. The tasks sleep 3 s
+    (5 s before): still running when _stop is called (~0.5 s after they start), and the cluster's
+    close waits for them to end."""
     import time
 
     import dask
@@ -636,7 +638,7 @@ def test_the_wait_for_running_tasks_ends_at_once_when_the_scheduler_is_gone():
 
     with LocalCluster(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
-        futures = [client.submit(_sleep, 5, key=f"sketch-t-{i}", pure=False) for i in range(2)]
+        futures = [client.submit(_sleep, 3, key=f"sketch-t-{i}", pure=False) for i in range(2)]
         time.sleep(0.5)
         cluster.sync(cluster.scheduler.close)
         deadline = time.monotonic() + 10
