@@ -136,15 +136,15 @@ def _band_files(index: Path) -> dict[str, bytes]:
 
 def test_f2_resume_after_another_run_updated_the_index_keeps_every_key(tmp_path, gen):
     b1, b2, b3 = (batch(tmp_path, gen, f"b{i + 1}", i) for i in range(3))
-    idx = tmp_path / "I"
+    idx, ref = tmp_path / "I", tmp_path / "R"
     dedup(b1, tmp_path / "o1", "--index-dir", idx, *STAGED)
+    shutil.copytree(idx, ref)  # the reference's first batch: the same run's index (a second run made the same bytes)
     killed = dedup(b2, tmp_path / "o2", "--index-dir", idx, *STAGED, env={"MEMDEDUP_KILL_AT": "band:4"}, ok=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     dedup(b3, tmp_path / "o3", "--index-dir", idx, *STAGED)
     dedup(b2, tmp_path / "o2", "--index-dir", idx, *STAGED)  # the resume
-    # the same index built in the order the runs completed: b1, b3, b2
-    ref = tmp_path / "R"
-    for b, o in ((b1, "r1"), (b3, "r3"), (b2, "r2")):
+    # the same index built in the order the runs completed: b1 (copied above), b3, b2
+    for b, o in ((b3, "r3"), (b2, "r2")):
         dedup(b, tmp_path / o, "--index-dir", ref, *STAGED)
     assert _band_files(idx) == _band_files(ref)
     assert snapshot(tmp_path / "o2" / "kept") == snapshot(tmp_path / "r2" / "kept")
@@ -453,8 +453,8 @@ def test_fused_sigkill_then_rerun(tmp_path, gen, rerun):
 def test_index_dir_sigkill_at_each_stage_then_rerun(tmp_path, gen, kill_at):
     b1, b2 = batch(tmp_path, gen, "b1", 0), batch(tmp_path, gen, "b2", 1, 2)
     idx, ref = tmp_path / "I", tmp_path / "R"
-    for index in (idx, ref):
-        dedup(b1, tmp_path / f"first-{index.name}", "--index-dir", index, *STAGED)
+    dedup(b1, tmp_path / "first", "--index-dir", idx, *STAGED)
+    shutil.copytree(idx, ref)  # the reference starts from the same index (a second run of b1 made the same bytes)
     killed = dedup(b2, tmp_path / "o2", "--index-dir", idx, *STAGED, env={"MEMDEDUP_KILL_AT": kill_at}, ok=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     dedup(b2, tmp_path / "o2", "--index-dir", idx, *STAGED)
