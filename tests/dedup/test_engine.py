@@ -157,7 +157,7 @@ def test_progress_counts_against_the_input_rows_not_the_capacity(tmp_path):
     hours. Parquet's row count is in its metadata; JSONL's would cost a pass, so with a
     capacity a JSONL run reports no total (and the CLI no percentage) rather than a wrong one.
     A capacity of 10**6, not 10**9: any capacity other than the row count tells the two totals
-    apart, and filters sized for 10**9 documents took ~3 s a run to allocate."""
+    apart, and filters sized for 10**9 documents took ~5 s a run to allocate."""
     from pipelines.progress import ProgressLine
 
     pq.write_table(pa.table({"text": ["a b c", "d e f", "g h i"]}), tmp_path / "a.parquet")
