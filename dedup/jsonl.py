@@ -297,7 +297,7 @@ def values_as_text(piece: bytes, columns: frozenset[str]) -> tuple[bytes, list[s
                     spans.append((i, end))
                 i = _SPACE.match(line, end).end()
                 i = _SPACE.match(line, i + 1).end() if line[i:i + 1] == "," else i
-        except (ValueError, IndexError):  # not one JSON object: the reader names the line
+        except (ValueError, IndexError, RecursionError):  # not one JSON object: the reader names the line
             spans = []
         for start, end in reversed(spans):
             line = line[:start] + json.dumps(line[start:end], ensure_ascii=False) + line[end:]

@@ -1468,6 +1468,23 @@ def test_a_big_integer_inside_a_list_with_a_fraction_in_another_piece_is_refused
         reader(discover([path])[0])
 
 
+_CHANGED = [b'{"text": "a", "m": 1}', b'{"text": "b", "m": "x"}']  # m changes type within the first two lines
+
+
+@pytest.mark.parametrize("pieces", [None, 16, len(b"\n".join(_CHANGED)) + 1])
+def test_a_line_nested_beyond_pythons_recursion_limit_beside_a_column_read_as_text_is_refused(tmp_path: Path,
+                                                                                               monkeypatch, pieces):
+    """Line 3's ``d`` is a list 1500 deep, in a file whose ``m`` is read as text: picking out ``m``'s values
+    decoded ``d`` in Python, and its RecursionError ended the read in a traceback, not an InputError."""
+    import dedup.shards
+
+    if pieces:
+        monkeypatch.setattr(dedup.shards, "JSONL_CHUNK_BYTES", pieces)
+    path = _jsonl_file(tmp_path, [*_CHANGED, b'{"text": "c", "d": ' + b"[" * 1500 + b"]" * 1500 + b"}"])
+    with raises_naming(path, "line 3|nested 1500 levels deep"):
+        _read_all(path)
+
+
 # ------------------------------------------------------------ JSON Lines as corpora write it, against json.loads
 
 _BIG_INTS = [2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, -(2**53) - 1, 10**30]
