@@ -269,6 +269,8 @@ def _big_ints_inside(value: object, path: Path) -> Iterator[tuple[Path, str]]:
 
 
 _DECODER = json.JSONDecoder()
+#: Decodes a value as :func:`line_problem` does: a key twice in an object or a number beyond a double is a ValueError.
+_STRICT = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_float=_finite)
 _SPACE = re.compile(r"[ \t\r]*")
 
 
@@ -276,8 +278,9 @@ def values_as_text(piece: bytes, columns: frozenset[str]) -> tuple[bytes, list[s
     """``piece`` with each top-level value of ``columns`` that is not a string or null replaced by a JSON string of
     its text as written, so that Arrow reads the column as strings (``{"m": {"a": 1}}`` -> ``{"m": "{\\"a\\": 1}"}``),
     and the top-level keys in the order they first appear (Arrow's order without an explicit schema). A line that
-    is not one JSON object is left as it is, for the reader to refuse. Python per line: only files with such a
-    column pay for it.
+    is not one JSON object, or whose value of ``columns`` :func:`line_problem` refuses (a key twice, a number beyond
+    a double, an unpaired surrogate escape: hidden in a string, Arrow would read it), is left as it is, for the
+    reader to refuse. Python per line: only files with such a column pay for it.
 
     Example:
         >>> values_as_text(b'{"m": [1, 2.50], "t": "x"}\\n{"u": 1, "m": "s"}\\n', frozenset({"m"}))
@@ -292,12 +295,14 @@ def values_as_text(piece: bytes, columns: frozenset[str]) -> tuple[bytes, list[s
                 key, i = json.decoder.scanstring(line, i + 1)
                 keys[key] = None
                 i = _SPACE.match(line, _SPACE.match(line, i).end() + 1).end()  # past the colon
-                end = _DECODER.raw_decode(line, i)[1]
+                value, end = (_STRICT if key in columns else _DECODER).raw_decode(line, i)
                 if key in columns and line[i] not in '"n':  # not a string, not null
+                    if "\\u" in line[i:end]:  # an unpaired surrogate escape: UnicodeEncodeError, a ValueError
+                        json.dumps(value, ensure_ascii=False).encode("utf-8")
                     spans.append((i, end))
                 i = _SPACE.match(line, end).end()
                 i = _SPACE.match(line, i + 1).end() if line[i:i + 1] == "," else i
-        except (ValueError, IndexError, RecursionError):  # not one JSON object: the reader names the line
+        except (ValueError, IndexError, RecursionError):  # see above: the reader names the line
             spans = []
         for start, end in reversed(spans):
             line = line[:start] + json.dumps(line[start:end], ensure_ascii=False) + line[end:]

@@ -1472,6 +1472,25 @@ _CHANGED = [b'{"text": "a", "m": 1}', b'{"text": "b", "m": "x"}']  # m changes t
 
 
 @pytest.mark.parametrize("pieces", [None, 16, len(b"\n".join(_CHANGED)) + 1])
+@pytest.mark.parametrize("value, why", [(rb'{"a": 1, "a": 2}', "key 'a' appears twice in one object"),
+                                        (rb'{"a": "\ud800"}', "unpaired UTF-16 surrogate escape"),
+                                        (rb'[1e999]', "number 1e999 is too large for a double")])
+def test_a_line_json_lines_refuses_is_refused_in_a_column_read_as_text_whatever_the_pieces(tmp_path: Path,
+                                                                                            monkeypatch, pieces,
+                                                                                            value, why):
+    """``m`` changes type on lines 1-2 and line 3 holds, in ``m``, what :mod:`dedup.jsonl` refuses. Read as text,
+    it was hidden from Arrow inside a string and kept, but only when the change was seen in a piece before line 3's
+    (pieces of lines 1-2, then 3); whole, or a line a piece, it was refused: the outcome depended on the pieces."""
+    import dedup.shards
+
+    if pieces:
+        monkeypatch.setattr(dedup.shards, "JSONL_CHUNK_BYTES", pieces)
+    path = _jsonl_file(tmp_path, [*_CHANGED, b'{"text": "c", "m": ' + value + b"}"])
+    with raises_naming(path, f"line 3: .*{why}"):
+        _read_all(path)
+
+
+@pytest.mark.parametrize("pieces", [None, 16, len(b"\n".join(_CHANGED)) + 1])
 def test_a_line_nested_beyond_pythons_recursion_limit_beside_a_column_read_as_text_is_refused(tmp_path: Path,
                                                                                                monkeypatch, pieces):
     """Line 3's ``d`` is a list 1500 deep, in a file whose ``m`` is read as text: picking out ``m``'s values
