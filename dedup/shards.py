@@ -18,7 +18,8 @@ JSON Lines: every line that is not blank is one row holding one JSON object (:mo
 read are the lines :func:`count_rows` counts), of any length up to Arrow's 2 GiB block. A top-level field whose JSON
 type changes over the file (an object on one line, a string on another, also deep inside it; null goes with any,
 integers and fractions are numbers) is read as text (:func:`dedup.jsonl.values_as_text`: a string as itself, any other
-value as its JSON text as written) and an :class:`InputWarning` names it.
+value as its JSON text as written) and an :class:`InputWarning` names it; the text column, whose values are strings or
+null, is refused naming the first line that holds anything else.
 
 JSON numbers are never rounded (float64 holds integers exactly only up to 2^53). A top-level column holding an
 integer beyond int64 (a uint64 hash id, say) is read as uint64 when every number
@@ -408,6 +409,11 @@ class _JsonlFile:
                                      promote_options="permissive")
                 except (pa.ArrowInvalid, pa.ArrowTypeError):
                     mixed += [] if name in self.mixed else [name]
+            if self.empty_columns[0] in mixed:  # the text column: refused naming its line, as within one piece
+                bad = next(filter(None, (jsonl.first_problem(piece, line, self.empty_columns[0])
+                                         for line, piece, _ in _jsonl_pieces(self.shard))), None)
+                if bad is not None:
+                    raise InputError(self.shard.path, bad[1], line=bad[0])
             if mixed:
                 raise _TypeChange(*mixed) from None
             raise InputError(self.shard.path, f"a column changes type within the file: {e}") from e

@@ -1504,6 +1504,20 @@ def test_a_line_nested_beyond_pythons_recursion_limit_beside_a_column_read_as_te
         _read_all(path)
 
 
+@pytest.mark.parametrize("pieces", [None, 16])
+def test_a_text_column_that_changes_type_between_pieces_is_refused_naming_its_line(tmp_path: Path, monkeypatch,
+                                                                                    pieces):
+    """The text column a number on line 1 and a string on line 2: in one piece refused naming line 1; in pieces of a
+    line it was read as text, the number 1 deduplicated as the document "1" (a column read as text)."""
+    import dedup.shards
+
+    if pieces:
+        monkeypatch.setattr(dedup.shards, "JSONL_CHUNK_BYTES", pieces)
+    path = _jsonl_file(tmp_path, [b'{"text": 1, "m": 1}', b'{"text": "b", "m": 2}'])
+    with raises_naming(path, "line 1: text column 'text' holds a JSON number, expected a string"):
+        _read_all(path)
+
+
 # ------------------------------------------------------------ JSON Lines as corpora write it, against json.loads
 
 _BIG_INTS = [2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, -(2**53) - 1, 10**30]
