@@ -35,6 +35,7 @@ import functools
 import json
 import os
 import re
+import shlex
 import warnings
 from collections import defaultdict
 from collections.abc import Iterator
@@ -525,8 +526,8 @@ class _JsonlFile:
         type changes (:class:`_TypeChange`; the line, should it be read as text already), else what Arrow said."""
         bad = jsonl.first_problem(piece, first_line, self.empty_columns[0])
         if bad is not None and bad[1].endswith(jsonl.ARRAY_FILE) and (name := self.shard.path.name).endswith(".json"):
-            return InputError(self.shard.path, f"{bad[1]}; convert it with jq -c '.[]' {name} > {name[:-5]}.jsonl",
-                              line=1)
+            return InputError(self.shard.path, f"{bad[1]}; convert it with jq -c '.[]' {shlex.quote(name)} > "
+                              f"{shlex.quote(name[:-5] + '.jsonl')}", line=1)
         if bad is not None:
             return InputError(self.shard.path, bad[1], line=bad[0])
         change = _TYPE_CHANGE.search(arrow_said)

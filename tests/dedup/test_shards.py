@@ -1375,6 +1375,15 @@ def test_a_json_array_file_is_named_as_such_with_the_way_to_convert_it(tmp_path:
         reader(discover([path])[0], text="output")
 
 
+def test_the_jq_command_for_a_json_array_file_quotes_its_name(tmp_path: Path):
+    """A name holding a space (``my data.json``): the command said ``jq -c '.[]' my data.json > my data.jsonl``,
+    which the shell runs on the files ``my`` and ``data.json`` and writes to ``my``."""
+    path = tmp_path / "my data.json"
+    path.write_text(json.dumps([{"text": "a b"}], indent=2))
+    with raises_naming(path, r"convert it with jq -c '\.\[\]' 'my data\.json' > 'my data\.jsonl'$"):
+        reader(discover([path])[0])
+
+
 def test_lists_starting_with_nulls_are_read(tmp_path: Path):
     """pyarrow 26's JSON reader drops the nulls before a list's first value, leaving the list's child shorter than its
     offsets (``[null, false]``, ``[null, null]``, also inside an object or a list): the file was refused with 'Offset
