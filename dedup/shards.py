@@ -318,8 +318,8 @@ def _valid(col: pa.ChunkedArray) -> bool:
 
 
 def _null_lists_rebuilt(arr: pa.Array) -> pa.Array:
-    """``arr`` (from pyarrow 26's JSON reader, offset 0) with each list<null> inside rebuilt from its offsets: the
-    reader makes their child shorter than the offsets say (``[null, null]``), which fails validation. An object
+    """``arr`` (offset 0) with each list<null> inside rebuilt from its offsets: pyarrow 26's JSON reader, and its
+    casts of such lists, make their child shorter than the offsets say (``[null, null]``), failing validation. An object
     without fields (``{}``) is kept as it is: rebuilt from no children, it would have no rows."""
     t, mask = arr.type, arr.is_null() if arr.null_count else None
     if pa.types.is_struct(t) and t.num_fields:
