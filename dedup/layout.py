@@ -123,12 +123,17 @@ def kept_writer(path: Path, schema: pa.Schema, text_column: str, compression: st
 def kept_shard(out: Path, shard, schema: pa.Schema, config) -> Iterator:
     """The :func:`kept_writer` of ``shard`` to a temporary name renamed to :func:`kept_path` when the block
     completes; None with ``emit: removed``. InputError where Parquet cannot hold the schema (JSON Lines: a
-    field that is ``{}`` on every line)."""
+    field that is ``{}`` on every line; a dictionary of views, :func:`_dictionary_of_views`)."""
     from .shards import InputError
 
     if config.emit != "all":
         yield None
         return
+    for f in schema:
+        if _dictionary_of_views(f.type):
+            raise InputError(shard.path, f"column {f.name!r} ({f.type}) cannot be written as Parquet (the kept "
+                             "shards' format), which holds no dictionary of views: cast it to a dictionary of "
+                             "strings (bytes) first, or use --emit removed (no kept shards)")
     final = kept_path(out, shard.stem)
     io.make_below(out, final.parent)
     with io.replacing(final) as tmp:
@@ -139,6 +144,16 @@ def kept_shard(out: Path, shard, schema: pa.Schema, config) -> Iterator:
                                          f"{e}") from e
         with writer as w:
             yield w
+
+
+def _dictionary_of_views(t: pa.DataType) -> bool:
+    """Whether ``t`` is or holds a dictionary of string_view or binary_view values. Arrow's Parquet writer casts no
+    such column: with rows it fails (ArrowNotImplementedError), without it writes dictionary<string>, so the schema
+    is refused, whatever the rows."""
+    t = t.storage_type if isinstance(t, pa.BaseExtensionType) else t
+    if pa.types.is_dictionary(t):
+        return t.value_type in (pa.string_view(), pa.binary_view())
+    return any(_dictionary_of_views(t.field(i).type) for i in range(t.num_fields))
 
 
 #: Rows per row group of removed.parquet: fixed, so the file's bytes depend on its rows only, not on batching.
