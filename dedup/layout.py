@@ -123,17 +123,16 @@ def kept_writer(path: Path, schema: pa.Schema, text_column: str, compression: st
 def kept_shard(out: Path, shard, schema: pa.Schema, config) -> Iterator:
     """The :func:`kept_writer` of ``shard`` to a temporary name renamed to :func:`kept_path` when the block
     completes; None with ``emit: removed``. InputError where Parquet cannot hold the schema (JSON Lines: a
-    field that is ``{}`` on every line; a dictionary of views, :func:`_dictionary_of_views`)."""
+    field that is ``{}`` on every line; :func:`_beyond_parquet`)."""
     from .shards import InputError
 
     if config.emit != "all":
         yield None
         return
     for f in schema:
-        if _dictionary_of_views(f.type):
+        if why := _beyond_parquet(f.type):
             raise InputError(shard.path, f"column {f.name!r} ({f.type}) cannot be written as Parquet (the kept "
-                             "shards' format), which holds no dictionary of views: cast it to a dictionary of "
-                             "strings (bytes) first, or use --emit removed (no kept shards)")
+                             f"shards' format), which holds no {why}, or use --emit removed (no kept shards)")
     final = kept_path(out, shard.stem)
     io.make_below(out, final.parent)
     with io.replacing(final) as tmp:
@@ -146,14 +145,17 @@ def kept_shard(out: Path, shard, schema: pa.Schema, config) -> Iterator:
             yield w
 
 
-def _dictionary_of_views(t: pa.DataType) -> bool:
-    """Whether ``t`` is or holds a dictionary of string_view or binary_view values. Arrow's Parquet writer casts no
-    such column: with rows it fails (ArrowNotImplementedError), without it writes dictionary<string>, so the schema
-    is refused, whatever the rows."""
+def _beyond_parquet(t: pa.DataType) -> str | None:
+    """What in a column of type ``t`` (at any depth) Arrow's Parquet writer cannot write so that it reads back, and
+    what to do, or None. A dictionary of string_view or binary_view values: it casts none (with rows it fails, without
+    them writes dictionary<string>), so the schema is refused, whatever the rows. A fixed_size_list of size 0: a list
+    in it reads back as a list of one value, or fails to read ('Expected all lists to be of size=0')."""
     t = t.storage_type if isinstance(t, pa.BaseExtensionType) else t
-    if pa.types.is_dictionary(t):
-        return t.value_type in (pa.string_view(), pa.binary_view())
-    return any(_dictionary_of_views(t.field(i).type) for i in range(t.num_fields))
+    if pa.types.is_dictionary(t) and t.value_type in (pa.string_view(), pa.binary_view()):
+        return "dictionary of views: cast it to a dictionary of strings (bytes) first"
+    if pa.types.is_fixed_size_list(t) and t.list_size == 0:
+        return "fixed-size list of size 0: drop the column first"
+    return next(filter(None, (_beyond_parquet(t.field(i).type) for i in range(t.num_fields))), None)
 
 
 #: Rows per row group of removed.parquet: fixed, so the file's bytes depend on its rows only, not on batching.

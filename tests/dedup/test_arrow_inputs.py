@@ -192,3 +192,17 @@ def test_a_dictionary_of_views_outside_the_text_is_refused_in_one_line(tmp_path,
     assert "\n" not in str(e.value) and not (tmp_path / "out" / "kept").exists()
     m = dedup_files([path], tmp_path / "out", DedupConfig(emit="removed"), threads=1)  # no kept shards: read
     assert m["totals"]["rows"] == rows
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["column", "in-a-struct"])
+def test_fixed_size_lists_of_size_zero_are_refused_in_one_line(tmp_path, nested):
+    """What pyarrow writes to Parquet for a fixed_size_list of size 0 holding a list reads back as lists of one value
+    or not at all ('Expected all lists to be of size=0 but index 1 had size=1'): the run completed and left a kept
+    shard no reader could read."""
+    col = pa.array([[], None, []], pa.list_(pa.int8(), 0))
+    col = pa.StructArray.from_arrays([col], ["v"]) if nested else col
+    path = write_arrow(tmp_path / "z.arrow", pa.table({"text": ["a b", "c d", "e f"], "zero": col}))
+    with pytest.raises(InputError, match=r"z.arrow: column 'zero' .* cannot be written as Parquet .* size 0") as e:
+        dedup_files([path], tmp_path / "out", threads=1)
+    assert "\n" not in str(e.value) and not (tmp_path / "out" / "kept").exists()
+    assert dedup_files([path], tmp_path / "out", DedupConfig(emit="removed"), threads=1)["totals"]["rows"] == 3
