@@ -600,15 +600,39 @@ class _ArrowFile:
         """The file's rows in order, in batches of ``batch_rows`` rows (the last one shorter) whatever the file's own
         batching, as Parquet's are read, so the kept shard's row groups follow ``batch_rows``."""
         with self._open() as (schema, batches):
-            pending = pa.Table.from_batches([], schema)  # (empty_table() would import pandas)
-            for batch in batches:
-                pending = pa.concat_tables([pending, pa.Table.from_batches([batch])])
-                while pending.num_rows >= batch_rows:
-                    # combine_chunks copies only a batch that spans the file's batches
-                    yield pending.slice(0, batch_rows).combine_chunks().to_batches()[0]
-                    pending = pending.slice(batch_rows)
-            if pending.num_rows:
-                yield pending.combine_chunks().to_batches()[0]
+            yield from _rebatched(batches, schema, batch_rows)
+
+
+def _rebatched(batches: Iterator[pa.RecordBatch], schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The rows of ``batches`` (of ``schema``) in batches of ``batch_rows`` rows (the last one shorter), whatever their
+    own sizes; dictionaries of batches joined are unified."""
+    pending = pa.Table.from_batches([], schema)  # (empty_table() would import pandas)
+    for batch in batches:
+        pending = pa.concat_tables([pending, pa.Table.from_batches([batch])])
+        while pending.num_rows >= batch_rows:
+            # combine_chunks copies only a batch that spans the given batches
+            yield pending.slice(0, batch_rows).combine_chunks().to_batches()[0]
+            pending = pending.slice(batch_rows)
+    if pending.num_rows:
+        yield pending.combine_chunks().to_batches()[0]
+
+
+def _holds_dictionary(t: pa.DataType) -> bool:
+    """Whether a dictionary lies inside ``t`` (a list, struct or map of them, at any depth)."""
+    children = (t.field(i).type for i in range(t.num_fields))
+    return any(pa.types.is_dictionary(c) or _holds_dictionary(c) for c in children)
+
+
+def _parquet_batches(file: pq.ParquetFile, batch_rows: int, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
+    """``columns`` (None: all) of ``file`` in batches of ``batch_rows`` rows. A file with a dictionary inside a list,
+    struct or map is read a row group at a time and rebatched: pyarrow reads no batch of such a column that spans row
+    groups ('Nested data conversions not implemented for chunked array outputs')."""
+    schema = file.schema_arrow if columns is None else pa.schema([file.schema_arrow.field(c) for c in columns])
+    if not any(_holds_dictionary(f.type) for f in schema):
+        return file.iter_batches(batch_size=batch_rows, columns=columns)
+    groups = (b for g in range(file.num_row_groups)
+              for b in file.iter_batches(batch_size=batch_rows, row_groups=[g], columns=columns))
+    return _rebatched(groups, schema, batch_rows)
 
 
 class ShardReader:
@@ -652,8 +676,7 @@ class ShardReader:
         for JSONL, Arrow IPC, or a name with a dot, which Parquet would read as a nested path)."""
         if self.shard.fmt == "parquet":
             columns = None if columns is not None and any("." in c for c in columns) else columns
-            it = self._file.iter_batches(batch_size=self.batch_rows, columns=columns)
-            source = _guarded(it, self.shard.path, "corrupt data")
+            source = _guarded(_parquet_batches(self._file, self.batch_rows, columns), self.shard.path, "corrupt data")
         else:
             source = self._file.batches(self.batch_rows)
         self._batch_start = 0
