@@ -715,9 +715,9 @@ def id_strings(col: pa.Array | pa.ChunkedArray, path: Path, column: str, first_r
     """Document ids as strings, the one way every id is read: Arrow's cast (``2`` -> ``'2'``), except that a float
     that is a whole number within 2^53 is written as that integer, value by value (pandas makes integer ids with a
     missing value floats: ``10000000007.0`` -> ``'10000000007'``, not ``'1.0000000007e+10'``); other floats as Arrow
-    writes them (``0.5``, ``nan``); UUIDs in canonical form (:func:`dedup.arrow.uuid_strings`); bytes as UTF-8 text.
-    InputError naming ``path``: a type without a string form, or text that is not UTF-8 (naming the row, counted
-    from ``first_row``, the file row of ``col[0]``)."""
+    writes them in their own type (``0.5``, ``nan``; float32 ``0.1``); UUIDs in canonical form
+    (:func:`dedup.arrow.uuid_strings`); bytes as UTF-8 text. InputError naming ``path``: a type without a string
+    form, or text that is not UTF-8 (naming the row, counted from ``first_row``, the file row of ``col[0]``)."""
     col = _decoded(col)
     if col.type in _STRINGS:  # Arrow's casts do not check that strings are UTF-8
         bad = first_invalid_utf8(col)
@@ -736,7 +736,8 @@ def id_strings(col: pa.Array | pa.ChunkedArray, path: Path, column: str, first_r
         # whole and exact: NaN fails the equality, infinities and values beyond 2^53 the bound
         whole = pc.and_(pc.equal(pc.floor(x), x), pc.less_equal(pc.abs(x), 2.0 ** 53))
         as_int = cast(cast(pc.if_else(whole, x, 0.0), pa.int64()), pa.string())
-        return pc.if_else(whole, as_int, cast(x, pa.string()))
+        # (the others in their own type: float32 0.1 is '0.1', its float64 '0.10000000149011612')
+        return pc.if_else(whole, as_int, cast(col, pa.string()))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
         bad = _first_undecodable(col) if col.type in _AS_TEXT or pa.types.is_fixed_size_binary(col.type) else None
         if bad is not None:

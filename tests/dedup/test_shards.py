@@ -1762,3 +1762,15 @@ def test_a_dictionary_inside_a_nested_parquet_column_is_read_across_row_groups(t
     assert m["totals"]["removed"]["exact"] == 1
     kept = pq.read_table(tmp_path / "out" / "kept" / "n.parquet")
     assert kept.schema == pq.read_schema(path) and kept.column("tags").to_pylist() == tags.to_pylist()[:3]
+
+
+def test_float32_and_float16_ids_that_are_not_whole_are_written_as_arrow_writes_their_type():
+    """A float32 id 0.1 was written '0.10000000149011612', and 9.0072e+15 '9.007200328482816e+15': the float64 it
+    was widened to, not the float32 (Arrow writes float32 values by their own shortest form: '0.1')."""
+    from dedup.shards import id_strings
+
+    ids = pa.array([0.1, 9.0072e15, 2.0, -0.0, float("nan"), None, 2.5], pa.float32())
+    assert id_strings(ids, Path("f.parquet"), "id").to_pylist() == [
+        "0.1", "9.0072e+15", "2", "0", "nan", None, "2.5"]
+    assert id_strings(ids.cast(pa.float16(), safe=False), Path("f.parquet"), "id").to_pylist()[2:] == [
+        "2", "0", "nan", None, "2.5"]
