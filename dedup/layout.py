@@ -43,7 +43,7 @@ REMOVED_SCHEMA = pa.schema([
 def write_verdicts(kept, write_removed: Callable[[pa.RecordBatch], None], batch: pa.RecordBatch, start_row: int,
                    shard_name: str, ids: pa.Array, reason: np.ndarray, band: np.ndarray,
                    earlier: Callable[[np.ndarray], tuple | None] | None = None) -> None:
-    """One batch's outputs, for both engines: kept rows to ``kept`` (a :func:`kept_shard` writer, or None) and
+    """One batch's outputs, for both engines: kept rows to ``kept`` (a :class:`KeptShard`, or None) and
     removed rows to ``write_removed`` (``batch`` starts at ``start_row`` of ``shard_name``; ``reason``, ``band``:
     per row; ``earlier(gone)``: (id, shard, row) of the earlier duplicate of each removed row, when known)."""
     from .arrow import filter_rows, numeric_array, repeat_string, take, take_strings
@@ -51,7 +51,7 @@ def write_verdicts(kept, write_removed: Callable[[pa.RecordBatch], None], batch:
 
     keep = reason == KEEP
     if kept is not None:
-        kept.write_batch(filter_rows(batch, keep))
+        kept.write(filter_rows(batch, keep), start_row, start_row + batch.num_rows - 1)
     gone = np.flatnonzero(~keep)
     if not gone.size:
         return
@@ -142,7 +142,68 @@ def kept_shard(out: Path, shard, schema: pa.Schema, config) -> Iterator:
             raise InputError(shard.path, "its columns cannot be written as Parquet (the kept shards' format): "
                                          f"{e}") from e
         with writer as w:
-            yield w
+            yield KeptShard(w, shard.path)
+
+
+class KeptShard:
+    """A kept shard's writer (:func:`kept_shard`) that refuses, in one line naming the file and the batch's input
+    rows, a value Parquet would not hold as it is: a timestamp[s] beyond the milliseconds' int64 range (Parquet has
+    no seconds: Arrow's writer fails with 'Integer overflow'), a date64 that is not a whole day (Parquet dates are
+    days: Arrow's writer would drop its time of day without a word)."""
+
+    def __init__(self, writer, path: Path):
+        self._writer, self.path = writer, path
+
+    def write(self, batch: pa.RecordBatch, first: int, last: int) -> None:
+        """Write ``batch``, kept rows of the input's rows ``first`` to ``last`` (0-based, both included)."""
+        from .shards import InputError
+
+        rows = f"row {first}" if first == last else f"rows {first}-{last}"
+        for f, col in zip(batch.schema, batch.columns):
+            if _has_date64(f.type) and any(_partial_days(a) for a in _date64_arrays(col)):
+                raise InputError(self.path, f"{rows}: column {f.name!r} holds a date64 value that is not a whole day, "
+                                 "which Parquet (the kept shards' format, days) would cut to its day")
+        try:
+            self._writer.write_batch(batch)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise InputError(self.path, f"{rows} cannot be written as Parquet (the kept shards' format): "
+                                        f"{' '.join(str(e).split())}") from e
+
+
+def _has_date64(t: pa.DataType) -> bool:
+    t = t.storage_type if isinstance(t, pa.BaseExtensionType) else t
+    t = t.value_type if pa.types.is_dictionary(t) else t
+    return pa.types.is_date64(t) or any(_has_date64(t.field(i).type) for i in range(t.num_fields))
+
+
+def _date64_arrays(arr: pa.Array) -> Iterator[pa.Array]:
+    """The date64 arrays inside ``arr`` (at any depth; a list's whole child)."""
+    t = arr.type
+    if isinstance(t, pa.BaseExtensionType):
+        yield from _date64_arrays(arr.storage)
+    elif pa.types.is_date64(t):
+        yield arr
+    elif pa.types.is_dictionary(t):
+        yield from _date64_arrays(arr.dictionary)
+    elif pa.types.is_struct(t):
+        for i in range(t.num_fields):
+            yield from _date64_arrays(arr.field(i))
+    elif pa.types.is_map(t):
+        yield from _date64_arrays(arr.keys)
+        yield from _date64_arrays(arr.items)
+    elif t.num_fields == 1:  # the list types
+        yield from _date64_arrays(arr.values)
+
+
+def _partial_days(arr: pa.Array) -> bool:
+    """Whether a date64 array holds a value (not null) that is not a whole day of milliseconds."""
+    if not len(arr):
+        return False
+    ms = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + len(arr)]
+    partial = ms % 86_400_000 != 0
+    if arr.null_count:
+        partial &= np.asarray(arr.is_valid())
+    return bool(partial.any())
 
 
 def _beyond_parquet(t: pa.DataType) -> str | None:
