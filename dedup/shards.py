@@ -359,6 +359,10 @@ def _holds_null_list(t: pa.DataType) -> bool:
         _holds_null_list(t.field(i).type) for i in range(t.num_fields))
 
 
+#: How a JSON array file of each suffix is read for ``jq`` (:meth:`_JsonlFile._bad_line`).
+_ARRAY_CATS = ((".json", ""), (".json.gz", "zcat"), (".json.zst", "zstdcat"))
+
+
 class _TypeChange(Exception):
     """Columns (``args``) whose JSON type changes within the file: to be read as text."""
 
@@ -525,9 +529,12 @@ class _JsonlFile:
         """The error for a piece Arrow cannot read: its first line that is not one JSON object, else the column whose
         type changes (:class:`_TypeChange`; the line, should it be read as text already), else what Arrow said."""
         bad = jsonl.first_problem(piece, first_line, self.empty_columns[0])
-        if bad is not None and bad[1].endswith(jsonl.ARRAY_FILE) and (name := self.shard.path.name).endswith(".json"):
-            return InputError(self.shard.path, f"{bad[1]}; convert it with jq -c '.[]' {shlex.quote(name)} > "
-                              f"{shlex.quote(name[:-5] + '.jsonl')}", line=1)
+        name = self.shard.path.name
+        cat = next((c for suffix, c in _ARRAY_CATS if name.lower().endswith(suffix)), None)
+        if bad is not None and bad[1].endswith(jsonl.ARRAY_FILE) and cat is not None:
+            stem = shlex.quote(name[:name.lower().rindex(".json")] + ".jsonl")
+            convert = f"jq -c '.[]' {shlex.quote(name)}" if not cat else f"{cat} {shlex.quote(name)} | jq -c '.[]'"
+            return InputError(self.shard.path, f"{bad[1]}; convert it with {convert} > {stem}", line=1)
         if bad is not None:
             return InputError(self.shard.path, bad[1], line=bad[0])
         change = _TYPE_CHANGE.search(arrow_said)

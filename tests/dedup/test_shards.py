@@ -1774,3 +1774,15 @@ def test_float32_and_float16_ids_that_are_not_whole_are_written_as_arrow_writes_
         "0.1", "9.0072e+15", "2", "0", "nan", None, "2.5"]
     assert id_strings(ids.cast(pa.float16(), safe=False), Path("f.parquet"), "id").to_pylist()[2:] == [
         "2", "0", "nan", None, "2.5"]
+
+
+@pytest.mark.parametrize("suffix, command", [(".json.gz", "zcat"), (".json.zst", "zstdcat")])
+def test_a_compressed_json_array_file_gets_the_command_that_converts_it(tmp_path: Path, suffix, command):
+    """``data.json.gz`` holding one JSON array got the array message but no way out (found by review)."""
+    path = write(tmp_path / f"data{suffix}", [])
+    path.write_bytes(gzip.compress(b'[{"text": "a b"}]\n') if suffix.endswith("gz") else path.read_bytes())
+    if suffix.endswith("zst"):
+        with pa.CompressedOutputStream(str(path), "zstd") as f:
+            f.write(b'[{"text": "a b"}]\n')
+    with raises_naming(path, rf"convert it with {command} data\{suffix} \| jq -c '\.\[\]' > data\.jsonl$"):
+        reader(discover([path])[0])
