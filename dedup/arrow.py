@@ -8,6 +8,8 @@ C++ functions are reached through ``pyarrow._compute.call_function``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import numpy as np
 import pyarrow as pa
 
@@ -147,3 +149,45 @@ def min_max(values: pa.Array | pa.ChunkedArray) -> tuple[object, object]:
     """
     result = _compute().call_function("min_max", [values]).as_py()
     return result["min"], result["max"]
+
+
+def inner_types(t: pa.DataType) -> list[pa.DataType]:
+    """The types directly inside ``t``: an extension's storage, a dictionary's values, list items, struct fields, a
+    map's entries."""
+    if isinstance(t, pa.BaseExtensionType):
+        return [t.storage_type]
+    if pa.types.is_dictionary(t):
+        return [t.value_type]
+    return [t.field(i).type for i in range(t.num_fields)]
+
+
+def holds_type(t: pa.DataType, found: Callable[[pa.DataType], bool]) -> bool:
+    """Whether ``t`` or a type at any depth inside it (:func:`inner_types`) is one ``found`` says.
+
+    >>> holds_type(pa.list_(pa.struct([("d", pa.date64())])), pa.types.is_date64)
+    True
+    """
+    return found(t) or any(holds_type(inner, found) for inner in inner_types(t))
+
+
+def leaf_arrays(values: pa.Array | pa.ChunkedArray,
+                found: Callable[[pa.DataType], bool]) -> Iterator[pa.Array]:
+    """The arrays of a type ``found`` says inside ``values`` (itself included), at any depth: the rows lists and
+    structs hold (``flatten``: a null parent's children are null), a map's keys and items, a dictionary's values, an
+    extension's storage."""
+    for arr in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
+        t = arr.type
+        if found(t):
+            yield arr
+        elif isinstance(t, pa.BaseExtensionType):
+            yield from leaf_arrays(arr.storage, found)
+        elif pa.types.is_dictionary(t):
+            yield from leaf_arrays(arr.dictionary, found)
+        elif pa.types.is_map(t):
+            yield from leaf_arrays(arr.keys, found)
+            yield from leaf_arrays(arr.items, found)
+        elif pa.types.is_struct(t):
+            for child in arr.flatten():
+                yield from leaf_arrays(child, found)
+        elif t.num_fields == 1 and hasattr(arr, "flatten"):  # the list types
+            yield from leaf_arrays(arr.flatten(), found)

@@ -156,11 +156,12 @@ class KeptShard:
 
     def write(self, batch: pa.RecordBatch, first: int, last: int) -> None:
         """Write ``batch``, kept rows of the input's rows ``first`` to ``last`` (0-based, both included)."""
+        from .arrow import holds_type, leaf_arrays
         from .shards import InputError
 
         rows = f"row {first}" if first == last else f"rows {first}-{last}"
         for f, col in zip(batch.schema, batch.columns):
-            if _has_date64(f.type) and any(_partial_days(a) for a in _date64_arrays(col)):
+            if holds_type(f.type, pa.types.is_date64) and any(map(_partial_days, leaf_arrays(col, pa.types.is_date64))):
                 raise InputError(self.path, f"{rows}: column {f.name!r} holds a date64 value that is not a whole day, "
                                  "which Parquet (the kept shards' format, days) would cut to its day")
         try:
@@ -168,31 +169,6 @@ class KeptShard:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
             raise InputError(self.path, f"{rows} cannot be written as Parquet (the kept shards' format): "
                                         f"{' '.join(str(e).split())}") from e
-
-
-def _has_date64(t: pa.DataType) -> bool:
-    t = t.storage_type if isinstance(t, pa.BaseExtensionType) else t
-    t = t.value_type if pa.types.is_dictionary(t) else t
-    return pa.types.is_date64(t) or any(_has_date64(t.field(i).type) for i in range(t.num_fields))
-
-
-def _date64_arrays(arr: pa.Array) -> Iterator[pa.Array]:
-    """The date64 arrays inside ``arr`` (at any depth; a list's whole child)."""
-    t = arr.type
-    if isinstance(t, pa.BaseExtensionType):
-        yield from _date64_arrays(arr.storage)
-    elif pa.types.is_date64(t):
-        yield arr
-    elif pa.types.is_dictionary(t):
-        yield from _date64_arrays(arr.dictionary)
-    elif pa.types.is_struct(t):
-        for i in range(t.num_fields):
-            yield from _date64_arrays(arr.field(i))
-    elif pa.types.is_map(t):
-        yield from _date64_arrays(arr.keys)
-        yield from _date64_arrays(arr.items)
-    elif t.num_fields == 1:  # the list types
-        yield from _date64_arrays(arr.values)
 
 
 def _partial_days(arr: pa.Array) -> bool:

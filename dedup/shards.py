@@ -47,7 +47,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import jsonl
-from .arrow import UNVIEWED, cast, min_max, uuid_strings
+from .arrow import UNVIEWED, cast, holds_type, inner_types, leaf_arrays, min_max, uuid_strings
 
 #: Input file suffix (lowercase; none is a suffix of another) -> (format, compression).
 SUFFIXES = {".parquet": ("parquet", None), ".pq": ("parquet", None), ".arrow": ("arrow", None)} | {
@@ -257,19 +257,6 @@ def _magnitude(values: pa.Array | pa.ChunkedArray) -> float:
     return max(abs(lo or 0.0), abs(hi or 0.0))
 
 
-def _float_leaves(values: pa.Array | pa.ChunkedArray, leaf=pa.types.is_floating) -> Iterator[pa.Array]:
-    """The float arrays (or those of types ``leaf`` says) inside ``values``, at any depth."""
-    for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
-        t = chunk.type
-        if leaf(t):
-            yield chunk
-        elif pa.types.is_list(t) or pa.types.is_large_list(t):
-            yield from _float_leaves(chunk.flatten(), leaf)
-        elif pa.types.is_struct(t):
-            for child in chunk.flatten():
-                yield from _float_leaves(child, leaf)
-
-
 def _stamps_as_strings(t: pa.DataType) -> pa.DataType | None:
     """The type that reads the timestamps inside a column of type ``t`` (as Arrow inferred it from JSON) as the
     strings they were, leaving out the rest, or None: ``struct<a: timestamp, b: int64>`` -> ``struct<a: string>``."""
@@ -317,6 +304,11 @@ def _valid(col: pa.ChunkedArray) -> bool:
         return False
 
 
+def _is_null_list(t: pa.DataType) -> bool:
+    """A list<null>, whose casts pyarrow 26 gets wrong."""
+    return pa.types.is_list(t) and pa.types.is_null(t.value_type)
+
+
 def _null_lists_rebuilt(arr: pa.Array) -> pa.Array:
     """``arr`` (offset 0) with each list<null> inside rebuilt from its offsets: pyarrow 26's JSON reader, and its
     casts of such lists, make their child shorter than the offsets say (``[null, null]``), failing validation. An object
@@ -346,17 +338,6 @@ def _column_of(field: str, line: bytes) -> str:
 
     obj = json.loads(line.decode("utf-8").lstrip("\ufeff"))
     return next((k for k, v in obj.items() if holds({k: v}, field)), field.split("/")[1])
-
-
-def _holds_float(t: pa.DataType) -> bool:
-    """Whether a column of type ``t`` holds floats, at any depth."""
-    return pa.types.is_floating(t) or any(_holds_float(t.field(i).type) for i in range(t.num_fields))
-
-
-def _holds_null_list(t: pa.DataType) -> bool:
-    """Whether a column of type ``t`` holds a list<null> (whose casts pyarrow 26 gets wrong), at any depth."""
-    return (pa.types.is_list(t) and pa.types.is_null(t.value_type)) or any(
-        _holds_null_list(t.field(i).type) for i in range(t.num_fields))
 
 
 #: How a JSON array file of each suffix is read for ``jq`` (:meth:`_JsonlFile._bad_line`).
@@ -433,7 +414,7 @@ class _JsonlFile:
     def _refuse_rounded_inside(self, big_inside: dict[str, list[int]]) -> None:
         """Refuse, naming its line, an integer beyond 2^53 inside a list or object that a piece read as an int64
         but the file's schema holds as a float64 (a fraction there in another piece): the cast would round it."""
-        rounding = {c for c in big_inside if _holds_float(self.schema.field(c).type)}
+        rounding = {c for c in big_inside if holds_type(self.schema.field(c).type, pa.types.is_floating)}
         pieces = sorted({line for c in rounding for line in big_inside[c]})
         for line, piece, _ in _jsonl_pieces(self.shard) if pieces else ():
             if line in pieces:
@@ -461,9 +442,9 @@ class _JsonlFile:
                 else:  # float64 without an integer beyond int64: a fraction or an exponent is there
                     numbers[f.name].fraction = True
             elif pa.types.is_nested(f.type):
-                if any(_magnitude(v) >= jsonl.EXACT_IN_DOUBLE for v in _float_leaves(col)):
+                if any(_magnitude(v) >= jsonl.EXACT_IN_DOUBLE for v in leaf_arrays(col, pa.types.is_floating)):
                     nested.add(f.name)
-                if any(_magnitude(v) > jsonl.EXACT_IN_DOUBLE for v in _float_leaves(col, pa.types.is_integer)):
+                if any(_magnitude(v) > jsonl.EXACT_IN_DOUBLE for v in leaf_arrays(col, pa.types.is_integer)):
                     big_inside[f.name].append(line)
         if top or nested:
             _, found, bad = jsonl.number_texts(piece, line, top, nested,
@@ -566,7 +547,7 @@ class _JsonlFile:
                     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
                         raise InputError(self.shard.path, f"column {f.name!r} is {col.type} from this line on, but "
                                          f"{f.type} elsewhere in the file: {e}", line=line) from e
-                    if _holds_null_list(f.type) and not _valid(col):  # pyarrow 26 casts list<null> to a short one
+                    if holds_type(f.type, _is_null_list) and not _valid(col):  # pyarrow 26's casts: a short child
                         col = pa.chunked_array([_null_lists_rebuilt(c) for c in col.chunks], f.type)
                     cols.append(col)
             yield from pa.Table.from_arrays(cols, schema=self.schema).to_batches(max_chunksize=batch_rows)
@@ -624,18 +605,12 @@ def _rebatched(batches: Iterator[pa.RecordBatch], schema: pa.Schema, batch_rows:
         yield pending.combine_chunks().to_batches()[0]
 
 
-def _holds_dictionary(t: pa.DataType) -> bool:
-    """Whether a dictionary lies inside ``t`` (a list, struct or map of them, at any depth)."""
-    children = (t.field(i).type for i in range(t.num_fields))
-    return any(pa.types.is_dictionary(c) or _holds_dictionary(c) for c in children)
-
-
 def _parquet_batches(file: pq.ParquetFile, batch_rows: int, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
     """``columns`` (None: all) of ``file`` in batches of ``batch_rows`` rows. A file with a dictionary inside a list,
     struct or map is read a row group at a time and rebatched: pyarrow reads no batch of such a column that spans row
     groups ('Nested data conversions not implemented for chunked array outputs')."""
     schema = file.schema_arrow if columns is None else pa.schema([file.schema_arrow.field(c) for c in columns])
-    if not any(_holds_dictionary(f.type) for f in schema):
+    if not any(holds_type(t, pa.types.is_dictionary) for f in schema for t in inner_types(f.type)):
         return file.iter_batches(batch_size=batch_rows, columns=columns)
     groups = (b for g in range(file.num_row_groups)
               for b in file.iter_batches(batch_size=batch_rows, row_groups=[g], columns=columns))
