@@ -257,22 +257,25 @@ def test_an_out_removed_just_before_a_directory_is_made_below_it_is_not_made_aga
     assert not out.exists()
 
 
-def test_a_completed_run_asked_for_other_output_settings_is_refused_naming_them(tmp_path):
+@pytest.mark.parametrize("engine", ["fused", "staged"])
+def test_a_completed_run_asked_for_other_output_settings_is_refused_naming_them(tmp_path, engine):
     """A completed run rerun with another --compression (or --batch-rows) said 'already complete for these inputs
     and config' and left the zstd files, though snappy was asked for. It is now refused naming the setting, as a
-    run of another config is; --force rewrites the outputs with it."""
+    run of another config is; --force rewrites the outputs with it. Both engines (the staged one serially)."""
     import json
 
     from dedup.runs import OutputExistsError
+    from dedup.stages import dedup_staged
 
+    run = dedup_files if engine == "fused" else dedup_staged
     pq.write_table(pa.table({"text": ["a b c d e f", "a b c d e f", "g h i j k"]}), tmp_path / "a.parquet")
-    dedup_files([tmp_path / "a.parquet"], tmp_path / "o")
+    run([tmp_path / "a.parquet"], tmp_path / "o")
     again = DedupConfig(compression="snappy", batch_rows=2)
     with pytest.raises(OutputExistsError, match=r"o holds a completed dedup run written with other batch_rows, "
                                                 r"compression; use --force to rewrite it"):
-        dedup_files([tmp_path / "a.parquet"], tmp_path / "o", again)
+        run([tmp_path / "a.parquet"], tmp_path / "o", again)
     assert pq.ParquetFile(tmp_path / "o" / "kept" / "a.parquet").metadata.row_group(0).column(0).compression == "ZSTD"
-    m = dedup_files([tmp_path / "a.parquet"], tmp_path / "o", again, force=True)
+    m = run([tmp_path / "a.parquet"], tmp_path / "o", again, force=True)
     assert m["config"]["compression"] == "snappy" and json.loads((tmp_path / "o" / "manifest.json").read_text()) == m
     assert pq.ParquetFile(tmp_path / "o" / "kept" / "a.parquet").metadata.row_group(0).column(0).compression == "SNAPPY"
-    assert dedup_files([tmp_path / "a.parquet"], tmp_path / "o", again) == m  # the same settings: already complete
+    assert run([tmp_path / "a.parquet"], tmp_path / "o", again) == m  # the same settings: already complete
