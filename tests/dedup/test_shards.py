@@ -1786,3 +1786,23 @@ def test_a_compressed_json_array_file_gets_the_command_that_converts_it(tmp_path
             f.write(b'[{"text": "a b"}]\n')
     with raises_naming(path, rf"convert it with {command} data\{suffix} \| jq -c '\.\[\]' > data\.jsonl$"):
         reader(discover([path])[0])
+
+
+def test_a_file_with_columns_read_as_text_gives_both_engines_the_same_bytes(tmp_path: Path, monkeypatch):
+    """Mixed-type metadata (columns read as text), planted duplicates, pieces of about one line: the fused engine
+    and the staged one (serially) write the same kept and removed bytes, and every row is kept or removed."""
+    import dedup.shards
+    from dedup.engine import dedup_files
+    from dedup.stages import dedup_staged
+
+    monkeypatch.setattr(dedup.shards, "JSONL_CHUNK_BYTES", 64)
+    rows = MIXED_ROWS * 3  # each text three times
+    path = write(tmp_path / "in" / "rp.jsonl", rows)
+    with pytest.warns(UserWarning, match="different JSON types"):
+        a = dedup_files([path], tmp_path / "a", threads=1)
+    with pytest.warns(UserWarning, match="different JSON types"):
+        b = dedup_staged([path], tmp_path / "b")
+    assert a["totals"]["rows"] == 12 and a["totals"]["kept"] + sum(a["totals"]["removed"].values()) == 12
+    assert a["totals"]["removed"]["exact"] == 8  # the second and third copy of each of 4 texts
+    for name in ("kept/rp.parquet", "removed.parquet"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
