@@ -19,6 +19,8 @@ import os
 import warnings
 from types import ModuleType
 
+from ._kernels import SKETCH_CHUNK
+
 
 @functools.lru_cache(maxsize=1)
 def aot() -> ModuleType | None:
@@ -65,15 +67,17 @@ def use_threads(threads: int | None) -> int | None:
 
 def sketch_documents(data, offsets, valid, table, bits, cf_bit, map_cps, map_off, map_blob, ngram, char_unit, scheme,
                      a32, b32, a64, b64, sigs, exact, n_shingles, threads: int | None = 1) -> None:
-    """Sketch every document (:func:`dedup._kernels.minhash.sketch_range`): serially for ``threads`` 1, else on
-    Numba's parallel kernel with that many threads, set for this call only (Numba's count is per calling thread and
+    """Sketch every document (:func:`dedup._kernels.minhash.sketch_range`): serially for ``threads`` 1 or a batch of
+    at most :data:`~dedup._kernels.SKETCH_CHUNK` documents (one parallel task: the other threads would only spin), else
+    on Numba's parallel kernel with that many threads, set for this call only (Numba's count is per calling thread and
     would outlast it); None: the thread's current count."""
     args = (data, offsets, valid, table, int(bits), int(cf_bit), map_cps, map_off, map_blob, int(ngram),
             bool(char_unit), int(scheme), a32, b32, a64, b64, sigs, exact, n_shingles)
-    if threads == 1:
+    threads = use_threads(threads)
+    if threads == 1 or sigs.shape[0] <= SKETCH_CHUNK:
         (aot() or _jit("minhash")).sketch_range(*args, 0, sigs.shape[0])
         return
-    if (threads := use_threads(threads)) is None:
+    if threads is None:
         _jit("minhash").sketch_documents(*args)
         return
     import numba

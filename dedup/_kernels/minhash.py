@@ -19,7 +19,7 @@ import numpy as np
 from .hashing import _read64le, fmix32, fmix64, sha1_32, xxh64
 from .text import _room, canonicalize_chars, canonicalize_words
 
-from . import SCHEME_AFFINE32, SCHEME_FAST, SCHEME_FSS, SCHEME_LEGACY  # noqa: F401  (re-exported)
+from . import SCHEME_AFFINE32, SCHEME_FAST, SCHEME_FSS, SCHEME_LEGACY, SKETCH_CHUNK  # noqa: F401  (re-exported)
 
 _MERSENNE = np.uint64((1 << 61) - 1)
 _LOW32 = np.uint64(0xFFFFFFFF)
@@ -364,8 +364,6 @@ def _max_growth(map_cps, map_off):
     return grow
 
 
-_CHUNK = 256
-
 
 @numba.njit(cache=True, nogil=True)
 def sketch_range(data, offsets, valid, table, bits, cf_bit, map_cps, map_off, map_blob, ngram, char_unit, scheme,
@@ -430,11 +428,11 @@ def sketch_documents(data, offsets, valid, table, bits, cf_bit, map_cps, map_off
                      scheme, a32, b32, a64, b64, sigs, exact, n_shingles):
     """:func:`sketch_range` over all documents, in parallel over chunks of 256."""
     n = sigs.shape[0]
-    n_chunks = (n + _CHUNK - 1) // _CHUNK
+    n_chunks = (n + SKETCH_CHUNK - 1) // SKETCH_CHUNK
     for c in numba.prange(n_chunks):
-        lo = c * _CHUNK
+        lo = c * SKETCH_CHUNK
         sketch_range(data, offsets, valid, table, bits, cf_bit, map_cps, map_off, map_blob, ngram, char_unit,
-                     scheme, a32, b32, a64, b64, sigs, exact, n_shingles, lo, min(n, lo + _CHUNK))
+                     scheme, a32, b32, a64, b64, sigs, exact, n_shingles, lo, min(n, lo + SKETCH_CHUNK))
 
 
 @numba.njit(cache=True, nogil=True)

@@ -131,3 +131,26 @@ def test_sketch_documents_checks_and_caps_its_thread_count():
         kernels.sketch_documents(data, offsets, valid, char_table(), bits, cf_bit, cmap.cps, cmap.off, cmap.blob, 5,
                                  False, get_scheme("fast").code, *permutations("fast", 16, 1).args(), sigs, exact,
                                  nsh, threads=0)
+
+
+def test_a_batch_of_one_parallel_chunk_is_sketched_serially(monkeypatch):
+    """The parallel kernel hands out chunks of SKETCH_CHUNK documents, so a batch of at most one chunk gains nothing
+    from it, while OpenMP's idle threads spin after every call: 2000 JSONL files of 5 rows took 24 s of CPU, not 6.
+    Such a batch runs the serial kernel (same signatures); a batch of two chunks still runs the parallel one."""
+    from dedup._kernels import SKETCH_CHUNK
+
+    calls = []
+    real = jit_minhash.sketch_documents
+    monkeypatch.setattr(jit_minhash, "sketch_documents", lambda *a: calls.append(a[-1].shape[0]) or real(*a))
+    bits, cf_bit, cmap = replacements(True)
+    for n in (5, SKETCH_CHUNK, SKETCH_CHUNK + 1):
+        data, offsets, valid = string_buffers(pa.array([f"doc {i} one two three four five" for i in range(n)]))
+        sigs = {}
+        for threads in (1, 2):
+            s, exact, nsh = np.empty((n, 16), np.uint32), np.empty((n, 2), np.uint64), np.empty(n, np.int64)
+            kernels.sketch_documents(data, offsets, valid, char_table(), bits, cf_bit, cmap.cps, cmap.off, cmap.blob,
+                                     5, False, get_scheme("fast").code, *permutations("fast", 16, 1).args(), s, exact,
+                                     nsh, threads=threads)
+            sigs[threads] = s
+        np.testing.assert_array_equal(sigs[1], sigs[2])
+    assert calls == [SKETCH_CHUNK + 1]
