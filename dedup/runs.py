@@ -89,8 +89,9 @@ _DATASETS_JSON = ("state.json", "dataset_info.json", "dataset_dict.json")
 
 
 def _in_out(p: Path, out: Path | None) -> bool:
-    """Whether a file a walk or glob found is --out's: by its place (a link's directory) or what it links to."""
-    return inside(p.parent, out) or inside(p, out)
+    """Whether a file a walk or glob found is --out's (``out`` resolved): by its place (a link's directory) or what it
+    links to."""
+    return out is not None and (p.parent.resolve().is_relative_to(out) or p.resolve().is_relative_to(out))
 
 
 def _refuse_unreadable_links(paths: list[Path]) -> None:
@@ -194,6 +195,7 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]  # one path, not a sequence of one-character paths ("/" first)
     out = Path(exclude) if exclude is not None else None
+    out_real = out.resolve() if out is not None else None
     files: dict[Path, Path] = {}  # path as given (absolute, normalised, links not resolved) -> real file
     skipped: dict[str, list[Path]] = {k: [] for k in _SKIPPED}
     said: set[Path] = set()  # the skipped files' real paths
@@ -205,7 +207,7 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
             for k, v in skips.items():  # a directory given twice: its files said once
                 skipped[k] += [q for q in v if not inside(q, out) and q.resolve() not in said]
                 said.update(q.resolve() for q in v)
-            new = [q for q in found if not _in_out(q, out)]
+            new = [q for q in found if not _in_out(q, out_real)]
             _refuse_unreadable_links(new)
             if not new:
                 if found:
@@ -223,7 +225,7 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
             new = [p]
         elif glob.has_magic(s):
             matches = [m for m in sorted(map(Path, glob.glob(s, recursive=True)))  # .json files: when named
-                       if format_of(m) and not _in_out(m, out) and (is_plain_json(Path(s)) or not is_plain_json(m))]
+                       if format_of(m) and not _in_out(m, out_real) and (is_plain_json(Path(s)) or not is_plain_json(m))]
             # folders a ``**`` reaches are found, as a walk's are; those the pattern names (run*/kept) are not
             deep = next((i for i, part in enumerate(p.parts) if part == "**"), None)
             above = {m: next((d for d in m.parents if len(d.parts) > deep and earlier_output(d)), None)

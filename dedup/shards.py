@@ -354,8 +354,8 @@ class _JsonlFile:
     The first pass parses every piece with Arrow, notes the fields Arrow would make timestamps (read as the strings
     they are) and the columns whose numbers it would round, and unifies the pieces' schemas (permissive: null -> any,
     int -> double, new columns); a column whose type changes within a piece or between pieces joins :attr:`mixed`
-    and the pass starts again. :meth:`batches` parses the pieces again and conforms each to the schema: memory of one
-    piece. Numbers cost one Python parse of a piece only where Arrow produced a float of magnitude 2^53 or more (or,
+    and the pass starts again. :meth:`batches` parses the pieces again (a file of one piece: only where the schema
+    names exact types) and conforms each to the schema: memory of one piece. Numbers cost one Python parse of a piece only where Arrow produced a float of magnitude 2^53 or more (or,
     inside a list or object, an int64 that the file's schema makes a float64).
     """
 
@@ -377,11 +377,13 @@ class _JsonlFile:
         self.num_rows = 0
         refused = None  # (line, why) of the first integer a float64 would round inside a list or object
         big_inside: dict[str, list[int]] = defaultdict(list)  # column -> first lines of pieces with such an int64
+        self._only = None  # a file of one piece whose parse needs no types this pass settles: kept for batches()
         for line, piece, table in self._parsed():
             bad = self._note_numbers(numbers, line, piece, table, big_inside)
             refused = refused or bad
             schemas.append(table.schema)
             self.num_rows += table.num_rows
+            self._only = (line, piece, table) if not schemas[1:] else None
         if self.num_rows == 0:
             self.schema = pa.schema([(c, pa.string()) for c in self.empty_columns])
             return
@@ -410,6 +412,7 @@ class _JsonlFile:
         self.schema = pa.schema([pa.field(n, self.exact[n]) if n in self.exact else self.schema.field(n) for n in names],
                                 metadata=self.schema.metadata)
         self._refuse_rounded_inside(big_inside)
+        self._only = None if self.exact else self._only
 
     def _refuse_rounded_inside(self, big_inside: dict[str, list[int]]) -> None:
         """Refuse, naming its line, an integer beyond 2^53 inside a list or object that a piece read as an int64
@@ -466,8 +469,9 @@ class _JsonlFile:
         schema = pa.schema(sorted(explicit.items()))
         opts = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer") if explicit else None
         # The piece as one block: Arrow (26) infers each block's types alone and, where a field's type changes
-        # between blocks, crashes or loses the value; within a block it reports the change and its row.
-        read = pj.ReadOptions(block_size=min(len(piece) + 1, _MAX_BLOCK))
+        # between blocks, crashes or loses the value; within a block it reports the change and its row. One block is
+        # parsed by one thread: Arrow's pool only adds a hand-off (1.5x the time of a 32 MiB piece, 10x of a small one).
+        read = pj.ReadOptions(block_size=min(len(piece) + 1, _MAX_BLOCK), use_threads=False)
         table = pj.read_json(pa.BufferReader(piece), parse_options=opts, read_options=read)
         return table.select([k for k in keys if k in table.column_names]) if keys else table
 
@@ -530,7 +534,7 @@ class _JsonlFile:
 
     def batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
         as_text = {c for c, t in self.exact.items() if t == pa.string()}
-        for line, piece, table in self._parsed():
+        for line, piece, table in [self._only] if self._only else self._parsed():
             present = {c for c in as_text if c in table.column_names and table.column(c).null_count < table.num_rows}
             texts = jsonl.number_texts(piece, line, present, set())[0] if present else {}
             cols = []
