@@ -59,7 +59,7 @@ def _finite_positive(*values: float) -> None:
 def test_every_script_is_covered():
     assert SCRIPTS == ["audit_bench.py", "band_bench.py", "datasketch_baseline.py", "dedup_bench.py",
                        "jsonl_read_bench.py", "occurrences_bench.py", "peer_baselines.py", "scale_bench.py",
-                       "split_memory.py"]
+                       "small_files_bench.py", "split_memory.py"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -118,6 +118,11 @@ def test_band_bench(tmp_path):
 def test_jsonl_read_bench():
     out = run("jsonl_read_bench.py", "--docs", "500", "--repeat", "1").stdout
     assert "MB/s" in out and "memdedup ShardReader" in out, out
+
+
+def test_small_files_bench():
+    out = run("small_files_bench.py", "--files", "20", "--rows", "2", "--workers", "1", timeout=120).stdout
+    assert "| fused |" in out and "| staged |" in out and "byte-identical between the engines: True" in out, out
 
 
 def test_split_memory():
