@@ -34,7 +34,7 @@ from .config import ProfileConfig
 from .layout import (CHECKPOINT_DIR, EVENT_TIME_FILE, EVENT_TIME_PNG, FORECAST_FILE, HEATMAP_PNG, HELDOUT_FILE,
                      INSTANCES_FILE, ORDER_FILE, PROFILE_FILE, PROFILE_OUTPUTS, RETENTION_FILE, RETENTION_PNG,
                      RETENTION_RUN_CURVE, RETENTION_RUN_FILE, SUMMARY, TRAIN_CONFIG, checkpoint_step, holding_out,
-                     refuse_out, write_atomic)
+                     refuse_out)
 from .sampling import rows_of
 
 
@@ -332,18 +332,18 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     io.manifest_path(out).unlink(missing_ok=True)  # a previous run's: out is incomplete until the new one is written
     for name in (*PROFILE_OUTPUTS, RETENTION_RUN_FILE, RETENTION_RUN_CURVE):  # and none of its outputs is left beside
         (out / name).unlink(missing_ok=True)  # this run's, should it die midway (a report reads them without one)
-    write_atomic(out / PROFILE_FILE, both.to_parquet)
-    write_atomic(out / RETENTION_FILE, ret.to_parquet)
+    io.write_atomic(out / PROFILE_FILE, both.to_parquet)
+    io.write_atomic(out / RETENTION_FILE, ret.to_parquet)
     io.write_json_atomic(out / FORECAST_FILE, fc)
-    write_atomic(out / EVENT_TIME_FILE, curve_et.to_parquet)
-    write_atomic(out / INSTANCES_FILE, rows.assign(instance_row=rows.index)[
+    io.write_atomic(out / EVENT_TIME_FILE, curve_et.to_parquet)
+    io.write_atomic(out / INSTANCES_FILE, rows.assign(instance_row=rows.index)[
         ["instance_row", "instance_id", "group", "treatment_step", "first_step", "second_step"]].to_parquet)
     io.write_bytes_atomic(out / HEATMAP_PNG, plots.profile_heatmap(prof, title=f"Memorisation profile: {run.name}")
                           if len(prof) else plots.event_time_curve(None))  # no cohort: a figure that says so
     io.write_bytes_atomic(out / EVENT_TIME_PNG, plots.event_time_curve(curve_et, title=f"Event-time curve: {run.name}"))
     io.write_bytes_atomic(out / RETENTION_PNG, plots.retention_curves(curve, title=f"Retention: {run.name}"))
     for name, table in zip(ret_files, ret_run or ()):
-        write_atomic(out / name, table.to_parquet)
+        io.write_atomic(out / name, table.to_parquet)
     panel_info = {"ends": panel_rule, "end_step": int(pchk[-1]), "checkpoints": pchk,
                   "residual_step": int(pchk[-1])}
     banded = placebo[placebo["band_lower"].notna()]
@@ -446,5 +446,5 @@ def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: i
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         for name, table in ((RETENTION_RUN_FILE, ret), (RETENTION_RUN_CURVE, curve)):
-            write_atomic(Path(out) / name, table.to_parquet)
+            io.write_atomic(Path(out) / name, table.to_parquet)
     return ret, curve

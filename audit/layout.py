@@ -46,7 +46,6 @@ import hashlib
 import inspect
 import json
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -220,24 +219,3 @@ def holding_out(param: str, inputs: tuple[str, ...] = (), own: tuple[str, ...] |
         return run
 
     return decorate
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it into place (a directory
-    replaces the previous one); on failure the temporary goes, and an OSError naming no file names ``path``
-    (:func:`dedup.io.naming`)."""
-    path = Path(path)
-    tmp = io.tmp_path(path)  # unique to this call: no earlier writer's to clear
-    try:
-        write(tmp)
-        if tmp.is_dir() and path.is_dir():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException as e:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):  # a full disk: named (Arrow's and Python's write errors name no file)
-            raise io.naming(e, path, tmp) from e
-        raise

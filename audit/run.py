@@ -26,7 +26,7 @@ from .config import AuditConfig
 from .duplicates import dedup_status, duplicate_counts
 from .occurrences import corpus_documents, count_occurrences
 from .layout import (PER_SEQUENCE, SUMMARY, holding_out, per_sequence_schema, refuse_out, training_run,
-                     training_run_digest, write_atomic)
+                     training_run_digest)
 from .sampling import (corpus_batches, document_name, per_bucket_selection, sample_sequences,
                        sequences_from_file)
 from .stats import duplicate_bucket
@@ -257,7 +257,7 @@ def run_audit(model_dir: str | os.PathLike, corpus: str | os.PathLike | Sequence
     out.mkdir(parents=True, exist_ok=True)
     for old in (io.manifest_path(out), out / SUMMARY):  # a previous run's: incomplete until the new one is written,
         old.unlink(missing_ok=True)  # and a report never pairs the new table with the old summary
-    write_atomic(out / PER_SEQUENCE, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    io.write_atomic(out / PER_SEQUENCE, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
     io.write_json_atomic(out / SUMMARY, summary)
     io.write_stage_manifest(out, "audit", {
         "config": config.to_dict(),

@@ -26,7 +26,7 @@ from dedup.shards import InputError
 
 from .config import TrainConfig, retention_checkpoints
 from .layout import (CHECKPOINT_DIR, HELDOUT_FILE, MODEL_DIR, ORDER_FILE, RUN_ENTRIES, STATE_FILE, TOKENIZER_DIR,
-                     TRAIN_CONFIG, checkpoint_name, holding_out, refuse_out, write_atomic)
+                     TRAIN_CONFIG, checkpoint_name, holding_out, refuse_out)
 from .lm import error_reason
 from .sampling import corpus_rows, document_name
 
@@ -196,12 +196,12 @@ def _out_of_memory(e: BaseException) -> bool:
 
 
 def _write_checkpoint(path: Path, save: Callable[[Path], None]) -> None:
-    """:func:`audit.layout.write_atomic` of one checkpoint; a full disk is an OSError naming ``path``
+    """:func:`dedup.io.write_atomic` of one checkpoint; a full disk is an OSError naming ``path``
     (exit 2), not torch's RuntimeError or safetensors' SafetensorError."""
     from safetensors import SafetensorError
 
     try:
-        write_atomic(path, save)
+        io.write_atomic(path, save)
     except (RuntimeError, SafetensorError) as e:
         if _out_of_memory(e):
             raise  # the trainer's own message
@@ -308,7 +308,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     out.mkdir(parents=True, exist_ok=True)
     io.write_json_atomic(cfg_file, record)
     if not tokenizer_saved:
-        write_atomic(tok_dir, lambda tmp: tokenizer.save_pretrained(str(tmp)))
+        io.write_atomic(tok_dir, lambda tmp: tokenizer.save_pretrained(str(tmp)))
 
     # order.parquet and heldout.parquet: a pure function of config and corpus.
     def instance_columns(ids: list[int]) -> dict[str, list]:
@@ -328,9 +328,9 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     if retention is not None:  # the design, in the order too: which rows are the retention items
         items = set(retention["instance_ids"])
         rows["retention_item"] = pa.array([i in items for i in ids], pa.bool_())
-    write_atomic(out / ORDER_FILE, lambda tmp: pq.write_table(pa.table(rows), tmp))
+    io.write_atomic(out / ORDER_FILE, lambda tmp: pq.write_table(pa.table(rows), tmp))
     held_table = pa.table(instance_columns([i for i in range(len(inst)) if held[inst[i][0]]]))
-    write_atomic(out / HELDOUT_FILE, lambda tmp: pq.write_table(held_table, tmp))
+    io.write_atomic(out / HELDOUT_FILE, lambda tmp: pq.write_table(held_table, tmp))
 
     was_deterministic, was_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     step = 0
@@ -414,7 +414,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
         torch.set_num_threads(was_threads)
 
     final = ckpt_root / checkpoint_name(total_steps)
-    write_atomic(out / MODEL_DIR, lambda tmp: shutil.copytree(final, tmp, ignore=shutil.ignore_patterns(STATE_FILE)))
+    io.write_atomic(out / MODEL_DIR, lambda tmp: shutil.copytree(final, tmp, ignore=shutil.ignore_patterns(STATE_FILE)))
     body = {
         "config": recorded, "documents": len(docs), "held_out_documents": int(held.sum()),
         "instances": len(inst), "trained_instances": int(train_ids.size), "steps": total_steps,

@@ -20,7 +20,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from itertools import takewhile
 from pathlib import Path
@@ -132,22 +132,41 @@ def remove_temporaries(root: Path, names: tuple[str, ...] | None = None) -> None
         return
     found = root.rglob(".*.tmp-*") if names is None else (p for p in root.iterdir() if temporary_of(p.name) in names)
     for p in sorted(found, reverse=True):
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
+        remove(p)
+
+
+def remove(path: Path) -> None:
+    """Delete a file, a link or a directory tree (a link to a directory: the link), if there, ignoring errors (a
+    clean-up that must not hide the error it cleans up after)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 @contextmanager
 def replacing(final: Path) -> Iterator[Path]:
-    """The :func:`tmp_path` of ``final``, to write: renamed over ``final`` when the block completes, else deleted."""
-    tmp = tmp_path(final)
+    """The :func:`tmp_path` of ``final``, to write (a file, or a directory that replaces the one at ``final``):
+    renamed over ``final`` when the block completes, else deleted; an OSError naming no file names ``final``
+    (:func:`naming`)."""
+    final = Path(final)
+    tmp = tmp_path(final)  # unique to this call: no earlier writer's to clear
     try:
         yield tmp
+        if tmp.is_dir() and final.is_dir():
+            shutil.rmtree(final)
         os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as e:
+        remove(tmp)
+        if isinstance(e, OSError) and (named := naming(e, final, tmp)) is not e:  # a full disk: named (Arrow's and
+            raise named from e  # Python's write errors name no file)
         raise
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` in :func:`replacing` ``path``."""
+    with replacing(path) as tmp:
+        write(tmp)
 
 
 def naming(e: OSError, path: Path, tmp: Path) -> OSError:
@@ -166,14 +185,10 @@ def naming(e: OSError, path: Path, tmp: Path) -> OSError:
 def write_bytes_atomic(path: Path, *data: bytes) -> None:
     """Write ``data`` (byte strings, in order) to a temporary sibling, fsync, rename over ``path``; OSError
     naming ``path`` (:func:`naming`) when it cannot be written."""
-    with replacing(Path(path)) as tmp:
-        try:
-            with open(tmp, "wb") as f:
-                f.writelines(data)
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as e:
-            raise naming(e, Path(path), tmp) from e
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        f.writelines(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_text_atomic(path: Path, text: str) -> None:

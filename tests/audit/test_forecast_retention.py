@@ -532,7 +532,6 @@ def test_a_full_disk_names_the_output_being_written(tmp_path, monkeypatch, write
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from audit.layout import write_atomic
     from dedup import io as dio
 
     final = tmp_path / ("s.json" if writer == "json" else "t.parquet")
@@ -545,7 +544,7 @@ def test_a_full_disk_names_the_output_being_written(tmp_path, monkeypatch, write
             raise OSError("Error writing bytes to file. Detail: [errno 28] No space left on device")
         monkeypatch.setattr(pq, "write_table", full)
         with pytest.raises(OSError) as e:
-            write_atomic(final, lambda tmp: pq.write_table(pa.table({"x": [1]}), tmp))
+            dio.write_atomic(final, lambda tmp: pq.write_table(pa.table({"x": [1]}), tmp))
     assert e.value.filename == str(final) and "No space left on device" in e.value.strerror, (e.value.filename,
                                                                                              e.value.strerror)
     assert list(tmp_path.iterdir()) == []
