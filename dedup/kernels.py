@@ -19,7 +19,7 @@ import os
 import warnings
 from types import ModuleType
 
-from ._kernels import SKETCH_CHUNK
+from ._kernels import PARALLEL_MIN_BYTES, SKETCH_CHUNK
 
 
 @functools.lru_cache(maxsize=1)
@@ -68,24 +68,24 @@ def use_threads(threads: int | None) -> int | None:
 def sketch_documents(data, offsets, valid, table, bits, cf_bit, map_cps, map_off, map_blob, ngram, char_unit, scheme,
                      a32, b32, a64, b64, sigs, exact, n_shingles, threads: int | None = 1) -> None:
     """Sketch every document (:func:`dedup._kernels.minhash.sketch_range`): serially for ``threads`` 1 or a batch of
-    at most :data:`~dedup._kernels.SKETCH_CHUNK` documents (one parallel task: the other threads would only spin), else
-    on Numba's parallel kernel with that many threads, set for this call only (Numba's count is per calling thread and
-    would outlast it); None: the thread's current count."""
+    under :data:`~dedup._kernels.PARALLEL_MIN_BYTES` of text (OpenMP's idle threads spin after each parallel call:
+    many small files cost 5x the CPU), else on Numba's parallel kernel with that many threads, set for this call only
+    (Numba's count is per calling thread and would outlast it; None: the thread's current count), in chunks of at
+    most :data:`~dedup._kernels.SKETCH_CHUNK` documents and at least 4 chunks per thread where the batch has the
+    documents (a few long ones, such as books, still spread over the threads). Chunks do not change the result."""
     args = (data, offsets, valid, table, int(bits), int(cf_bit), map_cps, map_off, map_blob, int(ngram),
             bool(char_unit), int(scheme), a32, b32, a64, b64, sigs, exact, n_shingles)
-    threads = use_threads(threads)
-    if threads == 1 or sigs.shape[0] <= SKETCH_CHUNK:
-        (aot() or _jit("minhash")).sketch_range(*args, 0, sigs.shape[0])
-        return
-    if threads is None:
-        _jit("minhash").sketch_documents(*args)
+    threads, n = use_threads(threads), sigs.shape[0]
+    if threads == 1 or n < 2 or int(offsets[-1] - offsets[0]) < PARALLEL_MIN_BYTES:
+        (aot() or _jit("minhash")).sketch_range(*args, 0, n)
         return
     import numba
 
     before = numba.get_num_threads()
-    numba.set_num_threads(threads)
+    chunk = max(1, min(SKETCH_CHUNK, n // (4 * (threads or before))))
+    numba.set_num_threads(threads or before)
     try:
-        _jit("minhash").sketch_documents(*args)
+        _jit("minhash").sketch_documents(*args, chunk)
     finally:
         numba.set_num_threads(before)
 

@@ -16,9 +16,10 @@ SCHEME_AFFINE32 = 1
 SCHEME_LEGACY = 2
 SCHEME_FSS = 3
 
-#: Documents per task of the parallel sketch kernel (:func:`dedup._kernels.minhash.sketch_documents`); a batch of
-#: at most one such chunk is sketched serially (:func:`dedup.kernels.sketch_documents`).
+#: The most documents per task of the parallel sketch kernel (:func:`dedup._kernels.minhash.sketch_documents`).
 SKETCH_CHUNK = 256
+#: Text bytes below which a batch is sketched serially (:func:`dedup.kernels.sketch_documents`): ~10 ms of work.
+PARALLEL_MIN_BYTES = 1 << 20
 
 # Bloom probe rules (:mod:`dedup._kernels.bloom`).
 BLOOM_DOUBLE = 0  #: enhanced double hashing (Bloom format versions 1 and 2)

@@ -19,7 +19,7 @@ import numpy as np
 from .hashing import _read64le, fmix32, fmix64, sha1_32, xxh64
 from .text import _room, canonicalize_chars, canonicalize_words
 
-from . import SCHEME_AFFINE32, SCHEME_FAST, SCHEME_FSS, SCHEME_LEGACY, SKETCH_CHUNK  # noqa: F401  (re-exported)
+from . import SCHEME_AFFINE32, SCHEME_FAST, SCHEME_FSS, SCHEME_LEGACY  # noqa: F401  (re-exported)
 
 _MERSENNE = np.uint64((1 << 61) - 1)
 _LOW32 = np.uint64(0xFFFFFFFF)
@@ -425,14 +425,14 @@ def sketch_range(data, offsets, valid, table, bits, cf_bit, map_cps, map_off, ma
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def sketch_documents(data, offsets, valid, table, bits, cf_bit, map_cps, map_off, map_blob, ngram, char_unit,
-                     scheme, a32, b32, a64, b64, sigs, exact, n_shingles):
-    """:func:`sketch_range` over all documents, in parallel over chunks of 256."""
+                     scheme, a32, b32, a64, b64, sigs, exact, n_shingles, chunk):
+    """:func:`sketch_range` over all documents, in parallel over chunks of ``chunk`` documents."""
     n = sigs.shape[0]
-    n_chunks = (n + SKETCH_CHUNK - 1) // SKETCH_CHUNK
+    n_chunks = (n + chunk - 1) // chunk
     for c in numba.prange(n_chunks):
-        lo = c * SKETCH_CHUNK
+        lo = c * chunk
         sketch_range(data, offsets, valid, table, bits, cf_bit, map_cps, map_off, map_blob, ngram, char_unit,
-                     scheme, a32, b32, a64, b64, sigs, exact, n_shingles, lo, min(n, lo + SKETCH_CHUNK))
+                     scheme, a32, b32, a64, b64, sigs, exact, n_shingles, lo, min(n, lo + chunk))
 
 
 @numba.njit(cache=True, nogil=True)

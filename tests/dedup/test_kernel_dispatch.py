@@ -45,7 +45,7 @@ def test_sketch_aot_equals_jit_serial_and_parallel(texts, scheme, unit, ngram):
         elif how == "jit-serial":
             jit_minhash.sketch_range(*args, 0, n)
         else:
-            jit_minhash.sketch_documents(*args)
+            jit_minhash.sketch_documents(*args, 7)  # chunks of 7: any size gives the same
         outs.append((sigs, exact, nsh))
     for other in outs[1:]:
         for a, b in zip(outs[0], other):
@@ -133,19 +133,25 @@ def test_sketch_documents_checks_and_caps_its_thread_count():
                                  nsh, threads=0)
 
 
-def test_a_batch_of_one_parallel_chunk_is_sketched_serially(monkeypatch):
-    """The parallel kernel hands out chunks of SKETCH_CHUNK documents, so a batch of at most one chunk gains nothing
-    from it, while OpenMP's idle threads spin after every call: 2000 JSONL files of 5 rows took 24 s of CPU, not 6.
-    Such a batch runs the serial kernel (same signatures); a batch of two chunks still runs the parallel one."""
-    from dedup._kernels import SKETCH_CHUNK
+def test_parallel_sketching_is_for_batches_with_the_work_for_it(monkeypatch):
+    """A batch under PARALLEL_MIN_BYTES of text is sketched serially: OpenMP's idle threads spin after every
+    parallel call, so 2000 JSONL files of 5 rows took 24 s of CPU, not 6. A batch of a few long documents (books:
+    a JSONL piece of 32 MiB holds ~80) is spread over the threads in chunks of one document: before, chunks of 256
+    documents gave it all to one thread. Signatures are the serial kernel's either way."""
+    from dedup._kernels import PARALLEL_MIN_BYTES
 
     calls = []
     real = jit_minhash.sketch_documents
-    monkeypatch.setattr(jit_minhash, "sketch_documents", lambda *a: calls.append(a[-1].shape[0]) or real(*a))
+    monkeypatch.setattr(jit_minhash, "sketch_documents", lambda *a: calls.append((a[-2].shape[0], a[-1])) or real(*a))
     bits, cf_bit, cmap = replacements(True)
-    for n in (5, SKETCH_CHUNK, SKETCH_CHUNK + 1):
-        data, offsets, valid = string_buffers(pa.array([f"doc {i} one two three four five" for i in range(n)]))
-        sigs = {}
+    words = [f"w{i}" for i in range(3000)]
+    rng = np.random.default_rng(3)
+    book = PARALLEL_MIN_BYTES // 4  # 6 documents: over the threshold together
+    for docs in ([" ".join(rng.choice(words, 60)) for _ in range(5)],
+                 [" ".join(rng.choice(words, 60)) for _ in range(300)],
+                 [" ".join(rng.choice(words, book // 5)) for _ in range(6)]):
+        data, offsets, valid = string_buffers(pa.array(docs))
+        n, sigs = len(docs), {}
         for threads in (1, 2):
             s, exact, nsh = np.empty((n, 16), np.uint32), np.empty((n, 2), np.uint64), np.empty(n, np.int64)
             kernels.sketch_documents(data, offsets, valid, char_table(), bits, cf_bit, cmap.cps, cmap.off, cmap.blob,
@@ -153,4 +159,4 @@ def test_a_batch_of_one_parallel_chunk_is_sketched_serially(monkeypatch):
                                      nsh, threads=threads)
             sigs[threads] = s
         np.testing.assert_array_equal(sigs[1], sigs[2])
-    assert calls == [SKETCH_CHUNK + 1]
+    assert calls == [(6, 1)]  # only the long documents, one per chunk
