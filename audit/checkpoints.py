@@ -33,14 +33,20 @@ from . import profile, retention
 from .config import ProfileConfig
 from .layout import (CHECKPOINT_DIR, EVENT_TIME_FILE, EVENT_TIME_PNG, FORECAST_FILE, HEATMAP_PNG, HELDOUT_FILE,
                      INSTANCES_FILE, ORDER_FILE, PROFILE_FILE, PROFILE_OUTPUTS, RETENTION_FILE, RETENTION_PNG,
-                     RETENTION_RUN_CURVE, RETENTION_RUN_FILE, SUMMARY, TRAIN_CONFIG, checkpoint_step, holding_out,
-                     refuse_out)
+                     RETENTION_RUN_CURVE, RETENTION_RUN_FILE, SUMMARY, TRAIN_CONFIG, checkpoint_name, checkpoint_step,
+                     holding_out, refuse_out)
 from .sampling import rows_of
 
 
 def _checkpoints(run: Path) -> list[tuple[int, Path]]:
     """(step, directory) of every ``checkpoints/step-NNNNNNN/``, by step; InputError naming a
-    ``step-*`` directory with another name (a copy such as ``step-0000010-old``)."""
+    ``step-*`` directory with another name (a copy such as ``step-0000010-old``) or a Hugging Face Trainer
+    ``checkpoint-N`` directory (in the run or in ``checkpoints/``), with the name it needs."""
+    for p in sorted([*run.glob("checkpoint-*"), *(run / CHECKPOINT_DIR).glob("checkpoint-*")]):
+        if p.is_dir() and p.name[len("checkpoint-"):].isdecimal():  # else silently left out, or "no step-*"
+            want = run / CHECKPOINT_DIR / checkpoint_name(int(p.name[len("checkpoint-"):]))
+            raise InputError(p, f"a Hugging Face Trainer checkpoint: memdedup reads {CHECKPOINT_DIR}/step-NNNNNNN/ "
+                                f"(the step zero-padded to 7 digits): move or link it to {want}")
     ckpts = []
     for p in (run / CHECKPOINT_DIR).glob("step-*"):
         if p.is_dir():

@@ -801,6 +801,29 @@ def test_profile_names_a_checkpoint_directory_that_is_not_step_n(small_run, tmp_
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("inside", [True, False])
+def test_profile_names_hugging_face_trainer_checkpoints_and_their_step_name(small_run, tmp_path, capsys, inside):
+    """Hugging Face's Trainer writes OUTPUT_DIR/checkpoint-500/. Given as they are, beside the run's
+    own step-N checkpoints or as the run's only ones, they are exit 2 naming the directory and the
+    name it needs (checkpoints/step-0000010). Before: a checkpoint-N beside step-N directories was
+    silently left out of the profile, and a run of checkpoint-N directories only was 'no
+    checkpoints/step-*/ directories', naming neither what was found nor the fix."""
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    ckpts = sorted((run / "checkpoints").glob("step-*"))
+    if inside:  # one of them renamed: the others stay
+        hf = run / "checkpoints" / "checkpoint-10"
+        (run / "checkpoints" / "step-0000010").rename(hf)
+    else:  # the Trainer's layout: checkpoint-N directly in the run directory
+        for p in ckpts:
+            p.rename(run / f"checkpoint-{int(p.name[5:])}")
+        (run / "checkpoints").rmdir()
+        hf = run / "checkpoint-10"
+    err = _profile_fails(capsys, "--run", run, "--out", tmp_path / "out", *TINY_PROFILE)
+    assert str(hf) in err and str(run / "checkpoints" / "step-0000010") in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_corpus_id_naming_two_documents_is_refused_naming_both_rows(tmp_path):
     """Training orders and members lists name documents by corpus id: an id on two rows made
     both one name, so a document held out and its namesake trained on were both 'member' and
