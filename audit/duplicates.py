@@ -12,10 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from dedup.arrow import string_array
 from dedup.config import DedupConfig
-from dedup.shards import Shard
+from dedup.shards import InputError, Shard
 from dedup.sketch import Sketcher
 
 from .sampling import corpus_batches, document_name
@@ -50,7 +52,8 @@ def duplicate_counts(
     """Count each sampled document's near duplicates in the corpus (``shards``, in canonical
     order) with dedup's ``config``. ``own``: (shard name, row) of each sampled document, so its
     own row is recognised; ``removed``: (shard name, row) of the rows dedup removed, and
-    ``members``: names of trained documents (:func:`audit.sampling.document_name`), when known."""
+    ``members``: names of trained documents (:func:`audit.sampling.document_name`), when known. InputError: a
+    members id names two corpus rows of other texts (exact keys), as :func:`audit.train.corpus_documents`."""
     bands, rows = config.banding()
     sketcher = Sketcher(config, bands, rows)
     sk = sketcher(string_array([t or "" for t in doc_texts]))
@@ -66,6 +69,8 @@ def duplicate_counts(
         exact_index.setdefault((int(sk.exact[i, 0]), int(sk.exact[i, 1])), []).append(int(i))
     matches: list[set[tuple[str, int]]] = [set() for _ in range(n)]
     member_dup = np.zeros(n, dtype=bool)
+    member_set = pa.array(sorted(members or ()), pa.string())
+    named: dict[str, tuple[str, int, tuple[int, int]]] = {}  # member id -> its first (shard name, row, exact key)
     for shard, start, reader, batch in corpus_batches(shards, config.text_column, config.id_column,
                                                      batch_rows=config.batch_rows):
         csk = sketcher(reader.text(batch))
@@ -78,7 +83,15 @@ def duplicate_counts(
         for r in np.flatnonzero(csk.valid).tolist():
             if same := exact_index.get((int(csk.exact[r, 0]), int(csk.exact[r, 1]))):
                 hits.setdefault(r, set()).update(same)
-        ids = reader.ids(batch).to_pylist() if members and hits else None
+        id_array = reader.ids(batch) if members else None
+        ids = id_array.to_pylist() if members else None
+        for r in (np.flatnonzero(pc.is_in(id_array, value_set=member_set).to_numpy(zero_copy_only=False))
+                  if members else ()):  # an id of a trained document on two other texts: which one was trained?
+            name, key = ids[r], (int(csk.exact[r, 0]), int(csk.exact[r, 1]))
+            if (first := named.setdefault(name, (shard.name, start + r, key)))[2] != key:
+                raise InputError(shard.path, f"id {name!r} also names row {first[1]} of {first[0]}, another text; "
+                                             "--members names documents by id: make ids unique, or use --id-column "
+                                             "'' (no ids: documents named shard:row)", row=start + r)
         for r, found in hits.items():
             is_member = ids is not None and document_name(ids[r], shard.name, start + r) in members
             for i in found:

@@ -60,6 +60,33 @@ def test_members_that_match_no_sampled_document_are_noted(tiny_random_lm, tmp_pa
     assert len(note) == 1 and "like '0'" in note[0] and "like 'doc-" in note[0], said
 
 
+def test_a_member_id_on_two_documents_is_refused_naming_both_rows(tiny_random_lm, tmp_path):
+    """Shards whose ids restart at 0 (a row index per file) name two documents by one id. With --members
+    listing shard a's ids, every document of shard b was labelled a member too (members 8 of 8, exit 0).
+    Now an InputError (exit 2) naming the file, the row and the other row, as memdedup train refuses such
+    ids; an id on two copies of one text (a duplicated row) labels both rightly and is accepted."""
+    from audit.config import AuditConfig
+    from audit.run import run_audit
+    from dedup.shards import InputError
+
+    rng = np.random.default_rng(0)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    texts = {s: [_words(rng) for _ in range(4)] for s in "ab"}
+    for s in "ab":
+        pq.write_table(pa.table({"id": [0, 1, 2, 3], "text": texts[s]}), corpus / f"{s}.parquet")
+    (tmp_path / "members.txt").write_text("0\n1\n2\n3\n")
+    cfg = AuditConfig(prompt_len=8, cont_len=8, n_sequences=8, n_boot=0)
+    with pytest.raises(InputError, match=r"b\.parquet: row 0: id '0' .*row 0 of a\.parquet"):
+        run_audit(tiny_random_lm("gpt2"), [corpus], tmp_path / "out", cfg, members=tmp_path / "members.txt",
+                  log=lambda m: None)
+    assert not (tmp_path / "out" / "summary.json").exists()
+    pq.write_table(pa.table({"id": [0, 1, 2, 3], "text": texts["a"]}), corpus / "b.parquet")  # the same rows again
+    s = run_audit(tiny_random_lm("gpt2"), [corpus], tmp_path / "out", cfg, members=tmp_path / "members.txt",
+                  log=lambda m: None)
+    assert s["membership_labels"]["members"] == 8
+
+
 def test_heldout_is_chosen_by_whole_duplicate_clusters():
     from audit.train import choose_heldout
     from dedup.config import DedupConfig
