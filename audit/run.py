@@ -19,7 +19,7 @@ from dedup import io
 from dedup import layout as dedup_layout
 from dedup.config import DedupConfig
 from dedup.runs import discover
-from dedup.shards import InputError, ShardReader, count_rows, id_strings
+from dedup.shards import InputError, ShardReader, count_rows, format_of, id_strings
 
 from . import aggregate, batching, metrics
 from .config import AuditConfig
@@ -52,12 +52,17 @@ def _dedup_context(dedup_dir: Path | None, shards) -> tuple[DedupConfig, set[tup
 
 
 def _members(path: Path | None) -> set[str] | None:
-    """Training-set document ids: a text file (one id per line) or Parquet with ``id``."""
+    """Training-set document ids: a text file (one id per line) or Parquet (``.parquet``, ``.pq``) with ``id``
+    or ``document_id``; InputError: other table formats (JSON Lines, JSON, Arrow, CSV, TSV)."""
     if path is None:
         return None
     if not path.exists():
         raise InputError(path, "members file does not exist")
-    if path.suffix == ".parquet":
+    fmt = (format_of(path) or (path.suffix.lower()[1:],))[0]
+    if fmt in ("jsonl", "arrow", "csv", "tsv"):  # else read as text, each line an id: no document would match
+        raise InputError(path, f"a {fmt.upper()} members file: give a text file of one id per line, or Parquet with "
+                               "an 'id' or 'document_id' column")
+    if fmt == "parquet":
         try:
             table = pq.read_table(path)
         except (pa.ArrowException, OSError) as e:

@@ -76,8 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", required=True, nargs="+", help="corpus shards (files, directories or globs)")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--dedup-dir", type=Path, help="dedup output of this corpus (removed rows, config)")
-    p.add_argument("--members", type=Path, help="ids of documents the model was trained on (text or Parquet; "
-                                                "shard:row without corpus ids)")
+    p.add_argument("--members", type=Path, help="ids of documents the model was trained on (a text file of one id "
+                                                "per line, or Parquet with id or document_id; shard:row without "
+                                                "corpus ids)")
     p.add_argument("--reference", type=Path,
                    help="reference model directory (its vocabulary must give the audited tokens the same ids)")
     p.add_argument("--sequences", type=Path, help="Parquet with a 'tokens' column: audit these instead of sampling")

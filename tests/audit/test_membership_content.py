@@ -154,6 +154,33 @@ def test_profile_instances_are_chosen_by_content(tiny_random_lm, tmp_path):
     assert "canonical exact key" in el["rule"]
 
 
+@pytest.mark.parametrize("name, body", [("members.jsonl", '{"id": "a"}\n'), ("members.json", '["a", "c"]'),
+                                        ("members.csv", "id,split\na,train\n"), ("members.jsonl.gz", None)])
+def test_a_members_file_of_a_table_format_other_than_parquet_is_refused(tmp_path, name, body):
+    """A members list as JSON Lines, JSON or CSV was read as text, one id per line: '{"id": "a"}' was an id,
+    no document matched, and every sequence was labelled a non-member (exit 0, a note at most). Now an
+    InputError naming the file and the formats read."""
+    import gzip
+
+    from audit.run import _members
+    from dedup.shards import InputError
+
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(b'{"id": "a"}\n') if body is None else body.encode())
+    with pytest.raises(InputError, match="one id per line.*Parquet"):
+        _members(path)
+
+
+@pytest.mark.parametrize("name", ["members.pq", "MEMBERS.PARQUET"])
+def test_a_members_file_with_another_parquet_suffix_is_read_as_parquet(tmp_path, name):
+    """The corpus reader takes .pq and any case as Parquet; the members reader took only '.parquet' (else
+    'not valid UTF-8')."""
+    from audit.run import _members
+
+    pq.write_table(pa.table({"id": ["a", "c"]}), tmp_path / name)
+    assert _members(tmp_path / name) == {"a", "c"}
+
+
 def test_a_members_file_with_a_byte_order_mark(tmp_path):
     """A members list saved with a UTF-8 byte order mark (Notepad, PowerShell, Excel's CSV) has
     the same ids as without it. Before: the first id kept the BOM ('\\ufeffa'), so its document
