@@ -308,6 +308,9 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str 
     if not path.is_dir():
         raise ModelError(f"{path}: model directory does not exist")
     if not (path / "config.json").exists():
+        if snaps := sorted(p for p in path.glob("snapshots/*") if (p / "config.json").exists()):  # hub cache folder
+            raise ModelError(f"{path}: a Hugging Face hub cache folder, not a model directory: give a snapshot of it "
+                             f"({', '.join(map(str, snaps[:3]))}{', ...' if len(snaps) > 3 else ''})")
         raise ModelError(f"{path}: no config.json: not a Hugging Face model directory")
     _offline()
     import torch

@@ -56,3 +56,27 @@ def test_min_k_plus_plus_of_an_exactly_uniform_prediction_is_zero(tmp_path):
     want = metrics.score_min_k_plus_plus(st.logprob, st.mu, sigma, 0.2)
     got = metrics.score_min_k_plus_plus(st.logprob, st.mu, st.sigma, 0.2)
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_a_hub_cache_folder_is_refused_naming_its_snapshot(tiny_random_lm, tmp_path):
+    """A Hugging Face hub cache (models--org--name/snapshots/<hash>/, files symlinked into blobs/): the
+    snapshot loads as its files would; the cache folder itself was 'no config.json: not a Hugging Face
+    model directory', which named neither the snapshot nor the fix."""
+    pytest.importorskip("torch")
+    import hashlib
+
+    from audit.lm import ModelError, load_causal_lm
+
+    src = tiny_random_lm("gpt_neox")
+    root = tmp_path / "models--org--tiny"
+    snap = root / "snapshots" / ("a" * 40)
+    (root / "blobs").mkdir(parents=True)
+    snap.mkdir(parents=True)
+    for f in src.iterdir():
+        blob = root / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
+        blob.write_bytes(f.read_bytes())
+        (snap / f.name).symlink_to(f"../../blobs/{blob.name}")
+    ids = np.random.default_rng(0).integers(0, 48, size=(2, 12))
+    np.testing.assert_array_equal(load_causal_lm(snap).score(ids).logprob, load_causal_lm(src).score(ids).logprob)
+    with pytest.raises(ModelError, match=f"hub cache.*{snap}"):
+        load_causal_lm(root)
