@@ -115,7 +115,7 @@ def comparison_report(audit_dirs: Sequence[str | os.PathLike], labels: Sequence[
     ``exposure``: ``checks.json``'s ``exposure_by_copies`` (``{model: {"samples", "log2_space", "words", "by_copies":
     [{"copies", "canaries", "mean_exposure", "min_exposure", "max_exposure"}, ...]}}``, bits, Carlini et al. 2019),
     shown by planted copies and kept in the JSON. ValueError: no audit, labels not one per audit or not distinct, an
-    input not an audit / dedup output, audits of different prompt or continuation lengths.
+    input not an audit / dedup output, audits of different prompt or continuation lengths or BOS policies.
     """
     audit_dirs = list(audit_dirs)
     labels = [str(x) for x in labels]
@@ -130,6 +130,10 @@ def comparison_report(audit_dirs: Sequence[str | os.PathLike], labels: Sequence[
         raise ValueError("a comparison needs audits of the same prompt and continuation lengths (rates of other "
                          "lengths are other measures): "
                          + ", ".join(f"{lab}: {p} + {c}" for lab, (p, c) in zip(labels, lengths)))
+    bos = [(a.summary.get("config") or {}).get("bos") for a in audits]  # None: an audit from before --bos
+    if len(set(bos) - {None}) > 1:  # with and without a BOS before the window: other contexts, other measures
+        raise ValueError("a comparison needs audits of one BOS policy (--bos: a BOS before each window or not gives "
+                         "other rates): " + ", ".join(f"{lab}: {b or 'not recorded'}" for lab, b in zip(labels, bos)))
     out, first = Path(out_html), labels[0]
     title = title or "Memorization comparison: " + " vs ".join(labels)
     heads = [{"label": lab, **a.headline()} for lab, a in zip(labels, audits)]

@@ -227,6 +227,24 @@ def test_a_comparison_of_audits_with_other_prompt_or_continuation_lengths_is_ref
     assert not (tmp_path / "c.html").exists()
 
 
+def test_a_comparison_of_audits_under_other_bos_policies_is_refused(dirs, tmp_path):
+    """``--bos auto`` feeds a Llama-family model its BOS before each window, ``--bos never`` does not:
+    other contexts, other extraction rates of one model, as other prompt lengths are. The comparison
+    page set them side by side with a ratio and did not show the policy. An audit recorded before the
+    option (no ``bos`` in its config) is compared as before."""
+    for d, bos in ((dirs["raw"], "auto"), (dirs["dedup"], "never")):
+        summary = json.loads((d / "summary.json").read_text())
+        summary["config"]["bos"] = bos
+        (d / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ValueError, match=r"BOS policy.*raw: auto.*dedup: never"):
+        comparison_report([dirs["raw"], dirs["dedup"]], ["raw", "dedup"], tmp_path / "c.html")
+    assert not (tmp_path / "c.html").exists()
+    summary = json.loads((dirs["dedup"] / "summary.json").read_text())
+    del summary["config"]["bos"]
+    (dirs["dedup"] / "summary.json").write_text(json.dumps(summary))
+    assert comparison_report([dirs["raw"], dirs["dedup"]], ["raw", "dedup"], tmp_path / "c.html").exists()
+
+
 def test_comparison_escapes_labels(dirs, tmp_path):
     out = comparison_report([dirs["raw"], dirs["dedup"]], ["raw <b>", "dedup & co"], tmp_path / "c.html")
     page = out.read_text(encoding="utf-8")
