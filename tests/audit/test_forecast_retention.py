@@ -126,6 +126,27 @@ def test_forecast_audits_count_a_sequence_seen_when_its_own_tokens_were_trained(
     assert r["n_seen_first"] == 2 and r["n"] == 2, r  # d at 0 and f at 0; not d at 4 or 2 (step 9), not e
 
 
+def test_forecast_audits_refuse_audits_under_other_bos_policies(tmp_path):
+    """An audit with a BOS before each window (--bos auto, a Llama-family tokenizer) and one without
+    (--bos never) hold the same tokens at the same documents and offsets, but extraction from other
+    contexts: the forecast compared them as predictor and truth. Now refused naming the second audit
+    and both policies; an audit recorded before --bos (none in its config) is compared as before."""
+    import json
+
+    from audit.forecast import forecast_audits
+
+    for name, bos in (("a", "auto"), ("b", "never"), ("old", None)):
+        (tmp_path / name).mkdir()
+        pd.DataFrame({"doc_id": ["d1", "d2"], "token_offset": [0, 0], "prompt": [[1, 2], [3, 4]], "truth": [[5], [6]],
+                      "extractable": [True, False]}).to_parquet(tmp_path / name / "per_sequence.parquet")
+        config = {"prompt_len": 2, "cont_len": 1} | ({"bos": bos} if bos else {})
+        (tmp_path / name / "summary.json").write_text(json.dumps({"config": config}))
+    with pytest.raises(InputError, match="--bos never.*--bos auto") as e:
+        forecast_audits(tmp_path / "a", tmp_path / "b")
+    assert str(tmp_path / "b") in str(e.value)
+    assert forecast_audits(tmp_path / "a", tmp_path / "old")["n"] == 2
+
+
 def test_forecast_audits_name_a_document_id_two_sequences_share(tmp_path):
     """A corpus holding one id on two documents (rows 5 and 6 both 'd6'): an audit of it has two
     sequences at ('d6', 0), which the forecast cannot match. Refused as such, naming the
