@@ -33,8 +33,8 @@ from dedup import io
 from dedup.shards import InputError
 
 from .aggregate import RATES_COUNT, sequence_keys
-from .layout import (CHECKPOINT_DIR, ORDER_FILE, PER_SEQUENCE, SUMMARY, TRAIN_CONFIG, checkpoint_step, training_run,
-                     training_run_digest)
+from .layout import (CHECKPOINT_DIR, ORDER_FILE, PER_SEQUENCE, SUMMARY, TRAIN_CONFIG, checkpoint_step,
+                     refuse_unfinished, training_run, training_run_digest)
 from .sampling import document_name
 from .stats import as_bools, wilson_interval
 
@@ -199,6 +199,7 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
     dirs = (Path(first), Path(second))
     tables = []
     for d in dirs:
+        refuse_unfinished(d, "audit")
         f = d / PER_SEQUENCE
         if not f.exists():
             raise InputError(d, f"not an audit output (no {PER_SEQUENCE})")

@@ -169,6 +169,14 @@ def refuse_out(out: Path, inputs: list, stage: str) -> None:
         raise ValueError(f"--out {out} holds {article} {prior['stage']} output (manifest.json); choose another path")
 
 
+def refuse_unfinished(d: str | os.PathLike, stage: str) -> None:
+    """ValueError when ``d`` holds the marker of a killed or running ``stage`` (:data:`dedup.io.RUNNING_FILE`,
+    :func:`holding_out`) and no manifest.json: some of its outputs are new, others gone or not yet written."""
+    if (Path(d) / io.RUNNING_FILE).exists() and not io.manifest_path(Path(d)).exists():
+        raise ValueError(f"{d}: an unfinished memdedup {stage} (killed or still running: {io.RUNNING_FILE} and no "
+                         f"manifest.json); rerun it")
+
+
 def as_paths(x) -> list[Path]:
     """One path (str or os.PathLike) or an iterable of them, as a list of Paths; none: ``[]``."""
     return [] if x is None else [Path(x)] if isinstance(x, (str, os.PathLike)) else [Path(p) for p in x]

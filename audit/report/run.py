@@ -26,7 +26,8 @@ from dedup.io import (json_or_empty, read_json, read_manifest, tmp_path, undecod
                       write_stage_manifest)
 from dedup.shards import InputError
 
-from ..layout import COMPARISON_PAGE, REPORT_PENDING, SUMMARY, as_paths, holding_out, refuse_out, report_json
+from ..layout import (COMPARISON_PAGE, REPORT_PENDING, SUMMARY, as_paths, holding_out, refuse_out, refuse_unfinished,
+                      report_json)
 from . import comparison as comparison_page
 from . import model as model_page
 from .audit_dir import shape_problem
@@ -117,6 +118,8 @@ def write_report(audits: Sequence[Path] | Path, out: Path, *, labels: Sequence[s
         raise ValueError(f"--profile-dir: {len(profile_dirs)} profiles for {len(audits)} audits")
     if len(model_dirs) not in (0, 1, len(audits)):
         raise ValueError(f"--model-dir: give one directory for all audits or one per audit, got {len(model_dirs)}")
+    for d, stage in [*((a, "audit") for a in audits), *((p, "profile") for p in profile_dirs)]:
+        refuse_unfinished(d, stage)
     decoders = _decoders(audits, model_dirs, log)
     refuse_out(out, [*audits, *profile_dirs, *model_dirs, dedup_dir], "report")
     prior = read_manifest(out) if out.is_dir() else None  # an earlier report's

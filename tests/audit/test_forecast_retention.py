@@ -147,6 +147,21 @@ def test_forecast_audits_refuse_audits_under_other_bos_policies(tmp_path):
     assert forecast_audits(tmp_path / "a", tmp_path / "old")["n"] == 2
 
 
+def test_forecast_audits_refuse_a_killed_audit(tmp_path):
+    """An audit killed after writing its new per_sequence.parquet (its earlier summary and manifest
+    removed, its marker kept) was forecast from as if complete. Now refused naming it."""
+    from audit.forecast import forecast_audits
+    from dedup import io
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        pd.DataFrame({"doc_id": ["d1"], "token_offset": [0], "prompt": [[1, 2]], "truth": [[5]],
+                      "extractable": [True]}).to_parquet(tmp_path / name / "per_sequence.parquet")
+    (tmp_path / "b" / io.RUNNING_FILE).write_text("")
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'b'}: an unfinished memdedup audit"):
+        forecast_audits(tmp_path / "a", tmp_path / "b")
+
+
 def test_forecast_audits_name_a_document_id_two_sequences_share(tmp_path):
     """A corpus holding one id on two documents (rows 5 and 6 both 'd6'): an audit of it has two
     sequences at ('d6', 0), which the forecast cannot match. Refused as such, naming the

@@ -245,6 +245,25 @@ def test_a_comparison_of_audits_under_other_bos_policies_is_refused(dirs, tmp_pa
     assert comparison_report([dirs["raw"], dirs["dedup"]], ["raw", "dedup"], tmp_path / "c.html").exists()
 
 
+@pytest.mark.parametrize("which", ["raw", "profile"])
+def test_a_killed_audit_or_profile_is_refused_until_rerun(dirs, tmp_path, which):
+    """A profile or audit killed while writing (SIGTERM from Slurm) leaves its marker and some of its new
+    files, its earlier summary.json and manifest.json removed. The report made pages of that partial output
+    (exit 0; a profile's heatmap without its summary), as if complete. Now a ValueError naming the
+    directory; once it holds a manifest.json (a completed run, or the earlier one a kill left) it is read."""
+    from audit.report.run import write_report
+    from dedup import io
+
+    d = dirs[which]
+    (d / "summary.json").unlink()
+    (d / io.RUNNING_FILE).write_text("")
+    with pytest.raises(ValueError, match=rf"{d}.*unfinished"):
+        write_report([dirs["raw"]], tmp_path / "rep", profile_dirs=[dirs["profile"]])
+    assert not (tmp_path / "rep").exists()
+    (d / "manifest.json").write_text(json.dumps({"stage": "audit" if which == "raw" else "profile"}))
+    write_report([dirs["raw"]], tmp_path / "rep", profile_dirs=[dirs["profile"]])
+
+
 def test_comparison_escapes_labels(dirs, tmp_path):
     out = comparison_report([dirs["raw"], dirs["dedup"]], ["raw <b>", "dedup & co"], tmp_path / "c.html")
     page = out.read_text(encoding="utf-8")
