@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -80,3 +82,36 @@ def test_a_hub_cache_folder_is_refused_naming_its_snapshot(tiny_random_lm, tmp_p
     np.testing.assert_array_equal(load_causal_lm(snap).score(ids).logprob, load_causal_lm(src).score(ids).logprob)
     with pytest.raises(ModelError, match=f"hub cache.*{snap}"):
         load_causal_lm(root)
+
+
+def test_a_generation_that_is_not_greedy_decoding_of_the_forward_pass_is_refused(tmp_path):
+    """transformers' RWKV decodes a batch of several rows from a recurrent state that mixes them up: its
+    cached generation is not greedy decoding of its own forward pass. Sequences whose continuation is the
+    model's plain greedy one (full passes, no cache) are extractable by the teacher-forced pass, yet their
+    Pythia score was below 1 (README: extractable == (pythia_score == 1)), exit 0. Now --generate checks
+    that the leading tokens generation reproduces are those of the teacher-forced pass, else ModelError."""
+    pytest.importorskip("torch")
+    import transformers as tf
+
+    from audit.config import AuditConfig
+    from audit.lm import ModelError
+    from audit.run import run_audit
+
+    from .conftest import save_random_lm
+    from .test_greedy import plain_greedy
+
+    d = save_random_lm(tmp_path / "rwkv", tf.RwkvConfig(vocab_size=48, hidden_size=32, num_hidden_layers=2,
+                                                        attention_hidden_size=32, intermediate_size=64,
+                                                        context_length=64))
+    prompts = np.random.default_rng(0).integers(3, 48, size=(4, 8))
+    tokens = np.concatenate([prompts, np.concatenate([plain_greedy(d, p[None], 8) for p in prompts])], axis=1)
+    pq.write_table(pa.table({"tokens": tokens.tolist()}), tmp_path / "seqs.parquet")
+    corpus = tmp_path / "corpus.parquet"
+    pq.write_table(pa.table({"id": ["a"], "text": [" ".join(f"t{i}" for i in range(40))]}), corpus)
+    cfg = AuditConfig(prompt_len=8, cont_len=8, n_boot=0, bos="never")
+    s = run_audit(d, [corpus], tmp_path / "plain", cfg, sequences=tmp_path / "seqs.parquet", log=lambda m: None)
+    assert s["extractable"]["k"] == 4  # the teacher-forced verdicts
+    with pytest.raises(ModelError, match="generation disagrees with the teacher-forced pass on [1-4] of 4"):
+        run_audit(d, [corpus], tmp_path / "gen", dataclasses.replace(cfg, generate=True),
+                  sequences=tmp_path / "seqs.parquet", log=lambda m: None)
+    assert not (tmp_path / "gen" / "per_sequence.parquet").exists()
