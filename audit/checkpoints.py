@@ -253,6 +253,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         controls[placebo_mask].assign(group="placebo", treatment_step=float(pchk[len(pchk) // 2])),
     ], ignore_index=True)
     lm0 = load_causal_lm(ckpts[-1][1])
+    lm0.check_tokenizer()  # else every document reads as shorter than its instances
     tokens = _instance_tokens(run, rows, corpus, lm0.tokenizer, text_column)
     hard = _hard_foils(tokens[(rows["group"] == "treated").to_numpy()], lm0.tokenizer, 0.25, config.seed)
     hard_loss = {}  # step -> foil kind -> loss of each treated instance's foil
@@ -430,6 +431,7 @@ def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: i
         raise ValueError(f"{run}: none of the retention probe checkpoints at or after the exposure step {e} "
                          f"({[s for s in design['checkpoints'] if s >= e]}) is in {CHECKPOINT_DIR}/")
     lm0 = load_causal_lm(ckpts[probes[-1]])
+    lm0.check_tokenizer()  # else every document reads as shorter than its instances
     tokens = _instance_tokens(run, rows, corpus, lm0.tokenizer, manifest.get("config", {}).get("text_column", "text"))
     n = len(items)
     it = tokens[:n]

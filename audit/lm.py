@@ -125,6 +125,13 @@ class CausalLM:
                              "token changes (an encoder such as BERT, loaded with a language-model head?); "
                              "memorisation audits need a causal LM")
 
+    def check_tokenizer(self) -> None:
+        """ModelError when the tokenizer encodes text to no tokens: transformers' empty fallback (a GPT2Tokenizer
+        without vocabulary) for a directory without tokenizer files, such as a Trainer's checkpoint-N/."""
+        if not self.encode(["a b"])[0]:
+            raise ModelError(f"{self.path}: no usable tokenizer: it encodes text to no tokens (tokenizer files "
+                             "missing?)")
+
     @property
     def max_positions(self) -> int | None:
         """The model's context length in tokens, if its config states one (a multimodal model's: its

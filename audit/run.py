@@ -133,8 +133,7 @@ def run_audit(model_dir: str | os.PathLike, corpus: str | os.PathLike | Sequence
     run = training_run(model_dir)  # the memdedup train run the model is of: its record as the model is loaded
     trained_by = {"path": str(run.resolve()), "sha256": training_run_digest(run)} if run is not None else None
     lm = load_causal_lm(model_dir, bos=config.bos)
-    if not lm.encode(["a b"])[0]:  # e.g. transformers' empty GPT2Tokenizer when the tokenizer files are missing
-        raise ModelError(f"{model_dir}: no usable tokenizer: it encodes text to no tokens (tokenizer files missing?)")
+    lm.check_tokenizer()
     ref = None
     if reference is not None:
         ref = load_causal_lm(reference, bos=config.bos)

@@ -824,6 +824,21 @@ def test_profile_names_hugging_face_trainer_checkpoints_and_their_step_name(smal
     assert not (tmp_path / "out").exists()
 
 
+def test_profile_names_a_checkpoint_without_tokenizer_files(small_run, tmp_path, capsys):
+    """Hugging Face's Trainer saves no tokenizer into checkpoint-N/ unless it was given one. Such a
+    checkpoint loaded with transformers' empty fallback tokenizer, which encodes every text to no
+    tokens, and the profile said 'not the corpus RUN was trained on (a document is shorter than its
+    instance in the order)'. Now exit 2 naming the checkpoint and its missing tokenizer."""
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    last = sorted((run / "checkpoints").glob("step-*"))[-1]
+    for f in last.glob("*"):
+        if f.name.startswith(("tokenizer", "special_tokens", "vocab", "merges")):
+            f.unlink()
+    err = _profile_fails(capsys, "--run", run, "--out", tmp_path / "out", *TINY_PROFILE)
+    assert str(last) in err and "no usable tokenizer" in err, err
+
+
 def test_a_corpus_id_naming_two_documents_is_refused_naming_both_rows(tmp_path):
     """Training orders and members lists name documents by corpus id: an id on two rows made
     both one name, so a document held out and its namesake trained on were both 'member' and
