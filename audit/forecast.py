@@ -30,7 +30,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from dedup import io
-from dedup.shards import InputError
+from dedup.shards import InputError, id_strings
 
 from .aggregate import RATES_COUNT, sequence_keys
 from .layout import (CHECKPOINT_DIR, ORDER_FILE, PER_SEQUENCE, SUMMARY, TRAIN_CONFIG, checkpoint_step,
@@ -162,10 +162,13 @@ def _order_instances(order: Path) -> tuple[pd.DataFrame, bool]:
     if missing := sorted({"document_id", "first_step"} - names):
         raise InputError(order, f"no column {', '.join(map(repr, missing))}: the forecast needs when each document "
                                 "was trained")
-    if {"token_offset", "n_tokens"} <= names:
-        need = ["document_id", "token_offset", "n_tokens", "first_step"]
-        return pd.read_parquet(order, columns=need).groupby(need[:3], as_index=False)["first_step"].min(), True
-    docs = pd.read_parquet(order, columns=["document_id", "first_step"]).groupby("document_id", as_index=False).min()
+    need = ["document_id", "token_offset", "n_tokens", "first_step"] if {"token_offset", "n_tokens"} <= names \
+        else ["document_id", "first_step"]
+    table = pq.read_table(order, columns=need)  # ids as the corpus's are read (a hand-made order's 7 -> '7')
+    table = table.set_column(0, "document_id", id_strings(table.column("document_id"), order, "document_id"))
+    if len(need) == 4:
+        return table.to_pandas().groupby(need[:3], as_index=False)["first_step"].min(), True
+    docs = table.to_pandas().groupby("document_id", as_index=False).min()
     return docs.assign(token_offset=0, n_tokens=np.iinfo(np.int64).max // 2), False
 
 

@@ -162,6 +162,31 @@ def test_forecast_audits_refuse_a_killed_audit(tmp_path):
         forecast_audits(tmp_path / "a", tmp_path / "b")
 
 
+def test_forecast_audits_read_integer_document_ids_of_an_order_as_the_corpus_ids(tmp_path):
+    """A run laid out by hand (Pythia's documents are numbered) holds integer document_id in its
+    order.parquet, while an audit's doc_id are the corpus ids as strings ('7'). The forecast's join
+    failed: 'You are trying to merge on str and int64 columns for key document_id', naming no file
+    (exit 2). The order's ids are now read as the corpus's are (Arrow's cast: 7 -> '7')."""
+    import json
+
+    from audit.forecast import forecast_audits
+    from audit.layout import checkpoint_name
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / checkpoint_name(5)).mkdir(parents=True)
+    (run / "model").mkdir()
+    pd.DataFrame({"instance_id": [0, 1, 2], "document_id": [7, 7, 8], "token_offset": [0, 4, 0],
+                  "n_tokens": [4, 4, 4], "step": [2, 9, 3], "first_step": [2, 9, 3]}).to_parquet(run / "order.parquet")
+    seqs = {"doc_id": ["7", "8", "9"], "token_offset": [0, 0, 0], "prompt": [[1, 2], [3, 4], [5, 6]],
+            "truth": [[3, 4]] * 3, "extractable": [True, True, False]}
+    for name, model in (("first", run / "checkpoints" / checkpoint_name(5)), ("second", run / "model")):
+        (tmp_path / name).mkdir()
+        pd.DataFrame(seqs).to_parquet(tmp_path / name / "per_sequence.parquet")
+        (tmp_path / name / "manifest.json").write_text(json.dumps({"stage": "audit", "model": str(model)}))
+    r = forecast_audits(tmp_path / "first", tmp_path / "second")
+    assert r["n_seen_first"] == 2 and r["n"] == 2 and r["tp"] == 2, r  # '7' at 0-3 (step 2) and '8' (step 3)
+
+
 def test_forecast_audits_name_a_document_id_two_sequences_share(tmp_path):
     """A corpus holding one id on two documents (rows 5 and 6 both 'd6'): an audit of it has two
     sequences at ('d6', 0), which the forecast cannot match. Refused as such, naming the
