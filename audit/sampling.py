@@ -241,8 +241,9 @@ def _sequences_by_id(table: pa.Table, path: Path, need: int, shards: list[Shard]
     ids = set(given)
     found: dict[str, tuple[str, int, str]] = {}
     for shard, row, doc_id, text in corpus_rows(shards, text_column, id_column, id_required=True):
-        if doc_id in ids and doc_id not in found:
-            found[doc_id] = (shard.name, row, text or "")
+        if doc_id in ids and (first := found.setdefault(doc_id, (shard.name, row, text or "")))[2] != (text or ""):
+            raise InputError(shard.path, f"id {doc_id!r} also names row {first[1]} of {first[0]}, another text; "
+                                         "--sequences names documents by id: make ids unique", row=row)
     present = [(i, o) for i, o in wanted if i in found]
     token_lists = encode([found[i][2] for i, _ in present])
     picked = [(toks[o : o + need], i, found[i][0], found[i][1], o, found[i][2])

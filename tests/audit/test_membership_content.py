@@ -243,6 +243,26 @@ def test_sequences_named_by_float_ids_find_their_documents(tmp_path):
     assert sequences_from_file(given, 2, 2).doc_id == ["2"]
 
 
+def test_sequences_named_by_an_id_on_two_documents_are_refused(tmp_path):
+    """--sequences by ``id``: shards whose ids restart at 0 hold two documents of id 2; the first
+    was taken, silently (the audit of a.parquet's text where b.parquet's may have been meant). Now an
+    InputError naming both rows; an id on two copies of one text is no ambiguity and is accepted."""
+    from audit.sampling import sequences_from_file
+    from dedup.runs import discover
+    from dedup.shards import InputError
+
+    for name, texts in (("a", ["abcdefgh", "ijklmnop", "qrstuvwx"]), ("b", ["zyxwvuts", "ijklmnop", "rqponmlk"])):
+        pq.write_table(pa.table({"id": [1, 2, 3], "text": texts}), tmp_path / f"{name}.parquet")
+    given = tmp_path / "seqs.parquet"
+    pq.write_table(pa.table({"id": [2, 3], "token_offset": [0, 0]}), given)
+    encode = lambda texts: [[ord(c) for c in t] for t in texts]  # noqa: E731
+    with pytest.raises(InputError, match=r"b\.parquet: row 2: id '3' also names row 2 of a\.parquet"):
+        sequences_from_file(given, 2, 2, discover([tmp_path / "a.parquet", tmp_path / "b.parquet"]), encode)
+    pq.write_table(pa.table({"id": [2], "token_offset": [0]}), given)  # id 2: the same text in both
+    assert sequences_from_file(given, 2, 2, discover([tmp_path / "a.parquet", tmp_path / "b.parquet"]),
+                               encode).doc_id == ["2"]
+
+
 def test_an_ids_string_does_not_depend_on_the_ids_read_with_it(tmp_path):
     """Whole-number float ids are written as integers value by value: one NaN (or fraction) among
     them switched every id of its batch to Arrow's exponent form, so the same id read in batches
