@@ -314,11 +314,11 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str 
     path = Path(path)
     if not path.is_dir():
         raise ModelError(f"{path}: model directory does not exist")
-    if not (path / "config.json").exists():
-        if snaps := sorted(p for p in path.glob("snapshots/*") if (p / "config.json").exists()):  # hub cache folder
-            raise ModelError(f"{path}: a Hugging Face hub cache folder, not a model directory: give a snapshot of it "
-                             f"({', '.join(map(str, snaps[:3]))}{', ...' if len(snaps) > 3 else ''})")
-        raise ModelError(f"{path}: no config.json: not a Hugging Face model directory")
+    if not (path / "config.json").exists():  # a hub cache's models--org--name/, a train run, a Trainer's output?
+        inside = sorted({p.parent for pattern in ("*/config.json", "*/*/config.json") for p in path.glob(pattern)})
+        raise ModelError(f"{path}: no config.json: not a Hugging Face model directory" + (
+            f"; these below it are: {', '.join(map(str, inside[:3]))}{', ...' if len(inside) > 3 else ''}"
+            if inside else ""))
     _offline()
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig

@@ -62,8 +62,9 @@ def test_min_k_plus_plus_of_an_exactly_uniform_prediction_is_zero(tmp_path):
 
 def test_a_hub_cache_folder_is_refused_naming_its_snapshot(tiny_random_lm, tmp_path):
     """A Hugging Face hub cache (models--org--name/snapshots/<hash>/, files symlinked into blobs/): the
-    snapshot loads as its files would; the cache folder itself was 'no config.json: not a Hugging Face
-    model directory', which named neither the snapshot nor the fix."""
+    snapshot loads as its files would; the cache folder itself, or a memdedup train run given for its
+    model, was 'no config.json: not a Hugging Face model directory', naming none of the model
+    directories below it."""
     pytest.importorskip("torch")
     import hashlib
 
@@ -80,8 +81,13 @@ def test_a_hub_cache_folder_is_refused_naming_its_snapshot(tiny_random_lm, tmp_p
         (snap / f.name).symlink_to(f"../../blobs/{blob.name}")
     ids = np.random.default_rng(0).integers(0, 48, size=(2, 12))
     np.testing.assert_array_equal(load_causal_lm(snap).score(ids).logprob, load_causal_lm(src).score(ids).logprob)
-    with pytest.raises(ModelError, match=f"hub cache.*{snap}"):
+    with pytest.raises(ModelError, match=f"no config.json.*below it.*{snap}"):
         load_causal_lm(root)
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)  # a memdedup train run: its final model, checkpoints
+    for d in ("model", "checkpoints/step-0000001"):
+        (tmp_path / "run" / d).symlink_to(snap)
+    with pytest.raises(ModelError, match="below it are: .*run/checkpoints/step-0000001, .*run/model$"):
+        load_causal_lm(tmp_path / "run")
 
 
 def test_a_generation_that_is_not_greedy_decoding_of_the_forward_pass_is_refused(tmp_path):
