@@ -315,7 +315,8 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str 
     if not path.is_dir():
         raise ModelError(f"{path}: model directory does not exist")
     if not (path / "config.json").exists():  # a hub cache's models--org--name/, a train run, a Trainer's output?
-        inside = sorted({p.parent for pattern in ("*/config.json", "*/*/config.json") for p in path.glob(pattern)})
+        inside = sorted({p.parent for pattern in ("*/config.json", "*/*/config.json") for p in path.glob(pattern)},
+                        key=lambda p: (len(p.parts), p))  # a run's model/ before its checkpoints/step-N/
         raise ModelError(f"{path}: no config.json: not a Hugging Face model directory" + (
             f"; these below it are: {', '.join(map(str, inside[:3]))}{', ...' if len(inside) > 3 else ''}"
             if inside else ""))
