@@ -121,3 +121,17 @@ def test_a_generation_that_is_not_greedy_decoding_of_the_forward_pass_is_refused
         run_audit(d, [corpus], tmp_path / "gen", dataclasses.replace(cfg, generate=True),
                   sequences=tmp_path / "seqs.parquet", log=lambda m: None)
     assert not (tmp_path / "gen" / "per_sequence.parquet").exists()
+
+
+def test_a_peft_adapter_directory_is_refused_naming_the_fix(tmp_path):
+    """A LoRA fine-tune saved by peft holds adapter_config.json and adapter weights, no config.json:
+    it was 'no config.json: not a Hugging Face model directory', which does not say what to do."""
+    pytest.importorskip("torch")
+    from audit.lm import ModelError, load_causal_lm
+
+    d = tmp_path / "lora"
+    d.mkdir()
+    (d / "adapter_config.json").write_text('{"base_model_name_or_path": "org/base", "peft_type": "LORA"}')
+    (d / "adapter_model.safetensors").write_bytes(b"")
+    with pytest.raises(ModelError, match="adapter.*org/base.*merge_and_unload"):
+        load_causal_lm(d)
