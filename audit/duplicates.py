@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from dedup.arrow import string_array
 from dedup.config import DedupConfig
@@ -69,7 +67,6 @@ def duplicate_counts(
         exact_index.setdefault((int(sk.exact[i, 0]), int(sk.exact[i, 1])), []).append(int(i))
     matches: list[set[tuple[str, int]]] = [set() for _ in range(n)]
     member_dup = np.zeros(n, dtype=bool)
-    member_set = pa.array(sorted(members or ()), pa.string())
     named: dict[str, tuple[str, int, tuple[int, int]]] = {}  # member id -> its first (shard name, row, exact key)
     for shard, start, reader, batch in corpus_batches(shards, config.text_column, config.id_column,
                                                      batch_rows=config.batch_rows):
@@ -83,10 +80,10 @@ def duplicate_counts(
         for r in np.flatnonzero(csk.valid).tolist():
             if same := exact_index.get((int(csk.exact[r, 0]), int(csk.exact[r, 1]))):
                 hits.setdefault(r, set()).update(same)
-        id_array = reader.ids(batch) if members else None
-        ids = id_array.to_pylist() if members else None
-        for r in (np.flatnonzero(pc.is_in(id_array, value_set=member_set).to_numpy(zero_copy_only=False))
-                  if members else ()):  # an id of a trained document on two other texts: which one was trained?
+        ids = reader.ids(batch).to_pylist() if members else None
+        # an id of a trained document on two other texts: which one was trained? (a set lookup per row: is_in would
+        # hash the whole members list again for every batch)
+        for r in [r for r, name in enumerate(ids) if name in members] if members else ():
             name, key = ids[r], (int(csk.exact[r, 0]), int(csk.exact[r, 1]))
             if (first := named.setdefault(name, (shard.name, start + r, key)))[2] != key:
                 raise InputError(shard.path, f"id {name!r} also names row {first[1]} of {first[0]}, another text; "
