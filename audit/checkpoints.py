@@ -277,7 +277,8 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
             hard_loss[step] = {k: _loss(lm, foil, config.batch_size) for k, foil in hard.items()}
         loss = -stats.logprob.mean(axis=1)
         outcome = loss if config.outcome == "surprisal" else -stats.greedy_match.mean(axis=1)
-        r = retention.recall(lm.generate_greedy(tokens[:, :half], seq_len - half, config.batch_size), tokens[:, half:])
+        r = retention.recall(lm.greedy_continuations(tokens, half, config.batch_size, stats.greedy_match),
+                             tokens[:, half:])
         panel.append(pd.DataFrame({"instance_id": rows.index, "step": step, "outcome": outcome,
                                    "exact_recall": r["exact"], "token_recall": r["token_fraction"],
                                    "loss": loss}))
@@ -444,7 +445,7 @@ def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: i
         rec = {"recognition": retention.recognition(loss[:n], loss[n:])["accuracy"]}
         for k, foil in hard.items():
             rec[f"recognition_{k}"] = retention.recognition(loss[:n], _loss(lm, foil, batch_size))["accuracy"]
-        r = retention.recall(lm.generate_greedy(it[:, :half], seq_len - half, batch_size), it[:, half:])
+        r = retention.recall(lm.greedy_continuations(it, half, batch_size), it[:, half:])
         out_rows.append({"treatment_step": e, "step": int(step), "n": n, **rec,
                          "exact_recall": r["exact_recall"], "token_recall": r["token_recall"]})
         log(f"retention: checkpoint {step} ({step - e} steps after exposure): recognition {rec['recognition']:.2f}, "

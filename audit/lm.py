@@ -269,6 +269,25 @@ class CausalLM:
             self.model.generation_config = saved
         return np.concatenate(outs) if outs else np.zeros((0, n_new), dtype=np.int64)
 
+    def greedy_continuations(self, ids: np.ndarray, prompt_len: int, batch_size: int = 32,
+                             greedy_match: np.ndarray | None = None,
+                             progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """:meth:`generate_greedy` of the continuations (B, L - P) of ``ids`` (B, L) from their first ``prompt_len``
+        tokens, checked to reproduce the leading continuation tokens that the teacher-forced pass
+        (``greedy_match``, bool (B, L - 1) of :meth:`score`, else :meth:`greedy_matches`) says greedy decoding does;
+        ModelError where not: its generate() is not greedy decoding of its forward pass (transformers' RWKV mixes
+        up the recurrent states of a batch's rows)."""
+        ids, P = np.asarray(ids), int(prompt_len)
+        C, at = ids.shape[1] - P, P + self.n_prefix - 1  # the column of greedy_match predicting token P
+        generated = self.generate_greedy(ids[:, :P], C, batch_size, progress)
+        said = greedy_match[:, at:at + C] if greedy_match is not None else self.greedy_matches(ids, P, batch_size)
+        leading = [np.cumprod(m, axis=1).sum(axis=1) for m in (said, generated == ids[:, P:])]
+        if (odd := np.count_nonzero(leading[0] != leading[1])):
+            raise ModelError(f"{self.path}: its greedy generation disagrees with the teacher-forced pass on {odd} of "
+                             f"{len(ids)} sequences (leading tokens reproduced); its generate() is not greedy "
+                             "decoding of its forward pass")
+        return generated
+
 
 def default_prefix(tokenizer) -> list[int]:
     """The token ids a tokenizer puts in front of a text by default (``add_special_tokens``):

@@ -166,3 +166,31 @@ def test_a_profile_rerun_of_another_run_leaves_no_forgetting_curve_of_the_retent
     run_profile(own, tmp_path / "out", cfg, corpus=man["corpus"], log=quiet)
     run_profile(own, tmp_path / "fresh", cfg, corpus=man["corpus"], log=quiet)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in (tmp_path / "fresh").iterdir())
+
+
+@pytest.mark.parametrize("stage", ["profile", "retention"])
+def test_recall_from_a_generation_that_is_not_greedy_decoding_is_refused(retention_run, tmp_path, monkeypatch,
+                                                                         stage):
+    """Recall over checkpoints came from generate() unchecked (the audit's --generate was checked): a model whose
+    generate() is not greedy decoding of its forward pass (transformers' RWKV mixes up a batch's recurrent states)
+    gave wrong recall curves, exit 0. Both the profile's and the retention run's recall are now checked against the
+    teacher-forced pass (a generation made to differ at its first token stands for such a model)."""
+    from audit.checkpoints import run_profile, run_retention
+    from audit.config import ProfileConfig
+    from audit.lm import CausalLM, ModelError
+
+    real = CausalLM.generate_greedy
+
+    def other_first_token(self, prompts, n_new, *a, **kw):
+        out = real(self, prompts, n_new, *a, **kw)
+        out[:, 0] = (out[:, 0] + 1) % len(self.tokenizer)
+        return out
+
+    monkeypatch.setattr(CausalLM, "generate_greedy", other_first_token)
+    run, _ = retention_run
+    with pytest.raises(ModelError, match="generation disagrees with the teacher-forced pass"):
+        if stage == "profile":
+            run_profile(run, tmp_path / "p", ProfileConfig(n_treated=30, n_control=20, n_boot=0, min_cohort_size=2),
+                        log=quiet)
+        else:
+            run_retention(run, tmp_path / "r", seed=0, batch_size=32, log=quiet)
