@@ -197,8 +197,9 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
     model's step (:func:`_trained_by`, from ``order.parquet``; an order without
     ``token_offset``/``n_tokens``: the document's first step); otherwise iff its ``member``
     label says so (unknown counts as seen). The rule is returned as ``seen``. InputError: not
-    an audit output, two checkpoints of one run in the wrong order (the later first), or audits under other
-    ``--bos`` policies (``summary.json``'s config; none recorded: not checked)."""
+    an audit output, two checkpoints of one run in the wrong order (the later first), audits under other
+    ``--bos`` policies (``summary.json``'s config; none recorded: not checked), or no sequence of both audits that
+    both models have seen (nothing to forecast)."""
     dirs = (Path(first), Path(second))
     tables = []
     for d in dirs:
@@ -257,6 +258,15 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
         rule = "member label (no common training run with order.parquet); unknown labels count as seen"
     out = forecast(tables[0], tables[1], key=["doc_id", "token_offset"], flag="extractable",
                    seen_first="seen", seen_second="seen", distinct=distinct)
+    if out["n"] == 0:  # no precision or recall: nothing to forecast
+        keys = ["doc_id", "token_offset"]
+        if not (shared := len(tables[0][keys].merge(tables[1][keys]))):
+            raise InputError(dirs[1], f"none of its sequences is at a document and token offset of {dirs[0]}'s: "
+                                      "nothing to forecast; audit both models on the same --sequences, or on the same "
+                                      "corpus with the same --seed and sampling options")
+        raise InputError(dirs[1], f"of the {shared} sequences it shares with {dirs[0]}, none is seen by both models "
+                                  f"({rule}): nothing to forecast; audit a later checkpoint, or sequences both models "
+                                  "were trained on")
     out["seen"] = rule
     out["counts"] = RATES_COUNT if distinct else "rows (an audit holds no prompt and truth tokens)"
     return out

@@ -101,15 +101,26 @@ def test_forecast_refuses_a_later_checkpoint_given_first(tmp_path, capsys):
 def test_forecast_names_what_it_cannot_match(tmp_path, capsys):
     """An audit of --sequences given by tokens alone has no doc_id: forecast failed with 'first
     table has missing keys', naming neither directory nor cause. Two audits of different
-    documents gave n = 0 and exit 0 without a word; the command now says so."""
+    documents gave n = 0, a note and exit 0: a forecast over no shared sequence has no precision
+    or recall, so it is refused (exit 2, one line naming both audits and what to do), as is one
+    whose shared sequences neither model counts as seen."""
+    from audit.forecast import forecast_audits
+    from dedup.shards import InputError
     from pipelines.cli import main
 
     _audit_dir(tmp_path / "a", tmp_path / "m1", [True, False, False])
     _audit_dir(tmp_path / "b", tmp_path / "m2", [True, True, False])
     pq.write_table(pa.table({"doc_id": ["x", "y", "z"], "token_offset": [0, 0, 0], "extractable": [True] * 3}),
                    tmp_path / "b" / "per_sequence.parquet")  # other documents
-    assert main(["forecast", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
-    assert "share no sequence" in capsys.readouterr().err
+    assert main(["forecast", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "fc.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / "a") in err[0] and str(tmp_path / "b") in err[0], err
+    assert "nothing to forecast" in err[0] and "--sequences" in err[0] and "--seed" in err[0], err
+    assert not (tmp_path / "fc.json").exists()
+    pq.write_table(pa.table({"doc_id": ["a", "b"], "token_offset": [0, 0], "extractable": [True, False],
+                             "member": [False, False]}), tmp_path / "b" / "per_sequence.parquet")
+    with pytest.raises(InputError, match="2 sequences.*none.*seen"):  # shared, but held out: nothing to forecast
+        forecast_audits(tmp_path / "a", tmp_path / "b")
     pq.write_table(pa.table({"doc_id": pa.array([None, None], pa.string()), "token_offset": [None, None],
                              "extractable": [True, False]}), tmp_path / "b" / "per_sequence.parquet")
     assert main(["forecast", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
