@@ -86,6 +86,58 @@ def _rate_table(rows: list[dict], key: str, first_header: str, labels: Sequence[
     return table(head, body, num_cols=tuple(range(1, len(head))))
 
 
+#: Settings under which audits stay comparable but whose difference the page says (:func:`_differences`).
+DIFFERENCES = {
+    "corpus": "audited on other corpora: each model's rates are of other sequences, with occurrences counted in its "
+              "own corpus, so a ratio mixes the corpora's difference with the models'",
+    "offset": "sequences start at document starts in one audit and at random offsets in another: other populations "
+              "of sequences (starts, with their boilerplate, are memorized more)",
+    "per_bucket": "sampled with other --per-bucket caps: a pooled rate weights the occurrence buckets as its sample "
+                  "does, so compare the rates by occurrence bucket",
+    "k": "Min-K% and Min-K%++ are taken over another fraction k of the tokens: other scores, whose ROC-AUCs are not "
+         "comparable between these audits (the other scores' are)",
+    "reference_model": "the reference score subtracts another reference model's loss: its ROC-AUCs are not "
+                       "comparable between these audits",
+}
+
+
+def _corpus(a: Audit) -> str | None:
+    """The corpus an audit read, as compared: the number and total size of its files when read (its manifest's
+    ``corpus_bytes``) and the text column; None where not recorded."""
+    files = io.json_or_empty(io.manifest_path(a.path)).get("corpus_bytes")
+    if not isinstance(files, dict) or not all(isinstance(v, int) for v in files.values()):
+        return None
+    n = len(files)
+    column = (a.summary.get("config") or {}).get("text_column", "text")
+    return f"{n} file{'s' * (n != 1)}, {sum(files.values()):,} bytes, text column {column!r}"
+
+
+def _differences(audits: Sequence[Audit], labels: Sequence[str]) -> list[dict]:
+    """What makes audits comparable, in one place. ValueError: other prompt or continuation lengths, other ``--bos``
+    policies (other measures: their ratio is no effect of the models). Returned, for the page and
+    comparison.json's ``differences``: each setting of :data:`DIFFERENCES` whose recorded values differ, as
+    ``{"setting", "values": {label: value}, "meaning"}`` (a setting an audit does not record is not compared; the
+    Min-K% ``k`` and the reference model only where an audit has membership scores)."""
+    if len(set(lengths := [(a.prompt_len, a.cont_len) for a in audits])) > 1:  # another P or C: another measure
+        raise ValueError("a comparison needs audits of the same prompt and continuation lengths (rates of other "
+                         "lengths are other measures): "
+                         + ", ".join(f"{lab}: {p} + {c}" for lab, (p, c) in zip(labels, lengths)))
+    configs = [a.summary.get("config") or {} for a in audits]
+    bos = [c.get("bos") for c in configs]  # None: an audit from before --bos
+    if len(set(bos) - {None}) > 1:  # with and without a BOS before the window: other contexts, other measures
+        raise ValueError("a comparison needs audits of one BOS policy (--bos: a BOS before each window or not gives "
+                         "other rates): " + ", ".join(f"{lab}: {b or 'not recorded'}" for lab, b in zip(labels, bos)))
+    unrecorded = object()
+    scored = any(a.summary.get("membership") for a in audits)
+    values = {"corpus": [_corpus(a) or unrecorded for a in audits],
+              **{key: [c.get(key, unrecorded) for c in configs] for key in ("offset", "per_bucket")},
+              "k": [c.get("k", unrecorded) if scored else unrecorded for c in configs],
+              "reference_model": [a.summary.get("reference_model") or unrecorded if scored else unrecorded
+                                  for a in audits]}
+    return [{"setting": key, "values": dict(zip(labels, v)), "meaning": DIFFERENCES[key]} for key, v in values.items()
+            if unrecorded not in v and len(set(map(repr, v))) > 1]
+
+
 def comparison_report(audit_dirs: Sequence[str | os.PathLike], labels: Sequence[str], out_html: str | os.PathLike,
                       dedup_dir: str | os.PathLike | None = None, title: str | None = None,
                       exposure: Mapping[str, dict] | None = None) -> Path:
@@ -110,7 +162,11 @@ def comparison_report(audit_dirs: Sequence[str | os.PathLike], labels: Sequence[
                           "first_model": {"label", "sequences", "sequences_located",
                                           "sequences_from_removed_documents", "extractable",
                                           "extractable_from_removed_documents", "extractable_from_removed_fraction",
-                                          "extractable_from_removed_by_reason": {reason: count}}}}
+                                          "extractable_from_removed_by_reason": {reason: count}}},
+         "differences": [{"setting", "values": {label: value}, "meaning"}, ...]}
+
+    ``differences``: the settings that differ between the audits but leave them comparable (:func:`_differences`),
+    also said above everything else on the page.
 
     ``exposure``: ``checks.json``'s ``exposure_by_copies`` (``{model: {"samples", "log2_space", "words", "by_copies":
     [{"copies", "canaries", "mean_exposure", "min_exposure", "max_exposure"}, ...]}}``, bits, Carlini et al. 2019),
@@ -126,14 +182,7 @@ def comparison_report(audit_dirs: Sequence[str | os.PathLike], labels: Sequence[
     if len(set(labels)) != len(labels):
         raise ValueError(f"labels must be distinct, got {labels}")
     audits = [load_audit(d) for d in audit_dirs]
-    if len(set(lengths := [(a.prompt_len, a.cont_len) for a in audits])) > 1:  # another P or C: another measure
-        raise ValueError("a comparison needs audits of the same prompt and continuation lengths (rates of other "
-                         "lengths are other measures): "
-                         + ", ".join(f"{lab}: {p} + {c}" for lab, (p, c) in zip(labels, lengths)))
-    bos = [(a.summary.get("config") or {}).get("bos") for a in audits]  # None: an audit from before --bos
-    if len(set(bos) - {None}) > 1:  # with and without a BOS before the window: other contexts, other measures
-        raise ValueError("a comparison needs audits of one BOS policy (--bos: a BOS before each window or not gives "
-                         "other rates): " + ", ".join(f"{lab}: {b or 'not recorded'}" for lab, b in zip(labels, bos)))
+    differences = _differences(audits, labels)
     out, first = Path(out_html), labels[0]
     title = title or "Memorization comparison: " + " vs ".join(labels)
     heads = [{"label": lab, **a.headline()} for lab, a in zip(labels, audits)]
@@ -145,7 +194,7 @@ def comparison_report(audit_dirs: Sequence[str | os.PathLike], labels: Sequence[
     acct = _dedup_accounting(Path(dedup_dir).resolve(), audits[0], first) if dedup_dir is not None else None
     data = {"labels": labels, "first": first, "models": heads, "by_duplicates": by_dup,
             "membership_by_duplicates": mem_by_dup, "by_dedup_status": by_status, "dedup": acct,
-            "ratio_definition": aggregate.RATIO_DEFINITION}
+            "ratio_definition": aggregate.RATIO_DEFINITION, "differences": differences}
     if exposure:
         data["exposure_by_copies"] = dict(exposure)
 
@@ -172,6 +221,9 @@ def comparison_report(audit_dirs: Sequence[str | os.PathLike], labels: Sequence[
                 "<p class=\"small\">Extractable: greedy decoding from the prompt reproduces the whole continuation. "
                 "Intervals are Wilson 95% intervals. Models audited on different samples are comparable as rates, "
                 "not sequence by sequence.</p>"]
+    sections[:0] = [f'<p class="note"><b>Settings differ between these audits: {esc(d["setting"])}</b> ('
+                    + "; ".join(f"{esc(lab)}: {esc('none' if v is None else v)}" for lab, v in d["values"].items())
+                    + f"): {esc(d['meaning'])}.</p>" for d in differences]  # above all else
 
     if by_dup:
         series = [(lab, [{"group": r["bucket"], **r["models"][lab]} for r in by_dup]) for lab in labels]

@@ -4,7 +4,8 @@ manifest, in one output directory.
 Files in ``out``: per audit ``<label>.html`` and ``<label>.summary.json`` (characters other than ``A-Za-z0-9._-``
 become ``_``; names over 100 characters are cut to end with 8 hex digits of the label's SHA-256; all get an
 ``<i>-`` prefix when two collide or one is ``comparison``); ``comparison.html`` and ``comparison.json`` with two or
-more audits; ``manifest.json`` (:func:`dedup.io.write_stage_manifest`, last) listing them.
+more audits; ``manifest.json`` (:func:`dedup.io.write_stage_manifest`, last) listing them, with the comparison's
+``differences`` (settings that differ between the audits, also logged as notes).
 
 Pages are written aside and moved in once all are; only then go the earlier report's files (its manifest's, and
 those :data:`audit.layout.REPORT_PENDING` lists): a report refused or failing part-way leaves ``out`` as it was;
@@ -142,7 +143,12 @@ def write_report(audits: Sequence[Path] | Path, out: Path, *, labels: Sequence[s
         if len(audits) >= 2:
             page = comparison_page.comparison_report(audits, labels, aside / COMPARISON_PAGE, dedup_dir=dedup_dir,
                                                      title=title, exposure=exposure)
-            comparison = {"page": page.name, "numbers": report_json(page, comparison=True).name}
+            numbers = report_json(page, comparison=True)
+            comparison = {"page": page.name, "numbers": numbers.name,
+                          "differences": read_json(numbers)["differences"]}  # the page says them too
+            for d in comparison["differences"]:
+                log(f"note: {d['setting']} differs between the audits ("
+                    + "; ".join(f"{lab}: {v}" for lab, v in d["values"].items()) + f"): {d['meaning']}")
         elif dedup_dir is not None:
             log("note: --dedup-dir is used by the comparison page, which needs at least two audits")
         # the earlier report's files go (this one may not rewrite them all), its manifest first, and

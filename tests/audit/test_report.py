@@ -245,6 +245,44 @@ def test_a_comparison_of_audits_under_other_bos_policies_is_refused(dirs, tmp_pa
     assert comparison_report([dirs["raw"], dirs["dedup"]], ["raw", "dedup"], tmp_path / "c.html").exists()
 
 
+def test_a_comparison_of_audits_of_other_corpora_or_score_settings_says_so_at_the_top(dirs, tmp_path, capsys):
+    """Audits of other corpora, other --k (Min-K% and Min-K%++ over another fraction of tokens), other
+    --offset or --per-bucket were compared without a word: the page only said 'comparable as rates'.
+    Their rates are still rates (a raw and a dedup model audited on one corpus is the main use), so
+    the comparison is made, and says each difference visibly above the headline numbers, in
+    comparison.json's and the manifest's (--json) ``differences`` and on stderr; settings that agree,
+    or are not recorded, say nothing."""
+    from pipelines.cli import main
+
+    def audited(d, corpus_bytes, **config):
+        summary = json.loads((d / "summary.json").read_text())
+        summary["config"].update(config)
+        (d / "summary.json").write_text(json.dumps(summary))
+        (d / "manifest.json").write_text(json.dumps({"stage": "audit", "corpus_bytes": corpus_bytes}))
+
+    audited(dirs["raw"], {"a.parquet": 4321, "b.parquet": 10}, k=0.2, offset="start", per_bucket=None)
+    audited(dirs["dedup"], {"a.parquet": 4321, "b.parquet": 10}, k=0.2, offset="start", per_bucket=None)
+    comparison_report([dirs["raw"], dirs["dedup"]], ["raw", "dedup"], tmp_path / "same" / "c.html")
+    assert json.loads((tmp_path / "same" / "c.json").read_text())["differences"] == []
+    assert "Settings differ" not in (tmp_path / "same" / "c.html").read_text(encoding="utf-8")
+
+    audited(dirs["dedup"], {"a.parquet": 999}, k=0.5, offset="random", per_bucket=8)
+    out = tmp_path / "rep"
+    assert main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--out", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    diffs = json.loads((out / "comparison.json").read_text())["differences"]
+    assert [d["setting"] for d in diffs] == ["corpus", "offset", "per_bucket", "k"]
+    assert diffs[0]["values"] == {"raw": "2 files, 4,331 bytes, text column 'text'",
+                                  "dedup": "1 file, 999 bytes, text column 'text'"}
+    assert diffs[3]["values"] == {"raw": 0.2, "dedup": 0.5} and "Min-K%" in diffs[3]["meaning"]
+    assert json.loads(captured.out)["comparison"]["differences"] == diffs
+    assert len([line for line in captured.err.splitlines() if line.startswith("note: ")]) == 4, captured.err
+    page = (out / "comparison.html").read_text(encoding="utf-8")
+    top = page[:page.index("<h2>Headline numbers</h2>")]
+    for text in ("Settings differ", "corpus", "4,331 bytes", "999 bytes", "Min-K%", "0.5", "random", "per-bucket"):
+        assert text in top, text
+
+
 @pytest.mark.parametrize("which", ["raw", "profile"])
 def test_a_killed_audit_or_profile_is_refused_until_rerun(dirs, tmp_path, which):
     """A profile or audit killed while writing (SIGTERM from Slurm) leaves its marker and some of its new
@@ -284,7 +322,7 @@ def test_cli_report_end_to_end(dirs, tmp_path, capsys):
                                                       "raw.summary.json"]
     manifest = json.loads((out / "manifest.json").read_text())  # the one stage-manifest writer, written last
     assert manifest["stage"] == "report" and [p["page"] for p in manifest["pages"]] == ["raw.html", "dedup.html"]
-    assert manifest["comparison"] == {"page": "comparison.html", "numbers": "comparison.json"}
+    assert manifest["comparison"] == {"page": "comparison.html", "numbers": "comparison.json", "differences": []}
     assert "Memorization over training" in (out / "raw.html").read_text(encoding="utf-8")
     assert "Memorization over training" not in (out / "dedup.html").read_text(encoding="utf-8")
     data = json.loads((out / "comparison.json").read_text())
