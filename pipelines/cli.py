@@ -11,7 +11,9 @@ import argparse
 import contextlib
 import io
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -496,6 +498,15 @@ def _each_warning_once():
         warnings.showwarning = shown
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, Slurm's scancel and time limit, Snakemake stopping its jobs) stops a command as Ctrl-C
+    does: its cleanup runs (dedup: the fused engine clears OUT, the staged one keeps its finished tasks)."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     from dedup.io import InUseError
     from dedup.runs import OutputExistsError
@@ -516,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
                 "forecast": _cmd_forecast, "params": _cmd_params, "generate": _cmd_generate, "check": _cmd_check,
                 "report": _cmd_report}
     args.json_out = io.StringIO()
+    on_term = threading.current_thread() is threading.main_thread() and signal.signal(signal.SIGTERM, _terminate)
     try:
         with _stdout_to_stderr() if args.json else contextlib.nullcontext(), _each_warning_once():
             if args.command in ("audit", "train", "profile", "check"):  # check: the canary exposure loads both models
@@ -537,10 +549,13 @@ def main(argv: list[str] | None = None) -> int:
         if e.strerror is None and isinstance(e, FileNotFoundError):  # pyarrow's: the path alone, no reason
             return _fail(args.command, f"{where}{e}: No such file or directory")
         return _fail(args.command, f"{where}{e.strerror or e}")
-    except KeyboardInterrupt:
-        print(f"memdedup {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        term = isinstance(e, _Terminated)
+        print(f"memdedup {args.command}: {'terminated' if term else 'interrupted'}", file=sys.stderr)
+        return 143 if term else 130  # 128 + the signal, as a shell reports it
     finally:
+        if on_term is not False:
+            signal.signal(signal.SIGTERM, on_term)
         if args.json_out.tell():
             try:
                 sys.stdout.write(args.json_out.getvalue())

@@ -60,7 +60,7 @@ def dask_client(workers: int | None = None, threads_per_worker: int = 1, schedul
         n = workers or max(1, available_cores() // max(threads_per_worker, 1))
         # Worker processes (also those a nanny restarts) log to our stderr unless told before they start.
         quiet = {**dask.config.get("distributed.nanny.pre-spawn-environ"), "DASK_LOGGING__DISTRIBUTED": "critical"}
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": quiet}):
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": quiet}), _sigint_ignored():
             cluster = LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True,
                                    dashboard_address=":0", silence_logs=logging.CRITICAL,
                                    # Numba threads inside a task: the tasks are serial; Dask runs them side by side.
@@ -73,6 +73,21 @@ def dask_client(workers: int | None = None, threads_per_worker: int = 1, schedul
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+@contextmanager
+def _sigint_ignored():
+    """SIGINT ignored, in the main thread, while a local cluster starts: its worker processes inherit that, so
+    Ctrl-C (sent to the terminal's whole process group) stops the client alone, which closes the cluster,
+    without each worker printing its KeyboardInterrupt tracebacks. A Ctrl-C in those seconds is lost."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def available_cores() -> int:

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -552,3 +553,55 @@ def test_a_task_that_kills_every_worker_it_runs_on_is_one_line_and_the_rerun_res
     assert (out / "_work" / "run.json").exists() and not (out / "manifest.json").exists()
     dedup(gen, out, *STAGED)  # resumes
     assert _without_manifest(snapshot(out)) == _without_manifest(_reference(tmp_path, gen, "--engine", "fused"))
+
+
+# ------------------------------------------------------------------ Ctrl-C and SIGTERM
+_STOPPED = {signal.SIGINT: (130, "memdedup dedup: interrupted"), signal.SIGTERM: (143, "memdedup dedup: terminated")}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_fused_ctrl_c_or_sigterm_mid_run_is_one_line_leaves_nothing_and_the_rerun_is_the_same(tmp_path, gen, sig):
+    """SIGTERM (kill, scancel, Slurm's time limit, Snakemake stopping its jobs) killed a fused run outright
+    before: exit -15, no message, `_work/run.json` and temporaries left in OUT. Now it stops as Ctrl-C does:
+    one line, exit 143 (130), OUT cleared; the rerun writes the same bytes."""
+    inp, out = batch(tmp_path, gen, "in", 0, 1), tmp_path / "OUT"
+    code = ("import os, sys\nimport dedup.layout as layout\nfrom pipelines.cli import main\nwrite = layout.write_verdicts\n"
+            f"def stop(*a, **k):\n    write(*a, **k)\n    os.kill(os.getpid(), {int(sig)})\n"  # after a batch's rows
+            "layout.write_verdicts = stop\n"
+            f"sys.exit(main(['dedup', {str(inp)!r}, '--out', {str(out)!r}, '--quiet', '--batch-rows', '100']))\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert (r.returncode, r.stderr.strip()) == _STOPPED[sig], r.stderr
+    assert files_under(out) == []
+    dedup(inp, out, "--engine", "fused")
+    assert _without_manifest(snapshot(out)) == _without_manifest(_reference(tmp_path, inp, "--engine", "fused"))
+
+
+@pytest.mark.parametrize("sig, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False), (signal.SIGTERM, True)])
+def test_staged_ctrl_c_or_sigterm_is_one_line_stops_the_workers_and_the_rerun_resumes(tmp_path, gen, sig, to_group):
+    """Ctrl-C reaches the terminal's whole process group: each Dask worker printed its KeyboardInterrupt
+    tracebacks (dozens of lines). SIGTERM to memdedup alone killed it outright (exit -15, no line), its
+    workers running on as orphans. Now: one line, exit 130 (143), no process of the run left, the
+    finished tasks kept; the rerun resumes and writes what a clean run writes."""
+    inp, out, hold = batch(tmp_path, gen, "in", 0, 1, 2), tmp_path / "OUT", tmp_path / "held"
+    p = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "dedup", str(inp), "--out", str(out), "--quiet",
+                          "--engine", "staged", "--workers", "2"], cwd=ROOT, start_new_session=True, text=True,
+                         env={**os.environ, "MEMDEDUP_HOLD_TASK_ONCE": str(hold)}, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (hold.exists() and hold.stat().st_size) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert hold.exists(), "no task was held"
+        time.sleep(0.5)  # the other worker's tasks run on
+        (os.killpg if to_group else os.kill)(p.pid, sig)
+        _, err = p.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+    assert (p.returncode, err.strip()) == _STOPPED[sig], err
+    ps = subprocess.run(["ps", "-s", str(p.pid), "-o", "stat=,pid=,args="], capture_output=True, text=True).stdout
+    left = [line for line in ps.splitlines() if not line.lstrip().startswith("Z")]  # zombies: exited, not reaped
+    assert left == [], f"processes of the run left: {left}"
+    assert (out / "_work" / "run.json").exists() and not (out / "manifest.json").exists()
+    dedup(inp, out, *STAGED)
+    assert _without_manifest(snapshot(out)) == _without_manifest(_reference(tmp_path, inp, "--engine", "fused"))
