@@ -23,6 +23,11 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+#: A config file's top-level keys: the stages' sections, and the workflow's own keys (configs/schema.yaml), since a
+#: workflow config may be given whole. Any other key was never read (threshold: outside its section, dedupe:).
+TOP_LEVEL = ("dedup", "train", "audit", "profile", "out", "corpus", "dask")
+
+
 class ConfigError(ValueError):
     """A bad config file or value; the message names the file and key."""
 
@@ -124,7 +129,12 @@ def from_args(args: argparse.Namespace) -> Any:
     precedence; :class:`ConfigError` for an unknown key or an invalid value."""
     cls, name = args._config_spec
     source = str(args.config) if args.config else "<command line>"
-    values = load_yaml(args.config).get(name) if args.config else {}
+    data = load_yaml(args.config) if args.config else {}
+    if unknown := [key for key in data if key not in TOP_LEVEL]:
+        hint = f" (put it under '{name}:')" if unknown[0] in {f.name for f in dataclasses.fields(cls)} else ""
+        raise ConfigError(f"{source}: unknown section {unknown[0]!r}{hint}; the sections are "
+                          f"{', '.join(TOP_LEVEL)}")
+    values = data.get(name)
     if values is None:
         values = {}
     elif not isinstance(values, dict):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from audit.config import AuditConfig, ProfileConfig, TrainConfig
 from dedup.config import DedupConfig
@@ -245,6 +246,27 @@ def test_an_unknown_yaml_key_is_one_line_and_exit_2(command, tmp_path):
     assert_one_error_line(r, f"memdedup {command}", f"{command}.threshhold", str(cfg))
     assert r.stdout == ""
     assert files_under(out) == []
+
+
+@pytest.mark.parametrize("text, needles", [
+    ("threshold: 0.5\n", ["unknown section 'threshold'", "under 'dedup:'"]),  # the keys written without their section
+    ("dedupe:\n  threshold: 0.5\n", ["unknown section 'dedupe'", "dedup"]),     # a misspelt section
+])
+def test_a_key_outside_any_known_section_is_one_line_and_exit_2(tmp_path, text, needles):
+    """Both files ran at the default threshold 0.8, saying nothing: a key outside the command's section was never
+    read. The top level holds the stages' sections and the workflow's own keys (a workflow config may be given
+    whole); anything else is refused, naming it."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    out = tmp_path / "out"
+    for command in (["dedup", write_shards(tmp_path / "in"), "--out", out], ["params"]):
+        assert_one_error_line(cli(*command, "--config", cfg), f"memdedup {command[0]}", str(cfg), *needles)
+    assert files_under(out) == []
+    whole = tmp_path / "workflow.yaml"  # the workflow's config, as its schema allows it
+    schema = yaml.safe_load((ROOT / "configs" / "schema.yaml").read_text())
+    whole.write_text(yaml.safe_dump({k: {} for k in schema["properties"]} | {"dedup": {"threshold": 0.5}}))
+    r = cli("params", "--config", whole, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["threshold"] == 0.5, r.stderr
 
 
 def test_an_invalid_value_in_the_file_names_the_file(tmp_path):
