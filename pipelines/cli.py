@@ -46,14 +46,26 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see '{self.prog} --help')\n")
 
 
+def _given(text: str) -> str:
+    """A path or glob as typed; "" (an unset shell variable) is refused, not read as the working directory."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path (an unset shell variable?)")
+    return text
+
+
+def _path(text: str) -> Path:
+    return Path(_given(text))
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="memdedup", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"memdedup {dist_version('memdedup')}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("dedup", help="deduplicate Parquet/JSONL/Arrow shards (exact + near duplicates)")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="Parquet/JSONL/Arrow files, directories or globs")
-    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("inputs", nargs="+", type=_given, metavar="INPUT",
+                   help="Parquet/JSONL/Arrow files, directories or globs")
+    p.add_argument("--out", required=True, type=_path, help="output directory")
     p.add_argument("--threads", type=int, help="cores for this run: fused, threads for sketching and bands (default: "
                                                "all cores for sketching, one for the bands); staged, a local cluster "
                                                "of THREADS / --threads-per-worker workers, unless --workers is given")
@@ -67,60 +79,62 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--threads-per-worker", type=int, default=1,
                    help="staged: tasks per worker at once (default: %(default)s)")
     g.add_argument("--scheduler", help="staged: an existing Dask scheduler (tcp://host:port or a scheduler JSON file)")
-    g.add_argument("--index-dir", type=Path, help="staged: load the index kept by earlier runs, and keep this run's")
+    g.add_argument("--index-dir", type=_path, help="staged: load the index kept by earlier runs, and keep this run's")
     g.add_argument("--band-splits", type=int, default=1,
                    help="staged: split each band's task into this many by its filter's cache partitions (each holds "
                         "and probes 1/N of the filter; same decisions; not with --index-dir) (default: %(default)s)")
     _add_output(p, "the run's manifest (manifest.json)", "no progress line, notes or summary", "dedup")
 
     p = sub.add_parser("audit", help="measure what a causal LM memorized (extraction, membership, duplicates)")
-    p.add_argument("--model", required=True, type=Path, help="local Hugging Face model directory")
-    p.add_argument("--corpus", required=True, nargs="+", help="corpus shards (files, directories or globs)")
-    p.add_argument("--out", required=True, type=Path, help="output directory")
-    p.add_argument("--dedup-dir", type=Path, help="dedup output of this corpus (removed rows, config)")
-    p.add_argument("--members", type=Path, help="ids of documents the model was trained on (a text file of one id "
-                                                "per line, or Parquet with id or document_id; shard:row without "
-                                                "corpus ids)")
-    p.add_argument("--reference", type=Path,
+    p.add_argument("--model", required=True, type=_path, help="local Hugging Face model directory")
+    p.add_argument("--corpus", required=True, nargs="+", type=_given,
+                   help="corpus shards (files, directories or globs)")
+    p.add_argument("--out", required=True, type=_path, help="output directory")
+    p.add_argument("--dedup-dir", type=_path, help="dedup output of this corpus (removed rows, config)")
+    p.add_argument("--members", type=_path, help="ids of documents the model was trained on (a text file of one id "
+                                                 "per line, or Parquet with id or document_id; shard:row without "
+                                                 "corpus ids)")
+    p.add_argument("--reference", type=_path,
                    help="reference model directory (its vocabulary must give the audited tokens the same ids)")
-    p.add_argument("--sequences", type=Path, help="Parquet with a 'tokens' column: audit these instead of sampling")
+    p.add_argument("--sequences", type=_path, help="Parquet with a 'tokens' column: audit these instead of sampling")
     _add_output(p, "the audit's summary (summary.json)", "no progress lines (sequences/s, ETA), notes or summary",
                 "audit")
 
     p = sub.add_parser("train", help="train a small GPT-2 deterministically, with checkpoints and the data order")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="corpus shards (files, directories or globs)")
-    p.add_argument("--out", required=True, type=Path, help="run directory (rerun to resume)")
+    p.add_argument("inputs", nargs="+", type=_given, metavar="INPUT",
+                   help="corpus shards (files, directories or globs)")
+    p.add_argument("--out", required=True, type=_path, help="run directory (rerun to resume)")
     p.add_argument("--replace", action="store_true",
                    help="when --out holds a run of another config or corpus, remove that run's files (others stay) and "
                         "start over (without: refused); a run of the same config and corpus still resumes")
     _add_output(p, "the run's manifest (manifest.json)", "no progress lines (steps/s, ETA), notes or summary", "train")
 
     p = sub.add_parser("profile", help="memorisation profiles, retention and forecasting over a run's checkpoints")
-    p.add_argument("--run", required=True, type=Path, help="a 'memdedup train' directory (or the same layout)")
-    p.add_argument("--out", required=True, type=Path, help="output directory")
-    p.add_argument("--corpus", nargs="+", help="corpus shards (default: the one the run recorded)")
+    p.add_argument("--run", required=True, type=_path, help="a 'memdedup train' directory (or the same layout)")
+    p.add_argument("--out", required=True, type=_path, help="output directory")
+    p.add_argument("--corpus", nargs="+", type=_given, help="corpus shards (default: the one the run recorded)")
     _add_output(p, "the profile's summary (summary.json)",
                 "no progress lines (checkpoints/s, ETA), notes or summary", "profile")
 
     p = sub.add_parser("forecast", help="does one audit's memorized set predict another's? (precision and recall)")
-    p.add_argument("first", type=Path, help="audit output of the earlier checkpoint or smaller model (the predictor)")
-    p.add_argument("second", type=Path, help="audit output of the final model (the truth)")
-    p.add_argument("--out", type=Path, help="write the result as JSON here")
+    p.add_argument("first", type=_path, help="audit output of the earlier checkpoint or smaller model (the predictor)")
+    p.add_argument("second", type=_path, help="audit output of the final model (the truth)")
+    p.add_argument("--out", type=_path, help="write the result as JSON here")
     _add_output(p, "the result")
 
     p = sub.add_parser("report", help="self-contained HTML reports of audits, and a side-by-side comparison")
-    p.add_argument("audits", nargs="+", type=Path, metavar="AUDIT_DIR", help="'memdedup audit' output directories")
-    p.add_argument("--out", required=True, type=Path, help="output directory: <label>.html per audit, comparison.html")
+    p.add_argument("audits", nargs="+", type=_path, metavar="AUDIT_DIR", help="'memdedup audit' output directories")
+    p.add_argument("--out", required=True, type=_path, help="output directory: <label>.html per audit, comparison.html")
     p.add_argument("--labels", nargs="+", help="one label per audit (default: the directory names)")
-    p.add_argument("--dedup-dir", type=Path,
+    p.add_argument("--dedup-dir", type=_path,
                    help="dedup output of the corpus: retention and removed-document accounting")
-    p.add_argument("--profile-dir", nargs="+", type=Path, default=[], metavar="PROFILE_DIR",
+    p.add_argument("--profile-dir", nargs="+", type=_path, default=[], metavar="PROFILE_DIR",
                    help="'memdedup profile' outputs, paired with the audits in order (may be fewer)")
-    p.add_argument("--model-dir", nargs="+", type=Path, default=[], metavar="MODEL_DIR",
+    p.add_argument("--model-dir", nargs="+", type=_path, default=[], metavar="MODEL_DIR",
                    help="local Hugging Face tokenizer/model directory to decode token ids: one for all audits, "
                         "or one per audit")
     p.add_argument("--title", help="title of the comparison page")
-    p.add_argument("--checks", type=Path, metavar="CHECKS_JSON", help="'memdedup check' output (checks.json): the "
+    p.add_argument("--checks", type=_path, metavar="CHECKS_JSON", help="'memdedup check' output (checks.json): the "
                    "comparison page shows its canary exposure by planted copies (Carlini et al. 2019), when present")
     _add_output(p, "the report's manifest (manifest.json)")
 
@@ -134,7 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     add_options(p, SECTIONS["dedup"], "dedup")
 
     p = sub.add_parser("generate", help="write a synthetic corpus with planted duplicates (no network needed)")
-    p.add_argument("--out", required=True, type=Path, help="output directory: new, empty, or an earlier generate "
+    p.add_argument("--out", required=True, type=_path, help="output directory: new, empty, or an earlier generate "
                    "run's (replaced); one holding anything else is refused")
     p.add_argument("--docs", type=int, default=20_000,
                    help="documents, planted duplicates included (not the canaries) (default: %(default)s)")
@@ -154,7 +168,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_output(p, "the planted corpus's manifest (manifest.json)")
 
     p = sub.add_parser("check", help="check the demo's claims from a workflow output directory")
-    p.add_argument("out", type=Path, help="the workflow's output directory (config 'out')")
+    p.add_argument("out", type=_path, help="the workflow's output directory (config 'out')")
     p.add_argument("--strict", action="store_true", help="exit 1 when a claim does not hold")
     _add_output(p, "the checks (checks.json)")
     return ap

@@ -100,3 +100,25 @@ def test_dedup_progress_line_separates_its_eta_as_the_other_progress_lines_do(mo
           "removed_exact": 5, "removed_near": 7})
     assert line.stream.getvalue() == ("dedup: 100/2,000 rows (5.0%), shard 1/2, 100 rows/s, 0.1 MB/s, "
                                       "removed 5 exact + 7 near, ETA 19s\n")
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["dedup", "{inp}", "--out", ""], ["--out"]),
+    (["dedup", "", "--out", "{out}"], ["INPUT"]),
+    (["dedup", "{inp}", "--out", "{out}", "--engine", "staged", "--workers", "1", "--index-dir", ""], ["--index-dir"]),
+])
+def test_an_empty_path_is_refused_not_read_as_the_working_directory(tmp_path, args, needles):
+    """`--out "$OUT"` with OUT unset wrote the run into the working directory, `--index-dir ""` put index.json
+    and v-000001/ there, and an input "" deduplicated every shard under it (Path("") is "."): failed before."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cwd = tmp_path / "cwd"
+    for d in (tmp_path / "in", cwd):
+        d.mkdir()
+        pq.write_table(pa.table({"text": ["a b c d e f", "a b c d e f", "x y z"]}), d / "a.parquet")
+    args = [a.format(inp=tmp_path / "in", out=tmp_path / "out") for a in args]
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True, cwd=cwd,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert_one_error_line(r, f"memdedup {args[0]}", *needles, "empty path")
+    assert sorted(p.name for p in cwd.iterdir()) == ["a.parquet"] and not (tmp_path / "out").exists()
