@@ -53,41 +53,46 @@ def dask_client(workers: int | None = None, threads_per_worker: int = 1, schedul
     for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny",
                  "distributed.core", "distributed.client"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    if scheduler:
-        client = Client(_scheduler_address(scheduler) if scheduler.endswith(".json") else scheduler)
-        cluster = None
-    else:
-        n = workers or max(1, available_cores() // max(threads_per_worker, 1))
-        # Worker processes (also those a nanny restarts) log to our stderr unless told before they start.
-        quiet = {**dask.config.get("distributed.nanny.pre-spawn-environ"), "DASK_LOGGING__DISTRIBUTED": "critical"}
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": quiet}), _sigint_ignored():
-            cluster = LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True,
-                                   dashboard_address=":0", silence_logs=logging.CRITICAL,
-                                   # Numba threads inside a task: the tasks are serial; Dask runs them side by side.
-                                   env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
-        client = Client(cluster)
+    cluster = client = None
     try:
+        if scheduler:
+            client = Client(_scheduler_address(scheduler) if scheduler.endswith(".json") else scheduler)
+        else:
+            n = workers or max(1, available_cores() // max(threads_per_worker, 1))
+            # Worker processes (also those a nanny restarts) log to our stderr unless told before they start.
+            quiet = {**dask.config.get("distributed.nanny.pre-spawn-environ"), "DASK_LOGGING__DISTRIBUTED": "critical"}
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": quiet}), _signals_held():
+                cluster = LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True,
+                                       dashboard_address=":0", silence_logs=logging.CRITICAL,
+                                       # Numba threads inside a task: the tasks are serial; Dask runs them side by side.
+                                       env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
+            client = Client(cluster)
         log(f"dask: {len(client.scheduler_info()['workers'])} worker(s), dashboard {client.dashboard_link}")
         yield client
     finally:
-        client.close()
+        if client is not None:
+            client.close()
         if cluster is not None:
             cluster.close()
 
 
 @contextmanager
-def _sigint_ignored():
-    """SIGINT ignored, in the main thread, while a local cluster starts: its worker processes inherit that, so
-    Ctrl-C (sent to the terminal's whole process group) stops the client alone, which closes the cluster,
-    without each worker printing its KeyboardInterrupt tracebacks. A Ctrl-C in those seconds is lost."""
+def _signals_held():
+    """While a local cluster starts: SIGTERM held back (Dask's start, interrupted, fails with its own tracebacks)
+    and raised once the cluster is up, so that it is closed; SIGINT ignored, which the worker processes inherit,
+    so that Ctrl-C (sent to the terminal's whole process group) stops the client alone, which closes the cluster,
+    without each worker printing its KeyboardInterrupt tracebacks (a Ctrl-C in those seconds is lost). Only the
+    main thread handles signals: elsewhere, nothing to do."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a SIGTERM sent meanwhile arrives now
 
 
 def available_cores() -> int:

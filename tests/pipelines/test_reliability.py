@@ -605,3 +605,20 @@ def test_staged_ctrl_c_or_sigterm_is_one_line_stops_the_workers_and_the_rerun_re
     assert (out / "_work" / "run.json").exists() and not (out / "manifest.json").exists()
     dedup(inp, out, *STAGED)
     assert _without_manifest(snapshot(out)) == _without_manifest(_reference(tmp_path, inp, "--engine", "fused"))
+
+
+def test_staged_sigterm_while_the_local_cluster_starts_is_one_line(tmp_path, gen):
+    """A SIGTERM while Dask started the local cluster interrupted Dask's own start: exit 143, but after 28 lines of
+    its tracebacks ('AssertionError: Status.init', at exit too). Now it is held until the cluster is up."""
+    inp, out = batch(tmp_path, gen, "in", 0), tmp_path / "OUT"
+    code = ("import os, signal, sys, threading\nimport distributed\nfrom pipelines.cli import main\n"
+            "start = distributed.LocalCluster\n"
+            "def starting(*a, **k):\n"
+            "    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()\n    return start(*a, **k)\n"
+            "distributed.LocalCluster = starting\n"
+            f"sys.exit(main(['dedup', {str(inp)!r}, '--out', {str(out)!r}, '--quiet', *{STAGED!r}]))\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       start_new_session=True)
+    assert (r.returncode, r.stderr.strip()) == _STOPPED[signal.SIGTERM], r.stderr
+    dedup(inp, out, *STAGED)
+    assert _without_manifest(snapshot(out)) == _without_manifest(_reference(tmp_path, inp, "--engine", "fused"))
