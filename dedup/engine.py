@@ -159,9 +159,6 @@ def _run(plan: runs.RunPlan, config: DedupConfig, threads: int | None, progress:
                             progress({"rows": total["rows"], "total_rows": rows, "bytes": total["text_bytes"],
                                       "elapsed": time.perf_counter() - t_start, "removed_exact": total["exact"],
                                       "removed_near": total["near"], "shard": si + 1, "shards": len(shards)})
-                    if st["rows"] != reader.num_rows:
-                        raise RuntimeError(f"internal error: {shard.path}: read {st['rows']} rows, file has "
-                                           f"{reader.num_rows}")
                 inputs.append(layout.input_entry(shard, st))
         idx = {"backend": index.name, "plan": plan_.to_dict(), "bytes": index.nbytes(),
                "predicted_fp": index.predicted_fp(), **index.stats()}

@@ -669,6 +669,9 @@ class ShardReader:
         for batch in source:
             yield batch
             self._batch_start += batch.num_rows
+        if self._batch_start != self.num_rows:  # JSONL appended to between its passes
+            raise InputError(self.shard.path, f"changed while it was read ({self.num_rows:,} rows when opened, "
+                                              f"{self._batch_start:,} read); rerun once nothing writes it")
 
     def text(self, batch: pa.RecordBatch) -> pa.Array:
         """The batch's text column as strings (:func:`text_strings`), valid UTF-8; InputError naming the row or line

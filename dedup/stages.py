@@ -59,7 +59,7 @@ from .index_dir import INDEX_FILE, IndexDir, StaleIndexError, file_entry, index_
 from .params import bloom_parts, bloom_size, per_band_fp, plan_index, whole_index_fp
 from .runs import RUN_FILE, RunPlan, execute, finish, work_dir
 from .scalable import FilterStack
-from .shards import Shard, ShardReader
+from .shards import InputError, Shard, ShardReader
 from .sketch import Sketcher
 
 EXACT_BAND = "exact"
@@ -130,8 +130,6 @@ def sketch_shard(shard: Shard, config: DedupConfig, bands: int, rows: int, work:
             writer.write_batch(pa.record_batch([bool_array(sk.valid), numeric_array(sk.n_shingles.astype(np.int32)),
                                                 *map(numeric_array, (*sk.exact.T, *sk.band_keys.T))], schema=schema))
             counts.update(rows=len(sk), text_bytes=sk.text_bytes, **sk.counts())
-        if counts["rows"] != reader.num_rows:
-            raise RuntimeError(f"internal error: {shard.path}: read {counts['rows']} rows, file has {reader.num_rows}")
     record = {"shard": shard.name, **counts, "seconds": time.perf_counter() - t0}
     io.write_json_atomic(done_path(final), record)
     return record
@@ -233,6 +231,9 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
     verdicts = combine(valid, n_shingles > 0, band_seen, _seen_slice(work, EXACT_BAND, start, n,
                                                                      splits.get(EXACT_BAND, 1)))
     reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
+    if reader.num_rows != n:
+        raise InputError(shard.path, f"changed while it was read ({n:,} rows when sketched, {reader.num_rows:,} "
+                                     "now); rerun once nothing writes it")
     removed_final = task_file(work, removed_part_path(work, shard))
     row = 0
     with (layout.kept_shard(work, shard, reader.schema, config) as kw,
@@ -242,8 +243,6 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
             layout.write_verdicts(kw, write_removed, batch, row, shard.name, reader.ids(batch), verdicts.reason[sl],
                                   verdicts.band[sl])
             row += batch.num_rows
-        if row != n:
-            raise RuntimeError(f"internal error: {shard.path}: {row} rows now, {n} when sketched (input changed?)")
     record = {"shard": shard.name, "rows": n, **verdicts.counts(), "seconds": time.perf_counter() - t0}
     io.write_json_atomic(done_path(removed_final), record)
     return record

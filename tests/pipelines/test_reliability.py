@@ -622,3 +622,33 @@ def test_staged_sigterm_while_the_local_cluster_starts_is_one_line(tmp_path, gen
     assert (r.returncode, r.stderr.strip()) == _STOPPED[signal.SIGTERM], r.stderr
     dedup(inp, out, *STAGED)
     assert _without_manifest(snapshot(out)) == _without_manifest(_reference(tmp_path, inp, "--engine", "fused"))
+
+
+# ------------------------------------------------------------------ an input written while it is read
+@pytest.mark.parametrize("engine", ["fused", "staged"])
+def test_an_input_that_grows_while_it_is_read_is_one_line_and_leaves_nothing(tmp_path, engine):
+    """A JSONL file appended to during the run (a writer still at work in the input folder): a traceback, exit 1,
+    'RuntimeError: internal error: ...a.jsonl: read 12 rows, file has 10' (staged: '12 rows now, 10 when
+    sketched (input changed?)'). Now exit 2, one line naming the file and saying it changed."""
+    inp, out = tmp_path / "in", tmp_path / "OUT"
+    inp.mkdir()
+    (inp / "a.jsonl").write_text("".join(json.dumps({"text": f"document {i} of the corpus here"}) + "\n"
+                                         for i in range(10)))
+    grow = f"open({str(inp / 'a.jsonl')!r}, 'a').write('{{\"text\": \"late\"}}\\n' * 2)"
+    if engine == "fused":  # after the first pass (rows counted), before the second (rows read)
+        hook = ("import dedup.shards as s\nbatches = s.ShardReader.batches\n"
+                f"def late(self, *a, **k):\n    {grow}\n    return batches(self, *a, **k)\n"
+                "s.ShardReader.batches = late\n")
+    else:  # after the sketch stage, before the write stage
+        hook = ("import pipelines.staged as st\nkill_point = st._kill_point\n"
+                f"def late(label, done):\n    if (label, done) == ('sketch', 1):\n        {grow}\n"
+                "st._kill_point = late\n")
+    code = (f"import sys\nfrom pipelines.cli import main\n{hook}"
+            f"sys.exit(main(['dedup', {str(inp)!r}, '--out', {str(out)!r}, '--quiet', '--engine', {engine!r}, "
+            "'--workers', '1']))\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       start_new_session=True)
+    one_error_line(r, str(inp / "a.jsonl"), "changed while")
+    assert files_under(out) == []
+    dedup(inp, out, "--engine", engine, "--workers", "1")
+    assert counts(out) == [("a.jsonl", 12, 11, 1)]
