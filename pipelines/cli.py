@@ -527,6 +527,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from .staged import ClusterError
 
+    for name in ("stdout", "stderr"):  # closed at start (2>&-): None in Python; what goes there now goes nowhere
+        if getattr(sys, name) is None:  # (and the descriptor is taken, so no file opened later becomes it)
+            setattr(sys, name, open(os.devnull, "w"))
     warnings.formatwarning = lambda message, category, *rest, **kw: f"memdedup: warning: {message}\n"
     parser = _parser()
     args, unknown = parser.parse_known_args(argv)

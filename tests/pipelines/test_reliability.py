@@ -652,3 +652,16 @@ def test_an_input_that_grows_while_it_is_read_is_one_line_and_leaves_nothing(tmp
     assert files_under(out) == []
     dedup(inp, out, "--engine", engine, "--workers", "1")
     assert counts(out) == [("a.jsonl", 12, 11, 1)]
+
+
+@pytest.mark.parametrize("closed, opts", [(2, ()), (1, ("--json",)), (2, STAGED)])
+def test_a_run_with_stdout_or_stderr_closed_completes(tmp_path, gen, closed, opts):
+    """Started with stderr closed (`2>&-`, as some job runners do), the run stopped at its first progress line: exit
+    1, no message (none could be shown), nothing written; with `--json >&-`, a traceback ('NoneType' object has no
+    attribute 'flush'). What it would print now goes nowhere, and the run completes. (Staged passed before.)"""
+    inp, out = batch(tmp_path, gen, "in", 0), tmp_path / "OUT"
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "dedup", str(inp), "--out", str(out), *opts],
+                       cwd=ROOT, capture_output=closed == 1, timeout=300, preexec_fn=lambda: os.close(closed),
+                       env={**os.environ, "MEMDEDUP_PROGRESS_DELAY": "0"})
+    assert r.returncode == 0
+    assert _without_manifest(snapshot(out)) == _without_manifest(_reference(tmp_path, inp, "--engine", "fused"))
