@@ -269,7 +269,8 @@ def test_every_code_point_of_thai_lao_khmer_and_myanmar_is_a_word_by_itself():
 
 def test_what_the_canonical_text_does_not_equate_as_the_readme_decides():
     """README, Normalisation: lowercase, not case folding (Greek final sigma, Turkish dotless i,
-    sharp s); invisible format characters split words; operators are separators."""
+    sharp s); invisible format characters split words; operators are separators; without NFKC, another Unicode
+    normal form (NFC, NFD) is another text."""
     from dedup.normalize import canonical_text
 
     assert canonical_text("ΟΔΟΣ") == "οδοσ" != canonical_text("οδος")
@@ -278,3 +279,12 @@ def test_what_the_canonical_text_does_not_equate_as_the_readme_decides():
     for invisible in ("\u00ad", "\u200b", "\u200d", "\u2060"):
         assert canonical_text(f"inter{invisible}national") == "inter national"
     assert canonical_text("x = a + b") == canonical_text("x = a - b") == "x a b"
+    # another normal form: one text with NFKC (the default), two without it, in the kernel as in the reference
+    import unicodedata
+
+    nfc, nfd = (unicodedata.normalize(form, "le café à paris") for form in ("NFC", "NFD"))
+    assert nfc != nfd and canonical_text(nfc) == canonical_text(nfd)
+    assert canonical_text(nfc, nfkc=False) != canonical_text(nfd, nfkc=False)
+    for nfkc in (True, False):
+        sk = Sketcher(DedupConfig(nfkc=nfkc, num_perm=16), 4, 4)(pa.array([nfc, nfd]))
+        assert (sk.exact[0] == sk.exact[1]).all() == nfkc
