@@ -565,7 +565,8 @@ def test_fused_ctrl_c_or_sigterm_mid_run_is_one_line_leaves_nothing_and_the_reru
     before: exit -15, no message, `_work/run.json` and temporaries left in OUT. Now it stops as Ctrl-C does:
     one line, exit 143 (130), OUT cleared; the rerun writes the same bytes."""
     inp, out = batch(tmp_path, gen, "in", 0, 1), tmp_path / "OUT"
-    code = ("import os, sys\nimport dedup.layout as layout\nfrom pipelines.cli import main\nwrite = layout.write_verdicts\n"
+    code = ("import os, sys\nimport dedup.layout as layout\nfrom pipelines.cli import main\n"
+            "write = layout.write_verdicts\n"
             f"def stop(*a, **k):\n    write(*a, **k)\n    os.kill(os.getpid(), {int(sig)})\n"  # after a batch's rows
             "layout.write_verdicts = stop\n"
             f"sys.exit(main(['dedup', {str(inp)!r}, '--out', {str(out)!r}, '--quiet', '--batch-rows', '100']))\n")
@@ -629,14 +630,15 @@ def test_staged_sigterm_while_the_local_cluster_starts_is_one_line(tmp_path, gen
 def test_an_input_that_grows_while_it_is_read_is_one_line_and_leaves_nothing(tmp_path, engine):
     """A JSONL file appended to during the run (a writer still at work in the input folder): a traceback, exit 1,
     'RuntimeError: internal error: ...a.jsonl: read 12 rows, file has 10' (staged: '12 rows now, 10 when
-    sketched (input changed?)'). Now exit 2, one line naming the file and saying it changed."""
+    sketched (input changed?)'). Now exit 2, one line naming the file and saying it changed. (A file of one
+    piece is parsed once: what it held then is what the run reads.)"""
     inp, out = tmp_path / "in", tmp_path / "OUT"
     inp.mkdir()
     (inp / "a.jsonl").write_text("".join(json.dumps({"text": f"document {i} of the corpus here"}) + "\n"
                                          for i in range(10)))
     grow = f"open({str(inp / 'a.jsonl')!r}, 'a').write('{{\"text\": \"late\"}}\\n' * 2)"
-    if engine == "fused":  # after the first pass (rows counted), before the second (rows read)
-        hook = ("import dedup.shards as s\nbatches = s.ShardReader.batches\n"
+    if engine == "fused":  # after the first pass (rows counted), before the second (rows read); pieces of 64 bytes:
+        hook = ("import dedup.shards as s\ns.JSONL_CHUNK_BYTES = 64\nbatches = s.ShardReader.batches\n"  # 2 passes
                 f"def late(self, *a, **k):\n    {grow}\n    return batches(self, *a, **k)\n"
                 "s.ShardReader.batches = late\n")
     else:  # after the sketch stage, before the write stage
