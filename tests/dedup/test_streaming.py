@@ -379,6 +379,7 @@ def test_threads_are_checked_and_used_by_each_call_only(monkeypatch):
     import numba
 
     from dedup import kernels
+    from dedup._kernels import PARALLEL_MIN_BYTES
 
     seen = []
     real = kernels._jit("minhash").sketch_documents
@@ -394,11 +395,12 @@ def test_threads_are_checked_and_used_by_each_call_only(monkeypatch):
         numba.set_num_threads(1)
         d = Deduplicator(DedupConfig(), threads=2)
         assert numba.get_num_threads() == 1  # building sets nothing
-        worker = threading.Thread(target=d.add, args=(pa.table({"text": ["a b c d e f"] * 10}),))
+        big = PARALLEL_MIN_BYTES // 5  # batches with the work for the parallel kernel (a small one runs serially)
+        worker = threading.Thread(target=d.add, args=(pa.table({"text": [f"{i} a b c d e f " * (big // 14) for i in range(10)]}),))
         worker.start()
         worker.join()
-        d.add(pa.table({"text": ["g h i j k l"] * 10}))
-        Deduplicator(DedupConfig(), threads=10_000).add(pa.table({"text": ["m n o"]}))
+        d.add(pa.table({"text": [f"{i} g h i j k l " * (big // 14) for i in range(10)]}))
+        Deduplicator(DedupConfig(), threads=10_000).add(pa.table({"text": [f"{i} m n o " * (big // 8) for i in range(10)]}))
         cap = numba.config.NUMBA_NUM_THREADS
         assert seen == [min(2, cap), min(2, cap), cap] and numba.get_num_threads() == 1
         for bad in (0, -3, 2.5, "2", True):
