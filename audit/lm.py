@@ -339,7 +339,8 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str 
         except (ValueError, TypeError, OSError):  # damaged: the message needs no base name
             base = None
         raise ModelError(f"{path}: a peft adapter (adapter_config.json), not a whole model: merge it into its base "
-                         f"model{f' ({base})' if base else ''} with peft's merge_and_unload() and save_pretrained(), then audit that")
+                         f"model{f' ({base})' if base else ''} with peft's merge_and_unload() and save_pretrained(), "
+                         "then audit that")
     if not (path / "config.json").exists():  # a hub cache's models--org--name/, a train run, a Trainer's output?
         inside = sorted({p.parent for pattern in ("*/config.json", "*/*/config.json") for p in path.glob(pattern)},
                         key=lambda p: (len(p.parts), p))  # a run's model/ before its checkpoints/step-N/

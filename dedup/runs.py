@@ -225,7 +225,8 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
             new = [p]
         elif glob.has_magic(s):
             matches = [m for m in sorted(map(Path, glob.glob(s, recursive=True)))  # .json files: when named
-                       if format_of(m) and not _in_out(m, out_real) and (is_plain_json(Path(s)) or not is_plain_json(m))]
+                       if format_of(m) and not _in_out(m, out_real)
+                       and (is_plain_json(Path(s)) or not is_plain_json(m))]
             # folders a ``**`` reaches are found, as a walk's are; those the pattern names (run*/kept) are not
             deep = next((i for i, part in enumerate(p.parts) if part == "**"), None)
             above = {m: next((d for d in m.parents if len(d.parts) > deep and earlier_output(d)), None)

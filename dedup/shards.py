@@ -355,8 +355,9 @@ class _JsonlFile:
     they are) and the columns whose numbers it would round, and unifies the pieces' schemas (permissive: null -> any,
     int -> double, new columns); a column whose type changes within a piece or between pieces joins :attr:`mixed`
     and the pass starts again. :meth:`batches` parses the pieces again (a file of one piece: only where the schema
-    names exact types) and conforms each to the schema: memory of one piece. Numbers cost one Python parse of a piece only where Arrow produced a float of magnitude 2^53 or more (or,
-    inside a list or object, an int64 that the file's schema makes a float64).
+    names exact types) and conforms each to the schema: memory of one piece. Numbers cost one Python parse of a piece
+    only where Arrow produced a float of magnitude 2^53 or more (or, inside a list or object, an int64 that the
+    file's schema makes a float64).
     """
 
     def __init__(self, shard: Shard, empty_columns: tuple[str, ...]):
