@@ -130,9 +130,15 @@ def sketch_shard(shard: Shard, config: DedupConfig, bands: int, rows: int, work:
             writer.write_batch(pa.record_batch([bool_array(sk.valid), numeric_array(sk.n_shingles.astype(np.int32)),
                                                 *map(numeric_array, (*sk.exact.T, *sk.band_keys.T))], schema=schema))
             counts.update(rows=len(sk), text_bytes=sk.text_bytes, **sk.counts())
-    record = {"shard": shard.name, **counts, "seconds": time.perf_counter() - t0}
+    record = {"shard": shard.name, **counts, "file": _file_state(shard), "seconds": time.perf_counter() - t0}
     io.write_json_atomic(done_path(final), record)
     return record
+
+
+def _file_state(shard: Shard) -> list[int]:
+    """Size, modification time (ns) and inode of the input file: another after the sketch, the file was rewritten."""
+    st = shard.path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
 def _read_columns(path: Path, *columns: str) -> list[np.ndarray]:
@@ -231,9 +237,10 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
     verdicts = combine(valid, n_shingles > 0, band_seen, _seen_slice(work, EXACT_BAND, start, n,
                                                                      splits.get(EXACT_BAND, 1)))
     reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
-    if reader.num_rows != n:
+    sketched = read_done(sketch_path(work, shard)) or {}
+    if reader.num_rows != n or sketched.get("file", _file_state(shard)) != _file_state(shard):
         raise InputError(shard.path, f"changed while it was read ({n:,} rows when sketched, {reader.num_rows:,} "
-                                     "now); rerun once nothing writes it")
+                                     "now, or rewritten since); rerun once nothing writes it")
     removed_final = task_file(work, removed_part_path(work, shard))
     row = 0
     with (layout.kept_shard(work, shard, reader.schema, config) as kw,

@@ -656,6 +656,31 @@ def test_an_input_that_grows_while_it_is_read_is_one_line_and_leaves_nothing(tmp
     assert counts(out) == [("a.jsonl", 12, 11, 1)]
 
 
+def test_a_staged_input_rewritten_between_its_stages_with_as_many_rows_is_named(tmp_path):
+    """The staged engine reads a file twice, in the sketch and in the write stage: a file rewritten in between with
+    as many rows (a writer replacing it) had the verdicts of the rows it held at the sketch applied to the rows it
+    held at the write, exit 0 (rows kept or removed as duplicates of nothing). Now the write stage checks that the
+    file is the one sketched (size, modification time, inode): exit 2, one line naming it, nothing left."""
+    inp, out = tmp_path / "in", tmp_path / "OUT"
+    inp.mkdir()
+    lines = ["document {i} of the corpus here", "other text number {i} in its place"]
+    (inp / "a.jsonl").write_text("".join(json.dumps({"text": lines[0].format(i=i % 5)}) + "\n" for i in range(10)))
+    rewrite = (f"open({str(inp / 'a.jsonl')!r}, 'w').write(''.join(json.dumps({{'text': {lines[1]!r}.format(i=i)}}) "
+               "+ '\\n' for i in range(10)))")
+    hook = ("import json, pipelines.staged as st\n"
+            f"def late(label, done):\n    if (label, done) == ('sketch', 1):\n        {rewrite}\n"
+            "st._kill_point = late\n")
+    code = (f"import sys\nfrom pipelines.cli import main\n{hook}"
+            f"sys.exit(main(['dedup', {str(inp)!r}, '--out', {str(out)!r}, '--quiet', '--engine', 'staged', "
+            "'--workers', '1']))\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       start_new_session=True)
+    one_error_line(r, str(inp / "a.jsonl"), "changed while")
+    assert files_under(out) == []
+    dedup(inp, out, *STAGED)
+    assert counts(out) == [("a.jsonl", 10, 10, 0)]
+
+
 @pytest.mark.parametrize("closed, opts", [(2, ()), (1, ("--json",)), (2, STAGED)])
 def test_a_run_with_stdout_or_stderr_closed_completes(tmp_path, gen, closed, opts):
     """Started with stderr closed (`2>&-`, as some job runners do), the run stopped at its first progress line: exit
