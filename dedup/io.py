@@ -47,6 +47,9 @@ def claim(out: Path) -> Iterator[None]:
     opened again. Without ``flock`` for directories the run goes on unlocked; an ``out`` that is a file is
     left to the caller to refuse. :class:`InUseError` when another process holds ``out``."""
     out = Path(out)
+    if out.is_symlink() and not out.exists():  # mkdir would say only "File exists"
+        raise FileExistsError(errno.EEXIST, f"a symbolic link to {os.readlink(out)}, which does not exist; create "
+                                            "that directory or choose another output", str(out))
     while True:  # again when ``out`` was removed meanwhile (by a run that made it, ending now)
         created = list(takewhile(lambda d: not d.exists(), (out, *out.parents)))
         if created:

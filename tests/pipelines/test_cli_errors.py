@@ -122,3 +122,20 @@ def test_an_empty_path_is_refused_not_read_as_the_working_directory(tmp_path, ar
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert_one_error_line(r, f"memdedup {args[0]}", *needles, "empty path")
     assert sorted(p.name for p in cwd.iterdir()) == ["a.parquet"] and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("engine", ["fused", "staged"])
+def test_an_out_that_is_a_dangling_link_names_where_it_points(tmp_path, engine):
+    """`--out d` where d is a symbolic link to a directory that does not exist (a removed scratch volume) said only
+    'd: File exists', as if d held something. Now the line says it is a link and names its missing target."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"text": ["a b c d e f", "x y z"]}), tmp_path / "in" / "a.parquet")
+    (tmp_path / "d").symlink_to(tmp_path / "gone")
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "dedup", str(tmp_path / "in"), "--out",
+                        str(tmp_path / "d"), "--engine", engine, "--workers", "1"], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert_one_error_line(r, "memdedup dedup", str(tmp_path / "d"), "symbolic link", str(tmp_path / "gone"))
+    assert not (tmp_path / "gone").exists()
