@@ -71,8 +71,9 @@ def sketch_documents(data, offsets, valid, table, bits, cf_bit, map_cps, map_off
     under :data:`~dedup._kernels.PARALLEL_MIN_BYTES` of text (OpenMP's idle threads spin after each parallel call:
     many small files cost 5x the CPU), else on Numba's parallel kernel with that many threads, set for this call only
     (Numba's count is per calling thread and would outlast it; None: the thread's current count), in chunks of at
-    most :data:`~dedup._kernels.SKETCH_CHUNK` documents and at least 4 chunks per thread where the batch has the
-    documents (a few long ones, such as books, still spread over the threads). Chunks do not change the result."""
+    most :data:`~dedup._kernels.SKETCH_CHUNK` documents and at most ``n / threads`` (``prange`` gives each thread
+    one contiguous block of chunks: a few long documents, such as books, are split evenly over the threads, not
+    given to one). Chunks do not change the result."""
     args = (data, offsets, valid, table, int(bits), int(cf_bit), map_cps, map_off, map_blob, int(ngram),
             bool(char_unit), int(scheme), a32, b32, a64, b64, sigs, exact, n_shingles)
     threads, n = use_threads(threads), sigs.shape[0]
@@ -82,7 +83,7 @@ def sketch_documents(data, offsets, valid, table, bits, cf_bit, map_cps, map_off
     import numba
 
     before = numba.get_num_threads()
-    chunk = max(1, min(SKETCH_CHUNK, n // (4 * (threads or before))))
+    chunk = min(SKETCH_CHUNK, -(-n // (threads or before)))
     numba.set_num_threads(threads or before)
     try:
         _jit("minhash").sketch_documents(*args, chunk)
