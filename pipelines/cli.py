@@ -22,7 +22,7 @@ from audit.config import AuditConfig, ProfileConfig, TrainConfig
 from dedup.config import DedupConfig
 from dedup.io import dist_version
 
-from .config import ConfigError, add_options, from_args
+from .config import ConfigError, add_options, from_args, given_path, path_arg
 
 # Each stage's YAML section (and options group); params reads dedup's.
 SECTIONS = {"dedup": DedupConfig, "audit": AuditConfig, "train": TrainConfig, "profile": ProfileConfig}
@@ -46,26 +46,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see '{self.prog} --help')\n")
 
 
-def _given(text: str) -> str:
-    """A path or glob as typed; "" (an unset shell variable) is refused, not read as the working directory."""
-    if not text:
-        raise argparse.ArgumentTypeError("an empty path (an unset shell variable?)")
-    return text
-
-
-def _path(text: str) -> Path:
-    return Path(_given(text))
-
-
 def _parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="memdedup", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"memdedup {dist_version('memdedup')}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("dedup", help="deduplicate Parquet/JSONL/Arrow shards (exact + near duplicates)")
-    p.add_argument("inputs", nargs="+", type=_given, metavar="INPUT",
+    p.add_argument("inputs", nargs="+", type=given_path, metavar="INPUT",
                    help="Parquet/JSONL/Arrow files, directories or globs")
-    p.add_argument("--out", required=True, type=_path, help="output directory")
+    p.add_argument("--out", required=True, type=path_arg, help="output directory")
     p.add_argument("--threads", type=int, help="cores for this run: fused, threads for sketching and bands (default: "
                                                "all cores for sketching, one for the bands); staged, a local cluster "
                                                "of THREADS / --threads-per-worker workers, unless --workers is given")
@@ -79,62 +68,65 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--threads-per-worker", type=int, default=1,
                    help="staged: tasks per worker at once (default: %(default)s)")
     g.add_argument("--scheduler", help="staged: an existing Dask scheduler (tcp://host:port or a scheduler JSON file)")
-    g.add_argument("--index-dir", type=_path, help="staged: load the index kept by earlier runs, and keep this run's")
+    g.add_argument("--index-dir", type=path_arg,
+                   help="staged: load the index kept by earlier runs, and keep this run's")
     g.add_argument("--band-splits", type=int, default=1,
                    help="staged: split each band's task into this many by its filter's cache partitions (each holds "
                         "and probes 1/N of the filter; same decisions; not with --index-dir) (default: %(default)s)")
     _add_output(p, "the run's manifest (manifest.json)", "no progress line, notes or summary", "dedup")
 
     p = sub.add_parser("audit", help="measure what a causal LM memorized (extraction, membership, duplicates)")
-    p.add_argument("--model", required=True, type=_path, help="local Hugging Face model directory")
-    p.add_argument("--corpus", required=True, nargs="+", type=_given,
+    p.add_argument("--model", required=True, type=path_arg, help="local Hugging Face model directory")
+    p.add_argument("--corpus", required=True, nargs="+", type=given_path,
                    help="corpus shards (files, directories or globs)")
-    p.add_argument("--out", required=True, type=_path, help="output directory")
-    p.add_argument("--dedup-dir", type=_path, help="dedup output of this corpus (removed rows, config)")
-    p.add_argument("--members", type=_path, help="ids of documents the model was trained on (a text file of one id "
+    p.add_argument("--out", required=True, type=path_arg, help="output directory")
+    p.add_argument("--dedup-dir", type=path_arg, help="dedup output of this corpus (removed rows, config)")
+    p.add_argument("--members", type=path_arg, help="ids of documents the model was trained on (a text file of one id "
                                                  "per line, or Parquet with id or document_id; shard:row without "
                                                  "corpus ids)")
-    p.add_argument("--reference", type=_path,
+    p.add_argument("--reference", type=path_arg,
                    help="reference model directory (its vocabulary must give the audited tokens the same ids)")
-    p.add_argument("--sequences", type=_path, help="Parquet with a 'tokens' column: audit these instead of sampling")
+    p.add_argument("--sequences", type=path_arg, help="Parquet with a 'tokens' column: audit these instead of sampling")
     _add_output(p, "the audit's summary (summary.json)", "no progress lines (sequences/s, ETA), notes or summary",
                 "audit")
 
     p = sub.add_parser("train", help="train a small GPT-2 deterministically, with checkpoints and the data order")
-    p.add_argument("inputs", nargs="+", type=_given, metavar="INPUT",
+    p.add_argument("inputs", nargs="+", type=given_path, metavar="INPUT",
                    help="corpus shards (files, directories or globs)")
-    p.add_argument("--out", required=True, type=_path, help="run directory (rerun to resume)")
+    p.add_argument("--out", required=True, type=path_arg, help="run directory (rerun to resume)")
     p.add_argument("--replace", action="store_true",
                    help="when --out holds a run of another config or corpus, remove that run's files (others stay) and "
                         "start over (without: refused); a run of the same config and corpus still resumes")
     _add_output(p, "the run's manifest (manifest.json)", "no progress lines (steps/s, ETA), notes or summary", "train")
 
     p = sub.add_parser("profile", help="memorisation profiles, retention and forecasting over a run's checkpoints")
-    p.add_argument("--run", required=True, type=_path, help="a 'memdedup train' directory (or the same layout)")
-    p.add_argument("--out", required=True, type=_path, help="output directory")
-    p.add_argument("--corpus", nargs="+", type=_given, help="corpus shards (default: the one the run recorded)")
+    p.add_argument("--run", required=True, type=path_arg, help="a 'memdedup train' directory (or the same layout)")
+    p.add_argument("--out", required=True, type=path_arg, help="output directory")
+    p.add_argument("--corpus", nargs="+", type=given_path, help="corpus shards (default: the one the run recorded)")
     _add_output(p, "the profile's summary (summary.json)",
                 "no progress lines (checkpoints/s, ETA), notes or summary", "profile")
 
     p = sub.add_parser("forecast", help="does one audit's memorized set predict another's? (precision and recall)")
-    p.add_argument("first", type=_path, help="audit output of the earlier checkpoint or smaller model (the predictor)")
-    p.add_argument("second", type=_path, help="audit output of the final model (the truth)")
-    p.add_argument("--out", type=_path, help="write the result as JSON here")
+    p.add_argument("first", type=path_arg,
+                   help="audit output of the earlier checkpoint or smaller model (the predictor)")
+    p.add_argument("second", type=path_arg, help="audit output of the final model (the truth)")
+    p.add_argument("--out", type=path_arg, help="write the result as JSON here")
     _add_output(p, "the result")
 
     p = sub.add_parser("report", help="self-contained HTML reports of audits, and a side-by-side comparison")
-    p.add_argument("audits", nargs="+", type=_path, metavar="AUDIT_DIR", help="'memdedup audit' output directories")
-    p.add_argument("--out", required=True, type=_path, help="output directory: <label>.html per audit, comparison.html")
+    p.add_argument("audits", nargs="+", type=path_arg, metavar="AUDIT_DIR", help="'memdedup audit' output directories")
+    p.add_argument("--out", required=True, type=path_arg,
+                   help="output directory: <label>.html per audit, comparison.html")
     p.add_argument("--labels", nargs="+", help="one label per audit (default: the directory names)")
-    p.add_argument("--dedup-dir", type=_path,
+    p.add_argument("--dedup-dir", type=path_arg,
                    help="dedup output of the corpus: retention and removed-document accounting")
-    p.add_argument("--profile-dir", nargs="+", type=_path, default=[], metavar="PROFILE_DIR",
+    p.add_argument("--profile-dir", nargs="+", type=path_arg, default=[], metavar="PROFILE_DIR",
                    help="'memdedup profile' outputs, paired with the audits in order (may be fewer)")
-    p.add_argument("--model-dir", nargs="+", type=_path, default=[], metavar="MODEL_DIR",
+    p.add_argument("--model-dir", nargs="+", type=path_arg, default=[], metavar="MODEL_DIR",
                    help="local Hugging Face tokenizer/model directory to decode token ids: one for all audits, "
                         "or one per audit")
     p.add_argument("--title", help="title of the comparison page")
-    p.add_argument("--checks", type=_path, metavar="CHECKS_JSON", help="'memdedup check' output (checks.json): the "
+    p.add_argument("--checks", type=path_arg, metavar="CHECKS_JSON", help="'memdedup check' output (checks.json): the "
                    "comparison page shows its canary exposure by planted copies (Carlini et al. 2019), when present")
     _add_output(p, "the report's manifest (manifest.json)")
 
@@ -148,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     add_options(p, SECTIONS["dedup"], "dedup")
 
     p = sub.add_parser("generate", help="write a synthetic corpus with planted duplicates (no network needed)")
-    p.add_argument("--out", required=True, type=_path, help="output directory: new, empty, or an earlier generate "
+    p.add_argument("--out", required=True, type=path_arg, help="output directory: new, empty, or an earlier generate "
                    "run's (replaced); one holding anything else is refused")
     p.add_argument("--docs", type=int, default=20_000,
                    help="documents, planted duplicates included (not the canaries) (default: %(default)s)")
@@ -168,7 +160,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_output(p, "the planted corpus's manifest (manifest.json)")
 
     p = sub.add_parser("check", help="check the demo's claims from a workflow output directory")
-    p.add_argument("out", type=_path, help="the workflow's output directory (config 'out')")
+    p.add_argument("out", type=path_arg, help="the workflow's output directory (config 'out')")
     p.add_argument("--strict", action="store_true", help="exit 1 when a claim does not hold")
     _add_output(p, "the checks (checks.json)")
     return ap
@@ -544,7 +536,9 @@ def main(argv: list[str] | None = None) -> int:
                 "forecast": _cmd_forecast, "params": _cmd_params, "generate": _cmd_generate, "check": _cmd_check,
                 "report": _cmd_report}
     args.json_out = io.StringIO()
-    on_term = threading.current_thread() is threading.main_thread() and signal.signal(signal.SIGTERM, _terminate)
+    # the handler before ours (None: not ours to set, off the main thread; or one set from C, not restorable)
+    on_term = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         with _stdout_to_stderr() if args.json else contextlib.nullcontext(), _each_warning_once():
             if args.command in ("audit", "train", "profile", "check"):  # check: the canary exposure loads both models
@@ -571,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"memdedup {args.command}: {'terminated' if term else 'interrupted'}", file=sys.stderr)
         return 143 if term else 130  # 128 + the signal, as a shell reports it
     finally:
-        if on_term is not False:
+        if on_term is not None:
             signal.signal(signal.SIGTERM, on_term)
         if args.json_out.tell():
             try:

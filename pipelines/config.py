@@ -108,10 +108,21 @@ def _value_type(hint: Any) -> Any:
     return args[0] if len(args) == 1 else hint
 
 
+def given_path(text: str) -> str:
+    """A path or glob as typed; "" (an unset shell variable) is refused, not read as the working directory."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path (an unset shell variable?)")
+    return text
+
+
+def path_arg(text: str) -> Path:
+    return Path(given_path(text))
+
+
 def add_options(parser: argparse.ArgumentParser, cls: type, section: str) -> None:
     """Add ``--config`` and one flag per exposed field of ``cls`` (YAML section ``section``). Flags default
     to None, so :func:`from_args` tells a given flag from an absent one; booleans get ``--x/--no-x``."""
-    parser.add_argument("--config", type=Path, metavar="YAML",
+    parser.add_argument("--config", type=path_arg, metavar="YAML",
                         help=f"YAML file whose '{section}:' section sets the {section} options")
     group = parser.add_argument_group(f"{section} options (flags > --config '{section}:' section > defaults)")
     hints = typing.get_type_hints(cls)

@@ -106,6 +106,7 @@ def test_dedup_progress_line_separates_its_eta_as_the_other_progress_lines_do(mo
     (["dedup", "{inp}", "--out", ""], ["--out"]),
     (["dedup", "", "--out", "{out}"], ["INPUT"]),
     (["dedup", "{inp}", "--out", "{out}", "--engine", "staged", "--workers", "1", "--index-dir", ""], ["--index-dir"]),
+    (["dedup", "{inp}", "--out", "{out}", "--config", ""], ["--config"]),
 ])
 def test_an_empty_path_is_refused_not_read_as_the_working_directory(tmp_path, args, needles):
     """`--out "$OUT"` with OUT unset wrote the run into the working directory, `--index-dir ""` put index.json
