@@ -150,8 +150,8 @@ def remove(path: Path) -> None:
 @contextmanager
 def replacing(final: Path) -> Iterator[Path]:
     """The :func:`tmp_path` of ``final``, to write (a file, or a directory that replaces the one at ``final``):
-    renamed over ``final`` when the block completes, else deleted; an OSError naming no file names ``final``
-    (:func:`naming`)."""
+    renamed over ``final`` when the block completes (a directory at ``final`` is removed first: between the two,
+    there is none), else deleted; an OSError naming no file names ``final`` (:func:`naming`)."""
     final = Path(final)
     tmp = tmp_path(final)  # unique to this call: no earlier writer's to clear
     try:

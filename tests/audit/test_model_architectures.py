@@ -135,3 +135,26 @@ def test_a_peft_adapter_directory_is_refused_naming_the_fix(tmp_path):
     (d / "adapter_model.safetensors").write_bytes(b"")
     with pytest.raises(ModelError, match="adapter.*org/base.*merge_and_unload"):
         load_causal_lm(d)
+
+
+def test_greedy_continuations_reads_the_teacher_forced_columns_after_a_bos(tmp_path):
+    """With a BOS before each window (n_prefix 1) the teacher-forced pass has one more column: the check of
+    greedy_continuations must read the columns predicting the continuation (P + n_prefix - 1 on). Sequences whose
+    continuation is the model's own greedy one are reproduced in full by both; a check one column off says they
+    disagree (a review found no test would notice: random models match almost nothing)."""
+    pytest.importorskip("torch")
+    import transformers as tf
+
+    from audit.lm import load_causal_lm
+
+    from .conftest import save_random_lm
+
+    cfg = tf.LlamaConfig(vocab_size=48, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=64, max_position_embeddings=128, num_key_value_heads=2, bos_token_id=1,
+                         eos_token_id=2)
+    lm = load_causal_lm(save_random_lm(tmp_path / "llama", cfg, bos="t1"), bos="auto")
+    assert lm.n_prefix == 1
+    prompts = np.random.default_rng(1).integers(3, 48, size=(6, 8))
+    ids = np.concatenate([prompts, lm.generate_greedy(prompts, 8)], axis=1)
+    for given in (lm.score(ids).greedy_match, None):
+        np.testing.assert_array_equal(lm.greedy_continuations(ids, 8, greedy_match=given), ids[:, 8:])
