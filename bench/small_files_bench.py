@@ -4,10 +4,10 @@ Corpora of many small files (one per crawl segment, per day, per user) pay a cos
 the cost per byte: discovering and fingerprinting it, opening a reader, writing a kept shard and, on the
 staged engine, a sketch and a write task with their completion records (fsynced) and a read of every
 sketch per band. This bench writes ``--files`` JSONL files of ``--rows`` rows (~400 bytes each, a
-vocabulary of 5,000 words, no duplicates), runs the command line of ``--checkout`` (default: this one)
-on them, fused and staged (a local Dask cluster of ``--workers``), and prints wall and CPU seconds
-(user + system of the command and its children) and milliseconds per file. Kept and removed rows of the
-two engines are checked byte-identical.
+vocabulary of 5,000 words, one row in 10 an exact copy of an earlier one), runs the command line of
+``--checkout`` (default: this one) on them, fused and staged (a local Dask cluster of ``--workers``), and
+prints wall and CPU seconds (user + system of the command and its children) and milliseconds per file. Kept
+and removed rows of the two engines are checked byte-identical.
 
     python bench/small_files_bench.py [--files 2000] [--rows 5] [--workers 2] [--checkout DIR]
 """
@@ -32,10 +32,12 @@ HERE = Path(__file__).resolve().parents[1]
 def write_files(root: Path, files: int, rows: int) -> None:
     rng = random.Random(0)
     words = [f"w{i}" for i in range(5000)]
+    texts: list[str] = []
     for f in range(files):
         with open(root / f"part-{f:06d}.jsonl", "w", encoding="utf-8") as fh:
-            for r in range(rows):
-                fh.write(json.dumps({"id": f"{f}-{r}", "text": " ".join(rng.choices(words, k=70))}) + "\n")
+            for r in range(rows):  # every 10th row an exact copy of an earlier one
+                texts.append(rng.choice(texts) if texts and rng.random() < 0.1 else " ".join(rng.choices(words, k=70)))
+                fh.write(json.dumps({"id": f"{f}-{r}", "text": texts[-1]}) + "\n")
 
 
 def run(checkout: Path, inputs: Path, out: Path, *extra: str) -> tuple[float, float]:
@@ -65,10 +67,13 @@ def main() -> None:
         print("| engine | wall s | CPU s | wall ms/file | CPU ms/file |\n|---|---:|---:|---:|---:|")
         for engine, extra in (("fused", ()), ("staged", ("--engine", "staged", "--workers", str(args.workers)))):
             wall, cpu = run(args.checkout, root / "in", root / engine, *extra)
-            print(f"| {engine} | {wall:.1f} | {cpu:.1f} | {1e3 * wall / args.files:.1f} | {1e3 * cpu / args.files:.1f} |")
+            per_file = f"{1e3 * wall / args.files:.1f} | {1e3 * cpu / args.files:.1f}"
+            print(f"| {engine} | {wall:.1f} | {cpu:.1f} | {per_file} |")
+        kept = [sorted(p.relative_to(root / e / "kept") for p in (root / e / "kept").rglob("*.parquet"))
+                for e in ("fused", "staged")]
         same = filecmp.cmp(root / "fused" / "removed.parquet", root / "staged" / "removed.parquet", shallow=False) and \
-            all(filecmp.cmp(p, root / "staged" / p.relative_to(root / "fused"), shallow=False)
-                for p in (root / "fused" / "kept").rglob("*.parquet"))
+            kept[0] == kept[1] and all(filecmp.cmp(root / "fused" / "kept" / p, root / "staged" / "kept" / p,
+                                                   shallow=False) for p in kept[0])
         print(f"\nkept and removed rows byte-identical between the engines: {same}")
         if not same:
             sys.exit(1)

@@ -663,7 +663,7 @@ def test_a_staged_input_rewritten_between_its_stages_with_as_many_rows_is_named(
     file is the one sketched (size, modification time, inode): exit 2, one line naming it, nothing left."""
     inp, out = tmp_path / "in", tmp_path / "OUT"
     inp.mkdir()
-    lines = ["document {i} of the corpus here", "other text number {i} in its place"]
+    lines = ["document {i} of the corpus here", "document {i} of the corpus HERE"]  # the same size: not the check
     (inp / "a.jsonl").write_text("".join(json.dumps({"text": lines[0].format(i=i % 5)}) + "\n" for i in range(10)))
     rewrite = (f"open({str(inp / 'a.jsonl')!r}, 'w').write(''.join(json.dumps({{'text': {lines[1]!r}.format(i=i)}}) "
                "+ '\\n' for i in range(10)))")
