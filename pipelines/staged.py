@@ -79,20 +79,24 @@ def dask_client(workers: int | None = None, threads_per_worker: int = 1, schedul
 @contextmanager
 def _signals_held():
     """While a local cluster starts: SIGTERM held back (Dask's start, interrupted, fails with its own tracebacks)
-    and raised once the cluster is up, so that it is closed; SIGINT ignored, which the worker processes inherit,
-    so that Ctrl-C (sent to the terminal's whole process group) stops the client alone, which closes the cluster,
-    without each worker printing its KeyboardInterrupt tracebacks (a Ctrl-C in those seconds is lost). Only the
-    main thread handles signals: elsewhere, nothing to do."""
+    and handed to the handler before ours once the cluster is up, so that it is closed; SIGINT ignored, which the
+    worker processes inherit, so that Ctrl-C (sent to the terminal's whole process group) stops the client alone,
+    which closes the cluster, without each worker printing its KeyboardInterrupt tracebacks (a Ctrl-C in those
+    seconds is lost). A Python handler runs in the main thread whichever thread the signal reaches (a signal mask
+    would hold it from the main thread alone); off the main thread no handler can be set: nothing to do."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    held: list[int] = []
+    before_term = signal.signal(signal.SIGTERM, lambda signum, frame: held.append(signum))
+    before_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a SIGTERM sent meanwhile arrives now
+        signal.signal(signal.SIGINT, before_int)
+        signal.signal(signal.SIGTERM, before_term)
+        if held:  # now, to the handler before ours (the default one: the signal again)
+            before_term(signal.SIGTERM, None) if callable(before_term) else os.kill(os.getpid(), signal.SIGTERM)
 
 
 def available_cores() -> int:
