@@ -59,9 +59,9 @@ def _members(path: Path | None) -> set[str] | None:
     if not path.exists():
         raise InputError(path, "members file does not exist")
     fmt = (format_of(path) or (path.suffix.lower()[1:],))[0]
+    give = "give a text file of one id per line, or Parquet with an 'id' or 'document_id' column"
     if fmt in ("jsonl", "arrow", "csv", "tsv"):  # else read as text, each line an id: no document would match
-        raise InputError(path, f"a {fmt.upper()} members file: give a text file of one id per line, or Parquet with "
-                               "an 'id' or 'document_id' column")
+        raise InputError(path, f"a {fmt.upper()} members file: {give}")
     if fmt == "parquet":
         try:
             table = pq.read_table(path)
@@ -76,7 +76,7 @@ def _members(path: Path | None) -> set[str] | None:
             bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0  # Notepad, PowerShell
             ids = {line.strip() for line in raw[bom:].decode("utf-8").splitlines() if line.strip()}
         except UnicodeDecodeError as e:
-            raise InputError(path, f"not valid UTF-8 ({e.reason} at byte {bom + e.start})") from e
+            raise InputError(path, f"not valid UTF-8 ({e.reason} at byte {bom + e.start}): {give}") from e
     if not ids:  # every sequence would be a non-member
         raise InputError(path, "members file holds no ids")
     return ids

@@ -282,3 +282,23 @@ def test_an_ids_string_does_not_depend_on_the_ids_read_with_it(tmp_path):
     pq.write_table(pa.table({"id": pa.array([1.0, 2.5, None], pa.float16()), "text": ["a", "b", "c"]}), path)
     reader = ShardReader(Shard(path, "c.parquet", "parquet"), "text", "id", True, batch_rows=8)
     assert [i for b in reader.batches() for i in reader.ids(b).to_pylist()] == ["1", "2.5", None]
+
+
+@pytest.mark.parametrize("name", ["members.feather", "members.csv.gz"])
+def test_a_binary_members_file_names_the_formats_read(tmp_path, name):
+    """A members list as Feather (Arrow IPC) or compressed CSV was refused as 'not valid UTF-8 (invalid start
+    byte at byte 0)', which does not say what to give instead (found by review)."""
+    import gzip
+
+    import pyarrow.feather as feather
+
+    from audit.run import _members
+    from dedup.shards import InputError
+
+    path = tmp_path / name
+    if name.endswith(".feather"):
+        feather.write_feather(pa.table({"id": ["a", "c"]}), path)
+    else:
+        path.write_bytes(gzip.compress(b"id\na\nc\n"))
+    with pytest.raises(InputError, match="not valid UTF-8.*one id per line.*Parquet"):
+        _members(path)
