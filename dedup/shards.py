@@ -671,8 +671,7 @@ class ShardReader:
             yield batch
             self._batch_start += batch.num_rows
         if self._batch_start != self.num_rows:  # JSONL appended to between its passes
-            raise InputError(self.shard.path, f"changed while it was read ({self.num_rows:,} rows when opened, "
-                                              f"{self._batch_start:,} read); rerun once nothing writes it")
+            raise changed_while_read(self.shard, f"{self.num_rows:,} rows when opened, {self._batch_start:,} read")
 
     def text(self, batch: pa.RecordBatch) -> pa.Array:
         """The batch's text column as strings (:func:`text_strings`), valid UTF-8; InputError naming the row or line
@@ -698,6 +697,11 @@ class ShardReader:
         if self.id_column is None:
             return pa.nulls(batch.num_rows, pa.string())
         return id_strings(batch.column(self.id_column), self.shard.path, self.id_column, self._batch_start)
+
+
+def changed_while_read(shard: Shard, how: str) -> InputError:
+    """The error for an input that a writer changed while memdedup read it (``how``: what showed it)."""
+    return InputError(shard.path, f"changed while it was read ({how}); rerun once nothing writes it")
 
 
 def id_strings(col: pa.Array | pa.ChunkedArray, path: Path, column: str, first_row: int = 0

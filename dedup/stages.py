@@ -59,7 +59,7 @@ from .index_dir import INDEX_FILE, IndexDir, StaleIndexError, file_entry, index_
 from .params import bloom_parts, bloom_size, per_band_fp, plan_index, whole_index_fp
 from .runs import RUN_FILE, RunPlan, execute, finish, work_dir
 from .scalable import FilterStack
-from .shards import InputError, Shard, ShardReader
+from .shards import Shard, ShardReader, changed_while_read
 from .sketch import Sketcher
 
 EXACT_BAND = "exact"
@@ -239,8 +239,7 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
     reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
     sketched = read_done(sketch_path(work, shard)) or {}
     if reader.num_rows != n or sketched.get("file", _file_state(shard)) != _file_state(shard):
-        raise InputError(shard.path, f"changed while it was read ({n:,} rows when sketched, {reader.num_rows:,} "
-                                     "now, or rewritten since); rerun once nothing writes it")
+        raise changed_while_read(shard, f"{n:,} rows when sketched, {reader.num_rows:,} now, or rewritten since")
     removed_final = task_file(work, removed_part_path(work, shard))
     row = 0
     with (layout.kept_shard(work, shard, reader.schema, config) as kw,
