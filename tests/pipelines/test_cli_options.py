@@ -264,6 +264,8 @@ def test_a_key_outside_any_known_section_is_one_line_and_exit_2(tmp_path, text, 
     assert files_under(out) == []
     whole = tmp_path / "workflow.yaml"  # the workflow's config, as its schema allows it
     schema = yaml.safe_load((ROOT / "configs" / "schema.yaml").read_text())
+    from pipelines.config import TOP_LEVEL  # written in two places (the library cannot read configs/): kept equal
+    assert sorted(schema["properties"]) == sorted(TOP_LEVEL)
     whole.write_text(yaml.safe_dump({k: {} for k in schema["properties"]} | {"dedup": {"threshold": 0.5}}))
     r = cli("params", "--config", whole, "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["threshold"] == 0.5, r.stderr
