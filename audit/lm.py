@@ -273,8 +273,8 @@ class CausalLM:
                              greedy_match: np.ndarray | None = None,
                              progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """:meth:`generate_greedy` of the continuations (B, L - P) of ``ids`` (B, L) from their first ``prompt_len``
-        tokens, checked to reproduce the leading continuation tokens that the teacher-forced pass
-        (``greedy_match``, bool (B, L - 1 + n_prefix) of :meth:`score`, else :meth:`greedy_matches`) says greedy decoding does;
+        tokens, checked to reproduce the leading continuation tokens that the teacher-forced pass (``greedy_match``,
+        bool (B, L - 1 + n_prefix) of :meth:`score`, else :meth:`greedy_matches`) says greedy decoding does;
         ModelError where not: its generate() is not greedy decoding of its forward pass (transformers' RWKV mixes
         up the recurrent states of a batch's rows)."""
         ids, P = np.asarray(ids), int(prompt_len)

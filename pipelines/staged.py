@@ -88,15 +88,18 @@ def _signals_held():
         yield
         return
     held: list[int] = []
-    before_term = signal.signal(signal.SIGTERM, lambda signum, frame: held.append(signum))
-    before_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a handler set from C reads as None and could not be set again: left alone
+    hold = {s: h for s in (signal.SIGTERM, signal.SIGINT) if (h := signal.getsignal(s)) is not None}
+    for s in hold:
+        signal.signal(s, (lambda signum, frame: held.append(signum)) if s == signal.SIGTERM else signal.SIG_IGN)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, before_int)
-        signal.signal(signal.SIGTERM, before_term)
+        for s, h in hold.items():
+            signal.signal(s, h)
         if held:  # now, to the handler before ours (the default one: the signal again)
-            before_term(signal.SIGTERM, None) if callable(before_term) else os.kill(os.getpid(), signal.SIGTERM)
+            term = hold[signal.SIGTERM]
+            term(signal.SIGTERM, None) if callable(term) else os.kill(os.getpid(), signal.SIGTERM)
 
 
 def available_cores() -> int:

@@ -683,3 +683,17 @@ def test_a_task_warning_reaches_the_user_once_as_the_fused_engine_gives_it(fmt, 
         assert all(ln.startswith("memdedup: warning: ") for ln in warned), r.stderr
         assert "Warning" not in r.stderr and "warnings.warn" not in r.stderr, r.stderr
     assert sorted(outs["fused"].splitlines()) == sorted(outs["staged"].splitlines())
+
+
+def test_cluster_start_leaves_a_sigterm_handler_set_in_c_alone(monkeypatch):
+    """A handler installed from C reads as None and cannot be set again from Python: the start-up hold replaced
+    it, then gave it back with signal.signal(SIGTERM, None), a TypeError (found by review, as in the CLI's own
+    restore). Such a handler is now left as it is (SIGTERM not held)."""
+    from pipelines import staged
+
+    real_get, real_set, set_now = signal.getsignal, signal.signal, []
+    monkeypatch.setattr(signal, "getsignal", lambda s: None if s == signal.SIGTERM else real_get(s))
+    monkeypatch.setattr(signal, "signal", lambda s, h: set_now.append(s) or real_set(s, h))
+    with staged._signals_held():
+        pass
+    assert signal.SIGTERM not in set_now and set_now == [signal.SIGINT, signal.SIGINT]
