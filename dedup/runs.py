@@ -23,7 +23,8 @@ Every dedup run, fused or staged, is an :func:`execute`: :func:`prepare`, the en
    run, or one whose install was refused as stale (:class:`dedup.index_dir.StaleIndexError`), keeps ``_work/``.
 6. **Completion** (:func:`finish`): dead tasks' temporaries go, the manifest is written last, ``_work/`` goes.
 
-``--force`` clears ``kept/``, ``removed.parquet``, ``manifest.json`` and ``_work/`` only. Both engines hold
+``--force`` clears ``kept/``, ``removed.parquet``, ``manifest.json`` and ``_work/`` only; in ``kept/`` it leaves
+index directories and earlier runs' outputs (``--index-dir OUT/kept/idx``). Both engines hold
 ``OUT`` throughout (:func:`dedup.io.claim`): a concurrent run into it is refused before step 1.
 """
 
@@ -35,12 +36,13 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import io, layout
 from .config import DedupConfig, differing
-from .index_dir import holds_batch
+from .index_dir import INDEX_FILE, holds_batch
 from .normalize import WORDS, word_changes_since
 from .shards import InputError, Shard, ShardReader, format_of, is_lfs_pointer, is_plain_json
 
@@ -431,10 +433,22 @@ def clear_outputs(out: Path, keep_work: bool = False) -> None:
     out = Path(out)
     io.manifest_path(out).unlink(missing_ok=True)
     layout.removed_path(out).unlink(missing_ok=True)
-    shutil.rmtree(out / layout.KEPT_DIR, ignore_errors=True)
+    _clear_kept(out / layout.KEPT_DIR)
     if not keep_work:
         shutil.rmtree(work_dir(out), ignore_errors=True)
     io.remove_temporaries(out)
+
+
+def _clear_kept(directory: Path) -> None:
+    """Empty ``directory`` (``OUT/kept/``, then the folders below it) but for the folders below it that are not
+    this run's: an index directory, or an earlier run's outputs (:func:`earlier_output`: ``--out OUT/kept/b``)."""
+    with suppress(OSError):  # as rmtree(ignore_errors=True): a clean-up must not hide the error it cleans up after
+        for p in directory.iterdir() if not directory.is_symlink() else ():
+            if not p.is_dir() or p.is_symlink():
+                io.remove(p)
+            elif not (earlier_output(p) or (p / INDEX_FILE).is_file()):
+                _clear_kept(p)
+        directory.rmdir()  # unless it holds what is left
 
 
 def finish(plan: RunPlan, manifest_body: dict) -> dict:

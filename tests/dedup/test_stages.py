@@ -537,3 +537,21 @@ def test_a_run_whose_index_install_is_refused_as_stale_keeps_its_sketches_and_re
     for name in ("b1", "b3", "b2"):
         dedup_staged([tmp_path / name], tmp_path / f"seq-{name}", config, index_dir=tmp_path / "J")
     assert _bytes(tmp_path / "o2") == _bytes(tmp_path / "seq-b2")
+
+
+@pytest.mark.parametrize("where", ["kept/idx", "kept/runs/b"])
+def test_force_clears_a_runs_outputs_but_not_an_index_or_run_below_its_kept_folder(tmp_path, where):
+    """``--force`` clears ``OUT/kept/``, which is memdedup's; an index directory or another run's output
+    directory placed below it (``--index-dir A/kept/idx``, ``--out A/kept/runs/b``) is not this run's output:
+    deleting it lost every batch the index held, or a completed run."""
+    _planted(tmp_path)
+    a = tmp_path / "a"
+    dedup_files([tmp_path / "in"], a, threads=1)
+    if where == "kept/idx":
+        dedup_staged([tmp_path / "in"], tmp_path / "b", index_dir=a / where)
+    else:
+        dedup_files([tmp_path / "in"], a / where, threads=1)
+    before = {p: p.read_bytes() for p in (a / where).rglob("*") if p.is_file()}
+    dedup_files([tmp_path / "in" / "part-00000.parquet"], a, threads=1, force=True)
+    assert {p: p.read_bytes() for p in (a / where).rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in (a / "kept").glob("*.parquet")) == ["part-00000.parquet"]
