@@ -119,6 +119,7 @@ def sketch_shard(shard: Shard, config: DedupConfig, bands: int, rows: int, work:
     """Stage 1 for one shard; returns its completion record. :class:`dedup.shards.InputError` on bad input."""
     t0 = time.perf_counter()
     final = task_file(work, sketch_path(work, shard))
+    state = _file_state(shard)  # before the first read: the write stage reads the file in this state, or refuses
     reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
     sketcher = Sketcher(config, bands, rows, threads)
     schema = pa.schema([("valid", pa.bool_()), ("n_shingles", pa.int32()), ("exact_0", pa.uint64()),
@@ -130,15 +131,22 @@ def sketch_shard(shard: Shard, config: DedupConfig, bands: int, rows: int, work:
             writer.write_batch(pa.record_batch([bool_array(sk.valid), numeric_array(sk.n_shingles.astype(np.int32)),
                                                 *map(numeric_array, (*sk.exact.T, *sk.band_keys.T))], schema=schema))
             counts.update(rows=len(sk), text_bytes=sk.text_bytes, **sk.counts())
-    record = {"shard": shard.name, **counts, "file": _file_state(shard), "seconds": time.perf_counter() - t0}
+        _check_state(shard, state, "rewritten while sketched")
+    record = {"shard": shard.name, **counts, "file": state, "seconds": time.perf_counter() - t0}
     io.write_json_atomic(done_path(final), record)
     return record
 
 
 def _file_state(shard: Shard) -> list[int]:
-    """Size, modification time (ns) and inode of the input file: another after the sketch, the file was rewritten."""
+    """Size, modification time (ns) and inode of the input file: another after a read, it was rewritten."""
     st = shard.path.stat()
     return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _check_state(shard: Shard, state: list[int] | None, how: str) -> None:
+    """:func:`dedup.shards.changed_while_read` unless the input is in ``state`` (None: a record from before states)."""
+    if state is not None and _file_state(shard) != state:
+        raise changed_while_read(shard, how)
 
 
 def _read_columns(path: Path, *columns: str) -> list[np.ndarray]:
@@ -238,8 +246,9 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
                                                                      splits.get(EXACT_BAND, 1)))
     reader = ShardReader(shard, config.text_column, config.id_column, config.id_column_required, config.batch_rows)
     sketched = read_done(sketch_path(work, shard)) or {}
-    if reader.num_rows != n or sketched.get("file", _file_state(shard)) != _file_state(shard):
-        raise changed_while_read(shard, f"{n:,} rows when sketched, {reader.num_rows:,} now, or rewritten since")
+    if reader.num_rows != n:
+        raise changed_while_read(shard, f"{n:,} rows when sketched, {reader.num_rows:,} now")
+    _check_state(shard, sketched.get("file"), "rewritten since it was sketched")
     removed_final = task_file(work, removed_part_path(work, shard))
     row = 0
     with (layout.kept_shard(work, shard, reader.schema, config) as kw,
@@ -249,6 +258,7 @@ def write_shard(shard: Shard, config: DedupConfig, bands: int, start: int, work:
             layout.write_verdicts(kw, write_removed, batch, row, shard.name, reader.ids(batch), verdicts.reason[sl],
                                   verdicts.band[sl])
             row += batch.num_rows
+        _check_state(shard, sketched.get("file"), "rewritten while its verdicts were written")
     record = {"shard": shard.name, "rows": n, **verdicts.counts(), "seconds": time.perf_counter() - t0}
     io.write_json_atomic(done_path(removed_final), record)
     return record

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -555,3 +556,33 @@ def test_force_clears_a_runs_outputs_but_not_an_index_or_run_below_its_kept_fold
     dedup_files([tmp_path / "in" / "part-00000.parquet"], a, threads=1, force=True)
     assert {p: p.read_bytes() for p in (a / where).rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in (a / "kept").glob("*.parquet")) == ["part-00000.parquet"]
+
+
+@pytest.mark.parametrize("during", ["sketch", "write"])
+def test_an_input_rewritten_while_a_stage_reads_it_is_refused(tmp_path, monkeypatch, during):
+    """The write stage applies the sketch stage's verdicts to the rows it reads, so both must read the same file.
+    Its state (size, mtime, inode) was taken after the sketch had read it and before the write read it: a file
+    rewritten (same size, other text) while the sketch read it, or while the write read it, had the verdicts of
+    other rows applied, silently. Now each stage compares the state before and after its read."""
+    import dedup.layout
+    import dedup.stages
+    from dedup.shards import InputError
+
+    path = tmp_path / "in" / "a.jsonl"
+    path.parent.mkdir()
+    lines = ["document {i} of the corpus here", "document {i} of the corpus HERE"]  # same size when rewritten
+    write = lambda k: path.write_text("".join(json.dumps({"text": lines[k].format(i=i % 5)}) + "\n" for i in range(10)))
+    write(0)
+    hooked = getattr(dedup.stages.Sketcher, "__call__") if during == "sketch" else dedup.layout.write_verdicts
+
+    def rewriting(*args, **kwargs):
+        write(1)
+        return hooked(*args, **kwargs)
+
+    if during == "sketch":
+        monkeypatch.setattr(dedup.stages.Sketcher, "__call__", rewriting)
+    else:
+        monkeypatch.setattr(dedup.layout, "write_verdicts", rewriting)
+    with pytest.raises(InputError, match="changed while it was read"):
+        dedup_staged([path.parent], tmp_path / "out", DedupConfig(batch_rows=4))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.parquet"))
