@@ -214,7 +214,7 @@ def score_min_k_plus_plus(logprob: np.ndarray, mu: np.ndarray, sigma: np.ndarray
 def score_reference(logprob: np.ndarray, ref_logprob: np.ndarray) -> np.ndarray:
     """Reference-model score = loss(reference) - loss(target) (higher = more likely a member).
 
-    Definition (Carlini et al. 2021, comparison to a reference model; MIMIR ``ref``): a member
+    Definition (MIMIR ``ref``, after Carlini et al. 2021, who rank by the ratio of log-perplexities): a member
     has a lower loss under the target model than under a reference model that shares the
     tokenizer but has not seen the data. ``ref_logprob``: the reference model's (n, T) for the
     same tokens (ValueError when the shapes differ). Returns float64 (n,), nats per token.
