@@ -18,7 +18,6 @@ Units: log-probabilities and losses are natural logarithms (nats, per token); zl
 
 from __future__ import annotations
 
-import math
 import zlib
 
 import numpy as np
@@ -68,7 +67,7 @@ def _check_k(k: float) -> float:
 
 def _lowest_mean(x: np.ndarray, k: float) -> np.ndarray:
     """Mean of the lowest m values of each row of x (n, T), m as in :func:`score_min_k`."""
-    m = max(1, math.floor(k * x.shape[1] + 1e-9))
+    m = max(1, int(x.shape[1] * k))
     return np.partition(x, m - 1, axis=1)[:, :m].mean(axis=1)
 
 
@@ -180,8 +179,9 @@ def score_min_k(logprob: np.ndarray, k: float = 0.2) -> np.ndarray:
     """Min-K% Prob score (higher = more likely a member).
 
     Definition (Shi et al. 2024, "Detecting pretraining data from large language models"): the
-    mean of the lowest m = max(1, floor(k * T)) token log-probabilities of the sequence (the
-    floor is taken with a 1e-9 tolerance, so k = 0.29, T = 100 gives m = 29 despite float error).
+    mean of the lowest m = max(1, int(T * k)) token log-probabilities of the sequence: the
+    references' ``int(len * k)`` (MIMIR, Min-K%++, Shi et al.), float product included (k = 0.7,
+    T = 90 gives m = 62), and 1 where they average no token (NaN).
     ``k`` in (0, 1] (ValueError outside). Returns float64 (n,), nats per token.
 
     Example (T = 5, k = 0.4: the mean of the 2 lowest log-probabilities):
@@ -198,7 +198,7 @@ def score_min_k_plus_plus(logprob: np.ndarray, mu: np.ndarray, sigma: np.ndarray
     Definition (Zhang et al. 2024, "Min-K%++"): per token, z = (log p(x_{t+1}) - mu_t) / sigma_t,
     where mu_t and sigma_t are the mean and standard deviation of log p(v) for v drawn from the
     model's predicted distribution at position t (where sigma_t == 0, z = 0); the score is the
-    mean of the lowest m = max(1, floor(k * T)) values of z (as in :func:`score_min_k`).
+    mean of the lowest m = max(1, int(T * k)) values of z (as in :func:`score_min_k`).
     ``mu``, ``sigma``: float (n, T), in nats, sigma >= 0 (ValueError: shapes differ, sigma < 0,
     NaN, or k outside (0, 1]). Returns float64 (n,), dimensionless (standard deviations).
     """

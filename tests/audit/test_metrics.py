@@ -2,7 +2,6 @@
 
 import math
 import zlib
-from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -63,7 +62,7 @@ def ref_min_k(rows, k):
     out = []
     for row in rows:
         T = len(row)
-        m = max(1, math.floor(Fraction(str(k)) * T))
+        m = max(1, int(T * k))  # the references' int(len * k); 1 where they average none (NaN)
         low = sorted(row)[:m]
         out.append(sum(low) / m)
     return out
@@ -246,10 +245,24 @@ def test_min_k_matches_sorting(lp, k):
 
 def test_min_k_count_boundaries():
     lp = -np.arange(1, 101, dtype=float)[None, :]  # lowest values are -100, -99, ...
-    assert M.score_min_k(lp, 0.29)[0] == pytest.approx(-np.mean(np.arange(72, 101)))  # m = 29, not 28
+    assert M.score_min_k(lp, 0.29)[0] == pytest.approx(-np.mean(np.arange(73, 101)))  # m = int(28.99...) = 28
     assert M.score_min_k(lp, 0.001)[0] == -100.0  # m = max(1, 0)
     assert M.score_min_k(lp, 1.0)[0] == pytest.approx(-50.5)
     assert M.score_min_k(lp)[0] == pytest.approx(-np.mean(np.arange(81, 101)))  # default k = 0.2
+
+
+def test_min_k_count_is_the_references_int():
+    """MIMIR (attacks/min_k.py, min_k_plus_plus.py), Min-K%++ (run.py) and Shi et al.
+    (detect-pretrain-code src/run.py) all average ``int(len * k)`` tokens, float product and
+    all: T = 90, k = 0.7 gives int(62.99999999999999) = 62 (Min-K%++'s own ratio list has 0.7),
+    T = 100, k = 0.29 gives 28. Only under one token (NaN there) do we take 1."""
+    for T, k, m in ((90, 0.7, 62), (100, 0.29, 28), (63, 0.2, 12), (10, 0.3, 3)):
+        assert int(T * k) == m
+        lp = -np.arange(1, T + 1, dtype=float)[None, :]  # the m lowest: -T .. -(T - m + 1)
+        expected = -np.mean(np.arange(T - m + 1, T + 1))
+        assert M.score_min_k(lp, k)[0] == pytest.approx(expected, rel=1e-15)
+        assert M.score_min_k_plus_plus(lp, np.zeros_like(lp), np.ones_like(lp), k)[0] == pytest.approx(expected,
+                                                                                                         rel=1e-15)
 
 
 @settings(deadline=None)
