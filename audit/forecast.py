@@ -33,7 +33,7 @@ from dedup import io
 from dedup.shards import InputError, id_strings
 
 from .aggregate import RATES_COUNT, sequence_keys
-from .layout import (CHECKPOINT_DIR, ORDER_FILE, PER_SEQUENCE, SUMMARY, TRAIN_CONFIG, checkpoint_step,
+from .layout import (CHECKPOINT_DIR, ORDER_FILE, PER_SEQUENCE, TRAIN_CONFIG, checkpoint_step, refuse_other_bos,
                      refuse_unfinished, training_run, training_run_digest)
 from .sampling import document_name
 from .stats import as_bools, wilson_interval
@@ -196,10 +196,9 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
     iff each token lies in an instance of its document first trained at or before the EARLIER
     model's step (:func:`_trained_by`, from ``order.parquet``; an order without
     ``token_offset``/``n_tokens``: the document's first step); otherwise iff its ``member``
-    label says so (unknown counts as seen). The rule is returned as ``seen``. InputError: not
-    an audit output, two checkpoints of one run in the wrong order (the later first), audits under other
-    ``--bos`` policies (``summary.json``'s config; none recorded: not checked), or no sequence of both audits that
-    both models have seen (nothing to forecast)."""
+    label says so (unknown counts as seen). The rule is returned as ``seen``. InputError: not an audit output, two
+    checkpoints of one run in the wrong order (the later first), other ``--bos`` policies (:func:`refuse_other_bos`),
+    or no sequence of both audits that both models have seen (nothing to forecast)."""
     dirs = (Path(first), Path(second))
     tables = []
     for d in dirs:
@@ -226,10 +225,7 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
             raise InputError(d, f"two of its sequences are at document {doc!r}, token offset {off} (an id on two "
                                 "corpus rows, or a sequence given twice): sequences are matched on (doc_id, "
                                 "token_offset), so these cannot be")
-    bos = [(io.json_or_empty(d / SUMMARY).get("config") or {}).get("bos") for d in dirs]  # None: before --bos
-    if None not in bos and bos[0] != bos[1]:  # with and without a BOS before the window: other contexts
-        raise InputError(dirs[1], f"audited with --bos {bos[1]}, {dirs[0]} with --bos {bos[0]}: extraction from "
-                                  "other contexts, not comparable")
+    refuse_other_bos(dirs)
     distinct = None
     if all({"prompt", "truth"} <= set(t.columns) for t in tables):  # the same (doc_id, token_offset), other tokens?
         keys = ["doc_id", "token_offset"]

@@ -46,13 +46,14 @@ import hashlib
 import inspect
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pyarrow as pa
 
 from dedup import io
 from dedup.runs import refuse_out_in_inputs
+from dedup.shards import InputError
 
 PER_SEQUENCE = "per_sequence.parquet"
 SUMMARY = "summary.json"
@@ -175,6 +176,15 @@ def refuse_unfinished(d: str | os.PathLike, stage: str) -> None:
     if (Path(d) / io.RUNNING_FILE).exists() and not io.manifest_path(Path(d)).exists():
         raise ValueError(f"{d}: an unfinished memdedup {stage} (killed or still running: {io.RUNNING_FILE} and no "
                          f"manifest.json); rerun it")
+
+
+def refuse_other_bos(dirs: Sequence[str | os.PathLike], labels: Sequence[str] | None = None) -> None:
+    """InputError naming the last audit recording a ``--bos`` policy (summary.json's config) unless they agree."""
+    bos = [(io.json_or_empty(Path(d) / SUMMARY).get("config") or {}).get("bos") for d in dirs]  # None: before --bos
+    if len(set(bos) - {None}) > 1:  # with and without a BOS before each window: other contexts, other rates
+        raise InputError([d for d, b in zip(dirs, bos) if b][-1], "a comparison needs audits of one BOS policy (--bos: "
+                         "a BOS before each window or not gives other rates): "
+                         + ", ".join(f"{lab}: {b or 'not recorded'}" for lab, b in zip(labels or dirs, bos)))
 
 
 def as_paths(x) -> list[Path]:

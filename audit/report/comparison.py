@@ -13,7 +13,7 @@ from dedup import io
 from dedup import layout as dedup_layout
 
 from .. import aggregate, plots, stats
-from ..layout import STATUS_ORDER, report_json
+from ..layout import STATUS_ORDER, refuse_other_bos, report_json
 from .audit_dir import Audit, load_audit
 from .page import (STATUS_TEXT, card, ci, esc, figure_html, integer, num, or_na, pct, rate_cell, ratio_text,
                    score_label, table, write_page)
@@ -123,10 +123,7 @@ def _differences(audits: Sequence[Audit], labels: Sequence[str]) -> list[dict]:
                          "lengths are other measures): "
                          + ", ".join(f"{lab}: {p} + {c}" for lab, (p, c) in zip(labels, lengths)))
     configs = [a.summary.get("config") or {} for a in audits]
-    bos = [c.get("bos") for c in configs]  # None: an audit from before --bos
-    if len(set(bos) - {None}) > 1:  # with and without a BOS before the window: other contexts, other measures
-        raise ValueError("a comparison needs audits of one BOS policy (--bos: a BOS before each window or not gives "
-                         "other rates): " + ", ".join(f"{lab}: {b or 'not recorded'}" for lab, b in zip(labels, bos)))
+    refuse_other_bos([a.path for a in audits], labels)
     unrecorded = object()
     scored = any(a.summary.get("membership") for a in audits)
     values = {"corpus": [_corpus(a) or unrecorded for a in audits],

@@ -141,7 +141,7 @@ def test_forecast_audits_refuse_audits_under_other_bos_policies(tmp_path):
                       "extractable": [True, False]}).to_parquet(tmp_path / name / "per_sequence.parquet")
         config = {"prompt_len": 2, "cont_len": 1} | ({"bos": bos} if bos else {})
         (tmp_path / name / "summary.json").write_text(json.dumps({"config": config}))
-    with pytest.raises(InputError, match="--bos never.*--bos auto") as e:
+    with pytest.raises(InputError, match=r"BOS policy.*a: auto.*b: never") as e:
         forecast_audits(tmp_path / "a", tmp_path / "b")
     assert str(tmp_path / "b") in str(e.value)
     assert forecast_audits(tmp_path / "a", tmp_path / "old")["n"] == 2
