@@ -98,6 +98,8 @@ DIFFERENCES = {
          "comparable between these audits (the other scores' are)",
     "reference_model": "the reference score subtracts another reference model's loss: its ROC-AUCs are not "
                        "comparable between these audits",
+    "dedup_dir": "audited with other --dedup-dir outputs (none: without one): the rates by dedup status (unique, "
+                 "kept, removed) split the sequences by other dedup runs",
 }
 
 
@@ -130,7 +132,8 @@ def _differences(audits: Sequence[Audit], labels: Sequence[str]) -> list[dict]:
               **{key: [c.get(key, unrecorded) for c in configs] for key in ("offset", "per_bucket")},
               "k": [c.get("k", unrecorded) if scored else unrecorded for c in configs],
               "reference_model": [a.summary.get("reference_model") or unrecorded if scored else unrecorded
-                                  for a in audits]}
+                                  for a in audits],
+              "dedup_dir": [io.json_or_empty(io.manifest_path(a.path)).get("dedup_dir", unrecorded) for a in audits]}
     return [{"setting": key, "values": dict(zip(labels, v)), "meaning": DIFFERENCES[key]} for key, v in values.items()
             if unrecorded not in v and len(set(map(repr, v))) > 1]
 

@@ -283,6 +283,29 @@ def test_a_comparison_of_audits_of_other_corpora_or_score_settings_says_so_at_th
         assert text in top, text
 
 
+def test_a_comparison_of_audits_with_other_dedup_outputs_says_so(dirs, tmp_path):
+    """Audits made with other --dedup-dir outputs (another threshold, say), or one with and one without,
+    split their sequences into unique, kept and removed by other dedup runs (or not at all): their rates by
+    dedup status sit side by side as if of one split. The audit records its --dedup-dir in manifest.json,
+    but the comparison did not say it differs. Now it is a stated difference like the others; one dedup
+    output, or audits that do not record it, say nothing."""
+    def made_with(d, dedup_dir):
+        (d / "manifest.json").write_text(json.dumps({"stage": "audit", "dedup_dir": dedup_dir}))
+
+    made_with(dirs["raw"], "/data/dd")
+    made_with(dirs["dedup"], "/data/dd")
+    comparison_report([dirs["raw"], dirs["dedup"]], ["raw", "dedup"], tmp_path / "same" / "c.html")
+    assert json.loads((tmp_path / "same" / "c.json").read_text())["differences"] == []
+    for i, other in enumerate(["/data/dd-0.9", None]):
+        made_with(dirs["dedup"], other)
+        page = comparison_report([dirs["raw"], dirs["dedup"]], ["raw", "dedup"], tmp_path / f"o{i}" / "c.html")
+        diffs = json.loads((tmp_path / f"o{i}" / "c.json").read_text())["differences"]
+        assert [d["setting"] for d in diffs] == ["dedup_dir"], diffs
+        assert diffs[0]["values"] == {"raw": "/data/dd", "dedup": other} and "dedup status" in diffs[0]["meaning"]
+        text = page.read_text(encoding="utf-8")
+        assert "Settings differ between these audits: dedup_dir" in text and f"dedup: {other or 'none'}" in text
+
+
 @pytest.mark.parametrize("which", ["raw", "profile"])
 def test_a_killed_audit_or_profile_is_refused_until_rerun(dirs, tmp_path, which):
     """A profile or audit killed while writing (SIGTERM from Slurm) leaves its marker and some of its new
