@@ -272,7 +272,7 @@ def run_audit(model_dir: str | os.PathLike, corpus: str | os.PathLike | Sequence
         "model": str(Path(model_dir).resolve()), "reference": str(reference) if reference else None,
         "training_run": trained_by,  # the forecast checks it is the run still there
         "corpus": [str(s.path) for s in shards], "corpus_bytes": {s.name: s.path.stat().st_size for s in shards},
-        "dedup_dir": str(dedup_dir) if dedup_dir else None,
+        "dedup_dir": str(Path(dedup_dir).resolve()) if dedup_dir else None,
         "decoding": lm.decoding(C), "batch_size_auto": batch_auto,
         "outputs": [PER_SEQUENCE, SUMMARY], "versions": io.library_versions(("torch", "transformers", "tokenizers")),
         "timing": timings,  # here, not in summary.json: the outputs are deterministic

@@ -495,11 +495,13 @@ def test_a_sequences_file_whose_ids_are_all_absent_from_the_corpus_is_an_input_e
     assert str(seqs) in str(e.value) and not (tmp_path / "out").exists()
 
 
-def test_a_dedup_output_of_another_corpus_is_refused(tiny_random_lm, tmp_path):
+def test_a_dedup_output_of_another_corpus_is_refused(tiny_random_lm, tmp_path, monkeypatch):
     """--dedup-dir must be the dedup output of the audited corpus: its rows are matched by shard
     name and row. Before: a dedup output of another corpus was taken as is, every sequence 'unique'
     (or statuses of other documents where shard names coincide) and summary.json's retention the
-    other corpus's document counts, exit 0."""
+    other corpus's document counts, exit 0. The manifest records the output's absolute path (the
+    comparison report tells audits of other dedup outputs by it): it recorded a relative one as given,
+    the same for other outputs audited from other folders."""
     from dedup.shards import InputError
 
     corpus, other = _word_corpus(tmp_path / "corpus"), _word_corpus(tmp_path / "other", n=9)
@@ -510,11 +512,13 @@ def test_a_dedup_output_of_another_corpus_is_refused(tiny_random_lm, tmp_path):
                   AuditConfig(n_sequences=4, prompt_len=8, cont_len=8, n_boot=0), dedup_dir=dedup, log=quiet)
     assert str(dedup) in str(e.value) and not (tmp_path / "out").exists()
     dedup_files([corpus], tmp_path / "own", DedupConfig(), threads=1)  # its own dedup output, or one of its shards
+    monkeypatch.chdir(tmp_path)
     run_audit(tiny_random_lm("gpt2"), sorted(corpus.glob("*.parquet"))[:1], tmp_path / "out",
-              AuditConfig(n_sequences=4, prompt_len=8, cont_len=8, n_boot=0), dedup_dir=tmp_path / "own", log=quiet)
+              AuditConfig(n_sequences=4, prompt_len=8, cont_len=8, n_boot=0), dedup_dir="own", log=quiet)
     shard = sorted(corpus.glob("*.parquet"))[0]  # the sizes the report checks its --dedup-dir against
-    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["corpus_bytes"] == {
-        shard.name: shard.stat().st_size}
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["corpus_bytes"] == {shard.name: shard.stat().st_size}
+    assert manifest["dedup_dir"] == str((tmp_path / "own").resolve())
 
 
 def test_a_dedup_output_of_a_corpus_of_the_same_layout_is_refused(tiny_random_lm, tmp_path):
