@@ -180,7 +180,10 @@ def refuse_unfinished(d: str | os.PathLike, stage: str) -> None:
 
 def refuse_other_bos(dirs: Sequence[str | os.PathLike], labels: Sequence[str] | None = None) -> None:
     """InputError naming the last audit recording a ``--bos`` policy (summary.json's config) unless they agree."""
-    bos = [(io.json_or_empty(Path(d) / SUMMARY).get("config") or {}).get("bos") for d in dirs]  # None: before --bos
+    configs = [io.json_or_empty(Path(d) / SUMMARY).get("config") or {} for d in dirs]
+    if bad := next((d for d, c in zip(dirs, configs) if not isinstance(c, dict)), None):
+        raise InputError(Path(bad) / SUMMARY, "damaged: its 'config' is not an object")
+    bos = [c.get("bos") for c in configs]  # None: an audit from before --bos
     if len(set(bos) - {None}) > 1:  # with and without a BOS before each window: other contexts, other rates
         raise InputError([d for d, b in zip(dirs, bos) if b][-1], "a comparison needs audits of one BOS policy (--bos: "
                          "a BOS before each window or not gives other rates): "

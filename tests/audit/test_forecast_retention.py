@@ -147,6 +147,23 @@ def test_forecast_audits_refuse_audits_under_other_bos_policies(tmp_path):
     assert forecast_audits(tmp_path / "a", tmp_path / "old")["n"] == 2
 
 
+@pytest.mark.parametrize("summary", ['{"config": [1]}', '[1]'])
+def test_forecast_audits_name_a_damaged_summary(tmp_path, summary):
+    """A summary.json whose config (or whole) is not an object: the forecast crashed with AttributeError ('list'
+    object has no attribute 'get'), exit 1 and a traceback; the report named the file. Now named (a whole summary that is not an object was)."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        pd.DataFrame({"doc_id": ["d1"], "token_offset": [0], "extractable": [True]}).to_parquet(
+            tmp_path / name / "per_sequence.parquet")
+    (tmp_path / "b" / "summary.json").write_text(summary)
+    from audit.forecast import forecast_audits
+    from dedup.io import StateError
+
+    with pytest.raises((InputError, StateError), match="damaged") as e:  # both: exit 2, one line
+        forecast_audits(tmp_path / "a", tmp_path / "b")
+    assert str(tmp_path / "b" / "summary.json") in str(e.value)
+
+
 def test_forecast_audits_refuse_a_killed_audit(tmp_path):
     """An audit killed after writing its new per_sequence.parquet (its earlier summary and manifest
     removed, its marker kept) was forecast from as if complete. Now refused naming it."""
