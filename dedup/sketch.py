@@ -83,8 +83,8 @@ class Sketcher:
 
     def __call__(self, texts: pa.Array) -> Sketches:
         """Sketch one batch (an Arrow string array; nulls allowed)."""
-        if isinstance(texts, pa.ChunkedArray):
-            texts = texts.combine_chunks()
+        if isinstance(texts, pa.ChunkedArray):  # joined as large_string: string's offsets end at 2 GiB
+            texts = (cast(texts, pa.large_string()) if texts.type == pa.string() else texts).combine_chunks()
         if pa.types.is_string_view(texts.type):  # once, for the buffers and the take below (no view kernel)
             texts = cast(texts, pa.large_string())
         data, offsets, valid = string_buffers(texts)

@@ -35,3 +35,20 @@ def unprivileged():
         drop = ["setpriv", "--bounding-set=-all"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     return lambda script: subprocess.run([*drop, sys.executable, "-c", script], capture_output=True, text=True, env=env)
+
+
+@pytest.fixture
+def free_memory():
+    """``need(nbytes)``: skip the test unless the machine has that much memory available now (Linux's
+    MemAvailable; skipped where it cannot be read)."""
+
+    def need(nbytes: int) -> None:
+        try:
+            with open("/proc/meminfo") as f:
+                have = next(int(line.split()[1]) << 10 for line in f if line.startswith("MemAvailable:"))
+        except (OSError, StopIteration):
+            have = 0
+        if have < nbytes:
+            pytest.skip(f"needs {nbytes / 2**30:.0f} GiB of memory available, {have / 2**30:.1f} GiB are")
+
+    return need

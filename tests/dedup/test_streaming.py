@@ -682,3 +682,14 @@ def test_a_run_whose_pinned_version_another_writer_replaced_says_to_rerun(corpus
     assert dedup_staged([d / "b2"], tmp_path / "o2", index_dir=index, log=said.append)["index"]["index_dir"][
         "current"] == "v-000003"
     assert any("redoing the band and write stages" in m for m in said), said
+
+
+def test_chunks_of_text_over_2_gib_together_are_sketched(free_memory):
+    """A table's text column in chunks holding more than 2 GiB together within one batch_rows
+    slice (a books corpus read with pq.read_table): the slice was joined as string, whose 32-bit
+    offsets overflow, and add() raised ArrowInvalid 'offset overflow while concatenating arrays'.
+    Documents of dots: no words, so the kernel passes them quickly; the second is the first again."""
+    free_memory(8 << 30)
+    chunk = pa.array(["." * ((1 << 30) + 1)])
+    keep = Deduplicator().add(pa.table({"text": pa.chunked_array([chunk, chunk])}))
+    assert keep.tolist() == [True, False]
