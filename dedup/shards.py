@@ -590,24 +590,26 @@ class _ArrowFile:
             yield reader.schema, _guarded(batches, self.shard.path, "corrupt or truncated Arrow IPC data")
 
     def batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        """The file's rows in order, in batches of ``batch_rows`` rows (the last one shorter) whatever the file's own
-        batching, as Parquet's are read, so the kept shard's row groups follow ``batch_rows``."""
+        """The file's rows in order, in batches of ``batch_rows`` rows (the last one shorter; :func:`_rebatched`)
+        whatever the file's own batching, as Parquet's are read, so the kept shard's row groups follow
+        ``batch_rows``."""
         with self._open() as (schema, batches):
             yield from _rebatched(batches, schema, batch_rows)
 
 
 def _rebatched(batches: Iterator[pa.RecordBatch], schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
     """The rows of ``batches`` (of ``schema``) in batches of ``batch_rows`` rows (the last one shorter), whatever their
-    own sizes; dictionaries of batches joined are unified."""
+    own sizes, or in more (Arrow splits a batch whose strings pass 2 GiB); dictionaries of batches joined are
+    unified."""
     pending = pa.Table.from_batches([], schema)  # (empty_table() would import pandas)
     for batch in batches:
         pending = pa.concat_tables([pending, pa.Table.from_batches([batch])])
         while pending.num_rows >= batch_rows:
             # combine_chunks copies only a batch that spans the given batches
-            yield pending.slice(0, batch_rows).combine_chunks().to_batches()[0]
+            yield from pending.slice(0, batch_rows).combine_chunks().to_batches()
             pending = pending.slice(batch_rows)
     if pending.num_rows:
-        yield pending.combine_chunks().to_batches()[0]
+        yield from pending.combine_chunks().to_batches()
 
 
 def _parquet_batches(file: pq.ParquetFile, batch_rows: int, columns: list[str] | None) -> Iterator[pa.RecordBatch]:

@@ -242,3 +242,20 @@ def test_views_in_a_struct_in_a_list_beside_an_empty_list_are_refused_in_one_lin
     with pytest.raises(InputError, match=r"p.arrow: rows 0-2 cannot be written as Parquet .*Slicing not implemented"):
         dedup_files([path], tmp_path / "out", threads=1)
     assert dedup_files([path], tmp_path / "out", DedupConfig(emit="removed"), threads=1)["totals"]["rows"] == 3
+
+
+def test_batches_holding_over_2_gib_of_text_together_are_read_whole(tmp_path, free_memory):
+    """An Arrow file whose batches (one book each here) hold more than 2 GiB of text within
+    batch_rows rows: the joined batch no longer fits string's 32-bit offsets, Arrow splits it in
+    two, and only the first part was read; the run was refused as 'changed while it was read
+    (2 rows when opened, 1 read)'. Now such a batch is read as the parts it must be."""
+    free_memory(8 << 30)
+    book = pa.array(["." * ((1 << 30) + 1)])
+    path = tmp_path / "books.arrow"
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(
+            sink, pa.schema([("text", pa.string())]), options=pa.ipc.IpcWriteOptions(compression="zstd")) as w:
+        for _ in range(2):
+            w.write_batch(pa.record_batch([book], names=["text"]))
+    del book
+    reader = ShardReader(discover([path])[0], "text", "id", False, batch_rows=1000)
+    assert [b.num_rows for b in reader.batches()] == [1, 1]
