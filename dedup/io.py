@@ -112,6 +112,14 @@ def out_removed(out: Path) -> FileNotFoundError:
     return FileNotFoundError(errno.ENOENT, "removed while this run wrote it; run the command again", str(out))
 
 
+def nonempty(path: str | os.PathLike, what: str) -> str | os.PathLike:
+    """``path``; ValueError naming ``what`` when it is "": the working directory to pathlib, but more often an unset
+    variable's value (``os.environ.get("OUT", "")``) than a wish, and refused by the command line too."""
+    if os.fspath(path) == "":
+        raise ValueError(f"{what}: an empty path (an unset variable?); give '.' for the working directory")
+    return path
+
+
 def make_below(out: Path, directory: Path) -> None:
     """Make ``directory`` and its missing parents inside ``out``, one by one, never ``out`` itself: an output
     directory removed while a run wrote there is never made again half filled (:func:`out_removed`)."""

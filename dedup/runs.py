@@ -202,7 +202,7 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
     skipped: dict[str, list[Path]] = {k: [] for k in _SKIPPED}
     said: set[Path] = set()  # the skipped files' real paths
     for item in inputs:
-        s = os.fspath(item)
+        s = os.fspath(io.nonempty(item, "inputs"))
         p = Path(s)
         if p.is_dir():
             found, skips = _walk(p)
@@ -414,7 +414,7 @@ def execute(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
     """A whole run holding ``out`` (:func:`dedup.io.claim`): :func:`prepare` (with ``prepare_args``), then
     ``run(plan)`` (ending with :func:`finish`) unless already complete; returns the manifest. A failure of a
     type in ``clear_on`` first clears the run's outputs (step 5)."""
-    with io.claim(out):
+    with io.claim(Path(io.nonempty(out, "out"))):
         plan = prepare(inputs, out, config, **prepare_args)
         if plan.previous is not None:
             return plan.previous

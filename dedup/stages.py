@@ -409,7 +409,7 @@ def dedup_staged(inputs, out, config: DedupConfig = DedupConfig(), *, map_tasks:
     if band_splits < 1 or (band_splits > 1 and index_dir):
         raise ValueError(f"--band-splits must be >= 1, got {band_splits}" if band_splits < 1 else
                          "--band-splits needs a run without --index-dir (its filters grow by generations)")
-    index = IndexDir(index_dir, index_params(config, *config.banding())) if index_dir else None
+    index = IndexDir(index_dir, index_params(config, *config.banding())) if index_dir is not None else None
     run = partial(run_stages, config=config, map_tasks=map_tasks, index=index, checkpoint=checkpoint, log=log,
                   band_splits_requested=band_splits)
     # bad input, damaged state, full disk: nothing is left behind; a kill or a lost cluster leaves _work/ to resume

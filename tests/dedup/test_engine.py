@@ -279,3 +279,24 @@ def test_a_completed_run_asked_for_other_output_settings_is_refused_naming_them(
     assert m["config"]["compression"] == "snappy" and json.loads((tmp_path / "o" / "manifest.json").read_text()) == m
     assert pq.ParquetFile(tmp_path / "o" / "kept" / "a.parquet").metadata.row_group(0).column(0).compression == "SNAPPY"
     assert run([tmp_path / "a.parquet"], tmp_path / "o", again) == m  # the same settings: already complete
+
+
+def test_an_empty_path_is_refused_not_read_as_the_working_directory(tmp_path, monkeypatch):
+    """"" (an unset variable: os.environ.get("OUT", "")) is the working directory to pathlib: dedup_files
+    wrote kept/, removed.parquet and manifest.json there, an input "" read it, and dedup_staged's
+    index_dir="" was taken for no index at all (no error; rows the index holds were kept). The command
+    line refuses empty paths; so does the library now, naming the argument, leaving nothing behind."""
+    from dedup.stages import dedup_staged
+
+    src = _corpus(tmp_path, n=60, shards=1)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for run in (dedup_files, dedup_staged):
+        with pytest.raises(ValueError, match="out: an empty path"):
+            run([src], "")
+        with pytest.raises(ValueError, match="inputs: an empty path"):
+            run([src, ""], tmp_path / "o")
+    with pytest.raises(ValueError, match="index directory: an empty path"):
+        dedup_staged([src], tmp_path / "o", index_dir="")
+    assert not list(work.iterdir()) and not (tmp_path / "o").exists()

@@ -199,6 +199,11 @@ def test_save_and_load_refusals(corpus, tmp_path):
         Deduplicator(DedupConfig(index="lsh"))
     with pytest.raises(FileNotFoundError, match="no index"):
         Deduplicator.load(tmp_path / "nothing")
+    # "": not the working directory (an unset variable; the save went there, and load read it back)
+    with pytest.raises(ValueError, match="index directory: an empty path"):
+        Deduplicator().save("")
+    with pytest.raises(ValueError, match="index directory: an empty path"):
+        Deduplicator.load("")
 
     a = Deduplicator(DedupConfig(capacity=500), grow=True)
     a.add(table.slice(0, 100))

@@ -180,6 +180,8 @@ def test_a_step_that_cannot_run_is_refused_when_it_is_built(tmp_path):
         LSHBloomDedup(DedupConfig(index="lsh"))
     with pytest.raises(ValueError, match="afile: not a directory"):
         LSHBloomDedup(index_dir=tmp_path / "afile")
+    with pytest.raises(ValueError, match="index directory: an empty path"):  # not the working directory
+        LSHBloomDedup(index_dir="")
     # an index of other parameters: refused when the first rank ran (found by the API probe)
     from dedup.index_dir import IndexMismatchError
     from dedup.streaming import Deduplicator
