@@ -168,7 +168,7 @@ class IndexDir:
     """
 
     def __init__(self, path: str | os.PathLike, params: dict):
-        self.path = Path(io.nonempty(path, "index directory")).resolve()
+        self.path = Path(io.given_path(path, "index directory")).resolve()
         if self.path.exists() and not self.path.is_dir():
             raise io.StateError(f"{self.path}: not a directory (an index directory is one)")
         self.params, self.meta = params, self._read()

@@ -112,12 +112,13 @@ def out_removed(out: Path) -> FileNotFoundError:
     return FileNotFoundError(errno.ENOENT, "removed while this run wrote it; run the command again", str(out))
 
 
-def nonempty(path: str | os.PathLike, what: str) -> str | os.PathLike:
-    """``path``; ValueError naming ``what`` when it is "": the working directory to pathlib, but more often an unset
-    variable's value (``os.environ.get("OUT", "")``) than a wish, and refused by the command line too."""
-    if os.fspath(path) == "":
+def given_path(path: str | bytes | os.PathLike, what: str) -> str:
+    """``path`` as a str (bytes decoded as :func:`os.fsdecode` does); ValueError naming ``what`` when it is "": the
+    working directory to pathlib, but more often an unset variable's value (``os.environ.get("OUT", "")``) than a
+    wish, and refused by the command line too."""
+    if (text := os.fsdecode(path)) == "":
         raise ValueError(f"{what}: an empty path (an unset variable?); give '.' for the working directory")
-    return path
+    return text
 
 
 def make_below(out: Path, directory: Path) -> None:

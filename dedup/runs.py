@@ -194,7 +194,7 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
         >>> [s.name for s in discover([d])]
         ['a.parquet', 'b/x.parquet']
     """
-    if isinstance(inputs, (str, os.PathLike)):
+    if isinstance(inputs, (str, bytes, os.PathLike)):
         inputs = [inputs]  # one path, not a sequence of one-character paths ("/" first)
     out = Path(exclude) if exclude is not None else None
     out_real = out.resolve() if out is not None else None
@@ -202,7 +202,7 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
     skipped: dict[str, list[Path]] = {k: [] for k in _SKIPPED}
     said: set[Path] = set()  # the skipped files' real paths
     for item in inputs:
-        s = os.fspath(io.nonempty(item, "inputs"))
+        s = io.given_path(item, "inputs")
         p = Path(s)
         if p.is_dir():
             found, skips = _walk(p)
@@ -414,7 +414,8 @@ def execute(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
     """A whole run holding ``out`` (:func:`dedup.io.claim`): :func:`prepare` (with ``prepare_args``), then
     ``run(plan)`` (ending with :func:`finish`) unless already complete; returns the manifest. A failure of a
     type in ``clear_on`` first clears the run's outputs (step 5)."""
-    with io.claim(Path(io.nonempty(out, "out"))):
+    out = io.given_path(out, "out")
+    with io.claim(Path(out)):
         plan = prepare(inputs, out, config, **prepare_args)
         if plan.previous is not None:
             return plan.previous

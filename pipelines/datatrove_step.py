@@ -37,7 +37,7 @@ from loguru import logger
 
 from dedup.config import DedupConfig
 from dedup.index import KEEP, REASON_LABELS
-from dedup.io import StateError, nonempty
+from dedup.io import StateError, given_path
 from dedup.index_dir import HEAD, INDEX_FILE, IndexDir, first_documents, index_params, saved_on
 from dedup.streaming import Deduplicator
 
@@ -75,7 +75,7 @@ class LSHBloomDedup(BaseFilter):
                              "(an index directory's filters must grow)")
         if self.config.index != "lshbloom":
             raise ValueError(f"LSHBloomDedup keeps an LSHBloom index; index={self.config.index!r} needs dedup_files")
-        self.index_dir = Path(nonempty(index_dir, "index directory")) if index_dir is not None else None
+        self.index_dir = Path(given_path(index_dir, "index directory")) if index_dir is not None else None
         if self.index_dir is not None:
             # refused now, not after the documents went through: a file, a damaged index, other parameters
             IndexDir(self.index_dir, index_params(self.config, *self.config.banding()))

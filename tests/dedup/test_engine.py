@@ -300,3 +300,20 @@ def test_an_empty_path_is_refused_not_read_as_the_working_directory(tmp_path, mo
     with pytest.raises(ValueError, match="index directory: an empty path"):
         dedup_staged([src], tmp_path / "o", index_dir="")
     assert not list(work.iterdir()) and not (tmp_path / "o").exists()
+
+
+def test_paths_given_as_bytes_are_read_as_the_file_system_names_them(tmp_path):
+    """Paths as bytes (what os.listdir(b"...") gives): one input path was iterated as a sequence of ints
+    ("expected str, bytes or os.PathLike object, not int"), and in a list, as out or as index_dir, pathlib
+    raised a TypeError naming no argument. They are decoded as os.fsdecode does."""
+    import os
+
+    from dedup.stages import dedup_staged
+    from dedup.streaming import Deduplicator
+
+    src = _corpus(tmp_path, n=60, shards=1)
+    want = dedup_files([src], tmp_path / "a")["totals"]
+    assert dedup_files(os.fsencode(src), os.fsencode(tmp_path / "b"))["totals"] == want
+    index = os.fsencode(tmp_path / "index")
+    assert dedup_staged([os.fsencode(src)], tmp_path / "c", index_dir=index)["totals"] == want
+    assert Deduplicator.load(index).documents == want["rows"]
