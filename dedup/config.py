@@ -173,3 +173,10 @@ class DedupConfig(StageConfig):
         """The fields that change which rows are removed or which outputs are written: a run's identity
         (:func:`dedup.runs.run_identity`)."""
         return {k: v for k, v in self.to_dict().items() if k not in ("batch_rows", "compression")}
+
+
+def dedup_config(config: object) -> DedupConfig:
+    """``config``, a :class:`DedupConfig`; else TypeError (a dict's fields would be read nowhere)."""
+    if not isinstance(config, DedupConfig):
+        raise TypeError(f"config must be a DedupConfig (DedupConfig(**fields) for a dict), got {type(config).__name__}")
+    return config

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import kernels, layout, runs
-from .config import DedupConfig
+from .config import DedupConfig, dedup_config
 from .arrow import bool_array, numeric_array, take_strings
 from .index import make_index
 from .params import plan_index
@@ -104,7 +104,7 @@ def dedup_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, con
     (2, {'exact': 1, 'near': 0})
     """
     t_start = time.perf_counter()
-    if config.index != "lshbloom":
+    if dedup_config(config).index != "lshbloom":
         from .baselines import require
 
         require(config.index)  # before prepare() may clear an earlier run (--force)

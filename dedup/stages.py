@@ -53,7 +53,7 @@ import pyarrow.parquet as pq
 
 from . import io, layout
 from .arrow import bool_array, numeric_array
-from .config import DedupConfig
+from .config import DedupConfig, dedup_config
 from .index import combine
 from .index_dir import INDEX_FILE, IndexDir, StaleIndexError, file_entry, index_params
 from .params import bloom_parts, bloom_size, per_band_fp, plan_index, whole_index_fp
@@ -404,7 +404,7 @@ def dedup_staged(inputs, out, config: DedupConfig = DedupConfig(), *, map_tasks:
         >>> m["engine"], m["totals"]["kept"], m["totals"]["removed"]
         ('staged', 2, {'exact': 1, 'near': 0})
     """
-    if config.index != "lshbloom":
+    if dedup_config(config).index != "lshbloom":
         raise ValueError(f"the staged engine uses LSHBloom filters; --index {config.index} needs --engine fused")
     if band_splits < 1 or (band_splits > 1 and index_dir):
         raise ValueError(f"--band-splits must be >= 1, got {band_splits}" if band_splits < 1 else

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .config import DedupConfig
+from .config import DedupConfig, dedup_config
 from .index import KEEP, Verdicts, decide
 from .index_dir import CONFIG_PARAMS, IndexDir, index_params
 from .io import StateError
@@ -75,7 +75,7 @@ class Deduplicator:
     index backend, or ``grow=False`` without a capacity."""
 
     def __init__(self, config: DedupConfig = DedupConfig(), *, grow: bool | None = None, threads: int | None = 1):
-        self.grow = config.capacity is None if grow is None else grow
+        self.grow = dedup_config(config).capacity is None if grow is None else grow
         if not self.grow and config.capacity is None:
             raise ValueError("grow=False sizes the filters once: give DedupConfig(capacity=...)")
         self._setup(config, threads)
@@ -88,7 +88,7 @@ class Deduplicator:
         self._files: list[dict] = []  # the input files whose rows a loaded index holds
 
     def _setup(self, config: DedupConfig, threads: int | None) -> None:
-        if config.index != "lshbloom":
+        if dedup_config(config).index != "lshbloom":
             raise ValueError(f"a Deduplicator keeps an LSHBloom index; index={config.index!r} needs dedup_files")
         self.config = config
         self.bands, self.rows = config.banding()

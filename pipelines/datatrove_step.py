@@ -35,7 +35,7 @@ from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.writers.disk_base import DiskWriter
 from loguru import logger
 
-from dedup.config import DedupConfig
+from dedup.config import DedupConfig, dedup_config
 from dedup.index import KEEP, REASON_LABELS
 from dedup.io import StateError, given_path
 from dedup.index_dir import HEAD, INDEX_FILE, IndexDir, first_documents, index_params, saved_on
@@ -69,7 +69,7 @@ class LSHBloomDedup(BaseFilter):
                  grow: bool | None = None, batch_size: int = 4096, exclusion_writer: DiskWriter | None = None,
                  threads: int | None = 1):
         super().__init__(exclusion_writer=exclusion_writer, batch_size=batch_size)
-        self.config = config or DedupConfig()
+        self.config = DedupConfig() if config is None else dedup_config(config)
         if grow is False and (index_dir is not None or self.config.capacity is None):
             raise ValueError("grow=False sizes the filters once, for DedupConfig(capacity=...), and not with index_dir "
                              "(an index directory's filters must grow)")

@@ -317,3 +317,16 @@ def test_paths_given_as_bytes_are_read_as_the_file_system_names_them(tmp_path):
     index = os.fsencode(tmp_path / "index")
     assert dedup_staged([os.fsencode(src)], tmp_path / "c", index_dir=index)["totals"] == want
     assert Deduplicator.load(index).documents == want["rows"]
+
+
+@pytest.mark.parametrize("config", [{"threshold": 0.7}, None, 0.7], ids=["dict", "None", "float"])
+def test_a_config_that_is_not_a_dedup_config_is_a_type_error_naming_it(tmp_path, config):
+    """dedup_files(files, out, {"threshold": 0.7}) raised AttributeError: 'dict' object has no attribute
+    'index', from inside the engine."""
+    from dedup.stages import dedup_staged
+
+    src = _corpus(tmp_path, n=60, shards=1)
+    for run in (dedup_files, dedup_staged):
+        with pytest.raises(TypeError, match=f"config must be a DedupConfig.*got {type(config).__name__}"):
+            run([src], tmp_path / "o", config)
+    assert not (tmp_path / "o").exists()

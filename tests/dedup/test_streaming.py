@@ -197,6 +197,11 @@ def test_save_and_load_refusals(corpus, tmp_path):
         Deduplicator(DedupConfig(), grow=False)
     with pytest.raises(ValueError, match="LSHBloom"):
         Deduplicator(DedupConfig(index="lsh"))
+    for config in ({"threshold": 0.7}, None):  # AttributeError: 'dict' object has no attribute 'capacity'
+        with pytest.raises(TypeError, match="config must be a DedupConfig"):
+            Deduplicator(config)
+    with pytest.raises(TypeError, match="config must be a DedupConfig"):
+        Deduplicator.load(tmp_path / "nothing", {"threshold": 0.7})
     with pytest.raises(FileNotFoundError, match="no index"):
         Deduplicator.load(tmp_path / "nothing")
     # "": not the working directory (an unset variable; the save went there, and load read it back)

@@ -182,6 +182,9 @@ def test_a_step_that_cannot_run_is_refused_when_it_is_built(tmp_path):
         LSHBloomDedup(index_dir=tmp_path / "afile")
     with pytest.raises(ValueError, match="index directory: an empty path"):  # not the working directory
         LSHBloomDedup(index_dir="")
+    for config in ({"threshold": 0.7}, {}):  # AttributeError; and {} was taken for the defaults
+        with pytest.raises(TypeError, match="config must be a DedupConfig"):
+            LSHBloomDedup(config)
     # an index of other parameters: refused when the first rank ran (found by the API probe)
     from dedup.index_dir import IndexMismatchError
     from dedup.streaming import Deduplicator
