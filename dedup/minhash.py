@@ -212,6 +212,7 @@ def minhash_signatures(token_sets: Sequence[Sequence[bytes]], num_perm: int = 12
     """
     s = get_scheme(scheme)
     perms = permutations(scheme, num_perm, seed)
+    token_sets = [list(ts) for ts in token_sets]  # read once: a generator has no second pass
     lengths = [len(ts) for ts in token_sets]
     flat = [t for ts in token_sets for t in ts]
     for t in flat:

@@ -74,6 +74,17 @@ def test_rejects_non_bytes_and_unknown_scheme():
         minhash_signatures([[b"a"]], scheme="nope")
 
 
+@pytest.mark.parametrize("scheme", ["fast", "fss", "datasketch-legacy"])
+def test_token_sets_from_a_generator_are_those_of_a_list(scheme):
+    """minhash_signatures read its token_sets twice (lengths, then tokens): a generator's second pass was empty,
+    and the kernel read tokens past the end of the empty buffer (other rows' signatures, memory's garbage, or a
+    segmentation fault; found by the API probe)."""
+    sets = [[b"a", b"b"], [b"b", b"c", b"d"], [], [b"a", b"b"]]
+    want = minhash_signatures(sets, num_perm=16, scheme=scheme)
+    np.testing.assert_array_equal(minhash_signatures((s for s in sets), num_perm=16, scheme=scheme), want)
+    np.testing.assert_array_equal(minhash_signatures(iter(sets), num_perm=16, scheme=scheme), want)
+
+
 @pytest.mark.parametrize("jaccard", [0.2, 0.5, 0.8, 0.9])
 def test_fast_scheme_estimation_error(jaccard):
     """The fast scheme's estimate of J has the mean and variance of K Bernoulli(J) trials.
