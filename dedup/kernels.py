@@ -16,10 +16,15 @@ import functools
 import importlib
 import numbers
 import os
+import threading
 import warnings
 from types import ModuleType
 
 from ._kernels import PARALLEL_MIN_BYTES, SKETCH_CHUNK
+
+#: Held by a parallel kernel call: Numba's own workqueue threading layer (no OpenMP or TBB) ends the process when
+#: two threads run parallel kernels at once.
+_PARALLEL = threading.Lock()
 
 
 @functools.lru_cache(maxsize=1)
@@ -73,7 +78,7 @@ def sketch_documents(data, offsets, valid, table, bits, cf_bit, map_cps, map_off
     (Numba's count is per calling thread and would outlast it; None: the thread's current count), in chunks of at
     most :data:`~dedup._kernels.SKETCH_CHUNK` documents and at most ``n / threads`` (``prange`` gives each thread
     one contiguous block of chunks: a few long documents, such as books, are split evenly over the threads, not
-    given to one). Chunks do not change the result."""
+    given to one). Chunks do not change the result. Parallel calls from several threads take turns."""
     args = (data, offsets, valid, table, int(bits), int(cf_bit), map_cps, map_off, map_blob, int(ngram),
             bool(char_unit), int(scheme), a32, b32, a64, b64, sigs, exact, n_shingles)
     threads, n = use_threads(threads), sigs.shape[0]
@@ -86,7 +91,8 @@ def sketch_documents(data, offsets, valid, table, bits, cf_bit, map_cps, map_off
     chunk = min(SKETCH_CHUNK, -(-n // (threads or before)))
     numba.set_num_threads(threads or before)
     try:
-        _jit("minhash").sketch_documents(*args, chunk)
+        with _PARALLEL:
+            _jit("minhash").sketch_documents(*args, chunk)
     finally:
         numba.set_num_threads(before)
 

@@ -165,3 +165,40 @@ def test_parallel_sketching_is_for_batches_with_the_work_for_it(monkeypatch):
             sigs[threads] = s
         np.testing.assert_array_equal(sigs[1], sigs[2])
     assert calls == [(6, 3)]  # only the long documents, 3 a thread
+
+
+def test_parallel_sketching_from_several_threads_at_once_with_numbas_workqueue_layer():
+    """Two Deduplicators (or runs) sketching in parallel from two Python threads: under Numba's workqueue
+    threading layer (Numba's own, where neither OpenMP nor TBB is installed: macOS without libomp) the process
+    was terminated ('Concurrent access has been detected'). Parallel calls now take turns."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("NUMBA_NUM_THREADS is 1: every batch is sketched serially")
+    script = """
+import threading, numpy as np, pyarrow as pa
+from dedup import Deduplicator
+rng = np.random.default_rng(1)
+words = np.array([f"w{i}" for i in range(3000)])
+texts = pa.array([" ".join(rng.choice(words, 300)) for _ in range(1500)])  # 3 MiB: the parallel kernel's work
+want = Deduplicator().add(texts)
+got = []
+def run():
+    d = Deduplicator(threads=2)
+    got.append(np.concatenate([d.add(texts.slice(i, 750)) for i in range(0, 1500, 750)]))
+threads = [threading.Thread(target=run) for _ in range(3)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+assert len(got) == 3 and all((g == want).all() for g in got)
+print("ok")
+"""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue",
+           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=root)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
