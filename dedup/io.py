@@ -98,12 +98,13 @@ NAME_MAX = 255
 
 
 def temporary_of(name: str) -> str | None:
-    """The final file name (or the digest standing for a long one) whose :func:`tmp_path` ``name`` is, else None.
+    """The final file name (or the digest standing for a long one) whose :func:`tmp_path` ``name`` is (or was: before
+    a59cc3f, ``.<name>.tmp-<pid>``), else None.
 
     >>> temporary_of(".part-00000.parquet.tmp-4242-0123456789ab"), temporary_of("part-00000.parquet")
     ('part-00000.parquet', None)
     """
-    m = re.fullmatch(r"\.(.+)\.tmp-\d+-[0-9a-f]{12}", name)
+    m = re.fullmatch(r"\.(.+)\.tmp-\d+(?:-[0-9a-f]{12})?", name)
     return m[1] if m else None
 
 
@@ -142,7 +143,8 @@ def remove_temporaries(root: Path, names: tuple[str, ...] | None = None) -> None
     root = Path(root)
     if not root.is_dir():
         return
-    found = root.rglob(".*.tmp-*") if names is None else (p for p in root.iterdir() if temporary_of(p.name) in names)
+    found = (p for p in (root.rglob(".*.tmp-*") if names is None else root.iterdir())  # others' names: left alone
+             if (final := temporary_of(p.name)) is not None and (names is None or final in names))
     for p in sorted(found, reverse=True):
         remove(p)
 

@@ -330,3 +330,23 @@ def test_a_config_that_is_not_a_dedup_config_is_a_type_error_naming_it(tmp_path,
         with pytest.raises(TypeError, match=f"config must be a DedupConfig.*got {type(config).__name__}"):
             run([src], tmp_path / "o", config)
     assert not (tmp_path / "o").exists()
+
+
+def test_files_of_others_in_out_are_left_alone_even_with_temporary_like_names(tmp_path):
+    """A run deleted every '.*.tmp-*' anywhere under out (its sweep of killed writers' temporaries), so a user's
+    out/.notes.tmp-backup or out/drafts/.a.tmp-old went with a successful run. Only names of the form its writers
+    give temporaries (.<name>.tmp-<pid>-<12 hex digits>, earlier .<name>.tmp-<pid>) are swept now; a killed
+    writer's still is."""
+    from dedup.stages import dedup_staged
+
+    src = _corpus(tmp_path, n=60, shards=1)
+    for run in (dedup_files, dedup_staged):
+        out = tmp_path / run.__name__
+        (out / "drafts").mkdir(parents=True)
+        mine = [out / ".notes.tmp-backup", out / "drafts" / ".a.tmp-old"]
+        for p in mine:
+            p.write_text("mine")
+        (out / ".removed.parquet.tmp-42-0123456789ab").write_text("a killed writer's")
+        run([src], out)
+        assert all(p.read_text() == "mine" for p in mine)
+        assert not (out / ".removed.parquet.tmp-42-0123456789ab").exists()
