@@ -273,6 +273,8 @@ def canonical_text(text: str, nfkc: bool = True) -> str:
         >>> shingles("a b c d e f", ngram=5)
         [b'a b c d e', b'b c d e f']
     """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be str, got {type(text).__name__}")
     lowered = prenormalize(string_array([text]), nfkc)[0].as_py()
     table = char_table()
     solo = itertools.count(2)  # a new key for each code point that is a word by itself (SOLO)

@@ -288,3 +288,14 @@ def test_what_the_canonical_text_does_not_equate_as_the_readme_decides():
     for nfkc in (True, False):
         sk = Sketcher(DedupConfig(nfkc=nfkc, num_perm=16), 4, 4)(pa.array([nfc, nfd]))
         assert (sk.exact[0] == sk.exact[1]).all() == nfkc
+
+
+@pytest.mark.parametrize("text", [None, b"a b c", 3], ids=["None", "bytes", "int"])
+def test_the_reference_functions_take_text_and_say_so(text):
+    """canonical_text, shingles and exact_key of None or bytes raised AttributeError: 'NoneType' object has no
+    attribute 'encode', from an Arrow helper."""
+    from dedup import canonical_text, shingles
+
+    for fn in (canonical_text, shingles, exact_key):
+        with pytest.raises(TypeError, match=f"text must be str, got {type(text).__name__}"):
+            fn(text)
