@@ -42,3 +42,7 @@ def __getattr__(name: str):
 
         return Deduplicator
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "Deduplicator"})

@@ -703,3 +703,11 @@ def test_chunks_of_text_over_2_gib_together_are_sketched(free_memory):
     chunk = pa.array(["." * ((1 << 30) + 1)])
     keep = Deduplicator().add(pa.table({"text": pa.chunked_array([chunk, chunk])}))
     assert keep.tolist() == [True, False]
+
+
+def test_dir_of_dedup_lists_the_deduplicator():
+    """Deduplicator is imported on first use (the package's __getattr__), so dir(dedup), and a notebook's
+    completion of 'dedup.', never listed it."""
+    import dedup
+
+    assert set(dedup.__all__) <= set(dir(dedup))
