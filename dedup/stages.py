@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import numbers
 import os
 import shutil
 import time
@@ -406,6 +407,8 @@ def dedup_staged(inputs, out, config: DedupConfig = DedupConfig(), *, map_tasks:
     """
     if dedup_config(config).index != "lshbloom":
         raise ValueError(f"the staged engine uses LSHBloom filters; --index {config.index} needs --engine fused")
+    if isinstance(band_splits, bool) or not isinstance(band_splits, numbers.Integral):
+        raise ValueError(f"--band-splits must be an integer >= 1, got {band_splits!r}")
     if band_splits < 1 or (band_splits > 1 and index_dir):
         raise ValueError(f"--band-splits must be >= 1, got {band_splits}" if band_splits < 1 else
                          "--band-splits needs a run without --index-dir (its filters grow by generations)")

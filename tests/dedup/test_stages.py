@@ -586,3 +586,12 @@ def test_an_input_rewritten_while_a_stage_reads_it_is_refused(tmp_path, monkeypa
     with pytest.raises(InputError, match="changed while it was read"):
         dedup_staged([path.parent], tmp_path / "out", DedupConfig(batch_rows=4))
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.parquet"))
+
+
+@pytest.mark.parametrize("splits", ["2", 2.5, True])
+def test_band_splits_must_be_a_whole_number_of_tasks(tmp_path, splits):
+    """band_splits="2" raised TypeError: '<' not supported between instances of 'str' and 'int', and 2.5 ran as 2."""
+    write_shards(generate_corpus(50, seed=1), tmp_path / "in", 1)
+    with pytest.raises(ValueError, match=f"band-splits must be an integer >= 1, got {splits!r}"):
+        dedup_staged([tmp_path / "in"], tmp_path / "out", band_splits=splits)
+    assert not (tmp_path / "out").exists()
