@@ -336,11 +336,9 @@ def did(panel: pd.DataFrame, treatments: pd.DataFrame, n_boot: int = 200, seed: 
         w = rng.multinomial(m, np.full(m, 1.0 / m), size=n_boot).astype(np.float64)
         return _dot(w, Ys) / m
 
-    Yc = Y[control]
-    mean_c = Yc.mean(axis=0)
-    boot_c = boot_means(Yc) if n_boot else None
+    mean_c = Y[control].mean(axis=0)
+    boot_c = boot_means(Y[control]) if n_boot else None
 
-    alpha = 1.0 - confidence
     parts, boot_parts = [], []  # boot_parts: (n_boot, cells of the cohort) draws, in the order of `parts`
     base_steps, members_of = {}, {}
     for grp in groups:
@@ -358,7 +356,7 @@ def did(panel: pd.DataFrame, treatments: pd.DataFrame, n_boot: int = 200, seed: 
             beff = -((bt[:, cols] - bt[:, [b]]) - (boot_c[:, cols] - boot_c[:, [b]]))
             if n_boot > 1:
                 se = beff.std(axis=0, ddof=1)
-            lower, upper = np.quantile(beff, [alpha / 2, 1 - alpha / 2], axis=0)
+            lower, upper = np.quantile(beff, [(1 - confidence) / 2, 1 - (1 - confidence) / 2], axis=0)
             boot_parts.append(beff)
         g = int(checkpoints[k])
         base_steps[g] = int(checkpoints[b])
@@ -371,12 +369,11 @@ def did(panel: pd.DataFrame, treatments: pd.DataFrame, n_boot: int = 200, seed: 
             "effect": eff, "se": se, "lower": lower, "upper": upper, "n_treated": size,
             "n_control": np.full(n_cells, n_control, dtype=np.int64), "cohort_size": size,
         }))
+    # sorted by (treatment_step, step): the groups ascend, and so do the columns of each
     ints = ("treatment_step", "step", "event_time", "n_treated", "n_control", "cohort_size")
-    if parts:  # sorted by (treatment_step, step): the groups ascend, and so do the columns of each
-        out = pd.concat(parts, ignore_index=True)
-    else:
-        out = pd.DataFrame({c: pd.Series(dtype="int64" if c in ints else "bool" if c == "significant" else "float64")
-                            for c in PROFILE_COLUMNS})
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({
+        c: pd.Series(dtype="int64" if c in ints else "bool" if c == "significant" else "float64")
+        for c in PROFILE_COLUMNS})
 
     # Simultaneous band (the differences package's multiplier-bootstrap critical value).
     crit, draws = float("nan"), None
@@ -494,8 +491,7 @@ def _combine(cells: pd.DataFrame, w: np.ndarray, draws: np.ndarray | None, confi
 def _share(size: np.ndarray, m: np.ndarray) -> np.ndarray:
     """Cohort-share weights: ``size / size[m].sum()`` on the rows of mask ``m``, 0 elsewhere."""
     w = np.zeros(size.size)
-    if m.any():
-        w[m] = size[m] / size[m].sum()
+    w[m] = size[m] / size[m].sum()  # no row: an empty assignment
     return w
 
 
