@@ -76,9 +76,9 @@ def sequence_keys(prompts, truths) -> list:
 
 def _sequence_keys(table: pa.Table) -> list | None:
     """:func:`sequence_keys` of a table's rows, None without ``prompt`` and ``truth`` columns."""
-    if "prompt" not in table.column_names or "truth" not in table.column_names:
-        return None
-    return sequence_keys(table.column("prompt").to_pylist(), table.column("truth").to_pylist())
+    if {"prompt", "truth"} <= set(table.column_names):
+        return sequence_keys(table.column("prompt").to_pylist(), table.column("truth").to_pylist())
+    return None
 
 
 def _first_rows(keys: list | None, groups: list | None, n: int) -> np.ndarray:
@@ -174,13 +174,12 @@ def summarise(table: pa.Table, n_boot: int | None, seed: int, sections: Collecti
     from per_sequence.parquet; ``n_boot``: bootstrap resamples of the ROC-AUC interval (None: null).
 
     ``extractable`` (a rate), ``mean_leading_matched``; ``pythia_score`` ``{"mean", "memorized": rate of score 1}``
-    with generation;
-    ``extractable_by_duplicates`` / ``_by_dedup_status`` (:func:`audit.stats.rate_by_group` rows) with buckets / a
-    dedup output; with complete labels of both classes ``membership`` (:func:`membership`: ``{"members",
-    "non_members", "scores": {name: {"roc_auc", "roc_auc_boot", "pr_auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"}},
-    "convention", "tpr_at_fpr_rule"}``) and
-    ``membership_by_duplicates`` ``[{"group", "n_members", "n_non_members", "roc_auc": {name: float | null}}]`` (null
-    where a bucket holds one class; Kandpal et al. 2022: near chance on singletons).
+    with generation; ``extractable_by_duplicates`` / ``_by_dedup_status`` (:func:`audit.stats.rate_by_group` rows)
+    with buckets / a dedup output; with complete labels of both classes ``membership`` (:func:`membership`:
+    ``{"members", "non_members", "scores": {name: {"roc_auc", "roc_auc_boot", "pr_auc", "tpr_at_1pct_fpr",
+    "tpr_at_0.1pct_fpr"}}, "convention", "tpr_at_fpr_rule"}``) and ``membership_by_duplicates`` ``[{"group",
+    "n_members", "n_non_members", "roc_auc": {name: float | null}}]`` (null where a bucket holds one class; Kandpal et
+    al. 2022: near chance on singletons).
     """
     out: dict = {}
     n = table.num_rows
@@ -229,10 +228,8 @@ def compare_groups(per_model: dict[str, list[dict]], key: str, order: Sequence[s
     labels = list(per_model)
     per = {lab: {r["group"]: r for r in rows} for lab, rows in per_model.items()}
     groups = list(dict.fromkeys(g for rows in per.values() for g in rows))  # in order of first appearance
-    if order is None:
-        groups = sorted(groups, key=stats.bucket_order)
-    else:
-        groups = [s for s in order if s in groups] + [g for g in groups if g not in order]
+    groups = (sorted(groups, key=stats.bucket_order) if order is None
+              else [s for s in order if s in groups] + [g for g in groups if g not in order])
     out = []
     for g in groups:
         models = {lab: {k: r[k] for k in ("n", "k", "rate", "lower", "upper")} if (r := per[lab].get(g)) and r["n"]
