@@ -376,8 +376,7 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str 
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     except Exception as e:  # also the tokenizers library's plain Exception (a tokenizer.json it cannot build)
         raise ModelError(f"{path}: no usable tokenizer: {damaged_tokenizer_json(path) or e}") from e
-    model.to(device)
-    model.eval()
+    model.to(device).eval()
     if bos not in ("auto", "never"):
         raise ValueError(f"bos must be 'auto' or 'never', got {bos!r}")
     lm = CausalLM(model, tokenizer, device, path, bos)
