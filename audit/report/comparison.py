@@ -55,9 +55,8 @@ def _membership_by_duplicates(labels: Sequence[str], audits: Sequence[Audit]) ->
         pooled[lab] = None if not mem else {"n_members": int(mem.get("n_members", mem.get("members", 0))),
                        "n_non_members": int(mem.get("n_non_members", mem.get("non_members", 0))),
                        "roc_auc": {name: m["roc_auc"] for name, m in mem["scores"].items()}}
-        for r in a.by_duplicates():
-            if r.get("n"):
-                buckets.setdefault(str(r["group"]), {})
+        for g in [str(r["group"]) for r in a.by_duplicates() if r.get("n")]:
+            buckets.setdefault(g, {})
         for r in (a.summary.get("membership_by_duplicates") or []) if mem else []:
             buckets.setdefault(str(r["group"]), {})[lab] = {
                 "n_members": int(r["n_members"]), "n_non_members": int(r["n_non_members"]),
