@@ -214,16 +214,13 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
                     progress: Callable[[dict], None] = lambda state: None, replace: bool = False) -> dict:
     """Train a GPT-2-style LM on corpus shards, deterministically, with checkpoints.
 
-    Writes (``out_dir``): ``tokenizer`` files, ``order.parquet`` (one row per training exposure:
-    instance_id, document_id, shard, row, token_offset, n_tokens, doc_copies (documents of the
-    corpus with this exact text), epoch, step, first_step), ``heldout.parquet`` (instances of
-    the held-out documents, :func:`choose_heldout`), ``checkpoints/step-NNNNNNN/`` (Hugging Face
-    model + tokenizer, with ``trainer_state.pt`` for resuming), ``model/`` (the final checkpoint)
-    and ``manifest.json`` last. A rerun with the same config and corpus (``corpus_sha256``: ids,
-    shards, rows and texts) resumes from the last checkpoint and ends with the same bytes as an
-    uninterrupted run, on any number of cores (``config.threads`` torch threads: README, "Threads
-    and determinism"); another config or corpus is refused, or with ``replace`` its run's files are
-    removed and training starts over.
+    Writes ``out_dir`` as :mod:`audit.layout`'s RUN/: ``order.parquet``, one row per training exposure (instance_id,
+    document_id, shard, row, token_offset, n_tokens, doc_copies (documents of the corpus with this exact text), epoch,
+    step, first_step); ``heldout.parquet``, the instances of the held-out documents (:func:`choose_heldout`).
+    A rerun with the same config and corpus (``corpus_sha256``: ids, shards, rows and texts) resumes from the last
+    checkpoint and ends with the same bytes as an uninterrupted run, on any number of cores (``config.threads`` torch
+    threads: README, "Threads and determinism"); another config or corpus is refused, or with ``replace`` its run's
+    files are removed and training starts over.
 
     ``progress`` is called after every optimizer step with ``{"phase": "train", "unit":
     "steps", "done", "total", "extra": "loss L"}`` (L: mean of the last 50 steps' losses, in
