@@ -5,13 +5,11 @@ Input: a ``memdedup train`` directory, or any run laid out the same way (HF chec
 README "Bring your own checkpoints"). Per checkpoint, every audited instance gets its outcome
 (mean token surprisal, or teacher-forced accuracy) and greedy recall of its second half from
 its first half. Profile and retention use the checkpoints up to the end of epoch 1
-(:func:`panel_end_step`); the forecast also scores the final checkpoint. Outputs (names in
-:mod:`audit.layout`, manifest last): ``profile.parquet`` (:func:`audit.profile.did`, plus a
-placebo cohort of held-out instances given a pretend treatment step: its band should cover 0),
-``event_time.parquet``, ``instances.parquet``, ``retention.parquet`` (recognition against
-held-out, scrambled and substituted foils, and recall, per cohort and checkpoint),
-``forecast.json``, ``profile_heatmap.png``, ``retention_curves.png``, ``summary.json``. On a
-retention run (Orhan 2024) also :func:`run_retention`'s forgetting curve (``retention_run.parquet``,
+(:func:`panel_end_step`); the forecast also scores the final checkpoint. Outputs: :mod:`audit.layout`'s
+PROFILE/, where ``profile.parquet`` (:func:`audit.profile.did`) also holds a placebo cohort of held-out
+instances given a pretend treatment step (its band should cover 0) and ``retention.parquet`` recognition
+against held-out, scrambled and substituted foils, and recall, per cohort and checkpoint; on a retention
+run (Orhan 2024) also :func:`run_retention`'s forgetting curve (``retention_run.parquet``,
 ``retention_run_curve.parquet``).
 """
 
