@@ -350,8 +350,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     io.write_bytes_atomic(out / RETENTION_PNG, plots.retention_curves(curve, title=f"Retention: {run.name}"))
     for name, table in zip(ret_files, ret_run or ()):
         io.write_atomic(out / name, table.to_parquet)
-    panel_info = {"ends": panel_rule, "end_step": int(pchk[-1]), "checkpoints": pchk,
-                  "residual_step": int(pchk[-1])}
+    panel_info = {"ends": panel_rule, "end_step": int(pchk[-1]), "checkpoints": pchk, "residual_step": int(pchk[-1])}
     banded = placebo[placebo["band_lower"].notna()]
     summary = {
         "run": str(run.resolve()), "config": config.to_dict(), "checkpoints": steps,
