@@ -187,8 +187,7 @@ def comparison_report(audit_dirs: Sequence[str | os.PathLike], labels: Sequence[
     heads = [{"label": lab, **a.headline()} for lab, a in zip(labels, audits)]
 
     by_dup = aggregate.compare_groups({lab: a.by_duplicates() for lab, a in zip(labels, audits)}, "bucket", None)
-    by_status = aggregate.compare_groups({lab: a.by_status() for lab, a in zip(labels, audits)}, "status",
-                                         STATUS_ORDER)
+    by_status = aggregate.compare_groups({lab: a.by_status() for lab, a in zip(labels, audits)}, "status", STATUS_ORDER)
     mem_by_dup = _membership_by_duplicates(labels, audits)
     acct = _dedup_accounting(Path(dedup_dir).resolve(), audits[0], first) if dedup_dir is not None else None
     data = {"labels": labels, "first": first, "models": heads, "by_duplicates": by_dup,
