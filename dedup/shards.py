@@ -304,11 +304,6 @@ def _valid(col: pa.ChunkedArray) -> bool:
         return False
 
 
-def _is_null_list(t: pa.DataType) -> bool:
-    """A list<null>, whose casts pyarrow 26 gets wrong."""
-    return pa.types.is_list(t) and pa.types.is_null(t.value_type)
-
-
 def _null_lists_rebuilt(arr: pa.Array) -> pa.Array:
     """``arr`` (offset 0) with each list<null> inside rebuilt from its offsets: pyarrow 26's JSON reader, and its
     casts of such lists, make their child shorter than the offsets say (``[null, null]``), failing validation. An object
@@ -464,9 +459,7 @@ class _JsonlFile:
         explicit = {**dict(zip(self.as_strings.names, self.as_strings.types)), **(types or {})}
         explicit.update({c: t for c, t in self.exact.items() if t == pa.uint64()})  # Arrow parses these exactly
         explicit.update(dict.fromkeys(self.mixed, pa.string()))
-        keys = None
-        if self.mixed:
-            piece, keys = jsonl.values_as_text(piece, self.mixed)
+        piece, keys = jsonl.values_as_text(piece, self.mixed) if self.mixed else (piece, None)
         schema = pa.schema(sorted(explicit.items()))
         opts = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer") if explicit else None
         # The piece as one block: Arrow (26) infers each block's types alone and, where a field's type changes
@@ -552,7 +545,9 @@ class _JsonlFile:
                     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
                         raise InputError(self.shard.path, f"column {f.name!r} is {col.type} from this line on, but "
                                          f"{f.type} elsewhere in the file: {e}", line=line) from e
-                    if holds_type(f.type, _is_null_list) and not _valid(col):  # pyarrow 26's casts: a short child
+                    # pyarrow 26's casts of a list<null> make its child short
+                    if holds_type(f.type, lambda t: pa.types.is_list(t) and pa.types.is_null(t.value_type)) \
+                            and not _valid(col):
                         col = pa.chunked_array([_null_lists_rebuilt(c) for c in col.chunks], f.type)
                     cols.append(col)
             yield from pa.Table.from_arrays(cols, schema=self.schema).to_batches(max_chunksize=batch_rows)
@@ -590,9 +585,7 @@ class _ArrowFile:
             yield reader.schema, _guarded(batches, self.shard.path, "corrupt or truncated Arrow IPC data")
 
     def batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        """The file's rows in order, in batches of ``batch_rows`` rows (the last one shorter; :func:`_rebatched`)
-        whatever the file's own batching, as Parquet's are read, so the kept shard's row groups follow
-        ``batch_rows``."""
+        """The file's rows, :func:`_rebatched` as Parquet's are read (the kept shard's row groups follow them)."""
         with self._open() as (schema, batches):
             yield from _rebatched(batches, schema, batch_rows)
 
@@ -679,8 +672,7 @@ class ShardReader:
         """The batch's text column as strings (:func:`text_strings`), valid UTF-8; InputError naming the row or line
         of a text that is not (``batch`` must be the latest from :meth:`batches`)."""
         col = text_strings(batch.column(self.text_column))
-        bad = first_invalid_utf8(col)
-        if bad is None:
+        if (bad := first_invalid_utf8(col)) is None:
             return col
         if bad[0] is None:
             raise InputError(self.shard.path, f"cannot process text column {self.text_column!r}: {bad[1]}",
@@ -715,11 +707,9 @@ def id_strings(col: pa.Array | pa.ChunkedArray, path: Path, column: str, first_r
     (:func:`dedup.arrow.uuid_strings`); bytes as UTF-8 text. InputError naming ``path``: a type without a string
     form, or text that is not UTF-8 (naming the row, counted from ``first_row``, the file row of ``col[0]``)."""
     col = _decoded(col)
-    if col.type in _STRINGS:  # Arrow's casts do not check that strings are UTF-8
-        bad = first_invalid_utf8(col)
-        if bad is not None:
-            raise InputError(path, f"id column {column!r} holds text that is not UTF-8 ({bad[1]})",
-                             row=None if bad[0] is None else first_row + bad[0])
+    if col.type in _STRINGS and (bad := first_invalid_utf8(col)) is not None:  # Arrow's casts do not check UTF-8
+        raise InputError(path, f"id column {column!r} holds text that is not UTF-8 ({bad[1]})",
+                         row=None if bad[0] is None else first_row + bad[0])
     if pa.types.is_string(col.type):
         return col
     if isinstance(col.type, pa.UuidType):
@@ -751,7 +741,6 @@ def head_texts(shard: Shard, text_column: str, n: int) -> list[str]:
     try:
         if shard.fmt == "jsonl":
             import io
-            import json
             # (a BufferedReader reads a long line in time linear in its length)
             with io.BufferedReader(pa.input_stream(str(shard.path), compression=shard.compression), 1 << 16) as f:
                 for line in f if n > 0 else ():
