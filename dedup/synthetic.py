@@ -201,10 +201,8 @@ def _token_grams(tokens: np.ndarray, canon_id: np.ndarray, n: int = 5) -> set:
     """Word n-gram set of a token sequence as tuples of canonical word ids, in bijection with the rendered text's
     shingle set (one canonical word per token)."""
     c = canon_id[(tokens >> _STYLE_BITS) * 2 + (tokens & 1)].tolist()
-    if not c:
-        return set()
     if len(c) < n:
-        return {tuple(c)}
+        return {tuple(c)} if c else set()
     return set(zip(*(c[k:] for k in range(n))))
 
 
@@ -462,13 +460,12 @@ def earlier_jaccards(table: pa.Table, ngram: int = 5, unit: str = "word") -> lis
     different clusters are taken to have Jaccard 0 (module docstring), so only clusters of two rows or more are
     shingled."""
     normalize.check_shingling(ngram, unit)
-    n = table.num_rows
-    result: list[list[float]] = [[] for _ in range(n)]
+    result: list[list[float]] = [[] for _ in range(table.num_rows)]
     cluster = np.asarray(table.column("cluster").to_numpy(zero_copy_only=False), dtype=np.int64)
     order = np.argsort(cluster, kind="stable")  # rows grouped by cluster, in row order
     _, starts, counts = np.unique(cluster[order], return_index=True, return_counts=True)
     ends = starts + counts
-    multi = (ends - starts) >= 2
+    multi = counts >= 2
     if not multi.any():
         return result
     rows_in = np.concatenate([order[s:e] for s, e in zip(starts[multi], ends[multi])])
