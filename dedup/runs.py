@@ -370,8 +370,7 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
     record_path = work_dir(out) / RUN_FILE
     record = io.read_json(record_path, ("identity", "engine")) if record_path.exists() else None
     same_settings = record is not None and record.get("settings", settings) == settings  # an older record: these
-    resumable = not force and previous is None and record is not None and record["identity"] == identity \
-        and same_settings
+    resumable = not force and previous is None and same_settings and record["identity"] == identity
     resume = resumable and record["engine"] == engine == "staged"
     if record is not None and previous is None and not resume and (index := record["identity"].get("index_dir")) \
             and holds_batch(index, record.get("run_id")):
