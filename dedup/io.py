@@ -197,8 +197,7 @@ def naming(e: OSError, path: Path, tmp: Path) -> OSError:
 
 
 def write_bytes_atomic(path: Path, *data: bytes) -> None:
-    """Write ``data`` (byte strings, in order) to a temporary sibling, fsync, rename over ``path``; OSError
-    naming ``path`` (:func:`naming`) when it cannot be written."""
+    """Write ``data`` (byte strings, in order) in :func:`replacing` ``path``, fsynced before the rename."""
     with replacing(path) as tmp, open(tmp, "wb") as f:
         f.writelines(data)
         f.flush()
