@@ -34,5 +34,9 @@ rule all:
     input:
         f"{OUT}/report/comparison.html",
         f"{OUT}/checks.json",
+        # every stage's manifest: one deleted after a run (Snakemake redoes no missing file that only
+        # a finished job reads) reruns its stage and what reads it
+        [f"{OUT}/{s}/manifest.json" for s in ("corpus",) * GENERATED + ("dedup", "train/raw", "train/dedup",
+                                                                         "audit/raw", "audit/dedup", "profile/raw")],
         # a section's file missing (after an edit) reruns its stage, even without Snakemake's records
         STAGE_CONFIG.values(),

@@ -418,3 +418,25 @@ def test_every_shell_command_quotes_its_paths(tmp_path, snakemake):
         assert c[c.index(">") + 1].startswith(str(out / "logs")), c
         if "dedup" in c and "--scheduler" in c:
             assert c[c.index("--scheduler") + 1] == str(sched) and c[2:4] == [str(s) for s in shards], c
+
+
+def test_a_stage_manifest_deleted_after_a_run_reruns_that_stage(tmp_path, snakemake):
+    """README: "a stage is done exactly when its manifest exists". rule all asked only for the
+    report and checks.json, so after a finished run a deleted stage manifest (profile/raw,
+    dedup: the stage's outputs gone, or to be redone) left Snakemake with "Nothing to be done".
+    Every stage's manifest is a target now: the deleted one reruns its stage and what reads it."""
+    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    out = tmp_path / "run"
+    cfg["out"] = str(out)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    args = ("-s", str(ROOT / "Snakefile"), "--configfile", str(tmp_path / "c.yaml"), "--cores", "1")
+    _as_finished(snakemake, args, out, tmp_path)
+    for stage, rerun in (("profile/raw", {"profile": 1, "report": 1, "all": 1}),
+                         ("dedup", {"dedup": 1, "train": 1, "audit": 2, "checks": 1, "report": 1, "all": 1})):
+        manifest = out / stage / "manifest.json"
+        kept = manifest.read_bytes()
+        manifest.unlink()
+        dry = snakemake(*args, "-n", cwd=tmp_path)
+        assert _jobs(dry.stdout + dry.stderr) == rerun, (stage, dry.stdout + dry.stderr)
+        manifest.write_bytes(kept)
+        assert snakemake(*args, "--touch", cwd=tmp_path).returncode == 0
