@@ -6,12 +6,14 @@
 # Every rule runs one `memdedup` command (so anything here can be run by hand) and declares
 # the stage's manifest.json, written last by the stage, as its output; but stage_config
 # (pipelines/rules/config.smk), which writes the file of a stage's config section.
+import os
+
 from snakemake.utils import validate
 
 configfile: "configs/default.yaml"
 validate(config, "configs/schema.yaml")
 
-OUT = config["out"]
+OUT = os.path.normpath(config["out"])  # "run/", "./run" as "run": Snakemake warns of each path "run//x", "./run/x"
 # The stage sections checked as their commands check them, before any job starts or file is
 # written: an unknown key or bad value is named here, not only in the stage's log.
 from pipelines.cli import SECTIONS

@@ -440,3 +440,23 @@ def test_a_stage_manifest_deleted_after_a_run_reruns_that_stage(tmp_path, snakem
         assert _jobs(dry.stdout + dry.stderr) == rerun, (stage, dry.stdout + dry.stderr)
         manifest.write_bytes(kept)
         assert snakemake(*args, "--touch", cwd=tmp_path).returncode == 0
+
+
+def test_out_is_refused_when_empty_and_used_as_its_plain_path(tmp_path, snakemake):
+    """`out: ""` (an unset variable in a generated config) passed the schema and made every
+    output a path at the root of the filesystem (/corpus/manifest.json, /logs/...); it is refused
+    now, naming out. `out: run/` and `out: ./run` made every rule's path `run//x` or `./run/x`, and
+    Snakemake printed a warning ("can lead to inconsistent results") per path, 133 lines per dry
+    run; they are used as `run`."""
+    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    cfg["out"] = ""
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = snakemake("-n", "-s", str(ROOT / "Snakefile"), "--configfile", str(tmp_path / "c.yaml"), cwd=tmp_path)
+    assert r.returncode != 0 and "'out'" in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
+    for out in ("run/", "./run"):
+        cfg["out"] = out
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+        r = snakemake("-n", "-s", str(ROOT / "Snakefile"), "--configfile", str(tmp_path / "c.yaml"), cwd=tmp_path)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        assert "output: run/corpus/manifest.json" in r.stdout, r.stdout[-2000:]
+        assert "double '/'" not in r.stdout + r.stderr and "starts with './'" not in r.stdout + r.stderr, out
