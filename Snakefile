@@ -8,17 +8,21 @@
 # (pipelines/rules/config.smk), which writes the file of a stage's config section.
 import os
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 configfile: "configs/default.yaml"
 validate(config, "configs/schema.yaml")
+# JSON Schema's integer takes 1000.0 (YAML 1.0e3), which the commands refuse (generate --docs 1000.0)
+if floats := [(f"{s}.{k}", v) for s in ("corpus", "dask") for k, v in (config.get(s) or {}).items()
+              if type(v) is float]:
+    raise WorkflowError(f"config: {floats[0][0]} must be an integer, got {floats[0][1]!r}")
 
 OUT = os.path.normpath(config["out"])  # "run/", "./run" as "run": Snakemake warns of each path "run//x", "./run/x"
 # The stage sections checked as their commands check them, before any job starts or file is
 # written: an unknown key or bad value is named here, not only in the stage's log.
 from pipelines.cli import SECTIONS
 from pipelines.config import ConfigError, check_section
-from snakemake.exceptions import WorkflowError
 
 try:
     STAGES = {stage: check_section(cls, stage, config.get(stage) or {}, "config") for stage, cls in SECTIONS.items()}

@@ -460,3 +460,18 @@ def test_out_is_refused_when_empty_and_used_as_its_plain_path(tmp_path, snakemak
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         assert "output: run/corpus/manifest.json" in r.stdout, r.stdout[-2000:]
         assert "double '/'" not in r.stdout + r.stderr and "starts with './'" not in r.stdout + r.stderr, out
+
+
+def test_a_whole_number_written_as_a_float_is_refused_before_any_job(tmp_path, snakemake):
+    """JSON Schema's integer takes 1000.0 (`docs: 1.0e+3`), so the schema passed it, and the corpus
+    rule ran `memdedup generate --docs 1000.0`, refused in corpus.log after the run had started
+    (dask.workers: 2.0 likewise in dedup.log). It is refused before any job, naming the key, as a
+    stage section's `n_boot: 40.0` is."""
+    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    cfg["out"] = str(tmp_path / "run")
+    for section, key, value in (("corpus", "docs", 1000.0), ("dask", "workers", 2.0)):
+        bad = {**cfg, section: {**cfg[section], key: value}}
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+        r = snakemake("-n", "--configfile", str(tmp_path / "bad.yaml"))
+        assert r.returncode != 0 and f"{section}.{key}" in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
+        assert not (tmp_path / "run").exists()
