@@ -11,7 +11,7 @@ import os
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-configfile: "configs/default.yaml"
+configfile: os.path.join(workflow.basedir, "configs", "default.yaml")  # wherever Snakemake runs
 validate(config, "configs/schema.yaml")
 # JSON Schema's integer takes 1000.0 (YAML 1.0e3), which the commands refuse (generate --docs 1000.0)
 if floats := [(f"{s}.{k}", v) for s in ("corpus", "dask") for k, v in (config.get(s) or {}).items()

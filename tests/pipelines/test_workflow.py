@@ -475,3 +475,17 @@ def test_a_whole_number_written_as_a_float_is_refused_before_any_job(tmp_path, s
         r = snakemake("-n", "--configfile", str(tmp_path / "bad.yaml"))
         assert r.returncode != 0 and f"{section}.{key}" in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
         assert not (tmp_path / "run").exists()
+
+
+def test_the_default_config_is_loaded_wherever_snakemake_runs(tmp_path, snakemake):
+    """`configfile: "configs/default.yaml"` is read from the working directory: `snakemake -s
+    memdedup/Snakefile` from a project folder failed without --configfile ("configfile ... not
+    present") and, with a config giving only the keys it changes, failed the schema ("'corpus'
+    is a required property"), which from the repository filled in the rest from default.yaml.
+    The default config is the Snakefile's own now, and a partial config extends it anywhere."""
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({"out": str(tmp_path / "run"), "dedup": {"threshold": 0.7}}))
+    for extra in ((), ("--configfile", str(tmp_path / "mine.yaml"))):
+        r = snakemake("-n", "-p", "-s", str(ROOT / "Snakefile"), *extra, cwd=tmp_path)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        assert "memdedup generate" in r.stdout and "--docs 800 " in r.stdout, r.stdout[-2000:]
+    assert not (tmp_path / "results").exists() and not (tmp_path / "run").exists()
