@@ -22,9 +22,11 @@ OUT = os.path.normpath(config["out"])  # "run/", "./run" as "run": Snakemake war
 # The stage sections checked as their commands check them, before any job starts or file is
 # written: an unknown key or bad value is named here, not only in the stage's log.
 from pipelines.cli import SECTIONS
-from pipelines.config import ConfigError, check_section
+from pipelines.config import ConfigError, check_section, load_yaml
 
 try:
+    for f in workflow.configfiles:  # a key written twice is refused, as the commands do (Snakemake keeps the last)
+        load_yaml(f)
     STAGES = {stage: check_section(cls, stage, config.get(stage) or {}, "config") for stage, cls in SECTIONS.items()}
 except ConfigError as e:
     raise WorkflowError(str(e)) from None

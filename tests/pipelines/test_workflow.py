@@ -489,3 +489,14 @@ def test_the_default_config_is_loaded_wherever_snakemake_runs(tmp_path, snakemak
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         assert "memdedup generate" in r.stdout and "--docs 800 " in r.stdout, r.stdout[-2000:]
     assert not (tmp_path / "results").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_key_written_twice_in_the_config_is_refused(tmp_path, snakemake):
+    """Snakemake's YAML loader keeps a duplicated key's last copy: `threshold: 0.7` then
+    `threshold: 0.9` in the dedup section ran at 0.9, saying nothing, while `memdedup dedup
+    --config` on the same file refuses it. The workflow refuses it too, naming the file and line."""
+    cfg = tmp_path / "dup.yaml"
+    cfg.write_text(f"out: {tmp_path / 'run'}\ndedup:\n  threshold: 0.7\n  num_perm: 128\n  threshold: 0.9\n")
+    r = snakemake("-n", "--configfile", str(cfg))
+    assert r.returncode != 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert f"{cfg}" in r.stdout + r.stderr and "'threshold' appears twice" in r.stdout + r.stderr, r.stdout + r.stderr
