@@ -30,6 +30,9 @@ try:
     STAGES = {stage: check_section(cls, stage, config.get(stage) or {}, "config") for stage, cls in SECTIONS.items()}
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
+if STAGES["dedup"].emit != "all":  # the dedup model trains on the kept shards
+    raise WorkflowError(f"config: dedup.emit must be all in the workflow (its kept shards are trained on), "
+                        f"got {STAGES['dedup'].emit!r}")
 
 include: "pipelines/rules/common.smk"
 include: "pipelines/rules/config.smk"

@@ -500,3 +500,16 @@ def test_a_key_written_twice_in_the_config_is_refused(tmp_path, snakemake):
     r = snakemake("-n", "--configfile", str(cfg))
     assert r.returncode != 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert f"{cfg}" in r.stdout + r.stderr and "'threshold' appears twice" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_dedup_emit_removed_is_refused_before_any_job(tmp_path, snakemake):
+    """`dedup: {emit: removed}` (no kept shards) is a valid dedup config, so the workflow started,
+    and the dedup model's training failed after dedup ("OUT/dedup/kept: no such file or
+    directory", in train-dedup.log). The workflow trains on the kept shards: it refuses that
+    value before any job, naming it."""
+    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    cfg["out"] = str(tmp_path / "run")
+    cfg["dedup"]["emit"] = "removed"
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = snakemake("-n", "--configfile", str(tmp_path / "c.yaml"))
+    assert r.returncode != 0 and "dedup.emit" in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
