@@ -33,6 +33,10 @@ except ConfigError as e:
 if STAGES["dedup"].emit != "all":  # the dedup model trains on the kept shards
     raise WorkflowError(f"config: dedup.emit must be all in the workflow (its kept shards are trained on), "
                         f"got {STAGES['dedup'].emit!r}")
+texts = {s: STAGES[s].text_column for s in ("dedup", "train", "audit")}
+if len(set(texts.values())) > 1:
+    raise WorkflowError("config: text_column must be the same in dedup, train and audit (each reads the corpus), "
+                        "got " + ", ".join(f"{s}.text_column={c!r}" for s, c in texts.items()))
 
 include: "pipelines/rules/common.smk"
 include: "pipelines/rules/config.smk"

@@ -513,3 +513,28 @@ def test_dedup_emit_removed_is_refused_before_any_job(tmp_path, snakemake):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     r = snakemake("-n", "--configfile", str(tmp_path / "c.yaml"))
     assert r.returncode != 0 and "dedup.emit" in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def test_a_text_column_set_in_one_stage_only_is_refused_before_any_job(tmp_path, snakemake):
+    """configs/template.yaml sets text_column in its dedup section only; a corpus whose text is
+    in `content`, with dedup.text_column edited, ran dedup and then failed the raw model's
+    training ("no text column 'text'", in train-raw.log). Every stage reads the same corpus
+    columns: a text_column that differs between dedup, train and audit is refused at once."""
+    cfg = yaml.safe_load((ROOT / "configs" / "template.yaml").read_text())
+    shards = tmp_path / "mydata"
+    shards.mkdir()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": ["a"], "content": ["hello world"]}), shards / "part-0.parquet")
+    cfg["out"] = str(tmp_path / "run")
+    cfg["corpus"]["shards"] = [str(shards)]
+    cfg["dedup"]["text_column"] = "content"
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = snakemake("-n", "--configfile", str(tmp_path / "c.yaml"))
+    assert r.returncode != 0 and "text_column" in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
+    for section in ("train", "audit"):
+        cfg[section]["text_column"] = "content"
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = snakemake("-n", "--configfile", str(tmp_path / "c.yaml"))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
