@@ -6,7 +6,9 @@
 # Every rule runs one `memdedup` command (so anything here can be run by hand) and declares
 # the stage's manifest.json, written last by the stage, as its output; but stage_config
 # (pipelines/rules/config.smk), which writes the file of a stage's config section.
+import json
 import os
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -26,7 +28,10 @@ from pipelines.config import ConfigError, check_section, load_yaml
 
 try:
     for f in workflow.configfiles:  # a key written twice is refused, as the commands do (Snakemake keeps the last)
-        load_yaml(f)
+        try:
+            json.loads(Path(f).read_text(encoding="utf-8"))  # JSON, which Snakemake reads first (tabs allowed)
+        except ValueError:
+            load_yaml(f)
     STAGES = {stage: check_section(cls, stage, config.get(stage) or {}, "config") for stage, cls in SECTIONS.items()}
 except ConfigError as e:
     raise WorkflowError(str(e)) from None

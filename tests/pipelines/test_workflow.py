@@ -500,6 +500,11 @@ def test_a_key_written_twice_in_the_config_is_refused(tmp_path, snakemake):
     r = snakemake("-n", "--configfile", str(cfg))
     assert r.returncode != 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert f"{cfg}" in r.stdout + r.stderr and "'threshold' appears twice" in r.stdout + r.stderr, r.stdout + r.stderr
+    # a JSON config, which Snakemake reads as JSON first, may be indented with tabs (YAML refuses them)
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"out": str(tmp_path / "run"), "dedup": {"threshold": 0.7}}, indent="\t"))
+    r = snakemake("-n", "--configfile", str(cfg))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
 
 
 def test_dedup_emit_removed_is_refused_before_any_job(tmp_path, snakemake):
