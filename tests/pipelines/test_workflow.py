@@ -543,3 +543,16 @@ def test_a_text_column_set_in_one_stage_only_is_refused_before_any_job(tmp_path,
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     r = snakemake("-n", "--configfile", str(tmp_path / "c.yaml"))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def test_a_generated_corpus_of_no_shards_or_empty_documents_is_refused_before_any_job(tmp_path, snakemake):
+    """The schema takes corpus.n_shards and doc_bytes of 0 (the template's "unused" values, for a
+    corpus of the user's shards), also with generate: true, and the corpus job then failed on
+    `generate --shards 0` (or --doc-bytes 0), in corpus.log. The schema refuses them there."""
+    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    cfg["out"] = str(tmp_path / "run")
+    for key in ("n_shards", "doc_bytes"):
+        bad = {**cfg, "corpus": {**cfg["corpus"], key: 0}}
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+        r = snakemake("-n", "--configfile", str(tmp_path / "bad.yaml"))
+        assert r.returncode != 0 and key in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
