@@ -57,9 +57,13 @@ def user_shards() -> list[str]:
     rules that read the corpus, so that a file added, removed or rewritten reruns them. A path
     that does not exist or holds no shards stops the workflow before any job, naming it."""
     try:
-        return [str(s.path) for s in discover(config["corpus"].get("shards") or [], exclude=OUT)]
+        paths = [str(s.path) for s in discover(config["corpus"].get("shards") or [], exclude=OUT)]
     except InputError as e:
         raise WorkflowError(f"corpus.shards: {e}") from None
+    if braced := [p for p in paths if "{" in p or "}" in p]:  # Snakemake has no escape for them in a file name
+        raise WorkflowError(f"corpus.shards: {braced[0]}: a path holding {{ or }}, which Snakemake reads as a "
+                            "wildcard; rename it, or run `memdedup dedup` by hand")
+    return paths
 
 
 # What the rules that read the raw corpus wait for: the generated corpus's manifest, or the user's shards.

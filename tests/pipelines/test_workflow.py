@@ -556,3 +556,27 @@ def test_a_generated_corpus_of_no_shards_or_empty_documents_is_refused_before_an
         (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
         r = snakemake("-n", "--configfile", str(tmp_path / "bad.yaml"))
         assert r.returncode != 0 and key in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def test_braces_in_a_shard_path_or_in_out(tmp_path, snakemake):
+    """Snakemake reads `{x}` in a file name as a wildcard: a shard under `d{1}/` stopped the
+    workflow with "WildcardError in rule dedup ... '1'", and `out: run{x}` with one in rule all.
+    Snakemake has no escape for a brace in a file name: the shard is named, and out with a
+    brace is refused by the schema, naming out."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shards = tmp_path / "d{1}"
+    shards.mkdir()
+    pq.write_table(pa.table({"id": ["a"], "text": ["hello world"]}), shards / "p{a}.parquet")
+    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    cfg["out"] = str(tmp_path / "run")
+    cfg["corpus"].update(generate=False, shards=[str(shards)])
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = snakemake("-n", "--configfile", str(tmp_path / "c.yaml"))
+    assert r.returncode != 0 and f"corpus.shards: {shards}/p{{a}}.parquet: a path holding {{" in r.stdout + r.stderr, \
+        r.stdout[-2000:] + r.stderr[-2000:]
+    cfg["out"] = str(tmp_path / "run{x}")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = snakemake("-n", "--configfile", str(tmp_path / "c.yaml"))
+    assert r.returncode != 0 and "['out']" in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
