@@ -20,7 +20,10 @@ if floats := [(f"{s}.{k}", v) for s in ("corpus", "dask") for k, v in (config.ge
               if type(v) is float]:
     raise WorkflowError(f"config: {floats[0][0]} must be an integer, got {floats[0][1]!r}")
 
-OUT = os.path.normpath(config["out"])  # "run/", "./run" as "run": Snakemake warns of each path "run//x", "./run/x"
+# ~ as in a shell (Snakemake expands none: out: ~/x made a folder "~"); "run/", "./run" as "run" (Snakemake warns
+# of each path "run//x", "./run/x")
+config["corpus"]["shards"] = [os.path.expanduser(s) for s in config["corpus"].get("shards") or []]
+OUT = os.path.normpath(os.path.expanduser(config["out"]))
 # The stage sections checked as their commands check them, before any job starts or file is
 # written: an unknown key or bad value is named here, not only in the stage's log.
 from pipelines.cli import SECTIONS

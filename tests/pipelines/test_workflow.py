@@ -580,3 +580,23 @@ def test_braces_in_a_shard_path_or_in_out(tmp_path, snakemake):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     r = snakemake("-n", "--configfile", str(tmp_path / "c.yaml"))
     assert r.returncode != 0 and "['out']" in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def test_a_tilde_in_out_or_a_shard_path_is_the_home_directory(tmp_path, snakemake, monkeypatch):
+    """`out: ~/runs/x` made a folder named `~` in the working directory (Snakemake expands no `~`),
+    and `shards: [~/data]` stopped the workflow ("~/data: no such file or directory"). Both are
+    the user's home directory now, as in a shell."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"id": ["a"], "text": ["hello world"]}), tmp_path / "home" / "data" / "p.parquet")
+    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    cfg["out"] = "~/runs/x"
+    cfg["corpus"].update(generate=False, shards=["~/data"])
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = snakemake("-n", "-p", "-s", str(ROOT / "Snakefile"), "--configfile", str(tmp_path / "c.yaml"), cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    home = tmp_path / "home"
+    assert f"memdedup dedup {home}/data --out {home}/runs/x/dedup " in r.stdout, r.stdout[-3000:]
