@@ -109,6 +109,18 @@ def _hard_foils(items: np.ndarray, tokenizer, fraction: float, seed: int) -> dic
             "substituted": retention.substitute_foils(items, len(tokenizer), fraction, seed=seed, exclude=special)}
 
 
+def _load_fitting(path: Path, seq_len: int):
+    """:func:`audit.lm.load_causal_lm` of a checkpoint; ModelError when its context is shorter than the
+    ``seq_len - 1`` tokens fed to score an instance (its last token is only predicted)."""
+    from .lm import ModelError, load_causal_lm
+
+    lm = load_causal_lm(path)
+    if lm.max_positions is not None and seq_len - 1 > lm.max_positions:  # else torch's IndexError, or past RoPE
+        raise ModelError(f"{path}: the run's instances of {seq_len} tokens need {seq_len - 1} positions (the last "
+                         f"token is only predicted), beyond its context of {lm.max_positions} tokens")
+    return lm
+
+
 def _loss(lm, tokens: np.ndarray, batch_size: int) -> np.ndarray:
     """Mean token surprisal (nats) of each row, from one teacher-forced pass."""
     return -lm.score(tokens, batch_size).logprob.mean(axis=1)
@@ -180,7 +192,6 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     stage's output."""
     from . import plots
     from .forecast import forecast
-    from .lm import load_causal_lm
 
     t_start = time.perf_counter()
     run, out = Path(run_dir), Path(out)
@@ -250,7 +261,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         controls[~placebo_mask].assign(group="control", treatment_step=np.nan),
         controls[placebo_mask].assign(group="placebo", treatment_step=float(pchk[len(pchk) // 2])),
     ], ignore_index=True)
-    lm0 = load_causal_lm(ckpts[-1][1])
+    lm0 = _load_fitting(ckpts[-1][1], seq_len)
     lm0.check_tokenizer()  # else every document reads as shorter than its instances
     tokens = _instance_tokens(run, rows, corpus, lm0.tokenizer, text_column)
     hard = _hard_foils(tokens[(rows["group"] == "treated").to_numpy()], lm0.tokenizer, 0.25, config.seed)
@@ -269,7 +280,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     panel = []
     t_loop = time.perf_counter()
     for i_ck, (step, path) in enumerate(scored, 1):
-        lm = load_causal_lm(path)
+        lm = _load_fitting(path, seq_len)
         stats = lm.score(tokens, config.batch_size)
         if step in pchk:
             hard_loss[step] = {k: _loss(lm, foil, config.batch_size) for k, foil in hard.items()}
@@ -401,8 +412,6 @@ def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: i
     items); written to ``out`` (``retention_run.parquet``, ``retention_run_curve.parquet``) when
     given. ValueError: no retention design, or an ``out`` that :func:`run_profile` refuses.
     """
-    from .lm import load_causal_lm
-
     run = Path(run_dir)
     if out is not None:
         refuse_out(Path(out), [run], "profile")
@@ -428,7 +437,7 @@ def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: i
     if not (probes := [s for s in design["checkpoints"] if s >= e and s in ckpts]):
         raise ValueError(f"{run}: none of the retention probe checkpoints at or after the exposure step {e} "
                          f"({[s for s in design['checkpoints'] if s >= e]}) is in {CHECKPOINT_DIR}/")
-    lm0 = load_causal_lm(ckpts[probes[-1]])
+    lm0 = _load_fitting(ckpts[probes[-1]], seq_len)
     lm0.check_tokenizer()  # else every document reads as shorter than its instances
     tokens = _instance_tokens(run, rows, corpus, lm0.tokenizer, manifest.get("config", {}).get("text_column", "text"))
     n = len(items)
@@ -437,7 +446,7 @@ def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: i
     half = seq_len // 2
     out_rows = []
     for step in probes:
-        lm = load_causal_lm(ckpts[step])
+        lm = _load_fitting(ckpts[step], seq_len)
         loss = _loss(lm, tokens, batch_size)
         rec = {"recognition": retention.recognition(loss[:n], loss[n:])["accuracy"]}
         for k, foil in hard.items():

@@ -207,7 +207,9 @@ class CausalLM:
 
         def run(rows: slice) -> tuple:
             x = torch.from_numpy(ids[rows]).to(self.device)
-            logits = self.model(input_ids=x, attention_mask=torch.ones_like(x)).logits[:, :-1].float()
+            # the last token is only predicted: left out where the context has no room for it (Pythia's 2049 tokens)
+            fed = x if self.max_positions is None or x.shape[1] <= self.max_positions else x[:, :-1]
+            logits = self.model(input_ids=fed, attention_mask=torch.ones_like(fed)).logits[:, : x.shape[1] - 1].float()
             am = logits.argmax(dim=-1)
             logits = logits - logits.amax(-1, keepdim=True)  # <= 0; all 0 where the prediction is uniform
             logp = torch.log_softmax(logits, dim=-1)

@@ -839,6 +839,32 @@ def test_profile_names_a_checkpoint_without_tokenizer_files(small_run, tmp_path,
     assert str(last) in err and "no usable tokenizer" in err, err
 
 
+@pytest.mark.parametrize("n_positions", [31, 16])
+def test_profile_of_checkpoints_whose_context_is_shorter_than_the_instances(small_run, tmp_path, capsys, n_positions):
+    """Own checkpoints (README "Bring your own checkpoints") with a context shorter than the order's 32-token
+    instances: a GPT-2 (learned positions) died in the first forward pass with torch's IndexError, a traceback and
+    exit 1. One position short is enough (Pythia: instances of 2049 tokens, a context of 2048): the last token is
+    only predicted, never fed. Shorter: exit 2 naming the checkpoint and its context."""
+    import torch
+    import transformers as tf
+
+    from pipelines.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    for p in (run / "checkpoints").glob("step-*"):  # the same weights, positions cut to n_positions
+        m = tf.AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32)
+        m.transformer.wpe = torch.nn.Embedding.from_pretrained(m.transformer.wpe.weight[:n_positions].detach())
+        m.config.n_positions = n_positions
+        m.save_pretrained(p)
+    argv = ["--run", run, "--out", tmp_path / "out", *TINY_PROFILE]
+    if n_positions == 31:
+        assert main(["profile", *map(str, argv)]) == 0
+    else:
+        err = _profile_fails(capsys, *argv)
+        assert "32 tokens" in err and "context of 16" in err and str(sorted(run.glob("checkpoints/step-*"))[-1]) in err
+
+
 def test_a_corpus_id_naming_two_documents_is_refused_naming_both_rows(tmp_path):
     """Training orders and members lists name documents by corpus id: an id on two rows made
     both one name, so a document held out and its namesake trained on were both 'member' and
