@@ -90,8 +90,16 @@ def _decoders(audits: Sequence[Path], model_dirs: Sequence[Path], log: Callable[
                     "(give one --model-dir per audit)")
                 continue
             log(f"note: {a}: the tokenizer of {m} is not the audited model's; decoding with {own}")
-        decoders[i] = lambda ids, t=tok: t.decode(list(ids), skip_special_tokens=False)
+        decoders[i] = lambda ids, t=tok: _decode(t, ids)
     return decoders
+
+
+def _decode(tokenizer, ids) -> str:
+    """``ids`` as text; ValueError (the page shows the ids) for an id no token names, such as a padded embedding
+    row, which ``decode`` would silently leave out."""
+    if None in tokenizer.convert_ids_to_tokens(list(ids)):
+        raise ValueError("an id no token names")
+    return tokenizer.decode(list(ids), skip_special_tokens=False)
 
 
 @holding_out("out", inputs=("audits", "profile_dirs", "model_dirs", "dedup_dir"))

@@ -363,17 +363,23 @@ def test_cli_report_end_to_end(dirs, tmp_path, capsys):
     assert "not an audit output" in capsys.readouterr().err
 
 
-def test_cli_report_decodes_with_a_local_tokenizer(dirs, tmp_path, capsys):
-    pytest.importorskip("transformers")
+def _save_word_tokenizer(d: Path) -> Path:
+    """A word-level tokenizer of 200 tokens, id i = ``w{i}`` (0: ``[UNK]``), saved in ``d``."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
-
-    from pipelines.cli import main
 
     vocab = {"[UNK]": 0, **{f"w{i}": i for i in range(1, 200)}}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(tmp_path / "tok")
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(d)
+    return d
+
+
+def test_cli_report_decodes_with_a_local_tokenizer(dirs, tmp_path, capsys):
+    pytest.importorskip("transformers")
+    from pipelines.cli import main
+
+    _save_word_tokenizer(tmp_path / "tok")
     # the dedup audit records another tokenizer (and a model path that does not exist): token ids, a warning
     summary = json.loads((dirs["dedup"] / "summary.json").read_text())
     summary["model"]["tokenizer_sha256"] = "0" * 64
@@ -386,6 +392,23 @@ def test_cli_report_decodes_with_a_local_tokenizer(dirs, tmp_path, capsys):
     page = (tmp_path / "r" / "dedup.html").read_text(encoding="utf-8")
     assert "100 100 100 100" in page and "w100" not in page
     assert "not the audited model's" in capsys.readouterr().err
+
+
+def test_a_generated_id_no_token_names_is_shown_not_dropped(dirs, tmp_path):
+    """Embeddings are often larger than the tokenizer (Pythia: 50,304 rows, 50,277 tokens; Qwen2 and OLMo too), and a
+    young checkpoint's greedy generation picks such rows. The tokenizer decodes them to nothing: the page showed a
+    generation of [250, 7, 7, 7] as 'w7 w7 w7', as if the model had not generated the first token. Now as token ids."""
+    pytest.importorskip("transformers")
+    from pipelines.cli import main
+
+    t = pq.read_table(dirs["raw"] / "per_sequence.parquet").to_pydict()
+    assert t["generated"][4] == [7, 7, 7, 7]  # row 4: nothing matched
+    t["generated"][4] = [250, 7, 7, 7]
+    pq.write_table(pa.table(t), dirs["raw"] / "per_sequence.parquet")
+    assert main(["report", str(dirs["raw"]), "--out", str(tmp_path / "r"),
+                 "--model-dir", str(_save_word_tokenizer(tmp_path / "tok"))]) == 0
+    page = (tmp_path / "r" / "raw.html").read_text(encoding="utf-8")
+    assert "w104 w104 w104 w104" in page and "250 7 7 7" in page, page  # row 4's truth decoded, its generation as ids
 
 
 def test_pages_read_the_numbers_the_audit_wrote(dirs, tmp_path):
