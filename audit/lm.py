@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import threading
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -328,6 +329,26 @@ def damaged_tokenizer_json(path: Path) -> str | None:
     return None
 
 
+def damaged_weights(path: Path) -> str | None:
+    """``'<file>: cut short or damaged (<why>)'`` for the first weights file of ``path`` that is (an interrupted
+    download): a safetensors file whose header does not open, a ``.bin`` zip archive without its end (torch's own
+    error names no file, and says only 'Invalid argument'); else None."""
+    from safetensors import safe_open
+
+    for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+        try:
+            if f.suffix == ".bin":  # torch.save's zip format (a legacy pickle is not checked)
+                with open(f, "rb") as h:
+                    if h.read(4) == b"PK\x03\x04" and not zipfile.is_zipfile(f):
+                        raise ValueError("a zip archive without its end")
+            else:
+                with safe_open(str(f), "pt"):
+                    pass
+        except Exception as e:  # also safetensors' SafetensorError
+            return f"{f}: cut short or damaged ({error_reason(e)})"
+    return None
+
+
 def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str = "never") -> CausalLM:
     """Load a causal LM and its tokenizer from a local Hugging Face directory; ``bos``: the BOS
     policy (module docstring). ModelError: no directory, no config, no causal LM, or weights
@@ -366,7 +387,8 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str 
                                                            ignore_mismatched_sizes=True, trust_remote_code=False,
                                                            generation_config=GenerationConfig())
     except Exception as e:  # also safetensors' SafetensorError (a truncated file), torch's unpickling errors
-        raise ModelError(f"{path}: not a causal language model transformers can load: {error_reason(e)}") from e
+        raise ModelError(f"{path}: not a causal language model transformers can load: "
+                         f"{damaged_weights(path) or error_reason(e)}") from e
     if missing := sorted(info.get("missing_keys") or ()):  # transformers initialises them at random (a log line)
         raise ModelError(f"{path}: {len(missing)} of the model's weights are missing from its weights files "
                          f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): they would be random")

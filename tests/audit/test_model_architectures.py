@@ -158,3 +158,31 @@ def test_greedy_continuations_reads_the_teacher_forced_columns_after_a_bos(tmp_p
     ids = np.concatenate([prompts, lm.generate_greedy(prompts, 8)], axis=1)
     for given in (lm.score(ids).greedy_match, None):
         np.testing.assert_array_equal(lm.greedy_continuations(ids, 8, greedy_match=given), ids[:, 8:])
+
+
+@pytest.mark.parametrize("saved", ["sharded", "bin"])
+def test_a_weights_file_cut_short_is_named(tiny_random_lm, tmp_path, saved):
+    """An interrupted download: one shard of a sharded float16 model.safetensors (a Llama's), or the only
+    pytorch_model.bin (GPT-2's), cut short. The audit said '<dir>: not a causal language model transformers can
+    load: [Errno 22] Invalid argument' for the .bin, and safetensors' header error for the shard, naming no file:
+    which of the shards to fetch again? Now the file is named, cut short."""
+    torch = pytest.importorskip("torch")
+    import shutil
+
+    import transformers as tf
+
+    from audit.lm import ModelError, load_causal_lm
+
+    d = shutil.copytree(tiny_random_lm("llama"), tmp_path / saved)
+    model = tf.AutoModelForCausalLM.from_pretrained(d)
+    (d / "model.safetensors").unlink()
+    if saved == "sharded":
+        model.to(torch.float16).save_pretrained(d, max_shard_size="20KB")
+        cut = sorted(d.glob("model-*.safetensors"))[1]
+    else:
+        cut = d / "pytorch_model.bin"
+        torch.save(model.state_dict(), cut)
+    load_causal_lm(d)  # whole, it loads
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    with pytest.raises(ModelError, match=f"{d}: .*{cut}: cut short or damaged"):
+        load_causal_lm(d)
