@@ -2,8 +2,9 @@
 
 With :mod:`audit.train`, the only module of ``audit/`` that imports torch and transformers,
 inside the functions. Models load from local directories only (``local_files_only=True``,
-``trust_remote_code=False``: a directory's own Python files never run), on the GPU when one is
-present, else on the CPU in float32, with deterministic algorithms.
+``trust_remote_code=False``: a directory's own Python files never run), in float32 whatever
+dtype the weights were saved in, on the GPU when one is present, else on the CPU, with deterministic
+algorithms.
 
 Decoding policy (issue #12, section 3; README "Greedy means greedy"; recorded by
 :meth:`CausalLM.decoding`): plain arg-max at every step, from a fresh

@@ -186,3 +186,47 @@ def test_a_weights_file_cut_short_is_named(tiny_random_lm, tmp_path, saved):
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
     with pytest.raises(ModelError, match=f"{d}: .*{cut}: cut short or damaged"):
         load_causal_lm(d)
+
+
+@pytest.mark.parametrize("arch", ["pythia", "qwen2", "olmo"])
+def test_half_precision_checkpoints_saved_as_the_hub_has_them_load_in_float32(tmp_path, arch):
+    """Checkpoints as the hub holds them: Pythia's GPT-NeoX (rotary_pct 0.25, parallel residual, BOS = EOS = 0, an
+    untied head) in float16, sharded safetensors; a Qwen2 with tied embeddings in bfloat16, sharded; an OLMo in float16
+    as pytorch_model.bin alone. Each loads in float32 with every weight its saved value, exactly (none random: the
+    checks of missing keys pass), and scores finite, whatever dtype config.json records."""
+    torch = pytest.importorskip("torch")
+    import transformers as tf
+    from safetensors.torch import load_file
+
+    from audit.lm import load_causal_lm
+
+    from .conftest import word_tokenizer
+
+    common = dict(vocab_size=48, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    cfg, dtype = {
+        "pythia": (lambda: tf.GPTNeoXConfig(**common, rotary_pct=0.25, use_parallel_residual=True, bos_token_id=0,
+                                            eos_token_id=0, tie_word_embeddings=False), torch.float16),
+        "qwen2": (lambda: tf.Qwen2Config(**common, num_key_value_heads=2, tie_word_embeddings=True), torch.bfloat16),
+        "olmo": (lambda: tf.OlmoConfig(**common, pad_token_id=1, tie_word_embeddings=False), torch.float16),
+    }[arch]
+    torch.manual_seed(0)
+    d = tmp_path / arch
+    model = tf.AutoModelForCausalLM.from_config(cfg()).to(dtype)
+    if arch == "olmo":
+        model.save_pretrained(d)
+        (d / "model.safetensors").unlink()
+        torch.save(model.state_dict(), d / "pytorch_model.bin")
+        saved = torch.load(d / "pytorch_model.bin", weights_only=True)
+    else:
+        model.save_pretrained(d, max_shard_size="20KB")
+        assert (d / "model.safetensors.index.json").exists()
+        saved = {k: v for f in d.glob("model-*.safetensors") for k, v in load_file(f).items()}
+    word_tokenizer(48).save_pretrained(d)
+    lm = load_causal_lm(d, bos="auto")
+    weights = lm.model.state_dict()
+    renamed = {"embed_out.weight": "lm_head.weight"}  # transformers 5 renames GPT-NeoX's head as it loads it
+    assert {p.dtype for p in lm.model.parameters()} == {torch.float32}
+    assert saved and all(torch.equal(weights[renamed.get(k, k)], v.float()) for k, v in saved.items()
+                         if v.is_floating_point())
+    stats = lm.score(np.random.default_rng(0).integers(0, 48, size=(2, 16)))
+    assert all(np.isfinite(getattr(stats, f)).all() for f in ("logprob", "mu", "sigma"))
