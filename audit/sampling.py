@@ -198,7 +198,9 @@ def sequences_from_file(path: str | Path, prompt_len: int, cont_len: int, shards
             continue
         col, t = table.column(name), table.schema.field(name).type
         if name == "tokens":
-            if not (pa.types.is_list(t) or pa.types.is_large_list(t)) or not pa.types.is_integer(t.value_type):
+            # fixed size: how Hugging Face datasets stores a Sequence(length=N) feature
+            lists = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
+            if not any(is_list(t) for is_list in lists) or not pa.types.is_integer(t.value_type):
                 raise InputError(path, f"column 'tokens' must hold lists of integer token ids, not {t}")
             col = pc.list_flatten(col)
         elif not pa.types.is_integer(t):

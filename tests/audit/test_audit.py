@@ -399,6 +399,18 @@ def test_a_sequences_file_of_the_wrong_types_is_an_input_error(tmp_path, columns
     assert str(path) in str(e.value)
 
 
+def test_token_lists_of_a_fixed_length_are_read(tmp_path):
+    """--sequences: token windows of one length, as Hugging Face datasets stores a Sequence(length=N) feature
+    (Arrow's fixed_size_list; uint16 ids, as Pythia's pre-tokenized data), were refused: "column 'tokens' must hold
+    lists of integer token ids, not fixed_size_list<element: uint16>[20]", which they are."""
+    from audit.sampling import sequences_from_file
+
+    path = tmp_path / "seqs.parquet"
+    ids = [list(range(i, i + 20)) for i in (1, 40000)]
+    pq.write_table(pa.table({"tokens": pa.array(ids, pa.list_(pa.uint16(), 20))}), path)
+    np.testing.assert_array_equal(sequences_from_file(path, 8, 8).tokens, np.array(ids)[:, :16])
+
+
 def test_an_audit_rerun_that_dies_midway_leaves_no_manifest_over_mixed_outputs(canary_lm, tmp_path, monkeypatch):
     """A completed audit rerun into its --out with another config, killed after writing
     per_sequence.parquet: the directory must not look complete (manifest.json last: complete iff
