@@ -113,12 +113,15 @@ def out_removed(out: Path) -> FileNotFoundError:
     return FileNotFoundError(errno.ENOENT, "removed while this run wrote it; run the command again", str(out))
 
 
+EMPTY_PATH = "an empty path (an unset variable?); give '.' for the working directory"
+
+
 def given_path(path: str | bytes | os.PathLike, what: str) -> str:
     """``path`` as a str (bytes decoded as :func:`os.fsdecode` does); ValueError naming ``what`` when it is "": the
     working directory to pathlib, but more often an unset variable's value (``os.environ.get("OUT", "")``) than a
     wish, and refused by the command line too."""
     if (text := os.fsdecode(path)) == "":
-        raise ValueError(f"{what}: an empty path (an unset variable?); give '.' for the working directory")
+        raise ValueError(f"{what}: {EMPTY_PATH}")
     return text
 
 

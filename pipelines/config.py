@@ -20,6 +20,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dedup.io import EMPTY_PATH
+
 T = TypeVar("T")
 
 
@@ -109,9 +111,9 @@ def _value_type(hint: Any) -> Any:
 
 
 def given_path(text: str) -> str:
-    """A path or glob as typed; "" (an unset shell variable) is refused, not read as the working directory."""
+    """A path or glob as typed; "" is refused as the library refuses it (:func:`dedup.io.given_path`)."""
     if not text:
-        raise argparse.ArgumentTypeError("an empty path (an unset shell variable?)")
+        raise argparse.ArgumentTypeError(EMPTY_PATH)
     return text
 
 
