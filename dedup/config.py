@@ -147,9 +147,7 @@ class DedupConfig(StageConfig):
             self._bad(f"bands * rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
         if not 1 <= self.batch_rows <= 2**31 - 1:  # one Arrow array per column
             self._bad(f"batch_rows must be >= 1 and <= {2**31 - 1}, got {self.batch_rows}")
-        if self.capacity is not None:  # every index sizes the exact-key filter from it
-            if self.capacity < 1:
-                self._bad(f"capacity must be >= 1, got {self.capacity}")
+        if self.capacity is not None:  # every index sizes the exact-key filter from it (plan_index checks it)
             from .params import bloom_size, plan_index, refuse_unholdable
 
             try:

@@ -228,7 +228,9 @@ def minhash_signatures(token_sets: Sequence[Sequence[bytes]], num_perm: int = 12
 
 
 def estimate_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> float:
-    """Fraction of equal signature entries: the MinHash estimate of J(A, B)."""
-    if sig_a.shape != sig_b.shape:
-        raise ValueError(f"signature shapes differ: {sig_a.shape} vs {sig_b.shape}")
+    """Fraction of equal signature entries (any array-likes of one non-empty shape): the MinHash estimate of
+    J(A, B)."""
+    sig_a, sig_b = np.asarray(sig_a), np.asarray(sig_b)
+    if sig_a.shape != sig_b.shape or sig_a.size == 0:
+        raise ValueError(f"signatures must have one non-empty shape: {sig_a.shape} vs {sig_b.shape}")
     return float(np.mean(sig_a == sig_b))

@@ -179,6 +179,8 @@ def plan_index(threshold: float, num_perm: int, capacity: int, total_fp: float =
     """
     if (bands is None) != (rows is None):
         raise ValueError("give both bands and rows, or neither")
+    if isinstance(capacity, bool) or capacity != int(capacity) or capacity < 1:
+        raise ValueError(f"capacity must be a whole number >= 1, got {capacity!r}")
     if bands is None:
         bands, rows = optimal_param(threshold, num_perm)
     assert rows is not None
@@ -188,4 +190,4 @@ def plan_index(threshold: float, num_perm: int, capacity: int, total_fp: float =
     m, k = bloom_size(capacity, band_fp)
     refuse_unholdable(capacity, m, "band filters of {} each")
     curve = {f"{s / 10:.1f}": candidate_probability(s / 10, bands, rows) for s in range(1, 11)}
-    return IndexPlan(threshold, num_perm, bands, rows, max(int(capacity), 1), total_fp, band_fp, m, k, curve)
+    return IndexPlan(threshold, num_perm, bands, rows, int(capacity), total_fp, band_fp, m, k, curve)

@@ -75,6 +75,8 @@ class Deduplicator:
     index backend, or ``grow=False`` without a capacity."""
 
     def __init__(self, config: DedupConfig = DedupConfig(), *, grow: bool | None = None, threads: int | None = 1):
+        if grow is not None and not isinstance(grow, bool):
+            raise TypeError(f"grow must be True, False or None, got {grow!r}")
         self.grow = dedup_config(config).capacity is None if grow is None else grow
         if not self.grow and config.capacity is None:
             raise ValueError("grow=False sizes the filters once: give DedupConfig(capacity=...)")

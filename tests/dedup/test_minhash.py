@@ -74,6 +74,14 @@ def test_rejects_non_bytes_and_unknown_scheme():
         minhash_signatures([[b"a"]], scheme="nope")
 
 
+def test_estimate_jaccard_takes_sequences_and_refuses_empty_or_unequal_signatures():
+    """Lists gave AttributeError ('list' has no attribute 'shape'); empty signatures gave nan with a warning."""
+    assert estimate_jaccard([1, 2, 3, 4], [1, 2, 0, 4]) == 0.75
+    for a, b in (([], []), ([1, 2], [1, 2, 3])):
+        with pytest.raises(ValueError, match="signature"):
+            estimate_jaccard(a, b)
+
+
 @pytest.mark.parametrize("scheme", ["fast", "fss", "datasketch-legacy"])
 def test_token_sets_from_a_generator_are_those_of_a_list(scheme):
     """minhash_signatures read its token_sets twice (lengths, then tokens): a generator's second pass was empty,

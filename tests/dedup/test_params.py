@@ -36,6 +36,9 @@ def test_weights_and_bad_inputs():
             optimal_param(bad, 128)
     with pytest.raises(ValueError):
         plan_index(0.8, 128, 100, bands=20, rows=10)
+    for capacity in (0, -5, 2.5, True):  # were planned silently for 1 or 2 documents (2.5: k from 2.5, m from 2)
+        with pytest.raises(ValueError, match="capacity"):
+            plan_index(0.8, 128, capacity)
 
 
 def test_candidate_curve():

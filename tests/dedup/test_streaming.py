@@ -195,6 +195,9 @@ def test_save_and_load_refusals(corpus, tmp_path):
         Deduplicator(DedupConfig(capacity=100)).save(tmp_path / "fixed")
     with pytest.raises(ValueError, match="capacity"):
         Deduplicator(DedupConfig(), grow=False)
+    for grow in ("no", 0, 1):  # "no" was truthy: a growing index
+        with pytest.raises(TypeError, match="grow"):
+            Deduplicator(DedupConfig(capacity=100), grow=grow)
     with pytest.raises(ValueError, match="LSHBloom"):
         Deduplicator(DedupConfig(index="lsh"))
     for config in ({"threshold": 0.7}, None):  # AttributeError: 'dict' object has no attribute 'capacity'
