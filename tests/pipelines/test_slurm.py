@@ -129,9 +129,11 @@ def test_snakefile_on_slurm_every_rule_a_slurm_job_same_outputs_as_local(slurm, 
     config = reduced_workflow.write_config(out, tmp_path / "small.yaml")
     # README "Running on a cluster" shows this command: the profile as it is, plus
     # --cores 2 (this node has 2 CPUs; the profile gives dedup 4) and, because this Slurm
-    # keeps no accounting, --slurm-status-command squeue; status checks every 5 s instead of 40.
+    # keeps no accounting, --slurm-status-command squeue. Status checks: the first after 1 s instead of 40, then
+    # every 1 s instead of 10 (nine jobs that wait on each other, each a few seconds: the polls were half the time).
     r = snakemake("--profile", "configs/slurm", "--configfile", str(config), "--cores", "2",
-                  "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "5",
+                  "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
+                  "--seconds-between-status-checks", "1",
                   "--slurm-logdir", str(tmp_path / "slurm-logs"), "--slurm-keep-successful-logs",
                   kill_after=480)
     log = r.stdout + r.stderr
