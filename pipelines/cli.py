@@ -1,4 +1,4 @@
-"""The ``memdedup`` command line.
+"""memdedup: near-duplicate removal at scale, and audits of what causal LMs memorize (the command line).
 
 Stage options come from the config dataclasses (dedup.config.DedupConfig, audit.config's
 AuditConfig, TrainConfig and ProfileConfig): flags > the --config file's section > defaults.

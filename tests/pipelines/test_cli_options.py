@@ -156,6 +156,14 @@ def test_top_level_help_lists_each_command_once():
         assert len(listed) == 1, (command, listed)
 
 
+def test_no_help_shows_docstring_markup():
+    """Help is read in a terminal: no reStructuredText roles or double backquotes (the top-level description,
+    the module docstring, began "The ``memdedup`` command line.")."""
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in [("memdedup", _parser()), *sub.choices.items()]:
+        assert not re.search(r"``|:(func|mod|class|data|meth|attr):", parser.format_help()), name
+
+
 def test_generate_help_explains_every_option_and_shows_its_default():
     """``memdedup generate --help``: each option has a help line, and each one with a default
     shows it (they were bare names: --docs DOCS, --exact-frac EXACT_FRAC ...)."""
