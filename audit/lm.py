@@ -141,6 +141,14 @@ class CausalLM:
         return config_int(text_config(self.model.config), "n_positions", "max_position_embeddings", "n_ctx",
                           "seq_length", "max_seq_len", default=None)  # max_seq_len: MPT's
 
+    def beyond_context(self, seq_len: int) -> str | None:
+        """Why sequences of ``seq_len`` tokens overflow the model's context, else None: scoring or generating them
+        feeds the prefix, then every token but the last, only predicted (:meth:`score`, :meth:`generate_greedy`)."""
+        fed, n = self.n_prefix + int(seq_len) - 1, self.max_positions
+        if n is not None and fed > n:  # else torch's IndexError (learned positions), or silently past RoPE's
+            return (f"{seq_len} tokens feed {fed} positions ({'the BOS, then ' * bool(self.n_prefix)}all but the "
+                    f"last token, which is only predicted), which exceeds the model's context of {n} tokens")
+
     def free_memory(self) -> int | None:
         """Bytes free on this model's GPU now (``torch.cuda.mem_get_info``), for
         ``--batch-size auto`` (:mod:`audit.batching`); None on a CPU."""

@@ -149,9 +149,8 @@ def run_audit(model_dir: str | os.PathLike, corpus: str | os.PathLike | Sequence
     t0 = time.perf_counter()
     P, C = config.prompt_len, config.cont_len
     for m in (lm, ref):  # the BOS (--bos auto) is fed too
-        if m is not None and m.max_positions is not None and P + C + m.n_prefix > m.max_positions:
-            raise ModelError(f"{m.path}: prompt + continuation{' + BOS' * bool(m.n_prefix)} = {P + C + m.n_prefix} "
-                             f"tokens exceeds the model's context of {m.max_positions} tokens")
+        if m is not None and (why := m.beyond_context(P + C)):
+            raise ModelError(f"{m.path}: prompt + continuation = {why}")
     if sequences is not None:
         seqs = sequences_from_file(sequences, P, C, shards, lm.encode, config.text_column, config.id_column,
                                    lm.model.get_input_embeddings().num_embeddings)

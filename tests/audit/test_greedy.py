@@ -258,11 +258,36 @@ def test_the_causality_probe_fits_a_short_context(tmp_path):
     assert str(d) in str(e.value)
 
 
+@pytest.mark.parametrize("bos, prompt_len", [("auto", 64), ("never", 65)])
+def test_a_window_whose_last_token_is_one_past_the_context_is_audited(tiny_random_lm, tmp_path, bos, prompt_len):
+    """Scoring and generating P + C tokens after the prefix feeds prefix + P + C - 1 positions (the last token
+    is only predicted, never fed back), so prefix + P + C may be the context + 1: a GPT-2 of 128 learned
+    positions audits 64 + 64 tokens after a BOS, or 65 + 64 without, through teacher forcing and generation,
+    with generation's verdicts those of the teacher-forced pass. Before: refused as exceeding the context."""
+    from audit.config import AuditConfig
+    from audit.run import run_audit
+
+    model_dir = tiny_random_lm("gpt2", bos=1, eos=2, name="gpt2_bos")  # n_positions = 128
+    prefix = [1] if bos == "auto" else []
+    prompts = np.random.default_rng(0).integers(3, 48, size=(4, prompt_len))
+    chains = plain_greedy(model_dir, prompts, 64, prefix)  # the true greedy continuations (feeds up to 128)
+    truth = chains.copy()
+    truth[2:, 5] = (truth[2:, 5] + 1) % 48  # the last two: not extractable
+    corpus, _ = _corpus(tmp_path)
+    seqs = tmp_path / "seqs.parquet"
+    pq.write_table(pa.table({"tokens": np.concatenate([prompts, truth], 1).tolist()}), seqs)
+    cfg = AuditConfig(prompt_len=prompt_len, cont_len=64, n_boot=0, generate=True, bos=bos)
+    run_audit(model_dir, [corpus], tmp_path / "out", cfg, sequences=seqs, log=lambda m: None)
+    t = pq.read_table(tmp_path / "out" / "per_sequence.parquet").to_pydict()
+    assert t["extractable"] == [True, True, False, False] and (np.array(t["generated"]) == chains).all()
+
+
 def test_the_bos_counts_against_the_context(tiny_random_lm, tmp_path):
-    """``--bos auto`` feeds prefix + P + C tokens: a window that fills the context exactly
-    leaves no room for the BOS, so it is refused as too long. Before: only P + C was checked, and
-    a GPT-2 (learned positions) with a BOS-adding tokenizer failed with torch's IndexError in
-    the first forward pass (a RoPE model silently ran past its context)."""
+    """``--bos auto`` feeds prefix + P + C - 1 positions (the last token is only predicted): 65 + 64 tokens
+    fill a context of 128 without the BOS and are one position too many with it, so refused. Before: only
+    P + C was checked, and a GPT-2 (learned positions) with a BOS-adding tokenizer failed with torch's IndexError
+    in the first forward pass (a RoPE model silently ran past its context). (This test then refused 64 + 64
+    tokens with a BOS, one token stricter than needed: see the test above.)"""
     from audit.config import AuditConfig
     from audit.lm import ModelError
     from audit.run import run_audit
@@ -270,11 +295,12 @@ def test_the_bos_counts_against_the_context(tiny_random_lm, tmp_path):
     model_dir = tiny_random_lm("gpt2", bos=1, eos=2, name="gpt2_bos")  # n_positions = 128
     corpus, _ = _corpus(tmp_path)
     seqs = tmp_path / "seqs.parquet"
-    pq.write_table(pa.table({"tokens": np.random.default_rng(0).integers(3, 48, size=(4, 128)).tolist()}), seqs)
-    with pytest.raises(ModelError, match=r"prompt \+ continuation \+ BOS = 129 tokens exceeds the model's context of 128"):
-        run_audit(model_dir, [corpus], tmp_path / "out", AuditConfig(prompt_len=64, cont_len=64, n_boot=0),
+    pq.write_table(pa.table({"tokens": np.random.default_rng(0).integers(3, 48, size=(4, 129)).tolist()}), seqs)
+    with pytest.raises(ModelError, match=r"prompt \+ continuation = 129 tokens feed 129 positions \(the BOS, then "
+                                         r"all but the last token.*exceeds the model's context of 128 tokens"):
+        run_audit(model_dir, [corpus], tmp_path / "out", AuditConfig(prompt_len=65, cont_len=64, n_boot=0),
                   sequences=seqs, log=lambda m: None)
-    cfg = AuditConfig(prompt_len=64, cont_len=64, n_boot=0, bos="never")  # without the BOS it fits
+    cfg = AuditConfig(prompt_len=65, cont_len=64, n_boot=0, bos="never")  # without the BOS it fits
     run_audit(model_dir, [corpus], tmp_path / "out", cfg, sequences=seqs, log=lambda m: None)
 
 
@@ -474,7 +500,7 @@ def test_a_multimodal_checkpoint_keeps_its_text_models_context_and_shape(tmp_pat
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     pq.write_table(pa.table({"id": ["a"], "text": [" ".join(f"t{i % 48}" for i in range(200))]}), corpus / "c.parquet")
-    with pytest.raises(ModelError, match="= 160 tokens exceeds the model's context of 128") as e:
+    with pytest.raises(ModelError, match="= 160 tokens feed 159 positions .* exceeds the model's context of 128") as e:
         run_audit(d, [corpus], tmp_path / "out", AuditConfig(n_sequences=1, prompt_len=80, cont_len=80, n_boot=0),
                   log=lambda m: None)
     assert str(d) in str(e.value) and not (tmp_path / "out").exists()
