@@ -90,9 +90,9 @@ def canary_exposure(lm, canaries: list[str], canary_words: int, *, n_samples: in
     """Exposure of each canary text under ``lm`` (an :class:`audit.lm.CausalLM`), against
     ``n_samples`` candidates drawn from R (``vocabulary`` None: the default one). Returns one
     :func:`exposure_sampled` dict per canary, with ``log_perplexity``, ``log2_space`` and
-    ``words``: when the texts do not fit the model's context (less the leading end-of-text
-    token), those of the canaries' ``k``-word prefixes, the largest ``k`` that fits
-    (``log2 |R| = k log2 V``).
+    ``words``: when the texts after the leading end-of-text token overflow the model's context
+    (:meth:`audit.lm.CausalLM.beyond_context`), those of the canaries' ``k``-word prefixes, the largest ``k`` that
+    fits (``log2 |R| = k log2 V``).
     """
     if vocabulary is None:
         from dedup.synthetic import vocabulary as vocab
@@ -101,19 +101,14 @@ def canary_exposure(lm, canaries: list[str], canary_words: int, *, n_samples: in
     draws = np.random.default_rng(seed).integers(0, len(vocabulary), size=(n_samples, canary_words))
     sample_words = [[vocabulary[i] for i in row] for row in draws.tolist()]
     canary_split = [c.split(" ") for c in canaries]
-    limit = getattr(lm, "max_positions", None)
-    k = canary_words
-    if limit:
-        def fits(j: int) -> bool:
-            texts = [" ".join(w[:j]) for w in sample_words + canary_split]
-            return max(len(t) for t in lm.encode(texts)) <= limit - 1
 
-        if not fits(k):  # the largest fitting prefix, by bisection (token counts grow with words)
-            lo, hi = 1, k  # fits(lo) is assumed: one word always fits a real context
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-            k = lo
+    def fits(j: int) -> bool:  # scored after the end-of-text token (_log_perplexity)
+        texts = [" ".join(w[:j]) for w in sample_words + canary_split]
+        return not lm.beyond_context(1 + max(len(t) for t in lm.encode(texts)))
+    k, hi = (canary_words, canary_words + 1) if fits(canary_words) else (1, canary_words)  # one word always fits
+    while hi - k > 1:  # the largest fitting prefix, by bisection (token counts grow with words)
+        mid = (k + hi) // 2
+        k, hi = (mid, hi) if fits(mid) else (k, mid)
     log2_space = random_space_log2(k, len(vocabulary))
     sample_scores = _log_perplexity(lm, [" ".join(w[:k]) for w in sample_words], batch_size)
     canary_scores = _log_perplexity(lm, [" ".join(w[:k]) for w in canary_split], batch_size)

@@ -1,5 +1,6 @@
 """audit.exposure: Carlini et al. 2019 exposure (issue #13, section 5). Synthetic scores only,
-plus one check of the sampled estimate against the exact one on an enumerable space."""
+plus one check of the sampled estimate against the exact one on an enumerable space, and canaries
+filling a tiny real model's context."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from audit.exposure import (exposure_by_copies, exposure_exact, exposure_from_rank, exposure_sampled,
                             random_space_log2)
+from audit.lm import CausalLM
 
 
 def test_exposure_from_rank_and_exact():
@@ -79,7 +81,11 @@ class _FakeTokenizer:
 
 
 class _FakeLM:
-    """Word-level 'model': every word has log-prob -10 nats except the memorised ones (-0.1)."""
+    """Word-level 'model': every word has log-prob -10 nats except the memorised ones (-0.1); its context rule is
+    CausalLM's, for a context of ``max_positions`` (None: unknown)."""
+
+    n_prefix, max_positions = 0, None
+    beyond_context = CausalLM.beyond_context
 
     def __init__(self, vocab, memorised):
         self.tokenizer = _FakeTokenizer()
@@ -120,6 +126,20 @@ def test_canary_exposure_fits_the_models_context():
     vocab = [f"w{i}" for i in range(1000)]
     canary = " ".join(vocab[i] for i in range(64))
     lm = _FakeLM(vocab, memorised=canary.split(" "))
-    lm.max_positions = 21  # 20 words + the end-of-text token
+    lm.max_positions = 21  # the end-of-text token + 21 words: 21 positions fed, the last word only predicted
     res = canary_exposure(lm, [canary], 64, n_samples=100, seed=0, vocabulary=vocab)
-    assert res[0]["words"] == 20 and res[0]["log2_space"] == pytest.approx(20 * math.log2(1000))
+    assert res[0]["words"] == 21 and res[0]["log2_space"] == pytest.approx(21 * math.log2(1000))
+
+
+def test_canaries_fill_the_context_of_a_real_model(tiny_random_lm):
+    """A text of T tokens is scored after an end-of-text token, feeding T positions (the last token is only
+    predicted): a GPT-2 of 128 learned positions scores 128 one-token words of a 200-word canary, through
+    CausalLM.score (no IndexError). Before: 127, one word fewer than fits."""
+    from audit.exposure import canary_exposure
+    from audit.lm import load_causal_lm
+
+    lm = load_causal_lm(tiny_random_lm("gpt2"))  # n_positions = 128, one token a word
+    vocab = [f"t{i}" for i in range(3, 48)]
+    canary = " ".join(vocab[i % len(vocab)] for i in range(200))
+    res = canary_exposure(lm, [canary], 200, n_samples=20, seed=0, vocabulary=vocab)
+    assert res[0]["words"] == 128 and res[0]["log2_space"] == pytest.approx(128 * math.log2(len(vocab)))
