@@ -110,14 +110,12 @@ def _hard_foils(items: np.ndarray, tokenizer, fraction: float, seed: int) -> dic
 
 
 def _load_fitting(path: Path, seq_len: int):
-    """:func:`audit.lm.load_causal_lm` of a checkpoint; ModelError when its context is shorter than the
-    ``seq_len - 1`` tokens fed to score an instance (its last token is only predicted)."""
+    """:func:`audit.lm.load_causal_lm` of a checkpoint; ModelError when instances of ``seq_len`` tokens overflow it."""
     from .lm import ModelError, load_causal_lm
 
     lm = load_causal_lm(path)
-    if lm.max_positions is not None and seq_len - 1 > lm.max_positions:  # else torch's IndexError, or past RoPE
-        raise ModelError(f"{path}: the run's instances of {seq_len} tokens need {seq_len - 1} positions (the last "
-                         f"token is only predicted), beyond its context of {lm.max_positions} tokens")
+    if why := lm.beyond_context(seq_len):
+        raise ModelError(f"{path}: the run's instances of {why}")
     return lm
 
 
