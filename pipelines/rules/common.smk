@@ -15,18 +15,31 @@ GENERATED = bool(config["corpus"]["generate"])
 
 
 def stage_config_text(stage: str) -> str:
-    """The file of the config's ``stage`` section (``{stage: section}``), which its command reads with --config."""
-    return yaml.safe_dump({stage: config.get(stage) or {}}, sort_keys=True)
+    """The file of the config's ``stage`` section, which its command reads with --config: every key of
+    the stage, defaults filled in (``{stage: STAGES[stage].to_dict()}``), so that a section written
+    another way that runs the stage the same (a default written out, keys in another order) is the same
+    text."""
+    return yaml.safe_dump({stage: STAGES[stage].to_dict()}, sort_keys=True)
+
+
+def runs_as_configured(path: Path, stage: str) -> bool:
+    """Whether the file ``path`` of a stage's section runs ``stage`` as the config's section does."""
+    try:
+        return check_section(SECTIONS[stage], stage, load_yaml(path).get(stage) or {}, str(path)) == STAGES[stage]
+    except (ConfigError, TypeError):  # not a section a run of this stage could have read
+        return False
 
 
 def stage_config_path(stage: str) -> str:
-    """The file of the config's ``stage`` section: OUT/config/<stage>-<digest of its text>.yaml,
-    or the OUT/config/<stage>.yaml that earlier versions of this workflow wrote, where it holds the
-    same text (so that their runs are not redone)."""
+    """The file of the config's ``stage`` section: OUT/config/<stage>-<digest of its text>.yaml, or
+    a file of the section already there (written by an earlier run, or the OUT/config/<stage>.yaml
+    of earlier versions of this workflow) that runs the stage the same, so that their runs are not
+    redone."""
     text = stage_config_text(stage)
-    earlier = Path(f"{OUT}/config/{stage}.yaml")
-    if earlier.is_file() and earlier.read_text() == text:
-        return str(earlier)
+    folder = Path(f"{OUT}/config")
+    for earlier in [folder / f"{stage}.yaml", *sorted(folder.glob(f"{stage}-*.yaml"))]:
+        if earlier.is_file() and runs_as_configured(earlier, stage):
+            return str(earlier)
     return f"{OUT}/config/{stage}-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
 
 

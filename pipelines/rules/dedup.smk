@@ -8,8 +8,12 @@ rule dedup:
     output: f"{OUT}/dedup/manifest.json"
     log: f"{OUT}/logs/dedup.log"
     threads: total_cores()
-    params: corpus=corpus_arg, out=lambda w, output: os.path.dirname(output[0]), dask=DASK_ARGS,
-            record=lambda w, output: work_dir(os.path.dirname(output[0])) / RUN_FILE
+    # dask: the engine, which does not change the outputs (fused and staged write the same bytes): a
+    # function of the output, as Snakemake records no such param, so that a changed engine reruns nothing;
+    # fused: the one param Snakemake records, '', what earlier versions recorded for a fused run's dask
+    # (so that their runs are not redone)
+    params: corpus=corpus_arg, out=lambda w, output: os.path.dirname(output[0]), dask=lambda w, output: DASK_ARGS,
+            record=lambda w, output: work_dir(os.path.dirname(output[0])) / RUN_FILE, fused=""
     shell:
         "memdedup dedup {params.corpus:q} --out {params.out:q} --config {input.cfg:q} {params.dask}--threads {threads} "
         "$([ -e {params.record:q} ] || echo --force) > {log:q} 2>&1"
