@@ -428,6 +428,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     def human() -> None:
         for c in result["checks"]:
+            if c["passed"] is None:
+                print(f"[n/a] {c['name']}: {c['not_applicable']}")
+                continue
             print(f"[{'ok' if c['passed'] else 'FAILED'}] {c['name']}: "
                   + ", ".join(f"{k}={v}" for k, v in c.items() if k not in ("name", "passed", "missed")))
         for model, e in (result.get("exposure_by_copies") or {}).items():

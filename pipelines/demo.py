@@ -12,6 +12,12 @@ The claims (:func:`run_checks`, ``memdedup check``; ``OUT/checks.json``):
    sequences, as every rate of the audit);
 3. the dedup model's rate on the same canaries is at least 10x lower.
 
+Over a corpus without such canaries (the user's own shards, or a generated corpus of ``canaries_per_repeat``
+0) claims 2 and 3 cannot apply: they are not applicable (``passed`` null, the reason in ``not_applicable``),
+not failed; claim 1 is checked only on a generated corpus. ``passed`` is that of the claims that apply (null
+where none does, which ``memdedup check --strict`` fails): the workflow's checks over any corpus say what they
+could check, and fail only a claim that applies.
+
 ``checks.json`` also reports each model's exposure of the canaries by planted copies (Carlini et al.
 2019, :mod:`audit.exposure`): far more sensitive than extraction, it shows memorisation where nothing is
 extracted yet.
@@ -167,8 +173,8 @@ def run_checks(out: str | Path) -> dict:
     out = Path(out)
     checks = []
     corpus_manifest = out / "corpus" / CORPUS_MANIFEST
-    if corpus_manifest.exists():
-        corpus = io.read_json(corpus_manifest)
+    corpus = io.read_json(corpus_manifest) if corpus_manifest.exists() else None
+    if corpus is not None:
         planted = set(corpus.get("exact_ids", []))
         rows = dedup_layout.input_rows(io.completed_manifest(out / "dedup", "dedup"))
         if set(rows) != set(corpus.get("shards", [])) or sum(rows.values()) != corpus.get("documents"):
@@ -186,7 +192,15 @@ def run_checks(out: str | Path) -> dict:
     ratio_ok = raw["rate"] is not None and dedup["rate"] is not None and dedup["rate"] * 10 <= raw["rate"]
     checks.append({"name": "dedup model's rate on those canaries is at least 10x lower", "passed": ratio_ok,
                    "raw_rate": raw["rate"], "dedup_rate": dedup["rate"], "dedup_sequences": dedup["sequences"]})
-    result = {"passed": all(c["passed"] for c in checks), "checks": checks}
+    # claims 2 and 3 need canaries planted >= MIN_COPIES times: as the corpus manifest lists them, or without one
+    # (the user's own corpus), among the raw audit's sequences
+    canaries = (any(int(r) >= MIN_COPIES and n for r, n in corpus.get("canary_rows_by_repeats", {}).items())
+                if corpus is not None else raw["sequences"] > 0)
+    if not canaries:
+        for c in checks[-2:]:
+            c.update(passed=None, not_applicable=f"no canaries planted >= {MIN_COPIES} times in the corpus")
+    applicable = [c["passed"] for c in checks if c["passed"] is not None]
+    result = {"passed": all(applicable) if applicable else None, "checks": checks}
     exposure = {}
     for m in ("raw", "dedup"):
         try:

@@ -670,8 +670,8 @@ def test_forecast_out_that_is_a_directory_and_train_into_another_stage_say_so(tm
 
 
 def test_the_claims_of_an_audit_without_sequences(tmp_path):
-    """An audit with no sequence gives rate None (claim 2 fails), not Arrow's 'Filter argument
-    must be boolean type' from filtering zero rows with an empty Python list; an empty --dedup-dir
+    """An audit with no sequence gives rate None (claim 2 then does not apply: no canaries), not Arrow's
+    'Filter argument must be boolean type' from filtering zero rows with an empty Python list; an empty --dedup-dir
     string is no input for the --out check (it became '.', refusing every relative --out)."""
     from audit.layout import refuse_out
     from pipelines.demo import run_checks
@@ -952,3 +952,44 @@ def test_profile_checkpoints_take_a_yaml_list_and_name_a_negative_step():
     assert ProfileConfig(checkpoints=[0, 1000]).checkpoint_grid() == [0, 1000]
     with pytest.raises(ValueError, match=r"checkpoint steps must be >= 0, got -1"):
         ProfileConfig(checkpoints="-1,5")
+
+
+@pytest.mark.parametrize("corpus", ["user's own", "generated without canaries", "demo's, no canary sampled"])
+def test_the_canary_claims_of_a_corpus_without_canaries_are_not_applicable(tmp_path, capsys, corpus):
+    """The workflow over a corpus without canaries (the user's own shards, or a generated corpus of
+    canaries_per_repeat 0) wrote checks.json with the canary claims FAILED (rate None) and passed false,
+    and `check --strict` exited 1, for claims that cannot apply there. They are not applicable now (passed
+    null, the reason given), and passed is that of the claims that apply (null where none does); a corpus
+    that has canaries none of whose sequences the audit sampled still fails them."""
+    from pipelines.cli import main
+
+    if corpus != "user's own":  # a generated corpus: its manifest, and the dedup output of it
+        canaries = {"64": 4} if corpus.startswith("demo") else {}
+        (tmp_path / "corpus").mkdir()
+        (tmp_path / "corpus" / "manifest.json").write_text(json.dumps(
+            {"documents": 3, "shards": ["a.parquet"], "kinds": {"original": 2, "exact": 1}, "exact_ids": ["d2"],
+             "canary_rows_by_repeats": canaries}))
+        (tmp_path / "dedup").mkdir()
+        pq.write_table(pa.table({"id": ["d2"], "reason": ["exact"]}), tmp_path / "dedup" / "removed.parquet")
+        (tmp_path / "dedup" / "manifest.json").write_text(json.dumps(
+            {"stage": "dedup", "inputs": [{"shard": "a.parquet", "rows": 3}]}))
+    for name in ("raw", "dedup"):  # audits of documents duplicated 40 times, no canary among them
+        d = tmp_path / "audit" / name
+        d.mkdir(parents=True)
+        pq.write_table(pa.table({"doc_id": ["u-1", "u-2"], "duplicate_count": [40, 1], "extractable": [True, False]}),
+                       d / "per_sequence.parquet")
+        (d / "manifest.json").write_text('{"stage": "audit"}')
+    status = main(["check", str(tmp_path), "--strict"])
+    out = capsys.readouterr().out
+    result = json.loads((tmp_path / "checks.json").read_text())
+    canary_claims = [c for c in result["checks"] if "canaries" in c["name"]]
+    assert len(canary_claims) == 2, result
+    if corpus.startswith("demo"):
+        assert status == 1 and result["passed"] is False and all(c["passed"] is False for c in canary_claims), result
+        return
+    assert all(c["passed"] is None and "no canaries" in c["not_applicable"] for c in canary_claims), result
+    assert "FAILED" not in out and out.count("[n/a]") == 2, out
+    if corpus == "user's own":
+        assert result["passed"] is None and status == 1, result  # nothing checked: --strict fails
+    else:
+        assert result["checks"][0]["passed"] is True and result["passed"] is True and status == 0, result

@@ -159,6 +159,28 @@ def test_a_users_own_shards_replace_the_demo_corpus(tmp_path, snakemake):
     assert f"memdedup train '{shards}/*.parquet'" in out and f"--corpus '{shards}/*.parquet'" in out
 
 
+def test_the_workflow_over_a_users_corpus_completes_with_the_canary_claims_not_applicable(tmp_path, snakemake):
+    """The workflow over the user's own shards (JSONL here, no canaries) wrote checks.json with the
+    demo's canary claims FAILED and passed false; now every stage runs, and checks.json says those
+    claims do not apply (passed null, with the reason), failing none."""
+    from dedup.synthetic import generate_corpus, write_shards
+
+    from .conftest import reduced_config
+
+    write_shards(generate_corpus(300, mean_bytes=400, seed=1), tmp_path / "mydata", 2, fmt="jsonl")
+    cfg = reduced_config(tmp_path / "run")
+    cfg["corpus"].update(generate=False, shards=[str(tmp_path / "mydata")])
+    (tmp_path / "user.yaml").write_text(yaml.safe_dump(cfg))
+    r = snakemake("-s", str(ROOT / "Snakefile"), "--cores", "2", "--configfile", str(tmp_path / "user.yaml"),
+                  cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (tmp_path / "run" / "report" / "comparison.html").exists()
+    checks = json.loads((tmp_path / "run" / "checks.json").read_text())
+    assert checks["passed"] is None and len(checks["checks"]) == 2, checks
+    assert all(c["passed"] is None and "no canaries" in c["not_applicable"] for c in checks["checks"]), checks
+    assert "FAILED" not in (tmp_path / "run" / "logs" / "checks.log").read_text()
+
+
 def test_the_template_runs_on_one_machine_as_its_header_says(tmp_path, snakemake):
     """configs/template.yaml, copied with only out and corpus.shards edited, ran as its header
     says for one machine (snakemake --cores N --configfile my.yaml) handed dedup
@@ -317,7 +339,8 @@ def test_a_config_edit_that_cannot_change_a_stages_outputs_reruns_nothing(tmp_pa
              "corpus reordered": lambda c: c.update(corpus=dict(reversed(c["corpus"].items()))),
              "dask.workers": lambda c: c["dask"].update(workers=2),
              "dask.scheduler": lambda c: c["dask"].update(scheduler="/shared/scheduler.json"),
-             "defaults": lambda c: (c["dedup"].update(ngram=5), c["profile"].update(seed=0), c["train"].update(n_head=4))}
+             "defaults": lambda c: (c["dedup"].update(ngram=5), c["profile"].update(seed=0),
+                                    c["train"].update(n_head=4))}
     for name, edit in edits.items():
         edited = yaml.safe_load(base.read_text())
         edit(edited)
