@@ -14,9 +14,9 @@ The claims (:func:`run_checks`, ``memdedup check``; ``OUT/checks.json``):
 
 Over a corpus without such canaries (the user's own shards, or a generated corpus of ``canaries_per_repeat``
 0) claims 2 and 3 cannot apply: they are not applicable (``passed`` null, the reason in ``not_applicable``),
-not failed; claim 1 is checked only on a generated corpus. ``passed`` is that of the claims that apply (null
-where none does, which ``memdedup check --strict`` fails): the workflow's checks over any corpus say what they
-could check, and fail only a claim that applies.
+not failed; claim 1 is checked only on a generated corpus, and applies where it planted exact duplicates.
+``passed`` is that of the claims that apply (null where none does, which ``memdedup check --strict`` fails):
+the workflow's checks over any corpus say what they could check, and fail only a claim that applies.
 
 ``checks.json`` also reports each model's exposure of the canaries by planted copies (Carlini et al.
 2019, :mod:`audit.exposure`): far more sensitive than extraction, it shows memorisation where nothing is
@@ -184,8 +184,10 @@ def run_checks(out: str | Path) -> dict:
         removed = pq.read_table(dedup_layout.removed_path(out / "dedup"), columns=["id", "reason"]).to_pydict()
         removed_ids = set(removed["id"])
         missed = sorted(planted - removed_ids)
-        checks.append({"name": "every planted exact duplicate removed", "passed": not missed and bool(planted),
+        checks.append({"name": "every planted exact duplicate removed", "passed": not missed,
                        "planted": len(planted), "removed": len(planted & removed_ids), "missed": missed[:20]})
+        if not planted:
+            checks[-1].update(passed=None, not_applicable="no exact duplicates planted in the corpus")
     raw, dedup = _canary_rate(out / "audit" / "raw"), _canary_rate(out / "audit" / "dedup")
     checks.append({"name": f"raw model extracts canaries planted >= {MIN_COPIES} times (rate >= 0.5)",
                    "passed": raw["rate"] is not None and raw["rate"] >= 0.5, **{f"raw_{k}": v for k, v in raw.items()}})

@@ -954,23 +954,27 @@ def test_profile_checkpoints_take_a_yaml_list_and_name_a_negative_step():
         ProfileConfig(checkpoints="-1,5")
 
 
-@pytest.mark.parametrize("corpus", ["user's own", "generated without canaries", "demo's, no canary sampled"])
+@pytest.mark.parametrize("corpus", ["user's own", "generated without canaries", "demo's, no canary sampled",
+                                    "generated with nothing planted"])
 def test_the_canary_claims_of_a_corpus_without_canaries_are_not_applicable(tmp_path, capsys, corpus):
     """The workflow over a corpus without canaries (the user's own shards, or a generated corpus of
     canaries_per_repeat 0) wrote checks.json with the canary claims FAILED (rate None) and passed false,
     and `check --strict` exited 1, for claims that cannot apply there. They are not applicable now (passed
     null, the reason given), and passed is that of the claims that apply (null where none does); a corpus
-    that has canaries none of whose sequences the audit sampled still fails them."""
+    that has canaries none of whose sequences the audit sampled still fails them. A generated corpus with no exact
+    duplicate planted (docs: 10 plants none) failed the first claim, 0 of 0 removed: not applicable either."""
     from pipelines.cli import main
 
     if corpus != "user's own":  # a generated corpus: its manifest, and the dedup output of it
         canaries = {"64": 4} if corpus.startswith("demo") else {}
+        exact = [] if "nothing planted" in corpus else ["d2"]
         (tmp_path / "corpus").mkdir()
         (tmp_path / "corpus" / "manifest.json").write_text(json.dumps(
-            {"documents": 3, "shards": ["a.parquet"], "kinds": {"original": 2, "exact": 1}, "exact_ids": ["d2"],
-             "canary_rows_by_repeats": canaries}))
+            {"documents": 3, "shards": ["a.parquet"], "kinds": {"original": 3 - len(exact), "exact": len(exact)},
+             "exact_ids": exact, "canary_rows_by_repeats": canaries}))
         (tmp_path / "dedup").mkdir()
-        pq.write_table(pa.table({"id": ["d2"], "reason": ["exact"]}), tmp_path / "dedup" / "removed.parquet")
+        pq.write_table(pa.table({"id": exact, "reason": ["exact"] * len(exact)}, schema=pa.schema(
+            [("id", pa.string()), ("reason", pa.string())])), tmp_path / "dedup" / "removed.parquet")
         (tmp_path / "dedup" / "manifest.json").write_text(json.dumps(
             {"stage": "dedup", "inputs": [{"shard": "a.parquet", "rows": 3}]}))
     for name in ("raw", "dedup"):  # audits of documents duplicated 40 times, no canary among them
@@ -988,6 +992,10 @@ def test_the_canary_claims_of_a_corpus_without_canaries_are_not_applicable(tmp_p
         assert status == 1 and result["passed"] is False and all(c["passed"] is False for c in canary_claims), result
         return
     assert all(c["passed"] is None and "no canaries" in c["not_applicable"] for c in canary_claims), result
+    if "nothing planted" in corpus:
+        assert result["checks"][0]["not_applicable"] == "no exact duplicates planted in the corpus", result
+        assert result["passed"] is None and status == 1 and "FAILED" not in out and out.count("[n/a]") == 3, out
+        return
     assert "FAILED" not in out and out.count("[n/a]") == 2, out
     if corpus == "user's own":
         assert result["passed"] is None and status == 1, result  # nothing checked: --strict fails
