@@ -167,9 +167,11 @@ def test_the_workflow_over_a_users_corpus_completes_with_the_canary_claims_not_a
 
     from .conftest import reduced_config
 
-    write_shards(generate_corpus(300, mean_bytes=400, seed=1), tmp_path / "mydata", 2, fmt="jsonl")
+    write_shards(generate_corpus(200, mean_bytes=400, seed=1), tmp_path / "mydata", 2, fmt="jsonl")
     cfg = reduced_config(tmp_path / "run")
     cfg["corpus"].update(generate=False, shards=[str(tmp_path / "mydata")])
+    cfg["audit"].update(n_sequences=40, n_boot=0)  # smaller still: only the checks are read
+    cfg["profile"].update(n_treated=20, n_control=10, n_boot=0)
     (tmp_path / "user.yaml").write_text(yaml.safe_dump(cfg))
     r = snakemake("-s", str(ROOT / "Snakefile"), "--cores", "2", "--configfile", str(tmp_path / "user.yaml"),
                   cwd=tmp_path)
