@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from audit.aggregate import distinct_rows
 from audit.canaries import generate_canary_corpus
 from audit.layout import PER_SEQUENCE, holding_out
+from audit.report.audit_dir import shape_problem
 from dedup import io
 from dedup import layout as dedup_layout
 from dedup.shards import InputError
@@ -127,6 +128,12 @@ def _canary_rate(audit_dir: Path) -> dict:
     table = pq.read_table(audit_dir / PER_SEQUENCE)
     if missing := [c for c in ("doc_id", "duplicate_count", "extractable") if c not in table.column_names]:
         raise InputError(audit_dir / PER_SEQUENCE, f"no column {missing[0]!r} (columns: {table.column_names})")
+    for name, kinds in (("duplicate_count", "integers"), ("extractable", "booleans or integers")):  # as report's
+        typ = table.schema.field(name).type
+        if not (pa.types.is_integer(typ) or pa.types.is_boolean(typ) and name == "extractable"):
+            raise InputError(audit_dir / PER_SEQUENCE, f"column {name!r} holds {typ}, not {kinds}")
+        if table.column(name).null_count:
+            raise InputError(audit_dir / PER_SEQUENCE, f"column {name!r} holds missing values")
     t = table.select(["doc_id", "duplicate_count"]).to_pydict()
     table = table.filter(pa.array([d is not None and str(d).startswith("canary-") and c >= MIN_COPIES
                                    for d, c in zip(t["doc_id"], t["duplicate_count"])], pa.bool_()))
@@ -174,6 +181,9 @@ def run_checks(out: str | Path) -> dict:
     checks = []
     corpus_manifest = out / "corpus" / CORPUS_MANIFEST
     corpus = io.read_json(corpus_manifest) if corpus_manifest.exists() else None
+    for key, want in (("documents", 0), ("shards", [""]), ("exact_ids", [""])) if corpus is not None else ():
+        if problem := shape_problem(corpus.get(key), want, key):
+            raise InputError(corpus_manifest, f"damaged: {problem}")
     if corpus is not None:
         planted = set(corpus.get("exact_ids", []))
         rows = dedup_layout.input_rows(io.completed_manifest(out / "dedup", "dedup"))

@@ -735,17 +735,26 @@ def test_too_few_bootstrap_resamples_for_a_95_percent_interval_are_refused(comma
     ("dedup/manifest.json", "dedup: not a completed dedup output (no manifest.json)"),
     ("dedup of another corpus", "dedup: not the dedup output of the corpus in"),
     ("no duplicate_count", "audit/raw/per_sequence.parquet: no column 'duplicate_count'"),
+    ("duplicate_count as text", "audit/raw/per_sequence.parquet: column 'duplicate_count' holds string"),
+    ("extractable missing", "audit/raw/per_sequence.parquet: column 'extractable' holds missing values"),
+    ("duplicate_count missing", "audit/raw/per_sequence.parquet: column 'duplicate_count' holds missing values"),
+    ("exact_ids not a list", "corpus/manifest.json: damaged: 'exact_ids' is 5, expected a list"),
+    ("shards not a list", "corpus/manifest.json: damaged: 'shards' is 'a.parquet', expected a list"),
 ])
 def test_check_reads_only_completed_stages_of_this_corpus(tmp_path, capsys, broken, needle):
     """`memdedup check` computed its claims from stages without a manifest (unfinished: the README
     says a stage is done exactly when its manifest exists), from a dedup output of another corpus
     (claim 1 then 'failed' with removed=0), and gave a KeyError traceback for an audit without
-    duplicate_count (found by the API probe). Each is now exit 2 naming the directory or file."""
+    duplicate_count (found by the API probe); a TypeError traceback (exit 1) for columns of another
+    type or with missing values, and for a corpus manifest.json whose exact_ids or shards are not
+    lists (found by the CLI probe). Each is now exit 2 naming the directory or file."""
     from pipelines.cli import main
 
     (tmp_path / "corpus").mkdir()
-    (tmp_path / "corpus" / "manifest.json").write_text(json.dumps(
-        {"documents": 3, "shards": ["a.parquet"], "kinds": {"original": 2, "exact": 1}, "exact_ids": ["d2"]}))
+    corpus = {"documents": 3, "shards": ["a.parquet"], "kinds": {"original": 2, "exact": 1}, "exact_ids": ["d2"]}
+    corpus.update({"exact_ids not a list": {"exact_ids": 5},
+                   "shards not a list": {"shards": "a.parquet"}}.get(broken, {}))
+    (tmp_path / "corpus" / "manifest.json").write_text(json.dumps(corpus))
     (tmp_path / "dedup").mkdir()
     pq.write_table(pa.table({"id": ["d2"], "reason": ["exact"]}), tmp_path / "dedup" / "removed.parquet")
     inputs = [{"shard": "b.parquet" if broken == "dedup of another corpus" else "a.parquet", "rows": 3}]
@@ -756,6 +765,10 @@ def test_check_reads_only_completed_stages_of_this_corpus(tmp_path, capsys, brok
         cols = {"doc_id": ["canary-1"], "duplicate_count": [64], "extractable": [name == "raw"]}
         if broken == "no duplicate_count":
             del cols["duplicate_count"]
+        if name == "raw" and broken in ("duplicate_count as text", "duplicate_count missing", "extractable missing"):
+            column = broken.split()[0]
+            typ = pa.int64() if column == "duplicate_count" else pa.bool_()
+            cols[column] = ["64"] if broken.endswith("text") else pa.nulls(1, typ)
         pq.write_table(pa.table(cols), d / "per_sequence.parquet")
         (d / "manifest.json").write_text('{"stage": "audit"}')
     if broken.endswith("manifest.json"):
