@@ -74,6 +74,12 @@ def refuse_out_in_inputs(out: Path, inputs: list[Path]) -> None:
             raise ValueError(f"--out {out} lies inside the input directory {d}; choose another path")
 
 
+def refuse_file_out(out: Path) -> None:
+    """OutputExistsError when the output directory ``out`` exists and is not a directory."""
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} exists and is not a directory; choose another output directory")
+
+
 def is_datasets_cache_file(name: str) -> bool:
     """Whether a file name is a Hugging Face ``datasets`` cache of ``map``, ``filter``... results
     (``cache-<fingerprint>[_<rank>_of_<n>].arrow``, beside the dataset): derived rows, not the dataset's.
@@ -349,8 +355,7 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
     and what it may resume. ``check(shards)`` runs before anything under ``OUT`` is cleared or written;
     ``extra_record()`` adds fields to a new run record (the staged engine: the pinned index version)."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"{out} exists and is not a directory; choose another output directory")
+    refuse_file_out(out)
     shards = discover(inputs, exclude=out, log=log)
     for s in shards:  # Parquet schemas are checked before any output is written (JSONL ones when read)
         if s.fmt == "parquet":

@@ -140,3 +140,26 @@ def test_an_out_that_is_a_dangling_link_names_where_it_points(tmp_path, engine):
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert_one_error_line(r, "memdedup dedup", str(tmp_path / "d"), "symbolic link", str(tmp_path / "gone"))
     assert not (tmp_path / "gone").exists()
+
+
+@pytest.mark.parametrize("command", ["audit", "train", "profile", "report", "check"])
+def test_an_out_that_is_a_file_says_so(tmp_path, capsys, command):
+    """An output directory that is a file was refused naming '<out>/.memdedup-running: Not a directory', a
+    marker file the user never made (found by the CLI probe); now the line says what dedup's does, and the
+    file is left as it was."""
+    from pipelines.cli import main
+
+    out = tmp_path / "out"
+    out.write_text("mine")
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"text": "a b c d e f"}\n')
+    argv = {"audit": ["audit", "--model", str(tmp_path / "m"), "--corpus", str(corpus), "--out", str(out)],
+            "train": ["train", str(corpus), "--out", str(out)],
+            "profile": ["profile", "--run", str(tmp_path / "run"), "--out", str(out)],
+            "report": ["report", str(tmp_path / "a"), "--out", str(out)],
+            "check": ["check", str(out)]}[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0] == f"memdedup {command}: error: {out} exists and is not a directory; choose " \
+                                       "another output directory", err
+    assert out.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl", "out"]
