@@ -412,9 +412,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     else:
         table = generate_corpus(args.docs, mean_bytes=args.doc_bytes, exact_frac=args.exact_frac,
                                 near_frac=args.near_frac, seed=args.seed)
-    paths = write_shards(table, args.out, args.shards, fmt=args.format)
-    planted = planted_manifest(table, args.seed, paths, canaries=args.canaries)
-    write_json_atomic(args.out / CORPUS_MANIFEST, planted)
+    made = not args.out.exists()
+    try:
+        paths = write_shards(table, args.out, args.shards, fmt=args.format)
+        planted = planted_manifest(table, args.seed, paths, canaries=args.canaries)
+        write_json_atomic(args.out / CORPUS_MANIFEST, planted)
+    except BaseException:  # Ctrl-C, a full disk: no shards without a manifest, which dedup would read as a corpus
+        prepare_corpus_dir(args.out)
+        if made and args.out.is_dir():
+            args.out.rmdir()
+        raise
     kinds = ", ".join(f"{v:,} {k}" for k, v in sorted(planted["kinds"].items()))
     _emit(args, planted, lambda: print(f"wrote {table.num_rows:,} documents in {len(paths)} shard(s) to {args.out}"
                                        + (f" ({kinds})" if kinds else "")))

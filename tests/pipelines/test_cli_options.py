@@ -803,6 +803,28 @@ def test_generate_replaces_its_own_corpus_and_refuses_other_directories(tmp_path
     assert {p: p.read_bytes() for p in d.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.parametrize("stop, status", [(KeyboardInterrupt, 130), (OSError(28, "No space left on device"), 2)])
+def test_a_generate_stopped_after_some_shards_leaves_no_corpus(tmp_path, monkeypatch, capsys, stop, status):
+    """generate stopped between its shards and its manifest (Ctrl-C, SIGTERM, a full disk: here after the last
+    shard) left the shards written so far and no manifest, a corpus that `memdedup dedup` reads as if whole
+    (found by the CLI probe: 2 of 30 shards after Ctrl-C). Now what it wrote is removed, as the fused dedup clears
+    its output."""
+    from pipelines.cli import main
+
+    def stopped(*args, **kwargs):
+        raise stop
+
+    assert main(["generate", "--out", str(tmp_path / "old"), "--docs", "20", "--shards", "2"]) == 0
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setattr("pipelines.demo.planted_manifest", stopped)
+    for out in ("new", "empty", "old"):  # a directory made, one empty, one of an earlier corpus (replaced)
+        assert main(["generate", "--out", str(tmp_path / out), "--docs", "20", "--shards", "3"]) == status
+    assert not (tmp_path / "new").exists()
+    assert list((tmp_path / "empty").iterdir()) == [] and list((tmp_path / "old").iterdir()) == []
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("memdedup generate: ") for line in err), err
+
+
 @pytest.mark.parametrize("text, needle", [
     ("dedup:\n  threshold: 0.7\ndedup:\n  num_perm: 64\n", "line 3: key 'dedup' appears twice"),
     ("dedup:\n  threshold: 0.7\n  threshold: 0.9\n", "line 3: key 'threshold' appears twice"),
