@@ -52,7 +52,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from dedup import io
-from dedup.runs import refuse_file_out, refuse_out_in_inputs
+from dedup.runs import refuse_file_out, refuse_other_stage, refuse_out_in_inputs
 from dedup.shards import InputError
 
 PER_SEQUENCE = "per_sequence.parquet"
@@ -164,10 +164,7 @@ def refuse_out(out: Path, inputs: list, stage: str) -> None:
     """ValueError, before anything is written, when ``out`` is or lies inside one of the ``inputs``
     (:func:`dedup.runs.refuse_out_in_inputs`) or holds another stage's output."""
     refuse_out_in_inputs(out, [Path(d) for d in inputs if d])  # None or "": no such input
-    prior = io.read_manifest(out) if Path(out).is_dir() else None
-    if prior is not None and prior["stage"] != stage:
-        article = "an" if str(prior["stage"])[:1] in "aeiou" else "a"
-        raise ValueError(f"--out {out} holds {article} {prior['stage']} output (manifest.json); choose another path")
+    refuse_other_stage(out, stage)
 
 
 def refuse_unfinished(d: str | os.PathLike, stage: str) -> None:

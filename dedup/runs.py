@@ -80,6 +80,14 @@ def refuse_file_out(out: Path) -> None:
         raise OutputExistsError(f"{out} exists and is not a directory; choose another output directory")
 
 
+def refuse_other_stage(out: Path, stage: str) -> None:
+    """ValueError when ``out`` holds the manifest of a stage other than ``stage``."""
+    prior = io.read_manifest(out) if Path(out).is_dir() else None
+    if prior is not None and prior["stage"] != stage:
+        article = "an" if str(prior["stage"])[:1] in "aeiou" else "a"
+        raise ValueError(f"--out {out} holds {article} {prior['stage']} output (manifest.json); choose another path")
+
+
 def is_datasets_cache_file(name: str) -> bool:
     """Whether a file name is a Hugging Face ``datasets`` cache of ``map``, ``filter``... results
     (``cache-<fingerprint>[_<rank>_of_<n>].arrow``, beside the dataset): derived rows, not the dataset's.
@@ -356,6 +364,7 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
     ``extra_record()`` adds fields to a new run record (the staged engine: the pinned index version)."""
     out = Path(out)
     refuse_file_out(out)
+    refuse_other_stage(out, "dedup")  # --force or not: never another stage's files
     shards = discover(inputs, exclude=out, log=log)
     for s in shards:  # Parquet schemas are checked before any output is written (JSONL ones when read)
         if s.fmt == "parquet":

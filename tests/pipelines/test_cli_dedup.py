@@ -564,6 +564,24 @@ def test_out_that_is_a_file_is_refused_with_one_line(work: Path):
     assert target.read_text() == "keep me"
 
 
+@pytest.mark.parametrize("engine", ["fused", "staged"])
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_out_holding_another_stages_output_is_refused_even_with_force(work: Path, engine, force):
+    """--out of an audit (or train, report) output said it 'holds a completed dedup run with a different config
+    (band_key, bands, ... differ); use --force', and --force then replaced the audit's manifest.json with the
+    dedup's, beside the audit's per_sequence.parquet (found by the CLI probe). The other stages refuse so: one
+    line naming the stage, nothing touched."""
+    a = write_rows(work / f"stage-in-{engine}{force}" / "a.parquet", SPLIT[0])
+    out = work / f"an-audit-{engine}{force}"
+    out.mkdir()
+    (out / "manifest.json").write_text('{"stage": "audit"}')
+    (out / "summary.json").write_text("{}")
+    r = dedup([a], out, "--engine", engine, *(["--workers", "1"] if engine == "staged" else []), *force, ok=False)
+    assert_one_error_line(r, "memdedup dedup", f"--out {out} holds an audit output")
+    assert files_under(out) == ["manifest.json", "summary.json"]
+    assert (out / "manifest.json").read_text() == '{"stage": "audit"}'
+
+
 # ----------------------------------------------------------------------------- params
 
 
