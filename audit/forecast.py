@@ -150,8 +150,9 @@ def _training_step(audit_dir: Path) -> tuple[int | None, Path | None]:
             return checkpoint_step(model), run / ORDER_FILE
         except ValueError:
             return None, None
-    order = pd.read_parquet(run / ORDER_FILE, columns=["step"])
-    return int(order["step"].max()) if len(order) else 0, run / ORDER_FILE
+    from .checkpoints import _read_instances  # (checkpoints imports this module)
+
+    return int(_read_instances(run / ORDER_FILE, ("step",))["step"].max()), run / ORDER_FILE
 
 
 def _order_instances(order: Path) -> tuple[pd.DataFrame, bool]:

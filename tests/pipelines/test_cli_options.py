@@ -573,6 +573,29 @@ def test_forecast_refuses_audits_of_other_token_windows(tmp_path, capsys):
     assert "tokens" in err[0]
 
 
+@pytest.mark.parametrize("order, needle", [
+    ({"document_id": ["a"], "first_step": [1]}, "no column 'step'"),
+    ({"document_id": ["a"], "first_step": [1], "step": pa.array([None], pa.int64())}, "column 'step' is null"),
+])
+def test_forecast_names_a_damaged_order_of_the_audited_run(tmp_path, capsys, order, needle):
+    """Audits of a checkpoint and the final model of one run read the run's order.parquet; one without a
+    step column, or a null step, gave pyarrow's 'No match for FieldRef.Name(step) in document_id: ...' or
+    'cannot convert float NaN to integer', naming no file (found by the CLI probe). Now the line names it."""
+    from pipelines.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    pq.write_table(pa.table(order), run / "order.parquet")
+    for name, model in (("first", run / "checkpoints" / "step-0000001"), ("second", run / "model")):
+        (tmp_path / name).mkdir()
+        pq.write_table(pa.table({"doc_id": ["a"], "token_offset": [0], "extractable": [True]}),
+                       tmp_path / name / "per_sequence.parquet")
+        (tmp_path / name / "manifest.json").write_text(json.dumps({"stage": "audit", "model": str(model)}))
+    assert main(["forecast", str(tmp_path / "first"), str(tmp_path / "second")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{run / 'order.parquet'}" in err[0] and needle in err[0], err
+
+
 def test_profile_of_a_directory_that_is_not_a_run_says_so(tmp_path, capsys):
     """`memdedup profile --run DIR` on a missing or foreign directory said 'no corpus recorded;
     pass --corpus', sending the user after the wrong option."""
