@@ -212,6 +212,7 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
         if missing := [c for c in ("doc_id", "token_offset", "extractable") if c not in t.columns]:  # else KeyError
             raise InputError(f, f"no column {', '.join(map(repr, missing))}: sequences are matched on doc_id and "
                                 "token_offset and compared on extractable")
+        t["doc_id"] = id_strings(table["doc_id"], f, "doc_id").to_pylist()  # as corpus ids are read (7 -> '7')
         try:
             _bool_column(t, "extractable", "its")
         except ValueError:

@@ -573,6 +573,22 @@ def test_forecast_refuses_audits_of_other_token_windows(tmp_path, capsys):
     assert "tokens" in err[0]
 
 
+def test_forecast_reads_integer_doc_ids_as_the_corpus_ids_they_are(tmp_path, capsys):
+    """A per_sequence.parquet of the audit layout made by hand, with integer doc ids, against an audit's
+    string ids: the line was pandas' 'You are trying to merge on str and int64 columns for key 'doc_id'. If you
+    wish to proceed you should use pd.concat', naming no file (found by the CLI probe). Ids are now read as
+    every id is (dedup.shards.id_strings: 7 -> '7'), as forecast reads a hand-made order.parquet's."""
+    from pipelines.cli import main
+
+    for name, ids in (("first", [1, 2]), ("second", ["1", "2"])):
+        (tmp_path / name).mkdir()
+        pq.write_table(pa.table({"doc_id": ids, "token_offset": [0, 0], "extractable": [True, False]}),
+                       tmp_path / name / "per_sequence.parquet")
+    assert main(["forecast", str(tmp_path / "first"), str(tmp_path / "second"), "--json"]) == 0
+    fc = json.loads(capsys.readouterr().out)
+    assert (fc["n"], fc["tp"], fc["tn"]) == (2, 1, 1), fc
+
+
 @pytest.mark.parametrize("order, needle", [
     ({"document_id": ["a"], "first_step": [1]}, "no column 'step'"),
     ({"document_id": ["a"], "first_step": [1], "step": pa.array([None], pa.int64())}, "column 'step' is null"),
