@@ -97,6 +97,16 @@ def planted_manifest(table: pa.Table, seed: int, shards: list[Path], canaries: b
     return planted
 
 
+def _corpus_manifest(path: Path) -> dict:
+    """A generated corpus's manifest.json (:func:`planted_manifest`); InputError naming it when a field that is read
+    holds another type."""
+    corpus = io.read_json(path)
+    for key, want in (("documents", 0), ("shards", [""]), ("exact_ids", [""])):
+        if problem := shape_problem(corpus.get(key), want, key):
+            raise InputError(path, f"damaged: {problem}")
+    return corpus
+
+
 def prepare_corpus_dir(out: Path) -> None:
     """Make ``out`` ready for ``memdedup generate``: an earlier generate run's files are removed (its
     manifest and the shards it lists, or without a manifest, as Snakemake leaves it, files named as
@@ -107,7 +117,7 @@ def prepare_corpus_dir(out: Path) -> None:
     if not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a directory")
     if (out / CORPUS_MANIFEST).exists():
-        earlier = io.read_json(out / CORPUS_MANIFEST)
+        earlier = _corpus_manifest(out / CORPUS_MANIFEST)
         shards = (Path(name).name for name in earlier.get("shards", []))
         listed = {CORPUS_MANIFEST, *shards} if "kinds" in earlier else set()
     else:
@@ -180,10 +190,7 @@ def run_checks(out: str | Path) -> dict:
     out = Path(out)
     checks = []
     corpus_manifest = out / "corpus" / CORPUS_MANIFEST
-    corpus = io.read_json(corpus_manifest) if corpus_manifest.exists() else None
-    for key, want in (("documents", 0), ("shards", [""]), ("exact_ids", [""])) if corpus is not None else ():
-        if problem := shape_problem(corpus.get(key), want, key):
-            raise InputError(corpus_manifest, f"damaged: {problem}")
+    corpus = _corpus_manifest(corpus_manifest) if corpus_manifest.exists() else None
     if corpus is not None:
         planted = set(corpus.get("exact_ids", []))
         rows = dedup_layout.input_rows(io.completed_manifest(out / "dedup", "dedup"))

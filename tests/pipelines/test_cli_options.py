@@ -869,6 +869,27 @@ def test_a_generated_corpus_given_as_another_stage_s_directory_is_not_called_dam
     assert {p: p.read_bytes() for p in c.iterdir()} == before
 
 
+@pytest.mark.parametrize("manifest, needle", [
+    ({"kinds": {}, "shards": 5}, "'shards' is 5, expected a list"),
+    ({"kinds": {}, "shards": [5]}, "'shards[0]' is 5, expected a string"),
+])
+def test_generate_over_a_corpus_with_a_damaged_manifest_names_it(tmp_path, capsys, manifest, needle):
+    """A rerun of generate reads the earlier corpus's manifest.json to know its shards; shards that were not a
+    list of names gave a TypeError traceback (exit 1; found by the CLI probe). Now exit 2 naming the file, as
+    `memdedup check` does for the same file, and nothing removed."""
+    from pipelines.cli import main
+
+    c = tmp_path / "c"
+    assert main(["generate", "--out", str(c), "--docs", "20", "--shards", "2"]) == 0
+    (c / "manifest.json").write_text(json.dumps(manifest))
+    before = {p: p.read_bytes() for p in c.iterdir()}
+    capsys.readouterr()
+    assert main(["generate", "--out", str(c), "--docs", "20"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{c / 'manifest.json'}: damaged: {needle}" in err[0], err
+    assert {p: p.read_bytes() for p in c.iterdir()} == before
+
+
 @pytest.mark.parametrize("stop, status", [(KeyboardInterrupt, 130), (OSError(28, "No space left on device"), 2)])
 def test_a_generate_stopped_after_some_shards_leaves_no_corpus(tmp_path, monkeypatch, capsys, stop, status):
     """generate stopped between its shards and its manifest (Ctrl-C, SIGTERM, a full disk: here after the last
