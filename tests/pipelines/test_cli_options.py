@@ -846,8 +846,8 @@ def test_generate_replaces_its_own_corpus_and_refuses_other_directories(tmp_path
     (["dedup", "{k}", "--out", "{c}"], "holds a generate output"),
     (["train", "{k}", "--out", "{c}"], "holds a generate output"),
     (["report", "{a}", "--out", "{c}"], "holds a generate output"),
-    (["report", "{a}", "{a}", "--out", "{o}", "--dedup-dir", "{c}"], "not a completed dedup output (its manifest.json is "
-                                                                     "the generate stage's)"),
+    (["report", "{a}", "{a}", "--out", "{o}", "--dedup-dir", "{c}"],
+     "not a completed dedup output (its manifest.json is the generate stage's)"),
 ])
 def test_a_generated_corpus_given_as_another_stage_s_directory_is_not_called_damaged(tmp_path, capsys, argv, needle):
     """A generate corpus given as another stage's --out (or as --dedup-dir) was refused as
