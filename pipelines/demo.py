@@ -101,7 +101,7 @@ def _corpus_manifest(path: Path) -> dict:
     """A generated corpus's manifest.json (:func:`planted_manifest`); InputError naming it when a field that is read
     holds another type."""
     corpus = io.read_json(path)
-    for key, want in (("documents", 0), ("shards", [""]), ("exact_ids", [""])):
+    for key, want in (("documents", 0), ("shards", [""]), ("exact_ids", [""]), ("canary_rows_by_repeats", {})):
         if problem := shape_problem(corpus.get(key), want, key):
             raise InputError(path, f"damaged: {problem}")
     return corpus

@@ -779,6 +779,7 @@ def test_too_few_bootstrap_resamples_for_a_95_percent_interval_are_refused(comma
     ("duplicate_count missing", "audit/raw/per_sequence.parquet: column 'duplicate_count' holds missing values"),
     ("exact_ids not a list", "corpus/manifest.json: damaged: 'exact_ids' is 5, expected a list"),
     ("shards not a list", "corpus/manifest.json: damaged: 'shards' is 'a.parquet', expected a list"),
+    ("canaries not an object", "corpus/manifest.json: damaged: 'canary_rows_by_repeats' is [64], expected an object"),
 ])
 def test_check_reads_only_completed_stages_of_this_corpus(tmp_path, capsys, broken, needle):
     """`memdedup check` computed its claims from stages without a manifest (unfinished: the README
@@ -786,13 +787,13 @@ def test_check_reads_only_completed_stages_of_this_corpus(tmp_path, capsys, brok
     (claim 1 then 'failed' with removed=0), and gave a KeyError traceback for an audit without
     duplicate_count (found by the API probe); a TypeError traceback (exit 1) for columns of another
     type or with missing values, and for a corpus manifest.json whose exact_ids or shards are not
-    lists (found by the CLI probe). Each is now exit 2 naming the directory or file."""
+    lists or whose canary_rows_by_repeats is not an object (found by the CLI probe). Each is now exit 2 naming the directory or file."""
     from pipelines.cli import main
 
     (tmp_path / "corpus").mkdir()
     corpus = {"documents": 3, "shards": ["a.parquet"], "kinds": {"original": 2, "exact": 1}, "exact_ids": ["d2"]}
-    corpus.update({"exact_ids not a list": {"exact_ids": 5},
-                   "shards not a list": {"shards": "a.parquet"}}.get(broken, {}))
+    corpus.update({"exact_ids not a list": {"exact_ids": 5}, "shards not a list": {"shards": "a.parquet"},
+                   "canaries not an object": {"canary_rows_by_repeats": [64]}}.get(broken, {}))
     (tmp_path / "corpus" / "manifest.json").write_text(json.dumps(corpus))
     (tmp_path / "dedup").mkdir()
     pq.write_table(pa.table({"id": ["d2"], "reason": ["exact"]}), tmp_path / "dedup" / "removed.parquet")
