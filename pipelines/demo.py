@@ -88,7 +88,7 @@ def planted_manifest(table: pa.Table, seed: int, shards: list[Path], canaries: b
     seed and shard names; with ``canaries``, also canary rows per repeat level and the ids of planted exact
     duplicates (which :func:`run_checks` expects dedup to remove)."""
     kinds = table.column("kind").to_pylist()
-    planted = {"stage": "generate", "documents": table.num_rows, "kinds": dict(Counter(kinds)), "seed": seed,
+    planted = {"documents": table.num_rows, "kinds": dict(Counter(kinds)), "seed": seed,
                "shards": [p.name for p in shards]}
     if canaries:
         reps = Counter(r for r, k in zip(table.column("repeats").to_pylist(), kinds) if k == "canary")
