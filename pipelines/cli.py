@@ -561,7 +561,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args.command, str(e))
     except MemoryError as e:  # numpy's says how much it could not allocate
         return _fail(args.command, f"out of memory: {e}; lower what sizes it (dedup: --capacity, --batch-rows, "
-                                   "--threads; audit, train, profile: --batch-size and the model)")
+                                   "--threads; audit, train, profile: --batch-size and the model; generate: --docs, "
+                                   "--doc-bytes)")
     except BrokenPipeError:  # the reader of stdout stopped (| head): no error of ours, and nothing more to say
         _quiet_stdout()
         return 141  # 128 + SIGPIPE, as a shell reports a writer the pipe stopped

@@ -990,6 +990,21 @@ def test_a_capacity_beyond_memory_is_one_line_and_exit_2(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_generate_out_of_memory_names_its_own_options(tmp_path, monkeypatch, capsys):
+    """generate --docs 3 --doc-bytes 100000000000 (22.5 GiB for the word indices): the line named what to lower
+    in dedup, audit, train and profile, none of which generate has (found by the CLI probe)."""
+    from pipelines.cli import main
+
+    def too_big(*args, **kwargs):
+        raise MemoryError("Unable to allocate 22.5 GiB for an array with shape (3017898769,) and data type int64")
+
+    monkeypatch.setattr("dedup.synthetic.generate_corpus", too_big)
+    assert main(["generate", "--out", str(tmp_path / "c"), "--docs", "3", "--doc-bytes", str(10**11)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "out of memory" in err[0] and "generate: --docs, --doc-bytes" in err[0], err
+    assert not (tmp_path / "c").exists()
+
+
 def test_a_capacity_no_filter_can_hold_is_refused_by_dedup_and_params(tmp_path, capsys):
     """--capacity 10^16 ended dedup with 'need 1 <= parts <= m_bits / 64, got parts=...' (the
     filter's cache partitions overflow int32) and params printed a plan for it. Both now refuse
