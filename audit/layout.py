@@ -52,7 +52,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from dedup import io
-from dedup.runs import refuse_file_out, refuse_other_stage, refuse_out_in_inputs
+from dedup.runs import refuse_other_stage, refuse_out_in_inputs, refuse_unusable_out
 from dedup.shards import InputError
 
 PER_SEQUENCE = "per_sequence.parquet"
@@ -197,10 +197,10 @@ def holding_out(param: str, inputs: tuple[str, ...] = (), own: tuple[str, ...] |
     """Decorate a stage to run while it holds its output directory, the argument ``param``
     (:func:`dedup.io.claim`; None: nothing to hold): a concurrent run into it raises :class:`dedup.io.InUseError`.
     ``inputs`` name the arguments holding input directories (a path or an iterable, reaching the stage as a list): an
-    ``out`` inside one, or a file, is refused before the claim could touch it. Once held, the temporaries a killed run
-    left in ``out`` are removed (only those of the files ``own`` names, for an ``out`` shared with other stages).
-    While the stage runs ``out`` holds :data:`dedup.io.RUNNING_FILE`, gone when it returns or fails but kept if it is
-    killed (walks skip the folder: :func:`dedup.runs.earlier_output`). TypeError: a name not a parameter."""
+    ``out`` inside one, a file or not UTF-8, is refused before the claim could touch it. Once held, the temporaries a
+    killed run left in ``out`` are removed (only those of the files ``own`` names, for an ``out`` shared with other
+    stages). While the stage runs ``out`` holds :data:`dedup.io.RUNNING_FILE`, gone when it returns or fails but kept
+    if it is killed (walks skip the folder: :func:`dedup.runs.earlier_output`). TypeError: a name not a parameter."""
 
     def decorate(stage: Callable) -> Callable:
         signature = inspect.signature(stage)
@@ -220,7 +220,7 @@ def holding_out(param: str, inputs: tuple[str, ...] = (), own: tuple[str, ...] |
             if out is None:
                 return stage(*bound.args, **bound.kwargs)
             refuse_out_in_inputs(Path(out), as_paths(dirs))
-            refuse_file_out(Path(out))  # (else the line named the marker below: '<out>/.memdedup-running')
+            refuse_unusable_out(Path(out))  # (a file: the line named the marker '<out>/.memdedup-running')
             with io.claim(out):
                 io.remove_temporaries(out, own)  # held: no live writer's temporaries can be among them
                 running = Path(out) / io.RUNNING_FILE  # lets a walk tell a killed stage's outputs from data

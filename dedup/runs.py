@@ -74,8 +74,11 @@ def refuse_out_in_inputs(out: Path, inputs: list[Path]) -> None:
             raise ValueError(f"--out {out} lies inside the input directory {d}; choose another path")
 
 
-def refuse_file_out(out: Path) -> None:
-    """OutputExistsError when the output directory ``out`` exists and is not a directory."""
+def refuse_unusable_out(out: Path) -> None:
+    """ValueError when the output directory ``out`` is not named in UTF-8 (Arrow and tokenizers write only there);
+    OutputExistsError when it exists and is not a directory."""
+    if shown := io.undecodable(out):
+        raise ValueError(f"--out {shown}: the path is not valid UTF-8 (output paths must be); rename it")
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out} exists and is not a directory; choose another output directory")
 
@@ -363,7 +366,7 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
     and what it may resume. ``check(shards)`` runs before anything under ``OUT`` is cleared or written;
     ``extra_record()`` adds fields to a new run record (the staged engine: the pinned index version)."""
     out = Path(out)
-    refuse_file_out(out)
+    refuse_unusable_out(out)
     refuse_other_stage(out, "dedup")  # --force or not: never another stage's files
     shards = discover(inputs, exclude=out, log=log)
     for s in shards:  # Parquet schemas are checked before any output is written (JSONL ones when read)

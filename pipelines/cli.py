@@ -391,6 +391,7 @@ def _cmd_params(args: argparse.Namespace) -> int:
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from dedup.io import write_json_atomic
+    from dedup.runs import refuse_unusable_out
     from dedup.synthetic import generate_corpus, write_shards
 
     from .demo import CORPUS_MANIFEST, generate_demo_corpus, planted_manifest, prepare_corpus_dir
@@ -404,6 +405,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if not args.exact_frac + args.near_frac < 1:
         raise ConfigError(f"--exact-frac + --near-frac must be < 1 (the rest are originals), got "
                           f"{args.exact_frac:g} + {args.near_frac:g}")
+    refuse_unusable_out(args.out)
     prepare_corpus_dir(args.out)
     if args.canaries:
         table = generate_demo_corpus(args.docs, exact_frac=args.exact_frac, near_frac=args.near_frac,

@@ -163,3 +163,27 @@ def test_an_out_that_is_a_file_says_so(tmp_path, capsys, command):
     assert len(err) == 1 and err[0] == f"memdedup {command}: error: {out} exists and is not a directory; choose " \
                                        "another output directory", err
     assert out.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl", "out"]
+
+
+@pytest.mark.parametrize("command", ["dedup", "generate", "audit", "train", "profile", "report", "check"])
+def test_an_out_that_is_not_utf8_is_named(tmp_path, capsys, command):
+    """An output directory whose name is not UTF-8 (b'o\\xffx') failed where Arrow or the tokenizer first wrote
+    there, in a line naming no path ("'utf-8' codec can't encode character '\\udcff' in position 1: surrogates not
+    allowed"), and train left it behind holding train_config.json (found by the CLI probe). Now refused before
+    anything is written, naming it."""
+    from pipelines.cli import main
+
+    out = tmp_path / os.fsdecode(b"o\xffx")
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"text": "a b c d e f"}\n')
+    argv = {"dedup": ["dedup", str(corpus), "--out", str(out)],
+            "generate": ["generate", "--out", str(out), "--docs", "5"],
+            "audit": ["audit", "--model", str(tmp_path / "m"), "--corpus", str(corpus), "--out", str(out)],
+            "train": ["train", str(corpus), "--out", str(out)],
+            "profile": ["profile", "--run", str(tmp_path / "run"), "--out", str(out)],
+            "report": ["report", str(tmp_path / "a"), "--out", str(out)],
+            "check": ["check", str(out)]}[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "o\\xffx" in err[0] and "not valid UTF-8" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]
