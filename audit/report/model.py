@@ -12,12 +12,13 @@ import numpy as np
 import pandas as pd
 
 from dedup import io
+from dedup.shards import InputError
 
 from .. import aggregate, plots, stats
 from ..layout import (EVENT_TIME_PNG, FORECAST_FILE, HEATMAP_PNG, PROFILE_FILE, PROFILE_OUTPUTS, RETENTION_FILE,
                       RETENTION_PNG, RETENTION_RUN_CURVE, SUMMARY, report_json)
 from ..retention import retention_curve
-from .audit_dir import Audit, load_audit
+from .audit_dir import Audit, load_audit, shape_problem
 from .page import (STATUS_TEXT, card, ci, esc, figure_html, finite, integer, num, or_na, pct, rate_table, score_label,
                    table, write_page)
 
@@ -200,10 +201,19 @@ def _profile_figure(profile_dir: Path, png: str | None, parquet: str | None = No
     return None
 
 
+#: The types of the sections of a profile's summary.json that the page reads (any may be absent or null).
+PROFILE_SHAPE = {"memorisation": {"instantaneous": {}, "persistent": {"event_times": [0]}, "residual": {}},
+                 "panel": {}, "band": {}, "cohorts": [{}], "event_time_curve": [{}], "forecast": {},
+                 "retention_run": {"design": {}}}
+
+
 def _profile_section(profile_dir: Path) -> str:
     parts = ["<h2>Memorization over training</h2>",
              f'<p class="meta">Profile directory: <code>{esc(profile_dir)}</code></p>']
     summ = io.json_or_empty(profile_dir / SUMMARY)
+    for key, want in PROFILE_SHAPE.items():
+        if problem := shape_problem(summ.get(key), want, key):
+            raise InputError(profile_dir / SUMMARY, f"damaged: {problem}")
     mem, panel, rows = summ.get("memorisation") or {}, summ.get("panel") or {}, []
     end = f"at the end of epoch 1 (step {integer(panel.get('end_step'))})" if panel else "at the final checkpoint"
     lags = (mem.get("persistent") or {}).get("event_times") or []

@@ -472,6 +472,30 @@ def test_report_numbers_equal_the_audits_summary(canary_lm, tmp_path):
         assert f"<td>{r['group']}</td><td class=\"num\">{r['n']:,}</td><td class=\"num\">{r['k']:,}</td>" in page
 
 
+@pytest.mark.parametrize("key, value, needle", [
+    ("panel", 5, "'panel' is 5, expected an object"),
+    ("cohorts", [1], "'cohorts[0]' is 1, expected an object"),
+    ("event_time_curve", "x", "'event_time_curve' is 'x', expected a list"),
+    ("memorisation", {"persistent": {"event_times": 3}}, "'memorisation.persistent.event_times' is 3, expected a list"),
+    ("forecast", [1], "'forecast' is [1], expected an object"),
+])
+def test_a_damaged_profile_summary_is_named(dirs, tmp_path, capsys, key, value, needle):
+    """A profile's summary.json whose sections are of another type (hand-edited, or another tool's) gave an
+    AttributeError or TypeError traceback, exit 1 (found by the CLI probe: 'panel': 5, 'cohorts': [1], ...). The
+    audit's summary.json is checked against its shape; the profile's now is too: exit 2 naming the file."""
+    from pipelines.cli import main
+
+    prof = tmp_path / "damaged-profile"
+    shutil.copytree(dirs["profile"], prof)
+    s = json.loads((prof / "summary.json").read_text())
+    s[key] = value
+    (prof / "summary.json").write_text(json.dumps(s))
+    assert main(["report", str(dirs["raw"]), "--out", str(tmp_path / "rep"), "--profile-dir", str(prof)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{prof / 'summary.json'}: damaged: {needle}" in err[0], err
+    assert not (tmp_path / "rep").exists()
+
+
 def test_profile_page_shows_band_leads_event_time_curve_and_cohort_sizes(dirs, tmp_path):
     """Issue #13 acceptance: the profile section shows the band, lead cells, the event-time
     curve and the cohort sizes (read from summary.json, as memdedup profile writes it)."""
