@@ -35,6 +35,7 @@ from dedup.shards import InputError, id_strings
 from .aggregate import RATES_COUNT, sequence_keys
 from .layout import (CHECKPOINT_DIR, ORDER_FILE, PER_SEQUENCE, TRAIN_CONFIG, checkpoint_step, refuse_other_bos,
                      refuse_unfinished, training_run, training_run_digest)
+from .report.audit_dir import refuse_damaged
 from .sampling import document_name
 from .stats import as_bools, wilson_interval
 
@@ -136,6 +137,7 @@ def _training_step(audit_dir: Path) -> tuple[int | None, Path | None]:
     (``RUN/checkpoints/step-NNNNNNN``) or the final model (``RUN/model``) of a ``memdedup
     train`` run that holds ``order.parquet``; (None, None) otherwise."""
     manifest = io.read_manifest(audit_dir) or {}
+    refuse_damaged(io.manifest_path(audit_dir), manifest, {"model": "", "training_run": {"sha256": ""}})
     run = training_run(manifest["model"]) if manifest.get("model") else None
     if run is None:
         return None, None

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from audit.aggregate import distinct_rows
 from audit.canaries import generate_canary_corpus
 from audit.layout import PER_SEQUENCE, holding_out
-from audit.report.audit_dir import shape_problem
+from audit.report.audit_dir import refuse_damaged
 from dedup import io
 from dedup import layout as dedup_layout
 from dedup.shards import InputError
@@ -101,9 +101,7 @@ def _corpus_manifest(path: Path) -> dict:
     """A generated corpus's manifest.json (:func:`planted_manifest`); InputError naming it when a field that is read
     holds another type."""
     corpus = io.read_json(path)
-    for key, want in (("documents", 0), ("shards", [""]), ("exact_ids", [""]), ("canary_rows_by_repeats", {})):
-        if problem := shape_problem(corpus.get(key), want, key):
-            raise InputError(path, f"damaged: {problem}")
+    refuse_damaged(path, corpus, {"documents": 0, "shards": [""], "exact_ids": [""], "canary_rows_by_repeats": {}})
     return corpus
 
 

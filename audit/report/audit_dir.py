@@ -80,9 +80,7 @@ def load_audit(audit_dir: str | os.PathLike) -> Audit:
     summary = io.json_or_empty(path / SUMMARY)
     derived = aggregate.summarise(table, n_boot=None, seed=0)
     shapes = {**derived, "model": {"path": "", "name": ""}, "config": {"prompt_len": 0, "cont_len": 0}}
-    for key in shapes.keys() & summary.keys():
-        if problem := shape_problem(summary[key], shapes[key], key):
-            raise InputError(path / SUMMARY, f"damaged: {problem}")
+    refuse_damaged(path / SUMMARY, summary, shapes)
     if isinstance(mem := summary.get("membership"), dict):  # the page draws its ROC curves from these columns
         need = ["member", *(f"score_{name}" for name in mem.get("scores") or {})]
         if missing := [c for c in need if c not in table.column_names]:
@@ -111,4 +109,12 @@ def shape_problem(got: object, want: object, where: str) -> str | None:
     return None
 
 
-__all__ = ["Audit", "load_audit", "shape_problem"]
+def refuse_damaged(path: Path, obj: dict, shape: dict) -> None:
+    """InputError naming ``path`` (the file ``obj`` was read from) where a key of ``shape`` holds another type in
+    ``obj`` (:func:`shape_problem`; absent or null: fine)."""
+    for key, want in shape.items():
+        if problem := shape_problem(obj.get(key), want, key):
+            raise InputError(path, f"damaged: {problem}")
+
+
+__all__ = ["Audit", "load_audit", "refuse_damaged", "shape_problem"]

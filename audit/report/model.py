@@ -12,13 +12,12 @@ import numpy as np
 import pandas as pd
 
 from dedup import io
-from dedup.shards import InputError
 
 from .. import aggregate, plots, stats
 from ..layout import (EVENT_TIME_PNG, FORECAST_FILE, HEATMAP_PNG, PROFILE_FILE, PROFILE_OUTPUTS, RETENTION_FILE,
                       RETENTION_PNG, RETENTION_RUN_CURVE, SUMMARY, report_json)
 from ..retention import retention_curve
-from .audit_dir import Audit, load_audit, shape_problem
+from .audit_dir import Audit, load_audit, refuse_damaged
 from .page import (STATUS_TEXT, card, ci, esc, figure_html, finite, integer, num, or_na, pct, rate_table, score_label,
                    table, write_page)
 
@@ -211,9 +210,7 @@ def _profile_section(profile_dir: Path) -> str:
     parts = ["<h2>Memorization over training</h2>",
              f'<p class="meta">Profile directory: <code>{esc(profile_dir)}</code></p>']
     summ = io.json_or_empty(profile_dir / SUMMARY)
-    for key, want in PROFILE_SHAPE.items():
-        if problem := shape_problem(summ.get(key), want, key):
-            raise InputError(profile_dir / SUMMARY, f"damaged: {problem}")
+    refuse_damaged(profile_dir / SUMMARY, summ, PROFILE_SHAPE)
     mem, panel, rows = summ.get("memorisation") or {}, summ.get("panel") or {}, []
     end = f"at the end of epoch 1 (step {integer(panel.get('end_step'))})" if panel else "at the final checkpoint"
     lags = (mem.get("persistent") or {}).get("event_times") or []

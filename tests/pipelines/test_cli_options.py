@@ -589,6 +589,29 @@ def test_forecast_reads_integer_doc_ids_as_the_corpus_ids_they_are(tmp_path, cap
     assert (fc["n"], fc["tp"], fc["tn"]) == (2, 1, 1), fc
 
 
+@pytest.mark.parametrize("record, needle", [
+    ({"model": 5}, "'model' is 5, expected a string"),
+    ({"model": "{run}/model", "training_run": "x"}, "'training_run' is 'x', expected an object"),
+])
+def test_forecast_names_a_damaged_audit_manifest(tmp_path, capsys, record, needle):
+    """forecast reads an audit's manifest.json for the model it audited: a model that was not a path, or a
+    training_run record that was not an object, gave a TypeError or AttributeError traceback, exit 1 (found by the
+    CLI probe). Now exit 2 naming the file and key."""
+    from pipelines.cli import main
+
+    (tmp_path / "run").mkdir()
+    pq.write_table(pa.table({"document_id": ["a"], "first_step": [1], "step": [1]}), tmp_path / "run" / "order.parquet")
+    record = {k: v.format(run=tmp_path / "run") if isinstance(v, str) else v for k, v in record.items()}
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        pq.write_table(pa.table({"doc_id": ["a"], "token_offset": [0], "extractable": [True]}),
+                       tmp_path / name / "per_sequence.parquet")
+        (tmp_path / name / "manifest.json").write_text(json.dumps({"stage": "audit", **record}))
+    assert main(["forecast", str(tmp_path / "first"), str(tmp_path / "second")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{tmp_path / 'first' / 'manifest.json'}: damaged: {needle}" in err[0], err
+
+
 @pytest.mark.parametrize("order, needle", [
     ({"document_id": ["a"], "first_step": [1]}, "no column 'step'"),
     ({"document_id": ["a"], "first_step": [1], "step": pa.array([None], pa.int64())}, "column 'step' is null"),
