@@ -79,7 +79,8 @@ def load_audit(audit_dir: str | os.PathLike) -> Audit:
             raise InputError(f, f"column {col!r} holds {t}, not {kinds}")
     summary = io.json_or_empty(path / SUMMARY)
     derived = aggregate.summarise(table, n_boot=None, seed=0)
-    shapes = {**derived, "model": {"path": "", "name": ""}, "config": {"prompt_len": 0, "cont_len": 0}}
+    shapes = {**derived, "model": {"path": "", "name": ""}, "config": {"prompt_len": 0, "cont_len": 0},
+              "sequences": {}, "retention": {}}
     refuse_damaged(path / SUMMARY, summary, shapes)
     if isinstance(mem := summary.get("membership"), dict):  # the page draws its ROC curves from these columns
         need = ["member", *(f"score_{name}" for name in mem.get("scores") or {})]

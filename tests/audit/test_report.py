@@ -473,6 +473,27 @@ def test_report_numbers_equal_the_audits_summary(canary_lm, tmp_path):
 
 
 @pytest.mark.parametrize("key, value, needle", [
+    ("sequences", 5, "'sequences' is 5, expected an object"),
+    ("retention", "x", "'retention' is 'x', expected an object"),
+])
+def test_a_damaged_audit_summary_section_the_page_reads_is_named(dirs, tmp_path, capsys, key, value, needle):
+    """An audit's summary.json is checked against the sections the audit derives from its table, but 'sequences'
+    and 'retention', which the page also reads, were not: 5 or 'x' there gave an AttributeError traceback, exit 1
+    (found by the CLI probe). Now exit 2 naming the file and key."""
+    from pipelines.cli import main
+
+    audit = tmp_path / "damaged-audit"
+    shutil.copytree(dirs["raw"], audit)
+    s = json.loads((audit / "summary.json").read_text())
+    s[key] = value
+    (audit / "summary.json").write_text(json.dumps(s))
+    assert main(["report", str(audit), "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{audit / 'summary.json'}: damaged: {needle}" in err[0], err
+    assert not (tmp_path / "rep").exists()
+
+
+@pytest.mark.parametrize("key, value, needle", [
     ("panel", 5, "'panel' is 5, expected an object"),
     ("cohorts", [1], "'cohorts[0]' is 1, expected an object"),
     ("event_time_curve", "x", "'event_time_curve' is 'x', expected a list"),
