@@ -206,7 +206,7 @@ def run_checks(out: str | Path) -> dict:
     raw, dedup = _canary_rate(out / "audit" / "raw"), _canary_rate(out / "audit" / "dedup")
     checks.append({"name": f"raw model extracts canaries planted >= {MIN_COPIES} times (rate >= 0.5)",
                    "passed": raw["rate"] is not None and raw["rate"] >= 0.5, **{f"raw_{k}": v for k, v in raw.items()}})
-    ratio_ok = raw["rate"] is not None and dedup["rate"] is not None and dedup["rate"] * 10 <= raw["rate"]
+    ratio_ok = bool(raw["rate"]) and dedup["rate"] is not None and dedup["rate"] * 10 <= raw["rate"]  # raw 0: none
     checks.append({"name": "dedup model's rate on those canaries is at least 10x lower", "passed": ratio_ok,
                    "raw_rate": raw["rate"], "dedup_rate": dedup["rate"], "dedup_sequences": dedup["sequences"]})
     # claims 2 and 3 need canaries planted >= MIN_COPIES times: as the corpus manifest lists them, or without one

@@ -744,6 +744,21 @@ def test_the_claims_of_an_audit_without_sequences(tmp_path):
     refuse_out(Path("relative-out"), ["", None], "audit")
 
 
+def test_the_ratio_claim_fails_where_the_raw_model_extracts_no_canary(tmp_path):
+    """A raw model that extracted no canary (rate 0) passed claim 3, 'the dedup model's rate is at least 10x
+    lower', as 0 * 10 <= 0, beside a failed claim 2: there is no lower rate to show (found by the CLI probe)."""
+    from pipelines.demo import run_checks
+
+    for name in ("raw", "dedup"):
+        d = tmp_path / "audit" / name
+        d.mkdir(parents=True)
+        pq.write_table(pa.table({"doc_id": ["canary-1", "canary-2"], "duplicate_count": [64, 32],
+                                 "extractable": [False, False]}), d / "per_sequence.parquet")
+        (d / "manifest.json").write_text('{"stage": "audit"}')
+    checks = run_checks(tmp_path)["checks"]
+    assert [c["passed"] for c in checks] == [False, False] and checks[1]["raw_rate"] == 0.0, checks
+
+
 def _audits_without_sequences(out: Path) -> None:
     """OUT/audit/raw and OUT/audit/dedup: completed audits of no sequence, what `memdedup check` reads."""
     for name in ("raw", "dedup"):
