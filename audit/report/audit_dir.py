@@ -87,7 +87,18 @@ def load_audit(audit_dir: str | os.PathLike) -> Audit:
         if missing := [c for c in need if c not in table.column_names]:
             raise InputError(f, f"no column {', '.join(map(repr, missing))}, which the membership section of "
                                 f"{SUMMARY} reads (a summary of another audit?)")
-    return Audit(path, table.to_pandas(), {**derived, **summary})
+    return Audit(path, table.to_pandas(), _filled(summary, derived))
+
+
+def _filled(summary: dict, derived: dict) -> dict:
+    """``summary`` with what it lacks or holds as null, at any depth, taken from ``derived`` (from the same table,
+    as the audit computes it): a damaged ``"extractable": null`` or ``{}`` is read as no section, not a
+    traceback."""
+    out = dict(derived)
+    for k, v in summary.items():
+        out[k] = _filled(v, derived[k]) if isinstance(v, dict) and isinstance(derived.get(k), dict) else (
+            derived.get(k) if v is None else v)
+    return out
 
 
 def _kind(v: object) -> str:

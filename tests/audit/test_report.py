@@ -493,6 +493,24 @@ def test_a_damaged_audit_summary_section_the_page_reads_is_named(dirs, tmp_path,
     assert not (tmp_path / "rep").exists()
 
 
+@pytest.mark.parametrize("value", [None, {}, {"n": None, "rate": None}])
+def test_an_audit_summary_section_null_or_empty_is_read_from_the_table(dirs, tmp_path, value):
+    """'extractable': null, {} or with null numbers in an audit's summary.json gave a TypeError or KeyError traceback
+    (found by the CLI probe). What a summary lacks is derived from per_sequence.parquet, as the audit computes it;
+    a null, at any depth, is now read the same way: the page shows the table's rate."""
+    from audit.report.audit_dir import load_audit
+    from pipelines.cli import main
+
+    audit = tmp_path / "damaged-audit"
+    shutil.copytree(dirs["raw"], audit)
+    s = json.loads((audit / "summary.json").read_text())
+    want, s["extractable"] = s["extractable"], value
+    (audit / "summary.json").write_text(json.dumps(s))
+    got = load_audit(audit).summary["extractable"]
+    assert {k: got[k] for k in ("n", "k", "rate")} == {k: want[k] for k in ("n", "k", "rate")}, got
+    assert main(["report", str(audit), "--out", str(tmp_path / "rep")]) == 0
+
+
 @pytest.mark.parametrize("key, value, needle", [
     ("panel", 5, "'panel' is 5, expected an object"),
     ("cohorts", [1], "'cohorts[0]' is 1, expected an object"),
