@@ -316,7 +316,7 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
     rate = {k: "n/a" if fc[k] is None else f"{fc[k]:.3f}" for k in ("precision", "recall")}  # None: nothing to divide
     _emit(args, fc, lambda: print(f"{fc['n']} sequences seen by both: precision {rate['precision']}, "
                                   f"recall {rate['recall']} (TP {fc['tp']}, FP {fc['fp']}, FN {fc['fn']}, "
-                                  f"TN {fc['tn']})"))
+                                  f"TN {fc['tn']})\nseen: {fc['seen']}"))
     return 0
 
 

@@ -330,6 +330,9 @@ def test_forecast_and_generate_json(tmp_path):
     assert (json.loads(r.stdout)["tp"], json.loads(r.stdout)["fp"]) == (1, 1)
     human = cli("forecast", tmp_path / "first", tmp_path / "second")
     assert "precision 0.500, recall 0.500 (TP 1, FP 1, FN 1, TN 1)" in human.stdout, human.stdout
+    # which rule decided "seen" (member labels here: no training run) was in the JSON only (found by the CLI probe:
+    # a training run moved away switches it silently from the order's steps to the labels)
+    assert "seen: member label (no common training run" in human.stdout, human.stdout
     # an early audit that memorised nothing: no precision, said as n/a (it printed 'precision None')
     pq.write_table(pa.table({"doc_id": ["a", "b"], "token_offset": [0, 0], "extractable": [False, False]}),
                    tmp_path / "first" / "per_sequence.parquet")
