@@ -28,7 +28,7 @@ from dedup.io import (json_or_empty, read_json, read_manifest, tmp_path, undecod
 from dedup.shards import InputError
 
 from ..layout import (COMPARISON_PAGE, REPORT_PENDING, SUMMARY, as_paths, holding_out, refuse_out, refuse_unfinished,
-                      report_json)
+                      report_json, training_run)
 from . import comparison as comparison_page
 from . import model as model_page
 from .audit_dir import shape_problem
@@ -129,6 +129,12 @@ def write_report(audits: Sequence[Path] | Path, out: Path, *, labels: Sequence[s
         raise ValueError(f"--model-dir: give one directory for all audits or one per audit, got {len(model_dirs)}")
     for d, stage in [*((a, "audit") for a in audits), *((p, "profile") for p in profile_dirs)]:
         refuse_unfinished(d, stage)
+    for a, p in zip(audits, profile_dirs):  # where both runs are known, they must be one
+        model, profiled = json_or_empty(a / SUMMARY).get("model"), json_or_empty(p / SUMMARY).get("run")
+        run = training_run(model["path"]) if isinstance(model, dict) and isinstance(model.get("path"), str) else None
+        if run is not None and isinstance(profiled, str) and Path(profiled).resolve() != run.resolve():
+            raise InputError(p, f"profiles the training run {profiled}, not {run}, whose model {a} audited "
+                                "(--profile-dir pairs with the audits in order)")
     decoders = _decoders(audits, model_dirs, log)
     refuse_out(out, [*audits, *profile_dirs, *model_dirs, dedup_dir], "report")
     prior = read_manifest(out) if out.is_dir() else None  # an earlier report's

@@ -511,6 +511,32 @@ def test_an_audit_summary_section_null_or_empty_is_read_from_the_table(dirs, tmp
     assert main(["report", str(audit), "--out", str(tmp_path / "rep")]) == 0
 
 
+def test_a_profile_of_another_training_run_than_the_audited_models_is_refused(dirs, tmp_path, capsys):
+    """Profiles pair with the audits in order: `report dedup-audit raw-audit --profile-dir raw-profile` put the raw
+    run's profile on the dedup model's page without a word (found by the CLI probe). Where both are known (the
+    audited model is a checkpoint or the final model of a `memdedup train` run; the profile names its run), another
+    run is refused, nothing written."""
+    from pipelines.cli import main
+
+    runs = {name: tmp_path / f"run-{name}" for name in ("raw", "dedup")}
+    for run in runs.values():
+        (run / "model").mkdir(parents=True)
+        pq.write_table(pa.table({"step": [0]}), run / "order.parquet")
+    s = json.loads((dirs["raw"] / "summary.json").read_text())
+    s["model"]["path"] = str(runs["raw"] / "model")
+    (dirs["raw"] / "summary.json").write_text(json.dumps(s))
+    p = json.loads((dirs["profile"] / "summary.json").read_text())
+    for run, status in ((runs["dedup"], 2), (runs["raw"], 0)):
+        p["run"] = str(run)
+        (dirs["profile"] / "summary.json").write_text(json.dumps(p))
+        assert main(["report", str(dirs["raw"]), "--profile-dir", str(dirs["profile"]),
+                     "--out", str(tmp_path / f"rep{status}")]) == status
+        if status:
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and "profiles the training run" in err[0] and str(runs["dedup"]) in err[0], err
+            assert not (tmp_path / "rep2").exists()
+
+
 @pytest.mark.parametrize("key, value, needle", [
     ("panel", 5, "'panel' is 5, expected an object"),
     ("cohorts", [1], "'cohorts[0]' is 1, expected an object"),
