@@ -99,7 +99,15 @@ DIFFERENCES = {
                        "comparable between these audits",
     "dedup_dir": "audited with other --dedup-dir outputs (none: without one): the rates by dedup status (unique, "
                  "kept, removed) split the sequences by other dedup runs",
+    "report --dedup-dir": "the report's dedup output is not the one an audit was made with: its accounting (documents "
+                          "kept, memorized sequences from removed documents) is of another dedup run than the rates by "
+                          "dedup status",
 }
+
+
+def _audited_dedup_dir(a: Audit, unrecorded: object = None) -> object:
+    """The --dedup-dir an audit recorded (resolved; None: audited without one), else ``unrecorded``."""
+    return io.json_or_empty(io.manifest_path(a.path)).get("dedup_dir", unrecorded)
 
 
 def _corpus(a: Audit) -> str | None:
@@ -132,7 +140,7 @@ def _differences(audits: Sequence[Audit], labels: Sequence[str]) -> list[dict]:
               "k": [c.get("k", unrecorded) if scored else unrecorded for c in configs],
               "reference_model": [a.summary.get("reference_model") or unrecorded if scored else unrecorded
                                   for a in audits],
-              "dedup_dir": [io.json_or_empty(io.manifest_path(a.path)).get("dedup_dir", unrecorded) for a in audits]}
+              "dedup_dir": [_audited_dedup_dir(a, unrecorded) for a in audits]}
     return [{"setting": key, "values": dict(zip(labels, v)), "meaning": DIFFERENCES[key]} for key, v in values.items()
             if unrecorded not in v and len(set(map(repr, v))) > 1]
 
@@ -190,6 +198,10 @@ def comparison_report(audit_dirs: Sequence[str | os.PathLike], labels: Sequence[
     by_status = aggregate.compare_groups({lab: a.by_status() for lab, a in zip(labels, audits)}, "status", STATUS_ORDER)
     mem_by_dup = _membership_by_duplicates(labels, audits)
     acct = _dedup_accounting(Path(dedup_dir).resolve(), audits[0], first) if dedup_dir is not None else None
+    audited = {lab: _audited_dedup_dir(a) for lab, a in zip(labels, audits)}
+    if acct and any(isinstance(d, str) and Path(d).resolve() != Path(acct["dedup_dir"]) for d in audited.values()):
+        differences.append({"setting": "report --dedup-dir", "values": {"this report": acct["dedup_dir"], **audited},
+                            "meaning": DIFFERENCES["report --dedup-dir"]})
     data = {"labels": labels, "first": first, "models": heads, "by_duplicates": by_dup,
             "membership_by_duplicates": mem_by_dup, "by_dedup_status": by_status, "dedup": acct,
             "ratio_definition": aggregate.RATIO_DEFINITION, "differences": differences}

@@ -306,6 +306,26 @@ def test_a_comparison_of_audits_with_other_dedup_outputs_says_so(dirs, tmp_path)
         assert "Settings differ between these audits: dedup_dir" in text and f"dedup: {other or 'none'}" in text
 
 
+def test_a_comparison_whose_dedup_dir_is_not_the_audits_says_so(dirs, tmp_path):
+    """report --dedup-dir of another dedup run (T = 0.5) than the one both audits were made with (T = 0.8) gave no
+    word: the accounting on the page was of one dedup run, the rates by dedup status of another (found by the CLI
+    probe). It is now a stated difference; the audits' own dedup output, or audits without one, say nothing."""
+    for d in (dirs["raw"], dirs["dedup"]):
+        (d / "manifest.json").write_text(json.dumps({"stage": "audit", "dedup_dir": str(tmp_path / "dd-0.8")}))
+    comparison_report([dirs["raw"], dirs["dedup"]], ["raw", "dedup"], tmp_path / "o" / "c.html",
+                      dedup_dir=dirs["dedup_dir"])
+    diffs = json.loads((tmp_path / "o" / "c.json").read_text())["differences"]
+    assert [d["setting"] for d in diffs] == ["report --dedup-dir"], diffs
+    assert diffs[0]["values"] == {"this report": str(dirs["dedup_dir"].resolve()), "raw": str(tmp_path / "dd-0.8"),
+                                  "dedup": str(tmp_path / "dd-0.8")}, diffs
+    for recorded in (str(dirs["dedup_dir"]), None):
+        for d in (dirs["raw"], dirs["dedup"]):
+            (d / "manifest.json").write_text(json.dumps({"stage": "audit", "dedup_dir": recorded}))
+        comparison_report([dirs["raw"], dirs["dedup"]], ["raw", "dedup"], tmp_path / "s" / "c.html",
+                          dedup_dir=dirs["dedup_dir"])
+        assert json.loads((tmp_path / "s" / "c.json").read_text())["differences"] == [], recorded
+
+
 @pytest.mark.parametrize("which", ["raw", "profile"])
 def test_a_killed_audit_or_profile_is_refused_until_rerun(dirs, tmp_path, which):
     """A profile or audit killed while writing (SIGTERM from Slurm) leaves its marker and some of its new
