@@ -139,7 +139,10 @@ def write_report(audits: Sequence[Path] | Path, out: Path, *, labels: Sequence[s
     refuse_out(out, [*audits, *profile_dirs, *model_dirs, dedup_dir], "report")
     prior = read_manifest(out) if out.is_dir() else None  # an earlier report's
     # read before anything is written: a missing or damaged file is exit 2, one line, no pages
-    exposure = read_json(checks).get("exposure_by_copies") if checks is not None else None
+    record = read_json(checks) if checks is not None else {"checks": []}
+    if not isinstance(record.get("checks"), list):
+        raise InputError(checks, "not a memdedup check output (it holds no 'checks' list)")
+    exposure = record.get("exposure_by_copies")
     if exposure is not None and (problem := shape_problem(exposure, dict.fromkeys(
             exposure if isinstance(exposure, dict) else (), EXPOSURE_SHAPE), "exposure_by_copies")):
         raise InputError(checks, f"damaged: {problem}")

@@ -707,10 +707,12 @@ def test_membership_auc_per_occurrence_bucket_on_both_pages(dirs, tmp_path):
 
 
 @pytest.mark.parametrize("content", [None, "[1, 2]", "{not json", '{"exposure_by_copies": "x"}',
+                                     '{"documents": 3, "shards": ["a.parquet"]}',  # a corpus manifest: was taken
                                      '{"exposure_by_copies": {"raw": {"by_copies": [{"copies": "many"}]}}}'])
 @pytest.mark.parametrize("audits", [1, 2])
 def test_cli_report_refuses_a_missing_or_damaged_checks_json_in_one_line(dirs, tmp_path, content, audits, capsys):
-    """--checks that is missing, not a JSON object, not JSON, or whose exposure_by_copies has
+    """--checks that is missing, not a JSON object, not JSON, not a `memdedup check` output (any
+    other JSON object was taken, found by the CLI probe), or whose exposure_by_copies has
     the wrong shape: exit 2 and one line naming the file (a JSON list used to end in an
     AttributeError traceback; a string exposure_by_copies in 'dictionary update sequence
     element #0' naming nothing, and with one audit it was accepted); no report written."""
