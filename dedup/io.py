@@ -270,7 +270,11 @@ def manifest_path(out: Path) -> Path:
 def read_manifest(out: Path) -> dict | None:
     """The stage manifest of ``out``, or None if the stage never completed there."""
     p = manifest_path(out)
-    return read_json(p, ("stage",)) if p.exists() else None
+    if not p.exists():
+        return None
+    if "stage" not in (manifest := read_json(p)):  # memdedup generate's corpus manifest, say
+        raise StateError(f"{out}: not a stage's output (its manifest.json names no stage: a generated corpus's?)")
+    return manifest
 
 
 def undecodable(text: str | os.PathLike) -> str | None:

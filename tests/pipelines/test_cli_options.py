@@ -486,6 +486,24 @@ def test_check_on_a_foreign_directory_says_what_is_missing(tmp_path, capsys):
     assert files_under(tmp_path) == before
 
 
+def test_a_generated_corpus_given_as_a_stage_output_is_not_called_damaged(tmp_path, capsys):
+    """A `memdedup generate` corpus given where a stage's output belongs (report --dedup-dir, say) was called
+    '<corpus>/manifest.json: damaged or from another version (missing stage)': its manifest names no stage, by
+    design (dedup's walks skip folders holding a stage manifest, and a corpus must be read). It is now said so
+    (found by the CLI probe)."""
+    from pipelines.cli import main
+
+    assert main(["generate", "--out", str(tmp_path / "corpus"), "--docs", "20"]) == 0
+    (tmp_path / "a").mkdir()
+    pq.write_table(pa.table({"extractable": [True], "leading_matched": [3]}), tmp_path / "a" / "per_sequence.parquet")
+    (tmp_path / "a" / "manifest.json").write_text('{"stage": "audit"}')
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "a"), "--dedup-dir", str(tmp_path / "corpus"),
+                 "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "names no stage: a generated corpus's" in err[0] and "damaged" not in err[0], err
+
+
 @pytest.mark.parametrize("command, text, needles", [
     ("profile", "profile:\n  seed: 1.5\n", ["section profile", "seed must be int, got 1.5"]),
     ("profile", "profile:\n  batch_size: '8'\n", ["batch_size must be int, got '8'"]),
