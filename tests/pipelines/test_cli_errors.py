@@ -153,16 +153,23 @@ def test_an_out_that_is_a_file_says_so(tmp_path, capsys, command):
     out.write_text("mine")
     corpus = tmp_path / "c.jsonl"
     corpus.write_text('{"text": "a b c d e f"}\n')
-    argv = {"audit": ["audit", "--model", str(tmp_path / "m"), "--corpus", str(corpus), "--out", str(out)],
-            "train": ["train", str(corpus), "--out", str(out)],
-            "profile": ["profile", "--run", str(tmp_path / "run"), "--out", str(out)],
-            "report": ["report", str(tmp_path / "a"), "--out", str(out)],
-            "check": ["check", str(out)]}[command]
-    assert main(argv) == 2
+    assert main(_argv_into(command, out, corpus)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0] == f"memdedup {command}: error: {out} exists and is not a directory; choose " \
                                        "another output directory", err
     assert out.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl", "out"]
+
+
+def _argv_into(command: str, out: Path, corpus: Path) -> list[str]:
+    """``command``'s arguments writing into ``out`` (its inputs beside ``corpus``, which need not exist)."""
+    d = corpus.parent
+    return {"dedup": ["dedup", str(corpus), "--out", str(out)],
+            "generate": ["generate", "--out", str(out), "--docs", "5"],
+            "audit": ["audit", "--model", str(d / "m"), "--corpus", str(corpus), "--out", str(out)],
+            "train": ["train", str(corpus), "--out", str(out)],
+            "profile": ["profile", "--run", str(d / "run"), "--out", str(out)],
+            "report": ["report", str(d / "a"), "--out", str(out)],
+            "check": ["check", str(out)]}[command]
 
 
 @pytest.mark.parametrize("command", ["dedup", "generate", "audit", "train", "profile", "report", "check"])
@@ -176,14 +183,7 @@ def test_an_out_that_is_not_utf8_is_named(tmp_path, capsys, command):
     out = tmp_path / os.fsdecode(b"o\xffx")
     corpus = tmp_path / "c.jsonl"
     corpus.write_text('{"text": "a b c d e f"}\n')
-    argv = {"dedup": ["dedup", str(corpus), "--out", str(out)],
-            "generate": ["generate", "--out", str(out), "--docs", "5"],
-            "audit": ["audit", "--model", str(tmp_path / "m"), "--corpus", str(corpus), "--out", str(out)],
-            "train": ["train", str(corpus), "--out", str(out)],
-            "profile": ["profile", "--run", str(tmp_path / "run"), "--out", str(out)],
-            "report": ["report", str(tmp_path / "a"), "--out", str(out)],
-            "check": ["check", str(out)]}[command]
-    assert main(argv) == 2
+    assert main(_argv_into(command, out, corpus)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "o\\xffx" in err[0] and "not valid UTF-8" in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]
