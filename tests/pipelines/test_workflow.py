@@ -162,25 +162,40 @@ def test_a_users_own_shards_replace_the_demo_corpus(tmp_path, snakemake):
 def test_the_workflow_over_a_users_corpus_completes_with_the_canary_claims_not_applicable(tmp_path, snakemake):
     """The workflow over the user's own shards (JSONL here, no canaries) wrote checks.json with the
     demo's canary claims FAILED and passed false; now every stage runs, and checks.json says those
-    claims do not apply (passed null, with the reason), failing none."""
+    claims do not apply (passed null, with the reason), failing none.
+
+    The same run starts where killed audit and profile jobs left the temporaries of the files they were
+    writing (.per_sequence.parquet.tmp-PID-XXXX; SIGKILL of Snakemake's process group, seen by the
+    interruption probe): Snakemake's rerun completed those stages but the temporaries stayed among their
+    outputs for good. Both stages now remove a killed run's temporaries before they write, as train,
+    dedup and report do."""
+    from dedup.io import tmp_path as temporary
     from dedup.synthetic import generate_corpus, write_shards
 
     from .conftest import reduced_config
 
     write_shards(generate_corpus(200, mean_bytes=400, seed=1), tmp_path / "mydata", 2, fmt="jsonl")
-    cfg = reduced_config(tmp_path / "run")
+    out = tmp_path / "run"
+    cfg = reduced_config(out)
     cfg["corpus"].update(generate=False, shards=[str(tmp_path / "mydata")])
     cfg["audit"].update(n_sequences=40, n_boot=0)  # smaller still: only the checks are read
     cfg["profile"].update(n_treated=20, n_control=10, n_boot=0)
     (tmp_path / "user.yaml").write_text(yaml.safe_dump(cfg))
+    left = [temporary(out / "audit" / "raw" / "per_sequence.parquet"), temporary(out / "profile" / "raw" / "profile.parquet")]
+    for t in left:  # what the killed jobs left
+        t.parent.mkdir(parents=True)
+        t.write_bytes(b"PAR1 half")
     r = snakemake("-s", str(ROOT / "Snakefile"), "--cores", "2", "--configfile", str(tmp_path / "user.yaml"),
                   cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert (tmp_path / "run" / "report" / "comparison.html").exists()
-    checks = json.loads((tmp_path / "run" / "checks.json").read_text())
+    assert (out / "report" / "comparison.html").exists()
+    checks = json.loads((out / "checks.json").read_text())
     assert checks["passed"] is None and len(checks["checks"]) == 2, checks
     assert all(c["passed"] is None and "no canaries" in c["not_applicable"] for c in checks["checks"]), checks
-    assert "FAILED" not in (tmp_path / "run" / "logs" / "checks.log").read_text()
+    assert "FAILED" not in (out / "logs" / "checks.log").read_text()
+    for d in ("audit/raw", "profile/raw"):
+        assert (out / d / "manifest.json").exists()
+        assert not [p.name for p in (out / d).iterdir() if ".tmp-" in p.name], d
 
 
 def test_the_template_runs_on_one_machine_as_its_header_says(tmp_path, snakemake):
@@ -425,34 +440,6 @@ def test_a_corpus_job_killed_mid_write_is_redone_by_a_rerun(tmp_path, snakemake)
     r = snakemake(*args, cwd=tmp_path)
     assert r.returncode == 0, (tmp_path / "run" / "logs" / "corpus.log").read_text()
     assert sorted(p.name for p in corpus.iterdir()) == ["manifest.json", "part-00000.parquet", "part-00001.parquet"]
-
-
-def test_a_killed_audit_or_profile_leaves_no_temporary_after_the_rerun(tmp_path, snakemake):
-    """An audit or profile job killed while it wrote a file (SIGKILL of Snakemake's process
-    group, seen by the interruption probe) leaves that file's temporary
-    (.per_sequence.parquet.tmp-PID-XXXX); Snakemake's rerun completed the stage but the
-    temporary stayed among its outputs for good. Both stages now remove a killed run's
-    temporaries before they write, as train, dedup and report do."""
-    from dedup.io import tmp_path as temporary
-
-    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
-    out = tmp_path / "run"
-    cfg["out"] = str(out)
-    cfg["corpus"].update(docs=200, canaries_per_repeat=1, n_shards=2)
-    cfg["train"].update(epochs=1, n_layer=1, n_embd=32, n_head=2, holdout=0.2)
-    cfg["audit"].update(n_sequences=40, generate=False, n_boot=0)
-    cfg["profile"].update(n_treated=20, n_control=10, n_boot=0)
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    left = [temporary(out / "audit" / "raw" / "per_sequence.parquet"), temporary(out / "profile" / "raw" / "profile.parquet")]
-    for t in left:  # what the killed jobs left
-        t.parent.mkdir(parents=True)
-        t.write_bytes(b"PAR1 half")
-    r = snakemake(str(out / "audit" / "raw" / "manifest.json"), str(out / "profile" / "raw" / "manifest.json"),
-                  "-s", str(ROOT / "Snakefile"), "--cores", "2", "--configfile", str(tmp_path / "c.yaml"), cwd=tmp_path)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    for d in ("audit/raw", "profile/raw"):
-        assert (out / d / "manifest.json").exists()
-        assert not [p.name for p in (out / d).iterdir() if ".tmp-" in p.name], d
 
 
 def test_every_shell_command_quotes_its_paths(tmp_path, snakemake):
