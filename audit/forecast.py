@@ -33,9 +33,8 @@ from dedup import io
 from dedup.shards import InputError, id_strings
 
 from .aggregate import RATES_COUNT, sequence_keys
-from .layout import (CHECKPOINT_DIR, ORDER_FILE, PER_SEQUENCE, TRAIN_CONFIG, checkpoint_step, refuse_other_bos,
-                     refuse_unfinished, training_run, training_run_digest)
-from .report.audit_dir import refuse_damaged
+from .layout import (CHECKPOINT_DIR, ORDER_FILE, PER_SEQUENCE, TRAIN_CONFIG, checkpoint_step, refuse_damaged,
+                     refuse_other_bos, refuse_unfinished, training_run, training_run_digest)
 from .sampling import document_name
 from .stats import as_bools, wilson_interval
 

@@ -27,7 +27,8 @@ per-sequence schema (as :mod:`dedup.layout` for the dedup output).
       comparison.html        the side-by-side page; comparison.json: the numbers it shows
 
 Every file is written whole to a temporary sibling and renamed into place (:mod:`dedup.io`) by a
-stage that holds its output directory (:func:`holding_out`).
+stage that holds its output directory (:func:`holding_out`). A JSON file read back (a summary, a
+manifest) is checked against the shape its stage writes (:func:`refuse_damaged`).
 
 >>> checkpoint_name(40)
 'step-0000040'
@@ -238,3 +239,31 @@ def holding_out(param: str, inputs: tuple[str, ...] = (), own: tuple[str, ...] |
         return run
 
     return decorate
+
+
+def _kind(v: object) -> str:
+    kinds = ((bool, "a boolean"), ((int, float), "a number"), (dict, "an object"), (list, "a list"), (str, "a string"))
+    return next((name for t, name in kinds if isinstance(v, t)), type(v).__name__)
+
+
+def shape_problem(got: object, want: object, where: str) -> str | None:
+    """Where ``got`` (from summary.json) differs in type from ``want`` (what the audit writes), null allowed
+    anywhere; None when nowhere."""
+    if got is None or want is None:
+        return None
+    if _kind(got) != _kind(want):
+        return f"{where!r} is {str(repr(got))[:60]}, expected {_kind(want)}"
+    if isinstance(want, dict):
+        return next(filter(None, (shape_problem(got[k], want[k], f"{where}.{k}") for k in want.keys() & got.keys())),
+                    None)
+    if isinstance(want, list) and want:
+        return next(filter(None, (shape_problem(g, want[0], f"{where}[{i}]") for i, g in enumerate(got))), None)
+    return None
+
+
+def refuse_damaged(path: Path, obj: dict, shape: dict) -> None:
+    """InputError naming ``path`` (the file ``obj`` was read from) where a key of ``shape`` holds another type in
+    ``obj`` (:func:`shape_problem`; absent or null: fine)."""
+    for key, want in shape.items():
+        if problem := shape_problem(obj.get(key), want, key):
+            raise InputError(path, f"damaged: {problem}")

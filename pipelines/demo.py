@@ -34,8 +34,7 @@ import pyarrow.parquet as pq
 
 from audit.aggregate import distinct_rows
 from audit.canaries import generate_canary_corpus
-from audit.layout import PER_SEQUENCE, holding_out
-from audit.report.audit_dir import refuse_damaged
+from audit.layout import PER_SEQUENCE, holding_out, refuse_damaged
 from dedup import io
 from dedup import layout as dedup_layout
 from dedup.shards import InputError

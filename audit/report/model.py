@@ -15,9 +15,9 @@ from dedup import io
 
 from .. import aggregate, plots, stats
 from ..layout import (EVENT_TIME_PNG, FORECAST_FILE, HEATMAP_PNG, PROFILE_FILE, PROFILE_OUTPUTS, RETENTION_FILE,
-                      RETENTION_PNG, RETENTION_RUN_CURVE, SUMMARY, report_json)
+                      RETENTION_PNG, RETENTION_RUN_CURVE, SUMMARY, refuse_damaged, report_json)
 from ..retention import retention_curve
-from .audit_dir import Audit, load_audit, refuse_damaged
+from .audit_dir import Audit, load_audit
 from .page import (STATUS_TEXT, card, ci, esc, figure_html, finite, integer, num, or_na, pct, rate_table, score_label,
                    table, write_page)
 

@@ -28,10 +28,9 @@ from dedup.io import (json_or_empty, read_json, read_manifest, tmp_path, undecod
 from dedup.shards import InputError
 
 from ..layout import (COMPARISON_PAGE, REPORT_PENDING, SUMMARY, as_paths, holding_out, refuse_out, refuse_unfinished,
-                      report_json, training_run)
+                      report_json, shape_problem, training_run)
 from . import comparison as comparison_page
 from . import model as model_page
-from .audit_dir import shape_problem
 
 __all__ = ["write_report"]
 
