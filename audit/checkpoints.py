@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dedup import io
@@ -32,7 +31,7 @@ from .config import ProfileConfig
 from .layout import (CHECKPOINT_DIR, EVENT_TIME_FILE, EVENT_TIME_PNG, FORECAST_FILE, HEATMAP_PNG, HELDOUT_FILE,
                      INSTANCES_FILE, ORDER_FILE, PROFILE_FILE, PROFILE_OUTPUTS, RETENTION_FILE, RETENTION_PNG,
                      RETENTION_RUN_CURVE, RETENTION_RUN_FILE, SUMMARY, TRAIN_CONFIG, checkpoint_name, checkpoint_step,
-                     holding_out, refuse_out)
+                     holding_out, read_instances, refuse_out)
 from .sampling import rows_of
 
 
@@ -63,24 +62,6 @@ def _checkpoints(run: Path) -> list[tuple[int, Path]]:
 
 #: The columns run_profile reads from order.parquet and heldout.parquet.
 INSTANCE_COLUMNS = ("instance_id", "shard", "row", "token_offset", "n_tokens")
-
-
-def _read_instances(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    """order.parquet or heldout.parquet, with ``columns`` present and non-null, ``shard`` strings
-    and the others integers; InputError naming the file (and the first null row) otherwise."""
-    table = pq.read_table(path)
-    if missing := [c for c in columns if c not in table.column_names]:
-        raise InputError(path, f"no column {', '.join(map(repr, missing))} (columns: {table.column_names})")
-    if path.name == ORDER_FILE and table.num_rows == 0:
-        raise InputError(path, "no rows: the run recorded no training exposure")
-    for c in columns:
-        col = table[c]
-        if col.null_count:
-            raise InputError(path, f"column {c!r} is null", row=int(np.flatnonzero(col.is_null().to_numpy())[0]))
-        want = (pa.types.is_string, pa.types.is_large_string) if c == "shard" else (pa.types.is_integer,)
-        if not any(ok(col.type) for ok in want):
-            raise InputError(path, f"column {c!r} holds {col.type}, not {'strings' if c == 'shard' else 'integers'}")
-    return table.to_pandas()
 
 
 def _not_the_runs_corpus(corpus: list[str], run: Path, why: str) -> ValueError:
@@ -211,8 +192,8 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     corpus = corpus or train_manifest.get("corpus")
     if not corpus:
         raise ValueError(f"{run}: no corpus recorded; pass --corpus")
-    order = _read_instances(run / ORDER_FILE, INSTANCE_COLUMNS + ("step",))
-    held = _read_instances(run / HELDOUT_FILE, INSTANCE_COLUMNS)
+    order = read_instances(run / ORDER_FILE, INSTANCE_COLUMNS + ("step",)).to_pandas()
+    held = read_instances(run / HELDOUT_FILE, INSTANCE_COLUMNS).to_pandas()
     ckpts = _checkpoints(run)
     grid = config.checkpoint_grid()
     if grid is not None:  # the user's own checkpoint grid

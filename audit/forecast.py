@@ -27,14 +27,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dedup import io
 from dedup.shards import InputError, id_strings
 
 from .aggregate import RATES_COUNT, sequence_keys
-from .layout import (CHECKPOINT_DIR, ORDER_FILE, PER_SEQUENCE, TRAIN_CONFIG, checkpoint_step, refuse_damaged,
-                     refuse_other_bos, refuse_unfinished, training_run, training_run_digest)
+from .layout import (CHECKPOINT_DIR, ORDER_FILE, PER_SEQUENCE, TRAIN_CONFIG, checkpoint_step, read_instances,
+                     refuse_damaged, refuse_other_bos, refuse_unfinished, training_run, training_run_digest)
 from .sampling import document_name
 from .stats import as_bools, wilson_interval
 
@@ -151,9 +152,7 @@ def _training_step(audit_dir: Path) -> tuple[int | None, Path | None]:
             return checkpoint_step(model), run / ORDER_FILE
         except ValueError:
             return None, None
-    from .checkpoints import _read_instances  # (checkpoints imports this module)
-
-    return int(_read_instances(run / ORDER_FILE, ("step",))["step"].max()), run / ORDER_FILE
+    return int(pc.max(read_instances(run / ORDER_FILE, ("step",))["step"]).as_py()), run / ORDER_FILE
 
 
 def _order_instances(order: Path) -> tuple[pd.DataFrame, bool]:

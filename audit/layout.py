@@ -51,6 +51,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from dedup import io
 from dedup.runs import refuse_other_stage, refuse_out_in_inputs, refuse_unusable_out
@@ -267,3 +269,21 @@ def refuse_damaged(path: Path, obj: dict, shape: dict) -> None:
     for key, want in shape.items():
         if problem := shape_problem(obj.get(key), want, key):
             raise InputError(path, f"damaged: {problem}")
+
+
+def read_instances(path: Path, columns: tuple[str, ...]) -> pa.Table:
+    """A run's :data:`ORDER_FILE` or :data:`HELDOUT_FILE`, with ``columns`` present and non-null, ``shard`` strings
+    and the others integers; InputError naming the file (and the first null row) otherwise."""
+    table = pq.read_table(path)
+    if missing := [c for c in columns if c not in table.column_names]:
+        raise InputError(path, f"no column {', '.join(map(repr, missing))} (columns: {table.column_names})")
+    if path.name == ORDER_FILE and table.num_rows == 0:
+        raise InputError(path, "no rows: the run recorded no training exposure")
+    for c in columns:
+        col = table[c]
+        if col.null_count:
+            raise InputError(path, f"column {c!r} is null", row=pc.index(col.is_null(), True).as_py())
+        want = (pa.types.is_string, pa.types.is_large_string) if c == "shard" else (pa.types.is_integer,)
+        if not any(ok(col.type) for ok in want):
+            raise InputError(path, f"column {c!r} holds {col.type}, not {'strings' if c == 'shard' else 'integers'}")
+    return table
