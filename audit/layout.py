@@ -271,6 +271,26 @@ def refuse_damaged(path: Path, obj: dict, shape: dict) -> None:
             raise InputError(path, f"damaged: {problem}")
 
 
+def read_per_sequence(audit_dir: Path, columns: tuple[str, ...], nulls: bool = True) -> pa.Table:
+    """An audit's :data:`PER_SEQUENCE` table with ``columns`` present; InputError naming the file where one is
+    absent or, for a boolean or integer column of :data:`PER_SEQUENCE_SCHEMA`, holds another type (integers pass
+    for booleans, 0/1 as older audits wrote them; a column of nulls passes) or, unless ``nulls``, a missing
+    value. Read value by value as Python truth, a string column would count ``'false'`` as extractable."""
+    path = Path(audit_dir) / PER_SEQUENCE
+    table = pq.read_table(path)
+    if missing := [c for c in columns if c not in table.column_names]:
+        raise InputError(path, f"no column {missing[0]!r} (columns: {table.column_names})")
+    for c in columns:
+        want, got = PER_SEQUENCE_SCHEMA.field(c).type, table.schema.field(c).type
+        if pa.types.is_boolean(want) or pa.types.is_integer(want):
+            kinds = "booleans or integers (0/1)" if pa.types.is_boolean(want) else "integers"
+            if not (pa.types.is_integer(got) or got == want or pa.types.is_null(got)):
+                raise InputError(path, f"column {c!r} holds {got}, not {kinds}")
+        if not nulls and table[c].null_count:
+            raise InputError(path, f"column {c!r} holds missing values")
+    return table
+
+
 def read_instances(path: Path, columns: tuple[str, ...]) -> pa.Table:
     """A run's :data:`ORDER_FILE` or :data:`HELDOUT_FILE`, with ``columns`` present and non-null, ``shard`` strings
     and the others integers; InputError naming the file (and the first null row) otherwise."""

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from audit.aggregate import distinct_rows
 from audit.canaries import generate_canary_corpus
-from audit.layout import PER_SEQUENCE, holding_out, refuse_damaged
+from audit.layout import holding_out, read_per_sequence, refuse_damaged
 from dedup import io
 from dedup import layout as dedup_layout
 from dedup.shards import InputError
@@ -132,15 +132,7 @@ def prepare_corpus_dir(out: Path) -> None:
 def _canary_rate(audit_dir: Path) -> dict:
     """Extractable rate of the distinct sequences sampled from canaries planted >= MIN_COPIES times."""
     io.completed_manifest(audit_dir, "audit")
-    table = pq.read_table(audit_dir / PER_SEQUENCE)
-    if missing := [c for c in ("doc_id", "duplicate_count", "extractable") if c not in table.column_names]:
-        raise InputError(audit_dir / PER_SEQUENCE, f"no column {missing[0]!r} (columns: {table.column_names})")
-    for name, kinds in (("duplicate_count", "integers"), ("extractable", "booleans or integers")):  # as report's
-        typ = table.schema.field(name).type
-        if not (pa.types.is_integer(typ) or pa.types.is_boolean(typ) and name == "extractable"):
-            raise InputError(audit_dir / PER_SEQUENCE, f"column {name!r} holds {typ}, not {kinds}")
-        if table.column(name).null_count:
-            raise InputError(audit_dir / PER_SEQUENCE, f"column {name!r} holds missing values")
+    table = read_per_sequence(audit_dir, ("doc_id", "duplicate_count", "extractable"), nulls=False)
     t = table.select(["doc_id", "duplicate_count"]).to_pydict()
     table = table.filter(pa.array([d is not None and str(d).startswith("canary-") and c >= MIN_COPIES
                                    for d, c in zip(t["doc_id"], t["duplicate_count"])], pa.bool_()))

@@ -8,14 +8,12 @@ import os
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from dedup import io
 from dedup.shards import InputError
 
 from .. import aggregate
-from ..layout import PER_SEQUENCE, SUMMARY, refuse_damaged
+from ..layout import PER_SEQUENCE, SUMMARY, read_per_sequence, refuse_damaged
 
 
 class Audit:
@@ -70,13 +68,7 @@ def load_audit(audit_dir: str | os.PathLike) -> Audit:
     f = path / PER_SEQUENCE
     if not f.exists():
         raise ValueError(f"{path}: not an audit output (no {PER_SEQUENCE})")
-    table = pq.read_table(f)
-    for col, kinds in (("extractable", "boolean or integer (0/1)"), ("leading_matched", "integer")):
-        if col not in table.column_names:
-            raise ValueError(f"{f}: no column {col!r} (columns: {table.column_names})")
-        t = table.schema.field(col).type  # else read value by value as Python truth: 'false' counts as extractable
-        if not (pa.types.is_integer(t) or (pa.types.is_boolean(t) and col == "extractable") or pa.types.is_null(t)):
-            raise InputError(f, f"column {col!r} holds {t}, not {kinds}")
+    table = read_per_sequence(path, ("extractable", "leading_matched"))
     summary = io.json_or_empty(path / SUMMARY)
     derived = aggregate.summarise(table, n_boot=None, seed=0)
     shapes = {**derived, "model": {"path": "", "name": ""}, "config": {"prompt_len": 0, "cont_len": 0},
