@@ -12,6 +12,11 @@ KERNELS := $(wildcard dedup/_kernels/*.py)
 SLURM   := scripts/slurm-single-node.sh
 AOT     := dedup/_kernels/_compiled.sha256
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist; tests/conftest.py says what runs
+# together); TEST_WORKERS=0 runs it in this one.
+TEST_WORKERS ?= 2
+PYTEST  := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+
 .PHONY: test demo bench install clean bytecode
 
 $(PY):
@@ -41,11 +46,11 @@ install: $(AOT) bytecode
 test: $(AOT) bytecode
 	@if $(SLURM) status >/dev/null 2>&1; then \
 		echo "make test: using the single-node Slurm already running"; \
-		$(PY) -m pytest -q; \
+		$(PYTEST); \
 	else \
 		trap '$(SLURM) stop' EXIT; trap 'exit 130' INT TERM; \
 		$(SLURM) start || echo "make test: no Slurm here, the Slurm tests will be skipped (reason above)"; \
-		$(PY) -m pytest -q; \
+		$(PYTEST); \
 	fi
 
 # The default pipeline (Snakefile + configs/default.yaml) on this machine's cores.
