@@ -15,7 +15,7 @@ AOT     := dedup/_kernels/_compiled.sha256
 # The suite runs on TEST_WORKERS processes (pytest-xdist; tests/conftest.py says what runs
 # together); TEST_WORKERS=0 runs it in this one.
 TEST_WORKERS ?= 2
-PYTEST  := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+PYTEST  := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 .PHONY: test demo bench install clean bytecode
 

@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# A parallel run (`make test`: pytest -n 2 --dist loadgroup --no-loadscope-reorder, pytest-xdist)
+# A parallel run (`make test`: pytest -n 2 --dist loadscope --no-loadscope-reorder, pytest-xdist)
 # runs each unit of work whole on one worker, so that a module's fixtures are made once. A unit
 # is a test module, or modules joined below: those sharing a session fixture that takes a
 # minute to make, and the two that each need 8 GiB of memory (never at the same time).
@@ -25,21 +25,31 @@ FIRST = ("workflow", "pipelines/test_reliability.py", "canary_lm", "audit/test_t
          "pipelines/test_cli_options.py", "pipelines/test_staged.py")
 
 
-def _unit(item: pytest.Item) -> str:
-    path = Path(str(item.fspath))
-    module = path.relative_to(ROOT / "tests").as_posix() if path.is_relative_to(ROOT / "tests") else str(path)
+def unit_of(nodeid: str) -> str:
+    """The unit of work of the test ``nodeid`` (``tests/<module>.py::<name>``)."""
+    module = nodeid.split("::", 1)[0].removeprefix("tests/")
     return next((name for name, modules in JOINED.items() if module in modules), module)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the xdist_group marks
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_unit(item)))
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # before pytest-xdist's own; a hook of xdist's only
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """--dist loadscope with the units above as its scopes (xdist's loadgroup marks would do, but
+    pytest 9.2 ignores the node ids xdist 3.8 rewrites for them)."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid)
+
+    return UnitScheduling(config, log)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if "PYTEST_XDIST_WORKER" in os.environ:  # every worker orders its collection the same way
         rank = {unit: i for i, unit in enumerate(FIRST)}
-        items.sort(key=lambda item: rank.get(_unit(item), len(FIRST)))  # stable: the rest keep their order
+        items.sort(key=lambda item: rank.get(unit_of(item.nodeid), len(FIRST)))  # stable: the rest keep their order
 
 
 @pytest.fixture
