@@ -128,3 +128,16 @@ def test_the_workflow_spells_no_internal_run_layout():
     spelled = [f"{p.name}:{i}" for p in rules for i, line in enumerate(p.read_text().splitlines(), 1)
                if not line.lstrip().startswith("#") and (WORK_DIR in line or RUN_FILE in line)]
     assert not spelled, spelled
+
+
+def test_the_units_of_a_parallel_run_name_test_modules_that_exist():
+    """tests/conftest.py joins test modules into units of work by their names: a module renamed
+    would run alone again (its minute-long session fixture made on both workers, or the two 8 GiB
+    tests side by side), and a unit renamed would no longer be handed out first."""
+    import runpy
+
+    ns = runpy.run_path(str(ROOT / "tests" / "conftest.py"))
+    modules = {p.relative_to(ROOT / "tests").as_posix() for p in (ROOT / "tests").rglob("test_*.py")}
+    assert {m for joined in ns["JOINED"].values() for m in joined} <= modules
+    units = {ns["unit_of"](f"tests/{m}::test") for m in modules}
+    assert set(ns["FIRST"]) <= units and units >= set(ns["JOINED"])
