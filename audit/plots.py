@@ -290,6 +290,8 @@ def histogram(values, bins, xlabel: str, integer: bool = False) -> bytes:
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
     ax.hist(values, bins=bins, color="#3b6ea8", edgecolor="white", linewidth=0.6)
+    if not values.size:  # no counts to scale a log axis by (matplotlib warns)
+        ax.set_ylim(0.7, 10)
     ax.set_yscale("log")
     ax.set_ylim(bottom=0.7)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else ""))

@@ -7,6 +7,7 @@ import base64
 import json
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -1266,3 +1267,22 @@ def test_a_rerun_failing_in_its_last_page_leaves_the_earlier_report_and_no_tempo
     assert main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--labels", "x", "y", "--out", str(out)]) == 2
     assert "boom" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_an_audit_of_no_sequences_gives_a_page_and_no_warning(tmp_path, capsys):
+    """An audit whose corpus had no document long enough (0 rows): the report printed matplotlib's
+    'Data has no positive values, and therefore cannot be log-scaled' as a memdedup warning."""
+    from pipelines.cli import main
+
+    d = _write_audit(tmp_path / "none", [True], buckets=["1"])
+    pq.write_table(pq.read_table(d / "per_sequence.parquet").slice(0, 0), d / "per_sequence.parquet")
+    summary = json.loads((d / "summary.json").read_text())
+    summary.update(sequences={"n": 0, "considered": 0, "skipped_short": 3},
+                   extractable={"n": 0, "k": 0, "rate": None, "lower": None, "upper": None}, mean_leading_matched=None)
+    (d / "summary.json").write_text(json.dumps(summary))
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        assert main(["report", str(d), "--out", str(tmp_path / "r")]) == 0
+    assert [str(w.message) for w in shown if issubclass(w.category, UserWarning)] == []
+    assert capsys.readouterr().err == ""
+    assert (tmp_path / "r" / "none.html").exists()
