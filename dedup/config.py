@@ -132,8 +132,8 @@ class DedupConfig(StageConfig):
         if self.num_perm > MAX_NUM_PERM:
             self._bad(f"num_perm must be <= {MAX_NUM_PERM} (the Jaccard estimate's standard error is under 0.006 "
                       f"there; the banding search grows as K log K), got {self.num_perm}")
-        if self.ngram < 1:
-            self._bad(f"ngram must be >= 1, got {self.ngram}")
+        if not 1 <= self.ngram <= 2**63 - 1:  # the sketch kernel's n is an int64
+            self._bad(f"ngram must be >= 1 and <= {2**63 - 1}, got {self.ngram}")
         if not 0 <= self.seed < 2**32:  # numpy's RandomState(seed) draws the permutations, as datasketch's
             self._bad(f"seed must be in [0, 2^32), got {self.seed}")
         for name in ("fp", "exact_fp"):

@@ -259,12 +259,15 @@ def test_a_new_index_over_its_rate_by_chance_does_not_warn_of_earlier_filters(tm
 @pytest.mark.parametrize("field, value, needle", [
     ("batch_rows", 2**63, "batch_rows must be >= 1 and <= 2147483647"),
     ("num_perm", 1_000_000, "num_perm must be <= 8192"),
+    ("ngram", 2**63, "ngram must be >= 1 and <= 9223372036854775807"),
 ])
 def test_values_no_run_can_use_are_refused_by_the_config(field, value, needle):
     """--batch-rows 2^63 ended in an OverflowError traceback (exit 1) inside the Parquet reader,
     and --num-perm 1000000 ran the banding search for minutes with no word (found by the CLI
     probe). A batch is one Arrow array (2^31 - 1 rows at most); 8192 permutations put the
-    Jaccard estimate's standard error under 0.006 and the search at seconds."""
+    Jaccard estimate's standard error under 0.006 and the search at seconds. --ngram 2^63 ended in
+    an OverflowError traceback (exit 1) in the sketch kernel, whose n is an int64 (found by the
+    dedup probe)."""
     from dedup.config import DedupConfig
 
     with pytest.raises(ValueError, match=needle):
