@@ -24,7 +24,8 @@ Every dedup run, fused or staged, is an :func:`execute`: :func:`prepare`, the en
 6. **Completion** (:func:`finish`): dead tasks' temporaries go, the manifest is written last, ``_work/`` goes.
 
 ``--force`` clears ``kept/``, ``removed.parquet``, ``manifest.json`` and ``_work/`` only; in ``kept/`` it leaves
-index directories and earlier runs' outputs (``--index-dir OUT/kept/idx``). Both engines hold
+index directories and earlier runs' outputs (``--index-dir OUT/kept/idx``; ``OUT/kept`` itself, or a path in
+``_work/``, is refused as an index directory). Both engines hold
 ``OUT`` throughout (:func:`dedup.io.claim`): a concurrent run into it is refused before step 1.
 """
 
@@ -368,6 +369,11 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
     out = Path(out)
     refuse_unusable_out(out)
     refuse_other_stage(out, "dedup")  # --force or not: never another stage's files
+    kept = out / layout.KEPT_DIR
+    if index_dir is not None and (inside(index_dir, work_dir(out)) or Path(index_dir).resolve() == kept.resolve()):
+        name = WORK_DIR if inside(index_dir, work_dir(out)) else layout.KEPT_DIR
+        raise ValueError(f"--index-dir {index_dir}: inside the output directory's {name}/, which runs clear (and "
+                         f"the index with it); choose another path, such as a folder below {kept}/")
     shards = discover(inputs, exclude=out, log=log)
     for s in shards:  # Parquet schemas are checked before any output is written (JSONL ones when read)
         if s.fmt == "parquet":
@@ -400,7 +406,6 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
             + ", without --force) to finish it, or choose another --out")
     checked = check(shards) if check is not None and not resumable else None  # a resume was checked when it started
     if previous is None and record is None and not force:
-        kept = out / layout.KEPT_DIR
         strays = [f"{layout.KEPT_DIR}/"] if kept.is_dir() and any(
             not p.name.startswith(".") for p in kept.rglob("*") if p.is_file()) else []
         strays += [layout.REMOVED_FILE] if layout.removed_path(out).exists() else []

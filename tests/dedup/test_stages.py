@@ -558,6 +558,18 @@ def test_force_clears_a_runs_outputs_but_not_an_index_or_run_below_its_kept_fold
     assert sorted(p.name for p in (a / "kept").glob("*.parquet")) == ["part-00000.parquet"]
 
 
+@pytest.mark.parametrize("where", ["kept", "_work", "_work/idx"])
+def test_an_index_directory_where_the_run_clears_its_outputs_is_refused(tmp_path, where):
+    """``--index-dir OUT/_work/idx``: the run completed, then removed ``_work/`` and the index with it, so
+    the next batch began a fresh index and was not deduplicated against this one, silently. ``--index-dir
+    OUT/kept``: the next ``--force`` run into OUT deleted the index's files, then failed on its missing
+    stack.json (found by the dedup probe). Both are refused before anything is written."""
+    _planted(tmp_path)
+    with pytest.raises(ValueError, match=f"--index-dir .*{where}: inside the output directory's"):
+        dedup_staged([tmp_path / "in"], tmp_path / "a", index_dir=tmp_path / "a" / where)
+    assert not (tmp_path / "a" / where / "index.json").exists()
+
+
 @pytest.mark.parametrize("during", ["sketch", "write"])
 def test_an_input_rewritten_while_a_stage_reads_it_is_refused(tmp_path, monkeypatch, during):
     """The write stage applies the sketch stage's verdicts to the rows it reads, so both must read the same file.
