@@ -48,6 +48,14 @@ _MAX_CALL = 1 << 30
 assert _HEADER.size == HEADER_SIZE
 
 
+def _keys(keys: np.ndarray) -> np.ndarray:
+    """``keys`` as a contiguous uint64 array; a ValueError unless one-dimensional (the kernels read one key a row)."""
+    keys = np.ascontiguousarray(keys, dtype=np.uint64)
+    if keys.ndim != 1:
+        raise ValueError(f"keys must be one-dimensional, one uint64 key each; got shape {keys.shape}")
+    return keys
+
+
 class BloomFilter:
     """m-bit Bloom filter (rounded up to a multiple of 64 x parts) with k >= 1 probes derived from one 64-bit
     key mixed with ``seed``. ``bits``: an existing uint64 word array (e.g. a memory map) to use in place, with
@@ -98,8 +106,10 @@ class BloomFilter:
     # -- operations ---------------------------------------------------------------------
     def add(self, keys: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """Insert keys in order; per key, whether it was present before (keys masked False: skipped, False)."""
-        keys = np.ascontiguousarray(keys, dtype=np.uint64)
+        keys = _keys(keys)
         mask = np.ones(keys.shape[0], dtype=np.bool_) if mask is None else np.ascontiguousarray(mask, dtype=np.bool_)
+        if mask.shape != keys.shape:  # the kernel would read past its end
+            raise ValueError(f"mask has shape {mask.shape}, the keys {keys.shape}: one bool per key")
         seen = np.empty(keys.shape[0], dtype=np.bool_)
         for a in range(0, keys.shape[0], _MAX_CALL):  # the kernels' sort indexes with int32
             b = a + _MAX_CALL
@@ -110,7 +120,7 @@ class BloomFilter:
 
     def part_of(self, keys: np.ndarray) -> np.ndarray:
         """The cache partition (int32, 0 .. parts-1) that holds each key."""
-        keys = np.ascontiguousarray(keys, dtype=np.uint64)
+        keys = _keys(keys)
         out = np.zeros(keys.shape[0], dtype=np.int32)
         if self.parts > 1:
             _k.parts_of_many(keys, np.uint64(self.seed), self.parts, out)
@@ -118,7 +128,7 @@ class BloomFilter:
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
         """Membership of each key (bool array); no insertion."""
-        keys = np.ascontiguousarray(keys, dtype=np.uint64)
+        keys = _keys(keys)
         out = np.empty(keys.shape[0], dtype=np.bool_)
         for a in range(0, keys.shape[0], _MAX_CALL):
             _k.contains_many(np.asarray(self.bits), np.uint64(self.part_bits), self.parts, self.k,

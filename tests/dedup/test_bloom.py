@@ -71,6 +71,21 @@ def test_add_reports_seen_in_order_and_mask():
     assert not f.contains(np.array([7], dtype=np.uint64))[0]
 
 
+@pytest.mark.parametrize("call", ["add", "add with a short mask", "contains", "part_of"])
+def test_keys_that_are_not_one_row_per_key_are_refused(call):
+    """add() of 4 x 2 keys inserted the first 4 of the 8 and answered for 4; a mask shorter than the keys was
+    read past its end (1 True for 10^6 keys: ~560,000 of them inserted, by whatever memory followed).
+    Both silently (found by the dedup probe); now a ValueError, nothing inserted."""
+    f = BloomFilter(1 << 16, 7)
+    keys = np.arange(8, dtype=np.uint64)
+    with pytest.raises(ValueError, match="one-dimensional|mask"):
+        if call == "add with a short mask":
+            f.add(keys, mask=np.array([True]))
+        else:
+            getattr(f, call)(keys.reshape(4, 2))
+    assert f.count == 0 and not f.contains(keys).any()
+
+
 def test_save_load_roundtrip_and_mmap(tmp_path):
     f = BloomFilter(10_000, 5, seed=99)
     ks = np.arange(1000, dtype=np.uint64)
