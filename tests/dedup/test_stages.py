@@ -570,6 +570,31 @@ def test_an_index_directory_where_the_run_clears_its_outputs_is_refused(tmp_path
     assert not (tmp_path / "a" / where / "index.json").exists()
 
 
+@pytest.mark.parametrize("empty", ["none.jsonl", "none.parquet"])
+def test_an_empty_file_of_the_same_bytes_as_one_the_index_holds_is_not_refused(tmp_path, empty):
+    """Batches that each hold an empty shard (a partition with no rows that day): the second run was refused,
+    "the index already holds this file ... feeding it again would remove every row as a duplicate of itself",
+    as every empty file (and every zero-row Parquet file of one schema) has one fingerprint; it has no rows
+    to remove (found by the dedup probe)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _planted(tmp_path)
+    for day, part in (("d1", "part-00000.parquet"), ("d2", "part-00001.parquet")):
+        (tmp_path / day).mkdir()
+        (tmp_path / "in" / part).rename(tmp_path / day / part)
+        if empty.endswith(".jsonl"):
+            (tmp_path / day / empty).write_bytes(b"")
+        else:
+            pq.write_table(pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())}),
+                           tmp_path / day / empty)
+        m = dedup_staged([tmp_path / day], tmp_path / f"o-{day}", index_dir=tmp_path / "I")
+        assert m["totals"]["rows"] == 300
+    # a file with rows is still refused when held
+    with pytest.raises(ValueError, match="already holds this file"):
+        dedup_staged([tmp_path / "d2"], tmp_path / "o-again", index_dir=tmp_path / "I")
+
+
 @pytest.mark.parametrize("during", ["sketch", "write"])
 def test_an_input_rewritten_while_a_stage_reads_it_is_refused(tmp_path, monkeypatch, during):
     """The write stage applies the sketch stage's verdicts to the rows it reads, so both must read the same file.
