@@ -327,6 +327,18 @@ class IndexDir:
                 return None, []
             return self.current, [FilterStack.load(self.path / self.current / n) for n in names]
 
+    def refuse_record(self, extra: dict | None) -> None:
+        """ValueError or TypeError where :meth:`install` could not record ``extra``: a field the batch has, or a
+        value JSON cannot hold. Called before anything is written (a first save would leave a version without
+        index.json)."""
+        if clash := [k for k in (extra or {}) if k in (*_BATCH_REQUIRED, "source")]:
+            raise ValueError(f"record field {clash[0]!r} is one of the batch's own in {self.path / INDEX_FILE} "
+                             f"({', '.join((*_BATCH_REQUIRED, 'source'))}); name it otherwise")
+        try:
+            io.json_text(extra or {})
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"record for {self.path / INDEX_FILE}: {e}") from None
+
     def install(self, built: Path, names: list[str], pinned: str | None, run_id: str, files: list[dict],
                 documents: int, source: str | None = None, extra: dict | None = None) -> dict:
         """Make the stacks ``built/<name>`` the next version after ``pinned`` (None: the empty index),
@@ -340,13 +352,7 @@ class IndexDir:
             ValueError, TypeError: ``extra`` holds a field the batch has, or a value JSON cannot (nothing
                 is installed).
         """
-        if clash := [k for k in (extra or {}) if k in (*_BATCH_REQUIRED, "source")]:
-            raise ValueError(f"record field {clash[0]!r} is one of the batch's own in {self.path / INDEX_FILE} "
-                             f"({', '.join((*_BATCH_REQUIRED, 'source'))}); name it otherwise")
-        try:  # refused before a version is copied, which a first save would leave without index.json
-            io.json_text(extra or {})
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"record for {self.path / INDEX_FILE}: {e}") from None
+        self.refuse_record(extra)
         with self._locked():
             self.meta = self._read()
             if self.holds_run(run_id):
