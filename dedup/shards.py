@@ -128,7 +128,8 @@ def _check_columns(shard: Shard, schema: pa.Schema, text_column: str, id_column:
     """Check the text and id columns (module docstring); return why the id column is ignored (None: read, or absent)."""
     names = schema.names
     if problem := text_column_problem(schema, text_column):
-        raise InputError(shard.path, problem)
+        bad = _text_line_problem(shard, text_column) if shard.fmt == "jsonl" and text_column in names else None
+        raise InputError(shard.path, bad[1], line=bad[0]) if bad else InputError(shard.path, problem)
     if not id_column or id_column not in names:
         if id_required and id_column:
             raise InputError(shard.path, f"no id column {id_column!r}; columns are {names}")
@@ -216,6 +217,13 @@ JSONL_CHUNK_BYTES = 32 << 20
 #: Why zstd's decoder refuses a frame as needing "too much memory": its window (its own limit, 2^27).
 _ZSTD_WINDOW = ("compressed with a zstd window beyond 128 MiB (zstd --long=28 or more), which zstd does not decode "
                 "by default; recompress it: zstd -dc --long=31 FILE | zstd -o NEW")
+
+
+def _text_line_problem(shard: Shard, text_column: str) -> tuple[int, str] | None:
+    """(line, reason) of the first line of the JSON Lines ``shard`` whose ``text_column`` is neither a string nor
+    null (or that is no JSON object), or None."""
+    problems = (jsonl.first_problem(piece, line, text_column) for line, piece, _ in _jsonl_pieces(shard))
+    return next(filter(None, problems), None)
 
 
 def _jsonl_pieces(shard: Shard) -> Iterator[tuple[int, bytes, jsonl.Lines]]:
@@ -394,9 +402,7 @@ class _JsonlFile:
                 except (pa.ArrowInvalid, pa.ArrowTypeError):
                     mixed += [] if name in self.mixed else [name]
             if self.empty_columns[0] in mixed:  # the text column: refused naming its line, as within one piece
-                bad = next(filter(None, (jsonl.first_problem(piece, line, self.empty_columns[0])
-                                         for line, piece, _ in _jsonl_pieces(self.shard))), None)
-                if bad is not None:
+                if (bad := _text_line_problem(self.shard, self.empty_columns[0])) is not None:
                     raise InputError(self.shard.path, bad[1], line=bad[0])
             if mixed:
                 raise _TypeChange(*mixed) from None

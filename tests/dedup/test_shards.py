@@ -282,6 +282,13 @@ def test_non_string_text_column_names_the_file(tmp_path: Path):
     with raises_naming(path, "line 3: text column 'text' holds a JSON array") as e:
         reader(discover([path])[0])
     assert e.value.line == 3
+    # ... also when no line holds a string (the whole column read as another type named no line)
+    for name, rows, needle in [("c.jsonl", [{"text": {"x": 1}}, {"text": {"x": 2}}], "line 1: text column 'text' holds "
+                                "a JSON object"), ("d.jsonl", [{"text": None}, {"text": 5}], "line 2: text column "
+                                "'text' holds a JSON number")]:
+        path = write(tmp_path / name, rows)
+        with raises_naming(path, needle):
+            reader(discover([path])[0])
 
 
 def test_other_text_column_and_string_types(tmp_path: Path):
@@ -1173,7 +1180,7 @@ def test_jsonl_nan_and_infinity_are_read_as_python_writes_them(tmp_path: Path):
     (batch,) = r.batches()
     assert r.ids(batch).to_pylist() == ["nan", "2"] and batch.column("score").to_pylist() == [math.inf, -math.inf]
     path.write_text('{"id": 1, "text": NaN}\n')
-    with pytest.raises(InputError, match=r"text column 'text' has type double, expected a string"):
+    with pytest.raises(InputError, match=r"line 1: text column 'text' holds a JSON number, expected a string"):
         list(reader(discover([path])[0]).batches())
 
 
