@@ -325,8 +325,10 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     if retention is not None:  # the design, in the order too: which rows are the retention items
         items = set(retention["instance_ids"])
         rows["retention_item"] = pa.array([i in items for i in ids], pa.bool_())
-    io.write_atomic(out / ORDER_FILE, lambda tmp: pq.write_table(pa.table(rows), tmp))
-    held_table = pa.table(instance_columns([i for i in range(len(inst)) if held[inst[i][0]]]))
+    order_table = pa.table(rows)
+    io.write_atomic(out / ORDER_FILE, lambda tmp: pq.write_table(order_table, tmp))
+    held_cols = instance_columns([i for i in range(len(inst)) if held[inst[i][0]]])  # typed as the order's, even empty
+    held_table = pa.table(held_cols, schema=order_table.select(list(held_cols)).schema)
     io.write_atomic(out / HELDOUT_FILE, lambda tmp: pq.write_table(held_table, tmp))
 
     was_deterministic, was_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()

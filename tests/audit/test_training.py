@@ -413,6 +413,18 @@ def test_a_holdout_fraction_that_holds_out_no_document_says_so(small_corpus, tmp
                         log=said.append)
     assert m["held_out_documents"] == 0
     assert any("--holdout 0.001 holds out none of the 70 documents" in x for x in said), said
+    # The empty heldout.parquet keeps its columns' types: written untyped (null columns), the profile
+    # called it damaged ("column 'instance_id' holds null, not integers") instead of saying what is wrong.
+    held = pq.read_table(tmp_path / "run" / "heldout.parquet")
+    assert held.num_rows == 0 and str(held.schema.field("instance_id").type) == "int64", held.schema
+    from audit.checkpoints import run_profile
+    from audit.config import ProfileConfig
+
+    with pytest.raises(ValueError, match="held-out instances: train with a holdout fraction"):
+        run_profile(tmp_path / "run", tmp_path / "prof", ProfileConfig(n_boot=0), log=quiet)
+    pq.write_table(held.from_pydict({c: [] for c in held.column_names}), tmp_path / "run" / "heldout.parquet")
+    with pytest.raises(ValueError, match="held-out instances: train with a holdout fraction"):  # as older runs wrote it
+        run_profile(tmp_path / "run", tmp_path / "prof", ProfileConfig(n_boot=0), log=quiet)
 
 
 def test_a_vocabulary_smaller_than_the_byte_alphabet_is_refused():
