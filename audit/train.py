@@ -256,7 +256,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     if held is not None and not stale and held.get("corpus_sha256", digest) != digest:
         if not replace:
             raise ValueError(f"{out} holds {which} training run on another corpus (documents, shards or rows "
-                             "differ); choose another --out")
+                             "differ); choose another --out, or --replace to remove it")
         stale = True  # another corpus: replaced as another config is
     if stale:  # only with replace
         log(f"train: {out} held {which} training run with another config or corpus: starting over")

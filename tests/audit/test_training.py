@@ -97,7 +97,8 @@ def test_a_run_directory_refuses_another_corpus(small_corpus, tmp_path):
     run = tmp_path / "run"
     train_causal_lm(discover([small_corpus]), run, SMALL, log=quiet)
     other = discover([small_corpus / "part-00000.parquet"])
-    with pytest.raises(ValueError, match="another corpus"):
+    # the way out is named, as for another config (it said only 'choose another --out', though --replace works)
+    with pytest.raises(ValueError, match=r"another corpus .*; choose another --out, or --replace to remove it"):
         train_causal_lm(other, run, SMALL, log=quiet)
     (run / "manifest.json").unlink()  # now an unfinished run
     before = _files(run)
