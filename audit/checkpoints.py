@@ -189,6 +189,9 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         docs = corpus_documents(discover(corpus), text_column, train_cfg.get("id_column", "id"))
         if corpus_digest(docs) != train_manifest["corpus_sha256"]:
             raise _not_the_runs_corpus(corpus, run, "its documents, shards or rows differ from the run's corpus_sha256")
+    if not corpus and (gone := [p for p in train_manifest.get("corpus") or [] if not Path(p).exists()]):
+        raise ValueError(f"{run}: its corpus is not where its manifest.json records it ({gone[0]} does not exist: "
+                         "moved?); pass --corpus")
     corpus = corpus or train_manifest.get("corpus")
     if not corpus:
         raise ValueError(f"{run}: no corpus recorded; pass --corpus")

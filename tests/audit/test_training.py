@@ -606,6 +606,20 @@ def test_profile_refuses_a_corpus_that_is_not_the_runs(small_run, tmp_path, caps
     assert not (tmp_path / "out").exists()
 
 
+def test_profile_of_a_run_whose_corpus_moved_asks_for_corpus(small_run, tmp_path, capsys):
+    """A run whose corpus is no longer where its manifest.json records it (moved or copied to another machine):
+    profile said only '<old path>/part-00000.parquet: no such file or directory', not that the path was the run's
+    record nor that --corpus overrides it (found by the audit-side CLI probe)."""
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["corpus"] = [str(tmp_path / "moved" / Path(p).name) for p in manifest["corpus"]]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    err = _profile_fails(capsys, "--run", run, "--out", tmp_path / "out", *TINY_PROFILE)
+    assert f"{run}: its corpus is not where" in err and "pass --corpus" in err, err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("corpus", [False, True])
 def test_profile_refuses_an_unfinished_training_run(small_corpus, small_run, tmp_path, capsys, corpus):
     """A training run killed before its end (train_config.json, no manifest.json) is exit 2 naming
