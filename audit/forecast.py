@@ -197,9 +197,10 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
     iff each token lies in an instance of its document first trained at or before the EARLIER
     model's step (:func:`_trained_by`, from ``order.parquet``; an order without
     ``token_offset``/``n_tokens``: the document's first step); otherwise iff its ``member``
-    label says so (unknown counts as seen). The rule is returned as ``seen``. InputError: not an audit output, two
-    checkpoints of one run in the wrong order (the later first), other ``--bos`` policies (:func:`refuse_other_bos`),
-    or no sequence of both audits that both models have seen (nothing to forecast)."""
+    label says so (unknown counts as seen). The rule is returned as ``seen``. InputError: not an audit output, the
+    same audit twice, two checkpoints of one run in the wrong order (the later first) or of one step, other ``--bos``
+    policies (:func:`refuse_other_bos`), or no sequence of both audits that both models have seen (nothing to
+    forecast)."""
     dirs = (Path(first), Path(second))
     tables = []
     for d in dirs:
@@ -227,6 +228,9 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
             raise InputError(d, f"two of its sequences are at document {doc!r}, token offset {off} (an id on two "
                                 "corpus rows, or a sequence given twice): sequences are matched on (doc_id, "
                                 "token_offset), so these cannot be")
+    if dirs[0].resolve() == dirs[1].resolve():
+        raise InputError(dirs[1], "is the first audit again: a forecast predicts a later model's memorization from "
+                                  "the audit of an earlier checkpoint")
     refuse_other_bos(dirs)
     distinct = None
     if all({"prompt", "truth"} <= set(t.columns) for t in tables):  # the same (doc_id, token_offset), other tokens?
@@ -240,9 +244,10 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
                                       "offsets (other prompt/cont lengths or tokenizer): not comparable")
     (step_a, order_a), (step_b, order_b) = (_training_step(d) for d in dirs)
     if step_a is not None and step_b is not None and order_a.resolve() == order_b.resolve():
-        if step_a > step_b:
-            raise InputError(dirs[0], f"audits the model at step {step_a}, after step {step_b} of {dirs[1]}: "
-                                      "the first audit is of the earlier checkpoint, which predicts the later")
+        if step_a >= step_b:
+            when = f"after step {step_b} of {dirs[1]}" if step_a > step_b else f"the step {dirs[1]} audits too"
+            raise InputError(dirs[0], f"audits the model at step {step_a}, {when}: the first audit is of the earlier "
+                                      "checkpoint, which predicts the later")
         earlier = step_a
         order, by_instance = _order_instances(order_a)
         for t in tables:

@@ -589,11 +589,12 @@ def test_forecast_out_in_a_missing_directory_names_the_file_not_its_temporary(tm
     line named the hidden temporary '.x.json.tmp-<pid>-<hex>' (found by a probe)."""
     from pipelines.cli import main
 
-    d = tmp_path / "a"
-    d.mkdir()
-    pd.DataFrame({"doc_id": ["d1"], "token_offset": [0], "extractable": [True]}).to_parquet(d / "per_sequence.parquet")
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        pd.DataFrame({"doc_id": ["d1"], "token_offset": [0], "extractable": [True]}).to_parquet(
+            tmp_path / name / "per_sequence.parquet")
     out = tmp_path / "missing" / "x.json"
-    assert main(["forecast", str(d), str(d), "--out", str(out)]) == 2
+    assert main(["forecast", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"memdedup forecast: error: {out}: No such file or directory"], err
 

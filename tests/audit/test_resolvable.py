@@ -73,6 +73,24 @@ def test_forecast_seen_means_trained_by_the_earlier_checkpoint(tmp_path):
     assert fc["seen"].startswith("trained at or before step 200")
 
 
+def test_forecast_refuses_an_audit_compared_with_itself_or_with_one_of_the_same_step(tmp_path):
+    """An audit forecast from itself (the same directory twice, or two audits of one checkpoint) ran with exit 0
+    and precision and recall 1.0: nothing was predicted. Found by the audit probe."""
+    from audit.forecast import forecast_audits
+    from dedup.shards import InputError
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-0000200").mkdir(parents=True)
+    pd.DataFrame({"document_id": ["a", "b", "c"], "step": [100, 500, 150], "first_step": [100, 500, 150]}
+                 ).to_parquet(run / "order.parquet")
+    for name in ("early", "again"):
+        _audit_dir(tmp_path / name, run / "checkpoints" / "step-0000200", [True, False, False])
+    with pytest.raises(InputError, match="the first audit again"):
+        forecast_audits(tmp_path / "early", tmp_path / "early")
+    with pytest.raises(InputError, match="at step 200, the step .*again audits too"):
+        forecast_audits(tmp_path / "early", tmp_path / "again")
+
+
 def test_forecast_refuses_a_later_checkpoint_given_first(tmp_path, capsys):
     """The first audit predicts the second: an earlier checkpoint predicts a later one. Given in
     the other order (the final model first), forecast ran with exit 0 and reported precision and
