@@ -364,7 +364,8 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str 
     missing or misshapen (transformers would initialise them at random)."""
     path = Path(path)
     if not path.is_dir():
-        raise ModelError(f"{path}: model directory does not exist")
+        raise ModelError(f"{path}: not a directory: a model is a directory holding config.json and the weights"
+                         if path.exists() else f"{path}: model directory does not exist")
     if (path / "adapter_config.json").exists() and not (path / "config.json").exists():  # a peft (LoRA) adapter
         try:
             base = dict(json.loads((path / "adapter_config.json").read_bytes())).get("base_model_name_or_path")

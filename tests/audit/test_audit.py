@@ -226,6 +226,9 @@ def test_a_config_json_at_odds_with_the_weights_names_what_differs(tmp_path):
 def test_bad_model_directories(canary_lm, tmp_path):
     with pytest.raises(ModelError, match="does not exist"):
         run_audit(tmp_path / "nope", [canary_lm.corpus_dir], tmp_path / "o", log=quiet)
+    (tmp_path / "weights.bin").write_bytes(b"x")  # said "model directory does not exist" (the audit probe)
+    with pytest.raises(ModelError, match="weights.bin: not a directory: a model is a directory"):
+        run_audit(tmp_path / "weights.bin", [canary_lm.corpus_dir], tmp_path / "o", log=quiet)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="no config.json"):
         run_audit(tmp_path / "empty", [canary_lm.corpus_dir], tmp_path / "o", log=quiet)
