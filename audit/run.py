@@ -8,6 +8,7 @@ import codecs
 import dataclasses
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -124,6 +125,9 @@ def run_audit(model_dir: str | os.PathLike, corpus: str | os.PathLike | Sequence
     t_start = time.perf_counter()
     out = Path(out)
     refuse_out(out, [model_dir, reference, dedup_dir], "audit")
+    if config.count_tokens and dedup_dir is None:
+        warnings.warn("count_tokens needs a dedup output (--dedup-dir): it counts the corpus tokens dedup kept; "
+                      "none are counted")
     shards = discover(corpus, exclude=out)  # one path, or a sequence of them
     if config.id_column_required and sequences is not None:  # a column named by --id-column must exist, as in
         for s in shards:  # dedup (sampled sequences check it as they count the rows)

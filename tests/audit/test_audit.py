@@ -597,3 +597,12 @@ def test_an_id_column_named_on_the_command_line_must_exist(canary_lm, tmp_path, 
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "no id column 'doc'" in r.stderr and ".parquet" in r.stderr
     assert not any((tmp_path / "out").glob("*.parquet")) and not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_count_tokens_without_a_dedup_output_says_it_counts_nothing(canary_lm, tmp_path):
+    """--count-tokens counts the corpus tokens dedup kept, which needs --dedup-dir; without one it was
+    ignored without a word (summary.json simply had no retention). Found by the audit probe."""
+    with pytest.warns(UserWarning, match="count_tokens needs a dedup output"):
+        summary = run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / "o",
+                            AuditConfig(n_sequences=4, n_boot=0, count_tokens=True), log=quiet)
+    assert "retention" not in summary
