@@ -490,6 +490,23 @@ def test_a_generated_corpus_given_as_a_stage_output_is_not_called_damaged(tmp_pa
     assert len(err) == 1 and "names no stage: a generated corpus's" in err[0] and "damaged" not in err[0], err
 
 
+@pytest.mark.parametrize("command", ["dedup", "audit"])
+def test_a_generated_corpus_given_as_out_is_refused_as_out(tmp_path, capsys, command):
+    """--out pointed at a generated corpus said '<corpus>: not a stage's output (its manifest.json names no
+    stage: ...)', naming neither --out nor what to do (found by the audit probe)."""
+    from pipelines.cli import main
+
+    assert main(["generate", "--out", str(tmp_path / "corpus"), "--docs", "20"]) == 0
+    assert main(["generate", "--out", str(tmp_path / "other"), "--docs", "20"]) == 0
+    capsys.readouterr()
+    args = {"dedup": ["dedup", str(tmp_path / "other")],
+            "audit": ["audit", "--model", str(tmp_path / "m"), "--corpus", str(tmp_path / "other")]}[command]
+    assert main([*args, "--out", str(tmp_path / "corpus")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--out {tmp_path / 'corpus'} holds a manifest.json of no stage" in err[0], err
+    assert "choose another path" in err[0], err
+
+
 @pytest.mark.parametrize("command, text, needles", [
     ("profile", "profile:\n  seed: 1.5\n", ["section profile", "seed must be int, got 1.5"]),
     ("profile", "profile:\n  batch_size: '8'\n", ["batch_size must be int, got '8'"]),
