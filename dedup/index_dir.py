@@ -18,7 +18,8 @@ An input the index already holds is refused before anything is written, naming t
 (its rows would all be removed as duplicates of themselves: a retried job, a lost output directory): same
 fingerprint, same first documents as a rank's (and the reverse), or a file at a path the index took a file
 from that grew since (its bytes then, followed by more); a file replaced by other content is a new file, and a
-file the index holds with no rows is not refused (it has none to lose; every empty file has one fingerprint).
+file the index holds with no rows is not refused, grown or not (it has none to lose; every empty file has one
+fingerprint).
 
 Versions: a run pins the version current when it starts (in its run record); every band task loads
 exactly that version. Installing the next version succeeds only while the pinned one is current, else a
@@ -216,9 +217,9 @@ class IndexDir:
         """The inputs' :func:`file_entry`; an :class:`InputError` names the first the index holds (module
         docstring) and the run or rank that indexed it."""
         batches = (self.meta or {}).get("batches", [])
-        # a file of no rows has none to lose (and every empty file has one fingerprint): not refused
-        held = {f["fingerprint"]: (b, f) for b in batches for f in b["files"] if f.get("rows") != 0}
-        at = {f["path"]: (b, f) for b in batches for f in b["files"]}
+        # a file held with no rows has none to lose (and every empty file has one fingerprint): not refused
+        indexed = [(b, f) for b in batches for f in b["files"] if f.get("rows") != 0]
+        held, at = {f["fingerprint"]: (b, f) for b, f in indexed}, {f["path"]: (b, f) for b, f in indexed}
         files = [file_entry(s, text_column) for s in shards]
         for s, entry in zip(shards, files):
             if entry["first_documents"] and (rank := next(

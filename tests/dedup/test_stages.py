@@ -595,6 +595,18 @@ def test_an_empty_file_of_the_same_bytes_as_one_the_index_holds_is_not_refused(t
         dedup_staged([tmp_path / "d2"], tmp_path / "o-again", index_dir=tmp_path / "I")
 
 
+def test_a_file_of_no_rows_the_index_holds_that_grew_is_not_refused(tmp_path):
+    """A JSON Lines file of blank lines only (no rows) indexed, then rows appended to it: refused as grown ("fed
+    again, they would be removed as duplicates of themselves"), though the index holds none of its rows."""
+    (tmp_path / "in").mkdir()
+    log = tmp_path / "in" / "log.jsonl"
+    log.write_bytes(b"\n\n")
+    assert dedup_staged([log], tmp_path / "o1", index_dir=tmp_path / "I")["totals"]["rows"] == 0
+    with log.open("a") as f:
+        f.write('{"id": "a", "text": "one two three four five six"}\n')
+    assert dedup_staged([log], tmp_path / "o2", index_dir=tmp_path / "I")["totals"]["kept"] == 1
+
+
 @pytest.mark.parametrize("during", ["sketch", "write"])
 def test_an_input_rewritten_while_a_stage_reads_it_is_refused(tmp_path, monkeypatch, during):
     """The write stage applies the sketch stage's verdicts to the rows it reads, so both must read the same file.
