@@ -35,6 +35,10 @@ class StateError(ValueError):
     incompatible version; the message names the file."""
 
 
+class NotAStageOutput(StateError):
+    """A directory whose manifest.json names no stage (a generated corpus's, say)."""
+
+
 class InUseError(RuntimeError):
     """Another run holds the output directory (:func:`claim`)."""
 
@@ -273,7 +277,7 @@ def read_manifest(out: Path) -> dict | None:
     if not p.exists():
         return None
     if "stage" not in (manifest := read_json(p)):  # memdedup generate's corpus manifest, say
-        raise StateError(f"{out}: not a stage's output (its manifest.json names no stage: a generated corpus's?)")
+        raise NotAStageOutput(f"{out}: not a stage's output (its manifest.json names no stage: a generated corpus's?)")
     return manifest
 
 

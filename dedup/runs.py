@@ -86,10 +86,11 @@ def refuse_unusable_out(out: Path) -> None:
 
 def refuse_other_stage(out: Path, stage: str) -> None:
     """ValueError when ``out`` holds the manifest of a stage other than ``stage``, or of none (a generated corpus)."""
-    manifest = io.manifest_path(out)
-    prior = io.read_json(manifest) if Path(out).is_dir() and manifest.exists() else None  # damaged: StateError
-    if prior is not None and "stage" not in prior:
-        raise ValueError(f"--out {out} holds a manifest.json of no stage (a generated corpus?); choose another path")
+    try:
+        prior = io.read_manifest(out) if Path(out).is_dir() else None  # damaged: StateError
+    except io.NotAStageOutput:
+        raise ValueError(f"--out {out} holds a manifest.json of no stage (a generated corpus?); choose another "
+                         "path") from None
     if prior is not None and prior["stage"] != stage:
         article = "an" if str(prior["stage"])[:1] in "aeiou" else "a"
         raise ValueError(f"--out {out} holds {article} {prior['stage']} output (manifest.json); choose another path")
