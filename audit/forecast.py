@@ -35,7 +35,8 @@ from dedup.shards import InputError, id_strings
 
 from .aggregate import RATES_COUNT, sequence_keys
 from .layout import (CHECKPOINT_DIR, ORDER_FILE, PER_SEQUENCE, TRAIN_CONFIG, checkpoint_step, read_instances,
-                     refuse_damaged, refuse_other_bos, refuse_unfinished, training_run, training_run_digest)
+                     read_per_sequence, refuse_damaged, refuse_other_bos, refuse_unfinished, training_run,
+                     training_run_digest)
 from .sampling import document_name
 from .stats import as_bools, wilson_interval
 
@@ -205,14 +206,9 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
     tables = []
     for d in dirs:
         refuse_unfinished(d, "audit")
-        f = d / PER_SEQUENCE
-        if not f.exists():
-            raise InputError(d, f"not an audit output (no {PER_SEQUENCE})")
-        table = pq.read_table(f)
+        f = d / PER_SEQUENCE  # sequences are matched on doc_id and token_offset and compared on extractable
+        table = read_per_sequence(d, ("doc_id", "token_offset", "extractable"))
         tables.append(t := table.to_pandas())
-        if missing := [c for c in ("doc_id", "token_offset", "extractable") if c not in t.columns]:  # else KeyError
-            raise InputError(f, f"no column {', '.join(map(repr, missing))}: sequences are matched on doc_id and "
-                                "token_offset and compared on extractable")
         t["doc_id"] = id_strings(table["doc_id"], f, "doc_id").to_pylist()  # as corpus ids are read (7 -> '7')
         try:
             _bool_column(t, "extractable", "its")

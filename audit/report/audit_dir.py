@@ -65,10 +65,8 @@ class Audit:
 def load_audit(audit_dir: str | os.PathLike) -> Audit:
     """Read an audit directory (``per_sequence.parquet`` required, ``summary.json`` optional)."""
     path = Path(audit_dir).resolve()
-    f = path / PER_SEQUENCE
-    if not f.exists():
-        raise ValueError(f"{path}: not an audit output (no {PER_SEQUENCE})")
     table = read_per_sequence(path, ("extractable", "leading_matched"))
+    f = path / PER_SEQUENCE
     summary = io.json_or_empty(path / SUMMARY)
     derived = aggregate.summarise(table, n_boot=None, seed=0)
     shapes = {**derived, "model": {"path": "", "name": ""}, "config": {"prompt_len": 0, "cont_len": 0},

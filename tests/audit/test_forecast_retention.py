@@ -232,7 +232,8 @@ def test_forecast_audits_name_a_document_id_two_sequences_share(tmp_path):
     ("token_offset", {}, "no column 'token_offset'"),
     ("doc_id", {}, "no column 'doc_id'"),
     ("extractable", {}, "no column 'extractable'"),
-    (None, {"extractable": ["true", "false"]}, "'extractable' must be boolean or 0/1"),
+    (None, {"extractable": ["true", "false"]}, "'extractable' holds large_string, not booleans or integers"),
+    (None, {"extractable": [2, 0]}, "'extractable' must be boolean or 0/1"),
 ])
 def test_forecast_audits_name_the_table_that_lacks_a_column_it_needs(tmp_path, drop, edit, needle):
     """A per_sequence.parquet without token_offset (an older or hand-made table) gave a pandas
