@@ -29,6 +29,10 @@ JSON_SPACE = b" \t\r"
 BOM = b"\xef\xbb\xbf"
 _OPEN = ord("{")
 _CONTENT = re.compile(rb"[^ \t\r\n]")
+#: Opening brackets (``{`` and ``[``) from which :func:`scan` decodes a line in Python before Arrow sees it: pyarrow 26's
+#: JSON reader overflows its stack (SIGSEGV) on a line nested 20,000 levels deep (10,000 are read), and a line nested
+#: that deep holds as many opening brackets (and at least twice as many bytes).
+CROWDED = 5_000
 
 
 def _body(line: bytes, first_of_file: bool) -> bytes:
@@ -44,8 +48,8 @@ def has_content(data: bytes) -> bool:
 @dataclass(frozen=True)
 class Lines:
     """The ``count`` lines of a piece (whole lines, each ending in a line feed): 0-based indices of the ``blank``
-    ones and of the ``suspect`` ones, not blank but not starting (after JSON whitespace, and a byte order mark on the
-    file's first line) with ``{``, each refused by :func:`line_problem`."""
+    ones and of the ``suspect`` ones, each refused by :func:`line_problem`: not blank but not starting (after JSON
+    whitespace, and a byte order mark on the file's first line) with ``{``, or nested too deep to decode."""
 
     count: int
     blank: tuple[int, ...]
@@ -64,7 +68,7 @@ class Lines:
 
 def scan(piece: bytes, at_file_start: bool) -> Lines:
     """Find the blank and suspect lines of ``piece`` (whole lines, ending in a line feed): one numpy pass, and
-    Python only for lines that do not start with ``{``.
+    Python only for lines that do not start with ``{`` and lines of :data:`CROWDED` opening brackets or more.
 
     Example:
         >>> s = scan(b'{"a": 1}\\n\\n  {"a": 2}\\nnull\\n', at_file_start=True)
@@ -82,7 +86,15 @@ def scan(piece: bytes, at_file_start: bool) -> Lines:
             blank.append(i)
         elif body[0] != _OPEN:
             suspect.append(i)
-    return Lines(int(ends.size), tuple(blank), tuple(suspect))
+    for i in np.flatnonzero(np.diff(ends, prepend=-1) > 2 * CROWDED).tolist():
+        if i not in suspect and np.count_nonzero((raw[starts[i]:ends[i]] | 0x20) == _OPEN) >= CROWDED:  # ({ and [)
+            try:
+                json.loads(_body(piece[starts[i]:ends[i]], at_file_start and i == 0))
+            except RecursionError:
+                suspect.append(i)
+            except ValueError:  # another problem: Arrow, then line_problem, name it
+                pass
+    return Lines(int(ends.size), tuple(blank), tuple(sorted(suspect)))
 
 
 class _DuplicateKey(ValueError):
@@ -147,7 +159,9 @@ def line_problem(line: bytes, first_of_file: bool, text_column: str | None = Non
         if e.msg == "Extra data":
             return "more than one JSON value on the line (JSON Lines holds one object per line)"
         return f"invalid JSON at column {e.colno}: {e.msg}"
-    except (ValueError, RecursionError) as e:
+    except RecursionError:
+        return "invalid JSON: nested too deep to decode (Parquet, the kept shards' format, reads at most 99 levels)"
+    except ValueError as e:
         return f"invalid JSON: {e}"
     if not isinstance(obj, dict):
         array = f" {ARRAY_FILE}" if first_of_file and isinstance(obj, list) else ""

@@ -495,6 +495,20 @@ def test_jsonl_nested_deeper_than_parquet_reads_is_one_line_not_an_unreadable_ke
     assert pq.read_table(tmp_path / "o" / "kept" / "a.parquet").num_rows == 1
 
 
+@pytest.mark.parametrize("engine", [("--engine", "fused"), STAGED])
+@pytest.mark.parametrize("bracket", ["[]", '{}'])
+def test_jsonl_nested_too_deep_for_arrows_parser_is_one_line_naming_it_and_leaves_nothing(tmp_path, engine, bracket):
+    """A line nested 30,000 levels deep crashed pyarrow's JSON reader (SIGSEGV: the fused engine exited 139
+    with no message and left `_work/run.json` behind)."""
+    d = tmp_path / "in"
+    d.mkdir()
+    depth = 30_000
+    value = "[" * depth + "]" * depth if bracket == "[]" else '{"k": ' * depth + "1" + "}" * depth
+    (d / "a.jsonl").write_text('{"text": "alpha beta"}\n{"text": "gamma delta", "x": ' + value + "}\n")
+    one_error_line(dedup(d, tmp_path / "o", *engine, ok=False), "a.jsonl", "line 2", "nested")
+    assert not files_under(tmp_path / "o")
+
+
 # ------------------------------------------------------------------ Dask cluster options
 @pytest.mark.parametrize("opts", [("--workers", "0"), ("--workers", "-1"), ("--engine", "staged", "--workers", "0"),
                                   ("--workers", "1", "--threads-per-worker", "0"),
