@@ -158,11 +158,14 @@ class IndexPlan:
         p_band = bloom_fp(n_inserted, self.band_bits, self.band_k)
         return -math.expm1(self.bands * math.log1p(-p_band)) if p_band < 1.0 else 1.0
 
-    def to_dict(self) -> dict:
-        """JSON-ready summary for manifests and ``memdedup params``."""
-        return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "curve"},
+    def to_dict(self, growing: bool = False) -> dict:
+        """JSON-ready summary for manifests and ``memdedup params``; ``growing``: the filters grow by generations
+        (an ``--index-dir`` run: :mod:`dedup.scalable`), so the fields that size a fixed filter are None."""
+        plan = {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "curve"},
                 "index_bytes": self.index_bytes, "bytes_per_doc": self.bytes_per_doc,
                 "predicted_fp_at_capacity": self.predicted_fp(self.capacity), "candidate_probability": self.curve}
+        sizing = ("capacity", "band_bits", "band_k", "index_bytes", "bytes_per_doc", "predicted_fp_at_capacity")
+        return plan | dict.fromkeys(sizing if growing else (), None)
 
 
 def plan_index(threshold: float, num_perm: int, capacity: int, total_fp: float = 1e-5, bands: int | None = None,

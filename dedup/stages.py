@@ -381,7 +381,8 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
         checkpoint("installed")
     bands_only = {n: r for n, r in band_records.items() if n != EXACT_BAND}
     index_body = {"backend": "lshbloom",
-                  "plan": plan_index(config.threshold, config.num_perm, capacity, config.fp, bands, rows).to_dict(),
+                  "plan": plan_index(config.threshold, config.num_perm, capacity, config.fp, bands,
+                                     rows).to_dict(growing=index is not None),
                   "bytes": {"bands": sum(r["bytes"] for r in bands_only.values()),
                             "exact": band_records[EXACT_BAND]["bytes"]},
                   "predicted_fp": whole_index_fp([p for r in bands_only.values() for p in r["generation_fps"]]),

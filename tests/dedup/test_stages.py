@@ -644,3 +644,19 @@ def test_band_splits_must_be_a_whole_number_of_tasks(tmp_path, splits):
     with pytest.raises(ValueError, match=f"band-splits must be an integer >= 1, got {splits!r}"):
         dedup_staged([tmp_path / "in"], tmp_path / "out", band_splits=splits)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_plan_of_an_index_directory_run_sizes_no_fixed_filter(tmp_path):
+    """With --index-dir the filters grow by generations from the index's first run, so a plan of filters sized
+    for this batch (capacity, bits, bytes, rate at capacity) described filters no run used: the second batch's
+    manifest said capacity 300 while the index held 600 documents in generations sized at its creation."""
+    write_shards(generate_corpus(300, mean_bytes=200, seed=1), tmp_path / "b1", 1)
+    write_shards(generate_corpus(300, mean_bytes=200, seed=2), tmp_path / "b2", 1)
+    dedup_staged([tmp_path / "b1"], tmp_path / "o1", DedupConfig(), index_dir=tmp_path / "I")
+    index = dedup_staged([tmp_path / "b2"], tmp_path / "o2", DedupConfig(), index_dir=tmp_path / "I")["index"]
+    sizing = ("capacity", "band_bits", "band_k", "index_bytes", "bytes_per_doc", "predicted_fp_at_capacity")
+    assert all(index["plan"][k] is None for k in sizing), index["plan"]
+    assert (index["plan"]["bands"], index["plan"]["rows"], index["plan"]["total_fp"]) == (*DedupConfig().banding(), 1e-5)
+    assert index["index_dir"]["documents"] == 600 and 0 < index["predicted_fp"] < 1e-5
+    fixed = dedup_staged([tmp_path / "b2"], tmp_path / "o3", DedupConfig())["index"]["plan"]
+    assert fixed["capacity"] == 300 and fixed["predicted_fp_at_capacity"] > 0
