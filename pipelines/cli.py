@@ -28,10 +28,10 @@ from .config import ConfigError, add_options, from_args, given_path, path_arg
 SECTIONS = {"dedup": DedupConfig, "audit": AuditConfig, "train": TrainConfig, "profile": ProfileConfig}
 
 
-def _add_output(p: argparse.ArgumentParser, what: str, quiet: str | None = None, section: str | None = None) -> None:
+def _add_output(p: argparse.ArgumentParser, what: str, quiet: str = "no notes or summary",
+                section: str | None = None) -> None:
     """Every command's last options: ``--quiet`` (help ``quiet``), ``--json`` and a stage's config options."""
-    if quiet:
-        p.add_argument("--quiet", action="store_true", help=quiet)
+    p.add_argument("--quiet", action="store_true", help=quiet)
     p.add_argument("--json", action="store_true",
                    help=f"print {what} as JSON on stdout instead of the human-readable lines "
                         "(progress and notes stay on stderr)")
@@ -136,8 +136,7 @@ def _parser() -> argparse.ArgumentParser:
                                    "only threshold, num-perm, bands, rows, fp, exact-fp and capacity change the "
                                    "plan, and index must be lshbloom.")
     p.add_argument("--docs", type=int, default=1_000_000, help="number of documents (default: %(default)s)")
-    p.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")
-    add_options(p, SECTIONS["dedup"], "dedup")
+    _add_output(p, "the plan", section="dedup")
 
     p = sub.add_parser("generate", help="write a synthetic corpus with planted duplicates (no network needed)")
     p.add_argument("--out", required=True, type=path_arg, help="output directory: new, empty, or an earlier generate "
@@ -325,7 +324,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     manifest = write_report(args.audits, args.out, labels=args.labels, dedup_dir=args.dedup_dir,
                             profile_dirs=args.profile_dir, model_dirs=args.model_dir, title=args.title,
-                            checks=args.checks, log=lambda msg: print(msg, file=sys.stderr))
+                            checks=args.checks, log=_log(args))
 
     def human() -> None:
         for p in [*manifest["pages"], *filter(None, [manifest["comparison"]])]:
@@ -425,7 +424,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             args.out.rmdir()
         raise
     kinds = ", ".join(f"{v:,} {k}" for k, v in sorted(planted["kinds"].items()))
-    _emit(args, planted, lambda: print(f"wrote {table.num_rows:,} documents in {len(paths)} shard(s) to {args.out}"
+    docs = f"{table.num_rows:,} document{'s' * (table.num_rows != 1)}"
+    _emit(args, planted, lambda: print(f"wrote {docs} in {len(paths)} shard(s) to {args.out}"
                                        + (f" ({kinds})" if kinds else "")))
     return 0
 
@@ -472,7 +472,7 @@ def _emit(args: argparse.Namespace, payload: dict, human: Callable[[], object]) 
         from dedup.io import json_text
 
         args.json_out.write(json_text(payload))
-    elif not getattr(args, "quiet", False):  # forecast, report, params, generate, check have no --quiet
+    elif not args.quiet:
         human()
 
 
