@@ -41,12 +41,14 @@ EXPOSURE_SHAPE = {"samples": 0, "log2_space": 0.0, "words": 0, "error": "", "by_
 
 def _labels(audits: Sequence[Path], labels: Sequence[str] | None) -> list[str]:
     """The given labels, or the audits' directory names made distinct (audit-1, audit-2). ValueError: not one per
-    audit, or not distinct."""
+    audit, blank, or not distinct."""
     out = list(labels) if labels else [a.resolve().name or "audit" for a in audits]
     if len(out) != len(audits):
         raise ValueError(f"--labels: {len(out)} labels for {len(audits)} audit directories")
     if not labels:
         out = [f"{lab}-{i + 1}" if out.count(lab) > 1 else lab for i, lab in enumerate(out)]
+    elif not all(lab.strip() for lab in out):
+        raise ValueError(f"--labels: a label may not be blank, got {out}")
     if len(set(out)) != len(out):
         raise ValueError(f"--labels must be distinct, got {out}")
     return out

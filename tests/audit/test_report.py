@@ -216,6 +216,16 @@ def test_comparison_validates_labels(dirs, tmp_path):
         comparison_report([tmp_path], ["x"], tmp_path / "c.html")
 
 
+@pytest.mark.parametrize("labels", [["", "b"], ["a", " "]])
+def test_a_blank_label_is_refused_before_anything_is_written(tmp_path, labels):
+    """``--labels ''`` made a page titled with nothing and a comparison column without a name."""
+    from audit.report.run import write_report
+
+    with pytest.raises(ValueError, match="--labels: a label may not be blank"):
+        write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out", labels=labels)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_comparison_of_audits_with_other_prompt_or_continuation_lengths_is_refused(dirs, tmp_path):
     """Extractable at 16 + 16 tokens and at 32 + 32 are different measures (Carlini et al. 2022:
     memorisation grows with the prompt's length), so their ratio is no effect of dedup. The page
