@@ -16,6 +16,7 @@ import pytest
 from audit import plots, stats
 from audit.forecast import forecast
 from audit.retention import recall, recognition, retention_curve, sign_test_p_value
+from dedup.io import write_stage_manifest
 from dedup.shards import InputError
 
 
@@ -141,6 +142,7 @@ def test_forecast_audits_refuse_audits_under_other_bos_policies(tmp_path):
                       "extractable": [True, False]}).to_parquet(tmp_path / name / "per_sequence.parquet")
         config = {"prompt_len": 2, "cont_len": 1} | ({"bos": bos} if bos else {})
         (tmp_path / name / "summary.json").write_text(json.dumps({"config": config}))
+        write_stage_manifest(tmp_path / name, "audit", {}, versions=False)
     with pytest.raises(InputError, match=r"BOS policy.*a: auto.*b: never") as e:
         forecast_audits(tmp_path / "a", tmp_path / "b")
     assert str(tmp_path / "b") in str(e.value)
@@ -155,6 +157,7 @@ def test_forecast_audits_name_a_damaged_summary(tmp_path, summary):
         (tmp_path / name).mkdir()
         pd.DataFrame({"doc_id": ["d1"], "token_offset": [0], "extractable": [True]}).to_parquet(
             tmp_path / name / "per_sequence.parquet")
+        write_stage_manifest(tmp_path / name, "audit", {}, versions=False)
     (tmp_path / "b" / "summary.json").write_text(summary)
     from audit.forecast import forecast_audits
     from dedup.io import StateError
@@ -174,6 +177,7 @@ def test_forecast_audits_refuse_a_killed_audit(tmp_path):
         (tmp_path / name).mkdir()
         pd.DataFrame({"doc_id": ["d1"], "token_offset": [0], "prompt": [[1, 2]], "truth": [[5]],
                       "extractable": [True]}).to_parquet(tmp_path / name / "per_sequence.parquet")
+    write_stage_manifest(tmp_path / "a", "audit", {}, versions=False)  # b's removed as the audit starts
     (tmp_path / "b" / io.RUNNING_FILE).write_text("")
     with pytest.raises(ValueError, match=rf"{tmp_path / 'b'}: an unfinished memdedup audit"):
         forecast_audits(tmp_path / "a", tmp_path / "b")
@@ -216,6 +220,7 @@ def test_forecast_audits_name_a_document_id_two_sequences_share(tmp_path):
     pd.DataFrame({"doc_id": ["d5", "d6", "d6"], "shard": ["p"] * 3, "row": [4, 5, 6], "token_offset": [0, 0, 0],
                   "prompt": [[1, 2], [3, 4], [5, 6]], "truth": [[7], [8], [9]], "extractable": [True, False, True]}
                  ).to_parquet(d / "per_sequence.parquet")
+    write_stage_manifest(d, "audit", {}, versions=False)
     with pytest.raises(InputError, match=r"'d6'.*twice|twice.*'d6'") as e:
         forecast_audits(d, d)
     assert str(d) in str(e.value) and "tokenizer" not in str(e.value)
@@ -223,6 +228,7 @@ def test_forecast_audits_name_a_document_id_two_sequences_share(tmp_path):
     twice.mkdir()
     pd.DataFrame({"doc_id": ["d5", "d5"], "token_offset": [3, 3], "prompt": [[1, 2]] * 2, "truth": [[7]] * 2,
                   "extractable": [True, True]}).to_parquet(twice / "per_sequence.parquet")
+    write_stage_manifest(twice, "audit", {}, versions=False)
     with pytest.raises(InputError, match="'d5'") as e:
         forecast_audits(twice, twice)
     assert str(twice) in str(e.value)
@@ -247,6 +253,7 @@ def test_forecast_audits_name_the_table_that_lacks_a_column_it_needs(tmp_path, d
     for d, c in ((good, cols), (bad, {k: v for k, v in {**cols, **edit}.items() if k != drop})):
         d.mkdir()
         pd.DataFrame(c).to_parquet(d / "per_sequence.parquet")
+        write_stage_manifest(d, "audit", {}, versions=False)
     for pair in ((good, bad), (bad, good)):
         with pytest.raises(InputError, match=needle) as e:
             forecast_audits(*pair)
@@ -594,6 +601,7 @@ def test_forecast_out_in_a_missing_directory_names_the_file_not_its_temporary(tm
         (tmp_path / name).mkdir()
         pd.DataFrame({"doc_id": ["d1"], "token_offset": [0], "extractable": [True]}).to_parquet(
             tmp_path / name / "per_sequence.parquet")
+        write_stage_manifest(tmp_path / name, "audit", {}, versions=False)
     out = tmp_path / "missing" / "x.json"
     assert main(["forecast", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

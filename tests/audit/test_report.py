@@ -19,6 +19,7 @@ import pytest
 from audit import stats
 from audit.report.comparison import comparison_report
 from audit.report.model import model_report
+from dedup.io import write_stage_manifest
 
 P, C = 4, 4
 
@@ -55,6 +56,7 @@ def _write_audit(d: Path, extractable: list[bool], *, buckets: list[str], member
                "extractable": {"n": n, "k": k, "rate": k / n, "lower": lo, "upper": hi},
                "mean_leading_matched": float(lead.mean())}
     (d / "summary.json").write_text(json.dumps(summary))
+    write_stage_manifest(d, "audit", {}, versions=False)  # last, as the audit writes it
     return d
 
 
@@ -347,7 +349,8 @@ def test_a_killed_audit_or_profile_is_refused_until_rerun(dirs, tmp_path, which)
     from dedup import io
 
     d = dirs[which]
-    (d / "summary.json").unlink()
+    for f in ("summary.json", "manifest.json"):
+        (d / f).unlink(missing_ok=True)
     (d / io.RUNNING_FILE).write_text("")
     with pytest.raises(ValueError, match=rf"{d}.*unfinished"):
         write_report([dirs["raw"]], tmp_path / "rep", profile_dirs=[dirs["profile"]])

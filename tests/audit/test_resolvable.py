@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from audit import aggregate, stats
+from dedup.io import write_stage_manifest
 
 
 def test_tpr_at_fpr_uses_a_strict_bound():
@@ -159,6 +160,7 @@ def test_forecast_counts_distinct_sequences(tmp_path):
             "doc_id": ["c1", "c2", "c3", "u1", "u2"], "token_offset": [0] * 5, "extractable": extractable,
             "prompt": [[1, 2]] * 3 + [[3, 4], [5, 6]], "truth": [[7, 8]] * 3 + [[9, 9], [8, 8]]}),
             d / "per_sequence.parquet")
+        write_stage_manifest(d, "audit", {}, versions=False)
 
     audit(tmp_path / "a", [True, True, True, False, True])
     audit(tmp_path / "b", [True, True, True, False, False])

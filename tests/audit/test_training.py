@@ -262,6 +262,8 @@ def test_checkpoints_load_in_the_audit(profiled):
 def test_forecast_from_two_audits(tmp_path):
     import pyarrow as pa
 
+    from dedup.io import write_stage_manifest
+
     first = pa.table({"doc_id": ["a", "b", "c", "d"], "token_offset": [0] * 4, "extractable": [True, True, False, False],
                       "member": [True] * 4})
     second = pa.table({"doc_id": ["a", "b", "c", "d"], "token_offset": [0] * 4, "extractable": [True, False, True, False],
@@ -269,6 +271,7 @@ def test_forecast_from_two_audits(tmp_path):
     for name, t in (("first", first), ("second", second)):
         (tmp_path / name).mkdir()
         pq.write_table(t, tmp_path / name / "per_sequence.parquet")
+        write_stage_manifest(tmp_path / name, "audit", {}, versions=False)
     r = subprocess.run([sys.executable, "-m", "pipelines.cli", "forecast", str(tmp_path / "first"), str(tmp_path / "second"),
                         "--out", str(tmp_path / "f.json")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

@@ -22,6 +22,7 @@ import yaml
 
 from audit.config import AuditConfig, ProfileConfig, TrainConfig
 from dedup.config import DedupConfig
+from dedup.io import write_stage_manifest
 from pipelines.cli import SECTIONS, _parser
 from pipelines.config import from_args, reference
 
@@ -340,6 +341,7 @@ def test_forecast_and_generate_json(tmp_path):
         d.mkdir()
         pq.write_table(pa.table({"doc_id": ["a", "b", "c", "d"], "token_offset": [0, 0, 0, 0],
                                  "extractable": flags}), d / "per_sequence.parquet")
+        write_stage_manifest(d, "audit", {}, versions=False)
     r = cli("forecast", tmp_path / "first", tmp_path / "second", "--out", tmp_path / "fc.json", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == json.loads((tmp_path / "fc.json").read_text())
@@ -588,6 +590,7 @@ def test_forecast_refuses_an_out_inside_an_input_audit(tmp_path, capsys, inside)
         pq.write_table(pa.table({"doc_id": ["a", "b"], "token_offset": [0, 0], "extractable": [True, False]}),
                        tmp_path / name / "per_sequence.parquet")
         (tmp_path / name / "summary.json").write_text("{}")
+        write_stage_manifest(tmp_path / name, "audit", {}, versions=False)
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert main(["forecast", str(tmp_path / "first"), str(tmp_path / "second"),
                  "--out", str(tmp_path / "first" / inside)]) == 2
@@ -607,6 +610,7 @@ def test_forecast_refuses_audits_of_other_token_windows(tmp_path, capsys):
         pq.write_table(pa.table({"doc_id": ["a", "b"], "token_offset": [0, 0], "extractable": [True, False],
                                  "prompt": [list(range(n))] * 2, "truth": [list(range(n, 2 * n))] * 2}),
                        tmp_path / name / "per_sequence.parquet")
+        write_stage_manifest(tmp_path / name, "audit", {}, versions=False)
     assert main(["forecast", str(tmp_path / "first"), str(tmp_path / "second")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(tmp_path / "first") in err[0] and str(tmp_path / "second") in err[0], err
@@ -624,6 +628,7 @@ def test_forecast_reads_integer_doc_ids_as_the_corpus_ids_they_are(tmp_path, cap
         (tmp_path / name).mkdir()
         pq.write_table(pa.table({"doc_id": ids, "token_offset": [0, 0], "extractable": [True, False]}),
                        tmp_path / name / "per_sequence.parquet")
+        write_stage_manifest(tmp_path / name, "audit", {}, versions=False)
     assert main(["forecast", str(tmp_path / "first"), str(tmp_path / "second"), "--json"]) == 0
     fc = json.loads(capsys.readouterr().out)
     assert (fc["n"], fc["tp"], fc["tn"]) == (2, 1, 1), fc
