@@ -198,8 +198,9 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
     iff each token lies in an instance of its document first trained at or before the EARLIER
     model's step (:func:`_trained_by`, from ``order.parquet``; an order without
     ``token_offset``/``n_tokens``: the document's first step); otherwise iff its ``member``
-    label says so (unknown counts as seen). The rule is returned as ``seen``. InputError: not an audit output, the
-    same audit twice, two checkpoints of one run in the wrong order (the later first) or of one step, other ``--bos``
+    label says so (unknown counts as seen). The rule is returned as ``seen``. ValueError: not an audit output, or
+    not a finished one (no manifest.json: :func:`audit.layout.finished_audit`). InputError: the same
+    audit twice, two checkpoints of one run in the wrong order (the later first) or of one step, other ``--bos``
     policies (:func:`refuse_other_bos`), or no sequence of both audits that both models have seen (nothing to
     forecast)."""
     dirs = (Path(first), Path(second))

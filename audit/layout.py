@@ -271,15 +271,23 @@ def refuse_damaged(path: Path, obj: dict, shape: dict) -> None:
             raise InputError(path, f"damaged: {problem}")
 
 
-def read_per_sequence(audit_dir: Path, columns: tuple[str, ...], nulls: bool = True) -> pa.Table:
-    """An audit's :data:`PER_SEQUENCE` table with ``columns`` present. InputError naming the directory where the
-    file is absent, else naming the file where a column is absent or, for a boolean or integer column of
-    :data:`PER_SEQUENCE_SCHEMA`, holds another type (integers pass for booleans, 0/1 as older audits wrote them; a
-    column of nulls passes) or, unless ``nulls``, a missing value. Read value by value as Python truth, a string
-    column would count ``'false'`` as extractable."""
-    path = Path(audit_dir) / PER_SEQUENCE
-    if not path.exists():
+def finished_audit(audit_dir: str | os.PathLike) -> dict:
+    """The manifest of the finished audit in ``audit_dir``. InputError naming the directory where it holds no
+    :data:`PER_SEQUENCE` (not an audit); :class:`dedup.io.StateError` naming it where it holds no manifest.json
+    (:func:`dedup.io.completed_manifest`: the audit writes it last; one stopped before it finished left none)."""
+    if not (Path(audit_dir) / PER_SEQUENCE).exists():
         raise InputError(audit_dir, f"not an audit output (no {PER_SEQUENCE})")
+    return io.completed_manifest(Path(audit_dir), "audit")
+
+
+def read_per_sequence(audit_dir: Path, columns: tuple[str, ...], nulls: bool = True) -> pa.Table:
+    """A finished audit's :data:`PER_SEQUENCE` table with ``columns`` present. Refused as :func:`finished_audit`
+    refuses (no such file, no manifest.json), else InputError naming the file where a column is absent or, for a
+    boolean or integer column of :data:`PER_SEQUENCE_SCHEMA`, holds another type (integers pass for booleans, 0/1 as
+    older audits wrote them; a column of nulls passes) or, unless ``nulls``, a missing value. Read value by value as
+    Python truth, a string column would count ``'false'`` as extractable."""
+    finished_audit(audit_dir)
+    path = Path(audit_dir) / PER_SEQUENCE
     table = pq.read_table(path)
     if missing := [c for c in columns if c not in table.column_names]:
         raise InputError(path, f"no column {missing[0]!r} (columns: {table.column_names})")

@@ -295,11 +295,15 @@ def undecodable(text: str | os.PathLike) -> str | None:
 
 
 def completed_manifest(out: Path, stage: str) -> dict:
-    """The manifest of the completed ``stage`` in ``out``; StateError naming ``out`` otherwise."""
+    """The manifest of the completed ``stage`` in ``out``; StateError naming ``out`` otherwise (no manifest.json:
+    a stage writes it last, so one killed there before it finished left none)."""
     manifest = read_manifest(Path(out))
-    if manifest is None or manifest["stage"] != stage:
-        why = "no manifest.json" if manifest is None else f"its manifest.json is the {manifest['stage']} stage's"
-        raise StateError(f"{out}: not a completed {stage} output ({why})")
+    if manifest is None:
+        raise StateError(f"{out}: not a completed {stage} output (no manifest.json); rerun memdedup {stage} with the "
+                         "same --out to finish it")
+    if manifest["stage"] != stage:
+        raise StateError(f"{out}: not a completed {stage} output (its manifest.json is the {manifest['stage']} "
+                         "stage's)")
     return manifest
 
 

@@ -63,7 +63,8 @@ class Audit:
 
 
 def load_audit(audit_dir: str | os.PathLike) -> Audit:
-    """Read an audit directory (``per_sequence.parquet`` required, ``summary.json`` optional)."""
+    """Read a finished audit directory (``per_sequence.parquet`` and ``manifest.json`` required:
+    :func:`audit.layout.finished_audit`; ``summary.json`` optional)."""
     path = Path(audit_dir).resolve()
     table = read_per_sequence(path, ("extractable", "leading_matched"))
     f = path / PER_SEQUENCE

@@ -359,6 +359,26 @@ def test_a_killed_audit_or_profile_is_refused_until_rerun(dirs, tmp_path, which)
     write_report([dirs["raw"]], tmp_path / "rep", profile_dirs=[dirs["profile"]])
 
 
+@pytest.mark.parametrize("command", ["forecast", "report"])
+def test_an_audit_without_its_manifest_is_refused(dirs, tmp_path, capsys, command):
+    """An audit writes its manifest.json last: a directory without one is an audit stopped before it finished (or not
+    an audit). forecast read it as complete (its "seen" fell back to the member labels and the step order of two
+    checkpoints went unchecked), and report drew its pages, both exit 0. Now exit 2, one line naming the directory,
+    nothing written and the inputs as they were."""
+    from pipelines.cli import main
+
+    argv, out = [command, str(dirs["raw"]), str(dirs["dedup"]), "--out"], tmp_path / f"{command}-out"
+    assert main([*argv, str(tmp_path / "finished")]) == 0  # both finished
+    (dirs["dedup"] / "manifest.json").unlink()
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main([*argv, str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"memdedup {command}: error: {dirs['dedup']}: not a completed audit output (no manifest.json); "
+                   "rerun memdedup audit with the same --out to finish it"], err
+    assert not out.exists() and {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
 def test_comparison_escapes_labels(dirs, tmp_path):
     out = comparison_report([dirs["raw"], dirs["dedup"]], ["raw <b>", "dedup & co"], tmp_path / "c.html")
     page = out.read_text(encoding="utf-8")
