@@ -137,7 +137,7 @@ def _training_step(audit_dir: Path) -> tuple[int | None, Path | None]:
     """(step, order.parquet) of the model an audit audited, when it is a checkpoint
     (``RUN/checkpoints/step-NNNNNNN``) or the final model (``RUN/model``) of a ``memdedup
     train`` run that holds ``order.parquet``; (None, None) otherwise."""
-    manifest = io.read_manifest(audit_dir) or {}
+    manifest = io.read_manifest(audit_dir)  # (a finished audit's: read_per_sequence checked)
     refuse_damaged(io.manifest_path(audit_dir), manifest, {"model": "", "training_run": {"sha256": ""}})
     run = training_run(manifest["model"]) if manifest.get("model") else None
     if run is None:

@@ -23,8 +23,8 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from dedup.io import (json_or_empty, read_json, read_manifest, tmp_path, undecodable, write_json_atomic,
-                      write_stage_manifest)
+from dedup.io import (completed_manifest, json_or_empty, read_json, read_manifest, tmp_path, undecodable,
+                      write_json_atomic, write_stage_manifest)
 from dedup.shards import InputError
 
 from ..layout import (COMPARISON_PAGE, REPORT_PENDING, SUMMARY, as_paths, finished_audit, holding_out, refuse_out,
@@ -110,9 +110,9 @@ def write_report(audits: Sequence[Path] | Path, out: Path, *, labels: Sequence[s
                  log: Callable[[str], None] = lambda msg: None) -> dict:
     """Write the report of ``audits`` (``memdedup audit`` directories, or one) into ``out``; return its
     manifest. ``profile_dirs`` pair with the audits in order (may be fewer); ``dedup_dir`` and ``checks`` (a ``memdedup
-    check`` output) feed the comparison page. ValueError (nothing written): an audit not finished (no manifest.json:
-    :func:`audit.layout.finished_audit`), labels, profiles or model directories that do not fit the audits, ``out``
-    inside an input or holding another stage's output, an unreadable ``checks``."""
+    check`` output) feed the comparison page. ValueError (nothing written): an audit or profile not finished (no
+    manifest.json: :func:`audit.layout.finished_audit`), labels, profiles or model directories that do not fit the
+    audits, ``out`` inside an input or holding another stage's output, an unreadable ``checks``."""
     audits, profile_dirs, model_dirs = (as_paths(x) for x in (audits, profile_dirs, model_dirs))
     out = Path(out)
     if not audits:
@@ -139,8 +139,10 @@ def write_report(audits: Sequence[Path] | Path, out: Path, *, labels: Sequence[s
                                 "(--profile-dir pairs with the audits in order)")
     decoders = _decoders(audits, model_dirs, log)
     refuse_out(out, [*audits, *profile_dirs, *model_dirs, dedup_dir], "report")
-    for a in audits:  # refused before out is written to: the pages read them
+    for a in audits:  # finished (manifest.json, written last), refused before out is written to
         finished_audit(a)
+    for p in profile_dirs:
+        completed_manifest(p, "profile")
     prior = read_manifest(out) if out.is_dir() else None  # an earlier report's
     # read before anything is written: a missing or damaged file is exit 2, one line, no pages
     record = read_json(checks) if checks is not None else {"checks": []}

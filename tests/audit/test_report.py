@@ -90,6 +90,7 @@ def dirs(tmp_path):
         "memorisation": {"instantaneous": {"effect": 0.45, "lower": 0.35, "upper": 0.55, "n_cells": 2}},
         "placebo_cells_covering_zero": 0.93,
         "forecast": {"precision": 0.8, "recall": 0.5, "n": 40, "early_step": 4, "final_step": 8}}))
+    write_stage_manifest(prof, "profile", {}, versions=False)
     return {"raw": raw, "dedup": ded, "dedup_dir": dd, "profile": prof}
 
 
@@ -357,6 +358,17 @@ def test_a_killed_audit_or_profile_is_refused_until_rerun(dirs, tmp_path, which)
     assert not (tmp_path / "rep").exists()
     (d / "manifest.json").write_text(json.dumps({"stage": "audit" if which == "raw" else "profile"}))
     write_report([dirs["raw"]], tmp_path / "rep", profile_dirs=[dirs["profile"]])
+
+
+def test_a_profile_without_its_manifest_is_refused(dirs, tmp_path):
+    """A profile writes manifest.json last, so a directory without one was stopped before it finished (its
+    marker lost with the node's scratch) or is not a profile: the report read its tables as complete (exit 0)."""
+    from audit.report.run import write_report
+
+    (dirs["profile"] / "manifest.json").unlink()
+    with pytest.raises(ValueError, match=rf"{dirs['profile']}: not a completed profile output \(no manifest.json\)"):
+        write_report([dirs["raw"]], tmp_path / "rep", profile_dirs=[dirs["profile"]])
+    assert not (tmp_path / "rep").exists()
 
 
 @pytest.mark.parametrize("command", ["forecast", "report"])
@@ -1250,7 +1262,8 @@ def test_a_profile_dir_that_is_no_profile_output_is_refused(dirs, tmp_path, caps
 
     assert main(["report", str(dirs["raw"]), "--profile-dir", str(dirs["dedup"]), "--out", str(tmp_path / "rep")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"{dirs['dedup'].resolve()}: not a 'memdedup profile' output" in err[0], err
+    assert len(err) == 1 and f"{dirs['dedup']}: not a completed profile output (its manifest.json is the audit " \
+                             "stage's)" in err[0], err
     assert not (tmp_path / "rep").exists()
 
 
