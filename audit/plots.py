@@ -122,8 +122,7 @@ def profile_heatmap(profile: pd.DataFrame, title: str = "") -> bytes:
     if len(xt) > 6 or max((len(_step_label(c)) for c in columns), default=0) > 5:
         for label in ax.get_xticklabels():
             label.set(rotation=45, horizontalalignment="right", rotation_mode="anchor")
-    ax.set_xlabel("checkpoint step")
-    ax.set_ylabel("treatment step (cohort)")
+    ax.set(xlabel="checkpoint step", ylabel="treatment step (cohort)")
 
     if n_r <= 12 and n_c <= 12:
         for i, j in zip(*np.nonzero(has_effect)):
@@ -161,8 +160,7 @@ def event_time_curve(curve: pd.DataFrame, title: str = "") -> bytes:
     xt = x[_tick_positions(x.size)]
     lag = dict(zip(x, curve["lag_steps"].to_numpy(dtype=np.float64))) if "lag_steps" in curve.columns else {}
     ax.set_xticks(xt, [f"{int(v)}\n{lag[v]:.0f}" if np.isfinite(lag.get(v, np.nan)) else f"{int(v)}" for v in xt])
-    ax.set_xlabel("event time (checkpoints since treatment; below: mean lag in steps)")
-    ax.set_ylabel(COLORBAR_LABEL)
+    ax.set(xlabel="event time (checkpoints since treatment; below: mean lag in steps)", ylabel=COLORBAR_LABEL)
     return _png(fig, ax, title)
 
 
@@ -201,10 +199,9 @@ def retention_curves(curve: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRI
         ax.axhline(0.5, color="grey", linestyle="--", linewidth=1.0, label="chance (recognition)")
     ax.set_xscale("symlog", linthresh=1.0, linscale=0.5)
     ax.set_xlim(-0.1, max(1.0, x_max) * 1.35)
-    ax.set_xlabel("steps since treatment (symlog axis: linear on [0, 1], log above)")
-    ax.set_ylabel("score")
     pad = 0.03 * (hi_y - lo_y)
-    ax.set_ylim(lo_y - pad, hi_y + pad)
+    ax.set(xlabel="steps since treatment (symlog axis: linear on [0, 1], log above)", ylabel="score",
+           ylim=(lo_y - pad, hi_y + pad))
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     return _png(fig, ax, title)
@@ -243,10 +240,8 @@ def rate_by_duplicates(rows: list[dict], title: str = "") -> bytes:
         ax.text(0.5, 0.5, "no sequences in any bucket", transform=ax.transAxes, ha="center", va="center",
                 color="grey")
     ax.set_xticks(x, [f"{g}\nn={c}" for g, c in zip(labels, n)])
-    ax.set_xlim(-0.5, len(rows) - 0.5)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("duplicate count bucket (copies in the audited corpus)")
-    ax.set_ylabel("extractable rate")
+    ax.set(xlim=(-0.5, len(rows) - 0.5), ylim=(-0.02, 1.02), ylabel="extractable rate",
+           xlabel="duplicate count bucket (copies in the audited corpus)")
     ax.grid(True, axis="y", alpha=0.3)
     return _png(fig, ax, title)
 
@@ -271,11 +266,8 @@ def rate_points(series: Sequence[tuple[str, list[dict]]], xlabel: str, groups: S
                                        fmt=markers[i % len(markers)] + ("-" if m > 1 else "")))
             names.append(label)
     ax.set_xticks(np.arange(len(groups)), groups)
-    ax.set_xlim(-0.6, len(groups) - 0.4)
-    ax.set_ylim(-0.02, 1.02)
+    ax.set(xlim=(-0.6, len(groups) - 0.4), ylim=(-0.02, 1.02), xlabel=xlabel, ylabel="extractable rate (95% CI)")
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("extractable rate (95% CI)")
     ax.grid(True, axis="y", alpha=0.3)
     if m > 1:  # labels as given: passed explicitly (a leading "_" is not hidden), no mathtext ("$")
         legend = fig.legend(handles, names, loc="outside upper center", ncols=min(m, 4), fontsize=9, frameon=False)
@@ -296,8 +288,7 @@ def histogram(values, bins, xlabel: str, integer: bool = False) -> bytes:
     ax.set_ylim(bottom=0.7)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else ""))
     ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("sequences (log scale)")
+    ax.set(xlabel=xlabel, ylabel="sequences (log scale)")
     if integer:
         ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(True, axis="y", which="major", alpha=0.3)
@@ -310,11 +301,8 @@ def roc_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray, float]]) -> b
     for label, fpr, tpr, auc in curves:
         ax.plot(fpr, tpr, linewidth=1.6, drawstyle="steps-post", label=f"{label} (AUC {auc:.3f})")
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1.0, label="chance")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.set_aspect("equal")
-    ax.set_xlabel("false-positive rate (non-members flagged)")
-    ax.set_ylabel("true-positive rate (members flagged)")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), aspect="equal", xlabel="false-positive rate (non-members flagged)",
+           ylabel="true-positive rate (members flagged)")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     return _png(fig)
