@@ -85,12 +85,9 @@ def _first_rows(keys: list | None, groups: list | None, n: int) -> np.ndarray:
     """bool (n,): the first row of each distinct (sequence, group); every row without keys."""
     if keys is None:
         return np.ones(n, dtype=bool)
-    seen: set = set()
-    out = []
-    for kk in zip(keys, [None] * len(keys) if groups is None else groups):
-        out.append(kk not in seen)
-        seen.add(kk)
-    return np.array(out, dtype=bool)
+    first: dict = {}  # (sequence, group) -> its first row
+    pairs = zip(keys, [None] * len(keys) if groups is None else groups)
+    return np.array([first.setdefault(kk, i) == i for i, kk in enumerate(pairs)], dtype=bool)
 
 
 def distinct_rows(table: pa.Table) -> np.ndarray:
