@@ -57,14 +57,20 @@ def _fast_tokenizer(tok):
                                    unk_token=EOS, model_max_length=1 << 30)
 
 
-def duplicate_clusters(texts: list[str], dedup_config=None) -> np.ndarray:
-    """int64 (n,): a cluster label per text; two texts are in one cluster when a chain of
-    duplicates links them, a duplicate being dedup's as in :mod:`audit.duplicates` (a shared
-    canonical exact key or LSH band key, with ``dedup_config``, default :class:`DedupConfig`)."""
+def choose_heldout(texts: list[str], fraction: float, seed: int, dedup_config=None) -> np.ndarray:
+    """bool (n,): the held-out documents, about ``fraction`` of them, chosen by WHOLE duplicate
+    clusters in a seeded random order, each taken if it still fits under round(fraction * n): a
+    held-out document has no exact or near duplicate that is trained on, so held-out means unseen
+    (issue #12, section 1). Two texts are in one cluster when a chain of duplicates links them, a
+    duplicate being dedup's as in :mod:`audit.duplicates` (a shared canonical exact key or LSH band
+    key, with ``dedup_config``, default :class:`DedupConfig`)."""
     from dedup.arrow import string_array
     from dedup.config import DedupConfig
     from dedup.sketch import Sketcher
 
+    target = int(round(fraction * len(texts)))
+    if target == 0:  # also no texts
+        return np.zeros(len(texts), dtype=bool)
     cfg = dedup_config or DedupConfig()
     sketcher = Sketcher(cfg, *cfg.banding())
     n = len(texts)
@@ -90,18 +96,7 @@ def duplicate_clusters(texts: list[str], dedup_config=None) -> np.ndarray:
                 a, b = find(i), find(j)
                 if a != b:
                     parent[max(a, b)] = min(a, b)
-    return np.array([find(i) for i in range(n)], dtype=np.int64)
-
-
-def choose_heldout(texts: list[str], fraction: float, seed: int, dedup_config=None) -> np.ndarray:
-    """bool (n,): the held-out documents, about ``fraction`` of them, chosen by WHOLE duplicate
-    clusters (:func:`duplicate_clusters`) in a seeded random order, each taken if it still fits
-    under round(fraction * n): a held-out document has no exact or near duplicate that is
-    trained on, so held-out means unseen (issue #12, section 1)."""
-    target = int(round(fraction * len(texts)))
-    if target == 0:  # also no texts
-        return np.zeros(len(texts), dtype=bool)
-    labels = duplicate_clusters(texts, dedup_config)
+    labels = np.array([find(i) for i in range(n)], dtype=np.int64)  # a cluster's smallest index
     uniq, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
     taken = 0
     chosen = np.zeros(uniq.size, dtype=bool)
@@ -251,8 +246,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     docs = corpus_documents(shards, config.text_column, config.id_column, config.id_column_required)
     if not docs:
         raise ValueError("the corpus has no documents")
-    record = {"config": recorded, "corpus_sha256": corpus_digest(docs)}
-    digest = record["corpus_sha256"]
+    digest = corpus_digest(docs)
     if held is not None and not stale and held.get("corpus_sha256", digest) != digest:
         if not replace:
             raise ValueError(f"{out} holds {which} training run on another corpus (documents, shards or rows "
@@ -303,7 +297,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
         retention["checkpoints"] = retention_checkpoints(retention["window"][0], retention["exposure_step"], total_steps)
 
     out.mkdir(parents=True, exist_ok=True)
-    io.write_json_atomic(cfg_file, record)
+    io.write_json_atomic(cfg_file, {"config": recorded, "corpus_sha256": digest})
     if not tokenizer_saved:
         io.write_atomic(tok_dir, lambda tmp: tokenizer.save_pretrained(str(tmp)))
 
@@ -421,7 +415,7 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
         "checkpoints": [checkpoint_name(s) for s in ckpt_steps],
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
         "timing": {"wall_s": time.perf_counter() - t_start, "train_s": time.perf_counter() - t_train},
-        "corpus": [str(s.path) for s in shards], "corpus_sha256": record["corpus_sha256"],
+        "corpus": [str(s.path) for s in shards], "corpus_sha256": digest,
     }
     if retention is not None:
         body["retention"] = retention
