@@ -52,11 +52,9 @@ def _dedup_context(dedup_dir: Path | None, shards) -> tuple[DedupConfig, set[tup
     return config, set(zip(removed["shard"], removed["row"])), manifest
 
 
-def _members(path: Path | None) -> set[str] | None:
+def _members(path: Path) -> set[str]:
     """Training-set document ids: a text file (one id per line) or Parquet (``.parquet``, ``.pq``) with ``id``
     or ``document_id``; InputError: other table formats (JSON Lines, JSON, Arrow, CSV, TSV)."""
-    if path is None:
-        return None
     if not path.exists():
         raise InputError(path, "members file does not exist")
     fmt = (format_of(path) or (path.suffix.lower()[1:],))[0]
@@ -133,7 +131,7 @@ def run_audit(model_dir: str | os.PathLike, corpus: str | os.PathLike | Sequence
         for s in shards:  # dedup (sampled sequences check it as they count the rows)
             ShardReader(s, config.text_column, config.id_column, True, 1)
     dedup_cfg, removed, dedup_manifest = _dedup_context(Path(dedup_dir) if dedup_dir else None, shards)
-    member_ids = _members(Path(members) if members else None)
+    member_ids = _members(Path(members)) if members else None
     run = training_run(model_dir)  # the memdedup train run the model is of: its record as the model is loaded
     trained_by = {"path": str(run.resolve()), "sha256": training_run_digest(run)} if run is not None else None
     lm = load_causal_lm(model_dir, bos=config.bos)
@@ -231,7 +229,6 @@ def run_audit(model_dir: str | os.PathLike, corpus: str | os.PathLike | Sequence
         log(f"audit: note: no sampled sequence's document (or a duplicate of it) is in --members; its ids look like "
             f"{min(member_ids)!r}, the corpus's like {next((d for d in names if d is not None), None)!r}")
 
-    counts = np.asarray(counts, dtype=np.int64)
     cols = {"seq_id": np.arange(len(seqs), dtype=np.int64),
             "doc_id": [None if d is None else str(d) for d in seqs.doc_id], "shard": seqs.shard, "row": seqs.row,
             "token_offset": seqs.token_offset, "prompt": seqs.tokens[:, :P].tolist(),
