@@ -198,10 +198,9 @@ def retention_curves(curve: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRI
     if "recognition" in present:
         ax.axhline(0.5, color="grey", linestyle="--", linewidth=1.0, label="chance (recognition)")
     ax.set_xscale("symlog", linthresh=1.0, linscale=0.5)
-    ax.set_xlim(-0.1, max(1.0, x_max) * 1.35)
     pad = 0.03 * (hi_y - lo_y)
-    ax.set(xlabel="steps since treatment (symlog axis: linear on [0, 1], log above)", ylabel="score",
-           ylim=(lo_y - pad, hi_y + pad))
+    ax.set(xlim=(-0.1, max(1.0, x_max) * 1.35), ylim=(lo_y - pad, hi_y + pad), ylabel="score",
+           xlabel="steps since treatment (symlog axis: linear on [0, 1], log above)")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     return _png(fig, ax, title)
@@ -284,11 +283,9 @@ def histogram(values, bins, xlabel: str, integer: bool = False) -> bytes:
     ax.hist(values, bins=bins, color="#3b6ea8", edgecolor="white", linewidth=0.6)
     if not values.size:  # no counts to scale a log axis by (matplotlib warns)
         ax.set_ylim(0.7, 10)
-    ax.set_yscale("log")
-    ax.set_ylim(bottom=0.7)
+    ax.set(yscale="log", ylim=(0.7, None), xlabel=xlabel, ylabel="sequences (log scale)")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else ""))
     ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.set(xlabel=xlabel, ylabel="sequences (log scale)")
     if integer:
         ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(True, axis="y", which="major", alpha=0.3)
