@@ -33,11 +33,9 @@ from .sampling import (corpus_batches, document_name, per_bucket_selection, samp
 from .stats import duplicate_bucket
 
 
-def _dedup_context(dedup_dir: Path | None, shards) -> tuple[DedupConfig, set[tuple[str, int]], dict | None]:
+def _dedup_context(dedup_dir: Path, shards) -> tuple[DedupConfig, set[tuple[str, int]], dict]:
     """Dedup's config, removed rows and manifest. InputError unless every corpus shard is an input of the
     dedup run (same name, rows and size): removed rows are matched to sampled documents by (shard name, row)."""
-    if dedup_dir is None:
-        return DedupConfig(), set(), None
     manifest = io.completed_manifest(dedup_dir, "dedup")
     removed = pq.read_table(dedup_layout.removed_path(dedup_dir), columns=["shard", "row"]).to_pydict()
     config = DedupConfig(**{k: v for k, v in manifest["config"].items() if k in DedupConfig.field_names()})
@@ -130,7 +128,8 @@ def run_audit(model_dir: str | os.PathLike, corpus: str | os.PathLike | Sequence
     if config.id_column_required and sequences is not None:  # a column named by --id-column must exist, as in
         for s in shards:  # dedup (sampled sequences check it as they count the rows)
             ShardReader(s, config.text_column, config.id_column, True, 1)
-    dedup_cfg, removed, dedup_manifest = _dedup_context(Path(dedup_dir) if dedup_dir else None, shards)
+    dedup_cfg, removed, dedup_manifest = (_dedup_context(Path(dedup_dir), shards) if dedup_dir
+                                          else (DedupConfig(), set(), None))
     member_ids = _members(Path(members)) if members else None
     run = training_run(model_dir)  # the memdedup train run the model is of: its record as the model is loaded
     trained_by = {"path": str(run.resolve()), "sha256": training_run_digest(run)} if run is not None else None
