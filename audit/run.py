@@ -39,7 +39,7 @@ def _dedup_context(dedup_dir: Path, shards) -> tuple[DedupConfig, set[tuple[str,
     manifest = io.completed_manifest(dedup_dir, "dedup")
     removed = pq.read_table(dedup_layout.removed_path(dedup_dir), columns=["shard", "row"]).to_pydict()
     config = DedupConfig(**{k: v for k, v in manifest["config"].items() if k in DedupConfig.field_names()})
-    rows = dedup_layout.input_rows(manifest)
+    rows = dedup_layout.input_rows(manifest, dedup_dir)
     for shard in shards:
         if rows and rows.get(shard.name) != (n := count_rows([shard])):
             raise InputError(dedup_dir, f"not the dedup output of this corpus: none of its {len(rows)} inputs is "

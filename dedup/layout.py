@@ -76,9 +76,15 @@ def input_entry(shard, counts: dict) -> dict:
             **{k: c[k] for k in ("null_text", "empty_text", "text_bytes")}}
 
 
-def input_rows(manifest: dict) -> dict[str, int]:
-    """Rows per input shard name of a dedup manifest (what ``removed.parquet``'s (shard, row) pairs index)."""
-    return {i["shard"]: i["rows"] for i in manifest.get("inputs") or []}
+def input_rows(manifest: dict, out: Path) -> dict[str, int]:
+    """Rows per input shard name of the dedup manifest of ``out`` (what ``removed.parquet``'s (shard, row) pairs
+    index); :class:`dedup.io.StateError` naming its manifest.json where ``inputs`` is not such a list."""
+    inputs = manifest.get("inputs") or []
+    if not isinstance(inputs, list) or not all(isinstance(i, dict) and isinstance(i.get("shard"), str)
+                                               and type(i.get("rows")) is int for i in inputs):
+        raise io.StateError(f"{io.manifest_path(out)}: damaged: 'inputs' is not a list of objects with a shard name "
+                            "and a row count")
+    return {i["shard"]: i["rows"] for i in inputs}
 
 
 def other_bytes(manifest: dict, name: str, size: int, where: str) -> str | None:

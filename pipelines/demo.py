@@ -182,7 +182,7 @@ def run_checks(out: str | Path) -> dict:
     corpus = _corpus_manifest(corpus_manifest) if corpus_manifest.exists() else None
     if corpus is not None:
         planted = set(corpus.get("exact_ids", []))
-        rows = dedup_layout.input_rows(io.completed_manifest(out / "dedup", "dedup"))
+        rows = dedup_layout.input_rows(io.completed_manifest(out / "dedup", "dedup"), out / "dedup")
         if set(rows) != set(corpus.get("shards", [])) or sum(rows.values()) != corpus.get("documents"):
             raise InputError(out / "dedup", f"not the dedup output of the corpus in {out / 'corpus'} ({len(rows)} "
                                             f"inputs of {sum(rows.values())} rows; the corpus has "

@@ -30,7 +30,7 @@ def _dedup_accounting(dedup_dir: Path, first: Audit, first_label: str) -> dict:
     reason_of = {(str(s), int(r)): str(c) for s, r, c in zip(rem["shard"], rem["row"], rem["reason"])}
     t = first.table
     shard, row = (t["shard"].tolist(), t["row"].tolist()) if {"shard", "row"} <= set(t.columns) else ([], [])
-    rows_of = dedup_layout.input_rows(manifest)  # a dedup output of this corpus?
+    rows_of = dedup_layout.input_rows(manifest, dedup_dir)  # a dedup output of this corpus?
     for s, r in zip(shard, row):
         if rows_of and s is not None and r is not None and r >= 0 and not r < rows_of.get(s, 0):
             raise ValueError(f"{dedup_dir}: not the dedup output of {first.path}'s corpus: none of its inputs is a "
