@@ -600,11 +600,13 @@ def test_a_text_column_set_in_one_stage_only_is_refused_before_any_job(tmp_path,
 def test_a_generated_corpus_of_no_shards_or_empty_documents_is_refused_before_any_job(tmp_path, snakemake):
     """The schema takes corpus.n_shards and doc_bytes of 0 (the template's "unused" values, for a
     corpus of the user's shards), also with generate: true, and the corpus job then failed on
-    `generate --shards 0` (or --doc-bytes 0), in corpus.log. The schema refuses them there."""
+    `generate --shards 0` (or --doc-bytes 0), in corpus.log. The schema refuses them there; so
+    corpus.seed -1, which the schema took and `generate --seed -1` refused in the corpus job (found
+    by the tools probe; failed before)."""
     cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
     cfg["out"] = str(tmp_path / "run")
-    for key in ("n_shards", "doc_bytes"):
-        bad = {**cfg, "corpus": {**cfg["corpus"], key: 0}}
+    for key, value in (("n_shards", 0), ("doc_bytes", 0), ("seed", -1)):
+        bad = {**cfg, "corpus": {**cfg["corpus"], key: value}}
         (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
         r = snakemake("-n", "--configfile", str(tmp_path / "bad.yaml"))
         assert r.returncode != 0 and key in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
