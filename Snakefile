@@ -24,6 +24,12 @@ if floats := [(f"{s}.{k}", v) for s in ("corpus", "dask") for k, v in (config.ge
 # of each path "run//x", "./run/x")
 config["corpus"]["shards"] = [os.path.expanduser(s) for s in config["corpus"].get("shards") or []]
 OUT = os.path.normpath(os.path.expanduser(config["out"]))
+from dedup.runs import OutputExistsError, refuse_unusable_out
+
+try:  # a file there ended Snakemake's DAG inventory in a traceback
+    refuse_unusable_out(Path(OUT))
+except (ValueError, OutputExistsError) as e:
+    raise WorkflowError(f"config: out: {e}") from None
 # The stage sections checked as their commands check them, before any job starts or file is
 # written: an unknown key or bad value is named here, not only in the stage's log.
 from pipelines.cli import SECTIONS

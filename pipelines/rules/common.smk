@@ -9,7 +9,6 @@ from snakemake.exceptions import WorkflowError
 
 from dedup.io import write_text_atomic
 from dedup.runs import RUN_FILE, discover, work_dir
-from dedup.shards import InputError
 
 GENERATED = bool(config["corpus"]["generate"])
 
@@ -71,7 +70,7 @@ def user_shards() -> list[str]:
     that does not exist or holds no shards stops the workflow before any job, naming it."""
     try:
         paths = [str(s.path) for s in discover(config["corpus"].get("shards") or [], exclude=OUT)]
-    except InputError as e:
+    except ValueError as e:  # InputError, or an empty path
         raise WorkflowError(f"corpus.shards: {e}") from None
     if braced := [p for p in paths if "{" in p or "}" in p]:  # Snakemake has no escape for them in a file name
         raise WorkflowError(f"corpus.shards: {braced[0]}: a path holding {{ or }}, which Snakemake reads as a "

@@ -654,3 +654,19 @@ def test_a_tilde_in_out_or_a_shard_path_is_the_home_directory(tmp_path, snakemak
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     home = tmp_path / "home"
     assert f"memdedup dedup {home}/data --out {home}/runs/x/dedup " in r.stdout, r.stdout[-3000:]
+
+
+def test_an_out_that_is_a_file_or_an_empty_shard_path_is_named_before_any_job(tmp_path, snakemake):
+    """`out:` naming an existing file ended the dry run in a 40-line Snakemake traceback
+    (NotADirectoryError from its DAG inventory), naming no key; `shards: [""]` was a ValueError
+    naming 'inputs', not corpus.shards (found by the tools probe; failed before). Each is now one
+    WorkflowError naming its key."""
+    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    (tmp_path / "afile").write_text("x")
+    for key, bad in (("out: ", {"out": str(tmp_path / "afile")}),
+                     ("corpus.shards: ", {"out": str(tmp_path / "run"), "corpus": {"generate": False, "shards": [""]}})):
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump({**cfg, **bad}))
+        r = snakemake("-n", "--configfile", str(tmp_path / "c.yaml"))
+        text = r.stdout + r.stderr
+        assert r.returncode != 0 and "WorkflowError" in text and key in text and "Traceback" not in text, text[-3000:]
+    assert (tmp_path / "afile").read_text() == "x"
