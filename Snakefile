@@ -47,6 +47,9 @@ except ConfigError as e:
 if STAGES["dedup"].emit != "all":  # the dedup model trains on the kept shards
     raise WorkflowError(f"config: dedup.emit must be all in the workflow (its kept shards are trained on), "
                         f"got {STAGES['dedup'].emit!r}")
+if STAGES["train"].holdout == 0:  # the profile's control group: never-trained (held-out) instances
+    raise WorkflowError("config: train.holdout must be > 0 in the workflow (the profile compares trained "
+                        "instances with held-out ones), got 0")
 texts = {s: STAGES[s].text_column for s in ("dedup", "train", "audit")}
 if len(set(texts.values())) > 1:
     raise WorkflowError("config: text_column must be the same in dedup, train and audit (each reads the corpus), "
