@@ -37,7 +37,7 @@ def _dedup_context(dedup_dir: Path, shards) -> tuple[DedupConfig, set[tuple[str,
     """Dedup's config, removed rows and manifest. InputError unless every corpus shard is an input of the
     dedup run (same name, rows and size): removed rows are matched to sampled documents by (shard name, row)."""
     manifest = io.completed_manifest(dedup_dir, "dedup")
-    removed = pq.read_table(dedup_layout.removed_path(dedup_dir), columns=["shard", "row"]).to_pydict()
+    removed = dedup_layout.read_removed(dedup_dir, ["shard", "row"])
     config = DedupConfig(**{k: v for k, v in manifest["config"].items() if k in DedupConfig.field_names()})
     rows = dedup_layout.input_rows(manifest, dedup_dir)
     for shard in shards:

@@ -238,3 +238,14 @@ def kept_path(out: Path, shard_stem: str) -> Path:
 
 def removed_path(out: Path) -> Path:
     return out / REMOVED_FILE
+
+
+def read_removed(out: Path, columns: list[str]) -> dict[str, list]:
+    """``columns`` of the dedup output ``out``'s removed.parquet as lists; :class:`dedup.io.StateError` naming the
+    file where one is absent."""
+    import pyarrow.parquet as pq
+
+    path = removed_path(Path(out))
+    if missing := [c for c in columns if c not in pq.read_schema(path).names]:
+        raise io.StateError(f"{path}: no column {missing[0]!r}: damaged, or not a memdedup dedup output")
+    return pq.read_table(path, columns=columns).to_pydict()

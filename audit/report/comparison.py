@@ -7,8 +7,6 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from dedup import io
 from dedup import layout as dedup_layout
 
@@ -26,7 +24,7 @@ def _dedup_accounting(dedup_dir: Path, first: Audit, first_label: str) -> dict:
     sequence's (shard, row) is not among the dedup output's inputs, or an input's size is not that of the audit's
     corpus file of its name (its manifest's ``corpus_bytes``)."""
     manifest = io.completed_manifest(dedup_dir, "dedup")
-    rem = pq.read_table(dedup_layout.removed_path(dedup_dir), columns=["shard", "row", "reason"]).to_pydict()
+    rem = dedup_layout.read_removed(dedup_dir, ["shard", "row", "reason"])
     reason_of = {(str(s), int(r)): str(c) for s, r, c in zip(rem["shard"], rem["row"], rem["reason"])}
     t = first.table
     shard, row = (t["shard"].tolist(), t["row"].tolist()) if {"shard", "row"} <= set(t.columns) else ([], [])

@@ -865,6 +865,7 @@ def test_too_few_bootstrap_resamples_for_a_95_percent_interval_are_refused(comma
     ("canaries not an object", "corpus/manifest.json: damaged: 'canary_rows_by_repeats' is [64], expected an object"),
     ("inputs not a list", "dedup/manifest.json: damaged: 'inputs' is not a list of objects with"),
     ("rows as text", "dedup/manifest.json: damaged: 'inputs' is not a list of objects with"),
+    ("removed without id", "dedup/removed.parquet: no column 'id'"),
 ])
 def test_check_reads_only_completed_stages_of_this_corpus(tmp_path, capsys, broken, needle):
     """`memdedup check` computed its claims from stages without a manifest (unfinished: the README
@@ -873,8 +874,9 @@ def test_check_reads_only_completed_stages_of_this_corpus(tmp_path, capsys, brok
     duplicate_count (found by the API probe); a TypeError traceback (exit 1) for columns of another
     type or with missing values, and for a corpus manifest.json whose exact_ids or shards are not
     lists or whose canary_rows_by_repeats is not an object (found by the CLI probe); a TypeError or KeyError traceback
-    for a dedup manifest.json whose inputs are not a list of {shard, rows} (found by the tools probe). Each is now exit
-    2 naming the directory or file."""
+    for a dedup manifest.json whose inputs are not a list of {shard, rows}, and pyarrow's 'No match for
+    FieldRef.Name(id) in shard: string ...', naming no file, for a removed.parquet without id (found by the tools
+    probe). Each is now exit 2 naming the directory or file."""
     from pipelines.cli import main
 
     (tmp_path / "corpus").mkdir()
@@ -883,7 +885,8 @@ def test_check_reads_only_completed_stages_of_this_corpus(tmp_path, capsys, brok
                    "canaries not an object": {"canary_rows_by_repeats": [64]}}.get(broken, {}))
     (tmp_path / "corpus" / "manifest.json").write_text(json.dumps(corpus))
     (tmp_path / "dedup").mkdir()
-    pq.write_table(pa.table({"id": ["d2"], "reason": ["exact"]}), tmp_path / "dedup" / "removed.parquet")
+    removed = {"reason": ["exact"]} if broken == "removed without id" else {"id": ["d2"], "reason": ["exact"]}
+    pq.write_table(pa.table(removed), tmp_path / "dedup" / "removed.parquet")
     inputs = [{"shard": "b.parquet" if broken == "dedup of another corpus" else "a.parquet", "rows": 3}]
     inputs = {"inputs not a list": 5, "rows as text": [{"shard": "a.parquet", "rows": "3"}]}.get(broken, inputs)
     (tmp_path / "dedup" / "manifest.json").write_text(json.dumps({"stage": "dedup", "inputs": inputs}))

@@ -666,8 +666,9 @@ def test_an_out_that_is_a_file_or_an_empty_shard_path_is_named_before_any_job(tm
     WorkflowError naming its key."""
     cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
     (tmp_path / "afile").write_text("x")
+    users = {"generate": False, "shards": [""]}
     for key, bad in (("out: ", {"out": str(tmp_path / "afile")}),
-                     ("corpus.shards: ", {"out": str(tmp_path / "run"), "corpus": {"generate": False, "shards": [""]}})):
+                     ("corpus.shards: ", {"out": str(tmp_path / "run"), "corpus": users})):
         (tmp_path / "c.yaml").write_text(yaml.safe_dump({**cfg, **bad}))
         r = snakemake("-n", "--configfile", str(tmp_path / "c.yaml"))
         text = r.stdout + r.stderr
