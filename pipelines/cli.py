@@ -343,7 +343,7 @@ def _bytes(n: float) -> str:
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
-    from dedup.params import PART_BYTES, bloom_parts, bloom_size, plan_index
+    from dedup.params import PART_BYTES, bloom_fp, bloom_parts, bloom_size, plan_index
     from dedup.scalable import CHUNK_BYTES_PER_KEY, TASK_BASE_BYTES, chunk_keys
 
     c = from_args(args)
@@ -363,7 +363,8 @@ def _cmd_params(args: argparse.Namespace) -> int:
                "band_task_bytes": band_task}
 
     def human() -> None:
-        at_capacity = f" at {plan.capacity:,} documents (--capacity)" if plan.capacity != args.docs else ""
+        at_capacity = f" at {plan.capacity:,} documents, --capacity" if plan.capacity != args.docs else ""
+        docs = f"{args.docs:,} document{'s' * (args.docs != 1)}"
         layout = "one part" if parts == 1 else f"{parts:,} cache parts of ~{_bytes(PART_BYTES)} each"
         rows = [("banding", f"{plan.bands} bands x {plan.rows} rows ({plan.bands * plan.rows} of {plan.num_perm} "
                             f"permutations), T = {plan.threshold}"),
@@ -374,11 +375,12 @@ def _cmd_params(args: argparse.Namespace) -> int:
                 ("band task memory", f"~{_bytes(band_task)} (staged engine: one filter, chunks of {chunk:,} keys at "
                                      f"~{CHUNK_BYTES_PER_KEY} bytes, ~{_bytes(TASK_BASE_BYTES)} of Python and Arrow; "
                                      "plus one shard's keys; --band-splits N: the filter's share / N)"),
-                ("false positives", f"{plan.band_fp:.3g} per band{at_capacity}, {plan.predicted_fp(args.docs):.3g} "
-                                    f"whole index at {args.docs:,} documents (target {plan.total_fp:g})")]
+                ("false positives", f"{bloom_fp(args.docs, plan.band_bits, plan.band_k):.3g} per band, "
+                                    f"{plan.predicted_fp(args.docs):.3g} whole index at {docs} (targets "
+                                    f"{plan.band_fp:.3g} and {plan.total_fp:g}{at_capacity})")]
         width = max(len(k) for k, _ in rows)
         sized = f" (filters sized for --capacity {plan.capacity:,})" if plan.capacity != args.docs else ""
-        print(f"memdedup params for {args.docs:,} document{'s' if args.docs > 1 else ''}{sized}")
+        print(f"memdedup params for {docs}{sized}")
         for k, v in rows:
             print(f"  {k:<{width}}  {v}")
         print(f"  {'S-curve':<{width}}  {'Jaccard':<12}" + "".join(f"{s:>9}" for s in plan.curve))

@@ -17,6 +17,7 @@ import gzip
 import json
 import os
 import random
+import re
 import string
 import subprocess
 import sys
@@ -642,10 +643,20 @@ def test_params_with_capacity_says_at_how_many_documents_each_false_positive_rat
     bare, beside the second "at 1,000,000,000 documents")."""
     lines = cli("params", "--docs", "1000000000", "--capacity", "100000000").stdout.splitlines()
     fp = next(line for line in lines if line.startswith("  false positives"))
-    assert "per band at 100,000,000 documents (--capacity)" in fp, fp
-    assert "whole index at 1,000,000,000 documents" in fp, fp
+    assert "whole index at 1,000,000,000 documents (targets 1.11e-06 and 1e-05 at 100,000,000 documents, " \
+           "--capacity)" in fp, fp
     plain = cli("params", "--docs", "1000000000").stdout.splitlines()
-    assert "  false positives   1.11e-06 per band, 1e-05 whole index at 1,000,000,000 documents (target 1e-05)" in plain
+    assert "  false positives   1.11e-06 per band, 1e-05 whole index at 1,000,000,000 documents (targets 1.11e-06 " \
+           "and 1e-05)" in plain, plain
+
+
+def test_params_gives_the_per_band_rate_it_predicts_beside_the_whole_index_rate():
+    """At one document the filters are a word each (64 bits, far below their target): the line gave the per-band
+    target, 1.11e-06, beside a whole-index prediction of 3.98e-13, which 9 bands of 1.11e-06 cannot give."""
+    fp = next(line for line in cli("params", "--docs", "1").stdout.splitlines() if line.startswith("  false"))
+    band, whole = (float(x) for x in re.findall(r"([0-9.e+-]+) (?:per band|whole index)", fp))
+    assert band < whole < 9 * band * 1.01, fp
+    assert fp.endswith("whole index at 1 document (targets 1.11e-06 and 1e-05)"), fp
 
 
 def test_emit_flag_and_config_key(tmp_path):
