@@ -435,6 +435,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from .demo import run_checks
 
+    if not args.out.is_dir():  # (before run_checks holds it, which would make it)
+        raise ConfigError(f"{args.out}: not a directory (give the workflow's output directory, config 'out')")
     result = run_checks(args.out)
 
     def human() -> None:

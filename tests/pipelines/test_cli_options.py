@@ -488,6 +488,13 @@ def test_check_on_a_foreign_directory_says_what_is_missing(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{tmp_path / 'audit' / 'raw'}: not a completed audit output (no manifest.json)" in err[0]
     assert files_under(tmp_path) == before
+    # a path that is no directory at all: named as such, not as a missing audit below it
+    for missing in (tmp_path / "nope", tmp_path / "corpus" / "part-0.parquet"):
+        assert main(["check", str(missing)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"memdedup check: error: {missing}: not a directory (give the workflow's output directory, "
+                       "config 'out')"], err
+    assert not (tmp_path / "nope").exists()  # (holding it made it)
 
 
 def test_a_generated_corpus_given_as_a_stage_output_is_not_called_damaged(tmp_path, capsys):
