@@ -143,7 +143,8 @@ def _parser() -> argparse.ArgumentParser:
                    "run's (replaced); one holding anything else is refused")
     p.add_argument("--docs", type=int, default=20_000,
                    help="documents, planted duplicates included (not the canaries) (default: %(default)s)")
-    p.add_argument("--doc-bytes", type=int, default=1000, help="mean document size in bytes (default: %(default)s)")
+    p.add_argument("--doc-bytes", type=int, default=1000, help="mean document size in bytes (whole sentences, so "
+                   "below ~150 the mean is larger) (default: %(default)s)")
     p.add_argument("--exact-frac", type=float, default=0.05,
                    help="fraction of the documents that are exact duplicates (default: %(default)s)")
     p.add_argument("--near-frac", type=float, default=0.10,
@@ -154,8 +155,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the whole corpus (default: %(default)s)")
     p.add_argument("--canaries", action="store_true",
                    help="also plant random canaries repeated 1, 2, 4, ..., 64 times (the demo corpus)")
-    p.add_argument("--canaries-per-repeat", type=int, default=4,
-                   help="with --canaries: canaries planted for each repeat count (default: %(default)s)")
+    p.add_argument("--canaries-per-repeat", type=int,
+                   help="with --canaries: canaries planted for each repeat count (default: 4)")
     _add_output(p, "the planted corpus's manifest (manifest.json)")
 
     p = sub.add_parser("check", help="check the demo's claims from a workflow output directory")
@@ -400,17 +401,20 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     for flag, value, least in (("--docs", args.docs, 0), ("--doc-bytes", args.doc_bytes, 1),
                                ("--shards", args.shards, 1), ("--exact-frac", args.exact_frac, 0),
                                ("--near-frac", args.near_frac, 0),
-                               ("--canaries-per-repeat", args.canaries_per_repeat, 0), ("--seed", args.seed, 0)):
+                               ("--canaries-per-repeat", args.canaries_per_repeat or 0, 0), ("--seed", args.seed, 0)):
         if not value >= least:  # NaN too
             raise ConfigError(f"{flag} must be >= {least}, got {value:g}")
     if not args.exact_frac + args.near_frac < 1:
         raise ConfigError(f"--exact-frac + --near-frac must be < 1 (the rest are originals), got "
                           f"{args.exact_frac:g} + {args.near_frac:g}")
+    if args.canaries_per_repeat is not None and not args.canaries:
+        raise ConfigError("--canaries-per-repeat plants canaries only with --canaries")
     refuse_unusable_out(args.out)
     prepare_corpus_dir(args.out)
     if args.canaries:
         table = generate_demo_corpus(args.docs, exact_frac=args.exact_frac, near_frac=args.near_frac,
-                                     canaries_per_repeat=args.canaries_per_repeat, mean_bytes=args.doc_bytes,
+                                     canaries_per_repeat=4 if args.canaries_per_repeat is None else
+                                     args.canaries_per_repeat, mean_bytes=args.doc_bytes,
                                      seed=args.seed)
     else:
         table = generate_corpus(args.docs, mean_bytes=args.doc_bytes, exact_frac=args.exact_frac,

@@ -1028,6 +1028,7 @@ def test_params_plans_what_a_dedup_run_with_the_same_flags_uses(tmp_path, capsys
 @pytest.mark.parametrize("flags, needle", [
     (["--near-frac", "nan"], "--near-frac must be >= 0, got nan"),
     (["--seed", "-1"], "--seed must be >= 0, got -1"),
+    (["--canaries-per-repeat", "8"], "--canaries-per-repeat plants canaries only with --canaries"),  # was ignored
 ])
 def test_generate_names_the_option_of_a_bad_value(tmp_path, capsys, flags, needle):
     """--near-frac nan failed with 'cannot convert float NaN to integer' and --seed -1 with
