@@ -136,9 +136,9 @@ class DedupConfig(StageConfig):
             self._bad(f"ngram must be >= 1 and <= {2**63 - 1}, got {self.ngram}")
         if not 0 <= self.seed < 2**32:  # numpy's RandomState(seed) draws the permutations, as datasketch's
             self._bad(f"seed must be in [0, 2^32), got {self.seed}")
-        for name in ("fp", "exact_fp"):
-            if not 0.0 < (v := getattr(self, name)) < 1.0:
-                self._bad(f"{name} must be in (0, 1), got {v}")
+        for name in ("fp", "exact_fp"):  # (below 1e-300, a band's share of fp may underflow to 0)
+            if not 1e-300 <= (v := getattr(self, name)) < 1.0:
+                self._bad(f"{name} must be in [1e-300, 1), got {v}")
         if (self.bands is None) != (self.rows is None):
             self._bad("give both bands and rows, or neither")
         if self.bands is not None and min(self.bands, self.rows) < 1:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from audit.config import ProfileConfig, TrainConfig
+from dedup.config import DedupConfig
 
 from .conftest import assert_one_error_line
 
@@ -74,6 +75,9 @@ def test_generate_errors_name_the_flags(tmp_path, flags, needles):
     (ProfileConfig, {"n_control": 2}, ["n_control", "2"]),
     (ProfileConfig, {"min_cohort_size": 0}, ["min_cohort_size", "0"]),
     (ProfileConfig, {"n_per_cohort": -3}, ["n_per_cohort", "-3"]),
+    # a rate whose per-band share underflows to 0 was refused later as 'false-positive rate ... got 0.0'
+    (DedupConfig, {"fp": 5e-324}, ["fp must be in [1e-300, 1)", "5e-324"]),
+    (DedupConfig, {"exact_fp": 1e-310}, ["exact_fp must be in [1e-300, 1)", "1e-310"]),
 ])
 def test_config_errors_say_the_value_they_refuse(cls, values, needles):
     """Some checks named the rule but not the value given (failed before): the others say it."""
