@@ -96,8 +96,8 @@ class CountLine(ProgressLine):
 
 def phase_progress(command: str, quiet: bool) -> Callable[[dict], None]:
     """One callback for a library function's phases: called with ``{"phase": name, "unit": unit, "done": n,
-    "total": N}`` (and optionally ``"extra"``), each phase gets a :class:`CountLine` ``command phase``,
-    closed when the next phase starts or at ``{"phase": None}``. ``quiet``: prints nothing."""
+    "total": N}`` (and optionally ``"extra"``), each phase gets a :class:`CountLine` ``command phase`` (``command``
+    alone for its namesake), closed when the next phase starts or at ``{"phase": None}``. ``quiet``: prints nothing."""
     if quiet:
         return lambda state: None
     current: dict = {}
@@ -110,7 +110,8 @@ def phase_progress(command: str, quiet: bool) -> Callable[[dict], None]:
         if phase is None:
             return
         if not current:
-            current.update(phase=phase, line=CountLine(f"{command} {phase}", state.get("unit", "items")))
+            label = command if phase == command else f"{command} {phase}"  # "train", not "train train"
+            current.update(phase=phase, line=CountLine(label, state.get("unit", "items")))
         current["line"](state)
 
     return report

@@ -385,8 +385,8 @@ def test_train_audit_and_profile_show_progress_print_their_files_under_json_and_
 
     err = json_run([*train, "--out", run], run / "manifest.json")
     steps = json.loads((run / "manifest.json").read_text())["steps"]
-    assert re.search(rf"train train: 1/{steps} steps \(\d+\.\d%\), [\d.]+k? steps/s, loss \d+\.\d+, ETA \d+s", err), err
-    assert re.search(rf"train train: {steps}/{steps} steps \(100\.0%\), .* in [\d.]+s", err), err
+    assert re.search(rf"(?m)^train: 1/{steps} steps \(\d+\.\d%\), [\d.]+k? steps/s, loss \d+\.\d+, ETA \d+s", err), err
+    assert re.search(rf"(?m)^train: {steps}/{steps} steps \(100\.0%\), .* in [\d.]+s", err), err
     err = json_run([*audit, "--out", tmp_path / "a1"], tmp_path / "a1" / "summary.json")
     assert re.search(r"audit score: 4/12 sequences \(33\.3%\), [\d.]+k? sequences/s, ETA \d+s", err), err
     assert re.search(r"audit occurrences: 150/150 documents \(100\.0%\), .* in [\d.]+s", err), err
