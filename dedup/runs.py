@@ -317,11 +317,18 @@ def run_id(identity: dict, out: Path, settings: dict | None = None) -> str:
 
 
 def _difference(old: dict, new: dict) -> str:
+    """What sets the identity ``new`` apart from ``old`` (:func:`run_identity`), as the refusal of a rerun says it."""
     if diff := differing(old.get("config", {}), new["config"]):
-        return f"config ({', '.join(diff)} differ)"
+        return f"a different config ({', '.join(diff)} differ)"
     if old.get("words") != new["words"]:
-        return f"word definition ({word_changes_since(old.get('words')) or 'dedup.normalize.WORDS'})"
-    return "inputs or index directory"
+        return f"a different word definition ({word_changes_since(old.get('words')) or 'dedup.normalize.WORDS'})"
+    if old.get("index_dir") != new["index_dir"]:
+        return f"a different index directory ({old.get('index_dir') or 'none'} before)"
+    before, now = ({i["path"]: i for i in identity.get("inputs") or []} for identity in (old, new))
+    changes = [f"{i['shard']} {'changed' if p in before else 'added'}" for p, i in now.items() if before.get(p) != i]
+    changes += [f"{i['shard']} gone" for p, i in before.items() if p not in now]
+    more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
+    return f"different inputs ({', '.join(changes[:3])}{more})" if changes else "a different identity"
 
 
 # ------------------------------------------------------------------------------ the plan
@@ -387,7 +394,7 @@ def prepare(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config:
     settings = output_settings(config)
     if previous is not None and not force:
         if previous.get("identity") != identity:
-            raise OutputExistsError(f"{out} holds a completed dedup run with a different "
+            raise OutputExistsError(f"{out} holds a completed dedup run with "
                                     f"{_difference(previous.get('identity', {}), identity)}; use --force to replace it")
         if other := differing({k: previous.get("config", {}).get(k, v) for k, v in settings.items()}, settings):
             raise OutputExistsError(f"{out} holds a completed dedup run written with other {', '.join(other)}; use "

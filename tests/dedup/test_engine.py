@@ -281,6 +281,25 @@ def test_a_completed_run_asked_for_other_output_settings_is_refused_naming_them(
     assert run([tmp_path / "a.parquet"], tmp_path / "o", again) == m  # the same settings: already complete
 
 
+def test_a_completed_run_asked_for_other_inputs_names_the_files_that_differ(tmp_path):
+    """The refusal said 'a different inputs or index directory', leaving the user to find which of many files."""
+    from dedup.runs import OutputExistsError
+
+    for name in ("a", "b", "c"):
+        pq.write_table(pa.table({"text": [f"{name} b c d e f"]}), tmp_path / f"{name}.parquet")
+    dedup_files([tmp_path / "a.parquet", tmp_path / "b.parquet"], tmp_path / "o")
+    pq.write_table(pa.table({"text": ["b b c d e f", "more"]}), tmp_path / "b.parquet")
+    with pytest.raises(OutputExistsError, match=r"o holds a completed dedup run with different inputs \(b.parquet "
+                                                r"changed, c.parquet added, a.parquet gone\); use --force"):
+        dedup_files([tmp_path / "b.parquet", tmp_path / "c.parquet"], tmp_path / "o")
+    from dedup.stages import dedup_staged
+
+    dedup_files([tmp_path / "a.parquet"], tmp_path / "o2")
+    with pytest.raises(OutputExistsError, match=r"o2 holds a completed dedup run with a different index directory "
+                                                r"\(none before\)"):
+        dedup_staged([tmp_path / "a.parquet"], tmp_path / "o2", index_dir=tmp_path / "i")
+
+
 def test_an_empty_path_is_refused_not_read_as_the_working_directory(tmp_path, monkeypatch):
     """"" (an unset variable: os.environ.get("OUT", "")) is the working directory to pathlib: dedup_files
     wrote kept/, removed.parquet and manifest.json there, an input "" read it, and dedup_staged's
