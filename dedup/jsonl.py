@@ -24,15 +24,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .kernels import line_depths
+
 #: JSON's whitespace outside strings (RFC 8259 section 2), without the line feed that ends a line.
 JSON_SPACE = b" \t\r"
 BOM = b"\xef\xbb\xbf"
 _OPEN = ord("{")
 _CONTENT = re.compile(rb"[^ \t\r\n]")
-#: Opening brackets (``{`` and ``[``) from which :func:`scan` decodes a line in Python before Arrow sees it: pyarrow 26's
-#: JSON reader overflows its stack (SIGSEGV) on a line nested 20,000 levels deep (10,000 are read), and a line nested
-#: that deep holds as many opening brackets (and at least twice as many bytes).
-CROWDED = 5_000
+#: Nesting levels Parquet readers accept (Arrow's 100 schema levels, root included): a value is one level, an
+#: object one more, a list two more. Said of a column, or a line, nested deeper.
+PARQUET_MAX_DEPTH = 99
+TOO_DEEP = f"Parquet, the kept shards' format, reads at most {PARQUET_MAX_DEPTH}"
+#: JSON nesting (the line's object is level 1) beyond which :func:`scan` refuses a line before Arrow reads it: pyarrow
+#: 26's JSON reader overflows its stack (SIGSEGV) on a line nested 20,000 levels deep (10,000 are read). Only a line
+#: of this many opening brackets, so of twice as many bytes, can be that deep: only those are measured.
+MAX_DEPTH = 5_000
 
 
 def _body(line: bytes, first_of_file: bool) -> bytes:
@@ -67,8 +73,8 @@ class Lines:
 
 
 def scan(piece: bytes, at_file_start: bool) -> Lines:
-    """Find the blank and suspect lines of ``piece`` (whole lines, ending in a line feed): one numpy pass, and
-    Python only for lines that do not start with ``{`` and lines of :data:`CROWDED` opening brackets or more.
+    """Find the blank and suspect lines of ``piece`` (whole lines, ending in a line feed): one numpy pass, Python
+    only for lines that do not start with ``{``, and a kernel for lines of :data:`MAX_DEPTH` brackets or more.
 
     Example:
         >>> s = scan(b'{"a": 1}\\n\\n  {"a": 2}\\nnull\\n', at_file_start=True)
@@ -86,14 +92,11 @@ def scan(piece: bytes, at_file_start: bool) -> Lines:
             blank.append(i)
         elif body[0] != _OPEN:
             suspect.append(i)
-    for i in np.flatnonzero(np.diff(ends, prepend=-1) > 2 * CROWDED).tolist():
-        if i not in suspect and np.count_nonzero((raw[starts[i]:ends[i]] | 0x20) == _OPEN) >= CROWDED:  # ({ and [)
-            try:
-                json.loads(_body(piece[starts[i]:ends[i]], at_file_start and i == 0))
-            except RecursionError:
-                suspect.append(i)
-            except ValueError:  # another problem: Arrow, then line_problem, name it
-                pass
+    long = np.flatnonzero(np.diff(ends, prepend=-1) > 2 * MAX_DEPTH)
+    crowded = [i for i in long.tolist() if np.count_nonzero((raw[starts[i]:ends[i]] | 0x20) == _OPEN) >= MAX_DEPTH]
+    if crowded:  # (the count: { and [, as 0x5B | 0x20 is 0x7B)
+        deep = np.asarray(crowded)[line_depths(raw, starts[crowded], ends[crowded]) > MAX_DEPTH]
+        suspect += [i for i in deep.tolist() if i not in suspect]
     return Lines(int(ends.size), tuple(blank), tuple(sorted(suspect)))
 
 
@@ -141,6 +144,9 @@ def line_problem(line: bytes, first_of_file: bool, text_column: str | None = Non
     line = _body(line, first_of_file)
     if not line:
         return None
+    if len(line) > 2 * MAX_DEPTH and (depth := line_depths(np.frombuffer(line, np.uint8), [0], [len(line)])[0]):
+        if depth > MAX_DEPTH:
+            return f"nested {depth:,} levels deep ({TOO_DEEP})"
     try:
         s = line.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -160,7 +166,7 @@ def line_problem(line: bytes, first_of_file: bool, text_column: str | None = Non
             return "more than one JSON value on the line (JSON Lines holds one object per line)"
         return f"invalid JSON at column {e.colno}: {e.msg}"
     except RecursionError:
-        return "invalid JSON: nested too deep to decode (Parquet, the kept shards' format, reads at most 99 levels)"
+        return f"nested too deep for Python's JSON decoder ({TOO_DEEP} levels)"
     except ValueError as e:
         return f"invalid JSON: {e}"
     if not isinstance(obj, dict):

@@ -20,6 +20,8 @@ import threading
 import warnings
 from types import ModuleType
 
+import numpy as np
+
 from ._kernels import PARALLEL_MIN_BYTES, SKETCH_CHUNK
 
 #: Held by a parallel kernel call: Numba's own workqueue threading layer (no OpenMP or TBB) ends the process when
@@ -112,3 +114,17 @@ test_and_set_many = _dispatch("bloom", "test_and_set_many")
 contains_many = _dispatch("bloom", "contains_many")
 popcount = _dispatch("bloom", "popcount")
 parts_of_many = _dispatch("bloom", "parts_of_many")
+
+
+def line_depths(raw: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """int64 (n,): how deep each line ``raw[starts[i]:ends[i]]`` (uint8 JSON text) nests, an object or array one
+    level, brackets inside strings not counted (:func:`dedup._kernels.jsonl.line_depths`).
+
+    >>> line = b'{"a": [[1]], "b": "]]{{\\"["}'
+    >>> line_depths(np.frombuffer(line, np.uint8), np.array([0]), np.array([len(line)])).tolist()
+    [3]
+    """
+    out = np.zeros(len(starts), np.int64)
+    (aot() or _jit("jsonl")).line_depths(raw, np.ascontiguousarray(starts, np.int64),
+                                         np.ascontiguousarray(ends, np.int64), out)
+    return out

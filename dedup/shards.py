@@ -278,10 +278,6 @@ def _stamps_as_strings(t: pa.DataType) -> pa.DataType | None:
     return None
 
 
-#: Nesting levels Parquet readers accept (Arrow's 100 schema levels, root included): a value is one level, an
-#: object one more, a list two more.
-PARQUET_MAX_DEPTH = 99
-
 
 def _depth(t: pa.DataType) -> int:  # (without recursion)
     deepest, todo = 0, [(t, 1)]
@@ -480,16 +476,15 @@ class _JsonlFile:
         (:mod:`dedup.jsonl`): Arrow's rows are the lines."""
         for line, piece, lines in _jsonl_pieces(self.shard):
             if lines.suspect:  # before Arrow: pyarrow 26 crashes (SIGSEGV) on a piece that starts with null
-                # and on a line nested 20,000 levels deep (:data:`dedup.jsonl.CROWDED`)
+                # and on a line nested 20,000 levels deep (:data:`dedup.jsonl.MAX_DEPTH`)
                 raise self._bad_line(piece, line, lines, "a line that is not a JSON object")
             try:
                 table = self._parse(piece)
                 self.order = self.order or table.column_names
-                deep = next(((f.name, n) for f in table.schema if (n := _depth(f.type)) > PARQUET_MAX_DEPTH), None)
-                if deep is not None:
+                max_depth = jsonl.PARQUET_MAX_DEPTH
+                if deep := next(((f.name, n) for f in table.schema if (n := _depth(f.type)) > max_depth), None):
                     raise InputError(self.shard.path, f"column {deep[0]!r} is nested {deep[1]} levels deep (in the "
-                                     f"piece from line {line}); Parquet, the kept shards' format, reads at most "
-                                     f"{PARQUET_MAX_DEPTH}")
+                                     f"piece from line {line}); {jsonl.TOO_DEEP}")
                 stamped = [pa.field(f.name, s) for f in table.schema if (s := _stamps_as_strings(f.type)) is not None]
                 if stamped:
                     self.as_strings = pa.unify_schemas([self.as_strings, pa.schema(stamped)])

@@ -46,6 +46,7 @@ def _signatures():
         "contains_many": t.void(arr(u8), u8, i8, i8, u8, i8, arr(u8), arr(b1)),
         "popcount": i8(arr(u8)),
         "parts_of_many": t.void(arr(u8), u8, i8, arr(t.int32)),
+        "line_depths": t.void(ro_u1, ro_i8, ro_i8, arr(i8)),
     }
 
 
@@ -53,7 +54,7 @@ def build(verbose: bool = False) -> Path:
     """Compile the extension into this package directory and write its stamp."""
     from numba.pycc import CC
 
-    from . import bloom, minhash
+    from . import bloom, jsonl, minhash
 
     impls = {
         "sketch_range": minhash.sketch_range,
@@ -63,6 +64,7 @@ def build(verbose: bool = False) -> Path:
         "contains_many": bloom.contains_many,
         "popcount": bloom.popcount,
         "parts_of_many": bloom.parts_of_many,
+        "line_depths": jsonl.line_depths,
     }
     cc = CC(MODULE)
     cc.output_dir = str(HERE)

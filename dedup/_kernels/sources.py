@@ -4,7 +4,7 @@ import hashlib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ("__init__.py", "hashing.py", "text.py", "minhash.py", "bloom.py", "aot.py", "sources.py")
+SOURCES = ("__init__.py", "hashing.py", "text.py", "minhash.py", "bloom.py", "jsonl.py", "aot.py", "sources.py")
 
 
 def source_hash() -> str:
