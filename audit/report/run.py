@@ -20,6 +20,7 @@ import hashlib
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -87,8 +88,8 @@ def _decoders(audits: Sequence[Path], model_dirs: Sequence[Path], log: Callable[
             own = model.get("path")
             tok, fp = load_tokenizer(own) if own and Path(own).is_dir() else (None, None)
             if tok is None or fp != want:
-                log(f"warning: {a}: the tokenizer of {m} is not the audited model's; showing token ids "
-                    "(give one --model-dir per audit)")
+                warnings.warn(f"{a}: the tokenizer of {m} is not the audited model's; showing token ids (give one "
+                              "--model-dir per audit)", UserWarning, stacklevel=2)
                 continue
             log(f"note: {a}: the tokenizer of {m} is not the audited model's; decoding with {own}")
         decoders[i] = lambda ids, t=tok: _decode(t, ids)
