@@ -297,6 +297,8 @@ def undecodable(text: str | os.PathLike) -> str | None:
 def completed_manifest(out: Path, stage: str) -> dict:
     """The manifest of the completed ``stage`` in ``out``; StateError naming ``out`` otherwise (no manifest.json:
     a stage writes it last, so one killed there before it finished left none)."""
+    if not Path(out).is_dir():
+        raise StateError(f"{out}: not a completed {stage} output (no such directory)")
     manifest = read_manifest(Path(out))
     if manifest is None:
         raise StateError(f"{out}: not a completed {stage} output (no manifest.json); rerun memdedup {stage} with the "

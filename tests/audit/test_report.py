@@ -368,6 +368,9 @@ def test_a_profile_without_its_manifest_is_refused(dirs, tmp_path):
     (dirs["profile"] / "manifest.json").unlink()
     with pytest.raises(ValueError, match=rf"{dirs['profile']}: not a completed profile output \(no manifest.json\)"):
         write_report([dirs["raw"]], tmp_path / "rep", profile_dirs=[dirs["profile"]])
+    # a mistyped path is said to be missing, not unfinished (as it was before manifests were required)
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'nope'}: not a completed profile output \(no such directory\)"):
+        write_report([dirs["raw"]], tmp_path / "rep", profile_dirs=[tmp_path / "nope"])
     assert not (tmp_path / "rep").exists()
 
 

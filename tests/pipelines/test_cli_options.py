@@ -486,7 +486,7 @@ def test_check_on_a_foreign_directory_says_what_is_missing(tmp_path, capsys):
     before = files_under(tmp_path)
     assert main(["check", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"{tmp_path / 'audit' / 'raw'}: not a completed audit output (no manifest.json)" in err[0]
+    assert len(err) == 1 and f"{tmp_path / 'audit' / 'raw'}: not a completed audit output (no such directory)" in err[0]
     assert files_under(tmp_path) == before
     # a path that is no directory at all: named as such, not as a missing audit below it
     for missing in (tmp_path / "nope", tmp_path / "corpus" / "part-0.parquet"):
