@@ -325,7 +325,14 @@ def _difference(old: dict, new: dict) -> str:
     if old.get("index_dir") != new["index_dir"]:
         return f"a different index directory ({old.get('index_dir') or 'none'} before)"
     before, now = ({i["path"]: i for i in identity.get("inputs") or []} for identity in (old, new))
-    changes = [f"{i['shard']} {'changed' if p in before else 'added'}" for p, i in now.items() if before.get(p) != i]
+
+    def change(was: dict | None, i: dict) -> str:  # (an output name follows the other inputs: see layout)
+        if was is None:
+            return f"{i['shard']} added"
+        renamed = {**was, "shard": i["shard"]} == i
+        return f"{was['shard']} now named {i['shard']}" if renamed else f"{i['shard']} changed"
+
+    changes = [change(before.get(p), i) for p, i in now.items() if before.get(p) != i]
     changes += [f"{i['shard']} gone" for p, i in before.items() if p not in now]
     more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
     return f"different inputs ({', '.join(changes[:3])}{more})" if changes else "a different identity"

@@ -292,6 +292,16 @@ def test_a_completed_run_asked_for_other_inputs_names_the_files_that_differ(tmp_
     with pytest.raises(OutputExistsError, match=r"o holds a completed dedup run with different inputs \(b.parquet "
                                                 r"changed, c.parquet added, a.parquet gone\); use --force"):
         dedup_files([tmp_path / "b.parquet", tmp_path / "c.parquet"], tmp_path / "o")
+    # b.parquet unchanged but named by its folder beside a file of another: not 'changed' (found by the review)
+    for d in ("x", "y"):
+        (tmp_path / d).mkdir()
+        for name in ("a", "b"):
+            pq.write_table(pa.table({"text": [f"{d} {name} c d e f"]}), tmp_path / d / f"{name}.parquet")
+    dedup_files([tmp_path / "x"], tmp_path / "o3")
+    with pytest.raises(OutputExistsError, match=r"different inputs \(b.parquet now named x/b.parquet, y/a.parquet "
+                                                r"added, a.parquet gone\)"):
+        dedup_files([tmp_path / "x" / "b.parquet", tmp_path / "y" / "a.parquet"], tmp_path / "o3")
+
     from dedup.stages import dedup_staged
 
     dedup_files([tmp_path / "a.parquet"], tmp_path / "o2")
