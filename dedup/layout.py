@@ -79,7 +79,7 @@ def input_entry(shard, counts: dict) -> dict:
 def input_rows(manifest: dict, out: Path) -> dict[str, int]:
     """Rows per input shard name of the dedup manifest of ``out`` (what ``removed.parquet``'s (shard, row) pairs
     index); :class:`dedup.io.StateError` naming its manifest.json where ``inputs`` is not such a list."""
-    inputs = manifest.get("inputs") or []
+    inputs = manifest.get("inputs", [])
     if not isinstance(inputs, list) or not all(isinstance(i, dict) and isinstance(i.get("shard"), str)
                                                and type(i.get("rows")) is int for i in inputs):
         raise io.StateError(f"{io.manifest_path(out)}: damaged: 'inputs' is not a list of objects with a shard name "

@@ -872,6 +872,7 @@ def test_too_few_bootstrap_resamples_for_a_95_percent_interval_are_refused(comma
     ("canaries not an object", "corpus/manifest.json: damaged: 'canary_rows_by_repeats' is [64], expected an object"),
     ("inputs not a list", "dedup/manifest.json: damaged: 'inputs' is not a list of objects with"),
     ("rows as text", "dedup/manifest.json: damaged: 'inputs' is not a list of objects with"),
+    ("inputs an empty object", "dedup/manifest.json: damaged: 'inputs' is not a list of objects with"),  # was taken
     ("removed without id", "dedup/removed.parquet: no column 'id'"),
 ])
 def test_check_reads_only_completed_stages_of_this_corpus(tmp_path, capsys, broken, needle):
@@ -895,7 +896,8 @@ def test_check_reads_only_completed_stages_of_this_corpus(tmp_path, capsys, brok
     removed = {"reason": ["exact"]} if broken == "removed without id" else {"id": ["d2"], "reason": ["exact"]}
     pq.write_table(pa.table(removed), tmp_path / "dedup" / "removed.parquet")
     inputs = [{"shard": "b.parquet" if broken == "dedup of another corpus" else "a.parquet", "rows": 3}]
-    inputs = {"inputs not a list": 5, "rows as text": [{"shard": "a.parquet", "rows": "3"}]}.get(broken, inputs)
+    inputs = {"inputs not a list": 5, "rows as text": [{"shard": "a.parquet", "rows": "3"}],
+              "inputs an empty object": {}}.get(broken, inputs)
     (tmp_path / "dedup" / "manifest.json").write_text(json.dumps({"stage": "dedup", "inputs": inputs}))
     for name in ("raw", "dedup"):
         d = tmp_path / "audit" / name
