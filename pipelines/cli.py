@@ -411,11 +411,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise ConfigError("--canaries-per-repeat plants canaries only with --canaries")
     refuse_unusable_out(args.out)
     prepare_corpus_dir(args.out)
-    if args.canaries:
+    if args.canaries:  # (generate_demo_corpus's own default unless given)
+        given = {} if args.canaries_per_repeat is None else {"canaries_per_repeat": args.canaries_per_repeat}
         table = generate_demo_corpus(args.docs, exact_frac=args.exact_frac, near_frac=args.near_frac,
-                                     canaries_per_repeat=4 if args.canaries_per_repeat is None else
-                                     args.canaries_per_repeat, mean_bytes=args.doc_bytes,
-                                     seed=args.seed)
+                                     mean_bytes=args.doc_bytes, seed=args.seed, **given)
     else:
         table = generate_corpus(args.docs, mean_bytes=args.doc_bytes, exact_frac=args.exact_frac,
                                 near_frac=args.near_frac, seed=args.seed)
