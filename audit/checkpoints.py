@@ -195,6 +195,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     corpus = corpus or train_manifest.get("corpus")
     if not corpus:
         raise ValueError(f"{run}: no corpus recorded; pass --corpus")
+    discover(corpus, exclude=out)  # an --out that is or holds the corpus: refused, as train and audit refuse it
     order = read_instances(run / ORDER_FILE, INSTANCE_COLUMNS + ("step",)).to_pandas()
     held = read_instances(run / HELDOUT_FILE, INSTANCE_COLUMNS).to_pandas()
     ckpts = _checkpoints(run)

@@ -681,6 +681,20 @@ def test_a_profile_into_its_run_or_another_stages_output_is_refused(small_run, t
         assert {d: (d / "manifest.json").read_bytes() for d in (run, audit)} == manifests
 
 
+@pytest.mark.parametrize("where", ["corpus", "parent"])
+def test_a_profile_into_its_corpus_directory_is_refused(small_corpus, small_run, tmp_path, capsys, where):
+    """--out that is, or holds, the --corpus directory is exit 2 naming it, before anything is written, as
+    train and audit refuse it. Before: exit 0, the profile's Parquet files written among the corpus shards,
+    and the next profile of that corpus died on them ('event_time.parquet: no text column 'text'')."""
+    corpus = tmp_path / "c"
+    shutil.copytree(small_corpus, corpus)
+    out = corpus if where == "corpus" else tmp_path
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    err = _profile_fails(capsys, "--run", small_run, "--out", out, "--corpus", corpus, *TINY_PROFILE)
+    assert str(corpus) in err and "--out" in err, err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
 def test_a_profile_rerun_that_dies_midway_leaves_no_manifest_over_mixed_outputs(small_run, tmp_path, monkeypatch):
     """A completed profile rerun into its --out with another config and killed after its first
     outputs: the directory must not look complete (manifest.json is written last: complete iff
