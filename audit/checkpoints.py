@@ -183,19 +183,22 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     train_manifest = io.json_or_empty(io.manifest_path(run))  # {}: a user's own checkpoints
     train_cfg = train_manifest.get("config", {})
     text_column = train_cfg.get("text_column", "text")
-    if corpus and train_manifest.get("corpus_sha256"):  # another corpus than the run's: the wrong texts
+    if not corpus and (gone := [p for p in train_manifest.get("corpus") or [] if not Path(p).exists()]):
+        raise ValueError(f"{run}: its corpus is not where its manifest.json records it ({gone[0]} does not exist: "
+                         "moved?); pass --corpus")
+    given, corpus = corpus, corpus or train_manifest.get("corpus")
+    if not corpus:
+        raise ValueError(f"{run}: no corpus recorded; pass --corpus")
+    discover(corpus, exclude=out)  # an --out that is or holds the corpus: refused, as train and audit refuse it
+    if train_manifest.get("corpus_sha256"):  # another corpus than the run's (or its own, rewritten): the wrong texts
         from .train import corpus_digest, corpus_documents
 
         docs = corpus_documents(discover(corpus), text_column, train_cfg.get("id_column", "id"))
         if corpus_digest(docs) != train_manifest["corpus_sha256"]:
-            raise _not_the_runs_corpus(corpus, run, "its documents, shards or rows differ from the run's corpus_sha256")
-    if not corpus and (gone := [p for p in train_manifest.get("corpus") or [] if not Path(p).exists()]):
-        raise ValueError(f"{run}: its corpus is not where its manifest.json records it ({gone[0]} does not exist: "
-                         "moved?); pass --corpus")
-    corpus = corpus or train_manifest.get("corpus")
-    if not corpus:
-        raise ValueError(f"{run}: no corpus recorded; pass --corpus")
-    discover(corpus, exclude=out)  # an --out that is or holds the corpus: refused, as train and audit refuse it
+            why = "its documents, shards or rows differ from the run's corpus_sha256"
+            if not given:
+                raise ValueError(f"{run}: its corpus changed since training ({why}); restore it or pass --corpus")
+            raise _not_the_runs_corpus(corpus, run, why)
     order = read_instances(run / ORDER_FILE, INSTANCE_COLUMNS + ("step",)).to_pandas()
     held = read_instances(run / HELDOUT_FILE, INSTANCE_COLUMNS).to_pandas()
     ckpts = _checkpoints(run)

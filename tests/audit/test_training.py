@@ -623,6 +623,27 @@ def test_profile_of_a_run_whose_corpus_moved_asks_for_corpus(small_run, tmp_path
     assert not (tmp_path / "out").exists()
 
 
+def test_profile_of_a_run_whose_recorded_corpus_changed_is_refused(small_corpus, small_run, tmp_path, capsys):
+    """A run's recorded corpus rewritten since training (same paths, other texts) is exit 2 naming the run, as
+    --corpus naming those same files is. Before: without --corpus its corpus_sha256 was not checked, and the
+    profile scored the new texts as the trained instances (exit 0)."""
+    import pyarrow as pa
+
+    corpus, run = tmp_path / "c", tmp_path / "run"
+    shutil.copytree(small_corpus, corpus)
+    shutil.copytree(small_run, run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["corpus"] = [str(corpus / Path(p).relative_to(small_corpus)) for p in manifest["corpus"]]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    shard = sorted(corpus.glob("*.parquet"))[0]
+    table = pq.read_table(shard)
+    texts = pa.array([t[::-1] for t in table["text"].to_pylist()])  # same lengths, other texts
+    pq.write_table(table.set_column(table.column_names.index("text"), "text", texts), shard)
+    err = _profile_fails(capsys, "--run", run, "--out", tmp_path / "out", *TINY_PROFILE)
+    assert f"{run}: its corpus" in err and "corpus_sha256" in err and "--corpus" in err, err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("corpus", [False, True])
 def test_profile_refuses_an_unfinished_training_run(small_corpus, small_run, tmp_path, capsys, corpus):
     """A training run killed before its end (train_config.json, no manifest.json) is exit 2 naming
