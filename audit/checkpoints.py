@@ -258,6 +258,8 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         early = min(steps, key=lambda s: abs(s - steps[-1] / 2))
     if early not in steps:
         raise ValueError(f"{run}: early_checkpoint {early} is not a checkpoint step: {steps}")
+    if early == steps[-1]:  # a forecast of the final checkpoint from itself, as memdedup forecast refuses
+        raise ValueError(f"{run}: early_checkpoint {early} is the final checkpoint: choose an earlier one of {steps}")
     scored = [(s, p) for s, p in ckpts if s in set(pchk) | {early, steps[-1]}]
     log(f"profile: {len(treated)} trained, {int((~placebo_mask).sum())} control and {int(placebo_mask.sum())} "
         f"placebo instances over {len(pchk)} checkpoints up to step {panel_end} ({panel_rule})"

@@ -177,7 +177,8 @@ class ProfileConfig(StageConfig):
                          unit="resamples")
     seed: int = option(0, "sampling seed")
     batch_size: int = option(64, "sequences per forward pass", unit="sequences")
-    early_checkpoint: int | None = option(None, "step of the early audit for forecasting", unit="steps",
+    early_checkpoint: int | None = option(None, "step of the early audit for forecasting, before the final checkpoint",
+                                          unit="steps",
                                           none="the profiled checkpoint closest to half the last one's step")
     checkpoints: str | None = option(None, "comma-separated checkpoint steps to profile (a list in a config file), "
                                            "a subset of the run's (e.g. 0,1000,2000); the panel still ends at the end "

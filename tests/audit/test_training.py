@@ -679,6 +679,17 @@ def test_profile_option_edges_are_one_line_before_scoring(small_run, tmp_path, c
     assert not (tmp_path / "out").exists()
 
 
+def test_profile_refuses_the_final_checkpoint_as_the_early_one(small_run, tmp_path, capsys):
+    """--early-checkpoint naming the run's last checkpoint is exit 2 before scoring, as memdedup forecast refuses
+    two audits of one step. Before: exit 0 and a forecast.json of the final checkpoint against itself
+    (early_step == final_step)."""
+    last = int(sorted((small_run / "checkpoints").glob("step-*"))[-1].name[len("step-"):])
+    err = _profile_fails(capsys, "--run", small_run, "--out", tmp_path / "out", *TINY_PROFILE,
+                         "--early-checkpoint", last)
+    assert f"early_checkpoint {last}" in err and "final" in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_profile_into_its_run_or_another_stages_output_is_refused(small_run, tmp_path):
     """--out equal to the run directory (or inside it), or a directory holding another stage's
     output, is refused before anything is written. Before: the profile removed the training
