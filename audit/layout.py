@@ -203,7 +203,7 @@ def holding_out(param: str, inputs: tuple[str, ...] = (), own: tuple[str, ...] |
     ``out`` inside one, a file or not UTF-8, is refused before the claim could touch it. Once held, the temporaries a
     killed run left in ``out`` are removed (only those of the files ``own`` names, for an ``out`` shared with other
     stages). While the stage runs ``out`` holds :data:`dedup.io.RUNNING_FILE`, gone when it returns or fails but kept
-    if it is killed (walks skip the folder: :func:`dedup.runs.earlier_output`). TypeError: a name not a parameter."""
+    if it is killed, or stopped leaving files there (walks skip the folder: :func:`dedup.runs.earlier_output`). TypeError: a name not a parameter."""
 
     def decorate(stage: Callable) -> Callable:
         signature = inspect.signature(stage)
@@ -231,8 +231,10 @@ def holding_out(param: str, inputs: tuple[str, ...] = (), own: tuple[str, ...] |
                 running.touch()
                 try:
                     result = stage(*bound.args, **bound.kwargs)
-                except BaseException:  # the stage removed what it wrote (or it is a refusal)
-                    if not killed:
+                except BaseException as e:  # the stage removed what it wrote (or it is a refusal); but stopped
+                    # (Ctrl-C, SIGTERM) with its outputs left for the rerun (train, profile): marked, as if killed
+                    left = isinstance(e, KeyboardInterrupt) and any(p != running for p in Path(out).iterdir())
+                    if not killed and not left:
                         running.unlink(missing_ok=True)
                     raise
                 running.unlink(missing_ok=True)

@@ -780,6 +780,27 @@ def test_a_profile_rerun_that_dies_midway_leaves_none_of_the_earlier_runs_output
     assert not stale, f"the earlier run's {stale} left beside the new run's outputs"
 
 
+def test_a_profile_stopped_after_its_first_outputs_keeps_its_running_mark(small_corpus, small_run, tmp_path,
+                                                                          monkeypatch):
+    """A profile stopped (Ctrl-C, SIGTERM) after writing some outputs keeps its .memdedup-running mark, as a killed
+    one does, so that walks skip those outputs. Before: the mark was removed and 'memdedup dedup' of the folder
+    above died on the left profile.parquet ('no text column 'text'')."""
+    from audit import plots
+    from audit.checkpoints import run_profile
+    from audit.config import ProfileConfig
+    from dedup import io
+
+    data = tmp_path / "data"
+    shutil.copytree(small_corpus, data)
+    with monkeypatch.context() as m:
+        m.setattr(plots, "event_time_curve", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):
+            run_profile(small_run, data / "prof", ProfileConfig(n_treated=20, n_control=10, n_boot=0,
+                                                                 min_cohort_size=2), log=quiet)
+    assert (data / "prof" / "profile.parquet").exists() and (data / "prof" / io.RUNNING_FILE).exists()
+    assert [s.name for s in discover([data])] == [s.name for s in discover([small_corpus])]
+
+
 def test_a_profile_without_bootstrap_has_no_band_to_cover_zero(small_run, tmp_path, capsys):
     """--n-boot 0 computes no simultaneous band (NaN bounds): the placebo check read 100% of
     cells 'covering 0' instead of n/a, and summary.json held NaN, which strict JSON parsers refuse."""
