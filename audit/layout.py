@@ -203,7 +203,8 @@ def holding_out(param: str, inputs: tuple[str, ...] = (), own: tuple[str, ...] |
     ``out`` inside one, a file or not UTF-8, is refused before the claim could touch it. Once held, the temporaries a
     killed run left in ``out`` are removed (only those of the files ``own`` names, for an ``out`` shared with other
     stages). While the stage runs ``out`` holds :data:`dedup.io.RUNNING_FILE`, gone when it returns or fails but kept
-    if it is killed, or stopped leaving files there (walks skip the folder: :func:`dedup.runs.earlier_output`). TypeError: a name not a parameter."""
+    if it is killed, or stopped leaving files there (walks skip the folder: :func:`dedup.runs.earlier_output`).
+    TypeError: a name not a parameter."""
 
     def decorate(stage: Callable) -> Callable:
         signature = inspect.signature(stage)
