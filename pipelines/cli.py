@@ -436,8 +436,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from dedup.runs import refuse_unusable_out
+
     from .demo import run_checks
 
+    refuse_unusable_out(args.out)  # a name not UTF-8, or a file
     if not args.out.is_dir():  # (before run_checks holds it, which would make it)
         raise ConfigError(f"{args.out}: not a directory (give the workflow's output directory, config 'out')")
     result = run_checks(args.out)

@@ -489,11 +489,13 @@ def test_check_on_a_foreign_directory_says_what_is_missing(tmp_path, capsys):
     assert len(err) == 1 and f"{tmp_path / 'audit' / 'raw'}: not a completed audit output (no such directory)" in err[0]
     assert files_under(tmp_path) == before
     # a path that is no directory at all: named as such, not as a missing audit below it
-    for missing in (tmp_path / "nope", tmp_path / "corpus" / "part-0.parquet"):
+    for missing, why in ((tmp_path / "nope", ": not a directory (give the workflow's output directory, config "
+                                              "'out')"),
+                         (tmp_path / "corpus" / "part-0.parquet", " exists and is not a directory; choose another "
+                                                                  "output directory")):
         assert main(["check", str(missing)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert err == [f"memdedup check: error: {missing}: not a directory (give the workflow's output directory, "
-                       "config 'out')"], err
+        assert err == [f"memdedup check: error: {missing}{why}"], err
     assert not (tmp_path / "nope").exists()  # (holding it made it)
 
 
