@@ -776,6 +776,7 @@ def test_a_profile_rerun_that_dies_midway_leaves_none_of_the_earlier_runs_output
             run_profile(small_run, out, other, log=quiet)
     left = {p.name: p.read_bytes() for p in out.iterdir()}
     assert "profile.parquet" in left and "manifest.json" not in left
+    assert left.pop(".memdedup-running") == b""  # stopped, its outputs left for the rerun: marked as unfinished
     stale = [name for name, data in left.items() if data != (fresh / name).read_bytes()]
     assert not stale, f"the earlier run's {stale} left beside the new run's outputs"
 
