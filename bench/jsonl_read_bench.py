@@ -11,9 +11,11 @@ One block parses on one thread. This bench times, on the same bytes (a synthetic
 - ``arrow, one block``: the same as one block, one pass;
 - ``memdedup ShardReader``: the whole read, both passes (schema, then rows), as the engines read.
 
-It prints best-of-``--repeat`` seconds and MB/s of the file's bytes.
+It prints best-of-``--repeat`` seconds and MB/s of the file's bytes. Then the nesting guard
+(:func:`dedup.jsonl.scan`: lines of 5,000+ brackets measured by a kernel, as pyarrow crashes on a line
+nested 20,000 deep): ``scan`` and Arrow's one-block parse of ``--piece-mib`` of each kind of line.
 
-    python bench/jsonl_read_bench.py [--docs 30000] [--doc-bytes 1000] [--repeat 5]
+    python bench/jsonl_read_bench.py [--docs 30000] [--doc-bytes 1000] [--repeat 5] [--piece-mib 32]
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=30_000)
     ap.add_argument("--doc-bytes", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--piece-mib", type=int, default=32)
     args = ap.parse_args()
 
     import pyarrow as pa
@@ -76,6 +79,29 @@ def main() -> None:
     print(f"  {'':<{width}}  {'seconds':>8}  {'MB/s':>7}")
     for name, s in rows:
         print(f"  {name:<{width}}  {s:>8.3f}  {mb / s:>7.0f}")
+    depth_guard(args.piece_mib, args.repeat)
+
+
+def depth_guard(piece_mib: int, repeat: int) -> None:
+    """Seconds of :func:`dedup.jsonl.scan` and of Arrow's parse, per piece of each kind of line."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    from dedup import jsonl
+
+    words = " ".join(f"w{i % 97}" for i in range(6000))
+    kinds = {"text, 1 KB lines": {"text": words[:1000]}, "text, 50 KB lines": {"text": words * 2},
+             "6,000 spans a line": {"text": words[:20000], "spans": [[i, i + 5] for i in range(6000)]},
+             "LaTeX, 6,000 braces a line": {"text": "\\frac{a}{b} " * 3000}}
+    print(f"JSONL nesting guard: pieces of {piece_mib} MiB, best of {repeat}")
+    print(f"  {'lines':<26}  {'scan s':>7}  {'arrow s':>7}  {'scan/arrow':>10}")
+    for name, obj in kinds.items():
+        line = (json.dumps(obj) + "\n").encode()
+        piece = line * max(1, (piece_mib << 20) // len(line))
+        scan = best(lambda: jsonl.scan(piece, True), repeat)
+        arrow = best(lambda: pj.read_json(pa.BufferReader(piece), read_options=pj.ReadOptions(
+            block_size=len(piece) + 1, use_threads=False)), repeat)
+        print(f"  {name:<26}  {scan:>7.3f}  {arrow:>7.3f}  {scan / arrow:>10.2f}")
 
 
 if __name__ == "__main__":

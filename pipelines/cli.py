@@ -335,6 +335,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _documents(n: int) -> str:
+    """``1 document``, ``2,000 documents``."""
+    return f"{n:,} document{'s' * (n != 1)}"
+
+
 def _bytes(n: float) -> str:
     """Binary units, as the README's memory tables."""
     for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
@@ -365,7 +370,7 @@ def _cmd_params(args: argparse.Namespace) -> int:
 
     def human() -> None:
         at_capacity = f" at {plan.capacity:,} documents, --capacity" if plan.capacity != args.docs else ""
-        docs = f"{args.docs:,} document{'s' * (args.docs != 1)}"
+        docs = _documents(args.docs)
         layout = "one part" if parts == 1 else f"{parts:,} cache parts of ~{_bytes(PART_BYTES)} each"
         rows = [("banding", f"{plan.bands} bands x {plan.rows} rows ({plan.bands * plan.rows} of {plan.num_perm} "
                             f"permutations), T = {plan.threshold}"),
@@ -429,7 +434,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             args.out.rmdir()
         raise
     kinds = ", ".join(f"{v:,} {k}" for k, v in sorted(planted["kinds"].items()))
-    docs = f"{table.num_rows:,} document{'s' * (table.num_rows != 1)}"
+    docs = _documents(table.num_rows)
     _emit(args, planted, lambda: print(f"wrote {docs} in {len(paths)} shard(s) to {args.out}"
                                        + (f" ({kinds})" if kinds else "")))
     return 0
