@@ -308,17 +308,19 @@ def _valid(col: pa.ChunkedArray) -> bool:
         return False
 
 
-def _null_lists_rebuilt(arr: pa.Array) -> pa.Array:
-    """``arr`` (offset 0) with each list<null> inside rebuilt from its offsets: pyarrow 26's JSON reader, and its
-    casts of such lists, make their child shorter than the offsets say (``[null, null]``), failing validation. An object
-    without fields (``{}``) is kept as it is: rebuilt from no children, it would have no rows."""
+def _nulls_rebuilt(arr: pa.Array) -> pa.Array:
+    """``arr`` (offset 0) with each array of nulls inside (a list<null>'s items, an object's field of type null)
+    rebuilt to its length: pyarrow 26's JSON reader, and its casts of such arrays, make them shorter than the list's
+    offsets or the object's length say (``[null, null]``; ``{"a": [null, {"b": null}]}`` cast to reorder fields),
+    failing validation. An object without fields (``{}``) is kept as it is: rebuilt from no children, it would have no
+    rows."""
     t, mask = arr.type, arr.is_null() if arr.null_count else None
     if pa.types.is_struct(t) and t.num_fields:
-        return pa.StructArray.from_arrays([_null_lists_rebuilt(arr.field(i)) for i in range(t.num_fields)],
-                                          fields=list(t), mask=mask)
+        return pa.StructArray.from_arrays([pa.nulls(len(arr)) if pa.types.is_null(f.type) else _nulls_rebuilt(
+            arr.field(i)) for i, f in enumerate(t)], fields=list(t), mask=mask)
     if pa.types.is_list(t):
         nulls = pa.types.is_null(t.value_type)
-        values = pa.nulls(arr.offsets[-1].as_py()) if nulls else _null_lists_rebuilt(arr.values)
+        values = pa.nulls(arr.offsets[-1].as_py()) if nulls else _nulls_rebuilt(arr.values)
         return pa.ListArray.from_arrays(arr.offsets, values, type=t, mask=mask)
     return arr
 
@@ -497,7 +499,7 @@ class _JsonlFile:
                     table = self._parse(piece, broken).select(table.column_names)
                 for name in broken:
                     if not _valid(col := table.column(name)):  # list<null>: nulls only, dropped even so
-                        col = pa.chunked_array([_null_lists_rebuilt(c) for c in col.chunks])
+                        col = pa.chunked_array([_nulls_rebuilt(c) for c in col.chunks])
                         col.validate(full=True)
                         table = table.set_column(table.column_names.index(name), name, col)
             except (pa.ArrowInvalid, UnicodeDecodeError) as e:
@@ -547,10 +549,9 @@ class _JsonlFile:
                     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
                         raise InputError(self.shard.path, f"column {f.name!r} is {col.type} from this line on, but "
                                          f"{f.type} elsewhere in the file: {e}", line=line) from e
-                    # pyarrow 26's casts of a list<null> make its child short
-                    if holds_type(f.type, lambda t: pa.types.is_list(t) and pa.types.is_null(t.value_type)) \
-                            and not _valid(col):
-                        col = pa.chunked_array([_null_lists_rebuilt(c) for c in col.chunks], f.type)
+                    # pyarrow 26's casts of arrays holding nulls make them short (:func:`_nulls_rebuilt`)
+                    if holds_type(f.type, pa.types.is_null) and not _valid(col):
+                        col = pa.chunked_array([_nulls_rebuilt(c) for c in col.chunks], f.type)
                     cols.append(col)
             yield from pa.Table.from_arrays(cols, schema=self.schema).to_batches(max_chunksize=batch_rows)
 

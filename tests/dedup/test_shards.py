@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dedup.runs import discover
@@ -1667,8 +1667,14 @@ def _corpora(draw):
     return (b"\xef\xbb\xbf" if bom else b"") + data.encode("utf-8"), rows, written, row_lines
 
 
+_NULL_LISTS = ('{"text":null,"meta":{"b":null}}', '{"text":null,"meta":{"a":null,"b":[null,{"a":null}]}}')
+
+
 @settings(max_examples=300, deadline=None)
 @given(corpus=_corpora(), pieces=st.sampled_from([16, 64, 256, 32 << 20]))
+@example(corpus=("\n".join(_NULL_LISTS).encode(), [json.loads(x) for x in _NULL_LISTS],  # found by hypothesis
+                 [{k: json.dumps(v, separators=(",", ":")) for k, v in json.loads(x).items()} for x in _NULL_LISTS],
+                 [1, 2]), pieces=16)  # an object inside a list inside an object, all null in one piece: Arrow refused
 def test_jsonl_reads_every_value_as_json_loads_does_under_the_documented_rules(tmp_path_factory, corpus, pieces):
     """A differential test of the JSON Lines reader against Python's json on files shaped like real corpora's (a text
     column and metadata: nested objects with varying keys, lists with nulls anywhere, ints and floats, integers beyond
