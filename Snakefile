@@ -29,7 +29,7 @@ from dedup.runs import OutputExistsError, refuse_unusable_out
 try:  # a file there ended Snakemake's DAG inventory in a traceback
     refuse_unusable_out(Path(OUT))
 except (ValueError, OutputExistsError) as e:
-    raise WorkflowError(f"config: out: {e}") from None
+    raise WorkflowError(f"config: out: {str(e).removeprefix('--out ')}") from None  # the key, not the CLI's flag
 # The stage sections checked as their commands check them, before any job starts or file is
 # written: an unknown key or bad value is named here, not only in the stage's log.
 from pipelines.cli import SECTIONS

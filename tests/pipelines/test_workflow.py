@@ -4,6 +4,7 @@ to end, and config validation naming the bad key."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -674,3 +675,7 @@ def test_an_out_that_is_a_file_or_an_empty_shard_path_is_named_before_any_job(tm
         text = r.stdout + r.stderr
         assert r.returncode != 0 and "WorkflowError" in text and key in text and "Traceback" not in text, text[-3000:]
     assert (tmp_path / "afile").read_text() == "x"
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))  # a name not UTF-8: said as the config's key, not --out
+    r = snakemake("-n", "--configfile", str(tmp_path / "c.yaml"), "--config", "out=" + os.fsdecode(b"o\xffx"))
+    said = [line for line in (r.stdout + r.stderr).splitlines() if "not valid UTF-8" in line]
+    assert r.returncode != 0 and said and "config: out: " in said[0] and "--out" not in said[0], r.stderr[-3000:]
