@@ -595,17 +595,23 @@ class _ArrowFile:
 
 def _rebatched(batches: Iterator[pa.RecordBatch], schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
     """The rows of ``batches`` (of ``schema``) in batches of ``batch_rows`` rows (the last one shorter), whatever their
-    own sizes, or in more (Arrow splits a batch whose strings pass 2 GiB); dictionaries of batches joined are
-    unified."""
+    own sizes, or in more (Arrow splits a batch whose strings pass 2 GiB; the given batches stay apart where their
+    dictionaries joined need more values than their index type holds: two int8 ones of 100 values); dictionaries of
+    batches joined are unified."""
+    def joined(rows: pa.Table) -> list[pa.RecordBatch]:
+        try:  # combine_chunks copies only a batch that spans the given batches
+            return rows.combine_chunks().to_batches()
+        except pa.ArrowInvalid:  # ('The unified dictionary requires a larger index type')
+            return rows.to_batches()
+
     pending = pa.Table.from_batches([], schema)  # (empty_table() would import pandas)
     for batch in batches:
         pending = pa.concat_tables([pending, pa.Table.from_batches([batch])])
         while pending.num_rows >= batch_rows:
-            # combine_chunks copies only a batch that spans the given batches
-            yield from pending.slice(0, batch_rows).combine_chunks().to_batches()
+            yield from joined(pending.slice(0, batch_rows))
             pending = pending.slice(batch_rows)
     if pending.num_rows:
-        yield from pending.combine_chunks().to_batches()
+        yield from joined(pending)
 
 
 def _parquet_batches(file: pq.ParquetFile, batch_rows: int, columns: list[str] | None) -> Iterator[pa.RecordBatch]:

@@ -1819,3 +1819,32 @@ def test_a_file_with_columns_read_as_text_gives_both_engines_the_same_bytes(tmp_
     assert a["totals"]["removed"]["exact"] == 8  # the second and third copy of each of 4 texts
     for name in ("kept/rp.parquet", "removed.parquet"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "stream"])
+def test_int8_dictionaries_whose_union_passes_127_values_are_read_across_row_groups_and_batches(tmp_path, fmt):
+    """Two row groups (Arrow batches) of a dictionary<int8> column with 100 values each, in a list (Parquet: read a
+    row group at a time and rebatched) or at the top (Arrow IPC stream, where each batch may replace the
+    dictionary): joining them into one batch needs 200 dictionary values, more than int8 indexes. pq.read_table
+    reads such a Parquet file; memdedup refused it as 'corrupt data after this row' (row 0), and the Arrow stream
+    with 'These dictionaries cannot be combined', naming no file."""
+    from dedup import DedupConfig, dedup_files
+
+    def tags(lo: int) -> pa.Array:
+        values = pa.array([f"t{lo + i}" for i in range(100)])
+        return pa.DictionaryArray.from_arrays(pa.array(range(100), pa.int8()), values)
+
+    texts = [f"doc {i} a b c" for i in range(100)]
+    groups = [pa.table({"text": texts, "tag": pa.ListArray.from_arrays(pa.array(range(101), pa.int32()), tags(lo))
+                        if fmt == "parquet" else tags(lo)}) for lo in (0, 100)]
+    path = tmp_path / ("n.parquet" if fmt == "parquet" else "n.arrow")
+    with (pq.ParquetWriter(path, groups[0].schema) if fmt == "parquet" else pa.ipc.new_stream(path, groups[0].schema)
+          ) as w:
+        for g in groups:
+            w.write_table(g)
+    given = pa.concat_tables(groups)
+    m = dedup_files([path], tmp_path / "out", DedupConfig(batch_rows=150), threads=1)
+    assert m["totals"]["removed"]["exact"] == 100  # the second group's texts are the first's
+    kept = pq.read_table(tmp_path / "out" / "kept" / "n.parquet")
+    assert kept.schema.field("tag").type == given.schema.field("tag").type
+    assert kept.column("tag").to_pylist() == given.column("tag").to_pylist()[:100]
