@@ -106,7 +106,8 @@ def filter_rows(batch: pa.RecordBatch, keep: np.ndarray) -> pa.RecordBatch:
 
 
 def _without_views(t: pa.DataType) -> pa.DataType:
-    """``t`` with every string_view / binary_view in it, however nested, made large_string / large_binary.
+    """``t`` with every string_view / binary_view in it, however nested, made large_string / large_binary (an
+    extension type stored as one, ``pa.json_(pa.string_view())``: its storage so made).
 
     Example:
         >>> _without_views(pa.struct([("a", pa.list_(pa.string_view())), ("b", pa.int8())]))
@@ -114,6 +115,8 @@ def _without_views(t: pa.DataType) -> pa.DataType:
     """
     if t in UNVIEWED:
         return UNVIEWED[t]
+    if isinstance(t, pa.BaseExtensionType):
+        return t if (wide := _without_views(t.storage_type)) == t.storage_type else wide
     if pa.types.is_map(t):
         return pa.map_(t.key_field.with_type(_without_views(t.key_type)),
                        t.item_field.with_type(_without_views(t.item_type)), t.keys_sorted)
