@@ -127,6 +127,21 @@ def json_kind(value: object) -> str:
     return _KIND.get(type(value), type(value).__name__)
 
 
+def kind_changes(piece: bytes) -> set[str]:
+    """Top-level keys whose values in the lines of ``piece`` are of two JSON kinds (:func:`json_kind`; null goes with
+    any): the columns whose type Arrow cannot read as one. Lines that are not JSON objects are passed over."""
+    kinds: dict[str, set[str]] = {}
+    for line in piece.split(b"\n"):
+        try:
+            obj = json.loads(line) if line.strip(JSON_SPACE) else None
+        except (ValueError, RecursionError):
+            continue
+        for key, value in obj.items() if isinstance(obj, dict) else ():
+            if value is not None:
+                kinds.setdefault(key, set()).add(json_kind(value))
+    return {key for key, found in kinds.items() if len(found) > 1}
+
+
 #: Said of a file whose first line opens a JSON array (:func:`line_problem`).
 ARRAY_FILE = "(a file that is one JSON array is not JSON Lines, one object per line)"
 

@@ -525,7 +525,8 @@ class _JsonlFile:
             field, was, now, row = change.groups()
             at = lines.line_of_row(int(row))
             if (column := _column_of(field, piece.split(b"\n")[at])) not in self.mixed:
-                return _TypeChange(column)
+                # (with the others whose JSON type changes in the piece: one more pass in all, not one for each)
+                return _TypeChange(column, *(jsonl.kind_changes(piece) - self.mixed - {self.empty_columns[0]}))
             return InputError(self.shard.path, f"JSON field {field} changes type within the file (from {was} to {now}); "
                               "a column must keep one type", line=first_line + at)
         return InputError(self.shard.path, f"cannot read JSON Lines (in the piece from line {first_line}): {arrow_said}")

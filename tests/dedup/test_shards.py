@@ -642,6 +642,24 @@ def test_jsonl_columns_that_change_type_are_read_as_their_json_text(tmp_path: Pa
     assert t.schema.names == ["id", "text", "meta", "tags", "n", "when"]  # the file's order
 
 
+def test_columns_that_change_type_within_a_piece_are_found_in_one_more_pass(tmp_path: Path, monkeypatch):
+    """Arrow names one column whose type changes within a piece, and the schema was settled again (a pass over the
+    whole file) for each: 100 such columns took 100 passes, 205 s for a 7 MB file. Columns whose top-level JSON
+    type changes within the piece are now all found in the pass where Arrow names the first."""
+    from dedup.shards import _JsonlFile
+
+    passes = []
+    settle = _JsonlFile._settle_schema
+    monkeypatch.setattr(_JsonlFile, "_settle_schema", lambda self: passes.append(1) or settle(self))
+    rows = [{"text": f"t{i}", **{f"k{k}": i if i % 2 else str(i) for k in range(6)}, "o": [i] if i else {"a": i}}
+            for i in range(4)]
+    path = write(tmp_path / "m.jsonl", rows)
+    with pytest.warns(UserWarning, match="different JSON types"):
+        t = read_all(reader(discover([path])[0]))
+    assert len(passes) == 2
+    assert t.column("k0").to_pylist() == ["0", "1", "2", "3"] and t.column("o").to_pylist() == ['{"a": 0}', "[1]",
+                                                                                                "[2]", "[3]"]
+
 @pytest.mark.parametrize("engine", ["fused", "staged"])
 @pytest.mark.parametrize("first, later", [({"a": 1}, 5), ([1, 2], 5), (5, True)])
 def test_jsonl_type_change_between_arrow_blocks_keeps_both_values(tmp_path: Path, engine, first, later):
