@@ -408,7 +408,7 @@ class _JsonlFile:
         if refused is not None:  # (only now: a column whose type changes in a later piece is read as text instead)
             raise InputError(self.shard.path, refused[1], line=refused[0])
         self.exact = {c: _EXACT_TYPES[t] for c, n in numbers.items() if (t := n.exact_type())}
-        names = self.order + [n for n in self.schema.names if n not in self.order]
+        names = list(dict.fromkeys(self.order + self.schema.names))
         self.schema = pa.schema([pa.field(n, self.exact[n]) if n in self.exact else self.schema.field(n) for n in names],
                                 metadata=self.schema.metadata)
         self._refuse_rounded_inside(big_inside)
@@ -536,11 +536,11 @@ class _JsonlFile:
         for line, piece, table in [self._only] if self._only else self._parsed():
             present = {c for c in as_text if c in table.column_names and table.column(c).null_count < table.num_rows}
             texts = jsonl.number_texts(piece, line, present, set())[0] if present else {}
-            cols = []
+            cols, names = [], set(table.column_names)  # (a list made anew at each call: time squared in columns)
             for f in self.schema:
                 if f.name in texts:
                     cols.append(pa.array(texts[f.name], pa.string()))
-                elif f.name not in table.column_names:
+                elif f.name not in names:
                     cols.append(pa.nulls(table.num_rows, f.type))
                 elif (col := table.column(f.name)).type == f.type:
                     cols.append(col)
