@@ -123,6 +123,20 @@ def test_an_extension_type_stored_as_views_is_kept(tmp_path, fmt):
     assert kept.schema == t.schema and kept.to_pylist() == [t.to_pylist()[0], t.to_pylist()[2]]
 
 
+def test_a_pandas_range_index_reads_back_renumbered_and_an_index_column_is_kept(tmp_path):
+    """A decision (README, 'What goes in'): a pandas RangeIndex is only a range in the file's metadata, so kept shards
+    read back numbered 0..n-1; an index that pandas stores as a column is kept, labels and name."""
+    pd = pytest.importorskip("pandas")
+    texts = ["same words in a row here", "same words in a row here", "other words"]
+    for name, index in (("range", pd.RangeIndex(100, 106, 2)), ("labels", pd.Index([5, 7, 9], name="k"))):
+        (tmp_path / name).mkdir()
+        pd.DataFrame({"text": texts}, index=index).to_parquet(tmp_path / name / "p.parquet")
+        dedup_files([tmp_path / name / "p.parquet"], tmp_path / name / "out")
+        kept = pd.read_parquet(tmp_path / name / "out" / "kept" / "p.parquet")
+        assert kept["text"].tolist() == [texts[0], texts[2]]
+        assert kept.index.tolist() == ([0, 1] if name == "range" else [5, 9]) and kept.index.name == index.name
+
+
 def test_ids_of_any_castable_type_are_reported_as_strings(tmp_path):
     """Integer, float and UTF-8 binary id columns come out of removed.parquet as strings."""
     docs = ["the quick brown fox jumps over", "The quick brown fox jumps over!", "something else entirely here"]
