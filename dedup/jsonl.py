@@ -127,19 +127,47 @@ def json_kind(value: object) -> str:
     return _KIND.get(type(value), type(value).__name__)
 
 
+class _KindChange(ValueError):
+    """A value of another JSON kind than those before it at the same place."""
+
+
+def _shape(value: object, before: object) -> object:
+    """The JSON shape of the values at one place (``before``) with ``value`` added: None (nulls only), a kind
+    (:func:`json_kind`), ``[items' shape]`` or ``{key: shape}``; :class:`_KindChange` where the kinds differ."""
+    if value is None:
+        return before
+    if isinstance(value, (dict, list)):
+        shape = before if before is not None else {} if isinstance(value, dict) else [None]
+        if type(shape) is not type(value):
+            raise _KindChange
+        for key, item in value.items() if isinstance(value, dict) else ((0, v) for v in value):
+            shape[key] = _shape(item, shape.get(key) if isinstance(shape, dict) else shape[0])
+        return shape
+    if before is not None and before != json_kind(value):
+        raise _KindChange
+    return json_kind(value)
+
+
 def kind_changes(piece: bytes) -> set[str]:
     """Top-level keys whose values in the lines of ``piece`` are of two JSON kinds (:func:`json_kind`; null goes with
-    any): the columns whose type Arrow cannot read as one. Lines that are not JSON objects are passed over."""
-    kinds: dict[str, set[str]] = {}
+    any), at the top or deep inside (an object's field, a list's items): the columns whose type Arrow cannot read as
+    one. Lines that are not JSON objects are passed over."""
+    shapes: dict[str, object] = {}
+    changed: set[str] = set()
     for line in piece.split(b"\n"):
         try:
             obj = json.loads(line) if line.strip(JSON_SPACE) else None
         except (ValueError, RecursionError):
             continue
         for key, value in obj.items() if isinstance(obj, dict) else ():
-            if value is not None:
-                kinds.setdefault(key, set()).add(json_kind(value))
-    return {key for key, found in kinds.items() if len(found) > 1}
+            try:
+                if key not in changed:
+                    shapes[key] = _shape(value, shapes.get(key))
+            except _KindChange:
+                changed.add(key)
+            except RecursionError:  # nested too deep for Parquet: refused as such once read
+                continue
+    return changed
 
 
 #: Said of a file whose first line opens a JSON array (:func:`line_problem`).
