@@ -72,13 +72,13 @@ class CausalLM:
 
     def _with_prefix(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
+        if self.prefix:  # the prefix is checked too: a tokenizer's BOS the embeddings were not resized for
+            ids = np.concatenate([np.tile(np.asarray(self.prefix, dtype=np.int64), (ids.shape[0], 1)), ids], axis=1)
         n_embed = self.model.get_input_embeddings().num_embeddings
         if ids.size and not 0 <= ids.min() <= ids.max() < n_embed:  # else an IndexError deep in torch
             raise ModelError(f"{self.path}: token id {ids.max() if ids.max() >= n_embed else ids.min()} is outside "
                              f"the model's {n_embed} embeddings (a tokenizer or sequences of another model?)")
-        if not self.prefix:
-            return ids
-        return np.concatenate([np.tile(np.asarray(self.prefix, dtype=np.int64), (ids.shape[0], 1)), ids], axis=1)
+        return ids
 
     def generation_config(self, n_new: int):
         """The fresh generation config of :meth:`generate_greedy`: plain greedy, EOS ordinary, exactly
@@ -414,6 +414,7 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str 
     if bos not in ("auto", "never"):
         raise ValueError(f"bos must be 'auto' or 'never', got {bos!r}")
     lm = CausalLM(model, tokenizer, device, path, bos)
+    lm._with_prefix(np.zeros((1, 0)))  # ModelError now, not after sampling: a BOS (bos="auto") without embedding
     lm.check_causal()
     return lm
 

@@ -230,3 +230,25 @@ def test_half_precision_checkpoints_saved_as_the_hub_has_them_load_in_float32(tm
                          if v.is_floating_point())
     stats = lm.score(np.random.default_rng(0).integers(0, 48, size=(2, 16)))
     assert all(np.isfinite(getattr(stats, f)).all() for f in ("logprob", "mu", "sigma"))
+
+
+def test_a_bos_outside_the_models_embeddings_is_refused_at_load(tmp_path):
+    """A tokenizer that prepends a BOS its model has no embedding for (a special token added to the tokenizer,
+    the embeddings not resized): with ``--bos auto`` a ModelError naming the id at load, before any sampling.
+    Before: the BOS was fed unchecked and the first forward pass raised torch's IndexError (a traceback, exit 1)."""
+    pytest.importorskip("torch")
+    import torch
+    import transformers as tf
+
+    from audit.lm import ModelError, load_causal_lm
+
+    from .conftest import word_tokenizer
+
+    cfg = tf.LlamaConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=64, max_position_embeddings=128, num_key_value_heads=2)
+    torch.manual_seed(0)
+    tf.AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path / "m")
+    word_tokenizer(48, bos="t47").save_pretrained(tmp_path / "m")
+    with pytest.raises(ModelError, match="token id 47 .*outside the model's 40 embeddings"):
+        load_causal_lm(tmp_path / "m", bos="auto")
+    assert load_causal_lm(tmp_path / "m", bos="never").n_prefix == 0
