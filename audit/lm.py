@@ -173,8 +173,9 @@ class CausalLM:
         order; ``progress(done, total)`` after each batch, in rows.
 
         On the CPU each batch is cut into as many slices as torch has threads, each run on ONE torch
-        thread side by side: BLAS rounds by how it splits sums over threads, so results would
-        depend on the thread count and the rows; on one thread they depend on neither. On a GPU,
+        thread side by side (one after the other for a model transformers marks ``_is_stateful``): BLAS rounds by
+        how it splits sums over threads, so results would depend on the thread count and the rows; on one thread
+        they depend on neither. On a GPU,
         one slice a batch. Calls from several Python threads take turns.
         """
         import torch
@@ -194,7 +195,9 @@ class CausalLM:
             try:
                 if at_once > 1:
                     torch.set_num_threads(1)
-                with ThreadPoolExecutor(at_once) as pool:
+                # a model keeping state on its modules (RecurrentGemma's recurrent_states): its slices one at a time
+                stateful = getattr(getattr(self, "model", None), "_is_stateful", False)
+                with ThreadPoolExecutor(1 if stateful else at_once) as pool:
                     for rows, r in zip(slices, pool.map(one, slices)):
                         results.append(r)
                         if progress is not None and (rows.stop % batch_size == 0 or rows.stop == n):  # a batch done

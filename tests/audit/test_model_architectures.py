@@ -252,3 +252,32 @@ def test_a_bos_outside_the_models_embeddings_is_refused_at_load(tmp_path):
     with pytest.raises(ModelError, match="token id 47 .*outside the model's 40 embeddings"):
         load_causal_lm(tmp_path / "m", bos="auto")
     assert load_causal_lm(tmp_path / "m", bos="never").n_prefix == 0
+
+
+def test_a_model_keeping_its_recurrent_state_in_its_modules_is_scored_one_slice_at_a_time(tmp_path):
+    """RecurrentGemma keeps its recurrent state on its modules (``rg_lru.recurrent_states``), not in a cache per
+    call: the CPU slices of a batch, run side by side on one model, overwrote each other's state. Before: a batch
+    of 3 rows at 2 torch threads (slices of 2 and 1 rows) raised torch's RuntimeError (a traceback, exit 1).
+    Models that say they are stateful (``_is_stateful``) now run their slices one after the other."""
+    torch = pytest.importorskip("torch")
+    import transformers as tf
+
+    from audit.lm import load_causal_lm
+
+    from .conftest import save_random_lm
+
+    cfg = tf.RecurrentGemmaConfig(vocab_size=48, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                                  intermediate_size=64, lru_width=32, attention_window_size=16)
+    lm = load_causal_lm(save_random_lm(tmp_path / "rg", cfg))
+    ids = np.random.default_rng(0).integers(0, 48, size=(3, 20))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        batched, gen = lm.score(ids, 3), lm.generate_greedy(ids[:, :8], 6, 3)
+        torch.set_num_threads(1)
+        one = [lm.score(ids[i:i + 1], 1) for i in range(3)]
+        gen_one = np.concatenate([lm.generate_greedy(ids[i:i + 1, :8], 6, 1) for i in range(3)])
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_allclose(batched.logprob, np.concatenate([s.logprob for s in one]), atol=1e-5)
+    np.testing.assert_array_equal(gen, gen_one)
