@@ -162,7 +162,10 @@ class CausalLM:
         """Token ids of each text, without special tokens (none for no texts: transformers fails on [])."""
         if not texts:
             return []
-        return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        try:
+            return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        except Exception as e:  # the tokenizers library's plain Exception (a WordLevel vocabulary without unk)
+            raise ModelError(f"{self.path}: its tokenizer cannot encode the text: {error_reason(e)}") from e
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=False)
@@ -416,7 +419,10 @@ def load_causal_lm(path: str | os.PathLike, device: str | None = None, bos: str 
     model.to(device).eval()
     if bos not in ("auto", "never"):
         raise ValueError(f"bos must be 'auto' or 'never', got {bos!r}")
-    lm = CausalLM(model, tokenizer, device, path, bos)
+    try:
+        lm = CausalLM(model, tokenizer, device, path, bos)
+    except Exception as e:  # default_prefix encodes 'a': the tokenizers library's plain Exception, as in encode
+        raise ModelError(f"{path}: its tokenizer cannot encode 'a' (to find its BOS): {error_reason(e)}") from e
     lm._with_prefix(np.zeros((1, 0)))  # ModelError now, not after sampling: a BOS (bos="auto") without embedding
     lm.check_causal()
     return lm

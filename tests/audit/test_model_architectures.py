@@ -281,3 +281,29 @@ def test_a_model_keeping_its_recurrent_state_in_its_modules_is_scored_one_slice_
         torch.set_num_threads(before)
     np.testing.assert_allclose(batched.logprob, np.concatenate([s.logprob for s in one]), atol=1e-5)
     np.testing.assert_array_equal(gen, gen_one)
+
+
+def test_a_tokenizer_that_cannot_encode_a_text_is_a_model_error(tmp_path):
+    """The tokenizers library raises a plain Exception for a word a WordLevel vocabulary without an unknown token
+    lacks: while finding the BOS (``--bos auto`` encodes 'a') and while tokenizing the corpus. Before: that
+    Exception escaped (a traceback, exit 1); now a ModelError naming the model directory."""
+    pytest.importorskip("torch")
+    import torch
+    import transformers as tf
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from audit.lm import ModelError, load_causal_lm
+
+    tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(48)}))  # no unk_token
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    cfg = tf.LlamaConfig(vocab_size=48, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=64, max_position_embeddings=128, num_key_value_heads=2)
+    torch.manual_seed(0)
+    tf.AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path / "m")
+    tf.PreTrainedTokenizerFast(tokenizer_object=tok).save_pretrained(tmp_path / "m")
+    with pytest.raises(ModelError, match="m: .*tokenizer cannot encode"):
+        load_causal_lm(tmp_path / "m", bos="auto")
+    lm = load_causal_lm(tmp_path / "m", bos="never")
+    assert lm.encode(["t1 t2"]) == [[1, 2]]
+    with pytest.raises(ModelError, match="m: .*tokenizer cannot encode"):
+        lm.encode(["t1 word"])
