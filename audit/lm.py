@@ -176,10 +176,10 @@ class CausalLM:
         order; ``progress(done, total)`` after each batch, in rows.
 
         On the CPU each batch is cut into as many slices as torch has threads, each run on ONE torch
-        thread side by side (one after the other for a model transformers marks ``_is_stateful``): BLAS rounds by
-        how it splits sums over threads, so results would depend on the thread count and the rows; on one thread
-        they depend on neither. On a GPU,
-        one slice a batch. Calls from several Python threads take turns.
+        thread side by side: BLAS rounds by how it splits sums over threads, so results would depend on the thread
+        count and the rows; on one thread they depend on neither. A model transformers marks ``_is_stateful``
+        (Mamba, RecurrentGemma: state kept on its modules, a scan that rounds by the rows it holds) runs one row
+        at a time, one after the other. On a GPU, one slice a batch. Calls from several Python threads take turns.
         """
         import torch
         from concurrent.futures import ThreadPoolExecutor
@@ -191,15 +191,15 @@ class CausalLM:
         results = []
         with _THREAD_COUNT:  # one call at a time: the thread count set and restored here is the process's
             threads = torch.get_num_threads()
-            at_once = threads if torch.device(self.device).type == "cpu" else 1
-            step = max(1, -(-batch_size // at_once))
+            cpu = torch.device(self.device).type == "cpu"
+            at_once = threads if cpu else 1
+            stateful = getattr(getattr(self, "model", None), "_is_stateful", False)
+            step = 1 if stateful and cpu else max(1, -(-batch_size // at_once))
             slices = [slice(s, min(s + step, b + batch_size, n)) for b in range(0, n, batch_size)
                       for s in range(b, min(b + batch_size, n), step)]
             try:
                 if at_once > 1:
                     torch.set_num_threads(1)
-                # a model keeping state on its modules (RecurrentGemma's recurrent_states): its slices one at a time
-                stateful = getattr(getattr(self, "model", None), "_is_stateful", False)
                 with ThreadPoolExecutor(1 if stateful else at_once) as pool:
                     for rows, r in zip(slices, pool.map(one, slices)):
                         results.append(r)

@@ -90,12 +90,13 @@ def test_a_hub_cache_folder_is_refused_naming_its_snapshot(tiny_random_lm, tmp_p
         load_causal_lm(tmp_path / "run")
 
 
-def test_a_generation_that_is_not_greedy_decoding_of_the_forward_pass_is_refused(tmp_path):
+def test_a_generation_that_is_not_greedy_decoding_of_the_forward_pass_is_refused(tmp_path, monkeypatch):
     """transformers' RWKV decodes a batch of several rows from a recurrent state that mixes them up: its
     cached generation is not greedy decoding of its own forward pass. Sequences whose continuation is the
     model's plain greedy one (full passes, no cache) are extractable by the teacher-forced pass, yet their
     Pythia score was below 1 (README: extractable == (pythia_score == 1)), exit 0. Now --generate checks
-    that the leading tokens generation reproduces are those of the teacher-forced pass, else ModelError."""
+    that the leading tokens generation reproduces are those of the teacher-forced pass, else ModelError.
+    RWKV says it is stateful, so it now decodes one row at a time and agrees; one that says nothing is refused."""
     pytest.importorskip("torch")
     import transformers as tf
 
@@ -117,10 +118,14 @@ def test_a_generation_that_is_not_greedy_decoding_of_the_forward_pass_is_refused
     cfg = AuditConfig(prompt_len=8, cont_len=8, n_boot=0, bos="never")
     s = run_audit(d, [corpus], tmp_path / "plain", cfg, sequences=tmp_path / "seqs.parquet", log=lambda m: None)
     assert s["extractable"]["k"] == 4  # the teacher-forced verdicts
+    generated = run_audit(d, [corpus], tmp_path / "gen", dataclasses.replace(cfg, generate=True),
+                          sequences=tmp_path / "seqs.parquet", log=lambda m: None)
+    assert generated["extractable"]["k"] == 4  # one row at a time: its generation is greedy decoding
+    monkeypatch.setattr(tf.RwkvForCausalLM, "_is_stateful", False)  # a model mixing rows that says nothing
     with pytest.raises(ModelError, match="generation disagrees with the teacher-forced pass on [1-4] of 4"):
-        run_audit(d, [corpus], tmp_path / "gen", dataclasses.replace(cfg, generate=True),
+        run_audit(d, [corpus], tmp_path / "gen2", dataclasses.replace(cfg, generate=True),
                   sequences=tmp_path / "seqs.parquet", log=lambda m: None)
-    assert not (tmp_path / "gen" / "per_sequence.parquet").exists()
+    assert not (tmp_path / "gen2" / "per_sequence.parquet").exists()
 
 
 def test_a_peft_adapter_directory_is_refused_naming_the_fix(tmp_path):
@@ -254,11 +259,14 @@ def test_a_bos_outside_the_models_embeddings_is_refused_at_load(tmp_path):
     assert load_causal_lm(tmp_path / "m", bos="never").n_prefix == 0
 
 
-def test_a_model_keeping_its_recurrent_state_in_its_modules_is_scored_one_slice_at_a_time(tmp_path):
+@pytest.mark.parametrize("arch", ["recurrent_gemma", "mamba"])
+def test_a_model_keeping_its_recurrent_state_in_its_modules_is_scored_one_row_at_a_time(tmp_path, arch):
     """RecurrentGemma keeps its recurrent state on its modules (``rg_lru.recurrent_states``), not in a cache per
     call: the CPU slices of a batch, run side by side on one model, overwrote each other's state. Before: a batch
-    of 3 rows at 2 torch threads (slices of 2 and 1 rows) raised torch's RuntimeError (a traceback, exit 1).
-    Models that say they are stateful (``_is_stateful``) now run their slices one after the other."""
+    of 3 rows at 2 torch threads (slices of 2 and 1 rows) raised torch's RuntimeError (a traceback, exit 1). And
+    Mamba's scan (transformers' PyTorch path) rounds by the rows it holds: scores changed with --batch-size (3e-8 in
+    a loss), not the same bytes. Models that say they are stateful (``_is_stateful``) now run one row at a time,
+    one after the other: the same bytes at any batch size and thread count."""
     torch = pytest.importorskip("torch")
     import transformers as tf
 
@@ -267,19 +275,23 @@ def test_a_model_keeping_its_recurrent_state_in_its_modules_is_scored_one_slice_
     from .conftest import save_random_lm
 
     cfg = tf.RecurrentGemmaConfig(vocab_size=48, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                                  intermediate_size=64, lru_width=32, attention_window_size=16)
-    lm = load_causal_lm(save_random_lm(tmp_path / "rg", cfg))
-    ids = np.random.default_rng(0).integers(0, 48, size=(3, 20))
+                                  intermediate_size=64, lru_width=32, attention_window_size=16) \
+        if arch == "recurrent_gemma" else tf.MambaConfig(vocab_size=48, hidden_size=32, num_hidden_layers=2,
+                                                         state_size=8, expand=2, conv_kernel=4)
+    lm = load_causal_lm(save_random_lm(tmp_path / arch, cfg))
+    ids = np.random.default_rng(0).integers(0, 48, size=(5, 20))
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        batched, gen = lm.score(ids, 3), lm.generate_greedy(ids[:, :8], 6, 3)
+        batched, gen = lm.score(ids, 5), lm.generate_greedy(ids[:, :8], 6, 5)
         torch.set_num_threads(1)
-        one = [lm.score(ids[i:i + 1], 1) for i in range(3)]
-        gen_one = np.concatenate([lm.generate_greedy(ids[i:i + 1, :8], 6, 1) for i in range(3)])
+        one = [lm.score(ids[i:i + 1], 1) for i in range(5)]
+        gen_one = np.concatenate([lm.generate_greedy(ids[i:i + 1, :8], 6, 1) for i in range(5)])
+        one_thread = lm.score(ids, 5)
     finally:
         torch.set_num_threads(before)
-    np.testing.assert_allclose(batched.logprob, np.concatenate([s.logprob for s in one]), atol=1e-5)
+    np.testing.assert_array_equal(batched.logprob, np.concatenate([s.logprob for s in one]))
+    np.testing.assert_array_equal(one_thread.logprob, batched.logprob)
     np.testing.assert_array_equal(gen, gen_one)
 
 
