@@ -205,6 +205,8 @@ def line_problem(line: bytes, first_of_file: bool, text_column: str | None = Non
     except _DuplicateKey as e:
         return f"key {e.args[0]!r} appears twice in one object"
     except json.JSONDecodeError as e:
+        if e.msg == "Extra data" and s[e.pos:].strip(" \t\r") == ",":  # copied out of a pretty-printed array
+            return "a comma after the object (JSON Lines holds one object per line, no commas)"
         if e.msg == "Extra data":
             return "more than one JSON value on the line (JSON Lines holds one object per line)"
         return f"invalid JSON at column {e.colno}: {e.msg}"

@@ -862,6 +862,14 @@ def test_two_objects_on_one_line_are_refused_naming_the_line(tmp_path: Path, mon
     assert e.value.line == 3
 
 
+def test_a_comma_after_an_object_is_said_as_such(tmp_path: Path):
+    """Objects copied out of a pretty-printed JSON array keep their commas: '{..},' was refused as 'more than one
+    JSON value on the line', which sent users looking for a second object (found by the input-types probe)."""
+    path = _jsonl_file(tmp_path, [OBJ + b",", OBJ])
+    with raises_naming(path, "line 1: a comma after the object"):
+        list(reader(discover([path])[0]).batches())
+
+
 def test_a_null_line_is_refused_like_an_array(tmp_path: Path):
     for bad, kind in ((b"null", "null"), (b"[1, 2, 3]", "array"), (b'"text"', "string"), (b"7", "number")):
         path = _jsonl_file(tmp_path, [OBJ, OBJ, bad, OBJ], name=f"{kind}.jsonl")
