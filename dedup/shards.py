@@ -498,7 +498,7 @@ class _JsonlFile:
                 if broken:
                     table = self._parse(piece, broken).select(table.column_names)
                 for name in broken:
-                    if not _valid(col := table.column(name)):  # list<null>: nulls only, dropped even so
+                    if not _valid(col := table.column(name)):  # arrays of nulls (list<null>), short even so
                         col = pa.chunked_array([_nulls_rebuilt(c) for c in col.chunks])
                         col.validate(full=True)
                         table = table.set_column(table.column_names.index(name), name, col)
