@@ -90,7 +90,8 @@ def _compute():
 def filter_rows(batch: pa.RecordBatch, keep: np.ndarray) -> pa.RecordBatch:
     """The rows of ``batch`` where ``keep`` (numpy bool, one per row) is True. Columns some Arrow versions cannot
     filter (view types, also nested) are filtered as their large counterparts (:func:`_without_views`) and cast
-    back, so the schema is the input's."""
+    back, so the schema is the input's; a sliced one copied first (pyarrow 26 casts a slice of a struct holding a
+    struct<null> or list<null> to an invalid array, and the filter then aborts the process)."""
     mask = bool_array(keep)
     try:
         return _compute().call_function("filter", [batch, mask])
@@ -101,6 +102,7 @@ def filter_rows(batch: pa.RecordBatch, keep: np.ndarray) -> pa.RecordBatch:
                 cols.append(_compute().call_function("filter", [col, mask]))
             except pa.ArrowNotImplementedError:
                 wide = _without_views(col.type)
+                col = pa.concat_arrays([col]) if col.offset else col  # pyarrow 26 casts a sliced struct<null> wrong
                 cols.append(cast(_compute().call_function("filter", [cast(col, wide), mask]), col.type))
         return pa.RecordBatch.from_arrays(cols, schema=batch.schema)
 

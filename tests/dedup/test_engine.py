@@ -102,6 +102,30 @@ def test_view_types_nested_in_other_columns_are_kept(tmp_path):
     assert kept.schema == t.schema and kept.to_pylist() == [t.to_pylist()[0], t.to_pylist()[2]]
 
 
+def test_views_beside_a_null_field_in_a_struct_are_kept_from_a_sliced_batch(tmp_path):
+    """A struct holding a view and a field of no values (struct<d: null>, list<null>: a JSON field null on every row,
+    as polars writes it to Arrow IPC), from an Arrow file batch cut at --batch-rows: pyarrow 26 casts such a
+    sliced struct to an invalid array, so the fallback filter aborted the process (SIGABRT, Arrow's 'Check failed:
+    (off) <= (length)', no line naming the file; staged: 'the workers running it kept dying'). Run in a child
+    process, which the abort would end."""
+    import subprocess
+    import sys
+
+    none = pa.struct([("d", pa.null())])
+    meta = pa.array([{"u": str(i), "n": {"d": None}, "l": [None]} for i in range(4)],
+                    pa.struct([("u", pa.string_view()), ("n", none), ("l", pa.list_(pa.null()))]))
+    t = pa.table({"text": ["same words in a row here"] * 2 + ["one two three four", "five six seven"], "meta": meta})
+    path = tmp_path / "x.arrow"
+    with pa.OSFile(str(path), "wb") as f, pa.ipc.new_file(f, t.schema) as w:
+        w.write_table(t)
+    code = ("import sys; from dedup import DedupConfig, dedup_files; "
+            "dedup_files([sys.argv[1]], sys.argv[2], DedupConfig(batch_rows=1), threads=1)")
+    r = subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "out")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-500:]
+    kept = pq.read_table(tmp_path / "out" / "kept" / "x.parquet")
+    assert kept.schema == t.schema and kept.to_pylist() == [t.to_pylist()[i] for i in (0, 2, 3)]
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "arrow"])
 def test_an_extension_type_stored_as_views_is_kept(tmp_path, fmt):
     """arrow.json stored as string_view (pa.json_(pa.string_view())), at the top and in a struct: Arrow filters no
