@@ -118,11 +118,18 @@ def dedup_manifest(engine: str, config, inputs: list[dict], index: dict, phases:
 def kept_writer(path: Path, schema: pa.Schema, text_column: str, compression: str):
     """Parquet writer of a kept shard: the input schema, ``compression``. The text column has no dictionary
     (documents are almost all distinct: Arrow would build one and fall back, ~25% of the write time) and no
-    min/max statistics (they help no reader); other columns keep Arrow's defaults."""
+    min/max statistics (they help no reader); other columns keep Arrow's defaults. A schema with a view directly in a
+    struct is written a whole batch at a time: pyarrow 26's writer cuts its input every 1,024 values and 20,000 rows
+    (pages), and cannot cut such a struct ('Slicing not implemented for StringView')."""
     import pyarrow.parquet as pq
 
+    from .arrow import UNVIEWED, holds_type
+
     others = [f.name for f in schema if f.name != text_column]
-    return pq.ParquetWriter(str(path), schema, compression=compression, use_dictionary=others, write_statistics=others)
+    whole = any(holds_type(f.type, lambda t: pa.types.is_struct(t) and any(c.type in UNVIEWED for c in t))
+                for f in schema)
+    return pq.ParquetWriter(str(path), schema, compression=compression, use_dictionary=others, write_statistics=others,
+                            **({"write_batch_size": 1 << 30, "max_rows_per_page": 1 << 30} if whole else {}))
 
 
 @contextmanager

@@ -244,6 +244,25 @@ def test_views_in_a_struct_in_a_list_beside_an_empty_list_are_refused_in_one_lin
     assert dedup_files([path], tmp_path / "out", DedupConfig(emit="removed"), threads=1)["totals"]["rows"] == 3
 
 
+@pytest.mark.parametrize("values", [pa.string_view(), pa.binary_view()])
+def test_views_in_a_struct_are_kept_past_1024_rows(tmp_path, values):
+    """pyarrow 26's Parquet writer cuts what it writes every 1,024 values and 20,000 rows (pages) and cannot cut a
+    struct holding a view ('Slicing not implemented for StringView'): a polars write_ipc file with a struct of strings
+    (meta: {url}) was refused once a batch kept more than 1,024 rows, whatever the README says of views in structs."""
+    n = 20_100
+    meta = pa.array([{"u": f"http://x/{i}".encode()} for i in range(n)], pa.struct([("u", pa.binary())]))
+    meta = meta.cast(pa.struct([("u", values)]))
+    text = [" ".join(f"{w}{i}" for w in "abcdefgh") for i in range(n)]
+    text[5] = text[4]
+    t = pa.table({"text": pa.array(text, pa.string_view()), "meta": meta})
+    path = write_arrow(tmp_path / "p.arrow", t, stream=False, batch=n)
+    for engine, run in (("f", functools.partial(dedup_files, threads=1)), ("s", dedup_staged)):
+        run([path], tmp_path / engine)
+        kept = pq.read_table(tmp_path / engine / "kept" / "p.parquet")
+        assert kept.schema == t.schema and kept.to_pylist() == t.to_pylist()[:5] + t.to_pylist()[6:]
+    assert (tmp_path / "f/kept/p.parquet").read_bytes() == (tmp_path / "s/kept/p.parquet").read_bytes()
+
+
 def test_batches_holding_over_2_gib_of_text_together_are_read_whole(tmp_path, free_memory):
     """An Arrow file whose batches (one book each here) hold more than 2 GiB of text within
     batch_rows rows: the joined batch no longer fits string's 32-bit offsets, Arrow splits it in
