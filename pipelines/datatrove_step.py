@@ -39,6 +39,7 @@ from dedup.config import DedupConfig, dedup_config
 from dedup.index import KEEP, REASON_LABELS
 from dedup.io import StateError, given_path
 from dedup.index_dir import HEAD, INDEX_FILE, IndexDir, first_documents, index_params, saved_on
+from dedup.kernels import use_threads
 from dedup.streaming import Deduplicator
 
 __all__ = ["LSHBloomDedup"]
@@ -57,7 +58,7 @@ class LSHBloomDedup(BaseFilter):
 
     Raises:
         ValueError: ``grow=False`` with ``index_dir`` (an index directory must grow) or without
-            ``config.capacity``.
+            ``config.capacity``; ``batch_size`` or ``threads`` not a positive integer.
         dedup.index_dir.IndexMismatchError: ``index_dir`` holds an index of other parameters.
         dedup.io.StateError: ``index_dir`` is a file, or its index is damaged.
     """
@@ -68,6 +69,9 @@ class LSHBloomDedup(BaseFilter):
     def __init__(self, config: DedupConfig | None = None, *, index_dir: str | os.PathLike | None = None,
                  grow: bool | None = None, batch_size: int = 4096, exclusion_writer: DiskWriter | None = None,
                  threads: int | None = 1):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        use_threads(threads)  # checked now, not once a rank holds the index
         super().__init__(exclusion_writer=exclusion_writer, batch_size=batch_size)
         self.config = DedupConfig() if config is None else dedup_config(config)
         if grow is False and (index_dir is not None or self.config.capacity is None):

@@ -375,3 +375,15 @@ def test_a_file_one_user_indexed_is_refused_when_the_other_user_brings_it(first,
         assert not (tmp_path / "out" / "manifest.json").exists()
     # nothing decided twice (the command line counts the row without text among its documents)
     assert json.loads((index / "index.json").read_text())["documents"] == (101 if first == "cli" else 100)
+
+
+@pytest.mark.parametrize("setting", [{"batch_size": 0}, {"batch_size": -1}, {"batch_size": 2.5},
+                                     {"batch_size": True}, {"threads": 0}])
+def test_a_bad_batch_size_or_thread_count_is_refused_when_the_step_is_built(setting, tmp_path):
+    """batch_size=0 or -1 was accepted and failed only when documents arrived, with datatrove's
+    "n must be at least one" naming no setting (2.5: islice's "Stop argument ..."), after a rank had
+    taken its turn on index_dir and loaded it; threads=0 also failed only then (found by the
+    streaming probe). Both are refused when the step is built, naming the setting."""
+    name = next(iter(setting))
+    with pytest.raises(ValueError, match=name):
+        LSHBloomDedup(index_dir=tmp_path / "idx", **setting)
