@@ -12,8 +12,9 @@ Layout (the only definition of it)::
 ``batches`` lists every run that added documents: its run id (:func:`dedup.runs.run_id`), the version it
 created, and per input file its name, path, size, content fingerprint (XXH3-128 of the file's bytes), first
 documents (:func:`first_documents`) and row count. A :class:`dedup.streaming.Deduplicator`'s batch has no
-files (saved to a new directory: the loaded index's), a random run id and ``"source": "Deduplicator"``; a
-datatrove rank's (:class:`pipelines.datatrove_step.LSHBloomDedup`) also records its ``first_documents``.
+files (saved to a new directory, the loaded index's batches come first), a random run id and ``"source":
+"Deduplicator"``; a datatrove rank's (:class:`pipelines.datatrove_step.LSHBloomDedup`) also records its
+``first_documents``.
 An input the index already holds is refused before anything is written, naming the run that indexed it
 (its rows would all be removed as duplicates of themselves: a retried job, a lost output directory): same
 fingerprint, same first documents as a rank's (and the reverse), or a file at a path the index took a file
@@ -341,10 +342,12 @@ class IndexDir:
             raise type(e)(f"record for {self.path / INDEX_FILE}: {e}") from None
 
     def install(self, built: Path, names: list[str], pinned: str | None, run_id: str, files: list[dict],
-                documents: int, source: str | None = None, extra: dict | None = None) -> dict:
+                documents: int, source: str | None = None, extra: dict | None = None, held: dict | None = None) -> dict:
         """Make the stacks ``built/<name>`` the next version after ``pinned`` (None: the empty index),
         recording this batch (``files``: :func:`file_entry` with ``rows``; ``source``: what added rows from no
         file, e.g. a Deduplicator; ``extra``: more fields, e.g. a datatrove rank's ``first_documents``).
+        ``held``: the ``index.json`` of an index the stacks hold besides this batch, whose batches and documents
+        a first version takes over (a Deduplicator that loaded it, saving to a new directory).
         Copies the stacks into ``v-NNNNNN``, replaces ``index.json`` atomically, then removes older versions: a
         crash leaves ``index.json`` naming a complete version. Idempotent for a run already installed.
 
@@ -374,11 +377,12 @@ class IndexDir:
                     for f in sorted((built / name).iterdir()):
                         shutil.copy2(f, version / name / f.name)
                 stacks = {n: FilterStack.load(version / n).describe() for n in names}
-                batches = (self.meta or {}).get("batches", []) + [
+                base = self.meta or held or {}
+                batches = base.get("batches", []) + [
                     {"run_id": run_id, "version": version.name, "created_unix": time.time(), "documents": documents,
                      "files": files, **({"source": source} if source else {}), **(extra or {})}
                 ]
-                meta = {"format": FORMAT, "params": self.params, "documents": self.documents + documents,
+                meta = {"format": FORMAT, "params": self.params, "documents": base.get("documents", 0) + documents,
                         "current": version.name, "stacks": stacks, "batches": batches}
                 io.write_json_atomic(self.path / INDEX_FILE, meta)  # its rename is its last step: then installed
             except OSError as e:  # disk full, permissions: no half-written version stays

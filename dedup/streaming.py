@@ -87,7 +87,7 @@ class Deduplicator:
         self._exact = FilterStack(config.exact_fp, capacity, scalable=self.grow)
         self._index_path = self._version = None  # the directory loaded from or last saved to, its version then
         self._saved_documents = self.documents = 0  # documents it held then, and now
-        self._files: list[dict] = []  # the input files whose rows a loaded index holds
+        self._held: dict | None = None  # index.json of the index loaded or last saved: what a new directory takes over
 
     def _setup(self, config: DedupConfig, threads: int | None) -> None:
         if dedup_config(config).index != "lshbloom":
@@ -232,15 +232,16 @@ class Deduplicator:
             if ours and self.documents == self._saved_documents and idx.meta is not None:
                 return idx.meta
             pinned = self._version if ours else None
-            added = self.documents - (self._saved_documents if ours else 0)
+            added = self.documents - self._saved_documents
             idx.refuse_record(record)  # before saving() makes the directory
             with idx.saving() as tmp:
                 for name, stack in zip(_names(self.bands), [*self._stacks, self._exact]):
                     stack.save(tmp / name)
-                files = [] if ours else self._files  # a new directory: the files it holds rows of, refused there
-                meta = idx.install(tmp, _names(self.bands), pinned, uuid.uuid4().hex[:16], files, added, SOURCE,
-                                   record)
+                # a new directory takes over the batches held (files and ranks it holds rows of, refused there)
+                meta = idx.install(tmp, _names(self.bands), pinned, uuid.uuid4().hex[:16], [], added, SOURCE,
+                                   record, held=None if ours else self._held)
             self._index_path, self._version, self._saved_documents = idx.path, meta["current"], self.documents
+            self._held = meta
             return meta
 
     @classmethod
@@ -271,7 +272,7 @@ class Deduplicator:
         new._stacks, new._exact = stacks[:-1], stacks[-1]
         new.grow, new._index_path = new._exact.scalable, idx.path
         new._saved_documents = new.documents = idx.documents
-        new._files = [f for b in idx.meta["batches"] for f in b["files"]]
+        new._held = idx.meta
         return new
 
 

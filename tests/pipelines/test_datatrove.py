@@ -387,3 +387,22 @@ def test_a_bad_batch_size_or_thread_count_is_refused_when_the_step_is_built(sett
     name = next(iter(setting))
     with pytest.raises(ValueError, match=name):
         LSHBloomDedup(index_dir=tmp_path / "idx", **setting)
+
+
+def test_a_loaded_index_saved_elsewhere_still_refuses_a_ranks_documents(tmp_path):
+    """Deduplicator.load(A).save(B) carried A's input files over to B but not its datatrove ranks'
+    first documents: the same rank run again on B went through and dropped all 100 of its documents
+    as duplicates of themselves (found by the streaming probe; on A it is refused)."""
+    from datatrove.data import Document
+
+    from dedup.io import StateError
+    from dedup.streaming import Deduplicator
+
+    def docs():
+        return iter([Document(text=f"document number {k} says a few words of its own", id=str(k)) for k in range(100)])
+
+    assert len(list(LSHBloomDedup(index_dir=tmp_path / "A").run(docs(), 0, 1))) == 100
+    Deduplicator.load(tmp_path / "A").save(tmp_path / "B")
+    with pytest.raises(StateError, match="rank 0's first 64 documents are those of a rank"):
+        next(LSHBloomDedup(index_dir=tmp_path / "B").run(docs(), 0, 1))
+    assert json.loads((tmp_path / "B" / "index.json").read_text())["documents"] == 100
