@@ -200,6 +200,11 @@ class Deduplicator:
                 f"generations={len(self._exact.generations)})")
 
     # ------------------------------------------------------------------------ persistence
+    @property
+    def version(self) -> str | None:
+        """The index directory's version (``v-NNNNNN``) this Deduplicator loaded or last saved; None: neither."""
+        return self._version
+
     def save(self, path: str | os.PathLike, *, record: dict | None = None) -> dict:
         """Write the index to ``path`` as an ``--index-dir`` directory; return its ``index.json``. ``record``: more
         fields of this save's batch there. ``path`` must hold no index yet, or be this Deduplicator's own (last

@@ -112,9 +112,9 @@ class LSHBloomDedup(BaseFilter):
                 f"{self.name}: rank {rank} waits for {self.index_dir}, which another rank holds (ranks take turns "
                 "on an index)")):
             # a command-line run or a Deduplicator may install a version meanwhile: refused below, with advice a
-            # task can follow
-            loaded = IndexDir(self.index_dir, {}).current
+            # task can follow (one installed before the load is the one loaded: decided against, not refused)
             self._dedup = self._open()
+            loaded = self._dedup.version
             data = iter(data or ())
             head = list(islice(data, HEAD))
             first = self._check_not_held(head, rank)

@@ -345,6 +345,29 @@ def test_a_rank_whose_save_loses_to_another_writer_is_told_to_rerun_its_task(tmp
     assert Deduplicator.load(tmp_path / "idx").documents == 1  # the other writer's row; the rank's is not in
 
 
+def test_a_version_installed_while_a_rank_opens_the_index_is_the_one_it_decides_against(tmp_path, monkeypatch):
+    """A version installed between the rank reading which version is current and loading the index: the rank
+    loaded the newer one and decided against it, yet its save was refused ('another rank ... saved', rerun this
+    task) because it compared with the version read before the load (found by the streaming probe)."""
+    from datatrove.data import Document
+
+    from dedup.streaming import Deduplicator
+
+    Deduplicator().save(tmp_path / "idx")
+    opened = LSHBloomDedup._open
+
+    def install_then_open(self):  # another writer's install lands just before the rank's load
+        other = Deduplicator.load(tmp_path / "idx")
+        other.add(pa.array(["another writer's text, four five six"]))
+        other.save(tmp_path / "idx")
+        return opened(self)
+
+    monkeypatch.setattr(LSHBloomDedup, "_open", install_then_open)
+    kept = list(LSHBloomDedup(index_dir=tmp_path / "idx").run(
+        iter([Document(text="rank text number one two three", id="r")]), rank=0, world_size=2))
+    assert [d.id for d in kept] == ["r"] and Deduplicator.load(tmp_path / "idx").documents == 2
+
+
 @pytest.mark.parametrize("first", ["cli", "datatrove"])
 def test_a_file_one_user_indexed_is_refused_when_the_other_user_brings_it(first, tmp_path, capsys):
     """The command line refused a file the index held, and a datatrove rank a rank's first
