@@ -129,6 +129,8 @@ class TrainConfig(StageConfig):
         if not (self.lr > 0.0 and math.isfinite(self.lr)) or not 0.0 <= self.weight_decay < math.inf:
             self._bad(f"need lr > 0 and weight_decay >= 0, finite, got {self.lr}, {self.weight_decay}")
         _at_least(self, warmup_steps=0, log_checkpoints=0, seed=0, threads=1, checkpoint_every=1)
+        if self.seed >= 2**64:  # torch.manual_seed's range: it fails only after the run state is written
+            self._bad(f"seed must be < 2^64, got {self.seed}")
         if not 0.0 <= self.holdout < 1.0 or self.epochs < 1 or self.batch_size < 1:
             self._bad(f"need 0 <= holdout < 1, epochs >= 1, batch_size >= 1, got holdout={self.holdout}, "
                       f"epochs={self.epochs}, batch_size={self.batch_size}")

@@ -825,11 +825,14 @@ def test_a_profile_without_bootstrap_has_no_band_to_cover_zero(small_run, tmp_pa
 
 @pytest.mark.parametrize("bad", [dict(n_head=0), dict(n_embd=0, n_head=1), dict(checkpoint_every=0),
                                  dict(lr=-1.0), dict(lr=float("nan")), dict(weight_decay=float("nan")),
-                                 dict(warmup_steps=-1), dict(log_checkpoints=-1), dict(seed=-1)])
+                                 dict(warmup_steps=-1), dict(log_checkpoints=-1), dict(seed=-1),
+                                 dict(seed=2**64)])
 def test_a_model_or_schedule_option_out_of_range_is_refused_by_the_config(bad):
     """Each was a traceback (n_head 0: ZeroDivisionError, exit 1), or an error from torch or
     numpy after the run state was written (so the corrected command was refused as 'another
-    config'), or silently accepted (negative warm-up and log checkpoints)."""
+    config'), or silently accepted (negative warm-up and log checkpoints). A seed of 2^64 or more
+    was torch's "Overflow when unpacking long long" from manual_seed, after order.parquet,
+    heldout.parquet, the tokenizer and train_config.json were written."""
     with pytest.raises(ValueError, match=f"invalid train config: .*{next(iter(bad))}"):
         TrainConfig(**bad)
 
