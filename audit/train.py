@@ -235,6 +235,9 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
     # the finished run's manifest, else the unfinished run's record (an older one: the config alone)
     held = io.read_json(manifest_path) if manifest_path.exists() else io.read_json(cfg_file) if cfg_file.exists() else None
     which = "a finished" if manifest_path.exists() else "an unfinished"
+    if held is not None and not isinstance(held.get("config", held), dict):
+        raise io.StateError(f"{manifest_path if which == 'a finished' else cfg_file}: damaged (its 'config' is not an "
+                            "object)")
     differs = differing(held.get("config", held), recorded) if held is not None else []
     stale = bool(differs)
     if stale and not replace:

@@ -588,6 +588,29 @@ def test_resuming_from_a_damaged_file_names_it_in_one_line(small_corpus, small_r
     assert _files(run) == before
 
 
+@pytest.mark.parametrize("name", ["train_config.json", "manifest.json"])
+def test_a_run_record_whose_config_is_not_an_object_is_named_in_one_line(small_corpus, small_run, tmp_path, capsys,
+                                                                        name):
+    """A run record (train_config.json of an unfinished run, manifest.json of a finished one) whose
+    'config' is not a JSON object: exit 2, one line naming the file, the run left as it was.
+    Before: AttributeError ('int' object has no attribute 'keys') from dedup.config.differing, exit 1."""
+    import json
+
+    from pipelines.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    if name == "train_config.json":
+        (run / "manifest.json").unlink()
+    record = json.loads((run / name).read_text())
+    (run / name).write_text(json.dumps({**record, "config": 5}))
+    before = _files(run)
+    assert main(["train", str(small_corpus), "--out", str(run), "--quiet", *_argv(SMALL)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"memdedup train: error: {run / name}: damaged"), err
+    assert _files(run) == before
+
+
 @pytest.mark.parametrize("docs, shards, own_checkpoints", [(60, 2, False), (30, 3, False), (30, 3, True)])
 def test_profile_refuses_a_corpus_that_is_not_the_runs(small_run, tmp_path, capsys, docs, shards, own_checkpoints):
     """--corpus naming another corpus than the one the run was trained on (its manifest's
