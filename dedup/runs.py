@@ -289,8 +289,8 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
     seen: dict[str, Shard] = {}
     for s in shards:  # casefold: one file on case-insensitive file systems (macOS, Windows)
         if (other := seen.setdefault(s.stem.casefold(), s)) is not s:
-            raise InputError(s.path, f"its output name kept/{s.stem}.parquet collides with that of {other.path}; "
-                                     "rename one")
+            raise InputError(s.path, f"its output name in memdedup dedup, kept/{s.stem}.parquet, collides with that "
+                                     f"of {other.path} (every stage reads a corpus as dedup does); rename one")
     return shards
 
 

@@ -491,6 +491,9 @@ def test_output_name_collision_is_an_error_before_anything_is_written(tmp_path: 
     assert str((d / "a.parquet").resolve()) in msg and str((d / "a.jsonl").resolve()) in msg
     assert "kept/a.parquet" in msg
     assert not out.exists() or not any(out.rglob("*"))
+    # train, audit and profile read a corpus as dedup does and refuse it alike: the line says whose output name
+    # it is (train writes no kept/: 'its output name' sent the train probe looking for one)
+    assert "memdedup dedup" in msg and "every stage" in msg, msg
 
 
 def test_output_names_that_differ_only_in_case_collide(tmp_path: Path):
