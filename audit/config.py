@@ -11,6 +11,7 @@ from dedup.config import StageConfig, option
 # Fewest bootstrap resamples for a 95% percentile interval: each 2.5% tail holds one, 1 / 0.025 = 40
 # (with fewer an end is the extreme resample). 0 means no interval.
 MIN_BOOT = 40
+_FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max: torch's optimizer steps are float32
 
 
 def _check_n_boot(config: StageConfig) -> None:
@@ -128,6 +129,9 @@ class TrainConfig(StageConfig):
             self._bad(f"need seq_len >= 8, n_layer >= 1, got seq_len={self.seq_len}, n_layer={self.n_layer}")
         if not (self.lr > 0.0 and math.isfinite(self.lr)) or not 0.0 <= self.weight_decay < math.inf:
             self._bad(f"need lr > 0 and weight_decay >= 0, finite, got {self.lr}, {self.weight_decay}")
+        if max(self.lr, self.lr * self.weight_decay) > _FLOAT32_MAX:  # torch's float32 step: a traceback beyond
+            self._bad(f"lr and lr * weight_decay must be at most {_FLOAT32_MAX:.4g} (float32), got {self.lr}, "
+                      f"{self.lr * self.weight_decay}")
         _at_least(self, warmup_steps=0, log_checkpoints=0, seed=0, threads=1, checkpoint_every=1)
         if self.seed >= 2**64:  # torch.manual_seed's range: it fails only after the run state is written
             self._bad(f"seed must be < 2^64, got {self.seed}")

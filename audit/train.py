@@ -390,6 +390,9 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
             opt.step()
             step += 1
             losses.append(loss.item())
+            if not np.isfinite(losses[-1]) and np.isfinite(losses[-2] if len(losses) > 1 else 0.0):
+                log(f"train: the training loss is not finite from step {step} ({losses[-1]}): training diverged, and "
+                    "the checkpoints from then on hold no usable weights; lower --lr")
             progress({"phase": "train", "unit": "steps", "done": step, "total": total_steps,
                       "extra": f"loss {np.mean(losses[-50:]):.3f}"})
             if step in ckpt_steps:  # Hugging Face files + optimizer state, written to a temporary directory and renamed

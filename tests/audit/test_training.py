@@ -431,6 +431,23 @@ def test_a_holdout_fraction_that_holds_out_no_document_says_so(small_corpus, tmp
         run_profile(tmp_path / "run", tmp_path / "prof", ProfileConfig(n_boot=0), log=quiet)
 
 
+def test_a_loss_that_stops_being_finite_is_said(small_corpus, tmp_path):
+    """--lr 1e30: the loss became NaN and train exited 0 with final_loss null and NaN weights in every later
+    checkpoint, saying nothing (found by the train probe). It now says from which step the loss is not finite."""
+    from dataclasses import replace
+
+    from audit.train import train_causal_lm
+
+    said: list[str] = []
+    m = train_causal_lm(discover([small_corpus]), tmp_path / "run", replace(SMALL, lr=1e30, epochs=1),
+                        log=said.append)
+    assert m["final_loss"] is None or m["final_loss"] != m["final_loss"]  # null (NaN) in the manifest
+    assert [x for x in said if "the training loss is not finite from step" in x and "--lr" in x], said
+    said.clear()
+    train_causal_lm(discover([small_corpus]), tmp_path / "ok", replace(SMALL, epochs=1), log=said.append)
+    assert not [x for x in said if "not finite" in x], said
+
+
 def test_a_vocabulary_smaller_than_the_byte_alphabet_is_refused():
     """Byte-level BPE starts from 256 bytes and <|endoftext|>: --vocab-size 100 trained a
     257-token vocabulary while the manifest recorded 100."""
@@ -849,13 +866,14 @@ def test_a_profile_without_bootstrap_has_no_band_to_cover_zero(small_run, tmp_pa
 @pytest.mark.parametrize("bad", [dict(n_head=0), dict(n_embd=0, n_head=1), dict(checkpoint_every=0),
                                  dict(lr=-1.0), dict(lr=float("nan")), dict(weight_decay=float("nan")),
                                  dict(warmup_steps=-1), dict(log_checkpoints=-1), dict(seed=-1),
-                                 dict(seed=2**64)])
+                                 dict(seed=2**64), dict(lr=1e39), dict(lr=1e30, weight_decay=1e10)])
 def test_a_model_or_schedule_option_out_of_range_is_refused_by_the_config(bad):
     """Each was a traceback (n_head 0: ZeroDivisionError, exit 1), or an error from torch or
     numpy after the run state was written (so the corrected command was refused as 'another
     config'), or silently accepted (negative warm-up and log checkpoints). A seed of 2^64 or more
     was torch's "Overflow when unpacking long long" from manual_seed, after order.parquet,
-    heldout.parquet, the tokenizer and train_config.json were written."""
+    heldout.parquet, the tokenizer and train_config.json were written. An lr (or lr x weight_decay) beyond
+    float32's 3.4e38 was torch's "value cannot be converted to type float without overflow", a traceback."""
     with pytest.raises(ValueError, match=f"invalid train config: .*{next(iter(bad))}"):
         TrainConfig(**bad)
 
