@@ -352,10 +352,12 @@ def train_causal_lm(shards, out_dir: str | os.PathLike, config=None, log=print,
                 model = GPT2LMHeadModel.from_pretrained(str(last), local_files_only=True)
                 opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
                 opt.load_state_dict(state["optimizer"])
+                step = state.get("global_step", state.get("step"))
+                if not isinstance(step, int) or checkpoint_name(step) != last.name:
+                    raise ValueError(f"its {STATE_FILE} says step {step!r}")
             except Exception as e:  # a truncated copy: torch's, pickle's or safetensors' error
                 raise io.StateError(f"{last}: damaged checkpoint, the run cannot resume from it ({error_reason(e)}); "
                                     "remove it and rerun to resume from the checkpoint before it") from None
-            step = state.get("global_step", state.get("step"))
             losses = list(state.get("losses", []))  # the last 50 steps': the progress line's and final_loss's
             log(f"train: resuming from {last.name}")
         model.train()

@@ -580,11 +580,13 @@ def test_profile_names_an_order_or_heldout_file_without_its_columns_or_rows(smal
 
 
 @pytest.mark.parametrize("name", ["checkpoints/step-0000010/trainer_state.pt",
-                                  "checkpoints/step-0000010/model.safetensors", "tokenizer/tokenizer.json"])
+                                  "checkpoints/step-0000010/model.safetensors", "tokenizer/tokenizer.json",
+                                  "checkpoints/step-0000010/trainer_state.pt#no step"])
 def test_resuming_from_a_damaged_file_names_it_in_one_line(small_corpus, small_run, tmp_path, capsys, name):
     """An unfinished run whose last checkpoint or tokenizer is damaged (a truncated copy: the
     trainer writes every file whole): exit 2, one line naming it and how to go on, the run left
-    as it was. Before: a traceback (exit 1) from torch, safetensors or tokenizers."""
+    as it was. Before: a traceback (exit 1) from torch, safetensors or tokenizers; from a state
+    file without its step (found by the train probe), a TypeError (None < total steps)."""
     from pipelines.cli import main
 
     run = tmp_path / "run"
@@ -594,8 +596,14 @@ def test_resuming_from_a_damaged_file_names_it_in_one_line(small_corpus, small_r
     for p in (run / "checkpoints").glob("step-*"):
         if p.name != "step-0000010":
             shutil.rmtree(p)
-    damaged = run / name
-    damaged.write_bytes(damaged.read_bytes()[:1000])
+    damaged = run / name.split("#")[0]
+    if name.endswith("#no step"):
+        import torch
+
+        state = torch.load(damaged, weights_only=False)
+        torch.save({k: v for k, v in state.items() if k not in ("global_step", "step")}, damaged)
+    else:
+        damaged.write_bytes(damaged.read_bytes()[:1000])
     before = _files(run)
     argv = _argv(SMALL)
     assert main(["train", str(small_corpus), "--out", str(run), "--quiet", *argv]) == 2
