@@ -118,12 +118,14 @@ def test_views_beside_a_null_field_in_a_struct_are_kept_from_a_sliced_batch(tmp_
     path = tmp_path / "x.arrow"
     with pa.OSFile(str(path), "wb") as f, pa.ipc.new_file(f, t.schema) as w:
         w.write_table(t)
-    code = ("import sys; from dedup import DedupConfig, dedup_files; "
-            "dedup_files([sys.argv[1]], sys.argv[2], DedupConfig(batch_rows=1), threads=1)")
-    r = subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "out")], capture_output=True, text=True)
+    code = ("import sys; from dedup import DedupConfig, dedup_files; from dedup.stages import dedup_staged; "
+            "dedup_files([sys.argv[1]], sys.argv[2] + '/f', DedupConfig(batch_rows=1), threads=1); "
+            "dedup_staged([sys.argv[1]], sys.argv[2] + '/s', DedupConfig(batch_rows=1))")
+    r = subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-500:]
-    kept = pq.read_table(tmp_path / "out" / "kept" / "x.parquet")
+    kept = pq.read_table(tmp_path / "f" / "kept" / "x.parquet")
     assert kept.schema == t.schema and kept.to_pylist() == [t.to_pylist()[i] for i in (0, 2, 3)]
+    assert (tmp_path / "f/kept/x.parquet").read_bytes() == (tmp_path / "s/kept/x.parquet").read_bytes()  # both engines
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "arrow"])
