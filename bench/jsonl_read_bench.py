@@ -13,9 +13,12 @@ One block parses on one thread. This bench times, on the same bytes (a synthetic
 
 It prints best-of-``--repeat`` seconds and MB/s of the file's bytes. Then the nesting guard
 (:func:`dedup.jsonl.scan`: lines of 5,000+ brackets measured by a kernel, as pyarrow crashes on a line
-nested 20,000 deep): ``scan`` and Arrow's one-block parse of ``--piece-mib`` of each kind of line.
+nested 20,000 deep): ``scan`` and Arrow's one-block parse of ``--piece-mib`` of each kind of line. Then
+metadata shapes that once cost a pass over the file per column, read by ShardReader (``--shape-lines`` lines):
+100 columns whose type changes at the top, 30 whose type changes inside an object, one new key per line.
 
     python bench/jsonl_read_bench.py [--docs 30000] [--doc-bytes 1000] [--repeat 5] [--piece-mib 32]
+                                     [--shape-lines 5000]
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def main() -> None:
     ap.add_argument("--doc-bytes", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--piece-mib", type=int, default=32)
+    ap.add_argument("--shape-lines", type=int, default=5000)
     args = ap.parse_args()
 
     import pyarrow as pa
@@ -80,6 +84,29 @@ def main() -> None:
     for name, s in rows:
         print(f"  {name:<{width}}  {s:>8.3f}  {mb / s:>7.0f}")
     depth_guard(args.piece_mib, args.repeat)
+    shapes(args.shape_lines, args.repeat)
+
+
+def shapes(n: int, repeat: int) -> None:
+    """Seconds of ShardReader's whole read of ``n`` lines of each metadata shape."""
+    import warnings
+
+    from dedup.runs import discover
+    from dedup.shards import ShardReader
+
+    kinds = {"100 columns change type": lambda i: {f"k{k}": i if i % 2 else str(i) for k in range(100)},
+             "30 change inside an object": lambda i: {f"m{k}": {"x": i if i % 2 else str(i)} for k in range(30)},
+             "a new key per line": lambda i: {f"key_{i}": i}}
+    print(f"JSONL metadata shapes: {n:,} lines, best of {repeat}")
+    print(f"  {'shape':<26}  {'MB':>5}  {'seconds':>8}")
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 'holds values of different JSON types; read as text'
+        for name, meta in kinds.items():
+            path = Path(d) / f"{len(name)}.jsonl"
+            path.write_text("".join(json.dumps({"text": f"doc {i}", **meta(i)}) + "\n" for i in range(n)))
+            shard = discover([path])[0]
+            s = best(lambda: sum(b.num_rows for b in ShardReader(shard, "text", None, False, 32768).batches()), repeat)
+            print(f"  {name:<26}  {path.stat().st_size / 1e6:>5.1f}  {s:>8.3f}")
 
 
 def depth_guard(piece_mib: int, repeat: int) -> None:

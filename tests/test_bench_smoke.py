@@ -86,7 +86,8 @@ print("DEDUP=" + sys.modules["dedup"].__file__)
 @pytest.mark.parametrize("script, args", [("band_bench.py", ["--help"]), ("datasketch_baseline.py", ["--help"]),
                                           ("dedup_bench.py", ["--help"]), ("peer_baselines.py", ["--help"]),
                                           ("jsonl_read_bench.py",
-                                           ["--docs", "10", "--repeat", "1", "--piece-mib", "1"])])
+                                           ["--docs", "10", "--repeat", "1", "--piece-mib", "1", "--shape-lines",
+                                            "20"])])
 def test_scripts_benchmark_this_checkout(tmp_path, script, args):
     """Not another checkout's memdedup (an editable install of a different worktree) nor none."""
     _skip_unless(*NEEDS_AT_IMPORT.get(script, ()))
@@ -117,8 +118,9 @@ def test_band_bench(tmp_path):
 
 
 def test_jsonl_read_bench():
-    out = run("jsonl_read_bench.py", "--docs", "500", "--repeat", "1", "--piece-mib", "1").stdout
+    out = run("jsonl_read_bench.py", "--docs", "500", "--repeat", "1", "--piece-mib", "1", "--shape-lines", "200").stdout
     assert "MB/s" in out and "memdedup ShardReader" in out and "6,000 spans a line" in out, out
+    assert "30 change inside an object" in out and "a new key per line" in out, out
 
 
 def test_small_files_bench():
