@@ -714,8 +714,10 @@ def id_strings(col: pa.Array | pa.ChunkedArray, path: Path, column: str, first_r
     that is a whole number within 2^53 is written as that integer, value by value (pandas makes integer ids with a
     missing value floats: ``10000000007.0`` -> ``'10000000007'``, not ``'1.0000000007e+10'``); other floats as Arrow
     writes them in their own type (``0.5``, ``nan``; float32 ``0.1``); UUIDs in canonical form
-    (:func:`dedup.arrow.uuid_strings`); bytes as UTF-8 text. InputError naming ``path``: a type without a string
-    form, or text that is not UTF-8 (naming the row, counted from ``first_row``, the file row of ``col[0]``)."""
+    (:func:`dedup.arrow.uuid_strings`); bytes as UTF-8 text; durations as the count and its unit (``5s``,
+    ``5000ms``); Arrow's bool8 as bool (``true``); decimals in their scale (``1.0`` in ``decimal(5, 1)``).
+    InputError naming ``path``: a type without a string form, or text that is not UTF-8 (naming the row, counted
+    from ``first_row``, the file row of ``col[0]``)."""
     col = _decoded(col)
     if col.type in _STRINGS and (bad := first_invalid_utf8(col)) is not None:  # Arrow's casts do not check UTF-8
         raise InputError(path, f"id column {column!r} holds text that is not UTF-8 ({bad[1]})",
@@ -724,10 +726,14 @@ def id_strings(col: pa.Array | pa.ChunkedArray, path: Path, column: str, first_r
         return col
     if isinstance(col.type, pa.UuidType):
         return uuid_strings(col)
+    if isinstance(col.type, pa.Bool8Type):  # its int8 storage would cast to '1', '2'
+        col = cast(col, pa.bool_())
     try:
-        if not pa.types.is_floating(col.type):
+        if not pa.types.is_floating(col.type) and not pa.types.is_duration(col.type):
             return cast(col, pa.string())
         import pyarrow.compute as pc
+        if pa.types.is_duration(col.type):  # the count alone would lose its unit
+            return pc.binary_join_element_wise(cast(col, pa.string()), col.type.unit, "")
         x = cast(col, pa.float64())  # float16 and float32 too
         # whole and exact: NaN fails the equality, infinities and values beyond 2^53 the bound
         whole = pc.and_(pc.equal(pc.floor(x), x), pc.less_equal(pc.abs(x), 2.0 ** 53))

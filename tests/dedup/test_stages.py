@@ -436,6 +436,35 @@ def test_float_ids_read_alike_in_every_engine_and_batch_size(tmp_path):
     assert removed[1] == removed[2] == removed[32768] == ["10000000007", None, "1e+20"]
 
 
+def test_duration_bool8_and_decimal_ids_read_as_their_values_in_every_engine(tmp_path):
+    """Ids are the text of their value: a duration id was written as its bare count (5 seconds and
+    5 milliseconds both '5', the unit lost), an Arrow bool8 id as its int8 storage ('1', '0', any
+    other byte too) where a bool id is 'true'/'false'. Durations now carry their unit ('5s',
+    '5000ms'), bool8 reads as bool; a decimal stays as Arrow writes it in its scale (1.0 in
+    decimal(5, 1) is '1.0'). Both engines write the same bytes."""
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "in").mkdir()
+    text = "the same words in the same order make an exact duplicate"
+    bool8 = pa.ExtensionArray.from_storage(pa.bool8(), pa.array([0, 1, 2, None, 0], pa.int8()))
+    decimals = pa.array([decimal.Decimal(v) for v in "0.5 1.0 2.0 -3.5 1.5".split()], pa.decimal128(5, 1))
+    columns = {"s": pa.array([1, 7, 5, 9, None], pa.duration("s")), "b8": bool8, "dec": decimals,
+               "ms": pa.array([1, 7, 5000, 9, 3], pa.duration("ms"))}
+    for name, ids in columns.items():
+        texts = [f"{name} unique document", f"{name} {text}", f"{name} {text}", f"{name} another one", f"{name} {text}"]
+        pq.write_table(pa.table({"id": ids, "text": texts}), tmp_path / "in" / f"{name}.parquet")
+    dedup_staged([tmp_path / "in"], tmp_path / "s", DedupConfig(), map_tasks=serial_map)
+    dedup_files([tmp_path / "in"], tmp_path / "f", DedupConfig(), threads=1)
+    assert _bytes(tmp_path / "s") == _bytes(tmp_path / "f")
+    removed = pq.read_table(tmp_path / "f" / "removed.parquet").to_pylist()
+    assert [(r["shard"], r["id"]) for r in removed] == [
+        ("b8.parquet", "true"), ("b8.parquet", "false"), ("dec.parquet", "2.0"), ("dec.parquet", "1.5"),
+        ("ms.parquet", "5000ms"), ("ms.parquet", "3ms"), ("s.parquet", "5s"), ("s.parquet", None)]
+
+
 @pytest.mark.parametrize("long_name", ["ß" * 110 + ".parquet", "ß" * 123 + "x.parquet"])  # 228 and 255 bytes
 def test_a_long_input_file_name_is_read_by_both_engines(tmp_path, long_name):
     """File names may be 255 bytes long. Every output was first written to a temporary sibling
