@@ -58,7 +58,8 @@ class LSHBloomDedup(BaseFilter):
 
     Raises:
         ValueError: ``grow=False`` with ``index_dir`` (an index directory must grow) or without
-            ``config.capacity``; ``batch_size`` or ``threads`` not a positive integer.
+            ``config.capacity``; ``batch_size`` or ``threads`` not a positive integer; in ``run``, no documents
+            (``data`` None: no reader before the step).
         dedup.index_dir.IndexMismatchError: ``index_dir`` holds an index of other parameters.
         dedup.io.StateError: ``index_dir`` is a file, or its index is damaged.
     """
@@ -93,6 +94,9 @@ class LSHBloomDedup(BaseFilter):
         return Deduplicator(self.config, grow=self.grow, threads=self.threads)
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if data is None:  # datatrove's executors give the first step None
+            raise ValueError(f"{self.name}: no documents came in: put a reader (ParquetReader, JsonlReader, ...) "
+                             "before it in the pipeline")
         if world_size > 1 and self.index_dir is None:
             raise ValueError(
                 f"{self.name}: a one-pass dedup over {world_size} tasks needs one index they share: run with tasks=1, "
@@ -115,7 +119,7 @@ class LSHBloomDedup(BaseFilter):
             # task can follow (one installed before the load is the one loaded: decided against, not refused)
             self._dedup = self._open()
             loaded = self._dedup.version
-            data = iter(data or ())
+            data = iter(data)
             head = list(islice(data, HEAD))
             first = self._check_not_held(head, rank)
             yield from super().run(chain(head, data), rank, world_size)

@@ -194,6 +194,18 @@ def test_a_step_that_cannot_run_is_refused_when_it_is_built(tmp_path):
         LSHBloomDedup(DedupConfig(threshold=0.7), index_dir=tmp_path / "idx")
 
 
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_step_with_no_reader_before_it_is_one_clear_error(tmp_path, shared):
+    """A pipeline that starts with the step (no reader before it) gives it data=None: without
+    index_dir that died in datatrove's batching with "TypeError: 'NoneType' object is not
+    iterable"; with one, the rank went through silently and saved an index of nothing. Both are
+    one ValueError saying to put a reader first, and the index directory is left as it was."""
+    step = LSHBloomDedup(index_dir=tmp_path / "idx" if shared else None)
+    with pytest.raises(ValueError, match="no documents came in: .*put a reader"):
+        list(step.run(None))
+    assert not (tmp_path / "idx").exists()
+
+
 def test_texts_that_are_bytes_or_not_text_at_all():
     """datatrove's ParquetReader gives a binary text column's values as bytes: those holding UTF-8
     are decided as that text (as the command line and the Deduplicator read binary columns); other
