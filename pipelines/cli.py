@@ -589,9 +589,7 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(args.command, f"{where}{e}: No such file or directory")
         return _fail(args.command, f"{where}{e.strerror or e}")
     except KeyboardInterrupt as e:
-        # also after a dedup's manifest was written (a late Ctrl-C): 130 all the same, the user did interrupt; a
-        # rerun then says 'already complete' and redoes nothing (the identity is file sizes and mtimes; an index_dir
-        # is not fed twice), so checking the manifest here would add a second meaning to the exit code for nothing
+        # 130 also after the manifest is written: the user did interrupt, and a rerun redoes nothing
         term = isinstance(e, _Terminated)
         print(f"memdedup {args.command}: {'terminated' if term else 'interrupted'}", file=sys.stderr)
         return 143 if term else 130  # 128 + the signal, as a shell reports it
