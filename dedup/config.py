@@ -83,8 +83,10 @@ class DedupConfig(StageConfig):
     ValueError: invalid dedup config: threshold must be in (0, 1), got 1.5
     """
 
-    threshold: float = option(0.8, "Jaccard similarity threshold T in (0, 1): documents at least this similar "
-                                   "are near duplicates")
+    # A pair at T is found with probability ~0.4 (9 x 13 at T = 0.8), not 1: the help says so.
+    threshold: float = option(0.8, "Jaccard similarity threshold T in (0, 1) that the banding is chosen for: a pair "
+                                   "of similarity s is found with probability 1 - (1 - s^r)^b (0.4 at s = 0.8 at the "
+                                   "defaults; memdedup params shows the S-curve)")
     num_perm: int = option(128, "MinHash signature length K", unit="permutations")
     ngram: int = option(5, "shingle length n: words, or code points with unit char")
     unit: str = option("word", "shingle unit", choices=("word", "char"))
