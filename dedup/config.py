@@ -83,7 +83,6 @@ class DedupConfig(StageConfig):
     ValueError: invalid dedup config: threshold must be in (0, 1), got 1.5
     """
 
-    # A pair at T is found with probability ~0.4 (9 x 13 at T = 0.8), not 1: the help says so.
     threshold: float = option(0.8, "Jaccard similarity threshold T in (0, 1) that the banding is chosen for: a pair "
                                    "of similarity s is found with probability 1 - (1 - s^r)^b (0.4 at s = 0.8 at the "
                                    "defaults; memdedup params shows the S-curve)")
