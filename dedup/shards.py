@@ -32,11 +32,13 @@ column is read as text (its type changes over the file).
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 import os
 import re
 import shlex
 import warnings
+import zlib
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -226,21 +228,40 @@ def _text_line_problem(shard: Shard, text_column: str) -> tuple[int, str] | None
     return next(filter(None, problems), None)
 
 
+def _decompressed(shard: Shard) -> Iterator[bytes]:
+    """The bytes of ``shard`` decompressed, in blocks of :data:`JSONL_CHUNK_BYTES`. Where Arrow's gzip decoder fails
+    (zero bytes after the stream, padding that some archivers and writers leave), Python's gzip reads on from there:
+    it ignores them, as zcat does, and refuses anything else (other bytes after the stream, a damaged one)."""
+    done = 0
+    try:
+        with pa.input_stream(str(shard.path), compression=shard.compression) as raw:
+            while block := raw.read(JSONL_CHUNK_BYTES):
+                done += len(block)
+                yield block
+    except OSError:
+        if shard.compression != "gzip":
+            raise
+        with gzip.open(shard.path) as f:
+            f.seek(done)
+            while block := f.read(JSONL_CHUNK_BYTES):
+                yield block
+
+
 def _jsonl_pieces(shard: Shard) -> Iterator[tuple[int, bytes, jsonl.Lines]]:
     """(first line number, bytes, :func:`dedup.jsonl.scan` of them) of consecutive pieces of the decompressed file,
     each whole lines ending in a line feed, blank pieces skipped; InputError if it cannot be read or decompressed."""
     line, rest = 1, b""
     try:
-        with pa.input_stream(str(shard.path), compression=shard.compression) as raw:
-            # (at the end, a last line without its line feed is given one)
-            while block := raw.read(JSONL_CHUNK_BYTES) or (rest and b"\n"):
-                buf = rest + block
-                cut = buf.rfind(b"\n") + 1
-                piece, rest = buf[:cut], buf[cut:]
-                if jsonl.has_content(piece):
-                    yield line, piece, jsonl.scan(piece, line == 1)
-                line += piece.count(b"\n")
-    except (OSError, pa.ArrowException) as e:
+        blocks = _decompressed(shard)
+        # (at the end, a last line without its line feed is given one)
+        while block := next(blocks, b"") or (rest and b"\n"):
+            buf = rest + block
+            cut = buf.rfind(b"\n") + 1
+            piece, rest = buf[:cut], buf[cut:]
+            if jsonl.has_content(piece):
+                yield line, piece, jsonl.scan(piece, line == 1)
+            line += piece.count(b"\n")
+    except (OSError, EOFError, zlib.error, pa.ArrowException) as e:
         why = _ZSTD_WINDOW if shard.compression == "zstd" and "too much memory" in str(e) else e
         raise InputError(shard.path, f"unreadable: {why}") from e
 
@@ -758,7 +779,8 @@ def head_texts(shard: Shard, text_column: str, n: int) -> list[str]:
         if shard.fmt == "jsonl":
             import io
             # (a BufferedReader reads a long line in time linear in its length)
-            with io.BufferedReader(pa.input_stream(str(shard.path), compression=shard.compression), 1 << 16) as f:
+            with (gzip.open(shard.path) if shard.compression == "gzip"  # (zero bytes after the stream too)
+                  else io.BufferedReader(pa.input_stream(str(shard.path), compression=shard.compression), 1 << 16)) as f:
                 for line in f if n > 0 else ():
                     if line.strip() and (t := json.loads(line).get(text_column)):
                         texts.append(t)

@@ -417,6 +417,35 @@ def test_corrupt_compressed_jsonl_names_the_file(tmp_path: Path, name):
         count_rows([shard])
 
 
+@pytest.mark.parametrize("pieces", [64, None])
+def test_a_gzip_stream_padded_with_zero_bytes_is_read_as_zcat_reads_it(tmp_path: Path, monkeypatch, pieces):
+    """A .jsonl.gz whose gzip stream is followed by zero bytes (padding some archivers and writers
+    leave; zcat and Python's gzip ignore them) was refused: Arrow's decoder took them for a next
+    member ('unreadable: zlib inflate failed: unknown compression method'). It reads as the same
+    rows, in pieces after the first too; other bytes after the stream, or a damaged one, stay refused."""
+    import dedup.shards
+    from dedup.shards import head_texts
+
+    if pieces:
+        monkeypatch.setattr(dedup.shards, "JSONL_CHUNK_BYTES", pieces)
+    body = _jsonl_bytes(ROWS * 4)
+    want = read_all(reader(discover([write(tmp_path / "plain.jsonl", ROWS * 4)])[0])).to_pylist()
+    for name, data in (("a.jsonl.gz", gzip.compress(body) + b"\0" * 512),
+                       ("two.jsonl.gz", gzip.compress(body[:100]) + gzip.compress(body[100:]) + b"\0" * 7)):
+        (tmp_path / name).write_bytes(data)
+        (shard,) = discover([tmp_path / name])
+        assert count_rows([shard]) == 12
+        assert read_all(reader(shard)).to_pylist() == want
+        assert head_texts(shard, "text", 64) == [r["text"] for r in ROWS * 4 if r["text"]]
+    good = gzip.compress(body)
+    for name, data in (("junk.jsonl.gz", good + b"\0\0junk"), ("flip.jsonl.gz", good[:30] + b"\xff" + good[31:]),
+                       ("cut.jsonl.gz", good[:-9])):
+        (tmp_path / name).write_bytes(data)
+        (shard,) = discover([tmp_path / name])
+        with raises_naming(tmp_path / name, "unreadable"):
+            count_rows([shard])
+
+
 def test_a_zstd_window_beyond_the_decoders_limit_is_refused_saying_so(tmp_path: Path):
     """A .jsonl.zst written with ``zstd --long=28`` or more (a window beyond zstd's default
     decoding limit of 128 MiB, which ``zstd -d`` refuses too without ``--long``) was refused as

@@ -9,6 +9,7 @@ run takes about a second (fused) or a few (staged, a real local Dask cluster).
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import shutil
@@ -507,6 +508,23 @@ def test_jsonl_nested_too_deep_for_arrows_parser_is_one_line_naming_it_and_leave
     (d / "a.jsonl").write_text('{"text": "alpha beta"}\n{"text": "gamma delta", "x": ' + value + "}\n")
     one_error_line(dedup(d, tmp_path / "o", *engine, ok=False), "a.jsonl", "line 2", "nested")
     assert not files_under(tmp_path / "o")
+
+
+def test_a_gzip_stream_padded_with_zero_bytes_is_read_alike_by_both_engines(tmp_path):
+    """Zero bytes after a .jsonl.gz's gzip stream (zcat ignores them) made both engines refuse it
+    ('unreadable: zlib inflate failed: unknown compression method'); a damaged stream stays one line."""
+    d = tmp_path / "in"
+    d.mkdir()
+    good = gzip.compress(b'{"id":1,"text":"a b c"}\n{"id":2,"text":"a b c"}\n')
+    (d / "a.jsonl.gz").write_bytes(good + b"\0" * 512)
+    dedup(d, tmp_path / "f", "--engine", "fused")
+    dedup(d, tmp_path / "s", *STAGED)
+    assert _without_manifest(snapshot(tmp_path / "f")) == _without_manifest(snapshot(tmp_path / "s"))
+    assert pq.read_table(tmp_path / "f" / "kept" / "a.parquet").to_pylist() == [{"id": 1, "text": "a b c"}]
+    (d / "a.jsonl.gz").write_bytes(good[:30] + b"\xff" + good[31:])
+    for out, engine in (("f2", ("--engine", "fused")), ("s2", STAGED)):
+        one_error_line(dedup(d, tmp_path / out, *engine, ok=False), "a.jsonl.gz", "unreadable")
+        assert not files_under(tmp_path / out)
 
 
 # ------------------------------------------------------------------ Dask cluster options
