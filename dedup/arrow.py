@@ -115,21 +115,55 @@ def _without_views(t: pa.DataType) -> pa.DataType:
         >>> _without_views(pa.struct([("a", pa.list_(pa.string_view())), ("b", pa.int8())]))
         StructType(struct<a: list<item: large_string>, b: int8>)
     """
-    if t in UNVIEWED:
-        return UNVIEWED[t]
+    return _retyped(t, UNVIEWED.get)
+
+
+def _retyped(t: pa.DataType, swap: Callable[[pa.DataType], pa.DataType | None]) -> pa.DataType:
+    """``t`` with every type in it, however nested, for which ``swap`` gives another (not None) replaced by that (an
+    extension type whose storage so changes: by that storage)."""
+    if (new := swap(t)) is not None:
+        return new
     if isinstance(t, pa.BaseExtensionType):
-        return t if (wide := _without_views(t.storage_type)) == t.storage_type else wide
+        return t if (wide := _retyped(t.storage_type, swap)) == t.storage_type else wide
     if pa.types.is_map(t):
-        return pa.map_(t.key_field.with_type(_without_views(t.key_type)),
-                       t.item_field.with_type(_without_views(t.item_type)), t.keys_sorted)
+        return pa.map_(t.key_field.with_type(_retyped(t.key_type, swap)),
+                       t.item_field.with_type(_retyped(t.item_type, swap)), t.keys_sorted)
     if pa.types.is_struct(t):
-        return pa.struct([f.with_type(_without_views(f.type)) for f in t])
+        return pa.struct([f.with_type(_retyped(f.type, swap)) for f in t])
     if pa.types.is_fixed_size_list(t):
-        return pa.list_(t.value_field.with_type(_without_views(t.value_type)), t.list_size)
+        return pa.list_(t.value_field.with_type(_retyped(t.value_type, swap)), t.list_size)
     if pa.types.is_large_list(t) or pa.types.is_list(t):
         make = pa.large_list if pa.types.is_large_list(t) else pa.list_
-        return make(t.value_field.with_type(_without_views(t.value_type)))
+        return make(t.value_field.with_type(_retyped(t.value_type, swap)))
     return t
+
+
+def without_null_dictionary_values(col: pa.Array) -> pa.Array:
+    """``col`` with every dictionary in it (at any depth) whose values hold a null, which Arrow allows but its
+    Parquet writer refuses, encoded again without it: the same type, the same values (a row pointing to it null).
+
+    Example:
+        >>> d = pa.DictionaryArray.from_arrays(pa.array([0, 1], pa.int8()), pa.array(["x", None]))
+        >>> e = without_null_dictionary_values(d)
+        >>> e.type == d.type, e.dictionary.to_pylist(), e.to_pylist()
+        (True, ['x'], ['x', None])
+    """
+    if not holds_type(col.type, pa.types.is_dictionary) or not _null_in_a_dictionary(col):
+        return col
+    return cast(cast(col, _retyped(col.type, lambda t: t.value_type if pa.types.is_dictionary(t) else None)), col.type)
+
+
+def _null_in_a_dictionary(arr: pa.Array) -> bool:
+    """Whether a dictionary inside ``arr`` holds a null value, looking at the whole child arrays (the values of
+    other rows too: :func:`leaf_arrays` flattens, which pyarrow 26 cannot do for some lists of extension types)."""
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        return arr.dictionary.null_count > 0
+    if isinstance(t, pa.BaseExtensionType):
+        return _null_in_a_dictionary(arr.storage)
+    structured = pa.types.is_struct(t) or pa.types.is_union(t)
+    children = [arr.field(i) for i in range(t.num_fields)] if structured else [arr.values] if t.num_fields else []
+    return any(map(_null_in_a_dictionary, children))
 
 
 def take(values: pa.Array, indices: np.ndarray) -> pa.Array:

@@ -162,14 +162,15 @@ class KeptShard:
     """A kept shard's writer (:func:`kept_shard`) that refuses, in one line naming the file and the batch's input
     rows, a value Parquet would not hold as it is: a timestamp[s] beyond the milliseconds' int64 range (Parquet has
     no seconds: Arrow's writer fails with 'Integer overflow'), a date64 that is not a whole day (Parquet dates are
-    days: Arrow's writer would drop its time of day without a word)."""
+    days: Arrow's writer would drop its time of day without a word). A dictionary whose values hold a null, which
+    Arrow's writer refuses, is written encoded again without it (:func:`dedup.arrow.without_null_dictionary_values`)."""
 
     def __init__(self, writer, path: Path):
         self._writer, self.path = writer, path
 
     def write(self, batch: pa.RecordBatch, first: int, last: int) -> None:
         """Write ``batch``, kept rows of the input's rows ``first`` to ``last`` (0-based, both included)."""
-        from .arrow import holds_type, leaf_arrays
+        from .arrow import holds_type, leaf_arrays, without_null_dictionary_values
         from .shards import InputError
 
         rows = f"row {first}" if first == last else f"rows {first}-{last}"
@@ -178,7 +179,8 @@ class KeptShard:
                 raise InputError(self.path, f"{rows}: column {f.name!r} holds a date64 value that is not a whole day, "
                                  "which Parquet (the kept shards' format, days) would cut to its day")
         try:
-            self._writer.write_batch(batch)
+            cols = [without_null_dictionary_values(c) for c in batch.columns]  # (Parquet's writer refuses them)
+            self._writer.write_batch(pa.RecordBatch.from_arrays(cols, schema=batch.schema))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
             raise InputError(self.path, f"{rows} cannot be written as Parquet (the kept shards' format): "
                                         f"{' '.join(str(e).split())}") from e
