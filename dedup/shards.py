@@ -221,6 +221,17 @@ _ZSTD_WINDOW = ("compressed with a zstd window beyond 128 MiB (zstd --long=28 or
                 "by default; recompress it: zstd -dc --long=31 FILE | zstd -o NEW")
 
 
+#: Why pyarrow opens no file holding a 128-bit integer column, a type it has not ('Integers with more than 64 bits
+#: not implemented'): not damage, and (pyarrow naming none) no column named.
+_INT128 = ("holds a column of 128-bit integers (polars' Int128), a type pyarrow has not, so it opens no part of the "
+           "file; cast it where the file is written (to Int64, Decimal(38, 0) or String)")
+
+
+def _unopened(e: Exception, what: str) -> str:
+    """Why a Parquet or Arrow IPC file could not be opened (``what``: what is said of it otherwise)."""
+    return _INT128 if "more than 64 bits" in str(e) else f"{what}: {e}"
+
+
 def _text_line_problem(shard: Shard, text_column: str) -> tuple[int, str] | None:
     """(line, reason) of the first line of the JSON Lines ``shard`` whose ``text_column`` is neither a string nor
     null (or that is no JSON object), or None."""
@@ -606,7 +617,7 @@ class _ArrowFile:
                     reader = pa.ipc.open_stream(source)
                     batches = iter(reader)
             except (pa.ArrowException, OSError) as e:
-                raise InputError(self.shard.path, f"not an Arrow IPC stream or file, or corrupt: {e}") from e
+                raise InputError(self.shard.path, _unopened(e, "not an Arrow IPC stream or file, or corrupt")) from e
             yield reader.schema, _guarded(batches, self.shard.path, "corrupt or truncated Arrow IPC data")
 
     def batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -806,7 +817,7 @@ def _parquet_file(path: Path) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(str(path), coerce_int96_timestamp_unit="us")
     except (pa.ArrowException, OSError) as e:
-        raise InputError(path, f"unreadable or corrupt Parquet file: {e}") from e
+        raise InputError(path, _unopened(e, "unreadable or corrupt Parquet file")) from e
 
 
 def _guarded(batches: Iterator[pa.RecordBatch], path: Path, what: str) -> Iterator[pa.RecordBatch]:
