@@ -213,7 +213,8 @@ def leaf_arrays(values: pa.Array | pa.ChunkedArray,
                 found: Callable[[pa.DataType], bool]) -> Iterator[pa.Array]:
     """The arrays of a type ``found`` says inside ``values`` (itself included), at any depth: the rows lists and
     structs hold (``flatten``: a null parent's children are null), a map's keys and items, a dictionary's values, an
-    extension's storage."""
+    extension's storage. A list pyarrow cannot flatten (one holding a null, whose values hold an extension type)
+    gives all the values its offsets span, those behind a null list too."""
     for arr in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
         t = arr.type
         if found(t):
@@ -229,4 +230,9 @@ def leaf_arrays(values: pa.Array | pa.ChunkedArray,
             for child in arr.flatten():
                 yield from leaf_arrays(child, found)
         elif t.num_fields == 1 and hasattr(arr, "flatten"):  # the list types
-            yield from leaf_arrays(arr.flatten(), found)
+            try:
+                flat = arr.flatten()
+            except pa.ArrowNotImplementedError:  # 'MakeBuilder: cannot construct builder for type extension<...>'
+                start = arr.offsets[0].as_py()
+                flat = arr.values.slice(start, arr.offsets[-1].as_py() - start)
+            yield from leaf_arrays(flat, found)
