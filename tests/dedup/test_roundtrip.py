@@ -259,7 +259,8 @@ _TEXT_TYPES = [*_STRINGS, pa.binary(), pa.large_binary(), pa.binary_view(), pa.d
 
 def _id_string(v: object, t: pa.DataType) -> str | None:
     """The id string of the value ``v`` of type ``t``, as the README says: as its text (strings, bytes), in canonical
-    form (UUIDs), as an integer (floats that are whole numbers within 2^53), else as Arrow casts that type's value."""
+    form (UUIDs), as an integer (floats that are whole numbers within 2^53), durations with their unit, else as Arrow
+    casts that type's value."""
     if v is None:
         return None
     t = t.value_type if pa.types.is_dictionary(t) else t
@@ -275,7 +276,8 @@ def _id_string(v: object, t: pa.DataType) -> str | None:
         x = float(v)
         if x == x and abs(x) <= 2**53 and x == int(x):  # (NaN and infinities are not)
             return str(int(x))
-    return _build([v], t).cast(pa.string())[0].as_py()
+    text = _build([v], t).cast(pa.string())[0].as_py()
+    return f"{text}{t.unit}" if pa.types.is_duration(t) else text
 
 
 @st.composite
