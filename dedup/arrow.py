@@ -148,22 +148,10 @@ def without_null_dictionary_values(col: pa.Array) -> pa.Array:
         >>> e.type == d.type, e.dictionary.to_pylist(), e.to_pylist()
         (True, ['x'], ['x', None])
     """
-    if not holds_type(col.type, pa.types.is_dictionary) or not _null_in_a_dictionary(col):
+    if not holds_type(col.type, pa.types.is_dictionary) or \
+            not any(d.dictionary.null_count for d in leaf_arrays(col, pa.types.is_dictionary)):
         return col
     return cast(cast(col, _retyped(col.type, lambda t: t.value_type if pa.types.is_dictionary(t) else None)), col.type)
-
-
-def _null_in_a_dictionary(arr: pa.Array) -> bool:
-    """Whether a dictionary inside ``arr`` holds a null value, looking at the whole child arrays (the values of
-    other rows too: :func:`leaf_arrays` flattens, which pyarrow 26 cannot do for some lists of extension types)."""
-    t = arr.type
-    if pa.types.is_dictionary(t):
-        return arr.dictionary.null_count > 0
-    if isinstance(t, pa.BaseExtensionType):
-        return _null_in_a_dictionary(arr.storage)
-    structured = pa.types.is_struct(t) or pa.types.is_union(t)
-    children = [arr.field(i) for i in range(t.num_fields)] if structured else [arr.values] if t.num_fields else []
-    return any(map(_null_in_a_dictionary, children))
 
 
 def take(values: pa.Array, indices: np.ndarray) -> pa.Array:
