@@ -72,7 +72,8 @@ def random_space_log2(canary_words: int, vocabulary_size: int) -> float:
 
 def _log_perplexity(lm, texts: list[str], batch_size: int) -> np.ndarray:
     """-log2 Pr_model(text) per text: sum over its tokens, the first one predicted from an
-    end-of-text token placed before it (rows padded with it and masked out of the sum)."""
+    end-of-text token placed before it (after the BOS of ``lm.prefix``, context only; rows padded
+    with it and masked out of the sum)."""
     eos = lm.tokenizer.eos_token_id or 0
     ids = lm.encode(texts)
     L = max(len(t) for t in ids) + 1
@@ -82,7 +83,7 @@ def _log_perplexity(lm, texts: list[str], batch_size: int) -> np.ndarray:
         x[i, 1 : len(t) + 1] = t
         mask[i, : len(t)] = True
     stats = lm.score(x, batch_size)
-    return -(np.where(mask, stats.logprob, 0.0).sum(axis=1)) / math.log(2)
+    return -(np.where(mask, stats.logprob[:, lm.n_prefix:], 0.0).sum(axis=1)) / math.log(2)
 
 
 def canary_exposure(lm, canaries: list[str], canary_words: int, *, n_samples: int = 1000, seed: int = 0,

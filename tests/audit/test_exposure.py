@@ -143,3 +143,26 @@ def test_canaries_fill_the_context_of_a_real_model(tiny_random_lm):
     canary = " ".join(vocab[i % len(vocab)] for i in range(200))
     res = canary_exposure(lm, [canary], 200, n_samples=20, seed=0, vocabulary=vocab)
     assert res[0]["words"] == 128 and res[0]["log2_space"] == pytest.approx(128 * math.log2(len(vocab)))
+
+
+def test_canary_log_perplexity_under_a_bos_policy(tiny_random_lm):
+    """With --bos auto (a Llama-style tokenizer that prepends BOS) the BOS is context only: the canary's
+    log-perplexity is -log2 Pr of its tokens after BOS + the end-of-text token, recomputed here from the logits.
+    Before: a broadcast ValueError (the mask had one column fewer than the scores)."""
+    import torch
+    from audit.exposure import canary_exposure
+    from audit.lm import load_causal_lm
+
+    d = tiny_random_lm("llama", bos=1, name="llama_bos_exposure")
+    vocab = [f"t{i}" for i in range(3, 48)]
+    canary = "t5 t9 t30 t7"
+    for policy, prefix in (("never", []), ("auto", [1])):
+        lm = load_causal_lm(d, bos=policy)
+        assert lm.prefix == prefix
+        res = canary_exposure(lm, [canary], 4, n_samples=30, seed=0, vocabulary=vocab)
+        ids = torch.tensor([prefix + [lm.tokenizer.eos_token_id or 0, 5, 9, 30, 7]])
+        with torch.no_grad():
+            logp = torch.log_softmax(lm.model(input_ids=ids).logits[0, :-1].double(), dim=-1)
+        start = len(prefix) + 1  # the canary's first token, predicted from the end-of-text token
+        want = -sum(float(logp[t - 1, ids[0, t]]) for t in range(start, ids.shape[1])) / math.log(2)
+        assert res[0]["words"] == 4 and res[0]["log_perplexity"] == pytest.approx(want, rel=1e-5)
