@@ -136,15 +136,17 @@ def score_columns(table_columns: Sequence[str], complete: Collection[str]) -> li
     return known + [c for c in cols if c not in known]
 
 
-def membership(scores: dict[str, np.ndarray], member: np.ndarray, n_boot: int | None, seed: int) -> dict:
+def membership(scores: dict[str, np.ndarray], member: np.ndarray, n_boot: int | None, seed: int,
+               keys: list | None = None) -> dict:
     """ROC-AUC (bootstrap interval unless ``n_boot`` is None), PR-AUC and TPR at 1% and 0.1% FPR (null
     unless :func:`audit.stats.resolvable`) of each score against labels of both classes. README's "Membership scores":
-    MIMIR, Duan et al. 2024; LiRA; PR-AUC with MEMBERS as the positive class (MIMIR's: non-members)."""
+    MIMIR, Duan et al. 2024; LiRA; PR-AUC with MEMBERS as the positive class (MIMIR's: non-members). ``keys``
+    (:func:`sequence_keys`): the bootstrap resamples distinct sequences with their copies (None: rows)."""
     y = np.asarray(member, dtype=bool)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     out = {}
     for name, s in scores.items():
-        boot = None if n_boot is None else stats.bootstrap_auc(s, y, n_boot=n_boot, seed=seed)
+        boot = None if n_boot is None else stats.bootstrap_auc(s, y, n_boot=n_boot, seed=seed, clusters=keys)
         out[name] = {"roc_auc": stats.roc_auc(s, y), "roc_auc_boot": boot, "pr_auc": stats.pr_auc(s, y)}
         for key, x in (("1pct", 0.01), ("0.1pct", 0.001)):  # TPR at FPR below 1% and 0.1%
             out[name][f"tpr_at_{key}_fpr"] = stats.tpr_at_fpr(s, y, x) if stats.resolvable(n_neg, x) else None
@@ -195,7 +197,7 @@ def summarise(table: pa.Table, n_boot: int | None, seed: int, sections: Collecti
     for key, compute in (
         ("extractable_by_duplicates", lambda: _group_rates(table, "duplicate_bucket", None)),
         ("extractable_by_dedup_status", lambda: _group_rates(table, "dedup_status", STATUS_ORDER)),
-        ("membership", lambda: labelled and membership(labelled[1], labelled[0], n_boot, seed)),
+        ("membership", lambda: labelled and membership(labelled[1], labelled[0], n_boot, seed, keys)),
         ("membership_by_duplicates", lambda: _membership_by_bucket(table, labelled)),
     ):
         if key in sections and (value := compute()):

@@ -149,11 +149,15 @@ def pr_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(np.sum(pos / float(pos.sum()) * (tp / (tp + np.cumsum(neg)))))
 
 
-def bootstrap_auc(scores: np.ndarray, labels: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+def bootstrap_auc(scores: np.ndarray, labels: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                  clusters: list | None = None) -> dict[str, float]:
     """Bootstrap spread of the ROC-AUC over ``n_boot`` (>= 1) replicates.
 
     Resamples the (score, label) pairs with replacement: per replicate, indices
-    ``rng.integers(0, n, size=n)`` from ``rng = np.random.default_rng(seed)``. Replicates with
+    ``rng.integers(0, n, size=n)`` from ``rng = np.random.default_rng(seed)``. ``clusters``: a
+    hashable key per pair (copies of one sequence: not independent trials); then the m distinct
+    keys, in order of first appearance, are resampled, ``rng.integers(0, m, size=m)``, each drawn
+    with all its pairs (a cluster bootstrap; singletons give the draws above). Replicates with
     only one class are skipped (they still consume their draw). Returns ``{"std", "lower",
     "upper"}``: the standard deviation of the kept replicates' AUCs (ddof=1; 0.0 with a single
     one) and the 95% percentile interval (numpy's linear interpolation). ValueError: n_boot < 1,
@@ -165,8 +169,21 @@ def bootstrap_auc(scores: np.ndarray, labels: np.ndarray, n_boot: int = 1000, se
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     rng = np.random.default_rng(seed)
     n = s.shape[0]
-    draws = (rng.integers(0, n, size=n) for _ in range(n_boot))
-    aucs = [roc_auc(s[idx], y[idx]) for idx in draws if 0 < int(y[idx].sum()) < n]
+    if clusters is None:
+        draws = (rng.integers(0, n, size=n) for _ in range(n_boot))
+    else:
+        if len(clusters) != n:
+            raise ValueError(f"clusters has {len(clusters)} keys but scores has {n}")
+        first: dict = {}
+        code = np.array([first.setdefault(k, len(first)) for k in clusters], dtype=np.int64)
+        rows, sizes = np.argsort(code, kind="stable"), np.bincount(code)
+        starts = np.cumsum(sizes) - sizes
+
+        def cluster_rows(c: np.ndarray) -> np.ndarray:  # the rows of clusters c, concatenated
+            sz = sizes[c]
+            return rows[np.repeat(starts[c], sz) + np.arange(sz.sum()) - np.repeat(np.cumsum(sz) - sz, sz)]
+        draws = (cluster_rows(rng.integers(0, sizes.size, size=sizes.size)) for _ in range(n_boot))
+    aucs = [roc_auc(s[idx], y[idx]) for idx in draws if 0 < int(y[idx].sum()) < idx.size]
     if not aucs:
         raise ValueError("every bootstrap replicate had a single class; use more data or more replicates")
     a = np.asarray(aucs)

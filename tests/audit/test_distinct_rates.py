@@ -108,3 +108,48 @@ def test_the_audit_summary_line_says_its_rate_is_over_distinct_sequences(capsys)
     _print_audit(aggregate.summarise(_table(), n_boot=None, seed=0) | {"sequences": {"n": 276}}, Path("out"))
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("276 sequences, 24 distinct: 9 extractable (37.5% of the distinct"), first
+
+
+def _copies_table():
+    """4 member windows sampled 64 times each (canaries: identical rows, identical scores) among 30 distinct member
+    and 30 distinct non-member windows sampled once."""
+    rng = np.random.default_rng(5)
+    prompts, member, score = [], [], []
+    for s in range(4):
+        x = float(rng.normal(1.0))
+        prompts += [[s]] * 64; member += [True] * 64; score += [x] * 64
+    for s in range(60):
+        prompts.append([100 + s]); member.append(s < 30); score.append(float(rng.normal(0.5 if s < 30 else 0.0)))
+    n = len(member)
+    return pa.table({"prompt": prompts, "truth": [[0]] * n, "extractable": [False] * n, "leading_matched": [0] * n,
+                     "member": member, "score_loss": score})
+
+
+def test_the_membership_auc_interval_resamples_distinct_sequences():
+    """Copies of one window are not independent trials (Carlini et al. 2022): the ROC-AUC's bootstrap resamples
+    distinct sequences (prompt + truth), each drawn with all its copies (a cluster bootstrap); the AUC itself stays
+    over every row. Recomputed here: clusters in first-appearance order, ``rng.integers(0, m, size=m)`` per
+    replicate, the rank-sum AUC, one-class replicates skipped. Before: the rows were resampled one by one, as if
+    the 64 copies were 64 trials (std 0.060 here; 0.103 by clusters)."""
+    from scipy.stats import rankdata
+
+    t = _copies_table()
+    s = aggregate.summarise(t, n_boot=300, seed=0)["membership"]["scores"]["loss"]
+    y = np.array(t.column("member").to_pylist())
+    x = np.array(t.column("score_loss").to_pylist())
+    keys = aggregate.sequence_keys(t.column("prompt").to_pylist(), t.column("truth").to_pylist())
+    first: dict = {}
+    code = np.array([first.setdefault(k, len(first)) for k in keys])
+    rows_of = [np.flatnonzero(code == c) for c in range(len(first))]
+    rng = np.random.default_rng(0)
+    aucs = []
+    for _ in range(300):
+        rows = np.concatenate([rows_of[c] for c in rng.integers(0, len(first), size=len(first))])
+        yb, xb = y[rows], x[rows]
+        n1 = int(yb.sum())
+        if 0 < n1 < yb.size:
+            aucs.append((rankdata(xb)[yb].sum() - n1 * (n1 + 1) / 2) / (n1 * (yb.size - n1)))
+    boot = s["roc_auc_boot"]
+    assert boot["std"] == pytest.approx(np.std(aucs, ddof=1), abs=1e-12)
+    assert (boot["lower"], boot["upper"]) == pytest.approx(tuple(np.percentile(aucs, [2.5, 97.5])), abs=1e-12)
+    assert s["roc_auc"] == pytest.approx(stats.roc_auc(x, y), abs=1e-15)  # the point estimate: every row
