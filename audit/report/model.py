@@ -284,7 +284,8 @@ def _profile_section(profile_dir: Path) -> str:
         (RETENTION_PNG, RETENTION_FILE, lambda rt: plots.retention_curves(retention_curve(rt)), "retention curves", (
             "Retention: how well trained instances are still recognised (lower loss than a paired held-out foil; 0.5 = "
             "chance) and recalled (second half regenerated from the first, exactly or token by token) as training "
-            "goes on, against steps since the instance was trained on (log axis).")),
+            "goes on, against steps since its cohort's checkpoint, the first at or after its training step (log "
+            "axis).")),
         (None, RETENTION_RUN_CURVE, plots.retention_curves, "retention run forgetting curve", (
             f"Retention run (memdedup train --retention-items; Orhan 2024): {items} trained once, in one window, "
             "then training continued on other data only; recognition against held-out, scrambled and substituted "
