@@ -44,7 +44,8 @@ def exposure_sampled(canary_score: float, sample_scores, log2_space: float, *, m
 
     ``sample_scores``: log-perplexities of ``n`` sampled candidates. Returns ``{"exposure",
     "method" ("empirical" or "skew-normal fit"), "tail" (samples scoring <= the canary), "n"}``.
-    Empirical: ``log2 n - log2(tail + 1)``; with fewer than ``min_tail`` such samples,
+    Empirical: ``log2 n - log2(tail + 1)`` (ties count against the canary, as the ``<=`` above; the
+    reference code ranks tied samples after it); with fewer than ``min_tail`` such samples,
     ``-log2 F(canary)``, ``F`` the fitted skew-normal's CDF. Capped at ``log2_space``.
     """
     s = np.asarray(sample_scores, dtype=np.float64)
