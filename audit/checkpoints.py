@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dedup import io
@@ -32,7 +34,7 @@ from .layout import (CHECKPOINT_DIR, EVENT_TIME_FILE, EVENT_TIME_PNG, FORECAST_F
                      INSTANCES_FILE, ORDER_FILE, PROFILE_FILE, PROFILE_OUTPUTS, RETENTION_FILE, RETENTION_PNG,
                      RETENTION_RUN_CURVE, RETENTION_RUN_FILE, SUMMARY, TRAIN_CONFIG, checkpoint_name, checkpoint_step,
                      holding_out, read_instances, refuse_out)
-from .sampling import rows_of
+from .sampling import corpus_batches, rows_of
 
 
 def _checkpoints(run: Path) -> list[tuple[int, Path]]:
@@ -69,18 +71,29 @@ def _not_the_runs_corpus(corpus: list[str], run: Path, why: str) -> ValueError:
 
 
 def _document_texts(run: Path, keys, corpus: list[str], text_column: str) -> dict[tuple[str, int], str]:
-    """The text of each (shard name, row) in ``keys``, read from the corpus in one pass."""
+    """The text of each (shard name, row) in ``keys``, read from the corpus in one pass (of the shards holding one)."""
     shards = discover(corpus)
+    index = _shard_index(run, corpus, shards, keys)
+    wanted = [(index[name], row) for name, row in keys]
+    texts = {(shards[i].name, r): text or "" for i, r, _, text in rows_of(shards, text_column, None, wanted)}
+    _refuse_absent(run, corpus, keys, texts)
+    return texts
+
+
+def _shard_index(run: Path, corpus: list[str], shards, keys) -> dict[str, int]:
+    """Each shard's index by name; ValueError naming a shard of ``keys`` ((shard name, row)) not in the corpus."""
     index = {s.name: i for i, s in enumerate(shards)}
     for name, _ in keys:
         if name not in index:
             raise ValueError(f"{run}: order names shard {name!r}, not in the corpus {corpus}")
-    wanted = [(index[name], row) for name, row in keys]
-    texts = {(shards[i].name, r): text or "" for i, r, _, text in rows_of(shards, text_column, None, wanted)}
-    if absent := [k for k in keys if k not in texts]:
+    return index
+
+
+def _refuse_absent(run: Path, corpus: list[str], keys, found) -> None:
+    """ValueError (not the run's corpus) where a (shard name, row) of ``keys`` is not in ``found``."""
+    if absent := [k for k in keys if k not in found]:
         raise _not_the_runs_corpus(corpus, run, f"its order names {len(absent)} rows it lacks, e.g. {absent[0][0]} "
                                                 f"row {absent[0][1]}")
-    return texts
 
 
 def _hard_foils(items: np.ndarray, tokenizer, fraction: float, seed: int) -> dict[str, np.ndarray]:
@@ -105,11 +118,13 @@ def _loss(lm, tokens: np.ndarray, batch_size: int) -> np.ndarray:
     return -lm.score(tokens, batch_size).logprob.mean(axis=1)
 
 
-def _instance_tokens(run: Path, table: pd.DataFrame, corpus: list[str], tokenizer, text_column: str) -> np.ndarray:
+def _instance_tokens(run: Path, table: pd.DataFrame, corpus: list[str], tokenizer, text_column: str,
+                     texts: dict[tuple[str, int], str] | None = None) -> np.ndarray:
     """Token ids (n, seq_len) of instances, re-tokenized from their documents with the run's
-    tokenizer (deterministic, so the ids are those trained on)."""
-    keys = list(zip(table["shard"], table["row"].astype(int)))
-    texts = _document_texts(run, keys, corpus, text_column)
+    tokenizer (deterministic, so the ids are those trained on); ``texts``: the documents' texts
+    by (shard name, row) when read already (:func:`_document_texts`), else read here."""
+    keys = _keys(table)
+    texts = texts if texts is not None else _document_texts(run, keys, corpus, text_column)
     ids = tokenizer([texts[k] for k in keys], add_special_tokens=False)["input_ids"]
     n = int(table["n_tokens"].iloc[0])
     windows = [t[o : o + n] for t, o in zip(ids, table["token_offset"].astype(int))]
@@ -125,20 +140,93 @@ ELIGIBILITY_RULE = ("duplicates are dedup's (same canonical exact key or a share
                     "document has no trained document among its duplicates (held-out means unseen)")
 
 
+def _keys(table: pd.DataFrame) -> list[tuple[str, int]]:
+    """The (shard name, row) of each row of an order.parquet or heldout.parquet table."""
+    return [(str(s), int(r)) for s, r in zip(table["shard"], table["row"])]
+
+
 def trained_duplicates(run: Path, corpus: list[str], docs, trained: set[tuple[str, int]],
                        text_column: str) -> dict[tuple[str, int], set[tuple[str, int]]]:
     """For each (shard name, row) in ``docs``: the TRAINED documents (``trained``, from
     order.parquet) that are exact or near duplicates of it (its own row included if trained),
-    by :func:`audit.duplicates.duplicate_counts` with the trainer's default DedupConfig."""
-    from dedup.config import DedupConfig
-
-    from .duplicates import duplicate_counts
-
+    as :func:`audit.duplicates.duplicate_counts` finds them with the trainer's default DedupConfig
+    (a text that is null read as ""), in one pass over the corpus (:func:`_sketch_corpus`)."""
     if not (keys := sorted(set((str(s), int(r)) for s, r in docs))):
         return {}
-    texts = _document_texts(run, keys, corpus, text_column)
-    info = duplicate_counts([texts[k] for k in keys], keys, discover(corpus), DedupConfig(text_column=text_column))
-    return {k: {m for m in found if m in trained} for k, found in zip(keys, info.matches)}
+    return _trained_matches(run, corpus, _sketch_corpus(corpus, set(keys) | trained, text_column, "id")[1], keys,
+                            trained)
+
+
+def _sketch_corpus(corpus: list[str], keys: set[tuple[str, int]], text_column: str, id_column: str | None,
+                   digest: bool = False) -> tuple[str | None, dict]:
+    """One pass over the corpus: ``(corpus_sha256, sketches)``, the digest (:func:`audit.train.corpus_digest`, with
+    :func:`audit.train.corpus_documents`' InputError for an id naming two rows) only with ``digest``; ``sketches``:
+    ``keys`` (the (shard name, row) of those the corpus holds, canonical order), ``band`` (n, bands) and ``exact``
+    (n, 2) uint64 dedup keys of their texts (a null one read as ""), ``usable`` (shingled), ``valid`` and ``null``.
+
+    Memory: one batch of rows and its sketch, and (bands + 2) 8-byte keys per row of ``keys`` (the rows of
+    order.parquet and heldout.parquet: never the texts), plus with ``digest`` every document's name (the id check)."""
+    from dedup.config import DedupConfig
+    from dedup.sketch import Sketcher
+
+    from .train import corpus_digest, named_documents
+
+    config = DedupConfig(text_column=text_column)
+    sketcher = Sketcher(config, *config.banding())
+    wanted: dict[str, list[int]] = {}
+    for name, row in keys:
+        wanted.setdefault(name, []).append(row)
+    wanted = {name: np.array(sorted(rows), dtype=np.int64) for name, rows in wanted.items()}
+    parts = []
+
+    def rows():
+        for shard, start, reader, batch in corpus_batches(discover(corpus), text_column, id_column):
+            texts, got = reader.text(batch), wanted.get(shard.name, np.empty(0, dtype=np.int64))
+            got = got[slice(*np.searchsorted(got, [start, start + batch.num_rows]))]
+            if got.size:
+                text = texts.take(pa.array(got - start))
+                sk = sketcher(pc.fill_null(text, ""))
+                parts.append(([(shard.name, int(r)) for r in got], sk.band_keys, sk.exact, sk.n_shingles > 0,
+                              sk.valid, text.is_null().to_numpy(zero_copy_only=False)))
+            if digest:
+                for r, (doc_id, t) in enumerate(zip(reader.ids(batch).to_pylist(), texts.to_pylist())):
+                    yield shard, start + r, doc_id, t
+
+    if digest:
+        sha = corpus_digest(named_documents(rows()))
+    else:
+        sha = next(rows(), None)  # runs the pass to its end: without the digest it yields nothing
+    fields = ("keys", "band", "exact", "usable", "valid", "null")
+    sketches = {f: [x for p in parts for x in p[0]] if f == "keys" else np.concatenate([p[i] for p in parts])
+                for i, f in enumerate(fields)} if parts else None
+    return sha, sketches
+
+
+def _trained_matches(run: Path, corpus: list[str], sketches: dict | None, keys: list[tuple[str, int]],
+                     trained: set[tuple[str, int]]) -> dict[tuple[str, int], set[tuple[str, int]]]:
+    """:func:`trained_duplicates` of ``keys`` from :func:`_sketch_corpus`' ``sketches`` (of ``keys`` and ``trained``):
+    the trained rows sharing an LSH band key (both shingled) or the exact key (both valid; a null text of a trained
+    row is neither) with each. ValueError: a row of ``keys`` that the corpus lacks."""
+    _shard_index(run, corpus, discover(corpus), keys)
+    pos = {k: i for i, k in enumerate(sketches["keys"])} if sketches else {}
+    _refuse_absent(run, corpus, keys, pos)
+    out = {k: set() for k in keys}
+    c = np.array([pos[k] for k in keys], dtype=np.int64)
+    t = np.array(sorted(pos[k] for k in trained if k in pos), dtype=np.int64)
+    if not (c.size and t.size):
+        return out
+    sk = sketches
+    _, exact_id = np.unique(sk["exact"], axis=0, return_inverse=True)
+    sides = [(sk["band"][:, j], sk["usable"], sk["usable"] & ~sk["null"]) for j in range(sk["band"].shape[1])]
+    for key, c_ok, t_ok in [*sides, (exact_id.ravel(), sk["valid"], sk["valid"] & ~sk["null"])]:
+        ci, ti = c[c_ok[c]], t[t_ok[t]]
+        o = np.argsort(key[ti], kind="stable")
+        lo, hi = np.searchsorted(key[ti][o], key[ci], "left"), np.searchsorted(key[ti][o], key[ci], "right")
+        n = hi - lo
+        matched = ti[o[np.repeat(lo - np.cumsum(n) + n, n) + np.arange(n.sum())]]  # each candidate's [lo, hi)
+        for a, b in zip(np.repeat(ci, n).tolist(), matched.tolist()):
+            out[sk["keys"][a]].add(sk["keys"][b])
+    return out
 
 
 def exposures(order: pd.DataFrame) -> pd.DataFrame:
@@ -168,7 +256,13 @@ def panel_end_step(order: pd.DataFrame, steps: list[int]) -> tuple[int, str]:
 def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: list[str] | None = None, log=print) -> dict:
     """Profile a training run's checkpoints; return the summary (also written to ``out``).
     ValueError (nothing written): ``out`` is or lies inside the run directory, or holds another
-    stage's output."""
+    stage's output.
+
+    Reads the corpus twice, whatever the number of checkpoints: once whole (its corpus_sha256 and the dedup sketches
+    of order.parquet's and heldout.parquet's documents, for eligibility: :func:`_sketch_corpus`), then the shards
+    holding a sampled instance (or a retention run's item or foil) for those texts, which are known only once
+    eligibility has seen every trained document. Memory: one batch of text, (bands + 2) 8-byte keys per document
+    of order.parquet and heldout.parquet, the corpus's document names (its id check) and the sampled texts."""
     from . import plots
     from .forecast import forecast
 
@@ -190,15 +284,6 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     if not corpus:
         raise ValueError(f"{run}: no corpus recorded; pass --corpus")
     discover(corpus, exclude=out)  # an --out that is or holds the corpus: refused, as train and audit refuse it
-    if train_manifest.get("corpus_sha256"):  # another corpus than the run's (or its own, rewritten): the wrong texts
-        from .train import corpus_digest, corpus_documents
-
-        docs = corpus_documents(discover(corpus), text_column, train_cfg.get("id_column", "id"))
-        if corpus_digest(docs) != train_manifest["corpus_sha256"]:
-            why = "its documents, shards or rows differ from the run's corpus_sha256"
-            if not given:
-                raise ValueError(f"{run}: its corpus changed since training ({why}); restore it or pass --corpus")
-            raise _not_the_runs_corpus(corpus, run, why)
     order = read_instances(run / ORDER_FILE, INSTANCE_COLUMNS + ("step",)).to_pandas()
     held = read_instances(run / HELDOUT_FILE, INSTANCE_COLUMNS).to_pandas()
     ckpts = _checkpoints(run)
@@ -219,11 +304,20 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     first = first[(first["n_tokens"] == seq_len) & (first["first_step"] > pchk[0]) & (first["first_step"] <= pchk[-1])
                   & ~(first["second_step"] <= pchk[-1])]
     held = held[held["n_tokens"] == seq_len]
-    # Eligibility by content, not raw text (ELIGIBILITY_RULE; issue #12 section 1).
-    doc = lambda table: [(str(s), int(r)) for s, r in zip(table["shard"], table["row"])]
-    dups = trained_duplicates(run, corpus, doc(first) + doc(held), set(doc(order)), text_column)
-    ok_t = np.array([not (dups[d] - {d}) for d in doc(first)], dtype=bool)
-    ok_c = np.array([not dups[d] for d in doc(held)], dtype=bool)
+    # The corpus's one full read: its corpus_sha256 (another corpus than the run's, or its own rewritten: the wrong
+    # texts) and the sketches of the trained and candidate documents for eligibility by content, not raw text
+    # (ELIGIBILITY_RULE; issue #12 section 1). Its memory: _sketch_corpus's, never the texts.
+    candidates, trained = sorted(set(_keys(first) + _keys(held))), set(_keys(order))
+    sha, sketches = _sketch_corpus(corpus, set(candidates) | trained, text_column, train_cfg.get("id_column", "id"),
+                                   digest=bool(train_manifest.get("corpus_sha256")))
+    if sha is not None and sha != train_manifest["corpus_sha256"]:
+        why = "its documents, shards or rows differ from the run's corpus_sha256"
+        if not given:
+            raise ValueError(f"{run}: its corpus changed since training ({why}); restore it or pass --corpus")
+        raise _not_the_runs_corpus(corpus, run, why)
+    dups = _trained_matches(run, corpus, sketches, candidates, trained)
+    ok_t = np.array([not (dups[d] - {d}) for d in _keys(first)], dtype=bool)
+    ok_c = np.array([not dups[d] for d in _keys(held)], dtype=bool)
     eligibility = {"rule": ELIGIBILITY_RULE, "treated_dropped_duplicated": int((~ok_t).sum()),
                    "controls_dropped_trained_duplicate": int((~ok_c).sum())}
     first, held = first[ok_t], held[ok_c]
@@ -249,7 +343,12 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     ], ignore_index=True)
     lm0 = _load_fitting(ckpts[-1][1], seq_len)
     lm0.check_tokenizer()  # else every document reads as shorter than its instances
-    tokens = _instance_tokens(run, rows, corpus, lm0.tokenizer, text_column)
+    # The second and last read: the texts of the sampled instances (and of a retention run's items and foils), known
+    # only now (eligibility depends on every trained document); only the shards holding one, memory: those texts.
+    design = train_manifest.get("retention")
+    ret_keys = _keys(_retention_rows(run, design, config.seed)) if design else []
+    texts = _document_texts(run, _keys(rows) + ret_keys, corpus, text_column)
+    tokens = _instance_tokens(run, rows, corpus, lm0.tokenizer, text_column, texts)
     hard = _hard_foils(tokens[(rows["group"] == "treated").to_numpy()], lm0.tokenizer, 0.25, config.seed)
     hard_loss = {}  # step -> foil kind -> loss of each treated instance's foil
     half = seq_len // 2
@@ -330,7 +429,8 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
 
     ret_run = None  # a retention run: its items' forgetting curve to the end of training, before anything is written
     if train_manifest.get("retention"):  # not holding_out's wrapper: this call holds out already
-        ret_run = run_retention.__wrapped__(run, None, corpus, seed=config.seed, batch_size=config.batch_size, log=log)
+        ret_run = run_retention.__wrapped__(run, None, corpus, seed=config.seed, batch_size=config.batch_size, log=log,
+                                            texts=texts)
     ret_files = (RETENTION_RUN_FILE, RETENTION_RUN_CURVE) if ret_run is not None else ()
 
     out.mkdir(parents=True, exist_ok=True)
@@ -381,9 +481,26 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     return summary
 
 
+def _retention_rows(run: Path, design: dict, seed: int) -> pd.DataFrame:
+    """A retention run's items (``design``: :func:`audit.train.retention_design`) by instance id, then the held-out
+    instance each is recognised against (drawn seeded, with replacement when too few)."""
+    e = int(design["exposure_step"])
+    order = pq.read_table(run / ORDER_FILE).to_pandas()
+    items = order[order["instance_id"].isin(design["instance_ids"])].sort_values("instance_id")
+    if len(items) != len(design["instance_ids"]) or not items["instance_id"].is_unique or (items["step"] > e).any():
+        raise ValueError(f"{run}: the retention items are not trained exactly once, at or before step {e}")
+    held = pq.read_table(run / HELDOUT_FILE).to_pandas()
+    held = held[held["n_tokens"] == int(items["n_tokens"].iloc[0])]
+    if len(held) == 0:
+        raise ValueError(f"{run}: no full-length held-out instance to use as a foil")
+    foils = held.iloc[np.random.default_rng(seed).choice(len(held), size=len(items), replace=len(held) < len(items))]
+    return pd.concat([items, foils], ignore_index=True)
+
+
 @holding_out("out", inputs=("run_dir",))
 def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: int = 0, batch_size: int = 64,
-                  substitute_fraction: float = 0.25, log=print) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  substitute_fraction: float = 0.25, log=print,
+                  texts: dict[tuple[str, int], str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The forgetting curve of a retention run (``memdedup train --retention-items N``, Orhan 2024).
 
     The manifest's ``retention`` (:func:`audit.train.retention_design`) names the items, their
@@ -398,7 +515,9 @@ def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: i
     ``step``, ``n`` items, the five metrics as fractions) and its
     :func:`audit.retention.retention_curve` (by ``steps_since``, Wilson intervals over the
     items); written to ``out`` (``retention_run.parquet``, ``retention_run_curve.parquet``) when
-    given. ValueError: no retention design, or an ``out`` that :func:`run_profile` refuses.
+    given. ValueError: no retention design, or an ``out`` that :func:`run_profile` refuses. ``texts``: the
+    items' and foils' document texts by (shard name, row) when read already (:func:`run_profile`'s one read of its
+    sampled rows), else read from ``corpus``.
     """
     run = Path(run_dir)
     if out is not None:
@@ -410,25 +529,17 @@ def run_retention(run_dir, out=None, corpus: list[str] | None = None, *, seed: i
     if not corpus:
         raise ValueError(f"{run}: no corpus recorded; pass corpus")
     e = int(design["exposure_step"])
-    order = pq.read_table(run / ORDER_FILE).to_pandas()
-    items = order[order["instance_id"].isin(design["instance_ids"])].sort_values("instance_id")
-    if len(items) != len(design["instance_ids"]) or not items["instance_id"].is_unique or (items["step"] > e).any():
-        raise ValueError(f"{run}: the retention items are not trained exactly once, at or before step {e}")
-    held = pq.read_table(run / HELDOUT_FILE).to_pandas()
-    seq_len = int(items["n_tokens"].iloc[0])
-    held = held[held["n_tokens"] == seq_len]
-    if len(held) == 0:
-        raise ValueError(f"{run}: no full-length held-out instance to use as a foil")
-    foils = held.iloc[np.random.default_rng(seed).choice(len(held), size=len(items), replace=len(held) < len(items))]
-    rows = pd.concat([items, foils], ignore_index=True)
+    rows = _retention_rows(run, design, seed)
+    n = len(design["instance_ids"])
+    seq_len = int(rows["n_tokens"].iloc[0])
     ckpts = dict(_checkpoints(run))
     if not (probes := [s for s in design["checkpoints"] if s >= e and s in ckpts]):
         raise ValueError(f"{run}: none of the retention probe checkpoints at or after the exposure step {e} "
                          f"({[s for s in design['checkpoints'] if s >= e]}) is in {CHECKPOINT_DIR}/")
     lm0 = _load_fitting(ckpts[probes[-1]], seq_len)
     lm0.check_tokenizer()  # else every document reads as shorter than its instances
-    tokens = _instance_tokens(run, rows, corpus, lm0.tokenizer, manifest.get("config", {}).get("text_column", "text"))
-    n = len(items)
+    tokens = _instance_tokens(run, rows, corpus, lm0.tokenizer, manifest.get("config", {}).get("text_column", "text"),
+                              texts)
     it = tokens[:n]
     hard = _hard_foils(it, lm0.tokenizer, substitute_fraction, seed)
     half = seq_len // 2

@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -157,16 +157,21 @@ def corpus_documents(shards, text_column: str, id_column: str | None,
     (``id_required``: a file without ``id_column`` is refused).
 
     Raises InputError where an id names two rows: orders and members lists name documents by it."""
-    docs, seen = [], {}
-    for shard, row, doc_id, text in corpus_rows(shards, text_column, id_column, id_required):
+    return list(named_documents(corpus_rows(shards, text_column, id_column, id_required)))
+
+
+def named_documents(rows) -> Iterator[tuple[str, str, int, str]]:
+    """:func:`corpus_documents` of :func:`audit.sampling.corpus_rows`' ``rows``, one at a time (memory: the names
+    seen, for the InputError of an id naming two rows, not the texts)."""
+    seen = {}
+    for shard, row, doc_id, text in rows:
         name = document_name(doc_id, shard.name, row)
         if name in seen:
             raise InputError(shard.path, f"id {name!r} also names row {seen[name][1]} of {seen[name][0]}; documents "
                              "are named by id in training orders: make ids unique, or train with --id-column '' "
                              "(no ids: documents named shard:row)", row=row)
         seen[name] = (shard.name, row)
-        docs.append((name, shard.name, row, text or ""))
-    return docs
+        yield name, shard.name, row, text or ""
 
 
 def corpus_digest(docs) -> str:

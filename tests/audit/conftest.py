@@ -3,7 +3,9 @@ deterministic trainer, :func:`audit.train.train_causal_lm`) on a corpus with pla
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import pyarrow as pa
@@ -14,6 +16,28 @@ class CanaryLM(NamedTuple):
     model_dir: Path
     corpus: pa.Table
     corpus_dir: Path
+
+
+@pytest.fixture
+def corpus_reads(monkeypatch) -> SimpleNamespace:
+    """Counts of corpus reads, by shard name: ``opens`` (ShardReader made: a JSONL shard is parsed whole to open it)
+    and ``passes`` (ShardReader.batches started: a read of its rows). An operation count, not a timing."""
+    from dedup.shards import ShardReader
+
+    counts = SimpleNamespace(opens=Counter(), passes=Counter())
+    init, batches = ShardReader.__init__, ShardReader.batches
+
+    def counted_init(self, shard, *args, **kwargs):
+        counts.opens[shard.name] += 1
+        init(self, shard, *args, **kwargs)
+
+    def counted_batches(self, *args, **kwargs):
+        counts.passes[self.shard.name] += 1
+        return batches(self, *args, **kwargs)
+
+    monkeypatch.setattr(ShardReader, "__init__", counted_init)
+    monkeypatch.setattr(ShardReader, "batches", counted_batches)
+    return counts
 
 
 @pytest.fixture(scope="session")

@@ -122,6 +122,21 @@ def test_memdedup_profile_measures_the_retention_run(retention_run, tmp_path):
     assert f"{man['retention']['items']} items trained once" in html and 'alt="retention run forgetting curve"' in html
 
 
+def test_a_profile_of_a_retention_run_reads_the_items_with_its_sampled_rows(retention_run, tmp_path, corpus_reads):
+    """The retention items' texts and their foils' are read in the profile's one read of its sampled rows: every
+    shard read at most twice, as any profile (test_training.py). Before: 5 reads of each shard (the retention run's
+    items and foils in a pass of their own)."""
+    from audit.checkpoints import run_profile
+    from audit.config import ProfileConfig
+
+    run, man = retention_run
+    run_profile(run, tmp_path / "prof", ProfileConfig(n_treated=30, n_control=20, n_boot=0, min_cohort_size=2),
+                log=quiet)
+    shards = {s.name for s in discover(man["corpus"])}
+    for counts in (corpus_reads.opens, corpus_reads.passes):
+        assert set(counts) == shards and max(counts.values()) <= 2, counts
+
+
 def test_a_retention_run_without_its_probe_checkpoints_is_one_line_and_writes_nothing(retention_run, tmp_path, capsys):
     """Every probe checkpoint at or after the exposure step deleted after training: memdedup
     profile exits 2 with one line naming the run, before writing any output. Before: an

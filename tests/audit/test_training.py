@@ -850,6 +850,30 @@ def test_a_profile_stopped_after_its_first_outputs_keeps_its_running_mark(small_
     assert [s.name for s in discover([data])] == [s.name for s in discover([small_corpus])]
 
 
+@pytest.mark.parametrize("own_checkpoints", [False, True])
+def test_a_profile_reads_its_corpus_once_and_its_sampled_rows_once_more(small_corpus, small_run, tmp_path, corpus_reads,
+                                                                         own_checkpoints):
+    """A profile reads every shard once (the corpus_sha256 check and every document's sketch for the duplicate-based
+    eligibility, in one pass) and once more only the shards holding its sampled instances (which are known only after
+    that pass: eligibility depends on every trained document). Before: 4 reads of each shard with a corpus_sha256 (the
+    digest, the eligible documents' texts, the duplicate scan, the sampled texts), 3 without (a user's own
+    checkpoints), each a full read, 8 parses of each JSONL shard."""
+    from audit.checkpoints import run_profile
+    from audit.config import ProfileConfig
+
+    run = small_run
+    if own_checkpoints:
+        run = tmp_path / "run"
+        shutil.copytree(small_run, run)
+        (run / "manifest.json").unlink()
+        (run / "train_config.json").unlink()
+    run_profile(run, tmp_path / "p", ProfileConfig(n_treated=20, n_control=10, n_boot=0, min_cohort_size=2),
+                corpus=[small_corpus] if own_checkpoints else None, log=quiet)
+    shards = {s.name for s in discover([small_corpus])}
+    for counts in (corpus_reads.opens, corpus_reads.passes):
+        assert set(counts) == shards and max(counts.values()) <= 2, counts
+
+
 def test_a_profile_without_bootstrap_has_no_band_to_cover_zero(small_run, tmp_path, capsys):
     """--n-boot 0 computes no simultaneous band (NaN bounds): the placebo check read 100% of
     cells 'covering 0' instead of n/a, and summary.json held NaN, which strict JSON parsers refuse."""
