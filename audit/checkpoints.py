@@ -34,6 +34,7 @@ from .layout import (CHECKPOINT_DIR, EVENT_TIME_FILE, EVENT_TIME_PNG, FORECAST_F
                      INSTANCES_FILE, ORDER_FILE, PROFILE_FILE, PROFILE_OUTPUTS, RETENTION_FILE, RETENTION_PNG,
                      RETENTION_RUN_CURVE, RETENTION_RUN_FILE, SUMMARY, TRAIN_CONFIG, checkpoint_name, checkpoint_step,
                      holding_out, read_instances, refuse_out)
+from .duplicates import Keys, shared_key_pairs
 from .sampling import corpus_batches, rows_of
 
 
@@ -145,18 +146,6 @@ def _keys(table: pd.DataFrame) -> list[tuple[str, int]]:
     return [(str(s), int(r)) for s, r in zip(table["shard"], table["row"])]
 
 
-def trained_duplicates(run: Path, corpus: list[str], docs, trained: set[tuple[str, int]],
-                       text_column: str) -> dict[tuple[str, int], set[tuple[str, int]]]:
-    """For each (shard name, row) in ``docs``: the TRAINED documents (``trained``, from
-    order.parquet) that are exact or near duplicates of it (its own row included if trained),
-    as :func:`audit.duplicates.duplicate_counts` finds them with the trainer's default DedupConfig
-    (a text that is null read as ""), in one pass over the corpus (:func:`_sketch_corpus`)."""
-    if not (keys := sorted(set((str(s), int(r)) for s, r in docs))):
-        return {}
-    return _trained_matches(run, corpus, _sketch_corpus(corpus, set(keys) | trained, text_column, "id")[1], keys,
-                            trained)
-
-
 def _sketch_corpus(corpus: list[str], keys: set[tuple[str, int]], text_column: str, id_column: str | None,
                    digest: bool = False) -> tuple[str | None, dict]:
     """One pass over the corpus: ``(corpus_sha256, sketches)``, the digest (:func:`audit.train.corpus_digest`, with
@@ -202,30 +191,22 @@ def _sketch_corpus(corpus: list[str], keys: set[tuple[str, int]], text_column: s
     return sha, sketches
 
 
-def _trained_matches(run: Path, corpus: list[str], sketches: dict | None, keys: list[tuple[str, int]],
-                     trained: set[tuple[str, int]]) -> dict[tuple[str, int], set[tuple[str, int]]]:
-    """:func:`trained_duplicates` of ``keys`` from :func:`_sketch_corpus`' ``sketches`` (of ``keys`` and ``trained``):
-    the trained rows sharing an LSH band key (both shingled) or the exact key (both valid; a null text of a trained
-    row is neither) with each. ValueError: a row of ``keys`` that the corpus lacks."""
+def trained_duplicates(run: Path, corpus: list[str], sketches: dict | None, keys: list[tuple[str, int]],
+                       trained: set[tuple[str, int]]) -> dict[tuple[str, int], set[tuple[str, int]]]:
+    """For each (shard name, row) in ``keys``: the TRAINED documents (``trained``, from order.parquet) that are exact
+    or near duplicates of it (its own row included if trained), :func:`audit.duplicates.shared_key_pairs` of the
+    dedup keys (trainer's default DedupConfig) in :func:`_sketch_corpus`' ``sketches`` of ``keys`` and ``trained``:
+    a null text read as "", a trained row's matching nothing. ValueError: a row of ``keys`` that the corpus lacks."""
     _shard_index(run, corpus, discover(corpus), keys)
-    pos = {k: i for i, k in enumerate(sketches["keys"])} if sketches else {}
-    _refuse_absent(run, corpus, keys, pos)
+    _refuse_absent(run, corpus, keys, set(sketches["keys"]) if sketches else set())
     out = {k: set() for k in keys}
-    c = np.array([pos[k] for k in keys], dtype=np.int64)
-    t = np.array(sorted(pos[k] for k in trained if k in pos), dtype=np.int64)
-    if not (c.size and t.size):
+    if not (sk := sketches):
         return out
-    sk = sketches
-    _, exact_id = np.unique(sk["exact"], axis=0, return_inverse=True)
-    sides = [(sk["band"][:, j], sk["usable"], sk["usable"] & ~sk["null"]) for j in range(sk["band"].shape[1])]
-    for key, c_ok, t_ok in [*sides, (exact_id.ravel(), sk["valid"], sk["valid"] & ~sk["null"])]:
-        ci, ti = c[c_ok[c]], t[t_ok[t]]
-        o = np.argsort(key[ti], kind="stable")
-        lo, hi = np.searchsorted(key[ti][o], key[ci], "left"), np.searchsorted(key[ti][o], key[ci], "right")
-        n = hi - lo
-        matched = ti[o[np.repeat(lo - np.cumsum(n) + n, n) + np.arange(n.sum())]]  # each candidate's [lo, hi)
-        for a, b in zip(np.repeat(ci, n).tolist(), matched.tolist()):
-            out[sk["keys"][a]].add(sk["keys"][b])
+    cand = np.array([k in out for k in sk["keys"]], dtype=bool)
+    tr = np.array([k in trained for k in sk["keys"]], dtype=bool) & ~sk["null"]  # a null trained text: no key counts
+    a, b = (Keys(sk["band"], sk["exact"], sk["usable"] & ok, sk["valid"] & ok) for ok in (cand, tr))
+    for i, j in zip(*(p.tolist() for p in shared_key_pairs(a, b))):
+        out[sk["keys"][i]].add(sk["keys"][j])
     return out
 
 
@@ -315,7 +296,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         if not given:
             raise ValueError(f"{run}: its corpus changed since training ({why}); restore it or pass --corpus")
         raise _not_the_runs_corpus(corpus, run, why)
-    dups = _trained_matches(run, corpus, sketches, candidates, trained)
+    dups = trained_duplicates(run, corpus, sketches, candidates, trained)
     ok_t = np.array([not (dups[d] - {d}) for d in _keys(first)], dtype=bool)
     ok_c = np.array([not dups[d] for d in _keys(held)], dtype=bool)
     eligibility = {"rule": ELIGIBILITY_RULE, "treated_dropped_duplicated": int((~ok_t).sum()),

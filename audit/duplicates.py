@@ -3,8 +3,8 @@ them was trained on (membership by content, issue #12 section 1).
 
 "Duplicate" is dedup's own notion (same normalisation, shingling and parameters): two documents
 share their canonical exact key or at least one LSH band key (a document counts itself: a unique
-one has count 1). The sampled documents' keys go into a small index; the corpus is streamed
-once through the same sketcher, so memory follows the sample, not the corpus.
+one has count 1): :func:`shared_key_pairs`. The corpus is streamed once through the same sketcher, each batch's
+keys joined with the sampled documents', so memory follows the sample, not the corpus.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 from dedup.arrow import string_array
 from dedup.config import DedupConfig
 from dedup.shards import InputError, Shard
-from dedup.sketch import Sketcher
+from dedup.sketch import Sketcher, Sketches
 
 from .sampling import corpus_batches, document_name
 
@@ -39,6 +39,36 @@ class DuplicateInfo:
     matches: list[set[tuple[str, int]]]
 
 
+@dataclass
+class Keys:
+    """The keys by which dedup finds duplicates, of n documents (:func:`shared_key_pairs`)."""
+
+    band: np.ndarray  # uint64 (n, bands), LSH band keys: compared where shingled
+    exact: np.ndarray  # uint64 (n, 2), canonical exact keys: compared where valid
+    shingled: np.ndarray  # bool (n,)
+    valid: np.ndarray  # bool (n,)
+
+    @classmethod
+    def of(cls, sk: Sketches) -> Keys:
+        return cls(sk.band_keys, sk.exact, sk.n_shingles > 0, sk.valid)
+
+
+def shared_key_pairs(a: Keys, b: Keys) -> tuple[np.ndarray, np.ndarray]:
+    """``(i, j)``, int64: each pair of rows (row i of ``a``, row j of ``b``) that are duplicates, i.e. share an LSH
+    band key (both shingled) or the exact key (both valid); once each, ordered by i then j. A sort-join per key."""
+    exact = [np.ascontiguousarray(k.exact).view("V16")[:, 0] for k in (a, b)]  # each 128-bit key as one value
+    cols = [(a.band[:, k], b.band[:, k], a.shingled, b.shingled) for k in range(a.band.shape[1])]
+    found = []
+    for ka, kb, ok_a, ok_b in [*cols, (*exact, a.valid, b.valid)]:
+        ia, ib = np.flatnonzero(ok_a), np.flatnonzero(ok_b)
+        ia, ib = ia[np.argsort(ka[ia])], ib[np.argsort(kb[ib])]  # both sorted: b's keys searched in a's, in order
+        lo, hi = np.searchsorted(ka[ia], kb[ib], "left"), np.searchsorted(ka[ia], kb[ib], "right")
+        n = hi - lo
+        found.append(ia[np.repeat(lo - np.cumsum(n) + n, n) + np.arange(n.sum())] * len(b.valid) + np.repeat(ib, n))
+    pairs = np.sort(np.concatenate(found))  # i * len(b) + j, each once (np.unique: slower, it hashes)
+    return np.divmod(pairs[np.diff(pairs, prepend=-1) != 0], len(b.valid))
+
+
 def duplicate_counts(
     doc_texts: list[str],
     own: list[tuple[str, int]],
@@ -52,34 +82,15 @@ def duplicate_counts(
     own row is recognised; ``removed``: (shard name, row) of the rows dedup removed, and
     ``members``: names of trained documents (:func:`audit.sampling.document_name`), when known. InputError: a
     members id names two corpus rows of other texts (exact keys), as :func:`audit.train.corpus_documents`."""
-    bands, rows = config.banding()
-    sketcher = Sketcher(config, bands, rows)
-    sk = sketcher(string_array([t or "" for t in doc_texts]))
+    sketcher = Sketcher(config, *config.banding())
+    sample = Keys.of(sketcher(string_array([t or "" for t in doc_texts])))
     n = len(doc_texts)
-    usable = sk.n_shingles > 0
-    index: list[dict[int, list[int]]] = [{} for _ in range(bands)]
-    for i in np.flatnonzero(usable):
-        for j in range(bands):
-            index[j].setdefault(int(sk.band_keys[i, j]), []).append(int(i))
-    sorted_keys = [np.array(sorted(index[j]), dtype=np.uint64) for j in range(bands)]
-    exact_index: dict[tuple[int, int], list[int]] = {}
-    for i in np.flatnonzero(sk.valid):
-        exact_index.setdefault((int(sk.exact[i, 0]), int(sk.exact[i, 1])), []).append(int(i))
     matches: list[set[tuple[str, int]]] = [set() for _ in range(n)]
     member_dup = np.zeros(n, dtype=bool)
     named: dict[str, tuple[str, int, tuple[int, int]]] = {}  # member id -> its first (shard name, row, exact key)
     for shard, start, reader, batch in corpus_batches(shards, config.text_column, config.id_column,
                                                      batch_rows=config.batch_rows):
         csk = sketcher(reader.text(batch))
-        has = csk.n_shingles > 0
-        hits: dict[int, set[int]] = {}
-        for j in range(bands):
-            hit = np.flatnonzero(has & np.isin(csk.band_keys[:, j], sorted_keys[j]))
-            for r in hit.tolist():
-                hits.setdefault(r, set()).update(index[j][int(csk.band_keys[r, j])])
-        for r in np.flatnonzero(csk.valid).tolist():
-            if same := exact_index.get((int(csk.exact[r, 0]), int(csk.exact[r, 1]))):
-                hits.setdefault(r, set()).update(same)
         ids = reader.ids(batch).to_pylist() if members else None
         # an id of a trained document on two other texts: which one was trained? (a set lookup per row: is_in would
         # hash the whole members list again for every batch)
@@ -89,11 +100,12 @@ def duplicate_counts(
                 raise InputError(shard.path, f"id {name!r} also names row {first[1]} of {first[0]}, another text; "
                                              "--members names documents by id: make ids unique, or use --id-column "
                                              "'' (no ids: documents named shard:row)", row=start + r)
-        for r, found in hits.items():
-            is_member = ids is not None and document_name(ids[r], shard.name, start + r) in members
-            for i in found:
-                matches[i].add((shard.name, start + r))
-                member_dup[i] |= is_member
+        i, r = shared_key_pairs(sample, Keys.of(csk))
+        for a, b in zip(i.tolist(), r.tolist()):
+            matches[a].add((shard.name, start + b))
+        if members:
+            named_in = np.array([document_name(x, shard.name, start + k) in members for k, x in enumerate(ids)], bool)
+            member_dup[i[named_in[r]]] = True
     removed = removed or set()
     count = np.array([len(m) for m in matches], dtype=np.int64)
     removed_dup = np.array([any(x in removed for x in m if x != own[i]) for i, m in enumerate(matches)], dtype=bool)
@@ -107,4 +119,4 @@ def dedup_status(own: list[tuple[str, int]], info: DuplicateInfo, removed: set[t
             for i, key in enumerate(own)]
 
 
-__all__ = ["DuplicateInfo", "duplicate_counts", "dedup_status"]
+__all__ = ["DuplicateInfo", "Keys", "shared_key_pairs", "duplicate_counts", "dedup_status"]
