@@ -115,32 +115,27 @@ def _without_views(t: pa.DataType) -> pa.DataType:
         >>> _without_views(pa.struct([("a", pa.list_(pa.string_view())), ("b", pa.int8())]))
         StructType(struct<a: list<item: large_string>, b: int8>)
     """
-    return _retyped(t, UNVIEWED.get)
-
-
-def _retyped(t: pa.DataType, swap: Callable[[pa.DataType], pa.DataType | None]) -> pa.DataType:
-    """``t`` with every type in it, however nested, for which ``swap`` gives another (not None) replaced by that (an
-    extension type whose storage so changes: by that storage)."""
-    if (new := swap(t)) is not None:
-        return new
+    if t in UNVIEWED:
+        return UNVIEWED[t]
     if isinstance(t, pa.BaseExtensionType):
-        return t if (wide := _retyped(t.storage_type, swap)) == t.storage_type else wide
+        return t if (wide := _without_views(t.storage_type)) == t.storage_type else wide
     if pa.types.is_map(t):
-        return pa.map_(t.key_field.with_type(_retyped(t.key_type, swap)),
-                       t.item_field.with_type(_retyped(t.item_type, swap)), t.keys_sorted)
+        return pa.map_(t.key_field.with_type(_without_views(t.key_type)),
+                       t.item_field.with_type(_without_views(t.item_type)), t.keys_sorted)
     if pa.types.is_struct(t):
-        return pa.struct([f.with_type(_retyped(f.type, swap)) for f in t])
+        return pa.struct([f.with_type(_without_views(f.type)) for f in t])
     if pa.types.is_fixed_size_list(t):
-        return pa.list_(t.value_field.with_type(_retyped(t.value_type, swap)), t.list_size)
+        return pa.list_(t.value_field.with_type(_without_views(t.value_type)), t.list_size)
     if pa.types.is_large_list(t) or pa.types.is_list(t):
         make = pa.large_list if pa.types.is_large_list(t) else pa.list_
-        return make(t.value_field.with_type(_retyped(t.value_type, swap)))
+        return make(t.value_field.with_type(_without_views(t.value_type)))
     return t
 
 
 def without_null_dictionary_values(col: pa.Array) -> pa.Array:
-    """``col`` with every dictionary in it (at any depth) whose values hold a null, which Arrow allows but its
-    Parquet writer refuses, encoded again without it: the same type, the same values (a row pointing to it null).
+    """``col`` with every dictionary in it whose values hold a null, which Arrow allows but its Parquet writer
+    refuses, encoded again without it: the same type, the same values (a row pointing to it null). At the top level,
+    in structs and in lists (a dictionary elsewhere, in a map or a fixed-size list, is left as it is).
 
     Example:
         >>> d = pa.DictionaryArray.from_arrays(pa.array([0, 1], pa.int8()), pa.array(["x", None]))
@@ -151,7 +146,23 @@ def without_null_dictionary_values(col: pa.Array) -> pa.Array:
     if not holds_type(col.type, pa.types.is_dictionary) or \
             not any(d.dictionary.null_count for d in leaf_arrays(col, pa.types.is_dictionary)):
         return col
-    return cast(cast(col, _retyped(col.type, lambda t: t.value_type if pa.types.is_dictionary(t) else None)), col.type)
+    return _null_values_dropped(col)
+
+
+def _null_values_dropped(col: pa.Array) -> pa.Array:
+    """:func:`without_null_dictionary_values`, rebuilding every dictionary, struct and list on the way."""
+    col = pa.concat_arrays([col]) if col.offset else col  # (a null bitmap with sliced offsets: not supported)
+    t, mask = col.type, col.is_null() if col.null_count else None
+    if pa.types.is_dictionary(t):
+        valid = col.dictionary.is_valid().to_numpy(zero_copy_only=False)
+        index = pa.array(np.cumsum(valid) - 1, mask=~valid).cast(t.index_type)  # old index -> new, null: null
+        return pa.DictionaryArray.from_arrays(index.take(col.indices), col.dictionary.filter(valid), ordered=t.ordered)
+    if pa.types.is_struct(t):
+        fields = [_null_values_dropped(col.field(i)) for i in range(t.num_fields)]
+        return pa.StructArray.from_arrays(fields, fields=list(t), mask=mask)
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return type(col).from_arrays(col.offsets, _null_values_dropped(col.values), type=t, mask=mask)
+    return col
 
 
 def take(values: pa.Array, indices: np.ndarray) -> pa.Array:
