@@ -16,6 +16,7 @@ run (Orhan 2024) also :func:`run_retention`'s forgetting curve (``retention_run.
 from __future__ import annotations
 
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -147,7 +148,7 @@ def _keys(table: pd.DataFrame) -> list[tuple[str, int]]:
 
 
 def _sketch_corpus(corpus: list[str], keys: set[tuple[str, int]], text_column: str, id_column: str | None,
-                   digest: bool = False) -> tuple[str | None, dict]:
+                   digest: bool = False) -> tuple[str | None, dict | None]:
     """One pass over the corpus: ``(corpus_sha256, sketches)``, the digest (:func:`audit.train.corpus_digest`, with
     :func:`audit.train.corpus_documents`' InputError for an id naming two rows) only with ``digest``; ``sketches``:
     ``keys`` (the (shard name, row) of those the corpus holds, canonical order), ``band`` (n, bands) and ``exact``
@@ -181,10 +182,9 @@ def _sketch_corpus(corpus: list[str], keys: set[tuple[str, int]], text_column: s
                 for r, (doc_id, t) in enumerate(zip(reader.ids(batch).to_pylist(), texts.to_pylist())):
                     yield shard, start + r, doc_id, t
 
-    if digest:
-        sha = corpus_digest(named_documents(rows()))
-    else:
-        sha = next(rows(), None)  # runs the pass to its end: without the digest it yields nothing
+    sha = corpus_digest(named_documents(rows())) if digest else None
+    if not digest:
+        deque(rows(), maxlen=0)  # the pass, for the sketches alone
     fields = ("keys", "band", "exact", "usable", "valid", "null")
     sketches = {f: [x for p in parts for x in p[0]] if f == "keys" else np.concatenate([p[i] for p in parts])
                 for i, f in enumerate(fields)} if parts else None
@@ -243,7 +243,8 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     of order.parquet's and heldout.parquet's documents, for eligibility: :func:`_sketch_corpus`), then the shards
     holding a sampled instance (or a retention run's item or foil) for those texts, which are known only once
     eligibility has seen every trained document. Memory: one batch of text, (bands + 2) 8-byte keys per document
-    of order.parquet and heldout.parquet, the corpus's document names (its id check) and the sampled texts."""
+    of order.parquet and heldout.parquet, the corpus's document names (its id check), the sampled texts, and the
+    duplicate pairs found (:func:`audit.duplicates.shared_key_pairs`: quadratic in a duplicate cluster's size)."""
     from . import plots
     from .forecast import forecast
 

@@ -19,6 +19,7 @@ from dedup.shards import InputError, Shard
 from dedup.sketch import Sketcher, Sketches
 
 from .sampling import corpus_batches, document_name
+from .stats import concatenated_ranges
 
 
 @dataclass
@@ -63,8 +64,7 @@ def shared_key_pairs(a: Keys, b: Keys) -> tuple[np.ndarray, np.ndarray]:
         ia, ib = np.flatnonzero(ok_a), np.flatnonzero(ok_b)
         ia, ib = ia[np.argsort(ka[ia])], ib[np.argsort(kb[ib])]  # both sorted: b's keys searched in a's, in order
         lo, hi = np.searchsorted(ka[ia], kb[ib], "left"), np.searchsorted(ka[ia], kb[ib], "right")
-        n = hi - lo
-        found.append(ia[np.repeat(lo - np.cumsum(n) + n, n) + np.arange(n.sum())] * len(b.valid) + np.repeat(ib, n))
+        found.append(ia[concatenated_ranges(lo, hi - lo)] * len(b.valid) + np.repeat(ib, hi - lo))
     pairs = np.sort(np.concatenate(found))  # i * len(b) + j, each once (np.unique: slower, it hashes)
     return np.divmod(pairs[np.diff(pairs, prepend=-1) != 0], len(b.valid))
 
@@ -103,9 +103,10 @@ def duplicate_counts(
         i, r = shared_key_pairs(sample, Keys.of(csk))
         for a, b in zip(i.tolist(), r.tolist()):
             matches[a].add((shard.name, start + b))
-        if members:
-            named_in = np.array([document_name(x, shard.name, start + k) in members for k, x in enumerate(ids)], bool)
-            member_dup[i[named_in[r]]] = True
+        if members and r.size:  # (names of the rows with a match only)
+            hit = np.unique(r)
+            of_members = hit[np.array([document_name(ids[k], shard.name, start + k) in members for k in hit.tolist()])]
+            member_dup[i[np.isin(r, of_members)]] = True
     removed = removed or set()
     count = np.array([len(m) for m in matches], dtype=np.int64)
     removed_dup = np.array([any(x in removed for x in m if x != own[i]) for i, m in enumerate(matches)], dtype=bool)

@@ -149,6 +149,15 @@ def pr_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(np.sum(pos / float(pos.sum()) * (tp / (tp + np.cumsum(neg)))))
 
 
+def concatenated_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """int64: the ranges ``[starts[k], starts[k] + lengths[k])``, one after another.
+
+    >>> concatenated_ranges(np.array([5, 0, 9]), np.array([2, 0, 3])).tolist()
+    [5, 6, 9, 10, 11]
+    """
+    return np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+
+
 def bootstrap_auc(scores: np.ndarray, labels: np.ndarray, n_boot: int = 1000, seed: int = 0,
                   clusters: list | None = None) -> dict[str, float]:
     """Bootstrap spread of the ROC-AUC over ``n_boot`` (>= 1) replicates.
@@ -179,10 +188,8 @@ def bootstrap_auc(scores: np.ndarray, labels: np.ndarray, n_boot: int = 1000, se
         rows, sizes = np.argsort(code, kind="stable"), np.bincount(code)
         starts = np.cumsum(sizes) - sizes
 
-        def cluster_rows(c: np.ndarray) -> np.ndarray:  # the rows of clusters c, concatenated
-            sz = sizes[c]
-            return rows[np.repeat(starts[c], sz) + np.arange(sz.sum()) - np.repeat(np.cumsum(sz) - sz, sz)]
-        draws = (cluster_rows(rng.integers(0, sizes.size, size=sizes.size)) for _ in range(n_boot))
+        draws = (rows[concatenated_ranges(starts[c], sizes[c])]  # the rows of clusters c
+                 for c in (rng.integers(0, sizes.size, size=sizes.size) for _ in range(n_boot)))
     aucs = [roc_auc(s[idx], y[idx]) for idx in draws if 0 < int(y[idx].sum()) < idx.size]
     if not aucs:
         raise ValueError("every bootstrap replicate had a single class; use more data or more replicates")

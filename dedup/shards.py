@@ -241,8 +241,9 @@ def _text_line_problem(shard: Shard, text_column: str) -> tuple[int, str] | None
 
 def _decompressed(shard: Shard) -> Iterator[bytes]:
     """The bytes of ``shard`` decompressed, in blocks of :data:`JSONL_CHUNK_BYTES`. Where Arrow's gzip decoder fails
-    (zero bytes after the stream, padding that some archivers and writers leave), Python's gzip reads on from there:
-    it ignores them, as zcat does, and refuses anything else (other bytes after the stream, a damaged one)."""
+    (zero bytes after the stream, padding that some archivers and writers leave), Python's gzip decompresses the file
+    again and goes on from there: it ignores them, as zcat does, and refuses anything else (other bytes after the
+    stream, a damaged one)."""
     done = 0
     try:
         with pa.input_stream(str(shard.path), compression=shard.compression) as raw:
@@ -790,8 +791,9 @@ def head_texts(shard: Shard, text_column: str, n: int) -> list[str]:
         if shard.fmt == "jsonl":
             import io
             # (a BufferedReader reads a long line in time linear in its length)
-            with (gzip.open(shard.path) if shard.compression == "gzip"  # (zero bytes after the stream too)
-                  else io.BufferedReader(pa.input_stream(str(shard.path), compression=shard.compression), 1 << 16)) as f:
+            gz = shard.compression == "gzip"  # Python's gzip: zero bytes after the stream too
+            raw = None if gz else pa.input_stream(str(shard.path), compression=shard.compression)
+            with gzip.open(shard.path) if gz else io.BufferedReader(raw, 1 << 16) as f:
                 for line in f if n > 0 else ():
                     if line.strip() and (t := json.loads(line).get(text_column)):
                         texts.append(t)
