@@ -35,7 +35,7 @@ from .layout import (CHECKPOINT_DIR, EVENT_TIME_FILE, EVENT_TIME_PNG, FORECAST_F
                      INSTANCES_FILE, ORDER_FILE, PROFILE_FILE, PROFILE_OUTPUTS, RETENTION_FILE, RETENTION_PNG,
                      RETENTION_RUN_CURVE, RETENTION_RUN_FILE, SUMMARY, TRAIN_CONFIG, checkpoint_name, checkpoint_step,
                      holding_out, read_instances, refuse_out)
-from .duplicates import Keys, shared_key_pairs
+from .duplicates import Keys, key_columns
 from .sampling import corpus_batches, rows_of
 
 
@@ -192,22 +192,29 @@ def _sketch_corpus(corpus: list[str], keys: set[tuple[str, int]], text_column: s
 
 
 def trained_duplicates(run: Path, corpus: list[str], sketches: dict | None, keys: list[tuple[str, int]],
-                       trained: set[tuple[str, int]]) -> dict[tuple[str, int], set[tuple[str, int]]]:
-    """For each (shard name, row) in ``keys``: the TRAINED documents (``trained``, from order.parquet) that are exact
-    or near duplicates of it (its own row included if trained), :func:`audit.duplicates.shared_key_pairs` of the
-    dedup keys (trainer's default DedupConfig) in :func:`_sketch_corpus`' ``sketches`` of ``keys`` and ``trained``:
-    a null text read as "", a trained row's matching nothing. ValueError: a row of ``keys`` that the corpus lacks."""
+                       trained: set[tuple[str, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """For each (shard name, row) in ``keys``, bool (n,) twice: whether a TRAINED document (``trained``, from
+    order.parquet) other than itself is an exact or near duplicate of it, and whether any is (itself included):
+    one sharing a key of :func:`audit.duplicates.key_columns` (dedup's keys, the trainer's default DedupConfig) in
+    :func:`_sketch_corpus`' ``sketches`` of ``keys`` and ``trained``, a null text read as "", a trained row's
+    matching nothing. Counted per key, so memory is linear in the rows, whatever the duplicate clusters' sizes.
+    ValueError: a row of ``keys`` that the corpus lacks."""
     _shard_index(run, corpus, discover(corpus), keys)
     _refuse_absent(run, corpus, keys, set(sketches["keys"]) if sketches else set())
-    out = {k: set() for k in keys}
+    other, any_ = np.zeros(len(keys), dtype=bool), np.zeros(len(keys), dtype=bool)
     if not (sk := sketches):
-        return out
-    cand = np.array([k in out for k in sk["keys"]], dtype=bool)
+        return other, any_
+    pos = {k: i for i, k in enumerate(sk["keys"])}
+    c = np.array([pos[k] for k in keys], dtype=np.int64)
     tr = np.array([k in trained for k in sk["keys"]], dtype=bool) & ~sk["null"]  # a null trained text: no key counts
-    a, b = (Keys(sk["band"], sk["exact"], sk["usable"] & ok, sk["valid"] & ok) for ok in (cand, tr))
-    for i, j in zip(*(p.tolist() for p in shared_key_pairs(a, b))):
-        out[sk["keys"][i]].add(sk["keys"][j])
-    return out
+    for key, ok in key_columns(Keys(sk["band"], sk["exact"], sk["usable"], sk["valid"])):
+        values, counts = np.unique(key[ok & tr], return_counts=True)  # trained rows per key value
+        if values.size:
+            at = np.minimum(np.searchsorted(values, key[c]), values.size - 1)
+            n = np.where(ok[c] & (values[at] == key[c]), counts[at], 0)
+            any_ |= n > 0
+            other |= n > (ok & tr)[c]  # (itself, counted where it is trained)
+    return other, any_
 
 
 def exposures(order: pd.DataFrame) -> pd.DataFrame:
@@ -243,8 +250,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     of order.parquet's and heldout.parquet's documents, for eligibility: :func:`_sketch_corpus`), then the shards
     holding a sampled instance (or a retention run's item or foil) for those texts, which are known only once
     eligibility has seen every trained document. Memory: one batch of text, (bands + 2) 8-byte keys per document
-    of order.parquet and heldout.parquet, the corpus's document names (its id check), the sampled texts, and the
-    duplicate pairs found (:func:`audit.duplicates.shared_key_pairs`: quadratic in a duplicate cluster's size)."""
+    of order.parquet and heldout.parquet, the corpus's document names (its id check) and the sampled texts."""
     from . import plots
     from .forecast import forecast
 
@@ -297,9 +303,10 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         if not given:
             raise ValueError(f"{run}: its corpus changed since training ({why}); restore it or pass --corpus")
         raise _not_the_runs_corpus(corpus, run, why)
-    dups = trained_duplicates(run, corpus, sketches, candidates, trained)
-    ok_t = np.array([not (dups[d] - {d}) for d in _keys(first)], dtype=bool)
-    ok_c = np.array([not dups[d] for d in _keys(held)], dtype=bool)
+    other, any_ = trained_duplicates(run, corpus, sketches, candidates, trained)
+    at = {d: i for i, d in enumerate(candidates)}
+    ok_t = ~other[[at[d] for d in _keys(first)]]
+    ok_c = ~any_[[at[d] for d in _keys(held)]]
     eligibility = {"rule": ELIGIBILITY_RULE, "treated_dropped_duplicated": int((~ok_t).sum()),
                    "controls_dropped_trained_duplicate": int((~ok_c).sum())}
     first, held = first[ok_t], held[ok_c]

@@ -54,13 +54,18 @@ class Keys:
         return cls(sk.band_keys, sk.exact, sk.n_shingles > 0, sk.valid)
 
 
+def key_columns(k: Keys) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The keys two documents are duplicates by if they share one, each as (key (n,), bool (n,): where it counts):
+    each LSH band's (where shingled), then the canonical exact key as one 16-byte value (where valid)."""
+    exact = np.ascontiguousarray(k.exact).view("V16")[:, 0]
+    return [*((k.band[:, j], k.shingled) for j in range(k.band.shape[1])), (exact, k.valid)]
+
+
 def shared_key_pairs(a: Keys, b: Keys) -> tuple[np.ndarray, np.ndarray]:
-    """``(i, j)``, int64: each pair of rows (row i of ``a``, row j of ``b``) that are duplicates, i.e. share an LSH
-    band key (both shingled) or the exact key (both valid); once each, ordered by i then j. A sort-join per key."""
-    exact = [np.ascontiguousarray(k.exact).view("V16")[:, 0] for k in (a, b)]  # each 128-bit key as one value
-    cols = [(a.band[:, k], b.band[:, k], a.shingled, b.shingled) for k in range(a.band.shape[1])]
+    """``(i, j)``, int64: each pair of rows (row i of ``a``, row j of ``b``) that are duplicates, i.e. share a key of
+    :func:`key_columns`; once each, ordered by i then j. A sort-join per key."""
     found = []
-    for ka, kb, ok_a, ok_b in [*cols, (*exact, a.valid, b.valid)]:
+    for (ka, ok_a), (kb, ok_b) in zip(key_columns(a), key_columns(b)):
         ia, ib = np.flatnonzero(ok_a), np.flatnonzero(ok_b)
         ia, ib = ia[np.argsort(ka[ia])], ib[np.argsort(kb[ib])]  # both sorted: b's keys searched in a's, in order
         lo, hi = np.searchsorted(ka[ia], kb[ib], "left"), np.searchsorted(ka[ia], kb[ib], "right")
@@ -120,4 +125,4 @@ def dedup_status(own: list[tuple[str, int]], info: DuplicateInfo, removed: set[t
             for i, key in enumerate(own)]
 
 
-__all__ = ["DuplicateInfo", "Keys", "shared_key_pairs", "duplicate_counts", "dedup_status"]
+__all__ = ["DuplicateInfo", "Keys", "key_columns", "shared_key_pairs", "duplicate_counts", "dedup_status"]
