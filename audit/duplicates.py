@@ -9,9 +9,12 @@ keys joined with the sampled documents', so memory follows the sample, not the c
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from dedup.arrow import string_array
 from dedup.config import DedupConfig
@@ -20,6 +23,35 @@ from dedup.sketch import Sketcher, Sketches
 
 from .sampling import corpus_batches, document_name
 from .stats import concatenated_ranges
+
+
+class RemovedRows:
+    """Dedup's removed rows, ``(shard name, row) in removed``: one sorted int64 array of rows per shard name, 8 bytes
+    a row (a set of tuples took ~290), so an audit's memory does not grow with the rows dedup removed."""
+
+    def __init__(self, table: pa.Table | None = None):
+        """``table``: removed.parquet's ``shard`` and ``row`` columns (None: no row removed)."""
+        self._rows: dict[str, np.ndarray] = {}
+        if table is None or table.num_rows == 0:
+            return
+        shard = pc.dictionary_encode(table.column("shard")).combine_chunks()
+        codes, rows = shard.indices.to_numpy(), table.column("row").to_numpy().astype(np.int64)
+        order = np.lexsort((rows, codes))
+        codes, rows = codes[order], rows[order]
+        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+        names = shard.dictionary.to_pylist()
+        for c, part in zip(codes[starts].tolist(), np.split(rows, starts[1:])):
+            self._rows[names[c]] = part
+
+    def __contains__(self, key) -> bool:
+        rows = self._rows.get(key[0])
+        if rows is None:
+            return False
+        i = int(np.searchsorted(rows, key[1]))
+        return i < rows.size and int(rows[i]) == key[1]
+
+    def __len__(self) -> int:
+        return sum(r.size for r in self._rows.values())
 
 
 @dataclass
@@ -79,7 +111,7 @@ def duplicate_counts(
     own: list[tuple[str, int]],
     shards: list[Shard],
     config: DedupConfig,
-    removed: set[tuple[str, int]] | None = None,
+    removed: Container[tuple[str, int]] | None = None,
     members: set[str] | None = None,
 ) -> DuplicateInfo:
     """Count each sampled document's near duplicates in the corpus (``shards``, in canonical
@@ -112,17 +144,18 @@ def duplicate_counts(
             hit = np.unique(r)
             of_members = hit[np.array([document_name(ids[k], shard.name, start + k) in members for k in hit.tolist()])]
             member_dup[i[np.isin(r, of_members)]] = True
-    removed = removed or set()
+    removed = set() if removed is None else removed
     count = np.array([len(m) for m in matches], dtype=np.int64)
     removed_dup = np.array([any(x in removed for x in m if x != own[i]) for i, m in enumerate(matches)], dtype=bool)
     return DuplicateInfo(count, removed_dup, member_dup, matches)
 
 
-def dedup_status(own: list[tuple[str, int]], info: DuplicateInfo, removed: set[tuple[str, int]]) -> list[str]:
+def dedup_status(own: list[tuple[str, int]], info: DuplicateInfo, removed: Container[tuple[str, int]]) -> list[str]:
     """``removed`` (dedup removed this document), ``kept`` (dedup kept it and removed some of
     its near duplicates) or ``unique`` (kept, and none of its duplicates was removed)."""
     return ["removed" if key in removed else "kept" if info.removed_duplicate[i] else "unique"
             for i, key in enumerate(own)]
 
 
-__all__ = ["DuplicateInfo", "Keys", "key_columns", "shared_key_pairs", "duplicate_counts", "dedup_status"]
+__all__ = ["DuplicateInfo", "Keys", "RemovedRows", "key_columns", "shared_key_pairs", "duplicate_counts",
+           "dedup_status"]

@@ -250,11 +250,16 @@ def removed_path(out: Path) -> Path:
 
 
 def read_removed(out: Path, columns: list[str]) -> dict[str, list]:
-    """``columns`` of the dedup output ``out``'s removed.parquet as lists; :class:`dedup.io.StateError` naming the
-    file where one is absent."""
+    """``columns`` of the dedup output ``out``'s removed.parquet as lists (:func:`read_removed_table`)."""
+    return read_removed_table(out, columns).to_pydict()
+
+
+def read_removed_table(out: Path, columns: list[str]) -> pa.Table:
+    """``columns`` of the dedup output ``out``'s removed.parquet; :class:`dedup.io.StateError` naming the file where
+    one is absent."""
     import pyarrow.parquet as pq
 
     path = removed_path(Path(out))
     if missing := [c for c in columns if c not in pq.read_schema(path).names]:
         raise io.StateError(f"{path}: no column {missing[0]!r}: damaged, or not a memdedup dedup output")
-    return pq.read_table(path, columns=columns).to_pydict()
+    return pq.read_table(path, columns=columns)

@@ -606,3 +606,34 @@ def test_count_tokens_without_a_dedup_output_says_it_counts_nothing(canary_lm, t
         summary = run_audit(canary_lm.model_dir, [canary_lm.corpus_dir], tmp_path / "o",
                             AuditConfig(n_sequences=4, n_boot=0, count_tokens=True), log=quiet)
     assert "retention" not in summary
+
+
+def test_the_removed_rows_of_a_dedup_output_are_held_in_a_few_bytes_each(tmp_path):
+    """An audit with --dedup-dir held dedup's removed rows as a set of (shard name, row) tuples: ~220 bytes a
+    removed row, so its memory grew with the corpus (a 10^8-row corpus with 30% duplicates: ~6.6 GB), where the
+    audit's memory is to follow the sample. Now one sorted int64 array of rows per shard: 8 bytes a row (a structure
+    size check, not an RSS threshold). Failed before: ~220 bytes a row."""
+    import tracemalloc
+
+    from audit.run import _dedup_context
+    from dedup.runs import discover
+    from dedup.synthetic import write_shards
+
+    n = 20_000
+    write_shards(pa.table({"id": [f"d{i}" for i in range(n)], "text": [f"same text {i % 3}" for i in range(n)]}),
+                 tmp_path / "corpus", 2)
+    dedup_files([tmp_path / "corpus"], tmp_path / "dedup", DedupConfig(), threads=1)
+    shards = discover(tmp_path / "corpus")
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        _, removed, _ = _dedup_context(tmp_path / "dedup", shards)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(removed) == n - 3
+    assert held / len(removed) < 24, f"{held / len(removed):.0f} bytes a removed row"
+    first = pq.read_table(shards[0].path, columns=["text"]).column("text").to_pylist()
+    kept = {first.index(f"same text {k}") for k in range(3)}  # the first copy of each text is kept
+    assert all(((shards[0].name, r) in removed) == (r not in kept) for r in range(len(first)))
+    assert (shards[0].name, len(first) + 5) not in removed and ("other.parquet", 4) not in removed
