@@ -125,10 +125,10 @@ def rows_of(shards: list[Shard], text_column: str, id_column: str | None,
         rows = sorted(rows)
         for _, start, reader, batch in corpus_batches([shards[si]], text_column, id_column):
             lo, hi = bisect_left(rows, start), bisect_left(rows, start + batch.num_rows)
-            if lo < hi:
-                texts, ids = reader.text(batch).to_pylist(), reader.ids(batch).to_pylist()
-                for r in rows[lo:hi]:
-                    yield si, r, ids[r - start], texts[r - start]
+            if lo < hi:  # (only the wanted rows made Python strings)
+                at = pa.array(np.array(rows[lo:hi], dtype=np.int64) - start)
+                texts, ids = reader.text(batch).take(at).to_pylist(), reader.ids(batch).take(at).to_pylist()
+                yield from ((si, r, i, t) for r, i, t in zip(rows[lo:hi], ids, texts))
 
 
 def sample_sequences(shards: list[Shard], encode: Encode, n: int, prompt_len: int, cont_len: int, seed: int = 0,
