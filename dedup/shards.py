@@ -790,15 +790,26 @@ def head_texts(shard: Shard, text_column: str, n: int) -> list[str]:
     try:
         if shard.fmt == "jsonl":
             import io
-            # (a BufferedReader reads a long line in time linear in its length)
-            gz = shard.compression == "gzip"  # Python's gzip: zero bytes after the stream too
-            raw = None if gz else pa.input_stream(str(shard.path), compression=shard.compression)
-            with gzip.open(shard.path) if gz else io.BufferedReader(raw, 1 << 16) as f:
+
+            def first(f) -> list[str]:
+                found = []
                 for line in f if n > 0 else ():
                     if line.strip() and (t := json.loads(line).get(text_column)):
-                        texts.append(t)
-                        if len(texts) == n:  # no line after the n-th text is read
+                        found.append(t)
+                        if len(found) == n:  # no line after the n-th text is read
                             break
+                return found
+
+            # the reader's decoders (_decompressed): Arrow's (which takes a zlib stream for gzip too), Python's gzip
+            # where it fails; a BufferedReader reads a long line in time linear in its length
+            try:
+                with io.BufferedReader(pa.input_stream(str(shard.path), compression=shard.compression), 1 << 16) as f:
+                    texts = first(f)
+            except OSError:
+                if shard.compression != "gzip":
+                    raise
+                with gzip.open(shard.path) as f:
+                    texts = first(f)
         else:
             batches = (_parquet_file(shard.path).iter_batches(batch_size=n, columns=[text_column])
                        if shard.fmt == "parquet" else _ArrowFile(shard).batches(n))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import struct
+import zlib
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
@@ -444,6 +446,50 @@ def test_a_gzip_stream_padded_with_zero_bytes_is_read_as_zcat_reads_it(tmp_path:
         (shard,) = discover([tmp_path / name])
         with raises_naming(tmp_path / name, "unreadable"):
             count_rows([shard])
+
+
+def _gzip_member(data: bytes, header: bytes = b"\x1f\x8b\x08\x00\0\0\0\0\x00\xff") -> bytes:
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return header + c.compress(data) + c.flush() + struct.pack("<II", zlib.crc32(data), len(data))
+
+
+def _compressed_variants(body: bytes) -> dict[str, bytes]:
+    """The shapes of .gz and .zst files real tools write, each decompressing to ``body``."""
+    import zstandard
+
+    half, zc = len(body) // 2, zstandard.ZstdCompressor()
+    named = b"\x1f\x8b\x08\x1c\0\0\0\0\x00\x03" + b"\x04\x00AB\x00\x00" + b"a.jsonl\0" + b"note\0"  # EXTRA NAME COMMENT
+    hcrc = b"\x1f\x8b\x08\x02\0\0\0\0\x00\x03"
+    bgzf_eof = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+    skip = struct.pack("<II", 0x184D2A50, 4) + b"meta"  # a zstd skippable frame (pzstd, seekable zstd)
+    return {
+        "cat.jsonl.gz": gzip.compress(body[:half]) + gzip.compress(body[half:]),  # cat a.gz b.gz
+        "headers.jsonl.gz": _gzip_member(body[:half], named) + _gzip_member(body[half:], hcrc + struct.pack(
+            "<H", zlib.crc32(hcrc) & 0xFFFF)),
+        "bgzf.jsonl.gz": b"".join(_gzip_member(body[i:i + 50], b"\x1f\x8b\x08\x04\0\0\0\0\x00\xff\x06\x00BC\x02\x00"
+                                               b"\x00\x00") for i in range(0, len(body), 50)) + bgzf_eof,
+        "empty-members.jsonl.gz": gzip.compress(b"") + gzip.compress(body) + gzip.compress(b"") + b"\0" * 9,
+        "zlib.jsonl.gz": zlib.compress(body),  # a zlib stream: Arrow's gzip decoder reads it too
+        "frames.jsonl.zst": skip + zc.compress(body[:half]) + skip + zc.compress(body[half:]) + skip,
+        "no-size.jsonl.zst": zstandard.ZstdCompressor(write_content_size=False).compress(body),
+    }
+
+
+def test_compressed_files_real_tools_write_read_as_their_plain_jsonl(tmp_path: Path):
+    """Concatenated gzip members (cat, bgzip), header fields, empty members and padding, zstd frames with skippable
+    frames between and around: the rows of the plain file, and head_texts (an index's record of a file's first
+    documents) their first texts. A .jsonl.gz holding a zlib stream was read by the reader (Arrow's decoder takes
+    zlib as well as gzip) while head_texts (Python's gzip) gave [], so --index-dir recorded no first documents."""
+    from dedup.shards import head_texts
+
+    rows = [{"id": str(k), "text": f"text {k}" if k % 3 else None} for k in range(40)]
+    want = read_all(reader(discover([write(tmp_path / "plain.jsonl", rows)])[0])).to_pylist()
+    for name, data in _compressed_variants(_jsonl_bytes(rows)).items():
+        (tmp_path / name).write_bytes(data)
+        (shard,) = discover([tmp_path / name])
+        assert count_rows([shard]) == 40, name
+        assert read_all(reader(shard)).to_pylist() == want, name
+        assert head_texts(shard, "text", 64) == [r["text"] for r in rows if r["text"]], name
 
 
 def test_a_zstd_window_beyond_the_decoders_limit_is_refused_saying_so(tmp_path: Path):
