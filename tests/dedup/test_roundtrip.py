@@ -31,7 +31,8 @@ _STRINGS = [pa.string(), pa.large_string(), pa.string_view()]
 _EXTENSIONS = [pa.uuid(), pa.json_(), pa.bool8()]
 _LEAVES = [*_INTS, *_FLOATS, pa.bool_(), *_DECIMALS, *_TEMPORAL, *_BYTES, *_STRINGS, pa.null(), *_EXTENSIONS]
 _DICTIONARY_VALUES = [pa.string(), pa.large_string(), pa.binary(), pa.large_binary(), pa.int64(), pa.float32(),
-                      pa.date64(), pa.binary(3), pa.timestamp("s", "UTC")]
+                      pa.date64(), pa.binary(3), pa.timestamp("s", "UTC"), pa.timestamp("us", "-05:00"),
+                      pa.duration("ms")]
 _INDICES = [pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint32()]
 #: Types Parquet has no type for (pyarrow refuses to write them): Arrow IPC inputs only, top level.
 _NO_PARQUET = [pa.month_day_nano_interval(), pa.sparse_union([pa.field("i", pa.int64()), pa.field("s", pa.string())]),
@@ -165,7 +166,8 @@ _NS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
 def _exact(arr: pa.Array | pa.ChunkedArray) -> list:
     """The values of ``arr`` as Python, exactly and comparable across the conversions the README documents for
     Arrow IPC inputs (``to_pylist`` drops a time's nanoseconds and NaN is unequal to itself): floats as their repr
-    (``nan``, ``-0.0``), times, timestamps and durations as integer nanoseconds, dates as days, dictionaries decoded,
+    (``nan``, ``-0.0``), times and timestamps as integer nanoseconds, durations as their counts (Parquet keeps their
+    unit, but in a dictionary: ``int64``), dates as days, dictionaries decoded,
     extension values as their storage's."""
     if isinstance(arr, pa.ChunkedArray):
         return [v for chunk in arr.chunks for v in _exact(chunk)]
@@ -180,7 +182,7 @@ def _exact(arr: pa.Array | pa.ChunkedArray) -> list:
     if pa.types.is_date64(t):
         return [None if v is None else v // 86_400_000 for v in arr.view(pa.int64()).to_pylist()]
     if pa.types.is_temporal(t) and not pa.types.is_interval(t):
-        scale = 1 if pa.types.is_date(t) else _NS[t.unit]
+        scale = 1 if pa.types.is_date(t) or pa.types.is_duration(t) else _NS[t.unit]
         return [None if v is None else v * scale for v in arr.view(pa.int64() if t.bit_width == 64 else pa.int32())
                 .to_pylist()]
     if pa.types.is_struct(t):
@@ -197,7 +199,8 @@ def _exact(arr: pa.Array | pa.ChunkedArray) -> list:
 def _through_parquet(t: pa.DataType) -> pa.DataType:
     """The type a column of Arrow type ``t`` has in a kept shard (Parquet), as the README documents: date64 is
     date32; timestamp[s] and time32[s] are in milliseconds; a dictionary of other values than strings or bytes is
-    its values; one of large strings (bytes) is one of strings (bytes). Lists' child fields keep no name."""
+    its values (durations as ``int64``, timestamps with a time zone in UTC); one of large strings (bytes) is one of
+    strings (bytes). Lists' child fields keep no name."""
     if pa.types.is_date64(t):
         return pa.date32()
     if pa.types.is_timestamp(t) and t.unit == "s":
@@ -208,6 +211,10 @@ def _through_parquet(t: pa.DataType) -> pa.DataType:
         narrow = {pa.large_string(): pa.string(), pa.large_binary(): pa.binary()}.get(t.value_type, t.value_type)
         if narrow in (pa.string(), pa.binary()):
             return pa.dictionary(t.index_type, narrow)
+        if pa.types.is_duration(t.value_type):
+            return pa.int64()
+        if pa.types.is_timestamp(t.value_type) and t.value_type.tz is not None:
+            return _through_parquet(pa.timestamp(t.value_type.unit, "UTC"))
         return _through_parquet(t.value_type)
     if pa.types.is_struct(t):
         return pa.struct([f.with_type(_through_parquet(f.type)) for f in t])
