@@ -135,7 +135,7 @@ def _without_views(t: pa.DataType) -> pa.DataType:
 def without_null_dictionary_values(col: pa.Array) -> pa.Array:
     """``col`` with every dictionary in it whose values hold a null, which Arrow allows but its Parquet writer
     refuses, encoded again without it: the same type, the same values (a row pointing to it null). At the top level,
-    in structs and in lists (a dictionary elsewhere, in a map or a fixed-size list, is left as it is).
+    in structs and in lists and list views (a dictionary elsewhere, in a map or a fixed-size list, is left as it is).
 
     Example:
         >>> d = pa.DictionaryArray.from_arrays(pa.array([0, 1], pa.int8()), pa.array(["x", None]))
@@ -162,6 +162,8 @@ def _null_values_dropped(col: pa.Array) -> pa.Array:
         return pa.StructArray.from_arrays(fields, fields=list(t), mask=mask)
     if pa.types.is_list(t) or pa.types.is_large_list(t):
         return type(col).from_arrays(col.offsets, _null_values_dropped(col.values), type=t, mask=mask)
+    if pa.types.is_list_view(t) or pa.types.is_large_list_view(t):
+        return type(col).from_arrays(col.offsets, col.sizes, _null_values_dropped(col.values), type=t, mask=mask)
     return col
 
 
@@ -231,5 +233,7 @@ def leaf_arrays(values: pa.Array | pa.ChunkedArray,
             try:
                 flat = arr.flatten()
             except pa.ArrowNotImplementedError:  # 'MakeBuilder: cannot construct builder for type extension<...>'
-                flat = arr.values.slice(0, 0)  # only where none is left: every list null or empty
+                flat = None  # only where none is left: every list null or empty
+            if flat is None or not len(flat):  # (list views flatten to a new empty array, without its dictionaries)
+                flat = arr.values.slice(0, 0)
             yield from leaf_arrays(flat, found)
