@@ -292,13 +292,13 @@ def _null_value_beyond_lists(table: pa.Table) -> bool:
     return any(beyond(chunk, False) for col in table.columns for chunk in col.chunks)
 
 
-def _parquet_holds(table: pa.Table) -> bool:
-    """Whether pyarrow writes ``table`` as Parquet and the README promises a kept shard (where not, memdedup must
-    refuse the file)."""
+def _parquet_holds(table: pa.Table, group: int | None = None) -> bool:
+    """Whether pyarrow writes ``table`` as Parquet (in row groups of ``group`` rows) and the README promises a kept
+    shard (where not, memdedup must refuse the file)."""
     if _refused(table.schema):  # (first: pyarrow may abort writing a fixed-size list of size 0)
         return False
     try:
-        pq.write_table(table, pa.BufferOutputStream())
+        pq.write_table(table, pa.BufferOutputStream(), row_group_size=group)
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
         return False
     return True
@@ -380,7 +380,8 @@ def _corpora(draw, fmt: str) -> dict:
     # with dictionaries of their own
     apart = fmt != "file" and draw(st.booleans())
     corpus = _corpus(columns, texts, pad, cuts, apart, draw(st.integers(1, n + 1)), draw(st.integers(1, n + 2)))
-    assume(fmt != "parquet" or _parquet_holds(corpus["table"]))
+    # (pyarrow 26 cannot cut a struct of views into row groups: 'Slicing not implemented for StringView')
+    assume(fmt != "parquet" or _parquet_holds(corpus["table"], corpus["group"]))
     return corpus
 
 
