@@ -239,15 +239,16 @@ def _text_line_problem(shard: Shard, text_column: str) -> tuple[int, str] | None
     return next(filter(None, problems), None)
 
 
-def _decompressed(shard: Shard) -> Iterator[bytes]:
-    """The bytes of ``shard`` decompressed, in blocks of :data:`JSONL_CHUNK_BYTES`. Where Arrow's gzip decoder fails
-    (zero bytes after the stream, padding that some archivers and writers leave), Python's gzip decompresses the file
-    again and goes on from there: it ignores them, as zcat does, and refuses anything else (other bytes after the
-    stream, a damaged one)."""
-    done = 0
+def _decompressed(shard: Shard, block_bytes: int | None = None) -> Iterator[bytes]:
+    """The bytes of ``shard`` decompressed, in blocks of ``block_bytes`` (None: :data:`JSONL_CHUNK_BYTES`): the one decoding of JSON Lines files (the
+    reader's and :func:`head_texts`'). Where Arrow's gzip decoder (which reads a zlib stream too) fails, as on zero
+    bytes after the stream (padding some archivers and writers leave), Python's gzip decompresses the file again
+    and goes on from there: it skips zero bytes (between members too) and refuses anything else (other bytes after
+    the stream, a damaged one)."""
+    done, block_bytes = 0, block_bytes or JSONL_CHUNK_BYTES
     try:
         with pa.input_stream(str(shard.path), compression=shard.compression) as raw:
-            while block := raw.read(JSONL_CHUNK_BYTES):
+            while block := raw.read(block_bytes):
                 done += len(block)
                 yield block
     except OSError:
@@ -255,8 +256,23 @@ def _decompressed(shard: Shard) -> Iterator[bytes]:
             raise
         with gzip.open(shard.path) as f:
             f.seek(done)
-            while block := f.read(JSONL_CHUNK_BYTES):
+            while block := f.read(block_bytes):
                 yield block
+
+
+def _lines(blocks: Iterator[bytes]) -> Iterator[bytes]:
+    """The lines in the bytes ``blocks`` (without their line feeds; a last one without its own too), in time linear
+    in their length however long a line is."""
+    head: list[bytes] = []  # the start of a line, from the blocks before
+    for block in blocks:
+        *whole, tail = block.split(b"\n")
+        if whole:
+            yield b"".join([*head, whole[0]])
+            yield from whole[1:]
+            head = []
+        head.append(tail)
+    if last := b"".join(head):
+        yield last
 
 
 def _jsonl_pieces(shard: Shard) -> Iterator[tuple[int, bytes, jsonl.Lines]]:
@@ -789,27 +805,11 @@ def head_texts(shard: Shard, text_column: str, n: int) -> list[str]:
     texts: list[str] = []
     try:
         if shard.fmt == "jsonl":
-            import io
-
-            def first(f) -> list[str]:
-                found = []
-                for line in f if n > 0 else ():
-                    if line.strip() and (t := json.loads(line).get(text_column)):
-                        found.append(t)
-                        if len(found) == n:  # no line after the n-th text is read
-                            break
-                return found
-
-            # the reader's decoders (_decompressed): Arrow's (which takes a zlib stream for gzip too), Python's gzip
-            # where it fails; a BufferedReader reads a long line in time linear in its length
-            try:
-                with io.BufferedReader(pa.input_stream(str(shard.path), compression=shard.compression), 1 << 16) as f:
-                    texts = first(f)
-            except OSError:
-                if shard.compression != "gzip":
-                    raise
-                with gzip.open(shard.path) as f:
-                    texts = first(f)
+            for line in _lines(_decompressed(shard, 1 << 16)) if n > 0 else ():  # (the reader's decoding)
+                if line.strip() and (t := json.loads(line).get(text_column)):
+                    texts.append(t)
+                    if len(texts) == n:  # no line after the n-th text is read
+                        break
         else:
             batches = (_parquet_file(shard.path).iter_batches(batch_size=n, columns=[text_column])
                        if shard.fmt == "parquet" else _ArrowFile(shard).batches(n))
