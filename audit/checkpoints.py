@@ -15,6 +15,7 @@ run (Orhan 2024) also :func:`run_retention`'s forgetting curve (``retention_run.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
 from pathlib import Path
@@ -35,7 +36,7 @@ from .layout import (CHECKPOINT_DIR, EVENT_TIME_FILE, EVENT_TIME_PNG, FORECAST_F
                      INSTANCES_FILE, ORDER_FILE, PROFILE_FILE, PROFILE_OUTPUTS, RETENTION_FILE, RETENTION_PNG,
                      RETENTION_RUN_CURVE, RETENTION_RUN_FILE, SUMMARY, TRAIN_CONFIG, checkpoint_name, checkpoint_step,
                      holding_out, read_instances, refuse_out)
-from .duplicates import Keys, key_columns
+from .duplicates import Keys, ShardRows, key_columns
 from .sampling import corpus_batches, rows_of
 
 
@@ -75,17 +76,17 @@ def _not_the_runs_corpus(corpus: list[str], run: Path, why: str) -> ValueError:
 def _document_texts(run: Path, keys, corpus: list[str], text_column: str) -> dict[tuple[str, int], str]:
     """The text of each (shard name, row) in ``keys``, read from the corpus in one pass (of the shards holding one)."""
     shards = discover(corpus)
-    index = _shard_index(run, corpus, shards, keys)
+    index = _shard_index(run, corpus, shards, (name for name, _ in keys))
     wanted = [(index[name], row) for name, row in keys]
     texts = {(shards[i].name, r): text or "" for i, r, _, text in rows_of(shards, text_column, None, wanted)}
     _refuse_absent(run, corpus, keys, texts)
     return texts
 
 
-def _shard_index(run: Path, corpus: list[str], shards, keys) -> dict[str, int]:
-    """Each shard's index by name; ValueError naming a shard of ``keys`` ((shard name, row)) not in the corpus."""
+def _shard_index(run: Path, corpus: list[str], shards, names) -> dict[str, int]:
+    """Each shard's index by name; ValueError naming a shard of ``names`` not in the corpus."""
     index = {s.name: i for i, s in enumerate(shards)}
-    for name, _ in keys:
+    for name in names:
         if name not in index:
             raise ValueError(f"{run}: order names shard {name!r}, not in the corpus {corpus}")
     return index
@@ -147,12 +148,13 @@ def _keys(table: pd.DataFrame) -> list[tuple[str, int]]:
     return [(str(s), int(r)) for s, r in zip(table["shard"], table["row"])]
 
 
-def _sketch_corpus(corpus: list[str], keys: set[tuple[str, int]], text_column: str, id_column: str | None,
-                   digest: bool = False) -> tuple[str | None, dict | None]:
-    """One pass over the corpus: ``(corpus_sha256, sketches)``, the digest (:func:`audit.train.corpus_digest`, with
-    :func:`audit.train.corpus_documents`' InputError for an id naming two rows) only with ``digest``; ``sketches``:
-    ``keys`` (the (shard name, row) of those the corpus holds, canonical order), ``band`` (n, bands) and ``exact``
-    (n, 2) uint64 dedup keys of their texts (a null one read as ""), ``usable`` (shingled), ``valid`` and ``null``.
+def _sketch_corpus(run: Path, corpus: list[str], keys: set[tuple[str, int]], text_column: str,
+                   id_column: str | None, digest: bool = False) -> tuple[str | None, list, Keys | None, np.ndarray]:
+    """One pass over the corpus: ``(corpus_sha256, names, sketches, null)``: the digest (:func:`audit.train.
+    corpus_digest`, with :func:`audit.train.corpus_documents`' InputError for an id naming two rows) only with
+    ``digest``; the (shard name, row) of the rows of ``keys`` the corpus holds (canonical order), their dedup
+    :class:`audit.duplicates.Keys` (None: none held) and bool (n,) whether their text is null (sketched as "").
+    ValueError naming a shard of ``keys`` not in the corpus.
 
     Memory: one batch of rows and its sketch, and (bands + 2) 8-byte keys per row of ``keys`` (the rows of
     order.parquet and heldout.parquet: never the texts), plus with ``digest`` every document's name (the id check)."""
@@ -163,21 +165,18 @@ def _sketch_corpus(corpus: list[str], keys: set[tuple[str, int]], text_column: s
 
     config = DedupConfig(text_column=text_column)
     sketcher = Sketcher(config, *config.banding())
-    wanted: dict[str, list[int]] = {}
-    for name, row in keys:
-        wanted.setdefault(name, []).append(row)
-    wanted = {name: np.array(sorted(rows), dtype=np.int64) for name, rows in wanted.items()}
+    shards = discover(corpus)
+    wanted = ShardRows.of(keys)
+    _shard_index(run, corpus, shards, sorted(wanted.names()))
     parts = []
 
     def rows():
-        for shard, start, reader, batch in corpus_batches(discover(corpus), text_column, id_column):
-            texts, got = reader.text(batch), wanted.get(shard.name, np.empty(0, dtype=np.int64))
-            got = got[slice(*np.searchsorted(got, [start, start + batch.num_rows]))]
+        for shard, start, reader, batch in corpus_batches(shards, text_column, id_column):
+            texts, got = reader.text(batch), wanted.between(shard.name, start, start + batch.num_rows)
             if got.size:
                 text = texts.take(pa.array(got - start))
-                sk = sketcher(pc.fill_null(text, ""))
-                parts.append(([(shard.name, int(r)) for r in got], sk.band_keys, sk.exact, sk.n_shingles > 0,
-                              sk.valid, text.is_null().to_numpy(zero_copy_only=False)))
+                parts.append(([(shard.name, int(r)) for r in got], Keys.of(sketcher(pc.fill_null(text, ""))),
+                              text.is_null().to_numpy(zero_copy_only=False)))
             if digest:
                 for r, (doc_id, t) in enumerate(zip(reader.ids(batch).to_pylist(), texts.to_pylist())):
                     yield shard, start + r, doc_id, t
@@ -185,29 +184,28 @@ def _sketch_corpus(corpus: list[str], keys: set[tuple[str, int]], text_column: s
     sha = corpus_digest(named_documents(rows())) if digest else None
     if not digest:
         deque(rows(), maxlen=0)  # the pass, for the sketches alone
-    fields = ("keys", "band", "exact", "usable", "valid", "null")
-    sketches = {f: [x for p in parts for x in p[0]] if f == "keys" else np.concatenate([p[i] for p in parts])
-                for i, f in enumerate(fields)} if parts else None
-    return sha, sketches
+    if not parts:
+        return sha, [], None, np.zeros(0, dtype=bool)
+    sketches = Keys(*(np.concatenate([getattr(p[1], f.name) for p in parts]) for f in dataclasses.fields(Keys)))
+    return sha, [k for p in parts for k in p[0]], sketches, np.concatenate([p[2] for p in parts])
 
 
-def trained_duplicates(run: Path, corpus: list[str], sketches: dict | None, keys: list[tuple[str, int]],
-                       trained: set[tuple[str, int]]) -> tuple[np.ndarray, np.ndarray]:
+def trained_duplicates(run: Path, corpus: list[str], names: list, sketches: Keys | None, null: np.ndarray,
+                       keys: list[tuple[str, int]], trained: set[tuple[str, int]]) -> tuple[np.ndarray, np.ndarray]:
     """For each (shard name, row) in ``keys``, bool (n,) twice: whether a TRAINED document (``trained``, from
     order.parquet) other than itself is an exact or near duplicate of it, and whether any is (itself included):
     one sharing a key of :func:`audit.duplicates.key_columns` (dedup's keys, the trainer's default DedupConfig) in
-    :func:`_sketch_corpus`' ``sketches`` of ``keys`` and ``trained``, a null text read as "", a trained row's
-    matching nothing. Counted per key, so memory is linear in the rows, whatever the duplicate clusters' sizes.
-    ValueError: a row of ``keys`` that the corpus lacks."""
-    _shard_index(run, corpus, discover(corpus), keys)
-    _refuse_absent(run, corpus, keys, set(sketches["keys"]) if sketches else set())
+    :func:`_sketch_corpus`' ``names``, ``sketches`` and ``null`` of ``keys`` and ``trained``, a null text read as
+    "", a trained row's matching nothing. Counted per key, so memory is linear in the rows, whatever the duplicate
+    clusters' sizes. ValueError: a row of ``keys`` that the corpus lacks."""
+    _refuse_absent(run, corpus, keys, set(names))
     other, any_ = np.zeros(len(keys), dtype=bool), np.zeros(len(keys), dtype=bool)
-    if not (sk := sketches):
+    if sketches is None:
         return other, any_
-    pos = {k: i for i, k in enumerate(sk["keys"])}
+    pos = {k: i for i, k in enumerate(names)}
     c = np.array([pos[k] for k in keys], dtype=np.int64)
-    tr = np.array([k in trained for k in sk["keys"]], dtype=bool) & ~sk["null"]  # a null trained text: no key counts
-    for key, ok in key_columns(Keys(sk["band"], sk["exact"], sk["usable"], sk["valid"])):
+    tr = np.array([k in trained for k in names], dtype=bool) & ~null  # a null trained text: no key counts
+    for key, ok in key_columns(sketches):
         values, counts = np.unique(key[ok & tr], return_counts=True)  # trained rows per key value
         if values.size:
             at = np.minimum(np.searchsorted(values, key[c]), values.size - 1)
@@ -296,14 +294,14 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     # texts) and the sketches of the trained and candidate documents for eligibility by content, not raw text
     # (ELIGIBILITY_RULE; issue #12 section 1). Its memory: _sketch_corpus's, never the texts.
     candidates, trained = sorted(set(_keys(first) + _keys(held))), set(_keys(order))
-    sha, sketches = _sketch_corpus(corpus, set(candidates) | trained, text_column, train_cfg.get("id_column", "id"),
-                                   digest=bool(train_manifest.get("corpus_sha256")))
+    sha, *sketched = _sketch_corpus(run, corpus, set(candidates) | trained, text_column,
+                                    train_cfg.get("id_column", "id"), digest=bool(train_manifest.get("corpus_sha256")))
     if sha is not None and sha != train_manifest["corpus_sha256"]:
         why = "its documents, shards or rows differ from the run's corpus_sha256"
         if not given:
             raise ValueError(f"{run}: its corpus changed since training ({why}); restore it or pass --corpus")
         raise _not_the_runs_corpus(corpus, run, why)
-    other, any_ = trained_duplicates(run, corpus, sketches, candidates, trained)
+    other, any_ = trained_duplicates(run, corpus, *sketched, candidates, trained)
     at = {d: i for i, d in enumerate(candidates)}
     ok_t = ~other[[at[d] for d in _keys(first)]]
     ok_c = ~any_[[at[d] for d in _keys(held)]]

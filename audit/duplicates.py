@@ -25,12 +25,13 @@ from .sampling import corpus_batches, document_name
 from .stats import concatenated_ranges
 
 
-class RemovedRows:
-    """Dedup's removed rows, ``(shard name, row) in removed``: one sorted int64 array of rows per shard name, 8 bytes
-    a row (a set of tuples took ~290), so an audit's memory does not grow with the rows dedup removed."""
+class ShardRows:
+    """A set of (shard name, row): one sorted int64 array of rows per shard name, 8 bytes a row (a set of tuples
+    takes ~290), so that memory does not grow so with the rows held (dedup's removed rows, the profile's documents).
+    ``(name, row) in rows``; :meth:`between`."""
 
     def __init__(self, table: pa.Table | None = None):
-        """``table``: removed.parquet's ``shard`` and ``row`` columns (None: no row removed)."""
+        """``table``: ``shard`` (names) and ``row`` columns, e.g. removed.parquet's (None: no row)."""
         self._rows: dict[str, np.ndarray] = {}
         if table is None or table.num_rows == 0:
             return
@@ -42,6 +43,22 @@ class RemovedRows:
         names = shard.dictionary.to_pylist()
         for c, part in zip(codes[starts].tolist(), np.split(rows, starts[1:])):
             self._rows[names[c]] = part
+
+    @classmethod
+    def of(cls, keys) -> ShardRows:
+        """Of (shard name, row) pairs."""
+        keys = list(keys)
+        return cls(pa.table({"shard": pa.array([k[0] for k in keys], pa.string()),
+                             "row": pa.array([k[1] for k in keys], pa.int64())}))
+
+    def between(self, name: str, start: int, stop: int) -> np.ndarray:
+        """int64, sorted: the rows of shard ``name`` held in [start, stop)."""
+        rows = self._rows.get(name, np.empty(0, dtype=np.int64))
+        return rows[slice(*np.searchsorted(rows, [start, stop]))]
+
+    def names(self) -> set[str]:
+        """The shard names of the rows held."""
+        return set(self._rows)
 
     def __contains__(self, key) -> bool:
         rows = self._rows.get(key[0])
@@ -157,5 +174,5 @@ def dedup_status(own: list[tuple[str, int]], info: DuplicateInfo, removed: Conta
             for i, key in enumerate(own)]
 
 
-__all__ = ["DuplicateInfo", "Keys", "RemovedRows", "key_columns", "shared_key_pairs", "duplicate_counts",
+__all__ = ["DuplicateInfo", "Keys", "ShardRows", "key_columns", "shared_key_pairs", "duplicate_counts",
            "dedup_status"]

@@ -24,7 +24,7 @@ from dedup.shards import InputError, ShardReader, count_rows, format_of, id_stri
 
 from . import aggregate, batching, metrics
 from .config import AuditConfig
-from .duplicates import RemovedRows, dedup_status, duplicate_counts
+from .duplicates import ShardRows, dedup_status, duplicate_counts
 from .occurrences import corpus_documents, count_occurrences
 from .layout import (PER_SEQUENCE, SUMMARY, holding_out, per_sequence_schema, refuse_out, training_run,
                      training_run_digest)
@@ -33,7 +33,7 @@ from .sampling import (corpus_batches, document_name, per_bucket_selection, samp
 from .stats import duplicate_bucket
 
 
-def _dedup_context(dedup_dir: Path, shards) -> tuple[DedupConfig, RemovedRows, dict]:
+def _dedup_context(dedup_dir: Path, shards) -> tuple[DedupConfig, ShardRows, dict]:
     """Dedup's config, removed rows and manifest. InputError unless every corpus shard is an input of the
     dedup run (same name, rows and size): removed rows are matched to sampled documents by (shard name, row)."""
     manifest = io.completed_manifest(dedup_dir, "dedup")
@@ -47,7 +47,7 @@ def _dedup_context(dedup_dir: Path, shards) -> tuple[DedupConfig, RemovedRows, d
                                         "below the inputs' common directory: give the corpus as the dedup run had it)")
         if why := dedup_layout.other_bytes(manifest, shard.name, shard.path.stat().st_size, str(shard.path)):
             raise InputError(dedup_dir, f"not the dedup output of this corpus: {why}")
-    return config, RemovedRows(removed), manifest
+    return config, ShardRows(removed), manifest
 
 
 def _members(path: Path) -> set[str]:
@@ -129,7 +129,7 @@ def run_audit(model_dir: str | os.PathLike, corpus: str | os.PathLike | Sequence
         for s in shards:  # dedup (sampled sequences check it as they count the rows)
             ShardReader(s, config.text_column, config.id_column, True, 1)
     dedup_cfg, removed, dedup_manifest = (_dedup_context(Path(dedup_dir), shards) if dedup_dir
-                                          else (DedupConfig(), RemovedRows(), None))
+                                          else (DedupConfig(), ShardRows(), None))
     member_ids = _members(Path(members)) if members else None
     run = training_run(model_dir)  # the memdedup train run the model is of: its record as the model is loaded
     trained_by = {"path": str(run.resolve()), "sha256": training_run_digest(run)} if run is not None else None
