@@ -87,6 +87,38 @@ def test_a_member_id_on_two_documents_is_refused_naming_both_rows(tiny_random_lm
     assert s["membership_labels"]["members"] == 8
 
 
+def test_the_member_ids_met_in_the_corpus_are_checked_in_a_few_tens_of_bytes_each(tmp_path):
+    """To refuse a --members id on two corpus rows of other texts, duplicate_counts kept a dict of member id ->
+    (shard name, row, exact key) tuples for every member met in the corpus: ~300 bytes a member (10^7 members: ~3
+    GB on top of the members set). Now arrays by the member's place in the sorted ids: 44 bytes a member (a
+    structure size check: the peak with members less the peak without, not an RSS threshold). Failed before:
+    ~300 bytes a member."""
+    import tracemalloc
+
+    from audit.duplicates import duplicate_counts
+    from dedup.config import DedupConfig
+    from dedup.runs import discover
+    from dedup.synthetic import write_shards
+
+    n = 30_000
+    write_shards(pa.table({"id": [f"doc-{i:06d}" for i in range(n)], "text": [f"text number {i}" for i in range(n)]}),
+                 tmp_path / "corpus", 2)
+    shards, members = discover(tmp_path / "corpus"), {f"doc-{i:06d}" for i in range(n)}
+    count = lambda given: duplicate_counts(["text number 7"], [(shards[0].name, 7)], shards,  # noqa: E731
+                                           DedupConfig(batch_rows=1024), None, given)
+    count(None)  # (what a first call allocates once)
+    peaks = []
+    for given in (None, members):
+        tracemalloc.start()
+        try:
+            info = count(given)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    assert info.count.tolist() == [1] and info.member_duplicate.tolist() == [True]
+    assert (peaks[1] - peaks[0]) / n < 100, f"{(peaks[1] - peaks[0]) / n:.0f} bytes a member"
+
+
 def test_heldout_is_chosen_by_whole_duplicate_clusters():
     from audit.train import choose_heldout
     from dedup.config import DedupConfig
