@@ -47,10 +47,9 @@ def _bool_column(df: pd.DataFrame, column: str, table: str) -> np.ndarray:
     """A boolean (n,) array from a bool or 0/1 column without missing values, else ValueError."""
     if column not in df.columns:
         raise ValueError(f"{table} table has no column {column!r} (columns: {list(df.columns)})")
-    s = df[column]
-    if s.isna().any():
+    if df[column].isna().any():
         raise ValueError(f"{table} table column {column!r} has missing values")
-    a = s.to_numpy()
+    a = df[column].to_numpy()
     if a.dtype == object and all(isinstance(v, (bool, np.bool_)) for v in a):
         a = a.astype(bool)
     return as_bools(a, f"{table} table column {column!r}", "boolean or 0/1")
@@ -61,9 +60,8 @@ def _keyed(df: pd.DataFrame, keys: list[str], flag: str, seen: str | None, table
     """``df`` reduced to key columns (+ ``distinct``) + flag, filtered to seen rows."""
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"{table} must be a pandas DataFrame, got {type(df).__name__}")
-    for k in keys:
-        if k not in df.columns:
-            raise ValueError(f"{table} table has no key column {k!r} (columns: {list(df.columns)})")
+    if missing := [k for k in keys if k not in df.columns]:
+        raise ValueError(f"{table} table has no key column {missing[0]!r} (columns: {list(df.columns)})")
     if df[keys].isna().any().any():
         raise ValueError(f"{table} table has missing keys")
     if df.duplicated(subset=keys).any():
@@ -75,17 +73,9 @@ def _keyed(df: pd.DataFrame, keys: list[str], flag: str, seen: str | None, table
     return out
 
 
-def forecast(
-    first: pd.DataFrame,
-    second: pd.DataFrame,
-    key: str | Sequence[str] = "seq_key",
-    flag: str = "extractable",
-    seen_first: str | None = None,
-    seen_second: str | None = None,
-    *,
-    distinct: str | None = None,
-    confidence: float = 0.95,
-) -> dict:
+def forecast(first: pd.DataFrame, second: pd.DataFrame, key: str | Sequence[str] = "seq_key", flag: str = "extractable",
+             seen_first: str | None = None, seen_second: str | None = None, *, distinct: str | None = None,
+             confidence: float = 0.95) -> dict:
     """Precision and recall of "memorized by ``first``" as a predictor of "memorized by
     ``second``". ``key``: one or more columns, unique and non-missing within each table;
     ``seen_first`` / ``seen_second``: boolean columns, the model was trained on the sequence;
@@ -203,7 +193,7 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
     audit twice, two checkpoints of one run in the wrong order (the later first) or of one step, other ``--bos``
     policies (:func:`refuse_other_bos`), or no sequence of both audits that both models have seen (nothing to
     forecast)."""
-    dirs = (Path(first), Path(second))
+    dirs, keys = (Path(first), Path(second)), ["doc_id", "token_offset"]
     tables = []
     for d in dirs:
         refuse_unfinished(d, "audit")
@@ -217,11 +207,11 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
             raise InputError(f, "column 'extractable' must be boolean or 0/1, without missing values") from None
         if {"doc_id", "shard", "row"} <= set(t.columns):  # no corpus ids: 'shard:row', as memdedup train names it
             t["doc_id"] = [document_name(*d) for d in zip(*(table[c].to_pylist() for c in ("doc_id", "shard", "row")))]
-        if t[["doc_id", "token_offset"]].isna().any().any():
+        if t[keys].isna().any().any():
             raise InputError(d, "sequences without a document (null doc_id or token_offset: an audit of --sequences "
                                 "given by tokens) cannot be matched with another audit's")
-        if (twice := t.duplicated(["doc_id", "token_offset"])).any():
-            doc, off = t.loc[twice.idxmax(), ["doc_id", "token_offset"]]  # else the merge pairs them crosswise
+        if (twice := t.duplicated(keys)).any():
+            doc, off = t.loc[twice.idxmax(), keys]  # else the merge pairs them crosswise
             raise InputError(d, f"two of its sequences are at document {doc!r}, token offset {off} (an id on two "
                                 "corpus rows, or a sequence given twice): sequences are matched on (doc_id, "
                                 "token_offset), so these cannot be")
@@ -231,7 +221,6 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
     refuse_other_bos(dirs)
     distinct = None
     if all({"prompt", "truth"} <= set(t.columns) for t in tables):  # the same (doc_id, token_offset), other tokens?
-        keys = ["doc_id", "token_offset"]
         for t in tables:  # a sequence's tokens, the key of distinct sequences (aggregate.RATES_COUNT)
             t["_sequence"] = [repr(k) for k in sequence_keys(t["prompt"], t["truth"])]
         both = tables[0][keys + ["_sequence"]].merge(tables[1][keys + ["_sequence"]], on=keys)
@@ -256,10 +245,9 @@ def forecast_audits(first: str | os.PathLike, second: str | os.PathLike) -> dict
         for t in tables:
             t["seen"] = t["member"].fillna(True).astype(bool) if "member" in t.columns else True
         rule = "member label (no common training run with order.parquet); unknown labels count as seen"
-    out = forecast(tables[0], tables[1], key=["doc_id", "token_offset"], flag="extractable",
+    out = forecast(tables[0], tables[1], key=keys, flag="extractable",
                    seen_first="seen", seen_second="seen", distinct=distinct)
     if out["n"] == 0:  # no precision or recall: nothing to forecast
-        keys = ["doc_id", "token_offset"]
         if not (shared := len(tables[0][keys].merge(tables[1][keys]))):
             raise InputError(dirs[1], f"none of its sequences is at a document and token offset of {dirs[0]}'s: "
                                       "nothing to forecast; audit both models on the same --sequences, or on the same "
