@@ -4,6 +4,7 @@ profile, and the most memorized sequences; every number from the audit's ``summa
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,10 +31,8 @@ Decode = Callable[[Sequence[int]], str]
 
 def _tokens_html(ids: Sequence[int], decode: Decode | None) -> str:
     if ids and decode is not None:
-        try:
+        with contextlib.suppress(Exception):  # a decoder that cannot handle these ids: fall back to the ids
             return esc(decode(list(ids)))
-        except Exception:  # a decoder that cannot handle these ids: fall back to the ids
-            pass
     return esc(" ".join(str(t) for t in ids))
 
 
@@ -327,10 +326,9 @@ def model_report(audit_dir: str | os.PathLike, out_html: str | os.PathLike,
         shown = {k: cfg[k] for k in ("n_sequences", "prompt_len", "cont_len", "offset", "seed", "k", "generate")
                  if k in cfg and k not in skip}
         meta_rows.append(["configuration", esc(", ".join(f"{k}={v}" for k, v in shown.items()))])
-    skipped = [f"{integer(n)} {noun}{'s' if n != 1 else ''} {what}" for key, noun, what in (
-        ("skipped_short", "document", "shorter than prompt + continuation"),
-        ("skipped_missing", "given id", "not in the corpus")) if (n := int(seqs.get(key) or 0))]
-    if skipped:
+    if skipped := [f"{integer(n)} {noun}{'s' if n != 1 else ''} {what}" for key, noun, what in (
+            ("skipped_short", "document", "shorter than prompt + continuation"),
+            ("skipped_missing", "given id", "not in the corpus")) if (n := int(seqs.get(key) or 0))]:
         meta_rows.append(["skipped", "; ".join(skipped)])
     if by_dup := a.by_duplicates():
         sections.append("<h2>Extractable rate by occurrences</h2>" + figure_html(
