@@ -270,8 +270,7 @@ def comparison_report(audit_dirs: Sequence[str | os.PathLike], labels: Sequence[
                                       lambda g: esc(STATUS_TEXT.get(g, g))))
 
     if acct is not None:
-        fm = acct["first_model"]
-        rb = acct["removed_by_reason"]
+        fm, rb = acct["first_model"], acct["removed_by_reason"]
         rows = [["documents in the corpus", integer(acct["documents_total"]), ""],
                 ["kept", integer(acct["documents_kept"]), pct(acct["documents_kept_fraction"])]] + [
             [f"removed as {esc(reason)} duplicates", integer(rb[reason]),
