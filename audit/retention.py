@@ -207,6 +207,5 @@ def retention_curve(rows: pd.DataFrame, metrics: Sequence[str] | None = None) ->
                 out[m] = np.where(n > 0, k / np.where(n > 0, n, 1), np.nan)
             out[f"{m}_n"] = n.astype(np.int64)
             bounds = [wilson_bounds(float(kk), int(nn), 0.95) if nn > 0 else (np.nan, np.nan) for kk, nn in zip(k, n)]
-            out[f"{m}_lower"] = [b[0] for b in bounds]
-            out[f"{m}_upper"] = [b[1] for b in bounds]
+            out[f"{m}_lower"], out[f"{m}_upper"] = [b[0] for b in bounds], [b[1] for b in bounds]
     return out
