@@ -45,8 +45,8 @@ def _checkpoints(run: Path) -> list[tuple[int, Path]]:
     ``step-*`` directory with another name (a copy such as ``step-0000010-old``) or a Hugging Face Trainer
     ``checkpoint-N`` directory (in the run or in ``checkpoints/``), with the name it needs."""
     for p in sorted([*run.glob("checkpoint-*"), *(run / CHECKPOINT_DIR).glob("checkpoint-*")]):
-        if p.is_dir() and p.name[len("checkpoint-"):].isdecimal():  # else silently left out, or "no step-*"
-            want = run / CHECKPOINT_DIR / checkpoint_name(int(p.name[len("checkpoint-"):]))
+        if p.is_dir() and p.name.removeprefix("checkpoint-").isdecimal():  # else silently left out, or "no step-*"
+            want = run / CHECKPOINT_DIR / checkpoint_name(int(p.name.removeprefix("checkpoint-")))
             raise InputError(p, f"a Hugging Face Trainer checkpoint: memdedup reads {CHECKPOINT_DIR}/step-NNNNNNN/ "
                                 f"(the step zero-padded to 7 digits): move or link it to {want}")
     ckpts = []
@@ -273,8 +273,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
     order = read_instances(run / ORDER_FILE, INSTANCE_COLUMNS + ("step",)).to_pandas()
     held = read_instances(run / HELDOUT_FILE, INSTANCE_COLUMNS).to_pandas()
     ckpts = _checkpoints(run)
-    grid = config.checkpoint_grid()
-    if grid is not None:  # the user's own checkpoint grid
+    if (grid := config.checkpoint_grid()) is not None:  # the user's own checkpoint grid
         if missing := sorted(set(grid) - {s for s, _ in ckpts}):
             raise ValueError(f"{run}: checkpoints {missing} are not in the run (it has {[s for s, _ in ckpts]})")
         ckpts = [(s, p) for s, p in ckpts if s in set(grid)]
@@ -363,8 +362,7 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         r = retention.recall(lm.greedy_continuations(tokens, half, config.batch_size, stats.greedy_match),
                              tokens[:, half:])
         panel.append(pd.DataFrame({"instance_id": rows.index, "step": step, "outcome": outcome,
-                                   "exact_recall": r["exact"], "token_recall": r["token_fraction"],
-                                   "loss": loss}))
+                                   "exact_recall": r["exact"], "token_recall": r["token_fraction"], "loss": loss}))
         el = time.perf_counter() - t_loop
         log(f"profile: checkpoint {step} done ({i_ck}/{len(scored)}, {i_ck / el:.2f} checkpoints/s, "
             f"{i_ck * len(rows) / el:.0f} instances/s, ETA {(len(scored) - i_ck) * el / i_ck:.0f}s)")
