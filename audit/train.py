@@ -98,8 +98,7 @@ def choose_heldout(texts: list[str], fraction: float, seed: int, dedup_config=No
                     parent[max(a, b)] = min(a, b)
     labels = np.array([find(i) for i in range(n)], dtype=np.int64)  # a cluster's smallest index
     uniq, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
-    taken = 0
-    chosen = np.zeros(uniq.size, dtype=bool)
+    taken, chosen = 0, np.zeros(uniq.size, dtype=bool)
     for c in np.random.default_rng(seed).permutation(uniq.size).tolist():
         if taken + sizes[c] <= target:
             chosen[c] = True
