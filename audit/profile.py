@@ -87,13 +87,10 @@ def _wide_panel(panel: pd.DataFrame):
     _require_columns(panel, ["instance_id", "step", "outcome"], "panel")
     if len(panel) == 0:
         raise ValueError("panel is empty")
-    steps = panel["step"].to_numpy()
-    if not np.issubdtype(steps.dtype, np.number):  # object and bool included
-        try:
-            steps = pd.to_numeric(panel["step"]).to_numpy()
-        except (TypeError, ValueError):
-            raise ValueError("panel['step'] must be integer checkpoint steps, got dtype "
-                             f"{panel['step'].dtype}") from None
+    try:
+        steps = pd.to_numeric(panel["step"]).to_numpy()  # a numeric column as it is
+    except (TypeError, ValueError):
+        raise ValueError(f"panel['step'] must be integer checkpoint steps, got dtype {panel['step'].dtype}") from None
     if not np.issubdtype(steps.dtype, np.integer):
         steps = steps.astype(np.float64)
         if not np.isfinite(steps).all() or (steps != np.round(steps)).any():
