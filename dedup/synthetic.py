@@ -82,11 +82,9 @@ century washington north usually leave therefore evidence plan
 """
 
 # Non-ASCII words, each one canonical word; several need NFKC to reach it (full-width, the fi ligature, an accent).
-_EXOTIC_WORDS = [
-    "café", "naïve", "Zürich", "résumé", "façade", "jalapeño", "São", "Ångström", "crème", "brûlée", "déjà", "über",
-    "señor", "Łódź", "Kraków", "smörgåsbord", "１２３", "２０２４", "ｔｏｋｙｏ", "ﬁnance", "coöperate", "cafe\u0301",
-    "Ελλάδα", "Москва", "naïveté", "Malmö", "piñata", "Düsseldorf",
-]
+_EXOTIC_WORDS = ["café", "naïve", "Zürich", "résumé", "façade", "jalapeño", "São", "Ångström", "crème", "brûlée",
+                 "déjà", "über", "señor", "Łódź", "Kraków", "smörgåsbord", "１２３", "２０２４", "ｔｏｋｙｏ", "ﬁnance",
+                 "coöperate", "cafe\u0301", "Ελλάδα", "Москва", "naïveté", "Malmö", "piñata", "Düsseldorf"]
 _ONSETS = ["", "b", "br", "c", "ch", "cl", "d", "dr", "f", "fl", "fr", "g", "gl", "gr", "h", "j", "k", "l", "m", "n",
            "p", "pl", "pr", "qu", "r", "s", "sh", "sl", "sp", "st", "t", "th", "tr", "v", "w", "z"]
 _NUCLEI = ["a", "e", "i", "o", "u", "ai", "ea", "ee", "oo", "ou", "io", "y"]
@@ -127,8 +125,7 @@ class _Vocab:
                         break
         words = common + pseudo
         # Spread the exotic words over ranks ~150..3000 (occasional, not vanishing).
-        ranks = np.linspace(150, 3000, len(_EXOTIC_WORDS)).astype(int)
-        for r, w in sorted(zip(ranks, _EXOTIC_WORDS)):
+        for r, w in sorted(zip(np.linspace(150, 3000, len(_EXOTIC_WORDS)).astype(int), _EXOTIC_WORDS)):
             words.insert(int(r), w)
         self.words = words
         weights = 1.0 / (np.arange(len(words)) + 1 + _ZIPF_SHIFT) ** _ZIPF_EXPONENT
@@ -347,8 +344,7 @@ def _render(vocab: _Vocab, tokens: np.ndarray, offsets: np.ndarray) -> pa.Array:
     prefix = vocab.prefix_arr.take(pa.array(quote))
     suffix = vocab.suffix_arr.take(pa.array(quote * len(_PUNCT) + punct))
     tok_str = pc.binary_join_element_wise(prefix, word_piece, suffix, "")
-    lists = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), tok_str)
-    return pc.binary_join(lists, " ")
+    return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), tok_str), " ")
 
 
 def sample_documents(rng: np.random.Generator, n: int, mean_bytes: int) -> list[str]:
@@ -360,8 +356,7 @@ def sample_documents(rng: np.random.Generator, n: int, mean_bytes: int) -> list[
     (2, True, True)
     """
     vocab = _vocab()
-    tokens, offsets = _sample_originals(rng, vocab, n, mean_bytes)
-    return _render(vocab, tokens, offsets).to_pylist()
+    return _render(vocab, *_sample_originals(rng, vocab, n, mean_bytes)).to_pylist()
 
 
 def vocabulary() -> list[str]:
@@ -409,9 +404,8 @@ def generate_corpus(n_docs: int, mean_bytes: int = 1000, exact_frac: float = 0.0
     kind_code[dup_rows] = dup_kind
     orig_rows = np.flatnonzero(kind_code == 0)
     n_before = np.searchsorted(orig_rows, dup_rows)  # >= 1 since row 0 is original
-    src_rows = orig_rows[(rng.random(len(dup_rows)) * n_before).astype(np.int64)]
     cluster = np.arange(n_docs, dtype=np.int64)
-    cluster[dup_rows] = src_rows
+    cluster[dup_rows] = orig_rows[(rng.random(len(dup_rows)) * n_before).astype(np.int64)]
     orig_index = np.full(n_docs, -1, dtype=np.int64)  # row -> index among originals
     orig_index[orig_rows] = np.arange(n_orig)
 
@@ -446,8 +440,7 @@ def generate_corpus(n_docs: int, mean_bytes: int = 1000, exact_frac: float = 0.0
     pos[np.concatenate([orig_rows, near_rows, exact_rows])] = np.arange(n_docs)
     text = pa.chunked_array(pieces, type=pa.string()).take(pa.array(pos)).combine_chunks()
 
-    width = max(7, len(str(n_docs - 1)))
-    digits = pc.utf8_lpad(pc.cast(pa.array(np.arange(n_docs)), pa.string()), width, "0")
+    digits = pc.utf8_lpad(pc.cast(pa.array(np.arange(n_docs)), pa.string()), max(7, len(str(n_docs - 1))), "0")
     ids = pc.binary_join_element_wise("doc-", digits, "")
     kinds = pa.array(np.array(["original", "exact", "near"])[kind_code].tolist(), type=pa.string())
     sj = pa.array(source_j, type=pa.float64(), from_pandas=True)  # NaN -> null
