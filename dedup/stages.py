@@ -336,11 +336,9 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
     todo_b = [(b, (s, n_splits[b])) for b in names for s in range(n_splits[b])
               if read_done(seen_path(work, b, (s, n_splits[b]))) is None]
     try:
-        map_tasks("band", band_task, [
-            (b, shards, work, total, fps[b], capacity, index is not None,
-             str(index.path / pinned / band_name(b)) if index is not None and pinned else None, split)
-            for b, split in todo_b
-        ])
+        map_tasks("band", band_task, [(b, shards, work, total, fps[b], capacity, index is not None,
+                                       str(index.path / pinned / band_name(b)) if index is not None and pinned
+                                       else None, split) for b, split in todo_b])
     except io.StateError as e:  # the pinned version, loaded outside the index's lock, gone: say why, not "cannot read"
         if index is None or pinned is None or str(index.path / pinned) not in str(e) \
                 or (now := index.load_current([])[0]) in (pinned, None):
@@ -356,9 +354,8 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
     # Stage 3: kept shards and removed rows per shard.
     t0 = time.perf_counter()
     starts = accumulate((i["rows"] for i in infos), initial=0)
-    map_tasks("write", write_shard, [
-        (s, config, bands, start, work, n_splits) for s, start in zip(shards, starts)
-        if read_done(removed_part_path(work, s)) is None])
+    map_tasks("write", write_shard, [(s, config, bands, start, work, n_splits) for s, start in zip(shards, starts)
+                                     if read_done(removed_part_path(work, s)) is None])
     timings["write"] = time.perf_counter() - t0
 
     checkpoint("finalize")
@@ -380,9 +377,8 @@ def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = seri
         index_meta = index.summary()
         checkpoint("installed")
     bands_only = {n: r for n, r in band_records.items() if n != EXACT_BAND}
-    index_body = {"backend": "lshbloom",
-                  "plan": plan_index(config.threshold, config.num_perm, capacity, config.fp, bands,
-                                     rows).to_dict(growing=index is not None),
+    index_body = {"backend": "lshbloom", "plan": plan_index(config.threshold, config.num_perm, capacity, config.fp,
+                                                            bands, rows).to_dict(growing=index is not None),
                   "bytes": {"bands": sum(r["bytes"] for r in bands_only.values()),
                             "exact": band_records[EXACT_BAND]["bytes"]},
                   "predicted_fp": whole_index_fp([p for r in bands_only.values() for p in r["generation_fps"]]),
