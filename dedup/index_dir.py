@@ -366,8 +366,7 @@ class IndexDir:
                         "rerun the same command (it redoes the band stage against the new version)")
                 raise StaleIndexError(
                     f"{self.path / INDEX_FILE}: another run installed version {self.current} while this "
-                    f"{source or 'run'} was working from {pinned or 'an empty index'}; {redo}"
-                )
+                    f"{source or 'run'} was working from {pinned or 'an empty index'}; {redo}")
             number = int(pinned.split("-")[1]) + 1 if pinned else 1
             version = self.path / f"v-{number:06d}"
             shutil.rmtree(version, ignore_errors=True)
@@ -380,8 +379,7 @@ class IndexDir:
                 base = self.meta or held or {}
                 batches = base.get("batches", []) + [
                     {"run_id": run_id, "version": version.name, "created_unix": time.time(), "documents": documents,
-                     "files": files, **({"source": source} if source else {}), **(extra or {})}
-                ]
+                     "files": files, **({"source": source} if source else {}), **(extra or {})}]
                 meta = {"format": FORMAT, "params": self.params, "documents": base.get("documents", 0) + documents,
                         "current": version.name, "stacks": stacks, "batches": batches}
                 io.write_json_atomic(self.path / INDEX_FILE, meta)  # its rename is its last step: then installed
