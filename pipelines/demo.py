@@ -187,8 +187,7 @@ def run_checks(out: str | Path) -> dict:
             raise InputError(out / "dedup", f"not the dedup output of the corpus in {out / 'corpus'} ({len(rows)} "
                                             f"inputs of {sum(rows.values())} rows; the corpus has "
                                             f"{len(corpus.get('shards', []))} shards of {corpus.get('documents')})")
-        removed = dedup_layout.read_removed(out / "dedup", ["id", "reason"])
-        removed_ids = set(removed["id"])
+        removed_ids = set(dedup_layout.read_removed(out / "dedup", ["id", "reason"])["id"])
         missed = sorted(planted - removed_ids)
         checks.append({"name": "every planted exact duplicate removed", "passed": not missed,
                        "planted": len(planted), "removed": len(planted & removed_ids), "missed": missed[:20]})
