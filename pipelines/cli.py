@@ -32,9 +32,8 @@ def _add_output(p: argparse.ArgumentParser, what: str, quiet: str = "no notes or
                 section: str | None = None) -> None:
     """Every command's last options: ``--quiet`` (help ``quiet``), ``--json`` and a stage's config options."""
     p.add_argument("--quiet", action="store_true", help=quiet)
-    p.add_argument("--json", action="store_true",
-                   help=f"print {what} as JSON on stdout instead of the human-readable lines "
-                        "(progress and notes stay on stderr)")
+    p.add_argument("--json", action="store_true", help=f"print {what} as JSON on stdout instead of the human-readable "
+                   "lines (progress and notes stay on stderr)")
     if section:
         add_options(p, SECTIONS[section], section)
 
@@ -81,9 +80,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="corpus shards (files, directories or globs)")
     p.add_argument("--out", required=True, type=path_arg, help="output directory")
     p.add_argument("--dedup-dir", type=path_arg, help="dedup output of this corpus (removed rows, config)")
-    p.add_argument("--members", type=path_arg, help="ids of documents the model was trained on (a text file of one id "
-                                                 "per line, or Parquet with id or document_id; shard:row without "
-                                                 "corpus ids)")
+    p.add_argument("--members", type=path_arg, help="ids of documents the model was trained on (a text file of one "
+                   "id per line, or Parquet with id or document_id; shard:row without corpus ids)")
     p.add_argument("--reference", type=path_arg,
                    help="reference model directory (its vocabulary must give the audited tokens the same ids)")
     p.add_argument("--sequences", type=path_arg, help="Parquet with a 'tokens' column: audit these instead of sampling")
@@ -434,8 +432,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             args.out.rmdir()
         raise
     kinds = ", ".join(f"{v:,} {k}" for k, v in sorted(planted["kinds"].items()))
-    docs = _documents(table.num_rows)
-    _emit(args, planted, lambda: print(f"wrote {docs} in {len(paths)} shard(s) to {args.out}"
+    _emit(args, planted, lambda: print(f"wrote {_documents(table.num_rows)} in {len(paths)} shard(s) to {args.out}"
                                        + (f" ({kinds})" if kinds else "")))
     return 0
 
