@@ -177,8 +177,7 @@ def _capture_warnings() -> None:
         caught = getattr(_task_warnings, "caught", None)
         if caught is None:
             return shown(message, category, filename, lineno, file, line)
-        module = next((name for name, m in list(sys.modules.items()) if getattr(m, "__file__", None) == filename),
-                      None)
+        module = next((name for name, m in list(sys.modules.items()) if getattr(m, "__file__", None) == filename), None)
         caught.append((category, str(message), module, lineno))
 
     showwarning.memdedup = True
@@ -291,15 +290,13 @@ def _checked(res):
     """A task's result as the client takes it: one from a worker whose code predates the version stamp, or
     a failure on paths the worker could not find that exist here, becomes a one-line error saying so."""
     if not isinstance(res, (_Done, _Failed)) or getattr(res, "version", None) is None:
-        return _Failed(ValueError("a Dask worker runs other memdedup code than this client (a version from "
-                                  "before tasks checked their code); start the workers from the same installation"),
-                       [])
+        return _Failed(ValueError("a Dask worker runs other memdedup code than this client (a version from before "
+                                  "tasks checked their code); start the workers from the same installation"), [])
     if isinstance(res, _Failed) and (seen := [p for p in res.missing if os.path.exists(p)]):
         more = f" (and {len(seen) - 1} more)" if len(seen) > 1 else ""
         return _Failed(ValueError(f"{seen[0]}{more}: not found on the Dask worker ({res.worker}), though it exists "
                                   "here: inputs, --out and --index-dir must be on storage every worker sees, at the "
-                                  "same path"),
-                       res.warned, res.version)
+                                  "same path"), res.warned, res.version)
     return res
 
 
