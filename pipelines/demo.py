@@ -66,15 +66,13 @@ def generate_demo_corpus(n_docs: int = 2000, exact_frac: float = 0.05, near_frac
     can = generate_canary_corpus(n_background=0, repeats=repeats, canaries_per_repeat=canaries_per_repeat,
                                  mean_bytes=mean_bytes, seed=seed + 1)
     n_b, n_c = base.num_rows, can.num_rows
-    rows = {
-        "id": base.column("id").to_pylist() + [f"canary-{i:06d}" for i in range(n_c)],
-        "text": base.column("text").to_pylist() + can.column("text").to_pylist(),
-        "kind": base.column("kind").to_pylist() + ["canary"] * n_c,
-        "cluster": base.column("cluster").to_pylist() + [-1] * n_c,
-        "source_jaccard": base.column("source_jaccard").to_pylist() + [None] * n_c,
-        "canary": [-1] * n_b + can.column("canary").to_pylist(),
-        "repeats": [1] * n_b + can.column("repeats").to_pylist(),
-    }
+    rows = {"id": base.column("id").to_pylist() + [f"canary-{i:06d}" for i in range(n_c)],
+            "text": base.column("text").to_pylist() + can.column("text").to_pylist(),
+            "kind": base.column("kind").to_pylist() + ["canary"] * n_c,
+            "cluster": base.column("cluster").to_pylist() + [-1] * n_c,
+            "source_jaccard": base.column("source_jaccard").to_pylist() + [None] * n_c,
+            "canary": [-1] * n_b + can.column("canary").to_pylist(),
+            "repeats": [1] * n_b + can.column("repeats").to_pylist()}
     is_canary = np.zeros(n_b + n_c, dtype=bool)
     is_canary[np.random.default_rng(seed + 2).choice(n_b + n_c, size=n_c, replace=False)] = True
     # each position's rank in a stable sort of is_canary: base rows keep their order (duplicates follow originals)
