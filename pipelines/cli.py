@@ -143,10 +143,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="documents, planted duplicates included (not the canaries) (default: %(default)s)")
     p.add_argument("--doc-bytes", type=int, default=1000, help="mean document size in bytes (whole sentences, so "
                    "below ~150 the mean is larger) (default: %(default)s)")
-    p.add_argument("--exact-frac", type=float, default=0.05,
-                   help="fraction of the documents that are exact duplicates (default: %(default)s)")
-    p.add_argument("--near-frac", type=float, default=0.10,
-                   help="fraction of the documents that are near duplicates (default: %(default)s)")
+    for kind, default in (("exact", 0.05), ("near", 0.10)):
+        p.add_argument(f"--{kind}-frac", type=float, default=default,
+                       help=f"fraction of the documents that are {kind} duplicates (default: %(default)s)")
     p.add_argument("--shards", type=int, default=4, help="number of shard files (default: %(default)s)")
     p.add_argument("--format", default="parquet", choices=("parquet", "jsonl", "jsonl.gz", "jsonl.zst"),
                    help="shard format (default: %(default)s)")
