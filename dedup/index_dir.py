@@ -364,9 +364,8 @@ class IndexDir:
             if self.current != pinned:
                 redo = ("load it again and add the rows again" if source else
                         "rerun the same command (it redoes the band stage against the new version)")
-                raise StaleIndexError(
-                    f"{self.path / INDEX_FILE}: another run installed version {self.current} while this "
-                    f"{source or 'run'} was working from {pinned or 'an empty index'}; {redo}")
+                raise StaleIndexError(f"{self.path / INDEX_FILE}: another run installed version {self.current} while "
+                                      f"this {source or 'run'} was working from {pinned or 'an empty index'}; {redo}")
             number = int(pinned.split("-")[1]) + 1 if pinned else 1
             version = self.path / f"v-{number:06d}"
             shutil.rmtree(version, ignore_errors=True)
