@@ -120,9 +120,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="dedup output of the corpus: retention and removed-document accounting")
     p.add_argument("--profile-dir", nargs="+", type=path_arg, default=[], metavar="PROFILE_DIR",
                    help="'memdedup profile' outputs, paired with the audits in order (may be fewer)")
-    p.add_argument("--model-dir", nargs="+", type=path_arg, default=[], metavar="MODEL_DIR",
-                   help="local Hugging Face tokenizer/model directory to decode token ids: one for all audits, "
-                        "or one per audit")
+    p.add_argument("--model-dir", nargs="+", type=path_arg, default=[], metavar="MODEL_DIR", help="local Hugging "
+                   "Face tokenizer/model directory to decode token ids: one for all audits, or one per audit")
     p.add_argument("--title", help="title of the comparison page")
     p.add_argument("--checks", type=path_arg, metavar="CHECKS_JSON", help="'memdedup check' output (checks.json): the "
                    "comparison page shows its canary exposure by planted copies (Carlini et al. 2019), when present")
