@@ -367,12 +367,11 @@ class RunPlan:
 
     @property
     def work(self) -> Path:
-        """Where this run's tasks write: ``_work/<run id>`` (``-<version>``, e.g. ``-v-000002``, when
-        it started from that version of an index directory). A late task of another run (its client
-        killed, the task still running on an external cluster) never writes where this run reads:
-        its own directory is gone, so it fails. (A late task of this same run, resumed, writes the
-        bytes the resumed run's own task writes.) An absolute path, as the inputs' are: tasks may run
-        in another working directory (the workers of an external cluster)."""
+        """Where this run's tasks write: ``_work/<run id>`` (``-<version>``, e.g. ``-v-000002``, when it started from
+        that version of an index directory). A late task of another run (its client killed, the task still running on an
+        external cluster) never writes where this run reads: its own directory is gone, so it fails. (A late task of
+        this same run, resumed, writes the bytes the resumed run's own task writes.) An absolute path, as the inputs'
+        are: tasks may run in another working directory (the workers of an external cluster)."""
         v = self.record.get("index_version")
         return work_dir(Path(os.path.abspath(self.out))) / (self.record["run_id"] + ("" if v is None else f"-{v}"))
 
