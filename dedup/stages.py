@@ -12,11 +12,10 @@
 3. **write** (per shard): OR the bands' bits with :func:`dedup.index.combine`; write
    ``WORK/kept/<stem>.parquet`` and ``WORK/removed/<stem>.parquet``.
 
-A task writes its files under temporary names, renames them into place, then writes a completion
-record ``<file>.done`` (JSON); a resumed run skips tasks with one. Tasks write only under ``WORK``, never
-creating it (:attr:`dedup.runs.RunPlan.work`); kept shards move to ``OUT/kept/`` when all stages are done.
-:func:`run_stages` takes a ``map_tasks`` that runs one stage's tasks: :func:`serial_map` here, Dask in
-:mod:`pipelines.staged`.
+A task writes its files under temporary names, renames them into place, then writes a completion record ``<file>.done``
+(JSON); a resumed run skips tasks with one. Tasks write only under ``WORK``, never creating it
+(:attr:`dedup.runs.RunPlan.work`); kept shards move to ``OUT/kept/`` when all stages are done. :func:`run_stages` takes
+a ``map_tasks`` that runs one stage's tasks: :func:`serial_map` here, Dask in :mod:`pipelines.staged`.
 
 Work directory layout (the only definition of it)::
 
@@ -288,13 +287,12 @@ def band_task(band: int | str, shards: list[Shard], work: Path, total: int, fp: 
 def run_stages(plan: RunPlan, config: DedupConfig, *, map_tasks: MapTasks = serial_map,
                index: IndexDir | None = None, checkpoint: Callable[[str], None] = lambda point: None,
                log: Callable[[str], None] = lambda m: None, band_splits_requested: int = 1) -> dict:
-    """Run (or resume) the three stages of ``plan`` (from :func:`dedup.runs.prepare`, not complete) and
-    finish it; return the manifest. ``index``: the ``--index-dir``, its version pinned in the run record
-    (``plan.checked``: the inputs' :meth:`IndexDir.check_not_held`, None on a resume; a resume that finds
-    another run's newer version re-pins to it, checked again); ``checkpoint``: called with ``"finalize"``
-    once stages 1-3 are done and with ``"installed"`` after the index install (fault injection in tests);
-    ``band_splits_requested``: split tasks per band, >= 1 (``--band-splits``, checked by its callers; not with
-    ``index``).
+    """Run (or resume) the three stages of ``plan`` (from :func:`dedup.runs.prepare`, not complete) and finish it;
+    return the manifest. ``index``: the ``--index-dir``, its version pinned in the run record (``plan.checked``: the
+    inputs' :meth:`IndexDir.check_not_held`, None on a resume; a resume that finds another run's newer version re-pins
+    to it, checked again); ``checkpoint``: called with ``"finalize"`` once stages 1-3 are done and with ``"installed"``
+    after the index install (fault injection in tests); ``band_splits_requested``: split tasks per band, >= 1
+    (``--band-splits``, checked by its callers; not with ``index``).
     """
     t_start = time.perf_counter()
     shards, out = plan.shards, plan.out
