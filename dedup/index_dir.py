@@ -9,18 +9,16 @@ Layout (the only definition of it)::
     INDEX/.turn              held (flock) by a datatrove rank from its load to its save (:meth:`IndexDir.turn`)
     INDEX/.save-*/           a Deduplicator's stacks while it saves, held (flock); a killed save's: removed by the next
 
-``batches`` lists every run that added documents: its run id (:func:`dedup.runs.run_id`), the version it
-created, and per input file its name, path, size, content fingerprint (XXH3-128 of the file's bytes), first
-documents (:func:`first_documents`) and row count. A :class:`dedup.streaming.Deduplicator`'s batch has no
-files (saved to a new directory, the loaded index's batches come first), a random run id and ``"source":
-"Deduplicator"``; a datatrove rank's (:class:`pipelines.datatrove_step.LSHBloomDedup`) also records its
-``first_documents``.
-An input the index already holds is refused before anything is written, naming the run that indexed it
-(its rows would all be removed as duplicates of themselves: a retried job, a lost output directory): same
-fingerprint, same first documents as a rank's (and the reverse), or a file at a path the index took a file
-from that grew since (its bytes then, followed by more); a file replaced by other content is a new file, and a
-file the index holds with no rows is not refused, grown or not (it has none to lose; every empty file has one
-fingerprint).
+``batches`` lists every run that added documents: its run id (:func:`dedup.runs.run_id`), the version it created, and
+per input file its name, path, size, content fingerprint (XXH3-128 of the file's bytes), first documents
+(:func:`first_documents`) and row count. A :class:`dedup.streaming.Deduplicator`'s batch has no files (saved to a new
+directory, the loaded index's batches come first), a random run id and ``"source": "Deduplicator"``; a datatrove rank's
+(:class:`pipelines.datatrove_step.LSHBloomDedup`) also records its ``first_documents``.
+An input the index already holds is refused before anything is written, naming the run that indexed it (its rows would
+all be removed as duplicates of themselves: a retried job, a lost output directory): same fingerprint, same first
+documents as a rank's (and the reverse), or a file at a path the index took a file from that grew since (its bytes then,
+followed by more); a file replaced by other content is a new file, and a file the index holds with no rows is not
+refused, grown or not (it has none to lose; every empty file has one fingerprint).
 
 Versions: a run pins the version current when it starts (in its run record); every band task loads
 exactly that version. Installing the next version succeeds only while the pinned one is current, else a
@@ -274,11 +272,10 @@ class IndexDir:
 
     @contextmanager
     def turn(self, waiting: Callable[[], None] = lambda: None) -> Iterator[None]:
-        """Hold the index for a whole load, add and save (the ranks of
-        :class:`pipelines.datatrove_step.LSHBloomDedup` take turns so): waits while another process
-        holds it, calling ``waiting`` first. In one process the latest turn takes the index over from an
-        earlier one, which can only be a holder that never finished (a failed pipeline's step kept alive
-        by its traceback); a save from a load that is no longer current is refused all the same."""
+        """Hold the index for a whole load, add and save (the ranks of :class:`pipelines.datatrove_step.LSHBloomDedup`
+        take turns so): waits while another process holds it, calling ``waiting`` first. In one process the latest turn
+        takes the index over from an earlier one, which can only be a holder that never finished (a failed pipeline's
+        step kept alive by its traceback); a save from a load that is no longer current is refused all the same."""
         stale = _TURNS.pop(self.path, None)
         if stale is not None and not stale.closed:
             fcntl.flock(stale, fcntl.LOCK_UN)
@@ -330,9 +327,8 @@ class IndexDir:
             return self.current, [FilterStack.load(self.path / self.current / n) for n in names]
 
     def refuse_record(self, extra: dict | None) -> None:
-        """ValueError or TypeError where :meth:`install` could not record ``extra``: a field the batch has, or a
-        value JSON cannot hold. Called before anything is written (a first save would leave a version without
-        index.json)."""
+        """ValueError or TypeError where :meth:`install` could not record ``extra``: a field the batch has, or a value
+        JSON cannot hold. Called before anything is written (a first save would leave a version without index.json)."""
         if clash := [k for k in (extra or {}) if k in (*_BATCH_REQUIRED, "source")]:
             raise ValueError(f"record field {clash[0]!r} is one of the batch's own in {self.path / INDEX_FILE} "
                              f"({', '.join((*_BATCH_REQUIRED, 'source'))}); name it otherwise")
