@@ -483,10 +483,9 @@ SHARD_FILE = re.compile(r"part-\d{5,}\.(parquet|jsonl|jsonl\.gz|jsonl\.zst)")
 
 def write_shards(table: pa.Table, out_dir, n_shards: int, fmt: str = "parquet") -> list[pathlib.Path]:
     """Split ``table`` in row order into ``n_shards`` contiguous files ``out_dir/part-00000.<fmt>`` (``parquet``,
-    ``jsonl``, ``jsonl.gz`` or ``jsonl.zst``) whose sorted paths, returned, give the row order; sizes differ by at
-    most one row (trailing shards may be empty). Parquet row groups hold 10,000 rows; a JSON line holds one row with
-    every column (``ensure_ascii=False``). Each file is written whole, then renamed into place
-    (:func:`dedup.io.replacing`).
+    ``jsonl``, ``jsonl.gz`` or ``jsonl.zst``) whose sorted paths, returned, give the row order; sizes differ by at most
+    one row (trailing shards may be empty). Parquet row groups hold 10,000 rows; a JSON line holds one row with every
+    column (``ensure_ascii=False``). Each file is written whole, then renamed into place (:func:`dedup.io.replacing`).
     """
     if n_shards < 1:
         raise ValueError(f"n_shards must be >= 1, got {n_shards}")
