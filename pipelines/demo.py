@@ -18,9 +18,8 @@ not failed; claim 1 is checked only on a generated corpus, and applies where it 
 ``passed`` is that of the claims that apply (null where none does, which ``memdedup check --strict`` fails):
 the workflow's checks over any corpus say what they could check, and fail only a claim that applies.
 
-``checks.json`` also reports each model's exposure of the canaries by planted copies (Carlini et al.
-2019, :mod:`audit.exposure`): far more sensitive than extraction, it shows memorisation where nothing is
-extracted yet.
+``checks.json`` also reports each model's exposure of the canaries by planted copies (Carlini et al. 2019,
+:mod:`audit.exposure`): far more sensitive than extraction, it shows memorisation where nothing is extracted yet.
 """
 
 from __future__ import annotations
@@ -59,9 +58,8 @@ def generate_demo_corpus(n_docs: int = 2000, exact_frac: float = 0.05, near_frac
                          repeats: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64), canaries_per_repeat: int = 4,
                          mean_bytes: int = 600, seed: int = 0) -> pa.Table:
     """The module docstring's corpus: ``n_docs`` rows of :func:`dedup.synthetic.generate_corpus` plus
-    :func:`audit.canaries.generate_canary_corpus`'s canaries (``canaries_per_repeat`` planted ``r`` times
-    for each r in ``repeats``) at seeded positions. Deterministic for a seed; ids are unique (``doc-*``,
-    ``canary-*``)."""
+    :func:`audit.canaries.generate_canary_corpus`'s canaries (``canaries_per_repeat`` planted ``r`` times for each r in
+    ``repeats``) at seeded positions. Deterministic for a seed; ids are unique (``doc-*``, ``canary-*``)."""
     base = generate_corpus(n_docs, mean_bytes=mean_bytes, exact_frac=exact_frac, near_frac=near_frac, seed=seed)
     can = generate_canary_corpus(n_background=0, repeats=repeats, canaries_per_repeat=canaries_per_repeat,
                                  mean_bytes=mean_bytes, seed=seed + 1)
