@@ -70,10 +70,9 @@ def dask_client(workers: int | None = None, threads_per_worker: int = 1, schedul
         log(f"dask: {len(client.scheduler_info()['workers'])} worker(s), dashboard {client.dashboard_link}")
         yield client
     finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
+        for held in (client, cluster):  # the client first
+            if held is not None:
+                held.close()
 
 
 @contextmanager
