@@ -131,8 +131,8 @@ class Deduplicator:
             sketches = self._sketcher(texts.slice(start, step))  # nothing inserted yet: an interrupt here in
             self._stopped = (start, len(texts))  # the first slice changes nothing; after, rows of this call are in
             parts.append(self._decide(sketches))
+        self._warn_if_full()  # raised as an error (warnings "error"), this add stopped after inserting its rows
         self._stopped = None
-        self._warn_if_full()
         if not parts:
             return Verdicts(np.zeros(0, np.int8), np.zeros(0, np.int16), np.zeros(0, np.int64))
         return Verdicts(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("reason", "band", "duplicate_of")))

@@ -518,6 +518,23 @@ def test_an_add_stopped_before_inserting_anything_can_be_given_again():
     assert dedup.add(table).tolist() == [True, True, False] and dedup.documents == 3
 
 
+def test_a_capacity_warning_raised_as_an_error_refuses_more_rather_than_removing_its_rows_again():
+    """Under ``warnings.simplefilter("error")`` (pytest's ``-W error``), the capacity warning of the add
+    that first passed the capacity was raised after every row of that add was inserted: the caller got no
+    mask and the Deduplicator took more adds, so the natural retry removed all five rows as duplicates of
+    themselves (found by the streaming probe: [False] * 5). That add stopped part way like any other."""
+    import warnings
+
+    dedup = Deduplicator(DedupConfig(capacity=3))
+    table = pa.table({"text": [f"document number {i} with some words here" for i in range(5)]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeWarning, match="capacity=3"):
+            dedup.add(table)
+    with pytest.raises(StateError, match=r"an add\(\) stopped part way"):
+        dedup.add(table)
+
+
 def test_a_save_removes_what_killed_saves_left_and_nothing_another_save_holds(tmp_path):
     """A save killed while it wrote its stacks (SIGKILL, a preempted job: the largest write of a
     pipeline) left INDEX/.save-*/, a whole copy of the filters, for good: "garbage, never read"
