@@ -358,8 +358,9 @@ def _cmd_params(args: argparse.Namespace) -> int:
     plan = plan_index(c.threshold, c.num_perm, c.capacity or args.docs, c.fp, c.bands, c.rows)
     exact_bits, exact_k = bloom_size(plan.capacity, c.exact_fp)
     parts = bloom_parts(plan.band_bits)
-    chunk = min(chunk_keys(parts), args.docs)  # a chunk never holds more keys than the corpus
-    band_task = plan.band_bits // 8 + chunk * CHUNK_BYTES_PER_KEY + TASK_BASE_BYTES
+    task_bits = max(plan.band_bits, exact_bits)  # the exact key's task is one of the band stage's too
+    chunk = min(chunk_keys(bloom_parts(task_bits)), args.docs)  # a chunk never holds more keys than the corpus
+    band_task = task_bits // 8 + chunk * CHUNK_BYTES_PER_KEY + TASK_BASE_BYTES
     payload = {**plan.to_dict(), "docs": args.docs, "predicted_fp_at_docs": plan.predicted_fp(args.docs),
                "band_parts": parts, "exact_fp": c.exact_fp, "exact_bits": exact_bits, "exact_k": exact_k,
                "band_task_bytes": band_task}

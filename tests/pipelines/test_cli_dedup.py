@@ -616,12 +616,25 @@ def test_params_prints_the_plan_for_people_and_as_json_with_json():
     assert any(line.strip().startswith("P(candidate)") for line in lines)
     from dedup.scalable import CHUNK_BYTES_PER_KEY, TASK_BASE_BYTES, chunk_keys
 
-    chunk = min(chunk_keys(plan["band_parts"]), plan["capacity"])
-    assert plan["band_task_bytes"] == plan["band_bits"] // 8 + chunk * CHUNK_BYTES_PER_KEY + TASK_BASE_BYTES
+    from dedup.params import bloom_parts
+
+    bits = max(plan["band_bits"], plan["exact_bits"])  # the exact key's task is a band-stage task too
+    chunk = min(chunk_keys(bloom_parts(bits)), plan["capacity"])
+    assert plan["band_task_bytes"] == bits // 8 + chunk * CHUNK_BYTES_PER_KEY + TASK_BASE_BYTES
     assert any(line.startswith("  band task memory") for line in lines)
     for bad in ("0", "-5"):
         r = cli("params", "--docs", bad)
         assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"memdedup params: error: --docs must be >= 1, got {bad}"]
+
+
+def test_params_band_task_memory_covers_the_exact_key_task():
+    """The exact key is one of the band stage's tasks, with a filter of its own rate (--exact-fp), yet
+    "band task memory" counted the band filter only: 4.2 GiB at 10^9 documents with --exact-fp 1e-12,
+    whose exact-key task holds a 6.7 GiB filter (found by the params probe). The larger of the two now."""
+    r = cli("params", "--docs", "1000000000", "--exact-fp", "1e-12", "--json")
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)
+    assert plan["exact_bits"] > plan["band_bits"] and plan["band_task_bytes"] > plan["exact_bits"] // 8
 
 
 def test_params_with_capacity_gives_bytes_per_document_of_the_docs_for_bands_and_exact_key_alike():
