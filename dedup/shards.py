@@ -654,14 +654,19 @@ def _rebatched(batches: Iterator[pa.RecordBatch], schema: pa.Schema, batch_rows:
         except pa.ArrowInvalid:  # ('The unified dictionary requires a larger index type')
             return rows.to_batches()
 
-    pending = pa.Table.from_batches([], schema)  # (empty_table() would import pandas)
+    pending: list[pa.RecordBatch] = []  # joined once there are batch_rows rows: each batch once, not once a batch
+    count = 0
     for batch in batches:
-        pending = pa.concat_tables([pending, pa.Table.from_batches([batch])])
-        while pending.num_rows >= batch_rows:
-            yield from joined(pending.slice(0, batch_rows))
-            pending = pending.slice(batch_rows)
-    if pending.num_rows:
-        yield from joined(pending)
+        pending.append(batch)
+        if (count := count + batch.num_rows) < batch_rows:
+            continue
+        rows = pa.Table.from_batches(pending, schema)
+        while rows.num_rows >= batch_rows:
+            yield from joined(rows.slice(0, batch_rows))
+            rows = rows.slice(batch_rows)
+        pending, count = rows.to_batches(), rows.num_rows
+    if count:
+        yield from joined(pa.Table.from_batches(pending, schema))
 
 
 def _parquet_batches(file: pq.ParquetFile, batch_rows: int, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
