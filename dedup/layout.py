@@ -220,20 +220,22 @@ def removed_writer(final: Path, compression: str) -> Iterator[Callable[[pa.Recor
     when the block completes, in row groups of exactly :data:`REMOVED_ROW_GROUP` rows (the last shorter)."""
     import pyarrow.parquet as pq
 
-    pending = pa.Table.from_batches([], REMOVED_SCHEMA)  # (empty_table() would import pandas)
+    pending: list[pa.Table] = []  # joined once they hold a row group: each write once, not once a write
+    count = 0
     with io.replacing(final) as tmp, pq.ParquetWriter(str(tmp), REMOVED_SCHEMA, compression=compression) as w:
         def write(data: pa.RecordBatch | pa.Table) -> None:
-            nonlocal pending
-            table = data if isinstance(data, pa.Table) else pa.Table.from_batches([data])
-            pending = pa.concat_tables([pending, table])
-            whole = pending.num_rows // REMOVED_ROW_GROUP * REMOVED_ROW_GROUP
-            if whole:
-                w.write_table(pending.slice(0, whole), row_group_size=REMOVED_ROW_GROUP)
-                pending = pending.slice(whole)
+            nonlocal pending, count
+            pending.append(data if isinstance(data, pa.Table) else pa.Table.from_batches([data]))
+            if (count := count + data.num_rows) < REMOVED_ROW_GROUP:
+                return
+            rows = pa.concat_tables(pending)
+            whole = count // REMOVED_ROW_GROUP * REMOVED_ROW_GROUP
+            w.write_table(rows.slice(0, whole), row_group_size=REMOVED_ROW_GROUP)
+            pending, count = [rows.slice(whole)], count - whole
 
         yield write
-        if pending.num_rows:
-            w.write_table(pending, row_group_size=REMOVED_ROW_GROUP)
+        if count:
+            w.write_table(pa.concat_tables(pending), row_group_size=REMOVED_ROW_GROUP)
 
 
 def kept_path(out: Path, shard_stem: str) -> Path:
