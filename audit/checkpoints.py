@@ -271,7 +271,8 @@ def run_profile(run_dir, out, config: ProfileConfig = ProfileConfig(), corpus: l
         raise ValueError(f"{run}: no corpus recorded; pass --corpus")
     discover(corpus, exclude=out)  # an --out that is or holds the corpus: refused, as train and audit refuse it
     order = read_instances(run / ORDER_FILE, INSTANCE_COLUMNS + ("step",)).to_pandas()
-    held = read_instances(run / HELDOUT_FILE, INSTANCE_COLUMNS).to_pandas()
+    # a set of rows: controls are drawn by position, so in instance order whatever order the file holds them in
+    held = read_instances(run / HELDOUT_FILE, INSTANCE_COLUMNS).to_pandas().sort_values("instance_id", kind="stable")
     ckpts = _checkpoints(run)
     if (grid := config.checkpoint_grid()) is not None:  # the user's own checkpoint grid
         if missing := sorted(set(grid) - {s for s, _ in ckpts}):

@@ -1121,3 +1121,24 @@ def test_a_bug_while_writing_a_checkpoint_is_not_called_a_full_disk(small_corpus
     monkeypatch.setattr(torch, "save", broken)
     with pytest.raises(TypeError, match="a bug"):
         train_causal_lm(discover([small_corpus]), tmp_path / "run", SMALL, log=quiet)
+
+
+def test_a_profile_does_not_depend_on_the_row_order_of_order_and_heldout(small_run, tmp_path):
+    """order.parquet and heldout.parquet are sets of rows (README: one row per exposure, the held-out instances): a
+    run whose files hold the same rows in another order (one's own, written sorted otherwise) is the same run. Before:
+    the control and placebo instances were drawn by position in heldout.parquet, so reversing its rows gave other
+    instances, other effects and another summary.json (same seed, same exposures)."""
+    from audit.checkpoints import run_profile
+    from audit.config import ProfileConfig
+
+    shuffled = tmp_path / "run"
+    shutil.copytree(small_run, shuffled)
+    for name in ("order.parquet", "heldout.parquet"):
+        _edit_parquet(shuffled / name, lambda t: t.take(list(range(t.num_rows))[::-1]))
+    cfg = ProfileConfig(n_treated=20, n_control=10, n_boot=40, min_cohort_size=2)
+    run_profile(small_run, tmp_path / "a", cfg, log=quiet)
+    run_profile(shuffled, tmp_path / "b", cfg, log=quiet)
+    for name in ("instances.parquet", "profile.parquet", "event_time.parquet", "retention.parquet"):
+        assert pq.read_table(tmp_path / "a" / name).equals(pq.read_table(tmp_path / "b" / name)), name
+    a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in "ab")
+    assert {k: v for k, v in a.items() if k != "run"} == {k: v for k, v in b.items() if k != "run"}
