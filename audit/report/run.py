@@ -3,9 +3,9 @@ manifest, in one output directory.
 
 Files in ``out``: per audit ``<label>.html`` and ``<label>.summary.json`` (characters other than ``A-Za-z0-9._-``
 become ``_``; names over 100 characters are cut to end with 8 hex digits of the label's SHA-256; all get an
-``<i>-`` prefix when two collide or one is ``comparison``); ``comparison.html`` and ``comparison.json`` with two or
-more audits; ``manifest.json`` (:func:`dedup.io.write_stage_manifest`, last) listing them, with the comparison's
-``differences`` (settings that differ between the audits, also logged as notes).
+``<i>-`` prefix when two collide, or one is ``comparison``, ignoring case); ``comparison.html`` and
+``comparison.json`` with two or more audits; ``manifest.json`` (:func:`dedup.io.write_stage_manifest`, last)
+listing them, with the comparison's ``differences`` (settings that differ between the audits, also logged as notes).
 
 Pages are written aside and moved in once all are; only then go the earlier report's files (its manifest's, and
 those :data:`audit.layout.REPORT_PENDING` lists): a report refused or failing part-way leaves ``out`` as it was;
@@ -60,7 +60,8 @@ def _file_stems(labels: list[str]) -> list[str]:
     stems = [re.sub(r"[^A-Za-z0-9._-]+", "_", lab).strip("._") or f"audit-{i + 1}" for i, lab in enumerate(labels)]
     stems = [f if len(f) <= 100 else f"{f[:91]}-{hashlib.sha256(lab.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
              for f, lab in zip(stems, labels)]  # a long label made a name too long (ENAMETOOLONG)
-    if len(set(stems)) != len(stems) or COMPARISON_PAGE.removesuffix(".html") in stems:
+    folded = [f.casefold() for f in stems]  # a case-insensitive file system (macOS, Windows): Raw.html is raw.html
+    if len(set(folded)) != len(folded) or COMPARISON_PAGE.removesuffix(".html") in folded:
         stems = [f"{i + 1}-{f}" for i, f in enumerate(stems)]
     return stems
 

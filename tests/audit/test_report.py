@@ -1335,3 +1335,16 @@ def test_an_audit_of_no_sequences_gives_a_page_and_no_warning(tmp_path, capsys):
     assert [str(w.message) for w in shown if issubclass(w.category, UserWarning)] == []
     assert capsys.readouterr().err == ""
     assert (tmp_path / "r" / "none.html").exists()
+
+
+@pytest.mark.parametrize("labels", [["Raw", "raw"], ["raw", "Comparison"]])
+def test_labels_equal_but_for_case_give_pages_of_other_names(dirs, tmp_path, labels):
+    """Labels that differ only in case made pages whose names differ only in case (Raw.html, raw.html; Comparison.html
+    beside comparison.html): on a case-insensitive file system (macOS, Windows) one page overwrote the other, and the
+    manifest listed both. Page names are now distinct ignoring case too."""
+    from pipelines.cli import main
+
+    out = tmp_path / "rep"
+    assert main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--labels", *labels, "--out", str(out)]) == 0
+    names = [p.name.casefold() for p in out.iterdir()]
+    assert len(set(names)) == len(names), sorted(names)
