@@ -299,7 +299,8 @@ def _print_profile(s: dict, out: Path) -> None:
 
 def _cmd_forecast(args: argparse.Namespace) -> int:
     from audit.forecast import forecast_audits
-    from dedup.io import write_json_atomic
+    from audit.layout import training_run
+    from dedup.io import read_manifest, write_json_atomic
     from dedup.runs import refuse_out_in_inputs
 
     if args.out:
@@ -307,7 +308,9 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
         if args.out.is_dir():
             raise ConfigError(f"--out {args.out} is a directory; give the path of the JSON file to write")
     fc = forecast_audits(args.first, args.second)
-    if args.out:
+    if args.out:  # nor inside the training run whose order.parquet it read (checked above: a finished audit's)
+        models = [read_manifest(d).get("model") for d in (args.first, args.second)]
+        refuse_out_in_inputs(args.out, [r for m in models if m and (r := training_run(m)) is not None])
         write_json_atomic(args.out, fc)
     rate = {k: "n/a" if fc[k] is None else f"{fc[k]:.3f}" for k in ("precision", "recall")}  # None: nothing to divide
     _emit(args, fc, lambda: print(f"{fc['n']} sequences seen by both: precision {rate['precision']}, "

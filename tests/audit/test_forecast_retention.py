@@ -668,3 +668,33 @@ def test_forecast_audits_refuse_an_audit_of_a_run_trained_again_since(tmp_path):
     assert training_run_digest(run) != digest
     with pytest.raises(InputError, match=r"first: audits .*run.* as it was before it was trained again"):
         forecast_audits(tmp_path / "first", tmp_path / "second")
+
+
+@pytest.mark.parametrize("target", ["run/order.parquet", "run/forecast.json", "run/model/fc.json"])
+def test_forecast_out_in_the_training_run_it_reads_is_refused(tmp_path, capsys, target):
+    """Audits of two checkpoints of one run: the forecast reads the run's order.parquet ("seen"). `--out
+    run/order.parquet` replaced that file with the forecast's JSON, exit 0 (found by the audit-side CLI probe):
+    the run could not be profiled or forecast again. An --out inside the run is refused (exit 2, one line), as one
+    inside an audit is, and nothing is written."""
+    import json
+
+    from audit.layout import checkpoint_name
+    from pipelines.cli import main
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / checkpoint_name(5)).mkdir(parents=True)
+    (run / "model").mkdir()
+    pd.DataFrame({"document_id": ["d", "f"], "token_offset": [0, 0], "n_tokens": [4, 4], "step": [2, 9],
+                  "first_step": [2, 3]}).to_parquet(run / "order.parquet")
+    before = (run / "order.parquet").read_bytes()
+    for name, model in (("first", run / "checkpoints" / checkpoint_name(5)), ("second", run / "model")):
+        (tmp_path / name).mkdir()
+        pd.DataFrame({"doc_id": ["d", "f"], "token_offset": [0, 0], "extractable": [True, False]}
+                     ).to_parquet(tmp_path / name / "per_sequence.parquet")
+        (tmp_path / name / "manifest.json").write_text(json.dumps({"stage": "audit", "model": str(model)}))
+    out = tmp_path / target
+    assert main(["forecast", str(tmp_path / "first"), str(tmp_path / "second"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(run) in err[0] and "Traceback" not in err[0], err
+    assert (run / "order.parquet").read_bytes() == before
+    assert target == "run/order.parquet" or not out.exists()
