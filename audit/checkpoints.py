@@ -475,7 +475,7 @@ def _retention_rows(run: Path, design: dict, seed: int) -> pd.DataFrame:
     items = order[order["instance_id"].isin(design["instance_ids"])].sort_values("instance_id")
     if len(items) != len(design["instance_ids"]) or not items["instance_id"].is_unique or (items["step"] > e).any():
         raise ValueError(f"{run}: the retention items are not trained exactly once, at or before step {e}")
-    held = pq.read_table(run / HELDOUT_FILE).to_pandas()
+    held = pq.read_table(run / HELDOUT_FILE).to_pandas().sort_values("instance_id", kind="stable")  # by instance
     held = held[held["n_tokens"] == int(items["n_tokens"].iloc[0])]
     if len(held) == 0:
         raise ValueError(f"{run}: no full-length held-out instance to use as a foil")

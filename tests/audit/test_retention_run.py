@@ -209,3 +209,23 @@ def test_recall_from_a_generation_that_is_not_greedy_decoding_is_refused(retenti
                         log=quiet)
         else:
             run_retention(run, tmp_path / "r", seed=0, batch_size=32, log=quiet)
+
+
+def test_retention_foils_do_not_depend_on_the_row_order_of_heldout(retention_run, tmp_path):
+    """heldout.parquet is a set of rows: the same held-out instances written in another order are the same run.
+    Before: each item's foil was drawn by position in the file, so reversing its rows gave other foils and other
+    recognition results (as the profile's controls did)."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from audit.checkpoints import run_retention
+
+    run, _ = retention_run
+    shuffled = tmp_path / "run"
+    shutil.copytree(run, shuffled)
+    t = pq.read_table(shuffled / "heldout.parquet")
+    pq.write_table(t.take(list(range(t.num_rows))[::-1]), shuffled / "heldout.parquet")
+    a, _ = run_retention(run, tmp_path / "a", seed=0, batch_size=32, log=quiet)
+    b, _ = run_retention(shuffled, tmp_path / "b", seed=0, batch_size=32, log=quiet)
+    assert a.equals(b)
