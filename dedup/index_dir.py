@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -326,14 +327,15 @@ class IndexDir:
                 return None, []
             return self.current, [FilterStack.load(self.path / self.current / n) for n in names]
 
-    def refuse_record(self, extra: dict | None) -> None:
-        """ValueError or TypeError where :meth:`install` could not record ``extra``: a field the batch has, or a value
-        JSON cannot hold. Called before anything is written (a first save would leave a version without index.json)."""
+    def refuse_record(self, extra: dict | None) -> dict:
+        """``extra`` as ``index.json`` will hold it (NaN as None, keys as strings); ValueError or TypeError where
+        :meth:`install` could not record it: a field the batch has, or a value JSON cannot hold. Called before
+        anything is written (a first save would leave a version without index.json)."""
         if clash := [k for k in (extra or {}) if k in (*_BATCH_REQUIRED, "source")]:
             raise ValueError(f"record field {clash[0]!r} is one of the batch's own in {self.path / INDEX_FILE} "
                              f"({', '.join((*_BATCH_REQUIRED, 'source'))}); name it otherwise")
         try:
-            io.json_text(extra or {})
+            return json.loads(io.json_text(extra or {}))
         except (TypeError, ValueError) as e:
             raise type(e)(f"record for {self.path / INDEX_FILE}: {e}") from None
 
@@ -352,7 +354,7 @@ class IndexDir:
             ValueError, TypeError: ``extra`` holds a field the batch has, or a value JSON cannot (nothing
                 is installed).
         """
-        self.refuse_record(extra)
+        extra = self.refuse_record(extra)  # what index.json holds is what install returns
         with self._locked():
             self.meta = self._read()
             if self.holds_run(run_id):

@@ -611,6 +611,16 @@ def test_a_save_record_that_is_not_json_leaves_nothing_behind(tmp_path):
     assert d.save(tmp_path / "idx", record={"note": "kept"})["documents"] == 1
 
 
+def test_save_returns_the_record_as_index_json_holds_it(tmp_path):
+    """save() returns its index.json; a record holding NaN or a non-string key was written as JSON
+    holds it (null, "1") but returned as given (nan, 1), so the returned dict and the file disagreed."""
+    d = Deduplicator()
+    d.add(pa.array(["a b c d e f"]))
+    meta = d.save(tmp_path / "idx", record={"score": float("nan"), 1: "one", "note": "kept"})
+    assert meta == json.loads((tmp_path / "idx" / "index.json").read_text())
+    assert {k: meta["batches"][-1][k] for k in ("score", "1", "note")} == {"score": None, "1": "one", "note": "kept"}
+
+
 def test_adds_from_two_threads_take_turns():
     """Two threads sharing one Deduplicator (a thread pool over a dataset's batches): the sketch and
     Bloom kernels release the GIL, and ``add`` kept its "stopped part way" marker on the object, so
