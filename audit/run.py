@@ -20,7 +20,7 @@ from dedup import io
 from dedup import layout as dedup_layout
 from dedup.config import DedupConfig
 from dedup.runs import discover
-from dedup.shards import InputError, ShardReader, count_rows, format_of, id_strings
+from dedup.shards import InputError, ShardReader, count_rows, format_of, id_strings, is_plain_json
 
 from . import aggregate, batching, metrics
 from .config import AuditConfig
@@ -58,7 +58,7 @@ def _members(path: Path) -> set[str]:
     fmt = (format_of(path) or (path.suffix.lower()[1:],))[0]
     give = "give a text file of one id per line, or Parquet with an 'id' or 'document_id' column"
     if fmt in ("jsonl", "arrow", "csv", "tsv"):  # else read as text, each line an id: no document would match
-        raise InputError(path, f"a {fmt.upper()} members file: {give}")
+        raise InputError(path, f"a {'JSON' if is_plain_json(path) else fmt.upper()} members file: {give}")
     if fmt == "parquet":
         try:
             table = pq.read_table(path)

@@ -440,13 +440,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from dedup.io import undecodable
     from dedup.runs import refuse_unusable_out
 
     from .demo import run_checks
 
-    refuse_unusable_out(args.out)  # a name not UTF-8, or a file
-    if not args.out.is_dir():  # (before run_checks holds it, which would make it)
+    # check reads OUT: a file is "not a directory", not refuse_unusable_out's "choose another output directory"
+    if not args.out.is_dir() and not undecodable(args.out):  # (before run_checks holds it, which would make it)
         raise ConfigError(f"{args.out}: not a directory (give the workflow's output directory, config 'out')")
+    refuse_unusable_out(args.out)  # a name not UTF-8
     result = run_checks(args.out)
 
     def human() -> None:

@@ -159,8 +159,9 @@ def test_an_out_that_is_a_file_says_so(tmp_path, capsys, command):
     corpus.write_text('{"text": "a b c d e f"}\n')
     assert main(_argv_into(command, out, corpus)) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0] == f"memdedup {command}: error: {out} exists and is not a directory; choose " \
-                                       "another output directory", err
+    why = (": not a directory (give the workflow's output directory, config 'out')" if command == "check" else
+           " exists and is not a directory; choose another output directory")  # check reads it: nothing to choose
+    assert len(err) == 1 and err[0] == f"memdedup {command}: error: {out}{why}", err
     assert out.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl", "out"]
 
 

@@ -457,6 +457,7 @@ def test_a_damaged_state_file_is_named_in_the_one_line_error(tmp_path, capsys, c
     ("members.txt", b"doc-1\n\xff\xfe\n", "not valid UTF-8"),
     ("members.parquet", b"not parquet", "unreadable"),
     ("members.txt", b"\n  \n", "no ids"),
+    ("manifest.json", b'{"ids": ["doc-1"]}', "a JSON members file"),  # was called JSONL
 ])
 def test_a_bad_members_file_is_named_in_the_one_line_error(tmp_path, capsys, name, content, needle):
     """--members that cannot be read is exit 2 with one line naming the file, before any model is
@@ -488,14 +489,13 @@ def test_check_on_a_foreign_directory_says_what_is_missing(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{tmp_path / 'audit' / 'raw'}: not a completed audit output (no such directory)" in err[0]
     assert files_under(tmp_path) == before
-    # a path that is no directory at all: named as such, not as a missing audit below it
-    for missing, why in ((tmp_path / "nope", ": not a directory (give the workflow's output directory, config "
-                                              "'out')"),
-                         (tmp_path / "corpus" / "part-0.parquet", " exists and is not a directory; choose another "
-                                                                  "output directory")):
+    # a path that is no directory at all: named as such, not as a missing audit below it; a file, too (was "exists
+    # and is not a directory; choose another output directory", the words of a stage writing there)
+    for missing in (tmp_path / "nope", tmp_path / "corpus" / "part-0.parquet"):
         assert main(["check", str(missing)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert err == [f"memdedup check: error: {missing}{why}"], err
+        assert err == [f"memdedup check: error: {missing}: not a directory (give the workflow's output directory, "
+                       "config 'out')"], err
     assert not (tmp_path / "nope").exists()  # (holding it made it)
 
 
