@@ -6,7 +6,7 @@ Every dedup run, fused or staged, is an :func:`execute`: :func:`prepare`, the en
    Walks skip, saying which, hidden names, plain ``.json`` files, files compressed in a way not read
    (``.jsonl.bz2``), Hugging Face ``datasets``' ``cache-*.arrow`` files and folders an earlier run wrote
    (:func:`earlier_output`; globs below a ``**`` too); a glob takes ``.json`` files only if it ends in
-   ``.json``. *Canonical order*: sorted by absolute path as given (links not resolved: rows reached through
+   ``.json``, cache files only if its name starts with ``cache-``. *Canonical order*: sorted by absolute path as given (links not resolved: rows reached through
    links or as copies give the same decisions and output names); a file reached twice is read once.
 2. **Outputs**: ``kept/<stem>.parquet`` per input (:mod:`dedup.layout`); colliding output names
    (``a.parquet`` + ``a.jsonl``) are refused. An input inside ``--out`` is refused when named and skipped by
@@ -251,6 +251,12 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
             matches = [m for m in sorted(map(Path, glob.glob(s, recursive=True)))  # .json files: when named
                        if format_of(m) and not _in_out(m, out_real)
                        and (is_plain_json(Path(s)) or not is_plain_json(m))]
+            # ds/*.arrow: the dataset's files, not a map's output beside them (cache-*.arrow names those)
+            caches = [] if p.name.startswith("cache-") else [m for m in matches if is_datasets_cache_file(m.name)]
+            if caches:
+                skipped["cache"] += [m for m in caches if m.resolve() not in said]
+                said.update(m.resolve() for m in caches)
+                matches = [m for m in matches if not is_datasets_cache_file(m.name)]
             # folders a ``**`` reaches are found, as a walk's are; those the pattern names (run*/kept) are not
             deep = next((i for i, part in enumerate(p.parts) if part == "**"), None)
             above = {m: next((d for d in m.parents if len(d.parts) > deep and earlier_output(d)), None)
@@ -262,7 +268,7 @@ def discover(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | N
             _refuse_unreadable_links(matches)
             new = [m for m in matches if m.is_file()]
             if not new:
-                why = "; ".join(_skip_notes({"outputs": outs}))
+                why = "; ".join(_skip_notes({"outputs": outs, "cache": caches}))
                 raise InputError(s, "glob matches no .parquet, .arrow or .jsonl files (outside --out)"
                                     + (f" ({why})" if why else ""))
         elif os.path.lexists(p):
