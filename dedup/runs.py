@@ -6,8 +6,9 @@ Every dedup run, fused or staged, is an :func:`execute`: :func:`prepare`, the en
    Walks skip, saying which, hidden names, plain ``.json`` files, files compressed in a way not read
    (``.jsonl.bz2``), Hugging Face ``datasets``' ``cache-*.arrow`` files and folders an earlier run wrote
    (:func:`earlier_output`; globs below a ``**`` too); a glob takes ``.json`` files only if it ends in
-   ``.json``, cache files only if its name starts with ``cache-``. *Canonical order*: sorted by absolute path as given (links not resolved: rows reached through
-   links or as copies give the same decisions and output names); a file reached twice is read once.
+   ``.json``, cache files only if its name starts with ``cache-``. *Canonical order*: sorted by absolute path
+   as given (links not resolved: rows reached through links or as copies give the same decisions and output
+   names); a file reached twice is read once.
 2. **Outputs**: ``kept/<stem>.parquet`` per input (:mod:`dedup.layout`); colliding output names
    (``a.parquet`` + ``a.jsonl``) are refused. An input inside ``--out`` is refused when named and skipped by
    walks and globs: ``--out`` is ours to write and clear.

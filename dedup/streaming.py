@@ -131,6 +131,7 @@ class Deduplicator:
             sketches = self._sketcher(texts.slice(start, step))  # nothing inserted yet: an interrupt here in
             self._stopped = (start, len(texts))  # the first slice changes nothing; after, rows of this call are in
             parts.append(self._decide(sketches))
+        self._stopped = (len(texts), len(texts))
         self._warn_if_full()  # raised as an error (warnings "error"), this add stopped after inserting its rows
         self._stopped = None
         if not parts:

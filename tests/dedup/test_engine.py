@@ -446,19 +446,22 @@ def test_removed_rows_given_a_few_at_a_time_are_written_in_work_linear_in_the_wr
     """removed.parquet's writer joined each write to every row pending before it, so writes of a
     row or a few (one per batch holding removals: thousands of small shards) cost work quadratic in
     their number: 20,000 one-row writes took 98 s (found by the streaming probe). Each write is now
-    joined once: the rows handed to Arrow's join are counted (n(n+1)/2 before, n now), not timed; the
-    same rows, the same row groups."""
-    from dedup.layout import REMOVED_ROW_GROUP, REMOVED_SCHEMA, removed_writer
+    joined once: the rows handed to Arrow's join are counted (about n * group / 2 before), not timed;
+    the same rows, in row groups of exactly REMOVED_ROW_GROUP rows (here made 1,000), the last shorter."""
+    import dedup.layout
+    from dedup.layout import REMOVED_SCHEMA, removed_writer
 
     joined, real = [], pa.concat_tables
     monkeypatch.setattr(pa, "concat_tables", lambda parts, *a, **k: joined.append(sum(p.num_rows for p in parts))
                         or real(parts, *a, **k))
-    n = 3_000
+    monkeypatch.setattr(dedup.layout, "REMOVED_ROW_GROUP", 1_000)
+    n = 3_500
     rows = pa.Table.from_pylist([{"shard": "a.parquet", "row": i, "reason": "exact"} for i in range(n)],
                                 REMOVED_SCHEMA)
     with removed_writer(tmp_path / "removed.parquet", "zstd") as write:
         for i in range(n):
             write(rows.slice(i, 1))
-    assert pq.read_table(tmp_path / "removed.parquet").equals(rows)
+    written = pq.ParquetFile(tmp_path / "removed.parquet")
+    assert written.read().equals(rows)
+    assert [written.metadata.row_group(g).num_rows for g in range(written.num_row_groups)] == [1000] * 3 + [500]
     assert sum(joined) <= 2 * n, sum(joined)
-    assert n < REMOVED_ROW_GROUP  # all pending at once: the old writer's joins summed to n(n+1)/2
