@@ -19,6 +19,9 @@ validate(config, "configs/schema.yaml")
 if floats := [(f"{s}.{k}", v) for s in ("corpus", "dask") for k, v in (config.get(s) or {}).items()
               if type(v) is float]:
     raise WorkflowError(f"config: {floats[0][0]} must be an integer, got {floats[0][1]!r}")
+if (config.get("dask") or {}).get("scheduler") and (config.get("dask") or {}).get("workers"):  # as the CLI refuses
+    raise WorkflowError("config: dask.scheduler and dask.workers: give one (workers sizes a local cluster; with a "
+                        "scheduler the workers are that scheduler's)")
 
 # ~ as in a shell (Snakemake expands none: out: ~/x made a folder "~"); "run/", "./run" as "run" (Snakemake warns
 # of each path "run//x", "./run/x")

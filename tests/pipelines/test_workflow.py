@@ -679,3 +679,17 @@ def test_an_out_that_is_a_file_or_an_empty_shard_path_is_named_before_any_job(tm
     r = snakemake("-n", "--configfile", str(tmp_path / "c.yaml"), "--config", "out=" + os.fsdecode(b"o\xffx"))
     said = [line for line in (r.stdout + r.stderr).splitlines() if "not valid UTF-8" in line]
     assert r.returncode != 0 and said and "config: out: " in said[0] and "--out" not in said[0], r.stderr[-3000:]
+
+
+def test_dask_scheduler_and_workers_together_are_refused_before_any_job(tmp_path, snakemake):
+    """`dask: {scheduler: ..., workers: N}` passed the schema, ran the corpus and stage_config jobs,
+    then failed in the dedup job ('--workers sizes a local cluster; with --scheduler the workers are
+    that scheduler's'). It is refused before any job, naming both keys, as the stage sections are."""
+    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    cfg.update(out=str(tmp_path / "run"), dask={"scheduler": "tcp://127.0.0.1:8786", "workers": 2})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = snakemake("-n", "--configfile", str(tmp_path / "c.yaml"))
+    text = r.stdout + r.stderr
+    assert r.returncode != 0 and "WorkflowError" in text and "dask.scheduler" in text and "dask.workers" in text, \
+        text[-3000:]
+    assert "Traceback" not in text and not (tmp_path / "run").exists(), text[-3000:]
