@@ -187,7 +187,8 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
                           "cores of the staged engine's local cluster")
     if args.band_splits < 1:
         raise ConfigError(f"--band-splits must be >= 1, got {args.band_splits}")
-    for flag, given in (("--index-dir", args.index_dir), ("--band-splits", args.band_splits > 1)):
+    for flag, given in (("--workers", args.workers), ("--scheduler", args.scheduler), ("--index-dir", args.index_dir),
+                        ("--band-splits", args.band_splits > 1)):
         if engine == "fused" and given:
             raise ConfigError(f"{flag} needs the staged engine (--engine staged)")
     if engine == "staged":

@@ -583,6 +583,19 @@ def test_out_holding_another_stages_output_is_refused_even_with_force(work: Path
     assert (out / "manifest.json").read_text() == '{"stage": "audit"}'
 
 
+def test_cluster_flags_with_the_fused_engine_are_refused(tmp_path):
+    """`--engine fused --workers 2` (or `--scheduler ...`) ran fused and said nothing, the cluster flag
+    silently dropped, while `--engine fused --index-dir` and `--band-splits` were refused: now one line
+    and exit 2 for each, before anything is written."""
+    src = write_rows(tmp_path / "in" / "a.parquet", [{"id": "1", "text": "one two three four five six"}])
+    for flag, value in (("--workers", "2"), ("--scheduler", "tcp://127.0.0.1:8786")):
+        r = dedup([src], tmp_path / "out", "--engine", "fused", flag, value, ok=False)
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"{flag} needs the staged engine" in lines[0], r.stderr
+        assert not (tmp_path / "out").exists()
+
+
 # ----------------------------------------------------------------------------- params
 
 
