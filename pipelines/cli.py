@@ -284,12 +284,17 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _print_profile(s: dict, out: Path) -> None:
+    def number(x) -> bool:  # neither None nor NaN (--n-boot 0: no intervals, no band)
+        return x is not None and x == x
+
     for kind in ("instantaneous", "persistent", "residual"):
         part = s["memorisation"].get(kind) or {}
-        if part.get("effect") is not None and part["effect"] == part["effect"]:  # not NaN
-            print(f"{kind:>13} memorisation: {part['effect']:.3f} nats "
-                  f"(95% CI {part['lower']:.3f} to {part['upper']:.3f})")
-    if band := s.get("band"):
+        if number(part.get("effect")):
+            ci = f" (95% CI {part['lower']:.3f} to {part['upper']:.3f})" if number(part.get("lower")) else ""
+            print(f"{kind:>13} memorisation: {part['effect']:.3f} nats{ci}")
+    if (band := s.get("band")) and not number(band.get("critical_value")):
+        print("simultaneous 95% band: none (no bootstrap draws: --n-boot 0)")
+    elif band:
         print(f"simultaneous 95% band (critical value {band['critical_value']:.2f}): {band['significant_cells']} of "
               f"{band['cells']} cells significant; lead cells significant: {band['significant_lead_cells']} of "
               f"{band['lead_cells']} (0 expected)")

@@ -1013,6 +1013,18 @@ def test_profile_names_a_checkpoint_without_tokenizer_files(small_run, tmp_path,
     assert str(last) in err and "no usable tokenizer" in err, err
 
 
+def test_a_profile_without_bootstrap_prints_no_nan(small_run, tmp_path, capsys):
+    """`memdedup profile --n-boot 0` (README: 0 = no bootstrap) printed '(95% CI nan to nan)' after each
+    figure and 'critical value nan', where summary.json holds null: now the figures without an interval,
+    and the band as not computed."""
+    from pipelines.cli import main
+
+    argv = ["--run", small_run, "--out", tmp_path / "out", *TINY_PROFILE[:4], "--n-boot", "0", "--min-cohort-size", "2"]
+    assert main(["profile", *map(str, argv)]) == 0
+    out = capsys.readouterr().out
+    assert "memorisation:" in out and "band" in out and "nan" not in out.lower(), out
+
+
 @pytest.mark.parametrize("n_positions", [31, 16])
 def test_profile_of_checkpoints_whose_context_is_shorter_than_the_instances(small_run, tmp_path, capsys, n_positions):
     """Own checkpoints (README "Bring your own checkpoints") with a context shorter than the order's 32-token
