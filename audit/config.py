@@ -187,7 +187,7 @@ class ProfileConfig(StageConfig):
                                           unit="steps",
                                           none="the profiled checkpoint closest to half the last one's step")
     checkpoints: str | None = option(None, "comma-separated checkpoint steps to profile (a list in a config file), "
-                                           "a subset of the run's (e.g. 0,1000,2000); the panel still ends at the end "
+                                           "a subset of the run's (e.g. 1,1000,2000); the panel still ends at the end "
                                            "of epoch 1; a retention run's probes keep their own checkpoints",
                                      none="every checkpoint of the run")
 
