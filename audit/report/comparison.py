@@ -317,7 +317,7 @@ def _exposure_section(exposure: Mapping[str, dict], labels: Sequence[str]) -> st
     copies = sorted({c for m in ok for c in by[m]})
     spaces = sorted({(float(exposure[m].get("log2_space", float("nan"))), exposure[m].get("samples"),
                       exposure[m].get("words")) for m in ok}, key=str)
-    space_text = "; ".join(f"log2|R| = {num(ls, 1)} bits ({integer(w)}-word canaries), estimated from "
+    space_text = "; ".join(f"log2|R| = {num(ls, 1)} bits (the first {integer(w)} words of each canary), estimated from "
                            f"{integer(n)} sampled candidates" for ls, n, w in spaces)
     text = ("<h2>Canary exposure by planted copies</h2>"
             "<p>Exposure (Carlini et al. 2019, <i>The Secret Sharer</i>) of the random canaries planted in the corpus: "

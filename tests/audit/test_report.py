@@ -1348,3 +1348,13 @@ def test_labels_equal_but_for_case_give_pages_of_other_names(dirs, tmp_path, lab
     assert main(["report", str(dirs["raw"]), str(dirs["dedup"]), "--labels", *labels, "--out", str(out)]) == 0
     names = [p.name.casefold() for p in out.iterdir()]
     assert len(set(names)) == len(names), sorted(names)
+
+
+def test_exposure_space_names_the_scored_words_not_the_canary_length(dirs, tmp_path):
+    """checks.json's ``words`` is how many leading words of each canary were scored (the demo's 64-word canaries:
+    the 24 that fit a 128-position model), not the canaries' length: the page said "24-word canaries" of
+    64-word ones."""
+    page = comparison_report([dirs["raw"], dirs["dedup"]], ["raw", "dedup"], tmp_path / "c" / "comparison.html",
+                             exposure=EXPOSURE).read_text(encoding="utf-8")
+    assert "32-word canaries" not in page
+    assert "the first 32 words of each canary" in page
