@@ -71,30 +71,38 @@ def random_space_log2(canary_words: int, vocabulary_size: int) -> float:
     return float(canary_words * math.log2(vocabulary_size))
 
 
-def _log_perplexity(lm, texts: list[str], batch_size: int) -> np.ndarray:
-    """-log2 Pr_model(text) per text: sum over its tokens, the first one predicted from an
-    end-of-text token placed before it (after the BOS of ``lm.prefix``, context only; rows padded
-    with it and masked out of the sum)."""
+def _log_perplexity(lm, texts: list[str], batch_size: int, separator: bool = True) -> np.ndarray:
+    """-log2 Pr_model(text) per text: sum over its tokens. ``separator``: the first one predicted from an
+    end-of-text token placed before it (after the BOS of ``lm.prefix``, context only; rows padded with it and
+    masked out of the sum), as a model trained on documents joined by that token saw it; else the text as
+    ``memdedup train`` cuts instances, from the document's start: its first token is context only, unless a
+    BOS of ``lm.prefix`` precedes it."""
     eos = lm.tokenizer.eos_token_id or 0
     ids = lm.encode(texts)
-    L = max(len(t) for t in ids) + 1
+    lead = int(separator)
+    L = max(len(t) for t in ids) + lead
     x = np.full((len(ids), L), eos, dtype=np.int64)
-    mask = np.zeros((len(ids), L - 1), dtype=bool)
+    mask = np.zeros((len(ids), L - 1 + lm.n_prefix), dtype=bool)  # the columns of lm.score: predicting x[1:]
+    first = lm.n_prefix if separator else max(lm.n_prefix - 1, 0)  # the column predicting the first scored token
     for i, t in enumerate(ids):
-        x[i, 1 : len(t) + 1] = t
-        mask[i, : len(t)] = True
+        x[i, lead : len(t) + lead] = t
+        mask[i, first : lm.n_prefix + len(t) - 1 + lead] = True
     stats = lm.score(x, batch_size)
-    return -(np.where(mask, stats.logprob[:, lm.n_prefix:], 0.0).sum(axis=1)) / math.log(2)
+    return -(np.where(mask, stats.logprob, 0.0).sum(axis=1)) / math.log(2)
 
 
 def canary_exposure(lm, canaries: list[str], canary_words: int, *, n_samples: int = 1000, seed: int = 0,
-                    batch_size: int = 32, vocabulary: list[str] | None = None) -> list[dict]:
+                    batch_size: int = 32, vocabulary: list[str] | None = None, separator: bool = True,
+                    context: int | None = None) -> list[dict]:
     """Exposure of each canary text under ``lm`` (an :class:`audit.lm.CausalLM`), against
     ``n_samples`` candidates drawn from R (``vocabulary`` None: the default one). Returns one
     :func:`exposure_sampled` dict per canary, with ``log_perplexity``, ``log2_space`` and
-    ``words``: when the texts after the leading end-of-text token overflow the model's context
-    (:meth:`audit.lm.CausalLM.beyond_context`), those of the canaries' ``k``-word prefixes, the largest ``k`` that
-    fits (``log2 |R| = k log2 V``).
+    ``words``: when the texts (after the leading end-of-text token of ``separator``, see
+    :func:`_log_perplexity`) overflow the model's context (:meth:`audit.lm.CausalLM.beyond_context`) or
+    ``context`` tokens (the length the model was trained on), those of the canaries' ``k``-word prefixes, the
+    largest ``k`` that fits (``log2 |R| = k log2 V``). A model scored in a context it never trained in (an
+    end-of-text token before a document it saw from its start, positions past its training length) shows
+    little exposure of what it memorised.
     """
     if vocabulary is None:
         from dedup.synthetic import vocabulary as vocab
@@ -104,16 +112,17 @@ def canary_exposure(lm, canaries: list[str], canary_words: int, *, n_samples: in
     sample_words = [[vocabulary[i] for i in row] for row in draws.tolist()]
     canary_split = [c.split(" ") for c in canaries]
 
-    def fits(j: int) -> bool:  # scored after the end-of-text token (_log_perplexity)
+    def fits(j: int) -> bool:
         texts = [" ".join(w[:j]) for w in sample_words + canary_split]
-        return not lm.beyond_context(1 + max(len(t) for t in lm.encode(texts)))
+        n = max(len(t) for t in lm.encode(texts))
+        return not lm.beyond_context(int(separator) + n) and (context is None or n <= context)
     k, hi = (canary_words, canary_words + 1) if fits(canary_words) else (1, canary_words)  # one word always fits
     while hi - k > 1:  # the largest fitting prefix, by bisection (token counts grow with words)
         mid = (k + hi) // 2
         k, hi = (mid, hi) if fits(mid) else (k, mid)
     log2_space = random_space_log2(k, len(vocabulary))
-    sample_scores = _log_perplexity(lm, [" ".join(w[:k]) for w in sample_words], batch_size)
-    canary_scores = _log_perplexity(lm, [" ".join(w[:k]) for w in canary_split], batch_size)
+    sample_scores = _log_perplexity(lm, [" ".join(w[:k]) for w in sample_words], batch_size, separator)
+    canary_scores = _log_perplexity(lm, [" ".join(w[:k]) for w in canary_split], batch_size, separator)
     return [{**exposure_sampled(float(c), sample_scores, log2_space), "log_perplexity": float(c),
              "log2_space": log2_space, "words": k} for c in canary_scores]
 

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from audit.aggregate import distinct_rows
 from audit.canaries import generate_canary_corpus
-from audit.layout import holding_out, read_per_sequence, refuse_damaged
+from audit.layout import TRAIN_CONFIG, holding_out, read_per_sequence, refuse_damaged, training_run
 from dedup import io
 from dedup import layout as dedup_layout
 from dedup.shards import InputError
@@ -159,9 +159,12 @@ def _canary_exposure(corpus: Path, model_dir: Path):
     for text in texts:
         by_words.setdefault(len(text.split(" ")), []).append(text)
     lm = load_causal_lm(model_dir)
+    # a model memdedup train made saw each canary from its start, in instances of seq_len tokens: scored so
+    run = training_run(model_dir)
+    seq_len = (io.json_or_empty(run / TRAIN_CONFIG).get("config") or {}).get("seq_len") if run else None
     copies, exposures, meta = [], [], {}
     for words, group in sorted(by_words.items()):
-        res = canary_exposure(lm, group, words, n_samples=EXPOSURE_SAMPLES)
+        res = canary_exposure(lm, group, words, n_samples=EXPOSURE_SAMPLES, separator=run is None, context=seq_len)
         copies += [texts[t] for t in group]
         exposures += [r["exposure"] for r in res]
         meta = {"samples": EXPOSURE_SAMPLES, "log2_space": res[0]["log2_space"], "words": res[0]["words"]}

@@ -4,6 +4,7 @@ filling a tiny real model's context."""
 
 from __future__ import annotations
 
+import json
 import math
 import numpy as np
 import pytest
@@ -166,3 +167,64 @@ def test_canary_log_perplexity_under_a_bos_policy(tiny_random_lm):
         start = len(prefix) + 1  # the canary's first token, predicted from the end-of-text token
         want = -sum(float(logp[t - 1, ids[0, t]]) for t in range(start, ids.shape[1])) / math.log(2)
         assert res[0]["words"] == 4 and res[0]["log_perplexity"] == pytest.approx(want, rel=1e-5)
+
+
+def test_canary_scored_as_memdedup_train_saw_it(tiny_random_lm):
+    """``memdedup train`` cuts instances from a document's start, with no end-of-text token before it, and
+    trains on ``seq_len`` tokens: scored after such a token (as a hub GPT-2 trained on joined documents saw its
+    documents) and over positions never trained, the demo's raw model, extracting its 8x canaries verbatim,
+    showed them ~8 bits of exposure (as little as 4x; found by the numbers probe). ``separator=False`` scores
+    the canary from its start (its first token context only, unless a BOS precedes it) and ``context`` fits
+    it to the training length; recomputed here from the logits."""
+    import torch
+    from audit.exposure import canary_exposure
+    from audit.lm import load_causal_lm
+
+    canary = "t5 t9 t30 t7 t40 t41"
+    vocab = canary.split(" ")  # one token each, in both tokenizers
+    for name, policy, prefix in (("gpt2", "auto", []), ("llama", "auto", [1])):
+        d = tiny_random_lm(name, **({"bos": 1, "name": "llama_bos_exposure"} if name == "llama" else {}))
+        lm = load_causal_lm(d, bos=policy)
+        assert lm.prefix == prefix
+        ids = lm.encode([canary])[0]
+        assert len(ids) == 6
+        res = canary_exposure(lm, [canary], 6, n_samples=30, seed=0, vocabulary=vocab, separator=False,
+                              context=len(ids) - 1)
+        assert res[0]["words"] == 5  # the sixth word's tokens pass the context
+        x = torch.tensor([prefix + lm.encode(["t5 t9 t30 t7 t40"])[0]])
+        with torch.no_grad():
+            logp = torch.log_softmax(lm.model(input_ids=x).logits[0, :-1].double(), dim=-1)
+        start = max(len(prefix), 1)  # the first token predicted: after the BOS, else the canary's second
+        want = -sum(float(logp[t - 1, x[0, t]]) for t in range(start, x.shape[1])) / math.log(2)
+        assert res[0]["log_perplexity"] == pytest.approx(want, rel=1e-5)
+
+
+def test_the_demo_scores_canaries_as_its_trainer_fed_them(tmp_path, monkeypatch):
+    """`memdedup check` (pipelines.demo) scores a model of a `memdedup train` run from the canary's start and
+    within the run's seq_len (separator=False, context=seq_len); any other model after an end-of-text token,
+    as before. Before: every model after an end-of-text token, over the model's whole context."""
+    import audit.exposure
+    import audit.lm
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pipelines import demo
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(pa.table({"kind": ["canary", "canary", "filler"], "text": ["a b c", "d e f", "g h i"],
+                             "repeats": [1, 8, 1]}), corpus / "part-0.parquet")
+    calls = []
+    monkeypatch.setattr(audit.lm, "load_causal_lm", lambda d: "lm")
+    monkeypatch.setattr(audit.exposure, "canary_exposure", lambda lm, group, words, **k: calls.append(k) or [
+        {"exposure": 1.0, "log2_space": 3.0, "words": words} for _ in group])
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "config.json").write_text("{}")
+    pq.write_table(pa.table({"step": [1]}), run / "order.parquet")
+    (run / "train_config.json").write_text(json.dumps({"config": {"seq_len": 48}}))
+    other = tmp_path / "hub-model"
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    assert demo._canary_exposure(corpus, run / "model")["by_copies"][1]["copies"] == 8
+    assert demo._canary_exposure(corpus, other) is not None
+    assert [(c["separator"], c["context"]) for c in calls] == [(False, 48), (True, None)]
