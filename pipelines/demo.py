@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from audit.aggregate import distinct_rows
 from audit.canaries import generate_canary_corpus
-from audit.layout import TRAIN_CONFIG, holding_out, read_per_sequence, refuse_damaged, training_run
+from audit.layout import HELDOUT_FILE, TRAIN_CONFIG, holding_out, read_per_sequence, refuse_damaged, training_run
 from dedup import io
 from dedup import layout as dedup_layout
 from dedup.shards import InputError
@@ -126,12 +126,15 @@ def prepare_corpus_dir(out: Path) -> None:
 
 
 def _canary_rate(audit_dir: Path) -> dict:
-    """Extractable rate of the distinct sequences sampled from canaries planted >= MIN_COPIES times."""
+    """Extractable rate of the distinct sequences sampled from canaries planted >= MIN_COPIES times that the model
+    trained on: a ``member`` False (a canary held out with its copies) is left out, as it would lower the raw
+    model's rate and the cleaned model's alike."""
     io.completed_manifest(audit_dir, "audit")
     table = read_per_sequence(audit_dir, ("doc_id", "duplicate_count", "extractable"), nulls=False)
     t = table.select(["doc_id", "duplicate_count"]).to_pydict()
-    table = table.filter(pa.array([d is not None and str(d).startswith("canary-") and c >= MIN_COPIES
-                                   for d, c in zip(t["doc_id"], t["duplicate_count"])], pa.bool_()))
+    member = table.column("member").to_pylist() if "member" in table.column_names else [None] * table.num_rows
+    table = table.filter(pa.array([d is not None and str(d).startswith("canary-") and c >= MIN_COPIES and m is not False
+                                   for d, c, m in zip(t["doc_id"], t["duplicate_count"], member)], pa.bool_()))
     rows = [e for e, first in zip(table.column("extractable").to_pylist(), distinct_rows(table)) if first]
     return {"sequences": len(rows), "extractable": sum(rows), "rate": sum(rows) / len(rows) if rows else None}
 
@@ -145,29 +148,39 @@ def _canary_exposure(corpus: Path, model_dir: Path):
         return None
     from audit.exposure import canary_exposure, exposure_by_copies
     from audit.lm import load_causal_lm
+    from audit.sampling import document_name
 
+    # a model memdedup train made saw each canary from its start, in instances of seq_len tokens: scored so; the
+    # canaries it held out (with all their copies: audit.train.choose_heldout) it never saw: left out
+    run = training_run(model_dir)
+    record = io.json_or_empty(run / TRAIN_CONFIG) if run else {}
+    seq_len = record.get("config", record).get("seq_len")  # (older runs: the config at the top level)
+    held = set(pq.read_table(run / HELDOUT_FILE, columns=["document_id"]).column(0).to_pylist()
+               ) if run and (run / HELDOUT_FILE).exists() else set()  # by id: the cleaned model's run read kept/
     texts: dict[str, int] = {}
+    left_out: set[str] = set()  # texts of which a copy was held out, as all its copies were
     for shard in shards:
         t = pq.read_table(shard)
         if not {"kind", "text", "repeats"} <= set(t.column_names):
             return None
-        texts.update((text, int(reps)) for kind, text, reps in
-                     zip(*(t.column(c).to_pylist() for c in ("kind", "text", "repeats"))) if kind == "canary")
-    if not texts:
+        ids = t.column("id").to_pylist() if "id" in t.column_names else [None] * t.num_rows
+        for row, (kind, text, reps) in enumerate(zip(*(t.column(c).to_pylist() for c in ("kind", "text", "repeats")))):
+            if kind == "canary" and document_name(ids[row], shard.name, row) in held:
+                left_out.add(text)
+            elif kind == "canary":
+                texts[text] = int(reps)
+    if not (texts := {t: r for t, r in texts.items() if t not in left_out}):
         return None
     by_words: dict[int, list[str]] = {}
     for text in texts:
         by_words.setdefault(len(text.split(" ")), []).append(text)
     lm = load_causal_lm(model_dir)
-    # a model memdedup train made saw each canary from its start, in instances of seq_len tokens: scored so
-    run = training_run(model_dir)
-    seq_len = (io.json_or_empty(run / TRAIN_CONFIG).get("config") or {}).get("seq_len") if run else None
-    copies, exposures, meta = [], [], {}
+    copies, exposures, meta = [], [], {"held_out_canaries": len(left_out)}
     for words, group in sorted(by_words.items()):
         res = canary_exposure(lm, group, words, n_samples=EXPOSURE_SAMPLES, separator=run is None, context=seq_len)
         copies += [texts[t] for t in group]
         exposures += [r["exposure"] for r in res]
-        meta = {"samples": EXPOSURE_SAMPLES, "log2_space": res[0]["log2_space"], "words": res[0]["words"]}
+        meta |= {"samples": EXPOSURE_SAMPLES, "log2_space": res[0]["log2_space"], "words": res[0]["words"]}
     return {**meta, "by_copies": exposure_by_copies(copies, exposures)}
 
 

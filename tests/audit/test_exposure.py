@@ -201,8 +201,12 @@ def test_canary_scored_as_memdedup_train_saw_it(tiny_random_lm):
 
 def test_the_demo_scores_canaries_as_its_trainer_fed_them(tmp_path, monkeypatch):
     """`memdedup check` (pipelines.demo) scores a model of a `memdedup train` run from the canary's start and
-    within the run's seq_len (separator=False, context=seq_len); any other model after an end-of-text token,
-    as before. Before: every model after an end-of-text token, over the model's whole context."""
+    within the run's seq_len (separator=False, context=seq_len), leaving out the canaries the run held out (by
+    id: all copies of a canary are held out together; found by the review: a held-out 64x canary, never
+    trained, scored 0.1 bits beside its trained twins' ~100 and pulled the 64x mean down); any other model
+    after an end-of-text token, every canary, as before. An older run's train_config.json (the config at its
+    top level) gives its seq_len too. Before: every model after an end-of-text token over its whole context,
+    held-out canaries included."""
     import audit.exposure
     import audit.lm
     import pyarrow as pa
@@ -211,20 +215,26 @@ def test_the_demo_scores_canaries_as_its_trainer_fed_them(tmp_path, monkeypatch)
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    pq.write_table(pa.table({"kind": ["canary", "canary", "filler"], "text": ["a b c", "d e f", "g h i"],
-                             "repeats": [1, 8, 1]}), corpus / "part-0.parquet")
+    pq.write_table(pa.table({"id": ["c0", "c1", "c2", "c3", "f0"], "kind": ["canary"] * 4 + ["filler"],
+                             "text": ["a b c", "d e f", "d e f", "g h i", "j k l"], "repeats": [1, 2, 2, 1, 1]}),
+                   corpus / "part-0.parquet")
     calls = []
     monkeypatch.setattr(audit.lm, "load_causal_lm", lambda d: "lm")
-    monkeypatch.setattr(audit.exposure, "canary_exposure", lambda lm, group, words, **k: calls.append(k) or [
-        {"exposure": 1.0, "log2_space": 3.0, "words": words} for _ in group])
-    run = tmp_path / "run"
-    (run / "model").mkdir(parents=True)
-    (run / "model" / "config.json").write_text("{}")
-    pq.write_table(pa.table({"step": [1]}), run / "order.parquet")
-    (run / "train_config.json").write_text(json.dumps({"config": {"seq_len": 48}}))
+    monkeypatch.setattr(audit.exposure, "canary_exposure", lambda lm, group, words, **k: calls.append(
+        (sorted(group), k)) or [{"exposure": 1.0, "log2_space": 3.0, "words": words} for _ in group])
+    run, old = tmp_path / "run", tmp_path / "old-run"
+    for r, record in ((run, {"config": {"seq_len": 48}}), (old, {"seq_len": 32})):
+        (r / "model").mkdir(parents=True)
+        (r / "model" / "config.json").write_text("{}")
+        pq.write_table(pa.table({"step": [1]}), r / "order.parquet")
+        pq.write_table(pa.table({"document_id": ["c2", "f0"]}), r / "heldout.parquet")  # one copy of "d e f"
+        (r / "train_config.json").write_text(json.dumps(record))
     other = tmp_path / "hub-model"
     other.mkdir()
     (other / "config.json").write_text("{}")
-    assert demo._canary_exposure(corpus, run / "model")["by_copies"][1]["copies"] == 8
-    assert demo._canary_exposure(corpus, other) is not None
-    assert [(c["separator"], c["context"]) for c in calls] == [(False, 48), (True, None)]
+    got = demo._canary_exposure(corpus, run / "model")
+    assert got["held_out_canaries"] == 1 and [r["copies"] for r in got["by_copies"]] == [1]
+    assert demo._canary_exposure(corpus, old / "model")["held_out_canaries"] == 1
+    assert [r["copies"] for r in demo._canary_exposure(corpus, other)["by_copies"]] == [1, 2]
+    assert [(g, c["separator"], c["context"]) for g, c in calls] == [
+        (["a b c", "g h i"], False, 48), (["a b c", "g h i"], False, 32), (["a b c", "d e f", "g h i"], True, None)]

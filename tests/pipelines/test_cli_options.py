@@ -760,6 +760,29 @@ def test_the_canary_claims_count_distinct_sequences(tmp_path):
     assert checks["dedup"]["dedup_sequences"] == 2 and checks["dedup"]["dedup_rate"] == pytest.approx(0.5)
 
 
+def test_the_canary_claims_leave_out_canaries_the_model_never_trained_on(tmp_path):
+    """A canary held out of training (member False: memdedup train holds out a canary with all its copies) was
+    counted in claims 2 and 3 as a canary not extracted, lowering the raw model's rate and the cleaned model's
+    alike (the cleaned model's toward the claim's 10x; found by the review). Unlabelled rows (no --members) count."""
+    from pipelines.demo import run_checks
+
+    def audit(name: str, extractable: list[bool], member: list[bool | None]) -> None:
+        d = tmp_path / "audit" / name
+        d.mkdir(parents=True)
+        n = len(extractable)
+        pq.write_table(pa.table({"doc_id": [f"canary-{i}" for i in range(n)], "duplicate_count": [64] * n,
+                                 "extractable": extractable, "member": pa.array(member, pa.bool_()),
+                                 "prompt": [[i] * 4 for i in range(n)], "truth": [[i + 100] * 4 for i in range(n)]}),
+                       d / "per_sequence.parquet")
+        (d / "manifest.json").write_text('{"stage": "audit"}')
+
+    audit("raw", [True, False, False, False], [True, None, False, False])
+    audit("dedup", [False, False, False], [True, False, False])
+    checks = {c["name"].split(" ")[0]: c for c in run_checks(tmp_path)["checks"]}
+    assert (checks["raw"]["raw_sequences"], checks["raw"]["raw_rate"]) == (2, 0.5) and checks["raw"]["passed"]
+    assert checks["dedup"]["dedup_sequences"] == 1
+
+
 def test_forecast_out_that_is_a_directory_and_train_into_another_stage_say_so(tmp_path, capsys):
     """forecast --out names a file: a directory there was 'exit 2' with a line naming a temporary
     file ('.../.x.tmp-...: Is a directory'); now the line names --out. train --out holding
