@@ -293,7 +293,8 @@ def _print_profile(s: dict, out: Path) -> None:
             ci = f" (95% CI {part['lower']:.3f} to {part['upper']:.3f})" if number(part.get("lower")) else ""
             print(f"{kind:>13} memorisation: {part['effect']:.3f} nats{ci}")
     if (band := s.get("band")) and not number(band.get("critical_value")):
-        print("simultaneous 95% band: none (no bootstrap draws: --n-boot 0)")
+        why = "no bootstrap draws: --n-boot 0" if (s.get("config") or {}).get("n_boot") == 0 else "no cell to test"
+        print(f"simultaneous 95% band: none ({why})")
     elif band:
         print(f"simultaneous 95% band (critical value {band['critical_value']:.2f}): {band['significant_cells']} of "
               f"{band['cells']} cells significant; lead cells significant: {band['significant_lead_cells']} of "

@@ -140,7 +140,8 @@ def test_an_out_that_is_a_dangling_link_names_where_it_points(tmp_path, engine):
     pq.write_table(pa.table({"text": ["a b c d e f", "x y z"]}), tmp_path / "in" / "a.parquet")
     (tmp_path / "d").symlink_to(tmp_path / "gone")
     r = subprocess.run([sys.executable, "-m", "pipelines.cli", "dedup", str(tmp_path / "in"), "--out",
-                        str(tmp_path / "d"), "--engine", engine, "--workers", "1"], capture_output=True, text=True,
+                        str(tmp_path / "d"), "--engine", engine, *(["--workers", "1"] if engine == "staged" else [])],
+                       capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert_one_error_line(r, "memdedup dedup", str(tmp_path / "d"), "symbolic link", str(tmp_path / "gone"))
     assert not (tmp_path / "gone").exists()

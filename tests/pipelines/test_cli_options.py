@@ -1238,3 +1238,14 @@ def test_the_canary_claims_of_a_corpus_without_canaries_are_not_applicable(tmp_p
         assert result["passed"] is None and status == 1, result  # nothing checked: --strict fails
     else:
         assert result["checks"][0]["passed"] is True and result["passed"] is True and status == 0, result
+
+
+def test_a_profile_band_not_computed_says_why(capsys):
+    """A profile whose band has no critical value blamed '--n-boot 0' whatever the reason: with 200 draws and no
+    cell to test (no cohort) it said 'no bootstrap draws: --n-boot 0' (found by the review)."""
+    from pipelines.cli import _print_profile
+
+    for n_boot, why in ((0, "no bootstrap draws: --n-boot 0"), (200, "no cell to test")):
+        _print_profile({"memorisation": {}, "band": {"critical_value": float("nan")}, "config": {"n_boot": n_boot},
+                        "placebo_cells_covering_zero": None}, Path("out"))
+        assert f"simultaneous 95% band: none ({why})" in capsys.readouterr().out
