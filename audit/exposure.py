@@ -114,8 +114,8 @@ def canary_exposure(lm, canaries: list[str], canary_words: int, *, n_samples: in
 
     def fits(j: int) -> bool:
         texts = [" ".join(w[:j]) for w in sample_words + canary_split]
-        n = max(len(t) for t in lm.encode(texts))
-        return not lm.beyond_context(int(separator) + n) and (context is None or n <= context)
+        fed = int(separator) + max(len(t) for t in lm.encode(texts))  # the end-of-text token and the text
+        return not lm.beyond_context(fed) and (context is None or fed <= context)
     k, hi = (canary_words, canary_words + 1) if fits(canary_words) else (1, canary_words)  # one word always fits
     while hi - k > 1:  # the largest fitting prefix, by bisection (token counts grow with words)
         mid = (k + hi) // 2

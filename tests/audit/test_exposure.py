@@ -130,6 +130,8 @@ def test_canary_exposure_fits_the_models_context():
     lm.max_positions = 21  # the end-of-text token + 21 words: 21 positions fed, the last word only predicted
     res = canary_exposure(lm, [canary], 64, n_samples=100, seed=0, vocabulary=vocab)
     assert res[0]["words"] == 21 and res[0]["log2_space"] == pytest.approx(21 * math.log2(1000))
+    # a training length of 10 tokens holds the end-of-text token and 9 words (it was 10 words: the token not counted)
+    assert canary_exposure(lm, [canary], 64, n_samples=100, seed=0, vocabulary=vocab, context=10)[0]["words"] == 9
 
 
 def test_canaries_fill_the_context_of_a_real_model(tiny_random_lm):
