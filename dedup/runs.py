@@ -139,8 +139,8 @@ _SKIPPED = {
     "json": ".json file(s) (often manifests and configs); name them, or a '*.json' glob, to read them as JSON Lines",
     "compressed": "compressed file(s) in a compression memdedup does not read (JSON Lines: plain, .gz or .zst); "
                   "recompress them",
-    "outputs": "folder(s) written by an earlier memdedup run (a stage's manifest.json, or a killed run's "
-               f"{WORK_DIR}/{RUN_FILE}); name one to read it",
+    "outputs": "folder(s) written by an earlier memdedup run (a stage's manifest.json, a killed run's "
+               f"{WORK_DIR}/{RUN_FILE}, or a running or killed audit stage's {io.RUNNING_FILE}); name one to read it",
 }
 
 

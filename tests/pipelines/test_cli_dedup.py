@@ -790,6 +790,7 @@ def test_a_killed_audit_stages_output_inside_the_input_folder_is_skipped_and_sai
     r = dedup(data, tmp_path / "run", "--json")
     assert manifest_of(tmp_path / "run")["totals"]["rows"] == 20
     assert "skipped 1 folder(s) written by an earlier memdedup run" in r.stderr and "audit1" in r.stderr, r.stderr
+    assert ".memdedup-running" in r.stderr, r.stderr  # the note names what marked it (it named only two others)
     mark = data / "audit1" / ".memdedup-running"
     again = subprocess.run([sys.executable, "-c", script, str(data / "audit1"), "fail"], cwd=ROOT, capture_output=True)
     assert again.returncode == 1 and mark.exists()  # a refused rerun: the killed run's files are still unfinished
