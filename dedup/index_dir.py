@@ -327,7 +327,7 @@ class IndexDir:
                 return None, []
             return self.current, [FilterStack.load(self.path / self.current / n) for n in names]
 
-    def refuse_record(self, extra: dict | None) -> dict:
+    def checked_record(self, extra: dict | None) -> dict:
         """``extra`` as ``index.json`` will hold it (NaN as None, keys as strings); ValueError or TypeError where
         :meth:`install` could not record it: a field the batch has, or a value JSON cannot hold. Called before
         anything is written (a first save would leave a version without index.json)."""
@@ -354,7 +354,7 @@ class IndexDir:
             ValueError, TypeError: ``extra`` holds a field the batch has, or a value JSON cannot (nothing
                 is installed).
         """
-        extra = self.refuse_record(extra)  # what index.json holds is what install returns
+        extra = self.checked_record(extra)  # what index.json holds is what install returns
         with self._locked():
             self.meta = self._read()
             if self.holds_run(run_id):

@@ -239,7 +239,7 @@ class Deduplicator:
                 return idx.meta
             pinned = self._version if ours else None
             added = self.documents - self._saved_documents
-            idx.refuse_record(record)  # before saving() makes the directory
+            idx.checked_record(record)  # refused before saving() makes the directory
             with idx.saving() as tmp:
                 for name, stack in zip(_names(self.bands), [*self._stacks, self._exact]):
                     stack.save(tmp / name)
