@@ -241,7 +241,8 @@ def _text_line_problem(shard: Shard, text_column: str) -> tuple[int, str] | None
 
 def _decompressed(shard: Shard, block_bytes: int | None = None) -> Iterator[bytes]:
     """The bytes of ``shard`` decompressed, in blocks of ``block_bytes`` (None: :data:`JSONL_CHUNK_BYTES`): the one
-    decoding of JSON Lines files (the reader's and :func:`head_texts`'). Where Arrow's gzip decoder (which reads a zlib stream too) fails, as on zero
+    decoding of JSON Lines files (the reader's and :func:`head_texts`'). Where Arrow's gzip decoder (which reads a
+    zlib stream too) fails, as on zero
     bytes after the stream (padding some archivers and writers leave), Python's gzip decompresses the file again
     and goes on from there: it skips zero bytes (between members too) and refuses anything else (other bytes after
     the stream, a damaged one)."""
